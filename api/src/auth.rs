@@ -1,0 +1,91 @@
+//! Bearer-token authentication: the [`Caller`] extractor and a short-lived cache of valid tokens.
+//!
+//! The cache keeps the hot path free of a database round trip per request; its one-second lifetime
+//! bounds how long a revoked token keeps working on any api instance.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use shared::db::tokens::{self, Principal};
+
+use crate::{AppState, error::ApiError};
+
+/// How long a validated token is trusted without asking Postgres again.
+const CACHE_TTL: Duration = Duration::from_secs(1);
+/// Beyond this many cached tokens the cache starts over, bounding its memory.
+const CACHE_CAPACITY: usize = 100_000;
+
+#[derive(Default)]
+pub struct TokenCache {
+    entries: RwLock<HashMap<[u8; 32], (Principal, Instant)>>,
+}
+
+impl TokenCache {
+    fn get(&self, hash: &[u8; 32]) -> Option<Principal> {
+        let entries = self
+            .entries
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        entries
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+            .map(|(principal, _)| *principal)
+    }
+
+    fn put(&self, hash: [u8; 32], principal: Principal) {
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if entries.len() >= CACHE_CAPACITY {
+            entries.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+        }
+        entries.insert(hash, (principal, Instant::now()));
+    }
+}
+
+/// The authenticated caller of a request.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized("missing_token", "send `Authorization: Bearer <token>`")
+        })?;
+        let secret = header
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "missing_token",
+                    "the Authorization header must be `Bearer <token>`",
+                )
+            })?;
+        let hash = shared::token::hash(secret);
+        if let Some(principal) = state.tokens.get(&hash) {
+            return Ok(Self(principal));
+        }
+        let principal = tokens::authenticate(&state.pool, &hash)
+            .await?
+            .ok_or_else(|| {
+                ApiError::unauthorized("invalid_token", "the token is unknown or revoked")
+            })?;
+        state.tokens.put(hash, principal);
+        Ok(Self(principal))
+    }
+}

@@ -1,0 +1,164 @@
+//! `tollgate-api`'s command line: `serve` (the default) and the operator commands `migrate`,
+//! `tenant create` and `token create`.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use shared::config::InfraConfig;
+use shared::db::{tenants, tokens};
+use shared::domain::Role;
+use shared::queue::{Broker, Topology};
+
+use crate::ApiSettings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tollgate-api",
+    version,
+    about = "Tollgate's intake API and operator commands"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub infra: InfraConfig,
+
+    /// Address the API listens on.
+    #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "TOLLGATE_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant and print its id.
+    Create { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for a tenant and print it. It is shown this once and never again.
+    Create {
+        /// The tenant's name.
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// A label to tell tokens apart.
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    Admin,
+    Client,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Admin => Role::Admin,
+            RoleArg::Client => Role::Client,
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let pool = shared::process::connect_database(&cli.infra.database_url, cli.infra.db_pool_size)
+        .await
+        .context("cannot open the database")?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let shutdown = shared::process::shutdown_on_signal();
+            let topology = Topology::new(&cli.infra.queue_prefix);
+            let broker = Broker::new(&cli.infra.amqp_url, topology, "tollgate-api");
+            let supervisor = tokio::spawn(broker.clone().supervise(shutdown.clone()));
+            let listener = tokio::net::TcpListener::bind(cli.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", cli.listen))?;
+            let settings = ApiSettings {
+                body_limit: cli.body_limit,
+            };
+            crate::serve(listener, pool, broker, settings, shutdown.clone()).await?;
+            shutdown.cancel();
+            supervisor.await.context("the broker supervisor panicked")?;
+            Ok(())
+        }
+        Command::Migrate => {
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Tenant(TenantCommand::Create { name }) => create_tenant(&pool, &name).await,
+        Command::Token(TokenCommand::Create { tenant, role, name }) => {
+            create_token(&pool, &tenant, role.into(), &name).await
+        }
+    }
+}
+
+#[expect(
+    clippy::print_stdout,
+    reason = "the operator reads the tenant id from stdout"
+)]
+async fn create_tenant(pool: &sqlx::PgPool, name: &str) -> anyhow::Result<()> {
+    if name.trim().is_empty() || name.len() > 100 {
+        bail!("a tenant name must be 1 to 100 characters");
+    }
+    match tenants::create(pool, name).await {
+        Ok(id) => {
+            println!("{id}");
+            Ok(())
+        }
+        Err(sqlx::Error::Database(e)) if e.constraint() == Some(tenants::NAME_TAKEN) => {
+            bail!("a tenant named {name:?} already exists")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[expect(
+    clippy::print_stdout,
+    reason = "the token is shown to the operator this once, on stdout"
+)]
+async fn create_token(
+    pool: &sqlx::PgPool,
+    tenant: &str,
+    role: Role,
+    name: &str,
+) -> anyhow::Result<()> {
+    let tenant_id = tenants::find_by_name(pool, tenant)
+        .await?
+        .with_context(|| format!("no tenant named {tenant:?}"))?;
+    let token = shared::token::generate();
+    tokens::create(
+        pool,
+        tenant_id,
+        name,
+        role,
+        &token.hash,
+        &token.display_prefix,
+    )
+    .await?;
+    println!("{}", token.secret);
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! The JSON body extractor: every way a body can be wrong becomes the right problem+json answer.
+//!
+//! 415 for a non-JSON content type, 413 over the body limit, 400 for JSON that does not parse, and
+//! 422 naming the field for JSON of the wrong shape (missing, unknown or mistyped field).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use crate::{AppState, error::ApiError};
+
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+            return Err(ApiError::unsupported_media_type());
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::too_large(state.body_limit)
+            } else {
+                ApiError::malformed(rejection.body_text())
+            }
+        })?;
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
+    let Some(mime) = content_type.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = mime
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Deserializes, telling bad JSON (400) from JSON of the wrong shape (422 with the field's path).
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(shape_error)?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::malformed(format!("the body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+fn shape_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = error.path().to_string();
+    let inner = error.into_inner();
+    if !inner.is_data() {
+        return ApiError::malformed(format!("the body is not valid JSON: {inner}"));
+    }
+    let message = inner.to_string();
+    // serde reports missing and unknown fields at the parent's path, naming the field in backticks.
+    let named = message
+        .starts_with("missing field")
+        .then_some(())
+        .or_else(|| message.starts_with("unknown field").then_some(()))
+        .and_then(|()| message.split('`').nth(1));
+    let field = match (named, path.as_str()) {
+        (Some(name), ".") => name.to_owned(),
+        (Some(name), parent) => format!("{parent}.{name}"),
+        (None, ".") => "body".to_owned(),
+        (None, path) => path.to_owned(),
+    };
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_owned();
+    ApiError::invalid_field(field, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        model: String,
+        messages: Vec<Message>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Message {
+        role: String,
+    }
+
+    fn status_of(json: &str) -> u16 {
+        parse::<Body>(json.as_bytes())
+            .unwrap_err()
+            .status()
+            .as_u16()
+    }
+
+    #[test]
+    fn broken_json_is_400_and_wrong_shapes_are_422() {
+        assert_eq!(status_of("{\"model\": "), 400);
+        assert_eq!(status_of("{\"model\": 5, \"messages\": []}"), 422);
+        assert_eq!(
+            status_of("{\"model\": \"m\", \"messages\": []} trailing"),
+            400
+        );
+    }
+
+    #[test]
+    fn the_field_at_fault_is_named() {
+        let field = |json: &str| parse::<Body>(json.as_bytes()).unwrap_err().field_name();
+        assert_eq!(field("{\"messages\": []}"), Some("model".into()));
+        assert_eq!(
+            field("{\"model\": \"m\", \"messages\": [], \"extra\": 1}"),
+            Some("extra".into())
+        );
+        assert_eq!(
+            field("{\"model\": \"m\", \"messages\": [{\"role\": 1}]}"),
+            Some("messages[0].role".into())
+        );
+        assert_eq!(
+            field("{\"model\": \"m\", \"messages\": [{}]}"),
+            Some("messages[0].role".into())
+        );
+    }
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        let is = |v: &'static str| is_json(Some(&header::HeaderValue::from_static(v)));
+        assert!(is("application/json"));
+        assert!(is("application/json; charset=utf-8"));
+        assert!(is("application/merge-patch+json"));
+        assert!(!is("text/plain"));
+        assert!(!is_json(None));
+    }
+}

@@ -1,0 +1,246 @@
+//! Job intake and lookup: `POST /v1/generate|chat|embedding`, `GET /v1/jobs[/{id}]`,
+//! `POST /v1/jobs/{id}/cancel`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use shared::db::jobs::{self, CancelOutcome, NewJob};
+use shared::domain::{
+    ChatMessage, ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest, GenerationOptions,
+    Job, JobId, JobRequest, JobStatus, ValidationError,
+};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::JsonBody;
+
+/// Largest `metadata` object accepted, in bytes of JSON.
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/generate", post(generate))
+        .route("/v1/chat", post(chat))
+        .route("/v1/embedding", post(embedding))
+        .route("/v1/jobs", get(list))
+        .route("/v1/jobs/{id}", get(show))
+        .route("/v1/jobs/{id}/cancel", post(cancel))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenerateBody {
+    model: String,
+    prompt: String,
+    options: Option<GenerationOptions>,
+    metadata: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatBody {
+    model: String,
+    messages: Vec<ChatMessage>,
+    options: Option<GenerationOptions>,
+    metadata: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmbeddingBody {
+    model: String,
+    input: EmbeddingInput,
+    metadata: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct JobPage {
+    data: Vec<Job>,
+    /// Pass as `cursor` to get the next (older) page; `null` on the last page.
+    next_cursor: Option<JobId>,
+}
+
+async fn generate(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    JsonBody(body): JsonBody<GenerateBody>,
+) -> Result<Response, ApiError> {
+    let request =
+        GenerateRequest::parse(&body.model, body.prompt, body.options).map_err(invalid)?;
+    submit(&state, caller, JobRequest::Generate(request), body.metadata).await
+}
+
+async fn chat(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    JsonBody(body): JsonBody<ChatBody>,
+) -> Result<Response, ApiError> {
+    let request = ChatRequest::parse(&body.model, body.messages, body.options).map_err(invalid)?;
+    submit(&state, caller, JobRequest::Chat(request), body.metadata).await
+}
+
+async fn embedding(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    JsonBody(body): JsonBody<EmbeddingBody>,
+) -> Result<Response, ApiError> {
+    let request = EmbeddingRequest::parse(&body.model, body.input).map_err(invalid)?;
+    submit(
+        &state,
+        caller,
+        JobRequest::Embedding(request),
+        body.metadata,
+    )
+    .await
+}
+
+/// Persists the job, then publishes its id; answers 202 with the job and its `Location`.
+///
+/// The broker's state is checked first so that, while it is down, nothing is written and the
+/// client is told to come back (503). If the publish fails after the commit the job is still
+/// accepted: it is durable in Postgres and the worker's sweeper publishes it.
+async fn submit(
+    state: &AppState,
+    caller: shared::db::tokens::Principal,
+    request: JobRequest,
+    metadata: Option<Value>,
+) -> Result<Response, ApiError> {
+    let metadata = check_metadata(metadata)?;
+    if !state.broker.is_connected() {
+        return Err(ApiError::unavailable(
+            "the message broker is unavailable",
+            5,
+        ));
+    }
+    let new_job = NewJob {
+        id: JobId::new(),
+        tenant_id: caller.tenant_id,
+        token_id: Some(caller.token_id),
+        request,
+        metadata,
+    };
+    let job = jobs::insert(&state.pool, &new_job).await?;
+    match state.broker.publish_job(job.id).await {
+        Ok(()) => state.published.confirmed(job.id),
+        Err(error) => {
+            tracing::warn!(job_id = %job.id, %error, "publish failed; the sweeper will resend")
+        }
+    }
+    let location =
+        HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)).map_err(ApiError::internal)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(job),
+    )
+        .into_response())
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    let id = parse_job_id(&id)?;
+    jobs::get(&state.pool, caller.tenant_id, id)
+        .await?
+        .map(Json)
+        .ok_or_else(job_not_found)
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<JobPage>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid_field("query", e.body_text()))?;
+    let status = query
+        .status
+        .map(|s| {
+            JobStatus::parse(&s)
+                .ok_or_else(|| ApiError::invalid_field("status", "is not a job status"))
+        })
+        .transpose()?;
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            "must be between 1 and 100",
+        ));
+    }
+    let cursor = query
+        .cursor
+        .map(|c| {
+            c.parse::<JobId>().map_err(|_| {
+                ApiError::invalid_field("cursor", "is not a cursor from a previous page")
+            })
+        })
+        .transpose()?;
+    let data = jobs::list(&state.pool, caller.tenant_id, status, cursor, limit).await?;
+    let next_cursor = (data.len() as i64 == limit)
+        .then(|| data.last().map(|j| j.id))
+        .flatten();
+    Ok(Json(JobPage { data, next_cursor }))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    let id = parse_job_id(&id)?;
+    match jobs::cancel(&state.pool, caller.tenant_id, id).await? {
+        CancelOutcome::Cancelled(job) => Ok(Json(job)),
+        CancelOutcome::TooLate(job) => Err(ApiError::conflict(
+            "job_not_cancellable",
+            format!(
+                "the job is {} and can no longer be cancelled",
+                job.status.as_str()
+            ),
+        )),
+        CancelOutcome::NotFound => Err(job_not_found()),
+    }
+}
+
+fn invalid(error: ValidationError) -> ApiError {
+    ApiError::invalid_field(error.field, error.message)
+}
+
+fn check_metadata(metadata: Option<Value>) -> Result<Option<Value>, ApiError> {
+    match metadata {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => {
+            let size = serde_json::to_vec(&map).map_err(ApiError::internal)?.len();
+            if size > MAX_METADATA_BYTES {
+                return Err(ApiError::invalid_field(
+                    "metadata",
+                    format!("must be at most {MAX_METADATA_BYTES} bytes of JSON"),
+                ));
+            }
+            Ok(Some(Value::Object(map)))
+        }
+        Some(_) => Err(ApiError::invalid_field("metadata", "must be a JSON object")),
+    }
+}
+
+/// A malformed id is answered like an unknown one: there is no such job.
+fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
+    id.parse().map_err(|_| job_not_found())
+}
+
+fn job_not_found() -> ApiError {
+    ApiError::not_found("no such job")
+}

@@ -1,0 +1,29 @@
+//! The router: every route, the fallbacks that keep even unknown routes problem+json, and the
+//! layers every request passes through.
+
+mod health;
+mod jobs;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::{ApiSettings, AppState, error::ApiError};
+
+pub fn router(state: AppState, settings: &ApiSettings) -> Router {
+    Router::new()
+        .merge(health::router())
+        .merge(jobs::router())
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(settings.body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,69 @@
+//! The `api_tokens` table: creating tokens and finding who presents one.
+
+use sqlx::PgPool;
+
+use crate::domain::{Role, TenantId, TokenId};
+
+/// Who a valid token speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    pub token_id: TokenId,
+    pub tenant_id: TenantId,
+    pub role: Role,
+}
+
+pub async fn create(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    name: &str,
+    role: Role,
+    hash: &[u8; 32],
+    display_prefix: &str,
+) -> Result<TokenId, sqlx::Error> {
+    let id = TokenId::new();
+    sqlx::query(
+        "insert into api_tokens (id, tenant_id, name, role, token_hash, prefix)
+         values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .bind(name)
+    .bind(role.as_str())
+    .bind(hash.as_slice())
+    .bind(display_prefix)
+    .execute(pool)
+    .await?;
+    Ok(id)
+}
+
+/// The principal behind a token hash, if the token exists, is not revoked and its tenant is active.
+pub async fn authenticate(
+    pool: &PgPool,
+    hash: &[u8; 32],
+) -> Result<Option<Principal>, sqlx::Error> {
+    let row: Option<(TokenId, TenantId, String)> = sqlx::query_as(
+        "select t.id, t.tenant_id, t.role
+           from api_tokens t join tenants n on n.id = t.tenant_id
+          where t.token_hash = $1 and t.revoked_at is null and n.disabled_at is null",
+    )
+    .bind(hash.as_slice())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|(token_id, tenant_id, role)| {
+        Some(Principal {
+            token_id,
+            tenant_id,
+            role: Role::parse(&role)?,
+        })
+    }))
+}
+
+pub async fn revoke(pool: &PgPool, id: TokenId) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update api_tokens set revoked_at = now() where id = $1 and revoked_at is null",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -1,0 +1,341 @@
+//! Validated job requests: what a worker sends to a provider, parsed once at intake.
+//!
+//! The api's body types turn into these through `parse` functions that name the offending field, so
+//! everything stored in `jobs.request` has already passed validation.
+
+use serde::{Deserialize, Serialize};
+
+use super::JobKind;
+
+/// Longest prompt (or message, or embedding input) accepted, in characters.
+pub const MAX_TEXT_CHARS: usize = 200_000;
+/// Most chat messages in one request.
+pub const MAX_MESSAGES: usize = 256;
+/// Most embedding inputs in one request.
+pub const MAX_EMBEDDING_INPUTS: usize = 512;
+
+/// A request field that failed validation: the field's JSON path and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A model name as clients send it (`llama3`, `llama3:8b`, `gpt-4.1-mini`, `org/model`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ModelName(String);
+
+impl ModelName {
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || "._:/-".contains(c);
+        if s.is_empty() || s.len() > 200 {
+            return Err(ValidationError::new("model", "must be 1 to 200 characters"));
+        }
+        if !s.chars().all(ok_char) {
+            return Err(ValidationError::new(
+                "model",
+                "may contain only letters, digits and . _ : / -",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Sampling options common to every provider. Unknown options are refused rather than ignored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    /// A system prompt (generate only; chat sends a `system` message instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+}
+
+impl GenerationOptions {
+    pub fn validate(self) -> Result<Self, ValidationError> {
+        if let Some(t) = self.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            return Err(ValidationError::new(
+                "options.temperature",
+                "must be between 0 and 2",
+            ));
+        }
+        if let Some(p) = self.top_p
+            && !(0.0..=1.0).contains(&p)
+        {
+            return Err(ValidationError::new(
+                "options.top_p",
+                "must be between 0 and 1",
+            ));
+        }
+        if let Some(m) = self.max_tokens
+            && !(1..=131_072).contains(&m)
+        {
+            return Err(ValidationError::new(
+                "options.max_tokens",
+                "must be between 1 and 131072",
+            ));
+        }
+        if let Some(system) = &self.system {
+            check_text("options.system", system)?;
+        }
+        Ok(self)
+    }
+}
+
+/// `POST /v1/generate`: one prompt, one completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateRequest {
+    pub model: ModelName,
+    pub prompt: String,
+    #[serde(default)]
+    pub options: GenerationOptions,
+}
+
+/// Who speaks a chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatRole {
+    System,
+    User,
+    Assistant,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatMessage {
+    pub role: ChatRole,
+    pub content: String,
+}
+
+/// `POST /v1/chat`: a conversation, answered by the assistant's next message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    pub model: ModelName,
+    pub messages: Vec<ChatMessage>,
+    #[serde(default)]
+    pub options: GenerationOptions,
+}
+
+/// One text or several, as OpenAI and Ollama both accept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EmbeddingInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl EmbeddingInput {
+    pub fn texts(&self) -> Vec<&str> {
+        match self {
+            Self::One(text) => vec![text.as_str()],
+            Self::Many(texts) => texts.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// `POST /v1/embedding`: vectors for one or more texts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingRequest {
+    pub model: ModelName,
+    pub input: EmbeddingInput,
+}
+
+/// Any job's request, as stored in `jobs.request` and sent to a provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobRequest {
+    Generate(GenerateRequest),
+    Chat(ChatRequest),
+    Embedding(EmbeddingRequest),
+}
+
+impl JobRequest {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            Self::Generate(_) => JobKind::Generate,
+            Self::Chat(_) => JobKind::Chat,
+            Self::Embedding(_) => JobKind::Embedding,
+        }
+    }
+
+    pub fn model(&self) -> &ModelName {
+        match self {
+            Self::Generate(r) => &r.model,
+            Self::Chat(r) => &r.model,
+            Self::Embedding(r) => &r.model,
+        }
+    }
+}
+
+impl GenerateRequest {
+    pub fn parse(
+        model: &str,
+        prompt: String,
+        options: Option<GenerationOptions>,
+    ) -> Result<Self, ValidationError> {
+        let model = ModelName::parse(model)?;
+        check_text("prompt", &prompt)?;
+        let options = options.unwrap_or_default().validate()?;
+        Ok(Self {
+            model,
+            prompt,
+            options,
+        })
+    }
+}
+
+impl ChatRequest {
+    pub fn parse(
+        model: &str,
+        messages: Vec<ChatMessage>,
+        options: Option<GenerationOptions>,
+    ) -> Result<Self, ValidationError> {
+        let model = ModelName::parse(model)?;
+        if messages.is_empty() {
+            return Err(ValidationError::new(
+                "messages",
+                "must hold at least one message",
+            ));
+        }
+        if messages.len() > MAX_MESSAGES {
+            return Err(ValidationError::new(
+                "messages",
+                format!("must hold at most {MAX_MESSAGES} messages"),
+            ));
+        }
+        for (i, message) in messages.iter().enumerate() {
+            check_text(&format!("messages[{i}].content"), &message.content)?;
+        }
+        let options = options.unwrap_or_default().validate()?;
+        if options.system.is_some() {
+            return Err(ValidationError::new(
+                "options.system",
+                "chat takes its system prompt as a message with role `system`",
+            ));
+        }
+        Ok(Self {
+            model,
+            messages,
+            options,
+        })
+    }
+}
+
+impl EmbeddingRequest {
+    pub fn parse(model: &str, input: EmbeddingInput) -> Result<Self, ValidationError> {
+        let model = ModelName::parse(model)?;
+        match &input {
+            EmbeddingInput::One(text) => check_text("input", text)?,
+            EmbeddingInput::Many(texts) => {
+                if texts.is_empty() || texts.len() > MAX_EMBEDDING_INPUTS {
+                    return Err(ValidationError::new(
+                        "input",
+                        format!("must hold 1 to {MAX_EMBEDDING_INPUTS} texts"),
+                    ));
+                }
+                for (i, text) in texts.iter().enumerate() {
+                    check_text(&format!("input[{i}]"), text)?;
+                }
+            }
+        }
+        Ok(Self { model, input })
+    }
+}
+
+fn check_text(field: &str, text: &str) -> Result<(), ValidationError> {
+    if text.trim().is_empty() {
+        return Err(ValidationError::new(field, "must not be empty"));
+    }
+    if text.chars().count() > MAX_TEXT_CHARS {
+        return Err(ValidationError::new(
+            field,
+            format!("must be at most {MAX_TEXT_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_name_with_a_space_is_refused() {
+        let err = ModelName::parse("llama 3").unwrap_err();
+        assert_eq!(err.field, "model");
+        assert!(ModelName::parse("library/llama3:8b-instruct_q4.0").is_ok());
+    }
+
+    #[test]
+    fn an_empty_prompt_names_the_prompt() {
+        let err = GenerateRequest::parse("llama3", "  ".into(), None).unwrap_err();
+        assert_eq!(err.field, "prompt");
+    }
+
+    #[test]
+    fn out_of_range_options_name_the_option() {
+        let options = GenerationOptions {
+            temperature: Some(3.0),
+            ..Default::default()
+        };
+        let err = GenerateRequest::parse("llama3", "hi".into(), Some(options)).unwrap_err();
+        assert_eq!(err.field, "options.temperature");
+    }
+
+    #[test]
+    fn an_empty_chat_message_names_its_index() {
+        let messages = vec![
+            ChatMessage {
+                role: ChatRole::User,
+                content: "hi".into(),
+            },
+            ChatMessage {
+                role: ChatRole::Assistant,
+                content: "".into(),
+            },
+        ];
+        let err = ChatRequest::parse("llama3", messages, None).unwrap_err();
+        assert_eq!(err.field, "messages[1].content");
+    }
+
+    #[test]
+    fn an_empty_embedding_list_is_refused() {
+        let err =
+            EmbeddingRequest::parse("nomic-embed-text", EmbeddingInput::Many(vec![])).unwrap_err();
+        assert_eq!(err.field, "input");
+    }
+
+    #[test]
+    fn a_stored_request_round_trips_with_its_kind_tag() {
+        let request =
+            JobRequest::Generate(GenerateRequest::parse("llama3", "hi".into(), None).unwrap());
+        let json = serde_json::to_value(&request).unwrap();
+        assert_eq!(json["kind"], "generate");
+        assert_eq!(serde_json::from_value::<JobRequest>(json).unwrap(), request);
+    }
+}

@@ -1,0 +1,17 @@
+//! Tollgate's shared library: what the api and the worker both need.
+//!
+//! - [`domain`]: jobs, tenants, roles and validated request types;
+//! - [`config`]: the environment both binaries read;
+//! - [`db`]: every SQL statement, one module per table;
+//! - [`queue`]: the RabbitMQ topology, connection supervision and publishing;
+//! - [`provider`]: the Ollama and OpenAI clients and how their failures are classified;
+//! - [`token`]: API token generation and hashing;
+//! - [`process`]: logging, shutdown and start-up shared by the binaries.
+
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod process;
+pub mod provider;
+pub mod queue;
+pub mod token;

@@ -1,0 +1,54 @@
+//! Provider clients: a local Ollama and the OpenAI API, behind one enum.
+//!
+//! Each client speaks its own wire format and returns the provider-reported token counts. Failures
+//! are classified where they happen ([`ProviderError`]), so the worker can decide what to do
+//! without knowing HTTP.
+
+mod error;
+mod http;
+mod ollama;
+mod openai;
+
+use serde_json::Value;
+
+pub use error::{FailureClass, ProviderError};
+pub use ollama::OllamaClient;
+pub use openai::OpenAiClient;
+
+use crate::domain::JobRequest;
+
+/// What a successful provider call produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The job's `result` JSON: `{text}`, `{message}` or `{embeddings}` by kind.
+    pub result: Value,
+    /// The model the provider says answered.
+    pub upstream_model: String,
+    pub prompt_tokens: i32,
+    pub completion_tokens: i32,
+    pub status_code: u16,
+}
+
+/// A configured provider.
+#[derive(Clone)]
+pub enum Provider {
+    Ollama(OllamaClient),
+    OpenAi(OpenAiClient),
+}
+
+impl Provider {
+    /// The name recorded on jobs and attempts.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Ollama(_) => "ollama",
+            Self::OpenAi(_) => "openai",
+        }
+    }
+
+    pub async fn run(&self, request: &JobRequest) -> Result<Completion, ProviderError> {
+        match self {
+            Self::Ollama(client) => client.run(request).await,
+            Self::OpenAi(client) => client.run(request).await,
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! A supervised RabbitMQ connection shared by a process.
+//!
+//! [`Broker::supervise`] keeps one connection alive: it connects with exponential backoff, declares
+//! the topology, opens a publisher-confirm channel and publishes the live [`Session`] on a watch
+//! channel; when the connection drops it withdraws the session and starts over. Publishers read the
+//! current session; consumers watch for a new one and re-subscribe. `None` means "broker down",
+//! which is what `/readyz` reports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder as _, ExponentialBuilder};
+use futures::future::try_join_all;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{JobMessage, Topology, topology::JOB_ROUTING_KEY};
+use crate::domain::JobId;
+
+/// How often the supervisor checks that the connection is still up.
+const HEALTH_CHECK_EVERY: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("the message broker is not connected")]
+    Disconnected,
+    #[error("the message broker refused the message")]
+    Nacked,
+    #[error("the message could not be routed to a queue")]
+    Unroutable,
+    #[error(transparent)]
+    Amqp(#[from] lapin::Error),
+}
+
+/// One live connection and its publisher-confirm channel.
+#[derive(Clone)]
+pub struct Session {
+    connection: Arc<Connection>,
+    publisher: Channel,
+}
+
+impl Session {
+    /// A new channel on this connection, e.g. for a consumer.
+    pub async fn channel(&self) -> lapin::Result<Channel> {
+        self.connection.create_channel().await
+    }
+
+    fn is_alive(&self) -> bool {
+        self.connection.status().connected() && self.publisher.status().connected()
+    }
+}
+
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    name: String,
+    topology: Topology,
+    session: watch::Sender<Option<Session>>,
+}
+
+impl Broker {
+    /// A broker handle; nothing connects until [`Broker::supervise`] runs. `name` labels the
+    /// connection in RabbitMQ's management UI.
+    pub fn new(url: impl Into<String>, topology: Topology, name: impl Into<String>) -> Self {
+        let (session, _) = watch::channel(None);
+        Self {
+            inner: Arc::new(Inner {
+                url: url.into(),
+                name: name.into(),
+                topology,
+                session,
+            }),
+        }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+
+    /// The live session, if connected.
+    pub fn session(&self) -> Option<Session> {
+        self.inner
+            .session
+            .borrow()
+            .clone()
+            .filter(Session::is_alive)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.session().is_some()
+    }
+
+    /// Notified whenever a session comes or goes.
+    pub fn watch(&self) -> watch::Receiver<Option<Session>> {
+        self.inner.session.subscribe()
+    }
+
+    /// Waits until connected, or gives up after `timeout`.
+    pub async fn connected(&self, timeout: Duration) -> Option<Session> {
+        let mut watch = self.watch();
+        let wait = watch.wait_for(|s| s.as_ref().is_some_and(Session::is_alive));
+        tokio::time::timeout(timeout, wait)
+            .await
+            .ok()?
+            .ok()?
+            .clone()
+    }
+
+    /// Keeps the connection alive until `shutdown`, then closes it.
+    pub async fn supervise(self, shutdown: CancellationToken) {
+        let mut backoff = reconnect_backoff();
+        loop {
+            let attempt = tokio::select! {
+                () = shutdown.cancelled() => break,
+                attempt = self.open_session() => attempt,
+            };
+            let session = match attempt {
+                Ok(session) => session,
+                Err(error) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(%error, retry_in = ?delay, "cannot reach the message broker");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            };
+            backoff = reconnect_backoff();
+            tracing::info!(connection = %self.inner.name, "connected to the message broker");
+            self.inner.session.send_replace(Some(session.clone()));
+
+            let mut tick = tokio::time::interval(HEALTH_CHECK_EVERY);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => {
+                        self.inner.session.send_replace(None);
+                        let _ = session.connection.close(200, "shutting down".into()).await;
+                        return;
+                    }
+                    _ = tick.tick() => if !session.is_alive() { break },
+                }
+            }
+            tracing::warn!(connection = %self.inner.name, "lost the message broker; reconnecting");
+            self.inner.session.send_replace(None);
+            let _ = session.connection.close(320, "reconnecting".into()).await;
+        }
+        self.inner.session.send_replace(None);
+    }
+
+    async fn open_session(&self) -> lapin::Result<Session> {
+        let properties =
+            ConnectionProperties::default().with_connection_name(self.inner.name.clone().into());
+        let connection = Connection::connect(&self.inner.url, properties).await?;
+        let publisher = connection.create_channel().await?;
+        self.inner.topology.declare(&publisher).await?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Session {
+            connection: Arc::new(connection),
+            publisher,
+        })
+    }
+
+    /// Publishes one job message and waits for the broker's confirm.
+    ///
+    /// Concurrent callers share the channel, so their confirms are pipelined: each request waits for
+    /// its own confirm, but the channel is never stalled on one round trip.
+    pub async fn publish_job(&self, id: JobId) -> Result<(), PublishError> {
+        self.publish_jobs(&[id]).await
+    }
+
+    /// Publishes many job messages, then awaits all their confirms as one window.
+    pub async fn publish_jobs(&self, ids: &[JobId]) -> Result<(), PublishError> {
+        let session = self.session().ok_or(PublishError::Disconnected)?;
+        let exchange = ShortString::from(self.inner.topology.jobs_exchange());
+        let mut confirms = Vec::with_capacity(ids.len());
+        for id in ids {
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2) // persistent
+                .with_content_type("application/json".into())
+                .with_message_id(id.to_string().into());
+            let confirm = session
+                .publisher
+                .basic_publish(
+                    exchange.clone(),
+                    JOB_ROUTING_KEY.into(),
+                    // mandatory: an unroutable message (queue missing) comes back instead of vanishing
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &JobMessage::new(*id).encode(),
+                    properties,
+                )
+                .await?;
+            confirms.push(confirm);
+        }
+        for confirmation in try_join_all(confirms).await? {
+            match confirmation {
+                Confirmation::Ack(None) => {}
+                Confirmation::Ack(Some(_)) => return Err(PublishError::Unroutable),
+                Confirmation::Nack(_) => return Err(PublishError::Nacked),
+                // The channel is put in confirm mode before the session is published.
+                Confirmation::NotRequested => return Err(PublishError::Nacked),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// 100 ms doubling to 5 s, with jitter so a fleet does not reconnect in lockstep.
+fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}

@@ -1,0 +1,50 @@
+//! What travels on the queue: ids and a version, never the payload (Postgres holds that).
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::JobId;
+
+/// "Run this job." Versioned so a rolling deploy can tell old messages from new ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobMessage {
+    pub v: u8,
+    pub job_id: JobId,
+}
+
+impl JobMessage {
+    pub const VERSION: u8 = 1;
+
+    pub fn new(job_id: JobId) -> Self {
+        Self {
+            v: Self::VERSION,
+            job_id,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a JobMessage always serializes")
+    }
+
+    /// `None` for anything that is not a message this version understands (a poison message).
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice::<Self>(bytes)
+            .ok()
+            .filter(|m| m.v == Self::VERSION)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_round_trips_and_garbage_does_not_decode() {
+        let message = JobMessage::new(JobId::new());
+        assert_eq!(JobMessage::decode(&message.encode()), Some(message));
+        assert_eq!(
+            JobMessage::decode(b"{\"v\":2,\"job_id\":\"0190b7a4-7a0e-7000-8000-000000000000\"}"),
+            None
+        );
+        assert_eq!(JobMessage::decode(b"not json"), None);
+    }
+}

@@ -1,0 +1,76 @@
+//! `tollgate-worker`'s configuration and start-up.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use shared::config::{InfraConfig, ProviderConfig};
+use shared::provider::{OllamaClient, OpenAiClient};
+use shared::queue::{Broker, Topology};
+use tokio_util::sync::CancellationToken;
+
+use crate::{ProviderSelector, WorkerSettings};
+
+#[derive(Debug, Parser)]
+#[command(name = "tollgate-worker", version, about = "Tollgate's job worker")]
+pub struct Cli {
+    #[command(flatten)]
+    pub infra: InfraConfig,
+
+    #[command(flatten)]
+    pub providers: ProviderConfig,
+
+    /// Most jobs this worker runs at once.
+    #[arg(long, env = "TOLLGATE_WORKER_CONCURRENCY", default_value_t = 64)]
+    pub concurrency: usize,
+
+    /// How often the worker checks which provider answers, in seconds.
+    #[arg(long, env = "TOLLGATE_PROBE_EVERY_SECS", default_value_t = 10)]
+    pub probe_every_secs: u64,
+
+    /// How often the sweeper runs, in seconds.
+    #[arg(long, env = "TOLLGATE_SWEEP_EVERY_SECS", default_value_t = 5)]
+    pub sweep_every_secs: u64,
+
+    /// How long shutdown waits for running jobs, in seconds.
+    #[arg(long, env = "TOLLGATE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let pool = shared::process::connect_database(&cli.infra.database_url, cli.infra.db_pool_size)
+        .await
+        .context("cannot open the database")?;
+    let timeout = Duration::from_secs(cli.providers.provider_timeout_secs);
+    let ollama = OllamaClient::new(&cli.providers.ollama_base_url, timeout);
+    let openai = cli
+        .providers
+        .openai_api_key
+        .clone()
+        .map(|key| OpenAiClient::new(&cli.providers.openai_base_url, key, timeout));
+    let providers =
+        ProviderSelector::new(ollama, openai, Duration::from_secs(cli.probe_every_secs)).await;
+    let settings = WorkerSettings {
+        concurrency: cli.concurrency.max(1),
+        // A claim outlives the slowest possible provider call by a minute.
+        lease: timeout + Duration::from_secs(60),
+        sweep_every: Duration::from_secs(cli.sweep_every_secs.max(1)),
+        shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),
+        ..WorkerSettings::default()
+    };
+
+    let shutdown = shared::process::shutdown_on_signal();
+    // The connection outlives the worker's own shutdown, so jobs finishing in the grace period
+    // can still ack; it closes once they are done.
+    let connection = CancellationToken::new();
+    let broker = Broker::new(
+        &cli.infra.amqp_url,
+        Topology::new(&cli.infra.queue_prefix),
+        "tollgate-worker",
+    );
+    let supervisor = tokio::spawn(broker.clone().supervise(connection.clone()));
+    crate::run(pool, broker, providers, settings, shutdown).await;
+    connection.cancel();
+    supervisor.await.context("the broker supervisor panicked")?;
+    Ok(())
+}

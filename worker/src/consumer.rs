@@ -1,0 +1,113 @@
+//! The job consumer: one subscription to the work queue per broker session, one task per
+//! delivery, at most `concurrency` at once.
+
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Consumer};
+use shared::queue::Broker;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Context, execute};
+
+pub async fn run(context: Arc<Context>, broker: Broker) {
+    let limit = Arc::new(Semaphore::new(context.settings.concurrency));
+    let mut in_flight = JoinSet::new();
+    let queue = broker.topology().jobs_queue();
+    let prefetch = u16::try_from(context.settings.concurrency).unwrap_or(u16::MAX);
+    'sessions: while let Some((_channel, mut consumer)) =
+        subscribe(&broker, &queue, prefetch, &context.shutdown).await
+    {
+        loop {
+            // Reap finished handlers so the set only holds what is running.
+            while in_flight.try_join_next().is_some() {}
+            let permit = tokio::select! {
+                () = context.shutdown.cancelled() => break 'sessions,
+                permit = limit.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            };
+            let delivery = tokio::select! {
+                () = context.shutdown.cancelled() => break 'sessions,
+                delivery = consumer.next() => delivery,
+            };
+            match delivery {
+                Some(Ok(delivery)) => {
+                    let context = context.clone();
+                    in_flight.spawn(async move {
+                        execute::handle(&context, delivery).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "job consumer failed; resubscribing");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+    drain(in_flight, &context).await;
+}
+
+/// Gives in-flight jobs the grace period, then abandons the rest unacked (they are redelivered).
+async fn drain(mut in_flight: JoinSet<()>, context: &Context) {
+    let grace = context.settings.shutdown_grace;
+    let all_done = async { while in_flight.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, all_done).await.is_err() {
+        tracing::warn!(
+            abandoned = in_flight.len(),
+            "shutdown grace over; jobs left for redelivery"
+        );
+        in_flight.abort_all();
+    }
+}
+
+/// Waits for a broker session and subscribes to `queue` on a fresh channel; `None` on shutdown.
+pub async fn subscribe(
+    broker: &Broker,
+    queue: &str,
+    prefetch: u16,
+    shutdown: &CancellationToken,
+) -> Option<(Channel, Consumer)> {
+    let mut sessions = broker.watch();
+    loop {
+        let session = broker.session();
+        if let Some(session) = session {
+            match open(&session, queue, prefetch).await {
+                Ok(subscription) => return Some(subscription),
+                Err(error) => {
+                    tracing::warn!(%error, queue, "cannot subscribe; waiting for the broker")
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            changed = sessions.changed() => if changed.is_err() { return None },
+            // A session that died without the supervisor noticing yet is retried shortly.
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+async fn open(
+    session: &shared::queue::Session,
+    queue: &str,
+    prefetch: u16,
+) -> lapin::Result<(Channel, Consumer)> {
+    let channel = session.channel().await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((channel, consumer))
+}

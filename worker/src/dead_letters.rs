@@ -1,0 +1,60 @@
+//! The dead-letter consumer: a job whose message the broker gave up on (delivery limit reached, or
+//! undecodable) must still end, so its job is marked `failed` with `internal_error`.
+
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use shared::db::jobs;
+use shared::domain::JobError;
+use shared::queue::{Broker, JobMessage};
+
+use crate::{Context, consumer::subscribe};
+
+/// Pause before retrying a dead letter while the database is unavailable.
+const RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+pub async fn run(context: Arc<Context>, broker: Broker) {
+    let queue = broker.topology().dead_letter_queue();
+    while let Some((_channel, mut consumer)) =
+        subscribe(&broker, &queue, 16, &context.shutdown).await
+    {
+        loop {
+            let delivery = tokio::select! {
+                () = context.shutdown.cancelled() => return,
+                delivery = consumer.next() => delivery,
+            };
+            let Some(Ok(delivery)) = delivery else { break };
+            if let Some(message) = JobMessage::decode(&delivery.data) {
+                let error = JobError {
+                    code: "internal_error".into(),
+                    message: "the job's message was dead-lettered after repeated failed deliveries"
+                        .into(),
+                };
+                match jobs::fail_unclaimed(&context.pool, message.job_id, &error).await {
+                    Ok(true) => {
+                        tracing::error!(job_id = %message.job_id, "dead-lettered job marked failed")
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        // Put back: the dead letter stays until the database is back.
+                        tracing::warn!(%error, "cannot fail a dead-lettered job; will retry");
+                        let _ = delivery
+                            .acker
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                ..Default::default()
+                            })
+                            .await;
+                        tokio::select! {
+                            () = context.shutdown.cancelled() => return,
+                            () = tokio::time::sleep(RETRY_DELAY) => continue,
+                        }
+                    }
+                }
+            }
+            // Undecodable messages are acked away: there is no job to fail.
+            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! The sweeper: makes "a 202 always ends in a terminal state" independent of luck.
+//!
+//! Every `sweep_every` it (1) puts `running` jobs whose lease ran out back to `queued`, and
+//! (2) republishes `queued` jobs whose publish was never confirmed — the api crashed between
+//! commit and publish, the broker was down, or step (1) just released them. Several workers may
+//! sweep at once; a job published twice is harmless, the second claim finds it taken.
+
+use std::sync::Arc;
+
+use shared::db::jobs;
+use shared::queue::Broker;
+
+use crate::Context;
+
+/// Most jobs handled per sweep; a larger backlog is worked off over the next sweeps.
+const BATCH: i64 = 1_000;
+
+pub async fn run(context: Arc<Context>, broker: Broker) {
+    loop {
+        tokio::select! {
+            () = context.shutdown.cancelled() => return,
+            () = tokio::time::sleep(context.settings.sweep_every) => {}
+        }
+        if let Err(error) = sweep(&context, &broker).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "sweep failed; trying again next round"
+            );
+        }
+    }
+}
+
+async fn sweep(context: &Context, broker: &Broker) -> anyhow::Result<()> {
+    let released = jobs::release_abandoned(&context.pool, BATCH).await?;
+    if released > 0 {
+        tracing::warn!(released, "released running jobs whose lease ran out");
+    }
+    if !broker.is_connected() {
+        return Ok(());
+    }
+    let ids = jobs::unpublished(&context.pool, context.settings.sweep_after, BATCH).await?;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    broker.publish_jobs(&ids).await?;
+    jobs::mark_published(&context.pool, &ids).await?;
+    tracing::info!(
+        republished = ids.len(),
+        "republished jobs whose publish was never confirmed"
+    );
+    Ok(())
+}
