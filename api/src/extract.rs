@@ -69,6 +69,8 @@ fn shape_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError
         .and_then(|()| message.split('`').nth(1));
     let field = match (named, path.as_str()) {
         (Some(name), ".") => name.to_owned(),
+        // An unknown field's path already ends with it; a missing one's is its parent.
+        (Some(name), path) if path.ends_with(name) => path.to_owned(),
         (Some(name), parent) => format!("{parent}.{name}"),
         (None, ".") => "body".to_owned(),
         (None, path) => path.to_owned(),

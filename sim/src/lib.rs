@@ -1,1 +1,117 @@
-//! placeholder
+//! provider-sim: a stand-in for Ollama and the OpenAI API, both wire protocols on one port.
+//!
+//! Output is derived deterministically from the input (same prompt, same answer), token counts are
+//! plausible, and knobs inject latency, 500s, 429s with `Retry-After`, and hangs. Tests hold a
+//! [`Sim`] and turn the knobs directly; a running sim takes `PUT /_sim/knobs`.
+
+mod faults;
+mod ollama;
+mod openai;
+mod text;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use axum::routing::get;
+use axum::{Json, Router, extract::State};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use faults::Knobs;
+
+/// Models the sim's Ollama side has installed at start.
+pub const OLLAMA_MODELS: [&str; 3] = ["llama3:latest", "mistral:latest", "nomic-embed-text:latest"];
+/// Models the sim's OpenAI side serves.
+pub const OPENAI_MODELS: [&str; 3] = ["gpt-4.1-mini", "gpt-4o-mini", "text-embedding-3-small"];
+
+/// A handle on a running (or about to run) sim: knobs to turn and calls to count.
+#[derive(Clone, Default)]
+pub struct Sim {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    knobs: Mutex<Knobs>,
+    openai_key: Mutex<Option<String>>,
+    ollama_models: Mutex<BTreeMap<String, ollama::InstalledModel>>,
+    calls: Mutex<HashMap<String, u64>>,
+}
+
+impl Sim {
+    pub fn new(knobs: Knobs, openai_key: Option<String>) -> Self {
+        let sim = Self::default();
+        sim.set_knobs(knobs);
+        *lock(&sim.inner.openai_key) = openai_key;
+        let mut models = lock(&sim.inner.ollama_models);
+        for name in OLLAMA_MODELS {
+            models.insert(name.to_owned(), ollama::InstalledModel::new(name));
+        }
+        drop(models);
+        sim
+    }
+
+    pub fn knobs(&self) -> Knobs {
+        lock(&self.inner.knobs).clone()
+    }
+
+    pub fn set_knobs(&self, knobs: Knobs) {
+        *lock(&self.inner.knobs) = knobs;
+    }
+
+    /// How many requests reached `path` (e.g. `/api/generate`), faults included.
+    pub fn calls(&self, path: &str) -> u64 {
+        lock(&self.inner.calls).get(path).copied().unwrap_or(0)
+    }
+
+    fn count(&self, path: &str) {
+        *lock(&self.inner.calls).entry(path.to_owned()).or_default() += 1;
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn router(sim: Sim) -> Router {
+    Router::new()
+        .merge(ollama::router())
+        .merge(openai::router())
+        .route("/_sim/knobs", get(get_knobs).put(put_knobs))
+        .route("/_sim/stats", get(stats))
+        .with_state(sim)
+}
+
+/// Serves the sim on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    sim: Sim,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(sim))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+async fn get_knobs(State(sim): State<Sim>) -> Json<Knobs> {
+    Json(sim.knobs())
+}
+
+async fn put_knobs(State(sim): State<Sim>, Json(knobs): Json<Knobs>) -> Json<Knobs> {
+    sim.set_knobs(knobs.clone());
+    Json(knobs)
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stats {
+    calls: HashMap<String, u64>,
+}
+
+async fn stats(State(sim): State<Sim>) -> Json<Stats> {
+    Json(Stats {
+        calls: lock(&sim.inner.calls).clone(),
+    })
+}

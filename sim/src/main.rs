@@ -1,1 +1,62 @@
-fn main() {}
+//! `provider-sim`: serve the stand-in Ollama + OpenAI API until Ctrl-C.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use provider_sim::{Knobs, Sim};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "provider-sim",
+    version,
+    about = "A stand-in Ollama and OpenAI server"
+)]
+struct Cli {
+    /// Address to listen on (Ollama's own port by default, so Tollgate's defaults find it).
+    #[arg(long, env = "SIM_LISTEN", default_value = "127.0.0.1:11434")]
+    listen: SocketAddr,
+    /// Delay before each answer, in milliseconds.
+    #[arg(long, env = "SIM_LATENCY_MS", default_value_t = 0)]
+    latency_ms: u64,
+    /// Share of requests answered with a 500.
+    #[arg(long, env = "SIM_ERROR_RATE", default_value_t = 0.0)]
+    error_rate: f64,
+    /// Share of requests answered with a 429.
+    #[arg(long, env = "SIM_RATE_LIMIT_RATE", default_value_t = 0.0)]
+    rate_limit_rate: f64,
+    /// `Retry-After` of those 429s, in seconds.
+    #[arg(long, env = "SIM_RETRY_AFTER_SECS", default_value_t = 1)]
+    retry_after_secs: u64,
+    /// Share of requests never answered.
+    #[arg(long, env = "SIM_HANG_RATE", default_value_t = 0.0)]
+    hang_rate: f64,
+    /// Bearer key the OpenAI routes require; any key is accepted when unset.
+    #[arg(long, env = "SIM_OPENAI_API_KEY", hide_env_values = true)]
+    openai_key: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
+    let knobs = Knobs {
+        latency_ms: cli.latency_ms,
+        error_rate: cli.error_rate,
+        rate_limit_rate: cli.rate_limit_rate,
+        retry_after_secs: cli.retry_after_secs,
+        hang_rate: cli.hang_rate,
+    };
+    let listener = tokio::net::TcpListener::bind(cli.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, "provider-sim listening");
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    });
+    provider_sim::serve(listener, Sim::new(knobs, cli.openai_key), shutdown).await?;
+    Ok(())
+}

@@ -1,1 +1,7 @@
-fn main() {}
+//! End-to-end tests: the real api and worker in-process, over real Postgres and RabbitMQ, with
+//! provider-sim as the upstream. Every test gets its own database and queue prefix.
+
+mod delivery;
+mod harness;
+mod intake;
+mod providers;

@@ -434,13 +434,26 @@ pub async fn release_abandoned(pool: &PgPool, limit: i64) -> Result<u64, sqlx::E
     Ok(done.rows_affected())
 }
 
-/// Attempt rows of one job, oldest first (for tests and, later, the job detail endpoints).
-pub async fn attempts(
-    pool: &PgPool,
-    id: JobId,
-) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+/// One row of `job_attempts`, as read back.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub claim: i32,
+    pub provider: String,
+    pub upstream_model: String,
+    pub latency_ms: i32,
+    pub status_code: Option<i32>,
+    pub outcome: String,
+    pub error_code: Option<String>,
+    pub prompt_tokens: Option<i32>,
+    pub completion_tokens: Option<i32>,
+}
+
+/// A job's provider calls, oldest first.
+pub async fn attempts(pool: &PgPool, id: JobId) -> Result<Vec<AttemptRow>, sqlx::Error> {
     sqlx::query_as(
-        "select provider, upstream_model, outcome from job_attempts where job_id = $1 order by id",
+        "select claim, provider, upstream_model, latency_ms, status_code, outcome, error_code,
+                prompt_tokens, completion_tokens
+           from job_attempts where job_id = $1 order by id",
     )
     .bind(id)
     .fetch_all(pool)

@@ -1,0 +1,56 @@
+//! The fault knobs and how a generation request meets them.
+
+use std::time::Duration;
+
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+
+/// What the sim does to each generation or embedding request before answering it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Knobs {
+    /// Delay before answering, in milliseconds.
+    pub latency_ms: u64,
+    /// Share of requests (0..=1) answered with a 500.
+    pub error_rate: f64,
+    /// Share of requests answered with a 429 and `Retry-After`.
+    pub rate_limit_rate: f64,
+    /// The `Retry-After` of those 429s, in seconds.
+    pub retry_after_secs: u64,
+    /// Share of requests that never get an answer (the client's timeout must fire).
+    pub hang_rate: f64,
+}
+
+/// What to do with one request.
+pub enum Fault {
+    None,
+    ServerError,
+    RateLimited { retry_after_secs: u64 },
+}
+
+/// Applies latency and hangs (by waiting), and draws the request's fault.
+pub async fn meet(knobs: &Knobs) -> Fault {
+    if knobs.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(knobs.latency_ms)).await;
+    }
+    let (hang, rate_limited, error) = {
+        let mut rng = rand::rng();
+        (
+            rng.random_bool(knobs.hang_rate.clamp(0.0, 1.0)),
+            rng.random_bool(knobs.rate_limit_rate.clamp(0.0, 1.0)),
+            rng.random_bool(knobs.error_rate.clamp(0.0, 1.0)),
+        )
+    };
+    if hang {
+        std::future::pending::<()>().await;
+    }
+    if rate_limited {
+        Fault::RateLimited {
+            retry_after_secs: knobs.retry_after_secs,
+        }
+    } else if error {
+        Fault::ServerError
+    } else {
+        Fault::None
+    }
+}

@@ -1,0 +1,327 @@
+//! Ollama's native API as the sim speaks it: generate and chat (streaming by default, as Ollama
+//! does), embed, tags, version, pull (NDJSON progress) and delete.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::faults::{self, Fault};
+use crate::{Sim, lock, text};
+
+pub fn router() -> Router<Sim> {
+    Router::new()
+        .route(
+            "/api/version",
+            get(|| async { Json(json!({ "version": "0.12.0-sim" })) }),
+        )
+        .route("/api/tags", get(tags))
+        .route("/api/generate", post(generate))
+        .route("/api/chat", post(chat))
+        .route("/api/embed", post(embed))
+        .route("/api/pull", post(pull))
+        .route("/api/delete", delete(delete_model))
+}
+
+#[derive(Clone)]
+pub struct InstalledModel {
+    name: String,
+    digest: String,
+    modified_at: String,
+}
+
+impl InstalledModel {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            digest: hex(&Sha256::digest(name.as_bytes())),
+            modified_at: Utc::now().to_rfc3339(),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `llama3` means `llama3:latest`, as in Ollama.
+fn full_name(model: &str) -> String {
+    if model.contains(':') {
+        model.to_owned()
+    } else {
+        format!("{model}:latest")
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// Counts the call, applies the knobs, and checks the model is installed.
+async fn admit(sim: &Sim, path: &str, model: &str) -> Result<(), Response> {
+    sim.count(path);
+    match faults::meet(&sim.knobs()).await {
+        Fault::None => {}
+        Fault::ServerError => {
+            return Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "simulated server error",
+            ));
+        }
+        Fault::RateLimited { retry_after_secs } => {
+            let mut response = error(StatusCode::TOO_MANY_REQUESTS, "simulated rate limit");
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after_secs.into());
+            return Err(response);
+        }
+    }
+    if !lock(&sim.inner.ollama_models).contains_key(&full_name(model)) {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("model '{model}' not found, try pulling it first"),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a JSON body, answering Ollama-style 400s for bad ones.
+async fn body<T: serde::de::DeserializeOwned>(request: Request) -> Result<T, Response> {
+    let bytes = axum::body::to_bytes(request.into_body(), 16 * 1024 * 1024)
+        .await
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+#[derive(Deserialize)]
+struct GenerateBody {
+    model: String,
+    prompt: String,
+    #[serde(default)]
+    system: Option<String>,
+    stream: Option<bool>,
+    #[serde(default)]
+    options: Value,
+}
+
+#[derive(Deserialize)]
+struct ChatBody {
+    model: String,
+    messages: Vec<Message>,
+    stream: Option<bool>,
+    #[serde(default)]
+    options: Value,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    role: String,
+    content: String,
+}
+
+async fn tags(State(sim): State<Sim>) -> Json<Value> {
+    let models: Vec<Value> = lock(&sim.inner.ollama_models)
+        .values()
+        .map(|m| {
+            json!({
+                "name": m.name, "model": m.name, "modified_at": m.modified_at,
+                "size": 4_661_224_676_u64, "digest": m.digest,
+                "details": { "format": "gguf", "family": "llama", "parameter_size": "8B",
+                             "quantization_level": "Q4_0" },
+            })
+        })
+        .collect();
+    Json(json!({ "models": models }))
+}
+
+async fn generate(State(sim): State<Sim>, request: Request) -> Response {
+    let body: GenerateBody = match body(request).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if let Err(response) = admit(&sim, "/api/generate", &body.model).await {
+        return response;
+    }
+    let input = format!("{}{}", body.system.unwrap_or_default(), body.prompt);
+    let words = text::reply(&input, max_tokens(&body.options));
+    let prompt_tokens = text::count_tokens(&input);
+    answer(
+        &body.model,
+        words,
+        prompt_tokens,
+        body.stream.unwrap_or(true),
+        |chunk| json!({ "response": chunk }),
+    )
+}
+
+async fn chat(State(sim): State<Sim>, request: Request) -> Response {
+    let body: ChatBody = match body(request).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if let Err(response) = admit(&sim, "/api/chat", &body.model).await {
+        return response;
+    }
+    let input: String = body
+        .messages
+        .iter()
+        .map(|m| format!("{}: {}\n", m.role, m.content))
+        .collect();
+    let words = text::reply(&input, max_tokens(&body.options));
+    let prompt_tokens = text::count_tokens(&input);
+    answer(
+        &body.model,
+        words,
+        prompt_tokens,
+        body.stream.unwrap_or(true),
+        |chunk| json!({ "message": { "role": "assistant", "content": chunk } }),
+    )
+}
+
+fn max_tokens(options: &Value) -> Option<u32> {
+    options["num_predict"]
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+}
+
+/// One JSON answer, or (Ollama's default) NDJSON: a chunk a word, then a final `done` line with
+/// the counts. `content` shapes a piece of text as generate or chat does.
+fn answer(
+    model: &str,
+    words: Vec<&'static str>,
+    prompt_tokens: i32,
+    stream: bool,
+    content: impl Fn(&str) -> Value,
+) -> Response {
+    let created_at = Utc::now().to_rfc3339();
+    let eval_count = words.len();
+    let mut last = json!({
+        "model": model, "created_at": created_at, "done": true, "done_reason": "stop",
+        "total_duration": 1_000_000, "load_duration": 100_000,
+        "prompt_eval_count": prompt_tokens, "prompt_eval_duration": 200_000,
+        "eval_count": eval_count, "eval_duration": 700_000,
+    });
+    if !stream {
+        merge(&mut last, content(&words.join(" ")));
+        return Json(last).into_response();
+    }
+    let mut lines: Vec<String> = words
+        .iter()
+        .enumerate()
+        .map(|(i, word)| {
+            let piece = if i == 0 {
+                (*word).to_owned()
+            } else {
+                format!(" {word}")
+            };
+            let mut chunk = json!({ "model": model, "created_at": created_at, "done": false });
+            merge(&mut chunk, content(&piece));
+            format!("{chunk}\n")
+        })
+        .collect();
+    merge(&mut last, content(""));
+    lines.push(format!("{last}\n"));
+    ndjson(lines)
+}
+
+fn merge(target: &mut Value, extra: Value) {
+    if let (Some(target), Value::Object(extra)) = (target.as_object_mut(), extra) {
+        target.extend(extra);
+    }
+}
+
+fn ndjson(lines: Vec<String>) -> Response {
+    let stream = futures::stream::iter(lines.into_iter().map(Ok::<_, std::convert::Infallible>));
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct EmbedBody {
+    model: String,
+    input: Input,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Input {
+    One(String),
+    Many(Vec<String>),
+}
+
+async fn embed(State(sim): State<Sim>, request: Request) -> Response {
+    let body: EmbedBody = match body(request).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if let Err(response) = admit(&sim, "/api/embed", &body.model).await {
+        return response;
+    }
+    let texts = match body.input {
+        Input::One(text) => vec![text],
+        Input::Many(texts) => texts,
+    };
+    let embeddings: Vec<Vec<f32>> = texts.iter().map(|t| text::embedding(t)).collect();
+    let prompt_eval_count: i32 = texts.iter().map(|t| text::count_tokens(t)).sum();
+    Json(json!({
+        "model": body.model, "embeddings": embeddings,
+        "total_duration": 500_000, "load_duration": 50_000, "prompt_eval_count": prompt_eval_count,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct ModelBody {
+    model: String,
+    stream: Option<bool>,
+}
+
+/// Pretends to download: progress lines, then the model is installed.
+async fn pull(State(sim): State<Sim>, request: Request) -> Response {
+    let body: ModelBody = match body(request).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    sim.count("/api/pull");
+    let name = full_name(&body.model);
+    let model = InstalledModel::new(&name);
+    let digest = format!("sha256:{}", model.digest);
+    lock(&sim.inner.ollama_models).insert(name, model);
+    if body.stream == Some(false) {
+        return Json(json!({ "status": "success" })).into_response();
+    }
+    let total: u64 = 4_000_000;
+    let mut lines = vec![json!({ "status": "pulling manifest" })];
+    lines.extend((0..=4).map(|i| {
+        json!({ "status": format!("pulling {}", &digest[7..19]), "digest": digest,
+                "total": total, "completed": total / 4 * i })
+    }));
+    lines.extend(
+        ["verifying sha256 digest", "writing manifest", "success"].map(|s| json!({ "status": s })),
+    );
+    ndjson(lines.into_iter().map(|l| format!("{l}\n")).collect())
+}
+
+async fn delete_model(State(sim): State<Sim>, request: Request) -> Response {
+    let body: ModelBody = match body(request).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    sim.count("/api/delete");
+    match lock(&sim.inner.ollama_models).remove(&full_name(&body.model)) {
+        Some(_) => StatusCode::OK.into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("model '{}' not found", body.model),
+        ),
+    }
+}

@@ -1,0 +1,66 @@
+//! Deterministic output: the same input always gives the same words, vector and token counts.
+
+use sha2::{Digest as _, Sha256};
+
+const WORDS: [&str; 32] = [
+    "the", "gateway", "answers", "every", "request", "with", "care", "and", "a", "steady", "queue",
+    "keeps", "work", "moving", "through", "workers", "that", "bill", "tokens", "to", "tenants",
+    "while", "models", "run", "locally", "or", "in", "cloud", "fast", "reliable", "clear", "text",
+];
+
+/// Dimensions of the sim's embeddings.
+pub const EMBEDDING_DIMENSIONS: usize = 16;
+
+/// A reply of 8 to 39 words chosen by the input's hash, cut to `max_tokens` words.
+pub fn reply(input: &str, max_tokens: Option<u32>) -> Vec<&'static str> {
+    let hash = Sha256::digest(input.as_bytes());
+    let mut len = 8 + usize::from(hash[0] % 32);
+    if let Some(max) = max_tokens {
+        len = len.min(max as usize).max(1);
+    }
+    (0..len)
+        .map(|i| WORDS[usize::from(hash[i % 32] ^ (i as u8)) % WORDS.len()])
+        .collect()
+}
+
+/// Roughly four characters a token, at least one.
+pub fn count_tokens(input: &str) -> i32 {
+    i32::try_from(input.chars().count().div_ceil(4).max(1)).unwrap_or(i32::MAX)
+}
+
+/// A unit-length vector derived from the text.
+pub fn embedding(input: &str) -> Vec<f32> {
+    let hash = Sha256::digest(input.as_bytes());
+    let raw: Vec<f32> = hash
+        .iter()
+        .take(EMBEDDING_DIMENSIONS)
+        .map(|&b| f32::from(b) - 127.5)
+        .collect();
+    let norm = raw
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::EPSILON);
+    raw.into_iter().map(|x| x / norm).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_input_gives_the_same_reply_and_max_tokens_cuts_it() {
+        assert_eq!(reply("hello", None), reply("hello", None));
+        assert_ne!(reply("hello", None), reply("goodbye", None));
+        assert_eq!(reply("hello", Some(3)).len(), 3);
+    }
+
+    #[test]
+    fn embeddings_have_unit_length() {
+        let v = embedding("hello");
+        assert_eq!(v.len(), EMBEDDING_DIMENSIONS);
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4);
+    }
+}

@@ -1,0 +1,205 @@
+//! Delivery guarantees: duplicates run once, a dead worker's job is finished exactly once, a
+//! publish that never happened is swept up, and a broker outage is survived.
+
+use std::time::Duration;
+
+use provider_sim::Knobs;
+use serde_json::{Value, json};
+use shared::db::jobs::{self, NewJob};
+use shared::domain::{GenerateRequest, JobId, JobRequest};
+use tollgate_worker::WorkerSettings;
+
+use crate::harness::{Options, Proxy, Stack, eventually, test_worker_settings};
+
+fn one_at_a_time() -> WorkerSettings {
+    WorkerSettings {
+        concurrency: 1,
+        ..test_worker_settings()
+    }
+}
+
+fn job_id(job: &Value) -> JobId {
+    job["id"].as_str().expect("id").parse().expect("job id")
+}
+
+#[tokio::test]
+async fn a_message_delivered_twice_runs_once() {
+    let stack = Stack::with(Options {
+        worker: false,
+        ..Options::default()
+    })
+    .await;
+    let job = stack
+        .submit(
+            "/v1/generate",
+            &json!({ "model": "llama3", "prompt": "once" }),
+        )
+        .await;
+    stack
+        .broker
+        .publish_job(job_id(&job))
+        .await
+        .expect("publish a duplicate");
+    // One worker, one message at a time: by the time this later job is done, the duplicate
+    // ahead of it in the queue has been handled too.
+    let marker = stack
+        .submit(
+            "/v1/generate",
+            &json!({ "model": "llama3", "prompt": "marker" }),
+        )
+        .await;
+
+    let _worker = stack.start_worker(one_at_a_time()).await;
+    stack
+        .wait_until_finished(marker["id"].as_str().expect("id"))
+        .await;
+
+    let job = stack
+        .wait_until_finished(job["id"].as_str().expect("id"))
+        .await;
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["attempts"], 1);
+    assert_eq!(
+        jobs::attempts(&stack.pool, job_id(&job))
+            .await
+            .expect("attempts")
+            .len(),
+        1
+    );
+    assert_eq!(
+        stack.sim.calls("/api/generate"),
+        2,
+        "one call for the job, one for the marker"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_that_dies_before_acking_leaves_the_job_to_be_finished_exactly_once() {
+    let stack = Stack::with(Options {
+        worker: false,
+        ..Options::default()
+    })
+    .await;
+    stack.sim.set_knobs(Knobs {
+        latency_ms: 60_000,
+        ..Knobs::default()
+    });
+    let no_grace = WorkerSettings {
+        shutdown_grace: Duration::ZERO,
+        ..one_at_a_time()
+    };
+    let doomed = stack.start_worker(no_grace).await;
+    let job = stack
+        .submit(
+            "/v1/generate",
+            &json!({ "model": "llama3", "prompt": "survive" }),
+        )
+        .await;
+    let id = job["id"].as_str().expect("id").to_owned();
+    stack
+        .wait_for_job(&id, |job| job["status"] == "running")
+        .await;
+    eventually("the dying worker calls the provider", || async {
+        stack.sim.calls("/api/generate") == 1
+    })
+    .await;
+
+    doomed.crash().await;
+    stack.sim.set_knobs(Knobs::default());
+    let _survivor = stack.start_worker(one_at_a_time()).await;
+    let job = stack.wait_until_finished(&id).await;
+
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(
+        job["attempts"], 2,
+        "claimed by the dead worker, then by the survivor"
+    );
+    let attempts = jobs::attempts(&stack.pool, job_id(&job))
+        .await
+        .expect("attempts");
+    assert_eq!(
+        attempts.len(),
+        1,
+        "only the survivor's call is recorded: {attempts:?}"
+    );
+    assert_eq!(attempts[0].outcome, "succeeded");
+    assert_eq!(attempts[0].claim, 2);
+    assert_eq!(stack.sim.calls("/api/generate"), 2);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_whose_publish_never_happened_is_recovered_by_the_sweeper() {
+    let stack = Stack::start().await;
+    let principal =
+        shared::db::tokens::authenticate(&stack.pool, &shared::token::hash(&stack.token))
+            .await
+            .expect("query")
+            .expect("token");
+    // What the api leaves behind when it crashes between commit and publish.
+    let request = GenerateRequest::parse("llama3", "orphan".into(), None).expect("valid");
+    let orphan = NewJob {
+        id: JobId::new(),
+        tenant_id: principal.tenant_id,
+        token_id: Some(principal.token_id),
+        request: JobRequest::Generate(request),
+        metadata: None,
+    };
+    jobs::insert(&stack.pool, &orphan).await.expect("insert");
+
+    let job = stack.wait_until_finished(&orphan.id.to_string()).await;
+
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["attempts"], 1);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_and_the_worker_survive_a_broker_outage() {
+    let proxy = Proxy::start().await;
+    let stack = Stack::with(Options {
+        amqp_url: Some(proxy.url.clone()),
+        ..Options::default()
+    })
+    .await;
+    let body = json!({ "model": "llama3", "prompt": "before" });
+    let before = stack.submit("/v1/generate", &body).await;
+    stack
+        .wait_until_finished(before["id"].as_str().expect("id"))
+        .await;
+
+    proxy.cut();
+    eventually("readiness reports the outage", || async {
+        stack.get("/readyz").await.status() == 503
+    })
+    .await;
+    let ready: Value = stack.get("/readyz").await.json().await.expect("ready");
+    assert_eq!(ready["checks"]["rabbitmq"], "unavailable");
+    let refused = stack.post("/v1/generate", &body).await;
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+
+    proxy.restore();
+    eventually("readiness recovers", || async {
+        stack.get("/readyz").await.status() == 200
+    })
+    .await;
+    let after = stack
+        .submit(
+            "/v1/generate",
+            &json!({ "model": "llama3", "prompt": "after" }),
+        )
+        .await;
+    let after = stack
+        .wait_until_finished(after["id"].as_str().expect("id"))
+        .await;
+
+    assert_eq!(after["status"], "succeeded");
+    let jobs: i64 = sqlx::query_scalar("select count(*) from jobs")
+        .fetch_one(&stack.pool)
+        .await
+        .expect("count");
+    assert_eq!(jobs, 2, "the refused submission wrote nothing");
+    stack.stop().await;
+}

@@ -1,0 +1,430 @@
+//! The test stack: a fresh database and queue prefix per test, provider-sim on port 0, and the
+//! real api and worker running in-process against real Postgres and RabbitMQ.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use provider_sim::{Knobs, Sim};
+use serde_json::Value;
+use shared::domain::Role;
+use shared::provider::{OllamaClient, OpenAiClient};
+use shared::queue::{Broker, Topology};
+use sqlx::PgPool;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tollgate_worker::{ProviderSelector, WorkerSettings};
+
+pub const WAIT: Duration = Duration::from_secs(20);
+pub const OPENAI_KEY: &str = "sk-test-0123456789abcdef";
+
+/// Which upstream the worker finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    /// provider-sim answers as Ollama.
+    Ollama,
+    /// Ollama is unreachable; provider-sim answers as OpenAI with a key.
+    OpenAi,
+    /// Neither.
+    Nothing,
+}
+
+fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+pub struct Stack {
+    pub api_url: String,
+    pub pool: PgPool,
+    pub sim: Sim,
+    pub sim_url: String,
+    pub topology: Topology,
+    /// A client token of tenant "acme".
+    pub token: String,
+    /// The test's own broker connection, for publishing by hand.
+    pub broker: Broker,
+    pub upstream: Upstream,
+    amqp_url: String,
+    db_name: String,
+    stop: CancellationToken,
+    api: Option<JoinHandle<()>>,
+    workers: Vec<WorkerHandle>,
+}
+
+pub struct WorkerHandle {
+    shutdown: CancellationToken,
+    connection: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Stops the worker with no grace: running jobs are abandoned unacked and the connection is
+    /// closed, as when the process dies.
+    pub async fn crash(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("worker task");
+        self.connection.cancel();
+    }
+}
+
+pub struct Options {
+    pub upstream: Upstream,
+    pub worker: bool,
+    pub worker_settings: WorkerSettings,
+    /// Route the api's and worker's AMQP connections through this address (a [`Proxy`]).
+    pub amqp_url: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            upstream: Upstream::Ollama,
+            worker: true,
+            worker_settings: test_worker_settings(),
+            amqp_url: None,
+        }
+    }
+}
+
+pub fn test_worker_settings() -> WorkerSettings {
+    WorkerSettings {
+        concurrency: 16,
+        sweep_every: Duration::from_millis(200),
+        sweep_after: Duration::from_secs(1),
+        shutdown_grace: Duration::from_secs(5),
+        ..WorkerSettings::default()
+    }
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        Self::with(Options::default()).await
+    }
+
+    pub async fn with(options: Options) -> Self {
+        let db_name = format!("tollgate_test_{}", uuid::Uuid::now_v7().simple());
+        let admin = PgPool::connect(&database_url())
+            .await
+            .expect("Postgres is reachable at DATABASE_URL");
+        sqlx::query(&format!("create database {db_name}"))
+            .execute(&admin)
+            .await
+            .expect("create database");
+        admin.close().await;
+        let mut url = url::Url::parse(&database_url()).expect("DATABASE_URL is a URL");
+        url.set_path(&db_name);
+        let pool = shared::db::connect(url.as_str(), 8)
+            .await
+            .expect("connect to the test database");
+        shared::db::migrate(&pool).await.expect("migrate");
+
+        let sim = Sim::new(Knobs::default(), Some(OPENAI_KEY.into()));
+        let sim_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sim");
+        let sim_url = format!("http://{}", sim_listener.local_addr().expect("sim addr"));
+        let stop = CancellationToken::new();
+        tokio::spawn(provider_sim::serve(sim_listener, sim.clone(), stop.clone()));
+
+        let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+        let topology = Topology::new(&prefix);
+        let amqp_url = options.amqp_url.clone().unwrap_or_else(amqp_url);
+        // The test's own connection goes straight to the broker, never through a proxy.
+        let broker = Broker::new(self::amqp_url(), topology.clone(), "tollgate-test");
+        tokio::spawn(broker.clone().supervise(stop.clone()));
+        broker
+            .connected(WAIT)
+            .await
+            .expect("RabbitMQ is reachable at AMQP_URL");
+
+        let api_broker = Broker::new(&amqp_url, topology.clone(), "tollgate-api-test");
+        tokio::spawn(api_broker.clone().supervise(stop.clone()));
+        api_broker
+            .connected(WAIT)
+            .await
+            .expect("the api connects to RabbitMQ");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+        let api_url = format!("http://{}", listener.local_addr().expect("api addr"));
+        let api = tokio::spawn({
+            let (pool, stop) = (pool.clone(), stop.clone());
+            async move {
+                tollgate_api::serve(listener, pool, api_broker, Default::default(), stop)
+                    .await
+                    .expect("api serves");
+            }
+        });
+
+        let mut stack = Self {
+            api_url,
+            pool,
+            sim,
+            sim_url,
+            topology,
+            token: String::new(),
+            broker,
+            upstream: options.upstream,
+            amqp_url,
+            db_name,
+            stop,
+            api: Some(api),
+            workers: Vec::new(),
+        };
+        stack.token = stack.create_token("acme", Role::Client).await;
+        if options.worker {
+            let worker = stack.start_worker(options.worker_settings).await;
+            stack.workers.push(worker);
+        }
+        stack
+    }
+
+    /// Starts one more in-process worker on its own pool and broker connection.
+    pub async fn start_worker(&self, settings: WorkerSettings) -> WorkerHandle {
+        let timeout = Duration::from_secs(5);
+        let (ollama_url, openai) = match self.upstream {
+            Upstream::Ollama => (self.sim_url.clone(), None),
+            Upstream::OpenAi => {
+                let key = secrecy::SecretString::from(OPENAI_KEY);
+                (
+                    "http://127.0.0.1:1".to_owned(),
+                    Some(OpenAiClient::new(
+                        &format!("{}/v1", self.sim_url),
+                        key,
+                        timeout,
+                    )),
+                )
+            }
+            Upstream::Nothing => ("http://127.0.0.1:1".to_owned(), None),
+        };
+        let providers = ProviderSelector::new(
+            OllamaClient::new(&ollama_url, timeout),
+            openai,
+            Duration::from_secs(60),
+        )
+        .await;
+        let shutdown = CancellationToken::new();
+        let connection = CancellationToken::new();
+        let broker = Broker::new(
+            &self.amqp_url,
+            self.topology.clone(),
+            "tollgate-worker-test",
+        );
+        tokio::spawn(broker.clone().supervise(connection.clone()));
+        broker
+            .connected(WAIT)
+            .await
+            .expect("the worker connects to RabbitMQ");
+        let pool = self.pool.clone();
+        let task = tokio::spawn(tollgate_worker::run(
+            pool,
+            broker,
+            providers,
+            settings,
+            shutdown.clone(),
+        ));
+        WorkerHandle {
+            shutdown,
+            connection,
+            task,
+        }
+    }
+
+    /// A new token for `tenant` (created if missing).
+    pub async fn create_token(&self, tenant: &str, role: Role) -> String {
+        let tenant_id = match shared::db::tenants::find_by_name(&self.pool, tenant)
+            .await
+            .expect("find tenant")
+        {
+            Some(id) => id,
+            None => shared::db::tenants::create(&self.pool, tenant)
+                .await
+                .expect("create tenant"),
+        };
+        let token = shared::token::generate();
+        shared::db::tokens::create(
+            &self.pool,
+            tenant_id,
+            "test",
+            role,
+            &token.hash,
+            &token.display_prefix,
+        )
+        .await
+        .expect("create token");
+        token.secret
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api_url)
+    }
+
+    /// POSTs JSON with the stack's client token.
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        client()
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        client()
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    /// Submits and returns the 202's job JSON.
+    pub async fn submit(&self, path: &str, body: &Value) -> Value {
+        let response = self.post(path, body).await;
+        assert_eq!(response.status(), 202, "submit {path}");
+        response.json().await.expect("job JSON")
+    }
+
+    /// Polls the job until it is terminal; panics after [`WAIT`].
+    pub async fn wait_until_finished(&self, id: &str) -> Value {
+        self.wait_for_job(id, |job| {
+            ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap_or(""))
+        })
+        .await
+    }
+
+    pub async fn wait_for_job(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let poll = async {
+            loop {
+                let job: Value = self
+                    .get(&format!("/v1/jobs/{id}"))
+                    .await
+                    .json()
+                    .await
+                    .expect("job JSON");
+                if done(&job) {
+                    return job;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, poll)
+            .await
+            .unwrap_or_else(|_| panic!("job {id} did not get there in {WAIT:?}"))
+    }
+
+    /// Tears down the api, workers, the test database and the queues.
+    pub async fn stop(mut self) {
+        for worker in self.workers.drain(..) {
+            worker.shutdown.cancel();
+            let _ = worker.task.await;
+            worker.connection.cancel();
+        }
+        if let Some(session) = self.broker.session()
+            && let Ok(channel) = session.channel().await
+        {
+            let _ = self.topology.delete(&channel).await;
+        }
+        self.stop.cancel();
+        if let Some(api) = self.api.take() {
+            let _ = api.await;
+        }
+        self.pool.close().await;
+        if let Ok(admin) = PgPool::connect(&database_url()).await {
+            let _ = sqlx::query(&format!(
+                "drop database if exists {} with (force)",
+                self.db_name
+            ))
+            .execute(&admin)
+            .await;
+        }
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// Waits until `check` holds, polling; panics with `what` after [`WAIT`].
+pub async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let poll = async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, poll)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+}
+
+/// A TCP proxy to RabbitMQ that a test can cut and restore, to make a real connection loss.
+pub struct Proxy {
+    pub url: String,
+    open: Arc<AtomicBool>,
+    cut: Arc<std::sync::Mutex<CancellationToken>>,
+}
+
+impl Proxy {
+    pub async fn start() -> Self {
+        let target: SocketAddr = {
+            let url = url::Url::parse(&amqp_url()).expect("AMQP_URL is a URL");
+            let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
+            let port = url.port().unwrap_or(5672);
+            tokio::net::lookup_host((host, port))
+                .await
+                .expect("resolve broker")
+                .next()
+                .expect("broker address")
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let url = format!(
+            "amqp://guest:guest@{}/%2f",
+            listener.local_addr().expect("proxy addr")
+        );
+        let open = Arc::new(AtomicBool::new(true));
+        let cut = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
+        let (accept_open, accept_cut) = (open.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                if !accept_open.load(Ordering::SeqCst) {
+                    continue; // dropped: connection refused in effect
+                }
+                let cut = accept_cut.lock().expect("proxy lock").clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let mut inbound = inbound;
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        () = cut.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Self { url, open, cut }
+    }
+
+    /// Drops every proxied connection and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        let mut cut = self.cut.lock().expect("proxy lock");
+        cut.cancel();
+        *cut = CancellationToken::new();
+    }
+
+    pub fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}

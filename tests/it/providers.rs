@@ -1,0 +1,169 @@
+//! All three job kinds on both providers, and what happens when no provider can serve.
+
+use serde_json::{Value, json};
+
+use crate::harness::{Options, Stack, Upstream};
+
+async fn run_all_kinds(stack: &Stack, models: [&str; 3]) -> [Value; 3] {
+    let generate = stack
+        .submit(
+            "/v1/generate",
+            &json!({ "model": models[0], "prompt": "Describe a red bicycle" }),
+        )
+        .await;
+    let chat = stack
+        .submit(
+            "/v1/chat",
+            &json!({ "model": models[1], "messages": [
+                { "role": "system", "content": "Be brief." },
+                { "role": "user", "content": "Name a colour." },
+            ]}),
+        )
+        .await;
+    let embedding = stack
+        .submit(
+            "/v1/embedding",
+            &json!({ "model": models[2], "input": ["first text", "second text"] }),
+        )
+        .await;
+    let mut finished = Vec::new();
+    for job in [generate, chat, embedding] {
+        assert_eq!(job["status"], "queued");
+        finished.push(
+            stack
+                .wait_until_finished(job["id"].as_str().expect("id"))
+                .await,
+        );
+    }
+    finished.try_into().expect("three jobs")
+}
+
+fn assert_succeeded_on(job: &Value, provider: &str) {
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["provider"], provider);
+    assert_eq!(job["attempts"], 1);
+    assert!(job["error"].is_null());
+    let usage = &job["usage"];
+    let (prompt, completion) = (
+        usage["prompt_tokens"].as_i64().expect("prompt"),
+        usage["completion_tokens"].as_i64().expect("completion"),
+    );
+    assert!(prompt > 0, "provider-reported prompt tokens: {job}");
+    assert_eq!(usage["total_tokens"].as_i64(), Some(prompt + completion));
+    assert!(job["started_at"].is_string() && job["finished_at"].is_string());
+}
+
+fn assert_results(jobs: &[Value; 3]) {
+    let text = jobs[0]["result"]["text"].as_str().expect("generate text");
+    assert!(text.split(' ').count() >= 8, "{text}");
+    assert!(jobs[0]["usage"]["completion_tokens"].as_i64() > Some(0));
+    assert_eq!(jobs[1]["result"]["message"]["role"], "assistant");
+    assert!(
+        !jobs[1]["result"]["message"]["content"]
+            .as_str()
+            .expect("chat content")
+            .is_empty()
+    );
+    let embeddings = jobs[2]["result"]["embeddings"]
+        .as_array()
+        .expect("embeddings");
+    assert_eq!(embeddings.len(), 2);
+    assert_eq!(embeddings[0].as_array().expect("vector").len(), 16);
+    assert_ne!(embeddings[0], embeddings[1]);
+}
+
+#[tokio::test]
+async fn generate_chat_and_embedding_run_on_ollama() {
+    let stack = Stack::start().await;
+
+    let jobs = run_all_kinds(&stack, ["llama3", "mistral", "nomic-embed-text"]).await;
+
+    for job in &jobs {
+        assert_succeeded_on(job, "ollama");
+    }
+    assert_results(&jobs);
+    assert_eq!(jobs[0]["upstream_model"], "llama3");
+    for path in ["/api/generate", "/api/chat", "/api/embed"] {
+        assert_eq!(stack.sim.calls(path), 1, "{path}");
+    }
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn generate_chat_and_embedding_run_on_openai() {
+    let stack = Stack::with(Options {
+        upstream: Upstream::OpenAi,
+        ..Options::default()
+    })
+    .await;
+
+    let jobs = run_all_kinds(
+        &stack,
+        ["gpt-4.1-mini", "gpt-4o-mini", "text-embedding-3-small"],
+    )
+    .await;
+
+    for job in &jobs {
+        assert_succeeded_on(job, "openai");
+    }
+    assert_results(&jobs);
+    assert_eq!(stack.sim.calls("/v1/responses"), 2);
+    assert_eq!(stack.sim.calls("/v1/embeddings"), 1);
+    assert_eq!(stack.sim.calls("/api/generate"), 0);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn with_no_provider_a_job_fails_with_no_provider_available() {
+    let stack = Stack::with(Options {
+        upstream: Upstream::Nothing,
+        ..Options::default()
+    })
+    .await;
+
+    let job = stack
+        .submit(
+            "/v1/generate",
+            &json!({ "model": "llama3", "prompt": "hi" }),
+        )
+        .await;
+    let job = stack
+        .wait_until_finished(job["id"].as_str().expect("id"))
+        .await;
+
+    assert_eq!(job["status"], "failed");
+    assert_eq!(job["error"]["code"], "no_provider_available");
+    assert!(job["usage"].is_null());
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_model_the_provider_does_not_have_fails_with_its_reason_and_is_recorded() {
+    let stack = Stack::start().await;
+
+    let job = stack
+        .submit(
+            "/v1/generate",
+            &json!({ "model": "no-such-model", "prompt": "hi" }),
+        )
+        .await;
+    let id = job["id"].as_str().expect("id").to_owned();
+    let job = stack.wait_until_finished(&id).await;
+
+    assert_eq!(job["status"], "failed");
+    assert_eq!(job["error"]["code"], "model_not_found");
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("not found"),
+        "{job}"
+    );
+    let attempts = shared::db::jobs::attempts(&stack.pool, id.parse().expect("job id"))
+        .await
+        .expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, "permanent_error");
+    assert_eq!(attempts[0].status_code, Some(404));
+    stack.stop().await;
+}
