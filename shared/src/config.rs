@@ -47,7 +47,7 @@ pub struct ProviderConfig {
     #[arg(
         long,
         env = "OPENAI_BASE_URL",
-        default_value = "https://api.openai.com"
+        default_value = "https://api.openai.com/v1"
     )]
     pub openai_base_url: String,
 

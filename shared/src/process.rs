@@ -7,10 +7,11 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-/// Structured logs to stderr, filtered by `RUST_LOG` (default `info`); JSON when
+/// Structured logs to stderr, filtered by `RUST_LOG` (default `info,sqlx=warn`); JSON when
 /// `TOLLGATE_LOG_FORMAT=json`.
 pub fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

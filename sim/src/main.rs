@@ -57,6 +57,11 @@ async fn main() -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
         stop.cancel();
     });
-    provider_sim::serve(listener, Sim::new(knobs, cli.openai_key), shutdown).await?;
+    provider_sim::serve(
+        listener,
+        Sim::new(knobs, cli.openai_key.filter(|key| !key.is_empty())),
+        shutdown,
+    )
+    .await?;
     Ok(())
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use secrecy::ExposeSecret as _;
 use shared::config::{InfraConfig, ProviderConfig};
 use shared::provider::{OllamaClient, OpenAiClient};
 use shared::queue::{Broker, Topology};
@@ -47,6 +48,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .providers
         .openai_api_key
         .clone()
+        // An empty OPENAI_API_KEY= (as in a copied .env.example) means "no key".
+        .filter(|key| !key.expose_secret().is_empty())
         .map(|key| OpenAiClient::new(&cli.providers.openai_base_url, key, timeout));
     let providers =
         ProviderSelector::new(ollama, openai, Duration::from_secs(cli.probe_every_secs)).await;
