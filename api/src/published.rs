@@ -44,7 +44,8 @@ async fn record(pool: PgPool, mut receiver: mpsc::Receiver<JobId>) {
             tracing::warn!(%error, count = batch.len(), "could not record confirmed publishes");
         }
         batch.clear();
-        // Let a few more confirms arrive so the next statement carries more than one id.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Let more confirms arrive, so the next statement carries many ids and workers have
+        // claimed (and so need no mark for) most jobs of a short queue.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

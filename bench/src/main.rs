@@ -95,6 +95,9 @@ async fn main() -> anyhow::Result<()> {
         pct(1.0)
     );
 
+    if let Some(cpu) = own_cpu_seconds() {
+        println!("load generator: {cpu:.1} cpu seconds");
+    }
     if let Some(database_url) = &cli.database_url {
         let pool = sqlx::PgPool::connect(database_url)
             .await
@@ -127,6 +130,15 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// This process's user + system CPU time so far, from /proc (Linux only).
+fn own_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th of them.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 async fn count_finished(pool: &sqlx::PgPool) -> anyhow::Result<i64> {

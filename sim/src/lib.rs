@@ -70,6 +70,14 @@ impl Sim {
     }
 }
 
+/// A streamed body of pre-rendered lines (NDJSON for Ollama, SSE events for OpenAI).
+fn stream_lines(content_type: &'static str, lines: Vec<String>) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let stream = futures::stream::iter(lines.into_iter().map(Ok::<_, std::convert::Infallible>));
+    let body = axum::body::Body::from_stream(stream);
+    ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()

@@ -1,7 +1,6 @@
 //! Ollama's native API as the sim speaks it: generate and chat (streaming by default, as Ollama
 //! does), embed, tags, version, pull (NDJSON progress) and delete.
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +12,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 use crate::faults::{self, Fault};
-use crate::{Sim, lock, text};
+use crate::{Sim, lock, stream_lines, text};
 
 pub fn router() -> Router<Sim> {
     Router::new()
@@ -237,12 +236,7 @@ fn merge(target: &mut Value, extra: Value) {
 }
 
 fn ndjson(lines: Vec<String>) -> Response {
-    let stream = futures::stream::iter(lines.into_iter().map(Ok::<_, std::convert::Infallible>));
-    (
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(stream),
-    )
-        .into_response()
+    stream_lines("application/x-ndjson", lines)
 }
 
 #[derive(Deserialize)]

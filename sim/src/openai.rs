@@ -1,7 +1,6 @@
 //! The OpenAI API as the sim speaks it: Responses, Chat Completions (with SSE streaming),
 //! Embeddings and the model list, with OpenAI's error objects and bearer-key check.
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::faults::{self, Fault};
-use crate::{OPENAI_MODELS, Sim, lock, text};
+use crate::{OPENAI_MODELS, Sim, lock, stream_lines, text};
 
 pub fn router() -> Router<Sim> {
     Router::new()
@@ -252,12 +251,7 @@ async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response 
         .map(|e| format!("data: {e}\n\n"))
         .collect();
     lines.push("data: [DONE]\n\n".to_owned());
-    let stream = futures::stream::iter(lines.into_iter().map(Ok::<_, std::convert::Infallible>));
-    (
-        [(header::CONTENT_TYPE, "text/event-stream")],
-        Body::from_stream(stream),
-    )
-        .into_response()
+    stream_lines("text/event-stream", lines)
 }
 
 #[derive(Deserialize)]

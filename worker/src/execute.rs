@@ -70,34 +70,19 @@ pub async fn handle(context: &Context, delivery: Delivery) {
 /// Runs the claimed job on the current provider.
 async fn work(context: &Context, job: &ClaimedJob) -> (Outcome, Option<AttemptRecord>) {
     if job.claims > context.settings.max_claims {
-        let error = JobError {
-            code: "internal_error".into(),
-            message: format!(
-                "the job was abandoned by {} workers in a row",
-                job.claims - 1
-            ),
-        };
+        let message = format!(
+            "the job was abandoned by {} workers in a row",
+            job.claims - 1
+        );
         return (
-            Outcome::Failed {
-                provider: None,
-                upstream_model: None,
-                error,
-            },
+            Outcome::failed_without_call("internal_error", message),
             None,
         );
     }
     let Some(provider) = context.providers.current() else {
-        let error = JobError {
-            code: "no_provider_available".into(),
-            message: "no provider is available: Ollama does not answer and no OpenAI key is set"
-                .into(),
-        };
+        let message = "no provider is available: Ollama does not answer and no OpenAI key is set";
         return (
-            Outcome::Failed {
-                provider: None,
-                upstream_model: None,
-                error,
-            },
+            Outcome::failed_without_call("no_provider_available", message),
             None,
         );
     };

@@ -154,13 +154,18 @@ pub async fn list(
 }
 
 /// Records that the broker confirmed these jobs' messages, so the sweeper leaves them alone.
-/// Called in batches: one statement for many confirmed publishes.
+/// Called in batches: one statement for many confirmed publishes. A job a worker already claimed
+/// is skipped: the sweeper only looks at `queued` jobs, and not rewriting the row saves Postgres
+/// a tuple version per job when the queue is short.
 pub async fn mark_published(pool: &PgPool, ids: &[JobId]) -> Result<(), sqlx::Error> {
     let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
-    sqlx::query("update jobs set published_at = now() where id = any($1) and published_at is null")
-        .bind(ids)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "update jobs set published_at = now()
+          where id = any($1) and status = 'queued' and published_at is null",
+    )
+    .bind(ids)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -292,6 +297,20 @@ pub enum Outcome {
         upstream_model: Option<String>,
         error: JobError,
     },
+}
+
+impl Outcome {
+    /// A failure decided before any provider was called (no provider, too many claims).
+    pub fn failed_without_call(code: &str, message: impl Into<String>) -> Self {
+        Self::Failed {
+            provider: None,
+            upstream_model: None,
+            error: JobError {
+                code: code.to_owned(),
+                message: message.into(),
+            },
+        }
+    }
 }
 
 /// Records a claimed job's terminal outcome and its last attempt in one statement (so one commit).

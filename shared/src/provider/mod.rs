@@ -29,6 +29,23 @@ pub struct Completion {
     pub status_code: u16,
 }
 
+/// Refuses an embeddings answer whose vector count does not match the inputs: results are matched
+/// to inputs by position, so a short answer would silently misalign them.
+fn check_embedding_count(
+    provider: &str,
+    inputs: usize,
+    vectors: usize,
+) -> Result<(), ProviderError> {
+    if inputs == vectors {
+        return Ok(());
+    }
+    Err(ProviderError::new(
+        FailureClass::Provider,
+        "invalid_provider_response",
+        format!("{provider} returned {vectors} embeddings for {inputs} inputs"),
+    ))
+}
+
 /// A configured provider.
 #[derive(Clone)]
 pub enum Provider {

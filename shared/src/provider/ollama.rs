@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::error::{FailureClass, ProviderError};
+use super::error::ProviderError;
 use super::{Completion, http};
 use crate::domain::{
     ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest,
@@ -110,13 +110,7 @@ impl OllamaClient {
     async fn embed(&self, r: &EmbeddingRequest) -> Result<Completion, ProviderError> {
         let body = json!({ "model": r.model.as_str(), "input": r.input });
         let (answer, status): (EmbedAnswer, _) = self.post("/api/embed", &body).await?;
-        if answer.embeddings.len() != r.input.texts().len() {
-            return Err(ProviderError::new(
-                FailureClass::Provider,
-                "invalid_provider_response",
-                "Ollama returned a different number of embeddings than inputs",
-            ));
-        }
+        super::check_embedding_count("Ollama", r.input.texts().len(), answer.embeddings.len())?;
         Ok(Completion {
             result: json!({ "embeddings": answer.embeddings }),
             upstream_model: answer.model,

@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::error::{FailureClass, ProviderError};
+use super::error::ProviderError;
 use super::{Completion, http};
 use crate::domain::{
     ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest,
@@ -137,13 +137,7 @@ impl OpenAiClient {
     async fn embed(&self, r: &EmbeddingRequest) -> Result<Completion, ProviderError> {
         let body = json!({ "model": r.model.as_str(), "input": r.input });
         let (mut answer, status): (EmbeddingsAnswer, _) = self.post("/embeddings", &body).await?;
-        if answer.data.len() != r.input.texts().len() {
-            return Err(ProviderError::new(
-                FailureClass::Provider,
-                "invalid_provider_response",
-                "OpenAI returned a different number of embeddings than inputs",
-            ));
-        }
+        super::check_embedding_count("OpenAI", r.input.texts().len(), answer.data.len())?;
         answer.data.sort_by_key(|item| item.index);
         let embeddings: Vec<Vec<f32>> =
             answer.data.into_iter().map(|item| item.embedding).collect();
