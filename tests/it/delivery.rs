@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use provider_sim::Knobs;
 use serde_json::{Value, json};
-use shared::db::jobs::{self, NewJob};
-use shared::domain::{GenerateRequest, JobId, JobRequest};
+use shared::db::jobs;
+use shared::domain::JobId;
 use tollgate_worker::WorkerSettings;
 
 use crate::harness::{Options, Proxy, Stack, eventually, test_worker_settings};
@@ -132,23 +132,10 @@ async fn a_worker_that_dies_before_acking_leaves_the_job_to_be_finished_exactly_
 #[tokio::test]
 async fn a_job_whose_publish_never_happened_is_recovered_by_the_sweeper() {
     let stack = Stack::start().await;
-    let principal =
-        shared::db::tokens::authenticate(&stack.pool, &shared::token::hash(&stack.token))
-            .await
-            .expect("query")
-            .expect("token");
     // What the api leaves behind when it crashes between commit and publish.
-    let request = GenerateRequest::parse("llama3", "orphan".into(), None).expect("valid");
-    let orphan = NewJob {
-        id: JobId::new(),
-        tenant_id: principal.tenant_id,
-        token_id: Some(principal.token_id),
-        request: JobRequest::Generate(request),
-        metadata: None,
-    };
-    jobs::insert(&stack.pool, &orphan).await.expect("insert");
+    let orphan = stack.insert_unpublished_job("orphan").await;
 
-    let job = stack.wait_until_finished(&orphan.id.to_string()).await;
+    let job = stack.wait_until_finished(&orphan.to_string()).await;
 
     assert_eq!(job["status"], "succeeded");
     assert_eq!(job["attempts"], 1);
@@ -201,5 +188,45 @@ async fn the_api_and_the_worker_survive_a_broker_outage() {
         .await
         .expect("count");
     assert_eq!(jobs, 2, "the refused submission wrote nothing");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_lettered_job_is_failed_with_internal_error() {
+    // The sweeper must not publish the job to the work queue first.
+    let settings = WorkerSettings {
+        sweep_after: Duration::from_secs(3600),
+        ..test_worker_settings()
+    };
+    let stack = Stack::with(Options {
+        worker_settings: settings,
+        ..Options::default()
+    })
+    .await;
+    let job = stack.insert_unpublished_job("poison").await;
+    // What the broker does once a message reached its delivery limit: it lands on the
+    // dead-letter exchange instead of the work queue.
+    let channel = stack
+        .broker
+        .session()
+        .expect("connected")
+        .channel()
+        .await
+        .expect("channel");
+    channel
+        .basic_publish(
+            stack.topology.dead_letter_exchange().into(),
+            "job".into(),
+            lapin::options::BasicPublishOptions::default(),
+            &shared::queue::JobMessage::new(job).encode(),
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .expect("publish");
+
+    let failed = stack.wait_until_finished(&job.to_string()).await;
+
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["error"]["code"], "internal_error");
     stack.stop().await;
 }

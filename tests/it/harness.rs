@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use provider_sim::{Knobs, Sim};
 use serde_json::Value;
-use shared::domain::Role;
+use shared::db::jobs::NewJob;
+use shared::domain::{GenerateRequest, JobId, JobRequest, Role};
 use shared::provider::{OllamaClient, OpenAiClient};
 use shared::queue::{Broker, Topology};
 use sqlx::PgPool;
@@ -256,6 +257,27 @@ impl Stack {
         .await
         .expect("create token");
         token.secret
+    }
+
+    /// Inserts a `generate` job for the stack's token as intake would, without publishing it.
+    pub async fn insert_unpublished_job(&self, prompt: &str) -> JobId {
+        let hash = shared::token::hash(&self.token);
+        let principal = shared::db::tokens::authenticate(&self.pool, &hash)
+            .await
+            .expect("query")
+            .expect("the stack's token is valid");
+        let request = GenerateRequest::parse("llama3", prompt.into(), None).expect("valid request");
+        let job = NewJob {
+            id: JobId::new(),
+            tenant_id: principal.tenant_id,
+            token_id: Some(principal.token_id),
+            request: JobRequest::Generate(request),
+            metadata: None,
+        };
+        shared::db::jobs::insert(&self.pool, &job)
+            .await
+            .expect("insert job");
+        job.id
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,10 +1,11 @@
 //! The job consumer: one subscription to the work queue per broker session, one task per
 //! delivery, at most `concurrency` at once.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures::StreamExt as _;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use futures::{FutureExt as _, StreamExt as _};
+use lapin::options::{BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 use shared::queue::Broker;
@@ -37,7 +38,18 @@ pub async fn run(context: Arc<Context>, broker: Broker) {
                 Some(Ok(delivery)) => {
                     let context = context.clone();
                     in_flight.spawn(async move {
-                        execute::handle(&context, delivery).await;
+                        let run = AssertUnwindSafe(execute::handle(&context, &delivery));
+                        if run.catch_unwind().await.is_err() {
+                            // A bug, not a job outcome: put the message back. Each requeue counts
+                            // towards the delivery limit, so a message that always panics ends in
+                            // the dead-letter queue and its job is failed there.
+                            tracing::error!("job handler panicked; requeueing the message");
+                            let requeue = BasicNackOptions {
+                                requeue: true,
+                                ..Default::default()
+                            };
+                            let _ = delivery.acker.nack(requeue).await;
+                        }
                         drop(permit);
                     });
                 }

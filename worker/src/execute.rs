@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::Context;
 
 #[tracing::instrument(skip_all, fields(job_id, redelivered = delivery.redelivered))]
-pub async fn handle(context: &Context, delivery: Delivery) {
+pub async fn handle(context: &Context, delivery: &Delivery) {
     let Some(message) = JobMessage::decode(&delivery.data) else {
         tracing::error!("undecodable message; dead-lettering it");
         // requeue: false sends it to the dead-letter exchange.
