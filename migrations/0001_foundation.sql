@@ -61,9 +61,14 @@ create table jobs (
     finished_at       timestamptz,
     check ((status in ('succeeded', 'failed', 'cancelled')) = (finished_at is not null))
 ) with (fillfactor = 90); -- room on each page for the HOT updates a job goes through
--- GET /v1/jobs: a tenant's jobs newest first, optionally by status.
+-- GET /v1/jobs: a tenant's jobs newest first. Filtering by a common or recent status (queued,
+-- running, succeeded) walks this index and finds a page quickly.
 create index jobs_tenant_id on jobs (tenant_id, id desc);
-create index jobs_tenant_status_id on jobs (tenant_id, status, id desc);
+-- Failed and cancelled jobs are rare and can be old, so they get an index of their own. It is
+-- partial on purpose: a job that succeeds never enters it, so the hot path (insert, claim,
+-- finish) maintains one index fewer, worth ~5% of intake and end-to-end throughput (bench/).
+create index jobs_tenant_unsuccessful on jobs (tenant_id, status, id desc)
+    where status in ('failed', 'cancelled');
 -- The sweeper's two scans stay small: only rows that need it are in these partial indexes.
 -- `published_at` is deliberately in no index (nor index predicate), so marking a job published is
 -- a HOT update that touches no index; the sweeper filters it on the few queued rows instead.

@@ -287,6 +287,21 @@ async fn an_accepted_job_has_a_location_and_can_be_listed_and_cancelled() {
         "job_not_cancellable",
     )
     .await;
+    let cancelled_page: Value = stack
+        .get("/v1/jobs?status=cancelled")
+        .await
+        .json()
+        .await
+        .expect("page");
+    assert_eq!(cancelled_page["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(cancelled_page["data"][0]["id"], job["id"]);
+    let queued_page: Value = stack
+        .get("/v1/jobs?status=queued")
+        .await
+        .json()
+        .await
+        .expect("page");
+    assert_eq!(queued_page["data"][0]["id"], second["id"]);
     stack.stop().await;
 }
 

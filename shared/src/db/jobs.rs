@@ -136,10 +136,16 @@ pub async fn list(
     before: Option<JobId>,
     limit: i64,
 ) -> Result<Vec<Job>, sqlx::Error> {
+    // Failed and cancelled jobs have a partial index (see the migration); the planner uses it
+    // only when the query repeats its predicate literally.
+    let rare_status = match status {
+        Some(JobStatus::Failed | JobStatus::Cancelled) => "and status in ('failed', 'cancelled')",
+        _ => "",
+    };
     let rows: Vec<JobRow> = sqlx::query_as(&format!(
         "select {JOB_COLUMNS} from jobs
           where tenant_id = $1
-            and ($2::text is null or status = $2)
+            and ($2::text is null or status = $2) {rare_status}
             and ($3::uuid is null or id < $3)
           order by id desc
           limit $4"
