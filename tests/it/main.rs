@@ -5,3 +5,4 @@ mod delivery;
 mod harness;
 mod intake;
 mod providers;
+mod sim;
