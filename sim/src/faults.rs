@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use axum::http::{StatusCode, header};
+use axum::response::Response;
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +28,27 @@ pub enum Fault {
     None,
     ServerError,
     RateLimited { retry_after_secs: u64 },
+}
+
+impl Fault {
+    /// The error answer for this fault, rendered in the caller's protocol by `render(status,
+    /// message)`; `None` when the request should be served.
+    pub fn answer(self, render: impl Fn(StatusCode, &str) -> Response) -> Option<Response> {
+        match self {
+            Self::None => None,
+            Self::ServerError => Some(render(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "simulated server error",
+            )),
+            Self::RateLimited { retry_after_secs } => {
+                let mut response = render(StatusCode::TOO_MANY_REQUESTS, "simulated rate limit");
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, retry_after_secs.into());
+                Some(response)
+            }
+        }
+    }
 }
 
 /// Applies latency and hangs (by waiting), and draws the request's fault.

@@ -2,7 +2,7 @@
 //! does), embed, tags, version, pull (NDJSON progress) and delete.
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use crate::faults::{self, Fault};
+use crate::faults;
 use crate::{Sim, lock, stream_lines, text};
 
 pub fn router() -> Router<Sim> {
@@ -65,21 +65,11 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 /// Counts the call, applies the knobs, and checks the model is installed.
 async fn admit(sim: &Sim, path: &str, model: &str) -> Result<(), Response> {
     sim.count(path);
-    match faults::meet(&sim.knobs()).await {
-        Fault::None => {}
-        Fault::ServerError => {
-            return Err(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "simulated server error",
-            ));
-        }
-        Fault::RateLimited { retry_after_secs } => {
-            let mut response = error(StatusCode::TOO_MANY_REQUESTS, "simulated rate limit");
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, retry_after_secs.into());
-            return Err(response);
-        }
+    if let Some(response) = faults::meet(&sim.knobs())
+        .await
+        .answer(|status, message| error(status, message))
+    {
+        return Err(response);
     }
     if !lock(&sim.inner.ollama_models).contains_key(&full_name(model)) {
         return Err(error(

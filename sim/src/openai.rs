@@ -10,7 +10,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::faults::{self, Fault};
+use crate::faults;
 use crate::{OPENAI_MODELS, Sim, lock, stream_lines, text};
 
 pub fn router() -> Router<Sim> {
@@ -57,28 +57,15 @@ async fn admit(
     }
     let Some(model) = model else { return Ok(()) };
     sim.count(path);
-    match faults::meet(&sim.knobs()).await {
-        Fault::None => {}
-        Fault::ServerError => {
-            return Err(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                None,
-                "simulated server error",
-            ));
-        }
-        Fault::RateLimited { retry_after_secs } => {
-            let mut response = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "requests",
-                Some("rate_limit_exceeded"),
-                "simulated rate limit",
-            );
-            response
-                .headers_mut()
-                .insert("retry-after", retry_after_secs.into());
-            return Err(response);
-        }
+    let render = |status: StatusCode, message: &str| {
+        let (kind, code) = match status {
+            StatusCode::TOO_MANY_REQUESTS => ("requests", Some("rate_limit_exceeded")),
+            _ => ("server_error", None),
+        };
+        error(status, kind, code, message)
+    };
+    if let Some(response) = faults::meet(&sim.knobs()).await.answer(render) {
+        return Err(response);
     }
     if !OPENAI_MODELS.contains(&model) {
         return Err(error(

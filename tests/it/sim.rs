@@ -16,6 +16,14 @@ async fn start(sim: Sim) -> (String, CancellationToken) {
     (url, stop)
 }
 
+/// Reads an NDJSON body, one JSON value a line.
+async fn ndjson(response: reqwest::Response) -> Vec<Value> {
+    let body = response.text().await.expect("body");
+    body.lines()
+        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+        .collect()
+}
+
 #[tokio::test]
 async fn ollama_generate_streams_ndjson_unless_told_not_to() {
     let (url, stop) = start(Sim::new(Knobs::default(), None)).await;
@@ -28,13 +36,7 @@ async fn ollama_generate_streams_ndjson_unless_told_not_to() {
         .await
         .expect("send");
     assert_eq!(streamed.headers()["content-type"], "application/x-ndjson");
-    let lines: Vec<Value> = streamed
-        .text()
-        .await
-        .expect("body")
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
-        .collect();
+    let lines = ndjson(streamed).await;
     let single: Value = client()
         .post(format!("{url}/api/generate"))
         .json(&json!({ "model": "llama3", "prompt": "hello", "stream": false }))
@@ -137,13 +139,7 @@ async fn models_can_be_pulled_with_progress_and_deleted() {
         .send()
         .await
         .expect("send");
-    let progress: Vec<Value> = pull
-        .text()
-        .await
-        .expect("body")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
+    let progress = ndjson(pull).await;
     let tags: Value = client()
         .get(format!("{url}/api/tags"))
         .send()
