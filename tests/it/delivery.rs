@@ -230,3 +230,31 @@ async fn a_dead_lettered_job_is_failed_with_internal_error() {
     assert_eq!(failed["error"]["code"], "internal_error");
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_job_the_worker_cannot_read_goes_through_the_dead_letter_queue_to_failed() {
+    let settings = WorkerSettings {
+        sweep_after: Duration::from_secs(3600),
+        ..test_worker_settings()
+    };
+    let stack = Stack::with(Options {
+        worker_settings: settings,
+        ..Options::default()
+    })
+    .await;
+    let job = stack.insert_unpublished_job("unreadable").await;
+    // A request this worker version cannot decode: every attempt would fail the same way.
+    sqlx::query("update jobs set request = '{\"kind\": \"telepathy\"}' where id = $1")
+        .bind(job)
+        .execute(&stack.pool)
+        .await
+        .expect("corrupt the request");
+
+    stack.broker.publish_job(job).await.expect("publish");
+    let failed = stack.wait_until_finished(&job.to_string()).await;
+
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["error"]["code"], "internal_error");
+    assert_eq!(stack.sim.calls("/api/generate"), 0);
+    stack.stop().await;
+}

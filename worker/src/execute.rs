@@ -42,8 +42,9 @@ pub async fn handle(context: &Context, delivery: &Delivery) {
         )
     })
     .await;
-    let Some(claim) = claim else {
-        return; // shutting down with the database away: leave the message for redelivery
+    let claim = match claim {
+        Ok(claim) => claim,
+        Err(halt) => return halt.give_up(delivery).await,
     };
     if let Some(job) = claim {
         let (outcome, attempt) = work(context, &job).await;
@@ -52,11 +53,11 @@ pub async fn handle(context: &Context, delivery: &Delivery) {
         })
         .await;
         match finished {
-            None => return,
-            Some(false) => {
+            Ok(true) => {}
+            Ok(false) => {
                 tracing::warn!("the job was reclaimed by another worker; result dropped")
             }
-            Some(true) => {}
+            Err(halt) => return halt.give_up(delivery).await,
         }
     } else {
         tracing::debug!("duplicate or finished job; acking without work");
@@ -147,10 +148,35 @@ async fn work(context: &Context, job: &ClaimedJob) -> (Outcome, Option<AttemptRe
     }
 }
 
-/// Retries a database step until it succeeds: a job's message is held (unacked) meanwhile, so a
-/// database outage delays jobs instead of losing or dead-lettering them. Once shutdown has begun
-/// it stops retrying and answers `None`, leaving the message to be redelivered.
-async fn persistently<T, F, Fut>(context: &Context, step: &str, operation: F) -> Option<T>
+/// Why a database step was abandoned.
+enum Halt {
+    /// Shutdown began while the database was away.
+    ShuttingDown,
+    /// The step fails the same way every time (e.g. a stored request this version cannot read).
+    Failed(sqlx::Error),
+}
+
+impl Halt {
+    async fn give_up(self, delivery: &Delivery) {
+        match self {
+            // Unacked, the message is redelivered once the connection closes.
+            Self::ShuttingDown => {}
+            Self::Failed(error) => {
+                tracing::error!(%error, "job cannot be processed; dead-lettering its message");
+                // The dead-letter consumer marks the job failed with `internal_error`.
+                let _ = delivery
+                    .acker
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await;
+            }
+        }
+    }
+}
+
+/// Retries a database step while its failures are transient: a job's message is held (unacked)
+/// meanwhile, so a database outage delays jobs instead of losing or dead-lettering them. Once
+/// shutdown has begun it stops retrying and leaves the message to be redelivered.
+async fn persistently<T, F, Fut>(context: &Context, step: &str, operation: F) -> Result<T, Halt>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, sqlx::Error>>,
@@ -160,12 +186,18 @@ where
         .with_max_delay(Duration::from_secs(5))
         .with_jitter()
         .without_max_times();
-    operation
+    let result = operation
         .retry(backoff)
-        .when(|_| !context.shutdown.is_cancelled())
+        .when(|error| shared::db::is_transient(error) && !context.shutdown.is_cancelled())
         .notify(
             |error, delay| tracing::warn!(%error, step, retry_in = ?delay, "database step failed"),
         )
-        .await
-        .ok()
+        .await;
+    result.map_err(|error| {
+        if shared::db::is_transient(&error) {
+            Halt::ShuttingDown
+        } else {
+            Halt::Failed(error)
+        }
+    })
 }

@@ -31,7 +31,48 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }
 
+/// Whether a failed statement may succeed if simply run again: the connection or the server was
+/// away, or Postgres asked for a retry. Anything else (a bad row, a violated constraint) will fail
+/// the same way every time.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            // connection exceptions, serialization failure, deadlock, insufficient resources,
+            // operator intervention (e.g. the server shutting down)
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57")
+                || code == "40001"
+                || code == "40P01"
+        }),
+        _ => false,
+    }
+}
+
 /// Cheap liveness query for `GET /readyz`.
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("select 1").execute(pool).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_connections_are_transient_and_bad_rows_are_not() {
+        assert!(is_transient(&sqlx::Error::PoolTimedOut));
+        assert!(is_transient(&sqlx::Error::Io(
+            std::io::ErrorKind::ConnectionReset.into()
+        )));
+        assert!(!is_transient(&sqlx::Error::RowNotFound));
+        assert!(!is_transient(&sqlx::Error::Decode(
+            "bad request JSON".into()
+        )));
+    }
 }
