@@ -9,7 +9,7 @@ use std::time::Duration;
 use provider_sim::{Knobs, Sim};
 use serde_json::Value;
 use shared::db::jobs::NewJob;
-use shared::domain::{GenerateRequest, JobId, JobRequest, Role};
+use shared::domain::{GenerateRequest, JobId, JobRequest, JobStatus, Role};
 use shared::provider::{OllamaClient, OpenAiClient};
 use shared::queue::{Broker, Topology};
 use sqlx::PgPool;
@@ -314,7 +314,10 @@ impl Stack {
     /// Polls the job until it is terminal; panics after [`WAIT`].
     pub async fn wait_until_finished(&self, id: &str) -> Value {
         self.wait_for_job(id, |job| {
-            ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap_or(""))
+            job["status"]
+                .as_str()
+                .and_then(JobStatus::parse)
+                .is_some_and(JobStatus::is_terminal)
         })
         .await
     }

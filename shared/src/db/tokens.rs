@@ -57,13 +57,3 @@ pub async fn authenticate(
         })
     }))
 }
-
-pub async fn revoke(pool: &PgPool, id: TokenId) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "update api_tokens set revoked_at = now() where id = $1 and revoked_at is null",
-    )
-    .bind(id)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}

@@ -29,10 +29,6 @@ impl Topology {
         }
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// Direct exchange that job messages are published to.
     pub fn jobs_exchange(&self) -> String {
         format!("{}.jobs", self.prefix)
