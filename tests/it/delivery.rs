@@ -18,6 +18,18 @@ fn one_at_a_time() -> WorkerSettings {
     }
 }
 
+/// A stack whose sweeper never publishes a job itself, so a test decides what reaches the queues.
+fn without_sweeps() -> Options {
+    let settings = WorkerSettings {
+        sweep_after: Duration::from_secs(3600),
+        ..test_worker_settings()
+    };
+    Options {
+        worker_settings: settings,
+        ..Options::default()
+    }
+}
+
 fn job_id(job: &Value) -> JobId {
     job["id"].as_str().expect("id").parse().expect("job id")
 }
@@ -193,16 +205,7 @@ async fn the_api_and_the_worker_survive_a_broker_outage() {
 
 #[tokio::test]
 async fn a_dead_lettered_job_is_failed_with_internal_error() {
-    // The sweeper must not publish the job to the work queue first.
-    let settings = WorkerSettings {
-        sweep_after: Duration::from_secs(3600),
-        ..test_worker_settings()
-    };
-    let stack = Stack::with(Options {
-        worker_settings: settings,
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::with(without_sweeps()).await;
     let job = stack.insert_unpublished_job("poison").await;
     // What the broker does once a message reached its delivery limit: it lands on the
     // dead-letter exchange instead of the work queue.
@@ -233,15 +236,7 @@ async fn a_dead_lettered_job_is_failed_with_internal_error() {
 
 #[tokio::test]
 async fn a_job_the_worker_cannot_read_goes_through_the_dead_letter_queue_to_failed() {
-    let settings = WorkerSettings {
-        sweep_after: Duration::from_secs(3600),
-        ..test_worker_settings()
-    };
-    let stack = Stack::with(Options {
-        worker_settings: settings,
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::with(without_sweeps()).await;
     let job = stack.insert_unpublished_job("unreadable").await;
     // A request this worker version cannot decode: every attempt would fail the same way.
     sqlx::query("update jobs set request = '{\"kind\": \"telepathy\"}' where id = $1")
