@@ -138,13 +138,11 @@ async fn generate(State(sim): State<Sim>, request: Request) -> Response {
         return response;
     }
     let input = format!("{}{}", body.system.unwrap_or_default(), body.prompt);
-    let words = text::reply(&input, max_tokens(&body.options));
-    let prompt_tokens = text::count_tokens(&input);
     answer(
         &body.model,
-        words,
-        prompt_tokens,
-        body.stream.unwrap_or(true),
+        &input,
+        &body.options,
+        body.stream,
         |chunk| json!({ "response": chunk }),
     )
 }
@@ -162,13 +160,11 @@ async fn chat(State(sim): State<Sim>, request: Request) -> Response {
         .iter()
         .map(|m| format!("{}: {}\n", m.role, m.content))
         .collect();
-    let words = text::reply(&input, max_tokens(&body.options));
-    let prompt_tokens = text::count_tokens(&input);
     answer(
         &body.model,
-        words,
-        prompt_tokens,
-        body.stream.unwrap_or(true),
+        &input,
+        &body.options,
+        body.stream,
         |chunk| json!({ "message": { "role": "assistant", "content": chunk } }),
     )
 }
@@ -183,11 +179,14 @@ fn max_tokens(options: &Value) -> Option<u32> {
 /// the counts. `content` shapes a piece of text as generate or chat does.
 fn answer(
     model: &str,
-    words: Vec<&'static str>,
-    prompt_tokens: i32,
-    stream: bool,
+    input: &str,
+    options: &Value,
+    stream: Option<bool>,
     content: impl Fn(&str) -> Value,
 ) -> Response {
+    let words = text::reply(input, max_tokens(options));
+    let prompt_tokens = text::count_tokens(input);
+    let stream = stream.unwrap_or(true);
     let created_at = Utc::now().to_rfc3339();
     let eval_count = words.len();
     let mut last = json!({

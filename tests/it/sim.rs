@@ -16,6 +16,11 @@ async fn start(sim: Sim) -> (String, CancellationToken) {
     (url, stop)
 }
 
+/// POSTs `body` as JSON to `url` (no token: the sim's Ollama side takes none).
+async fn post(url: String, body: &Value) -> reqwest::Response {
+    client().post(url).json(body).send().await.expect("send")
+}
+
 /// Reads an NDJSON body, one JSON value a line.
 async fn ndjson(response: reqwest::Response) -> Vec<Value> {
     let body = response.text().await.expect("body");
@@ -29,23 +34,17 @@ async fn ollama_generate_streams_ndjson_unless_told_not_to() {
     let (url, stop) = start(Sim::new(Knobs::default(), None)).await;
     let body = json!({ "model": "llama3", "prompt": "hello" });
 
-    let streamed = client()
-        .post(format!("{url}/api/generate"))
-        .json(&body)
-        .send()
-        .await
-        .expect("send");
+    let streamed = post(format!("{url}/api/generate"), &body).await;
     assert_eq!(streamed.headers()["content-type"], "application/x-ndjson");
     let lines = ndjson(streamed).await;
-    let single: Value = client()
-        .post(format!("{url}/api/generate"))
-        .json(&json!({ "model": "llama3", "prompt": "hello", "stream": false }))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("JSON");
+    let single: Value = post(
+        format!("{url}/api/generate"),
+        &json!({ "model": "llama3", "prompt": "hello", "stream": false }),
+    )
+    .await
+    .json()
+    .await
+    .expect("JSON");
 
     let last = lines.last().expect("a final line");
     assert_eq!(last["done"], true);
@@ -64,7 +63,7 @@ async fn ollama_generate_streams_ndjson_unless_told_not_to() {
 async fn the_openai_side_checks_the_key_and_knows_its_models() {
     let (url, stop) = start(Sim::new(Knobs::default(), Some("sk-right".into()))).await;
     let body = json!({ "model": "gpt-4.1-mini", "input": "hello" });
-    let post = |key: &'static str, body: Value| {
+    let respond = |key: &'static str, body: Value| {
         client()
             .post(format!("{url}/v1/responses"))
             .bearer_auth(key)
@@ -72,11 +71,11 @@ async fn the_openai_side_checks_the_key_and_knows_its_models() {
             .send()
     };
 
-    let wrong = post("sk-wrong", body.clone()).await.expect("send");
-    let unknown = post("sk-right", json!({ "model": "gpt-0", "input": "hello" }))
+    let wrong = respond("sk-wrong", body.clone()).await.expect("send");
+    let unknown = respond("sk-right", json!({ "model": "gpt-0", "input": "hello" }))
         .await
         .expect("send");
-    let right = post("sk-right", body).await.expect("send");
+    let right = respond("sk-right", body).await.expect("send");
 
     assert_eq!(wrong.status(), 401);
     assert_eq!(
@@ -105,22 +104,12 @@ async fn the_knobs_give_429_with_retry_after_and_500() {
     let (url, stop) = start(sim.clone()).await;
     let body = json!({ "model": "llama3", "prompt": "hi", "stream": false });
 
-    let limited = client()
-        .post(format!("{url}/api/generate"))
-        .json(&body)
-        .send()
-        .await
-        .expect("send");
+    let limited = post(format!("{url}/api/generate"), &body).await;
     sim.set_knobs(Knobs {
         error_rate: 1.0,
         ..Knobs::default()
     });
-    let broken = client()
-        .post(format!("{url}/api/generate"))
-        .json(&body)
-        .send()
-        .await
-        .expect("send");
+    let broken = post(format!("{url}/api/generate"), &body).await;
 
     assert_eq!(limited.status(), 429);
     assert_eq!(limited.headers()["retry-after"], "7");
@@ -133,12 +122,7 @@ async fn the_knobs_give_429_with_retry_after_and_500() {
 async fn models_can_be_pulled_with_progress_and_deleted() {
     let (url, stop) = start(Sim::new(Knobs::default(), None)).await;
 
-    let pull = client()
-        .post(format!("{url}/api/pull"))
-        .json(&json!({ "model": "qwen2" }))
-        .send()
-        .await
-        .expect("send");
+    let pull = post(format!("{url}/api/pull"), &json!({ "model": "qwen2" })).await;
     let progress = ndjson(pull).await;
     let tags: Value = client()
         .get(format!("{url}/api/tags"))
