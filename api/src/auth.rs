@@ -1,4 +1,5 @@
-//! Bearer-token authentication: the [`Caller`] extractor and a short-lived cache of valid tokens.
+//! Bearer-token authentication: the [`Caller`] and [`Admin`] extractors and a short-lived cache of
+//! valid tokens.
 //!
 //! The cache keeps the hot path free of a database round trip per request; its one-second lifetime
 //! bounds how long a revoked token keeps working on any api instance.
@@ -11,6 +12,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use shared::db::tokens::{self, Principal};
+use shared::domain::Role;
 
 use crate::{AppState, error::ApiError};
 
@@ -86,6 +88,24 @@ impl FromRequestParts<AppState> for Caller {
                 ApiError::unauthorized("invalid_token", "the token is unknown or revoked")
             })?;
         state.tokens.put(hash, principal);
+        Ok(Self(principal))
+    }
+}
+
+/// An authenticated caller with the `admin` role; a `client` token gets 403.
+pub struct Admin(pub Principal);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Caller(principal) = Caller::from_request_parts(parts, state).await?;
+        if principal.role != Role::Admin {
+            return Err(ApiError::forbidden("this route needs an admin token"));
+        }
         Ok(Self(principal))
     }
 }

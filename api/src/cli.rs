@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use shared::config::InfraConfig;
+use shared::config::{InfraConfig, ProviderConfig};
 use shared::db::{tenants, tokens};
 use shared::domain::Role;
 use shared::queue::{Broker, Topology};
@@ -21,6 +21,9 @@ use crate::ApiSettings;
 pub struct Cli {
     #[command(flatten)]
     pub infra: InfraConfig,
+
+    #[command(flatten)]
+    pub providers: ProviderConfig,
 
     /// Address the API listens on.
     #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8080")]
@@ -88,6 +91,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let pool = shared::process::connect_database(&cli.infra.database_url, cli.infra.db_pool_size)
         .await
         .context("cannot open the database")?;
+    let secret_key = cli.providers.seed_settings(&pool).await?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let shutdown = shared::process::shutdown_on_signal();
@@ -99,6 +103,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {}", cli.listen))?;
             let settings = ApiSettings {
                 body_limit: cli.body_limit,
+                secret_key,
+                settings_refresh: std::time::Duration::from_millis(
+                    cli.providers.settings_refresh_ms.max(10),
+                ),
             };
             crate::serve(listener, pool, broker, settings, shutdown.clone()).await?;
             shutdown.cancel();

@@ -11,9 +11,12 @@ mod published;
 mod routes;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use shared::queue::Broker;
+use shared::runtime::RuntimeWatch;
+use shared::secret::SecretKey;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -25,12 +28,18 @@ pub use error::ApiError;
 pub struct ApiSettings {
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// Seals the OpenAI key an admin stores; without it no key can be stored.
+    pub secret_key: Option<SecretKey>,
+    /// How often the runtime settings are checked for changes made elsewhere.
+    pub settings_refresh: Duration,
 }
 
 impl Default for ApiSettings {
     fn default() -> Self {
         Self {
             body_limit: 1024 * 1024,
+            secret_key: None,
+            settings_refresh: Duration::from_secs(1),
         }
     }
 }
@@ -43,6 +52,9 @@ pub(crate) struct AppState {
     tokens: Arc<auth::TokenCache>,
     published: published::Recorder,
     body_limit: usize,
+    /// The settings and model routes (intake refuses models no provider serves).
+    runtime: RuntimeWatch,
+    secret_key: Option<SecretKey>,
 }
 
 /// Serves the API on `listener` until `shutdown` fires, then finishes in-flight requests and
@@ -55,6 +67,14 @@ pub async fn serve(
     settings: ApiSettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let runtime = RuntimeWatch::load(pool.clone())
+        .await
+        .context("cannot read the runtime settings")?;
+    let refresh = tokio::spawn(
+        runtime
+            .clone()
+            .keep_fresh(settings.settings_refresh, shutdown.clone()),
+    );
     let (published, recorder_task) = published::Recorder::start(pool.clone());
     let state = AppState {
         pool,
@@ -62,6 +82,8 @@ pub async fn serve(
         tokens: Arc::new(auth::TokenCache::default()),
         published,
         body_limit: settings.body_limit,
+        runtime,
+        secret_key: settings.secret_key.clone(),
     };
     let app = routes::router(state, &settings);
     tracing::info!(addr = %listener.local_addr()?, "api listening");
@@ -76,5 +98,6 @@ pub async fn serve(
     recorder_task
         .await
         .context("the publish recorder panicked")?;
+    refresh.await.context("the settings refresher panicked")?;
     Ok(())
 }

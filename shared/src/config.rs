@@ -2,7 +2,13 @@
 //!
 //! Each binary flattens these into its own `clap` parser, so `--help` documents every variable.
 
-use secrecy::SecretString;
+use anyhow::Context as _;
+use secrecy::{ExposeSecret as _, SecretString};
+use sqlx::PgPool;
+
+use crate::db::settings::Seed;
+use crate::domain::{SealedKey, check_base_url};
+use crate::secret::{SecretKey, last4};
 
 /// Where Postgres and RabbitMQ are, and how this deployment names its queues.
 #[derive(Debug, Clone, clap::Args)]
@@ -32,7 +38,9 @@ pub struct InfraConfig {
     pub db_pool_size: u32,
 }
 
-/// Where the providers are and how long a call to one may take; the worker calls them.
+/// Where the providers are, how long a call to one may take, and the key that seals the OpenAI key
+/// at rest. The base URLs and key only seed the runtime settings on a deployment's first start;
+/// after that the operator changes them through `PATCH /v1/admin/settings`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProviderConfig {
     /// Base URL of the local Ollama server.
@@ -55,7 +63,62 @@ pub struct ProviderConfig {
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
     pub openai_api_key: Option<SecretString>,
 
+    /// 32 random bytes in base64 that seal the OpenAI key in Postgres (`openssl rand -base64 32`).
+    /// Without it no OpenAI key can be stored, so OpenAI is not used.
+    #[arg(long, env = "TOLLGATE_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<SecretString>,
+
+    /// How often each process checks whether the runtime settings changed, in milliseconds.
+    #[arg(long, env = "TOLLGATE_SETTINGS_REFRESH_MS", default_value_t = 1000)]
+    pub settings_refresh_ms: u64,
+
     /// Longest a single provider call may take, in seconds.
     #[arg(long, env = "TOLLGATE_PROVIDER_TIMEOUT_SECS", default_value_t = 120)]
     pub provider_timeout_secs: u64,
+}
+
+impl ProviderConfig {
+    /// The sealing key, if one is configured; a malformed one is an error, never ignored.
+    pub fn secret_key(&self) -> anyhow::Result<Option<SecretKey>> {
+        self.secret_key
+            .as_ref()
+            .filter(|key| !key.expose_secret().is_empty())
+            .map(SecretKey::parse)
+            .transpose()
+            .context("TOLLGATE_SECRET_KEY")
+    }
+
+    /// Seeds the runtime settings from these values if no process did before, and returns the
+    /// sealing key. An `OPENAI_API_KEY` without a `TOLLGATE_SECRET_KEY` cannot be stored: it is
+    /// refused rather than kept in clear.
+    pub async fn seed_settings(&self, pool: &PgPool) -> anyhow::Result<Option<SecretKey>> {
+        let secret_key = self.secret_key()?;
+        // An empty OPENAI_API_KEY= (as in a copied .env.example) means "no key".
+        let api_key = self
+            .openai_api_key
+            .as_ref()
+            .map(|k| k.expose_secret().trim())
+            .filter(|k| !k.is_empty());
+        let sealed = match (api_key, &secret_key) {
+            (None, _) => None,
+            (Some(key), Some(secret_key)) => Some(SealedKey {
+                sealed: secret_key.seal(key),
+                last4: last4(key),
+            }),
+            (Some(_), None) => {
+                anyhow::bail!(
+                    "OPENAI_API_KEY is set but TOLLGATE_SECRET_KEY is not: the key cannot be stored sealed"
+                )
+            }
+        };
+        let seed = Seed {
+            ollama_base_url: check_base_url("OLLAMA_BASE_URL", &self.ollama_base_url)?,
+            openai_base_url: check_base_url("OPENAI_BASE_URL", &self.openai_base_url)?,
+            openai_api_key: sealed,
+        };
+        if crate::db::settings::seed(pool, &seed).await? {
+            tracing::info!("runtime settings seeded from the environment");
+        }
+        Ok(secret_key)
+    }
 }

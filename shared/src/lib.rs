@@ -1,10 +1,12 @@
 //! Tollgate's shared library: what the api and the worker both need.
 //!
-//! - [`domain`]: jobs, tenants, roles and validated request types;
+//! - [`domain`]: jobs, tenants, roles, settings and validated request types;
 //! - [`config`]: the environment both binaries read;
 //! - [`db`]: every SQL statement, one module per table;
 //! - [`queue`]: the RabbitMQ topology, connection supervision and publishing;
 //! - [`provider`]: the Ollama and OpenAI clients and how their failures are classified;
+//! - [`runtime`]: the operator's settings and model routes, held in memory and kept fresh;
+//! - [`secret`]: sealing the OpenAI key for storage;
 //! - [`token`]: API token generation and hashing;
 //! - [`process`]: logging, shutdown and start-up shared by the binaries.
 
@@ -14,4 +16,6 @@ pub mod domain;
 pub mod process;
 pub mod provider;
 pub mod queue;
+pub mod runtime;
+pub mod secret;
 pub mod token;

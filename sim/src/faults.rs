@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 pub struct Knobs {
     /// Delay before answering, in milliseconds.
     pub latency_ms: u64,
-    /// Share of requests (0..=1) answered with a 500.
+    /// Share of requests (0..=1) answered with an error: a 500 unless `error_status` says otherwise.
     pub error_rate: f64,
+    /// The status of those errors (e.g. 400 to play a provider refusing the request).
+    pub error_status: Option<u16>,
     /// Share of requests answered with a 429 and `Retry-After`.
     pub rate_limit_rate: f64,
     /// The `Retry-After` of those 429s, in seconds.
@@ -26,7 +28,7 @@ pub struct Knobs {
 /// What to do with one request.
 pub enum Fault {
     None,
-    ServerError,
+    Error { status: StatusCode },
     RateLimited { retry_after_secs: u64 },
 }
 
@@ -36,10 +38,7 @@ impl Fault {
     pub fn answer(self, render: impl Fn(StatusCode, &str) -> Response) -> Option<Response> {
         match self {
             Self::None => None,
-            Self::ServerError => Some(render(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "simulated server error",
-            )),
+            Self::Error { status } => Some(render(status, "simulated error")),
             Self::RateLimited { retry_after_secs } => {
                 let mut response = render(StatusCode::TOO_MANY_REQUESTS, "simulated rate limit");
                 response
@@ -72,7 +71,11 @@ pub async fn meet(knobs: &Knobs) -> Fault {
             retry_after_secs: knobs.retry_after_secs,
         }
     } else if error {
-        Fault::ServerError
+        let status = knobs
+            .error_status
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Fault::Error { status }
     } else {
         Fault::None
     }

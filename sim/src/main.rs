@@ -19,9 +19,12 @@ struct Cli {
     /// Delay before each answer, in milliseconds.
     #[arg(long, env = "SIM_LATENCY_MS", default_value_t = 0)]
     latency_ms: u64,
-    /// Share of requests answered with a 500.
+    /// Share of requests answered with an error (a 500 unless SIM_ERROR_STATUS says otherwise).
     #[arg(long, env = "SIM_ERROR_RATE", default_value_t = 0.0)]
     error_rate: f64,
+    /// The status of those errors.
+    #[arg(long, env = "SIM_ERROR_STATUS")]
+    error_status: Option<u16>,
     /// Share of requests answered with a 429.
     #[arg(long, env = "SIM_RATE_LIMIT_RATE", default_value_t = 0.0)]
     rate_limit_rate: f64,
@@ -45,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
     let knobs = Knobs {
         latency_ms: cli.latency_ms,
         error_rate: cli.error_rate,
+        error_status: cli.error_status,
         rate_limit_rate: cli.rate_limit_rate,
         retry_after_secs: cli.retry_after_secs,
         hang_rate: cli.hang_rate,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use provider_sim::Knobs;
 use serde_json::{Value, json};
-use shared::db::jobs;
+use shared::db::job_attempts;
 use shared::domain::JobId;
 use tollgate_worker::WorkerSettings;
 
@@ -72,14 +72,14 @@ async fn a_message_delivered_twice_runs_once() {
     assert_eq!(job["status"], "succeeded");
     assert_eq!(job["attempts"], 1);
     assert_eq!(
-        jobs::attempts(&stack.pool, job_id(&job))
+        job_attempts::list(&stack.pool, job_id(&job))
             .await
             .expect("attempts")
             .len(),
         1
     );
     assert_eq!(
-        stack.sim.calls("/api/generate"),
+        stack.ollama.calls("/api/generate"),
         2,
         "one call for the job, one for the marker"
     );
@@ -93,7 +93,7 @@ async fn a_worker_that_dies_before_acking_leaves_the_job_to_be_finished_exactly_
         ..Options::default()
     })
     .await;
-    stack.sim.set_knobs(Knobs {
+    stack.ollama.set_knobs(Knobs {
         latency_ms: 60_000,
         ..Knobs::default()
     });
@@ -113,21 +113,21 @@ async fn a_worker_that_dies_before_acking_leaves_the_job_to_be_finished_exactly_
         .wait_for_job(&id, |job| job["status"] == "running")
         .await;
     eventually("the dying worker calls the provider", || async {
-        stack.sim.calls("/api/generate") == 1
+        stack.ollama.calls("/api/generate") == 1
     })
     .await;
 
     doomed.crash().await;
-    stack.sim.set_knobs(Knobs::default());
+    stack.ollama.set_knobs(Knobs::default());
     let _survivor = stack.start_worker(one_at_a_time()).await;
     let job = stack.wait_until_finished(&id).await;
 
     assert_eq!(job["status"], "succeeded");
     assert_eq!(
-        job["attempts"], 2,
-        "claimed by the dead worker, then by the survivor"
+        job["attempts"], 1,
+        "a run's calls are recorded with its end, so only the survivor's call counts"
     );
-    let attempts = jobs::attempts(&stack.pool, job_id(&job))
+    let attempts = job_attempts::list(&stack.pool, job_id(&job))
         .await
         .expect("attempts");
     assert_eq!(
@@ -136,8 +136,11 @@ async fn a_worker_that_dies_before_acking_leaves_the_job_to_be_finished_exactly_
         "only the survivor's call is recorded: {attempts:?}"
     );
     assert_eq!(attempts[0].outcome, "succeeded");
-    assert_eq!(attempts[0].claim, 2);
-    assert_eq!(stack.sim.calls("/api/generate"), 2);
+    assert_eq!(
+        attempts[0].claim, 2,
+        "claimed by the dead worker, then by the survivor"
+    );
+    assert_eq!(stack.ollama.calls("/api/generate"), 2);
     stack.stop().await;
 }
 
@@ -250,6 +253,6 @@ async fn a_job_the_worker_cannot_read_goes_through_the_dead_letter_queue_to_fail
 
     assert_eq!(failed["status"], "failed");
     assert_eq!(failed["error"]["code"], "internal_error");
-    assert_eq!(stack.sim.calls("/api/generate"), 0);
+    assert_eq!(stack.ollama.calls("/api/generate"), 0);
     stack.stop().await;
 }

@@ -1,5 +1,6 @@
-//! The test stack: a fresh database and queue prefix per test, provider-sim on port 0, and the
-//! real api and worker running in-process against real Postgres and RabbitMQ.
+//! The test stack: a fresh database and queue prefix per test, two provider-sims on port 0 (one
+//! playing Ollama, one playing OpenAI, so each can fail on its own), and the real api and worker
+//! running in-process against real Postgres and RabbitMQ.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,28 +8,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use provider_sim::{Knobs, Sim};
-use serde_json::Value;
+use secrecy::SecretString;
+use serde_json::{Value, json};
 use shared::db::jobs::NewJob;
-use shared::domain::{GenerateRequest, JobId, JobRequest, JobStatus, Role};
-use shared::provider::{OllamaClient, OpenAiClient};
+use shared::domain::{
+    GenerateRequest, JobId, JobRequest, JobStatus, ProviderName, Role, SealedKey, SettingsChange,
+};
 use shared::queue::{Broker, Topology};
+use shared::secret::{SecretKey, last4};
 use sqlx::PgPool;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tollgate_worker::{ProviderSelector, WorkerSettings};
+use tollgate_api::ApiSettings;
+use tollgate_worker::WorkerSettings;
 
 pub const WAIT: Duration = Duration::from_secs(20);
 pub const OPENAI_KEY: &str = "sk-test-0123456789abcdef";
 
-/// Which upstream the worker finds.
+/// Which provider the settings make active. Both sims run either way and OpenAI's key is stored,
+/// so a test can switch at run time; the fallback starts as `none`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upstream {
-    /// provider-sim answers as Ollama.
+    /// `ai_provider = local`: the Ollama sim answers.
     Ollama,
-    /// Ollama is unreachable; provider-sim answers as OpenAI with a key.
+    /// `ai_provider = openai`: the OpenAI sim answers.
     OpenAi,
-    /// Neither.
+    /// `ai_provider = local` with the local provider disabled and no fallback: nothing can serve.
     Nothing,
 }
 
@@ -44,14 +50,17 @@ pub fn amqp_url() -> String {
 pub struct Stack {
     pub api_url: String,
     pub pool: PgPool,
-    pub sim: Sim,
-    pub sim_url: String,
+    /// The sim playing Ollama, and the one playing OpenAI.
+    pub ollama: Sim,
+    pub openai: Sim,
     pub topology: Topology,
     /// A client token of tenant "acme".
     pub token: String,
+    /// An admin token of tenant "ops".
+    pub admin_token: String,
+    pub secret_key: SecretKey,
     /// The test's own broker connection, for publishing by hand.
     pub broker: Broker,
-    pub upstream: Upstream,
     amqp_url: String,
     db_name: String,
     stop: CancellationToken,
@@ -77,6 +86,8 @@ impl WorkerHandle {
 
 pub struct Options {
     pub upstream: Upstream,
+    /// Applied to the settings after [`test_settings`], before anything starts.
+    pub settings: SettingsChange,
     pub worker: bool,
     pub worker_settings: WorkerSettings,
     /// Route the api's and worker's AMQP connections through this address (a [`Proxy`]).
@@ -87,6 +98,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             upstream: Upstream::Ollama,
+            settings: SettingsChange::default(),
             worker: true,
             worker_settings: test_worker_settings(),
             amqp_url: None,
@@ -100,8 +112,45 @@ pub fn test_worker_settings() -> WorkerSettings {
         sweep_every: Duration::from_millis(200),
         sweep_after: Duration::from_secs(1),
         shutdown_grace: Duration::from_secs(5),
+        provider_timeout: Duration::from_secs(5),
+        // Tests decide health through real calls; the probe stays out of the way.
+        probe_every: Duration::from_secs(3600),
+        settings_refresh: Duration::from_millis(100),
         ..WorkerSettings::default()
     }
+}
+
+/// Quick retries and no circuit breaking unless a test asks for them: the test's own settings
+/// change is applied on top.
+fn test_settings() -> SettingsChange {
+    SettingsChange {
+        provider_attempts: Some(2),
+        retry_min_delay_ms: Some(10),
+        retry_max_delay_ms: Some(50),
+        max_job_attempts: Some(3),
+        circuit_failure_threshold: Some(1000),
+        circuit_cooldown_ms: Some(1000),
+        ollama_max_concurrency: Some(64),
+        openai_max_concurrency: Some(64),
+        ..SettingsChange::default()
+    }
+}
+
+/// Applies `change` to the stored settings, panicking on a refused value.
+pub async fn change_settings(pool: &PgPool, change: SettingsChange) {
+    shared::db::settings::update(pool, change)
+        .await
+        .expect("settings update")
+        .expect("valid settings");
+}
+
+async fn start_sim() -> (Sim, String, CancellationToken) {
+    let sim = Sim::new(Knobs::default(), Some(OPENAI_KEY.into()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sim");
+    let url = format!("http://{}", listener.local_addr().expect("sim addr"));
+    let stop = CancellationToken::new();
+    tokio::spawn(provider_sim::serve(listener, sim.clone(), stop.clone()));
+    (sim, url, stop)
 }
 
 impl Stack {
@@ -126,11 +175,32 @@ impl Stack {
             .expect("connect to the test database");
         shared::db::migrate(&pool).await.expect("migrate");
 
-        let sim = Sim::new(Knobs::default(), Some(OPENAI_KEY.into()));
-        let sim_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sim");
-        let sim_url = format!("http://{}", sim_listener.local_addr().expect("sim addr"));
-        let stop = CancellationToken::new();
-        tokio::spawn(provider_sim::serve(sim_listener, sim.clone(), stop.clone()));
+        let (ollama, ollama_url, stop) = start_sim().await;
+        let (openai, openai_url, openai_stop) = start_sim().await;
+        let stop_openai = stop.clone();
+        tokio::spawn(async move {
+            stop_openai.cancelled().await;
+            openai_stop.cancel();
+        });
+        let secret_key = SecretKey::parse(&SecretString::from(SecretKey::generate()))
+            .expect("a generated key parses");
+        let upstream_settings = SettingsChange {
+            ai_provider: Some(match options.upstream {
+                Upstream::OpenAi => ProviderName::OpenAi,
+                Upstream::Ollama | Upstream::Nothing => ProviderName::Ollama,
+            }),
+            ai_fallback_provider: Some(None),
+            ai_local_enabled: Some(options.upstream != Upstream::Nothing),
+            openai_api_key: Some(Some(SealedKey {
+                sealed: secret_key.seal(OPENAI_KEY),
+                last4: last4(OPENAI_KEY),
+            })),
+            ollama_base_url: Some(ollama_url.clone()),
+            openai_base_url: Some(format!("{openai_url}/v1")),
+            ..test_settings()
+        };
+        change_settings(&pool, upstream_settings).await;
+        change_settings(&pool, options.settings.clone()).await;
 
         let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
         let topology = Topology::new(&prefix);
@@ -153,8 +223,13 @@ impl Stack {
         let api_url = format!("http://{}", listener.local_addr().expect("api addr"));
         let api = tokio::spawn({
             let (pool, stop) = (pool.clone(), stop.clone());
+            let settings = ApiSettings {
+                secret_key: Some(secret_key.clone()),
+                settings_refresh: Duration::from_millis(100),
+                ..ApiSettings::default()
+            };
             async move {
-                tollgate_api::serve(listener, pool, api_broker, Default::default(), stop)
+                tollgate_api::serve(listener, pool, api_broker, settings, stop)
                     .await
                     .expect("api serves");
             }
@@ -163,12 +238,13 @@ impl Stack {
         let mut stack = Self {
             api_url,
             pool,
-            sim,
-            sim_url,
+            ollama,
+            openai,
             topology,
             token: String::new(),
+            admin_token: String::new(),
+            secret_key,
             broker,
-            upstream: options.upstream,
             amqp_url,
             db_name,
             stop,
@@ -176,6 +252,7 @@ impl Stack {
             workers: Vec::new(),
         };
         stack.token = stack.create_token("acme", Role::Client).await;
+        stack.admin_token = stack.create_token("ops", Role::Admin).await;
         if options.worker {
             let worker = stack.start_worker(options.worker_settings).await;
             stack.workers.push(worker);
@@ -183,30 +260,12 @@ impl Stack {
         stack
     }
 
-    /// Starts one more in-process worker on its own pool and broker connection.
+    /// Starts one more in-process worker on its own broker connection.
     pub async fn start_worker(&self, settings: WorkerSettings) -> WorkerHandle {
-        let timeout = Duration::from_secs(5);
-        let (ollama_url, openai) = match self.upstream {
-            Upstream::Ollama => (self.sim_url.clone(), None),
-            Upstream::OpenAi => {
-                let key = secrecy::SecretString::from(OPENAI_KEY);
-                (
-                    "http://127.0.0.1:1".to_owned(),
-                    Some(OpenAiClient::new(
-                        &format!("{}/v1", self.sim_url),
-                        key,
-                        timeout,
-                    )),
-                )
-            }
-            Upstream::Nothing => ("http://127.0.0.1:1".to_owned(), None),
+        let settings = WorkerSettings {
+            secret_key: Some(self.secret_key.clone()),
+            ..settings
         };
-        let providers = ProviderSelector::new(
-            OllamaClient::new(&ollama_url, timeout),
-            openai,
-            Duration::from_secs(60),
-        )
-        .await;
         let shutdown = CancellationToken::new();
         let connection = CancellationToken::new();
         let broker = Broker::new(
@@ -220,13 +279,8 @@ impl Stack {
             .await
             .expect("the worker connects to RabbitMQ");
         let pool = self.pool.clone();
-        let task = tokio::spawn(tollgate_worker::run(
-            pool,
-            broker,
-            providers,
-            settings,
-            shutdown.clone(),
-        ));
+        let run = tollgate_worker::run(pool, broker, settings, shutdown.clone());
+        let task = tokio::spawn(async move { run.await.expect("the worker reads its settings") });
         WorkerHandle {
             shutdown,
             connection,
@@ -302,6 +356,42 @@ impl Stack {
             .send()
             .await
             .expect("GET")
+    }
+
+    /// Sends `method path` with the admin token and a JSON body (unless `Null`).
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> reqwest::Response {
+        let request = client()
+            .request(method, self.url(path))
+            .bearer_auth(&self.admin_token);
+        let request = if body.is_null() {
+            request
+        } else {
+            request.json(body)
+        };
+        request.send().await.expect("admin request")
+    }
+
+    /// `PATCH /v1/admin/settings`, expecting 200; returns the settings.
+    pub async fn patch_settings(&self, body: &Value) -> Value {
+        let response = self
+            .admin(reqwest::Method::PATCH, "/v1/admin/settings", body)
+            .await;
+        assert_eq!(response.status(), 200, "PATCH settings {body}");
+        response.json().await.expect("settings JSON")
+    }
+
+    /// Submits a `generate` job for `model` and waits until it is terminal.
+    pub async fn generate(&self, model: &str, prompt: &str) -> Value {
+        let job = self
+            .submit("/v1/generate", &json!({ "model": model, "prompt": prompt }))
+            .await;
+        self.wait_until_finished(job["id"].as_str().expect("id"))
+            .await
     }
 
     /// Submits and returns the 202's job JSON.

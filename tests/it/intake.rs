@@ -119,6 +119,21 @@ async fn every_bad_body_is_refused_with_problem_json_and_nothing_is_written() {
         .await["field"],
         "model"
     );
+    let unserved = json!({ "model": "no-such-model", "prompt": "hi" });
+    let problem = assert_problem(
+        stack.post("/v1/generate", &unserved).await,
+        422,
+        "invalid_field",
+    )
+    .await;
+    assert_eq!(problem["field"], "model");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("no provider serves"),
+        "{problem}"
+    );
     let bad_metadata = json!({ "model": "llama3", "prompt": "hi", "metadata": [1] });
     assert_eq!(
         assert_problem(

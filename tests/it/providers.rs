@@ -84,7 +84,7 @@ async fn generate_chat_and_embedding_run_on_ollama() {
     assert_results(&jobs);
     assert_eq!(jobs[0]["upstream_model"], "llama3");
     for path in ["/api/generate", "/api/chat", "/api/embed"] {
-        assert_eq!(stack.sim.calls(path), 1, "{path}");
+        assert_eq!(stack.ollama.calls(path), 1, "{path}");
     }
     stack.stop().await;
 }
@@ -107,48 +107,47 @@ async fn generate_chat_and_embedding_run_on_openai() {
         assert_succeeded_on(job, "openai");
     }
     assert_results(&jobs);
-    assert_eq!(stack.sim.calls("/v1/responses"), 2);
-    assert_eq!(stack.sim.calls("/v1/embeddings"), 1);
-    assert_eq!(stack.sim.calls("/api/generate"), 0);
+    assert_eq!(stack.openai.calls("/v1/responses"), 2);
+    assert_eq!(stack.openai.calls("/v1/embeddings"), 1);
+    assert_eq!(stack.ollama.calls("/api/generate"), 0);
     stack.stop().await;
 }
 
 #[tokio::test]
-async fn with_no_provider_a_job_fails_with_no_provider_available() {
+async fn with_the_local_provider_disabled_and_no_fallback_a_job_fails_with_no_provider_available() {
     let stack = Stack::with(Options {
         upstream: Upstream::Nothing,
         ..Options::default()
     })
     .await;
 
-    let job = stack
-        .submit(
-            "/v1/generate",
-            &json!({ "model": "llama3", "prompt": "hi" }),
-        )
-        .await;
-    let job = stack
-        .wait_until_finished(job["id"].as_str().expect("id"))
-        .await;
+    let job = stack.generate("llama3", "hi").await;
 
     assert_eq!(job["status"], "failed");
     assert_eq!(job["error"]["code"], "no_provider_available");
     assert!(job["usage"].is_null());
+    assert_eq!(job["attempts"], 0, "no provider was called");
+    assert_eq!(stack.ollama.calls("/api/generate"), 0);
+    assert_eq!(stack.openai.calls("/v1/responses"), 0);
     stack.stop().await;
 }
 
 #[tokio::test]
-async fn a_model_the_provider_does_not_have_fails_with_its_reason_and_is_recorded() {
+async fn an_alias_whose_upstream_model_is_missing_fails_at_once_with_the_upstream_reason() {
     let stack = Stack::start().await;
-
-    let job = stack
-        .submit(
-            "/v1/generate",
-            &json!({ "model": "no-such-model", "prompt": "hi" }),
+    let alias = stack
+        .admin(
+            reqwest::Method::PUT,
+            "/v1/admin/aliases/ghost",
+            &json!({ "routes": { "ollama": "ghost-model", "openai": "gpt-4.1-mini" } }),
         )
         .await;
-    let id = job["id"].as_str().expect("id").to_owned();
-    let job = stack.wait_until_finished(&id).await;
+    assert_eq!(alias.status(), 200);
+    stack
+        .patch_settings(&json!({ "ai_fallback_provider": "openai" }))
+        .await;
+
+    let job = stack.generate("ghost", "hi").await;
 
     assert_eq!(job["status"], "failed");
     assert_eq!(job["error"]["code"], "model_not_found");
@@ -156,14 +155,21 @@ async fn a_model_the_provider_does_not_have_fails_with_its_reason_and_is_recorde
         job["error"]["message"]
             .as_str()
             .expect("message")
-            .contains("not found"),
+            .contains("ghost-model"),
         "{job}"
     );
-    let attempts = shared::db::jobs::attempts(&stack.pool, id.parse().expect("job id"))
+    let id = job["id"].as_str().expect("id").parse().expect("job id");
+    let attempts = shared::db::job_attempts::list(&stack.pool, id)
         .await
         .expect("attempts");
-    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts.len(), 1, "a client error is not retried");
     assert_eq!(attempts[0].outcome, "permanent_error");
     assert_eq!(attempts[0].status_code, Some(404));
+    assert_eq!(attempts[0].upstream_model, "ghost-model");
+    assert_eq!(
+        stack.openai.calls("/v1/responses"),
+        0,
+        "nor sent to the fallback"
+    );
     stack.stop().await;
 }

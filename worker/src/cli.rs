@@ -4,13 +4,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use secrecy::ExposeSecret as _;
 use shared::config::{InfraConfig, ProviderConfig};
-use shared::provider::{OllamaClient, OpenAiClient};
 use shared::queue::{Broker, Topology};
 use tokio_util::sync::CancellationToken;
 
-use crate::{ProviderSelector, WorkerSettings};
+use crate::WorkerSettings;
 
 #[derive(Debug, Parser)]
 #[command(name = "tollgate-worker", version, about = "Tollgate's job worker")]
@@ -25,7 +23,7 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_WORKER_CONCURRENCY", default_value_t = 64)]
     pub concurrency: usize,
 
-    /// How often the worker checks which provider answers, in seconds.
+    /// How often the worker probes Ollama's health (`/api/version`), in seconds.
     #[arg(long, env = "TOLLGATE_PROBE_EVERY_SECS", default_value_t = 10)]
     pub probe_every_secs: u64,
 
@@ -42,23 +40,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let pool = shared::process::connect_database(&cli.infra.database_url, cli.infra.db_pool_size)
         .await
         .context("cannot open the database")?;
+    let secret_key = cli.providers.seed_settings(&pool).await?;
     let timeout = Duration::from_secs(cli.providers.provider_timeout_secs);
-    let ollama = OllamaClient::new(&cli.providers.ollama_base_url, timeout);
-    let openai = cli
-        .providers
-        .openai_api_key
-        .clone()
-        // An empty OPENAI_API_KEY= (as in a copied .env.example) means "no key".
-        .filter(|key| !key.expose_secret().is_empty())
-        .map(|key| OpenAiClient::new(&cli.providers.openai_base_url, key, timeout));
-    let providers =
-        ProviderSelector::new(ollama, openai, Duration::from_secs(cli.probe_every_secs)).await;
     let settings = WorkerSettings {
         concurrency: cli.concurrency.max(1),
-        // A claim outlives the slowest possible provider call by a minute.
+        // A claim outlives the slowest provider call by a minute; longer runs renew it.
         lease: timeout + Duration::from_secs(60),
         sweep_every: Duration::from_secs(cli.sweep_every_secs.max(1)),
         shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),
+        provider_timeout: timeout,
+        probe_every: Duration::from_secs(cli.probe_every_secs.max(1)),
+        settings_refresh: Duration::from_millis(cli.providers.settings_refresh_ms.max(10)),
+        secret_key,
         ..WorkerSettings::default()
     };
 
@@ -72,8 +65,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         "tollgate-worker",
     );
     let supervisor = tokio::spawn(broker.clone().supervise(connection.clone()));
-    crate::run(pool, broker, providers, settings, shutdown).await;
+    let outcome = crate::run(pool, broker, settings, shutdown).await;
     connection.cancel();
     supervisor.await.context("the broker supervisor panicked")?;
-    Ok(())
+    outcome.context("cannot read the runtime settings")
 }

@@ -31,7 +31,7 @@ pub async fn run(context: Arc<Context>, broker: Broker) {
                     message: "the job's message was dead-lettered after repeated failed deliveries"
                         .into(),
                 };
-                match jobs::fail_unclaimed(&context.pool, message.job_id, &error).await {
+                match jobs::fail_dead_lettered(&context.pool, message.job_id, &error).await {
                     Ok(true) => {
                         tracing::error!(job_id = %message.job_id, "dead-lettered job marked failed")
                     }

@@ -1,25 +1,32 @@
-//! Tollgate's worker: consumes job messages, claims each job, calls a provider, records the
-//! outcome and only then acks. It also sweeps up jobs whose publish never happened and fails
-//! jobs whose messages the broker dead-lettered.
+//! Tollgate's worker: consumes job messages, claims each job, runs it down the provider chain
+//! the runtime settings give (active → fallback, retries, circuit breakers), records the outcome
+//! and only then acks; a job whose providers all failed transiently waits in a delay queue for
+//! another run. It also sweeps up jobs whose publish never happened and fails jobs whose messages
+//! the broker dead-lettered.
 //!
-//! [`run`] takes its dependencies (pool, broker, providers) and a shutdown token, so the binary
+//! [`run`] takes its dependencies (pool, broker, settings) and a shutdown token, so the binary
 //! and the tests run the same code.
 
+mod chain;
+mod circuit;
 pub mod cli;
 mod consumer;
 mod dead_letters;
 mod execute;
 mod providers;
+mod retry;
 mod sweeper;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use shared::queue::Broker;
+use shared::runtime::RuntimeWatch;
+use shared::secret::SecretKey;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-pub use providers::ProviderSelector;
+use crate::providers::Providers;
 
 /// Tuning of one worker process.
 #[derive(Debug, Clone)]
@@ -37,6 +44,17 @@ pub struct WorkerSettings {
     pub sweep_after: Duration,
     /// How long shutdown waits for in-flight jobs before abandoning them to redelivery.
     pub shutdown_grace: Duration,
+    /// Longest one provider call may take.
+    pub provider_timeout: Duration,
+    /// How often Ollama's `/api/version` is probed (its circuit learns from failed probes).
+    pub probe_every: Duration,
+    /// How often the runtime settings are checked for changes.
+    pub settings_refresh: Duration,
+    /// How long past its due time a `retrying` job's delayed message may be missing before the
+    /// sweeper sends the job again.
+    pub retry_overdue: Duration,
+    /// Opens the stored OpenAI key; without it OpenAI is unavailable.
+    pub secret_key: Option<SecretKey>,
 }
 
 impl Default for WorkerSettings {
@@ -48,6 +66,11 @@ impl Default for WorkerSettings {
             sweep_every: Duration::from_secs(5),
             sweep_after: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            provider_timeout: Duration::from_secs(120),
+            probe_every: Duration::from_secs(10),
+            settings_refresh: Duration::from_secs(1),
+            retry_overdue: Duration::from_secs(60),
+            secret_key: None,
         }
     }
 }
@@ -55,33 +78,51 @@ impl Default for WorkerSettings {
 /// What every job handler shares.
 struct Context {
     pool: PgPool,
-    providers: ProviderSelector,
+    broker: Broker,
+    providers: Providers,
     settings: WorkerSettings,
     shutdown: CancellationToken,
 }
 
-/// Runs the consumers and the sweeper until `shutdown`, then gives in-flight jobs
-/// `shutdown_grace` to finish. Jobs still running then are abandoned unacked: once the caller
-/// closes the broker connection, RabbitMQ redelivers them to another worker.
+/// Runs the consumers, the sweeper and the settings follower until `shutdown`, then gives
+/// in-flight jobs `shutdown_grace` to finish. Jobs still running then are abandoned unacked: once
+/// the caller closes the broker connection, RabbitMQ redelivers them to another worker. Fails only
+/// if the runtime settings cannot be read at start.
 pub async fn run(
     pool: PgPool,
     broker: Broker,
-    providers: ProviderSelector,
     settings: WorkerSettings,
     shutdown: CancellationToken,
-) {
+) -> Result<(), sqlx::Error> {
+    let runtime = RuntimeWatch::load(pool.clone()).await?;
+    let providers = Providers::new(
+        runtime.clone(),
+        settings.secret_key.clone(),
+        settings.provider_timeout,
+    );
+    let refresh = tokio::spawn(
+        runtime
+            .clone()
+            .keep_fresh(settings.settings_refresh, shutdown.clone()),
+    );
+    let follow = tokio::spawn(
+        providers
+            .clone()
+            .keep_fresh(settings.probe_every, shutdown.clone()),
+    );
     let context = Arc::new(Context {
         pool,
+        broker: broker.clone(),
         providers,
         settings,
         shutdown: shutdown.clone(),
     });
-    let probe = tokio::spawn(context.providers.clone().keep_fresh(shutdown.clone()));
     let sweeper = tokio::spawn(sweeper::run(context.clone(), broker.clone()));
     let dead_letters = tokio::spawn(dead_letters::run(context.clone(), broker.clone()));
     consumer::run(context, broker).await;
     for (name, task) in [
-        ("probe", probe),
+        ("settings", refresh),
+        ("providers", follow),
         ("sweeper", sweeper),
         ("dead letters", dead_letters),
     ] {
@@ -89,4 +130,5 @@ pub async fn run(
             tracing::error!(%error, task = name, "worker task panicked");
         }
     }
+    Ok(())
 }

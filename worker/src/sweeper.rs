@@ -2,7 +2,8 @@
 //!
 //! Every `sweep_every` it (1) puts `running` jobs whose lease ran out back to `queued`, and
 //! (2) republishes `queued` jobs whose publish was never confirmed — the api crashed between
-//! commit and publish, the broker was down, or step (1) just released them. Several workers may
+//! commit and publish, the broker was down, or step (1) just released them — and `retrying` jobs
+//! that are due but whose delayed message was never confirmed or is long overdue. Several workers may
 //! sweep at once; a job published twice is harmless, the second claim finds it taken.
 
 use std::sync::Arc;
@@ -38,7 +39,14 @@ async fn sweep(context: &Context, broker: &Broker) -> anyhow::Result<()> {
     if !broker.is_connected() {
         return Ok(());
     }
-    let ids = jobs::unpublished(&context.pool, context.settings.sweep_after, BATCH).await?;
+    let settings = &context.settings;
+    let ids = jobs::unpublished(
+        &context.pool,
+        settings.sweep_after,
+        settings.retry_overdue,
+        BATCH,
+    )
+    .await?;
     if ids.is_empty() {
         return Ok(());
     }
@@ -46,7 +54,7 @@ async fn sweep(context: &Context, broker: &Broker) -> anyhow::Result<()> {
     jobs::mark_published(&context.pool, &ids).await?;
     tracing::info!(
         republished = ids.len(),
-        "republished jobs whose publish was never confirmed"
+        "republished jobs whose message was never confirmed or is overdue"
     );
     Ok(())
 }

@@ -119,6 +119,13 @@ async fn submit(
     metadata: Option<Value>,
 ) -> Result<Response, ApiError> {
     let metadata = check_metadata(metadata)?;
+    let model = request.model().as_str();
+    if !state.runtime.current().routes.serves(model) {
+        return Err(ApiError::invalid_field(
+            "model",
+            format!("no provider serves {model:?}: ask an admin to add a route for it"),
+        ));
+    }
     if !state.broker.is_connected() {
         return Err(ApiError::unavailable(
             "the message broker is unavailable",

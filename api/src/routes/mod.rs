@@ -1,8 +1,11 @@
 //! The router: every route, the fallbacks that keep even unknown routes problem+json, and the
 //! layers every request passes through.
 
+mod aliases;
+mod dead_letters;
 mod health;
 mod jobs;
+mod settings;
 
 use std::time::Duration;
 
@@ -18,6 +21,9 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
     Router::new()
         .merge(health::router())
         .merge(jobs::router())
+        .merge(settings::router())
+        .merge(aliases::router())
+        .merge(dead_letters::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(settings.body_limit))

@@ -1,8 +1,5 @@
-//! The `jobs` and `job_attempts` tables: intake, claiming, finishing and sweeping.
-//!
-//! The rules of the system live in the `where` clauses here: a job is claimed only from a claimable
-//! state, finished only by the claim that holds it, and its attempt row is written in the same
-//! statement as its outcome.
+//! The `jobs` table: intake, reading, cancelling, sweeping and dead letters. A worker's run of a
+//! job (claim, finish, park) is in [`super::runs`].
 
 use std::time::Duration;
 
@@ -161,13 +158,13 @@ pub async fn list(
 
 /// Records that the broker confirmed these jobs' messages, so the sweeper leaves them alone.
 /// Called in batches: one statement for many confirmed publishes. A job a worker already claimed
-/// is skipped: the sweeper only looks at `queued` jobs, and not rewriting the row saves Postgres
-/// a tuple version per job when the queue is short.
+/// is skipped: the sweeper only looks at `queued` and `retrying` jobs, and not rewriting the row
+/// saves Postgres a tuple version per job when the queue is short.
 pub async fn mark_published(pool: &PgPool, ids: &[JobId]) -> Result<(), sqlx::Error> {
     let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
     sqlx::query(
         "update jobs set published_at = now()
-          where id = any($1) and status = 'queued' and published_at is null",
+          where id = any($1) and status in ('queued', 'retrying') and published_at is null",
     )
     .bind(ids)
     .execute(pool)
@@ -209,208 +206,17 @@ pub async fn cancel(
     }
 }
 
-/// A job a worker now holds.
-pub struct ClaimedJob {
-    pub id: JobId,
-    pub tenant_id: TenantId,
-    pub request: JobRequest,
-    /// How many times the job has been claimed, this claim included.
-    pub claims: i32,
-}
-
-/// Claims a job for one worker run.
-///
-/// Claimable: `queued` or `retrying`; or `running` when the message is a broker redelivery (the
-/// worker that held it died before acking) or the previous claim's lease ran out. Anything else —
-/// a finished or cancelled job, or a duplicate message for a job another worker is running — is
-/// `None`, and the caller acks the message without working it.
-pub async fn claim(
-    pool: &PgPool,
-    id: JobId,
-    claim_id: Uuid,
-    redelivered: bool,
-    lease: Duration,
-) -> Result<Option<ClaimedJob>, sqlx::Error> {
-    let row: Option<(TenantId, Value, i32)> = sqlx::query_as(
-        "update jobs
-            set status = 'running', claim_id = $2, attempts = attempts + 1,
-                started_at = coalesce(started_at, now()),
-                lease_expires_at = now() + make_interval(secs => $4)
-          where id = $1
-            and (status in ('queued', 'retrying')
-                 or (status = 'running' and ($3 or lease_expires_at < now())))
-          returning tenant_id, request, attempts",
-    )
-    .bind(id)
-    .bind(claim_id)
-    .bind(redelivered)
-    .bind(lease.as_secs_f64())
-    .fetch_optional(pool)
-    .await?;
-    let Some((tenant_id, request, claims)) = row else {
-        return Ok(None);
-    };
-    let request = serde_json::from_value(request).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-    Ok(Some(ClaimedJob {
-        id,
-        tenant_id,
-        request,
-        claims,
-    }))
-}
-
-/// One provider call, as recorded in `job_attempts`.
-pub struct AttemptRecord {
-    pub provider: String,
-    pub upstream_model: String,
-    pub started_at: DateTime<Utc>,
-    pub latency: Duration,
-    pub status_code: Option<u16>,
-    pub outcome: AttemptOutcome,
-    pub error: Option<JobError>,
-    pub prompt_tokens: Option<i32>,
-    pub completion_tokens: Option<i32>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptOutcome {
-    Succeeded,
-    TransientError,
-    PermanentError,
-}
-
-impl AttemptOutcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Succeeded => "succeeded",
-            Self::TransientError => "transient_error",
-            Self::PermanentError => "permanent_error",
-        }
-    }
-}
-
-/// How a claimed job ended.
-pub enum Outcome {
-    Succeeded {
-        provider: String,
-        upstream_model: String,
-        result: Value,
-        prompt_tokens: i32,
-        completion_tokens: i32,
-    },
-    Failed {
-        provider: Option<String>,
-        upstream_model: Option<String>,
-        error: JobError,
-    },
-}
-
-impl Outcome {
-    /// A failure decided before any provider was called (no provider, too many claims).
-    pub fn failed_without_call(code: &str, message: impl Into<String>) -> Self {
-        Self::Failed {
-            provider: None,
-            upstream_model: None,
-            error: JobError {
-                code: code.to_owned(),
-                message: message.into(),
-            },
-        }
-    }
-}
-
-/// Records a claimed job's terminal outcome and its last attempt in one statement (so one commit).
-///
-/// Returns `false` when the claim was no longer the job's (another worker reclaimed it after a
-/// redelivery): nothing is written, and the caller drops its result.
-pub async fn finish(
-    pool: &PgPool,
-    id: JobId,
-    claim_id: Uuid,
-    outcome: &Outcome,
-    attempt: Option<&AttemptRecord>,
-) -> Result<bool, sqlx::Error> {
-    let (status, provider, upstream_model, result, error, tokens) = match outcome {
-        Outcome::Succeeded {
-            provider,
-            upstream_model,
-            result,
-            prompt_tokens,
-            completion_tokens,
-        } => (
-            JobStatus::Succeeded,
-            Some(provider.as_str()),
-            Some(upstream_model.as_str()),
-            Some(result),
-            None,
-            Some((*prompt_tokens, *completion_tokens)),
-        ),
-        Outcome::Failed {
-            provider,
-            upstream_model,
-            error,
-        } => (
-            JobStatus::Failed,
-            provider.as_deref(),
-            upstream_model.as_deref(),
-            None,
-            Some(error),
-            None,
-        ),
-    };
-    let finished: i64 = sqlx::query_scalar(
-        "with done as (
-            update jobs
-               set status = $3, provider = $4, upstream_model = $5, result = $6,
-                   error_code = $7, error_message = $8,
-                   prompt_tokens = $9, completion_tokens = $10, total_tokens = $9 + $10,
-                   finished_at = now(), lease_expires_at = null
-             where id = $1 and claim_id = $2 and status = 'running'
-         returning id, attempts
-         ), attempt as (
-            insert into job_attempts (job_id, claim, provider, upstream_model, started_at, latency_ms,
-                                      status_code, outcome, error_code, error_message,
-                                      prompt_tokens, completion_tokens)
-            select id, attempts, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21
-              from done where $11
-         )
-         select count(*) from done",
-    )
-    .bind(id)
-    .bind(claim_id)
-    .bind(status.as_str())
-    .bind(provider)
-    .bind(upstream_model)
-    .bind(result)
-    .bind(error.map(|e| e.code.as_str()))
-    .bind(error.map(|e| e.message.as_str()))
-    .bind(tokens.map(|t| t.0))
-    .bind(tokens.map(|t| t.1))
-    .bind(attempt.is_some())
-    .bind(attempt.map(|a| a.provider.as_str()))
-    .bind(attempt.map(|a| a.upstream_model.as_str()))
-    .bind(attempt.map(|a| a.started_at))
-    .bind(attempt.map(|a| i32::try_from(a.latency.as_millis()).unwrap_or(i32::MAX)))
-    .bind(attempt.and_then(|a| a.status_code.map(i32::from)))
-    .bind(attempt.map(|a| a.outcome.as_str()))
-    .bind(attempt.and_then(|a| a.error.as_ref().map(|e| e.code.as_str())))
-    .bind(attempt.and_then(|a| a.error.as_ref().map(|e| e.message.as_str())))
-    .bind(attempt.and_then(|a| a.prompt_tokens))
-    .bind(attempt.and_then(|a| a.completion_tokens))
-    .fetch_one(pool)
-    .await?;
-    Ok(finished == 1)
-}
-
-/// Marks a job failed without a claim: for messages the broker dead-lettered.
-pub async fn fail_unclaimed(
+/// Marks a job failed without a claim, for a message the broker dead-lettered (poison), and notes
+/// when, so admins can list it and requeue it.
+pub async fn fail_dead_lettered(
     pool: &PgPool,
     id: JobId,
     error: &JobError,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "update jobs set status = 'failed', error_code = $2, error_message = $3,
-                finished_at = now(), lease_expires_at = null
+                finished_at = now(), lease_expires_at = null, retry_at = null,
+                dead_lettered_at = now()
           where id = $1 and status not in ('succeeded', 'failed', 'cancelled')",
     )
     .bind(id)
@@ -421,21 +227,34 @@ pub async fn fail_unclaimed(
     Ok(done.rows_affected() == 1)
 }
 
-/// Jobs committed as `queued` more than `older_than` ago whose publish was never confirmed: the api
-/// crashed between commit and publish, or the broker was down. The sweeper republishes them.
+/// Jobs whose message may be missing, for the sweeper to publish to the work queue:
+/// - `queued` more than `older_than` ago and never confirmed (the api crashed between commit and
+///   publish, or the broker was down);
+/// - `retrying`, due more than `older_than` ago, and either never confirmed in the delay queue or
+///   overdue by more than `overdue` (the delayed message was lost).
 pub async fn unpublished(
     pool: &PgPool,
     older_than: Duration,
+    overdue: Duration,
     limit: i64,
 ) -> Result<Vec<JobId>, sqlx::Error> {
+    // Two arms, each matching one partial index (jobs_queued, jobs_retrying).
     sqlx::query_scalar(
-        "select id from jobs
-          where status = 'queued' and published_at is null
-            and created_at < now() - make_interval(secs => $1)
-          order by created_at
-          limit $2",
+        "(select id from jobs
+           where status = 'queued' and published_at is null
+             and created_at < now() - make_interval(secs => $1)
+           order by created_at
+           limit $3)
+         union all
+         (select id from jobs
+           where status = 'retrying'
+             and retry_at < now() - make_interval(secs => $1)
+             and (published_at is null or retry_at < now() - make_interval(secs => $2))
+           order by retry_at
+           limit $3)",
     )
     .bind(older_than.as_secs_f64())
+    .bind(overdue.as_secs_f64())
     .bind(limit)
     .fetch_all(pool)
     .await
@@ -459,28 +278,62 @@ pub async fn release_abandoned(pool: &PgPool, limit: i64) -> Result<u64, sqlx::E
     Ok(done.rows_affected())
 }
 
-/// One row of `job_attempts`, as read back.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct AttemptRow {
-    pub claim: i32,
-    pub provider: String,
-    pub upstream_model: String,
-    pub latency_ms: i32,
-    pub status_code: Option<i32>,
-    pub outcome: String,
-    pub error_code: Option<String>,
-    pub prompt_tokens: Option<i32>,
-    pub completion_tokens: Option<i32>,
+/// A dead-lettered job, as admins list it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    pub tenant_id: TenantId,
+    pub dead_lettered_at: DateTime<Utc>,
+    pub job: Job,
 }
 
-/// A job's provider calls, oldest first.
-pub async fn attempts(pool: &PgPool, id: JobId) -> Result<Vec<AttemptRow>, sqlx::Error> {
-    sqlx::query_as(
-        "select claim, provider, upstream_model, latency_ms, status_code, outcome, error_code,
-                prompt_tokens, completion_tokens
-           from job_attempts where job_id = $1 order by id",
-    )
-    .bind(id)
+/// Jobs whose message the broker dead-lettered, across tenants, newest first; strictly older than
+/// `before` when given (the cursor).
+pub async fn dead_lettered(
+    pool: &PgPool,
+    before: Option<DateTime<Utc>>,
+    limit: i64,
+) -> Result<Vec<DeadLetter>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        tenant_id: TenantId,
+        dead_lettered_at: DateTime<Utc>,
+        #[sqlx(flatten)]
+        job: JobRow,
+    }
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "select tenant_id, dead_lettered_at, {JOB_COLUMNS} from jobs
+          where dead_lettered_at is not null and ($1::timestamptz is null or dead_lettered_at < $1)
+          order by dead_lettered_at desc
+          limit $2"
+    ))
+    .bind(before)
+    .bind(limit)
     .fetch_all(pool)
-    .await
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(DeadLetter {
+                tenant_id: row.tenant_id,
+                dead_lettered_at: row.dead_lettered_at,
+                job: row.job.try_into()?,
+            })
+        })
+        .collect()
+}
+
+/// Gives a dead-lettered job a fresh start: `queued`, unpublished, its error and run counters
+/// cleared (its attempt history stays). `None` if the job is not a dead-lettered failure.
+pub async fn requeue_dead_lettered(pool: &PgPool, id: JobId) -> Result<Option<Job>, sqlx::Error> {
+    let row: Option<JobRow> = sqlx::query_as(&format!(
+        "update jobs
+            set status = 'queued', error_code = null, error_message = null, finished_at = null,
+                dead_lettered_at = null, claims = 0, retries = 0, claim_id = null,
+                lease_expires_at = null, published_at = null, retry_at = null
+          where id = $1 and status = 'failed' and dead_lettered_at is not null
+          returning {JOB_COLUMNS}"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(Job::try_from).transpose()
 }

@@ -3,7 +3,11 @@
 //! Queries are plain `sqlx::query_as` with lowercase SQL. Constraint names that callers turn into
 //! client errors are exported as constants beside the statement that can violate them.
 
+pub mod job_attempts;
 pub mod jobs;
+pub mod model_routes;
+pub mod runs;
+pub mod settings;
 pub mod tenants;
 pub mod tokens;
 

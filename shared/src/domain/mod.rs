@@ -1,12 +1,17 @@
-//! Domain types: the vocabulary of jobs, tenants and requests, parsed once at the edge.
+//! Domain types: the vocabulary of jobs, tenants, requests and settings, parsed once at the edge.
 
 mod ids;
 mod job;
 mod request;
+mod settings;
 
 pub use ids::{JobId, TenantId, TokenId};
 pub use job::{Job, JobError, JobKind, JobStatus, Role, Usage};
 pub use request::{
     ChatMessage, ChatRequest, ChatRole, EmbeddingInput, EmbeddingRequest, GenerateRequest,
     GenerationOptions, JobRequest, ModelName, ValidationError,
+};
+pub use settings::{
+    Candidate, CircuitPolicy, ModelRoutes, ProviderName, RetryPolicy, Runtime, SealedKey, Settings,
+    SettingsChange, check_base_url,
 };

@@ -15,7 +15,7 @@ pub use error::{FailureClass, ProviderError};
 pub use ollama::OllamaClient;
 pub use openai::OpenAiClient;
 
-use crate::domain::JobRequest;
+use crate::domain::{JobRequest, ProviderName};
 
 /// What a successful provider call produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,18 +54,22 @@ pub enum Provider {
 }
 
 impl Provider {
-    /// The name recorded on jobs and attempts.
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> ProviderName {
         match self {
-            Self::Ollama(_) => "ollama",
-            Self::OpenAi(_) => "openai",
+            Self::Ollama(_) => ProviderName::Ollama,
+            Self::OpenAi(_) => ProviderName::OpenAi,
         }
     }
 
-    pub async fn run(&self, request: &JobRequest) -> Result<Completion, ProviderError> {
+    /// Runs `request` on the upstream model `model`.
+    pub async fn run(
+        &self,
+        request: &JobRequest,
+        model: &str,
+    ) -> Result<Completion, ProviderError> {
         match self {
-            Self::Ollama(client) => client.run(request).await,
-            Self::OpenAi(client) => client.run(request).await,
+            Self::Ollama(client) => client.run(request, model).await,
+            Self::OpenAi(client) => client.run(request, model).await,
         }
     }
 }

@@ -62,17 +62,26 @@ impl OllamaClient {
         matches!(probe.send().await, Ok(response) if response.status().is_success())
     }
 
-    pub async fn run(&self, request: &JobRequest) -> Result<Completion, ProviderError> {
+    /// Runs `request` on `model`, the upstream name the job's model routes to.
+    pub async fn run(
+        &self,
+        request: &JobRequest,
+        model: &str,
+    ) -> Result<Completion, ProviderError> {
         match request {
-            JobRequest::Generate(r) => self.generate(r).await,
-            JobRequest::Chat(r) => self.chat(r).await,
-            JobRequest::Embedding(r) => self.embed(r).await,
+            JobRequest::Generate(r) => self.generate(r, model).await,
+            JobRequest::Chat(r) => self.chat(r, model).await,
+            JobRequest::Embedding(r) => self.embed(r, model).await,
         }
     }
 
-    async fn generate(&self, r: &GenerateRequest) -> Result<Completion, ProviderError> {
+    async fn generate(
+        &self,
+        r: &GenerateRequest,
+        model: &str,
+    ) -> Result<Completion, ProviderError> {
         let mut body = json!({
-            "model": r.model.as_str(),
+            "model": model,
             "prompt": r.prompt,
             "stream": false,
             "options": options(&r.options),
@@ -90,9 +99,9 @@ impl OllamaClient {
         })
     }
 
-    async fn chat(&self, r: &ChatRequest) -> Result<Completion, ProviderError> {
+    async fn chat(&self, r: &ChatRequest, model: &str) -> Result<Completion, ProviderError> {
         let body = json!({
-            "model": r.model.as_str(),
+            "model": model,
             "messages": r.messages,
             "stream": false,
             "options": options(&r.options),
@@ -107,8 +116,8 @@ impl OllamaClient {
         })
     }
 
-    async fn embed(&self, r: &EmbeddingRequest) -> Result<Completion, ProviderError> {
-        let body = json!({ "model": r.model.as_str(), "input": r.input });
+    async fn embed(&self, r: &EmbeddingRequest, model: &str) -> Result<Completion, ProviderError> {
+        let body = json!({ "model": model, "input": r.input });
         let (answer, status): (EmbedAnswer, _) = self.post("/api/embed", &body).await?;
         super::check_embedding_count("Ollama", r.input.texts().len(), answer.embeddings.len())?;
         Ok(Completion {

@@ -79,16 +79,25 @@ impl OpenAiClient {
         }
     }
 
-    pub async fn run(&self, request: &JobRequest) -> Result<Completion, ProviderError> {
+    /// Runs `request` on `model`, the upstream name the job's model routes to.
+    pub async fn run(
+        &self,
+        request: &JobRequest,
+        model: &str,
+    ) -> Result<Completion, ProviderError> {
         match request {
-            JobRequest::Generate(r) => self.generate(r).await,
-            JobRequest::Chat(r) => self.chat(r).await,
-            JobRequest::Embedding(r) => self.embed(r).await,
+            JobRequest::Generate(r) => self.generate(r, model).await,
+            JobRequest::Chat(r) => self.chat(r, model).await,
+            JobRequest::Embedding(r) => self.embed(r, model).await,
         }
     }
 
-    async fn generate(&self, r: &GenerateRequest) -> Result<Completion, ProviderError> {
-        let mut body = responses_body(r.model.as_str(), json!(r.prompt), &r.options);
+    async fn generate(
+        &self,
+        r: &GenerateRequest,
+        model: &str,
+    ) -> Result<Completion, ProviderError> {
+        let mut body = responses_body(model, json!(r.prompt), &r.options);
         if let Some(system) = &r.options.system {
             body["instructions"] = json!(system);
         }
@@ -99,8 +108,8 @@ impl OpenAiClient {
         })
     }
 
-    async fn chat(&self, r: &ChatRequest) -> Result<Completion, ProviderError> {
-        let body = responses_body(r.model.as_str(), json!(r.messages), &r.options);
+    async fn chat(&self, r: &ChatRequest, model: &str) -> Result<Completion, ProviderError> {
+        let body = responses_body(model, json!(r.messages), &r.options);
         let (text, completion) = self.respond(&body).await?;
         let message = json!({ "role": "assistant", "content": text });
         Ok(Completion {
@@ -134,8 +143,8 @@ impl OpenAiClient {
         Ok((text, completion))
     }
 
-    async fn embed(&self, r: &EmbeddingRequest) -> Result<Completion, ProviderError> {
-        let body = json!({ "model": r.model.as_str(), "input": r.input });
+    async fn embed(&self, r: &EmbeddingRequest, model: &str) -> Result<Completion, ProviderError> {
+        let body = json!({ "model": model, "input": r.input });
         let (mut answer, status): (EmbeddingsAnswer, _) = self.post("/embeddings", &body).await?;
         super::check_embedding_count("OpenAI", r.input.texts().len(), answer.data.len())?;
         answer.data.sort_by_key(|item| item.index);

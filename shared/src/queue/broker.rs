@@ -17,7 +17,8 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{JobMessage, Topology, topology::JOB_ROUTING_KEY};
+use super::topology::{JOB_ROUTING_KEY, wait_bucket, wait_key};
+use super::{JobMessage, Topology};
 use crate::domain::JobId;
 
 /// How often the supervisor checks that the connection is still up.
@@ -179,8 +180,27 @@ impl Broker {
 
     /// Publishes many job messages, then awaits all their confirms as one window.
     pub async fn publish_jobs(&self, ids: &[JobId]) -> Result<(), PublishError> {
+        let exchange = self.inner.topology.jobs_exchange();
+        self.publish(&exchange, JOB_ROUTING_KEY, ids).await
+    }
+
+    /// Publishes a job message to the wait queue of `delay` (rounded up to a bucket, see
+    /// [`wait_bucket`]); when it expires there it reaches the work queue.
+    pub async fn publish_delayed(&self, id: JobId, delay: Duration) -> Result<(), PublishError> {
+        let exchange = self.inner.topology.wait_exchange();
+        let key = wait_key(wait_bucket(delay));
+        self.publish(&exchange, &key, &[id]).await
+    }
+
+    async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        ids: &[JobId],
+    ) -> Result<(), PublishError> {
         let session = self.session().ok_or(PublishError::Disconnected)?;
-        let exchange = ShortString::from(self.inner.topology.jobs_exchange());
+        let exchange = ShortString::from(exchange);
+        let routing_key = ShortString::from(routing_key);
         let mut confirms = Vec::with_capacity(ids.len());
         for id in ids {
             let properties = BasicProperties::default()
@@ -191,7 +211,7 @@ impl Broker {
                 .publisher
                 .basic_publish(
                     exchange.clone(),
-                    JOB_ROUTING_KEY.into(),
+                    routing_key.clone(),
                     // mandatory: an unroutable message (queue missing) comes back instead of vanishing
                     BasicPublishOptions {
                         mandatory: true,

@@ -3,6 +3,8 @@
 //! Names carry the deployment's prefix (`TOLLGATE_QUEUE_PREFIX`), so several deployments — and every
 //! test — can share one broker without seeing each other's messages.
 
+use std::time::Duration;
+
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions,
@@ -16,6 +18,30 @@ pub const DELIVERY_LIMIT: i64 = 10;
 
 /// The routing key of job messages on the jobs exchange.
 pub const JOB_ROUTING_KEY: &str = "job";
+
+/// The delays a job can wait between runs, one TTL wait queue each: messages expire only at a
+/// queue's head, so one queue must never hold two delays.
+pub const RETRY_DELAYS: [Duration; 6] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+    Duration::from_secs(600),
+    Duration::from_secs(1800),
+];
+
+/// The wait queue for `delay`: the shortest that waits at least that long, or the longest.
+pub fn wait_bucket(delay: Duration) -> Duration {
+    RETRY_DELAYS
+        .into_iter()
+        .find(|&bucket| bucket >= delay)
+        .unwrap_or(RETRY_DELAYS[RETRY_DELAYS.len() - 1])
+}
+
+/// The routing key (and queue-name suffix) of a wait bucket.
+pub fn wait_key(bucket: Duration) -> String {
+    format!("{}s", bucket.as_secs())
+}
 
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -47,6 +73,16 @@ impl Topology {
     /// Where poison messages rest, for the worker to fail their jobs and operators to inspect.
     pub fn dead_letter_queue(&self) -> String {
         format!("{}.jobs.dead", self.prefix)
+    }
+
+    /// Direct exchange of the wait queues; the routing key names the delay.
+    pub fn wait_exchange(&self) -> String {
+        format!("{}.wait", self.prefix)
+    }
+
+    /// The TTL wait queue of one delay bucket.
+    pub fn wait_queue(&self, bucket: Duration) -> String {
+        format!("{}.wait.{}", self.prefix, wait_key(bucket))
     }
 
     /// Declares everything; idempotent, run by every process on every (re)connect.
@@ -105,7 +141,34 @@ impl Topology {
             .queue_declare(self.jobs_queue().into(), queue, work)
             .await?;
 
-        let bind = |queue: String, exchange: String, key: &str| {
+        channel
+            .exchange_declare(
+                self.wait_exchange().into(),
+                ExchangeKind::Direct,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        for bucket in RETRY_DELAYS {
+            // Classic queues: each holds one delay, so the head always expires first; when it does,
+            // the message is dead-lettered back to the jobs exchange as an ordinary job message.
+            let mut wait = FieldTable::default();
+            let ttl = i64::try_from(bucket.as_millis()).unwrap_or(i64::MAX);
+            wait.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
+            wait.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(self.jobs_exchange().into()),
+            );
+            wait.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(JOB_ROUTING_KEY.into()),
+            );
+            channel
+                .queue_declare(self.wait_queue(bucket).into(), queue, wait)
+                .await?;
+        }
+
+        let bind = |queue: String, exchange: String, key: String| {
             let key = ShortString::from(key);
             async move {
                 channel
@@ -119,23 +182,82 @@ impl Topology {
                     .await
             }
         };
-        bind(self.jobs_queue(), self.jobs_exchange(), JOB_ROUTING_KEY).await?;
-        bind(self.dead_letter_queue(), self.dead_letter_exchange(), "").await?;
+        bind(
+            self.jobs_queue(),
+            self.jobs_exchange(),
+            JOB_ROUTING_KEY.into(),
+        )
+        .await?;
+        bind(
+            self.dead_letter_queue(),
+            self.dead_letter_exchange(),
+            String::new(),
+        )
+        .await?;
+        for bucket in RETRY_DELAYS {
+            bind(
+                self.wait_queue(bucket),
+                self.wait_exchange(),
+                wait_key(bucket),
+            )
+            .await?;
+        }
         Ok(())
     }
 
     /// Deletes everything `declare` made. For tests and for tearing down a deployment.
     pub async fn delete(&self, channel: &Channel) -> lapin::Result<()> {
-        for queue in [self.jobs_queue(), self.dead_letter_queue()] {
+        let waits = RETRY_DELAYS.map(|bucket| self.wait_queue(bucket));
+        for queue in [self.jobs_queue(), self.dead_letter_queue()]
+            .into_iter()
+            .chain(waits)
+        {
             channel
                 .queue_delete(queue.into(), QueueDeleteOptions::default())
                 .await?;
         }
-        for exchange in [self.jobs_exchange(), self.dead_letter_exchange()] {
+        for exchange in [
+            self.jobs_exchange(),
+            self.dead_letter_exchange(),
+            self.wait_exchange(),
+        ] {
             channel
                 .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
                 .await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delay_waits_in_the_shortest_queue_that_is_long_enough() {
+        assert_eq!(wait_bucket(Duration::ZERO), Duration::from_secs(1));
+        assert_eq!(
+            wait_bucket(Duration::from_millis(1500)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            wait_bucket(Duration::from_secs(30)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            wait_bucket(Duration::from_secs(86_400)),
+            Duration::from_secs(1800)
+        );
+    }
+
+    #[test]
+    fn every_wait_queue_has_its_own_name() {
+        let topology = Topology::new("p");
+        let names: std::collections::HashSet<_> = RETRY_DELAYS
+            .map(|b| topology.wait_queue(b))
+            .into_iter()
+            .collect();
+        assert_eq!(names.len(), RETRY_DELAYS.len());
+        assert_eq!(topology.wait_queue(Duration::from_secs(5)), "p.wait.5s");
     }
 }

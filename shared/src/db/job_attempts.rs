@@ -1,0 +1,149 @@
+//! The `job_attempts` table: one row per provider call.
+//!
+//! A worker run collects its calls in memory and writes them in the same statement that records how
+//! the run ended ([`super::runs`]), so a job's attempts and its status never disagree and the happy
+//! path costs no extra commit.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryScalar;
+use sqlx::{PgPool, Postgres};
+
+use crate::domain::{JobError, JobId, ProviderName};
+
+/// One provider call, about to be recorded.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub provider: ProviderName,
+    pub upstream_model: String,
+    pub started_at: DateTime<Utc>,
+    pub latency: Duration,
+    pub status_code: Option<u16>,
+    pub outcome: AttemptOutcome,
+    pub error: Option<JobError>,
+    pub prompt_tokens: Option<i32>,
+    pub completion_tokens: Option<i32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Succeeded,
+    TransientError,
+    PermanentError,
+}
+
+impl AttemptOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::TransientError => "transient_error",
+            Self::PermanentError => "permanent_error",
+        }
+    }
+}
+
+/// Inserts the run's attempts for the job row named `done` in the statement it is part of; the
+/// attempt columns are the parameters `$1` to `$10`, bound by [`AttemptColumns::bind`].
+pub(super) const INSERT_FROM_DONE: &str = "
+    insert into job_attempts (job_id, claim, provider, upstream_model, started_at, finished_at,
+                              latency_ms, status_code, outcome, error_code, error_message,
+                              prompt_tokens, completion_tokens)
+    select done.id, done.claims, a.provider, a.upstream_model, a.started_at,
+           a.started_at + make_interval(secs => a.latency_ms / 1000.0), a.latency_ms,
+           a.status_code, a.outcome, a.error_code, a.error_message, a.prompt_tokens,
+           a.completion_tokens
+      from done,
+           unnest($1::text[], $2::text[], $3::timestamptz[], $4::int[], $5::int[], $6::text[],
+                  $7::text[], $8::text[], $9::int[], $10::int[])
+             with ordinality as a(provider, upstream_model, started_at, latency_ms, status_code,
+                                  outcome, error_code, error_message, prompt_tokens,
+                                  completion_tokens, n)
+     order by a.n";
+
+/// A run's attempts as column arrays, for one multi-row insert.
+#[derive(Default)]
+pub(super) struct AttemptColumns {
+    provider: Vec<&'static str>,
+    upstream_model: Vec<String>,
+    started_at: Vec<DateTime<Utc>>,
+    latency_ms: Vec<i32>,
+    status_code: Vec<Option<i32>>,
+    outcome: Vec<&'static str>,
+    error_code: Vec<Option<String>>,
+    error_message: Vec<Option<String>>,
+    prompt_tokens: Vec<Option<i32>>,
+    completion_tokens: Vec<Option<i32>>,
+}
+
+impl AttemptColumns {
+    pub(super) fn new(attempts: &[AttemptRecord]) -> Self {
+        let mut c = Self::default();
+        for a in attempts {
+            c.provider.push(a.provider.as_str());
+            c.upstream_model.push(a.upstream_model.clone());
+            c.started_at.push(a.started_at);
+            c.latency_ms
+                .push(i32::try_from(a.latency.as_millis()).unwrap_or(i32::MAX));
+            c.status_code.push(a.status_code.map(i32::from));
+            c.outcome.push(a.outcome.as_str());
+            c.error_code.push(a.error.as_ref().map(|e| e.code.clone()));
+            c.error_message
+                .push(a.error.as_ref().map(|e| e.message.clone()));
+            c.prompt_tokens.push(a.prompt_tokens);
+            c.completion_tokens.push(a.completion_tokens);
+        }
+        c
+    }
+
+    pub(super) fn len(&self) -> i32 {
+        i32::try_from(self.provider.len()).unwrap_or(i32::MAX)
+    }
+
+    /// Binds the ten arrays as `$1`..`$10`.
+    pub(super) fn bind<'q, O>(
+        &'q self,
+        query: QueryScalar<'q, Postgres, O, PgArguments>,
+    ) -> QueryScalar<'q, Postgres, O, PgArguments> {
+        query
+            .bind(&self.provider)
+            .bind(&self.upstream_model)
+            .bind(&self.started_at)
+            .bind(&self.latency_ms)
+            .bind(&self.status_code)
+            .bind(&self.outcome)
+            .bind(&self.error_code)
+            .bind(&self.error_message)
+            .bind(&self.prompt_tokens)
+            .bind(&self.completion_tokens)
+    }
+}
+
+/// One row of `job_attempts`, as read back.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub claim: i32,
+    pub provider: String,
+    pub upstream_model: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub latency_ms: i32,
+    pub status_code: Option<i32>,
+    pub outcome: String,
+    pub error_code: Option<String>,
+    pub prompt_tokens: Option<i32>,
+    pub completion_tokens: Option<i32>,
+}
+
+/// A job's provider calls, oldest first.
+pub async fn list(pool: &PgPool, id: JobId) -> Result<Vec<AttemptRow>, sqlx::Error> {
+    sqlx::query_as(
+        "select claim, provider, upstream_model, started_at, finished_at, latency_ms, status_code,
+                outcome, error_code, prompt_tokens, completion_tokens
+           from job_attempts where job_id = $1 order by id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+}

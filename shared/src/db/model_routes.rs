@@ -1,0 +1,116 @@
+//! The `model_routes` table: which upstream model each provider runs for a model name (aliases).
+//!
+//! Every change bumps `settings.version` in the same transaction, so running processes pick it up
+//! with the settings.
+
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::domain::{ModelRoutes, ProviderName};
+
+/// One model name and what each provider runs for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alias {
+    pub model: String,
+    /// Indexed by [`ProviderName::index`].
+    pub upstream: [Option<String>; 2],
+}
+
+async fn rows(
+    pool: &PgPool,
+    model: Option<&str>,
+) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "select model, provider, upstream_model from model_routes
+          where $1::text is null or model = $1
+          order by model, provider",
+    )
+    .bind(model)
+    .fetch_all(pool)
+    .await
+}
+
+fn group(rows: Vec<(String, String, String)>) -> Vec<Alias> {
+    let mut aliases: Vec<Alias> = Vec::new();
+    for (model, provider, upstream_model) in rows {
+        let Some(provider) = ProviderName::parse(&provider) else {
+            continue; // the check constraint admits no other name
+        };
+        if aliases.last().is_none_or(|a| a.model != model) {
+            aliases.push(Alias {
+                model,
+                upstream: [None, None],
+            });
+        }
+        if let Some(alias) = aliases.last_mut() {
+            alias.upstream[provider.index()] = Some(upstream_model);
+        }
+    }
+    aliases
+}
+
+/// Every alias, by model name.
+pub async fn list(pool: &PgPool) -> Result<Vec<Alias>, sqlx::Error> {
+    Ok(group(rows(pool, None).await?))
+}
+
+pub async fn get(pool: &PgPool, model: &str) -> Result<Option<Alias>, sqlx::Error> {
+    Ok(group(rows(pool, Some(model)).await?).pop())
+}
+
+/// All routes, for resolution.
+pub async fn all(pool: &PgPool) -> Result<ModelRoutes, sqlx::Error> {
+    let mut routes = ModelRoutes::default();
+    for alias in list(pool).await? {
+        for provider in ProviderName::ALL {
+            if let Some(upstream) = &alias.upstream[provider.index()] {
+                routes.insert(alias.model.clone(), provider, upstream.clone());
+            }
+        }
+    }
+    Ok(routes)
+}
+
+async fn bump_version(tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+    sqlx::query("update settings set version = version + 1, updated_at = now()")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Replaces the routes of `alias.model` with the given ones, in one transaction.
+pub async fn put(pool: &PgPool, alias: &Alias) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("delete from model_routes where model = $1")
+        .bind(&alias.model)
+        .execute(&mut *tx)
+        .await?;
+    for provider in ProviderName::ALL {
+        if let Some(upstream) = &alias.upstream[provider.index()] {
+            sqlx::query(
+                "insert into model_routes (model, provider, upstream_model) values ($1, $2, $3)",
+            )
+            .bind(&alias.model)
+            .bind(provider.as_str())
+            .bind(upstream)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    bump_version(&mut tx).await?;
+    tx.commit().await
+}
+
+/// Removes a model name; `false` if it had no routes.
+pub async fn delete(pool: &PgPool, model: &str) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let removed = sqlx::query("delete from model_routes where model = $1")
+        .bind(model)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if removed > 0 {
+        bump_version(&mut tx).await?;
+    }
+    tx.commit().await?;
+    Ok(removed > 0)
+}

@@ -1,0 +1,178 @@
+//! The `settings` table: one row of runtime settings, its version, and seeding it from the
+//! environment on first start.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::domain::{
+    CircuitPolicy, ProviderName, RetryPolicy, SealedKey, Settings, SettingsChange, ValidationError,
+};
+
+#[derive(sqlx::FromRow)]
+struct SettingsRow {
+    version: i64,
+    ai_provider: String,
+    ai_fallback_provider: String,
+    ai_local_enabled: bool,
+    openai_api_key_sealed: Option<Vec<u8>>,
+    openai_api_key_last4: Option<String>,
+    ollama_base_url: String,
+    openai_base_url: String,
+    provider_attempts: i32,
+    retry_min_delay_ms: i32,
+    retry_max_delay_ms: i32,
+    max_job_attempts: i32,
+    circuit_failure_threshold: i32,
+    circuit_cooldown_ms: i32,
+    ollama_max_concurrency: i32,
+    openai_max_concurrency: i32,
+    updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "version, ai_provider, ai_fallback_provider, ai_local_enabled, \
+    openai_api_key_sealed, openai_api_key_last4, ollama_base_url, openai_base_url, \
+    provider_attempts, retry_min_delay_ms, retry_max_delay_ms, max_job_attempts, \
+    circuit_failure_threshold, circuit_cooldown_ms, ollama_max_concurrency, \
+    openai_max_concurrency, updated_at";
+
+impl TryFrom<SettingsRow> for Settings {
+    type Error = sqlx::Error;
+
+    fn try_from(row: SettingsRow) -> Result<Self, Self::Error> {
+        let bad = |what: &str| sqlx::Error::Decode(format!("settings row: bad {what}").into());
+        // The check constraints keep every number positive.
+        let n = |v: i32| u32::try_from(v).unwrap_or(1);
+        let ms = |v: i32| Duration::from_millis(u64::from(n(v)));
+        let fallback = match row.ai_fallback_provider.as_str() {
+            "none" => None,
+            other => Some(ProviderName::from_setting(other).ok_or_else(|| bad("fallback"))?),
+        };
+        let openai_api_key = match (row.openai_api_key_sealed, row.openai_api_key_last4) {
+            (Some(sealed), last4) => Some(SealedKey {
+                sealed,
+                last4: last4.unwrap_or_default(),
+            }),
+            (None, _) => None,
+        };
+        Ok(Self {
+            version: row.version,
+            ai_provider: ProviderName::from_setting(&row.ai_provider)
+                .ok_or_else(|| bad("ai_provider"))?,
+            ai_fallback_provider: fallback,
+            ai_local_enabled: row.ai_local_enabled,
+            openai_api_key,
+            ollama_base_url: row.ollama_base_url,
+            openai_base_url: row.openai_base_url,
+            retry: RetryPolicy {
+                provider_attempts: n(row.provider_attempts),
+                min_delay: ms(row.retry_min_delay_ms),
+                max_delay: ms(row.retry_max_delay_ms),
+                max_job_attempts: n(row.max_job_attempts),
+            },
+            circuit: CircuitPolicy {
+                failure_threshold: n(row.circuit_failure_threshold),
+                cooldown: ms(row.circuit_cooldown_ms),
+            },
+            ollama_max_concurrency: n(row.ollama_max_concurrency),
+            openai_max_concurrency: n(row.openai_max_concurrency),
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+pub async fn get(pool: &PgPool) -> Result<Settings, sqlx::Error> {
+    let row: SettingsRow = sqlx::query_as(&format!("select {COLUMNS} from settings"))
+        .fetch_one(pool)
+        .await?;
+    row.try_into()
+}
+
+/// The current version: what processes poll to learn that their copy is stale.
+pub async fn version(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("select version from settings")
+        .fetch_one(pool)
+        .await
+}
+
+/// Applies `change` under a row lock, so concurrent changes never lose one another, and bumps the
+/// version. A value out of bounds is the inner error and nothing is written.
+pub async fn update(
+    pool: &PgPool,
+    change: SettingsChange,
+) -> Result<Result<Settings, ValidationError>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row: SettingsRow = sqlx::query_as(&format!("select {COLUMNS} from settings for update"))
+        .fetch_one(&mut *tx)
+        .await?;
+    let current = Settings::try_from(row)?;
+    let next = match current.apply(change) {
+        Ok(next) => next,
+        Err(invalid) => return Ok(Err(invalid)),
+    };
+    let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+    let n = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+    let row: SettingsRow = sqlx::query_as(&format!(
+        "update settings
+            set version = version + 1, ai_provider = $1, ai_fallback_provider = $2,
+                ai_local_enabled = $3, openai_api_key_sealed = $4, openai_api_key_last4 = $5,
+                ollama_base_url = $6, openai_base_url = $7, provider_attempts = $8,
+                retry_min_delay_ms = $9, retry_max_delay_ms = $10, max_job_attempts = $11,
+                circuit_failure_threshold = $12, circuit_cooldown_ms = $13,
+                ollama_max_concurrency = $14, openai_max_concurrency = $15, updated_at = now()
+         returning {COLUMNS}"
+    ))
+    .bind(next.ai_provider.setting_name())
+    .bind(
+        next.ai_fallback_provider
+            .map_or("none", ProviderName::setting_name),
+    )
+    .bind(next.ai_local_enabled)
+    .bind(next.openai_api_key.as_ref().map(|k| k.sealed.as_slice()))
+    .bind(next.openai_api_key.as_ref().map(|k| k.last4.as_str()))
+    .bind(&next.ollama_base_url)
+    .bind(&next.openai_base_url)
+    .bind(n(next.retry.provider_attempts))
+    .bind(ms(next.retry.min_delay))
+    .bind(ms(next.retry.max_delay))
+    .bind(n(next.retry.max_job_attempts))
+    .bind(n(next.circuit.failure_threshold))
+    .bind(ms(next.circuit.cooldown))
+    .bind(n(next.ollama_max_concurrency))
+    .bind(n(next.openai_max_concurrency))
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Ok(row.try_into()?))
+}
+
+/// What the environment says on a deployment's first start.
+pub struct Seed {
+    pub ollama_base_url: String,
+    pub openai_base_url: String,
+    pub openai_api_key: Option<SealedKey>,
+}
+
+/// Copies the environment's values in, once: the first process to start wins, and later starts
+/// (and every other process) leave the operator's settings alone. With an OpenAI key, OpenAI
+/// becomes the fallback of the local provider, which is how Tollgate behaved before settings.
+/// Returns whether this call seeded.
+pub async fn seed(pool: &PgPool, seed: &Seed) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update settings
+            set ollama_base_url = $1, openai_base_url = $2,
+                openai_api_key_sealed = $3, openai_api_key_last4 = $4,
+                ai_fallback_provider = case when $3::bytea is null then ai_fallback_provider
+                                            else 'openai' end,
+                seeded_at = now(), version = version + 1, updated_at = now()
+          where seeded_at is null",
+    )
+    .bind(&seed.ollama_base_url)
+    .bind(&seed.openai_base_url)
+    .bind(seed.openai_api_key.as_ref().map(|k| k.sealed.as_slice()))
+    .bind(seed.openai_api_key.as_ref().map(|k| k.last4.as_str()))
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

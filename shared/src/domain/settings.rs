@@ -1,0 +1,469 @@
+//! The operator's runtime settings and model routes: which provider is active, which one takes over,
+//! how hard to retry, and which upstream model each provider runs for a model name.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::ValidationError;
+
+/// A provider the gateway can call. Jobs and routes name them `ollama` and `openai`; the settings
+/// keep the seed's words, `local` and `openai`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderName {
+    Ollama,
+    #[serde(rename = "openai")]
+    OpenAi,
+}
+
+impl ProviderName {
+    pub const ALL: [Self; 2] = [Self::Ollama, Self::OpenAi];
+
+    /// The name on jobs, attempts and routes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ollama => "ollama",
+            Self::OpenAi => "openai",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// The name in `ai_provider` and `ai_fallback_provider`.
+    pub fn setting_name(self) -> &'static str {
+        match self {
+            Self::Ollama => "local",
+            Self::OpenAi => "openai",
+        }
+    }
+
+    pub fn from_setting(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.setting_name() == s)
+    }
+
+    /// A dense index, for per-provider arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Self::Ollama => 0,
+            Self::OpenAi => 1,
+        }
+    }
+}
+
+/// How hard a job is retried: quick retries on one provider, then runs through the delay queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Calls to one provider in one run: the first and its quick retries.
+    pub provider_attempts: u32,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    /// Runs of a job before it fails with its last error.
+    pub max_job_attempts: u32,
+}
+
+/// When a provider's circuit opens and how long it stays open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitPolicy {
+    /// Transient failures in a row that open the circuit.
+    pub failure_threshold: u32,
+    /// How long an open circuit refuses calls before letting a trial call through.
+    pub cooldown: Duration,
+}
+
+/// The OpenAI key as stored: sealed, with its last four characters in clear.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedKey {
+    pub sealed: Vec<u8>,
+    pub last4: String,
+}
+
+impl std::fmt::Debug for SealedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SealedKey(…{})", self.last4)
+    }
+}
+
+/// The settings row, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub version: i64,
+    pub ai_provider: ProviderName,
+    /// `None` is the setting `none`: no fallback.
+    pub ai_fallback_provider: Option<ProviderName>,
+    pub ai_local_enabled: bool,
+    pub openai_api_key: Option<SealedKey>,
+    pub ollama_base_url: String,
+    pub openai_base_url: String,
+    pub retry: RetryPolicy,
+    pub circuit: CircuitPolicy,
+    pub ollama_max_concurrency: u32,
+    pub openai_max_concurrency: u32,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Settings {
+    /// The providers to try, in order: the active one, then the fallback (if another).
+    pub fn provider_order(&self) -> Vec<ProviderName> {
+        let mut order = vec![self.ai_provider];
+        if let Some(fallback) = self.ai_fallback_provider
+            && fallback != self.ai_provider
+        {
+            order.push(fallback);
+        }
+        order
+    }
+
+    pub fn max_concurrency(&self, provider: ProviderName) -> u32 {
+        match provider {
+            ProviderName::Ollama => self.ollama_max_concurrency,
+            ProviderName::OpenAi => self.openai_max_concurrency,
+        }
+    }
+
+    pub fn base_url(&self, provider: ProviderName) -> &str {
+        match provider {
+            ProviderName::Ollama => &self.ollama_base_url,
+            ProviderName::OpenAi => &self.openai_base_url,
+        }
+    }
+}
+
+/// Which upstream model each provider runs for a model name clients use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelRoutes {
+    routes: HashMap<String, [Option<String>; 2]>,
+}
+
+impl ModelRoutes {
+    pub fn insert(&mut self, model: String, provider: ProviderName, upstream_model: String) {
+        self.routes.entry(model).or_default()[provider.index()] = Some(upstream_model);
+    }
+
+    /// What `provider` runs for `model`, if it serves it.
+    pub fn upstream(&self, model: &str, provider: ProviderName) -> Option<&str> {
+        self.routes.get(model)?[provider.index()].as_deref()
+    }
+
+    /// Whether any provider serves `model`.
+    pub fn serves(&self, model: &str) -> bool {
+        self.routes.contains_key(model)
+    }
+}
+
+/// Everything a process needs to resolve providers, as of one settings version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runtime {
+    pub settings: Settings,
+    pub routes: ModelRoutes,
+}
+
+/// One provider to try for a job, and the model to ask it for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub provider: ProviderName,
+    pub upstream_model: String,
+}
+
+impl Runtime {
+    /// The seed's algorithm: the active provider, then the fallback, each only if it is enabled,
+    /// configured (`configured` says whether a client could be built: OpenAI needs a key) and has a
+    /// route for `model`. Circuit state is left to the caller, which checks it right before each
+    /// call. An empty answer is the controlled error `no_provider_available`.
+    pub fn candidates(
+        &self,
+        model: &str,
+        configured: impl Fn(ProviderName) -> bool,
+    ) -> Vec<Candidate> {
+        self.settings
+            .provider_order()
+            .into_iter()
+            .filter(|&p| p != ProviderName::Ollama || self.settings.ai_local_enabled)
+            .filter(|&p| configured(p))
+            .filter_map(|provider| {
+                let upstream_model = self.routes.upstream(model, provider)?.to_owned();
+                Some(Candidate {
+                    provider,
+                    upstream_model,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A partial change to the settings (`PATCH /v1/admin/settings`): `None` leaves a value alone.
+#[derive(Debug, Clone, Default)]
+pub struct SettingsChange {
+    pub ai_provider: Option<ProviderName>,
+    /// `Some(None)` sets the fallback to `none`.
+    pub ai_fallback_provider: Option<Option<ProviderName>>,
+    pub ai_local_enabled: Option<bool>,
+    /// `Some(None)` removes the key.
+    pub openai_api_key: Option<Option<SealedKey>>,
+    pub ollama_base_url: Option<String>,
+    pub openai_base_url: Option<String>,
+    pub provider_attempts: Option<u32>,
+    pub retry_min_delay_ms: Option<u32>,
+    pub retry_max_delay_ms: Option<u32>,
+    pub max_job_attempts: Option<u32>,
+    pub circuit_failure_threshold: Option<u32>,
+    pub circuit_cooldown_ms: Option<u32>,
+    pub ollama_max_concurrency: Option<u32>,
+    pub openai_max_concurrency: Option<u32>,
+}
+
+/// Checks that `value` lies in `range`, naming `field` if not.
+fn within(
+    field: &str,
+    value: Option<u32>,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<Option<u32>, ValidationError> {
+    match value {
+        Some(v) if !range.contains(&v) => Err(ValidationError::new(
+            field,
+            format!("must be between {} and {}", range.start(), range.end()),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// A provider base URL: absolute http(s), without query or fragment.
+pub fn check_base_url(field: &str, value: &str) -> Result<String, ValidationError> {
+    let url = url::Url::parse(value)
+        .map_err(|_| ValidationError::new(field, "must be an absolute http(s) URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ValidationError::new(
+            field,
+            "must be an absolute http(s) URL",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ValidationError::new(
+            field,
+            "must not carry a query or fragment",
+        ));
+    }
+    Ok(value.trim_end_matches('/').to_owned())
+}
+
+impl Settings {
+    /// Applies `change`, refusing (and naming) the first value out of bounds; on error `self` is
+    /// left as it was.
+    pub fn apply(&self, change: SettingsChange) -> Result<Self, ValidationError> {
+        let ms = |v: u32| Duration::from_millis(u64::from(v));
+        let mut next = self.clone();
+        if let Some(p) = change.ai_provider {
+            next.ai_provider = p;
+        }
+        if let Some(f) = change.ai_fallback_provider {
+            next.ai_fallback_provider = f;
+        }
+        if let Some(e) = change.ai_local_enabled {
+            next.ai_local_enabled = e;
+        }
+        if let Some(k) = change.openai_api_key {
+            next.openai_api_key = k;
+        }
+        if let Some(u) = change.ollama_base_url {
+            next.ollama_base_url = check_base_url("ollama_base_url", &u)?;
+        }
+        if let Some(u) = change.openai_base_url {
+            next.openai_base_url = check_base_url("openai_base_url", &u)?;
+        }
+        if let Some(n) = within("provider_attempts", change.provider_attempts, 1..=10)? {
+            next.retry.provider_attempts = n;
+        }
+        if let Some(n) = within("retry_min_delay_ms", change.retry_min_delay_ms, 1..=60_000)? {
+            next.retry.min_delay = ms(n);
+        }
+        if let Some(n) = within("retry_max_delay_ms", change.retry_max_delay_ms, 1..=60_000)? {
+            next.retry.max_delay = ms(n);
+        }
+        if next.retry.min_delay > next.retry.max_delay {
+            return Err(ValidationError::new(
+                "retry_min_delay_ms",
+                "must not exceed retry_max_delay_ms",
+            ));
+        }
+        if let Some(n) = within("max_job_attempts", change.max_job_attempts, 1..=50)? {
+            next.retry.max_job_attempts = n;
+        }
+        let threshold = within(
+            "circuit_failure_threshold",
+            change.circuit_failure_threshold,
+            1..=1000,
+        )?;
+        if let Some(n) = threshold {
+            next.circuit.failure_threshold = n;
+        }
+        if let Some(n) = within(
+            "circuit_cooldown_ms",
+            change.circuit_cooldown_ms,
+            100..=3_600_000,
+        )? {
+            next.circuit.cooldown = ms(n);
+        }
+        if let Some(n) = within(
+            "ollama_max_concurrency",
+            change.ollama_max_concurrency,
+            1..=10_000,
+        )? {
+            next.ollama_max_concurrency = n;
+        }
+        if let Some(n) = within(
+            "openai_max_concurrency",
+            change.openai_max_concurrency,
+            1..=10_000,
+        )? {
+            next.openai_max_concurrency = n;
+        }
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime(active: ProviderName, fallback: Option<ProviderName>) -> Runtime {
+        let mut routes = ModelRoutes::default();
+        routes.insert("llama3".into(), ProviderName::Ollama, "llama3".into());
+        routes.insert("llama3".into(), ProviderName::OpenAi, "gpt-4.1-mini".into());
+        routes.insert("gpt-4o".into(), ProviderName::OpenAi, "gpt-4o".into());
+        Runtime {
+            settings: Settings {
+                version: 1,
+                ai_provider: active,
+                ai_fallback_provider: fallback,
+                ai_local_enabled: true,
+                openai_api_key: None,
+                ollama_base_url: "http://ollama".into(),
+                openai_base_url: "http://openai".into(),
+                retry: RetryPolicy {
+                    provider_attempts: 3,
+                    min_delay: Duration::from_millis(200),
+                    max_delay: Duration::from_secs(5),
+                    max_job_attempts: 5,
+                },
+                circuit: CircuitPolicy {
+                    failure_threshold: 5,
+                    cooldown: Duration::from_secs(30),
+                },
+                ollama_max_concurrency: 4,
+                openai_max_concurrency: 64,
+                updated_at: chrono::Utc::now(),
+            },
+            routes,
+        }
+    }
+
+    fn names(candidates: &[Candidate]) -> Vec<(&'static str, &str)> {
+        candidates
+            .iter()
+            .map(|c| (c.provider.as_str(), c.upstream_model.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn the_active_provider_comes_first_and_the_fallback_gets_its_own_model() {
+        let rt = runtime(ProviderName::Ollama, Some(ProviderName::OpenAi));
+        let chain = rt.candidates("llama3", |_| true);
+        assert_eq!(
+            names(&chain),
+            [("ollama", "llama3"), ("openai", "gpt-4.1-mini")]
+        );
+    }
+
+    #[test]
+    fn a_fallback_of_none_or_the_same_provider_adds_nothing() {
+        let none = runtime(ProviderName::OpenAi, None);
+        assert_eq!(
+            names(&none.candidates("llama3", |_| true)),
+            [("openai", "gpt-4.1-mini")]
+        );
+        let same = runtime(ProviderName::OpenAi, Some(ProviderName::OpenAi));
+        assert_eq!(same.candidates("llama3", |_| true).len(), 1);
+    }
+
+    #[test]
+    fn disabled_unconfigured_and_unrouted_providers_are_skipped() {
+        let mut rt = runtime(ProviderName::Ollama, Some(ProviderName::OpenAi));
+        assert_eq!(
+            names(&rt.candidates("gpt-4o", |_| true)),
+            [("openai", "gpt-4o")]
+        );
+        assert_eq!(
+            names(&rt.candidates("llama3", |p| p != ProviderName::OpenAi)),
+            [("ollama", "llama3")]
+        );
+        rt.settings.ai_local_enabled = false;
+        assert_eq!(
+            names(&rt.candidates("llama3", |_| true)),
+            [("openai", "gpt-4.1-mini")]
+        );
+        assert!(
+            rt.candidates("llama3", |p| p == ProviderName::Ollama)
+                .is_empty()
+        );
+        assert!(rt.candidates("unknown", |_| true).is_empty());
+    }
+
+    #[test]
+    fn provider_names_round_trip_in_both_vocabularies() {
+        for p in ProviderName::ALL {
+            assert_eq!(ProviderName::parse(p.as_str()), Some(p));
+            assert_eq!(ProviderName::from_setting(p.setting_name()), Some(p));
+        }
+        assert_eq!(ProviderName::from_setting("ollama"), None);
+    }
+
+    #[test]
+    fn a_change_out_of_bounds_names_its_field_and_changes_nothing() {
+        let settings = runtime(ProviderName::Ollama, None).settings;
+        let bad = SettingsChange {
+            ai_provider: Some(ProviderName::OpenAi),
+            max_job_attempts: Some(0),
+            ..SettingsChange::default()
+        };
+        assert_eq!(
+            settings.apply(bad).expect_err("refused").field,
+            "max_job_attempts"
+        );
+        let inverted = SettingsChange {
+            retry_min_delay_ms: Some(6_000),
+            ..SettingsChange::default()
+        };
+        assert_eq!(
+            settings.apply(inverted).expect_err("refused").field,
+            "retry_min_delay_ms"
+        );
+        let url = SettingsChange {
+            ollama_base_url: Some("ftp://x".into()),
+            ..SettingsChange::default()
+        };
+        assert_eq!(
+            settings.apply(url).expect_err("refused").field,
+            "ollama_base_url"
+        );
+    }
+
+    #[test]
+    fn a_valid_change_applies_only_what_it_names() {
+        let settings = runtime(ProviderName::Ollama, Some(ProviderName::OpenAi)).settings;
+        let change = SettingsChange {
+            ai_fallback_provider: Some(None),
+            ollama_base_url: Some("http://gpu-box:11434/".into()),
+            circuit_cooldown_ms: Some(1_000),
+            ..SettingsChange::default()
+        };
+        let next = settings.apply(change).expect("valid");
+        assert_eq!(next.ai_fallback_provider, None);
+        assert_eq!(next.ollama_base_url, "http://gpu-box:11434");
+        assert_eq!(next.circuit.cooldown, Duration::from_secs(1));
+        assert_eq!(next.ai_provider, ProviderName::Ollama);
+        assert_eq!(next.retry, settings.retry);
+    }
+}
