@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use provider_sim::Knobs;
 use serde_json::{Value, json};
 use shared::db::job_attempts;
@@ -254,5 +255,135 @@ async fn a_job_the_worker_cannot_read_goes_through_the_dead_letter_queue_to_fail
     assert_eq!(failed["status"], "failed");
     assert_eq!(failed["error"]["code"], "internal_error");
     assert_eq!(stack.ollama.calls("/api/generate"), 0);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_retrying_job_whose_delayed_message_was_lost_is_sent_again_once_due() {
+    let stack = Stack::start().await;
+    // What a worker leaves behind when it parks a job for a retry and dies before publishing the
+    // delayed message (or the wait queue loses it).
+    let parked = stack.insert_unpublished_job("parked").await;
+    sqlx::query(
+        "update jobs set status = 'retrying', retries = 1, claims = 1,
+                retry_at = now() - interval '2 seconds'
+          where id = $1",
+    )
+    .bind(parked)
+    .execute(&stack.pool)
+    .await
+    .expect("park the job");
+
+    let job = stack.wait_until_finished(&parked.to_string()).await;
+
+    assert_eq!(job["status"], "succeeded");
+    let attempts = job_attempts::list(&stack.pool, parked)
+        .await
+        .expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        attempts[0].claim, 2,
+        "the sweeper's message made the second run"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_that_keeps_failing_is_dead_lettered_and_an_admin_can_requeue_its_job() {
+    let stack = Stack::with(Options {
+        worker: false,
+        ..without_sweeps()
+    })
+    .await;
+    let job = stack.insert_unpublished_job("poison").await;
+    stack.broker.publish_job(job).await.expect("publish");
+
+    // A worker that crashes on this message every time: it takes it and the broker gets it back.
+    let channel = stack
+        .broker
+        .session()
+        .expect("connected")
+        .channel()
+        .await
+        .expect("channel");
+    let mut consumer = channel
+        .basic_consume(
+            stack.topology.jobs_queue().into(),
+            "crashing-worker".into(),
+            lapin::options::BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let mut deliveries = 0;
+    while let Ok(Some(Ok(delivery))) =
+        tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
+    {
+        deliveries += 1;
+        let requeue = lapin::options::BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        };
+        delivery.acker.nack(requeue).await.expect("nack");
+    }
+    channel.close(200, "done".into()).await.expect("close");
+    assert_eq!(
+        deliveries,
+        shared::queue::DELIVERY_LIMIT + 1,
+        "the broker stopped redelivering at its delivery limit"
+    );
+
+    let _worker = stack.start_worker(test_worker_settings()).await;
+    let failed = stack.wait_until_finished(&job.to_string()).await;
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["error"]["code"], "internal_error");
+    assert_eq!(stack.ollama.calls("/api/generate"), 0);
+
+    let letters: Value = stack
+        .admin(reqwest::Method::GET, "/v1/admin/dead-letters", &Value::Null)
+        .await
+        .json()
+        .await
+        .expect("dead letters");
+    assert_eq!(
+        letters["data"][0]["job"]["id"],
+        job.to_string(),
+        "{letters}"
+    );
+    assert!(letters["data"][0]["dead_lettered_at"].is_string());
+    let client_try = stack
+        .post(&format!("/v1/admin/dead-letters/{job}/requeue"), &json!({}))
+        .await;
+    assert_eq!(client_try.status(), 403, "clients cannot requeue");
+
+    let requeued = stack
+        .admin(
+            reqwest::Method::POST,
+            &format!("/v1/admin/dead-letters/{job}/requeue"),
+            &Value::Null,
+        )
+        .await;
+    assert_eq!(requeued.status(), 202);
+    let done = stack.wait_until_finished(&job.to_string()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let letters: Value = stack
+        .admin(reqwest::Method::GET, "/v1/admin/dead-letters", &Value::Null)
+        .await
+        .json()
+        .await
+        .expect("dead letters");
+    assert_eq!(letters["data"], json!([]));
+    let again = stack
+        .admin(
+            reqwest::Method::POST,
+            &format!("/v1/admin/dead-letters/{job}/requeue"),
+            &Value::Null,
+        )
+        .await;
+    assert_eq!(
+        again.status(),
+        404,
+        "only a dead-lettered job can be requeued"
+    );
     stack.stop().await;
 }

@@ -5,4 +5,6 @@ mod delivery;
 mod harness;
 mod intake;
 mod providers;
+mod resolution;
+mod secrets;
 mod sim;

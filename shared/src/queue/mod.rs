@@ -7,4 +7,4 @@ mod topology;
 
 pub use broker::{Broker, PublishError, Session};
 pub use message::JobMessage;
-pub use topology::{RETRY_DELAYS, Topology, wait_bucket};
+pub use topology::{DELIVERY_LIMIT, RETRY_DELAYS, Topology, wait_bucket};
