@@ -343,6 +343,11 @@ async fn health_readiness_and_openapi_answer() {
         "/v1/jobs",
         "/v1/jobs/{id}",
         "/v1/jobs/{id}/cancel",
+        "/v1/admin/settings",
+        "/v1/admin/aliases",
+        "/v1/admin/aliases/{model}",
+        "/v1/admin/dead-letters",
+        "/v1/admin/dead-letters/{id}/requeue",
         "/readyz",
     ] {
         assert!(openapi["paths"][path].is_object(), "{path} is documented");

@@ -26,7 +26,7 @@ use shared::secret::SecretKey;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::providers::Providers;
+pub use crate::providers::{Plan, Providers};
 
 /// Tuning of one worker process.
 #[derive(Debug, Clone)]

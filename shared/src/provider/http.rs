@@ -14,7 +14,7 @@ pub fn client(timeout: Duration) -> Client {
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
         .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(256)
+        .pool_max_idle_per_host(1024)
         .build()
         .expect("a reqwest client with static settings always builds")
 }
