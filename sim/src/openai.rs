@@ -47,11 +47,13 @@ async fn admit(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if presented != Some(expected.as_str()) {
+            // Echoes the key it was given, as careless OpenAI-compatible servers do: the gateway
+            // must not pass it on.
             return Err(error(
                 StatusCode::UNAUTHORIZED,
                 "invalid_request_error",
                 Some("invalid_api_key"),
-                "Incorrect API key provided.",
+                format!("Incorrect API key provided: {}.", presented.unwrap_or("")),
             ));
         }
     }

@@ -164,12 +164,19 @@ impl OpenAiClient {
         path: &str,
         body: &Value,
     ) -> Result<(T, u16), ProviderError> {
+        let key = self.api_key.expose_secret();
         let request = self
             .http
             .post(format!("{}{path}", self.base_url))
-            .bearer_auth(self.api_key.expose_secret())
+            .bearer_auth(key)
             .json(body);
-        http::send_json(request, |v| v["error"]["message"].as_str()).await
+        http::send_json(request, |v| v["error"]["message"].as_str())
+            .await
+            .map_err(|mut failure| {
+                // Some compatible servers echo the key in their errors; it must not reach a job.
+                failure.message = failure.message.replace(key, "[redacted]");
+                failure
+            })
     }
 }
 
