@@ -128,6 +128,20 @@ impl Outcome {
     }
 }
 
+/// The one statement that ends a run: `set` applied to the job if claim `$12` still holds job `$11`,
+/// and the run's attempts (`$1`..`$10`) inserted for it; `set`'s own parameters start at `$13`.
+/// Its single value is 1 if the run's end was recorded, 0 if the claim was lost.
+fn end_of_run(set: &str) -> String {
+    format!(
+        "with done as (
+            update jobs set {set}
+             where id = $11 and claim_id = $12 and status = 'running'
+         returning id, claims
+         ), attempt as ({INSERT_FROM_DONE})
+         select count(*) from done"
+    )
+}
+
 /// Records a claimed job's terminal outcome and the run's attempts in one statement (one commit).
 ///
 /// Returns `false` when the claim was no longer the job's (another worker reclaimed it after a
@@ -168,18 +182,11 @@ pub async fn finish(
         ),
     };
     let columns = AttemptColumns::new(attempts);
-    let sql = format!(
-        "with done as (
-            update jobs
-               set status = $13, provider = $14, upstream_model = $15, result = $16,
-                   error_code = $17, error_message = $18,
-                   prompt_tokens = $19, completion_tokens = $20, total_tokens = $19 + $20,
-                   attempts = attempts + $21, finished_at = now(), lease_expires_at = null,
-                   retry_at = null
-             where id = $11 and claim_id = $12 and status = 'running'
-         returning id, claims
-         ), attempt as ({INSERT_FROM_DONE})
-         select count(*) from done"
+    let sql = end_of_run(
+        "status = $13, provider = $14, upstream_model = $15, result = $16,
+         error_code = $17, error_message = $18,
+         prompt_tokens = $19, completion_tokens = $20, total_tokens = $19 + $20,
+         attempts = attempts + $21, finished_at = now(), lease_expires_at = null, retry_at = null",
     );
     let finished: i64 = columns
         .bind(sqlx::query_scalar(&sql))
@@ -211,17 +218,10 @@ pub async fn park(
     attempts: &[AttemptRecord],
 ) -> Result<bool, sqlx::Error> {
     let columns = AttemptColumns::new(attempts);
-    let sql = format!(
-        "with done as (
-            update jobs
-               set status = 'retrying', retries = retries + 1, attempts = attempts + $16,
-                   error_code = $13, error_message = $14,
-                   retry_at = now() + make_interval(secs => $15),
-                   claim_id = null, lease_expires_at = null, published_at = null
-             where id = $11 and claim_id = $12 and status = 'running'
-         returning id, claims
-         ), attempt as ({INSERT_FROM_DONE})
-         select count(*) from done"
+    let sql = end_of_run(
+        "status = 'retrying', retries = retries + 1, attempts = attempts + $16,
+         error_code = $13, error_message = $14, retry_at = now() + make_interval(secs => $15),
+         claim_id = null, lease_expires_at = null, published_at = null",
     );
     let parked: i64 = columns
         .bind(sqlx::query_scalar(&sql))
