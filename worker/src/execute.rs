@@ -2,7 +2,7 @@
 //! run ended (finished, or parked for a delayed retry), and only then ack.
 //!
 //! The ack comes last: a worker that dies anywhere before it leaves the message to be
-//! redelivered, and the conditional claim and finish in `shared::db::jobs` make the redelivery
+//! redelivered, and the conditional claim and finish in `shared::db::runs` make the redelivery
 //! run the job at most once more and record it exactly once.
 
 use std::future::Future;
@@ -64,13 +64,12 @@ pub async fn handle(context: &Context, delivery: &Delivery) {
 /// parked for a delayed run when every provider failed transiently and attempts remain.
 async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(), Halt> {
     let mut attempts = Vec::new();
-    let (outcome, retry) = if job.abandoned_runs() > context.settings.max_claims {
+    let verdict = if job.abandoned_runs() > context.settings.max_claims {
         let message = format!(
             "the job was abandoned by {} workers in a row",
             job.abandoned_runs() - 1
         );
-        let outcome = Outcome::failed_without_call("internal_error", message);
-        (outcome, None)
+        Verdict::Finish(Outcome::failed_without_call("internal_error", message))
     } else {
         let plan = context.providers.plan(job.request.model().as_str()).await;
         let run = chain::run(&context.providers, &plan, &job.request, &mut attempts);
@@ -79,19 +78,22 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
             end = run => end,
             never = keep_lease(context, job.id, claim_id) => match never {},
         };
-        let max_runs = plan.runtime.settings.retry.max_job_attempts;
-        decide(end, job, max_runs)
+        decide(
+            end,
+            job.retries,
+            plan.runtime.settings.retry.max_job_attempts,
+        )
     };
-    let written = match &retry {
-        Some((error, delay)) => {
+    let written = match &verdict {
+        Verdict::Park { error, delay } => {
             persistently(context, "park", || {
                 runs::park(&context.pool, job.id, claim_id, error, *delay, &attempts)
             })
             .await?
         }
-        None => {
+        Verdict::Finish(outcome) => {
             persistently(context, "finish", || {
-                runs::finish(&context.pool, job.id, claim_id, &outcome, &attempts)
+                runs::finish(&context.pool, job.id, claim_id, outcome, &attempts)
             })
             .await?
         }
@@ -100,7 +102,7 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
         tracing::warn!("the job was reclaimed by another worker; result dropped");
         return Ok(());
     }
-    if let Some((error, delay)) = retry {
+    if let Verdict::Park { error, delay } = verdict {
         tracing::info!(
             code = error.code,
             ?delay,
@@ -131,49 +133,54 @@ async fn keep_lease(context: &Context, id: JobId, claim_id: Uuid) -> std::conver
     }
 }
 
-/// What a run's end means for the job: its outcome, or a retry after a delay when every provider
-/// failed transiently and the job has runs left (`max_runs` in all).
-fn decide(end: RunEnd, job: &ClaimedJob, max_runs: u32) -> (Outcome, Option<(JobError, Duration)>) {
+/// What a run decided for the job.
+enum Verdict {
+    /// It ends now.
+    Finish(Outcome),
+    /// It waits `delay` in a delay queue for another run; `error` says why meanwhile.
+    Park { error: JobError, delay: Duration },
+}
+
+/// What a run's end means for a job that had `retries` delayed runs before: its outcome, or
+/// another run after a delay when every provider failed transiently and runs are left
+/// (`max_runs` in all).
+fn decide(end: RunEnd, retries: i32, max_runs: u32) -> Verdict {
     let failed = |provider: Option<(ProviderName, String)>, error| {
         let (provider, upstream_model) = provider.unzip();
-        Outcome::Failed {
+        Verdict::Finish(Outcome::Failed {
             provider,
             upstream_model,
             error,
-        }
+        })
     };
     match end {
         // The job shows the model the provider says answered.
         RunEnd::Succeeded {
             provider,
             completion,
-        } => (
-            Outcome::Succeeded {
-                provider,
-                upstream_model: completion.upstream_model,
-                result: completion.result,
-                prompt_tokens: completion.prompt_tokens,
-                completion_tokens: completion.completion_tokens,
-            },
-            None,
-        ),
-        RunEnd::Failed { provider, error } => (failed(provider, error), None),
-        RunEnd::NoProvider { message } => (
-            Outcome::failed_without_call("no_provider_available", message),
-            None,
-        ),
+        } => Verdict::Finish(Outcome::Succeeded {
+            provider,
+            upstream_model: completion.upstream_model,
+            result: completion.result,
+            prompt_tokens: completion.prompt_tokens,
+            completion_tokens: completion.completion_tokens,
+        }),
+        RunEnd::Failed { provider, error } => failed(provider, error),
+        RunEnd::NoProvider { message } => Verdict::Finish(Outcome::failed_without_call(
+            "no_provider_available",
+            message,
+        )),
         RunEnd::Transient {
             provider,
             error,
             retry_after,
         } => {
-            let runs_so_far = u32::try_from(job.retries + 1).unwrap_or(u32::MAX);
+            let runs_so_far = u32::try_from(retries.saturating_add(1)).unwrap_or(u32::MAX);
             if runs_so_far < max_runs {
-                let delay = retry::before_next_run(job.retries, retry_after);
-                let outcome = failed(provider, error.clone());
-                (outcome, Some((error, delay)))
+                let delay = retry::before_next_run(retries, retry_after);
+                Verdict::Park { error, delay }
             } else {
-                (failed(provider, error), None)
+                failed(provider, error)
             }
         }
     }
@@ -231,4 +238,63 @@ where
             Halt::Failed(error)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transient(retry_after: Option<Duration>) -> RunEnd {
+        RunEnd::Transient {
+            provider: Some((ProviderName::Ollama, "llama3".into())),
+            error: JobError {
+                code: "provider_unavailable".into(),
+                message: "upstream answered 503".into(),
+            },
+            retry_after,
+        }
+    }
+
+    #[test]
+    fn a_transient_end_parks_the_job_while_runs_are_left_then_fails_it() {
+        match decide(transient(None), 0, 3) {
+            Verdict::Park { error, delay } => {
+                assert_eq!(error.code, "provider_unavailable");
+                assert_eq!(delay, Duration::from_secs(1));
+            }
+            Verdict::Finish(_) => panic!("the first of three runs parks"),
+        }
+        assert!(matches!(
+            decide(transient(None), 1, 3),
+            Verdict::Park { delay, .. } if delay == Duration::from_secs(5)
+        ));
+        match decide(transient(None), 2, 3) {
+            Verdict::Finish(Outcome::Failed {
+                provider, error, ..
+            }) => {
+                assert_eq!(provider, Some(ProviderName::Ollama));
+                assert_eq!(error.code, "provider_unavailable");
+            }
+            _ => panic!("the third of three runs fails the job"),
+        }
+    }
+
+    #[test]
+    fn a_long_retry_after_picks_a_longer_delay_queue() {
+        assert!(matches!(
+            decide(transient(Some(Duration::from_secs(45))), 0, 5),
+            Verdict::Park { delay, .. } if delay == Duration::from_secs(120)
+        ));
+    }
+
+    #[test]
+    fn no_provider_and_client_errors_end_the_job_at_once() {
+        let none = RunEnd::NoProvider {
+            message: "nothing".into(),
+        };
+        assert!(matches!(
+            decide(none, 0, 5),
+            Verdict::Finish(Outcome::Failed { error, .. }) if error.code == "no_provider_available"
+        ));
+    }
 }
