@@ -175,7 +175,8 @@ async fn the_circuit_opens_after_repeated_failures_and_closes_after_the_cool_dow
     let stack = Stack::with(with_fallback(SettingsChange {
         provider_attempts: Some(1),
         circuit_failure_threshold: Some(2),
-        circuit_cooldown_ms: Some(1000),
+        // long enough that the first three jobs finish inside it even on a slow machine
+        circuit_cooldown_ms: Some(4000),
         ..SettingsChange::default()
     }))
     .await;
