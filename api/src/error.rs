@@ -85,6 +85,13 @@ impl ApiError {
         )
     }
 
+    /// 429 `quota_exceeded` with `Retry-After` until the quota resets.
+    pub fn quota_exceeded(detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", detail);
+        error.retry_after_secs = Some(retry_after_secs);
+        error
+    }
+
     /// 503 with `Retry-After`: a dependency is down and nothing was written.
     pub fn unavailable(detail: impl Into<String>, retry_after_secs: u64) -> Self {
         let mut error = Self::new(

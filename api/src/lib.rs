@@ -3,8 +3,10 @@
 //! [`serve`] runs the HTTP server on a listener it is given until the shutdown token fires, so the
 //! binary and the tests run exactly the same code. Provider work never happens here.
 
+mod admission;
 mod auth;
 pub mod cli;
+mod client;
 mod error;
 mod extract;
 mod published;

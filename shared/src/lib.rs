@@ -1,6 +1,7 @@
 //! Tollgate's shared library: what the api and the worker both need.
 //!
 //! - [`domain`]: jobs, tenants, roles, settings and validated request types;
+//! - [`billing`]: cost arithmetic and token estimates;
 //! - [`config`]: the environment both binaries read;
 //! - [`db`]: every SQL statement, one module per table;
 //! - [`queue`]: the RabbitMQ topology, connection supervision and publishing;
@@ -10,6 +11,7 @@
 //! - [`token`]: API token generation and hashing;
 //! - [`process`]: logging, shutdown and start-up shared by the binaries.
 
+pub mod billing;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -327,6 +327,9 @@ impl Stack {
             token_id: Some(principal.token_id),
             request: JobRequest::Generate(request),
             metadata: None,
+            origin: None,
+            client_ip: None,
+            reservation: None,
         };
         shared::db::jobs::insert(&self.pool, &job)
             .await

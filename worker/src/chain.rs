@@ -25,7 +25,12 @@ const BUSY: &str = "provider_busy";
 pub enum RunEnd {
     Succeeded {
         provider: ProviderName,
+        /// The upstream model the route asked for: what the call is priced by (a provider may
+        /// answer with a dated snapshot name).
+        routed_model: String,
         completion: Completion,
+        /// How long the answering call took.
+        latency: Duration,
     },
     /// No provider will do better: a client error, or every provider failed for reasons of its
     /// own (bad key, broken answer).
@@ -56,6 +61,8 @@ pub async fn run(
             Ok(completion) => {
                 return RunEnd::Succeeded {
                     provider: step.name,
+                    routed_model: step.upstream_model.clone(),
+                    latency: attempts.last().map_or(Duration::ZERO, |a| a.latency),
                     completion,
                 };
             }
@@ -178,17 +185,21 @@ async fn call(
     let answer = step.slot.provider.run(request, &step.upstream_model).await;
     let latency = clock.elapsed();
     let record = match &answer {
-        Ok(completion) => AttemptRecord {
-            provider: step.name,
-            upstream_model: completion.upstream_model.clone(),
-            started_at,
-            latency,
-            status_code: Some(completion.status_code),
-            outcome: AttemptOutcome::Succeeded,
-            error: None,
-            prompt_tokens: Some(completion.prompt_tokens),
-            completion_tokens: Some(completion.completion_tokens),
-        },
+        Ok(completion) => {
+            let tokens = completion.token_counts(request);
+            AttemptRecord {
+                provider: step.name,
+                upstream_model: step.upstream_model.clone(),
+                started_at,
+                latency,
+                status_code: Some(completion.status_code),
+                outcome: AttemptOutcome::Succeeded,
+                error: None,
+                prompt_tokens: Some(tokens.prompt),
+                completion_tokens: Some(tokens.completion),
+                cost: None,
+            }
+        }
         Err(failure) => {
             tracing::info!(
                 provider = step.name.as_str(),
@@ -208,6 +219,7 @@ async fn call(
                 error: Some(job_error(failure)),
                 prompt_tokens: None,
                 completion_tokens: None,
+                cost: None,
             }
         }
     };

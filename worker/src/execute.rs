@@ -5,15 +5,18 @@
 //! redelivered, and the conditional claim and finish in `shared::db::runs` make the redelivery
 //! run the job at most once more and record it exactly once.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable as _};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
-use shared::db::jobs;
+use shared::billing;
+use shared::db::job_attempts::AttemptRecord;
 use shared::db::runs::{self, ClaimedJob, Outcome};
-use shared::domain::{JobError, JobId, ProviderName};
+use shared::db::{jobs, prices};
+use shared::domain::{JobError, JobId, JobRequest, ProviderName};
 use shared::queue::JobMessage;
 use uuid::Uuid;
 
@@ -78,11 +81,14 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
             end = run => end,
             never = keep_lease(context, job.id, claim_id) => match never {},
         };
-        decide(
+        let mut verdict = decide(
             end,
+            &job.request,
             job.retries,
             plan.runtime.settings.retry.max_job_attempts,
-        )
+        );
+        price_run(context, &mut verdict, &mut attempts).await?;
+        verdict
     };
     let written = match &verdict {
         Verdict::Park { error, delay } => {
@@ -133,6 +139,56 @@ async fn keep_lease(context: &Context, id: JobId, claim_id: Uuid) -> std::conver
     }
 }
 
+/// Prices the run at the prices in force now: the answer's bill, and every call that reported
+/// tokens (the gateway's spend, failed calls included). One query, and only when there is
+/// something to price.
+async fn price_run(
+    context: &Context,
+    verdict: &mut Verdict,
+    attempts: &mut [AttemptRecord],
+) -> Result<(), Halt> {
+    let mut pairs: HashSet<(ProviderName, String)> = attempts
+        .iter()
+        .filter(|a| a.prompt_tokens.is_some() || a.completion_tokens.is_some())
+        .map(|a| (a.provider, a.upstream_model.clone()))
+        .collect();
+    if let Verdict::Finish(Outcome::Succeeded {
+        provider,
+        routed_model,
+        ..
+    }) = verdict
+    {
+        pairs.insert((*provider, routed_model.clone()));
+    }
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let pairs: Vec<_> = pairs.into_iter().collect();
+    let in_force =
+        persistently(context, "price", || prices::current(&context.pool, &pairs)).await?;
+    for attempt in attempts.iter_mut() {
+        let key = (attempt.provider, attempt.upstream_model.clone());
+        if let Some(price) = in_force.get(&key) {
+            let tokens = |t: Option<i32>| i64::from(t.unwrap_or(0));
+            attempt.cost = Some(billing::cost(
+                tokens(attempt.prompt_tokens),
+                tokens(attempt.completion_tokens),
+                price,
+            ));
+        }
+    }
+    if let Verdict::Finish(Outcome::Succeeded {
+        provider,
+        routed_model,
+        price,
+        ..
+    }) = verdict
+    {
+        *price = in_force.get(&(*provider, routed_model.clone())).copied();
+    }
+    Ok(())
+}
+
 /// What a run decided for the job.
 enum Verdict {
     /// It ends now.
@@ -144,7 +200,7 @@ enum Verdict {
 /// What a run's end means for a job that had `retries` delayed runs before: its outcome, or
 /// another run after a delay when every provider failed transiently and runs are left
 /// (`max_runs` in all).
-fn decide(end: RunEnd, retries: i32, max_runs: u32) -> Verdict {
+fn decide(end: RunEnd, request: &JobRequest, retries: i32, max_runs: u32) -> Verdict {
     let failed = |provider: Option<(ProviderName, String)>, error| {
         let (provider, upstream_model) = provider.unzip();
         Verdict::Finish(Outcome::Failed {
@@ -157,13 +213,17 @@ fn decide(end: RunEnd, retries: i32, max_runs: u32) -> Verdict {
         // The job shows the model the provider says answered.
         RunEnd::Succeeded {
             provider,
+            routed_model,
             completion,
+            latency,
         } => Verdict::Finish(Outcome::Succeeded {
             provider,
-            upstream_model: completion.upstream_model,
+            upstream_model: completion.upstream_model.clone(),
+            routed_model,
+            tokens: completion.token_counts(request),
             result: completion.result,
-            prompt_tokens: completion.prompt_tokens,
-            completion_tokens: completion.completion_tokens,
+            price: None,
+            latency,
         }),
         RunEnd::Failed { provider, error } => failed(provider, error),
         RunEnd::NoProvider { message } => Verdict::Finish(Outcome::failed_without_call(
@@ -243,6 +303,11 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::domain::GenerateRequest;
+
+    fn request() -> JobRequest {
+        JobRequest::Generate(GenerateRequest::parse("llama3", "hi".into(), None).expect("valid"))
+    }
 
     fn transient(retry_after: Option<Duration>) -> RunEnd {
         RunEnd::Transient {
@@ -257,7 +322,7 @@ mod tests {
 
     #[test]
     fn a_transient_end_parks_the_job_while_runs_are_left_then_fails_it() {
-        match decide(transient(None), 0, 3) {
+        match decide(transient(None), &request(), 0, 3) {
             Verdict::Park { error, delay } => {
                 assert_eq!(error.code, "provider_unavailable");
                 assert_eq!(delay, Duration::from_secs(1));
@@ -265,10 +330,10 @@ mod tests {
             Verdict::Finish(_) => panic!("the first of three runs parks"),
         }
         assert!(matches!(
-            decide(transient(None), 1, 3),
+            decide(transient(None), &request(), 1, 3),
             Verdict::Park { delay, .. } if delay == Duration::from_secs(5)
         ));
-        match decide(transient(None), 2, 3) {
+        match decide(transient(None), &request(), 2, 3) {
             Verdict::Finish(Outcome::Failed {
                 provider, error, ..
             }) => {
@@ -282,7 +347,7 @@ mod tests {
     #[test]
     fn a_long_retry_after_picks_a_longer_delay_queue() {
         assert!(matches!(
-            decide(transient(Some(Duration::from_secs(45))), 0, 5),
+            decide(transient(Some(Duration::from_secs(45))), &request(), 0, 5),
             Verdict::Park { delay, .. } if delay == Duration::from_secs(120)
         ));
     }
@@ -293,7 +358,7 @@ mod tests {
             message: "nothing".into(),
         };
         assert!(matches!(
-            decide(none, 0, 5),
+            decide(none, &request(), 0, 5),
             Verdict::Finish(Outcome::Failed { error, .. }) if error.code == "no_provider_available"
         ));
     }

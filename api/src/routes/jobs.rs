@@ -16,6 +16,7 @@ use shared::domain::{
 
 use crate::AppState;
 use crate::auth::Caller;
+use crate::client::ClientInfo;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 
@@ -76,38 +77,39 @@ struct JobPage {
 async fn generate(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    client: ClientInfo,
     JsonBody(body): JsonBody<GenerateBody>,
 ) -> Result<Response, ApiError> {
     let request =
         GenerateRequest::parse(&body.model, body.prompt, body.options).map_err(invalid)?;
-    submit(&state, caller, JobRequest::Generate(request), body.metadata).await
+    let request = JobRequest::Generate(request);
+    submit(&state, caller, client, request, body.metadata).await
 }
 
 async fn chat(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    client: ClientInfo,
     JsonBody(body): JsonBody<ChatBody>,
 ) -> Result<Response, ApiError> {
     let request = ChatRequest::parse(&body.model, body.messages, body.options).map_err(invalid)?;
-    submit(&state, caller, JobRequest::Chat(request), body.metadata).await
+    let request = JobRequest::Chat(request);
+    submit(&state, caller, client, request, body.metadata).await
 }
 
 async fn embedding(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    client: ClientInfo,
     JsonBody(body): JsonBody<EmbeddingBody>,
 ) -> Result<Response, ApiError> {
     let request = EmbeddingRequest::parse(&body.model, body.input).map_err(invalid)?;
-    submit(
-        &state,
-        caller,
-        JobRequest::Embedding(request),
-        body.metadata,
-    )
-    .await
+    let request = JobRequest::Embedding(request);
+    submit(&state, caller, client, request, body.metadata).await
 }
 
-/// Persists the job, then publishes its id; answers 202 with the job and its `Location`.
+/// Admits the job (against the tenant's quota, if any), then publishes its id; answers 202 with
+/// the job and its `Location`.
 ///
 /// The broker's state is checked first so that, while it is down, nothing is written and the
 /// client is told to come back (503). If the publish fails after the commit the job is still
@@ -115,6 +117,7 @@ async fn embedding(
 async fn submit(
     state: &AppState,
     caller: shared::db::tokens::Principal,
+    client: ClientInfo,
     request: JobRequest,
     metadata: Option<Value>,
 ) -> Result<Response, ApiError> {
@@ -138,8 +141,11 @@ async fn submit(
         token_id: Some(caller.token_id),
         request,
         metadata,
+        origin: client.origin,
+        client_ip: client.ip,
+        reservation: None,
     };
-    let job = jobs::insert(&state.pool, &new_job).await?;
+    let job = crate::admission::admit(&state.pool, &caller.limits, new_job).await?;
     match state.broker.publish_job(job.id).await {
         Ok(()) => state.published.confirmed(job.id),
         Err(error) => {

@@ -1,12 +1,13 @@
 //! The `job_attempts` table: one row per provider call.
 //!
 //! A worker run collects its calls in memory and writes them in the same statement that records how
-//! the run ended ([`super::runs`]), so a job's attempts and its status never disagree and the happy
-//! path costs no extra commit.
+//! the run ended ([`super::runs`]), with the day's provider spend, so a job's attempts and its
+//! status never disagree and the happy path costs no extra commit.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryScalar;
 use sqlx::{PgPool, Postgres};
@@ -25,6 +26,8 @@ pub struct AttemptRecord {
     pub error: Option<JobError>,
     pub prompt_tokens: Option<i32>,
     pub completion_tokens: Option<i32>,
+    /// What the call cost at the price in force when the run ended; `None` when unpriced.
+    pub cost: Option<Decimal>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,23 +47,47 @@ impl AttemptOutcome {
     }
 }
 
-/// Inserts the run's attempts for the job row named `done` in the statement it is part of; the
-/// attempt columns are the parameters `$1` to `$10`, bound by [`AttemptColumns::bind`].
+/// The run's attempts as a table, `run_attempts`, from the column arrays `$1`..`$11` bound by
+/// [`AttemptColumns::bind`].
+pub(super) const RUN_ATTEMPTS: &str = "
+    run_attempts as (
+        select * from unnest($1::text[], $2::text[], $3::timestamptz[], $4::int[], $5::int[],
+                             $6::text[], $7::text[], $8::text[], $9::int[], $10::int[],
+                             $11::numeric[])
+                 with ordinality as a(provider, upstream_model, started_at, latency_ms,
+                                      status_code, outcome, error_code, error_message,
+                                      prompt_tokens, completion_tokens, cost, n))";
+
+/// Inserts `run_attempts` for the job row named `done` (if the run's end was recorded), and adds
+/// them to the day's provider spend: calls, tokens and cost, failed calls included.
 pub(super) const INSERT_FROM_DONE: &str = "
-    insert into job_attempts (job_id, claim, provider, upstream_model, started_at, finished_at,
-                              latency_ms, status_code, outcome, error_code, error_message,
-                              prompt_tokens, completion_tokens)
-    select done.id, done.claims, a.provider, a.upstream_model, a.started_at,
-           a.started_at + make_interval(secs => a.latency_ms / 1000.0), a.latency_ms,
-           a.status_code, a.outcome, a.error_code, a.error_message, a.prompt_tokens,
-           a.completion_tokens
-      from done,
-           unnest($1::text[], $2::text[], $3::timestamptz[], $4::int[], $5::int[], $6::text[],
-                  $7::text[], $8::text[], $9::int[], $10::int[])
-             with ordinality as a(provider, upstream_model, started_at, latency_ms, status_code,
-                                  outcome, error_code, error_message, prompt_tokens,
-                                  completion_tokens, n)
-     order by a.n";
+    attempt as (
+        insert into job_attempts (job_id, claim, provider, upstream_model, started_at, finished_at,
+                                  latency_ms, status_code, outcome, error_code, error_message,
+                                  prompt_tokens, completion_tokens, cost)
+        select done.id, done.claims, a.provider, a.upstream_model, a.started_at,
+               a.started_at + make_interval(secs => a.latency_ms / 1000.0), a.latency_ms,
+               a.status_code, a.outcome, a.error_code, a.error_message, a.prompt_tokens,
+               a.completion_tokens, a.cost
+          from done, run_attempts a
+         order by a.n),
+    spend as (
+        insert into provider_spend_daily as s (day, provider, upstream_model, calls,
+                                               prompt_tokens, completion_tokens, cost,
+                                               unpriced_calls)
+        select (now() at time zone 'utc')::date, a.provider, a.upstream_model, count(*),
+               coalesce(sum(a.prompt_tokens), 0), coalesce(sum(a.completion_tokens), 0),
+               coalesce(sum(a.cost), 0),
+               count(*) filter (where a.cost is null
+                                  and coalesce(a.prompt_tokens, 0) + coalesce(a.completion_tokens, 0) > 0)
+          from done, run_attempts a
+         group by a.provider, a.upstream_model
+        on conflict (day, provider, upstream_model) do update
+           set calls = s.calls + excluded.calls,
+               prompt_tokens = s.prompt_tokens + excluded.prompt_tokens,
+               completion_tokens = s.completion_tokens + excluded.completion_tokens,
+               cost = s.cost + excluded.cost,
+               unpriced_calls = s.unpriced_calls + excluded.unpriced_calls)";
 
 /// A run's attempts as column arrays, for one multi-row insert.
 #[derive(Default)]
@@ -75,6 +102,7 @@ pub(super) struct AttemptColumns {
     error_message: Vec<Option<String>>,
     prompt_tokens: Vec<Option<i32>>,
     completion_tokens: Vec<Option<i32>>,
+    cost: Vec<Option<Decimal>>,
 }
 
 impl AttemptColumns {
@@ -93,6 +121,7 @@ impl AttemptColumns {
                 .push(a.error.as_ref().map(|e| e.message.clone()));
             c.prompt_tokens.push(a.prompt_tokens);
             c.completion_tokens.push(a.completion_tokens);
+            c.cost.push(a.cost);
         }
         c
     }
@@ -101,7 +130,7 @@ impl AttemptColumns {
         i32::try_from(self.provider.len()).unwrap_or(i32::MAX)
     }
 
-    /// Binds the ten arrays as `$1`..`$10`.
+    /// Binds the eleven arrays as `$1`..`$11`.
     pub(super) fn bind<'q, O>(
         &'q self,
         query: QueryScalar<'q, Postgres, O, PgArguments>,
@@ -117,6 +146,7 @@ impl AttemptColumns {
             .bind(&self.error_message)
             .bind(&self.prompt_tokens)
             .bind(&self.completion_tokens)
+            .bind(&self.cost)
     }
 }
 

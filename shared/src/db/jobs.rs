@@ -3,9 +3,16 @@
 
 use std::time::Duration;
 
+use std::net::IpAddr;
+
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::types::ipnetwork::IpNetwork;
+use sqlx::{PgExecutor, PgPool};
+
+use super::quotas::{RELEASE_FROM_DONE, Reservation};
+use crate::billing;
 use uuid::Uuid;
 
 use crate::domain::{
@@ -15,7 +22,7 @@ use crate::domain::{
 /// Every column a [`Job`] is built from.
 const JOB_COLUMNS: &str = "id, kind, status, model, provider, upstream_model, result, error_code, \
      error_message, prompt_tokens, completion_tokens, total_tokens, attempts, metadata, created_at, \
-     started_at, finished_at";
+     started_at, finished_at, cost, usage_estimated, unpriced";
 
 #[derive(sqlx::FromRow)]
 struct JobRow {
@@ -36,6 +43,9 @@ struct JobRow {
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
+    cost: Option<Decimal>,
+    usage_estimated: Option<bool>,
+    unpriced: Option<bool>,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -56,7 +66,9 @@ impl TryFrom<JobRow> for Job {
                 prompt_tokens,
                 completion_tokens,
                 total_tokens,
-                cost: None,
+                cost: row.cost.map(billing::display),
+                estimated: row.usage_estimated.unwrap_or(false),
+                unpriced: row.unpriced.unwrap_or(false),
             }),
             _ => None,
         };
@@ -86,15 +98,22 @@ pub struct NewJob {
     pub token_id: Option<TokenId>,
     pub request: JobRequest,
     pub metadata: Option<Value>,
+    /// The request's `Origin` (or `Referer`) host and client address, kept for billing.
+    pub origin: Option<String>,
+    pub client_ip: Option<IpAddr>,
+    /// What admission reserved against the tenant's monthly quota, if it has one.
+    pub reservation: Option<Reservation>,
 }
 
 /// Inserts a job as `queued` (not yet published) and returns it as the client will see it.
-pub async fn insert(pool: &PgPool, job: &NewJob) -> Result<Job, sqlx::Error> {
+pub async fn insert(conn: impl PgExecutor<'_>, job: &NewJob) -> Result<Job, sqlx::Error> {
     let request =
         serde_json::to_value(&job.request).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let reservation = job.reservation.as_ref();
     let row: JobRow = sqlx::query_as(&format!(
-        "insert into jobs (id, tenant_id, token_id, kind, status, model, request, metadata)
-         values ($1, $2, $3, $4, 'queued', $5, $6, $7)
+        "insert into jobs (id, tenant_id, token_id, kind, status, model, request, metadata,
+                           origin, client_ip, reserved_tokens, reserved_cost, reserved_month)
+         values ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12)
          returning {JOB_COLUMNS}"
     ))
     .bind(job.id)
@@ -104,7 +123,12 @@ pub async fn insert(pool: &PgPool, job: &NewJob) -> Result<Job, sqlx::Error> {
     .bind(job.request.model().as_str())
     .bind(request)
     .bind(&job.metadata)
-    .fetch_one(pool)
+    .bind(&job.origin)
+    .bind(job.client_ip.map(IpNetwork::from))
+    .bind(reservation.map(|r| r.tokens))
+    .bind(reservation.map(|r| r.cost))
+    .bind(reservation.map(|r| r.month))
+    .fetch_one(conn)
     .await?;
     row.try_into()
 }
@@ -188,10 +212,13 @@ pub async fn cancel(
     id: JobId,
 ) -> Result<CancelOutcome, sqlx::Error> {
     let row: Option<JobRow> = sqlx::query_as(&format!(
-        "update jobs set status = 'cancelled', finished_at = now(),
-                error_code = 'cancelled', error_message = 'cancelled by the client'
-          where id = $1 and tenant_id = $2 and status in ('pending', 'queued', 'retrying')
-          returning {JOB_COLUMNS}"
+        "with done as (
+            update jobs set status = 'cancelled', finished_at = now(),
+                   error_code = 'cancelled', error_message = 'cancelled by the client'
+             where id = $1 and tenant_id = $2 and status in ('pending', 'queued', 'retrying')
+             returning *
+         ), {RELEASE_FROM_DONE}
+         select {JOB_COLUMNS} from done"
     ))
     .bind(id)
     .bind(tenant_id)
@@ -213,18 +240,22 @@ pub async fn fail_dead_lettered(
     id: JobId,
     error: &JobError,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "update jobs set status = 'failed', error_code = $2, error_message = $3,
-                finished_at = now(), lease_expires_at = null, retry_at = null,
-                dead_lettered_at = now()
-          where id = $1 and status not in ('succeeded', 'failed', 'cancelled')",
-    )
+    let done: Option<i32> = sqlx::query_scalar(&format!(
+        "with done as (
+            update jobs set status = 'failed', error_code = $2, error_message = $3,
+                   finished_at = now(), lease_expires_at = null, retry_at = null,
+                   dead_lettered_at = now()
+             where id = $1 and status not in ('succeeded', 'failed', 'cancelled')
+             returning *
+         ), {RELEASE_FROM_DONE}
+         select 1 from done"
+    ))
     .bind(id)
     .bind(&error.code)
     .bind(&error.message)
-    .execute(pool)
+    .fetch_optional(pool)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(done.is_some())
 }
 
 /// Jobs whose message may be missing, for the sweeper to publish to the work queue:
@@ -328,7 +359,9 @@ pub async fn requeue_dead_lettered(pool: &PgPool, id: JobId) -> Result<Option<Jo
         "update jobs
             set status = 'queued', error_code = null, error_message = null, finished_at = null,
                 dead_lettered_at = null, claims = 0, retries = 0, claim_id = null,
-                lease_expires_at = null, published_at = null, retry_at = null
+                lease_expires_at = null, published_at = null, retry_at = null,
+                -- its reservation was released when it failed
+                reserved_tokens = null, reserved_cost = null, reserved_month = null
           where id = $1 and status = 'failed' and dead_lettered_at is not null
           returning {JOB_COLUMNS}"
     ))

@@ -6,6 +6,8 @@
 pub mod job_attempts;
 pub mod jobs;
 pub mod model_routes;
+pub mod prices;
+pub mod quotas;
 pub mod runs;
 pub mod settings;
 pub mod tenants;

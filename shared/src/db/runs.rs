@@ -10,8 +10,11 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::job_attempts::{AttemptColumns, AttemptRecord, INSERT_FROM_DONE};
+use super::job_attempts::{AttemptColumns, AttemptRecord, INSERT_FROM_DONE, RUN_ATTEMPTS};
+use super::quotas::RELEASE_FROM_DONE;
+use crate::billing::{self, Price};
 use crate::domain::{JobError, JobId, JobRequest, JobStatus, ProviderName, TenantId};
+use crate::provider::TokenCounts;
 
 /// A job a worker now holds.
 pub struct ClaimedJob {
@@ -102,10 +105,17 @@ pub async fn extend_lease(
 pub enum Outcome {
     Succeeded {
         provider: ProviderName,
+        /// The model the provider says answered (shown on the job).
         upstream_model: String,
+        /// The model the route asked for: the usage record's, and what the price is for.
+        routed_model: String,
         result: Value,
-        prompt_tokens: i32,
-        completion_tokens: i32,
+        tokens: TokenCounts,
+        /// The price in force, if the model has one: without one the job is billed as unpriced,
+        /// never as free.
+        price: Option<Price>,
+        /// Latency of the call that answered.
+        latency: Duration,
     },
     Failed {
         provider: Option<ProviderName>,
@@ -128,21 +138,10 @@ impl Outcome {
     }
 }
 
-/// The one statement that ends a run: `set` applied to the job if claim `$12` still holds job `$11`,
-/// and the run's attempts (`$1`..`$10`) inserted for it; `set`'s own parameters start at `$13`.
-/// Its single value is 1 if the run's end was recorded, 0 if the claim was lost.
-fn end_of_run(set: &str) -> String {
-    format!(
-        "with done as (
-            update jobs set {set}
-             where id = $11 and claim_id = $12 and status = 'running'
-         returning id, claims
-         ), attempt as ({INSERT_FROM_DONE})
-         select count(*) from done"
-    )
-}
-
-/// Records a claimed job's terminal outcome and the run's attempts in one statement (one commit).
+/// Records a claimed job's terminal outcome in one statement (one commit): the job row, the run's
+/// attempts and provider spend, and for a success its usage record (unique per job: a redelivered
+/// completion can never bill twice) and the tenant's daily rollup; any quota reservation is
+/// released (what was used now counts through the rollup).
 ///
 /// Returns `false` when the claim was no longer the job's (another worker reclaimed it after a
 /// redelivery): nothing is written, and the caller drops its result.
@@ -153,21 +152,28 @@ pub async fn finish(
     outcome: &Outcome,
     attempts: &[AttemptRecord],
 ) -> Result<bool, sqlx::Error> {
-    let (status, provider, upstream_model, result, error, tokens) = match outcome {
+    let mut bill = None;
+    let (status, provider, upstream_model, result, error) = match outcome {
         Outcome::Succeeded {
             provider,
             upstream_model,
+            routed_model,
             result,
-            prompt_tokens,
-            completion_tokens,
-        } => (
-            JobStatus::Succeeded,
-            Some(*provider),
-            Some(upstream_model.as_str()),
-            Some(result),
-            None,
-            Some((*prompt_tokens, *completion_tokens)),
-        ),
+            tokens,
+            price,
+            latency,
+        } => {
+            let cost = price
+                .map(|p| billing::cost(i64::from(tokens.prompt), i64::from(tokens.completion), &p));
+            bill = Some((tokens, price.map(|p| p.id), cost, latency, routed_model));
+            (
+                JobStatus::Succeeded,
+                Some(*provider),
+                Some(upstream_model.as_str()),
+                Some(result),
+                None,
+            )
+        }
         Outcome::Failed {
             provider,
             upstream_model,
@@ -178,15 +184,28 @@ pub async fn finish(
             upstream_model.as_deref(),
             None,
             Some(error),
-            None,
         ),
     };
     let columns = AttemptColumns::new(attempts);
     let sql = end_of_run(
-        "status = $13, provider = $14, upstream_model = $15, result = $16,
-         error_code = $17, error_message = $18,
-         prompt_tokens = $19, completion_tokens = $20, total_tokens = $19 + $20,
-         attempts = attempts + $21, finished_at = now(), lease_expires_at = null, retry_at = null",
+        "status = $14, provider = $15, upstream_model = $16, result = $17,
+         error_code = $18, error_message = $19,
+         prompt_tokens = $20, completion_tokens = $21, total_tokens = $20 + $21,
+         attempts = attempts + $22, cost = $23, usage_estimated = $24,
+         unpriced = ($14 = 'succeeded' and $25::bigint is null),
+         finished_at = now(), lease_expires_at = null, retry_at = null",
+        &format!(
+            ", bill as (
+                insert into usage_records (job_id, tenant_id, token_id, model, provider,
+                                           upstream_model, prompt_tokens, completion_tokens,
+                                           estimated, price_id, cost, latency_ms, origin,
+                                           client_ip, finished_at)
+                select id, tenant_id, token_id, model, $15, $27, $20, $21, $24, $25, $23, $26,
+                       origin, client_ip, finished_at
+                  from done where $14 = 'succeeded'
+             returning tenant_id, model, prompt_tokens, completion_tokens, cost, finished_at
+             ), {DAILY_FROM_BILL}, {RELEASE_FROM_DONE}"
+        ),
     );
     let finished: i64 = columns
         .bind(sqlx::query_scalar(&sql))
@@ -198,13 +217,50 @@ pub async fn finish(
         .bind(result)
         .bind(error.map(|e| e.code.as_str()))
         .bind(error.map(|e| e.message.as_str()))
-        .bind(tokens.map(|t| t.0))
-        .bind(tokens.map(|t| t.1))
+        .bind(bill.map(|b| b.0.prompt))
+        .bind(bill.map(|b| b.0.completion))
         .bind(columns.len())
+        .bind(bill.and_then(|b| b.2))
+        .bind(bill.map(|b| b.0.estimated))
+        .bind(bill.and_then(|b| b.1))
+        .bind(bill.map(|b| i32::try_from(b.3.as_millis()).unwrap_or(i32::MAX)))
+        .bind(bill.map(|b| b.4.as_str()))
         .fetch_one(pool)
         .await?;
     Ok(finished == 1)
 }
+
+/// The one statement that ends a run: `set` applied to the job if claim `$13` still holds job `$12`,
+/// the run's attempts (`$1`..`$11`) inserted for it and added to the provider spend, then `more`
+/// (further CTEs reading `done`); `set`'s own parameters start at `$14`. Its single value is 1 if
+/// the run's end was recorded, 0 if the claim was lost.
+fn end_of_run(set: &str, more: &str) -> String {
+    format!(
+        "with {RUN_ATTEMPTS},
+         done as (
+            update jobs set {set}
+             where id = $12 and claim_id = $13 and status = 'running'
+         returning id, claims, tenant_id, token_id, model, origin, client_ip, finished_at,
+                   reserved_tokens, reserved_cost, reserved_month
+         ), {INSERT_FROM_DONE} {more}
+         select count(*) from done"
+    )
+}
+
+/// Adds the usage record just written (`bill`) to the tenant's day.
+const DAILY_FROM_BILL: &str = "
+    daily as (
+        insert into usage_daily as d (tenant_id, day, model, requests, prompt_tokens,
+                                      completion_tokens, cost, unpriced_requests)
+        select tenant_id, (finished_at at time zone 'utc')::date, model, 1, prompt_tokens,
+               completion_tokens, coalesce(cost, 0), (cost is null)::int
+          from bill
+        on conflict (tenant_id, day, model) do update
+           set requests = d.requests + 1,
+               prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
+               completion_tokens = d.completion_tokens + excluded.completion_tokens,
+               cost = d.cost + excluded.cost,
+               unpriced_requests = d.unpriced_requests + excluded.unpriced_requests)";
 
 /// Parks a claimed job as `retrying` after a run in which every provider failed transiently: the
 /// last error is shown meanwhile, the run's attempts are recorded, and `retry_at` says when it is
@@ -219,9 +275,10 @@ pub async fn park(
 ) -> Result<bool, sqlx::Error> {
     let columns = AttemptColumns::new(attempts);
     let sql = end_of_run(
-        "status = 'retrying', retries = retries + 1, attempts = attempts + $16,
-         error_code = $13, error_message = $14, retry_at = now() + make_interval(secs => $15),
+        "status = 'retrying', retries = retries + 1, attempts = attempts + $17,
+         error_code = $14, error_message = $15, retry_at = now() + make_interval(secs => $16),
          claim_id = null, lease_expires_at = null, published_at = null",
+        "",
     );
     let parked: i64 = columns
         .bind(sqlx::query_scalar(&sql))

@@ -110,13 +110,17 @@ pub struct JobError {
     pub message: String,
 }
 
-/// Provider-reported token counts. `cost` stays `null` until the model has a price.
+/// What a job used and is billed: token counts (the provider's, or estimated with a tokenizer when
+/// it reported none: `estimated`) and the cost as a decimal string, `null` when no price was in
+/// force (`unpriced`: the job is never billed as free).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: i32,
     pub completion_tokens: i32,
     pub total_tokens: i32,
     pub cost: Option<String>,
+    pub estimated: bool,
+    pub unpriced: bool,
 }
 
 /// A job as the API returns it.

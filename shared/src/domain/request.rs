@@ -183,6 +183,33 @@ impl JobRequest {
         }
     }
 
+    /// Everything the request sends the model, as one text (for token estimates).
+    pub fn input_text(&self) -> String {
+        match self {
+            Self::Generate(r) => {
+                let system = r.options.system.as_deref().unwrap_or_default();
+                format!("{system}\n{}", r.prompt)
+            }
+            Self::Chat(r) => r
+                .messages
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Self::Embedding(r) => r.input.texts().join("\n"),
+        }
+    }
+
+    /// The most completion tokens the request can cause: its `max_tokens`, else `default`;
+    /// embeddings produce none.
+    pub fn max_completion_tokens(&self, default: u32) -> u32 {
+        match self {
+            Self::Generate(r) => r.options.max_tokens.unwrap_or(default),
+            Self::Chat(r) => r.options.max_tokens.unwrap_or(default),
+            Self::Embedding(_) => 0,
+        }
+    }
+
     pub fn model(&self) -> &ModelName {
         match self {
             Self::Generate(r) => &r.model,

@@ -12,6 +12,7 @@ mod openai;
 use serde_json::Value;
 
 pub use error::{FailureClass, ProviderError};
+
 pub use ollama::OllamaClient;
 pub use openai::OpenAiClient;
 
@@ -24,9 +25,40 @@ pub struct Completion {
     pub result: Value,
     /// The model the provider says answered.
     pub upstream_model: String,
-    pub prompt_tokens: i32,
-    pub completion_tokens: i32,
+    /// The provider-reported counts; `None` when it reported none.
+    pub prompt_tokens: Option<i32>,
+    pub completion_tokens: Option<i32>,
     pub status_code: u16,
+}
+
+/// Token counts for billing: the provider's, or estimated with a tokenizer when it gave none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenCounts {
+    pub prompt: i32,
+    pub completion: i32,
+    /// Whether any count was estimated.
+    pub estimated: bool,
+}
+
+impl Completion {
+    /// The counts to bill `request` by.
+    pub fn token_counts(&self, request: &JobRequest) -> TokenCounts {
+        let prompt = self
+            .prompt_tokens
+            .unwrap_or_else(|| crate::billing::estimate_tokens(&request.input_text()));
+        let completion = self.completion_tokens.unwrap_or_else(|| {
+            let text = self.result["text"]
+                .as_str()
+                .or_else(|| self.result["message"]["content"].as_str())
+                .unwrap_or_default();
+            crate::billing::estimate_tokens(text)
+        });
+        TokenCounts {
+            prompt,
+            completion,
+            estimated: self.prompt_tokens.is_none() || self.completion_tokens.is_none(),
+        }
+    }
 }
 
 /// Refuses an embeddings answer whose vector count does not match the inputs: results are matched

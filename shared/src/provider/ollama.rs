@@ -21,28 +21,23 @@ pub struct OllamaClient {
 struct GenerateAnswer {
     model: String,
     response: String,
-    #[serde(default)]
-    prompt_eval_count: i32,
-    #[serde(default)]
-    eval_count: i32,
+    prompt_eval_count: Option<i32>,
+    eval_count: Option<i32>,
 }
 
 #[derive(Deserialize)]
 struct ChatAnswer {
     model: String,
     message: Value,
-    #[serde(default)]
-    prompt_eval_count: i32,
-    #[serde(default)]
-    eval_count: i32,
+    prompt_eval_count: Option<i32>,
+    eval_count: Option<i32>,
 }
 
 #[derive(Deserialize)]
 struct EmbedAnswer {
     model: String,
     embeddings: Vec<Vec<f32>>,
-    #[serde(default)]
-    prompt_eval_count: i32,
+    prompt_eval_count: Option<i32>,
 }
 
 impl OllamaClient {
@@ -124,7 +119,7 @@ impl OllamaClient {
             result: json!({ "embeddings": answer.embeddings }),
             upstream_model: answer.model,
             prompt_tokens: answer.prompt_eval_count,
-            completion_tokens: 0,
+            completion_tokens: Some(0),
             status_code: status,
         })
     }

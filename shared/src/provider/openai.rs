@@ -129,15 +129,11 @@ impl OpenAiClient {
             .filter(|content| content.kind == "output_text")
             .map(|content| content.text.as_str())
             .collect();
-        let usage = answer.usage.unwrap_or(ResponsesUsage {
-            input_tokens: 0,
-            output_tokens: 0,
-        });
         let completion = Completion {
             result: Value::Null,
             upstream_model: answer.model,
-            prompt_tokens: usage.input_tokens,
-            completion_tokens: usage.output_tokens,
+            prompt_tokens: answer.usage.as_ref().map(|u| u.input_tokens),
+            completion_tokens: answer.usage.as_ref().map(|u| u.output_tokens),
             status_code: status,
         };
         Ok((text, completion))
@@ -153,8 +149,8 @@ impl OpenAiClient {
         Ok(Completion {
             result: json!({ "embeddings": embeddings }),
             upstream_model: answer.model,
-            prompt_tokens: answer.usage.map_or(0, |u| u.prompt_tokens),
-            completion_tokens: 0,
+            prompt_tokens: answer.usage.map(|u| u.prompt_tokens),
+            completion_tokens: Some(0),
             status_code: status,
         })
     }

@@ -1,0 +1,97 @@
+//! Billing arithmetic: what a call costs at a price, and token counts for the rare answer that
+//! reports none.
+//!
+//! Money is `rust_decimal::Decimal` (exact, like Postgres `numeric`), never a float. Prices are per
+//! 1,000 tokens; a cost keeps 10 decimal places, rounded half away from zero, which is what the
+//! `numeric(20, 10)` columns hold.
+
+use rust_decimal::{Decimal, RoundingStrategy};
+
+/// Decimal places a cost keeps.
+pub const COST_SCALE: u32 = 10;
+
+/// A price in force for one provider and upstream model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Price {
+    pub id: i64,
+    pub input_per_1k: Decimal,
+    pub output_per_1k: Decimal,
+}
+
+/// What `prompt_tokens` in and `completion_tokens` out cost at `price`.
+pub fn cost(prompt_tokens: i64, completion_tokens: i64, price: &Price) -> Decimal {
+    let raw = (Decimal::from(prompt_tokens) * price.input_per_1k
+        + Decimal::from(completion_tokens) * price.output_per_1k)
+        / Decimal::ONE_THOUSAND;
+    raw.round_dp_with_strategy(COST_SCALE, RoundingStrategy::MidpointAwayFromZero)
+}
+
+/// A cost as clients read it: a decimal string without trailing zeros (`"0.000104"`).
+pub fn display(cost: Decimal) -> String {
+    cost.normalize().to_string()
+}
+
+/// Tokens in `text` by OpenAI's `o200k_base` encoding: an estimate for a provider that reported
+/// none (Ollama omits its prompt count when the prompt was cached).
+pub fn estimate_tokens(text: &str) -> i32 {
+    let count = tiktoken_rs::o200k_base_singleton()
+        .encode_with_special_tokens(text)
+        .len();
+    i32::try_from(count).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr as _;
+
+    use super::*;
+
+    fn price(input: &str, output: &str) -> Price {
+        Price {
+            id: 1,
+            input_per_1k: Decimal::from_str(input).expect("decimal"),
+            output_per_1k: Decimal::from_str(output).expect("decimal"),
+        }
+    }
+
+    #[test]
+    fn cost_is_exact_to_the_last_decimal() {
+        // 12 in and 40 out at $0.002/1K: 52 × 0.002 / 1000
+        assert_eq!(display(cost(12, 40, &price("0.002", "0.002"))), "0.000104");
+        // float arithmetic would give 0.30000000000000004 here
+        let p = price("0.1", "0.2");
+        assert_eq!(display(cost(1000, 1000, &p)), "0.3");
+        assert_eq!(display(cost(0, 0, &p)), "0");
+    }
+
+    #[test]
+    fn input_and_output_are_priced_apart() {
+        let p = price("0.0004", "0.0016");
+        assert_eq!(display(cost(1000, 0, &p)), "0.0004");
+        assert_eq!(display(cost(0, 1000, &p)), "0.0016");
+        assert_eq!(display(cost(2500, 500, &p)), "0.0018");
+    }
+
+    #[test]
+    fn costs_round_half_away_from_zero_at_ten_places() {
+        // 1 token at 0.00000000015/1K = 1.5e-13 → 0 at ten places; 5e-11 rounds up to 1e-10
+        assert_eq!(cost(1, 0, &price("0.00000000015", "0")), Decimal::ZERO);
+        assert_eq!(
+            display(cost(1, 0, &price("0.00000005", "0"))),
+            "0.0000000001"
+        );
+    }
+
+    #[test]
+    fn a_large_volume_stays_exact() {
+        let p = price("0.0015", "0.0015");
+        assert_eq!(display(cost(2_000_000_000, 2_000_000_000, &p)), "6000");
+    }
+
+    #[test]
+    fn token_estimates_come_from_a_real_tokenizer() {
+        assert_eq!(estimate_tokens(""), 0);
+        let words = estimate_tokens("Write a tagline for a bicycle shop");
+        assert!((6..=10).contains(&words), "{words}");
+    }
+}
