@@ -23,6 +23,9 @@ pub struct Knobs {
     pub retry_after_secs: u64,
     /// Share of requests that never get an answer (the client's timeout must fire).
     pub hang_rate: f64,
+    /// Ollama's generate and chat answers leave out `prompt_eval_count`, as Ollama does when the
+    /// prompt was cached.
+    pub prompt_cached: bool,
 }
 
 /// What to do with one request.

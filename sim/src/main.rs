@@ -52,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
         rate_limit_rate: cli.rate_limit_rate,
         retry_after_secs: cli.retry_after_secs,
         hang_rate: cli.hang_rate,
+        prompt_cached: false,
     };
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "provider-sim listening");

@@ -139,6 +139,7 @@ async fn generate(State(sim): State<Sim>, request: Request) -> Response {
     }
     let input = format!("{}{}", body.system.unwrap_or_default(), body.prompt);
     answer(
+        &sim,
         &body.model,
         &input,
         &body.options,
@@ -161,6 +162,7 @@ async fn chat(State(sim): State<Sim>, request: Request) -> Response {
         .map(|m| format!("{}: {}\n", m.role, m.content))
         .collect();
     answer(
+        &sim,
         &body.model,
         &input,
         &body.options,
@@ -178,6 +180,7 @@ fn max_tokens(options: &Value) -> Option<u32> {
 /// One JSON answer, or (Ollama's default) NDJSON: a chunk a word, then a final `done` line with
 /// the counts. `content` shapes a piece of text as generate or chat does.
 fn answer(
+    sim: &Sim,
     model: &str,
     input: &str,
     options: &Value,
@@ -195,6 +198,12 @@ fn answer(
         "prompt_eval_count": prompt_tokens, "prompt_eval_duration": 200_000,
         "eval_count": eval_count, "eval_duration": 700_000,
     });
+    if sim.knobs().prompt_cached {
+        // Ollama leaves the prompt count out when the whole prompt came from its cache.
+        if let Some(last) = last.as_object_mut() {
+            last.remove("prompt_eval_count");
+        }
+    }
     if !stream {
         merge(&mut last, content(&words.join(" ")));
         return Json(last).into_response();

@@ -53,6 +53,8 @@ pub struct Stack {
     /// The sim playing Ollama, and the one playing OpenAI.
     pub ollama: Sim,
     pub openai: Sim,
+    /// Where the Ollama sim listens.
+    pub ollama_url: String,
     pub topology: Topology,
     /// A client token of tenant "acme".
     pub token: String,
@@ -240,6 +242,7 @@ impl Stack {
             pool,
             ollama,
             openai,
+            ollama_url: ollama_url.clone(),
             topology,
             token: String::new(),
             admin_token: String::new(),

@@ -2,10 +2,12 @@
 //! layers every request passes through.
 
 mod aliases;
+mod billing;
 mod dead_letters;
 mod health;
 mod jobs;
 mod settings;
+mod usage;
 
 use std::time::Duration;
 
@@ -24,6 +26,8 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
         .merge(settings::router())
         .merge(aliases::router())
         .merge(dead_letters::router())
+        .merge(usage::router())
+        .merge(billing::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(settings.body_limit))

@@ -12,6 +12,7 @@ pub mod runs;
 pub mod settings;
 pub mod tenants;
 pub mod tokens;
+pub mod usage;
 
 use std::time::Duration;
 

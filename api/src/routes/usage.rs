@@ -1,0 +1,128 @@
+//! `GET /v1/usage` (this calendar month, UTC, by model) and `GET /v1/usage/history` (one row per
+//! day), served from the daily rollup. Clients see their tenant; admins may ask for any tenant
+//! (`tenant_id=…`) or all of them (`tenant_id=all`).
+
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{Datelike as _, Duration, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use shared::db::tokens::Principal;
+use shared::db::usage::{self, DayTotals, ModelTotals, Scope, Totals};
+use shared::domain::{Role, TenantId};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+/// Longest history one request may ask for.
+const MAX_HISTORY_DAYS: i64 = 366;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/usage", get(month))
+        .route("/v1/usage/history", get(history))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MonthQuery {
+    tenant_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    from: Option<String>,
+    to: Option<String>,
+    tenant_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct MonthUsage {
+    /// `YYYY-MM`, UTC.
+    month: String,
+    from: NaiveDate,
+    to: NaiveDate,
+    #[serde(flatten)]
+    totals: Totals,
+    by_model: Vec<ModelTotals>,
+}
+
+#[derive(Serialize)]
+struct History {
+    from: NaiveDate,
+    to: NaiveDate,
+    data: Vec<DayTotals>,
+}
+
+async fn month(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    query: Result<Query<MonthQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<MonthUsage>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid_field("query", e.body_text()))?;
+    let scope = scope(&caller, query.tenant_id.as_deref())?;
+    let to = Utc::now().date_naive();
+    let from = to.with_day(1).unwrap_or(to);
+    let (totals, by_model) = usage::by_model(&state.pool, scope, from, to).await?;
+    Ok(Json(MonthUsage {
+        month: from.format("%Y-%m").to_string(),
+        from,
+        to,
+        totals,
+        by_model,
+    }))
+}
+
+async fn history(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<History>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid_field("query", e.body_text()))?;
+    let scope = scope(&caller, query.tenant_id.as_deref())?;
+    let to = match &query.to {
+        Some(to) => day("to", to)?,
+        None => Utc::now().date_naive(),
+    };
+    let from = match &query.from {
+        Some(from) => day("from", from)?,
+        None => to - Duration::days(29),
+    };
+    if from > to {
+        return Err(ApiError::invalid_field("from", "must not be after `to`"));
+    }
+    if (to - from).num_days() >= MAX_HISTORY_DAYS {
+        return Err(ApiError::invalid_field(
+            "from",
+            format!("the span may be at most {MAX_HISTORY_DAYS} days"),
+        ));
+    }
+    let data = usage::by_day(&state.pool, scope, from, to).await?;
+    Ok(Json(History { from, to, data }))
+}
+
+fn day(field: &str, value: &str) -> Result<NaiveDate, ApiError> {
+    NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .map_err(|_| ApiError::invalid_field(field, "must be a date as YYYY-MM-DD"))
+}
+
+/// The caller's own tenant, or for an admin the one asked for (or all).
+fn scope(caller: &Principal, asked: Option<&str>) -> Result<Scope, ApiError> {
+    let Some(asked) = asked else {
+        return Ok(Scope::Tenant(caller.tenant_id));
+    };
+    let wanted = match asked {
+        "all" => Scope::All,
+        id => Scope::Tenant(TenantId(id.parse().map_err(|_| {
+            ApiError::invalid_field("tenant_id", "must be a tenant id or `all`")
+        })?)),
+    };
+    if caller.role != Role::Admin && wanted != Scope::Tenant(caller.tenant_id) {
+        return Err(ApiError::forbidden(
+            "only admins may see other tenants' usage",
+        ));
+    }
+    Ok(wanted)
+}

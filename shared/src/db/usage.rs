@@ -1,0 +1,191 @@
+//! Reading usage and spend: the `usage_daily` and `provider_spend_daily` rollups (never the
+//! per-job records, so the answers stay quick however many jobs there are), and the unpriced
+//! records admins must see.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::domain::TenantId;
+
+/// Whose usage: one tenant's, or every tenant's (admins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Tenant(TenantId),
+    All,
+}
+
+impl Scope {
+    fn tenant(self) -> Option<TenantId> {
+        match self {
+            Self::Tenant(id) => Some(id),
+            Self::All => None,
+        }
+    }
+}
+
+/// Requests, tokens and cost over some span.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Totals {
+    pub requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub cost: Decimal,
+    /// Requests billed without a price (not counted in `cost`).
+    pub unpriced_requests: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ModelTotals {
+    pub model: String,
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub totals: Totals,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct DayTotals {
+    pub day: NaiveDate,
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub totals: Totals,
+}
+
+const SUMS: &str = "coalesce(sum(requests), 0)::bigint as requests,
+    coalesce(sum(prompt_tokens), 0)::bigint as prompt_tokens,
+    coalesce(sum(completion_tokens), 0)::bigint as completion_tokens,
+    coalesce(sum(prompt_tokens + completion_tokens), 0)::bigint as total_tokens,
+    coalesce(sum(cost), 0) as cost,
+    coalesce(sum(unpriced_requests), 0)::bigint as unpriced_requests";
+
+/// Usage per model over `[from, to]` (UTC days), and the whole.
+pub async fn by_model(
+    pool: &PgPool,
+    scope: Scope,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<(Totals, Vec<ModelTotals>), sqlx::Error> {
+    let models: Vec<ModelTotals> = sqlx::query_as(&format!(
+        "select model, {SUMS} from usage_daily
+          where ($1::uuid is null or tenant_id = $1) and day between $2 and $3
+          group by model order by model"
+    ))
+    .bind(scope.tenant())
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    let mut total = Totals::default();
+    for m in &models {
+        total.requests += m.totals.requests;
+        total.prompt_tokens += m.totals.prompt_tokens;
+        total.completion_tokens += m.totals.completion_tokens;
+        total.total_tokens += m.totals.total_tokens;
+        total.cost += m.totals.cost;
+        total.unpriced_requests += m.totals.unpriced_requests;
+    }
+    Ok((total, models))
+}
+
+/// One row per UTC day in `[from, to]`, days without use as zeros.
+pub async fn by_day(
+    pool: &PgPool,
+    scope: Scope,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<DayTotals>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select days.day::date as day, {SUMS}
+           from generate_series($2::date, $3::date, interval '1 day') as days(day)
+           left join usage_daily u
+             on u.day = days.day::date and ($1::uuid is null or u.tenant_id = $1)
+          group by days.day order by days.day"
+    ))
+    .bind(scope.tenant())
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+}
+
+/// Usage that no price covered, by provider and upstream model, for admins to price.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Unpriced {
+    pub provider: String,
+    pub upstream_model: String,
+    pub requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+}
+
+pub async fn unpriced(pool: &PgPool) -> Result<Vec<Unpriced>, sqlx::Error> {
+    sqlx::query_as(
+        "select provider, upstream_model, count(*) as requests,
+                sum(prompt_tokens)::bigint as prompt_tokens,
+                sum(completion_tokens)::bigint as completion_tokens,
+                min(finished_at) as first_seen, max(finished_at) as last_seen
+           from usage_records where cost is null
+          group by provider, upstream_model order by provider, upstream_model",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// What the gateway paid one provider for one model over a span, failed calls included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ProviderSpend {
+    pub provider: String,
+    pub upstream_model: String,
+    pub calls: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub cost: Decimal,
+    pub unpriced_calls: i64,
+}
+
+/// What one tenant was charged over a span.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct TenantCharge {
+    pub tenant_id: TenantId,
+    pub tenant: String,
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub totals: Totals,
+}
+
+/// The operator's view over `[from, to]`: spend per provider beside charges per tenant.
+pub async fn spend(
+    pool: &PgPool,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<(Vec<ProviderSpend>, Vec<TenantCharge>), sqlx::Error> {
+    let providers = sqlx::query_as(
+        "select provider, upstream_model, sum(calls)::bigint as calls,
+                sum(prompt_tokens)::bigint as prompt_tokens,
+                sum(completion_tokens)::bigint as completion_tokens,
+                sum(cost) as cost, sum(unpriced_calls)::bigint as unpriced_calls
+           from provider_spend_daily where day between $1 and $2
+          group by provider, upstream_model order by provider, upstream_model",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    let tenants = sqlx::query_as(&format!(
+        "select u.tenant_id, t.name as tenant, {SUMS}
+           from usage_daily u join tenants t on t.id = u.tenant_id
+          where u.day between $1 and $2
+          group by u.tenant_id, t.name order by t.name"
+    ))
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    Ok((providers, tenants))
+}
