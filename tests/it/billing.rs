@@ -122,6 +122,44 @@ async fn a_job_is_billed_once_at_the_price_in_force_and_a_new_price_applies_to_l
 }
 
 #[tokio::test]
+async fn the_usage_record_keeps_the_token_origin_and_client_address() {
+    let stack = Stack::start().await;
+    let submitted: Value = client()
+        .post(stack.url("/v1/generate"))
+        .bearer_auth(&stack.token)
+        .header("Origin", "https://shop.example.com")
+        .json(&json!({ "model": "llama3", "prompt": "hi" }))
+        .send()
+        .await
+        .expect("POST")
+        .json()
+        .await
+        .expect("job");
+    let job = stack
+        .wait_until_finished(submitted["id"].as_str().expect("id"))
+        .await;
+    let id: JobId = job["id"].as_str().expect("id").parse().expect("job id");
+
+    let (origin, ip, token, latency): (
+        Option<String>,
+        Option<String>,
+        Option<uuid::Uuid>,
+        Option<i32>,
+    ) = sqlx::query_as(
+        "select origin, host(client_ip), token_id, latency_ms from usage_records where job_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&stack.pool)
+    .await
+    .expect("usage record");
+    assert_eq!(origin.as_deref(), Some("shop.example.com"));
+    assert_eq!(ip.as_deref(), Some("127.0.0.1"));
+    assert!(token.is_some());
+    assert!(latency.is_some());
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn the_operator_sees_spend_per_provider_with_failed_calls_beside_charges_per_tenant() {
     let stack = Stack::with(Options {
         settings: shared::domain::SettingsChange {

@@ -348,6 +348,12 @@ async fn health_readiness_and_openapi_answer() {
         "/v1/admin/aliases/{model}",
         "/v1/admin/dead-letters",
         "/v1/admin/dead-letters/{id}/requeue",
+        "/v1/usage",
+        "/v1/usage/history",
+        "/v1/admin/prices",
+        "/v1/admin/usage/unpriced",
+        "/v1/admin/spend",
+        "/v1/admin/tenants/{id}/quota",
         "/readyz",
     ] {
         assert!(openapi["paths"][path].is_object(), "{path} is documented");
