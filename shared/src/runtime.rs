@@ -1,4 +1,4 @@
-//! The runtime settings as every process holds them: loaded from Postgres at start, then checked
+//! The runtime settings (with model routes and prices) as every process holds them: loaded from Postgres at start, then checked
 //! every second (one tiny `select version`) and reloaded only when an operator changed something.
 //!
 //! Holding them in memory is what keeps provider resolution free of a database round trip per job;
@@ -77,5 +77,10 @@ impl RuntimeWatch {
 async fn read(pool: &PgPool) -> Result<Runtime, sqlx::Error> {
     let settings = db::settings::get(pool).await?;
     let routes = db::model_routes::all(pool).await?;
-    Ok(Runtime { settings, routes })
+    let prices = db::prices::all(pool).await?;
+    Ok(Runtime {
+        settings,
+        routes,
+        prices,
+    })
 }

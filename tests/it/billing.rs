@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use shared::domain::{JobId, Role};
 
-use crate::harness::{Options, Stack, client};
+use crate::harness::{Options, Stack, WAIT, client};
 
 fn decimal(value: &Value) -> Decimal {
     Decimal::from_str(value.as_str().expect("a decimal string")).expect("decimal")
@@ -75,17 +75,39 @@ async fn a_job_is_billed_once_at_the_price_in_force_and_a_new_price_applies_to_l
                         "input_per_1k": "0.01", "output_per_1k": "0.03" });
     let created = stack.admin(Method::POST, "/v1/admin/prices", &price).await;
     assert_eq!(created.status(), 201);
-    let second = stack.generate("llama3", "Describe a blue bicycle").await;
-    let (prompt, completion) = (
-        second["usage"]["prompt_tokens"].as_i64().expect("prompt"),
-        second["usage"]["completion_tokens"]
-            .as_i64()
-            .expect("completion"),
-    );
+    let created: Value = created.json().await.expect("price");
     assert_eq!(
-        decimal(&second["usage"]["cost"]),
-        at(prompt, "0.01") + at(completion, "0.03"),
-        "the new price: {second}"
+        created["current"], false,
+        "it takes effect shortly, on every process at once"
+    );
+    let at_new_price = |job: &Value| {
+        let usage = &job["usage"];
+        let (prompt, completion) = (
+            usage["prompt_tokens"].as_i64().expect("prompt"),
+            usage["completion_tokens"].as_i64().expect("completion"),
+        );
+        decimal(&usage["cost"]) == at(prompt, "0.01") + at(completion, "0.03")
+    };
+    let second = tokio::time::timeout(WAIT, async {
+        loop {
+            let job = stack.generate("llama3", "Describe a blue bicycle").await;
+            if at_new_price(&job) {
+                return job;
+            }
+        }
+    })
+    .await
+    .expect("a later job is billed at the new price");
+    let effective_from = chrono::DateTime::parse_from_rfc3339(
+        created["effective_from"].as_str().expect("effective_from"),
+    )
+    .expect("time");
+    let finished =
+        chrono::DateTime::parse_from_rfc3339(second["finished_at"].as_str().expect("finished_at"))
+            .expect("time");
+    assert!(
+        finished >= effective_from,
+        "billed at it only once in force"
     );
     let first_again: Value = stack
         .get(&format!("/v1/jobs/{id}"))
@@ -101,10 +123,19 @@ async fn a_job_is_billed_once_at_the_price_in_force_and_a_new_price_applies_to_l
     let bills = "select count(*) from usage_records where job_id = $1";
     assert_eq!(count(&stack, bills, id).await, 1, "billed once");
     let month: Value = stack.get("/v1/usage").await.json().await.expect("usage");
-    assert_eq!(month["requests"], 2, "{month}");
+    let listed: Value = stack
+        .get("/v1/jobs?limit=100")
+        .await
+        .json()
+        .await
+        .expect("jobs");
+    let jobs = listed["data"].as_array().expect("jobs");
+    assert_eq!(month["requests"], jobs.len(), "{month}");
+    let billed: Decimal = jobs.iter().map(|j| decimal(&j["usage"]["cost"])).sum();
     assert_eq!(
         decimal(&month["cost"]),
-        decimal(&first["usage"]["cost"]) + decimal(&second["usage"]["cost"])
+        billed,
+        "the rollup is the sum of the bills"
     );
     assert_eq!(month["by_model"][0]["model"], "llama3");
     let prices = admin_json(&stack, Method::GET, "/v1/admin/prices", &Value::Null).await;

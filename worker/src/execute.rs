@@ -5,18 +5,18 @@
 //! redelivered, and the conditional claim and finish in `shared::db::runs` make the redelivery
 //! run the job at most once more and record it exactly once.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable as _};
+use chrono::Utc;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use shared::billing;
 use shared::db::job_attempts::AttemptRecord;
+use shared::db::jobs;
 use shared::db::runs::{self, ClaimedJob, Outcome};
-use shared::db::{jobs, prices};
-use shared::domain::{JobError, JobId, JobRequest, ProviderName};
+use shared::domain::{JobError, JobId, JobRequest, ProviderName, Runtime};
 use shared::queue::JobMessage;
 use uuid::Uuid;
 
@@ -87,7 +87,7 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
             job.retries,
             plan.runtime.settings.retry.max_job_attempts,
         );
-        price_run(context, &mut verdict, &mut attempts).await?;
+        price_run(&context.providers.runtime(), &mut verdict, &mut attempts);
         verdict
     };
     let written = match &verdict {
@@ -139,41 +139,24 @@ async fn keep_lease(context: &Context, id: JobId, claim_id: Uuid) -> std::conver
     }
 }
 
-/// Prices the run at the prices in force now: the answer's bill, and every call that reported
-/// tokens (the gateway's spend, failed calls included). One query, and only when there is
-/// something to price.
-async fn price_run(
-    context: &Context,
-    verdict: &mut Verdict,
-    attempts: &mut [AttemptRecord],
-) -> Result<(), Halt> {
-    let mut pairs: HashSet<(ProviderName, String)> = attempts
-        .iter()
-        .filter(|a| a.prompt_tokens.is_some() || a.completion_tokens.is_some())
-        .map(|a| (a.provider, a.upstream_model.clone()))
-        .collect();
-    if let Verdict::Finish(Outcome::Succeeded {
-        provider,
-        routed_model,
-        ..
-    }) = verdict
-    {
-        pairs.insert((*provider, routed_model.clone()));
-    }
-    if pairs.is_empty() {
-        return Ok(());
-    }
-    let pairs: Vec<_> = pairs.into_iter().collect();
-    let in_force =
-        persistently(context, "price", || prices::current(&context.pool, &pairs)).await?;
+/// Prices the run at the prices in force now, from the in-memory price list (no query): the
+/// answer's bill, and every call that reported tokens (the gateway's spend, failed calls
+/// included).
+fn price_run(runtime: &Runtime, verdict: &mut Verdict, attempts: &mut [AttemptRecord]) {
+    let now = Utc::now();
     for attempt in attempts.iter_mut() {
-        let key = (attempt.provider, attempt.upstream_model.clone());
-        if let Some(price) = in_force.get(&key) {
+        if attempt.prompt_tokens.is_none() && attempt.completion_tokens.is_none() {
+            continue;
+        }
+        if let Some(price) = runtime
+            .prices
+            .at(attempt.provider, &attempt.upstream_model, now)
+        {
             let tokens = |t: Option<i32>| i64::from(t.unwrap_or(0));
             attempt.cost = Some(billing::cost(
                 tokens(attempt.prompt_tokens),
                 tokens(attempt.completion_tokens),
-                price,
+                &price,
             ));
         }
     }
@@ -184,9 +167,8 @@ async fn price_run(
         ..
     }) = verdict
     {
-        *price = in_force.get(&(*provider, routed_model.clone())).copied();
+        *price = runtime.prices.at(*provider, routed_model, now);
     }
-    Ok(())
 }
 
 /// What a run decided for the job.

@@ -84,6 +84,11 @@ impl Providers {
         }
     }
 
+    /// The runtime settings, routes and prices now.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.inner.runtime.current()
+    }
+
     fn current(&self) -> Arc<Build> {
         self.inner
             .build

@@ -72,17 +72,18 @@ pub(super) const INSERT_FROM_DONE: &str = "
           from done, run_attempts a
          order by a.n),
     spend as (
-        insert into provider_spend_daily as s (day, provider, upstream_model, calls,
+        insert into provider_spend_daily as s (day, provider, upstream_model, shard, calls,
                                                prompt_tokens, completion_tokens, cost,
                                                unpriced_calls)
-        select (now() at time zone 'utc')::date, a.provider, a.upstream_model, count(*),
+        select (now() at time zone 'utc')::date, a.provider, a.upstream_model,
+               floor(random() * 32)::smallint, count(*),
                coalesce(sum(a.prompt_tokens), 0), coalesce(sum(a.completion_tokens), 0),
                coalesce(sum(a.cost), 0),
                count(*) filter (where a.cost is null
                                   and coalesce(a.prompt_tokens, 0) + coalesce(a.completion_tokens, 0) > 0)
           from done, run_attempts a
          group by a.provider, a.upstream_model
-        on conflict (day, provider, upstream_model) do update
+        on conflict (day, provider, upstream_model, shard) do update
            set calls = s.calls + excluded.calls,
                prompt_tokens = s.prompt_tokens + excluded.prompt_tokens,
                completion_tokens = s.completion_tokens + excluded.completion_tokens,

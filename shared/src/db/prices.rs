@@ -1,48 +1,34 @@
 //! The `prices` table: a price per provider and upstream model with the time it takes effect.
 //! Rows are only ever added, so history is kept and a job is priced by the row in force when it
-//! finished.
-
-use std::collections::HashMap;
+//! finished. Processes hold the whole list in memory (see [`crate::runtime`]).
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 
-use crate::billing::Price;
+use crate::billing::{Price, PriceList};
 use crate::domain::ProviderName;
 
-/// The prices in force now for these (provider, upstream model) pairs; a pair without one is
-/// unpriced and absent from the answer.
-pub async fn current(
-    pool: &PgPool,
-    pairs: &[(ProviderName, String)],
-) -> Result<HashMap<(ProviderName, String), Price>, sqlx::Error> {
-    let providers: Vec<&str> = pairs.iter().map(|(p, _)| p.as_str()).collect();
-    let models: Vec<&str> = pairs.iter().map(|(_, m)| m.as_str()).collect();
-    let rows: Vec<(i64, String, String, Decimal, Decimal)> = sqlx::query_as(
-        "select distinct on (p.provider, p.model)
-                p.id, p.provider, p.model, p.input_per_1k, p.output_per_1k
-           from prices p
-           join unnest($1::text[], $2::text[]) as wanted(provider, model)
-             on p.provider = wanted.provider and p.model = wanted.model
-          where p.effective_from <= now()
-          order by p.provider, p.model, p.effective_from desc",
+/// Every price, for the in-memory list each process prices jobs with.
+pub async fn all(pool: &PgPool) -> Result<PriceList, sqlx::Error> {
+    let rows: Vec<(i64, String, String, Decimal, Decimal, DateTime<Utc>)> = sqlx::query_as(
+        "select id, provider, model, input_per_1k, output_per_1k, effective_from from prices",
     )
-    .bind(providers)
-    .bind(models)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(id, provider, model, input_per_1k, output_per_1k)| {
-            let price = Price {
-                id,
-                input_per_1k,
-                output_per_1k,
-            };
-            Some(((ProviderName::parse(&provider)?, model), price))
-        })
-        .collect())
+    let mut list = PriceList::default();
+    for (id, provider, model, input_per_1k, output_per_1k, effective_from) in rows {
+        let Some(provider) = ProviderName::parse(&provider) else {
+            continue; // the check constraint admits no other name
+        };
+        let price = Price {
+            id,
+            input_per_1k,
+            output_per_1k,
+        };
+        list.insert(provider, model, effective_from, price);
+    }
+    Ok(list)
 }
 
 /// One row of the price list.
@@ -77,7 +63,13 @@ pub async fn list(pool: &PgPool) -> Result<Vec<PriceRow>, sqlx::Error> {
 /// Violated when a price for the same provider, model and instant exists.
 pub const SAME_INSTANT: &str = "prices_provider_model_effective_from_key";
 
-/// Adds a price taking effect at `effective_from` (now when `None`).
+/// How far ahead a price added without an `effective_from` takes effect: every process reloads its
+/// price list within a second of the change, so by then all of them bill at it, exactly from
+/// that instant.
+pub const DEFAULT_LEAD: &str = "2 seconds";
+
+/// Adds a price taking effect at `effective_from` (or [`DEFAULT_LEAD`] from now), and bumps the
+/// settings version so every process reloads its price list.
 pub async fn insert(
     pool: &PgPool,
     provider: ProviderName,
@@ -86,17 +78,23 @@ pub async fn insert(
     output_per_1k: Decimal,
     effective_from: Option<DateTime<Utc>>,
 ) -> Result<PriceRow, sqlx::Error> {
-    sqlx::query_as(
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query_as(&format!(
         "insert into prices (provider, model, input_per_1k, output_per_1k, effective_from)
-         values ($1, $2, $3, $4, coalesce($5, now()))
+         values ($1, $2, $3, $4, coalesce($5, now() + interval '{DEFAULT_LEAD}'))
          returning provider, model, input_per_1k, output_per_1k, effective_from,
-                   effective_from <= now() as current",
-    )
+                   effective_from <= now() as current"
+    ))
     .bind(provider.as_str())
     .bind(model)
     .bind(input_per_1k)
     .bind(output_per_1k)
     .bind(effective_from)
-    .fetch_one(pool)
-    .await
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("update settings set version = version + 1, updated_at = now()")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(row)
 }

@@ -138,6 +138,16 @@ impl Outcome {
     }
 }
 
+/// What a succeeded job is billed.
+#[derive(Clone, Copy)]
+struct Bill<'a> {
+    tokens: TokenCounts,
+    price_id: Option<i64>,
+    cost: Option<rust_decimal::Decimal>,
+    latency_ms: i32,
+    routed_model: &'a str,
+}
+
 /// Records a claimed job's terminal outcome in one statement (one commit): the job row, the run's
 /// attempts and provider spend, and for a success its usage record (unique per job: a redelivered
 /// completion can never bill twice) and the tenant's daily rollup; any quota reservation is
@@ -152,7 +162,7 @@ pub async fn finish(
     outcome: &Outcome,
     attempts: &[AttemptRecord],
 ) -> Result<bool, sqlx::Error> {
-    let mut bill = None;
+    let mut bill: Option<Bill<'_>> = None;
     let (status, provider, upstream_model, result, error) = match outcome {
         Outcome::Succeeded {
             provider,
@@ -163,9 +173,15 @@ pub async fn finish(
             price,
             latency,
         } => {
-            let cost = price
-                .map(|p| billing::cost(i64::from(tokens.prompt), i64::from(tokens.completion), &p));
-            bill = Some((tokens, price.map(|p| p.id), cost, latency, routed_model));
+            bill = Some(Bill {
+                tokens: *tokens,
+                price_id: price.map(|p| p.id),
+                cost: price.map(|p| {
+                    billing::cost(i64::from(tokens.prompt), i64::from(tokens.completion), &p)
+                }),
+                latency_ms: i32::try_from(latency.as_millis()).unwrap_or(i32::MAX),
+                routed_model,
+            });
             (
                 JobStatus::Succeeded,
                 Some(*provider),
@@ -217,14 +233,14 @@ pub async fn finish(
         .bind(result)
         .bind(error.map(|e| e.code.as_str()))
         .bind(error.map(|e| e.message.as_str()))
-        .bind(bill.map(|b| b.0.prompt))
-        .bind(bill.map(|b| b.0.completion))
+        .bind(bill.map(|b| b.tokens.prompt))
+        .bind(bill.map(|b| b.tokens.completion))
         .bind(columns.len())
-        .bind(bill.and_then(|b| b.2))
-        .bind(bill.map(|b| b.0.estimated))
-        .bind(bill.and_then(|b| b.1))
-        .bind(bill.map(|b| i32::try_from(b.3.as_millis()).unwrap_or(i32::MAX)))
-        .bind(bill.map(|b| b.4.as_str()))
+        .bind(bill.and_then(|b| b.cost))
+        .bind(bill.map(|b| b.tokens.estimated))
+        .bind(bill.and_then(|b| b.price_id))
+        .bind(bill.map(|b| b.latency_ms))
+        .bind(bill.map(|b| b.routed_model))
         .fetch_one(pool)
         .await?;
     Ok(finished == 1)
@@ -247,15 +263,16 @@ fn end_of_run(set: &str, more: &str) -> String {
     )
 }
 
-/// Adds the usage record just written (`bill`) to the tenant's day.
+/// Adds the usage record just written (`bill`) to the tenant's day, on one of its shard rows.
 const DAILY_FROM_BILL: &str = "
     daily as (
-        insert into usage_daily as d (tenant_id, day, model, requests, prompt_tokens,
+        insert into usage_daily as d (tenant_id, day, model, shard, requests, prompt_tokens,
                                       completion_tokens, cost, unpriced_requests)
-        select tenant_id, (finished_at at time zone 'utc')::date, model, 1, prompt_tokens,
-               completion_tokens, coalesce(cost, 0), (cost is null)::int
+        select tenant_id, (finished_at at time zone 'utc')::date, model,
+               floor(random() * 32)::smallint, 1, prompt_tokens, completion_tokens,
+               coalesce(cost, 0), (cost is null)::int
           from bill
-        on conflict (tenant_id, day, model) do update
+        on conflict (tenant_id, day, model, shard) do update
            set requests = d.requests + 1,
                prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
                completion_tokens = d.completion_tokens + excluded.completion_tokens,

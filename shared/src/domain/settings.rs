@@ -154,11 +154,13 @@ impl ModelRoutes {
     }
 }
 
-/// Everything a process needs to resolve providers, as of one settings version.
+/// Everything a process needs to resolve providers and price their answers, as of one settings
+/// version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Runtime {
     pub settings: Settings,
     pub routes: ModelRoutes,
+    pub prices: crate::billing::PriceList,
 }
 
 /// One provider to try for a job, and the model to ask it for.
@@ -357,6 +359,7 @@ mod tests {
                 updated_at: chrono::Utc::now(),
             },
             routes,
+            prices: crate::billing::PriceList::default(),
         }
     }
 
