@@ -41,10 +41,12 @@ alter table jobs
 
 -- What a finished job is billed: one row per job (the primary key makes a second bill impossible),
 -- written in the same statement as the job's terminal status.
+-- Only `job_id` is a foreign key: the tenant and token are the job's (checked when it was accepted)
+-- and prices are never deleted, so further checks would only repeat them, a trigger query per job.
 create table usage_records (
     job_id            uuid primary key references jobs (id) on delete cascade,
-    tenant_id         uuid not null references tenants (id),
-    token_id          uuid references api_tokens (id),
+    tenant_id         uuid not null,
+    token_id          uuid,
     model             text not null,
     provider          text not null,
     upstream_model    text not null,
@@ -52,7 +54,7 @@ create table usage_records (
     completion_tokens integer not null,
     -- true when the provider reported no counts and they were estimated with a tokenizer
     estimated         boolean not null,
-    price_id          bigint references prices (id),
+    price_id          bigint,
     -- null exactly when no price was in force: never billed as 0 silently
     cost              numeric(20, 10),
     latency_ms        integer,
@@ -61,7 +63,6 @@ create table usage_records (
     finished_at       timestamptz not null,
     check ((price_id is null) = (cost is null))
 );
-create index usage_records_tenant_finished on usage_records (tenant_id, finished_at);
 -- The admin's list of unpriced usage stays small and quick.
 create index usage_records_unpriced on usage_records (provider, upstream_model) where cost is null;
 
@@ -71,7 +72,7 @@ create index usage_records_unpriced on usage_records (provider, upstream_model) 
 -- finishing a job of a busy tenant would queue on its lock (measured: half the throughput);
 -- readers sum the shards.
 create table usage_daily (
-    tenant_id         uuid not null references tenants (id),
+    tenant_id         uuid not null,
     day               date not null,
     model             text not null,
     shard             smallint not null default 0,
