@@ -39,6 +39,34 @@ async fn admin_json(stack: &Stack, method: Method, path: &str, body: &Value) -> 
     response.json().await.expect("JSON")
 }
 
+/// Adds to a tenant's rollup directly: `tokens` of prompt and `cost` on `day` (today when `None`),
+/// as if jobs had finished then.
+async fn record_usage(stack: &Stack, tenant: &str, day: Option<&str>, tokens: i64, cost: &str) {
+    sqlx::query(
+        "insert into usage_daily (tenant_id, day, model, shard, requests, prompt_tokens, cost)
+         values ($1::uuid, coalesce($2::date, (now() at time zone 'utc')::date), 'llama3',
+                 floor(random() * 32)::smallint, 1, $3, $4::numeric)",
+    )
+    .bind(tenant)
+    .bind(day)
+    .bind(tokens)
+    .bind(cost)
+    .execute(&stack.pool)
+    .await
+    .expect("usage");
+}
+
+/// `GET` or `PUT` a tenant's quota as the admin.
+async fn tenant_quota(stack: &Stack, tenant: &str, method: Method, body: &Value) -> Value {
+    admin_json(
+        stack,
+        method,
+        &format!("/v1/admin/tenants/{tenant}/quota"),
+        body,
+    )
+    .await
+}
+
 async fn post_as(stack: &Stack, token: &str, path: &str, body: &Value) -> reqwest::Response {
     client()
         .post(stack.url(path))
@@ -323,18 +351,7 @@ async fn usage_is_scoped_to_the_tenant_and_history_has_every_day_across_a_month_
         (&acme, "2026-11-02", 50, "0.1"),
         (&globex, "2026-11-01", 7, "0.014"),
     ] {
-        sqlx::query(
-            "insert into usage_daily (tenant_id, day, model, requests, prompt_tokens,
-                                      completion_tokens, cost)
-             values ($1::uuid, $2::date, 'llama3', 1, $3, 0, $4::numeric)",
-        )
-        .bind(tenant)
-        .bind(day)
-        .bind(tokens)
-        .bind(cost)
-        .execute(&stack.pool)
-        .await
-        .expect("usage");
+        record_usage(&stack, tenant, Some(day), tokens, cost).await;
     }
 
     let history: Value = stack
@@ -415,20 +432,13 @@ async fn fifty_concurrent_submissions_admit_no_more_than_a_nearly_exhausted_quot
     .await;
     let acme = tenant_id(&stack, "acme").await;
     // 1,000 tokens already used this month.
-    sqlx::query(
-        "insert into usage_daily (tenant_id, day, model, requests, prompt_tokens, completion_tokens, cost)
-         values ($1::uuid, (now() at time zone 'utc')::date, 'llama3', 10, 600, 400, 0)",
-    )
-    .bind(&acme)
-    .execute(&stack.pool)
-    .await
-    .expect("usage");
+    record_usage(&stack, &acme, None, 1000, "0").await;
     let per_job = i64::from(shared::billing::estimate_tokens("\nhi")) + 100;
     let quota = 1000 + 5 * per_job;
-    let status = admin_json(
+    let status = tenant_quota(
         &stack,
+        &acme,
         Method::PUT,
-        &format!("/v1/admin/tenants/{acme}/quota"),
         &json!({ "monthly_token_quota": quota }),
     )
     .await;
@@ -463,13 +473,7 @@ async fn fifty_concurrent_submissions_admit_no_more_than_a_nearly_exhausted_quot
             .contains("monthly token quota"),
         "{problem}"
     );
-    let status = admin_json(
-        &stack,
-        Method::GET,
-        &format!("/v1/admin/tenants/{acme}/quota"),
-        &Value::Null,
-    )
-    .await;
+    let status = tenant_quota(&stack, &acme, Method::GET, &Value::Null).await;
     assert_eq!(status["reserved_tokens"], 5 * per_job);
     let jobs: i64 = sqlx::query_scalar("select count(*) from jobs")
         .fetch_one(&stack.pool)
@@ -484,13 +488,7 @@ async fn fifty_concurrent_submissions_admit_no_more_than_a_nearly_exhausted_quot
         .post(&format!("/v1/jobs/{id}/cancel"), &json!({}))
         .await;
     assert_eq!(cancelled.status(), 200);
-    let status = admin_json(
-        &stack,
-        Method::GET,
-        &format!("/v1/admin/tenants/{acme}/quota"),
-        &Value::Null,
-    )
-    .await;
+    let status = tenant_quota(&stack, &acme, Method::GET, &Value::Null).await;
     assert_eq!(status["reserved_tokens"], 4 * per_job);
     stack.stop().await;
 }
@@ -499,10 +497,10 @@ async fn fifty_concurrent_submissions_admit_no_more_than_a_nearly_exhausted_quot
 async fn a_cost_budget_refuses_work_once_spent_and_a_finished_job_settles_its_reservation() {
     let stack = Stack::start().await;
     let acme = tenant_id(&stack, "acme").await;
-    admin_json(
+    tenant_quota(
         &stack,
+        &acme,
         Method::PUT,
-        &format!("/v1/admin/tenants/{acme}/quota"),
         &json!({ "monthly_cost_budget": "1.00" }),
     )
     .await;
@@ -521,13 +519,7 @@ async fn a_cost_budget_refuses_work_once_spent_and_a_finished_job_settles_its_re
         .wait_until_finished(submitted["id"].as_str().expect("id"))
         .await;
     assert_eq!(job["status"], "succeeded");
-    let status = admin_json(
-        &stack,
-        Method::GET,
-        &format!("/v1/admin/tenants/{acme}/quota"),
-        &Value::Null,
-    )
-    .await;
+    let status = tenant_quota(&stack, &acme, Method::GET, &Value::Null).await;
     assert_eq!(
         status["reserved_tokens"], 0,
         "released at the end: {status}"
@@ -537,14 +529,7 @@ async fn a_cost_budget_refuses_work_once_spent_and_a_finished_job_settles_its_re
         decimal(&job["usage"]["cost"])
     );
 
-    sqlx::query(
-        "insert into usage_daily (tenant_id, day, model, requests, cost)
-         values ($1::uuid, (now() at time zone 'utc')::date, 'mistral', 1, 1.00)",
-    )
-    .bind(&acme)
-    .execute(&stack.pool)
-    .await
-    .expect("spend the budget");
+    record_usage(&stack, &acme, None, 0, "1.00").await;
     let refused = post_as(
         &stack,
         &token,
