@@ -1,10 +1,12 @@
 //! The JSON body extractor: every way a body can be wrong becomes the right problem+json answer.
 //!
 //! 415 for a non-JSON content type, 413 over the body limit, 400 for JSON that does not parse, and
-//! 422 naming the field for JSON of the wrong shape (missing, unknown or mistyped field).
+//! 422 naming the field for JSON of the wrong shape (missing, unknown or mistyped field); and the
+//! query-string extractor that answers a query of the wrong shape with a 422 on `query`.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
@@ -81,6 +83,23 @@ fn shape_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError
         .unwrap_or(&message)
         .to_owned();
     ApiError::invalid_field(field, message)
+}
+
+/// A query string of the handler's shape; one that does not fit is a 422 on `query`.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Query(query) = Query::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid_field("query", e.body_text()))?;
+        Ok(Self(query))
+    }
 }
 
 #[cfg(test)]

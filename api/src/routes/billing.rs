@@ -2,7 +2,7 @@
 //! covered (`GET /v1/admin/usage/unpriced`), spend per provider beside charges per tenant
 //! (`GET /v1/admin/spend`), and tenants' monthly limits (`GET/PUT /v1/admin/tenants/{id}/quota`).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -17,7 +17,7 @@ use shared::domain::{ModelName, ProviderName, TenantId};
 use crate::AppState;
 use crate::auth::Admin;
 use crate::error::ApiError;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, QueryParams};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -130,9 +130,8 @@ struct Spend {
 async fn spend(
     State(state): State<AppState>,
     Admin(_): Admin,
-    query: Result<Query<SpanQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(query): QueryParams<SpanQuery>,
 ) -> Result<Json<Spend>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::invalid_field("query", e.body_text()))?;
     let today = Utc::now().date_naive();
     let to = query.to.unwrap_or(today);
     let from = query.from.unwrap_or(today.with_day(1).unwrap_or(today));

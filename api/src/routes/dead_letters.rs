@@ -1,7 +1,7 @@
 //! `/v1/admin/dead-letters`: jobs whose message the broker gave up on (poison), across tenants, and
 //! requeueing one for a fresh start (admin only).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,6 +13,7 @@ use shared::domain::{Job, JobId};
 use crate::AppState;
 use crate::auth::Admin;
 use crate::error::ApiError;
+use crate::extract::QueryParams;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -37,9 +38,8 @@ struct DeadLetterPage {
 async fn list(
     State(state): State<AppState>,
     Admin(_): Admin,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Json<DeadLetterPage>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::invalid_field("query", e.body_text()))?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid_field(

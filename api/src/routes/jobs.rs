@@ -1,7 +1,7 @@
 //! Job intake and lookup: `POST /v1/generate|chat|embedding`, `GET /v1/jobs[/{id}]`,
 //! `POST /v1/jobs/{id}/cancel`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,7 +18,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::client::ClientInfo;
 use crate::error::ApiError;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, QueryParams};
 
 /// Largest `metadata` object accepted, in bytes of JSON.
 const MAX_METADATA_BYTES: usize = 16 * 1024;
@@ -177,9 +177,8 @@ async fn show(
 async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Json<JobPage>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::invalid_field("query", e.body_text()))?;
     let status = query
         .status
         .map(|s| {

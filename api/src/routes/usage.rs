@@ -2,7 +2,7 @@
 //! day), served from the daily rollup. Clients see their tenant; admins may ask for any tenant
 //! (`tenant_id=…`) or all of them (`tenant_id=all`).
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{Datelike as _, Duration, NaiveDate, Utc};
@@ -14,6 +14,7 @@ use shared::domain::{Role, TenantId};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::QueryParams;
 
 /// Longest history one request may ask for.
 const MAX_HISTORY_DAYS: i64 = 366;
@@ -59,9 +60,8 @@ struct History {
 async fn month(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    query: Result<Query<MonthQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(query): QueryParams<MonthQuery>,
 ) -> Result<Json<MonthUsage>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::invalid_field("query", e.body_text()))?;
     let scope = scope(&caller, query.tenant_id.as_deref())?;
     let to = Utc::now().date_naive();
     let from = to.with_day(1).unwrap_or(to);
@@ -78,9 +78,8 @@ async fn month(
 async fn history(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(query): QueryParams<HistoryQuery>,
 ) -> Result<Json<History>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::invalid_field("query", e.body_text()))?;
     let scope = scope(&caller, query.tenant_id.as_deref())?;
     let to = match &query.to {
         Some(to) => day("to", to)?,

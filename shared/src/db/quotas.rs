@@ -144,15 +144,16 @@ pub async fn status(
     let row: Option<Row> = sqlx::query_as(
         "with month as (select date_trunc('month', now() at time zone 'utc')::date as start)
          select t.monthly_cost_budget, t.monthly_token_quota, month.start,
-                coalesce((select sum(d.prompt_tokens + d.completion_tokens) from usage_daily d
-                           where d.tenant_id = t.id and d.day >= month.start
-                             and d.day < (month.start + interval '1 month')::date), 0)::bigint,
-                coalesce((select sum(d.cost) from usage_daily d
-                           where d.tenant_id = t.id and d.day >= month.start
-                             and d.day < (month.start + interval '1 month')::date), 0),
+                used.tokens, used.cost,
                 coalesce(q.reserved_tokens, 0), coalesce(q.reserved_cost, 0),
                 ((month.start + interval '1 month')::timestamp at time zone 'utc')
            from tenants t cross join month
+           cross join lateral (
+                select coalesce(sum(d.prompt_tokens + d.completion_tokens), 0)::bigint as tokens,
+                       coalesce(sum(d.cost), 0) as cost
+                  from usage_daily d
+                 where d.tenant_id = t.id and d.day >= month.start
+                   and d.day < (month.start + interval '1 month')::date) used
            left join quota_months q on q.tenant_id = t.id and q.month = month.start
           where t.id = $1",
     )
