@@ -45,7 +45,11 @@ async fn record_usage(stack: &Stack, tenant: &str, day: Option<&str>, tokens: i6
     sqlx::query(
         "insert into usage_daily (tenant_id, day, model, shard, requests, prompt_tokens, cost)
          values ($1::uuid, coalesce($2::date, (now() at time zone 'utc')::date), 'llama3',
-                 floor(random() * 32)::smallint, 1, $3, $4::numeric)",
+                 floor(random() * 32)::smallint, 1, $3, $4::numeric)
+         on conflict (tenant_id, day, model, shard) do update
+            set requests = usage_daily.requests + 1,
+                prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens,
+                cost = usage_daily.cost + excluded.cost",
     )
     .bind(tenant)
     .bind(day)
