@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use shared::config::{InfraConfig, ProviderConfig};
+use shared::config::{InfraConfig, ProviderConfig, WebhookConfig};
 use shared::db::{tenants, tokens};
 use shared::domain::Role;
 use shared::queue::{Broker, Topology};
@@ -29,9 +29,16 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    #[command(flatten)]
+    pub webhooks: WebhookConfig,
+
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "TOLLGATE_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
     pub body_limit: usize,
+
+    /// Seconds between the comment lines that keep an idle SSE stream open through proxies.
+    #[arg(long, env = "TOLLGATE_SSE_HEARTBEAT_SECS", default_value_t = 15)]
+    pub sse_heartbeat_secs: u64,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -107,6 +114,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 settings_refresh: std::time::Duration::from_millis(
                     cli.providers.settings_refresh_ms.max(10),
                 ),
+                webhook_allow_private: cli.webhooks.webhook_allow_private,
+                sse_heartbeat: std::time::Duration::from_secs(cli.sse_heartbeat_secs.max(1)),
             };
             crate::serve(listener, pool, broker, settings, shutdown.clone()).await?;
             shutdown.cancel();

@@ -9,8 +9,10 @@ pub mod cli;
 mod client;
 mod error;
 mod extract;
+mod prefer;
 mod published;
 mod routes;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +36,10 @@ pub struct ApiSettings {
     pub secret_key: Option<SecretKey>,
     /// How often the runtime settings are checked for changes made elsewhere.
     pub settings_refresh: Duration,
+    /// Lets webhook URLs name loopback and private addresses (tests, on-premise receivers).
+    pub webhook_allow_private: bool,
+    /// How often an idle SSE stream gets a comment line, so proxies keep it open.
+    pub sse_heartbeat: Duration,
 }
 
 impl Default for ApiSettings {
@@ -42,6 +48,8 @@ impl Default for ApiSettings {
             body_limit: 1024 * 1024,
             secret_key: None,
             settings_refresh: Duration::from_secs(1),
+            webhook_allow_private: false,
+            sse_heartbeat: Duration::from_secs(15),
         }
     }
 }
@@ -57,6 +65,10 @@ pub(crate) struct AppState {
     /// The settings and model routes (intake refuses models no provider serves).
     runtime: RuntimeWatch,
     secret_key: Option<SecretKey>,
+    /// This instance's watches on jobs (SSE, submit-and-wait).
+    watchers: watch::Watchers,
+    webhook_allow_private: bool,
+    sse_heartbeat: Duration,
 }
 
 /// Serves the API on `listener` until `shutdown` fires, then finishes in-flight requests and
@@ -78,9 +90,13 @@ pub async fn serve(
             .keep_fresh(settings.settings_refresh, shutdown.clone()),
     );
     let (published, recorder_task) = published::Recorder::start(pool.clone());
+    let (watchers, watch_task) = watch::Watchers::start(broker.clone(), shutdown.clone());
     let state = AppState {
         pool,
         broker,
+        watchers,
+        webhook_allow_private: settings.webhook_allow_private,
+        sse_heartbeat: settings.sse_heartbeat,
         tokens: Arc::new(auth::TokenCache::default()),
         published,
         body_limit: settings.body_limit,
@@ -101,5 +117,6 @@ pub async fn serve(
         .await
         .context("the publish recorder panicked")?;
     refresh.await.context("the settings refresher panicked")?;
+    watch_task.await.context("the job watcher panicked")?;
     Ok(())
 }

@@ -77,6 +77,22 @@ pub struct ProviderConfig {
     pub provider_timeout_secs: u64,
 }
 
+/// What webhooks may reach; read by the api (at submission) and the worker (at delivery).
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebhookConfig {
+    /// Let webhook URLs reach loopback, private, link-local and other internal addresses. Off in
+    /// production: on, a tenant could make the gateway call its own network. For tests and
+    /// on-premise receivers.
+    #[arg(
+        long,
+        env = "TOLLGATE_WEBHOOK_ALLOW_PRIVATE",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub webhook_allow_private: bool,
+}
+
 impl ProviderConfig {
     /// The sealing key, if one is configured; a malformed one is an error, never ignored.
     pub fn secret_key(&self) -> anyhow::Result<Option<SecretKey>> {

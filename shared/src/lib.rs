@@ -9,6 +9,7 @@
 //! - [`runtime`]: the operator's settings and model routes, held in memory and kept fresh;
 //! - [`secret`]: sealing the OpenAI key for storage;
 //! - [`token`]: API token generation and hashing;
+//! - [`webhook`]: signatures, the SSRF guard and the retry schedule of webhook deliveries;
 //! - [`process`]: logging, shutdown and start-up shared by the binaries.
 
 pub mod billing;
@@ -21,3 +22,4 @@ pub mod queue;
 pub mod runtime;
 pub mod secret;
 pub mod token;
+pub mod webhook;

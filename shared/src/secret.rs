@@ -1,4 +1,4 @@
-//! Sealing secrets that must rest in Postgres (the OpenAI key): XChaCha20-Poly1305 under a key that
+//! Sealing secrets that must rest in Postgres (the OpenAI key, webhook signing secrets): XChaCha20-Poly1305 under a key that
 //! only the environment holds (`TOLLGATE_SECRET_KEY`, 32 bytes in base64).
 //!
 //! A database dump without the environment reveals no provider key; a sealed value that was
@@ -12,8 +12,24 @@ use rand::RngCore as _;
 use secrecy::{ExposeSecret as _, SecretString};
 
 const NONCE_LEN: usize = 24;
-/// Binds a sealed value to what it is, so one sealed secret cannot be passed off as another.
-const AAD: &[u8] = b"tollgate:openai_api_key:v1";
+
+/// What a sealed value is. It is bound into the seal (as associated data), so one sealed secret
+/// cannot be passed off as another: a webhook secret copied into the OpenAI key's column fails to
+/// open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    OpenAiKey,
+    WebhookSecret,
+}
+
+impl Purpose {
+    fn aad(self) -> &'static [u8] {
+        match self {
+            Self::OpenAiKey => b"tollgate:openai_api_key:v1",
+            Self::WebhookSecret => b"tollgate:webhook_secret:v1",
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SecretError {
@@ -50,13 +66,23 @@ impl SecretKey {
         STANDARD.encode(bytes)
     }
 
-    /// `nonce || ciphertext` of `plain`, under a random nonce.
+    /// The OpenAI key, sealed: see [`SecretKey::seal_as`].
     pub fn seal(&self, plain: &str) -> Vec<u8> {
+        self.seal_as(Purpose::OpenAiKey, plain)
+    }
+
+    /// Opens the sealed OpenAI key.
+    pub fn open(&self, sealed: &[u8]) -> Result<SecretString, SecretError> {
+        self.open_as(Purpose::OpenAiKey, sealed)
+    }
+
+    /// `nonce || ciphertext` of `plain`, under a random nonce.
+    pub fn seal_as(&self, purpose: Purpose, plain: &str) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
         let payload = Payload {
             msg: plain.as_bytes(),
-            aad: AAD,
+            aad: purpose.aad(),
         };
         let sealed = self
             .0
@@ -65,14 +91,14 @@ impl SecretKey {
         [nonce.as_slice(), &sealed].concat()
     }
 
-    pub fn open(&self, sealed: &[u8]) -> Result<SecretString, SecretError> {
+    pub fn open_as(&self, purpose: Purpose, sealed: &[u8]) -> Result<SecretString, SecretError> {
         if sealed.len() < NONCE_LEN {
             return Err(SecretError::CannotOpen);
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         let payload = Payload {
             msg: ciphertext,
-            aad: AAD,
+            aad: purpose.aad(),
         };
         let plain = self
             .0
@@ -111,6 +137,14 @@ mod tests {
             self::key().open(&sealed).err(),
             Some(SecretError::CannotOpen)
         );
+    }
+
+    #[test]
+    fn a_secret_sealed_for_one_purpose_does_not_open_as_another() {
+        let key = key();
+        let sealed = key.seal_as(Purpose::WebhookSecret, "whsec_abc");
+        assert_eq!(key.open(&sealed).err(), Some(SecretError::CannotOpen));
+        assert!(key.open_as(Purpose::WebhookSecret, &sealed).is_ok());
     }
 
     #[test]

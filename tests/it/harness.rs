@@ -16,12 +16,13 @@ use shared::domain::{
 };
 use shared::queue::{Broker, Topology};
 use shared::secret::{SecretKey, last4};
+use shared::webhook::RetrySchedule;
 use sqlx::PgPool;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tollgate_api::ApiSettings;
-use tollgate_worker::WorkerSettings;
+use tollgate_worker::{WebhookSettings, WorkerSettings};
 
 pub const WAIT: Duration = Duration::from_secs(20);
 pub const OPENAI_KEY: &str = "sk-test-0123456789abcdef";
@@ -66,7 +67,7 @@ pub struct Stack {
     amqp_url: String,
     db_name: String,
     stop: CancellationToken,
-    api: Option<JoinHandle<()>>,
+    apis: std::sync::Mutex<Vec<JoinHandle<()>>>,
     workers: Vec<WorkerHandle>,
 }
 
@@ -94,6 +95,7 @@ pub struct Options {
     pub worker_settings: WorkerSettings,
     /// Route the api's and worker's AMQP connections through this address (a [`Proxy`]).
     pub amqp_url: Option<String>,
+    pub api_settings: ApiSettings,
 }
 
 impl Default for Options {
@@ -104,7 +106,17 @@ impl Default for Options {
             worker: true,
             worker_settings: test_worker_settings(),
             amqp_url: None,
+            api_settings: test_api_settings(),
         }
+    }
+}
+
+/// Webhooks may reach the tests' receivers on 127.0.0.1 unless a test says otherwise.
+pub fn test_api_settings() -> ApiSettings {
+    ApiSettings {
+        settings_refresh: Duration::from_millis(100),
+        webhook_allow_private: true,
+        ..ApiSettings::default()
     }
 }
 
@@ -118,6 +130,12 @@ pub fn test_worker_settings() -> WorkerSettings {
         // Tests decide health through real calls; the probe stays out of the way.
         probe_every: Duration::from_secs(3600),
         settings_refresh: Duration::from_millis(100),
+        webhooks: WebhookSettings {
+            timeout: Duration::from_secs(2),
+            schedule: RetrySchedule::new(vec![Duration::from_millis(100); 4]),
+            allow_private: true,
+            ..WebhookSettings::default()
+        },
         ..WorkerSettings::default()
     }
 }
@@ -215,30 +233,8 @@ impl Stack {
             .await
             .expect("RabbitMQ is reachable at AMQP_URL");
 
-        let api_broker = Broker::new(&amqp_url, topology.clone(), "tollgate-api-test");
-        tokio::spawn(api_broker.clone().supervise(stop.clone()));
-        api_broker
-            .connected(WAIT)
-            .await
-            .expect("the api connects to RabbitMQ");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
-        let api_url = format!("http://{}", listener.local_addr().expect("api addr"));
-        let api = tokio::spawn({
-            let (pool, stop) = (pool.clone(), stop.clone());
-            let settings = ApiSettings {
-                secret_key: Some(secret_key.clone()),
-                settings_refresh: Duration::from_millis(100),
-                ..ApiSettings::default()
-            };
-            async move {
-                tollgate_api::serve(listener, pool, api_broker, settings, stop)
-                    .await
-                    .expect("api serves");
-            }
-        });
-
         let mut stack = Self {
-            api_url,
+            api_url: String::new(),
             pool,
             ollama,
             openai,
@@ -251,9 +247,10 @@ impl Stack {
             amqp_url,
             db_name,
             stop,
-            api: Some(api),
+            apis: std::sync::Mutex::new(Vec::new()),
             workers: Vec::new(),
         };
+        stack.api_url = stack.start_api(options.api_settings.clone()).await;
         stack.token = stack.create_token("acme", Role::Client).await;
         stack.admin_token = stack.create_token("ops", Role::Admin).await;
         if options.worker {
@@ -261,6 +258,31 @@ impl Stack {
             stack.workers.push(worker);
         }
         stack
+    }
+
+    /// Starts an api instance on its own broker connection and returns its URL; the first is
+    /// [`Stack::api_url`], a test may start more (they share the database and the broker).
+    pub async fn start_api(&self, settings: ApiSettings) -> String {
+        let broker = Broker::new(&self.amqp_url, self.topology.clone(), "tollgate-api-test");
+        tokio::spawn(broker.clone().supervise(self.stop.clone()));
+        broker
+            .connected(WAIT)
+            .await
+            .expect("the api connects to RabbitMQ");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+        let url = format!("http://{}", listener.local_addr().expect("api addr"));
+        let settings = ApiSettings {
+            secret_key: Some(self.secret_key.clone()),
+            ..settings
+        };
+        let (pool, stop) = (self.pool.clone(), self.stop.clone());
+        let api = tokio::spawn(async move {
+            tollgate_api::serve(listener, pool, broker, settings, stop)
+                .await
+                .expect("api serves");
+        });
+        self.apis.lock().expect("apis lock").push(api);
+        url
     }
 
     /// Starts one more in-process worker on its own broker connection.
@@ -333,6 +355,7 @@ impl Stack {
             origin: None,
             client_ip: None,
             reservation: None,
+            webhook_url: None,
         };
         shared::db::jobs::insert(&self.pool, &job)
             .await
@@ -451,7 +474,8 @@ impl Stack {
             let _ = self.topology.delete(&channel).await;
         }
         self.stop.cancel();
-        if let Some(api) = self.api.take() {
+        let apis = std::mem::take(&mut *self.apis.lock().expect("apis lock"));
+        for api in apis {
             let _ = api.await;
         }
         self.pool.close().await;

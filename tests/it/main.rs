@@ -3,9 +3,11 @@
 
 mod billing;
 mod delivery;
+mod events;
 mod harness;
 mod intake;
 mod providers;
 mod resolution;
 mod secrets;
 mod sim;
+mod webhooks;

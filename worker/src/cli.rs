@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use shared::config::{InfraConfig, ProviderConfig};
+use shared::config::{InfraConfig, ProviderConfig, WebhookConfig};
 use shared::queue::{Broker, Topology};
 use tokio_util::sync::CancellationToken;
 
-use crate::WorkerSettings;
+use crate::{WebhookSettings, WorkerSettings};
 
 #[derive(Debug, Parser)]
 #[command(name = "tollgate-worker", version, about = "Tollgate's job worker")]
@@ -34,6 +34,17 @@ pub struct Cli {
     /// How long shutdown waits for running jobs, in seconds.
     #[arg(long, env = "TOLLGATE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+
+    #[command(flatten)]
+    pub webhooks: WebhookConfig,
+
+    /// Longest a webhook receiver may take to answer, in seconds.
+    #[arg(long, env = "TOLLGATE_WEBHOOK_TIMEOUT_SECS", default_value_t = 15)]
+    pub webhook_timeout_secs: u64,
+
+    /// Most webhook deliveries this worker attempts at once.
+    #[arg(long, env = "TOLLGATE_WEBHOOK_CONCURRENCY", default_value_t = 32)]
+    pub webhook_concurrency: usize,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -52,6 +63,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         probe_every: Duration::from_secs(cli.probe_every_secs.max(1)),
         settings_refresh: Duration::from_millis(cli.providers.settings_refresh_ms.max(10)),
         secret_key,
+        webhooks: WebhookSettings {
+            timeout: Duration::from_secs(cli.webhook_timeout_secs.max(1)),
+            concurrency: cli.webhook_concurrency.max(1),
+            allow_private: cli.webhooks.webhook_allow_private,
+            ..WebhookSettings::default()
+        },
         ..WorkerSettings::default()
     };
 

@@ -1,10 +1,12 @@
-//! The job consumer: one subscription to the work queue per broker session, one task per
-//! delivery, at most `concurrency` at once.
+//! Consumers: one subscription to a queue per broker session, one task per delivery, at most
+//! `concurrency` at once. The job consumer and the webhook deliverer both run on this.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::{FutureExt as _, StreamExt as _};
+use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
@@ -15,11 +17,37 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Context, execute};
 
+/// Consumes the job queue until shutdown.
 pub async fn run(context: Arc<Context>, broker: Broker) {
-    let limit = Arc::new(Semaphore::new(context.settings.concurrency));
-    let mut in_flight = JoinSet::new();
     let queue = broker.topology().jobs_queue();
-    let prefetch = u16::try_from(context.settings.concurrency).unwrap_or(u16::MAX);
+    let concurrency = context.settings.concurrency;
+    consume(
+        context,
+        broker,
+        queue,
+        concurrency,
+        |context, delivery| async move {
+            execute::handle(&context, &delivery).await;
+        },
+    )
+    .await;
+}
+
+/// Hands each delivery of `queue` to `handle` on its own task, at most `concurrency` at once,
+/// until shutdown; then gives the running ones the shutdown grace.
+pub async fn consume<H, Fut>(
+    context: Arc<Context>,
+    broker: Broker,
+    queue: String,
+    concurrency: usize,
+    handle: H,
+) where
+    H: Fn(Arc<Context>, Arc<Delivery>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let limit = Arc::new(Semaphore::new(concurrency));
+    let mut in_flight = JoinSet::new();
+    let prefetch = u16::try_from(concurrency).unwrap_or(u16::MAX);
     'sessions: while let Some((_channel, mut consumer)) =
         subscribe(&broker, &queue, prefetch, &context.shutdown).await
     {
@@ -36,14 +64,14 @@ pub async fn run(context: Arc<Context>, broker: Broker) {
             };
             match delivery {
                 Some(Ok(delivery)) => {
-                    let context = context.clone();
+                    let delivery = Arc::new(delivery);
+                    let run = AssertUnwindSafe(handle(context.clone(), delivery.clone()));
                     in_flight.spawn(async move {
-                        let run = AssertUnwindSafe(execute::handle(&context, &delivery));
                         if run.catch_unwind().await.is_err() {
-                            // A bug, not a job outcome: put the message back. Each requeue counts
-                            // towards the delivery limit, so a message that always panics ends in
-                            // the dead-letter queue and its job is failed there.
-                            tracing::error!("job handler panicked; requeueing the message");
+                            // A bug, not an outcome: put the message back. Each requeue counts
+                            // towards the delivery limit, so a job message that always panics ends
+                            // in the dead-letter queue and its job is failed there.
+                            tracing::error!("handler panicked; requeueing the message");
                             let requeue = BasicNackOptions {
                                 requeue: true,
                                 ..Default::default()
@@ -54,7 +82,7 @@ pub async fn run(context: Arc<Context>, broker: Broker) {
                     });
                 }
                 Some(Err(error)) => {
-                    tracing::warn!(%error, "job consumer failed; resubscribing");
+                    tracing::warn!(%error, queue, "consumer failed; resubscribing");
                     break;
                 }
                 None => break,

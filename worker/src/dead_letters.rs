@@ -6,9 +6,10 @@ use std::sync::Arc;
 use futures::StreamExt as _;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use shared::db::jobs;
-use shared::domain::JobError;
+use shared::domain::{JobError, JobStatus};
 use shared::queue::{Broker, JobMessage};
 
+use crate::execute::announce;
 use crate::{Context, consumer::subscribe};
 
 /// Pause before retrying a dead letter while the database is unavailable.
@@ -32,10 +33,11 @@ pub async fn run(context: Arc<Context>, broker: Broker) {
                         .into(),
                 };
                 match jobs::fail_dead_lettered(&context.pool, message.job_id, &error).await {
-                    Ok(true) => {
-                        tracing::error!(job_id = %message.job_id, "dead-lettered job marked failed")
+                    Ok(Some(recorded)) => {
+                        tracing::error!(job_id = %message.job_id, "dead-lettered job marked failed");
+                        announce(&context, message.job_id, recorded, JobStatus::Failed).await;
                     }
-                    Ok(false) => {}
+                    Ok(None) => {}
                     Err(error) => {
                         // Put back: the dead letter stays until the database is back.
                         tracing::warn!(%error, "cannot fail a dead-lettered job; will retry");

@@ -15,9 +15,9 @@ use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use shared::billing;
 use shared::db::job_attempts::AttemptRecord;
 use shared::db::jobs;
-use shared::db::runs::{self, ClaimedJob, Outcome};
-use shared::domain::{JobError, JobId, JobRequest, ProviderName, Runtime};
-use shared::queue::JobMessage;
+use shared::db::runs::{self, ClaimedJob, Outcome, Recorded};
+use shared::domain::{JobError, JobId, JobRequest, JobStatus, ProviderName, Runtime};
+use shared::queue::{JobEvent, JobMessage};
 use uuid::Uuid;
 
 use crate::chain::{self, RunEnd};
@@ -51,6 +51,8 @@ pub async fn handle(context: &Context, delivery: &Delivery) {
         Err(halt) => return halt.give_up(delivery).await,
     };
     if let Some(job) = claim {
+        let running = JobEvent::new(job.id, job.revision, JobStatus::Running);
+        context.broker.publish_event(running).await;
         if let Err(halt) = work(context, &job, claim_id).await {
             return halt.give_up(delivery).await;
         }
@@ -104,10 +106,16 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
             .await?
         }
     };
-    if !written {
+    let Some(recorded) = written else {
         tracing::warn!("the job was reclaimed by another worker; result dropped");
         return Ok(());
-    }
+    };
+    let status = match &verdict {
+        Verdict::Park { .. } => JobStatus::Retrying,
+        Verdict::Finish(Outcome::Succeeded { .. }) => JobStatus::Succeeded,
+        Verdict::Finish(Outcome::Failed { .. }) => JobStatus::Failed,
+    };
+    announce(context, job.id, recorded, status).await;
     if let Verdict::Park { error, delay } = verdict {
         tracing::info!(
             code = error.code,
@@ -125,6 +133,19 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Tells watchers the job changed and hands its webhook delivery, if the terminal statement wrote
+/// one, to the deliverer. Both happen after the commit; a delivery whose publish fails is still a
+/// pending row, which the sweeper sends.
+pub(crate) async fn announce(context: &Context, id: JobId, recorded: Recorded, status: JobStatus) {
+    let event = JobEvent::new(id, recorded.revision, status);
+    context.broker.publish_event(event).await;
+    if let Some(delivery) = recorded.delivery
+        && let Err(error) = context.broker.publish_webhooks(&[delivery]).await
+    {
+        tracing::warn!(%error, "webhook publish failed; the sweeper will resend");
+    }
 }
 
 /// Renews the claim's lease every third of it while the run goes on (quick retries and fallbacks

@@ -1,8 +1,8 @@
 //! Tollgate's worker: consumes job messages, claims each job, runs it down the provider chain
 //! the runtime settings give (active → fallback, retries, circuit breakers), records the outcome
 //! and only then acks; a job whose providers all failed transiently waits in a delay queue for
-//! another run. It also sweeps up jobs whose publish never happened and fails jobs whose messages
-//! the broker dead-lettered.
+//! another run. It also delivers webhooks (signed, retried on a schedule), sweeps up jobs and
+//! deliveries whose publish never happened, and fails jobs whose messages the broker dead-lettered.
 //!
 //! [`run`] takes its dependencies (pool, broker, settings) and a shutdown token, so the binary
 //! and the tests run the same code.
@@ -16,6 +16,7 @@ mod execute;
 mod providers;
 mod retry;
 mod sweeper;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::providers::{Plan, Providers};
+pub use crate::webhooks::WebhookSettings;
 
 /// Tuning of one worker process.
 #[derive(Debug, Clone)]
@@ -53,8 +55,11 @@ pub struct WorkerSettings {
     /// How long past its due time a `retrying` job's delayed message may be missing before the
     /// sweeper sends the job again.
     pub retry_overdue: Duration,
-    /// Opens the stored OpenAI key; without it OpenAI is unavailable.
+    /// Opens the stored OpenAI key and webhook secrets; without it OpenAI is unavailable and
+    /// webhooks cannot be signed.
     pub secret_key: Option<SecretKey>,
+    /// How webhooks are delivered.
+    pub webhooks: WebhookSettings,
 }
 
 impl Default for WorkerSettings {
@@ -71,6 +76,7 @@ impl Default for WorkerSettings {
             settings_refresh: Duration::from_secs(1),
             retry_overdue: Duration::from_secs(60),
             secret_key: None,
+            webhooks: WebhookSettings::default(),
         }
     }
 }
@@ -80,6 +86,7 @@ struct Context {
     pool: PgPool,
     broker: Broker,
     providers: Providers,
+    webhook_client: reqwest::Client,
     settings: WorkerSettings,
     shutdown: CancellationToken,
 }
@@ -114,13 +121,16 @@ pub async fn run(
         pool,
         broker: broker.clone(),
         providers,
+        webhook_client: webhooks::client(&settings.webhooks),
         settings,
         shutdown: shutdown.clone(),
     });
     let sweeper = tokio::spawn(sweeper::run(context.clone(), broker.clone()));
     let dead_letters = tokio::spawn(dead_letters::run(context.clone(), broker.clone()));
+    let deliverer = tokio::spawn(webhooks::run(context.clone(), broker.clone()));
     consumer::run(context, broker).await;
     for (name, task) in [
+        ("webhooks", deliverer),
         ("settings", refresh),
         ("providers", follow),
         ("sweeper", sweeper),

@@ -3,12 +3,13 @@
 //! Every `sweep_every` it (1) puts `running` jobs whose lease ran out back to `queued`, and
 //! (2) republishes `queued` jobs whose publish was never confirmed — the api crashed between
 //! commit and publish, the broker was down, or step (1) just released them — and `retrying` jobs
-//! that are due but whose delayed message was never confirmed or is long overdue. Several workers may
-//! sweep at once; a job published twice is harmless, the second claim finds it taken.
+//! that are due but whose delayed message was never confirmed or is long overdue; (3) sends webhook
+//! deliveries that are overdue (their message was never published, or lost). Several workers may
+//! sweep at once; a job or delivery published twice is harmless, the second claim finds it taken.
 
 use std::sync::Arc;
 
-use shared::db::jobs;
+use shared::db::{jobs, webhooks};
 use shared::queue::Broker;
 
 use crate::Context;
@@ -47,14 +48,21 @@ async fn sweep(context: &Context, broker: &Broker) -> anyhow::Result<()> {
         BATCH,
     )
     .await?;
-    if ids.is_empty() {
-        return Ok(());
+    if !ids.is_empty() {
+        broker.publish_jobs(&ids).await?;
+        jobs::mark_published(&context.pool, &ids).await?;
+        tracing::info!(
+            republished = ids.len(),
+            "republished jobs whose message was never confirmed or is overdue"
+        );
     }
-    broker.publish_jobs(&ids).await?;
-    jobs::mark_published(&context.pool, &ids).await?;
-    tracing::info!(
-        republished = ids.len(),
-        "republished jobs whose message was never confirmed or is overdue"
-    );
+    let deliveries = webhooks::overdue(&context.pool, settings.sweep_after, BATCH).await?;
+    if !deliveries.is_empty() {
+        broker.publish_webhooks(&deliveries).await?;
+        tracing::info!(
+            republished = deliveries.len(),
+            "republished overdue webhook deliveries"
+        );
+    }
     Ok(())
 }

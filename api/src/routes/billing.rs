@@ -147,7 +147,7 @@ async fn spend(
     }))
 }
 
-fn tenant_id(id: &str) -> Result<TenantId, ApiError> {
+pub(super) fn tenant_id(id: &str) -> Result<TenantId, ApiError> {
     id.parse()
         .map(TenantId)
         .map_err(|_| ApiError::not_found("no such tenant"))

@@ -1,8 +1,8 @@
-//! Job intake and lookup: `POST /v1/generate|chat|embedding`, `GET /v1/jobs[/{id}]`,
-//! `POST /v1/jobs/{id}/cancel`.
+//! Job intake and lookup: `POST /v1/generate|chat|embedding` (with `Prefer: wait=N`),
+//! `GET /v1/jobs[/{id}]`, `POST /v1/jobs/{id}/cancel`.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,12 +13,19 @@ use shared::domain::{
     ChatMessage, ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest, GenerationOptions,
     Job, JobId, JobRequest, JobStatus, ValidationError,
 };
+use shared::queue::JobEvent;
 
-use crate::AppState;
 use crate::auth::Caller;
 use crate::client::ClientInfo;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, QueryParams};
+use crate::{AppState, prefer};
+
+/// What a submission carries besides its request.
+struct Submission {
+    metadata: Option<Value>,
+    webhook_url: Option<String>,
+}
 
 /// Largest `metadata` object accepted, in bytes of JSON.
 const MAX_METADATA_BYTES: usize = 16 * 1024;
@@ -40,6 +47,7 @@ struct GenerateBody {
     prompt: String,
     options: Option<GenerationOptions>,
     metadata: Option<Value>,
+    webhook_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -49,6 +57,7 @@ struct ChatBody {
     messages: Vec<ChatMessage>,
     options: Option<GenerationOptions>,
     metadata: Option<Value>,
+    webhook_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -57,6 +66,7 @@ struct EmbeddingBody {
     model: String,
     input: EmbeddingInput,
     metadata: Option<Value>,
+    webhook_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -78,38 +88,54 @@ async fn generate(
     State(state): State<AppState>,
     Caller(caller): Caller,
     client: ClientInfo,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<GenerateBody>,
 ) -> Result<Response, ApiError> {
     let request =
         GenerateRequest::parse(&body.model, body.prompt, body.options).map_err(invalid)?;
     let request = JobRequest::Generate(request);
-    submit(&state, caller, client, request, body.metadata).await
+    let extra = Submission {
+        metadata: body.metadata,
+        webhook_url: body.webhook_url,
+    };
+    submit(&state, caller, client, &headers, request, extra).await
 }
 
 async fn chat(
     State(state): State<AppState>,
     Caller(caller): Caller,
     client: ClientInfo,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<ChatBody>,
 ) -> Result<Response, ApiError> {
     let request = ChatRequest::parse(&body.model, body.messages, body.options).map_err(invalid)?;
     let request = JobRequest::Chat(request);
-    submit(&state, caller, client, request, body.metadata).await
+    let extra = Submission {
+        metadata: body.metadata,
+        webhook_url: body.webhook_url,
+    };
+    submit(&state, caller, client, &headers, request, extra).await
 }
 
 async fn embedding(
     State(state): State<AppState>,
     Caller(caller): Caller,
     client: ClientInfo,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<EmbeddingBody>,
 ) -> Result<Response, ApiError> {
     let request = EmbeddingRequest::parse(&body.model, body.input).map_err(invalid)?;
     let request = JobRequest::Embedding(request);
-    submit(&state, caller, client, request, body.metadata).await
+    let extra = Submission {
+        metadata: body.metadata,
+        webhook_url: body.webhook_url,
+    };
+    submit(&state, caller, client, &headers, request, extra).await
 }
 
 /// Admits the job (against the tenant's quota, if any), then publishes its id; answers 202 with
-/// the job and its `Location`.
+/// the job and its `Location` — or, with `Prefer: wait=N`, 200 with the finished job if it ends
+/// within N seconds.
 ///
 /// The broker's state is checked first so that, while it is down, nothing is written and the
 /// client is told to come back (503). If the publish fails after the commit the job is still
@@ -118,10 +144,11 @@ async fn submit(
     state: &AppState,
     caller: shared::db::tokens::Principal,
     client: ClientInfo,
+    headers: &HeaderMap,
     request: JobRequest,
-    metadata: Option<Value>,
+    extra: Submission,
 ) -> Result<Response, ApiError> {
-    let metadata = check_metadata(metadata)?;
+    let metadata = check_metadata(extra.metadata)?;
     let model = request.model().as_str();
     if !state.runtime.current().routes.serves(model) {
         return Err(ApiError::invalid_field(
@@ -135,6 +162,10 @@ async fn submit(
             5,
         ));
     }
+    let webhook_url = match extra.webhook_url {
+        Some(url) => Some(super::webhooks::accept_url(state, caller.tenant_id, &url).await?),
+        None => None,
+    };
     let new_job = NewJob {
         id: JobId::new(),
         tenant_id: caller.tenant_id,
@@ -144,6 +175,13 @@ async fn submit(
         origin: client.origin,
         client_ip: client.ip,
         reservation: None,
+        webhook_url,
+    };
+    // Watched before it exists, so its end cannot be missed.
+    let wait = prefer::wait(headers);
+    let watch = match wait {
+        Some(_) => Some(state.watchers.watch(new_job.id).await),
+        None => None,
     };
     let job = crate::admission::admit(&state.pool, &caller.limits, new_job).await?;
     match state.broker.publish_job(job.id).await {
@@ -154,13 +192,24 @@ async fn submit(
     }
     let location =
         HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)).map_err(ApiError::internal)?;
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(job),
-    )
-        .into_response())
+    let (Some(wait), Some(watch)) = (wait, watch) else {
+        return Ok((
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, location)],
+            Json(job),
+        )
+            .into_response());
+    };
+    let applied =
+        HeaderValue::from_str(&format!("wait={}", wait.as_secs())).map_err(ApiError::internal)?;
+    let headers = [(header::LOCATION, location), (PREFERENCE_APPLIED, applied)];
+    match super::events::finished_within(state, caller.tenant_id, job.id, watch, wait).await? {
+        Some(finished) => Ok((StatusCode::OK, headers, Json(finished)).into_response()),
+        None => Ok((StatusCode::ACCEPTED, headers, Json(job)).into_response()),
+    }
 }
+
+const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
 
 async fn show(
     State(state): State<AppState>,
@@ -215,7 +264,20 @@ async fn cancel(
 ) -> Result<Json<Job>, ApiError> {
     let id = parse_job_id(&id)?;
     match jobs::cancel(&state.pool, caller.tenant_id, id).await? {
-        CancelOutcome::Cancelled(job) => Ok(Json(job)),
+        CancelOutcome::Cancelled {
+            job,
+            revision,
+            delivery,
+        } => {
+            let event = JobEvent::new(job.id, revision, JobStatus::Cancelled);
+            state.broker.publish_event(event).await;
+            if let Some(delivery) = delivery
+                && let Err(error) = state.broker.publish_webhooks(&[delivery]).await
+            {
+                tracing::warn!(%error, "webhook publish failed; the sweeper will resend");
+            }
+            Ok(Json(job))
+        }
         CancelOutcome::TooLate(job) => Err(ApiError::conflict(
             "job_not_cancellable",
             format!(
@@ -249,10 +311,10 @@ fn check_metadata(metadata: Option<Value>) -> Result<Option<Value>, ApiError> {
 }
 
 /// A malformed id is answered like an unknown one: there is no such job.
-fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
+pub(super) fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
     id.parse().map_err(|_| job_not_found())
 }
 
-fn job_not_found() -> ApiError {
+pub(super) fn job_not_found() -> ApiError {
     ApiError::not_found("no such job")
 }

@@ -4,10 +4,12 @@
 mod aliases;
 mod billing;
 mod dead_letters;
+mod events;
 mod health;
 mod jobs;
 mod settings;
 mod usage;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -28,12 +30,16 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
         .merge(dead_letters::router())
         .merge(usage::router())
         .merge(billing::router())
+        .merge(events::router())
+        .merge(webhooks::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(settings.body_limit))
+        // Until the response starts (an SSE body streams on past it); long enough for the longest
+        // `Prefer: wait`.
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
+            crate::prefer::MAX_WAIT + Duration::from_secs(15),
         ))
         // 5xx answers are logged where they arise (internal errors) or are expected (503s).
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::WARN)))

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::postgres::PgArguments;
-use sqlx::query::QueryScalar;
+use sqlx::query::QueryAs;
 use sqlx::{PgPool, Postgres};
 
 use crate::domain::{JobError, JobId, ProviderName};
@@ -134,8 +134,8 @@ impl AttemptColumns {
     /// Binds the eleven arrays as `$1`..`$11`.
     pub(super) fn bind<'q, O>(
         &'q self,
-        query: QueryScalar<'q, Postgres, O, PgArguments>,
-    ) -> QueryScalar<'q, Postgres, O, PgArguments> {
+        query: QueryAs<'q, Postgres, O, PgArguments>,
+    ) -> QueryAs<'q, Postgres, O, PgArguments> {
         query
             .bind(&self.provider)
             .bind(&self.upstream_model)

@@ -12,6 +12,8 @@ use sqlx::types::ipnetwork::IpNetwork;
 use sqlx::{PgExecutor, PgPool};
 
 use super::quotas::{RELEASE_FROM_DONE, Reservation};
+use super::runs::Recorded;
+use super::webhooks::DELIVERY_FROM_DONE;
 use crate::billing;
 use uuid::Uuid;
 
@@ -22,7 +24,7 @@ use crate::domain::{
 /// Every column a [`Job`] is built from.
 const JOB_COLUMNS: &str = "id, kind, status, model, provider, upstream_model, result, error_code, \
      error_message, prompt_tokens, completion_tokens, total_tokens, attempts, metadata, created_at, \
-     started_at, finished_at, cost, usage_estimated, unpriced";
+     started_at, finished_at, cost, usage_estimated, unpriced, revision";
 
 #[derive(sqlx::FromRow)]
 struct JobRow {
@@ -46,6 +48,7 @@ struct JobRow {
     cost: Option<Decimal>,
     usage_estimated: Option<bool>,
     unpriced: Option<bool>,
+    revision: i32,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -103,6 +106,9 @@ pub struct NewJob {
     pub client_ip: Option<IpAddr>,
     /// What admission reserved against the tenant's monthly quota, if it has one.
     pub reservation: Option<Reservation>,
+    /// Where the job's terminal event is POSTed (checked by the SSRF guard); else the tenant's
+    /// endpoint.
+    pub webhook_url: Option<String>,
 }
 
 /// Inserts a job as `queued` (not yet published) and returns it as the client will see it.
@@ -112,8 +118,9 @@ pub async fn insert(conn: impl PgExecutor<'_>, job: &NewJob) -> Result<Job, sqlx
     let reservation = job.reservation.as_ref();
     let row: JobRow = sqlx::query_as(&format!(
         "insert into jobs (id, tenant_id, token_id, kind, status, model, request, metadata,
-                           origin, client_ip, reserved_tokens, reserved_cost, reserved_month)
-         values ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12)
+                           origin, client_ip, reserved_tokens, reserved_cost, reserved_month,
+                           webhook_url)
+         values ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13)
          returning {JOB_COLUMNS}"
     ))
     .bind(job.id)
@@ -128,6 +135,7 @@ pub async fn insert(conn: impl PgExecutor<'_>, job: &NewJob) -> Result<Job, sqlx
     .bind(reservation.map(|r| r.tokens))
     .bind(reservation.map(|r| r.cost))
     .bind(reservation.map(|r| r.month))
+    .bind(&job.webhook_url)
     .fetch_one(conn)
     .await?;
     row.try_into()
@@ -147,6 +155,26 @@ pub async fn get(
     .fetch_optional(pool)
     .await?;
     row.map(Job::try_from).transpose()
+}
+
+/// A tenant's job and its revision (bumped at each status change: the id of its SSE events).
+pub async fn get_with_revision(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    id: JobId,
+) -> Result<Option<(Job, i32)>, sqlx::Error> {
+    let row: Option<JobRow> = sqlx::query_as(&format!(
+        "select {JOB_COLUMNS} from jobs where id = $1 and tenant_id = $2"
+    ))
+    .bind(id)
+    .bind(tenant_id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|row| {
+        let revision = row.revision;
+        Job::try_from(row).map(|job| (job, revision))
+    })
+    .transpose()
 }
 
 /// A tenant's jobs, newest first, strictly older than `before` when given (the cursor).
@@ -198,7 +226,12 @@ pub async fn mark_published(pool: &PgPool, ids: &[JobId]) -> Result<(), sqlx::Er
 
 /// What became of a cancel request.
 pub enum CancelOutcome {
-    Cancelled(Job),
+    /// Cancelled now: the job, its new revision, and the webhook delivery written for it, if any.
+    Cancelled {
+        job: Job,
+        revision: i32,
+        delivery: Option<Uuid>,
+    },
     /// Already running or finished: it can no longer be cancelled.
     TooLate(Job),
     NotFound,
@@ -211,21 +244,31 @@ pub async fn cancel(
     tenant_id: TenantId,
     id: JobId,
 ) -> Result<CancelOutcome, sqlx::Error> {
-    let row: Option<JobRow> = sqlx::query_as(&format!(
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        delivery: Option<Uuid>,
+        #[sqlx(flatten)]
+        job: JobRow,
+    }
+    let row: Option<Row> = sqlx::query_as(&format!(
         "with done as (
-            update jobs set status = 'cancelled', finished_at = now(),
+            update jobs set status = 'cancelled', finished_at = now(), revision = revision + 1,
                    error_code = 'cancelled', error_message = 'cancelled by the client'
              where id = $1 and tenant_id = $2 and status in ('pending', 'queued', 'retrying')
              returning *
-         ), {RELEASE_FROM_DONE}
-         select {JOB_COLUMNS} from done"
+         ), {RELEASE_FROM_DONE}, {DELIVERY_FROM_DONE}
+         select {JOB_COLUMNS}, (select id from hook) as delivery from done"
     ))
     .bind(id)
     .bind(tenant_id)
     .fetch_optional(pool)
     .await?;
     match row {
-        Some(row) => Ok(CancelOutcome::Cancelled(row.try_into()?)),
+        Some(row) => Ok(CancelOutcome::Cancelled {
+            revision: row.job.revision,
+            job: row.job.try_into()?,
+            delivery: row.delivery,
+        }),
         None => Ok(match get(pool, tenant_id, id).await? {
             Some(job) => CancelOutcome::TooLate(job),
             None => CancelOutcome::NotFound,
@@ -234,28 +277,27 @@ pub async fn cancel(
 }
 
 /// Marks a job failed without a claim, for a message the broker dead-lettered (poison), and notes
-/// when, so admins can list it and requeue it.
+/// when, so admins can list it and requeue it. `None` if the job had already ended.
 pub async fn fail_dead_lettered(
     pool: &PgPool,
     id: JobId,
     error: &JobError,
-) -> Result<bool, sqlx::Error> {
-    let done: Option<i32> = sqlx::query_scalar(&format!(
+) -> Result<Option<Recorded>, sqlx::Error> {
+    sqlx::query_as(&format!(
         "with done as (
             update jobs set status = 'failed', error_code = $2, error_message = $3,
                    finished_at = now(), lease_expires_at = null, retry_at = null,
-                   dead_lettered_at = now()
+                   dead_lettered_at = now(), revision = revision + 1
              where id = $1 and status not in ('succeeded', 'failed', 'cancelled')
              returning *
-         ), {RELEASE_FROM_DONE}
-         select 1 from done"
+         ), {RELEASE_FROM_DONE}, {DELIVERY_FROM_DONE}
+         select revision, (select id from hook) as delivery from done"
     ))
     .bind(id)
     .bind(&error.code)
     .bind(&error.message)
     .fetch_optional(pool)
-    .await?;
-    Ok(done.is_some())
+    .await
 }
 
 /// Jobs whose message may be missing, for the sweeper to publish to the work queue:
@@ -296,7 +338,8 @@ pub async fn unpublished(
 /// cleared, so should that worker still be alive it can no longer finish the job.
 pub async fn release_abandoned(pool: &PgPool, limit: i64) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
-        "update jobs set status = 'queued', claim_id = null, lease_expires_at = null, published_at = null
+        "update jobs set status = 'queued', claim_id = null, lease_expires_at = null,
+                         published_at = null, revision = revision + 1
           where id in (select id from jobs
                         where status = 'running' and lease_expires_at < now()
                         order by lease_expires_at
@@ -360,6 +403,7 @@ pub async fn requeue_dead_lettered(pool: &PgPool, id: JobId) -> Result<Option<Jo
             set status = 'queued', error_code = null, error_message = null, finished_at = null,
                 dead_lettered_at = null, claims = 0, retries = 0, claim_id = null,
                 lease_expires_at = null, published_at = null, retry_at = null,
+                revision = revision + 1,
                 -- its reservation was released when it failed
                 reserved_tokens = null, reserved_cost = null, reserved_month = null
           where id = $1 and status = 'failed' and dead_lettered_at is not null

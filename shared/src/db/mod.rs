@@ -13,6 +13,7 @@ pub mod settings;
 pub mod tenants;
 pub mod tokens;
 pub mod usage;
+pub mod webhooks;
 
 use std::time::Duration;
 

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::job_attempts::{AttemptColumns, AttemptRecord, INSERT_FROM_DONE, RUN_ATTEMPTS};
 use super::quotas::RELEASE_FROM_DONE;
+use super::webhooks::DELIVERY_FROM_DONE;
 use crate::billing::{self, Price};
 use crate::domain::{JobError, JobId, JobRequest, JobStatus, ProviderName, TenantId};
 use crate::provider::TokenCounts;
@@ -25,6 +26,8 @@ pub struct ClaimedJob {
     pub claims: i32,
     /// How many earlier runs ended with the job parked for a delayed retry.
     pub retries: i32,
+    /// The job's revision once claimed (its `running` event's id).
+    pub revision: i32,
 }
 
 impl ClaimedJob {
@@ -52,16 +55,16 @@ pub async fn claim(
     redelivered: bool,
     lease: Duration,
 ) -> Result<Option<ClaimedJob>, sqlx::Error> {
-    let row: Option<(TenantId, Value, i32, i32)> = sqlx::query_as(&format!(
+    let row: Option<(TenantId, Value, i32, i32, i32)> = sqlx::query_as(&format!(
         "update jobs
-            set status = 'running', claim_id = $2, claims = claims + 1,
+            set status = 'running', claim_id = $2, claims = claims + 1, revision = revision + 1,
                 started_at = coalesce(started_at, now()),
                 lease_expires_at = now() + make_interval(secs => $4)
           where id = $1
             and (status = 'queued'
                  or (status = 'retrying' and retry_at <= now() + interval '{EARLY_ARRIVAL}')
                  or (status = 'running' and ($3 or lease_expires_at < now())))
-          returning tenant_id, request, claims, retries"
+          returning tenant_id, request, claims, retries, revision"
     ))
     .bind(id)
     .bind(claim_id)
@@ -69,7 +72,7 @@ pub async fn claim(
     .bind(lease.as_secs_f64())
     .fetch_optional(pool)
     .await?;
-    let Some((tenant_id, request, claims, retries)) = row else {
+    let Some((tenant_id, request, claims, retries, revision)) = row else {
         return Ok(None);
     };
     let request = serde_json::from_value(request).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
@@ -79,6 +82,7 @@ pub async fn claim(
         request,
         claims,
         retries,
+        revision,
     }))
 }
 
@@ -138,6 +142,14 @@ impl Outcome {
     }
 }
 
+/// A job's end (or a run's) as recorded: the job's new revision, and the webhook delivery its terminal statement
+/// wrote, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct Recorded {
+    pub revision: i32,
+    pub delivery: Option<Uuid>,
+}
+
 /// What a succeeded job is billed.
 #[derive(Clone, Copy)]
 struct Bill<'a> {
@@ -153,7 +165,9 @@ struct Bill<'a> {
 /// completion can never bill twice) and the tenant's daily rollup; any quota reservation is
 /// released (what was used now counts through the rollup).
 ///
-/// Returns `false` when the claim was no longer the job's (another worker reclaimed it after a
+/// The job's webhook delivery, if it has a URL or its tenant an endpoint, is written too.
+///
+/// Returns `None` when the claim was no longer the job's (another worker reclaimed it after a
 /// redelivery): nothing is written, and the caller drops its result.
 pub async fn finish(
     pool: &PgPool,
@@ -161,7 +175,7 @@ pub async fn finish(
     claim_id: Uuid,
     outcome: &Outcome,
     attempts: &[AttemptRecord],
-) -> Result<bool, sqlx::Error> {
+) -> Result<Option<Recorded>, sqlx::Error> {
     let mut bill: Option<Bill<'_>> = None;
     let (status, provider, upstream_model, result, error) = match outcome {
         Outcome::Succeeded {
@@ -220,11 +234,12 @@ pub async fn finish(
                        origin, client_ip, finished_at
                   from done where $14 = 'succeeded'
              returning tenant_id, model, prompt_tokens, completion_tokens, cost, finished_at
-             ), {DAILY_FROM_BILL}, {RELEASE_FROM_DONE}"
+             ), {DAILY_FROM_BILL}, {RELEASE_FROM_DONE}, {DELIVERY_FROM_DONE}"
         ),
+        "(select id from hook)",
     );
-    let finished: i64 = columns
-        .bind(sqlx::query_scalar(&sql))
+    let finished: (i64, Option<i32>, Option<Uuid>) = columns
+        .bind(sqlx::query_as(&sql))
         .bind(id)
         .bind(claim_id)
         .bind(status.as_str())
@@ -243,23 +258,31 @@ pub async fn finish(
         .bind(bill.map(|b| b.routed_model))
         .fetch_one(pool)
         .await?;
-    Ok(finished == 1)
+    Ok(recorded(finished))
 }
 
-/// The one statement that ends a run: `set` applied to the job if claim `$13` still holds job `$12`,
-/// the run's attempts (`$1`..`$11`) inserted for it and added to the provider spend, then `more`
-/// (further CTEs reading `done`); `set`'s own parameters start at `$14`. Its single value is 1 if
-/// the run's end was recorded, 0 if the claim was lost.
-fn end_of_run(set: &str, more: &str) -> String {
+fn recorded((count, revision, delivery): (i64, Option<i32>, Option<Uuid>)) -> Option<Recorded> {
+    match (count, revision) {
+        (1, Some(revision)) => Some(Recorded { revision, delivery }),
+        _ => None,
+    }
+}
+
+/// The one statement that ends a run: `set` applied to the job if claim `$13` still holds job `$12`
+/// (and its revision bumped), the run's attempts (`$1`..`$11`) inserted for it and added to the
+/// provider spend, then `more` (further CTEs reading `done`); `set`'s own parameters start at
+/// `$14`. Its row is the count of jobs ended (1, or 0 if the claim was lost), the new revision,
+/// and `delivery` (a uuid expression).
+fn end_of_run(set: &str, more: &str, delivery: &str) -> String {
     format!(
         "with {RUN_ATTEMPTS},
          done as (
-            update jobs set {set}
+            update jobs set {set}, revision = revision + 1
              where id = $12 and claim_id = $13 and status = 'running'
          returning id, claims, tenant_id, token_id, model, origin, client_ip, finished_at,
-                   reserved_tokens, reserved_cost, reserved_month
+                   reserved_tokens, reserved_cost, reserved_month, status, webhook_url, revision
          ), {INSERT_FROM_DONE} {more}
-         select count(*) from done"
+         select count(*), max(revision), {delivery} from done"
     )
 }
 
@@ -281,7 +304,7 @@ const DAILY_FROM_BILL: &str = "
 
 /// Parks a claimed job as `retrying` after a run in which every provider failed transiently: the
 /// last error is shown meanwhile, the run's attempts are recorded, and `retry_at` says when it is
-/// due. The caller then publishes its message to the delay queue. `false` if the claim was lost.
+/// due. The caller then publishes its message to the delay queue. `None` if the claim was lost.
 pub async fn park(
     pool: &PgPool,
     id: JobId,
@@ -289,16 +312,17 @@ pub async fn park(
     error: &JobError,
     delay: Duration,
     attempts: &[AttemptRecord],
-) -> Result<bool, sqlx::Error> {
+) -> Result<Option<Recorded>, sqlx::Error> {
     let columns = AttemptColumns::new(attempts);
     let sql = end_of_run(
         "status = 'retrying', retries = retries + 1, attempts = attempts + $17,
          error_code = $14, error_message = $15, retry_at = now() + make_interval(secs => $16),
          claim_id = null, lease_expires_at = null, published_at = null",
         "",
+        "null::uuid",
     );
-    let parked: i64 = columns
-        .bind(sqlx::query_scalar(&sql))
+    let parked: (i64, Option<i32>, Option<Uuid>) = columns
+        .bind(sqlx::query_as(&sql))
         .bind(id)
         .bind(claim_id)
         .bind(&error.code)
@@ -307,5 +331,5 @@ pub async fn park(
         .bind(columns.len())
         .fetch_one(pool)
         .await?;
-    Ok(parked == 1)
+    Ok(recorded(parked))
 }

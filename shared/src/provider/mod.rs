@@ -11,7 +11,7 @@ mod openai;
 
 use serde_json::Value;
 
-pub use error::{FailureClass, ProviderError};
+pub use error::{FailureClass, ProviderError, parse_retry_after};
 
 pub use ollama::OllamaClient;
 pub use openai::OpenAiClient;

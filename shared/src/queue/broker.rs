@@ -17,9 +17,12 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::topology::{JOB_ROUTING_KEY, wait_bucket, wait_key};
-use super::{JobMessage, Topology};
+use super::topology::{
+    JOB_ROUTING_KEY, WEBHOOK_ROUTING_KEY, wait_bucket, wait_key, webhook_wait_bucket,
+};
+use super::{JobEvent, JobMessage, Topology, WebhookMessage};
 use crate::domain::JobId;
+use uuid::Uuid;
 
 /// How often the supervisor checks that the connection is still up.
 const HEALTH_CHECK_EVERY: Duration = Duration::from_millis(250);
@@ -36,11 +39,13 @@ pub enum PublishError {
     Amqp(#[from] lapin::Error),
 }
 
-/// One live connection and its publisher-confirm channel.
+/// One live connection, its publisher-confirm channel, and a channel for job events (which are
+/// hints, published without confirms: a lost one costs a watcher a re-read, never an outcome).
 #[derive(Clone)]
 pub struct Session {
     connection: Arc<Connection>,
     publisher: Channel,
+    events: Channel,
 }
 
 impl Session {
@@ -50,7 +55,9 @@ impl Session {
     }
 
     fn is_alive(&self) -> bool {
-        self.connection.status().connected() && self.publisher.status().connected()
+        self.connection.status().connected()
+            && self.publisher.status().connected()
+            && self.events.status().connected()
     }
 }
 
@@ -164,9 +171,11 @@ impl Broker {
         publisher
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
+        let events = connection.create_channel().await?;
         Ok(Session {
             connection: Arc::new(connection),
             publisher,
+            events,
         })
     }
 
@@ -181,7 +190,12 @@ impl Broker {
     /// Publishes many job messages, then awaits all their confirms as one window.
     pub async fn publish_jobs(&self, ids: &[JobId]) -> Result<(), PublishError> {
         let exchange = self.inner.topology.jobs_exchange();
-        self.publish(&exchange, JOB_ROUTING_KEY, ids).await
+        let messages = ids
+            .iter()
+            .map(|id| (id.to_string(), JobMessage::new(*id).encode()))
+            .collect();
+        self.publish(&exchange, JOB_ROUTING_KEY, messages, None)
+            .await
     }
 
     /// Publishes a job message to the wait queue of `delay` (rounded up to a bucket, see
@@ -189,24 +203,77 @@ impl Broker {
     pub async fn publish_delayed(&self, id: JobId, delay: Duration) -> Result<(), PublishError> {
         let exchange = self.inner.topology.wait_exchange();
         let key = wait_key(wait_bucket(delay));
-        self.publish(&exchange, &key, &[id]).await
+        let message = (id.to_string(), JobMessage::new(id).encode());
+        self.publish(&exchange, &key, vec![message], None).await
     }
 
+    /// Publishes webhook delivery messages for the deliverer, awaiting their confirms.
+    pub async fn publish_webhooks(&self, ids: &[Uuid]) -> Result<(), PublishError> {
+        let exchange = self.inner.topology.webhooks_exchange();
+        let messages = ids
+            .iter()
+            .map(|id| (id.to_string(), WebhookMessage::new(*id).encode()))
+            .collect();
+        self.publish(&exchange, WEBHOOK_ROUTING_KEY, messages, None)
+            .await
+    }
+
+    /// Publishes a webhook delivery message that reaches the deliverer after `delay` (it waits in
+    /// the wait queue of its magnitude, see [`webhook_wait_bucket`]).
+    pub async fn publish_webhook_delayed(
+        &self,
+        id: Uuid,
+        delay: Duration,
+    ) -> Result<(), PublishError> {
+        let exchange = self.inner.topology.webhook_wait_exchange();
+        let key = wait_key(webhook_wait_bucket(delay));
+        let message = (id.to_string(), WebhookMessage::new(id).encode());
+        self.publish(&exchange, &key, vec![message], Some(delay))
+            .await
+    }
+
+    /// Tells every api instance watching the job that it changed. Best effort: no confirm is
+    /// awaited and a failure is only logged (watchers re-read the job on their own schedule too).
+    pub async fn publish_event(&self, event: JobEvent) {
+        let Some(session) = self.session() else {
+            return;
+        };
+        let published = session
+            .events
+            .basic_publish(
+                self.inner.topology.events_exchange().into(),
+                JobEvent::routing_key(event.job_id).into(),
+                BasicPublishOptions::default(),
+                &event.encode(),
+                BasicProperties::default().with_content_type("application/json".into()),
+            )
+            .await;
+        if let Err(error) = published {
+            tracing::debug!(%error, job_id = %event.job_id, "job event not published");
+        }
+    }
+
+    /// Publishes `(message id, body)` pairs, then awaits all their confirms as one window. With
+    /// `expiration`, each message expires (is dead-lettered onwards) after that long in a queue.
     async fn publish(
         &self,
         exchange: &str,
         routing_key: &str,
-        ids: &[JobId],
+        messages: Vec<(String, Vec<u8>)>,
+        expiration: Option<Duration>,
     ) -> Result<(), PublishError> {
         let session = self.session().ok_or(PublishError::Disconnected)?;
         let exchange = ShortString::from(exchange);
         let routing_key = ShortString::from(routing_key);
-        let mut confirms = Vec::with_capacity(ids.len());
-        for id in ids {
-            let properties = BasicProperties::default()
+        let mut confirms = Vec::with_capacity(messages.len());
+        for (id, body) in messages {
+            let mut properties = BasicProperties::default()
                 .with_delivery_mode(2) // persistent
                 .with_content_type("application/json".into())
-                .with_message_id(id.to_string().into());
+                .with_message_id(id.into());
+            if let Some(expiration) = expiration {
+                properties = properties.with_expiration(expiration.as_millis().to_string().into());
+            }
             let confirm = session
                 .publisher
                 .basic_publish(
@@ -217,7 +284,7 @@ impl Broker {
                         mandatory: true,
                         ..Default::default()
                     },
-                    &JobMessage::new(*id).encode(),
+                    &body,
                     properties,
                 )
                 .await?;

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::JobId;
+use crate::domain::{JobId, JobStatus};
 
 /// "Run this job." Versioned so a rolling deploy can tell old messages from new ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +33,72 @@ impl JobMessage {
     }
 }
 
+/// "Attempt this webhook delivery." The row holds the URL, payload and attempt count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookMessage {
+    pub v: u8,
+    pub delivery_id: uuid::Uuid,
+}
+
+impl WebhookMessage {
+    pub const VERSION: u8 = 1;
+
+    pub fn new(delivery_id: uuid::Uuid) -> Self {
+        Self {
+            v: Self::VERSION,
+            delivery_id,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a WebhookMessage always serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice::<Self>(bytes)
+            .ok()
+            .filter(|m| m.v == Self::VERSION)
+    }
+}
+
+/// "This job changed": its new status and revision, for api instances whose clients watch it. A
+/// hint, not a record: watchers read the job itself from Postgres.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEvent {
+    pub v: u8,
+    pub job_id: JobId,
+    pub revision: i32,
+    pub status: JobStatus,
+}
+
+impl JobEvent {
+    pub const VERSION: u8 = 1;
+
+    pub fn new(job_id: JobId, revision: i32, status: JobStatus) -> Self {
+        Self {
+            v: Self::VERSION,
+            job_id,
+            revision,
+            status,
+        }
+    }
+
+    /// The events exchange's routing key for a job.
+    pub fn routing_key(job_id: JobId) -> String {
+        format!("job.{job_id}")
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a JobEvent always serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice::<Self>(bytes)
+            .ok()
+            .filter(|m| m.v == Self::VERSION)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +112,14 @@ mod tests {
             None
         );
         assert_eq!(JobMessage::decode(b"not json"), None);
+    }
+
+    #[test]
+    fn webhook_messages_and_job_events_round_trip() {
+        let message = WebhookMessage::new(uuid::Uuid::now_v7());
+        assert_eq!(WebhookMessage::decode(&message.encode()), Some(message));
+        let event = JobEvent::new(JobId::new(), 3, JobStatus::Succeeded);
+        assert_eq!(JobEvent::decode(&event.encode()), Some(event));
+        assert_eq!(JobEvent::decode(b"{}"), None);
     }
 }

@@ -30,12 +30,39 @@ pub const RETRY_DELAYS: [Duration; 6] = [
     Duration::from_secs(1800),
 ];
 
+/// The routing key of webhook delivery messages on the webhooks exchange.
+pub const WEBHOOK_ROUTING_KEY: &str = "delivery";
+
+/// The wait queues of webhook retries. Unlike a job's, a delivery's delay is jittered and can be
+/// stretched by `Retry-After`, so each message carries its own expiration and waits in the queue of
+/// its order of magnitude: messages expire only at a queue's head, so a message can be held up by
+/// one ahead of it at most by the spread of its bucket.
+pub const WEBHOOK_WAIT_BUCKETS: [Duration; 9] = [
+    Duration::from_secs(1),
+    Duration::from_secs(10),
+    Duration::from_secs(60),
+    Duration::from_secs(600),
+    Duration::from_secs(3600),
+    Duration::from_secs(3 * 3600),
+    Duration::from_secs(6 * 3600),
+    Duration::from_secs(12 * 3600),
+    Duration::from_secs(24 * 3600),
+];
+
 /// The wait queue for `delay`: the shortest that waits at least that long, or the longest.
 pub fn wait_bucket(delay: Duration) -> Duration {
     RETRY_DELAYS
         .into_iter()
         .find(|&bucket| bucket >= delay)
         .unwrap_or(RETRY_DELAYS[RETRY_DELAYS.len() - 1])
+}
+
+/// The webhook wait queue for `delay`: the shortest bucket that holds it, or the longest.
+pub fn webhook_wait_bucket(delay: Duration) -> Duration {
+    WEBHOOK_WAIT_BUCKETS
+        .into_iter()
+        .find(|&bucket| bucket >= delay)
+        .unwrap_or(WEBHOOK_WAIT_BUCKETS[WEBHOOK_WAIT_BUCKETS.len() - 1])
 }
 
 /// The routing key (and queue-name suffix) of a wait bucket.
@@ -83,6 +110,32 @@ impl Topology {
     /// The TTL wait queue of one delay bucket.
     pub fn wait_queue(&self, bucket: Duration) -> String {
         format!("{}.wait.{}", self.prefix, wait_key(bucket))
+    }
+
+    /// Direct exchange that webhook delivery messages are published to.
+    pub fn webhooks_exchange(&self) -> String {
+        format!("{}.webhooks", self.prefix)
+    }
+
+    /// The queue the worker's webhook deliverer consumes.
+    pub fn webhooks_queue(&self) -> String {
+        format!("{}.webhooks", self.prefix)
+    }
+
+    /// Direct exchange of the webhook wait queues; the routing key names the bucket.
+    pub fn webhook_wait_exchange(&self) -> String {
+        format!("{}.webhooks.wait", self.prefix)
+    }
+
+    /// The wait queue of one webhook delay bucket.
+    pub fn webhook_wait_queue(&self, bucket: Duration) -> String {
+        format!("{}.webhooks.wait.{}", self.prefix, wait_key(bucket))
+    }
+
+    /// Topic exchange of job events (routing key `job.<id>`): every api instance binds its own
+    /// queue for the jobs its clients are watching (SSE, submit-and-wait).
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.prefix)
     }
 
     /// Declares everything; idempotent, run by every process on every (re)connect.
@@ -168,6 +221,45 @@ impl Topology {
                 .await?;
         }
 
+        for (exchange, kind) in [
+            (self.webhooks_exchange(), ExchangeKind::Direct),
+            (self.webhook_wait_exchange(), ExchangeKind::Direct),
+            (self.events_exchange(), ExchangeKind::Topic),
+        ] {
+            channel
+                .exchange_declare(exchange.into(), kind, durable, FieldTable::default())
+                .await?;
+        }
+        let mut webhooks = FieldTable::default();
+        webhooks.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        // A delivery message that keeps crashing deliverers is dropped after this many tries; its
+        // row stays pending, and the sweeper sends it again later.
+        webhooks.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(DELIVERY_LIMIT),
+        );
+        channel
+            .queue_declare(self.webhooks_queue().into(), queue, webhooks)
+            .await?;
+        for bucket in WEBHOOK_WAIT_BUCKETS {
+            // No queue TTL: each message carries its own expiration (see WEBHOOK_WAIT_BUCKETS).
+            let mut wait = FieldTable::default();
+            wait.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(self.webhooks_exchange().into()),
+            );
+            wait.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(WEBHOOK_ROUTING_KEY.into()),
+            );
+            channel
+                .queue_declare(self.webhook_wait_queue(bucket).into(), queue, wait)
+                .await?;
+        }
+
         let bind = |queue: String, exchange: String, key: String| {
             let key = ShortString::from(key);
             async move {
@@ -202,15 +294,35 @@ impl Topology {
             )
             .await?;
         }
+        bind(
+            self.webhooks_queue(),
+            self.webhooks_exchange(),
+            WEBHOOK_ROUTING_KEY.into(),
+        )
+        .await?;
+        for bucket in WEBHOOK_WAIT_BUCKETS {
+            bind(
+                self.webhook_wait_queue(bucket),
+                self.webhook_wait_exchange(),
+                wait_key(bucket),
+            )
+            .await?;
+        }
         Ok(())
     }
 
     /// Deletes everything `declare` made. For tests and for tearing down a deployment.
     pub async fn delete(&self, channel: &Channel) -> lapin::Result<()> {
         let waits = RETRY_DELAYS.map(|bucket| self.wait_queue(bucket));
-        for queue in [self.jobs_queue(), self.dead_letter_queue()]
-            .into_iter()
-            .chain(waits)
+        let webhook_waits = WEBHOOK_WAIT_BUCKETS.map(|bucket| self.webhook_wait_queue(bucket));
+        for queue in [
+            self.jobs_queue(),
+            self.dead_letter_queue(),
+            self.webhooks_queue(),
+        ]
+        .into_iter()
+        .chain(waits)
+        .chain(webhook_waits)
         {
             channel
                 .queue_delete(queue.into(), QueueDeleteOptions::default())
@@ -220,6 +332,9 @@ impl Topology {
             self.jobs_exchange(),
             self.dead_letter_exchange(),
             self.wait_exchange(),
+            self.webhooks_exchange(),
+            self.webhook_wait_exchange(),
+            self.events_exchange(),
         ] {
             channel
                 .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
@@ -247,6 +362,26 @@ mod tests {
         assert_eq!(
             wait_bucket(Duration::from_secs(86_400)),
             Duration::from_secs(1800)
+        );
+    }
+
+    #[test]
+    fn a_webhook_delay_waits_in_the_bucket_of_its_magnitude() {
+        assert_eq!(
+            webhook_wait_bucket(Duration::from_millis(50)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            webhook_wait_bucket(Duration::from_secs(5)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            webhook_wait_bucket(Duration::from_secs(36_000)),
+            Duration::from_secs(43_200)
+        );
+        assert_eq!(
+            webhook_wait_bucket(Duration::from_secs(1_000_000)),
+            Duration::from_secs(86_400)
         );
     }
 

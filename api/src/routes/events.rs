@@ -1,0 +1,159 @@
+//! `GET /v1/jobs/{id}/events`: a job's status changes as server-sent events, and the wait behind
+//! `Prefer: wait=N` on the submit endpoints.
+//!
+//! Both watch the job before reading it (see [`crate::watch`]), so no change can slip between the
+//! read and the subscription. Each event's id is the job's revision: a client that reconnects with
+//! `Last-Event-ID` is sent only what is newer.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use futures::Stream;
+use shared::db::jobs;
+use shared::domain::{Job, JobId, TenantId};
+use tokio::time::Instant;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::watch::{Signal, Watch};
+
+/// How often a stream re-reads its job even without an event: a safety net for an event lost while
+/// the broker was away, not the way changes normally arrive.
+const REREAD_EVERY: Duration = Duration::from_secs(15);
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/jobs/{id}/events", get(events))
+}
+
+async fn events(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let id = super::jobs::parse_job_id(&id)?;
+    let last_seen = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    let watch = state.watchers.watch(id).await;
+    let first = jobs::get_with_revision(&state.pool, caller.tenant_id, id)
+        .await?
+        .ok_or_else(super::jobs::job_not_found)?;
+    let follow = Follow {
+        state: state.clone(),
+        tenant_id: caller.tenant_id,
+        id,
+        watch,
+        last_sent: last_seen,
+        next: Some(first),
+        ended: false,
+    };
+    let stream = futures::stream::unfold(follow, |mut follow| async move {
+        let event = follow.next_event().await?;
+        Some((Ok(event), follow))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(state.sse_heartbeat)))
+}
+
+/// One stream's position: the last revision sent, and the job as last read if not yet sent.
+struct Follow {
+    state: AppState,
+    tenant_id: TenantId,
+    id: JobId,
+    watch: Watch,
+    last_sent: i32,
+    next: Option<(Job, i32)>,
+    ended: bool,
+}
+
+impl Follow {
+    /// The next event to send, waiting for the job to change; `None` ends the stream (after a
+    /// terminal state, or if the job can no longer be read: the client reconnects and resumes).
+    async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            if self.ended {
+                return None;
+            }
+            let (job, revision) = match self.next.take() {
+                Some(read) => read,
+                None => {
+                    self.changed().await;
+                    match jobs::get_with_revision(&self.state.pool, self.tenant_id, self.id).await {
+                        Ok(Some(read)) => read,
+                        Ok(None) => return None,
+                        Err(error) => {
+                            tracing::warn!(%error, job_id = %self.id, "cannot read a watched job");
+                            return None;
+                        }
+                    }
+                }
+            };
+            self.ended = job.status.is_terminal();
+            if revision > self.last_sent {
+                self.last_sent = revision;
+                let event = Event::default()
+                    .event("job")
+                    .id(revision.to_string())
+                    .json_data(&job)
+                    .ok()?;
+                return Some(event);
+            }
+        }
+    }
+
+    /// Returns once the job may have moved past what was sent: an event newer than that, a
+    /// request to re-read, or the periodic re-read.
+    async fn changed(&mut self) {
+        let deadline = Instant::now() + REREAD_EVERY;
+        loop {
+            let signal = tokio::select! {
+                signal = self.watch.next() => signal,
+                () = tokio::time::sleep_until(deadline) => return,
+            };
+            match signal {
+                Signal::Changed(event) if event.revision <= self.last_sent => continue,
+                _ => return,
+            }
+        }
+    }
+}
+
+/// Waits up to `wait` for a watched job to end; the finished job, or `None` if it is still going.
+/// The job is read when an event says it ended, and once more at the deadline in case that event
+/// was lost.
+pub(super) async fn finished_within(
+    state: &AppState,
+    tenant_id: TenantId,
+    id: JobId,
+    mut watch: Watch,
+    wait: Duration,
+) -> Result<Option<Job>, ApiError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let signal = tokio::select! {
+            signal = watch.next() => Some(signal),
+            () = tokio::time::sleep_until(deadline) => None,
+        };
+        let read_now = match signal {
+            Some(Signal::Changed(event)) => event.status.is_terminal(),
+            Some(Signal::Reread) | None => true,
+        };
+        if read_now {
+            let job = jobs::get(&state.pool, tenant_id, id).await?;
+            if let Some(job) = job.filter(|job| job.status.is_terminal()) {
+                return Ok(Some(job));
+            }
+        }
+        if signal.is_none() {
+            return Ok(None);
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Webhooks: a tenant's endpoint and signing secret (`GET/PUT /v1/admin/tenants/{id}/webhook`,
+//! `POST .../webhook/rotate`), a job's deliveries (`GET /v1/jobs/{id}/deliveries`) and an admin's
+//! redelivery (`POST /v1/admin/webhook-deliveries/{id}/redeliver`). Also the intake check of a
+//! job's `webhook_url`.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use shared::db::jobs;
+use shared::db::webhooks::{self, Delivery, Endpoint};
+use shared::domain::TenantId;
+use shared::secret::Purpose;
+use shared::webhook::{SigningSecret, check_target, message_id, parse_url};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::{Admin, Caller};
+use crate::error::ApiError;
+use crate::extract::JsonBody;
+
+/// How long a rotated-out secret keeps signing, so receivers can switch to the new one.
+const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/admin/tenants/{id}/webhook",
+            get(endpoint).put(set_endpoint),
+        )
+        .route("/v1/admin/tenants/{id}/webhook/rotate", post(rotate))
+        .route(
+            "/v1/admin/webhook-deliveries/{id}/redeliver",
+            post(redeliver),
+        )
+        .route("/v1/jobs/{id}/deliveries", get(deliveries))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointBody {
+    /// The tenant's default endpoint; `null` clears it (jobs with their own URL still deliver).
+    url: Option<String>,
+}
+
+#[derive(Serialize)]
+struct EndpointView {
+    #[serde(flatten)]
+    endpoint: Endpoint,
+    /// The signing secret, present only in the answer that created it: it is never shown again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Rotated {
+    /// The new signing secret, shown this once.
+    secret: String,
+    /// Until when the secrets it replaces keep signing beside it.
+    previous_expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Serialize)]
+struct Deliveries {
+    data: Vec<Delivery>,
+}
+
+#[derive(Serialize)]
+struct Redelivery {
+    id: String,
+    status: &'static str,
+}
+
+/// Checks a job's `webhook_url` at intake: well-formed, reaching only public addresses (unless
+/// this server allows private ones), and signable (the tenant has a secret). Returns it normalized.
+pub(super) async fn accept_url(
+    state: &AppState,
+    tenant_id: TenantId,
+    raw: &str,
+) -> Result<String, ApiError> {
+    let url = checked_url(state, "webhook_url", raw).await?;
+    if !webhooks::has_secret(&state.pool, tenant_id).await? {
+        return Err(ApiError::invalid_field(
+            "webhook_url",
+            "cannot be signed: the tenant has no webhook secret yet (an admin creates one with \
+             PUT /v1/admin/tenants/{id}/webhook)",
+        ));
+    }
+    Ok(url)
+}
+
+async fn checked_url(state: &AppState, field: &str, raw: &str) -> Result<String, ApiError> {
+    let url = parse_url(raw).map_err(|error| ApiError::invalid_field(field, error.to_string()))?;
+    check_target(&url, state.webhook_allow_private)
+        .await
+        .map_err(|error| ApiError::invalid_field(field, error.to_string()))?;
+    Ok(url.to_string())
+}
+
+async fn endpoint(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Endpoint>, ApiError> {
+    let id = super::billing::tenant_id(&id)?;
+    webhooks::endpoint(&state.pool, id)
+        .await?
+        .map(Json)
+        .ok_or_else(tenant_not_found)
+}
+
+/// Sets the endpoint (enabling it again after a 410) and, the first time, creates the tenant's
+/// signing secret and shows it.
+async fn set_endpoint(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<EndpointBody>,
+) -> Result<Json<EndpointView>, ApiError> {
+    let id = super::billing::tenant_id(&id)?;
+    let url = match body.url {
+        Some(raw) => Some(checked_url(&state, "url", &raw).await?),
+        None => None,
+    };
+    let candidate = SigningSecret::generate();
+    let sealed = seal(&state, &candidate)?;
+    let created = webhooks::set_endpoint(&state.pool, id, url.as_deref(), &sealed)
+        .await?
+        .ok_or_else(tenant_not_found)?;
+    let endpoint = webhooks::endpoint(&state.pool, id)
+        .await?
+        .ok_or_else(tenant_not_found)?;
+    Ok(Json(EndpointView {
+        endpoint,
+        secret: created.then_some(candidate),
+    }))
+}
+
+async fn rotate(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Rotated>, ApiError> {
+    let id = super::billing::tenant_id(&id)?;
+    let secret = SigningSecret::generate();
+    let sealed = seal(&state, &secret)?;
+    let previous_expires_at = webhooks::rotate_secret(&state.pool, id, &sealed, ROTATION_OVERLAP)
+        .await?
+        .ok_or_else(tenant_not_found)?;
+    Ok(Json(Rotated {
+        secret,
+        previous_expires_at,
+    }))
+}
+
+async fn deliveries(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Deliveries>, ApiError> {
+    let id = super::jobs::parse_job_id(&id)?;
+    if jobs::get(&state.pool, caller.tenant_id, id)
+        .await?
+        .is_none()
+    {
+        return Err(super::jobs::job_not_found());
+    }
+    let data = webhooks::for_job(&state.pool, caller.tenant_id, id).await?;
+    Ok(Json(Deliveries { data }))
+}
+
+/// One more attempt of a delivery, now, with its original id and body.
+async fn redeliver(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Redelivery>), ApiError> {
+    let not_found = || ApiError::not_found("no such webhook delivery");
+    let id: Uuid = id
+        .strip_prefix("msg_")
+        .unwrap_or(&id)
+        .parse()
+        .map_err(|_| not_found())?;
+    if !webhooks::redeliver(&state.pool, id).await? {
+        return Err(not_found());
+    }
+    if let Err(error) = state.broker.publish_webhooks(&[id]).await {
+        tracing::warn!(%error, "redelivery publish failed; the sweeper will resend");
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Redelivery {
+            id: message_id(id),
+            status: "pending",
+        }),
+    ))
+}
+
+/// Seals a new signing secret; without TOLLGATE_SECRET_KEY none can be stored.
+fn seal(state: &AppState, secret: &str) -> Result<Vec<u8>, ApiError> {
+    let key = state.secret_key.as_ref().ok_or_else(|| {
+        ApiError::unavailable(
+            "webhook secrets cannot be stored: this server has no TOLLGATE_SECRET_KEY",
+            3600,
+        )
+    })?;
+    Ok(key.seal_as(Purpose::WebhookSecret, secret))
+}
+
+fn tenant_not_found() -> ApiError {
+    ApiError::not_found("no such tenant")
+}
