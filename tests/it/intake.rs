@@ -354,6 +354,11 @@ async fn health_readiness_and_openapi_answer() {
         "/v1/admin/usage/unpriced",
         "/v1/admin/spend",
         "/v1/admin/tenants/{id}/quota",
+        "/v1/jobs/{id}/events",
+        "/v1/jobs/{id}/deliveries",
+        "/v1/admin/tenants/{id}/webhook",
+        "/v1/admin/tenants/{id}/webhook/rotate",
+        "/v1/admin/webhook-deliveries/{id}/redeliver",
         "/readyz",
     ] {
         assert!(openapi["paths"][path].is_object(), "{path} is documented");

@@ -24,7 +24,7 @@ use crate::domain::{
 /// Every column a [`Job`] is built from.
 const JOB_COLUMNS: &str = "id, kind, status, model, provider, upstream_model, result, error_code, \
      error_message, prompt_tokens, completion_tokens, total_tokens, attempts, metadata, created_at, \
-     started_at, finished_at, cost, usage_estimated, unpriced, revision";
+     started_at, finished_at, cost, usage_estimated, unpriced, revision, webhook_url";
 
 #[derive(sqlx::FromRow)]
 struct JobRow {
@@ -49,6 +49,7 @@ struct JobRow {
     usage_estimated: Option<bool>,
     unpriced: Option<bool>,
     revision: i32,
+    webhook_url: Option<String>,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -87,6 +88,7 @@ impl TryFrom<JobRow> for Job {
             usage,
             attempts: row.attempts,
             metadata: row.metadata,
+            webhook_url: row.webhook_url,
             created_at: row.created_at,
             started_at: row.started_at,
             finished_at: row.finished_at,

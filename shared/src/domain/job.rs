@@ -137,6 +137,8 @@ pub struct Job {
     pub usage: Option<Usage>,
     pub attempts: i32,
     pub metadata: Option<serde_json::Value>,
+    /// Where the job's terminal event is POSTed, if it named a URL (else the tenant's endpoint).
+    pub webhook_url: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
