@@ -51,6 +51,8 @@ create table webhook_deliveries (
 create index webhook_deliveries_job on webhook_deliveries (job_id);
 -- the sweeper's scan for deliveries whose message was lost
 create index webhook_deliveries_due on webhook_deliveries (next_attempt_at) where status = 'pending';
+-- the admins' listing by status (failed deliveries to look into and redeliver), newest first
+create index webhook_deliveries_status on webhook_deliveries (status, created_at desc);
 
 -- One row per POST: what the receiver answered (or why nothing was sent) and how long it took.
 create table webhook_attempts (

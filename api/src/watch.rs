@@ -1,29 +1,30 @@
 //! Watching jobs from this api instance: SSE streams and submit-and-wait learn that a job changed
-//! from job events that workers (and other api instances) publish to RabbitMQ.
+//! from the job events that workers (and api instances) publish to RabbitMQ.
 //!
-//! The instance has one exclusive queue per broker session, bound to the events exchange only for
-//! the jobs someone here is watching (`job.<id>`), so it receives no traffic for the rest. A watch
-//! is bound before the caller reads the job from Postgres: whatever happens after that read
-//! arrives as an event, so nothing falls between the read and the subscription. Events are hints
-//! (`Signal`): watchers always read the job itself; after a reconnect, when events may have been
-//! missed, every watcher is told to read again.
+//! The instance has one exclusive queue per broker session, bound to every job event (`job.*`),
+//! and hands each event to the local watchers of its job, if any. Binding per watched job instead
+//! would keep unwatched events away, but costs two broker round trips per watch, one at a time per
+//! channel: measured, that throttled submit-and-wait to the binding rate. Events are small hints,
+//! so receiving them all is the cheaper side of the trade.
+//!
+//! A watch is registered before the caller reads the job from Postgres, and the queue is bound
+//! before any watch exists, so whatever changes after that read arrives as an event: nothing falls
+//! between the read and the subscription. Events are hints ([`Signal`]): watchers read the job
+//! itself; after a reconnect, when events may have been missed, every watcher is told to re-read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use lapin::Consumer;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Consumer};
 use shared::domain::JobId;
 use shared::queue::{Broker, JobEvent, Session};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-/// Longest a bind or unbind may take before the watch goes on without it (the watcher still
-/// re-reads the job on its own schedule).
-const BIND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Events buffered per job for a slow watcher; one that falls further behind re-reads the job.
 const BUFFER: usize = 16;
 
@@ -43,9 +44,6 @@ pub struct Watchers {
 struct Inner {
     broker: Broker,
     jobs: Mutex<HashMap<JobId, Watched>>,
-    /// The current session's queue; held while binding so binds, unbinds and re-subscribing after
-    /// a reconnect happen one at a time.
-    bound: tokio::sync::Mutex<Option<Bound>>,
 }
 
 struct Watched {
@@ -53,12 +51,7 @@ struct Watched {
     watchers: usize,
 }
 
-struct Bound {
-    channel: Channel,
-    queue: String,
-}
-
-/// One watcher of one job; dropping it stops the watch (and unbinds when it was the last).
+/// One watcher of one job; dropping it ends the watch.
 pub struct Watch {
     id: JobId,
     signals: broadcast::Receiver<Signal>,
@@ -66,24 +59,25 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// The next signal; a watcher that fell behind, or a closed channel, gets `Reread`.
+    /// The next signal; a watcher that fell behind gets `Reread`.
     pub async fn next(&mut self) -> Signal {
         match self.signals.recv().await {
             Ok(signal) => signal,
             Err(broadcast::error::RecvError::Lagged(_)) => Signal::Reread,
-            Err(broadcast::error::RecvError::Closed) => {
-                // Cannot happen while this watch holds its entry; wait rather than spin.
-                std::future::pending().await
-            }
+            // The sender lives as long as this watch's entry: cannot happen; wait, never spin.
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
         }
     }
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        let (inner, id) = (self.inner.clone(), self.id);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { inner.unwatch(id).await });
+        let mut jobs = self.inner.jobs.lock().expect("watch table lock");
+        if let Some(watched) = jobs.get_mut(&self.id) {
+            watched.watchers -= 1;
+            if watched.watchers == 0 {
+                jobs.remove(&self.id);
+            }
         }
     }
 }
@@ -97,68 +91,30 @@ impl Watchers {
         let inner = Arc::new(Inner {
             broker,
             jobs: Mutex::new(HashMap::new()),
-            bound: tokio::sync::Mutex::new(None),
         });
         let task = tokio::spawn(inner.clone().follow(shutdown));
         (Self { inner }, task)
     }
 
-    /// Watches job `id`; once this returns, every later change of the job is signalled.
-    pub async fn watch(&self, id: JobId) -> Watch {
-        let bound = self.inner.bound.lock().await;
-        let (signals, first) = {
-            let mut jobs = self.inner.jobs.lock().expect("watch table lock");
-            let watched = jobs.entry(id).or_insert_with(|| Watched {
-                signals: broadcast::channel(BUFFER).0,
-                watchers: 0,
-            });
-            watched.watchers += 1;
-            (watched.signals.subscribe(), watched.watchers == 1)
-        };
-        if first && let Some(bound) = bound.as_ref() {
-            bind(bound, id, &self.inner.broker).await;
-        }
+    /// Watches job `id`; every change of the job after this returns is signalled.
+    pub fn watch(&self, id: JobId) -> Watch {
+        let mut jobs = self.inner.jobs.lock().expect("watch table lock");
+        let watched = jobs.entry(id).or_insert_with(|| Watched {
+            signals: broadcast::channel(BUFFER).0,
+            watchers: 0,
+        });
+        watched.watchers += 1;
         Watch {
             id,
-            signals,
+            signals: watched.signals.subscribe(),
             inner: self.inner.clone(),
         }
     }
 }
 
 impl Inner {
-    async fn unwatch(&self, id: JobId) {
-        let bound = self.bound.lock().await;
-        let last = {
-            let mut jobs = self.jobs.lock().expect("watch table lock");
-            match jobs.get_mut(&id) {
-                Some(watched) if watched.watchers > 1 => {
-                    watched.watchers -= 1;
-                    false
-                }
-                Some(_) => {
-                    jobs.remove(&id);
-                    true
-                }
-                None => false,
-            }
-        };
-        if last && let Some(bound) = bound.as_ref() {
-            let key = JobEvent::routing_key(id);
-            let unbind = bound.channel.queue_unbind(
-                bound.queue.as_str().into(),
-                self.broker.topology().events_exchange().into(),
-                key.into(),
-                FieldTable::default(),
-            );
-            if !matches!(tokio::time::timeout(BIND_TIMEOUT, unbind).await, Ok(Ok(()))) {
-                tracing::debug!(job_id = %id, "cannot unbind a job's events");
-            }
-        }
-    }
-
-    /// One subscription per broker session: declare the queue, bind every watched job, tell
-    /// watchers to re-read (events of the gap are lost), then dispatch events until the session ends.
+    /// One subscription per broker session: declare and bind the queue, tell watchers to re-read
+    /// (events of the gap are lost), then dispatch events until the session ends.
     async fn follow(self: Arc<Self>, shutdown: CancellationToken) {
         let mut sessions = self.broker.watch();
         loop {
@@ -170,7 +126,6 @@ impl Inner {
                             () = shutdown.cancelled() => return,
                             () = self.dispatch(consumer) => {}
                         }
-                        *self.bound.lock().await = None;
                     }
                     Err(error) => tracing::warn!(%error, "cannot subscribe to job events"),
                 }
@@ -184,7 +139,6 @@ impl Inner {
     }
 
     async fn subscribe(&self, session: &Session) -> lapin::Result<Consumer> {
-        let mut bound = self.bound.lock().await;
         let channel = session.channel().await?;
         // Server-named, exclusive and auto-deleted: it lives and dies with this connection.
         let queue = channel
@@ -198,33 +152,27 @@ impl Inner {
                 FieldTable::default(),
             )
             .await?;
-        let consumer = channel
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                self.broker.topology().events_exchange().into(),
+                JobEvent::ROUTING_PATTERN.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        channel
             .basic_consume(
                 queue.name().clone(),
                 "".into(),
+                // Hints, not records: nothing to acknowledge.
                 BasicConsumeOptions {
                     no_ack: true,
                     ..Default::default()
                 },
                 FieldTable::default(),
             )
-            .await?;
-        let new = Bound {
-            channel,
-            queue: queue.name().to_string(),
-        };
-        let watched: Vec<JobId> = self
-            .jobs
-            .lock()
-            .expect("watch table lock")
-            .keys()
-            .copied()
-            .collect();
-        for id in watched {
-            bind(&new, id, &self.broker).await;
-        }
-        *bound = Some(new);
-        Ok(consumer)
+            .await
     }
 
     async fn dispatch(&self, mut consumer: Consumer) {
@@ -243,18 +191,5 @@ impl Inner {
         for watched in self.jobs.lock().expect("watch table lock").values() {
             let _ = watched.signals.send(signal);
         }
-    }
-}
-
-async fn bind(bound: &Bound, id: JobId, broker: &Broker) {
-    let bind = bound.channel.queue_bind(
-        bound.queue.as_str().into(),
-        broker.topology().events_exchange().into(),
-        JobEvent::routing_key(id).into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    );
-    if !matches!(tokio::time::timeout(BIND_TIMEOUT, bind).await, Ok(Ok(()))) {
-        tracing::warn!(job_id = %id, "cannot bind a job's events; its watchers poll instead");
     }
 }

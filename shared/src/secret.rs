@@ -1,5 +1,6 @@
-//! Sealing secrets that must rest in Postgres (the OpenAI key, webhook signing secrets): XChaCha20-Poly1305 under a key that
-//! only the environment holds (`TOLLGATE_SECRET_KEY`, 32 bytes in base64).
+//! Sealing secrets that must rest in Postgres (the OpenAI key, webhook signing secrets):
+//! XChaCha20-Poly1305 under a key that only the environment holds (`TOLLGATE_SECRET_KEY`, 32 bytes
+//! in base64).
 //!
 //! A database dump without the environment reveals no provider key; a sealed value that was
 //! tampered with, or sealed under another key, fails to open instead of yielding garbage.

@@ -358,6 +358,7 @@ async fn health_readiness_and_openapi_answer() {
         "/v1/jobs/{id}/deliveries",
         "/v1/admin/tenants/{id}/webhook",
         "/v1/admin/tenants/{id}/webhook/rotate",
+        "/v1/admin/webhook-deliveries",
         "/v1/admin/webhook-deliveries/{id}/redeliver",
         "/readyz",
     ] {

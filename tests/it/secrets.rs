@@ -1,5 +1,6 @@
 //! Secrets stay secret: the OpenAI key is sealed at rest, shown only by its last four characters,
-//! and never appears in a response or a log line, whatever path a job takes.
+//! and never appears in a response or a log line, whatever path a job takes; a webhook signing
+//! secret is shown once, when made, and never again, nor logged.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -9,6 +10,7 @@ use serde_json::{Value, json};
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::harness::{OPENAI_KEY, Stack, WAIT};
+use crate::webhooks::{Receiver, acme, set_endpoint};
 
 /// Every log line of the test, as text.
 #[derive(Clone, Default)]
@@ -55,16 +57,22 @@ async fn until(stack: &Stack, prompt: &str, done: fn(&Value) -> bool) -> Value {
         .expect("the worker follows the settings")
 }
 
-// One thread runs the api, the worker and the test, so the thread's subscriber sees all their logs.
-#[tokio::test(flavor = "current_thread")]
-async fn the_openai_key_never_appears_in_a_response_or_a_log_line() {
+/// Captures every log line of the current thread (at DEBUG) while the guard lives.
+fn capture_logs() -> (CapturedLogs, tracing::subscriber::DefaultGuard) {
     let logs = CapturedLogs::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(logs.clone())
         .with_max_level(tracing::Level::DEBUG)
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let guard = tracing::subscriber::set_default(subscriber);
+    (logs, guard)
+}
+
+// One thread runs the api, the worker and the test, so the thread's subscriber sees all their logs.
+#[tokio::test(flavor = "current_thread")]
+async fn the_openai_key_never_appears_in_a_response_or_a_log_line() {
+    let (logs, _guard) = capture_logs();
     let stack = Stack::start().await;
     let wrong_key = "sk-wrong-NEVER-SHOW-THIS-7f3a";
     let mut seen = String::new();
@@ -121,4 +129,81 @@ async fn the_openai_key_never_appears_in_a_response_or_a_log_line() {
         !String::from_utf8_lossy(&sealed).contains(OPENAI_KEY),
         "the key is sealed at rest"
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_webhook_secret_is_shown_once_and_never_logged() {
+    let (logs, _guard) = capture_logs();
+    let stack = Stack::start().await;
+    let receiver = Receiver::start(vec![500, 200]).await;
+    let first = set_endpoint(&stack, json!(receiver.url)).await["secret"]
+        .as_str()
+        .expect("shown when made")
+        .to_owned();
+    let rotate = format!("/v1/admin/tenants/{}/webhook/rotate", acme(&stack).await);
+    let second: Value = stack
+        .admin(Method::POST, &rotate, &Value::Null)
+        .await
+        .json()
+        .await
+        .expect("rotation");
+    let second = second["secret"]
+        .as_str()
+        .expect("shown when made")
+        .to_owned();
+
+    let job = stack.generate("llama3", "hi").await;
+    receiver.wait_for(2).await;
+    let mut seen = String::new();
+    let id = job["id"].as_str().expect("id");
+    for path in [
+        format!("/v1/admin/tenants/{}/webhook", acme(&stack).await),
+        "/v1/admin/webhook-deliveries?status=succeeded".to_owned(),
+    ] {
+        seen.push_str(
+            &stack
+                .admin(Method::GET, &path, &Value::Null)
+                .await
+                .text()
+                .await
+                .expect("body"),
+        );
+    }
+    seen.push_str(
+        &stack
+            .get(&format!("/v1/jobs/{id}/deliveries"))
+            .await
+            .text()
+            .await
+            .expect("body"),
+    );
+    let sealed: Vec<Vec<u8>> = sqlx::query_scalar("select sealed from webhook_secrets")
+        .fetch_all(&stack.pool)
+        .await
+        .expect("sealed secrets");
+    let received = receiver.received();
+    stack.stop().await;
+
+    let logs = logs.text();
+    assert!(
+        logs.contains("webhook attempt"),
+        "the logs were captured: {logs}"
+    );
+    for secret in [&first, &second] {
+        let key = secret.trim_start_matches("whsec_");
+        assert!(!seen.contains(key), "a later response shows {secret}");
+        assert!(!logs.contains(key), "a log line shows {secret}");
+        assert!(
+            received
+                .iter()
+                .all(|r| !format!("{:?}{}", r.headers, r.body).contains(key)),
+            "a webhook request carries {secret}"
+        );
+        assert!(
+            sealed
+                .iter()
+                .all(|s| !String::from_utf8_lossy(s).contains(key)),
+            "{secret} is sealed at rest"
+        );
+    }
 }

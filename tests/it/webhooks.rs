@@ -18,24 +18,24 @@ use crate::harness::{Options, Stack, eventually, test_api_settings, test_worker_
 
 /// One request a receiver got.
 #[derive(Debug, Clone)]
-struct Received {
-    path: String,
-    headers: HeaderMap,
-    body: String,
-    at: std::time::Instant,
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: String,
+    pub at: std::time::Instant,
 }
 
 /// A webhook receiver answering from a script (its last answer repeats) and keeping what it got.
 /// Every answer carries `Location: /elsewhere` (followed only if redirects were) and
 /// `Retry-After: 1` (honoured only on 429 and 503).
 #[derive(Clone)]
-struct Receiver {
-    url: String,
+pub struct Receiver {
+    pub url: String,
     received: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Receiver {
-    async fn start(script: Vec<u16>) -> Self {
+    pub async fn start(script: Vec<u16>) -> Self {
         let received = Arc::new(Mutex::new(Vec::<Received>::new()));
         let log = received.clone();
         let app = axum::Router::new().fallback(
@@ -63,11 +63,11 @@ impl Receiver {
         Self { url, received }
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub fn received(&self) -> Vec<Received> {
         self.received.lock().expect("receiver log").clone()
     }
 
-    async fn wait_for(&self, count: usize) -> Vec<Received> {
+    pub async fn wait_for(&self, count: usize) -> Vec<Received> {
         let what = format!("the receiver got {count} requests");
         eventually(&what, || async { self.received().len() >= count }).await;
         self.received()
@@ -105,7 +105,7 @@ fn signatures_by(secret: &str, received: &Received) -> usize {
 }
 
 /// The acme tenant's id.
-async fn acme(stack: &Stack) -> String {
+pub async fn acme(stack: &Stack) -> String {
     shared::db::tenants::find_by_name(&stack.pool, "acme")
         .await
         .expect("query")
@@ -116,7 +116,7 @@ async fn acme(stack: &Stack) -> String {
 
 /// Sets acme's endpoint (`url` may be null) and returns the body, which holds the secret the first
 /// time.
-async fn set_endpoint(stack: &Stack, url: Value) -> Value {
+pub async fn set_endpoint(stack: &Stack, url: Value) -> Value {
     let path = format!("/v1/admin/tenants/{}/webhook", acme(stack).await);
     let response = stack
         .admin(Method::PUT, &path, &json!({ "url": url }))
@@ -239,6 +239,19 @@ async fn a_410_disables_the_tenant_endpoint_until_an_admin_sets_it_again() {
     let delivery = settled_delivery(&stack, first["id"].as_str().expect("id")).await;
     assert_eq!(delivery["status"], "failed");
     assert_eq!(status_codes(&delivery), [410], "no retry after 410");
+    let failed: Value = stack
+        .admin(
+            Method::GET,
+            "/v1/admin/webhook-deliveries?status=failed",
+            &Value::Null,
+        )
+        .await
+        .json()
+        .await
+        .expect("deliveries JSON");
+    assert_eq!(failed["data"][0]["id"], delivery["id"]);
+    assert_eq!(failed["data"][0]["job_id"], first["id"]);
+    assert_eq!(failed["data"][0]["attempts"], 1);
 
     let path = format!("/v1/admin/tenants/{}/webhook", acme(&stack).await);
     let endpoint: Value = stack

@@ -43,7 +43,7 @@ async fn events(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<i32>().ok())
         .unwrap_or(0);
-    let watch = state.watchers.watch(id).await;
+    let watch = state.watchers.watch(id);
     let first = jobs::get_with_revision(&state.pool, caller.tenant_id, id)
         .await?
         .ok_or_else(super::jobs::job_not_found)?;

@@ -179,10 +179,7 @@ async fn submit(
     };
     // Watched before it exists, so its end cannot be missed.
     let wait = prefer::wait(headers);
-    let watch = match wait {
-        Some(_) => Some(state.watchers.watch(new_job.id).await),
-        None => None,
-    };
+    let watch = wait.map(|_| state.watchers.watch(new_job.id));
     let job = crate::admission::admit(&state.pool, &caller.limits, new_job).await?;
     match state.broker.publish_job(job.id).await {
         Ok(()) => state.published.confirmed(job.id),

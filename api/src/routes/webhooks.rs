@@ -1,7 +1,8 @@
 //! Webhooks: a tenant's endpoint and signing secret (`GET/PUT /v1/admin/tenants/{id}/webhook`,
-//! `POST .../webhook/rotate`), a job's deliveries (`GET /v1/jobs/{id}/deliveries`) and an admin's
-//! redelivery (`POST /v1/admin/webhook-deliveries/{id}/redeliver`). Also the intake check of a
-//! job's `webhook_url`.
+//! `POST .../webhook/rotate`), a job's deliveries (`GET /v1/jobs/{id}/deliveries`), and for admins
+//! every tenant's deliveries by status (`GET /v1/admin/webhook-deliveries`) and a redelivery
+//! (`POST /v1/admin/webhook-deliveries/{id}/redeliver`). Also the intake check of a job's
+//! `webhook_url`.
 
 use std::time::Duration;
 
@@ -9,9 +10,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::db::jobs;
-use shared::db::webhooks::{self, Delivery, Endpoint};
+use shared::db::webhooks::{self, Delivery, DeliverySummary, Endpoint};
 use shared::domain::TenantId;
 use shared::secret::Purpose;
 use shared::webhook::{SigningSecret, check_target, message_id, parse_url};
@@ -20,7 +22,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::auth::{Admin, Caller};
 use crate::error::ApiError;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, QueryParams};
 
 /// How long a rotated-out secret keeps signing, so receivers can switch to the new one.
 const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
@@ -32,6 +34,7 @@ pub fn router() -> Router<AppState> {
             get(endpoint).put(set_endpoint),
         )
         .route("/v1/admin/tenants/{id}/webhook/rotate", post(rotate))
+        .route("/v1/admin/webhook-deliveries", get(list))
         .route(
             "/v1/admin/webhook-deliveries/{id}/redeliver",
             post(redeliver),
@@ -60,12 +63,28 @@ struct Rotated {
     /// The new signing secret, shown this once.
     secret: String,
     /// Until when the secrets it replaces keep signing beside it.
-    previous_expires_at: chrono::DateTime<chrono::Utc>,
+    previous_expires_at: DateTime<Utc>,
 }
 
 #[derive(Serialize)]
 struct Deliveries {
     data: Vec<Delivery>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// `failed` (the default), `pending` or `succeeded`.
+    status: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize)]
+struct DeliveryPage {
+    data: Vec<DeliverySummary>,
+    /// Pass as `cursor` for the next (older) page; `null` on the last page.
+    next_cursor: Option<DateTime<Utc>>,
 }
 
 #[derive(Serialize)]
@@ -170,6 +189,32 @@ async fn deliveries(
     }
     let data = webhooks::for_job(&state.pool, caller.tenant_id, id).await?;
     Ok(Json(Deliveries { data }))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Json<DeliveryPage>, ApiError> {
+    let status = query.status.as_deref().unwrap_or("failed");
+    if !["pending", "succeeded", "failed"].contains(&status) {
+        return Err(ApiError::invalid_field(
+            "status",
+            "must be pending, succeeded or failed",
+        ));
+    }
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            "must be between 1 and 500",
+        ));
+    }
+    let data = webhooks::list(&state.pool, status, query.cursor, limit).await?;
+    let next_cursor = (data.len() as i64 == limit)
+        .then(|| data.last().map(|d| d.created_at))
+        .flatten();
+    Ok(Json(DeliveryPage { data, next_cursor }))
 }
 
 /// One more attempt of a delivery, now, with its original id and body.

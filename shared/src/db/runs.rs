@@ -142,8 +142,8 @@ impl Outcome {
     }
 }
 
-/// A job's end (or a run's) as recorded: the job's new revision, and the webhook delivery its terminal statement
-/// wrote, if any.
+/// A job's end (or a run's) as recorded: the job's new revision, and the webhook delivery its
+/// terminal statement wrote, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
 pub struct Recorded {
     pub revision: i32,
@@ -261,6 +261,7 @@ pub async fn finish(
     Ok(recorded(finished))
 }
 
+/// The end-of-run row as a [`Recorded`], or `None` when the claim was lost.
 fn recorded((count, revision, delivery): (i64, Option<i32>, Option<Uuid>)) -> Option<Recorded> {
     match (count, revision) {
         (1, Some(revision)) => Some(Recorded { revision, delivery }),

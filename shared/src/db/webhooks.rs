@@ -194,7 +194,8 @@ pub async fn claim(
 }
 
 /// Stores the body rendered for a delivery's first attempt and returns the stored one: a body
-/// stored earlier (by an attempt whose outcome was lost) wins, so every attempt sends the same bytes.
+/// stored earlier (by an attempt whose outcome was lost) wins, so every attempt sends the same
+/// bytes.
 pub async fn keep_payload(pool: &PgPool, id: Uuid, payload: &str) -> Result<String, sqlx::Error> {
     sqlx::query_scalar(
         "update webhook_deliveries set payload = coalesce(payload, $2) where id = $1
@@ -227,7 +228,8 @@ pub enum AttemptVerdict {
     Gone,
 }
 
-/// Records an attempt and its verdict in one statement; a 410 from the tenant's endpoint disables it.
+/// Records an attempt and its verdict in one statement; a 410 from the tenant's endpoint disables
+/// it.
 pub async fn record_attempt(
     pool: &PgPool,
     id: Uuid,
@@ -357,6 +359,72 @@ struct AttemptRow {
     delivery_id: Uuid,
     #[sqlx(flatten)]
     attempt: Attempt,
+}
+
+/// A delivery as admins list it, across tenants.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliverySummary {
+    /// The `webhook-id` header's value.
+    pub id: String,
+    pub tenant_id: TenantId,
+    pub job_id: JobId,
+    pub event_type: String,
+    pub url: String,
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Deliveries in `status` across tenants, newest first, strictly older than `before` when given.
+pub async fn list(
+    pool: &PgPool,
+    status: &str,
+    before: Option<DateTime<Utc>>,
+    limit: i64,
+) -> Result<Vec<DeliverySummary>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: Uuid,
+        tenant_id: TenantId,
+        job_id: JobId,
+        event_type: String,
+        url: String,
+        status: String,
+        attempts: i32,
+        last_error: Option<String>,
+        created_at: DateTime<Utc>,
+        finished_at: Option<DateTime<Utc>>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "select id, tenant_id, job_id, event_type, url, status, attempts, last_error, created_at,
+                finished_at
+           from webhook_deliveries
+          where status = $1 and ($2::timestamptz is null or created_at < $2)
+          order by created_at desc
+          limit $3",
+    )
+    .bind(status)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| DeliverySummary {
+            id: crate::webhook::message_id(row.id),
+            tenant_id: row.tenant_id,
+            job_id: row.job_id,
+            event_type: row.event_type,
+            url: row.url,
+            status: row.status,
+            attempts: row.attempts,
+            last_error: row.last_error,
+            created_at: row.created_at,
+            finished_at: row.finished_at,
+        })
+        .collect())
 }
 
 /// Makes a delivery pending and due now, for one more attempt (an admin's redelivery): it keeps

@@ -83,6 +83,9 @@ impl JobEvent {
         }
     }
 
+    /// The binding that receives every job's events.
+    pub const ROUTING_PATTERN: &'static str = "job.*";
+
     /// The events exchange's routing key for a job.
     pub fn routing_key(job_id: JobId) -> String {
         format!("job.{job_id}")

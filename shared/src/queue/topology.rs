@@ -133,7 +133,7 @@ impl Topology {
     }
 
     /// Topic exchange of job events (routing key `job.<id>`): every api instance binds its own
-    /// queue for the jobs its clients are watching (SSE, submit-and-wait).
+    /// queue to it, for the jobs its clients watch (SSE, submit-and-wait).
     pub fn events_exchange(&self) -> String {
         format!("{}.events", self.prefix)
     }
