@@ -520,3 +520,33 @@ async fn a_delivery_whose_message_was_lost_is_sent_by_the_sweeper() {
     assert_eq!(delivery["status"], "succeeded");
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn retries_to_an_endpoint_disabled_meanwhile_stop() {
+    let mut worker = test_worker_settings();
+    worker.webhooks.schedule =
+        shared::webhook::RetrySchedule::new(vec![std::time::Duration::from_secs(1)]);
+    let stack = Stack::with(Options {
+        worker_settings: worker,
+        ..Options::default()
+    })
+    .await;
+    let receiver = Receiver::start(vec![500, 200]).await;
+    set_endpoint(&stack, json!(receiver.url)).await;
+
+    let job = stack.generate("llama3", "hi").await;
+    receiver.wait_for(1).await;
+    // Another delivery's 410 disabled the endpoint while this one waited for its retry.
+    sqlx::query("update tenants set webhook_disabled_at = now() where name = 'acme'")
+        .execute(&stack.pool)
+        .await
+        .expect("disable");
+    let delivery = settled_delivery(&stack, job["id"].as_str().expect("id")).await;
+
+    assert_eq!(delivery["status"], "failed");
+    assert_eq!(status_codes(&delivery), [500, 0]);
+    let error = delivery["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("disabled"), "{error}");
+    assert_eq!(receiver.received().len(), 1, "nothing more was sent");
+    stack.stop().await;
+}

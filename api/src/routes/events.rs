@@ -135,7 +135,7 @@ pub(super) async fn finished_within(
     id: JobId,
     mut watch: Watch,
     wait: Duration,
-) -> Result<Option<Job>, ApiError> {
+) -> Result<Option<Job>, sqlx::Error> {
     let deadline = Instant::now() + wait;
     loop {
         let signal = tokio::select! {

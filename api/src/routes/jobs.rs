@@ -200,9 +200,14 @@ async fn submit(
     let applied =
         HeaderValue::from_str(&format!("wait={}", wait.as_secs())).map_err(ApiError::internal)?;
     let headers = [(header::LOCATION, location), (PREFERENCE_APPLIED, applied)];
-    match super::events::finished_within(state, caller.tenant_id, job.id, watch, wait).await? {
-        Some(finished) => Ok((StatusCode::OK, headers, Json(finished)).into_response()),
-        None => Ok((StatusCode::ACCEPTED, headers, Json(job)).into_response()),
+    // The job is accepted whatever happens while waiting: a failed read still answers 202.
+    match super::events::finished_within(state, caller.tenant_id, job.id, watch, wait).await {
+        Ok(Some(finished)) => Ok((StatusCode::OK, headers, Json(finished)).into_response()),
+        Ok(None) => Ok((StatusCode::ACCEPTED, headers, Json(job)).into_response()),
+        Err(error) => {
+            tracing::warn!(job_id = %job.id, %error, "cannot read the awaited job; answering 202");
+            Ok((StatusCode::ACCEPTED, headers, Json(job)).into_response())
+        }
     }
 }
 

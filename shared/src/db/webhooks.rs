@@ -171,6 +171,8 @@ pub struct ClaimedDelivery {
     /// Attempts made before this one.
     pub attempts: i32,
     pub created_at: DateTime<Utc>,
+    /// It goes to the tenant's endpoint, which a 410 has disabled since: nothing more is sent.
+    pub endpoint_disabled: bool,
 }
 
 /// Claims a pending delivery that is due for one attempt, pushing its due time out by `lease` so
@@ -182,10 +184,13 @@ pub async fn claim(
     lease: Duration,
 ) -> Result<Option<ClaimedDelivery>, sqlx::Error> {
     sqlx::query_as(
-        "update webhook_deliveries set next_attempt_at = now() + make_interval(secs => $2)
-          where id = $1 and status = 'pending' and next_attempt_at <= now() + interval '1 second'
-      returning id, tenant_id, job_id, event_type, url, tenant_endpoint, payload, attempts,
-                created_at",
+        "update webhook_deliveries d set next_attempt_at = now() + make_interval(secs => $2)
+           from tenants t
+          where d.id = $1 and t.id = d.tenant_id
+            and d.status = 'pending' and d.next_attempt_at <= now() + interval '1 second'
+      returning d.id, d.tenant_id, d.job_id, d.event_type, d.url, d.tenant_endpoint, d.payload,
+                d.attempts, d.created_at,
+                d.tenant_endpoint and t.webhook_disabled_at is not null as endpoint_disabled",
     )
     .bind(id)
     .bind(lease.as_secs_f64())

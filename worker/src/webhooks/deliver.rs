@@ -53,19 +53,23 @@ async fn attempt(context: &Context, id: Uuid) -> Result<(), sqlx::Error> {
     };
     let attempted_at = Utc::now();
     let clock = Instant::now();
-    let answer = match signing_secrets(context, &claimed).await? {
-        Ok(secrets) => {
-            attempt::post(
-                &context.webhook_client,
-                &claimed.url,
-                settings.allow_private,
-                &message_id(id),
-                &payload,
-                &secrets,
-            )
-            .await
+    let answer = if claimed.endpoint_disabled {
+        attempt::Answer::Refused("the tenant's endpoint was disabled (it answered 410 Gone)".into())
+    } else {
+        match signing_secrets(context, &claimed).await? {
+            Ok(secrets) => {
+                attempt::post(
+                    &context.webhook_client,
+                    &claimed.url,
+                    settings.allow_private,
+                    &message_id(id),
+                    &payload,
+                    &secrets,
+                )
+                .await
+            }
+            Err(why) => attempt::Answer::Refused(why),
         }
-        Err(why) => attempt::Answer::Refused(why),
     };
     let (status_code, error, next) = attempt::judge(&answer);
     let attempts_made = usize::try_from(claimed.attempts).unwrap_or(0) + 1;
