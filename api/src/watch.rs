@@ -34,6 +34,9 @@ pub enum Signal {
     Changed(JobEvent),
     /// Events may have been missed (the broker connection was re-made): read the job again.
     Reread,
+    /// The api is shutting down: end the watch (an SSE client reconnects elsewhere with
+    /// `Last-Event-ID`), so open streams never hold up the shutdown.
+    Closing,
 }
 
 #[derive(Clone)]
@@ -44,6 +47,7 @@ pub struct Watchers {
 struct Inner {
     broker: Broker,
     jobs: Mutex<HashMap<JobId, Watched>>,
+    shutdown: CancellationToken,
 }
 
 struct Watched {
@@ -59,9 +63,15 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// The next signal; a watcher that fell behind gets `Reread`.
+    /// The next signal; a watcher that fell behind gets `Reread`, and every watcher `Closing` once
+    /// shutdown begins.
     pub async fn next(&mut self) -> Signal {
-        match self.signals.recv().await {
+        let received = tokio::select! {
+            biased;
+            () = self.inner.shutdown.cancelled() => return Signal::Closing,
+            received = self.signals.recv() => received,
+        };
+        match received {
             Ok(signal) => signal,
             Err(broadcast::error::RecvError::Lagged(_)) => Signal::Reread,
             // The sender lives as long as this watch's entry: cannot happen; wait, never spin.
@@ -91,6 +101,7 @@ impl Watchers {
         let inner = Arc::new(Inner {
             broker,
             jobs: Mutex::new(HashMap::new()),
+            shutdown: shutdown.clone(),
         });
         let task = tokio::spawn(inner.clone().follow(shutdown));
         (Self { inner }, task)

@@ -195,6 +195,38 @@ async fn heartbeats_keep_an_idle_stream_alive() {
     stack.stop().await;
 }
 
+#[tokio::test]
+async fn open_streams_end_when_the_api_shuts_down() {
+    let stack = Stack::start().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let api = stack
+        .start_api_until(test_api_settings(), stop.clone())
+        .await;
+    stack.ollama.set_knobs(Knobs {
+        latency_ms: 60_000,
+        ..Knobs::default()
+    });
+    let job = stack
+        .submit(
+            "/v1/generate",
+            &json!({ "model": "llama3", "prompt": "endless" }),
+        )
+        .await;
+    let response = open_stream(&api, &stack.token, job["id"].as_str().expect("id"), None).await;
+    let mut body = response.bytes_stream();
+    let first = tokio::time::timeout(WAIT, body.next())
+        .await
+        .expect("a first event");
+    assert!(first.is_some());
+
+    stop.cancel();
+    let rest = async { while body.next().await.is_some() {} };
+    tokio::time::timeout(Duration::from_secs(5), rest)
+        .await
+        .expect("the stream ended with the shutdown, though the job goes on");
+    stack.stop().await;
+}
+
 async fn submit_and_wait(stack: &Stack, wait: &str) -> (reqwest::Response, Duration) {
     let started = Instant::now();
     let response = client()

@@ -263,6 +263,11 @@ impl Stack {
     /// Starts an api instance on its own broker connection and returns its URL; the first is
     /// [`Stack::api_url`], a test may start more (they share the database and the broker).
     pub async fn start_api(&self, settings: ApiSettings) -> String {
+        self.start_api_until(settings, self.stop.clone()).await
+    }
+
+    /// [`Stack::start_api`] with its own shutdown signal.
+    pub async fn start_api_until(&self, settings: ApiSettings, stop: CancellationToken) -> String {
         let broker = Broker::new(&self.amqp_url, self.topology.clone(), "tollgate-api-test");
         tokio::spawn(broker.clone().supervise(self.stop.clone()));
         broker
@@ -275,7 +280,7 @@ impl Stack {
             secret_key: Some(self.secret_key.clone()),
             ..settings
         };
-        let (pool, stop) = (self.pool.clone(), self.stop.clone());
+        let pool = self.pool.clone();
         let api = tokio::spawn(async move {
             tollgate_api::serve(listener, pool, broker, settings, stop)
                 .await

@@ -85,7 +85,9 @@ impl Follow {
             let (job, revision) = match self.next.take() {
                 Some(read) => read,
                 None => {
-                    self.changed().await;
+                    if !self.changed().await {
+                        return None;
+                    }
                     match jobs::get_with_revision(&self.state.pool, self.tenant_id, self.id).await {
                         Ok(Some(read)) => read,
                         Ok(None) => return None,
@@ -109,26 +111,27 @@ impl Follow {
         }
     }
 
-    /// Returns once the job may have moved past what was sent: an event newer than that, a
-    /// request to re-read, or the periodic re-read.
-    async fn changed(&mut self) {
+    /// Returns `true` once the job may have moved past what was sent (an event newer than that, a
+    /// request to re-read, or the periodic re-read), `false` when the api is shutting down.
+    async fn changed(&mut self) -> bool {
         let deadline = Instant::now() + REREAD_EVERY;
         loop {
             let signal = tokio::select! {
                 signal = self.watch.next() => signal,
-                () = tokio::time::sleep_until(deadline) => return,
+                () = tokio::time::sleep_until(deadline) => return true,
             };
             match signal {
                 Signal::Changed(event) if event.revision <= self.last_sent => continue,
-                _ => return,
+                Signal::Closing => return false,
+                Signal::Changed(_) | Signal::Reread => return true,
             }
         }
     }
 }
 
 /// Waits up to `wait` for a watched job to end; the finished job, or `None` if it is still going.
-/// The job is read when an event says it ended, and once more at the deadline in case that event
-/// was lost.
+/// The job is read when an event says it ended, and once more at the deadline (or when the api
+/// begins shutting down) in case that event was lost.
 pub(super) async fn finished_within(
     state: &AppState,
     tenant_id: TenantId,
@@ -142,9 +145,10 @@ pub(super) async fn finished_within(
             signal = watch.next() => Some(signal),
             () = tokio::time::sleep_until(deadline) => None,
         };
-        let read_now = match signal {
-            Some(Signal::Changed(event)) => event.status.is_terminal(),
-            Some(Signal::Reread) | None => true,
+        let (read_now, last) = match signal {
+            Some(Signal::Changed(event)) => (event.status.is_terminal(), false),
+            Some(Signal::Reread) => (true, false),
+            Some(Signal::Closing) | None => (true, true),
         };
         if read_now {
             let job = jobs::get(&state.pool, tenant_id, id).await?;
@@ -152,7 +156,7 @@ pub(super) async fn finished_within(
                 return Ok(Some(job));
             }
         }
-        if signal.is_none() {
+        if last {
             return Ok(None);
         }
     }
