@@ -19,7 +19,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use lapin::Consumer;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use shared::domain::JobId;
 use shared::queue::{Broker, JobEvent, Session};
 use tokio::sync::broadcast;
@@ -27,6 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Events buffered per job for a slow watcher; one that falls further behind re-reads the job.
 const BUFFER: usize = 16;
+/// Bounds on the instance's event queue should it stop keeping up: the oldest events are dropped
+/// (watchers re-read on their own schedule), never the broker's memory exhausted.
+const QUEUE_MAX_EVENTS: i64 = 100_000;
+const EVENT_TTL_MS: i64 = 60_000;
 
 /// What a watcher hears.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +155,12 @@ impl Inner {
 
     async fn subscribe(&self, session: &Session) -> lapin::Result<Consumer> {
         let channel = session.channel().await?;
+        let mut bounds = FieldTable::default();
+        bounds.insert(
+            "x-max-length".into(),
+            AMQPValue::LongLongInt(QUEUE_MAX_EVENTS),
+        );
+        bounds.insert("x-message-ttl".into(), AMQPValue::LongLongInt(EVENT_TTL_MS));
         // Server-named, exclusive and auto-deleted: it lives and dies with this connection.
         let queue = channel
             .queue_declare(
@@ -160,7 +170,7 @@ impl Inner {
                     auto_delete: true,
                     ..Default::default()
                 },
-                FieldTable::default(),
+                bounds,
             )
             .await?;
         channel

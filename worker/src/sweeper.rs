@@ -10,7 +10,8 @@
 use std::sync::Arc;
 
 use shared::db::{jobs, webhooks};
-use shared::queue::Broker;
+use shared::domain::JobStatus;
+use shared::queue::{Broker, JobEvent};
 
 use crate::Context;
 
@@ -34,8 +35,15 @@ pub async fn run(context: Arc<Context>, broker: Broker) {
 
 async fn sweep(context: &Context, broker: &Broker) -> anyhow::Result<()> {
     let released = jobs::release_abandoned(&context.pool, BATCH).await?;
-    if released > 0 {
-        tracing::warn!(released, "released running jobs whose lease ran out");
+    if !released.is_empty() {
+        tracing::warn!(
+            released = released.len(),
+            "released running jobs whose lease ran out"
+        );
+    }
+    for (id, revision) in released {
+        let event = JobEvent::new(id, revision, JobStatus::Queued);
+        broker.publish_event(event).await;
     }
     if !broker.is_connected() {
         return Ok(());

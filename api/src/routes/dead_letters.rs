@@ -8,7 +8,8 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::db::jobs::{self, DeadLetter};
-use shared::domain::{Job, JobId};
+use shared::domain::{Job, JobId, JobStatus};
+use shared::queue::JobEvent;
 
 use crate::AppState;
 use crate::auth::Admin;
@@ -69,10 +70,12 @@ async fn requeue(
             5,
         ));
     }
-    let job = jobs::requeue_dead_lettered(&state.pool, id)
+    let (job, revision) = jobs::requeue_dead_lettered(&state.pool, id)
         .await?
         .ok_or_else(not_found)?;
     tracing::warn!(job_id = %id, token_id = %admin.token_id, "dead-lettered job requeued");
+    let event = JobEvent::new(id, revision, JobStatus::Queued);
+    state.broker.publish_event(event).await;
     match state.broker.publish_job(id).await {
         Ok(()) => state.published.confirmed(id),
         Err(error) => {

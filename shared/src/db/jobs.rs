@@ -52,6 +52,14 @@ struct JobRow {
     webhook_url: Option<String>,
 }
 
+impl JobRow {
+    /// The job and its revision (the id of its latest SSE event).
+    fn with_revision(self) -> Result<(Job, i32), sqlx::Error> {
+        let revision = self.revision;
+        Job::try_from(self).map(|job| (job, revision))
+    }
+}
+
 impl TryFrom<JobRow> for Job {
     type Error = sqlx::Error;
 
@@ -172,11 +180,7 @@ pub async fn get_with_revision(
     .bind(tenant_id)
     .fetch_optional(pool)
     .await?;
-    row.map(|row| {
-        let revision = row.revision;
-        Job::try_from(row).map(|job| (job, revision))
-    })
-    .transpose()
+    row.map(JobRow::with_revision).transpose()
 }
 
 /// A tenant's jobs, newest first, strictly older than `before` when given (the cursor).
@@ -337,21 +341,25 @@ pub async fn unpublished(
 
 /// Puts `running` jobs whose lease ran out back to `queued`, unpublished, so the sweeper sends them
 /// again: their worker died and their message is gone (dead-lettered or purged). The old claim is
-/// cleared, so should that worker still be alive it can no longer finish the job.
-pub async fn release_abandoned(pool: &PgPool, limit: i64) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+/// cleared, so should that worker still be alive it can no longer finish the job. Returns each
+/// released job with its new revision.
+pub async fn release_abandoned(
+    pool: &PgPool,
+    limit: i64,
+) -> Result<Vec<(JobId, i32)>, sqlx::Error> {
+    sqlx::query_as(
         "update jobs set status = 'queued', claim_id = null, lease_expires_at = null,
                          published_at = null, revision = revision + 1
           where id in (select id from jobs
                         where status = 'running' and lease_expires_at < now()
                         order by lease_expires_at
                         limit $1
-                        for update skip locked)",
+                        for update skip locked)
+      returning id, revision",
     )
     .bind(limit)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
+    .fetch_all(pool)
+    .await
 }
 
 /// A dead-lettered job, as admins list it.
@@ -398,8 +406,12 @@ pub async fn dead_lettered(
 }
 
 /// Gives a dead-lettered job a fresh start: `queued`, unpublished, its error and run counters
-/// cleared (its attempt history stays). `None` if the job is not a dead-lettered failure.
-pub async fn requeue_dead_lettered(pool: &PgPool, id: JobId) -> Result<Option<Job>, sqlx::Error> {
+/// cleared (its attempt history stays). Returns the job and its new revision; `None` if the job is
+/// not a dead-lettered failure.
+pub async fn requeue_dead_lettered(
+    pool: &PgPool,
+    id: JobId,
+) -> Result<Option<(Job, i32)>, sqlx::Error> {
     let row: Option<JobRow> = sqlx::query_as(&format!(
         "update jobs
             set status = 'queued', error_code = null, error_message = null, finished_at = null,
@@ -414,5 +426,5 @@ pub async fn requeue_dead_lettered(pool: &PgPool, id: JobId) -> Result<Option<Jo
     .bind(id)
     .fetch_optional(pool)
     .await?;
-    row.map(Job::try_from).transpose()
+    row.map(JobRow::with_revision).transpose()
 }
