@@ -360,6 +360,12 @@ async fn health_readiness_and_openapi_answer() {
         "/v1/admin/tenants/{id}/webhook/rotate",
         "/v1/admin/webhook-deliveries",
         "/v1/admin/webhook-deliveries/{id}/redeliver",
+        "/v1/admin/tenants",
+        "/v1/admin/tenants/{id}/disable",
+        "/v1/admin/tenants/{id}/enable",
+        "/v1/admin/tenants/{id}/tokens",
+        "/v1/admin/tokens/{id}",
+        "/v1/admin/audit",
         "/readyz",
     ] {
         assert!(openapi["paths"][path].is_object(), "{path} is documented");

@@ -10,4 +10,5 @@ mod providers;
 mod resolution;
 mod secrets;
 mod sim;
+mod tenants;
 mod webhooks;

@@ -8,6 +8,7 @@ mod events;
 mod health;
 mod jobs;
 mod settings;
+mod tenants;
 mod usage;
 mod webhooks;
 
@@ -32,6 +33,7 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
         .merge(billing::router())
         .merge(events::router())
         .merge(webhooks::router())
+        .merge(tenants::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(settings.body_limit))

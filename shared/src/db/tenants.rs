@@ -1,18 +1,30 @@
 //! The `tenants` table.
 
-use sqlx::PgPool;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgExecutor, PgPool};
 
 use crate::domain::TenantId;
 
 /// Violated when a tenant name is taken.
 pub const NAME_TAKEN: &str = "tenants_name_key";
 
-pub async fn create(pool: &PgPool, name: &str) -> Result<TenantId, sqlx::Error> {
+/// A tenant as admins see it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    /// Set while the tenant is disabled: none of its tokens authenticates.
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
+pub async fn create(conn: impl PgExecutor<'_>, name: &str) -> Result<TenantId, sqlx::Error> {
     let id = TenantId::new();
     sqlx::query("insert into tenants (id, name) values ($1, $2)")
         .bind(id)
         .bind(name)
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(id)
 }
@@ -22,4 +34,48 @@ pub async fn find_by_name(pool: &PgPool, name: &str) -> Result<Option<TenantId>,
         .bind(name)
         .fetch_optional(pool)
         .await
+}
+
+pub async fn get(conn: impl PgExecutor<'_>, id: TenantId) -> Result<Option<Tenant>, sqlx::Error> {
+    sqlx::query_as("select id, name, created_at, disabled_at from tenants where id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Tenants newest first, strictly older than `before` when given (the cursor).
+pub async fn list(
+    pool: &PgPool,
+    before: Option<TenantId>,
+    limit: i64,
+) -> Result<Vec<Tenant>, sqlx::Error> {
+    sqlx::query_as(
+        "select id, name, created_at, disabled_at from tenants
+          where ($1::uuid is null or id < $1)
+          order by id desc
+          limit $2",
+    )
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Disables (or enables again) a tenant; `None` if there is no such tenant. Disabling keeps the
+/// time it first happened.
+pub async fn set_disabled(
+    conn: impl PgExecutor<'_>,
+    id: TenantId,
+    disabled: bool,
+) -> Result<Option<Tenant>, sqlx::Error> {
+    sqlx::query_as(
+        "update tenants
+            set disabled_at = case when $2 then coalesce(disabled_at, now()) end
+          where id = $1
+      returning id, name, created_at, disabled_at",
+    )
+    .bind(id)
+    .bind(disabled)
+    .fetch_optional(conn)
+    .await
 }

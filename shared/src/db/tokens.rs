@@ -1,7 +1,9 @@
-//! The `api_tokens` table: creating tokens and finding who presents one.
+//! The `api_tokens` table: creating, listing and revoking tokens, and finding who presents one.
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::PgPool;
+use serde::Serialize;
+use sqlx::{PgExecutor, PgPool};
 
 use super::quotas::Limits;
 
@@ -18,7 +20,7 @@ pub struct Principal {
 }
 
 pub async fn create(
-    pool: &PgPool,
+    conn: impl PgExecutor<'_>,
     tenant_id: TenantId,
     name: &str,
     role: Role,
@@ -36,21 +38,84 @@ pub async fn create(
     .bind(role.as_str())
     .bind(hash.as_slice())
     .bind(display_prefix)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(id)
 }
 
+/// A token as admins see it: never the secret, nor its hash.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TokenInfo {
+    pub id: TokenId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub role: String,
+    /// The token's first characters, to tell tokens apart.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    /// Updated at most once a minute.
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+const INFO_COLUMNS: &str =
+    "id, tenant_id, name, role, prefix, created_at, last_used_at, revoked_at";
+
+pub async fn get(conn: impl PgExecutor<'_>, id: TokenId) -> Result<Option<TokenInfo>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {INFO_COLUMNS} from api_tokens where id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// A tenant's tokens, newest first, revoked ones included.
+pub async fn list(pool: &PgPool, tenant_id: TenantId) -> Result<Vec<TokenInfo>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {INFO_COLUMNS} from api_tokens where tenant_id = $1 order by id desc"
+    ))
+    .bind(tenant_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Revokes a token (keeping the time of the first revocation); `None` if there is no such token.
+/// Every api instance stops accepting it within its cache's lifetime (a second).
+pub async fn revoke(
+    conn: impl PgExecutor<'_>,
+    id: TokenId,
+) -> Result<Option<TokenInfo>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "update api_tokens set revoked_at = coalesce(revoked_at, now()) where id = $1
+      returning {INFO_COLUMNS}"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
 /// The principal behind a token hash, if the token exists, is not revoked and its tenant is active.
+/// Notes the token's use, at most once a minute (callers cache the answer for a second, so this
+/// writes rarely).
 pub async fn authenticate(
     pool: &PgPool,
     hash: &[u8; 32],
 ) -> Result<Option<Principal>, sqlx::Error> {
     type Row = (TokenId, TenantId, String, Option<Decimal>, Option<i64>);
     let row: Option<Row> = sqlx::query_as(
-        "select t.id, t.tenant_id, t.role, n.monthly_cost_budget, n.monthly_token_quota
-           from api_tokens t join tenants n on n.id = t.tenant_id
-          where t.token_hash = $1 and t.revoked_at is null and n.disabled_at is null",
+        "with found as (
+            select t.id, t.tenant_id, t.role, t.last_used_at, n.monthly_cost_budget,
+                   n.monthly_token_quota
+              from api_tokens t join tenants n on n.id = t.tenant_id
+             where t.token_hash = $1 and t.revoked_at is null and n.disabled_at is null
+         ), used as (
+            update api_tokens set last_used_at = now()
+             where id in (select id from found
+                           where last_used_at is null
+                              or last_used_at < now() - interval '1 minute')
+         )
+         select id, tenant_id, role, monthly_cost_budget, monthly_token_quota from found",
     )
     .bind(hash.as_slice())
     .fetch_optional(pool)

@@ -1,0 +1,285 @@
+//! Tenants and their tokens, for admins: `GET/POST /v1/admin/tenants`,
+//! `POST /v1/admin/tenants/{id}/disable|enable`, `GET/POST /v1/admin/tenants/{id}/tokens`,
+//! `DELETE /v1/admin/tokens/{id}`, and the audit log of these actions, `GET /v1/admin/audit`.
+//!
+//! Each action and its audit entry commit together. A token's secret is shown once, in the answer
+//! that created it; a revoked token or a disabled tenant's tokens stop working within the token
+//! cache's lifetime (a second) on every api instance.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use shared::db::audit::{self, Action, Entry};
+use shared::db::tenants::{self, NAME_TAKEN, Tenant};
+use shared::db::tokens::{self, Principal, TokenInfo};
+use shared::domain::{Role, TenantId, TokenId};
+
+use crate::AppState;
+use crate::auth::Admin;
+use crate::error::ApiError;
+use crate::extract::{JsonBody, QueryParams};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/tenants", get(list_tenants).post(create_tenant))
+        .route("/v1/admin/tenants/{id}/disable", post(disable_tenant))
+        .route("/v1/admin/tenants/{id}/enable", post(enable_tenant))
+        .route(
+            "/v1/admin/tenants/{id}/tokens",
+            get(list_tokens).post(create_token),
+        )
+        .route("/v1/admin/tokens/{id}", delete(revoke_token))
+        .route("/v1/admin/audit", get(audit_log))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTenant {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    /// A label to tell tokens apart.
+    name: String,
+    role: Role,
+}
+
+#[derive(Serialize)]
+struct CreatedToken {
+    #[serde(flatten)]
+    info: TokenInfo,
+    /// The token itself: shown in this answer only, stored only as its hash.
+    token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page<C> {
+    limit: Option<i64>,
+    cursor: Option<C>,
+}
+
+#[derive(Serialize)]
+struct Listing<T, C> {
+    data: Vec<T>,
+    /// Pass as `cursor` for the next (older) page; `null` on the last page.
+    next_cursor: Option<C>,
+}
+
+async fn create_tenant(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    JsonBody(body): JsonBody<NewTenant>,
+) -> Result<(StatusCode, Json<Tenant>), ApiError> {
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::invalid_field(
+            "name",
+            "must be 1 to 100 characters",
+        ));
+    }
+    let mut tx = state.pool.begin().await?;
+    let id = tenants::create(&mut *tx, name)
+        .await
+        .map_err(|error| match error {
+            sqlx::Error::Database(e) if e.constraint() == Some(NAME_TAKEN) => {
+                ApiError::conflict("tenant_exists", format!("a tenant named {name:?} exists"))
+            }
+            other => other.into(),
+        })?;
+    let tenant = tenants::get(&mut *tx, id)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the tenant just created is missing")))?;
+    let action = actor(
+        &admin,
+        "tenant.create",
+        id.to_string(),
+        json!({ "name": name }),
+    );
+    audit::record(&mut *tx, &action).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(tenant)))
+}
+
+async fn list_tenants(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    QueryParams(page): QueryParams<Page<TenantId>>,
+) -> Result<Json<Listing<Tenant, TenantId>>, ApiError> {
+    let limit = page_limit(page.limit)?;
+    let data = tenants::list(&state.pool, page.cursor, limit).await?;
+    let next_cursor = (data.len() as i64 == limit)
+        .then(|| data.last().map(|t| t.id))
+        .flatten();
+    Ok(Json(Listing { data, next_cursor }))
+}
+
+async fn disable_tenant(
+    state: State<AppState>,
+    admin: Admin,
+    id: Path<String>,
+) -> Result<Json<Tenant>, ApiError> {
+    set_disabled(state, admin, id, true).await
+}
+
+async fn enable_tenant(
+    state: State<AppState>,
+    admin: Admin,
+    id: Path<String>,
+) -> Result<Json<Tenant>, ApiError> {
+    set_disabled(state, admin, id, false).await
+}
+
+/// Disables or enables a tenant. An admin cannot disable its own tenant: that would lock every
+/// operator out.
+async fn set_disabled(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    disabled: bool,
+) -> Result<Json<Tenant>, ApiError> {
+    let id = super::billing::tenant_id(&id)?;
+    if disabled && id == admin.tenant_id {
+        return Err(ApiError::conflict(
+            "own_tenant",
+            "an admin cannot disable its own tenant",
+        ));
+    }
+    let mut tx = state.pool.begin().await?;
+    let tenant = tenants::set_disabled(&mut *tx, id, disabled)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such tenant"))?;
+    let name = if disabled {
+        "tenant.disable"
+    } else {
+        "tenant.enable"
+    };
+    audit::record(&mut *tx, &actor(&admin, name, id.to_string(), json!({}))).await?;
+    tx.commit().await?;
+    Ok(Json(tenant))
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<NewToken>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    let tenant_id = super::billing::tenant_id(&id)?;
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::invalid_field(
+            "name",
+            "must be 1 to 100 characters",
+        ));
+    }
+    let mut tx = state.pool.begin().await?;
+    if tenants::get(&mut *tx, tenant_id).await?.is_none() {
+        return Err(ApiError::not_found("no such tenant"));
+    }
+    let token = shared::token::generate();
+    let id = tokens::create(
+        &mut *tx,
+        tenant_id,
+        name,
+        body.role,
+        &token.hash,
+        &token.display_prefix,
+    )
+    .await?;
+    let info = tokens::get(&mut *tx, id)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the token just created is missing")))?;
+    let details = json!({ "tenant_id": tenant_id, "name": name, "role": body.role });
+    audit::record(
+        &mut *tx,
+        &actor(&admin, "token.create", id.to_string(), details),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            info,
+            token: token.secret,
+        }),
+    ))
+}
+
+async fn list_tokens(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Listing<TokenInfo, TokenId>>, ApiError> {
+    let tenant_id = super::billing::tenant_id(&id)?;
+    if tenants::get(&state.pool, tenant_id).await?.is_none() {
+        return Err(ApiError::not_found("no such tenant"));
+    }
+    let data = tokens::list(&state.pool, tenant_id).await?;
+    Ok(Json(Listing {
+        data,
+        next_cursor: None,
+    }))
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> Result<Json<TokenInfo>, ApiError> {
+    let not_found = || ApiError::not_found("no such token");
+    let id: TokenId = id.parse().map_err(|_| not_found())?;
+    let mut tx = state.pool.begin().await?;
+    let info = tokens::revoke(&mut *tx, id).await?.ok_or_else(not_found)?;
+    audit::record(
+        &mut *tx,
+        &actor(&admin, "token.revoke", id.to_string(), json!({})),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(info))
+}
+
+async fn audit_log(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    QueryParams(page): QueryParams<Page<i64>>,
+) -> Result<Json<Listing<Entry, i64>>, ApiError> {
+    let limit = page_limit(page.limit)?;
+    let data = audit::list(&state.pool, page.cursor, limit).await?;
+    let next_cursor = (data.len() as i64 == limit)
+        .then(|| data.last().map(|e| e.id))
+        .flatten();
+    Ok(Json(Listing { data, next_cursor }))
+}
+
+fn actor<'a>(
+    admin: &Principal,
+    action: &'a str,
+    target: String,
+    details: serde_json::Value,
+) -> Action<'a> {
+    Action {
+        actor_token_id: admin.token_id,
+        actor_tenant_id: admin.tenant_id,
+        action,
+        target: Some(target),
+        details: Some(details),
+    }
+}
+
+fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            "must be between 1 and 500",
+        ));
+    }
+    Ok(limit)
+}
