@@ -103,6 +103,11 @@ impl ApiError {
         error
     }
 
+    /// 502: an upstream the request depends on (Ollama, for model management) failed.
+    pub fn bad_gateway(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, "upstream_error", detail)
+    }
+
     pub fn internal(error: impl Into<anyhow::Error>) -> Self {
         let mut this = Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

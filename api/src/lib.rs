@@ -69,6 +69,8 @@ pub(crate) struct AppState {
     watchers: watch::Watchers,
     webhook_allow_private: bool,
     sse_heartbeat: Duration,
+    /// For calls the api makes itself (Ollama's model management).
+    upstream: reqwest::Client,
 }
 
 /// Serves the API on `listener` until `shutdown` fires, then finishes in-flight requests and
@@ -97,6 +99,7 @@ pub async fn serve(
         watchers,
         webhook_allow_private: settings.webhook_allow_private,
         sse_heartbeat: settings.sse_heartbeat,
+        upstream: reqwest::Client::new(),
         tokens: Arc::new(auth::TokenCache::default()),
         published,
         body_limit: settings.body_limit,

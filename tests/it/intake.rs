@@ -366,6 +366,9 @@ async fn health_readiness_and_openapi_answer() {
         "/v1/admin/tenants/{id}/tokens",
         "/v1/admin/tokens/{id}",
         "/v1/admin/audit",
+        "/v1/models",
+        "/v1/models/pull",
+        "/v1/models/{model}",
         "/readyz",
     ] {
         assert!(openapi["paths"][path].is_object(), "{path} is documented");

@@ -6,6 +6,7 @@ mod delivery;
 mod events;
 mod harness;
 mod intake;
+mod models;
 mod providers;
 mod resolution;
 mod secrets;

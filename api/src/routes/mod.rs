@@ -7,6 +7,7 @@ mod dead_letters;
 mod events;
 mod health;
 mod jobs;
+mod models;
 mod settings;
 mod tenants;
 mod usage;
@@ -34,6 +35,7 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
         .merge(events::router())
         .merge(webhooks::router())
         .merge(tenants::router())
+        .merge(models::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(settings.body_limit))

@@ -152,6 +152,23 @@ impl ModelRoutes {
     pub fn serves(&self, model: &str) -> bool {
         self.routes.contains_key(model)
     }
+
+    /// Every model name, sorted, with what each provider runs for it.
+    pub fn all(&self) -> Vec<(&str, Vec<(ProviderName, &str)>)> {
+        let mut all: Vec<_> = self
+            .routes
+            .iter()
+            .map(|(model, upstream)| {
+                let providers = ProviderName::ALL
+                    .into_iter()
+                    .filter_map(|p| Some((p, upstream[p.index()].as_deref()?)))
+                    .collect();
+                (model.as_str(), providers)
+            })
+            .collect();
+        all.sort_by_key(|(model, _)| *model);
+        all
+    }
 }
 
 /// Everything a process needs to resolve providers and price their answers, as of one settings

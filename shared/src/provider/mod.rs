@@ -7,6 +7,7 @@
 mod error;
 mod http;
 mod ollama;
+mod ollama_models;
 mod openai;
 
 use serde_json::Value;
@@ -14,6 +15,7 @@ use serde_json::Value;
 pub use error::{FailureClass, ProviderError, parse_retry_after};
 
 pub use ollama::OllamaClient;
+pub use ollama_models::{DeleteError, InstalledModel, OllamaModels};
 pub use openai::OpenAiClient;
 
 use crate::domain::{JobRequest, ProviderName};

@@ -1,0 +1,198 @@
+//! Managing Ollama's local models: what is installed (`GET /api/tags`), pulling one with its
+//! progress (`POST /api/pull`, NDJSON), and deleting one (`DELETE /api/delete`).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt as _};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::error::ProviderError;
+
+/// Longest a listing or a delete may take; a pull takes as long as the download.
+const QUICK: Duration = Duration::from_secs(10);
+
+/// One installed model, as Ollama lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstalledModel {
+    pub name: String,
+    #[serde(default)]
+    pub size: Option<u64>,
+    #[serde(default)]
+    pub modified_at: Option<DateTime<Utc>>,
+}
+
+/// Why a delete failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    /// Ollama has no such model (its 404, with its message).
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Failed(#[from] ProviderError),
+}
+
+pub struct OllamaModels {
+    base_url: String,
+    http: reqwest::Client,
+}
+
+impl OllamaModels {
+    pub fn new(base_url: &str, http: reqwest::Client) -> Self {
+        Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            http,
+        }
+    }
+
+    pub async fn installed(&self) -> Result<Vec<InstalledModel>, ProviderError> {
+        #[derive(Deserialize)]
+        struct Tags {
+            models: Vec<InstalledModel>,
+        }
+        let response = self
+            .http
+            .get(format!("{}/api/tags", self.base_url))
+            .timeout(QUICK)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let response = checked(response).await?;
+        let tags: Tags = response.json().await.map_err(unreachable)?;
+        Ok(tags.models)
+    }
+
+    /// Starts pulling `model`; the stream yields Ollama's progress lines (`{status, digest?,
+    /// total?, completed?}`) and ends after `{"status": "success"}`. An `{"error": …}` line, or a
+    /// broken stream, is yielded as an error and ends it.
+    pub async fn pull(
+        &self,
+        model: &str,
+    ) -> Result<impl Stream<Item = Result<Value, ProviderError>> + Send + 'static, ProviderError>
+    {
+        let response = self
+            .http
+            .post(format!("{}/api/pull", self.base_url))
+            .json(&json!({ "model": model, "stream": true }))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let response = checked(response).await?;
+        Ok(ndjson_lines(response.bytes_stream()).map(|line| {
+            let line = line?;
+            match line.get("error").and_then(Value::as_str) {
+                Some(error) => Err(ProviderError::from_status(500, error, None)),
+                None => Ok(line),
+            }
+        }))
+    }
+
+    pub async fn delete(&self, model: &str) -> Result<(), DeleteError> {
+        let response = self
+            .http
+            .delete(format!("{}/api/delete", self.base_url))
+            .timeout(QUICK)
+            .json(&json!({ "model": model }))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Err(DeleteError::NotFound(error_message(response).await));
+        }
+        checked(response).await?;
+        Ok(())
+    }
+}
+
+/// The lines of an NDJSON body as JSON values, however the bytes are chunked.
+fn ndjson_lines<S, B>(bytes: S) -> impl Stream<Item = Result<Value, ProviderError>> + Send
+where
+    S: Stream<Item = Result<B, reqwest::Error>> + Send + Unpin + 'static,
+    B: AsRef<[u8]>,
+{
+    futures::stream::unfold(
+        (bytes, Vec::<u8>::new(), false),
+        |(mut bytes, mut buffer, mut done)| async move {
+            loop {
+                if let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = buffer.drain(..=end).collect();
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    let parsed = serde_json::from_slice(&line).map_err(|_| {
+                        ProviderError::from_status(502, "Ollama sent a line that is not JSON", None)
+                    });
+                    return Some((parsed, (bytes, buffer, done)));
+                }
+                if done {
+                    if buffer.iter().all(u8::is_ascii_whitespace) {
+                        return None;
+                    }
+                    // A last line without its newline.
+                    buffer.push(b'\n');
+                    continue;
+                }
+                match bytes.next().await {
+                    Some(Ok(chunk)) => buffer.extend_from_slice(chunk.as_ref()),
+                    Some(Err(error)) => {
+                        done = true;
+                        buffer.clear();
+                        return Some((Err(unreachable(error)), (bytes, buffer, done)));
+                    }
+                    None => done = true,
+                }
+            }
+        },
+    )
+}
+
+async fn checked(response: reqwest::Response) -> Result<reqwest::Response, ProviderError> {
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    let status = response.status().as_u16();
+    let message = error_message(response).await;
+    Err(ProviderError::from_status(status, &message, None))
+}
+
+/// Ollama's `{"error": "…"}` message, or the body as text.
+async fn error_message(response: reqwest::Response) -> String {
+    let text = response.text().await.unwrap_or_default();
+    serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|body| body["error"].as_str().map(str::to_owned))
+        .unwrap_or(text)
+}
+
+fn unreachable(error: reqwest::Error) -> ProviderError {
+    ProviderError::from_status(
+        503,
+        &format!("Ollama is unreachable: {}", error.without_url()),
+        None,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ndjson_lines_survive_any_chunking() {
+        let body = b"{\"status\":\"pulling manifest\"}\n\n{\"status\":\"pulling\",\"completed\":5}\n{\"status\":\"success\"}";
+        for size in [1, 3, 7, body.len()] {
+            let chunks: Vec<Result<Vec<u8>, reqwest::Error>> =
+                body.chunks(size).map(|c| Ok(c.to_vec())).collect();
+            let lines: Vec<Value> = ndjson_lines(futures::stream::iter(chunks))
+                .map(|line| line.expect("a JSON line"))
+                .collect()
+                .await;
+            let statuses: Vec<_> = lines.iter().map(|l| l["status"].clone()).collect();
+            assert_eq!(
+                statuses,
+                ["pulling manifest", "pulling", "success"],
+                "chunks of {size}"
+            );
+        }
+    }
+}
