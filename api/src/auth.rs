@@ -2,7 +2,8 @@
 //! valid tokens.
 //!
 //! The cache keeps the hot path free of a database round trip per request; its one-second lifetime
-//! bounds how long a revoked token keeps working on any api instance.
+//! bounds how long a revoked token keeps working on any api instance. Every request is then held
+//! to its token's access rules (allowed domains and networks).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -12,8 +13,9 @@ use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use shared::db::tokens::{self, Principal};
-use shared::domain::Role;
+use shared::domain::{Denied, Role};
 
+use crate::client::ClientInfo;
 use crate::{AppState, error::ApiError};
 
 /// How long a validated token is trusted without asking Postgres again.
@@ -35,7 +37,7 @@ impl TokenCache {
         entries
             .get(hash)
             .filter(|(_, at)| at.elapsed() < CACHE_TTL)
-            .map(|(principal, _)| *principal)
+            .map(|(principal, _)| principal.clone())
     }
 
     fn put(&self, hash: [u8; 32], principal: Principal) {
@@ -79,16 +81,46 @@ impl FromRequestParts<AppState> for Caller {
                 )
             })?;
         let hash = shared::token::hash(secret);
-        if let Some(principal) = state.tokens.get(&hash) {
-            return Ok(Self(principal));
-        }
-        let principal = tokens::authenticate(&state.pool, &hash)
-            .await?
-            .ok_or_else(|| {
-                ApiError::unauthorized("invalid_token", "the token is unknown or revoked")
-            })?;
-        state.tokens.put(hash, principal);
+        let principal = match state.tokens.get(&hash) {
+            Some(principal) => principal,
+            None => {
+                let principal =
+                    tokens::authenticate(&state.pool, &hash)
+                        .await?
+                        .ok_or_else(|| {
+                            ApiError::unauthorized(
+                                "invalid_token",
+                                "the token is unknown or revoked",
+                            )
+                        })?;
+                state.tokens.put(hash, principal.clone());
+                principal
+            }
+        };
+        let client = ClientInfo::of(parts, &state.trusted_proxies);
+        principal
+            .access
+            .check(client.origin.as_deref(), client.ip)
+            .map_err(denied)?;
         Ok(Self(principal))
+    }
+}
+
+/// A request its token's access rules refuse, as a 403 naming the rule.
+fn denied(denied: Denied) -> ApiError {
+    match denied {
+        Denied::OriginRequired => ApiError::denied(
+            "origin_required",
+            "this token may only be used from its allowed domains: send Origin or Referer",
+        ),
+        Denied::OriginNotAllowed(host) => ApiError::denied(
+            "origin_not_allowed",
+            format!("this token may not be used from {host}"),
+        ),
+        Denied::IpNotAllowed(ip) => ApiError::denied(
+            "ip_not_allowed",
+            format!("this token may not be used from the address {ip}"),
+        ),
     }
 }
 

@@ -9,6 +9,7 @@ use shared::config::{InfraConfig, ProviderConfig, WebhookConfig};
 use shared::db::{tenants, tokens};
 use shared::domain::Role;
 use shared::queue::{Broker, Topology};
+use sqlx::types::ipnetwork::IpNetwork;
 
 use crate::ApiSettings;
 
@@ -39,6 +40,11 @@ pub struct Cli {
     /// Seconds between the comment lines that keep an idle SSE stream open through proxies.
     #[arg(long, env = "TOLLGATE_SSE_HEARTBEAT_SECS", default_value_t = 15)]
     pub sse_heartbeat_secs: u64,
+
+    /// Comma-separated addresses or CIDR networks of the proxies in front of the api (load
+    /// balancers): only their `Forwarded` / `X-Forwarded-For` headers are believed.
+    #[arg(long, env = "TOLLGATE_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -94,6 +100,20 @@ impl From<RoleArg> for Role {
     }
 }
 
+/// The trusted proxies from their comma-separated list (empty when unset or blank).
+fn trusted_proxies(list: Option<&str>) -> anyhow::Result<Vec<IpNetwork>> {
+    list.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry.parse().with_context(|| {
+                format!("TOLLGATE_TRUSTED_PROXIES: {entry:?} is not an address or CIDR")
+            })
+        })
+        .collect()
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let pool = shared::process::connect_database(&cli.infra.database_url, cli.infra.db_pool_size)
         .await
@@ -116,6 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
                 webhook_allow_private: cli.webhooks.webhook_allow_private,
                 sse_heartbeat: std::time::Duration::from_secs(cli.sse_heartbeat_secs.max(1)),
+                trusted_proxies: trusted_proxies(cli.trusted_proxies.as_deref())?,
             };
             crate::serve(listener, pool, broker, settings, shutdown.clone()).await?;
             shutdown.cancel();

@@ -1,13 +1,18 @@
-//! Where a request comes from: its `Origin` (or `Referer`) host and the client's address, recorded
-//! with each job for billing (the seed's log fields).
+//! Where a request comes from: its `Origin` (or `Referer`) host and the client's address, checked
+//! against a token's access rules and recorded with each job for billing (the seed's log fields).
 //!
-//! The address is the TCP peer; forwarded headers are not trusted here.
+//! The address is the TCP peer, or, when the peer is a configured trusted proxy
+//! (`TOLLGATE_TRUSTED_PROXIES`), the client address it forwarded (`Forwarded`, else
+//! `X-Forwarded-For`). Forwarded headers from any other peer are ignored.
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
+
+use shared::domain::client_ip;
+use sqlx::types::ipnetwork::IpNetwork;
 
 use crate::AppState;
 
@@ -19,19 +24,36 @@ pub struct ClientInfo {
     pub ip: Option<IpAddr>,
 }
 
-impl FromRequestParts<AppState> for ClientInfo {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+impl ClientInfo {
+    pub fn of(parts: &Parts, trusted_proxies: &[IpNetwork]) -> Self {
         let origin = [header::ORIGIN, header::REFERER]
             .iter()
             .filter_map(|name| parts.headers.get(name)?.to_str().ok())
             .find_map(|value| url::Url::parse(value).ok()?.host_str().map(str::to_owned))
             .filter(|host| host.len() <= MAX_ORIGIN_CHARS);
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
         let ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
-        Ok(Self { origin, ip })
+            .map(|ConnectInfo(addr)| {
+                client_ip(
+                    addr.ip(),
+                    header("forwarded"),
+                    header("x-forwarded-for"),
+                    trusted_proxies,
+                )
+            });
+        Self { origin, ip }
+    }
+}
+
+impl FromRequestParts<AppState> for ClientInfo {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(parts, &state.trusted_proxies))
     }
 }

@@ -14,6 +14,16 @@ use crate::{AppState, error::ApiError};
 
 pub struct JsonBody<T>(pub T);
 
+/// For `#[serde(default, deserialize_with = "present")]` on an `Option<Option<T>>` field: tells a
+/// field given as `null` (`Some(None)`) from one left out (`None`).
+pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    serde::Deserialize::deserialize(d).map(Some)
+}
+
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 

@@ -22,6 +22,7 @@ use shared::queue::Broker;
 use shared::runtime::RuntimeWatch;
 use shared::secret::SecretKey;
 use sqlx::PgPool;
+use sqlx::types::ipnetwork::IpNetwork;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -40,6 +41,8 @@ pub struct ApiSettings {
     pub webhook_allow_private: bool,
     /// How often an idle SSE stream gets a comment line, so proxies keep it open.
     pub sse_heartbeat: Duration,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed (load balancers).
+    pub trusted_proxies: Vec<IpNetwork>,
 }
 
 impl Default for ApiSettings {
@@ -50,6 +53,7 @@ impl Default for ApiSettings {
             settings_refresh: Duration::from_secs(1),
             webhook_allow_private: false,
             sse_heartbeat: Duration::from_secs(15),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -71,6 +75,7 @@ pub(crate) struct AppState {
     sse_heartbeat: Duration,
     /// For calls the api makes itself (Ollama's model management).
     upstream: reqwest::Client,
+    trusted_proxies: Arc<[IpNetwork]>,
 }
 
 /// Serves the API on `listener` until `shutdown` fires, then finishes in-flight requests and
@@ -100,6 +105,7 @@ pub async fn serve(
         webhook_allow_private: settings.webhook_allow_private,
         sse_heartbeat: settings.sse_heartbeat,
         upstream: reqwest::Client::new(),
+        trusted_proxies: settings.trusted_proxies.clone().into(),
         tokens: Arc::new(auth::TokenCache::default()),
         published,
         body_limit: settings.body_limit,

@@ -361,6 +361,7 @@ async fn health_readiness_and_openapi_answer() {
         "/v1/admin/webhook-deliveries",
         "/v1/admin/webhook-deliveries/{id}/redeliver",
         "/v1/admin/tenants",
+        "/v1/admin/tenants/{id}",
         "/v1/admin/tenants/{id}/disable",
         "/v1/admin/tenants/{id}/enable",
         "/v1/admin/tenants/{id}/tokens",

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real api and worker in-process, over real Postgres and RabbitMQ, with
 //! provider-sim as the upstream. Every test gets its own database and queue prefix.
 
+mod access;
 mod billing;
 mod delivery;
 mod events;

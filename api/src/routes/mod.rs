@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Method, header};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
@@ -39,6 +41,7 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(settings.body_limit))
+        .layer(cors())
         // Until the response starts (an SSE body streams on past it); long enough for the longest
         // `Prefer: wait`.
         .layer(TimeoutLayer::with_status_code(
@@ -48,4 +51,32 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
         // 5xx answers are logged where they arise (internal errors) or are expected (503s).
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::WARN)))
         .with_state(state)
+}
+
+/// CORS for browser clients. A preflight carries no token, so it is answered for any origin; the
+/// request itself is then held to its token's allowed domains (403 `origin_not_allowed`), so a
+/// browser can only ever use a token from the origins the token allows.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            HeaderName::from_static("prefer"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::RETRY_AFTER,
+            HeaderName::from_static("preference-applied"),
+        ])
+        .max_age(Duration::from_secs(600))
 }

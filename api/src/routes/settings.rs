@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use shared::domain::{ProviderName, SealedKey, Settings, SettingsChange};
 use shared::secret::last4;
 
@@ -30,7 +30,7 @@ struct SettingsPatch {
     ai_fallback_provider: Option<String>,
     ai_local_enabled: Option<bool>,
     /// A string stores a key; `null` removes it; absent leaves it.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     ai_openai_api_key: Option<Option<String>>,
     ollama_base_url: Option<String>,
     openai_base_url: Option<String>,
@@ -42,11 +42,6 @@ struct SettingsPatch {
     circuit_cooldown_ms: Option<u32>,
     ollama_max_concurrency: Option<u32>,
     openai_max_concurrency: Option<u32>,
-}
-
-/// Tells a field given as `null` from one left out.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
 }
 
 #[derive(Serialize)]

@@ -1,6 +1,7 @@
-//! Tenants and their tokens, for admins: `GET/POST /v1/admin/tenants`,
-//! `POST /v1/admin/tenants/{id}/disable|enable`, `GET/POST /v1/admin/tenants/{id}/tokens`,
-//! `DELETE /v1/admin/tokens/{id}`, and the audit log of these actions, `GET /v1/admin/audit`.
+//! Tenants and their tokens, for admins: `GET/POST /v1/admin/tenants`, `PATCH
+//! /v1/admin/tenants/{id}` (default access rules), `POST /v1/admin/tenants/{id}/disable|enable`,
+//! `GET/POST /v1/admin/tenants/{id}/tokens`, `PATCH/DELETE /v1/admin/tokens/{id}` (access rules;
+//! revoke), and the audit log of these actions, `GET /v1/admin/audit`.
 //!
 //! Each action and its audit entry commit together. A token's secret is shown once, in the answer
 //! that created it; a revoked token or a disabled tenant's tokens stop working within the token
@@ -8,14 +9,15 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use shared::db::access::{self, Holder};
 use shared::db::audit::{self, Action, Entry};
 use shared::db::tenants::{self, NAME_TAKEN, Tenant};
 use shared::db::tokens::{self, Principal, TokenInfo};
-use shared::domain::{Role, TenantId, TokenId};
+use shared::domain::{AccessChange, Role, TenantId, TokenId};
 
 use crate::AppState;
 use crate::auth::Admin;
@@ -25,13 +27,17 @@ use crate::extract::{JsonBody, QueryParams};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/tenants", get(list_tenants).post(create_tenant))
+        .route("/v1/admin/tenants/{id}", patch(update_tenant))
         .route("/v1/admin/tenants/{id}/disable", post(disable_tenant))
         .route("/v1/admin/tenants/{id}/enable", post(enable_tenant))
         .route(
             "/v1/admin/tenants/{id}/tokens",
             get(list_tokens).post(create_token),
         )
-        .route("/v1/admin/tokens/{id}", delete(revoke_token))
+        .route(
+            "/v1/admin/tokens/{id}",
+            patch(update_token).delete(revoke_token),
+        )
         .route("/v1/admin/audit", get(audit_log))
 }
 
@@ -47,6 +53,27 @@ struct NewToken {
     /// A label to tell tokens apart.
     name: String,
     role: Role,
+    /// Origins (hosts or `*.domain`) the token may be used from; absent: the tenant's default.
+    allowed_domains: Option<Vec<String>>,
+    /// Client addresses or CIDR networks the token may be used from; absent: the tenant's.
+    allowed_ips: Option<Vec<String>>,
+}
+
+/// A change of access rules: a list replaces, `null` clears, an absent field is left alone.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessPatch {
+    #[serde(default, deserialize_with = "crate::extract::present")]
+    allowed_domains: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "crate::extract::present")]
+    allowed_ips: Option<Option<Vec<String>>>,
+}
+
+impl AccessPatch {
+    fn parse(self) -> Result<AccessChange, ApiError> {
+        AccessChange::parse(self.allowed_domains, self.allowed_ips)
+            .map_err(|e| ApiError::invalid_field(e.field, e.message))
+    }
 }
 
 #[derive(Serialize)]
@@ -178,6 +205,11 @@ async fn create_token(
             "must be 1 to 100 characters",
         ));
     }
+    let rules = AccessPatch {
+        allowed_domains: body.allowed_domains.map(Some),
+        allowed_ips: body.allowed_ips.map(Some),
+    }
+    .parse()?;
     let mut tx = state.pool.begin().await?;
     if tenants::get(&mut *tx, tenant_id).await?.is_none() {
         return Err(ApiError::not_found("no such tenant"));
@@ -192,10 +224,14 @@ async fn create_token(
         &token.display_prefix,
     )
     .await?;
+    access::change(&mut *tx, Holder::Token, id.0, &rules).await?;
     let info = tokens::get(&mut *tx, id)
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the token just created is missing")))?;
-    let details = json!({ "tenant_id": tenant_id, "name": name, "role": body.role });
+    let details = json!({
+        "tenant_id": tenant_id, "name": name, "role": body.role,
+        "allowed_domains": info.allowed_domains, "allowed_ips": info.allowed_ips,
+    });
     audit::record(
         &mut *tx,
         &actor(&admin, "token.create", id.to_string(), details),
@@ -225,6 +261,61 @@ async fn list_tokens(
         data,
         next_cursor: None,
     }))
+}
+
+/// Changes a tenant's default access rules (for its tokens without lists of their own).
+async fn update_tenant(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<AccessPatch>,
+) -> Result<Json<Tenant>, ApiError> {
+    let id = super::billing::tenant_id(&id)?;
+    let change = body.parse()?;
+    let mut tx = state.pool.begin().await?;
+    if !access::change(&mut *tx, Holder::Tenant, id.0, &change).await? {
+        return Err(ApiError::not_found("no such tenant"));
+    }
+    let tenant = tenants::get(&mut *tx, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such tenant"))?;
+    let details = json!({
+        "allowed_domains": tenant.allowed_domains, "allowed_ips": tenant.allowed_ips,
+    });
+    audit::record(
+        &mut *tx,
+        &actor(&admin, "tenant.update", id.to_string(), details),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(tenant))
+}
+
+/// Changes a token's access rules; every api instance applies them within a second.
+async fn update_token(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<AccessPatch>,
+) -> Result<Json<TokenInfo>, ApiError> {
+    let not_found = || ApiError::not_found("no such token");
+    let id: TokenId = id.parse().map_err(|_| not_found())?;
+    let change = body.parse()?;
+    let mut tx = state.pool.begin().await?;
+    if !access::change(&mut *tx, Holder::Token, id.0, &change).await? {
+        return Err(not_found());
+    }
+    let info = tokens::get(&mut *tx, id).await?.ok_or_else(not_found)?;
+    let details = json!({
+        "allowed_domains": info.allowed_domains, "allowed_ips": info.allowed_ips,
+    });
+    audit::record(
+        &mut *tx,
+        &actor(&admin, "token.update", id.to_string(), details),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(info))
 }
 
 async fn revoke_token(

@@ -3,6 +3,7 @@
 //! Queries are plain `sqlx::query_as` with lowercase SQL. Constraint names that callers turn into
 //! client errors are exported as constants beside the statement that can violate them.
 
+pub mod access;
 pub mod audit;
 pub mod job_attempts;
 pub mod jobs;

@@ -17,7 +17,13 @@ pub struct Tenant {
     pub created_at: DateTime<Utc>,
     /// Set while the tenant is disabled: none of its tokens authenticates.
     pub disabled_at: Option<DateTime<Utc>>,
+    /// Defaults for its tokens that have no lists of their own; `null` allows everything.
+    pub allowed_domains: Option<Vec<String>>,
+    pub allowed_ips: Option<Vec<String>>,
 }
+
+const COLUMNS: &str = "id, name, created_at, disabled_at, allowed_domains, \
+     allowed_ips::text[] as allowed_ips";
 
 pub async fn create(conn: impl PgExecutor<'_>, name: &str) -> Result<TenantId, sqlx::Error> {
     let id = TenantId::new();
@@ -37,7 +43,7 @@ pub async fn find_by_name(pool: &PgPool, name: &str) -> Result<Option<TenantId>,
 }
 
 pub async fn get(conn: impl PgExecutor<'_>, id: TenantId) -> Result<Option<Tenant>, sqlx::Error> {
-    sqlx::query_as("select id, name, created_at, disabled_at from tenants where id = $1")
+    sqlx::query_as(&format!("select {COLUMNS} from tenants where id = $1"))
         .bind(id)
         .fetch_optional(conn)
         .await
@@ -49,12 +55,12 @@ pub async fn list(
     before: Option<TenantId>,
     limit: i64,
 ) -> Result<Vec<Tenant>, sqlx::Error> {
-    sqlx::query_as(
-        "select id, name, created_at, disabled_at from tenants
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from tenants
           where ($1::uuid is null or id < $1)
           order by id desc
-          limit $2",
-    )
+          limit $2"
+    ))
     .bind(before)
     .bind(limit)
     .fetch_all(pool)
@@ -68,12 +74,12 @@ pub async fn set_disabled(
     id: TenantId,
     disabled: bool,
 ) -> Result<Option<Tenant>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(&format!(
         "update tenants
             set disabled_at = case when $2 then coalesce(disabled_at, now()) end
           where id = $1
-      returning id, name, created_at, disabled_at",
-    )
+      returning {COLUMNS}"
+    ))
     .bind(id)
     .bind(disabled)
     .fetch_optional(conn)

@@ -5,18 +5,22 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{PgExecutor, PgPool};
 
+use std::sync::Arc;
+
 use super::quotas::Limits;
 
-use crate::domain::{Role, TenantId, TokenId};
+use crate::domain::{AccessRules, Role, TenantId, TokenId};
 
 /// Who a valid token speaks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub token_id: TokenId,
     pub tenant_id: TenantId,
     pub role: Role,
     /// The tenant's monthly limits.
     pub limits: Limits,
+    /// Where the token may be used from: its own lists, else its tenant's.
+    pub access: Arc<AccessRules>,
 }
 
 pub async fn create(
@@ -56,10 +60,13 @@ pub struct TokenInfo {
     /// Updated at most once a minute.
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The token's own lists; `null` uses its tenant's.
+    pub allowed_domains: Option<Vec<String>>,
+    pub allowed_ips: Option<Vec<String>>,
 }
 
-const INFO_COLUMNS: &str =
-    "id, tenant_id, name, role, prefix, created_at, last_used_at, revoked_at";
+const INFO_COLUMNS: &str = "id, tenant_id, name, role, prefix, created_at, last_used_at, \
+     revoked_at, allowed_domains, allowed_ips::text[] as allowed_ips";
 
 pub async fn get(conn: impl PgExecutor<'_>, id: TokenId) -> Result<Option<TokenInfo>, sqlx::Error> {
     sqlx::query_as(&format!(
@@ -102,11 +109,22 @@ pub async fn authenticate(
     pool: &PgPool,
     hash: &[u8; 32],
 ) -> Result<Option<Principal>, sqlx::Error> {
-    type Row = (TokenId, TenantId, String, Option<Decimal>, Option<i64>);
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: TokenId,
+        tenant_id: TenantId,
+        role: String,
+        monthly_cost_budget: Option<Decimal>,
+        monthly_token_quota: Option<i64>,
+        allowed_domains: Option<Vec<String>>,
+        allowed_ips: Option<Vec<String>>,
+    }
     let row: Option<Row> = sqlx::query_as(
         "with found as (
             select t.id, t.tenant_id, t.role, t.last_used_at, n.monthly_cost_budget,
-                   n.monthly_token_quota
+                   n.monthly_token_quota,
+                   coalesce(t.allowed_domains, n.allowed_domains) as allowed_domains,
+                   coalesce(t.allowed_ips, n.allowed_ips)::text[] as allowed_ips
               from api_tokens t join tenants n on n.id = t.tenant_id
              where t.token_hash = $1 and t.revoked_at is null and n.disabled_at is null
          ), used as (
@@ -115,22 +133,26 @@ pub async fn authenticate(
                            where last_used_at is null
                               or last_used_at < now() - interval '1 minute')
          )
-         select id, tenant_id, role, monthly_cost_budget, monthly_token_quota from found",
+         select id, tenant_id, role, monthly_cost_budget, monthly_token_quota, allowed_domains,
+                allowed_ips
+           from found",
     )
     .bind(hash.as_slice())
     .fetch_optional(pool)
     .await?;
-    Ok(
-        row.and_then(|(token_id, tenant_id, role, cost_budget, token_quota)| {
-            Some(Principal {
-                token_id,
-                tenant_id,
-                role: Role::parse(&role)?,
-                limits: Limits {
-                    monthly_cost_budget: cost_budget,
-                    monthly_token_quota: token_quota,
-                },
-            })
-        }),
-    )
+    Ok(row.and_then(|row| {
+        Some(Principal {
+            token_id: row.id,
+            tenant_id: row.tenant_id,
+            role: Role::parse(&row.role)?,
+            limits: Limits {
+                monthly_cost_budget: row.monthly_cost_budget,
+                monthly_token_quota: row.monthly_token_quota,
+            },
+            access: Arc::new(AccessRules::from_lists(
+                row.allowed_domains,
+                row.allowed_ips,
+            )),
+        })
+    }))
 }

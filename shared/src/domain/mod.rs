@@ -1,10 +1,14 @@
 //! Domain types: the vocabulary of jobs, tenants, requests and settings, parsed once at the edge.
 
+mod access;
 mod ids;
 mod job;
 mod request;
 mod settings;
 
+pub use access::{
+    AccessChange, AccessRules, Denied, DomainPattern, client_ip, parse_domains, parse_networks,
+};
 pub use ids::{JobId, TenantId, TokenId};
 pub use job::{Job, JobError, JobKind, JobStatus, Role, Usage};
 pub use request::{

@@ -1,0 +1,40 @@
+//! The access-rule columns (`allowed_domains`, `allowed_ips`) that tenants and tokens both carry.
+
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::domain::AccessChange;
+
+/// Whose lists to change.
+#[derive(Debug, Clone, Copy)]
+pub enum Holder {
+    Tenant,
+    Token,
+}
+
+/// Applies `change` to the tenant's or token's lists; `false` if there is no such row.
+pub async fn change(
+    conn: impl PgExecutor<'_>,
+    holder: Holder,
+    id: Uuid,
+    change: &AccessChange,
+) -> Result<bool, sqlx::Error> {
+    let table = match holder {
+        Holder::Tenant => "tenants",
+        Holder::Token => "api_tokens",
+    };
+    let done = sqlx::query(&format!(
+        "update {table}
+            set allowed_domains = case when $2 then $3::text[] else allowed_domains end,
+                allowed_ips = case when $4 then $5::text[]::inet[] else allowed_ips end
+          where id = $1"
+    ))
+    .bind(id)
+    .bind(change.allowed_domains.is_some())
+    .bind(change.allowed_domains.clone().flatten())
+    .bind(change.allowed_ips.is_some())
+    .bind(change.allowed_ips.clone().flatten())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
