@@ -16,6 +16,7 @@ use shared::db::tokens::{self, Principal};
 use shared::domain::{Denied, Role};
 
 use crate::client::ClientInfo;
+use crate::limits::UsageSlot;
 use crate::{AppState, error::ApiError};
 
 /// How long a validated token is trusted without asking Postgres again.
@@ -80,28 +81,35 @@ impl FromRequestParts<AppState> for Caller {
                     "the Authorization header must be `Bearer <token>`",
                 )
             })?;
+        let client = ClientInfo::of(parts, &state.trusted_proxies);
         let hash = shared::token::hash(secret);
         let principal = match state.tokens.get(&hash) {
             Some(principal) => principal,
             None => {
-                let principal =
-                    tokens::authenticate(&state.pool, &hash)
-                        .await?
-                        .ok_or_else(|| {
-                            ApiError::unauthorized(
-                                "invalid_token",
-                                "the token is unknown or revoked",
-                            )
-                        })?;
+                // An address that keeps presenting bad tokens is not even looked up.
+                state.limiter.may_authenticate(client.ip)?;
+                let Some(principal) = tokens::authenticate(&state.pool, &hash).await? else {
+                    if let Some(throttled) = state.limiter.failed_authentication(client.ip) {
+                        return Err(throttled);
+                    }
+                    return Err(ApiError::unauthorized(
+                        "invalid_token",
+                        "the token is unknown or revoked",
+                    ));
+                };
                 state.tokens.put(hash, principal.clone());
                 principal
             }
         };
-        let client = ClientInfo::of(parts, &state.trusted_proxies);
         principal
             .access
             .check(client.origin.as_deref(), client.ip)
             .map_err(denied)?;
+        if let Some(usage) = state.limiter.admit(&principal)?
+            && let Some(slot) = parts.extensions.get::<UsageSlot>()
+        {
+            slot.set(usage);
+        }
         Ok(Self(principal))
     }
 }

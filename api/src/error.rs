@@ -3,7 +3,7 @@
 //! Client errors carry a stable `code` (and the `field` when one is at fault); internal errors are
 //! logged once here and answered as an opaque 500.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -14,6 +14,8 @@ pub struct ApiError {
     detail: String,
     field: Option<String>,
     retry_after_secs: Option<u64>,
+    /// Further headers of the answer (a 429's `RateLimit-*`).
+    headers: Vec<(HeaderName, HeaderValue)>,
     internal: Option<anyhow::Error>,
 }
 
@@ -25,6 +27,7 @@ impl ApiError {
             detail: detail.into(),
             field: None,
             retry_after_secs: None,
+            headers: Vec::new(),
             internal: None,
         }
     }
@@ -95,6 +98,24 @@ impl ApiError {
         let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", detail);
         error.retry_after_secs = Some(retry_after_secs);
         error
+    }
+
+    /// 429 `rate_limited` with `Retry-After` (whole seconds, at least 1) and the limit's headers.
+    pub fn rate_limited(
+        detail: impl Into<String>,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        retry_after: std::time::Duration,
+    ) -> Self {
+        let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail);
+        error.retry_after_secs = Some((retry_after.as_secs_f64().ceil() as u64).max(1));
+        error.headers = headers;
+        error
+    }
+
+    /// The same error under another stable code.
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
     }
 
     /// 503 with `Retry-After`: a dependency is down and nothing was written.
@@ -169,6 +190,9 @@ impl IntoResponse for ApiError {
         );
         if let Some(secs) = self.retry_after_secs {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        for (name, value) in self.headers {
+            headers.insert(name, value);
         }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -9,6 +9,7 @@ pub mod cli;
 mod client;
 mod error;
 mod extract;
+mod limits;
 mod prefer;
 mod published;
 mod routes;
@@ -76,6 +77,8 @@ pub(crate) struct AppState {
     /// For calls the api makes itself (Ollama's model management).
     upstream: reqwest::Client,
     trusted_proxies: Arc<[IpNetwork]>,
+    /// Rate limits and the authentication-failure throttle.
+    limiter: Arc<limits::Limiter>,
 }
 
 /// Serves the API on `listener` until `shutdown` fires, then finishes in-flight requests and
@@ -98,6 +101,12 @@ pub async fn serve(
     );
     let (published, recorder_task) = published::Recorder::start(pool.clone());
     let (watchers, watch_task) = watch::Watchers::start(broker.clone(), shutdown.clone());
+    let limiter = Arc::new(limits::Limiter::default());
+    let instances = tokio::spawn(
+        limiter
+            .clone()
+            .follow_instances(pool.clone(), shutdown.clone()),
+    );
     let state = AppState {
         pool,
         broker,
@@ -106,6 +115,7 @@ pub async fn serve(
         sse_heartbeat: settings.sse_heartbeat,
         upstream: reqwest::Client::new(),
         trusted_proxies: settings.trusted_proxies.clone().into(),
+        limiter,
         tokens: Arc::new(auth::TokenCache::default()),
         published,
         body_limit: settings.body_limit,
@@ -127,5 +137,6 @@ pub async fn serve(
         .context("the publish recorder panicked")?;
     refresh.await.context("the settings refresher panicked")?;
     watch_task.await.context("the job watcher panicked")?;
+    instances.await.context("the instance heartbeat panicked")?;
     Ok(())
 }

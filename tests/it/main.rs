@@ -7,6 +7,7 @@ mod delivery;
 mod events;
 mod harness;
 mod intake;
+mod limits;
 mod models;
 mod providers;
 mod resolution;

@@ -33,6 +33,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let body = Json(json!({
         "status": if postgres && rabbitmq { "ready" } else { "unavailable" },
         "checks": { "postgres": word(postgres), "rabbitmq": word(rabbitmq) },
+        // How many api instances share the rate limits, as this one last counted.
+        "api_instances": state.limiter.instances(),
     }));
     if postgres && rabbitmq {
         body.into_response()

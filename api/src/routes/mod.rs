@@ -41,6 +41,7 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(settings.body_limit))
+        .layer(axum::middleware::from_fn(crate::limits::rate_headers))
         .layer(cors())
         // Until the response starts (an SSE body streams on past it); long enough for the longest
         // `Prefer: wait`.

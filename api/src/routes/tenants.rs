@@ -17,7 +17,7 @@ use shared::db::access::{self, Holder};
 use shared::db::audit::{self, Action, Entry};
 use shared::db::tenants::{self, NAME_TAKEN, Tenant};
 use shared::db::tokens::{self, Principal, TokenInfo};
-use shared::domain::{AccessChange, Role, TenantId, TokenId};
+use shared::domain::{AccessChange, RateLimit, Role, TenantId, TokenId};
 
 use crate::AppState;
 use crate::auth::Admin;
@@ -57,6 +57,8 @@ struct NewToken {
     allowed_domains: Option<Vec<String>>,
     /// Client addresses or CIDR networks the token may be used from; absent: the tenant's.
     allowed_ips: Option<Vec<String>>,
+    /// `{per_minute, burst}` for this token alone; absent: only the tenant's limit applies.
+    rate_limit: Option<RateLimit>,
 }
 
 /// A change of access rules: a list replaces, `null` clears, an absent field is left alone.
@@ -67,11 +69,14 @@ struct AccessPatch {
     allowed_domains: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "crate::extract::present")]
     allowed_ips: Option<Option<Vec<String>>>,
+    /// `{per_minute, burst}`; a token's applies to it alone, a tenant's to all its tokens together.
+    #[serde(default, deserialize_with = "crate::extract::present")]
+    rate_limit: Option<Option<RateLimit>>,
 }
 
 impl AccessPatch {
     fn parse(self) -> Result<AccessChange, ApiError> {
-        AccessChange::parse(self.allowed_domains, self.allowed_ips)
+        AccessChange::parse(self.allowed_domains, self.allowed_ips, self.rate_limit)
             .map_err(|e| ApiError::invalid_field(e.field, e.message))
     }
 }
@@ -208,6 +213,7 @@ async fn create_token(
     let rules = AccessPatch {
         allowed_domains: body.allowed_domains.map(Some),
         allowed_ips: body.allowed_ips.map(Some),
+        rate_limit: body.rate_limit.map(Some),
     }
     .parse()?;
     let mut tx = state.pool.begin().await?;

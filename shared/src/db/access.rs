@@ -1,4 +1,5 @@
-//! The access-rule columns (`allowed_domains`, `allowed_ips`) that tenants and tokens both carry.
+//! The access-rule columns (`allowed_domains`, `allowed_ips`, the rate limit) that tenants and
+//! tokens both carry.
 
 use sqlx::PgExecutor;
 use uuid::Uuid;
@@ -26,7 +27,9 @@ pub async fn change(
     let done = sqlx::query(&format!(
         "update {table}
             set allowed_domains = case when $2 then $3::text[] else allowed_domains end,
-                allowed_ips = case when $4 then $5::text[]::inet[] else allowed_ips end
+                allowed_ips = case when $4 then $5::text[]::inet[] else allowed_ips end,
+                rate_limit_per_minute = case when $6 then $7 else rate_limit_per_minute end,
+                rate_limit_burst = case when $6 then $8 else rate_limit_burst end
           where id = $1"
     ))
     .bind(id)
@@ -34,6 +37,19 @@ pub async fn change(
     .bind(change.allowed_domains.clone().flatten())
     .bind(change.allowed_ips.is_some())
     .bind(change.allowed_ips.clone().flatten())
+    .bind(change.rate_limit.is_some())
+    .bind(
+        change
+            .rate_limit
+            .flatten()
+            .map(|l| i32::try_from(l.per_minute).unwrap_or(i32::MAX)),
+    )
+    .bind(
+        change
+            .rate_limit
+            .flatten()
+            .map(|l| i32::try_from(l.burst).unwrap_or(i32::MAX)),
+    )
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod instances;
 pub mod job_attempts;
 pub mod jobs;
 pub mod model_routes;

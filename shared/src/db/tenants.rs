@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgExecutor, PgPool};
 
+use super::tokens::StoredRate;
 use crate::domain::TenantId;
 
 /// Violated when a tenant name is taken.
@@ -20,10 +21,13 @@ pub struct Tenant {
     /// Defaults for its tokens that have no lists of their own; `null` allows everything.
     pub allowed_domains: Option<Vec<String>>,
     pub allowed_ips: Option<Vec<String>>,
+    /// The tenant-wide rate limit, shared by all its tokens; `null` is unlimited.
+    #[sqlx(flatten)]
+    pub rate_limit: StoredRate,
 }
 
 const COLUMNS: &str = "id, name, created_at, disabled_at, allowed_domains, \
-     allowed_ips::text[] as allowed_ips";
+     allowed_ips::text[] as allowed_ips, rate_limit_per_minute, rate_limit_burst";
 
 pub async fn create(conn: impl PgExecutor<'_>, name: &str) -> Result<TenantId, sqlx::Error> {
     let id = TenantId::new();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::quotas::Limits;
 
-use crate::domain::{AccessRules, Role, TenantId, TokenId};
+use crate::domain::{AccessRules, RateLimit, Role, TenantId, TokenId};
 
 /// Who a valid token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +21,9 @@ pub struct Principal {
     pub limits: Limits,
     /// Where the token may be used from: its own lists, else its tenant's.
     pub access: Arc<AccessRules>,
+    /// The token's own rate limit, and its tenant's (shared by all the tenant's tokens).
+    pub token_rate: Option<RateLimit>,
+    pub tenant_rate: Option<RateLimit>,
 }
 
 pub async fn create(
@@ -63,10 +66,35 @@ pub struct TokenInfo {
     /// The token's own lists; `null` uses its tenant's.
     pub allowed_domains: Option<Vec<String>>,
     pub allowed_ips: Option<Vec<String>>,
+    #[sqlx(flatten)]
+    pub rate_limit: StoredRate,
+}
+
+/// A rate limit as stored: both columns or neither.
+#[derive(Debug, Clone, Copy, Default, sqlx::FromRow)]
+pub struct StoredRate {
+    pub rate_limit_per_minute: Option<i32>,
+    pub rate_limit_burst: Option<i32>,
+}
+
+impl StoredRate {
+    pub fn limit(self) -> Option<RateLimit> {
+        Some(RateLimit {
+            per_minute: u32::try_from(self.rate_limit_per_minute?).ok()?,
+            burst: u32::try_from(self.rate_limit_burst?).ok()?,
+        })
+    }
+}
+
+impl Serialize for StoredRate {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.limit().serialize(serializer)
+    }
 }
 
 const INFO_COLUMNS: &str = "id, tenant_id, name, role, prefix, created_at, last_used_at, \
-     revoked_at, allowed_domains, allowed_ips::text[] as allowed_ips";
+     revoked_at, allowed_domains, allowed_ips::text[] as allowed_ips, rate_limit_per_minute, \
+     rate_limit_burst";
 
 pub async fn get(conn: impl PgExecutor<'_>, id: TokenId) -> Result<Option<TokenInfo>, sqlx::Error> {
     sqlx::query_as(&format!(
@@ -118,13 +146,20 @@ pub async fn authenticate(
         monthly_token_quota: Option<i64>,
         allowed_domains: Option<Vec<String>>,
         allowed_ips: Option<Vec<String>>,
+        #[sqlx(flatten)]
+        token_rate: StoredRate,
+        tenant_per_minute: Option<i32>,
+        tenant_burst: Option<i32>,
     }
     let row: Option<Row> = sqlx::query_as(
         "with found as (
             select t.id, t.tenant_id, t.role, t.last_used_at, n.monthly_cost_budget,
                    n.monthly_token_quota,
                    coalesce(t.allowed_domains, n.allowed_domains) as allowed_domains,
-                   coalesce(t.allowed_ips, n.allowed_ips)::text[] as allowed_ips
+                   coalesce(t.allowed_ips, n.allowed_ips)::text[] as allowed_ips,
+                   t.rate_limit_per_minute, t.rate_limit_burst,
+                   n.rate_limit_per_minute as tenant_per_minute,
+                   n.rate_limit_burst as tenant_burst
               from api_tokens t join tenants n on n.id = t.tenant_id
              where t.token_hash = $1 and t.revoked_at is null and n.disabled_at is null
          ), used as (
@@ -134,7 +169,8 @@ pub async fn authenticate(
                               or last_used_at < now() - interval '1 minute')
          )
          select id, tenant_id, role, monthly_cost_budget, monthly_token_quota, allowed_domains,
-                allowed_ips
+                allowed_ips, rate_limit_per_minute, rate_limit_burst, tenant_per_minute,
+                tenant_burst
            from found",
     )
     .bind(hash.as_slice())
@@ -153,6 +189,12 @@ pub async fn authenticate(
                 row.allowed_domains,
                 row.allowed_ips,
             )),
+            token_rate: row.token_rate.limit(),
+            tenant_rate: StoredRate {
+                rate_limit_per_minute: row.tenant_per_minute,
+                rate_limit_burst: row.tenant_burst,
+            }
+            .limit(),
         })
     }))
 }

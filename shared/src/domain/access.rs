@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use sqlx::types::ipnetwork::IpNetwork;
 
-use super::ValidationError;
+use super::{RateLimit, ValidationError};
 
 /// One allowed origin host: exact, or every subdomain of a domain (`*.example.com`, which does not
 /// match `example.com` itself).
@@ -107,6 +107,7 @@ impl AccessRules {
 pub struct AccessChange {
     pub allowed_domains: Option<Option<Vec<String>>>,
     pub allowed_ips: Option<Option<Vec<String>>>,
+    pub rate_limit: Option<Option<RateLimit>>,
 }
 
 impl AccessChange {
@@ -114,7 +115,16 @@ impl AccessChange {
     pub fn parse(
         allowed_domains: Option<Option<Vec<String>>>,
         allowed_ips: Option<Option<Vec<String>>>,
+        rate_limit: Option<Option<RateLimit>>,
     ) -> Result<Self, ValidationError> {
+        if let Some(Some(limit)) = rate_limit
+            && (limit.per_minute == 0 || limit.burst == 0 || limit.per_minute > 1_000_000)
+        {
+            return Err(ValidationError::new(
+                "rate_limit",
+                "per_minute must be 1 to 1,000,000 and burst at least 1",
+            ));
+        }
         const DOMAINS: &str = "allowed_domains";
         const IPS: &str = "allowed_ips";
         let domains = allowed_domains
@@ -138,6 +148,7 @@ impl AccessChange {
         Ok(Self {
             allowed_domains: domains,
             allowed_ips: ips,
+            rate_limit,
         })
     }
 }

@@ -3,6 +3,7 @@
 mod access;
 mod ids;
 mod job;
+mod rate;
 mod request;
 mod settings;
 
@@ -11,6 +12,7 @@ pub use access::{
 };
 pub use ids::{JobId, TenantId, TokenId};
 pub use job::{Job, JobError, JobKind, JobStatus, Role, Usage};
+pub use rate::{Decision, RateLimit};
 pub use request::{
     ChatMessage, ChatRequest, ChatRole, EmbeddingInput, EmbeddingRequest, GenerateRequest,
     GenerationOptions, JobRequest, ModelName, ValidationError,
