@@ -46,6 +46,14 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_TRUSTED_PROXIES")]
     pub trusted_proxies: Option<String>,
 
+    /// Seconds a client may take to send a request's headers before the connection is closed.
+    #[arg(long, env = "TOLLGATE_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a client may take to send a request's body before it gets 408.
+    #[arg(long, env = "TOLLGATE_BODY_READ_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_read_timeout_secs: u64,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -137,6 +145,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 webhook_allow_private: cli.webhooks.webhook_allow_private,
                 sse_heartbeat: std::time::Duration::from_secs(cli.sse_heartbeat_secs.max(1)),
                 trusted_proxies: trusted_proxies(cli.trusted_proxies.as_deref())?,
+                header_read_timeout: std::time::Duration::from_secs(
+                    cli.header_read_timeout_secs.max(1),
+                ),
+                body_read_timeout: std::time::Duration::from_secs(
+                    cli.body_read_timeout_secs.max(1),
+                ),
             };
             crate::serve(listener, pool, broker, settings, shutdown.clone()).await?;
             shutdown.cancel();

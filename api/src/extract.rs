@@ -1,8 +1,9 @@
 //! The JSON body extractor: every way a body can be wrong becomes the right problem+json answer.
 //!
-//! 415 for a non-JSON content type, 413 over the body limit, 400 for JSON that does not parse, and
-//! 422 naming the field for JSON of the wrong shape (missing, unknown or mistyped field); and the
-//! query-string extractor that answers a query of the wrong shape with a 422 on `query`.
+//! 415 for a non-JSON content type, 413 over the body limit, 408 for a body that stalls, 400 for
+//! JSON that does not parse, and 422 naming the field for JSON of the wrong shape (missing, unknown
+//! or mistyped field); and the query-string extractor that answers a query of the wrong shape with a
+//! 422 on `query`.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
@@ -34,12 +35,20 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::too_large(state.body_limit)
+            } else if timed_out(&rejection) {
+                ApiError::body_timeout()
             } else {
                 ApiError::malformed(rejection.body_text())
             }
         })?;
         parse(&bytes).map(JsonBody)
     }
+}
+
+/// Whether reading the body failed because the client stopped sending it in time.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source())
+        .any(|e| e.is::<tower_http::timeout::TimeoutError>())
 }
 
 fn is_json(content_type: Option<&header::HeaderValue>) -> bool {

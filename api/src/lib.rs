@@ -13,6 +13,7 @@ mod limits;
 mod prefer;
 mod published;
 mod routes;
+mod server;
 mod watch;
 
 use std::sync::Arc;
@@ -44,6 +45,9 @@ pub struct ApiSettings {
     pub sse_heartbeat: Duration,
     /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed (load balancers).
     pub trusted_proxies: Vec<IpNetwork>,
+    /// Longest a client may take to send a request's headers, and then its body.
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ApiSettings {
@@ -55,6 +59,8 @@ impl Default for ApiSettings {
             webhook_allow_private: false,
             sse_heartbeat: Duration::from_secs(15),
             trusted_proxies: Vec::new(),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -124,13 +130,13 @@ pub async fn serve(
     };
     let app = routes::router(state, &settings);
     tracing::info!(addr = %listener.local_addr()?, "api listening");
-    axum::serve(
+    server::run(
         listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        app,
+        settings.header_read_timeout,
+        shutdown.clone(),
     )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
-    .context("the HTTP server failed")?;
+    .await;
     // Every handler (and so every recorder handle) is gone now: the recorder flushes and ends.
     recorder_task
         .await

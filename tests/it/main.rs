@@ -5,6 +5,7 @@ mod access;
 mod billing;
 mod delivery;
 mod events;
+mod hardening;
 mod harness;
 mod intake;
 mod limits;

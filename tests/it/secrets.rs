@@ -1,6 +1,7 @@
 //! Secrets stay secret: the OpenAI key is sealed at rest, shown only by its last four characters,
 //! and never appears in a response or a log line, whatever path a job takes; a webhook signing
-//! secret is shown once, when made, and never again, nor logged.
+//! secret is shown once, when made, and never again, nor logged; nor are API tokens, whether they
+//! work, are wrong or were revoked.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -204,6 +205,93 @@ async fn a_webhook_secret_is_shown_once_and_never_logged() {
                 .iter()
                 .all(|s| !String::from_utf8_lossy(s).contains(key)),
             "{secret} is sealed at rest"
+        );
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn api_tokens_never_appear_in_a_log_line_or_a_later_response() {
+    let (logs, _guard) = capture_logs();
+    let stack = Stack::start().await;
+    let tokens_path = format!("/v1/admin/tenants/{}/tokens", acme(&stack).await);
+    let created: Value = stack
+        .admin(
+            Method::POST,
+            &tokens_path,
+            &json!({ "name": "shop", "role": "client" }),
+        )
+        .await
+        .json()
+        .await
+        .expect("created");
+    let minted = created["token"].as_str().expect("shown once").to_owned();
+    let token_id = created["id"].as_str().expect("id").to_owned();
+    let submit = |token: String| {
+        let url = stack.url("/v1/generate");
+        async move {
+            crate::harness::client()
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({ "model": "llama3", "prompt": "hi" }))
+                .send()
+                .await
+                .expect("send")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(submit(minted.clone()).await, 202);
+    // A wrong token of the right shape, and one in a malformed header.
+    let wrong = format!("tg_{}", "W".repeat(43));
+    assert_eq!(submit(wrong.clone()).await, 401);
+    let revoked = stack
+        .admin(
+            Method::DELETE,
+            &format!("/v1/admin/tokens/{token_id}"),
+            &Value::Null,
+        )
+        .await;
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    tokio::time::timeout(WAIT, async {
+        while submit(minted.clone()).await != 401 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the revoked token is refused");
+    let listed = stack
+        .admin(Method::GET, &tokens_path, &Value::Null)
+        .await
+        .text()
+        .await
+        .expect("listing");
+    let audit = stack
+        .admin(Method::GET, "/v1/admin/audit", &Value::Null)
+        .await
+        .text()
+        .await
+        .expect("audit");
+    let stored: Vec<String> = sqlx::query_scalar("select to_jsonb(t)::text from api_tokens t")
+        .fetch_all(&stack.pool)
+        .await
+        .expect("token rows");
+    let (client_token, admin_token) = (stack.token.clone(), stack.admin_token.clone());
+    stack.stop().await;
+
+    let logs = logs.text();
+    assert!(
+        logs.contains("/v1/generate"),
+        "the logs were captured: {logs}"
+    );
+    let secret_part = minted.trim_start_matches("tg_");
+    for token in [secret_part, &client_token, &admin_token, &wrong] {
+        let token = token.trim_start_matches("tg_");
+        assert!(!logs.contains(token), "a log line shows {token}");
+        assert!(!listed.contains(token), "the listing shows {token}");
+        assert!(!audit.contains(token), "the audit log shows {token}");
+        assert!(
+            stored.iter().all(|row| !row.contains(token)),
+            "{token} is stored only as its hash"
         );
     }
 }

@@ -15,7 +15,8 @@ pub use job::{Job, JobError, JobKind, JobStatus, Role, Usage};
 pub use rate::{Decision, RateLimit};
 pub use request::{
     ChatMessage, ChatRequest, ChatRole, EmbeddingInput, EmbeddingRequest, GenerateRequest,
-    GenerationOptions, JobRequest, ModelName, ValidationError,
+    GenerationOptions, JobRequest, MAX_EMBEDDING_INPUTS, MAX_MESSAGES, MAX_TEXT_CHARS, ModelName,
+    ValidationError,
 };
 pub use settings::{
     Candidate, CircuitPolicy, ModelRoutes, ProviderName, RetryPolicy, Runtime, SealedKey, Settings,
