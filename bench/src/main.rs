@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 use serde_json::json;
+use tollgate_bench::percentile;
 
 #[derive(Debug, Parser)]
 #[command(name = "tollgate-bench")]
@@ -35,6 +36,9 @@ struct Cli {
     /// as fast as responses come back.
     #[arg(long)]
     rate: Option<f64>,
+    /// An `Origin` header to send (for a token with allowed domains).
+    #[arg(long)]
+    origin: Option<String>,
     /// Longest to wait for the backlog to finish, in seconds.
     #[arg(long, default_value_t = 300)]
     drain_timeout_secs: u64,
@@ -69,13 +73,7 @@ async fn main() -> anyhow::Result<()> {
     let window = started.elapsed();
     total.latencies.sort();
     let accepted = total.latencies.len();
-    let pct = |p: f64| {
-        let i = ((accepted as f64 * p).ceil() as usize).clamp(1, accepted.max(1)) - 1;
-        total
-            .latencies
-            .get(i)
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
+    let pct = |p: f64| percentile(&total.latencies, p).as_secs_f64() * 1000.0;
     println!(
         "intake: concurrency={} window={:.1}s accepted={accepted} refused={} errors={}",
         cli.concurrency,
@@ -172,12 +170,14 @@ async fn run_client(
         n += 1;
         let body = json!({ "model": cli.model, "prompt": format!("Describe product {client}-{n} in one sentence") });
         let sent = Instant::now();
-        let response = http
+        let mut request = http
             .post(format!("{}/v1/generate", cli.url))
             .bearer_auth(&cli.token)
-            .json(&body)
-            .send()
-            .await;
+            .json(&body);
+        if let Some(origin) = &cli.origin {
+            request = request.header("origin", origin);
+        }
+        let response = request.send().await;
         match response {
             Ok(r) if r.status() == 202 => report.latencies.push(sent.elapsed()),
             Ok(r) if r.status() == 503 || r.status() == 429 => report.refused += 1,

@@ -12,6 +12,7 @@ use anyhow::{Context as _, bail, ensure};
 use clap::{Parser, Subcommand};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
+use tollgate_bench::{median, percentile};
 
 #[derive(Debug, Parser)]
 #[command(name = "tollgate-bench-delivery")]
@@ -170,10 +171,7 @@ async fn phase(
     }
     ensure!(!all.is_empty(), "no call completed");
     all.sort();
-    let pct = |p: f64| {
-        let i = ((all.len() as f64 * p).ceil() as usize).clamp(1, all.len()) - 1;
-        all[i].as_secs_f64() * 1000.0
-    };
+    let pct = |p: f64| percentile(&all, p).as_secs_f64() * 1000.0;
     Ok(Phase {
         count: all.len(),
         p50: pct(0.50),
@@ -242,9 +240,4 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .and_then(|value| value.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
         .context("VmRSS in /proc/<pid>/status")
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use tollgate_bench::percentile;
 
 #[derive(Debug, Parser)]
 #[command(name = "tollgate-bench-read")]
@@ -54,10 +55,7 @@ async fn main() -> anyhow::Result<()> {
         latencies.extend(client.await??);
     }
     latencies.sort();
-    let at = |q: f64| {
-        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
-        latencies[i].as_secs_f64() * 1000.0
-    };
+    let at = |q: f64| percentile(&latencies, q).as_secs_f64() * 1000.0;
     println!(
         "{}: {} requests, {} clients: p50={:.2} ms p99={:.2} ms max={:.2} ms",
         cli.path,
