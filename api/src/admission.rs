@@ -5,9 +5,11 @@
 //! their cost at the model's highest current price) is taken by one conditional upsert on the
 //! tenant's month row in Postgres, so every api instance sees the same count.
 
+use rust_decimal::Decimal;
+use shared::db::batches::{self, Batch, NewBatch};
 use shared::db::jobs::{self, NewJob};
 use shared::db::quotas::{self, Limits};
-use shared::domain::Job;
+use shared::domain::{Job, JobRequest};
 use sqlx::PgPool;
 
 use crate::error::ApiError;
@@ -21,10 +23,7 @@ pub async fn admit(pool: &PgPool, limits: &Limits, mut job: NewJob) -> Result<Jo
     if limits.is_unlimited() {
         return Ok(jobs::insert(pool, &job).await?);
     }
-    let prompt = shared::billing::estimate_tokens(&job.request.input_text());
-    let completion = job
-        .request
-        .max_completion_tokens(DEFAULT_COMPLETION_ESTIMATE);
+    let (prompt, completion) = estimate(&job.request);
     let mut tx = pool.begin().await?;
     let reservation = quotas::reserve(
         &mut tx,
@@ -37,7 +36,12 @@ pub async fn admit(pool: &PgPool, limits: &Limits, mut job: NewJob) -> Result<Jo
     .await?;
     let Some(reservation) = reservation else {
         drop(tx);
-        return Err(refusal(pool, &job, i64::from(prompt) + i64::from(completion)).await);
+        return Err(refusal(
+            pool,
+            job.tenant_id,
+            i64::from(prompt) + i64::from(completion),
+        )
+        .await);
     };
     job.reservation = Some(reservation);
     let inserted = jobs::insert(&mut *tx, &job).await?;
@@ -45,9 +49,81 @@ pub async fn admit(pool: &PgPool, limits: &Limits, mut job: NewJob) -> Result<Jo
     Ok(inserted)
 }
 
+/// Inserts the batch and its items in one transaction, first reserving the sum of the items'
+/// estimates when the tenant has limits (each item carries its own part, released when it ends);
+/// 429 `quota_exceeded` and nothing written when the batch would not fit.
+pub async fn admit_batch(
+    pool: &PgPool,
+    limits: &Limits,
+    mut batch: NewBatch,
+) -> Result<Batch, ApiError> {
+    let mut tx = pool.begin().await?;
+    if !limits.is_unlimited() {
+        let estimates: Vec<(i32, u32)> = batch
+            .items
+            .iter()
+            .map(|item| estimate(&item.request))
+            .collect();
+        let prompt: i64 = estimates.iter().map(|&(p, _)| i64::from(p)).sum();
+        let completion: i64 = estimates.iter().map(|&(_, c)| i64::from(c)).sum();
+        let reserved = quotas::reserve(
+            &mut tx,
+            batch.tenant_id,
+            limits,
+            &batch.model,
+            prompt,
+            completion,
+        )
+        .await?;
+        let Some(reserved) = reserved else {
+            drop(tx);
+            return Err(refusal(pool, batch.tenant_id, prompt + completion).await);
+        };
+        let tokens: Vec<i64> = estimates
+            .iter()
+            .map(|&(p, c)| i64::from(p) + i64::from(c))
+            .collect();
+        batch.reservations = Some((reserved.month, split_cost(reserved.cost, &tokens)));
+    }
+    batches::insert(&mut tx, &batch).await?;
+    tx.commit().await?;
+    batches::get(pool, batch.tenant_id, batch.id)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the batch just written is missing")))
+}
+
+/// A request's estimate: prompt tokens by the tokenizer, completion tokens from `max_tokens` or
+/// the default.
+fn estimate(request: &JobRequest) -> (i32, u32) {
+    (
+        shared::billing::estimate_tokens(&request.input_text()),
+        request.max_completion_tokens(DEFAULT_COMPLETION_ESTIMATE),
+    )
+}
+
+/// Each item's tokens with its share of `cost` (in proportion to its tokens); the shares add up
+/// to `cost` exactly, the last item taking the rounding.
+fn split_cost(cost: Decimal, tokens: &[i64]) -> Vec<(i64, Decimal)> {
+    let total: i64 = tokens.iter().sum();
+    let mut left = cost;
+    let mut shares = Vec::with_capacity(tokens.len());
+    for (i, &t) in tokens.iter().enumerate() {
+        let share = if i + 1 == tokens.len() {
+            left
+        } else if total == 0 {
+            Decimal::ZERO
+        } else {
+            (cost * Decimal::from(t) / Decimal::from(total)).round_dp(10)
+        };
+        left -= share;
+        shares.push((t, share));
+    }
+    shares
+}
+
 /// Says which limit the job would pass and when the month starts over.
-async fn refusal(pool: &PgPool, job: &NewJob, tokens: i64) -> ApiError {
-    let status = match quotas::status(pool, job.tenant_id).await {
+async fn refusal(pool: &PgPool, tenant_id: shared::domain::TenantId, tokens: i64) -> ApiError {
+    let status = match quotas::status(pool, tenant_id).await {
         Ok(Some(status)) => status,
         Ok(None) => return ApiError::not_found("no such tenant"),
         Err(error) => return error.into(),
@@ -73,4 +149,19 @@ async fn refusal(pool: &PgPool, job: &NewJob, tokens: i64) -> ApiError {
         ),
         u64::try_from(wait).unwrap_or(1),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_reservation_is_split_in_proportion_and_adds_up() {
+        let cost = Decimal::new(1, 2); // 0.01
+        let shares = split_cost(cost, &[1, 1, 1]);
+        assert_eq!(shares.iter().map(|&(_, c)| c).sum::<Decimal>(), cost);
+        assert_eq!(shares[0].1, Decimal::new(33_333_333, 10));
+        assert_eq!(shares[0].0, 1);
+        assert_eq!(split_cost(Decimal::ZERO, &[0, 0])[1].1, Decimal::ZERO);
+    }
 }

@@ -37,6 +37,10 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
     pub body_limit: usize,
 
+    /// Largest `POST /v1/batches` body accepted, in bytes (up to 50,000 items).
+    #[arg(long, env = "TOLLGATE_BATCH_BODY_LIMIT_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub batch_body_limit: usize,
+
     /// Seconds between the comment lines that keep an idle SSE stream open through proxies.
     #[arg(long, env = "TOLLGATE_SSE_HEARTBEAT_SECS", default_value_t = 15)]
     pub sse_heartbeat_secs: u64,
@@ -138,6 +142,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {}", cli.listen))?;
             let settings = ApiSettings {
                 body_limit: cli.body_limit,
+                batch_body_limit: cli.batch_body_limit,
                 secret_key,
                 settings_refresh: std::time::Duration::from_millis(
                     cli.providers.settings_refresh_ms.max(10),

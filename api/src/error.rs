@@ -161,6 +161,10 @@ impl ApiError {
     pub fn field_name(&self) -> Option<String> {
         self.field.clone()
     }
+
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
 }
 
 impl From<sqlx::Error> for ApiError {

@@ -32,17 +32,22 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         if !is_json(req.headers().get(header::CONTENT_TYPE)) {
             return Err(ApiError::unsupported_media_type());
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large(state.body_limit)
-            } else if timed_out(&rejection) {
-                ApiError::body_timeout()
-            } else {
-                ApiError::malformed(rejection.body_text())
-            }
-        })?;
+        let bytes = body_bytes(req, state, state.body_limit).await?;
         parse(&bytes).map(JsonBody)
     }
+}
+
+/// The whole body: 413 over `limit` (the route's), 408 if it stalls, 400 if the client broke off.
+pub async fn body_bytes(req: Request, state: &AppState, limit: usize) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(limit)
+        } else if timed_out(&rejection) {
+            ApiError::body_timeout()
+        } else {
+            ApiError::malformed(rejection.body_text())
+        }
+    })
 }
 
 /// Whether reading the body failed because the client stopped sending it in time.
@@ -51,7 +56,7 @@ fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
         .any(|e| e.is::<tower_http::timeout::TimeoutError>())
 }
 
-fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
+pub fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
     let Some(mime) = content_type.and_then(|v| v.to_str().ok()) else {
         return false;
     };

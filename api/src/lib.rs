@@ -35,6 +35,8 @@ pub use error::ApiError;
 pub struct ApiSettings {
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// Largest batch body accepted, in bytes.
+    pub batch_body_limit: usize,
     /// Seals the OpenAI key an admin stores; without it no key can be stored.
     pub secret_key: Option<SecretKey>,
     /// How often the runtime settings are checked for changes made elsewhere.
@@ -54,6 +56,7 @@ impl Default for ApiSettings {
     fn default() -> Self {
         Self {
             body_limit: 1024 * 1024,
+            batch_body_limit: 100 * 1024 * 1024,
             secret_key: None,
             settings_refresh: Duration::from_secs(1),
             webhook_allow_private: false,
@@ -73,6 +76,7 @@ pub(crate) struct AppState {
     tokens: Arc<auth::TokenCache>,
     published: published::Recorder,
     body_limit: usize,
+    batch_body_limit: usize,
     /// The settings and model routes (intake refuses models no provider serves).
     runtime: RuntimeWatch,
     secret_key: Option<SecretKey>,
@@ -125,6 +129,7 @@ pub async fn serve(
         tokens: Arc::new(auth::TokenCache::default()),
         published,
         body_limit: settings.body_limit,
+        batch_body_limit: settings.batch_body_limit,
         runtime,
         secret_key: settings.secret_key.clone(),
     };

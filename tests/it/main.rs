@@ -2,6 +2,7 @@
 //! provider-sim as the upstream. Every test gets its own database and queue prefix.
 
 mod access;
+mod batches;
 mod billing;
 mod delivery;
 mod events;

@@ -23,6 +23,16 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_WORKER_CONCURRENCY", default_value_t = 64)]
     pub concurrency: usize,
 
+    /// Most batch items this worker runs at once, besides its single jobs: batch items never take
+    /// the slots single jobs need.
+    #[arg(long, env = "TOLLGATE_BULK_CONCURRENCY", default_value_t = 48)]
+    pub bulk_concurrency: usize,
+
+    /// How many released batch items the dispatcher keeps waiting in the bulk queue: enough to
+    /// keep every worker busy, few enough that a new batch gets its turn soon.
+    #[arg(long, env = "TOLLGATE_BULK_DEPTH", default_value_t = 256)]
+    pub bulk_depth: usize,
+
     /// How often the worker probes Ollama's health (`/api/version`), in seconds.
     #[arg(long, env = "TOLLGATE_PROBE_EVERY_SECS", default_value_t = 10)]
     pub probe_every_secs: u64,
@@ -55,6 +65,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(cli.providers.provider_timeout_secs);
     let settings = WorkerSettings {
         concurrency: cli.concurrency.max(1),
+        bulk_concurrency: cli.bulk_concurrency.max(1),
+        bulk_depth: cli.bulk_depth.max(1),
         // A claim outlives the slowest provider call by a minute; longer runs renew it.
         lease: timeout + Duration::from_secs(60),
         sweep_every: Duration::from_secs(cli.sweep_every_secs.max(1)),

@@ -17,19 +17,26 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Context, execute};
 
-/// Consumes the job queue until shutdown.
+/// Consumes the interactive and the bulk queue until shutdown, each with its own slots, so single
+/// jobs never wait for a free slot behind batch items.
 pub async fn run(context: Arc<Context>, broker: Broker) {
-    let queue = broker.topology().jobs_queue();
-    let concurrency = context.settings.concurrency;
-    consume(
-        context,
-        broker,
-        queue,
-        concurrency,
-        |context, delivery| async move {
-            execute::handle(&context, &delivery).await;
-        },
-    )
+    let topology = broker.topology().clone();
+    let settings = &context.settings;
+    let queues = [
+        (topology.jobs_queue(), settings.concurrency),
+        (topology.bulk_queue(), settings.bulk_concurrency),
+    ];
+    futures::future::join_all(queues.map(|(queue, concurrency)| {
+        consume(
+            context.clone(),
+            broker.clone(),
+            queue,
+            concurrency,
+            |context, delivery| async move {
+                execute::handle(&context, &delivery).await;
+            },
+        )
+    }))
     .await;
 }
 

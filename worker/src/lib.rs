@@ -1,7 +1,8 @@
 //! Tollgate's worker: consumes job messages, claims each job, runs it down the provider chain
 //! the runtime settings give (active → fallback, retries, circuit breakers), records the outcome
 //! and only then acks; a job whose providers all failed transiently waits in a delay queue for
-//! another run. It also delivers webhooks (signed, retried on a schedule), sweeps up jobs and
+//! another run. Batch items wait in Postgres until its dispatcher releases them, fairly, to a bulk
+//! queue consumed in slots of its own. It also delivers webhooks (signed, retried on a schedule), sweeps up jobs and
 //! deliveries whose publish never happened, and fails jobs whose messages the broker dead-lettered.
 //!
 //! [`run`] takes its dependencies (pool, broker, settings) and a shutdown token, so the binary
@@ -12,6 +13,7 @@ mod circuit;
 pub mod cli;
 mod consumer;
 mod dead_letters;
+mod dispatcher;
 mod execute;
 mod providers;
 mod retry;
@@ -33,8 +35,13 @@ pub use crate::webhooks::WebhookSettings;
 /// Tuning of one worker process.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
-    /// Most jobs this process runs at once (also its prefetch).
+    /// Most single jobs this process runs at once (also the interactive queue's prefetch).
     pub concurrency: usize,
+    /// Most batch items this process runs at once (also the bulk queue's prefetch), in slots of
+    /// their own so that single jobs never wait behind a batch.
+    pub bulk_concurrency: usize,
+    /// How many released, unclaimed batch items the dispatcher keeps in the bulk queue.
+    pub bulk_depth: usize,
     /// How long a claim is trusted before the sweeper presumes its worker dead. Longer than the
     /// slowest provider call.
     pub lease: Duration,
@@ -66,6 +73,8 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
             concurrency: 64,
+            bulk_concurrency: 48,
+            bulk_depth: 256,
             lease: Duration::from_secs(180),
             max_claims: 5,
             sweep_every: Duration::from_secs(5),
@@ -128,9 +137,11 @@ pub async fn run(
     let sweeper = tokio::spawn(sweeper::run(context.clone(), broker.clone()));
     let dead_letters = tokio::spawn(dead_letters::run(context.clone(), broker.clone()));
     let deliverer = tokio::spawn(webhooks::run(context.clone(), broker.clone()));
+    let dispatcher = tokio::spawn(dispatcher::run(context.clone(), broker.clone()));
     consumer::run(context, broker).await;
     for (name, task) in [
         ("webhooks", deliverer),
+        ("dispatcher", dispatcher),
         ("settings", refresh),
         ("providers", follow),
         ("sweeper", sweeper),

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use shared::db::{jobs, webhooks};
-use shared::domain::JobStatus;
+use shared::domain::{JobId, JobStatus};
 use shared::queue::{Broker, JobEvent};
 
 use crate::Context;
@@ -49,15 +49,25 @@ async fn sweep(context: &Context, broker: &Broker) -> anyhow::Result<()> {
         return Ok(());
     }
     let settings = &context.settings;
-    let ids = jobs::unpublished(
+    let unpublished = jobs::unpublished(
         &context.pool,
         settings.sweep_after,
         settings.retry_overdue,
         BATCH,
     )
     .await?;
-    if !ids.is_empty() {
-        broker.publish_jobs(&ids).await?;
+    if !unpublished.is_empty() {
+        let (bulk, single): (Vec<_>, Vec<_>) = unpublished.iter().partition(|(_, bulk)| *bulk);
+        let ids =
+            |jobs: Vec<&(JobId, bool)>| jobs.into_iter().map(|(id, _)| *id).collect::<Vec<_>>();
+        let (bulk, single) = (ids(bulk), ids(single));
+        if !single.is_empty() {
+            broker.publish_jobs(&single).await?;
+        }
+        if !bulk.is_empty() {
+            broker.publish_bulk(&bulk).await?;
+        }
+        let ids: Vec<JobId> = single.into_iter().chain(bulk).collect();
         jobs::mark_published(&context.pool, &ids).await?;
         tracing::info!(
             republished = ids.len(),

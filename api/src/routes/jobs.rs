@@ -291,11 +291,11 @@ async fn cancel(
     }
 }
 
-fn invalid(error: ValidationError) -> ApiError {
+pub(super) fn invalid(error: ValidationError) -> ApiError {
     ApiError::invalid_field(error.field, error.message)
 }
 
-fn check_metadata(metadata: Option<Value>) -> Result<Option<Value>, ApiError> {
+pub(super) fn check_metadata(metadata: Option<Value>) -> Result<Option<Value>, ApiError> {
     match metadata {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(map)) => {

@@ -2,6 +2,7 @@
 //! layers every request passes through.
 
 mod aliases;
+mod batches;
 mod billing;
 mod dead_letters;
 mod events;
@@ -29,6 +30,7 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
     Router::new()
         .merge(health::router())
         .merge(jobs::router())
+        .merge(batches::router(settings.batch_body_limit))
         .merge(settings::router())
         .merge(aliases::router())
         .merge(dead_letters::router())

@@ -306,26 +306,30 @@ pub async fn fail_dead_lettered(
     .await
 }
 
-/// Jobs whose message may be missing, for the sweeper to publish to the work queue:
-/// - `queued` more than `older_than` ago and never confirmed (the api crashed between commit and
-///   publish, or the broker was down);
-/// - `retrying`, due more than `older_than` ago, and either never confirmed in the delay queue or
-///   overdue by more than `overdue` (the delayed message was lost).
+/// Jobs whose message may be missing, and whether each is a batch item (for the bulk queue):
+/// `queued` ones never confirmed published (the api or dispatcher died between commit and
+/// publish, or a lease ran out), and `retrying` ones whose delayed message is overdue.
 pub async fn unpublished(
     pool: &PgPool,
     older_than: Duration,
     overdue: Duration,
     limit: i64,
-) -> Result<Vec<JobId>, sqlx::Error> {
-    // Two arms, each matching one partial index (jobs_queued, jobs_retrying).
-    sqlx::query_scalar(
-        "(select id from jobs
-           where status = 'queued' and published_at is null
+) -> Result<Vec<(JobId, bool)>, sqlx::Error> {
+    // Each arm matches one partial index (jobs_queued, jobs_batch_released, jobs_retrying). A
+    // batch item counts from its release, not its creation.
+    sqlx::query_as(
+        "(select id, false from jobs
+           where status = 'queued' and published_at is null and batch_id is null
              and created_at < now() - make_interval(secs => $1)
            order by created_at
            limit $3)
          union all
-         (select id from jobs
+         (select id, true from jobs
+           where status = 'queued' and published_at is null and batch_id is not null
+             and released_at < now() - make_interval(secs => $1)
+           limit $3)
+         union all
+         (select id, batch_id is not null from jobs
            where status = 'retrying'
              and retry_at < now() - make_interval(secs => $1)
              and (published_at is null or retry_at < now() - make_interval(secs => $2))

@@ -5,6 +5,8 @@
 
 pub mod access;
 pub mod audit;
+pub mod batches;
+pub mod dispatch;
 pub mod instances;
 pub mod job_attempts;
 pub mod jobs;

@@ -281,7 +281,8 @@ fn end_of_run(set: &str, more: &str, delivery: &str) -> String {
             update jobs set {set}, revision = revision + 1
              where id = $12 and claim_id = $13 and status = 'running'
          returning id, claims, tenant_id, token_id, model, origin, client_ip, finished_at,
-                   reserved_tokens, reserved_cost, reserved_month, status, webhook_url, revision
+                   reserved_tokens, reserved_cost, reserved_month, status, webhook_url, revision,
+                   batch_id
          ), {INSERT_FROM_DONE} {more}
          select count(*), max(revision), {delivery} from done"
     )

@@ -11,8 +11,8 @@ use uuid::Uuid;
 use crate::domain::{JobId, TenantId};
 
 /// Writes the delivery of a job that just ended (`done`, with `id, tenant_id, status,
-/// webhook_url`): to the job's own URL, else to the tenant's endpoint while it is enabled; nothing
-/// when neither is set. Part of the terminal statement, so the event is as durable as the outcome.
+/// webhook_url, batch_id`): to the job's own URL, else to the tenant's endpoint while it is
+/// enabled; nothing when neither is set, nor for a batch's item (its batch announces itself). Part of the terminal statement, so the event is as durable as the outcome.
 pub(super) const DELIVERY_FROM_DONE: &str = "
     hook as (
         insert into webhook_deliveries (id, tenant_id, job_id, event_type, url, tenant_endpoint)
@@ -20,6 +20,7 @@ pub(super) const DELIVERY_FROM_DONE: &str = "
                coalesce(done.webhook_url, t.webhook_url), done.webhook_url is null
           from done join tenants t on t.id = done.tenant_id
          where done.status in ('succeeded', 'failed', 'cancelled')
+           and done.batch_id is null
            and (done.webhook_url is not null
                 or (t.webhook_url is not null and t.webhook_disabled_at is null))
      returning id)";

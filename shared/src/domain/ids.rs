@@ -51,3 +51,7 @@ id_type!(
     /// An API token's id (never the token itself).
     TokenId
 );
+id_type!(
+    /// A batch's id: a UUIDv7, like a job's.
+    BatchId
+);

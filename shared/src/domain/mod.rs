@@ -1,6 +1,7 @@
 //! Domain types: the vocabulary of jobs, tenants, requests and settings, parsed once at the edge.
 
 mod access;
+mod batch;
 mod ids;
 mod job;
 mod rate;
@@ -10,7 +11,8 @@ mod settings;
 pub use access::{
     AccessChange, AccessRules, Denied, DomainPattern, client_ip, parse_domains, parse_networks,
 };
-pub use ids::{JobId, TenantId, TokenId};
+pub use batch::{BatchItem, BatchSpec, MAX_BATCH_ITEMS, Template, ValidItem};
+pub use ids::{BatchId, JobId, TenantId, TokenId};
 pub use job::{Job, JobError, JobKind, JobStatus, Role, Usage};
 pub use rate::{Decision, RateLimit};
 pub use request::{

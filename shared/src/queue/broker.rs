@@ -18,7 +18,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::topology::{
-    JOB_ROUTING_KEY, WEBHOOK_ROUTING_KEY, wait_bucket, wait_key, webhook_wait_bucket,
+    BULK_ROUTING_KEY, JOB_ROUTING_KEY, WEBHOOK_ROUTING_KEY, wait_bucket, wait_key,
+    webhook_wait_bucket,
 };
 use super::{JobEvent, JobMessage, Topology, WebhookMessage};
 use crate::domain::JobId;
@@ -189,13 +190,21 @@ impl Broker {
 
     /// Publishes many job messages, then awaits all their confirms as one window.
     pub async fn publish_jobs(&self, ids: &[JobId]) -> Result<(), PublishError> {
+        self.publish_work(JOB_ROUTING_KEY, ids).await
+    }
+
+    /// Publishes batch items to the bulk queue, awaiting their confirms as one window.
+    pub async fn publish_bulk(&self, ids: &[JobId]) -> Result<(), PublishError> {
+        self.publish_work(BULK_ROUTING_KEY, ids).await
+    }
+
+    async fn publish_work(&self, key: &str, ids: &[JobId]) -> Result<(), PublishError> {
         let exchange = self.inner.topology.jobs_exchange();
         let messages = ids
             .iter()
             .map(|id| (id.to_string(), JobMessage::new(*id).encode()))
             .collect();
-        self.publish(&exchange, JOB_ROUTING_KEY, messages, None)
-            .await
+        self.publish(&exchange, key, messages, None).await
     }
 
     /// Publishes a job message to the wait queue of `delay` (rounded up to a bucket, see

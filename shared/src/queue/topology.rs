@@ -18,6 +18,8 @@ pub const DELIVERY_LIMIT: i64 = 10;
 
 /// The routing key of job messages on the jobs exchange.
 pub const JOB_ROUTING_KEY: &str = "job";
+/// Routing key of batch items the dispatcher releases, to the bulk queue.
+pub const BULK_ROUTING_KEY: &str = "bulk";
 
 /// The delays a job can wait between runs, one TTL wait queue each: messages expire only at a
 /// queue's head, so one queue must never hold two delays.
@@ -92,7 +94,13 @@ impl Topology {
         format!("{}.jobs.interactive", self.prefix)
     }
 
-    /// Fanout exchange that receives what the work queue dead-letters.
+    /// Work queue for batch items, which the dispatcher releases from Postgres a little at a time;
+    /// workers consume it with fewer slots than the interactive queue, so single jobs go first.
+    pub fn bulk_queue(&self) -> String {
+        format!("{}.jobs.bulk", self.prefix)
+    }
+
+    /// Fanout exchange that receives what the work queues dead-letter.
     pub fn dead_letter_exchange(&self) -> String {
         format!("{}.dead", self.prefix)
     }
@@ -190,9 +198,11 @@ impl Topology {
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(self.dead_letter_exchange().into()),
         );
-        channel
-            .queue_declare(self.jobs_queue().into(), queue, work)
-            .await?;
+        for work_queue in [self.jobs_queue(), self.bulk_queue()] {
+            channel
+                .queue_declare(work_queue.into(), queue, work.clone())
+                .await?;
+        }
 
         channel
             .exchange_declare(
@@ -281,6 +291,12 @@ impl Topology {
         )
         .await?;
         bind(
+            self.bulk_queue(),
+            self.jobs_exchange(),
+            BULK_ROUTING_KEY.into(),
+        )
+        .await?;
+        bind(
             self.dead_letter_queue(),
             self.dead_letter_exchange(),
             String::new(),
@@ -317,6 +333,7 @@ impl Topology {
         let webhook_waits = WEBHOOK_WAIT_BUCKETS.map(|bucket| self.webhook_wait_queue(bucket));
         for queue in [
             self.jobs_queue(),
+            self.bulk_queue(),
             self.dead_letter_queue(),
             self.webhooks_queue(),
         ]

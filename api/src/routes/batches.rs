@@ -1,0 +1,364 @@
+//! Batches: `POST /v1/batches` (a JSON object with `items`, or JSONL items with the batch's
+//! settings in the query string), `GET /v1/batches[/{id}]`, `GET /v1/batches/{id}/results`
+//! (JSONL, streamed) and `POST /v1/batches/{id}/cancel`.
+//!
+//! A batch is validated as a whole (an error names the item, and its line in JSONL), then it and
+//! every item are written in one transaction, as `pending`: the worker's dispatcher releases them.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::TryStreamExt as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use shared::db::batches::{self, Batch, BatchCancel, NewBatch};
+use shared::domain::{
+    BatchId, BatchItem, BatchSpec, GenerationOptions, JobKind, ModelName, Template,
+};
+
+use crate::auth::Caller;
+use crate::client::ClientInfo;
+use crate::error::ApiError;
+use crate::extract::{self, QueryParams};
+use crate::{AppState, admission};
+
+pub fn router(batch_body_limit: usize) -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/batches",
+            post(create)
+                .layer(DefaultBodyLimit::max(batch_body_limit))
+                .get(list),
+        )
+        .route("/v1/batches/{id}", get(show))
+        .route("/v1/batches/{id}/results", get(results))
+        .route("/v1/batches/{id}/cancel", post(cancel))
+}
+
+/// A batch as one JSON object.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    kind: JobKind,
+    model: String,
+    options: Option<GenerationOptions>,
+    template: Option<String>,
+    items: Vec<BatchItem>,
+    metadata: Option<Value>,
+}
+
+/// A JSONL batch's settings, in the query string (`metadata` as a JSON object).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonlQuery {
+    kind: JobKind,
+    model: String,
+    template: Option<String>,
+    metadata: Option<String>,
+}
+
+/// What both forms come to.
+struct Submitted {
+    kind: JobKind,
+    model: String,
+    options: Option<GenerationOptions>,
+    template: Option<String>,
+    items: Vec<BatchItem>,
+    /// Per item, its line in a JSONL body.
+    lines: Option<Vec<usize>>,
+    metadata: Option<Value>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    client: ClientInfo,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let submitted = read_submission(&state, request).await?;
+    let metadata = super::jobs::check_metadata(submitted.metadata)?;
+    let model = ModelName::parse(&submitted.model).map_err(super::jobs::invalid)?;
+    if !state.runtime.current().routes.serves(model.as_str()) {
+        return Err(ApiError::invalid_field(
+            "model",
+            format!(
+                "no provider serves {:?}: ask an admin to add a route for it",
+                model.as_str()
+            ),
+        ));
+    }
+    let template = submitted
+        .template
+        .as_deref()
+        .map(Template::parse)
+        .transpose()
+        .map_err(super::jobs::invalid)?;
+    let spec = BatchSpec {
+        kind: submitted.kind,
+        model,
+        options: submitted.options,
+        template,
+    };
+    let lines = submitted.lines;
+    let items = spec
+        .items(submitted.items, |i| {
+            lines.as_ref().and_then(|l| l.get(i).copied())
+        })
+        .map_err(super::jobs::invalid)?;
+    let batch = NewBatch {
+        id: BatchId::new(),
+        tenant_id: caller.tenant_id,
+        token_id: Some(caller.token_id),
+        kind: spec.kind,
+        model: spec.model.as_str().to_owned(),
+        metadata,
+        webhook_url: None,
+        origin: client.origin,
+        client_ip: client.ip,
+        items,
+        reservations: None,
+    };
+    let batch = admission::admit_batch(&state.pool, &caller.limits, batch).await?;
+    let location =
+        HeaderValue::from_str(&format!("/v1/batches/{}", batch.id)).map_err(ApiError::internal)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(batch),
+    )
+        .into_response())
+}
+
+/// Reads either form of the body: JSON (`application/json`) or JSONL (`application/jsonl`,
+/// `application/x-ndjson`), whose settings are in the query string.
+async fn read_submission(state: &AppState, request: Request) -> Result<Submitted, ApiError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if is_jsonl(&content_type) {
+        let (mut parts, body) = request.into_parts();
+        let QueryParams(query) =
+            <QueryParams<JsonlQuery> as FromRequestParts<AppState>>::from_request_parts(
+                &mut parts, state,
+            )
+            .await?;
+        let request = Request::from_parts(parts, body);
+        let bytes = extract::body_bytes(request, state, state.batch_body_limit).await?;
+        let (items, lines) = parse_jsonl(&bytes)?;
+        let metadata = query
+            .metadata
+            .map(|m| {
+                serde_json::from_str(&m).map_err(|e| {
+                    ApiError::invalid_field("metadata", format!("is not a JSON object: {e}"))
+                })
+            })
+            .transpose()?;
+        return Ok(Submitted {
+            kind: query.kind,
+            model: query.model,
+            options: None,
+            template: query.template,
+            items,
+            lines: Some(lines),
+            metadata,
+        });
+    }
+    if !extract::is_json(request.headers().get(header::CONTENT_TYPE)) {
+        return Err(ApiError::unsupported_media_type());
+    }
+    let bytes = extract::body_bytes(request, state, state.batch_body_limit).await?;
+    let body: BatchBody = extract::parse(&bytes)?;
+    Ok(Submitted {
+        kind: body.kind,
+        model: body.model,
+        options: body.options,
+        template: body.template,
+        items: body.items,
+        lines: None,
+        metadata: body.metadata,
+    })
+}
+
+fn is_jsonl(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        essence.as_str(),
+        "application/jsonl" | "application/x-ndjson" | "application/x-jsonlines"
+    )
+}
+
+/// One item per non-blank line; an error names the item and its line.
+fn parse_jsonl(bytes: &Bytes) -> Result<(Vec<BatchItem>, Vec<usize>), ApiError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| ApiError::malformed(format!("the body is not UTF-8: {e}")))?;
+    let mut items = Vec::new();
+    let mut lines = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let number = index + 1;
+        let item = extract::parse::<BatchItem>(line.as_bytes()).map_err(|error| {
+            let Some(field) = error.field_name() else {
+                return ApiError::malformed(format!("line {number}: {}", error.detail()));
+            };
+            // The detail is `{field}: {message}`; the item's path replaces the line's.
+            let message = error
+                .detail()
+                .strip_prefix(&format!("{field}: "))
+                .unwrap_or(error.detail());
+            let path = match field.as_str() {
+                "body" => format!("items[{}]", items.len()),
+                field => format!("items[{}].{field}", items.len()),
+            };
+            ApiError::invalid_field(path, format!("line {number}: {message}"))
+        })?;
+        items.push(item);
+        lines.push(number);
+    }
+    Ok((items, lines))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Batch>, ApiError> {
+    let id = parse_batch_id(&id)?;
+    batches::get(&state.pool, caller.tenant_id, id)
+        .await?
+        .map(Json)
+        .ok_or_else(batch_not_found)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct BatchPage {
+    data: Vec<Batch>,
+    next_cursor: Option<BatchId>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Json<BatchPage>, ApiError> {
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            "must be between 1 and 100",
+        ));
+    }
+    let cursor = query
+        .cursor
+        .map(|c| {
+            c.parse::<BatchId>().map_err(|_| {
+                ApiError::invalid_field("cursor", "is not a cursor from a previous page")
+            })
+        })
+        .transpose()?;
+    let data = batches::list(&state.pool, caller.tenant_id, cursor, limit).await?;
+    let next_cursor = (data.len() as i64 == limit)
+        .then(|| data.last().map(|b| b.id))
+        .flatten();
+    Ok(Json(BatchPage { data, next_cursor }))
+}
+
+/// Every item's outcome as JSONL, in submission order, read a page at a time so that no batch is
+/// ever held in memory whole.
+async fn results(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_batch_id(&id)?;
+    if batches::get(&state.pool, caller.tenant_id, id)
+        .await?
+        .is_none()
+    {
+        return Err(batch_not_found());
+    }
+    let lines = batches::results(state.pool.clone(), id).map_ok(|item| {
+        let mut line = serde_json::to_vec(&item).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/jsonl")],
+        Body::from_stream(lines),
+    )
+        .into_response())
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Batch>, ApiError> {
+    let id = parse_batch_id(&id)?;
+    match batches::cancel(&state.pool, caller.tenant_id, id).await? {
+        BatchCancel::Cancelling(batch) => Ok(Json(batch)),
+        BatchCancel::TooLate(batch) if batch.status != "completed" => Ok(Json(batch)),
+        BatchCancel::TooLate(_) => Err(ApiError::conflict(
+            "batch_not_cancellable",
+            "the batch has completed",
+        )),
+        BatchCancel::NotFound => Err(batch_not_found()),
+    }
+}
+
+/// A malformed id is answered like an unknown one.
+fn parse_batch_id(id: &str) -> Result<BatchId, ApiError> {
+    id.parse().map_err(|_| batch_not_found())
+}
+
+fn batch_not_found() -> ApiError {
+    ApiError::not_found("no such batch")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonl_items_keep_their_line_numbers_and_blank_lines_are_skipped() {
+        let body = Bytes::from_static(
+            b"{\"custom_id\":\"a\",\"prompt\":\"x\"}\n\n{\"custom_id\":\"b\",\"prompt\":\"y\"}\n",
+        );
+        let (items, lines) = parse_jsonl(&body).expect("parsed");
+        assert_eq!(items.len(), 2);
+        assert_eq!(lines, [1, 3]);
+        let bad = Bytes::from_static(
+            b"{\"custom_id\":\"a\",\"prompt\":\"x\"}\n{\"custom_id\":\"b\",\"colour\":1}\n",
+        );
+        let error = parse_jsonl(&bad).expect_err("unknown field");
+        assert_eq!(error.field_name().as_deref(), Some("items[1].colour"));
+        assert!(
+            error
+                .detail()
+                .starts_with("items[1].colour: line 2: unknown field"),
+            "{}",
+            error.detail()
+        );
+        assert!(is_jsonl("application/x-ndjson; charset=utf-8"));
+        assert!(!is_jsonl("application/json"));
+    }
+}

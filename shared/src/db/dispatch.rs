@@ -1,0 +1,90 @@
+//! What the dispatcher runs: which batches have items waiting, how deep the bulk queue is, and
+//! releasing items (`pending` → `queued`) so that no item is released twice, however many
+//! dispatchers run; and ending the batches whose items have all ended.
+
+use sqlx::{PgConnection, PgPool};
+
+use crate::domain::{BatchId, JobId, TenantId};
+
+/// The one lock a dispatch round holds for its transaction: rounds of several workers take turns
+/// rather than each releasing a full budget (which would deepen the queue by their number).
+const DISPATCH_LOCK: i64 = 0x7467_6469_7370; // "tgdisp"
+
+/// Takes the round's turn inside the caller's transaction; `false` when another dispatcher is
+/// mid-round.
+pub async fn take_turn(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
+        .bind(DISPATCH_LOCK)
+        .fetch_one(conn)
+        .await
+}
+
+/// Bulk items released and not yet claimed by a worker: the bulk queue's depth.
+pub async fn released_unclaimed(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("select count(*) from jobs where batch_id is not null and status = 'queued'")
+        .fetch_one(conn)
+        .await
+}
+
+/// Batches still in progress with items waiting, oldest first, with their tenant.
+pub async fn waiting(conn: &mut PgConnection) -> Result<Vec<(BatchId, TenantId)>, sqlx::Error> {
+    sqlx::query_as(
+        "select b.id, b.tenant_id from batches b
+          where b.status = 'in_progress'
+            and exists (select 1 from jobs j where j.batch_id = b.id and j.status = 'pending')
+          order by b.id",
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Releases up to `count` of each batch's oldest pending items; returns the ids released. Rows
+/// another dispatcher has locked are skipped, and only `pending` items change, so an item is never
+/// released twice.
+pub async fn release(
+    conn: &mut PgConnection,
+    shares: &[(BatchId, i32)],
+) -> Result<Vec<JobId>, sqlx::Error> {
+    let (batches, counts): (Vec<BatchId>, Vec<i32>) = shares.iter().copied().unzip();
+    sqlx::query_scalar(
+        "with share as (select * from unnest($1::uuid[], $2::int[]) as s (batch_id, n)),
+              picked as (
+                select item.id from share
+                 cross join lateral (
+                       select j.id from jobs j
+                        where j.batch_id = share.batch_id and j.status = 'pending'
+                        order by j.id limit share.n
+                          for update skip locked) item)
+         update jobs set status = 'queued', released_at = now(), revision = revision + 1
+           from picked
+          where jobs.id = picked.id and jobs.status = 'pending'
+         returning jobs.id",
+    )
+    .bind(&batches)
+    .bind(&counts)
+    .fetch_all(conn)
+    .await
+}
+
+/// A batch that has just ended.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Ended {
+    pub id: BatchId,
+    pub tenant_id: TenantId,
+    pub status: String,
+    pub revision: i32,
+}
+
+/// Ends every batch whose items have all ended: `completed`, or `cancelled` after a cancel.
+pub async fn end_finished(pool: &PgPool) -> Result<Vec<Ended>, sqlx::Error> {
+    sqlx::query_as(
+        "update batches b
+            set status = case b.status when 'cancelling' then 'cancelled' else 'completed' end,
+                finished_at = now(), revision = b.revision + 1
+          where b.finished_at is null
+            and not exists (select 1 from jobs j where j.batch_id = b.id and j.finished_at is null)
+         returning b.id, b.tenant_id, b.status, b.revision",
+    )
+    .fetch_all(pool)
+    .await
+}

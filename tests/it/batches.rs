@@ -1,0 +1,521 @@
+//! Batches end to end: a JSON array with a template and a JSONL body both accepted in one piece,
+//! validation errors naming the item and line (nothing written), 50,001 items refused, results as
+//! JSONL joined by `custom_id`, cancel, fairness between tenants, and dispatchers that never
+//! release an item twice.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use provider_sim::Knobs;
+use serde_json::{Value, json};
+use shared::domain::{BatchId, JobId, Role};
+use tollgate_worker::WorkerSettings;
+
+use crate::harness::{Options, Stack, WAIT, client, test_worker_settings};
+
+fn idle() -> Options {
+    Options {
+        worker: false,
+        ..Options::default()
+    }
+}
+
+async fn post_batch(stack: &Stack, token: &str, body: &Value) -> reqwest::Response {
+    client()
+        .post(stack.url("/v1/batches"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("POST /v1/batches")
+}
+
+async fn accepted(response: reqwest::Response) -> Value {
+    let status = response.status();
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(status, 202, "{body}");
+    body
+}
+
+async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status);
+    response.json().await.expect("problem JSON")
+}
+
+async fn batch(stack: &Stack, token: &str, id: &str) -> Value {
+    client()
+        .get(stack.url(&format!("/v1/batches/{id}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET batch")
+        .json()
+        .await
+        .expect("batch JSON")
+}
+
+/// Polls the batch until `done` says so; panics after the harness's wait.
+async fn wait_for_batch(
+    stack: &Stack,
+    token: &str,
+    id: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let poll = async {
+        loop {
+            let batch = batch(stack, token, id).await;
+            if done(&batch) {
+                return batch;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(WAIT * 2, poll)
+        .await
+        .unwrap_or_else(|_| panic!("batch {id} did not get there"))
+}
+
+fn ended(batch: &Value) -> bool {
+    batch["finished_at"].is_string()
+}
+
+async fn results(stack: &Stack, token: &str, id: &str) -> Vec<Value> {
+    let response = client()
+        .get(stack.url(&format!("/v1/batches/{id}/results")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET results");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/jsonl");
+    let text = response.text().await.expect("JSONL");
+    text.lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect()
+}
+
+async fn count(stack: &Stack, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&stack.pool)
+        .await
+        .expect("count")
+}
+
+#[tokio::test]
+async fn a_templated_batch_runs_to_completion_with_results_by_custom_id() {
+    let stack = Stack::start().await;
+    let items: Vec<Value> = (0..30)
+        .map(|i| {
+            json!({ "custom_id": format!("sku-{i}"),
+                          "fields": { "product": format!("mug {i}"), "grams": 300 + i } })
+        })
+        .collect();
+    let response = post_batch(
+        &stack,
+        &stack.token,
+        &json!({ "kind": "generate", "model": "llama3", "items": items,
+                 "template": "Describe {{product}} ({{grams}} g) for a shop.",
+                 "metadata": { "campaign": "autumn" } }),
+    )
+    .await;
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let created = accepted(response).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(location, format!("/v1/batches/{id}"));
+    assert_eq!(created["counts"]["total"], 30);
+    assert_eq!(created["metadata"]["campaign"], "autumn");
+    assert_eq!(created["status"], "in_progress");
+
+    let done = wait_for_batch(&stack, &stack.token, &id, ended).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["counts"]["succeeded"], 30, "{done}");
+
+    let lines = results(&stack, &stack.token, &id).await;
+    assert_eq!(lines.len(), 30);
+    let ids: HashSet<&str> = lines
+        .iter()
+        .map(|l| l["custom_id"].as_str().expect("custom_id"))
+        .collect();
+    assert_eq!(ids.len(), 30);
+    let mut prompt_tokens = 0;
+    for line in &lines {
+        assert_eq!(line["status"], "succeeded", "{line}");
+        assert!(!line["result"]["text"].as_str().expect("text").is_empty());
+        let i: usize = line["custom_id"].as_str().expect("id")[4..]
+            .parse()
+            .expect("index");
+        // provider-sim counts a prompt's tokens as a quarter of its characters: the template
+        // was filled with this item's fields.
+        let prompt = format!("Describe mug {i} ({} g) for a shop.", 300 + i);
+        let expected = prompt.chars().count().div_ceil(4) as i64;
+        assert_eq!(line["usage"]["prompt_tokens"], expected, "{line}");
+        prompt_tokens += expected;
+    }
+    assert_eq!(done["usage"]["prompt_tokens"], prompt_tokens);
+    let stored: String = sqlx::query_scalar(
+        "select request->>'prompt' from jobs where batch_id = $1 and custom_id = 'sku-7'",
+    )
+    .bind(id.parse::<BatchId>().expect("batch id"))
+    .fetch_one(&stack.pool)
+    .await
+    .expect("item");
+    assert_eq!(stored, "Describe mug 7 (307 g) for a shop.");
+
+    let late = client()
+        .post(stack.url(&format!("/v1/batches/{id}/cancel")))
+        .bearer_auth(&stack.token)
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(problem(late, 409).await["code"], "batch_not_cancellable");
+    // Items do not announce themselves one by one.
+    assert_eq!(
+        count(&stack, "select count(*) from webhook_deliveries").await,
+        0
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn jsonl_and_array_batches_are_validated_whole_and_errors_name_the_item() {
+    let stack = Stack::with(idle()).await;
+    let jsonl = "{\"custom_id\":\"a\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}\n\
+                 \n\
+                 {\"custom_id\":\"b\",\"messages\":[{\"role\":\"user\",\"content\":\"yo\"}]}\n";
+    let send_jsonl = |query: &str, body: &'static str| {
+        client()
+            .post(stack.url(&format!("/v1/batches?{query}")))
+            .bearer_auth(&stack.token)
+            .header("content-type", "application/jsonl")
+            .body(body)
+            .send()
+    };
+    let created = accepted(
+        send_jsonl("kind=chat&model=llama3", jsonl)
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(created["kind"], "chat");
+    assert_eq!(created["counts"]["total"], 2);
+    assert_eq!(
+        created["counts"]["pending"], 2,
+        "no worker: nothing released"
+    );
+
+    let wrong_kind = "{\"custom_id\":\"a\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}\n\
+                      {\"custom_id\":\"b\",\"prompt\":\"yo\"}\n";
+    let refused = problem(
+        send_jsonl("kind=chat&model=llama3", wrong_kind)
+            .await
+            .expect("send"),
+        422,
+    )
+    .await;
+    assert_eq!(refused["field"], "items[1].prompt", "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("line 2: "),
+        "{refused}"
+    );
+    let broken = "{\"custom_id\":\"a\",\"messages\":[]}\n{\"custom_id\":\n";
+    let refused = problem(
+        send_jsonl("kind=chat&model=llama3", broken)
+            .await
+            .expect("send"),
+        400,
+    )
+    .await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .expect("detail")
+            .starts_with("line 2: "),
+        "{refused}"
+    );
+
+    let cases = [
+        (
+            json!({ "kind": "generate", "model": "llama3", "items": [{ "prompt": "x" }] }),
+            "items[0].custom_id",
+        ),
+        (
+            json!({ "kind": "generate", "model": "llama3", "template": "Hi {{name}}",
+                    "items": [{ "custom_id": "a", "fields": { "name": "x" } },
+                              { "custom_id": "b", "fields": {} }] }),
+            "items[1].fields",
+        ),
+        (
+            json!({ "kind": "generate", "model": "llama3",
+                    "items": [{ "custom_id": "a", "prompt": "x" }, { "custom_id": "a", "prompt": "y" }] }),
+            "items[1].custom_id",
+        ),
+        (
+            json!({ "kind": "generate", "model": "no-such-model",
+                    "items": [{ "custom_id": "a", "prompt": "x" }] }),
+            "model",
+        ),
+        (
+            json!({ "kind": "painting", "model": "llama3", "items": [] }),
+            "kind",
+        ),
+    ];
+    for (body, field) in cases {
+        let refused = problem(post_batch(&stack, &stack.token, &body).await, 422).await;
+        assert_eq!(refused["field"], field, "{refused}");
+    }
+
+    let too_many: Vec<Value> = (0..50_001)
+        .map(|i| json!({ "custom_id": i.to_string(), "prompt": "x" }))
+        .collect();
+    let refused = problem(
+        post_batch(
+            &stack,
+            &stack.token,
+            &json!({ "kind": "generate", "model": "llama3", "items": too_many }),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(refused["field"], "items");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("50000")
+    );
+    assert_eq!(count(&stack, "select count(*) from batches").await, 1);
+    assert_eq!(count(&stack, "select count(*) from jobs").await, 2);
+
+    // Several insert statements' worth, in one transaction.
+    let many: Vec<Value> = (0..12_000)
+        .map(|i| json!({ "custom_id": format!("p{i}"), "prompt": format!("product {i}") }))
+        .collect();
+    let big = accepted(
+        post_batch(
+            &stack,
+            &stack.token,
+            &json!({ "kind": "generate", "model": "llama3", "items": many }),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(big["counts"]["total"], 12_000);
+    assert_eq!(big["counts"]["pending"], 12_000);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancelled_batch_cancels_its_waiting_items_and_ends() {
+    let stack = Stack::with(idle()).await;
+    let items: Vec<Value> = (0..20)
+        .map(|i| json!({ "custom_id": format!("c{i}"), "input": format!("text {i}") }))
+        .collect();
+    let created = accepted(
+        post_batch(
+            &stack,
+            &stack.token,
+            &json!({ "kind": "embedding", "model": "llama3", "items": items }),
+        )
+        .await,
+    )
+    .await;
+    let id = created["id"].as_str().expect("id");
+    let cancel = || {
+        client()
+            .post(stack.url(&format!("/v1/batches/{id}/cancel")))
+            .bearer_auth(&stack.token)
+            .send()
+    };
+    let cancelled: Value = cancel().await.expect("cancel").json().await.expect("JSON");
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["counts"]["cancelled"], 20);
+    assert!(cancelled["finished_at"].is_string());
+    let again = cancel().await.expect("cancel again");
+    assert_eq!(again.status(), 200, "cancelling twice is harmless");
+    let lines = results(&stack, &stack.token, id).await;
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["status"] == "cancelled" && l["error"]["code"] == "cancelled")
+    );
+
+    let stranger = stack.create_token("globex", Role::Client).await;
+    let hidden = client()
+        .get(stack.url(&format!("/v1/batches/{id}")))
+        .bearer_auth(&stranger)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(hidden.status(), 404);
+    let listed: Value = client()
+        .get(stack.url("/v1/batches"))
+        .bearer_auth(&stack.token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(listed["data"][0]["id"], id);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_large_batch_does_not_delay_another_tenants_single_job_or_small_batch() {
+    let stack = Stack::with(Options {
+        worker_settings: shared_slots(),
+        ..Options::default()
+    })
+    .await;
+    stack.ollama.set_knobs(Knobs {
+        latency_ms: 20,
+        ..Knobs::default()
+    });
+    let items: Vec<Value> = (0..2_000)
+        .map(|i| json!({ "custom_id": format!("a{i}"), "prompt": format!("item {i}") }))
+        .collect();
+    let large = accepted(
+        post_batch(
+            &stack,
+            &stack.token,
+            &json!({ "kind": "generate", "model": "llama3", "items": items }),
+        )
+        .await,
+    )
+    .await;
+    let large_id = large["id"].as_str().expect("id").to_owned();
+    wait_for_batch(&stack, &stack.token, &large_id, |b| {
+        b["counts"]["succeeded"].as_i64() > Some(20)
+    })
+    .await;
+
+    let other = stack.create_token("globex", Role::Client).await;
+    let single: Value = client()
+        .post(stack.url("/v1/generate"))
+        .bearer_auth(&other)
+        .header("prefer", "wait=10")
+        .json(&json!({ "model": "llama3", "prompt": "just one" }))
+        .send()
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("job");
+    assert_eq!(single["status"], "succeeded", "{single}");
+    let small_items: Vec<Value> = (0..5)
+        .map(|i| json!({ "custom_id": format!("b{i}"), "prompt": format!("small {i}") }))
+        .collect();
+    let small = accepted(
+        post_batch(
+            &stack,
+            &other,
+            &json!({ "kind": "generate", "model": "llama3", "items": small_items }),
+        )
+        .await,
+    )
+    .await;
+    let small = wait_for_batch(&stack, &other, small["id"].as_str().expect("id"), ended).await;
+    assert_eq!(small["counts"]["succeeded"], 5);
+
+    let large = batch(&stack, &stack.token, &large_id).await;
+    let pending = large["counts"]["pending"].as_i64().expect("pending");
+    assert!(
+        pending > 1_000,
+        "most of the large batch still waits: {large}"
+    );
+    stack.stop().await;
+}
+
+/// Few slots and a shallow bulk queue, so that a batch keeps the worker busy for a while.
+fn shared_slots() -> WorkerSettings {
+    WorkerSettings {
+        concurrency: 4,
+        bulk_concurrency: 4,
+        bulk_depth: 8,
+        ..test_worker_settings()
+    }
+}
+
+#[tokio::test]
+async fn concurrent_dispatchers_never_release_an_item_twice() {
+    let stack = Stack::with(idle()).await;
+    let items: Vec<Value> = (0..2_000)
+        .map(|i| json!({ "custom_id": i.to_string(), "prompt": "x" }))
+        .collect();
+    let created = accepted(
+        post_batch(
+            &stack,
+            &stack.token,
+            &json!({ "kind": "generate", "model": "llama3", "items": items }),
+        )
+        .await,
+    )
+    .await;
+    let id: BatchId = created["id"].as_str().expect("id").parse().expect("id");
+    let dispatchers = (0..8).map(|_| {
+        let pool = stack.pool.clone();
+        tokio::spawn(async move {
+            let mut released: Vec<JobId> = Vec::new();
+            loop {
+                let mut tx = pool.begin().await.expect("begin");
+                let round = shared::db::dispatch::release(&mut tx, &[(id, 37)])
+                    .await
+                    .expect("release");
+                tx.commit().await.expect("commit");
+                if round.is_empty() {
+                    return released;
+                }
+                released.extend(round);
+            }
+        })
+    });
+    let mut all = Vec::new();
+    for dispatcher in dispatchers {
+        all.extend(dispatcher.await.expect("dispatcher"));
+    }
+    let unique: HashSet<JobId> = all.iter().copied().collect();
+    assert_eq!(all.len(), 2_000, "every item released");
+    assert_eq!(unique.len(), 2_000, "none twice");
+
+    // And two whole workers, each with its dispatcher, run a batch with one provider call per item.
+    let second = accepted(
+        post_batch(
+            &stack,
+            &stack.token,
+            &json!({ "kind": "generate", "model": "llama3",
+                     "items": (0..300).map(|i| json!({ "custom_id": i.to_string(), "prompt": "y" }))
+                                      .collect::<Vec<_>>() }),
+        )
+        .await,
+    )
+    .await;
+    let workers = [
+        stack.start_worker(test_worker_settings()).await,
+        stack.start_worker(test_worker_settings()).await,
+    ];
+    let second_id = second["id"].as_str().expect("id");
+    let done = wait_for_batch(&stack, &stack.token, second_id, |b| {
+        b["counts"]["succeeded"] == 300
+    })
+    .await;
+    assert_eq!(done["counts"]["failed"], 0);
+    let calls: i64 = sqlx::query_scalar(
+        "select count(*) from job_attempts a join jobs j on j.id = a.job_id where j.batch_id = $1",
+    )
+    .bind(second_id.parse::<BatchId>().expect("id"))
+    .fetch_one(&stack.pool)
+    .await
+    .expect("attempts");
+    assert_eq!(calls, 300);
+    for worker in workers {
+        worker.crash().await;
+    }
+    stack.stop().await;
+}

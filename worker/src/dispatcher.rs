@@ -1,0 +1,200 @@
+//! The dispatcher: releases batch items from Postgres to the bulk queue, keeping that queue only
+//! as deep as the workers can use, and shares each round fairly: equally across the tenants with
+//! items waiting, then equally across each tenant's batches. Every worker runs one; their rounds
+//! take turns under a transaction-scoped lock, and an item is released only from `pending`, so
+//! none is ever released twice.
+//!
+//! A round commits before it publishes. If the publish is lost, the sweeper republishes released
+//! items whose message was never confirmed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::db::{dispatch, jobs};
+use shared::domain::{BatchId, TenantId};
+use shared::queue::Broker;
+
+use crate::Context;
+
+/// Pause between rounds while items flow, and while there is nothing to release.
+const BUSY_PAUSE: Duration = Duration::from_millis(20);
+const IDLE_PAUSE: Duration = Duration::from_millis(250);
+
+/// Releases items until shutdown; also ends the batches whose items have all ended.
+pub async fn run(context: Arc<Context>, broker: Broker) {
+    let mut round: usize = 0;
+    let mut pause = IDLE_PAUSE;
+    loop {
+        tokio::select! {
+            () = context.shutdown.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        round = round.wrapping_add(1);
+        pause = match dispatch_round(&context, &broker, round).await {
+            Ok(0) => IDLE_PAUSE,
+            Ok(_) => BUSY_PAUSE,
+            Err(error) => {
+                tracing::warn!(%error, "dispatch round failed; trying again");
+                IDLE_PAUSE
+            }
+        };
+        if let Err(error) = end_batches(&context).await {
+            tracing::warn!(%error, "could not end finished batches");
+        }
+    }
+}
+
+/// One round: how many items the bulk queue can take, shared out and released; returns how many.
+async fn dispatch_round(context: &Context, broker: &Broker, round: usize) -> anyhow::Result<usize> {
+    if !broker.is_connected() {
+        return Ok(0);
+    }
+    let mut tx = context.pool.begin().await?;
+    if !dispatch::take_turn(&mut tx).await? {
+        return Ok(0);
+    }
+    let depth = dispatch::released_unclaimed(&mut tx).await?;
+    let target = i64::try_from(context.settings.bulk_depth).unwrap_or(i64::MAX);
+    let Ok(budget) = usize::try_from(target - depth) else {
+        return Ok(0);
+    };
+    if budget == 0 {
+        return Ok(0);
+    }
+    let waiting = dispatch::waiting(&mut tx).await?;
+    if waiting.is_empty() {
+        return Ok(0);
+    }
+    let shares = fair_shares(budget, &waiting, round);
+    let released = dispatch::release(&mut tx, &shares).await?;
+    tx.commit().await?;
+    if released.is_empty() {
+        return Ok(0);
+    }
+    broker.publish_bulk(&released).await?;
+    jobs::mark_published(&context.pool, &released).await?;
+    Ok(released.len())
+}
+
+/// Ends batches whose items have all ended.
+async fn end_batches(context: &Context) -> Result<(), sqlx::Error> {
+    for ended in dispatch::end_finished(&context.pool).await? {
+        tracing::info!(batch_id = %ended.id, status = ended.status, "batch ended");
+    }
+    Ok(())
+}
+
+/// Shares `budget` items out: equally across tenants, then equally across each tenant's batches
+/// (both in the order given, the oldest first). What does not divide evenly goes to the tenants,
+/// then the batches, whose turn it is: the starting point moves on every `round`, so over rounds
+/// no one is favoured. Batches that get nothing this round are left out.
+pub fn fair_shares(
+    budget: usize,
+    waiting: &[(BatchId, TenantId)],
+    round: usize,
+) -> Vec<(BatchId, i32)> {
+    let mut tenants: BTreeMap<TenantId, Vec<BatchId>> = BTreeMap::new();
+    let mut order: Vec<TenantId> = Vec::new();
+    for &(batch, tenant) in waiting {
+        let batches = tenants.entry(tenant).or_default();
+        if batches.is_empty() {
+            order.push(tenant);
+        }
+        batches.push(batch);
+    }
+    let mut shares = Vec::new();
+    for (tenant_share, tenant) in split(budget, order.len())
+        .into_iter()
+        .zip(rotate(&order, round))
+    {
+        let batches = &tenants[&tenant];
+        for (batch_share, batch) in split(tenant_share, batches.len())
+            .into_iter()
+            .zip(rotate(batches, round))
+        {
+            if batch_share > 0 {
+                shares.push((batch, i32::try_from(batch_share).unwrap_or(i32::MAX)));
+            }
+        }
+    }
+    shares
+}
+
+/// `total` split into `parts` near-equal shares, the larger ones first.
+fn split(total: usize, parts: usize) -> Vec<usize> {
+    if parts == 0 {
+        return Vec::new();
+    }
+    let (each, extra) = (total / parts, total % parts);
+    (0..parts).map(|i| each + usize::from(i < extra)).collect()
+}
+
+/// The items starting from the one whose turn `round` makes it.
+fn rotate<T: Copy>(items: &[T], round: usize) -> Vec<T> {
+    if items.is_empty() {
+        return Vec::new();
+    }
+    let start = round % items.len();
+    items[start..]
+        .iter()
+        .chain(&items[..start])
+        .copied()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn ids(n: usize) -> Vec<BatchId> {
+        (0..n).map(|_| BatchId::new()).collect()
+    }
+
+    fn totals(shares: &[(BatchId, i32)]) -> HashMap<BatchId, i32> {
+        shares.iter().copied().collect()
+    }
+
+    #[test]
+    fn tenants_share_equally_whatever_their_number_of_batches() {
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let a_batches = ids(4);
+        let b_batch = BatchId::new();
+        let mut waiting: Vec<_> = a_batches.iter().map(|&id| (id, a)).collect();
+        waiting.push((b_batch, b));
+
+        let shares = totals(&fair_shares(100, &waiting, 0));
+        assert_eq!(shares[&b_batch], 50, "b's one batch gets b's half");
+        let a_total: i32 = a_batches.iter().map(|id| shares[id]).sum();
+        assert_eq!(a_total, 50);
+        assert!(
+            a_batches
+                .iter()
+                .all(|id| shares[id] == 12 || shares[id] == 13)
+        );
+    }
+
+    #[test]
+    fn a_small_budget_takes_turns_across_rounds() {
+        let tenants: Vec<TenantId> = (0..3).map(|_| TenantId::new()).collect();
+        let batches = ids(3);
+        let waiting: Vec<_> = batches.iter().copied().zip(tenants).collect();
+        let mut received: HashMap<BatchId, i32> = HashMap::new();
+        for round in 0..3 {
+            let shares = fair_shares(1, &waiting, round);
+            assert_eq!(shares.len(), 1, "one item, one batch");
+            *received.entry(shares[0].0).or_default() += shares[0].1;
+        }
+        assert_eq!(received.len(), 3, "every batch had its turn: {received:?}");
+    }
+
+    #[test]
+    fn nothing_waiting_or_no_budget_releases_nothing() {
+        assert!(fair_shares(10, &[], 0).is_empty());
+        let waiting = [(BatchId::new(), TenantId::new())];
+        assert!(fair_shares(0, &waiting, 0).is_empty());
+        assert_eq!(fair_shares(7, &waiting, 5)[0].1, 7);
+    }
+}
