@@ -3,14 +3,15 @@
 //! A tenant without limits pays nothing for this: its job is a single insert. With limits, the
 //! reservation (prompt tokens by the tokenizer, completion tokens from `max_tokens` or a default,
 //! their cost at the model's highest current price) is taken by one conditional upsert on the
-//! tenant's month row in Postgres, so every api instance sees the same count.
+//! tenant's month row in Postgres, so every api instance sees the same count. A batch reserves the
+//! sum of its items' estimates at once.
 
 use rust_decimal::Decimal;
 use shared::db::batches::{self, Batch, NewBatch};
 use shared::db::jobs::{self, NewJob};
 use shared::db::quotas::{self, Limits};
 use shared::domain::{Job, JobRequest};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::error::ApiError;
 
@@ -19,45 +20,52 @@ pub const DEFAULT_COMPLETION_ESTIMATE: u32 = 1024;
 
 /// Inserts `job`, first reserving its estimate against `limits` when the tenant has any; 429
 /// `quota_exceeded` (with the limit and when it resets) and nothing written when it would not fit.
-pub async fn admit(pool: &PgPool, limits: &Limits, mut job: NewJob) -> Result<Job, ApiError> {
+pub async fn admit(pool: &PgPool, limits: &Limits, job: NewJob) -> Result<Job, ApiError> {
     if limits.is_unlimited() {
         return Ok(jobs::insert(pool, &job).await?);
     }
-    let (prompt, completion) = estimate(&job.request);
     let mut tx = pool.begin().await?;
-    let reservation = quotas::reserve(
-        &mut tx,
-        job.tenant_id,
-        limits,
-        job.request.model().as_str(),
-        i64::from(prompt),
-        i64::from(completion),
-    )
-    .await?;
-    let Some(reservation) = reservation else {
-        drop(tx);
-        return Err(refusal(
-            pool,
-            job.tenant_id,
-            i64::from(prompt) + i64::from(completion),
-        )
-        .await);
-    };
-    job.reservation = Some(reservation);
-    let inserted = jobs::insert(&mut *tx, &job).await?;
+    let inserted = admit_in(&mut tx, limits, job).await?;
     tx.commit().await?;
     Ok(inserted)
 }
 
-/// Inserts the batch and its items in one transaction, first reserving the sum of the items'
-/// estimates when the tenant has limits (each item carries its own part, released when it ends);
-/// 429 `quota_exceeded` and nothing written when the batch would not fit.
+/// [`admit`] inside the caller's transaction (which an `Idempotency-Key` also writes to). A
+/// refusal is explained on the same connection: under a burst, every request already holds one.
+pub async fn admit_in(
+    tx: &mut PgConnection,
+    limits: &Limits,
+    mut job: NewJob,
+) -> Result<Job, ApiError> {
+    if !limits.is_unlimited() {
+        let (prompt, completion) = estimate(&job.request);
+        let reservation = quotas::reserve(
+            tx,
+            job.tenant_id,
+            limits,
+            job.request.model().as_str(),
+            i64::from(prompt),
+            i64::from(completion),
+        )
+        .await?;
+        let Some(reservation) = reservation else {
+            let tokens = i64::from(prompt) + i64::from(completion);
+            return Err(refusal(tx, job.tenant_id, tokens).await);
+        };
+        job.reservation = Some(reservation);
+    }
+    Ok(jobs::insert(&mut *tx, &job).await?)
+}
+
+/// Inserts the batch and its items inside the caller's transaction, first reserving the sum of
+/// the items' estimates when the tenant has limits (each item carries its own part, released when
+/// it ends); 429 `quota_exceeded` and nothing written when the batch would not fit. Returns the
+/// batch as its tenant sees it.
 pub async fn admit_batch(
-    pool: &PgPool,
+    tx: &mut PgConnection,
     limits: &Limits,
     mut batch: NewBatch,
 ) -> Result<Batch, ApiError> {
-    let mut tx = pool.begin().await?;
     if !limits.is_unlimited() {
         let estimates: Vec<(i32, u32)> = batch
             .items
@@ -67,7 +75,7 @@ pub async fn admit_batch(
         let prompt: i64 = estimates.iter().map(|&(p, _)| i64::from(p)).sum();
         let completion: i64 = estimates.iter().map(|&(_, c)| i64::from(c)).sum();
         let reserved = quotas::reserve(
-            &mut tx,
+            tx,
             batch.tenant_id,
             limits,
             &batch.model,
@@ -76,8 +84,7 @@ pub async fn admit_batch(
         )
         .await?;
         let Some(reserved) = reserved else {
-            drop(tx);
-            return Err(refusal(pool, batch.tenant_id, prompt + completion).await);
+            return Err(refusal(tx, batch.tenant_id, prompt + completion).await);
         };
         let tokens: Vec<i64> = estimates
             .iter()
@@ -85,9 +92,8 @@ pub async fn admit_batch(
             .collect();
         batch.reservations = Some((reserved.month, split_cost(reserved.cost, &tokens)));
     }
-    batches::insert(&mut tx, &batch).await?;
-    tx.commit().await?;
-    batches::get(pool, batch.tenant_id, batch.id)
+    batches::insert(tx, &batch).await?;
+    batches::get(&mut *tx, batch.tenant_id, batch.id)
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the batch just written is missing")))
 }
@@ -122,8 +128,12 @@ fn split_cost(cost: Decimal, tokens: &[i64]) -> Vec<(i64, Decimal)> {
 }
 
 /// Says which limit the job would pass and when the month starts over.
-async fn refusal(pool: &PgPool, tenant_id: shared::domain::TenantId, tokens: i64) -> ApiError {
-    let status = match quotas::status(pool, tenant_id).await {
+async fn refusal(
+    conn: &mut PgConnection,
+    tenant_id: shared::domain::TenantId,
+    tokens: i64,
+) -> ApiError {
+    let status = match quotas::status(conn, tenant_id).await {
         Ok(Some(status)) => status,
         Ok(None) => return ApiError::not_found("no such tenant"),
         Err(error) => return error.into(),

@@ -11,6 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
+use crate::idempotency::{self, Key};
 use crate::{AppState, error::ApiError};
 
 pub struct JsonBody<T>(pub T);
@@ -34,6 +35,30 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         }
         let bytes = body_bytes(req, state, state.body_limit).await?;
         parse(&bytes).map(JsonBody)
+    }
+}
+
+/// A JSON body, with the request's `Idempotency-Key` (and its fingerprint) when it sent one.
+pub struct IdempotentJson<T> {
+    pub body: T,
+    pub key: Option<Key>,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for IdempotentJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+            return Err(ApiError::unsupported_media_type());
+        }
+        let (method, uri) = (req.method().clone(), req.uri().clone());
+        let key_header = req.headers().get(idempotency::HEADER).cloned();
+        let bytes = body_bytes(req, state, state.body_limit).await?;
+        let key = Key::from_header(key_header.as_ref(), || {
+            idempotency::fingerprint(&method, &uri, &bytes)
+        })?;
+        let body = parse(&bytes)?;
+        Ok(Self { body, key })
     }
 }
 

@@ -9,6 +9,7 @@ pub mod cli;
 mod client;
 mod error;
 mod extract;
+mod idempotency;
 mod limits;
 mod prefer;
 mod published;

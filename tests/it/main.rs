@@ -8,6 +8,7 @@ mod delivery;
 mod events;
 mod hardening;
 mod harness;
+mod idempotency;
 mod intake;
 mod limits;
 mod models;

@@ -4,12 +4,14 @@
 //! (2) republishes `queued` jobs whose publish was never confirmed — the api crashed between
 //! commit and publish, the broker was down, or step (1) just released them — and `retrying` jobs
 //! that are due but whose delayed message was never confirmed or is long overdue; (3) sends webhook
-//! deliveries that are overdue (their message was never published, or lost). Several workers may
-//! sweep at once; a job or delivery published twice is harmless, the second claim finds it taken.
+//! deliveries that are overdue (their message was never published, or lost); (4) forgets
+//! idempotency keys older than a day. Several workers may sweep at once; a job or delivery
+//! published twice is harmless, the second claim finds it taken. Batch items go back to the bulk
+//! queue.
 
 use std::sync::Arc;
 
-use shared::db::{jobs, webhooks};
+use shared::db::{idempotency, jobs, webhooks};
 use shared::domain::{JobId, JobStatus};
 use shared::queue::{Broker, JobEvent};
 
@@ -81,6 +83,10 @@ async fn sweep(context: &Context, broker: &Broker) -> anyhow::Result<()> {
             republished = deliveries.len(),
             "republished overdue webhook deliveries"
         );
+    }
+    let forgotten = idempotency::forget_expired(&context.pool, BATCH).await?;
+    if forgotten > 0 {
+        tracing::debug!(forgotten, "forgot idempotency keys older than a day");
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //!
 //! A batch is validated as a whole (an error names the item, and its line in JSONL), then it and
 //! every item are written in one transaction, as `pending`: the worker's dispatcher releases them.
+//! An `Idempotency-Key` makes a retry return the same batch.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
@@ -23,6 +24,7 @@ use crate::auth::Caller;
 use crate::client::ClientInfo;
 use crate::error::ApiError;
 use crate::extract::{self, QueryParams};
+use crate::idempotency::{self, Begun, Key};
 use crate::{AppState, admission};
 
 pub fn router(batch_body_limit: usize) -> Router<AppState> {
@@ -78,7 +80,13 @@ async fn create(
     client: ClientInfo,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let submitted = read_submission(&state, request).await?;
+    let (method, uri) = (request.method().clone(), request.uri().clone());
+    let key_header = request.headers().get(idempotency::HEADER).cloned();
+    let (submitted, bytes) = read_submission(&state, request).await?;
+    let key = Key::from_header(key_header.as_ref(), || {
+        idempotency::fingerprint(&method, &uri, &bytes)
+    })?;
+    drop(bytes);
     let metadata = super::jobs::check_metadata(submitted.metadata)?;
     let model = ModelName::parse(&submitted.model).map_err(super::jobs::invalid)?;
     if !state.runtime.current().routes.serves(model.as_str()) {
@@ -121,9 +129,21 @@ async fn create(
         items,
         reservations: None,
     };
-    let batch = admission::admit_batch(&state.pool, &caller.limits, batch).await?;
-    let location =
-        HeaderValue::from_str(&format!("/v1/batches/{}", batch.id)).map_err(ApiError::internal)?;
+    let mut tx = match &key {
+        None => state.pool.begin().await?,
+        Some(key) => match idempotency::begin(&state.pool, caller.tenant_id, key).await? {
+            Begun::Replay(first) => return Ok(first),
+            Begun::Fresh(tx) => tx,
+        },
+    };
+    let batch = admission::admit_batch(&mut tx, &caller.limits, batch).await?;
+    let location = format!("/v1/batches/{}", batch.id);
+    if let Some(key) = &key {
+        let body = serde_json::to_value(&batch).map_err(ApiError::internal)?;
+        idempotency::record(&mut tx, caller.tenant_id, key, &location, &body).await?;
+    }
+    tx.commit().await?;
+    let location = HeaderValue::from_str(&location).map_err(ApiError::internal)?;
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
@@ -133,8 +153,12 @@ async fn create(
 }
 
 /// Reads either form of the body: JSON (`application/json`) or JSONL (`application/jsonl`,
-/// `application/x-ndjson`), whose settings are in the query string.
-async fn read_submission(state: &AppState, request: Request) -> Result<Submitted, ApiError> {
+/// `application/x-ndjson`), whose settings are in the query string. Also returns the raw body
+/// (an `Idempotency-Key` fingerprints it).
+async fn read_submission(
+    state: &AppState,
+    request: Request,
+) -> Result<(Submitted, Bytes), ApiError> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -159,7 +183,7 @@ async fn read_submission(state: &AppState, request: Request) -> Result<Submitted
                 })
             })
             .transpose()?;
-        return Ok(Submitted {
+        let submitted = Submitted {
             kind: query.kind,
             model: query.model,
             options: None,
@@ -167,14 +191,15 @@ async fn read_submission(state: &AppState, request: Request) -> Result<Submitted
             items,
             lines: Some(lines),
             metadata,
-        });
+        };
+        return Ok((submitted, bytes));
     }
     if !extract::is_json(request.headers().get(header::CONTENT_TYPE)) {
         return Err(ApiError::unsupported_media_type());
     }
     let bytes = extract::body_bytes(request, state, state.batch_body_limit).await?;
     let body: BatchBody = extract::parse(&bytes)?;
-    Ok(Submitted {
+    let submitted = Submitted {
         kind: body.kind,
         model: body.model,
         options: body.options,
@@ -182,7 +207,8 @@ async fn read_submission(state: &AppState, request: Request) -> Result<Submitted
         items: body.items,
         lines: None,
         metadata: body.metadata,
-    })
+    };
+    Ok((submitted, bytes))
 }
 
 fn is_jsonl(content_type: &str) -> bool {

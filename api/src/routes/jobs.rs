@@ -18,13 +18,19 @@ use shared::queue::JobEvent;
 use crate::auth::Caller;
 use crate::client::ClientInfo;
 use crate::error::ApiError;
-use crate::extract::{JsonBody, QueryParams};
-use crate::{AppState, prefer};
+use crate::extract::{IdempotentJson, QueryParams};
+use crate::idempotency::{self, Begun, Key};
+use crate::{AppState, admission, prefer};
 
 /// What a submission carries besides its request.
 struct Submission {
     metadata: Option<Value>,
     webhook_url: Option<String>,
+}
+
+/// A job's URL, for `Location`.
+fn location_of(id: JobId) -> String {
+    format!("/v1/jobs/{id}")
 }
 
 /// Largest `metadata` object accepted, in bytes of JSON.
@@ -89,7 +95,7 @@ async fn generate(
     Caller(caller): Caller,
     client: ClientInfo,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<GenerateBody>,
+    IdempotentJson { body, key }: IdempotentJson<GenerateBody>,
 ) -> Result<Response, ApiError> {
     let request =
         GenerateRequest::parse(&body.model, body.prompt, body.options).map_err(invalid)?;
@@ -98,7 +104,7 @@ async fn generate(
         metadata: body.metadata,
         webhook_url: body.webhook_url,
     };
-    submit(&state, caller, client, &headers, request, extra).await
+    submit(&state, caller, client, &headers, request, extra, key).await
 }
 
 async fn chat(
@@ -106,7 +112,7 @@ async fn chat(
     Caller(caller): Caller,
     client: ClientInfo,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<ChatBody>,
+    IdempotentJson { body, key }: IdempotentJson<ChatBody>,
 ) -> Result<Response, ApiError> {
     let request = ChatRequest::parse(&body.model, body.messages, body.options).map_err(invalid)?;
     let request = JobRequest::Chat(request);
@@ -114,7 +120,7 @@ async fn chat(
         metadata: body.metadata,
         webhook_url: body.webhook_url,
     };
-    submit(&state, caller, client, &headers, request, extra).await
+    submit(&state, caller, client, &headers, request, extra, key).await
 }
 
 async fn embedding(
@@ -122,7 +128,7 @@ async fn embedding(
     Caller(caller): Caller,
     client: ClientInfo,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<EmbeddingBody>,
+    IdempotentJson { body, key }: IdempotentJson<EmbeddingBody>,
 ) -> Result<Response, ApiError> {
     let request = EmbeddingRequest::parse(&body.model, body.input).map_err(invalid)?;
     let request = JobRequest::Embedding(request);
@@ -130,12 +136,13 @@ async fn embedding(
         metadata: body.metadata,
         webhook_url: body.webhook_url,
     };
-    submit(&state, caller, client, &headers, request, extra).await
+    submit(&state, caller, client, &headers, request, extra, key).await
 }
 
 /// Admits the job (against the tenant's quota, if any), then publishes its id; answers 202 with
 /// the job and its `Location` — or, with `Prefer: wait=N`, 200 with the finished job if it ends
-/// within N seconds.
+/// within N seconds. With an `Idempotency-Key`, the answer is recorded with the job, and a retry
+/// gets that first answer instead of a second job.
 ///
 /// The broker's state is checked first so that, while it is down, nothing is written and the
 /// client is told to come back (503). If the publish fails after the commit the job is still
@@ -147,6 +154,7 @@ async fn submit(
     headers: &HeaderMap,
     request: JobRequest,
     extra: Submission,
+    key: Option<Key>,
 ) -> Result<Response, ApiError> {
     let metadata = check_metadata(extra.metadata)?;
     let model = request.model().as_str();
@@ -180,15 +188,28 @@ async fn submit(
     // Watched before it exists, so its end cannot be missed.
     let wait = prefer::wait(headers);
     let watch = wait.map(|_| state.watchers.watch(new_job.id));
-    let job = crate::admission::admit(&state.pool, &caller.limits, new_job).await?;
+    let job = match &key {
+        None => admission::admit(&state.pool, &caller.limits, new_job).await?,
+        Some(key) => {
+            let mut tx = match idempotency::begin(&state.pool, caller.tenant_id, key).await? {
+                Begun::Replay(first) => return Ok(first),
+                Begun::Fresh(tx) => tx,
+            };
+            let job = admission::admit_in(&mut tx, &caller.limits, new_job).await?;
+            let body = serde_json::to_value(&job).map_err(ApiError::internal)?;
+            idempotency::record(&mut tx, caller.tenant_id, key, &location_of(job.id), &body)
+                .await?;
+            tx.commit().await?;
+            job
+        }
+    };
     match state.broker.publish_job(job.id).await {
         Ok(()) => state.published.confirmed(job.id),
         Err(error) => {
             tracing::warn!(job_id = %job.id, %error, "publish failed; the sweeper will resend")
         }
     }
-    let location =
-        HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)).map_err(ApiError::internal)?;
+    let location = HeaderValue::from_str(&location_of(job.id)).map_err(ApiError::internal)?;
     let (Some(wait), Some(watch)) = (wait, watch) else {
         return Ok((
             StatusCode::ACCEPTED,

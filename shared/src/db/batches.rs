@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::types::ipnetwork::IpNetwork;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 
 use crate::billing;
 use crate::domain::{BatchId, JobError, JobId, JobKind, TenantId, TokenId, ValidItem};
@@ -199,7 +199,7 @@ pub async fn insert(conn: &mut PgConnection, batch: &NewBatch) -> Result<(), sql
 
 /// A tenant's batch; another tenant's is `None`, like one that does not exist.
 pub async fn get(
-    pool: &PgPool,
+    conn: impl PgExecutor<'_>,
     tenant_id: TenantId,
     id: BatchId,
 ) -> Result<Option<Batch>, sqlx::Error> {
@@ -208,7 +208,7 @@ pub async fn get(
     ))
     .bind(id)
     .bind(tenant_id)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?;
     Ok(row.map(Batch::from))
 }

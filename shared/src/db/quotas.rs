@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 
 use crate::domain::TenantId;
 
@@ -128,7 +128,7 @@ pub struct MonthStatus {
 
 /// The tenant's limits and this month's use and reservations; `None` for an unknown tenant.
 pub async fn status(
-    pool: &PgPool,
+    conn: impl PgExecutor<'_>,
     tenant_id: TenantId,
 ) -> Result<Option<MonthStatus>, sqlx::Error> {
     type Row = (
@@ -158,7 +158,7 @@ pub async fn status(
           where t.id = $1",
     )
     .bind(tenant_id)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?;
     Ok(row.map(
         |(
