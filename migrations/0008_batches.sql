@@ -55,3 +55,13 @@ create table idempotency_keys (
     primary key (tenant_id, key)
 );
 create index idempotency_keys_created on idempotency_keys (created_at);
+
+-- A batch announces its end (`batch.completed`, `batch.cancelled`) as one delivery; its items
+-- send none of their own. A delivery is about a job or about a batch.
+alter table webhook_deliveries
+    alter column job_id drop not null,
+    add column batch_id uuid references batches (id) on delete cascade,
+    add constraint webhook_deliveries_subject check (num_nonnulls(job_id, batch_id) = 1),
+    drop constraint webhook_deliveries_event_type_check,
+    add constraint webhook_deliveries_event_type_check check (event_type in
+        ('job.succeeded', 'job.failed', 'job.cancelled', 'batch.completed', 'batch.cancelled'));

@@ -12,6 +12,7 @@ use shared::domain::{BatchId, JobId, Role};
 use tollgate_worker::WorkerSettings;
 
 use crate::harness::{Options, Stack, WAIT, client, test_worker_settings};
+use crate::webhooks::{Receiver, set_endpoint, signatures_by};
 
 fn idle() -> Options {
     Options {
@@ -517,5 +518,75 @@ async fn concurrent_dispatchers_never_release_an_item_twice() {
     for worker in workers {
         worker.crash().await;
     }
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_announces_its_end_with_one_signed_webhook_and_its_items_none() {
+    let stack = Stack::start().await;
+    let receiver = Receiver::start(vec![200]).await;
+    let secret = set_endpoint(&stack, json!(receiver.url)).await["secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let items: Vec<Value> = (0..5)
+        .map(|i| json!({ "custom_id": format!("w{i}"), "prompt": format!("post {i}") }))
+        .collect();
+    let created = accepted(
+        post_batch(
+            &stack,
+            &stack.token,
+            &json!({ "kind": "generate", "model": "llama3", "items": items }),
+        )
+        .await,
+    )
+    .await;
+    let id = created["id"].as_str().expect("id");
+    wait_for_batch(&stack, &stack.token, id, ended).await;
+
+    let received = receiver.wait_for(1).await;
+    let event: Value = serde_json::from_str(&received[0].body).expect("JSON body");
+    assert_eq!(event["type"], "batch.completed");
+    assert_eq!(event["data"]["id"], id);
+    assert_eq!(event["data"]["counts"]["succeeded"], 5);
+    assert_eq!(signatures_by(&secret, &received[0]), 1);
+    assert_eq!(
+        count(&stack, "select count(*) from webhook_deliveries").await,
+        1,
+        "one delivery, for the batch"
+    );
+
+    // A cancelled batch says so, whether its item was waiting or running (a slow provider keeps
+    // it from completing first); its own URL replaces the tenant's endpoint.
+    stack.ollama.set_knobs(Knobs {
+        latency_ms: 1_500,
+        ..Knobs::default()
+    });
+    let own = Receiver::start(vec![200]).await;
+    let waiting = accepted(
+        post_batch(
+            &stack,
+            &stack.token,
+            &json!({ "kind": "generate", "model": "llama3", "webhook_url": own.url,
+                     "items": [{ "custom_id": "x", "prompt": "slow" }] }),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(waiting["webhook_url"], own.url.as_str());
+    let wid = waiting["id"].as_str().expect("id");
+    let cancel = client()
+        .post(stack.url(&format!("/v1/batches/{wid}/cancel")))
+        .bearer_auth(&stack.token)
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(cancel.status(), 200);
+    let done = wait_for_batch(&stack, &stack.token, wid, ended).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    let received = own.wait_for(1).await;
+    let event: Value = serde_json::from_str(&received[0].body).expect("JSON body");
+    assert_eq!(event["type"], "batch.cancelled");
+    assert_eq!(event["data"]["id"], wid);
     stack.stop().await;
 }

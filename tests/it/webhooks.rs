@@ -77,7 +77,7 @@ impl Receiver {
 /// Standard Webhooks verification, from the specification: the signed content is
 /// `{id}.{timestamp}.{body}`, the key the base64 part of `whsec_…`, and the header may carry
 /// several space-separated `v1,` signatures. Returns how many of them `secret` produced.
-fn signatures_by(secret: &str, received: &Received) -> usize {
+pub fn signatures_by(secret: &str, received: &Received) -> usize {
     let header = |name: &str| {
         received
             .headers

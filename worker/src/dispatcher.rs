@@ -39,7 +39,7 @@ pub async fn run(context: Arc<Context>, broker: Broker) {
                 IDLE_PAUSE
             }
         };
-        if let Err(error) = end_batches(&context).await {
+        if let Err(error) = end_batches(&context, &broker).await {
             tracing::warn!(%error, "could not end finished batches");
         }
     }
@@ -77,10 +77,18 @@ async fn dispatch_round(context: &Context, broker: &Broker, round: usize) -> any
     Ok(released.len())
 }
 
-/// Ends batches whose items have all ended.
-async fn end_batches(context: &Context) -> Result<(), sqlx::Error> {
-    for ended in dispatch::end_finished(&context.pool).await? {
-        tracing::info!(batch_id = %ended.id, status = ended.status, "batch ended");
+/// Ends batches whose items have all ended and sends their webhooks (the sweeper resends one
+/// whose publish is lost).
+async fn end_batches(context: &Context, broker: &Broker) -> Result<(), sqlx::Error> {
+    let ended = dispatch::end_finished(&context.pool).await?;
+    for batch in &ended {
+        tracing::info!(batch_id = %batch.id, status = batch.status, "batch ended");
+    }
+    let deliveries: Vec<_> = ended.iter().filter_map(|b| b.delivery).collect();
+    if !deliveries.is_empty()
+        && let Err(error) = broker.publish_webhooks(&deliveries).await
+    {
+        tracing::warn!(%error, "webhook publish failed; the sweeper will resend");
     }
     Ok(())
 }

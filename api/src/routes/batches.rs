@@ -50,6 +50,7 @@ struct BatchBody {
     template: Option<String>,
     items: Vec<BatchItem>,
     metadata: Option<Value>,
+    webhook_url: Option<String>,
 }
 
 /// A JSONL batch's settings, in the query string (`metadata` as a JSON object).
@@ -60,6 +61,7 @@ struct JsonlQuery {
     model: String,
     template: Option<String>,
     metadata: Option<String>,
+    webhook_url: Option<String>,
 }
 
 /// What both forms come to.
@@ -72,6 +74,7 @@ struct Submitted {
     /// Per item, its line in a JSONL body.
     lines: Option<Vec<usize>>,
     metadata: Option<Value>,
+    webhook_url: Option<String>,
 }
 
 async fn create(
@@ -116,6 +119,10 @@ async fn create(
             lines.as_ref().and_then(|l| l.get(i).copied())
         })
         .map_err(super::jobs::invalid)?;
+    let webhook_url = match submitted.webhook_url {
+        Some(url) => Some(super::webhooks::accept_url(&state, caller.tenant_id, &url).await?),
+        None => None,
+    };
     let batch = NewBatch {
         id: BatchId::new(),
         tenant_id: caller.tenant_id,
@@ -123,7 +130,7 @@ async fn create(
         kind: spec.kind,
         model: spec.model.as_str().to_owned(),
         metadata,
-        webhook_url: None,
+        webhook_url,
         origin: client.origin,
         client_ip: client.ip,
         items,
@@ -191,6 +198,7 @@ async fn read_submission(
             items,
             lines: Some(lines),
             metadata,
+            webhook_url: query.webhook_url,
         };
         return Ok((submitted, bytes));
     }
@@ -207,6 +215,7 @@ async fn read_submission(
         items: body.items,
         lines: None,
         metadata: body.metadata,
+        webhook_url: body.webhook_url,
     };
     Ok((submitted, bytes))
 }
@@ -341,7 +350,14 @@ async fn cancel(
 ) -> Result<Json<Batch>, ApiError> {
     let id = parse_batch_id(&id)?;
     match batches::cancel(&state.pool, caller.tenant_id, id).await? {
-        BatchCancel::Cancelling(batch) => Ok(Json(batch)),
+        BatchCancel::Cancelling { batch, delivery } => {
+            if let Some(delivery) = delivery
+                && let Err(error) = state.broker.publish_webhooks(&[delivery]).await
+            {
+                tracing::warn!(%error, "webhook publish failed; the sweeper will resend");
+            }
+            Ok(Json(batch))
+        }
         BatchCancel::TooLate(batch) if batch.status != "completed" => Ok(Json(batch)),
         BatchCancel::TooLate(_) => Err(ApiError::conflict(
             "batch_not_cancellable",

@@ -11,6 +11,9 @@ use serde_json::Value;
 use sqlx::types::ipnetwork::IpNetwork;
 use sqlx::{PgConnection, PgExecutor, PgPool};
 
+use uuid::Uuid;
+
+use super::webhooks::BATCH_DELIVERY_FROM_ENDED;
 use crate::billing;
 use crate::domain::{BatchId, JobError, JobId, JobKind, TenantId, TokenId, ValidItem};
 
@@ -234,8 +237,12 @@ pub async fn list(
 
 /// What a cancel did.
 pub enum BatchCancel {
-    /// Items no worker had started are cancelled; running ones finish.
-    Cancelling(Batch),
+    /// Items no worker had started are cancelled; running ones finish. When none was running the
+    /// batch has ended, and `delivery` announces it.
+    Cancelling {
+        batch: Batch,
+        delivery: Option<Uuid>,
+    },
     /// The batch had already ended.
     TooLate(Batch),
     NotFound,
@@ -249,6 +256,7 @@ pub async fn cancel(
     id: BatchId,
 ) -> Result<BatchCancel, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    let mut delivery = None;
     let marked = sqlx::query(
         "update batches set status = 'cancelling', cancelled_at = now(), revision = revision + 1
           where id = $1 and tenant_id = $2 and status = 'in_progress'",
@@ -280,13 +288,18 @@ pub async fn cancel(
         .execute(&mut *tx)
         .await?;
         // With nothing running, the batch ends now rather than at the dispatcher's next round.
-        sqlx::query(
-            "update batches set status = 'cancelled', finished_at = now(), revision = revision + 1
-              where id = $1 and status = 'cancelling'
-                and not exists (select 1 from jobs where batch_id = $1 and finished_at is null)",
-        )
+        delivery = sqlx::query_scalar(&format!(
+            "with ended as (
+                update batches set status = 'cancelled', finished_at = now(),
+                       revision = revision + 1
+                 where id = $1 and status = 'cancelling'
+                   and not exists (select 1 from jobs where batch_id = $1 and finished_at is null)
+                returning id, tenant_id, status, webhook_url
+             ), {BATCH_DELIVERY_FROM_ENDED}
+             select id from hook"
+        ))
         .bind(id)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
     }
     tx.commit().await?;
@@ -294,7 +307,7 @@ pub async fn cancel(
         return Ok(BatchCancel::NotFound);
     };
     Ok(if marked == 1 {
-        BatchCancel::Cancelling(batch)
+        BatchCancel::Cancelling { batch, delivery }
     } else {
         BatchCancel::TooLate(batch)
     })

@@ -1,9 +1,12 @@
 //! What the dispatcher runs: which batches have items waiting, how deep the bulk queue is, and
 //! releasing items (`pending` → `queued`) so that no item is released twice, however many
-//! dispatchers run; and ending the batches whose items have all ended.
+//! dispatchers run; and ending the batches whose items have all ended (with their webhook).
 
 use sqlx::{PgConnection, PgPool};
 
+use uuid::Uuid;
+
+use super::webhooks::BATCH_DELIVERY_FROM_ENDED;
 use crate::domain::{BatchId, JobId, TenantId};
 
 /// The one lock a dispatch round holds for its transaction: rounds of several workers take turns
@@ -66,25 +69,31 @@ pub async fn release(
     .await
 }
 
-/// A batch that has just ended.
+/// A batch that has just ended, and the delivery announcing it (if it has somewhere to go).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Ended {
     pub id: BatchId,
     pub tenant_id: TenantId,
     pub status: String,
     pub revision: i32,
+    pub delivery: Option<Uuid>,
 }
 
-/// Ends every batch whose items have all ended: `completed`, or `cancelled` after a cancel.
+/// Ends every batch whose items have all ended — `completed`, or `cancelled` after a cancel —
+/// writing each one's webhook delivery in the same statement.
 pub async fn end_finished(pool: &PgPool) -> Result<Vec<Ended>, sqlx::Error> {
-    sqlx::query_as(
-        "update batches b
-            set status = case b.status when 'cancelling' then 'cancelled' else 'completed' end,
-                finished_at = now(), revision = b.revision + 1
-          where b.finished_at is null
-            and not exists (select 1 from jobs j where j.batch_id = b.id and j.finished_at is null)
-         returning b.id, b.tenant_id, b.status, b.revision",
-    )
+    sqlx::query_as(&format!(
+        "with ended as (
+            update batches b
+               set status = case b.status when 'cancelling' then 'cancelled' else 'completed' end,
+                   finished_at = now(), revision = b.revision + 1
+             where b.finished_at is null
+               and not exists (select 1 from jobs j where j.batch_id = b.id and j.finished_at is null)
+            returning b.id, b.tenant_id, b.status, b.revision, b.webhook_url
+         ), {BATCH_DELIVERY_FROM_ENDED}
+         select ended.id, ended.tenant_id, ended.status, ended.revision, hook.id as delivery
+           from ended left join hook on hook.batch_id = ended.id"
+    ))
     .fetch_all(pool)
     .await
 }

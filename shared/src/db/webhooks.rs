@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::domain::{JobId, TenantId};
+use crate::domain::{BatchId, JobId, TenantId};
 
 /// Writes the delivery of a job that just ended (`done`, with `id, tenant_id, status,
 /// webhook_url, batch_id`): to the job's own URL, else to the tenant's endpoint while it is
@@ -24,6 +24,18 @@ pub(super) const DELIVERY_FROM_DONE: &str = "
            and (done.webhook_url is not null
                 or (t.webhook_url is not null and t.webhook_disabled_at is null))
      returning id)";
+
+/// Writes the delivery announcing a batch that just ended (`ended`, with `id, tenant_id, status,
+/// webhook_url`): to the batch's own URL, else to the tenant's endpoint while it is enabled.
+pub(super) const BATCH_DELIVERY_FROM_ENDED: &str = "
+    hook as (
+        insert into webhook_deliveries (id, tenant_id, batch_id, event_type, url, tenant_endpoint)
+        select gen_random_uuid(), ended.tenant_id, ended.id, 'batch.' || ended.status,
+               coalesce(ended.webhook_url, t.webhook_url), ended.webhook_url is null
+          from ended join tenants t on t.id = ended.tenant_id
+         where ended.webhook_url is not null
+            or (t.webhook_url is not null and t.webhook_disabled_at is null)
+     returning id, batch_id)";
 
 /// A tenant's endpoint as admins see it: never a secret, only when each was made and expires.
 #[derive(Debug, Clone, Serialize)]
@@ -164,7 +176,9 @@ pub async fn signing_secrets(
 pub struct ClaimedDelivery {
     pub id: Uuid,
     pub tenant_id: TenantId,
-    pub job_id: JobId,
+    /// What the event is about: a job, or a batch.
+    pub job_id: Option<JobId>,
+    pub batch_id: Option<BatchId>,
     pub event_type: String,
     pub url: String,
     pub tenant_endpoint: bool,
@@ -189,7 +203,8 @@ pub async fn claim(
            from tenants t
           where d.id = $1 and t.id = d.tenant_id
             and d.status = 'pending' and d.next_attempt_at <= now() + interval '1 second'
-      returning d.id, d.tenant_id, d.job_id, d.event_type, d.url, d.tenant_endpoint, d.payload,
+      returning d.id, d.tenant_id, d.job_id, d.batch_id, d.event_type, d.url, d.tenant_endpoint,
+                d.payload,
                 d.attempts, d.created_at,
                 d.tenant_endpoint and t.webhook_disabled_at is not null as endpoint_disabled",
     )
@@ -373,7 +388,8 @@ pub struct DeliverySummary {
     /// The `webhook-id` header's value.
     pub id: String,
     pub tenant_id: TenantId,
-    pub job_id: JobId,
+    pub job_id: Option<JobId>,
+    pub batch_id: Option<BatchId>,
     pub event_type: String,
     pub url: String,
     pub status: String,
@@ -394,7 +410,8 @@ pub async fn list(
     struct Row {
         id: Uuid,
         tenant_id: TenantId,
-        job_id: JobId,
+        job_id: Option<JobId>,
+        batch_id: Option<BatchId>,
         event_type: String,
         url: String,
         status: String,
@@ -404,8 +421,8 @@ pub async fn list(
         finished_at: Option<DateTime<Utc>>,
     }
     let rows: Vec<Row> = sqlx::query_as(
-        "select id, tenant_id, job_id, event_type, url, status, attempts, last_error, created_at,
-                finished_at
+        "select id, tenant_id, job_id, batch_id, event_type, url, status, attempts, last_error,
+                created_at, finished_at
            from webhook_deliveries
           where status = $1 and ($2::timestamptz is null or created_at < $2)
           order by created_at desc
@@ -422,6 +439,7 @@ pub async fn list(
             id: crate::webhook::message_id(row.id),
             tenant_id: row.tenant_id,
             job_id: row.job_id,
+            batch_id: row.batch_id,
             event_type: row.event_type,
             url: row.url,
             status: row.status,

@@ -7,8 +7,9 @@ use chrono::Utc;
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use rand::Rng as _;
-use shared::db::jobs;
+use serde_json::json;
 use shared::db::webhooks::{self, AttemptRecord, AttemptVerdict, ClaimedDelivery};
+use shared::db::{batches, jobs};
 use shared::queue::WebhookMessage;
 use shared::webhook::{SigningSecret, message_id};
 use uuid::Uuid;
@@ -109,13 +110,20 @@ async fn attempt(context: &Context, id: Uuid) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// The body every attempt sends: `{type, timestamp, data}` with the job as the API shows it.
+/// The body every attempt sends: `{type, timestamp, data}` with the job, or the batch, as the API
+/// shows it.
 async fn render(context: &Context, claimed: &ClaimedDelivery) -> Result<String, sqlx::Error> {
-    let job = jobs::get(&context.pool, claimed.tenant_id, claimed.job_id).await?;
-    let envelope = serde_json::json!({
+    let data = match (claimed.job_id, claimed.batch_id) {
+        (Some(job_id), _) => json!(jobs::get(&context.pool, claimed.tenant_id, job_id).await?),
+        (None, Some(batch_id)) => {
+            json!(batches::get(&context.pool, claimed.tenant_id, batch_id).await?)
+        }
+        (None, None) => serde_json::Value::Null,
+    };
+    let envelope = json!({
         "type": claimed.event_type,
         "timestamp": claimed.created_at,
-        "data": job,
+        "data": data,
     });
     Ok(envelope.to_string())
 }
