@@ -85,6 +85,8 @@ pub(crate) struct AppState {
     watchers: watch::Watchers,
     webhook_allow_private: bool,
     sse_heartbeat: Duration,
+    /// Fires when the api begins shutting down: open streams end.
+    shutdown: CancellationToken,
     /// For calls the api makes itself (Ollama's model management).
     upstream: reqwest::Client,
     trusted_proxies: Arc<[IpNetwork]>,
@@ -124,6 +126,7 @@ pub async fn serve(
         watchers,
         webhook_allow_private: settings.webhook_allow_private,
         sse_heartbeat: settings.sse_heartbeat,
+        shutdown: shutdown.clone(),
         upstream: reqwest::Client::new(),
         trusted_proxies: settings.trusted_proxies.clone().into(),
         limiter,

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use shared::domain::{BatchId, JobId, Role};
 use tollgate_worker::WorkerSettings;
 
+use crate::events::read_stream;
 use crate::harness::{Options, Stack, WAIT, client, test_worker_settings};
 use crate::webhooks::{Receiver, set_endpoint, signatures_by};
 
@@ -588,5 +589,63 @@ async fn a_batch_announces_its_end_with_one_signed_webhook_and_its_items_none() 
     let event: Value = serde_json::from_str(&received[0].body).expect("JSON body");
     assert_eq!(event["type"], "batch.cancelled");
     assert_eq!(event["data"]["id"], wid);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_streams_its_progress_until_it_ends() {
+    let stack = Stack::with(Options {
+        worker_settings: shared_slots(),
+        ..Options::default()
+    })
+    .await;
+    stack.ollama.set_knobs(Knobs {
+        latency_ms: 100,
+        ..Knobs::default()
+    });
+    let items: Vec<Value> = (0..24)
+        .map(|i| json!({ "custom_id": format!("s{i}"), "prompt": format!("topic {i}") }))
+        .collect();
+    let created = accepted(
+        post_batch(
+            &stack,
+            &stack.token,
+            &json!({ "kind": "generate", "model": "llama3", "items": items }),
+        )
+        .await,
+    )
+    .await;
+    let id = created["id"].as_str().expect("id");
+    let response = client()
+        .get(stack.url(&format!("/v1/batches/{id}/events")))
+        .bearer_auth(&stack.token)
+        .send()
+        .await
+        .expect("open the stream");
+    let (events, _) = read_stream(response, WAIT).await;
+
+    assert!(events.len() >= 2, "progress along the way: {events:?}");
+    assert!(events.iter().all(|e| e.event == "batch"));
+    let ended: Vec<i64> = events
+        .iter()
+        .map(|e| e.id.parse().expect("the id counts ended items"))
+        .collect();
+    assert!(ended.windows(2).all(|w| w[0] <= w[1]), "{ended:?}");
+    let last = &events.last().expect("a last event").data;
+    assert_eq!(last["status"], "completed");
+    assert_eq!(last["counts"]["succeeded"], 24);
+    assert_eq!(ended.last(), Some(&24));
+
+    // Reconnecting after the end gets the final state once, and the stream ends.
+    let again = client()
+        .get(stack.url(&format!("/v1/batches/{id}/events")))
+        .bearer_auth(&stack.token)
+        .header("last-event-id", "24")
+        .send()
+        .await
+        .expect("reopen");
+    let (events, _) = read_stream(again, WAIT).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].data["status"], "completed");
     stack.stop().await;
 }

@@ -12,15 +12,15 @@ use crate::harness::{Options, Stack, WAIT, client, test_api_settings};
 
 /// One SSE event.
 #[derive(Debug)]
-struct SseEvent {
-    event: String,
-    id: String,
-    data: Value,
+pub struct SseEvent {
+    pub event: String,
+    pub id: String,
+    pub data: Value,
 }
 
 /// Reads a stream to its end (panicking after `within`): its events, and how many heartbeat
 /// comments it carried.
-async fn read_stream(response: reqwest::Response, within: Duration) -> (Vec<SseEvent>, usize) {
+pub async fn read_stream(response: reqwest::Response, within: Duration) -> (Vec<SseEvent>, usize) {
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["content-type"].to_str().expect("ascii"),

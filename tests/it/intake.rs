@@ -347,6 +347,7 @@ async fn health_readiness_and_openapi_answer() {
         "/v1/batches/{id}",
         "/v1/batches/{id}/results",
         "/v1/batches/{id}/cancel",
+        "/v1/batches/{id}/events",
         "/v1/admin/settings",
         "/v1/admin/aliases",
         "/v1/admin/aliases/{model}",

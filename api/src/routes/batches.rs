@@ -368,11 +368,11 @@ async fn cancel(
 }
 
 /// A malformed id is answered like an unknown one.
-fn parse_batch_id(id: &str) -> Result<BatchId, ApiError> {
+pub(super) fn parse_batch_id(id: &str) -> Result<BatchId, ApiError> {
     id.parse().map_err(|_| batch_not_found())
 }
 
-fn batch_not_found() -> ApiError {
+pub(super) fn batch_not_found() -> ApiError {
     ApiError::not_found("no such batch")
 }
 

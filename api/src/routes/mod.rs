@@ -2,6 +2,7 @@
 //! layers every request passes through.
 
 mod aliases;
+mod batch_events;
 mod batches;
 mod billing;
 mod dead_letters;
@@ -31,6 +32,7 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
         .merge(health::router())
         .merge(jobs::router())
         .merge(batches::router(settings.batch_body_limit))
+        .merge(batch_events::router())
         .merge(settings::router())
         .merge(aliases::router())
         .merge(dead_letters::router())
