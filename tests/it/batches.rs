@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use provider_sim::Knobs;
 use serde_json::{Value, json};
-use shared::domain::{BatchId, JobId, Role};
+use shared::domain::{BatchId, JobId, Role, SettingsChange};
 use tollgate_worker::WorkerSettings;
 
 use crate::events::read_stream;
@@ -647,5 +647,72 @@ async fn a_batch_streams_its_progress_until_it_ends() {
     let (events, _) = read_stream(again, WAIT).await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].data["status"], "completed");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn batch_items_leave_a_providers_last_slot_to_single_jobs() {
+    let stack = Stack::with(Options {
+        settings: SettingsChange {
+            ollama_max_concurrency: Some(2),
+            ..SettingsChange::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    stack.ollama.set_knobs(Knobs {
+        latency_ms: 150,
+        ..Knobs::default()
+    });
+    let items: Vec<Value> = (0..12)
+        .map(|i| json!({ "custom_id": format!("q{i}"), "prompt": format!("item {i}") }))
+        .collect();
+    let created = accepted(
+        post_batch(
+            &stack,
+            &stack.token,
+            &json!({ "kind": "generate", "model": "llama3", "items": items }),
+        )
+        .await,
+    )
+    .await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    wait_for_batch(&stack, &stack.token, &id, |b| {
+        b["counts"]["succeeded"].as_i64() >= Some(2)
+    })
+    .await;
+    let single = stack.generate("llama3", "a single job").await;
+    assert_eq!(single["status"], "succeeded");
+    wait_for_batch(&stack, &stack.token, &id, ended).await;
+
+    // (started, finished) of every provider call, with whether it was a batch item's.
+    let calls: Vec<(
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+        bool,
+    )> = sqlx::query_as(
+        "select a.started_at, a.started_at + make_interval(secs => a.latency_ms / 1000.0),
+                    j.batch_id is not null
+               from job_attempts a join jobs j on j.id = a.job_id",
+    )
+    .fetch_all(&stack.pool)
+    .await
+    .expect("calls");
+    let overlap = |a: &(_, _, bool), b: &(_, _, bool)| a.0 < b.1 && b.0 < a.1;
+    let bulk: Vec<_> = calls.iter().filter(|c| c.2).collect();
+    assert_eq!(bulk.len(), 12);
+    for (i, a) in bulk.iter().enumerate() {
+        for b in &bulk[i + 1..] {
+            assert!(
+                !overlap(a, b),
+                "two batch calls at once with 2 slots: {a:?} {b:?}"
+            );
+        }
+    }
+    let mine = calls.iter().find(|c| !c.2).expect("the single job's call");
+    assert!(
+        bulk.iter().any(|b| overlap(b, mine)),
+        "the single job took the slot batch items leave free, beside a batch call"
+    );
     stack.stop().await;
 }

@@ -53,11 +53,12 @@ pub async fn run(
     providers: &Providers,
     plan: &Plan,
     request: &JobRequest,
+    lane: Lane,
     attempts: &mut Vec<AttemptRecord>,
 ) -> RunEnd {
     let mut end = None;
     for step in &plan.steps {
-        let failure = match on_provider(providers, plan, step, request, attempts).await {
+        let failure = match on_provider(providers, plan, step, request, lane, attempts).await {
             Ok(completion) => {
                 return RunEnd::Succeeded {
                     provider: step.name,
@@ -117,6 +118,7 @@ async fn on_provider(
     plan: &Plan,
     step: &Step,
     request: &JobRequest,
+    lane: Lane,
     attempts: &mut Vec<AttemptRecord>,
 ) -> Result<Completion, ProviderError> {
     let settings = &plan.runtime.settings;
@@ -132,7 +134,7 @@ async fn on_provider(
                 ),
             ));
         }
-        let failure = match call(step, request, attempts).await {
+        let failure = match call(step, request, lane, attempts).await {
             Ok(completion) => {
                 providers.record(step.name, true, settings);
                 return Ok(completion);
@@ -163,14 +165,33 @@ async fn on_provider(
     }
 }
 
-/// One call under the provider's concurrency limit, recorded as an attempt.
+/// Which calls a job's call waits among for a provider's slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// A single job: any of the provider's slots.
+    Interactive,
+    /// A batch's item: only the slots single jobs can spare (see [`crate::providers::Slot`]).
+    Bulk,
+}
+
+/// One call under the provider's concurrency limit, recorded as an attempt. A bulk call first
+/// takes one of the slots bulk calls may use, so the rest stay free for single jobs.
 async fn call(
     step: &Step,
     request: &JobRequest,
+    lane: Lane,
     attempts: &mut Vec<AttemptRecord>,
 ) -> Result<Completion, ProviderError> {
-    let permit = tokio::time::timeout(PERMIT_WAIT, step.slot.limit.clone().acquire_owned()).await;
-    let Ok(Ok(_permit)) = permit else {
+    let permits = async {
+        let bulk = match lane {
+            Lane::Bulk => Some(step.slot.bulk_limit.clone().acquire_owned().await?),
+            Lane::Interactive => None,
+        };
+        let any = step.slot.limit.clone().acquire_owned().await?;
+        Ok::<_, tokio::sync::AcquireError>((bulk, any))
+    };
+    let permit = tokio::time::timeout(PERMIT_WAIT, permits).await;
+    let Ok(Ok(_permits)) = permit else {
         return Err(ProviderError::new(
             FailureClass::Transient,
             BUSY,

@@ -20,7 +20,7 @@ use shared::domain::{JobError, JobId, JobRequest, JobStatus, ProviderName, Runti
 use shared::queue::{JobEvent, JobMessage};
 use uuid::Uuid;
 
-use crate::chain::{self, RunEnd};
+use crate::chain::{self, Lane, RunEnd};
 use crate::{Context, retry};
 
 #[tracing::instrument(skip_all, fields(job_id, redelivered = delivery.redelivered))]
@@ -77,7 +77,12 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
         Verdict::Finish(Outcome::failed_without_call("internal_error", message))
     } else {
         let plan = context.providers.plan(job.request.model().as_str()).await;
-        let run = chain::run(&context.providers, &plan, &job.request, &mut attempts);
+        let lane = if job.bulk {
+            Lane::Bulk
+        } else {
+            Lane::Interactive
+        };
+        let run = chain::run(&context.providers, &plan, &job.request, lane, &mut attempts);
         let end = tokio::select! {
             biased;
             end = run => end,

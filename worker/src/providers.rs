@@ -25,6 +25,9 @@ pub struct Slot {
     pub provider: Provider,
     /// In-flight calls to this provider from this worker, independent of the prefetch.
     pub limit: Arc<Semaphore>,
+    /// The share of `limit` batch items may hold: a quarter of the slots (at least one, when there
+    /// are two or more) stays free for single jobs, however many batch items wait.
+    pub bulk_limit: Arc<Semaphore>,
     /// What the client was built from; a change gives the provider a fresh circuit.
     endpoint: Endpoint,
     max_concurrency: u32,
@@ -258,6 +261,7 @@ fn build(
         Some(Arc::new(Slot {
             provider: client,
             limit: Arc::new(Semaphore::new(max_concurrency as usize)),
+            bulk_limit: Arc::new(Semaphore::new(bulk_slots(max_concurrency))),
             endpoint,
             max_concurrency,
         }))
@@ -266,6 +270,17 @@ fn build(
         runtime: runtime.clone(),
         slots: ProviderName::ALL.map(slot),
     }
+}
+
+/// How many of a provider's `max_concurrency` slots batch items may hold at once: all but a
+/// quarter (rounded up); with a single slot, that slot.
+fn bulk_slots(max_concurrency: u32) -> usize {
+    let reserved = if max_concurrency >= 2 {
+        max_concurrency.div_ceil(4)
+    } else {
+        0
+    };
+    (max_concurrency - reserved) as usize
 }
 
 /// A client for `provider`, or `None` when it is not configured (OpenAI without a usable key).
@@ -308,5 +323,19 @@ fn client(
                 endpoint,
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bulk_slots;
+
+    #[test]
+    fn batch_items_leave_a_quarter_of_a_providers_slots_to_single_jobs() {
+        assert_eq!(bulk_slots(1), 1, "a single slot is shared");
+        assert_eq!(bulk_slots(2), 1);
+        assert_eq!(bulk_slots(4), 3);
+        assert_eq!(bulk_slots(5), 3);
+        assert_eq!(bulk_slots(64), 48);
     }
 }

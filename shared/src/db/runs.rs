@@ -28,6 +28,8 @@ pub struct ClaimedJob {
     pub retries: i32,
     /// The job's revision once claimed (its `running` event's id).
     pub revision: i32,
+    /// A batch's item: its provider calls leave room for single jobs.
+    pub bulk: bool,
 }
 
 impl ClaimedJob {
@@ -55,7 +57,7 @@ pub async fn claim(
     redelivered: bool,
     lease: Duration,
 ) -> Result<Option<ClaimedJob>, sqlx::Error> {
-    let row: Option<(TenantId, Value, i32, i32, i32)> = sqlx::query_as(&format!(
+    let row: Option<(TenantId, Value, i32, i32, i32, bool)> = sqlx::query_as(&format!(
         "update jobs
             set status = 'running', claim_id = $2, claims = claims + 1, revision = revision + 1,
                 started_at = coalesce(started_at, now()),
@@ -64,7 +66,7 @@ pub async fn claim(
             and (status = 'queued'
                  or (status = 'retrying' and retry_at <= now() + interval '{EARLY_ARRIVAL}')
                  or (status = 'running' and ($3 or lease_expires_at < now())))
-          returning tenant_id, request, claims, retries, revision"
+          returning tenant_id, request, claims, retries, revision, batch_id is not null"
     ))
     .bind(id)
     .bind(claim_id)
@@ -72,7 +74,7 @@ pub async fn claim(
     .bind(lease.as_secs_f64())
     .fetch_optional(pool)
     .await?;
-    let Some((tenant_id, request, claims, retries, revision)) = row else {
+    let Some((tenant_id, request, claims, retries, revision, bulk)) = row else {
         return Ok(None);
     };
     let request = serde_json::from_value(request).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
@@ -83,6 +85,7 @@ pub async fn claim(
         claims,
         retries,
         revision,
+        bulk,
     }))
 }
 
