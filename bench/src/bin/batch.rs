@@ -1,0 +1,182 @@
+//! `tollgate-bench-batch`: batches against a running stack.
+//!
+//! 1. Intake: `POST /v1/batches` of 10,000 and of 50,000 short generate items, `--rounds` times
+//!    each, timed from the first byte sent to the 202 (each batch is cancelled after, so the
+//!    workers do not run it).
+//! 2. A single job's latency, idle: one client submits with `Prefer: wait=10`, one at a time.
+//! 3. A 50,000-item batch end to end (submit → `completed`), while the same single-job client runs
+//!    for another tenant: the batch's items per second, and the single jobs' latency meanwhile.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+use clap::Parser;
+use reqwest::Client;
+use serde_json::{Value, json};
+use tollgate_bench::{median, percentile};
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "tollgate-bench-batch")]
+struct Cli {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The token batches are submitted with.
+    #[arg(long)]
+    token: String,
+    /// Another tenant's token, for the single jobs.
+    #[arg(long)]
+    other_token: String,
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Single jobs measured while idle.
+    #[arg(long, default_value_t = 300)]
+    singles: usize,
+    /// Items of the end-to-end batch.
+    #[arg(long, default_value_t = 50_000)]
+    items: usize,
+}
+
+#[expect(clippy::print_stdout, reason = "the report is the program's output")]
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let http = Client::new();
+
+    for size in [10_000, 50_000] {
+        let mut seconds = Vec::new();
+        for round in 1..=cli.rounds {
+            let (took, id) = submit(&http, &cli, size).await?;
+            cancel(&http, &cli, &id).await?;
+            println!(
+                "intake {size} items, round {round}: {:.3} s",
+                took.as_secs_f64()
+            );
+            seconds.push(took.as_secs_f64());
+        }
+        println!("intake {size} items: median {:.3} s", median(seconds));
+    }
+
+    let idle = singles_until(&http, &cli, Some(cli.singles), &AtomicBool::new(false)).await?;
+    report("single jobs, idle", &idle);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let meanwhile = {
+        let (http, cli, stop) = (http.clone(), cli.clone(), stop.clone());
+        tokio::spawn(async move { singles_until(&http, &cli, None, &stop).await })
+    };
+    let started = Instant::now();
+    let (_, id) = submit(&http, &cli, cli.items).await?;
+    let batch = loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let batch: Value = http
+            .get(format!("{}/v1/batches/{id}", cli.url))
+            .bearer_auth(&cli.token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if batch["finished_at"].is_string() {
+            break batch;
+        }
+    };
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let during = meanwhile.await??;
+    ensure!(
+        batch["counts"]["succeeded"] == cli.items,
+        "every item succeeded: {batch}"
+    );
+    println!(
+        "batch of {} end to end: {:.1} s = {:.0} items/s",
+        cli.items,
+        took.as_secs_f64(),
+        cli.items as f64 / took.as_secs_f64()
+    );
+    report("single jobs of another tenant during the batch", &during);
+    Ok(())
+}
+
+/// Submits a batch of `size` generate items; how long until the 202, and the batch's id.
+async fn submit(http: &Client, cli: &Cli, size: usize) -> anyhow::Result<(Duration, String)> {
+    let items: Vec<Value> = (0..size)
+        .map(|i| json!({ "custom_id": format!("item-{i}"), "fields": { "n": i } }))
+        .collect();
+    let body = serde_json::to_vec(&json!({
+        "kind": "generate", "model": "llama3",
+        "template": "Write a product description for product number {{n}}.",
+        "items": items,
+    }))?;
+    let started = Instant::now();
+    let response = http
+        .post(format!("{}/v1/batches", cli.url))
+        .bearer_auth(&cli.token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    let took = started.elapsed();
+    let status = response.status();
+    let batch: Value = response.json().await?;
+    ensure!(status == 202, "the batch was refused: {status} {batch}");
+    let id = batch["id"].as_str().context("the batch's id")?.to_owned();
+    Ok((took, id))
+}
+
+async fn cancel(http: &Client, cli: &Cli, id: &str) -> anyhow::Result<()> {
+    let response = http
+        .post(format!("{}/v1/batches/{id}/cancel", cli.url))
+        .bearer_auth(&cli.token)
+        .send()
+        .await?;
+    ensure!(
+        response.status().is_success(),
+        "cancel: {}",
+        response.status()
+    );
+    Ok(())
+}
+
+/// One client's single jobs, each submitted with `Prefer: wait=10` once the last has finished:
+/// `count` of them, or until `stop`. Returns each one's latency.
+async fn singles_until(
+    http: &Client,
+    cli: &Cli,
+    count: Option<usize>,
+    stop: &AtomicBool,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut latencies = Vec::new();
+    while count.is_none_or(|n| latencies.len() < n) && !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        let response = http
+            .post(format!("{}/v1/generate", cli.url))
+            .bearer_auth(&cli.other_token)
+            .header("prefer", "wait=10")
+            .json(&json!({ "model": "llama3", "prompt": "one question" }))
+            .send()
+            .await?;
+        let status = response.status();
+        response.bytes().await?;
+        ensure!(
+            status == 200,
+            "a single job did not finish within 10 s: {status}"
+        );
+        latencies.push(started.elapsed());
+    }
+    Ok(latencies)
+}
+
+#[expect(clippy::print_stdout, reason = "the report is the program's output")]
+fn report(what: &str, latencies: &[Duration]) {
+    let mut sorted = latencies.to_vec();
+    sorted.sort_unstable();
+    let ms = |p: f64| percentile(&sorted, p).as_secs_f64() * 1000.0;
+    println!(
+        "{what}: {} jobs, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        sorted.len(),
+        ms(0.5),
+        ms(0.99),
+        ms(1.0)
+    );
+}
