@@ -166,6 +166,23 @@ async fn a_templated_batch_runs_to_completion_with_results_by_custom_id() {
     .expect("item");
     assert_eq!(stored, "Describe mug 7 (307 g) for a shop.");
 
+    let listed: Value = stack
+        .get(&format!("/v1/jobs?batch_id={id}&limit=100"))
+        .await
+        .json()
+        .await
+        .expect("jobs");
+    let listed = listed["data"].as_array().expect("data");
+    assert_eq!(listed.len(), 30, "the batch's items, and only them");
+    assert!(listed.iter().all(|job| job["batch_id"] == id.as_str()));
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|job| job["custom_id"] == "sku-7")
+            .count(),
+        1
+    );
+
     let late = client()
         .post(stack.url(&format!("/v1/batches/{id}/cancel")))
         .bearer_auth(&stack.token)

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::db::jobs::{self, CancelOutcome, NewJob};
 use shared::domain::{
-    ChatMessage, ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest, GenerationOptions,
-    Job, JobId, JobRequest, JobStatus, ValidationError,
+    BatchId, ChatMessage, ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest,
+    GenerationOptions, Job, JobId, JobRequest, JobStatus, ValidationError,
 };
 use shared::queue::JobEvent;
 
@@ -79,6 +79,7 @@ struct EmbeddingBody {
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     status: Option<String>,
+    batch_id: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
 }
@@ -273,7 +274,22 @@ async fn list(
             })
         })
         .transpose()?;
-    let data = jobs::list(&state.pool, caller.tenant_id, status, cursor, limit).await?;
+    let batch_id = query
+        .batch_id
+        .map(|b| {
+            b.parse::<BatchId>()
+                .map_err(|_| ApiError::invalid_field("batch_id", "is not a batch id"))
+        })
+        .transpose()?;
+    let data = jobs::list(
+        &state.pool,
+        caller.tenant_id,
+        status,
+        batch_id,
+        cursor,
+        limit,
+    )
+    .await?;
     let next_cursor = (data.len() as i64 == limit)
         .then(|| data.last().map(|j| j.id))
         .flatten();

@@ -18,13 +18,14 @@ use crate::billing;
 use uuid::Uuid;
 
 use crate::domain::{
-    Job, JobError, JobId, JobKind, JobRequest, JobStatus, TenantId, TokenId, Usage,
+    BatchId, Job, JobError, JobId, JobKind, JobRequest, JobStatus, TenantId, TokenId, Usage,
 };
 
 /// Every column a [`Job`] is built from.
 const JOB_COLUMNS: &str = "id, kind, status, model, provider, upstream_model, result, error_code, \
      error_message, prompt_tokens, completion_tokens, total_tokens, attempts, metadata, created_at, \
-     started_at, finished_at, cost, usage_estimated, unpriced, revision, webhook_url";
+     started_at, finished_at, cost, usage_estimated, unpriced, revision, webhook_url, batch_id, \
+     custom_id";
 
 #[derive(sqlx::FromRow)]
 struct JobRow {
@@ -50,6 +51,8 @@ struct JobRow {
     unpriced: Option<bool>,
     revision: i32,
     webhook_url: Option<String>,
+    batch_id: Option<BatchId>,
+    custom_id: Option<String>,
 }
 
 impl JobRow {
@@ -97,6 +100,8 @@ impl TryFrom<JobRow> for Job {
             attempts: row.attempts,
             metadata: row.metadata,
             webhook_url: row.webhook_url,
+            batch_id: row.batch_id,
+            custom_id: row.custom_id,
             created_at: row.created_at,
             started_at: row.started_at,
             finished_at: row.finished_at,
@@ -188,20 +193,25 @@ pub async fn list(
     pool: &PgPool,
     tenant_id: TenantId,
     status: Option<JobStatus>,
+    batch_id: Option<BatchId>,
     before: Option<JobId>,
     limit: i64,
 ) -> Result<Vec<Job>, sqlx::Error> {
-    // Failed and cancelled jobs have a partial index (see the migration); the planner uses it
-    // only when the query repeats its predicate literally.
+    // Failed and cancelled jobs, and a batch's items, have partial indexes (see the migrations);
+    // the planner uses one only when the query repeats its predicate literally.
     let rare_status = match status {
         Some(JobStatus::Failed | JobStatus::Cancelled) => "and status in ('failed', 'cancelled')",
         _ => "",
+    };
+    let in_batch = match batch_id {
+        Some(_) => "and batch_id = $5 and batch_id is not null",
+        None => "",
     };
     let rows: Vec<JobRow> = sqlx::query_as(&format!(
         "select {JOB_COLUMNS} from jobs
           where tenant_id = $1
             and ($2::text is null or status = $2) {rare_status}
-            and ($3::uuid is null or id < $3)
+            and ($3::uuid is null or id < $3) {in_batch}
           order by id desc
           limit $4"
     ))
@@ -209,6 +219,7 @@ pub async fn list(
     .bind(status.map(JobStatus::as_str))
     .bind(before)
     .bind(limit)
+    .bind(batch_id)
     .fetch_all(pool)
     .await?;
     rows.into_iter().map(Job::try_from).collect()

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::BatchId;
 use super::JobId;
 
 /// What a job asks a provider to do.
@@ -139,6 +140,11 @@ pub struct Job {
     pub metadata: Option<serde_json::Value>,
     /// Where the job's terminal event is POSTed, if it named a URL (else the tenant's endpoint).
     pub webhook_url: Option<String>,
+    /// A batch's item: its batch and the client's id for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<BatchId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
