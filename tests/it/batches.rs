@@ -283,6 +283,16 @@ async fn jsonl_and_array_batches_are_validated_whole_and_errors_name_the_item() 
             json!({ "kind": "painting", "model": "llama3", "items": [] }),
             "kind",
         ),
+        (
+            json!({ "kind": "generate", "model": "llama3", "options": { "top_p": 3 },
+                    "items": [{ "custom_id": "a", "prompt": "x" }] }),
+            "options.top_p",
+        ),
+        (
+            json!({ "kind": "embedding", "model": "llama3", "options": { "seed": 1 },
+                    "items": [{ "custom_id": "a", "input": "x" }] }),
+            "options",
+        ),
     ];
     for (body, field) in cases {
         let refused = problem(post_batch(&stack, &stack.token, &body).await, 422).await;

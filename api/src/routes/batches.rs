@@ -107,10 +107,23 @@ async fn create(
         .map(Template::parse)
         .transpose()
         .map_err(super::jobs::invalid)?;
+    // The batch's own options are judged once, under their own name, not on each item.
+    let options = match (submitted.kind, submitted.options) {
+        (JobKind::Embedding, Some(_)) => {
+            return Err(ApiError::invalid_field(
+                "options",
+                "embedding batches take no options",
+            ));
+        }
+        (_, options) => options
+            .map(GenerationOptions::validate)
+            .transpose()
+            .map_err(super::jobs::invalid)?,
+    };
     let spec = BatchSpec {
         kind: submitted.kind,
         model,
-        options: submitted.options,
+        options,
         template,
     };
     let lines = submitted.lines;
