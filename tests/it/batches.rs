@@ -743,3 +743,67 @@ async fn batch_items_leave_a_providers_last_slot_to_single_jobs() {
     );
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_batch_item_waiting_to_retry_comes_back_through_the_bulk_queue() {
+    let stack = Stack::with(Options {
+        settings: SettingsChange {
+            provider_attempts: Some(1),
+            ..SettingsChange::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    // Every call is told to come back in 5 s: the item waits in the 5 s bucket.
+    stack.ollama.set_knobs(Knobs {
+        rate_limit_rate: 1.0,
+        retry_after_secs: 5,
+        ..Knobs::default()
+    });
+    let created = accepted(
+        post_batch(
+            &stack,
+            &stack.token,
+            &json!({ "kind": "generate", "model": "llama3",
+                     "items": [{ "custom_id": "later", "prompt": "busy now" }] }),
+        )
+        .await,
+    )
+    .await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    wait_for_batch(&stack, &stack.token, &id, |b| b["counts"]["running"] == 1).await;
+    let waiting = |queue: String| {
+        let broker = stack.broker.clone();
+        async move {
+            let channel = broker
+                .session()
+                .expect("connected")
+                .channel()
+                .await
+                .expect("channel");
+            let passive = lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            channel
+                .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
+                .await
+                .expect("the queue exists")
+                .message_count()
+        }
+    };
+    let bucket = Duration::from_secs(5);
+    tokio::time::timeout(WAIT, async {
+        while waiting(stack.topology.bulk_wait_queue(bucket)).await != 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the item waits in the bulk wait queue");
+    assert_eq!(waiting(stack.topology.wait_queue(bucket)).await, 0);
+
+    stack.ollama.set_knobs(Knobs::default());
+    let done = wait_for_batch(&stack, &stack.token, &id, ended).await;
+    assert_eq!(done["counts"]["succeeded"], 1, "{done}");
+    stack.stop().await;
+}

@@ -128,7 +128,11 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
             "every provider failed transiently; retrying later"
         );
         // Parked and committed: if this publish fails, the sweeper sends the job once it is due.
-        match context.broker.publish_delayed(job.id, delay).await {
+        match context
+            .broker
+            .publish_delayed(job.id, delay, job.bulk)
+            .await
+        {
             Ok(()) => {
                 if let Err(error) = jobs::mark_published(&context.pool, &[job.id]).await {
                     tracing::warn!(%error, "cannot mark the delayed message published");

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::topology::{
-    BULK_ROUTING_KEY, JOB_ROUTING_KEY, WEBHOOK_ROUTING_KEY, wait_bucket, wait_key,
+    BULK_ROUTING_KEY, JOB_ROUTING_KEY, WEBHOOK_ROUTING_KEY, bulk_wait_key, wait_bucket, wait_key,
     webhook_wait_bucket,
 };
 use super::{JobEvent, JobMessage, Topology, WebhookMessage};
@@ -208,10 +208,21 @@ impl Broker {
     }
 
     /// Publishes a job message to the wait queue of `delay` (rounded up to a bucket, see
-    /// [`wait_bucket`]); when it expires there it reaches the work queue.
-    pub async fn publish_delayed(&self, id: JobId, delay: Duration) -> Result<(), PublishError> {
+    /// [`wait_bucket`]); when it expires there it reaches the work queue it came from: the bulk
+    /// queue for a batch's item.
+    pub async fn publish_delayed(
+        &self,
+        id: JobId,
+        delay: Duration,
+        bulk: bool,
+    ) -> Result<(), PublishError> {
         let exchange = self.inner.topology.wait_exchange();
-        let key = wait_key(wait_bucket(delay));
+        let bucket = wait_bucket(delay);
+        let key = if bulk {
+            bulk_wait_key(bucket)
+        } else {
+            wait_key(bucket)
+        };
         let message = (id.to_string(), JobMessage::new(id).encode());
         self.publish(&exchange, &key, vec![message], None).await
     }

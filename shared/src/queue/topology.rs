@@ -72,6 +72,11 @@ pub fn wait_key(bucket: Duration) -> String {
     format!("{}s", bucket.as_secs())
 }
 
+/// The routing key of a wait bucket's queue for batch items.
+pub fn bulk_wait_key(bucket: Duration) -> String {
+    format!("bulk.{}", wait_key(bucket))
+}
+
 #[derive(Debug, Clone)]
 pub struct Topology {
     prefix: String,
@@ -118,6 +123,12 @@ impl Topology {
     /// The TTL wait queue of one delay bucket.
     pub fn wait_queue(&self, bucket: Duration) -> String {
         format!("{}.wait.{}", self.prefix, wait_key(bucket))
+    }
+
+    /// The TTL wait queue of one delay bucket for batch items: it hands them back to the bulk
+    /// queue, so a retried item keeps its lane.
+    pub fn bulk_wait_queue(&self, bucket: Duration) -> String {
+        format!("{}.wait.bulk.{}", self.prefix, wait_key(bucket))
     }
 
     /// Direct exchange that webhook delivery messages are published to.
@@ -214,21 +225,27 @@ impl Topology {
             .await?;
         for bucket in RETRY_DELAYS {
             // Classic queues: each holds one delay, so the head always expires first; when it does,
-            // the message is dead-lettered back to the jobs exchange as an ordinary job message.
-            let mut wait = FieldTable::default();
-            let ttl = i64::try_from(bucket.as_millis()).unwrap_or(i64::MAX);
-            wait.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
-            wait.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString(self.jobs_exchange().into()),
-            );
-            wait.insert(
-                "x-dead-letter-routing-key".into(),
-                AMQPValue::LongString(JOB_ROUTING_KEY.into()),
-            );
-            channel
-                .queue_declare(self.wait_queue(bucket).into(), queue, wait)
-                .await?;
+            // the message is dead-lettered back to the jobs exchange as an ordinary job message,
+            // to the queue it came from (a batch item's own wait queue sends it to the bulk queue).
+            for (wait_queue, back_to) in [
+                (self.wait_queue(bucket), JOB_ROUTING_KEY),
+                (self.bulk_wait_queue(bucket), BULK_ROUTING_KEY),
+            ] {
+                let mut wait = FieldTable::default();
+                let ttl = i64::try_from(bucket.as_millis()).unwrap_or(i64::MAX);
+                wait.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
+                wait.insert(
+                    "x-dead-letter-exchange".into(),
+                    AMQPValue::LongString(self.jobs_exchange().into()),
+                );
+                wait.insert(
+                    "x-dead-letter-routing-key".into(),
+                    AMQPValue::LongString(back_to.into()),
+                );
+                channel
+                    .queue_declare(wait_queue.into(), queue, wait)
+                    .await?;
+            }
         }
 
         for (exchange, kind) in [
@@ -309,6 +326,12 @@ impl Topology {
                 wait_key(bucket),
             )
             .await?;
+            bind(
+                self.bulk_wait_queue(bucket),
+                self.wait_exchange(),
+                bulk_wait_key(bucket),
+            )
+            .await?;
         }
         bind(
             self.webhooks_queue(),
@@ -329,7 +352,10 @@ impl Topology {
 
     /// Deletes everything `declare` made. For tests and for tearing down a deployment.
     pub async fn delete(&self, channel: &Channel) -> lapin::Result<()> {
-        let waits = RETRY_DELAYS.map(|bucket| self.wait_queue(bucket));
+        let waits = RETRY_DELAYS
+            .map(|bucket| self.wait_queue(bucket))
+            .into_iter()
+            .chain(RETRY_DELAYS.map(|bucket| self.bulk_wait_queue(bucket)));
         let webhook_waits = WEBHOOK_WAIT_BUCKETS.map(|bucket| self.webhook_wait_queue(bucket));
         for queue in [
             self.jobs_queue(),
@@ -410,6 +436,12 @@ mod tests {
             .into_iter()
             .collect();
         assert_eq!(names.len(), RETRY_DELAYS.len());
+        let bulk: std::collections::HashSet<_> = RETRY_DELAYS
+            .map(|b| topology.bulk_wait_queue(b))
+            .into_iter()
+            .collect();
+        assert!(bulk.is_disjoint(&names), "batch items wait apart");
+        assert_eq!(bulk_wait_key(Duration::from_secs(5)), "bulk.5s");
         assert_eq!(topology.wait_queue(Duration::from_secs(5)), "p.wait.5s");
     }
 }
