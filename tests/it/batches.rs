@@ -44,6 +44,15 @@ async fn problem(response: reqwest::Response, status: u16) -> Value {
     response.json().await.expect("problem JSON")
 }
 
+/// Submits `count` generate items (`custom_id` `{tag}{i}`) for `token`; the accepted batch.
+async fn generate_batch(stack: &Stack, token: &str, tag: &str, count: usize) -> Value {
+    let items: Vec<Value> = (0..count)
+        .map(|i| json!({ "custom_id": format!("{tag}{i}"), "prompt": format!("{tag} item {i}") }))
+        .collect();
+    let body = json!({ "kind": "generate", "model": "llama3", "items": items });
+    accepted(post_batch(stack, token, &body).await).await
+}
+
 async fn batch(stack: &Stack, token: &str, id: &str) -> Value {
     client()
         .get(stack.url(&format!("/v1/batches/{id}")))
@@ -94,13 +103,6 @@ async fn results(stack: &Stack, token: &str, id: &str) -> Vec<Value> {
     text.lines()
         .map(|line| serde_json::from_str(line).expect("a JSON line"))
         .collect()
-}
-
-async fn count(stack: &Stack, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(&stack.pool)
-        .await
-        .expect("count")
 }
 
 #[tokio::test]
@@ -191,10 +193,7 @@ async fn a_templated_batch_runs_to_completion_with_results_by_custom_id() {
         .expect("cancel");
     assert_eq!(problem(late, 409).await["code"], "batch_not_cancellable");
     // Items do not announce themselves one by one.
-    assert_eq!(
-        count(&stack, "select count(*) from webhook_deliveries").await,
-        0
-    );
+    assert_eq!(stack.rows("webhook_deliveries").await, 0);
     stack.stop().await;
 }
 
@@ -319,22 +318,11 @@ async fn jsonl_and_array_batches_are_validated_whole_and_errors_name_the_item() 
             .expect("detail")
             .contains("50000")
     );
-    assert_eq!(count(&stack, "select count(*) from batches").await, 1);
-    assert_eq!(count(&stack, "select count(*) from jobs").await, 2);
+    assert_eq!(stack.rows("batches").await, 1);
+    assert_eq!(stack.rows("jobs").await, 2);
 
     // Several insert statements' worth, in one transaction.
-    let many: Vec<Value> = (0..12_000)
-        .map(|i| json!({ "custom_id": format!("p{i}"), "prompt": format!("product {i}") }))
-        .collect();
-    let big = accepted(
-        post_batch(
-            &stack,
-            &stack.token,
-            &json!({ "kind": "generate", "model": "llama3", "items": many }),
-        )
-        .await,
-    )
-    .await;
+    let big = generate_batch(&stack, &stack.token, "p", 12_000).await;
     assert_eq!(big["counts"]["total"], 12_000);
     assert_eq!(big["counts"]["pending"], 12_000);
     stack.stop().await;
@@ -407,18 +395,7 @@ async fn a_large_batch_does_not_delay_another_tenants_single_job_or_small_batch(
         latency_ms: 20,
         ..Knobs::default()
     });
-    let items: Vec<Value> = (0..2_000)
-        .map(|i| json!({ "custom_id": format!("a{i}"), "prompt": format!("item {i}") }))
-        .collect();
-    let large = accepted(
-        post_batch(
-            &stack,
-            &stack.token,
-            &json!({ "kind": "generate", "model": "llama3", "items": items }),
-        )
-        .await,
-    )
-    .await;
+    let large = generate_batch(&stack, &stack.token, "a", 2_000).await;
     let large_id = large["id"].as_str().expect("id").to_owned();
     wait_for_batch(&stack, &stack.token, &large_id, |b| {
         b["counts"]["succeeded"].as_i64() > Some(20)
@@ -438,18 +415,7 @@ async fn a_large_batch_does_not_delay_another_tenants_single_job_or_small_batch(
         .await
         .expect("job");
     assert_eq!(single["status"], "succeeded", "{single}");
-    let small_items: Vec<Value> = (0..5)
-        .map(|i| json!({ "custom_id": format!("b{i}"), "prompt": format!("small {i}") }))
-        .collect();
-    let small = accepted(
-        post_batch(
-            &stack,
-            &other,
-            &json!({ "kind": "generate", "model": "llama3", "items": small_items }),
-        )
-        .await,
-    )
-    .await;
+    let small = generate_batch(&stack, &other, "b", 5).await;
     let small = wait_for_batch(&stack, &other, small["id"].as_str().expect("id"), ended).await;
     assert_eq!(small["counts"]["succeeded"], 5);
 
@@ -475,18 +441,7 @@ fn shared_slots() -> WorkerSettings {
 #[tokio::test]
 async fn concurrent_dispatchers_never_release_an_item_twice() {
     let stack = Stack::with(idle()).await;
-    let items: Vec<Value> = (0..2_000)
-        .map(|i| json!({ "custom_id": i.to_string(), "prompt": "x" }))
-        .collect();
-    let created = accepted(
-        post_batch(
-            &stack,
-            &stack.token,
-            &json!({ "kind": "generate", "model": "llama3", "items": items }),
-        )
-        .await,
-    )
-    .await;
+    let created = generate_batch(&stack, &stack.token, "", 2_000).await;
     let id: BatchId = created["id"].as_str().expect("id").parse().expect("id");
     let dispatchers = (0..8).map(|_| {
         let pool = stack.pool.clone();
@@ -557,18 +512,7 @@ async fn a_batch_announces_its_end_with_one_signed_webhook_and_its_items_none() 
         .as_str()
         .expect("secret")
         .to_owned();
-    let items: Vec<Value> = (0..5)
-        .map(|i| json!({ "custom_id": format!("w{i}"), "prompt": format!("post {i}") }))
-        .collect();
-    let created = accepted(
-        post_batch(
-            &stack,
-            &stack.token,
-            &json!({ "kind": "generate", "model": "llama3", "items": items }),
-        )
-        .await,
-    )
-    .await;
+    let created = generate_batch(&stack, &stack.token, "w", 5).await;
     let id = created["id"].as_str().expect("id");
     wait_for_batch(&stack, &stack.token, id, ended).await;
 
@@ -579,7 +523,7 @@ async fn a_batch_announces_its_end_with_one_signed_webhook_and_its_items_none() 
     assert_eq!(event["data"]["counts"]["succeeded"], 5);
     assert_eq!(signatures_by(&secret, &received[0]), 1);
     assert_eq!(
-        count(&stack, "select count(*) from webhook_deliveries").await,
+        stack.rows("webhook_deliveries").await,
         1,
         "one delivery, for the batch"
     );
@@ -630,18 +574,7 @@ async fn a_batch_streams_its_progress_until_it_ends() {
         latency_ms: 100,
         ..Knobs::default()
     });
-    let items: Vec<Value> = (0..24)
-        .map(|i| json!({ "custom_id": format!("s{i}"), "prompt": format!("topic {i}") }))
-        .collect();
-    let created = accepted(
-        post_batch(
-            &stack,
-            &stack.token,
-            &json!({ "kind": "generate", "model": "llama3", "items": items }),
-        )
-        .await,
-    )
-    .await;
+    let created = generate_batch(&stack, &stack.token, "s", 24).await;
     let id = created["id"].as_str().expect("id");
     let response = client()
         .get(stack.url(&format!("/v1/batches/{id}/events")))
@@ -691,18 +624,7 @@ async fn batch_items_leave_a_providers_last_slot_to_single_jobs() {
         latency_ms: 150,
         ..Knobs::default()
     });
-    let items: Vec<Value> = (0..12)
-        .map(|i| json!({ "custom_id": format!("q{i}"), "prompt": format!("item {i}") }))
-        .collect();
-    let created = accepted(
-        post_batch(
-            &stack,
-            &stack.token,
-            &json!({ "kind": "generate", "model": "llama3", "items": items }),
-        )
-        .await,
-    )
-    .await;
+    let created = generate_batch(&stack, &stack.token, "q", 12).await;
     let id = created["id"].as_str().expect("id").to_owned();
     wait_for_batch(&stack, &stack.token, &id, |b| {
         b["counts"]["succeeded"].as_i64() >= Some(2)

@@ -74,11 +74,7 @@ async fn a_stalled_body_gets_408() {
 
     let answer = read_until_closed(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    let jobs: i64 = sqlx::query_scalar("select count(*) from jobs")
-        .fetch_one(&stack.pool)
-        .await
-        .expect("count");
-    assert_eq!(jobs, 0);
+    assert_eq!(stack.rows("jobs").await, 0);
     stack.stop().await;
 }
 
@@ -145,10 +141,6 @@ async fn requests_over_the_content_limits_are_refused_naming_the_field() {
         let detail = problem["detail"].as_str().expect("detail");
         assert!(detail.contains(&limit.to_string()), "{problem}");
     }
-    let jobs: i64 = sqlx::query_scalar("select count(*) from jobs")
-        .fetch_one(&stack.pool)
-        .await
-        .expect("count");
-    assert_eq!(jobs, 0);
+    assert_eq!(stack.rows("jobs").await, 0);
     stack.stop().await;
 }

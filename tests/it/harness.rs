@@ -368,6 +368,14 @@ impl Stack {
         job.id
     }
 
+    /// How many rows `table` holds.
+    pub async fn rows(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("select count(*) from {table}"))
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.api_url)
     }

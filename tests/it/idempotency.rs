@@ -31,13 +31,6 @@ async fn post(
         .expect("POST")
 }
 
-async fn count(stack: &Stack, table: &str) -> i64 {
-    sqlx::query_scalar(&format!("select count(*) from {table}"))
-        .fetch_one(&stack.pool)
-        .await
-        .expect("count")
-}
-
 async fn acme(stack: &Stack) -> TenantId {
     shared::db::tenants::find_by_name(&stack.pool, "acme")
         .await
@@ -61,7 +54,7 @@ async fn a_retried_job_submission_gets_the_first_answer_and_no_second_job() {
     assert_eq!(retry.headers()["location"], location);
     let retry: Value = retry.json().await.expect("job");
     assert_eq!(retry["id"], first["id"]);
-    assert_eq!(count(&stack, "jobs").await, 1);
+    assert_eq!(stack.rows("jobs").await, 1);
 
     let other_body = json!({ "model": "llama3", "prompt": "describe a cup" });
     let reused = post(
@@ -89,7 +82,7 @@ async fn a_retried_job_submission_gets_the_first_answer_and_no_second_job() {
     let theirs = post(&stack, &stranger, "/v1/generate", "order-17", &body).await;
     assert_eq!(theirs.status(), 202);
     assert!(theirs.headers().get("idempotent-replayed").is_none());
-    assert_eq!(count(&stack, "jobs").await, 2);
+    assert_eq!(stack.rows("jobs").await, 2);
 
     let too_long = post(
         &stack,
@@ -118,7 +111,7 @@ async fn a_retried_job_submission_gets_the_first_answer_and_no_second_job() {
     .await
     .expect("job");
     assert_ne!(later["id"], first["id"]);
-    assert_eq!(count(&stack, "jobs").await, 3);
+    assert_eq!(stack.rows("jobs").await, 3);
     stack.stop().await;
 }
 
@@ -141,7 +134,7 @@ async fn a_key_in_flight_is_409_and_a_retried_batch_is_the_same_batch() {
     let problem: Value = busy.json().await.expect("problem");
     assert_eq!(problem["code"], "idempotency_key_in_use");
     holder.rollback().await.expect("release");
-    assert_eq!(count(&stack, "batches").await, 0);
+    assert_eq!(stack.rows("batches").await, 0);
 
     let first: Value = post(&stack, &stack.token, "/v1/batches", "batch-1", &body)
         .await
@@ -153,13 +146,13 @@ async fn a_key_in_flight_is_409_and_a_retried_batch_is_the_same_batch() {
     assert_eq!(retry.headers()["idempotent-replayed"], "true");
     let retry: Value = retry.json().await.expect("batch");
     assert_eq!(retry["id"], first["id"]);
-    assert_eq!(count(&stack, "batches").await, 1);
-    assert_eq!(count(&stack, "jobs").await, 2);
+    assert_eq!(stack.rows("batches").await, 1);
+    assert_eq!(stack.rows("jobs").await, 2);
 
     let changed = json!({ "kind": "generate", "model": "llama3",
                           "items": [{ "custom_id": "a", "prompt": "z" }] });
     let reused = post(&stack, &stack.token, "/v1/batches", "batch-1", &changed).await;
     assert_eq!(reused.status(), 422);
-    assert_eq!(count(&stack, "batches").await, 1);
+    assert_eq!(stack.rows("batches").await, 1);
     stack.stop().await;
 }

@@ -21,13 +21,6 @@ async fn assert_problem(response: reqwest::Response, status: u16, code: &str) ->
     body
 }
 
-async fn job_count(stack: &Stack) -> i64 {
-    sqlx::query_scalar("select count(*) from jobs")
-        .fetch_one(&stack.pool)
-        .await
-        .expect("count")
-}
-
 fn idle() -> Options {
     Options {
         worker: false,
@@ -153,7 +146,7 @@ async fn every_bad_body_is_refused_with_problem_json_and_nothing_is_written() {
     )
     .await;
 
-    assert_eq!(job_count(&stack).await, 0);
+    assert_eq!(stack.rows("jobs").await, 0);
     stack.stop().await;
 }
 
@@ -202,7 +195,7 @@ async fn missing_unknown_and_revoked_tokens_are_refused() {
         assert_eq!(response.headers()["www-authenticate"], "Bearer");
         assert_problem(response, 401, "invalid_token").await;
     }
-    assert_eq!(job_count(&stack).await, 0);
+    assert_eq!(stack.rows("jobs").await, 0);
     stack.stop().await;
 }
 

@@ -38,10 +38,7 @@ async fn events(
     let first = batches::get(&state.pool, caller.tenant_id, id)
         .await?
         .ok_or_else(super::batches::batch_not_found)?;
-    let last_seen = headers
-        .get("last-event-id")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<i64>().ok());
+    let last_seen = super::events::last_event_id::<i64>(&headers);
     let progress = Progress {
         state: state.clone(),
         tenant_id: caller.tenant_id,

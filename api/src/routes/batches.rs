@@ -20,6 +20,7 @@ use shared::domain::{
     BatchId, BatchItem, BatchSpec, GenerationOptions, JobKind, ModelName, Template,
 };
 
+use super::paging;
 use crate::auth::Caller;
 use crate::client::ClientInfo;
 use crate::error::ApiError;
@@ -308,25 +309,10 @@ async fn list(
     Caller(caller): Caller,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Json<BatchPage>, ApiError> {
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid_field(
-            "limit",
-            "must be between 1 and 100",
-        ));
-    }
-    let cursor = query
-        .cursor
-        .map(|c| {
-            c.parse::<BatchId>().map_err(|_| {
-                ApiError::invalid_field("cursor", "is not a cursor from a previous page")
-            })
-        })
-        .transpose()?;
+    let limit = paging::limit(query.limit)?;
+    let cursor = paging::cursor::<BatchId>(query.cursor)?;
     let data = batches::list(&state.pool, caller.tenant_id, cursor, limit).await?;
-    let next_cursor = (data.len() as i64 == limit)
-        .then(|| data.last().map(|b| b.id))
-        .flatten();
+    let next_cursor = paging::next_cursor(&data, limit, |b| b.id);
     Ok(Json(BatchPage { data, next_cursor }))
 }
 

@@ -49,9 +49,7 @@ async fn list(
         ));
     }
     let data = jobs::dead_lettered(&state.pool, query.cursor, limit).await?;
-    let next_cursor = (data.len() as i64 == limit)
-        .then(|| data.last().map(|d| d.dead_lettered_at))
-        .flatten();
+    let next_cursor = super::paging::next_cursor(&data, limit, |d| d.dead_lettered_at);
     Ok(Json(DeadLetterPage { data, next_cursor }))
 }
 

@@ -38,11 +38,7 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let id = super::jobs::parse_job_id(&id)?;
-    let last_seen = headers
-        .get("last-event-id")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<i32>().ok())
-        .unwrap_or(0);
+    let last_seen = last_event_id::<i32>(&headers).unwrap_or(0);
     let watch = state.watchers.watch(id);
     let first = jobs::get_with_revision(&state.pool, caller.tenant_id, id)
         .await?
@@ -61,6 +57,14 @@ async fn events(
         Some((Ok(event), follow))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(state.sse_heartbeat)))
+}
+
+/// The `Last-Event-ID` a reconnecting client sent, if it is one of this stream's ids.
+pub(super) fn last_event_id<T: std::str::FromStr>(headers: &HeaderMap) -> Option<T> {
+    headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<T>().ok())
 }
 
 /// One stream's position: the last revision sent, and the job as last read if not yet sent.

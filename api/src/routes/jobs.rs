@@ -15,6 +15,7 @@ use shared::domain::{
 };
 use shared::queue::JobEvent;
 
+use super::paging;
 use crate::auth::Caller;
 use crate::client::ClientInfo;
 use crate::error::ApiError;
@@ -259,21 +260,8 @@ async fn list(
                 .ok_or_else(|| ApiError::invalid_field("status", "is not a job status"))
         })
         .transpose()?;
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid_field(
-            "limit",
-            "must be between 1 and 100",
-        ));
-    }
-    let cursor = query
-        .cursor
-        .map(|c| {
-            c.parse::<JobId>().map_err(|_| {
-                ApiError::invalid_field("cursor", "is not a cursor from a previous page")
-            })
-        })
-        .transpose()?;
+    let limit = paging::limit(query.limit)?;
+    let cursor = paging::cursor::<JobId>(query.cursor)?;
     let batch_id = query
         .batch_id
         .map(|b| {
@@ -290,9 +278,7 @@ async fn list(
         limit,
     )
     .await?;
-    let next_cursor = (data.len() as i64 == limit)
-        .then(|| data.last().map(|j| j.id))
-        .flatten();
+    let next_cursor = paging::next_cursor(&data, limit, |j| j.id);
     Ok(Json(JobPage { data, next_cursor }))
 }
 

@@ -10,6 +10,7 @@ mod events;
 mod health;
 mod jobs;
 mod models;
+mod paging;
 mod settings;
 mod tenants;
 mod usage;

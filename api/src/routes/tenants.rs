@@ -145,9 +145,7 @@ async fn list_tenants(
 ) -> Result<Json<Listing<Tenant, TenantId>>, ApiError> {
     let limit = page_limit(page.limit)?;
     let data = tenants::list(&state.pool, page.cursor, limit).await?;
-    let next_cursor = (data.len() as i64 == limit)
-        .then(|| data.last().map(|t| t.id))
-        .flatten();
+    let next_cursor = super::paging::next_cursor(&data, limit, |t| t.id);
     Ok(Json(Listing { data, next_cursor }))
 }
 
@@ -349,9 +347,7 @@ async fn audit_log(
 ) -> Result<Json<Listing<Entry, i64>>, ApiError> {
     let limit = page_limit(page.limit)?;
     let data = audit::list(&state.pool, page.cursor, limit).await?;
-    let next_cursor = (data.len() as i64 == limit)
-        .then(|| data.last().map(|e| e.id))
-        .flatten();
+    let next_cursor = super::paging::next_cursor(&data, limit, |e| e.id);
     Ok(Json(Listing { data, next_cursor }))
 }
 

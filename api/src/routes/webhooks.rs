@@ -211,9 +211,7 @@ async fn list(
         ));
     }
     let data = webhooks::list(&state.pool, status, query.cursor, limit).await?;
-    let next_cursor = (data.len() as i64 == limit)
-        .then(|| data.last().map(|d| d.created_at))
-        .flatten();
+    let next_cursor = super::paging::next_cursor(&data, limit, |d| d.created_at);
     Ok(Json(DeliveryPage { data, next_cursor }))
 }
 
