@@ -25,9 +25,20 @@ pub async fn admit(pool: &PgPool, limits: &Limits, job: NewJob) -> Result<Job, A
         return Ok(jobs::insert(pool, &job).await?);
     }
     let mut tx = pool.begin().await?;
-    let inserted = admit_in(&mut tx, limits, job).await?;
-    tx.commit().await?;
-    Ok(inserted)
+    match admit_in(&mut tx, limits, job).await {
+        Ok(inserted) => {
+            tx.commit().await?;
+            Ok(inserted)
+        }
+        Err(error) => {
+            // Now, not when the connection is next used: a refused reservation still locked the
+            // tenant's month row, which every other submission of the tenant needs.
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, "cannot roll back a refused admission");
+            }
+            Err(error)
+        }
+    }
 }
 
 /// [`admit`] inside the caller's transaction (which an `Idempotency-Key` also writes to). A

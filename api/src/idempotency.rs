@@ -72,23 +72,47 @@ pub enum Begun {
     Replay(Response),
 }
 
-/// Takes the key's lock and looks up its first answer.
+/// Takes the key's lock and looks up its first answer. Unless the key is new, the transaction
+/// (and with it the lock) ends here.
 pub async fn begin(pool: &PgPool, tenant_id: TenantId, key: &Key) -> Result<Begun, ApiError> {
     let mut tx = pool.begin().await?;
     if !idempotency::try_lock(&mut tx, tenant_id, &key.value).await? {
-        return Err(ApiError::conflict(
-            "idempotency_key_in_use",
-            "a request with this Idempotency-Key is still in progress; retry when it has finished",
-        ));
+        return Err(abandon(
+            tx,
+            ApiError::conflict(
+                "idempotency_key_in_use",
+                "a request with this Idempotency-Key is still in progress; retry when it has finished",
+            ),
+        )
+        .await);
     }
-    match idempotency::find(&mut tx, tenant_id, &key.value).await? {
-        None => Ok(Begun::Fresh(tx)),
-        Some(first) if first.request_hash == key.fingerprint => Ok(Begun::Replay(replay(first)?)),
-        Some(_) => Err(ApiError::unprocessable(
+    let first = match idempotency::find(&mut tx, tenant_id, &key.value).await {
+        Ok(None) => return Ok(Begun::Fresh(tx)),
+        Ok(Some(first)) => first,
+        Err(error) => return Err(abandon(tx, error.into()).await),
+    };
+    let answer = if first.request_hash == key.fingerprint {
+        replay(first).map(Begun::Replay)
+    } else {
+        Err(ApiError::unprocessable(
             "idempotency_key_reused",
             "this Idempotency-Key was used with a different request",
-        )),
+        ))
+    };
+    if let Err(error) = tx.rollback().await {
+        tracing::warn!(%error, "cannot end an idempotency key's transaction");
     }
+    answer
+}
+
+/// Rolls a submission's transaction back now and passes `error` on. A transaction merely dropped
+/// is rolled back only when its connection is next used, and until then it would keep the key's
+/// lock (and any row it locked): a client's prompt retry would get 409.
+pub async fn abandon(tx: Transaction<'static, Postgres>, error: ApiError) -> ApiError {
+    if let Err(rollback) = tx.rollback().await {
+        tracing::warn!(error = %rollback, "cannot roll back a submission");
+    }
+    error
 }
 
 /// Records the answer to the key's first request, in the transaction of its work.

@@ -157,12 +157,20 @@ async fn create(
             Begun::Fresh(tx) => tx,
         },
     };
-    let batch = admission::admit_batch(&mut tx, &caller.limits, batch).await?;
-    let location = format!("/v1/batches/{}", batch.id);
-    if let Some(key) = &key {
-        let body = serde_json::to_value(&batch).map_err(ApiError::internal)?;
-        idempotency::record(&mut tx, caller.tenant_id, key, &location, &body).await?;
+    let admitted = async {
+        let batch = admission::admit_batch(&mut tx, &caller.limits, batch).await?;
+        let location = format!("/v1/batches/{}", batch.id);
+        if let Some(key) = &key {
+            let body = serde_json::to_value(&batch).map_err(ApiError::internal)?;
+            idempotency::record(&mut tx, caller.tenant_id, key, &location, &body).await?;
+        }
+        Ok::<_, ApiError>((batch, location))
     }
+    .await;
+    let (batch, location) = match admitted {
+        Ok(admitted) => admitted,
+        Err(error) => return Err(idempotency::abandon(tx, error).await),
+    };
     tx.commit().await?;
     let location = HeaderValue::from_str(&location).map_err(ApiError::internal)?;
     Ok((

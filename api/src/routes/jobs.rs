@@ -197,12 +197,21 @@ async fn submit(
                 Begun::Replay(first) => return Ok(first),
                 Begun::Fresh(tx) => tx,
             };
-            let job = admission::admit_in(&mut tx, &caller.limits, new_job).await?;
-            let body = serde_json::to_value(&job).map_err(ApiError::internal)?;
-            idempotency::record(&mut tx, caller.tenant_id, key, &location_of(job.id), &body)
-                .await?;
-            tx.commit().await?;
-            job
+            let admitted = async {
+                let job = admission::admit_in(&mut tx, &caller.limits, new_job).await?;
+                let body = serde_json::to_value(&job).map_err(ApiError::internal)?;
+                idempotency::record(&mut tx, caller.tenant_id, key, &location_of(job.id), &body)
+                    .await?;
+                Ok::<_, ApiError>(job)
+            }
+            .await;
+            match admitted {
+                Ok(job) => {
+                    tx.commit().await?;
+                    job
+                }
+                Err(error) => return Err(idempotency::abandon(tx, error).await),
+            }
         }
     };
     match state.broker.publish_job(job.id).await {
