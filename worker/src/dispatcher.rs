@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::db::{dispatch, jobs};
-use shared::domain::{BatchId, TenantId};
+use shared::domain::{BatchId, JobId, TenantId};
 use shared::queue::Broker;
+use sqlx::PgConnection;
 
 use crate::Context;
 
@@ -51,23 +52,15 @@ async fn dispatch_round(context: &Context, broker: &Broker, round: usize) -> any
         return Ok(0);
     }
     let mut tx = context.pool.begin().await?;
-    if !dispatch::take_turn(&mut tx).await? {
-        return Ok(0);
-    }
-    let depth = dispatch::released_unclaimed(&mut tx).await?;
-    let target = i64::try_from(context.settings.bulk_depth).unwrap_or(i64::MAX);
-    let Ok(budget) = usize::try_from(target - depth) else {
-        return Ok(0);
+    let released = match release(&mut tx, context.settings.bulk_depth, round).await {
+        Ok(released) => released,
+        Err(error) => {
+            tx.rollback().await?;
+            return Err(error.into());
+        }
     };
-    if budget == 0 {
-        return Ok(0);
-    }
-    let waiting = dispatch::waiting(&mut tx).await?;
-    if waiting.is_empty() {
-        return Ok(0);
-    }
-    let shares = fair_shares(budget, &waiting, round);
-    let released = dispatch::release(&mut tx, &shares).await?;
+    // Ends the round, and with it the turn, now: a transaction merely dropped would hold the turn
+    // until its connection is next used, and other dispatchers would skip their rounds meanwhile.
     tx.commit().await?;
     if released.is_empty() {
         return Ok(0);
@@ -75,6 +68,29 @@ async fn dispatch_round(context: &Context, broker: &Broker, round: usize) -> any
     broker.publish_bulk(&released).await?;
     jobs::mark_published(&context.pool, &released).await?;
     Ok(released.len())
+}
+
+/// Inside the round's transaction: takes the turn, then releases what the bulk queue can take,
+/// shared out fairly; nothing when another dispatcher has the turn or nothing fits or waits.
+async fn release(
+    tx: &mut PgConnection,
+    bulk_depth: usize,
+    round: usize,
+) -> Result<Vec<JobId>, sqlx::Error> {
+    if !dispatch::take_turn(tx).await? {
+        return Ok(Vec::new());
+    }
+    let depth = dispatch::released_unclaimed(tx).await?;
+    let target = i64::try_from(bulk_depth).unwrap_or(i64::MAX);
+    let budget = usize::try_from(target - depth).unwrap_or(0);
+    if budget == 0 {
+        return Ok(Vec::new());
+    }
+    let waiting = dispatch::waiting(tx).await?;
+    if waiting.is_empty() {
+        return Ok(Vec::new());
+    }
+    dispatch::release(tx, &fair_shares(budget, &waiting, round)).await
 }
 
 /// Ends batches whose items have all ended and sends their webhooks (the sweeper resends one
