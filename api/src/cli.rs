@@ -37,8 +37,9 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
     pub body_limit: usize,
 
-    /// Largest `POST /v1/batches` body accepted, in bytes (up to 50,000 items).
-    #[arg(long, env = "TOLLGATE_BATCH_BODY_LIMIT_BYTES", default_value_t = 100 * 1024 * 1024)]
+    /// Largest `POST /v1/batches` body, and largest OpenAI batch input file, in bytes (up to
+    /// 50,000 items).
+    #[arg(long, env = "TOLLGATE_BATCH_BODY_LIMIT_BYTES", default_value_t = 200 * 1024 * 1024)]
     pub batch_body_limit: usize,
 
     /// Seconds between the comment lines that keep an idle SSE stream open through proxies.

@@ -126,6 +126,12 @@ impl ApiError {
         error
     }
 
+    /// The same error, naming `field` as the one at fault.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
     /// The same error under another stable code.
     pub fn with_code(mut self, code: &'static str) -> Self {
         self.code = code;

@@ -120,6 +120,7 @@ pub async fn record(
     tx: &mut Transaction<'static, Postgres>,
     tenant_id: TenantId,
     key: &Key,
+    status: StatusCode,
     location: &str,
     body: &Value,
 ) -> Result<(), ApiError> {
@@ -128,7 +129,7 @@ pub async fn record(
         tenant_id,
         &key.value,
         &key.fingerprint,
-        StatusCode::ACCEPTED.as_u16() as i16,
+        status.as_u16() as i16,
         Some(location),
         body,
     )

@@ -57,7 +57,7 @@ impl Default for ApiSettings {
     fn default() -> Self {
         Self {
             body_limit: 1024 * 1024,
-            batch_body_limit: 100 * 1024 * 1024,
+            batch_body_limit: 200 * 1024 * 1024,
             secret_key: None,
             settings_refresh: Duration::from_secs(1),
             webhook_allow_private: false,

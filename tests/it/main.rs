@@ -12,6 +12,7 @@ mod idempotency;
 mod intake;
 mod limits;
 mod models;
+mod openai_batches;
 mod providers;
 mod resolution;
 mod secrets;

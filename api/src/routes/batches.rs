@@ -16,8 +16,9 @@ use futures::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::db::batches::{self, Batch, BatchCancel, NewBatch};
+use shared::db::tokens::Principal;
 use shared::domain::{
-    BatchId, BatchItem, BatchSpec, GenerationOptions, JobKind, ModelName, Template,
+    BatchId, BatchItem, BatchSpec, GenerationOptions, JobKind, ModelName, Template, TenantId,
 };
 
 use super::paging;
@@ -92,16 +93,7 @@ async fn create(
     })?;
     drop(bytes);
     let metadata = super::jobs::check_metadata(submitted.metadata)?;
-    let model = ModelName::parse(&submitted.model).map_err(super::jobs::invalid)?;
-    if !state.runtime.current().routes.serves(model.as_str()) {
-        return Err(ApiError::invalid_field(
-            "model",
-            format!(
-                "no provider serves {:?}: ask an admin to add a route for it",
-                model.as_str()
-            ),
-        ));
-    }
+    let model = served_model(&state, &submitted.model)?;
     let template = submitted
         .template
         .as_deref()
@@ -149,7 +141,49 @@ async fn create(
         client_ip: client.ip,
         items,
         reservations: None,
+        openai: None,
     };
+    accept(&state, &caller, key, batch, |batch| {
+        Ok(Accepted {
+            status: StatusCode::ACCEPTED,
+            location: format!("/v1/batches/{}", batch.id),
+            body: serde_json::to_value(batch).map_err(ApiError::internal)?,
+        })
+    })
+    .await
+}
+
+/// The batch's model, if a provider serves it (else 422 on `model`).
+pub(super) fn served_model(state: &AppState, model: &str) -> Result<ModelName, ApiError> {
+    let model = ModelName::parse(model).map_err(super::jobs::invalid)?;
+    if !state.runtime.current().routes.serves(model.as_str()) {
+        return Err(ApiError::invalid_field(
+            "model",
+            format!(
+                "no provider serves {:?}: ask an admin to add a route for it",
+                model.as_str()
+            ),
+        ));
+    }
+    Ok(model)
+}
+
+/// How an accepted batch is answered.
+pub(super) struct Accepted {
+    pub status: StatusCode,
+    pub location: String,
+    pub body: Value,
+}
+
+/// Admits a validated batch in one transaction, with its `Idempotency-Key`'s record when it has
+/// one, and answers as `answer` says (which a retry with the key is answered, too).
+pub(super) async fn accept(
+    state: &AppState,
+    caller: &Principal,
+    key: Option<Key>,
+    batch: NewBatch,
+    answer: impl FnOnce(&Batch) -> Result<Accepted, ApiError>,
+) -> Result<Response, ApiError> {
     let mut tx = match &key {
         None => state.pool.begin().await?,
         Some(key) => match idempotency::begin(&state.pool, caller.tenant_id, key).await? {
@@ -159,24 +193,28 @@ async fn create(
     };
     let admitted = async {
         let batch = admission::admit_batch(&mut tx, &caller.limits, batch).await?;
-        let location = format!("/v1/batches/{}", batch.id);
+        let accepted = answer(&batch)?;
         if let Some(key) = &key {
-            let body = serde_json::to_value(&batch).map_err(ApiError::internal)?;
-            idempotency::record(&mut tx, caller.tenant_id, key, &location, &body).await?;
+            let Accepted {
+                status,
+                location,
+                body,
+            } = &accepted;
+            idempotency::record(&mut tx, caller.tenant_id, key, *status, location, body).await?;
         }
-        Ok::<_, ApiError>((batch, location))
+        Ok::<_, ApiError>(accepted)
     }
     .await;
-    let (batch, location) = match admitted {
-        Ok(admitted) => admitted,
+    let accepted = match admitted {
+        Ok(accepted) => accepted,
         Err(error) => return Err(idempotency::abandon(tx, error).await),
     };
     tx.commit().await?;
-    let location = HeaderValue::from_str(&location).map_err(ApiError::internal)?;
+    let location = HeaderValue::from_str(&accepted.location).map_err(ApiError::internal)?;
     Ok((
-        StatusCode::ACCEPTED,
+        accepted.status,
         [(header::LOCATION, location)],
-        Json(batch),
+        Json(accepted.body),
     )
         .into_response())
 }
@@ -319,7 +357,14 @@ async fn list(
 ) -> Result<Json<BatchPage>, ApiError> {
     let limit = paging::limit(query.limit)?;
     let cursor = paging::cursor::<BatchId>(query.cursor)?;
-    let data = batches::list(&state.pool, caller.tenant_id, cursor, limit).await?;
+    let data = batches::list(
+        &state.pool,
+        caller.tenant_id,
+        batches::Listing::All,
+        cursor,
+        limit,
+    )
+    .await?;
     let next_cursor = paging::next_cursor(&data, limit, |b| b.id);
     Ok(Json(BatchPage { data, next_cursor }))
 }
@@ -356,16 +401,25 @@ async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<Batch>, ApiError> {
     let id = parse_batch_id(&id)?;
-    match batches::cancel(&state.pool, caller.tenant_id, id).await? {
+    cancelled(&state, caller.tenant_id, id).await.map(Json)
+}
+
+/// Cancels a tenant's batch (a second cancel changes nothing); 409 once it has completed.
+pub(super) async fn cancelled(
+    state: &AppState,
+    tenant_id: TenantId,
+    id: BatchId,
+) -> Result<Batch, ApiError> {
+    match batches::cancel(&state.pool, tenant_id, id).await? {
         BatchCancel::Cancelling { batch, delivery } => {
             if let Some(delivery) = delivery
                 && let Err(error) = state.broker.publish_webhooks(&[delivery]).await
             {
                 tracing::warn!(%error, "webhook publish failed; the sweeper will resend");
             }
-            Ok(Json(batch))
+            Ok(batch)
         }
-        BatchCancel::TooLate(batch) if batch.status != "completed" => Ok(Json(batch)),
+        BatchCancel::TooLate(batch) if batch.status != "completed" => Ok(batch),
         BatchCancel::TooLate(_) => Err(ApiError::conflict(
             "batch_not_cancellable",
             "the batch has completed",

@@ -200,7 +200,9 @@ async fn submit(
             let admitted = async {
                 let job = admission::admit_in(&mut tx, &caller.limits, new_job).await?;
                 let body = serde_json::to_value(&job).map_err(ApiError::internal)?;
-                idempotency::record(&mut tx, caller.tenant_id, key, &location_of(job.id), &body)
+                let location = location_of(job.id);
+                let status = StatusCode::ACCEPTED;
+                idempotency::record(&mut tx, caller.tenant_id, key, status, &location, &body)
                     .await?;
                 Ok::<_, ApiError>(job)
             }

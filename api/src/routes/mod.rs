@@ -10,6 +10,7 @@ mod events;
 mod health;
 mod jobs;
 mod models;
+mod openai;
 mod paging;
 mod settings;
 mod tenants;
@@ -43,6 +44,7 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
         .merge(webhooks::router())
         .merge(tenants::router())
         .merge(models::router())
+        .nest("/openai/v1", openai::router(settings.batch_body_limit))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(settings.body_limit))

@@ -15,7 +15,8 @@ use uuid::Uuid;
 
 use super::webhooks::BATCH_DELIVERY_FROM_ENDED;
 use crate::billing;
-use crate::domain::{BatchId, JobError, JobId, JobKind, TenantId, TokenId, ValidItem};
+use crate::domain::openai_batch::Endpoint;
+use crate::domain::{BatchId, FileId, JobError, JobId, JobKind, TenantId, TokenId, ValidItem};
 
 /// Rows per insert statement: large enough to be fast, small enough to bound one statement.
 const INSERT_CHUNK: usize = 5_000;
@@ -37,6 +38,15 @@ pub struct NewBatch {
     pub items: Vec<ValidItem>,
     /// Per item, what admission reserved (tokens, cost), in the month given.
     pub reservations: Option<(NaiveDate, Vec<(i64, Decimal)>)>,
+    /// Set when the batch comes through the OpenAI-compatible API.
+    pub openai: Option<OpenAiOrigin>,
+}
+
+/// What an OpenAI-style batch keeps of its making: the endpoint its lines call and its input file.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenAiOrigin {
+    pub endpoint: Endpoint,
+    pub input_file_id: FileId,
 }
 
 /// A batch as its tenant sees it: counts by status and usage so far.
@@ -53,6 +63,11 @@ pub struct Batch {
     pub created_at: DateTime<Utc>,
     pub cancelled_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The endpoint of an OpenAI-style batch (its OpenAI view shows it).
+    #[serde(skip)]
+    pub openai_endpoint: Option<String>,
+    #[serde(skip)]
+    pub input_file_id: Option<FileId>,
 }
 
 /// How many of a batch's items are in each state.
@@ -87,6 +102,8 @@ struct BatchRow {
     created_at: DateTime<Utc>,
     cancelled_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
+    openai_endpoint: Option<String>,
+    input_file_id: Option<FileId>,
     #[sqlx(flatten)]
     counts: Counts,
     prompt_tokens: i64,
@@ -113,6 +130,8 @@ impl From<BatchRow> for Batch {
             created_at: row.created_at,
             cancelled_at: row.cancelled_at,
             finished_at: row.finished_at,
+            openai_endpoint: row.openai_endpoint,
+            input_file_id: row.input_file_id,
         }
     }
 }
@@ -120,7 +139,7 @@ impl From<BatchRow> for Batch {
 /// A batch with its items' counts and usage, counted from the items themselves.
 const BATCH_SELECT: &str = "
     select b.id, b.kind, b.model, b.status, b.metadata, b.webhook_url, b.created_at,
-           b.cancelled_at, b.finished_at, c.*
+           b.cancelled_at, b.finished_at, b.openai_endpoint, b.input_file_id, c.*
       from batches b
      cross join lateral (
            select count(*) as total,
@@ -140,8 +159,8 @@ pub async fn insert(conn: &mut PgConnection, batch: &NewBatch) -> Result<(), sql
     let item_count = i32::try_from(batch.items.len()).unwrap_or(i32::MAX);
     sqlx::query(
         "insert into batches (id, tenant_id, token_id, kind, model, status, item_count, metadata,
-                              webhook_url)
-         values ($1, $2, $3, $4, $5, 'in_progress', $6, $7, $8)",
+                              webhook_url, openai_endpoint, input_file_id)
+         values ($1, $2, $3, $4, $5, 'in_progress', $6, $7, $8, $9, $10)",
     )
     .bind(batch.id)
     .bind(batch.tenant_id)
@@ -151,6 +170,8 @@ pub async fn insert(conn: &mut PgConnection, batch: &NewBatch) -> Result<(), sql
     .bind(item_count)
     .bind(&batch.metadata)
     .bind(&batch.webhook_url)
+    .bind(batch.openai.map(|o| o.endpoint.as_str()))
+    .bind(batch.openai.map(|o| o.input_file_id))
     .execute(&mut *conn)
     .await?;
     let (month, reserved) = match &batch.reservations {
@@ -216,20 +237,31 @@ pub async fn get(
     Ok(row.map(Batch::from))
 }
 
+/// Which batches a listing shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    All,
+    /// Only those made through the OpenAI-compatible API.
+    OpenAi,
+}
+
 /// A tenant's batches, newest first, strictly older than `before` when given (the cursor).
 pub async fn list(
     pool: &PgPool,
     tenant_id: TenantId,
+    listing: Listing,
     before: Option<BatchId>,
     limit: i64,
 ) -> Result<Vec<Batch>, sqlx::Error> {
     let rows: Vec<BatchRow> = sqlx::query_as(&format!(
         "{BATCH_SELECT} where b.tenant_id = $1 and ($2::uuid is null or b.id < $2)
+            and ($4 = false or b.openai_endpoint is not null)
           order by b.id desc limit $3"
     ))
     .bind(tenant_id)
     .bind(before)
     .bind(limit)
+    .bind(listing == Listing::OpenAi)
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(Batch::from).collect())
@@ -322,6 +354,7 @@ pub struct ItemResult {
     pub result: Option<Value>,
     pub error: Option<JobError>,
     pub usage: Option<BatchUsage>,
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -335,6 +368,7 @@ struct ItemRow {
     prompt_tokens: Option<i32>,
     completion_tokens: Option<i32>,
     cost: Option<Decimal>,
+    finished_at: Option<DateTime<Utc>>,
 }
 
 impl From<ItemRow> for ItemResult {
@@ -358,6 +392,7 @@ impl From<ItemRow> for ItemResult {
                 message: row.error_message.unwrap_or_default(),
             }),
             usage,
+            finished_at: row.finished_at,
         }
     }
 }
@@ -376,7 +411,7 @@ pub fn results(
             };
             let rows: Vec<ItemRow> = sqlx::query_as(
                 "select id, custom_id, status, result, error_code, error_message, prompt_tokens,
-                        completion_tokens, cost
+                        completion_tokens, cost, finished_at
                    from jobs
                   where batch_id = $1 and ($2::uuid is null or id > $2)
                   order by id limit $3",

@@ -7,6 +7,7 @@ pub mod access;
 pub mod audit;
 pub mod batches;
 pub mod dispatch;
+pub mod files;
 pub mod idempotency;
 pub mod instances;
 pub mod job_attempts;

@@ -55,3 +55,7 @@ id_type!(
     /// A batch's id: a UUIDv7, like a job's.
     BatchId
 );
+id_type!(
+    /// An uploaded file's id (the input of an OpenAI-style batch).
+    FileId
+);

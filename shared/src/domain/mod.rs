@@ -4,6 +4,7 @@ mod access;
 mod batch;
 mod ids;
 mod job;
+pub mod openai_batch;
 mod rate;
 mod request;
 mod settings;
@@ -12,7 +13,7 @@ pub use access::{
     AccessChange, AccessRules, Denied, DomainPattern, client_ip, parse_domains, parse_networks,
 };
 pub use batch::{BatchItem, BatchSpec, MAX_BATCH_ITEMS, Template, ValidItem};
-pub use ids::{BatchId, JobId, TenantId, TokenId};
+pub use ids::{BatchId, FileId, JobId, TenantId, TokenId};
 pub use job::{Job, JobError, JobKind, JobStatus, Role, Usage};
 pub use rate::{Decision, RateLimit};
 pub use request::{

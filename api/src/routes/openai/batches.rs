@@ -1,0 +1,283 @@
+//! `POST /batches` (from an uploaded file), `GET /batches/{id}`, `GET /batches` (newest first,
+//! `after` and `limit`) and `POST /batches/{id}/cancel`.
+//!
+//! The input file is judged whole when the batch is made, so a bad line is a 400 naming it rather
+//! than a batch that fails later; a batch accepted is in progress at once.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use shared::db::batches::{self, Batch, Listing, NewBatch, OpenAiOrigin};
+use shared::db::files;
+use shared::domain::openai_batch::{self, Endpoint};
+use shared::domain::{BatchId, BatchSpec, ValidationError};
+
+use super::objects::{self, COMPLETION_WINDOW};
+use super::{OpenAiBatchId, OpenAiFileId};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::client::ClientInfo;
+use crate::error::ApiError;
+use crate::extract::{IdempotentJson, QueryParams};
+use crate::routes::{batches as tollgate_batches, paging};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/batches", post(create).get(list))
+        .route("/batches/{id}", get(show))
+        .route("/batches/{id}/cancel", post(cancel))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBatch {
+    input_file_id: String,
+    endpoint: String,
+    completion_window: String,
+    metadata: Option<Map<String, Value>>,
+    /// How long OpenAI keeps the output files; Tollgate writes them from the items, which it keeps.
+    #[serde(rename = "output_expires_after")]
+    _output_expires_after: Option<Value>,
+}
+
+/// OpenAI's metadata limits: 16 pairs, keys of 64 characters, string values of 512.
+fn check_metadata(metadata: Option<Map<String, Value>>) -> Result<Option<Value>, ApiError> {
+    let Some(metadata) = metadata else {
+        return Ok(None);
+    };
+    let invalid = |message: String| ApiError::invalid_field("metadata", message);
+    if metadata.len() > 16 {
+        return Err(invalid("holds at most 16 pairs".into()));
+    }
+    for (key, value) in &metadata {
+        if key.chars().count() > 64 {
+            return Err(invalid(format!("key {key:?} is longer than 64 characters")));
+        }
+        match value {
+            Value::String(v) if v.chars().count() <= 512 => {}
+            _ => {
+                return Err(invalid(format!(
+                    "{key:?} must be a string of at most 512 characters"
+                )));
+            }
+        }
+    }
+    Ok(Some(Value::Object(metadata)))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    client: ClientInfo,
+    IdempotentJson { body, key }: IdempotentJson<CreateBatch>,
+) -> Result<Response, ApiError> {
+    let endpoint = Endpoint::parse(&body.endpoint).ok_or_else(|| {
+        ApiError::invalid_field(
+            "endpoint",
+            format!(
+                "must be one of {}",
+                Endpoint::ALL.map(Endpoint::as_str).join(", ")
+            ),
+        )
+    })?;
+    if body.completion_window != COMPLETION_WINDOW {
+        return Err(ApiError::invalid_field(
+            "completion_window",
+            format!("must be {COMPLETION_WINDOW:?}"),
+        ));
+    }
+    let metadata = check_metadata(body.metadata)?;
+    let no_file = || ApiError::not_found("no such file").with_field("input_file_id");
+    let Ok(OpenAiFileId::Upload(file_id)) = body.input_file_id.parse() else {
+        return Err(no_file());
+    };
+    let content = files::content(&state.pool, caller.tenant_id, file_id)
+        .await?
+        .ok_or_else(no_file)?;
+    let text = String::from_utf8(content).map_err(ApiError::internal)?;
+    let bad_file = |detail: String| ApiError::invalid_field("input_file_id", detail);
+    let lines = openai_batch::lines(&text).map_err(|e| bad_file(e.to_string()))?;
+    let (model, items) =
+        openai_batch::items(endpoint, &lines).map_err(|e| bad_file(e.to_string()))?;
+    let model = tollgate_batches::served_model(&state, &model).map_err(|error| {
+        bad_file(format!(
+            "line {}: body.model: {}",
+            lines[0].0,
+            error.detail().trim_start_matches("model: ")
+        ))
+    })?;
+    let spec = BatchSpec {
+        kind: endpoint.kind(),
+        model,
+        options: None,
+        template: None,
+    };
+    let items = spec
+        .items(items, |i| lines.get(i).map(|&(number, _)| number))
+        .map_err(|error| bad_file(in_line_terms(error)))?;
+    let batch = NewBatch {
+        id: BatchId::new(),
+        tenant_id: caller.tenant_id,
+        token_id: Some(caller.token_id),
+        kind: spec.kind,
+        model: spec.model.as_str().to_owned(),
+        metadata,
+        webhook_url: None,
+        origin: client.origin,
+        client_ip: client.ip,
+        items,
+        reservations: None,
+        openai: Some(OpenAiOrigin {
+            endpoint,
+            input_file_id: file_id,
+        }),
+    };
+    tollgate_batches::accept(&state, &caller, key, batch, |batch| {
+        Ok(tollgate_batches::Accepted {
+            status: StatusCode::OK,
+            location: format!("/openai/v1/batches/{}", OpenAiBatchId(batch.id)),
+            body: objects::batch(batch),
+        })
+    })
+    .await
+}
+
+/// An item's error in the terms of its line: `items[3].options.temperature` with "line 4: must
+/// be…" becomes "line 4: body.temperature: must be…".
+fn in_line_terms(error: ValidationError) -> String {
+    let field = error
+        .field
+        .split_once("].")
+        .map_or(error.field.as_str(), |(_, rest)| rest);
+    let field = match field {
+        "custom_id" => "custom_id".to_owned(),
+        field => format!("body.{}", field.strip_prefix("options.").unwrap_or(field)),
+    };
+    match error.message.split_once(": ") {
+        Some((line, message)) if line.starts_with("line ") => format!("{line}: {field}: {message}"),
+        _ => format!("{field}: {}", error.message),
+    }
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_batch_id(&id)?;
+    openai_batch(batches::get(&state.pool, caller.tenant_id, id).await?).map(Json)
+}
+
+/// The batch's OpenAI view; a batch made through `/v1/batches` has none and is not found here.
+fn openai_batch(batch: Option<Batch>) -> Result<Value, ApiError> {
+    batch
+        .filter(|b| b.openai_endpoint.is_some())
+        .map(|b| objects::batch(&b))
+        .ok_or_else(batch_not_found)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = paging::limit(query.limit)?;
+    let after = query
+        .after
+        .map(|a| {
+            a.parse::<OpenAiBatchId>()
+                .map_err(|()| ApiError::invalid_field("after", "is not a batch id"))
+        })
+        .transpose()?;
+    // One more than asked tells whether there are more.
+    let mut found = batches::list(
+        &state.pool,
+        caller.tenant_id,
+        Listing::OpenAi,
+        after.map(|a| a.0),
+        limit + 1,
+    )
+    .await?;
+    let has_more = found.len() as i64 > limit;
+    found.truncate(usize::try_from(limit).unwrap_or(0));
+    let id = |b: Option<&Batch>| b.map(|b| OpenAiBatchId(b.id).to_string());
+    Ok(Json(json!({
+        "object": "list",
+        "data": found.iter().map(objects::batch).collect::<Vec<_>>(),
+        "first_id": id(found.first()),
+        "last_id": id(found.last()),
+        "has_more": has_more,
+    })))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_batch_id(&id)?;
+    // Only an OpenAI-style batch may be cancelled here.
+    openai_batch(batches::get(&state.pool, caller.tenant_id, id).await?)?;
+    let batch = tollgate_batches::cancelled(&state, caller.tenant_id, id).await?;
+    Ok(Json(objects::batch(&batch)))
+}
+
+fn parse_batch_id(id: &str) -> Result<BatchId, ApiError> {
+    id.parse::<OpenAiBatchId>()
+        .map(|id| id.0)
+        .map_err(|()| batch_not_found())
+}
+
+fn batch_not_found() -> ApiError {
+    ApiError::not_found("no such batch")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_errors_are_told_in_the_terms_of_the_line() {
+        let error = ValidationError::new(
+            "items[3].options.temperature",
+            "line 4: must be between 0 and 2",
+        );
+        assert_eq!(
+            in_line_terms(error),
+            "line 4: body.temperature: must be between 0 and 2"
+        );
+        let error = ValidationError::new("items[0].custom_id", "line 1: repeats items[0]");
+        assert_eq!(in_line_terms(error), "line 1: custom_id: repeats items[0]");
+        let error = ValidationError::new("items[1].messages[0].content", "line 2: is empty");
+        assert_eq!(
+            in_line_terms(error),
+            "line 2: body.messages[0].content: is empty"
+        );
+    }
+
+    #[test]
+    fn metadata_is_held_to_openais_limits() {
+        let pairs = |n: usize| {
+            Some(Map::from_iter(
+                (0..n).map(|i| (format!("k{i}"), json!("v"))),
+            ))
+        };
+        assert!(check_metadata(pairs(16)).is_ok());
+        assert!(check_metadata(pairs(17)).is_err());
+        let number = Map::from_iter([("k".to_owned(), json!(1))]);
+        assert!(check_metadata(Some(number)).is_err());
+        assert_eq!(check_metadata(None).expect("none"), None);
+    }
+}

@@ -1,0 +1,180 @@
+//! `POST /files` (multipart: `purpose=batch` and the JSONL `file`), `GET /files/{id}` and
+//! `GET /files/{id}/content`: uploaded batch inputs, and the output and error files of finished
+//! batches, written from their items a page at a time whenever they are read.
+
+use axum::body::{Body, Bytes};
+use axum::extract::multipart::MultipartError;
+use axum::extract::{Multipart, Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::{Stream, StreamExt as _, TryStreamExt as _};
+use serde_json::Value;
+use shared::db::batches::{self, Batch};
+use shared::db::files::{self, NewFile};
+use shared::domain::openai_batch::{self, Endpoint};
+use shared::domain::{FileId, TenantId};
+
+use super::{OpenAiFileId, objects};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/files", post(upload))
+        .route("/files/{id}", get(show))
+        .route("/files/{id}/content", get(content))
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    mut form: Multipart,
+) -> Result<Json<Value>, ApiError> {
+    let unreadable = |error| multipart_error(error, state.batch_body_limit);
+    let (mut purpose, mut file) = (None, None);
+    while let Some(field) = form.next_field().await.map_err(unreadable)? {
+        match field.name() {
+            Some("purpose") => purpose = Some(field.text().await.map_err(unreadable)?),
+            Some("file") => {
+                let filename = field.file_name().unwrap_or("upload.jsonl").to_owned();
+                file = Some((filename, field.bytes().await.map_err(unreadable)?));
+            }
+            _ => {}
+        }
+    }
+    match purpose.as_deref() {
+        Some("batch") => {}
+        Some(other) => {
+            return Err(ApiError::invalid_field(
+                "purpose",
+                format!("{other:?} is not supported: Tollgate takes files for \"batch\" only"),
+            ));
+        }
+        None => return Err(ApiError::invalid_field("purpose", "is required")),
+    }
+    let (filename, content) = file.ok_or_else(|| ApiError::invalid_field("file", "is required"))?;
+    let text = std::str::from_utf8(&content)
+        .map_err(|e| ApiError::invalid_field("file", format!("is not UTF-8 text: {e}")))?;
+    let lines =
+        openai_batch::lines(text).map_err(|e| ApiError::invalid_field("file", e.to_string()))?;
+    let stored = files::insert(
+        &state.pool,
+        &NewFile {
+            id: FileId::new(),
+            tenant_id: caller.tenant_id,
+            filename: &filename,
+            content: &content,
+            line_count: i32::try_from(lines.len()).unwrap_or(i32::MAX),
+        },
+    )
+    .await?;
+    Ok(Json(objects::uploaded_file(&stored)))
+}
+
+/// A form that could not be read: too large, too slow, or not multipart.
+fn multipart_error(error: MultipartError, limit: usize) -> ApiError {
+    use axum::http::StatusCode;
+    let timed_out =
+        std::iter::successors(Some(&error as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        })
+        .any(|e| e.is::<tower_http::timeout::TimeoutError>());
+    if timed_out {
+        ApiError::body_timeout()
+    } else if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::too_large(limit)
+    } else {
+        ApiError::malformed(format!(
+            "send the file as multipart/form-data: {}",
+            error.body_text()
+        ))
+    }
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    match id.parse().map_err(|_| file_not_found())? {
+        OpenAiFileId::Upload(id) => files::get(&state.pool, caller.tenant_id, id)
+            .await?
+            .map(|file| Json(objects::uploaded_file(&file)))
+            .ok_or_else(file_not_found),
+        generated @ (OpenAiFileId::Output(batch_id) | OpenAiFileId::Errors(batch_id)) => {
+            let (batch, endpoint) = ended_batch(&state, caller.tenant_id, batch_id).await?;
+            // Its size is that of its lines, counted by writing them.
+            let bytes = generated_lines(&state, &batch, endpoint, generated)
+                .try_fold(
+                    0_i64,
+                    |sum, line| async move { Ok(sum + line.len() as i64) },
+                )
+                .await?;
+            Ok(Json(objects::generated_file(generated, &batch, bytes)))
+        }
+    }
+}
+
+async fn content(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let body = match id.parse().map_err(|_| file_not_found())? {
+        OpenAiFileId::Upload(id) => files::content(&state.pool, caller.tenant_id, id)
+            .await?
+            .map(Body::from)
+            .ok_or_else(file_not_found)?,
+        generated @ (OpenAiFileId::Output(batch_id) | OpenAiFileId::Errors(batch_id)) => {
+            let (batch, endpoint) = ended_batch(&state, caller.tenant_id, batch_id).await?;
+            Body::from_stream(generated_lines(&state, &batch, endpoint, generated))
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
+}
+
+/// The tenant's OpenAI-style batch whose output or error file is asked for, once it has ended
+/// (before that its files do not exist, as at OpenAI).
+async fn ended_batch(
+    state: &AppState,
+    tenant_id: TenantId,
+    id: shared::domain::BatchId,
+) -> Result<(Batch, Endpoint), ApiError> {
+    let batch = batches::get(&state.pool, tenant_id, id)
+        .await?
+        .ok_or_else(file_not_found)?;
+    let endpoint = batch
+        .openai_endpoint
+        .as_deref()
+        .and_then(Endpoint::parse)
+        .ok_or_else(file_not_found)?;
+    if batch.finished_at.is_none() {
+        return Err(file_not_found());
+    }
+    Ok((batch, endpoint))
+}
+
+/// The lines of a batch's output or error file, in submission order.
+fn generated_lines(
+    state: &AppState,
+    batch: &Batch,
+    endpoint: Endpoint,
+    file: OpenAiFileId,
+) -> impl Stream<Item = Result<Bytes, sqlx::Error>> + Send + 'static {
+    let errors = matches!(file, OpenAiFileId::Errors(_));
+    let model = batch.model.clone();
+    batches::results(state.pool.clone(), batch.id).filter_map(move |item| {
+        let line = match item {
+            Ok(item) => objects::result_line(endpoint, &model, &item, errors).map(Ok),
+            Err(error) => Some(Err(error)),
+        };
+        std::future::ready(line)
+    })
+}
+
+fn file_not_found() -> ApiError {
+    ApiError::not_found("no such file")
+}

@@ -1,0 +1,167 @@
+//! The OpenAI Batch API, under `/openai/v1`: upload a JSONL file, make a batch of it, poll the
+//! batch, read its output and error files. What OpenAI's own clients (the `openai` Python package
+//! among them) need to run a batch through Tollgate with only `base_url` and the key changed.
+//!
+//! A batch made here is a Tollgate batch like any other (scheduled fairly, billed per item, also
+//! visible under `/v1/batches`); only its views are OpenAI's. Errors are OpenAI's shape, too:
+//! every problem+json answer of these routes is rewritten by [`openai_errors`].
+
+mod batches;
+mod files;
+mod objects;
+
+use std::fmt;
+use std::str::FromStr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use serde_json::{Value, json};
+use shared::domain::{BatchId, FileId};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+pub fn router(upload_limit: usize) -> Router<AppState> {
+    Router::new()
+        .merge(files::router().layer(DefaultBodyLimit::max(upload_limit)))
+        .merge(batches::router())
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(axum::middleware::map_response(openai_errors))
+}
+
+/// Rewrites a problem+json answer as OpenAI's `{"error": {message, type, param, code}}`, keeping
+/// its headers (`Retry-After`, `WWW-Authenticate`). A 422 becomes 400, as OpenAI answers a request
+/// it cannot process.
+async fn openai_errors(response: Response) -> Response {
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !is_problem {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let problem: Value = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        Err(_) => Value::Null,
+    };
+    if parts.status == StatusCode::UNPROCESSABLE_ENTITY {
+        parts.status = StatusCode::BAD_REQUEST;
+    }
+    let kind = match parts.status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        429 => "rate_limit_error",
+        500.. => "server_error",
+        _ => "invalid_request_error",
+    };
+    let body = json!({ "error": {
+        "message": problem["detail"].as_str().unwrap_or("the request failed"),
+        "type": kind,
+        "param": problem.get("field").cloned().unwrap_or(Value::Null),
+        "code": problem.get("code").cloned().unwrap_or(Value::Null),
+    }});
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(body.to_string()))
+}
+
+/// A batch's OpenAI id: `batch_` and its UUID's 32 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OpenAiBatchId(BatchId);
+
+impl fmt::Display for OpenAiBatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "batch_{}", self.0.0.simple())
+    }
+}
+
+impl FromStr for OpenAiBatchId {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let hex = s.strip_prefix("batch_").ok_or(())?;
+        simple_uuid(hex).map(|id| Self(BatchId(id)))
+    }
+}
+
+/// A file's OpenAI id: an upload's `file-{hex}`, or a batch's generated output (`file-{hex}-output`)
+/// and error (`file-{hex}-errors`) files, which are written from its items whenever they are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpenAiFileId {
+    Upload(FileId),
+    Output(BatchId),
+    Errors(BatchId),
+}
+
+impl fmt::Display for OpenAiFileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Upload(id) => write!(f, "file-{}", id.0.simple()),
+            Self::Output(id) => write!(f, "file-{}-output", id.0.simple()),
+            Self::Errors(id) => write!(f, "file-{}-errors", id.0.simple()),
+        }
+    }
+}
+
+impl FromStr for OpenAiFileId {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let rest = s.strip_prefix("file-").ok_or(())?;
+        if let Some(hex) = rest.strip_suffix("-output") {
+            return simple_uuid(hex).map(|id| Self::Output(BatchId(id)));
+        }
+        if let Some(hex) = rest.strip_suffix("-errors") {
+            return simple_uuid(hex).map(|id| Self::Errors(BatchId(id)));
+        }
+        simple_uuid(rest).map(|id| Self::Upload(FileId(id)))
+    }
+}
+
+/// A UUID written as 32 hex digits, and only so.
+fn simple_uuid(hex: &str) -> Result<Uuid, ()> {
+    if hex.len() != 32 {
+        return Err(());
+    }
+    Uuid::try_parse(hex).map_err(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_refuse_other_forms() {
+        let batch = OpenAiBatchId(BatchId::new());
+        assert_eq!(batch.to_string().parse::<OpenAiBatchId>(), Ok(batch));
+        assert_eq!(batch.to_string().len(), "batch_".len() + 32);
+        let upload = OpenAiFileId::Upload(FileId::new());
+        let output = OpenAiFileId::Output(batch.0);
+        let errors = OpenAiFileId::Errors(batch.0);
+        for id in [upload, output, errors] {
+            assert_eq!(id.to_string().parse::<OpenAiFileId>(), Ok(id));
+        }
+        let hyphenated = batch.0.to_string();
+        assert!(
+            format!("batch_{hyphenated}")
+                .parse::<OpenAiBatchId>()
+                .is_err()
+        );
+        assert!(
+            format!("file-{hyphenated}")
+                .parse::<OpenAiFileId>()
+                .is_err()
+        );
+        assert!("file-xyz-output".parse::<OpenAiFileId>().is_err());
+        assert!("batch-1".parse::<OpenAiBatchId>().is_err());
+    }
+}

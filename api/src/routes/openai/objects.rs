@@ -1,0 +1,328 @@
+//! OpenAI's objects written from Tollgate's: the batch, the file, and the lines of a batch's output
+//! and error files (each succeeded item's answer in the shape its endpoint answers).
+
+use axum::body::Bytes;
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+use shared::db::batches::{Batch, ItemResult};
+use shared::db::files::StoredFile;
+use shared::domain::openai_batch::Endpoint;
+
+use super::{OpenAiBatchId, OpenAiFileId};
+
+/// How long OpenAI gives a batch: the only `completion_window` there is.
+pub const COMPLETION_WINDOW: &str = "24h";
+
+fn unix(at: DateTime<Utc>) -> i64 {
+    at.timestamp()
+}
+
+/// Whether an item's line belongs in the output file (it succeeded) or the error file.
+fn in_output(item: &ItemResult) -> bool {
+    item.status == "succeeded"
+}
+
+/// The items that end in the error file: failed, or cancelled with their batch.
+fn failed(batch: &Batch) -> i64 {
+    batch.counts.failed + batch.counts.cancelled
+}
+
+/// A batch as OpenAI shows it. Tollgate validates the input file before accepting a batch, so a
+/// batch is never `validating` or `failed`; it does not expire either (items run until done).
+/// Output and error files appear once the batch has ended, each when it has lines.
+pub fn batch(batch: &Batch) -> Value {
+    let ended = batch.finished_at;
+    let file =
+        |lines: i64, id: OpenAiFileId| (ended.is_some() && lines > 0).then(|| id.to_string());
+    let when = |status: &str| ended.filter(|_| batch.status == status).map(unix);
+    json!({
+        "id": OpenAiBatchId(batch.id).to_string(),
+        "object": "batch",
+        "endpoint": batch.openai_endpoint,
+        "model": batch.model,
+        "errors": null,
+        "input_file_id": batch.input_file_id.map(|id| OpenAiFileId::Upload(id).to_string()),
+        "completion_window": COMPLETION_WINDOW,
+        "status": batch.status,
+        "output_file_id": file(batch.counts.succeeded, OpenAiFileId::Output(batch.id)),
+        "error_file_id": file(failed(batch), OpenAiFileId::Errors(batch.id)),
+        "created_at": unix(batch.created_at),
+        "in_progress_at": unix(batch.created_at),
+        "expires_at": unix(batch.created_at + Duration::hours(24)),
+        "finalizing_at": ended.map(unix),
+        "completed_at": when("completed"),
+        "failed_at": null,
+        "expired_at": null,
+        "cancelling_at": batch.cancelled_at.map(unix),
+        "cancelled_at": when("cancelled"),
+        "request_counts": {
+            "total": batch.counts.total,
+            "completed": batch.counts.succeeded,
+            "failed": failed(batch),
+        },
+        "usage": {
+            "input_tokens": batch.usage.prompt_tokens,
+            "input_tokens_details": { "cached_tokens": 0, "cache_write_tokens": 0 },
+            "output_tokens": batch.usage.completion_tokens,
+            "output_tokens_details": { "reasoning_tokens": 0 },
+            "total_tokens": batch.usage.total_tokens,
+        },
+        "metadata": batch.metadata,
+    })
+}
+
+/// An uploaded file as OpenAI shows it.
+pub fn uploaded_file(file: &StoredFile) -> Value {
+    file_object(
+        OpenAiFileId::Upload(file.id),
+        file.bytes,
+        file.created_at,
+        &file.filename,
+        &file.purpose,
+    )
+}
+
+/// A batch's output or error file as OpenAI shows it, `bytes` long.
+pub fn generated_file(id: OpenAiFileId, batch: &Batch, bytes: i64) -> Value {
+    let name = match id {
+        OpenAiFileId::Errors(_) => "errors",
+        _ => "output",
+    };
+    file_object(
+        id,
+        bytes,
+        batch.finished_at.unwrap_or(batch.created_at),
+        &format!("{}_{name}.jsonl", OpenAiBatchId(batch.id)),
+        "batch_output",
+    )
+}
+
+fn file_object(
+    id: OpenAiFileId,
+    bytes: i64,
+    created_at: DateTime<Utc>,
+    filename: &str,
+    purpose: &str,
+) -> Value {
+    json!({
+        "id": id.to_string(),
+        "object": "file",
+        "bytes": bytes,
+        "created_at": unix(created_at),
+        "expires_at": null,
+        "filename": filename,
+        "purpose": purpose,
+        "status": "processed",
+        "status_details": null,
+    })
+}
+
+/// An item's line of the output file (`errors == false`) or of the error file, if it belongs in
+/// that one: `{"id", "custom_id", "response": {status_code, request_id, body} | null, "error":
+/// {code, message} | null}`, newline-terminated.
+pub fn result_line(
+    endpoint: Endpoint,
+    model: &str,
+    item: &ItemResult,
+    errors: bool,
+) -> Option<Bytes> {
+    if in_output(item) == errors {
+        return None;
+    }
+    let hex = item.job_id.0.simple();
+    let line = if errors {
+        let (code, message) = match &item.error {
+            Some(error) => (error.code.as_str(), error.message.as_str()),
+            None => ("failed", "the request failed"),
+        };
+        let code = if item.status == "cancelled" {
+            "batch_cancelled"
+        } else {
+            code
+        };
+        json!({
+            "id": format!("batch_req_{hex}"),
+            "custom_id": item.custom_id,
+            "response": null,
+            "error": { "code": code, "message": message },
+        })
+    } else {
+        json!({
+            "id": format!("batch_req_{hex}"),
+            "custom_id": item.custom_id,
+            "response": {
+                "status_code": 200,
+                "request_id": item.job_id.to_string(),
+                "body": response_body(endpoint, model, item),
+            },
+            "error": null,
+        })
+    };
+    let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+    bytes.push(b'\n');
+    Some(Bytes::from(bytes))
+}
+
+/// What the endpoint itself would have answered for a succeeded item.
+fn response_body(endpoint: Endpoint, model: &str, item: &ItemResult) -> Value {
+    let hex = item.job_id.0.simple();
+    let created = item.finished_at.map(unix).unwrap_or_default();
+    let (input, output) = item
+        .usage
+        .as_ref()
+        .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+    let result = item.result.as_ref().unwrap_or(&Value::Null);
+    let text = result["message"]["content"].as_str().unwrap_or_default();
+    match endpoint {
+        Endpoint::ChatCompletions => json!({
+            "id": format!("chatcmpl-{hex}"),
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "message": { "role": "assistant", "content": text, "refusal": null },
+                "logprobs": null,
+                "finish_reason": "stop",
+            }],
+            "usage": {
+                "prompt_tokens": input,
+                "completion_tokens": output,
+                "total_tokens": input + output,
+            },
+        }),
+        Endpoint::Responses => json!({
+            "id": format!("resp_{hex}"),
+            "object": "response",
+            "created_at": created,
+            "status": "completed",
+            "model": model,
+            "output": [{
+                "type": "message",
+                "id": format!("msg_{hex}"),
+                "status": "completed",
+                "role": "assistant",
+                "content": [{ "type": "output_text", "text": text, "annotations": [] }],
+            }],
+            "parallel_tool_calls": false,
+            "tool_choice": "none",
+            "tools": [],
+            "error": null,
+            "incomplete_details": null,
+            "usage": {
+                "input_tokens": input,
+                "input_tokens_details": { "cached_tokens": 0, "cache_write_tokens": 0 },
+                "output_tokens": output,
+                "output_tokens_details": { "reasoning_tokens": 0 },
+                "total_tokens": input + output,
+            },
+        }),
+        Endpoint::Embeddings => {
+            let vectors = result["embeddings"].as_array().cloned().unwrap_or_default();
+            let data: Vec<Value> = vectors
+                .into_iter()
+                .enumerate()
+                .map(|(index, embedding)| {
+                    json!({ "object": "embedding", "index": index, "embedding": embedding })
+                })
+                .collect();
+            json!({
+                "object": "list",
+                "data": data,
+                "model": model,
+                "usage": { "prompt_tokens": input, "total_tokens": input },
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shared::db::batches::BatchUsage;
+    use shared::domain::{JobError, JobId};
+
+    use super::*;
+
+    fn item(status: &str, result: Option<Value>, error: Option<JobError>) -> ItemResult {
+        ItemResult {
+            custom_id: "sku-1".into(),
+            job_id: JobId::new(),
+            status: status.into(),
+            result,
+            error,
+            usage: Some(BatchUsage {
+                prompt_tokens: 7,
+                completion_tokens: 3,
+                total_tokens: 10,
+                cost: "0".into(),
+            }),
+            finished_at: Some(Utc::now()),
+        }
+    }
+
+    fn parse(line: Option<Bytes>) -> Value {
+        let line = line.expect("a line");
+        assert_eq!(line.last(), Some(&b'\n'));
+        serde_json::from_slice(&line).expect("JSON")
+    }
+
+    #[test]
+    fn a_succeeded_item_is_answered_as_its_endpoint_answers() {
+        let chat = item(
+            "succeeded",
+            Some(json!({ "message": { "role": "assistant", "content": "Hi" } })),
+            None,
+        );
+        assert!(result_line(Endpoint::ChatCompletions, "m", &chat, true).is_none());
+        let line = parse(result_line(Endpoint::ChatCompletions, "m", &chat, false));
+        assert_eq!(line["custom_id"], "sku-1");
+        assert_eq!(line["error"], Value::Null);
+        assert_eq!(line["response"]["status_code"], 200);
+        let body = &line["response"]["body"];
+        assert_eq!(body["object"], "chat.completion");
+        assert_eq!(body["choices"][0]["message"]["content"], "Hi");
+        assert_eq!(body["usage"]["total_tokens"], 10);
+
+        let body = &parse(result_line(Endpoint::Responses, "m", &chat, false))["response"]["body"];
+        assert_eq!(body["object"], "response");
+        assert_eq!(body["output"][0]["content"][0]["text"], "Hi");
+        assert_eq!(body["usage"]["input_tokens"], 7);
+
+        let embedding = item(
+            "succeeded",
+            Some(json!({ "embeddings": [[0.5, 1.0], [2.0, 0.0]] })),
+            None,
+        );
+        let body =
+            &parse(result_line(Endpoint::Embeddings, "m", &embedding, false))["response"]["body"];
+        assert_eq!(body["data"][1]["index"], 1);
+        assert_eq!(body["data"][0]["embedding"], json!([0.5, 1.0]));
+        assert_eq!(body["usage"]["prompt_tokens"], 7);
+    }
+
+    #[test]
+    fn failed_and_cancelled_items_go_to_the_error_file() {
+        let failed = item(
+            "failed",
+            None,
+            Some(JobError {
+                code: "model_not_found".into(),
+                message: "no such model".into(),
+            }),
+        );
+        assert!(result_line(Endpoint::ChatCompletions, "m", &failed, false).is_none());
+        let line = parse(result_line(Endpoint::ChatCompletions, "m", &failed, true));
+        assert_eq!(line["response"], Value::Null);
+        assert_eq!(line["error"]["code"], "model_not_found");
+        let cancelled = item(
+            "cancelled",
+            None,
+            Some(JobError {
+                code: "cancelled".into(),
+                message: "the batch was cancelled".into(),
+            }),
+        );
+        let line = parse(result_line(Endpoint::Embeddings, "m", &cancelled, true));
+        assert_eq!(line["error"]["code"], "batch_cancelled");
+    }
+}

@@ -1,0 +1,72 @@
+//! `files`: the JSONL inputs of OpenAI-style batches, uploaded whole and read back whole.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::domain::{FileId, TenantId};
+
+/// A file about to be stored.
+pub struct NewFile<'a> {
+    pub id: FileId,
+    pub tenant_id: TenantId,
+    pub filename: &'a str,
+    pub content: &'a [u8],
+    pub line_count: i32,
+}
+
+/// What is known of a stored file without reading its content.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredFile {
+    pub id: FileId,
+    pub purpose: String,
+    pub filename: String,
+    pub bytes: i64,
+    pub line_count: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+const FILE_SELECT: &str =
+    "select id, purpose, filename, octet_length(content)::bigint as bytes, line_count, created_at
+       from files";
+
+pub async fn insert(pool: &PgPool, file: &NewFile<'_>) -> Result<StoredFile, sqlx::Error> {
+    sqlx::query_as(
+        "insert into files (id, tenant_id, purpose, filename, content, line_count)
+         values ($1, $2, 'batch', $3, $4, $5)
+         returning id, purpose, filename, octet_length(content)::bigint as bytes, line_count,
+                   created_at",
+    )
+    .bind(file.id)
+    .bind(file.tenant_id)
+    .bind(file.filename)
+    .bind(file.content)
+    .bind(file.line_count)
+    .fetch_one(pool)
+    .await
+}
+
+/// A tenant's file; another tenant's is `None`, like one that does not exist.
+pub async fn get(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    id: FileId,
+) -> Result<Option<StoredFile>, sqlx::Error> {
+    sqlx::query_as(&format!("{FILE_SELECT} where id = $1 and tenant_id = $2"))
+        .bind(id)
+        .bind(tenant_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// A tenant's file's content.
+pub async fn content(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    id: FileId,
+) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar("select content from files where id = $1 and tenant_id = $2")
+        .bind(id)
+        .bind(tenant_id)
+        .fetch_optional(pool)
+        .await
+}

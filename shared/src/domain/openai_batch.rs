@@ -1,0 +1,530 @@
+//! OpenAI Batch API input files: JSONL lines `{"custom_id", "method": "POST", "url", "body"}`,
+//! each body a Chat Completions, Responses or Embeddings request, turned into Tollgate's batch
+//! items. Only what Tollgate can honour is accepted: any other body parameter (tools, images,
+//! `n`, streaming) is refused by name rather than silently dropped.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::batch::BatchItem;
+use super::request::{ChatMessage, ChatRole, EmbeddingInput, GenerationOptions};
+use super::{JobKind, MAX_BATCH_ITEMS};
+
+/// The endpoints a batch's lines may call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Responses,
+    Embeddings,
+}
+
+impl Endpoint {
+    pub const ALL: [Self; 3] = [Self::ChatCompletions, Self::Responses, Self::Embeddings];
+
+    pub fn parse(url: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.as_str() == url)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/v1/chat/completions",
+            Self::Responses => "/v1/responses",
+            Self::Embeddings => "/v1/embeddings",
+        }
+    }
+
+    /// The kind of job each line becomes (a Responses request is a conversation).
+    pub fn kind(self) -> JobKind {
+        match self {
+            Self::ChatCompletions | Self::Responses => JobKind::Chat,
+            Self::Embeddings => JobKind::Embedding,
+        }
+    }
+}
+
+/// What is wrong with an input file: the line (1-based), the field in it, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {field}: {message}")]
+pub struct InputError {
+    pub line: usize,
+    pub field: String,
+    pub message: String,
+}
+
+impl InputError {
+    pub fn new(line: usize, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            line,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One line of an input file, before its body is read.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    custom_id: String,
+    method: String,
+    url: String,
+    body: Value,
+}
+
+/// An input file's lines with their 1-based line numbers (blank lines skipped), each checked for
+/// the line's own shape: a JSON object with `custom_id`, `method: "POST"` and a known `url`. What
+/// an upload is held to; the bodies are judged when a batch is made from the file.
+pub fn lines(text: &str) -> Result<Vec<(usize, &str)>, InputError> {
+    let mut found = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let number = index + 1;
+        if found.len() == MAX_BATCH_ITEMS {
+            return Err(InputError::new(
+                number,
+                "file",
+                format!("a batch file holds at most {MAX_BATCH_ITEMS} requests"),
+            ));
+        }
+        let parsed = read_line(number, line)?;
+        if Endpoint::parse(&parsed.url).is_none() {
+            return Err(InputError::new(
+                number,
+                "url",
+                format!(
+                    "must be one of {}",
+                    Endpoint::ALL.map(Endpoint::as_str).join(", ")
+                ),
+            ));
+        }
+        found.push((number, line));
+    }
+    if found.is_empty() {
+        return Err(InputError::new(1, "file", "holds no requests"));
+    }
+    Ok(found)
+}
+
+fn read_line(number: usize, line: &str) -> Result<Line, InputError> {
+    let parsed: Line = serde_json::from_str(line)
+        .map_err(|e| InputError::new(number, "line", format!("is not a request line: {e}")))?;
+    if parsed.method != "POST" {
+        return Err(InputError::new(number, "method", "must be \"POST\""));
+    }
+    Ok(parsed)
+}
+
+/// A file's requests as batch items, all for `endpoint` and one model (returned with them). The
+/// items still pass [`super::BatchSpec::items`], which judges their content.
+pub fn items(
+    endpoint: Endpoint,
+    lines: &[(usize, &str)],
+) -> Result<(String, Vec<BatchItem>), InputError> {
+    let mut model: Option<(String, usize)> = None;
+    let mut items = Vec::with_capacity(lines.len());
+    for &(number, text) in lines {
+        let line = read_line(number, text)?;
+        if line.url != endpoint.as_str() {
+            return Err(InputError::new(
+                number,
+                "url",
+                format!(
+                    "is {:?}, but the batch's endpoint is {:?}",
+                    line.url,
+                    endpoint.as_str()
+                ),
+            ));
+        }
+        let (line_model, item) = body_item(endpoint, line.custom_id, line.body)
+            .map_err(|(field, message)| InputError::new(number, field, message))?;
+        match &model {
+            None => model = Some((line_model, number)),
+            Some((first, first_line)) if *first != line_model => {
+                return Err(InputError::new(
+                    number,
+                    "body.model",
+                    format!(
+                        "is {line_model:?}, but line {first_line} uses {first:?}: a batch runs one model"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+        items.push(item);
+    }
+    let (model, _) = model.ok_or_else(|| InputError::new(1, "file", "holds no requests"))?;
+    Ok((model, items))
+}
+
+/// A field at fault (`body.temperature`) and why.
+type BodyError = (String, String);
+
+fn body_item(
+    endpoint: Endpoint,
+    custom_id: String,
+    body: Value,
+) -> Result<(String, BatchItem), BodyError> {
+    let parse_error = |e: serde_path_to_error::Error<serde_json::Error>| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "body".to_owned()
+        } else {
+            format!("body.{path}")
+        };
+        (field, e.inner().to_string())
+    };
+    let item = |messages, input, options| BatchItem {
+        custom_id,
+        prompt: None,
+        messages,
+        input,
+        options,
+        fields: None,
+    };
+    match endpoint {
+        Endpoint::ChatCompletions => {
+            let body: ChatCompletionBody =
+                serde_path_to_error::deserialize(body).map_err(parse_error)?;
+            if body.stream == Some(true) {
+                return Err(("body.stream".into(), "a batch request cannot stream".into()));
+            }
+            let messages = body
+                .messages
+                .into_iter()
+                .enumerate()
+                .map(|(i, m)| m.into_message(&format!("body.messages[{i}]")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let options = options(
+                body.temperature,
+                body.top_p,
+                body.max_completion_tokens.or(body.max_tokens),
+                body.seed,
+            );
+            Ok((body.model, item(Some(messages), None, options)))
+        }
+        Endpoint::Responses => {
+            let body: ResponsesBody =
+                serde_path_to_error::deserialize(body).map_err(parse_error)?;
+            if body.stream == Some(true) {
+                return Err(("body.stream".into(), "a batch request cannot stream".into()));
+            }
+            let mut messages = Vec::new();
+            if let Some(instructions) = body.instructions {
+                messages.push(ChatMessage {
+                    role: ChatRole::System,
+                    content: instructions,
+                });
+            }
+            match body.input {
+                ResponsesInput::Text(content) => messages.push(ChatMessage {
+                    role: ChatRole::User,
+                    content,
+                }),
+                ResponsesInput::Messages(given) => {
+                    for (i, m) in given.into_iter().enumerate() {
+                        messages.push(m.into_message(&format!("body.input[{i}]"))?);
+                    }
+                }
+            }
+            let options = options(body.temperature, body.top_p, body.max_output_tokens, None);
+            Ok((body.model, item(Some(messages), None, options)))
+        }
+        Endpoint::Embeddings => {
+            let body: EmbeddingsBody =
+                serde_path_to_error::deserialize(body).map_err(parse_error)?;
+            if body
+                .encoding_format
+                .as_deref()
+                .is_some_and(|f| f != "float")
+            {
+                return Err((
+                    "body.encoding_format".into(),
+                    "only \"float\" is supported".into(),
+                ));
+            }
+            Ok((body.model, item(None, Some(body.input), None)))
+        }
+    }
+}
+
+/// The sampling options a line set, if any.
+fn options(
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    max_tokens: Option<u32>,
+    seed: Option<i64>,
+) -> Option<GenerationOptions> {
+    let options = GenerationOptions {
+        temperature,
+        top_p,
+        max_tokens,
+        seed,
+        system: None,
+    };
+    (options != GenerationOptions::default()).then_some(options)
+}
+
+/// A Chat Completions request, as far as Tollgate runs it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatCompletionBody {
+    model: String,
+    messages: Vec<OpenAiMessage>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    seed: Option<i64>,
+    stream: Option<bool>,
+    /// An end-user id for the provider's abuse monitoring; Tollgate has its own attribution.
+    #[serde(rename = "user")]
+    _user: Option<String>,
+}
+
+/// A Responses request, as far as Tollgate runs it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResponsesBody {
+    model: String,
+    input: ResponsesInput,
+    instructions: Option<String>,
+    max_output_tokens: Option<u32>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    stream: Option<bool>,
+    #[serde(rename = "user")]
+    _user: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ResponsesInput {
+    Text(String),
+    Messages(Vec<OpenAiMessage>),
+}
+
+/// An Embeddings request, as far as Tollgate runs it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmbeddingsBody {
+    model: String,
+    input: EmbeddingInput,
+    encoding_format: Option<String>,
+    #[serde(rename = "user")]
+    _user: Option<String>,
+}
+
+/// A message as OpenAI's APIs take it: text content, or text parts.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenAiMessage {
+    role: String,
+    content: Content,
+    /// Responses input items may say `"type": "message"`.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Deserialize)]
+struct ContentPart {
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<String>,
+}
+
+impl OpenAiMessage {
+    fn into_message(self, at: &str) -> Result<ChatMessage, BodyError> {
+        if self.kind.as_deref().is_some_and(|k| k != "message") {
+            return Err((
+                format!("{at}.type"),
+                "only message items are supported".into(),
+            ));
+        }
+        let role = match self.role.as_str() {
+            "system" | "developer" => ChatRole::System,
+            "user" => ChatRole::User,
+            "assistant" => ChatRole::Assistant,
+            other => {
+                return Err((
+                    format!("{at}.role"),
+                    format!("{other:?} is not supported: use system, developer, user or assistant"),
+                ));
+            }
+        };
+        let content = match self.content {
+            Content::Text(text) => text,
+            Content::Parts(parts) => {
+                let mut text = String::new();
+                for (i, part) in parts.into_iter().enumerate() {
+                    match (part.kind.as_str(), part.text) {
+                        ("text" | "input_text" | "output_text", Some(t)) => text.push_str(&t),
+                        _ => {
+                            return Err((
+                                format!("{at}.content[{i}]"),
+                                "only text parts are supported".into(),
+                            ));
+                        }
+                    }
+                }
+                text
+            }
+        };
+        Ok(ChatMessage { role, content })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn file(lines: &[Value]) -> String {
+        lines
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn line(custom_id: &str, url: &str, body: Value) -> Value {
+        json!({ "custom_id": custom_id, "method": "POST", "url": url, "body": body })
+    }
+
+    #[test]
+    fn chat_completion_lines_become_chat_items() {
+        let text = file(&[
+            line(
+                "a",
+                "/v1/chat/completions",
+                json!({ "model": "m", "max_tokens": 20, "messages": [
+                    { "role": "developer", "content": "Be brief." },
+                    { "role": "user", "content": [{ "type": "text", "text": "Hi" }] },
+                ]}),
+            ),
+            line(
+                "b",
+                "/v1/chat/completions",
+                json!({ "model": "m", "messages": [{ "role": "user", "content": "Yo" }] }),
+            ),
+        ]);
+        let text = format!("\n{text}\n");
+        let lines = lines(&text).expect("lines");
+        assert_eq!(lines.iter().map(|l| l.0).collect::<Vec<_>>(), [2, 3]);
+        let (model, items) = items(Endpoint::ChatCompletions, &lines).expect("items");
+        assert_eq!(model, "m");
+        let messages = items[0].messages.as_ref().expect("messages");
+        assert_eq!(messages[0].role, ChatRole::System);
+        assert_eq!(messages[1].content, "Hi");
+        assert_eq!(
+            items[0].options.as_ref().and_then(|o| o.max_tokens),
+            Some(20)
+        );
+        assert!(items[1].options.is_none());
+        assert_eq!(items[1].custom_id, "b");
+    }
+
+    #[test]
+    fn responses_lines_take_instructions_as_a_system_message() {
+        let text = file(&[line(
+            "r",
+            "/v1/responses",
+            json!({ "model": "m", "instructions": "Terse.", "input": "Tea?",
+                    "max_output_tokens": 9 }),
+        )]);
+        let (_, items) = items(Endpoint::Responses, &lines(&text).expect("lines")).expect("items");
+        let messages = items[0].messages.as_ref().expect("messages");
+        assert_eq!(messages.len(), 2);
+        assert_eq!(messages[0].role, ChatRole::System);
+        assert_eq!(messages[1].content, "Tea?");
+        assert_eq!(
+            items[0].options.as_ref().and_then(|o| o.max_tokens),
+            Some(9)
+        );
+    }
+
+    #[test]
+    fn embedding_lines_keep_their_input() {
+        let text = file(&[line(
+            "e",
+            "/v1/embeddings",
+            json!({ "model": "m", "input": ["a", "b"], "encoding_format": "float" }),
+        )]);
+        let (_, items) = items(Endpoint::Embeddings, &lines(&text).expect("lines")).expect("items");
+        assert_eq!(
+            items[0].input,
+            Some(EmbeddingInput::Many(vec!["a".into(), "b".into()]))
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_field() {
+        let chat = |body: Value| file(&[line("a", "/v1/chat/completions", body)]);
+        let cases = [
+            (
+                chat(json!({ "model": "m", "messages": [], "tools": [] })),
+                "body.tools",
+            ),
+            (
+                chat(json!({ "model": "m", "messages": [{ "role": "tool", "content": "x" }] })),
+                "body.messages[0].role",
+            ),
+            (
+                chat(
+                    json!({ "model": "m", "messages": [{ "role": "user", "content": [
+                    { "type": "image_url", "image_url": { "url": "x" } }] }] }),
+                ),
+                "body.messages[0].content[0]",
+            ),
+            (
+                chat(json!({ "model": "m", "stream": true, "messages": [] })),
+                "body.stream",
+            ),
+            (
+                chat(json!({ "model": "m", "temperature": "hot", "messages": [] })),
+                "body.temperature",
+            ),
+        ];
+        for (text, field) in cases {
+            let error = items(Endpoint::ChatCompletions, &lines(&text).expect("lines"))
+                .expect_err("refused");
+            assert_eq!((error.line, error.field.as_str()), (1, field), "{error}");
+        }
+        let mixed = file(&[
+            line("a", "/v1/embeddings", json!({ "model": "m", "input": "x" })),
+            line("b", "/v1/embeddings", json!({ "model": "n", "input": "y" })),
+        ]);
+        let error =
+            items(Endpoint::Embeddings, &lines(&mixed).expect("lines")).expect_err("two models");
+        assert_eq!((error.line, error.field.as_str()), (2, "body.model"));
+        let error = items(Endpoint::ChatCompletions, &lines(&mixed).expect("lines"))
+            .expect_err("another endpoint");
+        assert_eq!(error.field, "url");
+    }
+
+    #[test]
+    fn a_file_is_held_to_the_line_shape() {
+        let get = json!({ "custom_id": "a", "method": "GET", "url": "/v1/embeddings", "body": {} });
+        assert_eq!(lines(&get.to_string()).expect_err("GET").field, "method");
+        let other = line("a", "/v1/images/generations", json!({}));
+        assert_eq!(lines(&other.to_string()).expect_err("url").field, "url");
+        assert_eq!(lines("{\"custom_id\":").expect_err("broken").field, "line");
+        assert_eq!(lines(" \n").expect_err("empty").field, "file");
+        let one = line("a", "/v1/embeddings", json!({}));
+        let many = vec![one.to_string(); MAX_BATCH_ITEMS + 1].join("\n");
+        let error = lines(&many).expect_err("too many");
+        assert_eq!(
+            (error.line, error.field.as_str()),
+            (MAX_BATCH_ITEMS + 1, "file")
+        );
+    }
+}
