@@ -4,6 +4,7 @@
 mod access;
 mod batches;
 mod billing;
+mod cli;
 mod delivery;
 mod events;
 mod hardening;
