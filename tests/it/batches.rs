@@ -729,3 +729,93 @@ async fn a_batch_item_waiting_to_retry_comes_back_through_the_bulk_queue() {
     assert_eq!(done["counts"]["succeeded"], 1, "{done}");
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_lettered_item_is_requeued_into_its_batch_which_ends_again() {
+    let stack = Stack::with(idle()).await;
+    let created = generate_batch(&stack, &stack.token, "dl", 2).await;
+    let id = created["id"].as_str().expect("id");
+    let batch_id: BatchId = id.parse().expect("batch id");
+    let items: Vec<JobId> =
+        sqlx::query_scalar("select id from jobs where batch_id = $1 order by id")
+            .bind(batch_id)
+            .fetch_all(&stack.pool)
+            .await
+            .expect("items");
+    // What the dead-letter consumer leaves of an item whose message kept failing; its sibling
+    // ended another way.
+    sqlx::query(
+        "update jobs set status = 'failed', error_code = 'internal_error', error_message = 'x',
+                finished_at = now(), dead_lettered_at = now()
+          where id = $1",
+    )
+    .bind(items[0])
+    .execute(&stack.pool)
+    .await
+    .expect("dead-letter the first item");
+    sqlx::query("update jobs set status = 'cancelled', finished_at = now() where id = $1")
+        .bind(items[1])
+        .execute(&stack.pool)
+        .await
+        .expect("end the second item");
+    let worker = stack.start_worker(test_worker_settings()).await;
+    wait_for_batch(&stack, &stack.token, id, |b| b["status"] == "completed").await;
+
+    let response = stack
+        .admin(
+            reqwest::Method::POST,
+            &format!("/v1/admin/dead-letters/{}/requeue", items[0]),
+            &Value::Null,
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let requeued: Value = response.json().await.expect("job");
+    assert_eq!(requeued["status"], "pending", "{requeued}");
+    // The batch is open again until the item has run, in its own lane, and then ends again.
+    let done = wait_for_batch(&stack, &stack.token, id, |b| {
+        b["status"] == "completed" && b["counts"]["succeeded"] == 1
+    })
+    .await;
+    assert_eq!(done["counts"]["cancelled"], 1);
+    assert_eq!(stack.ollama.calls("/api/generate"), 1);
+    let bulk: bool = sqlx::query_scalar("select released_at is not null from jobs where id = $1")
+        .bind(items[0])
+        .fetch_one(&stack.pool)
+        .await
+        .expect("released");
+    assert!(bulk, "the dispatcher released the item to the bulk queue");
+
+    // An item of a cancelled batch stays failed.
+    let other = generate_batch(&stack, &stack.token, "dc", 1).await;
+    let other_id: BatchId = other["id"].as_str().expect("id").parse().expect("batch id");
+    let item: JobId = sqlx::query_scalar("select id from jobs where batch_id = $1")
+        .bind(other_id)
+        .fetch_one(&stack.pool)
+        .await
+        .expect("item");
+    sqlx::query(
+        "with item as (
+            update jobs set status = 'failed', error_code = 'internal_error',
+                   finished_at = now(), dead_lettered_at = now()
+             where id = $1)
+         update batches set status = 'cancelled', cancelled_at = now(), finished_at = now()
+          where id = $2",
+    )
+    .bind(item)
+    .bind(other_id)
+    .execute(&stack.pool)
+    .await
+    .expect("cancel the batch");
+    let response = stack
+        .admin(
+            reqwest::Method::POST,
+            &format!("/v1/admin/dead-letters/{item}/requeue"),
+            &Value::Null,
+        )
+        .await;
+    assert_eq!(response.status(), 409);
+    let problem: Value = response.json().await.expect("problem");
+    assert_eq!(problem["code"], "batch_cancelled");
+    worker.crash().await;
+    stack.stop().await;
+}

@@ -7,8 +7,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared::db::jobs::{self, DeadLetter};
-use shared::domain::{Job, JobId, JobStatus};
+use shared::db::jobs::{self, DeadLetter, Requeued};
+use shared::domain::{Job, JobId};
 use shared::queue::JobEvent;
 
 use crate::AppState;
@@ -53,8 +53,8 @@ async fn list(
     Ok(Json(DeadLetterPage { data, next_cursor }))
 }
 
-/// Puts a dead-lettered job back to `queued` and publishes it; 503 (nothing changed) while the
-/// broker is down.
+/// Puts a dead-lettered job back to `queued` and publishes it (a batch item back to `pending`, for
+/// its dispatcher); 503 (nothing changed) while the broker is down.
 async fn requeue(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -68,12 +68,23 @@ async fn requeue(
             5,
         ));
     }
-    let (job, revision) = jobs::requeue_dead_lettered(&state.pool, id)
-        .await?
-        .ok_or_else(not_found)?;
+    let (job, revision) = match jobs::requeue_dead_lettered(&state.pool, id).await? {
+        Requeued::Job(job, revision) => (*job, revision),
+        Requeued::BatchCancelled => {
+            return Err(ApiError::conflict(
+                "batch_cancelled",
+                "the job is an item of a cancelled batch",
+            ));
+        }
+        Requeued::NotFound => return Err(not_found()),
+    };
     tracing::warn!(job_id = %id, token_id = %admin.token_id, "dead-lettered job requeued");
-    let event = JobEvent::new(id, revision, JobStatus::Queued);
+    let event = JobEvent::new(id, revision, job.status);
     state.broker.publish_event(event).await;
+    if job.batch_id.is_some() {
+        // A batch item waits as `pending`: its batch's dispatcher releases it to the bulk queue.
+        return Ok((StatusCode::ACCEPTED, Json(job)));
+    }
     match state.broker.publish_job(id).await {
         Ok(()) => state.published.confirmed(id),
         Err(error) => {

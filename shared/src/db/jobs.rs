@@ -420,26 +420,65 @@ pub async fn dead_lettered(
         .collect()
 }
 
-/// Gives a dead-lettered job a fresh start: `queued`, unpublished, its error and run counters
-/// cleared (its attempt history stays). Returns the job and its new revision; `None` if the job is
-/// not a dead-lettered failure.
-pub async fn requeue_dead_lettered(
-    pool: &PgPool,
-    id: JobId,
-) -> Result<Option<(Job, i32)>, sqlx::Error> {
-    let row: Option<JobRow> = sqlx::query_as(&format!(
+/// What asking to requeue a dead-lettered job came to.
+pub enum Requeued {
+    /// The job and its new revision: a single job `queued` (to publish), a batch item `pending`
+    /// (its batch's dispatcher releases it to the bulk queue).
+    Job(Box<Job>, i32),
+    /// A batch item whose batch was cancelled: it stays failed.
+    BatchCancelled,
+    /// No dead-lettered failure has that id.
+    NotFound,
+}
+
+/// Gives a dead-lettered job a fresh start, its error and run counters cleared (its attempt
+/// history stays): a single job `queued` and unpublished; a batch item `pending` in its lane, its
+/// batch reopened if it had completed (it ends again, and announces it again, once the item has).
+pub async fn requeue_dead_lettered(pool: &PgPool, id: JobId) -> Result<Requeued, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let batch_status: Option<Option<String>> = sqlx::query_scalar(
+        "select b.status from jobs j left join batches b on b.id = j.batch_id
+          where j.id = $1 and j.status = 'failed' and j.dead_lettered_at is not null
+            for update of j",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let refused = match batch_status.as_ref() {
+        None => Some(Requeued::NotFound),
+        Some(Some(status)) if matches!(status.as_str(), "cancelling" | "cancelled") => {
+            Some(Requeued::BatchCancelled)
+        }
+        Some(_) => None,
+    };
+    if let Some(refused) = refused {
+        // At once: the row stays locked until the transaction ends.
+        tx.rollback().await?;
+        return Ok(refused);
+    }
+    let row: JobRow = sqlx::query_as(&format!(
         "update jobs
-            set status = 'queued', error_code = null, error_message = null, finished_at = null,
+            set status = case when batch_id is null then 'queued' else 'pending' end,
+                error_code = null, error_message = null, finished_at = null,
                 dead_lettered_at = null, claims = 0, retries = 0, claim_id = null,
                 lease_expires_at = null, published_at = null, retry_at = null,
-                revision = revision + 1,
+                released_at = null, revision = revision + 1,
                 -- its reservation was released when it failed
                 reserved_tokens = null, reserved_cost = null, reserved_month = null
-          where id = $1 and status = 'failed' and dead_lettered_at is not null
+          where id = $1
           returning {JOB_COLUMNS}"
     ))
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_one(&mut *tx)
     .await?;
-    row.map(JobRow::with_revision).transpose()
+    sqlx::query(
+        "update batches set status = 'in_progress', finished_at = null, revision = revision + 1
+          where id = (select batch_id from jobs where id = $1) and status = 'completed'",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let (job, revision) = row.with_revision()?;
+    Ok(Requeued::Job(Box::new(job), revision))
 }
