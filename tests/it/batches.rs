@@ -819,3 +819,34 @@ async fn a_dead_lettered_item_is_requeued_into_its_batch_which_ends_again() {
     worker.crash().await;
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_item_can_be_followed_as_a_job_though_workers_do_not_broadcast_it() {
+    let stack = Stack::with(idle()).await;
+    let created = generate_batch(&stack, &stack.token, "f", 1).await;
+    let batch_id: BatchId = created["id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("batch id");
+    let item: JobId = sqlx::query_scalar("select id from jobs where batch_id = $1")
+        .bind(batch_id)
+        .fetch_one(&stack.pool)
+        .await
+        .expect("item");
+    let stream = client()
+        .get(stack.url(&format!("/v1/jobs/{item}/events")))
+        .bearer_auth(&stack.token)
+        .send()
+        .await
+        .expect("SSE");
+    let worker = stack.start_worker(test_worker_settings()).await;
+    // Read again every second (not every 15 s, the safety net for a single job's lost event).
+    let (events, _) = read_stream(stream, Duration::from_secs(8)).await;
+    assert_eq!(events[0].data["status"], "pending");
+    let last = events.last().expect("events");
+    assert_eq!(last.data["status"], "succeeded", "{:?}", last.data);
+    assert_eq!(last.data["custom_id"], "f0");
+    worker.crash().await;
+    stack.stop().await;
+}

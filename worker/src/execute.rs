@@ -51,8 +51,10 @@ pub async fn handle(context: &Context, delivery: &Delivery) {
         Err(halt) => return halt.give_up(delivery).await,
     };
     if let Some(job) = claim {
-        let running = JobEvent::new(job.id, job.revision, JobStatus::Running);
-        context.broker.publish_event(running).await;
+        if !job.bulk {
+            let running = JobEvent::new(job.id, job.revision, JobStatus::Running);
+            context.broker.publish_event(running).await;
+        }
         if let Err(halt) = work(context, &job, claim_id).await {
             return halt.give_up(delivery).await;
         }
@@ -120,7 +122,14 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
         Verdict::Finish(Outcome::Succeeded { .. }) => JobStatus::Succeeded,
         Verdict::Finish(Outcome::Failed { .. }) => JobStatus::Failed,
     };
-    announce(context, job.id, recorded, status).await;
+    if job.bulk {
+        // Nobody waits on a batch item's own events: the batch's progress and a job stream
+        // following an item read the database. Broadcasting hundreds a second to every api
+        // instance would cost the machine CPU for nothing.
+        deliver(context, recorded.delivery).await;
+    } else {
+        announce(context, job.id, recorded, status).await;
+    }
     if let Verdict::Park { error, delay } = verdict {
         tracing::info!(
             code = error.code,
@@ -150,7 +159,12 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
 pub(crate) async fn announce(context: &Context, id: JobId, recorded: Recorded, status: JobStatus) {
     let event = JobEvent::new(id, recorded.revision, status);
     context.broker.publish_event(event).await;
-    if let Some(delivery) = recorded.delivery
+    deliver(context, recorded.delivery).await;
+}
+
+/// Hands the webhook delivery a terminal statement wrote, if any, to the deliverer.
+async fn deliver(context: &Context, delivery: Option<Uuid>) {
+    if let Some(delivery) = delivery
         && let Err(error) = context.broker.publish_webhooks(&[delivery]).await
     {
         tracing::warn!(%error, "webhook publish failed; the sweeper will resend");

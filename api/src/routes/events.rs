@@ -26,6 +26,8 @@ use crate::watch::{Signal, Watch};
 /// How often a stream re-reads its job even without an event: a safety net for an event lost while
 /// the broker was away, not the way changes normally arrive.
 const REREAD_EVERY: Duration = Duration::from_secs(15);
+/// How often a stream re-reads a batch item, whose changes workers do not broadcast.
+const BATCH_ITEM_REREAD_EVERY: Duration = Duration::from_secs(1);
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/jobs/{id}/events", get(events))
@@ -43,11 +45,17 @@ async fn events(
     let first = jobs::get_with_revision(&state.pool, caller.tenant_id, id)
         .await?
         .ok_or_else(super::jobs::job_not_found)?;
+    let reread_every = if first.0.batch_id.is_some() {
+        BATCH_ITEM_REREAD_EVERY
+    } else {
+        REREAD_EVERY
+    };
     let follow = Follow {
         state: state.clone(),
         tenant_id: caller.tenant_id,
         id,
         watch,
+        reread_every,
         last_sent: last_seen,
         next: Some(first),
         ended: false,
@@ -73,6 +81,8 @@ struct Follow {
     tenant_id: TenantId,
     id: JobId,
     watch: Watch,
+    /// When to read the job again without an event.
+    reread_every: Duration,
     last_sent: i32,
     next: Option<(Job, i32)>,
     ended: bool,
@@ -118,7 +128,7 @@ impl Follow {
     /// Returns `true` once the job may have moved past what was sent (an event newer than that, a
     /// request to re-read, or the periodic re-read), `false` when the api is shutting down.
     async fn changed(&mut self) -> bool {
-        let deadline = Instant::now() + REREAD_EVERY;
+        let deadline = Instant::now() + self.reread_every;
         loop {
             let signal = tokio::select! {
                 signal = self.watch.next() => signal,
