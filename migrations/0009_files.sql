@@ -15,10 +15,12 @@ create table files (
 create index files_tenant on files (tenant_id, id desc);
 
 -- A batch made through the OpenAI-compatible API keeps what its OpenAI view needs: the endpoint its
--- lines call (which also decides how its output file is written) and its input file.
+-- lines call (which also decides how its output file is written) and its input file. No foreign
+-- key: the file may be deleted once the batch is made (its items hold the requests), and the batch
+-- still names it, as OpenAI's do.
 alter table batches
     add column openai_endpoint text
         check (openai_endpoint in ('/v1/chat/completions', '/v1/responses', '/v1/embeddings')),
-    add column input_file_id uuid references files (id);
+    add column input_file_id uuid;
 -- The OpenAI listing shows only these batches.
 create index batches_openai on batches (tenant_id, id desc) where openai_endpoint is not null;

@@ -56,6 +56,7 @@ async fn the_openai_python_package_runs_batches() {
     assert_eq!(summary["responses"], 3, "{summary}");
     assert_eq!(summary["embeddings"], 3, "{summary}");
     assert!(summary["listed"].as_u64() >= Some(3), "{summary}");
+    assert!(summary["uploads"].as_u64() >= Some(3), "{summary}");
     // What the package ran is billed like any batch: one job per line, each with its usage.
     let billed: i64 = sqlx::query_scalar(
         "select count(*) from jobs where batch_id is not null and status = 'succeeded'
@@ -303,5 +304,63 @@ async fn plain_batches_stay_out_of_the_openai_listing() {
     openai_error(response, 404).await;
     let all = ok(stack.get("/v1/batches").await).await;
     assert_eq!(all["data"].as_array().map(Vec::len), Some(2));
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_are_listed_in_either_order_and_only_uploads_can_be_deleted() {
+    let stack = Stack::with(no_worker()).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let file =
+            ok(upload(&stack, &stack.token, "batch", chat_line(&format!("f{i}"))).await).await;
+        ids.push(file["id"].as_str().expect("id").to_owned());
+    }
+    let page = ok(stack.get("/openai/v1/files?order=asc&limit=2").await).await;
+    let listed: Vec<&str> = page["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|f| f["id"].as_str())
+        .collect();
+    assert_eq!(listed, [ids[0].as_str(), ids[1].as_str()]);
+    assert_eq!(page["has_more"], true);
+    let rest = ok(stack
+        .get(&format!("/openai/v1/files?order=asc&after={}", ids[1]))
+        .await)
+    .await;
+    assert_eq!(rest["data"][0]["id"], ids[2].as_str());
+    assert_eq!(rest["has_more"], false);
+    let outputs = ok(stack.get("/openai/v1/files?purpose=batch_output").await).await;
+    assert_eq!(outputs["data"].as_array().map(Vec::len), Some(0));
+
+    // Another tenant can neither see nor delete them.
+    let other = stack.create_token("globex", Role::Client).await;
+    let theirs = client()
+        .get(stack.url("/openai/v1/files"))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(ok(theirs).await["data"].as_array().map(Vec::len), Some(0));
+    let delete = |token: String, id: String| {
+        let url = stack.url(&format!("/openai/v1/files/{id}"));
+        async move {
+            client()
+                .delete(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("delete")
+        }
+    };
+    openai_error(delete(other, ids[0].clone()).await, 404).await;
+    let deleted = ok(delete(stack.token.clone(), ids[0].clone()).await).await;
+    assert_eq!(deleted["deleted"], true);
+    openai_error(delete(stack.token.clone(), ids[0].clone()).await, 404).await;
+    let generated = format!("file-{}-output", &ids[1]["file-".len()..]);
+    let error = openai_error(delete(stack.token.clone(), generated).await, 409).await;
+    assert_eq!(error["code"], "generated_file");
+    assert_eq!(stack.rows("files").await, 2);
     stack.stop().await;
 }

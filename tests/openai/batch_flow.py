@@ -124,6 +124,22 @@ def main():
     made = [embeddings_batch.id, responses_batch.id, chat_batch.id]
     assert listed[:3] == made, (listed, made)
 
+    # Uploads are listed newest first, page by page, and an input file may be deleted once its
+    # batch is made: the batch still names it and its output stays readable.
+    uploads = [f.id for f in client.files.list(purpose="batch", limit=2)]
+    assert uploads[:3] == [embeddings_batch.input_file_id, responses_batch.input_file_id,
+                           chat_batch.input_file_id], uploads
+    deleted = client.files.delete(chat_batch.input_file_id)
+    assert deleted.deleted and deleted.id == chat_batch.input_file_id, deleted
+    try:
+        client.files.retrieve(chat_batch.input_file_id)
+        raise AssertionError("a deleted file was found")
+    except openai.NotFoundError:
+        pass
+    kept = client.batches.retrieve(chat_batch.id)
+    assert kept.input_file_id == chat_batch.input_file_id, kept
+    assert client.files.content(kept.output_file_id).text.count("\n") == len(chats)
+
     # A bad line is refused when the batch is made, naming the line.
     bad = upload(
         jsonl(
@@ -164,6 +180,7 @@ def main():
                 "responses": len(responses),
                 "embeddings": len(embeddings),
                 "listed": len(listed),
+                "uploads": len(uploads),
             }
         )
     )

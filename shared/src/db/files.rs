@@ -58,6 +58,48 @@ pub async fn get(
         .await
 }
 
+/// Which way a listing runs, by creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Newest,
+    Oldest,
+}
+
+/// A tenant's files in `order`, strictly after the file `after` in it when given (the cursor).
+pub async fn list(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    order: Order,
+    after: Option<FileId>,
+    limit: i64,
+) -> Result<Vec<StoredFile>, sqlx::Error> {
+    let (compare, direction) = match order {
+        Order::Newest => ("<", "desc"),
+        Order::Oldest => (">", "asc"),
+    };
+    sqlx::query_as(&format!(
+        "{FILE_SELECT} where tenant_id = $1 and ($2::uuid is null or id {compare} $2)
+          order by id {direction} limit $3"
+    ))
+    .bind(tenant_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Deletes a tenant's file; `false` if there was none. Batches made from it keep running (their
+/// items hold the requests).
+pub async fn delete(pool: &PgPool, tenant_id: TenantId, id: FileId) -> Result<bool, sqlx::Error> {
+    let deleted = sqlx::query("delete from files where id = $1 and tenant_id = $2")
+        .bind(id)
+        .bind(tenant_id)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(deleted == 1)
+}
+
 /// A tenant's file's content.
 pub async fn content(
     pool: &PgPool,

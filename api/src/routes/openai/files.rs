@@ -1,5 +1,6 @@
-//! `POST /files` (multipart: `purpose=batch` and the JSONL `file`), `GET /files/{id}` and
-//! `GET /files/{id}/content`: uploaded batch inputs, and the output and error files of finished
+//! `POST /files` (multipart: `purpose=batch` and the JSONL `file`), `GET /files` (uploads, with
+//! `after`, `limit`, `order`, `purpose`), `GET /files/{id}`, `GET /files/{id}/content` and
+//! `DELETE /files/{id}`: uploaded batch inputs, and the output and error files of finished
 //! batches, written from their items a page at a time whenever they are read.
 
 use axum::body::{Body, Bytes};
@@ -10,9 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::{Value, json};
 use shared::db::batches::{self, Batch};
-use shared::db::files::{self, NewFile};
+use shared::db::files::{self, NewFile, Order};
 use shared::domain::openai_batch::{self, Endpoint};
 use shared::domain::{FileId, TenantId};
 
@@ -20,11 +22,15 @@ use super::{OpenAiFileId, objects};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::QueryParams;
+
+/// Most uploads listed at once, and the default (as OpenAI's).
+const MAX_LISTED: i64 = 10_000;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/files", post(upload))
-        .route("/files/{id}", get(show))
+        .route("/files", post(upload).get(list))
+        .route("/files/{id}", get(show).delete(delete))
         .route("/files/{id}/content", get(content))
 }
 
@@ -92,6 +98,85 @@ fn multipart_error(error: MultipartError, limit: usize) -> ApiError {
             error.body_text()
         ))
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    after: Option<String>,
+    limit: Option<i64>,
+    order: Option<String>,
+    purpose: Option<String>,
+}
+
+/// The tenant's uploads. Output and error files are not listed: each batch names its own.
+async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = query.limit.unwrap_or(MAX_LISTED);
+    if !(1..=MAX_LISTED).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            format!("must be between 1 and {MAX_LISTED}"),
+        ));
+    }
+    let order = match query.order.as_deref() {
+        None | Some("desc") => Order::Newest,
+        Some("asc") => Order::Oldest,
+        Some(_) => return Err(ApiError::invalid_field("order", "must be asc or desc")),
+    };
+    let after = match query.after.as_deref().map(str::parse) {
+        None => None,
+        Some(Ok(OpenAiFileId::Upload(id))) => Some(id),
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "after",
+                "is not an uploaded file's id",
+            ));
+        }
+    };
+    let mut found = match query.purpose.as_deref() {
+        None | Some("batch") => {
+            files::list(&state.pool, caller.tenant_id, order, after, limit + 1).await?
+        }
+        Some(_) => Vec::new(),
+    };
+    // One more than asked tells whether there are more.
+    let has_more = found.len() as i64 > limit;
+    found.truncate(usize::try_from(limit).unwrap_or(0));
+    let id =
+        |file: Option<&files::StoredFile>| file.map(|f| OpenAiFileId::Upload(f.id).to_string());
+    Ok(Json(json!({
+        "object": "list",
+        "data": found.iter().map(objects::uploaded_file).collect::<Vec<_>>(),
+        "first_id": id(found.first()),
+        "last_id": id(found.last()),
+        "has_more": has_more,
+    })))
+}
+
+/// Deletes an upload (batches made from it run on). A batch's output and error files go with it
+/// and cannot be deleted on their own.
+async fn delete(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let file = id.parse().map_err(|_| file_not_found())?;
+    let OpenAiFileId::Upload(upload) = file else {
+        return Err(ApiError::conflict(
+            "generated_file",
+            "a batch's output and error files are written from its items and cannot be deleted",
+        ));
+    };
+    if !files::delete(&state.pool, caller.tenant_id, upload).await? {
+        return Err(file_not_found());
+    }
+    Ok(Json(
+        json!({ "id": file.to_string(), "object": "file", "deleted": true }),
+    ))
 }
 
 async fn show(
