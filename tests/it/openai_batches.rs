@@ -139,6 +139,9 @@ async fn bad_files_and_requests_get_openai_errors_and_write_nothing() {
     .await;
     assert_eq!(error["param"], "purpose");
     assert_eq!(error["type"], "invalid_request_error");
+    // Not a form at all.
+    let error = openai_error(stack.post("/openai/v1/files", &json!({})).await, 400).await;
+    assert_eq!(error["code"], "malformed_request");
     let get = json!({ "custom_id": "a", "method": "GET", "url": "/v1/embeddings", "body": {} });
     let content = format!("{}\n{}\n", chat_line("a"), get);
     let error = openai_error(upload(&stack, &stack.token, "batch", content).await, 400).await;

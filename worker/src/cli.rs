@@ -33,6 +33,11 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_BULK_DEPTH", default_value_t = 256)]
     pub bulk_depth: usize,
 
+    /// While single jobs are running, how many batch items may claim or record an outcome at once
+    /// (their provider calls are not held back); 0 lets batch items never yield.
+    #[arg(long, env = "TOLLGATE_BULK_YIELD_TURNS", default_value_t = 2)]
+    pub bulk_yield_turns: usize,
+
     /// How often the worker probes Ollama's health (`/api/version`), in seconds.
     #[arg(long, env = "TOLLGATE_PROBE_EVERY_SECS", default_value_t = 10)]
     pub probe_every_secs: u64,
@@ -67,6 +72,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         concurrency: cli.concurrency.max(1),
         bulk_concurrency: cli.bulk_concurrency.max(1),
         bulk_depth: cli.bulk_depth.max(1),
+        bulk_yield_turns: cli.bulk_yield_turns,
         // A claim outlives the slowest provider call by a minute; longer runs renew it.
         lease: timeout + Duration::from_secs(60),
         sweep_every: Duration::from_secs(cli.sweep_every_secs.max(1)),

@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::chain::Lane;
 use crate::{Context, execute};
 
 /// Consumes the interactive and the bulk queue until shutdown, each with its own slots, so single
@@ -23,17 +24,21 @@ pub async fn run(context: Arc<Context>, broker: Broker) {
     let topology = broker.topology().clone();
     let settings = &context.settings;
     let queues = [
-        (topology.jobs_queue(), settings.concurrency),
-        (topology.bulk_queue(), settings.bulk_concurrency),
+        (
+            topology.jobs_queue(),
+            settings.concurrency,
+            Lane::Interactive,
+        ),
+        (topology.bulk_queue(), settings.bulk_concurrency, Lane::Bulk),
     ];
-    futures::future::join_all(queues.map(|(queue, concurrency)| {
+    futures::future::join_all(queues.map(|(queue, concurrency, lane)| {
         consume(
             context.clone(),
             broker.clone(),
             queue,
             concurrency,
-            |context, delivery| async move {
-                execute::handle(&context, &delivery).await;
+            move |context, delivery| async move {
+                execute::handle(&context, &delivery, lane).await;
             },
         )
     }))

@@ -18,13 +18,18 @@ use shared::db::jobs;
 use shared::db::runs::{self, ClaimedJob, Outcome, Recorded};
 use shared::domain::{JobError, JobId, JobRequest, JobStatus, ProviderName, Runtime};
 use shared::queue::{JobEvent, JobMessage};
+use tokio::sync::SemaphorePermit;
 use uuid::Uuid;
 
 use crate::chain::{self, Lane, RunEnd};
 use crate::{Context, retry};
 
+/// Handles one delivery from `lane`'s queue. A single job is marked running for its whole
+/// handling, and a batch item's claim and outcome wait their turn while single jobs run (see
+/// [`crate::priority`]).
 #[tracing::instrument(skip_all, fields(job_id, redelivered = delivery.redelivered))]
-pub async fn handle(context: &Context, delivery: &Delivery) {
+pub async fn handle(context: &Context, delivery: &Delivery, lane: Lane) {
+    let _single = (lane == Lane::Interactive).then(|| context.priority.single());
     let Some(message) = JobMessage::decode(&delivery.data) else {
         tracing::error!("undecodable message; dead-lettering it");
         // requeue: false sends it to the dead-letter exchange.
@@ -36,6 +41,7 @@ pub async fn handle(context: &Context, delivery: &Delivery) {
     };
     tracing::Span::current().record("job_id", tracing::field::display(message.job_id));
     let claim_id = Uuid::now_v7();
+    let turn = bulk_turn(context, lane).await;
     let claim = persistently(context, "claim", || {
         runs::claim(
             &context.pool,
@@ -46,6 +52,7 @@ pub async fn handle(context: &Context, delivery: &Delivery) {
         )
     })
     .await;
+    drop(turn);
     let claim = match claim {
         Ok(claim) => claim,
         Err(halt) => return halt.give_up(delivery).await,
@@ -79,12 +86,13 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
         Verdict::Finish(Outcome::failed_without_call("internal_error", message))
     } else {
         let plan = context.providers.plan(job.request.model().as_str()).await;
-        let lane = if job.bulk {
-            Lane::Bulk
-        } else {
-            Lane::Interactive
-        };
-        let run = chain::run(&context.providers, &plan, &job.request, lane, &mut attempts);
+        let run = chain::run(
+            &context.providers,
+            &plan,
+            &job.request,
+            lane_of(job),
+            &mut attempts,
+        );
         let end = tokio::select! {
             biased;
             end = run => end,
@@ -99,6 +107,7 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
         price_run(&context.providers.runtime(), &mut verdict, &mut attempts);
         verdict
     };
+    let turn = bulk_turn(context, lane_of(job)).await;
     let written = match &verdict {
         Verdict::Park { error, delay } => {
             persistently(context, "park", || {
@@ -113,6 +122,7 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
             .await?
         }
     };
+    drop(turn);
     let Some(recorded) = written else {
         tracing::warn!("the job was reclaimed by another worker; result dropped");
         return Ok(());
@@ -151,6 +161,23 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
         }
     }
     Ok(())
+}
+
+fn lane_of(job: &ClaimedJob) -> Lane {
+    if job.bulk {
+        Lane::Bulk
+    } else {
+        Lane::Interactive
+    }
+}
+
+/// A batch item's turn at its database work while single jobs run here; nothing to wait for on a
+/// single job's lane.
+async fn bulk_turn(context: &Context, lane: Lane) -> Option<SemaphorePermit<'_>> {
+    match lane {
+        Lane::Bulk => context.priority.bulk_turn().await,
+        Lane::Interactive => None,
+    }
 }
 
 /// Tells watchers the job changed and hands its webhook delivery, if the terminal statement wrote

@@ -15,6 +15,7 @@ mod consumer;
 mod dead_letters;
 mod dispatcher;
 mod execute;
+mod priority;
 mod providers;
 mod retry;
 mod sweeper;
@@ -42,6 +43,9 @@ pub struct WorkerSettings {
     pub bulk_concurrency: usize,
     /// How many released, unclaimed batch items the dispatcher keeps in the bulk queue.
     pub bulk_depth: usize,
+    /// While single jobs are running here, how many batch items may do their database work at
+    /// once (0: batch items never yield). See [`priority`].
+    pub bulk_yield_turns: usize,
     /// How long a claim is trusted before the sweeper presumes its worker dead. Longer than the
     /// slowest provider call.
     pub lease: Duration,
@@ -75,6 +79,7 @@ impl Default for WorkerSettings {
             concurrency: 64,
             bulk_concurrency: 48,
             bulk_depth: 256,
+            bulk_yield_turns: 2,
             lease: Duration::from_secs(180),
             max_claims: 5,
             sweep_every: Duration::from_secs(5),
@@ -96,6 +101,7 @@ struct Context {
     broker: Broker,
     providers: Providers,
     webhook_client: reqwest::Client,
+    priority: priority::Priority,
     settings: WorkerSettings,
     shutdown: CancellationToken,
 }
@@ -131,6 +137,7 @@ pub async fn run(
         broker: broker.clone(),
         providers,
         webhook_client: webhooks::client(&settings.webhooks),
+        priority: priority::Priority::new(settings.bulk_yield_turns),
         settings,
         shutdown: shutdown.clone(),
     });

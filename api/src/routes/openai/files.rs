@@ -4,7 +4,7 @@
 //! batches, written from their items a page at a time whenever they are read.
 
 use axum::body::{Body, Bytes};
-use axum::extract::multipart::MultipartError;
+use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::{Multipart, Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -37,8 +37,14 @@ pub fn router() -> Router<AppState> {
 async fn upload(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    mut form: Multipart,
+    form: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let mut form = form.map_err(|rejection| {
+        ApiError::malformed(format!(
+            "send the file as multipart/form-data: {}",
+            rejection.body_text()
+        ))
+    })?;
     let unreadable = |error| multipart_error(error, state.batch_body_limit);
     let (mut purpose, mut file) = (None, None);
     while let Some(field) = form.next_field().await.map_err(unreadable)? {
