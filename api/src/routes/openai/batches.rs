@@ -4,14 +4,13 @@
 //! The input file is judged whole when the batch is made, so a bad line is a 400 naming it rather
 //! than a batch that fails later; a batch accepted is in progress at once.
 
-use axum::Json;
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use shared::db::batches::{self, Batch, Listing, NewBatch, OpenAiOrigin};
 use shared::db::files;
 use shared::domain::openai_batch::{self, Endpoint};
@@ -202,7 +201,7 @@ async fn list(
         })
         .transpose()?;
     // One more than asked tells whether there are more.
-    let mut found = batches::list(
+    let found = batches::list(
         &state.pool,
         caller.tenant_id,
         Listing::OpenAi,
@@ -210,16 +209,12 @@ async fn list(
         limit + 1,
     )
     .await?;
-    let has_more = found.len() as i64 > limit;
-    found.truncate(usize::try_from(limit).unwrap_or(0));
-    let id = |b: Option<&Batch>| b.map(|b| OpenAiBatchId(b.id).to_string());
-    Ok(Json(json!({
-        "object": "list",
-        "data": found.iter().map(objects::batch).collect::<Vec<_>>(),
-        "first_id": id(found.first()),
-        "last_id": id(found.last()),
-        "has_more": has_more,
-    })))
+    Ok(Json(objects::page(
+        found,
+        limit,
+        |b| OpenAiBatchId(b.id).to_string(),
+        objects::batch,
+    )))
 }
 
 async fn cancel(
@@ -246,6 +241,8 @@ fn batch_not_found() -> ApiError {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

@@ -143,24 +143,19 @@ async fn list(
             ));
         }
     };
-    let mut found = match query.purpose.as_deref() {
+    // One more than asked tells whether there are more.
+    let found = match query.purpose.as_deref() {
         None | Some("batch") => {
             files::list(&state.pool, caller.tenant_id, order, after, limit + 1).await?
         }
         Some(_) => Vec::new(),
     };
-    // One more than asked tells whether there are more.
-    let has_more = found.len() as i64 > limit;
-    found.truncate(usize::try_from(limit).unwrap_or(0));
-    let id =
-        |file: Option<&files::StoredFile>| file.map(|f| OpenAiFileId::Upload(f.id).to_string());
-    Ok(Json(json!({
-        "object": "list",
-        "data": found.iter().map(objects::uploaded_file).collect::<Vec<_>>(),
-        "first_id": id(found.first()),
-        "last_id": id(found.last()),
-        "has_more": has_more,
-    })))
+    Ok(Json(objects::page(
+        found,
+        limit,
+        |f| OpenAiFileId::Upload(f.id).to_string(),
+        objects::uploaded_file,
+    )))
 }
 
 /// Deletes an upload (batches made from it run on). A batch's output and error files go with it

@@ -71,6 +71,25 @@ pub fn batch(batch: &Batch) -> Value {
     })
 }
 
+/// A page of a list as OpenAI shows it, from what was read for it: one more than `limit`, when
+/// there are more.
+pub fn page<T>(
+    mut found: Vec<T>,
+    limit: i64,
+    id: impl Fn(&T) -> String,
+    object: impl Fn(&T) -> Value,
+) -> Value {
+    let has_more = found.len() as i64 > limit;
+    found.truncate(usize::try_from(limit).unwrap_or(0));
+    json!({
+        "object": "list",
+        "data": found.iter().map(object).collect::<Vec<_>>(),
+        "first_id": found.first().map(&id),
+        "last_id": found.last().map(&id),
+        "has_more": has_more,
+    })
+}
+
 /// An uploaded file as OpenAI shows it.
 pub fn uploaded_file(file: &StoredFile) -> Value {
     file_object(
