@@ -82,11 +82,21 @@ fn chat_line(custom_id: &str) -> String {
 }
 
 async fn upload(stack: &Stack, token: &str, purpose: &str, content: String) -> reqwest::Response {
+    upload_named(stack, token, purpose, content, "input.jsonl").await
+}
+
+async fn upload_named(
+    stack: &Stack,
+    token: &str,
+    purpose: &str,
+    content: String,
+    name: &str,
+) -> reqwest::Response {
     let form = reqwest::multipart::Form::new()
         .text("purpose", purpose.to_owned())
         .part(
             "file",
-            reqwest::multipart::Part::text(content).file_name("input.jsonl"),
+            reqwest::multipart::Part::text(content).file_name(name.to_owned()),
         );
     client()
         .post(stack.url("/openai/v1/files"))
@@ -139,6 +149,9 @@ async fn bad_files_and_requests_get_openai_errors_and_write_nothing() {
     .await;
     assert_eq!(error["param"], "purpose");
     assert_eq!(error["type"], "invalid_request_error");
+    let long_name = "n".repeat(256);
+    let response = upload_named(&stack, &stack.token, "batch", chat_line("a"), &long_name).await;
+    assert_eq!(openai_error(response, 400).await["param"], "file");
     // Not a form at all.
     let error = openai_error(stack.post("/openai/v1/files", &json!({})).await, 400).await;
     assert_eq!(error["code"], "malformed_request");

@@ -26,6 +26,8 @@ use crate::extract::QueryParams;
 
 /// Most uploads listed at once, and the default (as OpenAI's).
 const MAX_LISTED: i64 = 10_000;
+/// Longest file name kept.
+const MAX_FILENAME_CHARS: usize = 255;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -68,6 +70,12 @@ async fn upload(
         None => return Err(ApiError::invalid_field("purpose", "is required")),
     }
     let (filename, content) = file.ok_or_else(|| ApiError::invalid_field("file", "is required"))?;
+    if filename.chars().count() > MAX_FILENAME_CHARS {
+        return Err(ApiError::invalid_field(
+            "file",
+            format!("its name is longer than {MAX_FILENAME_CHARS} characters"),
+        ));
+    }
     let text = std::str::from_utf8(&content)
         .map_err(|e| ApiError::invalid_field("file", format!("is not UTF-8 text: {e}")))?;
     let lines =
