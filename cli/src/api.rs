@@ -144,7 +144,9 @@ impl Api {
 
     /// Submits a JSONL file as a batch, streaming it from disk.
     pub async fn submit(&self, submission: &Submission<'_>) -> Result<Batch, CliError> {
-        let file = tokio::fs::File::open(submission.file).await?;
+        let file = tokio::fs::File::open(submission.file).await.map_err(|e| {
+            CliError::Usage(format!("cannot read {}: {e}", submission.file.display()))
+        })?;
         let mut query = vec![("kind", submission.kind), ("model", submission.model)];
         for (name, value) in [
             ("template", submission.template),

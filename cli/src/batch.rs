@@ -138,7 +138,9 @@ async fn follow(api: &Api, mut batch: Batch) -> Result<Batch, CliError> {
 
 /// Streams the batch's results into a file; the number of lines written.
 async fn save_results(api: &Api, id: &str, path: &Path) -> Result<usize, CliError> {
-    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let file = std::fs::File::create(path)
+        .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", path.display())))?;
+    let mut file = std::io::BufWriter::new(file);
     let lines = write_results(api, id, &mut file).await?;
     file.flush()?;
     Ok(lines)

@@ -170,6 +170,21 @@ async fn the_cli_cancels_and_reports_what_the_api_refused() {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
+    let (status, _) = tollgate(
+        &stack,
+        &[
+            "batch",
+            "submit",
+            "/nonexistent/items.jsonl",
+            "--model",
+            "llama3",
+        ],
+    )
+    .await;
+    assert!(
+        matches!(&status, Err(CliError::Usage(m)) if m.contains("/nonexistent/items.jsonl")),
+        "{status:?}"
+    );
     let (status, _) = tollgate(&stack, &["batch", "status", "not-a-batch"]).await;
     assert!(matches!(status, Err(CliError::Refused { status, .. }) if status == 404));
     let tokenless = Cli {
