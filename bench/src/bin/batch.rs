@@ -8,6 +8,9 @@
 //!    per second.
 //! 4. The same again while the single-job client runs for another tenant: the single jobs'
 //!    latency meanwhile, and the batch's items per second beside them.
+//! 5. The single job's latency idle again, after the batches: the same database (100,000 more
+//!    jobs in it) without a batch running, once its autovacuum has finished (with
+//!    `--database-url`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +41,9 @@ struct Cli {
     /// Items of the end-to-end batch.
     #[arg(long, default_value_t = 50_000)]
     items: usize,
+    /// The stack's database: the last idle measurement waits for its autovacuum to finish.
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 #[expect(clippy::print_stdout, reason = "the report is the program's output")]
@@ -86,7 +92,36 @@ async fn main() -> anyhow::Result<()> {
         cli.items as f64 / took.as_secs_f64()
     );
     report("single jobs of another tenant during the batch", &during);
+    if let Some(url) = &cli.database_url {
+        let settled = autovacuum_done(url).await?;
+        println!(
+            "autovacuum done {:.1} s after the batches",
+            settled.as_secs_f64()
+        );
+    }
+    let after = singles_until(&http, &cli, Some(cli.singles), &AtomicBool::new(false)).await?;
+    report("single jobs, idle again after the batches", &after);
     Ok(())
+}
+
+/// Waits (up to 5 minutes) until no autovacuum worker is busy in the database; how long that took.
+async fn autovacuum_done(url: &str) -> anyhow::Result<Duration> {
+    let pool = sqlx::PgPool::connect(url).await.context("connect")?;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(300) {
+        let busy: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity
+              where backend_type = 'autovacuum worker' and datname = current_database()",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if busy == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    pool.close().await;
+    Ok(started.elapsed())
 }
 
 /// Submits a batch of `--items` and waits for it to end; how long that took, every item having
