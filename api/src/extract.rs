@@ -76,7 +76,7 @@ pub async fn body_bytes(req: Request, state: &AppState, limit: usize) -> Result<
 }
 
 /// Whether reading the body failed because the client stopped sending it in time.
-fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+pub fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
     std::iter::successors(Some(error), |e| e.source())
         .any(|e| e.is::<tower_http::timeout::TimeoutError>())
 }

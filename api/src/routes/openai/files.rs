@@ -22,7 +22,7 @@ use super::{OpenAiFileId, objects};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::QueryParams;
+use crate::extract::{self, QueryParams};
 
 /// Most uploads listed at once, and the default (as OpenAI's).
 const MAX_LISTED: i64 = 10_000;
@@ -97,12 +97,7 @@ async fn upload(
 /// A form that could not be read: too large, too slow, or not multipart.
 fn multipart_error(error: MultipartError, limit: usize) -> ApiError {
     use axum::http::StatusCode;
-    let timed_out =
-        std::iter::successors(Some(&error as &(dyn std::error::Error + 'static)), |e| {
-            e.source()
-        })
-        .any(|e| e.is::<tower_http::timeout::TimeoutError>());
-    if timed_out {
+    if extract::timed_out(&error) {
         ApiError::body_timeout()
     } else if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::too_large(limit)
