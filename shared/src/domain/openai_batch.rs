@@ -75,6 +75,34 @@ struct Line {
 /// the line's own shape: a JSON object with `custom_id`, `method: "POST"` and a known `url`. What
 /// an upload is held to; the bodies are judged when a batch is made from the file.
 pub fn lines(text: &str) -> Result<Vec<(usize, &str)>, InputError> {
+    numbered(text, |number, line| {
+        let parsed = read_line(number, line)?;
+        if Endpoint::parse(&parsed.url).is_none() {
+            return Err(InputError::new(
+                number,
+                "url",
+                format!(
+                    "must be one of {}",
+                    Endpoint::ALL.map(Endpoint::as_str).join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    })
+}
+
+/// The lines of a file that passed [`lines`] at upload, numbered, without parsing them again:
+/// [`items`] parses each once.
+pub fn stored_lines(text: &str) -> Result<Vec<(usize, &str)>, InputError> {
+    numbered(text, |_, _| Ok(()))
+}
+
+/// The non-blank lines with their 1-based numbers, at most [`MAX_BATCH_ITEMS`] and at least one,
+/// each passed to `check` in order.
+fn numbered(
+    text: &str,
+    mut check: impl FnMut(usize, &str) -> Result<(), InputError>,
+) -> Result<Vec<(usize, &str)>, InputError> {
     let mut found = Vec::new();
     for (index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -88,17 +116,7 @@ pub fn lines(text: &str) -> Result<Vec<(usize, &str)>, InputError> {
                 format!("a batch file holds at most {MAX_BATCH_ITEMS} requests"),
             ));
         }
-        let parsed = read_line(number, line)?;
-        if Endpoint::parse(&parsed.url).is_none() {
-            return Err(InputError::new(
-                number,
-                "url",
-                format!(
-                    "must be one of {}",
-                    Endpoint::ALL.map(Endpoint::as_str).join(", ")
-                ),
-            ));
-        }
+        check(number, line)?;
         found.push((number, line));
     }
     if found.is_empty() {
@@ -420,6 +438,7 @@ mod tests {
         let text = format!("\n{text}\n");
         let lines = lines(&text).expect("lines");
         assert_eq!(lines.iter().map(|l| l.0).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(stored_lines(&text).expect("stored"), lines);
         let (model, items) = items(Endpoint::ChatCompletions, &lines).expect("items");
         assert_eq!(model, "m");
         let messages = items[0].messages.as_ref().expect("messages");

@@ -100,7 +100,8 @@ async fn create(
         .ok_or_else(no_file)?;
     let text = String::from_utf8(content).map_err(ApiError::internal)?;
     let bad_file = |detail: String| ApiError::invalid_field("input_file_id", detail);
-    let lines = openai_batch::lines(&text).map_err(|e| bad_file(e.to_string()))?;
+    // The file passed `openai_batch::lines` at upload; `items` parses each line once.
+    let lines = openai_batch::stored_lines(&text).map_err(|e| bad_file(e.to_string()))?;
     let (model, items) =
         openai_batch::items(endpoint, &lines).map_err(|e| bad_file(e.to_string()))?;
     let model = tollgate_batches::served_model(&state, &model).map_err(|error| {
