@@ -99,6 +99,29 @@ impl ApiError {
         )
     }
 
+    /// 431: the request head is over the limits the server loop sets (hyper answers these; see
+    /// [`crate::head_errors`]).
+    pub fn head_too_large() -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "header_too_large",
+            format!(
+                "the request head is over the limit of {} bytes or {} header fields",
+                crate::server::MAX_HEAD_BYTES,
+                crate::server::MAX_HEADERS
+            ),
+        )
+    }
+
+    /// 414: the request target is longer than the head allows.
+    pub fn uri_too_long() -> Self {
+        Self::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            "the request URI is too long",
+        )
+    }
+
     pub fn unsupported_media_type() -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -176,6 +199,21 @@ impl ApiError {
     pub fn detail(&self) -> &str {
         &self.detail
     }
+
+    /// The RFC 9457 body.
+    pub fn problem(&self) -> serde_json::Value {
+        let mut body = json!({
+            "type": format!("urn:tollgate:problem:{}", self.code),
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+            "code": self.code,
+        });
+        if let Some(field) = &self.field {
+            body["field"] = json!(field);
+        }
+        body
+    }
 }
 
 impl From<sqlx::Error> for ApiError {
@@ -196,17 +234,7 @@ impl IntoResponse for ApiError {
         if let Some(error) = &self.internal {
             tracing::error!(error = format!("{error:#}"), "request failed");
         }
-        let mut body = json!({
-            "type": format!("urn:tollgate:problem:{}", self.code),
-            "title": self.status.canonical_reason().unwrap_or("Error"),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-            "code": self.code,
-        });
-        if let Some(field) = &self.field {
-            body["field"] = json!(field);
-        }
-        let mut response = (self.status, axum::Json(body)).into_response();
+        let mut response = (self.status, axum::Json(self.problem())).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

@@ -2,16 +2,19 @@
 //!
 //! 415 for a non-JSON content type, 413 over the body limit, 408 for a body that stalls, 400 for
 //! JSON that does not parse, and 422 naming the field for JSON of the wrong shape (missing, unknown
-//! or mistyped field); and the query-string extractor that answers a query of the wrong shape with a
-//! 422 on `query`.
+//! or mistyped field) or holding a NUL character (Postgres stores none); and the query-string
+//! extractor that answers a query of the wrong shape with a 422 on `query`, and one holding a NUL
+//! with a 422 naming the parameter.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
+use shared::domain::{NUL_REFUSED, nul_in_json};
 
 use crate::idempotency::{self, Key};
+use crate::request_body::BodyDeadline;
 use crate::{AppState, error::ApiError};
 
 pub struct JsonBody<T>(pub T);
@@ -75,10 +78,9 @@ pub async fn body_bytes(req: Request, state: &AppState, limit: usize) -> Result<
     })
 }
 
-/// Whether reading the body failed because the client stopped sending it in time.
+/// Whether reading the body failed because the client did not send it in time.
 pub fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
-    std::iter::successors(Some(error), |e| e.source())
-        .any(|e| e.is::<tower_http::timeout::TimeoutError>())
+    std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<BodyDeadline>())
 }
 
 pub fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
@@ -96,12 +98,17 @@ pub fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
 }
 
 /// Deserializes, telling bad JSON (400) from JSON of the wrong shape (422 with the field's path).
+/// Every JSON body and JSONL line passes here, so this is where a NUL character is refused (422
+/// naming the field), before anything could try to store it.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(shape_error)?;
     deserializer
         .end()
         .map_err(|e| ApiError::malformed(format!("the body is not valid JSON: {e}")))?;
+    if let Some(field) = nul_in_json(bytes) {
+        return Err(ApiError::invalid_field(field, NUL_REFUSED));
+    }
     Ok(value)
 }
 
@@ -134,7 +141,8 @@ fn shape_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError
     ApiError::invalid_field(field, message)
 }
 
-/// A query string of the handler's shape; one that does not fit is a 422 on `query`.
+/// A query string of the handler's shape; one that does not fit is a 422 on `query`, one with a
+/// NUL character in a parameter a 422 naming it.
 pub struct QueryParams<T>(pub T);
 
 impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for QueryParams<T> {
@@ -144,11 +152,24 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for QueryParams<T> {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        if let Some(name) = parts.uri.query().and_then(nul_parameter) {
+            return Err(ApiError::invalid_field(name, NUL_REFUSED));
+        }
         let Query(query) = Query::<T>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::invalid_field("query", e.body_text()))?;
         Ok(Self(query))
     }
+}
+
+/// The name of the first query parameter holding a NUL (`%00`), if any.
+fn nul_parameter(query: &str) -> Option<String> {
+    if !query.contains("%00") {
+        return None;
+    }
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(name, value)| name.contains('\0') || value.contains('\0'))
+        .map(|(name, _)| name.replace('\0', ""))
 }
 
 #[cfg(test)]
@@ -204,6 +225,15 @@ mod tests {
             field("{\"model\": \"m\", \"messages\": [{}]}"),
             Some("messages[0].role".into())
         );
+    }
+
+    #[test]
+    fn a_nul_character_is_refused_naming_its_field() {
+        let error = parse::<serde_json::Value>(br#"{"a": {"b": ["x\u0000"]}}"#).unwrap_err();
+        assert_eq!(error.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(error.field_name(), Some("a.b[0]".into()));
+        assert_eq!(nul_parameter("limit=5&cursor=a%00b"), Some("cursor".into()));
+        assert_eq!(nul_parameter("limit=5&cursor=ab"), None);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The HTTP server loop: hyper, serving the router on each accepted connection, with what
 //! `axum::serve` cannot set: a deadline for a request's headers (a client trickling them in
-//! cannot hold a connection forever) and a bound on their size. Shutdown stops accepting, then
-//! waits for open connections to finish (SSE streams and waits end on shutdown by themselves).
+//! cannot hold a connection forever) and a bound on their size and count, refused as problem+json
+//! ([`crate::head_errors`]). Shutdown stops accepting, then waits for open connections to finish
+//! (SSE streams and waits end on shutdown by themselves).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,8 +17,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
+use crate::head_errors::ProblemHeads;
+
 /// Largest request head (request line and headers) accepted, in bytes.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most header fields a request may have (hyper's default, said here for the refusal's message).
+pub const MAX_HEADERS: usize = 100;
 
 pub async fn run(
     listener: TcpListener,
@@ -30,7 +35,8 @@ pub async fn run(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
-        .max_buf_size(MAX_HEAD_BYTES);
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -59,7 +65,10 @@ pub async fn run(
                 request
             });
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .serve_connection_with_upgrades(
+                TokioIo::new(ProblemHeads::new(stream)),
+                TowerToHyperService::new(service),
+            )
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

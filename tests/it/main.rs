@@ -2,6 +2,7 @@
 //! provider-sim as the upstream. Every test gets its own database and queue prefix.
 
 mod access;
+mod bad_input;
 mod batches;
 mod billing;
 mod cli;

@@ -297,6 +297,8 @@ async fn webhook_urls_reaching_internal_addresses_are_refused_at_submission() {
         ("http://localhost/hook", "loopback"),
         ("http://[::1]/hook", "loopback"),
         ("http://[::ffff:127.0.0.1]/hook", "loopback"),
+        ("http://[::ffff:0:7f00:1]/hook", "loopback"),
+        ("http://[64:ff9b:1::7f00:1]/hook", "private"),
         ("http://169.254.169.254/latest/meta-data", "cloud metadata"),
         ("http://10.0.0.7/hook", "private"),
         ("http://100.64.0.1/hook", "carrier-grade NAT"),

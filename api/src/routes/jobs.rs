@@ -11,7 +11,8 @@ use serde_json::Value;
 use shared::db::jobs::{self, CancelOutcome, NewJob};
 use shared::domain::{
     BatchId, ChatMessage, ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest,
-    GenerationOptions, Job, JobId, JobRequest, JobStatus, ValidationError,
+    GenerationOptions, Job, JobId, JobRequest, JobStatus, NUL_REFUSED, ValidationError,
+    nul_in_value,
 };
 use shared::queue::JobEvent;
 
@@ -332,15 +333,25 @@ pub(super) fn invalid(error: ValidationError) -> ApiError {
 pub(super) fn check_metadata(metadata: Option<Value>) -> Result<Option<Value>, ApiError> {
     match metadata {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(map)) => {
-            let size = serde_json::to_vec(&map).map_err(ApiError::internal)?.len();
+        Some(metadata @ Value::Object(_)) => {
+            // A body's metadata was checked with the body; a batch's from its query string was not.
+            if let Some(path) = nul_in_value(&metadata) {
+                let field = match path.as_str() {
+                    "body" => "metadata".to_owned(),
+                    path => format!("metadata.{path}"),
+                };
+                return Err(ApiError::invalid_field(field, NUL_REFUSED));
+            }
+            let size = serde_json::to_vec(&metadata)
+                .map_err(ApiError::internal)?
+                .len();
             if size > MAX_METADATA_BYTES {
                 return Err(ApiError::invalid_field(
                     "metadata",
                     format!("must be at most {MAX_METADATA_BYTES} bytes of JSON"),
                 ));
             }
-            Ok(Some(Value::Object(map)))
+            Ok(Some(metadata))
         }
         Some(_) => Err(ApiError::invalid_field("metadata", "must be a JSON object")),
     }

@@ -23,7 +23,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
@@ -48,8 +48,11 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(settings.body_limit))
-        // A client sending its body too slowly gets 408 instead of holding a connection.
-        .layer(RequestBodyTimeoutLayer::new(settings.body_read_timeout))
+        // A body must arrive by its deadline (else 408), and a refusal leaves the connection usable.
+        .layer(axum::middleware::from_fn_with_state(
+            settings.body_read_timeout,
+            crate::request_body::guard,
+        ))
         .layer(axum::middleware::from_fn(crate::limits::rate_headers))
         .layer(cors())
         // Until the response starts (an SSE body streams on past it); long enough for the longest

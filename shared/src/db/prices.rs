@@ -49,10 +49,11 @@ pub struct PriceRow {
 pub async fn list(pool: &PgPool) -> Result<Vec<PriceRow>, sqlx::Error> {
     sqlx::query_as(
         "select provider, model, input_per_1k, output_per_1k, effective_from,
-                id = (select c.id from prices c
-                       where c.provider = p.provider and c.model = p.model
-                         and c.effective_from <= now()
-                       order by c.effective_from desc limit 1) as current
+                -- false, not null, for a model whose only prices are still to come
+                coalesce(id = (select c.id from prices c
+                                where c.provider = p.provider and c.model = p.model
+                                  and c.effective_from <= now()
+                                order by c.effective_from desc limit 1), false) as current
            from prices p
           order by provider, model, effective_from desc",
     )

@@ -4,6 +4,7 @@ mod access;
 mod batch;
 mod ids;
 mod job;
+mod nul;
 pub mod openai_batch;
 mod rate;
 mod request;
@@ -15,6 +16,7 @@ pub use access::{
 pub use batch::{BatchItem, BatchSpec, MAX_BATCH_ITEMS, Template, ValidItem};
 pub use ids::{BatchId, FileId, JobId, TenantId, TokenId};
 pub use job::{Job, JobError, JobKind, JobStatus, Role, Usage};
+pub use nul::{NUL_REFUSED, nul_in_json, nul_in_value};
 pub use rate::{Decision, RateLimit};
 pub use request::{
     ChatMessage, ChatRequest, ChatRole, EmbeddingInput, EmbeddingRequest, GenerateRequest,

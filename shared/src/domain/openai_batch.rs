@@ -131,6 +131,9 @@ fn read_line(number: usize, line: &str) -> Result<Line, InputError> {
     if parsed.method != "POST" {
         return Err(InputError::new(number, "method", "must be \"POST\""));
     }
+    if let Some(field) = super::nul_in_json(line.as_bytes()) {
+        return Err(InputError::new(number, field, super::NUL_REFUSED));
+    }
     Ok(parsed)
 }
 

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use shared::db::batches::{self, Batch};
 use shared::db::files::{self, NewFile, Order};
 use shared::domain::openai_batch::{self, Endpoint};
-use shared::domain::{FileId, TenantId};
+use shared::domain::{FileId, NUL_REFUSED, TenantId};
 
 use super::{OpenAiFileId, objects};
 use crate::AppState;
@@ -70,6 +70,12 @@ async fn upload(
         None => return Err(ApiError::invalid_field("purpose", "is required")),
     }
     let (filename, content) = file.ok_or_else(|| ApiError::invalid_field("file", "is required"))?;
+    if filename.contains('\0') {
+        return Err(ApiError::invalid_field(
+            "file",
+            format!("its name {NUL_REFUSED}"),
+        ));
+    }
     if filename.chars().count() > MAX_FILENAME_CHARS {
         return Err(ApiError::invalid_field(
             "file",
