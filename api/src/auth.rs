@@ -3,7 +3,8 @@
 //!
 //! The cache keeps the hot path free of a database round trip per request; its one-second lifetime
 //! bounds how long a revoked token keeps working on any api instance. Every request is then held
-//! to its token's access rules (allowed domains and networks).
+//! to its token's access rules (allowed domains and networks). Failed authentications are
+//! throttled per address, but a valid token is always admitted: the throttle answers failures.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -27,9 +28,31 @@ const CACHE_CAPACITY: usize = 100_000;
 #[derive(Default)]
 pub struct TokenCache {
     entries: RwLock<HashMap<[u8; 32], (Principal, Instant)>>,
+    /// Tokens refused a moment ago: a client hammering with a revoked token, once its address is
+    /// throttled, is refused from memory.
+    refused: RwLock<HashMap<[u8; 32], Instant>>,
 }
 
 impl TokenCache {
+    fn refused_recently(&self, hash: &[u8; 32]) -> bool {
+        let refused = self
+            .refused
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        refused.get(hash).is_some_and(|at| at.elapsed() < CACHE_TTL)
+    }
+
+    fn refuse(&self, hash: [u8; 32]) {
+        let mut refused = self
+            .refused
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if refused.len() >= CACHE_CAPACITY {
+            refused.retain(|_, at| at.elapsed() < CACHE_TTL);
+        }
+        refused.insert(hash, Instant::now());
+    }
+
     fn get(&self, hash: &[u8; 32]) -> Option<Principal> {
         let entries = self
             .entries
@@ -86,9 +109,14 @@ impl FromRequestParts<AppState> for Caller {
         let principal = match state.tokens.get(&hash) {
             Some(principal) => principal,
             None => {
-                // An address that keeps presenting bad tokens is not even looked up.
-                state.limiter.may_authenticate(client.ip)?;
+                // The throttle is on what fails, never on what is valid: a good token is looked up
+                // and admitted whatever its address's neighbours (behind the same NAT) got wrong.
+                // Only a token refused a moment ago is refused from memory while throttled.
+                if state.tokens.refused_recently(&hash) {
+                    state.limiter.may_authenticate(client.ip)?;
+                }
                 let Some(principal) = tokens::authenticate(&state.pool, &hash).await? else {
+                    state.tokens.refuse(hash);
                     if let Some(throttled) = state.limiter.failed_authentication(client.ip) {
                         return Err(throttled);
                     }

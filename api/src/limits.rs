@@ -81,7 +81,7 @@ impl Limiter {
         Ok(closest)
     }
 
-    /// Whether `ip` may try to authenticate: not while its failures are over the limit.
+    /// Whether `ip` is under its limit of failed authentications (a dry run: asking counts nothing).
     pub fn may_authenticate(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
         let Some(ip) = ip else { return Ok(()) };
         let arrivals = self.arrivals.lock().expect("limiter lock");

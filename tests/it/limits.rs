@@ -4,6 +4,7 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use shared::domain::Role;
 
 use crate::harness::{Stack, client, eventually, test_api_settings};
 
@@ -167,5 +168,21 @@ async fn repeated_failed_authentication_from_one_address_is_throttled() {
     assert!(!header(&throttled, "retry-after").is_empty());
     let problem: Value = throttled.json().await.expect("problem");
     assert_eq!(problem["code"], "too_many_auth_failures");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_valid_token_is_admitted_from_an_address_under_throttle() {
+    let stack = Stack::start().await;
+    // Someone behind the same address (a NAT) presents bad tokens until throttled.
+    for n in 0..12 {
+        submit_at(&stack.api_url, &format!("tg_wrong-{n}")).await;
+    }
+    assert_eq!(submit_at(&stack.api_url, "tg_wrong-0").await.status(), 429);
+    // A colleague's token, never used before, still works from there; bad ones stay refused.
+    let fresh = stack.create_token("acme", Role::Client).await;
+    assert_eq!(submit_at(&stack.api_url, &fresh).await.status(), 202);
+    assert_eq!(submit_at(&stack.api_url, &stack.token).await.status(), 202);
+    assert_eq!(submit_at(&stack.api_url, "tg_wrong-13").await.status(), 429);
     stack.stop().await;
 }
