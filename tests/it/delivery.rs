@@ -1,7 +1,7 @@
 //! Delivery guarantees: duplicates run once, a dead worker's job is finished exactly once, a
 //! publish that never happened is swept up, and a broker outage is survived.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use provider_sim::Knobs;
@@ -204,6 +204,46 @@ async fn the_api_and_the_worker_survive_a_broker_outage() {
         .await
         .expect("count");
     assert_eq!(jobs, 2, "the refused submission wrote nothing");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_is_back_at_work_within_two_seconds_of_a_long_broker_outage() {
+    let proxy = Proxy::start().await;
+    let stack = Stack::with(Options {
+        worker: false,
+        ..Options::default()
+    })
+    .await;
+    let worker = stack
+        .start_worker_through(&proxy.url, test_worker_settings())
+        .await;
+    let before = stack.generate("llama3", "before").await;
+    assert_eq!(before["status"], "succeeded");
+
+    // The worker loses the broker for ten seconds, long enough for a reconnect backoff without a
+    // low ceiling to have grown past it; the api keeps its own connection and takes a job.
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(10)).await; // the outage itself, not a wait
+    let job = stack
+        .submit(
+            "/v1/generate",
+            &json!({ "model": "llama3", "prompt": "during" }),
+        )
+        .await;
+    proxy.restore();
+    let restored = Instant::now();
+    let done = stack
+        .wait_until_finished(job["id"].as_str().expect("id"))
+        .await;
+    let back_after = restored.elapsed();
+
+    assert_eq!(done["status"], "succeeded");
+    assert!(
+        back_after < Duration::from_millis(2500),
+        "the job ran {back_after:?} after the broker came back"
+    );
+    worker.crash().await;
     stack.stop().await;
 }
 

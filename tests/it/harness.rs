@@ -292,17 +292,23 @@ impl Stack {
 
     /// Starts one more in-process worker on its own broker connection.
     pub async fn start_worker(&self, settings: WorkerSettings) -> WorkerHandle {
+        self.start_worker_through(&self.amqp_url.clone(), settings)
+            .await
+    }
+
+    /// [`Stack::start_worker`] with its broker connection going to `amqp_url` (a [`Proxy`]).
+    pub async fn start_worker_through(
+        &self,
+        amqp_url: &str,
+        settings: WorkerSettings,
+    ) -> WorkerHandle {
         let settings = WorkerSettings {
             secret_key: Some(self.secret_key.clone()),
             ..settings
         };
         let shutdown = CancellationToken::new();
         let connection = CancellationToken::new();
-        let broker = Broker::new(
-            &self.amqp_url,
-            self.topology.clone(),
-            "tollgate-worker-test",
-        );
+        let broker = Broker::new(amqp_url, self.topology.clone(), "tollgate-worker-test");
         tokio::spawn(broker.clone().supervise(connection.clone()));
         broker
             .connected(WAIT)
