@@ -17,7 +17,14 @@ pub struct ApiError {
     /// Further headers of the answer (a 429's `RateLimit-*`).
     headers: Vec<(HeaderName, HeaderValue)>,
     internal: Option<anyhow::Error>,
+    /// The database could not be reached: the answer carries [`DatabaseUnreachable`].
+    database_unreachable: bool,
 }
+
+/// Marks an answer given because the database could not be reached, for
+/// [`crate::database::gate`] to have its probe look at once.
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseUnreachable;
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
@@ -29,6 +36,7 @@ impl ApiError {
             retry_after_secs: None,
             headers: Vec::new(),
             internal: None,
+            database_unreachable: false,
         }
     }
 
@@ -172,6 +180,11 @@ impl ApiError {
         error
     }
 
+    /// 503 while the database is known to be down (see [`crate::database`]).
+    pub fn database_unavailable() -> Self {
+        Self::unavailable("the database is unavailable", 2)
+    }
+
     /// 502: an upstream the request depends on (Ollama, for model management) failed.
     pub fn bad_gateway(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_GATEWAY, "upstream_error", detail)
@@ -218,14 +231,14 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            // The pool could not hand out a connection in time: the database is down or saturated.
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
-                tracing::warn!(%error, "database unavailable");
-                Self::unavailable("the database is unavailable", 5)
-            }
-            other => Self::internal(other),
+        // No connection, a broken one, or none free in time: the database is down or saturated.
+        if shared::db::is_unreachable(&error) {
+            tracing::warn!(%error, "database unavailable");
+            let mut this = Self::database_unavailable();
+            this.database_unreachable = true;
+            return this;
         }
+        Self::internal(error)
     }
 }
 
@@ -235,6 +248,9 @@ impl IntoResponse for ApiError {
             tracing::error!(error = format!("{error:#}"), "request failed");
         }
         let mut response = (self.status, axum::Json(self.problem())).into_response();
+        if self.database_unreachable {
+            response.extensions_mut().insert(DatabaseUnreachable);
+        }
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -246,6 +262,7 @@ impl IntoResponse for ApiError {
         for (name, value) in self.headers {
             headers.insert(name, value);
         }
+
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

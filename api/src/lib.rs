@@ -7,6 +7,7 @@ mod admission;
 mod auth;
 pub mod cli;
 mod client;
+mod database;
 mod error;
 mod extract;
 mod head_errors;
@@ -94,6 +95,8 @@ pub(crate) struct AppState {
     trusted_proxies: Arc<[IpNetwork]>,
     /// Rate limits and the authentication-failure throttle.
     limiter: Arc<limits::Limiter>,
+    /// Whether Postgres is known to be down (requests needing it get 503 at once).
+    database: database::DatabaseHealth,
 }
 
 /// Serves the API on `listener` until `shutdown` fires, then finishes in-flight requests and
@@ -116,6 +119,8 @@ pub async fn serve(
     );
     let (published, recorder_task) = published::Recorder::start(pool.clone());
     let (watchers, watch_task) = watch::Watchers::start(broker.clone(), shutdown.clone());
+    let database = database::DatabaseHealth::default();
+    let probe = tokio::spawn(database.clone().probe(pool.clone(), shutdown.clone()));
     let limiter = Arc::new(limits::Limiter::default());
     let instances = tokio::spawn(
         limiter
@@ -132,6 +137,7 @@ pub async fn serve(
         upstream: reqwest::Client::new(),
         trusted_proxies: settings.trusted_proxies.clone().into(),
         limiter,
+        database,
         tokens: Arc::new(auth::TokenCache::default()),
         published,
         body_limit: settings.body_limit,
@@ -155,5 +161,6 @@ pub async fn serve(
     refresh.await.context("the settings refresher panicked")?;
     watch_task.await.context("the job watcher panicked")?;
     instances.await.context("the instance heartbeat panicked")?;
+    probe.await.context("the database probe panicked")?;
     Ok(())
 }

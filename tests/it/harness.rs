@@ -260,6 +260,23 @@ impl Stack {
         stack
     }
 
+    /// A pool on the test's database whose connections go through `proxy`.
+    pub async fn pool_through(&self, proxy: &Proxy) -> PgPool {
+        let mut url = url::Url::parse(&database_url()).expect("DATABASE_URL is a URL");
+        url.set_path(&self.db_name);
+        url.set_host(Some(&proxy.addr.ip().to_string()))
+            .expect("a host");
+        url.set_port(Some(proxy.addr.port())).expect("a port");
+        shared::db::connect(url.as_str(), 8)
+            .await
+            .expect("connect through the proxy")
+    }
+
+    /// Starts an api instance on `pool` (the stack's own is [`Stack::start_api`]'s).
+    pub async fn start_api_on(&self, pool: PgPool, settings: ApiSettings) -> String {
+        self.spawn_api(pool, settings, self.stop.clone()).await
+    }
+
     /// Starts an api instance on its own broker connection and returns its URL; the first is
     /// [`Stack::api_url`], a test may start more (they share the database and the broker).
     pub async fn start_api(&self, settings: ApiSettings) -> String {
@@ -268,6 +285,15 @@ impl Stack {
 
     /// [`Stack::start_api`] with its own shutdown signal.
     pub async fn start_api_until(&self, settings: ApiSettings, stop: CancellationToken) -> String {
+        self.spawn_api(self.pool.clone(), settings, stop).await
+    }
+
+    async fn spawn_api(
+        &self,
+        pool: PgPool,
+        settings: ApiSettings,
+        stop: CancellationToken,
+    ) -> String {
         let broker = Broker::new(&self.amqp_url, self.topology.clone(), "tollgate-api-test");
         tokio::spawn(broker.clone().supervise(self.stop.clone()));
         broker
@@ -280,7 +306,6 @@ impl Stack {
             secret_key: Some(self.secret_key.clone()),
             ..settings
         };
-        let pool = self.pool.clone();
         let api = tokio::spawn(async move {
             tollgate_api::serve(listener, pool, broker, settings, stop)
                 .await
@@ -532,30 +557,43 @@ where
         .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
 }
 
-/// A TCP proxy to RabbitMQ that a test can cut and restore, to make a real connection loss.
+/// A TCP proxy to RabbitMQ (or Postgres) that a test can cut and restore, to make a real
+/// connection loss.
 pub struct Proxy {
+    /// The broker's URL through the proxy (for [`Proxy::start`]).
     pub url: String,
+    /// Where the proxy listens.
+    pub addr: SocketAddr,
     open: Arc<AtomicBool>,
     cut: Arc<std::sync::Mutex<CancellationToken>>,
 }
 
+async fn resolve(url: &str, default_port: u16) -> SocketAddr {
+    let url = url::Url::parse(url).expect("a service URL");
+    let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
+    let port = url.port().unwrap_or(default_port);
+    tokio::net::lookup_host((host, port))
+        .await
+        .expect("resolve the service")
+        .next()
+        .expect("the service's address")
+}
+
 impl Proxy {
+    /// A proxy to the broker at `AMQP_URL`.
     pub async fn start() -> Self {
-        let target: SocketAddr = {
-            let url = url::Url::parse(&amqp_url()).expect("AMQP_URL is a URL");
-            let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
-            let port = url.port().unwrap_or(5672);
-            tokio::net::lookup_host((host, port))
-                .await
-                .expect("resolve broker")
-                .next()
-                .expect("broker address")
-        };
+        Self::to(resolve(&amqp_url(), 5672).await).await
+    }
+
+    /// A proxy to Postgres at `DATABASE_URL`.
+    pub async fn to_postgres() -> Self {
+        Self::to(resolve(&database_url(), 5432).await).await
+    }
+
+    async fn to(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let url = format!(
-            "amqp://guest:guest@{}/%2f",
-            listener.local_addr().expect("proxy addr")
-        );
+        let addr = listener.local_addr().expect("proxy addr");
+        let url = format!("amqp://guest:guest@{addr}/%2f");
         let open = Arc::new(AtomicBool::new(true));
         let cut = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
         let (accept_open, accept_cut) = (open.clone(), cut.clone());
@@ -577,7 +615,12 @@ impl Proxy {
                 });
             }
         });
-        Self { url, open, cut }
+        Self {
+            url,
+            addr,
+            open,
+            cut,
+        }
     }
 
     /// Drops every proxied connection and refuses new ones.

@@ -15,6 +15,7 @@ mod intake;
 mod limits;
 mod models;
 mod openai_batches;
+mod outages;
 mod providers;
 mod resolution;
 mod secrets;

@@ -25,9 +25,14 @@ pub fn router() -> Router<AppState> {
 
 /// Ready when both Postgres and RabbitMQ answer; 503 with `Retry-After` while either is down.
 async fn readyz(State(state): State<AppState>) -> Response {
-    let postgres = tokio::time::timeout(Duration::from_secs(2), shared::db::ping(&state.pool))
-        .await
-        .is_ok_and(|ping| ping.is_ok());
+    // Known down: said at once. Otherwise asked, briefly (a failure has the probe look too).
+    let postgres = !state.database.is_down()
+        && tokio::time::timeout(Duration::from_secs(1), shared::db::ping(&state.pool))
+            .await
+            .is_ok_and(|ping| ping.is_ok());
+    if !postgres {
+        state.database.report();
+    }
     let rabbitmq = state.broker.is_connected();
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
     let body = Json(json!({

@@ -54,6 +54,11 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
             crate::request_body::guard,
         ))
         .layer(axum::middleware::from_fn(crate::limits::rate_headers))
+        // While Postgres is known to be down, 503 at once instead of waiting on the pool.
+        .layer(axum::middleware::from_fn_with_state(
+            state.database.clone(),
+            crate::database::gate,
+        ))
         .layer(cors())
         // Until the response starts (an SSE body streams on past it); long enough for the longest
         // `Prefer: wait`.

@@ -46,17 +46,28 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }
 
+/// Whether the database could not be reached at all: no connection, a broken one, none free in
+/// time. (A connection cut while it is being opened can show as a protocol error.)
+pub fn is_unreachable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    )
+}
+
 /// Whether a failed statement may succeed if simply run again: the connection or the server was
 /// away, or Postgres asked for a retry. Anything else (a bad row, a violated constraint) will fail
 /// the same way every time.
 pub fn is_transient(error: &sqlx::Error) -> bool {
+    if is_unreachable(error) {
+        return true;
+    }
     match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(e) => e.code().is_some_and(|code| {
             // connection exceptions, serialization failure, deadlock, insufficient resources,
             // operator intervention (e.g. the server shutting down)
