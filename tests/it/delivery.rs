@@ -88,7 +88,7 @@ async fn a_message_delivered_twice_runs_once() {
 }
 
 #[tokio::test]
-async fn a_worker_that_dies_before_acking_leaves_the_job_to_be_finished_exactly_once() {
+async fn a_worker_that_dies_mid_call_leaves_the_job_finished_once_and_its_call_in_spend() {
     let stack = Stack::with(Options {
         worker: false,
         ..Options::default()
@@ -125,22 +125,39 @@ async fn a_worker_that_dies_before_acking_leaves_the_job_to_be_finished_exactly_
 
     assert_eq!(job["status"], "succeeded");
     assert_eq!(
-        job["attempts"], 1,
-        "a run's calls are recorded with its end, so only the survivor's call counts"
+        job["attempts"], 2,
+        "the dead worker's call is recorded, estimated, with the survivor's end"
     );
     let attempts = job_attempts::list(&stack.pool, job_id(&job))
         .await
         .expect("attempts");
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[0].outcome, "abandoned");
+    assert_eq!(attempts[0].claim, 1, "the dead worker's claim");
+    assert_eq!(attempts[0].provider, "ollama");
+    assert!(attempts[0].prompt_tokens.is_some_and(|t| t > 0));
     assert_eq!(
-        attempts.len(),
-        1,
-        "only the survivor's call is recorded: {attempts:?}"
+        attempts[0].completion_tokens, attempts[1].completion_tokens,
+        "its answer is estimated as long as the survivor's"
     );
-    assert_eq!(attempts[0].outcome, "succeeded");
+    assert_eq!(attempts[1].outcome, "succeeded");
     assert_eq!(
-        attempts[0].claim, 2,
+        attempts[1].claim, 2,
         "claimed by the dead worker, then by the survivor"
     );
+    // The operator's spend counts every call the provider answered, the estimated one marked;
+    // the tenant is billed once.
+    let spend: Value = stack
+        .admin(reqwest::Method::GET, "/v1/admin/spend", &Value::Null)
+        .await
+        .json()
+        .await
+        .expect("spend");
+    let ollama = &spend["providers"][0];
+    assert_eq!(ollama["provider"], "ollama", "{spend}");
+    assert_eq!(ollama["calls"], 2, "{spend}");
+    assert_eq!(ollama["estimated_calls"], 1, "{spend}");
+    assert_eq!(spend["tenants"][0]["requests"], 1, "{spend}");
     assert_eq!(stack.ollama.calls("/api/generate"), 2);
     stack.stop().await;
 }

@@ -22,7 +22,7 @@ use tokio::sync::SemaphorePermit;
 use uuid::Uuid;
 
 use crate::chain::{self, Lane, RunEnd};
-use crate::{Context, retry};
+use crate::{Context, abandoned, retry};
 
 /// Handles one delivery from `lane`'s queue. A single job is marked running for its whole
 /// handling, and a batch item's claim and outcome wait their turn while single jobs run (see
@@ -78,14 +78,14 @@ pub async fn handle(context: &Context, delivery: &Delivery, lane: Lane) {
 /// parked for a delayed run when every provider failed transiently and attempts remain.
 async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(), Halt> {
     let mut attempts = Vec::new();
-    let verdict = if job.abandoned_runs() > context.settings.max_claims {
+    let plan = context.providers.plan(job.request.model().as_str()).await;
+    let mut verdict = if job.abandoned_runs() > context.settings.max_claims {
         let message = format!(
             "the job was abandoned by {} workers in a row",
             job.abandoned_runs() - 1
         );
         Verdict::Finish(Outcome::failed_without_call("internal_error", message))
     } else {
-        let plan = context.providers.plan(job.request.model().as_str()).await;
         let run = chain::run(
             &context.providers,
             &plan,
@@ -98,15 +98,20 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
             end = run => end,
             never = keep_lease(context, job.id, claim_id) => match never {},
         };
-        let mut verdict = decide(
+        decide(
             end,
             &job.request,
             job.retries,
             plan.runtime.settings.retry.max_job_attempts,
-        );
-        price_run(&context.providers.runtime(), &mut verdict, &mut attempts);
-        verdict
+        )
     };
+    let outcome = match &verdict {
+        Verdict::Finish(outcome) => Some(outcome),
+        Verdict::Park { .. } => None,
+    };
+    let estimated = abandoned::estimates(job, &plan, &attempts, outcome);
+    attempts.splice(0..0, estimated);
+    price_run(&context.providers.runtime(), &mut verdict, &mut attempts);
     let turn = bulk_turn(context, lane_of(job)).await;
     let written = match &verdict {
         Verdict::Park { error, delay } => {

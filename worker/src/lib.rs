@@ -8,6 +8,7 @@
 //! [`run`] takes its dependencies (pool, broker, settings) and a shutdown token, so the binary
 //! and the tests run the same code.
 
+mod abandoned;
 mod chain;
 mod circuit;
 pub mod cli;

@@ -35,6 +35,10 @@ pub enum AttemptOutcome {
     Succeeded,
     TransientError,
     PermanentError,
+    /// An estimate for a run that never recorded its end (its worker died mid-call, or lost its
+    /// claim): the provider was most likely called and paid. A run's estimates come first among
+    /// its attempts.
+    Abandoned,
 }
 
 impl AttemptOutcome {
@@ -43,6 +47,7 @@ impl AttemptOutcome {
             Self::Succeeded => "succeeded",
             Self::TransientError => "transient_error",
             Self::PermanentError => "permanent_error",
+            Self::Abandoned => "abandoned",
         }
     }
 }
@@ -59,28 +64,35 @@ pub(super) const RUN_ATTEMPTS: &str = "
                                       prompt_tokens, completion_tokens, cost, n))";
 
 /// Inserts `run_attempts` for the job row named `done` (if the run's end was recorded), and adds
-/// them to the day's provider spend: calls, tokens and cost, failed calls included.
+/// them to the day's provider spend: calls, tokens and cost, failed calls included, estimated
+/// calls counted apart. The estimates for abandoned runs, first among the attempts, take the
+/// claims just before this run's, oldest first.
 pub(super) const INSERT_FROM_DONE: &str = "
+    abandoned as (select count(*) as runs from run_attempts where outcome = 'abandoned'),
     attempt as (
         insert into job_attempts (job_id, claim, provider, upstream_model, started_at, finished_at,
                                   latency_ms, status_code, outcome, error_code, error_message,
                                   prompt_tokens, completion_tokens, cost)
-        select done.id, done.claims, a.provider, a.upstream_model, a.started_at,
+        select done.id,
+               done.claims - case when a.outcome = 'abandoned' then abandoned.runs - a.n + 1
+                                  else 0 end,
+               a.provider, a.upstream_model, a.started_at,
                a.started_at + make_interval(secs => a.latency_ms / 1000.0), a.latency_ms,
                a.status_code, a.outcome, a.error_code, a.error_message, a.prompt_tokens,
                a.completion_tokens, a.cost
-          from done, run_attempts a
+          from done, abandoned, run_attempts a
          order by a.n),
     spend as (
         insert into provider_spend_daily as s (day, provider, upstream_model, shard, calls,
                                                prompt_tokens, completion_tokens, cost,
-                                               unpriced_calls)
+                                               unpriced_calls, estimated_calls)
         select (now() at time zone 'utc')::date, a.provider, a.upstream_model,
                floor(random() * 32)::smallint, count(*),
                coalesce(sum(a.prompt_tokens), 0), coalesce(sum(a.completion_tokens), 0),
                coalesce(sum(a.cost), 0),
                count(*) filter (where a.cost is null
-                                  and coalesce(a.prompt_tokens, 0) + coalesce(a.completion_tokens, 0) > 0)
+                                  and coalesce(a.prompt_tokens, 0) + coalesce(a.completion_tokens, 0) > 0),
+               count(*) filter (where a.outcome = 'abandoned')
           from done, run_attempts a
          group by a.provider, a.upstream_model
         on conflict (day, provider, upstream_model, shard) do update
@@ -88,7 +100,8 @@ pub(super) const INSERT_FROM_DONE: &str = "
                prompt_tokens = s.prompt_tokens + excluded.prompt_tokens,
                completion_tokens = s.completion_tokens + excluded.completion_tokens,
                cost = s.cost + excluded.cost,
-               unpriced_calls = s.unpriced_calls + excluded.unpriced_calls)";
+               unpriced_calls = s.unpriced_calls + excluded.unpriced_calls,
+               estimated_calls = s.estimated_calls + excluded.estimated_calls)";
 
 /// A run's attempts as column arrays, for one multi-row insert.
 #[derive(Default)]

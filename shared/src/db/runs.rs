@@ -30,6 +30,8 @@ pub struct ClaimedJob {
     pub revision: i32,
     /// A batch's item: its provider calls leave room for single jobs.
     pub bulk: bool,
+    /// How many of its abandoned runs have their estimated attempt recorded.
+    pub abandoned_recorded: i32,
 }
 
 impl ClaimedJob {
@@ -37,6 +39,12 @@ impl ClaimedJob {
     /// the sweeper) this many times, this claim included.
     pub fn abandoned_runs(&self) -> i32 {
         self.claims - self.retries
+    }
+
+    /// The abandoned runs before this one with no estimated attempt yet: this run's end writes
+    /// one for each (and marks them recorded).
+    pub fn unrecorded_abandoned_runs(&self) -> i32 {
+        (self.abandoned_runs() - 1 - self.abandoned_recorded).max(0)
     }
 }
 
@@ -57,7 +65,7 @@ pub async fn claim(
     redelivered: bool,
     lease: Duration,
 ) -> Result<Option<ClaimedJob>, sqlx::Error> {
-    let row: Option<(TenantId, Value, i32, i32, i32, bool)> = sqlx::query_as(&format!(
+    let row: Option<(TenantId, Value, i32, i32, i32, bool, i32)> = sqlx::query_as(&format!(
         "update jobs
             set status = 'running', claim_id = $2, claims = claims + 1, revision = revision + 1,
                 started_at = coalesce(started_at, now()),
@@ -66,7 +74,8 @@ pub async fn claim(
             and (status = 'queued'
                  or (status = 'retrying' and retry_at <= now() + interval '{EARLY_ARRIVAL}')
                  or (status = 'running' and ($3 or lease_expires_at < now())))
-          returning tenant_id, request, claims, retries, revision, batch_id is not null"
+          returning tenant_id, request, claims, retries, revision, batch_id is not null,
+                    abandoned_recorded"
     ))
     .bind(id)
     .bind(claim_id)
@@ -74,7 +83,8 @@ pub async fn claim(
     .bind(lease.as_secs_f64())
     .fetch_optional(pool)
     .await?;
-    let Some((tenant_id, request, claims, retries, revision, bulk)) = row else {
+    let Some((tenant_id, request, claims, retries, revision, bulk, abandoned_recorded)) = row
+    else {
         return Ok(None);
     };
     let request = serde_json::from_value(request).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
@@ -86,6 +96,7 @@ pub async fn claim(
         retries,
         revision,
         bulk,
+        abandoned_recorded,
     }))
 }
 
@@ -273,7 +284,8 @@ fn recorded((count, revision, delivery): (i64, Option<i32>, Option<Uuid>)) -> Op
 }
 
 /// The one statement that ends a run: `set` applied to the job if claim `$13` still holds job `$12`
-/// (and its revision bumped), the run's attempts (`$1`..`$11`) inserted for it and added to the
+/// (and its revision bumped, and its abandoned runs so far marked recorded: the run's attempts
+/// carry their estimates), the run's attempts (`$1`..`$11`) inserted for it and added to the
 /// provider spend, then `more` (further CTEs reading `done`); `set`'s own parameters start at
 /// `$14`. Its row is the count of jobs ended (1, or 0 if the claim was lost), the new revision,
 /// and `delivery` (a uuid expression).
@@ -281,7 +293,8 @@ fn end_of_run(set: &str, more: &str, delivery: &str) -> String {
     format!(
         "with {RUN_ATTEMPTS},
          done as (
-            update jobs set {set}, revision = revision + 1
+            update jobs set {set}, revision = revision + 1,
+                            abandoned_recorded = claims - retries - 1
              where id = $12 and claim_id = $13 and status = 'running'
          returning id, claims, tenant_id, token_id, model, origin, client_ip, finished_at,
                    reserved_tokens, reserved_cost, reserved_month, status, webhook_url, revision,

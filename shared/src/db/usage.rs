@@ -147,6 +147,9 @@ pub struct ProviderSpend {
     #[serde(with = "rust_decimal::serde::str")]
     pub cost: Decimal,
     pub unpriced_calls: i64,
+    /// Of `calls`, those made by runs whose worker died (or lost its claim) before recording
+    /// them: counted, with estimated tokens and cost.
+    pub estimated_calls: i64,
 }
 
 /// What one tenant was charged over a span.
@@ -169,7 +172,8 @@ pub async fn spend(
         "select provider, upstream_model, sum(calls)::bigint as calls,
                 sum(prompt_tokens)::bigint as prompt_tokens,
                 sum(completion_tokens)::bigint as completion_tokens,
-                sum(cost) as cost, sum(unpriced_calls)::bigint as unpriced_calls
+                sum(cost) as cost, sum(unpriced_calls)::bigint as unpriced_calls,
+                sum(estimated_calls)::bigint as estimated_calls
            from provider_spend_daily where day between $1 and $2
           group by provider, upstream_model order by provider, upstream_model",
     )
