@@ -11,7 +11,7 @@ use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
-use shared::domain::{NUL_REFUSED, nul_in_json};
+use shared::domain::{NUL_REFUSED, line_syntax_error, nul_in_json};
 
 use crate::idempotency::{self, Key};
 use crate::request_body::BodyDeadline;
@@ -101,22 +101,42 @@ pub fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
 /// Every JSON body and JSONL line passes here, so this is where a NUL character is refused (422
 /// naming the field), before anything could try to store it.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse_as(bytes, |e| format!("the body is not valid JSON: {e}"))
+}
+
+/// [`parse`] for one line of a JSONL body: a syntax error names the line and column once
+/// (`line 150, column 50: not valid JSON: …`), not serde's `line 1` of the line alone.
+pub fn parse_line<T: DeserializeOwned>(line: &str, number: usize) -> Result<T, ApiError> {
+    parse_as(line.as_bytes(), |e| {
+        let (column, message) = line_syntax_error(e);
+        format!("line {number}, column {column}: not valid JSON: {message}")
+    })
+}
+
+fn parse_as<T: DeserializeOwned>(
+    bytes: &[u8],
+    syntax: impl Fn(&serde_json::Error) -> String,
+) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(shape_error)?;
+    let value =
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|e| shape_error(e, &syntax))?;
     deserializer
         .end()
-        .map_err(|e| ApiError::malformed(format!("the body is not valid JSON: {e}")))?;
+        .map_err(|e| ApiError::malformed(syntax(&e)))?;
     if let Some(field) = nul_in_json(bytes) {
         return Err(ApiError::invalid_field(field, NUL_REFUSED));
     }
     Ok(value)
 }
 
-fn shape_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+fn shape_error(
+    error: serde_path_to_error::Error<serde_json::Error>,
+    syntax: impl Fn(&serde_json::Error) -> String,
+) -> ApiError {
     let path = error.path().to_string();
     let inner = error.into_inner();
     if !inner.is_data() {
-        return ApiError::malformed(format!("the body is not valid JSON: {inner}"));
+        return ApiError::malformed(syntax(&inner));
     }
     let message = inner.to_string();
     // serde reports missing and unknown fields at the parent's path, naming the field in backticks.

@@ -18,8 +18,10 @@ pub enum CliError {
         code: String,
         detail: String,
     },
-    #[error("cannot reach Tollgate at {url}: {source}")]
-    Unreachable { url: String, source: reqwest::Error },
+    /// The request did not get an answer; `cause` is the innermost reason (connection refused, a
+    /// name that does not resolve, a timeout).
+    #[error("cannot reach Tollgate at {url}: {cause}")]
+    Unreachable { url: String, cause: String },
     /// The command line lacks something it needs.
     #[error("{0}")]
     Usage(String),
@@ -27,6 +29,23 @@ pub enum CliError {
     Io(#[from] std::io::Error),
     #[error("an unexpected answer from Tollgate: {0}")]
     Unexpected(String),
+}
+
+impl CliError {
+    fn unreachable(url: &str, error: &reqwest::Error) -> Self {
+        Self::Unreachable {
+            url: url.to_owned(),
+            cause: innermost_cause(error),
+        }
+    }
+}
+
+/// The last of an error's causes: what actually went wrong under the layers that wrap it
+/// (`Connection refused (os error 111)`, not `error sending request for url`).
+fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(error), |e| e.source())
+        .last()
+        .map_or_else(|| error.to_string(), ToString::to_string)
 }
 
 /// How many of a batch's items are in each state, as `GET /v1/batches/{id}` shows them.
@@ -115,23 +134,36 @@ impl Api {
             .bearer_auth(&self.token)
             .send()
             .await
-            .map_err(|source| CliError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
+            .map_err(|error| CliError::unreachable(&self.base, &error))?;
         if response.status().is_success() {
             return Ok(response);
         }
         let status = response.status();
         let problem: Value = response.json().await.unwrap_or_default();
+        let mut detail = problem["detail"]
+            .as_str()
+            .unwrap_or("no detail given")
+            .to_owned();
+        // A 404 that is not Tollgate's for a missing thing (a batch), or from a URL with a path:
+        // most likely the URL is not Tollgate's root.
+        let misrouted = problem["code"] != "not_found" || self.has_path();
+        if status == StatusCode::NOT_FOUND && misrouted {
+            detail.push_str(&format!(
+                "; is {} Tollgate's address? Give it without a path (no /v1), e.g. \
+                 http://127.0.0.1:8080",
+                self.base
+            ));
+        }
         Err(CliError::Refused {
             status,
             code: problem["code"].as_str().unwrap_or("unknown").to_owned(),
-            detail: problem["detail"]
-                .as_str()
-                .unwrap_or("no detail given")
-                .to_owned(),
+            detail,
         })
+    }
+
+    /// Whether the base URL has a path (`…/v1`): Tollgate's routes start at its root.
+    fn has_path(&self) -> bool {
+        reqwest::Url::parse(&self.base).is_ok_and(|url| url.path() != "/")
     }
 
     async fn batch_from(response: Response) -> Result<Batch, CliError> {
@@ -144,9 +176,17 @@ impl Api {
 
     /// Submits a JSONL file as a batch, streaming it from disk.
     pub async fn submit(&self, submission: &Submission<'_>) -> Result<Batch, CliError> {
-        let file = tokio::fs::File::open(submission.file).await.map_err(|e| {
-            CliError::Usage(format!("cannot read {}: {e}", submission.file.display()))
-        })?;
+        let unreadable =
+            |e: String| CliError::Usage(format!("cannot read {}: {e}", submission.file.display()));
+        let metadata = tokio::fs::metadata(submission.file)
+            .await
+            .map_err(|e| unreadable(e.to_string()))?;
+        if metadata.is_dir() {
+            return Err(unreadable("it is a directory, not a JSONL file".into()));
+        }
+        let file = tokio::fs::File::open(submission.file)
+            .await
+            .map_err(|e| unreadable(e.to_string()))?;
         let mut query = vec![("kind", submission.kind), ("model", submission.model)];
         for (name, value) in [
             ("template", submission.template),
@@ -200,10 +240,7 @@ impl Api {
         let base = self.base.clone();
         Ok(response
             .bytes_stream()
-            .map_err(move |source| CliError::Unreachable {
-                url: base.clone(),
-                source,
-            }))
+            .map_err(move |error| CliError::unreachable(&base, &error)))
     }
 
     /// The batch's progress events (SSE), from after `last_event_id` when resuming. The stream

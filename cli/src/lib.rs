@@ -100,9 +100,13 @@ pub enum BatchCommand {
 /// Runs a command, writing what it reports to `stdout` (progress goes to stderr). Returns the exit
 /// status: 0, or [`EXIT_ITEMS_FAILED`] when a batch waited for ended with failed or cancelled items.
 pub async fn run(cli: Cli, stdout: &mut dyn Write) -> Result<u8, CliError> {
-    let token = cli.token.ok_or_else(|| {
-        CliError::Usage("no token: pass --token or set TOLLGATE_TOKEN".to_owned())
-    })?;
+    // Set but empty (`TOLLGATE_TOKEN=`) is no token either.
+    let token = cli
+        .token
+        .filter(|token| !token.trim().is_empty())
+        .ok_or_else(|| {
+            CliError::Usage("no token: pass --token or set TOLLGATE_TOKEN".to_owned())
+        })?;
     let api = api::Api::new(&cli.url, &token);
     match cli.command {
         Command::Batch(command) => batch::run(&api, command, stdout).await,

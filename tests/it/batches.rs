@@ -253,7 +253,7 @@ async fn jsonl_and_array_batches_are_validated_whole_and_errors_name_the_item() 
         refused["detail"]
             .as_str()
             .expect("detail")
-            .starts_with("line 2: "),
+            .starts_with("line 2, column 13: not valid JSON: "),
         "{refused}"
     );
 

@@ -166,7 +166,8 @@ async fn the_cli_cancels_and_reports_what_the_api_refused() {
     match status {
         Err(CliError::Refused { status, detail, .. }) => {
             assert_eq!(status, 400);
-            assert!(detail.contains("line 2"), "{detail}");
+            assert!(detail.contains("line 2, column"), "{detail}");
+            assert!(!detail.contains("line 1"), "one line number only: {detail}");
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -186,7 +187,11 @@ async fn the_cli_cancels_and_reports_what_the_api_refused() {
         "{status:?}"
     );
     let (status, _) = tollgate(&stack, &["batch", "status", "not-a-batch"]).await;
-    assert!(matches!(status, Err(CliError::Refused { status, .. }) if status == 404));
+    assert!(
+        matches!(&status, Err(CliError::Refused { status, detail, .. })
+                 if *status == 404 && !detail.contains("address")),
+        "{status:?}"
+    );
     let tokenless = Cli {
         url: stack.api_url.clone(),
         token: None,
@@ -194,5 +199,56 @@ async fn the_cli_cancels_and_reports_what_the_api_refused() {
     };
     let status = tollgate_cli::run(tokenless, &mut Vec::new()).await;
     assert!(matches!(status, Err(CliError::Usage(_))), "{status:?}");
+    stack.stop().await;
+}
+
+/// Runs the CLI with `argv` as given (no URL or token added).
+async fn tollgate_raw(argv: &[&str]) -> Result<u8, CliError> {
+    let cli = Cli::try_parse_from(argv).expect("the arguments parse");
+    tollgate_cli::run(cli, &mut Vec::new()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_says_what_is_wrong_with_its_file_url_or_token() {
+    let stack = Stack::with(Options {
+        worker: false,
+        ..Options::default()
+    })
+    .await;
+    let submit = |url: &str, token: &str, file: &str| {
+        let argv = [
+            "tollgate", "--url", url, "--token", token, "batch", "submit", file, "--model",
+            "llama3",
+        ]
+        .map(str::to_owned);
+        async move { tollgate_raw(&argv.each_ref().map(String::as_str)).await }
+    };
+    let input = TempFile::with(&items(2));
+    let directory = std::env::temp_dir();
+    let directory = directory.to_str().expect("a UTF-8 path");
+
+    let status = submit(&stack.api_url, &stack.token, directory).await;
+    assert!(
+        matches!(&status, Err(CliError::Usage(m)) if m.contains("directory") && m.contains(directory)),
+        "{status:?}"
+    );
+    // Nothing listens on port 1: the cause is said, not just that it failed.
+    let status = submit("http://127.0.0.1:1", &stack.token, input.path()).await;
+    assert!(
+        matches!(&status, Err(CliError::Unreachable { cause, .. }) if cause.contains("refused")),
+        "{status:?}"
+    );
+    let status = submit(&stack.url("/v1"), &stack.token, input.path()).await;
+    assert!(
+        matches!(&status, Err(CliError::Refused { status, detail, .. })
+                 if *status == 404 && detail.contains("without a path (no /v1)")),
+        "{status:?}"
+    );
+    let status = submit(&stack.api_url, "", input.path()).await;
+    assert!(
+        matches!(&status, Err(CliError::Usage(m)) if m.contains("no token")),
+        "{status:?}"
+    );
+    assert_eq!(stack.rows("batches").await, 0);
     stack.stop().await;
 }

@@ -304,9 +304,9 @@ fn parse_jsonl(bytes: &Bytes) -> Result<(Vec<BatchItem>, Vec<usize>), ApiError> 
             continue;
         }
         let number = index + 1;
-        let item = extract::parse::<BatchItem>(line.as_bytes()).map_err(|error| {
+        let item = extract::parse_line::<BatchItem>(line, number).map_err(|error| {
             let Some(field) = error.field_name() else {
-                return ApiError::malformed(format!("line {number}: {}", error.detail()));
+                return error;
             };
             // The detail is `{field}: {message}`; the item's path replaces the line's.
             let message = error

@@ -4,7 +4,7 @@ mod access;
 mod batch;
 mod ids;
 mod job;
-mod nul;
+mod json;
 pub mod openai_batch;
 mod rate;
 mod request;
@@ -16,7 +16,7 @@ pub use access::{
 pub use batch::{BatchItem, BatchSpec, MAX_BATCH_ITEMS, Template, ValidItem};
 pub use ids::{BatchId, FileId, JobId, TenantId, TokenId};
 pub use job::{Job, JobError, JobKind, JobStatus, Role, Usage};
-pub use nul::{NUL_REFUSED, nul_in_json, nul_in_value};
+pub use json::{NUL_REFUSED, line_syntax_error, nul_in_json, nul_in_value};
 pub use rate::{Decision, RateLimit};
 pub use request::{
     ChatMessage, ChatRequest, ChatRole, EmbeddingInput, EmbeddingRequest, GenerateRequest,

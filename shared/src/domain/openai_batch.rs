@@ -126,8 +126,15 @@ fn numbered(
 }
 
 fn read_line(number: usize, line: &str) -> Result<Line, InputError> {
-    let parsed: Line = serde_json::from_str(line)
-        .map_err(|e| InputError::new(number, "line", format!("is not a request line: {e}")))?;
+    let parsed: Line = serde_json::from_str(line).map_err(|e| {
+        let message = if e.is_data() {
+            e.to_string()
+        } else {
+            let (column, message) = super::line_syntax_error(&e);
+            format!("column {column}: {message}")
+        };
+        InputError::new(number, "line", format!("is not a request line: {message}"))
+    })?;
     if parsed.method != "POST" {
         return Err(InputError::new(number, "method", "must be \"POST\""));
     }

@@ -1,6 +1,10 @@
-//! NUL characters: Postgres stores none, in `text` or in a `jsonb` string, so a request carrying
-//! one is refused at the edge, naming where it is, instead of failing at the insert (a 500 that
-//! says nothing).
+//! Checks on JSON text at the edge.
+//!
+//! - NUL characters: Postgres stores none, in `text` or in a `jsonb` string, so a request carrying
+//!   one is refused at the edge, naming where it is, instead of failing at the insert (a 500 that
+//!   says nothing).
+//! - Where a syntax error is, said once: for one line of a JSONL file serde's `at line 1 column N`
+//!   would contradict the file's line number.
 
 use std::fmt::Write as _;
 
@@ -62,6 +66,15 @@ fn find(value: &Value, path: &mut String) -> bool {
     }
 }
 
+/// A JSON syntax error of one line of a file: its column, and its message without serde's
+/// `at line 1 column N`, for the caller to say after the file's own line number.
+pub fn line_syntax_error(error: &serde_json::Error) -> (usize, String) {
+    let message = error.to_string();
+    let suffix = format!(" at line {} column {}", error.line(), error.column());
+    let bare = message.strip_suffix(&suffix).unwrap_or(&message).to_owned();
+    (error.column(), bare)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +111,15 @@ mod tests {
             Some("metadata".into())
         );
         assert_eq!(at(r#"{"k\u0000": 1}"#), Some("body".into()));
+    }
+
+    #[test]
+    fn a_lines_syntax_error_names_only_its_column() {
+        let error = serde_json::from_str::<Value>(r#"{"a": 1 "b": 2}"#).expect_err("broken");
+        assert_eq!(
+            line_syntax_error(&error),
+            (9, "expected `,` or `}`".to_owned())
+        );
     }
 
     #[test]
