@@ -90,15 +90,10 @@ impl DatabaseHealth {
     }
 }
 
-/// Middleware: while the database is known to be down, a request that needs it is answered 503 at
-/// once (health and the OpenAPI document need none); a request that found it unreachable has the
-/// probe look at once.
+/// Middleware for the routes that need the database: while it is known to be down, a request is
+/// answered 503 at once; one that found it unreachable has the probe look at once.
 pub async fn gate(State(health): State<DatabaseHealth>, request: Request, next: Next) -> Response {
-    let needs_database = !matches!(
-        request.uri().path(),
-        "/healthz" | "/readyz" | "/openapi.json"
-    );
-    if needs_database && health.is_down() {
+    if health.is_down() {
         return ApiError::database_unavailable().into_response();
     }
     let response = next.run(request).await;

@@ -1,6 +1,6 @@
 //! A database outage seen from the api: once Postgres is known to be down, a submission is
-//! answered 503 with `Retry-After` within a second and `/readyz` says so at once; both recover as
-//! soon as the database is back.
+//! answered 503 with `Retry-After` within a second (in OpenAI's shape on its surface) and `/readyz`
+//! says so at once; both recover as soon as the database is back.
 
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,16 @@ async fn while_the_database_is_down_submissions_get_503_within_a_second() {
             started.elapsed()
         );
     }
+    // The OpenAI surface says so in OpenAI's shape.
+    let listing = client()
+        .get(format!("{api}/openai/v1/batches"))
+        .bearer_auth(&stack.token)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(listing.status(), 503);
+    let error: serde_json::Value = listing.json().await.expect("an OpenAI error");
+    assert_eq!(error["error"]["type"], "server_error", "{error}");
     let started = Instant::now();
     let ready = readyz().await.expect("readyz");
     assert_eq!(ready.status(), 503);

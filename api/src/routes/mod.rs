@@ -27,11 +27,12 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
-use crate::{ApiSettings, AppState, error::ApiError};
+use crate::{ApiSettings, AppState, database, error::ApiError};
 
 pub fn router(state: AppState, settings: &ApiSettings) -> Router {
-    Router::new()
-        .merge(health::router())
+    // Every route but health's needs Postgres: while it is known to be down, 503 at once instead
+    // of waiting on the pool (the OpenAI surface says so in its own shape).
+    let needs_database = Router::new()
         .merge(jobs::router())
         .merge(batches::router(settings.batch_body_limit))
         .merge(batch_events::router())
@@ -44,7 +45,17 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
         .merge(webhooks::router())
         .merge(tenants::router())
         .merge(models::router())
-        .nest("/openai/v1", openai::router(settings.batch_body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.database.clone(),
+            database::gate,
+        ));
+    Router::new()
+        .merge(health::router())
+        .merge(needs_database)
+        .nest(
+            "/openai/v1",
+            openai::router(settings.batch_body_limit, state.database.clone()),
+        )
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(settings.body_limit))
@@ -54,11 +65,6 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
             crate::request_body::guard,
         ))
         .layer(axum::middleware::from_fn(crate::limits::rate_headers))
-        // While Postgres is known to be down, 503 at once instead of waiting on the pool.
-        .layer(axum::middleware::from_fn_with_state(
-            state.database.clone(),
-            crate::database::gate,
-        ))
         .layer(cors())
         // Until the response starts (an SSE body streams on past it); long enough for the longest
         // `Prefer: wait`.

@@ -23,12 +23,17 @@ use shared::domain::{BatchId, FileId};
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::database::DatabaseHealth;
 use crate::error::ApiError;
 
-pub fn router(upload_limit: usize) -> Router<AppState> {
+pub fn router(upload_limit: usize, database: DatabaseHealth) -> Router<AppState> {
     Router::new()
         .merge(files::router().layer(DefaultBodyLimit::max(upload_limit)))
         .merge(batches::router())
+        .layer(axum::middleware::from_fn_with_state(
+            database,
+            crate::database::gate,
+        ))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(axum::middleware::map_response(openai_errors))
