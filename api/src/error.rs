@@ -262,7 +262,6 @@ impl IntoResponse for ApiError {
         for (name, value) in self.headers {
             headers.insert(name, value);
         }
-
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
