@@ -49,19 +49,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ProblemHeads<S> {
     /// Writes what is left of a rewritten answer, then lingers.
     fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while let Some((answer, written)) = &mut self.pending {
-            if *written == answer.len() {
-                self.pending = None;
-                self.linger = Some((Box::pin(tokio::time::sleep(LINGER_TIME)), 0));
-                ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
-                // Only the write side closes: the client's late bytes are still read below.
-                ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
-                break;
+            if *written < answer.len() {
+                let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &answer[*written..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                *written += n;
+                continue;
             }
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &answer[*written..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            *written += n;
+            ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+            // Only the write side closes: the client's late bytes are still read below.
+            ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
+            self.pending = None;
+            self.linger = Some((Box::pin(tokio::time::sleep(LINGER_TIME)), 0));
         }
         self.poll_linger(cx)
     }
@@ -102,17 +102,29 @@ impl<S: AsyncRead + Unpin> AsyncRead for ProblemHeads<S> {
     }
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin> ProblemHeads<S> {
+    /// Takes `head` in place of writing it when it is (or, offered again after a `Pending`, was)
+    /// one of hyper's automatic error answers; `None` for anything else.
+    fn poll_rewrite(
+        &mut self,
+        cx: &mut Context<'_>,
+        head: &[u8],
+    ) -> Option<Poll<io::Result<usize>>> {
+        if self.pending.is_none() && self.linger.is_none() {
+            self.pending = Some((problem_for(head)?, 0));
+        }
+        Some(self.poll_pending(cx).map_ok(|()| head.len()))
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ProblemHeads<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        ready!(self.poll_pending(cx))?;
-        if let Some(answer) = problem_for(buf) {
-            self.pending = Some((answer, 0));
-            ready!(self.poll_pending(cx))?;
-            return Poll::Ready(Ok(buf.len()));
+        if let Some(rewritten) = self.poll_rewrite(cx, buf) {
+            return rewritten;
         }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
@@ -122,14 +134,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ProblemHeads<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        ready!(self.poll_pending(cx))?;
         // hyper's automatic answer is a head alone, in one buffer.
         if let [head] = bufs
-            && let Some(answer) = problem_for(head)
+            && let Some(rewritten) = self.poll_rewrite(cx, head)
         {
-            self.pending = Some((answer, 0));
-            ready!(self.poll_pending(cx))?;
-            return Poll::Ready(Ok(head.len()));
+            return rewritten;
         }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
