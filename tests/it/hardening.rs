@@ -1,8 +1,9 @@
 //! Slow and oversized clients: headers that trickle in past the deadline lose the connection, a
 //! body that stalls or trickles past its deadline gets 408, a request head over the size or count
 //! limit gets a problem+json 431, and a refusal that left the body unread leaves the kept-alive
-//! connection usable (or says it closes); a prompt, a conversation or an embedding input over its
-//! limit is refused naming the field and the limit.
+//! connection usable (or says it closes), for raw sockets and for the official `openai` package's
+//! pool alike; a prompt, a conversation or an embedding input over its limit is refused naming the
+//! field and the limit.
 
 use std::time::{Duration, Instant};
 
@@ -330,5 +331,41 @@ async fn requests_over_the_content_limits_are_refused_naming_the_field() {
         assert!(detail.contains(&limit.to_string()), "{problem}");
     }
     assert_eq!(stack.rows("jobs").await, 0);
+    stack.stop().await;
+}
+
+/// The user's view of the test above: the official package, its pool shared by a good and a bad
+/// key, through refusals whose bodies are drained or whose close is announced (a 200 KB upload).
+/// Here the race rarely shows even without the guard (the package's small bodies arrive whole);
+/// the raw-socket test above is the one that fails without it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openai_package_loses_no_request_after_refusals() {
+    let stack = Stack::with(Options {
+        worker: false,
+        ..Options::default()
+    })
+    .await;
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("openai/refusals_keep_connections.py");
+    let run = tokio::process::Command::new(crate::openai_batches::python())
+        .arg(script)
+        .env("TOLLGATE_OPENAI_BASE_URL", stack.url("/openai/v1"))
+        .env("TOLLGATE_TOKEN", &stack.token)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the Python script finishes within 2 minutes")
+        .expect("Python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let counts: Value = serde_json::from_str(stdout.trim()).expect("the script's counts");
+    assert_eq!(counts["lost"], 0, "{counts}");
+    assert_eq!(counts["refused"], 300, "{counts}");
+    assert_eq!(counts["answered"], 300, "{counts}");
     stack.stop().await;
 }

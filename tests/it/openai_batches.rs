@@ -14,7 +14,7 @@ use crate::harness::{Options, Stack, client};
 
 /// The Python that has the `openai` package: `TOLLGATE_TEST_PYTHON`, else the virtualenv that
 /// `scripts/pyenv` makes (the README's test command runs it first).
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     if let Ok(python) = std::env::var("TOLLGATE_TEST_PYTHON") {
         return PathBuf::from(python);
     }
