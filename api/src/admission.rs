@@ -11,38 +11,18 @@ use shared::db::batches::{self, Batch, NewBatch};
 use shared::db::jobs::{self, NewJob};
 use shared::db::quotas::{self, Limits};
 use shared::domain::{Job, JobRequest};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 use crate::error::ApiError;
 
 /// Completion tokens reserved for a generate or chat request without `max_tokens`.
 pub const DEFAULT_COMPLETION_ESTIMATE: u32 = 1024;
 
-/// Inserts `job`, first reserving its estimate against `limits` when the tenant has any; 429
-/// `quota_exceeded` (with the limit and when it resets) and nothing written when it would not fit.
-pub async fn admit(pool: &PgPool, limits: &Limits, job: NewJob) -> Result<Job, ApiError> {
-    if limits.is_unlimited() {
-        return Ok(jobs::insert(pool, &job).await?);
-    }
-    let mut tx = pool.begin().await?;
-    match admit_in(&mut tx, limits, job).await {
-        Ok(inserted) => {
-            tx.commit().await?;
-            Ok(inserted)
-        }
-        Err(error) => {
-            // Now, not when the connection is next used: a refused reservation still locked the
-            // tenant's month row, which every other submission of the tenant needs.
-            if let Err(rollback) = tx.rollback().await {
-                tracing::warn!(error = %rollback, "cannot roll back a refused admission");
-            }
-            Err(error)
-        }
-    }
-}
-
-/// [`admit`] inside the caller's transaction (which an `Idempotency-Key` also writes to). A
-/// refusal is explained on the same connection: under a burst, every request already holds one.
+/// Inserts `job` on the caller's connection (a transaction when there is a reservation or an
+/// `Idempotency-Key` to write with it, see [`crate::intake`]), first reserving its estimate
+/// against `limits` when the tenant has any; 429 `quota_exceeded` (with the limit and when it
+/// resets) and nothing written when it would not fit. A refusal is explained on the same
+/// connection: under a burst, every request already holds one.
 pub async fn admit_in(
     tx: &mut PgConnection,
     limits: &Limits,

@@ -229,6 +229,13 @@ impl ApiError {
     }
 }
 
+/// A domain value that does not parse: 422 naming its field.
+impl From<shared::domain::ValidationError> for ApiError {
+    fn from(error: shared::domain::ValidationError) -> Self {
+        Self::invalid_field(error.field, error.message)
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         // No connection, a broken one, or none free in time: the database is down or saturated.

@@ -12,6 +12,7 @@ mod error;
 mod extract;
 mod head_errors;
 mod idempotency;
+mod intake;
 mod limits;
 mod prefer;
 mod published;

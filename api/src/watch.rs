@@ -20,9 +20,11 @@ use futures::StreamExt as _;
 use lapin::Consumer;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use shared::domain::JobId;
+use shared::domain::{Job, JobId, TenantId};
 use shared::queue::{Broker, JobEvent, Session};
+use sqlx::PgPool;
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Events buffered per job for a slow watcher; one that falls further behind re-reads the job.
@@ -211,6 +213,39 @@ impl Inner {
     fn broadcast(&self, signal: Signal) {
         for watched in self.jobs.lock().expect("watch table lock").values() {
             let _ = watched.signals.send(signal);
+        }
+    }
+}
+
+/// The wait behind `Prefer: wait=N`: waits up to `wait` for a watched job to end; the finished job, or `None` if it is still going.
+/// The job is read when an event says it ended, and once more at the deadline (or when the api
+/// begins shutting down) in case that event was lost.
+pub async fn finished_within(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    id: JobId,
+    mut watch: Watch,
+    wait: Duration,
+) -> Result<Option<Job>, sqlx::Error> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let signal = tokio::select! {
+            signal = watch.next() => Some(signal),
+            () = tokio::time::sleep_until(deadline) => None,
+        };
+        let (read_now, last) = match signal {
+            Some(Signal::Changed(event)) => (event.status.is_terminal(), false),
+            Some(Signal::Reread) => (true, false),
+            Some(Signal::Closing) | None => (true, true),
+        };
+        if read_now {
+            let job = shared::db::jobs::get(pool, tenant_id, id).await?;
+            if let Some(job) = job.filter(|job| job.status.is_terminal()) {
+                return Ok(Some(job));
+            }
+        }
+        if last {
+            return Ok(None);
         }
     }
 }

@@ -34,10 +34,10 @@ async fn events(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let id = super::batches::parse_batch_id(&id)?;
+    let id = super::ids::parse_batch_id(&id)?;
     let first = batches::get(&state.pool, caller.tenant_id, id)
         .await?
-        .ok_or_else(super::batches::batch_not_found)?;
+        .ok_or_else(super::ids::batch_not_found)?;
     let last_seen = super::events::last_event_id::<i64>(&headers);
     let progress = Progress {
         state: state.clone(),

@@ -8,7 +8,7 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -16,18 +16,19 @@ use futures::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::db::batches::{self, Batch, BatchCancel, NewBatch};
-use shared::db::tokens::Principal;
 use shared::domain::{
-    BatchId, BatchItem, BatchSpec, GenerationOptions, JobKind, ModelName, Template, TenantId,
+    BatchId, BatchItem, BatchSpec, GenerationOptions, JobKind, Template, TenantId,
 };
 
+use super::ids::{batch_not_found, parse_batch_id};
 use super::paging;
+use crate::AppState;
 use crate::auth::Caller;
 use crate::client::ClientInfo;
 use crate::error::ApiError;
 use crate::extract::{self, QueryParams};
-use crate::idempotency::{self, Begun, Key};
-use crate::{AppState, admission};
+use crate::idempotency::{self, Key};
+use crate::intake::{self, Accepted, Intake};
 
 pub fn router(batch_body_limit: usize) -> Router<AppState> {
     Router::new()
@@ -92,14 +93,14 @@ async fn create(
         idempotency::fingerprint(&method, &uri, &bytes)
     })?;
     drop(bytes);
-    let metadata = super::jobs::check_metadata(submitted.metadata)?;
-    let model = served_model(&state, &submitted.model)?;
+    let metadata = intake::check_metadata(submitted.metadata)?;
+    let model = intake::served_model(&state, &submitted.model)?;
     let template = submitted
         .template
         .as_deref()
         .map(Template::parse)
         .transpose()
-        .map_err(super::jobs::invalid)?;
+        .map_err(ApiError::from)?;
     // The batch's own options are judged once, under their own name, not on each item.
     let options = match (submitted.kind, submitted.options) {
         (JobKind::Embedding, Some(_)) => {
@@ -111,7 +112,7 @@ async fn create(
         (_, options) => options
             .map(GenerationOptions::validate)
             .transpose()
-            .map_err(super::jobs::invalid)?,
+            .map_err(ApiError::from)?,
     };
     let spec = BatchSpec {
         kind: submitted.kind,
@@ -124,9 +125,9 @@ async fn create(
         .items(submitted.items, |i| {
             lines.as_ref().and_then(|l| l.get(i).copied())
         })
-        .map_err(super::jobs::invalid)?;
+        .map_err(ApiError::from)?;
     let webhook_url = match submitted.webhook_url {
-        Some(url) => Some(super::webhooks::accept_url(&state, caller.tenant_id, &url).await?),
+        Some(url) => Some(intake::webhook_url(&state, caller.tenant_id, &url).await?),
         None => None,
     };
     let batch = NewBatch {
@@ -143,80 +144,17 @@ async fn create(
         reservations: None,
         openai: None,
     };
-    accept(&state, &caller, key, batch, |batch| {
+    let accepted = |batch: &Batch| {
         Ok(Accepted {
             status: StatusCode::ACCEPTED,
             location: format!("/v1/batches/{}", batch.id),
             body: serde_json::to_value(batch).map_err(ApiError::internal)?,
         })
-    })
-    .await
-}
-
-/// The batch's model, if a provider serves it (else 422 on `model`).
-pub(super) fn served_model(state: &AppState, model: &str) -> Result<ModelName, ApiError> {
-    let model = ModelName::parse(model).map_err(super::jobs::invalid)?;
-    if !state.runtime.current().routes.serves(model.as_str()) {
-        return Err(ApiError::invalid_field(
-            "model",
-            format!(
-                "no provider serves {:?}: ask an admin to add a route for it",
-                model.as_str()
-            ),
-        ));
-    }
-    Ok(model)
-}
-
-/// How an accepted batch is answered.
-pub(super) struct Accepted {
-    pub status: StatusCode,
-    pub location: String,
-    pub body: Value,
-}
-
-/// Admits a validated batch in one transaction, with its `Idempotency-Key`'s record when it has
-/// one, and answers as `answer` says (which a retry with the key is answered, too).
-pub(super) async fn accept(
-    state: &AppState,
-    caller: &Principal,
-    key: Option<Key>,
-    batch: NewBatch,
-    answer: impl FnOnce(&Batch) -> Result<Accepted, ApiError>,
-) -> Result<Response, ApiError> {
-    let mut tx = match &key {
-        None => state.pool.begin().await?,
-        Some(key) => match idempotency::begin(&state.pool, caller.tenant_id, key).await? {
-            Begun::Replay(first) => return Ok(first),
-            Begun::Fresh(tx) => tx,
-        },
     };
-    let admitted = async {
-        let batch = admission::admit_batch(&mut tx, &caller.limits, batch).await?;
-        let accepted = answer(&batch)?;
-        if let Some(key) = &key {
-            let Accepted {
-                status,
-                location,
-                body,
-            } = &accepted;
-            idempotency::record(&mut tx, caller.tenant_id, key, *status, location, body).await?;
-        }
-        Ok::<_, ApiError>(accepted)
+    match intake::batch(&state, &caller, key.as_ref(), batch, accepted).await? {
+        Intake::Replayed(first) => Ok(first),
+        Intake::Admitted { answer, .. } => answer.into_response(),
     }
-    .await;
-    let accepted = match admitted {
-        Ok(accepted) => accepted,
-        Err(error) => return Err(idempotency::abandon(tx, error).await),
-    };
-    tx.commit().await?;
-    let location = HeaderValue::from_str(&accepted.location).map_err(ApiError::internal)?;
-    Ok((
-        accepted.status,
-        [(header::LOCATION, location)],
-        Json(accepted.body),
-    )
-        .into_response())
 }
 
 /// Reads either form of the body: JSON (`application/json`) or JSONL (`application/jsonl`,
@@ -429,14 +367,6 @@ pub(super) async fn cancelled(
 }
 
 /// A malformed id is answered like an unknown one.
-pub(super) fn parse_batch_id(id: &str) -> Result<BatchId, ApiError> {
-    id.parse().map_err(|_| batch_not_found())
-}
-
-pub(super) fn batch_not_found() -> ApiError {
-    ApiError::not_found("no such batch")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use shared::db::prices::{self, PriceRow};
 use shared::db::quotas::{self, Limits, MonthStatus};
 use shared::db::usage::{self, ProviderSpend, TenantCharge, Unpriced};
-use shared::domain::{ModelName, ProviderName, TenantId};
+use shared::domain::{ModelName, ProviderName};
 
 use crate::AppState;
 use crate::auth::Admin;
@@ -147,18 +147,12 @@ async fn spend(
     }))
 }
 
-pub(super) fn tenant_id(id: &str) -> Result<TenantId, ApiError> {
-    id.parse()
-        .map(TenantId)
-        .map_err(|_| ApiError::not_found("no such tenant"))
-}
-
 async fn quota(
     State(state): State<AppState>,
     Admin(_): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<MonthStatus>, ApiError> {
-    quotas::status(&state.pool, tenant_id(&id)?)
+    quotas::status(&state.pool, super::ids::tenant_id(&id)?)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found("no such tenant"))
@@ -180,7 +174,7 @@ async fn set_quota(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<QuotaBody>,
 ) -> Result<Json<MonthStatus>, ApiError> {
-    let id = tenant_id(&id)?;
+    let id = super::ids::tenant_id(&id)?;
     if body
         .monthly_cost_budget
         .is_some_and(|b| b.is_sign_negative())

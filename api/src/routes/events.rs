@@ -1,7 +1,6 @@
-//! `GET /v1/jobs/{id}/events`: a job's status changes as server-sent events, and the wait behind
-//! `Prefer: wait=N` on the submit endpoints.
+//! `GET /v1/jobs/{id}/events`: a job's status changes as server-sent events.
 //!
-//! Both watch the job before reading it (see [`crate::watch`]), so no change can slip between the
+//! A stream watches the job before reading it (see [`crate::watch`]), so no change can slip between the
 //! read and the subscription. Each event's id is the job's revision: a client that reconnects with
 //! `Last-Event-ID` is sent only what is newer.
 
@@ -18,6 +17,7 @@ use shared::db::jobs;
 use shared::domain::{Job, JobId, TenantId};
 use tokio::time::Instant;
 
+use super::ids::{job_not_found, parse_job_id};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -39,12 +39,12 @@ async fn events(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let id = super::jobs::parse_job_id(&id)?;
+    let id = parse_job_id(&id)?;
     let last_seen = last_event_id::<i32>(&headers).unwrap_or(0);
     let watch = state.watchers.watch(id);
     let first = jobs::get_with_revision(&state.pool, caller.tenant_id, id)
         .await?
-        .ok_or_else(super::jobs::job_not_found)?;
+        .ok_or_else(job_not_found)?;
     let reread_every = if first.0.batch_id.is_some() {
         BATCH_ITEM_REREAD_EVERY
     } else {
@@ -139,39 +139,6 @@ impl Follow {
                 Signal::Closing => return false,
                 Signal::Changed(_) | Signal::Reread => return true,
             }
-        }
-    }
-}
-
-/// Waits up to `wait` for a watched job to end; the finished job, or `None` if it is still going.
-/// The job is read when an event says it ended, and once more at the deadline (or when the api
-/// begins shutting down) in case that event was lost.
-pub(super) async fn finished_within(
-    state: &AppState,
-    tenant_id: TenantId,
-    id: JobId,
-    mut watch: Watch,
-    wait: Duration,
-) -> Result<Option<Job>, sqlx::Error> {
-    let deadline = Instant::now() + wait;
-    loop {
-        let signal = tokio::select! {
-            signal = watch.next() => Some(signal),
-            () = tokio::time::sleep_until(deadline) => None,
-        };
-        let (read_now, last) = match signal {
-            Some(Signal::Changed(event)) => (event.status.is_terminal(), false),
-            Some(Signal::Reread) => (true, false),
-            Some(Signal::Closing) | None => (true, true),
-        };
-        if read_now {
-            let job = jobs::get(&state.pool, tenant_id, id).await?;
-            if let Some(job) = job.filter(|job| job.status.is_terminal()) {
-                return Ok(Some(job));
-            }
-        }
-        if last {
-            return Ok(None);
         }
     }
 }

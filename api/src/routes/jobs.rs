@@ -11,18 +11,19 @@ use serde_json::Value;
 use shared::db::jobs::{self, CancelOutcome, NewJob};
 use shared::domain::{
     BatchId, ChatMessage, ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest,
-    GenerationOptions, Job, JobId, JobRequest, JobStatus, NUL_REFUSED, ValidationError,
-    nul_in_value,
+    GenerationOptions, Job, JobId, JobRequest, JobStatus,
 };
 use shared::queue::JobEvent;
 
+use super::ids::{job_not_found, parse_job_id};
 use super::paging;
 use crate::auth::Caller;
 use crate::client::ClientInfo;
 use crate::error::ApiError;
 use crate::extract::{IdempotentJson, QueryParams};
-use crate::idempotency::{self, Begun, Key};
-use crate::{AppState, admission, prefer};
+use crate::idempotency::Key;
+use crate::intake::{self, Accepted, Intake};
+use crate::{AppState, prefer, watch};
 
 /// What a submission carries besides its request.
 struct Submission {
@@ -34,9 +35,6 @@ struct Submission {
 fn location_of(id: JobId) -> String {
     format!("/v1/jobs/{id}")
 }
-
-/// Largest `metadata` object accepted, in bytes of JSON.
-const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -100,8 +98,7 @@ async fn generate(
     headers: HeaderMap,
     IdempotentJson { body, key }: IdempotentJson<GenerateBody>,
 ) -> Result<Response, ApiError> {
-    let request =
-        GenerateRequest::parse(&body.model, body.prompt, body.options).map_err(invalid)?;
+    let request = GenerateRequest::parse(&body.model, body.prompt, body.options)?;
     let request = JobRequest::Generate(request);
     let extra = Submission {
         metadata: body.metadata,
@@ -117,7 +114,7 @@ async fn chat(
     headers: HeaderMap,
     IdempotentJson { body, key }: IdempotentJson<ChatBody>,
 ) -> Result<Response, ApiError> {
-    let request = ChatRequest::parse(&body.model, body.messages, body.options).map_err(invalid)?;
+    let request = ChatRequest::parse(&body.model, body.messages, body.options)?;
     let request = JobRequest::Chat(request);
     let extra = Submission {
         metadata: body.metadata,
@@ -133,7 +130,7 @@ async fn embedding(
     headers: HeaderMap,
     IdempotentJson { body, key }: IdempotentJson<EmbeddingBody>,
 ) -> Result<Response, ApiError> {
-    let request = EmbeddingRequest::parse(&body.model, body.input).map_err(invalid)?;
+    let request = EmbeddingRequest::parse(&body.model, body.input)?;
     let request = JobRequest::Embedding(request);
     let extra = Submission {
         metadata: body.metadata,
@@ -142,14 +139,9 @@ async fn embedding(
     submit(&state, caller, client, &headers, request, extra, key).await
 }
 
-/// Admits the job (against the tenant's quota, if any), then publishes its id; answers 202 with
-/// the job and its `Location` — or, with `Prefer: wait=N`, 200 with the finished job if it ends
-/// within N seconds. With an `Idempotency-Key`, the answer is recorded with the job, and a retry
-/// gets that first answer instead of a second job.
-///
-/// The broker's state is checked first so that, while it is down, nothing is written and the
-/// client is told to come back (503). If the publish fails after the commit the job is still
-/// accepted: it is durable in Postgres and the worker's sweeper publishes it.
+/// Admits the job through the intake ([`crate::intake`]) and answers 202 with the job and its
+/// `Location` — or, with `Prefer: wait=N`, 200 with the finished job if it ends within N seconds.
+/// With an `Idempotency-Key`, a retry gets the first answer instead of a second job.
 async fn submit(
     state: &AppState,
     caller: shared::db::tokens::Principal,
@@ -159,22 +151,10 @@ async fn submit(
     extra: Submission,
     key: Option<Key>,
 ) -> Result<Response, ApiError> {
-    let metadata = check_metadata(extra.metadata)?;
-    let model = request.model().as_str();
-    if !state.runtime.current().routes.serves(model) {
-        return Err(ApiError::invalid_field(
-            "model",
-            format!("no provider serves {model:?}: ask an admin to add a route for it"),
-        ));
-    }
-    if !state.broker.is_connected() {
-        return Err(ApiError::unavailable(
-            "the message broker is unavailable",
-            5,
-        ));
-    }
+    let metadata = intake::check_metadata(extra.metadata)?;
+    intake::served_model(state, request.model().as_str())?;
     let webhook_url = match extra.webhook_url {
-        Some(url) => Some(super::webhooks::accept_url(state, caller.tenant_id, &url).await?),
+        Some(url) => Some(intake::webhook_url(state, caller.tenant_id, &url).await?),
         None => None,
     };
     let new_job = NewJob {
@@ -191,52 +171,26 @@ async fn submit(
     // Watched before it exists, so its end cannot be missed.
     let wait = prefer::wait(headers);
     let watch = wait.map(|_| state.watchers.watch(new_job.id));
-    let job = match &key {
-        None => admission::admit(&state.pool, &caller.limits, new_job).await?,
-        Some(key) => {
-            let mut tx = match idempotency::begin(&state.pool, caller.tenant_id, key).await? {
-                Begun::Replay(first) => return Ok(first),
-                Begun::Fresh(tx) => tx,
-            };
-            let admitted = async {
-                let job = admission::admit_in(&mut tx, &caller.limits, new_job).await?;
-                let body = serde_json::to_value(&job).map_err(ApiError::internal)?;
-                let location = location_of(job.id);
-                let status = StatusCode::ACCEPTED;
-                idempotency::record(&mut tx, caller.tenant_id, key, status, &location, &body)
-                    .await?;
-                Ok::<_, ApiError>(job)
-            }
-            .await;
-            match admitted {
-                Ok(job) => {
-                    tx.commit().await?;
-                    job
-                }
-                Err(error) => return Err(idempotency::abandon(tx, error).await),
-            }
-        }
+    let accepted = |job: &Job| {
+        Ok(Accepted {
+            status: StatusCode::ACCEPTED,
+            location: location_of(job.id),
+            body: serde_json::to_value(job).map_err(ApiError::internal)?,
+        })
     };
-    match state.broker.publish_job(job.id).await {
-        Ok(()) => state.published.confirmed(job.id),
-        Err(error) => {
-            tracing::warn!(job_id = %job.id, %error, "publish failed; the sweeper will resend")
-        }
-    }
-    let location = HeaderValue::from_str(&location_of(job.id)).map_err(ApiError::internal)?;
+    let (job, answer) = match intake::job(state, &caller, key.as_ref(), new_job, accepted).await? {
+        Intake::Replayed(first) => return Ok(first),
+        Intake::Admitted { work, answer } => (work, answer),
+    };
     let (Some(wait), Some(watch)) = (wait, watch) else {
-        return Ok((
-            StatusCode::ACCEPTED,
-            [(header::LOCATION, location)],
-            Json(job),
-        )
-            .into_response());
+        return answer.into_response();
     };
+    let location = HeaderValue::from_str(&answer.location).map_err(ApiError::internal)?;
     let applied =
         HeaderValue::from_str(&format!("wait={}", wait.as_secs())).map_err(ApiError::internal)?;
     let headers = [(header::LOCATION, location), (PREFERENCE_APPLIED, applied)];
     // The job is accepted whatever happens while waiting: a failed read still answers 202.
-    match super::events::finished_within(state, caller.tenant_id, job.id, watch, wait).await {
+    match watch::finished_within(&state.pool, caller.tenant_id, job.id, watch, wait).await {
         Ok(Some(finished)) => Ok((StatusCode::OK, headers, Json(finished)).into_response()),
         Ok(None) => Ok((StatusCode::ACCEPTED, headers, Json(job)).into_response()),
         Err(error) => {
@@ -324,44 +278,4 @@ async fn cancel(
         )),
         CancelOutcome::NotFound => Err(job_not_found()),
     }
-}
-
-pub(super) fn invalid(error: ValidationError) -> ApiError {
-    ApiError::invalid_field(error.field, error.message)
-}
-
-pub(super) fn check_metadata(metadata: Option<Value>) -> Result<Option<Value>, ApiError> {
-    match metadata {
-        None | Some(Value::Null) => Ok(None),
-        Some(metadata @ Value::Object(_)) => {
-            // A body's metadata was checked with the body; a batch's from its query string was not.
-            if let Some(path) = nul_in_value(&metadata) {
-                let field = match path.as_str() {
-                    "body" => "metadata".to_owned(),
-                    path => format!("metadata.{path}"),
-                };
-                return Err(ApiError::invalid_field(field, NUL_REFUSED));
-            }
-            let size = serde_json::to_vec(&metadata)
-                .map_err(ApiError::internal)?
-                .len();
-            if size > MAX_METADATA_BYTES {
-                return Err(ApiError::invalid_field(
-                    "metadata",
-                    format!("must be at most {MAX_METADATA_BYTES} bytes of JSON"),
-                ));
-            }
-            Ok(Some(metadata))
-        }
-        Some(_) => Err(ApiError::invalid_field("metadata", "must be a JSON object")),
-    }
-}
-
-/// A malformed id is answered like an unknown one: there is no such job.
-pub(super) fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
-    id.parse().map_err(|_| job_not_found())
-}
-
-pub(super) fn job_not_found() -> ApiError {
-    ApiError::not_found("no such job")
 }

@@ -8,6 +8,7 @@ mod billing;
 mod dead_letters;
 mod events;
 mod health;
+mod ids;
 mod jobs;
 mod models;
 mod openai;

@@ -173,7 +173,7 @@ async fn set_disabled(
     Path(id): Path<String>,
     disabled: bool,
 ) -> Result<Json<Tenant>, ApiError> {
-    let id = super::billing::tenant_id(&id)?;
+    let id = super::ids::tenant_id(&id)?;
     if disabled && id == admin.tenant_id {
         return Err(ApiError::conflict(
             "own_tenant",
@@ -200,7 +200,7 @@ async fn create_token(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<NewToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    let tenant_id = super::billing::tenant_id(&id)?;
+    let tenant_id = super::ids::tenant_id(&id)?;
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::invalid_field(
@@ -256,7 +256,7 @@ async fn list_tokens(
     Admin(_): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Listing<TokenInfo, TokenId>>, ApiError> {
-    let tenant_id = super::billing::tenant_id(&id)?;
+    let tenant_id = super::ids::tenant_id(&id)?;
     if tenants::get(&state.pool, tenant_id).await?.is_none() {
         return Err(ApiError::not_found("no such tenant"));
     }
@@ -274,7 +274,7 @@ async fn update_tenant(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<AccessPatch>,
 ) -> Result<Json<Tenant>, ApiError> {
-    let id = super::billing::tenant_id(&id)?;
+    let id = super::ids::tenant_id(&id)?;
     let change = body.parse()?;
     let mut tx = state.pool.begin().await?;
     if !access::change(&mut *tx, Holder::Tenant, id.0, &change).await? {

@@ -14,9 +14,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::db::jobs;
 use shared::db::webhooks::{self, Delivery, DeliverySummary, Endpoint};
-use shared::domain::TenantId;
 use shared::secret::Purpose;
-use shared::webhook::{SigningSecret, check_target, message_id, parse_url};
+use shared::webhook::{SigningSecret, message_id};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -93,38 +92,12 @@ struct Redelivery {
     status: &'static str,
 }
 
-/// Checks a job's `webhook_url` at intake: well-formed, reaching only public addresses (unless
-/// this server allows private ones), and signable (the tenant has a secret). Returns it normalized.
-pub(super) async fn accept_url(
-    state: &AppState,
-    tenant_id: TenantId,
-    raw: &str,
-) -> Result<String, ApiError> {
-    let url = checked_url(state, "webhook_url", raw).await?;
-    if !webhooks::has_secret(&state.pool, tenant_id).await? {
-        return Err(ApiError::invalid_field(
-            "webhook_url",
-            "cannot be signed: the tenant has no webhook secret yet (an admin creates one with \
-             PUT /v1/admin/tenants/{id}/webhook)",
-        ));
-    }
-    Ok(url)
-}
-
-async fn checked_url(state: &AppState, field: &str, raw: &str) -> Result<String, ApiError> {
-    let url = parse_url(raw).map_err(|error| ApiError::invalid_field(field, error.to_string()))?;
-    check_target(&url, state.webhook_allow_private)
-        .await
-        .map_err(|error| ApiError::invalid_field(field, error.to_string()))?;
-    Ok(url.to_string())
-}
-
 async fn endpoint(
     State(state): State<AppState>,
     Admin(_): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Endpoint>, ApiError> {
-    let id = super::billing::tenant_id(&id)?;
+    let id = super::ids::tenant_id(&id)?;
     webhooks::endpoint(&state.pool, id)
         .await?
         .map(Json)
@@ -139,9 +112,9 @@ async fn set_endpoint(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<EndpointBody>,
 ) -> Result<Json<EndpointView>, ApiError> {
-    let id = super::billing::tenant_id(&id)?;
+    let id = super::ids::tenant_id(&id)?;
     let url = match body.url {
-        Some(raw) => Some(checked_url(&state, "url", &raw).await?),
+        Some(raw) => Some(crate::intake::checked_url(&state, "url", &raw).await?),
         None => None,
     };
     let candidate = SigningSecret::generate();
@@ -163,7 +136,7 @@ async fn rotate(
     Admin(_): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Rotated>, ApiError> {
-    let id = super::billing::tenant_id(&id)?;
+    let id = super::ids::tenant_id(&id)?;
     let secret = SigningSecret::generate();
     let sealed = seal(&state, &secret)?;
     let previous_expires_at = webhooks::rotate_secret(&state.pool, id, &sealed, ROTATION_OVERLAP)
@@ -180,12 +153,12 @@ async fn deliveries(
     Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Deliveries>, ApiError> {
-    let id = super::jobs::parse_job_id(&id)?;
+    let id = super::ids::parse_job_id(&id)?;
     if jobs::get(&state.pool, caller.tenant_id, id)
         .await?
         .is_none()
     {
-        return Err(super::jobs::job_not_found());
+        return Err(super::ids::job_not_found());
     }
     let data = webhooks::for_job(&state.pool, caller.tenant_id, id).await?;
     Ok(Json(Deliveries { data }))

@@ -23,6 +23,8 @@ use crate::auth::Caller;
 use crate::client::ClientInfo;
 use crate::error::ApiError;
 use crate::extract::{IdempotentJson, QueryParams};
+use crate::intake::{self, Accepted, Intake};
+use crate::routes::ids::batch_not_found;
 use crate::routes::{batches as tollgate_batches, paging};
 
 pub fn router() -> Router<AppState> {
@@ -104,7 +106,7 @@ async fn create(
     let lines = openai_batch::stored_lines(&text).map_err(|e| bad_file(e.to_string()))?;
     let (model, items) =
         openai_batch::items(endpoint, &lines).map_err(|e| bad_file(e.to_string()))?;
-    let model = tollgate_batches::served_model(&state, &model).map_err(|error| {
+    let model = intake::served_model(&state, &model).map_err(|error| {
         bad_file(format!(
             "line {}: body.model: {}",
             lines[0].0,
@@ -137,14 +139,17 @@ async fn create(
             input_file_id: file_id,
         }),
     };
-    tollgate_batches::accept(&state, &caller, key, batch, |batch| {
-        Ok(tollgate_batches::Accepted {
+    let accepted = |batch: &Batch| {
+        Ok(Accepted {
             status: StatusCode::OK,
             location: format!("/openai/v1/batches/{}", OpenAiBatchId(batch.id)),
             body: objects::batch(batch),
         })
-    })
-    .await
+    };
+    match intake::batch(&state, &caller, key.as_ref(), batch, accepted).await? {
+        Intake::Replayed(first) => Ok(first),
+        Intake::Admitted { answer, .. } => answer.into_response(),
+    }
 }
 
 /// An item's error in the terms of its line: `items[3].options.temperature` with "line 4: must
@@ -234,10 +239,6 @@ fn parse_batch_id(id: &str) -> Result<BatchId, ApiError> {
     id.parse::<OpenAiBatchId>()
         .map(|id| id.0)
         .map_err(|()| batch_not_found())
-}
-
-fn batch_not_found() -> ApiError {
-    ApiError::not_found("no such batch")
 }
 
 #[cfg(test)]
