@@ -5,14 +5,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Options, Stack, client};
-
-fn idle() -> Options {
-    Options {
-        worker: false,
-        ..Options::default()
-    }
-}
+use crate::harness::{Stack, client, idle};
 
 #[tokio::test]
 async fn a_nul_character_anywhere_is_refused_naming_the_field_and_nothing_is_written() {

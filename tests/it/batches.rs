@@ -12,15 +12,8 @@ use shared::domain::{BatchId, JobId, Role, SettingsChange};
 use tollgate_worker::WorkerSettings;
 
 use crate::events::read_stream;
-use crate::harness::{Options, Stack, WAIT, client, test_worker_settings};
+use crate::harness::{Options, Stack, WAIT, client, idle, test_worker_settings};
 use crate::webhooks::{Receiver, set_endpoint, signatures_by};
-
-fn idle() -> Options {
-    Options {
-        worker: false,
-        ..Options::default()
-    }
-}
 
 async fn post_batch(stack: &Stack, token: &str, body: &Value) -> reqwest::Response {
     client()

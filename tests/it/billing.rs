@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use shared::domain::{JobId, Role};
 
-use crate::harness::{Options, Stack, WAIT, client};
+use crate::harness::{Options, Stack, WAIT, client, idle};
 
 fn decimal(value: &Value) -> Decimal {
     Decimal::from_str(value.as_str().expect("a decimal string")).expect("decimal")
@@ -342,11 +342,7 @@ async fn counts_the_provider_left_out_are_estimated_with_a_tokenizer_and_flagged
 
 #[tokio::test]
 async fn usage_is_scoped_to_the_tenant_and_history_has_every_day_across_a_month_boundary() {
-    let stack = Stack::with(Options {
-        worker: false,
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::with(idle()).await;
     let acme = tenant_id(&stack, "acme").await;
     let globex_token = stack.create_token("globex", Role::Client).await;
     let globex = tenant_id(&stack, "globex").await;
@@ -429,11 +425,7 @@ async fn usage_is_scoped_to_the_tenant_and_history_has_every_day_across_a_month_
 
 #[tokio::test]
 async fn fifty_concurrent_submissions_admit_no_more_than_a_nearly_exhausted_quota_allows() {
-    let stack = Stack::with(Options {
-        worker: false,
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::with(idle()).await;
     let acme = tenant_id(&stack, "acme").await;
     // 1,000 tokens already used this month.
     record_usage(&stack, &acme, None, 1000, "0").await;

@@ -7,7 +7,7 @@ use clap::Parser as _;
 use serde_json::Value;
 use tollgate_cli::{BatchCommand, Cli, CliError, Command, EXIT_ITEMS_FAILED};
 
-use crate::harness::{Options, Stack};
+use crate::harness::{Stack, idle};
 
 /// A file in the temporary directory, removed when dropped.
 struct TempFile(PathBuf);
@@ -122,11 +122,7 @@ async fn the_cli_submits_a_file_follows_it_and_writes_the_results() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_cancels_and_reports_what_the_api_refused() {
-    let stack = Stack::with(Options {
-        worker: false,
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::with(idle()).await;
     let input = TempFile::with(&items(5));
     let (status, stdout) = tollgate(
         &stack,
@@ -210,11 +206,7 @@ async fn tollgate_raw(argv: &[&str]) -> Result<u8, CliError> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_says_what_is_wrong_with_its_file_url_or_token() {
-    let stack = Stack::with(Options {
-        worker: false,
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::with(idle()).await;
     let submit = |url: &str, token: &str, file: &str| {
         let argv = [
             "tollgate", "--url", url, "--token", token, "batch", "submit", file, "--model",

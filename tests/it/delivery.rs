@@ -10,7 +10,7 @@ use shared::db::job_attempts;
 use shared::domain::JobId;
 use tollgate_worker::WorkerSettings;
 
-use crate::harness::{Options, Proxy, Stack, eventually, test_worker_settings};
+use crate::harness::{Options, Proxy, Stack, eventually, idle, test_worker_settings};
 
 fn one_at_a_time() -> WorkerSettings {
     WorkerSettings {
@@ -37,11 +37,7 @@ fn job_id(job: &Value) -> JobId {
 
 #[tokio::test]
 async fn a_message_delivered_twice_runs_once() {
-    let stack = Stack::with(Options {
-        worker: false,
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::with(idle()).await;
     let job = stack
         .submit(
             "/v1/generate",
@@ -89,11 +85,7 @@ async fn a_message_delivered_twice_runs_once() {
 
 #[tokio::test]
 async fn a_worker_that_dies_mid_call_leaves_the_job_finished_once_and_its_call_in_spend() {
-    let stack = Stack::with(Options {
-        worker: false,
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::with(idle()).await;
     stack.ollama.set_knobs(Knobs {
         latency_ms: 60_000,
         ..Knobs::default()
@@ -227,11 +219,7 @@ async fn the_api_and_the_worker_survive_a_broker_outage() {
 #[tokio::test]
 async fn a_worker_is_back_at_work_within_two_seconds_of_a_long_broker_outage() {
     let proxy = Proxy::start().await;
-    let stack = Stack::with(Options {
-        worker: false,
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::with(idle()).await;
     let worker = stack
         .start_worker_through(&proxy.url, test_worker_settings())
         .await;

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use serde_json::{Value, json};
 use shared::domain::{MAX_EMBEDDING_INPUTS, MAX_MESSAGES, MAX_TEXT_CHARS};
 
-use crate::harness::{Options, Stack, test_api_settings};
+use crate::harness::{Options, Stack, idle, test_api_settings};
 
 async fn stack_with_short_timeouts() -> Stack {
     Stack::with(Options {
@@ -195,11 +195,7 @@ async fn read_answer(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
 
 #[tokio::test]
 async fn a_refused_request_leaves_its_connection_usable_or_says_it_closes() {
-    let stack = Stack::with(Options {
-        worker: false,
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::with(idle()).await;
     let json = |path: &str, token: &str, content_type: &str, body: &str| {
         format!(
             "POST {path} HTTP/1.1\r\nHost: tollgate\r\nAuthorization: Bearer {token}\r\n\
@@ -289,11 +285,7 @@ async fn a_refused_request_leaves_its_connection_usable_or_says_it_closes() {
 
 #[tokio::test]
 async fn requests_over_the_content_limits_are_refused_naming_the_field() {
-    let stack = Stack::with(Options {
-        worker: false,
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::with(idle()).await;
     let long = "x".repeat(MAX_TEXT_CHARS + 1);
     let message = json!({ "role": "user", "content": "hi" });
     let cases = [
@@ -340,11 +332,7 @@ async fn requests_over_the_content_limits_are_refused_naming_the_field() {
 /// the raw-socket test above is the one that fails without it.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_openai_package_loses_no_request_after_refusals() {
-    let stack = Stack::with(Options {
-        worker: false,
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::with(idle()).await;
     let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("openai/refusals_keep_connections.py");
     let run = tokio::process::Command::new(crate::openai_batches::python())

@@ -111,6 +111,14 @@ impl Default for Options {
     }
 }
 
+/// A stack without a worker: submitted jobs stay queued.
+pub fn idle() -> Options {
+    Options {
+        worker: false,
+        ..Options::default()
+    }
+}
+
 /// Webhooks may reach the tests' receivers on 127.0.0.1 unless a test says otherwise.
 pub fn test_api_settings() -> ApiSettings {
     ApiSettings {

@@ -5,14 +5,7 @@
 use serde_json::{Value, json};
 use shared::domain::{Role, TenantId};
 
-use crate::harness::{Options, Stack, client};
-
-fn idle() -> Options {
-    Options {
-        worker: false,
-        ..Options::default()
-    }
-}
+use crate::harness::{Stack, client, idle};
 
 async fn post(
     stack: &Stack,

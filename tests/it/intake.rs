@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 use shared::domain::Role;
 
-use crate::harness::{Options, Stack, client};
+use crate::harness::{Stack, client, idle};
 
 /// Asserts a problem+json answer and returns its body.
 async fn assert_problem(response: reqwest::Response, status: u16, code: &str) -> Value {
@@ -19,13 +19,6 @@ async fn assert_problem(response: reqwest::Response, status: u16, code: &str) ->
     assert_eq!(body["status"], status);
     assert!(body["detail"].is_string());
     body
-}
-
-fn idle() -> Options {
-    Options {
-        worker: false,
-        ..Options::default()
-    }
 }
 
 #[tokio::test]

@@ -6,16 +6,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{Options, Proxy, Stack, client, eventually, test_api_settings};
+use crate::harness::{Proxy, Stack, client, eventually, idle, test_api_settings};
 
 #[tokio::test]
 async fn while_the_database_is_down_submissions_get_503_within_a_second() {
     let proxy = Proxy::to_postgres().await;
-    let stack = Stack::with(Options {
-        worker: false,
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::with(idle()).await;
     let pool = stack.pool_through(&proxy).await;
     let api = stack.start_api_on(pool, test_api_settings()).await;
     let submit = || {
