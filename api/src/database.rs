@@ -4,7 +4,7 @@
 //!
 //! A probe of its own keeps one connection (outside the pool) and pings it twice a second: a
 //! database that dies is known down within half a second. A request that meets a database error
-//! of the "unreachable" kind ([`ApiError::database_unreachable`]) reports it too, and the probe
+//! of the "unreachable" kind (its answer carries [`DatabaseUnreachable`]) reports it too, and the probe
 //! checks at once. While down, the probe reconnects four times a second and the api is back the
 //! moment one succeeds.
 

@@ -8,9 +8,9 @@
 //! handler of ours writes (every refusal of ours has a body).
 //!
 //! The client may still be sending the head that was refused (a megabyte of headers): closing at
-//! once would reset the connection and lose the answer in flight, so once the answer is written the
-//! stream half-closes and reads what still comes, for a bounded time and amount (a lingering close),
-//! before hyper drops it.
+//! once would reset the connection and lose the answer in flight, so once the answer is written
+//! the stream half-closes and reads what still comes, for a bounded time and amount (a lingering
+//! close), before hyper drops it.
 
 use std::io;
 use std::pin::Pin;

@@ -57,6 +57,16 @@ pub enum Intake<T> {
     Replayed(Response),
 }
 
+impl<T> Intake<T> {
+    /// The answer, for a surface with nothing more to do once the work is admitted.
+    pub fn into_response(self) -> Result<Response, ApiError> {
+        match self {
+            Self::Admitted { answer, .. } => answer.into_response(),
+            Self::Replayed(first) => Ok(first),
+        }
+    }
+}
+
 /// Admits one job and publishes it (if the publish fails after the commit the job is still
 /// accepted: it is durable, and the worker's sweeper publishes it).
 pub async fn job(

@@ -1,15 +1,16 @@
-//! The guard every request body passes (a middleware): a deadline for the whole body, and a kept-alive
-//! connection left usable by a refusal that did not read the body.
+//! The guard every request body passes (a middleware): a deadline for the whole body, and a
+//! kept-alive connection left usable by a refusal that did not read the body.
 //!
-//! - **The deadline is for the body, not for each chunk.** It is `body_read_timeout` from the head,
-//!   pushed out by a second for every [`MIN_RATE`] bytes received (the rule of Apache's
-//!   `mod_reqtimeout`): a chunked body trickling a byte every few seconds is cut off at the timeout,
-//!   while a large upload that keeps flowing is never cut. The body then fails with
+//! - **The deadline is for the body, not for each chunk.** It is `body_read_timeout` from the
+//!   head, pushed out by a second for every [`MIN_RATE`] bytes received (the rule of Apache's
+//!   `mod_reqtimeout`): a chunked body trickling a byte every few seconds is cut off at the
+//!   timeout, while a large upload that keeps flowing is never cut. The body then fails with
 //!   [`BodyDeadline`], which the extractors answer with 408.
-//! - **A refusal does not strand the connection.** A handler that answers without reading the body
-//!   (404, 405, 415, 401…) leaves its bytes on the connection; hyper then closes it after the
-//!   answer, without saying so, and a client that pooled it fails its next request. So the rest of a
-//!   small body is drained and the connection kept; otherwise the answer says `Connection: close`.
+//! - **A refusal does not strand the connection.** A handler that answers without reading the
+//!   body (404, 405, 415, 401…) leaves its bytes on the connection; hyper then closes it after the
+//!   answer, without saying so, and a client that pooled it fails its next request. So the rest of
+//!   a small body is drained and the connection kept; otherwise the answer says
+//!   `Connection: close`.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -217,9 +217,9 @@ impl Inner {
     }
 }
 
-/// The wait behind `Prefer: wait=N`: waits up to `wait` for a watched job to end; the finished job, or `None` if it is still going.
-/// The job is read when an event says it ended, and once more at the deadline (or when the api
-/// begins shutting down) in case that event was lost.
+/// The wait behind `Prefer: wait=N`: waits up to `wait` for a watched job to end; the finished
+/// job, or `None` if it is still going. The job is read when an event says it ended, and once
+/// more at the deadline (or when the api begins shutting down) in case that event was lost.
 pub async fn finished_within(
     pool: &PgPool,
     tenant_id: TenantId,

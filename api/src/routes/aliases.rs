@@ -85,8 +85,7 @@ async fn put(
     Path(model): Path<String>,
     JsonBody(body): JsonBody<AliasBody>,
 ) -> Result<Json<AliasView>, ApiError> {
-    let model =
-        ModelName::parse(&model).map_err(|e| ApiError::invalid_field(e.field, e.message))?;
+    let model = ModelName::parse(&model)?;
     let upstream = |provider: ProviderName, name: Option<String>| {
         name.map(|n| {
             ModelName::parse(&n)

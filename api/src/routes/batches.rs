@@ -28,7 +28,7 @@ use crate::client::ClientInfo;
 use crate::error::ApiError;
 use crate::extract::{self, QueryParams};
 use crate::idempotency::{self, Key};
-use crate::intake::{self, Accepted, Intake};
+use crate::intake::{self, Accepted};
 
 pub fn router(batch_body_limit: usize) -> Router<AppState> {
     Router::new()
@@ -151,10 +151,9 @@ async fn create(
             body: serde_json::to_value(batch).map_err(ApiError::internal)?,
         })
     };
-    match intake::batch(&state, &caller, key.as_ref(), batch, accepted).await? {
-        Intake::Replayed(first) => Ok(first),
-        Intake::Admitted { answer, .. } => answer.into_response(),
-    }
+    intake::batch(&state, &caller, key.as_ref(), batch, accepted)
+        .await?
+        .into_response()
 }
 
 /// Reads either form of the body: JSON (`application/json`) or JSONL (`application/jsonl`,
@@ -366,7 +365,6 @@ pub(super) async fn cancelled(
     }
 }
 
-/// A malformed id is answered like an unknown one.
 #[cfg(test)]
 mod tests {
     use super::*;

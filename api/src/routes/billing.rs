@@ -62,8 +62,7 @@ async fn add_price(
 ) -> Result<(StatusCode, Json<PriceRow>), ApiError> {
     let provider = ProviderName::parse(&price.provider)
         .ok_or_else(|| ApiError::invalid_field("provider", "must be `ollama` or `openai`"))?;
-    let model =
-        ModelName::parse(&price.model).map_err(|e| ApiError::invalid_field(e.field, e.message))?;
+    let model = ModelName::parse(&price.model)?;
     for (field, value) in [
         ("input_per_1k", price.input_per_1k),
         ("output_per_1k", price.output_per_1k),

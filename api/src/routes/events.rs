@@ -1,8 +1,8 @@
 //! `GET /v1/jobs/{id}/events`: a job's status changes as server-sent events.
 //!
-//! A stream watches the job before reading it (see [`crate::watch`]), so no change can slip between the
-//! read and the subscription. Each event's id is the job's revision: a client that reconnects with
-//! `Last-Event-ID` is sent only what is newer.
+//! A stream watches the job before reading it (see [`crate::watch`]), so no change can slip
+//! between the read and the subscription. Each event's id is the job's revision: a client that
+//! reconnects with `Last-Event-ID` is sent only what is newer.
 
 use std::convert::Infallible;
 use std::time::Duration;

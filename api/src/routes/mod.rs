@@ -60,7 +60,7 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(settings.body_limit))
-        // A body must arrive by its deadline (else 408), and a refusal leaves the connection usable.
+        // A body must arrive by its deadline (else 408); a refusal leaves the connection usable.
         .layer(axum::middleware::from_fn_with_state(
             settings.body_read_timeout,
             crate::request_body::guard,

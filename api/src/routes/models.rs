@@ -124,8 +124,7 @@ async fn pull(
     headers: HeaderMap,
     JsonBody(body): JsonBody<PullBody>,
 ) -> Result<Response, ApiError> {
-    let model =
-        ModelName::parse(&body.model).map_err(|e| ApiError::invalid_field(e.field, e.message))?;
+    let model = ModelName::parse(&body.model)?;
     let stream = wants_events(&headers);
     let details = json!({ "stream": stream });
     record(&state, &admin, "model.pull", model.as_str(), details).await?;

@@ -76,8 +76,11 @@ struct AccessPatch {
 
 impl AccessPatch {
     fn parse(self) -> Result<AccessChange, ApiError> {
-        AccessChange::parse(self.allowed_domains, self.allowed_ips, self.rate_limit)
-            .map_err(|e| ApiError::invalid_field(e.field, e.message))
+        Ok(AccessChange::parse(
+            self.allowed_domains,
+            self.allowed_ips,
+            self.rate_limit,
+        )?)
     }
 }
 

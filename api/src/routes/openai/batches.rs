@@ -23,7 +23,7 @@ use crate::auth::Caller;
 use crate::client::ClientInfo;
 use crate::error::ApiError;
 use crate::extract::{IdempotentJson, QueryParams};
-use crate::intake::{self, Accepted, Intake};
+use crate::intake::{self, Accepted};
 use crate::routes::ids::batch_not_found;
 use crate::routes::{batches as tollgate_batches, paging};
 
@@ -146,10 +146,9 @@ async fn create(
             body: objects::batch(batch),
         })
     };
-    match intake::batch(&state, &caller, key.as_ref(), batch, accepted).await? {
-        Intake::Replayed(first) => Ok(first),
-        Intake::Admitted { answer, .. } => answer.into_response(),
-    }
+    intake::batch(&state, &caller, key.as_ref(), batch, accepted)
+        .await?
+        .into_response()
 }
 
 /// An item's error in the terms of its line: `items[3].options.temperature` with "line 4: must
