@@ -59,6 +59,11 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_BODY_READ_TIMEOUT_SECS", default_value_t = 30)]
     pub body_read_timeout_secs: u64,
 
+    /// Seconds a call on the OpenAI or Ollama surface waits for (or streams) its job before it is
+    /// answered with the job's id; the job goes on. The official SDKs' own timeout is 600.
+    #[arg(long, env = "TOLLGATE_SYNC_TIMEOUT_SECS", default_value_t = 600)]
+    pub sync_timeout_secs: u64,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -157,6 +162,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 body_read_timeout: std::time::Duration::from_secs(
                     cli.body_read_timeout_secs.max(1),
                 ),
+                sync_timeout: std::time::Duration::from_secs(cli.sync_timeout_secs.max(1)),
             };
             crate::serve(listener, pool, broker, settings, shutdown.clone()).await?;
             shutdown.cancel();

@@ -163,6 +163,29 @@ impl ApiError {
         self
     }
 
+    /// The same error with one more header (a call's `x-request-id`).
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// The error a sync call answers when its job failed: `status` by the job's error `code`.
+    pub fn job_failed(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(status, code, detail)
+    }
+
+    /// 504: a sync call's job outlived the sync timeout. It goes on, at its URL.
+    pub fn still_running(id: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "job_still_running",
+            format!(
+                "job {id} did not finish within the sync timeout; it goes on, and its outcome \
+                 will be at /v1/jobs/{id}"
+            ),
+        )
+    }
+
     /// The same error under another stable code.
     pub fn with_code(mut self, code: &'static str) -> Self {
         self.code = code;

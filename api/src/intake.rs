@@ -26,12 +26,15 @@ use shared::db::jobs::NewJob;
 use shared::db::quotas::Limits;
 use shared::db::tokens::Principal;
 use shared::db::webhooks;
-use shared::domain::{Job, ModelName, NUL_REFUSED, TenantId, nul_in_value};
+use shared::domain::{Job, JobId, JobRequest, ModelName, NUL_REFUSED, TenantId, nul_in_value};
 use shared::webhook::{check_target, parse_url};
 use sqlx::PgConnection;
 
+use crate::client::ClientInfo;
 use crate::error::ApiError;
+use crate::follow::Following;
 use crate::idempotency::{self, Begun, Key};
+use crate::watch::Watch;
 use crate::{AppState, admission};
 
 /// Largest `metadata` object accepted, in bytes of JSON.
@@ -92,6 +95,65 @@ pub async fn job(
         }
     }
     Ok(intake)
+}
+
+/// A call admitted by a drop-in surface (OpenAI's, Ollama's): the job, watched from before it
+/// existed, and for a streaming call its text followed from before it was published.
+pub struct Call {
+    pub job: Job,
+    pub watch: Watch,
+    pub following: Option<Following>,
+}
+
+/// Admits a drop-in surface's call as a job. These surfaces answer when the job ends (or stream
+/// it), so the job is watched, and its text followed, before it is published.
+pub async fn call(
+    state: &AppState,
+    caller: &Principal,
+    client: &ClientInfo,
+    request: JobRequest,
+    stream: bool,
+) -> Result<Call, ApiError> {
+    // As OpenAI and Ollama answer a model they do not have.
+    served_model(state, request.model().as_str()).map_err(|error| {
+        ApiError::not_found(error.detail().to_owned())
+            .with_code("model_not_found")
+            .with_field("model")
+    })?;
+    let new_job = NewJob {
+        id: JobId::new(),
+        tenant_id: caller.tenant_id,
+        token_id: Some(caller.token_id),
+        request,
+        metadata: None,
+        origin: client.origin.clone(),
+        client_ip: client.ip,
+        reservation: None,
+        webhook_url: None,
+        stream,
+    };
+    let watch = state.watchers.watch(new_job.id);
+    let following = match stream {
+        true => Some(state.followers.follow(new_job.id).await?),
+        false => None,
+    };
+    let accepted = |job: &Job| {
+        Ok(Accepted {
+            status: StatusCode::ACCEPTED,
+            location: format!("/v1/jobs/{}", job.id),
+            body: Value::Null,
+        })
+    };
+    match job(state, caller, None, new_job, accepted).await? {
+        Intake::Admitted { work, .. } => Ok(Call {
+            job: work,
+            watch,
+            following,
+        }),
+        Intake::Replayed(_) => Err(ApiError::internal(anyhow::anyhow!(
+            "a call without an idempotency key was replayed"
+        ))),
+    }
 }
 
 /// Admits one batch with its items; the dispatcher releases them.

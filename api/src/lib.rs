@@ -10,6 +10,8 @@ mod client;
 mod database;
 mod error;
 mod extract;
+mod feed;
+mod follow;
 mod head_errors;
 mod idempotency;
 mod intake;
@@ -55,6 +57,9 @@ pub struct ApiSettings {
     /// Longest a client may take to send a request's headers, and then its body.
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
+    /// Longest a call on the OpenAI or Ollama surface waits for (or streams) its job; the job goes
+    /// on after it.
+    pub sync_timeout: Duration,
 }
 
 impl Default for ApiSettings {
@@ -69,6 +74,7 @@ impl Default for ApiSettings {
             trusted_proxies: Vec::new(),
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
+            sync_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -87,6 +93,10 @@ pub(crate) struct AppState {
     secret_key: Option<SecretKey>,
     /// This instance's watches on jobs (SSE, submit-and-wait).
     watchers: watch::Watchers,
+    /// The streaming jobs whose text this instance's clients follow.
+    followers: follow::Followers,
+    /// Longest a drop-in surface's call waits for its job before answering with its id.
+    sync_timeout: Duration,
     webhook_allow_private: bool,
     sse_heartbeat: Duration,
     /// Fires when the api begins shutting down: open streams end.
@@ -120,6 +130,7 @@ pub async fn serve(
     );
     let (published, recorder_task) = published::Recorder::start(pool.clone());
     let (watchers, watch_task) = watch::Watchers::start(broker.clone(), shutdown.clone());
+    let (followers, follow_task) = follow::Followers::start(broker.clone(), shutdown.clone());
     let database = database::DatabaseHealth::default();
     let probe = tokio::spawn(database.clone().probe(pool.clone(), shutdown.clone()));
     let limiter = Arc::new(limits::Limiter::default());
@@ -132,6 +143,8 @@ pub async fn serve(
         pool,
         broker,
         watchers,
+        followers,
+        sync_timeout: settings.sync_timeout,
         webhook_allow_private: settings.webhook_allow_private,
         sse_heartbeat: settings.sse_heartbeat,
         shutdown: shutdown.clone(),
@@ -161,6 +174,7 @@ pub async fn serve(
         .context("the publish recorder panicked")?;
     refresh.await.context("the settings refresher panicked")?;
     watch_task.await.context("the job watcher panicked")?;
+    follow_task.await.context("the text follower panicked")?;
     instances.await.context("the instance heartbeat panicked")?;
     probe.await.context("the database probe panicked")?;
     Ok(())

@@ -26,6 +26,12 @@ pub struct Knobs {
     /// Ollama's generate and chat answers leave out `prompt_eval_count`, as Ollama does when the
     /// prompt was cached.
     pub prompt_cached: bool,
+    /// Delay between the pieces of a streamed answer, in milliseconds (a model's token rate).
+    pub token_delay_ms: u64,
+    /// A streamed answer breaks with an error after this many pieces.
+    pub fail_after_tokens: Option<u32>,
+    /// Every answer is this many words long (before `max_tokens` cuts it), instead of 8 to 39.
+    pub reply_words: Option<u32>,
 }
 
 /// What to do with one request.

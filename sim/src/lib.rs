@@ -70,12 +70,85 @@ impl Sim {
     }
 }
 
-/// A streamed body of pre-rendered lines (NDJSON for Ollama, SSE events for OpenAI).
-fn stream_lines(content_type: &'static str, lines: Vec<String>) -> axum::response::Response {
-    use axum::response::IntoResponse as _;
-    let stream = futures::stream::iter(lines.into_iter().map(Ok::<_, std::convert::Infallible>));
-    let body = axum::body::Body::from_stream(stream);
-    ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
+/// A streamed answer, pre-rendered: NDJSON lines for Ollama, SSE events for OpenAI.
+struct Streamed {
+    content_type: &'static str,
+    /// Lines before the first piece of text (OpenAI's role chunk).
+    opening: Vec<String>,
+    /// A line per piece of text.
+    pieces: Vec<String>,
+    /// Lines after the text (the counts, `[DONE]`).
+    closing: Vec<String>,
+    /// What a stream that breaks (`fail_after_tokens`) sends instead of its closing lines.
+    failure: String,
+}
+
+impl Sim {
+    /// How many streamed answers the client abandoned before their end (it closed the
+    /// connection): a gateway that stops a cancelled job's generation shows here.
+    pub fn aborted_calls(&self) -> u64 {
+        self.calls(ABORTED)
+    }
+
+    /// Serves `streamed` at the knobs' token rate, breaking it where they say.
+    fn stream(&self, streamed: Streamed) -> axum::response::Response {
+        use axum::response::IntoResponse as _;
+        let knobs = self.knobs();
+        let mut lines = streamed.opening;
+        match knobs.fail_after_tokens {
+            Some(n) => {
+                lines.extend(streamed.pieces.into_iter().take(n as usize));
+                lines.push(streamed.failure);
+            }
+            None => {
+                lines.extend(streamed.pieces);
+                lines.extend(streamed.closing);
+            }
+        }
+        let delay = std::time::Duration::from_millis(knobs.token_delay_ms);
+        let watch = EndWatch {
+            sim: self.clone(),
+            ended: false,
+        };
+        let lines = std::collections::VecDeque::from(lines);
+        let stream = futures::stream::unfold(
+            (lines, watch, true),
+            move |(mut lines, mut watch, first)| async move {
+                let line = lines.pop_front()?;
+                if !first && !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                watch.ended = lines.is_empty();
+                Some((
+                    Ok::<_, std::convert::Infallible>(line),
+                    (lines, watch, false),
+                ))
+            },
+        );
+        let body = axum::body::Body::from_stream(stream);
+        (
+            [(axum::http::header::CONTENT_TYPE, streamed.content_type)],
+            body,
+        )
+            .into_response()
+    }
+}
+
+/// The key under which abandoned streams are counted.
+const ABORTED: &str = "aborted";
+
+/// Counts a streamed answer dropped before its last line.
+struct EndWatch {
+    sim: Sim,
+    ended: bool,
+}
+
+impl Drop for EndWatch {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.sim.count(ABORTED);
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -34,6 +34,12 @@ struct Cli {
     /// Share of requests never answered.
     #[arg(long, env = "SIM_HANG_RATE", default_value_t = 0.0)]
     hang_rate: f64,
+    /// Delay between the pieces of a streamed answer, in milliseconds.
+    #[arg(long, env = "SIM_TOKEN_DELAY_MS", default_value_t = 0)]
+    token_delay_ms: u64,
+    /// Every answer is this many words long (else 8 to 39, by the input).
+    #[arg(long, env = "SIM_REPLY_WORDS")]
+    reply_words: Option<u32>,
     /// Bearer key the OpenAI routes require; any key is accepted when unset.
     #[arg(long, env = "SIM_OPENAI_API_KEY", hide_env_values = true)]
     openai_key: Option<String>,
@@ -53,6 +59,9 @@ async fn main() -> anyhow::Result<()> {
         retry_after_secs: cli.retry_after_secs,
         hang_rate: cli.hang_rate,
         prompt_cached: false,
+        token_delay_ms: cli.token_delay_ms,
+        fail_after_tokens: None,
+        reply_words: cli.reply_words,
     };
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "provider-sim listening");

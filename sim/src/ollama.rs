@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 use crate::faults;
-use crate::{Sim, lock, stream_lines, text};
+use crate::{Sim, Streamed, lock, text};
 
 pub fn router() -> Router<Sim> {
     Router::new()
@@ -187,7 +187,7 @@ fn answer(
     stream: Option<bool>,
     content: impl Fn(&str) -> Value,
 ) -> Response {
-    let words = text::reply(input, max_tokens(options));
+    let words = text::reply(input, max_tokens(options), sim.knobs().reply_words);
     let prompt_tokens = text::count_tokens(input);
     let stream = stream.unwrap_or(true);
     let created_at = Utc::now().to_rfc3339();
@@ -208,7 +208,7 @@ fn answer(
         merge(&mut last, content(&words.join(" ")));
         return Json(last).into_response();
     }
-    let mut lines: Vec<String> = words
+    let pieces: Vec<String> = words
         .iter()
         .enumerate()
         .map(|(i, word)| {
@@ -223,8 +223,13 @@ fn answer(
         })
         .collect();
     merge(&mut last, content(""));
-    lines.push(format!("{last}\n"));
-    ndjson(lines)
+    sim.stream(Streamed {
+        content_type: NDJSON,
+        opening: Vec::new(),
+        pieces,
+        closing: vec![format!("{last}\n")],
+        failure: format!("{}\n", json!({ "error": "simulated failure mid-answer" })),
+    })
 }
 
 fn merge(target: &mut Value, extra: Value) {
@@ -233,14 +238,18 @@ fn merge(target: &mut Value, extra: Value) {
     }
 }
 
+const NDJSON: &str = "application/x-ndjson";
+
 fn ndjson(lines: Vec<String>) -> Response {
-    stream_lines("application/x-ndjson", lines)
+    use axum::response::IntoResponse as _;
+    ([(axum::http::header::CONTENT_TYPE, NDJSON)], lines.concat()).into_response()
 }
 
 #[derive(Deserialize)]
 struct EmbedBody {
     model: String,
     input: Input,
+    dimensions: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -262,7 +271,10 @@ async fn embed(State(sim): State<Sim>, request: Request) -> Response {
         Input::One(text) => vec![text],
         Input::Many(texts) => texts,
     };
-    let embeddings: Vec<Vec<f32>> = texts.iter().map(|t| text::embedding(t)).collect();
+    let embeddings: Vec<Vec<f32>> = texts
+        .iter()
+        .map(|t| text::embedding(t, body.dimensions))
+        .collect();
     let prompt_eval_count: i32 = texts.iter().map(|t| text::count_tokens(t)).sum();
     Json(json!({
         "model": body.model, "embeddings": embeddings,

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::faults;
-use crate::{OPENAI_MODELS, Sim, lock, stream_lines, text};
+use crate::{OPENAI_MODELS, Sim, Streamed, lock, text};
 
 pub fn router() -> Router<Sim> {
     Router::new()
@@ -160,7 +160,7 @@ async fn responses(State(sim): State<Sim>, request: Request) -> Response {
         body.instructions.unwrap_or_default(),
         input_text(&body.input)
     );
-    let words = text::reply(&input, body.max_output_tokens);
+    let words = text::reply(&input, body.max_output_tokens, sim.knobs().reply_words);
     let (input_tokens, output_tokens) = (text::count_tokens(&input), words.len());
     let id = format!("resp_{}", &hex_id(&input));
     Json(json!({
@@ -190,6 +190,8 @@ struct ChatCompletionsBody {
     max_tokens: Option<u32>,
     #[serde(default)]
     max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    stream_options: Option<Value>,
 }
 
 async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response {
@@ -201,7 +203,8 @@ async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response 
         return response;
     }
     let input = input_text(&body.messages);
-    let words = text::reply(&input, body.max_completion_tokens.or(body.max_tokens));
+    let max_tokens = body.max_completion_tokens.or(body.max_tokens);
+    let words = text::reply(&input, max_tokens, sim.knobs().reply_words);
     let (prompt_tokens, completion_tokens) = (text::count_tokens(&input), words.len() as i32);
     let id = format!("chatcmpl-{}", hex_id(&input));
     let created = Utc::now().timestamp();
@@ -222,31 +225,49 @@ async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response 
         json!({ "id": id, "object": "chat.completion.chunk", "created": created, "model": body.model,
                 "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }] })
     };
-    let mut events = vec![chunk(
-        json!({ "role": "assistant", "content": "" }),
-        Value::Null,
-    )];
-    events.extend(words.iter().enumerate().map(|(i, w)| {
-        let piece = if i == 0 {
-            (*w).to_owned()
-        } else {
-            format!(" {w}")
-        };
-        chunk(json!({ "content": piece }), Value::Null)
-    }));
-    events.push(chunk(json!({}), json!("stop")));
-    let mut lines: Vec<String> = events
-        .into_iter()
-        .map(|e| format!("data: {e}\n\n"))
+    let event = |e: Value| format!("data: {e}\n\n");
+    let pieces = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let piece = if i == 0 {
+                (*w).to_owned()
+            } else {
+                format!(" {w}")
+            };
+            event(chunk(json!({ "content": piece }), Value::Null))
+        })
         .collect();
-    lines.push("data: [DONE]\n\n".to_owned());
-    stream_lines("text/event-stream", lines)
+    let mut closing = vec![event(chunk(json!({}), json!("stop")))];
+    if body
+        .stream_options
+        .is_some_and(|o| o["include_usage"] == json!(true))
+    {
+        closing.push(event(json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": body.model,
+            "choices": [], "usage": usage,
+        })));
+    }
+    closing.push("data: [DONE]\n\n".to_owned());
+    let failure = json!({ "error": { "message": "simulated failure mid-answer",
+                                     "type": "server_error", "code": null } });
+    sim.stream(Streamed {
+        content_type: "text/event-stream",
+        opening: vec![event(chunk(
+            json!({ "role": "assistant", "content": "" }),
+            Value::Null,
+        ))],
+        pieces,
+        closing,
+        failure: event(failure),
+    })
 }
 
 #[derive(Deserialize)]
 struct EmbeddingsBody {
     model: String,
     input: Value,
+    dimensions: Option<usize>,
 }
 
 async fn embeddings(State(sim): State<Sim>, request: Request) -> Response {
@@ -276,7 +297,7 @@ async fn embeddings(State(sim): State<Sim>, request: Request) -> Response {
     let data: Vec<Value> = texts
         .iter()
         .enumerate()
-        .map(|(index, t)| json!({ "object": "embedding", "index": index, "embedding": text::embedding(t) }))
+        .map(|(index, t)| json!({ "object": "embedding", "index": index, "embedding": text::embedding(t, body.dimensions) }))
         .collect();
     let prompt_tokens: i32 = texts.iter().map(|t| text::count_tokens(t)).sum();
     Json(json!({

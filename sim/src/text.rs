@@ -11,10 +11,11 @@ const WORDS: [&str; 32] = [
 /// Dimensions of the sim's embeddings.
 pub const EMBEDDING_DIMENSIONS: usize = 16;
 
-/// A reply of 8 to 39 words chosen by the input's hash, cut to `max_tokens` words.
-pub fn reply(input: &str, max_tokens: Option<u32>) -> Vec<&'static str> {
+/// A reply of 8 to 39 words chosen by the input's hash (or exactly `words`), cut to `max_tokens`
+/// words.
+pub fn reply(input: &str, max_tokens: Option<u32>, words: Option<u32>) -> Vec<&'static str> {
     let hash = Sha256::digest(input.as_bytes());
-    let mut len = 8 + usize::from(hash[0] % 32);
+    let mut len = words.map_or(8 + usize::from(hash[0] % 32), |w| w as usize);
     if let Some(max) = max_tokens {
         len = len.min(max as usize).max(1);
     }
@@ -28,12 +29,16 @@ pub fn count_tokens(input: &str) -> i32 {
     i32::try_from(input.chars().count().div_ceil(4).max(1)).unwrap_or(i32::MAX)
 }
 
-/// A unit-length vector derived from the text.
-pub fn embedding(input: &str) -> Vec<f32> {
+/// A unit-length vector derived from the text, of `dimensions` (at most the sim's own).
+pub fn embedding(input: &str, dimensions: Option<usize>) -> Vec<f32> {
     let hash = Sha256::digest(input.as_bytes());
     let raw: Vec<f32> = hash
         .iter()
-        .take(EMBEDDING_DIMENSIONS)
+        .take(
+            dimensions
+                .unwrap_or(EMBEDDING_DIMENSIONS)
+                .min(EMBEDDING_DIMENSIONS),
+        )
         .map(|&b| f32::from(b) - 127.5)
         .collect();
     let norm = raw
@@ -51,14 +56,14 @@ mod tests {
 
     #[test]
     fn the_same_input_gives_the_same_reply_and_max_tokens_cuts_it() {
-        assert_eq!(reply("hello", None), reply("hello", None));
-        assert_ne!(reply("hello", None), reply("goodbye", None));
-        assert_eq!(reply("hello", Some(3)).len(), 3);
+        assert_eq!(reply("hello", None, None), reply("hello", None, None));
+        assert_ne!(reply("hello", None, None), reply("goodbye", None, None));
+        assert_eq!(reply("hello", Some(3), None).len(), 3);
     }
 
     #[test]
     fn embeddings_have_unit_length() {
-        let v = embedding("hello");
+        let v = embedding("hello", None);
         assert_eq!(v.len(), EMBEDDING_DIMENSIONS);
         let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4);

@@ -400,6 +400,7 @@ impl Stack {
             client_ip: None,
             reservation: None,
             webhook_url: None,
+            stream: false,
         };
         shared::db::jobs::insert(&self.pool, &job)
             .await

@@ -5,6 +5,7 @@ mod access;
 mod bad_input;
 mod batches;
 mod billing;
+mod calls;
 mod cli;
 mod delivery;
 mod events;

@@ -1,16 +1,23 @@
 //! One run of a job down its provider chain: quick retries with backoff on a provider that fails
 //! transiently, then the next provider; a client error ends the run at once.
 //!
+//! A streaming job's calls stream from the provider, their text relayed to the client as it comes
+//! ([`Relay`]); once any text has gone, a failure ends the run (no retry, no fallback: the client
+//! would see text twice). A cancel ends the run wherever it is, aborting the call in flight.
+//!
 //! Every call becomes an [`AttemptRecord`]; the caller writes them with the run's end.
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use shared::db::job_attempts::{AttemptOutcome, AttemptRecord};
-use shared::domain::{JobError, JobRequest, ProviderName};
-use shared::provider::{Completion, FailureClass, ProviderError};
+use shared::db::runs::cancelled_error;
+use shared::domain::{JobError, JobRequest, JobStatus, ProviderName};
+use shared::provider::{Completion, FailureClass, ProviderError, TokenCounts};
+use tokio_util::sync::CancellationToken;
 
 use crate::providers::{Plan, Providers, Step};
+use crate::relay::Relay;
 use crate::retry;
 
 /// Longest a job waits for one of a provider's concurrency permits before moving on: a saturated
@@ -20,6 +27,40 @@ const PERMIT_WAIT: Duration = Duration::from_secs(30);
 /// The code of a call that never went out because the provider's limit stayed full: not a sign of
 /// ill health, so it neither feeds the circuit nor is retried on the same provider.
 const BUSY: &str = "provider_busy";
+
+/// The code of a call cut short by a cancel.
+const CANCELLED: &str = "cancelled";
+
+/// What one run asks of the chain.
+pub struct Call<'a> {
+    pub request: &'a JobRequest,
+    pub lane: Lane,
+    /// A streaming job's relay to its client.
+    pub relay: Option<&'a Relay>,
+    /// Cancelled when the job is.
+    pub cancel: &'a CancellationToken,
+}
+
+impl Call<'_> {
+    /// Whether text has reached the client, so that nothing may be retried.
+    fn has_streamed(&self) -> bool {
+        self.relay.is_some_and(Relay::started)
+    }
+
+    /// The text streamed so far with its estimated tokens, if any.
+    fn streamed(&self) -> Option<(String, TokenCounts)> {
+        let text = self.relay?.text();
+        if text.is_empty() {
+            return None;
+        }
+        let tokens = TokenCounts {
+            prompt: shared::billing::estimate_tokens(&self.request.input_text()),
+            completion: shared::billing::estimate_tokens(&text),
+            estimated: true,
+        };
+        Some((text, tokens))
+    }
+}
 
 /// How a run ended.
 pub enum RunEnd {
@@ -46,19 +87,27 @@ pub enum RunEnd {
     },
     /// Nothing in the chain: no provider is enabled, configured and routed for the model.
     NoProvider { message: String },
+    /// Stopped early, with nothing retried: `cancelled`, or `failed` after text had streamed.
+    Stopped {
+        status: JobStatus,
+        provider: Option<(ProviderName, String)>,
+        error: JobError,
+        /// The text generated until then, its estimated tokens, and how long the call ran.
+        partial: Option<(String, TokenCounts, Duration)>,
+    },
 }
 
-/// Runs `request` down `plan`, recording every call in `attempts`.
+/// Runs the call down `plan`, recording every provider call in `attempts`.
 pub async fn run(
     providers: &Providers,
     plan: &Plan,
-    request: &JobRequest,
-    lane: Lane,
+    call: &Call<'_>,
     attempts: &mut Vec<AttemptRecord>,
 ) -> RunEnd {
+    let request = call.request;
     let mut end = None;
     for step in &plan.steps {
-        let failure = match on_provider(providers, plan, step, request, lane, attempts).await {
+        let failure = match on_provider(providers, plan, step, call, attempts).await {
             Ok(completion) => {
                 return RunEnd::Succeeded {
                     provider: step.name,
@@ -71,6 +120,23 @@ pub async fn run(
         };
         let provider = Some((step.name, step.upstream_model.clone()));
         let error = job_error(&failure);
+        let status = if failure.code == CANCELLED {
+            Some(JobStatus::Cancelled)
+        } else {
+            call.has_streamed().then_some(JobStatus::Failed)
+        };
+        if let Some(status) = status {
+            let latency = attempts.last().map_or(Duration::ZERO, |a| a.latency);
+            let partial = call
+                .streamed()
+                .map(|(text, tokens)| (text, tokens, latency));
+            return RunEnd::Stopped {
+                status,
+                provider,
+                error,
+                partial,
+            };
+        }
         match failure.class {
             FailureClass::Client => return RunEnd::Failed { provider, error },
             FailureClass::Transient => {
@@ -117,8 +183,7 @@ async fn on_provider(
     providers: &Providers,
     plan: &Plan,
     step: &Step,
-    request: &JobRequest,
-    lane: Lane,
+    call: &Call<'_>,
     attempts: &mut Vec<AttemptRecord>,
 ) -> Result<Completion, ProviderError> {
     let settings = &plan.runtime.settings;
@@ -134,7 +199,7 @@ async fn on_provider(
                 ),
             ));
         }
-        let failure = match call(step, request, lane, attempts).await {
+        let failure = match call_once(step, call, attempts).await {
             Ok(completion) => {
                 providers.record(step.name, true, settings);
                 return Ok(completion);
@@ -146,7 +211,7 @@ async fn on_provider(
             let healthy = failure.class == FailureClass::Client;
             providers.record(step.name, healthy, settings);
         }
-        if !failure.is_transient() || failure.code == BUSY {
+        if !failure.is_transient() || failure.code == BUSY || call.has_streamed() {
             return Err(failure);
         }
         let wait = backoff
@@ -161,8 +226,16 @@ async fn on_provider(
             ?wait,
             "retrying"
         );
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = call.cancel.cancelled() => return Err(cancelled()),
+        }
     }
+}
+
+fn cancelled() -> ProviderError {
+    let error = cancelled_error();
+    ProviderError::new(FailureClass::Client, CANCELLED, error.message)
 }
 
 /// Which calls a job's call waits among for a provider's slots.
@@ -175,22 +248,26 @@ pub enum Lane {
 }
 
 /// One call under the provider's concurrency limit, recorded as an attempt. A bulk call first
-/// takes one of the slots bulk calls may use, so the rest stay free for single jobs.
-async fn call(
+/// takes one of the slots bulk calls may use, so the rest stay free for single jobs. A cancel
+/// aborts it, waiting or in flight.
+async fn call_once(
     step: &Step,
-    request: &JobRequest,
-    lane: Lane,
+    call: &Call<'_>,
     attempts: &mut Vec<AttemptRecord>,
 ) -> Result<Completion, ProviderError> {
+    let request = call.request;
     let permits = async {
-        let bulk = match lane {
+        let bulk = match call.lane {
             Lane::Bulk => Some(step.slot.bulk_limit.clone().acquire_owned().await?),
             Lane::Interactive => None,
         };
         let any = step.slot.limit.clone().acquire_owned().await?;
         Ok::<_, tokio::sync::AcquireError>((bulk, any))
     };
-    let permit = tokio::time::timeout(PERMIT_WAIT, permits).await;
+    let permit = tokio::select! {
+        permit = tokio::time::timeout(PERMIT_WAIT, permits) => permit,
+        () = call.cancel.cancelled() => return Err(cancelled()),
+    };
     let Ok(Ok(_permits)) = permit else {
         return Err(ProviderError::new(
             FailureClass::Transient,
@@ -203,7 +280,17 @@ async fn call(
     };
     let started_at = Utc::now();
     let clock = Instant::now();
-    let answer = step.slot.provider.run(request, &step.upstream_model).await;
+    let provider = &step.slot.provider;
+    let model = &step.upstream_model;
+    let answer = tokio::select! {
+        answer = async {
+            match call.relay {
+                Some(relay) => provider.stream(request, model, &mut |piece| relay.piece(piece)).await,
+                None => provider.run(request, model).await,
+            }
+        } => answer,
+        () = call.cancel.cancelled() => Err(cancelled()),
+    };
     let latency = clock.elapsed();
     let record = match &answer {
         Ok(completion) => {
@@ -227,6 +314,8 @@ async fn call(
                 code = failure.code,
                 "provider call failed"
             );
+            // A call cut short after streaming text is billed for that text (estimated).
+            let tokens = call.streamed().map(|(_, tokens)| tokens);
             AttemptRecord {
                 provider: step.name,
                 upstream_model: step.upstream_model.clone(),
@@ -234,12 +323,13 @@ async fn call(
                 latency,
                 status_code: failure.status_code,
                 outcome: match failure.class {
+                    _ if failure.code == CANCELLED => AttemptOutcome::Cancelled,
                     FailureClass::Transient => AttemptOutcome::TransientError,
                     FailureClass::Provider | FailureClass::Client => AttemptOutcome::PermanentError,
                 },
                 error: Some(job_error(failure)),
-                prompt_tokens: None,
-                completion_tokens: None,
+                prompt_tokens: tokens.map(|t| t.prompt),
+                completion_tokens: tokens.map(|t| t.completion),
                 cost: None,
             }
         }

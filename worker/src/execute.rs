@@ -15,13 +15,15 @@ use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use shared::billing;
 use shared::db::job_attempts::AttemptRecord;
 use shared::db::jobs;
-use shared::db::runs::{self, ClaimedJob, Outcome, Recorded};
+use shared::db::runs::{self, ClaimedJob, Outcome, Partial, Recorded};
 use shared::domain::{JobError, JobId, JobRequest, JobStatus, ProviderName, Runtime};
 use shared::queue::{JobEvent, JobMessage};
 use tokio::sync::SemaphorePermit;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::chain::{self, Lane, RunEnd};
+use crate::chain::{self, Call, Lane, RunEnd};
+use crate::relay::Relay;
 use crate::{Context, abandoned, retry};
 
 /// Handles one delivery from `lane`'s queue. A single job is marked running for its whole
@@ -75,28 +77,30 @@ pub async fn handle(context: &Context, delivery: &Delivery, lane: Lane) {
 }
 
 /// Runs the claimed job down its provider chain and records how the run ended: finished, or
-/// parked for a delayed run when every provider failed transiently and attempts remain.
+/// parked for a delayed run when every provider failed transiently and attempts remain. A
+/// streaming job's text is relayed as it comes, and the end of its stream sent once the end is
+/// committed.
 async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(), Halt> {
     let mut attempts = Vec::new();
     let plan = context.providers.plan(job.request.model().as_str()).await;
-    let mut verdict = if job.abandoned_runs() > context.settings.max_claims {
-        let message = format!(
-            "the job was abandoned by {} workers in a row",
-            job.abandoned_runs() - 1
-        );
-        Verdict::Finish(Outcome::failed_without_call("internal_error", message))
+    let relay = job
+        .stream
+        .then(|| Relay::start(context.broker.clone(), job.id));
+    let mut verdict = if let Some(outcome) = ended_before_running(context, job) {
+        Verdict::Finish(outcome)
     } else {
-        let run = chain::run(
-            &context.providers,
-            &plan,
-            &job.request,
-            lane_of(job),
-            &mut attempts,
-        );
+        let registered = context.cancels.register(job.id);
+        let call = Call {
+            request: &job.request,
+            lane: lane_of(job),
+            relay: relay.as_ref(),
+            cancel: &registered.token,
+        };
+        let run = chain::run(&context.providers, &plan, &call, &mut attempts);
         let end = tokio::select! {
             biased;
             end = run => end,
-            never = keep_lease(context, job.id, claim_id) => match never {},
+            never = keep_lease(context, job.id, claim_id, &registered.token) => match never {},
         };
         decide(
             end,
@@ -134,9 +138,13 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
     };
     let status = match &verdict {
         Verdict::Park { .. } => JobStatus::Retrying,
-        Verdict::Finish(Outcome::Succeeded { .. }) => JobStatus::Succeeded,
-        Verdict::Finish(Outcome::Failed { .. }) => JobStatus::Failed,
+        Verdict::Finish(outcome) => outcome.status(),
     };
+    if let Some(relay) = &relay
+        && status.is_terminal()
+    {
+        relay.end(status).await;
+    }
     if job.bulk {
         // Nobody waits on a batch item's own events: the batch's progress and a job stream
         // following an item read the database. Broadcasting hundreds a second to every api
@@ -166,6 +174,30 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// The end of a job that must not run: asked to stop before this claim, abandoned too often, or a
+/// streaming job whose earlier run died after its text may have reached the client (running it
+/// again could show the client text twice; the client gets an error instead).
+fn ended_before_running(context: &Context, job: &ClaimedJob) -> Option<Outcome> {
+    if job.cancel_requested {
+        return Some(Outcome::cancelled());
+    }
+    if job.abandoned_runs() > context.settings.max_claims {
+        let message = format!(
+            "the job was abandoned by {} workers in a row",
+            job.abandoned_runs() - 1
+        );
+        return Some(Outcome::failed_without_call("internal_error", message));
+    }
+    if job.stream && job.abandoned_runs() > 1 {
+        return Some(Outcome::failed_without_call(
+            "stream_interrupted",
+            "the worker streaming this job stopped mid-run; part of its text may have reached the \
+             client, so it is not run again",
+        ));
+    }
+    None
 }
 
 fn lane_of(job: &ClaimedJob) -> Lane {
@@ -204,13 +236,21 @@ async fn deliver(context: &Context, delivery: Option<Uuid>) {
 }
 
 /// Renews the claim's lease every third of it while the run goes on (quick retries and fallbacks
-/// can outlast one provider call), so the sweeper never hands a live run to another worker.
-async fn keep_lease(context: &Context, id: JobId, claim_id: Uuid) -> std::convert::Infallible {
+/// can outlast one provider call), so the sweeper never hands a live run to another worker; a
+/// cancel found on the job then (its message missed) cancels the run.
+async fn keep_lease(
+    context: &Context,
+    id: JobId,
+    claim_id: Uuid,
+    cancel: &CancellationToken,
+) -> std::convert::Infallible {
     let lease = context.settings.lease;
     loop {
         tokio::time::sleep(lease / 3).await;
-        if let Err(error) = runs::extend_lease(&context.pool, id, claim_id, lease).await {
-            tracing::warn!(%error, "cannot renew the lease");
+        match runs::extend_lease(&context.pool, id, claim_id, lease).await {
+            Ok(true) => cancel.cancel(),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "cannot renew the lease"),
         }
     }
 }
@@ -236,14 +276,19 @@ fn price_run(runtime: &Runtime, verdict: &mut Verdict, attempts: &mut [AttemptRe
             ));
         }
     }
-    if let Verdict::Finish(Outcome::Succeeded {
-        provider,
-        routed_model,
-        price,
-        ..
-    }) = verdict
-    {
-        *price = runtime.prices.at(*provider, routed_model, now);
+    match verdict {
+        Verdict::Finish(Outcome::Succeeded {
+            provider,
+            routed_model,
+            price,
+            ..
+        }) => *price = runtime.prices.at(*provider, routed_model, now),
+        Verdict::Finish(Outcome::Stopped {
+            provider: Some(provider),
+            partial: Some(partial),
+            ..
+        }) => partial.price = runtime.prices.at(*provider, &partial.routed_model, now),
+        _ => {}
     }
 }
 
@@ -284,6 +329,28 @@ fn decide(end: RunEnd, request: &JobRequest, retries: i32, max_runs: u32) -> Ver
             latency,
         }),
         RunEnd::Failed { provider, error } => failed(provider, error),
+        RunEnd::Stopped {
+            status,
+            provider,
+            error,
+            partial,
+        } => {
+            let (provider, upstream_model) = provider.unzip();
+            let partial = partial.map(|(text, tokens, latency)| Partial {
+                routed_model: upstream_model.clone().unwrap_or_default(),
+                result: shared::provider::text_result(request, text),
+                tokens,
+                price: None,
+                latency,
+            });
+            Verdict::Finish(Outcome::Stopped {
+                status,
+                provider,
+                upstream_model,
+                error,
+                partial,
+            })
+        }
         RunEnd::NoProvider { message } => Verdict::Finish(Outcome::failed_without_call(
             "no_provider_available",
             message,

@@ -1,7 +1,8 @@
 //! Tollgate's worker: consumes job messages, claims each job, runs it down the provider chain
 //! the runtime settings give (active → fallback, retries, circuit breakers), records the outcome
 //! and only then acks; a job whose providers all failed transiently waits in a delay queue for
-//! another run. Batch items wait in Postgres until its dispatcher releases them, fairly, to a bulk
+//! another run. A streaming job's text is relayed to the api as the provider writes it, and a
+//! cancel stops a running job. Batch items wait in Postgres until its dispatcher releases them, fairly, to a bulk
 //! queue consumed in slots of its own. It also delivers webhooks (signed, retried on a schedule), sweeps up jobs and
 //! deliveries whose publish never happened, and fails jobs whose messages the broker dead-lettered.
 //!
@@ -9,6 +10,7 @@
 //! and the tests run the same code.
 
 mod abandoned;
+mod cancels;
 mod chain;
 mod circuit;
 pub mod cli;
@@ -18,6 +20,7 @@ mod dispatcher;
 mod execute;
 mod priority;
 mod providers;
+mod relay;
 mod retry;
 mod sweeper;
 mod webhooks;
@@ -103,6 +106,8 @@ struct Context {
     providers: Providers,
     webhook_client: reqwest::Client,
     priority: priority::Priority,
+    /// The runs a cancel can reach.
+    cancels: cancels::Cancels,
     settings: WorkerSettings,
     shutdown: CancellationToken,
 }
@@ -139,9 +144,16 @@ pub async fn run(
         providers,
         webhook_client: webhooks::client(&settings.webhooks),
         priority: priority::Priority::new(settings.bulk_yield_turns),
+        cancels: cancels::Cancels::default(),
         settings,
         shutdown: shutdown.clone(),
     });
+    let cancels = tokio::spawn(
+        context
+            .cancels
+            .clone()
+            .follow(broker.clone(), shutdown.clone()),
+    );
     let sweeper = tokio::spawn(sweeper::run(context.clone(), broker.clone()));
     let dead_letters = tokio::spawn(dead_letters::run(context.clone(), broker.clone()));
     let deliverer = tokio::spawn(webhooks::run(context.clone(), broker.clone()));
@@ -154,6 +166,7 @@ pub async fn run(
         ("providers", follow),
         ("sweeper", sweeper),
         ("dead letters", dead_letters),
+        ("cancels", cancels),
     ] {
         if let Err(error) = task.await {
             tracing::error!(%error, task = name, "worker task panicked");

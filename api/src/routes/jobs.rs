@@ -13,7 +13,6 @@ use shared::domain::{
     BatchId, ChatMessage, ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest,
     GenerationOptions, Job, JobId, JobRequest, JobStatus,
 };
-use shared::queue::JobEvent;
 
 use super::ids::{job_not_found, parse_job_id};
 use super::paging;
@@ -23,7 +22,7 @@ use crate::error::ApiError;
 use crate::extract::{IdempotentJson, QueryParams};
 use crate::idempotency::Key;
 use crate::intake::{self, Accepted, Intake};
-use crate::{AppState, prefer, watch};
+use crate::{AppState, feed, prefer, watch};
 
 /// What a submission carries besides its request.
 struct Submission {
@@ -167,6 +166,7 @@ async fn submit(
         client_ip: client.ip,
         reservation: None,
         webhook_url,
+        stream: false,
     };
     // Watched before it exists, so its end cannot be missed.
     let wait = prefer::wait(headers);
@@ -248,26 +248,31 @@ async fn list(
     Ok(Json(JobPage { data, next_cursor }))
 }
 
+/// Cancels a job: at once while no worker holds it (200 with the cancelled job), else through the
+/// worker running it, which aborts the provider call; the answer waits briefly for that (200 with
+/// the ended job, or 202 with the running one when the worker takes longer).
 async fn cancel(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Job>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = parse_job_id(&id)?;
-    match jobs::cancel(&state.pool, caller.tenant_id, id).await? {
-        CancelOutcome::Cancelled {
-            job,
-            revision,
-            delivery,
-        } => {
-            let event = JobEvent::new(job.id, revision, JobStatus::Cancelled);
-            state.broker.publish_event(event).await;
-            if let Some(delivery) = delivery
-                && let Err(error) = state.broker.publish_webhooks(&[delivery]).await
-            {
-                tracing::warn!(%error, "webhook publish failed; the sweeper will resend");
-            }
-            Ok(Json(job))
+    let watch = state.watchers.watch(id);
+    match feed::cancel(&state, caller.tenant_id, id).await? {
+        CancelOutcome::Cancelled { job, .. } => Ok(Json(job).into_response()),
+        CancelOutcome::Requested(job) => {
+            let ended = watch::finished_within(
+                &state.pool,
+                caller.tenant_id,
+                id,
+                watch,
+                RUNNING_CANCEL_WAIT,
+            )
+            .await?;
+            Ok(match ended {
+                Some(ended) => Json(ended).into_response(),
+                None => (StatusCode::ACCEPTED, Json(job)).into_response(),
+            })
         }
         CancelOutcome::TooLate(job) => Err(ApiError::conflict(
             "job_not_cancellable",
@@ -279,3 +284,6 @@ async fn cancel(
         CancelOutcome::NotFound => Err(job_not_found()),
     }
 }
+
+/// How long cancelling a running job waits for its worker to end it.
+const RUNNING_CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -39,6 +39,9 @@ pub enum AttemptOutcome {
     /// claim): the provider was most likely called and paid. A run's estimates come first among
     /// its attempts.
     Abandoned,
+    /// Cut short because the job was cancelled while the provider answered (a streaming client
+    /// that went away, or a cancel): what it generated so far is billed.
+    Cancelled,
 }
 
 impl AttemptOutcome {
@@ -48,6 +51,7 @@ impl AttemptOutcome {
             Self::TransientError => "transient_error",
             Self::PermanentError => "permanent_error",
             Self::Abandoned => "abandoned",
+            Self::Cancelled => "cancelled",
         }
     }
 }

@@ -25,7 +25,7 @@ use crate::domain::{
 const JOB_COLUMNS: &str = "id, kind, status, model, provider, upstream_model, result, error_code, \
      error_message, prompt_tokens, completion_tokens, total_tokens, attempts, metadata, created_at, \
      started_at, finished_at, cost, usage_estimated, unpriced, revision, webhook_url, batch_id, \
-     custom_id";
+     custom_id, stream";
 
 #[derive(sqlx::FromRow)]
 struct JobRow {
@@ -53,6 +53,7 @@ struct JobRow {
     webhook_url: Option<String>,
     batch_id: Option<BatchId>,
     custom_id: Option<String>,
+    stream: bool,
 }
 
 impl JobRow {
@@ -102,6 +103,7 @@ impl TryFrom<JobRow> for Job {
             webhook_url: row.webhook_url,
             batch_id: row.batch_id,
             custom_id: row.custom_id,
+            stream: row.stream,
             created_at: row.created_at,
             started_at: row.started_at,
             finished_at: row.finished_at,
@@ -124,6 +126,8 @@ pub struct NewJob {
     /// Where the job's terminal event is POSTed (checked by the SSRF guard); else the tenant's
     /// endpoint.
     pub webhook_url: Option<String>,
+    /// The client follows its text as it is generated.
+    pub stream: bool,
 }
 
 /// Inserts a job as `queued` (not yet published) and returns it as the client will see it.
@@ -134,8 +138,8 @@ pub async fn insert(conn: impl PgExecutor<'_>, job: &NewJob) -> Result<Job, sqlx
     let row: JobRow = sqlx::query_as(&format!(
         "insert into jobs (id, tenant_id, token_id, kind, status, model, request, metadata,
                            origin, client_ip, reserved_tokens, reserved_cost, reserved_month,
-                           webhook_url)
-         values ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                           webhook_url, stream)
+         values ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          returning {JOB_COLUMNS}"
     ))
     .bind(job.id)
@@ -151,6 +155,7 @@ pub async fn insert(conn: impl PgExecutor<'_>, job: &NewJob) -> Result<Job, sqlx
     .bind(reservation.map(|r| r.cost))
     .bind(reservation.map(|r| r.month))
     .bind(&job.webhook_url)
+    .bind(job.stream)
     .fetch_one(conn)
     .await?;
     row.try_into()
@@ -249,13 +254,18 @@ pub enum CancelOutcome {
         revision: i32,
         delivery: Option<Uuid>,
     },
-    /// Already running or finished: it can no longer be cancelled.
+    /// Running: the cancel is recorded, and the worker holding the job ends it (the caller tells
+    /// the workers, see `Broker::publish_cancel`).
+    Requested(Job),
+    /// Already finished: it can no longer be cancelled.
     TooLate(Job),
     NotFound,
 }
 
-/// Cancels a job that no worker has started. A running job is left to finish (its provider call is
-/// already paid for); the conditional update makes a race with a claiming worker harmless.
+/// Cancels a job that no worker has started; for a running job, records the request, which the
+/// worker holding it acts on (it aborts the provider call and ends the job `cancelled`, billing
+/// what was generated). The conditional updates make a race with a claiming worker harmless: a
+/// claim that wins ends the job as soon as it sees the request.
 pub async fn cancel(
     pool: &PgPool,
     tenant_id: TenantId,
@@ -286,11 +296,34 @@ pub async fn cancel(
             job: row.job.try_into()?,
             delivery: row.delivery,
         }),
-        None => Ok(match get(pool, tenant_id, id).await? {
-            Some(job) => CancelOutcome::TooLate(job),
-            None => CancelOutcome::NotFound,
-        }),
+        None => request_cancel(pool, tenant_id, id).await,
     }
+}
+
+/// Records a cancel asked for while the job runs (kept from the first request).
+async fn request_cancel(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    id: JobId,
+) -> Result<CancelOutcome, sqlx::Error> {
+    let running: Option<JobRow> = sqlx::query_as(&format!(
+        "update jobs set cancel_requested_at = coalesce(cancel_requested_at, now())
+          where id = $1 and tenant_id = $2 and status = 'running'
+          returning {JOB_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(tenant_id)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(row) = running {
+        return Ok(CancelOutcome::Requested(row.try_into()?));
+    }
+    Ok(match get(pool, tenant_id, id).await? {
+        // Claimed between the two statements: ask again.
+        Some(job) if !job.status.is_terminal() => Box::pin(cancel(pool, tenant_id, id)).await?,
+        Some(job) => CancelOutcome::TooLate(job),
+        None => CancelOutcome::NotFound,
+    })
 }
 
 /// Marks a job failed without a claim, for a message the broker dead-lettered (poison), and notes

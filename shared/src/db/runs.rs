@@ -32,6 +32,10 @@ pub struct ClaimedJob {
     pub bulk: bool,
     /// How many of its abandoned runs have their estimated attempt recorded.
     pub abandoned_recorded: i32,
+    /// The client follows its text as it is generated.
+    pub stream: bool,
+    /// A cancel was asked for while the job ran (before this claim, or racing it).
+    pub cancel_requested: bool,
 }
 
 impl ClaimedJob {
@@ -65,7 +69,19 @@ pub async fn claim(
     redelivered: bool,
     lease: Duration,
 ) -> Result<Option<ClaimedJob>, sqlx::Error> {
-    let row: Option<(TenantId, Value, i32, i32, i32, bool, i32)> = sqlx::query_as(&format!(
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        tenant_id: TenantId,
+        request: Value,
+        claims: i32,
+        retries: i32,
+        revision: i32,
+        bulk: bool,
+        abandoned_recorded: i32,
+        stream: bool,
+        cancel_requested: bool,
+    }
+    let row: Option<Row> = sqlx::query_as(&format!(
         "update jobs
             set status = 'running', claim_id = $2, claims = claims + 1, revision = revision + 1,
                 started_at = coalesce(started_at, now()),
@@ -74,8 +90,8 @@ pub async fn claim(
             and (status = 'queued'
                  or (status = 'retrying' and retry_at <= now() + interval '{EARLY_ARRIVAL}')
                  or (status = 'running' and ($3 or lease_expires_at < now())))
-          returning tenant_id, request, claims, retries, revision, batch_id is not null,
-                    abandoned_recorded"
+          returning tenant_id, request, claims, retries, revision, batch_id is not null as bulk,
+                    abandoned_recorded, stream, cancel_requested_at is not null as cancel_requested"
     ))
     .bind(id)
     .bind(claim_id)
@@ -83,40 +99,45 @@ pub async fn claim(
     .bind(lease.as_secs_f64())
     .fetch_optional(pool)
     .await?;
-    let Some((tenant_id, request, claims, retries, revision, bulk, abandoned_recorded)) = row
-    else {
+    let Some(row) = row else {
         return Ok(None);
     };
-    let request = serde_json::from_value(request).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    let request =
+        serde_json::from_value(row.request).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     Ok(Some(ClaimedJob {
         id,
-        tenant_id,
+        tenant_id: row.tenant_id,
         request,
-        claims,
-        retries,
-        revision,
-        bulk,
-        abandoned_recorded,
+        claims: row.claims,
+        retries: row.retries,
+        revision: row.revision,
+        bulk: row.bulk,
+        abandoned_recorded: row.abandoned_recorded,
+        stream: row.stream,
+        cancel_requested: row.cancel_requested,
     }))
 }
 
-/// Pushes a running claim's lease out to `lease` from now; a lost claim is left alone.
+/// Pushes a running claim's lease out to `lease` from now (a lost claim is left alone), and says
+/// whether a cancel has been asked for meanwhile: the backstop for a cancel message that never
+/// reached this worker.
 pub async fn extend_lease(
     pool: &PgPool,
     id: JobId,
     claim_id: Uuid,
     lease: Duration,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<bool, sqlx::Error> {
+    let cancel_requested: Option<bool> = sqlx::query_scalar(
         "update jobs set lease_expires_at = now() + make_interval(secs => $3)
-          where id = $1 and claim_id = $2 and status = 'running'",
+          where id = $1 and claim_id = $2 and status = 'running'
+          returning cancel_requested_at is not null",
     )
     .bind(id)
     .bind(claim_id)
     .bind(lease.as_secs_f64())
-    .execute(pool)
+    .fetch_optional(pool)
     .await?;
-    Ok(())
+    Ok(cancel_requested.unwrap_or(false))
 }
 
 /// How a run ended the job.
@@ -140,9 +161,48 @@ pub enum Outcome {
         upstream_model: Option<String>,
         error: JobError,
     },
+    /// Ended early: `failed` when the provider failed after text had reached a streaming client
+    /// (no retry could take it back), or `cancelled` when asked mid-run. What was generated until
+    /// then, if anything, is the job's result and is billed.
+    Stopped {
+        status: JobStatus,
+        provider: Option<ProviderName>,
+        upstream_model: Option<String>,
+        error: JobError,
+        partial: Option<Partial>,
+    },
+}
+
+/// The text a run generated before it stopped, and what it is billed.
+pub struct Partial {
+    pub routed_model: String,
+    pub result: Value,
+    pub tokens: TokenCounts,
+    pub price: Option<Price>,
+    pub latency: Duration,
 }
 
 impl Outcome {
+    /// The job's status once this outcome is recorded.
+    pub fn status(&self) -> JobStatus {
+        match self {
+            Self::Succeeded { .. } => JobStatus::Succeeded,
+            Self::Failed { .. } => JobStatus::Failed,
+            Self::Stopped { status, .. } => *status,
+        }
+    }
+
+    /// A cancel that found nothing generated.
+    pub fn cancelled() -> Self {
+        Self::Stopped {
+            status: JobStatus::Cancelled,
+            provider: None,
+            upstream_model: None,
+            error: cancelled_error(),
+            partial: None,
+        }
+    }
+
     /// A failure decided without a provider answer (no provider, too many claims).
     pub fn failed_without_call(code: &str, message: impl Into<String>) -> Self {
         Self::Failed {
@@ -156,6 +216,14 @@ impl Outcome {
     }
 }
 
+/// The error a cancelled job shows: the same whether it was cancelled queued or running.
+pub fn cancelled_error() -> JobError {
+    JobError {
+        code: "cancelled".into(),
+        message: "cancelled by the client".into(),
+    }
+}
+
 /// A job's end (or a run's) as recorded: the job's new revision, and the webhook delivery its
 /// terminal statement wrote, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
@@ -164,7 +232,7 @@ pub struct Recorded {
     pub delivery: Option<Uuid>,
 }
 
-/// What a succeeded job is billed.
+/// What a job is billed (a success, or a stop after text was generated).
 #[derive(Clone, Copy)]
 struct Bill<'a> {
     tokens: TokenCounts,
@@ -175,9 +243,9 @@ struct Bill<'a> {
 }
 
 /// Records a claimed job's terminal outcome in one statement (one commit): the job row, the run's
-/// attempts and provider spend, and for a success its usage record (unique per job: a redelivered
-/// completion can never bill twice) and the tenant's daily rollup; any quota reservation is
-/// released (what was used now counts through the rollup).
+/// attempts and provider spend, and for a success (or a stop with text generated) its usage
+/// record (unique per job: a redelivered completion can never bill twice) and the tenant's daily
+/// rollup; any quota reservation is released (what was used now counts through the rollup).
 ///
 /// The job's webhook delivery, if it has a URL or its tenant an endpoint, is written too.
 ///
@@ -190,8 +258,16 @@ pub async fn finish(
     outcome: &Outcome,
     attempts: &[AttemptRecord],
 ) -> Result<Option<Recorded>, sqlx::Error> {
-    let mut bill: Option<Bill<'_>> = None;
-    let (status, provider, upstream_model, result, error) = match outcome {
+    let bill_of =
+        |routed_model, tokens: &TokenCounts, price: &Option<Price>, latency: &Duration| Bill {
+            tokens: *tokens,
+            price_id: price.map(|p| p.id),
+            cost: price
+                .map(|p| billing::cost(i64::from(tokens.prompt), i64::from(tokens.completion), &p)),
+            latency_ms: i32::try_from(latency.as_millis()).unwrap_or(i32::MAX),
+            routed_model,
+        };
+    let (provider, upstream_model, result, error, bill) = match outcome {
         Outcome::Succeeded {
             provider,
             upstream_model,
@@ -200,43 +276,48 @@ pub async fn finish(
             tokens,
             price,
             latency,
-        } => {
-            bill = Some(Bill {
-                tokens: *tokens,
-                price_id: price.map(|p| p.id),
-                cost: price.map(|p| {
-                    billing::cost(i64::from(tokens.prompt), i64::from(tokens.completion), &p)
-                }),
-                latency_ms: i32::try_from(latency.as_millis()).unwrap_or(i32::MAX),
-                routed_model,
-            });
-            (
-                JobStatus::Succeeded,
-                Some(*provider),
-                Some(upstream_model.as_str()),
-                Some(result),
-                None,
-            )
-        }
+        } => (
+            Some(*provider),
+            Some(upstream_model.as_str()),
+            Some(result),
+            None,
+            Some(bill_of(routed_model.as_str(), tokens, price, latency)),
+        ),
         Outcome::Failed {
             provider,
             upstream_model,
             error,
         } => (
-            JobStatus::Failed,
             *provider,
             upstream_model.as_deref(),
             None,
             Some(error),
+            None,
+        ),
+        Outcome::Stopped {
+            provider,
+            upstream_model,
+            error,
+            partial,
+            ..
+        } => (
+            *provider,
+            upstream_model.as_deref(),
+            partial.as_ref().map(|p| &p.result),
+            Some(error),
+            partial
+                .as_ref()
+                .map(|p| bill_of(p.routed_model.as_str(), &p.tokens, &p.price, &p.latency)),
         ),
     };
+    let status = outcome.status();
     let columns = AttemptColumns::new(attempts);
     let sql = end_of_run(
         "status = $14, provider = $15, upstream_model = $16, result = $17,
          error_code = $18, error_message = $19,
          prompt_tokens = $20, completion_tokens = $21, total_tokens = $20 + $21,
          attempts = attempts + $22, cost = $23, usage_estimated = $24,
-         unpriced = ($14 = 'succeeded' and $25::bigint is null),
+         unpriced = ($20::int is not null and $25::bigint is null),
          finished_at = now(), lease_expires_at = null, retry_at = null",
         &format!(
             ", bill as (
@@ -246,7 +327,7 @@ pub async fn finish(
                                            client_ip, finished_at)
                 select id, tenant_id, token_id, model, $15, $27, $20, $21, $24, $25, $23, $26,
                        origin, client_ip, finished_at
-                  from done where $14 = 'succeeded'
+                  from done where $20::int is not null
              returning tenant_id, model, prompt_tokens, completion_tokens, cost, finished_at
              ), {DAILY_FROM_BILL}, {RELEASE_FROM_DONE}, {DELIVERY_FROM_DONE}"
         ),

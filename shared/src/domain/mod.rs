@@ -5,6 +5,7 @@ mod batch;
 mod ids;
 mod job;
 mod json;
+pub mod openai;
 pub mod openai_batch;
 mod rate;
 mod request;
@@ -19,9 +20,9 @@ pub use job::{Job, JobError, JobKind, JobStatus, Role, Usage};
 pub use json::{NUL_REFUSED, line_syntax_error, nul_in_json, nul_in_value};
 pub use rate::{Decision, RateLimit};
 pub use request::{
-    ChatMessage, ChatRequest, ChatRole, EmbeddingInput, EmbeddingRequest, GenerateRequest,
-    GenerationOptions, JobRequest, MAX_EMBEDDING_INPUTS, MAX_MESSAGES, MAX_TEXT_CHARS, ModelName,
-    ValidationError,
+    AnswerFormat, ChatMessage, ChatRequest, ChatRole, EmbeddingInput, EmbeddingRequest,
+    GenerateRequest, GenerationOptions, JobRequest, MAX_EMBEDDING_INPUTS, MAX_MESSAGES,
+    MAX_TEXT_CHARS, ModelName, ValidationError,
 };
 pub use settings::{
     Candidate, CircuitPolicy, ModelRoutes, ProviderName, RetryPolicy, Runtime, SealedKey, Settings,

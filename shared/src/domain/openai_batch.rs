@@ -7,7 +7,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::batch::BatchItem;
-use super::request::{ChatMessage, ChatRole, EmbeddingInput, GenerationOptions};
+use super::openai::{ChatCompletionBody, EmbeddingsBody, EncodingFormat, ResponsesBody};
+use super::request::{GenerationOptions, ValidationError};
 use super::{JobKind, MAX_BATCH_ITEMS};
 
 /// The endpoints a batch's lines may call.
@@ -194,14 +195,12 @@ fn body_item(
     custom_id: String,
     body: Value,
 ) -> Result<(String, BatchItem), BodyError> {
-    let parse_error = |e: serde_path_to_error::Error<serde_json::Error>| {
-        let path = e.path().to_string();
-        let field = if path == "." {
-            "body".to_owned()
-        } else {
-            format!("body.{path}")
-        };
-        (field, e.inner().to_string())
+    let invalid = |e: ValidationError| (format!("body.{}", e.field), e.message);
+    let cannot_stream = || {
+        (
+            "body.stream".to_owned(),
+            "a batch request cannot stream".to_owned(),
+        )
     };
     let item = |messages, input, options| BatchItem {
         custom_id,
@@ -211,203 +210,61 @@ fn body_item(
         options,
         fields: None,
     };
-    match endpoint {
+    let (request, options) = match endpoint {
         Endpoint::ChatCompletions => {
-            let body: ChatCompletionBody =
-                serde_path_to_error::deserialize(body).map_err(parse_error)?;
-            if body.stream == Some(true) {
-                return Err(("body.stream".into(), "a batch request cannot stream".into()));
+            let chat = parse_body::<ChatCompletionBody>(body)?
+                .parse()
+                .map_err(invalid)?;
+            if chat.stream {
+                return Err(cannot_stream());
             }
-            let messages = body
-                .messages
-                .into_iter()
-                .enumerate()
-                .map(|(i, m)| m.into_message(&format!("body.messages[{i}]")))
-                .collect::<Result<Vec<_>, _>>()?;
-            let options = options(
-                body.temperature,
-                body.top_p,
-                body.max_completion_tokens.or(body.max_tokens),
-                body.seed,
-            );
-            Ok((body.model, item(Some(messages), None, options)))
+            (chat.request.clone(), Some(chat.request.options))
         }
         Endpoint::Responses => {
-            let body: ResponsesBody =
-                serde_path_to_error::deserialize(body).map_err(parse_error)?;
-            if body.stream == Some(true) {
-                return Err(("body.stream".into(), "a batch request cannot stream".into()));
+            let response = parse_body::<ResponsesBody>(body)?
+                .parse()
+                .map_err(invalid)?;
+            if response.stream {
+                return Err(cannot_stream());
             }
-            let mut messages = Vec::new();
-            if let Some(instructions) = body.instructions {
-                messages.push(ChatMessage {
-                    role: ChatRole::System,
-                    content: instructions,
-                });
-            }
-            match body.input {
-                ResponsesInput::Text(content) => messages.push(ChatMessage {
-                    role: ChatRole::User,
-                    content,
-                }),
-                ResponsesInput::Messages(given) => {
-                    for (i, m) in given.into_iter().enumerate() {
-                        messages.push(m.into_message(&format!("body.input[{i}]"))?);
-                    }
-                }
-            }
-            let options = options(body.temperature, body.top_p, body.max_output_tokens, None);
-            Ok((body.model, item(Some(messages), None, options)))
+            (response.request.clone(), Some(response.request.options))
         }
         Endpoint::Embeddings => {
-            let body: EmbeddingsBody =
-                serde_path_to_error::deserialize(body).map_err(parse_error)?;
-            if body
-                .encoding_format
-                .as_deref()
-                .is_some_and(|f| f != "float")
-            {
+            let (request, format) = parse_body::<EmbeddingsBody>(body)?
+                .parse()
+                .map_err(invalid)?;
+            if format != EncodingFormat::Float {
                 return Err((
                     "body.encoding_format".into(),
                     "only \"float\" is supported".into(),
                 ));
             }
-            Ok((body.model, item(None, Some(body.input), None)))
-        }
-    }
-}
-
-/// The sampling options a line set, if any.
-fn options(
-    temperature: Option<f64>,
-    top_p: Option<f64>,
-    max_tokens: Option<u32>,
-    seed: Option<i64>,
-) -> Option<GenerationOptions> {
-    let options = GenerationOptions {
-        temperature,
-        top_p,
-        max_tokens,
-        seed,
-        system: None,
-    };
-    (options != GenerationOptions::default()).then_some(options)
-}
-
-/// A Chat Completions request, as far as Tollgate runs it.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChatCompletionBody {
-    model: String,
-    messages: Vec<OpenAiMessage>,
-    temperature: Option<f64>,
-    top_p: Option<f64>,
-    max_tokens: Option<u32>,
-    max_completion_tokens: Option<u32>,
-    seed: Option<i64>,
-    stream: Option<bool>,
-    /// An end-user id for the provider's abuse monitoring; Tollgate has its own attribution.
-    #[serde(rename = "user")]
-    _user: Option<String>,
-}
-
-/// A Responses request, as far as Tollgate runs it.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResponsesBody {
-    model: String,
-    input: ResponsesInput,
-    instructions: Option<String>,
-    max_output_tokens: Option<u32>,
-    temperature: Option<f64>,
-    top_p: Option<f64>,
-    stream: Option<bool>,
-    #[serde(rename = "user")]
-    _user: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ResponsesInput {
-    Text(String),
-    Messages(Vec<OpenAiMessage>),
-}
-
-/// An Embeddings request, as far as Tollgate runs it.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EmbeddingsBody {
-    model: String,
-    input: EmbeddingInput,
-    encoding_format: Option<String>,
-    #[serde(rename = "user")]
-    _user: Option<String>,
-}
-
-/// A message as OpenAI's APIs take it: text content, or text parts.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OpenAiMessage {
-    role: String,
-    content: Content,
-    /// Responses input items may say `"type": "message"`.
-    #[serde(rename = "type")]
-    kind: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Content {
-    Text(String),
-    Parts(Vec<ContentPart>),
-}
-
-#[derive(Deserialize)]
-struct ContentPart {
-    #[serde(rename = "type")]
-    kind: String,
-    text: Option<String>,
-}
-
-impl OpenAiMessage {
-    fn into_message(self, at: &str) -> Result<ChatMessage, BodyError> {
-        if self.kind.as_deref().is_some_and(|k| k != "message") {
-            return Err((
-                format!("{at}.type"),
-                "only message items are supported".into(),
-            ));
-        }
-        let role = match self.role.as_str() {
-            "system" | "developer" => ChatRole::System,
-            "user" => ChatRole::User,
-            "assistant" => ChatRole::Assistant,
-            other => {
+            if request.dimensions.is_some() {
                 return Err((
-                    format!("{at}.role"),
-                    format!("{other:?} is not supported: use system, developer, user or assistant"),
+                    "body.dimensions".into(),
+                    "is not supported in a batch".into(),
                 ));
             }
+            let model = request.model.as_str().to_owned();
+            return Ok((model, item(None, Some(request.input), None)));
+        }
+    };
+    let options = options.filter(|o| *o != GenerationOptions::default());
+    let model = request.model.as_str().to_owned();
+    Ok((model, item(Some(request.messages), None, options)))
+}
+
+/// A line's body in its endpoint's dialect; a field of the wrong shape is named (`body.temperature`).
+fn parse_body<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, BodyError> {
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "body".to_owned()
+        } else {
+            format!("body.{path}")
         };
-        let content = match self.content {
-            Content::Text(text) => text,
-            Content::Parts(parts) => {
-                let mut text = String::new();
-                for (i, part) in parts.into_iter().enumerate() {
-                    match (part.kind.as_str(), part.text) {
-                        ("text" | "input_text" | "output_text", Some(t)) => text.push_str(&t),
-                        _ => {
-                            return Err((
-                                format!("{at}.content[{i}]"),
-                                "only text parts are supported".into(),
-                            ));
-                        }
-                    }
-                }
-                text
-            }
-        };
-        Ok(ChatMessage { role, content })
-    }
+        (field, e.inner().to_string())
+    })
 }
 
 #[cfg(test)]
@@ -415,6 +272,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::domain::{ChatRole, EmbeddingInput};
 
     fn file(lines: &[Value]) -> String {
         lines
@@ -515,7 +373,8 @@ mod tests {
                 "body.messages[0].content[0]",
             ),
             (
-                chat(json!({ "model": "m", "stream": true, "messages": [] })),
+                chat(json!({ "model": "m", "stream": true,
+                             "messages": [{ "role": "user", "content": "x" }] })),
                 "body.stream",
             ),
             (

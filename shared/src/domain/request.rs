@@ -29,6 +29,15 @@ impl ValidationError {
             message: message.into(),
         }
     }
+
+    /// The error with `prefix` taken off its field: for a dialect whose options sit at the top
+    /// level of its body rather than under `options`.
+    pub fn unnest(mut self, prefix: &str) -> Self {
+        if let Some(field) = self.field.strip_prefix(prefix) {
+            self.field = field.to_owned();
+        }
+        self
+    }
 }
 
 /// A model name as clients send it (`llama3`, `llama3:8b`, `gpt-4.1-mini`, `org/model`).
@@ -71,7 +80,24 @@ pub struct GenerationOptions {
     /// A system prompt (generate only; chat sends a `system` message instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
+    /// Texts that end the answer where the model would write them (at most 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Vec<String>>,
+    /// The answer's form: `json` asks for one JSON object (OpenAI's `response_format:
+    /// {"type": "json_object"}`, Ollama's `format: "json"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<AnswerFormat>,
 }
+
+/// A form the answer must take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerFormat {
+    Json,
+}
+
+/// Most stop texts in one request (OpenAI's limit).
+pub const MAX_STOP_TEXTS: usize = 4;
 
 impl GenerationOptions {
     pub fn validate(self) -> Result<Self, ValidationError> {
@@ -101,6 +127,20 @@ impl GenerationOptions {
         }
         if let Some(system) = &self.system {
             check_text("options.system", system)?;
+        }
+        if let Some(stop) = &self.stop {
+            if stop.len() > MAX_STOP_TEXTS {
+                return Err(ValidationError::new(
+                    "options.stop",
+                    format!("holds at most {MAX_STOP_TEXTS} texts"),
+                ));
+            }
+            if let Some(i) = stop.iter().position(|t| t.is_empty() || t.len() > 200) {
+                return Err(ValidationError::new(
+                    format!("options.stop[{i}]"),
+                    "must be 1 to 200 bytes",
+                ));
+            }
         }
         Ok(self)
     }
@@ -163,6 +203,9 @@ impl EmbeddingInput {
 pub struct EmbeddingRequest {
     pub model: ModelName,
     pub input: EmbeddingInput,
+    /// How many dimensions the vectors are cut to, for models that support it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<u32>,
 }
 
 /// Any job's request, as stored in `jobs.request` and sent to a provider.
@@ -290,7 +333,25 @@ impl EmbeddingRequest {
                 }
             }
         }
-        Ok(Self { model, input })
+        Ok(Self {
+            model,
+            input,
+            dimensions: None,
+        })
+    }
+
+    /// The request with its vectors cut to `dimensions` (1 to 65,536), if given.
+    pub fn with_dimensions(mut self, dimensions: Option<u32>) -> Result<Self, ValidationError> {
+        if let Some(d) = dimensions
+            && !(1..=65_536).contains(&d)
+        {
+            return Err(ValidationError::new(
+                "dimensions",
+                "must be between 1 and 65536",
+            ));
+        }
+        self.dimensions = dimensions;
+        Ok(self)
     }
 }
 

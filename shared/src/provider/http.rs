@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
-use reqwest::{Client, RequestBuilder, StatusCode};
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt as _};
+use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::error::{FailureClass, ProviderError, parse_retry_after};
@@ -25,18 +29,41 @@ pub async fn send_json<T: DeserializeOwned>(
     request: RequestBuilder,
     error_message: fn(&serde_json::Value) -> Option<&str>,
 ) -> Result<(T, u16), ProviderError> {
+    let response = send(request, error_message).await?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(transport_error)?;
+    let value = serde_json::from_slice(&body).map_err(|e| unreadable(&e))?;
+    Ok((value, status.as_u16()))
+}
+
+/// A provider's answer that is not what its protocol says it is.
+pub fn unreadable(error: &dyn std::fmt::Display) -> ProviderError {
+    ProviderError::new(
+        FailureClass::Provider,
+        "invalid_provider_response",
+        format!("could not read the provider's answer: {error}"),
+    )
+}
+
+/// A stream that ended before the provider said it was done.
+pub fn broken_stream() -> ProviderError {
+    ProviderError::new(
+        FailureClass::Transient,
+        "provider_unavailable",
+        "the provider's stream ended before its answer did",
+    )
+}
+
+/// Sends a request and returns a 2xx response with its body unread (for a stream), classifying
+/// every other outcome.
+pub async fn send(
+    request: RequestBuilder,
+    error_message: fn(&serde_json::Value) -> Option<&str>,
+) -> Result<Response, ProviderError> {
     let response = request.send().await.map_err(transport_error)?;
     let status = response.status();
     if status.is_success() {
-        let body = response.bytes().await.map_err(transport_error)?;
-        let value = serde_json::from_slice(&body).map_err(|e| {
-            ProviderError::new(
-                FailureClass::Provider,
-                "invalid_provider_response",
-                format!("could not read the provider's answer: {e}"),
-            )
-        })?;
-        return Ok((value, status.as_u16()));
+        return Ok(response);
     }
     let retry_after = response
         .headers()
@@ -55,7 +82,42 @@ pub async fn send_json<T: DeserializeOwned>(
     ))
 }
 
-fn transport_error(error: reqwest::Error) -> ProviderError {
+/// A streamed body read a line at a time (NDJSON).
+pub struct Lines {
+    body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    buffer: Vec<u8>,
+}
+
+impl Lines {
+    pub fn new(response: Response) -> Self {
+        Self {
+            body: Box::pin(response.bytes_stream()),
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next non-blank line, without its end; `None` once the body ends.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, ProviderError> {
+        loop {
+            if let Some(end) = memchr::memchr(b'\n', &self.buffer) {
+                let line: Vec<u8> = self.buffer.drain(..=end).take(end).collect();
+                if line.trim_ascii().is_empty() {
+                    continue;
+                }
+                return Ok(Some(line));
+            }
+            match self.body.next().await {
+                Some(chunk) => self
+                    .buffer
+                    .extend_from_slice(&chunk.map_err(transport_error)?),
+                None if self.buffer.trim_ascii().is_empty() => return Ok(None),
+                None => return Ok(Some(std::mem::take(&mut self.buffer))),
+            }
+        }
+    }
+}
+
+pub fn transport_error(error: reqwest::Error) -> ProviderError {
     let (code, what) = if error.is_timeout() {
         ("provider_timeout", "the provider did not answer in time")
     } else if error.is_connect() {

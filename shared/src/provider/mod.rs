@@ -80,6 +80,19 @@ fn check_embedding_count(
     ))
 }
 
+/// Where a streaming call's text goes, a piece at a time, as the provider writes it.
+pub type OnDelta<'a> = &'a mut (dyn FnMut(&str) + Send);
+
+/// A generate or chat job's `result` for its whole text: `{text}` or `{message}`.
+pub fn text_result(request: &JobRequest, text: String) -> Value {
+    match request {
+        JobRequest::Chat(_) => {
+            serde_json::json!({ "message": { "role": "assistant", "content": text } })
+        }
+        JobRequest::Generate(_) | JobRequest::Embedding(_) => serde_json::json!({ "text": text }),
+    }
+}
+
 /// A configured provider.
 #[derive(Clone)]
 pub enum Provider {
@@ -104,6 +117,19 @@ impl Provider {
         match self {
             Self::Ollama(client) => client.run(request, model).await,
             Self::OpenAi(client) => client.run(request, model).await,
+        }
+    }
+
+    /// Runs `request` on `model` with its text streamed to `on_delta` as it is generated.
+    pub async fn stream(
+        &self,
+        request: &JobRequest,
+        model: &str,
+        on_delta: OnDelta<'_>,
+    ) -> Result<Completion, ProviderError> {
+        match self {
+            Self::Ollama(client) => client.stream(request, model, on_delta).await,
+            Self::OpenAi(client) => client.stream(request, model, on_delta).await,
         }
     }
 }

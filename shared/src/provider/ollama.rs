@@ -1,14 +1,16 @@
-//! A client for Ollama's native API (`/api/generate`, `/api/chat`, `/api/embed`), non-streaming.
+//! A client for Ollama's native API (`/api/generate`, `/api/chat`, `/api/embed`): one JSON answer,
+//! or for a streaming job the NDJSON stream, a line per piece of text and a last `done` line with
+//! the counts.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::error::ProviderError;
-use super::{Completion, http};
+use super::error::{FailureClass, ProviderError};
+use super::{Completion, OnDelta, http};
 use crate::domain::{
-    ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest,
+    AnswerFormat, ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest,
 };
 
 #[derive(Clone)]
@@ -31,6 +33,27 @@ struct ChatAnswer {
     message: Value,
     prompt_eval_count: Option<i32>,
     eval_count: Option<i32>,
+}
+
+/// One line of a streamed answer: a piece of text (generate's `response`, chat's `message`), the
+/// last one `done` with the counts, or an error.
+#[derive(Deserialize)]
+struct StreamLine {
+    #[serde(default)]
+    model: String,
+    response: Option<String>,
+    message: Option<StreamMessage>,
+    #[serde(default)]
+    done: bool,
+    prompt_eval_count: Option<i32>,
+    eval_count: Option<i32>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct StreamMessage {
+    #[serde(default)]
+    content: String,
 }
 
 #[derive(Deserialize)]
@@ -70,20 +93,61 @@ impl OllamaClient {
         }
     }
 
+    /// Runs `request` on `model` with the answer streamed: each piece of text goes to `on_delta`
+    /// as it arrives. Embeddings do not stream; they run as [`Self::run`] does.
+    pub async fn stream(
+        &self,
+        request: &JobRequest,
+        model: &str,
+        on_delta: OnDelta<'_>,
+    ) -> Result<Completion, ProviderError> {
+        let (path, mut body) = match request {
+            JobRequest::Generate(r) => ("/api/generate", generate_body(r, model)),
+            JobRequest::Chat(r) => ("/api/chat", chat_body(r, model)),
+            JobRequest::Embedding(r) => return self.embed(r, model).await,
+        };
+        body["stream"] = json!(true);
+        let response = http::send(self.http.post(self.url(path)).json(&body), |v| {
+            v["error"].as_str()
+        })
+        .await?;
+        let status_code = response.status().as_u16();
+        let mut lines = http::Lines::new(response);
+        let mut text = String::new();
+        while let Some(line) = lines.next().await? {
+            let line: StreamLine =
+                serde_json::from_slice(&line).map_err(|e| http::unreadable(&e))?;
+            if let Some(error) = line.error {
+                return Err(ProviderError::new(
+                    FailureClass::Provider,
+                    "provider_error",
+                    format!("Ollama failed mid-answer: {error}"),
+                ));
+            }
+            let piece = line.response.or(line.message.map(|m| m.content));
+            if let Some(piece) = piece.filter(|p| !p.is_empty()) {
+                on_delta(&piece);
+                text.push_str(&piece);
+            }
+            if line.done {
+                return Ok(Completion {
+                    result: super::text_result(request, text),
+                    upstream_model: line.model,
+                    prompt_tokens: line.prompt_eval_count,
+                    completion_tokens: line.eval_count,
+                    status_code,
+                });
+            }
+        }
+        Err(http::broken_stream())
+    }
+
     async fn generate(
         &self,
         r: &GenerateRequest,
         model: &str,
     ) -> Result<Completion, ProviderError> {
-        let mut body = json!({
-            "model": model,
-            "prompt": r.prompt,
-            "stream": false,
-            "options": options(&r.options),
-        });
-        if let Some(system) = &r.options.system {
-            body["system"] = json!(system);
-        }
+        let body = generate_body(r, model);
         let (answer, status): (GenerateAnswer, _) = self.post("/api/generate", &body).await?;
         Ok(Completion {
             result: json!({ "text": answer.response }),
@@ -95,12 +159,7 @@ impl OllamaClient {
     }
 
     async fn chat(&self, r: &ChatRequest, model: &str) -> Result<Completion, ProviderError> {
-        let body = json!({
-            "model": model,
-            "messages": r.messages,
-            "stream": false,
-            "options": options(&r.options),
-        });
+        let body = chat_body(r, model);
         let (answer, status): (ChatAnswer, _) = self.post("/api/chat", &body).await?;
         Ok(Completion {
             result: json!({ "message": answer.message }),
@@ -112,7 +171,10 @@ impl OllamaClient {
     }
 
     async fn embed(&self, r: &EmbeddingRequest, model: &str) -> Result<Completion, ProviderError> {
-        let body = json!({ "model": model, "input": r.input });
+        let mut body = json!({ "model": model, "input": r.input });
+        if let Some(dimensions) = r.dimensions {
+            body["dimensions"] = json!(dimensions);
+        }
         let (answer, status): (EmbedAnswer, _) = self.post("/api/embed", &body).await?;
         super::check_embedding_count("Ollama", r.input.texts().len(), answer.embeddings.len())?;
         Ok(Completion {
@@ -129,12 +191,45 @@ impl OllamaClient {
         path: &str,
         body: &Value,
     ) -> Result<(T, u16), ProviderError> {
-        let request = self
-            .http
-            .post(format!("{}{path}", self.base_url))
-            .json(body);
+        let request = self.http.post(self.url(path)).json(body);
         http::send_json(request, |v| v["error"].as_str()).await
     }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+}
+
+/// `/api/generate`'s body, without `stream`'s choice.
+fn generate_body(r: &GenerateRequest, model: &str) -> Value {
+    let mut body = json!({
+        "model": model,
+        "prompt": r.prompt,
+        "stream": false,
+        "options": options(&r.options),
+    });
+    if let Some(system) = &r.options.system {
+        body["system"] = json!(system);
+    }
+    with_format(body, &r.options)
+}
+
+/// `/api/chat`'s body, without `stream`'s choice.
+fn chat_body(r: &ChatRequest, model: &str) -> Value {
+    let body = json!({
+        "model": model,
+        "messages": r.messages,
+        "stream": false,
+        "options": options(&r.options),
+    });
+    with_format(body, &r.options)
+}
+
+fn with_format(mut body: Value, o: &GenerationOptions) -> Value {
+    if o.format == Some(AnswerFormat::Json) {
+        body["format"] = json!("json");
+    }
+    body
 }
 
 /// Ollama's names for the shared options (`max_tokens` is `num_predict`).
@@ -151,6 +246,9 @@ fn options(o: &GenerationOptions) -> Value {
     }
     if let Some(s) = o.seed {
         options.insert("seed".into(), json!(s));
+    }
+    if let Some(stop) = &o.stop {
+        options.insert("stop".into(), json!(stop));
     }
     Value::Object(options)
 }

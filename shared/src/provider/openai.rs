@@ -1,4 +1,6 @@
 //! A client for the OpenAI API: the Responses API for generate and chat, `/embeddings` for vectors.
+//! A streaming job, or one with `stop` texts (which the Responses API does not take), goes to Chat
+//! Completions instead, streamed as SSE with the usage in its last chunk.
 //!
 //! `base_url` follows the official SDKs' convention and includes `/v1`
 //! (`https://api.openai.com/v1`), so OpenAI-compatible servers configure the same way.
@@ -9,10 +11,14 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::error::ProviderError;
-use super::{Completion, http};
+use eventsource_stream::Eventsource as _;
+use futures::StreamExt as _;
+
+use super::error::{FailureClass, ProviderError};
+use super::{Completion, OnDelta, http};
 use crate::domain::{
-    ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest,
+    AnswerFormat, ChatMessage, ChatRequest, ChatRole, EmbeddingRequest, GenerateRequest,
+    GenerationOptions, JobRequest,
 };
 
 #[derive(Clone)]
@@ -52,6 +58,35 @@ struct ResponsesUsage {
     output_tokens: i32,
 }
 
+/// A Chat Completion, whole or one chunk of its stream.
+#[derive(Deserialize)]
+struct ChatCompletion {
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    choices: Vec<Choice>,
+    usage: Option<ChatUsage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    /// A streamed chunk's piece.
+    delta: Option<ChoiceText>,
+    /// A whole answer's message.
+    message: Option<ChoiceText>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceText {
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChatUsage {
+    prompt_tokens: i32,
+    completion_tokens: i32,
+}
+
 #[derive(Deserialize)]
 struct EmbeddingsAnswer {
     model: String,
@@ -86,10 +121,98 @@ impl OpenAiClient {
         model: &str,
     ) -> Result<Completion, ProviderError> {
         match request {
+            JobRequest::Generate(GenerateRequest { options, .. })
+            | JobRequest::Chat(ChatRequest { options, .. })
+                if options.stop.is_some() =>
+            {
+                self.complete(request, model).await
+            }
             JobRequest::Generate(r) => self.generate(r, model).await,
             JobRequest::Chat(r) => self.chat(r, model).await,
             JobRequest::Embedding(r) => self.embed(r, model).await,
         }
+    }
+
+    /// Runs `request` on `model` through Chat Completions with the answer streamed: each piece of
+    /// text goes to `on_delta` as it arrives. Embeddings do not stream; they run as [`Self::run`]
+    /// does.
+    pub async fn stream(
+        &self,
+        request: &JobRequest,
+        model: &str,
+        on_delta: OnDelta<'_>,
+    ) -> Result<Completion, ProviderError> {
+        let mut body = match request {
+            JobRequest::Embedding(r) => return self.embed(r, model).await,
+            _ => chat_completions_body(request, model),
+        };
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({ "include_usage": true });
+        let response = http::send(self.authorized("/chat/completions", &body), error_message)
+            .await
+            .map_err(|failure| self.redacted(failure))?;
+        let status_code = response.status().as_u16();
+        let mut events = response.bytes_stream().eventsource();
+        let (mut text, mut upstream_model, mut usage) = (String::new(), String::new(), None);
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|e| match e {
+                eventsource_stream::EventStreamError::Transport(e) => http::transport_error(e),
+                other => http::unreadable(&other),
+            })?;
+            if event.data == "[DONE]" {
+                return Ok(Completion {
+                    result: super::text_result(request, text),
+                    upstream_model,
+                    prompt_tokens: usage.as_ref().map(|u: &ChatUsage| u.prompt_tokens),
+                    completion_tokens: usage.map(|u| u.completion_tokens),
+                    status_code,
+                });
+            }
+            let value: Value =
+                serde_json::from_str(&event.data).map_err(|e| http::unreadable(&e))?;
+            if let Some(message) = error_message(&value) {
+                let message = format!("OpenAI failed mid-answer: {message}");
+                return Err(self.redacted(ProviderError::new(
+                    FailureClass::Provider,
+                    "provider_error",
+                    message,
+                )));
+            }
+            let chunk: ChatCompletion =
+                serde_json::from_value(value).map_err(|e| http::unreadable(&e))?;
+            if !chunk.model.is_empty() {
+                upstream_model = chunk.model;
+            }
+            usage = chunk.usage.or(usage);
+            let piece = chunk.choices.into_iter().find_map(|c| c.delta?.content);
+            if let Some(piece) = piece.filter(|p| !p.is_empty()) {
+                on_delta(&piece);
+                text.push_str(&piece);
+            }
+        }
+        Err(http::broken_stream())
+    }
+
+    /// A whole Chat Completion: what a job with `stop` texts runs.
+    async fn complete(
+        &self,
+        request: &JobRequest,
+        model: &str,
+    ) -> Result<Completion, ProviderError> {
+        let body = chat_completions_body(request, model);
+        let (answer, status): (ChatCompletion, _) = self.post("/chat/completions", &body).await?;
+        let text = answer
+            .choices
+            .into_iter()
+            .find_map(|c| c.message?.content)
+            .unwrap_or_default();
+        Ok(Completion {
+            result: super::text_result(request, text),
+            upstream_model: answer.model,
+            prompt_tokens: answer.usage.as_ref().map(|u| u.prompt_tokens),
+            completion_tokens: answer.usage.map(|u| u.completion_tokens),
+            status_code: status,
+        })
     }
 
     async fn generate(
@@ -140,7 +263,10 @@ impl OpenAiClient {
     }
 
     async fn embed(&self, r: &EmbeddingRequest, model: &str) -> Result<Completion, ProviderError> {
-        let body = json!({ "model": model, "input": r.input });
+        let mut body = json!({ "model": model, "input": r.input });
+        if let Some(dimensions) = r.dimensions {
+            body["dimensions"] = json!(dimensions);
+        }
         let (mut answer, status): (EmbeddingsAnswer, _) = self.post("/embeddings", &body).await?;
         super::check_embedding_count("OpenAI", r.input.texts().len(), answer.data.len())?;
         answer.data.sort_by_key(|item| item.index);
@@ -160,20 +286,71 @@ impl OpenAiClient {
         path: &str,
         body: &Value,
     ) -> Result<(T, u16), ProviderError> {
-        let key = self.api_key.expose_secret();
-        let request = self
-            .http
-            .post(format!("{}{path}", self.base_url))
-            .bearer_auth(key)
-            .json(body);
-        http::send_json(request, |v| v["error"]["message"].as_str())
+        http::send_json(self.authorized(path, body), error_message)
             .await
-            .map_err(|mut failure| {
-                // Some compatible servers echo the key in their errors; it must not reach a job.
-                failure.message = failure.message.replace(key, "[redacted]");
-                failure
-            })
+            .map_err(|failure| self.redacted(failure))
     }
+
+    fn authorized(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.base_url))
+            .bearer_auth(self.api_key.expose_secret())
+            .json(body)
+    }
+
+    /// Some compatible servers echo the key in their errors; it must not reach a job.
+    fn redacted(&self, mut failure: ProviderError) -> ProviderError {
+        failure.message = failure
+            .message
+            .replace(self.api_key.expose_secret(), "[redacted]");
+        failure
+    }
+}
+
+fn error_message(value: &Value) -> Option<&str> {
+    value["error"]["message"].as_str()
+}
+
+/// A generate or chat job as a Chat Completions body (not streamed).
+fn chat_completions_body(request: &JobRequest, model: &str) -> Value {
+    let (messages, o) = match request {
+        JobRequest::Generate(r) => {
+            let mut messages = Vec::new();
+            if let Some(system) = &r.options.system {
+                messages.push(ChatMessage {
+                    role: ChatRole::System,
+                    content: system.clone(),
+                });
+            }
+            messages.push(ChatMessage {
+                role: ChatRole::User,
+                content: r.prompt.clone(),
+            });
+            (messages, &r.options)
+        }
+        JobRequest::Chat(r) => (r.messages.clone(), &r.options),
+        JobRequest::Embedding(_) => (Vec::new(), &GenerationOptions::default()),
+    };
+    let mut body = json!({ "model": model, "messages": messages });
+    if let Some(t) = o.temperature {
+        body["temperature"] = json!(t);
+    }
+    if let Some(p) = o.top_p {
+        body["top_p"] = json!(p);
+    }
+    if let Some(m) = o.max_tokens {
+        body["max_completion_tokens"] = json!(m);
+    }
+    if let Some(seed) = o.seed {
+        body["seed"] = json!(seed);
+    }
+    if let Some(stop) = &o.stop {
+        body["stop"] = json!(stop);
+    }
+    if o.format == Some(AnswerFormat::Json) {
+        body["response_format"] = json!({ "type": "json_object" });
+    }
+    body
 }
 
 fn responses_body(model: &str, input: Value, o: &GenerationOptions) -> Value {
@@ -186,6 +363,9 @@ fn responses_body(model: &str, input: Value, o: &GenerationOptions) -> Value {
     }
     if let Some(m) = o.max_tokens {
         body["max_output_tokens"] = json!(m);
+    }
+    if o.format == Some(AnswerFormat::Json) {
+        body["text"] = json!({ "format": { "type": "json_object" } });
     }
     body
 }

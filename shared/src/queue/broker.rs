@@ -21,7 +21,7 @@ use super::topology::{
     BULK_ROUTING_KEY, JOB_ROUTING_KEY, WEBHOOK_ROUTING_KEY, bulk_wait_key, wait_bucket, wait_key,
     webhook_wait_bucket,
 };
-use super::{JobEvent, JobMessage, Topology, WebhookMessage};
+use super::{CancelMessage, JobEvent, JobMessage, StreamMessage, Topology, WebhookMessage};
 use crate::domain::JobId;
 use uuid::Uuid;
 
@@ -255,21 +255,44 @@ impl Broker {
     /// Tells every api instance watching the job that it changed. Best effort: no confirm is
     /// awaited and a failure is only logged (watchers re-read the job on their own schedule too).
     pub async fn publish_event(&self, event: JobEvent) {
+        let exchange = self.inner.topology.events_exchange();
+        let key = JobEvent::routing_key(event.job_id);
+        self.publish_hint(&exchange, &key, &event.encode()).await;
+    }
+
+    /// Sends a piece of a streaming job's text (or its end) to the api instances following it, on
+    /// the events channel (in order, no confirm: a follower notices a lost piece by its `seq`).
+    pub async fn publish_stream(&self, message: &StreamMessage) {
+        let exchange = self.inner.topology.streams_exchange();
+        self.publish_hint(&exchange, &message.job_id.to_string(), &message.encode())
+            .await;
+    }
+
+    /// Tells every worker that job `id` was cancelled while running. Best effort: a worker also
+    /// sees the request when it next renews the job's lease.
+    pub async fn publish_cancel(&self, id: JobId) {
+        let exchange = self.inner.topology.control_exchange();
+        self.publish_hint(&exchange, "", &CancelMessage::new(id).encode())
+            .await;
+    }
+
+    /// Publishes a hint on the events channel: no confirm awaited, a failure only logged.
+    async fn publish_hint(&self, exchange: &str, routing_key: &str, body: &[u8]) {
         let Some(session) = self.session() else {
             return;
         };
         let published = session
             .events
             .basic_publish(
-                self.inner.topology.events_exchange().into(),
-                JobEvent::routing_key(event.job_id).into(),
+                exchange.into(),
+                routing_key.into(),
                 BasicPublishOptions::default(),
-                &event.encode(),
+                body,
                 BasicProperties::default().with_content_type("application/json".into()),
             )
             .await;
         if let Err(error) = published {
-            tracing::debug!(%error, job_id = %event.job_id, "job event not published");
+            tracing::debug!(%error, exchange, "hint not published");
         }
     }
 

@@ -1,4 +1,6 @@
-//! What travels on the queue: ids and a version, never the payload (Postgres holds that).
+//! What travels on the queue: ids and a version, never the payload (Postgres holds that) — except
+//! the pieces of a streaming job's text, which are transient: they go only to the api instances
+//! following the job, and the finished job holds the whole text.
 
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +104,77 @@ impl JobEvent {
     }
 }
 
+/// A piece of a streaming job's text, or the end of its stream, for the api instances following
+/// the job (routing key: the job id). Published on one channel in order, so the end comes after
+/// the last piece; `seq` numbers the pieces from 0, so a follower sees any that were lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMessage {
+    pub v: u8,
+    pub job_id: JobId,
+    pub seq: u32,
+    pub part: StreamPart,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamPart {
+    /// The next piece of the text.
+    Text(String),
+    /// The run ended with the job in `status` (committed before this is sent).
+    End(JobStatus),
+}
+
+impl StreamMessage {
+    pub const VERSION: u8 = 1;
+
+    pub fn new(job_id: JobId, seq: u32, part: StreamPart) -> Self {
+        Self {
+            v: Self::VERSION,
+            job_id,
+            seq,
+            part,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a StreamMessage always serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice::<Self>(bytes)
+            .ok()
+            .filter(|m| m.v == Self::VERSION)
+    }
+}
+
+/// "Stop this job": a cancel asked for while it runs, for every worker (the one holding it acts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelMessage {
+    pub v: u8,
+    pub job_id: JobId,
+}
+
+impl CancelMessage {
+    pub const VERSION: u8 = 1;
+
+    pub fn new(job_id: JobId) -> Self {
+        Self {
+            v: Self::VERSION,
+            job_id,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a CancelMessage always serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice::<Self>(bytes)
+            .ok()
+            .filter(|m| m.v == Self::VERSION)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +197,11 @@ mod tests {
         let event = JobEvent::new(JobId::new(), 3, JobStatus::Succeeded);
         assert_eq!(JobEvent::decode(&event.encode()), Some(event));
         assert_eq!(JobEvent::decode(b"{}"), None);
+        let piece = StreamMessage::new(JobId::new(), 4, StreamPart::Text("Hi".into()));
+        assert_eq!(StreamMessage::decode(&piece.encode()), Some(piece));
+        let end = StreamMessage::new(JobId::new(), 5, StreamPart::End(JobStatus::Failed));
+        assert_eq!(StreamMessage::decode(&end.encode()), Some(end));
+        let cancel = CancelMessage::new(JobId::new());
+        assert_eq!(CancelMessage::decode(&cancel.encode()), Some(cancel));
     }
 }

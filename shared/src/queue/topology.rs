@@ -157,6 +157,17 @@ impl Topology {
         format!("{}.events", self.prefix)
     }
 
+    /// Direct exchange of streaming jobs' text (routing key: the job id): an api instance binds its
+    /// own queue for each job it follows, so the text goes only where a client reads it.
+    pub fn streams_exchange(&self) -> String {
+        format!("{}.streams", self.prefix)
+    }
+
+    /// Fanout exchange of cancels for running jobs: every worker binds its own queue.
+    pub fn control_exchange(&self) -> String {
+        format!("{}.control", self.prefix)
+    }
+
     /// Declares everything; idempotent, run by every process on every (re)connect.
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
         let durable = ExchangeDeclareOptions {
@@ -252,6 +263,8 @@ impl Topology {
             (self.webhooks_exchange(), ExchangeKind::Direct),
             (self.webhook_wait_exchange(), ExchangeKind::Direct),
             (self.events_exchange(), ExchangeKind::Topic),
+            (self.streams_exchange(), ExchangeKind::Direct),
+            (self.control_exchange(), ExchangeKind::Fanout),
         ] {
             channel
                 .exchange_declare(exchange.into(), kind, durable, FieldTable::default())
@@ -378,6 +391,8 @@ impl Topology {
             self.webhooks_exchange(),
             self.webhook_wait_exchange(),
             self.events_exchange(),
+            self.streams_exchange(),
+            self.control_exchange(),
         ] {
             channel
                 .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())

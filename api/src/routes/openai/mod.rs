@@ -1,13 +1,18 @@
-//! The OpenAI Batch API, under `/openai/v1`: upload a JSONL file, make a batch of it, poll the
-//! batch, read its output and error files. What OpenAI's own clients (the `openai` Python package
-//! among them) need to run a batch through Tollgate with only `base_url` and the key changed.
+//! OpenAI's API under `/openai/v1`, so OpenAI's own clients (the `openai` Python package among
+//! them) work with only `base_url` and the key changed: Chat Completions and Responses (streamed
+//! or not), Embeddings, Models, and the Batch API (upload a JSONL file, make a batch of it, poll
+//! it, read its output and error files).
 //!
-//! A batch made here is a Tollgate batch like any other (scheduled fairly, billed per item, also
-//! visible under `/v1/batches`); only its views are OpenAI's. Errors are OpenAI's shape, too:
+//! Every call is a Tollgate job like any other (queued, retried, billed, at `/v1/jobs/{id}` under
+//! its `x-request-id`), and a batch made here a Tollgate batch (scheduled fairly, billed per item,
+//! also visible under `/v1/batches`); only the views are OpenAI's. Errors are OpenAI's shape, too:
 //! every problem+json answer of these routes is rewritten by [`openai_errors`].
 
 mod batches;
+mod chat;
+mod embeddings;
 mod files;
+mod models;
 mod objects;
 
 use std::fmt;
@@ -30,6 +35,9 @@ pub fn router(upload_limit: usize, database: DatabaseHealth) -> Router<AppState>
     Router::new()
         .merge(files::router().layer(DefaultBodyLimit::max(upload_limit)))
         .merge(batches::router())
+        .merge(chat::router())
+        .merge(embeddings::router())
+        .merge(models::router())
         .layer(axum::middleware::from_fn_with_state(
             database,
             crate::database::gate,
@@ -58,25 +66,36 @@ async fn openai_errors(response: Response) -> Response {
     if parts.status == StatusCode::UNPROCESSABLE_ENTITY {
         parts.status = StatusCode::BAD_REQUEST;
     }
-    let kind = match parts.status.as_u16() {
-        401 => "authentication_error",
-        403 => "permission_error",
-        429 => "rate_limit_error",
-        500.. => "server_error",
-        _ => "invalid_request_error",
-    };
-    let body = json!({ "error": {
-        "message": problem["detail"].as_str().unwrap_or("the request failed"),
-        "type": kind,
-        "param": problem.get("field").cloned().unwrap_or(Value::Null),
-        "code": problem.get("code").cloned().unwrap_or(Value::Null),
-    }});
+    let body = error_body(parts.status, &problem);
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     Response::from_parts(parts, Body::from(body.to_string()))
+}
+
+/// OpenAI's `{"error": {message, type, param, code}}` for a problem answered with `status`.
+fn error_body(status: StatusCode, problem: &Value) -> Value {
+    let kind = match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        500.. => "server_error",
+        _ => "invalid_request_error",
+    };
+    json!({ "error": {
+        "message": problem["detail"].as_str().unwrap_or("the request failed"),
+        "type": kind,
+        "param": problem.get("field").cloned().unwrap_or(Value::Null),
+        "code": problem.get("code").cloned().unwrap_or(Value::Null),
+    }})
+}
+
+/// An error as OpenAI writes it, for a stream's error event.
+fn openai_error(error: &ApiError) -> Value {
+    error_body(error.status(), &error.problem())
 }
 
 /// A batch's OpenAI id: `batch_` and its UUID's 32 hex digits.

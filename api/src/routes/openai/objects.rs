@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use shared::db::batches::{Batch, ItemResult};
 use shared::db::files::StoredFile;
 use shared::domain::openai_batch::Endpoint;
+use shared::domain::{Job, JobId};
 
 use super::{OpenAiBatchId, OpenAiFileId};
 
@@ -184,13 +185,62 @@ pub fn result_line(
 
 /// What the endpoint itself would have answered for a succeeded item.
 fn response_body(endpoint: Endpoint, model: &str, item: &ItemResult) -> Value {
-    let hex = item.job_id.0.simple();
-    let created = item.finished_at.map(unix).unwrap_or_default();
-    let (input, output) = item
+    let tokens = item
         .usage
         .as_ref()
         .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
-    let result = item.result.as_ref().unwrap_or(&Value::Null);
+    let answered = Answered {
+        job_id: item.job_id,
+        model,
+        created: item.finished_at.map(unix).unwrap_or_default(),
+        tokens,
+        finish_reason: "stop",
+        result: item.result.as_ref().unwrap_or(&Value::Null),
+    };
+    answer(endpoint, &answered)
+}
+
+/// A succeeded job's answer in `endpoint`'s shape (`max_tokens`: what the request allowed).
+pub fn job_answer(endpoint: Endpoint, job: &Job, max_tokens: Option<u32>) -> Value {
+    let (prompt, completion) = crate::feed::tokens(job);
+    let answered = Answered {
+        job_id: job.id,
+        model: &job.model,
+        created: job.finished_at.unwrap_or(job.created_at).timestamp(),
+        tokens: (prompt, completion),
+        finish_reason: finish_reason(job, max_tokens),
+        result: job.result.as_ref().unwrap_or(&Value::Null),
+    };
+    answer(endpoint, &answered)
+}
+
+/// `length` when the answer used all the tokens `max_tokens` allowed, else `stop`.
+pub fn finish_reason(job: &Job, max_tokens: Option<u32>) -> &'static str {
+    let (_, completion) = crate::feed::tokens(job);
+    match max_tokens {
+        Some(max) if completion >= i64::from(max) => "length",
+        _ => "stop",
+    }
+}
+
+/// A job's answer, for writing in an endpoint's shape.
+pub struct Answered<'a> {
+    pub job_id: JobId,
+    pub model: &'a str,
+    pub created: i64,
+    /// Prompt and completion tokens.
+    pub tokens: (i64, i64),
+    /// Chat Completions' `finish_reason`: `stop`, or `length` when `max_tokens` cut it.
+    pub finish_reason: &'static str,
+    pub result: &'a Value,
+}
+
+/// A succeeded job's answer as `endpoint` answers (ids from the job's: `chatcmpl-{hex}`,
+/// `resp_{hex}`).
+pub fn answer(endpoint: Endpoint, answered: &Answered<'_>) -> Value {
+    let hex = answered.job_id.0.simple();
+    let (created, model, result) = (answered.created, answered.model, answered.result);
+    let (input, output) = answered.tokens;
     let text = result["message"]["content"].as_str().unwrap_or_default();
     match endpoint {
         Endpoint::ChatCompletions => json!({
@@ -202,7 +252,7 @@ fn response_body(endpoint: Endpoint, model: &str, item: &ItemResult) -> Value {
                 "index": 0,
                 "message": { "role": "assistant", "content": text, "refusal": null },
                 "logprobs": null,
-                "finish_reason": "stop",
+                "finish_reason": answered.finish_reason,
             }],
             "usage": {
                 "prompt_tokens": input,

@@ -1,0 +1,270 @@
+//! Following streaming jobs' text on this api instance: the worker publishes each piece to the
+//! streams exchange under the job's id, and this instance binds its own queue to the ids its
+//! clients follow, so text reaches only the instance that holds the client's connection (a job's
+//! events go to every instance, but they are two per job; text is hundreds of pieces).
+//!
+//! A follow is bound before the job is published, so no piece can come before the binding. After
+//! the broker connection is re-made, every followed job is bound again and its followers told
+//! that pieces may have been lost: they then take the rest of the text from the finished job.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{Channel, Consumer};
+use shared::domain::JobId;
+use shared::queue::{Broker, Session, StreamMessage};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What a follower hears.
+#[derive(Debug)]
+pub enum Heard {
+    Piece(StreamMessage),
+    /// The broker connection was re-made: pieces may have been lost.
+    Gap,
+}
+
+/// The followers of each followed job, each under its own key.
+type Table = HashMap<JobId, Vec<(u64, mpsc::UnboundedSender<Heard>)>>;
+
+#[derive(Clone)]
+pub struct Followers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    broker: Broker,
+    jobs: Mutex<Table>,
+    /// The current session's channel and queue, once subscribed.
+    bound: Mutex<Option<(Channel, ShortString)>>,
+    next_key: std::sync::atomic::AtomicU64,
+}
+
+/// One follower of one job's text; dropping it ends the follow.
+pub struct Following {
+    id: JobId,
+    key: u64,
+    heard: mpsc::UnboundedReceiver<Heard>,
+    inner: Arc<Inner>,
+}
+
+impl Following {
+    /// The next piece or gap; `None` only if the follow table dropped this follower (never while
+    /// it lives), so callers may treat it as a gap.
+    pub async fn next(&mut self) -> Option<Heard> {
+        self.heard.recv().await
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        let mut jobs = self.inner.lock_jobs();
+        let Some(followers) = jobs.get_mut(&self.id) else {
+            return;
+        };
+        followers.retain(|(key, _)| *key != self.key);
+        if followers.is_empty() {
+            jobs.remove(&self.id);
+            drop(jobs);
+            let inner = self.inner.clone();
+            let id = self.id;
+            tokio::spawn(async move { inner.unbind(id).await });
+        }
+    }
+}
+
+/// Following needs the broker, and it is away.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot follow the job's text: {0}")]
+pub struct FollowError(String);
+
+impl Followers {
+    /// Starts following the broker: one subscription per session, until `shutdown`.
+    pub fn start(
+        broker: Broker,
+        shutdown: CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let inner = Arc::new(Inner {
+            broker,
+            jobs: Mutex::new(HashMap::new()),
+            bound: Mutex::new(None),
+            next_key: std::sync::atomic::AtomicU64::new(0),
+        });
+        let task = tokio::spawn(inner.clone().run(shutdown));
+        (Self { inner }, task)
+    }
+
+    /// Follows job `id`'s text; every piece published after this returns is heard.
+    pub async fn follow(&self, id: JobId) -> Result<Following, FollowError> {
+        let (sender, heard) = mpsc::unbounded_channel();
+        let key = self
+            .inner
+            .next_key
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let first = {
+            let mut jobs = self.inner.lock_jobs();
+            let followers = jobs.entry(id).or_default();
+            followers.push((key, sender));
+            followers.len() == 1
+        };
+        let following = Following {
+            id,
+            key,
+            heard,
+            inner: self.inner.clone(),
+        };
+        if first {
+            self.inner.bind(id).await?;
+        }
+        Ok(following)
+    }
+}
+
+impl Inner {
+    fn lock_jobs(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn current(&self) -> Option<(Channel, ShortString)> {
+        self.bound
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    async fn bind(&self, id: JobId) -> Result<(), FollowError> {
+        let (channel, queue) = self
+            .current()
+            .ok_or_else(|| FollowError("the message broker is unavailable".into()))?;
+        channel
+            .queue_bind(
+                queue,
+                self.broker.topology().streams_exchange().into(),
+                id.to_string().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|error| FollowError(error.to_string()))
+    }
+
+    async fn unbind(&self, id: JobId) {
+        let Some((channel, queue)) = self.current() else {
+            return;
+        };
+        let unbound = channel
+            .queue_unbind(
+                queue,
+                self.broker.topology().streams_exchange().into(),
+                id.to_string().into(),
+                FieldTable::default(),
+            )
+            .await;
+        if let Err(error) = unbound {
+            tracing::debug!(%error, job_id = %id, "cannot unbind a followed job");
+        }
+    }
+
+    /// One subscription per broker session: declare the queue, bind every followed job again, tell
+    /// followers pieces may be lost, then hand pieces out until the session ends.
+    async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut sessions = self.broker.watch();
+        loop {
+            if let Some(session) = self.broker.session() {
+                match self.subscribe(&session).await {
+                    Ok(consumer) => {
+                        self.rebind_all().await;
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = self.dispatch(consumer) => {}
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot subscribe to streamed text"),
+                }
+                *self
+                    .bound
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = sessions.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn subscribe(&self, session: &Session) -> lapin::Result<Consumer> {
+        let channel = session.channel().await?;
+        // Server-named, exclusive and auto-deleted: it lives and dies with this connection.
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "".into(),
+                // Transient text: the finished job holds the whole of it.
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        *self
+            .bound
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some((channel, queue.name().clone()));
+        Ok(consumer)
+    }
+
+    async fn rebind_all(&self) {
+        let ids: Vec<JobId> = self.lock_jobs().keys().copied().collect();
+        for id in ids {
+            if let Err(error) = self.bind(id).await {
+                tracing::warn!(%error, job_id = %id, "cannot follow a job again");
+            }
+        }
+        for followers in self.lock_jobs().values() {
+            for (_, sender) in followers {
+                let _ = sender.send(Heard::Gap);
+            }
+        }
+    }
+
+    async fn dispatch(&self, mut consumer: Consumer) {
+        while let Some(Ok(delivery)) = consumer.next().await {
+            let Some(message) = StreamMessage::decode(&delivery.data) else {
+                continue;
+            };
+            if let Some(followers) = self.lock_jobs().get(&message.job_id) {
+                for (_, sender) in followers {
+                    let _ = sender.send(Heard::Piece(message.clone()));
+                }
+            }
+        }
+    }
+}
+
+impl From<FollowError> for crate::error::ApiError {
+    fn from(error: FollowError) -> Self {
+        tracing::warn!(%error, "cannot follow a streaming job");
+        Self::unavailable("the message broker is unavailable", 5)
+    }
+}

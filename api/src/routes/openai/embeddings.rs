@@ -1,0 +1,91 @@
+//! `POST /embeddings`: vectors for one text or several, run as a job and answered when it ends,
+//! as JSON numbers or (what the official Python package asks for by default) base64 of the
+//! little-endian `f32`s.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use shared::domain::JobRequest;
+use shared::domain::openai::{EmbeddingsBody, EncodingFormat};
+use shared::domain::openai_batch::Endpoint;
+
+use super::objects;
+use crate::AppState;
+use crate::auth::Caller;
+use crate::client::ClientInfo;
+use crate::error::ApiError;
+use crate::extract::JsonBody;
+use crate::feed::{self, Started};
+use crate::intake;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/embeddings", post(embeddings))
+}
+
+async fn embeddings(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    client: ClientInfo,
+    JsonBody(body): JsonBody<EmbeddingsBody>,
+) -> Result<Response, ApiError> {
+    let (request, format) = body.parse()?;
+    let call = intake::call(
+        &state,
+        &caller,
+        &client,
+        JobRequest::Embedding(request),
+        false,
+    )
+    .await?;
+    let id = call.job.id;
+    let Started::Waiting(waiting) = Started::of(&state, caller.tenant_id, call) else {
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "an embedding call streamed"
+        )));
+    };
+    let job = waiting.answer(&state).await?;
+    let mut body = objects::job_answer(Endpoint::Embeddings, &job, None);
+    if format == EncodingFormat::Base64
+        && let Some(data) = body["data"].as_array_mut()
+    {
+        for item in data {
+            item["embedding"] = json!(base64_vector(&item["embedding"]));
+        }
+    }
+    Ok(feed::with_request_id(Json(body).into_response(), id))
+}
+
+/// A vector as base64 of its little-endian `f32`s.
+fn base64_vector(vector: &Value) -> String {
+    let bytes: Vec<u8> = vector
+        .as_array()
+        .map(|numbers| {
+            numbers
+                .iter()
+                .flat_map(|n| (n.as_f64().unwrap_or_default() as f32).to_le_bytes())
+                .collect()
+        })
+        .unwrap_or_default();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vector_is_its_little_endian_floats_in_base64() {
+        let encoded = base64_vector(&json!([1.0, -0.5]));
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .expect("base64");
+        let floats: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert_eq!(floats, [1.0, -0.5]);
+    }
+}

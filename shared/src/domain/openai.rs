@@ -1,0 +1,369 @@
+//! OpenAI's request dialect: Chat Completions, Responses and Embeddings bodies as far as Tollgate
+//! runs them, turned into its own validated requests. Shared by the live surface
+//! (`/openai/v1/chat/completions`, …) and the Batch API's input lines.
+//!
+//! Whatever Tollgate cannot honour (tools, images, audio, several choices, log probabilities) is
+//! refused by name rather than silently dropped: an unknown parameter fails deserialization with
+//! its path, and the few known ones that only some values of are honoured are checked here.
+
+use serde::Deserialize;
+
+use super::request::{
+    AnswerFormat, ChatMessage, ChatRequest, ChatRole, EmbeddingInput, EmbeddingRequest,
+    GenerationOptions, ValidationError,
+};
+
+/// A Chat Completions request.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatCompletionBody {
+    pub model: String,
+    pub messages: Vec<OpenAiMessage>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub max_completion_tokens: Option<u32>,
+    pub seed: Option<i64>,
+    pub stop: Option<Stop>,
+    pub response_format: Option<ResponseFormat>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    /// Only one choice is generated; `n: 1` is accepted.
+    pub n: Option<u32>,
+    /// Log probabilities are not reported; `logprobs: false` is accepted.
+    pub logprobs: Option<bool>,
+    /// An end-user id for the provider's abuse monitoring; Tollgate has its own attribution.
+    #[serde(rename = "user")]
+    pub _user: Option<String>,
+}
+
+/// `stream_options` of a streamed Chat Completion.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// `stop`: one text or several.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `response_format`: `text`, or `json_object` (one JSON object). JSON schemas are not honoured.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseFormat {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// A Responses request.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponsesBody {
+    pub model: String,
+    pub input: ResponsesInput,
+    pub instructions: Option<String>,
+    pub max_output_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub stream: Option<bool>,
+    #[serde(rename = "user")]
+    pub _user: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum ResponsesInput {
+    Text(String),
+    Messages(Vec<OpenAiMessage>),
+}
+
+/// An Embeddings request.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsBody {
+    pub model: String,
+    pub input: EmbeddingInput,
+    pub encoding_format: Option<EncodingFormat>,
+    pub dimensions: Option<u32>,
+    #[serde(rename = "user")]
+    pub _user: Option<String>,
+}
+
+/// How vectors are written: JSON numbers, or the little-endian `f32` bytes in base64 (what the
+/// official Python package asks for by default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EncodingFormat {
+    #[default]
+    Float,
+    Base64,
+}
+
+/// A message as OpenAI's APIs take it: text content, or text parts.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiMessage {
+    role: String,
+    content: Content,
+    /// Responses input items may say `"type": "message"`.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    /// A participant's name: Tollgate's providers take none, and it changes nothing asked.
+    #[serde(rename = "name")]
+    _name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Deserialize)]
+struct ContentPart {
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<String>,
+}
+
+/// A Chat Completion as Tollgate runs it.
+pub struct ChatCompletion {
+    pub request: ChatRequest,
+    pub stream: bool,
+    /// A streamed answer ends with a usage chunk.
+    pub include_usage: bool,
+}
+
+impl ChatCompletionBody {
+    pub fn parse(self) -> Result<ChatCompletion, ValidationError> {
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(ValidationError::new("n", "only one choice is generated"));
+        }
+        if self.logprobs == Some(true) {
+            return Err(ValidationError::new(
+                "logprobs",
+                "log probabilities are not reported",
+            ));
+        }
+        let stream = self.stream == Some(true);
+        if self.stream_options.is_some() && !stream {
+            return Err(ValidationError::new(
+                "stream_options",
+                "is only allowed with \"stream\": true",
+            ));
+        }
+        let messages = self
+            .messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| m.into_message(&format!("messages[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let format = match self.response_format.map(|f| f.kind) {
+            None => None,
+            Some(kind) if kind == "text" => None,
+            Some(kind) if kind == "json_object" => Some(AnswerFormat::Json),
+            Some(_) => {
+                return Err(ValidationError::new(
+                    "response_format.type",
+                    "must be \"text\" or \"json_object\" (JSON schemas are not honoured)",
+                ));
+            }
+        };
+        let options = GenerationOptions {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            seed: self.seed,
+            stop: self.stop.map(|stop| match stop {
+                Stop::One(text) => vec![text],
+                Stop::Many(texts) => texts,
+            }),
+            format,
+            system: None,
+        };
+        let request = ChatRequest::parse(&self.model, messages, Some(options))
+            .map_err(|error| error.unnest("options."))?;
+        Ok(ChatCompletion {
+            request,
+            stream,
+            include_usage: self.stream_options.is_some_and(|o| o.include_usage),
+        })
+    }
+}
+
+/// A Responses request as Tollgate runs it: a conversation (the instructions its system message).
+pub struct Response {
+    pub request: ChatRequest,
+    pub stream: bool,
+}
+
+impl ResponsesBody {
+    pub fn parse(self) -> Result<Response, ValidationError> {
+        let mut messages = Vec::new();
+        if let Some(instructions) = self.instructions {
+            messages.push(ChatMessage {
+                role: ChatRole::System,
+                content: instructions,
+            });
+        }
+        match self.input {
+            ResponsesInput::Text(content) => messages.push(ChatMessage {
+                role: ChatRole::User,
+                content,
+            }),
+            ResponsesInput::Messages(given) => {
+                for (i, m) in given.into_iter().enumerate() {
+                    messages.push(m.into_message(&format!("input[{i}]"))?);
+                }
+            }
+        }
+        let options = GenerationOptions {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            max_tokens: self.max_output_tokens,
+            ..GenerationOptions::default()
+        };
+        let request =
+            ChatRequest::parse(&self.model, messages, Some(options)).map_err(|e| {
+                match e.field.as_str() {
+                    "options.max_tokens" => ValidationError::new("max_output_tokens", e.message),
+                    _ => e.unnest("options."),
+                }
+            })?;
+        Ok(Response {
+            request,
+            stream: self.stream == Some(true),
+        })
+    }
+}
+
+impl EmbeddingsBody {
+    pub fn parse(self) -> Result<(EmbeddingRequest, EncodingFormat), ValidationError> {
+        let request =
+            EmbeddingRequest::parse(&self.model, self.input)?.with_dimensions(self.dimensions)?;
+        Ok((request, self.encoding_format.unwrap_or_default()))
+    }
+}
+
+impl OpenAiMessage {
+    fn into_message(self, at: &str) -> Result<ChatMessage, ValidationError> {
+        if self.kind.as_deref().is_some_and(|k| k != "message") {
+            return Err(ValidationError::new(
+                format!("{at}.type"),
+                "only message items are supported",
+            ));
+        }
+        let role = match self.role.as_str() {
+            "system" | "developer" => ChatRole::System,
+            "user" => ChatRole::User,
+            "assistant" => ChatRole::Assistant,
+            other => {
+                return Err(ValidationError::new(
+                    format!("{at}.role"),
+                    format!("{other:?} is not supported: use system, developer, user or assistant"),
+                ));
+            }
+        };
+        let content = match self.content {
+            Content::Text(text) => text,
+            Content::Parts(parts) => {
+                let mut text = String::new();
+                for (i, part) in parts.into_iter().enumerate() {
+                    match (part.kind.as_str(), part.text) {
+                        ("text" | "input_text" | "output_text", Some(t)) => text.push_str(&t),
+                        _ => {
+                            return Err(ValidationError::new(
+                                format!("{at}.content[{i}]"),
+                                "only text parts are supported",
+                            ));
+                        }
+                    }
+                }
+                text
+            }
+        };
+        Ok(ChatMessage { role, content })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn chat(body: Value) -> Result<ChatCompletion, ValidationError> {
+        serde_json::from_value::<ChatCompletionBody>(body)
+            .expect("a chat body")
+            .parse()
+    }
+
+    #[test]
+    fn a_chat_completion_takes_openai_options() {
+        let parsed = chat(json!({
+            "model": "m", "max_completion_tokens": 9, "stop": "END", "seed": 3,
+            "response_format": { "type": "json_object" }, "stream": true,
+            "stream_options": { "include_usage": true },
+            "messages": [{ "role": "developer", "content": "Be brief." },
+                         { "role": "user", "content": [{ "type": "text", "text": "Hi" }] }],
+        }))
+        .expect("valid");
+        let options = &parsed.request.options;
+        assert_eq!(options.max_tokens, Some(9));
+        assert_eq!(options.stop.as_deref(), Some(&["END".to_owned()][..]));
+        assert_eq!(options.format, Some(AnswerFormat::Json));
+        assert_eq!(parsed.request.messages[0].role, ChatRole::System);
+        assert!(parsed.stream && parsed.include_usage);
+    }
+
+    #[test]
+    fn what_cannot_be_honoured_is_refused_by_name() {
+        let base = |extra: Value| {
+            let mut body =
+                json!({ "model": "m", "messages": [{ "role": "user", "content": "x" }] });
+            body.as_object_mut()
+                .expect("object")
+                .extend(extra.as_object().expect("object").clone());
+            body
+        };
+        for (extra, field) in [
+            (json!({ "n": 2 }), "n"),
+            (json!({ "logprobs": true }), "logprobs"),
+            (
+                json!({ "stream_options": { "include_usage": true } }),
+                "stream_options",
+            ),
+            (json!({ "temperature": 5 }), "temperature"),
+            (
+                json!({ "response_format": { "type": "json_schema" } }),
+                "response_format.type",
+            ),
+            (json!({ "stop": ["a", "b", "c", "d", "e"] }), "stop"),
+        ] {
+            let error = chat(base(extra)).err().expect("refused");
+            assert_eq!(error.field, field, "{error}");
+        }
+        let tools = serde_json::from_value::<ChatCompletionBody>(base(json!({ "tools": [] })));
+        assert!(tools.err().expect("refused").to_string().contains("tools"));
+    }
+
+    #[test]
+    fn embeddings_take_their_format_and_dimensions() {
+        let body: EmbeddingsBody = serde_json::from_value(
+            json!({ "model": "e", "input": ["a"], "encoding_format": "base64", "dimensions": 8 }),
+        )
+        .expect("an embeddings body");
+        let (request, format) = body.parse().expect("valid");
+        assert_eq!(
+            (request.dimensions, format),
+            (Some(8), EncodingFormat::Base64)
+        );
+    }
+}

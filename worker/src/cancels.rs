@@ -1,0 +1,132 @@
+//! Cancels for running jobs: the api records the request on the job and publishes a
+//! [`CancelMessage`] to every worker; the one running the job cancels its run, which aborts the
+//! provider call (closing the connection stops the upstream generation) and ends the job
+//! `cancelled`, billing the text generated so far.
+//!
+//! Each worker follows the control exchange through an exclusive queue of its own per broker
+//! session. A message missed while the broker was away is caught when the run next renews its
+//! lease (see `execute::keep_lease`), and a run that claims a job already asked to stop ends it at
+//! once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use lapin::Consumer;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use shared::domain::JobId;
+use shared::queue::{Broker, CancelMessage, Session};
+use tokio_util::sync::CancellationToken;
+
+/// The runs of this worker that a cancel can reach, by job.
+#[derive(Clone, Default)]
+pub struct Cancels {
+    running: Arc<Mutex<HashMap<JobId, CancellationToken>>>,
+}
+
+/// A run's registration; dropping it ends it.
+pub struct Registered {
+    id: JobId,
+    pub token: CancellationToken,
+    cancels: Cancels,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.cancels.table().remove(&self.id);
+    }
+}
+
+impl Cancels {
+    /// Registers the run of job `id`; its token is cancelled when a cancel for the job arrives.
+    pub fn register(&self, id: JobId) -> Registered {
+        let token = CancellationToken::new();
+        self.table().insert(id, token.clone());
+        Registered {
+            id,
+            token,
+            cancels: self.clone(),
+        }
+    }
+
+    fn cancel(&self, id: JobId) {
+        if let Some(token) = self.table().get(&id) {
+            tracing::info!(job_id = %id, "cancel asked for a running job");
+            token.cancel();
+        }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, CancellationToken>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Follows the control exchange until `shutdown`: one subscription per broker session.
+    pub async fn follow(self, broker: Broker, shutdown: CancellationToken) {
+        let mut sessions = broker.watch();
+        loop {
+            if let Some(session) = broker.session() {
+                match subscribe(&broker, &session).await {
+                    Ok(consumer) => tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = self.dispatch(consumer) => {}
+                    },
+                    Err(error) => tracing::warn!(%error, "cannot subscribe to cancels"),
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = sessions.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn dispatch(&self, mut consumer: Consumer) {
+        while let Some(Ok(delivery)) = consumer.next().await {
+            if let Some(message) = CancelMessage::decode(&delivery.data) {
+                self.cancel(message.job_id);
+            }
+        }
+    }
+}
+
+/// A server-named queue of this connection's, bound to the control exchange.
+async fn subscribe(broker: &Broker, session: &Session) -> lapin::Result<Consumer> {
+    let channel = session.channel().await?;
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            broker.topology().control_exchange().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            // Hints: the request is on the job row too.
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}

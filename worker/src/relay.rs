@@ -1,0 +1,117 @@
+//! A streaming job's text on its way to the client: each piece the provider writes goes to the
+//! streams exchange under the job's id, where only the api instances following the job have bound
+//! a queue.
+//!
+//! The first piece goes at once (time to first token is what a chat user feels); pieces that
+//! arrive within [`COALESCE`] of a message travel together in the next, so a fast model costs the
+//! broker a message per window rather than one per token. After the job's end is committed, the
+//! run sends the end of the stream, on the same channel, behind the last piece.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use shared::domain::{JobId, JobStatus};
+use shared::queue::{Broker, StreamMessage, StreamPart};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// How long pieces that follow a message are gathered before the next is sent.
+const COALESCE: Duration = Duration::from_millis(10);
+
+pub struct Relay {
+    job_id: JobId,
+    broker: Broker,
+    /// The text so far (what a stop bills), and where pieces go to be published.
+    text: Mutex<String>,
+    pieces: Mutex<Option<mpsc::UnboundedSender<String>>>,
+    publisher: Mutex<Option<JoinHandle<u32>>>,
+}
+
+impl Relay {
+    pub fn start(broker: Broker, job_id: JobId) -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let publisher = tokio::spawn(publish(broker.clone(), job_id, receiver));
+        Self {
+            job_id,
+            broker,
+            text: Mutex::new(String::new()),
+            pieces: Mutex::new(Some(sender)),
+            publisher: Mutex::new(Some(publisher)),
+        }
+    }
+
+    /// Forwards the next piece of text.
+    pub fn piece(&self, piece: &str) {
+        lock(&self.text).push_str(piece);
+        if let Some(pieces) = lock(&self.pieces).as_ref() {
+            let _ = pieces.send(piece.to_owned());
+        }
+    }
+
+    /// Whether any text has gone towards the client: from then on nothing may be retried, since the
+    /// client could see text twice.
+    pub fn started(&self) -> bool {
+        !lock(&self.text).is_empty()
+    }
+
+    /// The text forwarded so far.
+    pub fn text(&self) -> String {
+        lock(&self.text).clone()
+    }
+
+    /// Sends the end of the stream behind every piece: call once the job's end is committed.
+    pub async fn end(&self, status: JobStatus) {
+        drop(lock(&self.pieces).take());
+        let publisher = lock(&self.publisher).take();
+        let seq = match publisher {
+            Some(publisher) => publisher.await.unwrap_or(0),
+            None => return,
+        };
+        let end = StreamMessage::new(self.job_id, seq, StreamPart::End(status));
+        self.broker.publish_stream(&end).await;
+    }
+}
+
+/// Publishes pieces until the relay closes; returns how many messages it sent (the end's `seq`).
+async fn publish(
+    broker: Broker,
+    job_id: JobId,
+    mut pieces: mpsc::UnboundedReceiver<String>,
+) -> u32 {
+    let mut seq = 0;
+    while let Some(first) = pieces.recv().await {
+        broker
+            .publish_stream(&StreamMessage::new(job_id, seq, StreamPart::Text(first)))
+            .await;
+        seq += 1;
+        let window = Instant::now() + COALESCE;
+        let mut held = String::new();
+        let mut open = true;
+        while open {
+            tokio::select! {
+                piece = pieces.recv() => match piece {
+                    Some(piece) => held.push_str(&piece),
+                    None => open = false,
+                },
+                () = tokio::time::sleep_until(window) => break,
+            }
+        }
+        if !held.is_empty() {
+            broker
+                .publish_stream(&StreamMessage::new(job_id, seq, StreamPart::Text(held)))
+                .await;
+            seq += 1;
+        }
+        if !open {
+            break;
+        }
+    }
+    seq
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
