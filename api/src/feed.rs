@@ -7,6 +7,7 @@
 //! (lost while the broker reconnected, or still in flight behind the job's event) is sent as one
 //! last piece, so the client always ends with the whole text, never with a truncated one.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use shared::db::jobs::{self, CancelOutcome};
@@ -361,6 +362,47 @@ impl Feed {
                 Fed::Ended(Box::new(job))
             }
         }
+    }
+}
+
+/// Writes a streamed answer in one surface's dialect (SSE events, NDJSON lines).
+pub trait Dialect: Send + 'static {
+    type Item: Send + 'static;
+    /// What opens the stream, before any text.
+    fn opening(&mut self) -> Vec<Self::Item>;
+    fn text(&mut self, text: &str) -> Vec<Self::Item>;
+    /// What closes the stream once the job ended, however it ended.
+    fn ended(&mut self, job: &Job) -> Vec<Self::Item>;
+    /// What closes the stream when its job cannot be followed further (it goes on).
+    fn failed(&mut self, error: &ApiError) -> Vec<Self::Item>;
+}
+
+impl Feed {
+    /// The feed written in `dialect`, item by item.
+    pub fn written_in<D: Dialect>(
+        self: Box<Self>,
+        mut dialect: D,
+    ) -> impl futures::Stream<Item = D::Item> + Send {
+        let queued: VecDeque<D::Item> = dialect.opening().into();
+        futures::stream::unfold(
+            (self, dialect, queued),
+            |(mut feed, mut dialect, mut queued)| async move {
+                loop {
+                    if let Some(item) = queued.pop_front() {
+                        return Some((item, (feed, dialect, queued)));
+                    }
+                    let more = match feed.next().await? {
+                        Ok(Fed::Text(text)) => dialect.text(&text),
+                        Ok(Fed::Ended(job)) => dialect.ended(&job),
+                        Ok(Fed::StillRunning) => {
+                            dialect.failed(&ApiError::still_running(feed.job_id()))
+                        }
+                        Err(error) => dialect.failed(&ApiError::from(error)),
+                    };
+                    queued.extend(more);
+                }
+            },
+        )
     }
 }
 

@@ -9,14 +9,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::StreamExt as _;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::QueueBindOptions;
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Consumer};
 use shared::domain::JobId;
-use shared::queue::{Broker, Session, StreamMessage};
+use shared::queue::{Broker, HintQueue, StreamMessage, Versioned as _};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -131,11 +130,14 @@ impl Inner {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn current(&self) -> Option<(Channel, ShortString)> {
+    fn lock_bound(&self) -> std::sync::MutexGuard<'_, Option<(Channel, ShortString)>> {
         self.bound
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+    }
+
+    fn current(&self) -> Option<(Channel, ShortString)> {
+        self.lock_bound().clone()
     }
 
     async fn bind(&self, id: JobId) -> Result<(), FollowError> {
@@ -174,64 +176,26 @@ impl Inner {
     /// One subscription per broker session: declare the queue, bind every followed job again, tell
     /// followers pieces may be lost, then hand pieces out until the session ends.
     async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut sessions = self.broker.watch();
-        loop {
-            if let Some(session) = self.broker.session() {
-                match self.subscribe(&session).await {
-                    Ok(consumer) => {
-                        self.rebind_all().await;
-                        tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            () = self.dispatch(consumer) => {}
+        let broker = self.broker.clone();
+        let exchange = broker.topology().streams_exchange();
+        broker
+            .each_session(&shutdown, |session| {
+                let (inner, exchange) = (self.clone(), exchange.clone());
+                async move {
+                    // Bound per followed job as clients come (see `bind`).
+                    match HintQueue::declare(&session, &exchange, &[], FieldTable::default()).await
+                    {
+                        Ok(queue) => {
+                            *inner.lock_bound() = Some((queue.channel, queue.name));
+                            inner.rebind_all().await;
+                            inner.dispatch(queue.consumer).await;
                         }
+                        Err(error) => tracing::warn!(%error, "cannot subscribe to streamed text"),
                     }
-                    Err(error) => tracing::warn!(%error, "cannot subscribe to streamed text"),
+                    *inner.lock_bound() = None;
                 }
-                *self
-                    .bound
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                changed = sessions.changed() => if changed.is_err() { return },
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
-    }
-
-    async fn subscribe(&self, session: &Session) -> lapin::Result<Consumer> {
-        let channel = session.channel().await?;
-        // Server-named, exclusive and auto-deleted: it lives and dies with this connection.
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        let consumer = channel
-            .basic_consume(
-                queue.name().clone(),
-                "".into(),
-                // Transient text: the finished job holds the whole of it.
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        *self
-            .bound
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            Some((channel, queue.name().clone()));
-        Ok(consumer)
+            })
+            .await;
     }
 
     async fn rebind_all(&self) {

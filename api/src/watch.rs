@@ -18,10 +18,9 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use lapin::Consumer;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use shared::domain::{Job, JobId, TenantId};
-use shared::queue::{Broker, JobEvent, Session};
+use shared::queue::{Broker, HintQueue, JobEvent, Session, Versioned as _};
 use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -133,69 +132,32 @@ impl Inner {
     /// One subscription per broker session: declare and bind the queue, tell watchers to re-read
     /// (events of the gap are lost), then dispatch events until the session ends.
     async fn follow(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut sessions = self.broker.watch();
-        loop {
-            if let Some(session) = self.broker.session() {
-                match self.subscribe(&session).await {
-                    Ok(consumer) => {
-                        self.broadcast(Signal::Reread);
-                        tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            () = self.dispatch(consumer) => {}
+        let broker = self.broker.clone();
+        broker
+            .each_session(&shutdown, |session| {
+                let inner = self.clone();
+                async move {
+                    match inner.subscribe(&session).await {
+                        Ok(queue) => {
+                            inner.broadcast(Signal::Reread);
+                            inner.dispatch(queue.consumer).await;
                         }
+                        Err(error) => tracing::warn!(%error, "cannot subscribe to job events"),
                     }
-                    Err(error) => tracing::warn!(%error, "cannot subscribe to job events"),
                 }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                changed = sessions.changed() => if changed.is_err() { return },
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
+            })
+            .await;
     }
 
-    async fn subscribe(&self, session: &Session) -> lapin::Result<Consumer> {
-        let channel = session.channel().await?;
+    async fn subscribe(&self, session: &Session) -> lapin::Result<HintQueue> {
         let mut bounds = FieldTable::default();
         bounds.insert(
             "x-max-length".into(),
             AMQPValue::LongLongInt(QUEUE_MAX_EVENTS),
         );
         bounds.insert("x-message-ttl".into(), AMQPValue::LongLongInt(EVENT_TTL_MS));
-        // Server-named, exclusive and auto-deleted: it lives and dies with this connection.
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                bounds,
-            )
-            .await?;
-        channel
-            .queue_bind(
-                queue.name().clone(),
-                self.broker.topology().events_exchange().into(),
-                JobEvent::ROUTING_PATTERN.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .basic_consume(
-                queue.name().clone(),
-                "".into(),
-                // Hints, not records: nothing to acknowledge.
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
+        let exchange = self.broker.topology().events_exchange();
+        HintQueue::declare(session, &exchange, &[JobEvent::ROUTING_PATTERN], bounds).await
     }
 
     async fn dispatch(&self, mut consumer: Consumer) {

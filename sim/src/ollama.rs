@@ -208,15 +208,9 @@ fn answer(
         merge(&mut last, content(&words.join(" ")));
         return Json(last).into_response();
     }
-    let pieces: Vec<String> = words
-        .iter()
-        .enumerate()
-        .map(|(i, word)| {
-            let piece = if i == 0 {
-                (*word).to_owned()
-            } else {
-                format!(" {word}")
-            };
+    let pieces: Vec<String> = text::pieces(&words)
+        .into_iter()
+        .map(|piece| {
             let mut chunk = json!({ "model": model, "created_at": created_at, "done": false });
             merge(&mut chunk, content(&piece));
             format!("{chunk}\n")

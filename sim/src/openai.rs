@@ -226,17 +226,9 @@ async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response 
                 "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }] })
     };
     let event = |e: Value| format!("data: {e}\n\n");
-    let pieces = words
-        .iter()
-        .enumerate()
-        .map(|(i, w)| {
-            let piece = if i == 0 {
-                (*w).to_owned()
-            } else {
-                format!(" {w}")
-            };
-            event(chunk(json!({ "content": piece }), Value::Null))
-        })
+    let pieces = text::pieces(&words)
+        .into_iter()
+        .map(|piece| event(chunk(json!({ "content": piece }), Value::Null)))
         .collect();
     let mut closing = vec![event(chunk(json!({}), json!("stop")))];
     if body

@@ -24,6 +24,18 @@ pub fn reply(input: &str, max_tokens: Option<u32>, words: Option<u32>) -> Vec<&'
         .collect()
 }
 
+/// A reply's words as the pieces a stream sends: the first bare, each next one with its space.
+pub fn pieces(words: &[&str]) -> Vec<String> {
+    words
+        .iter()
+        .enumerate()
+        .map(|(i, word)| match i {
+            0 => (*word).to_owned(),
+            _ => format!(" {word}"),
+        })
+        .collect()
+}
+
 /// Roughly four characters a token, at least one.
 pub fn count_tokens(input: &str) -> i32 {
     i32::try_from(input.chars().count().div_ceil(4).max(1)).unwrap_or(i32::MAX)

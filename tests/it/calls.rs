@@ -3,8 +3,6 @@
 //! like any other; a stream that breaks after its first text ends with an error event and a
 //! failed, billed job; a client that goes away cancels its job and stops the provider's stream.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -12,32 +10,12 @@ use serde_json::{Value, json};
 use shared::domain::JobId;
 
 use crate::harness::{Stack, eventually};
-use crate::openai_batches::python;
+use crate::openai_batches::run_sdk_script;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_openai_python_package_calls_models_through_the_queue() {
     let stack = Stack::start().await;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("openai/calls.py");
-    let run = tokio::process::Command::new(python())
-        .arg(script)
-        .env("TOLLGATE_OPENAI_BASE_URL", stack.url("/openai/v1"))
-        .env("TOLLGATE_TOKEN", &stack.token)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("the Python calls finish within 2 minutes")
-        .expect("Python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the Python calls failed ({}):\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let summary: Value = serde_json::from_str(stdout.trim()).expect("the calls' summary");
+    let summary = run_sdk_script(&stack, "openai/calls.py", Duration::from_secs(120)).await;
     assert_eq!(
         summary["refusals"],
         json!({ "bad_key": 401, "unknown_model": "model_not_found", "tools": "tools" })

@@ -270,7 +270,7 @@ async fn a_dead_lettered_job_is_failed_with_internal_error() {
             stack.topology.dead_letter_exchange().into(),
             "job".into(),
             lapin::options::BasicPublishOptions::default(),
-            &shared::queue::JobMessage::new(job).encode(),
+            &shared::queue::Versioned::encode(&shared::queue::JobMessage::new(job)),
             lapin::BasicProperties::default().with_delivery_mode(2),
         )
         .await

@@ -28,30 +28,38 @@ pub(crate) fn python() -> PathBuf {
     venv
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_openai_python_package_runs_batches() {
-    let stack = Stack::start().await;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("openai/batch_flow.py");
+/// Runs `tests/{script}` with the stack's OpenAI base URL and client token, and returns the JSON
+/// line it prints last; a script that fails (or outlives `limit`) fails the test with its output.
+pub(crate) async fn run_sdk_script(stack: &Stack, script: &str, limit: Duration) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(script);
     let run = tokio::process::Command::new(python())
-        .arg(script)
+        .arg(path)
         .env("TOLLGATE_OPENAI_BASE_URL", stack.url("/openai/v1"))
+        .env("TOLLGATE_OLLAMA_HOST", stack.url("/ollama"))
         .env("TOLLGATE_TOKEN", &stack.token)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(Duration::from_secs(240), run)
+    let output = tokio::time::timeout(limit, run)
         .await
-        .expect("the Python flow finishes within 4 minutes")
+        .unwrap_or_else(|_| panic!("{script} finishes within {limit:?}"))
         .expect("Python runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "the Python flow failed ({}):\n{stdout}\n{stderr}",
+        "{script} failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
-    let summary: Value = serde_json::from_str(stdout.trim()).expect("the flow's summary");
+    let last = stdout.trim().lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|_| panic!("{script}'s summary: {stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openai_python_package_runs_batches() {
+    let stack = Stack::start().await;
+    let summary = run_sdk_script(&stack, "openai/batch_flow.py", Duration::from_secs(240)).await;
     assert_eq!(summary["chat"], 5, "{summary}");
     assert_eq!(summary["responses"], 3, "{summary}");
     assert_eq!(summary["embeddings"], 3, "{summary}");

@@ -10,14 +10,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::StreamExt as _;
 use lapin::Consumer;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use shared::domain::JobId;
-use shared::queue::{Broker, CancelMessage, Session};
+use shared::queue::{Broker, CancelMessage, HintQueue, Versioned as _};
 use tokio_util::sync::CancellationToken;
 
 /// The runs of this worker that a cancel can reach, by job.
@@ -66,23 +64,20 @@ impl Cancels {
 
     /// Follows the control exchange until `shutdown`: one subscription per broker session.
     pub async fn follow(self, broker: Broker, shutdown: CancellationToken) {
-        let mut sessions = broker.watch();
-        loop {
-            if let Some(session) = broker.session() {
-                match subscribe(&broker, &session).await {
-                    Ok(consumer) => tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = self.dispatch(consumer) => {}
-                    },
-                    Err(error) => tracing::warn!(%error, "cannot subscribe to cancels"),
+        let exchange = broker.topology().control_exchange();
+        broker
+            .each_session(&shutdown, |session| {
+                let (cancels, exchange) = (self.clone(), exchange.clone());
+                async move {
+                    match HintQueue::declare(&session, &exchange, &[""], FieldTable::default())
+                        .await
+                    {
+                        Ok(queue) => cancels.dispatch(queue.consumer).await,
+                        Err(error) => tracing::warn!(%error, "cannot subscribe to cancels"),
+                    }
                 }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                changed = sessions.changed() => if changed.is_err() { return },
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
+            })
+            .await;
     }
 
     async fn dispatch(&self, mut consumer: Consumer) {
@@ -92,41 +87,4 @@ impl Cancels {
             }
         }
     }
-}
-
-/// A server-named queue of this connection's, bound to the control exchange.
-async fn subscribe(broker: &Broker, session: &Session) -> lapin::Result<Consumer> {
-    let channel = session.channel().await?;
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            broker.topology().control_exchange().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .basic_consume(
-            queue.name().clone(),
-            "".into(),
-            // Hints: the request is on the job row too.
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
 }

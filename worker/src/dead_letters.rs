@@ -7,7 +7,7 @@ use futures::StreamExt as _;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use shared::db::jobs;
 use shared::domain::{JobError, JobStatus};
-use shared::queue::{Broker, JobMessage};
+use shared::queue::{Broker, JobMessage, Versioned as _};
 
 use crate::execute::announce;
 use crate::{Context, consumer::subscribe};

@@ -17,7 +17,7 @@ use shared::db::job_attempts::AttemptRecord;
 use shared::db::jobs;
 use shared::db::runs::{self, ClaimedJob, Outcome, Partial, Recorded};
 use shared::domain::{JobError, JobId, JobRequest, JobStatus, ProviderName, Runtime};
-use shared::queue::{JobEvent, JobMessage};
+use shared::queue::{JobEvent, JobMessage, Versioned as _};
 use tokio::sync::SemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;

@@ -126,12 +126,7 @@ async fn pull(
 ) -> Result<Response, ApiError> {
     let model = ModelName::parse(&body.model)?;
     let stream = wants_events(&headers);
-    let details = json!({ "stream": stream });
-    record(&state, &admin, "model.pull", model.as_str(), details).await?;
-    let progress = ollama(&state)
-        .pull(model.as_str())
-        .await
-        .map_err(upstream_error)?;
+    let progress = start_pull(&state, &admin, &model, stream).await?;
     if stream {
         let events = progress_events(progress);
         return Ok(Sse::new(events)
@@ -149,6 +144,22 @@ async fn pull(
         ));
     }
     Ok(Json(json!({ "model": model.as_str(), "status": "success" })).into_response())
+}
+
+/// Audits a pull (before it starts, so a client that hangs up mid-way still leaves its record)
+/// and starts it: Ollama's progress lines follow.
+pub(crate) async fn start_pull(
+    state: &AppState,
+    admin: &Principal,
+    model: &ModelName,
+    stream: bool,
+) -> Result<impl Stream<Item = Result<Value, ProviderError>> + Send + 'static, ApiError> {
+    let details = json!({ "stream": stream });
+    record(state, admin, "model.pull", model.as_str(), details).await?;
+    ollama(state)
+        .pull(model.as_str())
+        .await
+        .map_err(upstream_error)
 }
 
 /// Ollama's progress lines as SSE events, then `done` (or `error`).
@@ -187,22 +198,32 @@ async fn remove(
     Path(model): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let model = ModelName::parse(&model).map_err(|_| ApiError::not_found("no such model"))?;
-    let outcome = ollama(&state).delete(model.as_str()).await;
+    delete_model(&state, &admin, &model).await?;
+    Ok(Json(json!({ "model": model.as_str(), "deleted": true })))
+}
+
+/// Deletes a model from Ollama and audits the outcome; Ollama's 404 is a 404.
+pub(crate) async fn delete_model(
+    state: &AppState,
+    admin: &Principal,
+    model: &ModelName,
+) -> Result<(), ApiError> {
+    let outcome = ollama(state).delete(model.as_str()).await;
     let result = match &outcome {
         Ok(()) => "deleted",
         Err(DeleteError::NotFound(_)) => "not_found",
         Err(DeleteError::Failed(_)) => "failed",
     };
     record(
-        &state,
-        &admin,
+        state,
+        admin,
         "model.delete",
         model.as_str(),
         json!({ "outcome": result }),
     )
     .await?;
     match outcome {
-        Ok(()) => Ok(Json(json!({ "model": model.as_str(), "deleted": true }))),
+        Ok(()) => Ok(()),
         Err(DeleteError::NotFound(message)) => Err(ApiError::not_found(format!(
             "Ollama has no model {:?}: {message}",
             model.as_str()
@@ -211,7 +232,7 @@ async fn remove(
     }
 }
 
-fn ollama(state: &AppState) -> OllamaModels {
+pub(crate) fn ollama(state: &AppState) -> OllamaModels {
     let runtime = state.runtime.current();
     OllamaModels::new(&runtime.settings.ollama_base_url, state.upstream.clone())
 }

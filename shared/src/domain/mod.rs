@@ -5,6 +5,7 @@ mod batch;
 mod ids;
 mod job;
 mod json;
+pub mod ollama;
 pub mod openai;
 pub mod openai_batch;
 mod rate;

@@ -3,12 +3,10 @@
 
 use std::time::Duration;
 
-use std::pin::Pin;
-
-use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::error::{FailureClass, ProviderError, parse_retry_after};
 
@@ -82,39 +80,44 @@ pub async fn send(
     ))
 }
 
-/// A streamed body read a line at a time (NDJSON).
-pub struct Lines {
-    body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
-    buffer: Vec<u8>,
-}
-
-impl Lines {
-    pub fn new(response: Response) -> Self {
-        Self {
-            body: Box::pin(response.bytes_stream()),
-            buffer: Vec::new(),
-        }
-    }
-
-    /// The next non-blank line, without its end; `None` once the body ends.
-    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, ProviderError> {
-        loop {
-            if let Some(end) = memchr::memchr(b'\n', &self.buffer) {
-                let line: Vec<u8> = self.buffer.drain(..=end).take(end).collect();
-                if line.trim_ascii().is_empty() {
+/// The lines of an NDJSON body as JSON values, however the bytes are chunked.
+pub fn ndjson_lines<S, B>(bytes: S) -> impl Stream<Item = Result<Value, ProviderError>> + Send
+where
+    S: Stream<Item = Result<B, reqwest::Error>> + Send + Unpin + 'static,
+    B: AsRef<[u8]>,
+{
+    futures::stream::unfold(
+        (bytes, Vec::<u8>::new(), false),
+        |(mut bytes, mut buffer, mut done)| async move {
+            loop {
+                if let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = buffer.drain(..=end).collect();
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    let parsed = serde_json::from_slice(&line).map_err(|e| unreadable(&e));
+                    return Some((parsed, (bytes, buffer, done)));
+                }
+                if done {
+                    if buffer.iter().all(u8::is_ascii_whitespace) {
+                        return None;
+                    }
+                    // A last line without its newline.
+                    buffer.push(b'\n');
                     continue;
                 }
-                return Ok(Some(line));
+                match bytes.next().await {
+                    Some(Ok(chunk)) => buffer.extend_from_slice(chunk.as_ref()),
+                    Some(Err(error)) => {
+                        done = true;
+                        buffer.clear();
+                        return Some((Err(transport_error(error)), (bytes, buffer, done)));
+                    }
+                    None => done = true,
+                }
             }
-            match self.body.next().await {
-                Some(chunk) => self
-                    .buffer
-                    .extend_from_slice(&chunk.map_err(transport_error)?),
-                None if self.buffer.trim_ascii().is_empty() => return Ok(None),
-                None => return Ok(Some(std::mem::take(&mut self.buffer))),
-            }
-        }
-    }
+        },
+    )
 }
 
 pub fn transport_error(error: reqwest::Error) -> ProviderError {
@@ -131,4 +134,28 @@ pub fn transport_error(error: reqwest::Error) -> ProviderError {
     let mut failure = ProviderError::new(FailureClass::Transient, code, format!("{what}: {error}"));
     failure.status_code = error.status().map(|s: StatusCode| s.as_u16());
     failure
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ndjson_lines_survive_any_chunking() {
+        let body = b"{\"status\":\"pulling manifest\"}\n\n{\"status\":\"pulling\",\"completed\":5}\n{\"status\":\"success\"}";
+        for size in [1, 3, 7, body.len()] {
+            let chunks: Vec<Result<Vec<u8>, reqwest::Error>> =
+                body.chunks(size).map(|c| Ok(c.to_vec())).collect();
+            let lines: Vec<Value> = ndjson_lines(futures::stream::iter(chunks))
+                .map(|line| line.expect("a JSON line"))
+                .collect()
+                .await;
+            let statuses: Vec<_> = lines.iter().map(|l| l["status"].clone()).collect();
+            assert_eq!(
+                statuses,
+                ["pulling manifest", "pulling", "success"],
+                "chunks of {size}"
+            );
+        }
+    }
 }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -112,11 +113,11 @@ impl OllamaClient {
         })
         .await?;
         let status_code = response.status().as_u16();
-        let mut lines = http::Lines::new(response);
+        let mut lines = std::pin::pin!(http::ndjson_lines(response.bytes_stream()));
         let mut text = String::new();
-        while let Some(line) = lines.next().await? {
+        while let Some(line) = lines.next().await {
             let line: StreamLine =
-                serde_json::from_slice(&line).map_err(|e| http::unreadable(&e))?;
+                serde_json::from_value(line?).map_err(|e| http::unreadable(&e))?;
             if let Some(error) = line.error {
                 return Err(ProviderError::new(
                     FailureClass::Provider,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::error::ProviderError;
+use super::http;
 
 /// Longest a listing or a delete may take; a pull takes as long as the download.
 const QUICK: Duration = Duration::from_secs(10);
@@ -69,8 +70,10 @@ impl OllamaModels {
     pub async fn pull(
         &self,
         model: &str,
-    ) -> Result<impl Stream<Item = Result<Value, ProviderError>> + Send + 'static, ProviderError>
-    {
+    ) -> Result<
+        impl Stream<Item = Result<Value, ProviderError>> + Send + 'static + use<>,
+        ProviderError,
+    > {
         let response = self
             .http
             .post(format!("{}/api/pull", self.base_url))
@@ -79,7 +82,7 @@ impl OllamaModels {
             .await
             .map_err(unreachable)?;
         let response = checked(response).await?;
-        Ok(ndjson_lines(response.bytes_stream()).map(|line| {
+        Ok(http::ndjson_lines(response.bytes_stream()).map(|line| {
             let line = line?;
             match line.get("error").and_then(Value::as_str) {
                 Some(error) => Err(ProviderError::from_status(500, error, None)),
@@ -103,48 +106,6 @@ impl OllamaModels {
         checked(response).await?;
         Ok(())
     }
-}
-
-/// The lines of an NDJSON body as JSON values, however the bytes are chunked.
-fn ndjson_lines<S, B>(bytes: S) -> impl Stream<Item = Result<Value, ProviderError>> + Send
-where
-    S: Stream<Item = Result<B, reqwest::Error>> + Send + Unpin + 'static,
-    B: AsRef<[u8]>,
-{
-    futures::stream::unfold(
-        (bytes, Vec::<u8>::new(), false),
-        |(mut bytes, mut buffer, mut done)| async move {
-            loop {
-                if let Some(end) = buffer.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = buffer.drain(..=end).collect();
-                    if line.iter().all(u8::is_ascii_whitespace) {
-                        continue;
-                    }
-                    let parsed = serde_json::from_slice(&line).map_err(|_| {
-                        ProviderError::from_status(502, "Ollama sent a line that is not JSON", None)
-                    });
-                    return Some((parsed, (bytes, buffer, done)));
-                }
-                if done {
-                    if buffer.iter().all(u8::is_ascii_whitespace) {
-                        return None;
-                    }
-                    // A last line without its newline.
-                    buffer.push(b'\n');
-                    continue;
-                }
-                match bytes.next().await {
-                    Some(Ok(chunk)) => buffer.extend_from_slice(chunk.as_ref()),
-                    Some(Err(error)) => {
-                        done = true;
-                        buffer.clear();
-                        return Some((Err(unreachable(error)), (bytes, buffer, done)));
-                    }
-                    None => done = true,
-                }
-            }
-        },
-    )
 }
 
 async fn checked(response: reqwest::Response) -> Result<reqwest::Response, ProviderError> {
@@ -171,28 +132,4 @@ fn unreachable(error: reqwest::Error) -> ProviderError {
         &format!("Ollama is unreachable: {}", error.without_url()),
         None,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn ndjson_lines_survive_any_chunking() {
-        let body = b"{\"status\":\"pulling manifest\"}\n\n{\"status\":\"pulling\",\"completed\":5}\n{\"status\":\"success\"}";
-        for size in [1, 3, 7, body.len()] {
-            let chunks: Vec<Result<Vec<u8>, reqwest::Error>> =
-                body.chunks(size).map(|c| Ok(c.to_vec())).collect();
-            let lines: Vec<Value> = ndjson_lines(futures::stream::iter(chunks))
-                .map(|line| line.expect("a JSON line"))
-                .collect()
-                .await;
-            let statuses: Vec<_> = lines.iter().map(|l| l["status"].clone()).collect();
-            assert_eq!(
-                statuses,
-                ["pulling manifest", "pulling", "success"],
-                "chunks of {size}"
-            );
-        }
-    }
 }

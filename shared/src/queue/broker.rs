@@ -21,7 +21,9 @@ use super::topology::{
     BULK_ROUTING_KEY, JOB_ROUTING_KEY, WEBHOOK_ROUTING_KEY, bulk_wait_key, wait_bucket, wait_key,
     webhook_wait_bucket,
 };
-use super::{CancelMessage, JobEvent, JobMessage, StreamMessage, Topology, WebhookMessage};
+use super::{
+    CancelMessage, JobEvent, JobMessage, StreamMessage, Topology, Versioned as _, WebhookMessage,
+};
 use crate::domain::JobId;
 use uuid::Uuid;
 

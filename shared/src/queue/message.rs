@@ -2,9 +2,28 @@
 //! the pieces of a streaming job's text, which are transient: they go only to the api instances
 //! following the job, and the finished job holds the whole text.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{JobId, JobStatus};
+
+/// A message with a version: written as JSON, and read only at the version this build knows, so
+/// a rolling deploy tells old messages from new ones (and a poison message decodes to `None`).
+pub trait Versioned: Serialize + DeserializeOwned {
+    const VERSION: u8;
+
+    fn version(&self) -> u8;
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a message of plain fields always serializes")
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice::<Self>(bytes)
+            .ok()
+            .filter(|m| m.version() == Self::VERSION)
+    }
+}
 
 /// "Run this job." Versioned so a rolling deploy can tell old messages from new ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,24 +33,11 @@ pub struct JobMessage {
 }
 
 impl JobMessage {
-    pub const VERSION: u8 = 1;
-
     pub fn new(job_id: JobId) -> Self {
         Self {
-            v: Self::VERSION,
+            v: <Self as Versioned>::VERSION,
             job_id,
         }
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a JobMessage always serializes")
-    }
-
-    /// `None` for anything that is not a message this version understands (a poison message).
-    pub fn decode(bytes: &[u8]) -> Option<Self> {
-        serde_json::from_slice::<Self>(bytes)
-            .ok()
-            .filter(|m| m.v == Self::VERSION)
     }
 }
 
@@ -43,23 +49,11 @@ pub struct WebhookMessage {
 }
 
 impl WebhookMessage {
-    pub const VERSION: u8 = 1;
-
     pub fn new(delivery_id: uuid::Uuid) -> Self {
         Self {
-            v: Self::VERSION,
+            v: <Self as Versioned>::VERSION,
             delivery_id,
         }
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a WebhookMessage always serializes")
-    }
-
-    pub fn decode(bytes: &[u8]) -> Option<Self> {
-        serde_json::from_slice::<Self>(bytes)
-            .ok()
-            .filter(|m| m.v == Self::VERSION)
     }
 }
 
@@ -74,11 +68,9 @@ pub struct JobEvent {
 }
 
 impl JobEvent {
-    pub const VERSION: u8 = 1;
-
     pub fn new(job_id: JobId, revision: i32, status: JobStatus) -> Self {
         Self {
-            v: Self::VERSION,
+            v: <Self as Versioned>::VERSION,
             job_id,
             revision,
             status,
@@ -91,16 +83,6 @@ impl JobEvent {
     /// The events exchange's routing key for a job.
     pub fn routing_key(job_id: JobId) -> String {
         format!("job.{job_id}")
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a JobEvent always serializes")
-    }
-
-    pub fn decode(bytes: &[u8]) -> Option<Self> {
-        serde_json::from_slice::<Self>(bytes)
-            .ok()
-            .filter(|m| m.v == Self::VERSION)
     }
 }
 
@@ -125,25 +107,13 @@ pub enum StreamPart {
 }
 
 impl StreamMessage {
-    pub const VERSION: u8 = 1;
-
     pub fn new(job_id: JobId, seq: u32, part: StreamPart) -> Self {
         Self {
-            v: Self::VERSION,
+            v: <Self as Versioned>::VERSION,
             job_id,
             seq,
             part,
         }
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a StreamMessage always serializes")
-    }
-
-    pub fn decode(bytes: &[u8]) -> Option<Self> {
-        serde_json::from_slice::<Self>(bytes)
-            .ok()
-            .filter(|m| m.v == Self::VERSION)
     }
 }
 
@@ -155,23 +125,51 @@ pub struct CancelMessage {
 }
 
 impl CancelMessage {
-    pub const VERSION: u8 = 1;
-
     pub fn new(job_id: JobId) -> Self {
         Self {
-            v: Self::VERSION,
+            v: <Self as Versioned>::VERSION,
             job_id,
         }
     }
+}
 
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a CancelMessage always serializes")
+impl Versioned for JobMessage {
+    const VERSION: u8 = 1;
+
+    fn version(&self) -> u8 {
+        self.v
     }
+}
 
-    pub fn decode(bytes: &[u8]) -> Option<Self> {
-        serde_json::from_slice::<Self>(bytes)
-            .ok()
-            .filter(|m| m.v == Self::VERSION)
+impl Versioned for WebhookMessage {
+    const VERSION: u8 = 1;
+
+    fn version(&self) -> u8 {
+        self.v
+    }
+}
+
+impl Versioned for JobEvent {
+    const VERSION: u8 = 1;
+
+    fn version(&self) -> u8 {
+        self.v
+    }
+}
+
+impl Versioned for StreamMessage {
+    const VERSION: u8 = 1;
+
+    fn version(&self) -> u8 {
+        self.v
+    }
+}
+
+impl Versioned for CancelMessage {
+    const VERSION: u8 = 1;
+
+    fn version(&self) -> u8 {
+        self.v
     }
 }
 

@@ -3,9 +3,13 @@
 //! a job's change of status, a streaming job's text, a cancel for a running job.
 
 mod broker;
+mod hints;
 mod message;
 mod topology;
 
 pub use broker::{Broker, PublishError, Session};
-pub use message::{CancelMessage, JobEvent, JobMessage, StreamMessage, StreamPart, WebhookMessage};
+pub use hints::HintQueue;
+pub use message::{
+    CancelMessage, JobEvent, JobMessage, StreamMessage, StreamPart, Versioned, WebhookMessage,
+};
 pub use topology::{DELIVERY_LIMIT, RETRY_DELAYS, Topology, wait_bucket};

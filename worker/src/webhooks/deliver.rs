@@ -10,7 +10,7 @@ use rand::Rng as _;
 use serde_json::json;
 use shared::db::webhooks::{self, AttemptRecord, AttemptVerdict, ClaimedDelivery};
 use shared::db::{batches, jobs};
-use shared::queue::WebhookMessage;
+use shared::queue::{Versioned as _, WebhookMessage};
 use shared::webhook::{SigningSecret, message_id};
 use uuid::Uuid;
 

@@ -5,7 +5,6 @@
 //! A streamed answer has committed to `200` before the job runs, so a failure after that is an
 //! error event in the stream (which the official SDKs raise), never a clean end with text missing.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 
 use axum::Router;
@@ -13,11 +12,12 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use serde_json::{Value, json};
+use shared::db::tokens::Principal;
 use shared::domain::openai::{ChatCompletionBody, ResponsesBody};
 use shared::domain::openai_batch::Endpoint;
-use shared::domain::{Job, JobRequest, JobStatus};
+use shared::domain::{ChatRequest, Job, JobRequest, JobStatus};
 
 use super::objects;
 use crate::AppState;
@@ -25,7 +25,7 @@ use crate::auth::Caller;
 use crate::client::ClientInfo;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::feed::{self, Fed, Feed, Started};
+use crate::feed::{self, Dialect, Feed, Started};
 use crate::intake;
 
 pub fn router() -> Router<AppState> {
@@ -41,21 +41,16 @@ async fn chat_completions(
     JsonBody(body): JsonBody<ChatCompletionBody>,
 ) -> Result<Response, ApiError> {
     let chat = body.parse()?;
-    let max_tokens = chat.request.options.max_tokens;
-    let request = JobRequest::Chat(chat.request);
-    let call = intake::call(&state, &caller, &client, request, chat.stream).await?;
-    let id = call.job.id;
-    match Started::of(&state, caller.tenant_id, call) {
-        Started::Waiting(waiting) => {
-            let job = waiting.answer(&state).await?;
-            let body = objects::job_answer(Endpoint::ChatCompletions, &job, max_tokens);
-            Ok(feed::with_request_id(axum::Json(body).into_response(), id))
-        }
-        Started::Streaming(feed) => {
-            let chunks = ChunkWriter::new(&feed, chat.include_usage, max_tokens);
-            Ok(feed::with_request_id(sse(feed, chunks).into_response(), id))
-        }
-    }
+    let include_usage = chat.include_usage;
+    let call = Conversation {
+        request: chat.request,
+        stream: chat.stream,
+        endpoint: Endpoint::ChatCompletions,
+    };
+    converse(&state, &caller, &client, call, |feed, max_tokens| {
+        ChunkWriter::new(feed, include_usage, max_tokens)
+    })
+    .await
 }
 
 async fn responses(
@@ -65,60 +60,59 @@ async fn responses(
     JsonBody(body): JsonBody<ResponsesBody>,
 ) -> Result<Response, ApiError> {
     let response = body.parse()?;
-    let max_tokens = response.request.options.max_tokens;
-    let request = JobRequest::Chat(response.request);
-    let call = intake::call(&state, &caller, &client, request, response.stream).await?;
-    let id = call.job.id;
-    match Started::of(&state, caller.tenant_id, call) {
-        Started::Waiting(waiting) => {
-            let job = waiting.answer(&state).await?;
-            let body = objects::job_answer(Endpoint::Responses, &job, max_tokens);
-            Ok(feed::with_request_id(axum::Json(body).into_response(), id))
-        }
-        Started::Streaming(feed) => {
-            let events = ResponseEvents::new(&feed);
-            Ok(feed::with_request_id(sse(feed, events).into_response(), id))
-        }
-    }
+    let call = Conversation {
+        request: response.request,
+        stream: response.stream,
+        endpoint: Endpoint::Responses,
+    };
+    converse(&state, &caller, &client, call, |feed, _| {
+        ResponseEvents::new(feed)
+    })
+    .await
 }
 
-/// Writes a streamed answer's SSE events in one dialect.
-trait Dialect: Send + 'static {
-    /// What opens the stream, before any text.
-    fn opening(&mut self) -> Vec<Event>;
-    fn text(&mut self, text: &str) -> Vec<Event>;
-    /// What closes the stream after the job ended.
-    fn ended(&mut self, job: &Job) -> Vec<Event>;
-    /// What closes the stream when the job cannot be waited for any longer (it goes on).
-    fn failed(&mut self, error: &ApiError) -> Vec<Event>;
+/// A conversation asked for in one of OpenAI's dialects.
+struct Conversation {
+    request: ChatRequest,
+    stream: bool,
+    /// Whose answer shape it takes.
+    endpoint: Endpoint,
+}
+
+/// Runs the conversation as a job: answered whole when it ends, or streamed in the dialect
+/// `streamed` makes (given the feed and the request's `max_tokens`).
+async fn converse<D: Dialect<Item = Event>>(
+    state: &AppState,
+    caller: &Principal,
+    client: &ClientInfo,
+    conversation: Conversation,
+    streamed: impl FnOnce(&Feed, Option<u32>) -> D,
+) -> Result<Response, ApiError> {
+    let max_tokens = conversation.request.options.max_tokens;
+    let request = JobRequest::Chat(conversation.request);
+    let call = intake::call(state, caller, client, request, conversation.stream).await?;
+    let id = call.job.id;
+    let response = match Started::of(state, caller.tenant_id, call) {
+        Started::Waiting(waiting) => {
+            let job = waiting.answer(state).await?;
+            let body = objects::job_answer(conversation.endpoint, &job, max_tokens);
+            axum::Json(body).into_response()
+        }
+        Started::Streaming(feed) => {
+            let dialect = streamed(&feed, max_tokens);
+            sse(feed, dialect).into_response()
+        }
+    };
+    Ok(feed::with_request_id(response, id))
 }
 
 /// The feed as SSE in `dialect`.
-fn sse<D: Dialect>(
+fn sse<D: Dialect<Item = Event>>(
     feed: Box<Feed>,
-    mut dialect: D,
+    dialect: D,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let queued: VecDeque<Event> = dialect.opening().into();
-    let stream = futures::stream::unfold(
-        (feed, dialect, queued),
-        |(mut feed, mut dialect, mut queued)| async move {
-            loop {
-                if let Some(event) = queued.pop_front() {
-                    return Some((Ok(event), (feed, dialect, queued)));
-                }
-                let more = match feed.next().await? {
-                    Ok(Fed::Text(text)) => dialect.text(&text),
-                    Ok(Fed::Ended(job)) => dialect.ended(&job),
-                    Ok(Fed::StillRunning) => {
-                        dialect.failed(&ApiError::still_running(feed.job_id()))
-                    }
-                    Err(error) => dialect.failed(&ApiError::from(error)),
-                };
-                queued.extend(more);
-            }
-        },
-    );
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    let events = feed.written_in(dialect).map(Ok);
+    Sse::new(events).keep_alive(KeepAlive::default())
 }
 
 fn data(value: &Value) -> Event {
@@ -161,6 +155,8 @@ impl ChunkWriter {
 }
 
 impl Dialect for ChunkWriter {
+    type Item = Event;
+
     fn opening(&mut self) -> Vec<Event> {
         vec![self.chunk(json!({ "role": "assistant", "content": "" }), Value::Null)]
     }
@@ -244,6 +240,8 @@ impl ResponseEvents {
 }
 
 impl Dialect for ResponseEvents {
+    type Item = Event;
+
     fn opening(&mut self) -> Vec<Event> {
         let created = self.response("in_progress", json!([]), Value::Null);
         let item = self.message("in_progress", None);

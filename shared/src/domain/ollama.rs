@@ -1,0 +1,233 @@
+//! Ollama's request dialect: `/api/chat`, `/api/generate`, `/api/embed` and the older
+//! `/api/embeddings` bodies as far as Tollgate runs them, turned into its own validated requests.
+//!
+//! Ollama streams by default (`stream` left out means `true`). What Tollgate cannot honour
+//! (tools, images, raw prompts, templates, a JSON schema as `format`, unknown options) is refused
+//! by name; `keep_alive` (how long Ollama keeps a model loaded) is the gateway's business and is
+//! accepted and left to the providers' own settings.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::request::{
+    AnswerFormat, ChatMessage, ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest,
+    GenerationOptions, MAX_STOP_TEXTS, ValidationError,
+};
+
+/// `options`, as far as they mean something to every provider.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OllamaOptions {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub seed: Option<i64>,
+    pub num_predict: Option<u32>,
+    pub stop: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatBody {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    pub stream: Option<bool>,
+    pub format: Option<Value>,
+    pub options: Option<OllamaOptions>,
+    #[serde(rename = "keep_alive")]
+    pub _keep_alive: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateBody {
+    pub model: String,
+    pub prompt: String,
+    pub system: Option<String>,
+    pub stream: Option<bool>,
+    pub format: Option<Value>,
+    pub options: Option<OllamaOptions>,
+    #[serde(rename = "keep_alive")]
+    pub _keep_alive: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedBody {
+    pub model: String,
+    pub input: EmbeddingInput,
+    pub dimensions: Option<u32>,
+    /// Ollama cuts inputs longer than the model's context unless told not to; Tollgate's
+    /// providers decide that themselves.
+    #[serde(rename = "truncate")]
+    pub _truncate: Option<bool>,
+    pub options: Option<Value>,
+    #[serde(rename = "keep_alive")]
+    pub _keep_alive: Option<Value>,
+}
+
+/// The older `/api/embeddings`: one prompt, one vector.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsBody {
+    pub model: String,
+    pub prompt: String,
+    pub options: Option<Value>,
+    #[serde(rename = "keep_alive")]
+    pub _keep_alive: Option<Value>,
+}
+
+/// A call in Ollama's dialect: the request, and whether its answer streams.
+pub struct Call<T> {
+    pub request: T,
+    pub stream: bool,
+}
+
+impl ChatBody {
+    pub fn parse(self) -> Result<Call<ChatRequest>, ValidationError> {
+        let options = options(self.options, self.format.as_ref())?;
+        let request = ChatRequest::parse(&self.model, self.messages, Some(options))?;
+        Ok(Call {
+            request,
+            stream: self.stream != Some(false),
+        })
+    }
+}
+
+impl GenerateBody {
+    pub fn parse(self) -> Result<Call<GenerateRequest>, ValidationError> {
+        let mut options = options(self.options, self.format.as_ref())?;
+        options.system = self.system;
+        let request = GenerateRequest::parse(&self.model, self.prompt, Some(options))?;
+        Ok(Call {
+            request,
+            stream: self.stream != Some(false),
+        })
+    }
+}
+
+impl EmbedBody {
+    pub fn parse(self) -> Result<EmbeddingRequest, ValidationError> {
+        no_options(self.options.as_ref())?;
+        EmbeddingRequest::parse(&self.model, self.input)?.with_dimensions(self.dimensions)
+    }
+}
+
+impl EmbeddingsBody {
+    pub fn parse(self) -> Result<EmbeddingRequest, ValidationError> {
+        no_options(self.options.as_ref())?;
+        EmbeddingRequest::parse(&self.model, EmbeddingInput::One(self.prompt)).map_err(|e| match e
+            .field
+            .as_str()
+        {
+            "input" => ValidationError::new("prompt", e.message),
+            _ => e,
+        })
+    }
+}
+
+/// Embeddings take no sampling options; an empty object is what some clients send.
+fn no_options(options: Option<&Value>) -> Result<(), ValidationError> {
+    match options {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Object(o)) if o.is_empty() => Ok(()),
+        Some(_) => Err(ValidationError::new(
+            "options",
+            "embeddings take no options",
+        )),
+    }
+}
+
+/// Ollama's options and `format` as Tollgate's.
+fn options(
+    given: Option<OllamaOptions>,
+    format: Option<&Value>,
+) -> Result<GenerationOptions, ValidationError> {
+    let given = given.unwrap_or_default();
+    let format = match format {
+        None | Some(Value::Null) => None,
+        Some(Value::String(f)) if f.is_empty() => None,
+        Some(Value::String(f)) if f == "json" => Some(AnswerFormat::Json),
+        Some(_) => {
+            return Err(ValidationError::new(
+                "format",
+                "must be \"json\" (JSON schemas are not honoured)",
+            ));
+        }
+    };
+    if given
+        .stop
+        .as_ref()
+        .is_some_and(|s| s.len() > MAX_STOP_TEXTS)
+    {
+        return Err(ValidationError::new(
+            "options.stop",
+            format!("holds at most {MAX_STOP_TEXTS} texts"),
+        ));
+    }
+    let options = GenerationOptions {
+        temperature: given.temperature,
+        top_p: given.top_p,
+        max_tokens: given.num_predict,
+        seed: given.seed,
+        stop: given.stop,
+        format,
+        system: None,
+    };
+    options.validate().map_err(|e| match e.field.as_str() {
+        "options.max_tokens" => ValidationError::new("options.num_predict", e.message),
+        _ => e,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn ollama_streams_unless_told_not_to_and_takes_its_options() {
+        let body: ChatBody = serde_json::from_value(json!({
+            "model": "llama3", "format": "json", "keep_alive": "5m",
+            "options": { "num_predict": 7, "stop": ["\n"], "temperature": 0.2 },
+            "messages": [{ "role": "user", "content": "Hi" }],
+        }))
+        .expect("a chat body");
+        let call = body.parse().expect("valid");
+        assert!(call.stream);
+        assert_eq!(call.request.options.max_tokens, Some(7));
+        assert_eq!(call.request.options.format, Some(AnswerFormat::Json));
+        let body: GenerateBody = serde_json::from_value(
+            json!({ "model": "llama3", "prompt": "Hi", "system": "Terse.", "stream": false }),
+        )
+        .expect("a generate body");
+        let call = body.parse().expect("valid");
+        assert!(!call.stream);
+        assert_eq!(call.request.options.system.as_deref(), Some("Terse."));
+    }
+
+    #[test]
+    fn what_cannot_be_honoured_is_refused_by_name() {
+        let chat = |extra: Value| {
+            let mut body =
+                json!({ "model": "m", "messages": [{ "role": "user", "content": "x" }] });
+            body.as_object_mut()
+                .expect("object")
+                .extend(extra.as_object().expect("object").clone());
+            serde_json::from_value::<ChatBody>(body)
+        };
+        let format = chat(json!({ "format": { "type": "object" } })).expect("a body");
+        assert_eq!(format.parse().err().expect("refused").field, "format");
+        let predict = chat(json!({ "options": { "num_predict": 0 } })).expect("a body");
+        assert_eq!(
+            predict.parse().err().expect("refused").field,
+            "options.num_predict"
+        );
+        for refused in [
+            json!({ "tools": [] }),
+            json!({ "options": { "mirostat": 1 } }),
+        ] {
+            assert!(chat(refused).is_err());
+        }
+    }
+}
