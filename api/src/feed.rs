@@ -18,7 +18,11 @@ use tokio::time::Instant;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 
+use shared::db::tokens::Principal;
+use shared::domain::JobRequest;
+
 use crate::AppState;
+use crate::client::ClientInfo;
 use crate::error::ApiError;
 use crate::follow::{Following, Heard};
 use crate::intake::Call;
@@ -43,6 +47,23 @@ impl Started {
             }),
         }
     }
+}
+
+/// Runs a call that does not stream to its end: the succeeded job, or its failure as an error
+/// naming the job.
+pub async fn call_to_end(
+    state: &AppState,
+    caller: &Principal,
+    client: &ClientInfo,
+    request: JobRequest,
+) -> Result<Job, ApiError> {
+    let call = crate::intake::call(state, caller, client, request, false).await?;
+    let waiting = Waiting {
+        tenant_id: caller.tenant_id,
+        id: call.job.id,
+        watch: call.watch,
+    };
+    waiting.answer(state).await
 }
 
 /// A sync call's job, watched.

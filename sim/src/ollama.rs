@@ -21,6 +21,7 @@ pub fn router() -> Router<Sim> {
             get(|| async { Json(json!({ "version": "0.12.0-sim" })) }),
         )
         .route("/api/tags", get(tags))
+        .route("/api/ps", get(running))
         .route("/api/generate", post(generate))
         .route("/api/chat", post(chat))
         .route("/api/embed", post(embed))
@@ -124,6 +125,20 @@ async fn tags(State(sim): State<Sim>) -> Json<Value> {
                 "details": { "format": "gguf", "family": "llama", "parameter_size": "8B",
                              "quantization_level": "Q4_0" },
             })
+        })
+        .collect();
+    Json(json!({ "models": models }))
+}
+
+/// Every installed model counts as loaded, for five minutes more.
+async fn running(State(sim): State<Sim>) -> Json<Value> {
+    let expires_at = (Utc::now() + chrono::Duration::minutes(5)).to_rfc3339();
+    let models: Vec<Value> = lock(&sim.inner.ollama_models)
+        .values()
+        .map(|m| {
+            json!({ "name": m.name, "model": m.name, "size": 4_661_224_676_u64,
+                    "digest": m.digest, "expires_at": expires_at, "size_vram": 4_661_224_676_u64,
+                    "details": { "format": "gguf", "family": "llama" } })
         })
         .collect();
     Json(json!({ "models": models }))

@@ -1,6 +1,6 @@
-//! The drop-in OpenAI surface and streaming through the queue: the official `openai` Python
-//! package calls models as it would call OpenAI (`tests/openai/calls.py`), and the calls are jobs
-//! like any other; a stream that breaks after its first text ends with an error event and a
+//! The drop-in OpenAI and Ollama surfaces and streaming through the queue: the official `openai`
+//! and `ollama` Python packages call models as they would call OpenAI and Ollama
+//! (`tests/openai/calls.py`, `tests/ollama/calls.py`), and the calls are jobs like any other; a stream that breaks after its first text ends with an error event and a
 //! failed, billed job; a client that goes away cancels its job and stops the provider's stream.
 
 use std::time::Duration;
@@ -35,6 +35,36 @@ async fn the_openai_python_package_calls_models_through_the_queue() {
         );
         assert_eq!(job["provider"], "ollama", "{job}");
     }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ollama_python_package_calls_models_through_the_queue() {
+    let stack = Stack::start().await;
+    // Models only OpenAI serves are reached through the fallback.
+    stack
+        .patch_settings(&json!({ "ai_fallback_provider": "openai" }))
+        .await;
+    let summary = run_sdk_script(&stack, "ollama/calls.py", Duration::from_secs(120)).await;
+    assert_eq!(
+        summary["refusals"],
+        json!({ "bad_key": 401, "unknown_model": 404, "schema": 400 })
+    );
+    assert!(
+        summary["running"]
+            .as_array()
+            .is_some_and(|models| !models.is_empty()),
+        "{summary}"
+    );
+    // The OpenAI-only model went to the OpenAI sim; the rest ran on Ollama, all as billed jobs.
+    assert_eq!(stack.openai.calls("/v1/responses"), 1);
+    let unbilled: i64 = sqlx::query_scalar(
+        "select count(*) from jobs where status <> 'succeeded' or prompt_tokens is null",
+    )
+    .fetch_one(&stack.pool)
+    .await
+    .expect("count");
+    assert_eq!(unbilled, 0);
     stack.stop().await;
 }
 

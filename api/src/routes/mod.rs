@@ -11,6 +11,7 @@ mod health;
 mod ids;
 mod jobs;
 mod models;
+mod ollama;
 mod openai;
 mod paging;
 mod settings;
@@ -57,6 +58,7 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
             "/openai/v1",
             openai::router(settings.batch_body_limit, state.database.clone()),
         )
+        .nest("/ollama", ollama::router(state.database.clone()))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(settings.body_limit))
@@ -68,10 +70,10 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
         .layer(axum::middleware::from_fn(crate::limits::rate_headers))
         .layer(cors())
         // Until the response starts (an SSE body streams on past it); long enough for the longest
-        // `Prefer: wait`.
+        // `Prefer: wait` and the longest sync call.
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
-            crate::prefer::MAX_WAIT + Duration::from_secs(15),
+            crate::prefer::MAX_WAIT.max(settings.sync_timeout) + Duration::from_secs(15),
         ))
         // 5xx answers are logged where they arise (internal errors) or are expected (503s).
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::WARN)))

@@ -263,7 +263,7 @@ fn wants_events(headers: &HeaderMap) -> bool {
 }
 
 /// Ollama names `llama3` and `llama3:latest` the same model.
-fn same_model(installed: &str, upstream: &str) -> bool {
+pub(crate) fn same_model(installed: &str, upstream: &str) -> bool {
     let full = |name: &str| {
         if name.contains(':') {
             name.to_owned()

@@ -30,6 +30,10 @@ pub struct OllamaOptions {
 pub struct ChatBody {
     pub model: String,
     pub messages: Vec<ChatMessage>,
+    /// Tool calling is not honoured; the official client always sends a list, empty without tools.
+    pub tools: Option<Vec<Value>>,
+    pub think: Option<Value>,
+    pub logprobs: Option<bool>,
     pub stream: Option<bool>,
     pub format: Option<Value>,
     pub options: Option<OllamaOptions>,
@@ -43,6 +47,8 @@ pub struct GenerateBody {
     pub model: String,
     pub prompt: String,
     pub system: Option<String>,
+    pub think: Option<Value>,
+    pub logprobs: Option<bool>,
     pub stream: Option<bool>,
     pub format: Option<Value>,
     pub options: Option<OllamaOptions>,
@@ -84,6 +90,13 @@ pub struct Call<T> {
 
 impl ChatBody {
     pub fn parse(self) -> Result<Call<ChatRequest>, ValidationError> {
+        if self.tools.as_ref().is_some_and(|tools| !tools.is_empty()) {
+            return Err(ValidationError::new(
+                "tools",
+                "tool calling is not supported",
+            ));
+        }
+        not_asked(self.think.as_ref(), self.logprobs)?;
         let options = options(self.options, self.format.as_ref())?;
         let request = ChatRequest::parse(&self.model, self.messages, Some(options))?;
         Ok(Call {
@@ -95,6 +108,7 @@ impl ChatBody {
 
 impl GenerateBody {
     pub fn parse(self) -> Result<Call<GenerateRequest>, ValidationError> {
+        not_asked(self.think.as_ref(), self.logprobs)?;
         let mut options = options(self.options, self.format.as_ref())?;
         options.system = self.system;
         let request = GenerateRequest::parse(&self.model, self.prompt, Some(options))?;
@@ -123,6 +137,23 @@ impl EmbeddingsBody {
             _ => e,
         })
     }
+}
+
+/// Thinking and log probabilities are not reported: they may be sent only switched off.
+fn not_asked(think: Option<&Value>, logprobs: Option<bool>) -> Result<(), ValidationError> {
+    if think.is_some_and(|t| !matches!(t, Value::Null | Value::Bool(false))) {
+        return Err(ValidationError::new(
+            "think",
+            "thinking output is not supported",
+        ));
+    }
+    if logprobs == Some(true) {
+        return Err(ValidationError::new(
+            "logprobs",
+            "log probabilities are not reported",
+        ));
+    }
+    Ok(())
 }
 
 /// Embeddings take no sampling options; an empty object is what some clients send.
@@ -223,11 +254,14 @@ mod tests {
             predict.parse().err().expect("refused").field,
             "options.num_predict"
         );
-        for refused in [
-            json!({ "tools": [] }),
-            json!({ "options": { "mirostat": 1 } }),
-        ] {
-            assert!(chat(refused).is_err());
-        }
+        let tools = chat(json!({ "tools": [{ "type": "function" }] })).expect("a body");
+        assert_eq!(tools.parse().err().expect("refused").field, "tools");
+        assert!(
+            chat(json!({ "tools": [] }))
+                .expect("a body")
+                .parse()
+                .is_ok()
+        );
+        assert!(chat(json!({ "options": { "mirostat": 1 } })).is_err());
     }
 }

@@ -22,6 +22,11 @@ pub struct InstalledModel {
     pub size: Option<u64>,
     #[serde(default)]
     pub modified_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Format, family, parameter size, quantization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
 }
 
 /// Why a delete failed.
@@ -62,6 +67,19 @@ impl OllamaModels {
         let response = checked(response).await?;
         let tags: Tags = response.json().await.map_err(unreachable)?;
         Ok(tags.models)
+    }
+
+    /// The models Ollama has loaded now (`/api/ps`), as it lists them.
+    pub async fn running(&self) -> Result<Value, ProviderError> {
+        let response = self
+            .http
+            .get(format!("{}/api/ps", self.base_url))
+            .timeout(QUICK)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let response = checked(response).await?;
+        response.json().await.map_err(unreachable)
     }
 
     /// Starts pulling `model`; the stream yields Ollama's progress lines (`{status, digest?,

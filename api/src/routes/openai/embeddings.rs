@@ -18,8 +18,7 @@ use crate::auth::Caller;
 use crate::client::ClientInfo;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::feed::{self, Started};
-use crate::intake;
+use crate::feed;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/embeddings", post(embeddings))
@@ -32,21 +31,8 @@ async fn embeddings(
     JsonBody(body): JsonBody<EmbeddingsBody>,
 ) -> Result<Response, ApiError> {
     let (request, format) = body.parse()?;
-    let call = intake::call(
-        &state,
-        &caller,
-        &client,
-        JobRequest::Embedding(request),
-        false,
-    )
-    .await?;
-    let id = call.job.id;
-    let Started::Waiting(waiting) = Started::of(&state, caller.tenant_id, call) else {
-        return Err(ApiError::internal(anyhow::anyhow!(
-            "an embedding call streamed"
-        )));
-    };
-    let job = waiting.answer(&state).await?;
+    let request = JobRequest::Embedding(request);
+    let job = feed::call_to_end(&state, &caller, &client, request).await?;
     let mut body = objects::job_answer(Endpoint::Embeddings, &job, None);
     if format == EncodingFormat::Base64
         && let Some(data) = body["data"].as_array_mut()
@@ -55,7 +41,7 @@ async fn embeddings(
             item["embedding"] = json!(base64_vector(&item["embedding"]));
         }
     }
-    Ok(feed::with_request_id(Json(body).into_response(), id))
+    Ok(feed::with_request_id(Json(body).into_response(), job.id))
 }
 
 /// A vector as base64 of its little-endian `f32`s.

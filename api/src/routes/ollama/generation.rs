@@ -1,0 +1,199 @@
+//! `POST /api/chat` and `/api/generate` (an NDJSON stream unless `"stream": false`), `POST
+//! /api/embed` and the older `/api/embeddings`: each a job, answered in Ollama's shapes with the
+//! counts Ollama reports (`prompt_eval_count`, `eval_count`) and `x-request-id` naming the job.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use chrono::Utc;
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+use shared::db::tokens::Principal;
+use shared::domain::ollama::{ChatBody, EmbedBody, EmbeddingsBody, GenerateBody};
+use shared::domain::{Job, JobKind, JobRequest, JobStatus};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::client::ClientInfo;
+use crate::error::ApiError;
+use crate::extract::JsonBody;
+use crate::feed::{self, Dialect, Started};
+use crate::intake;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/chat", post(chat))
+        .route("/api/generate", post(generate))
+        .route("/api/embed", post(embed))
+        .route("/api/embeddings", post(embeddings))
+}
+
+async fn chat(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    client: ClientInfo,
+    JsonBody(body): JsonBody<ChatBody>,
+) -> Result<Response, ApiError> {
+    let call = body.parse()?;
+    let max_tokens = call.request.options.max_tokens;
+    let request = JobRequest::Chat(call.request);
+    answer(&state, &caller, &client, request, call.stream, max_tokens).await
+}
+
+async fn generate(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    client: ClientInfo,
+    JsonBody(body): JsonBody<GenerateBody>,
+) -> Result<Response, ApiError> {
+    let call = body.parse()?;
+    let max_tokens = call.request.options.max_tokens;
+    let request = JobRequest::Generate(call.request);
+    answer(&state, &caller, &client, request, call.stream, max_tokens).await
+}
+
+/// Runs a chat or generate call as a job: one object when it ends, or its NDJSON stream.
+async fn answer(
+    state: &AppState,
+    caller: &Principal,
+    client: &ClientInfo,
+    request: JobRequest,
+    stream: bool,
+    max_tokens: Option<u32>,
+) -> Result<Response, ApiError> {
+    let kind = request.kind();
+    let call = intake::call(state, caller, client, request, stream).await?;
+    let id = call.job.id;
+    let response = match Started::of(state, caller.tenant_id, call) {
+        Started::Waiting(waiting) => {
+            let job = waiting.answer(state).await?;
+            let text = feed::job_text(&job);
+            Json(last_line(kind, &job, &text, max_tokens)).into_response()
+        }
+        Started::Streaming(feed) => {
+            let lines = Lines {
+                kind,
+                model: feed.model().to_owned(),
+                max_tokens,
+            };
+            let body = feed
+                .written_in(lines)
+                .map(|line| Ok::<_, std::convert::Infallible>(format!("{line}\n")));
+            (
+                [(header::CONTENT_TYPE, "application/x-ndjson")],
+                Body::from_stream(body),
+            )
+                .into_response()
+        }
+    };
+    Ok(feed::with_request_id(response, id))
+}
+
+/// A piece of text as chat (`message`) or generate (`response`) writes it.
+fn content(kind: JobKind, text: &str) -> Value {
+    match kind {
+        JobKind::Chat => json!({ "message": { "role": "assistant", "content": text } }),
+        JobKind::Generate | JobKind::Embedding => json!({ "response": text }),
+    }
+}
+
+fn with(mut line: Value, extra: Value) -> Value {
+    if let (Some(line), Value::Object(extra)) = (line.as_object_mut(), extra) {
+        line.extend(extra);
+    }
+    line
+}
+
+/// The last line of an answer (the whole answer when it does not stream): `done` with Ollama's
+/// counts and durations (nanoseconds; only the total is known).
+fn last_line(kind: JobKind, job: &Job, text: &str, max_tokens: Option<u32>) -> Value {
+    let (prompt, completion) = feed::tokens(job);
+    let total_ns = job
+        .finished_at
+        .zip(job.started_at.or(Some(job.created_at)))
+        .and_then(|(end, start)| (end - start).num_nanoseconds())
+        .unwrap_or_default();
+    let done_reason = match max_tokens {
+        Some(max) if completion >= i64::from(max) => "length",
+        _ => "stop",
+    };
+    let line = json!({
+        "model": job.model, "created_at": Utc::now().to_rfc3339(), "done": true,
+        "done_reason": done_reason, "total_duration": total_ns, "load_duration": 0,
+        "prompt_eval_count": prompt, "prompt_eval_duration": 0, "eval_count": completion,
+        "eval_duration": 0,
+    });
+    with(line, content(kind, text))
+}
+
+/// An NDJSON stream: a line per piece, then the counts, or an error line.
+struct Lines {
+    kind: JobKind,
+    model: String,
+    max_tokens: Option<u32>,
+}
+
+impl Dialect for Lines {
+    type Item = Value;
+
+    fn opening(&mut self) -> Vec<Value> {
+        Vec::new()
+    }
+
+    fn text(&mut self, text: &str) -> Vec<Value> {
+        let line = json!({ "model": self.model, "created_at": Utc::now().to_rfc3339(),
+                           "done": false });
+        vec![with(line, content(self.kind, text))]
+    }
+
+    fn ended(&mut self, job: &Job) -> Vec<Value> {
+        if job.status != JobStatus::Succeeded {
+            return self.failed(&feed::failure(job));
+        }
+        vec![last_line(self.kind, job, "", self.max_tokens)]
+    }
+
+    fn failed(&mut self, error: &ApiError) -> Vec<Value> {
+        vec![super::ollama_error(error)]
+    }
+}
+
+async fn embed(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    client: ClientInfo,
+    JsonBody(body): JsonBody<EmbedBody>,
+) -> Result<Response, ApiError> {
+    let request = JobRequest::Embedding(body.parse()?);
+    let job = feed::call_to_end(&state, &caller, &client, request).await?;
+    let (prompt, _) = feed::tokens(&job);
+    let body = json!({
+        "model": job.model, "embeddings": vectors(&job), "total_duration": 0,
+        "load_duration": 0, "prompt_eval_count": prompt,
+    });
+    Ok(feed::with_request_id(Json(body).into_response(), job.id))
+}
+
+async fn embeddings(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    client: ClientInfo,
+    JsonBody(body): JsonBody<EmbeddingsBody>,
+) -> Result<Response, ApiError> {
+    let request = JobRequest::Embedding(body.parse()?);
+    let job = feed::call_to_end(&state, &caller, &client, request).await?;
+    let first = vectors(&job).into_iter().next().unwrap_or_default();
+    let body = Json(json!({ "embedding": first })).into_response();
+    Ok(feed::with_request_id(body, job.id))
+}
+
+fn vectors(job: &Job) -> Vec<Value> {
+    job.result
+        .as_ref()
+        .and_then(|r| r["embeddings"].as_array().cloned())
+        .unwrap_or_default()
+}
