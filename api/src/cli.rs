@@ -10,6 +10,7 @@ use shared::db::{tenants, tokens};
 use shared::domain::Role;
 use shared::queue::{Broker, Topology};
 use sqlx::types::ipnetwork::IpNetwork;
+use tokio_util::sync::CancellationToken;
 
 use crate::ApiSettings;
 
@@ -142,7 +143,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = shared::process::shutdown_on_signal();
             let topology = Topology::new(&cli.infra.queue_prefix);
             let broker = Broker::new(&cli.infra.amqp_url, topology, "tollgate-api");
-            let supervisor = tokio::spawn(broker.clone().supervise(shutdown.clone()));
+            // The connection outlives the signal: open streams still get their text while they
+            // finish (see `serve`).
+            let connection = CancellationToken::new();
+            let supervisor = tokio::spawn(broker.clone().supervise(connection.clone()));
             let listener = tokio::net::TcpListener::bind(cli.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", cli.listen))?;
@@ -164,8 +168,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
                 sync_timeout: std::time::Duration::from_secs(cli.sync_timeout_secs.max(1)),
             };
-            crate::serve(listener, pool, broker, settings, shutdown.clone()).await?;
+            let served = crate::serve(listener, pool, broker, settings, shutdown.clone()).await;
             shutdown.cancel();
+            connection.cancel();
+            served?;
             supervisor.await.context("the broker supervisor panicked")?;
             Ok(())
         }

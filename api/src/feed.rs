@@ -37,7 +37,7 @@ pub enum Started {
 impl Started {
     pub fn of(state: &AppState, tenant_id: TenantId, call: Call) -> Self {
         match call.following {
-            Some(following) => Self::Streaming(Box::new(Feed::new(
+            Some(following) => Self::Streaming(Box::new(Feed::following(
                 state, tenant_id, &call.job, following, call.watch,
             ))),
             None => Self::Waiting(Waiting {
@@ -264,6 +264,8 @@ pub struct Feed {
     next_seq: u32,
     /// A piece went missing: the rest comes from the finished job.
     lossy: bool,
+    /// Whether pieces can still come (the follow ended: only the job's end can).
+    following_open: bool,
     closing: bool,
     deadline: Instant,
     /// The job's end, once its last text is fed.
@@ -272,7 +274,9 @@ pub struct Feed {
 }
 
 impl Feed {
-    fn new(
+    /// The feed of `job`, whose text is followed and whose changes are watched from before it
+    /// was published.
+    pub fn following(
         state: &AppState,
         tenant_id: TenantId,
         job: &Job,
@@ -291,6 +295,7 @@ impl Feed {
             fed: String::new(),
             next_seq: 0,
             lossy: false,
+            following_open: true,
             closing: false,
             deadline: Instant::now() + state.sync_timeout,
             pending_end: None,
@@ -318,7 +323,7 @@ impl Feed {
         }
         loop {
             let step = tokio::select! {
-                heard = self.following.next() => Step::Heard(heard),
+                heard = self.following.next(), if self.following_open => Step::Heard(heard),
                 signal = self.watch.next(), if !self.closing => Step::Signal(signal),
                 () = tokio::time::sleep_until(self.deadline) => Step::Timeout,
             };
@@ -335,7 +340,12 @@ impl Feed {
                     }
                     StreamPart::End(_) => true,
                 },
-                Step::Heard(Some(Heard::Gap) | None) => {
+                Step::Heard(Some(Heard::Gap)) => {
+                    self.lossy = true;
+                    false
+                }
+                Step::Heard(None) => {
+                    self.following_open = false;
                     self.lossy = true;
                     false
                 }

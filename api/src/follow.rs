@@ -27,6 +27,9 @@ pub enum Heard {
     Gap,
 }
 
+/// How long a follow waits for this session's queue to be declared.
+const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The followers of each followed job, each under its own key.
 type Table = HashMap<JobId, Vec<(u64, mpsc::UnboundedSender<Heard>)>>;
 
@@ -140,10 +143,23 @@ impl Inner {
         self.lock_bound().clone()
     }
 
+    /// This session's channel and queue; while the broker is connected but the queue not yet
+    /// declared (just after start or a reconnect), waits for it a moment.
+    async fn subscribed(&self) -> Result<(Channel, ShortString), FollowError> {
+        let deadline = tokio::time::Instant::now() + SUBSCRIBE_WAIT;
+        loop {
+            if let Some(bound) = self.current() {
+                return Ok(bound);
+            }
+            if !self.broker.is_connected() || tokio::time::Instant::now() >= deadline {
+                return Err(FollowError("the message broker is unavailable".into()));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     async fn bind(&self, id: JobId) -> Result<(), FollowError> {
-        let (channel, queue) = self
-            .current()
-            .ok_or_else(|| FollowError("the message broker is unavailable".into()))?;
+        let (channel, queue) = self.subscribed().await?;
         channel
             .queue_bind(
                 queue,

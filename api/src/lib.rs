@@ -130,7 +130,10 @@ pub async fn serve(
     );
     let (published, recorder_task) = published::Recorder::start(pool.clone());
     let (watchers, watch_task) = watch::Watchers::start(broker.clone(), shutdown.clone());
-    let (followers, follow_task) = follow::Followers::start(broker.clone(), shutdown.clone());
+    // Streams run on after the signal, up to their grace (see `feed`): their text keeps coming
+    // until the server has finished every connection.
+    let streams_end = CancellationToken::new();
+    let (followers, follow_task) = follow::Followers::start(broker.clone(), streams_end.clone());
     let database = database::DatabaseHealth::default();
     let probe = tokio::spawn(database.clone().probe(pool.clone(), shutdown.clone()));
     let limiter = Arc::new(limits::Limiter::default());
@@ -168,6 +171,7 @@ pub async fn serve(
         shutdown.clone(),
     )
     .await;
+    streams_end.cancel();
     // Every handler (and so every recorder handle) is gone now: the recorder flushes and ends.
     recorder_task
         .await

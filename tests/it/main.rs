@@ -21,5 +21,6 @@ mod providers;
 mod resolution;
 mod secrets;
 mod sim;
+mod streaming;
 mod tenants;
 mod webhooks;

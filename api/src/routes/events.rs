@@ -1,4 +1,6 @@
-//! `GET /v1/jobs/{id}/events`: a job's status changes as server-sent events.
+//! `GET /v1/jobs/{id}/events`: a job's status changes as server-sent events, and for a streaming
+//! job its text as `event: delta` while it runs (from whichever api instance serves the stream;
+//! deltas carry no id, and the ended job holds the whole text).
 //!
 //! A stream watches the job before reading it (see [`crate::watch`]), so no change can slip
 //! between the read and the subscription. Each event's id is the job's revision: a client that
@@ -15,12 +17,14 @@ use axum::routing::get;
 use futures::Stream;
 use shared::db::jobs;
 use shared::domain::{Job, JobId, TenantId};
+use shared::queue::StreamPart;
 use tokio::time::Instant;
 
 use super::ids::{job_not_found, parse_job_id};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::follow::{Following, Heard};
 use crate::watch::{Signal, Watch};
 
 /// How often a stream re-reads its job even without an event: a safety net for an event lost while
@@ -45,6 +49,11 @@ async fn events(
     let first = jobs::get_with_revision(&state.pool, caller.tenant_id, id)
         .await?
         .ok_or_else(job_not_found)?;
+    // A streaming job's text as it comes, from whichever instance this is.
+    let following = match first.0.stream && !first.0.status.is_terminal() {
+        true => state.followers.follow(id).await.ok(),
+        false => None,
+    };
     let reread_every = if first.0.batch_id.is_some() {
         BATCH_ITEM_REREAD_EVERY
     } else {
@@ -59,6 +68,8 @@ async fn events(
         last_sent: last_seen,
         next: Some(first),
         ended: false,
+        following,
+        text: TextSeen::default(),
     };
     let stream = futures::stream::unfold(follow, |mut follow| async move {
         let event = follow.next_event().await?;
@@ -86,6 +97,62 @@ struct Follow {
     last_sent: i32,
     next: Option<(Job, i32)>,
     ended: bool,
+    /// A streaming job's text, followed while it runs.
+    following: Option<Following>,
+    text: TextSeen,
+}
+
+/// The text a stream has sent as deltas.
+#[derive(Default)]
+struct TextSeen {
+    sent: String,
+    /// The next piece expected; `None` before the first.
+    next_seq: Option<u32>,
+    /// The pieces sent start at the text's beginning (the stream joined before any was sent).
+    from_start: bool,
+    /// A piece went missing: no more are sent.
+    lossy: bool,
+}
+
+impl TextSeen {
+    /// The piece to send, if it follows what was sent.
+    fn accept(&mut self, seq: u32, text: String) -> Option<String> {
+        let expected = *self.next_seq.get_or_insert_with(|| {
+            self.from_start = seq == 0;
+            seq
+        });
+        if self.lossy || seq != expected {
+            self.lossy = true;
+            return None;
+        }
+        self.next_seq = Some(seq + 1);
+        self.sent.push_str(&text);
+        Some(text)
+    }
+
+    /// The part of an ended job's text not yet sent as deltas, when what was sent is its start.
+    fn rest_of(&mut self, job: &Job) -> Option<String> {
+        if self.next_seq.is_some() && !self.from_start {
+            return None;
+        }
+        let text = crate::feed::job_text(job);
+        let rest = text.strip_prefix(self.sent.as_str())?.to_owned();
+        if rest.is_empty() {
+            return None;
+        }
+        self.sent.push_str(&rest);
+        Some(rest)
+    }
+}
+
+/// What woke a stream.
+enum Wake {
+    /// The job may have changed: read it.
+    Reread,
+    /// A piece of its text.
+    Delta(String),
+    /// The api is shutting down.
+    Closing,
 }
 
 impl Follow {
@@ -99,8 +166,10 @@ impl Follow {
             let (job, revision) = match self.next.take() {
                 Some(read) => read,
                 None => {
-                    if !self.changed().await {
-                        return None;
+                    match self.changed().await {
+                        Wake::Closing => return None,
+                        Wake::Delta(text) => return super::jobs::delta_event(&text),
+                        Wake::Reread => {}
                     }
                     match jobs::get_with_revision(&self.state.pool, self.tenant_id, self.id).await {
                         Ok(Some(read)) => read,
@@ -112,6 +181,15 @@ impl Follow {
                     }
                 }
             };
+            if job.stream
+                && job.status.is_terminal()
+                && revision > self.last_sent
+                && let Some(rest) = self.text.rest_of(&job)
+            {
+                // The end of the text first, then the ended job.
+                self.next = Some((job, revision));
+                return super::jobs::delta_event(&rest);
+            }
             self.ended = job.status.is_terminal();
             if revision > self.last_sent {
                 self.last_sent = revision;
@@ -125,20 +203,43 @@ impl Follow {
         }
     }
 
-    /// Returns `true` once the job may have moved past what was sent (an event newer than that, a
-    /// request to re-read, or the periodic re-read), `false` when the api is shutting down.
-    async fn changed(&mut self) -> bool {
+    /// Waits until the job may have moved past what was sent (an event newer than that, a request
+    /// to re-read, the end of its text, or the periodic re-read), a piece of its text comes, or
+    /// the api shuts down.
+    async fn changed(&mut self) -> Wake {
         let deadline = Instant::now() + self.reread_every;
         loop {
             let signal = tokio::select! {
                 signal = self.watch.next() => signal,
-                () = tokio::time::sleep_until(deadline) => return true,
+                heard = next_heard(&mut self.following) => {
+                    match heard {
+                        Some(Heard::Piece(message)) => match message.part {
+                            StreamPart::Text(text) => match self.text.accept(message.seq, text) {
+                                Some(text) => return Wake::Delta(text),
+                                None => continue,
+                            },
+                            StreamPart::End(_) => return Wake::Reread,
+                        },
+                        Some(Heard::Gap) => self.text.lossy = true,
+                        None => self.following = None,
+                    }
+                    continue;
+                }
+                () = tokio::time::sleep_until(deadline) => return Wake::Reread,
             };
             match signal {
                 Signal::Changed(event) if event.revision <= self.last_sent => continue,
-                Signal::Closing => return false,
-                Signal::Changed(_) | Signal::Reread => return true,
+                Signal::Closing => return Wake::Closing,
+                Signal::Changed(_) | Signal::Reread => return Wake::Reread,
             }
         }
+    }
+}
+
+/// What the follow of a streaming job's text hears next; never, without one.
+async fn next_heard(following: &mut Option<Following>) -> Option<Heard> {
+    match following {
+        Some(following) => following.next().await,
+        None => std::future::pending().await,
     }
 }

@@ -1,11 +1,16 @@
-//! Job intake and lookup: `POST /v1/generate|chat|embedding` (with `Prefer: wait=N`),
+//! Job intake and lookup: `POST /v1/generate|chat|embedding` (with `Prefer: wait=N`, or
+//! `"stream": true` for the text as it is generated),
 //! `GET /v1/jobs[/{id}]`, `POST /v1/jobs/{id}/cancel`.
+
+use std::convert::Infallible;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::db::jobs::{self, CancelOutcome, NewJob};
@@ -20,6 +25,7 @@ use crate::auth::Caller;
 use crate::client::ClientInfo;
 use crate::error::ApiError;
 use crate::extract::{IdempotentJson, QueryParams};
+use crate::feed::{Dialect, Feed};
 use crate::idempotency::Key;
 use crate::intake::{self, Accepted, Intake};
 use crate::{AppState, feed, prefer, watch};
@@ -28,6 +34,7 @@ use crate::{AppState, feed, prefer, watch};
 struct Submission {
     metadata: Option<Value>,
     webhook_url: Option<String>,
+    stream: bool,
 }
 
 /// A job's URL, for `Location`.
@@ -51,6 +58,8 @@ struct GenerateBody {
     model: String,
     prompt: String,
     options: Option<GenerationOptions>,
+    /// Answer with the job's text as it is generated (SSE) rather than 202.
+    stream: Option<bool>,
     metadata: Option<Value>,
     webhook_url: Option<String>,
 }
@@ -61,6 +70,7 @@ struct ChatBody {
     model: String,
     messages: Vec<ChatMessage>,
     options: Option<GenerationOptions>,
+    stream: Option<bool>,
     metadata: Option<Value>,
     webhook_url: Option<String>,
 }
@@ -102,6 +112,7 @@ async fn generate(
     let extra = Submission {
         metadata: body.metadata,
         webhook_url: body.webhook_url,
+        stream: body.stream == Some(true),
     };
     submit(&state, caller, client, &headers, request, extra, key).await
 }
@@ -118,6 +129,7 @@ async fn chat(
     let extra = Submission {
         metadata: body.metadata,
         webhook_url: body.webhook_url,
+        stream: body.stream == Some(true),
     };
     submit(&state, caller, client, &headers, request, extra, key).await
 }
@@ -134,13 +146,15 @@ async fn embedding(
     let extra = Submission {
         metadata: body.metadata,
         webhook_url: body.webhook_url,
+        stream: false,
     };
     submit(&state, caller, client, &headers, request, extra, key).await
 }
 
 /// Admits the job through the intake ([`crate::intake`]) and answers 202 with the job and its
-/// `Location` — or, with `Prefer: wait=N`, 200 with the finished job if it ends within N seconds.
-/// With an `Idempotency-Key`, a retry gets the first answer instead of a second job.
+/// `Location` — or, with `Prefer: wait=N`, 200 with the finished job if it ends within N seconds;
+/// or with `"stream": true`, an event stream of its text (see [`streamed`]). With an
+/// `Idempotency-Key`, a retry gets the first answer (the job) instead of a second job.
 async fn submit(
     state: &AppState,
     caller: shared::db::tokens::Principal,
@@ -166,8 +180,11 @@ async fn submit(
         client_ip: client.ip,
         reservation: None,
         webhook_url,
-        stream: false,
+        stream: extra.stream,
     };
+    if extra.stream {
+        return streamed(state, caller, key, new_job).await;
+    }
     // Watched before it exists, so its end cannot be missed.
     let wait = prefer::wait(headers);
     let watch = wait.map(|_| state.watchers.watch(new_job.id));
@@ -198,6 +215,93 @@ async fn submit(
             Ok((StatusCode::ACCEPTED, headers, Json(job)).into_response())
         }
     }
+}
+
+/// A streaming submission: watched, and its text followed, before it exists; answered with SSE:
+/// `event: job` (accepted), `event: delta` (`{"text"}`) per piece, and `event: job` with the
+/// ended job (its `error` says why a stream failed), or `event: error` (problem+json) when the
+/// sync timeout passed first. The client going away cancels the job.
+async fn streamed(
+    state: &AppState,
+    caller: shared::db::tokens::Principal,
+    key: Option<Key>,
+    new_job: NewJob,
+) -> Result<Response, ApiError> {
+    let watch = state.watchers.watch(new_job.id);
+    let following = state.followers.follow(new_job.id).await?;
+    let accepted = |job: &Job| {
+        Ok(Accepted {
+            status: StatusCode::ACCEPTED,
+            location: location_of(job.id),
+            body: serde_json::to_value(job).map_err(ApiError::internal)?,
+        })
+    };
+    let job = match intake::job(state, &caller, key.as_ref(), new_job, accepted).await? {
+        Intake::Replayed(first) => return Ok(first),
+        Intake::Admitted { work, .. } => work,
+    };
+    let location = HeaderValue::from_str(&location_of(job.id)).map_err(ApiError::internal)?;
+    let feed = Box::new(Feed::following(
+        state,
+        caller.tenant_id,
+        &job,
+        following,
+        watch,
+    ));
+    let events = feed
+        .written_in(NativeEvents {
+            accepted: Some(job),
+        })
+        .map(Ok::<_, Infallible>);
+    let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(state.sse_heartbeat));
+    Ok(([(header::LOCATION, location)], sse).into_response())
+}
+
+/// The native stream's events.
+struct NativeEvents {
+    /// The job as accepted, for the opening event.
+    accepted: Option<Job>,
+}
+
+impl Dialect for NativeEvents {
+    type Item = Event;
+
+    fn opening(&mut self) -> Vec<Event> {
+        self.accepted
+            .take()
+            .and_then(|job| job_event(&job))
+            .into_iter()
+            .collect()
+    }
+
+    fn text(&mut self, text: &str) -> Vec<Event> {
+        delta_event(text).into_iter().collect()
+    }
+
+    fn ended(&mut self, job: &Job) -> Vec<Event> {
+        job_event(job).into_iter().collect()
+    }
+
+    fn failed(&mut self, error: &ApiError) -> Vec<Event> {
+        Event::default()
+            .event("error")
+            .json_data(error.problem())
+            .ok()
+            .into_iter()
+            .collect()
+    }
+}
+
+fn job_event(job: &Job) -> Option<Event> {
+    Event::default().event("job").json_data(job).ok()
+}
+
+/// A piece of a streaming job's text, as native streams send it.
+pub(super) fn delta_event(text: &str) -> Option<Event> {
+    Event::default()
+        .event("delta")
+        .json_data(serde_json::json!({ "text": text }))
+        .ok()
 }
 
 const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");

@@ -21,6 +21,18 @@ pub fn client(timeout: Duration) -> Client {
         .expect("a reqwest client with static settings always builds")
 }
 
+/// A client for streamed answers: no bound on the whole answer (a long one streams for minutes),
+/// but each read must come within `timeout`, so a provider that stalls mid-stream still fails.
+pub fn streaming_client(timeout: Duration) -> Client {
+    Client::builder()
+        .read_timeout(timeout)
+        .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(1024)
+        .build()
+        .expect("a reqwest client with static settings always builds")
+}
+
 /// Sends a request and decodes a 2xx JSON body, classifying every other outcome.
 /// `error_message` pulls the human-readable message out of the provider's error body.
 pub async fn send_json<T: DeserializeOwned>(

@@ -18,6 +18,8 @@ use crate::domain::{
 pub struct OllamaClient {
     base_url: String,
     http: reqwest::Client,
+    /// For streamed answers (see [`http::streaming_client`]).
+    streaming: reqwest::Client,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +71,7 @@ impl OllamaClient {
         Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
             http: http::client(timeout),
+            streaming: http::streaming_client(timeout),
         }
     }
 
@@ -108,7 +111,7 @@ impl OllamaClient {
             JobRequest::Embedding(r) => return self.embed(r, model).await,
         };
         body["stream"] = json!(true);
-        let response = http::send(self.http.post(self.url(path)).json(&body), |v| {
+        let response = http::send(self.streaming.post(self.url(path)).json(&body), |v| {
             v["error"].as_str()
         })
         .await?;

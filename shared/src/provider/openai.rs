@@ -26,6 +26,8 @@ pub struct OpenAiClient {
     base_url: String,
     api_key: SecretString,
     http: reqwest::Client,
+    /// For streamed answers (see [`http::streaming_client`]).
+    streaming: reqwest::Client,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +113,7 @@ impl OpenAiClient {
             base_url: base_url.trim_end_matches('/').to_owned(),
             api_key,
             http: http::client(timeout),
+            streaming: http::streaming_client(timeout),
         }
     }
 
@@ -148,7 +151,8 @@ impl OpenAiClient {
         };
         body["stream"] = json!(true);
         body["stream_options"] = json!({ "include_usage": true });
-        let response = http::send(self.authorized("/chat/completions", &body), error_message)
+        let call = self.authorized(&self.streaming, "/chat/completions", &body);
+        let response = http::send(call, error_message)
             .await
             .map_err(|failure| self.redacted(failure))?;
         let status_code = response.status().as_u16();
@@ -286,14 +290,18 @@ impl OpenAiClient {
         path: &str,
         body: &Value,
     ) -> Result<(T, u16), ProviderError> {
-        http::send_json(self.authorized(path, body), error_message)
+        http::send_json(self.authorized(&self.http, path, body), error_message)
             .await
             .map_err(|failure| self.redacted(failure))
     }
 
-    fn authorized(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
-        self.http
-            .post(format!("{}{path}", self.base_url))
+    fn authorized(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        body: &Value,
+    ) -> reqwest::RequestBuilder {
+        http.post(format!("{}{path}", self.base_url))
             .bearer_auth(self.api_key.expose_secret())
             .json(body)
     }
