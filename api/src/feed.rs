@@ -10,16 +10,13 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use shared::db::jobs::{self, CancelOutcome};
-use shared::domain::{Job, JobId, JobStatus, TenantId};
-use shared::queue::{JobEvent, StreamPart};
-use tokio::time::Instant;
-
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
-
+use shared::db::jobs::{self, CancelOutcome};
 use shared::db::tokens::Principal;
-use shared::domain::JobRequest;
+use shared::domain::{Job, JobId, JobRequest, JobStatus, TenantId};
+use shared::queue::{JobEvent, StreamPart};
+use tokio::time::Instant;
 
 use crate::AppState;
 use crate::client::ClientInfo;
@@ -148,7 +145,7 @@ pub fn tokens(job: &Job) -> (i64, i64) {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Cancels its job when dropped armed: the client went away before the job ended.
-pub struct CancelOnDrop {
+struct CancelOnDrop {
     state: AppState,
     tenant_id: TenantId,
     id: JobId,
@@ -156,7 +153,7 @@ pub struct CancelOnDrop {
 }
 
 impl CancelOnDrop {
-    pub fn new(state: &AppState, tenant_id: TenantId, id: JobId) -> Self {
+    fn new(state: &AppState, tenant_id: TenantId, id: JobId) -> Self {
         Self {
             state: state.clone(),
             tenant_id,
@@ -166,7 +163,7 @@ impl CancelOnDrop {
     }
 
     /// The client got its answer (or gave up waiting on purpose): the job is left alone.
-    pub fn disarm(&mut self) {
+    fn disarm(&mut self) {
         self.armed = false;
     }
 }
@@ -215,7 +212,7 @@ pub async fn cancel(
 }
 
 /// What a sync call learned.
-pub enum Waited {
+enum Waited {
     Ended(Box<Job>),
     /// The sync timeout passed (or the api is shutting down); the job goes on.
     StillRunning,
@@ -223,7 +220,7 @@ pub enum Waited {
 
 /// Waits for a sync call's job to end, up to `timeout`; the job is cancelled if the caller goes
 /// away first (this future dropped).
-pub async fn wait_for_end(
+async fn wait_for_end(
     state: &AppState,
     tenant_id: TenantId,
     id: JobId,
@@ -240,7 +237,7 @@ pub async fn wait_for_end(
 }
 
 /// What a streaming call hears next.
-pub enum Fed {
+enum Fed {
     /// The next piece of the text.
     Text(String),
     /// The job ended (its whole text already fed).
@@ -313,7 +310,7 @@ impl Feed {
 
     /// The next thing to tell the client; `None` after the end. A database error ends the feed
     /// (the caller reports it; the job goes on).
-    pub async fn next(&mut self) -> Option<Result<Fed, sqlx::Error>> {
+    async fn next(&mut self) -> Option<Result<Fed, sqlx::Error>> {
         if self.done {
             return None;
         }

@@ -1,11 +1,13 @@
-//! Following streaming jobs' text on this api instance: the worker publishes each piece to the
-//! streams exchange under the job's id, and this instance binds its own queue to the ids its
-//! clients follow, so text reaches only the instance that holds the client's connection (a job's
-//! events go to every instance, but they are two per job; text is hundreds of pieces).
+//! Following streaming jobs' text on this api instance. A streaming job carries the key of the
+//! instance holding its client, and the worker publishes each piece to the text exchange under
+//! `<instance>.<job id>`: this instance binds `<instance>.*` once per broker session, so its own
+//! streams cost no broker round trip, and text reaches only the instance that reads it (a job's
+//! events go to every instance, but they are two per job; text is hundreds of pieces). Following
+//! another instance's stream (a job's event stream) binds `*.<job id>` for as long as it lasts.
 //!
-//! A follow is bound before the job is published, so no piece can come before the binding. After
-//! the broker connection is re-made, every followed job is bound again and its followers told
-//! that pieces may have been lost: they then take the rest of the text from the finished job.
+//! A follow exists before the job is published, so no piece can come before it. After the broker
+//! connection is re-made, the bindings are made again and followers told that pieces may have
+//! been lost: they then take the rest of the text from the finished job.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,8 +32,16 @@ pub enum Heard {
 /// How long a follow waits for this session's queue to be declared.
 const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The followers of each followed job, each under its own key.
-type Table = HashMap<JobId, Vec<(u64, mpsc::UnboundedSender<Heard>)>>;
+/// The followers of each followed job.
+type Table = HashMap<JobId, Followed>;
+
+#[derive(Default)]
+struct Followed {
+    /// Each follower under its own key.
+    followers: Vec<(u64, mpsc::UnboundedSender<Heard>)>,
+    /// The job is bound by its id (`*.<job id>`): its client is elsewhere.
+    bound: bool,
+}
 
 #[derive(Clone)]
 pub struct Followers {
@@ -40,6 +50,8 @@ pub struct Followers {
 
 struct Inner {
     broker: Broker,
+    /// This instance's key: streaming jobs whose client it holds carry it.
+    key: String,
     jobs: Mutex<Table>,
     /// The current session's channel and queue, once subscribed.
     bound: Mutex<Option<(Channel, ShortString)>>,
@@ -65,16 +77,19 @@ impl Following {
 impl Drop for Following {
     fn drop(&mut self) {
         let mut jobs = self.inner.lock_jobs();
-        let Some(followers) = jobs.get_mut(&self.id) else {
+        let Some(followed) = jobs.get_mut(&self.id) else {
             return;
         };
-        followers.retain(|(key, _)| *key != self.key);
-        if followers.is_empty() {
+        followed.followers.retain(|(key, _)| *key != self.key);
+        if followed.followers.is_empty() {
+            let bound = followed.bound;
             jobs.remove(&self.id);
             drop(jobs);
-            let inner = self.inner.clone();
-            let id = self.id;
-            tokio::spawn(async move { inner.unbind(id).await });
+            if bound {
+                let inner = self.inner.clone();
+                let id = self.id;
+                tokio::spawn(async move { inner.unbind(id).await });
+            }
         }
     }
 }
@@ -92,6 +107,7 @@ impl Followers {
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let inner = Arc::new(Inner {
             broker,
+            key: uuid::Uuid::now_v7().simple().to_string(),
             jobs: Mutex::new(HashMap::new()),
             bound: Mutex::new(None),
             next_key: std::sync::atomic::AtomicU64::new(0),
@@ -100,29 +116,49 @@ impl Followers {
         (Self { inner }, task)
     }
 
-    /// Follows job `id`'s text; every piece published after this returns is heard.
+    /// This instance's key, for the streaming jobs whose client it holds (`stream_to`).
+    pub fn key(&self) -> &str {
+        &self.inner.key
+    }
+
+    /// Follows the text of job `id`, whose client this instance holds (it carries [`Self::key`]):
+    /// every piece published after this returns is heard, with no broker round trip.
     pub async fn follow(&self, id: JobId) -> Result<Following, FollowError> {
+        self.inner.subscribed().await?;
+        Ok(self.register(id, false).0)
+    }
+
+    /// Follows the text of job `id` whose client is wherever it is (a job's event stream): every
+    /// piece published after this returns is heard.
+    pub async fn follow_job(&self, id: JobId) -> Result<Following, FollowError> {
+        let (following, bind) = self.register(id, true);
+        if bind {
+            self.inner.bind(id).await?;
+        }
+        Ok(following)
+    }
+
+    /// Adds a follower of job `id` (`by_id`: its pieces are to be bound by the job's id); whether
+    /// that binding is still to be made.
+    fn register(&self, id: JobId, by_id: bool) -> (Following, bool) {
         let (sender, heard) = mpsc::unbounded_channel();
         let key = self
             .inner
             .next_key
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let first = {
-            let mut jobs = self.inner.lock_jobs();
-            let followers = jobs.entry(id).or_default();
-            followers.push((key, sender));
-            followers.len() == 1
-        };
+        let mut jobs = self.inner.lock_jobs();
+        let followed = jobs.entry(id).or_default();
+        followed.followers.push((key, sender));
+        let bind = by_id && !followed.bound;
+        followed.bound |= by_id;
+        drop(jobs);
         let following = Following {
             id,
             key,
             heard,
             inner: self.inner.clone(),
         };
-        if first {
-            self.inner.bind(id).await?;
-        }
-        Ok(following)
+        (following, bind)
     }
 }
 
@@ -164,7 +200,7 @@ impl Inner {
             .queue_bind(
                 queue,
                 self.broker.topology().streams_exchange().into(),
-                id.to_string().into(),
+                StreamMessage::job_pattern(id).into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -180,7 +216,7 @@ impl Inner {
             .queue_unbind(
                 queue,
                 self.broker.topology().streams_exchange().into(),
-                id.to_string().into(),
+                StreamMessage::job_pattern(id).into(),
                 FieldTable::default(),
             )
             .await;
@@ -198,9 +234,11 @@ impl Inner {
             .each_session(&shutdown, |session| {
                 let (inner, exchange) = (self.clone(), exchange.clone());
                 async move {
-                    // Bound per followed job as clients come (see `bind`).
-                    match HintQueue::declare(&session, &exchange, &[], FieldTable::default()).await
-                    {
+                    let own = StreamMessage::instance_pattern(&inner.key);
+                    let keys = [own.as_str()];
+                    let declared =
+                        HintQueue::declare(&session, &exchange, &keys, FieldTable::default());
+                    match declared.await {
                         Ok(queue) => {
                             *inner.lock_bound() = Some((queue.channel, queue.name));
                             inner.rebind_all().await;
@@ -214,15 +252,21 @@ impl Inner {
             .await;
     }
 
+    /// Binds again the jobs followed by id, and tells every follower pieces may have been lost.
     async fn rebind_all(&self) {
-        let ids: Vec<JobId> = self.lock_jobs().keys().copied().collect();
+        let ids: Vec<JobId> = self
+            .lock_jobs()
+            .iter()
+            .filter(|(_, followed)| followed.bound)
+            .map(|(id, _)| *id)
+            .collect();
         for id in ids {
             if let Err(error) = self.bind(id).await {
                 tracing::warn!(%error, job_id = %id, "cannot follow a job again");
             }
         }
-        for followers in self.lock_jobs().values() {
-            for (_, sender) in followers {
+        for followed in self.lock_jobs().values() {
+            for (_, sender) in &followed.followers {
                 let _ = sender.send(Heard::Gap);
             }
         }
@@ -233,8 +277,8 @@ impl Inner {
             let Some(message) = StreamMessage::decode(&delivery.data) else {
                 continue;
             };
-            if let Some(followers) = self.lock_jobs().get(&message.job_id) {
-                for (_, sender) in followers {
+            if let Some(followed) = self.lock_jobs().get(&message.job_id) {
+                for (_, sender) in &followed.followers {
                     let _ = sender.send(Heard::Piece(message.clone()));
                 }
             }

@@ -130,7 +130,7 @@ pub async fn call(
         client_ip: client.ip,
         reservation: None,
         webhook_url: None,
-        stream,
+        stream_to: stream.then(|| state.followers.key().to_owned()),
     };
     let watch = state.watchers.watch(new_job.id);
     let following = match stream {

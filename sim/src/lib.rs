@@ -94,7 +94,12 @@ impl Sim {
     fn stream(&self, streamed: Streamed) -> axum::response::Response {
         use axum::response::IntoResponse as _;
         let knobs = self.knobs();
+        let opening = streamed.opening.len();
         let mut lines = streamed.opening;
+        let piece_count = match knobs.fail_after_tokens {
+            Some(n) => (n as usize).min(streamed.pieces.len()),
+            None => streamed.pieces.len(),
+        };
         match knobs.fail_after_tokens {
             Some(n) => {
                 lines.extend(streamed.pieces.into_iter().take(n as usize));
@@ -105,23 +110,27 @@ impl Sim {
                 lines.extend(streamed.closing);
             }
         }
+        // The delay comes between pieces of text, as a model's token rate does: not before the
+        // first piece, nor around the opening and closing lines.
         let delay = std::time::Duration::from_millis(knobs.token_delay_ms);
+        let first_delayed = opening + 1;
+        let last_delayed = opening + piece_count;
         let watch = EndWatch {
             sim: self.clone(),
             ended: false,
         };
         let lines = std::collections::VecDeque::from(lines);
         let stream = futures::stream::unfold(
-            (lines, watch, true),
-            move |(mut lines, mut watch, first)| async move {
+            (lines, watch, 0usize),
+            move |(mut lines, mut watch, sent)| async move {
                 let line = lines.pop_front()?;
-                if !first && !delay.is_zero() {
+                if (first_delayed..last_delayed).contains(&sent) && !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
                 watch.ended = lines.is_empty();
                 Some((
                     Ok::<_, std::convert::Infallible>(line),
-                    (lines, watch, false),
+                    (lines, watch, sent + 1),
                 ))
             },
         );
@@ -172,6 +181,11 @@ pub async fn serve(
     sim: Sim,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    // Streams are many small writes: send each at once, as a real server does.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(sim))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

@@ -63,3 +63,49 @@ async fn the_ollama_python_package_calls_models_through_the_queue() {
     assert_eq!(unbilled, 0);
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn admins_pull_and_delete_models_through_the_ollama_surface() {
+    let stack = Stack::start().await;
+    let pull = json!({ "model": "qwen2:0.5b" });
+    let refused = stack.post("/ollama/api/pull", &pull).await;
+    assert_eq!(refused.status(), 403);
+    let body: Value = refused.json().await.expect("an Ollama error");
+    assert!(body["error"].is_string(), "{body}");
+
+    let pulled = stack
+        .admin(reqwest::Method::POST, "/ollama/api/pull", &pull)
+        .await;
+    assert_eq!(pulled.status(), 200);
+    let lines = pulled.text().await.expect("progress lines");
+    let last: Value = serde_json::from_str(lines.lines().last().expect("a line")).expect("JSON");
+    assert_eq!(last["status"], "success", "{lines}");
+    let waited = stack
+        .admin(
+            reqwest::Method::POST,
+            "/ollama/api/pull",
+            &json!({ "model": "qwen2:0.5b", "stream": false }),
+        )
+        .await;
+    assert_eq!(
+        waited.json::<Value>().await.expect("JSON"),
+        json!({ "status": "success" })
+    );
+
+    let deleted = stack
+        .admin(reqwest::Method::DELETE, "/ollama/api/delete", &pull)
+        .await;
+    assert_eq!(deleted.status(), 200);
+    let again = stack
+        .admin(reqwest::Method::DELETE, "/ollama/api/delete", &pull)
+        .await;
+    assert_eq!(again.status(), 404);
+    let audited: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where action in ('model.pull', 'model.delete')",
+    )
+    .fetch_one(&stack.pool)
+    .await
+    .expect("count");
+    assert_eq!(audited, 4);
+    stack.stop().await;
+}

@@ -400,7 +400,7 @@ impl Stack {
             client_ip: None,
             reservation: None,
             webhook_url: None,
-            stream: false,
+            stream_to: None,
         };
         shared::db::jobs::insert(&self.pool, &job)
             .await

@@ -85,7 +85,7 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
     let plan = context.providers.plan(job.request.model().as_str()).await;
     let relay = job
         .stream
-        .then(|| Relay::start(context.broker.clone(), job.id));
+        .then(|| Relay::start(context.broker.clone(), job.id, job.stream_to.clone()));
     let mut verdict = if let Some(outcome) = ended_before_running(context, job) {
         Verdict::Finish(outcome)
     } else {

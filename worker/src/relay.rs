@@ -1,6 +1,6 @@
 //! A streaming job's text on its way to the client: each piece the provider writes goes to the
-//! streams exchange under the job's id, where only the api instances following the job have bound
-//! a queue.
+//! text exchange under `<instance>.<job id>`, where only the api instance holding the client (and
+//! any instance following the job's events) has bound a queue.
 //!
 //! The first piece goes at once (time to first token is what a chat user feels); pieces that
 //! arrive within [`COALESCE`] of a message travel together in the next, so a fast model costs the
@@ -21,6 +21,8 @@ const COALESCE: Duration = Duration::from_millis(10);
 
 pub struct Relay {
     job_id: JobId,
+    /// The api instance holding the client.
+    stream_to: Option<String>,
     broker: Broker,
     /// The text so far (what a stop bills), and where pieces go to be published.
     text: Mutex<String>,
@@ -29,11 +31,17 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn start(broker: Broker, job_id: JobId) -> Self {
+    pub fn start(broker: Broker, job_id: JobId, stream_to: Option<String>) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let publisher = tokio::spawn(publish(broker.clone(), job_id, receiver));
+        let route = Route {
+            broker: broker.clone(),
+            job_id,
+            stream_to: stream_to.clone(),
+        };
+        let publisher = tokio::spawn(publish(route, receiver));
         Self {
             job_id,
+            stream_to,
             broker,
             text: Mutex::new(String::new()),
             pieces: Mutex::new(Some(sender)),
@@ -69,21 +77,33 @@ impl Relay {
             None => return,
         };
         let end = StreamMessage::new(self.job_id, seq, StreamPart::End(status));
-        self.broker.publish_stream(&end).await;
+        self.broker
+            .publish_stream(self.stream_to.as_deref(), &end)
+            .await;
+    }
+}
+
+/// Where a job's pieces go.
+struct Route {
+    broker: Broker,
+    job_id: JobId,
+    stream_to: Option<String>,
+}
+
+impl Route {
+    async fn send(&self, seq: u32, text: String) {
+        let message = StreamMessage::new(self.job_id, seq, StreamPart::Text(text));
+        self.broker
+            .publish_stream(self.stream_to.as_deref(), &message)
+            .await;
     }
 }
 
 /// Publishes pieces until the relay closes; returns how many messages it sent (the end's `seq`).
-async fn publish(
-    broker: Broker,
-    job_id: JobId,
-    mut pieces: mpsc::UnboundedReceiver<String>,
-) -> u32 {
+async fn publish(route: Route, mut pieces: mpsc::UnboundedReceiver<String>) -> u32 {
     let mut seq = 0;
     while let Some(first) = pieces.recv().await {
-        broker
-            .publish_stream(&StreamMessage::new(job_id, seq, StreamPart::Text(first)))
-            .await;
+        route.send(seq, first).await;
         seq += 1;
         let window = Instant::now() + COALESCE;
         let mut held = String::new();
@@ -98,9 +118,7 @@ async fn publish(
             }
         }
         if !held.is_empty() {
-            broker
-                .publish_stream(&StreamMessage::new(job_id, seq, StreamPart::Text(held)))
-                .await;
+            route.send(seq, held).await;
             seq += 1;
         }
         if !open {

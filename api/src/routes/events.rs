@@ -51,7 +51,7 @@ async fn events(
         .ok_or_else(job_not_found)?;
     // A streaming job's text as it comes, from whichever instance this is.
     let following = match first.0.stream && !first.0.status.is_terminal() {
-        true => state.followers.follow(id).await.ok(),
+        true => state.followers.follow_job(id).await.ok(),
         false => None,
     };
     let reread_every = if first.0.batch_id.is_some() {

@@ -180,9 +180,9 @@ async fn submit(
         client_ip: client.ip,
         reservation: None,
         webhook_url,
-        stream: extra.stream,
+        stream_to: extra.stream.then(|| state.followers.key().to_owned()),
     };
-    if extra.stream {
+    if new_job.stream_to.is_some() {
         return streamed(state, caller, key, new_job).await;
     }
     // Watched before it exists, so its end cannot be missed.

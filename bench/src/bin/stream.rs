@@ -30,6 +30,12 @@ struct Cli {
     /// A client token of the gateway.
     #[arg(long)]
     token: String,
+    /// The model asked of the gateway (routed to the sim's Ollama side).
+    #[arg(long, default_value = "llama3")]
+    model: String,
+    /// The model asked of the sim directly (one its OpenAI side serves).
+    #[arg(long, default_value = "gpt-4o-mini")]
+    direct_model: String,
     /// Concurrent streams, one level after the other.
     #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
     concurrency: Vec<usize>,
@@ -148,22 +154,24 @@ async fn run_streams(
     results.into_iter().collect()
 }
 
-fn chat(cli: &Cli, client: &Client, side: Side, body: &Value) -> reqwest::RequestBuilder {
-    let base = match side {
-        Side::Gateway => &cli.gateway,
-        Side::Direct => &cli.direct,
+/// A Chat Completions call on `side`, for its model.
+fn chat(cli: &Cli, client: &Client, side: Side, mut body: Value) -> reqwest::RequestBuilder {
+    let (base, model) = match side {
+        Side::Gateway => (&cli.gateway, &cli.model),
+        Side::Direct => (&cli.direct, &cli.direct_model),
     };
+    body["model"] = json!(model);
     client
         .post(format!("{base}/chat/completions"))
         .bearer_auth(&cli.token)
-        .json(body)
+        .json(&body)
 }
 
 async fn one_stream(client: &Client, cli: &Cli, side: Side, i: usize) -> anyhow::Result<Timed> {
-    let body = json!({ "model": "llama3", "stream": true,
+    let body = json!({ "stream": true,
                        "messages": [{ "role": "user", "content": format!("stream {i}") }] });
     let started = Instant::now();
-    let response = chat(cli, client, side, &body).send().await?;
+    let response = chat(cli, client, side, body).send().await?;
     ensure!(
         response.status().is_success(),
         "status {}",
@@ -215,10 +223,9 @@ async fn overhead(client: &Client, cli: &Cli) -> anyhow::Result<()> {
         } else {
             Side::Direct
         };
-        let body = json!({ "model": "llama3",
-                           "messages": [{ "role": "user", "content": format!("call {i}") }] });
+        let body = json!({ "messages": [{ "role": "user", "content": format!("call {i}") }] });
         let started = Instant::now();
-        let response = chat(cli, client, side, &body).send().await?;
+        let response = chat(cli, client, side, body).send().await?;
         ensure!(
             response.status().is_success(),
             "status {}",

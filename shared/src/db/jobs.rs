@@ -126,8 +126,8 @@ pub struct NewJob {
     /// Where the job's terminal event is POSTed (checked by the SSRF guard); else the tenant's
     /// endpoint.
     pub webhook_url: Option<String>,
-    /// The client follows its text as it is generated.
-    pub stream: bool,
+    /// A streaming job: the key of the api instance holding its client, where its text goes.
+    pub stream_to: Option<String>,
 }
 
 /// Inserts a job as `queued` (not yet published) and returns it as the client will see it.
@@ -138,8 +138,9 @@ pub async fn insert(conn: impl PgExecutor<'_>, job: &NewJob) -> Result<Job, sqlx
     let row: JobRow = sqlx::query_as(&format!(
         "insert into jobs (id, tenant_id, token_id, kind, status, model, request, metadata,
                            origin, client_ip, reserved_tokens, reserved_cost, reserved_month,
-                           webhook_url, stream)
-         values ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                           webhook_url, stream, stream_to)
+         values ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 is not null,
+                 $14)
          returning {JOB_COLUMNS}"
     ))
     .bind(job.id)
@@ -155,7 +156,7 @@ pub async fn insert(conn: impl PgExecutor<'_>, job: &NewJob) -> Result<Job, sqlx
     .bind(reservation.map(|r| r.cost))
     .bind(reservation.map(|r| r.month))
     .bind(&job.webhook_url)
-    .bind(job.stream)
+    .bind(&job.stream_to)
     .fetch_one(conn)
     .await?;
     row.try_into()

@@ -34,6 +34,8 @@ pub struct ClaimedJob {
     pub abandoned_recorded: i32,
     /// The client follows its text as it is generated.
     pub stream: bool,
+    /// The key of the api instance holding the streaming client, if one does.
+    pub stream_to: Option<String>,
     /// A cancel was asked for while the job ran (before this claim, or racing it).
     pub cancel_requested: bool,
 }
@@ -79,6 +81,7 @@ pub async fn claim(
         bulk: bool,
         abandoned_recorded: i32,
         stream: bool,
+        stream_to: Option<String>,
         cancel_requested: bool,
     }
     let row: Option<Row> = sqlx::query_as(&format!(
@@ -91,7 +94,8 @@ pub async fn claim(
                  or (status = 'retrying' and retry_at <= now() + interval '{EARLY_ARRIVAL}')
                  or (status = 'running' and ($3 or lease_expires_at < now())))
           returning tenant_id, request, claims, retries, revision, batch_id is not null as bulk,
-                    abandoned_recorded, stream, cancel_requested_at is not null as cancel_requested"
+                    abandoned_recorded, stream, stream_to,
+                    cancel_requested_at is not null as cancel_requested"
     ))
     .bind(id)
     .bind(claim_id)
@@ -114,6 +118,7 @@ pub async fn claim(
         bulk: row.bulk,
         abandoned_recorded: row.abandoned_recorded,
         stream: row.stream,
+        stream_to: row.stream_to,
         cancel_requested: row.cancel_requested,
     }))
 }

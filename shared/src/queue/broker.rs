@@ -262,12 +262,13 @@ impl Broker {
         self.publish_hint(&exchange, &key, &event.encode()).await;
     }
 
-    /// Sends a piece of a streaming job's text (or its end) to the api instances following it, on
-    /// the events channel (in order, no confirm: a follower notices a lost piece by its `seq`).
-    pub async fn publish_stream(&self, message: &StreamMessage) {
+    /// Sends a piece of a streaming job's text (or its end) to the api instances following it
+    /// (`stream_to`: the instance holding its client), on the events channel (in order, no
+    /// confirm: a follower notices a lost piece by its `seq`).
+    pub async fn publish_stream(&self, stream_to: Option<&str>, message: &StreamMessage) {
         let exchange = self.inner.topology.streams_exchange();
-        self.publish_hint(&exchange, &message.job_id.to_string(), &message.encode())
-            .await;
+        let key = StreamMessage::routing_key(stream_to, message.job_id);
+        self.publish_hint(&exchange, &key, &message.encode()).await;
     }
 
     /// Tells every worker that job `id` was cancelled while running. Best effort: a worker also

@@ -87,7 +87,7 @@ impl JobEvent {
 }
 
 /// A piece of a streaming job's text, or the end of its stream, for the api instances following
-/// the job (routing key: the job id). Published on one channel in order, so the end comes after
+/// the job (routing key: [`StreamMessage::routing_key`]). Published on one channel in order, so the end comes after
 /// the last piece; `seq` numbers the pieces from 0, so a follower sees any that were lost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamMessage {
@@ -107,6 +107,22 @@ pub enum StreamPart {
 }
 
 impl StreamMessage {
+    /// The text exchange's routing key of a job's pieces: `<instance>.<job id>`, the instance being
+    /// the api holding the streaming client (`-` if none does).
+    pub fn routing_key(stream_to: Option<&str>, job_id: JobId) -> String {
+        format!("{}.{job_id}", stream_to.unwrap_or("-"))
+    }
+
+    /// The binding that receives every piece of the jobs whose client `instance` holds.
+    pub fn instance_pattern(instance: &str) -> String {
+        format!("{instance}.*")
+    }
+
+    /// The binding that receives every piece of job `job_id`, wherever its client is.
+    pub fn job_pattern(job_id: JobId) -> String {
+        format!("*.{job_id}")
+    }
+
     pub fn new(job_id: JobId, seq: u32, part: StreamPart) -> Self {
         Self {
             v: <Self as Versioned>::VERSION,

@@ -157,10 +157,11 @@ impl Topology {
         format!("{}.events", self.prefix)
     }
 
-    /// Direct exchange of streaming jobs' text (routing key: the job id): an api instance binds its
-    /// own queue for each job it follows, so the text goes only where a client reads it.
+    /// Topic exchange of streaming jobs' text (routing key `<instance>.<job id>`): the api instance
+    /// holding a streaming client binds `<instance>.*` once per session, an instance following a
+    /// job's events `*.<job id>`, so the text goes only where a client reads it.
     pub fn streams_exchange(&self) -> String {
-        format!("{}.streams", self.prefix)
+        format!("{}.text", self.prefix)
     }
 
     /// Fanout exchange of cancels for running jobs: every worker binds its own queue.
@@ -263,7 +264,7 @@ impl Topology {
             (self.webhooks_exchange(), ExchangeKind::Direct),
             (self.webhook_wait_exchange(), ExchangeKind::Direct),
             (self.events_exchange(), ExchangeKind::Topic),
-            (self.streams_exchange(), ExchangeKind::Direct),
+            (self.streams_exchange(), ExchangeKind::Topic),
             (self.control_exchange(), ExchangeKind::Fanout),
         ] {
             channel
