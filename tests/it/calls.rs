@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use tollgate_api::ApiSettings;
+
 use crate::harness::Stack;
 use crate::openai_batches::run_sdk_script;
 
@@ -107,5 +109,42 @@ async fn admins_pull_and_delete_models_through_the_ollama_surface() {
     .await
     .expect("count");
     assert_eq!(audited, 4);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_that_outlives_the_sync_timeout_names_its_job_which_goes_on() {
+    let stack = Stack::with(crate::harness::Options {
+        api_settings: ApiSettings {
+            sync_timeout: Duration::from_secs(1),
+            ..crate::harness::test_api_settings()
+        },
+        ..crate::harness::Options::default()
+    })
+    .await;
+    stack.ollama.set_knobs(provider_sim::Knobs {
+        latency_ms: 2_500,
+        ..Default::default()
+    });
+    let body = json!({ "model": "llama3", "messages": [{ "role": "user", "content": "slow" }] });
+    let answer = stack.post("/openai/v1/chat/completions", &body).await;
+    assert_eq!(answer.status(), 504);
+    assert_eq!(answer.headers()["x-should-retry"], "false");
+    let id = answer.headers()["x-request-id"]
+        .to_str()
+        .expect("an id")
+        .to_owned();
+    let error: Value = answer.json().await.expect("an OpenAI error");
+    assert_eq!(error["error"]["code"], "job_still_running", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&id)),
+        "{error}"
+    );
+    let job = stack
+        .wait_for_job(&id, |job| job["status"] == "succeeded")
+        .await;
+    assert_eq!(job["status"], "succeeded", "the job went on: {job}");
     stack.stop().await;
 }
