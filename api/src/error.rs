@@ -21,6 +21,38 @@ pub struct ApiError {
     database_unreachable: bool,
 }
 
+/// Rewrites a problem+json answer in another surface's error shape (`render` writes the body from
+/// the status and the problem), keeping its status and headers (`Retry-After`,
+/// `WWW-Authenticate`); a 422 becomes 400, as OpenAI and Ollama answer a request they cannot
+/// run. Any other answer passes untouched.
+pub async fn in_dialect(
+    response: Response,
+    render: fn(StatusCode, &serde_json::Value) -> serde_json::Value,
+) -> Response {
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !is_problem {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let problem = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
+    };
+    if parts.status == StatusCode::UNPROCESSABLE_ENTITY {
+        parts.status = StatusCode::BAD_REQUEST;
+    }
+    let body = render(parts.status, &problem);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+}
+
 /// Marks an answer given because the database could not be reached, for
 /// [`crate::database::gate`] to have its probe look at once.
 #[derive(Debug, Clone, Copy)]

@@ -20,10 +20,7 @@ use tokio::time::Instant;
 const COALESCE: Duration = Duration::from_millis(10);
 
 pub struct Relay {
-    job_id: JobId,
-    /// The api instance holding the client.
-    stream_to: Option<String>,
-    broker: Broker,
+    route: Route,
     /// The text so far (what a stop bills), and where pieces go to be published.
     text: Mutex<String>,
     pieces: Mutex<Option<mpsc::UnboundedSender<String>>>,
@@ -34,15 +31,13 @@ impl Relay {
     pub fn start(broker: Broker, job_id: JobId, stream_to: Option<String>) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         let route = Route {
-            broker: broker.clone(),
-            job_id,
-            stream_to: stream_to.clone(),
-        };
-        let publisher = tokio::spawn(publish(route, receiver));
-        Self {
+            broker,
             job_id,
             stream_to,
-            broker,
+        };
+        let publisher = tokio::spawn(publish(route.clone(), receiver));
+        Self {
+            route,
             text: Mutex::new(String::new()),
             pieces: Mutex::new(Some(sender)),
             publisher: Mutex::new(Some(publisher)),
@@ -76,14 +71,12 @@ impl Relay {
             Some(publisher) => publisher.await.unwrap_or(0),
             None => return,
         };
-        let end = StreamMessage::new(self.job_id, seq, StreamPart::End(status));
-        self.broker
-            .publish_stream(self.stream_to.as_deref(), &end)
-            .await;
+        self.route.send(seq, StreamPart::End(status)).await;
     }
 }
 
-/// Where a job's pieces go.
+/// Where a job's pieces go: the api instance holding the client.
+#[derive(Clone)]
 struct Route {
     broker: Broker,
     job_id: JobId,
@@ -91,8 +84,8 @@ struct Route {
 }
 
 impl Route {
-    async fn send(&self, seq: u32, text: String) {
-        let message = StreamMessage::new(self.job_id, seq, StreamPart::Text(text));
+    async fn send(&self, seq: u32, part: StreamPart) {
+        let message = StreamMessage::new(self.job_id, seq, part);
         self.broker
             .publish_stream(self.stream_to.as_deref(), &message)
             .await;
@@ -103,7 +96,7 @@ impl Route {
 async fn publish(route: Route, mut pieces: mpsc::UnboundedReceiver<String>) -> u32 {
     let mut seq = 0;
     while let Some(first) = pieces.recv().await {
-        route.send(seq, first).await;
+        route.send(seq, StreamPart::Text(first)).await;
         seq += 1;
         let window = Instant::now() + COALESCE;
         let mut held = String::new();
@@ -118,7 +111,7 @@ async fn publish(route: Route, mut pieces: mpsc::UnboundedReceiver<String>) -> u
             }
         }
         if !held.is_empty() {
-            route.send(seq, held).await;
+            route.send(seq, StreamPart::Text(held)).await;
             seq += 1;
         }
         if !open {

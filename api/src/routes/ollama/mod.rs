@@ -6,14 +6,12 @@
 //! Every call is a Tollgate job like any other (queued, retried, billed, at `/v1/jobs/{id}` under
 //! its `x-request-id`), and any routed model works here, whether it runs on Ollama or OpenAI.
 //! Errors are Ollama's `{"error": "…"}`: every problem+json answer is rewritten by
-//! [`ollama_errors`].
+//! `ollama_errors`.
 
 mod generation;
 mod models;
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 
@@ -34,30 +32,9 @@ pub fn router(database: DatabaseHealth) -> Router<AppState> {
         .layer(axum::middleware::map_response(ollama_errors))
 }
 
-/// Rewrites a problem+json answer as Ollama's `{"error": "…"}` (naming the field at fault),
-/// keeping its headers; a 422 becomes 400, as Ollama answers a request it cannot run.
+/// Answers a problem+json error as Ollama's `{"error": "…"}`.
 async fn ollama_errors(response: Response) -> Response {
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if !is_problem {
-        return response;
-    }
-    let (mut parts, body) = response.into_parts();
-    let problem: Value = match axum::body::to_bytes(body, 64 * 1024).await {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
-        Err(_) => Value::Null,
-    };
-    if parts.status == StatusCode::UNPROCESSABLE_ENTITY {
-        parts.status = StatusCode::BAD_REQUEST;
-    }
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Response::from_parts(parts, Body::from(error_body(&problem).to_string()))
+    crate::error::in_dialect(response, |_, problem| error_body(problem)).await
 }
 
 /// Ollama's error object for a problem: its detail, prefixed by the field at fault.

@@ -19,9 +19,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 use shared::domain::{BatchId, FileId};
@@ -47,32 +46,9 @@ pub fn router(upload_limit: usize, database: DatabaseHealth) -> Router<AppState>
         .layer(axum::middleware::map_response(openai_errors))
 }
 
-/// Rewrites a problem+json answer as OpenAI's `{"error": {message, type, param, code}}`, keeping
-/// its headers (`Retry-After`, `WWW-Authenticate`). A 422 becomes 400, as OpenAI answers a request
-/// it cannot process.
+/// Answers a problem+json error as OpenAI's `{"error": {message, type, param, code}}`.
 async fn openai_errors(response: Response) -> Response {
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if !is_problem {
-        return response;
-    }
-    let (mut parts, body) = response.into_parts();
-    let problem: Value = match axum::body::to_bytes(body, 64 * 1024).await {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
-        Err(_) => Value::Null,
-    };
-    if parts.status == StatusCode::UNPROCESSABLE_ENTITY {
-        parts.status = StatusCode::BAD_REQUEST;
-    }
-    let body = error_body(parts.status, &problem);
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Response::from_parts(parts, Body::from(body.to_string()))
+    crate::error::in_dialect(response, error_body).await
 }
 
 /// OpenAI's `{"error": {message, type, param, code}}` for a problem answered with `status`.
