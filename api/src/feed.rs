@@ -134,6 +134,24 @@ pub fn failure(job: &Job) -> ApiError {
     ApiError::job_failed(status, code, detail)
 }
 
+/// Why a succeeded answer stopped, in the words OpenAI and Ollama both use: `length` when it used
+/// all the tokens `max_tokens` allowed, else `stop`.
+pub fn stop_reason(job: &Job, max_tokens: Option<u32>) -> &'static str {
+    let (_, completion) = tokens(job);
+    match max_tokens {
+        Some(max) if completion >= i64::from(max) => "length",
+        _ => "stop",
+    }
+}
+
+/// The end of an ended job's text that a client who was `sent` its start has not had; `None` when
+/// it had it all, or what it had is not the text's start.
+pub fn unsent_text(job: &Job, sent: &str) -> Option<String> {
+    let text = job_text(job);
+    let rest = text.strip_prefix(sent)?;
+    (!rest.is_empty()).then(|| rest.to_owned())
+}
+
 /// A job's prompt and completion tokens (0 when it has no usage).
 pub fn tokens(job: &Job) -> (i64, i64) {
     job.usage.as_ref().map_or((0, 0), |u| {
@@ -377,15 +395,13 @@ impl Feed {
     /// The job ended: the part of its text not yet fed first, if any, then its end.
     fn end(&mut self, job: Job) -> Fed {
         self.guard.disarm();
-        let text = job_text(&job);
-        match text.strip_prefix(self.fed.as_str()) {
-            Some(rest) if !rest.is_empty() => {
-                let rest = rest.to_owned();
+        match unsent_text(&job, &self.fed) {
+            Some(rest) => {
                 self.fed.push_str(&rest);
                 self.pending_end = Some(job);
                 Fed::Text(rest)
             }
-            _ => {
+            None => {
                 self.done = true;
                 Fed::Ended(Box::new(job))
             }

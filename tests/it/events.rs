@@ -36,6 +36,12 @@ pub async fn read_stream(response: reqwest::Response, within: Duration) -> (Vec<
     tokio::time::timeout(within, read)
         .await
         .unwrap_or_else(|_| panic!("the stream did not end within {within:?}"));
+    parse_events(&text)
+}
+
+/// The events of an SSE body, and how many comment lines it carried. An event without a name is
+/// a `message` (OpenAI's chunks), and OpenAI's closing `data: [DONE]` is left out.
+pub fn parse_events(text: &str) -> (Vec<SseEvent>, usize) {
     let mut events = Vec::new();
     let mut comments = 0;
     for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
@@ -51,7 +57,10 @@ pub async fn read_stream(response: reqwest::Response, within: Duration) -> (Vec<
                 data.push_str(value);
             }
         }
-        if !event.is_empty() {
+        if !data.is_empty() && data != "[DONE]" {
+            if event.is_empty() {
+                event = "message".to_owned();
+            }
             let data = serde_json::from_str(&data).expect("event data is JSON");
             events.push(SseEvent { event, id, data });
         }

@@ -13,21 +13,10 @@ use shared::domain::JobId;
 
 use crate::harness::{Stack, eventually, idle, test_api_settings, test_worker_settings};
 
-/// The `data:` of each SSE event in `body`, parsed (`[DONE]` left out), with its event name.
+/// Each SSE event in `body` with its name (`message` when unnamed; `[DONE]` left out).
 fn sse_events(body: &str) -> Vec<(String, Value)> {
-    let mut events = Vec::new();
-    let mut name = String::from("message");
-    for line in body.lines() {
-        if let Some(event) = line.strip_prefix("event: ") {
-            name = event.to_owned();
-        } else if let Some(data) = line.strip_prefix("data: ") {
-            if data != "[DONE]" {
-                events.push((name.clone(), serde_json::from_str(data).expect("JSON data")));
-            }
-            name = String::from("message");
-        }
-    }
-    events
+    let (events, _) = crate::events::parse_events(body);
+    events.into_iter().map(|e| (e.event, e.data)).collect()
 }
 
 /// Reads `response`'s body until it ends, within 30 s.

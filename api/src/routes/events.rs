@@ -135,11 +135,7 @@ impl TextSeen {
         if self.next_seq.is_some() && !self.from_start {
             return None;
         }
-        let text = crate::feed::job_text(job);
-        let rest = text.strip_prefix(self.sent.as_str())?.to_owned();
-        if rest.is_empty() {
-            return None;
-        }
+        let rest = crate::feed::unsent_text(job, &self.sent)?;
         self.sent.push_str(&rest);
         Some(rest)
     }

@@ -37,6 +37,15 @@ struct Submission {
     stream: bool,
 }
 
+/// How a submitted job is answered (and a retry with its `Idempotency-Key`): 202 with the job.
+fn accepted(job: &Job) -> Result<Accepted, ApiError> {
+    Ok(Accepted {
+        status: StatusCode::ACCEPTED,
+        location: location_of(job.id),
+        body: serde_json::to_value(job).map_err(ApiError::internal)?,
+    })
+}
+
 /// A job's URL, for `Location`.
 fn location_of(id: JobId) -> String {
     format!("/v1/jobs/{id}")
@@ -188,13 +197,6 @@ async fn submit(
     // Watched before it exists, so its end cannot be missed.
     let wait = prefer::wait(headers);
     let watch = wait.map(|_| state.watchers.watch(new_job.id));
-    let accepted = |job: &Job| {
-        Ok(Accepted {
-            status: StatusCode::ACCEPTED,
-            location: location_of(job.id),
-            body: serde_json::to_value(job).map_err(ApiError::internal)?,
-        })
-    };
     let (job, answer) = match intake::job(state, &caller, key.as_ref(), new_job, accepted).await? {
         Intake::Replayed(first) => return Ok(first),
         Intake::Admitted { work, answer } => (work, answer),
@@ -229,13 +231,6 @@ async fn streamed(
 ) -> Result<Response, ApiError> {
     let watch = state.watchers.watch(new_job.id);
     let following = state.followers.follow(new_job.id).await?;
-    let accepted = |job: &Job| {
-        Ok(Accepted {
-            status: StatusCode::ACCEPTED,
-            location: location_of(job.id),
-            body: serde_json::to_value(job).map_err(ApiError::internal)?,
-        })
-    };
     let job = match intake::job(state, &caller, key.as_ref(), new_job, accepted).await? {
         Intake::Replayed(first) => return Ok(first),
         Intake::Admitted { work, .. } => work,

@@ -80,6 +80,26 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
         .with_state(state)
 }
 
+/// A drop-in surface's routes: answered 503 at once while Postgres is known to be down, with the
+/// api's 404 and 405 for what it lacks, and every problem+json answer rewritten in the surface's
+/// error shape by `render` (see [`crate::error::in_dialect`]).
+fn surface(
+    routes: Router<AppState>,
+    database: database::DatabaseHealth,
+    render: fn(axum::http::StatusCode, &serde_json::Value) -> serde_json::Value,
+) -> Router<AppState> {
+    routes
+        .layer(axum::middleware::from_fn_with_state(
+            database,
+            database::gate,
+        ))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(axum::middleware::map_response(
+            move |response: axum::response::Response| crate::error::in_dialect(response, render),
+        ))
+}
+
 /// CORS for browser clients. A preflight carries no token, so it is answered for any origin; the
 /// request itself is then held to its token's allowed domains (403 `origin_not_allowed`), so a
 /// browser can only ever use a token from the origins the token allows.

@@ -117,10 +117,7 @@ fn last_line(kind: JobKind, job: &Job, text: &str, max_tokens: Option<u32>) -> V
         .zip(job.started_at.or(Some(job.created_at)))
         .and_then(|(end, start)| (end - start).num_nanoseconds())
         .unwrap_or_default();
-    let done_reason = match max_tokens {
-        Some(max) if completion >= i64::from(max) => "length",
-        _ => "stop",
-    };
+    let done_reason = feed::stop_reason(job, max_tokens);
     let line = json!({
         "model": job.model, "created_at": Utc::now().to_rfc3339(), "done": true,
         "done_reason": done_reason, "total_duration": total_ns, "load_duration": 0,

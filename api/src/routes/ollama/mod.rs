@@ -6,13 +6,12 @@
 //! Every call is a Tollgate job like any other (queued, retried, billed, at `/v1/jobs/{id}` under
 //! its `x-request-id`), and any routed model works here, whether it runs on Ollama or OpenAI.
 //! Errors are Ollama's `{"error": "…"}`: every problem+json answer is rewritten by
-//! `ollama_errors`.
+//! [`error_body`].
 
 mod generation;
 mod models;
 
 use axum::Router;
-use axum::response::Response;
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -20,21 +19,10 @@ use crate::database::DatabaseHealth;
 use crate::error::ApiError;
 
 pub fn router(database: DatabaseHealth) -> Router<AppState> {
-    Router::new()
+    let routes = Router::new()
         .merge(generation::router())
-        .merge(models::router())
-        .layer(axum::middleware::from_fn_with_state(
-            database,
-            crate::database::gate,
-        ))
-        .fallback(|| async { ApiError::not_found("no such route") })
-        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .layer(axum::middleware::map_response(ollama_errors))
-}
-
-/// Answers a problem+json error as Ollama's `{"error": "…"}`.
-async fn ollama_errors(response: Response) -> Response {
-    crate::error::in_dialect(response, |_, problem| error_body(problem)).await
+        .merge(models::router());
+    super::surface(routes, database, |_, problem| error_body(problem))
 }
 
 /// Ollama's error object for a problem: its detail, prefixed by the field at fault.

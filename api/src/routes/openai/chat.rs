@@ -169,10 +169,8 @@ impl Dialect for ChunkWriter {
         if job.status != JobStatus::Succeeded {
             return self.failed(&feed::failure(job));
         }
-        let mut events = vec![self.chunk(
-            json!({}),
-            json!(objects::finish_reason(job, self.max_tokens)),
-        )];
+        let mut events =
+            vec![self.chunk(json!({}), json!(feed::stop_reason(job, self.max_tokens)))];
         if self.include_usage {
             let (prompt, completion) = feed::tokens(job);
             events.push(data(&json!({

@@ -6,7 +6,7 @@
 //! Every call is a Tollgate job like any other (queued, retried, billed, at `/v1/jobs/{id}` under
 //! its `x-request-id`), and a batch made here a Tollgate batch (scheduled fairly, billed per item,
 //! also visible under `/v1/batches`); only the views are OpenAI's. Errors are OpenAI's shape, too:
-//! every problem+json answer of these routes is rewritten by [`openai_errors`].
+//! every problem+json answer of these routes is rewritten by [`error_body`].
 
 mod batches;
 mod chat;
@@ -21,7 +21,6 @@ use std::str::FromStr;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::response::Response;
 use serde_json::{Value, json};
 use shared::domain::{BatchId, FileId};
 use uuid::Uuid;
@@ -31,24 +30,13 @@ use crate::database::DatabaseHealth;
 use crate::error::ApiError;
 
 pub fn router(upload_limit: usize, database: DatabaseHealth) -> Router<AppState> {
-    Router::new()
+    let routes = Router::new()
         .merge(files::router().layer(DefaultBodyLimit::max(upload_limit)))
         .merge(batches::router())
         .merge(chat::router())
         .merge(embeddings::router())
-        .merge(models::router())
-        .layer(axum::middleware::from_fn_with_state(
-            database,
-            crate::database::gate,
-        ))
-        .fallback(|| async { ApiError::not_found("no such route") })
-        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .layer(axum::middleware::map_response(openai_errors))
-}
-
-/// Answers a problem+json error as OpenAI's `{"error": {message, type, param, code}}`.
-async fn openai_errors(response: Response) -> Response {
-    crate::error::in_dialect(response, error_body).await
+        .merge(models::router());
+    super::surface(routes, database, error_body)
 }
 
 /// OpenAI's `{"error": {message, type, param, code}}` for a problem answered with `status`.

@@ -208,19 +208,10 @@ pub fn job_answer(endpoint: Endpoint, job: &Job, max_tokens: Option<u32>) -> Val
         model: &job.model,
         created: job.finished_at.unwrap_or(job.created_at).timestamp(),
         tokens: (prompt, completion),
-        finish_reason: finish_reason(job, max_tokens),
+        finish_reason: crate::feed::stop_reason(job, max_tokens),
         result: job.result.as_ref().unwrap_or(&Value::Null),
     };
     answer(endpoint, &answered)
-}
-
-/// `length` when the answer used all the tokens `max_tokens` allowed, else `stop`.
-pub fn finish_reason(job: &Job, max_tokens: Option<u32>) -> &'static str {
-    let (_, completion) = crate::feed::tokens(job);
-    match max_tokens {
-        Some(max) if completion >= i64::from(max) => "length",
-        _ => "stop",
-    }
 }
 
 /// A job's answer, for writing in an endpoint's shape.
