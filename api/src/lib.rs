@@ -11,6 +11,7 @@ mod database;
 mod error;
 mod extract;
 mod feed;
+mod fleet;
 mod follow;
 mod head_errors;
 mod idempotency;

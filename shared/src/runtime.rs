@@ -78,9 +78,11 @@ async fn read(pool: &PgPool) -> Result<Runtime, sqlx::Error> {
     let settings = db::settings::get(pool).await?;
     let routes = db::model_routes::all(pool).await?;
     let prices = db::prices::all(pool).await?;
+    let hosts = db::hosts::all(pool).await?;
     Ok(Runtime {
         settings,
         routes,
         prices,
+        hosts,
     })
 }

@@ -2,7 +2,9 @@
 //!
 //! Output is derived deterministically from the input (same prompt, same answer), token counts are
 //! plausible, and knobs inject latency, 500s, 429s with `Retry-After`, and hangs. Tests hold a
-//! [`Sim`] and turn the knobs directly; a running sim takes `PUT /_sim/knobs`.
+//! [`Sim`] and turn the knobs directly; a running sim takes `PUT /_sim/knobs`. It counts the model
+//! calls in flight and their peak, which is how a test or a benchmark sees that a gateway kept to
+//! a host's slots (`GET /_sim/stats`, `DELETE /_sim/stats` resets the peak).
 
 mod faults;
 mod ollama;
@@ -10,10 +12,15 @@ mod openai;
 mod text;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router, extract::State};
+use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +44,9 @@ struct Inner {
     openai_key: Mutex<Option<String>>,
     ollama_models: Mutex<BTreeMap<String, ollama::InstalledModel>>,
     calls: Mutex<HashMap<String, u64>>,
+    /// Model calls (generation, chat, embeddings) being answered now, and the most at once.
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
 }
 
 impl Sim {
@@ -60,6 +70,11 @@ impl Sim {
         *lock(&self.inner.knobs) = knobs;
     }
 
+    /// Removes an installed Ollama model (as `DELETE /api/delete` does).
+    pub fn uninstall(&self, name: &str) {
+        lock(&self.inner.ollama_models).remove(name);
+    }
+
     /// How many requests reached `path` (e.g. `/api/generate`), faults included.
     pub fn calls(&self, path: &str) -> u64 {
         lock(&self.inner.calls).get(path).copied().unwrap_or(0)
@@ -68,6 +83,66 @@ impl Sim {
     fn count(&self, path: &str) {
         *lock(&self.inner.calls).entry(path.to_owned()).or_default() += 1;
     }
+
+    /// The most model calls this sim answered at once (since start or the last reset).
+    pub fn peak_in_flight(&self) -> u64 {
+        self.inner.peak_in_flight.load(Ordering::Acquire)
+    }
+
+    /// Model calls being answered now.
+    pub fn in_flight(&self) -> u64 {
+        self.inner.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Starts the peak again from the calls in flight now.
+    pub fn reset_peak(&self) {
+        self.inner
+            .peak_in_flight
+            .store(self.in_flight(), Ordering::Release);
+    }
+
+    fn call_started(&self) -> InFlight {
+        let now = self.inner.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        self.inner.peak_in_flight.fetch_max(now, Ordering::AcqRel);
+        InFlight { sim: self.clone() }
+    }
+}
+
+/// A model call in flight until its answer's body has been sent (or dropped).
+struct InFlight {
+    sim: Sim,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.sim.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The paths whose requests are model calls.
+const MODEL_CALLS: [&str; 7] = [
+    "/api/generate",
+    "/api/chat",
+    "/api/embed",
+    "/api/embeddings",
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/embeddings",
+];
+
+/// Counts a model call in flight from its request until the last byte of its answer.
+async fn track_in_flight(State(sim): State<Sim>, request: Request, next: Next) -> Response {
+    if !MODEL_CALLS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let call = sim.call_started();
+    let response = next.run(request).await;
+    let (parts, body) = response.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        let _held = &call;
+        chunk
+    });
+    Response::from_parts(parts, axum::body::Body::from_stream(body))
 }
 
 /// A streamed answer, pre-rendered: NDJSON lines for Ollama, SSE events for OpenAI.
@@ -171,7 +246,11 @@ pub fn router(sim: Sim) -> Router {
         .merge(ollama::router())
         .merge(openai::router())
         .route("/_sim/knobs", get(get_knobs).put(put_knobs))
-        .route("/_sim/stats", get(stats))
+        .route("/_sim/stats", get(stats).delete(reset_stats))
+        .layer(axum::middleware::from_fn_with_state(
+            sim.clone(),
+            track_in_flight,
+        ))
         .with_state(sim)
 }
 
@@ -203,10 +282,19 @@ async fn put_knobs(State(sim): State<Sim>, Json(knobs): Json<Knobs>) -> Json<Kno
 #[derive(Serialize, Deserialize)]
 struct Stats {
     calls: HashMap<String, u64>,
+    in_flight: u64,
+    peak_in_flight: u64,
 }
 
 async fn stats(State(sim): State<Sim>) -> Json<Stats> {
     Json(Stats {
         calls: lock(&sim.inner.calls).clone(),
+        in_flight: sim.in_flight(),
+        peak_in_flight: sim.peak_in_flight(),
     })
+}
+
+async fn reset_stats(State(sim): State<Sim>) -> Json<Stats> {
+    sim.reset_peak();
+    stats(State(sim)).await
 }

@@ -606,10 +606,7 @@ async fn a_batch_streams_its_progress_until_it_ends() {
 #[tokio::test]
 async fn batch_items_leave_a_providers_last_slot_to_single_jobs() {
     let stack = Stack::with(Options {
-        settings: SettingsChange {
-            ollama_max_concurrency: Some(2),
-            ..SettingsChange::default()
-        },
+        host_slots: 2,
         ..Options::default()
     })
     .await;

@@ -43,10 +43,11 @@ async fn admin_json(stack: &Stack, method: Method, path: &str, body: &Value) -> 
 /// as if jobs had finished then.
 async fn record_usage(stack: &Stack, tenant: &str, day: Option<&str>, tokens: i64, cost: &str) {
     sqlx::query(
-        "insert into usage_daily (tenant_id, day, model, shard, requests, prompt_tokens, cost)
+        "insert into usage_daily (tenant_id, day, model, route_reason, shard, requests,
+                                  prompt_tokens, cost)
          values ($1::uuid, coalesce($2::date, (now() at time zone 'utc')::date), 'llama3',
-                 floor(random() * 32)::smallint, 1, $3, $4::numeric)
-         on conflict (tenant_id, day, model, shard) do update
+                 'active', floor(random() * 32)::smallint, 1, $3, $4::numeric)
+         on conflict (tenant_id, day, model, route_reason, shard) do update
             set requests = usage_daily.requests + 1,
                 prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens,
                 cost = usage_daily.cost + excluded.cost",

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use shared::db::jobs::NewJob;
 use shared::domain::{
     GenerateRequest, JobId, JobRequest, JobStatus, ProviderName, Role, SealedKey, SettingsChange,
+    Strategy,
 };
 use shared::queue::{Broker, Topology};
 use shared::secret::{SecretKey, last4};
@@ -96,6 +97,8 @@ pub struct Options {
     /// Route the api's and worker's AMQP connections through this address (a [`Proxy`]).
     pub amqp_url: Option<String>,
     pub api_settings: ApiSettings,
+    /// The slots of the fleet's one host, `default` (the Ollama sim).
+    pub host_slots: u32,
 }
 
 impl Default for Options {
@@ -103,6 +106,7 @@ impl Default for Options {
         Self {
             upstream: Upstream::Ollama,
             settings: SettingsChange::default(),
+            host_slots: 64,
             worker: true,
             worker_settings: test_worker_settings(),
             amqp_url: None,
@@ -158,10 +162,38 @@ fn test_settings() -> SettingsChange {
         max_job_attempts: Some(3),
         circuit_failure_threshold: Some(1000),
         circuit_cooldown_ms: Some(1000),
-        ollama_max_concurrency: Some(64),
         openai_max_concurrency: Some(64),
         ..SettingsChange::default()
     }
+}
+
+/// Adds the fleet host `name` at `url` with `slots`, or changes it to that, straight in the
+/// database (the admin API's own tests go through the API), and makes every process reload it.
+pub async fn put_host(pool: &PgPool, name: &str, url: &str, slots: u32) {
+    let slots = i32::try_from(slots).expect("slots fit");
+    let bulk = i32::try_from(shared::domain::bulk_slots(slots.unsigned_abs())).expect("fits");
+    sqlx::query(
+        "with host as (
+            insert into ollama_hosts (id, name, base_url, slots, bulk_slots)
+            values (gen_random_uuid(), $1, $2, $3, $4)
+            on conflict (name) do update
+               set base_url = excluded.base_url, slots = excluded.slots,
+                   bulk_slots = excluded.bulk_slots, enabled = true
+            returning id
+         ), slots as (
+            insert into host_slots (host_id, slot)
+            select id, generate_series(1, $3) from host
+            on conflict do nothing
+         )
+         update settings set version = version + 1",
+    )
+    .bind(name)
+    .bind(url)
+    .bind(slots)
+    .bind(bulk)
+    .execute(pool)
+    .await
+    .expect("put a host");
 }
 
 /// Applies `change` to the stored settings, panicking on a refused value.
@@ -213,21 +245,21 @@ impl Stack {
         let secret_key = SecretKey::parse(&SecretString::from(SecretKey::generate()))
             .expect("a generated key parses");
         let upstream_settings = SettingsChange {
-            ai_provider: Some(match options.upstream {
+            ai_provider: Some(Strategy::Provider(match options.upstream {
                 Upstream::OpenAi => ProviderName::OpenAi,
                 Upstream::Ollama | Upstream::Nothing => ProviderName::Ollama,
-            }),
+            })),
             ai_fallback_provider: Some(None),
             ai_local_enabled: Some(options.upstream != Upstream::Nothing),
             openai_api_key: Some(Some(SealedKey {
                 sealed: secret_key.seal(OPENAI_KEY),
                 last4: last4(OPENAI_KEY),
             })),
-            ollama_base_url: Some(ollama_url.clone()),
             openai_base_url: Some(format!("{openai_url}/v1")),
             ..test_settings()
         };
         change_settings(&pool, upstream_settings).await;
+        put_host(&pool, "default", &ollama_url, options.host_slots).await;
         change_settings(&pool, options.settings.clone()).await;
 
         let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
@@ -321,6 +353,40 @@ impl Stack {
         });
         self.apis.lock().expect("apis lock").push(api);
         url
+    }
+
+    /// Starts a worker the stack owns (stopped with it), e.g. after a stack started without one.
+    pub async fn add_worker(&mut self, settings: WorkerSettings) {
+        let worker = self.start_worker(settings).await;
+        self.workers.push(worker);
+    }
+
+    /// Crashes the stack's own worker, leaving the api (and any worker started apart) running.
+    pub async fn without_workers(mut self) -> Self {
+        for worker in self.workers.drain(..) {
+            worker.crash().await;
+        }
+        self
+    }
+
+    /// One more provider-sim (e.g. a second Ollama host), stopped with the stack; its URL.
+    pub async fn extra_sim(&self) -> (Sim, String) {
+        let (sim, url, stop) = start_sim().await;
+        let stack_stop = self.stop.clone();
+        tokio::spawn(async move {
+            stack_stop.cancelled().await;
+            stop.cancel();
+        });
+        (sim, url)
+    }
+
+    /// The id of tenant `name`.
+    pub async fn tenant_id(&self, name: &str) -> String {
+        shared::db::tenants::find_by_name(&self.pool, name)
+            .await
+            .expect("find tenant")
+            .expect("the tenant exists")
+            .to_string()
     }
 
     /// Starts one more in-process worker on its own broker connection.

@@ -9,6 +9,7 @@ mod calls;
 mod cli;
 mod delivery;
 mod events;
+mod fleet;
 mod hardening;
 mod harness;
 mod idempotency;

@@ -1,5 +1,5 @@
-//! Model management against provider-sim playing Ollama: the served models with prices and what
-//! is installed, a pull with streamed progress (and one that waits), deletes with Ollama's 404
+//! Model management against provider-sim playing the fleet's one Ollama host: the served models
+//! with prices and what is installed, a pull with streamed progress (and one that waits), deletes with Ollama's 404
 //! passed on, admin-only, and each pull and delete in the audit log.
 
 use futures::StreamExt as _;
@@ -14,8 +14,9 @@ async fn models(stack: &Stack) -> Value {
     response.json().await.expect("models JSON")
 }
 
+/// What the fleet's one host (the stack's Ollama sim) has installed.
 fn installed(models: &Value) -> Vec<String> {
-    models["ollama"]["installed"]
+    models["hosts"][0]["installed"]
         .as_array()
         .expect("installed")
         .iter()
@@ -49,7 +50,8 @@ async fn clients_see_the_served_models_with_prices_and_what_ollama_has() {
     let stack = Stack::start().await;
     let listed = models(&stack).await;
 
-    assert_eq!(listed["ollama"]["reachable"], true);
+    assert_eq!(listed["hosts"][0]["name"], "default");
+    assert_eq!(listed["hosts"][0]["reachable"], true);
     assert!(
         installed(&listed).contains(&"llama3:latest".to_owned()),
         "{listed}"
@@ -65,6 +67,7 @@ async fn clients_see_the_served_models_with_prices_and_what_ollama_has() {
     assert_eq!(providers[0]["provider"], "ollama");
     assert_eq!(providers[0]["upstream_model"], "llama3");
     assert_eq!(providers[0]["installed"], true);
+    assert_eq!(providers[0]["hosts"], json!(["default"]));
     assert_eq!(providers[0]["price"]["input_per_1k"], "0.002");
     assert_eq!(providers[1]["provider"], "openai");
     assert_eq!(providers[1]["upstream_model"], "gpt-4.1-mini");
@@ -124,7 +127,7 @@ async fn an_admin_pulls_a_model_and_watches_its_progress() {
         (
             "model.pull".into(),
             "qwen2".into(),
-            json!({ "stream": true })
+            json!({ "stream": true, "hosts": ["default"] })
         )
     );
     stack.stop().await;
@@ -167,12 +170,12 @@ async fn deleting_passes_ollamas_404_on_and_removes_what_exists() {
             (
                 "model.delete".into(),
                 "llama3".into(),
-                json!({ "outcome": "deleted" })
+                json!({ "hosts": [{ "host": "default", "outcome": "deleted" }] })
             ),
             (
                 "model.delete".into(),
                 "no-such-model".into(),
-                json!({ "outcome": "not_found" })
+                json!({ "hosts": [{ "host": "default", "outcome": "not_found" }] })
             ),
         ]
     );

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Options, Stack, Upstream};
+use crate::harness::{Options, Stack, Upstream, eventually};
 
 async fn run_all_kinds(stack: &Stack, models: [&str; 3]) -> [Value; 3] {
     let generate = stack
@@ -133,7 +133,7 @@ async fn with_the_local_provider_disabled_and_no_fallback_a_job_fails_with_no_pr
 }
 
 #[tokio::test]
-async fn an_alias_whose_upstream_model_is_missing_fails_at_once_with_the_upstream_reason() {
+async fn a_model_no_host_has_goes_to_the_fallback_and_without_one_fails_naming_it() {
     let stack = Stack::start().await;
     let alias = stack
         .admin(
@@ -147,10 +147,23 @@ async fn an_alias_whose_upstream_model_is_missing_fails_at_once_with_the_upstrea
         .patch_settings(&json!({ "ai_fallback_provider": "openai" }))
         .await;
 
+    // The fleet's listing says no host has it: no host is asked, the fallback answers.
     let job = stack.generate("ghost", "hi").await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["provider"], "openai");
+    assert_eq!(job["route_reason"], "fallback");
+    assert_eq!(stack.ollama.calls("/api/generate"), 0);
 
-    assert_eq!(job["status"], "failed");
-    assert_eq!(job["error"]["code"], "model_not_found");
+    stack
+        .patch_settings(&json!({ "ai_fallback_provider": "none" }))
+        .await;
+    eventually("the worker drops the fallback", || async {
+        let job = stack.generate("ghost", "again").await;
+        job["status"] == "failed"
+    })
+    .await;
+    let job = stack.generate("ghost", "once more").await;
+    assert_eq!(job["error"]["code"], "no_provider_available");
     assert!(
         job["error"]["message"]
             .as_str()
@@ -158,18 +171,7 @@ async fn an_alias_whose_upstream_model_is_missing_fails_at_once_with_the_upstrea
             .contains("ghost-model"),
         "{job}"
     );
-    let id = job["id"].as_str().expect("id").parse().expect("job id");
-    let attempts = shared::db::job_attempts::list(&stack.pool, id)
-        .await
-        .expect("attempts");
-    assert_eq!(attempts.len(), 1, "a client error is not retried");
-    assert_eq!(attempts[0].outcome, "permanent_error");
-    assert_eq!(attempts[0].status_code, Some(404));
-    assert_eq!(attempts[0].upstream_model, "ghost-model");
-    assert_eq!(
-        stack.openai.calls("/v1/responses"),
-        0,
-        "nor sent to the fallback"
-    );
+    assert_eq!(job["attempts"], 0, "no host was called");
+    assert_eq!(stack.ollama.calls("/api/generate"), 0);
     stack.stop().await;
 }

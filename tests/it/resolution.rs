@@ -243,10 +243,7 @@ async fn a_settings_change_switches_the_provider_of_the_next_job_on_a_running_wo
 #[tokio::test]
 async fn a_provider_never_has_more_calls_in_flight_than_its_limit() {
     let stack = Stack::with(Options {
-        settings: SettingsChange {
-            ollama_max_concurrency: Some(1),
-            ..SettingsChange::default()
-        },
+        host_slots: 1,
         ..Options::default()
     })
     .await;
@@ -298,7 +295,8 @@ async fn admin_routes_need_an_admin_token_and_settings_validate_each_field() {
             "ai_fallback_provider",
         ),
         (json!({ "max_job_attempts": 0 }), "max_job_attempts"),
-        (json!({ "ollama_base_url": "not a url" }), "ollama_base_url"),
+        (json!({ "openai_base_url": "not a url" }), "openai_base_url"),
+        (json!({ "ai_local_share": 101 }), "ai_local_share"),
         (
             json!({ "retry_min_delay_ms": 60_000 }),
             "retry_min_delay_ms",

@@ -45,6 +45,8 @@ pub fn estimates(
     };
     let estimate = AttemptRecord {
         provider,
+        // Which host an abandoned call was on is not known.
+        host: None,
         upstream_model,
         started_at: Utc::now(),
         latency: std::time::Duration::ZERO,

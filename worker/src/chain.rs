@@ -9,24 +9,35 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use chrono::Utc;
 use shared::db::job_attempts::{AttemptOutcome, AttemptRecord};
 use shared::db::runs::cancelled_error;
-use shared::domain::{JobError, JobRequest, JobStatus, ProviderName};
-use shared::provider::{Completion, FailureClass, ProviderError, TokenCounts};
+use shared::domain::{
+    DataPolicy, JobError, JobRequest, JobStatus, LocalWait, ProviderName, RouteReason, WhenBusy,
+};
+use shared::provider::{Completion, FailureClass, Provider, ProviderError, TokenCounts};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use crate::providers::{Plan, Providers, Step};
+use crate::fleet::{HostState, NoSlot, SlotGuard, SlotLane};
+use crate::providers::{Plan, Providers, Step, Target};
 use crate::relay::Relay;
 use crate::retry;
 
-/// Longest a job waits for one of a provider's concurrency permits before moving on: a saturated
-/// provider is treated like a busy one, so a run cannot outlive its lease waiting in line.
+/// Longest a job waits for one of a provider's concurrency permits (or a host's slots) before
+/// moving on, unless its route says less: a saturated provider is treated like a busy one, so a
+/// run cannot outlive its lease waiting in line.
 const PERMIT_WAIT: Duration = Duration::from_secs(30);
 
-/// The code of a call that never went out because the provider's limit stayed full: not a sign of
-/// ill health, so it neither feeds the circuit nor is retried on the same provider.
-const BUSY: &str = "provider_busy";
+/// The code of a call that never went out because the provider's limit (or every host's slots)
+/// stayed full: not a sign of ill health, so it neither feeds the circuit nor is retried on the
+/// same provider, and a job that found only this waits for another run however many it had.
+pub const BUSY: &str = "provider_busy";
+
+/// The code of an upstream's 404 for a model it does not have.
+const MODEL_NOT_FOUND: &str = "model_not_found";
 
 /// The code of a call cut short by a cancel.
 const CANCELLED: &str = "cancelled";
@@ -34,6 +45,8 @@ const CANCELLED: &str = "cancelled";
 /// What one run asks of the chain.
 pub struct Call<'a> {
     pub request: &'a JobRequest,
+    /// The data policy the job runs under (named in its error when it keeps the job local).
+    pub policy: DataPolicy,
     pub lane: Lane,
     /// A streaming job's relay to its client.
     pub relay: Option<&'a Relay>,
@@ -66,6 +79,7 @@ impl Call<'_> {
 pub enum RunEnd {
     Succeeded {
         provider: ProviderName,
+        reason: RouteReason,
         /// The upstream model the route asked for: what the call is priced by (a provider may
         /// answer with a dated snapshot name).
         routed_model: String,
@@ -91,26 +105,33 @@ pub enum RunEnd {
     Stopped {
         status: JobStatus,
         provider: Option<(ProviderName, String)>,
+        reason: RouteReason,
         error: JobError,
         /// The text generated until then, its estimated tokens, and how long the call ran.
         partial: Option<(String, TokenCounts, Duration)>,
     },
 }
 
-/// Runs the call down `plan`, recording every provider call in `attempts`.
+/// Runs the call down `plan`, recording every provider call in `attempts`. A step that takes
+/// the job only as an overflow is skipped when the job may not overflow (see [`WhenBusy`]).
 pub async fn run(
     providers: &Providers,
     plan: &Plan,
     call: &Call<'_>,
     attempts: &mut Vec<AttemptRecord>,
 ) -> RunEnd {
-    let request = call.request;
     let mut end = None;
-    for step in &plan.steps {
+    let mut previous_busy = false;
+    for (index, step) in plan.steps.iter().enumerate() {
+        if previous_busy && step.when_busy == WhenBusy::Skip {
+            continue;
+        }
+        let reason = plan.route.reason(index, previous_busy);
         let failure = match on_provider(providers, plan, step, call, attempts).await {
             Ok(completion) => {
                 return RunEnd::Succeeded {
                     provider: step.name,
+                    reason,
                     routed_model: step.upstream_model.clone(),
                     latency: attempts.last().map_or(Duration::ZERO, |a| a.latency),
                     completion,
@@ -118,6 +139,7 @@ pub async fn run(
             }
             Err(failure) => failure,
         };
+        previous_busy = failure.code == BUSY;
         let provider = Some((step.name, step.upstream_model.clone()));
         let error = job_error(&failure);
         let status = if failure.code == CANCELLED {
@@ -133,6 +155,7 @@ pub async fn run(
             return RunEnd::Stopped {
                 status,
                 provider,
+                reason,
                 error,
                 partial,
             };
@@ -153,21 +176,32 @@ pub async fn run(
             FailureClass::Provider => {}
         }
     }
-    end.unwrap_or_else(|| no_provider(plan, request))
+    end.unwrap_or_else(|| no_provider(plan, call))
 }
 
-fn no_provider(plan: &Plan, request: &JobRequest) -> RunEnd {
+fn no_provider(plan: &Plan, call: &Call<'_>) -> RunEnd {
     let settings = &plan.runtime.settings;
     let fallback = settings
         .ai_fallback_provider
         .map_or("none", |p| p.setting_name());
-    let message = format!(
+    let mut message = format!(
         "no provider is available for model {:?} (active: {}, fallback: {fallback}): \
          check that it is enabled, configured and has a route for the model",
-        request.model().as_str(),
+        call.request.model().as_str(),
         settings.ai_provider.setting_name(),
     );
+    if plan.route.withheld {
+        message.push_str(&withheld(call.policy));
+    }
     RunEnd::NoProvider { message }
+}
+
+/// What a job's error adds when its data policy kept it off the cloud.
+fn withheld(policy: DataPolicy) -> String {
+    format!(
+        "; the cloud was not considered: the data policy is {}",
+        policy.as_str()
+    )
 }
 
 fn job_error(error: &ProviderError) -> JobError {
@@ -178,7 +212,8 @@ fn job_error(error: &ProviderError) -> JobError {
 }
 
 /// Calls one provider, retrying transient failures with backoff (honouring `Retry-After`) while
-/// its circuit allows; returns the last failure when it gives up on this provider.
+/// its circuit (a host's, for the fleet) allows; returns the last failure when it gives up on this
+/// provider.
 async fn on_provider(
     providers: &Providers,
     plan: &Plan,
@@ -189,29 +224,26 @@ async fn on_provider(
     let settings = &plan.runtime.settings;
     let mut backoff = retry::call_backoff(&settings.retry);
     loop {
-        if !providers.allows(step.name, settings) {
-            return Err(ProviderError::new(
-                FailureClass::Transient,
-                "provider_circuit_open",
-                format!(
-                    "{} is failing and rests until its cool-down ends",
-                    step.name.as_str()
-                ),
-            ));
-        }
-        let failure = match call_once(step, call, attempts).await {
+        let ready = ready(providers, plan, step, call).await?;
+        let failure = match call_once(&ready, step, call, attempts).await {
             Ok(completion) => {
-                providers.record(step.name, true, settings);
+                ready.record(providers, true, plan);
                 return Ok(completion);
             }
             Err(failure) => failure,
         };
-        if failure.code != BUSY {
-            // A client error means the provider answered, so it is healthy.
-            let healthy = failure.class == FailureClass::Client;
-            providers.record(step.name, healthy, settings);
+        // A client error means the provider answered, so it is healthy.
+        ready.record(providers, failure.class == FailureClass::Client, plan);
+        if let Some(host) = &ready.host
+            && failure.code == MODEL_NOT_FOUND
+            && !call.has_streamed()
+        {
+            // The host lost the model since it was listed: another host may have it.
+            providers.fleet().forget(host, &step.upstream_model);
+            continue;
         }
-        if !failure.is_transient() || failure.code == BUSY || call.has_streamed() {
+        drop(ready);
+        if !failure.is_transient() || call.has_streamed() {
             return Err(failure);
         }
         let wait = backoff
@@ -233,6 +265,154 @@ async fn on_provider(
     }
 }
 
+/// A call about to go out: the client to call, the host it is on (for the fleet), and the slot
+/// or permits it holds until it is dropped.
+struct Ready {
+    provider: Provider,
+    host: Option<Arc<HostState>>,
+    _held: Held,
+}
+
+/// Held for the call's length, released when dropped.
+enum Held {
+    Permits {
+        _bulk: Option<OwnedSemaphorePermit>,
+        _any: OwnedSemaphorePermit,
+    },
+    Slot {
+        _slot: SlotGuard,
+    },
+}
+
+impl Ready {
+    /// Feeds the call's verdict into the circuit of its provider or host.
+    fn record(&self, providers: &Providers, healthy: bool, plan: &Plan) {
+        let settings = &plan.runtime.settings;
+        match &self.host {
+            Some(host) => providers.fleet().record(host, healthy, &settings.circuit),
+            None => providers.record_cloud(healthy, settings),
+        }
+    }
+}
+
+/// Waits for the step's call to be allowed out: OpenAI's circuit and one of this worker's permits
+/// (a bulk call first takes one of the permits bulk calls may use, so the rest stay free for
+/// single jobs), or a slot on a healthy host that has the model. A cancel ends the wait.
+async fn ready(
+    providers: &Providers,
+    plan: &Plan,
+    step: &Step,
+    call: &Call<'_>,
+) -> Result<Ready, ProviderError> {
+    let settings = &plan.runtime.settings;
+    let wait = match step.local_wait {
+        LocalWait::Overflow(wait) => wait,
+        LocalWait::Patient => PERMIT_WAIT,
+    };
+    match &step.target {
+        Target::Cloud(cloud) => {
+            if !providers.cloud_allows(settings) {
+                return Err(circuit_open(step.name.as_str()));
+            }
+            let permits = async {
+                let bulk = match call.lane {
+                    Lane::Bulk => Some(cloud.bulk_limit.clone().acquire_owned().await?),
+                    Lane::Interactive => None,
+                };
+                let any = cloud.limit.clone().acquire_owned().await?;
+                Ok::<_, tokio::sync::AcquireError>((bulk, any))
+            };
+            let permits = tokio::select! {
+                permits = tokio::time::timeout(wait, permits) => permits,
+                () = call.cancel.cancelled() => return Err(cancelled()),
+            };
+            let Ok(Ok((bulk, any))) = permits else {
+                return Err(busy(format!(
+                    "{} has no free call slot (its concurrency limit is reached)",
+                    step.name.as_str()
+                )));
+            };
+            Ok(Ready {
+                provider: cloud.provider.clone(),
+                host: None,
+                _held: Held::Permits {
+                    _bulk: bulk,
+                    _any: any,
+                },
+            })
+        }
+        Target::Fleet => {
+            let fleet = providers.fleet();
+            let model = &step.upstream_model;
+            let serving = fleet.serving(model, &settings.circuit).await;
+            if serving.ready.is_empty() {
+                return Err(if serving.resting > 0 {
+                    circuit_open("every Ollama host with this model")
+                } else {
+                    not_on_fleet(model, call.policy)
+                });
+            }
+            let lane = match call.lane {
+                Lane::Interactive => SlotLane::Any,
+                Lane::Bulk => SlotLane::Bulk,
+            };
+            let slot = match fleet
+                .take(model, &serving.ready, lane, wait, call.cancel)
+                .await
+            {
+                Ok(slot) => slot,
+                Err(NoSlot::Cancelled) => return Err(cancelled()),
+                Err(NoSlot::Busy) => {
+                    return Err(busy(format!(
+                        "every slot of the Ollama hosts with {model:?} stayed busy for {} ms",
+                        wait.as_millis()
+                    )));
+                }
+                Err(NoSlot::Unavailable(error)) => {
+                    return Err(ProviderError::new(
+                        FailureClass::Transient,
+                        "fleet_unavailable",
+                        format!("the host slots cannot be read: {error}"),
+                    ));
+                }
+            };
+            let Some(host) = fleet.host(slot.host_id()) else {
+                return Err(ProviderError::new(
+                    FailureClass::Transient,
+                    "host_removed",
+                    "the host was removed from the fleet as its call was about to go out",
+                ));
+            };
+            Ok(Ready {
+                provider: host.client.clone(),
+                host: Some(host),
+                _held: Held::Slot { _slot: slot },
+            })
+        }
+    }
+}
+
+fn busy(message: String) -> ProviderError {
+    ProviderError::new(FailureClass::Transient, BUSY, message)
+}
+
+fn circuit_open(what: &str) -> ProviderError {
+    ProviderError::new(
+        FailureClass::Transient,
+        "provider_circuit_open",
+        format!("{what} is failing and rests until its cool-down ends"),
+    )
+}
+
+/// No enabled host has the model installed: nothing local can serve it (a pull would fix it).
+fn not_on_fleet(model: &str, policy: DataPolicy) -> ProviderError {
+    let mut message = format!("no enabled Ollama host has the model {model:?} installed");
+    if policy == DataPolicy::LocalOnly {
+        message.push_str(&withheld(policy));
+    }
+    ProviderError::new(FailureClass::Provider, "no_provider_available", message)
+}
+
 fn cancelled() -> ProviderError {
     let error = cancelled_error();
     ProviderError::new(FailureClass::Client, CANCELLED, error.message)
@@ -247,41 +427,19 @@ pub enum Lane {
     Bulk,
 }
 
-/// One call under the provider's concurrency limit, recorded as an attempt. A bulk call first
-/// takes one of the slots bulk calls may use, so the rest stay free for single jobs. A cancel
-/// aborts it, waiting or in flight.
+/// One call on its way out (see [`ready`]), recorded as an attempt. A cancel aborts it.
 async fn call_once(
+    ready: &Ready,
     step: &Step,
     call: &Call<'_>,
     attempts: &mut Vec<AttemptRecord>,
 ) -> Result<Completion, ProviderError> {
     let request = call.request;
-    let permits = async {
-        let bulk = match call.lane {
-            Lane::Bulk => Some(step.slot.bulk_limit.clone().acquire_owned().await?),
-            Lane::Interactive => None,
-        };
-        let any = step.slot.limit.clone().acquire_owned().await?;
-        Ok::<_, tokio::sync::AcquireError>((bulk, any))
-    };
-    let permit = tokio::select! {
-        permit = tokio::time::timeout(PERMIT_WAIT, permits) => permit,
-        () = call.cancel.cancelled() => return Err(cancelled()),
-    };
-    let Ok(Ok(_permits)) = permit else {
-        return Err(ProviderError::new(
-            FailureClass::Transient,
-            BUSY,
-            format!(
-                "{} has no free call slot (its concurrency limit is reached)",
-                step.name.as_str()
-            ),
-        ));
-    };
     let started_at = Utc::now();
     let clock = Instant::now();
-    let provider = &step.slot.provider;
+    let provider = &ready.provider;
     let model = &step.upstream_model;
+    let host = ready.host.as_ref().map(|h| h.host.name.clone());
     let answer = tokio::select! {
         answer = async {
             match call.relay {
@@ -297,6 +455,7 @@ async fn call_once(
             let tokens = completion.token_counts(request);
             AttemptRecord {
                 provider: step.name,
+                host: host.clone(),
                 upstream_model: step.upstream_model.clone(),
                 started_at,
                 latency,
@@ -318,6 +477,7 @@ async fn call_once(
             let tokens = call.streamed().map(|(_, tokens)| tokens);
             AttemptRecord {
                 provider: step.name,
+                host: host.clone(),
                 upstream_model: step.upstream_model.clone(),
                 started_at,
                 latency,

@@ -38,9 +38,15 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_BULK_YIELD_TURNS", default_value_t = 2)]
     pub bulk_yield_turns: usize,
 
-    /// How often the worker probes Ollama's health (`/api/version`), in seconds.
+    /// How often the worker lists each Ollama host's models (`/api/tags`, also its health
+    /// probe), in seconds.
     #[arg(long, env = "TOLLGATE_PROBE_EVERY_SECS", default_value_t = 10)]
     pub probe_every_secs: u64,
+
+    /// How long a held host slot stays held without renewal, in seconds: a worker that dies gives
+    /// its slots back after this (a live one renews every third of it).
+    #[arg(long, env = "TOLLGATE_SLOT_LEASE_SECS", default_value_t = 15)]
+    pub slot_lease_secs: u64,
 
     /// How often the sweeper runs, in seconds.
     #[arg(long, env = "TOLLGATE_SWEEP_EVERY_SECS", default_value_t = 5)]
@@ -79,6 +85,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),
         provider_timeout: timeout,
         probe_every: Duration::from_secs(cli.probe_every_secs.max(1)),
+        slot_lease: Duration::from_secs(cli.slot_lease_secs.max(1)),
         settings_refresh: Duration::from_millis(cli.providers.settings_refresh_ms.max(10)),
         secret_key,
         webhooks: WebhookSettings {

@@ -16,7 +16,7 @@ use shared::billing;
 use shared::db::job_attempts::AttemptRecord;
 use shared::db::jobs;
 use shared::db::runs::{self, ClaimedJob, Outcome, Partial, Recorded};
-use shared::domain::{JobError, JobId, JobRequest, JobStatus, ProviderName, Runtime};
+use shared::domain::{JobError, JobId, JobRequest, JobStatus, ProviderName, RouteInput, Runtime};
 use shared::queue::{JobEvent, JobMessage, Versioned as _};
 use tokio::sync::SemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -82,7 +82,16 @@ pub async fn handle(context: &Context, delivery: &Delivery, lane: Lane) {
 /// committed.
 async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(), Halt> {
     let mut attempts = Vec::new();
-    let plan = context.providers.plan(job.request.model().as_str()).await;
+    let route = RouteInput {
+        policy: job.data_policy,
+        bulk: job.bulk,
+        batch_overflow: job.batch_overflow,
+        share_draw: share_draw(job.id),
+    };
+    let plan = context
+        .providers
+        .plan(job.request.model().as_str(), route)
+        .await;
     let relay = job
         .stream
         .then(|| Relay::start(context.broker.clone(), job.id, job.stream_to.clone()));
@@ -92,6 +101,7 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
         let registered = context.cancels.register(job.id);
         let call = Call {
             request: &job.request,
+            policy: job.data_policy,
             lane: lane_of(job),
             relay: relay.as_ref(),
             cancel: &registered.token,
@@ -126,7 +136,14 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
         }
         Verdict::Finish(outcome) => {
             persistently(context, "finish", || {
-                runs::finish(&context.pool, job.id, claim_id, outcome, &attempts)
+                runs::finish(
+                    &context.pool,
+                    job.id,
+                    claim_id,
+                    outcome,
+                    &attempts,
+                    job.data_policy,
+                )
             })
             .await?
         }
@@ -198,6 +215,14 @@ fn ended_before_running(context: &Context, job: &ClaimedJob) -> Option<Outcome> 
         ));
     }
     None
+}
+
+/// The job's draw for `ai_local_share`, 0–99: from the random bits of its id, so every run of the
+/// job draws the same.
+fn share_draw(id: JobId) -> u8 {
+    // The low 62 bits of a UUIDv7 are random (above them sit the variant bits).
+    let random = id.0.as_u128() & ((1 << 62) - 1);
+    u8::try_from(random % 100).unwrap_or(0)
 }
 
 fn lane_of(job: &ClaimedJob) -> Lane {
@@ -316,11 +341,13 @@ fn decide(end: RunEnd, request: &JobRequest, retries: i32, max_runs: u32) -> Ver
         // The job shows the model the provider says answered.
         RunEnd::Succeeded {
             provider,
+            reason,
             routed_model,
             completion,
             latency,
         } => Verdict::Finish(Outcome::Succeeded {
             provider,
+            reason,
             upstream_model: completion.upstream_model.clone(),
             routed_model,
             tokens: completion.token_counts(request),
@@ -332,6 +359,7 @@ fn decide(end: RunEnd, request: &JobRequest, retries: i32, max_runs: u32) -> Ver
         RunEnd::Stopped {
             status,
             provider,
+            reason,
             error,
             partial,
         } => {
@@ -346,6 +374,7 @@ fn decide(end: RunEnd, request: &JobRequest, retries: i32, max_runs: u32) -> Ver
             Verdict::Finish(Outcome::Stopped {
                 status,
                 provider,
+                reason: Some(reason),
                 upstream_model,
                 error,
                 partial,
@@ -360,6 +389,13 @@ fn decide(end: RunEnd, request: &JobRequest, retries: i32, max_runs: u32) -> Ver
             error,
             retry_after,
         } => {
+            // Found only busy providers: nothing failed, the job waits its turn however long.
+            if error.code == chain::BUSY {
+                return Verdict::Park {
+                    error,
+                    delay: retry::before_next_run(0, retry_after),
+                };
+            }
             let runs_so_far = u32::try_from(retries.saturating_add(1)).unwrap_or(u32::MAX);
             if runs_so_far < max_runs {
                 let delay = retry::before_next_run(retries, retry_after);

@@ -2,7 +2,8 @@
 //! the runtime settings give (active → fallback, retries, circuit breakers), records the outcome
 //! and only then acks; a job whose providers all failed transiently waits in a delay queue for
 //! another run. A streaming job's text is relayed to the api as the provider writes it, and a
-//! cancel stops a running job. Batch items wait in Postgres until its dispatcher releases them, fairly, to a bulk
+//! cancel stops a running job. Calls to the fleet's Ollama hosts hold one of the host's slots,
+//! shared by every worker, so a host never serves more calls at once than it has slots. Batch items wait in Postgres until its dispatcher releases them, fairly, to a bulk
 //! queue consumed in slots of its own. It also delivers webhooks (signed, retried on a schedule), sweeps up jobs and
 //! deliveries whose publish never happened, and fails jobs whose messages the broker dead-lettered.
 //!
@@ -18,6 +19,7 @@ mod consumer;
 mod dead_letters;
 mod dispatcher;
 mod execute;
+mod fleet;
 mod priority;
 mod providers;
 mod relay;
@@ -34,6 +36,7 @@ use shared::secret::SecretKey;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::fleet::Fleet;
 pub use crate::providers::{Plan, Providers};
 pub use crate::webhooks::WebhookSettings;
 
@@ -63,8 +66,11 @@ pub struct WorkerSettings {
     pub shutdown_grace: Duration,
     /// Longest one provider call may take.
     pub provider_timeout: Duration,
-    /// How often Ollama's `/api/version` is probed (its circuit learns from failed probes).
+    /// How often each Ollama host's models are listed (its circuit learns from failed listings).
     pub probe_every: Duration,
+    /// How long a held host slot is good for without renewal: a worker that dies gives its slots
+    /// back after this (a live one renews every third of it).
+    pub slot_lease: Duration,
     /// How often the runtime settings are checked for changes.
     pub settings_refresh: Duration,
     /// How long past its due time a `retrying` job's delayed message may be missing before the
@@ -91,6 +97,7 @@ impl Default for WorkerSettings {
             shutdown_grace: Duration::from_secs(30),
             provider_timeout: Duration::from_secs(120),
             probe_every: Duration::from_secs(10),
+            slot_lease: Duration::from_secs(15),
             settings_refresh: Duration::from_secs(1),
             retry_overdue: Duration::from_secs(60),
             secret_key: None,
@@ -123,8 +130,16 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), sqlx::Error> {
     let runtime = RuntimeWatch::load(pool.clone()).await?;
+    let (fleet, fleet_tasks) = Fleet::new(
+        pool.clone(),
+        &runtime.current(),
+        settings.slot_lease,
+        settings.provider_timeout,
+    );
+    let slots = tokio::spawn(fleet_tasks.run(fleet.clone(), shutdown.clone()));
     let providers = Providers::new(
         runtime.clone(),
+        fleet,
         settings.secret_key.clone(),
         settings.provider_timeout,
     );
@@ -167,6 +182,7 @@ pub async fn run(
         ("sweeper", sweeper),
         ("dead letters", dead_letters),
         ("cancels", cancels),
+        ("host slots", slots),
     ] {
         if let Err(error) = task.await {
             tracing::error!(%error, task = name, "worker task panicked");

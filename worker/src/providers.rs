@@ -1,29 +1,31 @@
 //! The providers a worker can call, built from the runtime settings and rebuilt when they change:
-//! a client, a concurrency limit and a circuit per provider, and the plan for a job's model.
+//! OpenAI's client with its concurrency limit and circuit, the fleet of Ollama hosts
+//! ([`crate::fleet`]), and the plan for a job.
 //!
-//! Resolving a job reads only memory (an `Arc` of the current build); the settings reach it
+//! Resolving a job reads only memory (an `Arc` of the current providers); the settings reach it
 //! through [`RuntimeWatch`], never through a query per job. Health comes from real calls and a
-//! cached probe of Ollama's `/api/version`, never from a probe per job.
+//! cached listing of each host's models, never from a probe per job.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
-use shared::domain::{ProviderName, Runtime, Settings};
-use shared::provider::{OllamaClient, OpenAiClient, Provider};
+use shared::domain::{
+    LocalWait, ProviderName, Route, RouteInput, Runtime, Settings, WhenBusy, bulk_slots,
+};
+use shared::provider::{OpenAiClient, Provider};
 use shared::runtime::RuntimeWatch;
 use shared::secret::SecretKey;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::circuit::Circuit;
+use crate::fleet::Fleet;
 
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// One provider as currently configured.
-pub struct Slot {
+/// OpenAI as currently configured.
+pub struct Cloud {
     pub provider: Provider,
-    /// In-flight calls to this provider from this worker, independent of the prefetch.
+    /// In-flight calls to OpenAI from this worker, independent of the prefetch.
     pub limit: Arc<Semaphore>,
     /// The share of `limit` batch items may hold: a quarter of the slots (at least one, when there
     /// are two or more) stays free for single jobs, however many batch items wait.
@@ -37,25 +39,37 @@ pub struct Slot {
 #[derive(Clone, PartialEq, Eq)]
 struct Endpoint {
     base_url: String,
-    sealed_key: Option<Vec<u8>>,
+    sealed_key: Vec<u8>,
 }
 
-/// The providers as of one settings version.
-pub struct Build {
-    pub runtime: Arc<Runtime>,
-    slots: [Option<Arc<Slot>>; 2],
+/// The cloud as of one settings version.
+struct Configured {
+    runtime: Arc<Runtime>,
+    openai: Option<Arc<Cloud>>,
+}
+
+/// Where a step's call goes.
+pub enum Target {
+    Cloud(Arc<Cloud>),
+    /// A host of the fleet, picked when a slot is taken.
+    Fleet,
 }
 
 /// One step of a job's plan: call this provider for this upstream model.
 pub struct Step {
     pub name: ProviderName,
     pub upstream_model: String,
-    pub slot: Arc<Slot>,
+    pub target: Target,
+    /// For the fleet: how long to wait for a slot.
+    pub local_wait: LocalWait,
+    /// What the step does when the one before it was only busy.
+    pub when_busy: WhenBusy,
 }
 
-/// What to try for one job, in order, and the settings it was made from.
+/// What to try for one job, in order, why, and the settings it was made from.
 pub struct Plan {
     pub runtime: Arc<Runtime>,
+    pub route: Route,
     pub steps: Vec<Step>,
 }
 
@@ -68,21 +82,28 @@ struct Inner {
     runtime: RuntimeWatch,
     secret_key: Option<SecretKey>,
     timeout: Duration,
-    build: RwLock<Arc<Build>>,
-    circuits: [Mutex<Circuit>; 2],
+    configured: RwLock<Arc<Configured>>,
+    openai_circuit: Mutex<Circuit>,
+    fleet: Fleet,
 }
 
 impl Providers {
-    pub fn new(runtime: RuntimeWatch, secret_key: Option<SecretKey>, timeout: Duration) -> Self {
+    pub fn new(
+        runtime: RuntimeWatch,
+        fleet: Fleet,
+        secret_key: Option<SecretKey>,
+        timeout: Duration,
+    ) -> Self {
         let current = runtime.current();
-        let build = build(&current, None, secret_key.as_ref(), timeout);
+        let configured = configure(&current, None, secret_key.as_ref(), timeout);
         Self {
             inner: Arc::new(Inner {
                 runtime,
                 secret_key,
                 timeout,
-                build: RwLock::new(Arc::new(build)),
-                circuits: Default::default(),
+                configured: RwLock::new(Arc::new(configured)),
+                openai_circuit: Mutex::default(),
+                fleet,
             }),
         }
     }
@@ -92,20 +113,24 @@ impl Providers {
         self.inner.runtime.current()
     }
 
-    fn current(&self) -> Arc<Build> {
+    pub fn fleet(&self) -> &Fleet {
+        &self.inner.fleet
+    }
+
+    fn current(&self) -> Arc<Configured> {
         self.inner
-            .build
+            .configured
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
     }
 
-    /// The job's plan: the active provider, then the fallback, each if enabled, configured and
-    /// routed for `model`. Empty means `no_provider_available` — but only once the settings are
-    /// known to be current: an api may have accepted the job under a route this worker has not
-    /// loaded yet, so an empty plan first checks the database (a round trip on this path only).
-    pub async fn plan(&self, model: &str) -> Plan {
-        let plan = self.plan_now(model);
+    /// The job's plan (see [`Runtime::route`]). Empty means `no_provider_available` — but only
+    /// once the settings are known to be current: an api may have accepted the job under a route
+    /// this worker has not loaded yet, so an empty plan first checks the database (a round trip on
+    /// this path only).
+    pub async fn plan(&self, model: &str, job: RouteInput) -> Plan {
+        let plan = self.plan_now(model, job);
         if !plan.steps.is_empty() {
             return plan;
         }
@@ -115,7 +140,7 @@ impl Providers {
                 if runtime.settings.version != plan.runtime.settings.version {
                     self.rebuild(&runtime);
                 }
-                self.plan_now(model)
+                self.plan_now(model, job)
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot check the settings; planning with the ones held");
@@ -124,42 +149,53 @@ impl Providers {
         }
     }
 
-    fn plan_now(&self, model: &str) -> Plan {
-        let build = self.current();
-        let steps = build
-            .runtime
-            .candidates(model, |p| build.slots[p.index()].is_some())
-            .into_iter()
+    fn plan_now(&self, model: &str, job: RouteInput) -> Plan {
+        let configured = self.current();
+        let fleet = self.fleet().is_configured();
+        let route = configured.runtime.route(model, job, |p| match p {
+            ProviderName::Ollama => fleet,
+            ProviderName::OpenAi => configured.openai.is_some(),
+        });
+        let steps = route
+            .candidates
+            .iter()
             .filter_map(|candidate| {
-                let slot = build.slots[candidate.provider.index()].clone()?;
+                let target = match candidate.provider {
+                    ProviderName::Ollama => Target::Fleet,
+                    ProviderName::OpenAi => Target::Cloud(configured.openai.clone()?),
+                };
                 Some(Step {
                     name: candidate.provider,
-                    upstream_model: candidate.upstream_model,
-                    slot,
+                    upstream_model: candidate.upstream_model.clone(),
+                    target,
+                    local_wait: candidate.local_wait,
+                    when_busy: candidate.when_busy,
                 })
             })
             .collect();
         Plan {
-            runtime: build.runtime.clone(),
+            runtime: configured.runtime.clone(),
+            route,
             steps,
         }
     }
 
-    fn circuit(&self, provider: ProviderName) -> std::sync::MutexGuard<'_, Circuit> {
-        self.inner.circuits[provider.index()]
+    fn openai_circuit(&self) -> std::sync::MutexGuard<'_, Circuit> {
+        self.inner
+            .openai_circuit
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Whether `provider`'s circuit lets a call out now.
-    pub fn allows(&self, provider: ProviderName, settings: &Settings) -> bool {
-        self.circuit(provider)
+    /// Whether OpenAI's circuit lets a call out now.
+    pub fn cloud_allows(&self, settings: &Settings) -> bool {
+        self.openai_circuit()
             .allows(Instant::now(), &settings.circuit)
     }
 
-    /// Feeds a call's (or probe's) verdict into `provider`'s circuit.
-    pub fn record(&self, provider: ProviderName, healthy: bool, settings: &Settings) {
-        let mut circuit = self.circuit(provider);
+    /// Feeds a call's verdict into OpenAI's circuit.
+    pub fn record_cloud(&self, healthy: bool, settings: &Settings) {
+        let mut circuit = self.openai_circuit();
         let was_open = circuit.is_open();
         if healthy {
             circuit.succeeded();
@@ -167,14 +203,14 @@ impl Providers {
             circuit.failed(Instant::now(), &settings.circuit);
         }
         match (was_open, circuit.is_open()) {
-            (false, true) => tracing::warn!(provider = provider.as_str(), "circuit opened"),
-            (true, false) => tracing::info!(provider = provider.as_str(), "circuit closed"),
+            (false, true) => tracing::warn!(provider = "openai", "circuit opened"),
+            (true, false) => tracing::info!(provider = "openai", "circuit closed"),
             _ => {}
         }
     }
 
-    /// Rebuilds whenever the settings change, and probes Ollama every `probe_every`, until
-    /// `shutdown`.
+    /// Rebuilds whenever the settings change, and lists the fleet's models every `probe_every`,
+    /// until `shutdown`.
     pub async fn keep_fresh(self, probe_every: Duration, shutdown: CancellationToken) {
         let mut changes = self.inner.runtime.subscribe();
         let mut probe = tokio::time::interval(probe_every);
@@ -188,154 +224,97 @@ impl Providers {
                     let runtime = changes.borrow_and_update().clone();
                     self.rebuild(&runtime);
                 }
-                _ = probe.tick() => self.probe().await,
+                _ = probe.tick() => {
+                    let runtime = self.runtime();
+                    if runtime.settings.ai_local_enabled {
+                        self.fleet().probe(&runtime.settings.circuit).await;
+                    }
+                }
             }
         }
     }
 
     fn rebuild(&self, runtime: &Arc<Runtime>) {
         let previous = self.current();
-        let next = build(
+        let next = configure(
             runtime,
             Some(&previous),
             self.inner.secret_key.as_ref(),
             self.inner.timeout,
         );
-        for provider in ProviderName::ALL {
-            let endpoint = |b: &Build| {
-                b.slots[provider.index()]
-                    .as_ref()
-                    .map(|s| s.endpoint.clone())
-            };
-            if endpoint(&previous) != endpoint(&next) {
-                // A new address or key is a new provider as far as health goes.
-                *self.circuit(provider) = Circuit::default();
-            }
+        let endpoint = |c: &Configured| c.openai.as_ref().map(|s| s.endpoint.clone());
+        if endpoint(&previous) != endpoint(&next) {
+            // A new address or key is a new provider as far as health goes.
+            *self.openai_circuit() = Circuit::default();
         }
+        self.fleet().rebuild(runtime);
         *self
             .inner
-            .build
+            .configured
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
         tracing::info!(version = runtime.settings.version, "providers rebuilt");
     }
-
-    /// A failed probe counts against Ollama's circuit like a failed call; a success changes
-    /// nothing (real calls close a circuit).
-    async fn probe(&self) {
-        let build = self.current();
-        let settings = &build.runtime.settings;
-        if !settings.ai_local_enabled {
-            return;
-        }
-        let Some(slot) = &build.slots[ProviderName::Ollama.index()] else {
-            return;
-        };
-        if let Provider::Ollama(client) = &slot.provider
-            && !client.is_up(PROBE_TIMEOUT).await
-        {
-            tracing::debug!("Ollama probe failed");
-            self.record(ProviderName::Ollama, false, settings);
-        }
-    }
 }
 
-/// Builds a client per configured provider, keeping `previous`'s client and limit where nothing
-/// about them changed (in-flight calls hold permits of the limit they started under).
-fn build(
+/// Builds OpenAI's client when it is configured, keeping `previous`'s client and limit where
+/// nothing about them changed (in-flight calls hold permits of the limit they started under).
+fn configure(
     runtime: &Arc<Runtime>,
-    previous: Option<&Build>,
+    previous: Option<&Configured>,
     secret_key: Option<&SecretKey>,
     timeout: Duration,
-) -> Build {
+) -> Configured {
     let settings = &runtime.settings;
-    let slot = |provider: ProviderName| -> Option<Arc<Slot>> {
-        let (client, endpoint) = client(provider, settings, secret_key, timeout)?;
-        let max_concurrency = settings.max_concurrency(provider);
-        if let Some(old) = previous.and_then(|p| p.slots[provider.index()].clone())
+    let openai = openai_client(settings, secret_key, timeout).map(|(client, endpoint)| {
+        let max_concurrency = settings.openai_max_concurrency;
+        if let Some(old) = previous.and_then(|p| p.openai.clone())
             && old.endpoint == endpoint
             && old.max_concurrency == max_concurrency
         {
-            return Some(old);
+            return old;
         }
-        Some(Arc::new(Slot {
+        Arc::new(Cloud {
             provider: client,
             limit: Arc::new(Semaphore::new(max_concurrency as usize)),
-            bulk_limit: Arc::new(Semaphore::new(bulk_slots(max_concurrency))),
+            bulk_limit: Arc::new(Semaphore::new(bulk_slots(max_concurrency) as usize)),
             endpoint,
             max_concurrency,
-        }))
-    };
-    Build {
+        })
+    });
+    Configured {
         runtime: runtime.clone(),
-        slots: ProviderName::ALL.map(slot),
+        openai,
     }
 }
 
-/// How many of a provider's `max_concurrency` slots batch items may hold at once: all but a
-/// quarter (rounded up); with a single slot, that slot.
-fn bulk_slots(max_concurrency: u32) -> usize {
-    let reserved = if max_concurrency >= 2 {
-        max_concurrency.div_ceil(4)
-    } else {
-        0
-    };
-    (max_concurrency - reserved) as usize
-}
-
-/// A client for `provider`, or `None` when it is not configured (OpenAI without a usable key).
-fn client(
-    provider: ProviderName,
+/// OpenAI's client, or `None` when it is not configured (no usable key).
+fn openai_client(
     settings: &Settings,
     secret_key: Option<&SecretKey>,
     timeout: Duration,
 ) -> Option<(Provider, Endpoint)> {
-    let base_url = settings.base_url(provider);
-    match provider {
-        ProviderName::Ollama => Some((
-            Provider::Ollama(OllamaClient::new(base_url, timeout)),
-            Endpoint {
-                base_url: base_url.to_owned(),
-                sealed_key: None,
-            },
-        )),
-        ProviderName::OpenAi => {
-            let sealed = settings.openai_api_key.as_ref()?;
-            let Some(secret_key) = secret_key else {
-                tracing::warn!(
-                    "an OpenAI key is stored but TOLLGATE_SECRET_KEY is not set: OpenAI is unavailable"
-                );
-                return None;
-            };
-            let key: SecretString = match secret_key.open(&sealed.sealed) {
-                Ok(key) => key,
-                Err(error) => {
-                    tracing::warn!(%error, "OpenAI is unavailable");
-                    return None;
-                }
-            };
-            let endpoint = Endpoint {
-                base_url: base_url.to_owned(),
-                sealed_key: Some(sealed.sealed.clone()),
-            };
-            Some((
-                Provider::OpenAi(OpenAiClient::new(base_url, key, timeout)),
-                endpoint,
-            ))
+    let base_url = &settings.openai_base_url;
+    let sealed = settings.openai_api_key.as_ref()?;
+    let Some(secret_key) = secret_key else {
+        tracing::warn!(
+            "an OpenAI key is stored but TOLLGATE_SECRET_KEY is not set: OpenAI is unavailable"
+        );
+        return None;
+    };
+    let key: SecretString = match secret_key.open(&sealed.sealed) {
+        Ok(key) => key,
+        Err(error) => {
+            tracing::warn!(%error, "OpenAI is unavailable");
+            return None;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::bulk_slots;
-
-    #[test]
-    fn batch_items_leave_a_quarter_of_a_providers_slots_to_single_jobs() {
-        assert_eq!(bulk_slots(1), 1, "a single slot is shared");
-        assert_eq!(bulk_slots(2), 1);
-        assert_eq!(bulk_slots(4), 3);
-        assert_eq!(bulk_slots(5), 3);
-        assert_eq!(bulk_slots(64), 48);
-    }
+    };
+    let endpoint = Endpoint {
+        base_url: base_url.clone(),
+        sealed_key: sealed.sealed.clone(),
+    };
+    Some((
+        Provider::OpenAi(OpenAiClient::new(base_url, key, timeout)),
+        endpoint,
+    ))
 }

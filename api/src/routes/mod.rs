@@ -8,6 +8,7 @@ mod billing;
 mod dead_letters;
 mod events;
 mod health;
+mod hosts;
 mod ids;
 mod jobs;
 mod models;
@@ -40,6 +41,7 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
         .merge(batch_events::router())
         .merge(settings::router())
         .merge(aliases::router())
+        .merge(hosts::router())
         .merge(dead_letters::router())
         .merge(usage::router())
         .merge(billing::router())

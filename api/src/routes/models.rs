@@ -1,10 +1,11 @@
-//! Models: `GET /v1/models` (what the gateway serves, with prices, and what Ollama has installed),
-//! and for admins `POST /v1/models/pull` (through Ollama, progress as SSE when asked) and
-//! `DELETE /v1/models/{model}`. Pulls and deletes are recorded in the audit log.
+//! Models: `GET /v1/models` (what the gateway serves, with prices, and which host of the fleet has
+//! what installed), and for admins `POST /v1/models/pull` (on one host or all, progress as SSE when
+//! asked) and `DELETE /v1/models/{model}` (`?host=` for one). Pulls and deletes are recorded in the
+//! audit log.
 
 use std::convert::Infallible;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -18,12 +19,13 @@ use shared::billing;
 use shared::db::audit::{self, Action};
 use shared::db::tokens::Principal;
 use shared::domain::{ModelName, ProviderName};
-use shared::provider::{DeleteError, InstalledModel, OllamaModels, ProviderError};
+use shared::provider::ProviderError;
 
 use crate::AppState;
 use crate::auth::{Admin, Caller};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
+use crate::fleet::{self, HostModels};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -36,7 +38,8 @@ pub fn router() -> Router<AppState> {
 struct Models {
     /// Every model name clients may submit, with what each provider runs and its price.
     data: Vec<ServedModel>,
-    ollama: OllamaState,
+    /// Each Ollama host of the fleet and what it has installed, routed or not.
+    hosts: Vec<HostModels>,
 }
 
 #[derive(Serialize)]
@@ -49,9 +52,12 @@ struct ServedModel {
 struct Route {
     provider: ProviderName,
     upstream_model: String,
-    /// For Ollama: whether the upstream model is installed (`null` when Ollama is unreachable).
+    /// For Ollama: whether a host has the upstream model installed.
     #[serde(skip_serializing_if = "Option::is_none")]
     installed: Option<bool>,
+    /// For Ollama: the hosts that have it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hosts: Option<Vec<String>>,
     /// The price in force, per 1,000 tokens; `null` when the model is unpriced.
     price: Option<PriceView>,
 }
@@ -62,24 +68,24 @@ struct PriceView {
     output_per_1k: String,
 }
 
-#[derive(Serialize)]
-struct OllamaState {
-    reachable: bool,
-    /// What Ollama has installed, routed or not.
-    installed: Vec<InstalledModel>,
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PullBody {
     model: String,
+    /// A host's name; absent pulls on every enabled host.
+    host: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostQuery {
+    /// A host's name; absent deletes on every enabled host.
+    host: Option<String>,
 }
 
 async fn list(State(state): State<AppState>, Caller(_): Caller) -> Result<Json<Models>, ApiError> {
     let runtime = state.runtime.current();
-    let installed = ollama(&state).installed().await;
-    let reachable = installed.is_ok();
-    let installed = installed.unwrap_or_default();
+    let hosts = fleet::listings(&state).await;
     let now = Utc::now();
     let data = runtime
         .routes
@@ -89,35 +95,38 @@ async fn list(State(state): State<AppState>, Caller(_): Caller) -> Result<Json<M
             model: model.to_owned(),
             providers: routes
                 .into_iter()
-                .map(|(provider, upstream)| Route {
-                    provider,
-                    upstream_model: upstream.to_owned(),
-                    installed: (provider == ProviderName::Ollama && reachable)
-                        .then(|| installed.iter().any(|m| same_model(&m.name, upstream))),
-                    price: runtime
-                        .prices
-                        .at(provider, upstream, now)
-                        .map(|p| PriceView {
-                            input_per_1k: billing::display(p.input_per_1k),
-                            output_per_1k: billing::display(p.output_per_1k),
-                        }),
+                .map(|(provider, upstream)| {
+                    let on: Option<Vec<String>> = (provider == ProviderName::Ollama).then(|| {
+                        hosts
+                            .iter()
+                            .filter(|h| h.has(upstream))
+                            .map(|h| h.name.clone())
+                            .collect()
+                    });
+                    Route {
+                        provider,
+                        upstream_model: upstream.to_owned(),
+                        installed: on.as_ref().map(|on| !on.is_empty()),
+                        hosts: on,
+                        price: runtime
+                            .prices
+                            .at(provider, upstream, now)
+                            .map(|p| PriceView {
+                                input_per_1k: billing::display(p.input_per_1k),
+                                output_per_1k: billing::display(p.output_per_1k),
+                            }),
+                    }
                 })
                 .collect(),
         })
         .collect();
-    Ok(Json(Models {
-        data,
-        ollama: OllamaState {
-            reachable,
-            installed,
-        },
-    }))
+    Ok(Json(Models { data, hosts }))
 }
 
-/// Pulls a model through Ollama. With `Accept: text/event-stream` its progress streams as
-/// `event: progress` lines, ending with `event: done` or `event: error`; otherwise the answer
-/// waits for the outcome. The request is audited before the pull starts, so a client that hangs
-/// up mid-way still leaves its record.
+/// Pulls a model on one host or every enabled one (in turn). With `Accept: text/event-stream` its
+/// progress streams as `event: progress` lines (each naming its host), ending with `event: done`
+/// or `event: error`; otherwise the answer waits for the outcome. The request is audited before
+/// the pull starts, so a client that hangs up mid-way still leaves its record.
 async fn pull(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -126,7 +135,7 @@ async fn pull(
 ) -> Result<Response, ApiError> {
     let model = ModelName::parse(&body.model)?;
     let stream = wants_events(&headers);
-    let progress = start_pull(&state, &admin, &model, stream).await?;
+    let progress = start_pull(&state, &admin, &model, body.host.as_deref(), stream).await?;
     if stream {
         let events = progress_events(progress);
         return Ok(Sse::new(events)
@@ -147,19 +156,20 @@ async fn pull(
 }
 
 /// Audits a pull (before it starts, so a client that hangs up mid-way still leaves its record)
-/// and starts it: Ollama's progress lines follow.
+/// and starts it on `host` (or every enabled host): Ollama's progress lines follow, each naming
+/// its host.
 pub(crate) async fn start_pull(
     state: &AppState,
     admin: &Principal,
     model: &ModelName,
+    host: Option<&str>,
     stream: bool,
-) -> Result<impl Stream<Item = Result<Value, ProviderError>> + Send + 'static, ApiError> {
-    let details = json!({ "stream": stream });
+) -> Result<impl Stream<Item = Result<Value, ProviderError>> + Send + 'static + use<>, ApiError> {
+    let hosts = fleet::targets(state, host)?;
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    let details = json!({ "stream": stream, "hosts": names });
     record(state, admin, "model.pull", model.as_str(), details).await?;
-    ollama(state)
-        .pull(model.as_str())
-        .await
-        .map_err(upstream_error)
+    Ok(fleet::pull(state, hosts, model.as_str()))
 }
 
 /// Ollama's progress lines as SSE events, then `done` (or `error`).
@@ -191,50 +201,56 @@ fn json_event(name: &str, data: &Value) -> Event {
     Event::default().event(name).data(data.to_string())
 }
 
-/// Deletes a model from Ollama; Ollama's 404 is passed on as 404.
+/// Deletes a model from one host (`?host=`) or every enabled one; 404 when none had it.
 async fn remove(
     State(state): State<AppState>,
     Admin(admin): Admin,
     Path(model): Path<String>,
+    Query(query): Query<HostQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let model = ModelName::parse(&model).map_err(|_| ApiError::not_found("no such model"))?;
-    delete_model(&state, &admin, &model).await?;
-    Ok(Json(json!({ "model": model.as_str(), "deleted": true })))
+    let hosts = delete_model(&state, &admin, &model, query.host.as_deref()).await?;
+    Ok(Json(
+        json!({ "model": model.as_str(), "deleted": true, "hosts": hosts }),
+    ))
 }
 
-/// Deletes a model from Ollama and audits the outcome; Ollama's 404 is a 404.
+/// Deletes a model from `host` (or every enabled host) and audits how it went on each: an error
+/// if a host failed, 404 if none had it; else the hosts it was deleted from.
 pub(crate) async fn delete_model(
     state: &AppState,
     admin: &Principal,
     model: &ModelName,
-) -> Result<(), ApiError> {
-    let outcome = ollama(state).delete(model.as_str()).await;
-    let result = match &outcome {
-        Ok(()) => "deleted",
-        Err(DeleteError::NotFound(_)) => "not_found",
-        Err(DeleteError::Failed(_)) => "failed",
-    };
+    host: Option<&str>,
+) -> Result<Vec<fleet::Deleted>, ApiError> {
+    let hosts = fleet::targets(state, host)?;
+    let outcomes = fleet::delete(state, &hosts, model.as_str()).await;
     record(
         state,
         admin,
         "model.delete",
         model.as_str(),
-        json!({ "outcome": result }),
+        json!({ "hosts": outcomes }),
     )
     .await?;
-    match outcome {
-        Ok(()) => Ok(()),
-        Err(DeleteError::NotFound(message)) => Err(ApiError::not_found(format!(
-            "Ollama has no model {:?}: {message}",
-            model.as_str()
-        ))),
-        Err(DeleteError::Failed(error)) => Err(upstream_error(error)),
+    if let Some(failed) = outcomes.iter().find(|o| o.outcome == "failed") {
+        return Err(ApiError::bad_gateway(format!(
+            "host {:?} could not delete the model: {}",
+            failed.host,
+            failed.error.as_deref().unwrap_or("no reason given")
+        )));
     }
-}
-
-pub(crate) fn ollama(state: &AppState) -> OllamaModels {
-    let runtime = state.runtime.current();
-    OllamaModels::new(&runtime.settings.ollama_base_url, state.upstream.clone())
+    let deleted: Vec<_> = outcomes
+        .into_iter()
+        .filter(|o| o.outcome == "deleted")
+        .collect();
+    if deleted.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "the model {:?} is not found on any Ollama host",
+            model.as_str()
+        )));
+    }
+    Ok(deleted)
 }
 
 async fn record(
@@ -262,18 +278,6 @@ fn wants_events(headers: &HeaderMap) -> bool {
         .is_some_and(|accept| accept.contains("text/event-stream"))
 }
 
-/// Ollama names `llama3` and `llama3:latest` the same model.
-pub(crate) fn same_model(installed: &str, upstream: &str) -> bool {
-    let full = |name: &str| {
-        if name.contains(':') {
-            name.to_owned()
-        } else {
-            format!("{name}:latest")
-        }
-    };
-    full(installed) == full(upstream)
-}
-
 /// Ollama's refusal or absence, as the gateway's answer: its client errors as 422 on `model`,
 /// everything else as 502.
 fn upstream_error(error: ProviderError) -> ApiError {
@@ -286,13 +290,6 @@ fn upstream_error(error: ProviderError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_name_without_a_tag_is_the_latest_tag() {
-        assert!(same_model("llama3:latest", "llama3"));
-        assert!(same_model("llama3", "llama3:latest"));
-        assert!(!same_model("llama3:8b", "llama3"));
-    }
 
     #[test]
     fn only_an_event_stream_accept_streams() {

@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared::domain::{ProviderName, SealedKey, Settings, SettingsChange};
+use shared::domain::{ProviderName, SealedKey, Settings, SettingsChange, Strategy};
 use shared::secret::last4;
 
 use crate::AppState;
@@ -32,7 +32,10 @@ struct SettingsPatch {
     /// A string stores a key; `null` removes it; absent leaves it.
     #[serde(default, deserialize_with = "crate::extract::present")]
     ai_openai_api_key: Option<Option<String>>,
-    ollama_base_url: Option<String>,
+    ai_overflow_wait_ms: Option<u32>,
+    /// A percentage sets a fixed share; `null` goes back to overflow; absent leaves it.
+    #[serde(default, deserialize_with = "crate::extract::present")]
+    ai_local_share: Option<Option<u32>>,
     openai_base_url: Option<String>,
     provider_attempts: Option<u32>,
     retry_min_delay_ms: Option<u32>,
@@ -40,7 +43,6 @@ struct SettingsPatch {
     max_job_attempts: Option<u32>,
     circuit_failure_threshold: Option<u32>,
     circuit_cooldown_ms: Option<u32>,
-    ollama_max_concurrency: Option<u32>,
     openai_max_concurrency: Option<u32>,
 }
 
@@ -57,7 +59,8 @@ struct SettingsView {
     ai_fallback_provider: &'static str,
     ai_local_enabled: bool,
     ai_openai_api_key: KeyView,
-    ollama_base_url: String,
+    ai_overflow_wait_ms: u128,
+    ai_local_share: Option<u8>,
     openai_base_url: String,
     provider_attempts: u32,
     retry_min_delay_ms: u128,
@@ -65,7 +68,6 @@ struct SettingsView {
     max_job_attempts: u32,
     circuit_failure_threshold: u32,
     circuit_cooldown_ms: u128,
-    ollama_max_concurrency: u32,
     openai_max_concurrency: u32,
     updated_at: DateTime<Utc>,
 }
@@ -83,7 +85,8 @@ impl From<Settings> for SettingsView {
                 set: s.openai_api_key.is_some(),
                 last4: s.openai_api_key.map(|k| k.last4),
             },
-            ollama_base_url: s.ollama_base_url,
+            ai_overflow_wait_ms: s.ai_overflow_wait.as_millis(),
+            ai_local_share: s.ai_local_share,
             openai_base_url: s.openai_base_url,
             provider_attempts: s.retry.provider_attempts,
             retry_min_delay_ms: s.retry.min_delay.as_millis(),
@@ -91,7 +94,6 @@ impl From<Settings> for SettingsView {
             max_job_attempts: s.retry.max_job_attempts,
             circuit_failure_threshold: s.circuit.failure_threshold,
             circuit_cooldown_ms: s.circuit.cooldown.as_millis(),
-            ollama_max_concurrency: s.ollama_max_concurrency,
             openai_max_concurrency: s.openai_max_concurrency,
             updated_at: s.updated_at,
         }
@@ -127,26 +129,24 @@ async fn change(
 }
 
 fn parse(state: &AppState, patch: SettingsPatch) -> Result<SettingsChange, ApiError> {
-    let provider = |field: &str, value: &str| {
-        ProviderName::from_setting(value)
-            .ok_or_else(|| ApiError::invalid_field(field, "must be `openai` or `local`"))
-    };
     let ai_provider = patch
         .ai_provider
-        .map(|p| provider("ai_provider", &p))
+        .map(|p| {
+            Strategy::from_setting(&p).ok_or_else(|| {
+                ApiError::invalid_field("ai_provider", "must be `openai`, `local` or `hybrid`")
+            })
+        })
         .transpose()?;
     let ai_fallback_provider = patch
         .ai_fallback_provider
         .map(|p| match p.as_str() {
             "none" => Ok(None),
-            other => provider("ai_fallback_provider", other)
-                .map(Some)
-                .map_err(|_| {
-                    ApiError::invalid_field(
-                        "ai_fallback_provider",
-                        "must be `openai`, `local` or `none`",
-                    )
-                }),
+            other => ProviderName::from_setting(other).map(Some).ok_or_else(|| {
+                ApiError::invalid_field(
+                    "ai_fallback_provider",
+                    "must be `openai`, `local` or `none`",
+                )
+            }),
         })
         .transpose()?;
     let openai_api_key = patch
@@ -157,8 +157,9 @@ fn parse(state: &AppState, patch: SettingsPatch) -> Result<SettingsChange, ApiEr
         ai_provider,
         ai_fallback_provider,
         ai_local_enabled: patch.ai_local_enabled,
+        ai_overflow_wait_ms: patch.ai_overflow_wait_ms,
+        ai_local_share: patch.ai_local_share,
         openai_api_key,
-        ollama_base_url: patch.ollama_base_url,
         openai_base_url: patch.openai_base_url,
         provider_attempts: patch.provider_attempts,
         retry_min_delay_ms: patch.retry_min_delay_ms,
@@ -166,7 +167,6 @@ fn parse(state: &AppState, patch: SettingsPatch) -> Result<SettingsChange, ApiEr
         max_job_attempts: patch.max_job_attempts,
         circuit_failure_threshold: patch.circuit_failure_threshold,
         circuit_cooldown_ms: patch.circuit_cooldown_ms,
-        ollama_max_concurrency: patch.ollama_max_concurrency,
         openai_max_concurrency: patch.openai_max_concurrency,
     })
 }

@@ -1,7 +1,8 @@
 //! Tenants and their tokens, for admins: `GET/POST /v1/admin/tenants`, `PATCH
 //! /v1/admin/tenants/{id}` (default access rules), `POST /v1/admin/tenants/{id}/disable|enable`,
 //! `GET/POST /v1/admin/tenants/{id}/tokens`, `PATCH/DELETE /v1/admin/tokens/{id}` (access rules;
-//! revoke), and the audit log of these actions, `GET /v1/admin/audit`.
+//! revoke), and the audit log of these actions, `GET /v1/admin/audit`. Access rules include the
+//! data policy (`local_only` keeps jobs on the local fleet) and a tenant's `batch_overflow`.
 //!
 //! Each action and its audit entry commit together. A token's secret is shown once, in the answer
 //! that created it; a revoked token or a disabled tenant's tokens stop working within the token
@@ -17,7 +18,7 @@ use shared::db::access::{self, Holder};
 use shared::db::audit::{self, Action, Entry};
 use shared::db::tenants::{self, NAME_TAKEN, Tenant};
 use shared::db::tokens::{self, Principal, TokenInfo};
-use shared::domain::{AccessChange, RateLimit, Role, TenantId, TokenId};
+use shared::domain::{AccessChange, DataPolicy, RateLimit, Role, TenantId, TokenId};
 
 use crate::AppState;
 use crate::auth::Admin;
@@ -59,6 +60,8 @@ struct NewToken {
     allowed_ips: Option<Vec<String>>,
     /// `{per_minute, burst}` for this token alone; absent: only the tenant's limit applies.
     rate_limit: Option<RateLimit>,
+    /// `any` or `local_only`; absent: the tenant's.
+    data_policy: Option<String>,
 }
 
 /// A change of access rules: a list replaces, `null` clears, an absent field is left alone.
@@ -72,15 +75,39 @@ struct AccessPatch {
     /// `{per_minute, burst}`; a token's applies to it alone, a tenant's to all its tokens together.
     #[serde(default, deserialize_with = "crate::extract::present")]
     rate_limit: Option<Option<RateLimit>>,
+    /// `any` or `local_only`: whether the jobs may leave the local fleet. A token's `null` goes
+    /// back to its tenant's.
+    #[serde(default, deserialize_with = "crate::extract::present")]
+    data_policy: Option<Option<String>>,
+    /// A tenant's alone: whether its batch items may overflow to the cloud under hybrid routing.
+    batch_overflow: Option<bool>,
 }
 
 impl AccessPatch {
-    fn parse(self) -> Result<AccessChange, ApiError> {
-        Ok(AccessChange::parse(
-            self.allowed_domains,
-            self.allowed_ips,
-            self.rate_limit,
-        )?)
+    fn parse(self, holder: Holder) -> Result<AccessChange, ApiError> {
+        const POLICY: &str = "data_policy";
+        let data_policy = match (self.data_policy, holder) {
+            (Some(None), Holder::Tenant) => {
+                return Err(ApiError::invalid_field(
+                    POLICY,
+                    "a tenant's must be \"any\" or \"local_only\"",
+                ));
+            }
+            (policy, _) => policy
+                .map(|p| p.map(|p| DataPolicy::parse(POLICY, &p)).transpose())
+                .transpose()?,
+        };
+        if self.batch_overflow.is_some() && matches!(holder, Holder::Token) {
+            return Err(ApiError::invalid_field(
+                "batch_overflow",
+                "is a tenant's setting, not a token's",
+            ));
+        }
+        Ok(AccessChange {
+            data_policy,
+            batch_overflow: self.batch_overflow,
+            ..AccessChange::parse(self.allowed_domains, self.allowed_ips, self.rate_limit)?
+        })
     }
 }
 
@@ -215,8 +242,10 @@ async fn create_token(
         allowed_domains: body.allowed_domains.map(Some),
         allowed_ips: body.allowed_ips.map(Some),
         rate_limit: body.rate_limit.map(Some),
+        data_policy: body.data_policy.map(Some),
+        batch_overflow: None,
     }
-    .parse()?;
+    .parse(Holder::Token)?;
     let mut tx = state.pool.begin().await?;
     if tenants::get(&mut *tx, tenant_id).await?.is_none() {
         return Err(ApiError::not_found("no such tenant"));
@@ -238,6 +267,7 @@ async fn create_token(
     let details = json!({
         "tenant_id": tenant_id, "name": name, "role": body.role,
         "allowed_domains": info.allowed_domains, "allowed_ips": info.allowed_ips,
+        "data_policy": info.data_policy,
     });
     audit::record(
         &mut *tx,
@@ -278,7 +308,7 @@ async fn update_tenant(
     JsonBody(body): JsonBody<AccessPatch>,
 ) -> Result<Json<Tenant>, ApiError> {
     let id = super::ids::tenant_id(&id)?;
-    let change = body.parse()?;
+    let change = body.parse(Holder::Tenant)?;
     let mut tx = state.pool.begin().await?;
     if !access::change(&mut *tx, Holder::Tenant, id.0, &change).await? {
         return Err(ApiError::not_found("no such tenant"));
@@ -288,6 +318,7 @@ async fn update_tenant(
         .ok_or_else(|| ApiError::not_found("no such tenant"))?;
     let details = json!({
         "allowed_domains": tenant.allowed_domains, "allowed_ips": tenant.allowed_ips,
+        "data_policy": tenant.data_policy, "batch_overflow": tenant.batch_overflow,
     });
     audit::record(
         &mut *tx,
@@ -307,7 +338,7 @@ async fn update_token(
 ) -> Result<Json<TokenInfo>, ApiError> {
     let not_found = || ApiError::not_found("no such token");
     let id: TokenId = id.parse().map_err(|_| not_found())?;
-    let change = body.parse()?;
+    let change = body.parse(Holder::Token)?;
     let mut tx = state.pool.begin().await?;
     if !access::change(&mut *tx, Holder::Token, id.0, &change).await? {
         return Err(not_found());
@@ -315,6 +346,7 @@ async fn update_token(
     let info = tokens::get(&mut *tx, id).await?.ok_or_else(not_found)?;
     let details = json!({
         "allowed_domains": info.allowed_domains, "allowed_ips": info.allowed_ips,
+        "data_policy": info.data_policy,
     });
     audit::record(
         &mut *tx,

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use chrono::{Datelike as _, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use shared::db::tokens::Principal;
-use shared::db::usage::{self, DayTotals, ModelTotals, Scope, Totals};
+use shared::db::usage::{self, DayTotals, ModelTotals, ReasonTotals, Scope, Totals};
 use shared::domain::{Role, TenantId};
 
 use crate::AppState;
@@ -48,6 +48,9 @@ struct MonthUsage {
     #[serde(flatten)]
     totals: Totals,
     by_model: Vec<ModelTotals>,
+    /// Why the jobs went where they did: what the local fleet served (`active`, `share`), what
+    /// overflowed to the cloud, what fell back.
+    by_route_reason: Vec<ReasonTotals>,
 }
 
 #[derive(Serialize)]
@@ -66,12 +69,14 @@ async fn month(
     let to = Utc::now().date_naive();
     let from = to.with_day(1).unwrap_or(to);
     let (totals, by_model) = usage::by_model(&state.pool, scope, from, to).await?;
+    let by_route_reason = usage::by_route_reason(&state.pool, scope, from, to).await?;
     Ok(Json(MonthUsage {
         month: from.format("%Y-%m").to_string(),
         from,
         to,
         totals,
         by_model,
+        by_route_reason,
     }))
 }
 

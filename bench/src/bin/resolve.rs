@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
+use shared::domain::{DataPolicy, RouteInput};
 use shared::runtime::RuntimeWatch;
-use tollgate_worker::Providers;
+use tollgate_worker::{Fleet, Providers};
 
 #[derive(Debug, Parser)]
 #[command(name = "tollgate-bench-resolve")]
@@ -37,15 +38,27 @@ async fn main() -> anyhow::Result<()> {
         .context("connect to the database")?;
     shared::db::migrate(&pool).await?;
     let runtime = RuntimeWatch::load(pool.clone()).await?;
-    let providers = Providers::new(runtime, None, Duration::from_secs(5));
-    let steps = providers.plan(&cli.model).await.steps.len();
+    let (fleet, _tasks) = Fleet::new(
+        pool.clone(),
+        &runtime.current(),
+        Duration::from_secs(15),
+        Duration::from_secs(5),
+    );
+    let providers = Providers::new(runtime, fleet, None, Duration::from_secs(5));
+    let job = RouteInput {
+        policy: DataPolicy::Any,
+        bulk: false,
+        batch_overflow: false,
+        share_draw: 0,
+    };
+    let steps = providers.plan(&cli.model, job).await.steps.len();
     anyhow::ensure!(steps > 0, "{} resolves to no provider", cli.model);
 
     let mut resolve = Vec::new();
     for _ in 0..cli.samples {
         let clock = Instant::now();
         for _ in 0..cli.iterations {
-            std::hint::black_box(providers.plan(std::hint::black_box(&cli.model)).await);
+            std::hint::black_box(providers.plan(std::hint::black_box(&cli.model), job).await);
         }
         resolve.push(clock.elapsed() / cli.iterations);
     }

@@ -1,5 +1,5 @@
-//! The access-rule columns (`allowed_domains`, `allowed_ips`, the rate limit) that tenants and
-//! tokens both carry.
+//! The access-rule columns (`allowed_domains`, `allowed_ips`, the rate limit, the data policy)
+//! that tenants and tokens both carry, and a tenant's `batch_overflow`.
 
 use sqlx::PgExecutor;
 use uuid::Uuid;
@@ -20,16 +20,22 @@ pub async fn change(
     id: Uuid,
     change: &AccessChange,
 ) -> Result<bool, sqlx::Error> {
-    let table = match holder {
-        Holder::Tenant => "tenants",
-        Holder::Token => "api_tokens",
+    // Only tenants have `batch_overflow`; a token's change never carries one.
+    let (table, tenant_only) = match holder {
+        Holder::Tenant => (
+            "tenants",
+            ", batch_overflow = case when $11 then $12 else batch_overflow end",
+        ),
+        Holder::Token => ("api_tokens", ""),
     };
     let done = sqlx::query(&format!(
         "update {table}
             set allowed_domains = case when $2 then $3::text[] else allowed_domains end,
                 allowed_ips = case when $4 then $5::text[]::inet[] else allowed_ips end,
                 rate_limit_per_minute = case when $6 then $7 else rate_limit_per_minute end,
-                rate_limit_burst = case when $6 then $8 else rate_limit_burst end
+                rate_limit_burst = case when $6 then $8 else rate_limit_burst end,
+                data_policy = case when $9 then $10 else data_policy end
+                {tenant_only}
           where id = $1"
     ))
     .bind(id)
@@ -50,6 +56,10 @@ pub async fn change(
             .flatten()
             .map(|l| i32::try_from(l.burst).unwrap_or(i32::MAX)),
     )
+    .bind(change.data_policy.is_some())
+    .bind(change.data_policy.flatten().map(|p| p.as_str()))
+    .bind(change.batch_overflow.is_some())
+    .bind(change.batch_overflow.unwrap_or(false))
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -18,6 +18,8 @@ use crate::domain::{JobError, JobId, ProviderName};
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
     pub provider: ProviderName,
+    /// The fleet's host that took the call (Ollama only).
+    pub host: Option<String>,
     pub upstream_model: String,
     pub started_at: DateTime<Utc>,
     pub latency: Duration,
@@ -56,16 +58,16 @@ impl AttemptOutcome {
     }
 }
 
-/// The run's attempts as a table, `run_attempts`, from the column arrays `$1`..`$11` bound by
+/// The run's attempts as a table, `run_attempts`, from the column arrays `$1`..`$12` bound by
 /// [`AttemptColumns::bind`].
 pub(super) const RUN_ATTEMPTS: &str = "
     run_attempts as (
         select * from unnest($1::text[], $2::text[], $3::timestamptz[], $4::int[], $5::int[],
                              $6::text[], $7::text[], $8::text[], $9::int[], $10::int[],
-                             $11::numeric[])
+                             $11::numeric[], $12::text[])
                  with ordinality as a(provider, upstream_model, started_at, latency_ms,
                                       status_code, outcome, error_code, error_message,
-                                      prompt_tokens, completion_tokens, cost, n))";
+                                      prompt_tokens, completion_tokens, cost, host, n))";
 
 /// Inserts `run_attempts` for the job row named `done` (if the run's end was recorded), and adds
 /// them to the day's provider spend: calls, tokens and cost, failed calls included, estimated
@@ -76,14 +78,14 @@ pub(super) const INSERT_FROM_DONE: &str = "
     attempt as (
         insert into job_attempts (job_id, claim, provider, upstream_model, started_at, finished_at,
                                   latency_ms, status_code, outcome, error_code, error_message,
-                                  prompt_tokens, completion_tokens, cost)
+                                  prompt_tokens, completion_tokens, cost, host)
         select done.id,
                done.claims - case when a.outcome = 'abandoned' then abandoned.runs - a.n + 1
                                   else 0 end,
                a.provider, a.upstream_model, a.started_at,
                a.started_at + make_interval(secs => a.latency_ms / 1000.0), a.latency_ms,
                a.status_code, a.outcome, a.error_code, a.error_message, a.prompt_tokens,
-               a.completion_tokens, a.cost
+               a.completion_tokens, a.cost, a.host
           from done, abandoned, run_attempts a
          order by a.n),
     spend as (
@@ -121,6 +123,7 @@ pub(super) struct AttemptColumns {
     prompt_tokens: Vec<Option<i32>>,
     completion_tokens: Vec<Option<i32>>,
     cost: Vec<Option<Decimal>>,
+    host: Vec<Option<String>>,
 }
 
 impl AttemptColumns {
@@ -140,6 +143,7 @@ impl AttemptColumns {
             c.prompt_tokens.push(a.prompt_tokens);
             c.completion_tokens.push(a.completion_tokens);
             c.cost.push(a.cost);
+            c.host.push(a.host.clone());
         }
         c
     }
@@ -148,7 +152,7 @@ impl AttemptColumns {
         i32::try_from(self.provider.len()).unwrap_or(i32::MAX)
     }
 
-    /// Binds the eleven arrays as `$1`..`$11`.
+    /// Binds the twelve arrays as `$1`..`$12`.
     pub(super) fn bind<'q, O>(
         &'q self,
         query: QueryAs<'q, Postgres, O, PgArguments>,
@@ -165,6 +169,7 @@ impl AttemptColumns {
             .bind(&self.prompt_tokens)
             .bind(&self.completion_tokens)
             .bind(&self.cost)
+            .bind(&self.host)
     }
 }
 
@@ -173,6 +178,8 @@ impl AttemptColumns {
 pub struct AttemptRow {
     pub claim: i32,
     pub provider: String,
+    /// The fleet's host that took an Ollama call.
+    pub host: Option<String>,
     pub upstream_model: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -187,8 +194,8 @@ pub struct AttemptRow {
 /// A job's provider calls, oldest first.
 pub async fn list(pool: &PgPool, id: JobId) -> Result<Vec<AttemptRow>, sqlx::Error> {
     sqlx::query_as(
-        "select claim, provider, upstream_model, started_at, finished_at, latency_ms, status_code,
-                outcome, error_code, prompt_tokens, completion_tokens
+        "select claim, provider, host, upstream_model, started_at, finished_at, latency_ms,
+                status_code, outcome, error_code, prompt_tokens, completion_tokens
            from job_attempts where job_id = $1 order by id",
     )
     .bind(id)

@@ -25,7 +25,7 @@ use crate::domain::{
 const JOB_COLUMNS: &str = "id, kind, status, model, provider, upstream_model, result, error_code, \
      error_message, prompt_tokens, completion_tokens, total_tokens, attempts, metadata, created_at, \
      started_at, finished_at, cost, usage_estimated, unpriced, revision, webhook_url, batch_id, \
-     custom_id, stream";
+     custom_id, stream, route_reason, data_policy";
 
 #[derive(sqlx::FromRow)]
 struct JobRow {
@@ -54,6 +54,8 @@ struct JobRow {
     batch_id: Option<BatchId>,
     custom_id: Option<String>,
     stream: bool,
+    route_reason: Option<String>,
+    data_policy: Option<String>,
 }
 
 impl JobRow {
@@ -104,6 +106,8 @@ impl TryFrom<JobRow> for Job {
             batch_id: row.batch_id,
             custom_id: row.custom_id,
             stream: row.stream,
+            route_reason: row.route_reason,
+            data_policy: row.data_policy,
             created_at: row.created_at,
             started_at: row.started_at,
             finished_at: row.finished_at,

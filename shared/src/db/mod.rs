@@ -8,6 +8,8 @@ pub mod audit;
 pub mod batches;
 pub mod dispatch;
 pub mod files;
+pub mod host_slots;
+pub mod hosts;
 pub mod idempotency;
 pub mod instances;
 pub mod job_attempts;

@@ -3,7 +3,7 @@
 //! Every change bumps `settings.version` in the same transaction, so running processes pick it up
 //! with the settings.
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 
 use crate::domain::{ModelRoutes, ProviderName};
 
@@ -70,13 +70,6 @@ pub async fn all(pool: &PgPool) -> Result<ModelRoutes, sqlx::Error> {
     Ok(routes)
 }
 
-async fn bump_version(tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
-    sqlx::query("update settings set version = version + 1, updated_at = now()")
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
 /// Replaces the routes of `alias.model` with the given ones, in one transaction.
 pub async fn put(pool: &PgPool, alias: &Alias) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
@@ -96,7 +89,7 @@ pub async fn put(pool: &PgPool, alias: &Alias) -> Result<(), sqlx::Error> {
             .await?;
         }
     }
-    bump_version(&mut tx).await?;
+    super::settings::bump_version(&mut tx).await?;
     tx.commit().await
 }
 
@@ -109,7 +102,7 @@ pub async fn delete(pool: &PgPool, model: &str) -> Result<bool, sqlx::Error> {
         .await?
         .rows_affected();
     if removed > 0 {
-        bump_version(&mut tx).await?;
+        super::settings::bump_version(&mut tx).await?;
     }
     tx.commit().await?;
     Ok(removed > 0)

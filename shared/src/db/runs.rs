@@ -14,7 +14,9 @@ use super::job_attempts::{AttemptColumns, AttemptRecord, INSERT_FROM_DONE, RUN_A
 use super::quotas::RELEASE_FROM_DONE;
 use super::webhooks::DELIVERY_FROM_DONE;
 use crate::billing::{self, Price};
-use crate::domain::{JobError, JobId, JobRequest, JobStatus, ProviderName, TenantId};
+use crate::domain::{
+    DataPolicy, JobError, JobId, JobRequest, JobStatus, ProviderName, RouteReason, TenantId,
+};
 use crate::provider::TokenCounts;
 
 /// A job a worker now holds.
@@ -38,6 +40,10 @@ pub struct ClaimedJob {
     pub stream_to: Option<String>,
     /// A cancel was asked for while the job ran (before this claim, or racing it).
     pub cancel_requested: bool,
+    /// The data policy in force now: the token's, else its tenant's.
+    pub data_policy: DataPolicy,
+    /// Its tenant lets batch items overflow to the cloud.
+    pub batch_overflow: bool,
 }
 
 impl ClaimedJob {
@@ -83,7 +89,11 @@ pub async fn claim(
         stream: bool,
         stream_to: Option<String>,
         cancel_requested: bool,
+        data_policy: String,
+        batch_overflow: bool,
     }
+    // The data policy is read at each claim, not kept from intake: a tenant made `local_only`
+    // keeps its queued jobs off the cloud too.
     let row: Option<Row> = sqlx::query_as(&format!(
         "update jobs
             set status = 'running', claim_id = $2, claims = claims + 1, revision = revision + 1,
@@ -95,7 +105,12 @@ pub async fn claim(
                  or (status = 'running' and ($3 or lease_expires_at < now())))
           returning tenant_id, request, claims, retries, revision, batch_id is not null as bulk,
                     abandoned_recorded, stream, stream_to,
-                    cancel_requested_at is not null as cancel_requested"
+                    cancel_requested_at is not null as cancel_requested,
+                    (select coalesce(k.data_policy, n.data_policy)
+                       from tenants n left join api_tokens k on k.id = jobs.token_id
+                      where n.id = jobs.tenant_id) as data_policy,
+                    (select batch_overflow from tenants where id = jobs.tenant_id)
+                        as batch_overflow"
     ))
     .bind(id)
     .bind(claim_id)
@@ -120,6 +135,9 @@ pub async fn claim(
         stream: row.stream,
         stream_to: row.stream_to,
         cancel_requested: row.cancel_requested,
+        data_policy: DataPolicy::parse("data_policy", &row.data_policy)
+            .map_err(|e| sqlx::Error::Decode(e.message.into()))?,
+        batch_overflow: row.batch_overflow,
     }))
 }
 
@@ -149,6 +167,8 @@ pub async fn extend_lease(
 pub enum Outcome {
     Succeeded {
         provider: ProviderName,
+        /// Why it went to `provider`.
+        reason: RouteReason,
         /// The model the provider says answered (shown on the job).
         upstream_model: String,
         /// The model the route asked for: the usage record's, and what the price is for.
@@ -172,6 +192,8 @@ pub enum Outcome {
     Stopped {
         status: JobStatus,
         provider: Option<ProviderName>,
+        /// Why it went to `provider`, when it went anywhere.
+        reason: Option<RouteReason>,
         upstream_model: Option<String>,
         error: JobError,
         partial: Option<Partial>,
@@ -197,11 +219,21 @@ impl Outcome {
         }
     }
 
+    /// Why the job went where it went, when it went anywhere.
+    pub fn reason(&self) -> Option<RouteReason> {
+        match self {
+            Self::Succeeded { reason, .. } => Some(*reason),
+            Self::Failed { .. } => None,
+            Self::Stopped { reason, .. } => *reason,
+        }
+    }
+
     /// A cancel that found nothing generated.
     pub fn cancelled() -> Self {
         Self::Stopped {
             status: JobStatus::Cancelled,
             provider: None,
+            reason: None,
             upstream_model: None,
             error: cancelled_error(),
             partial: None,
@@ -252,7 +284,8 @@ struct Bill<'a> {
 /// record (unique per job: a redelivered completion can never bill twice) and the tenant's daily
 /// rollup; any quota reservation is released (what was used now counts through the rollup).
 ///
-/// The job's webhook delivery, if it has a URL or its tenant an endpoint, is written too.
+/// The job's webhook delivery, if it has a URL or its tenant an endpoint, is written too, and so
+/// are why the job went where it went and the data policy its run honoured.
 ///
 /// Returns `None` when the claim was no longer the job's (another worker reclaimed it after a
 /// redelivery): nothing is written, and the caller drops its result.
@@ -262,6 +295,7 @@ pub async fn finish(
     claim_id: Uuid,
     outcome: &Outcome,
     attempts: &[AttemptRecord],
+    policy: DataPolicy,
 ) -> Result<Option<Recorded>, sqlx::Error> {
     let bill_of =
         |routed_model, tokens: &TokenCounts, price: &Option<Price>, latency: &Duration| Bill {
@@ -275,6 +309,7 @@ pub async fn finish(
     let (provider, upstream_model, result, error, bill) = match outcome {
         Outcome::Succeeded {
             provider,
+            reason: _,
             upstream_model,
             routed_model,
             result,
@@ -316,24 +351,27 @@ pub async fn finish(
         ),
     };
     let status = outcome.status();
+    let reason = outcome.reason();
     let columns = AttemptColumns::new(attempts);
     let sql = end_of_run(
-        "status = $14, provider = $15, upstream_model = $16, result = $17,
-         error_code = $18, error_message = $19,
-         prompt_tokens = $20, completion_tokens = $21, total_tokens = $20 + $21,
-         attempts = attempts + $22, cost = $23, usage_estimated = $24,
-         unpriced = ($20::int is not null and $25::bigint is null),
-         finished_at = now(), lease_expires_at = null, retry_at = null",
+        "status = $15, provider = $16, upstream_model = $17, result = $18,
+         error_code = $19, error_message = $20,
+         prompt_tokens = $21, completion_tokens = $22, total_tokens = $21 + $22,
+         attempts = attempts + $23, cost = $24, usage_estimated = $25,
+         unpriced = ($21::int is not null and $26::bigint is null),
+         finished_at = now(), lease_expires_at = null, retry_at = null,
+         route_reason = $29, data_policy = $30",
         &format!(
             ", bill as (
                 insert into usage_records (job_id, tenant_id, token_id, model, provider,
                                            upstream_model, prompt_tokens, completion_tokens,
                                            estimated, price_id, cost, latency_ms, origin,
-                                           client_ip, finished_at)
-                select id, tenant_id, token_id, model, $15, $27, $20, $21, $24, $25, $23, $26,
-                       origin, client_ip, finished_at
-                  from done where $20::int is not null
-             returning tenant_id, model, prompt_tokens, completion_tokens, cost, finished_at
+                                           client_ip, finished_at, route_reason)
+                select id, tenant_id, token_id, model, $16, $28, $21, $22, $25, $26, $24, $27,
+                       origin, client_ip, finished_at, $29
+                  from done where $21::int is not null
+             returning tenant_id, model, prompt_tokens, completion_tokens, cost, finished_at,
+                       route_reason
              ), {DAILY_FROM_BILL}, {RELEASE_FROM_DONE}, {DELIVERY_FROM_DONE}"
         ),
         "(select id from hook)",
@@ -356,6 +394,8 @@ pub async fn finish(
         .bind(bill.and_then(|b| b.price_id))
         .bind(bill.map(|b| b.latency_ms))
         .bind(bill.map(|b| b.routed_model))
+        .bind(reason.map(RouteReason::as_str))
+        .bind(policy.as_str())
         .fetch_one(pool)
         .await?;
     Ok(recorded(finished))
@@ -369,11 +409,11 @@ fn recorded((count, revision, delivery): (i64, Option<i32>, Option<Uuid>)) -> Op
     }
 }
 
-/// The one statement that ends a run: `set` applied to the job if claim `$13` still holds job `$12`
+/// The one statement that ends a run: `set` applied to the job if claim `$14` still holds job `$13`
 /// (and its revision bumped, and its abandoned runs so far marked recorded: the run's attempts
-/// carry their estimates), the run's attempts (`$1`..`$11`) inserted for it and added to the
+/// carry their estimates), the run's attempts (`$1`..`$12`) inserted for it and added to the
 /// provider spend, then `more` (further CTEs reading `done`); `set`'s own parameters start at
-/// `$14`. Its row is the count of jobs ended (1, or 0 if the claim was lost), the new revision,
+/// `$15`. Its row is the count of jobs ended (1, or 0 if the claim was lost), the new revision,
 /// and `delivery` (a uuid expression).
 fn end_of_run(set: &str, more: &str, delivery: &str) -> String {
     format!(
@@ -381,7 +421,7 @@ fn end_of_run(set: &str, more: &str, delivery: &str) -> String {
          done as (
             update jobs set {set}, revision = revision + 1,
                             abandoned_recorded = claims - retries - 1
-             where id = $12 and claim_id = $13 and status = 'running'
+             where id = $13 and claim_id = $14 and status = 'running'
          returning id, claims, tenant_id, token_id, model, origin, client_ip, finished_at,
                    reserved_tokens, reserved_cost, reserved_month, status, webhook_url, revision,
                    batch_id
@@ -393,13 +433,14 @@ fn end_of_run(set: &str, more: &str, delivery: &str) -> String {
 /// Adds the usage record just written (`bill`) to the tenant's day, on one of its shard rows.
 const DAILY_FROM_BILL: &str = "
     daily as (
-        insert into usage_daily as d (tenant_id, day, model, shard, requests, prompt_tokens,
-                                      completion_tokens, cost, unpriced_requests)
+        insert into usage_daily as d (tenant_id, day, model, route_reason, shard, requests,
+                                      prompt_tokens, completion_tokens, cost, unpriced_requests)
         select tenant_id, (finished_at at time zone 'utc')::date, model,
+               coalesce(route_reason, 'unrecorded'),
                floor(random() * 32)::smallint, 1, prompt_tokens, completion_tokens,
                coalesce(cost, 0), (cost is null)::int
           from bill
-        on conflict (tenant_id, day, model, shard) do update
+        on conflict (tenant_id, day, model, route_reason, shard) do update
            set requests = d.requests + 1,
                prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
                completion_tokens = d.completion_tokens + excluded.completion_tokens,
@@ -419,8 +460,8 @@ pub async fn park(
 ) -> Result<Option<Recorded>, sqlx::Error> {
     let columns = AttemptColumns::new(attempts);
     let sql = end_of_run(
-        "status = 'retrying', retries = retries + 1, attempts = attempts + $17,
-         error_code = $14, error_message = $15, retry_at = now() + make_interval(secs => $16),
+        "status = 'retrying', retries = retries + 1, attempts = attempts + $18,
+         error_code = $15, error_message = $16, retry_at = now() + make_interval(secs => $17),
          claim_id = null, lease_expires_at = null, published_at = null",
         "",
         "null::uuid",

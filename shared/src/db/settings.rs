@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::domain::{
-    CircuitPolicy, ProviderName, RetryPolicy, SealedKey, Settings, SettingsChange, ValidationError,
+    CircuitPolicy, ProviderName, RetryPolicy, SealedKey, Settings, SettingsChange, Strategy,
+    ValidationError,
 };
 
 #[derive(sqlx::FromRow)]
@@ -18,7 +19,8 @@ struct SettingsRow {
     ai_local_enabled: bool,
     openai_api_key_sealed: Option<Vec<u8>>,
     openai_api_key_last4: Option<String>,
-    ollama_base_url: String,
+    ai_overflow_wait_ms: i32,
+    ai_local_share: Option<i32>,
     openai_base_url: String,
     provider_attempts: i32,
     retry_min_delay_ms: i32,
@@ -26,16 +28,14 @@ struct SettingsRow {
     max_job_attempts: i32,
     circuit_failure_threshold: i32,
     circuit_cooldown_ms: i32,
-    ollama_max_concurrency: i32,
     openai_max_concurrency: i32,
     updated_at: DateTime<Utc>,
 }
 
 const COLUMNS: &str = "version, ai_provider, ai_fallback_provider, ai_local_enabled, \
-    openai_api_key_sealed, openai_api_key_last4, ollama_base_url, openai_base_url, \
-    provider_attempts, retry_min_delay_ms, retry_max_delay_ms, max_job_attempts, \
-    circuit_failure_threshold, circuit_cooldown_ms, ollama_max_concurrency, \
-    openai_max_concurrency, updated_at";
+    openai_api_key_sealed, openai_api_key_last4, ai_overflow_wait_ms, ai_local_share, \
+    openai_base_url, provider_attempts, retry_min_delay_ms, retry_max_delay_ms, max_job_attempts, \
+    circuit_failure_threshold, circuit_cooldown_ms, openai_max_concurrency, updated_at";
 
 impl TryFrom<SettingsRow> for Settings {
     type Error = sqlx::Error;
@@ -58,12 +58,15 @@ impl TryFrom<SettingsRow> for Settings {
         };
         Ok(Self {
             version: row.version,
-            ai_provider: ProviderName::from_setting(&row.ai_provider)
+            ai_provider: Strategy::from_setting(&row.ai_provider)
                 .ok_or_else(|| bad("ai_provider"))?,
             ai_fallback_provider: fallback,
             ai_local_enabled: row.ai_local_enabled,
+            ai_overflow_wait: Duration::from_millis(
+                u64::try_from(row.ai_overflow_wait_ms).unwrap_or(0),
+            ),
+            ai_local_share: row.ai_local_share.map(|n| u8::try_from(n).unwrap_or(100)),
             openai_api_key,
-            ollama_base_url: row.ollama_base_url,
             openai_base_url: row.openai_base_url,
             retry: RetryPolicy {
                 provider_attempts: n(row.provider_attempts),
@@ -75,7 +78,6 @@ impl TryFrom<SettingsRow> for Settings {
                 failure_threshold: n(row.circuit_failure_threshold),
                 cooldown: ms(row.circuit_cooldown_ms),
             },
-            ollama_max_concurrency: n(row.ollama_max_concurrency),
             openai_max_concurrency: n(row.openai_max_concurrency),
             updated_at: row.updated_at,
         })
@@ -94,6 +96,15 @@ pub async fn version(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("select version from settings")
         .fetch_one(pool)
         .await
+}
+
+/// Marks the runtime settings changed (a route or a host was written in `tx`), so every process
+/// reloads them.
+pub(super) async fn bump_version(tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+    sqlx::query("update settings set version = version + 1, updated_at = now()")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Applies `change` under a row lock, so concurrent changes never lose one another, and bumps the
@@ -117,10 +128,10 @@ pub async fn update(
         "update settings
             set version = version + 1, ai_provider = $1, ai_fallback_provider = $2,
                 ai_local_enabled = $3, openai_api_key_sealed = $4, openai_api_key_last4 = $5,
-                ollama_base_url = $6, openai_base_url = $7, provider_attempts = $8,
+                ai_overflow_wait_ms = $6, openai_base_url = $7, provider_attempts = $8,
                 retry_min_delay_ms = $9, retry_max_delay_ms = $10, max_job_attempts = $11,
                 circuit_failure_threshold = $12, circuit_cooldown_ms = $13,
-                ollama_max_concurrency = $14, openai_max_concurrency = $15, updated_at = now()
+                ai_local_share = $14, openai_max_concurrency = $15, updated_at = now()
          returning {COLUMNS}"
     ))
     .bind(next.ai_provider.setting_name())
@@ -131,7 +142,7 @@ pub async fn update(
     .bind(next.ai_local_enabled)
     .bind(next.openai_api_key.as_ref().map(|k| k.sealed.as_slice()))
     .bind(next.openai_api_key.as_ref().map(|k| k.last4.as_str()))
-    .bind(&next.ollama_base_url)
+    .bind(ms(next.ai_overflow_wait))
     .bind(&next.openai_base_url)
     .bind(n(next.retry.provider_attempts))
     .bind(ms(next.retry.min_delay))
@@ -139,7 +150,7 @@ pub async fn update(
     .bind(n(next.retry.max_job_attempts))
     .bind(n(next.circuit.failure_threshold))
     .bind(ms(next.circuit.cooldown))
-    .bind(n(next.ollama_max_concurrency))
+    .bind(next.ai_local_share.map(i32::from))
     .bind(n(next.openai_max_concurrency))
     .fetch_one(&mut *tx)
     .await?;
@@ -155,24 +166,32 @@ pub struct Seed {
 }
 
 /// Copies the environment's values in, once: the first process to start wins, and later starts
-/// (and every other process) leave the operator's settings alone. With an OpenAI key, OpenAI
-/// becomes the fallback of the local provider, which is how Tollgate behaved before settings.
-/// Returns whether this call seeded.
+/// (and every other process) leave the operator's settings alone. `OLLAMA_BASE_URL` becomes the
+/// address of the fleet's first host, `default`. With an OpenAI key, OpenAI becomes the fallback
+/// of the local provider, which is how Tollgate behaved before settings. Returns whether this
+/// call seeded.
 pub async fn seed(pool: &PgPool, seed: &Seed) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "update settings
-            set ollama_base_url = $1, openai_base_url = $2,
-                openai_api_key_sealed = $3, openai_api_key_last4 = $4,
-                ai_fallback_provider = case when $3::bytea is null then ai_fallback_provider
-                                            else 'openai' end,
-                seeded_at = now(), version = version + 1, updated_at = now()
-          where seeded_at is null",
+    let seeded: i64 = sqlx::query_scalar(
+        "with seeded as (
+            update settings
+               set openai_base_url = $2,
+                   openai_api_key_sealed = $3, openai_api_key_last4 = $4,
+                   ai_fallback_provider = case when $3::bytea is null then ai_fallback_provider
+                                               else 'openai' end,
+                   seeded_at = now(), version = version + 1, updated_at = now()
+             where seeded_at is null
+         returning 1
+         ), host as (
+            update ollama_hosts set base_url = $1, updated_at = now()
+             where name = 'default' and exists (select from seeded)
+         )
+         select count(*) from seeded",
     )
     .bind(&seed.ollama_base_url)
     .bind(&seed.openai_base_url)
     .bind(seed.openai_api_key.as_ref().map(|k| k.sealed.as_slice()))
     .bind(seed.openai_api_key.as_ref().map(|k| k.last4.as_str()))
-    .execute(pool)
+    .fetch_one(pool)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(seeded == 1)
 }

@@ -24,10 +24,15 @@ pub struct Tenant {
     /// The tenant-wide rate limit, shared by all its tokens; `null` is unlimited.
     #[sqlx(flatten)]
     pub rate_limit: StoredRate,
+    /// `any`, or `local_only`: its jobs never go to a cloud provider (its tokens may override).
+    pub data_policy: String,
+    /// Whether its batch items may overflow to the cloud under hybrid routing.
+    pub batch_overflow: bool,
 }
 
 const COLUMNS: &str = "id, name, created_at, disabled_at, allowed_domains, \
-     allowed_ips::text[] as allowed_ips, rate_limit_per_minute, rate_limit_burst";
+     allowed_ips::text[] as allowed_ips, rate_limit_per_minute, rate_limit_burst, data_policy, \
+     batch_overflow";
 
 pub async fn create(conn: impl PgExecutor<'_>, name: &str) -> Result<TenantId, sqlx::Error> {
     let id = TenantId::new();

@@ -68,6 +68,8 @@ pub struct TokenInfo {
     pub allowed_ips: Option<Vec<String>>,
     #[sqlx(flatten)]
     pub rate_limit: StoredRate,
+    /// The token's own data policy; `null` uses its tenant's.
+    pub data_policy: Option<String>,
 }
 
 /// A rate limit as stored: both columns or neither.
@@ -94,7 +96,7 @@ impl Serialize for StoredRate {
 
 const INFO_COLUMNS: &str = "id, tenant_id, name, role, prefix, created_at, last_used_at, \
      revoked_at, allowed_domains, allowed_ips::text[] as allowed_ips, rate_limit_per_minute, \
-     rate_limit_burst";
+     rate_limit_burst, data_policy";
 
 pub async fn get(conn: impl PgExecutor<'_>, id: TokenId) -> Result<Option<TokenInfo>, sqlx::Error> {
     sqlx::query_as(&format!(

@@ -46,6 +46,16 @@ pub struct ModelTotals {
     pub totals: Totals,
 }
 
+/// Usage of the jobs that went where they did for one reason (`active`, `fallback`, `overflow`,
+/// `share`; `unrecorded` before reasons were kept): what the fleet served and what it did not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ReasonTotals {
+    pub route_reason: String,
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub totals: Totals,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct DayTotals {
     pub day: NaiveDate,
@@ -88,6 +98,25 @@ pub async fn by_model(
         total.unpriced_requests += m.totals.unpriced_requests;
     }
     Ok((total, models))
+}
+
+/// Usage per route reason over `[from, to]` (UTC days).
+pub async fn by_route_reason(
+    pool: &PgPool,
+    scope: Scope,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<ReasonTotals>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select route_reason, {SUMS} from usage_daily
+          where ($1::uuid is null or tenant_id = $1) and day between $2 and $3
+          group by route_reason order by route_reason"
+    ))
+    .bind(scope.tenant())
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
 }
 
 /// One row per UTC day in `[from, to]`, days without use as zeros.

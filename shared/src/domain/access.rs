@@ -108,6 +108,10 @@ pub struct AccessChange {
     pub allowed_domains: Option<Option<Vec<String>>>,
     pub allowed_ips: Option<Option<Vec<String>>>,
     pub rate_limit: Option<Option<RateLimit>>,
+    /// Whether its jobs may leave the local fleet; a token's `Some(None)` inherits its tenant's.
+    pub data_policy: Option<Option<super::DataPolicy>>,
+    /// A tenant's alone: whether its batch items may overflow to the cloud under hybrid routing.
+    pub batch_overflow: Option<bool>,
 }
 
 impl AccessChange {
@@ -149,6 +153,7 @@ impl AccessChange {
             allowed_domains: domains,
             allowed_ips: ips,
             rate_limit,
+            ..Self::default()
         })
     }
 }

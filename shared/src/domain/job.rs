@@ -148,6 +148,12 @@ pub struct Job {
     /// The client follows its text as it is generated (`event: delta` on its event stream).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
+    /// Why it went to its provider: `active`, `fallback`, `overflow` or `share`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_reason: Option<String>,
+    /// The data policy its run honoured (`local_only`: the cloud was never considered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_policy: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,

@@ -10,6 +10,7 @@ pub mod openai;
 pub mod openai_batch;
 mod rate;
 mod request;
+mod routing;
 mod settings;
 
 pub use access::{
@@ -25,7 +26,11 @@ pub use request::{
     GenerateRequest, GenerationOptions, JobRequest, MAX_EMBEDDING_INPUTS, MAX_MESSAGES,
     MAX_TEXT_CHARS, ModelName, ValidationError,
 };
+pub use routing::{
+    Candidate, DataPolicy, Host, HostChange, HostSpec, LocalWait, MAX_HOST_SLOTS, Route,
+    RouteInput, RouteReason, Strategy, WhenBusy, bulk_slots, host_name,
+};
 pub use settings::{
-    Candidate, CircuitPolicy, ModelRoutes, ProviderName, RetryPolicy, Runtime, SealedKey, Settings,
+    CircuitPolicy, ModelRoutes, ProviderName, RetryPolicy, Runtime, SealedKey, Settings,
     SettingsChange, check_base_url,
 };

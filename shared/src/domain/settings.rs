@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::ValidationError;
+use super::routing::{Host, Strategy};
 
 /// A provider the gateway can call. Jobs and routes name them `ollama` and `openai`; the settings
 /// keep the seed's words, `local` and `openai`.
@@ -91,45 +92,21 @@ impl std::fmt::Debug for SealedKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub version: i64,
-    pub ai_provider: ProviderName,
+    pub ai_provider: Strategy,
     /// `None` is the setting `none`: no fallback.
     pub ai_fallback_provider: Option<ProviderName>,
     pub ai_local_enabled: bool,
+    /// Under `hybrid`: how long a job may wait for a local slot before it overflows.
+    pub ai_overflow_wait: Duration,
+    /// Under `hybrid`: the percentage of jobs sent to the fleet first, instead of overflow.
+    pub ai_local_share: Option<u8>,
     pub openai_api_key: Option<SealedKey>,
-    pub ollama_base_url: String,
     pub openai_base_url: String,
     pub retry: RetryPolicy,
     pub circuit: CircuitPolicy,
-    pub ollama_max_concurrency: u32,
+    /// OpenAI calls in flight per worker (a host's slots are the fleet's limit).
     pub openai_max_concurrency: u32,
     pub updated_at: chrono::DateTime<chrono::Utc>,
-}
-
-impl Settings {
-    /// The providers to try, in order: the active one, then the fallback (if another).
-    pub fn provider_order(&self) -> Vec<ProviderName> {
-        let mut order = vec![self.ai_provider];
-        if let Some(fallback) = self.ai_fallback_provider
-            && fallback != self.ai_provider
-        {
-            order.push(fallback);
-        }
-        order
-    }
-
-    pub fn max_concurrency(&self, provider: ProviderName) -> u32 {
-        match provider {
-            ProviderName::Ollama => self.ollama_max_concurrency,
-            ProviderName::OpenAi => self.openai_max_concurrency,
-        }
-    }
-
-    pub fn base_url(&self, provider: ProviderName) -> &str {
-        match provider {
-            ProviderName::Ollama => &self.ollama_base_url,
-            ProviderName::OpenAi => &self.openai_base_url,
-        }
-    }
 }
 
 /// Which upstream model each provider runs for a model name clients use.
@@ -178,51 +155,22 @@ pub struct Runtime {
     pub settings: Settings,
     pub routes: ModelRoutes,
     pub prices: crate::billing::PriceList,
-}
-
-/// One provider to try for a job, and the model to ask it for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    pub provider: ProviderName,
-    pub upstream_model: String,
-}
-
-impl Runtime {
-    /// The seed's algorithm: the active provider, then the fallback, each only if it is enabled,
-    /// configured (`configured` says whether a client could be built: OpenAI needs a key) and has a
-    /// route for `model`. Circuit state is left to the caller, which checks it right before each
-    /// call. An empty answer is the controlled error `no_provider_available`.
-    pub fn candidates(
-        &self,
-        model: &str,
-        configured: impl Fn(ProviderName) -> bool,
-    ) -> Vec<Candidate> {
-        self.settings
-            .provider_order()
-            .into_iter()
-            .filter(|&p| p != ProviderName::Ollama || self.settings.ai_local_enabled)
-            .filter(|&p| configured(p))
-            .filter_map(|provider| {
-                let upstream_model = self.routes.upstream(model, provider)?.to_owned();
-                Some(Candidate {
-                    provider,
-                    upstream_model,
-                })
-            })
-            .collect()
-    }
+    /// The fleet's Ollama hosts, enabled or not, by name.
+    pub hosts: Vec<Host>,
 }
 
 /// A partial change to the settings (`PATCH /v1/admin/settings`): `None` leaves a value alone.
 #[derive(Debug, Clone, Default)]
 pub struct SettingsChange {
-    pub ai_provider: Option<ProviderName>,
+    pub ai_provider: Option<Strategy>,
     /// `Some(None)` sets the fallback to `none`.
     pub ai_fallback_provider: Option<Option<ProviderName>>,
     pub ai_local_enabled: Option<bool>,
+    pub ai_overflow_wait_ms: Option<u32>,
+    /// `Some(None)` goes back to overflow.
+    pub ai_local_share: Option<Option<u32>>,
     /// `Some(None)` removes the key.
     pub openai_api_key: Option<Option<SealedKey>>,
-    pub ollama_base_url: Option<String>,
     pub openai_base_url: Option<String>,
     pub provider_attempts: Option<u32>,
     pub retry_min_delay_ms: Option<u32>,
@@ -230,7 +178,6 @@ pub struct SettingsChange {
     pub max_job_attempts: Option<u32>,
     pub circuit_failure_threshold: Option<u32>,
     pub circuit_cooldown_ms: Option<u32>,
-    pub ollama_max_concurrency: Option<u32>,
     pub openai_max_concurrency: Option<u32>,
 }
 
@@ -286,8 +233,16 @@ impl Settings {
         if let Some(k) = change.openai_api_key {
             next.openai_api_key = k;
         }
-        if let Some(u) = change.ollama_base_url {
-            next.ollama_base_url = check_base_url("ollama_base_url", &u)?;
+        if let Some(n) = within(
+            "ai_overflow_wait_ms",
+            change.ai_overflow_wait_ms,
+            0..=600_000,
+        )? {
+            next.ai_overflow_wait = ms(n);
+        }
+        if let Some(share) = change.ai_local_share {
+            let share = within("ai_local_share", share, 0..=100)?;
+            next.ai_local_share = share.map(|n| u8::try_from(n).unwrap_or(100));
         }
         if let Some(u) = change.openai_base_url {
             next.openai_base_url = check_base_url("openai_base_url", &u)?;
@@ -326,13 +281,6 @@ impl Settings {
             next.circuit.cooldown = ms(n);
         }
         if let Some(n) = within(
-            "ollama_max_concurrency",
-            change.ollama_max_concurrency,
-            1..=10_000,
-        )? {
-            next.ollama_max_concurrency = n;
-        }
-        if let Some(n) = within(
             "openai_max_concurrency",
             change.openai_max_concurrency,
             1..=10_000,
@@ -344,10 +292,11 @@ impl Settings {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn runtime(active: ProviderName, fallback: Option<ProviderName>) -> Runtime {
+    /// A runtime serving `llama3` on both providers and `gpt-4o` on OpenAI only.
+    pub(in crate::domain) fn runtime(active: Strategy, fallback: Option<ProviderName>) -> Runtime {
         let mut routes = ModelRoutes::default();
         routes.insert("llama3".into(), ProviderName::Ollama, "llama3".into());
         routes.insert("llama3".into(), ProviderName::OpenAi, "gpt-4.1-mini".into());
@@ -358,8 +307,9 @@ mod tests {
                 ai_provider: active,
                 ai_fallback_provider: fallback,
                 ai_local_enabled: true,
+                ai_overflow_wait: Duration::from_millis(250),
+                ai_local_share: None,
                 openai_api_key: None,
-                ollama_base_url: "http://ollama".into(),
                 openai_base_url: "http://openai".into(),
                 retry: RetryPolicy {
                     provider_attempts: 3,
@@ -371,64 +321,13 @@ mod tests {
                     failure_threshold: 5,
                     cooldown: Duration::from_secs(30),
                 },
-                ollama_max_concurrency: 4,
                 openai_max_concurrency: 64,
                 updated_at: chrono::Utc::now(),
             },
             routes,
             prices: crate::billing::PriceList::default(),
+            hosts: Vec::new(),
         }
-    }
-
-    fn names(candidates: &[Candidate]) -> Vec<(&'static str, &str)> {
-        candidates
-            .iter()
-            .map(|c| (c.provider.as_str(), c.upstream_model.as_str()))
-            .collect()
-    }
-
-    #[test]
-    fn the_active_provider_comes_first_and_the_fallback_gets_its_own_model() {
-        let rt = runtime(ProviderName::Ollama, Some(ProviderName::OpenAi));
-        let chain = rt.candidates("llama3", |_| true);
-        assert_eq!(
-            names(&chain),
-            [("ollama", "llama3"), ("openai", "gpt-4.1-mini")]
-        );
-    }
-
-    #[test]
-    fn a_fallback_of_none_or_the_same_provider_adds_nothing() {
-        let none = runtime(ProviderName::OpenAi, None);
-        assert_eq!(
-            names(&none.candidates("llama3", |_| true)),
-            [("openai", "gpt-4.1-mini")]
-        );
-        let same = runtime(ProviderName::OpenAi, Some(ProviderName::OpenAi));
-        assert_eq!(same.candidates("llama3", |_| true).len(), 1);
-    }
-
-    #[test]
-    fn disabled_unconfigured_and_unrouted_providers_are_skipped() {
-        let mut rt = runtime(ProviderName::Ollama, Some(ProviderName::OpenAi));
-        assert_eq!(
-            names(&rt.candidates("gpt-4o", |_| true)),
-            [("openai", "gpt-4o")]
-        );
-        assert_eq!(
-            names(&rt.candidates("llama3", |p| p != ProviderName::OpenAi)),
-            [("ollama", "llama3")]
-        );
-        rt.settings.ai_local_enabled = false;
-        assert_eq!(
-            names(&rt.candidates("llama3", |_| true)),
-            [("openai", "gpt-4.1-mini")]
-        );
-        assert!(
-            rt.candidates("llama3", |p| p == ProviderName::Ollama)
-                .is_empty()
-        );
-        assert!(rt.candidates("unknown", |_| true).is_empty());
     }
 
     #[test]
@@ -438,13 +337,18 @@ mod tests {
             assert_eq!(ProviderName::from_setting(p.setting_name()), Some(p));
         }
         assert_eq!(ProviderName::from_setting("ollama"), None);
+        assert_eq!(Strategy::from_setting("hybrid"), Some(Strategy::Hybrid));
+        assert_eq!(
+            Strategy::from_setting("local"),
+            Some(Strategy::Provider(ProviderName::Ollama))
+        );
     }
 
     #[test]
     fn a_change_out_of_bounds_names_its_field_and_changes_nothing() {
-        let settings = runtime(ProviderName::Ollama, None).settings;
+        let settings = runtime(Strategy::Provider(ProviderName::Ollama), None).settings;
         let bad = SettingsChange {
-            ai_provider: Some(ProviderName::OpenAi),
+            ai_provider: Some(Strategy::Provider(ProviderName::OpenAi)),
             max_job_attempts: Some(0),
             ..SettingsChange::default()
         };
@@ -461,29 +365,52 @@ mod tests {
             "retry_min_delay_ms"
         );
         let url = SettingsChange {
-            ollama_base_url: Some("ftp://x".into()),
+            openai_base_url: Some("ftp://x".into()),
             ..SettingsChange::default()
         };
         assert_eq!(
             settings.apply(url).expect_err("refused").field,
-            "ollama_base_url"
+            "openai_base_url"
+        );
+        let share = SettingsChange {
+            ai_local_share: Some(Some(101)),
+            ..SettingsChange::default()
+        };
+        assert_eq!(
+            settings.apply(share).expect_err("refused").field,
+            "ai_local_share"
         );
     }
 
     #[test]
     fn a_valid_change_applies_only_what_it_names() {
-        let settings = runtime(ProviderName::Ollama, Some(ProviderName::OpenAi)).settings;
+        let settings = runtime(
+            Strategy::Provider(ProviderName::Ollama),
+            Some(ProviderName::OpenAi),
+        )
+        .settings;
         let change = SettingsChange {
+            ai_provider: Some(Strategy::Hybrid),
             ai_fallback_provider: Some(None),
-            ollama_base_url: Some("http://gpu-box:11434/".into()),
+            openai_base_url: Some("http://proxy:8080/v1/".into()),
             circuit_cooldown_ms: Some(1_000),
+            ai_local_share: Some(Some(70)),
             ..SettingsChange::default()
         };
         let next = settings.apply(change).expect("valid");
+        assert_eq!(next.ai_provider, Strategy::Hybrid);
         assert_eq!(next.ai_fallback_provider, None);
-        assert_eq!(next.ollama_base_url, "http://gpu-box:11434");
+        assert_eq!(next.openai_base_url, "http://proxy:8080/v1");
         assert_eq!(next.circuit.cooldown, Duration::from_secs(1));
-        assert_eq!(next.ai_provider, ProviderName::Ollama);
+        assert_eq!(next.ai_local_share, Some(70));
+        assert_eq!(next.ai_overflow_wait, settings.ai_overflow_wait);
         assert_eq!(next.retry, settings.retry);
+        let back = next
+            .apply(SettingsChange {
+                ai_local_share: Some(None),
+                ..SettingsChange::default()
+            })
+            .expect("valid");
+        assert_eq!(back.ai_local_share, None);
     }
 }

@@ -15,7 +15,7 @@ use serde_json::Value;
 pub use error::{FailureClass, ProviderError, parse_retry_after};
 
 pub use ollama::OllamaClient;
-pub use ollama_models::{DeleteError, InstalledModel, OllamaModels};
+pub use ollama_models::{DeleteError, InstalledModel, OllamaModels, model_key};
 pub use openai::OpenAiClient;
 
 use crate::domain::{JobRequest, ProviderName};

@@ -75,15 +75,6 @@ impl OllamaClient {
         }
     }
 
-    /// Whether Ollama answers `GET /api/version` within `timeout`.
-    pub async fn is_up(&self, timeout: Duration) -> bool {
-        let probe = self
-            .http
-            .get(format!("{}/api/version", self.base_url))
-            .timeout(timeout);
-        matches!(probe.send().await, Ok(response) if response.status().is_success())
-    }
-
     /// Runs `request` on `model`, the upstream name the job's model routes to.
     pub async fn run(
         &self,

@@ -29,6 +29,16 @@ pub struct InstalledModel {
     pub details: Option<Value>,
 }
 
+/// A model's name as Ollama resolves it: a name without a tag is its `latest`, so `llama3` and
+/// `llama3:latest` are one model.
+pub fn model_key(name: &str) -> String {
+    if name.contains(':') {
+        name.to_owned()
+    } else {
+        format!("{name}:latest")
+    }
+}
+
 /// Why a delete failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeleteError {

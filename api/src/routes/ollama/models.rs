@@ -19,7 +19,8 @@ use crate::AppState;
 use crate::auth::{Admin, Caller};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::routes::models::{delete_model, ollama, same_model, start_pull};
+use crate::fleet;
+use crate::routes::models::{delete_model, start_pull};
 
 /// The Ollama API version this surface speaks (what `GET /api/version` reports).
 const OLLAMA_API_VERSION: &str = "0.12.0";
@@ -51,7 +52,7 @@ struct ModelBody {
 /// Every routed model in Ollama's listing shape, with the size, digest and details Ollama has for
 /// the ones it serves (a model only OpenAI serves has none).
 async fn tags(State(state): State<AppState>, Caller(_): Caller) -> Json<Value> {
-    let installed = ollama(&state).installed().await.unwrap_or_default();
+    let listings = fleet::listings(&state).await;
     let models: Vec<Value> = state
         .runtime
         .current()
@@ -61,7 +62,7 @@ async fn tags(State(state): State<AppState>, Caller(_): Caller) -> Json<Value> {
         .map(|(name, routes)| {
             let local = routes
                 .iter()
-                .find_map(|(_, upstream)| installed.iter().find(|m| same_model(&m.name, upstream)));
+                .find_map(|(_, upstream)| fleet::installed(&listings, upstream));
             listed(name, local)
         })
         .collect();
@@ -93,10 +94,10 @@ async fn show(
             body.model
         )));
     };
-    let installed = ollama(&state).installed().await.unwrap_or_default();
+    let listings = fleet::listings(&state).await;
     let local = routes
         .iter()
-        .find_map(|(_, upstream)| installed.iter().find(|m| same_model(&m.name, upstream)));
+        .find_map(|(_, upstream)| fleet::installed(&listings, upstream));
     let listing = listed(name, local);
     Ok(Json(json!({
         "modelfile": "", "parameters": "", "template": "",
@@ -105,18 +106,17 @@ async fn show(
     })))
 }
 
-/// What Ollama has loaded now; nothing while it is unreachable.
+/// What the fleet's hosts have loaded now; nothing from a host that does not answer.
 async fn running(State(state): State<AppState>, Caller(_): Caller) -> Json<Value> {
-    let running = ollama(&state).running().await;
-    Json(running.unwrap_or_else(|_| json!({ "models": [] })))
+    Json(fleet::running(&state).await)
 }
 
 async fn version(Caller(_): Caller) -> Json<Value> {
     Json(json!({ "version": OLLAMA_API_VERSION }))
 }
 
-/// Pulls through Ollama: its progress lines as NDJSON (unless `"stream": false`, which waits
-/// for `{"status": "success"}`).
+/// Pulls on every enabled host of the fleet, in turn: their progress lines as NDJSON, each naming
+/// its host (unless `"stream": false`, which waits for `{"status": "success"}`).
 async fn pull(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -124,7 +124,7 @@ async fn pull(
 ) -> Result<Response, ApiError> {
     let model = ModelName::parse(&body.model)?;
     let stream = body.stream != Some(false);
-    let progress = start_pull(&state, &admin, &model, stream).await?;
+    let progress = start_pull(&state, &admin, &model, None, stream).await?;
     if stream {
         let lines = progress.map(|line| {
             let line = line.unwrap_or_else(|error| json!({ "error": error.message }));
@@ -152,6 +152,6 @@ async fn remove(
     JsonBody(body): JsonBody<ModelBody>,
 ) -> Result<Response, ApiError> {
     let model = ModelName::parse(&body.model)?;
-    delete_model(&state, &admin, &model).await?;
+    delete_model(&state, &admin, &model, None).await?;
     Ok(Json(json!({})).into_response())
 }

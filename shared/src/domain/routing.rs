@@ -1,0 +1,572 @@
+//! Where a job may run: the operator's strategy (one provider with a fallback, or `hybrid`: the
+//! local fleet first, the cloud for what it cannot take), the Ollama hosts of the fleet, a
+//! tenant's data policy, and why a job went where it went.
+//!
+//! [`Runtime::route`] is the whole decision as a pure function, so every rule here is tested
+//! without a provider in sight; the worker only adds what happens at run time (a busy or failing
+//! step).
+
+use std::time::Duration;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::ValidationError;
+use super::settings::{ProviderName, Runtime};
+
+/// The setting `ai_provider`: one provider (its fallback taking over when it fails), or `hybrid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Provider(ProviderName),
+    /// The local fleet first; a job that would wait too long for a local slot overflows to
+    /// OpenAI, or a fixed share goes to each (`ai_local_share`).
+    Hybrid,
+}
+
+impl Strategy {
+    pub fn setting_name(self) -> &'static str {
+        match self {
+            Self::Provider(p) => p.setting_name(),
+            Self::Hybrid => "hybrid",
+        }
+    }
+
+    pub fn from_setting(s: &str) -> Option<Self> {
+        match s {
+            "hybrid" => Some(Self::Hybrid),
+            other => ProviderName::from_setting(other).map(Self::Provider),
+        }
+    }
+}
+
+/// Why a job's answer came from where it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteReason {
+    /// The first choice of the settings served it.
+    Active,
+    /// An earlier choice failed (or could not serve the model now).
+    Fallback,
+    /// Every local slot stayed busy past `ai_overflow_wait_ms`.
+    Overflow,
+    /// `ai_local_share` sent it there.
+    Share,
+}
+
+impl RouteReason {
+    pub const ALL: [Self; 4] = [Self::Active, Self::Fallback, Self::Overflow, Self::Share];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Fallback => "fallback",
+            Self::Overflow => "overflow",
+            Self::Share => "share",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// Whether a tenant's (or token's) jobs may leave the local fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataPolicy {
+    #[default]
+    Any,
+    /// Never sent to a cloud provider: not as a fallback, not as overflow, not in a batch.
+    LocalOnly,
+}
+
+impl DataPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Any => "any",
+            Self::LocalOnly => "local_only",
+        }
+    }
+
+    pub fn parse(field: &str, s: &str) -> Result<Self, ValidationError> {
+        match s {
+            "any" => Ok(Self::Any),
+            "local_only" => Ok(Self::LocalOnly),
+            _ => Err(ValidationError::new(
+                field,
+                "must be \"any\" or \"local_only\"",
+            )),
+        }
+    }
+}
+
+/// One Ollama host of the fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Host {
+    pub id: Uuid,
+    pub name: String,
+    pub base_url: String,
+    /// Calls it serves well at once, across every worker.
+    pub slots: u32,
+    /// How many of them batch items may hold (see [`bulk_slots`]).
+    pub bulk_slots: u32,
+    pub enabled: bool,
+}
+
+/// How many of `slots` batch items may hold at once: all but a quarter (rounded up), so single
+/// jobs always find a slot batch items cannot take; with a single slot, that slot.
+pub fn bulk_slots(slots: u32) -> u32 {
+    let reserved = if slots >= 2 { slots.div_ceil(4) } else { 0 };
+    slots - reserved
+}
+
+/// A host as an operator describes it (`POST /v1/admin/hosts`), checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSpec {
+    pub name: String,
+    pub base_url: String,
+    pub slots: u32,
+    pub enabled: bool,
+}
+
+/// The most slots a host may have.
+pub const MAX_HOST_SLOTS: u32 = 10_000;
+
+impl HostSpec {
+    pub fn parse(
+        name: &str,
+        base_url: &str,
+        slots: u32,
+        enabled: bool,
+    ) -> Result<Self, ValidationError> {
+        Ok(Self {
+            name: host_name(name)?,
+            base_url: super::check_base_url("base_url", base_url)?,
+            slots: host_slots(slots)?,
+            enabled,
+        })
+    }
+
+    /// The spec with `change` applied.
+    pub fn changed(&self, change: &HostChange) -> Result<Self, ValidationError> {
+        Self::parse(
+            &self.name,
+            change.base_url.as_deref().unwrap_or(&self.base_url),
+            change.slots.unwrap_or(self.slots),
+            change.enabled.unwrap_or(self.enabled),
+        )
+    }
+}
+
+/// A partial change to a host (`PATCH /v1/admin/hosts/{name}`).
+#[derive(Debug, Clone, Default)]
+pub struct HostChange {
+    pub base_url: Option<String>,
+    pub slots: Option<u32>,
+    pub enabled: Option<bool>,
+}
+
+/// A host name: lowercase letters, digits, `.`, `_`, `-`, starting with a letter or digit, at most
+/// 63 characters (it appears in paths and attempt rows).
+pub fn host_name(name: &str) -> Result<String, ValidationError> {
+    let ok = name.len() <= 63
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(ValidationError::new(
+            "name",
+            "must be 1 to 63 of a-z, 0-9, '.', '_', '-', starting with a letter or digit",
+        ))
+    }
+}
+
+fn host_slots(slots: u32) -> Result<u32, ValidationError> {
+    if (1..=MAX_HOST_SLOTS).contains(&slots) {
+        Ok(slots)
+    } else {
+        Err(ValidationError::new(
+            "slots",
+            format!("must be between 1 and {MAX_HOST_SLOTS}"),
+        ))
+    }
+}
+
+/// What routing needs to know about the job itself.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteInput {
+    pub policy: DataPolicy,
+    /// A batch's item.
+    pub bulk: bool,
+    /// Its tenant lets batch items overflow to the cloud.
+    pub batch_overflow: bool,
+    /// The job's draw for `ai_local_share`, 0–99 (the same on every run of the job).
+    pub share_draw: u8,
+}
+
+/// How long the fleet step waits for a free slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalWait {
+    /// Until `ai_overflow_wait_ms`: then the cloud takes the job.
+    Overflow(Duration),
+    /// As long as a call may wait for a slot (the worker's limit).
+    Patient,
+}
+
+/// What a step does when the step before it failed only because it was busy (no slot came free).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenBusy {
+    /// Take the job: a fallback.
+    Fallback,
+    /// Take the job: an overflow.
+    Overflow,
+    /// Leave the job to wait for the busy step (a later run), e.g. a batch item whose tenant keeps
+    /// bulk work local.
+    Skip,
+}
+
+/// One provider to try for a job, and the model to ask it for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub provider: ProviderName,
+    pub upstream_model: String,
+    /// For the local fleet: how long to wait for a slot.
+    pub local_wait: LocalWait,
+    /// For every step but the first.
+    pub when_busy: WhenBusy,
+}
+
+/// A job's route: the steps to try in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub candidates: Vec<Candidate>,
+    /// The first step was picked by `ai_local_share`.
+    pub shared: bool,
+    /// The data policy took a cloud step out.
+    pub withheld: bool,
+}
+
+impl Route {
+    /// Why the job went to candidate `index`, given whether the step before it was only busy.
+    pub fn reason(&self, index: usize, previous_busy: bool) -> RouteReason {
+        match (index, self.shared) {
+            (0, true) => RouteReason::Share,
+            (0, false) => RouteReason::Active,
+            _ if previous_busy && self.candidates[index].when_busy == WhenBusy::Overflow => {
+                RouteReason::Overflow
+            }
+            _ => RouteReason::Fallback,
+        }
+    }
+}
+
+impl Runtime {
+    /// The seed's algorithm grown for a fleet: the active provider, then the fallback — or under
+    /// `hybrid` the fleet then OpenAI (the fallback setting is not used: both are in play) — each
+    /// only if it is enabled, configured (`configured` says whether a client could be built:
+    /// OpenAI needs a key, the fleet an enabled host) and has a route for `model`; then the data
+    /// policy takes out the cloud. Circuit state and free slots are left to the caller, which
+    /// checks them right before each call. No candidates is the controlled error
+    /// `no_provider_available`.
+    pub fn route(
+        &self,
+        model: &str,
+        job: RouteInput,
+        configured: impl Fn(ProviderName) -> bool,
+    ) -> Route {
+        let settings = &self.settings;
+        let patient = |provider| (provider, LocalWait::Patient, WhenBusy::Fallback);
+        let mut shared = false;
+        let order: Vec<(ProviderName, LocalWait, WhenBusy)> = match settings.ai_provider {
+            Strategy::Provider(active) => {
+                let mut order = vec![patient(active)];
+                if let Some(fallback) = settings.ai_fallback_provider
+                    && fallback != active
+                {
+                    order.push(patient(fallback));
+                }
+                order
+            }
+            Strategy::Hybrid if job.bulk && !job.batch_overflow => vec![
+                patient(ProviderName::Ollama),
+                (ProviderName::OpenAi, LocalWait::Patient, WhenBusy::Skip),
+            ],
+            Strategy::Hybrid => match settings.ai_local_share {
+                Some(share) => {
+                    shared = true;
+                    let local_first = job.share_draw < share;
+                    let (first, second) = if local_first {
+                        (ProviderName::Ollama, ProviderName::OpenAi)
+                    } else {
+                        (ProviderName::OpenAi, ProviderName::Ollama)
+                    };
+                    vec![patient(first), patient(second)]
+                }
+                None => vec![
+                    (
+                        ProviderName::Ollama,
+                        LocalWait::Overflow(settings.ai_overflow_wait),
+                        WhenBusy::Fallback,
+                    ),
+                    (ProviderName::OpenAi, LocalWait::Patient, WhenBusy::Overflow),
+                ],
+            },
+        };
+        let first_choice = order.first().map(|(provider, ..)| *provider);
+        let mut withheld = false;
+        let mut candidates = Vec::new();
+        for (provider, local_wait, when_busy) in order {
+            if provider == ProviderName::Ollama && !settings.ai_local_enabled {
+                continue;
+            }
+            if !configured(provider) {
+                continue;
+            }
+            let Some(upstream_model) = self.routes.upstream(model, provider) else {
+                continue;
+            };
+            if provider != ProviderName::Ollama && job.policy == DataPolicy::LocalOnly {
+                withheld = true;
+                continue;
+            }
+            let local_wait = match job.policy {
+                // Nothing else may take the job: it waits for the fleet.
+                DataPolicy::LocalOnly => LocalWait::Patient,
+                DataPolicy::Any => local_wait,
+            };
+            candidates.push(Candidate {
+                provider,
+                upstream_model: upstream_model.to_owned(),
+                local_wait,
+                when_busy,
+            });
+        }
+        // When the step the share picked cannot serve, what is left is a plain fallback.
+        let shared = shared && candidates.first().map(|c| c.provider) == first_choice;
+        Route {
+            candidates,
+            shared,
+            withheld,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::settings::tests::runtime;
+
+    const ANY: RouteInput = RouteInput {
+        policy: DataPolicy::Any,
+        bulk: false,
+        batch_overflow: false,
+        share_draw: 0,
+    };
+
+    fn names(route: &Route) -> Vec<(&'static str, &str)> {
+        route
+            .candidates
+            .iter()
+            .map(|c| (c.provider.as_str(), c.upstream_model.as_str()))
+            .collect()
+    }
+
+    fn local() -> Strategy {
+        Strategy::Provider(ProviderName::Ollama)
+    }
+
+    fn openai() -> Strategy {
+        Strategy::Provider(ProviderName::OpenAi)
+    }
+
+    #[test]
+    fn the_active_provider_comes_first_and_the_fallback_gets_its_own_model() {
+        let rt = runtime(local(), Some(ProviderName::OpenAi));
+        let route = rt.route("llama3", ANY, |_| true);
+        assert_eq!(
+            names(&route),
+            [("ollama", "llama3"), ("openai", "gpt-4.1-mini")]
+        );
+        assert_eq!(route.reason(0, false), RouteReason::Active);
+        assert_eq!(route.reason(1, true), RouteReason::Fallback);
+        assert_eq!(route.candidates[0].local_wait, LocalWait::Patient);
+    }
+
+    #[test]
+    fn a_fallback_of_none_or_the_same_provider_adds_nothing() {
+        let none = runtime(openai(), None);
+        assert_eq!(
+            names(&none.route("llama3", ANY, |_| true)),
+            [("openai", "gpt-4.1-mini")]
+        );
+        let same = runtime(openai(), Some(ProviderName::OpenAi));
+        assert_eq!(same.route("llama3", ANY, |_| true).candidates.len(), 1);
+    }
+
+    #[test]
+    fn disabled_unconfigured_and_unrouted_providers_are_skipped() {
+        let mut rt = runtime(local(), Some(ProviderName::OpenAi));
+        assert_eq!(
+            names(&rt.route("gpt-4o", ANY, |_| true)),
+            [("openai", "gpt-4o")]
+        );
+        assert_eq!(
+            names(&rt.route("llama3", ANY, |p| p != ProviderName::OpenAi)),
+            [("ollama", "llama3")]
+        );
+        rt.settings.ai_local_enabled = false;
+        assert_eq!(
+            names(&rt.route("llama3", ANY, |_| true)),
+            [("openai", "gpt-4.1-mini")]
+        );
+        assert!(
+            rt.route("llama3", ANY, |p| p == ProviderName::Ollama)
+                .candidates
+                .is_empty()
+        );
+        assert!(rt.route("unknown", ANY, |_| true).candidates.is_empty());
+    }
+
+    #[test]
+    fn hybrid_waits_for_the_fleet_until_the_overflow_wait_then_overflows() {
+        let rt = runtime(Strategy::Hybrid, None);
+        let route = rt.route("llama3", ANY, |_| true);
+        assert_eq!(
+            names(&route),
+            [("ollama", "llama3"), ("openai", "gpt-4.1-mini")]
+        );
+        assert_eq!(
+            route.candidates[0].local_wait,
+            LocalWait::Overflow(Duration::from_millis(250))
+        );
+        assert_eq!(route.reason(0, false), RouteReason::Active);
+        assert_eq!(route.reason(1, true), RouteReason::Overflow);
+        assert_eq!(route.reason(1, false), RouteReason::Fallback);
+        // A model the fleet has no route for goes to the cloud as the first choice.
+        let cloud = rt.route("gpt-4o", ANY, |_| true);
+        assert_eq!(names(&cloud), [("openai", "gpt-4o")]);
+        assert_eq!(cloud.reason(0, false), RouteReason::Active);
+    }
+
+    #[test]
+    fn a_local_share_splits_by_the_jobs_draw() {
+        let mut rt = runtime(Strategy::Hybrid, None);
+        rt.settings.ai_local_share = Some(70);
+        let local_first = rt.route(
+            "llama3",
+            RouteInput {
+                share_draw: 69,
+                ..ANY
+            },
+            |_| true,
+        );
+        assert_eq!(local_first.candidates[0].provider, ProviderName::Ollama);
+        assert_eq!(local_first.candidates[0].local_wait, LocalWait::Patient);
+        assert_eq!(local_first.reason(0, false), RouteReason::Share);
+        let cloud_first = rt.route(
+            "llama3",
+            RouteInput {
+                share_draw: 70,
+                ..ANY
+            },
+            |_| true,
+        );
+        assert_eq!(cloud_first.candidates[0].provider, ProviderName::OpenAi);
+        assert_eq!(cloud_first.reason(0, false), RouteReason::Share);
+        assert_eq!(cloud_first.reason(1, false), RouteReason::Fallback);
+        rt.settings.ai_local_enabled = false;
+        let only_cloud = rt.route(
+            "llama3",
+            RouteInput {
+                share_draw: 0,
+                ..ANY
+            },
+            |_| true,
+        );
+        assert_eq!(names(&only_cloud), [("openai", "gpt-4.1-mini")]);
+        assert_eq!(only_cloud.reason(0, false), RouteReason::Active);
+    }
+
+    #[test]
+    fn local_only_never_routes_to_the_cloud_and_says_so() {
+        let policy = RouteInput {
+            policy: DataPolicy::LocalOnly,
+            ..ANY
+        };
+        for rt in [
+            runtime(local(), Some(ProviderName::OpenAi)),
+            runtime(openai(), Some(ProviderName::Ollama)),
+            runtime(Strategy::Hybrid, None),
+        ] {
+            let route = rt.route("llama3", policy, |_| true);
+            assert_eq!(names(&route), [("ollama", "llama3")]);
+            assert!(route.withheld);
+            assert_eq!(route.candidates[0].local_wait, LocalWait::Patient);
+            let cloud_only = rt.route("gpt-4o", policy, |_| true);
+            assert!(cloud_only.candidates.is_empty());
+            assert!(cloud_only.withheld);
+        }
+        let mut shared = runtime(Strategy::Hybrid, None);
+        shared.settings.ai_local_share = Some(0);
+        assert_eq!(
+            names(&shared.route("llama3", policy, |_| true)),
+            [("ollama", "llama3")]
+        );
+    }
+
+    #[test]
+    fn under_hybrid_a_batch_item_overflows_only_if_its_tenant_allows_it() {
+        let rt = runtime(Strategy::Hybrid, None);
+        let item = RouteInput { bulk: true, ..ANY };
+        let kept = rt.route("llama3", item, |_| true);
+        assert_eq!(kept.candidates[0].local_wait, LocalWait::Patient);
+        assert_eq!(kept.candidates[1].when_busy, WhenBusy::Skip);
+        let allowed = rt.route(
+            "llama3",
+            RouteInput {
+                batch_overflow: true,
+                ..item
+            },
+            |_| true,
+        );
+        assert_eq!(allowed.candidates[1].when_busy, WhenBusy::Overflow);
+    }
+
+    #[test]
+    fn batch_items_leave_a_quarter_of_a_hosts_slots_to_single_jobs() {
+        assert_eq!(bulk_slots(1), 1, "a single slot is shared");
+        assert_eq!(bulk_slots(2), 1);
+        assert_eq!(bulk_slots(4), 3);
+        assert_eq!(bulk_slots(5), 3);
+        assert_eq!(bulk_slots(64), 48);
+    }
+
+    #[test]
+    fn host_names_and_slots_are_checked() {
+        assert!(HostSpec::parse("gpu-1", "http://gpu-1:11434", 4, true).is_ok());
+        assert_eq!(
+            HostSpec::parse("GPU", "http://x", 4, true)
+                .expect_err("upper")
+                .field,
+            "name"
+        );
+        assert_eq!(
+            HostSpec::parse("a", "http://x", 0, true)
+                .expect_err("slots")
+                .field,
+            "slots"
+        );
+        assert_eq!(
+            HostSpec::parse("a", "ftp://x", 1, true)
+                .expect_err("url")
+                .field,
+            "base_url"
+        );
+    }
+}

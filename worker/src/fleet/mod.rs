@@ -1,0 +1,304 @@
+//! The fleet of Ollama hosts as a worker sees it: a client, a circuit and the installed models per
+//! host, rebuilt when the settings change, and the host slots every worker shares ([`slots`]).
+//!
+//! Each host's models come from its `/api/tags`, listed every probe period (a failed listing counts
+//! against its circuit like a failed call) and again at once when a job asks for a model no host
+//! is known to have (it may just have been pulled).
+
+mod slots;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use shared::domain::{CircuitPolicy, Host, Runtime};
+use shared::provider::{OllamaClient, OllamaModels, Provider, model_key};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use shared::db::host_slots::SlotLane;
+pub use slots::{NoSlot, SlotGuard};
+
+use crate::circuit::Circuit;
+
+/// Longest a listing of a host's models may take.
+const LISTING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How stale a host's listing must be before a job's unknown model lists it again.
+const RELIST_AFTER: Duration = Duration::from_secs(2);
+
+/// One host, as configured now.
+pub struct HostState {
+    pub host: Host,
+    /// An Ollama client for the host.
+    pub client: Provider,
+    models_api: OllamaModels,
+    health: Arc<Health>,
+}
+
+/// What a worker has learned about a host; kept while its address stays the same.
+#[derive(Default)]
+struct Health {
+    circuit: Mutex<Circuit>,
+    /// The installed models (by [`model_key`]) and when they were listed; `None` before the first
+    /// listing.
+    models: RwLock<Option<(Instant, HashSet<String>)>>,
+}
+
+impl HostState {
+    fn circuit(&self) -> std::sync::MutexGuard<'_, Circuit> {
+        self.health
+            .circuit
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn has(&self, model: &str) -> bool {
+        let models = self
+            .health
+            .models
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        models
+            .as_ref()
+            .is_some_and(|(_, installed)| installed.contains(&model_key(model)))
+    }
+
+    fn listed_within(&self, age: Duration) -> bool {
+        let models = self
+            .health
+            .models
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        models.as_ref().is_some_and(|(at, _)| at.elapsed() < age)
+    }
+
+    fn listed(&self) -> bool {
+        self.health
+            .models
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_some()
+    }
+
+    /// Lists the host's models; `false` when it did not answer.
+    async fn list(&self) -> bool {
+        match tokio::time::timeout(LISTING_TIMEOUT, self.models_api.installed()).await {
+            Ok(Ok(installed)) => {
+                let installed = installed.iter().map(|m| model_key(&m.name)).collect();
+                *self
+                    .health
+                    .models
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                    Some((Instant::now(), installed));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Which hosts can take a call for a model now.
+pub struct Serving {
+    /// Enabled, with the model installed and a circuit that lets a call out.
+    pub ready: Vec<Arc<HostState>>,
+    /// Enabled with the model, but resting after failures.
+    pub resting: usize,
+}
+
+/// The fleet of this worker.
+#[derive(Clone)]
+pub struct Fleet {
+    hosts: Arc<RwLock<Arc<Vec<Arc<HostState>>>>>,
+    slots: slots::Slots,
+    timeout: Duration,
+    http: reqwest::Client,
+}
+
+/// The fleet's background work: see [`Fleet::run`].
+pub struct FleetTasks {
+    line: slots::Line,
+}
+
+impl Fleet {
+    pub fn new(
+        pool: sqlx::PgPool,
+        runtime: &Runtime,
+        slot_lease: Duration,
+        timeout: Duration,
+    ) -> (Self, FleetTasks) {
+        let hosts: Arc<RwLock<Arc<Vec<Arc<HostState>>>>> = Arc::default();
+        let known = hosts.clone();
+        let candidates: slots::Candidates = Arc::new(move |model: &str| {
+            let hosts = known
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone();
+            hosts
+                .iter()
+                .filter(|h| h.host.enabled && h.has(model) && !h.circuit().is_open())
+                .map(|h| h.host.id)
+                .collect()
+        });
+        let (slots, line) = slots::Slots::new(pool, slot_lease, candidates);
+        let fleet = Self {
+            hosts,
+            slots,
+            timeout,
+            http: reqwest::Client::new(),
+        };
+        fleet.rebuild(runtime);
+        (fleet, FleetTasks { line })
+    }
+
+    fn current(&self) -> Arc<Vec<Arc<HostState>>> {
+        self.hosts
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Whether any host is enabled.
+    pub fn is_configured(&self) -> bool {
+        self.current().iter().any(|h| h.host.enabled)
+    }
+
+    /// Takes the hosts of `runtime`, keeping what was learned about each host whose address did
+    /// not change, and lists the new ones' models.
+    pub fn rebuild(&self, runtime: &Runtime) {
+        let previous: HashMap<Uuid, Arc<HostState>> = self
+            .current()
+            .iter()
+            .map(|h| (h.host.id, h.clone()))
+            .collect();
+        let next = runtime
+            .hosts
+            .iter()
+            .map(|host| {
+                let health = previous
+                    .get(&host.id)
+                    .filter(|old| old.host.base_url == host.base_url)
+                    .map_or_else(Arc::default, |old| old.health.clone());
+                Arc::new(HostState {
+                    host: host.clone(),
+                    client: Provider::Ollama(OllamaClient::new(&host.base_url, self.timeout)),
+                    models_api: OllamaModels::new(&host.base_url, self.http.clone()),
+                    health,
+                })
+            })
+            .collect::<Vec<Arc<HostState>>>();
+        // A new host's models are listed at once, so calls waiting for a slot can use it.
+        for host in next.iter().filter(|h| h.host.enabled && !h.listed()) {
+            let host = host.clone();
+            tokio::spawn(async move { host.list().await });
+        }
+        *self
+            .hosts
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
+    }
+
+    /// A host by id, if it is still in the fleet.
+    pub fn host(&self, id: Uuid) -> Option<Arc<HostState>> {
+        self.current().iter().find(|h| h.host.id == id).cloned()
+    }
+
+    /// The hosts that can serve `model` now. A host never listed (just added) is listed first;
+    /// when no host is known to have the model, the hosts not listed lately are listed again: the
+    /// model may just have been pulled.
+    pub async fn serving(&self, model: &str, policy: &CircuitPolicy) -> Serving {
+        let enabled: Vec<_> = self
+            .current()
+            .iter()
+            .filter(|h| h.host.enabled)
+            .cloned()
+            .collect();
+        let unlisted = enabled.iter().filter(|h| !h.listed());
+        futures::future::join_all(unlisted.map(|h| h.list())).await;
+        if !enabled.iter().any(|h| h.has(model)) {
+            let stale = enabled.iter().filter(|h| !h.listed_within(RELIST_AFTER));
+            futures::future::join_all(stale.map(|h| h.list())).await;
+        }
+        let now = Instant::now();
+        let mut serving = Serving {
+            ready: Vec::new(),
+            resting: 0,
+        };
+        for host in enabled.into_iter().filter(|h| h.has(model)) {
+            if host.circuit().allows(now, policy) {
+                serving.ready.push(host);
+            } else {
+                serving.resting += 1;
+            }
+        }
+        serving
+    }
+
+    /// The host said it has no `model` (deleted since it was listed): it is not asked for it again
+    /// until a listing says otherwise.
+    pub fn forget(&self, host: &HostState, model: &str) {
+        let mut models = host
+            .health
+            .models
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, installed)) = models.as_mut() {
+            installed.remove(&model_key(model));
+        }
+    }
+
+    /// Feeds a call's verdict into the host's circuit.
+    pub fn record(&self, host: &HostState, healthy: bool, policy: &CircuitPolicy) {
+        let mut circuit = host.circuit();
+        let was_open = circuit.is_open();
+        if healthy {
+            circuit.succeeded();
+        } else {
+            circuit.failed(Instant::now(), policy);
+        }
+        match (was_open, circuit.is_open()) {
+            (false, true) => tracing::warn!(host = host.host.name, "host circuit opened"),
+            (true, false) => tracing::info!(host = host.host.name, "host circuit closed"),
+            _ => {}
+        }
+    }
+
+    /// A slot for `model` on the least loaded of `hosts`, waiting at most `wait` (while it waits,
+    /// on any host that can serve the model by then).
+    pub async fn take(
+        &self,
+        model: &str,
+        hosts: &[Arc<HostState>],
+        lane: SlotLane,
+        wait: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<SlotGuard, NoSlot> {
+        let ids: Vec<Uuid> = hosts.iter().map(|h| h.host.id).collect();
+        self.slots.take(model, &ids, lane, wait, cancel).await
+    }
+
+    /// Lists every enabled host's models (a host that does not answer counts a failure against
+    /// its circuit).
+    pub async fn probe(&self, policy: &CircuitPolicy) {
+        let hosts = self.current();
+        let listings = hosts
+            .iter()
+            .filter(|h| h.host.enabled)
+            .map(|host| async move {
+                if !host.list().await {
+                    tracing::debug!(host = host.host.name, "host probe failed");
+                    self.record(host, false, policy);
+                }
+            });
+        futures::future::join_all(listings).await;
+    }
+}
+
+impl FleetTasks {
+    /// Serves the line for slots, follows freed-slot notifications and renews leases until
+    /// `shutdown`.
+    pub async fn run(self, fleet: Fleet, shutdown: CancellationToken) {
+        fleet.slots.run(self.line, shutdown).await;
+    }
+}
