@@ -217,7 +217,13 @@ async fn two_workers_never_exceed_a_hosts_slots_and_a_dead_workers_slots_come_ba
         ..Options::default()
     })
     .await;
-    let second_worker = stack.start_worker(worker_settings.clone()).await;
+    // It stops without grace: its calls are dropped mid-way.
+    let second_worker = stack
+        .start_worker(tollgate_worker::WorkerSettings {
+            shutdown_grace: Duration::ZERO,
+            ..worker_settings.clone()
+        })
+        .await;
     stack.ollama.set_knobs(slow(150));
 
     let jobs = run_jobs(&stack, "llama3", 16).await;
@@ -228,7 +234,8 @@ async fn two_workers_never_exceed_a_hosts_slots_and_a_dead_workers_slots_come_ba
         "two workers together kept to the host's two slots, and filled them"
     );
 
-    // A worker dies holding both slots: its leases run out and another worker gets them.
+    // A worker stopped holding both slots gives them back as its calls are dropped, and its jobs
+    // run again elsewhere.
     let stack = stack.without_workers().await;
     stack.ollama.set_knobs(slow(3_000));
     let held: Vec<Value> = futures::future::join_all((0..2).map(|n| {
@@ -243,14 +250,23 @@ async fn two_workers_never_exceed_a_hosts_slots_and_a_dead_workers_slots_come_ba
     second_worker.crash().await;
     stack.ollama.set_knobs(slow(50));
     let _survivor = stack.start_worker(worker_settings).await;
-    let after = stack.generate("llama3", "after the crash").await;
-    assert_eq!(after["status"], "succeeded", "{after}");
     for job in held {
         let job = stack
             .wait_until_finished(job["id"].as_str().expect("id"))
             .await;
         assert_eq!(job["status"], "succeeded", "{job}");
     }
+
+    // A worker killed outright frees nothing: its slots come back when their leases run out.
+    sqlx::query(
+        "update host_slots set holder = gen_random_uuid(), held_until = now() + interval '1 second'
+          where slot <= 2",
+    )
+    .execute(&stack.pool)
+    .await
+    .expect("slots held by a dead worker");
+    let after = stack.generate("llama3", "after the leases").await;
+    assert_eq!(after["status"], "succeeded", "{after}");
     eventually("no slot left held", || async {
         in_flight(&stack).await == 0
     })
@@ -358,40 +374,37 @@ async fn settings_and_hosts_changed_at_run_time_reach_the_running_workers() {
         "default is disabled"
     );
 
-    let listed: Value = stack
-        .admin(Method::GET, "/v1/admin/hosts", &Value::Null)
-        .await
-        .json()
-        .await
-        .expect("hosts");
-    let names: Vec<&str> = listed["data"]
-        .as_array()
-        .expect("hosts")
-        .iter()
-        .map(|h| h["name"].as_str().expect("name"))
-        .collect();
+    let names = listed(&stack, "/v1/admin/hosts", "name").await;
     assert_eq!(names, ["default", "gpu-2"]);
 
     let removed = stack
         .admin(Method::DELETE, "/v1/admin/hosts/gpu-2", &Value::Null)
         .await;
     assert_eq!(removed.status(), 204);
-    let audit: Value = stack
-        .admin(Method::GET, "/v1/admin/audit", &Value::Null)
+    let actions = listed(&stack, "/v1/admin/audit", "action").await;
+    for action in ["host.create", "host.update", "host.delete"] {
+        assert!(
+            actions.iter().any(|a| a == action),
+            "{action} in {actions:?}"
+        );
+    }
+    stack.stop().await;
+}
+
+/// `field` of every entry of an admin listing's `data`.
+async fn listed(stack: &Stack, path: &str, field: &str) -> Vec<String> {
+    let listing: Value = stack
+        .admin(Method::GET, path, &Value::Null)
         .await
         .json()
         .await
-        .expect("audit");
-    let actions: Vec<&str> = audit["data"]
+        .expect("a listing");
+    listing["data"]
         .as_array()
-        .expect("entries")
+        .expect("data")
         .iter()
-        .map(|e| e["action"].as_str().expect("action"))
-        .collect();
-    for action in ["host.create", "host.update", "host.delete"] {
-        assert!(actions.contains(&action), "{action} in {actions:?}");
-    }
-    stack.stop().await;
+        .map(|entry| entry[field].as_str().expect("a string").to_owned())
+        .collect()
 }
 
 #[tokio::test]

@@ -1,5 +1,9 @@
 //! One run of a job down its provider chain: quick retries with backoff on a provider that fails
-//! transiently, then the next provider; a client error ends the run at once.
+//! transiently, then the next provider; a client error ends the run at once. A call to the local
+//! fleet first takes a slot on a healthy host that has the model (shared by every worker, waiting
+//! at most as long as the route allows: under hybrid, the overflow wait); a step that was only
+//! busy hands the job on as an overflow, or keeps it (a batch item its tenant keeps local). The run
+//! records why the job went where it went.
 //!
 //! A streaming job's calls stream from the provider, their text relayed to the client as it comes
 //! ([`Relay`]); once any text has gone, a failure ends the run (no retry, no fallback: the client
@@ -7,9 +11,8 @@
 //!
 //! Every call becomes an [`AttemptRecord`]; the caller writes them with the run's end.
 
-use std::time::{Duration, Instant};
-
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use shared::db::job_attempts::{AttemptOutcome, AttemptRecord};

@@ -84,11 +84,7 @@ async fn show(
     Path(name): Path<String>,
 ) -> Result<Json<HostView>, ApiError> {
     let host = find(&state, &name).await?;
-    let in_flight = host_slots::in_flight(&state.pool).await?;
-    Ok(Json(HostView {
-        in_flight: in_flight.get(&host.id).copied().unwrap_or(0),
-        host,
-    }))
+    viewed(&state, host).await
 }
 
 async fn create(
@@ -123,18 +119,17 @@ async fn change(
         slots: patch.slots,
         enabled: patch.enabled,
     };
-    let spec = HostSpec {
-        name: current.name,
-        base_url: current.base_url,
-        slots: current.slots,
-        enabled: current.enabled,
-    }
-    .changed(&change)?;
+    let spec = HostSpec::from(current).changed(&change)?;
     let action = audited(&admin, "host.update", &spec);
     let host = hosts::update(&state.pool, &spec, &action)
         .await?
         .ok_or_else(|| ApiError::not_found("no such host"))?;
     reload(&state).await;
+    viewed(&state, host).await
+}
+
+/// A host with its calls in flight now.
+async fn viewed(state: &AppState, host: Host) -> Result<Json<HostView>, ApiError> {
     let in_flight = host_slots::in_flight(&state.pool).await?;
     Ok(Json(HostView {
         in_flight: in_flight.get(&host.id).copied().unwrap_or(0),

@@ -78,16 +78,7 @@ pub async fn by_model(
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<(Totals, Vec<ModelTotals>), sqlx::Error> {
-    let models: Vec<ModelTotals> = sqlx::query_as(&format!(
-        "select model, {SUMS} from usage_daily
-          where ($1::uuid is null or tenant_id = $1) and day between $2 and $3
-          group by model order by model"
-    ))
-    .bind(scope.tenant())
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?;
+    let models: Vec<ModelTotals> = grouped(pool, scope, from, to, "model").await?;
     let mut total = Totals::default();
     for m in &models {
         total.requests += m.totals.requests;
@@ -107,10 +98,24 @@ pub async fn by_route_reason(
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<Vec<ReasonTotals>, sqlx::Error> {
+    grouped(pool, scope, from, to, "route_reason").await
+}
+
+/// The rollup's sums over `[from, to]` grouped by one of its key columns, `by`.
+async fn grouped<T>(
+    pool: &PgPool,
+    scope: Scope,
+    from: NaiveDate,
+    to: NaiveDate,
+    by: &'static str,
+) -> Result<Vec<T>, sqlx::Error>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
     sqlx::query_as(&format!(
-        "select route_reason, {SUMS} from usage_daily
+        "select {by}, {SUMS} from usage_daily
           where ($1::uuid is null or tenant_id = $1) and day between $2 and $3
-          group by route_reason order by route_reason"
+          group by {by} order by {by}"
     ))
     .bind(scope.tenant())
     .bind(from)

@@ -158,6 +158,17 @@ impl HostSpec {
     }
 }
 
+impl From<Host> for HostSpec {
+    fn from(host: Host) -> Self {
+        Self {
+            name: host.name,
+            base_url: host.base_url,
+            slots: host.slots,
+            enabled: host.enabled,
+        }
+    }
+}
+
 /// A partial change to a host (`PATCH /v1/admin/hosts/{name}`).
 #[derive(Debug, Clone, Default)]
 pub struct HostChange {

@@ -18,11 +18,15 @@ use shared::db::host_slots::{self, HOST_SLOT_FREED, HeldSlot, SlotLane};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// How often the line is tried without a notification.
 const RETRY_EVERY: Duration = Duration::from_millis(250);
+
+/// How often a worker shutting down looks whether its calls have given back their slots.
+const STOPPING_CHECK: Duration = Duration::from_millis(100);
 
 /// Why no slot was had.
 #[derive(Debug)]
@@ -254,14 +258,25 @@ impl Slots {
         }
     }
 
-    /// Extends the leases of the slots held, every third of a lease.
+    /// Extends the leases of the slots held, every third of a lease. After `shutdown` it goes on
+    /// while calls that hold slots still run (the worker's grace period), then ends.
     async fn renew(self, shutdown: CancellationToken) {
         let every = self.inner.lease / 3;
+        let mut renew_at = Instant::now() + every;
         loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(every) => {}
+            let stopping = shutdown.is_cancelled();
+            if stopping && self.held().is_empty() {
+                return;
             }
+            let pause = if stopping { STOPPING_CHECK } else { every };
+            tokio::select! {
+                () = tokio::time::sleep_until(renew_at.min(Instant::now() + pause)) => {}
+                () = shutdown.cancelled(), if !stopping => continue,
+            }
+            if Instant::now() < renew_at {
+                continue;
+            }
+            renew_at = Instant::now() + every;
             let held: Vec<Uuid> = self.held().iter().copied().collect();
             if held.is_empty() {
                 continue;
