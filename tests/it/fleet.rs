@@ -246,7 +246,10 @@ async fn two_workers_never_exceed_a_hosts_slots_and_a_dead_workers_slots_come_ba
         }
     }))
     .await;
-    eventually("both slots held", || async { in_flight(&stack).await == 2 }).await;
+    eventually("both slots held", || async {
+        slots_held(&stack).await == 2
+    })
+    .await;
     second_worker.crash().await;
     stack.ollama.set_knobs(slow(50));
     let _survivor = stack.start_worker(worker_settings).await;
@@ -268,14 +271,14 @@ async fn two_workers_never_exceed_a_hosts_slots_and_a_dead_workers_slots_come_ba
     let after = stack.generate("llama3", "after the leases").await;
     assert_eq!(after["status"], "succeeded", "{after}");
     eventually("no slot left held", || async {
-        in_flight(&stack).await == 0
+        slots_held(&stack).await == 0
     })
     .await;
     stack.stop().await;
 }
 
 /// Slots held now, across the fleet.
-async fn in_flight(stack: &Stack) -> i64 {
+async fn slots_held(stack: &Stack) -> i64 {
     sqlx::query_scalar("select count(*) from host_slots where held_until >= now()")
         .fetch_one(&stack.pool)
         .await
@@ -376,6 +379,16 @@ async fn settings_and_hosts_changed_at_run_time_reach_the_running_workers() {
 
     let names = listed(&stack, "/v1/admin/hosts", "name").await;
     assert_eq!(names, ["default", "gpu-2"]);
+    eventually("gpu-2's kept slots go back", || async {
+        let gpu_2: Value = stack
+            .admin(Method::GET, "/v1/admin/hosts/gpu-2", &Value::Null)
+            .await
+            .json()
+            .await
+            .expect("host");
+        gpu_2["slots_held"] == 0 && gpu_2["slots"] == 3
+    })
+    .await;
 
     let removed = stack
         .admin(Method::DELETE, "/v1/admin/hosts/gpu-2", &Value::Null)

@@ -1,6 +1,6 @@
 //! `/v1/admin/hosts`: the fleet of Ollama hosts (admin only). Adding, changing and removing a host
 //! is audited and reaches every worker within a settings refresh; a host's `slots` hold across all
-//! workers, and the listing shows the calls each host has in flight now.
+//! workers, and the listing shows how many of each host's slots are held now.
 //!
 //! `POST /v1/admin/hosts {"name": "gpu-1", "base_url": "http://gpu-1:11434", "slots": 4}`
 
@@ -56,8 +56,9 @@ struct HostPatch {
 struct HostView {
     #[serde(flatten)]
     host: Host,
-    /// Calls in flight on it now, from every worker.
-    in_flight: i64,
+    /// Its slots held now, by every worker: its calls in flight, and for a moment after each, a
+    /// slot a worker keeps for its next call.
+    slots_held: i64,
 }
 
 #[derive(Serialize)]
@@ -66,12 +67,12 @@ struct HostList {
 }
 
 async fn list(State(state): State<AppState>, Admin(_): Admin) -> Result<Json<HostList>, ApiError> {
-    let in_flight = host_slots::in_flight(&state.pool).await?;
+    let held = host_slots::held(&state.pool).await?;
     let data = hosts::all(&state.pool)
         .await?
         .into_iter()
         .map(|host| HostView {
-            in_flight: in_flight.get(&host.id).copied().unwrap_or(0),
+            slots_held: held.get(&host.id).copied().unwrap_or(0),
             host,
         })
         .collect();
@@ -104,7 +105,13 @@ async fn create(
             other => other.into(),
         })?;
     reload(&state).await;
-    Ok((StatusCode::CREATED, Json(HostView { host, in_flight: 0 })))
+    Ok((
+        StatusCode::CREATED,
+        Json(HostView {
+            host,
+            slots_held: 0,
+        }),
+    ))
 }
 
 async fn change(
@@ -128,11 +135,11 @@ async fn change(
     viewed(&state, host).await
 }
 
-/// A host with its calls in flight now.
+/// A host with its slots held now.
 async fn viewed(state: &AppState, host: Host) -> Result<Json<HostView>, ApiError> {
-    let in_flight = host_slots::in_flight(&state.pool).await?;
+    let held = host_slots::held(&state.pool).await?;
     Ok(Json(HostView {
-        in_flight: in_flight.get(&host.id).copied().unwrap_or(0),
+        slots_held: held.get(&host.id).copied().unwrap_or(0),
         host,
     }))
 }

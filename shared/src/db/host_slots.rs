@@ -113,8 +113,8 @@ pub async fn renew(pool: &PgPool, holders: &[Uuid], lease: Duration) -> Result<(
     Ok(())
 }
 
-/// Calls in flight per host now (held, unexpired slots).
-pub async fn in_flight(pool: &PgPool) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
+/// Slots held per host now (unexpired leases).
+pub async fn held(pool: &PgPool) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
     let rows: Vec<(Uuid, i64)> = sqlx::query_as(
         "select host_id, count(*) from host_slots
           where held_until >= now()

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use shared::db::host_slots::SlotLane;
+use slots::Usable;
 pub use slots::{NoSlot, SlotGuard};
 
 use crate::circuit::Circuit;
@@ -46,6 +47,14 @@ struct Health {
 }
 
 impl HostState {
+    fn usable(&self) -> Usable {
+        Usable {
+            host_id: self.host.id,
+            slots: self.host.slots,
+            bulk_slots: self.host.bulk_slots,
+        }
+    }
+
     fn circuit(&self) -> std::sync::MutexGuard<'_, Circuit> {
         self.health
             .circuit
@@ -138,7 +147,7 @@ impl Fleet {
             hosts
                 .iter()
                 .filter(|h| h.host.enabled && h.has(model) && !h.circuit().is_open())
-                .map(|h| h.host.id)
+                .map(|h| h.usable())
                 .collect()
         });
         let (slots, line) = slots::Slots::new(pool, slot_lease, candidates);
@@ -274,8 +283,8 @@ impl Fleet {
         wait: Duration,
         cancel: &CancellationToken,
     ) -> Result<SlotGuard, NoSlot> {
-        let ids: Vec<Uuid> = hosts.iter().map(|h| h.host.id).collect();
-        self.slots.take(model, &ids, lane, wait, cancel).await
+        let usable: Vec<Usable> = hosts.iter().map(|h| h.usable()).collect();
+        self.slots.take(model, &usable, lane, wait, cancel).await
     }
 
     /// Lists every enabled host's models (a host that does not answer counts a failure against

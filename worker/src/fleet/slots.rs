@@ -1,13 +1,20 @@
 //! Waiting for a host's call slot, across workers: the slots are rows (`shared::db::host_slots`),
 //! taken in one statement and freed with a notification.
 //!
-//! A call takes a slot at once when nobody in this worker is waiting; otherwise it joins this
-//! worker's line, served first come first served by one task: on each freed-slot notification (and
-//! every [`RETRY_EVERY`], which covers the leases of dead workers running out) it tries the waiters
-//! in order, one statement per waiter served and one per kind of waiter (model and lane) that
-//! found nothing, never one per waiter. A waiter's hosts are looked up again on every try, so a
-//! host added or enabled while calls wait takes them at once. While the worker holds slots it
-//! renews their leases.
+//! A worker keeps the slots it took for a moment after each call: a slot whose call ended goes to
+//! the next call of this worker that can use it (the first in line, else the next to ask within
+//! [`LINGER`]), and back to the database after that, or once the worker has held it for
+//! [`MAX_HOLD`] — so under a steady stream of calls a slot costs two statements per `MAX_HOLD`
+//! rather than per call, and under contention every slot still goes back into the common pool
+//! often enough for every worker to get its turn.
+//!
+//! A call with nothing kept to use takes a slot from the database at once when nobody in this
+//! worker is waiting; otherwise it joins this worker's line, served first come first served by one
+//! task: on each freed-slot notification (and every [`RETRY_EVERY`], which covers the leases of
+//! dead workers running out) it tries the waiters in order, one statement per waiter served and one
+//! per kind of waiter (model and lane) that found nothing, never one per waiter. A waiter's hosts
+//! are looked up again on every try, so a host added or enabled while calls wait takes them at
+//! once. While the worker holds slots it renews their leases.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +32,12 @@ use uuid::Uuid;
 /// How often the line is tried without a notification.
 const RETRY_EVERY: Duration = Duration::from_millis(250);
 
+/// How long a slot whose call ended is kept for this worker's next call.
+const LINGER: Duration = Duration::from_millis(20);
+
+/// How long a worker holds a slot, call after call, before it goes back to the common pool.
+const MAX_HOLD: Duration = Duration::from_secs(1);
+
 /// How often a worker shutting down looks whether its calls have given back their slots.
 const STOPPING_CHECK: Duration = Duration::from_millis(100);
 
@@ -38,7 +51,28 @@ pub enum NoSlot {
     Unavailable(sqlx::Error),
 }
 
-/// The slots of this worker: taking, waiting in line, renewing and freeing them.
+/// A host a call may use now, with the slot numbers open to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usable {
+    pub host_id: Uuid,
+    pub slots: u32,
+    pub bulk_slots: u32,
+}
+
+impl Usable {
+    /// Whether slot number `slot` of this host may serve a call of `lane`.
+    fn admits(&self, slot: &HeldSlot, lane: SlotLane) -> bool {
+        let number = u32::try_from(slot.slot).unwrap_or(u32::MAX);
+        slot.host_id == self.host_id
+            && number <= self.slots
+            && (lane == SlotLane::Any || number <= self.bulk_slots)
+    }
+}
+
+/// The hosts that may serve a model now (enabled, with the model, not resting after failures).
+pub type Candidates = Arc<dyn Fn(&str) -> Vec<Usable> + Send + Sync>;
+
+/// The slots of this worker: taking, waiting in line, keeping, renewing and freeing them.
 #[derive(Clone)]
 pub struct Slots {
     inner: Arc<Inner>,
@@ -47,13 +81,31 @@ pub struct Slots {
 struct Inner {
     pool: PgPool,
     lease: Duration,
-    /// The calls holding slots now, whose leases the renewer extends.
+    /// The holders of every slot this worker holds (in a call or kept), whose leases the renewer
+    /// extends.
     held: Mutex<HashSet<Uuid>>,
-    line: mpsc::UnboundedSender<Waiter>,
+    /// Slots whose call ended, kept for the next call.
+    kept: Mutex<Vec<Kept>>,
+    events: mpsc::UnboundedSender<Event>,
     candidates: Candidates,
     /// Waiters in line (or about to join it): while there are any, a new call queues behind them.
     waiting: AtomicUsize,
     freed: Notify,
+}
+
+/// A slot this worker holds, and since when.
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    slot: HeldSlot,
+    taken_at: Instant,
+    idle_since: Instant,
+}
+
+/// What the line's task hears of.
+enum Event {
+    Waiting(Waiter),
+    /// A call ended and its slot may serve another.
+    Returned(Kept),
 }
 
 /// A call waiting in line.
@@ -63,12 +115,10 @@ struct Waiter {
     reply: oneshot::Sender<SlotGuard>,
 }
 
-/// The hosts that may serve a model now (enabled, with the model, not resting after failures).
-pub type Candidates = Arc<dyn Fn(&str) -> Vec<Uuid> + Send + Sync>;
-
-/// A held slot; dropping it frees the slot (in the background) and wakes whoever waits for it.
+/// A held slot; dropping it hands the slot to this worker's next call, or frees it.
 pub struct SlotGuard {
     slot: HeldSlot,
+    taken_at: Instant,
     slots: Slots,
 }
 
@@ -80,33 +130,39 @@ impl SlotGuard {
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        self.slots.held().remove(&self.slot.holder);
-        let pool = self.slots.inner.pool.clone();
-        let slot = self.slot;
-        tokio::spawn(async move {
-            if let Err(error) = host_slots::free(&pool, &slot).await {
-                tracing::warn!(%error, "cannot free a host slot; its lease will");
+        let kept = Kept {
+            slot: self.slot,
+            taken_at: self.taken_at,
+            idle_since: Instant::now(),
+        };
+        if kept.taken_at.elapsed() >= MAX_HOLD {
+            self.slots.free(kept.slot);
+        } else if let Err(returned) = self.slots.inner.events.send(Event::Returned(kept)) {
+            // The line's task has stopped (shutdown): straight back to the pool.
+            if let Event::Returned(kept) = returned.0 {
+                self.slots.free(kept.slot);
             }
-        });
+        }
     }
 }
 
 impl Slots {
     /// The slots and the line's receiving end, which [`Slots::run`] serves.
     pub fn new(pool: PgPool, lease: Duration, candidates: Candidates) -> (Self, Line) {
-        let (line, waiters) = mpsc::unbounded_channel();
+        let (events, arrivals) = mpsc::unbounded_channel();
         let slots = Self {
             inner: Arc::new(Inner {
                 pool,
                 lease,
                 held: Mutex::default(),
-                line,
+                kept: Mutex::default(),
+                events,
                 candidates,
                 waiting: AtomicUsize::new(0),
                 freed: Notify::new(),
             }),
         };
-        (slots, Line(waiters))
+        (slots, Line(arrivals))
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
@@ -116,28 +172,71 @@ impl Slots {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A slot for `model` on one of `hosts` (the least loaded), waiting at most `wait` for one to
-    /// come free (on any host that has the model by then).
+    fn kept(&self) -> std::sync::MutexGuard<'_, Vec<Kept>> {
+        self.inner
+            .kept
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn guard(&self, slot: HeldSlot, taken_at: Instant) -> SlotGuard {
+        SlotGuard {
+            slot,
+            taken_at,
+            slots: self.clone(),
+        }
+    }
+
+    /// Gives a slot back to the common pool (in the background) and wakes whoever waits for it.
+    fn free(&self, slot: HeldSlot) {
+        self.held().remove(&slot.holder);
+        let pool = self.inner.pool.clone();
+        tokio::spawn(async move {
+            if let Err(error) = host_slots::free(&pool, &slot).await {
+                tracing::warn!(%error, "cannot free a host slot; its lease will");
+            }
+        });
+    }
+
+    /// A kept slot one of `usable` admits for `lane`, if there is one.
+    fn reuse(&self, usable: &[Usable], lane: SlotLane) -> Option<SlotGuard> {
+        let mut kept = self.kept();
+        let found = kept
+            .iter()
+            .position(|k| usable.iter().any(|u| u.admits(&k.slot, lane)))?;
+        let kept = kept.swap_remove(found);
+        Some(self.guard(kept.slot, kept.taken_at))
+    }
+
+    /// A slot for `model` on one of `usable` (the least loaded), waiting at most `wait` for one
+    /// to come free (on any host that has the model by then).
     pub async fn take(
         &self,
         model: &str,
-        hosts: &[Uuid],
+        usable: &[Usable],
         lane: SlotLane,
         wait: Duration,
         cancel: &CancellationToken,
     ) -> Result<SlotGuard, NoSlot> {
-        if self.inner.waiting.load(Ordering::Acquire) == 0
-            && let Some(guard) = self
-                .try_take(hosts, lane)
+        if self.inner.waiting.load(Ordering::Acquire) == 0 {
+            if let Some(guard) = self.reuse(usable, lane) {
+                return Ok(guard);
+            }
+            if let Some(guard) = self
+                .try_take(usable, lane)
                 .await
                 .map_err(NoSlot::Unavailable)?
-        {
-            return Ok(guard);
+            {
+                return Ok(guard);
+            }
         }
         let (reply, answer) = oneshot::channel();
         self.inner.waiting.fetch_add(1, Ordering::AcqRel);
         let model = model.to_owned();
-        let _ = self.inner.line.send(Waiter { model, lane, reply });
+        let _ = self
+            .inner
+            .events
+            .send(Event::Waiting(Waiter { model, lane, reply }));
         tokio::select! {
             guard = answer => guard.map_err(|_| NoSlot::Busy),
             () = tokio::time::sleep(wait) => Err(NoSlot::Busy),
@@ -145,20 +244,20 @@ impl Slots {
         }
     }
 
+    /// A slot from the database, on the least loaded of `usable`.
     async fn try_take(
         &self,
-        hosts: &[Uuid],
+        usable: &[Usable],
         lane: SlotLane,
     ) -> Result<Option<SlotGuard>, sqlx::Error> {
+        let hosts: Vec<Uuid> = usable.iter().map(|u| u.host_id).collect();
         let holder = Uuid::now_v7();
         // Registered before the statement, so a lease renewal racing it cannot miss it.
         self.held().insert(holder);
-        let taken = host_slots::take(&self.inner.pool, hosts, lane, holder, self.inner.lease).await;
+        let taken =
+            host_slots::take(&self.inner.pool, &hosts, lane, holder, self.inner.lease).await;
         match taken {
-            Ok(Some(slot)) => Ok(Some(SlotGuard {
-                slot,
-                slots: self.clone(),
-            })),
+            Ok(Some(slot)) => Ok(Some(self.guard(slot, Instant::now()))),
             other => {
                 self.held().remove(&holder);
                 other.map(|_| None)
@@ -166,7 +265,8 @@ impl Slots {
         }
     }
 
-    /// Serves the line, follows freed-slot notifications and renews leases until `shutdown`.
+    /// Serves the line, keeps returned slots, follows freed-slot notifications and renews leases
+    /// until `shutdown`.
     pub async fn run(self, line: Line, shutdown: CancellationToken) {
         let listen = tokio::spawn(self.clone().listen(shutdown.clone()));
         let renew = tokio::spawn(self.clone().renew(shutdown.clone()));
@@ -181,24 +281,54 @@ impl Slots {
     async fn serve(&self, Line(mut arrivals): Line, shutdown: CancellationToken) {
         let mut line: VecDeque<Waiter> = VecDeque::new();
         loop {
+            let expiry = self.kept().iter().map(|k| k.idle_since + LINGER).min();
             tokio::select! {
-                () = shutdown.cancelled() => return,
-                arrival = arrivals.recv() => match arrival {
-                    Some(waiter) => line.push_back(waiter),
-                    None => return,
+                () = shutdown.cancelled() => break,
+                event = arrivals.recv() => match event {
+                    Some(event) => self.hear(event, &mut line),
+                    None => break,
                 },
                 () = self.inner.freed.notified() => {}
                 () = tokio::time::sleep(RETRY_EVERY), if !line.is_empty() => {}
+                () = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)),
+                    if expiry.is_some() => {}
             }
-            while let Ok(waiter) = arrivals.try_recv() {
-                line.push_back(waiter);
+            while let Ok(event) = arrivals.try_recv() {
+                self.hear(event, &mut line);
             }
             self.serve_line(&mut line).await;
+            self.free_lingering(Instant::now());
+        }
+        // Whatever is kept goes back; calls still running free theirs as they end.
+        let kept: Vec<Kept> = self.kept().drain(..).collect();
+        for kept in kept {
+            self.free(kept.slot);
         }
     }
 
-    /// Tries the line in order: a waiter is skipped once one like it (same model and lane) found
-    /// nothing in this pass, and waiters that gave up leave.
+    fn hear(&self, event: Event, line: &mut VecDeque<Waiter>) {
+        match event {
+            Event::Waiting(waiter) => line.push_back(waiter),
+            Event::Returned(kept) => self.kept().push(kept),
+        }
+    }
+
+    /// Frees the kept slots no call took within [`LINGER`].
+    fn free_lingering(&self, now: Instant) {
+        let expired: Vec<Kept> = {
+            let mut kept = self.kept();
+            let (expired, fresh) = kept.drain(..).partition(|k| k.idle_since + LINGER <= now);
+            *kept = fresh;
+            expired
+        };
+        for kept in expired {
+            self.free(kept.slot);
+        }
+    }
+
+    /// Tries the line in order, each waiter first with a kept slot, then from the database: a
+    /// waiter is skipped once one like it (same model and lane) found nothing in this pass, and
+    /// waiters that gave up leave.
     async fn serve_line(&self, line: &mut VecDeque<Waiter>) {
         let mut found_nothing: Vec<(String, SlotLane)> = Vec::new();
         let mut kept = VecDeque::with_capacity(line.len());
@@ -212,11 +342,15 @@ impl Slots {
                 kept.push_back(waiter);
                 continue;
             }
-            let hosts = (self.inner.candidates)(&waiter.model);
-            match self.try_take(&hosts, waiter.lane).await {
+            let usable = (self.inner.candidates)(&waiter.model);
+            let taken = match self.reuse(&usable, waiter.lane) {
+                Some(guard) => Ok(Some(guard)),
+                None => self.try_take(&usable, waiter.lane).await,
+            };
+            match taken {
                 Ok(Some(guard)) => {
                     self.inner.waiting.fetch_sub(1, Ordering::AcqRel);
-                    // A waiter that gave up meanwhile drops the guard, which frees the slot.
+                    // A waiter that gave up meanwhile drops the guard, which passes the slot on.
                     let _ = waiter.reply.send(guard);
                 }
                 Ok(None) => {
@@ -289,4 +423,4 @@ impl Slots {
 }
 
 /// The receiving end of a worker's line for slots.
-pub struct Line(mpsc::UnboundedReceiver<Waiter>);
+pub struct Line(mpsc::UnboundedReceiver<Event>);
