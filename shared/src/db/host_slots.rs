@@ -4,9 +4,10 @@
 //!
 //! Taking a slot is one statement: the least loaded of the candidate hosts, a free slot of it
 //! locked with `skip locked` (two workers never get the same one; the lock's recheck sees a slot
-//! taken meanwhile). Freeing one notifies `HOST_SLOT_FREED`, which waiting workers listen on. A
-//! held slot carries a lease its worker renews; a worker that dies gives its slots back when their
-//! leases run out.
+//! taken meanwhile). Freeing one notifies `HOST_SLOT_FREED`, which waiting workers listen on; a
+//! worker whose calls wait says so on `HOST_SLOT_WANTED`, so that slots kept elsewhere between
+//! calls come back. A held slot carries a lease its worker renews; a worker that dies gives its
+//! slots back when their leases run out.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,6 +17,11 @@ use uuid::Uuid;
 
 /// The notification channel a freed slot is announced on (payload: the host's id).
 pub const HOST_SLOT_FREED: &str = "tollgate_host_slot_freed";
+
+/// The notification channel a worker whose calls wait for a host's slot announces it on (payload:
+/// `<host id>/<worker id>`): the other workers keeping that host's slots between calls give them
+/// back.
+pub const HOST_SLOT_WANTED: &str = "tollgate_host_slot_wanted";
 
 /// Which slots a call may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +106,25 @@ pub async fn free(pool: &PgPool, slot: &HeldSlot) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// Tells every worker that calls of worker `worker` wait for slots of `hosts`.
+pub async fn want(pool: &PgPool, hosts: &[Uuid], worker: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "select pg_notify('{HOST_SLOT_WANTED}', host::text || '/' || $2::text)
+           from unnest($1::uuid[]) as host"
+    ))
+    .bind(hosts)
+    .bind(worker)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A `HOST_SLOT_WANTED` payload: the host, and the worker whose calls wait for it.
+pub fn wanted(payload: &str) -> Option<(Uuid, Uuid)> {
+    let (host, worker) = payload.split_once('/')?;
+    Some((host.parse().ok()?, worker.parse().ok()?))
+}
+
 /// Extends the leases of the slots `holders` hold to `lease` from now.
 pub async fn renew(pool: &PgPool, holders: &[Uuid], lease: Duration) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -123,4 +148,17 @@ pub async fn held(pool: &PgPool) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wanted_payload_names_the_host_and_the_waiting_worker() {
+        let (host, worker) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(wanted(&format!("{host}/{worker}")), Some((host, worker)));
+        assert_eq!(wanted(&host.to_string()), None);
+        assert_eq!(wanted("x/y"), None);
+    }
 }

@@ -1,27 +1,28 @@
 //! Waiting for a host's call slot, across workers: the slots are rows (`shared::db::host_slots`),
 //! taken in one statement and freed with a notification.
 //!
-//! A worker keeps the slots it took for a moment after each call: a slot whose call ended goes to
-//! the next call of this worker that can use it (the first in line, else the next to ask within
-//! [`LINGER`]), and back to the database after that, or once the worker has held it for
-//! [`MAX_HOLD`] — so under a steady stream of calls a slot costs two statements per `MAX_HOLD`
-//! rather than per call, and under contention every slot still goes back into the common pool
-//! often enough for every worker to get its turn.
+//! A worker keeps the slots it took between its calls: a slot whose call ended serves the worker's
+//! next call that can use it (the first in line, else the next to ask), and goes back to the
+//! database once nobody here used it for [`LINGER`] — or at once, while another worker's calls
+//! wait for that host (it says so, and the saying holds for [`CONTENDED_FOR`]). So a steady stream
+//! of calls costs no statement per call, and under contention every slot goes back into the common
+//! pool as its call ends, for whichever worker's waiter comes first.
 //!
 //! A call with nothing kept to use takes a slot from the database at once when nobody in this
 //! worker is waiting; otherwise it joins this worker's line, served first come first served by one
 //! task: on each freed-slot notification (and every [`RETRY_EVERY`], which covers the leases of
 //! dead workers running out) it tries the waiters in order, one statement per waiter served and one
-//! per kind of waiter (model and lane) that found nothing, never one per waiter. A waiter's hosts
-//! are looked up again on every try, so a host added or enabled while calls wait takes them at
-//! once. While the worker holds slots it renews their leases.
+//! per kind of waiter (model and lane) that found nothing, never one per waiter; while waiters
+//! remain it tells the other workers. A waiter's hosts are looked up again on every try, so a host
+//! added or enabled while calls wait takes them at once. While the worker holds slots it renews
+//! their leases.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shared::db::host_slots::{self, HOST_SLOT_FREED, HeldSlot, SlotLane};
+use shared::db::host_slots::{self, HOST_SLOT_FREED, HOST_SLOT_WANTED, HeldSlot, SlotLane};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -29,14 +30,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// How often the line is tried without a notification.
+/// How often the line is tried without a notification (and the other workers told it waits).
 const RETRY_EVERY: Duration = Duration::from_millis(250);
 
 /// How long a slot whose call ended is kept for this worker's next call.
-const LINGER: Duration = Duration::from_millis(20);
+const LINGER: Duration = Duration::from_secs(1);
 
-/// How long a worker holds a slot, call after call, before it goes back to the common pool.
-const MAX_HOLD: Duration = Duration::from_secs(1);
+/// How long another worker's word that its calls wait for a host's slots holds.
+const CONTENDED_FOR: Duration = Duration::from_secs(1);
 
 /// How often a worker shutting down looks whether its calls have given back their slots.
 const STOPPING_CHECK: Duration = Duration::from_millis(100);
@@ -79,33 +80,23 @@ pub struct Slots {
 }
 
 struct Inner {
+    /// This worker, as it names itself when it says which slots its calls want.
+    id: Uuid,
     pool: PgPool,
     lease: Duration,
     /// The holders of every slot this worker holds (in a call or kept), whose leases the renewer
     /// extends.
     held: Mutex<HashSet<Uuid>>,
-    /// Slots whose call ended, kept for the next call.
-    kept: Mutex<Vec<Kept>>,
-    events: mpsc::UnboundedSender<Event>,
+    /// Slots whose call ended, kept for the next call, and since when.
+    kept: Mutex<Vec<(HeldSlot, Instant)>>,
+    /// Hosts other workers' calls wait for, until when.
+    contended: Mutex<HashMap<Uuid, Instant>>,
+    line: mpsc::UnboundedSender<Waiter>,
     candidates: Candidates,
     /// Waiters in line (or about to join it): while there are any, a new call queues behind them.
     waiting: AtomicUsize,
-    freed: Notify,
-}
-
-/// A slot this worker holds, and since when.
-#[derive(Debug, Clone, Copy)]
-struct Kept {
-    slot: HeldSlot,
-    taken_at: Instant,
-    idle_since: Instant,
-}
-
-/// What the line's task hears of.
-enum Event {
-    Waiting(Waiter),
-    /// A call ended and its slot may serve another.
-    Returned(Kept),
+    /// A slot was freed somewhere, or one of ours came back: the line may move.
+    moved: Notify,
 }
 
 /// A call waiting in line.
@@ -115,10 +106,9 @@ struct Waiter {
     reply: oneshot::Sender<SlotGuard>,
 }
 
-/// A held slot; dropping it hands the slot to this worker's next call, or frees it.
+/// A held slot; dropping it keeps the slot for this worker's next call, or frees it.
 pub struct SlotGuard {
     slot: HeldSlot,
-    taken_at: Instant,
     slots: Slots,
 }
 
@@ -130,18 +120,11 @@ impl SlotGuard {
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        let kept = Kept {
-            slot: self.slot,
-            taken_at: self.taken_at,
-            idle_since: Instant::now(),
-        };
-        if kept.taken_at.elapsed() >= MAX_HOLD {
-            self.slots.free(kept.slot);
-        } else if let Err(returned) = self.slots.inner.events.send(Event::Returned(kept)) {
-            // The line's task has stopped (shutdown): straight back to the pool.
-            if let Event::Returned(kept) = returned.0 {
-                self.slots.free(kept.slot);
-            }
+        if self.slots.is_contended(self.slot.host_id) {
+            self.slots.free(self.slot);
+        } else {
+            self.slots.kept().push((self.slot, Instant::now()));
+            self.slots.inner.moved.notify_one();
         }
     }
 }
@@ -149,17 +132,19 @@ impl Drop for SlotGuard {
 impl Slots {
     /// The slots and the line's receiving end, which [`Slots::run`] serves.
     pub fn new(pool: PgPool, lease: Duration, candidates: Candidates) -> (Self, Line) {
-        let (events, arrivals) = mpsc::unbounded_channel();
+        let (line, arrivals) = mpsc::unbounded_channel();
         let slots = Self {
             inner: Arc::new(Inner {
+                id: Uuid::now_v7(),
                 pool,
                 lease,
                 held: Mutex::default(),
                 kept: Mutex::default(),
-                events,
+                contended: Mutex::default(),
+                line,
                 candidates,
                 waiting: AtomicUsize::new(0),
-                freed: Notify::new(),
+                moved: Notify::new(),
             }),
         };
         (slots, Line(arrivals))
@@ -172,17 +157,30 @@ impl Slots {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn kept(&self) -> std::sync::MutexGuard<'_, Vec<Kept>> {
+    fn kept(&self) -> std::sync::MutexGuard<'_, Vec<(HeldSlot, Instant)>> {
         self.inner
             .kept
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn guard(&self, slot: HeldSlot, taken_at: Instant) -> SlotGuard {
+    fn contended(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Instant>> {
+        self.inner
+            .contended
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether another worker said lately that its calls wait for `host`'s slots.
+    fn is_contended(&self, host: Uuid) -> bool {
+        self.contended()
+            .get(&host)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
+    fn guard(&self, slot: HeldSlot) -> SlotGuard {
         SlotGuard {
             slot,
-            taken_at,
             slots: self.clone(),
         }
     }
@@ -203,9 +201,9 @@ impl Slots {
         let mut kept = self.kept();
         let found = kept
             .iter()
-            .position(|k| usable.iter().any(|u| u.admits(&k.slot, lane)))?;
-        let kept = kept.swap_remove(found);
-        Some(self.guard(kept.slot, kept.taken_at))
+            .position(|(slot, _)| usable.iter().any(|u| u.admits(slot, lane)))?;
+        let (slot, _) = kept.swap_remove(found);
+        Some(self.guard(slot))
     }
 
     /// A slot for `model` on one of `usable` (the least loaded), waiting at most `wait` for one
@@ -233,10 +231,7 @@ impl Slots {
         let (reply, answer) = oneshot::channel();
         self.inner.waiting.fetch_add(1, Ordering::AcqRel);
         let model = model.to_owned();
-        let _ = self
-            .inner
-            .events
-            .send(Event::Waiting(Waiter { model, lane, reply }));
+        let _ = self.inner.line.send(Waiter { model, lane, reply });
         tokio::select! {
             guard = answer => guard.map_err(|_| NoSlot::Busy),
             () = tokio::time::sleep(wait) => Err(NoSlot::Busy),
@@ -257,7 +252,7 @@ impl Slots {
         let taken =
             host_slots::take(&self.inner.pool, &hosts, lane, holder, self.inner.lease).await;
         match taken {
-            Ok(Some(slot)) => Ok(Some(self.guard(slot, Instant::now()))),
+            Ok(Some(slot)) => Ok(Some(self.guard(slot))),
             other => {
                 self.held().remove(&holder);
                 other.map(|_| None)
@@ -265,7 +260,7 @@ impl Slots {
         }
     }
 
-    /// Serves the line, keeps returned slots, follows freed-slot notifications and renews leases
+    /// Serves the line, keeps returned slots, follows freed and wanted slots and renews leases
     /// until `shutdown`.
     pub async fn run(self, line: Line, shutdown: CancellationToken) {
         let listen = tokio::spawn(self.clone().listen(shutdown.clone()));
@@ -280,50 +275,70 @@ impl Slots {
 
     async fn serve(&self, Line(mut arrivals): Line, shutdown: CancellationToken) {
         let mut line: VecDeque<Waiter> = VecDeque::new();
+        let mut said_wanted = Instant::now();
         loop {
-            let expiry = self.kept().iter().map(|k| k.idle_since + LINGER).min();
+            let expiry = self.kept().iter().map(|(_, since)| *since + LINGER).min();
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                event = arrivals.recv() => match event {
-                    Some(event) => self.hear(event, &mut line),
+                waiter = arrivals.recv() => match waiter {
+                    Some(waiter) => line.push_back(waiter),
                     None => break,
                 },
-                () = self.inner.freed.notified() => {}
+                () = self.inner.moved.notified() => {}
                 () = tokio::time::sleep(RETRY_EVERY), if !line.is_empty() => {}
                 () = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)),
                     if expiry.is_some() => {}
             }
-            while let Ok(event) = arrivals.try_recv() {
-                self.hear(event, &mut line);
+            while let Ok(waiter) = arrivals.try_recv() {
+                line.push_back(waiter);
             }
             self.serve_line(&mut line).await;
-            self.free_lingering(Instant::now());
+            self.free_kept(Instant::now());
+            if !line.is_empty() && said_wanted.elapsed() >= RETRY_EVERY {
+                said_wanted = Instant::now();
+                self.say_wanted(&line);
+            }
         }
         // Whatever is kept goes back; calls still running free theirs as they end.
-        let kept: Vec<Kept> = self.kept().drain(..).collect();
-        for kept in kept {
-            self.free(kept.slot);
+        let kept: Vec<(HeldSlot, Instant)> = self.kept().drain(..).collect();
+        for (slot, _) in kept {
+            self.free(slot);
         }
     }
 
-    fn hear(&self, event: Event, line: &mut VecDeque<Waiter>) {
-        match event {
-            Event::Waiting(waiter) => line.push_back(waiter),
-            Event::Returned(kept) => self.kept().push(kept),
-        }
-    }
-
-    /// Frees the kept slots no call took within [`LINGER`].
-    fn free_lingering(&self, now: Instant) {
-        let expired: Vec<Kept> = {
+    /// Frees the kept slots nobody here used within [`LINGER`], and those other workers wait
+    /// for.
+    fn free_kept(&self, now: Instant) {
+        let expired: Vec<HeldSlot> = {
             let mut kept = self.kept();
-            let (expired, fresh) = kept.drain(..).partition(|k| k.idle_since + LINGER <= now);
+            let (expired, fresh): (Vec<_>, Vec<_>) = kept.drain(..).partition(|(slot, since)| {
+                *since + LINGER <= now || self.is_contended(slot.host_id)
+            });
             *kept = fresh;
-            expired
+            expired.into_iter().map(|(slot, _)| slot).collect()
         };
-        for kept in expired {
-            self.free(kept.slot);
+        for slot in expired {
+            self.free(slot);
         }
+    }
+
+    /// Tells the other workers which hosts this worker's waiters want, so that they give back the
+    /// slots they keep between calls.
+    fn say_wanted(&self, line: &VecDeque<Waiter>) {
+        let mut hosts: Vec<Uuid> = line
+            .iter()
+            .flat_map(|w| (self.inner.candidates)(&w.model))
+            .map(|u| u.host_id)
+            .collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        let pool = self.inner.pool.clone();
+        let worker = self.inner.id;
+        tokio::spawn(async move {
+            if let Err(error) = host_slots::want(&pool, &hosts, worker).await {
+                tracing::warn!(%error, "cannot say which host slots are wanted");
+            }
+        });
     }
 
     /// Tries the line in order, each waiter first with a kept slot, then from the database: a
@@ -367,15 +382,25 @@ impl Slots {
         *line = kept;
     }
 
-    /// Wakes the line whenever a slot is freed anywhere; reconnects when the database goes away.
+    /// Wakes the line whenever a slot is freed anywhere, and notes the hosts other workers' calls
+    /// wait for (their slots kept here go back); reconnects when the database goes away.
     async fn listen(self, shutdown: CancellationToken) {
         loop {
             let listener = async {
                 let mut listener = PgListener::connect_with(&self.inner.pool).await?;
-                listener.listen(HOST_SLOT_FREED).await?;
+                listener
+                    .listen_all([HOST_SLOT_FREED, HOST_SLOT_WANTED])
+                    .await?;
                 loop {
-                    listener.recv().await?;
-                    self.inner.freed.notify_one();
+                    let notification = listener.recv().await?;
+                    if notification.channel() == HOST_SLOT_WANTED
+                        && let Some((host, worker)) = host_slots::wanted(notification.payload())
+                        && worker != self.inner.id
+                    {
+                        self.contended()
+                            .insert(host, Instant::now() + CONTENDED_FOR);
+                    }
+                    self.inner.moved.notify_one();
                 }
             };
             let ended: Result<(), sqlx::Error> = tokio::select! {
@@ -423,4 +448,4 @@ impl Slots {
 }
 
 /// The receiving end of a worker's line for slots.
-pub struct Line(mpsc::UnboundedReceiver<Event>);
+pub struct Line(mpsc::UnboundedReceiver<Waiter>);
