@@ -13,6 +13,12 @@ use crate::openai_batches::run_sdk_script;
 #[tokio::test(flavor = "multi_thread")]
 async fn the_openai_python_package_calls_models_through_the_queue() {
     let stack = Stack::start().await;
+    // Words apart in time, so a streamed answer reaches the client in more than one piece however
+    // busy the machine (the relay gathers what comes within 10 ms into one piece).
+    stack.ollama.set_knobs(provider_sim::Knobs {
+        token_delay_ms: 15,
+        ..provider_sim::Knobs::default()
+    });
     let summary = run_sdk_script(&stack, "openai/calls.py", Duration::from_secs(120)).await;
     assert_eq!(
         summary["refusals"],

@@ -18,7 +18,7 @@
 //! their leases.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -97,6 +97,8 @@ struct Inner {
     waiting: AtomicUsize,
     /// A slot was freed somewhere, or one of ours came back: the line may move.
     moved: Notify,
+    /// The line's task has stopped (shutdown): a slot whose call ends goes straight back.
+    stopped: AtomicBool,
 }
 
 /// A call waiting in line.
@@ -120,10 +122,16 @@ impl SlotGuard {
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        if self.slots.is_contended(self.slot.host_id) {
+        let mut kept = self.slots.kept();
+        // Checked under the lock the line's task drains the kept slots under when it stops.
+        if self.slots.inner.stopped.load(Ordering::Acquire)
+            || self.slots.is_contended(self.slot.host_id)
+        {
+            drop(kept);
             self.slots.free(self.slot);
         } else {
-            self.slots.kept().push((self.slot, Instant::now()));
+            kept.push((self.slot, Instant::now()));
+            drop(kept);
             self.slots.inner.moved.notify_one();
         }
     }
@@ -145,6 +153,7 @@ impl Slots {
                 candidates,
                 waiting: AtomicUsize::new(0),
                 moved: Notify::new(),
+                stopped: AtomicBool::new(false),
             }),
         };
         (slots, Line(arrivals))
@@ -300,7 +309,11 @@ impl Slots {
             }
         }
         // Whatever is kept goes back; calls still running free theirs as they end.
-        let kept: Vec<(HeldSlot, Instant)> = self.kept().drain(..).collect();
+        let kept: Vec<(HeldSlot, Instant)> = {
+            let mut kept = self.kept();
+            self.inner.stopped.store(true, Ordering::Release);
+            kept.drain(..).collect()
+        };
         for (slot, _) in kept {
             self.free(slot);
         }
