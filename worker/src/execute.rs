@@ -514,6 +514,26 @@ mod tests {
     }
 
     #[test]
+    fn a_run_that_found_only_busy_providers_waits_however_many_runs_it_had() {
+        let busy = || RunEnd::Transient {
+            provider: Some((ProviderName::Ollama, "llama3".into())),
+            error: JobError {
+                code: chain::BUSY.into(),
+                message: "every slot stayed busy".into(),
+            },
+            retry_after: None,
+        };
+        assert!(matches!(
+            decide(busy(), &request(), 2, 3),
+            Verdict::Park { delay, .. } if delay == Duration::from_secs(1)
+        ));
+        assert!(matches!(
+            decide(busy(), &request(), 40, 3),
+            Verdict::Park { .. }
+        ));
+    }
+
+    #[test]
     fn no_provider_and_client_errors_end_the_job_at_once() {
         let none = RunEnd::NoProvider {
             message: "nothing".into(),
