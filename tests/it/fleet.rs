@@ -64,6 +64,14 @@ fn hybrid(host_slots: u32, change: SettingsChange) -> Options {
     }
 }
 
+/// Overflow to the cloud after `wait_ms` waiting for a local slot.
+fn overflow_after(wait_ms: u32) -> SettingsChange {
+    SettingsChange {
+        ai_overflow_wait_ms: Some(wait_ms),
+        ..SettingsChange::default()
+    }
+}
+
 fn slow(latency_ms: u64) -> Knobs {
     Knobs {
         latency_ms,
@@ -287,11 +295,7 @@ async fn slots_held(stack: &Stack) -> i64 {
 
 #[tokio::test]
 async fn hybrid_overflows_to_the_cloud_only_when_every_local_slot_is_busy() {
-    let overflow = SettingsChange {
-        ai_overflow_wait_ms: Some(150),
-        ..SettingsChange::default()
-    };
-    let stack = Stack::with(hybrid(2, overflow)).await;
+    let stack = Stack::with(hybrid(2, overflow_after(150))).await;
     stack.ollama.set_knobs(slow(1_500));
 
     let alone = stack.generate("llama3", "alone").await;
@@ -588,11 +592,7 @@ async fn a_tokens_data_policy_overrides_its_tenants() {
 
 #[tokio::test]
 async fn under_hybrid_batches_overflow_only_if_their_tenant_allows_it() {
-    let overflow = SettingsChange {
-        ai_overflow_wait_ms: Some(20),
-        ..SettingsChange::default()
-    };
-    let stack = Stack::with(hybrid(2, overflow)).await;
+    let stack = Stack::with(hybrid(2, overflow_after(20))).await;
     stack.ollama.set_knobs(slow(200));
     let run_batch = |tag: &'static str| {
         let stack = &stack;

@@ -74,6 +74,29 @@ impl Circuit {
     pub fn is_open(&self) -> bool {
         !matches!(self.state, State::Closed { .. })
     }
+
+    /// Feeds a call's (or probe's) verdict in, saying whether the circuit opened or closed.
+    pub fn record(&mut self, healthy: bool, now: Instant, policy: &CircuitPolicy) -> Turned {
+        let was_open = self.is_open();
+        if healthy {
+            self.succeeded();
+        } else {
+            self.failed(now, policy);
+        }
+        match (was_open, self.is_open()) {
+            (false, true) => Turned::Opened,
+            (true, false) => Turned::Closed,
+            _ => Turned::Unchanged,
+        }
+    }
+}
+
+/// How a verdict changed a circuit (worth a log line when it opened or closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turned {
+    Opened,
+    Closed,
+    Unchanged,
 }
 
 #[cfg(test)]

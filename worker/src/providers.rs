@@ -19,7 +19,7 @@ use shared::secret::SecretKey;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::circuit::Circuit;
+use crate::circuit::{Circuit, Turned};
 use crate::fleet::Fleet;
 
 /// OpenAI as currently configured.
@@ -195,17 +195,13 @@ impl Providers {
 
     /// Feeds a call's verdict into OpenAI's circuit.
     pub fn record_cloud(&self, healthy: bool, settings: &Settings) {
-        let mut circuit = self.openai_circuit();
-        let was_open = circuit.is_open();
-        if healthy {
-            circuit.succeeded();
-        } else {
-            circuit.failed(Instant::now(), &settings.circuit);
-        }
-        match (was_open, circuit.is_open()) {
-            (false, true) => tracing::warn!(provider = "openai", "circuit opened"),
-            (true, false) => tracing::info!(provider = "openai", "circuit closed"),
-            _ => {}
+        let turned = self
+            .openai_circuit()
+            .record(healthy, Instant::now(), &settings.circuit);
+        match turned {
+            Turned::Opened => tracing::warn!(provider = "openai", "circuit opened"),
+            Turned::Closed => tracing::info!(provider = "openai", "circuit closed"),
+            Turned::Unchanged => {}
         }
     }
 

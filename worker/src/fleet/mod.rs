@@ -20,7 +20,7 @@ pub use shared::db::host_slots::SlotLane;
 use slots::Usable;
 pub use slots::{NoSlot, SlotGuard};
 
-use crate::circuit::Circuit;
+use crate::circuit::{Circuit, Turned};
 
 /// Longest a listing of a host's models may take.
 const LISTING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -62,32 +62,28 @@ impl HostState {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn has(&self, model: &str) -> bool {
-        let models = self
-            .health
+    /// The host's last listing: when, and the models in it.
+    fn listing(&self) -> std::sync::RwLockReadGuard<'_, Option<(Instant, HashSet<String>)>> {
+        self.health
             .models
             .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        models
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn has(&self, model: &str) -> bool {
+        self.listing()
             .as_ref()
             .is_some_and(|(_, installed)| installed.contains(&model_key(model)))
     }
 
     fn listed_within(&self, age: Duration) -> bool {
-        let models = self
-            .health
-            .models
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        models.as_ref().is_some_and(|(at, _)| at.elapsed() < age)
+        self.listing()
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < age)
     }
 
     fn listed(&self) -> bool {
-        self.health
-            .models
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .is_some()
+        self.listing().is_some()
     }
 
     /// Lists the host's models; `false` when it did not answer.
@@ -259,17 +255,11 @@ impl Fleet {
 
     /// Feeds a call's verdict into the host's circuit.
     pub fn record(&self, host: &HostState, healthy: bool, policy: &CircuitPolicy) {
-        let mut circuit = host.circuit();
-        let was_open = circuit.is_open();
-        if healthy {
-            circuit.succeeded();
-        } else {
-            circuit.failed(Instant::now(), policy);
-        }
-        match (was_open, circuit.is_open()) {
-            (false, true) => tracing::warn!(host = host.host.name, "host circuit opened"),
-            (true, false) => tracing::info!(host = host.host.name, "host circuit closed"),
-            _ => {}
+        let turned = host.circuit().record(healthy, Instant::now(), policy);
+        match turned {
+            Turned::Opened => tracing::warn!(host = host.host.name, "host circuit opened"),
+            Turned::Closed => tracing::info!(host = host.host.name, "host circuit closed"),
+            Turned::Unchanged => {}
         }
     }
 
