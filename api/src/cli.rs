@@ -167,6 +167,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     cli.body_read_timeout_secs.max(1),
                 ),
                 sync_timeout: std::time::Duration::from_secs(cli.sync_timeout_secs.max(1)),
+                metrics_token: cli.infra.metrics_token.clone(),
             };
             let served = crate::serve(listener, pool, broker, settings, shutdown.clone()).await;
             shutdown.cancel();

@@ -1,5 +1,6 @@
 //! Where a request comes from: its `Origin` (or `Referer`) host and the client's address, checked
-//! against a token's access rules and recorded with each job for billing (the seed's log fields).
+//! against a token's access rules and recorded with each job for billing (the seed's log fields),
+//! and the trace it belongs to.
 //!
 //! The address is the TCP peer, or, when the peer is a configured trusted proxy
 //! (`TOLLGATE_TRUSTED_PROXIES`), the client address it forwarded (`Forwarded`, else
@@ -11,7 +12,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 
-use shared::domain::client_ip;
+use shared::domain::{TraceParent, client_ip};
 use sqlx::types::ipnetwork::IpNetwork;
 
 use crate::AppState;
@@ -22,6 +23,8 @@ const MAX_ORIGIN_CHARS: usize = 255;
 pub struct ClientInfo {
     pub origin: Option<String>,
     pub ip: Option<IpAddr>,
+    /// The request's place in its trace (see [`crate::trace`]), stored with what it submits.
+    pub trace: Option<TraceParent>,
 }
 
 impl ClientInfo {
@@ -43,7 +46,8 @@ impl ClientInfo {
                     trusted_proxies,
                 )
             });
-        Self { origin, ip }
+        let trace = parts.extensions.get::<TraceParent>().copied();
+        Self { origin, ip, trace }
     }
 }
 

@@ -412,6 +412,8 @@ impl Feed {
 /// Writes a streamed answer in one surface's dialect (SSE events, NDJSON lines).
 pub trait Dialect: Send + 'static {
     type Item: Send + 'static;
+    /// The stream's label among the open streams (`tollgate_streams_open`).
+    const STREAM: &'static str;
     /// What opens the stream, before any text.
     fn opening(&mut self) -> Vec<Self::Item>;
     fn text(&mut self, text: &str) -> Vec<Self::Item>;
@@ -428,7 +430,8 @@ impl Feed {
         mut dialect: D,
     ) -> impl futures::Stream<Item = D::Item> + Send {
         let queued: VecDeque<D::Item> = dialect.opening().into();
-        futures::stream::unfold(
+        let metrics = self.state.metrics.clone();
+        let items = futures::stream::unfold(
             (self, dialect, queued),
             |(mut feed, mut dialect, mut queued)| async move {
                 loop {
@@ -446,7 +449,8 @@ impl Feed {
                     queued.extend(more);
                 }
             },
-        )
+        );
+        metrics.open(D::STREAM, items)
     }
 }
 

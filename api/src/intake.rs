@@ -26,7 +26,9 @@ use shared::db::jobs::NewJob;
 use shared::db::quotas::Limits;
 use shared::db::tokens::Principal;
 use shared::db::webhooks;
-use shared::domain::{Job, JobId, JobRequest, ModelName, NUL_REFUSED, TenantId, nul_in_value};
+use shared::domain::{
+    Job, JobId, JobKind, JobRequest, ModelName, NUL_REFUSED, TenantId, nul_in_value,
+};
 use shared::webhook::{check_target, parse_url};
 use sqlx::PgConnection;
 
@@ -85,9 +87,12 @@ pub async fn job(
             5,
         ));
     }
+    let trace = job.traceparent;
+    let job_trace = trace.as_ref();
     let intake = admit(state, caller, key, job, answer).await?;
     if let Intake::Admitted { work: job, .. } = &intake {
-        match state.broker.publish_job(job.id).await {
+        state.metrics.accepted(job.kind.as_str(), false, 1);
+        match state.broker.publish_job(job.id, job_trace).await {
             Ok(()) => state.published.confirmed(job.id),
             Err(error) => {
                 tracing::warn!(job_id = %job.id, %error, "publish failed; the sweeper will resend")
@@ -131,6 +136,7 @@ pub async fn call(
         reservation: None,
         webhook_url: None,
         stream_to: stream.then(|| state.followers.key().to_owned()),
+        traceparent: client.trace,
     };
     let watch = state.watchers.watch(new_job.id);
     let following = match stream {
@@ -164,7 +170,13 @@ pub async fn batch(
     batch: NewBatch,
     answer: impl FnOnce(&Batch) -> Result<Accepted, ApiError>,
 ) -> Result<Intake<Batch>, ApiError> {
-    admit(state, caller, key, batch, answer).await
+    let intake = admit(state, caller, key, batch, answer).await?;
+    if let Intake::Admitted { work: batch, .. } = &intake {
+        let kind = JobKind::parse(&batch.kind).map_or("unknown", JobKind::as_str);
+        let items = u64::try_from(batch.counts.total).unwrap_or(0);
+        state.metrics.accepted(kind, true, items);
+    }
+    Ok(intake)
 }
 
 /// Work that is admitted by inserting it, its quota reserved first.

@@ -17,11 +17,13 @@ mod head_errors;
 mod idempotency;
 mod intake;
 mod limits;
+mod metrics;
 mod prefer;
 mod published;
 mod request_body;
 mod routes;
 mod server;
+mod trace;
 mod watch;
 
 use std::sync::Arc;
@@ -61,6 +63,8 @@ pub struct ApiSettings {
     /// Longest a call on the OpenAI or Ollama surface waits for (or streams) its job; the job goes
     /// on after it.
     pub sync_timeout: Duration,
+    /// The bearer token `/metrics` asks for, if any.
+    pub metrics_token: Option<secrecy::SecretString>,
 }
 
 impl Default for ApiSettings {
@@ -76,6 +80,7 @@ impl Default for ApiSettings {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             sync_timeout: Duration::from_secs(600),
+            metrics_token: None,
         }
     }
 }
@@ -109,6 +114,7 @@ pub(crate) struct AppState {
     limiter: Arc<limits::Limiter>,
     /// Whether Postgres is known to be down (requests needing it get 503 at once).
     database: database::DatabaseHealth,
+    metrics: metrics::ApiMetrics,
 }
 
 /// Serves the API on `listener` until `shutdown` fires, then finishes in-flight requests and
@@ -162,6 +168,9 @@ pub async fn serve(
         batch_body_limit: settings.batch_body_limit,
         runtime,
         secret_key: settings.secret_key.clone(),
+        metrics: metrics::ApiMetrics::new(shared::metrics::ScrapeGuard::new(
+            settings.metrics_token.as_ref(),
+        )),
     };
     let app = routes::router(state, &settings);
     tracing::info!(addr = %listener.local_addr()?, "api listening");

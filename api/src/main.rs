@@ -1,10 +1,13 @@
-//! `tollgate-api`: parse the command line, start logging, hand over to the library.
+//! `tollgate-api`: parse the command line, start logging (and span export), hand over to
+//! the library.
 
 use clap::Parser as _;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = tollgate_api::cli::Cli::parse();
-    shared::process::init_tracing();
-    tollgate_api::cli::run(cli).await
+    let telemetry = shared::telemetry::init("tollgate-api", &cli.infra.telemetry)?;
+    let outcome = tollgate_api::cli::run(cli).await;
+    telemetry.shutdown();
+    outcome
 }

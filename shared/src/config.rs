@@ -36,6 +36,13 @@ pub struct InfraConfig {
     /// Most Postgres connections this process opens.
     #[arg(long, env = "TOLLGATE_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
+
+    /// A bearer token `/metrics` asks for; unset, anyone who can reach the port may scrape.
+    #[arg(long, env = "TOLLGATE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<secrecy::SecretString>,
+
+    #[command(flatten)]
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// Where the providers are, how long a call to one may take, and the key that seals the OpenAI key

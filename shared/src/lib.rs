@@ -10,16 +10,20 @@
 //! - [`secret`]: sealing the OpenAI key for storage;
 //! - [`token`]: API token generation and hashing;
 //! - [`webhook`]: signatures, the SSRF guard and the retry schedule of webhook deliveries;
+//! - [`metrics`]: what the api's and the worker's `/metrics` share (exposition, token, buckets);
+//! - [`telemetry`]: logs, and spans over OTLP when configured, with the job's W3C trace;
 //! - [`process`]: logging, shutdown and start-up shared by the binaries.
 
 pub mod billing;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod metrics;
 pub mod process;
 pub mod provider;
 pub mod queue;
 pub mod runtime;
 pub mod secret;
+pub mod telemetry;
 pub mod token;
 pub mod webhook;

@@ -1,26 +1,11 @@
-//! What every Tollgate binary does at start: logging, a shutdown token, and waiting for Postgres.
+//! What every Tollgate binary does at start: a shutdown token, and waiting for Postgres (logging
+//! is [`crate::telemetry`]).
 
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable as _};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
-
-/// Structured logs to stderr, filtered by `RUST_LOG` (default `info,sqlx=warn`); JSON when
-/// `TOLLGATE_LOG_FORMAT=json`.
-pub fn init_tracing() {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("TOLLGATE_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
 
 /// A token cancelled on Ctrl-C or SIGTERM, for graceful shutdown.
 pub fn shutdown_on_signal() -> CancellationToken {

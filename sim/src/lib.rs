@@ -47,6 +47,9 @@ struct Inner {
     /// Model calls (generation, chat, embeddings) being answered now, and the most at once.
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
+    /// The `traceparent` header of the latest model calls, in arrival order (`None` for a call
+    /// without), at most [`KEPT_TRACES`].
+    traceparents: Mutex<std::collections::VecDeque<Option<String>>>,
 }
 
 impl Sim {
@@ -78,6 +81,19 @@ impl Sim {
     /// How many requests reached `path` (e.g. `/api/generate`), faults included.
     pub fn calls(&self, path: &str) -> u64 {
         lock(&self.inner.calls).get(path).copied().unwrap_or(0)
+    }
+
+    /// The `traceparent` the latest model calls came with, in arrival order.
+    pub fn traceparents(&self) -> Vec<Option<String>> {
+        lock(&self.inner.traceparents).iter().cloned().collect()
+    }
+
+    fn keep_trace(&self, traceparent: Option<String>) {
+        let mut kept = lock(&self.inner.traceparents);
+        if kept.len() == KEPT_TRACES {
+            kept.pop_front();
+        }
+        kept.push_back(traceparent);
     }
 
     fn count(&self, path: &str) {
@@ -119,6 +135,9 @@ impl Drop for InFlight {
     }
 }
 
+/// How many model calls' traces a sim keeps (a benchmark makes millions).
+const KEPT_TRACES: usize = 1024;
+
 /// The paths whose requests are model calls.
 const MODEL_CALLS: [&str; 7] = [
     "/api/generate",
@@ -130,11 +149,18 @@ const MODEL_CALLS: [&str; 7] = [
     "/v1/embeddings",
 ];
 
-/// Counts a model call in flight from its request until the last byte of its answer.
+/// Counts a model call in flight from its request until the last byte of its answer, and keeps
+/// the trace it came with.
 async fn track_in_flight(State(sim): State<Sim>, request: Request, next: Next) -> Response {
     if !MODEL_CALLS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
+    let traceparent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    sim.keep_trace(traceparent);
     let call = sim.call_started();
     let response = next.run(request).await;
     let (parts, body) = response.into_parts();

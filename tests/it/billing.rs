@@ -103,7 +103,7 @@ async fn a_job_is_billed_once_at_the_price_in_force_and_a_new_price_applies_to_l
 
     // The same message again, as after a redelivery: the job is finished, nothing is billed.
     let id: JobId = first["id"].as_str().expect("id").parse().expect("job id");
-    stack.broker.publish_job(id).await.expect("publish");
+    stack.broker.publish_job(id, None).await.expect("publish");
     let price = json!({ "provider": "ollama", "model": "llama3",
                         "input_per_1k": "0.01", "output_per_1k": "0.03" });
     let created = stack.admin(Method::POST, "/v1/admin/prices", &price).await;

@@ -46,7 +46,7 @@ async fn a_message_delivered_twice_runs_once() {
         .await;
     stack
         .broker
-        .publish_job(job_id(&job))
+        .publish_job(job_id(&job), None)
         .await
         .expect("publish a duplicate");
     // One worker, one message at a time: by the time this later job is done, the duplicate
@@ -294,7 +294,7 @@ async fn a_job_the_worker_cannot_read_goes_through_the_dead_letter_queue_to_fail
         .await
         .expect("corrupt the request");
 
-    stack.broker.publish_job(job).await.expect("publish");
+    stack.broker.publish_job(job, None).await.expect("publish");
     let failed = stack.wait_until_finished(&job.to_string()).await;
 
     assert_eq!(failed["status"], "failed");
@@ -341,7 +341,7 @@ async fn a_message_that_keeps_failing_is_dead_lettered_and_an_admin_can_requeue_
     })
     .await;
     let job = stack.insert_unpublished_job("poison").await;
-    stack.broker.publish_job(job).await.expect("publish");
+    stack.broker.publish_job(job, None).await.expect("publish");
 
     // A worker that crashes on this message every time: it takes it and the broker gets it back.
     let channel = stack

@@ -76,6 +76,8 @@ pub struct WorkerHandle {
     shutdown: CancellationToken,
     connection: CancellationToken,
     task: JoinHandle<()>,
+    /// Where the worker's probe (`/metrics`, `/healthz`, `/readyz`) listens.
+    pub probe: String,
 }
 
 impl WorkerHandle {
@@ -361,6 +363,11 @@ impl Stack {
         self.workers.push(worker);
     }
 
+    /// Where the stack's first worker serves `/metrics`, `/healthz` and `/readyz`.
+    pub fn worker_probe(&self) -> &str {
+        &self.workers.first().expect("the stack has a worker").probe
+    }
+
     /// Crashes the stack's own worker, leaving the api (and any worker started apart) running.
     pub async fn without_workers(mut self) -> Self {
         for worker in self.workers.drain(..) {
@@ -414,12 +421,17 @@ impl Stack {
             .await
             .expect("the worker connects to RabbitMQ");
         let pool = self.pool.clone();
-        let run = tollgate_worker::run(pool, broker, settings, shutdown.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the worker probe");
+        let probe = format!("http://{}", listener.local_addr().expect("probe address"));
+        let run = tollgate_worker::run(pool, broker, settings, Some(listener), shutdown.clone());
         let task = tokio::spawn(async move { run.await.expect("the worker reads its settings") });
         WorkerHandle {
             shutdown,
             connection,
             task,
+            probe,
         }
     }
 
@@ -467,6 +479,7 @@ impl Stack {
             reservation: None,
             webhook_url: None,
             stream_to: None,
+            traceparent: None,
         };
         shared::db::jobs::insert(&self.pool, &job)
             .await

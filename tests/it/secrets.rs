@@ -15,10 +15,10 @@ use crate::webhooks::{Receiver, acme, set_endpoint};
 
 /// Every log line of the test, as text.
 #[derive(Clone, Default)]
-struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
 
 impl CapturedLogs {
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().expect("logs")).into_owned()
     }
 }
@@ -59,7 +59,7 @@ async fn until(stack: &Stack, prompt: &str, done: fn(&Value) -> bool) -> Value {
 }
 
 /// Captures every log line of the current thread (at DEBUG) while the guard lives.
-fn capture_logs() -> (CapturedLogs, tracing::subscriber::DefaultGuard) {
+pub fn capture_logs() -> (CapturedLogs, tracing::subscriber::DefaultGuard) {
     let logs = CapturedLogs::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(logs.clone())

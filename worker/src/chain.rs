@@ -18,13 +18,17 @@ use chrono::Utc;
 use shared::db::job_attempts::{AttemptOutcome, AttemptRecord};
 use shared::db::runs::cancelled_error;
 use shared::domain::{
-    DataPolicy, JobError, JobRequest, JobStatus, LocalWait, ProviderName, RouteReason, WhenBusy,
+    DataPolicy, JobError, JobRequest, JobStatus, LocalWait, ProviderName, RouteReason, TraceParent,
+    WhenBusy,
 };
 use shared::provider::{Completion, FailureClass, Provider, ProviderError, TokenCounts};
+use shared::telemetry;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::fleet::{HostState, NoSlot, SlotGuard, SlotLane};
+use crate::metrics::WorkerMetrics;
 use crate::providers::{Plan, Providers, Step, Target};
 use crate::relay::Relay;
 use crate::retry;
@@ -55,6 +59,9 @@ pub struct Call<'a> {
     pub relay: Option<&'a Relay>,
     /// Cancelled when the job is.
     pub cancel: &'a CancellationToken,
+    pub metrics: &'a WorkerMetrics,
+    /// The job's place in its trace: each call is a span of it, and sends the provider its own.
+    pub trace: TraceParent,
 }
 
 impl Call<'_> {
@@ -125,10 +132,16 @@ pub async fn run(
 ) -> RunEnd {
     let mut end = None;
     let mut previous_busy = false;
+    let mut previous: Option<ProviderName> = None;
     for (index, step) in plan.steps.iter().enumerate() {
         if previous_busy && step.when_busy == WhenBusy::Skip {
             continue;
         }
+        if let Some(from) = previous {
+            call.metrics
+                .fell_back(from.as_str(), step.name.as_str(), previous_busy);
+        }
+        previous = Some(step.name);
         let reason = plan.route.reason(index, previous_busy);
         let failure = match on_provider(providers, plan, step, call, attempts).await {
             Ok(completion) => {
@@ -261,6 +274,7 @@ async fn on_provider(
             ?wait,
             "retrying"
         );
+        call.metrics.retried(step.name.as_str());
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = call.cancel.cancelled() => return Err(cancelled()),
@@ -443,16 +457,35 @@ async fn call_once(
     let provider = &ready.provider;
     let model = &step.upstream_model;
     let host = ready.host.as_ref().map(|h| h.host.name.clone());
+    let in_flight = call.metrics.in_flight(step.name.as_str(), host.as_deref());
+    let span = tracing::info_span!(
+        "provider call",
+        provider = step.name.as_str(),
+        model = model.as_str(),
+        host = host.as_deref().unwrap_or_default(),
+    );
+    let passed_on = telemetry::passed_on(&span, &call.trace);
+    let mut first_piece = None;
     let answer = tokio::select! {
-        answer = async {
+        answer = shared::provider::traced(passed_on, async {
             match call.relay {
-                Some(relay) => provider.stream(request, model, &mut |piece| relay.piece(piece)).await,
+                Some(relay) => {
+                    let mut piece = |text: &str| {
+                        first_piece.get_or_insert_with(|| clock.elapsed());
+                        relay.piece(text)
+                    };
+                    provider.stream(request, model, &mut piece).await
+                }
                 None => provider.run(request, model).await,
             }
-        } => answer,
+        }).instrument(span) => answer,
         () = call.cancel.cancelled() => Err(cancelled()),
     };
     let latency = clock.elapsed();
+    drop(in_flight);
+    if let Some(after) = first_piece {
+        call.metrics.first_token(step.name.as_str(), model, after);
+    }
     let record = match &answer {
         Ok(completion) => {
             let tokens = completion.token_counts(request);
@@ -497,6 +530,7 @@ async fn call_once(
             }
         }
     };
+    call.metrics.call(&record);
     attempts.push(record);
     answer
 }

@@ -63,6 +63,11 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_WEBHOOK_TIMEOUT_SECS", default_value_t = 15)]
     pub webhook_timeout_secs: u64,
 
+    /// Where the worker serves `/metrics`, `/healthz` and `/readyz` (e.g. `0.0.0.0:9091`);
+    /// unset, it listens on no port.
+    #[arg(long, env = "TOLLGATE_WORKER_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+
     /// Most webhook deliveries this worker attempts at once.
     #[arg(long, env = "TOLLGATE_WEBHOOK_CONCURRENCY", default_value_t = 32)]
     pub webhook_concurrency: usize,
@@ -94,6 +99,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             allow_private: cli.webhooks.webhook_allow_private,
             ..WebhookSettings::default()
         },
+        metrics_token: cli.infra.metrics_token.clone(),
         ..WorkerSettings::default()
     };
 
@@ -106,8 +112,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Topology::new(&cli.infra.queue_prefix),
         "tollgate-worker",
     );
+    let probe = match cli.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
     let supervisor = tokio::spawn(broker.clone().supervise(connection.clone()));
-    let outcome = crate::run(pool, broker, settings, shutdown).await;
+    let outcome = crate::run(pool, broker, settings, probe, shutdown).await;
     connection.cancel();
     supervisor.await.context("the broker supervisor panicked")?;
     outcome.context("cannot read the runtime settings")

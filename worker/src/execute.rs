@@ -6,20 +6,24 @@
 //! run the job at most once more and record it exactly once.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable as _};
 use chrono::Utc;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use shared::billing;
-use shared::db::job_attempts::AttemptRecord;
+use shared::db::job_attempts::{AttemptOutcome, AttemptRecord};
 use shared::db::jobs;
 use shared::db::runs::{self, ClaimedJob, Outcome, Partial, Recorded};
-use shared::domain::{JobError, JobId, JobRequest, JobStatus, ProviderName, RouteInput, Runtime};
-use shared::queue::{JobEvent, JobMessage, Versioned as _};
+use shared::domain::{
+    JobError, JobId, JobRequest, JobStatus, ProviderName, RouteInput, Runtime, TraceParent,
+};
+use shared::queue::{JobEvent, JobMessage, Versioned as _, traceparent_of};
+use shared::telemetry;
 use tokio::sync::SemaphorePermit;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::chain::{self, Call, Lane, RunEnd};
@@ -29,7 +33,6 @@ use crate::{Context, abandoned, retry};
 /// Handles one delivery from `lane`'s queue. A single job is marked running for its whole
 /// handling, and a batch item's claim and outcome wait their turn while single jobs run (see
 /// [`crate::priority`]).
-#[tracing::instrument(skip_all, fields(job_id, redelivered = delivery.redelivered))]
 pub async fn handle(context: &Context, delivery: &Delivery, lane: Lane) {
     let _single = (lane == Lane::Interactive).then(|| context.priority.single());
     let Some(message) = JobMessage::decode(&delivery.data) else {
@@ -41,7 +44,32 @@ pub async fn handle(context: &Context, delivery: &Delivery, lane: Lane) {
             .await;
         return;
     };
-    tracing::Span::current().record("job_id", tracing::field::display(message.job_id));
+    // The job's span continues the trace its message carries, set before the span starts (a
+    // started span keeps its trace). A message without one (a batch item, a republished job)
+    // continues the trace its row holds for the logs and the provider; its exported spans start a
+    // trace of their own.
+    let span = tracing::info_span!(
+        "job",
+        job_id = %message.job_id,
+        trace_id = tracing::field::Empty,
+        redelivered = delivery.redelivered,
+    );
+    let carried = traceparent_of(&delivery.properties);
+    let trace = carried.map(|parent| telemetry::continue_trace(&span, Some(&parent)));
+    run(context, delivery, lane, &message, carried, trace)
+        .instrument(span)
+        .await;
+}
+
+/// Claims the message's job and, if it is this delivery's to run, runs it; acks last.
+async fn run(
+    context: &Context,
+    delivery: &Delivery,
+    lane: Lane,
+    message: &JobMessage,
+    carried: Option<TraceParent>,
+    trace: Option<TraceParent>,
+) {
     let claim_id = Uuid::now_v7();
     let turn = bulk_turn(context, lane).await;
     let claim = persistently(context, "claim", || {
@@ -53,6 +81,7 @@ pub async fn handle(context: &Context, delivery: &Delivery, lane: Lane) {
             context.settings.lease,
         )
     })
+    .instrument(tracing::info_span!("claim"))
     .await;
     drop(turn);
     let claim = match claim {
@@ -60,11 +89,24 @@ pub async fn handle(context: &Context, delivery: &Delivery, lane: Lane) {
         Err(halt) => return halt.give_up(delivery).await,
     };
     if let Some(job) = claim {
+        let parent = carried.or(job.traceparent);
+        let trace = trace.unwrap_or_else(|| {
+            telemetry::continue_trace(&tracing::Span::current(), parent.as_ref())
+        });
+        if job.claims == 1 && job.retries == 0 {
+            let kind = job.request.kind().as_str();
+            let waited = job.id.age();
+            context.metrics.claimed(kind, job.bulk, waited);
+            if let Some(accepted) = parent {
+                let now = SystemTime::now();
+                telemetry::record_interval("queue wait", &accepted, now - waited, now);
+            }
+        }
         if !job.bulk {
             let running = JobEvent::new(job.id, job.revision, JobStatus::Running);
             context.broker.publish_event(running).await;
         }
-        if let Err(halt) = work(context, &job, claim_id).await {
+        if let Err(halt) = work(context, &job, claim_id, trace).await {
             return halt.give_up(delivery).await;
         }
     } else {
@@ -80,7 +122,12 @@ pub async fn handle(context: &Context, delivery: &Delivery, lane: Lane) {
 /// parked for a delayed run when every provider failed transiently and attempts remain. A
 /// streaming job's text is relayed as it comes, and the end of its stream sent once the end is
 /// committed.
-async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(), Halt> {
+async fn work(
+    context: &Context,
+    job: &ClaimedJob,
+    claim_id: Uuid,
+    trace: TraceParent,
+) -> Result<(), Halt> {
     let mut attempts = Vec::new();
     let route = RouteInput {
         policy: job.data_policy,
@@ -105,6 +152,8 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
             lane: lane_of(job),
             relay: relay.as_ref(),
             cancel: &registered.token,
+            metrics: &context.metrics,
+            trace,
         };
         let run = chain::run(&context.providers, &plan, &call, &mut attempts);
         let end = tokio::select! {
@@ -145,6 +194,7 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
                     job.data_policy,
                 )
             })
+            .instrument(tracing::info_span!("finish"))
             .await?
         }
     };
@@ -153,6 +203,7 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
         tracing::warn!("the job was reclaimed by another worker; result dropped");
         return Ok(());
     };
+    count(context, job, &verdict, &attempts);
     let status = match &verdict {
         Verdict::Park { .. } => JobStatus::Retrying,
         Verdict::Finish(outcome) => outcome.status(),
@@ -191,6 +242,35 @@ async fn work(context: &Context, job: &ClaimedJob, claim_id: Uuid) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Counts a recorded run in the metrics: what its calls consumed and, when it ended the job, how.
+fn count(context: &Context, job: &ClaimedJob, verdict: &Verdict, attempts: &[AttemptRecord]) {
+    let metrics = &context.metrics;
+    metrics.billed(attempts);
+    let Verdict::Finish(outcome) = verdict else {
+        return;
+    };
+    let provider = match outcome {
+        Outcome::Succeeded { provider, .. } => Some(*provider),
+        Outcome::Failed { provider, .. } | Outcome::Stopped { provider, .. } => *provider,
+    };
+    // A job that waited for a delayed retry spent that wait by design: only a first run's end
+    // says what the gateway added.
+    let first_run = job.claims == 1 && job.retries == 0;
+    let called: Duration = attempts
+        .iter()
+        .filter(|a| a.outcome != AttemptOutcome::Abandoned)
+        .map(|a| a.latency)
+        .sum();
+    metrics.finished(&crate::metrics::Finished {
+        kind: job.request.kind().as_str(),
+        bulk: job.bulk,
+        status: outcome.status().as_str(),
+        provider: provider.map(ProviderName::as_str),
+        model: job.request.model().as_str(),
+        overhead: first_run.then(|| job.id.age().saturating_sub(called)),
+    });
 }
 
 /// The end of a job that must not run: asked to stop before this claim, abandoned too often, or a

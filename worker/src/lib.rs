@@ -20,7 +20,9 @@ mod dead_letters;
 mod dispatcher;
 mod execute;
 mod fleet;
+mod metrics;
 mod priority;
+mod probe;
 mod providers;
 mod relay;
 mod retry;
@@ -30,10 +32,12 @@ mod webhooks;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shared::metrics::ScrapeGuard;
 use shared::queue::Broker;
 use shared::runtime::RuntimeWatch;
 use shared::secret::SecretKey;
 use sqlx::PgPool;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::fleet::Fleet;
@@ -81,6 +85,10 @@ pub struct WorkerSettings {
     pub secret_key: Option<SecretKey>,
     /// How webhooks are delivered.
     pub webhooks: WebhookSettings,
+    /// The bearer token the probe's `/metrics` asks for, if any.
+    pub metrics_token: Option<secrecy::SecretString>,
+    /// How often the backlog (queue depths, oldest waiting work) is sampled for the metrics.
+    pub backlog_every: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -102,6 +110,8 @@ impl Default for WorkerSettings {
             retry_overdue: Duration::from_secs(60),
             secret_key: None,
             webhooks: WebhookSettings::default(),
+            metrics_token: None,
+            backlog_every: Duration::from_secs(5),
         }
     }
 }
@@ -117,16 +127,19 @@ struct Context {
     cancels: cancels::Cancels,
     settings: WorkerSettings,
     shutdown: CancellationToken,
+    metrics: Arc<metrics::WorkerMetrics>,
 }
 
 /// Runs the consumers, the sweeper and the settings follower until `shutdown`, then gives
 /// in-flight jobs `shutdown_grace` to finish. Jobs still running then are abandoned unacked: once
 /// the caller closes the broker connection, RabbitMQ redelivers them to another worker. Fails only
-/// if the runtime settings cannot be read at start.
+/// if the runtime settings cannot be read at start. With a `probe` listener it serves `/metrics`,
+/// `/healthz` and `/readyz` there (see [`probe`]).
 pub async fn run(
     pool: PgPool,
     broker: Broker,
     settings: WorkerSettings,
+    probe: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), sqlx::Error> {
     let runtime = RuntimeWatch::load(pool.clone()).await?;
@@ -153,10 +166,30 @@ pub async fn run(
             .clone()
             .keep_fresh(settings.probe_every, shutdown.clone()),
     );
+    let metrics = Arc::new(metrics::WorkerMetrics::default());
+    let probe = probe.map(|listener| {
+        let probe = probe::Probe {
+            metrics: metrics.clone(),
+            providers: providers.clone(),
+            pool: pool.clone(),
+            broker: broker.clone(),
+            guard: ScrapeGuard::new(settings.metrics_token.as_ref()),
+        };
+        let sampler = metrics::backlog::sample(
+            metrics.clone(),
+            pool.clone(),
+            broker.clone(),
+            settings.backlog_every,
+            shutdown.clone(),
+        );
+        let served = probe::serve(listener, probe, shutdown.clone());
+        tokio::spawn(async move { tokio::join!(sampler, served) })
+    });
     let context = Arc::new(Context {
         pool,
         broker: broker.clone(),
         providers,
+        metrics,
         webhook_client: webhooks::client(&settings.webhooks),
         priority: priority::Priority::new(settings.bulk_yield_turns),
         cancels: cancels::Cancels::default(),
@@ -187,6 +220,11 @@ pub async fn run(
         if let Err(error) = task.await {
             tracing::error!(%error, task = name, "worker task panicked");
         }
+    }
+    if let Some(probe) = probe
+        && let Err(error) = probe.await
+    {
+        tracing::error!(%error, task = "probe", "worker task panicked");
     }
     Ok(())
 }

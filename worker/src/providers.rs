@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::circuit::{Circuit, Turned};
 use crate::fleet::Fleet;
+use crate::metrics::ProviderHealth;
 
 /// OpenAI as currently configured.
 pub struct Cloud {
@@ -185,6 +186,18 @@ impl Providers {
             .openai_circuit
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Each provider's circuit and slots as this worker holds them: OpenAI when configured, then
+    /// every host of the fleet.
+    pub fn health(&self) -> Vec<ProviderHealth> {
+        let openai = self.current().openai.as_ref().map(|cloud| ProviderHealth {
+            provider: ProviderName::OpenAi.as_str(),
+            host: None,
+            circuit_open: self.openai_circuit().is_open(),
+            slots: cloud.max_concurrency,
+        });
+        openai.into_iter().chain(self.fleet().health()).collect()
     }
 
     /// Whether OpenAI's circuit lets a call out now.

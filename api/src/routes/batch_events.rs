@@ -52,6 +52,7 @@ async fn events(
         let event = progress.next_event().await?;
         Some((Ok(event), progress))
     });
+    let stream = state.metrics.open("batch_events", stream);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(state.sse_heartbeat)))
 }
 

@@ -140,6 +140,7 @@ async fn create(
         webhook_url,
         origin: client.origin,
         client_ip: client.ip,
+        traceparent: client.trace,
         items,
         reservations: None,
         openai: None,

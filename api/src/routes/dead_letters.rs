@@ -85,7 +85,7 @@ async fn requeue(
         // A batch item waits as `pending`: its batch's dispatcher releases it to the bulk queue.
         return Ok((StatusCode::ACCEPTED, Json(job)));
     }
-    match state.broker.publish_job(id).await {
+    match state.broker.publish_job(id, None).await {
         Ok(()) => state.published.confirmed(id),
         Err(error) => {
             tracing::warn!(job_id = %id, %error, "publish failed; the sweeper will resend")

@@ -75,6 +75,7 @@ async fn events(
         let event = follow.next_event().await?;
         Some((Ok(event), follow))
     });
+    let stream = state.metrics.open("job_events", stream);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(state.sse_heartbeat)))
 }
 

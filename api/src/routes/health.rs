@@ -1,4 +1,4 @@
-//! Liveness, readiness and the OpenAPI document.
+//! Liveness, readiness, the metrics and the OpenAPI document.
 
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
+        .route("/metrics", get(crate::metrics::scrape))
 }
 
 /// Ready when both Postgres and RabbitMQ answer; 503 with `Retry-After` while either is down.

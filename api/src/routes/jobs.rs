@@ -190,6 +190,7 @@ async fn submit(
         reservation: None,
         webhook_url,
         stream_to: extra.stream.then(|| state.followers.key().to_owned()),
+        traceparent: client.trace,
     };
     if new_job.stream_to.is_some() {
         return streamed(state, caller, key, new_job).await;
@@ -260,6 +261,7 @@ struct NativeEvents {
 
 impl Dialect for NativeEvents {
     type Item = Event;
+    const STREAM: &'static str = "native";
 
     fn opening(&mut self) -> Vec<Event> {
         self.accepted

@@ -33,6 +33,7 @@ use tracing::Level;
 use crate::{ApiSettings, AppState, database, error::ApiError};
 
 pub fn router(state: AppState, settings: &ApiSettings) -> Router {
+    let metrics = state.metrics.clone();
     // Every route but health's needs Postgres: while it is known to be down, 503 at once instead
     // of waiting on the pool (the OpenAI surface says so in its own shape).
     let needs_database = Router::new()
@@ -61,6 +62,7 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
             openai::router(settings.batch_body_limit, state.database.clone()),
         )
         .nest("/ollama", ollama::router(state.database.clone()))
+        .route_layer(axum::middleware::from_fn(crate::metrics::mark_route))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(settings.body_limit))
@@ -79,6 +81,11 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
         ))
         // 5xx answers are logged where they arise (internal errors) or are expected (503s).
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::WARN)))
+        .layer(axum::middleware::from_fn(crate::trace::continue_trace))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::track,
+        ))
         .with_state(state)
 }
 

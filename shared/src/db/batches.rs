@@ -16,7 +16,9 @@ use uuid::Uuid;
 use super::webhooks::BATCH_DELIVERY_FROM_ENDED;
 use crate::billing;
 use crate::domain::openai_batch::Endpoint;
-use crate::domain::{BatchId, FileId, JobError, JobId, JobKind, TenantId, TokenId, ValidItem};
+use crate::domain::{
+    BatchId, FileId, JobError, JobId, JobKind, TenantId, TokenId, TraceParent, ValidItem,
+};
 
 /// Rows per insert statement: large enough to be fast, small enough to bound one statement.
 const INSERT_CHUNK: usize = 5_000;
@@ -35,6 +37,8 @@ pub struct NewBatch {
     pub webhook_url: Option<String>,
     pub origin: Option<String>,
     pub client_ip: Option<IpAddr>,
+    /// The trace the batch request belongs to; every item carries it.
+    pub traceparent: Option<TraceParent>,
     pub items: Vec<ValidItem>,
     /// Per item, what admission reserved (tokens, cost), in the month given.
     pub reservations: Option<(NaiveDate, Vec<(i64, Decimal)>)>,
@@ -196,9 +200,9 @@ pub async fn insert(conn: &mut PgConnection, batch: &NewBatch) -> Result<(), sql
         sqlx::query(
             "insert into jobs (id, tenant_id, token_id, kind, status, model, request, origin,
                                client_ip, reserved_tokens, reserved_cost, reserved_month,
-                               batch_id, custom_id)
+                               batch_id, custom_id, traceparent)
              select item.id, $2, $3, $4, 'pending', $5, item.request, $6, $7, item.tokens,
-                    item.cost, $8, $9, item.custom_id
+                    item.cost, $8, $9, item.custom_id, $14
                from unnest($1::uuid[], $10::jsonb[], $11::bigint[], $12::numeric[], $13::text[])
                     as item (id, request, tokens, cost, custom_id)",
         )
@@ -215,6 +219,7 @@ pub async fn insert(conn: &mut PgConnection, batch: &NewBatch) -> Result<(), sql
         .bind(&tokens)
         .bind(&costs)
         .bind(&custom_ids)
+        .bind(batch.traceparent.map(|t| t.to_string()))
         .execute(&mut *conn)
         .await?;
     }

@@ -18,7 +18,8 @@ use crate::billing;
 use uuid::Uuid;
 
 use crate::domain::{
-    BatchId, Job, JobError, JobId, JobKind, JobRequest, JobStatus, TenantId, TokenId, Usage,
+    BatchId, Job, JobError, JobId, JobKind, JobRequest, JobStatus, TenantId, TokenId, TraceParent,
+    Usage,
 };
 
 /// Every column a [`Job`] is built from.
@@ -132,6 +133,8 @@ pub struct NewJob {
     pub webhook_url: Option<String>,
     /// A streaming job: the key of the api instance holding its client, where its text goes.
     pub stream_to: Option<String>,
+    /// The trace it belongs to (the accepting span's `traceparent`).
+    pub traceparent: Option<TraceParent>,
 }
 
 /// Inserts a job as `queued` (not yet published) and returns it as the client will see it.
@@ -142,9 +145,9 @@ pub async fn insert(conn: impl PgExecutor<'_>, job: &NewJob) -> Result<Job, sqlx
     let row: JobRow = sqlx::query_as(&format!(
         "insert into jobs (id, tenant_id, token_id, kind, status, model, request, metadata,
                            origin, client_ip, reserved_tokens, reserved_cost, reserved_month,
-                           webhook_url, stream, stream_to)
+                           webhook_url, stream, stream_to, traceparent)
          values ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 is not null,
-                 $14)
+                 $14, $15)
          returning {JOB_COLUMNS}"
     ))
     .bind(job.id)
@@ -161,6 +164,7 @@ pub async fn insert(conn: impl PgExecutor<'_>, job: &NewJob) -> Result<Job, sqlx
     .bind(reservation.map(|r| r.month))
     .bind(&job.webhook_url)
     .bind(&job.stream_to)
+    .bind(job.traceparent.map(|t| t.to_string()))
     .fetch_one(conn)
     .await?;
     row.try_into()

@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod backlog;
 pub mod batches;
 pub mod dispatch;
 pub mod files;

@@ -16,6 +16,7 @@ use super::webhooks::DELIVERY_FROM_DONE;
 use crate::billing::{self, Price};
 use crate::domain::{
     DataPolicy, JobError, JobId, JobRequest, JobStatus, ProviderName, RouteReason, TenantId,
+    TraceParent,
 };
 use crate::provider::TokenCounts;
 
@@ -44,6 +45,8 @@ pub struct ClaimedJob {
     pub data_policy: DataPolicy,
     /// Its tenant lets batch items overflow to the cloud.
     pub batch_overflow: bool,
+    /// The trace it was accepted in, if it was.
+    pub traceparent: Option<TraceParent>,
 }
 
 impl ClaimedJob {
@@ -91,6 +94,7 @@ pub async fn claim(
         cancel_requested: bool,
         data_policy: String,
         batch_overflow: bool,
+        traceparent: Option<String>,
     }
     // The data policy is read at each claim, not kept from intake: a tenant made `local_only`
     // keeps its queued jobs off the cloud too.
@@ -110,7 +114,7 @@ pub async fn claim(
                        from tenants n left join api_tokens k on k.id = jobs.token_id
                       where n.id = jobs.tenant_id) as data_policy,
                     (select batch_overflow from tenants where id = jobs.tenant_id)
-                        as batch_overflow"
+                        as batch_overflow, traceparent"
     ))
     .bind(id)
     .bind(claim_id)
@@ -138,6 +142,7 @@ pub async fn claim(
         data_policy: DataPolicy::parse("data_policy", &row.data_policy)
             .map_err(|e| sqlx::Error::Decode(e.message.into()))?,
         batch_overflow: row.batch_overflow,
+        traceparent: row.traceparent.as_deref().and_then(TraceParent::parse),
     }))
 }
 

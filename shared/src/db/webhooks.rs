@@ -188,6 +188,8 @@ pub struct ClaimedDelivery {
     pub created_at: DateTime<Utc>,
     /// It goes to the tenant's endpoint, which a 410 has disabled since: nothing more is sent.
     pub endpoint_disabled: bool,
+    /// The trace of the job it is about (its `traceparent`), if any.
+    pub traceparent: Option<String>,
 }
 
 /// Claims a pending delivery that is due for one attempt, pushing its due time out by `lease` so
@@ -206,7 +208,8 @@ pub async fn claim(
       returning d.id, d.tenant_id, d.job_id, d.batch_id, d.event_type, d.url, d.tenant_endpoint,
                 d.payload,
                 d.attempts, d.created_at,
-                d.tenant_endpoint and t.webhook_disabled_at is not null as endpoint_disabled",
+                d.tenant_endpoint and t.webhook_disabled_at is not null as endpoint_disabled,
+                (select traceparent from jobs j where j.id = d.job_id) as traceparent",
     )
     .bind(id)
     .bind(lease.as_secs_f64())

@@ -12,6 +12,7 @@ mod rate;
 mod request;
 mod routing;
 mod settings;
+mod trace;
 
 pub use access::{
     AccessChange, AccessRules, Denied, DomainPattern, client_ip, parse_domains, parse_networks,
@@ -34,3 +35,4 @@ pub use settings::{
     CircuitPolicy, ModelRoutes, ProviderName, RetryPolicy, Runtime, SealedKey, Settings,
     SettingsChange, check_base_url,
 };
+pub use trace::TraceParent;

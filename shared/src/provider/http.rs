@@ -1,5 +1,5 @@
-//! The HTTP plumbing both clients share: one `reqwest::Client`, and turning a response or a
-//! transport error into a [`ProviderError`].
+//! The HTTP plumbing both clients share: one `reqwest::Client`, the job's `traceparent` on every
+//! call, and turning a response or a transport error into a [`ProviderError`].
 
 use std::time::Duration;
 
@@ -9,6 +9,18 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::error::{FailureClass, ProviderError, parse_retry_after};
+use crate::domain::TraceParent;
+
+tokio::task_local! {
+    /// The `traceparent` the calls made within [`traced`] send the provider.
+    static TRACE: TraceParent;
+}
+
+/// Runs `call` with every provider request it makes carrying `trace` as its `traceparent`, so the
+/// provider's own traces (a traced proxy, OpenAI's logs) join the job's.
+pub async fn traced<F: Future>(trace: TraceParent, call: F) -> F::Output {
+    TRACE.scope(trace, call).await
+}
 
 /// A client for provider calls: bounded in time, never following redirects.
 pub fn client(timeout: Duration) -> Client {
@@ -70,6 +82,10 @@ pub async fn send(
     request: RequestBuilder,
     error_message: fn(&serde_json::Value) -> Option<&str>,
 ) -> Result<Response, ProviderError> {
+    let request = match TRACE.try_with(ToString::to_string) {
+        Ok(traceparent) => request.header("traceparent", traceparent),
+        Err(_) => request,
+    };
     let response = request.send().await.map_err(transport_error)?;
     let status = response.status();
     if status.is_success() {

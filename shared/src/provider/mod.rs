@@ -13,6 +13,7 @@ mod openai;
 use serde_json::Value;
 
 pub use error::{FailureClass, ProviderError, parse_retry_after};
+pub use http::traced;
 
 pub use ollama::OllamaClient;
 pub use ollama_models::{DeleteError, InstalledModel, OllamaModels, model_key};

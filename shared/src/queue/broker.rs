@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder as _, ExponentialBuilder};
 use futures::future::try_join_all;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::ShortString;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -24,8 +24,20 @@ use super::topology::{
 use super::{
     CancelMessage, JobEvent, JobMessage, StreamMessage, Topology, Versioned as _, WebhookMessage,
 };
-use crate::domain::JobId;
+use crate::domain::{JobId, TraceParent};
 use uuid::Uuid;
+
+/// The AMQP header a job message carries its trace in (W3C Trace Context's name).
+pub const TRACEPARENT: &str = "traceparent";
+
+/// The trace a delivered message carries, if it carries a valid one.
+pub fn traceparent_of(properties: &BasicProperties) -> Option<TraceParent> {
+    let value = properties.headers().as_ref()?.inner().get(TRACEPARENT)?;
+    match value {
+        AMQPValue::LongString(text) => TraceParent::parse(&text.to_string()),
+        _ => None,
+    }
+}
 
 /// How often the supervisor checks that the connection is still up.
 const HEALTH_CHECK_EVERY: Duration = Duration::from_millis(250);
@@ -186,8 +198,25 @@ impl Broker {
     ///
     /// Concurrent callers share the channel, so their confirms are pipelined: each request waits for
     /// its own confirm, but the channel is never stalled on one round trip.
-    pub async fn publish_job(&self, id: JobId) -> Result<(), PublishError> {
-        self.publish_jobs(&[id]).await
+    /// With `trace`, the message carries it as its `traceparent` header, so the worker continues
+    /// the trace the job was accepted in.
+    pub async fn publish_job(
+        &self,
+        id: JobId,
+        trace: Option<&TraceParent>,
+    ) -> Result<(), PublishError> {
+        let exchange = self.inner.topology.jobs_exchange();
+        let message = (id.to_string(), JobMessage::new(id).encode());
+        let mut headers = FieldTable::default();
+        if let Some(trace) = trace {
+            headers.insert(
+                TRACEPARENT.into(),
+                AMQPValue::LongString(trace.to_string().into()),
+            );
+        }
+        let headers = trace.map(|_| headers);
+        self.publish(&exchange, JOB_ROUTING_KEY, vec![message], None, headers)
+            .await
     }
 
     /// Publishes many job messages, then awaits all their confirms as one window.
@@ -206,7 +235,7 @@ impl Broker {
             .iter()
             .map(|id| (id.to_string(), JobMessage::new(*id).encode()))
             .collect();
-        self.publish(&exchange, key, messages, None).await
+        self.publish(&exchange, key, messages, None, None).await
     }
 
     /// Publishes a job message to the wait queue of `delay` (rounded up to a bucket, see
@@ -226,7 +255,8 @@ impl Broker {
             wait_key(bucket)
         };
         let message = (id.to_string(), JobMessage::new(id).encode());
-        self.publish(&exchange, &key, vec![message], None).await
+        self.publish(&exchange, &key, vec![message], None, None)
+            .await
     }
 
     /// Publishes webhook delivery messages for the deliverer, awaiting their confirms.
@@ -236,7 +266,7 @@ impl Broker {
             .iter()
             .map(|id| (id.to_string(), WebhookMessage::new(*id).encode()))
             .collect();
-        self.publish(&exchange, WEBHOOK_ROUTING_KEY, messages, None)
+        self.publish(&exchange, WEBHOOK_ROUTING_KEY, messages, None, None)
             .await
     }
 
@@ -250,7 +280,7 @@ impl Broker {
         let exchange = self.inner.topology.webhook_wait_exchange();
         let key = wait_key(webhook_wait_bucket(delay));
         let message = (id.to_string(), WebhookMessage::new(id).encode());
-        self.publish(&exchange, &key, vec![message], Some(delay))
+        self.publish(&exchange, &key, vec![message], Some(delay), None)
             .await
     }
 
@@ -279,6 +309,26 @@ impl Broker {
             .await;
     }
 
+    /// How many messages wait in each queue, ready for a consumer (unacked ones are not counted),
+    /// by the queue's name without the prefix. Asked by passive declares on a channel of its own.
+    pub async fn queue_depths(&self) -> Result<Vec<(String, u32)>, PublishError> {
+        let session = self.session().ok_or(PublishError::Disconnected)?;
+        let channel = session.channel().await?;
+        let mut depths = Vec::new();
+        for (label, name) in self.inner.topology.queues() {
+            let options = QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            };
+            let queue = channel
+                .queue_declare(name.into(), options, FieldTable::default())
+                .await?;
+            depths.push((label, queue.message_count()));
+        }
+        let _ = channel.close(200, "done".into()).await;
+        Ok(depths)
+    }
+
     /// Publishes a hint on the events channel: no confirm awaited, a failure only logged.
     async fn publish_hint(&self, exchange: &str, routing_key: &str, body: &[u8]) {
         let Some(session) = self.session() else {
@@ -300,13 +350,15 @@ impl Broker {
     }
 
     /// Publishes `(message id, body)` pairs, then awaits all their confirms as one window. With
-    /// `expiration`, each message expires (is dead-lettered onwards) after that long in a queue.
+    /// `expiration`, each message expires (is dead-lettered onwards) after that long in a queue;
+    /// `headers` go on every message.
     async fn publish(
         &self,
         exchange: &str,
         routing_key: &str,
         messages: Vec<(String, Vec<u8>)>,
         expiration: Option<Duration>,
+        headers: Option<FieldTable>,
     ) -> Result<(), PublishError> {
         let session = self.session().ok_or(PublishError::Disconnected)?;
         let exchange = ShortString::from(exchange);
@@ -317,6 +369,9 @@ impl Broker {
                 .with_delivery_mode(2) // persistent
                 .with_content_type("application/json".into())
                 .with_message_id(id.into());
+            if let Some(headers) = &headers {
+                properties = properties.with_headers(headers.clone());
+            }
             if let Some(expiration) = expiration {
                 properties = properties.with_expiration(expiration.as_millis().to_string().into());
             }

@@ -364,14 +364,14 @@ impl Topology {
         Ok(())
     }
 
-    /// Deletes everything `declare` made. For tests and for tearing down a deployment.
-    pub async fn delete(&self, channel: &Channel) -> lapin::Result<()> {
+    /// Every queue `declare` makes, with its name without the prefix (a metric's label).
+    pub fn queues(&self) -> Vec<(String, String)> {
         let waits = RETRY_DELAYS
             .map(|bucket| self.wait_queue(bucket))
             .into_iter()
             .chain(RETRY_DELAYS.map(|bucket| self.bulk_wait_queue(bucket)));
         let webhook_waits = WEBHOOK_WAIT_BUCKETS.map(|bucket| self.webhook_wait_queue(bucket));
-        for queue in [
+        [
             self.jobs_queue(),
             self.bulk_queue(),
             self.dead_letter_queue(),
@@ -380,7 +380,20 @@ impl Topology {
         .into_iter()
         .chain(waits)
         .chain(webhook_waits)
-        {
+        .map(|name| (self.unprefixed(&name).to_owned(), name))
+        .collect()
+    }
+
+    /// A name of this topology without its prefix.
+    pub fn unprefixed<'a>(&self, name: &'a str) -> &'a str {
+        name.strip_prefix(&self.prefix)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .unwrap_or(name)
+    }
+
+    /// Deletes everything `declare` made. For tests and for tearing down a deployment.
+    pub async fn delete(&self, channel: &Channel) -> lapin::Result<()> {
+        for (_, queue) in self.queues() {
             channel
                 .queue_delete(queue.into(), QueueDeleteOptions::default())
                 .await?;

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use shared::domain::{CircuitPolicy, Host, Runtime};
+use shared::domain::{CircuitPolicy, Host, ProviderName, Runtime};
 use shared::provider::{OllamaClient, OllamaModels, Provider, model_key};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -21,6 +21,7 @@ use slots::Usable;
 pub use slots::{NoSlot, SlotGuard};
 
 use crate::circuit::{Circuit, Turned};
+use crate::metrics::ProviderHealth;
 
 /// Longest a listing of a host's models may take.
 const LISTING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -202,6 +203,19 @@ impl Fleet {
             .hosts
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
+    }
+
+    /// Each host's circuit and slots.
+    pub fn health(&self) -> Vec<ProviderHealth> {
+        self.current()
+            .iter()
+            .map(|state| ProviderHealth {
+                provider: ProviderName::Ollama.as_str(),
+                host: Some(state.host.name.clone()),
+                circuit_open: state.circuit().is_open(),
+                slots: state.host.slots,
+            })
+            .collect()
     }
 
     /// A host by id, if it is still in the fleet.

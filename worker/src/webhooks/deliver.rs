@@ -10,6 +10,7 @@ use rand::Rng as _;
 use serde_json::json;
 use shared::db::webhooks::{self, AttemptRecord, AttemptVerdict, ClaimedDelivery};
 use shared::db::{batches, jobs};
+use shared::domain::TraceParent;
 use shared::queue::{Versioned as _, WebhookMessage};
 use shared::webhook::{SigningSecret, message_id};
 use uuid::Uuid;
@@ -21,7 +22,11 @@ use crate::Context;
 /// start a second attempt meanwhile; if the deliverer dies, the sweeper sends it after that.
 const CLAIM_MARGIN: Duration = Duration::from_secs(30);
 
-#[tracing::instrument(skip_all, fields(delivery_id))]
+#[tracing::instrument(
+    name = "webhook delivery",
+    skip_all,
+    fields(delivery_id, job_id, trace_id)
+)]
 pub async fn handle(context: &Context, delivery: &Delivery) {
     if let Some(message) = WebhookMessage::decode(&delivery.data) {
         let id = message.delivery_id;
@@ -45,6 +50,13 @@ async fn attempt(context: &Context, id: Uuid) -> Result<(), sqlx::Error> {
         tracing::debug!("delivery not due, delivered or given up; nothing to do");
         return Ok(());
     };
+    let span = tracing::Span::current();
+    if let Some(job_id) = claimed.job_id {
+        span.record("job_id", tracing::field::display(job_id));
+    }
+    if let Some(parent) = claimed.traceparent.as_deref().and_then(TraceParent::parse) {
+        shared::telemetry::continue_trace(&span, Some(&parent));
+    }
     let payload = match &claimed.payload {
         Some(payload) => payload.clone(),
         None => {
@@ -96,6 +108,12 @@ async fn attempt(context: &Context, id: Uuid) -> Result<(), sqlx::Error> {
         error,
     };
     webhooks::record_attempt(&context.pool, id, &record, verdict).await?;
+    context.metrics.webhook(match verdict {
+        AttemptVerdict::Delivered => "delivered",
+        AttemptVerdict::RetryAfter(_) => "retrying",
+        AttemptVerdict::GiveUp => "given_up",
+        AttemptVerdict::Gone => "gone",
+    });
     tracing::info!(
         status_code,
         ?verdict,

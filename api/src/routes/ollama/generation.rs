@@ -136,6 +136,7 @@ struct Lines {
 
 impl Dialect for Lines {
     type Item = Value;
+    const STREAM: &'static str = "ollama";
 
     fn opening(&mut self) -> Vec<Value> {
         Vec::new()

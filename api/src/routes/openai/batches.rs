@@ -132,6 +132,7 @@ async fn create(
         webhook_url: None,
         origin: client.origin,
         client_ip: client.ip,
+        traceparent: client.trace,
         items,
         reservations: None,
         openai: Some(OpenAiOrigin {

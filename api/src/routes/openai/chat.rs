@@ -156,6 +156,7 @@ impl ChunkWriter {
 
 impl Dialect for ChunkWriter {
     type Item = Event;
+    const STREAM: &'static str = "openai_chat";
 
     fn opening(&mut self) -> Vec<Event> {
         vec![self.chunk(json!({ "role": "assistant", "content": "" }), Value::Null)]
@@ -239,6 +240,7 @@ impl ResponseEvents {
 
 impl Dialect for ResponseEvents {
     type Item = Event;
+    const STREAM: &'static str = "openai_responses";
 
     fn opening(&mut self) -> Vec<Event> {
         let created = self.response("in_progress", json!([]), Value::Null);
