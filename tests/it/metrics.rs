@@ -181,7 +181,7 @@ async fn counters_and_histograms_move_as_jobs_run() {
 }
 
 #[tokio::test]
-async fn retries_fallbacks_and_streams_are_counted() {
+async fn retries_fallbacks_streams_and_webhooks_are_counted_and_the_dashboard_charts_only_these() {
     let stack = Stack::with(Options {
         settings: SettingsChange {
             ai_fallback_provider: Some(Some(ProviderName::OpenAi)),
@@ -216,6 +216,29 @@ async fn retries_fallbacks_and_streams_are_counted() {
     assert_eq!(
         observations(&worker, "tollgate_provider_call_duration_seconds", &failed),
         2
+    );
+
+    // A streamed job's first piece of text is timed.
+    stack.ollama.set_knobs(Knobs::default());
+    let streamed = client()
+        .post(stack.url("/v1/generate"))
+        .bearer_auth(&stack.token)
+        .json(&json!({ "model": "llama3", "prompt": "streamed", "stream": true }))
+        .send()
+        .await
+        .expect("stream a job");
+    assert_eq!(streamed.status(), 200);
+    let (events, _) = crate::events::read_stream(streamed, WAIT).await;
+    assert!(events.iter().any(|e| e.event == "delta"), "{events:?}");
+    let worker = scrape(stack.worker_probe(), None).await;
+    let first_token = [("provider", "ollama"), ("model", "llama3")];
+    assert_eq!(
+        observations(
+            &worker,
+            "tollgate_provider_time_to_first_token_seconds",
+            &first_token
+        ),
+        1
     );
 
     // A job's event stream counts as open while a client holds it.
@@ -260,6 +283,61 @@ async fn retries_fallbacks_and_streams_are_counted() {
         ) == 0.0
     })
     .await;
+
+    // A webhook delivered.
+    stack.ollama.set_knobs(Knobs::default());
+    crate::webhooks::set_endpoint(&stack, serde_json::Value::Null).await;
+    let receiver = crate::webhooks::Receiver::start(vec![200]).await;
+    let hooked = json!({ "model": "llama3", "prompt": "hooked", "webhook_url": receiver.url });
+    stack.submit("/v1/generate", &hooked).await;
+    receiver.wait_for(1).await;
+    let delivered = [("outcome", "delivered")];
+    eventually("the delivery is counted", || async {
+        let worker = scrape(stack.worker_probe(), None).await;
+        value(&worker, "tollgate_webhook_deliveries", &delivered) == 1.0
+    })
+    .await;
+
+    // Every metric the Grafana dashboard kept in the repository charts is one the gateway exports.
+    let exported: Vec<String> = [
+        scrape(&stack.api_url, None).await,
+        scrape(stack.worker_probe(), None).await,
+    ]
+    .iter()
+    .flat_map(|scrape| scrape.families.keys().cloned().collect::<Vec<_>>())
+    .collect();
+    let dashboard: serde_json::Value = serde_json::from_str(include_str!(
+        "../../monitoring/grafana/dashboards/tollgate.json"
+    ))
+    .expect("the dashboard is JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10, "{}", panels.len());
+    for panel in panels {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("a PromQL expression");
+            for name in charted(expr) {
+                assert!(
+                    exported.contains(&name),
+                    "{expr}: {name} among {exported:?}"
+                );
+            }
+        }
+    }
+}
+
+/// The metric families a PromQL expression reads (`tollgate_x_total` and `tollgate_x_bucket` are
+/// series of the family `tollgate_x`).
+fn charted(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("tollgate_"))
+        .map(|word| {
+            ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| word.strip_suffix(suffix))
+                .unwrap_or(word)
+                .to_owned()
+        })
+        .collect()
 }
 
 #[tokio::test]
