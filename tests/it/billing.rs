@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use shared::domain::{JobId, Role};
 
-use crate::harness::{Options, Stack, WAIT, client, idle};
+use crate::harness::{Stack, WAIT, client, idle};
 
 fn decimal(value: &Value) -> Decimal {
     Decimal::from_str(value.as_str().expect("a decimal string")).expect("decimal")
@@ -225,13 +225,9 @@ async fn the_usage_record_keeps_the_token_origin_and_client_address() {
 
 #[tokio::test]
 async fn the_operator_sees_spend_per_provider_with_failed_calls_beside_charges_per_tenant() {
-    let stack = Stack::with(Options {
-        settings: shared::domain::SettingsChange {
-            ai_fallback_provider: Some(Some(shared::domain::ProviderName::OpenAi)),
-            ..Default::default()
-        },
-        ..Options::default()
-    })
+    let stack = Stack::with(crate::harness::with_openai_fallback(
+        shared::domain::SettingsChange::default(),
+    ))
     .await;
     stack.ollama.set_knobs(provider_sim::Knobs {
         error_rate: 1.0,

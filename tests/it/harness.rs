@@ -117,6 +117,17 @@ impl Default for Options {
     }
 }
 
+/// A stack whose settings, besides `settings`, fall back to OpenAI (the second sim).
+pub fn with_openai_fallback(settings: SettingsChange) -> Options {
+    Options {
+        settings: SettingsChange {
+            ai_fallback_provider: Some(Some(ProviderName::OpenAi)),
+            ..settings
+        },
+        ..Options::default()
+    }
+}
+
 /// A stack without a worker: submitted jobs stay queued.
 pub fn idle() -> Options {
     Options {
@@ -553,6 +564,17 @@ impl Stack {
             .await;
         self.wait_until_finished(job["id"].as_str().expect("id"))
             .await
+    }
+
+    /// Submits `count` generate jobs for `llama3`, prompted `{tag} {n}`; their ids.
+    pub async fn submit_many(&self, count: usize, tag: &str) -> Vec<String> {
+        let mut ids = Vec::with_capacity(count);
+        for n in 0..count {
+            let body = json!({ "model": "llama3", "prompt": format!("{tag} {n}") });
+            let job = self.submit("/v1/generate", &body).await;
+            ids.push(job["id"].as_str().expect("id").to_owned());
+        }
+        ids
     }
 
     /// Submits and returns the 202's job JSON.

@@ -9,10 +9,11 @@ use openmetrics_parser::{
 use provider_sim::Knobs;
 use secrecy::SecretString;
 use serde_json::json;
-use shared::domain::{ProviderName, SettingsChange};
+use shared::domain::SettingsChange;
 
 use crate::harness::{
     Options, Stack, WAIT, client, eventually, test_api_settings, test_worker_settings,
+    with_openai_fallback,
 };
 
 type Scrape = MetricsExposition<OpenMetricsType, OpenMetricsValue>;
@@ -182,14 +183,7 @@ async fn counters_and_histograms_move_as_jobs_run() {
 
 #[tokio::test]
 async fn retries_fallbacks_streams_and_webhooks_are_counted_and_the_dashboard_charts_only_these() {
-    let stack = Stack::with(Options {
-        settings: SettingsChange {
-            ai_fallback_provider: Some(Some(ProviderName::OpenAi)),
-            ..SettingsChange::default()
-        },
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::with(with_openai_fallback(SettingsChange::default())).await;
     stack.ollama.set_knobs(Knobs {
         error_rate: 1.0,
         ..Knobs::default()
@@ -355,16 +349,7 @@ async fn queue_depth_and_age_follow_a_backlog() {
         latency_ms: 150,
         ..Knobs::default()
     });
-    let mut ids = Vec::new();
-    for n in 0..8 {
-        let job = stack
-            .submit(
-                "/v1/generate",
-                &json!({ "model": "llama3", "prompt": format!("{n}") }),
-            )
-            .await;
-        ids.push(job["id"].as_str().expect("id").to_owned());
-    }
+    let ids = stack.submit_many(8, "backlog").await;
     let interactive = [("queue", "jobs.interactive")];
     eventually("the backlog shows in the queue depth and age", || async {
         let worker = scrape(stack.worker_probe(), None).await;

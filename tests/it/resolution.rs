@@ -7,24 +7,14 @@ use provider_sim::Knobs;
 use reqwest::Method;
 use serde_json::{Value, json};
 use shared::db::job_attempts::{self, AttemptRow};
-use shared::domain::{ProviderName, SettingsChange};
+use shared::domain::SettingsChange;
 
-use crate::harness::{Options, Stack, eventually};
+use crate::harness::{Options, Stack, eventually, with_openai_fallback};
 
 fn failing() -> Knobs {
     Knobs {
         error_rate: 1.0,
         ..Knobs::default()
-    }
-}
-
-fn with_fallback(settings: SettingsChange) -> Options {
-    Options {
-        settings: SettingsChange {
-            ai_fallback_provider: Some(Some(ProviderName::OpenAi)),
-            ..settings
-        },
-        ..Options::default()
     }
 }
 
@@ -42,7 +32,7 @@ fn providers_called(attempts: &[AttemptRow]) -> Vec<(&str, &str)> {
 
 #[tokio::test]
 async fn a_failing_primary_is_retried_then_the_fallback_answers_with_its_own_model() {
-    let stack = Stack::with(with_fallback(SettingsChange::default())).await;
+    let stack = Stack::with(with_openai_fallback(SettingsChange::default())).await;
     stack.ollama.set_knobs(failing());
 
     let job = stack.generate("llama3", "Describe a lamp").await;
@@ -68,7 +58,7 @@ async fn a_failing_primary_is_retried_then_the_fallback_answers_with_its_own_mod
 
 #[tokio::test]
 async fn when_every_provider_is_down_the_job_waits_in_the_delay_queue_then_fails() {
-    let stack = Stack::with(with_fallback(SettingsChange::default())).await;
+    let stack = Stack::with(with_openai_fallback(SettingsChange::default())).await;
     stack.ollama.set_knobs(failing());
     stack.openai.set_knobs(failing());
 
@@ -145,7 +135,7 @@ async fn a_429_with_retry_after_is_waited_out_before_the_next_call() {
 
 #[tokio::test]
 async fn a_400_from_the_provider_fails_the_job_at_once_without_retry_or_fallback() {
-    let stack = Stack::with(with_fallback(SettingsChange::default())).await;
+    let stack = Stack::with(with_openai_fallback(SettingsChange::default())).await;
     stack.ollama.set_knobs(Knobs {
         error_rate: 1.0,
         error_status: Some(400),
@@ -172,7 +162,7 @@ async fn a_400_from_the_provider_fails_the_job_at_once_without_retry_or_fallback
 
 #[tokio::test]
 async fn the_circuit_opens_after_repeated_failures_and_closes_after_the_cool_down() {
-    let stack = Stack::with(with_fallback(SettingsChange {
+    let stack = Stack::with(with_openai_fallback(SettingsChange {
         provider_attempts: Some(1),
         circuit_failure_threshold: Some(2),
         // long enough that the first three jobs finish inside it even on a slow machine
@@ -252,16 +242,7 @@ async fn a_provider_never_has_more_calls_in_flight_than_its_limit() {
         ..Knobs::default()
     });
 
-    let mut ids = Vec::new();
-    for n in 0..4 {
-        let job = stack
-            .submit(
-                "/v1/generate",
-                &json!({ "model": "llama3", "prompt": format!("job {n}") }),
-            )
-            .await;
-        ids.push(job["id"].as_str().expect("id").to_owned());
-    }
+    let ids = stack.submit_many(4, "job").await;
     let mut calls = Vec::new();
     for id in &ids {
         let job = stack.wait_until_finished(id).await;

@@ -5,9 +5,9 @@
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use shared::domain::{ProviderName, SettingsChange, TraceParent};
+use shared::domain::{SettingsChange, TraceParent};
 
-use crate::harness::{Options, Stack, client, eventually};
+use crate::harness::{Stack, client, eventually, with_openai_fallback};
 use crate::secrets::capture_logs;
 
 const SENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -41,14 +41,7 @@ async fn submit_traced(stack: &Stack, path: &str, body: &Value, traceparent: &st
 #[tokio::test(flavor = "current_thread")]
 async fn a_clients_trace_reaches_every_provider_call_and_every_log_line_about_the_job() {
     let (logs, _guard) = capture_logs();
-    let stack = Stack::with(Options {
-        settings: SettingsChange {
-            ai_fallback_provider: Some(Some(ProviderName::OpenAi)),
-            ..SettingsChange::default()
-        },
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::with(with_openai_fallback(SettingsChange::default())).await;
     // Ollama fails (two calls, logged), then OpenAI answers: three calls of one trace.
     stack.ollama.set_knobs(provider_sim::Knobs {
         error_rate: 1.0,
@@ -210,11 +203,27 @@ async fn with_an_otlp_endpoint_the_jobs_way_is_exported_as_spans_of_its_trace() 
         .await;
     assert_eq!(job["status"], "succeeded");
 
-    let flush = provider.clone();
-    tokio::task::spawn_blocking(move || flush.force_flush())
-        .await
-        .expect("flush")
-        .expect("spans exported");
+    // The job's span ends with its ack, a moment after its end is visible: flush until it is in.
+    let expected = [
+        "api request",
+        "queue wait",
+        "job",
+        "claim",
+        "provider call",
+        "finish",
+    ];
+    eventually("every span of the job's way is exported", || async {
+        let flush = provider.clone();
+        tokio::task::spawn_blocking(move || flush.force_flush())
+            .await
+            .expect("flush")
+            .expect("spans exported");
+        let spans = exported_spans(&exports.lock().expect("exports"));
+        expected
+            .iter()
+            .all(|name| spans.iter().any(|s| s.0 == *name && s.1 == TRACE_ID))
+    })
+    .await;
     let spans = exported_spans(&exports.lock().expect("exports"));
     let of_the_trace: Vec<_> = spans.iter().filter(|s| s.1 == TRACE_ID).collect();
     let named = |name: &str| {
