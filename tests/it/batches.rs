@@ -449,7 +449,7 @@ async fn concurrent_dispatchers_never_release_an_item_twice() {
                 if round.is_empty() {
                     return released;
                 }
-                released.extend(round);
+                released.extend(round.into_iter().map(|(id, _trace)| id));
             }
         })
     });

@@ -250,4 +250,28 @@ async fn with_an_otlp_endpoint_the_jobs_way_is_exported_as_spans_of_its_trace() 
         format!("00-{TRACE_ID}-{}-01", call.2),
         "the provider is told the call's own span"
     );
+
+    // A batch's item, released by the dispatcher, carries its trace in its message too: the
+    // worker's span of the item continues the batch request's trace.
+    let other = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let items = json!([{ "custom_id": "only", "prompt": "an item" }]);
+    let body = json!({ "kind": "generate", "model": "llama3", "items": items });
+    submit_traced(&stack, "/v1/batches", &body, other).await;
+    eventually(
+        "the item's run is exported in the batch's trace",
+        || async {
+            let flush = provider.clone();
+            tokio::task::spawn_blocking(move || flush.force_flush())
+                .await
+                .expect("flush")
+                .expect("spans exported");
+            let spans = exported_spans(&exports.lock().expect("exports"));
+            ["job", "provider call", "finish"].iter().all(|name| {
+                spans
+                    .iter()
+                    .any(|s| s.0 == *name && s.1 == "0af7651916cd43dd8448eb211c80319c")
+            })
+        },
+    )
+    .await;
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use shared::db::{dispatch, jobs};
 use shared::domain::{BatchId, JobId, TenantId};
-use shared::queue::Broker;
+use shared::queue::{Broker, Work};
 use sqlx::PgConnection;
 
 use crate::Context;
@@ -66,7 +66,8 @@ async fn dispatch_round(context: &Context, broker: &Broker, round: usize) -> any
         return Ok(0);
     }
     broker.publish_bulk(&released).await?;
-    jobs::mark_published(&context.pool, &released).await?;
+    let ids: Vec<JobId> = released.iter().map(|work| work.id).collect();
+    jobs::mark_published(&context.pool, &ids).await?;
     Ok(released.len())
 }
 
@@ -76,7 +77,7 @@ async fn release(
     tx: &mut PgConnection,
     bulk_depth: usize,
     round: usize,
-) -> Result<Vec<JobId>, sqlx::Error> {
+) -> Result<Vec<Work>, sqlx::Error> {
     if !dispatch::take_turn(tx).await? {
         return Ok(Vec::new());
     }
@@ -90,7 +91,11 @@ async fn release(
     if waiting.is_empty() {
         return Ok(Vec::new());
     }
-    dispatch::release(tx, &fair_shares(budget, &waiting, round)).await
+    let released = dispatch::release(tx, &fair_shares(budget, &waiting, round)).await?;
+    Ok(released
+        .into_iter()
+        .map(|(id, trace)| Work::new(id, trace))
+        .collect())
 }
 
 /// Ends batches whose items have all ended and sends their webhooks (the sweeper resends one

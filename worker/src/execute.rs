@@ -19,7 +19,7 @@ use shared::db::runs::{self, ClaimedJob, Outcome, Partial, Recorded};
 use shared::domain::{
     JobError, JobId, JobRequest, JobStatus, ProviderName, RouteInput, Runtime, TraceParent,
 };
-use shared::queue::{JobEvent, JobMessage, Versioned as _, traceparent_of};
+use shared::queue::{JobEvent, JobMessage, Versioned as _, Work, traceparent_of};
 use shared::telemetry;
 use tokio::sync::SemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -45,7 +45,7 @@ pub async fn handle(context: &Context, delivery: &Delivery, lane: Lane) {
         return;
     };
     // The job's span continues the trace its message carries, set before the span starts (a
-    // started span keeps its trace). A message without one (a batch item, a republished job)
+    // started span keeps its trace). A message without one (a dead letter an operator requeued)
     // continues the trace its row holds for the logs and the provider; its exported spans start a
     // trace of their own.
     let span = tracing::info_span!(
@@ -230,7 +230,7 @@ async fn work(
         // Parked and committed: if this publish fails, the sweeper sends the job once it is due.
         match context
             .broker
-            .publish_delayed(job.id, delay, job.bulk)
+            .publish_delayed(Work::new(job.id, job.traceparent), delay, job.bulk)
             .await
         {
             Ok(()) => {

@@ -11,9 +11,10 @@
 
 use std::sync::Arc;
 
+use shared::db::jobs::Unpublished;
 use shared::db::{idempotency, jobs, webhooks};
 use shared::domain::{JobId, JobStatus};
-use shared::queue::{Broker, JobEvent};
+use shared::queue::{Broker, JobEvent, Work};
 
 use crate::Context;
 
@@ -59,17 +60,20 @@ async fn sweep(context: &Context, broker: &Broker) -> anyhow::Result<()> {
     )
     .await?;
     if !unpublished.is_empty() {
-        let (bulk, single): (Vec<_>, Vec<_>) = unpublished.iter().partition(|(_, bulk)| *bulk);
-        let ids =
-            |jobs: Vec<&(JobId, bool)>| jobs.into_iter().map(|(id, _)| *id).collect::<Vec<_>>();
-        let (bulk, single) = (ids(bulk), ids(single));
+        let (bulk, single): (Vec<_>, Vec<_>) = unpublished.iter().partition(|job| job.bulk);
+        let work = |jobs: Vec<&Unpublished>| {
+            jobs.into_iter()
+                .map(|job| Work::new(job.id, job.trace))
+                .collect::<Vec<_>>()
+        };
+        let (bulk, single) = (work(bulk), work(single));
         if !single.is_empty() {
             broker.publish_jobs(&single).await?;
         }
         if !bulk.is_empty() {
             broker.publish_bulk(&bulk).await?;
         }
-        let ids: Vec<JobId> = single.into_iter().chain(bulk).collect();
+        let ids: Vec<JobId> = single.iter().chain(&bulk).map(|work| work.id).collect();
         jobs::mark_published(&context.pool, &ids).await?;
         tracing::info!(
             republished = ids.len(),

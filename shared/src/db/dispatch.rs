@@ -7,7 +7,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::webhooks::BATCH_DELIVERY_FROM_ENDED;
-use crate::domain::{BatchId, JobId, TenantId};
+use crate::domain::{BatchId, JobId, TenantId, TraceParent};
 
 /// The one lock a dispatch round holds for its transaction: rounds of several workers take turns
 /// rather than each releasing a full budget (which would deepen the queue by their number).
@@ -41,15 +41,15 @@ pub async fn waiting(conn: &mut PgConnection) -> Result<Vec<(BatchId, TenantId)>
     .await
 }
 
-/// Releases up to `count` of each batch's oldest pending items; returns the ids released. Rows
-/// another dispatcher has locked are skipped, and only `pending` items change, so an item is never
-/// released twice.
+/// Releases up to `count` of each batch's oldest pending items; returns the items released, with
+/// their traces. Rows another dispatcher has locked are skipped, and only `pending` items change,
+/// so an item is never released twice.
 pub async fn release(
     conn: &mut PgConnection,
     shares: &[(BatchId, i32)],
-) -> Result<Vec<JobId>, sqlx::Error> {
+) -> Result<Vec<(JobId, Option<TraceParent>)>, sqlx::Error> {
     let (batches, counts): (Vec<BatchId>, Vec<i32>) = shares.iter().copied().unzip();
-    sqlx::query_scalar(
+    let released: Vec<(JobId, Option<String>)> = sqlx::query_as(
         "with share as (select * from unnest($1::uuid[], $2::int[]) as s (batch_id, n)),
               picked as (
                 select item.id from share
@@ -61,12 +61,13 @@ pub async fn release(
          update jobs set status = 'queued', released_at = now(), revision = revision + 1
            from picked
           where jobs.id = picked.id and jobs.status = 'pending'
-         returning jobs.id",
+         returning jobs.id, jobs.traceparent",
     )
     .bind(&batches)
     .bind(&counts)
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(released.into_iter().map(super::jobs::with_trace).collect())
 }
 
 /// A batch that has just ended, and the delivery announcing it (if it has somewhere to go).

@@ -359,30 +359,40 @@ pub async fn fail_dead_lettered(
     .await
 }
 
-/// Jobs whose message may be missing, and whether each is a batch item (for the bulk queue):
-/// `queued` ones never confirmed published (the api or dispatcher died between commit and
-/// publish, or a lease ran out), and `retrying` ones whose delayed message is overdue.
+/// A job whose message may be missing (see [`unpublished`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Unpublished {
+    pub id: JobId,
+    /// A batch item, for the bulk queue.
+    pub bulk: bool,
+    /// The trace its message carries.
+    pub trace: Option<TraceParent>,
+}
+
+/// Jobs whose message may be missing: `queued` ones never confirmed published (the api or
+/// dispatcher died between commit and publish, or a lease ran out), and `retrying` ones whose
+/// delayed message is overdue.
 pub async fn unpublished(
     pool: &PgPool,
     older_than: Duration,
     overdue: Duration,
     limit: i64,
-) -> Result<Vec<(JobId, bool)>, sqlx::Error> {
+) -> Result<Vec<Unpublished>, sqlx::Error> {
     // Each arm matches one partial index (jobs_queued, jobs_batch_released, jobs_retrying). A
     // batch item counts from its release, not its creation.
-    sqlx::query_as(
-        "(select id, false from jobs
+    let rows: Vec<(JobId, bool, Option<String>)> = sqlx::query_as(
+        "(select id, false, traceparent from jobs
            where status = 'queued' and published_at is null and batch_id is null
              and created_at < now() - make_interval(secs => $1)
            order by created_at
            limit $3)
          union all
-         (select id, true from jobs
+         (select id, true, traceparent from jobs
            where status = 'queued' and published_at is null and batch_id is not null
              and released_at < now() - make_interval(secs => $1)
            limit $3)
          union all
-         (select id, batch_id is not null from jobs
+         (select id, batch_id is not null, traceparent from jobs
            where status = 'retrying'
              and retry_at < now() - make_interval(secs => $1)
              and (published_at is null or retry_at < now() - make_interval(secs => $2))
@@ -393,7 +403,20 @@ pub async fn unpublished(
     .bind(overdue.as_secs_f64())
     .bind(limit)
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, bulk, trace)| Unpublished {
+            id,
+            bulk,
+            trace: trace.as_deref().and_then(TraceParent::parse),
+        })
+        .collect())
+}
+
+/// A job id with its stored `traceparent`, parsed.
+pub(super) fn with_trace((id, trace): (JobId, Option<String>)) -> (JobId, Option<TraceParent>) {
+    (id, trace.as_deref().and_then(TraceParent::parse))
 }
 
 /// Puts `running` jobs whose lease ran out back to `queued`, unpublished, so the sweeper sends them

@@ -39,6 +39,44 @@ pub fn traceparent_of(properties: &BasicProperties) -> Option<TraceParent> {
     }
 }
 
+/// A job to send to a worker, with the trace it was accepted in (its message's `traceparent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Work {
+    pub id: JobId,
+    pub trace: Option<TraceParent>,
+}
+
+impl Work {
+    pub fn new(id: JobId, trace: Option<TraceParent>) -> Self {
+        Self { id, trace }
+    }
+
+    fn message(&self) -> Outgoing {
+        Outgoing {
+            id: self.id.to_string(),
+            body: JobMessage::new(self.id).encode(),
+            trace: self.trace,
+        }
+    }
+}
+
+/// A message on its way: its id, body and trace.
+struct Outgoing {
+    id: String,
+    body: Vec<u8>,
+    trace: Option<TraceParent>,
+}
+
+impl Outgoing {
+    fn untraced(id: String, body: Vec<u8>) -> Self {
+        Self {
+            id,
+            body,
+            trace: None,
+        }
+    }
+}
+
 /// How often the supervisor checks that the connection is still up.
 const HEALTH_CHECK_EVERY: Duration = Duration::from_millis(250);
 
@@ -205,45 +243,31 @@ impl Broker {
         id: JobId,
         trace: Option<&TraceParent>,
     ) -> Result<(), PublishError> {
-        let exchange = self.inner.topology.jobs_exchange();
-        let message = (id.to_string(), JobMessage::new(id).encode());
-        let mut headers = FieldTable::default();
-        if let Some(trace) = trace {
-            headers.insert(
-                TRACEPARENT.into(),
-                AMQPValue::LongString(trace.to_string().into()),
-            );
-        }
-        let headers = trace.map(|_| headers);
-        self.publish(&exchange, JOB_ROUTING_KEY, vec![message], None, headers)
-            .await
+        self.publish_jobs(&[Work::new(id, trace.copied())]).await
     }
 
     /// Publishes many job messages, then awaits all their confirms as one window.
-    pub async fn publish_jobs(&self, ids: &[JobId]) -> Result<(), PublishError> {
-        self.publish_work(JOB_ROUTING_KEY, ids).await
+    pub async fn publish_jobs(&self, jobs: &[Work]) -> Result<(), PublishError> {
+        self.publish_work(JOB_ROUTING_KEY, jobs).await
     }
 
     /// Publishes batch items to the bulk queue, awaiting their confirms as one window.
-    pub async fn publish_bulk(&self, ids: &[JobId]) -> Result<(), PublishError> {
-        self.publish_work(BULK_ROUTING_KEY, ids).await
+    pub async fn publish_bulk(&self, items: &[Work]) -> Result<(), PublishError> {
+        self.publish_work(BULK_ROUTING_KEY, items).await
     }
 
-    async fn publish_work(&self, key: &str, ids: &[JobId]) -> Result<(), PublishError> {
+    async fn publish_work(&self, key: &str, work: &[Work]) -> Result<(), PublishError> {
         let exchange = self.inner.topology.jobs_exchange();
-        let messages = ids
-            .iter()
-            .map(|id| (id.to_string(), JobMessage::new(*id).encode()))
-            .collect();
-        self.publish(&exchange, key, messages, None, None).await
+        let messages = work.iter().map(Work::message).collect();
+        self.publish(&exchange, key, messages, None).await
     }
 
     /// Publishes a job message to the wait queue of `delay` (rounded up to a bucket, see
     /// [`wait_bucket`]); when it expires there it reaches the work queue it came from: the bulk
-    /// queue for a batch's item.
+    /// queue for a batch's item. The message keeps its trace on the way.
     pub async fn publish_delayed(
         &self,
-        id: JobId,
+        job: Work,
         delay: Duration,
         bulk: bool,
     ) -> Result<(), PublishError> {
@@ -254,8 +278,7 @@ impl Broker {
         } else {
             wait_key(bucket)
         };
-        let message = (id.to_string(), JobMessage::new(id).encode());
-        self.publish(&exchange, &key, vec![message], None, None)
+        self.publish(&exchange, &key, vec![job.message()], None)
             .await
     }
 
@@ -264,9 +287,9 @@ impl Broker {
         let exchange = self.inner.topology.webhooks_exchange();
         let messages = ids
             .iter()
-            .map(|id| (id.to_string(), WebhookMessage::new(*id).encode()))
+            .map(|id| Outgoing::untraced(id.to_string(), WebhookMessage::new(*id).encode()))
             .collect();
-        self.publish(&exchange, WEBHOOK_ROUTING_KEY, messages, None, None)
+        self.publish(&exchange, WEBHOOK_ROUTING_KEY, messages, None)
             .await
     }
 
@@ -279,8 +302,8 @@ impl Broker {
     ) -> Result<(), PublishError> {
         let exchange = self.inner.topology.webhook_wait_exchange();
         let key = wait_key(webhook_wait_bucket(delay));
-        let message = (id.to_string(), WebhookMessage::new(id).encode());
-        self.publish(&exchange, &key, vec![message], Some(delay), None)
+        let message = Outgoing::untraced(id.to_string(), WebhookMessage::new(id).encode());
+        self.publish(&exchange, &key, vec![message], Some(delay))
             .await
     }
 
@@ -349,28 +372,32 @@ impl Broker {
         }
     }
 
-    /// Publishes `(message id, body)` pairs, then awaits all their confirms as one window. With
-    /// `expiration`, each message expires (is dead-lettered onwards) after that long in a queue;
-    /// `headers` go on every message.
+    /// Publishes messages, then awaits all their confirms as one window. With `expiration`, each
+    /// message expires (is dead-lettered onwards) after that long in a queue. A message with a
+    /// trace carries it in its `traceparent` header.
     async fn publish(
         &self,
         exchange: &str,
         routing_key: &str,
-        messages: Vec<(String, Vec<u8>)>,
+        messages: Vec<Outgoing>,
         expiration: Option<Duration>,
-        headers: Option<FieldTable>,
     ) -> Result<(), PublishError> {
         let session = self.session().ok_or(PublishError::Disconnected)?;
         let exchange = ShortString::from(exchange);
         let routing_key = ShortString::from(routing_key);
         let mut confirms = Vec::with_capacity(messages.len());
-        for (id, body) in messages {
+        for Outgoing { id, body, trace } in messages {
             let mut properties = BasicProperties::default()
                 .with_delivery_mode(2) // persistent
                 .with_content_type("application/json".into())
                 .with_message_id(id.into());
-            if let Some(headers) = &headers {
-                properties = properties.with_headers(headers.clone());
+            if let Some(trace) = trace {
+                let mut headers = FieldTable::default();
+                headers.insert(
+                    TRACEPARENT.into(),
+                    AMQPValue::LongString(trace.to_string().into()),
+                );
+                properties = properties.with_headers(headers);
             }
             if let Some(expiration) = expiration {
                 properties = properties.with_expiration(expiration.as_millis().to_string().into());
