@@ -410,16 +410,26 @@ async fn the_metrics_token_guards_both_listeners_and_the_worker_answers_its_prob
     let worker = scrape(stack.worker_probe(), Some(token)).await;
     let host = [("provider", "ollama"), ("host", "default")];
     assert_eq!(value(&worker, "tollgate_provider_slots", &host), 64.0);
+    // Ready once the sampler has seen Postgres answer (at start, then every `backlog_every`).
     for path in ["/healthz", "/readyz"] {
-        let response = tokio::time::timeout(
-            WAIT,
+        let url = format!("{}{path}", stack.worker_probe());
+        eventually(&format!("{path} answers 200"), || async {
             client()
-                .get(format!("{}{path}", stack.worker_probe()))
-                .send(),
-        )
-        .await
-        .expect("in time")
-        .expect("probe");
-        assert_eq!(response.status(), 200, "{path}");
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|response| response.status() == 200)
+        })
+        .await;
     }
+    let ready: serde_json::Value = client()
+        .get(format!("{}/readyz", stack.worker_probe()))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("readyz JSON");
+    assert_eq!(ready["checks"]["postgres"], "ok", "{ready}");
+    assert_eq!(ready["checks"]["rabbitmq"], "ok", "{ready}");
 }

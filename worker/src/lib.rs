@@ -30,6 +30,7 @@ mod sweeper;
 mod webhooks;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use shared::metrics::ScrapeGuard;
@@ -167,23 +168,28 @@ pub async fn run(
             .keep_fresh(settings.probe_every, shutdown.clone()),
     );
     let metrics = Arc::new(metrics::WorkerMetrics::default());
-    let probe = probe.map(|listener| {
-        let probe = probe::Probe {
-            metrics: metrics.clone(),
-            providers: providers.clone(),
-            pool: pool.clone(),
-            broker: broker.clone(),
-            guard: ScrapeGuard::new(settings.metrics_token.as_ref()),
-        };
-        let sampler = metrics::backlog::sample(
+    let postgres = Arc::new(AtomicBool::new(false));
+    let sampler = probe.is_some().then(|| {
+        tokio::spawn(metrics::backlog::sample(
             metrics.clone(),
             pool.clone(),
             broker.clone(),
             settings.backlog_every,
+            postgres.clone(),
             shutdown.clone(),
-        );
-        let served = probe::serve(listener, probe, shutdown.clone());
-        tokio::spawn(async move { tokio::join!(sampler, served) })
+        ))
+    });
+    let probe = probe.and_then(|listener| {
+        let probe = probe::Probe {
+            metrics: metrics.clone(),
+            providers: providers.clone(),
+            broker: broker.clone(),
+            guard: ScrapeGuard::new(settings.metrics_token.as_ref()),
+            postgres,
+        };
+        probe::spawn(listener, probe, shutdown.clone())
+            .inspect_err(|error| tracing::error!(%error, "cannot start the worker probe"))
+            .ok()
     });
     let context = Arc::new(Context {
         pool,
@@ -221,10 +227,16 @@ pub async fn run(
             tracing::error!(%error, task = name, "worker task panicked");
         }
     }
-    if let Some(probe) = probe
-        && let Err(error) = probe.await
+    if let Some(sampler) = sampler
+        && let Err(error) = sampler.await
     {
-        tracing::error!(%error, task = "probe", "worker task panicked");
+        tracing::error!(%error, task = "backlog sampler", "worker task panicked");
+    }
+    if let Some(probe) = probe {
+        let joined = tokio::task::spawn_blocking(move || probe.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            tracing::error!(task = "probe", "worker task panicked");
+        }
     }
     Ok(())
 }

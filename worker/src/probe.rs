@@ -1,8 +1,14 @@
 //! The worker's own small HTTP listener (`TOLLGATE_WORKER_LISTEN`): `/metrics` for Prometheus,
 //! `/healthz` and `/readyz` for an orchestrator's probes. Nothing else is served on it.
+//!
+//! It runs on a thread and runtime of its own: a worker at full load keeps its runtime's threads
+//! busy with jobs, and a scrape queued behind them would wait its turn. Nothing here touches the
+//! database or the broker: it reads what the worker's tasks keep current (the metrics, the
+//! providers' state, and Postgres's health as the backlog sampler last saw it).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -12,7 +18,6 @@ use axum::{Json, Router};
 use serde_json::json;
 use shared::metrics::ScrapeGuard;
 use shared::queue::Broker;
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -24,13 +29,42 @@ use crate::metrics::WorkerMetrics;
 pub struct Probe {
     pub metrics: Arc<WorkerMetrics>,
     pub providers: Providers,
-    pub pool: PgPool,
     pub broker: Broker,
     pub guard: ScrapeGuard,
+    /// Whether Postgres answered the backlog sampler's last read.
+    pub postgres: Arc<AtomicBool>,
 }
 
-/// Serves the probe on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, probe: Probe, shutdown: CancellationToken) {
+/// Serves the probe on `listener` from a thread of its own until `shutdown`.
+pub fn spawn(
+    listener: TcpListener,
+    probe: Probe,
+    shutdown: CancellationToken,
+) -> std::io::Result<JoinHandle<()>> {
+    let listener = listener.into_std()?;
+    std::thread::Builder::new()
+        .name("worker-probe".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    tracing::error!(%error, "cannot start the worker probe's runtime");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => serve(listener, probe, shutdown).await,
+                    Err(error) => tracing::error!(%error, "cannot serve the worker probe"),
+                }
+            });
+        })
+}
+
+async fn serve(listener: TcpListener, probe: Probe, shutdown: CancellationToken) {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route(
@@ -76,11 +110,10 @@ async fn metrics(State(probe): State<Probe>, headers: HeaderMap) -> Response {
     }
 }
 
-/// Ready when Postgres answers and RabbitMQ is connected: a worker without either cannot work.
+/// Ready when Postgres answered the sampler's last read and RabbitMQ is connected: a worker
+/// without either cannot work.
 async fn readyz(State(probe): State<Probe>) -> Response {
-    let postgres = tokio::time::timeout(Duration::from_secs(1), shared::db::ping(&probe.pool))
-        .await
-        .is_ok_and(|ping| ping.is_ok());
+    let postgres = probe.postgres.load(Ordering::Acquire);
     let rabbitmq = probe.broker.is_connected();
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
     let body = Json(json!({

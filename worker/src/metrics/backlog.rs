@@ -1,8 +1,9 @@
 //! Samples what waits for the workers — messages per queue, the age of the oldest waiting work,
 //! batch items pending — every few seconds, so that a scrape only reads gauges (a scrape under
-//! full load stays in the milliseconds).
+//! full load stays in the milliseconds); whether Postgres answered is the probe's readiness.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use shared::queue::Broker;
@@ -11,12 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::WorkerMetrics;
 
-/// Samples until `shutdown`.
+/// Samples until `shutdown`, saying in `postgres` whether each read was answered.
 pub async fn sample(
     metrics: Arc<WorkerMetrics>,
     pool: PgPool,
     broker: Broker,
     every: Duration,
+    postgres: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -24,9 +26,12 @@ pub async fn sample(
             Ok(depths) => metrics.queue_depths(&depths),
             Err(error) => tracing::debug!(%error, "cannot read the queue depths"),
         }
-        match shared::db::backlog::read(&pool).await {
-            Ok(backlog) => metrics.backlog(&backlog, broker.topology()),
-            Err(error) => tracing::debug!(%error, "cannot read the backlog"),
+        let read = tokio::time::timeout(every, shared::db::backlog::read(&pool)).await;
+        postgres.store(matches!(read, Ok(Ok(_))), Ordering::Release);
+        match read {
+            Ok(Ok(backlog)) => metrics.backlog(&backlog, broker.topology()),
+            Ok(Err(error)) => tracing::debug!(%error, "cannot read the backlog"),
+            Err(_) => tracing::debug!("the backlog read timed out"),
         }
         tokio::select! {
             () = tokio::time::sleep(every) => {}
