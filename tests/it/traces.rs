@@ -180,6 +180,19 @@ fn exported_spans(exports: &[Value]) -> Vec<(String, String, String, String)> {
         .collect()
 }
 
+/// Every span exported so far, once the exporter has sent what it holds.
+async fn flushed(
+    provider: &opentelemetry_sdk::trace::SdkTracerProvider,
+    exports: &Mutex<Vec<Value>>,
+) -> Vec<(String, String, String, String)> {
+    let flush = provider.clone();
+    tokio::task::spawn_blocking(move || flush.force_flush())
+        .await
+        .expect("flush")
+        .expect("spans exported");
+    exported_spans(&exports.lock().expect("exports"))
+}
+
 // The subscriber exporting spans is this thread's, so api, worker and test share the one thread.
 #[tokio::test(flavor = "current_thread")]
 async fn with_an_otlp_endpoint_the_jobs_way_is_exported_as_spans_of_its_trace() {
@@ -213,12 +226,7 @@ async fn with_an_otlp_endpoint_the_jobs_way_is_exported_as_spans_of_its_trace() 
         "finish",
     ];
     eventually("every span of the job's way is exported", || async {
-        let flush = provider.clone();
-        tokio::task::spawn_blocking(move || flush.force_flush())
-            .await
-            .expect("flush")
-            .expect("spans exported");
-        let spans = exported_spans(&exports.lock().expect("exports"));
+        let spans = flushed(&provider, &exports).await;
         expected
             .iter()
             .all(|name| spans.iter().any(|s| s.0 == *name && s.1 == TRACE_ID))
@@ -260,12 +268,7 @@ async fn with_an_otlp_endpoint_the_jobs_way_is_exported_as_spans_of_its_trace() 
     eventually(
         "the item's run is exported in the batch's trace",
         || async {
-            let flush = provider.clone();
-            tokio::task::spawn_blocking(move || flush.force_flush())
-                .await
-                .expect("flush")
-                .expect("spans exported");
-            let spans = exported_spans(&exports.lock().expect("exports"));
+            let spans = flushed(&provider, &exports).await;
             ["job", "provider call", "finish"].iter().all(|name| {
                 spans
                     .iter()
