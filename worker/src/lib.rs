@@ -6,6 +6,8 @@
 //! shared by every worker, so a host never serves more calls at once than it has slots. Batch items wait in Postgres until its dispatcher releases them, fairly, to a bulk
 //! queue consumed in slots of its own. It also delivers webhooks (signed, retried on a schedule), sweeps up jobs and
 //! deliveries whose publish never happened, and fails jobs whose messages the broker dead-lettered.
+//! Each job's run continues the W3C trace its message carries, and the worker keeps Prometheus
+//! metrics that its own listener serves ([`probe`], with `/healthz` and `/readyz`).
 //!
 //! [`run`] takes its dependencies (pool, broker, settings) and a shutdown token, so the binary
 //! and the tests run the same code.
