@@ -85,6 +85,9 @@ impl Default for ApiSettings {
     }
 }
 
+/// How often this instance adds its requests and jobs to the dashboard's activity per minute.
+const ACTIVITY_EVERY: Duration = Duration::from_secs(2);
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub(crate) struct AppState {
@@ -149,6 +152,15 @@ pub async fn serve(
             .clone()
             .follow_instances(pool.clone(), shutdown.clone()),
     );
+    let metrics = metrics::ApiMetrics::new(shared::metrics::ScrapeGuard::new(
+        settings.metrics_token.as_ref(),
+    ));
+    let activity = tokio::spawn(metrics::report(
+        metrics.clone(),
+        pool.clone(),
+        ACTIVITY_EVERY,
+        shutdown.clone(),
+    ));
     let state = AppState {
         pool,
         broker,
@@ -168,9 +180,7 @@ pub async fn serve(
         batch_body_limit: settings.batch_body_limit,
         runtime,
         secret_key: settings.secret_key.clone(),
-        metrics: metrics::ApiMetrics::new(shared::metrics::ScrapeGuard::new(
-            settings.metrics_token.as_ref(),
-        )),
+        metrics,
     };
     let app = routes::router(state, &settings);
     tracing::info!(addr = %listener.local_addr()?, "api listening");
@@ -190,6 +200,7 @@ pub async fn serve(
     watch_task.await.context("the job watcher panicked")?;
     follow_task.await.context("the text follower panicked")?;
     instances.await.context("the instance heartbeat panicked")?;
+    activity.await.context("the activity report panicked")?;
     probe.await.context("the database probe panicked")?;
     Ok(())
 }

@@ -2,10 +2,13 @@
 //! jobs and batch items accepted, and the streams open. `GET /metrics` serves them (guarded by
 //! `TOLLGATE_METRICS_TOKEN` when set).
 //!
+//! What it counted also goes, every few seconds, to the dashboard's activity per minute
+//! ([`report`]), summed there with every other api instance's and worker's.
+//!
 //! Labels hold bounded values only: route templates (`/v1/jobs/{id}`), never paths; no tenant.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -17,7 +20,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use shared::metrics::{Latencies, ScrapeGuard};
+use shared::metrics::{Latencies, ScrapeGuard, Tally};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 /// The route label of a request no route matched (a 404 or 405 from a fallback).
 const UNMATCHED: &str = "unmatched";
@@ -60,6 +65,8 @@ struct Inner {
     durations: Latencies<RouteLabels>,
     accepted: Family<AcceptedLabels, Counter>,
     streams: Family<StreamLabels, Gauge>,
+    /// Requests and jobs since the last report to the dashboard's activity ([`report`]).
+    tally: Tally,
 }
 
 impl ApiMetrics {
@@ -97,6 +104,7 @@ impl ApiMetrics {
                 durations,
                 accepted,
                 streams,
+                tally: Tally::default(),
             }),
         }
     }
@@ -108,6 +116,7 @@ impl ApiMetrics {
             .accepted
             .get_or_create(&AcceptedLabels { kind, lane })
             .inc_by(count);
+        self.inner.tally.accepted(count);
     }
 
     /// `stream`, counted among the open streams of its kind for as long as it is alive.
@@ -142,6 +151,7 @@ impl ApiMetrics {
                 status: status.as_u16(),
             })
             .inc();
+        self.inner.tally.request();
     }
 }
 
@@ -221,5 +231,27 @@ pub async fn scrape(State(state): State<crate::AppState>, headers: HeaderMap) ->
         )
             .into_response(),
         Err(error) => crate::error::ApiError::internal(anyhow::anyhow!("{error}")).into_response(),
+    }
+}
+
+/// Adds the requests and jobs counted here to the dashboard's activity every `every` until
+/// `shutdown`, and once more at the end.
+pub async fn report(
+    metrics: ApiMetrics,
+    pool: PgPool,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => break,
+        }
+        if let Err(error) = metrics.inner.tally.report(&pool).await {
+            tracing::debug!(%error, "cannot report this instance's activity");
+        }
+    }
+    if let Err(error) = metrics.inner.tally.report(&pool).await {
+        tracing::warn!(%error, "cannot report this instance's last activity");
     }
 }

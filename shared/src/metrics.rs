@@ -1,6 +1,7 @@
 //! What the api's and the worker's `/metrics` have in common: the OpenMetrics exposition of a
 //! registry, the optional bearer token that guards a scrape, and the buckets latencies are counted
-//! in. Names carry their unit (`_seconds`) without a `# UNIT` line, which some OpenMetrics
+//! in; and the tally of requests and jobs each process adds to the dashboard's activity per
+//! minute. Names carry their unit (`_seconds`) without a `# UNIT` line, which some OpenMetrics
 //! parsers refuse on histograms. Each process keeps its own registry (no global recorder), so an api and a worker running in
 //! one process — as the tests run them — each expose only their own figures.
 
@@ -10,6 +11,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use secrecy::{ExposeSecret as _, SecretString};
 use sha2::{Digest as _, Sha256};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::db::activity::Counts;
 
 /// The content type of a scrape: OpenMetrics text, which Prometheus prefers when offered.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -80,6 +84,64 @@ impl ScrapeGuard {
 
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
+}
+
+/// Requests and jobs this process counted since it last reported them to the dashboard's
+/// activity per minute (`db::activity`): the api counts requests and jobs accepted, the worker
+/// jobs finished. Plain atomics, so counting costs the hot path nothing measurable.
+#[derive(Debug, Default)]
+pub struct Tally {
+    requests: AtomicI64,
+    jobs_accepted: AtomicI64,
+    jobs_succeeded: AtomicI64,
+    jobs_failed: AtomicI64,
+}
+
+impl Tally {
+    pub fn request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn accepted(&self, jobs: u64) {
+        let jobs = i64::try_from(jobs).unwrap_or(i64::MAX);
+        self.jobs_accepted.fetch_add(jobs, Ordering::Relaxed);
+    }
+
+    /// A job's end: succeeded, or failed (a cancelled job is neither).
+    pub fn finished(&self, succeeded: bool) {
+        let counter = if succeeded {
+            &self.jobs_succeeded
+        } else {
+            &self.jobs_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds what was counted since the last report to the current minute. What a failed write
+    /// could not add is kept for the next report.
+    pub async fn report(&self, pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+        let take = |counter: &AtomicI64| counter.swap(0, Ordering::Relaxed);
+        let counts = Counts {
+            requests: take(&self.requests),
+            jobs_accepted: take(&self.jobs_accepted),
+            jobs_succeeded: take(&self.jobs_succeeded),
+            jobs_failed: take(&self.jobs_failed),
+        };
+        if counts.is_empty() {
+            return Ok(());
+        }
+        crate::db::activity::add(pool, counts)
+            .await
+            .inspect_err(|_| {
+                self.requests.fetch_add(counts.requests, Ordering::Relaxed);
+                self.jobs_accepted
+                    .fetch_add(counts.jobs_accepted, Ordering::Relaxed);
+                self.jobs_succeeded
+                    .fetch_add(counts.jobs_succeeded, Ordering::Relaxed);
+                self.jobs_failed
+                    .fetch_add(counts.jobs_failed, Ordering::Relaxed);
+            })
+    }
 }
 
 #[cfg(test)]

@@ -211,7 +211,7 @@ pub async fn put_host(pool: &PgPool, name: &str, url: &str, slots: u32) {
 
 /// Applies `change` to the stored settings, panicking on a refused value.
 pub async fn change_settings(pool: &PgPool, change: SettingsChange) {
-    shared::db::settings::update(pool, change)
+    shared::db::settings::update(pool, change, |_, _| None)
         .await
         .expect("settings update")
         .expect("valid settings");

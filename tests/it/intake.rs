@@ -367,6 +367,9 @@ async fn health_readiness_and_openapi_answer() {
         "/v1/models",
         "/v1/models/pull",
         "/v1/models/{model}",
+        "/v1/jobs/{id}/attempts",
+        "/v1/admin/overview",
+        "/dashboard",
         "/readyz",
     ] {
         assert!(openapi["paths"][path].is_object(), "{path} is documented");

@@ -7,6 +7,7 @@ mod batches;
 mod billing;
 mod calls;
 mod cli;
+mod dashboard;
 mod delivery;
 mod events;
 mod fleet;

@@ -147,9 +147,10 @@ async fn a_native_stream_and_a_second_instance_following_the_job_both_get_the_te
     let second_api = stack.start_api(test_api_settings()).await;
     // A second before the first word, and the words 20 ms apart: room for the second instance to
     // start following however busy the machine.
+    // Pieces far enough apart (1.8 s in all) that even a loaded machine relays more than one.
     stack.ollama.set_knobs(Knobs {
         latency_ms: 1_000,
-        token_delay_ms: 20,
+        token_delay_ms: 60,
         reply_words: Some(30),
         ..Knobs::default()
     });

@@ -22,6 +22,7 @@ mod dead_letters;
 mod dispatcher;
 mod execute;
 mod fleet;
+mod health;
 mod metrics;
 mod priority;
 mod probe;
@@ -90,7 +91,8 @@ pub struct WorkerSettings {
     pub webhooks: WebhookSettings,
     /// The bearer token the probe's `/metrics` asks for, if any.
     pub metrics_token: Option<secrecy::SecretString>,
-    /// How often the backlog (queue depths, oldest waiting work) is sampled for the metrics.
+    /// How often the backlog (queue depths, oldest waiting work) is sampled for the metrics, and
+    /// how often the worker reports its providers and finished jobs to the dashboard.
     pub backlog_every: Duration,
 }
 
@@ -193,6 +195,14 @@ pub async fn run(
             .inspect_err(|error| tracing::error!(%error, "cannot start the worker probe"))
             .ok()
     });
+    let reported = CancellationToken::new();
+    let health = tokio::spawn(health::report(
+        providers.clone(),
+        metrics.clone(),
+        pool.clone(),
+        settings.backlog_every,
+        reported.clone(),
+    ));
     let context = Arc::new(Context {
         pool,
         broker: broker.clone(),
@@ -215,7 +225,10 @@ pub async fn run(
     let deliverer = tokio::spawn(webhooks::run(context.clone(), broker.clone()));
     let dispatcher = tokio::spawn(dispatcher::run(context.clone(), broker.clone()));
     consumer::run(context, broker).await;
+    // Reported after the last job in flight ended, so its end is counted too.
+    reported.cancel();
     for (name, task) in [
+        ("health", health),
         ("webhooks", deliverer),
         ("dispatcher", dispatcher),
         ("settings", refresh),

@@ -17,9 +17,11 @@ use futures::Stream;
 use shared::db::batches::{self, Batch, Counts};
 use shared::domain::{BatchId, TenantId};
 
+use super::tenancy::ForTenant;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::QueryParams;
 
 /// How often an open stream reads its batch.
 const READ_EVERY: Duration = Duration::from_secs(1);
@@ -32,16 +34,18 @@ async fn events(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
+    QueryParams(query): QueryParams<ForTenant>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let tenant_id = super::tenancy::tenant(&caller, query.tenant_id.as_deref())?;
     let id = super::ids::parse_batch_id(&id)?;
-    let first = batches::get(&state.pool, caller.tenant_id, id)
+    let first = batches::get(&state.pool, tenant_id, id)
         .await?
         .ok_or_else(super::ids::batch_not_found)?;
     let last_seen = super::events::last_event_id::<i64>(&headers);
     let progress = Progress {
         state: state.clone(),
-        tenant_id: caller.tenant_id,
+        tenant_id,
         id,
         next: Some(first),
         last_sent: None,

@@ -22,6 +22,7 @@ use shared::domain::{
 
 use super::ids::{batch_not_found, parse_batch_id};
 use super::paging;
+use super::tenancy::{self, ForTenant};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::client::ClientInfo;
@@ -267,9 +268,11 @@ async fn show(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
+    QueryParams(query): QueryParams<ForTenant>,
 ) -> Result<Json<Batch>, ApiError> {
+    let tenant_id = tenancy::tenant(&caller, query.tenant_id.as_deref())?;
     let id = parse_batch_id(&id)?;
-    batches::get(&state.pool, caller.tenant_id, id)
+    batches::get(&state.pool, tenant_id, id)
         .await?
         .map(Json)
         .ok_or_else(batch_not_found)
@@ -280,6 +283,7 @@ async fn show(
 struct ListQuery {
     limit: Option<i64>,
     cursor: Option<String>,
+    tenant_id: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -297,7 +301,7 @@ async fn list(
     let cursor = paging::cursor::<BatchId>(query.cursor)?;
     let data = batches::list(
         &state.pool,
-        caller.tenant_id,
+        tenancy::tenant(&caller, query.tenant_id.as_deref())?,
         batches::Listing::All,
         cursor,
         limit,

@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use shared::db::job_attempts::{self, AttemptRow};
 use shared::db::jobs::{self, CancelOutcome, NewJob};
 use shared::domain::{
     BatchId, ChatMessage, ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest,
@@ -21,6 +22,7 @@ use shared::domain::{
 
 use super::ids::{job_not_found, parse_job_id};
 use super::paging;
+use super::tenancy::{self, ForTenant};
 use crate::auth::Caller;
 use crate::client::ClientInfo;
 use crate::error::ApiError;
@@ -58,6 +60,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/embedding", post(embedding))
         .route("/v1/jobs", get(list))
         .route("/v1/jobs/{id}", get(show))
+        .route("/v1/jobs/{id}/attempts", get(attempts))
         .route("/v1/jobs/{id}/cancel", post(cancel))
 }
 
@@ -100,6 +103,7 @@ struct ListQuery {
     batch_id: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
+    tenant_id: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -307,12 +311,36 @@ async fn show(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
+    QueryParams(query): QueryParams<ForTenant>,
 ) -> Result<Json<Job>, ApiError> {
+    let tenant_id = tenancy::tenant(&caller, query.tenant_id.as_deref())?;
     let id = parse_job_id(&id)?;
-    jobs::get(&state.pool, caller.tenant_id, id)
+    jobs::get(&state.pool, tenant_id, id)
         .await?
         .map(Json)
         .ok_or_else(job_not_found)
+}
+
+#[derive(Serialize)]
+struct Attempts {
+    data: Vec<AttemptRow>,
+}
+
+/// `GET /v1/jobs/{id}/attempts`: the job's provider calls, oldest first: which provider, host
+/// and model, when, how long, and how each ended.
+async fn attempts(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    QueryParams(query): QueryParams<ForTenant>,
+) -> Result<Json<Attempts>, ApiError> {
+    let tenant_id = tenancy::tenant(&caller, query.tenant_id.as_deref())?;
+    let id = parse_job_id(&id)?;
+    if jobs::get(&state.pool, tenant_id, id).await?.is_none() {
+        return Err(job_not_found());
+    }
+    let data = job_attempts::list(&state.pool, id).await?;
+    Ok(Json(Attempts { data }))
 }
 
 async fn list(
@@ -338,7 +366,7 @@ async fn list(
         .transpose()?;
     let data = jobs::list(
         &state.pool,
-        caller.tenant_id,
+        tenancy::tenant(&caller, query.tenant_id.as_deref())?,
         status,
         batch_id,
         cursor,

@@ -5,6 +5,7 @@ mod aliases;
 mod batch_events;
 mod batches;
 mod billing;
+mod dashboard;
 mod dead_letters;
 mod events;
 mod health;
@@ -14,8 +15,10 @@ mod jobs;
 mod models;
 mod ollama;
 mod openai;
+mod overview;
 mod paging;
 mod settings;
+mod tenancy;
 mod tenants;
 mod usage;
 mod webhooks;
@@ -45,6 +48,7 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
         .merge(hosts::router())
         .merge(dead_letters::router())
         .merge(usage::router())
+        .merge(overview::router())
         .merge(billing::router())
         .merge(events::router())
         .merge(webhooks::router())
@@ -56,6 +60,7 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
         ));
     Router::new()
         .merge(health::router())
+        .merge(dashboard::router())
         .merge(needs_database)
         .nest(
             "/openai/v1",

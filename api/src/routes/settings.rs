@@ -1,13 +1,16 @@
 //! `GET/PATCH /v1/admin/settings`: the operator's runtime settings (admin only).
 //!
 //! The OpenAI key is write-only: it is sealed before it is stored, and reads show only whether one
-//! is set and its last four characters.
+//! is set and its last four characters. Every change is audited (`settings.update`) with each
+//! field's value before and after, in the change's transaction.
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use shared::db::audit::Action;
 use shared::domain::{ProviderName, SealedKey, Settings, SettingsChange, Strategy};
 use shared::secret::last4;
 
@@ -113,7 +116,16 @@ async fn change(
     JsonBody(patch): JsonBody<SettingsPatch>,
 ) -> Result<Json<SettingsView>, ApiError> {
     let change = parse(&state, patch)?;
-    let settings = shared::db::settings::update(&state.pool, change)
+    let audit = |before: &Settings, after: &Settings| {
+        Some(Action {
+            actor_token_id: admin.token_id,
+            actor_tenant_id: admin.tenant_id,
+            action: "settings.update",
+            target: None,
+            details: Some(changes(before, after)),
+        })
+    };
+    let settings = shared::db::settings::update(&state.pool, change, audit)
         .await?
         .map_err(|invalid| ApiError::invalid_field(invalid.field, invalid.message))?;
     tracing::info!(
@@ -191,4 +203,24 @@ fn seal(state: &AppState, key: &str) -> Result<SealedKey, ApiError> {
         sealed: secret_key.seal(key),
         last4: last4(key),
     })
+}
+
+/// What a change did, field by field as `GET` shows them: `{"field": {"from", "to"}}`. The
+/// OpenAI key appears as the view shows it (whether one is set, its last four characters).
+fn changes(before: &Settings, after: &Settings) -> Value {
+    let view = |settings: &Settings| {
+        serde_json::to_value(SettingsView::from(settings.clone())).unwrap_or_default()
+    };
+    let (Value::Object(before), Value::Object(after)) = (view(before), view(after)) else {
+        return Value::Null;
+    };
+    let changed = after
+        .into_iter()
+        .filter(|(field, _)| !matches!(field.as_str(), "version" | "updated_at"))
+        .filter(|(field, to)| before.get(field) != Some(to))
+        .map(|(field, to)| {
+            let from = before.get(&field).cloned().unwrap_or(Value::Null);
+            (field, json!({ "from": from, "to": to }))
+        });
+    Value::Object(changed.collect())
 }

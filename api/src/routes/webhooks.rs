@@ -152,15 +152,14 @@ async fn deliveries(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
+    QueryParams(query): QueryParams<super::tenancy::ForTenant>,
 ) -> Result<Json<Deliveries>, ApiError> {
+    let tenant_id = super::tenancy::tenant(&caller, query.tenant_id.as_deref())?;
     let id = super::ids::parse_job_id(&id)?;
-    if jobs::get(&state.pool, caller.tenant_id, id)
-        .await?
-        .is_none()
-    {
+    if jobs::get(&state.pool, tenant_id, id).await?.is_none() {
         return Err(super::ids::job_not_found());
     }
-    let data = webhooks::for_job(&state.pool, caller.tenant_id, id).await?;
+    let data = webhooks::for_job(&state.pool, tenant_id, id).await?;
     Ok(Json(Deliveries { data }))
 }
 

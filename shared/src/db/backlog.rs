@@ -35,3 +35,26 @@ pub async fn read(pool: &PgPool) -> Result<Backlog, sqlx::Error> {
     .fetch_one(pool)
     .await
 }
+
+/// The jobs not finished yet, by status: the overview's "jobs by status".
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, sqlx::FromRow)]
+pub struct Unfinished {
+    /// Batch items waiting in Postgres for the dispatcher.
+    pub pending: i64,
+    pub queued: i64,
+    pub running: i64,
+    pub retrying: i64,
+}
+
+/// One statement, each count read from a partial index (`jobs_batch_pending`, `jobs_queued`,
+/// `jobs_running_lease`, `jobs_retrying`), so finished history is never scanned.
+pub async fn unfinished(pool: &PgPool) -> Result<Unfinished, sqlx::Error> {
+    sqlx::query_as(
+        "select (select count(*) from jobs where status = 'pending') as pending,
+                (select count(*) from jobs where status = 'queued') as queued,
+                (select count(*) from jobs where status = 'running') as running,
+                (select count(*) from jobs where status = 'retrying') as retrying",
+    )
+    .fetch_one(pool)
+    .await
+}

@@ -174,7 +174,7 @@ impl AttemptColumns {
 }
 
 /// One row of `job_attempts`, as read back.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct AttemptRow {
     pub claim: i32,
     pub provider: String,

@@ -4,6 +4,7 @@
 //! client errors are exported as constants beside the statement that can violate them.
 
 pub mod access;
+pub mod activity;
 pub mod audit;
 pub mod backlog;
 pub mod batches;
@@ -24,6 +25,7 @@ pub mod tenants;
 pub mod tokens;
 pub mod usage;
 pub mod webhooks;
+pub mod workers;
 
 use std::time::Duration;
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 
+use super::audit::Action;
 use crate::domain::{
     CircuitPolicy, ProviderName, RetryPolicy, SealedKey, Settings, SettingsChange, Strategy,
     ValidationError,
@@ -108,10 +109,13 @@ pub(super) async fn bump_version(tx: &mut Transaction<'_, Postgres>) -> Result<(
 }
 
 /// Applies `change` under a row lock, so concurrent changes never lose one another, and bumps the
-/// version. A value out of bounds is the inner error and nothing is written.
+/// version. `audit` is shown the settings before and after and names the entry to record, in the
+/// same transaction (an operator's change is audited; a test's or a seed's need not be). A value
+/// out of bounds is the inner error and nothing is written.
 pub async fn update(
     pool: &PgPool,
     change: SettingsChange,
+    audit: impl FnOnce(&Settings, &Settings) -> Option<Action<'static>>,
 ) -> Result<Result<Settings, ValidationError>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let row: SettingsRow = sqlx::query_as(&format!("select {COLUMNS} from settings for update"))
@@ -154,8 +158,12 @@ pub async fn update(
     .bind(n(next.openai_max_concurrency))
     .fetch_one(&mut *tx)
     .await?;
+    let next = Settings::try_from(row)?;
+    if let Some(action) = audit(&current, &next) {
+        super::audit::record(&mut *tx, &action).await?;
+    }
     tx.commit().await?;
-    Ok(Ok(row.try_into()?))
+    Ok(Ok(next))
 }
 
 /// What the environment says on a deployment's first start.

@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 use rust_decimal::prelude::ToPrimitive as _;
 use shared::db::backlog::Backlog;
 use shared::db::job_attempts::{AttemptOutcome, AttemptRecord};
-use shared::metrics::Latencies;
+use shared::metrics::{Latencies, Tally};
 use shared::queue::Topology;
 use std::sync::atomic::AtomicU64;
 
@@ -105,6 +105,8 @@ pub struct WorkerMetrics {
     queue_messages: Family<QueueLabels, Gauge>,
     queue_oldest: Family<QueueLabels, Gauge<f64, AtomicU64>>,
     batch_items_pending: Gauge,
+    /// Jobs finished since the last report to the dashboard's activity (see [`crate::health`]).
+    pub tally: Tally,
 }
 
 impl Default for WorkerMetrics {
@@ -224,6 +226,7 @@ impl Default for WorkerMetrics {
             queue_messages,
             queue_oldest,
             batch_items_pending,
+            tally: Tally::default(),
         }
     }
 }
@@ -254,6 +257,11 @@ impl WorkerMetrics {
                 model: end.model.to_owned(),
             })
             .inc();
+        match end.status {
+            "succeeded" => self.tally.finished(true),
+            "failed" => self.tally.finished(false),
+            _ => {}
+        }
         if let Some(overhead) = end.overhead {
             self.overhead
                 .get_or_create(&KindLabels {
@@ -321,6 +329,18 @@ impl WorkerMetrics {
         });
         gauge.inc();
         InFlight(gauge)
+    }
+
+    /// Calls to `provider` (on `host`) in flight now.
+    pub fn in_flight_now(&self, provider: &'static str, host: Option<&str>) -> u32 {
+        let calls = self
+            .in_flight
+            .get_or_create(&HostLabels {
+                provider,
+                host: host.unwrap_or_default().to_owned(),
+            })
+            .get();
+        u32::try_from(calls).unwrap_or(0)
     }
 
     pub fn retried(&self, provider: &'static str) {

@@ -1,0 +1,33 @@
+//! Whose jobs and batches a request reads: the caller's own tenant's, or, for an admin who names
+//! one with `?tenant_id=`, that tenant's (the dashboard's views of every tenant's work). A client
+//! naming another tenant is refused, so a client token only ever sees its own tenant's.
+
+use serde::Deserialize;
+use shared::db::tokens::Principal;
+use shared::domain::{Role, TenantId};
+
+use crate::error::ApiError;
+
+/// The query of a read that an admin may make for another tenant.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForTenant {
+    pub tenant_id: Option<String>,
+}
+
+/// The tenant a read is for: the caller's own unless an admin asked for another.
+pub fn tenant(caller: &Principal, asked: Option<&str>) -> Result<TenantId, ApiError> {
+    let Some(asked) = asked else {
+        return Ok(caller.tenant_id);
+    };
+    let wanted = asked
+        .parse()
+        .map(TenantId)
+        .map_err(|_| ApiError::invalid_field("tenant_id", "must be a tenant id"))?;
+    if caller.role != Role::Admin && wanted != caller.tenant_id {
+        return Err(ApiError::forbidden(
+            "only admins may read other tenants' jobs and batches",
+        ));
+    }
+    Ok(wanted)
+}
