@@ -20,3 +20,8 @@ create table worker_health (
     -- [{"provider", "host", "circuit_open", "slots", "in_flight"}]
     providers   jsonb not null
 );
+
+-- Every tenant's usage over a span (the dashboard's usage page and overview, `tenant_id=all`):
+-- without it a month's sums read the whole rollup. The rollup's upserts change only its sums, so
+-- they stay HOT updates; the index grows by a row only when a tenant's day and model first appear.
+create index usage_daily_day on usage_daily (day);

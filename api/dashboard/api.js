@@ -1,12 +1,22 @@
 // The dashboard's one way to the gateway: its public JSON API, with the token signed in for this
 // browser session (sessionStorage: gone when the tab closes, never in a URL).
 
-const KEY = 'tollgate.token';
+const TOKEN = 'tollgate.token';
+const ROLE = 'tollgate.role';
 
+/** The signed-in token, and its role once known (asked once per sign-in, not per page). */
 export const session = {
-  token: () => sessionStorage.getItem(KEY),
-  signIn: (token) => sessionStorage.setItem(KEY, token),
-  signOut: () => sessionStorage.removeItem(KEY),
+  token: () => sessionStorage.getItem(TOKEN),
+  role: () => sessionStorage.getItem(ROLE),
+  signIn: (token) => {
+    sessionStorage.setItem(TOKEN, token);
+    sessionStorage.removeItem(ROLE);
+  },
+  knowRole: (role) => sessionStorage.setItem(ROLE, role),
+  signOut: () => {
+    sessionStorage.removeItem(TOKEN);
+    sessionStorage.removeItem(ROLE);
+  },
 };
 
 /** A refusal from the API, carrying its problem+json. */

@@ -88,9 +88,21 @@ impl Default for ApiSettings {
 /// How often this instance adds its requests and jobs to the dashboard's activity per minute.
 const ACTIVITY_EVERY: Duration = Duration::from_secs(2);
 
-/// What every handler can reach.
+/// What every handler can reach. Cloned for every extractor and layer of every request, so it
+/// is one shared allocation: a clone is one reference count, not one per field.
 #[derive(Clone)]
-pub(crate) struct AppState {
+pub(crate) struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub(crate) struct Shared {
     pool: PgPool,
     broker: Broker,
     tokens: Arc<auth::TokenCache>,
@@ -161,7 +173,7 @@ pub async fn serve(
         ACTIVITY_EVERY,
         shutdown.clone(),
     ));
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         pool,
         broker,
         watchers,
@@ -181,7 +193,7 @@ pub async fn serve(
         runtime,
         secret_key: settings.secret_key.clone(),
         metrics,
-    };
+    }));
     let app = routes::router(state, &settings);
     tracing::info!(addr = %listener.local_addr()?, "api listening");
     server::run(

@@ -8,14 +8,11 @@ use axum::response::Response;
 use shared::domain::TraceParent;
 use tracing::Instrument as _;
 
-/// The header a client sends its trace in.
-const TRACEPARENT: &str = "traceparent";
-
 /// Wraps the request in its span of the trace.
 pub async fn continue_trace(mut request: Request, next: Next) -> Response {
     let incoming = request
         .headers()
-        .get(TRACEPARENT)
+        .get(TraceParent::HEADER)
         .and_then(|value| value.to_str().ok())
         .and_then(TraceParent::parse);
     let span = tracing::info_span!(

@@ -5,13 +5,14 @@
 //! parsers refuse on histograms. Each process keeps its own registry (no global recorder), so an api and a worker running in
 //! one process — as the tests run them — each expose only their own figures.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use secrecy::{ExposeSecret as _, SecretString};
 use sha2::{Digest as _, Sha256};
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::db::activity::Counts;
 

@@ -140,6 +140,18 @@ try {
     await page.getByRole('table', { name: 'Attempts' }).getByRole('cell', { name: 'ollama' }).first().waitFor();
   });
 
+  await run('every other admin page renders', async () => {
+    const pages = { 'dead-letters': 'Dead letters', deliveries: 'Webhook deliveries', models: 'Models', prices: 'Prices', audit: 'Audit log' };
+    for (const [name, heading] of Object.entries(pages)) {
+      await page.locator(`#nav a[data-page="${name}"]`).click();
+      await page.getByRole('heading', { name: heading, exact: true }).waitFor();
+      await page.locator(`.page[data-page="${name}"][data-ready]`).waitFor();
+    }
+    await page.locator('#nav a[data-page="models"]').click();
+    await page.getByRole('table', { name: 'Installed models' }).getByRole('cell', { name: 'default' }).first().waitFor();
+    await page.getByRole('form', { name: 'Pull a model' }).waitFor();
+  });
+
   await run('a client token is refused the admin pages', async () => {
     await page.locator('#sign-out').click();
     await signIn(client);
@@ -150,6 +162,11 @@ try {
     }
     await page.goto(`${base}/dashboard#/usage`);
     await page.getByRole('img', { name: 'Requests per day' }).waitFor();
+    await page.locator('#nav a[data-page="jobs"]').click();
+    await page.getByRole('form', { name: 'Filter jobs' }).waitFor();
+    assert.equal(await page.getByLabel('Tenant').count(), 0, 'a client chooses no tenant');
+    await page.locator('#nav a[data-page="batches"]').click();
+    await page.getByRole('form', { name: 'New batch' }).waitFor();
   });
 
   await run('no script or style was refused and nothing failed in the page', async () => {

@@ -202,6 +202,18 @@ async fn a_settings_change_is_audited_field_by_field_without_the_key() {
         !audit.to_string().contains("sk-audit-me"),
         "the key is never in the audit"
     );
+    // A new key that ends like the old one still shows as a change of key.
+    stack
+        .patch_settings(&json!({"ai_openai_api_key": "sk-another-one-1234"}))
+        .await;
+    let (_, audit) = get_as(&stack, &stack.admin_token, "/v1/admin/audit?limit=1").await;
+    let details = &audit["data"][0]["details"];
+    assert_eq!(
+        details["ai_openai_api_key"]["to"],
+        json!({"set": true, "last4": "1234"}),
+        "{audit}"
+    );
+    assert!(!audit.to_string().contains("sk-another"), "{audit}");
     stack.stop().await;
 }
 

@@ -46,7 +46,7 @@ async function list(page) {
       { title: 'cost', value: (j) => money(j.usage && j.usage.cost) },
       { title: 'accepted', value: (j) => time(j.created_at) },
     ], pageOf.data, { label: 'Jobs', empty: 'No jobs match.' }));
-    if (cursor) rows.append(action('Older jobs', async (event) => { rows.lastChild.remove(); await more(); }));
+    if (cursor) rows.append(action('Older jobs', async () => { rows.lastChild.remove(); await more(); }));
   };
   await more();
 }

@@ -21,6 +21,12 @@ export async function tenantChoices() {
   return (await allTenants()).map((t) => [t.id, t.name]);
 }
 
+/** The tenants charged most, as chart points. */
+function topTenants(tenants) {
+  return [...tenants].sort((a, b) => Number(b.cost) - Number(a.cost)).slice(0, 20)
+    .map((t) => ({ label: t.tenant, values: [t.cost] }));
+}
+
 export async function render(page) {
   const admin = page.role === 'admin';
   const tenant = page.query.get('tenant') || (admin ? 'all' : '');
@@ -55,6 +61,7 @@ export async function render(page) {
         { title: 'cost', value: (m) => money(m.cost) },
       ], models, { label: 'Usage by model', empty: 'No usage this month.' })),
     spend ? section(`By tenant, ${spend.from} to ${spend.to}`,
+      spend.tenants.length ? barChart(topTenants(spend.tenants), { title: 'Charges per tenant this month (the 20 highest)', series: ['charged (USD)'], format: money }) : null,
       table([
         { title: 'tenant', value: (t) => h('a', { href: `#/usage?tenant=${t.tenant_id}` }, t.tenant) },
         { title: 'requests', value: (t) => number(t.requests) },

@@ -1,6 +1,7 @@
 //! Batches: `POST /v1/batches` (a JSON object with `items`, or JSONL items with the batch's
 //! settings in the query string), `GET /v1/batches[/{id}]`, `GET /v1/batches/{id}/results`
-//! (JSONL, streamed) and `POST /v1/batches/{id}/cancel`.
+//! (JSONL, streamed) and `POST /v1/batches/{id}/cancel`. An admin reads another tenant's batches
+//! with `?tenant_id=` ([`super::tenancy`]).
 //!
 //! A batch is validated as a whole (an error names the item, and its line in JSONL), then it and
 //! every item are written in one transaction, as `pending`: the worker's dispatcher releases them.

@@ -1,6 +1,8 @@
 //! Job intake and lookup: `POST /v1/generate|chat|embedding` (with `Prefer: wait=N`, or
 //! `"stream": true` for the text as it is generated),
-//! `GET /v1/jobs[/{id}]`, `POST /v1/jobs/{id}/cancel`.
+//! `GET /v1/jobs[/{id}]`, `GET /v1/jobs/{id}/attempts` (its provider calls),
+//! `POST /v1/jobs/{id}/cancel`. An admin reads another tenant's with `?tenant_id=`
+//! ([`super::tenancy`]).
 
 use std::convert::Infallible;
 

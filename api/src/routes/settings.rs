@@ -207,17 +207,23 @@ fn seal(state: &AppState, key: &str) -> Result<SealedKey, ApiError> {
 
 /// What a change did, field by field as `GET` shows them: `{"field": {"from", "to"}}`. The
 /// OpenAI key appears as the view shows it (whether one is set, its last four characters).
-fn changes(before: &Settings, after: &Settings) -> Value {
+fn changes(old: &Settings, new: &Settings) -> Value {
     let view = |settings: &Settings| {
         serde_json::to_value(SettingsView::from(settings.clone())).unwrap_or_default()
     };
-    let (Value::Object(before), Value::Object(after)) = (view(before), view(after)) else {
+    let (Value::Object(before), Value::Object(after)) = (view(old), view(new)) else {
         return Value::Null;
+    };
+    // A new key with the same last four characters reads the same: it is told by its seal.
+    let key_replaced = |field: &str| {
+        field == "ai_openai_api_key"
+            && old.openai_api_key.as_ref().map(|k| &k.sealed)
+                != new.openai_api_key.as_ref().map(|k| &k.sealed)
     };
     let changed = after
         .into_iter()
         .filter(|(field, _)| !matches!(field.as_str(), "version" | "updated_at"))
-        .filter(|(field, to)| before.get(field) != Some(to))
+        .filter(|(field, to)| before.get(field) != Some(to) || key_replaced(field))
         .map(|(field, to)| {
             let from = before.get(&field).cloned().unwrap_or(Value::Null);
             (field, json!({ "from": from, "to": to }))

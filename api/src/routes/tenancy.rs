@@ -1,4 +1,4 @@
-//! Whose jobs and batches a request reads: the caller's own tenant's, or, for an admin who names
+//! Whose jobs, batches and usage a request reads: the caller's own tenant's, or, for an admin who names
 //! one with `?tenant_id=`, that tenant's (the dashboard's views of every tenant's work). A client
 //! naming another tenant is refused, so a client token only ever sees its own tenant's.
 
@@ -26,7 +26,7 @@ pub fn tenant(caller: &Principal, asked: Option<&str>) -> Result<TenantId, ApiEr
         .map_err(|_| ApiError::invalid_field("tenant_id", "must be a tenant id"))?;
     if caller.role != Role::Admin && wanted != caller.tenant_id {
         return Err(ApiError::forbidden(
-            "only admins may read other tenants' jobs and batches",
+            "only admins may read another tenant's jobs, batches or usage",
         ));
     }
     Ok(wanted)

@@ -9,7 +9,7 @@ use chrono::{Datelike as _, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use shared::db::tokens::Principal;
 use shared::db::usage::{self, DayTotals, ModelTotals, ReasonTotals, Scope, Totals};
-use shared::domain::{Role, TenantId};
+use shared::domain::Role;
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -112,21 +112,13 @@ fn day(field: &str, value: &str) -> Result<NaiveDate, ApiError> {
         .map_err(|_| ApiError::invalid_field(field, "must be a date as YYYY-MM-DD"))
 }
 
-/// The caller's own tenant, or for an admin the one asked for (or all).
+/// The caller's own tenant, or for an admin the one asked for, or all of them (`all`).
 fn scope(caller: &Principal, asked: Option<&str>) -> Result<Scope, ApiError> {
-    let Some(asked) = asked else {
-        return Ok(Scope::Tenant(caller.tenant_id));
-    };
-    let wanted = match asked {
-        "all" => Scope::All,
-        id => Scope::Tenant(TenantId(id.parse().map_err(|_| {
-            ApiError::invalid_field("tenant_id", "must be a tenant id or `all`")
-        })?)),
-    };
-    if caller.role != Role::Admin && wanted != Scope::Tenant(caller.tenant_id) {
-        return Err(ApiError::forbidden(
+    match asked {
+        Some("all") if caller.role == Role::Admin => Ok(Scope::All),
+        Some("all") => Err(ApiError::forbidden(
             "only admins may see other tenants' usage",
-        ));
+        )),
+        asked => super::tenancy::tenant(caller, asked).map(Scope::Tenant),
     }
-    Ok(wanted)
 }

@@ -23,6 +23,16 @@ impl Scope {
             Self::All => None,
         }
     }
+
+    /// The rollup's rows in scope, as a predicate on `$1` (the tenant). Written out for each
+    /// scope rather than as `($1 is null or tenant_id = $1)`: a prepared statement's generic plan
+    /// cannot tell the two apart, and would read a tenant's few rows through the day index.
+    fn rows(self) -> &'static str {
+        match self {
+            Self::Tenant(_) => "tenant_id = $1",
+            Self::All => "$1::uuid is null",
+        }
+    }
 }
 
 /// Requests, tokens and cost over some span.
@@ -112,9 +122,10 @@ async fn grouped<T>(
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
 {
+    let rows = scope.rows();
     sqlx::query_as(&format!(
         "select {by}, {SUMS} from usage_daily
-          where ($1::uuid is null or tenant_id = $1) and day between $2 and $3
+          where {rows} and day between $2 and $3
           group by {by} order by {by}"
     ))
     .bind(scope.tenant())
@@ -131,12 +142,23 @@ pub async fn by_day(
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<Vec<DayTotals>, sqlx::Error> {
+    // Summed first over the span (the tenant's key, or for every tenant `usage_daily_day`), then
+    // laid on the calendar: joining the calendar first would hash the whole rollup.
+    let rows = scope.rows();
     sqlx::query_as(&format!(
-        "select days.day::date as day, {SUMS}
+        "select days.day::date as day,
+                coalesce(s.requests, 0) as requests,
+                coalesce(s.prompt_tokens, 0) as prompt_tokens,
+                coalesce(s.completion_tokens, 0) as completion_tokens,
+                coalesce(s.total_tokens, 0) as total_tokens,
+                coalesce(s.cost, 0) as cost,
+                coalesce(s.unpriced_requests, 0) as unpriced_requests
            from generate_series($2::date, $3::date, interval '1 day') as days(day)
-           left join usage_daily u
-             on u.day = days.day::date and ($1::uuid is null or u.tenant_id = $1)
-          group by days.day order by days.day"
+           left join (select day, {SUMS} from usage_daily
+                       where {rows} and day between $2 and $3
+                       group by day) s
+             on s.day = days.day::date
+          order by days.day"
     ))
     .bind(scope.tenant())
     .bind(from)
@@ -215,11 +237,13 @@ pub async fn spend(
     .bind(to)
     .fetch_all(pool)
     .await?;
+    // Summed per tenant first, then named: a tenant's name is looked up once, not per row.
     let tenants = sqlx::query_as(&format!(
-        "select u.tenant_id, t.name as tenant, {SUMS}
-           from usage_daily u join tenants t on t.id = u.tenant_id
-          where u.day between $1 and $2
-          group by u.tenant_id, t.name order by t.name"
+        "select s.*, t.name as tenant
+           from (select tenant_id, {SUMS} from usage_daily
+                  where day between $1 and $2 group by tenant_id) s
+           join tenants t on t.id = s.tenant_id
+          order by t.name"
     ))
     .bind(from)
     .bind(to)

@@ -17,6 +17,10 @@ pub struct TraceParent {
 const SAMPLED: u8 = 0x01;
 
 impl TraceParent {
+    /// The name it travels under: an HTTP header (W3C Trace Context), and the AMQP header of
+    /// every job message.
+    pub const HEADER: &'static str = "traceparent";
+
     /// Parses a `traceparent` header. A future version is read by its version-00 prefix, as the
     /// specification asks; an invalid value (or all-zero ids) is `None`, and the caller starts a
     /// new trace.

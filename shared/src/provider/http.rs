@@ -83,7 +83,7 @@ pub async fn send(
     error_message: fn(&serde_json::Value) -> Option<&str>,
 ) -> Result<Response, ProviderError> {
     let request = match TRACE.try_with(ToString::to_string) {
-        Ok(traceparent) => request.header("traceparent", traceparent),
+        Ok(traceparent) => request.header(TraceParent::HEADER, traceparent),
         Err(_) => request,
     };
     let response = request.send().await.map_err(transport_error)?;

@@ -7,7 +7,7 @@ mod hints;
 mod message;
 mod topology;
 
-pub use broker::{Broker, PublishError, Session, TRACEPARENT, Work, traceparent_of};
+pub use broker::{Broker, PublishError, Session, Work, traceparent_of};
 pub use hints::HintQueue;
 pub use message::{
     CancelMessage, JobEvent, JobMessage, StreamMessage, StreamPart, Versioned, WebhookMessage,
