@@ -23,6 +23,7 @@ use prometheus_client::registry::Registry;
 use shared::metrics::{Latencies, ScrapeGuard, Tally};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// The route label of a request no route matched (a 404 or 405 from a fallback).
 const UNMATCHED: &str = "unmatched";
@@ -198,11 +199,17 @@ pub async fn mark_route(request: Request, next: Next) -> Response {
     response
 }
 
-/// Counts and times every request by its route template and status.
-pub async fn track(State(metrics): State<ApiMetrics>, request: Request, next: Next) -> Response {
+/// Runs every request in its span of the trace ([`crate::trace::start`]), and counts and times it
+/// by its route template and status.
+pub async fn track(
+    State(metrics): State<ApiMetrics>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let response = next.run(request).await;
+    let span = crate::trace::start(&mut request);
+    let response = next.run(request).instrument(span).await;
     let route = response
         .extensions()
         .get::<Matched>()

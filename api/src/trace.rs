@@ -3,13 +3,13 @@
 //! handed to the handlers ([`crate::client::ClientInfo`]) to be stored with the jobs it accepts.
 
 use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::Response;
 use shared::domain::TraceParent;
-use tracing::Instrument as _;
 
-/// Wraps the request in its span of the trace.
-pub async fn continue_trace(mut request: Request, next: Next) -> Response {
+/// The request's span of its trace: the client's `traceparent` continued (or a new trace), and
+/// the span's own `traceparent` put in the request's extensions for the handlers. The caller runs
+/// the request in it ([`crate::metrics::track`], which times it too: one layer for both, since
+/// every layer costs every request).
+pub fn start(request: &mut Request) -> tracing::Span {
     let incoming = request
         .headers()
         .get(TraceParent::HEADER)
@@ -23,5 +23,5 @@ pub async fn continue_trace(mut request: Request, next: Next) -> Response {
     );
     let own = shared::telemetry::continue_trace(&span, incoming.as_ref());
     request.extensions_mut().insert(own);
-    next.run(request).instrument(span).await
+    span
 }

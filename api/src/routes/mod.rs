@@ -86,7 +86,7 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
         ))
         // 5xx answers are logged where they arise (internal errors) or are expected (503s).
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::WARN)))
-        .layer(axum::middleware::from_fn(crate::trace::continue_trace))
+        // Each request's span of its trace, and its count and time: one layer for both.
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             crate::metrics::track,
