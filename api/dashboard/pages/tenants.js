@@ -24,10 +24,12 @@ function accessBody(form) {
   };
 }
 
+/** The rule fields; a token's (`inherit`) fall back to its tenant's when empty. */
 function accessFields(subject, inherit) {
+  const empty = inherit ? "empty: the tenant's" : 'empty: any';
   return [
-    field('Allowed domains', input('allowed_domains', { value: (subject.allowed_domains || []).join(', '), placeholder: 'app.example.com, *.example.com' }), 'empty: any'),
-    field('Allowed IPs', input('allowed_ips', { value: (subject.allowed_ips || []).join(', '), placeholder: '10.0.0.0/8' }), 'empty: any'),
+    field('Allowed domains', input('allowed_domains', { value: (subject.allowed_domains || []).join(', '), placeholder: 'app.example.com, *.example.com' }), empty),
+    field('Allowed IPs', input('allowed_ips', { value: (subject.allowed_ips || []).join(', '), placeholder: '10.0.0.0/8' }), empty),
     field('Requests per minute', input('per_minute', { type: 'number', min: 0, value: subject.rate_limit ? subject.rate_limit.per_minute : '' }), 'empty: no limit'),
     field('Burst', input('burst', { type: 'number', min: 0, value: subject.rate_limit ? subject.rate_limit.burst : '' })),
     field('Data policy', select('data_policy', [...(inherit ? [['', 'as its tenant']] : []), ['any', 'any provider'], ['local_only', 'local only']], subject.data_policy || '')),
