@@ -98,6 +98,10 @@ async function show() {
   main.replaceChildren(root);
   const context = {
     root, role, name: where.name, id: where.id, query: where.query, signal: controller.signal, go,
+    /** Adds the page's parts; a part left out (`null`, `false`) is skipped, not written. */
+    show(...parts) {
+      root.append(...parts.flat(Infinity).filter((part) => part !== null && part !== undefined && part !== false));
+    },
     every(run, ms) {
       const timer = setInterval(() => run().catch(() => {}), ms);
       controller.signal.addEventListener('abort', () => clearInterval(timer));

@@ -138,6 +138,7 @@ try {
     await page.locator('#nav a[data-page="jobs"]').click();
     await page.getByRole('table', { name: 'Jobs' }).locator('a').first().click();
     await page.getByRole('table', { name: 'Attempts' }).getByRole('cell', { name: 'ollama' }).first().waitFor();
+    assert.doesNotMatch(await page.locator('main').innerText(), /null|undefined/, 'nothing left out is written');
   });
 
   await run('every other admin page renders', async () => {
@@ -167,6 +168,10 @@ try {
     assert.equal(await page.getByLabel('Tenant').count(), 0, 'a client chooses no tenant');
     await page.locator('#nav a[data-page="batches"]').click();
     await page.getByRole('form', { name: 'New batch' }).waitFor();
+    assert.doesNotMatch(await page.locator('main').innerText(), /null|undefined/, 'nothing left out is written');
+    await page.locator('#nav a[data-page="usage"]').click();
+    await page.locator('.page[data-page="usage"][data-ready]').waitFor();
+    assert.doesNotMatch(await page.locator('main').innerText(), /null|undefined/, 'nothing left out is written');
   });
 
   await run('no script or style was refused and nothing failed in the page', async () => {

@@ -6,7 +6,7 @@ import { action, h, short, table, time } from '../ui.js';
 
 export async function render(page) {
   const rows = h('div', {});
-  page.root.append(h('h1', {}, 'Audit log'), rows);
+  page.show(h('h1', {}, 'Audit log'), rows);
   let cursor = null;
   const more = async () => {
     const entries = await get('/v1/admin/audit', { limit: 100, cursor });

@@ -38,7 +38,7 @@ async function list(page) {
     get('/v1/models'),
     admin ? tenantChoices() : null,
   ]);
-  page.root.append(
+  page.show(
     h('h1', {}, 'Batches'),
     tenants ? select('tenant', [['', 'my tenant'], ...tenants], tenant, {
       'aria-label': 'Tenant', onchange: (event) => page.go(`#/batches?tenant=${event.target.value}`),
@@ -79,7 +79,7 @@ async function one(page) {
       { title: 'text', value: (r) => (r.result && r.result.text ? r.result.text.slice(0, 120) : r.error ? r.error.code : '—') },
     ], lines, { label: 'Results' }));
   };
-  page.root.append(
+  page.show(
     h('h1', {}, `Batch ${short(batch.id)}`),
     h('p', { class: 'muted' }, `${batch.kind} · ${batch.model} · submitted ${time(batch.created_at)}`),
     live,

@@ -29,7 +29,7 @@ async function list(page) {
   const tenants = admin ? [['', 'my tenant'], ...(await tenantChoices())] : null;
   const tenant = page.query.get('tenant') || '';
   const rows = h('div', {});
-  page.root.append(h('h1', {}, 'Jobs'), filters(page, tenants), rows);
+  page.show(h('h1', {}, 'Jobs'), filters(page, tenants), rows);
   let cursor = null;
   const more = async () => {
     const pageOf = await get('/v1/jobs', {
@@ -60,7 +60,7 @@ async function one(page) {
   ]);
   const result = job.result ? JSON.stringify(job.result, null, 2) : null;
   const cancellable = ['pending', 'queued', 'running', 'retrying'].includes(job.status) && !tenant;
-  page.root.append(
+  page.show(
     h('h1', {}, `Job ${short(job.id)}`),
     h('dl', { class: 'facts' },
       [['id', job.id], ['status', job.status], ['kind', job.kind], ['model', job.model],

@@ -47,7 +47,7 @@ function pullForm(page, hosts) {
 async function models(page) {
   const { data, hosts } = await get('/v1/models');
   const installed = hosts.flatMap((host) => (host.installed || []).map((model) => ({ host, model })));
-  page.root.append(
+  page.show(
     h('h1', {}, 'Models'),
     section('Served', table([
       { title: 'model', value: (m) => m.model },
@@ -98,7 +98,7 @@ function priceForm(page) {
 
 async function prices(page) {
   const [list, unpriced] = await Promise.all([get('/v1/admin/prices'), get('/v1/admin/usage/unpriced')]);
-  page.root.append(
+  page.show(
     h('h1', {}, 'Prices'),
     table([
       { title: 'provider', value: (p) => p.provider },

@@ -6,7 +6,7 @@ import { action, h, notice, select, short, table, time } from '../ui.js';
 
 async function deadLetters(page) {
   const { data } = await get('/v1/admin/dead-letters', { limit: 100 });
-  page.root.append(
+  page.show(
     h('h1', {}, 'Dead letters'),
     h('p', { class: 'muted' }, 'Jobs whose message was redelivered until the broker dead-lettered it. Requeue gives one a fresh start.'),
     table([
@@ -26,7 +26,7 @@ async function deliveries(page) {
   const status = page.query.get('status') || 'failed';
   const { data } = await get('/v1/admin/webhook-deliveries', { status, limit: 100 });
   const redelivered = h('div', {});
-  page.root.append(
+  page.show(
     h('h1', {}, 'Webhook deliveries'),
     select('status', [['failed', 'failed'], ['pending', 'pending'], ['succeeded', 'succeeded']], status, {
       'aria-label': 'Status', onchange: (event) => page.go(`#/deliveries?status=${event.target.value}`),

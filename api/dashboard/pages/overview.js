@@ -44,7 +44,7 @@ function draw(o) {
 
 export async function render(page) {
   const body = h('div', {});
-  page.root.append(h('h1', {}, 'Overview'), body);
+  page.show(h('h1', {}, 'Overview'), body);
   const refresh = async () => body.replaceChildren(...draw(await get('/v1/admin/overview')));
   await refresh();
   page.every(refresh, 5000);

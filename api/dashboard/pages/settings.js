@@ -57,7 +57,7 @@ function form(settings, onSaved) {
 
 export async function render(page) {
   const body = h('div', {});
-  page.root.append(h('h1', {}, 'Settings'), body);
+  page.show(h('h1', {}, 'Settings'), body);
   const show = (settings, message) => body.replaceChildren(message || '', form(settings, show));
   show(await get('/v1/admin/settings'));
 }

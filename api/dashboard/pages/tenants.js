@@ -56,7 +56,7 @@ async function tenants(page) {
     const tenant = await post('/v1/admin/tenants', { name: values(form).name });
     page.go(`#/tenants/${tenant.id}`);
   });
-  page.root.append(
+  page.show(
     h('h1', {}, 'Tenants'),
     table([
       { title: 'tenant', value: (t) => h('a', { href: `#/tenants/${t.id}` }, t.name) },
@@ -98,12 +98,12 @@ function tokenRow(page, token) {
 async function tenant(page) {
   const found = (await allTenants()).find((t) => t.id === page.id);
   if (!found) {
-    page.root.append(notice('error', 'No such tenant.'));
+    page.show(notice('error', 'No such tenant.'));
     return;
   }
   const shown = h('div', {});
   const body = h('div', {});
-  page.root.append(h('h1', {}, `Tenant ${found.name}`), shown, body);
+  page.show(h('h1', {}, `Tenant ${found.name}`), shown, body);
   page.refresh = async () => {
     const [current, tokens, quota] = await Promise.all([
       allTenants().then((all) => all.find((t) => t.id === page.id)),

@@ -46,7 +46,7 @@ export async function render(page) {
     })
     : null;
   const models = month.by_model;
-  page.root.append(
+  page.show(
     h('h1', {}, 'Usage and spend'),
     chooser,
     barChart(days, { title: `Spend per day, ${history.from} to ${history.to}`, series: ['cost (USD)'], format: money }),
