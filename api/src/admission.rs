@@ -7,11 +7,11 @@
 //! sum of its items' estimates at once.
 
 use rust_decimal::Decimal;
-use shared::db::batches::{self, Batch, NewBatch};
-use shared::db::jobs::{self, NewJob};
-use shared::db::quotas::{self, Limits};
-use shared::domain::{Job, JobRequest};
 use sqlx::PgConnection;
+use tollgate_core::db::batches::{self, Batch, NewBatch};
+use tollgate_core::db::jobs::{self, NewJob};
+use tollgate_core::db::quotas::{self, Limits};
+use tollgate_core::domain::{Job, JobRequest};
 
 use crate::error::ApiError;
 
@@ -93,7 +93,7 @@ pub async fn admit_batch(
 /// the default.
 fn estimate(request: &JobRequest) -> (i32, u32) {
     (
-        shared::billing::estimate_tokens(&request.input_text()),
+        tollgate_core::billing::estimate_tokens(&request.input_text()),
         request.max_completion_tokens(DEFAULT_COMPLETION_ESTIMATE),
     )
 }
@@ -121,7 +121,7 @@ fn split_cost(cost: Decimal, tokens: &[i64]) -> Vec<(i64, Decimal)> {
 /// Says which limit the job would pass and when the month starts over.
 async fn refusal(
     conn: &mut PgConnection,
-    tenant_id: shared::domain::TenantId,
+    tenant_id: tollgate_core::domain::TenantId,
     tokens: i64,
 ) -> ApiError {
     let status = match quotas::status(conn, tenant_id).await {
@@ -138,8 +138,8 @@ async fn refusal(
         _ => format!(
             "the monthly cost budget of {} (used {}, reserved {})",
             status.limits.monthly_cost_budget.unwrap_or_default(),
-            shared::billing::display(status.used_cost),
-            shared::billing::display(status.reserved_cost),
+            tollgate_core::billing::display(status.used_cost),
+            tollgate_core::billing::display(status.reserved_cost),
         ),
     };
     let wait = (status.resets_at - chrono::Utc::now()).num_seconds().max(1);

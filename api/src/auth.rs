@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use shared::db::tokens::{self, Principal};
-use shared::domain::{Denied, Role};
+use tollgate_core::db::tokens::{self, Principal};
+use tollgate_core::domain::{Denied, Role};
 
 use crate::client::ClientInfo;
 use crate::limits::UsageSlot;
@@ -105,7 +105,7 @@ impl FromRequestParts<AppState> for Caller {
                 )
             })?;
         let client = ClientInfo::of(parts, &state.trusted_proxies);
-        let hash = shared::token::hash(secret);
+        let hash = tollgate_core::token::hash(secret);
         let principal = match state.tokens.get(&hash) {
             Some(principal) => principal,
             None => {

@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use shared::config::{InfraConfig, ProviderConfig, WebhookConfig};
-use shared::db::{tenants, tokens};
-use shared::domain::Role;
-use shared::queue::{Broker, Topology};
 use sqlx::types::ipnetwork::IpNetwork;
 use tokio_util::sync::CancellationToken;
+use tollgate_core::config::{InfraConfig, ProviderConfig, WebhookConfig};
+use tollgate_core::db::{tenants, tokens};
+use tollgate_core::domain::Role;
+use tollgate_core::queue::{Broker, Topology};
 
 use crate::ApiSettings;
 
@@ -134,13 +134,14 @@ fn trusted_proxies(list: Option<&str>) -> anyhow::Result<Vec<IpNetwork>> {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let pool = shared::process::connect_database(&cli.infra.database_url, cli.infra.db_pool_size)
-        .await
-        .context("cannot open the database")?;
+    let pool =
+        tollgate_core::process::connect_database(&cli.infra.database_url, cli.infra.db_pool_size)
+            .await
+            .context("cannot open the database")?;
     let secret_key = cli.providers.seed_settings(&pool).await?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            let shutdown = shared::process::shutdown_on_signal();
+            let shutdown = tollgate_core::process::shutdown_on_signal();
             let topology = Topology::new(&cli.infra.queue_prefix);
             let broker = Broker::new(&cli.infra.amqp_url, topology, "tollgate-api");
             // The connection outlives the signal: open streams still get their text while they
@@ -220,7 +221,7 @@ async fn create_token(
     let tenant_id = tenants::find_by_name(pool, tenant)
         .await?
         .with_context(|| format!("no tenant named {tenant:?}"))?;
-    let token = shared::token::generate();
+    let token = tollgate_core::token::generate();
     tokens::create(
         pool,
         tenant_id,

@@ -12,8 +12,8 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 
-use shared::domain::{TraceParent, client_ip};
 use sqlx::types::ipnetwork::IpNetwork;
+use tollgate_core::domain::{TraceParent, client_ip};
 
 use crate::AppState;
 

@@ -285,8 +285,8 @@ impl ApiError {
 }
 
 /// A domain value that does not parse: 422 naming its field.
-impl From<shared::domain::ValidationError> for ApiError {
-    fn from(error: shared::domain::ValidationError) -> Self {
+impl From<tollgate_core::domain::ValidationError> for ApiError {
+    fn from(error: tollgate_core::domain::ValidationError) -> Self {
         Self::invalid_field(error.field, error.message)
     }
 }
@@ -294,7 +294,7 @@ impl From<shared::domain::ValidationError> for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         // No connection, a broken one, or none free in time: the database is down or saturated.
-        if shared::db::is_unreachable(&error) {
+        if tollgate_core::db::is_unreachable(&error) {
             tracing::warn!(%error, "database unavailable");
             let mut this = Self::database_unavailable();
             this.database_unreachable = true;

@@ -11,7 +11,7 @@ use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
-use shared::domain::{NUL_REFUSED, line_syntax_error, nul_in_json};
+use tollgate_core::domain::{NUL_REFUSED, line_syntax_error, nul_in_json};
 
 use crate::idempotency::{self, Key};
 use crate::request_body::BodyDeadline;

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
-use shared::db::jobs::{self, CancelOutcome};
-use shared::db::tokens::Principal;
-use shared::domain::{Job, JobId, JobRequest, JobStatus, TenantId};
-use shared::queue::{JobEvent, StreamPart};
 use tokio::time::Instant;
+use tollgate_core::db::jobs::{self, CancelOutcome};
+use tollgate_core::db::tokens::Principal;
+use tollgate_core::domain::{Job, JobId, JobRequest, JobStatus, TenantId};
+use tollgate_core::queue::{JobEvent, StreamPart};
 
 use crate::AppState;
 use crate::client::ClientInfo;

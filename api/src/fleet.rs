@@ -5,8 +5,10 @@
 use futures::{Stream, StreamExt as _};
 use serde::Serialize;
 use serde_json::{Value, json};
-use shared::domain::Host;
-use shared::provider::{DeleteError, InstalledModel, OllamaModels, ProviderError, model_key};
+use tollgate_core::domain::Host;
+use tollgate_core::provider::{
+    DeleteError, InstalledModel, OllamaModels, ProviderError, model_key,
+};
 
 use crate::AppState;
 use crate::error::ApiError;

@@ -16,10 +16,10 @@ use futures::StreamExt as _;
 use lapin::options::QueueBindOptions;
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Consumer};
-use shared::domain::JobId;
-use shared::queue::{Broker, HintQueue, StreamMessage, Versioned as _};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tollgate_core::domain::JobId;
+use tollgate_core::queue::{Broker, HintQueue, StreamMessage, Versioned as _};
 
 /// What a follower hears.
 #[derive(Debug)]

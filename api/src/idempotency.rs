@@ -9,9 +9,9 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-use shared::db::idempotency;
-use shared::domain::TenantId;
 use sqlx::{PgPool, Postgres, Transaction};
+use tollgate_core::db::idempotency;
+use tollgate_core::domain::TenantId;
 
 use crate::error::ApiError;
 

@@ -21,16 +21,16 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use shared::db::batches::{Batch, NewBatch};
-use shared::db::jobs::NewJob;
-use shared::db::quotas::Limits;
-use shared::db::tokens::Principal;
-use shared::db::webhooks;
-use shared::domain::{
+use sqlx::PgConnection;
+use tollgate_core::db::batches::{Batch, NewBatch};
+use tollgate_core::db::jobs::NewJob;
+use tollgate_core::db::quotas::Limits;
+use tollgate_core::db::tokens::Principal;
+use tollgate_core::db::webhooks;
+use tollgate_core::domain::{
     Job, JobId, JobKind, JobRequest, ModelName, NUL_REFUSED, TenantId, nul_in_value,
 };
-use shared::webhook::{check_target, parse_url};
-use sqlx::PgConnection;
+use tollgate_core::webhook::{check_target, parse_url};
 
 use crate::client::ClientInfo;
 use crate::error::ApiError;

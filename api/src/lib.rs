@@ -30,13 +30,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use shared::queue::Broker;
-use shared::runtime::RuntimeWatch;
-use shared::secret::SecretKey;
 use sqlx::PgPool;
 use sqlx::types::ipnetwork::IpNetwork;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tollgate_core::queue::Broker;
+use tollgate_core::runtime::RuntimeWatch;
+use tollgate_core::secret::SecretKey;
 
 pub use error::ApiError;
 
@@ -164,7 +164,7 @@ pub async fn serve(
             .clone()
             .follow_instances(pool.clone(), shutdown.clone()),
     );
-    let metrics = metrics::ApiMetrics::new(shared::metrics::ScrapeGuard::new(
+    let metrics = metrics::ApiMetrics::new(tollgate_core::metrics::ScrapeGuard::new(
         settings.metrics_token.as_ref(),
     ));
     let activity = tokio::spawn(metrics::report(

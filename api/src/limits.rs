@@ -15,10 +15,10 @@ use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
-use shared::db::tokens::Principal;
-use shared::domain::{Decision, RateLimit, TenantId, TokenId};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tollgate_core::db::tokens::Principal;
+use tollgate_core::domain::{Decision, RateLimit, TenantId, TokenId};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -122,14 +122,14 @@ impl Limiter {
                 () = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            match shared::db::instances::heartbeat(&pool, id).await {
+            match tollgate_core::db::instances::heartbeat(&pool, id).await {
                 Ok(alive) => self
                     .instances
                     .store(u32::try_from(alive).unwrap_or(u32::MAX), Ordering::Relaxed),
                 Err(error) => tracing::warn!(%error, "cannot record this instance's heartbeat"),
             }
         }
-        if let Err(error) = shared::db::instances::leave(&pool, id).await {
+        if let Err(error) = tollgate_core::db::instances::leave(&pool, id).await {
             tracing::warn!(%error, "cannot remove this instance's heartbeat");
         }
     }

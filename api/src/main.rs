@@ -6,7 +6,7 @@ use clap::Parser as _;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = tollgate_api::cli::Cli::parse();
-    let telemetry = shared::telemetry::init("tollgate-api", &cli.infra.telemetry)?;
+    let telemetry = tollgate_core::telemetry::init("tollgate-api", &cli.infra.telemetry)?;
     let outcome = tollgate_api::cli::run(cli).await;
     telemetry.shutdown();
     outcome

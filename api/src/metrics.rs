@@ -20,9 +20,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use shared::metrics::{Latencies, ScrapeGuard, Tally};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tollgate_core::metrics::{Latencies, ScrapeGuard, Tally};
 use tracing::Instrument as _;
 
 /// The route label of a request no route matched (a 404 or 405 from a fallback).
@@ -72,14 +72,14 @@ struct Inner {
 
 impl ApiMetrics {
     pub fn new(guard: ScrapeGuard) -> Self {
-        let mut registry = shared::metrics::registry();
+        let mut registry = tollgate_core::metrics::registry();
         let requests = Family::default();
         registry.register(
             "http_requests",
             "HTTP requests answered, by route template, method and status",
             requests.clone(),
         );
-        let durations = shared::metrics::latencies();
+        let durations = tollgate_core::metrics::latencies();
         registry.register(
             "http_request_duration_seconds",
             "Time from a request's arrival to its answer's head (a stream's body flows on after)",
@@ -231,9 +231,9 @@ pub async fn scrape(State(state): State<crate::AppState>, headers: HeaderMap) ->
         )
         .into_response();
     }
-    match shared::metrics::render(&metrics.inner.registry) {
+    match tollgate_core::metrics::render(&metrics.inner.registry) {
         Ok(text) => (
-            [(header::CONTENT_TYPE, shared::metrics::CONTENT_TYPE)],
+            [(header::CONTENT_TYPE, tollgate_core::metrics::CONTENT_TYPE)],
             text,
         )
             .into_response(),

@@ -8,11 +8,11 @@
 
 use std::time::Duration;
 
-use shared::db::jobs;
-use shared::domain::JobId;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tollgate_core::db::jobs;
+use tollgate_core::domain::JobId;
 
 const CHANNEL_CAPACITY: usize = 50_000;
 const BATCH: usize = 2_000;

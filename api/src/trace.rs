@@ -3,7 +3,7 @@
 //! handed to the handlers ([`crate::client::ClientInfo`]) to be stored with the jobs it accepts.
 
 use axum::extract::Request;
-use shared::domain::TraceParent;
+use tollgate_core::domain::TraceParent;
 
 /// The request's span of its trace: the client's `traceparent` continued (or a new trace), and
 /// the span's own `traceparent` put in the request's extensions for the handlers. The caller runs
@@ -21,7 +21,7 @@ pub fn start(request: &mut Request) -> tracing::Span {
         path = %request.uri().path(),
         trace_id = tracing::field::Empty,
     );
-    let own = shared::telemetry::continue_trace(&span, incoming.as_ref());
+    let own = tollgate_core::telemetry::continue_trace(&span, incoming.as_ref());
     request.extensions_mut().insert(own);
     span
 }

@@ -19,12 +19,12 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use lapin::Consumer;
 use lapin::types::{AMQPValue, FieldTable};
-use shared::domain::{Job, JobId, TenantId};
-use shared::queue::{Broker, HintQueue, JobEvent, Session, Versioned as _};
 use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tollgate_core::domain::{Job, JobId, TenantId};
+use tollgate_core::queue::{Broker, HintQueue, JobEvent, Session, Versioned as _};
 
 /// Events buffered per job for a slow watcher; one that falls further behind re-reads the job.
 const BUFFER: usize = 16;
@@ -201,7 +201,7 @@ pub async fn finished_within(
             Some(Signal::Closing) | None => (true, true),
         };
         if read_now {
-            let job = shared::db::jobs::get(pool, tenant_id, id).await?;
+            let job = tollgate_core::db::jobs::get(pool, tenant_id, id).await?;
             if let Some(job) = job.filter(|job| job.status.is_terminal()) {
                 return Ok(Some(job));
             }

@@ -1,4 +1,5 @@
-//! Tollgate's shared library: what the api and the worker both need.
+//! Tollgate's core: the domain, and the database, queue and provider access that the api and the
+//! worker act through.
 //!
 //! - [`domain`]: jobs, tenants, roles, settings and validated request types;
 //! - [`billing`]: cost arithmetic and token estimates;

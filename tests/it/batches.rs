@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use provider_sim::Knobs;
 use serde_json::{Value, json};
-use shared::domain::{BatchId, JobId, Role, SettingsChange};
+use tollgate_core::domain::{BatchId, JobId, Role, SettingsChange};
 use tollgate_worker::WorkerSettings;
 
 use crate::events::read_stream;
@@ -442,7 +442,7 @@ async fn concurrent_dispatchers_never_release_an_item_twice() {
             let mut released: Vec<JobId> = Vec::new();
             loop {
                 let mut tx = pool.begin().await.expect("begin");
-                let round = shared::db::dispatch::release(&mut tx, &[(id, 37)])
+                let round = tollgate_core::db::dispatch::release(&mut tx, &[(id, 37)])
                     .await
                     .expect("release");
                 tx.commit().await.expect("commit");

@@ -8,7 +8,7 @@ use futures::future::join_all;
 use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use shared::domain::{JobId, Role};
+use tollgate_core::domain::{JobId, Role};
 
 use crate::harness::{Stack, WAIT, client, idle};
 
@@ -83,7 +83,7 @@ async fn post_as(stack: &Stack, token: &str, path: &str, body: &Value) -> reqwes
 }
 
 async fn tenant_id(stack: &Stack, name: &str) -> String {
-    shared::db::tenants::find_by_name(&stack.pool, name)
+    tollgate_core::db::tenants::find_by_name(&stack.pool, name)
         .await
         .expect("query")
         .expect("tenant")
@@ -226,7 +226,7 @@ async fn the_usage_record_keeps_the_token_origin_and_client_address() {
 #[tokio::test]
 async fn the_operator_sees_spend_per_provider_with_failed_calls_beside_charges_per_tenant() {
     let stack = Stack::with(crate::harness::with_openai_fallback(
-        shared::domain::SettingsChange::default(),
+        tollgate_core::domain::SettingsChange::default(),
     ))
     .await;
     stack.ollama.set_knobs(provider_sim::Knobs {
@@ -324,7 +324,7 @@ async fn counts_the_provider_left_out_are_estimated_with_a_tokenizer_and_flagged
     let prompt = usage["prompt_tokens"].as_i64().expect("prompt");
     assert_eq!(
         prompt,
-        i64::from(shared::billing::estimate_tokens(
+        i64::from(tollgate_core::billing::estimate_tokens(
             "\nWrite a tagline for a bicycle shop"
         ))
     );
@@ -426,7 +426,7 @@ async fn fifty_concurrent_submissions_admit_no_more_than_a_nearly_exhausted_quot
     let acme = tenant_id(&stack, "acme").await;
     // 1,000 tokens already used this month.
     record_usage(&stack, &acme, None, 1000, "0").await;
-    let per_job = i64::from(shared::billing::estimate_tokens("\nhi")) + 100;
+    let per_job = i64::from(tollgate_core::billing::estimate_tokens("\nhi")) + 100;
     let quota = 1000 + 5 * per_job;
     let status = tenant_quota(
         &stack,

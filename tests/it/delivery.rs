@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use provider_sim::Knobs;
 use serde_json::{Value, json};
-use shared::db::job_attempts;
-use shared::domain::JobId;
+use tollgate_core::db::job_attempts;
+use tollgate_core::domain::JobId;
 use tollgate_worker::WorkerSettings;
 
 use crate::harness::{Options, Proxy, Stack, eventually, idle, test_worker_settings};
@@ -270,7 +270,7 @@ async fn a_dead_lettered_job_is_failed_with_internal_error() {
             stack.topology.dead_letter_exchange().into(),
             "job".into(),
             lapin::options::BasicPublishOptions::default(),
-            &shared::queue::Versioned::encode(&shared::queue::JobMessage::new(job)),
+            &tollgate_core::queue::Versioned::encode(&tollgate_core::queue::JobMessage::new(job)),
             lapin::BasicProperties::default().with_delivery_mode(2),
         )
         .await
@@ -374,7 +374,7 @@ async fn a_message_that_keeps_failing_is_dead_lettered_and_an_admin_can_requeue_
     channel.close(200, "done".into()).await.expect("close");
     assert_eq!(
         deliveries,
-        shared::queue::DELIVERY_LIMIT + 1,
+        tollgate_core::queue::DELIVERY_LIMIT + 1,
         "the broker stopped redelivering at its delivery limit"
     );
 

@@ -101,7 +101,7 @@ async fn a_late_subscriber_gets_the_final_state_and_the_stream_ends() {
     assert!(revision >= 3, "queued, running, succeeded: {revision}");
 
     let other = stack
-        .create_token("globex", shared::domain::Role::Client)
+        .create_token("globex", tollgate_core::domain::Role::Client)
         .await;
     let hidden = open_stream(&stack.api_url, &other, id, None).await;
     assert_eq!(hidden.status(), 404, "another tenant's job has no stream");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use provider_sim::Knobs;
 use reqwest::Method;
 use serde_json::{Value, json};
-use shared::domain::{ProviderName, SettingsChange, Strategy};
+use tollgate_core::domain::{ProviderName, SettingsChange, Strategy};
 
 use crate::harness::{Options, Stack, WAIT, eventually, put_host, test_worker_settings};
 
@@ -35,7 +35,7 @@ async fn hosts_of(stack: &Stack, jobs: &[Value]) -> Vec<Option<String>> {
     let mut hosts = Vec::new();
     for job in jobs {
         let id = job["id"].as_str().expect("id").parse().expect("job id");
-        let attempts = shared::db::job_attempts::list(&stack.pool, id)
+        let attempts = tollgate_core::db::job_attempts::list(&stack.pool, id)
             .await
             .expect("attempts");
         hosts.push(attempts.last().and_then(|a| a.host.clone()));

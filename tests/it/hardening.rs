@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use serde_json::{Value, json};
-use shared::domain::{MAX_EMBEDDING_INPUTS, MAX_MESSAGES, MAX_TEXT_CHARS};
+use tollgate_core::domain::{MAX_EMBEDDING_INPUTS, MAX_MESSAGES, MAX_TEXT_CHARS};
 
 use crate::harness::{Options, Stack, idle, test_api_settings};
 

@@ -10,19 +10,19 @@ use std::time::Duration;
 use provider_sim::{Knobs, Sim};
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use shared::db::jobs::NewJob;
-use shared::domain::{
-    GenerateRequest, JobId, JobRequest, JobStatus, ProviderName, Role, SealedKey, SettingsChange,
-    Strategy,
-};
-use shared::queue::{Broker, Topology};
-use shared::secret::{SecretKey, last4};
-use shared::webhook::RetrySchedule;
 use sqlx::PgPool;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tollgate_api::ApiSettings;
+use tollgate_core::db::jobs::NewJob;
+use tollgate_core::domain::{
+    GenerateRequest, JobId, JobRequest, JobStatus, ProviderName, Role, SealedKey, SettingsChange,
+    Strategy,
+};
+use tollgate_core::queue::{Broker, Topology};
+use tollgate_core::secret::{SecretKey, last4};
+use tollgate_core::webhook::RetrySchedule;
 use tollgate_worker::{WebhookSettings, WorkerSettings};
 
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -184,7 +184,8 @@ fn test_settings() -> SettingsChange {
 /// database (the admin API's own tests go through the API), and makes every process reload it.
 pub async fn put_host(pool: &PgPool, name: &str, url: &str, slots: u32) {
     let slots = i32::try_from(slots).expect("slots fit");
-    let bulk = i32::try_from(shared::domain::bulk_slots(slots.unsigned_abs())).expect("fits");
+    let bulk =
+        i32::try_from(tollgate_core::domain::bulk_slots(slots.unsigned_abs())).expect("fits");
     sqlx::query(
         "with host as (
             insert into ollama_hosts (id, name, base_url, slots, bulk_slots)
@@ -211,7 +212,7 @@ pub async fn put_host(pool: &PgPool, name: &str, url: &str, slots: u32) {
 
 /// Applies `change` to the stored settings, panicking on a refused value.
 pub async fn change_settings(pool: &PgPool, change: SettingsChange) {
-    shared::db::settings::update(pool, change, |_, _| None)
+    tollgate_core::db::settings::update(pool, change, |_, _| None)
         .await
         .expect("settings update")
         .expect("valid settings");
@@ -243,10 +244,10 @@ impl Stack {
         admin.close().await;
         let mut url = url::Url::parse(&database_url()).expect("DATABASE_URL is a URL");
         url.set_path(&db_name);
-        let pool = shared::db::connect(url.as_str(), 8)
+        let pool = tollgate_core::db::connect(url.as_str(), 8)
             .await
             .expect("connect to the test database");
-        shared::db::migrate(&pool).await.expect("migrate");
+        tollgate_core::db::migrate(&pool).await.expect("migrate");
 
         let (ollama, ollama_url, stop) = start_sim().await;
         let (openai, openai_url, openai_stop) = start_sim().await;
@@ -320,7 +321,7 @@ impl Stack {
         url.set_host(Some(&proxy.addr.ip().to_string()))
             .expect("a host");
         url.set_port(Some(proxy.addr.port())).expect("a port");
-        shared::db::connect(url.as_str(), 8)
+        tollgate_core::db::connect(url.as_str(), 8)
             .await
             .expect("connect through the proxy")
     }
@@ -400,7 +401,7 @@ impl Stack {
 
     /// The id of tenant `name`.
     pub async fn tenant_id(&self, name: &str) -> String {
-        shared::db::tenants::find_by_name(&self.pool, name)
+        tollgate_core::db::tenants::find_by_name(&self.pool, name)
             .await
             .expect("find tenant")
             .expect("the tenant exists")
@@ -448,17 +449,17 @@ impl Stack {
 
     /// A new token for `tenant` (created if missing).
     pub async fn create_token(&self, tenant: &str, role: Role) -> String {
-        let tenant_id = match shared::db::tenants::find_by_name(&self.pool, tenant)
+        let tenant_id = match tollgate_core::db::tenants::find_by_name(&self.pool, tenant)
             .await
             .expect("find tenant")
         {
             Some(id) => id,
-            None => shared::db::tenants::create(&self.pool, tenant)
+            None => tollgate_core::db::tenants::create(&self.pool, tenant)
                 .await
                 .expect("create tenant"),
         };
-        let token = shared::token::generate();
-        shared::db::tokens::create(
+        let token = tollgate_core::token::generate();
+        tollgate_core::db::tokens::create(
             &self.pool,
             tenant_id,
             "test",
@@ -473,8 +474,8 @@ impl Stack {
 
     /// Inserts a `generate` job for the stack's token as intake would, without publishing it.
     pub async fn insert_unpublished_job(&self, prompt: &str) -> JobId {
-        let hash = shared::token::hash(&self.token);
-        let principal = shared::db::tokens::authenticate(&self.pool, &hash)
+        let hash = tollgate_core::token::hash(&self.token);
+        let principal = tollgate_core::db::tokens::authenticate(&self.pool, &hash)
             .await
             .expect("query")
             .expect("the stack's token is valid");
@@ -492,7 +493,7 @@ impl Stack {
             stream_to: None,
             traceparent: None,
         };
-        shared::db::jobs::insert(&self.pool, &job)
+        tollgate_core::db::jobs::insert(&self.pool, &job)
             .await
             .expect("insert job");
         job.id

@@ -3,7 +3,7 @@
 //! keys belong to a tenant and are forgotten after a day.
 
 use serde_json::{Value, json};
-use shared::domain::{Role, TenantId};
+use tollgate_core::domain::{Role, TenantId};
 
 use crate::harness::{Stack, client, idle};
 
@@ -25,7 +25,7 @@ async fn post(
 }
 
 async fn acme(stack: &Stack) -> TenantId {
-    shared::db::tenants::find_by_name(&stack.pool, "acme")
+    tollgate_core::db::tenants::find_by_name(&stack.pool, "acme")
         .await
         .expect("query")
         .expect("acme")
@@ -118,7 +118,7 @@ async fn a_key_in_flight_is_409_and_a_retried_batch_is_the_same_batch() {
     // Another request holding the key (its transaction still open) makes a retry wait its turn.
     let mut holder = stack.pool.begin().await.expect("begin");
     assert!(
-        shared::db::idempotency::try_lock(&mut holder, tenant, "batch-1")
+        tollgate_core::db::idempotency::try_lock(&mut holder, tenant, "batch-1")
             .await
             .expect("lock")
     );

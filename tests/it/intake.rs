@@ -2,7 +2,7 @@
 //! only their own jobs; listing and cancelling.
 
 use serde_json::{Value, json};
-use shared::domain::Role;
+use tollgate_core::domain::Role;
 
 use crate::harness::{Stack, client, idle};
 
@@ -163,7 +163,7 @@ async fn missing_unknown_and_revoked_tokens_are_refused() {
     let stack = Stack::with(idle()).await;
     let body = json!({ "model": "llama3", "prompt": "hi" });
     let revoked = stack.create_token("acme", Role::Client).await;
-    let hash = shared::token::hash(&revoked);
+    let hash = tollgate_core::token::hash(&revoked);
     sqlx::query("update api_tokens set revoked_at = now() where token_hash = $1")
         .bind(hash.as_slice())
         .execute(&stack.pool)

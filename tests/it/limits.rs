@@ -4,7 +4,7 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use shared::domain::Role;
+use tollgate_core::domain::Role;
 
 use crate::harness::{Stack, client, eventually, test_api_settings};
 

@@ -9,7 +9,7 @@ use openmetrics_parser::{
 use provider_sim::Knobs;
 use secrecy::SecretString;
 use serde_json::json;
-use shared::domain::SettingsChange;
+use tollgate_core::domain::SettingsChange;
 
 use crate::harness::{
     Options, Stack, WAIT, client, eventually, test_api_settings, test_worker_settings,

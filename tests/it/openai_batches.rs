@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shared::domain::Role;
+use tollgate_core::domain::Role;
 
 use crate::harness::{Options, Stack, client};
 

@@ -6,8 +6,8 @@ use std::cell::Cell;
 use provider_sim::Knobs;
 use reqwest::Method;
 use serde_json::{Value, json};
-use shared::db::job_attempts::{self, AttemptRow};
-use shared::domain::SettingsChange;
+use tollgate_core::db::job_attempts::{self, AttemptRow};
+use tollgate_core::domain::SettingsChange;
 
 use crate::harness::{Options, Stack, eventually, with_openai_fallback};
 

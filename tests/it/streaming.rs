@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use provider_sim::Knobs;
 use serde_json::{Value, json};
-use shared::domain::JobId;
+use tollgate_core::domain::JobId;
 
 use crate::harness::{Stack, eventually, idle, test_api_settings, test_worker_settings};
 

@@ -210,7 +210,7 @@ async fn a_disabled_tenant_is_locked_out_until_enabled_and_admins_keep_their_own
     })
     .await;
 
-    let own = shared::db::tenants::find_by_name(&stack.pool, "ops")
+    let own = tollgate_core::db::tenants::find_by_name(&stack.pool, "ops")
         .await
         .expect("query")
         .expect("ops");
@@ -260,7 +260,7 @@ async fn admin_actions_are_audited_and_clients_are_kept_out() {
     assert_eq!(entries[2]["target"], id);
     assert_eq!(entries[2]["details"]["name"], "umbrella");
     assert_eq!(entries[0]["target"], token_id);
-    let ops = shared::db::tenants::find_by_name(&stack.pool, "ops")
+    let ops = tollgate_core::db::tenants::find_by_name(&stack.pool, "ops")
         .await
         .expect("query")
         .expect("ops");

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use shared::domain::{SettingsChange, TraceParent};
+use tollgate_core::domain::{SettingsChange, TraceParent};
 
 use crate::harness::{Stack, client, eventually, with_openai_fallback};
 use crate::secrets::capture_logs;
@@ -200,8 +200,8 @@ async fn with_an_otlp_endpoint_the_jobs_way_is_exported_as_spans_of_its_trace() 
     use tracing_subscriber::layer::SubscriberExt as _;
 
     let (endpoint, exports) = otlp_receiver().await;
-    let provider =
-        shared::telemetry::exporter("tollgate-test", &endpoint, "http/json").expect("an exporter");
+    let provider = tollgate_core::telemetry::exporter("tollgate-test", &endpoint, "http/json")
+        .expect("an exporter");
     opentelemetry::global::set_tracer_provider(provider.clone());
     let subscriber = tracing_subscriber::registry()
         .with(tracing_subscriber::filter::LevelFilter::INFO)

@@ -106,7 +106,7 @@ pub fn signatures_by(secret: &str, received: &Received) -> usize {
 
 /// The acme tenant's id.
 pub async fn acme(stack: &Stack) -> String {
-    shared::db::tenants::find_by_name(&stack.pool, "acme")
+    tollgate_core::db::tenants::find_by_name(&stack.pool, "acme")
         .await
         .expect("query")
         .expect("acme exists")
@@ -527,7 +527,7 @@ async fn a_delivery_whose_message_was_lost_is_sent_by_the_sweeper() {
 async fn retries_to_an_endpoint_disabled_meanwhile_stop() {
     let mut worker = test_worker_settings();
     worker.webhooks.schedule =
-        shared::webhook::RetrySchedule::new(vec![std::time::Duration::from_secs(1)]);
+        tollgate_core::webhook::RetrySchedule::new(vec![std::time::Duration::from_secs(1)]);
     let stack = Stack::with(Options {
         worker_settings: worker,
         ..Options::default()

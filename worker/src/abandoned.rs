@@ -9,10 +9,10 @@
 //! tokenizer) and, when this run was answered, got as long an answer.
 
 use chrono::Utc;
-use shared::billing::estimate_tokens;
-use shared::db::job_attempts::{AttemptOutcome, AttemptRecord};
-use shared::db::runs::{ClaimedJob, Outcome};
-use shared::domain::{JobError, ProviderName};
+use tollgate_core::billing::estimate_tokens;
+use tollgate_core::db::job_attempts::{AttemptOutcome, AttemptRecord};
+use tollgate_core::db::runs::{ClaimedJob, Outcome};
+use tollgate_core::domain::{JobError, ProviderName};
 
 use crate::providers::Plan;
 

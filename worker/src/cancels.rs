@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt as _;
 use lapin::Consumer;
 use lapin::types::FieldTable;
-use shared::domain::JobId;
-use shared::queue::{Broker, CancelMessage, HintQueue, Versioned as _};
 use tokio_util::sync::CancellationToken;
+use tollgate_core::domain::JobId;
+use tollgate_core::queue::{Broker, CancelMessage, HintQueue, Versioned as _};
 
 /// The runs of this worker that a cancel can reach, by job.
 #[derive(Clone, Default)]

@@ -15,16 +15,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use shared::db::job_attempts::{AttemptOutcome, AttemptRecord};
-use shared::db::runs::cancelled_error;
-use shared::domain::{
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tollgate_core::db::job_attempts::{AttemptOutcome, AttemptRecord};
+use tollgate_core::db::runs::cancelled_error;
+use tollgate_core::domain::{
     DataPolicy, JobError, JobRequest, JobStatus, LocalWait, ProviderName, RouteReason, TraceParent,
     WhenBusy,
 };
-use shared::provider::{Completion, FailureClass, Provider, ProviderError, TokenCounts};
-use shared::telemetry;
-use tokio::sync::OwnedSemaphorePermit;
-use tokio_util::sync::CancellationToken;
+use tollgate_core::provider::{Completion, FailureClass, Provider, ProviderError, TokenCounts};
+use tollgate_core::telemetry;
 use tracing::Instrument as _;
 
 use crate::fleet::{HostState, NoSlot, SlotGuard, SlotLane};
@@ -77,8 +77,8 @@ impl Call<'_> {
             return None;
         }
         let tokens = TokenCounts {
-            prompt: shared::billing::estimate_tokens(&self.request.input_text()),
-            completion: shared::billing::estimate_tokens(&text),
+            prompt: tollgate_core::billing::estimate_tokens(&self.request.input_text()),
+            completion: tollgate_core::billing::estimate_tokens(&text),
             estimated: true,
         };
         Some((text, tokens))
@@ -467,7 +467,7 @@ async fn call_once(
     let passed_on = telemetry::passed_on(&span, &call.trace);
     let mut first_piece = None;
     let answer = tokio::select! {
-        answer = shared::provider::traced(passed_on, async {
+        answer = tollgate_core::provider::traced(passed_on, async {
             match call.relay {
                 Some(relay) => {
                     let mut piece = |text: &str| {

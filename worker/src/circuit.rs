@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use shared::domain::CircuitPolicy;
+use tollgate_core::domain::CircuitPolicy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use shared::config::{InfraConfig, ProviderConfig, WebhookConfig};
-use shared::queue::{Broker, Topology};
 use tokio_util::sync::CancellationToken;
+use tollgate_core::config::{InfraConfig, ProviderConfig, WebhookConfig};
+use tollgate_core::queue::{Broker, Topology};
 
 use crate::{WebhookSettings, WorkerSettings};
 
@@ -74,9 +74,10 @@ pub struct Cli {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let pool = shared::process::connect_database(&cli.infra.database_url, cli.infra.db_pool_size)
-        .await
-        .context("cannot open the database")?;
+    let pool =
+        tollgate_core::process::connect_database(&cli.infra.database_url, cli.infra.db_pool_size)
+            .await
+            .context("cannot open the database")?;
     let secret_key = cli.providers.seed_settings(&pool).await?;
     let timeout = Duration::from_secs(cli.providers.provider_timeout_secs);
     let settings = WorkerSettings {
@@ -103,7 +104,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         ..WorkerSettings::default()
     };
 
-    let shutdown = shared::process::shutdown_on_signal();
+    let shutdown = tollgate_core::process::shutdown_on_signal();
     // The connection outlives the worker's own shutdown, so jobs finishing in the grace period
     // can still ack; it closes once they are done.
     let connection = CancellationToken::new();

@@ -10,10 +10,10 @@ use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
-use shared::queue::Broker;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tollgate_core::queue::Broker;
 
 use crate::chain::Lane;
 use crate::{Context, execute};
@@ -145,7 +145,7 @@ pub async fn subscribe(
 }
 
 async fn open(
-    session: &shared::queue::Session,
+    session: &tollgate_core::queue::Session,
     queue: &str,
     prefetch: u16,
 ) -> lapin::Result<(Channel, Consumer)> {

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use futures::StreamExt as _;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use shared::db::jobs;
-use shared::domain::{JobError, JobStatus};
-use shared::queue::{Broker, JobMessage, Versioned as _};
+use tollgate_core::db::jobs;
+use tollgate_core::domain::{JobError, JobStatus};
+use tollgate_core::queue::{Broker, JobMessage, Versioned as _};
 
 use crate::execute::announce;
 use crate::{Context, consumer::subscribe};

@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::db::{dispatch, jobs};
-use shared::domain::{BatchId, JobId, TenantId};
-use shared::queue::{Broker, Work};
 use sqlx::PgConnection;
+use tollgate_core::db::{dispatch, jobs};
+use tollgate_core::domain::{BatchId, JobId, TenantId};
+use tollgate_core::queue::{Broker, Work};
 
 use crate::Context;
 

@@ -2,7 +2,7 @@
 //! run ended (finished, or parked for a delayed retry), and only then ack.
 //!
 //! The ack comes last: a worker that dies anywhere before it leaves the message to be
-//! redelivered, and the conditional claim and finish in `shared::db::runs` make the redelivery
+//! redelivered, and the conditional claim and finish in `tollgate_core::db::runs` make the redelivery
 //! run the job at most once more and record it exactly once.
 
 use std::future::Future;
@@ -12,17 +12,17 @@ use backon::{ExponentialBuilder, Retryable as _};
 use chrono::Utc;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
-use shared::billing;
-use shared::db::job_attempts::{AttemptOutcome, AttemptRecord};
-use shared::db::jobs;
-use shared::db::runs::{self, ClaimedJob, Outcome, Partial, Recorded};
-use shared::domain::{
-    JobError, JobId, JobRequest, JobStatus, ProviderName, RouteInput, Runtime, TraceParent,
-};
-use shared::queue::{JobEvent, JobMessage, Versioned as _, Work, traceparent_of};
-use shared::telemetry;
 use tokio::sync::SemaphorePermit;
 use tokio_util::sync::CancellationToken;
+use tollgate_core::billing;
+use tollgate_core::db::job_attempts::{AttemptOutcome, AttemptRecord};
+use tollgate_core::db::jobs;
+use tollgate_core::db::runs::{self, ClaimedJob, Outcome, Partial, Recorded};
+use tollgate_core::domain::{
+    JobError, JobId, JobRequest, JobStatus, ProviderName, RouteInput, Runtime, TraceParent,
+};
+use tollgate_core::queue::{JobEvent, JobMessage, Versioned as _, Work, traceparent_of};
+use tollgate_core::telemetry;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
@@ -446,7 +446,7 @@ fn decide(end: RunEnd, request: &JobRequest, retries: i32, max_runs: u32) -> Ver
             let (provider, upstream_model) = provider.unzip();
             let partial = partial.map(|(text, tokens, latency)| Partial {
                 routed_model: upstream_model.clone().unwrap_or_default(),
-                result: shared::provider::text_result(request, text),
+                result: tollgate_core::provider::text_result(request, text),
                 tokens,
                 price: None,
                 latency,
@@ -527,13 +527,13 @@ where
         .without_max_times();
     let result = operation
         .retry(backoff)
-        .when(|error| shared::db::is_transient(error) && !context.shutdown.is_cancelled())
+        .when(|error| tollgate_core::db::is_transient(error) && !context.shutdown.is_cancelled())
         .notify(
             |error, delay| tracing::warn!(%error, step, retry_in = ?delay, "database step failed"),
         )
         .await;
     result.map_err(|error| {
-        if shared::db::is_transient(&error) {
+        if tollgate_core::db::is_transient(&error) {
             Halt::ShuttingDown
         } else {
             Halt::Failed(error)
@@ -544,7 +544,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::GenerateRequest;
+    use tollgate_core::domain::GenerateRequest;
 
     fn request() -> JobRequest {
         JobRequest::Generate(GenerateRequest::parse("llama3", "hi".into(), None).expect("valid"))

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::db::workers::{self, ProviderState};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tollgate_core::db::workers::{self, ProviderState};
 use uuid::Uuid;
 
 use crate::Providers;

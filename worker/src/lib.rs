@@ -36,13 +36,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use shared::metrics::ScrapeGuard;
-use shared::queue::Broker;
-use shared::runtime::RuntimeWatch;
-use shared::secret::SecretKey;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tollgate_core::metrics::ScrapeGuard;
+use tollgate_core::queue::Broker;
+use tollgate_core::runtime::RuntimeWatch;
+use tollgate_core::secret::SecretKey;
 
 pub use crate::fleet::Fleet;
 pub use crate::providers::{Plan, Providers};

@@ -6,7 +6,7 @@ use clap::Parser as _;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = tollgate_worker::cli::Cli::parse();
-    let telemetry = shared::telemetry::init("tollgate-worker", &cli.infra.telemetry)?;
+    let telemetry = tollgate_core::telemetry::init("tollgate-worker", &cli.infra.telemetry)?;
     let outcome = tollgate_worker::cli::run(cli).await;
     telemetry.shutdown();
     outcome

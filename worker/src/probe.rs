@@ -16,10 +16,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use shared::metrics::ScrapeGuard;
-use shared::queue::Broker;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tollgate_core::metrics::ScrapeGuard;
+use tollgate_core::queue::Broker;
 
 use crate::Providers;
 use crate::metrics::WorkerMetrics;
@@ -97,9 +97,9 @@ async fn metrics(State(probe): State<Probe>, headers: HeaderMap) -> Response {
             .into_response();
     }
     probe.metrics.health(&probe.providers.health());
-    match shared::metrics::render(probe.metrics.registry()) {
+    match tollgate_core::metrics::render(probe.metrics.registry()) {
         Ok(text) => (
-            [(header::CONTENT_TYPE, shared::metrics::CONTENT_TYPE)],
+            [(header::CONTENT_TYPE, tollgate_core::metrics::CONTENT_TYPE)],
             text,
         )
             .into_response(),

@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
-use shared::domain::{
-    LocalWait, ProviderName, Route, RouteInput, Runtime, Settings, WhenBusy, bulk_slots,
-};
-use shared::provider::{OpenAiClient, Provider};
-use shared::runtime::RuntimeWatch;
-use shared::secret::SecretKey;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tollgate_core::domain::{
+    LocalWait, ProviderName, Route, RouteInput, Runtime, Settings, WhenBusy, bulk_slots,
+};
+use tollgate_core::provider::{OpenAiClient, Provider};
+use tollgate_core::runtime::RuntimeWatch;
+use tollgate_core::secret::SecretKey;
 
 use crate::circuit::{Circuit, Turned};
 use crate::fleet::Fleet;

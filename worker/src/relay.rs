@@ -10,11 +10,11 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use shared::domain::{JobId, JobStatus};
-use shared::queue::{Broker, StreamMessage, StreamPart};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tollgate_core::domain::{JobId, JobStatus};
+use tollgate_core::queue::{Broker, StreamMessage, StreamPart};
 
 /// How long pieces that follow a message are gathered before the next is sent.
 const COALESCE: Duration = Duration::from_millis(10);

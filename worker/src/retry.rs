@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use backon::{BackoffBuilder as _, ExponentialBuilder};
-use shared::domain::RetryPolicy;
-use shared::queue::{RETRY_DELAYS, wait_bucket};
+use tollgate_core::domain::RetryPolicy;
+use tollgate_core::queue::{RETRY_DELAYS, wait_bucket};
 
 /// Longest a run waits in place for a provider's `Retry-After`; a provider asking for more is left
 /// for the next one in the chain or for the delay queue, instead of holding a worker slot.

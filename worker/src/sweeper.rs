@@ -11,10 +11,10 @@
 
 use std::sync::Arc;
 
-use shared::db::jobs::Unpublished;
-use shared::db::{idempotency, jobs, webhooks};
-use shared::domain::{JobId, JobStatus};
-use shared::queue::{Broker, JobEvent, Work};
+use tollgate_core::db::jobs::Unpublished;
+use tollgate_core::db::{idempotency, jobs, webhooks};
+use tollgate_core::domain::{JobId, JobStatus};
+use tollgate_core::queue::{Broker, JobEvent, Work};
 
 use crate::Context;
 

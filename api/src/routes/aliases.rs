@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use shared::db::model_routes::{self, Alias};
-use shared::domain::{ModelName, ProviderName};
+use tollgate_core::db::model_routes::{self, Alias};
+use tollgate_core::domain::{ModelName, ProviderName};
 
 use crate::AppState;
 use crate::auth::Admin;

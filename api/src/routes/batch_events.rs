@@ -14,8 +14,8 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use futures::Stream;
-use shared::db::batches::{self, Batch, Counts};
-use shared::domain::{BatchId, TenantId};
+use tollgate_core::db::batches::{self, Batch, Counts};
+use tollgate_core::domain::{BatchId, TenantId};
 
 use super::tenancy::ForTenant;
 use crate::AppState;

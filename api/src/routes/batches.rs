@@ -16,8 +16,8 @@ use axum::{Json, Router};
 use futures::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use shared::db::batches::{self, Batch, BatchCancel, NewBatch};
-use shared::domain::{
+use tollgate_core::db::batches::{self, Batch, BatchCancel, NewBatch};
+use tollgate_core::domain::{
     BatchId, BatchItem, BatchSpec, GenerationOptions, JobKind, Template, TenantId,
 };
 

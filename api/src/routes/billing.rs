@@ -9,10 +9,10 @@ use axum::{Json, Router};
 use chrono::{DateTime, Datelike as _, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use shared::db::prices::{self, PriceRow};
-use shared::db::quotas::{self, Limits, MonthStatus};
-use shared::db::usage::{self, ProviderSpend, TenantCharge, Unpriced};
-use shared::domain::{ModelName, ProviderName};
+use tollgate_core::db::prices::{self, PriceRow};
+use tollgate_core::db::quotas::{self, Limits, MonthStatus};
+use tollgate_core::db::usage::{self, ProviderSpend, TenantCharge, Unpriced};
+use tollgate_core::domain::{ModelName, ProviderName};
 
 use crate::AppState;
 use crate::auth::Admin;

@@ -7,9 +7,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared::db::jobs::{self, DeadLetter, Requeued};
-use shared::domain::{Job, JobId};
-use shared::queue::JobEvent;
+use tollgate_core::db::jobs::{self, DeadLetter, Requeued};
+use tollgate_core::domain::{Job, JobId};
+use tollgate_core::queue::JobEvent;
 
 use crate::AppState;
 use crate::auth::Admin;

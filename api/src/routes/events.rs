@@ -15,10 +15,10 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use futures::Stream;
-use shared::db::jobs;
-use shared::domain::{Job, JobId, TenantId};
-use shared::queue::StreamPart;
 use tokio::time::Instant;
+use tollgate_core::db::jobs;
+use tollgate_core::domain::{Job, JobId, TenantId};
+use tollgate_core::queue::StreamPart;
 
 use super::ids::{job_not_found, parse_job_id};
 use crate::AppState;

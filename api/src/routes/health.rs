@@ -28,7 +28,7 @@ pub fn router() -> Router<AppState> {
 async fn readyz(State(state): State<AppState>) -> Response {
     // Known down: said at once. Otherwise asked, briefly (a failure has the probe look too).
     let postgres = !state.database.is_down()
-        && tokio::time::timeout(Duration::from_secs(1), shared::db::ping(&state.pool))
+        && tokio::time::timeout(Duration::from_secs(1), tollgate_core::db::ping(&state.pool))
             .await
             .is_ok_and(|ping| ping.is_ok());
     if !postgres {

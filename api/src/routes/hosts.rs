@@ -10,11 +10,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use shared::db::audit::Action;
-use shared::db::host_slots;
-use shared::db::hosts::{self, NAME_TAKEN};
-use shared::db::tokens::Principal;
-use shared::domain::{Host, HostChange, HostSpec};
+use tollgate_core::db::audit::Action;
+use tollgate_core::db::host_slots;
+use tollgate_core::db::hosts::{self, NAME_TAKEN};
+use tollgate_core::db::tokens::Principal;
+use tollgate_core::domain::{Host, HostChange, HostSpec};
 
 use crate::AppState;
 use crate::auth::Admin;

@@ -1,7 +1,7 @@
 //! The ids in paths: a malformed one is answered like an unknown one (there is no such job, batch
 //! or tenant), so every route that takes one reads it here.
 
-use shared::domain::{BatchId, JobId, TenantId};
+use tollgate_core::domain::{BatchId, JobId, TenantId};
 
 use crate::error::ApiError;
 

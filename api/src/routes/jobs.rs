@@ -15,9 +15,9 @@ use axum::{Json, Router};
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use shared::db::job_attempts::{self, AttemptRow};
-use shared::db::jobs::{self, CancelOutcome, NewJob};
-use shared::domain::{
+use tollgate_core::db::job_attempts::{self, AttemptRow};
+use tollgate_core::db::jobs::{self, CancelOutcome, NewJob};
+use tollgate_core::domain::{
     BatchId, ChatMessage, ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest,
     GenerationOptions, Job, JobId, JobRequest, JobStatus,
 };
@@ -172,7 +172,7 @@ async fn embedding(
 /// `Idempotency-Key`, a retry gets the first answer (the job) instead of a second job.
 async fn submit(
     state: &AppState,
-    caller: shared::db::tokens::Principal,
+    caller: tollgate_core::db::tokens::Principal,
     client: ClientInfo,
     headers: &HeaderMap,
     request: JobRequest,
@@ -232,7 +232,7 @@ async fn submit(
 /// sync timeout passed first. The client going away cancels the job.
 async fn streamed(
     state: &AppState,
-    caller: shared::db::tokens::Principal,
+    caller: tollgate_core::db::tokens::Principal,
     key: Option<Key>,
     new_job: NewJob,
 ) -> Result<Response, ApiError> {

@@ -15,11 +15,11 @@ use chrono::Utc;
 use futures::{Stream, StreamExt as _};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use shared::billing;
-use shared::db::audit::{self, Action};
-use shared::db::tokens::Principal;
-use shared::domain::{ModelName, ProviderName};
-use shared::provider::ProviderError;
+use tollgate_core::billing;
+use tollgate_core::db::audit::{self, Action};
+use tollgate_core::db::tokens::Principal;
+use tollgate_core::domain::{ModelName, ProviderName};
+use tollgate_core::provider::ProviderError;
 
 use crate::AppState;
 use crate::auth::{Admin, Caller};

@@ -12,10 +12,10 @@ use axum::{Json, Router};
 use chrono::{DateTime, Datelike as _, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
-use shared::db::activity::{self, Minute};
-use shared::db::backlog::{self, Unfinished};
-use shared::db::usage::{self, Scope};
-use shared::db::workers::{self, ProviderState};
+use tollgate_core::db::activity::{self, Minute};
+use tollgate_core::db::backlog::{self, Unfinished};
+use tollgate_core::db::usage::{self, Scope};
+use tollgate_core::db::workers::{self, ProviderState};
 
 use crate::AppState;
 use crate::auth::Admin;

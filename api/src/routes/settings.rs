@@ -10,9 +10,9 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use shared::db::audit::Action;
-use shared::domain::{ProviderName, SealedKey, Settings, SettingsChange, Strategy};
-use shared::secret::last4;
+use tollgate_core::db::audit::Action;
+use tollgate_core::domain::{ProviderName, SealedKey, Settings, SettingsChange, Strategy};
+use tollgate_core::secret::last4;
 
 use crate::AppState;
 use crate::auth::Admin;
@@ -107,7 +107,9 @@ async fn show(
     State(state): State<AppState>,
     Admin(_): Admin,
 ) -> Result<Json<SettingsView>, ApiError> {
-    Ok(Json(shared::db::settings::get(&state.pool).await?.into()))
+    Ok(Json(
+        tollgate_core::db::settings::get(&state.pool).await?.into(),
+    ))
 }
 
 async fn change(
@@ -125,7 +127,7 @@ async fn change(
             details: Some(changes(before, after)),
         })
     };
-    let settings = shared::db::settings::update(&state.pool, change, audit)
+    let settings = tollgate_core::db::settings::update(&state.pool, change, audit)
         .await?
         .map_err(|invalid| ApiError::invalid_field(invalid.field, invalid.message))?;
     tracing::info!(

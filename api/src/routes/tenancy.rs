@@ -3,8 +3,8 @@
 //! naming another tenant is refused, so a client token only ever sees its own tenant's.
 
 use serde::Deserialize;
-use shared::db::tokens::Principal;
-use shared::domain::{Role, TenantId};
+use tollgate_core::db::tokens::Principal;
+use tollgate_core::domain::{Role, TenantId};
 
 use crate::error::ApiError;
 

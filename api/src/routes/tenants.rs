@@ -14,11 +14,11 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use shared::db::access::{self, Holder};
-use shared::db::audit::{self, Action, Entry};
-use shared::db::tenants::{self, NAME_TAKEN, Tenant};
-use shared::db::tokens::{self, Principal, TokenInfo};
-use shared::domain::{AccessChange, DataPolicy, RateLimit, Role, TenantId, TokenId};
+use tollgate_core::db::access::{self, Holder};
+use tollgate_core::db::audit::{self, Action, Entry};
+use tollgate_core::db::tenants::{self, NAME_TAKEN, Tenant};
+use tollgate_core::db::tokens::{self, Principal, TokenInfo};
+use tollgate_core::domain::{AccessChange, DataPolicy, RateLimit, Role, TenantId, TokenId};
 
 use crate::AppState;
 use crate::auth::Admin;
@@ -250,7 +250,7 @@ async fn create_token(
     if tenants::get(&mut *tx, tenant_id).await?.is_none() {
         return Err(ApiError::not_found("no such tenant"));
     }
-    let token = shared::token::generate();
+    let token = tollgate_core::token::generate();
     let id = tokens::create(
         &mut *tx,
         tenant_id,

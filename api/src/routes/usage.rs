@@ -7,9 +7,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{Datelike as _, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use shared::db::tokens::Principal;
-use shared::db::usage::{self, DayTotals, ModelTotals, ReasonTotals, Scope, Totals};
-use shared::domain::Role;
+use tollgate_core::db::tokens::Principal;
+use tollgate_core::db::usage::{self, DayTotals, ModelTotals, ReasonTotals, Scope, Totals};
+use tollgate_core::domain::Role;
 
 use crate::AppState;
 use crate::auth::Caller;

@@ -12,10 +12,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared::db::jobs;
-use shared::db::webhooks::{self, Delivery, DeliverySummary, Endpoint};
-use shared::secret::Purpose;
-use shared::webhook::{SigningSecret, message_id};
+use tollgate_core::db::jobs;
+use tollgate_core::db::webhooks::{self, Delivery, DeliverySummary, Endpoint};
+use tollgate_core::secret::Purpose;
+use tollgate_core::webhook::{SigningSecret, message_id};
 use uuid::Uuid;
 
 use crate::AppState;

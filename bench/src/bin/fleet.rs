@@ -57,7 +57,7 @@ struct Host {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let http = reqwest::Client::new();
-    let pool = shared::db::connect(&cli.database_url, 2).await?;
+    let pool = tollgate_core::db::connect(&cli.database_url, 2).await?;
     let hosts: Vec<Host> = cli
         .hosts
         .iter()

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use shared::domain::{DataPolicy, RouteInput};
-use shared::runtime::RuntimeWatch;
+use tollgate_core::domain::{DataPolicy, RouteInput};
+use tollgate_core::runtime::RuntimeWatch;
 use tollgate_worker::{Fleet, Providers};
 
 #[derive(Debug, Parser)]
@@ -33,10 +33,10 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let pool = shared::db::connect(&cli.database_url, 2)
+    let pool = tollgate_core::db::connect(&cli.database_url, 2)
         .await
         .context("connect to the database")?;
-    shared::db::migrate(&pool).await?;
+    tollgate_core::db::migrate(&pool).await?;
     let runtime = RuntimeWatch::load(pool.clone()).await?;
     let (fleet, _tasks) = Fleet::new(
         pool.clone(),
@@ -66,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..cli.samples {
         let clock = Instant::now();
         for _ in 0..1_000 {
-            shared::db::settings::version(&pool).await?;
+            tollgate_core::db::settings::version(&pool).await?;
         }
         round_trip.push(clock.elapsed() / 1_000);
     }

@@ -11,14 +11,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use shared::domain::{CircuitPolicy, Host, ProviderName, Runtime};
-use shared::provider::{OllamaClient, OllamaModels, Provider, model_key};
 use tokio_util::sync::CancellationToken;
+use tollgate_core::domain::{CircuitPolicy, Host, ProviderName, Runtime};
+use tollgate_core::provider::{OllamaClient, OllamaModels, Provider, model_key};
 use uuid::Uuid;
 
-pub use shared::db::host_slots::SlotLane;
 use slots::Usable;
 pub use slots::{NoSlot, SlotGuard};
+pub use tollgate_core::db::host_slots::SlotLane;
 
 use crate::circuit::{Circuit, Turned};
 use crate::metrics::ProviderHealth;

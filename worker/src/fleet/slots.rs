@@ -1,4 +1,4 @@
-//! Waiting for a host's call slot, across workers: the slots are rows (`shared::db::host_slots`),
+//! Waiting for a host's call slot, across workers: the slots are rows (`tollgate_core::db::host_slots`),
 //! taken in one statement and freed with a notification.
 //!
 //! A worker keeps the slots it took between its calls: a slot whose call ended serves the worker's
@@ -22,12 +22,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shared::db::host_slots::{self, HOST_SLOT_FREED, HOST_SLOT_WANTED, HeldSlot, SlotLane};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tollgate_core::db::host_slots::{self, HOST_SLOT_FREED, HOST_SLOT_WANTED, HeldSlot, SlotLane};
 use uuid::Uuid;
 
 /// How often the line is tried without a notification (and the other workers told it waits).

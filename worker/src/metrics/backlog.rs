@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use shared::queue::Broker;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tollgate_core::queue::Broker;
 
 use super::WorkerMetrics;
 
@@ -26,7 +26,7 @@ pub async fn sample(
             Ok(depths) => metrics.queue_depths(&depths),
             Err(error) => tracing::debug!(%error, "cannot read the queue depths"),
         }
-        let read = tokio::time::timeout(every, shared::db::backlog::read(&pool)).await;
+        let read = tokio::time::timeout(every, tollgate_core::db::backlog::read(&pool)).await;
         postgres.store(matches!(read, Ok(Ok(_))), Ordering::Release);
         match read {
             Ok(Ok(backlog)) => metrics.backlog(&backlog, broker.topology()),

@@ -15,11 +15,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use rust_decimal::prelude::ToPrimitive as _;
-use shared::db::backlog::Backlog;
-use shared::db::job_attempts::{AttemptOutcome, AttemptRecord};
-use shared::metrics::{Latencies, Tally};
-use shared::queue::Topology;
 use std::sync::atomic::AtomicU64;
+use tollgate_core::db::backlog::Backlog;
+use tollgate_core::db::job_attempts::{AttemptOutcome, AttemptRecord};
+use tollgate_core::metrics::{Latencies, Tally};
+use tollgate_core::queue::Topology;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FinishedLabels {
@@ -111,32 +111,32 @@ pub struct WorkerMetrics {
 
 impl Default for WorkerMetrics {
     fn default() -> Self {
-        let mut registry = shared::metrics::registry();
+        let mut registry = tollgate_core::metrics::registry();
         let finished = Family::default();
         registry.register(
             "jobs_finished",
             "Jobs that reached a terminal status, by kind, status, provider and routed model",
             finished.clone(),
         );
-        let queue_wait = shared::metrics::waits();
+        let queue_wait = tollgate_core::metrics::waits();
         registry.register(
             "job_queue_wait_seconds",
             "From a job's acceptance to its first claim (a batch item's includes its wait in Postgres)",
             queue_wait.clone(),
         );
-        let overhead = shared::metrics::waits();
+        let overhead = tollgate_core::metrics::waits();
         registry.register(
             "job_gateway_overhead_seconds",
             "A job's time from acceptance to its recorded end minus its providers' time, for jobs that ended in their first run",
             overhead.clone(),
         );
-        let calls = shared::metrics::latencies();
+        let calls = tollgate_core::metrics::latencies();
         registry.register(
             "provider_call_duration_seconds",
             "Provider calls, by provider, upstream model and outcome",
             calls.clone(),
         );
-        let first_token = shared::metrics::latencies();
+        let first_token = tollgate_core::metrics::latencies();
         registry.register(
             "provider_time_to_first_token_seconds",
             "From a streaming call's start to its first piece of text",

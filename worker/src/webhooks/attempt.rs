@@ -3,8 +3,10 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use shared::provider::parse_retry_after;
-use shared::webhook::{SigningSecret, TargetError, check_target, parse_url, signature_header};
+use tollgate_core::provider::parse_retry_after;
+use tollgate_core::webhook::{
+    SigningSecret, TargetError, check_target, parse_url, signature_header,
+};
 
 /// How a receiver answered, or why it could not.
 #[derive(Debug, Clone, PartialEq, Eq)]

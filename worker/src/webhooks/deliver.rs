@@ -8,11 +8,11 @@ use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use rand::Rng as _;
 use serde_json::json;
-use shared::db::webhooks::{self, AttemptRecord, AttemptVerdict, ClaimedDelivery};
-use shared::db::{batches, jobs};
-use shared::domain::TraceParent;
-use shared::queue::{Versioned as _, WebhookMessage};
-use shared::webhook::{SigningSecret, message_id};
+use tollgate_core::db::webhooks::{self, AttemptRecord, AttemptVerdict, ClaimedDelivery};
+use tollgate_core::db::{batches, jobs};
+use tollgate_core::domain::TraceParent;
+use tollgate_core::queue::{Versioned as _, WebhookMessage};
+use tollgate_core::webhook::{SigningSecret, message_id};
 use uuid::Uuid;
 
 use super::attempt::{self, Next};
@@ -55,7 +55,7 @@ async fn attempt(context: &Context, id: Uuid) -> Result<(), sqlx::Error> {
         span.record("job_id", tracing::field::display(job_id));
     }
     if let Some(parent) = claimed.traceparent.as_deref().and_then(TraceParent::parse) {
-        shared::telemetry::continue_trace(&span, Some(&parent));
+        tollgate_core::telemetry::continue_trace(&span, Some(&parent));
     }
     let payload = match &claimed.payload {
         Some(payload) => payload.clone(),
@@ -162,7 +162,7 @@ async fn signing_secrets(
         .iter()
         .filter_map(|sealed| {
             let secret = key
-                .open_as(shared::secret::Purpose::WebhookSecret, sealed)
+                .open_as(tollgate_core::secret::Purpose::WebhookSecret, sealed)
                 .ok()?;
             SigningSecret::parse(secrecy::ExposeSecret::expose_secret(&secret)).ok()
         })

@@ -7,8 +7,8 @@ mod deliver;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::queue::Broker;
-use shared::webhook::{GuardedResolver, RetrySchedule};
+use tollgate_core::queue::Broker;
+use tollgate_core::webhook::{GuardedResolver, RetrySchedule};
 
 use crate::Context;
 

@@ -12,9 +12,9 @@ use axum::routing::post;
 use chrono::Utc;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
-use shared::db::tokens::Principal;
-use shared::domain::ollama::{ChatBody, EmbedBody, EmbeddingsBody, GenerateBody};
-use shared::domain::{Job, JobKind, JobRequest, JobStatus};
+use tollgate_core::db::tokens::Principal;
+use tollgate_core::domain::ollama::{ChatBody, EmbedBody, EmbeddingsBody, GenerateBody};
+use tollgate_core::domain::{Job, JobKind, JobRequest, JobStatus};
 
 use crate::AppState;
 use crate::auth::Caller;

@@ -12,8 +12,8 @@ use axum::{Json, Router};
 use futures::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::domain::ModelName;
-use shared::provider::InstalledModel;
+use tollgate_core::domain::ModelName;
+use tollgate_core::provider::InstalledModel;
 
 use crate::AppState;
 use crate::auth::{Admin, Caller};

@@ -11,10 +11,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use shared::db::batches::{self, Batch, Listing, NewBatch, OpenAiOrigin};
-use shared::db::files;
-use shared::domain::openai_batch::{self, Endpoint};
-use shared::domain::{BatchId, BatchSpec, ValidationError};
+use tollgate_core::db::batches::{self, Batch, Listing, NewBatch, OpenAiOrigin};
+use tollgate_core::db::files;
+use tollgate_core::domain::openai_batch::{self, Endpoint};
+use tollgate_core::domain::{BatchId, BatchSpec, ValidationError};
 
 use super::objects::{self, COMPLETION_WINDOW};
 use super::{OpenAiBatchId, OpenAiFileId};

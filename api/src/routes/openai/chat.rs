@@ -14,10 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures::{Stream, StreamExt as _};
 use serde_json::{Value, json};
-use shared::db::tokens::Principal;
-use shared::domain::openai::{ChatCompletionBody, ResponsesBody};
-use shared::domain::openai_batch::Endpoint;
-use shared::domain::{ChatRequest, Job, JobRequest, JobStatus};
+use tollgate_core::db::tokens::Principal;
+use tollgate_core::domain::openai::{ChatCompletionBody, ResponsesBody};
+use tollgate_core::domain::openai_batch::Endpoint;
+use tollgate_core::domain::{ChatRequest, Job, JobRequest, JobStatus};
 
 use super::objects;
 use crate::AppState;

@@ -8,9 +8,9 @@ use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde_json::{Value, json};
-use shared::domain::JobRequest;
-use shared::domain::openai::{EmbeddingsBody, EncodingFormat};
-use shared::domain::openai_batch::Endpoint;
+use tollgate_core::domain::JobRequest;
+use tollgate_core::domain::openai::{EmbeddingsBody, EncodingFormat};
+use tollgate_core::domain::openai_batch::Endpoint;
 
 use super::objects;
 use crate::AppState;

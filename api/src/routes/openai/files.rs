@@ -13,10 +13,10 @@ use axum::{Json, Router};
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::db::batches::{self, Batch};
-use shared::db::files::{self, NewFile, Order};
-use shared::domain::openai_batch::{self, Endpoint};
-use shared::domain::{FileId, NUL_REFUSED, TenantId};
+use tollgate_core::db::batches::{self, Batch};
+use tollgate_core::db::files::{self, NewFile, Order};
+use tollgate_core::domain::openai_batch::{self, Endpoint};
+use tollgate_core::domain::{FileId, NUL_REFUSED, TenantId};
 
 use super::{OpenAiFileId, objects};
 use crate::AppState;
@@ -236,7 +236,7 @@ async fn content(
 async fn ended_batch(
     state: &AppState,
     tenant_id: TenantId,
-    id: shared::domain::BatchId,
+    id: tollgate_core::domain::BatchId,
 ) -> Result<(Batch, Endpoint), ApiError> {
     let batch = batches::get(&state.pool, tenant_id, id)
         .await?

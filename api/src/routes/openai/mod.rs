@@ -22,7 +22,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use shared::domain::{BatchId, FileId};
+use tollgate_core::domain::{BatchId, FileId};
 use uuid::Uuid;
 
 use crate::AppState;

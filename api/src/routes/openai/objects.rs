@@ -4,10 +4,10 @@
 use axum::body::Bytes;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
-use shared::db::batches::{Batch, ItemResult};
-use shared::db::files::StoredFile;
-use shared::domain::openai_batch::Endpoint;
-use shared::domain::{Job, JobId};
+use tollgate_core::db::batches::{Batch, ItemResult};
+use tollgate_core::db::files::StoredFile;
+use tollgate_core::domain::openai_batch::Endpoint;
+use tollgate_core::domain::{Job, JobId};
 
 use super::{OpenAiBatchId, OpenAiFileId};
 
@@ -298,8 +298,8 @@ pub fn answer(endpoint: Endpoint, answered: &Answered<'_>) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use shared::db::batches::BatchUsage;
-    use shared::domain::{JobError, JobId};
+    use tollgate_core::db::batches::BatchUsage;
+    use tollgate_core::domain::{JobError, JobId};
 
     use super::*;
 
