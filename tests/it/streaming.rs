@@ -147,10 +147,12 @@ async fn a_native_stream_and_a_second_instance_following_the_job_both_get_the_te
     let second_api = stack.start_api(test_api_settings()).await;
     // A second before the first word, and the words 20 ms apart: room for the second instance to
     // start following however busy the machine.
-    // Pieces far enough apart (1.8 s in all) that even a loaded machine relays more than one.
+    // Pieces far enough apart (3 s in all) that even a loaded machine relays more than one, and
+    // the second instance's binding (made while the job waits out its latency) is in place well
+    // before the text ends: under the full suite on two cores a binding has taken over a second.
     stack.ollama.set_knobs(Knobs {
-        latency_ms: 1_000,
-        token_delay_ms: 60,
+        latency_ms: 1_500,
+        token_delay_ms: 100,
         reply_words: Some(30),
         ..Knobs::default()
     });

@@ -101,7 +101,7 @@ async fn release(
 /// Ends batches whose items have all ended and sends their webhooks (the sweeper resends one
 /// whose publish is lost).
 async fn end_batches(context: &Context, broker: &Broker) -> Result<(), sqlx::Error> {
-    let ended = dispatch::end_finished(&context.pool).await?;
+    let ended = dispatch::end_finished(&context.pool, None).await?;
     for batch in &ended {
         tracing::info!(batch_id = %batch.id, status = batch.status, "batch ended");
     }

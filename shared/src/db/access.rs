@@ -20,47 +20,64 @@ pub async fn change(
     id: Uuid,
     change: &AccessChange,
 ) -> Result<bool, sqlx::Error> {
-    // Only tenants have `batch_overflow`; a token's change never carries one.
-    let (table, tenant_only) = match holder {
-        Holder::Tenant => (
-            "tenants",
-            ", batch_overflow = case when $11 then $12 else batch_overflow end",
-        ),
-        Holder::Token => ("api_tokens", ""),
+    let domains = change.allowed_domains.clone().flatten();
+    let ips = change.allowed_ips.clone().flatten();
+    let limit = change.rate_limit.flatten();
+    let per_minute = limit.map(|l| i32::try_from(l.per_minute).unwrap_or(i32::MAX));
+    let burst = limit.map(|l| i32::try_from(l.burst).unwrap_or(i32::MAX));
+    let policy = change.data_policy.flatten().map(|p| p.as_str());
+    // The same change to either table, written twice so that each is checked against its table;
+    // only tenants have `batch_overflow` (a token's change never carries one).
+    let done = match holder {
+        Holder::Tenant => {
+            sqlx::query!(
+                "update tenants
+                    set allowed_domains = case when $2 then $3::text[] else allowed_domains end,
+                        allowed_ips = case when $4 then $5::text[]::inet[] else allowed_ips end,
+                        rate_limit_per_minute = case when $6 then $7 else rate_limit_per_minute end,
+                        rate_limit_burst = case when $6 then $8 else rate_limit_burst end,
+                        data_policy = case when $9 then $10 else data_policy end,
+                        batch_overflow = case when $11 then $12 else batch_overflow end
+                  where id = $1",
+                id,
+                change.allowed_domains.is_some(),
+                domains.as_deref(),
+                change.allowed_ips.is_some(),
+                ips.as_deref(),
+                change.rate_limit.is_some(),
+                per_minute,
+                burst,
+                change.data_policy.is_some(),
+                policy,
+                change.batch_overflow.is_some(),
+                change.batch_overflow.unwrap_or(false),
+            )
+            .execute(conn)
+            .await?
+        }
+        Holder::Token => {
+            sqlx::query!(
+                "update api_tokens
+                    set allowed_domains = case when $2 then $3::text[] else allowed_domains end,
+                        allowed_ips = case when $4 then $5::text[]::inet[] else allowed_ips end,
+                        rate_limit_per_minute = case when $6 then $7 else rate_limit_per_minute end,
+                        rate_limit_burst = case when $6 then $8 else rate_limit_burst end,
+                        data_policy = case when $9 then $10 else data_policy end
+                  where id = $1",
+                id,
+                change.allowed_domains.is_some(),
+                domains.as_deref(),
+                change.allowed_ips.is_some(),
+                ips.as_deref(),
+                change.rate_limit.is_some(),
+                per_minute,
+                burst,
+                change.data_policy.is_some(),
+                policy,
+            )
+            .execute(conn)
+            .await?
+        }
     };
-    let done = sqlx::query(&format!(
-        "update {table}
-            set allowed_domains = case when $2 then $3::text[] else allowed_domains end,
-                allowed_ips = case when $4 then $5::text[]::inet[] else allowed_ips end,
-                rate_limit_per_minute = case when $6 then $7 else rate_limit_per_minute end,
-                rate_limit_burst = case when $6 then $8 else rate_limit_burst end,
-                data_policy = case when $9 then $10 else data_policy end
-                {tenant_only}
-          where id = $1"
-    ))
-    .bind(id)
-    .bind(change.allowed_domains.is_some())
-    .bind(change.allowed_domains.clone().flatten())
-    .bind(change.allowed_ips.is_some())
-    .bind(change.allowed_ips.clone().flatten())
-    .bind(change.rate_limit.is_some())
-    .bind(
-        change
-            .rate_limit
-            .flatten()
-            .map(|l| i32::try_from(l.per_minute).unwrap_or(i32::MAX)),
-    )
-    .bind(
-        change
-            .rate_limit
-            .flatten()
-            .map(|l| i32::try_from(l.burst).unwrap_or(i32::MAX)),
-    )
-    .bind(change.data_policy.is_some())
-    .bind(change.data_policy.flatten().map(|p| p.as_str()))
-    .bind(change.batch_overflow.is_some())
-    .bind(change.batch_overflow.unwrap_or(false))
-    .execute(conn)
-    .await?;
     Ok(done.rows_affected() == 1)
 }

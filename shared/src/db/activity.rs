@@ -21,7 +21,7 @@ impl Counts {
 }
 
 /// One minute's activity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Minute {
     pub minute: DateTime<Utc>,
     pub requests: i64,
@@ -32,7 +32,7 @@ pub struct Minute {
 
 /// Adds `counts` to the current minute, and drops minutes older than a day.
 pub async fn add(pool: &PgPool, counts: Counts) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "with aged as (delete from activity_minutes where minute < now() - interval '1 day')
          insert into activity_minutes
                 (minute, requests, jobs_accepted, jobs_succeeded, jobs_failed)
@@ -42,11 +42,11 @@ pub async fn add(pool: &PgPool, counts: Counts) -> Result<(), sqlx::Error> {
                 jobs_accepted = activity_minutes.jobs_accepted + excluded.jobs_accepted,
                 jobs_succeeded = activity_minutes.jobs_succeeded + excluded.jobs_succeeded,
                 jobs_failed = activity_minutes.jobs_failed + excluded.jobs_failed",
+        counts.requests,
+        counts.jobs_accepted,
+        counts.jobs_succeeded,
+        counts.jobs_failed,
     )
-    .bind(counts.requests)
-    .bind(counts.jobs_accepted)
-    .bind(counts.jobs_succeeded)
-    .bind(counts.jobs_failed)
     .execute(pool)
     .await?;
     Ok(())
@@ -54,17 +54,18 @@ pub async fn add(pool: &PgPool, counts: Counts) -> Result<(), sqlx::Error> {
 
 /// The last `minutes` minutes, oldest first, the current one included; quiet minutes as zeros.
 pub async fn recent(pool: &PgPool, minutes: i32) -> Result<Vec<Minute>, sqlx::Error> {
-    sqlx::query_as(
-        "select m.minute, coalesce(a.requests, 0) as requests,
-                coalesce(a.jobs_accepted, 0) as jobs_accepted,
-                coalesce(a.jobs_succeeded, 0) as jobs_succeeded,
-                coalesce(a.jobs_failed, 0) as jobs_failed
+    sqlx::query_as!(
+        Minute,
+        r#"select m.minute as "minute!", coalesce(a.requests, 0) as "requests!",
+                coalesce(a.jobs_accepted, 0) as "jobs_accepted!",
+                coalesce(a.jobs_succeeded, 0) as "jobs_succeeded!",
+                coalesce(a.jobs_failed, 0) as "jobs_failed!"
            from generate_series(date_trunc('minute', now()) - make_interval(mins => $1 - 1),
                                 date_trunc('minute', now()), interval '1 minute') as m (minute)
            left join activity_minutes a on a.minute = m.minute
-          order by m.minute",
+          order by m.minute"#,
+        minutes,
     )
-    .bind(minutes)
     .fetch_all(pool)
     .await
 }

@@ -19,22 +19,22 @@ pub struct Action<'a> {
 }
 
 pub async fn record(conn: impl PgExecutor<'_>, action: &Action<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into audit_log (actor_token_id, actor_tenant_id, action, target, details)
          values ($1, $2, $3, $4, $5)",
+        action.actor_token_id as TokenId,
+        action.actor_tenant_id as TenantId,
+        action.action,
+        action.target,
+        action.details,
     )
-    .bind(action.actor_token_id)
-    .bind(action.actor_tenant_id)
-    .bind(action.action)
-    .bind(&action.target)
-    .bind(&action.details)
     .execute(conn)
     .await?;
     Ok(())
 }
 
 /// An entry as admins read it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Entry {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -51,15 +51,17 @@ pub async fn list(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<Entry>, sqlx::Error> {
-    sqlx::query_as(
-        "select id, at, actor_token_id, actor_tenant_id, action, target, details
+    sqlx::query_as!(
+        Entry,
+        r#"select id, at, actor_token_id as "actor_token_id: TokenId",
+                actor_tenant_id as "actor_tenant_id: TenantId", action, target, details
            from audit_log
           where ($1::bigint is null or id < $1)
           order by id desc
-          limit $2",
+          limit $2"#,
+        before,
+        limit,
     )
-    .bind(before)
-    .bind(limit)
     .fetch_all(pool)
     .await
 }

@@ -13,7 +13,6 @@ use sqlx::{PgConnection, PgExecutor, PgPool};
 
 use uuid::Uuid;
 
-use super::webhooks::BATCH_DELIVERY_FROM_ENDED;
 use crate::billing;
 use crate::domain::openai_batch::Endpoint;
 use crate::domain::{
@@ -75,7 +74,7 @@ pub struct Batch {
 }
 
 /// How many of a batch's items are in each state.
-#[derive(Debug, Clone, Copy, Serialize, sqlx::FromRow, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct Counts {
     pub total: i64,
     pub pending: i64,
@@ -95,7 +94,8 @@ pub struct BatchUsage {
     pub cost: String,
 }
 
-#[derive(sqlx::FromRow)]
+/// A batch with its items' counts and usage, counted from the items themselves (the columns of
+/// [`get`] and [`list`]).
 struct BatchRow {
     id: BatchId,
     kind: String,
@@ -108,8 +108,13 @@ struct BatchRow {
     finished_at: Option<DateTime<Utc>>,
     openai_endpoint: Option<String>,
     input_file_id: Option<FileId>,
-    #[sqlx(flatten)]
-    counts: Counts,
+    total: i64,
+    pending: i64,
+    queued: i64,
+    running: i64,
+    succeeded: i64,
+    failed: i64,
+    cancelled: i64,
     prompt_tokens: i64,
     completion_tokens: i64,
     cost: Decimal,
@@ -122,7 +127,15 @@ impl From<BatchRow> for Batch {
             kind: row.kind,
             model: row.model,
             status: row.status,
-            counts: row.counts,
+            counts: Counts {
+                total: row.total,
+                pending: row.pending,
+                queued: row.queued,
+                running: row.running,
+                succeeded: row.succeeded,
+                failed: row.failed,
+                cancelled: row.cancelled,
+            },
             usage: BatchUsage {
                 prompt_tokens: row.prompt_tokens,
                 completion_tokens: row.completion_tokens,
@@ -140,42 +153,24 @@ impl From<BatchRow> for Batch {
     }
 }
 
-/// A batch with its items' counts and usage, counted from the items themselves.
-const BATCH_SELECT: &str = "
-    select b.id, b.kind, b.model, b.status, b.metadata, b.webhook_url, b.created_at,
-           b.cancelled_at, b.finished_at, b.openai_endpoint, b.input_file_id, c.*
-      from batches b
-     cross join lateral (
-           select count(*) as total,
-                  count(*) filter (where j.status = 'pending') as pending,
-                  count(*) filter (where j.status = 'queued') as queued,
-                  count(*) filter (where j.status in ('running', 'retrying')) as running,
-                  count(*) filter (where j.status = 'succeeded') as succeeded,
-                  count(*) filter (where j.status = 'failed') as failed,
-                  count(*) filter (where j.status = 'cancelled') as cancelled,
-                  coalesce(sum(j.prompt_tokens), 0)::bigint as prompt_tokens,
-                  coalesce(sum(j.completion_tokens), 0)::bigint as completion_tokens,
-                  coalesce(sum(j.cost), 0) as cost
-             from jobs j where j.batch_id = b.id) c";
-
 /// Inserts the batch and every item as `pending`, inside the caller's transaction.
 pub async fn insert(conn: &mut PgConnection, batch: &NewBatch) -> Result<(), sqlx::Error> {
     let item_count = i32::try_from(batch.items.len()).unwrap_or(i32::MAX);
-    sqlx::query(
+    sqlx::query!(
         "insert into batches (id, tenant_id, token_id, kind, model, status, item_count, metadata,
                               webhook_url, openai_endpoint, input_file_id)
          values ($1, $2, $3, $4, $5, 'in_progress', $6, $7, $8, $9, $10)",
+        batch.id as BatchId,
+        batch.tenant_id as TenantId,
+        batch.token_id as Option<TokenId>,
+        batch.kind.as_str(),
+        batch.model,
+        item_count,
+        batch.metadata,
+        batch.webhook_url,
+        batch.openai.map(|o| o.endpoint.as_str()),
+        batch.openai.map(|o| o.input_file_id) as Option<FileId>,
     )
-    .bind(batch.id)
-    .bind(batch.tenant_id)
-    .bind(batch.token_id)
-    .bind(batch.kind.as_str())
-    .bind(&batch.model)
-    .bind(item_count)
-    .bind(&batch.metadata)
-    .bind(&batch.webhook_url)
-    .bind(batch.openai.map(|o| o.endpoint.as_str()))
-    .bind(batch.openai.map(|o| o.input_file_id))
     .execute(&mut *conn)
     .await?;
     let (month, reserved) = match &batch.reservations {
@@ -197,7 +192,7 @@ pub async fn insert(conn: &mut PgConnection, batch: &NewBatch) -> Result<(), sql
                 None => (None, None),
             })
             .unzip();
-        sqlx::query(
+        sqlx::query!(
             "insert into jobs (id, tenant_id, token_id, kind, status, model, request, origin,
                                client_ip, reserved_tokens, reserved_cost, reserved_month,
                                batch_id, custom_id, traceparent)
@@ -205,21 +200,21 @@ pub async fn insert(conn: &mut PgConnection, batch: &NewBatch) -> Result<(), sql
                     item.cost, $8, $9, item.custom_id, $14
                from unnest($1::uuid[], $10::jsonb[], $11::bigint[], $12::numeric[], $13::text[])
                     as item (id, request, tokens, cost, custom_id)",
+            &ids as &[JobId],
+            batch.tenant_id as TenantId,
+            batch.token_id as Option<TokenId>,
+            batch.kind.as_str(),
+            batch.model,
+            batch.origin,
+            batch.client_ip.map(IpNetwork::from),
+            month,
+            batch.id as BatchId,
+            &requests,
+            &tokens as &[Option<i64>],
+            &costs as &[Option<Decimal>],
+            &custom_ids as &[&str],
+            batch.traceparent.map(|t| t.to_string()),
         )
-        .bind(&ids)
-        .bind(batch.tenant_id)
-        .bind(batch.token_id)
-        .bind(batch.kind.as_str())
-        .bind(&batch.model)
-        .bind(&batch.origin)
-        .bind(batch.client_ip.map(IpNetwork::from))
-        .bind(month)
-        .bind(batch.id)
-        .bind(&requests)
-        .bind(&tokens)
-        .bind(&costs)
-        .bind(&custom_ids)
-        .bind(batch.traceparent.map(|t| t.to_string()))
         .execute(&mut *conn)
         .await?;
     }
@@ -232,11 +227,32 @@ pub async fn get(
     tenant_id: TenantId,
     id: BatchId,
 ) -> Result<Option<Batch>, sqlx::Error> {
-    let row: Option<BatchRow> = sqlx::query_as(&format!(
-        "{BATCH_SELECT} where b.id = $1 and b.tenant_id = $2"
-    ))
-    .bind(id)
-    .bind(tenant_id)
+    let row = sqlx::query_as!(
+        BatchRow,
+        r#"select b.id as "id: BatchId", b.kind, b.model, b.status, b.metadata, b.webhook_url,
+                b.created_at, b.cancelled_at, b.finished_at, b.openai_endpoint,
+                b.input_file_id as "input_file_id: FileId", c.total as "total!",
+                c.pending as "pending!", c.queued as "queued!", c.running as "running!",
+                c.succeeded as "succeeded!", c.failed as "failed!", c.cancelled as "cancelled!",
+                c.prompt_tokens as "prompt_tokens!", c.completion_tokens as "completion_tokens!",
+                c.cost as "cost!"
+           from batches b
+          cross join lateral (
+                select count(*) as total,
+                       count(*) filter (where j.status = 'pending') as pending,
+                       count(*) filter (where j.status = 'queued') as queued,
+                       count(*) filter (where j.status in ('running', 'retrying')) as running,
+                       count(*) filter (where j.status = 'succeeded') as succeeded,
+                       count(*) filter (where j.status = 'failed') as failed,
+                       count(*) filter (where j.status = 'cancelled') as cancelled,
+                       coalesce(sum(j.prompt_tokens), 0)::bigint as prompt_tokens,
+                       coalesce(sum(j.completion_tokens), 0)::bigint as completion_tokens,
+                       coalesce(sum(j.cost), 0) as cost
+                  from jobs j where j.batch_id = b.id) c
+          where b.id = $1 and b.tenant_id = $2"#,
+        id as BatchId,
+        tenant_id as TenantId,
+    )
     .fetch_optional(conn)
     .await?;
     Ok(row.map(Batch::from))
@@ -258,15 +274,36 @@ pub async fn list(
     before: Option<BatchId>,
     limit: i64,
 ) -> Result<Vec<Batch>, sqlx::Error> {
-    let rows: Vec<BatchRow> = sqlx::query_as(&format!(
-        "{BATCH_SELECT} where b.tenant_id = $1 and ($2::uuid is null or b.id < $2)
+    let rows = sqlx::query_as!(
+        BatchRow,
+        r#"select b.id as "id: BatchId", b.kind, b.model, b.status, b.metadata, b.webhook_url,
+                b.created_at, b.cancelled_at, b.finished_at, b.openai_endpoint,
+                b.input_file_id as "input_file_id: FileId", c.total as "total!",
+                c.pending as "pending!", c.queued as "queued!", c.running as "running!",
+                c.succeeded as "succeeded!", c.failed as "failed!", c.cancelled as "cancelled!",
+                c.prompt_tokens as "prompt_tokens!", c.completion_tokens as "completion_tokens!",
+                c.cost as "cost!"
+           from batches b
+          cross join lateral (
+                select count(*) as total,
+                       count(*) filter (where j.status = 'pending') as pending,
+                       count(*) filter (where j.status = 'queued') as queued,
+                       count(*) filter (where j.status in ('running', 'retrying')) as running,
+                       count(*) filter (where j.status = 'succeeded') as succeeded,
+                       count(*) filter (where j.status = 'failed') as failed,
+                       count(*) filter (where j.status = 'cancelled') as cancelled,
+                       coalesce(sum(j.prompt_tokens), 0)::bigint as prompt_tokens,
+                       coalesce(sum(j.completion_tokens), 0)::bigint as completion_tokens,
+                       coalesce(sum(j.cost), 0) as cost
+                  from jobs j where j.batch_id = b.id) c
+          where b.tenant_id = $1 and ($2::uuid is null or b.id < $2)
             and ($4 = false or b.openai_endpoint is not null)
-          order by b.id desc limit $3"
-    ))
-    .bind(tenant_id)
-    .bind(before)
-    .bind(limit)
-    .bind(listing == Listing::OpenAi)
+          order by b.id desc limit $3"#,
+        tenant_id as TenantId,
+        before as Option<BatchId>,
+        limit,
+        listing == Listing::OpenAi,
+    )
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(Batch::from).collect())
@@ -294,17 +331,17 @@ pub async fn cancel(
 ) -> Result<BatchCancel, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut delivery = None;
-    let marked = sqlx::query(
+    let marked = sqlx::query!(
         "update batches set status = 'cancelling', cancelled_at = now(), revision = revision + 1
           where id = $1 and tenant_id = $2 and status = 'in_progress'",
+        id as BatchId,
+        tenant_id as TenantId,
     )
-    .bind(id)
-    .bind(tenant_id)
     .execute(&mut *tx)
     .await?
     .rows_affected();
     if marked == 1 {
-        sqlx::query(
+        sqlx::query!(
             "with done as (
                 update jobs set status = 'cancelled', finished_at = now(), revision = revision + 1,
                        error_code = 'cancelled', error_message = 'the batch was cancelled'
@@ -320,24 +357,13 @@ pub async fn cancel(
                     reserved_cost = q.reserved_cost - freed.cost
                from freed
               where q.tenant_id = freed.tenant_id and q.month = freed.reserved_month",
+            id as BatchId,
         )
-        .bind(id)
         .execute(&mut *tx)
         .await?;
         // With nothing running, the batch ends now rather than at the dispatcher's next round.
-        delivery = sqlx::query_scalar(&format!(
-            "with ended as (
-                update batches set status = 'cancelled', finished_at = now(),
-                       revision = revision + 1
-                 where id = $1 and status = 'cancelling'
-                   and not exists (select 1 from jobs where batch_id = $1 and finished_at is null)
-                returning id, tenant_id, status, webhook_url
-             ), {BATCH_DELIVERY_FROM_ENDED}
-             select id from hook"
-        ))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let ended = super::dispatch::end_finished(&mut *tx, Some(id)).await?;
+        delivery = ended.first().and_then(|batch| batch.delivery);
     }
     tx.commit().await?;
     let Some(batch) = get(pool, tenant_id, id).await? else {
@@ -362,7 +388,6 @@ pub struct ItemResult {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-#[derive(sqlx::FromRow)]
 struct ItemRow {
     id: JobId,
     custom_id: Option<String>,
@@ -414,16 +439,17 @@ pub fn results(
             let Some(after) = cursor else {
                 return Ok::<_, sqlx::Error>(None);
             };
-            let rows: Vec<ItemRow> = sqlx::query_as(
-                "select id, custom_id, status, result, error_code, error_message, prompt_tokens,
-                        completion_tokens, cost, finished_at
+            let rows = sqlx::query_as!(
+                ItemRow,
+                r#"select id as "id: JobId", custom_id, status, result, error_code, error_message,
+                        prompt_tokens, completion_tokens, cost, finished_at
                    from jobs
                   where batch_id = $1 and ($2::uuid is null or id > $2)
-                  order by id limit $3",
+                  order by id limit $3"#,
+                batch_id as BatchId,
+                after as Option<JobId>,
+                RESULTS_PAGE,
             )
-            .bind(batch_id)
-            .bind(after)
-            .bind(RESULTS_PAGE)
             .fetch_all(&pool)
             .await?;
             let next = (rows.len() as i64 == RESULTS_PAGE)

@@ -2,11 +2,10 @@
 //! releasing items (`pending` → `queued`) so that no item is released twice, however many
 //! dispatchers run; and ending the batches whose items have all ended (with their webhook).
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgExecutor};
 
 use uuid::Uuid;
 
-use super::webhooks::BATCH_DELIVERY_FROM_ENDED;
 use crate::domain::{BatchId, JobId, TenantId, TraceParent};
 
 /// The one lock a dispatch round holds for its transaction: rounds of several workers take turns
@@ -16,29 +15,34 @@ const DISPATCH_LOCK: i64 = 0x7467_6469_7370; // "tgdisp"
 /// Takes the round's turn inside the caller's transaction; `false` when another dispatcher is
 /// mid-round.
 pub async fn take_turn(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
-        .bind(DISPATCH_LOCK)
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar!(
+        r#"select pg_try_advisory_xact_lock($1) as "taken!""#,
+        DISPATCH_LOCK
+    )
+    .fetch_one(conn)
+    .await
 }
 
 /// Bulk items released and not yet claimed by a worker: the bulk queue's depth.
 pub async fn released_unclaimed(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("select count(*) from jobs where batch_id is not null and status = 'queued'")
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar!(
+        r#"select count(*) as "count!" from jobs where batch_id is not null and status = 'queued'"#
+    )
+    .fetch_one(conn)
+    .await
 }
 
 /// Batches still in progress with items waiting, oldest first, with their tenant.
 pub async fn waiting(conn: &mut PgConnection) -> Result<Vec<(BatchId, TenantId)>, sqlx::Error> {
-    sqlx::query_as(
-        "select b.id, b.tenant_id from batches b
+    let rows = sqlx::query!(
+        r#"select b.id as "id: BatchId", b.tenant_id as "tenant_id: TenantId" from batches b
           where b.status = 'in_progress'
             and exists (select 1 from jobs j where j.batch_id = b.id and j.status = 'pending')
-          order by b.id",
+          order by b.id"#
     )
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|b| (b.id, b.tenant_id)).collect())
 }
 
 /// Releases up to `count` of each batch's oldest pending items; returns the items released, with
@@ -49,8 +53,8 @@ pub async fn release(
     shares: &[(BatchId, i32)],
 ) -> Result<Vec<(JobId, Option<TraceParent>)>, sqlx::Error> {
     let (batches, counts): (Vec<BatchId>, Vec<i32>) = shares.iter().copied().unzip();
-    let released: Vec<(JobId, Option<String>)> = sqlx::query_as(
-        "with share as (select * from unnest($1::uuid[], $2::int[]) as s (batch_id, n)),
+    let released = sqlx::query!(
+        r#"with share as (select * from unnest($1::uuid[], $2::int[]) as s (batch_id, n)),
               picked as (
                 select item.id from share
                  cross join lateral (
@@ -61,17 +65,20 @@ pub async fn release(
          update jobs set status = 'queued', released_at = now(), revision = revision + 1
            from picked
           where jobs.id = picked.id and jobs.status = 'pending'
-         returning jobs.id, jobs.traceparent",
+         returning jobs.id as "id: JobId", jobs.traceparent"#,
+        &batches as &[BatchId],
+        &counts,
     )
-    .bind(&batches)
-    .bind(&counts)
     .fetch_all(conn)
     .await?;
-    Ok(released.into_iter().map(super::jobs::with_trace).collect())
+    Ok(released
+        .into_iter()
+        .map(|job| super::jobs::with_trace((job.id, job.traceparent)))
+        .collect())
 }
 
 /// A batch that has just ended, and the delivery announcing it (if it has somewhere to go).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Ended {
     pub id: BatchId,
     pub tenant_id: TenantId,
@@ -80,21 +87,38 @@ pub struct Ended {
     pub delivery: Option<Uuid>,
 }
 
-/// Ends every batch whose items have all ended — `completed`, or `cancelled` after a cancel —
-/// writing each one's webhook delivery in the same statement.
-pub async fn end_finished(pool: &PgPool) -> Result<Vec<Ended>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "with ended as (
+/// Ends every batch whose items have all ended (only batch `only` when given) — `completed`, or
+/// `cancelled` after a cancel —
+/// writing each one's webhook delivery in the same statement: to the batch's own URL, else to the
+/// tenant's endpoint while it is enabled.
+pub async fn end_finished(
+    conn: impl PgExecutor<'_>,
+    only: Option<BatchId>,
+) -> Result<Vec<Ended>, sqlx::Error> {
+    sqlx::query_as!(
+        Ended,
+        r#"with ended as (
             update batches b
                set status = case b.status when 'cancelling' then 'cancelled' else 'completed' end,
                    finished_at = now(), revision = b.revision + 1
-             where b.finished_at is null
+             where b.finished_at is null and ($1::uuid is null or b.id = $1)
                and not exists (select 1 from jobs j where j.batch_id = b.id and j.finished_at is null)
             returning b.id, b.tenant_id, b.status, b.revision, b.webhook_url
-         ), {BATCH_DELIVERY_FROM_ENDED}
-         select ended.id, ended.tenant_id, ended.status, ended.revision, hook.id as delivery
-           from ended left join hook on hook.batch_id = ended.id"
-    ))
-    .fetch_all(pool)
+         ), hook as (
+            insert into webhook_deliveries
+                   (id, tenant_id, batch_id, event_type, url, tenant_endpoint)
+            select gen_random_uuid(), ended.tenant_id, ended.id, 'batch.' || ended.status,
+                   coalesce(ended.webhook_url, t.webhook_url), ended.webhook_url is null
+              from ended join tenants t on t.id = ended.tenant_id
+             where ended.webhook_url is not null
+                or (t.webhook_url is not null and t.webhook_disabled_at is null)
+            returning id, batch_id
+         )
+         select ended.id as "id!: BatchId", ended.tenant_id as "tenant_id!: TenantId",
+                ended.status as "status!", ended.revision as "revision!", hook.id as "delivery?"
+           from ended left join hook on hook.batch_id = ended.id"#,
+        only as Option<BatchId>,
+    )
+    .fetch_all(conn)
     .await
 }

@@ -15,7 +15,7 @@ pub struct NewFile<'a> {
 }
 
 /// What is known of a stored file without reading its content.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct StoredFile {
     pub id: FileId,
     pub purpose: String,
@@ -25,22 +25,19 @@ pub struct StoredFile {
     pub created_at: DateTime<Utc>,
 }
 
-const FILE_SELECT: &str =
-    "select id, purpose, filename, octet_length(content)::bigint as bytes, line_count, created_at
-       from files";
-
 pub async fn insert(pool: &PgPool, file: &NewFile<'_>) -> Result<StoredFile, sqlx::Error> {
-    sqlx::query_as(
-        "insert into files (id, tenant_id, purpose, filename, content, line_count)
+    sqlx::query_as!(
+        StoredFile,
+        r#"insert into files (id, tenant_id, purpose, filename, content, line_count)
          values ($1, $2, 'batch', $3, $4, $5)
-         returning id, purpose, filename, octet_length(content)::bigint as bytes, line_count,
-                   created_at",
+         returning id as "id: FileId", purpose, filename,
+                   octet_length(content)::bigint as "bytes!", line_count, created_at"#,
+        file.id as FileId,
+        file.tenant_id as TenantId,
+        file.filename,
+        file.content,
+        file.line_count,
     )
-    .bind(file.id)
-    .bind(file.tenant_id)
-    .bind(file.filename)
-    .bind(file.content)
-    .bind(file.line_count)
     .fetch_one(pool)
     .await
 }
@@ -51,11 +48,17 @@ pub async fn get(
     tenant_id: TenantId,
     id: FileId,
 ) -> Result<Option<StoredFile>, sqlx::Error> {
-    sqlx::query_as(&format!("{FILE_SELECT} where id = $1 and tenant_id = $2"))
-        .bind(id)
-        .bind(tenant_id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as!(
+        StoredFile,
+        r#"select id as "id: FileId", purpose, filename, octet_length(content)::bigint as "bytes!",
+                line_count, created_at
+           from files
+          where id = $1 and tenant_id = $2"#,
+        id as FileId,
+        tenant_id as TenantId,
+    )
+    .fetch_optional(pool)
+    .await
 }
 
 /// Which way a listing runs, by creation.
@@ -73,30 +76,51 @@ pub async fn list(
     after: Option<FileId>,
     limit: i64,
 ) -> Result<Vec<StoredFile>, sqlx::Error> {
-    let (compare, direction) = match order {
-        Order::Newest => ("<", "desc"),
-        Order::Oldest => (">", "asc"),
-    };
-    sqlx::query_as(&format!(
-        "{FILE_SELECT} where tenant_id = $1 and ($2::uuid is null or id {compare} $2)
-          order by id {direction} limit $3"
-    ))
-    .bind(tenant_id)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
+    match order {
+        Order::Newest => {
+            sqlx::query_as!(
+                StoredFile,
+                r#"select id as "id: FileId", purpose, filename, octet_length(content)::bigint as "bytes!",
+                line_count, created_at
+           from files
+                  where tenant_id = $1 and ($2::uuid is null or id < $2)
+                  order by id desc limit $3"#,
+                tenant_id as TenantId,
+                after as Option<FileId>,
+                limit,
+            )
+            .fetch_all(pool)
+            .await
+        }
+        Order::Oldest => {
+            sqlx::query_as!(
+                StoredFile,
+                r#"select id as "id: FileId", purpose, filename, octet_length(content)::bigint as "bytes!",
+                line_count, created_at
+           from files
+                  where tenant_id = $1 and ($2::uuid is null or id > $2)
+                  order by id limit $3"#,
+                tenant_id as TenantId,
+                after as Option<FileId>,
+                limit,
+            )
+            .fetch_all(pool)
+            .await
+        }
+    }
 }
 
 /// Deletes a tenant's file; `false` if there was none. Batches made from it keep running (their
 /// items hold the requests).
 pub async fn delete(pool: &PgPool, tenant_id: TenantId, id: FileId) -> Result<bool, sqlx::Error> {
-    let deleted = sqlx::query("delete from files where id = $1 and tenant_id = $2")
-        .bind(id)
-        .bind(tenant_id)
-        .execute(pool)
-        .await?
-        .rows_affected();
+    let deleted = sqlx::query!(
+        "delete from files where id = $1 and tenant_id = $2",
+        id as FileId,
+        tenant_id as TenantId,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
     Ok(deleted == 1)
 }
 
@@ -106,9 +130,11 @@ pub async fn content(
     tenant_id: TenantId,
     id: FileId,
 ) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    sqlx::query_scalar("select content from files where id = $1 and tenant_id = $2")
-        .bind(id)
-        .bind(tenant_id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_scalar!(
+        "select content from files where id = $1 and tenant_id = $2",
+        id as FileId,
+        tenant_id as TenantId,
+    )
+    .fetch_optional(pool)
+    .await
 }

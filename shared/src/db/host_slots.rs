@@ -52,7 +52,7 @@ pub async fn take(
 ) -> Result<Option<HeldSlot>, sqlx::Error> {
     // Ties between hosts are broken by a hash of the call, so idle hosts share the work; within
     // a host a single job takes the highest free slot first, the ones batch items cannot use.
-    let taken: Option<(Uuid, i32)> = sqlx::query_as(
+    let taken = sqlx::query!(
         "with load as (
             select h.id, h.slots, h.bulk_slots,
                    (select count(*) from host_slots b
@@ -64,7 +64,7 @@ pub async fn take(
               from host_slots s join load l on l.id = s.host_id
              where s.slot <= l.slots and ($2 or s.slot <= l.bulk_slots)
                and (s.holder is null or s.held_until < now())
-             order by l.held::float8 / l.slots, hashtext(s.host_id::text || $3::text),
+             order by l.held::float8 / l.slots, hashtext(s.host_id::text || $3::uuid::text),
                       s.slot desc
              limit 1
              for update of s skip locked
@@ -74,33 +74,34 @@ pub async fn take(
            from free
           where t.host_id = free.host_id and t.slot = free.slot
          returning t.host_id, t.slot",
+        hosts,
+        lane == SlotLane::Any,
+        holder,
+        lease.as_secs_f64(),
     )
-    .bind(hosts)
-    .bind(lane == SlotLane::Any)
-    .bind(holder)
-    .bind(lease.as_secs_f64())
     .fetch_optional(pool)
     .await?;
-    Ok(taken.map(|(host_id, slot)| HeldSlot {
-        host_id,
-        slot,
+    Ok(taken.map(|taken| HeldSlot {
+        host_id: taken.host_id,
+        slot: taken.slot,
         holder,
     }))
 }
 
 /// Frees a slot (if `holder` still holds it) and tells waiting workers.
 pub async fn free(pool: &PgPool, slot: &HeldSlot) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
+    sqlx::query!(
         "with freed as (
             update host_slots set holder = null, held_until = null
              where host_id = $1 and slot = $2 and holder = $3
          returning host_id
          )
-         select pg_notify('{HOST_SLOT_FREED}', host_id::text) from freed"
-    ))
-    .bind(slot.host_id)
-    .bind(slot.slot)
-    .bind(slot.holder)
+         select pg_notify($4, host_id::text) from freed",
+        slot.host_id,
+        slot.slot,
+        slot.holder,
+        HOST_SLOT_FREED,
+    )
     .execute(pool)
     .await?;
     Ok(())
@@ -108,12 +109,13 @@ pub async fn free(pool: &PgPool, slot: &HeldSlot) -> Result<(), sqlx::Error> {
 
 /// Tells every worker that calls of worker `worker` wait for slots of `hosts`.
 pub async fn want(pool: &PgPool, hosts: &[Uuid], worker: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
-        "select pg_notify('{HOST_SLOT_WANTED}', host::text || '/' || $2::text)
-           from unnest($1::uuid[]) as host"
-    ))
-    .bind(hosts)
-    .bind(worker)
+    sqlx::query!(
+        "select pg_notify($3, host::text || '/' || $2::uuid::text)
+           from unnest($1::uuid[]) as host",
+        hosts,
+        worker,
+        HOST_SLOT_WANTED,
+    )
     .execute(pool)
     .await?;
     Ok(())
@@ -127,12 +129,12 @@ pub fn wanted(payload: &str) -> Option<(Uuid, Uuid)> {
 
 /// Extends the leases of the slots `holders` hold to `lease` from now.
 pub async fn renew(pool: &PgPool, holders: &[Uuid], lease: Duration) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "update host_slots set held_until = now() + make_interval(secs => $2)
           where holder = any($1)",
+        holders,
+        lease.as_secs_f64(),
     )
-    .bind(holders)
-    .bind(lease.as_secs_f64())
     .execute(pool)
     .await?;
     Ok(())
@@ -140,14 +142,17 @@ pub async fn renew(pool: &PgPool, holders: &[Uuid], lease: Duration) -> Result<(
 
 /// Slots held per host now (unexpired leases).
 pub async fn held(pool: &PgPool) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
-    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
-        "select host_id, count(*) from host_slots
+    let rows = sqlx::query!(
+        r#"select host_id, count(*) as "held!" from host_slots
           where held_until >= now()
-          group by host_id",
+          group by host_id"#
     )
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().collect())
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.host_id, row.held))
+        .collect())
 }
 
 #[cfg(test)]

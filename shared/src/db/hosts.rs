@@ -11,7 +11,6 @@ use crate::domain::{Host, HostSpec, bulk_slots};
 /// Violated when a host name is taken.
 pub const NAME_TAKEN: &str = "ollama_hosts_name_key";
 
-#[derive(sqlx::FromRow)]
 struct HostRow {
     id: Uuid,
     name: String,
@@ -36,14 +35,14 @@ impl From<HostRow> for Host {
     }
 }
 
-const COLUMNS: &str = "id, name, base_url, slots, bulk_slots, enabled";
-
 /// Every host, by name.
 pub async fn all(pool: &PgPool) -> Result<Vec<Host>, sqlx::Error> {
-    let rows: Vec<HostRow> =
-        sqlx::query_as(&format!("select {COLUMNS} from ollama_hosts order by name"))
-            .fetch_all(pool)
-            .await?;
+    let rows = sqlx::query_as!(
+        HostRow,
+        "select id, name, base_url, slots, bulk_slots, enabled from ollama_hosts order by name"
+    )
+    .fetch_all(pool)
+    .await?;
     Ok(rows.into_iter().map(Host::from).collect())
 }
 
@@ -54,17 +53,18 @@ pub async fn create(
     action: &Action<'_>,
 ) -> Result<Host, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let row: HostRow = sqlx::query_as(&format!(
+    let row = sqlx::query_as!(
+        HostRow,
         "insert into ollama_hosts (id, name, base_url, slots, bulk_slots, enabled)
          values ($1, $2, $3, $4, $5, $6)
-         returning {COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(&spec.name)
-    .bind(&spec.base_url)
-    .bind(count(spec.slots))
-    .bind(count(bulk_slots(spec.slots)))
-    .bind(spec.enabled)
+         returning id, name, base_url, slots, bulk_slots, enabled",
+        Uuid::now_v7(),
+        spec.name,
+        spec.base_url,
+        count(spec.slots),
+        count(bulk_slots(spec.slots)),
+        spec.enabled,
+    )
     .fetch_one(&mut *tx)
     .await?;
     let host = Host::from(row);
@@ -79,17 +79,18 @@ pub async fn update(
     action: &Action<'_>,
 ) -> Result<Option<Host>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let row: Option<HostRow> = sqlx::query_as(&format!(
+    let row = sqlx::query_as!(
+        HostRow,
         "update ollama_hosts
             set base_url = $2, slots = $3, bulk_slots = $4, enabled = $5, updated_at = now()
           where name = $1
-         returning {COLUMNS}"
-    ))
-    .bind(&spec.name)
-    .bind(&spec.base_url)
-    .bind(count(spec.slots))
-    .bind(count(bulk_slots(spec.slots)))
-    .bind(spec.enabled)
+         returning id, name, base_url, slots, bulk_slots, enabled",
+        spec.name,
+        spec.base_url,
+        count(spec.slots),
+        count(bulk_slots(spec.slots)),
+        spec.enabled,
+    )
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else {
@@ -104,8 +105,7 @@ pub async fn update(
 /// none.
 pub async fn delete(pool: &PgPool, name: &str, action: &Action<'_>) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let removed = sqlx::query("delete from ollama_hosts where name = $1")
-        .bind(name)
+    let removed = sqlx::query!("delete from ollama_hosts where name = $1", name)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -125,13 +125,13 @@ async fn written(
     host: &Host,
     action: &Action<'_>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into host_slots (host_id, slot)
          select $1, generate_series(1, $2)
          on conflict do nothing",
+        host.id,
+        count(host.slots),
     )
-    .bind(host.id)
-    .bind(count(host.slots))
     .execute(&mut *tx)
     .await?;
     audit::record(&mut *tx, action).await?;

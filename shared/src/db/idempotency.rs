@@ -11,7 +11,7 @@ use crate::domain::TenantId;
 const KEPT_HOURS: i32 = 24;
 
 /// A key's first answer.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Recorded {
     pub request_hash: Vec<u8>,
     pub status_code: i16,
@@ -25,11 +25,13 @@ pub async fn try_lock(
     tenant_id: TenantId,
     key: &str,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("select pg_try_advisory_xact_lock(hashtextextended($1 || ':' || $2, 0))")
-        .bind(tenant_id)
-        .bind(key)
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar!(
+        r#"select pg_try_advisory_xact_lock(hashtextextended($1::uuid || ':' || $2, 0)) as "locked!""#,
+        tenant_id as TenantId,
+        key,
+    )
+    .fetch_one(conn)
+    .await
 }
 
 /// The key's first answer, if it was used within the last day (an older one is forgotten here).
@@ -38,21 +40,22 @@ pub async fn find(
     tenant_id: TenantId,
     key: &str,
 ) -> Result<Option<Recorded>, sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "delete from idempotency_keys
           where tenant_id = $1 and key = $2 and created_at < now() - make_interval(hours => $3)",
+        tenant_id as TenantId,
+        key,
+        KEPT_HOURS,
     )
-    .bind(tenant_id)
-    .bind(key)
-    .bind(KEPT_HOURS)
     .execute(&mut *conn)
     .await?;
-    sqlx::query_as(
+    sqlx::query_as!(
+        Recorded,
         "select request_hash, status_code, location, response from idempotency_keys
           where tenant_id = $1 and key = $2",
+        tenant_id as TenantId,
+        key,
     )
-    .bind(tenant_id)
-    .bind(key)
     .fetch_optional(conn)
     .await
 }
@@ -67,16 +70,16 @@ pub async fn record(
     location: Option<&str>,
     response: &Value,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into idempotency_keys (tenant_id, key, request_hash, status_code, location, response)
          values ($1, $2, $3, $4, $5, $6)",
+        tenant_id as TenantId,
+        key,
+        request_hash,
+        status_code,
+        location,
+        response,
     )
-    .bind(tenant_id)
-    .bind(key)
-    .bind(request_hash)
-    .bind(status_code)
-    .bind(location)
-    .bind(response)
     .execute(conn)
     .await
     .map(|_| ())
@@ -84,13 +87,13 @@ pub async fn record(
 
 /// Forgets keys older than a day, at most `limit` of them; returns how many.
 pub async fn forget_expired(pool: &sqlx::PgPool, limit: i64) -> Result<u64, sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "delete from idempotency_keys where ctid in (
             select ctid from idempotency_keys
              where created_at < now() - make_interval(hours => $1) limit $2)",
+        KEPT_HOURS,
+        limit,
     )
-    .bind(KEPT_HOURS)
-    .bind(limit)
     .execute(pool)
     .await
     .map(|r| r.rows_affected())

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::postgres::PgArguments;
-use sqlx::query::QueryAs;
-use sqlx::{PgPool, Postgres};
+use sqlx::PgPool;
 
 use crate::domain::{JobError, JobId, ProviderName};
 
@@ -58,72 +56,21 @@ impl AttemptOutcome {
     }
 }
 
-/// The run's attempts as a table, `run_attempts`, from the column arrays `$1`..`$12` bound by
-/// [`AttemptColumns::bind`].
-pub(super) const RUN_ATTEMPTS: &str = "
-    run_attempts as (
-        select * from unnest($1::text[], $2::text[], $3::timestamptz[], $4::int[], $5::int[],
-                             $6::text[], $7::text[], $8::text[], $9::int[], $10::int[],
-                             $11::numeric[], $12::text[])
-                 with ordinality as a(provider, upstream_model, started_at, latency_ms,
-                                      status_code, outcome, error_code, error_message,
-                                      prompt_tokens, completion_tokens, cost, host, n))";
-
-/// Inserts `run_attempts` for the job row named `done` (if the run's end was recorded), and adds
-/// them to the day's provider spend: calls, tokens and cost, failed calls included, estimated
-/// calls counted apart. The estimates for abandoned runs, first among the attempts, take the
-/// claims just before this run's, oldest first.
-pub(super) const INSERT_FROM_DONE: &str = "
-    abandoned as (select count(*) as runs from run_attempts where outcome = 'abandoned'),
-    attempt as (
-        insert into job_attempts (job_id, claim, provider, upstream_model, started_at, finished_at,
-                                  latency_ms, status_code, outcome, error_code, error_message,
-                                  prompt_tokens, completion_tokens, cost, host)
-        select done.id,
-               done.claims - case when a.outcome = 'abandoned' then abandoned.runs - a.n + 1
-                                  else 0 end,
-               a.provider, a.upstream_model, a.started_at,
-               a.started_at + make_interval(secs => a.latency_ms / 1000.0), a.latency_ms,
-               a.status_code, a.outcome, a.error_code, a.error_message, a.prompt_tokens,
-               a.completion_tokens, a.cost, a.host
-          from done, abandoned, run_attempts a
-         order by a.n),
-    spend as (
-        insert into provider_spend_daily as s (day, provider, upstream_model, shard, calls,
-                                               prompt_tokens, completion_tokens, cost,
-                                               unpriced_calls, estimated_calls)
-        select (now() at time zone 'utc')::date, a.provider, a.upstream_model,
-               floor(random() * 32)::smallint, count(*),
-               coalesce(sum(a.prompt_tokens), 0), coalesce(sum(a.completion_tokens), 0),
-               coalesce(sum(a.cost), 0),
-               count(*) filter (where a.cost is null
-                                  and coalesce(a.prompt_tokens, 0) + coalesce(a.completion_tokens, 0) > 0),
-               count(*) filter (where a.outcome = 'abandoned')
-          from done, run_attempts a
-         group by a.provider, a.upstream_model
-        on conflict (day, provider, upstream_model, shard) do update
-           set calls = s.calls + excluded.calls,
-               prompt_tokens = s.prompt_tokens + excluded.prompt_tokens,
-               completion_tokens = s.completion_tokens + excluded.completion_tokens,
-               cost = s.cost + excluded.cost,
-               unpriced_calls = s.unpriced_calls + excluded.unpriced_calls,
-               estimated_calls = s.estimated_calls + excluded.estimated_calls)";
-
 /// A run's attempts as column arrays, for one multi-row insert.
 #[derive(Default)]
 pub(super) struct AttemptColumns {
-    provider: Vec<&'static str>,
-    upstream_model: Vec<String>,
-    started_at: Vec<DateTime<Utc>>,
-    latency_ms: Vec<i32>,
-    status_code: Vec<Option<i32>>,
-    outcome: Vec<&'static str>,
-    error_code: Vec<Option<String>>,
-    error_message: Vec<Option<String>>,
-    prompt_tokens: Vec<Option<i32>>,
-    completion_tokens: Vec<Option<i32>>,
-    cost: Vec<Option<Decimal>>,
-    host: Vec<Option<String>>,
+    pub(super) provider: Vec<&'static str>,
+    pub(super) upstream_model: Vec<String>,
+    pub(super) started_at: Vec<DateTime<Utc>>,
+    pub(super) latency_ms: Vec<i32>,
+    pub(super) status_code: Vec<Option<i32>>,
+    pub(super) outcome: Vec<&'static str>,
+    pub(super) error_code: Vec<Option<String>>,
+    pub(super) error_message: Vec<Option<String>>,
+    pub(super) prompt_tokens: Vec<Option<i32>>,
+    pub(super) completion_tokens: Vec<Option<i32>>,
+    pub(super) cost: Vec<Option<Decimal>>,
+    pub(super) host: Vec<Option<String>>,
 }
 
 impl AttemptColumns {
@@ -151,30 +98,10 @@ impl AttemptColumns {
     pub(super) fn len(&self) -> i32 {
         i32::try_from(self.provider.len()).unwrap_or(i32::MAX)
     }
-
-    /// Binds the twelve arrays as `$1`..`$12`.
-    pub(super) fn bind<'q, O>(
-        &'q self,
-        query: QueryAs<'q, Postgres, O, PgArguments>,
-    ) -> QueryAs<'q, Postgres, O, PgArguments> {
-        query
-            .bind(&self.provider)
-            .bind(&self.upstream_model)
-            .bind(&self.started_at)
-            .bind(&self.latency_ms)
-            .bind(&self.status_code)
-            .bind(&self.outcome)
-            .bind(&self.error_code)
-            .bind(&self.error_message)
-            .bind(&self.prompt_tokens)
-            .bind(&self.completion_tokens)
-            .bind(&self.cost)
-            .bind(&self.host)
-    }
 }
 
 /// One row of `job_attempts`, as read back.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct AttemptRow {
     pub claim: i32,
     pub provider: String,
@@ -193,12 +120,13 @@ pub struct AttemptRow {
 
 /// A job's provider calls, oldest first.
 pub async fn list(pool: &PgPool, id: JobId) -> Result<Vec<AttemptRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        AttemptRow,
         "select claim, provider, host, upstream_model, started_at, finished_at, latency_ms,
                 status_code, outcome, error_code, prompt_tokens, completion_tokens
            from job_attempts where job_id = $1 order by id",
+        id as JobId,
     )
-    .bind(id)
     .fetch_all(pool)
     .await
 }

@@ -11,10 +11,10 @@ use serde_json::Value;
 use sqlx::types::ipnetwork::IpNetwork;
 use sqlx::{PgExecutor, PgPool};
 
-use super::quotas::{RELEASE_FROM_DONE, Reservation};
+use super::quotas::Reservation;
 use super::runs::Recorded;
-use super::webhooks::DELIVERY_FROM_DONE;
 use crate::billing;
+use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::domain::{
@@ -22,15 +22,12 @@ use crate::domain::{
     Usage,
 };
 
-/// Every column a [`Job`] is built from.
-const JOB_COLUMNS: &str = "id, kind, status, model, provider, upstream_model, result, error_code, \
-     error_message, prompt_tokens, completion_tokens, total_tokens, attempts, metadata, created_at, \
-     started_at, finished_at, cost, usage_estimated, unpriced, revision, webhook_url, batch_id, \
-     custom_id, stream, route_reason, data_policy";
-
+/// Every column a [`Job`] is built from, named by each statement that returns one (and read by
+/// name by [`list`]'s, which varies in shape).
 #[derive(sqlx::FromRow)]
 struct JobRow {
     id: JobId,
+    tenant_id: TenantId,
     kind: String,
     status: String,
     model: String,
@@ -57,6 +54,46 @@ struct JobRow {
     stream: bool,
     route_reason: Option<String>,
     data_policy: Option<String>,
+    dead_lettered_at: Option<DateTime<Utc>>,
+}
+
+/// A [`JobRow`] from a `query!` record that names its columns and more (a statement that returns a
+/// job beside something else).
+macro_rules! job_row {
+    ($row:expr) => {{
+        let row = $row;
+        JobRow {
+            id: row.id,
+            tenant_id: row.tenant_id,
+            kind: row.kind,
+            status: row.status,
+            model: row.model,
+            provider: row.provider,
+            upstream_model: row.upstream_model,
+            result: row.result,
+            error_code: row.error_code,
+            error_message: row.error_message,
+            prompt_tokens: row.prompt_tokens,
+            completion_tokens: row.completion_tokens,
+            total_tokens: row.total_tokens,
+            attempts: row.attempts,
+            metadata: row.metadata,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            cost: row.cost,
+            usage_estimated: row.usage_estimated,
+            unpriced: row.unpriced,
+            revision: row.revision,
+            webhook_url: row.webhook_url,
+            batch_id: row.batch_id,
+            custom_id: row.custom_id,
+            stream: row.stream,
+            route_reason: row.route_reason,
+            data_policy: row.data_policy,
+            dead_lettered_at: row.dead_lettered_at,
+        }
+    }};
 }
 
 impl JobRow {
@@ -142,29 +179,35 @@ pub async fn insert(conn: impl PgExecutor<'_>, job: &NewJob) -> Result<Job, sqlx
     let request =
         serde_json::to_value(&job.request).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let reservation = job.reservation.as_ref();
-    let row: JobRow = sqlx::query_as(&format!(
-        "insert into jobs (id, tenant_id, token_id, kind, status, model, request, metadata,
+    let row = sqlx::query_as!(
+        JobRow,
+        r#"insert into jobs (id, tenant_id, token_id, kind, status, model, request, metadata,
                            origin, client_ip, reserved_tokens, reserved_cost, reserved_month,
                            webhook_url, stream, stream_to, traceparent)
-         values ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 is not null,
+         values ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::text is not null,
                  $14, $15)
-         returning {JOB_COLUMNS}"
-    ))
-    .bind(job.id)
-    .bind(job.tenant_id)
-    .bind(job.token_id)
-    .bind(job.request.kind().as_str())
-    .bind(job.request.model().as_str())
-    .bind(request)
-    .bind(&job.metadata)
-    .bind(&job.origin)
-    .bind(job.client_ip.map(IpNetwork::from))
-    .bind(reservation.map(|r| r.tokens))
-    .bind(reservation.map(|r| r.cost))
-    .bind(reservation.map(|r| r.month))
-    .bind(&job.webhook_url)
-    .bind(&job.stream_to)
-    .bind(job.traceparent.map(|t| t.to_string()))
+         returning id as "id: JobId", tenant_id as "tenant_id: TenantId", kind, status, model, provider,
+                upstream_model, result, error_code, error_message, prompt_tokens,
+                completion_tokens, total_tokens, attempts, metadata, created_at, started_at,
+                finished_at, cost, usage_estimated, unpriced, revision, webhook_url,
+                batch_id as "batch_id: BatchId", custom_id, stream, route_reason, data_policy,
+                dead_lettered_at"#,
+        job.id as JobId,
+        job.tenant_id as TenantId,
+        job.token_id as Option<TokenId>,
+        job.request.kind().as_str(),
+        job.request.model().as_str(),
+        request,
+        job.metadata,
+        job.origin,
+        job.client_ip.map(IpNetwork::from),
+        reservation.map(|r| r.tokens),
+        reservation.map(|r| r.cost),
+        reservation.map(|r| r.month),
+        job.webhook_url,
+        job.stream_to,
+        job.traceparent.map(|t| t.to_string()),
+    )
     .fetch_one(conn)
     .await?;
     row.try_into()
@@ -176,14 +219,8 @@ pub async fn get(
     tenant_id: TenantId,
     id: JobId,
 ) -> Result<Option<Job>, sqlx::Error> {
-    let row: Option<JobRow> = sqlx::query_as(&format!(
-        "select {JOB_COLUMNS} from jobs where id = $1 and tenant_id = $2"
-    ))
-    .bind(id)
-    .bind(tenant_id)
-    .fetch_optional(pool)
-    .await?;
-    row.map(Job::try_from).transpose()
+    let found = get_with_revision(pool, tenant_id, id).await?;
+    Ok(found.map(|(job, _)| job))
 }
 
 /// A tenant's job and its revision (bumped at each status change: the id of its SSE events).
@@ -192,11 +229,18 @@ pub async fn get_with_revision(
     tenant_id: TenantId,
     id: JobId,
 ) -> Result<Option<(Job, i32)>, sqlx::Error> {
-    let row: Option<JobRow> = sqlx::query_as(&format!(
-        "select {JOB_COLUMNS} from jobs where id = $1 and tenant_id = $2"
-    ))
-    .bind(id)
-    .bind(tenant_id)
+    let row = sqlx::query_as!(
+        JobRow,
+        r#"select id as "id: JobId", tenant_id as "tenant_id: TenantId", kind, status, model, provider,
+                upstream_model, result, error_code, error_message, prompt_tokens,
+                completion_tokens, total_tokens, attempts, metadata, created_at, started_at,
+                finished_at, cost, usage_estimated, unpriced, revision, webhook_url,
+                batch_id as "batch_id: BatchId", custom_id, stream, route_reason, data_policy,
+                dead_lettered_at
+           from jobs where id = $1 and tenant_id = $2"#,
+        id as JobId,
+        tenant_id as TenantId,
+    )
     .fetch_optional(pool)
     .await?;
     row.map(JobRow::with_revision).transpose()
@@ -211,31 +255,35 @@ pub async fn list(
     before: Option<JobId>,
     limit: i64,
 ) -> Result<Vec<Job>, sqlx::Error> {
-    // Failed and cancelled jobs, and a batch's items, have partial indexes (see the migrations);
-    // the planner uses one only when the query repeats its predicate literally.
-    let rare_status = match status {
-        Some(JobStatus::Failed | JobStatus::Cancelled) => "and status in ('failed', 'cancelled')",
-        _ => "",
-    };
-    let in_batch = match batch_id {
-        Some(_) => "and batch_id = $5 and batch_id is not null",
-        None => "",
-    };
-    let rows: Vec<JobRow> = sqlx::query_as(&format!(
-        "select {JOB_COLUMNS} from jobs
-          where tenant_id = $1
-            and ($2::text is null or status = $2) {rare_status}
-            and ($3::uuid is null or id < $3) {in_batch}
-          order by id desc
-          limit $4"
-    ))
-    .bind(tenant_id)
-    .bind(status.map(JobStatus::as_str))
-    .bind(before)
-    .bind(limit)
-    .bind(batch_id)
-    .fetch_all(pool)
-    .await?;
+    // Assembled with `QueryBuilder`: failed and cancelled jobs, and a batch's items, have partial
+    // indexes (see the migrations), and the planner uses one only when the statement repeats its
+    // predicate literally, so the statement's shape follows the filters asked for.
+    let mut query: QueryBuilder<'_, Postgres> = QueryBuilder::new(
+        "select id, tenant_id, kind, status, model, provider, upstream_model, result, error_code,
+                error_message, prompt_tokens, completion_tokens, total_tokens, attempts, metadata,
+                created_at, started_at, finished_at, cost, usage_estimated, unpriced, revision,
+                webhook_url, batch_id, custom_id, stream, route_reason, data_policy,
+                dead_lettered_at
+           from jobs where tenant_id = ",
+    );
+    query.push_bind(tenant_id);
+    if let Some(status) = status {
+        query.push(" and status = ").push_bind(status.as_str());
+        if matches!(status, JobStatus::Failed | JobStatus::Cancelled) {
+            query.push(" and status in ('failed', 'cancelled')");
+        }
+    }
+    if let Some(before) = before {
+        query.push(" and id < ").push_bind(before);
+    }
+    if let Some(batch_id) = batch_id {
+        query
+            .push(" and batch_id = ")
+            .push_bind(batch_id)
+            .push(" and batch_id is not null");
+    }
+    query.push(" order by id desc limit ").push_bind(limit);
+    let rows: Vec<JobRow> = query.build_query_as().fetch_all(pool).await?;
     rows.into_iter().map(Job::try_from).collect()
 }
 
@@ -244,12 +292,11 @@ pub async fn list(
 /// is skipped: the sweeper only looks at `queued` and `retrying` jobs, and not rewriting the row
 /// saves Postgres a tuple version per job when the queue is short.
 pub async fn mark_published(pool: &PgPool, ids: &[JobId]) -> Result<(), sqlx::Error> {
-    let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
-    sqlx::query(
+    sqlx::query!(
         "update jobs set published_at = now()
           where id = any($1) and status in ('queued', 'retrying') and published_at is null",
+        ids as &[JobId],
     )
-    .bind(ids)
     .execute(pool)
     .await?;
     Ok(())
@@ -280,30 +327,50 @@ pub async fn cancel(
     tenant_id: TenantId,
     id: JobId,
 ) -> Result<CancelOutcome, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        delivery: Option<Uuid>,
-        #[sqlx(flatten)]
-        job: JobRow,
-    }
-    let row: Option<Row> = sqlx::query_as(&format!(
-        "with done as (
+    // Ends the job, releases its reservation and writes its webhook delivery: the same rule as
+    // the end of a worker's run (`runs::finish`), written out so the compiler checks each.
+    let cancelled = sqlx::query!(
+        r#"with done as (
             update jobs set status = 'cancelled', finished_at = now(), revision = revision + 1,
                    error_code = 'cancelled', error_message = 'cancelled by the client'
              where id = $1 and tenant_id = $2 and status in ('pending', 'queued', 'retrying')
              returning *
-         ), {RELEASE_FROM_DONE}, {DELIVERY_FROM_DONE}
-         select {JOB_COLUMNS}, (select id from hook) as delivery from done"
-    ))
-    .bind(id)
-    .bind(tenant_id)
+         ), release as (
+            update quota_months q
+               set reserved_tokens = q.reserved_tokens - done.reserved_tokens,
+                   reserved_cost = q.reserved_cost - done.reserved_cost
+              from done
+             where q.tenant_id = done.tenant_id and q.month = done.reserved_month
+         ), hook as (
+            insert into webhook_deliveries
+                   (id, tenant_id, job_id, event_type, url, tenant_endpoint)
+            select gen_random_uuid(), done.tenant_id, done.id, 'job.' || done.status,
+                   coalesce(done.webhook_url, t.webhook_url), done.webhook_url is null
+              from done join tenants t on t.id = done.tenant_id
+             where done.batch_id is null
+               and (done.webhook_url is not null
+                    or (t.webhook_url is not null and t.webhook_disabled_at is null))
+            returning id
+         )
+         select id as "id!: JobId", tenant_id as "tenant_id!: TenantId", kind as "kind!",
+                status as "status!", model as "model!", provider, upstream_model, result,
+                error_code, error_message, prompt_tokens, completion_tokens, total_tokens,
+                attempts as "attempts!", metadata, created_at as "created_at!", started_at,
+                finished_at, cost, usage_estimated, unpriced, revision as "revision!",
+                webhook_url, batch_id as "batch_id: BatchId", custom_id, stream as "stream!",
+                route_reason, data_policy, dead_lettered_at
+, (select id from hook) as delivery
+           from done"#,
+        id as JobId,
+        tenant_id as TenantId,
+    )
     .fetch_optional(pool)
     .await?;
-    match row {
+    match cancelled {
         Some(row) => Ok(CancelOutcome::Cancelled {
-            revision: row.job.revision,
-            job: row.job.try_into()?,
+            revision: row.revision,
             delivery: row.delivery,
+            job: job_row!(row).try_into()?,
         }),
         None => request_cancel(pool, tenant_id, id).await,
     }
@@ -315,13 +382,19 @@ async fn request_cancel(
     tenant_id: TenantId,
     id: JobId,
 ) -> Result<CancelOutcome, sqlx::Error> {
-    let running: Option<JobRow> = sqlx::query_as(&format!(
-        "update jobs set cancel_requested_at = coalesce(cancel_requested_at, now())
+    let running = sqlx::query_as!(
+        JobRow,
+        r#"update jobs set cancel_requested_at = coalesce(cancel_requested_at, now())
           where id = $1 and tenant_id = $2 and status = 'running'
-          returning {JOB_COLUMNS}"
-    ))
-    .bind(id)
-    .bind(tenant_id)
+          returning id as "id: JobId", tenant_id as "tenant_id: TenantId", kind, status, model, provider,
+                upstream_model, result, error_code, error_message, prompt_tokens,
+                completion_tokens, total_tokens, attempts, metadata, created_at, started_at,
+                finished_at, cost, usage_estimated, unpriced, revision, webhook_url,
+                batch_id as "batch_id: BatchId", custom_id, stream, route_reason, data_policy,
+                dead_lettered_at"#,
+        id as JobId,
+        tenant_id as TenantId,
+    )
     .fetch_optional(pool)
     .await?;
     if let Some(row) = running {
@@ -342,19 +415,38 @@ pub async fn fail_dead_lettered(
     id: JobId,
     error: &JobError,
 ) -> Result<Option<Recorded>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "with done as (
+    // Ends the job like the end of a worker's run (`runs::finish`): its reservation released, its
+    // webhook delivery written.
+    sqlx::query_as!(
+        Recorded,
+        r#"with done as (
             update jobs set status = 'failed', error_code = $2, error_message = $3,
                    finished_at = now(), lease_expires_at = null, retry_at = null,
                    dead_lettered_at = now(), revision = revision + 1
              where id = $1 and status not in ('succeeded', 'failed', 'cancelled')
              returning *
-         ), {RELEASE_FROM_DONE}, {DELIVERY_FROM_DONE}
-         select revision, (select id from hook) as delivery from done"
-    ))
-    .bind(id)
-    .bind(&error.code)
-    .bind(&error.message)
+         ), release as (
+            update quota_months q
+               set reserved_tokens = q.reserved_tokens - done.reserved_tokens,
+                   reserved_cost = q.reserved_cost - done.reserved_cost
+              from done
+             where q.tenant_id = done.tenant_id and q.month = done.reserved_month
+         ), hook as (
+            insert into webhook_deliveries
+                   (id, tenant_id, job_id, event_type, url, tenant_endpoint)
+            select gen_random_uuid(), done.tenant_id, done.id, 'job.' || done.status,
+                   coalesce(done.webhook_url, t.webhook_url), done.webhook_url is null
+              from done join tenants t on t.id = done.tenant_id
+             where done.batch_id is null
+               and (done.webhook_url is not null
+                    or (t.webhook_url is not null and t.webhook_disabled_at is null))
+            returning id
+         )
+         select revision as "revision!", (select id from hook) as delivery from done"#,
+        id as JobId,
+        error.code,
+        error.message,
+    )
     .fetch_optional(pool)
     .await
 }
@@ -380,8 +472,8 @@ pub async fn unpublished(
 ) -> Result<Vec<Unpublished>, sqlx::Error> {
     // Each arm matches one partial index (jobs_queued, jobs_batch_released, jobs_retrying). A
     // batch item counts from its release, not its creation.
-    let rows: Vec<(JobId, bool, Option<String>)> = sqlx::query_as(
-        "(select id, false, traceparent from jobs
+    let rows = sqlx::query!(
+        r#"(select id as "id!: JobId", false as "bulk!", traceparent from jobs
            where status = 'queued' and published_at is null and batch_id is null
              and created_at < now() - make_interval(secs => $1)
            order by created_at
@@ -397,19 +489,22 @@ pub async fn unpublished(
              and retry_at < now() - make_interval(secs => $1)
              and (published_at is null or retry_at < now() - make_interval(secs => $2))
            order by retry_at
-           limit $3)",
+           limit $3)"#,
+        older_than.as_secs_f64(),
+        overdue.as_secs_f64(),
+        limit,
     )
-    .bind(older_than.as_secs_f64())
-    .bind(overdue.as_secs_f64())
-    .bind(limit)
     .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, bulk, trace)| Unpublished {
-            id,
-            bulk,
-            trace: trace.as_deref().and_then(TraceParent::parse),
+        .map(|row| {
+            let (id, trace) = with_trace((row.id, row.traceparent));
+            Unpublished {
+                id,
+                bulk: row.bulk,
+                trace,
+            }
         })
         .collect())
 }
@@ -427,19 +522,20 @@ pub async fn release_abandoned(
     pool: &PgPool,
     limit: i64,
 ) -> Result<Vec<(JobId, i32)>, sqlx::Error> {
-    sqlx::query_as(
-        "update jobs set status = 'queued', claim_id = null, lease_expires_at = null,
+    let rows = sqlx::query!(
+        r#"update jobs set status = 'queued', claim_id = null, lease_expires_at = null,
                          published_at = null, revision = revision + 1
           where id in (select id from jobs
                         where status = 'running' and lease_expires_at < now()
                         order by lease_expires_at
                         limit $1
                         for update skip locked)
-      returning id, revision",
+      returning id as "id: JobId", revision"#,
+        limit,
     )
-    .bind(limit)
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.id, row.revision)).collect())
 }
 
 /// A dead-lettered job, as admins list it.
@@ -457,29 +553,29 @@ pub async fn dead_lettered(
     before: Option<DateTime<Utc>>,
     limit: i64,
 ) -> Result<Vec<DeadLetter>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        tenant_id: TenantId,
-        dead_lettered_at: DateTime<Utc>,
-        #[sqlx(flatten)]
-        job: JobRow,
-    }
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        "select tenant_id, dead_lettered_at, {JOB_COLUMNS} from jobs
+    let rows = sqlx::query_as!(
+        JobRow,
+        r#"select id as "id: JobId", tenant_id as "tenant_id: TenantId", kind, status, model, provider,
+                upstream_model, result, error_code, error_message, prompt_tokens,
+                completion_tokens, total_tokens, attempts, metadata, created_at, started_at,
+                finished_at, cost, usage_estimated, unpriced, revision, webhook_url,
+                batch_id as "batch_id: BatchId", custom_id, stream, route_reason, data_policy,
+                dead_lettered_at
+           from jobs
           where dead_lettered_at is not null and ($1::timestamptz is null or dead_lettered_at < $1)
           order by dead_lettered_at desc
-          limit $2"
-    ))
-    .bind(before)
-    .bind(limit)
+          limit $2"#,
+        before,
+        limit,
+    )
     .fetch_all(pool)
     .await?;
     rows.into_iter()
         .map(|row| {
             Ok(DeadLetter {
                 tenant_id: row.tenant_id,
-                dead_lettered_at: row.dead_lettered_at,
-                job: row.job.try_into()?,
+                dead_lettered_at: row.dead_lettered_at.unwrap_or(row.created_at),
+                job: row.try_into()?,
             })
         })
         .collect()
@@ -501,12 +597,12 @@ pub enum Requeued {
 /// batch reopened if it had completed (it ends again, and announces it again, once the item has).
 pub async fn requeue_dead_lettered(pool: &PgPool, id: JobId) -> Result<Requeued, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let batch_status: Option<Option<String>> = sqlx::query_scalar(
-        "select b.status from jobs j left join batches b on b.id = j.batch_id
+    let batch_status = sqlx::query_scalar!(
+        r#"select b.status as "status?" from jobs j left join batches b on b.id = j.batch_id
           where j.id = $1 and j.status = 'failed' and j.dead_lettered_at is not null
-            for update of j",
+            for update of j"#,
+        id as JobId,
     )
-    .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
     let refused = match batch_status.as_ref() {
@@ -521,8 +617,9 @@ pub async fn requeue_dead_lettered(pool: &PgPool, id: JobId) -> Result<Requeued,
         tx.rollback().await?;
         return Ok(refused);
     }
-    let row: JobRow = sqlx::query_as(&format!(
-        "update jobs
+    let row = sqlx::query_as!(
+        JobRow,
+        r#"update jobs
             set status = case when batch_id is null then 'queued' else 'pending' end,
                 error_code = null, error_message = null, finished_at = null,
                 dead_lettered_at = null, claims = 0, retries = 0, claim_id = null,
@@ -531,16 +628,21 @@ pub async fn requeue_dead_lettered(pool: &PgPool, id: JobId) -> Result<Requeued,
                 -- its reservation was released when it failed
                 reserved_tokens = null, reserved_cost = null, reserved_month = null
           where id = $1
-          returning {JOB_COLUMNS}"
-    ))
-    .bind(id)
+          returning id as "id: JobId", tenant_id as "tenant_id: TenantId", kind, status, model, provider,
+                upstream_model, result, error_code, error_message, prompt_tokens,
+                completion_tokens, total_tokens, attempts, metadata, created_at, started_at,
+                finished_at, cost, usage_estimated, unpriced, revision, webhook_url,
+                batch_id as "batch_id: BatchId", custom_id, stream, route_reason, data_policy,
+                dead_lettered_at"#,
+        id as JobId,
+    )
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "update batches set status = 'in_progress', finished_at = null, revision = revision + 1
           where id = (select batch_id from jobs where id = $1) and status = 'completed'",
+        id as JobId,
     )
-    .bind(id)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

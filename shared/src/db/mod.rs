@@ -1,7 +1,11 @@
 //! Every SQL statement Tollgate runs, one module per table, shared by the api and the worker.
 //!
-//! Queries are plain `sqlx::query_as` with lowercase SQL. Constraint names that callers turn into
-//! client errors are exported as constants beside the statement that can violate them.
+//! Statements are lowercase SQL checked at compile time (`sqlx::query!` and `query_as!`) against
+//! the migrations: their checked shapes are committed in `.sqlx/`, so a build needs no database,
+//! and `scripts/sqlx check` (run by CI) fails when a migration breaks one. The few whose shape
+//! varies with the request are assembled with `QueryBuilder`, each saying why. Constraint names
+//! that callers turn into client errors are exported as constants beside the statement that can
+//! violate them.
 
 pub mod access;
 pub mod activity;
@@ -88,7 +92,10 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
 
 /// Cheap liveness query for `GET /readyz`.
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query("select 1").execute(pool).await.map(|_| ())
+    sqlx::query!("select 1 as one")
+        .fetch_one(pool)
+        .await
+        .map(|_| ())
 }
 
 #[cfg(test)]

@@ -15,23 +15,33 @@ pub struct Alias {
     pub upstream: [Option<String>; 2],
 }
 
-async fn rows(
-    pool: &PgPool,
-    model: Option<&str>,
-) -> Result<Vec<(String, String, String)>, sqlx::Error> {
-    sqlx::query_as(
+/// One route as stored.
+struct Route {
+    model: String,
+    provider: String,
+    upstream_model: String,
+}
+
+async fn rows(pool: &PgPool, model: Option<&str>) -> Result<Vec<Route>, sqlx::Error> {
+    sqlx::query_as!(
+        Route,
         "select model, provider, upstream_model from model_routes
           where $1::text is null or model = $1
           order by model, provider",
+        model,
     )
-    .bind(model)
     .fetch_all(pool)
     .await
 }
 
-fn group(rows: Vec<(String, String, String)>) -> Vec<Alias> {
+fn group(rows: Vec<Route>) -> Vec<Alias> {
     let mut aliases: Vec<Alias> = Vec::new();
-    for (model, provider, upstream_model) in rows {
+    for Route {
+        model,
+        provider,
+        upstream_model,
+    } in rows
+    {
         let Some(provider) = ProviderName::parse(&provider) else {
             continue; // the check constraint admits no other name
         };
@@ -73,18 +83,17 @@ pub async fn all(pool: &PgPool) -> Result<ModelRoutes, sqlx::Error> {
 /// Replaces the routes of `alias.model` with the given ones, in one transaction.
 pub async fn put(pool: &PgPool, alias: &Alias) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("delete from model_routes where model = $1")
-        .bind(&alias.model)
+    sqlx::query!("delete from model_routes where model = $1", alias.model)
         .execute(&mut *tx)
         .await?;
     for provider in ProviderName::ALL {
         if let Some(upstream) = &alias.upstream[provider.index()] {
-            sqlx::query(
+            sqlx::query!(
                 "insert into model_routes (model, provider, upstream_model) values ($1, $2, $3)",
+                alias.model,
+                provider.as_str(),
+                upstream,
             )
-            .bind(&alias.model)
-            .bind(provider.as_str())
-            .bind(upstream)
             .execute(&mut *tx)
             .await?;
         }
@@ -96,8 +105,7 @@ pub async fn put(pool: &PgPool, alias: &Alias) -> Result<(), sqlx::Error> {
 /// Removes a model name; `false` if it had no routes.
 pub async fn delete(pool: &PgPool, model: &str) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let removed = sqlx::query("delete from model_routes where model = $1")
-        .bind(model)
+    let removed = sqlx::query!("delete from model_routes where model = $1", model)
         .execute(&mut *tx)
         .await?
         .rows_affected();

@@ -11,28 +11,28 @@ use crate::domain::ProviderName;
 
 /// Every price, for the in-memory list each process prices jobs with.
 pub async fn all(pool: &PgPool) -> Result<PriceList, sqlx::Error> {
-    let rows: Vec<(i64, String, String, Decimal, Decimal, DateTime<Utc>)> = sqlx::query_as(
+    let rows = sqlx::query!(
         "select id, provider, model, input_per_1k, output_per_1k, effective_from from prices",
     )
     .fetch_all(pool)
     .await?;
     let mut list = PriceList::default();
-    for (id, provider, model, input_per_1k, output_per_1k, effective_from) in rows {
-        let Some(provider) = ProviderName::parse(&provider) else {
+    for row in rows {
+        let Some(provider) = ProviderName::parse(&row.provider) else {
             continue; // the check constraint admits no other name
         };
         let price = Price {
-            id,
-            input_per_1k,
-            output_per_1k,
+            id: row.id,
+            input_per_1k: row.input_per_1k,
+            output_per_1k: row.output_per_1k,
         };
-        list.insert(provider, model, effective_from, price);
+        list.insert(provider, row.model, row.effective_from, price);
     }
     Ok(list)
 }
 
 /// One row of the price list.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct PriceRow {
     pub provider: String,
     pub model: String,
@@ -47,15 +47,16 @@ pub struct PriceRow {
 
 /// Every price, newest first per provider and model, marking the ones in force.
 pub async fn list(pool: &PgPool) -> Result<Vec<PriceRow>, sqlx::Error> {
-    sqlx::query_as(
-        "select provider, model, input_per_1k, output_per_1k, effective_from,
+    sqlx::query_as!(
+        PriceRow,
+        r#"select provider, model, input_per_1k, output_per_1k, effective_from,
                 -- false, not null, for a model whose only prices are still to come
                 coalesce(id = (select c.id from prices c
                                 where c.provider = p.provider and c.model = p.model
                                   and c.effective_from <= now()
-                                order by c.effective_from desc limit 1), false) as current
+                                order by c.effective_from desc limit 1), false) as "current!"
            from prices p
-          order by provider, model, effective_from desc",
+          order by provider, model, effective_from desc"#,
     )
     .fetch_all(pool)
     .await
@@ -67,9 +68,9 @@ pub const SAME_INSTANT: &str = "prices_provider_model_effective_from_key";
 /// How far ahead a price added without an `effective_from` takes effect: every process reloads its
 /// price list within a second of the change, so by then all of them bill at it, exactly from
 /// that instant.
-pub const DEFAULT_LEAD: &str = "2 seconds";
+pub const DEFAULT_LEAD_SECS: f64 = 2.0;
 
-/// Adds a price taking effect at `effective_from` (or [`DEFAULT_LEAD`] from now), and bumps the
+/// Adds a price taking effect at `effective_from` (or [`DEFAULT_LEAD_SECS`] from now), and bumps the
 /// settings version so every process reloads its price list.
 pub async fn insert(
     pool: &PgPool,
@@ -80,22 +81,22 @@ pub async fn insert(
     effective_from: Option<DateTime<Utc>>,
 ) -> Result<PriceRow, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let row = sqlx::query_as(&format!(
-        "insert into prices (provider, model, input_per_1k, output_per_1k, effective_from)
-         values ($1, $2, $3, $4, coalesce($5, now() + interval '{DEFAULT_LEAD}'))
+    let row = sqlx::query_as!(
+        PriceRow,
+        r#"insert into prices (provider, model, input_per_1k, output_per_1k, effective_from)
+         values ($1, $2, $3, $4, coalesce($5, now() + make_interval(secs => $6)))
          returning provider, model, input_per_1k, output_per_1k, effective_from,
-                   effective_from <= now() as current"
-    ))
-    .bind(provider.as_str())
-    .bind(model)
-    .bind(input_per_1k)
-    .bind(output_per_1k)
-    .bind(effective_from)
+                   effective_from <= now() as "current!""#,
+        provider.as_str(),
+        model,
+        input_per_1k,
+        output_per_1k,
+        effective_from,
+        DEFAULT_LEAD_SECS,
+    )
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("update settings set version = version + 1, updated_at = now()")
-        .execute(&mut *tx)
-        .await?;
+    super::settings::bump_version(&mut tx).await?;
     tx.commit().await?;
     Ok(row)
 }

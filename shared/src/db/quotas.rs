@@ -27,16 +27,6 @@ impl Limits {
     }
 }
 
-/// Releases the reservation of the job row named `done` (if it had one) in the statement it is
-/// part of: the job ended, and what it used now counts through the rollup.
-pub(super) const RELEASE_FROM_DONE: &str = "
-    release as (
-        update quota_months q
-           set reserved_tokens = q.reserved_tokens - done.reserved_tokens,
-               reserved_cost = q.reserved_cost - done.reserved_cost
-          from done
-         where q.tenant_id = done.tenant_id and q.month = done.reserved_month)";
-
 /// What admission reserved for one job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reservation {
@@ -56,8 +46,9 @@ pub async fn reserve(
     prompt_tokens: i64,
     completion_tokens: i64,
 ) -> Result<Option<Reservation>, sqlx::Error> {
-    sqlx::query_as::<_, (i64, Decimal, NaiveDate)>(
-        "with price as (
+    sqlx::query_as!(
+        Reservation,
+        r#"with price as (
             select coalesce(max(p.input_per_1k), 0) as i, coalesce(max(p.output_per_1k), 0) as o
               from model_routes r
               cross join lateral (
@@ -90,24 +81,18 @@ pub async fn reserve(
                and ($6::numeric is null
                     or (select cost from used) + q.reserved_cost + excluded.reserved_cost <= $6)
             returning 1)
-         select est.tokens, est.cost, month.start from est, month
-          where exists (select 1 from reserved)",
+         select est.tokens as "tokens!", est.cost as "cost!", month.start as "month!"
+           from est, month
+          where exists (select 1 from reserved)"#,
+        tenant_id as TenantId,
+        model,
+        prompt_tokens,
+        completion_tokens,
+        limits.monthly_token_quota,
+        limits.monthly_cost_budget,
     )
-    .bind(tenant_id)
-    .bind(model)
-    .bind(prompt_tokens)
-    .bind(completion_tokens)
-    .bind(limits.monthly_token_quota)
-    .bind(limits.monthly_cost_budget)
     .fetch_optional(conn)
     .await
-    .map(|row| {
-        row.map(|(tokens, cost, month)| Reservation {
-            tokens,
-            cost,
-            month,
-        })
-    })
 }
 
 /// A tenant's month against its limits.
@@ -131,22 +116,13 @@ pub async fn status(
     conn: impl PgExecutor<'_>,
     tenant_id: TenantId,
 ) -> Result<Option<MonthStatus>, sqlx::Error> {
-    type Row = (
-        Option<Decimal>,
-        Option<i64>,
-        NaiveDate,
-        i64,
-        Decimal,
-        i64,
-        Decimal,
-        DateTime<Utc>,
-    );
-    let row: Option<Row> = sqlx::query_as(
-        "with month as (select date_trunc('month', now() at time zone 'utc')::date as start)
-         select t.monthly_cost_budget, t.monthly_token_quota, month.start,
-                used.tokens, used.cost,
-                coalesce(q.reserved_tokens, 0), coalesce(q.reserved_cost, 0),
-                ((month.start + interval '1 month')::timestamp at time zone 'utc')
+    let row = sqlx::query!(
+        r#"with month as (select date_trunc('month', now() at time zone 'utc')::date as start)
+         select t.monthly_cost_budget, t.monthly_token_quota, month.start as "month!",
+                used.tokens as "used_tokens!", used.cost as "used_cost!",
+                coalesce(q.reserved_tokens, 0) as "reserved_tokens!",
+                coalesce(q.reserved_cost, 0) as "reserved_cost!",
+                ((month.start + interval '1 month')::timestamp at time zone 'utc') as "resets_at!"
            from tenants t cross join month
            cross join lateral (
                 select coalesce(sum(d.prompt_tokens + d.completion_tokens), 0)::bigint as tokens,
@@ -155,36 +131,23 @@ pub async fn status(
                  where d.tenant_id = t.id and d.day >= month.start
                    and d.day < (month.start + interval '1 month')::date) used
            left join quota_months q on q.tenant_id = t.id and q.month = month.start
-          where t.id = $1",
+          where t.id = $1"#,
+        tenant_id as TenantId,
     )
-    .bind(tenant_id)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(
-        |(
-            cost_budget,
-            token_quota,
-            month,
-            used_tokens,
-            used_cost,
-            reserved_tokens,
-            reserved_cost,
-            resets_at,
-        )| {
-            MonthStatus {
-                month,
-                limits: Limits {
-                    monthly_cost_budget: cost_budget,
-                    monthly_token_quota: token_quota,
-                },
-                used_tokens,
-                used_cost,
-                reserved_tokens,
-                reserved_cost,
-                resets_at,
-            }
+    Ok(row.map(|row| MonthStatus {
+        month: row.month,
+        limits: Limits {
+            monthly_cost_budget: row.monthly_cost_budget,
+            monthly_token_quota: row.monthly_token_quota,
         },
-    ))
+        used_tokens: row.used_tokens,
+        used_cost: row.used_cost,
+        reserved_tokens: row.reserved_tokens,
+        reserved_cost: row.reserved_cost,
+        resets_at: row.resets_at,
+    }))
 }
 
 /// Sets a tenant's limits; `false` for an unknown tenant.
@@ -193,12 +156,12 @@ pub async fn set_limits(
     tenant_id: TenantId,
     limits: &Limits,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update tenants set monthly_cost_budget = $2, monthly_token_quota = $3 where id = $1",
+        tenant_id as TenantId,
+        limits.monthly_cost_budget,
+        limits.monthly_token_quota,
     )
-    .bind(tenant_id)
-    .bind(limits.monthly_cost_budget)
-    .bind(limits.monthly_token_quota)
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)

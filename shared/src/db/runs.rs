@@ -10,9 +10,9 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::job_attempts::{AttemptColumns, AttemptRecord, INSERT_FROM_DONE, RUN_ATTEMPTS};
-use super::quotas::RELEASE_FROM_DONE;
-use super::webhooks::DELIVERY_FROM_DONE;
+use rust_decimal::Decimal;
+
+use super::job_attempts::{AttemptColumns, AttemptRecord};
 use crate::billing::{self, Price};
 use crate::domain::{
     DataPolicy, JobError, JobId, JobRequest, JobStatus, ProviderName, RouteReason, TenantId,
@@ -64,8 +64,8 @@ impl ClaimedJob {
 }
 
 /// A `retrying` job's message may arrive a little before `retry_at` (clocks differ); one that
-/// arrives earlier than this is a stale duplicate and is left alone.
-const EARLY_ARRIVAL: &str = "1 second";
+/// arrives earlier than this many seconds is a stale duplicate and is left alone.
+const EARLY_ARRIVAL_SECS: f64 = 1.0;
 
 /// Claims a job for one worker run.
 ///
@@ -80,7 +80,6 @@ pub async fn claim(
     redelivered: bool,
     lease: Duration,
 ) -> Result<Option<ClaimedJob>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
     struct Row {
         tenant_id: TenantId,
         request: Value,
@@ -98,28 +97,30 @@ pub async fn claim(
     }
     // The data policy is read at each claim, not kept from intake: a tenant made `local_only`
     // keeps its queued jobs off the cloud too.
-    let row: Option<Row> = sqlx::query_as(&format!(
-        "update jobs
+    let row = sqlx::query_as!(
+        Row,
+        r#"update jobs
             set status = 'running', claim_id = $2, claims = claims + 1, revision = revision + 1,
                 started_at = coalesce(started_at, now()),
                 lease_expires_at = now() + make_interval(secs => $4)
           where id = $1
             and (status = 'queued'
-                 or (status = 'retrying' and retry_at <= now() + interval '{EARLY_ARRIVAL}')
+                 or (status = 'retrying' and retry_at <= now() + make_interval(secs => $5))
                  or (status = 'running' and ($3 or lease_expires_at < now())))
-          returning tenant_id, request, claims, retries, revision, batch_id is not null as bulk,
-                    abandoned_recorded, stream, stream_to,
-                    cancel_requested_at is not null as cancel_requested,
+          returning tenant_id as "tenant_id: TenantId", request, claims, retries, revision,
+                    batch_id is not null as "bulk!", abandoned_recorded, stream, stream_to,
+                    cancel_requested_at is not null as "cancel_requested!",
                     (select coalesce(k.data_policy, n.data_policy)
                        from tenants n left join api_tokens k on k.id = jobs.token_id
-                      where n.id = jobs.tenant_id) as data_policy,
+                      where n.id = jobs.tenant_id) as "data_policy!",
                     (select batch_overflow from tenants where id = jobs.tenant_id)
-                        as batch_overflow, traceparent"
-    ))
-    .bind(id)
-    .bind(claim_id)
-    .bind(redelivered)
-    .bind(lease.as_secs_f64())
+                        as "batch_overflow!", traceparent"#,
+        id as JobId,
+        claim_id,
+        redelivered,
+        lease.as_secs_f64(),
+        EARLY_ARRIVAL_SECS,
+    )
     .fetch_optional(pool)
     .await?;
     let Some(row) = row else {
@@ -155,14 +156,14 @@ pub async fn extend_lease(
     claim_id: Uuid,
     lease: Duration,
 ) -> Result<bool, sqlx::Error> {
-    let cancel_requested: Option<bool> = sqlx::query_scalar(
-        "update jobs set lease_expires_at = now() + make_interval(secs => $3)
+    let cancel_requested = sqlx::query_scalar!(
+        r#"update jobs set lease_expires_at = now() + make_interval(secs => $3)
           where id = $1 and claim_id = $2 and status = 'running'
-          returning cancel_requested_at is not null",
+          returning cancel_requested_at is not null as "cancel_requested!""#,
+        id as JobId,
+        claim_id,
+        lease.as_secs_f64(),
     )
-    .bind(id)
-    .bind(claim_id)
-    .bind(lease.as_secs_f64())
     .fetch_optional(pool)
     .await?;
     Ok(cancel_requested.unwrap_or(false))
@@ -268,7 +269,7 @@ pub fn cancelled_error() -> JobError {
 
 /// A job's end (or a run's) as recorded: the job's new revision, and the webhook delivery its
 /// terminal statement wrote, if any.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Recorded {
     pub revision: i32,
     pub delivery: Option<Uuid>,
@@ -357,100 +358,174 @@ pub async fn finish(
     };
     let status = outcome.status();
     let reason = outcome.reason();
-    let columns = AttemptColumns::new(attempts);
-    let sql = end_of_run(
-        "status = $15, provider = $16, upstream_model = $17, result = $18,
-         error_code = $19, error_message = $20,
-         prompt_tokens = $21, completion_tokens = $22, total_tokens = $21 + $22,
-         attempts = attempts + $23, cost = $24, usage_estimated = $25,
-         unpriced = ($21::int is not null and $26::bigint is null),
-         finished_at = now(), lease_expires_at = null, retry_at = null,
-         route_reason = $29, data_policy = $30",
-        &format!(
-            ", bill as (
-                insert into usage_records (job_id, tenant_id, token_id, model, provider,
-                                           upstream_model, prompt_tokens, completion_tokens,
-                                           estimated, price_id, cost, latency_ms, origin,
-                                           client_ip, finished_at, route_reason)
-                select id, tenant_id, token_id, model, $16, $28, $21, $22, $25, $26, $24, $27,
-                       origin, client_ip, finished_at, $29
-                  from done where $21::int is not null
-             returning tenant_id, model, prompt_tokens, completion_tokens, cost, finished_at,
-                       route_reason
-             ), {DAILY_FROM_BILL}, {RELEASE_FROM_DONE}, {DELIVERY_FROM_DONE}"
-        ),
-        "(select id from hook)",
-    );
-    let finished: (i64, Option<i32>, Option<Uuid>) = columns
-        .bind(sqlx::query_as(&sql))
-        .bind(id)
-        .bind(claim_id)
-        .bind(status.as_str())
-        .bind(provider.map(ProviderName::as_str))
-        .bind(upstream_model)
-        .bind(result)
-        .bind(error.map(|e| e.code.as_str()))
-        .bind(error.map(|e| e.message.as_str()))
-        .bind(bill.map(|b| b.tokens.prompt))
-        .bind(bill.map(|b| b.tokens.completion))
-        .bind(columns.len())
-        .bind(bill.and_then(|b| b.cost))
-        .bind(bill.map(|b| b.tokens.estimated))
-        .bind(bill.and_then(|b| b.price_id))
-        .bind(bill.map(|b| b.latency_ms))
-        .bind(bill.map(|b| b.routed_model))
-        .bind(reason.map(RouteReason::as_str))
-        .bind(policy.as_str())
-        .fetch_one(pool)
-        .await?;
-    Ok(recorded(finished))
-}
-
-/// The end-of-run row as a [`Recorded`], or `None` when the claim was lost.
-fn recorded((count, revision, delivery): (i64, Option<i32>, Option<Uuid>)) -> Option<Recorded> {
-    match (count, revision) {
-        (1, Some(revision)) => Some(Recorded { revision, delivery }),
-        _ => None,
-    }
-}
-
-/// The one statement that ends a run: `set` applied to the job if claim `$14` still holds job `$13`
-/// (and its revision bumped, and its abandoned runs so far marked recorded: the run's attempts
-/// carry their estimates), the run's attempts (`$1`..`$12`) inserted for it and added to the
-/// provider spend, then `more` (further CTEs reading `done`); `set`'s own parameters start at
-/// `$15`. Its row is the count of jobs ended (1, or 0 if the claim was lost), the new revision,
-/// and `delivery` (a uuid expression).
-fn end_of_run(set: &str, more: &str, delivery: &str) -> String {
-    format!(
-        "with {RUN_ATTEMPTS},
-         done as (
-            update jobs set {set}, revision = revision + 1,
-                            abandoned_recorded = claims - retries - 1
-             where id = $13 and claim_id = $14 and status = 'running'
+    let attempts = AttemptColumns::new(attempts);
+    // If claim $2 still holds job $1: the job's end (`done`), the run's attempts (from the arrays
+    // $19-$30) and the day's provider spend, the usage record when billed (`bill`) and the
+    // tenant's day (`daily`), the quota reservation released and the webhook delivery written.
+    // The estimates for abandoned runs, first among the attempts, take the claims just before
+    // this run's, oldest first. Its row: the jobs ended (1, or 0 when the claim was lost), the new
+    // revision, the delivery.
+    let finished = sqlx::query_as!(
+        EndOfRun,
+        r#"with done as (
+            update jobs
+               set status = $3, provider = $4, upstream_model = $5, result = $6,
+                   error_code = $7, error_message = $8,
+                   prompt_tokens = $9, completion_tokens = $10, total_tokens = $9::int + $10::int,
+                   attempts = attempts + $11, cost = $12, usage_estimated = $13,
+                   unpriced = ($9::int is not null and $14::bigint is null),
+                   finished_at = now(), lease_expires_at = null, retry_at = null,
+                   route_reason = $17, data_policy = $18, revision = revision + 1,
+                   abandoned_recorded = claims - retries - 1
+             where id = $1 and claim_id = $2 and status = 'running'
          returning id, claims, tenant_id, token_id, model, origin, client_ip, finished_at,
                    reserved_tokens, reserved_cost, reserved_month, status, webhook_url, revision,
                    batch_id
-         ), {INSERT_FROM_DONE} {more}
-         select count(*), max(revision), {delivery} from done"
+         ), run_attempts as (
+            select * from unnest($19::text[], $20::text[], $21::timestamptz[], $22::int[],
+                                 $23::int[], $24::text[], $25::text[], $26::text[], $27::int[],
+                                 $28::int[], $29::numeric[], $30::text[])
+                     with ordinality as a(provider, upstream_model, started_at, latency_ms,
+                                          status_code, outcome, error_code, error_message,
+                                          prompt_tokens, completion_tokens, cost, host, n)
+         ), abandoned as (
+            select count(*) as runs from run_attempts where outcome = 'abandoned'
+         ), attempt as (
+            insert into job_attempts (job_id, claim, provider, upstream_model, started_at,
+                                      finished_at, latency_ms, status_code, outcome, error_code,
+                                      error_message, prompt_tokens, completion_tokens, cost, host)
+            select done.id,
+                   done.claims - case when a.outcome = 'abandoned' then abandoned.runs - a.n + 1
+                                      else 0 end,
+                   a.provider, a.upstream_model, a.started_at,
+                   a.started_at + make_interval(secs => a.latency_ms / 1000.0), a.latency_ms,
+                   a.status_code, a.outcome, a.error_code, a.error_message, a.prompt_tokens,
+                   a.completion_tokens, a.cost, a.host
+              from done, abandoned, run_attempts a
+             order by a.n
+         ), spend as (
+            insert into provider_spend_daily as s (day, provider, upstream_model, shard, calls,
+                                                   prompt_tokens, completion_tokens, cost,
+                                                   unpriced_calls, estimated_calls)
+            select (now() at time zone 'utc')::date, a.provider, a.upstream_model,
+                   floor(random() * 32)::smallint, count(*),
+                   coalesce(sum(a.prompt_tokens), 0), coalesce(sum(a.completion_tokens), 0),
+                   coalesce(sum(a.cost), 0),
+                   count(*) filter (where a.cost is null
+                                      and coalesce(a.prompt_tokens, 0)
+                                          + coalesce(a.completion_tokens, 0) > 0),
+                   count(*) filter (where a.outcome = 'abandoned')
+              from done, run_attempts a
+             group by a.provider, a.upstream_model
+            on conflict (day, provider, upstream_model, shard) do update
+               set calls = s.calls + excluded.calls,
+                   prompt_tokens = s.prompt_tokens + excluded.prompt_tokens,
+                   completion_tokens = s.completion_tokens + excluded.completion_tokens,
+                   cost = s.cost + excluded.cost,
+                   unpriced_calls = s.unpriced_calls + excluded.unpriced_calls,
+                   estimated_calls = s.estimated_calls + excluded.estimated_calls
+         ), bill as (
+            insert into usage_records (job_id, tenant_id, token_id, model, provider,
+                                       upstream_model, prompt_tokens, completion_tokens,
+                                       estimated, price_id, cost, latency_ms, origin,
+                                       client_ip, finished_at, route_reason)
+            select id, tenant_id, token_id, model, $4, $16, $9, $10, $13, $14, $12, $15,
+                   origin, client_ip, finished_at, $17
+              from done where $9::int is not null
+         returning tenant_id, model, prompt_tokens, completion_tokens, cost, finished_at,
+                   route_reason
+         ), daily as (
+            insert into usage_daily as d (tenant_id, day, model, route_reason, shard, requests,
+                                          prompt_tokens, completion_tokens, cost,
+                                          unpriced_requests)
+            select tenant_id, (finished_at at time zone 'utc')::date, model,
+                   coalesce(route_reason, 'unrecorded'),
+                   floor(random() * 32)::smallint, 1, prompt_tokens, completion_tokens,
+                   coalesce(cost, 0), (cost is null)::int
+              from bill
+            on conflict (tenant_id, day, model, route_reason, shard) do update
+               set requests = d.requests + 1,
+                   prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
+                   completion_tokens = d.completion_tokens + excluded.completion_tokens,
+                   cost = d.cost + excluded.cost,
+                   unpriced_requests = d.unpriced_requests + excluded.unpriced_requests
+         ), release as (
+            update quota_months q
+               set reserved_tokens = q.reserved_tokens - done.reserved_tokens,
+                   reserved_cost = q.reserved_cost - done.reserved_cost
+              from done
+             where q.tenant_id = done.tenant_id and q.month = done.reserved_month
+         ), hook as (
+            insert into webhook_deliveries
+                   (id, tenant_id, job_id, event_type, url, tenant_endpoint)
+            select gen_random_uuid(), done.tenant_id, done.id, 'job.' || done.status,
+                   coalesce(done.webhook_url, t.webhook_url), done.webhook_url is null
+              from done join tenants t on t.id = done.tenant_id
+             where done.status in ('succeeded', 'failed', 'cancelled')
+               and done.batch_id is null
+               and (done.webhook_url is not null
+                    or (t.webhook_url is not null and t.webhook_disabled_at is null))
+            returning id
+         )
+         select count(*) as "ended!", max(revision) as revision,
+                (select id from hook) as delivery
+           from done"#,
+        id as JobId,                                   // $1
+        claim_id,                                      // $2
+        status.as_str(),                               // $3
+        provider.map(ProviderName::as_str),            // $4
+        upstream_model,                                // $5
+        result,                                        // $6
+        error.map(|e| e.code.as_str()),                // $7
+        error.map(|e| e.message.as_str()),             // $8
+        bill.map(|b| b.tokens.prompt),                 // $9
+        bill.map(|b| b.tokens.completion),             // $10
+        attempts.len(),                                // $11
+        bill.and_then(|b| b.cost),                     // $12
+        bill.map(|b| b.tokens.estimated),              // $13
+        bill.and_then(|b| b.price_id),                 // $14
+        bill.map(|b| b.latency_ms),                    // $15
+        bill.map(|b| b.routed_model),                  // $16
+        reason.map(RouteReason::as_str),               // $17
+        policy.as_str(),                               // $18
+        &attempts.provider as &[&str],                 // $19
+        &attempts.upstream_model,                      // $20
+        &attempts.started_at,                          // $21
+        &attempts.latency_ms,                          // $22
+        &attempts.status_code as &[Option<i32>],       // $23
+        &attempts.outcome as &[&str],                  // $24
+        &attempts.error_code as &[Option<String>],     // $25
+        &attempts.error_message as &[Option<String>],  // $26
+        &attempts.prompt_tokens as &[Option<i32>],     // $27
+        &attempts.completion_tokens as &[Option<i32>], // $28
+        &attempts.cost as &[Option<Decimal>],          // $29
+        &attempts.host as &[Option<String>],           // $30
     )
+    .fetch_one(pool)
+    .await?;
+    Ok(finished.recorded())
 }
 
-/// Adds the usage record just written (`bill`) to the tenant's day, on one of its shard rows.
-const DAILY_FROM_BILL: &str = "
-    daily as (
-        insert into usage_daily as d (tenant_id, day, model, route_reason, shard, requests,
-                                      prompt_tokens, completion_tokens, cost, unpriced_requests)
-        select tenant_id, (finished_at at time zone 'utc')::date, model,
-               coalesce(route_reason, 'unrecorded'),
-               floor(random() * 32)::smallint, 1, prompt_tokens, completion_tokens,
-               coalesce(cost, 0), (cost is null)::int
-          from bill
-        on conflict (tenant_id, day, model, route_reason, shard) do update
-           set requests = d.requests + 1,
-               prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
-               completion_tokens = d.completion_tokens + excluded.completion_tokens,
-               cost = d.cost + excluded.cost,
-               unpriced_requests = d.unpriced_requests + excluded.unpriced_requests)";
+/// A statement ending a run: how many jobs it ended (1, or 0 when the claim was lost), the new
+/// revision and the webhook delivery written.
+struct EndOfRun {
+    ended: i64,
+    revision: Option<i32>,
+    delivery: Option<Uuid>,
+}
+
+impl EndOfRun {
+    /// The end as a [`Recorded`], or `None` when the claim was lost.
+    fn recorded(self) -> Option<Recorded> {
+        match (self.ended, self.revision) {
+            (1, Some(revision)) => Some(Recorded {
+                revision,
+                delivery: self.delivery,
+            }),
+            _ => None,
+        }
+    }
+}
 
 /// Parks a claimed job as `retrying` after a run in which every provider failed transiently: the
 /// last error is shown meanwhile, the run's attempts are recorded, and `retry_at` says when it is
@@ -463,23 +538,86 @@ pub async fn park(
     delay: Duration,
     attempts: &[AttemptRecord],
 ) -> Result<Option<Recorded>, sqlx::Error> {
-    let columns = AttemptColumns::new(attempts);
-    let sql = end_of_run(
-        "status = 'retrying', retries = retries + 1, attempts = attempts + $18,
-         error_code = $15, error_message = $16, retry_at = now() + make_interval(secs => $17),
-         claim_id = null, lease_expires_at = null, published_at = null",
-        "",
-        "null::uuid",
-    );
-    let parked: (i64, Option<i32>, Option<Uuid>) = columns
-        .bind(sqlx::query_as(&sql))
-        .bind(id)
-        .bind(claim_id)
-        .bind(&error.code)
-        .bind(&error.message)
-        .bind(delay.as_secs_f64())
-        .bind(columns.len())
-        .fetch_one(pool)
-        .await?;
-    Ok(recorded(parked))
+    let attempts = AttemptColumns::new(attempts);
+    // If claim $2 still holds job $1: the job parked, the run's attempts (from the arrays $7-$18)
+    // and the day's provider spend, as in [`finish`].
+    let parked = sqlx::query_as!(
+        EndOfRun,
+        r#"with done as (
+            update jobs
+               set status = 'retrying', retries = retries + 1, attempts = attempts + $6,
+                   error_code = $3, error_message = $4,
+                   retry_at = now() + make_interval(secs => $5),
+                   claim_id = null, lease_expires_at = null, published_at = null,
+                   revision = revision + 1, abandoned_recorded = claims - retries - 1
+             where id = $1 and claim_id = $2 and status = 'running'
+         returning id, claims, revision
+         ), run_attempts as (
+            select * from unnest($7::text[], $8::text[], $9::timestamptz[], $10::int[],
+                                 $11::int[], $12::text[], $13::text[], $14::text[], $15::int[],
+                                 $16::int[], $17::numeric[], $18::text[])
+                     with ordinality as a(provider, upstream_model, started_at, latency_ms,
+                                          status_code, outcome, error_code, error_message,
+                                          prompt_tokens, completion_tokens, cost, host, n)
+         ), abandoned as (
+            select count(*) as runs from run_attempts where outcome = 'abandoned'
+         ), attempt as (
+            insert into job_attempts (job_id, claim, provider, upstream_model, started_at,
+                                      finished_at, latency_ms, status_code, outcome, error_code,
+                                      error_message, prompt_tokens, completion_tokens, cost, host)
+            select done.id,
+                   done.claims - case when a.outcome = 'abandoned' then abandoned.runs - a.n + 1
+                                      else 0 end,
+                   a.provider, a.upstream_model, a.started_at,
+                   a.started_at + make_interval(secs => a.latency_ms / 1000.0), a.latency_ms,
+                   a.status_code, a.outcome, a.error_code, a.error_message, a.prompt_tokens,
+                   a.completion_tokens, a.cost, a.host
+              from done, abandoned, run_attempts a
+             order by a.n
+         ), spend as (
+            insert into provider_spend_daily as s (day, provider, upstream_model, shard, calls,
+                                                   prompt_tokens, completion_tokens, cost,
+                                                   unpriced_calls, estimated_calls)
+            select (now() at time zone 'utc')::date, a.provider, a.upstream_model,
+                   floor(random() * 32)::smallint, count(*),
+                   coalesce(sum(a.prompt_tokens), 0), coalesce(sum(a.completion_tokens), 0),
+                   coalesce(sum(a.cost), 0),
+                   count(*) filter (where a.cost is null
+                                      and coalesce(a.prompt_tokens, 0)
+                                          + coalesce(a.completion_tokens, 0) > 0),
+                   count(*) filter (where a.outcome = 'abandoned')
+              from done, run_attempts a
+             group by a.provider, a.upstream_model
+            on conflict (day, provider, upstream_model, shard) do update
+               set calls = s.calls + excluded.calls,
+                   prompt_tokens = s.prompt_tokens + excluded.prompt_tokens,
+                   completion_tokens = s.completion_tokens + excluded.completion_tokens,
+                   cost = s.cost + excluded.cost,
+                   unpriced_calls = s.unpriced_calls + excluded.unpriced_calls,
+                   estimated_calls = s.estimated_calls + excluded.estimated_calls
+         )
+         select count(*) as "ended!", max(revision) as revision, null::uuid as delivery
+           from done"#,
+        id as JobId,                                   // $1
+        claim_id,                                      // $2
+        error.code,                                    // $3
+        error.message,                                 // $4
+        delay.as_secs_f64(),                           // $5
+        attempts.len(),                                // $6
+        &attempts.provider as &[&str],                 // $7
+        &attempts.upstream_model,                      // $8
+        &attempts.started_at,                          // $9
+        &attempts.latency_ms,                          // $10
+        &attempts.status_code as &[Option<i32>],       // $11
+        &attempts.outcome as &[&str],                  // $12
+        &attempts.error_code as &[Option<String>],     // $13
+        &attempts.error_message as &[Option<String>],  // $14
+        &attempts.prompt_tokens as &[Option<i32>],     // $15
+        &attempts.completion_tokens as &[Option<i32>], // $16
+        &attempts.cost as &[Option<Decimal>],          // $17
+        &attempts.host as &[Option<String>],           // $18
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(parked.recorded())
 }

@@ -12,7 +12,7 @@ use crate::domain::{
     ValidationError,
 };
 
-#[derive(sqlx::FromRow)]
+/// The row as stored; every statement reading it names these columns, checked against the table.
 struct SettingsRow {
     version: i64,
     ai_provider: String,
@@ -32,11 +32,6 @@ struct SettingsRow {
     openai_max_concurrency: i32,
     updated_at: DateTime<Utc>,
 }
-
-const COLUMNS: &str = "version, ai_provider, ai_fallback_provider, ai_local_enabled, \
-    openai_api_key_sealed, openai_api_key_last4, ai_overflow_wait_ms, ai_local_share, \
-    openai_base_url, provider_attempts, retry_min_delay_ms, retry_max_delay_ms, max_job_attempts, \
-    circuit_failure_threshold, circuit_cooldown_ms, openai_max_concurrency, updated_at";
 
 impl TryFrom<SettingsRow> for Settings {
     type Error = sqlx::Error;
@@ -86,15 +81,22 @@ impl TryFrom<SettingsRow> for Settings {
 }
 
 pub async fn get(pool: &PgPool) -> Result<Settings, sqlx::Error> {
-    let row: SettingsRow = sqlx::query_as(&format!("select {COLUMNS} from settings"))
-        .fetch_one(pool)
-        .await?;
+    let row = sqlx::query_as!(
+        SettingsRow,
+        "select version, ai_provider, ai_fallback_provider, ai_local_enabled, openai_api_key_sealed,
+                openai_api_key_last4, ai_overflow_wait_ms, ai_local_share, openai_base_url,
+                provider_attempts, retry_min_delay_ms, retry_max_delay_ms, max_job_attempts,
+                circuit_failure_threshold, circuit_cooldown_ms, openai_max_concurrency, updated_at
+           from settings"
+    )
+    .fetch_one(pool)
+    .await?;
     row.try_into()
 }
 
 /// The current version: what processes poll to learn that their copy is stale.
 pub async fn version(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("select version from settings")
+    sqlx::query_scalar!("select version from settings")
         .fetch_one(pool)
         .await
 }
@@ -102,7 +104,7 @@ pub async fn version(pool: &PgPool) -> Result<i64, sqlx::Error> {
 /// Marks the runtime settings changed (a route or a host was written in `tx`), so every process
 /// reloads them.
 pub(super) async fn bump_version(tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
-    sqlx::query("update settings set version = version + 1, updated_at = now()")
+    sqlx::query!("update settings set version = version + 1, updated_at = now()")
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -118,9 +120,16 @@ pub async fn update(
     audit: impl FnOnce(&Settings, &Settings) -> Option<Action<'static>>,
 ) -> Result<Result<Settings, ValidationError>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let row: SettingsRow = sqlx::query_as(&format!("select {COLUMNS} from settings for update"))
-        .fetch_one(&mut *tx)
-        .await?;
+    let row = sqlx::query_as!(
+        SettingsRow,
+        "select version, ai_provider, ai_fallback_provider, ai_local_enabled, openai_api_key_sealed,
+                openai_api_key_last4, ai_overflow_wait_ms, ai_local_share, openai_base_url,
+                provider_attempts, retry_min_delay_ms, retry_max_delay_ms, max_job_attempts,
+                circuit_failure_threshold, circuit_cooldown_ms, openai_max_concurrency, updated_at
+           from settings for update"
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     let current = Settings::try_from(row)?;
     let next = match current.apply(change) {
         Ok(next) => next,
@@ -128,7 +137,8 @@ pub async fn update(
     };
     let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
     let n = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
-    let row: SettingsRow = sqlx::query_as(&format!(
+    let row = sqlx::query_as!(
+        SettingsRow,
         "update settings
             set version = version + 1, ai_provider = $1, ai_fallback_provider = $2,
                 ai_local_enabled = $3, openai_api_key_sealed = $4, openai_api_key_last4 = $5,
@@ -136,26 +146,27 @@ pub async fn update(
                 retry_min_delay_ms = $9, retry_max_delay_ms = $10, max_job_attempts = $11,
                 circuit_failure_threshold = $12, circuit_cooldown_ms = $13,
                 ai_local_share = $14, openai_max_concurrency = $15, updated_at = now()
-         returning {COLUMNS}"
-    ))
-    .bind(next.ai_provider.setting_name())
-    .bind(
+         returning version, ai_provider, ai_fallback_provider, ai_local_enabled, openai_api_key_sealed,
+                openai_api_key_last4, ai_overflow_wait_ms, ai_local_share, openai_base_url,
+                provider_attempts, retry_min_delay_ms, retry_max_delay_ms, max_job_attempts,
+                circuit_failure_threshold, circuit_cooldown_ms, openai_max_concurrency, updated_at",
+        next.ai_provider.setting_name(),
         next.ai_fallback_provider
             .map_or("none", ProviderName::setting_name),
+        next.ai_local_enabled,
+        next.openai_api_key.as_ref().map(|k| k.sealed.as_slice()),
+        next.openai_api_key.as_ref().map(|k| k.last4.as_str()),
+        ms(next.ai_overflow_wait),
+        next.openai_base_url,
+        n(next.retry.provider_attempts),
+        ms(next.retry.min_delay),
+        ms(next.retry.max_delay),
+        n(next.retry.max_job_attempts),
+        n(next.circuit.failure_threshold),
+        ms(next.circuit.cooldown),
+        next.ai_local_share.map(i32::from),
+        n(next.openai_max_concurrency),
     )
-    .bind(next.ai_local_enabled)
-    .bind(next.openai_api_key.as_ref().map(|k| k.sealed.as_slice()))
-    .bind(next.openai_api_key.as_ref().map(|k| k.last4.as_str()))
-    .bind(ms(next.ai_overflow_wait))
-    .bind(&next.openai_base_url)
-    .bind(n(next.retry.provider_attempts))
-    .bind(ms(next.retry.min_delay))
-    .bind(ms(next.retry.max_delay))
-    .bind(n(next.retry.max_job_attempts))
-    .bind(n(next.circuit.failure_threshold))
-    .bind(ms(next.circuit.cooldown))
-    .bind(next.ai_local_share.map(i32::from))
-    .bind(n(next.openai_max_concurrency))
     .fetch_one(&mut *tx)
     .await?;
     let next = Settings::try_from(row)?;
@@ -179,8 +190,8 @@ pub struct Seed {
 /// of the local provider, which is how Tollgate behaved before settings. Returns whether this
 /// call seeded.
 pub async fn seed(pool: &PgPool, seed: &Seed) -> Result<bool, sqlx::Error> {
-    let seeded: i64 = sqlx::query_scalar(
-        "with seeded as (
+    let seeded = sqlx::query_scalar!(
+        r#"with seeded as (
             update settings
                set openai_base_url = $2,
                    openai_api_key_sealed = $3, openai_api_key_last4 = $4,
@@ -193,12 +204,12 @@ pub async fn seed(pool: &PgPool, seed: &Seed) -> Result<bool, sqlx::Error> {
             update ollama_hosts set base_url = $1, updated_at = now()
              where name = 'default' and exists (select from seeded)
          )
-         select count(*) from seeded",
+         select count(*) as "seeded!" from seeded"#,
+        seed.ollama_base_url,
+        seed.openai_base_url,
+        seed.openai_api_key.as_ref().map(|k| k.sealed.as_slice()),
+        seed.openai_api_key.as_ref().map(|k| k.last4.as_str()),
     )
-    .bind(&seed.ollama_base_url)
-    .bind(&seed.openai_base_url)
-    .bind(seed.openai_api_key.as_ref().map(|k| k.sealed.as_slice()))
-    .bind(seed.openai_api_key.as_ref().map(|k| k.last4.as_str()))
     .fetch_one(pool)
     .await?;
     Ok(seeded == 1)

@@ -11,7 +11,7 @@ use crate::domain::TenantId;
 pub const NAME_TAKEN: &str = "tenants_name_key";
 
 /// A tenant as admins see it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
@@ -22,7 +22,6 @@ pub struct Tenant {
     pub allowed_domains: Option<Vec<String>>,
     pub allowed_ips: Option<Vec<String>>,
     /// The tenant-wide rate limit, shared by all its tokens; `null` is unlimited.
-    #[sqlx(flatten)]
     pub rate_limit: StoredRate,
     /// `any`, or `local_only`: its jobs never go to a cloud provider (its tokens may override).
     pub data_policy: String,
@@ -30,32 +29,72 @@ pub struct Tenant {
     pub batch_overflow: bool,
 }
 
-const COLUMNS: &str = "id, name, created_at, disabled_at, allowed_domains, \
-     allowed_ips::text[] as allowed_ips, rate_limit_per_minute, rate_limit_burst, data_policy, \
-     batch_overflow";
+/// A tenant as stored: the columns every statement returning one names.
+struct TenantRow {
+    id: TenantId,
+    name: String,
+    created_at: DateTime<Utc>,
+    disabled_at: Option<DateTime<Utc>>,
+    allowed_domains: Option<Vec<String>>,
+    allowed_ips: Option<Vec<String>>,
+    rate_limit_per_minute: Option<i32>,
+    rate_limit_burst: Option<i32>,
+    data_policy: String,
+    batch_overflow: bool,
+}
+
+impl From<TenantRow> for Tenant {
+    fn from(row: TenantRow) -> Self {
+        Self {
+            id: row.id,
+            name: row.name,
+            created_at: row.created_at,
+            disabled_at: row.disabled_at,
+            allowed_domains: row.allowed_domains,
+            allowed_ips: row.allowed_ips,
+            rate_limit: StoredRate {
+                rate_limit_per_minute: row.rate_limit_per_minute,
+                rate_limit_burst: row.rate_limit_burst,
+            },
+            data_policy: row.data_policy,
+            batch_overflow: row.batch_overflow,
+        }
+    }
+}
 
 pub async fn create(conn: impl PgExecutor<'_>, name: &str) -> Result<TenantId, sqlx::Error> {
     let id = TenantId::new();
-    sqlx::query("insert into tenants (id, name) values ($1, $2)")
-        .bind(id)
-        .bind(name)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "insert into tenants (id, name) values ($1, $2)",
+        id as TenantId,
+        name
+    )
+    .execute(conn)
+    .await?;
     Ok(id)
 }
 
 pub async fn find_by_name(pool: &PgPool, name: &str) -> Result<Option<TenantId>, sqlx::Error> {
-    sqlx::query_scalar("select id from tenants where name = $1")
-        .bind(name)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_scalar!(
+        r#"select id as "id: TenantId" from tenants where name = $1"#,
+        name
+    )
+    .fetch_optional(pool)
+    .await
 }
 
 pub async fn get(conn: impl PgExecutor<'_>, id: TenantId) -> Result<Option<Tenant>, sqlx::Error> {
-    sqlx::query_as(&format!("select {COLUMNS} from tenants where id = $1"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await
+    let row = sqlx::query_as!(
+        TenantRow,
+        r#"select id as "id: TenantId", name, created_at, disabled_at, allowed_domains,
+                allowed_ips::text[] as allowed_ips, rate_limit_per_minute, rate_limit_burst,
+                data_policy, batch_overflow
+           from tenants where id = $1"#,
+        id as TenantId,
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(Tenant::from))
 }
 
 /// Tenants newest first, strictly older than `before` when given (the cursor).
@@ -64,16 +103,21 @@ pub async fn list(
     before: Option<TenantId>,
     limit: i64,
 ) -> Result<Vec<Tenant>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from tenants
+    let rows = sqlx::query_as!(
+        TenantRow,
+        r#"select id as "id: TenantId", name, created_at, disabled_at, allowed_domains,
+                allowed_ips::text[] as allowed_ips, rate_limit_per_minute, rate_limit_burst,
+                data_policy, batch_overflow
+           from tenants
           where ($1::uuid is null or id < $1)
           order by id desc
-          limit $2"
-    ))
-    .bind(before)
-    .bind(limit)
+          limit $2"#,
+        before as Option<TenantId>,
+        limit,
+    )
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(Tenant::from).collect())
 }
 
 /// Disables (or enables again) a tenant; `None` if there is no such tenant. Disabling keeps the
@@ -83,14 +127,18 @@ pub async fn set_disabled(
     id: TenantId,
     disabled: bool,
 ) -> Result<Option<Tenant>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "update tenants
+    let row = sqlx::query_as!(
+        TenantRow,
+        r#"update tenants
             set disabled_at = case when $2 then coalesce(disabled_at, now()) end
           where id = $1
-      returning {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(disabled)
+      returning id as "id: TenantId", name, created_at, disabled_at, allowed_domains,
+                allowed_ips::text[] as allowed_ips, rate_limit_per_minute, rate_limit_burst,
+                data_policy, batch_overflow"#,
+        id as TenantId,
+        disabled,
+    )
     .fetch_optional(conn)
-    .await
+    .await?;
+    Ok(row.map(Tenant::from))
 }

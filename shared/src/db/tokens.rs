@@ -1,7 +1,6 @@
 //! The `api_tokens` table: creating, listing and revoking tokens, and finding who presents one.
 
 use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{PgExecutor, PgPool};
 
@@ -35,23 +34,23 @@ pub async fn create(
     display_prefix: &str,
 ) -> Result<TokenId, sqlx::Error> {
     let id = TokenId::new();
-    sqlx::query(
+    sqlx::query!(
         "insert into api_tokens (id, tenant_id, name, role, token_hash, prefix)
          values ($1, $2, $3, $4, $5, $6)",
+        id as TokenId,
+        tenant_id as TenantId,
+        name,
+        role.as_str(),
+        hash.as_slice(),
+        display_prefix,
     )
-    .bind(id)
-    .bind(tenant_id)
-    .bind(name)
-    .bind(role.as_str())
-    .bind(hash.as_slice())
-    .bind(display_prefix)
     .execute(conn)
     .await?;
     Ok(id)
 }
 
 /// A token as admins see it: never the secret, nor its hash.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct TokenInfo {
     pub id: TokenId,
     pub tenant_id: TenantId,
@@ -66,14 +65,52 @@ pub struct TokenInfo {
     /// The token's own lists; `null` uses its tenant's.
     pub allowed_domains: Option<Vec<String>>,
     pub allowed_ips: Option<Vec<String>>,
-    #[sqlx(flatten)]
     pub rate_limit: StoredRate,
     /// The token's own data policy; `null` uses its tenant's.
     pub data_policy: Option<String>,
 }
 
+/// A token as stored: the columns every statement returning one names.
+struct TokenRow {
+    id: TokenId,
+    tenant_id: TenantId,
+    name: String,
+    role: String,
+    prefix: String,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+    allowed_domains: Option<Vec<String>>,
+    allowed_ips: Option<Vec<String>>,
+    rate_limit_per_minute: Option<i32>,
+    rate_limit_burst: Option<i32>,
+    data_policy: Option<String>,
+}
+
+impl From<TokenRow> for TokenInfo {
+    fn from(row: TokenRow) -> Self {
+        Self {
+            id: row.id,
+            tenant_id: row.tenant_id,
+            name: row.name,
+            role: row.role,
+            prefix: row.prefix,
+            created_at: row.created_at,
+            last_used_at: row.last_used_at,
+            revoked_at: row.revoked_at,
+            allowed_domains: row.allowed_domains,
+            allowed_ips: row.allowed_ips,
+            rate_limit: StoredRate {
+                rate_limit_per_minute: row.rate_limit_per_minute,
+                rate_limit_burst: row.rate_limit_burst,
+            },
+            data_policy: row.data_policy,
+        }
+    }
+}
+
 /// A rate limit as stored: both columns or neither.
-#[derive(Debug, Clone, Copy, Default, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct StoredRate {
     pub rate_limit_per_minute: Option<i32>,
     pub rate_limit_burst: Option<i32>,
@@ -94,27 +131,35 @@ impl Serialize for StoredRate {
     }
 }
 
-const INFO_COLUMNS: &str = "id, tenant_id, name, role, prefix, created_at, last_used_at, \
-     revoked_at, allowed_domains, allowed_ips::text[] as allowed_ips, rate_limit_per_minute, \
-     rate_limit_burst, data_policy";
-
 pub async fn get(conn: impl PgExecutor<'_>, id: TokenId) -> Result<Option<TokenInfo>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {INFO_COLUMNS} from api_tokens where id = $1"
-    ))
-    .bind(id)
+    let row = sqlx::query_as!(
+        TokenRow,
+        r#"select id as "id: TokenId", tenant_id as "tenant_id: TenantId", name, role, prefix,
+                created_at, last_used_at, revoked_at, allowed_domains,
+                allowed_ips::text[] as allowed_ips, rate_limit_per_minute, rate_limit_burst,
+                data_policy
+           from api_tokens where id = $1"#,
+        id as TokenId,
+    )
     .fetch_optional(conn)
-    .await
+    .await?;
+    Ok(row.map(TokenInfo::from))
 }
 
 /// A tenant's tokens, newest first, revoked ones included.
 pub async fn list(pool: &PgPool, tenant_id: TenantId) -> Result<Vec<TokenInfo>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {INFO_COLUMNS} from api_tokens where tenant_id = $1 order by id desc"
-    ))
-    .bind(tenant_id)
+    let rows = sqlx::query_as!(
+        TokenRow,
+        r#"select id as "id: TokenId", tenant_id as "tenant_id: TenantId", name, role, prefix,
+                created_at, last_used_at, revoked_at, allowed_domains,
+                allowed_ips::text[] as allowed_ips, rate_limit_per_minute, rate_limit_burst,
+                data_policy
+           from api_tokens where tenant_id = $1 order by id desc"#,
+        tenant_id as TenantId,
+    )
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(TokenInfo::from).collect())
 }
 
 /// Revokes a token (keeping the time of the first revocation); `None` if there is no such token.
@@ -123,13 +168,18 @@ pub async fn revoke(
     conn: impl PgExecutor<'_>,
     id: TokenId,
 ) -> Result<Option<TokenInfo>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "update api_tokens set revoked_at = coalesce(revoked_at, now()) where id = $1
-      returning {INFO_COLUMNS}"
-    ))
-    .bind(id)
+    let row = sqlx::query_as!(
+        TokenRow,
+        r#"update api_tokens set revoked_at = coalesce(revoked_at, now()) where id = $1
+      returning id as "id: TokenId", tenant_id as "tenant_id: TenantId", name, role, prefix,
+                created_at, last_used_at, revoked_at, allowed_domains,
+                allowed_ips::text[] as allowed_ips, rate_limit_per_minute, rate_limit_burst,
+                data_policy"#,
+        id as TokenId,
+    )
     .fetch_optional(conn)
-    .await
+    .await?;
+    Ok(row.map(TokenInfo::from))
 }
 
 /// The principal behind a token hash, if the token exists, is not revoked and its tenant is active.
@@ -139,22 +189,8 @@ pub async fn authenticate(
     pool: &PgPool,
     hash: &[u8; 32],
 ) -> Result<Option<Principal>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        id: TokenId,
-        tenant_id: TenantId,
-        role: String,
-        monthly_cost_budget: Option<Decimal>,
-        monthly_token_quota: Option<i64>,
-        allowed_domains: Option<Vec<String>>,
-        allowed_ips: Option<Vec<String>>,
-        #[sqlx(flatten)]
-        token_rate: StoredRate,
-        tenant_per_minute: Option<i32>,
-        tenant_burst: Option<i32>,
-    }
-    let row: Option<Row> = sqlx::query_as(
-        "with found as (
+    let row = sqlx::query!(
+        r#"with found as (
             select t.id, t.tenant_id, t.role, t.last_used_at, n.monthly_cost_budget,
                    n.monthly_token_quota,
                    coalesce(t.allowed_domains, n.allowed_domains) as allowed_domains,
@@ -170,12 +206,12 @@ pub async fn authenticate(
                            where last_used_at is null
                               or last_used_at < now() - interval '1 minute')
          )
-         select id, tenant_id, role, monthly_cost_budget, monthly_token_quota, allowed_domains,
-                allowed_ips, rate_limit_per_minute, rate_limit_burst, tenant_per_minute,
-                tenant_burst
-           from found",
+         select id as "id!: TokenId", tenant_id as "tenant_id!: TenantId", role as "role!",
+                monthly_cost_budget, monthly_token_quota, allowed_domains, allowed_ips,
+                rate_limit_per_minute, rate_limit_burst, tenant_per_minute, tenant_burst
+           from found"#,
+        hash.as_slice(),
     )
-    .bind(hash.as_slice())
     .fetch_optional(pool)
     .await?;
     Ok(row.and_then(|row| {
@@ -191,7 +227,11 @@ pub async fn authenticate(
                 row.allowed_domains,
                 row.allowed_ips,
             )),
-            token_rate: row.token_rate.limit(),
+            token_rate: StoredRate {
+                rate_limit_per_minute: row.rate_limit_per_minute,
+                rate_limit_burst: row.rate_limit_burst,
+            }
+            .limit(),
             tenant_rate: StoredRate {
                 rate_limit_per_minute: row.tenant_per_minute,
                 rate_limit_burst: row.tenant_burst,

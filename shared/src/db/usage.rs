@@ -1,11 +1,17 @@
 //! Reading usage and spend: the `usage_daily` and `provider_spend_daily` rollups (never the
 //! per-job records, so the answers stay quick however many jobs there are), and the unpriced
 //! records admins must see.
+//!
+//! The usage reads are assembled with `QueryBuilder`: each is asked for one tenant or for all, and
+//! grouped by model, route reason or day, and a prepared statement written as `($1 is null or
+//! tenant_id = $1)` would share one generic plan between a tenant's few rows and everyone's (read
+//! through the wrong index). Their fragments are constants here; every value is bound. The other
+//! statements are compile-checked.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use crate::domain::TenantId;
 
@@ -17,21 +23,19 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn tenant(self) -> Option<TenantId> {
+    /// Adds the rollup's rows in scope and in `[from, to]` to a `where` clause. Written out for
+    /// each scope rather than as `($1 is null or tenant_id = $1)`: a prepared statement's generic
+    /// plan cannot tell the two apart, and would read a tenant's few rows through the day index.
+    fn push_rows(self, query: &mut QueryBuilder<'_, Postgres>, from: NaiveDate, to: NaiveDate) {
         match self {
-            Self::Tenant(id) => Some(id),
-            Self::All => None,
-        }
-    }
-
-    /// The rollup's rows in scope, as a predicate on `$1` (the tenant). Written out for each
-    /// scope rather than as `($1 is null or tenant_id = $1)`: a prepared statement's generic plan
-    /// cannot tell the two apart, and would read a tenant's few rows through the day index.
-    fn rows(self) -> &'static str {
-        match self {
-            Self::Tenant(_) => "tenant_id = $1",
-            Self::All => "$1::uuid is null",
-        }
+            Self::Tenant(id) => query.push("tenant_id = ").push_bind(id),
+            Self::All => query.push("true"),
+        };
+        query
+            .push(" and day between ")
+            .push_bind(from)
+            .push(" and ")
+            .push_bind(to);
     }
 }
 
@@ -111,7 +115,8 @@ pub async fn by_route_reason(
     grouped(pool, scope, from, to, "route_reason").await
 }
 
-/// The rollup's sums over `[from, to]` grouped by one of its key columns, `by`.
+/// The rollup's sums over `[from, to]` grouped by one of its key columns, `by` (a constant of
+/// this module, never input).
 async fn grouped<T>(
     pool: &PgPool,
     scope: Scope,
@@ -122,17 +127,10 @@ async fn grouped<T>(
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
 {
-    let rows = scope.rows();
-    sqlx::query_as(&format!(
-        "select {by}, {SUMS} from usage_daily
-          where {rows} and day between $2 and $3
-          group by {by} order by {by}"
-    ))
-    .bind(scope.tenant())
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await
+    let mut query = QueryBuilder::new(format!("select {by}, {SUMS} from usage_daily where "));
+    scope.push_rows(&mut query, from, to);
+    query.push(format!(" group by {by} order by {by}"));
+    query.build_query_as().fetch_all(pool).await
 }
 
 /// One row per UTC day in `[from, to]`, days without use as zeros.
@@ -144,8 +142,7 @@ pub async fn by_day(
 ) -> Result<Vec<DayTotals>, sqlx::Error> {
     // Summed first over the span (the tenant's key, or for every tenant `usage_daily_day`), then
     // laid on the calendar: joining the calendar first would hash the whole rollup.
-    let rows = scope.rows();
-    sqlx::query_as(&format!(
+    let mut query = QueryBuilder::new(
         "select days.day::date as day,
                 coalesce(s.requests, 0) as requests,
                 coalesce(s.prompt_tokens, 0) as prompt_tokens,
@@ -153,22 +150,27 @@ pub async fn by_day(
                 coalesce(s.total_tokens, 0) as total_tokens,
                 coalesce(s.cost, 0) as cost,
                 coalesce(s.unpriced_requests, 0) as unpriced_requests
-           from generate_series($2::date, $3::date, interval '1 day') as days(day)
-           left join (select day, {SUMS} from usage_daily
-                       where {rows} and day between $2 and $3
-                       group by day) s
+           from generate_series(",
+    );
+    query
+        .push_bind(from)
+        .push("::date, ")
+        .push_bind(to)
+        .push(format!(
+            "::date, interval '1 day') as days(day)
+             left join (select day, {SUMS} from usage_daily where "
+        ));
+    scope.push_rows(&mut query, from, to);
+    query.push(
+        " group by day) s
              on s.day = days.day::date
-          order by days.day"
-    ))
-    .bind(scope.tenant())
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await
+          order by days.day",
+    );
+    query.build_query_as().fetch_all(pool).await
 }
 
 /// Usage that no price covered, by provider and upstream model, for admins to price.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Unpriced {
     pub provider: String,
     pub upstream_model: String,
@@ -180,20 +182,21 @@ pub struct Unpriced {
 }
 
 pub async fn unpriced(pool: &PgPool) -> Result<Vec<Unpriced>, sqlx::Error> {
-    sqlx::query_as(
-        "select provider, upstream_model, count(*) as requests,
-                sum(prompt_tokens)::bigint as prompt_tokens,
-                sum(completion_tokens)::bigint as completion_tokens,
-                min(finished_at) as first_seen, max(finished_at) as last_seen
+    sqlx::query_as!(
+        Unpriced,
+        r#"select provider, upstream_model, count(*) as "requests!",
+                sum(prompt_tokens)::bigint as "prompt_tokens!",
+                sum(completion_tokens)::bigint as "completion_tokens!",
+                min(finished_at) as "first_seen!", max(finished_at) as "last_seen!"
            from usage_records where cost is null
-          group by provider, upstream_model order by provider, upstream_model",
+          group by provider, upstream_model order by provider, upstream_model"#,
     )
     .fetch_all(pool)
     .await
 }
 
 /// What the gateway paid one provider for one model over a span, failed calls included.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProviderSpend {
     pub provider: String,
     pub upstream_model: String,
@@ -209,11 +212,10 @@ pub struct ProviderSpend {
 }
 
 /// What one tenant was charged over a span.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TenantCharge {
     pub tenant_id: TenantId,
     pub tenant: String,
-    #[sqlx(flatten)]
     #[serde(flatten)]
     pub totals: Totals,
 }
@@ -224,30 +226,54 @@ pub async fn spend(
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<(Vec<ProviderSpend>, Vec<TenantCharge>), sqlx::Error> {
-    let providers = sqlx::query_as(
-        "select provider, upstream_model, sum(calls)::bigint as calls,
-                sum(prompt_tokens)::bigint as prompt_tokens,
-                sum(completion_tokens)::bigint as completion_tokens,
-                sum(cost) as cost, sum(unpriced_calls)::bigint as unpriced_calls,
-                sum(estimated_calls)::bigint as estimated_calls
+    let providers = sqlx::query_as!(
+        ProviderSpend,
+        r#"select provider, upstream_model, sum(calls)::bigint as "calls!",
+                sum(prompt_tokens)::bigint as "prompt_tokens!",
+                sum(completion_tokens)::bigint as "completion_tokens!",
+                sum(cost) as "cost!", sum(unpriced_calls)::bigint as "unpriced_calls!",
+                sum(estimated_calls)::bigint as "estimated_calls!"
            from provider_spend_daily where day between $1 and $2
-          group by provider, upstream_model order by provider, upstream_model",
+          group by provider, upstream_model order by provider, upstream_model"#,
+        from,
+        to,
     )
-    .bind(from)
-    .bind(to)
     .fetch_all(pool)
     .await?;
     // Summed per tenant first, then named: a tenant's name is looked up once, not per row.
-    let tenants = sqlx::query_as(&format!(
-        "select s.*, t.name as tenant
-           from (select tenant_id, {SUMS} from usage_daily
+    let tenants = sqlx::query!(
+        r#"select s.tenant_id as "tenant_id!: TenantId", t.name as tenant,
+                s.requests as "requests!", s.prompt_tokens as "prompt_tokens!",
+                s.completion_tokens as "completion_tokens!", s.total_tokens as "total_tokens!",
+                s.cost as "cost!", s.unpriced_requests as "unpriced_requests!"
+           from (select tenant_id, sum(requests)::bigint as requests,
+                        sum(prompt_tokens)::bigint as prompt_tokens,
+                        sum(completion_tokens)::bigint as completion_tokens,
+                        sum(prompt_tokens + completion_tokens)::bigint as total_tokens,
+                        sum(cost) as cost, sum(unpriced_requests)::bigint as unpriced_requests
+                   from usage_daily
                   where day between $1 and $2 group by tenant_id) s
            join tenants t on t.id = s.tenant_id
-          order by t.name"
-    ))
-    .bind(from)
-    .bind(to)
+          order by t.name"#,
+        from,
+        to,
+    )
     .fetch_all(pool)
     .await?;
+    let tenants = tenants
+        .into_iter()
+        .map(|row| TenantCharge {
+            tenant_id: row.tenant_id,
+            tenant: row.tenant,
+            totals: Totals {
+                requests: row.requests,
+                prompt_tokens: row.prompt_tokens,
+                completion_tokens: row.completion_tokens,
+                total_tokens: row.total_tokens,
+                cost: row.cost,
+                unpriced_requests: row.unpriced_requests,
+            },
+        })
+        .collect();
     Ok((providers, tenants))
 }

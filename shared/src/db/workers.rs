@@ -22,7 +22,7 @@ pub struct ProviderState {
 }
 
 /// A live worker's last report.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct WorkerReport {
     pub id: Uuid,
     pub seen_at: DateTime<Utc>,
@@ -35,13 +35,13 @@ pub async fn report(
     id: Uuid,
     providers: &[ProviderState],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "with gone as (delete from worker_health where seen_at < now() - interval '1 hour')
          insert into worker_health (id, seen_at, providers) values ($1, now(), $2)
          on conflict (id) do update set seen_at = now(), providers = excluded.providers",
+        id,
+        Json(providers) as _,
     )
-    .bind(id)
-    .bind(Json(providers))
     .execute(pool)
     .await?;
     Ok(())
@@ -49,8 +49,7 @@ pub async fn report(
 
 /// Removes the worker's report (at shutdown).
 pub async fn leave(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("delete from worker_health where id = $1")
-        .bind(id)
+    sqlx::query!("delete from worker_health where id = $1", id)
         .execute(pool)
         .await?;
     Ok(())
@@ -58,11 +57,13 @@ pub async fn leave(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
 
 /// The live workers' reports, oldest worker first.
 pub async fn alive(pool: &PgPool) -> Result<Vec<WorkerReport>, sqlx::Error> {
-    sqlx::query_as(
-        "select id, seen_at, providers from worker_health
-          where seen_at > now() - make_interval(secs => $1) order by id",
+    sqlx::query_as!(
+        WorkerReport,
+        r#"select id, seen_at, providers as "providers: Json<Vec<ProviderState>>"
+             from worker_health
+          where seen_at > now() - make_interval(secs => $1) order by id"#,
+        ALIVE_SECS,
     )
-    .bind(ALIVE_SECS)
     .fetch_all(pool)
     .await
 }
