@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use crate::chain::{self, Call, Lane, RunEnd};
 use crate::relay::Relay;
-use crate::{Context, abandoned, retry};
+use crate::{Context, Plan, abandoned, retry};
 
 /// Handles one delivery from `lane`'s queue. A single job is marked running for its whole
 /// handling, and a batch item's claim and outcome wait their turn while single jobs run (see
@@ -128,7 +128,6 @@ async fn work(
     claim_id: Uuid,
     trace: TraceParent,
 ) -> Result<(), Halt> {
-    let mut attempts = Vec::new();
     let route = RouteInput {
         policy: job.data_policy,
         bulk: job.bulk,
@@ -142,46 +141,96 @@ async fn work(
     let relay = job
         .stream
         .then(|| Relay::start(context.broker.clone(), job.id, job.stream_to.clone()));
-    let mut verdict = if let Some(outcome) = ended_before_running(context, job) {
-        Verdict::Finish(outcome)
-    } else {
-        let registered = context.cancels.register(job.id);
-        let call = Call {
-            request: &job.request,
-            policy: job.data_policy,
-            lane: lane_of(job),
-            relay: relay.as_ref(),
-            cancel: &registered.token,
-            metrics: &context.metrics,
-            trace,
-        };
-        let run = chain::run(&context.providers, &plan, &call, &mut attempts);
-        let end = tokio::select! {
-            biased;
-            end = run => end,
-            never = keep_lease(context, job.id, claim_id, &registered.token) => match never {},
-        };
-        decide(
-            end,
-            &job.request,
-            job.retries,
-            plan.runtime.settings.retry.max_job_attempts,
-        )
+    let mut attempts = Vec::new();
+    let mut verdict = match ended_before_running(context, job) {
+        Some(outcome) => Verdict::Finish(outcome),
+        None => {
+            let call = RunCall {
+                job,
+                claim_id,
+                trace,
+                plan: &plan,
+                relay: relay.as_ref(),
+            };
+            call_chain(context, call, &mut attempts).await
+        }
     };
-    let outcome = match &verdict {
+    let Some(recorded) = record(context, job, claim_id, &plan, &mut verdict, &mut attempts).await?
+    else {
+        tracing::warn!("the job was reclaimed by another worker; result dropped");
+        return Ok(());
+    };
+    count(context, job, &verdict, &attempts);
+    tell(context, job, recorded, verdict, relay.as_ref()).await;
+    Ok(())
+}
+
+/// What one run down the chain needs besides the worker's context.
+struct RunCall<'a> {
+    job: &'a ClaimedJob,
+    claim_id: Uuid,
+    trace: TraceParent,
+    plan: &'a Plan,
+    relay: Option<&'a Relay>,
+}
+
+/// Runs the job down its plan's chain (keeping its lease meanwhile, and stopped by a cancel) and
+/// decides what the run's end means for the job.
+async fn call_chain(
+    context: &Context,
+    run: RunCall<'_>,
+    attempts: &mut Vec<AttemptRecord>,
+) -> Verdict {
+    let job = run.job;
+    let registered = context.cancels.register(job.id);
+    let call = Call {
+        request: &job.request,
+        policy: job.data_policy,
+        lane: lane_of(job),
+        relay: run.relay,
+        cancel: &registered.token,
+        metrics: &context.metrics,
+        trace: run.trace,
+    };
+    let chain = chain::run(&context.providers, run.plan, &call, attempts);
+    let end = tokio::select! {
+        biased;
+        end = chain => end,
+        never = keep_lease(context, job.id, run.claim_id, &registered.token) => match never {},
+    };
+    decide(
+        end,
+        &job.request,
+        job.retries,
+        run.plan.runtime.settings.retry.max_job_attempts,
+    )
+}
+
+/// Writes the run's end — the job finished or parked, with its attempts (estimates for abandoned
+/// runs first) priced — once the database takes it; `None` when the claim was lost meanwhile.
+async fn record(
+    context: &Context,
+    job: &ClaimedJob,
+    claim_id: Uuid,
+    plan: &Plan,
+    verdict: &mut Verdict,
+    attempts: &mut Vec<AttemptRecord>,
+) -> Result<Option<Recorded>, Halt> {
+    let outcome = match &*verdict {
         Verdict::Finish(outcome) => Some(outcome),
         Verdict::Park { .. } => None,
     };
-    let estimated = abandoned::estimates(job, &plan, &attempts, outcome);
+    let estimated = abandoned::estimates(job, plan, attempts, outcome);
     attempts.splice(0..0, estimated);
-    price_run(&context.providers.runtime(), &mut verdict, &mut attempts);
-    let turn = bulk_turn(context, lane_of(job)).await;
-    let written = match &verdict {
+    price_run(&context.providers.runtime(), verdict, attempts);
+    let _turn = bulk_turn(context, lane_of(job)).await;
+    let attempts = &*attempts;
+    match &*verdict {
         Verdict::Park { error, delay } => {
             persistently(context, "park", || {
-                runs::park(&context.pool, job.id, claim_id, error, *delay, &attempts)
+                runs::park(&context.pool, job.id, claim_id, error, *delay, attempts)
             })
-            .await?
+            .await
         }
         Verdict::Finish(outcome) => {
             persistently(context, "finish", || {
@@ -190,25 +239,30 @@ async fn work(
                     job.id,
                     claim_id,
                     outcome,
-                    &attempts,
+                    attempts,
                     job.data_policy,
                 )
             })
             .instrument(tracing::info_span!("finish"))
-            .await?
+            .await
         }
-    };
-    drop(turn);
-    let Some(recorded) = written else {
-        tracing::warn!("the job was reclaimed by another worker; result dropped");
-        return Ok(());
-    };
-    count(context, job, &verdict, &attempts);
+    }
+}
+
+/// Tells of a recorded end: the streaming client's text closed, the job's event (or a batch item's
+/// webhook delivery) sent, and a parked job's message published to its delay queue.
+async fn tell(
+    context: &Context,
+    job: &ClaimedJob,
+    recorded: Recorded,
+    verdict: Verdict,
+    relay: Option<&Relay>,
+) {
     let status = match &verdict {
         Verdict::Park { .. } => JobStatus::Retrying,
         Verdict::Finish(outcome) => outcome.status(),
     };
-    if let Some(relay) = &relay
+    if let Some(relay) = relay
         && status.is_terminal()
     {
         relay.end(status).await;
@@ -241,7 +295,6 @@ async fn work(
             Err(error) => tracing::warn!(%error, "delayed publish failed; the sweeper will resend"),
         }
     }
-    Ok(())
 }
 
 /// Counts a recorded run in the metrics: what its calls consumed and, when it ended the job, how.

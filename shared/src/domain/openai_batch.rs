@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::batch::BatchItem;
 use super::openai::{ChatCompletionBody, EmbeddingsBody, EncodingFormat, ResponsesBody};
-use super::request::{GenerationOptions, ValidationError};
+use super::request::{ChatRequest, EmbeddingRequest, GenerationOptions, ValidationError};
 use super::{JobKind, MAX_BATCH_ITEMS};
 
 /// The endpoints a batch's lines may call.
@@ -195,63 +195,78 @@ fn body_item(
     custom_id: String,
     body: Value,
 ) -> Result<(String, BatchItem), BodyError> {
-    let invalid = |e: ValidationError| (format!("body.{}", e.field), e.message);
-    let cannot_stream = || {
-        (
-            "body.stream".to_owned(),
-            "a batch request cannot stream".to_owned(),
-        )
-    };
-    let item = |messages, input, options| BatchItem {
+    let mut item = BatchItem {
         custom_id,
         prompt: None,
-        messages,
-        input,
-        options,
+        messages: None,
+        input: None,
+        options: None,
         fields: None,
     };
-    let (request, options) = match endpoint {
-        Endpoint::ChatCompletions => {
-            let chat = parse_body::<ChatCompletionBody>(body)?
-                .parse()
-                .map_err(invalid)?;
-            if chat.stream {
-                return Err(cannot_stream());
-            }
-            (chat.request.clone(), Some(chat.request.options))
+    let model = match endpoint {
+        Endpoint::Embeddings => {
+            let request = embeddings_line(body)?;
+            item.input = Some(request.input);
+            request.model
         }
+        Endpoint::ChatCompletions | Endpoint::Responses => {
+            let request = chat_line(endpoint, body)?;
+            item.options = Some(request.options).filter(|o| *o != GenerationOptions::default());
+            item.messages = Some(request.messages);
+            request.model
+        }
+    };
+    Ok((model.as_str().to_owned(), item))
+}
+
+/// A chat line's body in either dialect; a batch's calls never stream.
+fn chat_line(endpoint: Endpoint, body: Value) -> Result<ChatRequest, BodyError> {
+    let (request, stream) = match endpoint {
         Endpoint::Responses => {
             let response = parse_body::<ResponsesBody>(body)?
                 .parse()
-                .map_err(invalid)?;
-            if response.stream {
-                return Err(cannot_stream());
-            }
-            (response.request.clone(), Some(response.request.options))
+                .map_err(invalid_body)?;
+            (response.request, response.stream)
         }
-        Endpoint::Embeddings => {
-            let (request, format) = parse_body::<EmbeddingsBody>(body)?
+        _ => {
+            let chat = parse_body::<ChatCompletionBody>(body)?
                 .parse()
-                .map_err(invalid)?;
-            if format != EncodingFormat::Float {
-                return Err((
-                    "body.encoding_format".into(),
-                    "only \"float\" is supported".into(),
-                ));
-            }
-            if request.dimensions.is_some() {
-                return Err((
-                    "body.dimensions".into(),
-                    "is not supported in a batch".into(),
-                ));
-            }
-            let model = request.model.as_str().to_owned();
-            return Ok((model, item(None, Some(request.input), None)));
+                .map_err(invalid_body)?;
+            (chat.request, chat.stream)
         }
     };
-    let options = options.filter(|o| *o != GenerationOptions::default());
-    let model = request.model.as_str().to_owned();
-    Ok((model, item(Some(request.messages), None, options)))
+    if stream {
+        return Err((
+            "body.stream".to_owned(),
+            "a batch request cannot stream".to_owned(),
+        ));
+    }
+    Ok(request)
+}
+
+/// An embeddings line's body: floats at the model's own dimensions only.
+fn embeddings_line(body: Value) -> Result<EmbeddingRequest, BodyError> {
+    let (request, format) = parse_body::<EmbeddingsBody>(body)?
+        .parse()
+        .map_err(invalid_body)?;
+    if format != EncodingFormat::Float {
+        return Err((
+            "body.encoding_format".into(),
+            "only \"float\" is supported".into(),
+        ));
+    }
+    if request.dimensions.is_some() {
+        return Err((
+            "body.dimensions".into(),
+            "is not supported in a batch".into(),
+        ));
+    }
+    Ok(request)
+}
+
+/// A body's invalid field, named from the line.
+fn invalid_body(error: ValidationError) -> BodyError {
+    (format!("body.{}", error.field), error.message)
 }
 
 /// A line's body in its endpoint's dialect; a field of the wrong shape is named (`body.temperature`).

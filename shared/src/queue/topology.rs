@@ -9,7 +9,7 @@ use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 
 /// How often a message may be handed to a consumer before the broker dead-letters it. A message
@@ -175,213 +175,114 @@ impl Topology {
             durable: true,
             ..Default::default()
         };
-        channel
-            .exchange_declare(
-                self.jobs_exchange().into(),
-                ExchangeKind::Direct,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .exchange_declare(
-                self.dead_letter_exchange().into(),
-                ExchangeKind::Fanout,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-
-        let queue = QueueDeclareOptions {
+        for exchange in self.exchanges() {
+            channel
+                .exchange_declare(
+                    exchange.name.into(),
+                    exchange.kind,
+                    durable,
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        let durable = QueueDeclareOptions {
             durable: true,
             ..Default::default()
         };
-        let mut dead = FieldTable::default();
-        // Quorum: replicated and always persistent; the dead-letter queue needs no limit of its own.
-        dead.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-        channel
-            .queue_declare(self.dead_letter_queue().into(), queue, dead)
-            .await?;
-
-        let mut work = FieldTable::default();
-        work.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-        // A message redelivered this often (each worker crash or requeue counts) goes to the
-        // dead-letter exchange instead of looping forever.
-        work.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongLongInt(DELIVERY_LIMIT),
-        );
-        work.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(self.dead_letter_exchange().into()),
-        );
-        for work_queue in [self.jobs_queue(), self.bulk_queue()] {
+        for queue in self.queue_specs() {
             channel
-                .queue_declare(work_queue.into(), queue, work.clone())
+                .queue_declare(queue.name.clone().into(), durable, queue.arguments.0)
                 .await?;
-        }
-
-        channel
-            .exchange_declare(
-                self.wait_exchange().into(),
-                ExchangeKind::Direct,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-        for bucket in RETRY_DELAYS {
-            // Classic queues: each holds one delay, so the head always expires first; when it does,
-            // the message is dead-lettered back to the jobs exchange as an ordinary job message,
-            // to the queue it came from (a batch item's own wait queue sends it to the bulk queue).
-            for (wait_queue, back_to) in [
-                (self.wait_queue(bucket), JOB_ROUTING_KEY),
-                (self.bulk_wait_queue(bucket), BULK_ROUTING_KEY),
-            ] {
-                let mut wait = FieldTable::default();
-                let ttl = i64::try_from(bucket.as_millis()).unwrap_or(i64::MAX);
-                wait.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
-                wait.insert(
-                    "x-dead-letter-exchange".into(),
-                    AMQPValue::LongString(self.jobs_exchange().into()),
-                );
-                wait.insert(
-                    "x-dead-letter-routing-key".into(),
-                    AMQPValue::LongString(back_to.into()),
-                );
-                channel
-                    .queue_declare(wait_queue.into(), queue, wait)
-                    .await?;
-            }
-        }
-
-        for (exchange, kind) in [
-            (self.webhooks_exchange(), ExchangeKind::Direct),
-            (self.webhook_wait_exchange(), ExchangeKind::Direct),
-            (self.events_exchange(), ExchangeKind::Topic),
-            (self.streams_exchange(), ExchangeKind::Topic),
-            (self.control_exchange(), ExchangeKind::Fanout),
-        ] {
-            channel
-                .exchange_declare(exchange.into(), kind, durable, FieldTable::default())
-                .await?;
-        }
-        let mut webhooks = FieldTable::default();
-        webhooks.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-        // A delivery message that keeps crashing deliverers is dropped after this many tries; its
-        // row stays pending, and the sweeper sends it again later.
-        webhooks.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongLongInt(DELIVERY_LIMIT),
-        );
-        channel
-            .queue_declare(self.webhooks_queue().into(), queue, webhooks)
-            .await?;
-        for bucket in WEBHOOK_WAIT_BUCKETS {
-            // No queue TTL: each message carries its own expiration (see WEBHOOK_WAIT_BUCKETS).
-            let mut wait = FieldTable::default();
-            wait.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString(self.webhooks_exchange().into()),
-            );
-            wait.insert(
-                "x-dead-letter-routing-key".into(),
-                AMQPValue::LongString(WEBHOOK_ROUTING_KEY.into()),
-            );
-            channel
-                .queue_declare(self.webhook_wait_queue(bucket).into(), queue, wait)
-                .await?;
-        }
-
-        let bind = |queue: String, exchange: String, key: String| {
-            let key = ShortString::from(key);
-            async move {
+            for (exchange, key) in queue.bindings {
                 channel
                     .queue_bind(
-                        queue.into(),
+                        queue.name.clone().into(),
                         exchange.into(),
-                        key,
+                        key.into(),
                         QueueBindOptions::default(),
                         FieldTable::default(),
                     )
-                    .await
+                    .await?;
             }
-        };
-        bind(
-            self.jobs_queue(),
-            self.jobs_exchange(),
-            JOB_ROUTING_KEY.into(),
-        )
-        .await?;
-        bind(
-            self.bulk_queue(),
-            self.jobs_exchange(),
-            BULK_ROUTING_KEY.into(),
-        )
-        .await?;
-        bind(
-            self.dead_letter_queue(),
-            self.dead_letter_exchange(),
-            String::new(),
-        )
-        .await?;
-        for bucket in RETRY_DELAYS {
-            bind(
-                self.wait_queue(bucket),
-                self.wait_exchange(),
-                wait_key(bucket),
-            )
-            .await?;
-            bind(
-                self.bulk_wait_queue(bucket),
-                self.wait_exchange(),
-                bulk_wait_key(bucket),
-            )
-            .await?;
-        }
-        bind(
-            self.webhooks_queue(),
-            self.webhooks_exchange(),
-            WEBHOOK_ROUTING_KEY.into(),
-        )
-        .await?;
-        for bucket in WEBHOOK_WAIT_BUCKETS {
-            bind(
-                self.webhook_wait_queue(bucket),
-                self.webhook_wait_exchange(),
-                wait_key(bucket),
-            )
-            .await?;
         }
         Ok(())
     }
 
+    /// Every exchange, with its kind.
+    fn exchanges(&self) -> [ExchangeSpec; 8] {
+        let spec = |name, kind| ExchangeSpec { name, kind };
+        [
+            spec(self.jobs_exchange(), ExchangeKind::Direct),
+            spec(self.dead_letter_exchange(), ExchangeKind::Fanout),
+            spec(self.wait_exchange(), ExchangeKind::Direct),
+            spec(self.webhooks_exchange(), ExchangeKind::Direct),
+            spec(self.webhook_wait_exchange(), ExchangeKind::Direct),
+            spec(self.events_exchange(), ExchangeKind::Topic),
+            spec(self.streams_exchange(), ExchangeKind::Topic),
+            spec(self.control_exchange(), ExchangeKind::Fanout),
+        ]
+    }
+
+    /// Every queue that lives as long as the deployment (not an instance's own hint queues), with
+    /// its arguments and the bindings that feed it.
+    fn queue_specs(&self) -> Vec<QueueSpec> {
+        // Quorum queues are replicated and always persistent. A work message redelivered
+        // `DELIVERY_LIMIT` times (each worker crash or requeue counts) goes to the dead-letter
+        // exchange instead of looping forever; a webhook message is dropped (its row stays
+        // pending, and the sweeper sends it again later).
+        let work = Arguments::default()
+            .quorum()
+            .delivery_limit()
+            .dead_letter_to(self.dead_letter_exchange(), None);
+        let mut specs = vec![
+            QueueSpec::new(self.dead_letter_queue(), Arguments::default().quorum())
+                .bound(self.dead_letter_exchange(), ""),
+            QueueSpec::new(self.jobs_queue(), work.clone())
+                .bound(self.jobs_exchange(), JOB_ROUTING_KEY),
+            QueueSpec::new(self.bulk_queue(), work).bound(self.jobs_exchange(), BULK_ROUTING_KEY),
+            QueueSpec::new(
+                self.webhooks_queue(),
+                Arguments::default().quorum().delivery_limit(),
+            )
+            .bound(self.webhooks_exchange(), WEBHOOK_ROUTING_KEY),
+        ];
+        // Classic queues, one delay each, so the head always expires first; when it does, the
+        // message is dead-lettered back to the jobs exchange as an ordinary job message, to the
+        // queue it came from (a batch item's own wait queue sends it to the bulk queue).
+        for bucket in RETRY_DELAYS {
+            for (queue, key, back_to) in [
+                (self.wait_queue(bucket), wait_key(bucket), JOB_ROUTING_KEY),
+                (
+                    self.bulk_wait_queue(bucket),
+                    bulk_wait_key(bucket),
+                    BULK_ROUTING_KEY,
+                ),
+            ] {
+                let wait = Arguments::default()
+                    .ttl(bucket)
+                    .dead_letter_to(self.jobs_exchange(), Some(back_to));
+                specs.push(QueueSpec::new(queue, wait).bound(self.wait_exchange(), &key));
+            }
+        }
+        // No queue TTL: each webhook message carries its own expiration (see
+        // `WEBHOOK_WAIT_BUCKETS`).
+        for bucket in WEBHOOK_WAIT_BUCKETS {
+            let wait = Arguments::default()
+                .dead_letter_to(self.webhooks_exchange(), Some(WEBHOOK_ROUTING_KEY));
+            specs.push(
+                QueueSpec::new(self.webhook_wait_queue(bucket), wait)
+                    .bound(self.webhook_wait_exchange(), &wait_key(bucket)),
+            );
+        }
+        specs
+    }
+
     /// Every queue `declare` makes, with its name without the prefix (a metric's label).
     pub fn queues(&self) -> Vec<(String, String)> {
-        let waits = RETRY_DELAYS
-            .map(|bucket| self.wait_queue(bucket))
+        self.queue_specs()
             .into_iter()
-            .chain(RETRY_DELAYS.map(|bucket| self.bulk_wait_queue(bucket)));
-        let webhook_waits = WEBHOOK_WAIT_BUCKETS.map(|bucket| self.webhook_wait_queue(bucket));
-        [
-            self.jobs_queue(),
-            self.bulk_queue(),
-            self.dead_letter_queue(),
-            self.webhooks_queue(),
-        ]
-        .into_iter()
-        .chain(waits)
-        .chain(webhook_waits)
-        .map(|name| (self.unprefixed(&name).to_owned(), name))
-        .collect()
+            .map(|queue| (self.unprefixed(&queue.name).to_owned(), queue.name))
+            .collect()
     }
 
     /// A name of this topology without its prefix.
@@ -393,26 +294,84 @@ impl Topology {
 
     /// Deletes everything `declare` made. For tests and for tearing down a deployment.
     pub async fn delete(&self, channel: &Channel) -> lapin::Result<()> {
-        for (_, queue) in self.queues() {
+        for queue in self.queue_specs() {
             channel
-                .queue_delete(queue.into(), QueueDeleteOptions::default())
+                .queue_delete(queue.name.into(), QueueDeleteOptions::default())
                 .await?;
         }
-        for exchange in [
-            self.jobs_exchange(),
-            self.dead_letter_exchange(),
-            self.wait_exchange(),
-            self.webhooks_exchange(),
-            self.webhook_wait_exchange(),
-            self.events_exchange(),
-            self.streams_exchange(),
-            self.control_exchange(),
-        ] {
+        for exchange in self.exchanges() {
             channel
-                .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+                .exchange_delete(exchange.name.into(), ExchangeDeleteOptions::default())
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// An exchange `declare` makes (durable).
+struct ExchangeSpec {
+    name: String,
+    kind: ExchangeKind,
+}
+
+/// A queue `declare` makes (durable), and the bindings that feed it: (exchange, routing key).
+struct QueueSpec {
+    name: String,
+    arguments: Arguments,
+    bindings: Vec<(String, String)>,
+}
+
+impl QueueSpec {
+    fn new(name: String, arguments: Arguments) -> Self {
+        Self {
+            name,
+            arguments,
+            bindings: Vec::new(),
+        }
+    }
+
+    fn bound(mut self, exchange: String, key: &str) -> Self {
+        self.bindings.push((exchange, key.to_owned()));
+        self
+    }
+}
+
+/// A queue's `x-` arguments.
+#[derive(Clone, Default)]
+struct Arguments(FieldTable);
+
+impl Arguments {
+    fn with(mut self, name: &str, value: AMQPValue) -> Self {
+        self.0.insert(name.into(), value);
+        self
+    }
+
+    fn quorum(self) -> Self {
+        self.with("x-queue-type", AMQPValue::LongString("quorum".into()))
+    }
+
+    fn delivery_limit(self) -> Self {
+        self.with("x-delivery-limit", AMQPValue::LongLongInt(DELIVERY_LIMIT))
+    }
+
+    fn ttl(self, ttl: Duration) -> Self {
+        let millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        self.with("x-message-ttl", AMQPValue::LongLongInt(millis))
+    }
+
+    /// Dead-letters to `exchange`, with `key` in place of the message's own routing key if given.
+    fn dead_letter_to(self, exchange: String, key: Option<&str>) -> Self {
+        let with = self.with(
+            "x-dead-letter-exchange",
+            AMQPValue::LongString(exchange.into()),
+        );
+        match key {
+            Some(key) => with.with(
+                "x-dead-letter-routing-key",
+                AMQPValue::LongString(key.into()),
+            ),
+            None => with,
+        }
     }
 }
 
