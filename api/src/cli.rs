@@ -147,7 +147,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             // The connection outlives the signal: open streams still get their text while they
             // finish (see `serve`).
             let connection = CancellationToken::new();
-            let supervisor = tokio::spawn(broker.clone().supervise(connection.clone()));
+            let mut supervisor = tollgate_core::process::Tasks::default();
+            supervisor.spawn(
+                "broker supervisor",
+                broker.clone().supervise(connection.clone()),
+            );
             let listener = tokio::net::TcpListener::bind(cli.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", cli.listen))?;
@@ -174,7 +178,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             shutdown.cancel();
             connection.cancel();
             served?;
-            supervisor.await.context("the broker supervisor panicked")?;
+            supervisor.join().await?;
             Ok(())
         }
         Command::Migrate => {

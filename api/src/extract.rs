@@ -199,7 +199,7 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
+    #[expect(dead_code, reason = "only parsed: the test is about the refusals")]
     struct Body {
         model: String,
         messages: Vec<Message>,
@@ -207,7 +207,7 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
+    #[expect(dead_code, reason = "only parsed: the test is about the refusals")]
     struct Message {
         role: String,
     }

@@ -93,6 +93,10 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Tells the official SDKs not to retry an answer (they retry 5xx by default).
 static SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 
+#[expect(
+    clippy::expect_used,
+    reason = "a UUID's text is always a valid header value"
+)]
 fn request_id(id: JobId) -> HeaderValue {
     HeaderValue::from_str(&id.to_string()).expect("a job id is a valid header value")
 }
@@ -192,6 +196,10 @@ impl Drop for CancelOnDrop {
             return;
         }
         let (state, tenant_id, id) = (self.state.clone(), self.tenant_id, self.id);
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a cancel left to finish on its own: the client is gone, and a cancel that fails is logged"
+        )]
         tokio::spawn(async move {
             tracing::info!(job_id = %id, "the client went away; cancelling its job");
             if let Err(error) = cancel(&state, tenant_id, id).await {

@@ -19,6 +19,7 @@ use lapin::{Channel, Consumer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::domain::JobId;
+use tollgate_core::process::Tasks;
 use tollgate_core::queue::{Broker, HintQueue, StreamMessage, Versioned as _};
 
 /// What a follower hears.
@@ -88,6 +89,10 @@ impl Drop for Following {
             if bound {
                 let inner = self.inner.clone();
                 let id = self.id;
+                #[expect(
+                    clippy::disallowed_methods,
+                    reason = "an unbinding left to finish on its own: the session's end drops the binding anyway"
+                )]
                 tokio::spawn(async move { inner.unbind(id).await });
             }
         }
@@ -100,11 +105,8 @@ impl Drop for Following {
 pub struct FollowError(String);
 
 impl Followers {
-    /// Starts following the broker: one subscription per session, until `shutdown`.
-    pub fn start(
-        broker: Broker,
-        shutdown: CancellationToken,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
+    /// Starts following the broker in `tasks`: one subscription per session, until `shutdown`.
+    pub fn start(broker: Broker, shutdown: CancellationToken, tasks: &mut Tasks) -> Self {
         let inner = Arc::new(Inner {
             broker,
             key: uuid::Uuid::now_v7().simple().to_string(),
@@ -112,8 +114,8 @@ impl Followers {
             bound: Mutex::new(None),
             next_key: std::sync::atomic::AtomicU64::new(0),
         });
-        let task = tokio::spawn(inner.clone().run(shutdown));
-        (Self { inner }, task)
+        tasks.spawn("text follower", inner.clone().run(shutdown));
+        Self { inner }
     }
 
     /// This instance's key, for the streaming jobs whose client it holds (`stream_to`).

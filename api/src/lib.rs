@@ -34,6 +34,7 @@ use sqlx::PgPool;
 use sqlx::types::ipnetwork::IpNetwork;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tollgate_core::process::Tasks;
 use tollgate_core::queue::Broker;
 use tollgate_core::runtime::RuntimeWatch;
 use tollgate_core::secret::SecretKey;
@@ -145,21 +146,27 @@ pub async fn serve(
     let runtime = RuntimeWatch::load(pool.clone())
         .await
         .context("cannot read the runtime settings")?;
-    let refresh = tokio::spawn(
+    let mut tasks = Tasks::default();
+    tasks.spawn(
+        "settings refresher",
         runtime
             .clone()
             .keep_fresh(settings.settings_refresh, shutdown.clone()),
     );
-    let (published, recorder_task) = published::Recorder::start(pool.clone());
-    let (watchers, watch_task) = watch::Watchers::start(broker.clone(), shutdown.clone());
+    let published = published::Recorder::start(pool.clone(), &mut tasks);
+    let watchers = watch::Watchers::start(broker.clone(), shutdown.clone(), &mut tasks);
     // Streams run on after the signal, up to their grace (see `feed`): their text keeps coming
     // until the server has finished every connection.
     let streams_end = CancellationToken::new();
-    let (followers, follow_task) = follow::Followers::start(broker.clone(), streams_end.clone());
+    let followers = follow::Followers::start(broker.clone(), streams_end.clone(), &mut tasks);
     let database = database::DatabaseHealth::default();
-    let probe = tokio::spawn(database.clone().probe(pool.clone(), shutdown.clone()));
+    tasks.spawn(
+        "database probe",
+        database.clone().probe(pool.clone(), shutdown.clone()),
+    );
     let limiter = Arc::new(limits::Limiter::default());
-    let instances = tokio::spawn(
+    tasks.spawn(
+        "instance heartbeat",
         limiter
             .clone()
             .follow_instances(pool.clone(), shutdown.clone()),
@@ -167,12 +174,15 @@ pub async fn serve(
     let metrics = metrics::ApiMetrics::new(tollgate_core::metrics::ScrapeGuard::new(
         settings.metrics_token.as_ref(),
     ));
-    let activity = tokio::spawn(metrics::report(
-        metrics.clone(),
-        pool.clone(),
-        ACTIVITY_EVERY,
-        shutdown.clone(),
-    ));
+    tasks.spawn(
+        "activity report",
+        metrics::report(
+            metrics.clone(),
+            pool.clone(),
+            ACTIVITY_EVERY,
+            shutdown.clone(),
+        ),
+    );
     let state = AppState(Arc::new(Shared {
         pool,
         broker,
@@ -204,15 +214,8 @@ pub async fn serve(
     )
     .await;
     streams_end.cancel();
-    // Every handler (and so every recorder handle) is gone now: the recorder flushes and ends.
-    recorder_task
-        .await
-        .context("the publish recorder panicked")?;
-    refresh.await.context("the settings refresher panicked")?;
-    watch_task.await.context("the job watcher panicked")?;
-    follow_task.await.context("the text follower panicked")?;
-    instances.await.context("the instance heartbeat panicked")?;
-    activity.await.context("the activity report panicked")?;
-    probe.await.context("the database probe panicked")?;
+    // Every handler (and so every recorder handle) is gone now: the recorder flushes and ends,
+    // and every other task ends on the shutdown.
+    tasks.join().await?;
     Ok(())
 }

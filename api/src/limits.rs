@@ -19,6 +19,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::db::tokens::Principal;
 use tollgate_core::domain::{Decision, RateLimit, TenantId, TokenId};
+use tollgate_core::sync::lock;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -84,7 +85,7 @@ impl Limiter {
     /// Whether `ip` is under its limit of failed authentications (a dry run: asking counts nothing).
     pub fn may_authenticate(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
         let Some(ip) = ip else { return Ok(()) };
-        let arrivals = self.arrivals.lock().expect("limiter lock");
+        let arrivals = lock(&self.arrivals);
         let mut tat = arrivals.get(&Key::Failures(ip)).copied().flatten();
         // A dry run on a copy: refusing here does not count as another failure.
         let decision = AUTH_FAILURES.check(&mut tat, Instant::now());
@@ -104,7 +105,7 @@ impl Limiter {
     fn check(&self, key: Key, limit: RateLimit) -> Usage {
         let share = limit.share(self.instances.load(Ordering::Relaxed));
         let now = Instant::now();
-        let mut arrivals = self.arrivals.lock().expect("limiter lock");
+        let mut arrivals = lock(&self.arrivals);
         if arrivals.len() >= MAX_KEYS {
             arrivals.retain(|_, tat| tat.is_some_and(|t| t > now));
         }
@@ -177,7 +178,7 @@ pub struct UsageSlot(Arc<Mutex<Option<Usage>>>);
 
 impl UsageSlot {
     pub fn set(&self, usage: Usage) {
-        *self.0.lock().expect("usage slot lock") = Some(usage);
+        *lock(&self.0) = Some(usage);
     }
 }
 
@@ -187,7 +188,7 @@ pub async fn rate_headers(mut request: Request, next: Next) -> Response {
     let slot = UsageSlot::default();
     request.extensions_mut().insert(slot.clone());
     let mut response = next.run(request).await;
-    let usage = *slot.0.lock().expect("usage slot lock");
+    let usage = *lock(&slot.0);
     if let Some(usage) = usage {
         for (name, value) in usage.headers() {
             response.headers_mut().insert(name, value);

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tollgate_core::db::jobs;
 use tollgate_core::domain::JobId;
+use tollgate_core::process::Tasks;
 
 const CHANNEL_CAPACITY: usize = 50_000;
 const BATCH: usize = 2_000;
@@ -23,11 +23,12 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts the recording task; it ends once every `Recorder` clone is dropped and the channel
-    /// is drained.
-    pub fn start(pool: PgPool) -> (Self, JoinHandle<()>) {
+    /// Starts the recording task in `tasks`; it ends once every `Recorder` clone is dropped and
+    /// the channel is drained.
+    pub fn start(pool: PgPool, tasks: &mut Tasks) -> Self {
         let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-        (Self { sender }, tokio::spawn(record(pool, receiver)))
+        tasks.spawn("publish recorder", record(pool, receiver));
+        Self { sender }
     }
 
     pub fn confirmed(&self, id: JobId) {

@@ -77,6 +77,10 @@ pub async fn run(
             )
             .into_owned();
         let connection = graceful.watch(connection);
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "one task per connection, which the graceful shutdown above waits for"
+        )]
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(error = %error, %peer, "connection ended with an error");

@@ -24,7 +24,9 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::domain::{Job, JobId, TenantId};
+use tollgate_core::process::Tasks;
 use tollgate_core::queue::{Broker, HintQueue, JobEvent, Session, Versioned as _};
+use tollgate_core::sync::lock;
 
 /// Events buffered per job for a slow watcher; one that falls further behind re-reads the job.
 const BUFFER: usize = 16;
@@ -87,7 +89,7 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        let mut jobs = self.inner.jobs.lock().expect("watch table lock");
+        let mut jobs = lock(&self.inner.jobs);
         if let Some(watched) = jobs.get_mut(&self.id) {
             watched.watchers -= 1;
             if watched.watchers == 0 {
@@ -98,23 +100,20 @@ impl Drop for Watch {
 }
 
 impl Watchers {
-    /// Starts following the broker: one subscription per session, until `shutdown`.
-    pub fn start(
-        broker: Broker,
-        shutdown: CancellationToken,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
+    /// Starts following the broker in `tasks`: one subscription per session, until `shutdown`.
+    pub fn start(broker: Broker, shutdown: CancellationToken, tasks: &mut Tasks) -> Self {
         let inner = Arc::new(Inner {
             broker,
             jobs: Mutex::new(HashMap::new()),
             shutdown: shutdown.clone(),
         });
-        let task = tokio::spawn(inner.clone().follow(shutdown));
-        (Self { inner }, task)
+        tasks.spawn("job watcher", inner.clone().follow(shutdown));
+        Self { inner }
     }
 
     /// Watches job `id`; every change of the job after this returns is signalled.
     pub fn watch(&self, id: JobId) -> Watch {
-        let mut jobs = self.inner.jobs.lock().expect("watch table lock");
+        let mut jobs = lock(&self.inner.jobs);
         let watched = jobs.entry(id).or_insert_with(|| Watched {
             signals: broadcast::channel(BUFFER).0,
             watchers: 0,
@@ -165,7 +164,7 @@ impl Inner {
             let Some(event) = JobEvent::decode(&delivery.data) else {
                 continue;
             };
-            let jobs = self.jobs.lock().expect("watch table lock");
+            let jobs = lock(&self.jobs);
             if let Some(watched) = jobs.get(&event.job_id) {
                 let _ = watched.signals.send(Signal::Changed(event));
             }
@@ -173,7 +172,7 @@ impl Inner {
     }
 
     fn broadcast(&self, signal: Signal) {
-        for watched in self.jobs.lock().expect("watch table lock").values() {
+        for watched in lock(&self.jobs).values() {
             let _ = watched.signals.send(signal);
         }
     }

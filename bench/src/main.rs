@@ -60,6 +60,10 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(cli.duration_secs);
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "load clients, each joined for its figures"
+    )]
     let clients: Vec<_> = (0..cli.concurrency)
         .map(|client| tokio::spawn(run_client(client, http.clone(), cli.clone(), deadline)))
         .collect();

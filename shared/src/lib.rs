@@ -13,7 +13,8 @@
 //! - [`webhook`]: signatures, the SSRF guard and the retry schedule of webhook deliveries;
 //! - [`metrics`]: what the api's and the worker's `/metrics` share (exposition, token, buckets);
 //! - [`telemetry`]: logs, and spans over OTLP when configured, with the job's W3C trace;
-//! - [`process`]: logging, shutdown and start-up shared by the binaries.
+//! - [`process`]: shutdown, start-up and the background tasks of the binaries;
+//! - [`sync`]: locks that outlive a panicked holder.
 
 pub mod billing;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod provider;
 pub mod queue;
 pub mod runtime;
 pub mod secret;
+pub mod sync;
 pub mod telemetry;
 pub mod token;
 pub mod webhook;

@@ -1,16 +1,23 @@
-//! What every Tollgate binary does at start: a shutdown token, and waiting for Postgres (logging
-//! is [`crate::telemetry`]).
+//! What every Tollgate binary does at start and at the end: a shutdown token, waiting for
+//! Postgres, and its background tasks joined before it exits (logging is [`crate::telemetry`]).
 
 use std::time::Duration;
 
+use std::future::Future;
+
 use backon::{ExponentialBuilder, Retryable as _};
 use sqlx::PgPool;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// A token cancelled on Ctrl-C or SIGTERM, for graceful shutdown.
 pub fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the signal listener lives as long as the process; nothing waits for it"
+    )]
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
@@ -49,4 +56,43 @@ pub async fn connect_database(url: &str, max_connections: u32) -> anyhow::Result
         .await?;
     crate::db::migrate(&pool).await?;
     Ok(pool)
+}
+
+/// A process's background tasks, each under a name, all joined before it exits: the one place
+/// such tasks are spawned (`clippy.toml` refuses a bare `tokio::spawn` elsewhere), so none is
+/// left running, or panics, unnoticed.
+#[derive(Default)]
+pub struct Tasks(Vec<(&'static str, JoinHandle<()>)>);
+
+/// Tasks that panicked, by name.
+#[derive(Debug, thiserror::Error)]
+#[error("tasks panicked: {}", .0.join(", "))]
+pub struct Panicked(pub Vec<&'static str>);
+
+impl Tasks {
+    pub fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the one spawn of joined tasks: join awaits every one"
+        )]
+        let handle = tokio::spawn(task);
+        self.0.push((name, handle));
+    }
+
+    /// Waits for every task in the order they were spawned (each ends on its own once shutdown
+    /// is asked), logging each one that panicked.
+    pub async fn join(self) -> Result<(), Panicked> {
+        let mut panicked = Vec::new();
+        for (name, task) in self.0 {
+            if let Err(error) = task.await {
+                tracing::error!(%error, task = name, "task panicked");
+                panicked.push(name);
+            }
+        }
+        if panicked.is_empty() {
+            Ok(())
+        } else {
+            Err(Panicked(panicked))
+        }
+    }
 }

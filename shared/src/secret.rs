@@ -78,6 +78,10 @@ impl SecretKey {
     }
 
     /// `nonce || ciphertext` of `plain`, under a random nonce.
+    #[expect(
+        clippy::expect_used,
+        reason = "XChaCha20-Poly1305 fails only on buffers beyond 256 GiB; a key is a few bytes"
+    )]
     pub fn seal_as(&self, purpose: Purpose, plain: &str) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);

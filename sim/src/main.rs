@@ -67,6 +67,10 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "provider-sim listening");
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the signal listener lives as long as the process; nothing waits for it"
+    )]
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         stop.cancel();

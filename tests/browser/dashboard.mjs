@@ -117,8 +117,10 @@ try {
     await form.getByLabel('Prompts').fill('a tagline for a lamp\na tagline for a chair\na tagline for a desk\na tagline for a rug');
     await form.getByRole('button', { name: 'Submit batch' }).click();
     await page.getByRole('progressbar', { name: 'Batch progress' }).waitFor();
+    // Every item done shows 100 % a moment before the dispatcher ends the batch: wait for both.
     await page.locator('.percent', { hasText: '100 %' }).waitFor({ timeout: 60_000 });
-    assert.equal(await page.locator('.percent').getAttribute('data-status'), 'completed');
+    await page.locator('.percent[data-status="completed"]').waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator('.percent').textContent(), '100 %');
     await page.getByRole('button', { name: 'Show first results' }).click();
     await page.getByRole('cell', { name: 'line-4' }).waitFor();
   });

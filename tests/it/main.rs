@@ -1,5 +1,13 @@
 //! End-to-end tests: the real api and worker in-process, over real Postgres and RabbitMQ, with
 //! provider-sim as the upstream. Every test gets its own database and queue prefix.
+#![expect(
+    clippy::expect_used,
+    reason = "a test fails by panicking, its message saying what was expected"
+)]
+#![expect(
+    clippy::disallowed_methods,
+    reason = "tests spawn servers and load that end with the test, not at a process's shutdown"
+)]
 
 mod access;
 mod bad_input;

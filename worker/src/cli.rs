@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::config::{InfraConfig, ProviderConfig, WebhookConfig};
+use tollgate_core::process::Tasks;
 use tollgate_core::queue::{Broker, Topology};
 
 use crate::{WebhookSettings, WorkerSettings};
@@ -121,9 +122,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let supervisor = tokio::spawn(broker.clone().supervise(connection.clone()));
+    let mut supervisor = Tasks::default();
+    supervisor.spawn(
+        "broker supervisor",
+        broker.clone().supervise(connection.clone()),
+    );
     let outcome = crate::run(pool, broker, settings, probe, shutdown).await;
     connection.cancel();
-    supervisor.await.context("the broker supervisor panicked")?;
+    supervisor.join().await?;
     outcome.context("cannot read the runtime settings")
 }

@@ -20,8 +20,8 @@ use crate::{Context, execute};
 
 /// Consumes the interactive and the bulk queue until shutdown, each with its own slots, so single
 /// jobs never wait for a free slot behind batch items.
-pub async fn run(context: Arc<Context>, broker: Broker) {
-    let topology = broker.topology().clone();
+pub async fn run(context: Arc<Context>) {
+    let topology = context.broker.topology().clone();
     let settings = &context.settings;
     let queues = [
         (
@@ -34,7 +34,6 @@ pub async fn run(context: Arc<Context>, broker: Broker) {
     futures::future::join_all(queues.map(|(queue, concurrency, lane)| {
         consume(
             context.clone(),
-            broker.clone(),
             queue,
             concurrency,
             move |context, delivery| async move {
@@ -47,13 +46,8 @@ pub async fn run(context: Arc<Context>, broker: Broker) {
 
 /// Hands each delivery of `queue` to `handle` on its own task, at most `concurrency` at once,
 /// until shutdown; then gives the running ones the shutdown grace.
-pub async fn consume<H, Fut>(
-    context: Arc<Context>,
-    broker: Broker,
-    queue: String,
-    concurrency: usize,
-    handle: H,
-) where
+pub async fn consume<H, Fut>(context: Arc<Context>, queue: String, concurrency: usize, handle: H)
+where
     H: Fn(Arc<Context>, Arc<Delivery>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
@@ -61,15 +55,17 @@ pub async fn consume<H, Fut>(
     let mut in_flight = JoinSet::new();
     let prefetch = u16::try_from(concurrency).unwrap_or(u16::MAX);
     'sessions: while let Some((_channel, mut consumer)) =
-        subscribe(&broker, &queue, prefetch, &context.shutdown).await
+        subscribe(&context.broker, &queue, prefetch, &context.shutdown).await
     {
         loop {
             // Reap finished handlers so the set only holds what is running.
             while in_flight.try_join_next().is_some() {}
             let permit = tokio::select! {
                 () = context.shutdown.cancelled() => break 'sessions,
-                permit = limit.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                permit = limit.clone().acquire_owned() => permit,
             };
+            // The semaphore is never closed: an error cannot come.
+            let Ok(permit) = permit else { break 'sessions };
             let delivery = tokio::select! {
                 () = context.shutdown.cancelled() => break 'sessions,
                 delivery = consumer.next() => delivery,

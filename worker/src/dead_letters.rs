@@ -7,7 +7,7 @@ use futures::StreamExt as _;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tollgate_core::db::jobs;
 use tollgate_core::domain::{JobError, JobStatus};
-use tollgate_core::queue::{Broker, JobMessage, Versioned as _};
+use tollgate_core::queue::{JobMessage, Versioned as _};
 
 use crate::execute::announce;
 use crate::{Context, consumer::subscribe};
@@ -15,10 +15,10 @@ use crate::{Context, consumer::subscribe};
 /// Pause before retrying a dead letter while the database is unavailable.
 const RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
-pub async fn run(context: Arc<Context>, broker: Broker) {
-    let queue = broker.topology().dead_letter_queue();
+pub async fn run(context: Arc<Context>) {
+    let queue = context.broker.topology().dead_letter_queue();
     while let Some((_channel, mut consumer)) =
-        subscribe(&broker, &queue, 16, &context.shutdown).await
+        subscribe(&context.broker, &queue, 16, &context.shutdown).await
     {
         loop {
             let delivery = tokio::select! {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use sqlx::PgConnection;
 use tollgate_core::db::{dispatch, jobs};
 use tollgate_core::domain::{BatchId, JobId, TenantId};
-use tollgate_core::queue::{Broker, Work};
+use tollgate_core::queue::Work;
 
 use crate::Context;
 
@@ -23,7 +23,7 @@ const BUSY_PAUSE: Duration = Duration::from_millis(20);
 const IDLE_PAUSE: Duration = Duration::from_millis(250);
 
 /// Releases items until shutdown; also ends the batches whose items have all ended.
-pub async fn run(context: Arc<Context>, broker: Broker) {
+pub async fn run(context: Arc<Context>) {
     let mut round: usize = 0;
     let mut pause = IDLE_PAUSE;
     loop {
@@ -32,7 +32,7 @@ pub async fn run(context: Arc<Context>, broker: Broker) {
             () = tokio::time::sleep(pause) => {}
         }
         round = round.wrapping_add(1);
-        pause = match dispatch_round(&context, &broker, round).await {
+        pause = match dispatch_round(&context, round).await {
             Ok(0) => IDLE_PAUSE,
             Ok(_) => BUSY_PAUSE,
             Err(error) => {
@@ -40,15 +40,15 @@ pub async fn run(context: Arc<Context>, broker: Broker) {
                 IDLE_PAUSE
             }
         };
-        if let Err(error) = end_batches(&context, &broker).await {
+        if let Err(error) = end_batches(&context).await {
             tracing::warn!(%error, "could not end finished batches");
         }
     }
 }
 
 /// One round: how many items the bulk queue can take, shared out and released; returns how many.
-async fn dispatch_round(context: &Context, broker: &Broker, round: usize) -> anyhow::Result<usize> {
-    if !broker.is_connected() {
+async fn dispatch_round(context: &Context, round: usize) -> anyhow::Result<usize> {
+    if !context.broker.is_connected() {
         return Ok(0);
     }
     let mut tx = context.pool.begin().await?;
@@ -65,7 +65,7 @@ async fn dispatch_round(context: &Context, broker: &Broker, round: usize) -> any
     if released.is_empty() {
         return Ok(0);
     }
-    broker.publish_bulk(&released).await?;
+    context.broker.publish_bulk(&released).await?;
     let ids: Vec<JobId> = released.iter().map(|work| work.id).collect();
     jobs::mark_published(&context.pool, &ids).await?;
     Ok(released.len())
@@ -100,14 +100,14 @@ async fn release(
 
 /// Ends batches whose items have all ended and sends their webhooks (the sweeper resends one
 /// whose publish is lost).
-async fn end_batches(context: &Context, broker: &Broker) -> Result<(), sqlx::Error> {
+async fn end_batches(context: &Context) -> Result<(), sqlx::Error> {
     let ended = dispatch::end_finished(&context.pool, None).await?;
     for batch in &ended {
         tracing::info!(batch_id = %batch.id, status = batch.status, "batch ended");
     }
     let deliveries: Vec<_> = ended.iter().filter_map(|b| b.delivery).collect();
     if !deliveries.is_empty()
-        && let Err(error) = broker.publish_webhooks(&deliveries).await
+        && let Err(error) = context.broker.publish_webhooks(&deliveries).await
     {
         tracing::warn!(%error, "webhook publish failed; the sweeper will resend");
     }

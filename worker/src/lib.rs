@@ -40,6 +40,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::metrics::ScrapeGuard;
+use tollgate_core::process::Tasks;
 use tollgate_core::queue::Broker;
 use tollgate_core::runtime::RuntimeWatch;
 use tollgate_core::secret::SecretKey;
@@ -148,42 +149,22 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), sqlx::Error> {
     let runtime = RuntimeWatch::load(pool.clone()).await?;
-    let (fleet, fleet_tasks) = Fleet::new(
-        pool.clone(),
-        &runtime.current(),
-        settings.slot_lease,
-        settings.provider_timeout,
-    );
-    let slots = tokio::spawn(fleet_tasks.run(fleet.clone(), shutdown.clone()));
-    let providers = Providers::new(
-        runtime.clone(),
-        fleet,
-        settings.secret_key.clone(),
-        settings.provider_timeout,
-    );
-    let refresh = tokio::spawn(
-        runtime
-            .clone()
-            .keep_fresh(settings.settings_refresh, shutdown.clone()),
-    );
-    let follow = tokio::spawn(
-        providers
-            .clone()
-            .keep_fresh(settings.probe_every, shutdown.clone()),
-    );
+    let mut tasks = Tasks::default();
+    let providers = start_providers(&pool, runtime, &settings, &mut tasks, &shutdown);
     let metrics = Arc::new(metrics::WorkerMetrics::default());
     let postgres = Arc::new(AtomicBool::new(false));
-    let sampler = probe.is_some().then(|| {
-        tokio::spawn(metrics::backlog::sample(
-            metrics.clone(),
-            pool.clone(),
-            broker.clone(),
-            settings.backlog_every,
-            postgres.clone(),
-            shutdown.clone(),
-        ))
-    });
     let probe = probe.and_then(|listener| {
+        tasks.spawn(
+            "backlog sampler",
+            metrics::backlog::sample(
+                metrics.clone(),
+                pool.clone(),
+                broker.clone(),
+                settings.backlog_every,
+                postgres.clone(),
+                shutdown.clone(),
+            ),
+        );
         let probe = probe::Probe {
             metrics: metrics.clone(),
             providers: providers.clone(),
@@ -195,17 +176,21 @@ pub async fn run(
             .inspect_err(|error| tracing::error!(%error, "cannot start the worker probe"))
             .ok()
     });
+    // Reported once more after the last job in flight ended, so its end is counted too.
     let reported = CancellationToken::new();
-    let health = tokio::spawn(health::report(
-        providers.clone(),
-        metrics.clone(),
-        pool.clone(),
-        settings.backlog_every,
-        reported.clone(),
-    ));
+    tasks.spawn(
+        "health",
+        health::report(
+            providers.clone(),
+            metrics.clone(),
+            pool.clone(),
+            settings.backlog_every,
+            reported.clone(),
+        ),
+    );
     let context = Arc::new(Context {
         pool,
-        broker: broker.clone(),
+        broker,
         providers,
         metrics,
         webhook_client: webhooks::client(&settings.webhooks),
@@ -214,39 +199,16 @@ pub async fn run(
         settings,
         shutdown: shutdown.clone(),
     });
-    let cancels = tokio::spawn(
-        context
-            .cancels
-            .clone()
-            .follow(broker.clone(), shutdown.clone()),
-    );
-    let sweeper = tokio::spawn(sweeper::run(context.clone(), broker.clone()));
-    let dead_letters = tokio::spawn(dead_letters::run(context.clone(), broker.clone()));
-    let deliverer = tokio::spawn(webhooks::run(context.clone(), broker.clone()));
-    let dispatcher = tokio::spawn(dispatcher::run(context.clone(), broker.clone()));
-    consumer::run(context, broker).await;
-    // Reported after the last job in flight ended, so its end is counted too.
+    let cancels = context.cancels.clone();
+    tasks.spawn("cancels", cancels.follow(context.broker.clone(), shutdown));
+    tasks.spawn("sweeper", sweeper::run(context.clone()));
+    tasks.spawn("dead letters", dead_letters::run(context.clone()));
+    tasks.spawn("webhooks", webhooks::run(context.clone()));
+    tasks.spawn("dispatcher", dispatcher::run(context.clone()));
+    consumer::run(context).await;
     reported.cancel();
-    for (name, task) in [
-        ("health", health),
-        ("webhooks", deliverer),
-        ("dispatcher", dispatcher),
-        ("settings", refresh),
-        ("providers", follow),
-        ("sweeper", sweeper),
-        ("dead letters", dead_letters),
-        ("cancels", cancels),
-        ("host slots", slots),
-    ] {
-        if let Err(error) = task.await {
-            tracing::error!(%error, task = name, "worker task panicked");
-        }
-    }
-    if let Some(sampler) = sampler
-        && let Err(error) = sampler.await
-    {
-        tracing::error!(%error, task = "backlog sampler", "worker task panicked");
-    }
+    // Each task that panicked is logged by name; the worker still ends as asked.
+    let _panicked = tasks.join().await;
     if let Some(probe) = probe {
         let joined = tokio::task::spawn_blocking(move || probe.join()).await;
         if !matches!(joined, Ok(Ok(()))) {
@@ -254,4 +216,42 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// The providers the settings name, with the tasks that keep them current: the fleet's slots,
+/// the settings themselves, each provider's health and models.
+fn start_providers(
+    pool: &PgPool,
+    runtime: RuntimeWatch,
+    settings: &WorkerSettings,
+    tasks: &mut Tasks,
+    shutdown: &CancellationToken,
+) -> Providers {
+    let (fleet, fleet_tasks) = Fleet::new(
+        pool.clone(),
+        &runtime.current(),
+        settings.slot_lease,
+        settings.provider_timeout,
+    );
+    tasks.spawn(
+        "host slots",
+        fleet_tasks.run(fleet.clone(), shutdown.clone()),
+    );
+    let providers = Providers::new(
+        runtime.clone(),
+        fleet,
+        settings.secret_key.clone(),
+        settings.provider_timeout,
+    );
+    tasks.spawn(
+        "settings",
+        runtime.keep_fresh(settings.settings_refresh, shutdown.clone()),
+    );
+    tasks.spawn(
+        "providers",
+        providers
+            .clone()
+            .keep_fresh(settings.probe_every, shutdown.clone()),
+    );
+    providers
 }

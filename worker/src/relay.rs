@@ -35,6 +35,10 @@ impl Relay {
             job_id,
             stream_to,
         };
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "joined by `finish`, which needs the count of pieces it published"
+        )]
         let publisher = tokio::spawn(publish(route.clone(), receiver));
         Self {
             route,

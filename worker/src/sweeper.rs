@@ -14,20 +14,20 @@ use std::sync::Arc;
 use tollgate_core::db::jobs::Unpublished;
 use tollgate_core::db::{idempotency, jobs, webhooks};
 use tollgate_core::domain::{JobId, JobStatus};
-use tollgate_core::queue::{Broker, JobEvent, Work};
+use tollgate_core::queue::{JobEvent, Work};
 
 use crate::Context;
 
 /// Most jobs handled per sweep; a larger backlog is worked off over the next sweeps.
 const BATCH: i64 = 1_000;
 
-pub async fn run(context: Arc<Context>, broker: Broker) {
+pub async fn run(context: Arc<Context>) {
     loop {
         tokio::select! {
             () = context.shutdown.cancelled() => return,
             () = tokio::time::sleep(context.settings.sweep_every) => {}
         }
-        if let Err(error) = sweep(&context, &broker).await {
+        if let Err(error) = sweep(&context).await {
             tracing::warn!(
                 error = format!("{error:#}"),
                 "sweep failed; trying again next round"
@@ -36,7 +36,7 @@ pub async fn run(context: Arc<Context>, broker: Broker) {
     }
 }
 
-async fn sweep(context: &Context, broker: &Broker) -> anyhow::Result<()> {
+async fn sweep(context: &Context) -> anyhow::Result<()> {
     let released = jobs::release_abandoned(&context.pool, BATCH).await?;
     if !released.is_empty() {
         tracing::warn!(
@@ -46,9 +46,9 @@ async fn sweep(context: &Context, broker: &Broker) -> anyhow::Result<()> {
     }
     for (id, revision) in released {
         let event = JobEvent::new(id, revision, JobStatus::Queued);
-        broker.publish_event(event).await;
+        context.broker.publish_event(event).await;
     }
-    if !broker.is_connected() {
+    if !context.broker.is_connected() {
         return Ok(());
     }
     let settings = &context.settings;
@@ -68,10 +68,10 @@ async fn sweep(context: &Context, broker: &Broker) -> anyhow::Result<()> {
         };
         let (bulk, single) = (work(bulk), work(single));
         if !single.is_empty() {
-            broker.publish_jobs(&single).await?;
+            context.broker.publish_jobs(&single).await?;
         }
         if !bulk.is_empty() {
-            broker.publish_bulk(&bulk).await?;
+            context.broker.publish_bulk(&bulk).await?;
         }
         let ids: Vec<JobId> = single.iter().chain(&bulk).map(|work| work.id).collect();
         jobs::mark_published(&context.pool, &ids).await?;
@@ -82,7 +82,7 @@ async fn sweep(context: &Context, broker: &Broker) -> anyhow::Result<()> {
     }
     let deliveries = webhooks::overdue(&context.pool, settings.sweep_after, BATCH).await?;
     if !deliveries.is_empty() {
-        broker.publish_webhooks(&deliveries).await?;
+        context.broker.publish_webhooks(&deliveries).await?;
         tracing::info!(
             republished = deliveries.len(),
             "republished overdue webhook deliveries"

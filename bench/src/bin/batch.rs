@@ -78,6 +78,10 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let stop = Arc::new(AtomicBool::new(false));
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "load tasks, each joined for its figures"
+    )]
     let meanwhile = {
         let (http, cli, stop) = (http.clone(), cli.clone(), stop.clone());
         tokio::spawn(async move { singles_until(&http, &cli, None, &stop).await })

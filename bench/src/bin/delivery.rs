@@ -129,6 +129,10 @@ async fn phase(
         Target::Direct(sim) => (format!("{sim}/api/generate"), false),
         Target::Gateway => (format!("{}/v1/generate", cli.url), true),
     };
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "load clients, each joined for its figures"
+    )]
     let clients: Vec<_> = (0..concurrency)
         .map(|client| {
             let (http, url, token) = (http.clone(), url.clone(), cli.token.clone());

@@ -30,6 +30,10 @@ async fn main() -> anyhow::Result<()> {
     let cli = Arc::new(Cli::parse());
     let http = reqwest::Client::new();
     let next = Arc::new(AtomicUsize::new(0));
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "load clients, each joined for its figures"
+    )]
     let clients: Vec<_> = (0..cli.concurrency)
         .map(|_| {
             let (cli, http, next) = (cli.clone(), http.clone(), next.clone());

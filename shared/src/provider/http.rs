@@ -23,6 +23,10 @@ pub async fn traced<F: Future>(trace: TraceParent, call: F) -> F::Output {
 }
 
 /// A client for provider calls: bounded in time, never following redirects.
+#[expect(
+    clippy::expect_used,
+    reason = "the settings are constants; only a TLS backend that cannot start fails, at start-up"
+)]
 pub fn client(timeout: Duration) -> Client {
     Client::builder()
         .timeout(timeout)
@@ -35,6 +39,10 @@ pub fn client(timeout: Duration) -> Client {
 
 /// A client for streamed answers: no bound on the whole answer (a long one streams for minutes),
 /// but each read must come within `timeout`, so a provider that stalls mid-stream still fails.
+#[expect(
+    clippy::expect_used,
+    reason = "the settings are constants; only a TLS backend that cannot start fails, at start-up"
+)]
 pub fn streaming_client(timeout: Duration) -> Client {
     Client::builder()
         .read_timeout(timeout)

@@ -14,6 +14,10 @@ pub trait Versioned: Serialize + DeserializeOwned {
 
     fn version(&self) -> u8;
 
+    #[expect(
+        clippy::expect_used,
+        reason = "messages are structs of plain fields (no map with non-string keys): JSON takes them"
+    )]
     fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a message of plain fields always serializes")
     }

@@ -28,6 +28,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::db::host_slots::{self, HOST_SLOT_FREED, HOST_SLOT_WANTED, HeldSlot, SlotLane};
+use tollgate_core::process::Tasks;
 use uuid::Uuid;
 
 /// How often the line is tried without a notification (and the other workers told it waits).
@@ -198,6 +199,10 @@ impl Slots {
     fn free(&self, slot: HeldSlot) {
         self.held().remove(&slot.holder);
         let pool = self.inner.pool.clone();
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "one statement, left to finish on its own: a slot it fails to free is freed by its lease"
+        )]
         tokio::spawn(async move {
             if let Err(error) = host_slots::free(&pool, &slot).await {
                 tracing::warn!(%error, "cannot free a host slot; its lease will");
@@ -272,14 +277,12 @@ impl Slots {
     /// Serves the line, keeps returned slots, follows freed and wanted slots and renews leases
     /// until `shutdown`.
     pub async fn run(self, line: Line, shutdown: CancellationToken) {
-        let listen = tokio::spawn(self.clone().listen(shutdown.clone()));
-        let renew = tokio::spawn(self.clone().renew(shutdown.clone()));
+        let mut tasks = Tasks::default();
+        tasks.spawn("host slot listener", self.clone().listen(shutdown.clone()));
+        tasks.spawn("host slot leases", self.clone().renew(shutdown.clone()));
         self.serve(line, shutdown).await;
-        for task in [listen, renew] {
-            if let Err(error) = task.await {
-                tracing::error!(%error, "host slot task panicked");
-            }
-        }
+        // Each task that panicked is logged by name.
+        let _panicked = tasks.join().await;
     }
 
     async fn serve(&self, Line(mut arrivals): Line, shutdown: CancellationToken) {
@@ -347,6 +350,10 @@ impl Slots {
         hosts.dedup();
         let pool = self.inner.pool.clone();
         let worker = self.inner.id;
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "one notification, left to finish on its own: the line says so again if still waiting"
+        )]
         tokio::spawn(async move {
             if let Err(error) = host_slots::want(&pool, &hosts, worker).await {
                 tracing::warn!(%error, "cannot say which host slots are wanted");

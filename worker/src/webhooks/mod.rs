@@ -7,7 +7,6 @@ mod deliver;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tollgate_core::queue::Broker;
 use tollgate_core::webhook::{GuardedResolver, RetrySchedule};
 
 use crate::Context;
@@ -39,6 +38,10 @@ impl Default for WebhookSettings {
 /// The HTTP client of deliveries: no redirects followed (a 3xx is a failed attempt), no proxy from
 /// the environment (it would connect on the guard's behalf to anything), and only addresses the
 /// SSRF guard checked.
+#[expect(
+    clippy::expect_used,
+    reason = "the settings are plain values; only a TLS backend that cannot start fails, at start-up"
+)]
 pub fn client(settings: &WebhookSettings) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(settings.timeout)
@@ -53,12 +56,11 @@ pub fn client(settings: &WebhookSettings) -> reqwest::Client {
 }
 
 /// Consumes delivery messages until shutdown.
-pub async fn run(context: Arc<Context>, broker: Broker) {
-    let queue = broker.topology().webhooks_queue();
+pub async fn run(context: Arc<Context>) {
+    let queue = context.broker.topology().webhooks_queue();
     let concurrency = context.settings.webhooks.concurrency;
     crate::consumer::consume(
         context,
-        broker,
         queue,
         concurrency,
         |context, delivery| async move {
