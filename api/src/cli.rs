@@ -9,7 +9,7 @@ use sqlx::types::ipnetwork::IpNetwork;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::config::{InfraConfig, ProviderConfig, WebhookConfig};
 use tollgate_core::db::{tenants, tokens};
-use tollgate_core::domain::Role;
+use tollgate_core::domain::{Name, Role};
 use tollgate_core::queue::{Broker, Topology};
 
 use crate::ApiSettings;
@@ -197,16 +197,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     reason = "the operator reads the tenant id from stdout"
 )]
 async fn create_tenant(pool: &sqlx::PgPool, name: &str) -> anyhow::Result<()> {
-    if name.trim().is_empty() || name.len() > 100 {
-        bail!("a tenant name must be 1 to 100 characters");
-    }
-    match tenants::create(pool, name).await {
+    let name = Name::parse("name", name)
+        .map_err(|invalid| anyhow::anyhow!("a tenant name {}", invalid.message))?;
+    match tenants::create(pool, name.as_str()).await {
         Ok(id) => {
             println!("{id}");
             Ok(())
         }
         Err(sqlx::Error::Database(e)) if e.constraint() == Some(tenants::NAME_TAKEN) => {
-            bail!("a tenant named {name:?} already exists")
+            bail!("a tenant named {:?} already exists", name.as_str())
         }
         Err(e) => Err(e.into()),
     }
@@ -225,11 +224,13 @@ async fn create_token(
     let tenant_id = tenants::find_by_name(pool, tenant)
         .await?
         .with_context(|| format!("no tenant named {tenant:?}"))?;
+    let name = Name::parse("name", name)
+        .map_err(|invalid| anyhow::anyhow!("a token name {}", invalid.message))?;
     let token = tollgate_core::token::generate();
     tokens::create(
         pool,
         tenant_id,
-        name,
+        name.as_str(),
         role,
         &token.hash,
         &token.display_prefix,

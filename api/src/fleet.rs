@@ -11,7 +11,7 @@ use tollgate_core::provider::{
 };
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// One host's listing.
 #[derive(Serialize)]

@@ -3,28 +3,14 @@
 //! [`serve`] runs the HTTP server on a listener it is given until the shutdown token fires, so the
 //! binary and the tests run exactly the same code. Provider work never happens here.
 
-mod admission;
-mod auth;
+mod access;
+mod cancelling;
 pub mod cli;
-mod client;
-mod database;
-mod error;
-mod extract;
-mod feed;
 mod fleet;
-mod follow;
-mod head_errors;
-mod idempotency;
+mod http;
 mod intake;
-mod limits;
-mod metrics;
-mod prefer;
-mod published;
-mod request_body;
 mod routes;
-mod server;
-mod trace;
-mod watch;
+mod watching;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +25,7 @@ use tollgate_core::queue::Broker;
 use tollgate_core::runtime::RuntimeWatch;
 use tollgate_core::secret::SecretKey;
 
-pub use error::ApiError;
+pub use http::error::ApiError;
 
 /// Limits and switches of one api process.
 #[derive(Debug, Clone)]
@@ -106,17 +92,17 @@ impl std::ops::Deref for AppState {
 pub(crate) struct Shared {
     pool: PgPool,
     broker: Broker,
-    tokens: Arc<auth::TokenCache>,
-    published: published::Recorder,
+    tokens: Arc<access::auth::TokenCache>,
+    published: intake::published::Recorder,
     body_limit: usize,
     batch_body_limit: usize,
     /// The settings and model routes (intake refuses models no provider serves).
     runtime: RuntimeWatch,
     secret_key: Option<SecretKey>,
     /// This instance's watches on jobs (SSE, submit-and-wait).
-    watchers: watch::Watchers,
+    watchers: watching::watch::Watchers,
     /// The streaming jobs whose text this instance's clients follow.
-    followers: follow::Followers,
+    followers: watching::follow::Followers,
     /// Longest a drop-in surface's call waits for its job before answering with its id.
     sync_timeout: Duration,
     webhook_allow_private: bool,
@@ -127,10 +113,10 @@ pub(crate) struct Shared {
     upstream: reqwest::Client,
     trusted_proxies: Arc<[IpNetwork]>,
     /// Rate limits and the authentication-failure throttle.
-    limiter: Arc<limits::Limiter>,
+    limiter: Arc<access::limits::Limiter>,
     /// Whether Postgres is known to be down (requests needing it get 503 at once).
-    database: database::DatabaseHealth,
-    metrics: metrics::ApiMetrics,
+    database: http::database::DatabaseHealth,
+    metrics: http::metrics::ApiMetrics,
 }
 
 /// Serves the API on `listener` until `shutdown` fires, then finishes in-flight requests and
@@ -153,30 +139,31 @@ pub async fn serve(
             .clone()
             .keep_fresh(settings.settings_refresh, shutdown.clone()),
     );
-    let published = published::Recorder::start(pool.clone(), &mut tasks);
-    let watchers = watch::Watchers::start(broker.clone(), shutdown.clone(), &mut tasks);
+    let published = intake::published::Recorder::start(pool.clone(), &mut tasks);
+    let watchers = watching::watch::Watchers::start(broker.clone(), shutdown.clone(), &mut tasks);
     // Streams run on after the signal, up to their grace (see `feed`): their text keeps coming
     // until the server has finished every connection.
     let streams_end = CancellationToken::new();
-    let followers = follow::Followers::start(broker.clone(), streams_end.clone(), &mut tasks);
-    let database = database::DatabaseHealth::default();
+    let followers =
+        watching::follow::Followers::start(broker.clone(), streams_end.clone(), &mut tasks);
+    let database = http::database::DatabaseHealth::default();
     tasks.spawn(
         "database probe",
         database.clone().probe(pool.clone(), shutdown.clone()),
     );
-    let limiter = Arc::new(limits::Limiter::default());
+    let limiter = Arc::new(access::limits::Limiter::default());
     tasks.spawn(
         "instance heartbeat",
         limiter
             .clone()
             .follow_instances(pool.clone(), shutdown.clone()),
     );
-    let metrics = metrics::ApiMetrics::new(tollgate_core::metrics::ScrapeGuard::new(
+    let metrics = http::metrics::ApiMetrics::new(tollgate_core::metrics::ScrapeGuard::new(
         settings.metrics_token.as_ref(),
     ));
     tasks.spawn(
         "activity report",
-        metrics::report(
+        http::metrics::report(
             metrics.clone(),
             pool.clone(),
             ACTIVITY_EVERY,
@@ -196,7 +183,7 @@ pub async fn serve(
         trusted_proxies: settings.trusted_proxies.clone().into(),
         limiter,
         database,
-        tokens: Arc::new(auth::TokenCache::default()),
+        tokens: Arc::new(access::auth::TokenCache::default()),
         published,
         body_limit: settings.body_limit,
         batch_body_limit: settings.batch_body_limit,
@@ -206,7 +193,7 @@ pub async fn serve(
     }));
     let app = routes::router(state, &settings);
     tracing::info!(addr = %listener.local_addr()?, "api listening");
-    server::run(
+    http::server::run(
         listener,
         app,
         settings.header_read_timeout,

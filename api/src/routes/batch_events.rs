@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
@@ -19,9 +19,10 @@ use tollgate_core::domain::{BatchId, TenantId};
 
 use super::tenancy::ForTenant;
 use crate::AppState;
-use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::extract::QueryParams;
+use crate::access::auth::Caller;
+use crate::http::error::ApiError;
+use crate::http::extract::QueryParams;
+use crate::http::path::{Path, not_found};
 
 /// How often an open stream reads its batch.
 const READ_EVERY: Duration = Duration::from_secs(1);
@@ -33,16 +34,15 @@ pub fn router() -> Router<AppState> {
 async fn events(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    Path(id): Path<BatchId>,
     QueryParams(query): QueryParams<ForTenant>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let tenant_id = super::tenancy::tenant(&caller, query.tenant_id.as_deref())?;
-    let id = super::ids::parse_batch_id(&id)?;
     let first = batches::get(&state.pool, tenant_id, id)
         .await?
-        .ok_or_else(super::ids::batch_not_found)?;
-    let last_seen = super::events::last_event_id::<i64>(&headers);
+        .ok_or_else(not_found::<BatchId>)?;
+    let last_seen = crate::http::sse::last_event_id::<i64>(&headers);
     let progress = Progress {
         state: state.clone(),
         tenant_id,

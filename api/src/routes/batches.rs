@@ -8,7 +8,7 @@
 //! An `Idempotency-Key` makes a retry return the same batch.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,20 +16,18 @@ use axum::{Json, Router};
 use futures::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tollgate_core::db::batches::{self, Batch, BatchCancel, NewBatch};
-use tollgate_core::domain::{
-    BatchId, BatchItem, BatchSpec, GenerationOptions, JobKind, Template, TenantId,
-};
+use tollgate_core::db::batches::{self, Batch, NewBatch};
+use tollgate_core::domain::{BatchId, BatchItem, BatchSpec, GenerationOptions, JobKind, Template};
 
-use super::ids::{batch_not_found, parse_batch_id};
 use super::paging;
 use super::tenancy::{self, ForTenant};
 use crate::AppState;
-use crate::auth::Caller;
-use crate::client::ClientInfo;
-use crate::error::ApiError;
-use crate::extract::{self, QueryParams};
-use crate::idempotency::{self, Key};
+use crate::access::auth::Caller;
+use crate::http::client::ClientInfo;
+use crate::http::error::ApiError;
+use crate::http::extract::{self, QueryParams};
+use crate::http::path::{Path, not_found};
+use crate::intake::idempotency::{self, Key};
 use crate::intake::{self, Accepted};
 
 pub fn router(batch_body_limit: usize) -> Router<AppState> {
@@ -268,15 +266,14 @@ fn parse_jsonl(bytes: &Bytes) -> Result<(Vec<BatchItem>, Vec<usize>), ApiError> 
 async fn show(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    Path(id): Path<BatchId>,
     QueryParams(query): QueryParams<ForTenant>,
 ) -> Result<Json<Batch>, ApiError> {
     let tenant_id = tenancy::tenant(&caller, query.tenant_id.as_deref())?;
-    let id = parse_batch_id(&id)?;
     batches::get(&state.pool, tenant_id, id)
         .await?
         .map(Json)
-        .ok_or_else(batch_not_found)
+        .ok_or_else(not_found::<BatchId>)
 }
 
 #[derive(Deserialize)]
@@ -317,14 +314,13 @@ async fn list(
 async fn results(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    Path(id): Path<BatchId>,
 ) -> Result<Response, ApiError> {
-    let id = parse_batch_id(&id)?;
     if batches::get(&state.pool, caller.tenant_id, id)
         .await?
         .is_none()
     {
-        return Err(batch_not_found());
+        return Err(not_found::<BatchId>());
     }
     let lines = batches::results(state.pool.clone(), id).map_ok(|item| {
         let mut line = serde_json::to_vec(&item).unwrap_or_default();
@@ -341,34 +337,11 @@ async fn results(
 async fn cancel(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    Path(id): Path<BatchId>,
 ) -> Result<Json<Batch>, ApiError> {
-    let id = parse_batch_id(&id)?;
-    cancelled(&state, caller.tenant_id, id).await.map(Json)
-}
-
-/// Cancels a tenant's batch (a second cancel changes nothing); 409 once it has completed.
-pub(super) async fn cancelled(
-    state: &AppState,
-    tenant_id: TenantId,
-    id: BatchId,
-) -> Result<Batch, ApiError> {
-    match batches::cancel(&state.pool, tenant_id, id).await? {
-        BatchCancel::Cancelling { batch, delivery } => {
-            if let Some(delivery) = delivery
-                && let Err(error) = state.broker.publish_webhooks(&[delivery]).await
-            {
-                tracing::warn!(%error, "webhook publish failed; the sweeper will resend");
-            }
-            Ok(batch)
-        }
-        BatchCancel::TooLate(batch) if batch.status != "completed" => Ok(batch),
-        BatchCancel::TooLate(_) => Err(ApiError::conflict(
-            "batch_not_cancellable",
-            "the batch has completed",
-        )),
-        BatchCancel::NotFound => Err(batch_not_found()),
-    }
+    crate::cancelling::batch(&state, caller.tenant_id, id)
+        .await
+        .map(Json)
 }
 
 #[cfg(test)]

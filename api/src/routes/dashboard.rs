@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// Every file of the dashboard: its path under `/dashboard/`, its content type and its text.
 const ASSETS: &[(&str, &str, &str)] = &[

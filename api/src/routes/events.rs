@@ -2,7 +2,7 @@
 //! job its text as `event: delta` while it runs (from whichever api instance serves the stream;
 //! deltas carry no id, and the ended job holds the whole text).
 //!
-//! A stream watches the job before reading it (see [`crate::watch`]), so no change can slip
+//! A stream watches the job before reading it (see [`crate::watching::watch`]), so no change can slip
 //! between the read and the subscription. Each event's id is the job's revision: a client that
 //! reconnects with `Last-Event-ID` is sent only what is newer.
 
@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
@@ -20,12 +20,12 @@ use tollgate_core::db::jobs;
 use tollgate_core::domain::{Job, JobId, TenantId};
 use tollgate_core::queue::StreamPart;
 
-use super::ids::{job_not_found, parse_job_id};
 use crate::AppState;
-use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::follow::{Following, Heard};
-use crate::watch::{Signal, Watch};
+use crate::access::auth::Caller;
+use crate::http::error::ApiError;
+use crate::http::path::{Path, not_found};
+use crate::watching::follow::{Following, Heard};
+use crate::watching::watch::{Signal, Watch};
 
 /// How often a stream re-reads its job even without an event: a safety net for an event lost while
 /// the broker was away, not the way changes normally arrive.
@@ -40,15 +40,14 @@ pub fn router() -> Router<AppState> {
 async fn events(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    Path(id): Path<JobId>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let id = parse_job_id(&id)?;
-    let last_seen = last_event_id::<i32>(&headers).unwrap_or(0);
+    let last_seen = crate::http::sse::last_event_id::<i32>(&headers).unwrap_or(0);
     let watch = state.watchers.watch(id);
     let first = jobs::get_with_revision(&state.pool, caller.tenant_id, id)
         .await?
-        .ok_or_else(job_not_found)?;
+        .ok_or_else(not_found::<JobId>)?;
     // A streaming job's text as it comes, from whichever instance this is.
     let following = match first.0.stream && !first.0.status.is_terminal() {
         true => state.followers.follow_job(id).await.ok(),
@@ -77,14 +76,6 @@ async fn events(
     });
     let stream = state.metrics.open("job_events", stream);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(state.sse_heartbeat)))
-}
-
-/// The `Last-Event-ID` a reconnecting client sent, if it is one of this stream's ids.
-pub(super) fn last_event_id<T: std::str::FromStr>(headers: &HeaderMap) -> Option<T> {
-    headers
-        .get("last-event-id")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<T>().ok())
 }
 
 /// One stream's position: the last revision sent, and the job as last read if not yet sent.
@@ -136,7 +127,7 @@ impl TextSeen {
         if self.next_seq.is_some() && !self.from_start {
             return None;
         }
-        let rest = crate::feed::unsent_text(job, &self.sent)?;
+        let rest = crate::watching::feed::unsent_text(job, &self.sent)?;
         self.sent.push_str(&rest);
         Some(rest)
     }
@@ -165,7 +156,7 @@ impl Follow {
                 None => {
                     match self.changed().await {
                         Wake::Closing => return None,
-                        Wake::Delta(text) => return super::jobs::delta_event(&text),
+                        Wake::Delta(text) => return crate::http::sse::delta_event(&text),
                         Wake::Reread => {}
                     }
                     match jobs::get_with_revision(&self.state.pool, self.tenant_id, self.id).await {
@@ -185,7 +176,7 @@ impl Follow {
             {
                 // The end of the text first, then the ended job.
                 self.next = Some((job, revision));
-                return super::jobs::delta_event(&rest);
+                return crate::http::sse::delta_event(&rest);
             }
             self.ended = job.status.is_terminal();
             if revision > self.last_sent {

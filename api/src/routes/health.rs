@@ -21,7 +21,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
-        .route("/metrics", get(crate::metrics::scrape))
+        .route("/metrics", get(crate::http::metrics::scrape))
 }
 
 /// Ready when both Postgres and RabbitMQ answer; 503 with `Retry-After` while either is down.

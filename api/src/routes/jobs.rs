@@ -1,12 +1,12 @@
 //! Job intake and lookup: `POST /v1/generate|chat|embedding` (with `Prefer: wait=N`, or
 //! `"stream": true` for the text as it is generated),
-//! `GET /v1/jobs[/{id}]`, `GET /v1/jobs/{id}/attempts` (its provider calls),
-//! `POST /v1/jobs/{id}/cancel`. An admin reads another tenant's with `?tenant_id=`
+//! `GET /v1/jobs[/{id}]`, `POST /v1/jobs/{id}/cancel` (its provider calls and deliveries are in
+//! [`super::job_history`]). An admin reads another tenant's with `?tenant_id=`
 //! ([`super::tenancy`]).
 
 use std::convert::Infallible;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -15,24 +15,25 @@ use axum::{Json, Router};
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tollgate_core::db::job_attempts::{self, AttemptRow};
 use tollgate_core::db::jobs::{self, CancelOutcome, NewJob};
 use tollgate_core::domain::{
     BatchId, ChatMessage, ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest,
     GenerationOptions, Job, JobId, JobRequest, JobStatus,
 };
 
-use super::ids::{job_not_found, parse_job_id};
 use super::paging;
 use super::tenancy::{self, ForTenant};
-use crate::auth::Caller;
-use crate::client::ClientInfo;
-use crate::error::ApiError;
-use crate::extract::{IdempotentJson, QueryParams};
-use crate::feed::{Dialect, Feed};
-use crate::idempotency::Key;
+use crate::AppState;
+use crate::access::auth::Caller;
+use crate::http::client::ClientInfo;
+use crate::http::error::ApiError;
+use crate::http::extract::{IdempotentJson, QueryParams};
+use crate::http::path::{Path, not_found};
+use crate::http::prefer;
+use crate::intake::idempotency::Key;
 use crate::intake::{self, Accepted, Intake};
-use crate::{AppState, feed, prefer, watch};
+use crate::watching::feed::{Dialect, Feed};
+use crate::watching::watch;
 
 /// What a submission carries besides its request.
 struct Submission {
@@ -62,7 +63,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/embedding", post(embedding))
         .route("/v1/jobs", get(list))
         .route("/v1/jobs/{id}", get(show))
-        .route("/v1/jobs/{id}/attempts", get(attempts))
         .route("/v1/jobs/{id}/cancel", post(cancel))
 }
 
@@ -278,7 +278,7 @@ impl Dialect for NativeEvents {
     }
 
     fn text(&mut self, text: &str) -> Vec<Event> {
-        delta_event(text).into_iter().collect()
+        crate::http::sse::delta_event(text).into_iter().collect()
     }
 
     fn ended(&mut self, job: &Job) -> Vec<Event> {
@@ -299,50 +299,19 @@ fn job_event(job: &Job) -> Option<Event> {
     Event::default().event("job").json_data(job).ok()
 }
 
-/// A piece of a streaming job's text, as native streams send it.
-pub(super) fn delta_event(text: &str) -> Option<Event> {
-    Event::default()
-        .event("delta")
-        .json_data(serde_json::json!({ "text": text }))
-        .ok()
-}
-
 const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
 
 async fn show(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    Path(id): Path<JobId>,
     QueryParams(query): QueryParams<ForTenant>,
 ) -> Result<Json<Job>, ApiError> {
     let tenant_id = tenancy::tenant(&caller, query.tenant_id.as_deref())?;
-    let id = parse_job_id(&id)?;
     jobs::get(&state.pool, tenant_id, id)
         .await?
         .map(Json)
-        .ok_or_else(job_not_found)
-}
-
-#[derive(Serialize)]
-struct Attempts {
-    data: Vec<AttemptRow>,
-}
-
-/// `GET /v1/jobs/{id}/attempts`: the job's provider calls, oldest first: which provider, host
-/// and model, when, how long, and how each ended.
-async fn attempts(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    Path(id): Path<String>,
-    QueryParams(query): QueryParams<ForTenant>,
-) -> Result<Json<Attempts>, ApiError> {
-    let tenant_id = tenancy::tenant(&caller, query.tenant_id.as_deref())?;
-    let id = parse_job_id(&id)?;
-    if jobs::get(&state.pool, tenant_id, id).await?.is_none() {
-        return Err(job_not_found());
-    }
-    let data = job_attempts::list(&state.pool, id).await?;
-    Ok(Json(Attempts { data }))
+        .ok_or_else(not_found::<JobId>)
 }
 
 async fn list(
@@ -385,11 +354,10 @@ async fn list(
 async fn cancel(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    Path(id): Path<JobId>,
 ) -> Result<Response, ApiError> {
-    let id = parse_job_id(&id)?;
     let watch = state.watchers.watch(id);
-    match feed::cancel(&state, caller.tenant_id, id).await? {
+    match crate::cancelling::job(&state, caller.tenant_id, id).await? {
         CancelOutcome::Cancelled { job, .. } => Ok(Json(job).into_response()),
         CancelOutcome::Requested(job) => {
             let ended = watch::finished_within(
@@ -412,7 +380,7 @@ async fn cancel(
                 job.status.as_str()
             ),
         )),
-        CancelOutcome::NotFound => Err(job_not_found()),
+        CancelOutcome::NotFound => Err(not_found::<JobId>()),
     }
 }
 

@@ -1,27 +1,20 @@
 //! The router: every route, the fallbacks that keep even unknown routes problem+json, and the
 //! layers every request passes through.
 
-mod aliases;
+mod admin;
 mod batch_events;
 mod batches;
-mod billing;
 mod dashboard;
-mod dead_letters;
 mod events;
 mod health;
-mod hosts;
-mod ids;
+mod job_history;
 mod jobs;
 mod models;
 mod ollama;
 mod openai;
-mod overview;
 mod paging;
-mod settings;
 mod tenancy;
-mod tenants;
 mod usage;
-mod webhooks;
 
 use std::time::Duration;
 
@@ -33,7 +26,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 
-use crate::{ApiSettings, AppState, database, error::ApiError};
+use crate::http::{database, error::ApiError};
+use crate::{ApiSettings, AppState};
 
 pub fn router(state: AppState, settings: &ApiSettings) -> Router {
     let metrics = state.metrics.clone();
@@ -41,19 +35,13 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
     // of waiting on the pool (the OpenAI surface says so in its own shape).
     let needs_database = Router::new()
         .merge(jobs::router())
+        .merge(job_history::router())
+        .merge(events::router())
         .merge(batches::router(settings.batch_body_limit))
         .merge(batch_events::router())
-        .merge(settings::router())
-        .merge(aliases::router())
-        .merge(hosts::router())
-        .merge(dead_letters::router())
         .merge(usage::router())
-        .merge(overview::router())
-        .merge(billing::router())
-        .merge(events::router())
-        .merge(webhooks::router())
-        .merge(tenants::router())
         .merge(models::router())
+        .merge(admin::router())
         .layer(axum::middleware::from_fn_with_state(
             state.database.clone(),
             database::gate,
@@ -67,36 +55,38 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
             openai::router(settings.batch_body_limit, state.database.clone()),
         )
         .nest("/ollama", ollama::router(state.database.clone()))
-        .route_layer(axum::middleware::from_fn(crate::metrics::mark_route))
+        .route_layer(axum::middleware::from_fn(crate::http::metrics::mark_route))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(settings.body_limit))
         // A body must arrive by its deadline (else 408); a refusal leaves the connection usable.
         .layer(axum::middleware::from_fn_with_state(
             settings.body_read_timeout,
-            crate::request_body::guard,
+            crate::http::request_body::guard,
         ))
-        .layer(axum::middleware::from_fn(crate::limits::rate_headers))
+        .layer(axum::middleware::from_fn(
+            crate::access::limits::rate_headers,
+        ))
         .layer(cors())
         // Until the response starts (an SSE body streams on past it); long enough for the longest
         // `Prefer: wait` and the longest sync call.
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
-            crate::prefer::MAX_WAIT.max(settings.sync_timeout) + Duration::from_secs(15),
+            crate::http::prefer::MAX_WAIT.max(settings.sync_timeout) + Duration::from_secs(15),
         ))
         // 5xx answers are logged where they arise (internal errors) or are expected (503s).
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(Level::WARN)))
         // Each request's span of its trace, and its count and time: one layer for both.
         .layer(axum::middleware::from_fn_with_state(
             metrics,
-            crate::metrics::track,
+            crate::http::metrics::track,
         ))
         .with_state(state)
 }
 
 /// A drop-in surface's routes: answered 503 at once while Postgres is known to be down, with the
 /// api's 404 and 405 for what it lacks, and every problem+json answer rewritten in the surface's
-/// error shape by `render` (see [`crate::error::in_dialect`]).
+/// error shape by `render` (see [`crate::http::error::in_dialect`]).
 fn surface(
     routes: Router<AppState>,
     database: database::DatabaseHealth,
@@ -110,7 +100,9 @@ fn surface(
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(axum::middleware::map_response(
-            move |response: axum::response::Response| crate::error::in_dialect(response, render),
+            move |response: axum::response::Response| {
+                crate::http::error::in_dialect(response, render)
+            },
         ))
 }
 

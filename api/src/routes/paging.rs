@@ -3,7 +3,9 @@
 
 use std::str::FromStr;
 
-use crate::error::ApiError;
+use serde::{Deserialize, Serialize};
+
+use crate::http::error::ApiError;
 
 /// The page size asked for: 20 unless given, and 1 to 100.
 pub fn limit(asked: Option<i64>) -> Result<i64, ApiError> {
@@ -33,4 +35,32 @@ pub fn next_cursor<T, C>(data: &[T], limit: i64, cursor_of: impl Fn(&T) -> C) ->
     (data.len() as i64 == limit)
         .then(|| data.last().map(cursor_of))
         .flatten()
+}
+
+/// A listing's query whose cursor is read as `C` directly.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page<C> {
+    pub limit: Option<i64>,
+    pub cursor: Option<C>,
+}
+
+/// A page of a listing.
+#[derive(Serialize)]
+pub struct Listing<T, C> {
+    pub data: Vec<T>,
+    /// Pass as `cursor` for the next (older) page; `null` on the last page.
+    pub next_cursor: Option<C>,
+}
+
+/// The page size an operator's listing asks for: 50 unless given, and 1 to 500.
+pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            "must be between 1 and 500",
+        ));
+    }
+    Ok(limit)
 }

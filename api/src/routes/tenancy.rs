@@ -6,7 +6,7 @@ use serde::Deserialize;
 use tollgate_core::db::tokens::Principal;
 use tollgate_core::domain::{Role, TenantId};
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// The query of a read that an admin may make for another tenant.
 #[derive(Deserialize)]

@@ -12,9 +12,9 @@ use tollgate_core::db::usage::{self, DayTotals, ModelTotals, ReasonTotals, Scope
 use tollgate_core::domain::Role;
 
 use crate::AppState;
-use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::extract::QueryParams;
+use crate::access::auth::Caller;
+use crate::http::error::ApiError;
+use crate::http::extract::QueryParams;
 
 /// Longest history one request may ask for.
 const MAX_HISTORY_DAYS: i64 = 366;

@@ -246,6 +246,18 @@ pub async fn get_with_revision(
     row.map(JobRow::with_revision).transpose()
 }
 
+/// Whether the tenant has a job with this id (another tenant's is `false`, like one that does
+/// not exist): the check before reading what belongs to a job.
+pub async fn exists(pool: &PgPool, tenant_id: TenantId, id: JobId) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from jobs where id = $1 and tenant_id = $2) as "exists!""#,
+        id as JobId,
+        tenant_id as TenantId,
+    )
+    .fetch_one(pool)
+    .await
+}
+
 /// A tenant's jobs, newest first, strictly older than `before` when given (the cursor).
 pub async fn list(
     pool: &PgPool,

@@ -5,6 +5,7 @@ mod batch;
 mod ids;
 mod job;
 mod json;
+mod name;
 pub mod ollama;
 pub mod openai;
 pub mod openai_batch;
@@ -21,6 +22,7 @@ pub use batch::{BatchItem, BatchSpec, MAX_BATCH_ITEMS, Template, ValidItem};
 pub use ids::{BatchId, FileId, JobId, TenantId, TokenId};
 pub use job::{Job, JobError, JobKind, JobStatus, Role, Usage};
 pub use json::{NUL_REFUSED, line_syntax_error, nul_in_json, nul_in_value};
+pub use name::Name;
 pub use rate::{Decision, RateLimit};
 pub use request::{
     AnswerFormat, ChatMessage, ChatRequest, ChatRole, EmbeddingInput, EmbeddingRequest,

@@ -17,12 +17,12 @@ use tollgate_core::domain::ollama::{ChatBody, EmbedBody, EmbeddingsBody, Generat
 use tollgate_core::domain::{Job, JobKind, JobRequest, JobStatus};
 
 use crate::AppState;
-use crate::auth::Caller;
-use crate::client::ClientInfo;
-use crate::error::ApiError;
-use crate::extract::JsonBody;
-use crate::feed::{self, Dialect, Started};
+use crate::access::auth::Caller;
+use crate::http::client::ClientInfo;
+use crate::http::error::ApiError;
+use crate::http::extract::JsonBody;
 use crate::intake;
+use crate::watching::feed::{self, Dialect, Started};
 
 pub fn router() -> Router<AppState> {
     Router::new()

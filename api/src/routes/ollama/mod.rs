@@ -15,8 +15,8 @@ use axum::Router;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::database::DatabaseHealth;
-use crate::error::ApiError;
+use crate::http::database::DatabaseHealth;
+use crate::http::error::ApiError;
 
 pub fn router(database: DatabaseHealth) -> Router<AppState> {
     let routes = Router::new()

@@ -16,11 +16,11 @@ use tollgate_core::domain::ModelName;
 use tollgate_core::provider::InstalledModel;
 
 use crate::AppState;
-use crate::auth::{Admin, Caller};
-use crate::error::ApiError;
-use crate::extract::JsonBody;
+use crate::access::auth::{Admin, Caller};
 use crate::fleet;
-use crate::routes::models::{delete_model, start_pull};
+use crate::http::error::ApiError;
+use crate::http::extract::JsonBody;
+use crate::routes::admin::models::{delete_model, start_pull};
 
 /// The Ollama API version this surface speaks (what `GET /api/version` reports).
 const OLLAMA_API_VERSION: &str = "0.12.0";

@@ -4,7 +4,7 @@
 //! The input file is judged whole when the batch is made, so a bad line is a 400 naming it rather
 //! than a batch that fails later; a batch accepted is in progress at once.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -19,13 +19,13 @@ use tollgate_core::domain::{BatchId, BatchSpec, ValidationError};
 use super::objects::{self, COMPLETION_WINDOW};
 use super::{OpenAiBatchId, OpenAiFileId};
 use crate::AppState;
-use crate::auth::Caller;
-use crate::client::ClientInfo;
-use crate::error::ApiError;
-use crate::extract::{IdempotentJson, QueryParams};
+use crate::access::auth::Caller;
+use crate::http::client::ClientInfo;
+use crate::http::error::ApiError;
+use crate::http::extract::{IdempotentJson, QueryParams};
+use crate::http::path::{Path, not_found};
 use crate::intake::{self, Accepted};
-use crate::routes::ids::batch_not_found;
-use crate::routes::{batches as tollgate_batches, paging};
+use crate::routes::paging;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -172,9 +172,8 @@ fn in_line_terms(error: ValidationError) -> String {
 async fn show(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    Path(OpenAiBatchId(id)): Path<OpenAiBatchId>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = parse_batch_id(&id)?;
     openai_batch(batches::get(&state.pool, caller.tenant_id, id).await?).map(Json)
 }
 
@@ -183,7 +182,7 @@ fn openai_batch(batch: Option<Batch>) -> Result<Value, ApiError> {
     batch
         .filter(|b| b.openai_endpoint.is_some())
         .map(|b| objects::batch(&b))
-        .ok_or_else(batch_not_found)
+        .ok_or_else(not_found::<BatchId>)
 }
 
 #[derive(Deserialize)]
@@ -226,19 +225,12 @@ async fn list(
 async fn cancel(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    Path(OpenAiBatchId(id)): Path<OpenAiBatchId>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = parse_batch_id(&id)?;
     // Only an OpenAI-style batch may be cancelled here.
     openai_batch(batches::get(&state.pool, caller.tenant_id, id).await?)?;
-    let batch = tollgate_batches::cancelled(&state, caller.tenant_id, id).await?;
+    let batch = crate::cancelling::batch(&state, caller.tenant_id, id).await?;
     Ok(Json(objects::batch(&batch)))
-}
-
-fn parse_batch_id(id: &str) -> Result<BatchId, ApiError> {
-    id.parse::<OpenAiBatchId>()
-        .map(|id| id.0)
-        .map_err(|()| batch_not_found())
 }
 
 #[cfg(test)]

@@ -21,12 +21,12 @@ use tollgate_core::domain::{ChatRequest, Job, JobRequest, JobStatus};
 
 use super::objects;
 use crate::AppState;
-use crate::auth::Caller;
-use crate::client::ClientInfo;
-use crate::error::ApiError;
-use crate::extract::JsonBody;
-use crate::feed::{self, Dialect, Feed, Started};
+use crate::access::auth::Caller;
+use crate::http::client::ClientInfo;
+use crate::http::error::ApiError;
+use crate::http::extract::JsonBody;
 use crate::intake;
+use crate::watching::feed::{self, Dialect, Feed, Started};
 
 pub fn router() -> Router<AppState> {
     Router::new()

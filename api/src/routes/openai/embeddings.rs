@@ -14,11 +14,11 @@ use tollgate_core::domain::openai_batch::Endpoint;
 
 use super::objects;
 use crate::AppState;
-use crate::auth::Caller;
-use crate::client::ClientInfo;
-use crate::error::ApiError;
-use crate::extract::JsonBody;
-use crate::feed;
+use crate::access::auth::Caller;
+use crate::http::client::ClientInfo;
+use crate::http::error::ApiError;
+use crate::http::extract::JsonBody;
+use crate::watching::feed;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/embeddings", post(embeddings))

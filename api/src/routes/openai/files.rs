@@ -5,7 +5,7 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::multipart::{MultipartError, MultipartRejection};
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Multipart, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,9 +20,10 @@ use tollgate_core::domain::{FileId, NUL_REFUSED, TenantId};
 
 use super::{OpenAiFileId, objects};
 use crate::AppState;
-use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::extract::{self, QueryParams};
+use crate::access::auth::Caller;
+use crate::http::error::ApiError;
+use crate::http::extract::{self, QueryParams};
+use crate::http::path::{Path, not_found};
 
 /// Most uploads listed at once, and the default (as OpenAI's).
 const MAX_LISTED: i64 = 10_000;
@@ -172,9 +173,8 @@ async fn list(
 async fn delete(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    Path(file): Path<OpenAiFileId>,
 ) -> Result<Json<Value>, ApiError> {
-    let file = id.parse().map_err(|_| file_not_found())?;
     let OpenAiFileId::Upload(upload) = file else {
         return Err(ApiError::conflict(
             "generated_file",
@@ -182,7 +182,7 @@ async fn delete(
         ));
     };
     if !files::delete(&state.pool, caller.tenant_id, upload).await? {
-        return Err(file_not_found());
+        return Err(not_found::<OpenAiFileId>());
     }
     Ok(Json(
         json!({ "id": file.to_string(), "object": "file", "deleted": true }),
@@ -192,13 +192,13 @@ async fn delete(
 async fn show(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    Path(id): Path<OpenAiFileId>,
 ) -> Result<Json<Value>, ApiError> {
-    match id.parse().map_err(|_| file_not_found())? {
+    match id {
         OpenAiFileId::Upload(id) => files::get(&state.pool, caller.tenant_id, id)
             .await?
             .map(|file| Json(objects::uploaded_file(&file)))
-            .ok_or_else(file_not_found),
+            .ok_or_else(not_found::<OpenAiFileId>),
         generated @ (OpenAiFileId::Output(batch_id) | OpenAiFileId::Errors(batch_id)) => {
             let (batch, endpoint) = ended_batch(&state, caller.tenant_id, batch_id).await?;
             // Its size is that of its lines, counted by writing them.
@@ -216,13 +216,13 @@ async fn show(
 async fn content(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    Path(id): Path<OpenAiFileId>,
 ) -> Result<Response, ApiError> {
-    let body = match id.parse().map_err(|_| file_not_found())? {
+    let body = match id {
         OpenAiFileId::Upload(id) => files::content(&state.pool, caller.tenant_id, id)
             .await?
             .map(Body::from)
-            .ok_or_else(file_not_found)?,
+            .ok_or_else(not_found::<OpenAiFileId>)?,
         generated @ (OpenAiFileId::Output(batch_id) | OpenAiFileId::Errors(batch_id)) => {
             let (batch, endpoint) = ended_batch(&state, caller.tenant_id, batch_id).await?;
             Body::from_stream(generated_lines(&state, &batch, endpoint, generated))
@@ -240,14 +240,14 @@ async fn ended_batch(
 ) -> Result<(Batch, Endpoint), ApiError> {
     let batch = batches::get(&state.pool, tenant_id, id)
         .await?
-        .ok_or_else(file_not_found)?;
+        .ok_or_else(not_found::<OpenAiFileId>)?;
     let endpoint = batch
         .openai_endpoint
         .as_deref()
         .and_then(Endpoint::parse)
-        .ok_or_else(file_not_found)?;
+        .ok_or_else(not_found::<OpenAiFileId>)?;
     if batch.finished_at.is_none() {
-        return Err(file_not_found());
+        return Err(not_found::<OpenAiFileId>());
     }
     Ok((batch, endpoint))
 }
@@ -268,8 +268,4 @@ fn generated_lines(
         };
         std::future::ready(line)
     })
-}
-
-fn file_not_found() -> ApiError {
-    ApiError::not_found("no such file")
 }

@@ -26,8 +26,9 @@ use tollgate_core::domain::{BatchId, FileId};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::database::DatabaseHealth;
-use crate::error::ApiError;
+use crate::http::database::DatabaseHealth;
+use crate::http::error::ApiError;
+use crate::http::path::PathId;
 
 pub fn router(upload_limit: usize, database: DatabaseHealth) -> Router<AppState> {
     let routes = Router::new()
@@ -72,6 +73,10 @@ impl fmt::Display for OpenAiBatchId {
     }
 }
 
+impl PathId for OpenAiBatchId {
+    const NOT_FOUND: &'static str = "no such batch";
+}
+
 impl FromStr for OpenAiBatchId {
     type Err = ();
 
@@ -98,6 +103,10 @@ impl fmt::Display for OpenAiFileId {
             Self::Errors(id) => write!(f, "file-{}-errors", id.0.simple()),
         }
     }
+}
+
+impl PathId for OpenAiFileId {
+    const NOT_FOUND: &'static str = "no such file";
 }
 
 impl FromStr for OpenAiFileId {

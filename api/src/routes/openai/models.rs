@@ -7,8 +7,8 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::access::auth::Caller;
+use crate::http::error::ApiError;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -1,0 +1,180 @@
+//! Bearer-token authentication: the [`Caller`] and [`Admin`] extractors and a short-lived cache of
+//! valid tokens.
+//!
+//! The cache keeps the hot path free of a database round trip per request; its one-second lifetime
+//! bounds how long a revoked token keeps working on any api instance. Every request is then held
+//! to its token's access rules (allowed domains and networks). Failed authentications are
+//! throttled per address, but a valid token is always admitted: the throttle answers failures.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use tollgate_core::db::tokens::{self, Principal};
+use tollgate_core::domain::{Denied, Role};
+
+use crate::AppState;
+use crate::access::limits::UsageSlot;
+use crate::http::client::ClientInfo;
+use crate::http::error::ApiError;
+
+/// How long a validated token is trusted without asking Postgres again.
+const CACHE_TTL: Duration = Duration::from_secs(1);
+/// Beyond this many cached tokens the cache starts over, bounding its memory.
+const CACHE_CAPACITY: usize = 100_000;
+
+#[derive(Default)]
+pub struct TokenCache {
+    entries: RwLock<HashMap<[u8; 32], (Principal, Instant)>>,
+    /// Tokens refused a moment ago: a client hammering with a revoked token, once its address is
+    /// throttled, is refused from memory.
+    refused: RwLock<HashMap<[u8; 32], Instant>>,
+}
+
+impl TokenCache {
+    fn refused_recently(&self, hash: &[u8; 32]) -> bool {
+        let refused = self
+            .refused
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        refused.get(hash).is_some_and(|at| at.elapsed() < CACHE_TTL)
+    }
+
+    fn refuse(&self, hash: [u8; 32]) {
+        let mut refused = self
+            .refused
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if refused.len() >= CACHE_CAPACITY {
+            refused.retain(|_, at| at.elapsed() < CACHE_TTL);
+        }
+        refused.insert(hash, Instant::now());
+    }
+
+    fn get(&self, hash: &[u8; 32]) -> Option<Principal> {
+        let entries = self
+            .entries
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        entries
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+            .map(|(principal, _)| principal.clone())
+    }
+
+    fn put(&self, hash: [u8; 32], principal: Principal) {
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if entries.len() >= CACHE_CAPACITY {
+            entries.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+        }
+        entries.insert(hash, (principal, Instant::now()));
+    }
+}
+
+/// The authenticated caller of a request.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized("missing_token", "send `Authorization: Bearer <token>`")
+        })?;
+        let secret = header
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "missing_token",
+                    "the Authorization header must be `Bearer <token>`",
+                )
+            })?;
+        let client = ClientInfo::of(parts, &state.trusted_proxies);
+        let hash = tollgate_core::token::hash(secret);
+        let principal = match state.tokens.get(&hash) {
+            Some(principal) => principal,
+            None => {
+                // The throttle is on what fails, never on what is valid: a good token is looked up
+                // and admitted whatever its address's neighbours (behind the same NAT) got wrong.
+                // Only a token refused a moment ago is refused from memory while throttled.
+                if state.tokens.refused_recently(&hash) {
+                    state.limiter.may_authenticate(client.ip)?;
+                }
+                let Some(principal) = tokens::authenticate(&state.pool, &hash).await? else {
+                    state.tokens.refuse(hash);
+                    if let Some(throttled) = state.limiter.failed_authentication(client.ip) {
+                        return Err(throttled);
+                    }
+                    return Err(ApiError::unauthorized(
+                        "invalid_token",
+                        "the token is unknown or revoked",
+                    ));
+                };
+                state.tokens.put(hash, principal.clone());
+                principal
+            }
+        };
+        principal
+            .access
+            .check(client.origin.as_deref(), client.ip)
+            .map_err(denied)?;
+        if let Some(usage) = state.limiter.admit(&principal)?
+            && let Some(slot) = parts.extensions.get::<UsageSlot>()
+        {
+            slot.set(usage);
+        }
+        Ok(Self(principal))
+    }
+}
+
+/// A request its token's access rules refuse, as a 403 naming the rule.
+fn denied(denied: Denied) -> ApiError {
+    match denied {
+        Denied::OriginRequired => ApiError::denied(
+            "origin_required",
+            "this token may only be used from its allowed domains: send Origin or Referer",
+        ),
+        Denied::OriginNotAllowed(host) => ApiError::denied(
+            "origin_not_allowed",
+            format!("this token may not be used from {host}"),
+        ),
+        Denied::IpNotAllowed(ip) => ApiError::denied(
+            "ip_not_allowed",
+            format!("this token may not be used from the address {ip}"),
+        ),
+    }
+}
+
+/// An authenticated caller with the `admin` role; a `client` token gets 403.
+pub struct Admin(pub Principal);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Caller(principal) = Caller::from_request_parts(parts, state).await?;
+        if principal.role != Role::Admin {
+            return Err(ApiError::forbidden("this route needs an admin token"));
+        }
+        Ok(Self(principal))
+    }
+}

@@ -1,0 +1,332 @@
+//! The API's one error type, answered as RFC 9457 `application/problem+json` from one place.
+//!
+//! Client errors carry a stable `code` (and the `field` when one is at fault); internal errors are
+//! logged once here and answered as an opaque 500.
+
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    detail: String,
+    field: Option<String>,
+    retry_after_secs: Option<u64>,
+    /// Further headers of the answer (a 429's `RateLimit-*`).
+    headers: Vec<(HeaderName, HeaderValue)>,
+    internal: Option<anyhow::Error>,
+    /// The database could not be reached: the answer carries [`DatabaseUnreachable`].
+    database_unreachable: bool,
+}
+
+/// Rewrites a problem+json answer in another surface's error shape (`render` writes the body from
+/// the status and the problem), keeping its status and headers (`Retry-After`,
+/// `WWW-Authenticate`); a 422 becomes 400, as OpenAI and Ollama answer a request they cannot
+/// run. Any other answer passes untouched.
+pub async fn in_dialect(
+    response: Response,
+    render: fn(StatusCode, &serde_json::Value) -> serde_json::Value,
+) -> Response {
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !is_problem {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let problem = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
+    };
+    if parts.status == StatusCode::UNPROCESSABLE_ENTITY {
+        parts.status = StatusCode::BAD_REQUEST;
+    }
+    let body = render(parts.status, &problem);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+}
+
+/// Marks an answer given because the database could not be reached, for
+/// [`crate::http::database::gate`] to have its probe look at once.
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseUnreachable;
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            field: None,
+            retry_after_secs: None,
+            headers: Vec::new(),
+            internal: None,
+            database_unreachable: false,
+        }
+    }
+
+    pub fn malformed(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "malformed_request", detail)
+    }
+
+    /// 422 naming the field at fault.
+    pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let field = field.into();
+        let mut error = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!("{field}: {}", message.into()),
+        );
+        error.field = Some(field);
+        error
+    }
+
+    /// 422 under its own code, for a request that is well-formed but cannot be processed.
+    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+    }
+
+    pub fn unauthorized(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, detail)
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    /// 403 with a code naming the access rule that refused the request.
+    pub fn denied(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, code, detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not accept that method",
+        )
+    }
+
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, detail)
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    /// 408: the client stopped sending its body before the read deadline.
+    pub fn body_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time",
+        )
+    }
+
+    /// 431: the request head is over the limits the server loop sets (hyper answers these; see
+    /// [`crate::http::head_errors`]).
+    pub fn head_too_large() -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "header_too_large",
+            format!(
+                "the request head is over the limit of {} bytes or {} header fields",
+                crate::http::server::MAX_HEAD_BYTES,
+                crate::http::server::MAX_HEADERS
+            ),
+        )
+    }
+
+    /// 414: the request target is longer than the head allows.
+    pub fn uri_too_long() -> Self {
+        Self::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            "the request URI is too long",
+        )
+    }
+
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as `Content-Type: application/json`",
+        )
+    }
+
+    /// 429 `quota_exceeded` with `Retry-After` until the quota resets.
+    pub fn quota_exceeded(detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", detail);
+        error.retry_after_secs = Some(retry_after_secs);
+        error
+    }
+
+    /// 429 `rate_limited` with `Retry-After` (whole seconds, at least 1) and the limit's headers.
+    pub fn rate_limited(
+        detail: impl Into<String>,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        retry_after: std::time::Duration,
+    ) -> Self {
+        let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail);
+        error.retry_after_secs = Some((retry_after.as_secs_f64().ceil() as u64).max(1));
+        error.headers = headers;
+        error
+    }
+
+    /// The same error, naming `field` as the one at fault.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// The same error with one more header (a call's `x-request-id`).
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// The error a sync call answers when its job failed: `status` by the job's error `code`.
+    pub fn job_failed(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(status, code, detail)
+    }
+
+    /// 504: a sync call's job outlived the sync timeout. It goes on, at its URL.
+    pub fn still_running(id: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "job_still_running",
+            format!(
+                "job {id} did not finish within the sync timeout; it goes on, and its outcome \
+                 will be at /v1/jobs/{id}"
+            ),
+        )
+    }
+
+    /// The same error under another stable code.
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
+    }
+
+    /// 503 with `Retry-After`: a dependency is down and nothing was written.
+    pub fn unavailable(detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut error = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            detail,
+        );
+        error.retry_after_secs = Some(retry_after_secs);
+        error
+    }
+
+    /// 503 while the database is known to be down (see [`crate::http::database`]).
+    pub fn database_unavailable() -> Self {
+        Self::unavailable("the database is unavailable", 2)
+    }
+
+    /// 502: an upstream the request depends on (Ollama, for model management) failed.
+    pub fn bad_gateway(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, "upstream_error", detail)
+    }
+
+    pub fn internal(error: impl Into<anyhow::Error>) -> Self {
+        let mut this = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "an internal error occurred",
+        );
+        this.internal = Some(error.into());
+        this
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The field at fault, for 422s.
+    pub fn field_name(&self) -> Option<String> {
+        self.field.clone()
+    }
+
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    /// The RFC 9457 body.
+    pub fn problem(&self) -> serde_json::Value {
+        let mut body = json!({
+            "type": format!("urn:tollgate:problem:{}", self.code),
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+            "code": self.code,
+        });
+        if let Some(field) = &self.field {
+            body["field"] = json!(field);
+        }
+        body
+    }
+}
+
+/// A domain value that does not parse: 422 naming its field.
+impl From<tollgate_core::domain::ValidationError> for ApiError {
+    fn from(error: tollgate_core::domain::ValidationError) -> Self {
+        Self::invalid_field(error.field, error.message)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        // No connection, a broken one, or none free in time: the database is down or saturated.
+        if tollgate_core::db::is_unreachable(&error) {
+            tracing::warn!(%error, "database unavailable");
+            let mut this = Self::database_unavailable();
+            this.database_unreachable = true;
+            return this;
+        }
+        Self::internal(error)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Some(error) = &self.internal {
+            tracing::error!(error = format!("{error:#}"), "request failed");
+        }
+        let mut response = (self.status, axum::Json(self.problem())).into_response();
+        if self.database_unreachable {
+            response.extensions_mut().insert(DatabaseUnreachable);
+        }
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(secs) = self.retry_after_secs {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        for (name, value) in self.headers {
+            headers.insert(name, value);
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

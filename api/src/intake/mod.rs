@@ -1,0 +1,367 @@
+//! The one intake sequence every surface admits work through.
+//!
+//! Before it, a surface's extractors have authenticated the caller and held it to its access rules
+//! and rate limits ([`crate::access::auth::Caller`]), and the surface has parsed its own dialect into a job
+//! request or a batch. From there the steps are the same for every surface:
+//!
+//! 1. what every submission may carry is validated the same way: [`check_metadata`],
+//!    [`served_model`], [`webhook_url`];
+//! 2. a job is refused while the broker is down (nothing is written; batch items wait in Postgres,
+//!    so a batch is not);
+//! 3. one transaction reserves the tenant's quota, records the `Idempotency-Key` with the first
+//!    answer, and inserts the work;
+//! 4. a job is published after the commit.
+//!
+//! The surface says how the work is answered ([`Accepted`], in its dialect), and a retry with the
+//! same key is answered the same way.
+
+pub mod admission;
+pub mod idempotency;
+pub mod published;
+
+use std::future::Future;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use sqlx::PgConnection;
+use tollgate_core::db::batches::{Batch, NewBatch};
+use tollgate_core::db::jobs::NewJob;
+use tollgate_core::db::quotas::Limits;
+use tollgate_core::db::tokens::Principal;
+use tollgate_core::db::webhooks;
+use tollgate_core::domain::{
+    Job, JobId, JobKind, JobRequest, ModelName, NUL_REFUSED, TenantId, nul_in_value,
+};
+use tollgate_core::webhook::{check_target, parse_url};
+
+use crate::AppState;
+use crate::http::client::ClientInfo;
+use crate::http::error::ApiError;
+use crate::watching::follow::Following;
+use crate::watching::watch::Watch;
+use idempotency::{Begun, Key};
+
+/// Largest `metadata` object accepted, in bytes of JSON.
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+/// How admitted work is answered: what a retry with the same `Idempotency-Key` gets too.
+pub struct Accepted {
+    pub status: StatusCode,
+    pub location: String,
+    pub body: Value,
+}
+
+impl Accepted {
+    pub fn into_response(self) -> Result<Response, ApiError> {
+        let location = HeaderValue::from_str(&self.location).map_err(ApiError::internal)?;
+        Ok((self.status, [(header::LOCATION, location)], Json(self.body)).into_response())
+    }
+}
+
+/// The end of an intake: the work admitted now, with its answer, or a retry's first answer.
+pub enum Intake<T> {
+    Admitted { work: T, answer: Accepted },
+    Replayed(Response),
+}
+
+impl<T> Intake<T> {
+    /// The answer, for a surface with nothing more to do once the work is admitted.
+    pub fn into_response(self) -> Result<Response, ApiError> {
+        match self {
+            Self::Admitted { answer, .. } => answer.into_response(),
+            Self::Replayed(first) => Ok(first),
+        }
+    }
+}
+
+/// Admits one job and publishes it (if the publish fails after the commit the job is still
+/// accepted: it is durable, and the worker's sweeper publishes it).
+pub async fn job(
+    state: &AppState,
+    caller: &Principal,
+    key: Option<&Key>,
+    job: NewJob,
+    answer: impl FnOnce(&Job) -> Result<Accepted, ApiError>,
+) -> Result<Intake<Job>, ApiError> {
+    if !state.broker.is_connected() {
+        return Err(ApiError::unavailable(
+            "the message broker is unavailable",
+            5,
+        ));
+    }
+    let trace = job.traceparent;
+    let job_trace = trace.as_ref();
+    let intake = admit(state, caller, key, job, answer).await?;
+    if let Intake::Admitted { work: job, .. } = &intake {
+        state.metrics.accepted(job.kind.as_str(), false, 1);
+        match state.broker.publish_job(job.id, job_trace).await {
+            Ok(()) => state.published.confirmed(job.id),
+            Err(error) => {
+                tracing::warn!(job_id = %job.id, %error, "publish failed; the sweeper will resend")
+            }
+        }
+    }
+    Ok(intake)
+}
+
+/// A call admitted by a drop-in surface (OpenAI's, Ollama's): the job, watched from before it
+/// existed, and for a streaming call its text followed from before it was published.
+pub struct Call {
+    pub job: Job,
+    pub watch: Watch,
+    pub following: Option<Following>,
+}
+
+/// Admits a drop-in surface's call as a job. These surfaces answer when the job ends (or stream
+/// it), so the job is watched, and its text followed, before it is published.
+pub async fn call(
+    state: &AppState,
+    caller: &Principal,
+    client: &ClientInfo,
+    request: JobRequest,
+    stream: bool,
+) -> Result<Call, ApiError> {
+    // As OpenAI and Ollama answer a model they do not have.
+    served_model(state, request.model().as_str()).map_err(|error| {
+        ApiError::not_found(error.detail().to_owned())
+            .with_code("model_not_found")
+            .with_field("model")
+    })?;
+    let new_job = NewJob {
+        id: JobId::new(),
+        tenant_id: caller.tenant_id,
+        token_id: Some(caller.token_id),
+        request,
+        metadata: None,
+        origin: client.origin.clone(),
+        client_ip: client.ip,
+        reservation: None,
+        webhook_url: None,
+        stream_to: stream.then(|| state.followers.key().to_owned()),
+        traceparent: client.trace,
+    };
+    let watch = state.watchers.watch(new_job.id);
+    let following = match stream {
+        true => Some(state.followers.follow(new_job.id).await?),
+        false => None,
+    };
+    let accepted = |job: &Job| {
+        Ok(Accepted {
+            status: StatusCode::ACCEPTED,
+            location: format!("/v1/jobs/{}", job.id),
+            body: Value::Null,
+        })
+    };
+    match job(state, caller, None, new_job, accepted).await? {
+        Intake::Admitted { work, .. } => Ok(Call {
+            job: work,
+            watch,
+            following,
+        }),
+        Intake::Replayed(_) => Err(ApiError::internal(anyhow::anyhow!(
+            "a call without an idempotency key was replayed"
+        ))),
+    }
+}
+
+/// Admits one batch with its items; the dispatcher releases them.
+pub async fn batch(
+    state: &AppState,
+    caller: &Principal,
+    key: Option<&Key>,
+    batch: NewBatch,
+    answer: impl FnOnce(&Batch) -> Result<Accepted, ApiError>,
+) -> Result<Intake<Batch>, ApiError> {
+    let intake = admit(state, caller, key, batch, answer).await?;
+    if let Intake::Admitted { work: batch, .. } = &intake {
+        let kind = JobKind::parse(&batch.kind).map_or("unknown", JobKind::as_str);
+        let items = u64::try_from(batch.counts.total).unwrap_or(0);
+        state.metrics.accepted(kind, true, items);
+    }
+    Ok(intake)
+}
+
+/// Work that is admitted by inserting it, its quota reserved first.
+trait Admissible {
+    type Admitted;
+
+    /// Whether admitting it takes more than one statement for a tenant with `limits`.
+    fn needs_transaction(limits: &Limits) -> bool;
+
+    fn insert<'a>(
+        self,
+        tx: &'a mut PgConnection,
+        limits: &'a Limits,
+    ) -> impl Future<Output = Result<Self::Admitted, ApiError>> + Send + 'a;
+}
+
+impl Admissible for NewJob {
+    type Admitted = Job;
+
+    /// A tenant without limits pays for nothing but the insert.
+    fn needs_transaction(limits: &Limits) -> bool {
+        !limits.is_unlimited()
+    }
+
+    fn insert<'a>(
+        self,
+        tx: &'a mut PgConnection,
+        limits: &'a Limits,
+    ) -> impl Future<Output = Result<Job, ApiError>> + Send + 'a {
+        admission::admit_in(tx, limits, self)
+    }
+}
+
+impl Admissible for NewBatch {
+    type Admitted = Batch;
+
+    fn needs_transaction(_: &Limits) -> bool {
+        true
+    }
+
+    fn insert<'a>(
+        self,
+        tx: &'a mut PgConnection,
+        limits: &'a Limits,
+    ) -> impl Future<Output = Result<Batch, ApiError>> + Send + 'a {
+        admission::admit_batch(tx, limits, self)
+    }
+}
+
+/// Step 3: one transaction for the reservation, the key's record and the insert (a single job
+/// without a key or limits is one statement, no transaction). A refusal rolls back at once (a
+/// dropped transaction would hold the key's lock and the tenant's month row until its connection
+/// was next used).
+async fn admit<W: Admissible>(
+    state: &AppState,
+    caller: &Principal,
+    key: Option<&Key>,
+    work: W,
+    answer: impl FnOnce(&W::Admitted) -> Result<Accepted, ApiError>,
+) -> Result<Intake<W::Admitted>, ApiError> {
+    if key.is_none() && !W::needs_transaction(&caller.limits) {
+        let mut connection = state.pool.acquire().await?;
+        let work = work.insert(&mut connection, &caller.limits).await?;
+        let answer = answer(&work)?;
+        return Ok(Intake::Admitted { work, answer });
+    }
+    let mut tx = match key {
+        None => state.pool.begin().await?,
+        Some(key) => match idempotency::begin(&state.pool, caller.tenant_id, key).await? {
+            Begun::Replay(first) => return Ok(Intake::Replayed(first)),
+            Begun::Fresh(tx) => tx,
+        },
+    };
+    let admitted = async {
+        let work = work.insert(&mut tx, &caller.limits).await?;
+        let answer = answer(&work)?;
+        if let Some(key) = key {
+            let Accepted {
+                status,
+                location,
+                body,
+            } = &answer;
+            idempotency::record(&mut tx, caller.tenant_id, key, *status, location, body).await?;
+        }
+        Ok::<_, ApiError>((work, answer))
+    }
+    .await;
+    match admitted {
+        Ok((work, answer)) => {
+            tx.commit().await?;
+            Ok(Intake::Admitted { work, answer })
+        }
+        Err(error) => Err(idempotency::abandon(tx, error).await),
+    }
+}
+
+/// A submission's `metadata`: a JSON object of at most 16 KiB, without NUL characters (a body's
+/// were refused with the body; a batch's from its query string were not).
+pub fn check_metadata(metadata: Option<Value>) -> Result<Option<Value>, ApiError> {
+    match metadata {
+        None | Some(Value::Null) => Ok(None),
+        Some(metadata @ Value::Object(_)) => {
+            if let Some(path) = nul_in_value(&metadata) {
+                let field = match path.as_str() {
+                    "body" => "metadata".to_owned(),
+                    path => format!("metadata.{path}"),
+                };
+                return Err(ApiError::invalid_field(field, NUL_REFUSED));
+            }
+            let size = serde_json::to_vec(&metadata)
+                .map_err(ApiError::internal)?
+                .len();
+            if size > MAX_METADATA_BYTES {
+                return Err(ApiError::invalid_field(
+                    "metadata",
+                    format!("must be at most {MAX_METADATA_BYTES} bytes of JSON"),
+                ));
+            }
+            Ok(Some(metadata))
+        }
+        Some(_) => Err(ApiError::invalid_field("metadata", "must be a JSON object")),
+    }
+}
+
+/// The model, if a provider serves it (else 422 on `model`).
+pub fn served_model(state: &AppState, model: &str) -> Result<ModelName, ApiError> {
+    let model = ModelName::parse(model)?;
+    if !state.runtime.current().routes.serves(model.as_str()) {
+        return Err(ApiError::invalid_field(
+            "model",
+            format!(
+                "no provider serves {:?}: ask an admin to add a route for it",
+                model.as_str()
+            ),
+        ));
+    }
+    Ok(model)
+}
+
+/// A submission's `webhook_url`: well-formed, reaching only public addresses (unless this server
+/// allows private ones), and signable (the tenant has a secret). Returns it normalized.
+pub async fn webhook_url(
+    state: &AppState,
+    tenant_id: TenantId,
+    raw: &str,
+) -> Result<String, ApiError> {
+    let url = checked_url(state, "webhook_url", raw).await?;
+    if !webhooks::has_secret(&state.pool, tenant_id).await? {
+        return Err(ApiError::invalid_field(
+            "webhook_url",
+            "cannot be signed: the tenant has no webhook secret yet (an admin creates one with \
+             PUT /v1/admin/tenants/{id}/webhook)",
+        ));
+    }
+    Ok(url)
+}
+
+/// A webhook URL in `field`, parsed and its target checked by the SSRF guard.
+pub async fn checked_url(state: &AppState, field: &str, raw: &str) -> Result<String, ApiError> {
+    let url = parse_url(raw).map_err(|error| ApiError::invalid_field(field, error.to_string()))?;
+    check_target(&url, state.webhook_allow_private)
+        .await
+        .map_err(|error| ApiError::invalid_field(field, error.to_string()))?;
+    Ok(url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn metadata_is_an_object_of_bounded_size_without_nul() {
+        assert_eq!(check_metadata(None).expect("none"), None);
+        assert_eq!(check_metadata(Some(Value::Null)).expect("null"), None);
+        assert!(check_metadata(Some(json!({ "k": "v" }))).is_ok());
+        let not_object = check_metadata(Some(json!([1]))).expect_err("an array");
+        assert_eq!(not_object.field_name(), Some("metadata".into()));
+        let big = json!({ "k": "x".repeat(MAX_METADATA_BYTES) });
+        assert!(check_metadata(Some(big)).is_err());
+        let nul = check_metadata(Some(json!({ "k": { "j": "a\u{0}" } }))).expect_err("a NUL");
+        assert_eq!(nul.field_name(), Some("metadata.k.j".into()));
+    }
+}

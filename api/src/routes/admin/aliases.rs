@@ -1,0 +1,134 @@
+//! `/v1/admin/aliases`: which upstream model each provider runs for a model name (admin only).
+//!
+//! `PUT /v1/admin/aliases/llama3 {"routes": {"ollama": "llama3", "openai": "gpt-4.1-mini"}}` lets
+//! a job for `llama3` fall back from a local Ollama to OpenAI with a model OpenAI has.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tollgate_core::db::model_routes::{self, Alias};
+use tollgate_core::domain::{ModelName, ProviderName};
+
+use crate::AppState;
+use crate::access::auth::Admin;
+use crate::http::error::ApiError;
+use crate::http::extract::JsonBody;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/admin/aliases", get(list)).route(
+        "/v1/admin/aliases/{model}",
+        get(show).put(put).delete(remove),
+    )
+}
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Routes {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ollama: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    openai: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AliasBody {
+    routes: Routes,
+}
+
+#[derive(Serialize)]
+struct AliasView {
+    model: String,
+    routes: Routes,
+}
+
+#[derive(Serialize)]
+struct AliasList {
+    data: Vec<AliasView>,
+}
+
+impl From<Alias> for AliasView {
+    fn from(alias: Alias) -> Self {
+        let [ollama, openai] = alias.upstream;
+        Self {
+            model: alias.model,
+            routes: Routes { ollama, openai },
+        }
+    }
+}
+
+async fn list(State(state): State<AppState>, Admin(_): Admin) -> Result<Json<AliasList>, ApiError> {
+    let data = model_routes::list(&state.pool)
+        .await?
+        .into_iter()
+        .map(AliasView::from)
+        .collect();
+    Ok(Json(AliasList { data }))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(model): Path<String>,
+) -> Result<Json<AliasView>, ApiError> {
+    model_routes::get(&state.pool, &model)
+        .await?
+        .map(|alias| Json(alias.into()))
+        .ok_or_else(|| ApiError::not_found("no such alias"))
+}
+
+async fn put(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(model): Path<String>,
+    JsonBody(body): JsonBody<AliasBody>,
+) -> Result<Json<AliasView>, ApiError> {
+    let model = ModelName::parse(&model)?;
+    let upstream = |provider: ProviderName, name: Option<String>| {
+        name.map(|n| {
+            ModelName::parse(&n)
+                .map(|m| m.as_str().to_owned())
+                .map_err(|e| {
+                    ApiError::invalid_field(format!("routes.{}", provider.as_str()), e.message)
+                })
+        })
+        .transpose()
+    };
+    let alias = Alias {
+        model: model.as_str().to_owned(),
+        upstream: [
+            upstream(ProviderName::Ollama, body.routes.ollama)?,
+            upstream(ProviderName::OpenAi, body.routes.openai)?,
+        ],
+    };
+    if alias.upstream.iter().all(Option::is_none) {
+        return Err(ApiError::invalid_field(
+            "routes",
+            "must name an upstream model for at least one provider (`ollama`, `openai`)",
+        ));
+    }
+    model_routes::put(&state.pool, &alias).await?;
+    reload(&state).await;
+    Ok(Json(alias.into()))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(model): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !model_routes::delete(&state.pool, &model).await? {
+        return Err(ApiError::not_found("no such alias"));
+    }
+    reload(&state).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// This instance sees its own change at once; the others within a refresh period.
+async fn reload(state: &AppState) {
+    if let Err(error) = state.runtime.reload().await {
+        tracing::warn!(%error, "cannot reload the routes just changed");
+    }
+}

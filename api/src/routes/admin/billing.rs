@@ -1,0 +1,203 @@
+//! Operators' billing routes (admin only): prices (`GET/POST /v1/admin/prices`), usage no price
+//! covered (`GET /v1/admin/usage/unpriced`), spend per provider beside charges per tenant
+//! (`GET /v1/admin/spend`), and tenants' monthly limits (`GET/PUT /v1/admin/tenants/{id}/quota`).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Datelike as _, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tollgate_core::db::prices::{self, PriceRow};
+use tollgate_core::db::quotas::{self, Limits, MonthStatus};
+use tollgate_core::db::usage::{self, ProviderSpend, TenantCharge, Unpriced};
+use tollgate_core::domain::{ModelName, ProviderName, TenantId};
+
+use crate::AppState;
+use crate::access::auth::Admin;
+use crate::http::error::ApiError;
+use crate::http::extract::{JsonBody, QueryParams};
+use crate::http::path::Path;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/prices", get(list_prices).post(add_price))
+        .route("/v1/admin/usage/unpriced", get(unpriced))
+        .route("/v1/admin/spend", get(spend))
+        .route("/v1/admin/tenants/{id}/quota", get(quota).put(set_quota))
+}
+
+#[derive(Serialize)]
+struct List<T> {
+    data: Vec<T>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPrice {
+    provider: String,
+    model: String,
+    /// Decimal strings, per 1,000 tokens.
+    #[serde(with = "rust_decimal::serde::str")]
+    input_per_1k: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    output_per_1k: Decimal,
+    /// When it takes effect; now if absent. Jobs finishing from then on are billed at it.
+    effective_from: Option<DateTime<Utc>>,
+}
+
+async fn list_prices(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+) -> Result<Json<List<PriceRow>>, ApiError> {
+    Ok(Json(List {
+        data: prices::list(&state.pool).await?,
+    }))
+}
+
+async fn add_price(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    JsonBody(price): JsonBody<NewPrice>,
+) -> Result<(StatusCode, Json<PriceRow>), ApiError> {
+    let provider = ProviderName::parse(&price.provider)
+        .ok_or_else(|| ApiError::invalid_field("provider", "must be `ollama` or `openai`"))?;
+    let model = ModelName::parse(&price.model)?;
+    for (field, value) in [
+        ("input_per_1k", price.input_per_1k),
+        ("output_per_1k", price.output_per_1k),
+    ] {
+        if value.is_sign_negative()
+            || value.scale() > 10
+            || value >= Decimal::from(10_000_000_000u64)
+        {
+            return Err(ApiError::invalid_field(
+                field,
+                "must be a non-negative decimal string with at most 10 decimal places",
+            ));
+        }
+    }
+    let row = prices::insert(
+        &state.pool,
+        provider,
+        model.as_str(),
+        price.input_per_1k,
+        price.output_per_1k,
+        price.effective_from,
+    )
+    .await
+    .map_err(|error| match &error {
+        sqlx::Error::Database(e) if e.constraint() == Some(prices::SAME_INSTANT) => {
+            ApiError::conflict(
+                "price_exists",
+                "a price for this provider and model takes effect at that instant already",
+            )
+        }
+        _ => error.into(),
+    })?;
+    tracing::info!(token_id = %admin.token_id, provider = provider.as_str(), model = model.as_str(), "price added");
+    Ok((StatusCode::CREATED, Json(row)))
+}
+
+async fn unpriced(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+) -> Result<Json<List<Unpriced>>, ApiError> {
+    Ok(Json(List {
+        data: usage::unpriced(&state.pool).await?,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpanQuery {
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+}
+
+#[derive(Serialize)]
+struct Spend {
+    from: NaiveDate,
+    to: NaiveDate,
+    /// What the gateway paid, per provider and model, failed calls included.
+    providers: Vec<ProviderSpend>,
+    /// What each tenant was charged.
+    tenants: Vec<TenantCharge>,
+}
+
+/// Defaults to this calendar month (UTC).
+async fn spend(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    QueryParams(query): QueryParams<SpanQuery>,
+) -> Result<Json<Spend>, ApiError> {
+    let today = Utc::now().date_naive();
+    let to = query.to.unwrap_or(today);
+    let from = query.from.unwrap_or(today.with_day(1).unwrap_or(today));
+    if from > to {
+        return Err(ApiError::invalid_field("from", "must not be after `to`"));
+    }
+    let (providers, tenants) = usage::spend(&state.pool, from, to).await?;
+    Ok(Json(Spend {
+        from,
+        to,
+        providers,
+        tenants,
+    }))
+}
+
+async fn quota(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(id): Path<TenantId>,
+) -> Result<Json<MonthStatus>, ApiError> {
+    quotas::status(&state.pool, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("no such tenant"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaBody {
+    /// A decimal string, or null for no budget.
+    #[serde(with = "rust_decimal::serde::str_option", default)]
+    monthly_cost_budget: Option<Decimal>,
+    monthly_token_quota: Option<i64>,
+}
+
+/// Replaces the tenant's limits (null or absent: none); api instances apply them within a second.
+async fn set_quota(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(id): Path<TenantId>,
+    JsonBody(body): JsonBody<QuotaBody>,
+) -> Result<Json<MonthStatus>, ApiError> {
+    if body
+        .monthly_cost_budget
+        .is_some_and(|b| b.is_sign_negative())
+    {
+        return Err(ApiError::invalid_field(
+            "monthly_cost_budget",
+            "must not be negative",
+        ));
+    }
+    if body.monthly_token_quota.is_some_and(|q| q < 0) {
+        return Err(ApiError::invalid_field(
+            "monthly_token_quota",
+            "must not be negative",
+        ));
+    }
+    let limits = Limits {
+        monthly_cost_budget: body.monthly_cost_budget,
+        monthly_token_quota: body.monthly_token_quota,
+    };
+    if !quotas::set_limits(&state.pool, id, &limits).await? {
+        return Err(ApiError::not_found("no such tenant"));
+    }
+    quotas::status(&state.pool, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("no such tenant"))
+}

@@ -1,0 +1,234 @@
+//! `GET/PATCH /v1/admin/settings`: the operator's runtime settings (admin only).
+//!
+//! The OpenAI key is write-only: it is sealed before it is stored, and reads show only whether one
+//! is set and its last four characters. Every change is audited (`settings.update`) with each
+//! field's value before and after, in the change's transaction.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tollgate_core::db::audit::Action;
+use tollgate_core::domain::{ProviderName, SealedKey, Settings, SettingsChange, Strategy};
+use tollgate_core::secret::last4;
+
+use crate::AppState;
+use crate::access::auth::Admin;
+use crate::http::error::ApiError;
+use crate::http::extract::JsonBody;
+
+/// Longest OpenAI key accepted.
+const MAX_KEY_CHARS: usize = 512;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/admin/settings", get(show).patch(change))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsPatch {
+    ai_provider: Option<String>,
+    ai_fallback_provider: Option<String>,
+    ai_local_enabled: Option<bool>,
+    /// A string stores a key; `null` removes it; absent leaves it.
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
+    ai_openai_api_key: Option<Option<String>>,
+    ai_overflow_wait_ms: Option<u32>,
+    /// A percentage sets a fixed share; `null` goes back to overflow; absent leaves it.
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
+    ai_local_share: Option<Option<u32>>,
+    openai_base_url: Option<String>,
+    provider_attempts: Option<u32>,
+    retry_min_delay_ms: Option<u32>,
+    retry_max_delay_ms: Option<u32>,
+    max_job_attempts: Option<u32>,
+    circuit_failure_threshold: Option<u32>,
+    circuit_cooldown_ms: Option<u32>,
+    openai_max_concurrency: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct KeyView {
+    set: bool,
+    last4: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SettingsView {
+    version: i64,
+    ai_provider: &'static str,
+    ai_fallback_provider: &'static str,
+    ai_local_enabled: bool,
+    ai_openai_api_key: KeyView,
+    ai_overflow_wait_ms: u128,
+    ai_local_share: Option<u8>,
+    openai_base_url: String,
+    provider_attempts: u32,
+    retry_min_delay_ms: u128,
+    retry_max_delay_ms: u128,
+    max_job_attempts: u32,
+    circuit_failure_threshold: u32,
+    circuit_cooldown_ms: u128,
+    openai_max_concurrency: u32,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<Settings> for SettingsView {
+    fn from(s: Settings) -> Self {
+        Self {
+            version: s.version,
+            ai_provider: s.ai_provider.setting_name(),
+            ai_fallback_provider: s
+                .ai_fallback_provider
+                .map_or("none", ProviderName::setting_name),
+            ai_local_enabled: s.ai_local_enabled,
+            ai_openai_api_key: KeyView {
+                set: s.openai_api_key.is_some(),
+                last4: s.openai_api_key.map(|k| k.last4),
+            },
+            ai_overflow_wait_ms: s.ai_overflow_wait.as_millis(),
+            ai_local_share: s.ai_local_share,
+            openai_base_url: s.openai_base_url,
+            provider_attempts: s.retry.provider_attempts,
+            retry_min_delay_ms: s.retry.min_delay.as_millis(),
+            retry_max_delay_ms: s.retry.max_delay.as_millis(),
+            max_job_attempts: s.retry.max_job_attempts,
+            circuit_failure_threshold: s.circuit.failure_threshold,
+            circuit_cooldown_ms: s.circuit.cooldown.as_millis(),
+            openai_max_concurrency: s.openai_max_concurrency,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+) -> Result<Json<SettingsView>, ApiError> {
+    Ok(Json(
+        tollgate_core::db::settings::get(&state.pool).await?.into(),
+    ))
+}
+
+async fn change(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    JsonBody(patch): JsonBody<SettingsPatch>,
+) -> Result<Json<SettingsView>, ApiError> {
+    let change = parse(&state, patch)?;
+    let audit = |before: &Settings, after: &Settings| {
+        Some(Action {
+            actor_token_id: admin.token_id,
+            actor_tenant_id: admin.tenant_id,
+            action: "settings.update",
+            target: None,
+            details: Some(changes(before, after)),
+        })
+    };
+    let settings = tollgate_core::db::settings::update(&state.pool, change, audit)
+        .await?
+        .map_err(|invalid| ApiError::invalid_field(invalid.field, invalid.message))?;
+    tracing::info!(
+        token_id = %admin.token_id,
+        version = settings.version,
+        "runtime settings changed"
+    );
+    // This instance sees its own change at once; the others within a refresh period.
+    if let Err(error) = state.runtime.reload().await {
+        tracing::warn!(%error, "cannot reload the settings just changed");
+    }
+    Ok(Json(settings.into()))
+}
+
+fn parse(state: &AppState, patch: SettingsPatch) -> Result<SettingsChange, ApiError> {
+    let ai_provider = patch
+        .ai_provider
+        .map(|p| {
+            Strategy::from_setting(&p).ok_or_else(|| {
+                ApiError::invalid_field("ai_provider", "must be `openai`, `local` or `hybrid`")
+            })
+        })
+        .transpose()?;
+    let ai_fallback_provider = patch
+        .ai_fallback_provider
+        .map(|p| match p.as_str() {
+            "none" => Ok(None),
+            other => ProviderName::from_setting(other).map(Some).ok_or_else(|| {
+                ApiError::invalid_field(
+                    "ai_fallback_provider",
+                    "must be `openai`, `local` or `none`",
+                )
+            }),
+        })
+        .transpose()?;
+    let openai_api_key = patch
+        .ai_openai_api_key
+        .map(|key| key.map(|key| seal(state, &key)).transpose())
+        .transpose()?;
+    Ok(SettingsChange {
+        ai_provider,
+        ai_fallback_provider,
+        ai_local_enabled: patch.ai_local_enabled,
+        ai_overflow_wait_ms: patch.ai_overflow_wait_ms,
+        ai_local_share: patch.ai_local_share,
+        openai_api_key,
+        openai_base_url: patch.openai_base_url,
+        provider_attempts: patch.provider_attempts,
+        retry_min_delay_ms: patch.retry_min_delay_ms,
+        retry_max_delay_ms: patch.retry_max_delay_ms,
+        max_job_attempts: patch.max_job_attempts,
+        circuit_failure_threshold: patch.circuit_failure_threshold,
+        circuit_cooldown_ms: patch.circuit_cooldown_ms,
+        openai_max_concurrency: patch.openai_max_concurrency,
+    })
+}
+
+/// Seals a new key; the key itself goes no further than this function.
+fn seal(state: &AppState, key: &str) -> Result<SealedKey, ApiError> {
+    const FIELD: &str = "ai_openai_api_key";
+    let key = key.trim();
+    if key.is_empty() || key.chars().count() > MAX_KEY_CHARS || key.contains(char::is_whitespace) {
+        return Err(ApiError::invalid_field(
+            FIELD,
+            format!("must be 1 to {MAX_KEY_CHARS} characters without spaces"),
+        ));
+    }
+    let secret_key = state.secret_key.as_ref().ok_or_else(|| {
+        ApiError::invalid_field(
+            FIELD,
+            "cannot be stored: this server has no TOLLGATE_SECRET_KEY to seal it with",
+        )
+    })?;
+    Ok(SealedKey {
+        sealed: secret_key.seal(key),
+        last4: last4(key),
+    })
+}
+
+/// What a change did, field by field as `GET` shows them: `{"field": {"from", "to"}}`. The
+/// OpenAI key appears as the view shows it (whether one is set, its last four characters).
+fn changes(old: &Settings, new: &Settings) -> Value {
+    let view = |settings: &Settings| {
+        serde_json::to_value(SettingsView::from(settings.clone())).unwrap_or_default()
+    };
+    let (Value::Object(before), Value::Object(after)) = (view(old), view(new)) else {
+        return Value::Null;
+    };
+    // A new key with the same last four characters reads the same: it is told by its seal.
+    let key_replaced = |field: &str| {
+        field == "ai_openai_api_key"
+            && old.openai_api_key.as_ref().map(|k| &k.sealed)
+                != new.openai_api_key.as_ref().map(|k| &k.sealed)
+    };
+    let changed = after
+        .into_iter()
+        .filter(|(field, _)| !matches!(field.as_str(), "version" | "updated_at"))
+        .filter(|(field, to)| before.get(field) != Some(to) || key_replaced(field))
+        .map(|(field, to)| {
+            let from = before.get(&field).cloned().unwrap_or(Value::Null);
+            (field, json!({ "from": from, "to": to }))
+        });
+    Value::Object(changed.collect())
+}

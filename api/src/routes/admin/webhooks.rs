@@ -1,0 +1,207 @@
+//! Webhooks, for admins: a tenant's endpoint and signing secret (`GET/PUT
+//! /v1/admin/tenants/{id}/webhook`, `POST .../webhook/rotate`), every tenant's deliveries by status
+//! (`GET /v1/admin/webhook-deliveries`) and a redelivery (`POST
+//! /v1/admin/webhook-deliveries/{id}/redeliver`). A job's own deliveries are its tenant's, in
+//! [`crate::routes::job_history`].
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tollgate_core::db::webhooks::{self, DeliverySummary, Endpoint};
+use tollgate_core::domain::TenantId;
+use tollgate_core::secret::Purpose;
+use tollgate_core::webhook::{SigningSecret, message_id};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::access::auth::Admin;
+use crate::http::error::ApiError;
+use crate::http::extract::{JsonBody, QueryParams};
+use crate::http::path::Path;
+
+/// How long a rotated-out secret keeps signing, so receivers can switch to the new one.
+const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/admin/tenants/{id}/webhook",
+            get(endpoint).put(set_endpoint),
+        )
+        .route("/v1/admin/tenants/{id}/webhook/rotate", post(rotate))
+        .route("/v1/admin/webhook-deliveries", get(list))
+        .route(
+            "/v1/admin/webhook-deliveries/{id}/redeliver",
+            post(redeliver),
+        )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointBody {
+    /// The tenant's default endpoint; `null` clears it (jobs with their own URL still deliver).
+    url: Option<String>,
+}
+
+#[derive(Serialize)]
+struct EndpointView {
+    #[serde(flatten)]
+    endpoint: Endpoint,
+    /// The signing secret, present only in the answer that created it: it is never shown again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Rotated {
+    /// The new signing secret, shown this once.
+    secret: String,
+    /// Until when the secrets it replaces keep signing beside it.
+    previous_expires_at: DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// `failed` (the default), `pending` or `succeeded`.
+    status: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize)]
+struct DeliveryPage {
+    data: Vec<DeliverySummary>,
+    /// Pass as `cursor` for the next (older) page; `null` on the last page.
+    next_cursor: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize)]
+struct Redelivery {
+    id: String,
+    status: &'static str,
+}
+
+async fn endpoint(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(id): Path<TenantId>,
+) -> Result<Json<Endpoint>, ApiError> {
+    webhooks::endpoint(&state.pool, id)
+        .await?
+        .map(Json)
+        .ok_or_else(tenant_not_found)
+}
+
+/// Sets the endpoint (enabling it again after a 410) and, the first time, creates the tenant's
+/// signing secret and shows it.
+async fn set_endpoint(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(id): Path<TenantId>,
+    JsonBody(body): JsonBody<EndpointBody>,
+) -> Result<Json<EndpointView>, ApiError> {
+    let url = match body.url {
+        Some(raw) => Some(crate::intake::checked_url(&state, "url", &raw).await?),
+        None => None,
+    };
+    let candidate = SigningSecret::generate();
+    let sealed = seal(&state, &candidate)?;
+    let created = webhooks::set_endpoint(&state.pool, id, url.as_deref(), &sealed)
+        .await?
+        .ok_or_else(tenant_not_found)?;
+    let endpoint = webhooks::endpoint(&state.pool, id)
+        .await?
+        .ok_or_else(tenant_not_found)?;
+    Ok(Json(EndpointView {
+        endpoint,
+        secret: created.then_some(candidate),
+    }))
+}
+
+async fn rotate(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(id): Path<TenantId>,
+) -> Result<Json<Rotated>, ApiError> {
+    let secret = SigningSecret::generate();
+    let sealed = seal(&state, &secret)?;
+    let previous_expires_at = webhooks::rotate_secret(&state.pool, id, &sealed, ROTATION_OVERLAP)
+        .await?
+        .ok_or_else(tenant_not_found)?;
+    Ok(Json(Rotated {
+        secret,
+        previous_expires_at,
+    }))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Json<DeliveryPage>, ApiError> {
+    let status = query.status.as_deref().unwrap_or("failed");
+    if !["pending", "succeeded", "failed"].contains(&status) {
+        return Err(ApiError::invalid_field(
+            "status",
+            "must be pending, succeeded or failed",
+        ));
+    }
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            "must be between 1 and 500",
+        ));
+    }
+    let data = webhooks::list(&state.pool, status, query.cursor, limit).await?;
+    let next_cursor = crate::routes::paging::next_cursor(&data, limit, |d| d.created_at);
+    Ok(Json(DeliveryPage { data, next_cursor }))
+}
+
+/// One more attempt of a delivery, now, with its original id and body.
+async fn redeliver(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<(StatusCode, Json<Redelivery>), ApiError> {
+    let not_found = || ApiError::not_found("no such webhook delivery");
+    let id: Uuid = id
+        .strip_prefix("msg_")
+        .unwrap_or(&id)
+        .parse()
+        .map_err(|_| not_found())?;
+    if !webhooks::redeliver(&state.pool, id).await? {
+        return Err(not_found());
+    }
+    if let Err(error) = state.broker.publish_webhooks(&[id]).await {
+        tracing::warn!(%error, "redelivery publish failed; the sweeper will resend");
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Redelivery {
+            id: message_id(id),
+            status: "pending",
+        }),
+    ))
+}
+
+/// Seals a new signing secret; without TOLLGATE_SECRET_KEY none can be stored.
+fn seal(state: &AppState, secret: &str) -> Result<Vec<u8>, ApiError> {
+    let key = state.secret_key.as_ref().ok_or_else(|| {
+        ApiError::unavailable(
+            "webhook secrets cannot be stored: this server has no TOLLGATE_SECRET_KEY",
+            3600,
+        )
+    })?;
+    Ok(key.seal_as(Purpose::WebhookSecret, secret))
+}
+
+fn tenant_not_found() -> ApiError {
+    ApiError::not_found("no such tenant")
+}

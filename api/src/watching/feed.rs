@@ -1,0 +1,454 @@
+//! A client waiting on its job's answer: a streaming call follows the text as it is generated
+//! ([`Feed`]), a sync call waits for the job to end ([`wait_for_end`]). Both cancel the job when
+//! the client goes away first ([`CancelOnDrop`]), so nobody pays for text nobody reads, and both
+//! give up after the sync timeout with the job left to run to its end.
+//!
+//! The finished job is the truth: when it ends, whatever of its text did not arrive as pieces
+//! (lost while the broker reconnected, or still in flight behind the job's event) is sent as one
+//! last piece, so the client always ends with the whole text, never with a truncated one.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use tokio::time::Instant;
+use tollgate_core::db::jobs::{self};
+use tollgate_core::db::tokens::Principal;
+use tollgate_core::domain::{Job, JobId, JobRequest, JobStatus, TenantId};
+use tollgate_core::queue::StreamPart;
+
+use crate::AppState;
+use crate::http::client::ClientInfo;
+use crate::http::error::ApiError;
+use crate::intake::Call;
+use crate::watching::follow::{Following, Heard};
+use crate::watching::watch::{Signal, Watch};
+
+/// A call admitted by a drop-in surface, waiting for its job's end or streaming its text.
+pub enum Started {
+    Waiting(Waiting),
+    Streaming(Box<Feed>),
+}
+
+impl Started {
+    pub fn of(state: &AppState, tenant_id: TenantId, call: Call) -> Self {
+        match call.following {
+            Some(following) => Self::Streaming(Box::new(Feed::following(
+                state, tenant_id, &call.job, following, call.watch,
+            ))),
+            None => Self::Waiting(Waiting {
+                tenant_id,
+                id: call.job.id,
+                watch: call.watch,
+            }),
+        }
+    }
+}
+
+/// Runs a call that does not stream to its end: the succeeded job, or its failure as an error
+/// naming the job.
+pub async fn call_to_end(
+    state: &AppState,
+    caller: &Principal,
+    client: &ClientInfo,
+    request: JobRequest,
+) -> Result<Job, ApiError> {
+    let call = crate::intake::call(state, caller, client, request, false).await?;
+    let waiting = Waiting {
+        tenant_id: caller.tenant_id,
+        id: call.job.id,
+        watch: call.watch,
+    };
+    waiting.answer(state).await
+}
+
+/// A sync call's job, watched.
+pub struct Waiting {
+    tenant_id: TenantId,
+    id: JobId,
+    watch: Watch,
+}
+
+impl Waiting {
+    /// The job once it succeeded; its failure as an error, as is a job that outlives the sync
+    /// timeout (it goes on). The job is cancelled if the caller goes away first.
+    pub async fn answer(self, state: &AppState) -> Result<Job, ApiError> {
+        let id = self.id;
+        let waited = wait_for_end(state, self.tenant_id, id, self.watch, state.sync_timeout);
+        let request_id = request_id(id);
+        let error = |e: ApiError| e.with_header(REQUEST_ID.clone(), request_id.clone());
+        match waited.await.map_err(|e| error(e.into()))? {
+            Waited::Ended(job) if job.status == JobStatus::Succeeded => Ok(*job),
+            Waited::Ended(job) => Err(error(failure(&job))),
+            Waited::StillRunning => Err(error(ApiError::still_running(id))
+                // The job goes on: a client retry would start a second one.
+                .with_header(SHOULD_RETRY.clone(), HeaderValue::from_static("false"))),
+        }
+    }
+}
+
+/// The header naming the job behind a call's answer.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Tells the official SDKs not to retry an answer (they retry 5xx by default).
+static SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+
+#[expect(
+    clippy::expect_used,
+    reason = "a UUID's text is always a valid header value"
+)]
+fn request_id(id: JobId) -> HeaderValue {
+    HeaderValue::from_str(&id.to_string()).expect("a job id is a valid header value")
+}
+
+/// `response` with the call's `x-request-id`.
+pub fn with_request_id(mut response: Response, id: JobId) -> Response {
+    response
+        .headers_mut()
+        .insert(REQUEST_ID.clone(), request_id(id));
+    response
+}
+
+/// A job that ended without success, as the error its call answers: the status says whose fault
+/// it was (the request's, the provider's, or nobody's yet).
+pub fn failure(job: &Job) -> ApiError {
+    let code = job
+        .error
+        .as_ref()
+        .map_or("internal_error", |e| e.code.as_str());
+    let detail = job.error.as_ref().map_or_else(
+        || format!("the job ended {}", job.status.as_str()),
+        |e| e.message.clone(),
+    );
+    let detail = format!("{detail} (job {})", job.id);
+    let (status, code) = match code {
+        "cancelled" => (StatusCode::CONFLICT, "cancelled"),
+        "model_not_found" => (StatusCode::NOT_FOUND, "model_not_found"),
+        "invalid_request" => (StatusCode::BAD_REQUEST, "invalid_request"),
+        "input_too_long" => (StatusCode::BAD_REQUEST, "input_too_long"),
+        "provider_rate_limited" => (StatusCode::TOO_MANY_REQUESTS, "provider_rate_limited"),
+        "no_provider_available" => (StatusCode::SERVICE_UNAVAILABLE, "no_provider_available"),
+        "provider_timeout" => (StatusCode::GATEWAY_TIMEOUT, "provider_timeout"),
+        "stream_interrupted" => (StatusCode::BAD_GATEWAY, "stream_interrupted"),
+        "provider_unavailable" => (StatusCode::BAD_GATEWAY, "provider_unavailable"),
+        "provider_unauthorized" => (StatusCode::BAD_GATEWAY, "provider_unauthorized"),
+        "internal_error" => (StatusCode::INTERNAL_SERVER_ERROR, "job_failed"),
+        _ => (StatusCode::BAD_GATEWAY, "provider_error"),
+    };
+    ApiError::job_failed(status, code, detail)
+}
+
+/// Why a succeeded answer stopped, in the words OpenAI and Ollama both use: `length` when it used
+/// all the tokens `max_tokens` allowed, else `stop`.
+pub fn stop_reason(job: &Job, max_tokens: Option<u32>) -> &'static str {
+    let (_, completion) = tokens(job);
+    match max_tokens {
+        Some(max) if completion >= i64::from(max) => "length",
+        _ => "stop",
+    }
+}
+
+/// The end of an ended job's text that a client who was `sent` its start has not had; `None` when
+/// it had it all, or what it had is not the text's start.
+pub fn unsent_text(job: &Job, sent: &str) -> Option<String> {
+    let text = job_text(job);
+    let rest = text.strip_prefix(sent)?;
+    (!rest.is_empty()).then(|| rest.to_owned())
+}
+
+/// A job's prompt and completion tokens (0 when it has no usage).
+pub fn tokens(job: &Job) -> (i64, i64) {
+    job.usage.as_ref().map_or((0, 0), |u| {
+        (i64::from(u.prompt_tokens), i64::from(u.completion_tokens))
+    })
+}
+
+/// How long open streams may run on once the api begins shutting down.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Cancels its job when dropped armed: the client went away before the job ended.
+struct CancelOnDrop {
+    state: AppState,
+    tenant_id: TenantId,
+    id: JobId,
+    armed: bool,
+}
+
+impl CancelOnDrop {
+    fn new(state: &AppState, tenant_id: TenantId, id: JobId) -> Self {
+        Self {
+            state: state.clone(),
+            tenant_id,
+            id,
+            armed: true,
+        }
+    }
+
+    /// The client got its answer (or gave up waiting on purpose): the job is left alone.
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (state, tenant_id, id) = (self.state.clone(), self.tenant_id, self.id);
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a cancel left to finish on its own: the client is gone, and a cancel that fails is logged"
+        )]
+        tokio::spawn(async move {
+            tracing::info!(job_id = %id, "the client went away; cancelling its job");
+            if let Err(error) = crate::cancelling::job(&state, tenant_id, id).await {
+                tracing::warn!(job_id = %id, %error, "cannot cancel an abandoned job");
+            }
+        });
+    }
+}
+
+/// What a sync call learned.
+enum Waited {
+    Ended(Box<Job>),
+    /// The sync timeout passed (or the api is shutting down); the job goes on.
+    StillRunning,
+}
+
+/// Waits for a sync call's job to end, up to `timeout`; the job is cancelled if the caller goes
+/// away first (this future dropped).
+async fn wait_for_end(
+    state: &AppState,
+    tenant_id: TenantId,
+    id: JobId,
+    watch: Watch,
+    timeout: Duration,
+) -> Result<Waited, sqlx::Error> {
+    let mut guard = CancelOnDrop::new(state, tenant_id, id);
+    let finished =
+        crate::watching::watch::finished_within(&state.pool, tenant_id, id, watch, timeout).await;
+    guard.disarm();
+    Ok(match finished? {
+        Some(job) => Waited::Ended(Box::new(job)),
+        None => Waited::StillRunning,
+    })
+}
+
+/// What a streaming call hears next.
+enum Fed {
+    /// The next piece of the text.
+    Text(String),
+    /// The job ended (its whole text already fed).
+    Ended(Box<Job>),
+    /// The sync timeout passed, or the api is shutting down: the stream ends, the job goes on.
+    StillRunning,
+}
+
+/// A streaming job's text as it comes, then its end.
+pub struct Feed {
+    state: AppState,
+    /// The model the client asked for.
+    model: String,
+    tenant_id: TenantId,
+    id: JobId,
+    following: Following,
+    watch: Watch,
+    guard: CancelOnDrop,
+    /// The text fed so far.
+    fed: String,
+    next_seq: u32,
+    /// A piece went missing: the rest comes from the finished job.
+    lossy: bool,
+    /// Whether pieces can still come (the follow ended: only the job's end can).
+    following_open: bool,
+    closing: bool,
+    deadline: Instant,
+    /// The job's end, once its last text is fed.
+    pending_end: Option<Job>,
+    done: bool,
+}
+
+impl Feed {
+    /// The feed of `job`, whose text is followed and whose changes are watched from before it
+    /// was published.
+    pub fn following(
+        state: &AppState,
+        tenant_id: TenantId,
+        job: &Job,
+        following: Following,
+        watch: Watch,
+    ) -> Self {
+        let id = job.id;
+        Self {
+            state: state.clone(),
+            model: job.model.clone(),
+            tenant_id,
+            id,
+            following,
+            watch,
+            guard: CancelOnDrop::new(state, tenant_id, id),
+            fed: String::new(),
+            next_seq: 0,
+            lossy: false,
+            following_open: true,
+            closing: false,
+            deadline: Instant::now() + state.sync_timeout,
+            pending_end: None,
+            done: false,
+        }
+    }
+
+    pub fn job_id(&self) -> JobId {
+        self.id
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The next thing to tell the client; `None` after the end. A database error ends the feed
+    /// (the caller reports it; the job goes on).
+    async fn next(&mut self) -> Option<Result<Fed, sqlx::Error>> {
+        if self.done {
+            return None;
+        }
+        if let Some(job) = self.pending_end.take() {
+            self.done = true;
+            return Some(Ok(Fed::Ended(Box::new(job))));
+        }
+        loop {
+            let step = tokio::select! {
+                heard = self.following.next(), if self.following_open => Step::Heard(heard),
+                signal = self.watch.next(), if !self.closing => Step::Signal(signal),
+                () = tokio::time::sleep_until(self.deadline) => Step::Timeout,
+            };
+            let read_job = match step {
+                Step::Heard(Some(Heard::Piece(message))) => match message.part {
+                    StreamPart::Text(text) => {
+                        if self.lossy || message.seq != self.next_seq {
+                            self.lossy = true;
+                            continue;
+                        }
+                        self.next_seq += 1;
+                        self.fed.push_str(&text);
+                        return Some(Ok(Fed::Text(text)));
+                    }
+                    StreamPart::End(_) => true,
+                },
+                Step::Heard(Some(Heard::Gap)) => {
+                    self.lossy = true;
+                    false
+                }
+                Step::Heard(None) => {
+                    self.following_open = false;
+                    self.lossy = true;
+                    false
+                }
+                Step::Signal(Signal::Changed(event)) => event.status.is_terminal(),
+                Step::Signal(Signal::Reread) => true,
+                Step::Signal(Signal::Closing) => {
+                    self.closing = true;
+                    self.deadline = self.deadline.min(Instant::now() + SHUTDOWN_GRACE);
+                    false
+                }
+                Step::Timeout => {
+                    self.done = true;
+                    self.guard.disarm();
+                    return Some(Ok(Fed::StillRunning));
+                }
+            };
+            if !read_job {
+                continue;
+            }
+            match jobs::get(&self.state.pool, self.tenant_id, self.id).await {
+                Err(error) => {
+                    self.done = true;
+                    self.guard.disarm();
+                    return Some(Err(error));
+                }
+                Ok(Some(job)) if job.status.is_terminal() => return Some(Ok(self.end(job))),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The job ended: the part of its text not yet fed first, if any, then its end.
+    fn end(&mut self, job: Job) -> Fed {
+        self.guard.disarm();
+        match unsent_text(&job, &self.fed) {
+            Some(rest) => {
+                self.fed.push_str(&rest);
+                self.pending_end = Some(job);
+                Fed::Text(rest)
+            }
+            None => {
+                self.done = true;
+                Fed::Ended(Box::new(job))
+            }
+        }
+    }
+}
+
+/// Writes a streamed answer in one surface's dialect (SSE events, NDJSON lines).
+pub trait Dialect: Send + 'static {
+    type Item: Send + 'static;
+    /// The stream's label among the open streams (`tollgate_streams_open`).
+    const STREAM: &'static str;
+    /// What opens the stream, before any text.
+    fn opening(&mut self) -> Vec<Self::Item>;
+    fn text(&mut self, text: &str) -> Vec<Self::Item>;
+    /// What closes the stream once the job ended, however it ended.
+    fn ended(&mut self, job: &Job) -> Vec<Self::Item>;
+    /// What closes the stream when its job cannot be followed further (it goes on).
+    fn failed(&mut self, error: &ApiError) -> Vec<Self::Item>;
+}
+
+impl Feed {
+    /// The feed written in `dialect`, item by item.
+    pub fn written_in<D: Dialect>(
+        self: Box<Self>,
+        mut dialect: D,
+    ) -> impl futures::Stream<Item = D::Item> + Send {
+        let queued: VecDeque<D::Item> = dialect.opening().into();
+        let metrics = self.state.metrics.clone();
+        let items = futures::stream::unfold(
+            (self, dialect, queued),
+            |(mut feed, mut dialect, mut queued)| async move {
+                loop {
+                    if let Some(item) = queued.pop_front() {
+                        return Some((item, (feed, dialect, queued)));
+                    }
+                    let more = match feed.next().await? {
+                        Ok(Fed::Text(text)) => dialect.text(&text),
+                        Ok(Fed::Ended(job)) => dialect.ended(&job),
+                        Ok(Fed::StillRunning) => {
+                            dialect.failed(&ApiError::still_running(feed.job_id()))
+                        }
+                        Err(error) => dialect.failed(&ApiError::from(error)),
+                    };
+                    queued.extend(more);
+                }
+            },
+        );
+        metrics.open(D::STREAM, items)
+    }
+}
+
+enum Step {
+    Heard(Option<Heard>),
+    Signal(Signal),
+    Timeout,
+}
+
+/// A generate or chat job's text, whole or as far as it got.
+pub fn job_text(job: &Job) -> String {
+    let Some(result) = &job.result else {
+        return String::new();
+    };
+    result["text"]
+        .as_str()
+        .or_else(|| result["message"]["content"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
