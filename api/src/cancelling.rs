@@ -8,7 +8,7 @@ use tollgate_core::domain::{BatchId, JobId, JobStatus, TenantId};
 use tollgate_core::queue::JobEvent;
 
 use crate::AppState;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 use crate::http::path::not_found;
 
 /// Cancels a job for its tenant: at once if no worker holds it, else by telling the workers (the
@@ -52,7 +52,7 @@ pub async fn batch(state: &AppState, tenant_id: TenantId, id: BatchId) -> Result
         }
         BatchCancel::TooLate(batch) if batch.status != "completed" => Ok(batch),
         BatchCancel::TooLate(_) => Err(ApiError::conflict(
-            "batch_not_cancellable",
+            ErrorCode::BatchNotCancellable,
             "the batch has completed",
         )),
         BatchCancel::NotFound => Err(not_found::<BatchId>()),

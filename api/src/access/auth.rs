@@ -19,7 +19,7 @@ use tollgate_core::domain::{Denied, Role};
 use crate::AppState;
 use crate::access::limits::UsageSlot;
 use crate::http::client::ClientInfo;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 
 /// How long a validated token is trusted without asking Postgres again.
 const CACHE_TTL: Duration = Duration::from_secs(1);
@@ -88,7 +88,10 @@ impl FromRequestParts<AppState> for Caller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized("missing_token", "send `Authorization: Bearer <token>`")
+            ApiError::unauthorized(
+                ErrorCode::MissingToken,
+                "send `Authorization: Bearer <token>`",
+            )
         })?;
         let secret = header
             .to_str()
@@ -101,7 +104,7 @@ impl FromRequestParts<AppState> for Caller {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
                 ApiError::unauthorized(
-                    "missing_token",
+                    ErrorCode::MissingToken,
                     "the Authorization header must be `Bearer <token>`",
                 )
             })?;
@@ -122,7 +125,7 @@ impl FromRequestParts<AppState> for Caller {
                         return Err(throttled);
                     }
                     return Err(ApiError::unauthorized(
-                        "invalid_token",
+                        ErrorCode::InvalidToken,
                         "the token is unknown or revoked",
                     ));
                 };
@@ -147,15 +150,15 @@ impl FromRequestParts<AppState> for Caller {
 fn denied(denied: Denied) -> ApiError {
     match denied {
         Denied::OriginRequired => ApiError::denied(
-            "origin_required",
+            ErrorCode::OriginRequired,
             "this token may only be used from its allowed domains: send Origin or Referer",
         ),
         Denied::OriginNotAllowed(host) => ApiError::denied(
-            "origin_not_allowed",
+            ErrorCode::OriginNotAllowed,
             format!("this token may not be used from {host}"),
         ),
         Denied::IpNotAllowed(ip) => ApiError::denied(
-            "ip_not_allowed",
+            ErrorCode::IpNotAllowed,
             format!("this token may not be used from the address {ip}"),
         ),
     }

@@ -22,7 +22,7 @@ use tollgate_core::domain::{Decision, RateLimit, TenantId, TokenId};
 use tollgate_core::sync::lock;
 use uuid::Uuid;
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 
 /// Failed authentications one address may make: 10 at once, then one every 6 s.
 const AUTH_FAILURES: RateLimit = RateLimit {
@@ -169,7 +169,7 @@ fn too_many_failures(retry_after: Duration) -> ApiError {
         Vec::new(),
         retry_after,
     )
-    .with_code("too_many_auth_failures")
+    .with_code(ErrorCode::TooManyAuthFailures)
 }
 
 /// Where an authenticated request's limit usage is left for [`rate_headers`] to put on the answer.

@@ -7,10 +7,12 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+pub use super::error_code::ErrorCode;
+
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     detail: String,
     field: Option<String>,
     retry_after_secs: Option<u64>,
@@ -59,7 +61,7 @@ pub async fn in_dialect(
 pub struct DatabaseUnreachable;
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+    fn new(status: StatusCode, code: ErrorCode, detail: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -73,7 +75,7 @@ impl ApiError {
     }
 
     pub fn malformed(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "malformed_request", detail)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedRequest, detail)
     }
 
     /// 422 naming the field at fault.
@@ -81,7 +83,7 @@ impl ApiError {
         let field = field.into();
         let mut error = Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
+            ErrorCode::InvalidField,
             format!("{field}: {}", message.into()),
         );
         error.field = Some(field);
@@ -89,43 +91,43 @@ impl ApiError {
     }
 
     /// 422 under its own code, for a request that is well-formed but cannot be processed.
-    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn unprocessable(code: ErrorCode, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
     }
 
-    pub fn unauthorized(code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn unauthorized(code: ErrorCode, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, code, detail)
     }
 
     pub fn forbidden(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, detail)
     }
 
     /// 403 with a code naming the access rule that refused the request.
-    pub fn denied(code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn denied(code: ErrorCode, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, code, detail)
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, detail)
     }
 
     pub fn method_not_allowed() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             "this route does not accept that method",
         )
     }
 
-    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, detail)
     }
 
     pub fn too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             format!("the request body is larger than the limit of {limit} bytes"),
         )
     }
@@ -134,7 +136,7 @@ impl ApiError {
     pub fn body_timeout() -> Self {
         Self::new(
             StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+            ErrorCode::RequestTimeout,
             "the request body did not arrive in time",
         )
     }
@@ -144,7 +146,7 @@ impl ApiError {
     pub fn head_too_large() -> Self {
         Self::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "header_too_large",
+            ErrorCode::HeaderTooLarge,
             format!(
                 "the request head is over the limit of {} bytes or {} header fields",
                 crate::http::server::MAX_HEAD_BYTES,
@@ -157,7 +159,7 @@ impl ApiError {
     pub fn uri_too_long() -> Self {
         Self::new(
             StatusCode::URI_TOO_LONG,
-            "uri_too_long",
+            ErrorCode::UriTooLong,
             "the request URI is too long",
         )
     }
@@ -165,14 +167,18 @@ impl ApiError {
     pub fn unsupported_media_type() -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send the body as `Content-Type: application/json`",
         )
     }
 
     /// 429 `quota_exceeded` with `Retry-After` until the quota resets.
     pub fn quota_exceeded(detail: impl Into<String>, retry_after_secs: u64) -> Self {
-        let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", detail);
+        let mut error = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::QuotaExceeded,
+            detail,
+        );
         error.retry_after_secs = Some(retry_after_secs);
         error
     }
@@ -183,7 +189,11 @@ impl ApiError {
         headers: Vec<(HeaderName, HeaderValue)>,
         retry_after: std::time::Duration,
     ) -> Self {
-        let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail);
+        let mut error = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            detail,
+        );
         error.retry_after_secs = Some((retry_after.as_secs_f64().ceil() as u64).max(1));
         error.headers = headers;
         error
@@ -202,7 +212,7 @@ impl ApiError {
     }
 
     /// The error a sync call answers when its job failed: `status` by the job's error `code`.
-    pub fn job_failed(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn job_failed(status: StatusCode, code: ErrorCode, detail: impl Into<String>) -> Self {
         Self::new(status, code, detail)
     }
 
@@ -210,7 +220,7 @@ impl ApiError {
     pub fn still_running(id: impl std::fmt::Display) -> Self {
         Self::new(
             StatusCode::GATEWAY_TIMEOUT,
-            "job_still_running",
+            ErrorCode::JobStillRunning,
             format!(
                 "job {id} did not finish within the sync timeout; it goes on, and its outcome \
                  will be at /v1/jobs/{id}"
@@ -219,7 +229,7 @@ impl ApiError {
     }
 
     /// The same error under another stable code.
-    pub fn with_code(mut self, code: &'static str) -> Self {
+    pub fn with_code(mut self, code: ErrorCode) -> Self {
         self.code = code;
         self
     }
@@ -228,7 +238,7 @@ impl ApiError {
     pub fn unavailable(detail: impl Into<String>, retry_after_secs: u64) -> Self {
         let mut error = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
+            ErrorCode::ServiceUnavailable,
             detail,
         );
         error.retry_after_secs = Some(retry_after_secs);
@@ -242,13 +252,13 @@ impl ApiError {
 
     /// 502: an upstream the request depends on (Ollama, for model management) failed.
     pub fn bad_gateway(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_GATEWAY, "upstream_error", detail)
+        Self::new(StatusCode::BAD_GATEWAY, ErrorCode::UpstreamError, detail)
     }
 
     pub fn internal(error: impl Into<anyhow::Error>) -> Self {
         let mut this = Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
+            ErrorCode::InternalError,
             "an internal error occurred",
         );
         this.internal = Some(error.into());
@@ -275,7 +285,7 @@ impl ApiError {
             "title": self.status.canonical_reason().unwrap_or("Error"),
             "status": self.status.as_u16(),
             "detail": self.detail,
-            "code": self.code,
+            "code": self.code.as_str(),
         });
         if let Some(field) = &self.field {
             body["field"] = json!(field);

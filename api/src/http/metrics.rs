@@ -226,7 +226,7 @@ pub async fn scrape(State(state): State<crate::AppState>, headers: HeaderMap) ->
         .and_then(|value| value.to_str().ok());
     if !metrics.inner.guard.allows(authorization) {
         return crate::http::error::ApiError::unauthorized(
-            "invalid_token",
+            crate::http::error::ErrorCode::InvalidToken,
             "send `Authorization: Bearer <TOLLGATE_METRICS_TOKEN>`",
         )
         .into_response();

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod database;
 pub mod error;
+pub mod error_code;
 pub mod extract;
 pub mod head_errors;
 pub mod metrics;

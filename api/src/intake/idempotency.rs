@@ -13,7 +13,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tollgate_core::db::idempotency;
 use tollgate_core::domain::TenantId;
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 
 pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -80,7 +80,7 @@ pub async fn begin(pool: &PgPool, tenant_id: TenantId, key: &Key) -> Result<Begu
         return Err(abandon(
             tx,
             ApiError::conflict(
-                "idempotency_key_in_use",
+                ErrorCode::IdempotencyKeyInUse,
                 "a request with this Idempotency-Key is still in progress; retry when it has finished",
             ),
         )
@@ -95,7 +95,7 @@ pub async fn begin(pool: &PgPool, tenant_id: TenantId, key: &Key) -> Result<Begu
         replay(first).map(Begun::Replay)
     } else {
         Err(ApiError::unprocessable(
-            "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyReused,
             "this Idempotency-Key was used with a different request",
         ))
     };

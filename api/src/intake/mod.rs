@@ -38,7 +38,7 @@ use tollgate_core::webhook::{check_target, parse_url};
 
 use crate::AppState;
 use crate::http::client::ClientInfo;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 use crate::watching::follow::Following;
 use crate::watching::watch::Watch;
 use idempotency::{Begun, Key};
@@ -126,7 +126,7 @@ pub async fn call(
     // As OpenAI and Ollama answer a model they do not have.
     served_model(state, request.model().as_str()).map_err(|error| {
         ApiError::not_found(error.detail().to_owned())
-            .with_code("model_not_found")
+            .with_code(ErrorCode::ModelNotFound)
             .with_field("model")
     })?;
     let new_job = NewJob {

@@ -26,7 +26,7 @@ use super::tenancy::{self, ForTenant};
 use crate::AppState;
 use crate::access::auth::Caller;
 use crate::http::client::ClientInfo;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::{IdempotentJson, QueryParams};
 use crate::http::path::{Path, not_found};
 use crate::http::prefer;
@@ -374,7 +374,7 @@ async fn cancel(
             })
         }
         CancelOutcome::TooLate(job) => Err(ApiError::conflict(
-            "job_not_cancellable",
+            ErrorCode::JobNotCancellable,
             format!(
                 "the job is {} and can no longer be cancelled",
                 job.status.as_str()

@@ -20,7 +20,7 @@ use tollgate_core::queue::StreamPart;
 
 use crate::AppState;
 use crate::http::client::ClientInfo;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 use crate::intake::Call;
 use crate::watching::follow::{Following, Heard};
 use crate::watching::watch::{Signal, Watch};
@@ -122,18 +122,24 @@ pub fn failure(job: &Job) -> ApiError {
     );
     let detail = format!("{detail} (job {})", job.id);
     let (status, code) = match code {
-        "cancelled" => (StatusCode::CONFLICT, "cancelled"),
-        "model_not_found" => (StatusCode::NOT_FOUND, "model_not_found"),
-        "invalid_request" => (StatusCode::BAD_REQUEST, "invalid_request"),
-        "input_too_long" => (StatusCode::BAD_REQUEST, "input_too_long"),
-        "provider_rate_limited" => (StatusCode::TOO_MANY_REQUESTS, "provider_rate_limited"),
-        "no_provider_available" => (StatusCode::SERVICE_UNAVAILABLE, "no_provider_available"),
-        "provider_timeout" => (StatusCode::GATEWAY_TIMEOUT, "provider_timeout"),
-        "stream_interrupted" => (StatusCode::BAD_GATEWAY, "stream_interrupted"),
-        "provider_unavailable" => (StatusCode::BAD_GATEWAY, "provider_unavailable"),
-        "provider_unauthorized" => (StatusCode::BAD_GATEWAY, "provider_unauthorized"),
-        "internal_error" => (StatusCode::INTERNAL_SERVER_ERROR, "job_failed"),
-        _ => (StatusCode::BAD_GATEWAY, "provider_error"),
+        "cancelled" => (StatusCode::CONFLICT, ErrorCode::Cancelled),
+        "model_not_found" => (StatusCode::NOT_FOUND, ErrorCode::ModelNotFound),
+        "invalid_request" => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
+        "input_too_long" => (StatusCode::BAD_REQUEST, ErrorCode::InputTooLong),
+        "provider_rate_limited" => (
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::ProviderRateLimited,
+        ),
+        "no_provider_available" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::NoProviderAvailable,
+        ),
+        "provider_timeout" => (StatusCode::GATEWAY_TIMEOUT, ErrorCode::ProviderTimeout),
+        "stream_interrupted" => (StatusCode::BAD_GATEWAY, ErrorCode::StreamInterrupted),
+        "provider_unavailable" => (StatusCode::BAD_GATEWAY, ErrorCode::ProviderUnavailable),
+        "provider_unauthorized" => (StatusCode::BAD_GATEWAY, ErrorCode::ProviderUnauthorized),
+        "internal_error" => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::JobFailed),
+        _ => (StatusCode::BAD_GATEWAY, ErrorCode::ProviderError),
     };
     ApiError::job_failed(status, code, detail)
 }

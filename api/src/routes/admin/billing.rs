@@ -16,7 +16,7 @@ use tollgate_core::domain::{ModelName, ProviderName, TenantId};
 
 use crate::AppState;
 use crate::access::auth::Admin;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::{JsonBody, QueryParams};
 use crate::http::path::Path;
 
@@ -90,7 +90,7 @@ async fn add_price(
     .map_err(|error| match &error {
         sqlx::Error::Database(e) if e.constraint() == Some(prices::SAME_INSTANT) => {
             ApiError::conflict(
-                "price_exists",
+                ErrorCode::PriceExists,
                 "a price for this provider and model takes effect at that instant already",
             )
         }

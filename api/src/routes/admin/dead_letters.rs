@@ -13,7 +13,7 @@ use tollgate_core::queue::JobEvent;
 
 use crate::AppState;
 use crate::access::auth::Admin;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::QueryParams;
 
 pub fn router() -> Router<AppState> {
@@ -72,7 +72,7 @@ async fn requeue(
         Requeued::Job(job, revision) => (*job, revision),
         Requeued::BatchCancelled => {
             return Err(ApiError::conflict(
-                "batch_cancelled",
+                ErrorCode::BatchCancelled,
                 "the job is an item of a cancelled batch",
             ));
         }

@@ -18,7 +18,7 @@ use tollgate_core::domain::{Host, HostChange, HostSpec};
 
 use crate::AppState;
 use crate::access::auth::Admin;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::JsonBody;
 
 pub fn router() -> Router<AppState> {
@@ -99,7 +99,7 @@ async fn create(
         .await
         .map_err(|error| match error {
             sqlx::Error::Database(e) if e.constraint() == Some(NAME_TAKEN) => ApiError::conflict(
-                "host_exists",
+                ErrorCode::HostExists,
                 format!("a host named {:?} exists", spec.name),
             ),
             other => other.into(),

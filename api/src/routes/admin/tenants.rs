@@ -20,7 +20,7 @@ use super::audit::actor;
 use super::rules::AccessPatch;
 use crate::AppState;
 use crate::access::auth::Admin;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::{JsonBody, QueryParams};
 use crate::http::path::Path;
 use crate::routes::paging::{self, Listing, Page};
@@ -50,7 +50,7 @@ async fn create_tenant(
         .await
         .map_err(|error| match error {
             sqlx::Error::Database(e) if e.constraint() == Some(NAME_TAKEN) => ApiError::conflict(
-                "tenant_exists",
+                ErrorCode::TenantExists,
                 format!("a tenant named {:?} exists", name.as_str()),
             ),
             other => other.into(),
@@ -134,7 +134,7 @@ async fn set_disabled(
 ) -> Result<Json<Tenant>, ApiError> {
     if disabled && id == admin.tenant_id {
         return Err(ApiError::conflict(
-            "own_tenant",
+            ErrorCode::OwnTenant,
             "an admin cannot disable its own tenant",
         ));
     }

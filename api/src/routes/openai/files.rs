@@ -21,7 +21,7 @@ use tollgate_core::domain::{FileId, NUL_REFUSED, TenantId};
 use super::{OpenAiFileId, objects};
 use crate::AppState;
 use crate::access::auth::Caller;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::{self, QueryParams};
 use crate::http::path::{Path, not_found};
 
@@ -177,7 +177,7 @@ async fn delete(
 ) -> Result<Json<Value>, ApiError> {
     let OpenAiFileId::Upload(upload) = file else {
         return Err(ApiError::conflict(
-            "generated_file",
+            ErrorCode::GeneratedFile,
             "a batch's output and error files are written from its items and cannot be deleted",
         ));
     };

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::access::auth::Caller;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -35,7 +35,7 @@ async fn show(
         .map(|(id, owner)| Json(model(&id, owner)))
         .ok_or_else(|| {
             ApiError::not_found(format!("the model {id:?} does not exist"))
-                .with_code("model_not_found")
+                .with_code(ErrorCode::ModelNotFound)
         })
 }
 
