@@ -143,14 +143,13 @@ impl ApiError {
 
     /// 431: the request head is over the limits the server loop sets (hyper answers these; see
     /// [`crate::http::head_errors`]).
-    pub fn head_too_large() -> Self {
+    pub fn head_too_large(max_bytes: usize, max_headers: usize) -> Self {
         Self::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::HeaderTooLarge,
             format!(
-                "the request head is over the limit of {} bytes or {} header fields",
-                crate::http::server::MAX_HEAD_BYTES,
-                crate::http::server::MAX_HEADERS
+                "the request head is over the limit of {max_bytes} bytes or {max_headers} header \
+                 fields"
             ),
         )
     }

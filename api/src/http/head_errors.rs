@@ -22,6 +22,11 @@ use tokio::time::Sleep;
 
 use crate::http::error::ApiError;
 
+/// Largest request head (request line and headers) accepted, in bytes.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most header fields a request may have (hyper's default, said here for the refusal's message).
+pub const MAX_HEADERS: usize = 100;
+
 /// How long, and for how many bytes, a refused client's late bytes are read after the answer.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 4 * 1024 * 1024;
@@ -167,7 +172,7 @@ fn problem_for(written: &[u8]) -> Option<Vec<u8>> {
     let error = match status {
         b"400" => ApiError::malformed("the request head is not valid HTTP/1.1"),
         b"414" => ApiError::uri_too_long(),
-        b"431" => ApiError::head_too_large(),
+        b"431" => ApiError::head_too_large(MAX_HEAD_BYTES, MAX_HEADERS),
         _ => return None,
     };
     let head_end = memchr::memmem::find(written, b"\r\n\r\n")? + 4;

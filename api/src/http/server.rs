@@ -17,12 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-use crate::http::head_errors::ProblemHeads;
-
-/// Largest request head (request line and headers) accepted, in bytes.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Most header fields a request may have (hyper's default, said here for the refusal's message).
-pub const MAX_HEADERS: usize = 100;
+use crate::http::head_errors::{MAX_HEAD_BYTES, MAX_HEADERS, ProblemHeads};
 
 pub async fn run(
     listener: TcpListener,

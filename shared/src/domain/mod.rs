@@ -2,6 +2,7 @@
 
 mod access;
 mod batch;
+mod fleet;
 mod ids;
 mod job;
 mod json;
@@ -19,6 +20,7 @@ pub use access::{
     AccessChange, AccessRules, Denied, DomainPattern, client_ip, parse_domains, parse_networks,
 };
 pub use batch::{BatchItem, BatchSpec, MAX_BATCH_ITEMS, Template, ValidItem};
+pub use fleet::{Host, HostChange, HostSpec, MAX_HOST_SLOTS, bulk_slots, host_name};
 pub use ids::{BatchId, FileId, JobId, TenantId, TokenId};
 pub use job::{Job, JobError, JobKind, JobStatus, Role, Usage};
 pub use json::{NUL_REFUSED, line_syntax_error, nul_in_json, nul_in_value};
@@ -29,12 +31,9 @@ pub use request::{
     GenerateRequest, GenerationOptions, JobRequest, MAX_EMBEDDING_INPUTS, MAX_MESSAGES,
     MAX_TEXT_CHARS, ModelName, ValidationError,
 };
-pub use routing::{
-    Candidate, DataPolicy, Host, HostChange, HostSpec, LocalWait, MAX_HOST_SLOTS, Route,
-    RouteInput, RouteReason, Strategy, WhenBusy, bulk_slots, host_name,
-};
+pub use routing::{Candidate, DataPolicy, LocalWait, Route, RouteInput, RouteReason, WhenBusy};
 pub use settings::{
     CircuitPolicy, ModelRoutes, ProviderName, RetryPolicy, Runtime, SealedKey, Settings,
-    SettingsChange, check_base_url,
+    SettingsChange, Strategy, check_base_url,
 };
 pub use trace::TraceParent;

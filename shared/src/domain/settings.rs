@@ -7,7 +7,32 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::ValidationError;
-use super::routing::{Host, Strategy};
+use super::fleet::Host;
+
+/// The setting `ai_provider`: one provider (its fallback taking over when it fails), or `hybrid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Provider(ProviderName),
+    /// The local fleet first; a job that would wait too long for a local slot overflows to
+    /// OpenAI, or a fixed share goes to each (`ai_local_share`).
+    Hybrid,
+}
+
+impl Strategy {
+    pub fn setting_name(self) -> &'static str {
+        match self {
+            Self::Provider(p) => p.setting_name(),
+            Self::Hybrid => "hybrid",
+        }
+    }
+
+    pub fn from_setting(s: &str) -> Option<Self> {
+        match s {
+            "hybrid" => Some(Self::Hybrid),
+            other => ProviderName::from_setting(other).map(Self::Provider),
+        }
+    }
+}
 
 /// A provider the gateway can call. Jobs and routes name them `ollama` and `openai`; the settings
 /// keep the seed's words, `local` and `openai`.

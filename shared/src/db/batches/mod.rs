@@ -1,28 +1,24 @@
 //! The `batches` table and a batch's items (jobs carrying its id): intake in one transaction,
 //! reading with counts and usage, and cancelling.
 
+mod cancel;
+mod results;
+
 use std::net::IpAddr;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use futures::{Stream, TryStreamExt as _};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::types::ipnetwork::IpNetwork;
 use sqlx::{PgConnection, PgExecutor, PgPool};
 
-use uuid::Uuid;
-
 use crate::billing;
 use crate::domain::openai_batch::Endpoint;
-use crate::domain::{
-    BatchId, FileId, JobError, JobId, JobKind, TenantId, TokenId, TraceParent, ValidItem,
-};
+use crate::domain::{BatchId, FileId, JobId, JobKind, TenantId, TokenId, TraceParent, ValidItem};
 
 /// Rows per insert statement: large enough to be fast, small enough to bound one statement.
 const INSERT_CHUNK: usize = 5_000;
-/// Items read per query when streaming results.
-const RESULTS_PAGE: i64 = 1_000;
 
 /// A batch about to be accepted: its items validated, each with its reservation when the tenant
 /// has a quota.
@@ -309,155 +305,5 @@ pub async fn list(
     Ok(rows.into_iter().map(Batch::from).collect())
 }
 
-/// What a cancel did.
-pub enum BatchCancel {
-    /// Items no worker had started are cancelled; running ones finish. When none was running the
-    /// batch has ended, and `delivery` announces it.
-    Cancelling {
-        batch: Batch,
-        delivery: Option<Uuid>,
-    },
-    /// The batch had already ended.
-    TooLate(Batch),
-    NotFound,
-}
-
-/// Cancels a batch: its items no worker has started are cancelled at once (their reservations
-/// released), running items finish, and the batch ends once they have.
-pub async fn cancel(
-    pool: &PgPool,
-    tenant_id: TenantId,
-    id: BatchId,
-) -> Result<BatchCancel, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let mut delivery = None;
-    let marked = sqlx::query!(
-        "update batches set status = 'cancelling', cancelled_at = now(), revision = revision + 1
-          where id = $1 and tenant_id = $2 and status = 'in_progress'",
-        id as BatchId,
-        tenant_id as TenantId,
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if marked == 1 {
-        sqlx::query!(
-            "with done as (
-                update jobs set status = 'cancelled', finished_at = now(), revision = revision + 1,
-                       error_code = 'cancelled', error_message = 'the batch was cancelled'
-                 where batch_id = $1 and status in ('pending', 'queued', 'retrying')
-                 returning tenant_id, reserved_month, reserved_tokens, reserved_cost),
-             freed as (
-                select tenant_id, reserved_month, sum(reserved_tokens) as tokens,
-                       sum(reserved_cost) as cost
-                  from done where reserved_month is not null
-                 group by tenant_id, reserved_month)
-             update quota_months q
-                set reserved_tokens = q.reserved_tokens - freed.tokens,
-                    reserved_cost = q.reserved_cost - freed.cost
-               from freed
-              where q.tenant_id = freed.tenant_id and q.month = freed.reserved_month",
-            id as BatchId,
-        )
-        .execute(&mut *tx)
-        .await?;
-        // With nothing running, the batch ends now rather than at the dispatcher's next round.
-        let ended = super::dispatch::end_finished(&mut *tx, Some(id)).await?;
-        delivery = ended.first().and_then(|batch| batch.delivery);
-    }
-    tx.commit().await?;
-    let Some(batch) = get(pool, tenant_id, id).await? else {
-        return Ok(BatchCancel::NotFound);
-    };
-    Ok(if marked == 1 {
-        BatchCancel::Cancelling { batch, delivery }
-    } else {
-        BatchCancel::TooLate(batch)
-    })
-}
-
-/// One item's outcome, a line of the results.
-#[derive(Debug, Clone, Serialize)]
-pub struct ItemResult {
-    pub custom_id: String,
-    pub job_id: JobId,
-    pub status: String,
-    pub result: Option<Value>,
-    pub error: Option<JobError>,
-    pub usage: Option<BatchUsage>,
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-struct ItemRow {
-    id: JobId,
-    custom_id: Option<String>,
-    status: String,
-    result: Option<Value>,
-    error_code: Option<String>,
-    error_message: Option<String>,
-    prompt_tokens: Option<i32>,
-    completion_tokens: Option<i32>,
-    cost: Option<Decimal>,
-    finished_at: Option<DateTime<Utc>>,
-}
-
-impl From<ItemRow> for ItemResult {
-    fn from(row: ItemRow) -> Self {
-        let usage = match (row.prompt_tokens, row.completion_tokens) {
-            (Some(prompt), Some(completion)) => Some(BatchUsage {
-                prompt_tokens: i64::from(prompt),
-                completion_tokens: i64::from(completion),
-                total_tokens: i64::from(prompt) + i64::from(completion),
-                cost: billing::display(row.cost.unwrap_or_default()),
-            }),
-            _ => None,
-        };
-        Self {
-            custom_id: row.custom_id.unwrap_or_default(),
-            job_id: row.id,
-            status: row.status,
-            result: row.result,
-            error: row.error_code.map(|code| JobError {
-                code,
-                message: row.error_message.unwrap_or_default(),
-            }),
-            usage,
-            finished_at: row.finished_at,
-        }
-    }
-}
-
-/// Every item's outcome in submission order, read a page at a time (no connection is held
-/// between pages, and memory stays bounded whatever the batch's size).
-pub fn results(
-    pool: PgPool,
-    batch_id: BatchId,
-) -> impl Stream<Item = Result<ItemResult, sqlx::Error>> + Send + 'static {
-    futures::stream::try_unfold(Some(None::<JobId>), move |cursor| {
-        let pool = pool.clone();
-        async move {
-            let Some(after) = cursor else {
-                return Ok::<_, sqlx::Error>(None);
-            };
-            let rows = sqlx::query_as!(
-                ItemRow,
-                r#"select id as "id: JobId", custom_id, status, result, error_code, error_message,
-                        prompt_tokens, completion_tokens, cost, finished_at
-                   from jobs
-                  where batch_id = $1 and ($2::uuid is null or id > $2)
-                  order by id limit $3"#,
-                batch_id as BatchId,
-                after as Option<JobId>,
-                RESULTS_PAGE,
-            )
-            .fetch_all(&pool)
-            .await?;
-            let next = (rows.len() as i64 == RESULTS_PAGE)
-                .then(|| rows.last().map(|r| r.id))
-                .flatten();
-            let page = rows.into_iter().map(|row| Ok(ItemResult::from(row)));
-            Ok(Some((futures::stream::iter(page), next.map(Some))))
-        }
-    })
-    .try_flatten()
-}
+pub use cancel::{BatchCancel, cancel};
+pub use results::{ItemResult, results};

@@ -1,0 +1,326 @@
+//! The `jobs` table: intake and reading here; cancelling ([`cancel`]), what the sweeper finds
+//! ([`sweep`]) and dead letters ([`dead_letters`]) beside. A worker's run of a job (claim, finish,
+//! park) is in [`super::runs`].
+
+mod cancel;
+mod dead_letters;
+mod sweep;
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use sqlx::types::ipnetwork::IpNetwork;
+use sqlx::{PgExecutor, PgPool};
+
+use sqlx::{Postgres, QueryBuilder};
+
+use super::quotas::Reservation;
+use crate::billing;
+
+use crate::domain::{
+    BatchId, Job, JobError, JobId, JobKind, JobRequest, JobStatus, TenantId, TokenId, TraceParent,
+    Usage,
+};
+
+pub use cancel::{CancelOutcome, cancel};
+pub use dead_letters::{
+    DeadLetter, Requeued, dead_lettered, fail_dead_lettered, requeue_dead_lettered,
+};
+pub(in crate::db) use sweep::with_trace;
+pub use sweep::{Unpublished, release_abandoned, unpublished};
+
+/// Every column a [`Job`] is built from, named by each statement that returns one (and read by
+/// name by [`list`]'s, which varies in shape).
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: JobId,
+    tenant_id: TenantId,
+    kind: String,
+    status: String,
+    model: String,
+    provider: Option<String>,
+    upstream_model: Option<String>,
+    result: Option<Value>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    prompt_tokens: Option<i32>,
+    completion_tokens: Option<i32>,
+    total_tokens: Option<i32>,
+    attempts: i32,
+    metadata: Option<Value>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    cost: Option<Decimal>,
+    usage_estimated: Option<bool>,
+    unpriced: Option<bool>,
+    revision: i32,
+    webhook_url: Option<String>,
+    batch_id: Option<BatchId>,
+    custom_id: Option<String>,
+    stream: bool,
+    route_reason: Option<String>,
+    data_policy: Option<String>,
+    dead_lettered_at: Option<DateTime<Utc>>,
+}
+
+/// A [`JobRow`] from a `query!` record that names its columns and more (a statement that returns a
+/// job beside something else).
+macro_rules! job_row {
+    ($row:expr) => {{
+        let row = $row;
+        JobRow {
+            id: row.id,
+            tenant_id: row.tenant_id,
+            kind: row.kind,
+            status: row.status,
+            model: row.model,
+            provider: row.provider,
+            upstream_model: row.upstream_model,
+            result: row.result,
+            error_code: row.error_code,
+            error_message: row.error_message,
+            prompt_tokens: row.prompt_tokens,
+            completion_tokens: row.completion_tokens,
+            total_tokens: row.total_tokens,
+            attempts: row.attempts,
+            metadata: row.metadata,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            cost: row.cost,
+            usage_estimated: row.usage_estimated,
+            unpriced: row.unpriced,
+            revision: row.revision,
+            webhook_url: row.webhook_url,
+            batch_id: row.batch_id,
+            custom_id: row.custom_id,
+            stream: row.stream,
+            route_reason: row.route_reason,
+            data_policy: row.data_policy,
+            dead_lettered_at: row.dead_lettered_at,
+        }
+    }};
+}
+
+use job_row;
+
+impl JobRow {
+    /// The job and its revision (the id of its latest SSE event).
+    fn with_revision(self) -> Result<(Job, i32), sqlx::Error> {
+        let revision = self.revision;
+        Job::try_from(self).map(|job| (job, revision))
+    }
+}
+
+impl TryFrom<JobRow> for Job {
+    type Error = sqlx::Error;
+
+    fn try_from(row: JobRow) -> Result<Self, Self::Error> {
+        let decode = |what: &str, value: &str| {
+            sqlx::Error::Decode(format!("jobs row {}: unknown {what} {value:?}", row.id).into())
+        };
+        let kind = JobKind::parse(&row.kind).ok_or_else(|| decode("kind", &row.kind))?;
+        let status = JobStatus::parse(&row.status).ok_or_else(|| decode("status", &row.status))?;
+        let error = row.error_code.map(|code| JobError {
+            code,
+            message: row.error_message.unwrap_or_default(),
+        });
+        let usage = match (row.prompt_tokens, row.completion_tokens, row.total_tokens) {
+            (Some(prompt_tokens), Some(completion_tokens), Some(total_tokens)) => Some(Usage {
+                prompt_tokens,
+                completion_tokens,
+                total_tokens,
+                cost: row.cost.map(billing::display),
+                estimated: row.usage_estimated.unwrap_or(false),
+                unpriced: row.unpriced.unwrap_or(false),
+            }),
+            _ => None,
+        };
+        Ok(Job {
+            id: row.id,
+            kind,
+            status,
+            model: row.model,
+            provider: row.provider,
+            upstream_model: row.upstream_model,
+            result: row.result,
+            error,
+            usage,
+            attempts: row.attempts,
+            metadata: row.metadata,
+            webhook_url: row.webhook_url,
+            batch_id: row.batch_id,
+            custom_id: row.custom_id,
+            stream: row.stream,
+            route_reason: row.route_reason,
+            data_policy: row.data_policy,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+        })
+    }
+}
+
+/// A job about to be accepted.
+pub struct NewJob {
+    pub id: JobId,
+    pub tenant_id: TenantId,
+    pub token_id: Option<TokenId>,
+    pub request: JobRequest,
+    pub metadata: Option<Value>,
+    /// The request's `Origin` (or `Referer`) host and client address, kept for billing.
+    pub origin: Option<String>,
+    pub client_ip: Option<IpAddr>,
+    /// What admission reserved against the tenant's monthly quota, if it has one.
+    pub reservation: Option<Reservation>,
+    /// Where the job's terminal event is POSTed (checked by the SSRF guard); else the tenant's
+    /// endpoint.
+    pub webhook_url: Option<String>,
+    /// A streaming job: the key of the api instance holding its client, where its text goes.
+    pub stream_to: Option<String>,
+    /// The trace it belongs to (the accepting span's `traceparent`).
+    pub traceparent: Option<TraceParent>,
+}
+
+/// Inserts a job as `queued` (not yet published) and returns it as the client will see it.
+pub async fn insert(conn: impl PgExecutor<'_>, job: &NewJob) -> Result<Job, sqlx::Error> {
+    let request =
+        serde_json::to_value(&job.request).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let reservation = job.reservation.as_ref();
+    let row = sqlx::query_as!(
+        JobRow,
+        r#"insert into jobs (id, tenant_id, token_id, kind, status, model, request, metadata,
+                           origin, client_ip, reserved_tokens, reserved_cost, reserved_month,
+                           webhook_url, stream, stream_to, traceparent)
+         values ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::text is not null,
+                 $14, $15)
+         returning id as "id: JobId", tenant_id as "tenant_id: TenantId", kind, status, model, provider,
+                upstream_model, result, error_code, error_message, prompt_tokens,
+                completion_tokens, total_tokens, attempts, metadata, created_at, started_at,
+                finished_at, cost, usage_estimated, unpriced, revision, webhook_url,
+                batch_id as "batch_id: BatchId", custom_id, stream, route_reason, data_policy,
+                dead_lettered_at"#,
+        job.id as JobId,
+        job.tenant_id as TenantId,
+        job.token_id as Option<TokenId>,
+        job.request.kind().as_str(),
+        job.request.model().as_str(),
+        request,
+        job.metadata,
+        job.origin,
+        job.client_ip.map(IpNetwork::from),
+        reservation.map(|r| r.tokens),
+        reservation.map(|r| r.cost),
+        reservation.map(|r| r.month),
+        job.webhook_url,
+        job.stream_to,
+        job.traceparent.map(|t| t.to_string()),
+    )
+    .fetch_one(conn)
+    .await?;
+    row.try_into()
+}
+
+/// A tenant's job; another tenant's job is `None`, exactly like a job that does not exist.
+pub async fn get(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    id: JobId,
+) -> Result<Option<Job>, sqlx::Error> {
+    let found = get_with_revision(pool, tenant_id, id).await?;
+    Ok(found.map(|(job, _)| job))
+}
+
+/// A tenant's job and its revision (bumped at each status change: the id of its SSE events).
+pub async fn get_with_revision(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    id: JobId,
+) -> Result<Option<(Job, i32)>, sqlx::Error> {
+    let row = sqlx::query_as!(
+        JobRow,
+        r#"select id as "id: JobId", tenant_id as "tenant_id: TenantId", kind, status, model, provider,
+                upstream_model, result, error_code, error_message, prompt_tokens,
+                completion_tokens, total_tokens, attempts, metadata, created_at, started_at,
+                finished_at, cost, usage_estimated, unpriced, revision, webhook_url,
+                batch_id as "batch_id: BatchId", custom_id, stream, route_reason, data_policy,
+                dead_lettered_at
+           from jobs where id = $1 and tenant_id = $2"#,
+        id as JobId,
+        tenant_id as TenantId,
+    )
+    .fetch_optional(pool)
+    .await?;
+    row.map(JobRow::with_revision).transpose()
+}
+
+/// Whether the tenant has a job with this id (another tenant's is `false`, like one that does
+/// not exist): the check before reading what belongs to a job.
+pub async fn exists(pool: &PgPool, tenant_id: TenantId, id: JobId) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from jobs where id = $1 and tenant_id = $2) as "exists!""#,
+        id as JobId,
+        tenant_id as TenantId,
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// A tenant's jobs, newest first, strictly older than `before` when given (the cursor).
+pub async fn list(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    status: Option<JobStatus>,
+    batch_id: Option<BatchId>,
+    before: Option<JobId>,
+    limit: i64,
+) -> Result<Vec<Job>, sqlx::Error> {
+    // Assembled with `QueryBuilder`: failed and cancelled jobs, and a batch's items, have partial
+    // indexes (see the migrations), and the planner uses one only when the statement repeats its
+    // predicate literally, so the statement's shape follows the filters asked for.
+    let mut query: QueryBuilder<'_, Postgres> = QueryBuilder::new(
+        "select id, tenant_id, kind, status, model, provider, upstream_model, result, error_code,
+                error_message, prompt_tokens, completion_tokens, total_tokens, attempts, metadata,
+                created_at, started_at, finished_at, cost, usage_estimated, unpriced, revision,
+                webhook_url, batch_id, custom_id, stream, route_reason, data_policy,
+                dead_lettered_at
+           from jobs where tenant_id = ",
+    );
+    query.push_bind(tenant_id);
+    if let Some(status) = status {
+        query.push(" and status = ").push_bind(status.as_str());
+        if matches!(status, JobStatus::Failed | JobStatus::Cancelled) {
+            query.push(" and status in ('failed', 'cancelled')");
+        }
+    }
+    if let Some(before) = before {
+        query.push(" and id < ").push_bind(before);
+    }
+    if let Some(batch_id) = batch_id {
+        query
+            .push(" and batch_id = ")
+            .push_bind(batch_id)
+            .push(" and batch_id is not null");
+    }
+    query.push(" order by id desc limit ").push_bind(limit);
+    let rows: Vec<JobRow> = query.build_query_as().fetch_all(pool).await?;
+    rows.into_iter().map(Job::try_from).collect()
+}
+
+/// Records that the broker confirmed these jobs' messages, so the sweeper leaves them alone.
+/// Called in batches: one statement for many confirmed publishes. A job a worker already claimed
+/// is skipped: the sweeper only looks at `queued` and `retrying` jobs, and not rewriting the row
+/// saves Postgres a tuple version per job when the queue is short.
+pub async fn mark_published(pool: &PgPool, ids: &[JobId]) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update jobs set published_at = now()
+          where id = any($1) and status in ('queued', 'retrying') and published_at is null",
+        ids as &[JobId],
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! A worker's run of a job: claiming it ([`claim`]), then recording how the run ended — finished
+//! ([`finish`]), or parked in a delay queue for another run ([`park`]) — together with the run's
+//! attempt rows, in one statement.
+//!
+//! The `where` clauses carry the rules: a job is claimed only from a claimable state, and only the
+//! claim that holds it may record its end, so a worker that lost its claim writes nothing.
+
+mod finish;
+mod outcome;
+mod park;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::domain::{DataPolicy, JobId, JobRequest, TenantId, TraceParent};
+
+pub use finish::finish;
+pub use outcome::{Outcome, Partial, Recorded, cancelled_error};
+pub use park::park;
+
+/// A job a worker now holds.
+pub struct ClaimedJob {
+    pub id: JobId,
+    pub tenant_id: TenantId,
+    pub request: JobRequest,
+    /// How many times the job has been claimed, this claim included.
+    pub claims: i32,
+    /// How many earlier runs ended with the job parked for a delayed retry.
+    pub retries: i32,
+    /// The job's revision once claimed (its `running` event's id).
+    pub revision: i32,
+    /// A batch's item: its provider calls leave room for single jobs.
+    pub bulk: bool,
+    /// How many of its abandoned runs have their estimated attempt recorded.
+    pub abandoned_recorded: i32,
+    /// The client follows its text as it is generated.
+    pub stream: bool,
+    /// The key of the api instance holding the streaming client, if one does.
+    pub stream_to: Option<String>,
+    /// A cancel was asked for while the job ran (before this claim, or racing it).
+    pub cancel_requested: bool,
+    /// The data policy in force now: the token's, else its tenant's.
+    pub data_policy: DataPolicy,
+    /// Its tenant lets batch items overflow to the cloud.
+    pub batch_overflow: bool,
+    /// The trace it was accepted in, if it was.
+    pub traceparent: Option<TraceParent>,
+}
+
+impl ClaimedJob {
+    /// Claims whose run neither finished nor parked the job: its workers died (or lost the job to
+    /// the sweeper) this many times, this claim included.
+    pub fn abandoned_runs(&self) -> i32 {
+        self.claims - self.retries
+    }
+
+    /// The abandoned runs before this one with no estimated attempt yet: this run's end writes
+    /// one for each (and marks them recorded).
+    pub fn unrecorded_abandoned_runs(&self) -> i32 {
+        (self.abandoned_runs() - 1 - self.abandoned_recorded).max(0)
+    }
+}
+
+/// A `retrying` job's message may arrive a little before `retry_at` (clocks differ); one that
+/// arrives earlier than this many seconds is a stale duplicate and is left alone.
+const EARLY_ARRIVAL_SECS: f64 = 1.0;
+
+/// Claims a job for one worker run.
+///
+/// Claimable: `queued`; `retrying` once it is due; or `running` when the message is a broker
+/// redelivery (the worker that held it died before acking) or the previous claim's lease ran out.
+/// Anything else — a finished or cancelled job, or a duplicate message for a job another worker is
+/// running — is `None`, and the caller acks the message without working it.
+pub async fn claim(
+    pool: &PgPool,
+    id: JobId,
+    claim_id: Uuid,
+    redelivered: bool,
+    lease: Duration,
+) -> Result<Option<ClaimedJob>, sqlx::Error> {
+    struct Row {
+        tenant_id: TenantId,
+        request: Value,
+        claims: i32,
+        retries: i32,
+        revision: i32,
+        bulk: bool,
+        abandoned_recorded: i32,
+        stream: bool,
+        stream_to: Option<String>,
+        cancel_requested: bool,
+        data_policy: String,
+        batch_overflow: bool,
+        traceparent: Option<String>,
+    }
+    // The data policy is read at each claim, not kept from intake: a tenant made `local_only`
+    // keeps its queued jobs off the cloud too.
+    let row = sqlx::query_as!(
+        Row,
+        r#"update jobs
+            set status = 'running', claim_id = $2, claims = claims + 1, revision = revision + 1,
+                started_at = coalesce(started_at, now()),
+                lease_expires_at = now() + make_interval(secs => $4)
+          where id = $1
+            and (status = 'queued'
+                 or (status = 'retrying' and retry_at <= now() + make_interval(secs => $5))
+                 or (status = 'running' and ($3 or lease_expires_at < now())))
+          returning tenant_id as "tenant_id: TenantId", request, claims, retries, revision,
+                    batch_id is not null as "bulk!", abandoned_recorded, stream, stream_to,
+                    cancel_requested_at is not null as "cancel_requested!",
+                    (select coalesce(k.data_policy, n.data_policy)
+                       from tenants n left join api_tokens k on k.id = jobs.token_id
+                      where n.id = jobs.tenant_id) as "data_policy!",
+                    (select batch_overflow from tenants where id = jobs.tenant_id)
+                        as "batch_overflow!", traceparent"#,
+        id as JobId,
+        claim_id,
+        redelivered,
+        lease.as_secs_f64(),
+        EARLY_ARRIVAL_SECS,
+    )
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let request =
+        serde_json::from_value(row.request).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(Some(ClaimedJob {
+        id,
+        tenant_id: row.tenant_id,
+        request,
+        claims: row.claims,
+        retries: row.retries,
+        revision: row.revision,
+        bulk: row.bulk,
+        abandoned_recorded: row.abandoned_recorded,
+        stream: row.stream,
+        stream_to: row.stream_to,
+        cancel_requested: row.cancel_requested,
+        data_policy: DataPolicy::parse("data_policy", &row.data_policy)
+            .map_err(|e| sqlx::Error::Decode(e.message.into()))?,
+        batch_overflow: row.batch_overflow,
+        traceparent: row.traceparent.as_deref().and_then(TraceParent::parse),
+    }))
+}
+
+/// Pushes a running claim's lease out to `lease` from now (a lost claim is left alone), and says
+/// whether a cancel has been asked for meanwhile: the backstop for a cancel message that never
+/// reached this worker.
+pub async fn extend_lease(
+    pool: &PgPool,
+    id: JobId,
+    claim_id: Uuid,
+    lease: Duration,
+) -> Result<bool, sqlx::Error> {
+    let cancel_requested = sqlx::query_scalar!(
+        r#"update jobs set lease_expires_at = now() + make_interval(secs => $3)
+          where id = $1 and claim_id = $2 and status = 'running'
+          returning cancel_requested_at is not null as "cancel_requested!""#,
+        id as JobId,
+        claim_id,
+        lease.as_secs_f64(),
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(cancel_requested.unwrap_or(false))
+}

@@ -1,0 +1,107 @@
+//! One call of a step that is ready: made (streamed when the job streams), timed, recorded as an
+//! attempt, and aborted by a cancel.
+
+use std::time::Instant;
+
+use chrono::Utc;
+use tollgate_core::db::job_attempts::{AttemptOutcome, AttemptRecord};
+use tollgate_core::provider::{Completion, FailureClass, ProviderError};
+use tollgate_core::telemetry;
+use tracing::Instrument as _;
+
+use crate::providers::Step;
+
+use super::ready::Ready;
+use super::ready::cancelled;
+use super::terms::{CANCELLED, Call, job_error};
+
+/// One call on its way out (see [`ready`]), recorded as an attempt. A cancel aborts it.
+pub(super) async fn call_once(
+    ready: &Ready,
+    step: &Step,
+    call: &Call<'_>,
+    attempts: &mut Vec<AttemptRecord>,
+) -> Result<Completion, ProviderError> {
+    let request = call.request;
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let provider = &ready.provider;
+    let model = &step.upstream_model;
+    let host = ready.host.as_ref().map(|h| h.host.name.clone());
+    let in_flight = call.metrics.in_flight(step.name.as_str(), host.as_deref());
+    let span = tracing::info_span!(
+        "provider call",
+        provider = step.name.as_str(),
+        model = model.as_str(),
+        host = host.as_deref().unwrap_or_default(),
+    );
+    let passed_on = telemetry::passed_on(&span, &call.trace);
+    let mut first_piece = None;
+    let answer = tokio::select! {
+        answer = tollgate_core::provider::traced(passed_on, async {
+            match call.relay {
+                Some(relay) => {
+                    let mut piece = |text: &str| {
+                        first_piece.get_or_insert_with(|| clock.elapsed());
+                        relay.piece(text)
+                    };
+                    provider.stream(request, model, &mut piece).await
+                }
+                None => provider.run(request, model).await,
+            }
+        }).instrument(span) => answer,
+        () = call.cancel.cancelled() => Err(cancelled()),
+    };
+    let latency = clock.elapsed();
+    drop(in_flight);
+    if let Some(after) = first_piece {
+        call.metrics.first_token(step.name.as_str(), model, after);
+    }
+    let record = match &answer {
+        Ok(completion) => {
+            let tokens = completion.token_counts(request);
+            AttemptRecord {
+                provider: step.name,
+                host: host.clone(),
+                upstream_model: step.upstream_model.clone(),
+                started_at,
+                latency,
+                status_code: Some(completion.status_code),
+                outcome: AttemptOutcome::Succeeded,
+                error: None,
+                prompt_tokens: Some(tokens.prompt),
+                completion_tokens: Some(tokens.completion),
+                cost: None,
+            }
+        }
+        Err(failure) => {
+            tracing::info!(
+                provider = step.name.as_str(),
+                code = failure.code,
+                "provider call failed"
+            );
+            // A call cut short after streaming text is billed for that text (estimated).
+            let tokens = call.streamed().map(|(_, tokens)| tokens);
+            AttemptRecord {
+                provider: step.name,
+                host: host.clone(),
+                upstream_model: step.upstream_model.clone(),
+                started_at,
+                latency,
+                status_code: failure.status_code,
+                outcome: match failure.class {
+                    _ if failure.code == CANCELLED => AttemptOutcome::Cancelled,
+                    FailureClass::Transient => AttemptOutcome::TransientError,
+                    FailureClass::Provider | FailureClass::Client => AttemptOutcome::PermanentError,
+                },
+                error: Some(job_error(failure)),
+                prompt_tokens: tokens.map(|t| t.prompt),
+                completion_tokens: tokens.map(|t| t.completion),
+                cost: None,
+            }
+        }
+    };
+    call.metrics.call(&record);
+    attempts.push(record);
+    answer
+}

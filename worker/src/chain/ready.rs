@@ -1,0 +1,166 @@
+//! Getting a step of the chain ready to call: its circuit closed, a permit or a host slot held
+//! (waiting as long as the route allows), the host that has the model chosen.
+
+use std::sync::Arc;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tollgate_core::db::runs::cancelled_error;
+use tollgate_core::domain::{DataPolicy, LocalWait};
+use tollgate_core::provider::{FailureClass, Provider, ProviderError};
+
+use super::terms::{BUSY, CANCELLED, Call, Lane, PERMIT_WAIT, withheld};
+use crate::fleet::{HostState, NoSlot, SlotGuard, SlotLane};
+use crate::providers::{Plan, Providers, Step, Target};
+
+/// A call about to go out: the client to call, the host it is on (for the fleet), and the slot
+/// or permits it holds until it is dropped.
+pub(super) struct Ready {
+    pub(super) provider: Provider,
+    pub(super) host: Option<Arc<HostState>>,
+    pub(super) _held: Held,
+}
+
+/// Held for the call's length, released when dropped.
+pub(super) enum Held {
+    Permits {
+        _bulk: Option<OwnedSemaphorePermit>,
+        _any: OwnedSemaphorePermit,
+    },
+    Slot {
+        _slot: SlotGuard,
+    },
+}
+
+impl Ready {
+    /// Feeds the call's verdict into the circuit of its provider or host.
+    pub(super) fn record(&self, providers: &Providers, healthy: bool, plan: &Plan) {
+        let settings = &plan.runtime.settings;
+        match &self.host {
+            Some(host) => providers.fleet().record(host, healthy, &settings.circuit),
+            None => providers.record_cloud(healthy, settings),
+        }
+    }
+}
+
+/// Waits for the step's call to be allowed out: OpenAI's circuit and one of this worker's permits
+/// (a bulk call first takes one of the permits bulk calls may use, so the rest stay free for
+/// single jobs), or a slot on a healthy host that has the model. A cancel ends the wait.
+pub(super) async fn ready(
+    providers: &Providers,
+    plan: &Plan,
+    step: &Step,
+    call: &Call<'_>,
+) -> Result<Ready, ProviderError> {
+    let settings = &plan.runtime.settings;
+    let wait = match step.local_wait {
+        LocalWait::Overflow(wait) => wait,
+        LocalWait::Patient => PERMIT_WAIT,
+    };
+    match &step.target {
+        Target::Cloud(cloud) => {
+            if !providers.cloud_allows(settings) {
+                return Err(circuit_open(step.name.as_str()));
+            }
+            let permits = async {
+                let bulk = match call.lane {
+                    Lane::Bulk => Some(cloud.bulk_limit.clone().acquire_owned().await?),
+                    Lane::Interactive => None,
+                };
+                let any = cloud.limit.clone().acquire_owned().await?;
+                Ok::<_, tokio::sync::AcquireError>((bulk, any))
+            };
+            let permits = tokio::select! {
+                permits = tokio::time::timeout(wait, permits) => permits,
+                () = call.cancel.cancelled() => return Err(cancelled()),
+            };
+            let Ok(Ok((bulk, any))) = permits else {
+                return Err(busy(format!(
+                    "{} has no free call slot (its concurrency limit is reached)",
+                    step.name.as_str()
+                )));
+            };
+            Ok(Ready {
+                provider: cloud.provider.clone(),
+                host: None,
+                _held: Held::Permits {
+                    _bulk: bulk,
+                    _any: any,
+                },
+            })
+        }
+        Target::Fleet => {
+            let fleet = providers.fleet();
+            let model = &step.upstream_model;
+            let serving = fleet.serving(model, &settings.circuit).await;
+            if serving.ready.is_empty() {
+                return Err(if serving.resting > 0 {
+                    circuit_open("every Ollama host with this model")
+                } else {
+                    not_on_fleet(model, call.policy)
+                });
+            }
+            let lane = match call.lane {
+                Lane::Interactive => SlotLane::Any,
+                Lane::Bulk => SlotLane::Bulk,
+            };
+            let slot = match fleet
+                .take(model, &serving.ready, lane, wait, call.cancel)
+                .await
+            {
+                Ok(slot) => slot,
+                Err(NoSlot::Cancelled) => return Err(cancelled()),
+                Err(NoSlot::Busy) => {
+                    return Err(busy(format!(
+                        "every slot of the Ollama hosts with {model:?} stayed busy for {} ms",
+                        wait.as_millis()
+                    )));
+                }
+                Err(NoSlot::Unavailable(error)) => {
+                    return Err(ProviderError::new(
+                        FailureClass::Transient,
+                        "fleet_unavailable",
+                        format!("the host slots cannot be read: {error}"),
+                    ));
+                }
+            };
+            let Some(host) = fleet.host(slot.host_id()) else {
+                return Err(ProviderError::new(
+                    FailureClass::Transient,
+                    "host_removed",
+                    "the host was removed from the fleet as its call was about to go out",
+                ));
+            };
+            Ok(Ready {
+                provider: host.client.clone(),
+                host: Some(host),
+                _held: Held::Slot { _slot: slot },
+            })
+        }
+    }
+}
+
+pub(super) fn busy(message: String) -> ProviderError {
+    ProviderError::new(FailureClass::Transient, BUSY, message)
+}
+
+pub(super) fn circuit_open(what: &str) -> ProviderError {
+    ProviderError::new(
+        FailureClass::Transient,
+        "provider_circuit_open",
+        format!("{what} is failing and rests until its cool-down ends"),
+    )
+}
+
+/// No enabled host has the model installed: nothing local can serve it (a pull would fix it).
+pub(super) fn not_on_fleet(model: &str, policy: DataPolicy) -> ProviderError {
+    let mut message = format!("no enabled Ollama host has the model {model:?} installed");
+    if policy == DataPolicy::LocalOnly {
+        message.push_str(&withheld(policy));
+    }
+    ProviderError::new(FailureClass::Provider, "no_provider_available", message)
+}
+
+pub(super) fn cancelled() -> ProviderError {
+    let error = cancelled_error();
+    ProviderError::new(FailureClass::Client, CANCELLED, error.message)
+}

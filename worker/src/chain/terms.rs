@@ -1,0 +1,87 @@
+//! What a run's calls share: the call as the executor describes it ([`Call`]), the lane its
+//! calls wait in, and the codes and errors a run gives.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tollgate_core::domain::{DataPolicy, JobError, JobRequest, TraceParent};
+use tollgate_core::provider::{ProviderError, TokenCounts};
+
+use crate::metrics::WorkerMetrics;
+use crate::relay::Relay;
+
+/// Longest a job waits for one of a provider's concurrency permits (or a host's slots) before
+/// moving on, unless its route says less: a saturated provider is treated like a busy one, so a
+/// run cannot outlive its lease waiting in line.
+pub(super) const PERMIT_WAIT: Duration = Duration::from_secs(30);
+
+/// The code of a call that never went out because the provider's limit (or every host's slots)
+/// stayed full: not a sign of ill health, so it neither feeds the circuit nor is retried on the
+/// same provider, and a job that found only this waits for another run however many it had.
+pub const BUSY: &str = "provider_busy";
+
+/// The code of an upstream's 404 for a model it does not have.
+pub(super) const MODEL_NOT_FOUND: &str = "model_not_found";
+
+/// The code of a call cut short by a cancel.
+pub(super) const CANCELLED: &str = "cancelled";
+
+/// What one run asks of the chain.
+pub struct Call<'a> {
+    pub request: &'a JobRequest,
+    /// The data policy the job runs under (named in its error when it keeps the job local).
+    pub policy: DataPolicy,
+    pub lane: Lane,
+    /// A streaming job's relay to its client.
+    pub relay: Option<&'a Relay>,
+    /// Cancelled when the job is.
+    pub cancel: &'a CancellationToken,
+    pub metrics: &'a WorkerMetrics,
+    /// The job's place in its trace: each call is a span of it, and sends the provider its own.
+    pub trace: TraceParent,
+}
+
+impl Call<'_> {
+    /// Whether text has reached the client, so that nothing may be retried.
+    pub(super) fn has_streamed(&self) -> bool {
+        self.relay.is_some_and(Relay::started)
+    }
+
+    /// The text streamed so far with its estimated tokens, if any.
+    pub(super) fn streamed(&self) -> Option<(String, TokenCounts)> {
+        let text = self.relay?.text();
+        if text.is_empty() {
+            return None;
+        }
+        let tokens = TokenCounts {
+            prompt: tollgate_core::billing::estimate_tokens(&self.request.input_text()),
+            completion: tollgate_core::billing::estimate_tokens(&text),
+            estimated: true,
+        };
+        Some((text, tokens))
+    }
+}
+
+/// Which calls a job's call waits among for a provider's slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// A single job: any of the provider's slots.
+    Interactive,
+    /// A batch's item: only the slots single jobs can spare (see [`crate::providers::Slot`]).
+    Bulk,
+}
+
+/// What a job's error adds when its data policy kept it off the cloud.
+pub(super) fn withheld(policy: DataPolicy) -> String {
+    format!(
+        "; the cloud was not considered: the data policy is {}",
+        policy.as_str()
+    )
+}
+
+pub(super) fn job_error(error: &ProviderError) -> JobError {
+    JobError {
+        code: error.code.into(),
+        message: error.message.clone(),
+    }
+}
