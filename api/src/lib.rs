@@ -122,6 +122,8 @@ pub(crate) struct Shared {
 /// Serves the API on `listener` until `shutdown` fires, then finishes in-flight requests and
 /// records the last confirmed publishes. The broker's supervision is the caller's: the process
 /// owns the connection, the server only uses it.
+///
+/// Long on purpose: the start-up order of the api's parts, read top to bottom.
 pub async fn serve(
     listener: TcpListener,
     pool: PgPool,

@@ -145,6 +145,17 @@ async fn native_stream(stack: &Stack, api: &str, prompt: &str) -> reqwest::Respo
 async fn a_native_stream_and_a_second_instance_following_the_job_both_get_the_text() {
     let stack = Stack::start().await;
     let second_api = stack.start_api(test_api_settings()).await;
+    // Its broker session up (and with it the queue its followers bind to), as a load balancer
+    // would wait for before sending it a client: a follow made before that gets no pieces.
+    let ready = format!("{second_api}/readyz");
+    eventually("the second instance is ready", || async {
+        crate::harness::client()
+            .get(&ready)
+            .send()
+            .await
+            .is_ok_and(|response| response.status() == 200)
+    })
+    .await;
     // A second before the first word, and the words 20 ms apart: room for the second instance to
     // start following however busy the machine.
     // Pieces far enough apart (3 s in all) that even a loaded machine relays more than one, and

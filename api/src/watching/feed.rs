@@ -10,8 +10,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::http::HeaderValue;
 use tokio::time::Instant;
 use tollgate_core::db::jobs::{self};
 use tollgate_core::db::tokens::Principal;
@@ -20,8 +19,9 @@ use tollgate_core::queue::StreamPart;
 
 use crate::AppState;
 use crate::http::client::ClientInfo;
-use crate::http::error::{ApiError, ErrorCode};
+use crate::http::error::ApiError;
 use crate::intake::Call;
+use crate::watching::answer::{REQUEST_ID, SHOULD_RETRY, failure, request_id, unsent_text};
 use crate::watching::follow::{Following, Heard};
 use crate::watching::watch::{Signal, Watch};
 
@@ -86,87 +86,6 @@ impl Waiting {
                 .with_header(SHOULD_RETRY.clone(), HeaderValue::from_static("false"))),
         }
     }
-}
-
-/// The header naming the job behind a call's answer.
-pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// Tells the official SDKs not to retry an answer (they retry 5xx by default).
-static SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
-
-#[expect(
-    clippy::expect_used,
-    reason = "a UUID's text is always a valid header value"
-)]
-fn request_id(id: JobId) -> HeaderValue {
-    HeaderValue::from_str(&id.to_string()).expect("a job id is a valid header value")
-}
-
-/// `response` with the call's `x-request-id`.
-pub fn with_request_id(mut response: Response, id: JobId) -> Response {
-    response
-        .headers_mut()
-        .insert(REQUEST_ID.clone(), request_id(id));
-    response
-}
-
-/// A job that ended without success, as the error its call answers: the status says whose fault
-/// it was (the request's, the provider's, or nobody's yet).
-pub fn failure(job: &Job) -> ApiError {
-    let code = job
-        .error
-        .as_ref()
-        .map_or("internal_error", |e| e.code.as_str());
-    let detail = job.error.as_ref().map_or_else(
-        || format!("the job ended {}", job.status.as_str()),
-        |e| e.message.clone(),
-    );
-    let detail = format!("{detail} (job {})", job.id);
-    let (status, code) = match code {
-        "cancelled" => (StatusCode::CONFLICT, ErrorCode::Cancelled),
-        "model_not_found" => (StatusCode::NOT_FOUND, ErrorCode::ModelNotFound),
-        "invalid_request" => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
-        "input_too_long" => (StatusCode::BAD_REQUEST, ErrorCode::InputTooLong),
-        "provider_rate_limited" => (
-            StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::ProviderRateLimited,
-        ),
-        "no_provider_available" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::NoProviderAvailable,
-        ),
-        "provider_timeout" => (StatusCode::GATEWAY_TIMEOUT, ErrorCode::ProviderTimeout),
-        "stream_interrupted" => (StatusCode::BAD_GATEWAY, ErrorCode::StreamInterrupted),
-        "provider_unavailable" => (StatusCode::BAD_GATEWAY, ErrorCode::ProviderUnavailable),
-        "provider_unauthorized" => (StatusCode::BAD_GATEWAY, ErrorCode::ProviderUnauthorized),
-        "internal_error" => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::JobFailed),
-        _ => (StatusCode::BAD_GATEWAY, ErrorCode::ProviderError),
-    };
-    ApiError::job_failed(status, code, detail)
-}
-
-/// Why a succeeded answer stopped, in the words OpenAI and Ollama both use: `length` when it used
-/// all the tokens `max_tokens` allowed, else `stop`.
-pub fn stop_reason(job: &Job, max_tokens: Option<u32>) -> &'static str {
-    let (_, completion) = tokens(job);
-    match max_tokens {
-        Some(max) if completion >= i64::from(max) => "length",
-        _ => "stop",
-    }
-}
-
-/// The end of an ended job's text that a client who was `sent` its start has not had; `None` when
-/// it had it all, or what it had is not the text's start.
-pub fn unsent_text(job: &Job, sent: &str) -> Option<String> {
-    let text = job_text(job);
-    let rest = text.strip_prefix(sent)?;
-    (!rest.is_empty()).then(|| rest.to_owned())
-}
-
-/// A job's prompt and completion tokens (0 when it has no usage).
-pub fn tokens(job: &Job) -> (i64, i64) {
-    job.usage.as_ref().map_or((0, 0), |u| {
-        (i64::from(u.prompt_tokens), i64::from(u.completion_tokens))
-    })
 }
 
 /// How long open streams may run on once the api begins shutting down.
@@ -445,16 +364,4 @@ enum Step {
     Heard(Option<Heard>),
     Signal(Signal),
     Timeout,
-}
-
-/// A generate or chat job's text, whole or as far as it got.
-pub fn job_text(job: &Job) -> String {
-    let Some(result) = &job.result else {
-        return String::new();
-    };
-    result["text"]
-        .as_str()
-        .or_else(|| result["message"]["content"].as_str())
-        .unwrap_or_default()
-        .to_owned()
 }

@@ -150,6 +150,8 @@ impl Runtime {
     /// policy takes out the cloud. Circuit state and free slots are left to the caller, which
     /// checks them right before each call. No candidates is the controlled error
     /// `no_provider_available`.
+    ///
+    /// Long on purpose: the whole routing decision is this one pure function, tested rule by rule.
     pub fn route(
         &self,
         model: &str,

@@ -17,65 +17,14 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::outgoing::{Outgoing, Work};
 use super::topology::{
     BULK_ROUTING_KEY, JOB_ROUTING_KEY, WEBHOOK_ROUTING_KEY, bulk_wait_key, wait_bucket, wait_key,
     webhook_wait_bucket,
 };
-use super::{
-    CancelMessage, JobEvent, JobMessage, StreamMessage, Topology, Versioned as _, WebhookMessage,
-};
+use super::{CancelMessage, JobEvent, StreamMessage, Topology, Versioned as _, WebhookMessage};
 use crate::domain::{JobId, TraceParent};
 use uuid::Uuid;
-
-/// The AMQP header a job message carries its trace in (W3C Trace Context's name).
-pub const TRACEPARENT: &str = "traceparent";
-
-/// The trace a delivered message carries, if it carries a valid one.
-pub fn traceparent_of(properties: &BasicProperties) -> Option<TraceParent> {
-    let value = properties.headers().as_ref()?.inner().get(TRACEPARENT)?;
-    match value {
-        AMQPValue::LongString(text) => TraceParent::parse(&text.to_string()),
-        _ => None,
-    }
-}
-
-/// A job to send to a worker, with the trace it was accepted in (its message's `traceparent`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Work {
-    pub id: JobId,
-    pub trace: Option<TraceParent>,
-}
-
-impl Work {
-    pub fn new(id: JobId, trace: Option<TraceParent>) -> Self {
-        Self { id, trace }
-    }
-
-    fn message(&self) -> Outgoing {
-        Outgoing {
-            id: self.id.to_string(),
-            body: JobMessage::new(self.id).encode(),
-            trace: self.trace,
-        }
-    }
-}
-
-/// A message on its way: its id, body and trace.
-struct Outgoing {
-    id: String,
-    body: Vec<u8>,
-    trace: Option<TraceParent>,
-}
-
-impl Outgoing {
-    fn untraced(id: String, body: Vec<u8>) -> Self {
-        Self {
-            id,
-            body,
-            trace: None,
-        }
-    }
-}
 
 /// How often the supervisor checks that the connection is still up.
 const HEALTH_CHECK_EVERY: Duration = Duration::from_millis(250);
@@ -394,7 +343,7 @@ impl Broker {
             if let Some(trace) = trace {
                 let mut headers = FieldTable::default();
                 headers.insert(
-                    TRACEPARENT.into(),
+                    TraceParent::HEADER.into(),
                     AMQPValue::LongString(trace.to_string().into()),
                 );
                 properties = properties.with_headers(headers);

@@ -5,11 +5,13 @@
 mod broker;
 mod hints;
 mod message;
+mod outgoing;
 mod topology;
 
-pub use broker::{Broker, PublishError, Session, Work, traceparent_of};
+pub use broker::{Broker, PublishError, Session};
 pub use hints::HintQueue;
 pub use message::{
     CancelMessage, JobEvent, JobMessage, StreamMessage, StreamPart, Versioned, WebhookMessage,
 };
+pub use outgoing::{Work, traceparent_of};
 pub use topology::{DELIVERY_LIMIT, RETRY_DELAYS, Topology, wait_bucket};

@@ -15,7 +15,8 @@ use super::ready::Ready;
 use super::ready::cancelled;
 use super::terms::{CANCELLED, Call, job_error};
 
-/// One call on its way out (see [`ready`]), recorded as an attempt. A cancel aborts it.
+/// One call on its way out (see [`super::ready::ready`]), recorded as an attempt. A cancel aborts it.
+/// Long on purpose: the call, its timing and its attempt record read top to bottom, streamed or not.
 pub(super) async fn call_once(
     ready: &Ready,
     step: &Step,

@@ -45,6 +45,8 @@ impl Ready {
 /// Waits for the step's call to be allowed out: OpenAI's circuit and one of this worker's permits
 /// (a bulk call first takes one of the permits bulk calls may use, so the rest stay free for
 /// single jobs), or a slot on a healthy host that has the model. A cancel ends the wait.
+/// Long on purpose: the two kinds of wait (OpenAI's permit, a host's slot) side by side, a cancel
+/// beside each.
 pub(super) async fn ready(
     providers: &Providers,
     plan: &Plan,

@@ -6,10 +6,10 @@
 //! Labels hold bounded values only (provider, host, model, kind, status); never a tenant or a job.
 
 pub mod backlog;
+mod labels;
 
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -21,70 +21,10 @@ use tollgate_core::db::job_attempts::{AttemptOutcome, AttemptRecord};
 use tollgate_core::metrics::{Latencies, Tally};
 use tollgate_core::queue::Topology;
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct FinishedLabels {
-    kind: &'static str,
-    status: &'static str,
-    provider: &'static str,
-    model: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabels {
-    kind: &'static str,
-    lane: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CallLabels {
-    provider: &'static str,
-    model: String,
-    outcome: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ModelLabels {
-    provider: &'static str,
-    model: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TokenLabels {
-    provider: &'static str,
-    model: String,
-    /// `input` (the prompt) or `output` (the completion).
-    direction: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProviderLabels {
-    provider: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct FallbackLabels {
-    from: &'static str,
-    to: &'static str,
-    /// `fallback` (the one before failed) or `overflow` (it was only busy).
-    reason: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct HostLabels {
-    provider: &'static str,
-    /// The fleet's host; empty for OpenAI.
-    host: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
-    outcome: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct QueueLabels {
-    queue: String,
-}
+use labels::{
+    CallLabels, FallbackLabels, FinishedLabels, HostLabels, KindLabels, ModelLabels, OutcomeLabels,
+    ProviderLabels, QueueLabels, TokenLabels,
+};
 
 /// Every metric of one worker process.
 pub struct WorkerMetrics {
@@ -110,6 +50,7 @@ pub struct WorkerMetrics {
 }
 
 impl Default for WorkerMetrics {
+    /// Long on purpose: every metric registered in one flat list, each beside its help text.
     fn default() -> Self {
         let mut registry = tollgate_core::metrics::registry();
         let finished = Family::default();

@@ -43,6 +43,8 @@ pub async fn handle(context: &Context, delivery: &Delivery) {
     }
 }
 
+/// One attempt of a delivery: claim, body, sign, POST, record, schedule the next. Long on purpose:
+/// the steps read in order, each with what happens when it fails.
 async fn attempt(context: &Context, id: Uuid) -> Result<(), sqlx::Error> {
     let settings = &context.settings.webhooks;
     let lease = settings.timeout + CLAIM_MARGIN;

@@ -71,7 +71,7 @@ async fn answer(
     let response = match Started::of(state, caller.tenant_id, call) {
         Started::Waiting(waiting) => {
             let job = waiting.answer(state).await?;
-            let text = feed::job_text(&job);
+            let text = crate::watching::answer::job_text(&job);
             Json(last_line(kind, &job, &text, max_tokens)).into_response()
         }
         Started::Streaming(feed) => {
@@ -90,7 +90,7 @@ async fn answer(
                 .into_response()
         }
     };
-    Ok(feed::with_request_id(response, id))
+    Ok(crate::watching::answer::with_request_id(response, id))
 }
 
 /// A piece of text as chat (`message`) or generate (`response`) writes it.
@@ -111,13 +111,13 @@ fn with(mut line: Value, extra: Value) -> Value {
 /// The last line of an answer (the whole answer when it does not stream): `done` with Ollama's
 /// counts and durations (nanoseconds; only the total is known).
 fn last_line(kind: JobKind, job: &Job, text: &str, max_tokens: Option<u32>) -> Value {
-    let (prompt, completion) = feed::tokens(job);
+    let (prompt, completion) = crate::watching::answer::tokens(job);
     let total_ns = job
         .finished_at
         .zip(job.started_at.or(Some(job.created_at)))
         .and_then(|(end, start)| (end - start).num_nanoseconds())
         .unwrap_or_default();
-    let done_reason = feed::stop_reason(job, max_tokens);
+    let done_reason = crate::watching::answer::stop_reason(job, max_tokens);
     let line = json!({
         "model": job.model, "created_at": Utc::now().to_rfc3339(), "done": true,
         "done_reason": done_reason, "total_duration": total_ns, "load_duration": 0,
@@ -150,7 +150,7 @@ impl Dialect for Lines {
 
     fn ended(&mut self, job: &Job) -> Vec<Value> {
         if job.status != JobStatus::Succeeded {
-            return self.failed(&feed::failure(job));
+            return self.failed(&crate::watching::answer::failure(job));
         }
         vec![last_line(self.kind, job, "", self.max_tokens)]
     }
@@ -168,12 +168,15 @@ async fn embed(
 ) -> Result<Response, ApiError> {
     let request = JobRequest::Embedding(body.parse()?);
     let job = feed::call_to_end(&state, &caller, &client, request).await?;
-    let (prompt, _) = feed::tokens(&job);
+    let (prompt, _) = crate::watching::answer::tokens(&job);
     let body = json!({
         "model": job.model, "embeddings": vectors(&job), "total_duration": 0,
         "load_duration": 0, "prompt_eval_count": prompt,
     });
-    Ok(feed::with_request_id(Json(body).into_response(), job.id))
+    Ok(crate::watching::answer::with_request_id(
+        Json(body).into_response(),
+        job.id,
+    ))
 }
 
 async fn embeddings(
@@ -186,7 +189,7 @@ async fn embeddings(
     let job = feed::call_to_end(&state, &caller, &client, request).await?;
     let first = vectors(&job).into_iter().next().unwrap_or_default();
     let body = Json(json!({ "embedding": first })).into_response();
-    Ok(feed::with_request_id(body, job.id))
+    Ok(crate::watching::answer::with_request_id(body, job.id))
 }
 
 fn vectors(job: &Job) -> Vec<Value> {

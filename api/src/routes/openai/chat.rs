@@ -26,7 +26,7 @@ use crate::http::client::ClientInfo;
 use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
 use crate::intake;
-use crate::watching::feed::{self, Dialect, Feed, Started};
+use crate::watching::feed::{Dialect, Feed, Started};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -103,7 +103,7 @@ async fn converse<D: Dialect<Item = Event>>(
             sse(feed, dialect).into_response()
         }
     };
-    Ok(feed::with_request_id(response, id))
+    Ok(crate::watching::answer::with_request_id(response, id))
 }
 
 /// The feed as SSE in `dialect`.
@@ -168,12 +168,14 @@ impl Dialect for ChunkWriter {
 
     fn ended(&mut self, job: &Job) -> Vec<Event> {
         if job.status != JobStatus::Succeeded {
-            return self.failed(&feed::failure(job));
+            return self.failed(&crate::watching::answer::failure(job));
         }
-        let mut events =
-            vec![self.chunk(json!({}), json!(feed::stop_reason(job, self.max_tokens)))];
+        let mut events = vec![self.chunk(
+            json!({}),
+            json!(crate::watching::answer::stop_reason(job, self.max_tokens)),
+        )];
         if self.include_usage {
-            let (prompt, completion) = feed::tokens(job);
+            let (prompt, completion) = crate::watching::answer::tokens(job);
             events.push(data(&json!({
                 "id": self.id, "object": "chat.completion.chunk", "created": self.created,
                 "model": self.model, "system_fingerprint": null, "choices": [],
@@ -273,13 +275,13 @@ impl Dialect for ResponseEvents {
 
     fn ended(&mut self, job: &Job) -> Vec<Event> {
         if job.status != JobStatus::Succeeded {
-            return self.failed(&feed::failure(job));
+            return self.failed(&crate::watching::answer::failure(job));
         }
         let text = self.text.clone();
         let item_id = format!("msg_{}", self.hex);
         let part = json!({ "type": "output_text", "text": text, "annotations": [] });
         let item = self.message("completed", Some(&text));
-        let (input, output) = feed::tokens(job);
+        let (input, output) = crate::watching::answer::tokens(job);
         let usage = json!({
             "input_tokens": input, "input_tokens_details": { "cached_tokens": 0 },
             "output_tokens": output, "output_tokens_details": { "reasoning_tokens": 0 },

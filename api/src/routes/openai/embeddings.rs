@@ -41,7 +41,10 @@ async fn embeddings(
             item["embedding"] = json!(base64_vector(&item["embedding"]));
         }
     }
-    Ok(feed::with_request_id(Json(body).into_response(), job.id))
+    Ok(crate::watching::answer::with_request_id(
+        Json(body).into_response(),
+        job.id,
+    ))
 }
 
 /// A vector as base64 of its little-endian `f32`s.

@@ -202,13 +202,13 @@ fn response_body(endpoint: Endpoint, model: &str, item: &ItemResult) -> Value {
 
 /// A succeeded job's answer in `endpoint`'s shape (`max_tokens`: what the request allowed).
 pub fn job_answer(endpoint: Endpoint, job: &Job, max_tokens: Option<u32>) -> Value {
-    let (prompt, completion) = crate::watching::feed::tokens(job);
+    let (prompt, completion) = crate::watching::answer::tokens(job);
     let answered = Answered {
         job_id: job.id,
         model: &job.model,
         created: job.finished_at.unwrap_or(job.created_at).timestamp(),
         tokens: (prompt, completion),
-        finish_reason: crate::watching::feed::stop_reason(job, max_tokens),
+        finish_reason: crate::watching::answer::stop_reason(job, max_tokens),
         result: job.result.as_ref().unwrap_or(&Value::Null),
     };
     answer(endpoint, &answered)
