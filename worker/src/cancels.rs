@@ -57,9 +57,7 @@ impl Cancels {
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, CancellationToken>> {
-        self.running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        tollgate_core::sync::lock(&self.running)
     }
 
     /// Follows the control exchange until `shutdown`: one subscription per broker session.

@@ -119,11 +119,7 @@ impl Providers {
     }
 
     fn current(&self) -> Arc<Configured> {
-        self.inner
-            .configured
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        tollgate_core::sync::read(&self.inner.configured).clone()
     }
 
     /// The job's plan (see [`Runtime::route`]). Empty means `no_provider_available` — but only
@@ -182,10 +178,7 @@ impl Providers {
     }
 
     fn openai_circuit(&self) -> std::sync::MutexGuard<'_, Circuit> {
-        self.inner
-            .openai_circuit
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        tollgate_core::sync::lock(&self.inner.openai_circuit)
     }
 
     /// Each provider's circuit and slots as this worker holds them: OpenAI when configured, then
@@ -257,11 +250,7 @@ impl Providers {
             *self.openai_circuit() = Circuit::default();
         }
         self.fleet().rebuild(runtime);
-        *self
-            .inner
-            .configured
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
+        *tollgate_core::sync::write(&self.inner.configured) = Arc::new(next);
         tracing::info!(version = runtime.settings.version, "providers rebuilt");
     }
 }

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tollgate_core::domain::{JobId, JobStatus};
 use tollgate_core::queue::{Broker, StreamMessage, StreamPart};
+use tollgate_core::sync::lock;
 
 /// How long pieces that follow a message are gathered before the next is sent.
 const COALESCE: Duration = Duration::from_millis(10);
@@ -123,10 +124,4 @@ async fn publish(route: Route, mut pieces: mpsc::UnboundedReceiver<String>) -> u
         }
     }
     seq
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -36,18 +36,12 @@ pub struct TokenCache {
 
 impl TokenCache {
     fn refused_recently(&self, hash: &[u8; 32]) -> bool {
-        let refused = self
-            .refused
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let refused = tollgate_core::sync::read(&self.refused);
         refused.get(hash).is_some_and(|at| at.elapsed() < CACHE_TTL)
     }
 
     fn refuse(&self, hash: [u8; 32]) {
-        let mut refused = self
-            .refused
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut refused = tollgate_core::sync::write(&self.refused);
         if refused.len() >= CACHE_CAPACITY {
             refused.retain(|_, at| at.elapsed() < CACHE_TTL);
         }
@@ -55,10 +49,7 @@ impl TokenCache {
     }
 
     fn get(&self, hash: &[u8; 32]) -> Option<Principal> {
-        let entries = self
-            .entries
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entries = tollgate_core::sync::read(&self.entries);
         entries
             .get(hash)
             .filter(|(_, at)| at.elapsed() < CACHE_TTL)
@@ -66,10 +57,7 @@ impl TokenCache {
     }
 
     fn put(&self, hash: [u8; 32], principal: Principal) {
-        let mut entries = self
-            .entries
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = tollgate_core::sync::write(&self.entries);
         if entries.len() >= CACHE_CAPACITY {
             entries.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
         }

@@ -13,7 +13,7 @@
 //!   `Connection: close`.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ use axum::response::Response;
 use futures::StreamExt as _;
 use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
+use tollgate_core::sync::lock;
 
 /// The slowest average rate a body may arrive at once its first `body_read_timeout` is spent.
 const MIN_RATE: f64 = 64.0 * 1024.0;
@@ -146,12 +147,6 @@ impl Shared {
     fn deadline(&self) -> Instant {
         self.started + self.timeout + Duration::from_secs_f64(self.received as f64 / MIN_RATE)
     }
-}
-
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    shared
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The body the handler reads: the request's own, under the deadline, its progress shared with

@@ -166,15 +166,11 @@ impl Followers {
 
 impl Inner {
     fn lock_jobs(&self) -> std::sync::MutexGuard<'_, Table> {
-        self.jobs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        tollgate_core::sync::lock(&self.jobs)
     }
 
     fn lock_bound(&self) -> std::sync::MutexGuard<'_, Option<(Channel, ShortString)>> {
-        self.bound
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        tollgate_core::sync::lock(&self.bound)
     }
 
     fn current(&self) -> Option<(Channel, ShortString)> {

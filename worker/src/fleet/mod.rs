@@ -57,18 +57,12 @@ impl HostState {
     }
 
     fn circuit(&self) -> std::sync::MutexGuard<'_, Circuit> {
-        self.health
-            .circuit
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        tollgate_core::sync::lock(&self.health.circuit)
     }
 
     /// The host's last listing: when, and the models in it.
     fn listing(&self) -> std::sync::RwLockReadGuard<'_, Option<(Instant, HashSet<String>)>> {
-        self.health
-            .models
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        tollgate_core::sync::read(&self.health.models)
     }
 
     fn has(&self, model: &str) -> bool {
@@ -92,11 +86,7 @@ impl HostState {
         match tokio::time::timeout(LISTING_TIMEOUT, self.models_api.installed()).await {
             Ok(Ok(installed)) => {
                 let installed = installed.iter().map(|m| model_key(&m.name)).collect();
-                *self
-                    .health
-                    .models
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                *tollgate_core::sync::write(&self.health.models) =
                     Some((Instant::now(), installed));
                 true
             }
@@ -137,10 +127,7 @@ impl Fleet {
         let hosts: Arc<RwLock<Arc<Vec<Arc<HostState>>>>> = Arc::default();
         let known = hosts.clone();
         let candidates: slots::Candidates = Arc::new(move |model: &str| {
-            let hosts = known
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .clone();
+            let hosts = tollgate_core::sync::read(&known).clone();
             hosts
                 .iter()
                 .filter(|h| h.host.enabled && h.has(model) && !h.circuit().is_open())
@@ -159,10 +146,7 @@ impl Fleet {
     }
 
     fn current(&self) -> Arc<Vec<Arc<HostState>>> {
-        self.hosts
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        tollgate_core::sync::read(&self.hosts).clone()
     }
 
     /// Whether any host is enabled.
@@ -203,10 +187,7 @@ impl Fleet {
             )]
             tokio::spawn(async move { host.list().await });
         }
-        *self
-            .hosts
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
+        *tollgate_core::sync::write(&self.hosts) = Arc::new(next);
     }
 
     /// Each host's circuit and slots.
@@ -261,11 +242,7 @@ impl Fleet {
     /// The host said it has no `model` (deleted since it was listed): it is not asked for it again
     /// until a listing says otherwise.
     pub fn forget(&self, host: &HostState, model: &str) {
-        let mut models = host
-            .health
-            .models
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut models = tollgate_core::sync::write(&host.health.models);
         if let Some((_, installed)) = models.as_mut() {
             installed.remove(&model_key(model));
         }

@@ -161,24 +161,15 @@ impl Slots {
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
-        self.inner
-            .held
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        tollgate_core::sync::lock(&self.inner.held)
     }
 
     fn kept(&self) -> std::sync::MutexGuard<'_, Vec<(HeldSlot, Instant)>> {
-        self.inner
-            .kept
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        tollgate_core::sync::lock(&self.inner.kept)
     }
 
     fn contended(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Instant>> {
-        self.inner
-            .contended
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        tollgate_core::sync::lock(&self.inner.contended)
     }
 
     /// Whether another worker said lately that its calls wait for `host`'s slots.
