@@ -14,7 +14,7 @@ use crate::AppState;
 use crate::http::error::ApiError;
 
 /// One host's listing.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct HostModels {
     pub name: String,
     pub enabled: bool,
@@ -152,7 +152,8 @@ fn tagged(mut line: Value, host: &str, last: bool) -> Value {
 }
 
 /// How a delete went on one host.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = HostDeletion)]
 pub struct Deleted {
     pub host: String,
     pub outcome: &'static str,

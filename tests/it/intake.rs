@@ -307,7 +307,7 @@ async fn an_accepted_job_has_a_location_and_can_be_listed_and_cancelled() {
 }
 
 #[tokio::test]
-async fn health_readiness_and_openapi_answer() {
+async fn health_and_readiness_answer() {
     let stack = Stack::with(idle()).await;
 
     assert_eq!(stack.get("/healthz").await.status(), 200);
@@ -316,63 +316,5 @@ async fn health_readiness_and_openapi_answer() {
         ready["checks"],
         json!({ "postgres": "ok", "rabbitmq": "ok" })
     );
-    let openapi: Value = stack
-        .get("/openapi.json")
-        .await
-        .json()
-        .await
-        .expect("openapi");
-    for path in [
-        "/v1/generate",
-        "/v1/chat",
-        "/v1/embedding",
-        "/v1/jobs",
-        "/v1/jobs/{id}",
-        "/v1/jobs/{id}/cancel",
-        "/v1/batches",
-        "/v1/batches/{id}",
-        "/v1/batches/{id}/results",
-        "/v1/batches/{id}/cancel",
-        "/v1/batches/{id}/events",
-        "/openai/v1/files",
-        "/openai/v1/files/{id}",
-        "/openai/v1/files/{id}/content",
-        "/openai/v1/batches",
-        "/openai/v1/batches/{id}",
-        "/openai/v1/batches/{id}/cancel",
-        "/v1/admin/settings",
-        "/v1/admin/aliases",
-        "/v1/admin/aliases/{model}",
-        "/v1/admin/dead-letters",
-        "/v1/admin/dead-letters/{id}/requeue",
-        "/v1/usage",
-        "/v1/usage/history",
-        "/v1/admin/prices",
-        "/v1/admin/usage/unpriced",
-        "/v1/admin/spend",
-        "/v1/admin/tenants/{id}/quota",
-        "/v1/jobs/{id}/events",
-        "/v1/jobs/{id}/deliveries",
-        "/v1/admin/tenants/{id}/webhook",
-        "/v1/admin/tenants/{id}/webhook/rotate",
-        "/v1/admin/webhook-deliveries",
-        "/v1/admin/webhook-deliveries/{id}/redeliver",
-        "/v1/admin/tenants",
-        "/v1/admin/tenants/{id}",
-        "/v1/admin/tenants/{id}/disable",
-        "/v1/admin/tenants/{id}/enable",
-        "/v1/admin/tenants/{id}/tokens",
-        "/v1/admin/tokens/{id}",
-        "/v1/admin/audit",
-        "/v1/models",
-        "/v1/models/pull",
-        "/v1/models/{model}",
-        "/v1/jobs/{id}/attempts",
-        "/v1/admin/overview",
-        "/dashboard",
-        "/readyz",
-    ] {
-        assert!(openapi["paths"][path].is_object(), "{path} is documented");
-    }
     stack.stop().await;
 }

@@ -27,6 +27,7 @@ mod limits;
 mod metrics;
 mod models;
 mod openai_batches;
+mod openapi;
 mod outages;
 mod providers;
 mod resolution;

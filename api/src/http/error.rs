@@ -5,9 +5,28 @@
 
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 pub use super::error_code::ErrorCode;
+
+/// An error answer's body (RFC 9457 problem details), `application/problem+json`. The drop-in
+/// surfaces rewrite it in their own shapes, keeping `code`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    /// `urn:tollgate:problem:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The status's reason phrase.
+    pub title: String,
+    pub status: u16,
+    /// What went wrong, for a person.
+    pub detail: String,
+    pub code: ErrorCode,
+    /// The request field at fault (a 422's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -29,7 +48,7 @@ pub struct ApiError {
 /// run. Any other answer passes untouched.
 pub async fn in_dialect(
     response: Response,
-    render: fn(StatusCode, &serde_json::Value) -> serde_json::Value,
+    render: fn(StatusCode, &Problem) -> serde_json::Value,
 ) -> Response {
     let is_problem = response
         .headers()
@@ -39,10 +58,13 @@ pub async fn in_dialect(
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    let problem = match axum::body::to_bytes(body, 64 * 1024).await {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
-        Err(_) => serde_json::Value::Null,
-    };
+    let read = axum::body::to_bytes(body, 64 * 1024).await;
+    let problem = read
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_else(|| {
+            ApiError::new(parts.status, ErrorCode::InternalError, "the request failed").problem()
+        });
     if parts.status == StatusCode::UNPROCESSABLE_ENTITY {
         parts.status = StatusCode::BAD_REQUEST;
     }
@@ -278,18 +300,15 @@ impl ApiError {
     }
 
     /// The RFC 9457 body.
-    pub fn problem(&self) -> serde_json::Value {
-        let mut body = json!({
-            "type": format!("urn:tollgate:problem:{}", self.code),
-            "title": self.status.canonical_reason().unwrap_or("Error"),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-            "code": self.code.as_str(),
-        });
-        if let Some(field) = &self.field {
-            body["field"] = json!(field);
+    pub fn problem(&self) -> Problem {
+        Problem {
+            kind: format!("urn:tollgate:problem:{}", self.code),
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail.clone(),
+            code: self.code,
+            field: self.field.clone(),
         }
-        body
     }
 }
 

@@ -1,8 +1,13 @@
 //! Every `code` a problem+json answer can carry: one enumerated set, stable for clients to match on.
-//! The drop-in surfaces answer in their own shapes, carrying the same codes.
+//! The drop-in surfaces answer in their own shapes, carrying the same codes. The OpenAPI document
+//! lists them (the `ErrorCode` schema).
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// A problem's stable `code` (also its `type`, `urn:tollgate:problem:<code>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The body or query could not be read (bad JSON, wrong shape).
     MalformedRequest,
@@ -213,5 +218,14 @@ mod tests {
                 .iter()
                 .all(|name| name.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
         );
+    }
+
+    #[test]
+    fn each_code_is_written_on_the_wire_as_its_name() {
+        for code in ErrorCode::ALL {
+            let wire = serde_json::to_value(code).expect("serializes");
+            assert_eq!(wire, code.as_str());
+            assert_eq!(serde_json::from_value::<ErrorCode>(wire).ok(), Some(code));
+        }
     }
 }

@@ -185,7 +185,7 @@ fn problem_for(written: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let status = error.status();
-    let body = error.problem().to_string();
+    let body = serde_json::to_string(&error.problem()).unwrap_or_default();
     let mut answer = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\n\
          connection: close\r\n\r\n",

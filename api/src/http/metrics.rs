@@ -218,7 +218,14 @@ pub async fn track(
     response
 }
 
-/// `GET /metrics`: the api's figures in OpenMetrics text.
+/// Metrics
+///
+/// The api's figures in OpenMetrics text: requests, intake, queues, jobs, spend. When
+/// `TOLLGATE_METRICS_TOKEN` is set, only with `Authorization: Bearer <that token>`.
+#[utoipa::path(get, path = "/metrics", tag = "Service", responses(
+    (status = 200, description = "The metrics", content_type = "application/openmetrics-text", body = String),
+    (status = 401, description = "`TOLLGATE_METRICS_TOKEN` is set and was not sent"),
+))]
 pub async fn scrape(State(state): State<crate::AppState>, headers: HeaderMap) -> Response {
     let metrics = &state.metrics;
     let authorization = headers

@@ -66,6 +66,10 @@ mod tests {
 
     use super::*;
 
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a router of one test route, not one the api serves"
+    )]
     async fn status_of(uri: &str) -> (u16, String) {
         let app = axum::Router::new().route(
             "/jobs/{id}",

@@ -8,14 +8,13 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
 use futures::Stream;
 use tollgate_core::db::batches::{self, Batch, Counts};
 use tollgate_core::domain::{BatchId, TenantId};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::tenancy::ForTenant;
 use crate::AppState;
@@ -27,10 +26,19 @@ use crate::http::path::{Path, not_found};
 /// How often an open stream reads its batch.
 const READ_EVERY: Duration = Duration::from_secs(1);
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/batches/{id}/events", get(events))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(events))
 }
 
+/// Follow a batch
+#[utoipa::path(get, path = "/v1/batches/{id}/events", tag = "Batches",
+    description = "`event: batch` with the batch (counts by status, usage) at once, then whenever its status or counts change; the stream ends after the batch has ended. Each event's id is how many items have ended (`Last-Event-ID` resumes).",
+    params(("id" = BatchId, Path), ForTenant, ("Last-Event-ID" = Option<i64>, Header, description = "How many items had ended at the last event seen")),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such batch"),
+        (status = 422, description = "`tenant_id` is not a tenant id"),
+    ))]
 async fn events(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -7,17 +7,18 @@
 //! every item are written in one transaction, as `pending`: the worker's dispatcher releases them.
 //! An `Idempotency-Key` makes a retry return the same batch.
 
+use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use futures::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tollgate_core::db::batches::{self, Batch, NewBatch};
+use tollgate_core::db::batches::{self, Batch, ItemResult, NewBatch};
 use tollgate_core::domain::{BatchId, BatchItem, BatchSpec, GenerationOptions, JobKind, Template};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::paging;
 use super::tenancy::{self, ForTenant};
@@ -30,22 +31,21 @@ use crate::http::path::{Path, not_found};
 use crate::intake::idempotency::{self, Key};
 use crate::intake::{self, Accepted};
 
-pub fn router(batch_body_limit: usize) -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/batches",
-            post(create)
-                .layer(DefaultBodyLimit::max(batch_body_limit))
-                .get(list),
-        )
-        .route("/v1/batches/{id}", get(show))
-        .route("/v1/batches/{id}/results", get(results))
-        .route("/v1/batches/{id}/cancel", post(cancel))
+pub fn router(batch_body_limit: usize) -> OpenApiRouter<AppState> {
+    let (schemas, paths, create) = routes!(create);
+    let create = create.layer(DefaultBodyLimit::max(batch_body_limit));
+    OpenApiRouter::new()
+        .routes((schemas, paths, create))
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(results))
+        .routes(routes!(cancel))
 }
 
 /// A batch as one JSON object.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = BatchRequest)]
 struct BatchBody {
     kind: JobKind,
     model: String,
@@ -57,13 +57,21 @@ struct BatchBody {
 }
 
 /// A JSONL batch's settings, in the query string (`metadata` as a JSON object).
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct JsonlQuery {
+    /// JSONL bodies only (required then): the items' kind.
+    #[param(required = false)]
     kind: JobKind,
+    /// JSONL bodies only (required then): the model every item runs on.
+    #[param(required = false)]
     model: String,
+    /// JSONL bodies only: a prompt template whose `{{field}}`s each item's `variables` fill.
     template: Option<String>,
+    /// JSONL bodies only: the batch's metadata, a JSON object.
     metadata: Option<String>,
+    /// JSONL bodies only: where the batch's terminal event is POSTed.
     webhook_url: Option<String>,
 }
 
@@ -80,6 +88,19 @@ struct Submitted {
     webhook_url: Option<String>,
 }
 
+/// Submit a batch
+#[utoipa::path(post, path = "/v1/batches", tag = "Batches",
+    description = "Many items of one kind and model, as one JSON object, or as JSONL (`application/jsonl` or `application/x-ndjson`: one item per line, the batch's settings in the query string). Answers 202 with the batch and its `Location`; its items are scheduled fairly against other tenants' work.",
+    request_body(content((BatchBody = "application/json"), (String = "application/jsonl"), (String = "application/x-ndjson"))),
+    params(JsonlQuery, ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer instead of a second batch")),
+    responses(
+        (status = 202, description = "Accepted: the batch", body = Batch, headers(("Location" = String, description = "The batch's URL"))),
+        (status = 404, description = "`model_not_found`: no provider serves the model"),
+        (status = 409, description = "`idempotency_key_in_use`"),
+        (status = 413, description = "`body_too_large`: over `TOLLGATE_BATCH_BODY_LIMIT`"),
+        (status = 415, description = "`unsupported_media_type`: neither JSON nor JSONL"),
+        (status = 422, description = "A field or an item is refused (`invalid_field` naming it, `items[i].field` with its line in JSONL), or `idempotency_key_reused`"),
+    ))]
 async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -263,6 +284,13 @@ fn parse_jsonl(bytes: &Bytes) -> Result<(Vec<BatchItem>, Vec<usize>), ApiError> 
     Ok((items, lines))
 }
 
+/// One of your batches
+#[utoipa::path(get, path = "/v1/batches/{id}", tag = "Batches", params(("id" = BatchId, Path), ForTenant),
+    responses(
+        (status = 200, description = "The batch, with its counts by status and usage", body = Batch),
+        (status = 404, description = "No such batch"),
+        (status = 422, description = "`tenant_id` is not a tenant id"),
+    ))]
 async fn show(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -276,20 +304,33 @@ async fn show(
         .ok_or_else(not_found::<BatchId>)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Page size, 1 to 100 (20 unless given).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Admins: this tenant's batches instead of your own.
+    #[param(value_type = Option<tollgate_core::domain::TenantId>)]
     tenant_id: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+/// A page of batches, newest first.
 struct BatchPage {
     data: Vec<Batch>,
     next_cursor: Option<BatchId>,
 }
 
+/// Your batches
+#[utoipa::path(get, path = "/v1/batches", tag = "Batches", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of batches", body = BatchPage),
+        (status = 422, description = "A parameter is refused (`invalid_field`, naming it)"),
+    ))]
 async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -309,8 +350,15 @@ async fn list(
     Ok(Json(BatchPage { data, next_cursor }))
 }
 
+/// A batch's results
+///
 /// Every item's outcome as JSONL, in submission order, read a page at a time so that no batch is
 /// ever held in memory whole.
+#[utoipa::path(get, path = "/v1/batches/{id}/results", tag = "Batches", params(("id" = BatchId, Path)),
+    responses(
+        (status = 200, description = "One line per item, in submission order", content_type = "application/jsonl", body = ItemResult),
+        (status = 404, description = "No such batch"),
+    ))]
 async fn results(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -334,6 +382,15 @@ async fn results(
         .into_response())
 }
 
+/// Cancel a batch
+#[utoipa::path(post, path = "/v1/batches/{id}/cancel", tag = "Batches",
+    description = "Its queued items are cancelled at once, its running ones through their workers; what has finished stays (and is billed).",
+    params(("id" = BatchId, Path)),
+    responses(
+        (status = 200, description = "The batch", body = Batch),
+        (status = 404, description = "No such batch"),
+        (status = 409, description = "`batch_not_cancellable`: it has completed"),
+    ))]
 async fn cancel(
     State(state): State<AppState>,
     Caller(caller): Caller,

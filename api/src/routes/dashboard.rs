@@ -4,11 +4,10 @@
 //! Served with a strict Content-Security-Policy: scripts, styles and connections from this origin
 //! only, no inline script or style, no frames, no forms posting elsewhere.
 
-use axum::Router;
 use axum::extract::Path;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 use crate::http::error::ApiError;
@@ -75,19 +74,43 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
     frame-ancestors 'none'";
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/dashboard",
-            get(|| async { page(INDEX, "text/html; charset=utf-8") }),
-        )
-        .route(
-            "/dashboard/",
-            get(|| async { Redirect::permanent("/dashboard") }),
-        )
-        .route("/dashboard/{*file}", get(asset))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(index))
+        .routes(routes!(slash))
+        .routes(routes!(asset))
 }
 
+/// The dashboard
+///
+/// The operator's pages: one HTML page whose scripts sign in with an admin token.
+#[utoipa::path(get, path = "/dashboard", tag = "Dashboard", responses(
+    (status = 200, description = "The page", content_type = "text/html", body = String),
+))]
+async fn index() -> Response {
+    page(INDEX, "text/html; charset=utf-8")
+}
+
+/// The dashboard, with a trailing slash
+///
+/// Redirects to `/dashboard`.
+#[utoipa::path(get, path = "/dashboard/", tag = "Dashboard", responses(
+    (status = 308, description = "Redirects to `/dashboard`", headers(("Location" = String))),
+))]
+async fn slash() -> Redirect {
+    Redirect::permanent("/dashboard")
+}
+
+/// A dashboard file
+///
+/// One of the page's scripts or styles.
+#[utoipa::path(get, path = "/dashboard/{*file}", tag = "Dashboard",
+    params(("file" = String, Path, description = "The file, as the page names it (`app.js`, `pages/jobs.js`)")),
+    responses(
+        (status = 200, description = "The file", content((String = "text/javascript"), (String = "text/css"))),
+        (status = 404, description = "No such file"),
+    ),
+)]
 async fn asset(Path(file): Path<String>) -> Response {
     match ASSETS.iter().find(|(name, _, _)| *name == file) {
         Some((_, content_type, text)) => page(text, content_type),

@@ -9,16 +9,15 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
 use futures::Stream;
 use tokio::time::Instant;
 use tollgate_core::db::jobs;
 use tollgate_core::domain::{Job, JobId, TenantId};
 use tollgate_core::queue::StreamPart;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 use crate::access::auth::Caller;
@@ -33,10 +32,18 @@ const REREAD_EVERY: Duration = Duration::from_secs(15);
 /// How often a stream re-reads a batch item, whose changes workers do not broadcast.
 const BATCH_ITEM_REREAD_EVERY: Duration = Duration::from_secs(1);
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/jobs/{id}/events", get(events))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(events))
 }
 
+/// Follow a job
+#[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "Jobs",
+    description = "The job's status changes as server-sent events (`event: job`, each id the job's revision; `Last-Event-ID` resumes), and for a streaming job its text as `event: delta` (`{\"text\"}`) while it runs. The stream ends after the job has ended.",
+    params(("id" = JobId, Path), ("Last-Event-ID" = Option<i32>, Header, description = "The last revision seen: only newer is sent")),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such job"),
+    ))]
 async fn events(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -3,14 +3,15 @@
 //! model, when, how long, how each ended) and `GET /v1/jobs/{id}/deliveries` (its webhook
 //! deliveries with their attempts). Another tenant's job is 404, like one that does not exist.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
 use tollgate_core::db::job_attempts::{self, AttemptRow};
 use tollgate_core::db::jobs;
 use tollgate_core::db::webhooks::{self, Delivery};
 use tollgate_core::domain::JobId;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::tenancy::{self, ForTenant};
 use crate::AppState;
@@ -19,22 +20,32 @@ use crate::http::error::ApiError;
 use crate::http::extract::QueryParams;
 use crate::http::path::{Path, not_found};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/jobs/{id}/attempts", get(attempts))
-        .route("/v1/jobs/{id}/deliveries", get(deliveries))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(attempts))
+        .routes(routes!(deliveries))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+/// A job's provider calls, oldest first.
 struct Attempts {
     data: Vec<AttemptRow>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+/// A job's webhook deliveries.
 struct Deliveries {
     data: Vec<Delivery>,
 }
 
+/// A job's provider calls
+#[utoipa::path(get, path = "/v1/jobs/{id}/attempts", tag = "Jobs", params(("id" = JobId, Path), ForTenant),
+    description = "Each call to a provider the job made: which provider and model, how it ended, how long it took, what it cost.",
+    responses(
+        (status = 200, description = "The calls", body = Attempts),
+        (status = 404, description = "No such job"),
+        (status = 422, description = "`tenant_id` is not a tenant id"),
+    ))]
 async fn attempts(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -49,6 +60,14 @@ async fn attempts(
     Ok(Json(Attempts { data }))
 }
 
+/// A job's webhook deliveries
+#[utoipa::path(get, path = "/v1/jobs/{id}/deliveries", tag = "Jobs", params(("id" = JobId, Path), ForTenant),
+    description = "The signed webhook deliveries of the job's terminal event, with their attempts.",
+    responses(
+        (status = 200, description = "The deliveries", body = Deliveries),
+        (status = 404, description = "No such job"),
+        (status = 422, description = "`tenant_id` is not a tenant id"),
+    ))]
 async fn deliveries(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -6,12 +6,11 @@
 
 use std::convert::Infallible;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -20,7 +19,10 @@ use tollgate_core::domain::{
     BatchId, ChatMessage, ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest,
     GenerationOptions, Job, JobId, JobRequest, JobStatus,
 };
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::openapi::Submitting;
 use super::paging;
 use super::tenancy::{self, ForTenant};
 use crate::AppState;
@@ -56,19 +58,22 @@ fn location_of(id: JobId) -> String {
     format!("/v1/jobs/{id}")
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/generate", post(generate))
-        .route("/v1/chat", post(chat))
-        .route("/v1/embedding", post(embedding))
-        .route("/v1/jobs", get(list))
-        .route("/v1/jobs/{id}", get(show))
-        .route("/v1/jobs/{id}/cancel", post(cancel))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(generate))
+        .routes(routes!(chat))
+        .routes(routes!(embedding))
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(cancel))
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/generate`: a prompt, answered by its completion.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = GenerateRequest)]
 struct GenerateBody {
+    /// A model clients may submit (`GET /v1/models`).
     model: String,
     prompt: String,
     options: Option<GenerationOptions>,
@@ -78,8 +83,10 @@ struct GenerateBody {
     webhook_url: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/chat`: a conversation, answered by the assistant's next message.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ChatRequest)]
 struct ChatBody {
     model: String,
     messages: Vec<ChatMessage>,
@@ -89,8 +96,10 @@ struct ChatBody {
     webhook_url: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/embedding`: one text or several, answered by their vectors.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = EmbeddingRequest)]
 struct EmbeddingBody {
     model: String,
     input: EmbeddingInput,
@@ -98,23 +107,49 @@ struct EmbeddingBody {
     webhook_url: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only jobs in this status.
+    #[param(value_type = Option<JobStatus>)]
     status: Option<String>,
+    /// Only this batch's items.
+    #[param(value_type = Option<BatchId>)]
     batch_id: Option<String>,
+    /// Page size, 1 to 100 (20 unless given).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Admins: this tenant's jobs instead of your own.
+    #[param(value_type = Option<tollgate_core::domain::TenantId>)]
     tenant_id: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A page of jobs, newest first.
+#[derive(Serialize, ToSchema)]
 struct JobPage {
     data: Vec<Job>,
     /// Pass as `cursor` to get the next (older) page; `null` on the last page.
     next_cursor: Option<JobId>,
 }
 
+/// Submit a generation job
+///
+/// Answers 202 with the job and its `Location`; with `Prefer: wait=N`, 200 with the finished job
+/// if it ends within N seconds; with `"stream": true`, an event stream of its text: `event: job`
+/// (accepted), `event: delta` (`{"text"}`) per piece, `event: job` with the ended job, or
+/// `event: error` (a problem) when the sync timeout passed first.
+#[utoipa::path(post, path = "/v1/generate", tag = "Jobs", request_body = GenerateBody, params(Submitting),
+    responses(
+        (status = 202, description = "Accepted: the queued job", body = Job, headers(("Location" = String, description = "The job's URL"))),
+        (status = 200, description = "The finished job (`Prefer: wait`), or its text as it is generated (`stream`)",
+            content((Job = "application/json"), (String = "text/event-stream"))),
+        (status = 404, description = "`model_not_found`: no provider serves the model"),
+        (status = 409, description = "`idempotency_key_in_use`"),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it), or `idempotency_key_reused`"),
+    ))]
 async fn generate(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -132,6 +167,18 @@ async fn generate(
     submit(&state, caller, client, &headers, request, extra, key).await
 }
 
+/// Submit a chat job
+///
+/// As `POST /v1/generate`, for a conversation.
+#[utoipa::path(post, path = "/v1/chat", tag = "Jobs", request_body = ChatBody, params(Submitting),
+    responses(
+        (status = 202, description = "Accepted: the queued job", body = Job, headers(("Location" = String, description = "The job's URL"))),
+        (status = 200, description = "The finished job (`Prefer: wait`), or its text as it is generated (`stream`)",
+            content((Job = "application/json"), (String = "text/event-stream"))),
+        (status = 404, description = "`model_not_found`: no provider serves the model"),
+        (status = 409, description = "`idempotency_key_in_use`"),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it), or `idempotency_key_reused`"),
+    ))]
 async fn chat(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -149,6 +196,17 @@ async fn chat(
     submit(&state, caller, client, &headers, request, extra, key).await
 }
 
+/// Submit an embedding job
+///
+/// As `POST /v1/generate` (without `stream`); the result holds one vector per input text.
+#[utoipa::path(post, path = "/v1/embedding", tag = "Jobs", request_body = EmbeddingBody, params(Submitting),
+    responses(
+        (status = 202, description = "Accepted: the queued job", body = Job, headers(("Location" = String, description = "The job's URL"))),
+        (status = 200, description = "The finished job (`Prefer: wait`)", body = Job),
+        (status = 404, description = "`model_not_found`: no provider serves the model"),
+        (status = 409, description = "`idempotency_key_in_use`"),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it), or `idempotency_key_reused`"),
+    ))]
 async fn embedding(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -301,6 +359,13 @@ fn job_event(job: &Job) -> Option<Event> {
 
 const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
 
+/// One of your jobs
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "Jobs", params(("id" = JobId, Path), ForTenant),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 404, description = "No such job (or not the tenant's)"),
+        (status = 422, description = "`tenant_id` is not a tenant id"),
+    ))]
 async fn show(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -314,6 +379,14 @@ async fn show(
         .ok_or_else(not_found::<JobId>)
 }
 
+/// Your jobs
+///
+/// Newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/jobs", tag = "Jobs", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobPage),
+        (status = 422, description = "A parameter is refused (`invalid_field`, naming it)"),
+    ))]
 async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -348,9 +421,18 @@ async fn list(
     Ok(Json(JobPage { data, next_cursor }))
 }
 
-/// Cancels a job: at once while no worker holds it (200 with the cancelled job), else through the
-/// worker running it, which aborts the provider call; the answer waits briefly for that (200 with
-/// the ended job, or 202 with the running one when the worker takes longer).
+/// Cancel a job
+///
+/// At once while no worker holds it (200 with the cancelled job), else through the worker
+/// running it, which aborts the provider call; the answer waits briefly for that (200 with the
+/// ended job, or 202 with the running one when the worker takes longer).
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "Jobs", params(("id" = JobId, Path)),
+    responses(
+        (status = 200, description = "The cancelled (or otherwise ended) job", body = Job),
+        (status = 202, description = "Cancelling: its worker has not ended it yet", body = Job),
+        (status = 404, description = "No such job"),
+        (status = 409, description = "`job_not_cancellable`: it has already ended"),
+    ))]
 async fn cancel(
     State(state): State<AppState>,
     Caller(caller): Caller,

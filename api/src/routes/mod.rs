@@ -1,5 +1,7 @@
 //! The router: every route, the fallbacks that keep even unknown routes problem+json, and the
-//! layers every request passes through.
+//! layers every request passes through. Each route is registered from its handler's
+//! `#[utoipa::path]` (`utoipa_axum::routes!`), which describes it in the OpenAPI document too
+//! ([`openapi`]); `api/clippy.toml` refuses a route added any other way.
 
 mod admin;
 mod batch_events;
@@ -12,49 +14,34 @@ mod jobs;
 mod models;
 mod ollama;
 mod openai;
+mod openapi;
 mod paging;
 mod tenancy;
 mod usage;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Method, header};
+use axum::{Extension, Router};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::http::{database, error::ApiError};
 use crate::{ApiSettings, AppState};
 
 pub fn router(state: AppState, settings: &ApiSettings) -> Router {
     let metrics = state.metrics.clone();
-    // Every route but health's needs Postgres: while it is known to be down, 503 at once instead
-    // of waiting on the pool (the OpenAI surface says so in its own shape).
-    let needs_database = Router::new()
-        .merge(jobs::router())
-        .merge(job_history::router())
-        .merge(events::router())
-        .merge(batches::router(settings.batch_body_limit))
-        .merge(batch_events::router())
-        .merge(usage::router())
-        .merge(models::router())
-        .merge(admin::router())
-        .layer(axum::middleware::from_fn_with_state(
-            state.database.clone(),
-            database::gate,
-        ));
-    Router::new()
-        .merge(health::router())
-        .merge(dashboard::router())
-        .merge(needs_database)
-        .nest(
-            "/openai/v1",
-            openai::router(settings.batch_body_limit, state.database.clone()),
-        )
-        .nest("/ollama", ollama::router(state.database.clone()))
+    let (routes, document) = routes(settings, &state.database).split_for_parts();
+    let document = openapi::Document(Arc::from(
+        serde_json::to_string(&openapi::complete(document)).unwrap_or_default(),
+    ));
+    routes
+        .layer(Extension(document))
         .route_layer(axum::middleware::from_fn(crate::http::metrics::mark_route))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
@@ -84,15 +71,44 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
         .with_state(state)
 }
 
+/// Every route, described.
+fn routes(settings: &ApiSettings, database: &database::DatabaseHealth) -> OpenApiRouter<AppState> {
+    // Every route but health's needs Postgres: while it is known to be down, 503 at once instead
+    // of waiting on the pool (the OpenAI surface says so in its own shape).
+    let needs_database = OpenApiRouter::new()
+        .merge(jobs::router())
+        .merge(job_history::router())
+        .merge(events::router())
+        .merge(batches::router(settings.batch_body_limit))
+        .merge(batch_events::router())
+        .merge(usage::router())
+        .merge(models::router())
+        .merge(admin::router())
+        .layer(axum::middleware::from_fn_with_state(
+            database.clone(),
+            database::gate,
+        ));
+    OpenApiRouter::new()
+        .merge(health::router())
+        .merge(dashboard::router())
+        .merge(needs_database)
+        .nest(
+            "/openai/v1",
+            openai::router(settings.batch_body_limit, database.clone()),
+        )
+        .nest("/ollama", ollama::router(database.clone()))
+}
+
 /// A drop-in surface's routes: answered 503 at once while Postgres is known to be down, with the
 /// api's 404 and 405 for what it lacks, and every problem+json answer rewritten in the surface's
 /// error shape by `render` (see [`crate::http::error::in_dialect`]).
 fn surface(
-    routes: Router<AppState>,
+    routes: OpenApiRouter<AppState>,
     database: database::DatabaseHealth,
-    render: fn(axum::http::StatusCode, &serde_json::Value) -> serde_json::Value,
-) -> Router<AppState> {
-    routes
+    render: fn(axum::http::StatusCode, &crate::http::error::Problem) -> serde_json::Value,
+) -> OpenApiRouter<AppState> {
+    let (routes, document) = routes.split_for_parts();
+    let routes = routes
         .layer(axum::middleware::from_fn_with_state(
             database,
             database::gate,
@@ -103,7 +119,8 @@ fn surface(
             move |response: axum::response::Response| {
                 crate::http::error::in_dialect(response, render)
             },
-        ))
+        ));
+    OpenApiRouter::with_openapi(document).merge(routes.into())
 }
 
 /// CORS for browser clients. A preflight carries no token, so it is answered for any origin; the
@@ -132,4 +149,169 @@ fn cors() -> CorsLayer {
             HeaderName::from_static("preference-applied"),
         ])
         .max_age(Duration::from_secs(600))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::http::error::ErrorCode;
+
+    /// The document as served, as JSON.
+    fn document() -> Value {
+        let routes = routes(
+            &ApiSettings::default(),
+            &database::DatabaseHealth::default(),
+        );
+        serde_json::to_value(openapi::complete(routes.into_openapi())).expect("serializes")
+    }
+
+    /// Every operation: its method, path and description.
+    fn operations(document: &Value) -> Vec<(String, String, Value)> {
+        let paths = document["paths"].as_object().expect("paths");
+        paths
+            .iter()
+            .flat_map(|(path, item)| {
+                let item = item.as_object().expect("path item");
+                item.iter()
+                    .map(|(method, operation)| (method.clone(), path.clone(), operation.clone()))
+            })
+            .collect()
+    }
+
+    /// Every `$ref` in `value`.
+    fn refs<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(target)) = map.get("$ref") {
+                    found.push(target);
+                }
+                map.values().for_each(|v| refs(v, found));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_names_a_schema_of_the_document() {
+        let document = document();
+        let mut found = Vec::new();
+        refs(&document, &mut found);
+        assert!(found.len() > 100, "the operations refer to their types");
+        for target in found {
+            let name = target
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("{target} is a schema reference"));
+            assert!(
+                document["components"]["schemas"][name].is_object(),
+                "{target} is in the document"
+            );
+        }
+    }
+
+    #[test]
+    fn every_operation_is_summed_up_answered_and_named_once() {
+        let document = document();
+        let operations = operations(&document);
+        assert!(operations.len() >= 85, "{} operations", operations.len());
+        let mut ids = HashSet::new();
+        for (method, path, operation) in &operations {
+            assert!(
+                !path.contains('*'),
+                "{path}: OpenAPI's parameters, not axum's"
+            );
+            let summary = operation["summary"].as_str().unwrap_or_default();
+            assert!(!summary.is_empty(), "{method} {path} has a summary");
+            let responses = operation["responses"].as_object().expect("responses");
+            assert!(
+                responses
+                    .keys()
+                    .any(|status| status.starts_with('2') || status == "308"),
+                "{method} {path} says what it answers"
+            );
+            for (status, response) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert!(
+                        response["content"].is_object(),
+                        "{method} {path} {status} has a body"
+                    );
+                }
+            }
+            let id = operation["operationId"].as_str().expect("operationId");
+            assert!(ids.insert(id.to_owned()), "{id} is unique");
+        }
+    }
+
+    #[test]
+    fn every_route_but_the_public_ones_asks_for_a_token() {
+        let document = document();
+        for (method, path, operation) in operations(&document) {
+            let public = openapi::PUBLIC.contains(&path.as_str());
+            assert_eq!(operation["security"].is_array(), !public, "{method} {path}");
+            if !public {
+                assert!(operation["responses"]["401"].is_object(), "{method} {path}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_error_codes_are_listed_as_the_enum_writes_them() {
+        let document = document();
+        let listed = &document["components"]["schemas"]["ErrorCode"]["enum"];
+        let codes: Vec<&str> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+        assert_eq!(listed, &serde_json::json!(codes));
+        assert_eq!(
+            document["components"]["schemas"]["Problem"]["properties"]["code"]["$ref"],
+            "#/components/schemas/ErrorCode"
+        );
+    }
+
+    /// Each `ToSchema` type's name in the document (its `#[schema(as = …)]`, else its own) in the
+    /// Rust files under `dir`.
+    fn schema_names(dir: &std::path::Path, names: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).expect("readable").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                schema_names(&path, names);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let mut derived = false;
+            let mut renamed = None;
+            for line in text.lines().map(str::trim) {
+                if line.starts_with("#[derive(") && line.contains("ToSchema") {
+                    derived = true;
+                } else if let Some(name) = line.strip_prefix("#[schema(as = ") {
+                    renamed = Some(name.trim_end_matches(")]").to_owned());
+                } else if derived && !line.starts_with("#[") && !line.starts_with("///") {
+                    let item = line.split(['{', '(', '<', ';']).next().unwrap_or_default();
+                    let own = item.split_whitespace().last().unwrap_or_default();
+                    let name = renamed.take().unwrap_or_else(|| own.to_owned());
+                    names.push((name, path.display().to_string()));
+                    derived = false;
+                }
+            }
+        }
+    }
+
+    /// utoipa keeps the last schema given a name: two types under one name would have one of
+    /// them described as the other.
+    #[test]
+    fn every_schema_name_belongs_to_one_type() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut names = Vec::new();
+        schema_names(&root.join("src"), &mut names);
+        schema_names(&root.join("../shared/src"), &mut names);
+        assert!(names.len() > 100, "{} types found", names.len());
+        let mut seen = std::collections::HashMap::new();
+        for (name, file) in names {
+            if let Some(first) = seen.insert(name.clone(), file.clone()) {
+                panic!("{name} names a type in {first} and one in {file}");
+            }
+        }
+    }
 }

@@ -1,24 +1,25 @@
 //! `GET /v1/models`: what the gateway serves, with prices, and which host of the fleet has what
 //! installed. (Pulling and deleting models is the operators', in [`super::admin::models`].)
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::Utc;
 use serde::Serialize;
 use tollgate_core::billing;
 use tollgate_core::domain::ProviderName;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 use crate::access::auth::Caller;
 use crate::fleet::{self, HostModels};
 use crate::http::error::ApiError;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/models", get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Models {
     /// Every model name clients may submit, with what each provider runs and its price.
     data: Vec<ServedModel>,
@@ -26,13 +27,14 @@ struct Models {
     hosts: Vec<HostModels>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ServedModel {
     model: String,
     providers: Vec<Route>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = ModelRoute)]
 struct Route {
     provider: ProviderName,
     upstream_model: String,
@@ -46,12 +48,16 @@ struct Route {
     price: Option<PriceView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct PriceView {
     input_per_1k: String,
     output_per_1k: String,
 }
 
+/// The models you may use
+#[utoipa::path(get, path = "/v1/models", tag = "Jobs",
+    description = "Every model name clients may submit, with the providers that run it and their prices, and each Ollama host of the fleet with what it has installed.",
+    responses((status = 200, description = "The models", body = Models)))]
 async fn list(State(state): State<AppState>, Caller(_): Caller) -> Result<Json<Models>, ApiError> {
     let runtime = state.runtime.current();
     let hosts = fleet::listings(&state).await;

@@ -4,6 +4,8 @@
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 
 use crate::http::error::ApiError;
 
@@ -46,11 +48,24 @@ pub struct Page<C> {
 }
 
 /// A page of a listing.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Listing<T, C> {
     pub data: Vec<T>,
     /// Pass as `cursor` for the next (older) page; `null` on the last page.
+    #[schema(schema_with = cursor_schema)]
     pub next_cursor: Option<C>,
+}
+
+/// A listing's cursor: its last item's id (a UUID or a number), or `null`. Written out because
+/// utoipa describes a generic `Option<C>` as `C` alone, not nullable.
+fn cursor_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([
+            Type::String,
+            Type::Integer,
+            Type::Null,
+        ]))
+        .build()
 }
 
 /// The page size an operator's listing asks for: 50 unless given, and 1 to 500.

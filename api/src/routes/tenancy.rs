@@ -5,13 +5,18 @@
 use serde::Deserialize;
 use tollgate_core::db::tokens::Principal;
 use tollgate_core::domain::{Role, TenantId};
+use utoipa::IntoParams;
 
 use crate::http::error::ApiError;
 
 /// The query of a read that an admin may make for another tenant.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ForTenant {
+    /// Admins: read this tenant's instead of your own (the dashboard's views of every tenant). A
+    /// client naming another tenant is refused (403 `forbidden`).
+    #[param(value_type = Option<TenantId>)]
     pub tenant_id: Option<String>,
 }
 

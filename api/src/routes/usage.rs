@@ -2,14 +2,15 @@
 //! day), served from the daily rollup. Clients see their tenant; admins may ask for any tenant
 //! (`tenant_id=…`) or all of them (`tenant_id=all`).
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{Datelike as _, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use tollgate_core::db::tokens::Principal;
 use tollgate_core::db::usage::{self, DayTotals, ModelTotals, ReasonTotals, Scope, Totals};
 use tollgate_core::domain::Role;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 use crate::access::auth::Caller;
@@ -19,27 +20,36 @@ use crate::http::extract::QueryParams;
 /// Longest history one request may ask for.
 const MAX_HISTORY_DAYS: i64 = 366;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/usage", get(month))
-        .route("/v1/usage/history", get(history))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(month))
+        .routes(routes!(history))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct MonthQuery {
+    /// Admins: this tenant's usage, or `all` for every tenant's.
     tenant_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
+    /// First day, `YYYY-MM-DD` (UTC); 30 days before `to` unless given.
+    #[param(format = Date)]
     from: Option<String>,
+    /// Last day, `YYYY-MM-DD` (UTC); today unless given. At most 366 days from `from`.
+    #[param(format = Date)]
     to: Option<String>,
+    /// Admins: this tenant's usage, or `all` for every tenant's.
     tenant_id: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+/// The month so far: totals, by model and by why jobs went where they did.
 struct MonthUsage {
     /// `YYYY-MM`, UTC.
     month: String,
@@ -53,13 +63,21 @@ struct MonthUsage {
     by_route_reason: Vec<ReasonTotals>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+/// Day by day totals.
 struct History {
     from: NaiveDate,
     to: NaiveDate,
     data: Vec<DayTotals>,
 }
 
+/// Usage this month
+#[utoipa::path(get, path = "/v1/usage", tag = "Usage", params(MonthQuery),
+    description = "Your tenant's tokens and spend this calendar month (UTC), in all and by model.",
+    responses(
+        (status = 200, description = "The month's usage", body = MonthUsage),
+        (status = 422, description = "`tenant_id` is refused"),
+    ))]
 async fn month(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -80,6 +98,12 @@ async fn month(
     }))
 }
 
+/// Usage by day
+#[utoipa::path(get, path = "/v1/usage/history", tag = "Usage", params(HistoryQuery),
+    responses(
+        (status = 200, description = "Each day's totals", body = History),
+        (status = 422, description = "A date is refused, or the span is over 366 days"),
+    ))]
 async fn history(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -21,7 +21,7 @@ impl Counts {
 }
 
 /// One minute's activity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Minute {
     pub minute: DateTime<Utc>,
     pub requests: i64,

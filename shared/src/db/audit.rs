@@ -34,7 +34,7 @@ pub async fn record(conn: impl PgExecutor<'_>, action: &Action<'_>) -> Result<()
 }
 
 /// An entry as admins read it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Entry {
     pub id: i64,
     pub at: DateTime<Utc>,

@@ -38,7 +38,7 @@ pub async fn read(pool: &PgPool) -> Result<Backlog, sqlx::Error> {
 }
 
 /// The jobs not finished yet, by status: the overview's "jobs by status".
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct Unfinished {
     /// Batch items waiting in Postgres for the dispatcher.
     pub pending: i64,

@@ -101,7 +101,7 @@ impl AttemptColumns {
 }
 
 /// One row of `job_attempts`, as read back.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct AttemptRow {
     pub claim: i32,
     pub provider: String,

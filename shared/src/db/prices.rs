@@ -32,7 +32,7 @@ pub async fn all(pool: &PgPool) -> Result<PriceList, sqlx::Error> {
 }
 
 /// One row of the price list.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct PriceRow {
     pub provider: String,
     pub model: String,

@@ -13,7 +13,17 @@ use sqlx::{PgConnection, PgExecutor, PgPool};
 use crate::domain::TenantId;
 
 /// A tenant's monthly limits; `None` is unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct Limits {
     #[serde(with = "rust_decimal::serde::str_option", default)]
     pub monthly_cost_budget: Option<Decimal>,
@@ -96,7 +106,7 @@ pub async fn reserve(
 }
 
 /// A tenant's month against its limits.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct MonthStatus {
     pub month: NaiveDate,
     #[serde(flatten)]

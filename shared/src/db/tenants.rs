@@ -11,7 +11,7 @@ use crate::domain::TenantId;
 pub const NAME_TAKEN: &str = "tenants_name_key";
 
 /// A tenant as admins see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
@@ -22,6 +22,7 @@ pub struct Tenant {
     pub allowed_domains: Option<Vec<String>>,
     pub allowed_ips: Option<Vec<String>>,
     /// The tenant-wide rate limit, shared by all its tokens; `null` is unlimited.
+    #[schema(value_type = Option<crate::domain::RateLimit>)]
     pub rate_limit: StoredRate,
     /// `any`, or `local_only`: its jobs never go to a cloud provider (its tokens may override).
     pub data_policy: String,

@@ -50,7 +50,7 @@ pub async fn create(
 }
 
 /// A token as admins see it: never the secret, nor its hash.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: TokenId,
     pub tenant_id: TenantId,
@@ -65,6 +65,7 @@ pub struct TokenInfo {
     /// The token's own lists; `null` uses its tenant's.
     pub allowed_domains: Option<Vec<String>>,
     pub allowed_ips: Option<Vec<String>>,
+    #[schema(value_type = Option<crate::domain::RateLimit>)]
     pub rate_limit: StoredRate,
     /// The token's own data policy; `null` uses its tenant's.
     pub data_policy: Option<String>,

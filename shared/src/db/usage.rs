@@ -40,7 +40,7 @@ impl Scope {
 }
 
 /// Requests, tokens and cost over some span.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Totals {
     pub requests: i64,
     pub prompt_tokens: i64,
@@ -52,7 +52,7 @@ pub struct Totals {
     pub unpriced_requests: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ModelTotals {
     pub model: String,
     #[sqlx(flatten)]
@@ -62,7 +62,7 @@ pub struct ModelTotals {
 
 /// Usage of the jobs that went where they did for one reason (`active`, `fallback`, `overflow`,
 /// `share`; `unrecorded` before reasons were kept): what the fleet served and what it did not.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ReasonTotals {
     pub route_reason: String,
     #[sqlx(flatten)]
@@ -70,7 +70,7 @@ pub struct ReasonTotals {
     pub totals: Totals,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DayTotals {
     pub day: NaiveDate,
     #[sqlx(flatten)]
@@ -170,7 +170,7 @@ pub async fn by_day(
 }
 
 /// Usage that no price covered, by provider and upstream model, for admins to price.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Unpriced {
     pub provider: String,
     pub upstream_model: String,
@@ -196,7 +196,7 @@ pub async fn unpriced(pool: &PgPool) -> Result<Vec<Unpriced>, sqlx::Error> {
 }
 
 /// What the gateway paid one provider for one model over a span, failed calls included.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ProviderSpend {
     pub provider: String,
     pub upstream_model: String,
@@ -212,7 +212,7 @@ pub struct ProviderSpend {
 }
 
 /// What one tenant was charged over a span.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TenantCharge {
     pub tenant_id: TenantId,
     pub tenant: String,

@@ -11,7 +11,7 @@ use uuid::Uuid;
 const ALIVE_SECS: f64 = 30.0;
 
 /// A provider (or one host of the fleet) as one worker sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProviderState {
     pub provider: String,
     /// The fleet's host; `None` for OpenAI.

@@ -19,7 +19,7 @@ const MAX_CUSTOM_ID_CHARS: usize = 200;
 
 /// One item as a client sends it: its `custom_id` and either its own prompt, messages or input,
 /// or the `fields` the batch's template is filled from.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchItem {
     pub custom_id: String,

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::ValidationError;
 
 /// One Ollama host of the fleet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Host {
     pub id: Uuid,
     pub name: String,

@@ -7,7 +7,7 @@ use super::BatchId;
 use super::JobId;
 
 /// What a job asks a provider to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     Generate,
@@ -35,7 +35,7 @@ impl JobKind {
 }
 
 /// Where a job is in its life. `succeeded`, `failed` and `cancelled` are terminal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Pending,
@@ -80,7 +80,7 @@ impl JobStatus {
 }
 
 /// What a token may do: operators are `admin`, applications are `client`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Admin,
@@ -105,7 +105,7 @@ impl Role {
 }
 
 /// Why a job failed, with a stable machine-readable code.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobError {
     pub code: String,
     pub message: String,
@@ -114,7 +114,7 @@ pub struct JobError {
 /// What a job used and is billed: token counts (the provider's, or estimated with a tokenizer when
 /// it reported none: `estimated`) and the cost as a decimal string, `null` when no price was in
 /// force (`unpriced`: the job is never billed as free).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     pub prompt_tokens: i32,
     pub completion_tokens: i32,
@@ -125,7 +125,7 @@ pub struct Usage {
 }
 
 /// A job as the API returns it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Job {
     pub id: JobId,
     pub kind: JobKind,

@@ -15,7 +15,7 @@ use super::request::{
 };
 
 /// `options`, as far as they mean something to every provider.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OllamaOptions {
     pub temperature: Option<f64>,
@@ -25,7 +25,8 @@ pub struct OllamaOptions {
     pub stop: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = OllamaChatRequest)]
 #[serde(deny_unknown_fields)]
 pub struct ChatBody {
     pub model: String,
@@ -41,7 +42,8 @@ pub struct ChatBody {
     pub _keep_alive: Option<Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = OllamaGenerateRequest)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateBody {
     pub model: String,
@@ -56,7 +58,8 @@ pub struct GenerateBody {
     pub _keep_alive: Option<Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = OllamaEmbedRequest)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedBody {
     pub model: String,
@@ -72,7 +75,8 @@ pub struct EmbedBody {
 }
 
 /// The older `/api/embeddings`: one prompt, one vector.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = OllamaEmbeddingsRequest)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingsBody {
     pub model: String,

@@ -14,7 +14,8 @@ use super::request::{
 };
 
 /// A Chat Completions request.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = OpenAiChatCompletionRequest)]
 #[serde(deny_unknown_fields)]
 pub struct ChatCompletionBody {
     pub model: String,
@@ -38,7 +39,8 @@ pub struct ChatCompletionBody {
 }
 
 /// `stream_options` of a streamed Chat Completion.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = OpenAiStreamOptions)]
 #[serde(deny_unknown_fields)]
 pub struct StreamOptions {
     #[serde(default)]
@@ -46,7 +48,8 @@ pub struct StreamOptions {
 }
 
 /// `stop`: one text or several.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = OpenAiStop)]
 #[serde(untagged)]
 pub enum Stop {
     One(String),
@@ -54,7 +57,8 @@ pub enum Stop {
 }
 
 /// `response_format`: `text`, or `json_object` (one JSON object). JSON schemas are not honoured.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = OpenAiResponseFormat)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseFormat {
     #[serde(rename = "type")]
@@ -62,7 +66,8 @@ pub struct ResponseFormat {
 }
 
 /// A Responses request.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = OpenAiResponseRequest)]
 #[serde(deny_unknown_fields)]
 pub struct ResponsesBody {
     pub model: String,
@@ -76,7 +81,8 @@ pub struct ResponsesBody {
     pub _user: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = OpenAiResponsesInput)]
 #[serde(untagged)]
 pub enum ResponsesInput {
     Text(String),
@@ -84,7 +90,8 @@ pub enum ResponsesInput {
 }
 
 /// An Embeddings request.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = OpenAiEmbeddingRequest)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingsBody {
     pub model: String,
@@ -97,7 +104,8 @@ pub struct EmbeddingsBody {
 
 /// How vectors are written: JSON numbers, or the little-endian `f32` bytes in base64 (what the
 /// official Python package asks for by default).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[schema(as = OpenAiEncodingFormat)]
 #[serde(rename_all = "snake_case")]
 pub enum EncodingFormat {
     #[default]
@@ -106,7 +114,7 @@ pub enum EncodingFormat {
 }
 
 /// A message as OpenAI's APIs take it: text content, or text parts.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenAiMessage {
     role: String,
@@ -119,14 +127,16 @@ pub struct OpenAiMessage {
     _name: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = OpenAiContent)]
 #[serde(untagged)]
 enum Content {
     Text(String),
     Parts(Vec<ContentPart>),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = OpenAiContentPart)]
 struct ContentPart {
     #[serde(rename = "type")]
     kind: String,

@@ -63,7 +63,7 @@ impl InputError {
 }
 
 /// One line of an input file, before its body is read.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Line {
     custom_id: String,

@@ -14,7 +14,7 @@ use super::ValidationError;
 use super::settings::{ProviderName, Runtime, Strategy};
 
 /// Why a job's answer came from where it did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteReason {
     /// The first choice of the settings served it.
@@ -45,7 +45,7 @@ impl RouteReason {
 }
 
 /// Whether a tenant's (or token's) jobs may leave the local fleet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DataPolicy {
     #[default]

@@ -36,7 +36,7 @@ impl Strategy {
 
 /// A provider the gateway can call. Jobs and routes name them `ollama` and `openai`; the settings
 /// keep the seed's words, `local` and `openai`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderName {
     Ollama,

@@ -15,7 +15,7 @@ use super::http;
 const QUICK: Duration = Duration::from_secs(10);
 
 /// One installed model, as Ollama lists it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstalledModel {
     pub name: String,
     #[serde(default)]

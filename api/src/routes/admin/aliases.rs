@@ -3,28 +3,29 @@
 //! `PUT /v1/admin/aliases/llama3 {"routes": {"ollama": "llama3", "openai": "gpt-4.1-mini"}}` lets
 //! a job for `llama3` fall back from a local Ollama to OpenAI with a model OpenAI has.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tollgate_core::db::model_routes::{self, Alias};
 use tollgate_core::domain::{ModelName, ProviderName};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 use crate::access::auth::Admin;
 use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/admin/aliases", get(list)).route(
-        "/v1/admin/aliases/{model}",
-        get(show).put(put).delete(remove),
-    )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show, put, remove))
 }
 
-#[derive(Serialize, Deserialize, Default)]
+#[derive(Serialize, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AliasRoutes)]
 struct Routes {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ollama: Option<String>,
@@ -32,19 +33,21 @@ struct Routes {
     openai: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AliasBody {
+    /// The upstream model each provider runs; a provider without one is skipped
     routes: Routes,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Alias)]
 struct AliasView {
     model: String,
     routes: Routes,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AliasList {
     data: Vec<AliasView>,
 }
@@ -59,6 +62,13 @@ impl From<Alias> for AliasView {
     }
 }
 
+/// Every model name clients may use and what each provider runs for it
+#[utoipa::path(get,
+    path = "/v1/admin/aliases",
+    tag = "Admin",
+    responses(
+        (status = 200, description = "Every alias", body = AliasList),
+    ))]
 async fn list(State(state): State<AppState>, Admin(_): Admin) -> Result<Json<AliasList>, ApiError> {
     let data = model_routes::list(&state.pool)
         .await?
@@ -68,6 +78,15 @@ async fn list(State(state): State<AppState>, Admin(_): Admin) -> Result<Json<Ali
     Ok(Json(AliasList { data }))
 }
 
+/// One alias
+#[utoipa::path(get,
+    path = "/v1/admin/aliases/{model}",
+    tag = "Admin",
+    params(("model" = String, Path, description = "The model name clients send")),
+    responses(
+        (status = 200, description = "The alias", body = AliasView),
+        (status = 404, description = "Not found (`not_found`)"),
+    ))]
 async fn show(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -79,6 +98,16 @@ async fn show(
         .ok_or_else(|| ApiError::not_found("no such alias"))
 }
 
+/// Create or replace an alias: the upstream model per provider
+#[utoipa::path(put,
+    path = "/v1/admin/aliases/{model}",
+    tag = "Admin",
+    params(("model" = String, Path, description = "The model name clients send")),
+    request_body = AliasBody,
+    responses(
+        (status = 200, description = "The alias", body = AliasView),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it)"),
+    ))]
 async fn put(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -114,6 +143,15 @@ async fn put(
     Ok(Json(alias.into()))
 }
 
+/// Remove an alias; its model is then refused at intake
+#[utoipa::path(delete,
+    path = "/v1/admin/aliases/{model}",
+    tag = "Admin",
+    params(("model" = String, Path, description = "The model name clients send")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "Not found (`not_found`)"),
+    ))]
 async fn remove(
     State(state): State<AppState>,
     Admin(_): Admin,

@@ -1,10 +1,10 @@
 //! The audit log of operators' actions, for admins: `GET /v1/admin/audit`, newest first.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use tollgate_core::db::audit::{self, Action, Entry};
 use tollgate_core::db::tokens::Principal;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 use crate::access::auth::Admin;
@@ -12,10 +12,22 @@ use crate::http::error::ApiError;
 use crate::http::extract::QueryParams;
 use crate::routes::paging::{self, Listing, Page};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/admin/audit", get(audit_log))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(audit_log))
 }
 
+/// The audit log of operators' actions, newest first
+#[utoipa::path(get,
+    path = "/v1/admin/audit",
+    tag = "Admin",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size, 1 to 500 (50 unless given)"),
+        ("cursor" = Option<i64>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of the audit log, newest first", body = Listing<Entry, i64>),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it)"),
+    ))]
 async fn audit_log(
     State(state): State<AppState>,
     Admin(_): Admin,

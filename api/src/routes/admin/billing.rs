@@ -2,10 +2,9 @@
 //! covered (`GET /v1/admin/usage/unpriced`), spend per provider beside charges per tenant
 //! (`GET /v1/admin/spend`), and tenants' monthly limits (`GET/PUT /v1/admin/tenants/{id}/quota`).
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Datelike as _, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -13,6 +12,8 @@ use tollgate_core::db::prices::{self, PriceRow};
 use tollgate_core::db::quotas::{self, Limits, MonthStatus};
 use tollgate_core::db::usage::{self, ProviderSpend, TenantCharge, Unpriced};
 use tollgate_core::domain::{ModelName, ProviderName, TenantId};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 use crate::access::auth::Admin;
@@ -20,33 +21,46 @@ use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::{JsonBody, QueryParams};
 use crate::http::path::Path;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/prices", get(list_prices).post(add_price))
-        .route("/v1/admin/usage/unpriced", get(unpriced))
-        .route("/v1/admin/spend", get(spend))
-        .route("/v1/admin/tenants/{id}/quota", get(quota).put(set_quota))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_prices, add_price))
+        .routes(routes!(unpriced))
+        .routes(routes!(spend))
+        .routes(routes!(quota, set_quota))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct List<T> {
     data: Vec<T>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewPrice {
+    /// One of `ollama`, `openai`.
     provider: String,
+    /// The upstream model
     model: String,
     /// Decimal strings, per 1,000 tokens.
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, example = "0.00015")]
     input_per_1k: Decimal,
+    /// Decimal string
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, example = "0.0006")]
     output_per_1k: Decimal,
     /// When it takes effect; now if absent. Jobs finishing from then on are billed at it.
     effective_from: Option<DateTime<Utc>>,
 }
 
+/// Every price with its history
+#[utoipa::path(get,
+    path = "/v1/admin/prices",
+    tag = "Admin",
+    description = "`current` marks those in force",
+    responses(
+        (status = 200, description = "Every price, newest first", body = List<PriceRow>),
+    ))]
 async fn list_prices(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -56,6 +70,17 @@ async fn list_prices(
     }))
 }
 
+/// Add a price
+#[utoipa::path(post,
+    path = "/v1/admin/prices",
+    tag = "Admin",
+    description = "Jobs finishing from its effective_from on are billed at it",
+    request_body = NewPrice,
+    responses(
+        (status = 201, description = "The price", body = PriceRow),
+        (status = 409, description = "a price takes effect at that instant already"),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it)"),
+    ))]
 async fn add_price(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -100,6 +125,13 @@ async fn add_price(
     Ok((StatusCode::CREATED, Json(row)))
 }
 
+/// Usage no price covered, by provider and upstream model
+#[utoipa::path(get,
+    path = "/v1/admin/usage/unpriced",
+    tag = "Admin",
+    responses(
+        (status = 200, description = "The models used without a price", body = List<Unpriced>),
+    ))]
 async fn unpriced(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -109,14 +141,17 @@ async fn unpriced(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct SpanQuery {
+    /// First day (UTC); the month's first unless given.
     from: Option<NaiveDate>,
+    /// Last day (UTC); today unless given.
     to: Option<NaiveDate>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Spend {
     from: NaiveDate,
     to: NaiveDate,
@@ -126,7 +161,18 @@ struct Spend {
     tenants: Vec<TenantCharge>,
 }
 
+/// What the gateway paid per provider and model (failed calls included) beside what each tenant was charged
+///
 /// Defaults to this calendar month (UTC).
+#[utoipa::path(get,
+    path = "/v1/admin/spend",
+    tag = "Admin",
+    description = "Default this month",
+    params(SpanQuery),
+    responses(
+        (status = 200, description = "Paid and charged", body = Spend),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it)"),
+    ))]
 async fn spend(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -147,6 +193,15 @@ async fn spend(
     }))
 }
 
+/// A tenant's monthly limits, this month's use and reservations
+#[utoipa::path(get,
+    path = "/v1/admin/tenants/{id}/quota",
+    tag = "Admin",
+    params(("id" = TenantId, Path)),
+    responses(
+        (status = 200, description = "The quota and the month so far", body = MonthStatus),
+        (status = 404, description = "Not found (`not_found`)"),
+    ))]
 async fn quota(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -158,16 +213,29 @@ async fn quota(
         .ok_or_else(|| ApiError::not_found("no such tenant"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct QuotaBody {
     /// A decimal string, or null for no budget.
     #[serde(with = "rust_decimal::serde::str_option", default)]
+    #[schema(value_type = Option<String>)]
     monthly_cost_budget: Option<Decimal>,
     monthly_token_quota: Option<i64>,
 }
 
+/// Set a tenant's monthly cost budget and token quota (null: none)
+///
 /// Replaces the tenant's limits (null or absent: none); api instances apply them within a second.
+#[utoipa::path(put,
+    path = "/v1/admin/tenants/{id}/quota",
+    tag = "Admin",
+    params(("id" = TenantId, Path)),
+    request_body = QuotaBody,
+    responses(
+        (status = 200, description = "The quota", body = MonthStatus),
+        (status = 404, description = "Not found (`not_found`)"),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it)"),
+    ))]
 async fn set_quota(
     State(state): State<AppState>,
     Admin(_): Admin,

@@ -1,41 +1,55 @@
 //! `/v1/admin/dead-letters`: jobs whose message the broker gave up on (poison), across tenants, and
 //! requeueing one for a fresh start (admin only).
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tollgate_core::db::jobs::{self, DeadLetter, Requeued};
 use tollgate_core::domain::{Job, JobId};
 use tollgate_core::queue::JobEvent;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 use crate::access::auth::Admin;
 use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::QueryParams;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/dead-letters", get(list))
-        .route("/v1/admin/dead-letters/{id}/requeue", post(requeue))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(requeue))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Page size, 1 to 500 (50 unless given).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     cursor: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DeadLetterPage {
     data: Vec<DeadLetter>,
     /// Pass as `cursor` for the next (older) page; `null` on the last page.
     next_cursor: Option<DateTime<Utc>>,
 }
 
+/// Jobs whose message was dead-lettered after the delivery limit, newest first, across tenants
+#[utoipa::path(get,
+    path = "/v1/admin/dead-letters",
+    tag = "Admin",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of dead letters", body = DeadLetterPage),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it)"),
+    ))]
 async fn list(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -53,8 +67,20 @@ async fn list(
     Ok(Json(DeadLetterPage { data, next_cursor }))
 }
 
+/// Give a dead-lettered job a fresh start: queued again and published
+///
 /// Puts a dead-lettered job back to `queued` and publishes it (a batch item back to `pending`, for
 /// its dispatcher); 503 (nothing changed) while the broker is down.
+#[utoipa::path(post,
+    path = "/v1/admin/dead-letters/{id}/requeue",
+    tag = "Admin",
+    description = "A batch item pending again in its batch, which reopens if it had completed",
+    params(("id" = JobId, Path)),
+    responses(
+        (status = 202, description = "The requeued job", body = Job),
+        (status = 404, description = "Not found (`not_found`)"),
+        (status = 409, description = "batch_cancelled (the job is an item of a cancelled batch)"),
+    ))]
 async fn requeue(
     State(state): State<AppState>,
     Admin(admin): Admin,

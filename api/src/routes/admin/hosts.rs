@@ -4,10 +4,9 @@
 //!
 //! `POST /v1/admin/hosts {"name": "gpu-1", "base_url": "http://gpu-1:11434", "slots": 4}`
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tollgate_core::db::audit::Action;
@@ -15,26 +14,27 @@ use tollgate_core::db::host_slots;
 use tollgate_core::db::hosts::{self, NAME_TAKEN};
 use tollgate_core::db::tokens::Principal;
 use tollgate_core::domain::{Host, HostChange, HostSpec};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 use crate::access::auth::Admin;
 use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::JsonBody;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/hosts", get(list).post(create))
-        .route(
-            "/v1/admin/hosts/{name}",
-            get(show).patch(change).delete(remove),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, change, remove))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewHost)]
 struct HostBody {
     name: String,
     base_url: String,
+    #[schema(minimum = 1, maximum = 10000)]
     slots: u32,
     #[serde(default = "enabled_by_default")]
     enabled: bool,
@@ -44,15 +44,17 @@ fn enabled_by_default() -> bool {
     true
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct HostPatch {
     base_url: Option<String>,
+    #[schema(minimum = 1, maximum = 10000)]
     slots: Option<u32>,
     enabled: Option<bool>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = HostState)]
 struct HostView {
     #[serde(flatten)]
     host: Host,
@@ -61,11 +63,18 @@ struct HostView {
     slots_held: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct HostList {
     data: Vec<HostView>,
 }
 
+/// The fleet's Ollama hosts with their slots held now
+#[utoipa::path(get,
+    path = "/v1/admin/hosts",
+    tag = "Admin",
+    responses(
+        (status = 200, description = "Every host, with its slots held now", body = HostList),
+    ))]
 async fn list(State(state): State<AppState>, Admin(_): Admin) -> Result<Json<HostList>, ApiError> {
     let held = host_slots::held(&state.pool).await?;
     let data = hosts::all(&state.pool)
@@ -79,6 +88,15 @@ async fn list(State(state): State<AppState>, Admin(_): Admin) -> Result<Json<Hos
     Ok(Json(HostList { data }))
 }
 
+/// One host
+#[utoipa::path(get,
+    path = "/v1/admin/hosts/{name}",
+    tag = "Admin",
+    params(("name" = String, Path, description = "The host's name")),
+    responses(
+        (status = 200, description = "The host", body = HostView),
+        (status = 404, description = "Not found (`not_found`)"),
+    ))]
 async fn show(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -88,6 +106,17 @@ async fn show(
     viewed(&state, host).await
 }
 
+/// Add an Ollama host (audited)
+#[utoipa::path(post,
+    path = "/v1/admin/hosts",
+    tag = "Admin",
+    description = "Every worker uses it within a settings refresh.",
+    request_body = HostBody,
+    responses(
+        (status = 201, description = "The host", body = HostView),
+        (status = 409, description = "host_exists"),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it)"),
+    ))]
 async fn create(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -114,6 +143,17 @@ async fn create(
     ))
 }
 
+/// Change a host's address, slots or state (audited)
+#[utoipa::path(patch,
+    path = "/v1/admin/hosts/{name}",
+    tag = "Admin",
+    params(("name" = String, Path, description = "The host's name")),
+    request_body = HostPatch,
+    responses(
+        (status = 200, description = "The host", body = HostView),
+        (status = 404, description = "Not found (`not_found`)"),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it)"),
+    ))]
 async fn change(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -144,6 +184,16 @@ async fn viewed(state: &AppState, host: Host) -> Result<Json<HostView>, ApiError
     }))
 }
 
+/// Remove a host (audited)
+#[utoipa::path(delete,
+    path = "/v1/admin/hosts/{name}",
+    tag = "Admin",
+    description = "Calls in flight on it finish",
+    params(("name" = String, Path, description = "The host's name")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "Not found (`not_found`)"),
+    ))]
 async fn remove(
     State(state): State<AppState>,
     Admin(admin): Admin,

@@ -15,12 +15,12 @@ mod tenants;
 mod tokens;
 mod webhooks;
 
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(settings::router())
         .merge(aliases::router())
         .merge(hosts::router())

@@ -4,19 +4,20 @@
 
 use std::convert::Infallible;
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, post};
-use axum::{Json, Router};
 use futures::{Stream, StreamExt as _};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tollgate_core::db::audit::{self, Action};
 use tollgate_core::db::tokens::Principal;
 use tollgate_core::domain::ModelName;
 use tollgate_core::provider::ProviderError;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 use crate::access::auth::Admin;
@@ -24,13 +25,13 @@ use crate::fleet::{self};
 use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/models/pull", post(pull))
-        .route("/v1/models/{*model}", delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(pull))
+        .routes(routes!(remove))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PullBody {
     model: String,
@@ -38,17 +39,31 @@ struct PullBody {
     host: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct HostQuery {
     /// A host's name; absent deletes on every enabled host.
     host: Option<String>,
 }
 
+/// Pull a model on one host of the fleet or every enabled one, in turn (audited)
+///
 /// Pulls a model on one host or every enabled one (in turn). With `Accept: text/event-stream` its
 /// progress streams as `event: progress` lines (each naming its host), ending with `event: done`
 /// or `event: error`; otherwise the answer waits for the outcome. The request is audited before
 /// the pull starts, so a client that hangs up mid-way still leaves its record.
+#[utoipa::path(post,
+    path = "/v1/models/pull",
+    tag = "Admin",
+    description = "With Accept: text/event-stream, Ollama's progress streams as `event: progress` (its JSON lines, each with its `host`; a host before the last ends with status `pulled`), ending with `event: done` or `event: error`; otherwise the answer waits for the outcome.",
+    params(("Accept" = Option<String>, Header, description = "`text/event-stream` for the progress as it happens")),
+    request_body = PullBody,
+    responses(
+        (status = 200, description = "The outcome, or the progress stream", content((Pulled = "application/json"), (String = "text/event-stream"))),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it)"),
+        (status = 502, description = "The upstream failed (`upstream_error`)"),
+    ))]
 async fn pull(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -74,7 +89,11 @@ async fn pull(
             "Ollama ended the pull without success",
         ));
     }
-    Ok(Json(json!({ "model": model.as_str(), "status": "success" })).into_response())
+    let pulled = Pulled {
+        model: model.as_str().to_owned(),
+        status: "success",
+    };
+    Ok(Json(pulled).into_response())
 }
 
 /// Audits a pull (before it starts, so a client that hangs up mid-way still leaves its record)
@@ -123,18 +142,50 @@ fn json_event(name: &str, data: &Value) -> Event {
     Event::default().event(name).data(data.to_string())
 }
 
+/// A pull's outcome.
+#[derive(Serialize, ToSchema)]
+struct Pulled {
+    model: String,
+    /// `success`.
+    status: &'static str,
+}
+
+/// A delete's outcome.
+#[derive(Serialize, ToSchema)]
+struct Removed {
+    model: String,
+    /// Always `true` (a model no host had is 404).
+    deleted: bool,
+    /// The hosts it was deleted from.
+    hosts: Vec<fleet::Deleted>,
+}
+
+/// Delete a model from one host (?host=) or every enabled host (audited)
+///
 /// Deletes a model from one host (`?host=`) or every enabled one; 404 when none had it.
+#[utoipa::path(delete,
+    path = "/v1/models/{*model}",
+    tag = "Admin",
+    description = "404 when none had it",
+    params(("model" = String, Path, description = "The model (it may hold `/`)"), HostQuery),
+    responses(
+        (status = 200, description = "Deleted", body = Removed),
+        (status = 404, description = "Not found (`not_found`)"),
+        (status = 502, description = "The upstream failed (`upstream_error`)"),
+    ))]
 async fn remove(
     State(state): State<AppState>,
     Admin(admin): Admin,
     Path(model): Path<String>,
     Query(query): Query<HostQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Removed>, ApiError> {
     let model = ModelName::parse(&model).map_err(|_| ApiError::not_found("no such model"))?;
     let hosts = delete_model(&state, &admin, &model, query.host.as_deref()).await?;
-    Ok(Json(
-        json!({ "model": model.as_str(), "deleted": true, "hosts": hosts }),
-    ))
+    Ok(Json(Removed {
+        model: model.as_str().to_owned(),
+        deleted: true,
+        hosts,
+    }))
 }
 
 /// Deletes a model from `host` (or every enabled host) and audits how it went on each: an error

@@ -6,9 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Datelike as _, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -16,6 +15,8 @@ use tollgate_core::db::activity::{self, Minute};
 use tollgate_core::db::backlog::{self, Unfinished};
 use tollgate_core::db::usage::{self, Scope};
 use tollgate_core::db::workers::{self, ProviderState};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 use crate::access::auth::Admin;
@@ -24,11 +25,11 @@ use crate::http::error::ApiError;
 /// How many minutes of activity the overview charts.
 const MINUTES: i32 = 60;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/admin/overview", get(overview))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(overview))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Overview {
     generated_at: DateTime<Utc>,
     /// The last hour, oldest minute first, summed over every api instance and worker.
@@ -42,14 +43,15 @@ struct Overview {
     providers: Vec<ProviderHealth>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct QueueDepth {
     queue: String,
     messages: u32,
 }
 
 /// Charged to tenants at the prices in force (decimal strings).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = OverviewSpend)]
 struct Spend {
     #[serde(with = "rust_decimal::serde::str")]
     today: Decimal,
@@ -58,7 +60,7 @@ struct Spend {
 }
 
 /// A provider (or a fleet host) across the live workers.
-#[derive(Debug, PartialEq, Eq, Serialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, ToSchema)]
 struct ProviderHealth {
     provider: String,
     host: Option<String>,
@@ -73,6 +75,13 @@ struct ProviderHealth {
     slots: u32,
 }
 
+/// Admin: the dashboard's overview (activity per minute, jobs by status, queues, spend, provider health)
+#[utoipa::path(get,
+    path = "/v1/admin/overview",
+    tag = "Admin",
+    responses(
+        (status = 200, description = "The overview", body = Overview),
+    ))]
 async fn overview(
     State(state): State<AppState>,
     Admin(_): Admin,

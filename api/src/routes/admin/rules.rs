@@ -3,11 +3,12 @@
 use serde::Deserialize;
 use tollgate_core::db::access::Holder;
 use tollgate_core::domain::{AccessChange, DataPolicy, RateLimit};
+use utoipa::ToSchema;
 
 use crate::http::error::ApiError;
 
 /// A change of access rules: a list replaces, `null` clears, an absent field is left alone.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AccessPatch {
     #[serde(default, deserialize_with = "crate::http::extract::present")]

@@ -4,15 +4,16 @@
 //! is set and its last four characters. Every change is audited (`settings.update`) with each
 //! field's value before and after, in the change's transaction.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tollgate_core::db::audit::Action;
 use tollgate_core::domain::{ProviderName, SealedKey, Settings, SettingsChange, Strategy};
 use tollgate_core::secret::last4;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 use crate::access::auth::Admin;
@@ -22,55 +23,106 @@ use crate::http::extract::JsonBody;
 /// Longest OpenAI key accepted.
 const MAX_KEY_CHARS: usize = 512;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/admin/settings", get(show).patch(change))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(show, change))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SettingsPatch {
+    /// One of `openai`, `local`, `hybrid`. hybrid: the local fleet first; a job that would wait
+    /// longer than ai_overflow_wait_ms for a host slot goes to OpenAI (or a fixed ai_local_share).
+    /// ai_fallback_provider is not used under hybrid.
     ai_provider: Option<String>,
+    /// One of `openai`, `local`, `none`.
     ai_fallback_provider: Option<String>,
     ai_local_enabled: Option<bool>,
     /// A string stores a key; `null` removes it; absent leaves it.
     #[serde(default, deserialize_with = "crate::http::extract::present")]
     ai_openai_api_key: Option<Option<String>>,
+    /// hybrid: how long a job may wait for a local slot before it overflows to OpenAI (default
+    /// 1000)
+    #[schema(minimum = 0, maximum = 600000)]
     ai_overflow_wait_ms: Option<u32>,
     /// A percentage sets a fixed share; `null` goes back to overflow; absent leaves it.
+    #[schema(minimum = 0, maximum = 100)]
     #[serde(default, deserialize_with = "crate::http::extract::present")]
     ai_local_share: Option<Option<u32>>,
+    /// Including /v1
     openai_base_url: Option<String>,
+    /// Calls to one provider in one run: the first and its quick retries
+    #[schema(minimum = 1, maximum = 10)]
     provider_attempts: Option<u32>,
+    /// First backoff between quick retries (exponential, with jitter)
+    #[schema(minimum = 1, maximum = 60000)]
     retry_min_delay_ms: Option<u32>,
+    /// Longest backoff between quick retries
+    #[schema(minimum = 1, maximum = 60000)]
     retry_max_delay_ms: Option<u32>,
+    /// Runs of a job (through the delay queues) before it fails with its last error
+    #[schema(minimum = 1, maximum = 50)]
     max_job_attempts: Option<u32>,
+    /// Transient failures in a row that open a provider's circuit
+    #[schema(minimum = 1, maximum = 1000)]
     circuit_failure_threshold: Option<u32>,
+    /// How long an open circuit refuses calls before one trial call
+    #[schema(minimum = 100, maximum = 3600000)]
     circuit_cooldown_ms: Option<u32>,
+    /// OpenAI calls in flight per worker (a host's slots hold across workers)
+    #[schema(minimum = 1, maximum = 10000)]
     openai_max_concurrency: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+/// Write-only: whether a key is stored, and its last four characters.
 struct KeyView {
     set: bool,
     last4: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Settings)]
 struct SettingsView {
+    /// Grows with every change of the settings or the aliases
     version: i64,
+    /// One of `openai`, `local`, `hybrid`. hybrid: the local fleet first; a job that would wait
+    /// longer than ai_overflow_wait_ms for a host slot goes to OpenAI (or a fixed ai_local_share).
+    /// ai_fallback_provider is not used under hybrid.
     ai_provider: &'static str,
+    /// One of `openai`, `local`, `none`.
     ai_fallback_provider: &'static str,
     ai_local_enabled: bool,
+    /// Write-only: whether a key is stored and its last four characters
     ai_openai_api_key: KeyView,
+    /// hybrid: how long a job may wait for a local slot before it overflows to OpenAI (default
+    /// 1000)
+    #[schema(minimum = 0, maximum = 600000)]
     ai_overflow_wait_ms: u128,
+    /// hybrid: the percentage of jobs sent to the fleet first (the rest to OpenAI first), instead
+    /// of overflow; null: overflow
+    #[schema(minimum = 0, maximum = 100)]
     ai_local_share: Option<u8>,
     openai_base_url: String,
+    /// Calls to one provider in one run: the first and its quick retries
+    #[schema(minimum = 1, maximum = 10)]
     provider_attempts: u32,
+    /// First backoff between quick retries (exponential, with jitter)
+    #[schema(minimum = 1, maximum = 60000)]
     retry_min_delay_ms: u128,
+    /// Longest backoff between quick retries
+    #[schema(minimum = 1, maximum = 60000)]
     retry_max_delay_ms: u128,
+    /// Runs of a job (through the delay queues) before it fails with its last error
+    #[schema(minimum = 1, maximum = 50)]
     max_job_attempts: u32,
+    /// Transient failures in a row that open a provider's circuit
+    #[schema(minimum = 1, maximum = 1000)]
     circuit_failure_threshold: u32,
+    /// How long an open circuit refuses calls before one trial call
+    #[schema(minimum = 100, maximum = 3600000)]
     circuit_cooldown_ms: u128,
+    /// OpenAI calls in flight per worker (a host's slots hold across workers)
+    #[schema(minimum = 1, maximum = 10000)]
     openai_max_concurrency: u32,
     updated_at: DateTime<Utc>,
 }
@@ -103,6 +155,13 @@ impl From<Settings> for SettingsView {
     }
 }
 
+/// The runtime settings
+#[utoipa::path(get,
+    path = "/v1/admin/settings",
+    tag = "Admin",
+    responses(
+        (status = 200, description = "The settings in force", body = SettingsView),
+    ))]
 async fn show(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -112,6 +171,16 @@ async fn show(
     ))
 }
 
+/// Change runtime settings: active and fallback provider, OpenAI key, base URLs, retry, circuit and concurrency knobs
+#[utoipa::path(patch,
+    path = "/v1/admin/settings",
+    tag = "Admin",
+    description = "Every change is audited (`settings.update`, each changed field with its value before and after; the OpenAI key as `{set, last4}`).",
+    request_body = SettingsPatch,
+    responses(
+        (status = 200, description = "The settings after the change", body = SettingsView),
+        (status = 422, description = "a value out of bounds, named in field; nothing was changed"),
+    ))]
 async fn change(
     State(state): State<AppState>,
     Admin(admin): Admin,

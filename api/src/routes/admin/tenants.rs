@@ -5,16 +5,17 @@
 //! Each action and its audit entry commit together; a disabled tenant's tokens stop working within
 //! the token cache's lifetime (a second) on every api instance.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, patch, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use tollgate_core::db::access::{self, Holder};
 use tollgate_core::db::audit;
 use tollgate_core::db::tenants::{self, NAME_TAKEN, Tenant};
 use tollgate_core::domain::{Name, TenantId};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::audit::actor;
 use super::rules::AccessPatch;
@@ -25,20 +26,31 @@ use crate::http::extract::{JsonBody, QueryParams};
 use crate::http::path::Path;
 use crate::routes::paging::{self, Listing, Page};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/tenants", get(list_tenants).post(create_tenant))
-        .route("/v1/admin/tenants/{id}", patch(update_tenant))
-        .route("/v1/admin/tenants/{id}/disable", post(disable_tenant))
-        .route("/v1/admin/tenants/{id}/enable", post(enable_tenant))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tenants, create_tenant))
+        .routes(routes!(update_tenant))
+        .routes(routes!(disable_tenant))
+        .routes(routes!(enable_tenant))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewTenant {
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
 }
 
+/// Create a tenant (audited)
+#[utoipa::path(post,
+    path = "/v1/admin/tenants",
+    tag = "Admin",
+    request_body = NewTenant,
+    responses(
+        (status = 201, description = "The tenant", body = Tenant),
+        (status = 409, description = "`tenant_exists`: a tenant has that name"),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it)"),
+    ))]
 async fn create_tenant(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -69,6 +81,18 @@ async fn create_tenant(
     Ok((StatusCode::CREATED, Json(tenant)))
 }
 
+/// Tenants, newest first
+#[utoipa::path(get,
+    path = "/v1/admin/tenants",
+    tag = "Admin",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size, 1 to 500 (50 unless given)"),
+        ("cursor" = Option<TenantId>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of tenants", body = Listing<Tenant, TenantId>),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it)"),
+    ))]
 async fn list_tenants(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -80,7 +104,19 @@ async fn list_tenants(
     Ok(Json(Listing { data, next_cursor }))
 }
 
+/// Change a tenant's default access rules (audited)
+///
 /// Changes a tenant's default access rules (for its tokens without lists of their own).
+#[utoipa::path(patch,
+    path = "/v1/admin/tenants/{id}",
+    tag = "Admin",
+    params(("id" = TenantId, Path)),
+    request_body = AccessPatch,
+    responses(
+        (status = 200, description = "The tenant", body = Tenant),
+        (status = 404, description = "Not found (`not_found`)"),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it)"),
+    ))]
 async fn update_tenant(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -108,6 +144,17 @@ async fn update_tenant(
     Ok(Json(tenant))
 }
 
+/// Disable a tenant (audited): its tokens stop working within a second
+#[utoipa::path(post,
+    path = "/v1/admin/tenants/{id}/disable",
+    tag = "Admin",
+    description = "An admin cannot disable its own tenant (409)",
+    params(("id" = TenantId, Path)),
+    responses(
+        (status = 200, description = "The tenant", body = Tenant),
+        (status = 404, description = "Not found (`not_found`)"),
+        (status = 409, description = "`own_tenant`: an admin cannot disable its own tenant"),
+    ))]
 async fn disable_tenant(
     state: State<AppState>,
     admin: Admin,
@@ -116,6 +163,15 @@ async fn disable_tenant(
     set_disabled(state, admin, id, true).await
 }
 
+/// Enable a tenant (audited)
+#[utoipa::path(post,
+    path = "/v1/admin/tenants/{id}/enable",
+    tag = "Admin",
+    params(("id" = TenantId, Path)),
+    responses(
+        (status = 200, description = "The tenant", body = Tenant),
+        (status = 404, description = "Not found (`not_found`)"),
+    ))]
 async fn enable_tenant(
     state: State<AppState>,
     admin: Admin,

@@ -5,10 +5,9 @@
 //! that created it; a revoked token stops working within the token cache's lifetime (a second) on
 //! every api instance.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, patch};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tollgate_core::db::access::{self, Holder};
@@ -16,6 +15,8 @@ use tollgate_core::db::audit;
 use tollgate_core::db::tenants;
 use tollgate_core::db::tokens::{self, TokenInfo};
 use tollgate_core::domain::{Name, RateLimit, Role, TenantId, TokenId};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::audit::actor;
 use super::rules::AccessPatch;
@@ -26,27 +27,25 @@ use crate::http::extract::JsonBody;
 use crate::http::path::{Path, not_found};
 use crate::routes::paging::Listing;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/admin/tenants/{id}/tokens",
-            get(list_tokens).post(create_token),
-        )
-        .route(
-            "/v1/admin/tokens/{id}",
-            patch(update_token).delete(revoke_token),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(update_token, revoke_token))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
     /// A label to tell tokens apart.
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
+    /// One of `admin`, `client`.
     role: Role,
     /// Origins (hosts or `*.domain`) the token may be used from; absent: the tenant's default.
+    #[schema(max_items = 100)]
     allowed_domains: Option<Vec<String>>,
     /// Client addresses or CIDR networks the token may be used from; absent: the tenant's.
+    #[schema(max_items = 100)]
     allowed_ips: Option<Vec<String>>,
     /// `{per_minute, burst}` for this token alone; absent: only the tenant's limit applies.
     rate_limit: Option<RateLimit>,
@@ -54,7 +53,7 @@ struct NewToken {
     data_policy: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct CreatedToken {
     #[serde(flatten)]
     info: TokenInfo,
@@ -62,6 +61,18 @@ struct CreatedToken {
     token: String,
 }
 
+/// Create a token for a tenant (audited)
+#[utoipa::path(post,
+    path = "/v1/admin/tenants/{id}/tokens",
+    tag = "Admin",
+    description = "The token is shown in this answer only",
+    params(("id" = TenantId, Path)),
+    request_body = NewToken,
+    responses(
+        (status = 201, description = "The token, shown this once", body = CreatedToken),
+        (status = 404, description = "Not found (`not_found`)"),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it)"),
+    ))]
 async fn create_token(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -115,6 +126,15 @@ async fn create_token(
     ))
 }
 
+/// A tenant's tokens, revoked ones included
+#[utoipa::path(get,
+    path = "/v1/admin/tenants/{id}/tokens",
+    tag = "Admin",
+    params(("id" = TenantId, Path)),
+    responses(
+        (status = 200, description = "The tenant's tokens", body = Listing<TokenInfo, TokenId>),
+        (status = 404, description = "Not found (`not_found`)"),
+    ))]
 async fn list_tokens(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -130,7 +150,20 @@ async fn list_tokens(
     }))
 }
 
+/// Change a token's access rules (audited)
+///
 /// Changes a token's access rules; every api instance applies them within a second.
+#[utoipa::path(patch,
+    path = "/v1/admin/tokens/{id}",
+    tag = "Admin",
+    description = "Applied within a second on every api instance",
+    params(("id" = TokenId, Path)),
+    request_body = AccessPatch,
+    responses(
+        (status = 200, description = "The token", body = TokenInfo),
+        (status = 404, description = "Not found (`not_found`)"),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it)"),
+    ))]
 async fn update_token(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -158,6 +191,15 @@ async fn update_token(
     Ok(Json(info))
 }
 
+/// Revoke a token (audited): refused within a second on every api instance
+#[utoipa::path(delete,
+    path = "/v1/admin/tokens/{id}",
+    tag = "Admin",
+    params(("id" = TokenId, Path)),
+    responses(
+        (status = 200, description = "The revoked token", body = TokenInfo),
+        (status = 404, description = "Not found (`not_found`)"),
+    ))]
 async fn revoke_token(
     State(state): State<AppState>,
     Admin(admin): Admin,

@@ -6,16 +6,17 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tollgate_core::db::webhooks::{self, DeliverySummary, Endpoint};
 use tollgate_core::domain::TenantId;
 use tollgate_core::secret::Purpose;
 use tollgate_core::webhook::{SigningSecret, message_id};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -27,28 +28,22 @@ use crate::http::path::Path;
 /// How long a rotated-out secret keeps signing, so receivers can switch to the new one.
 const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/admin/tenants/{id}/webhook",
-            get(endpoint).put(set_endpoint),
-        )
-        .route("/v1/admin/tenants/{id}/webhook/rotate", post(rotate))
-        .route("/v1/admin/webhook-deliveries", get(list))
-        .route(
-            "/v1/admin/webhook-deliveries/{id}/redeliver",
-            post(redeliver),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(endpoint, set_endpoint))
+        .routes(routes!(rotate))
+        .routes(routes!(list))
+        .routes(routes!(redeliver))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EndpointBody {
     /// The tenant's default endpoint; `null` clears it (jobs with their own URL still deliver).
     url: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct EndpointView {
     #[serde(flatten)]
     endpoint: Endpoint,
@@ -57,7 +52,7 @@ struct EndpointView {
     secret: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Rotated {
     /// The new signing secret, shown this once.
     secret: String,
@@ -65,8 +60,9 @@ struct Rotated {
     previous_expires_at: DateTime<Utc>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     /// `failed` (the default), `pending` or `succeeded`.
     status: Option<String>,
@@ -74,19 +70,29 @@ struct ListQuery {
     cursor: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DeliveryPage {
     data: Vec<DeliverySummary>,
     /// Pass as `cursor` for the next (older) page; `null` on the last page.
     next_cursor: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Redelivery {
     id: String,
     status: &'static str,
 }
 
+/// A tenant's webhook endpoint
+#[utoipa::path(get,
+    path = "/v1/admin/tenants/{id}/webhook",
+    tag = "Admin",
+    description = "Never the secret",
+    params(("id" = TenantId, Path)),
+    responses(
+        (status = 200, description = "The tenant's endpoint", body = Endpoint),
+        (status = 404, description = "Not found (`not_found`)"),
+    ))]
 async fn endpoint(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -98,8 +104,21 @@ async fn endpoint(
         .ok_or_else(tenant_not_found)
 }
 
+/// Set or clear a tenant's webhook endpoint; enables it again after a 410
+///
 /// Sets the endpoint (enabling it again after a 410) and, the first time, creates the tenant's
 /// signing secret and shows it.
+#[utoipa::path(put,
+    path = "/v1/admin/tenants/{id}/webhook",
+    tag = "Admin",
+    description = "Creates the tenant's signing secret the first time and shows it in this answer only.",
+    params(("id" = TenantId, Path)),
+    request_body = EndpointBody,
+    responses(
+        (status = 200, description = "The tenant's endpoint", body = EndpointView),
+        (status = 404, description = "Not found (`not_found`)"),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it)"),
+    ))]
 async fn set_endpoint(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -124,6 +143,16 @@ async fn set_endpoint(
     }))
 }
 
+/// Rotate a tenant's signing secret: the new secret is shown once
+#[utoipa::path(post,
+    path = "/v1/admin/tenants/{id}/webhook/rotate",
+    tag = "Admin",
+    description = "The old ones keep signing for 24 h",
+    params(("id" = TenantId, Path)),
+    responses(
+        (status = 200, description = "The new secret", body = Rotated),
+        (status = 404, description = "Not found (`not_found`)"),
+    ))]
 async fn rotate(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -140,6 +169,15 @@ async fn rotate(
     }))
 }
 
+/// Webhook deliveries across tenants by status, newest first
+#[utoipa::path(get,
+    path = "/v1/admin/webhook-deliveries",
+    tag = "Admin",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of deliveries", body = DeliveryPage),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it)"),
+    ))]
 async fn list(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -164,7 +202,17 @@ async fn list(
     Ok(Json(DeliveryPage { data, next_cursor }))
 }
 
+/// Attempt a delivery once more, now, with its original webhook-id and body
+///
 /// One more attempt of a delivery, now, with its original id and body.
+#[utoipa::path(post,
+    path = "/v1/admin/webhook-deliveries/{id}/redeliver",
+    tag = "Admin",
+    params(("id" = String, Path, description = "`msg_…` or the uuid")),
+    responses(
+        (status = 202, description = "Queued for an attempt", body = Redelivery),
+        (status = 404, description = "Not found (`not_found`)"),
+    ))]
 async fn redeliver(
     State(state): State<AppState>,
     Admin(_): Admin,

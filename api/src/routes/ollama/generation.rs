@@ -3,18 +3,17 @@
 //! counts Ollama reports (`prompt_eval_count`, `eval_count`) and `x-request-id` naming the job.
 
 use axum::Json;
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use chrono::Utc;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 use tollgate_core::db::tokens::Principal;
 use tollgate_core::domain::ollama::{ChatBody, EmbedBody, EmbeddingsBody, GenerateBody};
 use tollgate_core::domain::{Job, JobKind, JobRequest, JobStatus};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 use crate::access::auth::Caller;
@@ -24,14 +23,26 @@ use crate::http::extract::JsonBody;
 use crate::intake;
 use crate::watching::feed::{self, Dialect, Started};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/chat", post(chat))
-        .route("/api/generate", post(generate))
-        .route("/api/embed", post(embed))
-        .route("/api/embeddings", post(embeddings))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(chat))
+        .routes(routes!(generate))
+        .routes(routes!(embed))
+        .routes(routes!(embeddings))
 }
 
+/// Chat (Ollama)
+#[utoipa::path(post,
+    path = "/api/chat",
+    tag = "Ollama",
+    description = "A conversation run as a job; NDJSON stream unless `stream: false`.",
+    request_body = ChatBody,
+    responses(
+        (status = 200, description = "Ollama's answer: one JSON object with `stream: false`, else NDJSON lines", content((Object = "application/json"), (String = "application/x-ndjson")), headers(("x-request-id" = String, description = "The job's id: `/v1/jobs/{id}` has it"))),
+        (status = 400, description = "`{\"error\"}`: the request cannot be run, naming the field"),
+        (status = 404, description = "`{\"error\"}`: unknown model"),
+        (status = 504, description = "`job_still_running`: the job outlived the sync timeout; it goes on"),
+    ))]
 async fn chat(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -44,6 +55,18 @@ async fn chat(
     answer(&state, &caller, &client, request, call.stream, max_tokens).await
 }
 
+/// Generate (Ollama)
+#[utoipa::path(post,
+    path = "/api/generate",
+    tag = "Ollama",
+    description = "A prompt run as a job; NDJSON stream unless `stream: false`.",
+    request_body = GenerateBody,
+    responses(
+        (status = 200, description = "Ollama's answer: one JSON object with `stream: false`, else NDJSON lines", content((Object = "application/json"), (String = "application/x-ndjson")), headers(("x-request-id" = String, description = "The job's id: `/v1/jobs/{id}` has it"))),
+        (status = 400, description = "`{\"error\"}`: the request cannot be run, naming the field"),
+        (status = 404, description = "`{\"error\"}`: unknown model"),
+        (status = 504, description = "`job_still_running`: the job outlived the sync timeout; it goes on"),
+    ))]
 async fn generate(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -160,6 +183,18 @@ impl Dialect for Lines {
     }
 }
 
+/// Embed (Ollama)
+#[utoipa::path(post,
+    path = "/api/embed",
+    tag = "Ollama",
+    description = "Vectors for a text or texts.",
+    request_body = EmbedBody,
+    responses(
+        (status = 200, description = "Ollama's answer", body = Object, headers(("x-request-id" = String, description = "The job's id: `/v1/jobs/{id}` has it"))),
+        (status = 400, description = "`{\"error\"}`: the request cannot be run, naming the field"),
+        (status = 404, description = "`{\"error\"}`: unknown model"),
+        (status = 504, description = "`job_still_running`: the job outlived the sync timeout; it goes on"),
+    ))]
 async fn embed(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -179,6 +214,18 @@ async fn embed(
     ))
 }
 
+/// Embeddings (Ollama, older)
+#[utoipa::path(post,
+    path = "/api/embeddings",
+    tag = "Ollama",
+    description = "One vector for one prompt.",
+    request_body = EmbeddingsBody,
+    responses(
+        (status = 200, description = "Ollama's answer", body = Object, headers(("x-request-id" = String, description = "The job's id: `/v1/jobs/{id}` has it"))),
+        (status = 400, description = "`{\"error\"}`: the request cannot be run, naming the field"),
+        (status = 404, description = "`{\"error\"}`: unknown model"),
+        (status = 504, description = "`job_still_running`: the job outlived the sync timeout; it goes on"),
+    ))]
 async fn embeddings(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -11,28 +11,37 @@
 mod generation;
 mod models;
 
-use axum::Router;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
 use crate::http::database::DatabaseHealth;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, Problem};
 
-pub fn router(database: DatabaseHealth) -> Router<AppState> {
-    let routes = Router::new()
+pub fn router(database: DatabaseHealth) -> OpenApiRouter<AppState> {
+    let routes = OpenApiRouter::new()
         .merge(generation::router())
         .merge(models::router());
     super::surface(routes, database, |_, problem| error_body(problem))
 }
 
+/// An error answer of every `/ollama` route, in Ollama's shape.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OllamaError {
+    /// What went wrong, prefixed by the field at fault.
+    error: String,
+}
+
 /// Ollama's error object for a problem: its detail, prefixed by the field at fault.
-fn error_body(problem: &Value) -> Value {
-    let detail = problem["detail"].as_str().unwrap_or("the request failed");
-    let message = match problem["field"].as_str() {
-        Some(field) if !detail.starts_with(field) => format!("{field}: {detail}"),
-        _ => detail.to_owned(),
+fn error_body(problem: &Problem) -> Value {
+    let detail = &problem.detail;
+    let error = match &problem.field {
+        Some(field) if !detail.starts_with(field.as_str()) => format!("{field}: {detail}"),
+        _ => detail.clone(),
     };
-    json!({ "error": message })
+    serde_json::to_value(OllamaError { error }).unwrap_or_default()
 }
 
 /// An error as Ollama writes it, for a stream's last line.

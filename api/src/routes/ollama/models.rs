@@ -3,17 +3,18 @@
 //! /api/pull` (Ollama's own progress lines) and `DELETE /api/delete`, through the model management
 //! `/v1/models` uses (audited the same way).
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use futures::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tollgate_core::domain::ModelName;
 use tollgate_core::provider::InstalledModel;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 use crate::access::auth::{Admin, Caller};
@@ -25,18 +26,19 @@ use crate::routes::admin::models::{delete_model, start_pull};
 /// The Ollama API version this surface speaks (what `GET /api/version` reports).
 const OLLAMA_API_VERSION: &str = "0.12.0";
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/tags", get(tags))
-        .route("/api/show", post(show))
-        .route("/api/ps", get(running))
-        .route("/api/version", get(version))
-        .route("/api/pull", post(pull))
-        .route("/api/delete", delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(tags))
+        .routes(routes!(show))
+        .routes(routes!(running))
+        .routes(routes!(version))
+        .routes(routes!(pull))
+        .routes(routes!(remove))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = OllamaModelRequest)]
 struct ModelBody {
     model: String,
     /// Pull only: whether progress streams (Ollama's default) or the answer waits.
@@ -49,8 +51,17 @@ struct ModelBody {
     _verbose: Option<bool>,
 }
 
+/// Models (Ollama)
+///
 /// Every routed model in Ollama's listing shape, with the size, digest and details Ollama has for
 /// the ones it serves (a model only OpenAI serves has none).
+#[utoipa::path(get,
+    path = "/api/tags",
+    tag = "Ollama",
+    description = "The routed models, with Ollama's details for those it has.",
+    responses(
+        (status = 200, description = "Ollama's listing shape: `{models: [...]}`", body = Object),
+    ))]
 async fn tags(State(state): State<AppState>, Caller(_): Caller) -> Json<Value> {
     let listings = fleet::listings(&state).await;
     let models: Vec<Value> = state
@@ -80,7 +91,18 @@ fn listed(name: &str, local: Option<&InstalledModel>) -> Value {
     })
 }
 
+/// Show a model (Ollama)
+///
 /// A routed model's details (Ollama's, when it serves it).
+#[utoipa::path(post,
+    path = "/api/show",
+    tag = "Ollama",
+    description = "A routed model's details.",
+    request_body = ModelBody,
+    responses(
+        (status = 200, description = "The model, in Ollama's shape", body = Object),
+        (status = 404, description = "unknown model"),
+    ))]
 async fn show(
     State(state): State<AppState>,
     Caller(_): Caller,
@@ -106,17 +128,47 @@ async fn show(
     })))
 }
 
+/// Loaded models (Ollama)
+///
 /// What the fleet's hosts have loaded now; nothing from a host that does not answer.
+#[utoipa::path(get,
+    path = "/api/ps",
+    tag = "Ollama",
+    description = "What Ollama has loaded now.",
+    responses(
+        (status = 200, description = "Ollama's listing shape: `{models: [...]}`", body = Object),
+    ))]
 async fn running(State(state): State<AppState>, Caller(_): Caller) -> Json<Value> {
     Json(fleet::running(&state).await)
 }
 
+/// Version (Ollama)
+#[utoipa::path(get,
+    path = "/api/version",
+    tag = "Ollama",
+    description = "The Ollama API version this surface speaks.",
+    responses(
+        (status = 200, description = "`{version}`", body = Object),
+    ))]
 async fn version(Caller(_): Caller) -> Json<Value> {
     Json(json!({ "version": OLLAMA_API_VERSION }))
 }
 
+/// Pull a model (Ollama, admin)
+///
 /// Pulls on every enabled host of the fleet, in turn: their progress lines as NDJSON, each naming
 /// its host (unless `"stream": false`, which waits for `{"status": "success"}`).
+#[utoipa::path(post,
+    path = "/api/pull",
+    tag = "Ollama",
+    description = "Ollama's progress lines (NDJSON), or one answer with `stream: false`; audited.",
+    request_body = ModelBody,
+    responses(
+        (status = 200, description = "Progress lines, or `{status: success}` with `stream: false`", content((Object = "application/json"), (String = "application/x-ndjson"))),
+        (status = 403, description = "Only an admin token may (`forbidden`)"),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it)"),
+        (status = 502, description = "The upstream failed (`upstream_error`)"),
+    ))]
 async fn pull(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -146,6 +198,18 @@ async fn pull(
     Ok(Json(json!({ "status": "success" })).into_response())
 }
 
+/// Delete a model (Ollama, admin)
+#[utoipa::path(delete,
+    path = "/api/delete",
+    tag = "Ollama",
+    description = "Audited.",
+    request_body = ModelBody,
+    responses(
+        (status = 200, description = "Deleted: `{}`", body = Object),
+        (status = 403, description = "Only an admin token may (`forbidden`)"),
+        (status = 404, description = "Ollama has no such model"),
+        (status = 502, description = "The upstream failed (`upstream_error`)"),
+    ))]
 async fn remove(
     State(state): State<AppState>,
     Admin(admin): Admin,

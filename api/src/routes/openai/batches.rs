@@ -4,19 +4,20 @@
 //! The input file is judged whole when the batch is made, so a bad line is a 400 naming it rather
 //! than a batch that fails later; a batch accepted is in progress at once.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tollgate_core::db::batches::{self, Batch, Listing, NewBatch, OpenAiOrigin};
 use tollgate_core::db::files;
 use tollgate_core::domain::openai_batch::{self, Endpoint};
 use tollgate_core::domain::{BatchId, BatchSpec, ValidationError};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::objects::{self, COMPLETION_WINDOW};
+use super::objects::{self, COMPLETION_WINDOW, OpenAiBatch, OpenAiList};
 use super::{OpenAiBatchId, OpenAiFileId};
 use crate::AppState;
 use crate::access::auth::Caller;
@@ -27,15 +28,16 @@ use crate::http::path::{Path, not_found};
 use crate::intake::{self, Accepted};
 use crate::routes::paging;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/batches", post(create).get(list))
-        .route("/batches/{id}", get(show))
-        .route("/batches/{id}/cancel", post(cancel))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show))
+        .routes(routes!(cancel))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = OpenAiBatchRequest)]
 struct CreateBatch {
     input_file_id: String,
     endpoint: String,
@@ -71,6 +73,17 @@ fn check_metadata(metadata: Option<Map<String, Value>>) -> Result<Option<Value>,
     Ok(Some(Value::Object(metadata)))
 }
 
+/// Make a batch of an uploaded file
+#[utoipa::path(post,
+    path = "/batches",
+    tag = "OpenAI",
+    description = "Every line must call `endpoint` with one model; the file is judged whole, and a bad line is a 400 on `input_file_id` naming the line and field. Accepts `Idempotency-Key`.",
+    request_body = CreateBatch,
+    responses(
+        (status = 200, description = "The batch", body = OpenAiBatch),
+        (status = 400, description = "The request cannot be run (`invalid_request_error`), `param` naming the field"),
+        (status = 404, description = "No such input file"),
+    ))]
 async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -144,7 +157,7 @@ async fn create(
         Ok(Accepted {
             status: StatusCode::OK,
             location: format!("/openai/v1/batches/{}", OpenAiBatchId(batch.id)),
-            body: objects::batch(batch),
+            body: serde_json::to_value(objects::batch(batch)).map_err(ApiError::internal)?,
         })
     };
     intake::batch(&state, &caller, key.as_ref(), batch, accepted)
@@ -169,34 +182,55 @@ fn in_line_terms(error: ValidationError) -> String {
     }
 }
 
+/// An OpenAI-style batch
+#[utoipa::path(get,
+    path = "/batches/{id}",
+    tag = "OpenAI",
+    params(("id" = String, Path, description = "`batch_…`")),
+    responses(
+        (status = 200, description = "The batch", body = OpenAiBatch),
+        (status = 404, description = "No such batch or file (`not_found`)"),
+    ))]
 async fn show(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(OpenAiBatchId(id)): Path<OpenAiBatchId>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OpenAiBatch>, ApiError> {
     openai_batch(batches::get(&state.pool, caller.tenant_id, id).await?).map(Json)
 }
 
 /// The batch's OpenAI view; a batch made through `/v1/batches` has none and is not found here.
-fn openai_batch(batch: Option<Batch>) -> Result<Value, ApiError> {
+fn openai_batch(batch: Option<Batch>) -> Result<OpenAiBatch, ApiError> {
     batch
         .filter(|b| b.openai_endpoint.is_some())
         .map(|b| objects::batch(&b))
         .ok_or_else(not_found::<BatchId>)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// A batch id: list the batches after it.
     after: Option<String>,
+    /// 1 to 100 (20 unless given).
     limit: Option<i64>,
 }
 
+/// The tenant's OpenAI-style batches, newest first
+#[utoipa::path(get,
+    path = "/batches",
+    tag = "OpenAI",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The tenant's batches, newest first", body = OpenAiList<OpenAiBatch>),
+        (status = 400, description = "The request cannot be run (`invalid_request_error`), `param` naming the field"),
+    ))]
 async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
     QueryParams(query): QueryParams<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OpenAiList<OpenAiBatch>>, ApiError> {
     let limit = paging::limit(query.limit)?;
     let after = query
         .after
@@ -222,11 +256,21 @@ async fn list(
     )))
 }
 
+/// Cancel: items not started are cancelled at once, running ones finish
+#[utoipa::path(post,
+    path = "/batches/{id}/cancel",
+    tag = "OpenAI",
+    params(("id" = String, Path, description = "`batch_…`")),
+    responses(
+        (status = 200, description = "The batch", body = OpenAiBatch),
+        (status = 404, description = "No such batch or file (`not_found`)"),
+        (status = 409, description = "The batch completed"),
+    ))]
 async fn cancel(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(OpenAiBatchId(id)): Path<OpenAiBatchId>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OpenAiBatch>, ApiError> {
     // Only an OpenAI-style batch may be cancelled here.
     openai_batch(batches::get(&state.pool, caller.tenant_id, id).await?)?;
     let batch = crate::cancelling::batch(&state, caller.tenant_id, id).await?;

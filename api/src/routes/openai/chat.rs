@@ -7,17 +7,16 @@
 
 use std::convert::Infallible;
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use futures::{Stream, StreamExt as _};
 use serde_json::{Value, json};
 use tollgate_core::db::tokens::Principal;
 use tollgate_core::domain::openai::{ChatCompletionBody, ResponsesBody};
 use tollgate_core::domain::openai_batch::Endpoint;
 use tollgate_core::domain::{ChatRequest, Job, JobRequest, JobStatus};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::objects;
 use crate::AppState;
@@ -28,12 +27,24 @@ use crate::http::extract::JsonBody;
 use crate::intake;
 use crate::watching::feed::{Dialect, Feed, Started};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/chat/completions", post(chat_completions))
-        .route("/responses", post(responses))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(chat_completions))
+        .routes(routes!(responses))
 }
 
+/// Chat completion
+#[utoipa::path(post,
+    path = "/chat/completions",
+    tag = "OpenAI",
+    description = "A conversation run as a job; `stream: true` answers OpenAI's SSE chunks ending `data: [DONE]`.",
+    request_body = ChatCompletionBody,
+    responses(
+        (status = 200, description = "The answer, a `chat.completion` in OpenAI's shape, or with `stream: true` its `chat.completion.chunk`s ending `data: [DONE]`", content((Object = "application/json"), (String = "text/event-stream")), headers(("x-request-id" = String, description = "The job's id: `/v1/jobs/{id}` has it"))),
+        (status = 400, description = "invalid request (OpenAI's error shape), naming the parameter"),
+        (status = 404, description = "`model_not_found`"),
+        (status = 504, description = "`job_still_running`: the job outlived TOLLGATE_SYNC_TIMEOUT_SECS; it goes on"),
+    ))]
 async fn chat_completions(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -53,6 +64,18 @@ async fn chat_completions(
     .await
 }
 
+/// Response
+#[utoipa::path(post,
+    path = "/responses",
+    tag = "OpenAI",
+    description = "A conversation run as a job; `stream: true` answers the Responses API's events.",
+    request_body = ResponsesBody,
+    responses(
+        (status = 200, description = "The answer, a `response` in OpenAI's shape, or with `stream: true` the Responses API's events", content((Object = "application/json"), (String = "text/event-stream")), headers(("x-request-id" = String, description = "The job's id: `/v1/jobs/{id}` has it"))),
+        (status = 400, description = "invalid request (OpenAI's error shape), naming the parameter"),
+        (status = 404, description = "`model_not_found`"),
+        (status = 504, description = "`job_still_running`: the job outlived TOLLGATE_SYNC_TIMEOUT_SECS; it goes on"),
+    ))]
 async fn responses(
     State(state): State<AppState>,
     Caller(caller): Caller,

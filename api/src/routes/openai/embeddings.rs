@@ -2,15 +2,15 @@
 //! as JSON numbers or (what the official Python package asks for by default) base64 of the
 //! little-endian `f32`s.
 
+use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use tollgate_core::domain::JobRequest;
 use tollgate_core::domain::openai::{EmbeddingsBody, EncodingFormat};
 use tollgate_core::domain::openai_batch::Endpoint;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::objects;
 use crate::AppState;
@@ -20,10 +20,22 @@ use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
 use crate::watching::feed;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/embeddings", post(embeddings))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(embeddings))
 }
 
+/// Embeddings
+#[utoipa::path(post,
+    path = "/embeddings",
+    tag = "OpenAI",
+    description = "Vectors as JSON numbers or base64 of little-endian f32s.",
+    request_body = EmbeddingsBody,
+    responses(
+        (status = 200, description = "A `list` of `embedding`s in OpenAI's shape", body = Object, headers(("x-request-id" = String, description = "The job's id: `/v1/jobs/{id}` has it"))),
+        (status = 400, description = "invalid request (OpenAI's error shape), naming the parameter"),
+        (status = 404, description = "`model_not_found`"),
+        (status = 504, description = "`job_still_running`: the job outlived TOLLGATE_SYNC_TIMEOUT_SECS; it goes on"),
+    ))]
 async fn embeddings(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -3,22 +3,24 @@
 //! `DELETE /files/{id}`: uploaded batch inputs, and the output and error files of finished
 //! batches, written from their items a page at a time whenever they are read.
 
+use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+
 use tollgate_core::db::batches::{self, Batch};
 use tollgate_core::db::files::{self, NewFile, Order};
 use tollgate_core::domain::openai_batch::{self, Endpoint};
 use tollgate_core::domain::{FileId, NUL_REFUSED, TenantId};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{OpenAiFileId, objects};
+use super::OpenAiFileId;
+use super::objects::{self, OpenAiFile, OpenAiList};
 use crate::AppState;
 use crate::access::auth::Caller;
 use crate::http::error::{ApiError, ErrorCode};
@@ -30,18 +32,29 @@ const MAX_LISTED: i64 = 10_000;
 /// Longest file name kept.
 const MAX_FILENAME_CHARS: usize = 255;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/files", post(upload).get(list))
-        .route("/files/{id}", get(show).delete(delete))
-        .route("/files/{id}/content", get(content))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(upload, list))
+        .routes(routes!(show, delete))
+        .routes(routes!(content))
 }
 
+/// Upload an OpenAI batch input file (multipart: `purpose=batch` and the JSONL `file`)
+#[utoipa::path(post,
+    path = "/files",
+    tag = "OpenAI",
+    description = "Each non-blank line must be `{\"custom_id\", \"method\": \"POST\", \"url\", \"body\"}` with `url` one of /v1/chat/completions, /v1/responses, /v1/embeddings; at most 50,000 lines and TOLLGATE_BATCH_BODY_LIMIT_BYTES. The bodies are judged when a batch is made of the file.",
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The file", body = OpenAiFile),
+        (status = 400, description = "Bad purpose, or a line that is not a request line (the message names it)"),
+        (status = 413, description = "Larger than TOLLGATE_BATCH_BODY_LIMIT_BYTES"),
+    ))]
 async fn upload(
     State(state): State<AppState>,
     Caller(caller): Caller,
     form: Result<Multipart, MultipartRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OpenAiFile>, ApiError> {
     let mut form = form.map_err(|rejection| {
         ApiError::malformed(format!(
             "send the file as multipart/form-data: {}",
@@ -116,21 +129,60 @@ fn multipart_error(error: MultipartError, limit: usize) -> ApiError {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// A file id: list the files after it.
     after: Option<String>,
+    /// 1 to 10,000 (10,000 unless given).
     limit: Option<i64>,
+    /// `desc` (newest first, the default) or `asc`.
     order: Option<String>,
+    /// Only files of this purpose (`batch`).
     purpose: Option<String>,
 }
 
+/// A file upload, `multipart/form-data`.
+#[derive(ToSchema)]
+#[expect(
+    dead_code,
+    reason = "describes the form the handler reads field by field"
+)]
+struct UploadForm {
+    /// `batch`.
+    purpose: String,
+    /// The JSONL file: one request per line.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// A deleted file.
+#[derive(Serialize, ToSchema)]
+#[schema(as = OpenAiFileDeleted)]
+struct Deleted {
+    id: String,
+    /// `file`.
+    object: &'static str,
+    deleted: bool,
+}
+
+/// The tenant's uploads (output and error files are named by their batches, not listed)
+///
 /// The tenant's uploads. Output and error files are not listed: each batch names its own.
+#[utoipa::path(get,
+    path = "/files",
+    tag = "OpenAI",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The tenant's uploads", body = OpenAiList<OpenAiFile>),
+        (status = 400, description = "The request cannot be run (`invalid_request_error`), `param` naming the field"),
+    ))]
 async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
     QueryParams(query): QueryParams<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OpenAiList<OpenAiFile>>, ApiError> {
     let limit = query.limit.unwrap_or(MAX_LISTED);
     if !(1..=MAX_LISTED).contains(&limit) {
         return Err(ApiError::invalid_field(
@@ -168,13 +220,25 @@ async fn list(
     )))
 }
 
+/// Delete an upload
+///
 /// Deletes an upload (batches made from it run on). A batch's output and error files go with it
 /// and cannot be deleted on their own.
+#[utoipa::path(delete,
+    path = "/files/{id}",
+    tag = "OpenAI",
+    description = "Batches made from it run on and still name it",
+    params(("id" = String, Path, description = "`file-…`")),
+    responses(
+        (status = 200, description = "Deleted", body = Deleted),
+        (status = 404, description = "No such batch or file (`not_found`)"),
+        (status = 409, description = "generated_file: a batch's output or error file"),
+    ))]
 async fn delete(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(file): Path<OpenAiFileId>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Deleted>, ApiError> {
     let OpenAiFileId::Upload(upload) = file else {
         return Err(ApiError::conflict(
             ErrorCode::GeneratedFile,
@@ -184,16 +248,27 @@ async fn delete(
     if !files::delete(&state.pool, caller.tenant_id, upload).await? {
         return Err(not_found::<OpenAiFileId>());
     }
-    Ok(Json(
-        json!({ "id": file.to_string(), "object": "file", "deleted": true }),
-    ))
+    Ok(Json(Deleted {
+        id: file.to_string(),
+        object: "file",
+        deleted: true,
+    }))
 }
 
+/// An uploaded file, or a finished batch's output or error file
+#[utoipa::path(get,
+    path = "/files/{id}",
+    tag = "OpenAI",
+    params(("id" = String, Path, description = "`file-…`")),
+    responses(
+        (status = 200, description = "The file", body = OpenAiFile),
+        (status = 404, description = "No such file, or the batch has not ended"),
+    ))]
 async fn show(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<OpenAiFileId>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OpenAiFile>, ApiError> {
     match id {
         OpenAiFileId::Upload(id) => files::get(&state.pool, caller.tenant_id, id)
             .await?
@@ -213,6 +288,16 @@ async fn show(
     }
 }
 
+/// A file's content: the upload as it came, or an output / error file as JSONL
+#[utoipa::path(get,
+    path = "/files/{id}/content",
+    tag = "OpenAI",
+    description = "Output lines: `{\"id\", \"custom_id\", \"response\": {\"status_code\": 200, \"request_id\", \"body\"}, \"error\": null}` with the body its endpoint answers (chat.completion, response, or embeddings list). Error lines: `{\"id\", \"custom_id\", \"response\": null, \"error\": {\"code\", \"message\"}}` (code `batch_cancelled` for a cancelled item). In submission order, streamed.",
+    params(("id" = String, Path, description = "`file-…`")),
+    responses(
+        (status = 200, description = "The file's bytes (JSONL)", content_type = "application/octet-stream", body = String),
+        (status = 404, description = "No such file, or the batch has not ended"),
+    ))]
 async fn content(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -18,21 +18,25 @@ mod objects;
 use std::fmt;
 use std::str::FromStr;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use tollgate_core::domain::{BatchId, FileId};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::http::database::DatabaseHealth;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode, Problem};
 use crate::http::path::PathId;
 
-pub fn router(upload_limit: usize, database: DatabaseHealth) -> Router<AppState> {
-    let routes = Router::new()
-        .merge(files::router().layer(DefaultBodyLimit::max(upload_limit)))
+pub fn router(upload_limit: usize, database: DatabaseHealth) -> OpenApiRouter<AppState> {
+    let (files, document) = files::router().split_for_parts();
+    let files = files.layer(DefaultBodyLimit::max(upload_limit));
+    let routes = OpenApiRouter::with_openapi(document)
+        .merge(files.into())
         .merge(batches::router())
         .merge(chat::router())
         .merge(embeddings::router())
@@ -40,8 +44,29 @@ pub fn router(upload_limit: usize, database: DatabaseHealth) -> Router<AppState>
     super::surface(routes, database, error_body)
 }
 
+/// An error answer of every `/openai/v1` route, in OpenAI's shape (a 422 is answered 400, as
+/// OpenAI does).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiError {
+    error: OpenAiErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct OpenAiErrorDetail {
+    message: String,
+    /// `authentication_error`, `permission_error`, `not_found_error`, `rate_limit_error`,
+    /// `server_error` or `invalid_request_error`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// The request parameter at fault (`input_file_id` for a bad line of an uploaded file, whose
+    /// message names the line and field).
+    param: Option<String>,
+    /// Tollgate's stable problem code.
+    code: ErrorCode,
+}
+
 /// OpenAI's `{"error": {message, type, param, code}}` for a problem answered with `status`.
-fn error_body(status: StatusCode, problem: &Value) -> Value {
+fn error_body(status: StatusCode, problem: &Problem) -> Value {
     let kind = match status.as_u16() {
         401 => "authentication_error",
         403 => "permission_error",
@@ -50,12 +75,15 @@ fn error_body(status: StatusCode, problem: &Value) -> Value {
         500.. => "server_error",
         _ => "invalid_request_error",
     };
-    json!({ "error": {
-        "message": problem["detail"].as_str().unwrap_or("the request failed"),
-        "type": kind,
-        "param": problem.get("field").cloned().unwrap_or(Value::Null),
-        "code": problem.get("code").cloned().unwrap_or(Value::Null),
-    }})
+    let error = OpenAiError {
+        error: OpenAiErrorDetail {
+            message: problem.detail.clone(),
+            kind,
+            param: problem.field.clone(),
+            code: problem.code,
+        },
+    };
+    serde_json::to_value(error).unwrap_or_default()
 }
 
 /// An error as OpenAI writes it, for a stream's error event.

@@ -3,11 +3,13 @@
 
 use axum::body::Bytes;
 use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tollgate_core::db::batches::{Batch, ItemResult};
 use tollgate_core::db::files::StoredFile;
 use tollgate_core::domain::openai_batch::Endpoint;
 use tollgate_core::domain::{Job, JobId};
+use utoipa::ToSchema;
 
 use super::{OpenAiBatchId, OpenAiFileId};
 
@@ -31,68 +33,170 @@ fn failed(batch: &Batch) -> i64 {
 /// A batch as OpenAI shows it. Tollgate validates the input file before accepting a batch, so a
 /// batch is never `validating` or `failed`; it does not expire either (items run until done).
 /// Output and error files appear once the batch has ended, each when it has lines.
-pub fn batch(batch: &Batch) -> Value {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiBatch {
+    /// `batch_` and 32 hex digits.
+    id: String,
+    /// `batch`.
+    object: &'static str,
+    endpoint: Option<String>,
+    model: String,
+    /// Always `null`: a bad input file is refused when the batch is made.
+    #[schema(value_type = Option<Object>)]
+    errors: Option<()>,
+    input_file_id: Option<String>,
+    /// `24h`.
+    completion_window: &'static str,
+    /// `in_progress`, `completed`, `cancelling` or `cancelled`.
+    status: String,
+    output_file_id: Option<String>,
+    error_file_id: Option<String>,
+    /// Unix seconds, as every time here.
+    created_at: i64,
+    in_progress_at: i64,
+    expires_at: i64,
+    finalizing_at: Option<i64>,
+    completed_at: Option<i64>,
+    failed_at: Option<i64>,
+    expired_at: Option<i64>,
+    cancelling_at: Option<i64>,
+    cancelled_at: Option<i64>,
+    request_counts: RequestCounts,
+    usage: OpenAiBatchUsage,
+    metadata: Option<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestCounts {
+    total: i64,
+    completed: i64,
+    failed: i64,
+}
+
+/// The batch's tokens so far, in the Responses API's terms.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiBatchUsage {
+    input_tokens: i64,
+    input_tokens_details: InputTokensDetails,
+    output_tokens: i64,
+    output_tokens_details: OutputTokensDetails,
+    total_tokens: i64,
+}
+
+/// Always zeros: the gateway caches nothing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InputTokensDetails {
+    cached_tokens: i64,
+    cache_write_tokens: i64,
+}
+
+/// Always zero.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutputTokensDetails {
+    reasoning_tokens: i64,
+}
+
+pub fn batch(batch: &Batch) -> OpenAiBatch {
     let ended = batch.finished_at;
     let file =
         |lines: i64, id: OpenAiFileId| (ended.is_some() && lines > 0).then(|| id.to_string());
     let when = |status: &str| ended.filter(|_| batch.status == status).map(unix);
-    json!({
-        "id": OpenAiBatchId(batch.id).to_string(),
-        "object": "batch",
-        "endpoint": batch.openai_endpoint,
-        "model": batch.model,
-        "errors": null,
-        "input_file_id": batch.input_file_id.map(|id| OpenAiFileId::Upload(id).to_string()),
-        "completion_window": COMPLETION_WINDOW,
-        "status": batch.status,
-        "output_file_id": file(batch.counts.succeeded, OpenAiFileId::Output(batch.id)),
-        "error_file_id": file(failed(batch), OpenAiFileId::Errors(batch.id)),
-        "created_at": unix(batch.created_at),
-        "in_progress_at": unix(batch.created_at),
-        "expires_at": unix(batch.created_at + Duration::hours(24)),
-        "finalizing_at": ended.map(unix),
-        "completed_at": when("completed"),
-        "failed_at": null,
-        "expired_at": null,
-        "cancelling_at": batch.cancelled_at.map(unix),
-        "cancelled_at": when("cancelled"),
-        "request_counts": {
-            "total": batch.counts.total,
-            "completed": batch.counts.succeeded,
-            "failed": failed(batch),
+    OpenAiBatch {
+        id: OpenAiBatchId(batch.id).to_string(),
+        object: "batch",
+        endpoint: batch.openai_endpoint.clone(),
+        model: batch.model.clone(),
+        errors: None,
+        input_file_id: batch
+            .input_file_id
+            .map(|id| OpenAiFileId::Upload(id).to_string()),
+        completion_window: COMPLETION_WINDOW,
+        status: batch.status.clone(),
+        output_file_id: file(batch.counts.succeeded, OpenAiFileId::Output(batch.id)),
+        error_file_id: file(failed(batch), OpenAiFileId::Errors(batch.id)),
+        created_at: unix(batch.created_at),
+        in_progress_at: unix(batch.created_at),
+        expires_at: unix(batch.created_at + Duration::hours(24)),
+        finalizing_at: ended.map(unix),
+        completed_at: when("completed"),
+        failed_at: None,
+        expired_at: None,
+        cancelling_at: batch.cancelled_at.map(unix),
+        cancelled_at: when("cancelled"),
+        request_counts: RequestCounts {
+            total: batch.counts.total,
+            completed: batch.counts.succeeded,
+            failed: failed(batch),
         },
-        "usage": {
-            "input_tokens": batch.usage.prompt_tokens,
-            "input_tokens_details": { "cached_tokens": 0, "cache_write_tokens": 0 },
-            "output_tokens": batch.usage.completion_tokens,
-            "output_tokens_details": { "reasoning_tokens": 0 },
-            "total_tokens": batch.usage.total_tokens,
+        usage: OpenAiBatchUsage {
+            input_tokens: batch.usage.prompt_tokens,
+            input_tokens_details: InputTokensDetails {
+                cached_tokens: 0,
+                cache_write_tokens: 0,
+            },
+            output_tokens: batch.usage.completion_tokens,
+            output_tokens_details: OutputTokensDetails {
+                reasoning_tokens: 0,
+            },
+            total_tokens: batch.usage.total_tokens,
         },
-        "metadata": batch.metadata,
-    })
+        metadata: batch.metadata.clone(),
+    }
+}
+
+/// A page of a list as OpenAI shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiList<T> {
+    /// `list`.
+    object: &'static str,
+    data: Vec<T>,
+    first_id: Option<String>,
+    last_id: Option<String>,
+    has_more: bool,
 }
 
 /// A page of a list as OpenAI shows it, from what was read for it: one more than `limit`, when
 /// there are more.
-pub fn page<T>(
+pub fn page<T, O>(
     mut found: Vec<T>,
     limit: i64,
     id: impl Fn(&T) -> String,
-    object: impl Fn(&T) -> Value,
-) -> Value {
+    object: impl Fn(&T) -> O,
+) -> OpenAiList<O> {
     let has_more = found.len() as i64 > limit;
     found.truncate(usize::try_from(limit).unwrap_or(0));
-    json!({
-        "object": "list",
-        "data": found.iter().map(object).collect::<Vec<_>>(),
-        "first_id": found.first().map(&id),
-        "last_id": found.last().map(&id),
-        "has_more": has_more,
-    })
+    OpenAiList {
+        object: "list",
+        data: found.iter().map(object).collect(),
+        first_id: found.first().map(&id),
+        last_id: found.last().map(&id),
+        has_more,
+    }
+}
+
+/// A file as OpenAI shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiFile {
+    /// `file-` and 32 hex digits; a batch's output and error files end `-output` and `-errors`.
+    id: String,
+    /// `file`.
+    object: &'static str,
+    bytes: i64,
+    /// Unix seconds.
+    created_at: i64,
+    /// Always `null`: files do not expire.
+    expires_at: Option<i64>,
+    filename: String,
+    /// `batch` for an upload, `batch_output` for a batch's output and error files.
+    purpose: String,
+    /// `processed`.
+    status: &'static str,
+    #[schema(value_type = Option<String>)]
+    status_details: Option<()>,
 }
 
 /// An uploaded file as OpenAI shows it.
-pub fn uploaded_file(file: &StoredFile) -> Value {
+pub fn uploaded_file(file: &StoredFile) -> OpenAiFile {
     file_object(
         OpenAiFileId::Upload(file.id),
         file.bytes,
@@ -103,7 +207,7 @@ pub fn uploaded_file(file: &StoredFile) -> Value {
 }
 
 /// A batch's output or error file as OpenAI shows it, `bytes` long.
-pub fn generated_file(id: OpenAiFileId, batch: &Batch, bytes: i64) -> Value {
+pub fn generated_file(id: OpenAiFileId, batch: &Batch, bytes: i64) -> OpenAiFile {
     let name = match id {
         OpenAiFileId::Errors(_) => "errors",
         _ => "output",
@@ -123,18 +227,18 @@ fn file_object(
     created_at: DateTime<Utc>,
     filename: &str,
     purpose: &str,
-) -> Value {
-    json!({
-        "id": id.to_string(),
-        "object": "file",
-        "bytes": bytes,
-        "created_at": unix(created_at),
-        "expires_at": null,
-        "filename": filename,
-        "purpose": purpose,
-        "status": "processed",
-        "status_details": null,
-    })
+) -> OpenAiFile {
+    OpenAiFile {
+        id: id.to_string(),
+        object: "file",
+        bytes,
+        created_at: unix(created_at),
+        expires_at: None,
+        filename: filename.to_owned(),
+        purpose: purpose.to_owned(),
+        status: "processed",
+        status_details: None,
+    }
 }
 
 /// An item's line of the output file (`errors == false`) or of the error file, if it belongs in

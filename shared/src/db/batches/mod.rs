@@ -49,7 +49,7 @@ pub struct OpenAiOrigin {
 }
 
 /// A batch as its tenant sees it: counts by status and usage so far.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Batch {
     pub id: BatchId,
     pub kind: String,
@@ -70,7 +70,7 @@ pub struct Batch {
 }
 
 /// How many of a batch's items are in each state.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Counts {
     pub total: i64,
     pub pending: i64,
@@ -82,7 +82,7 @@ pub struct Counts {
 }
 
 /// The tokens and cost of a batch's finished items.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BatchUsage {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,

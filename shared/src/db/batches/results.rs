@@ -15,7 +15,7 @@ use crate::domain::{BatchId, JobError, JobId};
 const RESULTS_PAGE: i64 = 1_000;
 
 /// One item's outcome, a line of the results.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ItemResult {
     pub custom_id: String,
     pub job_id: JobId,

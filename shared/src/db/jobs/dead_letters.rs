@@ -51,7 +51,7 @@ pub async fn fail_dead_lettered(
 }
 
 /// A dead-lettered job, as admins list it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     pub tenant_id: TenantId,
     pub dead_lettered_at: DateTime<Utc>,

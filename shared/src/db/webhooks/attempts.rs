@@ -30,7 +30,7 @@ pub enum AttemptVerdict {
 }
 
 /// One attempt as its tenant (and admins) read it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub attempted_at: DateTime<Utc>,
     pub status_code: Option<i32>,

@@ -74,7 +74,7 @@ pub async fn keep_payload(pool: &PgPool, id: Uuid, payload: &str) -> Result<Stri
 }
 
 /// A delivery as its tenant (and admins) see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     /// The `webhook-id` header's value.
     pub id: String,
@@ -128,7 +128,7 @@ pub async fn for_job(
 }
 
 /// A delivery as admins list it, across tenants.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliverySummary {
     /// The `webhook-id` header's value.
     pub id: String,

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use crate::domain::TenantId;
 
 /// A tenant's endpoint as admins see it: never a secret, only when each was made and expires.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Endpoint {
     pub url: Option<String>,
     pub disabled_at: Option<DateTime<Utc>>,
@@ -17,7 +17,7 @@ pub struct Endpoint {
     pub secrets: Vec<SecretInfo>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SecretInfo {
     pub id: i64,
     pub created_at: DateTime<Utc>,

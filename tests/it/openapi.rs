@@ -1,0 +1,284 @@
+//! The OpenAPI document the api serves (`/openapi.json`, derived from the handlers and their
+//! types): every operation it lists is routed, and what the routes answer is what it describes,
+//! checked against its JSON schemas. (That no route is served undescribed is the api's
+//! `clippy.toml`: a route can only be registered from its `#[utoipa::path]`.)
+
+use jsonschema::Validator;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{Stack, client, idle};
+
+/// The document, read from the running api.
+async fn document(stack: &Stack) -> Value {
+    let response = stack.get("/openapi.json").await;
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("the document is JSON")
+}
+
+/// Every operation in the document: its method and path.
+fn operations(document: &Value) -> Vec<(Method, String)> {
+    let paths = document["paths"].as_object().expect("paths");
+    let mut found = Vec::new();
+    for (path, item) in paths {
+        for method in item.as_object().expect("path item").keys() {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("a method");
+            found.push((method, path.clone()));
+        }
+    }
+    found
+}
+
+/// `path` with each `{parameter}` given `value`.
+fn filled(path: &str, value: &str) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..].find('}').expect("a closed parameter") + open;
+        out.push_str(&rest[..open]);
+        out.push_str(value);
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_routed() {
+    let stack = Stack::with(idle()).await;
+    let document = document(&stack).await;
+    let operations = operations(&document);
+    assert!(operations.len() >= 85, "{} operations", operations.len());
+    // An id no row has: each route answers it with its own 404 (or refuses the empty body),
+    // never the router's "no such route" or 405.
+    let unknown = "0190a0a0-0000-7000-8000-000000000000";
+    for (method, path) in operations {
+        let body = matches!(method, Method::POST | Method::PUT | Method::PATCH)
+            .then(|| json!({}))
+            .unwrap_or(Value::Null);
+        let response = stack
+            .admin(method.clone(), &filled(&path, unknown), &body)
+            .await;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert_ne!(status, 405, "{method} {path} is routed: {text}");
+        assert!(
+            !text.contains("no such route"),
+            "{method} {path} is routed: {status} {text}"
+        );
+    }
+    // The check itself tells a route from none.
+    let missing = stack.get("/v1/no-such-route").await;
+    assert_eq!(missing.status(), 404);
+    assert!(
+        missing
+            .text()
+            .await
+            .expect("body")
+            .contains("no such route")
+    );
+    stack.stop().await;
+}
+
+/// Checks answers against the document's schemas.
+struct Schemas {
+    document: Value,
+}
+
+impl Schemas {
+    /// The JSON schema of `method path`'s `status` answer, if it answers JSON.
+    fn answer(&self, method: &Method, path: &str, status: u16) -> Option<Validator> {
+        let operation = &self.document["paths"][path][method.as_str().to_lowercase()];
+        assert!(operation.is_object(), "{method} {path} is documented");
+        let content = &operation["responses"][status.to_string()]["content"];
+        let schema = content
+            .get("application/json")
+            .or_else(|| content.get("application/problem+json"))?;
+        let root = json!({
+            "$ref": "#/schema",
+            "schema": schema["schema"],
+            "components": self.document["components"],
+        });
+        Some(
+            jsonschema::options()
+                .should_validate_formats(true)
+                .build(&root)
+                .expect("a valid schema"),
+        )
+    }
+
+    /// Asserts that `body`, answered `status` by `method path`, is as the document says.
+    fn check(&self, method: &Method, path: &str, status: u16, body: &Value) {
+        let validator = self
+            .answer(method, path, status)
+            .unwrap_or_else(|| panic!("{method} {path} documents its {status} as JSON"));
+        let errors: Vec<String> = validator
+            .iter_errors(body)
+            .map(|error| format!("{} at {}", error, error.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {path} {status}: {errors:#?}\n{body:#}"
+        );
+    }
+}
+
+/// Sends `method url` with `token`; the status and the body as JSON (`Null` when not JSON).
+async fn call(stack: &Stack, token: &str, method: Method, url: &str, body: &Value) -> (u16, Value) {
+    let request = client().request(method, stack.url(url)).bearer_auth(token);
+    let request = match body {
+        Value::Null => request,
+        body => request.json(body),
+    };
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let json = response.json().await.unwrap_or(Value::Null);
+    (status, json)
+}
+
+#[tokio::test]
+async fn what_the_routes_answer_is_what_the_document_describes() {
+    let stack = Stack::start().await;
+    let schemas = Schemas {
+        document: document(&stack).await,
+    };
+    let post = Method::POST;
+
+    // Something of every kind to read back: a finished job, a batch, an alias, an OpenAI file
+    // and batch, a problem.
+    let body = json!({ "model": "llama3", "prompt": "describe a kettle" });
+    let (status, accepted) = call(&stack, &stack.token, post.clone(), "/v1/generate", &body).await;
+    schemas.check(&post, "/v1/generate", status, &accepted);
+    let job_id = accepted["id"].as_str().expect("job id").to_owned();
+    stack.wait_until_finished(&job_id).await;
+    let body = json!({ "model": "llama3", "input": ["one", "two"] });
+    let (status, embedding) =
+        call(&stack, &stack.token, post.clone(), "/v1/embedding", &body).await;
+    schemas.check(&post, "/v1/embedding", status, &embedding);
+    let body = json!({
+        "kind": "generate",
+        "model": "llama3",
+        "items": [{ "custom_id": "a", "prompt": "x" }],
+    });
+    let (status, batch) = call(&stack, &stack.token, post.clone(), "/v1/batches", &body).await;
+    schemas.check(&post, "/v1/batches", status, &batch);
+    let batch_id = batch["id"].as_str().expect("batch id").to_owned();
+    let body = json!({ "routes": { "ollama": "llama3:8b" } });
+    let (status, alias) = call(
+        &stack,
+        &stack.admin_token,
+        Method::PUT,
+        "/v1/admin/aliases/house",
+        &body,
+    )
+    .await;
+    schemas.check(&Method::PUT, "/v1/admin/aliases/{model}", status, &alias);
+    let (status, problem) = call(
+        &stack,
+        &stack.token,
+        post.clone(),
+        "/v1/chat",
+        &json!({ "model": 1 }),
+    )
+    .await;
+    schemas.check(&post, "/v1/chat", status, &problem);
+
+    let line = json!({
+        "custom_id": "r1",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": { "model": "llama3", "messages": [{ "role": "user", "content": "hi" }] },
+    });
+    let form = reqwest::multipart::Form::new()
+        .text("purpose", "batch")
+        .part(
+            "file",
+            reqwest::multipart::Part::text(format!("{line}\n")).file_name("in.jsonl"),
+        );
+    let upload = client()
+        .post(stack.url("/openai/v1/files"))
+        .bearer_auth(&stack.token)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    let status = upload.status().as_u16();
+    let file: Value = upload.json().await.expect("file JSON");
+    schemas.check(&post, "/openai/v1/files", status, &file);
+    let file_id = file["id"].as_str().expect("file id").to_owned();
+    let body = json!({
+        "input_file_id": file_id,
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+    });
+    let (status, openai_batch) = call(
+        &stack,
+        &stack.token,
+        post.clone(),
+        "/openai/v1/batches",
+        &body,
+    )
+    .await;
+    schemas.check(&post, "/openai/v1/batches", status, &openai_batch);
+    let openai_batch_id = openai_batch["id"].as_str().expect("batch id").to_owned();
+
+    let (_, tenants) = call(
+        &stack,
+        &stack.admin_token,
+        Method::GET,
+        "/v1/admin/tenants",
+        &Value::Null,
+    )
+    .await;
+    let tenant_id = tenants["data"][0]["id"]
+        .as_str()
+        .expect("a tenant")
+        .to_owned();
+    let (_, hosts) = call(
+        &stack,
+        &stack.admin_token,
+        Method::GET,
+        "/v1/admin/hosts",
+        &Value::Null,
+    )
+    .await;
+    let host = hosts["data"][0]["name"]
+        .as_str()
+        .expect("a host")
+        .to_owned();
+
+    // Every read the document lists, with those ids: its answer, checked.
+    let mut checked = 0;
+    for (method, path) in operations(&schemas.document) {
+        if method != Method::GET || schemas.answer(&method, &path, 200).is_none() {
+            continue;
+        }
+        let url = path
+            .replace(
+                "/openai/v1/batches/{id}",
+                &format!("/openai/v1/batches/{openai_batch_id}"),
+            )
+            .replace("/v1/jobs/{id}", &format!("/v1/jobs/{job_id}"))
+            .replace("/v1/batches/{id}", &format!("/v1/batches/{batch_id}"))
+            .replace("/files/{id}", &format!("/files/{file_id}"))
+            .replace("/tenants/{id}", &format!("/tenants/{tenant_id}"))
+            .replace("/hosts/{name}", &format!("/hosts/{host}"))
+            .replace("/aliases/{model}", "/aliases/house")
+            .replace("/models/{id}", "/models/llama3");
+        assert!(!url.contains('{'), "{path}: the test knows its parameters");
+        let tags = &schemas.document["paths"][&path]["get"]["tags"];
+        let token = match tags
+            .as_array()
+            .is_some_and(|tags| tags.contains(&json!("Admin")))
+        {
+            true => &stack.admin_token,
+            false => &stack.token,
+        };
+        let (status, body) = call(&stack, token, method.clone(), &url, &Value::Null).await;
+        assert_eq!(status, 200, "GET {url}: {body}");
+        schemas.check(&method, &path, status, &body);
+        checked += 1;
+    }
+    assert!(checked >= 30, "{checked} reads checked");
+    stack.stop().await;
+}
