@@ -70,6 +70,9 @@ pub struct Stack {
     stop: CancellationToken,
     apis: std::sync::Mutex<Vec<JoinHandle<()>>>,
     workers: Vec<WorkerHandle>,
+    /// Set once [`Stack::stop`] has cleaned up; a stack dropped without it (its test panicked)
+    /// has its queues and database removed by `Drop`.
+    stopped: bool,
 }
 
 pub struct WorkerHandle {
@@ -303,6 +306,7 @@ impl Stack {
             stop,
             apis: std::sync::Mutex::new(Vec::new()),
             workers: Vec::new(),
+            stopped: false,
         };
         stack.api_url = stack.start_api(options.api_settings.clone()).await;
         stack.token = stack.create_token("acme", Role::Client).await;
@@ -634,14 +638,54 @@ impl Stack {
             let _ = api.await;
         }
         self.pool.close().await;
-        if let Ok(admin) = PgPool::connect(&database_url()).await {
-            let _ = sqlx::query(&format!(
-                "drop database if exists {} with (force)",
-                self.db_name
-            ))
+        drop_database(&self.db_name).await;
+        self.stopped = true;
+    }
+}
+
+/// A stack its test did not stop (it panicked on the way) leaves no queues or database behind:
+/// they are removed from a thread of its own, since `Drop` cannot wait on the test's runtime.
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stop.cancel();
+        let (topology, db_name) = (self.topology.clone(), self.db_name.clone());
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async {
+                    delete_queues(&topology).await;
+                    drop_database(&db_name).await;
+                });
+            }
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Deletes a stack's queues and exchanges over a connection of its own.
+async fn delete_queues(topology: &Topology) {
+    let properties = lapin::ConnectionProperties::default();
+    let Ok(connection) = lapin::Connection::connect(&amqp_url(), properties).await else {
+        return;
+    };
+    if let Ok(channel) = connection.create_channel().await {
+        let _ = topology.delete(&channel).await;
+    }
+    let _ = connection.close(200, "the test is over".into()).await;
+}
+
+/// Drops a stack's database, ending the connections still open to it.
+async fn drop_database(name: &str) {
+    if let Ok(admin) = PgPool::connect(&database_url()).await {
+        let _ = sqlx::query(&format!("drop database if exists {name} with (force)"))
             .execute(&admin)
             .await;
-        }
+        admin.close().await;
     }
 }
 
