@@ -318,8 +318,8 @@ struct ListQuery {
     tenant_id: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
 /// A page of batches, newest first.
+#[derive(Serialize, ToSchema)]
 struct BatchPage {
     data: Vec<Batch>,
     next_cursor: Option<BatchId>,

@@ -26,14 +26,14 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(deliveries))
 }
 
-#[derive(Serialize, ToSchema)]
 /// A job's provider calls, oldest first.
+#[derive(Serialize, ToSchema)]
 struct Attempts {
     data: Vec<AttemptRow>,
 }
 
-#[derive(Serialize, ToSchema)]
 /// A job's webhook deliveries.
+#[derive(Serialize, ToSchema)]
 struct Deliveries {
     data: Vec<Delivery>,
 }

@@ -48,8 +48,8 @@ struct HistoryQuery {
     tenant_id: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
 /// The month so far: totals, by model and by why jobs went where they did.
+#[derive(Serialize, ToSchema)]
 struct MonthUsage {
     /// `YYYY-MM`, UTC.
     month: String,
@@ -63,8 +63,8 @@ struct MonthUsage {
     by_route_reason: Vec<ReasonTotals>,
 }
 
-#[derive(Serialize, ToSchema)]
 /// Day by day totals.
+#[derive(Serialize, ToSchema)]
 struct History {
     from: NaiveDate,
     to: NaiveDate,

@@ -73,8 +73,8 @@ struct SettingsPatch {
     openai_max_concurrency: Option<u32>,
 }
 
-#[derive(Serialize, ToSchema)]
 /// Write-only: whether a key is stored, and its last four characters.
+#[derive(Serialize, ToSchema)]
 struct KeyView {
     set: bool,
     last4: Option<String>,
