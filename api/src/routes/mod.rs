@@ -37,9 +37,11 @@ use crate::{ApiSettings, AppState};
 pub fn router(state: AppState, settings: &ApiSettings) -> Router {
     let metrics = state.metrics.clone();
     let (routes, document) = routes(settings, &state.database).split_for_parts();
-    let document = openapi::Document(Arc::from(
-        serde_json::to_string(&openapi::complete(document)).unwrap_or_default(),
-    ));
+    let document = serde_json::to_string(&openapi::complete(document)).unwrap_or_else(|error| {
+        tracing::error!(%error, "cannot write the OpenAPI document; /openapi.json answers empty");
+        String::new()
+    });
+    let document = openapi::Document(Arc::from(document));
     routes
         .layer(Extension(document))
         .route_layer(axum::middleware::from_fn(crate::http::metrics::mark_route))
