@@ -35,7 +35,7 @@ struct Model {
     object: &'static str,
     /// Always 0: the gateway does not know when a model was made.
     created: i64,
-    /// The provider the model goes to first (`ollama` or `openai`).
+    /// The provider the model goes to first, `ollama` or `openai` (`tollgate` if it has none).
     owned_by: &'static str,
 }
 
