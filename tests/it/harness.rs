@@ -542,15 +542,24 @@ impl Stack {
         path: &str,
         body: &Value,
     ) -> reqwest::Response {
-        let request = client()
-            .request(method, self.url(path))
-            .bearer_auth(&self.admin_token);
+        self.send(&self.admin_token, method, path, body).await
+    }
+
+    /// Sends `method path` with `token` and a JSON body (unless `Null`).
+    pub async fn send(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> reqwest::Response {
+        let request = client().request(method, self.url(path)).bearer_auth(token);
         let request = if body.is_null() {
             request
         } else {
             request.json(body)
         };
-        request.send().await.expect("admin request")
+        request.send().await.expect("request")
     }
 
     /// `PATCH /v1/admin/settings`, expecting 200; returns the settings.

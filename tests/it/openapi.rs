@@ -125,12 +125,7 @@ impl Schemas {
 
 /// Sends `method url` with `token`; the status and the body as JSON (`Null` when not JSON).
 async fn call(stack: &Stack, token: &str, method: Method, url: &str, body: &Value) -> (u16, Value) {
-    let request = client().request(method, stack.url(url)).bearer_auth(token);
-    let request = match body {
-        Value::Null => request,
-        body => request.json(body),
-    };
-    let response = request.send().await.expect("request");
+    let response = stack.send(token, method, url, body).await;
     let status = response.status().as_u16();
     let json = response.json().await.unwrap_or(Value::Null);
     (status, json)

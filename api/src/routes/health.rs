@@ -102,8 +102,5 @@ async fn readyz(State(state): State<AppState>) -> Response {
     (status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object),
 ))]
 async fn openapi(Extension(document): Extension<Document>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        document.0.to_string(),
-    )
+    ([(header::CONTENT_TYPE, "application/json")], document.0)
 }

@@ -19,7 +19,6 @@ mod paging;
 mod tenancy;
 mod usage;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
@@ -41,7 +40,7 @@ pub fn router(state: AppState, settings: &ApiSettings) -> Router {
         tracing::error!(%error, "cannot write the OpenAPI document; /openapi.json answers empty");
         String::new()
     });
-    let document = openapi::Document(Arc::from(document));
+    let document = openapi::Document(document.into());
     routes
         .layer(Extension(document))
         .route_layer(axum::middleware::from_fn(crate::http::metrics::mark_route))

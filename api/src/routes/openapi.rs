@@ -8,8 +8,7 @@
 //! 403 on admin routes), and the body of every error answer in its surface's shape: problem+json
 //! natively, OpenAI's `{"error": {…}}` under `/openai/v1`, Ollama's `{"error"}` under `/ollama`.
 
-use std::sync::Arc;
-
+use axum::body::Bytes;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Components, Content, InfoBuilder, OpenApi, Ref, RefOr, Response, Tag};
@@ -19,9 +18,10 @@ use super::ollama::OllamaError;
 use super::openai::OpenAiError;
 use crate::http::error::Problem;
 
-/// The document as served, written once when the router is built.
+/// The document as served, written once when the router is built (shared, not copied, by each
+/// request).
 #[derive(Clone)]
-pub struct Document(pub Arc<str>);
+pub struct Document(pub Bytes);
 
 /// The headers a job's submission may carry.
 #[derive(IntoParams)]
