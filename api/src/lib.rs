@@ -94,6 +94,8 @@ pub(crate) struct Shared {
     broker: Broker,
     tokens: Arc<access::auth::TokenCache>,
     published: intake::published::Recorder,
+    /// Writes jobs submitted together in one statement.
+    inserter: intake::coalesced::Inserter,
     body_limit: usize,
     batch_body_limit: usize,
     /// The settings and model routes (intake refuses models no provider serves).
@@ -142,6 +144,12 @@ pub async fn serve(
             .keep_fresh(settings.settings_refresh, shutdown.clone()),
     );
     let published = intake::published::Recorder::start(pool.clone(), &mut tasks);
+    let inserter = intake::coalesced::Inserter::start(
+        pool.clone(),
+        broker.clone(),
+        published.clone(),
+        &mut tasks,
+    );
     let watchers = watching::watch::Watchers::start(broker.clone(), shutdown.clone(), &mut tasks);
     // Streams run on after the signal, up to their grace (see `feed`): their text keeps coming
     // until the server has finished every connection.
@@ -187,6 +195,7 @@ pub async fn serve(
         database,
         tokens: Arc::new(access::auth::TokenCache::default()),
         published,
+        inserter,
         body_limit: settings.body_limit,
         batch_body_limit: settings.batch_body_limit,
         runtime,

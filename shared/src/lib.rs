@@ -14,9 +14,11 @@
 //! - [`metrics`]: what the api's and the worker's `/metrics` share (exposition, token, buckets);
 //! - [`telemetry`]: logs, and spans over OTLP when configured, with the job's W3C trace;
 //! - [`process`]: shutdown, start-up and the background tasks of the binaries;
-//! - [`sync`]: locks that outlive a panicked holder.
+//! - [`sync`]: locks that outlive a panicked holder;
+//! - [`coalesce`]: group commit, work that arrives together done in one round trip.
 
 pub mod billing;
+pub mod coalesce;
 pub mod config;
 pub mod db;
 pub mod domain;

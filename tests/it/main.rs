@@ -15,6 +15,7 @@ mod batches;
 mod billing;
 mod calls;
 mod cli;
+mod coalescing;
 mod dashboard;
 mod delivery;
 mod events;

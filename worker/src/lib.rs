@@ -29,6 +29,7 @@ mod probe;
 mod providers;
 mod relay;
 mod retry;
+mod runs;
 mod sweeper;
 mod webhooks;
 
@@ -125,6 +126,8 @@ impl Default for WorkerSettings {
 /// What every job handler shares.
 struct Context {
     pool: PgPool,
+    /// Claims and ends of runs, each kind coalesced into one statement.
+    runs: runs::Runs,
     broker: Broker,
     providers: Providers,
     webhook_client: reqwest::Client,
@@ -189,6 +192,7 @@ pub async fn run(
         ),
     );
     let context = Arc::new(Context {
+        runs: runs::Runs::start(&pool, settings.lease, &mut tasks),
         pool,
         broker,
         providers,

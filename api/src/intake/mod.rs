@@ -9,13 +9,15 @@
 //! 2. a job is refused while the broker is down (nothing is written; batch items wait in Postgres,
 //!    so a batch is not);
 //! 3. one transaction reserves the tenant's quota, records the `Idempotency-Key` with the first
-//!    answer, and inserts the work;
-//! 4. a job is published after the commit.
+//!    answer, and inserts the work; a job with neither is instead written by one multi-row insert
+//!    with the jobs submitted beside it ([`coalesced`]);
+//! 4. a job is published after the commit (coalesced jobs as one window of confirms).
 //!
 //! The surface says how the work is answered ([`Accepted`], in its dialect), and a retry with the
 //! same key is answered the same way.
 
 pub mod admission;
+pub mod coalesced;
 pub mod idempotency;
 pub mod published;
 
@@ -90,6 +92,13 @@ pub async fn job(
             "the message broker is unavailable",
             5,
         ));
+    }
+    if key.is_none() && caller.limits.is_unlimited() {
+        // Written and published together with whatever else this instance admits meanwhile.
+        let job = state.inserter.insert(job).await.map_err(ApiError::internal)??;
+        state.metrics.accepted(job.kind.as_str(), false, 1);
+        let answer = answer(&job)?;
+        return Ok(Intake::Admitted { work: job, answer });
     }
     let trace = job.traceparent;
     let job_trace = trace.as_ref();

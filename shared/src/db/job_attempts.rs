@@ -76,6 +76,24 @@ pub(super) struct AttemptColumns {
 impl AttemptColumns {
     pub(super) fn new(attempts: &[AttemptRecord]) -> Self {
         let mut c = Self::default();
+        c.push(attempts);
+        c
+    }
+
+    /// Several runs' attempts, each run's after the last, for one statement that ends them all:
+    /// beside the columns, the number (from 1) of the run each attempt belongs to.
+    pub(super) fn of_runs<'a>(runs: impl Iterator<Item = &'a [AttemptRecord]>) -> (Self, Vec<i32>) {
+        let mut c = Self::default();
+        let mut run_of = Vec::new();
+        for (n, attempts) in (1..).zip(runs) {
+            c.push(attempts);
+            run_of.extend(std::iter::repeat_n(n, attempts.len()));
+        }
+        (c, run_of)
+    }
+
+    fn push(&mut self, attempts: &[AttemptRecord]) {
+        let c = self;
         for a in attempts {
             c.provider.push(a.provider.as_str());
             c.upstream_model.push(a.upstream_model.clone());
@@ -92,7 +110,6 @@ impl AttemptColumns {
             c.cost.push(a.cost);
             c.host.push(a.host.clone());
         }
-        c
     }
 
     pub(super) fn len(&self) -> i32 {

@@ -16,7 +16,7 @@ use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use tokio::sync::SemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::db::job_attempts::AttemptRecord;
-use tollgate_core::db::runs::{self, ClaimedJob, Outcome, Recorded};
+use tollgate_core::db::runs::{self, ClaimRequest, ClaimedJob, Finish, Outcome, Recorded};
 use tollgate_core::domain::{JobId, JobStatus, RouteInput, TraceParent};
 use tollgate_core::queue::{JobEvent, JobMessage, Versioned as _, traceparent_of};
 use tollgate_core::telemetry;
@@ -74,15 +74,12 @@ async fn run(
 ) {
     let claim_id = Uuid::now_v7();
     let turn = bulk_turn(context, lane).await;
-    let claim = persistently(context, "claim", || {
-        runs::claim(
-            &context.pool,
-            message.job_id,
-            claim_id,
-            delivery.redelivered,
-            context.settings.lease,
-        )
-    })
+    let request = ClaimRequest {
+        id: message.job_id,
+        claim_id,
+        redelivered: delivery.redelivered,
+    };
+    let claim = persistently(context, "claim", || context.runs.claim(request))
     .instrument(tracing::info_span!("claim"))
     .await;
     drop(turn);
@@ -235,18 +232,17 @@ async fn record(
             .await
         }
         Verdict::Finish(outcome) => {
-            persistently(context, "finish", || {
-                runs::finish(
-                    &context.pool,
-                    job.id,
-                    claim_id,
-                    outcome,
-                    attempts,
-                    job.data_policy,
-                )
-            })
-            .instrument(tracing::info_span!("finish"))
-            .await
+            // Handed to the statement that ends the runs ending meanwhile, so it owns a copy.
+            let run = Finish {
+                id: job.id,
+                claim_id,
+                outcome: outcome.clone(),
+                attempts: attempts.to_vec(),
+                policy: job.data_policy,
+            };
+            persistently(context, "finish", || context.runs.finish(run.clone()))
+                .instrument(tracing::info_span!("finish"))
+                .await
         }
     }
 }

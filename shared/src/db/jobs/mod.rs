@@ -8,7 +8,7 @@ mod sweep;
 
 use std::net::IpAddr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use sqlx::types::ipnetwork::IpNetwork;
@@ -187,41 +187,115 @@ pub struct NewJob {
 
 /// Inserts a job as `queued` (not yet published) and returns it as the client will see it.
 pub async fn insert(conn: impl PgExecutor<'_>, job: &NewJob) -> Result<Job, sqlx::Error> {
-    let request =
-        serde_json::to_value(&job.request).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let reservation = job.reservation.as_ref();
-    let row = sqlx::query_as!(
+    let mut inserted = insert_many(conn, std::slice::from_ref(job)).await?;
+    inserted
+        .pop()
+        .ok_or(sqlx::Error::RowNotFound)
+}
+
+/// Inserts jobs as `queued` (not yet published) in one statement, so in one commit outside a
+/// transaction, and returns them as their clients will see them, in the order given.
+pub async fn insert_many(
+    conn: impl PgExecutor<'_>,
+    jobs: &[NewJob],
+) -> Result<Vec<Job>, sqlx::Error> {
+    let columns = NewJobColumns::new(jobs)?;
+    let rows = sqlx::query_as!(
         JobRow,
         r#"insert into jobs (id, tenant_id, token_id, kind, status, model, request, metadata,
                            origin, client_ip, reserved_tokens, reserved_cost, reserved_month,
                            webhook_url, stream, stream_to, traceparent)
-         values ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::text is not null,
-                 $14, $15)
+         select id, tenant_id, token_id, kind, 'queued', model, request, metadata, origin,
+                client_ip, reserved_tokens, reserved_cost, reserved_month, webhook_url,
+                stream_to is not null, stream_to, traceparent
+           from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[],
+                       $7::jsonb[], $8::text[], $9::inet[], $10::bigint[], $11::numeric[],
+                       $12::date[], $13::text[], $14::text[], $15::text[])
+                as j(id, tenant_id, token_id, kind, model, request, metadata, origin, client_ip,
+                     reserved_tokens, reserved_cost, reserved_month, webhook_url, stream_to,
+                     traceparent)
          returning id as "id: JobId", tenant_id as "tenant_id: TenantId", kind, status, model, provider,
                 upstream_model, result, error_code, error_message, prompt_tokens,
                 completion_tokens, total_tokens, attempts, metadata, created_at, started_at,
                 finished_at, cost, usage_estimated, unpriced, revision, webhook_url,
                 batch_id as "batch_id: BatchId", custom_id, stream, route_reason, data_policy,
                 dead_lettered_at"#,
-        job.id as JobId,
-        job.tenant_id as TenantId,
-        job.token_id as Option<TokenId>,
-        job.request.kind().as_str(),
-        job.request.model().as_str(),
-        request,
-        job.metadata,
-        job.origin,
-        job.client_ip.map(IpNetwork::from),
-        reservation.map(|r| r.tokens),
-        reservation.map(|r| r.cost),
-        reservation.map(|r| r.month),
-        job.webhook_url,
-        job.stream_to,
-        job.traceparent.map(|t| t.to_string()),
+        &columns.id as &[JobId],
+        &columns.tenant_id as &[TenantId],
+        &columns.token_id as &[Option<TokenId>],
+        &columns.kind as &[&str],
+        &columns.model as &[&str],
+        &columns.request,
+        &columns.metadata as &[Option<Value>],
+        &columns.origin as &[Option<&str>],
+        &columns.client_ip as &[Option<IpNetwork>],
+        &columns.reserved_tokens as &[Option<i64>],
+        &columns.reserved_cost as &[Option<Decimal>],
+        &columns.reserved_month as &[Option<NaiveDate>],
+        &columns.webhook_url as &[Option<&str>],
+        &columns.stream_to as &[Option<&str>],
+        &columns.traceparent as &[Option<String>],
     )
-    .fetch_one(conn)
+    .fetch_all(conn)
     .await?;
-    row.try_into()
+    // `returning` need not follow the input's order: put each job back in its place.
+    let mut by_id: std::collections::HashMap<JobId, JobRow> =
+        rows.into_iter().map(|row| (row.id, row)).collect();
+    jobs.iter()
+        .map(|job| {
+            by_id
+                .remove(&job.id)
+                .ok_or(sqlx::Error::RowNotFound)
+                .and_then(Job::try_from)
+        })
+        .collect()
+}
+
+/// New jobs as column arrays, for one multi-row insert.
+#[derive(Default)]
+struct NewJobColumns<'a> {
+    id: Vec<JobId>,
+    tenant_id: Vec<TenantId>,
+    token_id: Vec<Option<TokenId>>,
+    kind: Vec<&'static str>,
+    model: Vec<&'a str>,
+    request: Vec<Value>,
+    metadata: Vec<Option<Value>>,
+    origin: Vec<Option<&'a str>>,
+    client_ip: Vec<Option<IpNetwork>>,
+    reserved_tokens: Vec<Option<i64>>,
+    reserved_cost: Vec<Option<Decimal>>,
+    reserved_month: Vec<Option<NaiveDate>>,
+    webhook_url: Vec<Option<&'a str>>,
+    stream_to: Vec<Option<&'a str>>,
+    traceparent: Vec<Option<String>>,
+}
+
+impl<'a> NewJobColumns<'a> {
+    fn new(jobs: &'a [NewJob]) -> Result<Self, sqlx::Error> {
+        let mut c = Self::default();
+        for job in jobs {
+            let request =
+                serde_json::to_value(&job.request).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            let reservation = job.reservation.as_ref();
+            c.id.push(job.id);
+            c.tenant_id.push(job.tenant_id);
+            c.token_id.push(job.token_id);
+            c.kind.push(job.request.kind().as_str());
+            c.model.push(job.request.model().as_str());
+            c.request.push(request);
+            c.metadata.push(job.metadata.clone());
+            c.origin.push(job.origin.as_deref());
+            c.client_ip.push(job.client_ip.map(IpNetwork::from));
+            c.reserved_tokens.push(reservation.map(|r| r.tokens));
+            c.reserved_cost.push(reservation.map(|r| r.cost));
+            c.reserved_month.push(reservation.map(|r| r.month));
+            c.webhook_url.push(job.webhook_url.as_deref());
+            c.stream_to.push(job.stream_to.as_deref());
+            c.traceparent.push(job.traceparent.map(|t| t.to_string()));
+        }
+        Ok(c)
+    }
 }
 
 /// A tenant's job; another tenant's job is `None`, exactly like a job that does not exist.

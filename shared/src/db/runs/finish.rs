@@ -1,15 +1,17 @@
-//! The statement that ends a job: the closing statement of its last run, written whole.
+//! The statement that ends jobs: the closing statement of their last runs, written whole, for
+//! every run that ended together.
 
 use std::time::Duration;
 
 use rust_decimal::Decimal;
+use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::outcome::{EndOfRun, Outcome, Recorded};
+use super::outcome::{Outcome, Recorded};
 use crate::billing::{self, Price};
 use crate::db::job_attempts::{AttemptColumns, AttemptRecord};
-use crate::domain::{DataPolicy, JobId, ProviderName, RouteReason};
+use crate::domain::{DataPolicy, JobError, JobId, ProviderName, RouteReason};
 use crate::provider::TokenCounts;
 
 /// What a job is billed (a success, or a stop after text was generated).
@@ -17,132 +19,113 @@ use crate::provider::TokenCounts;
 struct Bill<'a> {
     tokens: TokenCounts,
     price_id: Option<i64>,
-    cost: Option<rust_decimal::Decimal>,
+    cost: Option<Decimal>,
     latency_ms: i32,
     routed_model: &'a str,
 }
 
-/// Records a claimed job's terminal outcome in one statement (one commit): the job row, the run's
-/// attempts and provider spend, and for a success (or a stop with text generated) its usage
-/// record (unique per job: a redelivered completion can never bill twice) and the tenant's daily
-/// rollup; any quota reservation is released (what was used now counts through the rollup).
+/// A run that ends its job, to be recorded: the claim it ran under, how it ended, its calls (the
+/// estimates for abandoned runs first) and the data policy it honoured.
+#[derive(Clone)]
+pub struct Finish {
+    pub id: JobId,
+    pub claim_id: Uuid,
+    pub outcome: Outcome,
+    pub attempts: Vec<AttemptRecord>,
+    pub policy: DataPolicy,
+}
+
+/// Records one claimed job's terminal outcome: [`finish_many`] with one run.
+pub async fn finish(pool: &PgPool, run: &Finish) -> Result<Option<Recorded>, sqlx::Error> {
+    let mut recorded = finish_many(pool, std::slice::from_ref(run)).await?;
+    Ok(recorded.pop().flatten())
+}
+
+/// Records the terminal outcomes of runs that ended together in one statement (one commit): for
+/// each, the job row, the run's attempts and provider spend, and for a success (or a stop with
+/// text generated) its usage record (unique per job: a redelivered completion can never bill
+/// twice) and the tenant's daily rollup; any quota reservation is released (what was used now
+/// counts through the rollup).
 ///
-/// The job's webhook delivery, if it has a URL or its tenant an endpoint, is written too, and so
+/// Each job's webhook delivery, if it has a URL or its tenant an endpoint, is written too, and so
 /// are why the job went where it went and the data policy its run honoured.
 ///
-/// Returns `None` when the claim was no longer the job's (another worker reclaimed it after a
-/// redelivery): nothing is written, and the caller drops its result.
+/// Answers in the runs' order; `None` for a run whose claim was no longer the job's (another worker
+/// reclaimed it after a redelivery, or finished it): nothing of that run is written, and its caller
+/// drops its result. The others are written as if alone.
 ///
 /// Long on purpose: it is one statement, written out whole so that a reader sees every parameter
 /// beside its use and the compiler checks all of it against the schema.
-pub async fn finish(
+pub async fn finish_many(
     pool: &PgPool,
-    id: JobId,
-    claim_id: Uuid,
-    outcome: &Outcome,
-    attempts: &[AttemptRecord],
-    policy: DataPolicy,
-) -> Result<Option<Recorded>, sqlx::Error> {
-    let bill_of =
-        |routed_model, tokens: &TokenCounts, price: &Option<Price>, latency: &Duration| Bill {
-            tokens: *tokens,
-            price_id: price.map(|p| p.id),
-            cost: price
-                .map(|p| billing::cost(i64::from(tokens.prompt), i64::from(tokens.completion), &p)),
-            latency_ms: i32::try_from(latency.as_millis()).unwrap_or(i32::MAX),
-            routed_model,
-        };
-    let (provider, upstream_model, result, error, bill) = match outcome {
-        Outcome::Succeeded {
-            provider,
-            reason: _,
-            upstream_model,
-            routed_model,
-            result,
-            tokens,
-            price,
-            latency,
-        } => (
-            Some(*provider),
-            Some(upstream_model.as_str()),
-            Some(result),
-            None,
-            Some(bill_of(routed_model.as_str(), tokens, price, latency)),
-        ),
-        Outcome::Failed {
-            provider,
-            upstream_model,
-            error,
-        } => (
-            *provider,
-            upstream_model.as_deref(),
-            None,
-            Some(error),
-            None,
-        ),
-        Outcome::Stopped {
-            provider,
-            upstream_model,
-            error,
-            partial,
-            ..
-        } => (
-            *provider,
-            upstream_model.as_deref(),
-            partial.as_ref().map(|p| &p.result),
-            Some(error),
-            partial
-                .as_ref()
-                .map(|p| bill_of(p.routed_model.as_str(), &p.tokens, &p.price, &p.latency)),
-        ),
-    };
-    let status = outcome.status();
-    let reason = outcome.reason();
-    let attempts = AttemptColumns::new(attempts);
-    // If claim $2 still holds job $1: the job's end (`done`), the run's attempts (from the arrays
-    // $19-$30) and the day's provider spend, the usage record when billed (`bill`) and the
-    // tenant's day (`daily`), the quota reservation released and the webhook delivery written.
-    // The estimates for abandoned runs, first among the attempts, take the claims just before
-    // this run's, oldest first. Its row: the jobs ended (1, or 0 when the claim was lost), the new
-    // revision, the delivery.
-    let finished = sqlx::query_as!(
-        EndOfRun,
-        r#"with done as (
+    runs: &[Finish],
+) -> Result<Vec<Option<Recorded>>, sqlx::Error> {
+    let jobs = EndColumns::new(runs);
+    let (attempts, run_of) = AttemptColumns::of_runs(runs.iter().map(|r| r.attempts.as_slice()));
+    // Each run `r` (numbered by its place, `r.run`) whose claim still holds its job: the job's end
+    // (`done`), the run's attempts and the day's provider spend, the usage record when billed
+    // (`bill`) and the tenant's day (`daily`), the quota reservations released and the webhook
+    // deliveries written. The estimates for abandoned runs, first among a run's attempts, take the
+    // claims just before its own, oldest first. The rollups are summed per row before they are
+    // written (an upsert may change a row once) and written in key order, so two statements never
+    // wait on each other's rows in a circle. Its rows: each run recorded, with the job's new
+    // revision and its delivery.
+    let rows = sqlx::query!(
+        r#"with run as (
+            select *
+              from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
+                          $7::text[], $8::text[], $9::int[], $10::int[], $11::int[],
+                          $12::numeric[], $13::bool[], $14::bigint[], $15::int[], $16::text[],
+                          $17::text[], $18::text[])
+                   with ordinality as r(id, claim_id, status, provider, upstream_model, result,
+                                        error_code, error_message, prompt_tokens,
+                                        completion_tokens, attempts, cost, estimated, price_id,
+                                        latency_ms, routed_model, route_reason, data_policy, run)
+         ), done as (
             update jobs
-               set status = $3, provider = $4, upstream_model = $5, result = $6,
-                   error_code = $7, error_message = $8,
-                   prompt_tokens = $9, completion_tokens = $10, total_tokens = $9::int + $10::int,
-                   attempts = attempts + $11, cost = $12, usage_estimated = $13,
-                   unpriced = ($9::int is not null and $14::bigint is null),
+               set status = r.status, provider = r.provider, upstream_model = r.upstream_model,
+                   result = r.result, error_code = r.error_code, error_message = r.error_message,
+                   prompt_tokens = r.prompt_tokens, completion_tokens = r.completion_tokens,
+                   total_tokens = r.prompt_tokens + r.completion_tokens,
+                   attempts = jobs.attempts + r.attempts, cost = r.cost,
+                   usage_estimated = r.estimated,
+                   unpriced = (r.prompt_tokens is not null and r.price_id is null),
                    finished_at = now(), lease_expires_at = null, retry_at = null,
-                   route_reason = $17, data_policy = $18, revision = revision + 1,
-                   abandoned_recorded = claims - retries - 1
-             where id = $1 and claim_id = $2 and status = 'running'
-         returning id, claims, tenant_id, token_id, model, origin, client_ip, finished_at,
-                   reserved_tokens, reserved_cost, reserved_month, status, webhook_url, revision,
-                   batch_id
+                   route_reason = r.route_reason, data_policy = r.data_policy,
+                   revision = jobs.revision + 1,
+                   abandoned_recorded = jobs.claims - jobs.retries - 1
+              from run r
+             where jobs.id = r.id and jobs.claim_id = r.claim_id and jobs.status = 'running'
+         returning jobs.id, r.run, jobs.claims, jobs.tenant_id, jobs.token_id, jobs.model,
+                   jobs.origin, jobs.client_ip, jobs.finished_at, jobs.reserved_tokens,
+                   jobs.reserved_cost, jobs.reserved_month, jobs.status, jobs.webhook_url,
+                   jobs.revision, jobs.batch_id, r.provider, r.routed_model, r.prompt_tokens,
+                   r.completion_tokens, r.estimated, r.price_id, r.cost, r.latency_ms,
+                   r.route_reason
          ), run_attempts as (
-            select * from unnest($19::text[], $20::text[], $21::timestamptz[], $22::int[],
-                                 $23::int[], $24::text[], $25::text[], $26::text[], $27::int[],
-                                 $28::int[], $29::numeric[], $30::text[])
-                     with ordinality as a(provider, upstream_model, started_at, latency_ms,
-                                          status_code, outcome, error_code, error_message,
-                                          prompt_tokens, completion_tokens, cost, host, n)
-         ), abandoned as (
-            select count(*) as runs from run_attempts where outcome = 'abandoned'
+            select a.*,
+                   count(*) filter (where a.outcome = 'abandoned') over (partition by a.run)
+                       as abandoned_runs,
+                   row_number() over (partition by a.run order by a.n) as k
+              from unnest($19::int[], $20::text[], $21::text[], $22::timestamptz[], $23::int[],
+                          $24::int[], $25::text[], $26::text[], $27::text[], $28::int[],
+                          $29::int[], $30::numeric[], $31::text[])
+                   with ordinality as a(run, provider, upstream_model, started_at, latency_ms,
+                                        status_code, outcome, error_code, error_message,
+                                        prompt_tokens, completion_tokens, cost, host, n)
          ), attempt as (
             insert into job_attempts (job_id, claim, provider, upstream_model, started_at,
                                       finished_at, latency_ms, status_code, outcome, error_code,
                                       error_message, prompt_tokens, completion_tokens, cost, host)
             select done.id,
-                   done.claims - case when a.outcome = 'abandoned' then abandoned.runs - a.n + 1
+                   done.claims - case when a.outcome = 'abandoned' then a.abandoned_runs - a.k + 1
                                       else 0 end,
                    a.provider, a.upstream_model, a.started_at,
                    a.started_at + make_interval(secs => a.latency_ms / 1000.0), a.latency_ms,
                    a.status_code, a.outcome, a.error_code, a.error_message, a.prompt_tokens,
                    a.completion_tokens, a.cost, a.host
-              from done, abandoned, run_attempts a
-             order by a.n
+              from done join run_attempts a on a.run = done.run
+             order by done.run, a.k
          ), spend as (
             insert into provider_spend_daily as s (day, provider, upstream_model, shard, calls,
                                                    prompt_tokens, completion_tokens, cost,
@@ -155,8 +138,9 @@ pub async fn finish(
                                       and coalesce(a.prompt_tokens, 0)
                                           + coalesce(a.completion_tokens, 0) > 0),
                    count(*) filter (where a.outcome = 'abandoned')
-              from done, run_attempts a
+              from done join run_attempts a on a.run = done.run
              group by a.provider, a.upstream_model
+             order by a.provider, a.upstream_model
             on conflict (day, provider, upstream_model, shard) do update
                set calls = s.calls + excluded.calls,
                    prompt_tokens = s.prompt_tokens + excluded.prompt_tokens,
@@ -169,32 +153,39 @@ pub async fn finish(
                                        upstream_model, prompt_tokens, completion_tokens,
                                        estimated, price_id, cost, latency_ms, origin,
                                        client_ip, finished_at, route_reason)
-            select id, tenant_id, token_id, model, $4, $16, $9, $10, $13, $14, $12, $15,
-                   origin, client_ip, finished_at, $17
-              from done where $9::int is not null
+            select id, tenant_id, token_id, model, provider, routed_model, prompt_tokens,
+                   completion_tokens, estimated, price_id, cost, latency_ms, origin, client_ip,
+                   finished_at, route_reason
+              from done where prompt_tokens is not null
          returning tenant_id, model, prompt_tokens, completion_tokens, cost, finished_at,
                    route_reason
          ), daily as (
             insert into usage_daily as d (tenant_id, day, model, route_reason, shard, requests,
                                           prompt_tokens, completion_tokens, cost,
                                           unpriced_requests)
-            select tenant_id, (finished_at at time zone 'utc')::date, model,
-                   coalesce(route_reason, 'unrecorded'),
-                   floor(random() * 32)::smallint, 1, prompt_tokens, completion_tokens,
-                   coalesce(cost, 0), (cost is null)::int
+            select tenant_id, (finished_at at time zone 'utc')::date as day, model,
+                   coalesce(route_reason, 'unrecorded') as reason,
+                   floor(random() * 32)::smallint, count(*), sum(prompt_tokens),
+                   sum(completion_tokens), coalesce(sum(cost), 0),
+                   count(*) filter (where cost is null)
               from bill
+             group by tenant_id, day, model, reason
+             order by tenant_id, day, model, reason
             on conflict (tenant_id, day, model, route_reason, shard) do update
-               set requests = d.requests + 1,
+               set requests = d.requests + excluded.requests,
                    prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
                    completion_tokens = d.completion_tokens + excluded.completion_tokens,
                    cost = d.cost + excluded.cost,
                    unpriced_requests = d.unpriced_requests + excluded.unpriced_requests
          ), release as (
             update quota_months q
-               set reserved_tokens = q.reserved_tokens - done.reserved_tokens,
-                   reserved_cost = q.reserved_cost - done.reserved_cost
-              from done
-             where q.tenant_id = done.tenant_id and q.month = done.reserved_month
+               set reserved_tokens = q.reserved_tokens - held.tokens,
+                   reserved_cost = q.reserved_cost - held.cost
+              from (select tenant_id, reserved_month, sum(reserved_tokens)::bigint as tokens,
+                           sum(reserved_cost) as cost
+                      from done where reserved_month is not null
+                     group by tenant_id, reserved_month) held
+             where q.tenant_id = held.tenant_id and q.month = held.reserved_month
          ), hook as (
             insert into webhook_deliveries
                    (id, tenant_id, job_id, event_type, url, tenant_endpoint)
@@ -205,43 +196,177 @@ pub async fn finish(
                and done.batch_id is null
                and (done.webhook_url is not null
                     or (t.webhook_url is not null and t.webhook_disabled_at is null))
-            returning id
+            returning id, job_id
          )
-         select count(*) as "ended!", max(revision) as revision,
-                (select id from hook) as delivery
-           from done"#,
-        id as JobId,                                   // $1
-        claim_id,                                      // $2
-        status.as_str(),                               // $3
-        provider.map(ProviderName::as_str),            // $4
-        upstream_model,                                // $5
-        result,                                        // $6
-        error.map(|e| e.code.as_str()),                // $7
-        error.map(|e| e.message.as_str()),             // $8
-        bill.map(|b| b.tokens.prompt),                 // $9
-        bill.map(|b| b.tokens.completion),             // $10
-        attempts.len(),                                // $11
-        bill.and_then(|b| b.cost),                     // $12
-        bill.map(|b| b.tokens.estimated),              // $13
-        bill.and_then(|b| b.price_id),                 // $14
-        bill.map(|b| b.latency_ms),                    // $15
-        bill.map(|b| b.routed_model),                  // $16
-        reason.map(RouteReason::as_str),               // $17
-        policy.as_str(),                               // $18
-        &attempts.provider as &[&str],                 // $19
-        &attempts.upstream_model,                      // $20
-        &attempts.started_at,                          // $21
-        &attempts.latency_ms,                          // $22
-        &attempts.status_code as &[Option<i32>],       // $23
-        &attempts.outcome as &[&str],                  // $24
-        &attempts.error_code as &[Option<String>],     // $25
-        &attempts.error_message as &[Option<String>],  // $26
-        &attempts.prompt_tokens as &[Option<i32>],     // $27
-        &attempts.completion_tokens as &[Option<i32>], // $28
-        &attempts.cost as &[Option<Decimal>],          // $29
-        &attempts.host as &[Option<String>],           // $30
+         select done.run as "run!", done.revision as "revision!", hook.id as "delivery?"
+           from done left join hook on hook.job_id = done.id"#,
+        &jobs.id as &[JobId],                          // $1
+        &jobs.claim_id,                                // $2
+        &jobs.status as &[&str],                       // $3
+        &jobs.provider as &[Option<&str>],             // $4
+        &jobs.upstream_model as &[Option<&str>],       // $5
+        &jobs.result as &[Option<&Value>],             // $6
+        &jobs.error_code as &[Option<&str>],           // $7
+        &jobs.error_message as &[Option<&str>],        // $8
+        &jobs.prompt_tokens as &[Option<i32>],         // $9
+        &jobs.completion_tokens as &[Option<i32>],     // $10
+        &jobs.attempts,                                // $11
+        &jobs.cost as &[Option<Decimal>],              // $12
+        &jobs.estimated as &[Option<bool>],            // $13
+        &jobs.price_id as &[Option<i64>],              // $14
+        &jobs.latency_ms as &[Option<i32>],            // $15
+        &jobs.routed_model as &[Option<&str>],         // $16
+        &jobs.route_reason as &[Option<&str>],         // $17
+        &jobs.policy as &[&str],                       // $18
+        &run_of,                                       // $19
+        &attempts.provider as &[&str],                 // $20
+        &attempts.upstream_model,                      // $21
+        &attempts.started_at,                          // $22
+        &attempts.latency_ms,                          // $23
+        &attempts.status_code as &[Option<i32>],       // $24
+        &attempts.outcome as &[&str],                  // $25
+        &attempts.error_code as &[Option<String>],     // $26
+        &attempts.error_message as &[Option<String>],  // $27
+        &attempts.prompt_tokens as &[Option<i32>],     // $28
+        &attempts.completion_tokens as &[Option<i32>], // $29
+        &attempts.cost as &[Option<Decimal>],          // $30
+        &attempts.host as &[Option<String>],           // $31
     )
-    .fetch_one(pool)
+    .fetch_all(pool)
     .await?;
-    Ok(finished.recorded())
+    let mut recorded = vec![None; runs.len()];
+    for row in rows {
+        let slot = usize::try_from(row.run - 1)
+            .ok()
+            .and_then(|i| recorded.get_mut(i));
+        if let Some(slot) = slot {
+            *slot = Some(Recorded {
+                revision: row.revision,
+                delivery: row.delivery,
+            });
+        }
+    }
+    Ok(recorded)
+}
+
+/// The runs' ends as column arrays: what each job row is set to, and what it is billed.
+#[derive(Default)]
+struct EndColumns<'a> {
+    id: Vec<JobId>,
+    claim_id: Vec<Uuid>,
+    status: Vec<&'static str>,
+    provider: Vec<Option<&'static str>>,
+    upstream_model: Vec<Option<&'a str>>,
+    result: Vec<Option<&'a Value>>,
+    error_code: Vec<Option<&'a str>>,
+    error_message: Vec<Option<&'a str>>,
+    prompt_tokens: Vec<Option<i32>>,
+    completion_tokens: Vec<Option<i32>>,
+    attempts: Vec<i32>,
+    cost: Vec<Option<Decimal>>,
+    estimated: Vec<Option<bool>>,
+    price_id: Vec<Option<i64>>,
+    latency_ms: Vec<Option<i32>>,
+    routed_model: Vec<Option<&'a str>>,
+    route_reason: Vec<Option<&'static str>>,
+    policy: Vec<&'static str>,
+}
+
+impl<'a> EndColumns<'a> {
+    fn new(runs: &'a [Finish]) -> Self {
+        let mut c = Self::default();
+        for run in runs {
+            let end = End::of(&run.outcome);
+            let bill = end.bill;
+            c.id.push(run.id);
+            c.claim_id.push(run.claim_id);
+            c.status.push(run.outcome.status().as_str());
+            c.provider.push(end.provider.map(ProviderName::as_str));
+            c.upstream_model.push(end.upstream_model);
+            c.result.push(end.result);
+            c.error_code.push(end.error.map(|e| e.code.as_str()));
+            c.error_message.push(end.error.map(|e| e.message.as_str()));
+            c.prompt_tokens.push(bill.map(|b| b.tokens.prompt));
+            c.completion_tokens.push(bill.map(|b| b.tokens.completion));
+            c.attempts
+                .push(i32::try_from(run.attempts.len()).unwrap_or(i32::MAX));
+            c.cost.push(bill.and_then(|b| b.cost));
+            c.estimated.push(bill.map(|b| b.tokens.estimated));
+            c.price_id.push(bill.and_then(|b| b.price_id));
+            c.latency_ms.push(bill.map(|b| b.latency_ms));
+            c.routed_model.push(bill.map(|b| b.routed_model));
+            c.route_reason
+                .push(run.outcome.reason().map(RouteReason::as_str));
+            c.policy.push(run.policy.as_str());
+        }
+        c
+    }
+}
+
+/// What an outcome writes on its job: who answered, the result or error, and the bill.
+struct End<'a> {
+    provider: Option<ProviderName>,
+    upstream_model: Option<&'a str>,
+    result: Option<&'a Value>,
+    error: Option<&'a JobError>,
+    bill: Option<Bill<'a>>,
+}
+
+impl<'a> End<'a> {
+    fn of(outcome: &'a Outcome) -> Self {
+        let bill_of =
+            |routed_model, tokens: &TokenCounts, price: &Option<Price>, latency: &Duration| Bill {
+                tokens: *tokens,
+                price_id: price.map(|p| p.id),
+                cost: price.map(|p| {
+                    billing::cost(i64::from(tokens.prompt), i64::from(tokens.completion), &p)
+                }),
+                latency_ms: i32::try_from(latency.as_millis()).unwrap_or(i32::MAX),
+                routed_model,
+            };
+        match outcome {
+            Outcome::Succeeded {
+                provider,
+                reason: _,
+                upstream_model,
+                routed_model,
+                result,
+                tokens,
+                price,
+                latency,
+            } => Self {
+                provider: Some(*provider),
+                upstream_model: Some(upstream_model.as_str()),
+                result: Some(result),
+                error: None,
+                bill: Some(bill_of(routed_model.as_str(), tokens, price, latency)),
+            },
+            Outcome::Failed {
+                provider,
+                upstream_model,
+                error,
+            } => Self {
+                provider: *provider,
+                upstream_model: upstream_model.as_deref(),
+                result: None,
+                error: Some(error),
+                bill: None,
+            },
+            Outcome::Stopped {
+                provider,
+                upstream_model,
+                error,
+                partial,
+                ..
+            } => Self {
+                provider: *provider,
+                upstream_model: upstream_model.as_deref(),
+                result: partial.as_ref().map(|p| &p.result),
+                error: Some(error),
+                bill: partial
+                    .as_ref()
+                    .map(|p| bill_of(p.routed_model.as_str(), &p.tokens, &p.price, &p.latency)),
+            },
+        }
+    }
 }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::domain::{DataPolicy, JobId, JobRequest, TenantId, TraceParent};
 
-pub use finish::finish;
+pub use finish::{Finish, finish, finish_many};
 pub use outcome::{Outcome, Partial, Recorded, cancelled_error};
 pub use park::park;
 
@@ -68,6 +68,14 @@ impl ClaimedJob {
 /// arrives earlier than this many seconds is a stale duplicate and is left alone.
 const EARLY_ARRIVAL_SECS: f64 = 1.0;
 
+/// A message's job to claim: the claim to take it under, and whether the broker redelivered it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest {
+    pub id: JobId,
+    pub claim_id: Uuid,
+    pub redelivered: bool,
+}
+
 /// Claims a job for one worker run.
 ///
 /// Claimable: `queued`; `retrying` once it is due; or `running` when the message is a broker
@@ -76,12 +84,25 @@ const EARLY_ARRIVAL_SECS: f64 = 1.0;
 /// running — is `None`, and the caller acks the message without working it.
 pub async fn claim(
     pool: &PgPool,
-    id: JobId,
-    claim_id: Uuid,
-    redelivered: bool,
+    request: ClaimRequest,
     lease: Duration,
 ) -> Result<Option<ClaimedJob>, sqlx::Error> {
+    let mut claimed = claim_many(pool, &[request], lease).await?;
+    claimed.pop().unwrap_or(Ok(None))
+}
+
+/// Claims the jobs of messages delivered together in one statement, each as [`claim`] would; the
+/// answers follow the requests' order. Two requests for one job (a duplicate message delivered
+/// beside the original) are both claimable at once: the job is claimed once, by the first. A job
+/// claimed whose stored request this version cannot read is an error of its own.
+pub async fn claim_many(
+    pool: &PgPool,
+    requests: &[ClaimRequest],
+    lease: Duration,
+) -> Result<Vec<Result<Option<ClaimedJob>, sqlx::Error>>, sqlx::Error> {
     struct Row {
+        id: JobId,
+        claim_id: Uuid,
         tenant_id: TenantId,
         request: Value,
         claims: i32,
@@ -96,19 +117,28 @@ pub async fn claim(
         batch_overflow: bool,
         traceparent: Option<String>,
     }
+    let ids: Vec<JobId> = requests.iter().map(|r| r.id).collect();
+    let claim_ids: Vec<Uuid> = requests.iter().map(|r| r.claim_id).collect();
+    let redelivered: Vec<bool> = requests.iter().map(|r| r.redelivered).collect();
     // The data policy is read at each claim, not kept from intake: a tenant made `local_only`
-    // keeps its queued jobs off the cloud too.
-    let row = sqlx::query_as!(
+    // keeps its queued jobs off the cloud too. `distinct on` keeps one request per job (an update
+    // joined to two rows for one job would apply only one of them, arbitrarily).
+    let rows = sqlx::query_as!(
         Row,
         r#"update jobs
-            set status = 'running', claim_id = $2, claims = claims + 1, revision = revision + 1,
-                started_at = coalesce(started_at, now()),
+            set status = 'running', claim_id = c.claim_id, claims = claims + 1,
+                revision = revision + 1, started_at = coalesce(started_at, now()),
                 lease_expires_at = now() + make_interval(secs => $4)
-          where id = $1
+           from (select distinct on (id) id, claim_id, redelivered
+                   from unnest($1::uuid[], $2::uuid[], $3::bool[])
+                        with ordinality as r(id, claim_id, redelivered, n)
+                  order by id, n) c
+          where jobs.id = c.id
             and (status = 'queued'
                  or (status = 'retrying' and retry_at <= now() + make_interval(secs => $5))
-                 or (status = 'running' and ($3 or lease_expires_at < now())))
-          returning tenant_id as "tenant_id: TenantId", request, claims, retries, revision,
+                 or (status = 'running' and (c.redelivered or lease_expires_at < now())))
+          returning jobs.id as "id: JobId", c.claim_id as "claim_id!",
+                    tenant_id as "tenant_id: TenantId", request, claims, retries, revision,
                     batch_id is not null as "bulk!", abandoned_recorded, stream, stream_to,
                     cancel_requested_at is not null as "cancel_requested!",
                     (select coalesce(k.data_policy, n.data_policy)
@@ -116,36 +146,44 @@ pub async fn claim(
                       where n.id = jobs.tenant_id) as "data_policy!",
                     (select batch_overflow from tenants where id = jobs.tenant_id)
                         as "batch_overflow!", traceparent"#,
-        id as JobId,
-        claim_id,
-        redelivered,
+        &ids as &[JobId],
+        &claim_ids,
+        &redelivered,
         lease.as_secs_f64(),
         EARLY_ARRIVAL_SECS,
     )
-    .fetch_optional(pool)
+    .fetch_all(pool)
     .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let request =
-        serde_json::from_value(row.request).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-    Ok(Some(ClaimedJob {
-        id,
-        tenant_id: row.tenant_id,
-        request,
-        claims: row.claims,
-        retries: row.retries,
-        revision: row.revision,
-        bulk: row.bulk,
-        abandoned_recorded: row.abandoned_recorded,
-        stream: row.stream,
-        stream_to: row.stream_to,
-        cancel_requested: row.cancel_requested,
-        data_policy: DataPolicy::parse("data_policy", &row.data_policy)
-            .map_err(|e| sqlx::Error::Decode(e.message.into()))?,
-        batch_overflow: row.batch_overflow,
-        traceparent: row.traceparent.as_deref().and_then(TraceParent::parse),
-    }))
+    let mut by_claim: std::collections::HashMap<Uuid, Row> =
+        rows.into_iter().map(|row| (row.claim_id, row)).collect();
+    let claimed = requests
+        .iter()
+        .map(|request| {
+            let Some(row) = by_claim.remove(&request.claim_id) else {
+                return Ok(None);
+            };
+            let request_body = serde_json::from_value(row.request)
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            Ok(Some(ClaimedJob {
+                id: row.id,
+                tenant_id: row.tenant_id,
+                request: request_body,
+                claims: row.claims,
+                retries: row.retries,
+                revision: row.revision,
+                bulk: row.bulk,
+                abandoned_recorded: row.abandoned_recorded,
+                stream: row.stream,
+                stream_to: row.stream_to,
+                cancel_requested: row.cancel_requested,
+                data_policy: DataPolicy::parse("data_policy", &row.data_policy)
+                    .map_err(|e| sqlx::Error::Decode(e.message.into()))?,
+                batch_overflow: row.batch_overflow,
+                traceparent: row.traceparent.as_deref().and_then(TraceParent::parse),
+            }))
+        })
+        .collect();
+    Ok(claimed)
 }
 
 /// Pushes a running claim's lease out to `lease` from now (a lost claim is left alone), and says

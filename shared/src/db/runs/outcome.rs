@@ -10,6 +10,7 @@ use crate::domain::{JobError, JobStatus, ProviderName, RouteReason};
 use crate::provider::TokenCounts;
 
 /// How a run ended the job.
+#[derive(Clone)]
 pub enum Outcome {
     Succeeded {
         provider: ProviderName,
@@ -47,6 +48,7 @@ pub enum Outcome {
 }
 
 /// The text a run generated before it stopped, and what it is billed.
+#[derive(Clone)]
 pub struct Partial {
     pub routed_model: String,
     pub result: Value,

@@ -1,0 +1,89 @@
+//! Jobs submitted together, written together: the intake of a job that needs nothing but its
+//! insert (no `Idempotency-Key`, no quota to reserve).
+//!
+//! Concurrent submissions to this instance are gathered by a [`Coalescer`]: one multi-row insert
+//! (one commit) for all of them, then one window of publisher confirms. Each request is answered
+//! only once its row is committed and its message confirmed (or the publish failed after the
+//! commit: the job is durable and the worker's sweeper publishes it), so a `202` still means the
+//! job is durable. A request that arrives alone is written at once, by itself.
+//!
+//! If the statement fails, each job is tried again by itself, so one job the database refuses
+//! fails only its own request.
+
+use sqlx::PgPool;
+use tollgate_core::coalesce::{Coalescer, Limits, Stopped};
+use tollgate_core::db::jobs::{self, NewJob};
+use tollgate_core::domain::Job;
+use tollgate_core::process::Tasks;
+use tollgate_core::queue::{Broker, Work};
+
+use super::published::Recorder;
+
+/// Most jobs in one insert: enough that a burst of a few hundred clients is a few statements.
+const BATCH: usize = 256;
+/// Inserts (and publishes) in flight at once: while they run, the next submissions gather.
+const FLUSHES: usize = 4;
+
+/// Submits jobs to be written with whatever else arrives meanwhile.
+#[derive(Clone)]
+pub struct Inserter(Coalescer<NewJob, Result<Job, sqlx::Error>>);
+
+impl Inserter {
+    /// Starts the gathering task in `tasks`; it ends once every handle is dropped.
+    pub fn start(pool: PgPool, broker: Broker, published: Recorder, tasks: &mut Tasks) -> Self {
+        let limits = Limits {
+            batch: BATCH,
+            flushes: FLUSHES,
+        };
+        Self(Coalescer::start(tasks, "intake", limits, move |batch| {
+            write(pool.clone(), broker.clone(), published.clone(), batch)
+        }))
+    }
+
+    /// Writes and publishes `job`; its row is committed when this returns the job.
+    pub async fn insert(&self, job: NewJob) -> Result<Result<Job, sqlx::Error>, Stopped> {
+        self.0.submit(job).await
+    }
+}
+
+/// One flush: the jobs inserted, then those written published as one window of confirms.
+async fn write(
+    pool: PgPool,
+    broker: Broker,
+    published: Recorder,
+    batch: Vec<NewJob>,
+) -> Vec<Result<Job, sqlx::Error>> {
+    let written = insert(&pool, &batch).await;
+    let work: Vec<Work> = batch
+        .iter()
+        .zip(&written)
+        .filter(|(_, written)| written.is_ok())
+        .map(|(job, _)| Work::new(job.id, job.traceparent))
+        .collect();
+    if !work.is_empty() {
+        match broker.publish_jobs(&work).await {
+            Ok(()) => work.iter().for_each(|w| published.confirmed(w.id)),
+            Err(error) => tracing::warn!(
+                %error,
+                jobs = work.len(),
+                "publish failed; the sweeper will resend"
+            ),
+        }
+    }
+    written
+}
+
+/// The batch in one statement; if that fails, each job by itself (only the refused fail).
+async fn insert(pool: &PgPool, batch: &[NewJob]) -> Vec<Result<Job, sqlx::Error>> {
+    let error = match jobs::insert_many(pool, batch).await {
+        Ok(written) => return written.into_iter().map(Ok).collect(),
+        Err(error) if batch.len() == 1 => return vec![Err(error)],
+        Err(error) => error,
+    };
+    tracing::warn!(%error, jobs = batch.len(), "a coalesced insert failed; inserting one by one");
+    let mut written = Vec::with_capacity(batch.len());
+    for job in batch {
+        written.push(jobs::insert(pool, job).await);
+    }
+    written
+}

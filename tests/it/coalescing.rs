@@ -1,0 +1,193 @@
+//! Work that arrives together is written together: runs claimed and ended by one statement each,
+//! submissions inserted in fewer transactions than requests, with every guarantee kept.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+use tollgate_core::db::job_attempts::{AttemptOutcome, AttemptRecord};
+use tollgate_core::db::runs::{self, ClaimRequest, Finish, Outcome};
+use tollgate_core::domain::{DataPolicy, JobId, ProviderName, RouteReason};
+use tollgate_core::provider::TokenCounts;
+use uuid::Uuid;
+
+use crate::harness::{Stack, client, idle};
+
+const LEASE: Duration = Duration::from_secs(60);
+
+/// A run of `id` under `claim_id` that succeeded with `prompt` prompt tokens (and one completion
+/// token), with its one call.
+fn succeeded(id: JobId, claim_id: Uuid, prompt: i32) -> Finish {
+    let tokens = TokenCounts {
+        prompt,
+        completion: 1,
+        estimated: false,
+    };
+    let call = AttemptRecord {
+        provider: ProviderName::Ollama,
+        host: Some("default".into()),
+        upstream_model: "llama3".into(),
+        started_at: Utc::now(),
+        latency: Duration::from_millis(5),
+        status_code: Some(200),
+        outcome: AttemptOutcome::Succeeded,
+        error: None,
+        prompt_tokens: Some(prompt),
+        completion_tokens: Some(1),
+        cost: None,
+    };
+    Finish {
+        id,
+        claim_id,
+        outcome: Outcome::Succeeded {
+            provider: ProviderName::Ollama,
+            reason: RouteReason::Active,
+            upstream_model: "llama3".into(),
+            routed_model: "llama3".into(),
+            result: json!({ "response": format!("{prompt} tokens in") }),
+            tokens,
+            price: None,
+            latency: Duration::from_millis(5),
+        },
+        attempts: vec![call],
+        policy: DataPolicy::Any,
+    }
+}
+
+fn request(id: JobId, redelivered: bool) -> ClaimRequest {
+    ClaimRequest {
+        id,
+        claim_id: Uuid::now_v7(),
+        redelivered,
+    }
+}
+
+#[tokio::test]
+async fn runs_ending_together_are_billed_once_each_even_when_another_worker_finished_one() {
+    let stack = Stack::with(idle()).await;
+    let pool = &stack.pool;
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        ids.push(stack.insert_unpublished_job(&format!("together {n}")).await);
+    }
+    // Claimed by one statement; a duplicate message delivered beside the original finds its job
+    // already claimed by the first.
+    let mut requests: Vec<ClaimRequest> = ids.iter().map(|&id| request(id, false)).collect();
+    requests.push(request(ids[0], false));
+    let claimed = runs::claim_many(pool, &requests, LEASE)
+        .await
+        .expect("claim statement");
+    let claimed: Vec<_> = claimed
+        .into_iter()
+        .map(|c| c.expect("readable job"))
+        .collect();
+    assert!(claimed[..4].iter().all(|c| c.as_ref().is_some_and(|j| j.claims == 1)));
+    assert!(claimed[4].is_none(), "the duplicate claims nothing");
+    requests.pop();
+
+    // The last job's message is redelivered to another worker, which claims it and finishes it
+    // first: it is billed there, with 7 prompt tokens.
+    let other = request(ids[3], true);
+    let reclaimed = runs::claim(pool, other, LEASE)
+        .await
+        .expect("claim")
+        .expect("a redelivery reclaims a running job");
+    assert_eq!(reclaimed.claims, 2);
+    runs::finish(pool, &succeeded(ids[3], other.claim_id, 7))
+        .await
+        .expect("finish")
+        .expect("the newest claim records its end");
+
+    // This worker's four runs end together, in one statement: the three it still holds are
+    // recorded, the one it lost writes nothing.
+    let ends: Vec<Finish> = requests
+        .iter()
+        .map(|r| succeeded(r.id, r.claim_id, 10))
+        .collect();
+    let recorded = runs::finish_many(pool, &ends).await.expect("finish statement");
+    assert!(recorded[..3].iter().all(Option::is_some), "{recorded:?}");
+    assert_eq!(recorded[3], None, "a lost claim records nothing");
+
+    let billed: Vec<(Uuid, i32)> =
+        sqlx::query_as("select job_id, prompt_tokens from usage_records order by job_id")
+            .fetch_all(pool)
+            .await
+            .expect("usage");
+    let mut expected: Vec<(Uuid, i32)> = ids
+        .iter()
+        .map(|id| (id.0, if *id == ids[3] { 7 } else { 10 }))
+        .collect();
+    expected.sort();
+    assert_eq!(billed, expected, "one usage record per job, by the claim that held it");
+    let (requests_rolled, prompt_rolled): (i64, i64) = sqlx::query_as(
+        "select sum(requests)::bigint, sum(prompt_tokens)::bigint from usage_daily",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("rollup");
+    assert_eq!((requests_rolled, prompt_rolled), (4, 37));
+    assert_eq!(stack.rows("job_attempts").await, 4, "the lost run's call is not written");
+    let (spend_calls,): (i64,) = sqlx::query_as("select sum(calls)::bigint from provider_spend_daily")
+        .fetch_one(pool)
+        .await
+        .expect("spend");
+    assert_eq!(spend_calls, 4);
+    let results: Vec<(String, String)> = sqlx::query_as(
+        "select status, result->>'response' from jobs order by id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("jobs");
+    assert!(results.iter().all(|(status, _)| status == "succeeded"));
+    assert_eq!(results[3].1, "7 tokens in", "the other worker's result stands");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_submissions_is_written_in_fewer_transactions_each_with_its_own_job() {
+    let stack = Stack::with(idle()).await;
+    const BURST: usize = 200;
+    let client = client();
+    let submissions = (0..BURST).map(|n| {
+        client
+            .post(stack.url("/v1/generate"))
+            .bearer_auth(&stack.token)
+            .json(&json!({ "model": "llama3", "prompt": format!("burst {n}") }))
+            .send()
+    });
+    let answers = futures::future::join_all(submissions).await;
+    let mut ids = Vec::new();
+    for answer in answers {
+        let answer = answer.expect("answered");
+        assert_eq!(answer.status(), 202);
+        let job: serde_json::Value = answer.json().await.expect("job");
+        ids.push(Uuid::parse_str(job["id"].as_str().expect("id")).expect("uuid"));
+    }
+    let mut distinct = ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), BURST, "each request has its own job");
+
+    // Each row's `xmin` is the transaction that wrote it: Postgres's exact count of the
+    // transactions the burst took (pg_stat_database's counters also count the api's own polling,
+    // and reach it up to 10 s late).
+    let (rows, transactions): (i64, i64) = sqlx::query_as(
+        "select count(*), count(distinct xmin::text) from jobs where id = any($1)",
+    )
+    .bind(&ids)
+    .fetch_one(&stack.pool)
+    .await
+    .expect("count");
+    assert_eq!(rows, i64::try_from(BURST).expect("small"), "every job was written");
+    assert!(
+        transactions < rows,
+        "{rows} submissions took {transactions} transactions"
+    );
+    // Each answer came after its job's commit and its message's confirm: all are on the queue.
+    let jobs_queue = stack.topology.jobs_queue();
+    let queue = stack.topology.unprefixed(&jobs_queue);
+    let depths = stack.broker.queue_depths().await.expect("queue depths");
+    let depth = depths.iter().find(|(name, _)| *name == queue).map(|d| d.1);
+    assert_eq!(depth, Some(u32::try_from(BURST).expect("small")), "{depths:?}");
+    stack.stop().await;
+}

@@ -1,0 +1,109 @@
+//! Claims and ends of runs coalesced across this worker's handlers: the messages delivered
+//! together are claimed by one statement, and the runs that end together are recorded by one
+//! closing statement (see [`tollgate_core::coalesce`]).
+//!
+//! The rules are the statements' own: a job is claimed once whatever shares its statement, and only
+//! the claim that holds a job writes its end, so a run whose job another worker reclaimed (or
+//! finished) writes nothing while the others in its statement are written as if alone. If a
+//! coalesced statement fails, each run is tried again by itself, so a job the database refuses
+//! fails only its own run.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tollgate_core::coalesce::{Coalescer, Limits};
+use tollgate_core::db::runs::{self, ClaimRequest, ClaimedJob, Finish, Recorded};
+use tollgate_core::process::Tasks;
+
+/// Most claims, and most ends, in one statement.
+const BATCH: usize = 128;
+/// Statements of each kind in flight at once: while they run, the next ones gather.
+const FLUSHES: usize = 4;
+
+type Claimed = Result<Option<ClaimedJob>, sqlx::Error>;
+type Ended = Result<Option<Recorded>, sqlx::Error>;
+
+/// Where handlers claim their jobs and record their ends.
+pub(crate) struct Runs {
+    claims: Coalescer<ClaimRequest, Claimed>,
+    ends: Coalescer<Finish, Ended>,
+}
+
+impl Runs {
+    /// Starts the gathering tasks in `tasks`; they end once the `Runs` is dropped.
+    pub(crate) fn start(pool: &PgPool, lease: Duration, tasks: &mut Tasks) -> Self {
+        let limits = Limits {
+            batch: BATCH,
+            flushes: FLUSHES,
+        };
+        let claiming = pool.clone();
+        let ending = pool.clone();
+        Self {
+            claims: Coalescer::start(tasks, "claims", limits, move |requests| {
+                claim(claiming.clone(), requests, lease)
+            }),
+            ends: Coalescer::start(tasks, "ends", limits, move |runs| {
+                end(ending.clone(), runs)
+            }),
+        }
+    }
+
+    /// Claims the job of one delivered message, with the others delivered meanwhile.
+    pub(crate) async fn claim(&self, request: ClaimRequest) -> Claimed {
+        self.claims.submit(request).await.unwrap_or_else(stopped)
+    }
+
+    /// Records a run that ends its job, with the others ending meanwhile.
+    pub(crate) async fn finish(&self, run: Finish) -> Ended {
+        self.ends.submit(run).await.unwrap_or_else(stopped)
+    }
+}
+
+/// The worker is stopping (or a statement panicked): like a closed pool, the message is left for
+/// redelivery once shutdown has begun.
+fn stopped<T>(error: tollgate_core::coalesce::Stopped) -> Result<T, sqlx::Error> {
+    tracing::warn!(%error, "a coalesced statement did not answer");
+    Err(sqlx::Error::PoolClosed)
+}
+
+async fn claim(pool: PgPool, requests: Vec<ClaimRequest>, lease: Duration) -> Vec<Claimed> {
+    let together = runs::claim_many(&pool, &requests, lease).await;
+    if let Some(answers) = answered(together, requests.len()) {
+        return answers;
+    }
+    let mut answers = Vec::with_capacity(requests.len());
+    for request in requests {
+        answers.push(runs::claim(&pool, request, lease).await);
+    }
+    answers
+}
+
+async fn end(pool: PgPool, ended: Vec<Finish>) -> Vec<Ended> {
+    let together = runs::finish_many(&pool, &ended)
+        .await
+        .map(|recorded| recorded.into_iter().map(Ok).collect());
+    if let Some(answers) = answered(together, ended.len()) {
+        return answers;
+    }
+    let mut answers = Vec::with_capacity(ended.len());
+    for run in &ended {
+        answers.push(runs::finish(&pool, run).await);
+    }
+    answers
+}
+
+/// The coalesced statement's answers, or `None` when it failed for several items: each is then
+/// tried by itself.
+fn answered<T>(
+    together: Result<Vec<Result<T, sqlx::Error>>, sqlx::Error>,
+    items: usize,
+) -> Option<Vec<Result<T, sqlx::Error>>> {
+    match together {
+        Ok(answers) => Some(answers),
+        Err(error) if items == 1 => Some(vec![Err(error)]),
+        Err(error) => {
+            tracing::warn!(%error, items, "a coalesced statement failed; one by one");
+            None
+        }
+    }
+}
