@@ -146,7 +146,10 @@ mod tests {
         );
         assert_eq!(coalescer.submit(21).await.expect("answered"), 42);
         drop(coalescer);
-        tasks.join().await.expect("the task ends once its handles are gone");
+        tasks
+            .join()
+            .await
+            .expect("the task ends once its handles are gone");
         assert_eq!(*crate::sync::lock(&sizes), vec![1]);
     }
 
@@ -164,10 +167,12 @@ mod tests {
             limits,
             doubling(sizes.clone(), Duration::from_millis(50)),
         );
-        let answers =
-            futures::future::join_all((0..50).map(|i| coalescer.submit(i))).await;
+        let answers = futures::future::join_all((0..50).map(|i| coalescer.submit(i))).await;
         for (i, answer) in answers.into_iter().enumerate() {
-            assert_eq!(answer.expect("answered"), u32::try_from(i).expect("small") * 2);
+            assert_eq!(
+                answer.expect("answered"),
+                u32::try_from(i).expect("small") * 2
+            );
         }
         let sizes = crate::sync::lock(&sizes).clone();
         assert_eq!(sizes.iter().sum::<usize>(), 50);
@@ -187,7 +192,10 @@ mod tests {
             Vec::<u32>::new()
         });
         let stopped = coalescer.submit(1).await.expect_err("no answer");
-        assert_eq!(stopped.to_string(), "the short coalescer stopped before answering");
+        assert_eq!(
+            stopped.to_string(),
+            "the short coalescer stopped before answering"
+        );
         drop(coalescer);
         tasks.join().await.expect("ends");
     }

@@ -67,7 +67,7 @@ async fn runs_ending_together_are_billed_once_each_even_when_another_worker_fini
     let stack = Stack::with(idle()).await;
     let pool = &stack.pool;
     let mut ids = Vec::new();
-    for n in 0..4 {
+    for n in 0..5 {
         ids.push(stack.insert_unpublished_job(&format!("together {n}")).await);
     }
     // Claimed by one statement; a duplicate message delivered beside the original finds its job
@@ -81,8 +81,12 @@ async fn runs_ending_together_are_billed_once_each_even_when_another_worker_fini
         .into_iter()
         .map(|c| c.expect("readable job"))
         .collect();
-    assert!(claimed[..4].iter().all(|c| c.as_ref().is_some_and(|j| j.claims == 1)));
-    assert!(claimed[4].is_none(), "the duplicate claims nothing");
+    assert!(
+        claimed[..5]
+            .iter()
+            .all(|c| c.as_ref().is_some_and(|j| j.claims == 1))
+    );
+    assert!(claimed[5].is_none(), "the duplicate claims nothing");
     requests.pop();
 
     // The last job's message is redelivered to another worker, which claims it and finishes it
@@ -98,15 +102,36 @@ async fn runs_ending_together_are_billed_once_each_even_when_another_worker_fini
         .expect("finish")
         .expect("the newest claim records its end");
 
-    // This worker's four runs end together, in one statement: the three it still holds are
-    // recorded, the one it lost writes nothing.
+    // The last job's message goes to a third worker too, which is still running it.
+    let running = request(ids[4], true);
+    runs::claim(pool, running, LEASE)
+        .await
+        .expect("claim")
+        .expect("reclaimed");
+
+    // This worker's five runs end together, in one statement: the three it still holds are
+    // recorded, the two it lost write nothing.
     let ends: Vec<Finish> = requests
         .iter()
         .map(|r| succeeded(r.id, r.claim_id, 10))
         .collect();
-    let recorded = runs::finish_many(pool, &ends).await.expect("finish statement");
+    let recorded = runs::finish_many(pool, &ends)
+        .await
+        .expect("finish statement");
     assert!(recorded[..3].iter().all(Option::is_some), "{recorded:?}");
-    assert_eq!(recorded[3], None, "a lost claim records nothing");
+    assert_eq!(
+        recorded[3], None,
+        "a job finished elsewhere records nothing"
+    );
+    assert_eq!(
+        recorded[4], None,
+        "a job reclaimed elsewhere records nothing"
+    );
+    // The run holding the last job ends it later, billed with 5 prompt tokens.
+    runs::finish(pool, &succeeded(ids[4], running.claim_id, 5))
+        .await
+        .expect("finish")
+        .expect("the newest claim records its end");
 
     let billed: Vec<(Uuid, i32)> =
         sqlx::query_as("select job_id, prompt_tokens from usage_records order by job_id")
@@ -115,31 +140,45 @@ async fn runs_ending_together_are_billed_once_each_even_when_another_worker_fini
             .expect("usage");
     let mut expected: Vec<(Uuid, i32)> = ids
         .iter()
-        .map(|id| (id.0, if *id == ids[3] { 7 } else { 10 }))
+        .zip([10, 10, 10, 7, 5])
+        .map(|(id, t)| (id.0, t))
         .collect();
     expected.sort();
-    assert_eq!(billed, expected, "one usage record per job, by the claim that held it");
-    let (requests_rolled, prompt_rolled): (i64, i64) = sqlx::query_as(
-        "select sum(requests)::bigint, sum(prompt_tokens)::bigint from usage_daily",
-    )
-    .fetch_one(pool)
-    .await
-    .expect("rollup");
-    assert_eq!((requests_rolled, prompt_rolled), (4, 37));
-    assert_eq!(stack.rows("job_attempts").await, 4, "the lost run's call is not written");
-    let (spend_calls,): (i64,) = sqlx::query_as("select sum(calls)::bigint from provider_spend_daily")
-        .fetch_one(pool)
-        .await
-        .expect("spend");
-    assert_eq!(spend_calls, 4);
-    let results: Vec<(String, String)> = sqlx::query_as(
-        "select status, result->>'response' from jobs order by id",
-    )
-    .fetch_all(pool)
-    .await
-    .expect("jobs");
+    assert_eq!(
+        billed, expected,
+        "one usage record per job, by the claim that held it"
+    );
+    let (requests_rolled, prompt_rolled): (i64, i64) =
+        sqlx::query_as("select sum(requests)::bigint, sum(prompt_tokens)::bigint from usage_daily")
+            .fetch_one(pool)
+            .await
+            .expect("rollup");
+    assert_eq!((requests_rolled, prompt_rolled), (5, 42));
+    assert_eq!(
+        stack.rows("job_attempts").await,
+        5,
+        "the lost runs' calls are not written"
+    );
+    let (spend_calls,): (i64,) =
+        sqlx::query_as("select sum(calls)::bigint from provider_spend_daily")
+            .fetch_one(pool)
+            .await
+            .expect("spend");
+    assert_eq!(spend_calls, 5);
+    let results: Vec<(String, String)> =
+        sqlx::query_as("select status, result->>'response' from jobs order by id")
+            .fetch_all(pool)
+            .await
+            .expect("jobs");
     assert!(results.iter().all(|(status, _)| status == "succeeded"));
-    assert_eq!(results[3].1, "7 tokens in", "the other worker's result stands");
+    assert_eq!(
+        results[3].1, "7 tokens in",
+        "the other worker's result stands"
+    );
+    assert_eq!(
+        results[4].1, "5 tokens in",
+        "the newest claim's result stands"
+    );
     stack.stop().await;
 }
 
@@ -171,14 +210,17 @@ async fn a_burst_of_submissions_is_written_in_fewer_transactions_each_with_its_o
     // Each row's `xmin` is the transaction that wrote it: Postgres's exact count of the
     // transactions the burst took (pg_stat_database's counters also count the api's own polling,
     // and reach it up to 10 s late).
-    let (rows, transactions): (i64, i64) = sqlx::query_as(
-        "select count(*), count(distinct xmin::text) from jobs where id = any($1)",
-    )
-    .bind(&ids)
-    .fetch_one(&stack.pool)
-    .await
-    .expect("count");
-    assert_eq!(rows, i64::try_from(BURST).expect("small"), "every job was written");
+    let (rows, transactions): (i64, i64) =
+        sqlx::query_as("select count(*), count(distinct xmin::text) from jobs where id = any($1)")
+            .bind(&ids)
+            .fetch_one(&stack.pool)
+            .await
+            .expect("count");
+    assert_eq!(
+        rows,
+        i64::try_from(BURST).expect("small"),
+        "every job was written"
+    );
     assert!(
         transactions < rows,
         "{rows} submissions took {transactions} transactions"
@@ -188,6 +230,10 @@ async fn a_burst_of_submissions_is_written_in_fewer_transactions_each_with_its_o
     let queue = stack.topology.unprefixed(&jobs_queue);
     let depths = stack.broker.queue_depths().await.expect("queue depths");
     let depth = depths.iter().find(|(name, _)| *name == queue).map(|d| d.1);
-    assert_eq!(depth, Some(u32::try_from(BURST).expect("small")), "{depths:?}");
+    assert_eq!(
+        depth,
+        Some(u32::try_from(BURST).expect("small")),
+        "{depths:?}"
+    );
     stack.stop().await;
 }

@@ -42,9 +42,7 @@ impl Runs {
             claims: Coalescer::start(tasks, "claims", limits, move |requests| {
                 claim(claiming.clone(), requests, lease)
             }),
-            ends: Coalescer::start(tasks, "ends", limits, move |runs| {
-                end(ending.clone(), runs)
-            }),
+            ends: Coalescer::start(tasks, "ends", limits, move |runs| end(ending.clone(), runs)),
         }
     }
 

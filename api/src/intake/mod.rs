@@ -95,7 +95,11 @@ pub async fn job(
     }
     if key.is_none() && caller.limits.is_unlimited() {
         // Written and published together with whatever else this instance admits meanwhile.
-        let job = state.inserter.insert(job).await.map_err(ApiError::internal)??;
+        let job = state
+            .inserter
+            .insert(job)
+            .await
+            .map_err(ApiError::internal)??;
         state.metrics.accepted(job.kind.as_str(), false, 1);
         let answer = answer(&job)?;
         return Ok(Intake::Admitted { work: job, answer });

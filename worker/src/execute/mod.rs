@@ -80,8 +80,8 @@ async fn run(
         redelivered: delivery.redelivered,
     };
     let claim = persistently(context, "claim", || context.runs.claim(request))
-    .instrument(tracing::info_span!("claim"))
-    .await;
+        .instrument(tracing::info_span!("claim"))
+        .await;
     drop(turn);
     let claim = match claim {
         Ok(claim) => claim,

@@ -188,9 +188,7 @@ pub struct NewJob {
 /// Inserts a job as `queued` (not yet published) and returns it as the client will see it.
 pub async fn insert(conn: impl PgExecutor<'_>, job: &NewJob) -> Result<Job, sqlx::Error> {
     let mut inserted = insert_many(conn, std::slice::from_ref(job)).await?;
-    inserted
-        .pop()
-        .ok_or(sqlx::Error::RowNotFound)
+    inserted.pop().ok_or(sqlx::Error::RowNotFound)
 }
 
 /// Inserts jobs as `queued` (not yet published) in one statement, so in one commit outside a
