@@ -17,7 +17,7 @@ const LEASE: Duration = Duration::from_secs(60);
 
 /// A run of `id` under `claim_id` that succeeded with `prompt` prompt tokens (and one completion
 /// token), with its one call.
-fn succeeded(id: JobId, claim_id: Uuid, prompt: i32) -> Finish {
+pub fn succeeded(id: JobId, claim_id: Uuid, prompt: i32) -> Finish {
     let tokens = TokenCounts {
         prompt,
         completion: 1,

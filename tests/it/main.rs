@@ -32,6 +32,7 @@ mod openapi;
 mod outages;
 mod providers;
 mod resolution;
+mod retention;
 mod secrets;
 mod sim;
 mod streaming;

@@ -14,6 +14,9 @@ use crate::{WebhookSettings, WorkerSettings};
 #[derive(Debug, Parser)]
 #[command(name = "tollgate-worker", version, about = "Tollgate's job worker")]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     #[command(flatten)]
     pub infra: InfraConfig,
 
@@ -74,11 +77,23 @@ pub struct Cli {
     pub webhook_concurrency: usize,
 }
 
+/// What else the binary can do than run the worker.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Prepares the time partitions a week ahead and drops those expired under the runtime
+    /// settings' `job_retention_days` and `usage_retention_days`, once, then exits (the sweeper
+    /// of every running worker does the same every hour).
+    Expire,
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let pool =
         tollgate_core::process::connect_database(&cli.infra.database_url, cli.infra.db_pool_size)
             .await
             .context("cannot open the database")?;
+    if let Some(Command::Expire) = cli.command {
+        return expire(&pool).await;
+    }
     let secret_key = cli.providers.seed_settings(&pool).await?;
     let timeout = Duration::from_secs(cli.providers.provider_timeout_secs);
     let settings = WorkerSettings {
@@ -131,4 +146,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     connection.cancel();
     supervisor.join().await?;
     outcome.context("cannot read the runtime settings")
+}
+
+/// `tollgate-worker expire`: one maintenance of the partitions, reported on standard output.
+#[expect(clippy::print_stdout, reason = "a command's report is its output")]
+async fn expire(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let retention = tollgate_core::db::settings::get(pool).await?.retention;
+    let done = tollgate_core::db::partitions::maintain(
+        pool,
+        chrono::Utc::now(),
+        retention,
+        Some(tollgate_core::db::partitions::DAYS_AHEAD),
+    )
+    .await?;
+    let list = |names: &[String]| match names {
+        [] => "none".to_owned(),
+        names => names.join(", "),
+    };
+    println!(
+        "jobs kept {} days, usage {} days\ncreated: {}\ndropped: {}\nexpired but held by jobs in flight: {}",
+        retention.job_days,
+        retention.usage_days,
+        list(&done.created),
+        list(&done.dropped),
+        list(&done.held),
+    );
+    Ok(())
 }

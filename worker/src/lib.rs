@@ -72,6 +72,9 @@ pub struct WorkerSettings {
     pub sweep_every: Duration,
     /// How old an unconfirmed `queued` job must be before the sweeper republishes it.
     pub sweep_after: Duration,
+    /// How often the sweeper prepares the days ahead and drops expired partitions (see
+    /// `tollgate_core::db::partitions`); also once at start.
+    pub expire_every: Duration,
     /// How long shutdown waits for in-flight jobs before abandoning them to redelivery.
     pub shutdown_grace: Duration,
     /// Longest one provider call may take.
@@ -109,6 +112,7 @@ impl Default for WorkerSettings {
             max_claims: 5,
             sweep_every: Duration::from_secs(5),
             sweep_after: Duration::from_secs(10),
+            expire_every: Duration::from_secs(3600),
             shutdown_grace: Duration::from_secs(30),
             provider_timeout: Duration::from_secs(120),
             probe_every: Duration::from_secs(10),

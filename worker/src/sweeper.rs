@@ -5,14 +5,17 @@
 //! commit and publish, the broker was down, or step (1) just released them — and `retrying` jobs
 //! that are due but whose delayed message was never confirmed or is long overdue; (3) sends webhook
 //! deliveries that are overdue (their message was never published, or lost); (4) forgets
-//! idempotency keys older than a day. Several workers may sweep at once; a job or delivery
+//! idempotency keys older than a day. Every `expire_every` (and at its first round) it also
+//! keeps the time partitions a week ahead and drops those that expired
+//! ([`tollgate_core::db::partitions`]). Several workers may sweep at once; a job or delivery
 //! published twice is harmless, the second claim finds it taken. Batch items go back to the bulk
 //! queue.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tollgate_core::db::jobs::Unpublished;
-use tollgate_core::db::{idempotency, jobs, webhooks};
+use tollgate_core::db::{idempotency, jobs, partitions, webhooks};
 use tollgate_core::domain::{JobId, JobStatus};
 use tollgate_core::queue::{JobEvent, Work};
 
@@ -22,10 +25,15 @@ use crate::Context;
 const BATCH: i64 = 1_000;
 
 pub async fn run(context: Arc<Context>) {
+    let mut expired_at: Option<Instant> = None;
     loop {
         tokio::select! {
             () = context.shutdown.cancelled() => return,
             () = tokio::time::sleep(context.settings.sweep_every) => {}
+        }
+        if expired_at.is_none_or(|at| at.elapsed() >= context.settings.expire_every) {
+            expired_at = Some(Instant::now());
+            expire(&context).await;
         }
         if let Err(error) = sweep(&context).await {
             tracing::warn!(
@@ -33,6 +41,25 @@ pub async fn run(context: Arc<Context>) {
                 "sweep failed; trying again next round"
             );
         }
+    }
+}
+
+/// Prepares the partitions ahead and drops the expired ones, at the retention the runtime
+/// settings hold now.
+async fn expire(context: &Context) {
+    let retention = context.providers.runtime().settings.retention;
+    let now = chrono::Utc::now();
+    match partitions::maintain(&context.pool, now, retention, Some(partitions::DAYS_AHEAD)).await {
+        Ok(done) if done.dropped.is_empty() && done.held.is_empty() => {
+            tracing::debug!(created = done.created.len(), "partitions prepared")
+        }
+        Ok(done) => tracing::info!(
+            dropped = ?done.dropped,
+            held_for_jobs_in_flight = ?done.held,
+            created = done.created.len(),
+            "expired partitions dropped"
+        ),
+        Err(error) => tracing::warn!(%error, "partition maintenance failed; trying again later"),
     }
 }
 

@@ -27,6 +27,8 @@ pub enum ErrorCode {
     IpNotAllowed,
     /// No such route, job, batch, tenant, token, file or delivery (or not the caller's).
     NotFound,
+    /// The job's id is older than the jobs kept (`job_retention_days`): its data was dropped.
+    JobExpired,
     /// No provider serves the model.
     ModelNotFound,
     /// The route does not take this method.
@@ -101,7 +103,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order above.
-    pub const ALL: [Self; 44] = [
+    pub const ALL: [Self; 45] = [
         Self::MalformedRequest,
         Self::InvalidField,
         Self::MissingToken,
@@ -111,6 +113,7 @@ impl ErrorCode {
         Self::OriginNotAllowed,
         Self::IpNotAllowed,
         Self::NotFound,
+        Self::JobExpired,
         Self::ModelNotFound,
         Self::MethodNotAllowed,
         Self::TenantExists,
@@ -159,6 +162,7 @@ impl ErrorCode {
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::IpNotAllowed => "ip_not_allowed",
             Self::NotFound => "not_found",
+            Self::JobExpired => "job_expired",
             Self::ModelNotFound => "model_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::TenantExists => "tenant_exists",

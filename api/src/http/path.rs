@@ -7,9 +7,9 @@ use std::str::FromStr;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use tollgate_core::domain::{BatchId, FileId, JobId, TenantId, TokenId};
+use tollgate_core::domain::{BatchId, FileId, JobId, Retention, TenantId, TokenId};
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 
 /// An id a path can carry, and what a missing one is called.
 pub trait PathId: FromStr + Send {
@@ -39,6 +39,24 @@ impl PathId for FileId {
 /// The answer for an id of type `T` that names nothing (or nothing the caller may see).
 pub fn not_found<T: PathId>() -> ApiError {
     ApiError::not_found(T::NOT_FOUND)
+}
+
+/// The answer for a job id that names nothing: 410 `job_expired` when its UUIDv7 time is older
+/// than the jobs kept (its day was dropped, or is about to be), else 404 like any unknown id.
+pub fn missing_job(id: JobId, retention: &Retention) -> ApiError {
+    let created = tollgate_core::db::partitions::time_of(id.0);
+    let horizon = retention.job_horizon(chrono::Utc::now());
+    if created < horizon {
+        let kept = retention.job_days;
+        return ApiError::gone(
+            ErrorCode::JobExpired,
+            format!(
+                "job {id} was made on {}; jobs are kept {kept} days and its data is gone",
+                created.format("%Y-%m-%d")
+            ),
+        );
+    }
+    not_found::<JobId>()
 }
 
 /// The route's one path parameter, an id of type `T`.

@@ -25,7 +25,7 @@ use super::tenancy::{self, ForTenant};
 use crate::AppState;
 use crate::access::auth::Caller;
 use crate::http::client::ClientInfo;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::{self, QueryParams};
 use crate::http::path::{Path, not_found};
 use crate::intake::idempotency::{self, Key};
@@ -358,17 +358,25 @@ async fn list(
     responses(
         (status = 200, description = "One line per item, in submission order", content_type = "application/jsonl", body = ItemResult),
         (status = 404, description = "No such batch"),
+        (status = 410, description = "`job_expired`: the batch's items are past `results_expire_at` and gone"),
     ))]
 async fn results(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<BatchId>,
 ) -> Result<Response, ApiError> {
-    if batches::get(&state.pool, caller.tenant_id, id)
+    let batch = batches::get(&state.pool, caller.tenant_id, id)
         .await?
-        .is_none()
-    {
-        return Err(not_found::<BatchId>());
+        .ok_or_else(not_found::<BatchId>)?;
+    // Every item's day was dropped: the results are gone, not empty.
+    if batch.counts.total == 0 && batch.results_expire_at <= chrono::Utc::now() {
+        return Err(ApiError::gone(
+            ErrorCode::JobExpired,
+            format!(
+                "the batch's results expired at {}: jobs are kept `job_retention_days`",
+                batch.results_expire_at.to_rfc3339()
+            ),
+        ));
     }
     let lines = batches::results(state.pool.clone(), id).map_ok(|item| {
         let mut line = serde_json::to_vec(&item).unwrap_or_default();

@@ -22,7 +22,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::AppState;
 use crate::access::auth::Caller;
 use crate::http::error::ApiError;
-use crate::http::path::{Path, not_found};
+use crate::http::path::{Path, missing_job};
 use crate::watching::follow::{Following, Heard};
 use crate::watching::watch::{Signal, Watch};
 
@@ -43,6 +43,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses(
         (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
         (status = 404, description = "No such job"),
+        (status = 410, description = "`job_expired`: the id is older than the jobs kept (`job_retention_days`)"),
     ))]
 async fn events(
     State(state): State<AppState>,
@@ -54,7 +55,7 @@ async fn events(
     let watch = state.watchers.watch(id);
     let first = jobs::get_with_revision(&state.pool, caller.tenant_id, id)
         .await?
-        .ok_or_else(not_found::<JobId>)?;
+        .ok_or_else(|| missing_job(id, &state.runtime.current().settings.retention))?;
     // A streaming job's text as it comes, from whichever instance this is.
     let following = match first.0.stream && !first.0.status.is_terminal() {
         true => state.followers.follow_job(id).await.ok(),

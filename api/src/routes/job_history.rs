@@ -18,7 +18,7 @@ use crate::AppState;
 use crate::access::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::QueryParams;
-use crate::http::path::{Path, not_found};
+use crate::http::path::{Path, missing_job};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -44,6 +44,7 @@ struct Deliveries {
     responses(
         (status = 200, description = "The calls", body = Attempts),
         (status = 404, description = "No such job"),
+        (status = 410, description = "`job_expired`: the id is older than the jobs kept (`job_retention_days`)"),
         (status = 422, description = "`tenant_id` is not a tenant id"),
     ))]
 async fn attempts(
@@ -54,7 +55,7 @@ async fn attempts(
 ) -> Result<Json<Attempts>, ApiError> {
     let tenant_id = tenancy::tenant(&caller, query.tenant_id.as_deref())?;
     if !jobs::exists(&state.pool, tenant_id, id).await? {
-        return Err(not_found::<JobId>());
+        return Err(missing_job(id, &state.runtime.current().settings.retention));
     }
     let data = job_attempts::list(&state.pool, id).await?;
     Ok(Json(Attempts { data }))
@@ -66,6 +67,7 @@ async fn attempts(
     responses(
         (status = 200, description = "The deliveries", body = Deliveries),
         (status = 404, description = "No such job"),
+        (status = 410, description = "`job_expired`: the id is older than the jobs kept (`job_retention_days`)"),
         (status = 422, description = "`tenant_id` is not a tenant id"),
     ))]
 async fn deliveries(
@@ -76,7 +78,7 @@ async fn deliveries(
 ) -> Result<Json<Deliveries>, ApiError> {
     let tenant_id = tenancy::tenant(&caller, query.tenant_id.as_deref())?;
     if !jobs::exists(&state.pool, tenant_id, id).await? {
-        return Err(not_found::<JobId>());
+        return Err(missing_job(id, &state.runtime.current().settings.retention));
     }
     let data = webhooks::for_job(&state.pool, tenant_id, id).await?;
     Ok(Json(Deliveries { data }))

@@ -30,7 +30,7 @@ use crate::access::auth::Caller;
 use crate::http::client::ClientInfo;
 use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::{IdempotentJson, QueryParams};
-use crate::http::path::{Path, not_found};
+use crate::http::path::{Path, missing_job};
 use crate::http::prefer;
 use crate::intake::idempotency::Key;
 use crate::intake::{self, Accepted, Intake};
@@ -364,6 +364,7 @@ const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-appli
     responses(
         (status = 200, description = "The job", body = Job),
         (status = 404, description = "No such job (or not the tenant's)"),
+        (status = 410, description = "`job_expired`: the id is older than the jobs kept (`job_retention_days`)"),
         (status = 422, description = "`tenant_id` is not a tenant id"),
     ))]
 async fn show(
@@ -376,7 +377,7 @@ async fn show(
     jobs::get(&state.pool, tenant_id, id)
         .await?
         .map(Json)
-        .ok_or_else(not_found::<JobId>)
+        .ok_or_else(|| missing_job(id, &state.runtime.current().settings.retention))
 }
 
 /// Your jobs
@@ -431,6 +432,7 @@ async fn list(
         (status = 200, description = "The cancelled (or otherwise ended) job", body = Job),
         (status = 202, description = "Cancelling: its worker has not ended it yet", body = Job),
         (status = 404, description = "No such job"),
+        (status = 410, description = "`job_expired`: the id is older than the jobs kept (`job_retention_days`)"),
         (status = 409, description = "`job_not_cancellable`: it has already ended"),
     ))]
 async fn cancel(
@@ -462,7 +464,9 @@ async fn cancel(
                 job.status.as_str()
             ),
         )),
-        CancelOutcome::NotFound => Err(not_found::<JobId>()),
+        CancelOutcome::NotFound => {
+            Err(missing_job(id, &state.runtime.current().settings.retention))
+        }
     }
 }
 

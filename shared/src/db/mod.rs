@@ -21,6 +21,7 @@ pub mod instances;
 pub mod job_attempts;
 pub mod jobs;
 pub mod model_routes;
+pub mod partitions;
 pub mod prices;
 pub mod quotas;
 pub mod runs;

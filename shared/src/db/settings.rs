@@ -8,8 +8,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 
 use super::audit::Action;
 use crate::domain::{
-    CircuitPolicy, ProviderName, RetryPolicy, SealedKey, Settings, SettingsChange, Strategy,
-    ValidationError,
+    CircuitPolicy, ProviderName, Retention, RetryPolicy, SealedKey, Settings, SettingsChange,
+    Strategy, ValidationError,
 };
 
 /// The row as stored; every statement reading it names these columns, checked against the table.
@@ -30,6 +30,8 @@ struct SettingsRow {
     circuit_failure_threshold: i32,
     circuit_cooldown_ms: i32,
     openai_max_concurrency: i32,
+    job_retention_days: i32,
+    usage_retention_days: i32,
     updated_at: DateTime<Utc>,
 }
 
@@ -70,6 +72,10 @@ impl TryFrom<SettingsRow> for Settings {
                 max_delay: ms(row.retry_max_delay_ms),
                 max_job_attempts: n(row.max_job_attempts),
             },
+            retention: Retention {
+                job_days: n(row.job_retention_days),
+                usage_days: n(row.usage_retention_days),
+            },
             circuit: CircuitPolicy {
                 failure_threshold: n(row.circuit_failure_threshold),
                 cooldown: ms(row.circuit_cooldown_ms),
@@ -86,7 +92,8 @@ pub async fn get(pool: &PgPool) -> Result<Settings, sqlx::Error> {
         "select version, ai_provider, ai_fallback_provider, ai_local_enabled, openai_api_key_sealed,
                 openai_api_key_last4, ai_overflow_wait_ms, ai_local_share, openai_base_url,
                 provider_attempts, retry_min_delay_ms, retry_max_delay_ms, max_job_attempts,
-                circuit_failure_threshold, circuit_cooldown_ms, openai_max_concurrency, updated_at
+                circuit_failure_threshold, circuit_cooldown_ms, openai_max_concurrency,
+                job_retention_days, usage_retention_days, updated_at
            from settings"
     )
     .fetch_one(pool)
@@ -125,7 +132,8 @@ pub async fn update(
         "select version, ai_provider, ai_fallback_provider, ai_local_enabled, openai_api_key_sealed,
                 openai_api_key_last4, ai_overflow_wait_ms, ai_local_share, openai_base_url,
                 provider_attempts, retry_min_delay_ms, retry_max_delay_ms, max_job_attempts,
-                circuit_failure_threshold, circuit_cooldown_ms, openai_max_concurrency, updated_at
+                circuit_failure_threshold, circuit_cooldown_ms, openai_max_concurrency,
+                job_retention_days, usage_retention_days, updated_at
            from settings for update"
     )
     .fetch_one(&mut *tx)
@@ -145,11 +153,13 @@ pub async fn update(
                 ai_overflow_wait_ms = $6, openai_base_url = $7, provider_attempts = $8,
                 retry_min_delay_ms = $9, retry_max_delay_ms = $10, max_job_attempts = $11,
                 circuit_failure_threshold = $12, circuit_cooldown_ms = $13,
-                ai_local_share = $14, openai_max_concurrency = $15, updated_at = now()
+                ai_local_share = $14, openai_max_concurrency = $15, job_retention_days = $16,
+                usage_retention_days = $17, updated_at = now()
          returning version, ai_provider, ai_fallback_provider, ai_local_enabled, openai_api_key_sealed,
                 openai_api_key_last4, ai_overflow_wait_ms, ai_local_share, openai_base_url,
                 provider_attempts, retry_min_delay_ms, retry_max_delay_ms, max_job_attempts,
-                circuit_failure_threshold, circuit_cooldown_ms, openai_max_concurrency, updated_at",
+                circuit_failure_threshold, circuit_cooldown_ms, openai_max_concurrency,
+                job_retention_days, usage_retention_days, updated_at",
         next.ai_provider.setting_name(),
         next.ai_fallback_provider
             .map_or("none", ProviderName::setting_name),
@@ -166,6 +176,8 @@ pub async fn update(
         ms(next.circuit.cooldown),
         next.ai_local_share.map(i32::from),
         n(next.openai_max_concurrency),
+        n(next.retention.job_days),
+        n(next.retention.usage_days),
     )
     .fetch_one(&mut *tx)
     .await?;

@@ -33,7 +33,7 @@ pub use request::{
 };
 pub use routing::{Candidate, DataPolicy, LocalWait, Route, RouteInput, RouteReason, WhenBusy};
 pub use settings::{
-    CircuitPolicy, ModelRoutes, ProviderName, RetryPolicy, Runtime, SealedKey, Settings,
+    CircuitPolicy, ModelRoutes, ProviderName, Retention, RetryPolicy, Runtime, SealedKey, Settings,
     SettingsChange, Strategy, check_base_url,
 };
 pub use trace::TraceParent;

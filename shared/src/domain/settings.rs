@@ -100,6 +100,29 @@ pub struct CircuitPolicy {
     pub cooldown: Duration,
 }
 
+/// How long data is kept: jobs (prompts, results, attempts) and usage records, in days. Daily
+/// rollups are kept for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub job_days: u32,
+    pub usage_days: u32,
+}
+
+impl Retention {
+    /// The moment before which a job's data is expired: `job_days` before `now`.
+    pub fn job_horizon(&self, now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        now - chrono::Duration::days(i64::from(self.job_days))
+    }
+
+    /// The moment before which usage records are expired.
+    pub fn usage_horizon(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> chrono::DateTime<chrono::Utc> {
+        now - chrono::Duration::days(i64::from(self.usage_days))
+    }
+}
+
 /// The OpenAI key as stored: sealed, with its last four characters in clear.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SealedKey {
@@ -128,6 +151,7 @@ pub struct Settings {
     pub openai_api_key: Option<SealedKey>,
     pub openai_base_url: String,
     pub retry: RetryPolicy,
+    pub retention: Retention,
     pub circuit: CircuitPolicy,
     /// OpenAI calls in flight per worker (a host's slots are the fleet's limit).
     pub openai_max_concurrency: u32,
@@ -204,6 +228,8 @@ pub struct SettingsChange {
     pub circuit_failure_threshold: Option<u32>,
     pub circuit_cooldown_ms: Option<u32>,
     pub openai_max_concurrency: Option<u32>,
+    pub job_retention_days: Option<u32>,
+    pub usage_retention_days: Option<u32>,
 }
 
 /// Checks that `value` lies in `range`, naming `field` if not.
@@ -312,6 +338,16 @@ impl Settings {
         )? {
             next.openai_max_concurrency = n;
         }
+        if let Some(n) = within("job_retention_days", change.job_retention_days, 1..=3650)? {
+            next.retention.job_days = n;
+        }
+        if let Some(n) = within(
+            "usage_retention_days",
+            change.usage_retention_days,
+            1..=36_500,
+        )? {
+            next.retention.usage_days = n;
+        }
         Ok(next)
     }
 }
@@ -341,6 +377,10 @@ pub(super) mod tests {
                     min_delay: Duration::from_millis(200),
                     max_delay: Duration::from_secs(5),
                     max_job_attempts: 5,
+                },
+                retention: Retention {
+                    job_days: 30,
+                    usage_days: 400,
                 },
                 circuit: CircuitPolicy {
                     failure_threshold: 5,

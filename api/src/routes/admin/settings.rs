@@ -71,6 +71,12 @@ struct SettingsPatch {
     /// OpenAI calls in flight per worker (a host's slots hold across workers)
     #[schema(minimum = 1, maximum = 10000)]
     openai_max_concurrency: Option<u32>,
+    /// Days a job (its prompt, result and attempts) is kept; older days are dropped whole
+    #[schema(minimum = 1, maximum = 3650)]
+    job_retention_days: Option<u32>,
+    /// Days usage records are kept (daily rollups are kept for good)
+    #[schema(minimum = 1, maximum = 36500)]
+    usage_retention_days: Option<u32>,
 }
 
 /// Write-only: whether a key is stored, and its last four characters.
@@ -124,6 +130,13 @@ struct SettingsView {
     /// OpenAI calls in flight per worker (a host's slots hold across workers)
     #[schema(minimum = 1, maximum = 10000)]
     openai_max_concurrency: u32,
+    /// Days a job (its prompt, result and attempts) is kept (default 30); older days are dropped
+    /// whole, and their job ids answer 410 `job_expired`
+    #[schema(minimum = 1, maximum = 3650)]
+    job_retention_days: u32,
+    /// Days usage records are kept (default 400); daily rollups are kept for good
+    #[schema(minimum = 1, maximum = 36500)]
+    usage_retention_days: u32,
     updated_at: DateTime<Utc>,
 }
 
@@ -150,6 +163,8 @@ impl From<Settings> for SettingsView {
             circuit_failure_threshold: s.circuit.failure_threshold,
             circuit_cooldown_ms: s.circuit.cooldown.as_millis(),
             openai_max_concurrency: s.openai_max_concurrency,
+            job_retention_days: s.retention.job_days,
+            usage_retention_days: s.retention.usage_days,
             updated_at: s.updated_at,
         }
     }
@@ -251,6 +266,8 @@ fn parse(state: &AppState, patch: SettingsPatch) -> Result<SettingsChange, ApiEr
         circuit_failure_threshold: patch.circuit_failure_threshold,
         circuit_cooldown_ms: patch.circuit_cooldown_ms,
         openai_max_concurrency: patch.openai_max_concurrency,
+        job_retention_days: patch.job_retention_days,
+        usage_retention_days: patch.usage_retention_days,
     })
 }
 

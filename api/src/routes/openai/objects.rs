@@ -184,7 +184,8 @@ pub struct OpenAiFile {
     bytes: i64,
     /// Unix seconds.
     created_at: i64,
-    /// Always `null`: files do not expire.
+    /// Unix seconds: a batch's output and error files from when its items may be gone (the end of
+    /// the batch's UTC day plus `job_retention_days`); `null` for an upload.
     expires_at: Option<i64>,
     filename: String,
     /// `batch` for an upload, `batch_output` for a batch's output and error files.
@@ -212,13 +213,15 @@ pub fn generated_file(id: OpenAiFileId, batch: &Batch, bytes: i64) -> OpenAiFile
         OpenAiFileId::Errors(_) => "errors",
         _ => "output",
     };
-    file_object(
+    let mut file = file_object(
         id,
         bytes,
         batch.finished_at.unwrap_or(batch.created_at),
         &format!("{}_{name}.jsonl", OpenAiBatchId(batch.id)),
         "batch_output",
-    )
+    );
+    file.expires_at = Some(unix(batch.results_expire_at));
+    file
 }
 
 fn file_object(

@@ -62,6 +62,9 @@ pub struct Batch {
     pub created_at: DateTime<Utc>,
     pub cancelled_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// From when its items (their results) may be gone: the end of the UTC day it was made,
+    /// plus the runtime settings' `job_retention_days`.
+    pub results_expire_at: DateTime<Utc>,
     /// The endpoint of an OpenAI-style batch (its OpenAI view shows it).
     #[serde(skip)]
     pub openai_endpoint: Option<String>,
@@ -114,6 +117,7 @@ struct BatchRow {
     prompt_tokens: i64,
     completion_tokens: i64,
     cost: Decimal,
+    results_expire_at: DateTime<Utc>,
 }
 
 impl From<BatchRow> for Batch {
@@ -143,6 +147,7 @@ impl From<BatchRow> for Batch {
             created_at: row.created_at,
             cancelled_at: row.cancelled_at,
             finished_at: row.finished_at,
+            results_expire_at: row.results_expire_at,
             openai_endpoint: row.openai_endpoint,
             input_file_id: row.input_file_id,
         }
@@ -231,7 +236,10 @@ pub async fn get(
                 c.pending as "pending!", c.queued as "queued!", c.running as "running!",
                 c.succeeded as "succeeded!", c.failed as "failed!", c.cancelled as "cancelled!",
                 c.prompt_tokens as "prompt_tokens!", c.completion_tokens as "completion_tokens!",
-                c.cost as "cost!"
+                c.cost as "cost!",
+                (select (date_trunc('day', b.created_at at time zone 'utc')
+                         + make_interval(days => s.job_retention_days + 1)) at time zone 'utc'
+                   from settings s) as "results_expire_at!"
            from batches b
           cross join lateral (
                 select count(*) as total,
@@ -278,7 +286,10 @@ pub async fn list(
                 c.pending as "pending!", c.queued as "queued!", c.running as "running!",
                 c.succeeded as "succeeded!", c.failed as "failed!", c.cancelled as "cancelled!",
                 c.prompt_tokens as "prompt_tokens!", c.completion_tokens as "completion_tokens!",
-                c.cost as "cost!"
+                c.cost as "cost!",
+                (select (date_trunc('day', b.created_at at time zone 'utc')
+                         + make_interval(days => s.job_retention_days + 1)) at time zone 'utc'
+                   from settings s) as "results_expire_at!"
            from batches b
           cross join lateral (
                 select count(*) as total,

@@ -1,0 +1,244 @@
+//! Data that ages out: days of jobs dropped whole once past `job_retention_days` (usage, rollups
+//! and jobs still in flight untouched), months of usage past `usage_retention_days`, and an
+//! expired job's id answering 410.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Days, Utc};
+use serde_json::json;
+use tollgate_core::db::jobs::{self, NewJob};
+use tollgate_core::db::partitions::{self, floor};
+use tollgate_core::db::runs::{self, ClaimRequest};
+use tollgate_core::domain::{GenerateRequest, JobId, JobRequest, Retention};
+use uuid::Uuid;
+
+use crate::harness::{Stack, client};
+
+/// Midnight (UTC) `days` before today.
+fn midnight_before(days: u64) -> DateTime<Utc> {
+    let today = Utc::now().date_naive();
+    (today - Days::new(days))
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc()
+}
+
+/// Makes the day that starts at `day` a partition of its own, as the sweeper does ahead of time.
+async fn make_day(stack: &Stack, day: DateTime<Utc>) -> String {
+    let suffix = format!("p{}", day.format("%Y%m%d"));
+    for (table, name) in [("jobs", "jobs"), ("job_attempts", "job_attempts")] {
+        let ddl = format!(
+            "create table {name}_{suffix} partition of {table} for values from ('{}') to ('{}')",
+            floor(day),
+            floor(day + Days::new(1))
+        );
+        sqlx::query(&ddl)
+            .execute(&stack.pool)
+            .await
+            .expect("partition");
+    }
+    format!("jobs_{suffix}")
+}
+
+/// A job of the stack's tenant whose id was made an hour into `day`, inserted as intake would.
+async fn job_made_on(stack: &Stack, day: DateTime<Utc>, prompt: &str) -> JobId {
+    let made = day + chrono::Duration::hours(1);
+    let seconds = u64::try_from(made.timestamp()).expect("after 1970");
+    let id = JobId(Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        seconds,
+        0,
+    )));
+    let tenant: (Uuid, Uuid) =
+        sqlx::query_as("select tenant_id, id from api_tokens where role = 'client' limit 1")
+            .fetch_one(&stack.pool)
+            .await
+            .expect("the stack's token");
+    let request = GenerateRequest::parse("llama3", prompt.into(), None).expect("valid");
+    let job = NewJob {
+        id,
+        tenant_id: tollgate_core::domain::TenantId(tenant.0),
+        token_id: Some(tollgate_core::domain::TokenId(tenant.1)),
+        request: JobRequest::Generate(request),
+        metadata: None,
+        origin: None,
+        client_ip: None,
+        reservation: None,
+        webhook_url: None,
+        stream_to: None,
+        traceparent: None,
+    };
+    jobs::insert(&stack.pool, &job).await.expect("insert");
+    id
+}
+
+async fn exists(stack: &Stack, table: &str) -> bool {
+    sqlx::query_scalar::<_, bool>("select to_regclass($1) is not null")
+        .bind(table)
+        .fetch_one(&stack.pool)
+        .await
+        .expect("regclass")
+}
+
+#[tokio::test]
+async fn expiry_drops_whole_days_and_keeps_usage_rollups_and_jobs_in_flight() {
+    let stack = Stack::start().await;
+    let pool = &stack.pool;
+    // Three days ago: two jobs that ran to the end and were billed.
+    let old_day = midnight_before(3);
+    let old = make_day(&stack, old_day).await;
+    let mut finished = Vec::new();
+    for n in 0..2 {
+        let id = job_made_on(&stack, old_day, &format!("old {n}")).await;
+        let claim = ClaimRequest {
+            id,
+            claim_id: Uuid::now_v7(),
+            redelivered: false,
+        };
+        runs::claim(pool, claim, Duration::from_secs(60))
+            .await
+            .expect("claim")
+            .expect("claimed");
+        let run = crate::coalescing::succeeded(id, claim.claim_id, 10);
+        runs::finish(pool, &run)
+            .await
+            .expect("finish")
+            .expect("recorded");
+        finished.push(id);
+    }
+    // Two days ago: a job still waiting for a worker.
+    let waiting_day = midnight_before(2);
+    let waiting = make_day(&stack, waiting_day).await;
+    let in_flight = job_made_on(&stack, waiting_day, "still queued").await;
+    // Today: a job through the api, run by the worker.
+    let today = stack
+        .submit(
+            "/v1/generate",
+            &json!({ "model": "llama3", "prompt": "today" }),
+        )
+        .await;
+    let today_id = today["id"].as_str().expect("id").to_owned();
+    stack.wait_until_finished(&today_id).await;
+    let usage_before = stack.rows("usage_records").await;
+    let rollup_before: i64 = sqlx::query_scalar("select sum(requests)::bigint from usage_daily")
+        .fetch_one(pool)
+        .await
+        .expect("rollup");
+
+    // Operators keep jobs a day.
+    stack
+        .patch_settings(&json!({ "job_retention_days": 1 }))
+        .await;
+    let retention = Retention {
+        job_days: 1,
+        usage_days: 400,
+    };
+    let done = partitions::maintain(pool, Utc::now(), retention, None)
+        .await
+        .expect("maintain");
+
+    let old_attempts = old.replace("jobs_", "job_attempts_");
+    assert!(done.dropped.contains(&old), "{done:?}");
+    assert!(done.dropped.contains(&old_attempts), "{done:?}");
+    assert_eq!(
+        done.held,
+        vec![waiting.clone()],
+        "a day with a job in flight is kept whole"
+    );
+    assert!(!exists(&stack, &old).await && !exists(&stack, &old_attempts).await);
+    assert!(exists(&stack, &waiting).await);
+    assert_eq!(
+        stack.rows("usage_records").await,
+        usage_before,
+        "usage outlives jobs"
+    );
+    let rollup_after: i64 = sqlx::query_scalar("select sum(requests)::bigint from usage_daily")
+        .fetch_one(pool)
+        .await
+        .expect("rollup");
+    assert_eq!(rollup_after, rollup_before, "rollups are kept");
+
+    // An expired job's id is gone, not unknown; the job in flight and today's are there.
+    let expired = stack.get(&format!("/v1/jobs/{}", finished[0])).await;
+    assert_eq!(expired.status(), 410);
+    let problem: serde_json::Value = expired.json().await.expect("problem");
+    assert_eq!(problem["code"], "job_expired", "{problem}");
+    let attempts = stack
+        .get(&format!("/v1/jobs/{}/attempts", finished[1]))
+        .await;
+    assert_eq!(attempts.status(), 410);
+    let queued = stack.get(&format!("/v1/jobs/{in_flight}")).await;
+    assert_eq!(queued.status(), 200);
+    assert_eq!(
+        stack.get(&format!("/v1/jobs/{today_id}")).await.status(),
+        200
+    );
+    let unknown = stack.get(&format!("/v1/jobs/{}", JobId::new())).await;
+    assert_eq!(
+        unknown.status(),
+        404,
+        "a recent id that names nothing is unknown"
+    );
+
+    // Usage ages out by the month, long after: the rollups stay.
+    let far = Utc::now() + Days::new(800);
+    let retention = Retention {
+        job_days: 3650,
+        usage_days: 400,
+    };
+    let done = partitions::maintain(pool, far, retention, None)
+        .await
+        .expect("maintain");
+    assert!(
+        done.dropped
+            .iter()
+            .any(|name| name.starts_with("usage_records_p")),
+        "{done:?}"
+    );
+    assert!(
+        done.dropped
+            .iter()
+            .all(|name| name.starts_with("usage_records_"))
+    );
+    let rollup_later: i64 = sqlx::query_scalar("select sum(requests)::bigint from usage_daily")
+        .fetch_one(pool)
+        .await
+        .expect("rollup");
+    assert_eq!(rollup_later, rollup_before);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_sweeper_keeps_a_week_of_days_ready_and_settings_bound_retention() {
+    let stack = Stack::start().await;
+    let week_ahead = Utc::now() + Days::new(partitions::DAYS_AHEAD);
+    let name = format!("jobs_p{}", week_ahead.format("%Y%m%d"));
+    let done = partitions::maintain(
+        &stack.pool,
+        Utc::now(),
+        Retention {
+            job_days: 30,
+            usage_days: 400,
+        },
+        Some(partitions::DAYS_AHEAD),
+    )
+    .await
+    .expect("maintain");
+    assert!(exists(&stack, &name).await, "{name} after {done:?}");
+    assert!(done.dropped.is_empty());
+
+    let refused = client()
+        .patch(stack.url("/v1/admin/settings"))
+        .bearer_auth(&stack.admin_token)
+        .json(&json!({ "job_retention_days": 0 }))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(refused.status(), 422);
+    let settings = stack
+        .patch_settings(&json!({ "job_retention_days": 7, "usage_retention_days": 500 }))
+        .await;
+    assert_eq!(settings["job_retention_days"], 7);
+    assert_eq!(settings["usage_retention_days"], 500);
+    stack.stop().await;
+}
