@@ -59,6 +59,9 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(cli.concurrency)
         .build()?;
     let started = Instant::now();
+    // The lowest job id of this run: its jobs are counted among ids from here on, so the count
+    // reads only this run's days however much history the database holds.
+    let first_id = lowest_id_from_now();
     let deadline = started + Duration::from_secs(cli.duration_secs);
     #[expect(
         clippy::disallowed_methods,
@@ -104,10 +107,10 @@ async fn main() -> anyhow::Result<()> {
         let pool = sqlx::PgPool::connect(database_url)
             .await
             .context("connect to the database")?;
-        let finished_during_window = count_finished(&pool).await?;
+        let finished_during_window = count_finished(&pool, first_id).await?;
         let drain_deadline = Instant::now() + Duration::from_secs(cli.drain_timeout_secs);
         loop {
-            let finished = count_finished(&pool).await?;
+            let finished = count_finished(&pool, first_id).await?;
             if finished >= accepted as i64 {
                 break;
             }
@@ -119,7 +122,8 @@ async fn main() -> anyhow::Result<()> {
         }
         let all_done = started.elapsed();
         let succeeded: i64 =
-            sqlx::query_scalar("select count(*) from jobs where status = 'succeeded'")
+            sqlx::query_scalar("select count(*) from jobs where id >= $1 and status = 'succeeded'")
+                .bind(first_id)
                 .fetch_one(&pool)
                 .await?;
         println!(
@@ -143,12 +147,22 @@ fn own_cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-async fn count_finished(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
+async fn count_finished(pool: &sqlx::PgPool, first_id: uuid::Uuid) -> anyhow::Result<i64> {
     Ok(
-        sqlx::query_scalar("select count(*) from jobs where finished_at is not null")
+        sqlx::query_scalar("select count(*) from jobs where id >= $1 and finished_at is not null")
+            .bind(first_id)
             .fetch_one(pool)
             .await?,
     )
+}
+
+/// The lowest UUIDv7 of this millisecond (a second back, for a clock a little behind).
+fn lowest_id_from_now() -> uuid::Uuid {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(Duration::from_secs(1));
+    uuid::Uuid::from_u128(since_epoch.as_millis() << 80)
 }
 
 async fn run_client(

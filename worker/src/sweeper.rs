@@ -31,9 +31,10 @@ pub async fn run(context: Arc<Context>) {
             () = context.shutdown.cancelled() => return,
             () = tokio::time::sleep(context.settings.sweep_every) => {}
         }
-        if expired_at.is_none_or(|at| at.elapsed() >= context.settings.expire_every) {
+        if expired_at.is_none_or(|at| at.elapsed() >= context.settings.expire_every)
+            && expire(&context).await
+        {
             expired_at = Some(Instant::now());
-            expire(&context).await;
         }
         if let Err(error) = sweep(&context).await {
             tracing::warn!(
@@ -45,21 +46,28 @@ pub async fn run(context: Arc<Context>) {
 }
 
 /// Prepares the partitions ahead and drops the expired ones, at the retention the runtime
-/// settings hold now.
-async fn expire(context: &Context) {
+/// settings hold now; whether that went through (if not, the next round tries again).
+async fn expire(context: &Context) -> bool {
     let retention = context.providers.runtime().settings.retention;
     let now = chrono::Utc::now();
     match partitions::maintain(&context.pool, now, retention, Some(partitions::DAYS_AHEAD)).await {
         Ok(done) if done.dropped.is_empty() && done.held.is_empty() => {
-            tracing::debug!(created = done.created.len(), "partitions prepared")
+            tracing::debug!(created = done.created.len(), "partitions prepared");
+            true
         }
-        Ok(done) => tracing::info!(
-            dropped = ?done.dropped,
-            held_for_jobs_in_flight = ?done.held,
-            created = done.created.len(),
-            "expired partitions dropped"
-        ),
-        Err(error) => tracing::warn!(%error, "partition maintenance failed; trying again later"),
+        Ok(done) => {
+            tracing::info!(
+                dropped = ?done.dropped,
+                held_for_jobs_in_flight = ?done.held,
+                created = done.created.len(),
+                "expired partitions dropped"
+            );
+            true
+        }
+        Err(error) => {
+            tracing::warn!(%error, "partition maintenance failed; trying again next round");
+            false
+        }
     }
 }
 

@@ -14,8 +14,9 @@
 //! Dropping a partition is instant and leaves nothing to vacuum, whatever it held; no `delete`
 //! ever scans these tables. The daily rollups (`usage_daily`, `provider_spend_daily`) are kept.
 //! Statements here are DDL built from bounds this module computes (never from input): they
-//! cannot be compile-checked, and take a short lock timeout so a busy table is tried again at
-//! the next sweep rather than queued behind.
+//! cannot be compile-checked. Creating or dropping a partition briefly locks its parent, and
+//! statements queue behind a waiting lock: a half-second lock timeout means a long query on the
+//! table costs the upkeep a retry at the next sweep, never the intake a stall.
 
 use chrono::{DateTime, Datelike, Days, Months, NaiveDate, TimeZone, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -85,7 +86,7 @@ pub async fn maintain(
         return Ok(Maintained::default());
     }
     let done = async {
-        sqlx::query("set lock_timeout = '2s'")
+        sqlx::query("set lock_timeout = '500ms'")
             .execute(&mut *conn)
             .await?;
         let mut maintained = Maintained::default();

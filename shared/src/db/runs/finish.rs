@@ -68,8 +68,9 @@ pub async fn finish_many(
     // deliveries written. The estimates for abandoned runs, first among a run's attempts, take the
     // claims just before its own, oldest first. The rollups are summed per row before they are
     // written (an upsert may change a row once) and written in key order, so two statements never
-    // wait on each other's rows in a circle. Its rows: each run recorded, with the job's new
-    // revision and its delivery.
+    // wait on each other's rows in a circle. `id = any($1)` repeats the join for the planner: it
+    // prunes the partitions (days) none of the runs' jobs is in. Its rows: each run recorded, with
+    // the job's new revision and its delivery.
     let rows = sqlx::query!(
         r#"with run as (
             select *
@@ -96,6 +97,7 @@ pub async fn finish_many(
                    abandoned_recorded = jobs.claims - jobs.retries - 1
               from run r
              where jobs.id = r.id and jobs.claim_id = r.claim_id and jobs.status = 'running'
+               and jobs.id = any($1::uuid[])
          returning jobs.id, r.run, jobs.claims, jobs.tenant_id, jobs.token_id, jobs.model,
                    jobs.origin, jobs.client_ip, jobs.finished_at, jobs.reserved_tokens,
                    jobs.reserved_cost, jobs.reserved_month, jobs.status, jobs.webhook_url,

@@ -122,7 +122,8 @@ pub async fn claim_many(
     let redelivered: Vec<bool> = requests.iter().map(|r| r.redelivered).collect();
     // The data policy is read at each claim, not kept from intake: a tenant made `local_only`
     // keeps its queued jobs off the cloud too. `distinct on` keeps one request per job (an update
-    // joined to two rows for one job would apply only one of them, arbitrarily).
+    // joined to two rows for one job would apply only one of them, arbitrarily); `id = any($1)`
+    // lets the planner prune the days none of them is in.
     let rows = sqlx::query_as!(
         Row,
         r#"update jobs
@@ -133,7 +134,7 @@ pub async fn claim_many(
                    from unnest($1::uuid[], $2::uuid[], $3::bool[])
                         with ordinality as r(id, claim_id, redelivered, n)
                   order by id, n) c
-          where jobs.id = c.id
+          where jobs.id = c.id and jobs.id = any($1::uuid[])
             and (status = 'queued'
                  or (status = 'retrying' and retry_at <= now() + make_interval(secs => $5))
                  or (status = 'running' and (c.redelivered or lease_expires_at < now())))
