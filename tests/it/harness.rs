@@ -478,6 +478,11 @@ impl Stack {
 
     /// Inserts a `generate` job for the stack's token as intake would, without publishing it.
     pub async fn insert_unpublished_job(&self, prompt: &str) -> JobId {
+        self.insert_job_as(JobId::new(), prompt).await
+    }
+
+    /// [`Self::insert_unpublished_job`] under a given id (a UUIDv7 of another day, say).
+    pub async fn insert_job_as(&self, id: JobId, prompt: &str) -> JobId {
         let hash = tollgate_core::token::hash(&self.token);
         let principal = tollgate_core::db::tokens::authenticate(&self.pool, &hash)
             .await
@@ -485,7 +490,7 @@ impl Stack {
             .expect("the stack's token is valid");
         let request = GenerateRequest::parse("llama3", prompt.into(), None).expect("valid request");
         let job = NewJob {
-            id: JobId::new(),
+            id,
             tenant_id: principal.tenant_id,
             token_id: Some(principal.token_id),
             request: JobRequest::Generate(request),

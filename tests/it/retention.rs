@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Days, Utc};
 use serde_json::json;
-use tollgate_core::db::jobs::{self, NewJob};
 use tollgate_core::db::partitions::{self, floor};
 use tollgate_core::db::runs::{self, ClaimRequest};
-use tollgate_core::domain::{GenerateRequest, JobId, JobRequest, Retention};
+use tollgate_core::domain::{JobId, Retention};
 use uuid::Uuid;
 
 use crate::harness::{Stack, client};
@@ -49,27 +48,7 @@ async fn job_made_on(stack: &Stack, day: DateTime<Utc>, prompt: &str) -> JobId {
         seconds,
         0,
     )));
-    let tenant: (Uuid, Uuid) =
-        sqlx::query_as("select tenant_id, id from api_tokens where role = 'client' limit 1")
-            .fetch_one(&stack.pool)
-            .await
-            .expect("the stack's token");
-    let request = GenerateRequest::parse("llama3", prompt.into(), None).expect("valid");
-    let job = NewJob {
-        id,
-        tenant_id: tollgate_core::domain::TenantId(tenant.0),
-        token_id: Some(tollgate_core::domain::TokenId(tenant.1)),
-        request: JobRequest::Generate(request),
-        metadata: None,
-        origin: None,
-        client_ip: None,
-        reservation: None,
-        webhook_url: None,
-        stream_to: None,
-        traceparent: None,
-    };
-    jobs::insert(&stack.pool, &job).await.expect("insert");
-    id
+    stack.insert_job_as(id, prompt).await
 }
 
 async fn exists(stack: &Stack, table: &str) -> bool {

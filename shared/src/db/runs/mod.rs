@@ -64,6 +64,49 @@ impl ClaimedJob {
     }
 }
 
+/// The columns a claim returns.
+struct ClaimRow {
+    id: JobId,
+    claim_id: Uuid,
+    tenant_id: TenantId,
+    request: Value,
+    claims: i32,
+    retries: i32,
+    revision: i32,
+    bulk: bool,
+    abandoned_recorded: i32,
+    stream: bool,
+    stream_to: Option<String>,
+    cancel_requested: bool,
+    data_policy: String,
+    batch_overflow: bool,
+    traceparent: Option<String>,
+}
+
+impl ClaimRow {
+    /// The job claimed, or the error of a stored request this version cannot read.
+    fn into_claimed(self) -> Result<ClaimedJob, sqlx::Error> {
+        Ok(ClaimedJob {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            request: serde_json::from_value(self.request)
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            claims: self.claims,
+            retries: self.retries,
+            revision: self.revision,
+            bulk: self.bulk,
+            abandoned_recorded: self.abandoned_recorded,
+            stream: self.stream,
+            stream_to: self.stream_to,
+            cancel_requested: self.cancel_requested,
+            data_policy: DataPolicy::parse("data_policy", &self.data_policy)
+                .map_err(|e| sqlx::Error::Decode(e.message.into()))?,
+            batch_overflow: self.batch_overflow,
+            traceparent: self.traceparent.as_deref().and_then(TraceParent::parse),
+        })
+    }
+}
+
 /// A `retrying` job's message may arrive a little before `retry_at` (clocks differ); one that
 /// arrives earlier than this many seconds is a stale duplicate and is left alone.
 const EARLY_ARRIVAL_SECS: f64 = 1.0;
@@ -87,8 +130,37 @@ pub async fn claim(
     request: ClaimRequest,
     lease: Duration,
 ) -> Result<Option<ClaimedJob>, sqlx::Error> {
-    let mut claimed = claim_many(pool, &[request], lease).await?;
-    claimed.pop().unwrap_or(Ok(None))
+    // The statement of `claim_many` for one job, without its arrays: a claim alone is planned in
+    // a fraction of the time (measured: 0.6 ms of planning per call for the array form), and a
+    // worker with one message at a time claims alone.
+    let row = sqlx::query_as!(
+        ClaimRow,
+        r#"update jobs
+            set status = 'running', claim_id = $2, claims = claims + 1, revision = revision + 1,
+                started_at = coalesce(started_at, now()),
+                lease_expires_at = now() + make_interval(secs => $4)
+          where id = $1
+            and (status = 'queued'
+                 or (status = 'retrying' and retry_at <= now() + make_interval(secs => $5))
+                 or (status = 'running' and ($3 or lease_expires_at < now())))
+          returning id as "id: JobId", claim_id as "claim_id!",
+                    tenant_id as "tenant_id: TenantId", request, claims, retries, revision,
+                    batch_id is not null as "bulk!", abandoned_recorded, stream, stream_to,
+                    cancel_requested_at is not null as "cancel_requested!",
+                    (select coalesce(k.data_policy, n.data_policy)
+                       from tenants n left join api_tokens k on k.id = jobs.token_id
+                      where n.id = jobs.tenant_id) as "data_policy!",
+                    (select batch_overflow from tenants where id = jobs.tenant_id)
+                        as "batch_overflow!", traceparent"#,
+        request.id as JobId,
+        request.claim_id,
+        request.redelivered,
+        lease.as_secs_f64(),
+        EARLY_ARRIVAL_SECS,
+    )
+    .fetch_optional(pool)
+    .await?;
+    row.map(ClaimRow::into_claimed).transpose()
 }
 
 /// Claims the jobs of messages delivered together in one statement, each as [`claim`] would; the
@@ -100,23 +172,6 @@ pub async fn claim_many(
     requests: &[ClaimRequest],
     lease: Duration,
 ) -> Result<Vec<Result<Option<ClaimedJob>, sqlx::Error>>, sqlx::Error> {
-    struct Row {
-        id: JobId,
-        claim_id: Uuid,
-        tenant_id: TenantId,
-        request: Value,
-        claims: i32,
-        retries: i32,
-        revision: i32,
-        bulk: bool,
-        abandoned_recorded: i32,
-        stream: bool,
-        stream_to: Option<String>,
-        cancel_requested: bool,
-        data_policy: String,
-        batch_overflow: bool,
-        traceparent: Option<String>,
-    }
     let ids: Vec<JobId> = requests.iter().map(|r| r.id).collect();
     let claim_ids: Vec<Uuid> = requests.iter().map(|r| r.claim_id).collect();
     let redelivered: Vec<bool> = requests.iter().map(|r| r.redelivered).collect();
@@ -125,7 +180,7 @@ pub async fn claim_many(
     // joined to two rows for one job would apply only one of them, arbitrarily); `id = any($1)`
     // lets the planner prune the days none of them is in.
     let rows = sqlx::query_as!(
-        Row,
+        ClaimRow,
         r#"update jobs
             set status = 'running', claim_id = c.claim_id, claims = claims + 1,
                 revision = revision + 1, started_at = coalesce(started_at, now()),
@@ -155,33 +210,15 @@ pub async fn claim_many(
     )
     .fetch_all(pool)
     .await?;
-    let mut by_claim: std::collections::HashMap<Uuid, Row> =
+    let mut by_claim: std::collections::HashMap<Uuid, ClaimRow> =
         rows.into_iter().map(|row| (row.claim_id, row)).collect();
     let claimed = requests
         .iter()
         .map(|request| {
-            let Some(row) = by_claim.remove(&request.claim_id) else {
-                return Ok(None);
-            };
-            let request_body = serde_json::from_value(row.request)
-                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-            Ok(Some(ClaimedJob {
-                id: row.id,
-                tenant_id: row.tenant_id,
-                request: request_body,
-                claims: row.claims,
-                retries: row.retries,
-                revision: row.revision,
-                bulk: row.bulk,
-                abandoned_recorded: row.abandoned_recorded,
-                stream: row.stream,
-                stream_to: row.stream_to,
-                cancel_requested: row.cancel_requested,
-                data_policy: DataPolicy::parse("data_policy", &row.data_policy)
-                    .map_err(|e| sqlx::Error::Decode(e.message.into()))?,
-                batch_overflow: row.batch_overflow,
-                traceparent: row.traceparent.as_deref().and_then(TraceParent::parse),
-            }))
+            by_claim
+                .remove(&request.claim_id)
+                .map(ClaimRow::into_claimed)
+                .transpose()
         })
         .collect();
     Ok(claimed)
