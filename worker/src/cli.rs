@@ -158,7 +158,8 @@ async fn expire(pool: &sqlx::PgPool) -> anyhow::Result<()> {
         retention,
         Some(tollgate_core::db::partitions::DAYS_AHEAD),
     )
-    .await?;
+    .await?
+    .context("another process is keeping the partitions now; try again in a moment")?;
     let list = |names: &[String]| match names {
         [] => "none".to_owned(),
         names => names.join(", "),
@@ -171,5 +172,8 @@ async fn expire(pool: &sqlx::PgPool) -> anyhow::Result<()> {
         list(&done.dropped),
         list(&done.held),
     );
+    if let Some(error) = done.unprepared {
+        anyhow::bail!("the days ahead are not all prepared ({error}); run it again");
+    }
     Ok(())
 }

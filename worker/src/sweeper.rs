@@ -51,11 +51,17 @@ async fn expire(context: &Context) -> bool {
     let retention = context.providers.runtime().settings.retention;
     let now = chrono::Utc::now();
     match partitions::maintain(&context.pool, now, retention, Some(partitions::DAYS_AHEAD)).await {
-        Ok(done) if done.dropped.is_empty() && done.held.is_empty() => {
+        Ok(None) => {
+            tracing::debug!("another process is keeping the partitions");
+            true
+        }
+        // Its failure to prepare a day is logged where it happened.
+        Ok(Some(done)) if done.unprepared.is_some() => false,
+        Ok(Some(done)) if done.dropped.is_empty() && done.held.is_empty() => {
             tracing::debug!(created = done.created.len(), "partitions prepared");
             true
         }
-        Ok(done) => {
+        Ok(Some(done)) => {
             tracing::info!(
                 dropped = ?done.dropped,
                 held_for_jobs_in_flight = ?done.held,

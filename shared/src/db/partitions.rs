@@ -39,6 +39,8 @@ pub struct Maintained {
     pub dropped: Vec<String>,
     /// Expired days of jobs kept because some of their jobs are still in flight.
     pub held: Vec<String>,
+    /// Why the days ahead could not all be prepared (the next upkeep tries again).
+    pub unprepared: Option<String>,
 }
 
 /// A side of a range bound: a time, or unbounded (`None`).
@@ -69,21 +71,21 @@ fn midnight(day: NaiveDate) -> DateTime<Utc> {
 }
 
 /// Prepares the partitions `days_ahead` of `now` (none when `None`) and drops what expired,
-/// unless another process is at it (then it does nothing). `now` is a parameter so that tests
-/// can age the data.
+/// unless another process is at it (then it does nothing and says `None`). `now` is a parameter
+/// so that tests can age the data.
 pub async fn maintain(
     pool: &PgPool,
     now: DateTime<Utc>,
     retention: Retention,
     days_ahead: Option<u64>,
-) -> Result<Maintained, sqlx::Error> {
+) -> Result<Option<Maintained>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
         .bind(LOCK_KEY)
         .fetch_one(&mut *conn)
         .await?;
     if !locked {
-        return Ok(Maintained::default());
+        return Ok(None);
     }
     let done = async {
         sqlx::query("set lock_timeout = '500ms'")
@@ -96,6 +98,7 @@ pub async fn maintain(
             && let Err(error) = prepare(&mut conn, now, days, &mut maintained).await
         {
             tracing::warn!(%error, "cannot prepare the partitions ahead");
+            maintained.unprepared = Some(error.to_string());
         }
         expire(&mut conn, now, retention, &mut maintained).await?;
         Ok::<_, sqlx::Error>(maintained)
@@ -110,7 +113,7 @@ pub async fn maintain(
     let maintained = done?;
     reset?;
     unlocked?;
-    Ok(maintained)
+    Ok(Some(maintained))
 }
 
 /// The days from the newest prepared one to `days_ahead` past `now`, and the months they fall
@@ -136,8 +139,7 @@ async fn prepare(
                 floor(next),
                 floor(end)
             );
-            sqlx::query(&ddl).execute(&mut *conn).await?;
-            maintained.created.push(name);
+            create(conn, &ddl, name, maintained).await?;
         }
         next = end;
     }
@@ -153,11 +155,33 @@ async fn prepare(
             floor(next),
             floor(end)
         );
-        sqlx::query(&ddl).execute(&mut *conn).await?;
-        maintained.created.push(name);
+        create(conn, &ddl, name, maintained).await?;
         next = end;
     }
     Ok(())
+}
+
+/// Runs one `create table … partition of`. A span whose ids already sit in the default partition
+/// (no process prepared it in time) cannot become a partition: it is skipped, its rows stay in the
+/// default, and the days after it are still prepared. Any other failure (a lock not had in time)
+/// stops the upkeep until the next round, so no day is ever skipped for a passing reason.
+async fn create(
+    conn: &mut PgConnection,
+    ddl: &str,
+    name: String,
+    maintained: &mut Maintained,
+) -> Result<(), sqlx::Error> {
+    match sqlx::query(ddl).execute(&mut *conn).await {
+        Ok(_) => {
+            maintained.created.push(name);
+            Ok(())
+        }
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("23514") => {
+            tracing::warn!(partition = name, %error, "its ids are in the default partition already; left there");
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Drops the days of jobs and the months of usage that ended before their horizons.
