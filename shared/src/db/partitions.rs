@@ -92,8 +92,8 @@ pub async fn maintain(
             .execute(&mut *conn)
             .await?;
         let mut maintained = Maintained::default();
-        // A day that cannot be made (its ids already sit in the default partition: no worker ran
-        // for a week) is left to the default; expiry goes on regardless.
+        // Days not prepared now (a lock not had in time) are said, and the next upkeep tries
+        // again; expiry goes on regardless.
         if let Some(days) = days_ahead
             && let Err(error) = prepare(&mut conn, now, days, &mut maintained).await
         {
