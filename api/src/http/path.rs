@@ -44,9 +44,11 @@ pub fn not_found<T: PathId>() -> ApiError {
 /// The answer for a job id that names nothing: 410 `job_expired` when its UUIDv7 time is older
 /// than the jobs kept (its day was dropped, or is about to be), else 404 like any unknown id.
 pub fn missing_job(id: JobId, retention: &Retention) -> ApiError {
-    let created = tollgate_core::db::partitions::time_of(id.0);
-    let horizon = retention.job_horizon(chrono::Utc::now());
-    if created < horizon {
+    // `age` reads the time a v7 id carries (an id without one is zero days old: unknown, 404).
+    let now = chrono::Utc::now();
+    let age = chrono::Duration::from_std(id.age()).unwrap_or_default();
+    let created = now - age;
+    if created < retention.job_horizon(now) {
         let kept = retention.job_days;
         return ApiError::gone(
             ErrorCode::JobExpired,
