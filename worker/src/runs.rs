@@ -8,6 +8,7 @@
 //! coalesced statement fails, each run is tried again by itself, so a job the database refuses
 //! fails only its own run.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -26,7 +27,7 @@ type Ended = Result<Option<Recorded>, sqlx::Error>;
 /// Where handlers claim their jobs and record their ends.
 pub(crate) struct Runs {
     claims: Coalescer<ClaimRequest, Claimed>,
-    ends: Coalescer<Finish, Ended>,
+    ends: Coalescer<Arc<Finish>, Ended>,
 }
 
 impl Runs {
@@ -52,7 +53,7 @@ impl Runs {
     }
 
     /// Records a run that ends its job, with the others ending meanwhile.
-    pub(crate) async fn finish(&self, run: Finish) -> Ended {
+    pub(crate) async fn finish(&self, run: Arc<Finish>) -> Ended {
         self.ends.submit(run).await.unwrap_or_else(stopped)
     }
 }
@@ -80,7 +81,7 @@ async fn claim(pool: PgPool, requests: Vec<ClaimRequest>, lease: Duration) -> Ve
     answers
 }
 
-async fn end(pool: PgPool, ended: Vec<Finish>) -> Vec<Ended> {
+async fn end(pool: PgPool, ended: Vec<Arc<Finish>>) -> Vec<Ended> {
     let together = runs::finish_many(&pool, &ended)
         .await
         .map(|recorded| recorded.into_iter().map(Ok).collect());

@@ -9,6 +9,7 @@ mod halt;
 mod tell;
 mod verdict;
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use lapin::message::Delivery;
@@ -232,14 +233,15 @@ async fn record(
             .await
         }
         Verdict::Finish(outcome) => {
-            // Handed to the statement that ends the runs ending meanwhile, so it owns a copy.
-            let run = Finish {
+            // Handed to the statement that ends the runs ending meanwhile, so it owns a copy: one,
+            // shared by every try while the database is away.
+            let run = Arc::new(Finish {
                 id: job.id,
                 claim_id,
                 outcome: outcome.clone(),
                 attempts: attempts.to_vec(),
                 policy: job.data_policy,
-            };
+            });
             persistently(context, "finish", || context.runs.finish(run.clone()))
                 .instrument(tracing::info_span!("finish"))
                 .await

@@ -1,6 +1,7 @@
 //! The statement that ends jobs: the closing statement of their last runs, written whole, for
 //! every run that ended together.
 
+use std::borrow::Borrow;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
@@ -56,11 +57,12 @@ pub async fn finish(pool: &PgPool, run: &Finish) -> Result<Option<Recorded>, sql
 ///
 /// Long on purpose: it is one statement, written out whole so that a reader sees every parameter
 /// beside its use and the compiler checks all of it against the schema.
-pub async fn finish_many(
+pub async fn finish_many<R: Borrow<Finish>>(
     pool: &PgPool,
-    runs: &[Finish],
+    runs: &[R],
 ) -> Result<Vec<Option<Recorded>>, sqlx::Error> {
-    let jobs = EndColumns::new(runs);
+    let runs: Vec<&Finish> = runs.iter().map(Borrow::borrow).collect();
+    let jobs = EndColumns::new(&runs);
     let (attempts, run_of) = AttemptColumns::of_runs(runs.iter().map(|r| r.attempts.as_slice()));
     // Each run `r` (numbered by its place, `r.run`) whose claim still holds its job: the job's end
     // (`done`), the run's attempts and the day's provider spend, the usage record when billed
@@ -275,9 +277,9 @@ struct EndColumns<'a> {
 }
 
 impl<'a> EndColumns<'a> {
-    fn new(runs: &'a [Finish]) -> Self {
+    fn new(runs: &[&'a Finish]) -> Self {
         let mut c = Self::default();
-        for run in runs {
+        for &run in runs {
             let end = End::of(&run.outcome);
             let bill = end.bill;
             c.id.push(run.id);
