@@ -69,6 +69,23 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
     }
 }
 
+/// A flush's answers from its one statement for the whole batch, or `None` when that failed for
+/// several items: the flush then tries each by itself, so one item the database refuses fails
+/// only its own caller. (A lone item's failure is its answer.)
+pub fn answered<T, E: std::fmt::Display>(
+    together: Result<Vec<Result<T, E>>, E>,
+    items: usize,
+) -> Option<Vec<Result<T, E>>> {
+    match together {
+        Ok(answers) => Some(answers),
+        Err(error) if items == 1 => Some(vec![Err(error)]),
+        Err(error) => {
+            tracing::warn!(%error, items, "a coalesced statement failed; one by one");
+            None
+        }
+    }
+}
+
 /// Takes whatever is waiting whenever a flush slot is free, and flushes it on a task of its own.
 async fn gather<I, O, F, Fut>(
     mut receiver: mpsc::UnboundedReceiver<(I, oneshot::Sender<O>)>,
@@ -179,6 +196,15 @@ mod tests {
         assert!(sizes.len() < 50, "50 items in {} flushes", sizes.len());
         drop(coalescer);
         tasks.join().await.expect("ends");
+    }
+
+    #[test]
+    fn a_failed_statement_answers_a_lone_item_and_sends_several_one_by_one() {
+        let ok: Result<Vec<Result<u32, String>>, String> = Ok(vec![Ok(1), Err("row".into())]);
+        assert_eq!(answered(ok, 2), Some(vec![Ok(1), Err("row".into())]));
+        let failed = || Err::<Vec<Result<u32, String>>, String>("down".into());
+        assert_eq!(answered(failed(), 1), Some(vec![Err("down".into())]));
+        assert_eq!(answered(failed(), 2), None);
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tollgate_core::coalesce::{Coalescer, Limits};
+use tollgate_core::coalesce::{self, Coalescer, Limits};
 use tollgate_core::db::runs::{self, ClaimRequest, ClaimedJob, Finish, Recorded};
 use tollgate_core::process::Tasks;
 
@@ -71,7 +71,7 @@ async fn claim(pool: PgPool, requests: Vec<ClaimRequest>, lease: Duration) -> Ve
         return vec![runs::claim(&pool, request, lease).await];
     }
     let together = runs::claim_many(&pool, &requests, lease).await;
-    if let Some(answers) = answered(together, requests.len()) {
+    if let Some(answers) = coalesce::answered(together, requests.len()) {
         return answers;
     }
     let mut answers = Vec::with_capacity(requests.len());
@@ -85,7 +85,7 @@ async fn end(pool: PgPool, ended: Vec<Arc<Finish>>) -> Vec<Ended> {
     let together = runs::finish_many(&pool, &ended)
         .await
         .map(|recorded| recorded.into_iter().map(Ok).collect());
-    if let Some(answers) = answered(together, ended.len()) {
+    if let Some(answers) = coalesce::answered(together, ended.len()) {
         return answers;
     }
     let mut answers = Vec::with_capacity(ended.len());
@@ -93,20 +93,4 @@ async fn end(pool: PgPool, ended: Vec<Arc<Finish>>) -> Vec<Ended> {
         answers.push(runs::finish(&pool, run).await);
     }
     answers
-}
-
-/// The coalesced statement's answers, or `None` when it failed for several items: each is then
-/// tried by itself.
-fn answered<T>(
-    together: Result<Vec<Result<T, sqlx::Error>>, sqlx::Error>,
-    items: usize,
-) -> Option<Vec<Result<T, sqlx::Error>>> {
-    match together {
-        Ok(answers) => Some(answers),
-        Err(error) if items == 1 => Some(vec![Err(error)]),
-        Err(error) => {
-            tracing::warn!(%error, items, "a coalesced statement failed; one by one");
-            None
-        }
-    }
 }

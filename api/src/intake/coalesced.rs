@@ -11,7 +11,7 @@
 //! fails only its own request.
 
 use sqlx::PgPool;
-use tollgate_core::coalesce::{Coalescer, Limits, Stopped};
+use tollgate_core::coalesce::{self, Coalescer, Limits, Stopped};
 use tollgate_core::db::jobs::{self, NewJob};
 use tollgate_core::domain::Job;
 use tollgate_core::process::Tasks;
@@ -75,12 +75,12 @@ async fn write(
 
 /// The batch in one statement; if that fails, each job by itself (only the refused fail).
 async fn insert(pool: &PgPool, batch: &[NewJob]) -> Vec<Result<Job, sqlx::Error>> {
-    let error = match jobs::insert_many(pool, batch).await {
-        Ok(written) => return written.into_iter().map(Ok).collect(),
-        Err(error) if batch.len() == 1 => return vec![Err(error)],
-        Err(error) => error,
-    };
-    tracing::warn!(%error, jobs = batch.len(), "a coalesced insert failed; inserting one by one");
+    let together = jobs::insert_many(pool, batch)
+        .await
+        .map(|written| written.into_iter().map(Ok).collect());
+    if let Some(written) = coalesce::answered(together, batch.len()) {
+        return written;
+    }
     let mut written = Vec::with_capacity(batch.len());
     for job in batch {
         written.push(jobs::insert(pool, job).await);
