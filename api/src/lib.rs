@@ -4,6 +4,7 @@
 //! binary and the tests run exactly the same code. Provider work never happens here.
 
 mod access;
+mod calls;
 mod cancelling;
 pub mod cli;
 mod fleet;

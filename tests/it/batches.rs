@@ -684,25 +684,9 @@ async fn a_batch_item_waiting_to_retry_comes_back_through_the_bulk_queue() {
     .await;
     let id = created["id"].as_str().expect("id").to_owned();
     wait_for_batch(&stack, &stack.token, &id, |b| b["counts"]["running"] == 1).await;
-    let waiting = |queue: String| {
-        let broker = stack.broker.clone();
-        async move {
-            let channel = broker
-                .session()
-                .expect("connected")
-                .channel()
-                .await
-                .expect("channel");
-            let passive = lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            };
-            channel
-                .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
-                .await
-                .expect("the queue exists")
-                .message_count()
-        }
+    let waiting = |queue: String| async {
+        let raw = stack.raw_broker().await.expect("connected");
+        raw.message_count(queue).await
     };
     let bucket = Duration::from_secs(5);
     tokio::time::timeout(WAIT, async {

@@ -3,11 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
 use provider_sim::Knobs;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use tollgate_core::db::job_attempts;
 use tollgate_core::domain::JobId;
+use tollgate_core::queue::{JobMessage, Subscription};
 use tollgate_worker::WorkerSettings;
 
 use crate::harness::{Options, Proxy, Stack, eventually, idle, test_worker_settings};
@@ -258,23 +259,14 @@ async fn a_dead_lettered_job_is_failed_with_internal_error() {
     let job = stack.insert_unpublished_job("poison").await;
     // What the broker does once a message reached its delivery limit: it lands on the
     // dead-letter exchange instead of the work queue.
-    let channel = stack
-        .broker
-        .session()
-        .expect("connected")
-        .channel()
-        .await
-        .expect("channel");
-    channel
-        .basic_publish(
-            stack.topology.dead_letter_exchange().into(),
-            "job".into(),
-            lapin::options::BasicPublishOptions::default(),
-            &tollgate_core::queue::Versioned::encode(&tollgate_core::queue::JobMessage::new(job)),
-            lapin::BasicProperties::default().with_delivery_mode(2),
-        )
-        .await
-        .expect("publish");
+    let raw = stack.raw_broker().await.expect("connected");
+    let message = tollgate_core::queue::JobMessage::new(job);
+    raw.publish(
+        stack.topology.dead_letter_exchange(),
+        "job",
+        &tollgate_core::queue::Versioned::encode(&message),
+    )
+    .await;
 
     let failed = stack.wait_until_finished(&job.to_string()).await;
 
@@ -344,34 +336,20 @@ async fn a_message_that_keeps_failing_is_dead_lettered_and_an_admin_can_requeue_
     stack.broker.publish_job(job, None).await.expect("publish");
 
     // A worker that crashes on this message every time: it takes it and the broker gets it back.
-    let channel = stack
-        .broker
-        .session()
-        .expect("connected")
-        .channel()
+    let queue = stack.topology.jobs_queue();
+    let shutdown = CancellationToken::new();
+    let mut subscription = Subscription::<JobMessage>::open(&stack.broker, &queue, 1, &shutdown)
         .await
-        .expect("channel");
-    let mut consumer = channel
-        .basic_consume(
-            stack.topology.jobs_queue().into(),
-            "crashing-worker".into(),
-            lapin::options::BasicConsumeOptions::default(),
-            lapin::types::FieldTable::default(),
-        )
-        .await
-        .expect("consume");
+        .expect("subscribed");
     let mut deliveries = 0;
-    while let Ok(Some(Ok(delivery))) =
-        tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
+    while let Ok(Some(delivery)) =
+        tokio::time::timeout(Duration::from_secs(2), subscription.next()).await
     {
         deliveries += 1;
-        let requeue = lapin::options::BasicNackOptions {
-            requeue: true,
-            ..Default::default()
-        };
-        delivery.acker.nack(requeue).await.expect("nack");
+        assert_eq!(delivery.message().map(|m| m.job_id), Some(job));
+        delivery.requeue().await;
     }
-    channel.close(200, "done".into()).await.expect("close");
+    drop(subscription);
     assert_eq!(
         deliveries,
         tollgate_core::queue::DELIVERY_LIMIT + 1,

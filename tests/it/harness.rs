@@ -641,10 +641,8 @@ impl Stack {
             let _ = worker.task.await;
             worker.connection.cancel();
         }
-        if let Some(session) = self.broker.session()
-            && let Ok(channel) = session.channel().await
-        {
-            let _ = self.topology.delete(&channel).await;
+        if let Some(raw) = self.raw_broker().await {
+            let _ = self.topology.delete(&raw.channel).await;
         }
         self.stop.cancel();
         let apis = std::mem::take(&mut *self.apis.lock().expect("apis lock"));
@@ -691,6 +689,50 @@ async fn delete_queues(topology: &Topology) {
         let _ = topology.delete(&channel).await;
     }
     let _ = connection.close(200, "the test is over".into()).await;
+}
+
+/// The one place tests speak AMQP themselves (lapin), for what the broker does on its own or what
+/// the gateway never does: a channel on the stack's connection.
+pub struct RawBroker {
+    channel: lapin::Channel,
+}
+
+impl Stack {
+    /// A raw channel on the stack's broker connection; `None` while it is away.
+    pub async fn raw_broker(&self) -> Option<RawBroker> {
+        let channel = self.broker.session()?.channel().await.ok()?;
+        Some(RawBroker { channel })
+    }
+}
+
+impl RawBroker {
+    /// How many messages `queue` holds (ready, not delivered).
+    pub async fn message_count(&self, queue: String) -> u32 {
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        self.channel
+            .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
+            .await
+            .expect("the queue exists")
+            .message_count()
+    }
+
+    /// Publishes `body` persistently to `exchange` under `key`, as the broker itself would (a
+    /// dead letter, say).
+    pub async fn publish(&self, exchange: String, key: &str, body: &[u8]) {
+        self.channel
+            .basic_publish(
+                exchange.into(),
+                key.into(),
+                lapin::options::BasicPublishOptions::default(),
+                body,
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("publish");
+    }
 }
 
 /// Drops a stack's database, ending the connections still open to it.

@@ -277,3 +277,62 @@ async fn what_the_routes_answer_is_what_the_document_describes() {
     assert!(checked >= 30, "{checked} reads checked");
     stack.stop().await;
 }
+
+/// A job row written by another release, with an error code this one does not know (on the job
+/// and on its attempt): it reads — never a decode error — keeps its code, and what the routes
+/// answer still matches the document.
+#[tokio::test]
+async fn a_stored_error_code_this_release_does_not_know_still_reads() {
+    let stack = Stack::with(idle()).await;
+    let id = stack
+        .insert_unpublished_job("written by a newer release")
+        .await;
+    sqlx::query(
+        "update jobs set status = 'failed', error_code = 'some_future_code',
+                error_message = 'a newer release failed it', finished_at = now()
+          where id = $1",
+    )
+    .bind(id)
+    .execute(&stack.pool)
+    .await
+    .expect("update");
+    sqlx::query(
+        "insert into job_attempts (job_id, claim, provider, upstream_model, started_at,
+                                   latency_ms, outcome, error_code, error_message)
+         values ($1, 1, 'ollama', 'llama3', now(), 5, 'permanent_error', 'some_future_code',
+                 'a newer release failed it')",
+    )
+    .bind(id)
+    .execute(&stack.pool)
+    .await
+    .expect("insert attempt");
+    let schemas = Schemas {
+        document: document(&stack).await,
+    };
+
+    let job_url = format!("/v1/jobs/{id}");
+    let (status, job) = call(&stack, &stack.token, Method::GET, &job_url, &Value::Null).await;
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["status"], "failed");
+    assert_eq!(job["error"]["code"], "some_future_code");
+    schemas.check(&Method::GET, "/v1/jobs/{id}", 200, &job);
+
+    let attempts_url = format!("/v1/jobs/{id}/attempts");
+    let (status, attempts) = call(
+        &stack,
+        &stack.token,
+        Method::GET,
+        &attempts_url,
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{attempts}");
+    assert_eq!(attempts["data"][0]["error_code"], "some_future_code");
+    schemas.check(&Method::GET, "/v1/jobs/{id}/attempts", 200, &attempts);
+
+    let list_url = "/v1/jobs?status=failed";
+    let (status, listed) = call(&stack, &stack.token, Method::GET, list_url, &Value::Null).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["data"][0]["error"]["code"], "some_future_code");
+    stack.stop().await;
+}

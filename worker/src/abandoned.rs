@@ -12,7 +12,7 @@ use chrono::Utc;
 use tollgate_core::billing::estimate_tokens;
 use tollgate_core::db::job_attempts::{AttemptOutcome, AttemptRecord};
 use tollgate_core::db::runs::{ClaimedJob, Outcome};
-use tollgate_core::domain::{JobError, ProviderName};
+use tollgate_core::domain::{JobError, JobErrorCode, ProviderName};
 
 use crate::providers::Plan;
 
@@ -52,11 +52,10 @@ pub fn estimates(
         latency: std::time::Duration::ZERO,
         status_code: None,
         outcome: AttemptOutcome::Abandoned,
-        error: Some(JobError {
-            code: "abandoned_run".into(),
-            message: "the worker stopped before recording this call; its tokens are estimated"
-                .into(),
-        }),
+        error: Some(JobError::new(
+            JobErrorCode::AbandonedRun,
+            "the worker stopped before recording this call; its tokens are estimated",
+        )),
         prompt_tokens: Some(estimate_tokens(&job.request.input_text())),
         completion_tokens: Some(completion),
         cost: None,

@@ -11,12 +11,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt as _;
-use lapin::Consumer;
-use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::domain::JobId;
-use tollgate_core::queue::{Broker, CancelMessage, HintQueue, Versioned as _};
+use tollgate_core::queue::{Broker, CancelMessage, HintBounds, HintQueue};
 
 /// The runs of this worker that a cancel can reach, by job.
 #[derive(Clone, Default)]
@@ -67,22 +64,22 @@ impl Cancels {
             .each_session(&shutdown, |session| {
                 let (cancels, exchange) = (self.clone(), exchange.clone());
                 async move {
-                    match HintQueue::declare(&session, &exchange, &[""], FieldTable::default())
-                        .await
-                    {
-                        Ok(queue) => cancels.dispatch(queue.consumer).await,
+                    let declared = HintQueue::<CancelMessage>::declare(
+                        &session,
+                        &exchange,
+                        &[""],
+                        HintBounds::default(),
+                    );
+                    match declared.await {
+                        Ok(mut queue) => {
+                            while let Some(message) = queue.next().await {
+                                cancels.cancel(message.job_id);
+                            }
+                        }
                         Err(error) => tracing::warn!(%error, "cannot subscribe to cancels"),
                     }
                 }
             })
             .await;
-    }
-
-    async fn dispatch(&self, mut consumer: Consumer) {
-        while let Some(Ok(delivery)) = consumer.next().await {
-            if let Some(message) = CancelMessage::decode(&delivery.data) {
-                self.cancel(message.job_id);
-            }
-        }
     }
 }

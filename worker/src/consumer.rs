@@ -5,15 +5,10 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures::{FutureExt as _, StreamExt as _};
-use lapin::message::Delivery;
-use lapin::options::{BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
-use lapin::types::FieldTable;
-use lapin::{Channel, Consumer};
+use futures::FutureExt as _;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
-use tollgate_core::queue::Broker;
+use tollgate_core::queue::{Acknowledged, Delivery, JobMessage, Subscription};
 
 use crate::chain::Lane;
 use crate::{Context, execute};
@@ -32,7 +27,7 @@ pub async fn run(context: Arc<Context>) {
         (topology.bulk_queue(), settings.bulk_concurrency, Lane::Bulk),
     ];
     futures::future::join_all(queues.map(|(queue, concurrency, lane)| {
-        consume(
+        consume::<JobMessage, _, _>(
             context.clone(),
             queue,
             concurrency,
@@ -46,16 +41,17 @@ pub async fn run(context: Arc<Context>) {
 
 /// Hands each delivery of `queue` to `handle` on its own task, at most `concurrency` at once,
 /// until shutdown; then gives the running ones the shutdown grace.
-pub async fn consume<H, Fut>(context: Arc<Context>, queue: String, concurrency: usize, handle: H)
+pub async fn consume<M, H, Fut>(context: Arc<Context>, queue: String, concurrency: usize, handle: H)
 where
-    H: Fn(Arc<Context>, Arc<Delivery>) -> Fut,
+    M: Acknowledged + Send + Sync + 'static,
+    H: Fn(Arc<Context>, Arc<Delivery<M>>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let limit = Arc::new(Semaphore::new(concurrency));
     let mut in_flight = JoinSet::new();
     let prefetch = u16::try_from(concurrency).unwrap_or(u16::MAX);
-    'sessions: while let Some((_channel, mut consumer)) =
-        subscribe(&context.broker, &queue, prefetch, &context.shutdown).await
+    'sessions: while let Some(mut subscription) =
+        Subscription::<M>::open(&context.broker, &queue, prefetch, &context.shutdown).await
     {
         loop {
             // Reap finished handlers so the set only holds what is running.
@@ -68,33 +64,22 @@ where
             let Ok(permit) = permit else { break 'sessions };
             let delivery = tokio::select! {
                 () = context.shutdown.cancelled() => break 'sessions,
-                delivery = consumer.next() => delivery,
+                delivery = subscription.next() => delivery,
             };
-            match delivery {
-                Some(Ok(delivery)) => {
-                    let delivery = Arc::new(delivery);
-                    let run = AssertUnwindSafe(handle(context.clone(), delivery.clone()));
-                    in_flight.spawn(async move {
-                        if run.catch_unwind().await.is_err() {
-                            // A bug, not an outcome: put the message back. Each requeue counts
-                            // towards the delivery limit, so a job message that always panics ends
-                            // in the dead-letter queue and its job is failed there.
-                            tracing::error!("handler panicked; requeueing the message");
-                            let requeue = BasicNackOptions {
-                                requeue: true,
-                                ..Default::default()
-                            };
-                            let _ = delivery.acker.nack(requeue).await;
-                        }
-                        drop(permit);
-                    });
+            // The subscription ended (its session was lost): subscribe again.
+            let Some(delivery) = delivery else { break };
+            let delivery = Arc::new(delivery);
+            let run = AssertUnwindSafe(handle(context.clone(), delivery.clone()));
+            in_flight.spawn(async move {
+                if run.catch_unwind().await.is_err() {
+                    // A bug, not an outcome: put the message back. Each requeue counts towards
+                    // the delivery limit, so a job message that always panics ends in the
+                    // dead-letter queue and its job is failed there.
+                    tracing::error!("handler panicked; requeueing the message");
+                    delivery.requeue().await;
                 }
-                Some(Err(error)) => {
-                    tracing::warn!(%error, queue, "consumer failed; resubscribing");
-                    break;
-                }
-                None => break,
-            }
+                drop(permit);
+            });
         }
     }
     drain(in_flight, &context).await;
@@ -111,51 +96,4 @@ async fn drain(mut in_flight: JoinSet<()>, context: &Context) {
         );
         in_flight.abort_all();
     }
-}
-
-/// Waits for a broker session and subscribes to `queue` on a fresh channel; `None` on shutdown.
-pub async fn subscribe(
-    broker: &Broker,
-    queue: &str,
-    prefetch: u16,
-    shutdown: &CancellationToken,
-) -> Option<(Channel, Consumer)> {
-    let mut sessions = broker.watch();
-    loop {
-        let session = broker.session();
-        if let Some(session) = session {
-            match open(&session, queue, prefetch).await {
-                Ok(subscription) => return Some(subscription),
-                Err(error) => {
-                    tracing::warn!(%error, queue, "cannot subscribe; waiting for the broker")
-                }
-            }
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return None,
-            changed = sessions.changed() => if changed.is_err() { return None },
-            // A session that died without the supervisor noticing yet is retried shortly.
-            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-        }
-    }
-}
-
-async fn open(
-    session: &tollgate_core::queue::Session,
-    queue: &str,
-    prefetch: u16,
-) -> lapin::Result<(Channel, Consumer)> {
-    let channel = session.channel().await?;
-    channel
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await?;
-    let consumer = channel
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    Ok((channel, consumer))
 }

@@ -3,35 +3,32 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt as _;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tollgate_core::db::jobs;
-use tollgate_core::domain::{JobError, JobStatus};
-use tollgate_core::queue::{JobMessage, Versioned as _};
+use tollgate_core::domain::{JobError, JobErrorCode, JobStatus};
+use tollgate_core::queue::{JobMessage, Subscription};
 
+use crate::Context;
 use crate::execute::announce;
-use crate::{Context, consumer::subscribe};
 
 /// Pause before retrying a dead letter while the database is unavailable.
 const RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub async fn run(context: Arc<Context>) {
     let queue = context.broker.topology().dead_letter_queue();
-    while let Some((_channel, mut consumer)) =
-        subscribe(&context.broker, &queue, 16, &context.shutdown).await
+    while let Some(mut subscription) =
+        Subscription::<JobMessage>::open(&context.broker, &queue, 16, &context.shutdown).await
     {
         loop {
             let delivery = tokio::select! {
                 () = context.shutdown.cancelled() => return,
-                delivery = consumer.next() => delivery,
+                delivery = subscription.next() => delivery,
             };
-            let Some(Ok(delivery)) = delivery else { break };
-            if let Some(message) = JobMessage::decode(&delivery.data) {
-                let error = JobError {
-                    code: "internal_error".into(),
-                    message: "the job's message was dead-lettered after repeated failed deliveries"
-                        .into(),
-                };
+            let Some(delivery) = delivery else { break };
+            if let Some(message) = delivery.message() {
+                let error = JobError::new(
+                    JobErrorCode::InternalError,
+                    "the job's message was dead-lettered after repeated failed deliveries",
+                );
                 match jobs::fail_dead_lettered(&context.pool, message.job_id, &error).await {
                     Ok(Some(recorded)) => {
                         tracing::error!(job_id = %message.job_id, "dead-lettered job marked failed");
@@ -41,13 +38,7 @@ pub async fn run(context: Arc<Context>) {
                     Err(error) => {
                         // Put back: the dead letter stays until the database is back.
                         tracing::warn!(%error, "cannot fail a dead-lettered job; will retry");
-                        let _ = delivery
-                            .acker
-                            .nack(BasicNackOptions {
-                                requeue: true,
-                                ..Default::default()
-                            })
-                            .await;
+                        delivery.requeue().await;
                         tokio::select! {
                             () = context.shutdown.cancelled() => return,
                             () = tokio::time::sleep(RETRY_DELAY) => continue,
@@ -56,7 +47,7 @@ pub async fn run(context: Arc<Context>) {
                 }
             }
             // Undecodable messages are acked away: there is no job to fail.
-            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+            delivery.ack().await;
         }
     }
 }

@@ -1,13 +1,29 @@
 //! Every `code` a problem+json answer can carry: one enumerated set, stable for clients to match on.
 //! The drop-in surfaces answer in their own shapes, carrying the same codes. The OpenAPI document
-//! lists them (the `ErrorCode` schema).
+//! lists them (the `ErrorCode` schema). A job's own codes ([`JobErrorCode`]) become these in
+//! [`ErrorCode::of_job`].
 
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use tollgate_core::domain::JobErrorCode;
 use utoipa::ToSchema;
 
 /// A problem's stable `code` (also its `type`, `urn:tollgate:problem:<code>`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
     /// The body or query could not be read (bad JSON, wrong shape).
     MalformedRequest,
@@ -103,101 +119,40 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order above.
-    pub const ALL: [Self; 45] = [
-        Self::MalformedRequest,
-        Self::InvalidField,
-        Self::MissingToken,
-        Self::InvalidToken,
-        Self::Forbidden,
-        Self::OriginRequired,
-        Self::OriginNotAllowed,
-        Self::IpNotAllowed,
-        Self::NotFound,
-        Self::JobExpired,
-        Self::ModelNotFound,
-        Self::MethodNotAllowed,
-        Self::TenantExists,
-        Self::HostExists,
-        Self::PriceExists,
-        Self::OwnTenant,
-        Self::JobNotCancellable,
-        Self::BatchNotCancellable,
-        Self::BatchCancelled,
-        Self::GeneratedFile,
-        Self::IdempotencyKeyInUse,
-        Self::IdempotencyKeyReused,
-        Self::BodyTooLarge,
-        Self::RequestTimeout,
-        Self::HeaderTooLarge,
-        Self::UriTooLong,
-        Self::UnsupportedMediaType,
-        Self::QuotaExceeded,
-        Self::RateLimited,
-        Self::TooManyAuthFailures,
-        Self::JobStillRunning,
-        Self::ServiceUnavailable,
-        Self::UpstreamError,
-        Self::InternalError,
-        Self::Cancelled,
-        Self::InvalidRequest,
-        Self::InputTooLong,
-        Self::ProviderRateLimited,
-        Self::NoProviderAvailable,
-        Self::ProviderTimeout,
-        Self::StreamInterrupted,
-        Self::ProviderUnavailable,
-        Self::ProviderUnauthorized,
-        Self::JobFailed,
-        Self::ProviderError,
-    ];
+    pub const ALL: &'static [Self] = <Self as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::MalformedRequest => "malformed_request",
-            Self::InvalidField => "invalid_field",
-            Self::MissingToken => "missing_token",
-            Self::InvalidToken => "invalid_token",
-            Self::Forbidden => "forbidden",
-            Self::OriginRequired => "origin_required",
-            Self::OriginNotAllowed => "origin_not_allowed",
-            Self::IpNotAllowed => "ip_not_allowed",
-            Self::NotFound => "not_found",
-            Self::JobExpired => "job_expired",
-            Self::ModelNotFound => "model_not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::TenantExists => "tenant_exists",
-            Self::HostExists => "host_exists",
-            Self::PriceExists => "price_exists",
-            Self::OwnTenant => "own_tenant",
-            Self::JobNotCancellable => "job_not_cancellable",
-            Self::BatchNotCancellable => "batch_not_cancellable",
-            Self::BatchCancelled => "batch_cancelled",
-            Self::GeneratedFile => "generated_file",
-            Self::IdempotencyKeyInUse => "idempotency_key_in_use",
-            Self::IdempotencyKeyReused => "idempotency_key_reused",
-            Self::BodyTooLarge => "body_too_large",
-            Self::RequestTimeout => "request_timeout",
-            Self::HeaderTooLarge => "header_too_large",
-            Self::UriTooLong => "uri_too_long",
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::QuotaExceeded => "quota_exceeded",
-            Self::RateLimited => "rate_limited",
-            Self::TooManyAuthFailures => "too_many_auth_failures",
-            Self::JobStillRunning => "job_still_running",
-            Self::ServiceUnavailable => "service_unavailable",
-            Self::UpstreamError => "upstream_error",
-            Self::InternalError => "internal_error",
-            Self::Cancelled => "cancelled",
-            Self::InvalidRequest => "invalid_request",
-            Self::InputTooLong => "input_too_long",
-            Self::ProviderRateLimited => "provider_rate_limited",
-            Self::NoProviderAvailable => "no_provider_available",
-            Self::ProviderTimeout => "provider_timeout",
-            Self::StreamInterrupted => "stream_interrupted",
-            Self::ProviderUnavailable => "provider_unavailable",
-            Self::ProviderUnauthorized => "provider_unauthorized",
-            Self::JobFailed => "job_failed",
-            Self::ProviderError => "provider_error",
+        self.into()
+    }
+
+    /// What a call whose job failed with `code` answers: the status says whose fault it was (the
+    /// request's, the provider's, or nobody's yet). The one place a job's code becomes the api's;
+    /// each surface renders the result in its own dialect.
+    pub fn of_job(code: &JobErrorCode) -> (StatusCode, Self) {
+        use JobErrorCode as Job;
+        match code {
+            Job::Cancelled => (StatusCode::CONFLICT, Self::Cancelled),
+            Job::ModelNotFound => (StatusCode::NOT_FOUND, Self::ModelNotFound),
+            Job::InvalidRequest => (StatusCode::BAD_REQUEST, Self::InvalidRequest),
+            Job::InputTooLong => (StatusCode::BAD_REQUEST, Self::InputTooLong),
+            Job::ProviderRateLimited => (StatusCode::TOO_MANY_REQUESTS, Self::ProviderRateLimited),
+            Job::NoProviderAvailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, Self::NoProviderAvailable)
+            }
+            Job::ProviderTimeout => (StatusCode::GATEWAY_TIMEOUT, Self::ProviderTimeout),
+            Job::StreamInterrupted => (StatusCode::BAD_GATEWAY, Self::StreamInterrupted),
+            Job::ProviderUnavailable => (StatusCode::BAD_GATEWAY, Self::ProviderUnavailable),
+            Job::ProviderUnauthorized => (StatusCode::BAD_GATEWAY, Self::ProviderUnauthorized),
+            Job::InternalError => (StatusCode::INTERNAL_SERVER_ERROR, Self::JobFailed),
+            Job::ProviderUnreachable
+            | Job::ProviderBusy
+            | Job::ProviderCircuitOpen
+            | Job::FleetUnavailable
+            | Job::HostRemoved
+            | Job::ProviderError
+            | Job::InvalidProviderResponse
+            | Job::AbandonedRun
+            | Job::Unknown(_) => (StatusCode::BAD_GATEWAY, Self::ProviderError),
         }
     }
 }
@@ -217,6 +172,7 @@ mod tests {
         let names: std::collections::HashSet<&str> =
             ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
         assert_eq!(names.len(), ErrorCode::ALL.len());
+        assert_eq!(ErrorCode::ALL.len(), 45);
         assert!(
             names
                 .iter()
@@ -226,10 +182,43 @@ mod tests {
 
     #[test]
     fn each_code_is_written_on_the_wire_as_its_name() {
-        for code in ErrorCode::ALL {
+        for &code in ErrorCode::ALL {
             let wire = serde_json::to_value(code).expect("serializes");
             assert_eq!(wire, code.as_str());
             assert_eq!(serde_json::from_value::<ErrorCode>(wire).ok(), Some(code));
         }
+    }
+
+    #[test]
+    fn a_failed_job_answers_by_whose_fault_it_was() {
+        use JobErrorCode as Job;
+        let of = ErrorCode::of_job;
+        assert_eq!(
+            of(&Job::ModelNotFound),
+            (StatusCode::NOT_FOUND, ErrorCode::ModelNotFound)
+        );
+        assert_eq!(
+            of(&Job::Cancelled),
+            (StatusCode::CONFLICT, ErrorCode::Cancelled)
+        );
+        assert_eq!(
+            of(&Job::ProviderRateLimited),
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::ProviderRateLimited
+            )
+        );
+        assert_eq!(
+            of(&Job::InternalError),
+            (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::JobFailed)
+        );
+        assert_eq!(
+            of(&Job::ProviderBusy),
+            (StatusCode::BAD_GATEWAY, ErrorCode::ProviderError)
+        );
+        assert_eq!(
+            of(&Job::from("some_future_code")),
+            (StatusCode::BAD_GATEWAY, ErrorCode::ProviderError)
+        );
     }
 }

@@ -16,7 +16,6 @@ use tollgate_core::domain::{NUL_REFUSED, line_syntax_error, nul_in_json};
 use crate::AppState;
 use crate::http::error::ApiError;
 use crate::http::request_body::BodyDeadline;
-use crate::intake::idempotency::{self, Key};
 
 pub struct JsonBody<T>(pub T);
 
@@ -39,30 +38,6 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         }
         let bytes = body_bytes(req, state, state.body_limit).await?;
         parse(&bytes).map(JsonBody)
-    }
-}
-
-/// A JSON body, with the request's `Idempotency-Key` (and its fingerprint) when it sent one.
-pub struct IdempotentJson<T> {
-    pub body: T,
-    pub key: Option<Key>,
-}
-
-impl<T: DeserializeOwned> FromRequest<AppState> for IdempotentJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
-            return Err(ApiError::unsupported_media_type());
-        }
-        let (method, uri) = (req.method().clone(), req.uri().clone());
-        let key_header = req.headers().get(idempotency::HEADER).cloned();
-        let bytes = body_bytes(req, state, state.body_limit).await?;
-        let key = Key::from_header(key_header.as_ref(), || {
-            idempotency::fingerprint(&method, &uri, &bytes)
-        })?;
-        let body = parse(&bytes)?;
-        Ok(Self { body, key })
     }
 }
 

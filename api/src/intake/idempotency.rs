@@ -2,23 +2,50 @@
 //! first answer to a key is recorded in the same transaction as the work it accepted and replayed
 //! to every retry (`Idempotent-Replayed: true`); the same key with another request is 422
 //! `idempotency_key_reused`; a retry while the first request is still in flight is 409
-//! `idempotency_key_in_use`. Keys belong to a tenant and are kept a day.
+//! `idempotency_key_in_use`. Keys belong to a tenant and are kept a day. [`IdempotentJson`] reads
+//! a submission's body with its key.
 
 use axum::Json;
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use sqlx::{PgPool, Postgres, Transaction};
 use tollgate_core::db::idempotency;
 use tollgate_core::domain::TenantId;
 
+use crate::AppState;
 use crate::http::error::{ApiError, ErrorCode};
+use crate::http::extract::{body_bytes, is_json, parse};
 
 pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 /// Longest key accepted.
 const MAX_KEY_CHARS: usize = 255;
+
+/// A JSON body, with the request's `Idempotency-Key` (and its fingerprint) when it sent one.
+pub struct IdempotentJson<T> {
+    pub body: T,
+    pub key: Option<Key>,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for IdempotentJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+            return Err(ApiError::unsupported_media_type());
+        }
+        let (method, uri) = (req.method().clone(), req.uri().clone());
+        let key_header = req.headers().get(HEADER).cloned();
+        let bytes = body_bytes(req, state, state.body_limit).await?;
+        let key = Key::from_header(key_header.as_ref(), || fingerprint(&method, &uri, &bytes))?;
+        let body = parse(&bytes)?;
+        Ok(Self { body, key })
+    }
+}
 
 /// A request's key and the fingerprint of the request it came with.
 pub struct Key {

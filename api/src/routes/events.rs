@@ -135,7 +135,7 @@ impl TextSeen {
         if self.next_seq.is_some() && !self.from_start {
             return None;
         }
-        let rest = crate::watching::answer::unsent_text(job, &self.sent)?;
+        let rest = crate::calls::answer::unsent_text(job, &self.sent)?;
         self.sent.push_str(&rest);
         Some(rest)
     }

@@ -27,14 +27,15 @@ use super::paging;
 use super::tenancy::{self, ForTenant};
 use crate::AppState;
 use crate::access::auth::Caller;
+use crate::calls::feed::{Dialect, Feed};
 use crate::http::client::ClientInfo;
 use crate::http::error::{ApiError, ErrorCode};
-use crate::http::extract::{IdempotentJson, QueryParams};
+use crate::http::extract::QueryParams;
 use crate::http::path::{Path, missing_job};
 use crate::http::prefer;
+use crate::intake::idempotency::IdempotentJson;
 use crate::intake::idempotency::Key;
 use crate::intake::{self, Accepted, Intake};
-use crate::watching::feed::{Dialect, Feed};
 use crate::watching::watch;
 
 /// What a submission carries besides its request.

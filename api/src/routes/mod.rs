@@ -160,6 +160,7 @@ mod tests {
 
     use super::*;
     use crate::http::error::ErrorCode;
+    use tollgate_core::domain::JobErrorCode;
 
     /// The document as served, as JSON.
     fn document() -> Value {
@@ -268,6 +269,27 @@ mod tests {
         assert_eq!(
             document["components"]["schemas"]["Problem"]["properties"]["code"]["$ref"],
             "#/components/schemas/ErrorCode"
+        );
+    }
+
+    #[test]
+    fn every_job_error_code_is_listed_and_described() {
+        let document = document();
+        let schema = &document["components"]["schemas"]["JobErrorCode"];
+        let codes: Vec<String> = JobErrorCode::known()
+            .map(|code| code.as_str().to_owned())
+            .collect();
+        assert_eq!(schema["anyOf"][0]["enum"], serde_json::json!(codes));
+        let described = schema["description"].as_str().unwrap_or_default();
+        for code in JobErrorCode::known() {
+            assert!(
+                described.contains(&format!("`{}` ({})", code.as_str(), code.class().as_str())),
+                "{code} is described with its class"
+            );
+        }
+        assert_eq!(
+            document["components"]["schemas"]["JobError"]["properties"]["code"]["$ref"],
+            "#/components/schemas/JobErrorCode"
         );
     }
 

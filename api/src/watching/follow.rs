@@ -12,15 +12,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt as _;
-use lapin::options::QueueBindOptions;
-use lapin::types::{FieldTable, ShortString};
-use lapin::{Channel, Consumer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::domain::JobId;
 use tollgate_core::process::Tasks;
-use tollgate_core::queue::{Broker, HintQueue, StreamMessage, Versioned as _};
+use tollgate_core::queue::{Broker, HintBinding, HintBounds, HintQueue, StreamMessage};
 
 /// What a follower hears.
 #[derive(Debug)]
@@ -54,8 +50,8 @@ struct Inner {
     /// This instance's key: streaming jobs whose client it holds carry it.
     key: String,
     jobs: Mutex<Table>,
-    /// The current session's channel and queue, once subscribed.
-    bound: Mutex<Option<(Channel, ShortString)>>,
+    /// The current session's queue, once subscribed.
+    bound: Mutex<Option<HintBinding>>,
     next_key: std::sync::atomic::AtomicU64,
 }
 
@@ -169,17 +165,17 @@ impl Inner {
         tollgate_core::sync::lock(&self.jobs)
     }
 
-    fn lock_bound(&self) -> std::sync::MutexGuard<'_, Option<(Channel, ShortString)>> {
+    fn lock_bound(&self) -> std::sync::MutexGuard<'_, Option<HintBinding>> {
         tollgate_core::sync::lock(&self.bound)
     }
 
-    fn current(&self) -> Option<(Channel, ShortString)> {
+    fn current(&self) -> Option<HintBinding> {
         self.lock_bound().clone()
     }
 
-    /// This session's channel and queue; while the broker is connected but the queue not yet
-    /// declared (just after start or a reconnect), waits for it a moment.
-    async fn subscribed(&self) -> Result<(Channel, ShortString), FollowError> {
+    /// This session's queue; while the broker is connected but the queue not yet declared (just
+    /// after start or a reconnect), waits for it a moment.
+    async fn subscribed(&self) -> Result<HintBinding, FollowError> {
         let deadline = tokio::time::Instant::now() + SUBSCRIBE_WAIT;
         loop {
             if let Some(bound) = self.current() {
@@ -193,32 +189,18 @@ impl Inner {
     }
 
     async fn bind(&self, id: JobId) -> Result<(), FollowError> {
-        let (channel, queue) = self.subscribed().await?;
-        channel
-            .queue_bind(
-                queue,
-                self.broker.topology().streams_exchange().into(),
-                StreamMessage::job_pattern(id).into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
+        let binding = self.subscribed().await?;
+        binding
+            .bind(&StreamMessage::job_pattern(id))
             .await
             .map_err(|error| FollowError(error.to_string()))
     }
 
     async fn unbind(&self, id: JobId) {
-        let Some((channel, queue)) = self.current() else {
+        let Some(binding) = self.current() else {
             return;
         };
-        let unbound = channel
-            .queue_unbind(
-                queue,
-                self.broker.topology().streams_exchange().into(),
-                StreamMessage::job_pattern(id).into(),
-                FieldTable::default(),
-            )
-            .await;
-        if let Err(error) = unbound {
+        if let Err(error) = binding.unbind(&StreamMessage::job_pattern(id)).await {
             tracing::debug!(%error, job_id = %id, "cannot unbind a followed job");
         }
     }
@@ -235,12 +217,12 @@ impl Inner {
                     let own = StreamMessage::instance_pattern(&inner.key);
                     let keys = [own.as_str()];
                     let declared =
-                        HintQueue::declare(&session, &exchange, &keys, FieldTable::default());
+                        HintQueue::declare(&session, &exchange, &keys, HintBounds::default());
                     match declared.await {
                         Ok(queue) => {
-                            *inner.lock_bound() = Some((queue.channel, queue.name));
+                            *inner.lock_bound() = Some(queue.binding());
                             inner.rebind_all().await;
-                            inner.dispatch(queue.consumer).await;
+                            inner.dispatch(queue).await;
                         }
                         Err(error) => tracing::warn!(%error, "cannot subscribe to streamed text"),
                     }
@@ -270,11 +252,8 @@ impl Inner {
         }
     }
 
-    async fn dispatch(&self, mut consumer: Consumer) {
-        while let Some(Ok(delivery)) = consumer.next().await {
-            let Some(message) = StreamMessage::decode(&delivery.data) else {
-                continue;
-            };
+    async fn dispatch(&self, mut queue: HintQueue<StreamMessage>) {
+        while let Some(message) = queue.next().await {
             if let Some(followed) = self.lock_jobs().get(&message.job_id) {
                 for (_, sender) in &followed.followers {
                     let _ = sender.send(Heard::Piece(message.clone()));

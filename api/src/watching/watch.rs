@@ -16,16 +16,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt as _;
-use lapin::Consumer;
-use lapin::types::{AMQPValue, FieldTable};
 use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::domain::{Job, JobId, TenantId};
 use tollgate_core::process::Tasks;
-use tollgate_core::queue::{Broker, HintQueue, JobEvent, Session, Versioned as _};
+use tollgate_core::queue::{Broker, HintBounds, HintError, HintQueue, JobEvent, Session};
 use tollgate_core::sync::lock;
 
 /// Events buffered per job for a slow watcher; one that falls further behind re-reads the job.
@@ -33,7 +30,7 @@ const BUFFER: usize = 16;
 /// Bounds on the instance's event queue should it stop keeping up: the oldest events are dropped
 /// (watchers re-read on their own schedule), never the broker's memory exhausted.
 const QUEUE_MAX_EVENTS: i64 = 100_000;
-const EVENT_TTL_MS: i64 = 60_000;
+const EVENT_TTL: Duration = Duration::from_secs(60);
 
 /// What a watcher hears.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +136,7 @@ impl Inner {
                     match inner.subscribe(&session).await {
                         Ok(queue) => {
                             inner.broadcast(Signal::Reread);
-                            inner.dispatch(queue.consumer).await;
+                            inner.dispatch(queue).await;
                         }
                         Err(error) => tracing::warn!(%error, "cannot subscribe to job events"),
                     }
@@ -148,22 +145,17 @@ impl Inner {
             .await;
     }
 
-    async fn subscribe(&self, session: &Session) -> lapin::Result<HintQueue> {
-        let mut bounds = FieldTable::default();
-        bounds.insert(
-            "x-max-length".into(),
-            AMQPValue::LongLongInt(QUEUE_MAX_EVENTS),
-        );
-        bounds.insert("x-message-ttl".into(), AMQPValue::LongLongInt(EVENT_TTL_MS));
+    async fn subscribe(&self, session: &Session) -> Result<HintQueue<JobEvent>, HintError> {
+        let bounds = HintBounds {
+            max_length: Some(QUEUE_MAX_EVENTS),
+            message_ttl: Some(EVENT_TTL),
+        };
         let exchange = self.broker.topology().events_exchange();
         HintQueue::declare(session, &exchange, &[JobEvent::ROUTING_PATTERN], bounds).await
     }
 
-    async fn dispatch(&self, mut consumer: Consumer) {
-        while let Some(Ok(delivery)) = consumer.next().await {
-            let Some(event) = JobEvent::decode(&delivery.data) else {
-                continue;
-            };
+    async fn dispatch(&self, mut queue: HintQueue<JobEvent>) {
+        while let Some(event) = queue.next().await {
             let jobs = lock(&self.jobs);
             if let Some(watched) = jobs.get(&event.job_id) {
                 let _ = watched.signals.send(Signal::Changed(event));

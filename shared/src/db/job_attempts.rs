@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 
-use crate::domain::{JobError, JobId, ProviderName};
+use crate::domain::{JobError, JobErrorCode, JobId, ProviderName};
 
 /// One provider call, about to be recorded.
 #[derive(Debug, Clone)]
@@ -102,7 +102,8 @@ impl AttemptColumns {
                 .push(i32::try_from(a.latency.as_millis()).unwrap_or(i32::MAX));
             c.status_code.push(a.status_code.map(i32::from));
             c.outcome.push(a.outcome.as_str());
-            c.error_code.push(a.error.as_ref().map(|e| e.code.clone()));
+            c.error_code
+                .push(a.error.as_ref().map(|e| e.code.as_str().to_owned()));
             c.error_message
                 .push(a.error.as_ref().map(|e| e.message.clone()));
             c.prompt_tokens.push(a.prompt_tokens);
@@ -130,7 +131,7 @@ pub struct AttemptRow {
     pub latency_ms: i32,
     pub status_code: Option<i32>,
     pub outcome: String,
-    pub error_code: Option<String>,
+    pub error_code: Option<JobErrorCode>,
     pub prompt_tokens: Option<i32>,
     pub completion_tokens: Option<i32>,
 }
@@ -139,9 +140,10 @@ pub struct AttemptRow {
 pub async fn list(pool: &PgPool, id: JobId) -> Result<Vec<AttemptRow>, sqlx::Error> {
     sqlx::query_as!(
         AttemptRow,
-        "select claim, provider, host, upstream_model, started_at, finished_at, latency_ms,
-                status_code, outcome, error_code, prompt_tokens, completion_tokens
-           from job_attempts where job_id = $1 order by id",
+        r#"select claim, provider, host, upstream_model, started_at, finished_at, latency_ms,
+                status_code, outcome, error_code as "error_code: JobErrorCode", prompt_tokens,
+                completion_tokens
+           from job_attempts where job_id = $1 order by id"#,
         id as JobId,
     )
     .fetch_all(pool)

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::BatchId;
+use super::JobErrorCode;
 use super::JobId;
 
 /// What a job asks a provider to do.
@@ -107,8 +108,17 @@ impl Role {
 /// Why a job failed, with a stable machine-readable code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobError {
-    pub code: String,
+    pub code: JobErrorCode,
     pub message: String,
+}
+
+impl JobError {
+    pub fn new(code: JobErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
 }
 
 /// What a job used and is billed: token counts (the provider's, or estimated with a tokenizer when

@@ -5,11 +5,11 @@ mod batch;
 mod fleet;
 mod ids;
 mod job;
+mod job_error;
 mod json;
 mod name;
-pub mod ollama;
-pub mod openai;
 pub mod openai_batch;
+mod prices;
 mod rate;
 mod request;
 mod routing;
@@ -23,13 +23,15 @@ pub use batch::{BatchItem, BatchSpec, MAX_BATCH_ITEMS, Template, ValidItem};
 pub use fleet::{Host, HostChange, HostSpec, MAX_HOST_SLOTS, bulk_slots, host_name};
 pub use ids::{BatchId, FileId, JobId, TenantId, TokenId};
 pub use job::{Job, JobError, JobKind, JobStatus, Role, Usage};
+pub use job_error::{FailureClass, JobErrorCode};
 pub use json::{NUL_REFUSED, line_syntax_error, nul_in_json, nul_in_value};
 pub use name::Name;
+pub use prices::{Price, PriceList};
 pub use rate::{Decision, RateLimit};
 pub use request::{
     AnswerFormat, ChatMessage, ChatRequest, ChatRole, EmbeddingInput, EmbeddingRequest,
     GenerateRequest, GenerationOptions, JobRequest, MAX_EMBEDDING_INPUTS, MAX_MESSAGES,
-    MAX_TEXT_CHARS, ModelName, ValidationError,
+    MAX_STOP_TEXTS, MAX_TEXT_CHARS, ModelName, ValidationError,
 };
 pub use routing::{Candidate, DataPolicy, LocalWait, Route, RouteInput, RouteReason, WhenBusy};
 pub use settings::{

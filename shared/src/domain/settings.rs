@@ -203,7 +203,7 @@ impl ModelRoutes {
 pub struct Runtime {
     pub settings: Settings,
     pub routes: ModelRoutes,
-    pub prices: crate::billing::PriceList,
+    pub prices: super::PriceList,
     /// The fleet's Ollama hosts, enabled or not, by name.
     pub hosts: Vec<Host>,
 }
@@ -390,7 +390,7 @@ pub(super) mod tests {
                 updated_at: chrono::Utc::now(),
             },
             routes,
-            prices: crate::billing::PriceList::default(),
+            prices: crate::domain::PriceList::default(),
             hosts: Vec::new(),
         }
     }

@@ -2,25 +2,14 @@
 
 use std::time::Duration;
 
-/// What the failure says about trying again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureClass {
-    /// Timeout, connection failure, 5xx, 429: the same call may well succeed later.
-    Transient,
-    /// The provider cannot serve this now for reasons of its own (bad key, broken response):
-    /// another provider might, retrying this one will not help.
-    Provider,
-    /// The request itself is at fault (unknown model, input too long, 400): no provider will do
-    /// better, so the job fails at once.
-    Client,
-}
+use crate::domain::{FailureClass, JobErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ProviderError {
-    pub class: FailureClass,
-    /// Stable code recorded on the attempt and, when final, on the job.
-    pub code: &'static str,
+    /// Stable code recorded on the attempt and, when final, on the job; its class says whether
+    /// trying again can help.
+    pub code: JobErrorCode,
     pub message: String,
     pub status_code: Option<u16>,
     /// What a 429 or 503 asked us to wait.
@@ -28,9 +17,8 @@ pub struct ProviderError {
 }
 
 impl ProviderError {
-    pub fn new(class: FailureClass, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: JobErrorCode, message: impl Into<String>) -> Self {
         Self {
-            class,
             code,
             message: message.into(),
             status_code: None,
@@ -40,16 +28,15 @@ impl ProviderError {
 
     /// Classifies an HTTP error answer by its status code.
     pub fn from_status(status: u16, upstream_message: &str, retry_after: Option<Duration>) -> Self {
-        let (class, code) = match status {
-            429 => (FailureClass::Transient, "provider_rate_limited"),
-            408 | 500..=599 => (FailureClass::Transient, "provider_unavailable"),
-            401 | 403 => (FailureClass::Provider, "provider_unauthorized"),
-            404 => (FailureClass::Client, "model_not_found"),
-            413 => (FailureClass::Client, "input_too_long"),
-            _ => (FailureClass::Client, "invalid_request"),
+        let code = match status {
+            429 => JobErrorCode::ProviderRateLimited,
+            408 | 500..=599 => JobErrorCode::ProviderUnavailable,
+            401 | 403 => JobErrorCode::ProviderUnauthorized,
+            404 => JobErrorCode::ModelNotFound,
+            413 => JobErrorCode::InputTooLong,
+            _ => JobErrorCode::InvalidRequest,
         };
         Self {
-            class,
             code,
             message: format!(
                 "upstream answered {status}: {}",
@@ -60,8 +47,13 @@ impl ProviderError {
         }
     }
 
+    /// Whether trying again can help, and where (the code's class).
+    pub fn class(&self) -> FailureClass {
+        self.code.class()
+    }
+
     pub fn is_transient(&self) -> bool {
-        self.class == FailureClass::Transient
+        self.class() == FailureClass::Transient
     }
 }
 
@@ -83,7 +75,7 @@ mod tests {
 
     #[test]
     fn status_codes_are_classified_by_whose_fault_they_are() {
-        let class = |status| ProviderError::from_status(status, "x", None).class;
+        let class = |status| ProviderError::from_status(status, "x", None).class();
         assert_eq!(class(429), FailureClass::Transient);
         assert_eq!(class(503), FailureClass::Transient);
         assert_eq!(class(500), FailureClass::Transient);

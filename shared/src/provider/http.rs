@@ -8,7 +8,8 @@ use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::error::{FailureClass, ProviderError, parse_retry_after};
+use super::error::{ProviderError, parse_retry_after};
+use crate::domain::JobErrorCode;
 use crate::domain::TraceParent;
 
 tokio::task_local! {
@@ -69,8 +70,7 @@ pub async fn send_json<T: DeserializeOwned>(
 /// A provider's answer that is not what its protocol says it is.
 pub fn unreadable(error: &dyn std::fmt::Display) -> ProviderError {
     ProviderError::new(
-        FailureClass::Provider,
-        "invalid_provider_response",
+        JobErrorCode::InvalidProviderResponse,
         format!("could not read the provider's answer: {error}"),
     )
 }
@@ -78,8 +78,7 @@ pub fn unreadable(error: &dyn std::fmt::Display) -> ProviderError {
 /// A stream that ended before the provider said it was done.
 pub fn broken_stream() -> ProviderError {
     ProviderError::new(
-        FailureClass::Transient,
-        "provider_unavailable",
+        JobErrorCode::ProviderUnavailable,
         "the provider's stream ended before its answer did",
     )
 }
@@ -158,16 +157,22 @@ where
 
 pub fn transport_error(error: reqwest::Error) -> ProviderError {
     let (code, what) = if error.is_timeout() {
-        ("provider_timeout", "the provider did not answer in time")
+        (
+            JobErrorCode::ProviderTimeout,
+            "the provider did not answer in time",
+        )
     } else if error.is_connect() {
-        ("provider_unreachable", "could not connect to the provider")
+        (
+            JobErrorCode::ProviderUnreachable,
+            "could not connect to the provider",
+        )
     } else {
         (
-            "provider_unavailable",
+            JobErrorCode::ProviderUnavailable,
             "the connection to the provider failed",
         )
     };
-    let mut failure = ProviderError::new(FailureClass::Transient, code, format!("{what}: {error}"));
+    let mut failure = ProviderError::new(code, format!("{what}: {error}"));
     failure.status_code = error.status().map(|s: StatusCode| s.as_u16());
     failure
 }

@@ -12,14 +12,14 @@ mod openai;
 
 use serde_json::Value;
 
-pub use error::{FailureClass, ProviderError, parse_retry_after};
+pub use error::{ProviderError, parse_retry_after};
 pub use http::traced;
 
 pub use ollama::OllamaClient;
 pub use ollama_models::{DeleteError, InstalledModel, OllamaModels, model_key};
 pub use openai::OpenAiClient;
 
-use crate::domain::{JobRequest, ProviderName};
+use crate::domain::{JobErrorCode, JobRequest, ProviderName};
 
 /// What a successful provider call produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,8 +75,7 @@ fn check_embedding_count(
         return Ok(());
     }
     Err(ProviderError::new(
-        FailureClass::Provider,
-        "invalid_provider_response",
+        JobErrorCode::InvalidProviderResponse,
         format!("{provider} returned {vectors} embeddings for {inputs} inputs"),
     ))
 }

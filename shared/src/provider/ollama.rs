@@ -8,8 +8,9 @@ use futures::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::error::{FailureClass, ProviderError};
+use super::error::ProviderError;
 use super::{Completion, OnDelta, http};
+use crate::domain::JobErrorCode;
 use crate::domain::{
     AnswerFormat, ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest,
 };
@@ -114,8 +115,7 @@ impl OllamaClient {
                 serde_json::from_value(line?).map_err(|e| http::unreadable(&e))?;
             if let Some(error) = line.error {
                 return Err(ProviderError::new(
-                    FailureClass::Provider,
-                    "provider_error",
+                    JobErrorCode::ProviderError,
                     format!("Ollama failed mid-answer: {error}"),
                 ));
             }

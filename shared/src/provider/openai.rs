@@ -14,8 +14,9 @@ use serde_json::{Value, json};
 use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 
-use super::error::{FailureClass, ProviderError};
+use super::error::ProviderError;
 use super::{Completion, OnDelta, http};
+use crate::domain::JobErrorCode;
 use crate::domain::{
     AnswerFormat, ChatMessage, ChatRequest, ChatRole, EmbeddingRequest, GenerateRequest,
     GenerationOptions, JobRequest,
@@ -176,11 +177,7 @@ impl OpenAiClient {
                 serde_json::from_str(&event.data).map_err(|e| http::unreadable(&e))?;
             if let Some(message) = error_message(&value) {
                 let message = format!("OpenAI failed mid-answer: {message}");
-                return Err(self.redacted(ProviderError::new(
-                    FailureClass::Provider,
-                    "provider_error",
-                    message,
-                )));
+                return Err(self.redacted(ProviderError::new(JobErrorCode::ProviderError, message)));
             }
             let chunk: ChatCompletion =
                 serde_json::from_value(value).map_err(|e| http::unreadable(&e))?;

@@ -5,6 +5,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::{Acknowledged, Subject};
 use crate::domain::{JobId, JobStatus};
 
 /// A message with a version: written as JSON, and read only at the version this build knows, so
@@ -150,6 +151,18 @@ impl CancelMessage {
             v: <Self as Versioned>::VERSION,
             job_id,
         }
+    }
+}
+
+impl Acknowledged for JobMessage {
+    fn subject(&self) -> Subject {
+        Subject::Job(self.job_id)
+    }
+}
+
+impl Acknowledged for WebhookMessage {
+    fn subject(&self) -> Subject {
+        Subject::WebhookDelivery(self.delivery_id)
     }
 }
 

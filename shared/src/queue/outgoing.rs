@@ -8,7 +8,7 @@ use super::{JobMessage, Versioned as _};
 use crate::domain::{JobId, TraceParent};
 
 /// The trace a delivered message carries, if it carries a valid one.
-pub fn traceparent_of(properties: &BasicProperties) -> Option<TraceParent> {
+pub(super) fn traceparent_of(properties: &BasicProperties) -> Option<TraceParent> {
     let value = properties
         .headers()
         .as_ref()?

@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use chrono::Utc;
 use tollgate_core::db::job_attempts::{AttemptOutcome, AttemptRecord};
-use tollgate_core::provider::{Completion, FailureClass, ProviderError};
+use tollgate_core::domain::{FailureClass, JobErrorCode};
+use tollgate_core::provider::{Completion, ProviderError};
 use tollgate_core::telemetry;
 use tracing::Instrument as _;
 
@@ -13,7 +14,7 @@ use crate::providers::Step;
 
 use super::ready::Ready;
 use super::ready::cancelled;
-use super::terms::{CANCELLED, Call, job_error};
+use super::terms::{Call, job_error};
 
 /// One call on its way out (see [`super::ready::ready`]), recorded as an attempt. A cancel aborts it.
 /// Long on purpose: the call, its timing and its attempt record read top to bottom, streamed or not.
@@ -78,7 +79,7 @@ pub(super) async fn call_once(
         Err(failure) => {
             tracing::info!(
                 provider = step.name.as_str(),
-                code = failure.code,
+                code = failure.code.as_str(),
                 "provider call failed"
             );
             // A call cut short after streaming text is billed for that text (estimated).
@@ -90,8 +91,8 @@ pub(super) async fn call_once(
                 started_at,
                 latency,
                 status_code: failure.status_code,
-                outcome: match failure.class {
-                    _ if failure.code == CANCELLED => AttemptOutcome::Cancelled,
+                outcome: match failure.class() {
+                    _ if failure.code == JobErrorCode::Cancelled => AttemptOutcome::Cancelled,
                     FailureClass::Transient => AttemptOutcome::TransientError,
                     FailureClass::Provider | FailureClass::Client => AttemptOutcome::PermanentError,
                 },

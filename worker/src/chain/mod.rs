@@ -18,16 +18,18 @@ mod terms;
 use std::time::Duration;
 
 use tollgate_core::db::job_attempts::AttemptRecord;
-use tollgate_core::domain::{JobError, JobStatus, ProviderName, RouteReason, WhenBusy};
-use tollgate_core::provider::{Completion, FailureClass, ProviderError, TokenCounts};
+use tollgate_core::domain::{
+    FailureClass, JobError, JobErrorCode, JobStatus, ProviderName, RouteReason, WhenBusy,
+};
+use tollgate_core::provider::{Completion, ProviderError, TokenCounts};
 
 use crate::providers::{Plan, Providers, Step};
 use crate::retry;
 
 use call::call_once;
 use ready::{cancelled, ready};
-pub use terms::{BUSY, Call, Lane};
-use terms::{CANCELLED, MODEL_NOT_FOUND, job_error, withheld};
+pub use terms::{Call, Lane};
+use terms::{job_error, withheld};
 
 /// How a run ended.
 pub enum RunEnd {
@@ -99,10 +101,10 @@ pub async fn run(
             }
             Err(failure) => failure,
         };
-        previous_busy = failure.code == BUSY;
+        previous_busy = failure.code == JobErrorCode::ProviderBusy;
         let provider = Some((step.name, step.upstream_model.clone()));
         let error = job_error(&failure);
-        let status = if failure.code == CANCELLED {
+        let status = if failure.code == JobErrorCode::Cancelled {
             Some(JobStatus::Cancelled)
         } else {
             call.has_streamed().then_some(JobStatus::Failed)
@@ -120,7 +122,7 @@ pub async fn run(
                 partial,
             };
         }
-        match failure.class {
+        match failure.class() {
             FailureClass::Client => return RunEnd::Failed { provider, error },
             FailureClass::Transient => {
                 end = Some(RunEnd::Transient {
@@ -178,9 +180,9 @@ async fn on_provider(
             Err(failure) => failure,
         };
         // A client error means the provider answered, so it is healthy.
-        ready.record(providers, failure.class == FailureClass::Client, plan);
+        ready.record(providers, failure.class() == FailureClass::Client, plan);
         if let Some(host) = &ready.host
-            && failure.code == MODEL_NOT_FOUND
+            && failure.code == JobErrorCode::ModelNotFound
             && !call.has_streamed()
         {
             // The host lost the model since it was listed: another host may have it.
@@ -199,7 +201,7 @@ async fn on_provider(
         };
         tracing::debug!(
             provider = step.name.as_str(),
-            code = failure.code,
+            code = failure.code.as_str(),
             ?wait,
             "retrying"
         );

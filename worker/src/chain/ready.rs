@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tollgate_core::db::runs::cancelled_error;
-use tollgate_core::domain::{DataPolicy, LocalWait};
-use tollgate_core::provider::{FailureClass, Provider, ProviderError};
+use tollgate_core::domain::{DataPolicy, JobErrorCode, LocalWait};
+use tollgate_core::provider::{Provider, ProviderError};
 
-use super::terms::{BUSY, CANCELLED, Call, Lane, PERMIT_WAIT, withheld};
+use super::terms::{Call, Lane, PERMIT_WAIT, withheld};
 use crate::fleet::{HostState, NoSlot, SlotGuard, SlotLane};
 use crate::providers::{Plan, Providers, Step, Target};
 
@@ -119,16 +119,14 @@ pub(super) async fn ready(
                 }
                 Err(NoSlot::Unavailable(error)) => {
                     return Err(ProviderError::new(
-                        FailureClass::Transient,
-                        "fleet_unavailable",
+                        JobErrorCode::FleetUnavailable,
                         format!("the host slots cannot be read: {error}"),
                     ));
                 }
             };
             let Some(host) = fleet.host(slot.host_id()) else {
                 return Err(ProviderError::new(
-                    FailureClass::Transient,
-                    "host_removed",
+                    JobErrorCode::HostRemoved,
                     "the host was removed from the fleet as its call was about to go out",
                 ));
             };
@@ -142,13 +140,12 @@ pub(super) async fn ready(
 }
 
 pub(super) fn busy(message: String) -> ProviderError {
-    ProviderError::new(FailureClass::Transient, BUSY, message)
+    ProviderError::new(JobErrorCode::ProviderBusy, message)
 }
 
 pub(super) fn circuit_open(what: &str) -> ProviderError {
     ProviderError::new(
-        FailureClass::Transient,
-        "provider_circuit_open",
+        JobErrorCode::ProviderCircuitOpen,
         format!("{what} is failing and rests until its cool-down ends"),
     )
 }
@@ -159,10 +156,10 @@ pub(super) fn not_on_fleet(model: &str, policy: DataPolicy) -> ProviderError {
     if policy == DataPolicy::LocalOnly {
         message.push_str(&withheld(policy));
     }
-    ProviderError::new(FailureClass::Provider, "no_provider_available", message)
+    ProviderError::new(JobErrorCode::NoProviderAvailable, message)
 }
 
 pub(super) fn cancelled() -> ProviderError {
     let error = cancelled_error();
-    ProviderError::new(FailureClass::Client, CANCELLED, error.message)
+    ProviderError::new(error.code, error.message)
 }

@@ -1,5 +1,5 @@
 //! What a run's calls share: the call as the executor describes it ([`Call`]), the lane its
-//! calls wait in, and the codes and errors a run gives.
+//! calls wait in, and the errors a run gives.
 
 use std::time::Duration;
 
@@ -14,17 +14,6 @@ use crate::relay::Relay;
 /// moving on, unless its route says less: a saturated provider is treated like a busy one, so a
 /// run cannot outlive its lease waiting in line.
 pub(super) const PERMIT_WAIT: Duration = Duration::from_secs(30);
-
-/// The code of a call that never went out because the provider's limit (or every host's slots)
-/// stayed full: not a sign of ill health, so it neither feeds the circuit nor is retried on the
-/// same provider, and a job that found only this waits for another run however many it had.
-pub const BUSY: &str = "provider_busy";
-
-/// The code of an upstream's 404 for a model it does not have.
-pub(super) const MODEL_NOT_FOUND: &str = "model_not_found";
-
-/// The code of a call cut short by a cancel.
-pub(super) const CANCELLED: &str = "cancelled";
 
 /// What one run asks of the chain.
 pub struct Call<'a> {
@@ -80,8 +69,5 @@ pub(super) fn withheld(policy: DataPolicy) -> String {
 }
 
 pub(super) fn job_error(error: &ProviderError) -> JobError {
-    JobError {
-        code: error.code.into(),
-        message: error.message.clone(),
-    }
+    JobError::new(error.code.clone(), error.message.clone())
 }

@@ -4,8 +4,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable as _};
-use lapin::message::Delivery;
-use lapin::options::BasicRejectOptions;
+use tollgate_core::queue::{Delivery, JobMessage};
 
 use crate::Context;
 
@@ -18,17 +17,14 @@ pub(super) enum Halt {
 }
 
 impl Halt {
-    pub(super) async fn give_up(self, delivery: &Delivery) {
+    pub(super) async fn give_up(self, delivery: &Delivery<JobMessage>) {
         match self {
             // Unacked, the message is redelivered once the connection closes.
             Self::ShuttingDown => {}
             Self::Failed(error) => {
                 tracing::error!(%error, "job cannot be processed; dead-lettering its message");
                 // The dead-letter consumer marks the job failed with `internal_error`.
-                let _ = delivery
-                    .acker
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await;
+                delivery.dead_letter().await;
             }
         }
     }

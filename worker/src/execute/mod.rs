@@ -12,14 +12,12 @@ mod verdict;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use tokio::sync::SemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::db::job_attempts::AttemptRecord;
 use tollgate_core::db::runs::{self, ClaimRequest, ClaimedJob, Finish, Outcome, Recorded};
-use tollgate_core::domain::{JobId, JobStatus, RouteInput, TraceParent};
-use tollgate_core::queue::{JobEvent, JobMessage, Versioned as _, traceparent_of};
+use tollgate_core::domain::{JobErrorCode, JobId, JobStatus, RouteInput, TraceParent};
+use tollgate_core::queue::{Delivery, JobEvent, JobMessage};
 use tollgate_core::telemetry;
 use tracing::Instrument as _;
 use uuid::Uuid;
@@ -36,15 +34,11 @@ use verdict::{Verdict, decide, price_run};
 /// Handles one delivery from `lane`'s queue. A single job is marked running for its whole
 /// handling, and a batch item's claim and outcome wait their turn while single jobs run (see
 /// [`crate::priority`]).
-pub async fn handle(context: &Context, delivery: &Delivery, lane: Lane) {
+pub async fn handle(context: &Context, delivery: &Delivery<JobMessage>, lane: Lane) {
     let _single = (lane == Lane::Interactive).then(|| context.priority.single());
-    let Some(message) = JobMessage::decode(&delivery.data) else {
+    let Some(message) = delivery.message() else {
         tracing::error!("undecodable message; dead-lettering it");
-        // requeue: false sends it to the dead-letter exchange.
-        let _ = delivery
-            .acker
-            .reject(BasicRejectOptions { requeue: false })
-            .await;
+        delivery.dead_letter().await;
         return;
     };
     // The job's span continues the trace its message carries, set before the span starts (a
@@ -55,11 +49,11 @@ pub async fn handle(context: &Context, delivery: &Delivery, lane: Lane) {
         "job",
         job_id = %message.job_id,
         trace_id = tracing::field::Empty,
-        redelivered = delivery.redelivered,
+        redelivered = delivery.redelivered(),
     );
-    let carried = traceparent_of(&delivery.properties);
+    let carried = delivery.traceparent();
     let trace = carried.map(|parent| telemetry::continue_trace(&span, Some(&parent)));
-    run(context, delivery, lane, &message, carried, trace)
+    run(context, delivery, lane, message, carried, trace)
         .instrument(span)
         .await;
 }
@@ -67,7 +61,7 @@ pub async fn handle(context: &Context, delivery: &Delivery, lane: Lane) {
 /// Claims the message's job and, if it is this delivery's to run, runs it; acks last.
 async fn run(
     context: &Context,
-    delivery: &Delivery,
+    delivery: &Delivery<JobMessage>,
     lane: Lane,
     message: &JobMessage,
     carried: Option<TraceParent>,
@@ -78,7 +72,7 @@ async fn run(
     let request = ClaimRequest {
         id: message.job_id,
         claim_id,
-        redelivered: delivery.redelivered,
+        redelivered: delivery.redelivered(),
     };
     let claim = persistently(context, "claim", || context.runs.claim(request))
         .instrument(tracing::info_span!("claim"))
@@ -112,10 +106,9 @@ async fn run(
     } else {
         tracing::debug!("duplicate, early or finished job; acking without work");
     }
-    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-        // The outcome is committed; a redelivery will find the job finished and be acked unworked.
-        tracing::warn!(%error, "ack failed");
-    }
+    // The outcome is committed: should the ack fail, a redelivery finds the job finished and is
+    // acked unworked.
+    delivery.ack().await;
 }
 
 /// Runs the claimed job down its provider chain and records how the run ended: finished, or
@@ -261,11 +254,14 @@ fn ended_before_running(context: &Context, job: &ClaimedJob) -> Option<Outcome> 
             "the job was abandoned by {} workers in a row",
             job.abandoned_runs() - 1
         );
-        return Some(Outcome::failed_without_call("internal_error", message));
+        return Some(Outcome::failed_without_call(
+            JobErrorCode::InternalError,
+            message,
+        ));
     }
     if job.stream && job.abandoned_runs() > 1 {
         return Some(Outcome::failed_without_call(
-            "stream_interrupted",
+            JobErrorCode::StreamInterrupted,
             "the worker streaming this job stopped mid-run; part of its text may have reached the \
              client, so it is not run again",
         ));

@@ -43,7 +43,7 @@ pub(super) async fn tell(
     }
     if let Verdict::Park { error, delay } = verdict {
         tracing::info!(
-            code = error.code,
+            code = error.code.as_str(),
             ?delay,
             "every provider failed transiently; retrying later"
         );

@@ -7,9 +7,9 @@ use chrono::Utc;
 use tollgate_core::billing;
 use tollgate_core::db::job_attempts::AttemptRecord;
 use tollgate_core::db::runs::{Outcome, Partial};
-use tollgate_core::domain::{JobError, JobRequest, ProviderName, Runtime};
+use tollgate_core::domain::{JobError, JobErrorCode, JobRequest, ProviderName, Runtime};
 
-use crate::chain::{self, RunEnd};
+use crate::chain::RunEnd;
 use crate::retry;
 
 /// Prices the run at the prices in force now, from the in-memory price list (no query): the
@@ -113,7 +113,7 @@ pub(super) fn decide(end: RunEnd, request: &JobRequest, retries: i32, max_runs: 
             })
         }
         RunEnd::NoProvider { message } => Verdict::Finish(Outcome::failed_without_call(
-            "no_provider_available",
+            JobErrorCode::NoProviderAvailable,
             message,
         )),
         RunEnd::Transient {
@@ -122,7 +122,7 @@ pub(super) fn decide(end: RunEnd, request: &JobRequest, retries: i32, max_runs: 
             retry_after,
         } => {
             // Found only busy providers: nothing failed, the job waits its turn however long.
-            if error.code == chain::BUSY {
+            if error.code == JobErrorCode::ProviderBusy {
                 return Verdict::Park {
                     error,
                     delay: retry::before_next_run(0, retry_after),
@@ -151,10 +151,7 @@ mod tests {
     fn transient(retry_after: Option<Duration>) -> RunEnd {
         RunEnd::Transient {
             provider: Some((ProviderName::Ollama, "llama3".into())),
-            error: JobError {
-                code: "provider_unavailable".into(),
-                message: "upstream answered 503".into(),
-            },
+            error: JobError::new(JobErrorCode::ProviderUnavailable, "upstream answered 503"),
             retry_after,
         }
     }
@@ -163,7 +160,7 @@ mod tests {
     fn a_transient_end_parks_the_job_while_runs_are_left_then_fails_it() {
         match decide(transient(None), &request(), 0, 3) {
             Verdict::Park { error, delay } => {
-                assert_eq!(error.code, "provider_unavailable");
+                assert_eq!(error.code, JobErrorCode::ProviderUnavailable);
                 assert_eq!(delay, Duration::from_secs(1));
             }
             Verdict::Finish(_) => panic!("the first of three runs parks"),
@@ -177,7 +174,7 @@ mod tests {
                 provider, error, ..
             }) => {
                 assert_eq!(provider, Some(ProviderName::Ollama));
-                assert_eq!(error.code, "provider_unavailable");
+                assert_eq!(error.code, JobErrorCode::ProviderUnavailable);
             }
             _ => panic!("the third of three runs fails the job"),
         }
@@ -195,10 +192,7 @@ mod tests {
     fn a_run_that_found_only_busy_providers_waits_however_many_runs_it_had() {
         let busy = || RunEnd::Transient {
             provider: Some((ProviderName::Ollama, "llama3".into())),
-            error: JobError {
-                code: chain::BUSY.into(),
-                message: "every slot stayed busy".into(),
-            },
+            error: JobError::new(JobErrorCode::ProviderBusy, "every slot stayed busy"),
             retry_after: None,
         };
         assert!(matches!(
@@ -218,7 +212,7 @@ mod tests {
         };
         assert!(matches!(
             decide(none, &request(), 0, 5),
-            Verdict::Finish(Outcome::Failed { error, .. }) if error.code == "no_provider_available"
+            Verdict::Finish(Outcome::Failed { error, .. }) if error.code == JobErrorCode::NoProviderAvailable
         ));
     }
 }

@@ -4,14 +4,12 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use lapin::message::Delivery;
-use lapin::options::BasicAckOptions;
 use rand::Rng as _;
 use serde_json::json;
 use tollgate_core::db::webhooks::{self, AttemptRecord, AttemptVerdict, ClaimedDelivery};
 use tollgate_core::db::{batches, jobs};
 use tollgate_core::domain::TraceParent;
-use tollgate_core::queue::{Versioned as _, WebhookMessage};
+use tollgate_core::queue::{Delivery, WebhookMessage};
 use tollgate_core::webhook::{SigningSecret, message_id};
 use uuid::Uuid;
 
@@ -27,8 +25,8 @@ const CLAIM_MARGIN: Duration = Duration::from_secs(30);
     skip_all,
     fields(delivery_id, job_id, trace_id)
 )]
-pub async fn handle(context: &Context, delivery: &Delivery) {
-    if let Some(message) = WebhookMessage::decode(&delivery.data) {
+pub async fn handle(context: &Context, delivery: &Delivery<WebhookMessage>) {
+    if let Some(message) = delivery.message() {
         let id = message.delivery_id;
         tracing::Span::current().record("delivery_id", tracing::field::display(id));
         if let Err(error) = attempt(context, id).await {
@@ -38,9 +36,7 @@ pub async fn handle(context: &Context, delivery: &Delivery) {
     } else {
         tracing::error!("undecodable webhook message; dropping it");
     }
-    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-        tracing::warn!(%error, "ack failed");
-    }
+    delivery.ack().await;
 }
 
 /// One attempt of a delivery: claim, body, sign, POST, record, schedule the next. Long on purpose:

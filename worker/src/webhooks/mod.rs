@@ -7,6 +7,7 @@ mod deliver;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tollgate_core::queue::WebhookMessage;
 use tollgate_core::webhook::{GuardedResolver, RetrySchedule};
 
 use crate::Context;
@@ -59,7 +60,7 @@ pub fn client(settings: &WebhookSettings) -> reqwest::Client {
 pub async fn run(context: Arc<Context>) {
     let queue = context.broker.topology().webhooks_queue();
     let concurrency = context.settings.webhooks.concurrency;
-    crate::consumer::consume(
+    crate::consumer::consume::<WebhookMessage, _, _>(
         context,
         queue,
         concurrency,

@@ -2,6 +2,7 @@
 //! /api/embed` and the older `/api/embeddings`: each a job, answered in Ollama's shapes with the
 //! counts Ollama reports (`prompt_eval_count`, `eval_count`) and `x-request-id` naming the job.
 
+use super::requests::{ChatBody, EmbedBody, EmbeddingsBody, GenerateBody};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -11,17 +12,16 @@ use chrono::Utc;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 use tollgate_core::db::tokens::Principal;
-use tollgate_core::domain::ollama::{ChatBody, EmbedBody, EmbeddingsBody, GenerateBody};
 use tollgate_core::domain::{Job, JobKind, JobRequest, JobStatus};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 use crate::access::auth::Caller;
+use crate::calls::feed::{self, Dialect, Started};
 use crate::http::client::ClientInfo;
 use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
 use crate::intake;
-use crate::watching::feed::{self, Dialect, Started};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -94,7 +94,7 @@ async fn answer(
     let response = match Started::of(state, caller.tenant_id, call) {
         Started::Waiting(waiting) => {
             let job = waiting.answer(state).await?;
-            let text = crate::watching::answer::job_text(&job);
+            let text = crate::calls::answer::job_text(&job);
             Json(last_line(kind, &job, &text, max_tokens)).into_response()
         }
         Started::Streaming(feed) => {
@@ -113,7 +113,7 @@ async fn answer(
                 .into_response()
         }
     };
-    Ok(crate::watching::answer::with_request_id(response, id))
+    Ok(crate::calls::answer::with_request_id(response, id))
 }
 
 /// A piece of text as chat (`message`) or generate (`response`) writes it.
@@ -134,13 +134,13 @@ fn with(mut line: Value, extra: Value) -> Value {
 /// The last line of an answer (the whole answer when it does not stream): `done` with Ollama's
 /// counts and durations (nanoseconds; only the total is known).
 fn last_line(kind: JobKind, job: &Job, text: &str, max_tokens: Option<u32>) -> Value {
-    let (prompt, completion) = crate::watching::answer::tokens(job);
+    let (prompt, completion) = crate::calls::answer::tokens(job);
     let total_ns = job
         .finished_at
         .zip(job.started_at.or(Some(job.created_at)))
         .and_then(|(end, start)| (end - start).num_nanoseconds())
         .unwrap_or_default();
-    let done_reason = crate::watching::answer::stop_reason(job, max_tokens);
+    let done_reason = crate::calls::answer::stop_reason(job, max_tokens);
     let line = json!({
         "model": job.model, "created_at": Utc::now().to_rfc3339(), "done": true,
         "done_reason": done_reason, "total_duration": total_ns, "load_duration": 0,
@@ -173,7 +173,7 @@ impl Dialect for Lines {
 
     fn ended(&mut self, job: &Job) -> Vec<Value> {
         if job.status != JobStatus::Succeeded {
-            return self.failed(&crate::watching::answer::failure(job));
+            return self.failed(&crate::calls::answer::failure(job));
         }
         vec![last_line(self.kind, job, "", self.max_tokens)]
     }
@@ -203,12 +203,12 @@ async fn embed(
 ) -> Result<Response, ApiError> {
     let request = JobRequest::Embedding(body.parse()?);
     let job = feed::call_to_end(&state, &caller, &client, request).await?;
-    let (prompt, _) = crate::watching::answer::tokens(&job);
+    let (prompt, _) = crate::calls::answer::tokens(&job);
     let body = json!({
         "model": job.model, "embeddings": vectors(&job), "total_duration": 0,
         "load_duration": 0, "prompt_eval_count": prompt,
     });
-    Ok(crate::watching::answer::with_request_id(
+    Ok(crate::calls::answer::with_request_id(
         Json(body).into_response(),
         job.id,
     ))
@@ -236,7 +236,7 @@ async fn embeddings(
     let job = feed::call_to_end(&state, &caller, &client, request).await?;
     let first = vectors(&job).into_iter().next().unwrap_or_default();
     let body = Json(json!({ "embedding": first })).into_response();
-    Ok(crate::watching::answer::with_request_id(body, job.id))
+    Ok(crate::calls::answer::with_request_id(body, job.id))
 }
 
 fn vectors(job: &Job) -> Vec<Value> {

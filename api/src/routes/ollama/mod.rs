@@ -10,6 +10,7 @@
 
 mod generation;
 mod models;
+mod requests;
 
 use serde::Serialize;
 use serde_json::Value;

@@ -12,7 +12,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tollgate_core::db::batches::{self, Batch, Listing, NewBatch, OpenAiOrigin};
 use tollgate_core::db::files;
-use tollgate_core::domain::openai_batch::{self, Endpoint};
+use tollgate_core::domain::openai_batch::Endpoint;
+
+use super::batch_input;
 use tollgate_core::domain::{BatchId, BatchSpec, ValidationError};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -23,8 +25,9 @@ use crate::AppState;
 use crate::access::auth::Caller;
 use crate::http::client::ClientInfo;
 use crate::http::error::ApiError;
-use crate::http::extract::{IdempotentJson, QueryParams};
+use crate::http::extract::QueryParams;
 use crate::http::path::{Path, not_found};
+use crate::intake::idempotency::IdempotentJson;
 use crate::intake::{self, Accepted};
 use crate::routes::paging;
 
@@ -115,10 +118,10 @@ async fn create(
         .ok_or_else(no_file)?;
     let text = String::from_utf8(content).map_err(ApiError::internal)?;
     let bad_file = |detail: String| ApiError::invalid_field("input_file_id", detail);
-    // The file passed `openai_batch::lines` at upload; `items` parses each line once.
-    let lines = openai_batch::stored_lines(&text).map_err(|e| bad_file(e.to_string()))?;
+    // The file passed `batch_input::lines` at upload; `items` parses each line once.
+    let lines = batch_input::stored_lines(&text).map_err(|e| bad_file(e.to_string()))?;
     let (model, items) =
-        openai_batch::items(endpoint, &lines).map_err(|e| bad_file(e.to_string()))?;
+        batch_input::items(endpoint, &lines).map_err(|e| bad_file(e.to_string()))?;
     let model = intake::served_model(&state, &model).map_err(|error| {
         bad_file(format!(
             "line {}: body.model: {}",

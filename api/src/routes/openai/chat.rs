@@ -7,13 +7,13 @@
 
 use std::convert::Infallible;
 
+use super::requests::{ChatCompletionBody, ResponsesBody};
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt as _};
 use serde_json::{Value, json};
 use tollgate_core::db::tokens::Principal;
-use tollgate_core::domain::openai::{ChatCompletionBody, ResponsesBody};
 use tollgate_core::domain::openai_batch::Endpoint;
 use tollgate_core::domain::{ChatRequest, Job, JobRequest, JobStatus};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -21,11 +21,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::objects;
 use crate::AppState;
 use crate::access::auth::Caller;
+use crate::calls::feed::{Dialect, Feed, Started};
 use crate::http::client::ClientInfo;
 use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
 use crate::intake;
-use crate::watching::feed::{Dialect, Feed, Started};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -126,7 +126,7 @@ async fn converse<D: Dialect<Item = Event>>(
             sse(feed, dialect).into_response()
         }
     };
-    Ok(crate::watching::answer::with_request_id(response, id))
+    Ok(crate::calls::answer::with_request_id(response, id))
 }
 
 /// The feed as SSE in `dialect`.
@@ -191,14 +191,14 @@ impl Dialect for ChunkWriter {
 
     fn ended(&mut self, job: &Job) -> Vec<Event> {
         if job.status != JobStatus::Succeeded {
-            return self.failed(&crate::watching::answer::failure(job));
+            return self.failed(&crate::calls::answer::failure(job));
         }
         let mut events = vec![self.chunk(
             json!({}),
-            json!(crate::watching::answer::stop_reason(job, self.max_tokens)),
+            json!(crate::calls::answer::stop_reason(job, self.max_tokens)),
         )];
         if self.include_usage {
-            let (prompt, completion) = crate::watching::answer::tokens(job);
+            let (prompt, completion) = crate::calls::answer::tokens(job);
             events.push(data(&json!({
                 "id": self.id, "object": "chat.completion.chunk", "created": self.created,
                 "model": self.model, "system_fingerprint": null, "choices": [],
@@ -298,13 +298,13 @@ impl Dialect for ResponseEvents {
 
     fn ended(&mut self, job: &Job) -> Vec<Event> {
         if job.status != JobStatus::Succeeded {
-            return self.failed(&crate::watching::answer::failure(job));
+            return self.failed(&crate::calls::answer::failure(job));
         }
         let text = self.text.clone();
         let item_id = format!("msg_{}", self.hex);
         let part = json!({ "type": "output_text", "text": text, "annotations": [] });
         let item = self.message("completed", Some(&text));
-        let (input, output) = crate::watching::answer::tokens(job);
+        let (input, output) = crate::calls::answer::tokens(job);
         let usage = json!({
             "input_tokens": input, "input_tokens_details": { "cached_tokens": 0 },
             "output_tokens": output, "output_tokens_details": { "reasoning_tokens": 0 },

@@ -2,23 +2,23 @@
 //! as JSON numbers or (what the official Python package asks for by default) base64 of the
 //! little-endian `f32`s.
 
+use super::requests::{EmbeddingsBody, EncodingFormat};
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use tollgate_core::domain::JobRequest;
-use tollgate_core::domain::openai::{EmbeddingsBody, EncodingFormat};
 use tollgate_core::domain::openai_batch::Endpoint;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::objects;
 use crate::AppState;
 use crate::access::auth::Caller;
+use crate::calls::feed;
 use crate::http::client::ClientInfo;
 use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
-use crate::watching::feed;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(embeddings))
@@ -53,7 +53,7 @@ async fn embeddings(
             item["embedding"] = json!(base64_vector(&item["embedding"]));
         }
     }
-    Ok(crate::watching::answer::with_request_id(
+    Ok(crate::calls::answer::with_request_id(
         Json(body).into_response(),
         job.id,
     ))

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use tollgate_core::db::batches::{self, Batch};
 use tollgate_core::db::files::{self, NewFile, Order};
-use tollgate_core::domain::openai_batch::{self, Endpoint};
+use tollgate_core::domain::openai_batch::Endpoint;
+
+use super::batch_input;
 use tollgate_core::domain::{FileId, NUL_REFUSED, TenantId};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -99,7 +101,7 @@ async fn upload(
     let text = std::str::from_utf8(&content)
         .map_err(|e| ApiError::invalid_field("file", format!("is not UTF-8 text: {e}")))?;
     let lines =
-        openai_batch::lines(text).map_err(|e| ApiError::invalid_field("file", e.to_string()))?;
+        batch_input::lines(text).map_err(|e| ApiError::invalid_field("file", e.to_string()))?;
     let stored = files::insert(
         &state.pool,
         &NewFile {

@@ -8,12 +8,14 @@
 //! also visible under `/v1/batches`); only the views are OpenAI's. Errors are OpenAI's shape, too:
 //! every problem+json answer of these routes is rewritten by [`error_body`].
 
+mod batch_input;
 mod batches;
 mod chat;
 mod embeddings;
 mod files;
 mod models;
 mod objects;
+mod requests;
 
 use std::fmt;
 use std::str::FromStr;

@@ -309,13 +309,13 @@ fn response_body(endpoint: Endpoint, model: &str, item: &ItemResult) -> Value {
 
 /// A succeeded job's answer in `endpoint`'s shape (`max_tokens`: what the request allowed).
 pub fn job_answer(endpoint: Endpoint, job: &Job, max_tokens: Option<u32>) -> Value {
-    let (prompt, completion) = crate::watching::answer::tokens(job);
+    let (prompt, completion) = crate::calls::answer::tokens(job);
     let answered = Answered {
         job_id: job.id,
         model: &job.model,
         created: job.finished_at.unwrap_or(job.created_at).timestamp(),
         tokens: (prompt, completion),
-        finish_reason: crate::watching::answer::stop_reason(job, max_tokens),
+        finish_reason: crate::calls::answer::stop_reason(job, max_tokens),
         result: job.result.as_ref().unwrap_or(&Value::Null),
     };
     answer(endpoint, &answered)
@@ -406,7 +406,7 @@ pub fn answer(endpoint: Endpoint, answered: &Answered<'_>) -> Value {
 #[cfg(test)]
 mod tests {
     use tollgate_core::db::batches::BatchUsage;
-    use tollgate_core::domain::{JobError, JobId};
+    use tollgate_core::domain::{JobError, JobErrorCode, JobId};
 
     use super::*;
 
@@ -472,10 +472,7 @@ mod tests {
         let failed = item(
             "failed",
             None,
-            Some(JobError {
-                code: "model_not_found".into(),
-                message: "no such model".into(),
-            }),
+            Some(JobError::new(JobErrorCode::ModelNotFound, "no such model")),
         );
         assert!(result_line(Endpoint::ChatCompletions, "m", &failed, false).is_none());
         let line = parse(result_line(Endpoint::ChatCompletions, "m", &failed, true));
@@ -484,10 +481,10 @@ mod tests {
         let cancelled = item(
             "cancelled",
             None,
-            Some(JobError {
-                code: "cancelled".into(),
-                message: "the batch was cancelled".into(),
-            }),
+            Some(JobError::new(
+                JobErrorCode::Cancelled,
+                "the batch was cancelled",
+            )),
         );
         let line = parse(result_line(Endpoint::Embeddings, "m", &cancelled, true));
         assert_eq!(line["error"]["code"], "batch_cancelled");

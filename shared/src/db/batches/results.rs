@@ -56,7 +56,7 @@ impl From<ItemRow> for ItemResult {
             status: row.status,
             result: row.result,
             error: row.error_code.map(|code| JobError {
-                code,
+                code: code.into(),
                 message: row.error_message.unwrap_or_default(),
             }),
             usage,

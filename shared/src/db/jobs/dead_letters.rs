@@ -43,7 +43,7 @@ pub async fn fail_dead_lettered(
          )
          select revision as "revision!", (select id from hook) as delivery from done"#,
         id as JobId,
-        error.code,
+        error.code.as_str(),
         error.message,
     )
     .fetch_optional(pool)

@@ -125,7 +125,7 @@ impl TryFrom<JobRow> for Job {
         let kind = JobKind::parse(&row.kind).ok_or_else(|| decode("kind", &row.kind))?;
         let status = JobStatus::parse(&row.status).ok_or_else(|| decode("status", &row.status))?;
         let error = row.error_code.map(|code| JobError {
-            code,
+            code: code.into(),
             message: row.error_message.unwrap_or_default(),
         });
         let usage = match (row.prompt_tokens, row.completion_tokens, row.total_tokens) {

@@ -6,7 +6,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::billing::Price;
-use crate::domain::{JobError, JobStatus, ProviderName, RouteReason};
+use crate::domain::{JobError, JobErrorCode, JobStatus, ProviderName, RouteReason};
 use crate::provider::TokenCounts;
 
 /// How a run ended the job.
@@ -89,24 +89,18 @@ impl Outcome {
     }
 
     /// A failure decided without a provider answer (no provider, too many claims).
-    pub fn failed_without_call(code: &str, message: impl Into<String>) -> Self {
+    pub fn failed_without_call(code: JobErrorCode, message: impl Into<String>) -> Self {
         Self::Failed {
             provider: None,
             upstream_model: None,
-            error: JobError {
-                code: code.to_owned(),
-                message: message.into(),
-            },
+            error: JobError::new(code, message),
         }
     }
 }
 
 /// The error a cancelled job shows: the same whether it was cancelled queued or running.
 pub fn cancelled_error() -> JobError {
-    JobError {
-        code: "cancelled".into(),
-        message: "cancelled by the client".into(),
-    }
+    JobError::new(JobErrorCode::Cancelled, "cancelled by the client")
 }
 
 /// A job's end (or a run's) as recorded: the job's new revision, and the webhook delivery its

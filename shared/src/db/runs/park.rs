@@ -85,7 +85,7 @@ pub async fn park(
            from done"#,
         id as JobId,                                   // $1
         claim_id,                                      // $2
-        error.code,                                    // $3
+        error.code.as_str(),                           // $3
         error.message,                                 // $4
         delay.as_secs_f64(),                           // $5
         attempts.len(),                                // $6

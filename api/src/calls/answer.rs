@@ -30,35 +30,15 @@ pub fn with_request_id(mut response: Response, id: JobId) -> Response {
 /// A job that ended without success, as the error its call answers: the status says whose fault
 /// it was (the request's, the provider's, or nobody's yet).
 pub fn failure(job: &Job) -> ApiError {
-    let code = job
-        .error
-        .as_ref()
-        .map_or("internal_error", |e| e.code.as_str());
     let detail = job.error.as_ref().map_or_else(
         || format!("the job ended {}", job.status.as_str()),
         |e| e.message.clone(),
     );
     let detail = format!("{detail} (job {})", job.id);
-    let (status, code) = match code {
-        "cancelled" => (StatusCode::CONFLICT, ErrorCode::Cancelled),
-        "model_not_found" => (StatusCode::NOT_FOUND, ErrorCode::ModelNotFound),
-        "invalid_request" => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
-        "input_too_long" => (StatusCode::BAD_REQUEST, ErrorCode::InputTooLong),
-        "provider_rate_limited" => (
-            StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::ProviderRateLimited,
-        ),
-        "no_provider_available" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::NoProviderAvailable,
-        ),
-        "provider_timeout" => (StatusCode::GATEWAY_TIMEOUT, ErrorCode::ProviderTimeout),
-        "stream_interrupted" => (StatusCode::BAD_GATEWAY, ErrorCode::StreamInterrupted),
-        "provider_unavailable" => (StatusCode::BAD_GATEWAY, ErrorCode::ProviderUnavailable),
-        "provider_unauthorized" => (StatusCode::BAD_GATEWAY, ErrorCode::ProviderUnauthorized),
-        "internal_error" => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::JobFailed),
-        _ => (StatusCode::BAD_GATEWAY, ErrorCode::ProviderError),
-    };
+    let (status, code) = job.error.as_ref().map_or(
+        (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::JobFailed),
+        |e| ErrorCode::of_job(&e.code),
+    );
     ApiError::job_failed(status, code, detail)
 }
 

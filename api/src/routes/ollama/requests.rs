@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::request::{
+use tollgate_core::domain::{
     AnswerFormat, ChatMessage, ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest,
     GenerationOptions, MAX_STOP_TEXTS, ValidationError,
 };

@@ -18,10 +18,10 @@ use tollgate_core::domain::{Job, JobId, JobRequest, JobStatus, TenantId};
 use tollgate_core::queue::StreamPart;
 
 use crate::AppState;
+use crate::calls::answer::{REQUEST_ID, SHOULD_RETRY, failure, request_id, unsent_text};
 use crate::http::client::ClientInfo;
 use crate::http::error::ApiError;
 use crate::intake::Call;
-use crate::watching::answer::{REQUEST_ID, SHOULD_RETRY, failure, request_id, unsent_text};
 use crate::watching::follow::{Following, Heard};
 use crate::watching::watch::{Signal, Watch};
 

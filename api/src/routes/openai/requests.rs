@@ -8,7 +8,7 @@
 
 use serde::Deserialize;
 
-use super::request::{
+use tollgate_core::domain::{
     AnswerFormat, ChatMessage, ChatRequest, ChatRole, EmbeddingInput, EmbeddingRequest,
     GenerationOptions, ValidationError,
 };

@@ -1,0 +1,124 @@
+//! The prices in force: per provider and upstream model, each from the time it takes effect. What a
+//! call costs at one is [`crate::billing`]'s arithmetic.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+
+use super::ProviderName;
+
+/// A price in force for one provider and upstream model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Price {
+    pub id: i64,
+    pub input_per_1k: Decimal,
+    pub output_per_1k: Decimal,
+}
+
+/// Every price with the time it takes effect, held in memory by each process (with the runtime
+/// settings, reloaded when an admin adds one) so pricing a job costs no query.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PriceList {
+    /// Per provider and upstream model, newest `effective_from` first.
+    prices: HashMap<(ProviderName, String), Vec<PriceFrom>>,
+}
+
+/// A price and when it takes effect.
+type PriceFrom = (DateTime<Utc>, Price);
+
+impl PriceList {
+    pub fn insert(
+        &mut self,
+        provider: ProviderName,
+        model: String,
+        effective_from: DateTime<Utc>,
+        price: Price,
+    ) {
+        let history = self.prices.entry((provider, model)).or_default();
+        history.push((effective_from, price));
+        history.sort_by_key(|&(from, _)| std::cmp::Reverse(from));
+    }
+
+    /// The price of `model` on `provider` in force at `at`, if any.
+    pub fn at(&self, provider: ProviderName, model: &str, at: DateTime<Utc>) -> Option<Price> {
+        self.prices
+            .get(&(provider, model.to_owned()))?
+            .iter()
+            .find(|(from, _)| *from <= at)
+            .map(|(_, price)| *price)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr as _;
+
+    use super::*;
+
+    fn price(input: &str, output: &str) -> Price {
+        Price {
+            id: 1,
+            input_per_1k: Decimal::from_str(input).expect("decimal"),
+            output_per_1k: Decimal::from_str(output).expect("decimal"),
+        }
+    }
+
+    #[test]
+    fn the_price_in_force_is_the_newest_that_has_taken_effect() {
+        let now = Utc::now();
+        let mut list = PriceList::default();
+        let old = Price {
+            id: 1,
+            ..price("0.002", "0.002")
+        };
+        let new = Price {
+            id: 2,
+            ..price("0.01", "0.03")
+        };
+        let future = Price {
+            id: 3,
+            ..price("9", "9")
+        };
+        list.insert(
+            ProviderName::Ollama,
+            "llama3".into(),
+            now - chrono::Duration::days(30),
+            old,
+        );
+        list.insert(
+            ProviderName::Ollama,
+            "llama3".into(),
+            now + chrono::Duration::hours(1),
+            future,
+        );
+        list.insert(
+            ProviderName::Ollama,
+            "llama3".into(),
+            now - chrono::Duration::seconds(5),
+            new,
+        );
+        assert_eq!(list.at(ProviderName::Ollama, "llama3", now), Some(new));
+        assert_eq!(
+            list.at(
+                ProviderName::Ollama,
+                "llama3",
+                now - chrono::Duration::days(1)
+            ),
+            Some(old)
+        );
+        assert_eq!(
+            list.at(
+                ProviderName::Ollama,
+                "llama3",
+                now - chrono::Duration::days(31)
+            ),
+            None
+        );
+        assert_eq!(
+            list.at(ProviderName::OpenAi, "llama3", now),
+            None,
+            "per provider"
+        );
+    }
+}
