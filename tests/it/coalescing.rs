@@ -7,7 +7,7 @@ use chrono::Utc;
 use serde_json::json;
 use tollgate_core::db::job_attempts::{AttemptOutcome, AttemptRecord};
 use tollgate_core::db::runs::{self, ClaimRequest, Finish, Outcome};
-use tollgate_core::domain::{DataPolicy, JobId, ProviderName, RouteReason};
+use tollgate_core::domain::{DataPolicy, JobError, JobErrorCode, JobId, ProviderName, RouteReason};
 use tollgate_core::provider::TokenCounts;
 use uuid::Uuid;
 
@@ -178,6 +178,134 @@ async fn runs_ending_together_are_billed_once_each_even_when_another_worker_fini
     assert_eq!(
         results[4].1, "5 tokens in",
         "the newest claim's result stands"
+    );
+    stack.stop().await;
+}
+
+/// A run that parks its job (every provider failed transiently, runs are left) is one more kind of
+/// run end: ended by the same statement as the runs that finish theirs, it records its calls and
+/// their spend, and leaves the job `retrying` — unbilled, its quota still held, no webhook.
+#[tokio::test]
+async fn a_park_and_a_finish_end_together_in_one_statement() {
+    let stack = Stack::with(idle()).await;
+    let pool = &stack.pool;
+    let finished = stack.insert_unpublished_job("finishes").await;
+    let parked = stack.insert_unpublished_job("parks").await;
+    sqlx::query("update jobs set webhook_url = 'https://hooks.example/tollgate' where id = $1")
+        .bind(parked)
+        .execute(pool)
+        .await
+        .expect("a webhook on the parked job");
+    let requests = [request(finished, false), request(parked, false)];
+    for &request in &requests {
+        runs::claim(pool, request, LEASE)
+            .await
+            .expect("claim")
+            .expect("claimed");
+    }
+    let call = AttemptRecord {
+        provider: ProviderName::Ollama,
+        host: Some("default".into()),
+        upstream_model: "llama3".into(),
+        started_at: Utc::now(),
+        latency: Duration::from_millis(30),
+        status_code: Some(503),
+        outcome: AttemptOutcome::TransientError,
+        error: Some(JobError::new(
+            JobErrorCode::ProviderUnavailable,
+            "upstream answered 503",
+        )),
+        prompt_tokens: None,
+        completion_tokens: None,
+        cost: None,
+    };
+    let park = Finish {
+        id: parked,
+        claim_id: requests[1].claim_id,
+        outcome: Outcome::Parked {
+            error: JobError::new(JobErrorCode::ProviderUnavailable, "upstream answered 503"),
+            delay: Duration::from_secs(30),
+        },
+        attempts: vec![call.clone(), call],
+        policy: DataPolicy::Any,
+    };
+    let ends = [succeeded(finished, requests[0].claim_id, 10), park];
+    let recorded = runs::finish_many(pool, &ends).await.expect("one statement");
+    assert!(recorded.iter().all(Option::is_some), "{recorded:?}");
+    assert_eq!(
+        recorded[1].and_then(|r| r.delivery),
+        None,
+        "a park sends no webhook"
+    );
+
+    let (status, retries, error_code, waits, claim, attempts): (
+        String,
+        i32,
+        String,
+        bool,
+        Option<Uuid>,
+        i32,
+    ) = sqlx::query_as(
+        "select status, retries, error_code, retry_at between now() + interval '25 seconds'
+                and now() + interval '35 seconds', claim_id, attempts
+           from jobs where id = $1",
+    )
+    .bind(parked)
+    .fetch_one(pool)
+    .await
+    .expect("parked job");
+    assert_eq!(status, "retrying");
+    assert_eq!(retries, 1);
+    assert_eq!(error_code, "provider_unavailable");
+    assert!(waits, "due again after its delay");
+    assert_eq!(claim, None, "its claim let go, for the next run to take");
+    assert_eq!(attempts, 2);
+    let parked_calls: Vec<(i32, String)> =
+        sqlx::query_as("select claim, outcome from job_attempts where job_id = $1 order by id")
+            .bind(parked)
+            .fetch_all(pool)
+            .await
+            .expect("attempts");
+    assert_eq!(
+        parked_calls,
+        vec![(1, "transient_error".into()), (1, "transient_error".into())]
+    );
+    let (spend_calls,): (i64,) =
+        sqlx::query_as("select sum(calls)::bigint from provider_spend_daily")
+            .fetch_one(pool)
+            .await
+            .expect("spend");
+    assert_eq!(spend_calls, 3, "the park's two calls and the finish's one");
+    let billed: Vec<(Uuid,)> = sqlx::query_as("select job_id from usage_records")
+        .fetch_all(pool)
+        .await
+        .expect("usage");
+    assert_eq!(
+        billed,
+        vec![(finished.0,)],
+        "only the finished job is billed"
+    );
+    assert_eq!(stack.rows("webhook_deliveries").await, 0);
+
+    // The next run claims the parked job again and finishes it.
+    let next = request(parked, false);
+    sqlx::query("update jobs set retry_at = now() where id = $1")
+        .bind(parked)
+        .execute(pool)
+        .await
+        .expect("due now");
+    let again = runs::claim(pool, next, LEASE)
+        .await
+        .expect("claim")
+        .expect("a parked job is claimed again");
+    assert_eq!((again.claims, again.retries), (2, 1));
+    let recorded = runs::finish(pool, &succeeded(parked, next.claim_id, 4))
+        .await
+        .expect("finish")
+        .expect("recorded");
+    assert!(
+        recorded.delivery.is_some(),
+        "its end is announced to its webhook"
     );
     stack.stop().await;
 }

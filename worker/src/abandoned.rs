@@ -22,7 +22,7 @@ pub fn estimates(
     job: &ClaimedJob,
     plan: &Plan,
     attempts: &[AttemptRecord],
-    outcome: Option<&Outcome>,
+    outcome: &Outcome,
 ) -> Vec<AttemptRecord> {
     let runs = usize::try_from(job.unrecorded_abandoned_runs()).unwrap_or(0);
     if runs == 0 {
@@ -40,7 +40,7 @@ pub fn estimates(
         return Vec::new();
     };
     let completion = match outcome {
-        Some(Outcome::Succeeded { tokens, .. }) => tokens.completion,
+        Outcome::Succeeded { tokens, .. } => tokens.completion,
         _ => 0,
     };
     let estimate = AttemptRecord {

@@ -107,11 +107,9 @@ pub async fn end_finished(
          ), hook as (
             insert into webhook_deliveries
                    (id, tenant_id, batch_id, event_type, url, tenant_endpoint)
-            select gen_random_uuid(), ended.tenant_id, ended.id, 'batch.' || ended.status,
-                   coalesce(ended.webhook_url, t.webhook_url), ended.webhook_url is null
-              from ended join tenants t on t.id = ended.tenant_id
-             where ended.webhook_url is not null
-                or (t.webhook_url is not null and t.webhook_disabled_at is null)
+            select gen_random_uuid(), ended.tenant_id, ended.id, 'batch.' || ended.status, w.url,
+                   w.tenant_endpoint
+              from ended, tollgate_webhook_target(ended.tenant_id, ended.webhook_url) w
             returning id, batch_id
          )
          select ended.id as "id!: BatchId", ended.tenant_id as "tenant_id!: TenantId",

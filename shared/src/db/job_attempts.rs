@@ -74,12 +74,6 @@ pub(super) struct AttemptColumns {
 }
 
 impl AttemptColumns {
-    pub(super) fn new(attempts: &[AttemptRecord]) -> Self {
-        let mut c = Self::default();
-        c.push(attempts);
-        c
-    }
-
     /// Several runs' attempts, each run's after the last, for one statement that ends them all:
     /// beside the columns, the number (from 1) of the run each attempt belongs to.
     pub(super) fn of_runs<'a>(runs: impl Iterator<Item = &'a [AttemptRecord]>) -> (Self, Vec<i32>) {
@@ -111,10 +105,6 @@ impl AttemptColumns {
             c.cost.push(a.cost);
             c.host.push(a.host.clone());
         }
-    }
-
-    pub(super) fn len(&self) -> i32 {
-        i32::try_from(self.provider.len()).unwrap_or(i32::MAX)
     }
 }
 

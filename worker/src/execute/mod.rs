@@ -29,7 +29,7 @@ use crate::{Context, Plan, abandoned};
 use halt::{Halt, persistently};
 pub(crate) use tell::announce;
 use tell::{count, tell};
-use verdict::{Verdict, decide, price_run};
+use verdict::{decide, price_run};
 
 /// Handles one delivery from `lane`'s queue. A single job is marked running for its whole
 /// handling, and a batch item's claim and outcome wait their turn while single jobs run (see
@@ -135,8 +135,8 @@ async fn work(
         .stream
         .then(|| Relay::start(context.broker.clone(), job.id, job.stream_to.clone()));
     let mut attempts = Vec::new();
-    let mut verdict = match ended_before_running(context, job) {
-        Some(outcome) => Verdict::Finish(outcome),
+    let mut outcome = match ended_before_running(context, job) {
+        Some(outcome) => outcome,
         None => {
             let call = RunCall {
                 job,
@@ -148,13 +148,13 @@ async fn work(
             call_chain(context, call, &mut attempts).await
         }
     };
-    let Some(recorded) = record(context, job, claim_id, &plan, &mut verdict, &mut attempts).await?
+    let Some(recorded) = record(context, job, claim_id, &plan, &mut outcome, &mut attempts).await?
     else {
         tracing::warn!("the job was reclaimed by another worker; result dropped");
         return Ok(());
     };
-    count(context, job, &verdict, &attempts);
-    tell(context, job, recorded, verdict, relay.as_ref()).await;
+    count(context, job, &outcome, &attempts);
+    tell(context, job, recorded, outcome, relay.as_ref()).await;
     Ok(())
 }
 
@@ -173,7 +173,7 @@ async fn call_chain(
     context: &Context,
     run: RunCall<'_>,
     attempts: &mut Vec<AttemptRecord>,
-) -> Verdict {
+) -> Outcome {
     let job = run.job;
     let registered = context.cancels.register(job.id);
     let call = Call {
@@ -206,40 +206,25 @@ async fn record(
     job: &ClaimedJob,
     claim_id: Uuid,
     plan: &Plan,
-    verdict: &mut Verdict,
+    outcome: &mut Outcome,
     attempts: &mut Vec<AttemptRecord>,
 ) -> Result<Option<Recorded>, Halt> {
-    let outcome = match &*verdict {
-        Verdict::Finish(outcome) => Some(outcome),
-        Verdict::Park { .. } => None,
-    };
     let estimated = abandoned::estimates(job, plan, attempts, outcome);
     attempts.splice(0..0, estimated);
-    price_run(&context.providers.runtime(), verdict, attempts);
+    price_run(&context.providers.runtime(), outcome, attempts);
     let _turn = bulk_turn(context, lane_of(job)).await;
-    let attempts = &*attempts;
-    match &*verdict {
-        Verdict::Park { error, delay } => {
-            persistently(context, "park", || {
-                runs::park(&context.pool, job.id, claim_id, error, *delay, attempts)
-            })
-            .await
-        }
-        Verdict::Finish(outcome) => {
-            // Handed to the statement that ends the runs ending meanwhile, so it owns a copy: one,
-            // shared by every try while the database is away.
-            let run = Arc::new(Finish {
-                id: job.id,
-                claim_id,
-                outcome: outcome.clone(),
-                attempts: attempts.to_vec(),
-                policy: job.data_policy,
-            });
-            persistently(context, "finish", || context.runs.finish(run.clone()))
-                .instrument(tracing::info_span!("finish"))
-                .await
-        }
-    }
+    // Handed to the statement that ends the runs ending meanwhile, so it owns a copy: one, shared
+    // by every try while the database is away.
+    let run = Arc::new(Finish {
+        id: job.id,
+        claim_id,
+        outcome: outcome.clone(),
+        attempts: attempts.clone(),
+        policy: job.data_policy,
+    });
+    persistently(context, "finish", || context.runs.finish(run.clone()))
+        .instrument(tracing::info_span!("finish"))
+        .await
 }
 
 /// The end of a job that must not run: asked to stop before this claim, abandoned too often, or a

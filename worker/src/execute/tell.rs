@@ -13,21 +13,16 @@ use uuid::Uuid;
 use crate::Context;
 use crate::relay::Relay;
 
-use super::verdict::Verdict;
-
 /// Tells of a recorded end: the streaming client's text closed, the job's event (or a batch item's
 /// webhook delivery) sent, and a parked job's message published to its delay queue.
 pub(super) async fn tell(
     context: &Context,
     job: &ClaimedJob,
     recorded: Recorded,
-    verdict: Verdict,
+    outcome: Outcome,
     relay: Option<&Relay>,
 ) {
-    let status = match &verdict {
-        Verdict::Park { .. } => JobStatus::Retrying,
-        Verdict::Finish(outcome) => outcome.status(),
-    };
+    let status = outcome.status();
     if let Some(relay) = relay
         && status.is_terminal()
     {
@@ -41,7 +36,7 @@ pub(super) async fn tell(
     } else {
         announce(context, job.id, recorded, status).await;
     }
-    if let Verdict::Park { error, delay } = verdict {
+    if let Outcome::Parked { error, delay } = outcome {
         tracing::info!(
             code = error.code.as_str(),
             ?delay,
@@ -67,15 +62,13 @@ pub(super) async fn tell(
 pub(super) fn count(
     context: &Context,
     job: &ClaimedJob,
-    verdict: &Verdict,
+    outcome: &Outcome,
     attempts: &[AttemptRecord],
 ) {
     let metrics = &context.metrics;
     metrics.billed(attempts);
-    let Verdict::Finish(outcome) = verdict else {
-        return;
-    };
     let provider = match outcome {
+        Outcome::Parked { .. } => return,
         Outcome::Succeeded { provider, .. } => Some(*provider),
         Outcome::Failed { provider, .. } | Outcome::Stopped { provider, .. } => *provider,
     };

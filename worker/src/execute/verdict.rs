@@ -1,13 +1,11 @@
-//! What a run's end means for its job — finish it, or park it for another run — and what its
-//! calls cost: pure decisions, tested below.
-
-use std::time::Duration;
+//! What a run's end means for its job — finish it, or park it for another run (its
+//! [`Outcome`]) — and what its calls cost: pure decisions, tested below.
 
 use chrono::Utc;
 use tollgate_core::billing;
 use tollgate_core::db::job_attempts::AttemptRecord;
 use tollgate_core::db::runs::{Outcome, Partial};
-use tollgate_core::domain::{JobError, JobErrorCode, JobRequest, ProviderName, Runtime};
+use tollgate_core::domain::{JobErrorCode, JobRequest, ProviderName, Runtime};
 
 use crate::chain::RunEnd;
 use crate::retry;
@@ -15,7 +13,7 @@ use crate::retry;
 /// Prices the run at the prices in force now, from the in-memory price list (no query): the
 /// answer's bill, and every call that reported tokens (the gateway's spend, failed calls
 /// included).
-pub(super) fn price_run(runtime: &Runtime, verdict: &mut Verdict, attempts: &mut [AttemptRecord]) {
+pub(super) fn price_run(runtime: &Runtime, outcome: &mut Outcome, attempts: &mut [AttemptRecord]) {
     let now = Utc::now();
     for attempt in attempts.iter_mut() {
         if attempt.prompt_tokens.is_none() && attempt.completion_tokens.is_none() {
@@ -33,41 +31,33 @@ pub(super) fn price_run(runtime: &Runtime, verdict: &mut Verdict, attempts: &mut
             ));
         }
     }
-    match verdict {
-        Verdict::Finish(Outcome::Succeeded {
+    match outcome {
+        Outcome::Succeeded {
             provider,
             routed_model,
             price,
             ..
-        }) => *price = runtime.prices.at(*provider, routed_model, now),
-        Verdict::Finish(Outcome::Stopped {
+        } => *price = runtime.prices.at(*provider, routed_model, now),
+        Outcome::Stopped {
             provider: Some(provider),
             partial: Some(partial),
             ..
-        }) => partial.price = runtime.prices.at(*provider, &partial.routed_model, now),
+        } => partial.price = runtime.prices.at(*provider, &partial.routed_model, now),
         _ => {}
     }
-}
-
-/// What a run decided for the job.
-pub(super) enum Verdict {
-    /// It ends now.
-    Finish(Outcome),
-    /// It waits `delay` in a delay queue for another run; `error` says why meanwhile.
-    Park { error: JobError, delay: Duration },
 }
 
 /// What a run's end means for a job that had `retries` delayed runs before: its outcome, or
 /// another run after a delay when every provider failed transiently and runs are left
 /// (`max_runs` in all).
-pub(super) fn decide(end: RunEnd, request: &JobRequest, retries: i32, max_runs: u32) -> Verdict {
+pub(super) fn decide(end: RunEnd, request: &JobRequest, retries: i32, max_runs: u32) -> Outcome {
     let failed = |provider: Option<(ProviderName, String)>, error| {
         let (provider, upstream_model) = provider.unzip();
-        Verdict::Finish(Outcome::Failed {
+        Outcome::Failed {
             provider,
             upstream_model,
             error,
-        })
+        }
     };
     match end {
         // The job shows the model the provider says answered.
@@ -77,7 +67,7 @@ pub(super) fn decide(end: RunEnd, request: &JobRequest, retries: i32, max_runs: 
             routed_model,
             completion,
             latency,
-        } => Verdict::Finish(Outcome::Succeeded {
+        } => Outcome::Succeeded {
             provider,
             reason,
             upstream_model: completion.upstream_model.clone(),
@@ -86,7 +76,7 @@ pub(super) fn decide(end: RunEnd, request: &JobRequest, retries: i32, max_runs: 
             result: completion.result,
             price: None,
             latency,
-        }),
+        },
         RunEnd::Failed { provider, error } => failed(provider, error),
         RunEnd::Stopped {
             status,
@@ -103,19 +93,18 @@ pub(super) fn decide(end: RunEnd, request: &JobRequest, retries: i32, max_runs: 
                 price: None,
                 latency,
             });
-            Verdict::Finish(Outcome::Stopped {
+            Outcome::Stopped {
                 status,
                 provider,
                 reason: Some(reason),
                 upstream_model,
                 error,
                 partial,
-            })
+            }
         }
-        RunEnd::NoProvider { message } => Verdict::Finish(Outcome::failed_without_call(
-            JobErrorCode::NoProviderAvailable,
-            message,
-        )),
+        RunEnd::NoProvider { message } => {
+            Outcome::failed_without_call(JobErrorCode::NoProviderAvailable, message)
+        }
         RunEnd::Transient {
             provider,
             error,
@@ -123,7 +112,7 @@ pub(super) fn decide(end: RunEnd, request: &JobRequest, retries: i32, max_runs: 
         } => {
             // Found only busy providers: nothing failed, the job waits its turn however long.
             if error.code == JobErrorCode::ProviderBusy {
-                return Verdict::Park {
+                return Outcome::Parked {
                     error,
                     delay: retry::before_next_run(0, retry_after),
                 };
@@ -131,7 +120,7 @@ pub(super) fn decide(end: RunEnd, request: &JobRequest, retries: i32, max_runs: 
             let runs_so_far = u32::try_from(retries.saturating_add(1)).unwrap_or(u32::MAX);
             if runs_so_far < max_runs {
                 let delay = retry::before_next_run(retries, retry_after);
-                Verdict::Park { error, delay }
+                Outcome::Parked { error, delay }
             } else {
                 failed(provider, error)
             }
@@ -141,6 +130,10 @@ pub(super) fn decide(end: RunEnd, request: &JobRequest, retries: i32, max_runs: 
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tollgate_core::domain::JobError;
+
     use super::*;
     use tollgate_core::domain::GenerateRequest;
 
@@ -159,20 +152,20 @@ mod tests {
     #[test]
     fn a_transient_end_parks_the_job_while_runs_are_left_then_fails_it() {
         match decide(transient(None), &request(), 0, 3) {
-            Verdict::Park { error, delay } => {
+            Outcome::Parked { error, delay } => {
                 assert_eq!(error.code, JobErrorCode::ProviderUnavailable);
                 assert_eq!(delay, Duration::from_secs(1));
             }
-            Verdict::Finish(_) => panic!("the first of three runs parks"),
+            _ => panic!("the first of three runs parks"),
         }
         assert!(matches!(
             decide(transient(None), &request(), 1, 3),
-            Verdict::Park { delay, .. } if delay == Duration::from_secs(5)
+            Outcome::Parked { delay, .. } if delay == Duration::from_secs(5)
         ));
         match decide(transient(None), &request(), 2, 3) {
-            Verdict::Finish(Outcome::Failed {
+            Outcome::Failed {
                 provider, error, ..
-            }) => {
+            } => {
                 assert_eq!(provider, Some(ProviderName::Ollama));
                 assert_eq!(error.code, JobErrorCode::ProviderUnavailable);
             }
@@ -184,7 +177,7 @@ mod tests {
     fn a_long_retry_after_picks_a_longer_delay_queue() {
         assert!(matches!(
             decide(transient(Some(Duration::from_secs(45))), &request(), 0, 5),
-            Verdict::Park { delay, .. } if delay == Duration::from_secs(120)
+            Outcome::Parked { delay, .. } if delay == Duration::from_secs(120)
         ));
     }
 
@@ -197,11 +190,11 @@ mod tests {
         };
         assert!(matches!(
             decide(busy(), &request(), 2, 3),
-            Verdict::Park { delay, .. } if delay == Duration::from_secs(1)
+            Outcome::Parked { delay, .. } if delay == Duration::from_secs(1)
         ));
         assert!(matches!(
             decide(busy(), &request(), 40, 3),
-            Verdict::Park { .. }
+            Outcome::Parked { .. }
         ));
     }
 
@@ -212,7 +205,7 @@ mod tests {
         };
         assert!(matches!(
             decide(none, &request(), 0, 5),
-            Verdict::Finish(Outcome::Failed { error, .. }) if error.code == JobErrorCode::NoProviderAvailable
+            Outcome::Failed { error, .. } if error.code == JobErrorCode::NoProviderAvailable
         ));
     }
 }

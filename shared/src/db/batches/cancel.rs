@@ -5,7 +5,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{Batch, get};
-use crate::domain::{BatchId, TenantId};
+use crate::domain::{BatchId, JobErrorCode, TenantId};
 
 /// What a cancel did.
 pub enum BatchCancel {
@@ -42,7 +42,7 @@ pub async fn cancel(
         sqlx::query!(
             "with done as (
                 update jobs set status = 'cancelled', finished_at = now(), revision = revision + 1,
-                       error_code = 'cancelled', error_message = 'the batch was cancelled'
+                       error_code = $2, error_message = 'the batch was cancelled'
                  where batch_id = $1 and status in ('pending', 'queued', 'retrying')
                  returning tenant_id, reserved_month, reserved_tokens, reserved_cost),
              freed as (
@@ -56,6 +56,7 @@ pub async fn cancel(
                from freed
               where q.tenant_id = freed.tenant_id and q.month = freed.reserved_month",
             id as BatchId,
+            JobErrorCode::Cancelled.as_str(),
         )
         .execute(&mut *tx)
         .await?;

@@ -230,30 +230,15 @@ pub async fn get(
 ) -> Result<Option<Batch>, sqlx::Error> {
     let row = sqlx::query_as!(
         BatchRow,
-        r#"select b.id as "id: BatchId", b.kind, b.model, b.status, b.metadata, b.webhook_url,
-                b.created_at, b.cancelled_at, b.finished_at, b.openai_endpoint,
-                b.input_file_id as "input_file_id: FileId", c.total as "total!",
-                c.pending as "pending!", c.queued as "queued!", c.running as "running!",
-                c.succeeded as "succeeded!", c.failed as "failed!", c.cancelled as "cancelled!",
-                c.prompt_tokens as "prompt_tokens!", c.completion_tokens as "completion_tokens!",
-                c.cost as "cost!",
-                (select (date_trunc('day', b.created_at at time zone 'utc')
-                         + make_interval(days => s.job_retention_days + 1)) at time zone 'utc'
-                   from settings s) as "results_expire_at!"
-           from batches b
-          cross join lateral (
-                select count(*) as total,
-                       count(*) filter (where j.status = 'pending') as pending,
-                       count(*) filter (where j.status = 'queued') as queued,
-                       count(*) filter (where j.status in ('running', 'retrying')) as running,
-                       count(*) filter (where j.status = 'succeeded') as succeeded,
-                       count(*) filter (where j.status = 'failed') as failed,
-                       count(*) filter (where j.status = 'cancelled') as cancelled,
-                       coalesce(sum(j.prompt_tokens), 0)::bigint as prompt_tokens,
-                       coalesce(sum(j.completion_tokens), 0)::bigint as completion_tokens,
-                       coalesce(sum(j.cost), 0) as cost
-                  from jobs j where j.batch_id = b.id) c
-          where b.id = $1 and b.tenant_id = $2"#,
+        r#"select id as "id!: BatchId", kind as "kind!", model as "model!", status as "status!",
+                metadata, webhook_url, created_at as "created_at!", cancelled_at, finished_at,
+                openai_endpoint, input_file_id as "input_file_id: FileId", total as "total!",
+                pending as "pending!", queued as "queued!", running as "running!",
+                succeeded as "succeeded!", failed as "failed!", cancelled as "cancelled!",
+                prompt_tokens as "prompt_tokens!", completion_tokens as "completion_tokens!",
+                cost as "cost!", results_expire_at as "results_expire_at!"
+           from batch_progress
+          where id = $1 and tenant_id = $2"#,
         id as BatchId,
         tenant_id as TenantId,
     )
@@ -280,32 +265,17 @@ pub async fn list(
 ) -> Result<Vec<Batch>, sqlx::Error> {
     let rows = sqlx::query_as!(
         BatchRow,
-        r#"select b.id as "id: BatchId", b.kind, b.model, b.status, b.metadata, b.webhook_url,
-                b.created_at, b.cancelled_at, b.finished_at, b.openai_endpoint,
-                b.input_file_id as "input_file_id: FileId", c.total as "total!",
-                c.pending as "pending!", c.queued as "queued!", c.running as "running!",
-                c.succeeded as "succeeded!", c.failed as "failed!", c.cancelled as "cancelled!",
-                c.prompt_tokens as "prompt_tokens!", c.completion_tokens as "completion_tokens!",
-                c.cost as "cost!",
-                (select (date_trunc('day', b.created_at at time zone 'utc')
-                         + make_interval(days => s.job_retention_days + 1)) at time zone 'utc'
-                   from settings s) as "results_expire_at!"
-           from batches b
-          cross join lateral (
-                select count(*) as total,
-                       count(*) filter (where j.status = 'pending') as pending,
-                       count(*) filter (where j.status = 'queued') as queued,
-                       count(*) filter (where j.status in ('running', 'retrying')) as running,
-                       count(*) filter (where j.status = 'succeeded') as succeeded,
-                       count(*) filter (where j.status = 'failed') as failed,
-                       count(*) filter (where j.status = 'cancelled') as cancelled,
-                       coalesce(sum(j.prompt_tokens), 0)::bigint as prompt_tokens,
-                       coalesce(sum(j.completion_tokens), 0)::bigint as completion_tokens,
-                       coalesce(sum(j.cost), 0) as cost
-                  from jobs j where j.batch_id = b.id) c
-          where b.tenant_id = $1 and ($2::uuid is null or b.id < $2)
-            and ($4 = false or b.openai_endpoint is not null)
-          order by b.id desc limit $3"#,
+        r#"select id as "id!: BatchId", kind as "kind!", model as "model!", status as "status!",
+                metadata, webhook_url, created_at as "created_at!", cancelled_at, finished_at,
+                openai_endpoint, input_file_id as "input_file_id: FileId", total as "total!",
+                pending as "pending!", queued as "queued!", running as "running!",
+                succeeded as "succeeded!", failed as "failed!", cancelled as "cancelled!",
+                prompt_tokens as "prompt_tokens!", completion_tokens as "completion_tokens!",
+                cost as "cost!", results_expire_at as "results_expire_at!"
+           from batch_progress
+          where tenant_id = $1 and ($2::uuid is null or id < $2)
+            and ($4 = false or openai_endpoint is not null)
+          order by id desc limit $3"#,
         tenant_id as TenantId,
         before as Option<BatchId>,
         limit,

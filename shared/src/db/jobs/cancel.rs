@@ -5,6 +5,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{JobRow, get, job_row};
+use crate::db::runs::cancelled_error;
 use crate::domain::{BatchId, Job, JobId, TenantId};
 
 /// What became of a cancel request.
@@ -32,12 +33,13 @@ pub async fn cancel(
     tenant_id: TenantId,
     id: JobId,
 ) -> Result<CancelOutcome, sqlx::Error> {
-    // Ends the job, releases its reservation and writes its webhook delivery: the same rule as
-    // the end of a worker's run (`runs::finish`), written out so the compiler checks each.
+    // Ends the job, releases its reservation and writes its webhook delivery (where
+    // `tollgate_webhook_target` says), as the end of a worker's run does (`runs::finish`).
+    let cancelled = cancelled_error();
     let cancelled = sqlx::query!(
         r#"with done as (
             update jobs set status = 'cancelled', finished_at = now(), revision = revision + 1,
-                   error_code = 'cancelled', error_message = 'cancelled by the client'
+                   error_code = $3, error_message = $4
              where id = $1 and tenant_id = $2 and status in ('pending', 'queued', 'retrying')
              returning *
          ), release as (
@@ -49,12 +51,10 @@ pub async fn cancel(
          ), hook as (
             insert into webhook_deliveries
                    (id, tenant_id, job_id, event_type, url, tenant_endpoint)
-            select gen_random_uuid(), done.tenant_id, done.id, 'job.' || done.status,
-                   coalesce(done.webhook_url, t.webhook_url), done.webhook_url is null
-              from done join tenants t on t.id = done.tenant_id
+            select gen_random_uuid(), done.tenant_id, done.id, 'job.' || done.status, w.url,
+                   w.tenant_endpoint
+              from done, tollgate_webhook_target(done.tenant_id, done.webhook_url) w
              where done.batch_id is null
-               and (done.webhook_url is not null
-                    or (t.webhook_url is not null and t.webhook_disabled_at is null))
             returning id
          )
          select id as "id!: JobId", tenant_id as "tenant_id!: TenantId", kind as "kind!",
@@ -68,6 +68,8 @@ pub async fn cancel(
            from done"#,
         id as JobId,
         tenant_id as TenantId,
+        cancelled.code.as_str(),
+        cancelled.message,
     )
     .fetch_optional(pool)
     .await?;

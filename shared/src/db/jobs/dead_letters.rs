@@ -15,7 +15,7 @@ pub async fn fail_dead_lettered(
     error: &JobError,
 ) -> Result<Option<Recorded>, sqlx::Error> {
     // Ends the job like the end of a worker's run (`runs::finish`): its reservation released, its
-    // webhook delivery written.
+    // webhook delivery written where `tollgate_webhook_target` says.
     sqlx::query_as!(
         Recorded,
         r#"with done as (
@@ -33,12 +33,10 @@ pub async fn fail_dead_lettered(
          ), hook as (
             insert into webhook_deliveries
                    (id, tenant_id, job_id, event_type, url, tenant_endpoint)
-            select gen_random_uuid(), done.tenant_id, done.id, 'job.' || done.status,
-                   coalesce(done.webhook_url, t.webhook_url), done.webhook_url is null
-              from done join tenants t on t.id = done.tenant_id
+            select gen_random_uuid(), done.tenant_id, done.id, 'job.' || done.status, w.url,
+                   w.tenant_endpoint
+              from done, tollgate_webhook_target(done.tenant_id, done.webhook_url) w
              where done.batch_id is null
-               and (done.webhook_url is not null
-                    or (t.webhook_url is not null and t.webhook_disabled_at is null))
             returning id
          )
          select revision as "revision!", (select id from hook) as delivery from done"#,

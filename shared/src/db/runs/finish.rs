@@ -1,5 +1,5 @@
-//! The statement that ends jobs: the closing statement of their last runs, written whole, for
-//! every run that ended together.
+//! The statement that ends runs: for every run that ended together, its job's end (or its park for
+//! another run), its attempts and what it is billed, written whole in one statement.
 
 use std::borrow::Borrow;
 use std::time::Duration;
@@ -25,8 +25,8 @@ struct Bill<'a> {
     routed_model: &'a str,
 }
 
-/// A run that ends its job, to be recorded: the claim it ran under, how it ended, its calls (the
-/// estimates for abandoned runs first) and the data policy it honoured.
+/// A run to be recorded: the claim it ran under, how it ended (its job finished, or parked), its
+/// calls (the estimates for abandoned runs first) and the data policy it honoured.
 #[derive(Clone)]
 pub struct Finish {
     pub id: JobId,
@@ -36,20 +36,19 @@ pub struct Finish {
     pub policy: DataPolicy,
 }
 
-/// Records one claimed job's terminal outcome: [`finish_many`] with one run.
+/// Records one claimed job's run: [`finish_many`] with one run.
 pub async fn finish(pool: &PgPool, run: &Finish) -> Result<Option<Recorded>, sqlx::Error> {
     let mut recorded = finish_many(pool, std::slice::from_ref(run)).await?;
     Ok(recorded.pop().flatten())
 }
 
-/// Records the terminal outcomes of runs that ended together in one statement (one commit): for
-/// each, the job row, the run's attempts and provider spend, and for a success (or a stop with
-/// text generated) its usage record (unique per job: a redelivered completion can never bill
-/// twice) and the tenant's daily rollup; any quota reservation is released (what was used now
-/// counts through the rollup).
-///
-/// Each job's webhook delivery, if it has a URL or its tenant an endpoint, is written too, and so
-/// are why the job went where it went and the data policy its run honoured.
+/// Records the runs that ended together in one statement (one commit): for each, the job row (its
+/// end, or its park: `retrying` until `retry_at`), the run's attempts and provider spend; for a job
+/// that ended, a success's (or a stop's with text generated) usage record (unique per job: a
+/// redelivered completion can never bill twice) and the tenant's daily rollup, its quota
+/// reservation released (what was used now counts through the rollup), and its webhook delivery
+/// where [`tollgate_webhook_target`](../../../migrations/0017_shared_statements.sql) says, with
+/// why the job went where it went and the data policy its run honoured.
 ///
 /// Answers in the runs' order; `None` for a run whose claim was no longer the job's (another worker
 /// reclaimed it after a redelivery, or finished it): nothing of that run is written, and its caller
@@ -65,7 +64,8 @@ pub async fn finish_many<R: Borrow<Finish>>(
     let jobs = EndColumns::new(&runs);
     let (attempts, run_of) = AttemptColumns::of_runs(runs.iter().map(|r| r.attempts.as_slice()));
     // Each run `r` (numbered by its place, `r.run`) whose claim still holds its job: the job's end
-    // (`done`), the run's attempts and the day's provider spend, the usage record when billed
+    // (`ended`) or its park (`parked`, a run with `retry_in`), either way `done`; the run's
+    // attempts and the day's provider spend; for an ended job the usage record when billed
     // (`bill`) and the tenant's day (`daily`), the quota reservations released and the webhook
     // deliveries written. The estimates for abandoned runs, first among a run's attempts, take the
     // claims just before its own, oldest first. The rollups are summed per row before they are
@@ -79,12 +79,13 @@ pub async fn finish_many<R: Borrow<Finish>>(
               from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
                           $7::text[], $8::text[], $9::int[], $10::int[], $11::int[],
                           $12::numeric[], $13::bool[], $14::bigint[], $15::int[], $16::text[],
-                          $17::text[], $18::text[])
+                          $17::text[], $18::text[], $19::float8[])
                    with ordinality as r(id, claim_id, status, provider, upstream_model, result,
                                         error_code, error_message, prompt_tokens,
                                         completion_tokens, attempts, cost, estimated, price_id,
-                                        latency_ms, routed_model, route_reason, data_policy, run)
-         ), done as (
+                                        latency_ms, routed_model, route_reason, data_policy,
+                                        retry_in, run)
+         ), ended as (
             update jobs
                set status = r.status, provider = r.provider, upstream_model = r.upstream_model,
                    result = r.result, error_code = r.error_code, error_message = r.error_message,
@@ -99,21 +100,38 @@ pub async fn finish_many<R: Borrow<Finish>>(
                    abandoned_recorded = jobs.claims - jobs.retries - 1
               from run r
              where jobs.id = r.id and jobs.claim_id = r.claim_id and jobs.status = 'running'
-               and jobs.id = any($1::uuid[])
+               and r.retry_in is null and jobs.id = any($1::uuid[])
          returning jobs.id, r.run, jobs.claims, jobs.tenant_id, jobs.token_id, jobs.model,
                    jobs.origin, jobs.client_ip, jobs.finished_at, jobs.reserved_tokens,
                    jobs.reserved_cost, jobs.reserved_month, jobs.status, jobs.webhook_url,
                    jobs.revision, jobs.batch_id, r.provider, r.routed_model, r.prompt_tokens,
                    r.completion_tokens, r.estimated, r.price_id, r.cost, r.latency_ms,
                    r.route_reason
+         ), parked as (
+            update jobs
+               set status = 'retrying', retries = jobs.retries + 1,
+                   attempts = jobs.attempts + r.attempts, error_code = r.error_code,
+                   error_message = r.error_message,
+                   retry_at = now() + make_interval(secs => r.retry_in),
+                   claim_id = null, lease_expires_at = null, published_at = null,
+                   revision = jobs.revision + 1,
+                   abandoned_recorded = jobs.claims - jobs.retries - 1
+              from run r
+             where jobs.id = r.id and jobs.claim_id = r.claim_id and jobs.status = 'running'
+               and r.retry_in is not null and jobs.id = any($1::uuid[])
+         returning jobs.id, r.run, jobs.claims, jobs.revision
+         ), done as (
+            select id, run, claims, revision from ended
+            union all
+            select id, run, claims, revision from parked
          ), run_attempts as (
             select a.*,
                    count(*) filter (where a.outcome = 'abandoned') over (partition by a.run)
                        as abandoned_runs,
                    row_number() over (partition by a.run order by a.n) as k
-              from unnest($19::int[], $20::text[], $21::text[], $22::timestamptz[], $23::int[],
-                          $24::int[], $25::text[], $26::text[], $27::text[], $28::int[],
-                          $29::int[], $30::numeric[], $31::text[])
+              from unnest($20::int[], $21::text[], $22::text[], $23::timestamptz[], $24::int[],
+                          $25::int[], $26::text[], $27::text[], $28::text[], $29::int[],
+                          $30::int[], $31::numeric[], $32::text[])
                    with ordinality as a(run, provider, upstream_model, started_at, latency_ms,
                                         status_code, outcome, error_code, error_message,
                                         prompt_tokens, completion_tokens, cost, host, n)
@@ -160,7 +178,7 @@ pub async fn finish_many<R: Borrow<Finish>>(
             select id, tenant_id, token_id, model, provider, routed_model, prompt_tokens,
                    completion_tokens, estimated, price_id, cost, latency_ms, origin, client_ip,
                    finished_at, route_reason
-              from done where prompt_tokens is not null
+              from ended where prompt_tokens is not null
          returning tenant_id, model, prompt_tokens, completion_tokens, cost, finished_at,
                    route_reason
          ), daily as (
@@ -187,19 +205,16 @@ pub async fn finish_many<R: Borrow<Finish>>(
                    reserved_cost = q.reserved_cost - held.cost
               from (select tenant_id, reserved_month, sum(reserved_tokens)::bigint as tokens,
                            sum(reserved_cost) as cost
-                      from done where reserved_month is not null
+                      from ended where reserved_month is not null
                      group by tenant_id, reserved_month) held
              where q.tenant_id = held.tenant_id and q.month = held.reserved_month
          ), hook as (
             insert into webhook_deliveries
                    (id, tenant_id, job_id, event_type, url, tenant_endpoint)
-            select gen_random_uuid(), done.tenant_id, done.id, 'job.' || done.status,
-                   coalesce(done.webhook_url, t.webhook_url), done.webhook_url is null
-              from done join tenants t on t.id = done.tenant_id
-             where done.status in ('succeeded', 'failed', 'cancelled')
-               and done.batch_id is null
-               and (done.webhook_url is not null
-                    or (t.webhook_url is not null and t.webhook_disabled_at is null))
+            select gen_random_uuid(), ended.tenant_id, ended.id, 'job.' || ended.status, w.url,
+                   w.tenant_endpoint
+              from ended, tollgate_webhook_target(ended.tenant_id, ended.webhook_url) w
+             where ended.batch_id is null
             returning id, job_id
          )
          select done.run as "run!", done.revision as "revision!", hook.id as "delivery?"
@@ -222,19 +237,20 @@ pub async fn finish_many<R: Borrow<Finish>>(
         &jobs.routed_model as &[Option<&str>],         // $16
         &jobs.route_reason as &[Option<&str>],         // $17
         &jobs.policy as &[&str],                       // $18
-        &run_of,                                       // $19
-        &attempts.provider as &[&str],                 // $20
-        &attempts.upstream_model,                      // $21
-        &attempts.started_at,                          // $22
-        &attempts.latency_ms,                          // $23
-        &attempts.status_code as &[Option<i32>],       // $24
-        &attempts.outcome as &[&str],                  // $25
-        &attempts.error_code as &[Option<String>],     // $26
-        &attempts.error_message as &[Option<String>],  // $27
-        &attempts.prompt_tokens as &[Option<i32>],     // $28
-        &attempts.completion_tokens as &[Option<i32>], // $29
-        &attempts.cost as &[Option<Decimal>],          // $30
-        &attempts.host as &[Option<String>],           // $31
+        &jobs.retry_in as &[Option<f64>],              // $19
+        &run_of,                                       // $20
+        &attempts.provider as &[&str],                 // $21
+        &attempts.upstream_model,                      // $22
+        &attempts.started_at,                          // $23
+        &attempts.latency_ms,                          // $24
+        &attempts.status_code as &[Option<i32>],       // $25
+        &attempts.outcome as &[&str],                  // $26
+        &attempts.error_code as &[Option<String>],     // $27
+        &attempts.error_message as &[Option<String>],  // $28
+        &attempts.prompt_tokens as &[Option<i32>],     // $29
+        &attempts.completion_tokens as &[Option<i32>], // $30
+        &attempts.cost as &[Option<Decimal>],          // $31
+        &attempts.host as &[Option<String>],           // $32
     )
     .fetch_all(pool)
     .await?;
@@ -274,6 +290,8 @@ struct EndColumns<'a> {
     routed_model: Vec<Option<&'a str>>,
     route_reason: Vec<Option<&'static str>>,
     policy: Vec<&'static str>,
+    /// Seconds until a parked job's next run; `None` for a job that ended.
+    retry_in: Vec<Option<f64>>,
 }
 
 impl<'a> EndColumns<'a> {
@@ -302,6 +320,8 @@ impl<'a> EndColumns<'a> {
             c.route_reason
                 .push(run.outcome.reason().map(RouteReason::as_str));
             c.policy.push(run.policy.as_str());
+            c.retry_in
+                .push(end.retry_in.map(|delay| delay.as_secs_f64()));
         }
         c
     }
@@ -314,6 +334,7 @@ struct End<'a> {
     result: Option<&'a Value>,
     error: Option<&'a JobError>,
     bill: Option<Bill<'a>>,
+    retry_in: Option<Duration>,
 }
 
 impl<'a> End<'a> {
@@ -344,6 +365,7 @@ impl<'a> End<'a> {
                 result: Some(result),
                 error: None,
                 bill: Some(bill_of(routed_model.as_str(), tokens, price, latency)),
+                retry_in: None,
             },
             Outcome::Failed {
                 provider,
@@ -355,6 +377,7 @@ impl<'a> End<'a> {
                 result: None,
                 error: Some(error),
                 bill: None,
+                retry_in: None,
             },
             Outcome::Stopped {
                 provider,
@@ -370,6 +393,15 @@ impl<'a> End<'a> {
                 bill: partial
                     .as_ref()
                     .map(|p| bill_of(p.routed_model.as_str(), &p.tokens, &p.price, &p.latency)),
+                retry_in: None,
+            },
+            Outcome::Parked { error, delay } => Self {
+                provider: None,
+                upstream_model: None,
+                result: None,
+                error: Some(error),
+                bill: None,
+                retry_in: Some(*delay),
             },
         }
     }

@@ -1,13 +1,12 @@
-//! A worker's run of a job: claiming it ([`claim`]), then recording how the run ended — finished
-//! ([`finish`]), or parked in a delay queue for another run ([`park`]) — together with the run's
-//! attempt rows, in one statement.
+//! A worker's run of a job: claiming it ([`claim`]), then recording how the run ended — the job
+//! finished, or parked for another run ([`Outcome::Parked`]) — together with the run's attempt
+//! rows, in one statement ([`finish`], [`finish_many`] for the runs that ended together).
 //!
 //! The `where` clauses carry the rules: a job is claimed only from a claimable state, and only the
 //! claim that holds it may record its end, so a worker that lost its claim writes nothing.
 
 mod finish;
 mod outcome;
-mod park;
 
 use std::time::Duration;
 
@@ -19,7 +18,6 @@ use crate::domain::{DataPolicy, JobId, JobRequest, TenantId, TraceParent};
 
 pub use finish::{Finish, finish, finish_many};
 pub use outcome::{Outcome, Partial, Recorded, cancelled_error};
-pub use park::park;
 
 /// A job a worker now holds.
 pub struct ClaimedJob {

@@ -1,4 +1,4 @@
-//! How a run ended the job, and what its statement answers.
+//! How a run ended — its job finished, or parked for another run — and what its statement answers.
 
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use crate::billing::Price;
 use crate::domain::{JobError, JobErrorCode, JobStatus, ProviderName, RouteReason};
 use crate::provider::TokenCounts;
 
-/// How a run ended the job.
+/// How a run ended: the job's end, or its park.
 #[derive(Clone)]
 pub enum Outcome {
     Succeeded {
@@ -45,6 +45,9 @@ pub enum Outcome {
         error: JobError,
         partial: Option<Partial>,
     },
+    /// Not the job's end: every provider failed transiently and runs are left, so the job waits
+    /// `delay` as `retrying`, showing `error` meanwhile; its message then goes to a delay queue.
+    Parked { error: JobError, delay: Duration },
 }
 
 /// The text a run generated before it stopped, and what it is billed.
@@ -64,6 +67,7 @@ impl Outcome {
             Self::Succeeded { .. } => JobStatus::Succeeded,
             Self::Failed { .. } => JobStatus::Failed,
             Self::Stopped { status, .. } => *status,
+            Self::Parked { .. } => JobStatus::Retrying,
         }
     }
 
@@ -71,7 +75,7 @@ impl Outcome {
     pub fn reason(&self) -> Option<RouteReason> {
         match self {
             Self::Succeeded { reason, .. } => Some(*reason),
-            Self::Failed { .. } => None,
+            Self::Failed { .. } | Self::Parked { .. } => None,
             Self::Stopped { reason, .. } => *reason,
         }
     }
@@ -109,25 +113,4 @@ pub fn cancelled_error() -> JobError {
 pub struct Recorded {
     pub revision: i32,
     pub delivery: Option<Uuid>,
-}
-
-/// A statement ending a run: how many jobs it ended (1, or 0 when the claim was lost), the new
-/// revision and the webhook delivery written.
-pub(super) struct EndOfRun {
-    pub(super) ended: i64,
-    pub(super) revision: Option<i32>,
-    pub(super) delivery: Option<Uuid>,
-}
-
-impl EndOfRun {
-    /// The end as a [`Recorded`], or `None` when the claim was lost.
-    pub(super) fn recorded(self) -> Option<Recorded> {
-        match (self.ended, self.revision) {
-            (1, Some(revision)) => Some(Recorded {
-                revision,
-                delivery: self.delivery,
-            }),
-            _ => None,
-        }
-    }
 }
