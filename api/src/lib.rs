@@ -2,6 +2,32 @@
 //!
 //! [`serve`] runs the HTTP server on a listener it is given until the shutdown token fires, so the
 //! binary and the tests run exactly the same code. Provider work never happens here.
+//!
+//! Its modules, lowest floor first (each uses only those above it in this list, which
+//! `scripts/import-cycles` checks folder by folder):
+//! - `http`: the plumbing — `server` (accept loop, head limits), `head_errors` (hyper's refusals
+//!   rewritten), `request_body` (the body deadline), `extract` (JSON and query extractors),
+//!   `path` (typed ids in paths), `client` (origin, address behind trusted proxies), `error` and
+//!   `error_code` (problem+json, the one set of codes, a job's code mapped onto it), `prefer`,
+//!   `sse`, `trace`, `metrics`, `database` (the database gate);
+//! - `access`: `auth` (tokens and their cache, `Caller`, `Admin`), `limits` (rate limits, quotas);
+//! - `watching`: following a job — `watch` (its events, for SSE and `Prefer: wait`), `follow`
+//!   (a streaming job's text across instances);
+//! - `cancelling`: a job's and a batch's cancel for every surface;
+//! - `intake`: the one admission sequence — `mod` (`admit`, `call`), `admission` (quota),
+//!   `idempotency` (`Idempotency-Key`, `IdempotentJson`), `coalesced` (jobs submitted together
+//!   written together), `published` (publish marks);
+//! - `calls`: a drop-in call over intake and watching — `feed` (waiting for or feeding its job),
+//!   `answer` (what a finished call answers);
+//! - `fleet`: models on the fleet's hosts;
+//! - `routes`: the routes, each with its `#[utoipa::path]` — `jobs`, `job_history`, `events`,
+//!   `batches`, `batch_events`, `usage`, `models`, `health`, `openapi` (the document's frame),
+//!   `dashboard`, `tenancy`, `paging`; `openai/` (`chat`, `embeddings`, `models`, `files`,
+//!   `batches`, `batch_input`, `objects`, `requests`: OpenAI's request bodies) and `ollama/`
+//!   (`generation`, `models`, `requests`: Ollama's request bodies); `admin/` (`settings`,
+//!   `aliases`, `hosts`, `models`, `billing`, `tenants`, `tokens`, `rules`, `audit`, `webhooks`,
+//!   `dead_letters`, `overview`);
+//! - `cli`: the operator commands (`migrate`, `tenant`, `token`).
 
 mod access;
 mod calls;

@@ -1,6 +1,9 @@
 //! `tollgate`, the command line for Tollgate's batches: submit a JSONL file, follow it with a
 //! progress bar, collect its results, check on it or cancel it. The binary parses the command line
 //! and calls [`run`], which tests call too.
+//!
+//! Its modules: [`api`] (the HTTP client of Tollgate's API), `batch` (submit, follow, results,
+//! cancel), `progress` (the progress bar).
 
 pub mod api;
 mod batch;

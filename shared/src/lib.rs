@@ -1,19 +1,37 @@
 //! Tollgate's core: the domain, and the database, queue and provider access that the api and the
 //! worker act through.
 //!
-//! - [`domain`]: jobs, tenants, roles, settings and validated request types;
-//! - [`billing`]: cost arithmetic and token estimates;
+//! - [`domain`]: the vocabulary, parsed once at the edge — `ids` (typed ids), `job` (`Job`,
+//!   `JobStatus`, `JobKind`, `Role`), `job_error` (`JobErrorCode`, every code a job can fail
+//!   with, and its `FailureClass`), `request` (validated requests), `batch` (a batch's items,
+//!   templates), `openai_batch` (the Batch API endpoints a batch stores), `settings` (`Settings`,
+//!   `Strategy`, `ModelRoutes`, `Runtime`), `prices` (the prices in force), `fleet` (hosts and
+//!   their slots), `routing` (`Runtime::route`, `DataPolicy`, `RouteReason`), `access` (allowed
+//!   domains and addresses), `rate` (the rate limiter's arithmetic), `name` (the name rule of
+//!   tenants and tokens), `json` (NUL characters, JSONL syntax errors), `trace` (`TraceParent`);
+//! - [`billing`]: what a call costs at a price, and token estimates;
 //! - [`config`]: the environment both binaries read;
-//! - [`db`]: every SQL statement, one module per table;
-//! - [`queue`]: the RabbitMQ topology, connection supervision and publishing;
-//! - [`provider`]: the Ollama and OpenAI clients and how their failures are classified;
+//! - [`db`]: every SQL statement, one module per table — `jobs/` (intake and reads; `cancel`,
+//!   `sweep`, `dead_letters`), `runs/` (`claim`; `outcome`, how a run ended; `finish`, the one
+//!   statement that ends runs, a job's end or its park), `job_attempts`, `batches/` (`cancel`,
+//!   `results`), `dispatch` (what the dispatcher releases), `files`, `settings`, `model_routes`,
+//!   `prices`, `quotas`, `usage`, `tenants`, `tokens`, `access`, `audit`, `idempotency`,
+//!   `instances`, `hosts`, `host_slots`, `webhooks/` (`endpoints`, `deliveries`, `attempts`),
+//!   `backlog`, `activity`, `workers`, `partitions` (the time partitions, prepared and dropped);
+//! - [`queue`]: RabbitMQ, the only module that names lapin — `topology` (every exchange and
+//!   queue), `broker` (the supervised connection, publishing with confirms), `outgoing` (work
+//!   messages and their trace), `message` (the versioned messages), `subscription` (durable
+//!   queues read with acks: `Subscription`, `Delivery`), `hints` (per-connection hint queues);
+//! - [`provider`]: the upstream clients — `http` (the shared client, classifying failures),
+//!   `ollama`, `openai`, `ollama_models` (list, pull, delete), `error` (`ProviderError`, its
+//!   code a `JobErrorCode`);
 //! - [`runtime`]: the operator's settings and model routes, held in memory and kept fresh;
-//! - [`secret`]: sealing the OpenAI key for storage;
+//! - [`secret`]: sealing provider keys for storage;
 //! - [`token`]: API token generation and hashing;
-//! - [`webhook`]: signatures, the SSRF guard and the retry schedule of webhook deliveries;
+//! - [`webhook`]: `signature` (Standard Webhooks), `target` (the SSRF guard), `schedule` (retries);
 //! - [`metrics`]: what the api's and the worker's `/metrics` share (exposition, token, buckets);
 //! - [`telemetry`]: logs, and spans over OTLP when configured, with the job's W3C trace;
-//! - [`process`]: shutdown, start-up and the background tasks of the binaries;
+//! - [`process`]: shutdown, start-up and the background tasks of the binaries (`Tasks`);
 //! - [`sync`]: locks that outlive a panicked holder;
 //! - [`coalesce`]: group commit, work that arrives together done in one round trip.
 

@@ -5,6 +5,9 @@
 //! [`Sim`] and turn the knobs directly; a running sim takes `PUT /_sim/knobs`. It counts the model
 //! calls in flight and their peak, which is how a test or a benchmark sees that a gateway kept to
 //! a host's slots (`GET /_sim/stats`, `DELETE /_sim/stats` resets the peak).
+//!
+//! Its modules: `ollama` and `openai` (the two wire protocols), `faults` (the knobs' latency and
+//! failures), `text` (deterministic answers and token counts).
 
 mod faults;
 mod ollama;

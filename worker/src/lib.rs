@@ -11,6 +11,26 @@
 //!
 //! [`run`] takes its dependencies (pool, broker, settings) and a shutdown token, so the binary
 //! and the tests run the same code.
+//!
+//! Its modules:
+//! - `consumer`: the job queues' subscriptions, one task per delivery;
+//! - `execute`: one delivery start to finish — `mod` (claim, run, record, tell, ack), `verdict`
+//!   (what a run's end means: finish or park, and its prices), `tell` (events, webhooks, the
+//!   delayed message), `halt` (writing until the database takes it);
+//! - `runs`: claims and run ends coalesced into one statement each;
+//! - `providers`: the plan for a job from the runtime settings; `chain` (`mod` down the plan's
+//!   steps, `terms`, `ready` waiting for a permit or a host's slot, `call` one provider call);
+//!   `retry`, `circuit`; `fleet` (each host's client, circuit and models; `slots/` taking slots
+//!   across workers);
+//! - `relay`: a streaming job's text to the api; `cancels`: cancels for running jobs;
+//! - `abandoned`: estimated attempts of runs whose worker died;
+//! - `sweeper` (unpublished jobs and deliveries, expired leases, partition upkeep),
+//!   `dead_letters` (jobs the broker gave up on), `dispatcher` (batch items released fairly),
+//!   `priority` (single jobs before batch items);
+//! - `webhooks`: the deliverer (`deliver`, `attempt`);
+//! - `metrics` (`mod`, `labels`, `backlog`), `probe` (`/metrics`, `/healthz`, `/readyz`),
+//!   `health` (this worker's report to the dashboard: providers, circuits, slots, jobs finished);
+//! - `cli`: the configuration and start-up of `tollgate-worker` (and `expire`).
 
 mod abandoned;
 mod cancels;

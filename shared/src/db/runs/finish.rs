@@ -47,7 +47,7 @@ pub async fn finish(pool: &PgPool, run: &Finish) -> Result<Option<Recorded>, sql
 /// that ended, a success's (or a stop's with text generated) usage record (unique per job: a
 /// redelivered completion can never bill twice) and the tenant's daily rollup, its quota
 /// reservation released (what was used now counts through the rollup), and its webhook delivery
-/// where [`tollgate_webhook_target`](../../../migrations/0017_shared_statements.sql) says, with
+/// where `tollgate_webhook_target` (migration 0017) says, with
 /// why the job went where it went and the data policy its run honoured.
 ///
 /// Answers in the runs' order; `None` for a run whose claim was no longer the job's (another worker
