@@ -38,7 +38,10 @@ pub fn estimate_tokens(text: &str) -> i32 {
 mod tests {
     use std::str::FromStr as _;
 
+    use chrono::Utc;
+
     use super::*;
+    use crate::domain::ProviderName;
 
     fn price(input: &str, output: &str) -> Price {
         Price {
@@ -80,6 +83,64 @@ mod tests {
     fn a_large_volume_stays_exact() {
         let p = price("0.0015", "0.0015");
         assert_eq!(display(cost(2_000_000_000, 2_000_000_000, &p)), "6000");
+    }
+
+    #[test]
+    fn the_price_in_force_is_the_newest_that_has_taken_effect() {
+        let now = Utc::now();
+        let mut list = PriceList::default();
+        let old = Price {
+            id: 1,
+            ..price("0.002", "0.002")
+        };
+        let new = Price {
+            id: 2,
+            ..price("0.01", "0.03")
+        };
+        let future = Price {
+            id: 3,
+            ..price("9", "9")
+        };
+        list.insert(
+            ProviderName::Ollama,
+            "llama3".into(),
+            now - chrono::Duration::days(30),
+            old,
+        );
+        list.insert(
+            ProviderName::Ollama,
+            "llama3".into(),
+            now + chrono::Duration::hours(1),
+            future,
+        );
+        list.insert(
+            ProviderName::Ollama,
+            "llama3".into(),
+            now - chrono::Duration::seconds(5),
+            new,
+        );
+        assert_eq!(list.at(ProviderName::Ollama, "llama3", now), Some(new));
+        assert_eq!(
+            list.at(
+                ProviderName::Ollama,
+                "llama3",
+                now - chrono::Duration::days(1)
+            ),
+            Some(old)
+        );
+        assert_eq!(
+            list.at(
+                ProviderName::Ollama,
+                "llama3",
+                now - chrono::Duration::days(31)
+            ),
+            None
+        );
+        assert_eq!(
+            list.at(ProviderName::OpenAi, "llama3", now),
+            None,
+            "per provider"
+        );
     }
 
     #[test]

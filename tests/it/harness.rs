@@ -642,7 +642,7 @@ impl Stack {
             worker.connection.cancel();
         }
         if let Some(raw) = self.raw_broker().await {
-            let _ = self.topology.delete(&raw.channel).await;
+            raw.delete(&self.topology).await;
         }
         self.stop.cancel();
         let apis = std::mem::take(&mut *self.apis.lock().expect("apis lock"));
@@ -681,31 +681,52 @@ impl Drop for Stack {
 
 /// Deletes a stack's queues and exchanges over a connection of its own.
 async fn delete_queues(topology: &Topology) {
-    let properties = lapin::ConnectionProperties::default();
-    let Ok(connection) = lapin::Connection::connect(&amqp_url(), properties).await else {
-        return;
-    };
-    if let Ok(channel) = connection.create_channel().await {
-        let _ = topology.delete(&channel).await;
+    if let Some(raw) = RawBroker::connect().await {
+        raw.delete(topology).await;
+        raw.close().await;
     }
-    let _ = connection.close(200, "the test is over".into()).await;
 }
 
 /// The one place tests speak AMQP themselves (lapin), for what the broker does on its own or what
-/// the gateway never does: a channel on the stack's connection.
+/// the gateway never does: a channel on the stack's connection, or on a connection of its own.
 pub struct RawBroker {
     channel: lapin::Channel,
+    own: Option<lapin::Connection>,
 }
 
 impl Stack {
     /// A raw channel on the stack's broker connection; `None` while it is away.
     pub async fn raw_broker(&self) -> Option<RawBroker> {
         let channel = self.broker.session()?.channel().await.ok()?;
-        Some(RawBroker { channel })
+        Some(RawBroker { channel, own: None })
     }
 }
 
 impl RawBroker {
+    /// A channel on a connection of its own (for a stack that is going away).
+    async fn connect() -> Option<Self> {
+        let properties = lapin::ConnectionProperties::default();
+        let connection = lapin::Connection::connect(&amqp_url(), properties)
+            .await
+            .ok()?;
+        let channel = connection.create_channel().await.ok()?;
+        Some(Self {
+            channel,
+            own: Some(connection),
+        })
+    }
+
+    /// Deletes the queues and exchanges of `topology`.
+    async fn delete(&self, topology: &Topology) {
+        let _ = topology.delete(&self.channel).await;
+    }
+
+    async fn close(self) {
+        if let Some(connection) = self.own {
+            let _ = connection.close(200, "the test is over".into()).await;
+        }
+    }
+
     /// How many messages `queue` holds (ready, not delivered).
     pub async fn message_count(&self, queue: String) -> u32 {
         let passive = lapin::options::QueueDeclareOptions {

@@ -97,7 +97,7 @@ struct Submitted {
         (status = 202, description = "Accepted: the batch", body = Batch, headers(("Location" = String, description = "The batch's URL"))),
         (status = 404, description = "`model_not_found`: no provider serves the model"),
         (status = 409, description = "`idempotency_key_in_use`"),
-        (status = 413, description = "`body_too_large`: over `TOLLGATE_BATCH_BODY_LIMIT`"),
+        (status = 413, description = "`body_too_large`: over `TOLLGATE_BATCH_BODY_LIMIT_BYTES`"),
         (status = 415, description = "`unsupported_media_type`: neither JSON nor JSONL"),
         (status = 422, description = "A field or an item is refused (`invalid_field` naming it, `items[i].field` with its line in JSONL), or `idempotency_key_reused`"),
     ))]

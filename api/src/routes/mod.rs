@@ -273,6 +273,29 @@ mod tests {
     }
 
     #[test]
+    fn every_variable_the_document_names_is_one_the_binaries_read() {
+        let text = serde_json::to_string(&document()).expect("serializes");
+        let known = include_str!("../../../.env.example");
+        let named: HashSet<&str> = text
+            .match_indices("TOLLGATE_")
+            .map(|(at, _)| {
+                let rest = &text[at..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .collect();
+        assert!(!named.is_empty());
+        for variable in named {
+            assert!(
+                known.contains(&format!("{variable}=")),
+                "{variable} is not in .env.example"
+            );
+        }
+    }
+
+    #[test]
     fn every_job_error_code_is_listed_and_described() {
         let document = document();
         let schema = &document["components"]["schemas"]["JobErrorCode"];
