@@ -20,7 +20,7 @@ use super::{Broker, Session, Versioned};
 #[error(transparent)]
 pub struct HintError(#[from] lapin::Error);
 
-/// How much a hint queue holds before it drops its oldest hints: none of these is a limit.
+/// How much a hint queue holds before it drops its oldest hints (`None`: no bound of that kind).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HintBounds {
     pub max_length: Option<i64>,
