@@ -40,7 +40,7 @@ pub enum Upstream {
     Nothing,
 }
 
-fn database_url() -> String {
+pub fn database_url() -> String {
     std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
@@ -320,11 +320,17 @@ impl Stack {
 
     /// A pool on the test's database whose connections go through `proxy`.
     pub async fn pool_through(&self, proxy: &Proxy) -> PgPool {
+        self.pool_at(proxy.addr).await
+    }
+
+    /// A pool of the stack's database whose connections go to `addr` (a proxy), unencrypted so
+    /// that the proxy can read what passes.
+    pub async fn pool_at(&self, addr: SocketAddr) -> PgPool {
         let mut url = url::Url::parse(&database_url()).expect("DATABASE_URL is a URL");
         url.set_path(&self.db_name);
-        url.set_host(Some(&proxy.addr.ip().to_string()))
-            .expect("a host");
-        url.set_port(Some(proxy.addr.port())).expect("a port");
+        url.set_host(Some(&addr.ip().to_string())).expect("a host");
+        url.set_port(Some(addr.port())).expect("a port");
+        url.query_pairs_mut().append_pair("sslmode", "disable");
         tollgate_core::db::connect(url.as_str(), 8)
             .await
             .expect("connect through the proxy")
@@ -424,6 +430,22 @@ impl Stack {
         amqp_url: &str,
         settings: WorkerSettings,
     ) -> WorkerHandle {
+        self.start_worker_with(amqp_url, self.pool.clone(), settings)
+            .await
+    }
+
+    /// [`Stack::start_worker`] on `pool` (one through a proxy, say).
+    pub async fn start_worker_on(&self, pool: PgPool, settings: WorkerSettings) -> WorkerHandle {
+        self.start_worker_with(&self.amqp_url.clone(), pool, settings)
+            .await
+    }
+
+    async fn start_worker_with(
+        &self,
+        amqp_url: &str,
+        pool: PgPool,
+        settings: WorkerSettings,
+    ) -> WorkerHandle {
         let settings = WorkerSettings {
             secret_key: Some(self.secret_key.clone()),
             ..settings
@@ -436,7 +458,6 @@ impl Stack {
             .connected(WAIT)
             .await
             .expect("the worker connects to RabbitMQ");
-        let pool = self.pool.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the worker probe");
@@ -800,7 +821,7 @@ pub struct Proxy {
     cut: Arc<std::sync::Mutex<CancellationToken>>,
 }
 
-async fn resolve(url: &str, default_port: u16) -> SocketAddr {
+pub async fn resolve(url: &str, default_port: u16) -> SocketAddr {
     let url = url::Url::parse(url).expect("a service URL");
     let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
     let port = url.port().unwrap_or(default_port);

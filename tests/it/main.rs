@@ -33,6 +33,7 @@ mod harness;
 mod idempotency;
 mod intake;
 mod limits;
+mod lost_commit;
 mod metrics;
 mod models;
 mod openai_batches;

@@ -123,6 +123,10 @@ pub struct ClaimRequest {
 /// redelivery (the worker that held it died before acking) or the previous claim's lease ran out.
 /// Anything else — a finished or cancelled job, or a duplicate message for a job another worker is
 /// running — is `None`, and the caller acks the message without working it.
+///
+/// A claim tried again after its commit's answer was lost (the connection broke as it committed)
+/// finds its own effect: the job `running` under this very claim is returned as it is — its lease
+/// renewed, but neither `claims` nor `revision` counted again, so no run is taken for abandoned.
 pub async fn claim(
     pool: &PgPool,
     request: ClaimRequest,
@@ -134,13 +138,15 @@ pub async fn claim(
     let row = sqlx::query_as!(
         ClaimRow,
         r#"update jobs
-            set status = 'running', claim_id = $2, claims = claims + 1, revision = revision + 1,
+            set status = 'running', claim_id = $2,
+                claims = claims + (claim_id is distinct from $2)::int,
+                revision = revision + (claim_id is distinct from $2)::int,
                 started_at = coalesce(started_at, now()),
                 lease_expires_at = now() + make_interval(secs => $4)
           where id = $1
             and (status = 'queued'
                  or (status = 'retrying' and retry_at <= now() + make_interval(secs => $5))
-                 or (status = 'running' and ($3 or lease_expires_at < now())))
+                 or (status = 'running' and ($3 or lease_expires_at < now() or claim_id = $2)))
           returning id as "id: JobId", claim_id as "claim_id!",
                     tenant_id as "tenant_id: TenantId", request, claims, retries, revision,
                     batch_id is not null as "bulk!", abandoned_recorded, stream, stream_to,
@@ -180,8 +186,10 @@ pub async fn claim_many(
     let rows = sqlx::query_as!(
         ClaimRow,
         r#"update jobs
-            set status = 'running', claim_id = c.claim_id, claims = claims + 1,
-                revision = revision + 1, started_at = coalesce(started_at, now()),
+            set status = 'running', claim_id = c.claim_id,
+                claims = claims + (jobs.claim_id is distinct from c.claim_id)::int,
+                revision = revision + (jobs.claim_id is distinct from c.claim_id)::int,
+                started_at = coalesce(started_at, now()),
                 lease_expires_at = now() + make_interval(secs => $4)
            from (select distinct on (id) id, claim_id, redelivered
                    from unnest($1::uuid[], $2::uuid[], $3::bool[])
@@ -190,7 +198,9 @@ pub async fn claim_many(
           where jobs.id = c.id and jobs.id = any($1::uuid[])
             and (status = 'queued'
                  or (status = 'retrying' and retry_at <= now() + make_interval(secs => $5))
-                 or (status = 'running' and (c.redelivered or lease_expires_at < now())))
+                 or (status = 'running'
+                     and (c.redelivered or lease_expires_at < now()
+                          or jobs.claim_id = c.claim_id)))
           returning jobs.id as "id: JobId", c.claim_id as "claim_id!",
                     tenant_id as "tenant_id: TenantId", request, claims, retries, revision,
                     batch_id is not null as "bulk!", abandoned_recorded, stream, stream_to,

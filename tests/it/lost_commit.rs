@@ -1,0 +1,249 @@
+//! Statements whose commit answer was lost: Postgres committed them, but the connection broke
+//! before the worker heard so, and the worker tries the statement again. A proxy in front of
+//! Postgres forwards the statement, waits for the server's answer (sent once it committed), and
+//! closes the client's side without forwarding it. The retry must find its own effect and return
+//! it without counting it again.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::{Stack, database_url, idle, resolve, test_worker_settings};
+
+/// A TCP proxy to Postgres that, once armed with a piece of a statement's text, loses the answer to
+/// the first statement that carries it: the statement reaches the server, the server's answer up to
+/// its `ReadyForQuery` (sent after the commit) is swallowed, and both sides are closed.
+struct AnswerLosingProxy {
+    addr: SocketAddr,
+    armed: Arc<Mutex<Option<&'static str>>>,
+    lost: Arc<Mutex<u32>>,
+    stop: CancellationToken,
+}
+
+impl AnswerLosingProxy {
+    async fn start() -> Self {
+        let target = resolve(&database_url(), 5432).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let (armed, lost, stop) = (
+            Arc::new(Mutex::new(None)),
+            Arc::new(Mutex::new(0)),
+            CancellationToken::new(),
+        );
+        let (accept_armed, accept_lost, accept_stop) = (armed.clone(), lost.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let inbound = tokio::select! {
+                    () = accept_stop.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok((inbound, _)) => inbound,
+                        Err(_) => return,
+                    },
+                };
+                let Ok(outbound) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (armed, lost) = (accept_armed.clone(), accept_lost.clone());
+                tokio::spawn(relay(inbound, outbound, armed, lost));
+            }
+        });
+        Self {
+            addr,
+            armed,
+            lost,
+            stop,
+        }
+    }
+
+    /// Loses the answer to the next statement whose text contains `needle`.
+    fn lose_answer_to(&self, needle: &'static str) {
+        *self.armed.lock().expect("proxy lock") = Some(needle);
+    }
+
+    /// How many answers it lost.
+    fn lost(&self) -> u32 {
+        *self.lost.lock().expect("proxy lock")
+    }
+}
+
+impl Drop for AnswerLosingProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// One proxied connection (unencrypted: the pool asks for `sslmode=disable`), read message by
+/// message both ways (`type (1) | length (4, itself included) | body`, after the client's untyped
+/// startup message). Every `Sync` or simple `Query` the client sends is answered by exactly one
+/// `ReadyForQuery`, as is the startup: counting both sides lines the answers up with what they
+/// answer. When the client executes a statement parsed with the armed text, the answer to that
+/// execution — everything after the previous `ReadyForQuery` up to its own, which the server sends
+/// once the statement committed — is swallowed, and the connection closed on both sides.
+async fn relay(
+    inbound: TcpStream,
+    outbound: TcpStream,
+    armed: Arc<Mutex<Option<&'static str>>>,
+    lost: Arc<Mutex<u32>>,
+) {
+    let (mut client_read, mut client_write) = inbound.into_split();
+    let (mut server_read, mut server_write) = outbound.into_split();
+    // Which `ReadyForQuery` (counted from 1) ends the answer to lose.
+    let target: Arc<Mutex<Option<u64>>> = Arc::new(Mutex::new(None));
+    let losing = target.clone();
+    let upstream = async move {
+        let mut pending: Vec<u8> = Vec::new();
+        let mut buffer = vec![0; 64 * 1024];
+        let mut started = false;
+        // The startup is answered by one `ReadyForQuery`.
+        let mut points: u64 = 1;
+        let mut parsed_armed = false;
+        loop {
+            let n = match client_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            pending.extend_from_slice(&buffer[..n]);
+            let mut at = 0;
+            if !started && pending.len() >= 4 {
+                let length = be_u32(&pending[0..4]);
+                if pending.len() >= length {
+                    at = length;
+                    started = true;
+                }
+            }
+            while started && pending.len() >= at + 5 {
+                let length = be_u32(&pending[at + 1..at + 5]);
+                if pending.len() < at + 1 + length {
+                    break;
+                }
+                let body = &pending[at + 5..at + 1 + length];
+                match pending[at] {
+                    b'P' => {
+                        let mut needle = armed.lock().expect("proxy lock");
+                        if needle.is_some_and(|needle| contains(body, needle.as_bytes())) {
+                            *needle = None;
+                            parsed_armed = true;
+                        }
+                    }
+                    b'E' if parsed_armed => {
+                        parsed_armed = false;
+                        *losing.lock().expect("proxy lock") = Some(points + 1);
+                    }
+                    b'S' | b'Q' => points += 1,
+                    _ => {}
+                }
+                at += 1 + length;
+            }
+            if server_write.write_all(&pending[..at]).await.is_err() {
+                return;
+            }
+            pending.drain(..at);
+        }
+    };
+    let downstream = async move {
+        let mut pending: Vec<u8> = Vec::new();
+        let mut buffer = vec![0; 64 * 1024];
+        let mut ready: u64 = 0;
+        loop {
+            let n = match server_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            pending.extend_from_slice(&buffer[..n]);
+            let mut at = 0;
+            let mut forward = 0;
+            while pending.len() >= at + 5 {
+                let length = be_u32(&pending[at + 1..at + 5]);
+                if pending.len() < at + 1 + length {
+                    break;
+                }
+                let kind = pending[at];
+                let to_lose = *target.lock().expect("proxy lock");
+                if to_lose.is_some_and(|t| ready + 1 >= t) {
+                    if kind == b'Z' {
+                        *lost.lock().expect("proxy lock") += 1;
+                        return; // both halves dropped: the client sees its connection close
+                    }
+                } else {
+                    forward = at + 1 + length;
+                    if kind == b'Z' {
+                        ready += 1;
+                    }
+                }
+                at += 1 + length;
+            }
+            if client_write.write_all(&pending[..forward]).await.is_err() {
+                return;
+            }
+            pending.drain(..at);
+        }
+    };
+    tokio::select! {
+        () = upstream => {}
+        () = downstream => {}
+    }
+}
+
+fn be_u32(bytes: &[u8]) -> usize {
+    u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// The worker claims a job; Postgres commits the claim, but its answer is lost with the
+/// connection. The worker tries the same claim again on a new connection: it finds the job running
+/// under its own claim and runs it at once — one claim counted, no run taken for abandoned (no
+/// estimated attempt for a call that never happened), the job done long before its lease would
+/// have run out.
+#[tokio::test]
+async fn a_claim_whose_commit_answer_was_lost_is_recognised_by_its_retry() {
+    let stack = Stack::with(idle()).await;
+    let proxy = AnswerLosingProxy::start().await;
+    let pool = stack.pool_at(proxy.addr).await;
+    let settings = tollgate_worker::WorkerSettings {
+        // Without the fix the job would wait out this lease and run again as an abandoned run.
+        lease: Duration::from_secs(3),
+        ..test_worker_settings()
+    };
+    let _worker = stack.start_worker_on(pool, settings).await;
+    // The one-job claim's statement, and only it, carries this text.
+    proxy.lose_answer_to("set status = 'running', claim_id = $2,");
+
+    let job = stack
+        .generate("llama3", "a claim answered into the void")
+        .await;
+    let id = job["id"].as_str().expect("id").to_owned();
+    let finished = stack.wait_until_finished(&id).await;
+
+    assert_eq!(proxy.lost(), 1, "the claim's answer was lost once");
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    assert_eq!(finished["attempts"], 1, "{finished}");
+    let (claims, abandoned_recorded): (i32, i32) =
+        sqlx::query_as("select claims, abandoned_recorded from jobs where id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&stack.pool)
+            .await
+            .expect("the job");
+    assert_eq!(claims, 1, "the retried claim is not counted again");
+    assert_eq!(abandoned_recorded, 0);
+    let outcomes: Vec<(String,)> =
+        sqlx::query_as("select outcome from job_attempts where job_id = $1::uuid")
+            .bind(&id)
+            .fetch_all(&stack.pool)
+            .await
+            .expect("attempts");
+    assert_eq!(
+        outcomes,
+        vec![("succeeded".to_owned(),)],
+        "no abandoned-run estimate"
+    );
+    stack.stop().await;
+}
