@@ -4,10 +4,11 @@
 //! Its modules: `harness` (the test stack, the proxies that cut connections, the one raw-broker
 //! helper); intake and its rules — `intake`, `bad_input`, `hardening`, `access`, `limits`,
 //! `idempotency`, `tenants`, `secrets`; running jobs — `providers`, `resolution`, `fleet`,
-//! `models`, `delivery`, `coalescing`, `outages`; what comes back — `events`, `streaming`,
-//! `webhooks`, `billing`, `retention`; bulk work — `batches`, `cli`, `openai_batches`; the drop-in
-//! surfaces through the official Python packages — `calls`; observing — `metrics`, `traces`,
-//! `dashboard`; the document — `openapi`; and `sim` (provider-sim's own wire formats).
+//! `models`, `delivery`, `coalescing`, `outages`, `lost_commit` (statements whose commit answer
+//! the connection lost); what comes back — `events`, `streaming`, `webhooks`, `billing`,
+//! `retention`; bulk work — `batches`, `cli`, `openai_batches`; the drop-in surfaces through the
+//! official Python packages — `calls`; observing — `metrics`, `traces`, `dashboard`; the document —
+//! `openapi`; and `sim` (provider-sim's own wire formats).
 #![expect(
     clippy::expect_used,
     reason = "a test fails by panicking, its message saying what was expected"
