@@ -247,3 +247,50 @@ async fn a_claim_whose_commit_answer_was_lost_is_recognised_by_its_retry() {
     );
     stack.stop().await;
 }
+
+/// The worker runs a job and ends it; Postgres commits the closing statement, but its answer is
+/// lost with the connection. The retry finds the end this claim already wrote and answers as if it
+/// had just written it, so the worker counts the job finished and publishes its event, instead of
+/// dropping the result as if another worker had taken the job. Nothing is billed twice.
+#[tokio::test]
+async fn a_run_end_whose_commit_answer_was_lost_is_told_as_if_just_written() {
+    let stack = Stack::with(idle()).await;
+    let proxy = AnswerLosingProxy::start().await;
+    let pool = stack.pool_at(proxy.addr).await;
+    let worker = stack.start_worker_on(pool, test_worker_settings()).await;
+    // The closing statement, and only it, carries this text.
+    proxy.lose_answer_to("), parked as (");
+
+    let job = stack
+        .generate("llama3", "an end answered into the void")
+        .await;
+    let id = job["id"].as_str().expect("id").to_owned();
+    let finished = stack.wait_until_finished(&id).await;
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+
+    let finished_counted = || async {
+        let metrics = crate::harness::client()
+            .get(format!("{}/metrics", worker.probe))
+            .send()
+            .await
+            .expect("the worker's metrics")
+            .text()
+            .await
+            .expect("text");
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("tollgate_jobs_finished_total{"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+            == 1.0
+    };
+    crate::harness::eventually("the worker counts the job finished once", finished_counted).await;
+    assert_eq!(
+        proxy.lost(),
+        1,
+        "the closing statement's answer was lost once"
+    );
+    assert_eq!(stack.rows("usage_records").await, 1, "billed once");
+    assert_eq!(stack.rows("job_attempts").await, 1);
+    stack.stop().await;
+}

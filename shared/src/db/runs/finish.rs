@@ -54,6 +54,12 @@ pub async fn finish(pool: &PgPool, run: &Finish) -> Result<Option<Recorded>, sql
 /// reclaimed it after a redelivery, or finished it): nothing of that run is written, and its caller
 /// drops its result. The others are written as if alone.
 ///
+/// A run whose end this claim already wrote (the statement committed, but its answer was lost
+/// with the connection, and this is the retry) is answered as if it had just been written — its
+/// revision and its webhook delivery — and nothing is written again: its caller publishes the
+/// event and the delivery the lost answer would have led to. (The rows the statement's reads see
+/// are those from before its own updates, so a run it ends now is never answered twice.)
+///
 /// Long on purpose: it is one statement, written out whole so that a reader sees every parameter
 /// beside its use and the compiler checks all of it against the schema.
 pub async fn finish_many<R: Borrow<Finish>>(
@@ -218,7 +224,13 @@ pub async fn finish_many<R: Borrow<Finish>>(
             returning id, job_id
          )
          select done.run as "run!", done.revision as "revision!", hook.id as "delivery?"
-           from done left join hook on hook.job_id = done.id"#,
+           from done left join hook on hook.job_id = done.id
+          union all
+         select r.run, j.revision, (select d.id from webhook_deliveries d
+                                     where d.job_id = j.id order by d.created_at limit 1)
+           from run r join jobs j on j.id = r.id and j.claim_id = r.claim_id
+          where r.retry_in is null and j.status in ('succeeded', 'failed', 'cancelled')
+            and j.id = any($1::uuid[])"#,
         &jobs.id as &[JobId],                          // $1
         &jobs.claim_id,                                // $2
         &jobs.status as &[&str],                       // $3
