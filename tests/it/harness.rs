@@ -436,8 +436,7 @@ impl Stack {
 
     /// [`Stack::start_worker`] on `pool` (one through a proxy, say).
     pub async fn start_worker_on(&self, pool: PgPool, settings: WorkerSettings) -> WorkerHandle {
-        self.start_worker_with(&self.amqp_url.clone(), pool, settings)
-            .await
+        self.start_worker_with(&self.amqp_url, pool, settings).await
     }
 
     async fn start_worker_with(
