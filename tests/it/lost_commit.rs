@@ -8,11 +8,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{Stack, database_url, idle, resolve, test_worker_settings};
+use crate::harness::{Stack, database_url, idle, resolve, test_api_settings, test_worker_settings};
 
 /// A TCP proxy to Postgres that, once armed with a piece of a statement's text, loses the answer to
 /// the first statement that carries it: the statement reaches the server, the server's answer up to
@@ -292,5 +293,96 @@ async fn a_run_end_whose_commit_answer_was_lost_is_told_as_if_just_written() {
     );
     assert_eq!(stack.rows("usage_records").await, 1, "billed once");
     assert_eq!(stack.rows("job_attempts").await, 1);
+    stack.stop().await;
+}
+
+/// Every call fails, so the run parks its job for a delayed retry; Postgres commits the park, but
+/// its answer is lost. The retry finds the park this claim already wrote and answers as if it had
+/// just written it, so the worker publishes the delayed message at once — it does not leave the job
+/// for the sweeper to find after its retry was due — and the park is counted once.
+#[tokio::test]
+async fn a_park_whose_commit_answer_was_lost_is_told_as_if_just_written() {
+    let stack = Stack::with(idle()).await;
+    stack.ollama.set_knobs(provider_sim::Knobs {
+        error_rate: 1.0,
+        ..provider_sim::Knobs::default()
+    });
+    let proxy = AnswerLosingProxy::start().await;
+    let pool = stack.pool_at(proxy.addr).await;
+    let _worker = stack.start_worker_on(pool, test_worker_settings()).await;
+    proxy.lose_answer_to("), parked as (");
+
+    let job = stack
+        .submit(
+            "/v1/generate",
+            &json!({ "model": "llama3", "prompt": "a park answered into the void" }),
+        )
+        .await;
+    let id = job["id"].as_str().expect("id").to_owned();
+    stack
+        .wait_for_job(&id, |job| job["status"] == "retrying")
+        .await;
+    let published_before_due = || async {
+        let (early,): (Option<bool>,) =
+            sqlx::query_as("select published_at < retry_at from jobs where id = $1::uuid")
+                .bind(&id)
+                .fetch_one(&stack.pool)
+                .await
+                .expect("the job");
+        early == Some(true)
+    };
+    crate::harness::eventually(
+        "the worker publishes the delayed message before the retry is due",
+        published_before_due,
+    )
+    .await;
+    stack.ollama.set_knobs(provider_sim::Knobs::default());
+    let finished = stack.wait_until_finished(&id).await;
+
+    assert_eq!(proxy.lost(), 1, "the park's answer was lost once");
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    let (claims, retries): (i32, i32) =
+        sqlx::query_as("select claims, retries from jobs where id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&stack.pool)
+            .await
+            .expect("the job");
+    assert_eq!((claims, retries), (2, 1), "one park, counted once");
+    assert_eq!(
+        stack.rows("job_attempts").await,
+        finished["attempts"].as_i64().expect("attempts"),
+        "each call recorded once"
+    );
+    stack.stop().await;
+}
+
+/// The api inserts a job; Postgres commits the insert, but its answer is lost. The insert tried
+/// again finds the job it wrote and answers `202` with it: the client is not told of an error for a
+/// job that exists (and would run), and there is one job.
+#[tokio::test]
+async fn an_intake_whose_commit_answer_was_lost_accepts_the_job_once() {
+    let stack = Stack::with(idle()).await;
+    let proxy = AnswerLosingProxy::start().await;
+    let pool = stack.pool_at(proxy.addr).await;
+    let api = stack.start_api_on(pool, test_api_settings()).await;
+    proxy.lose_answer_to("on conflict (id) do nothing");
+
+    let response = crate::harness::client()
+        .post(format!("{api}/v1/generate"))
+        .bearer_auth(&stack.token)
+        .json(&json!({ "model": "llama3", "prompt": "an insert answered into the void" }))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(response.status(), 202);
+    let job: serde_json::Value = response.json().await.expect("job JSON");
+
+    assert_eq!(proxy.lost(), 1, "the insert's answer was lost once");
+    assert_eq!(job["status"], "queued", "{job}");
+    let stored: Vec<(String,)> = sqlx::query_as("select id::text from jobs")
+        .fetch_all(&stack.pool)
+        .await
+        .expect("jobs");
+    assert_eq!(stored, vec![(job["id"].as_str().expect("id").to_owned(),)]);
     stack.stop().await;
 }

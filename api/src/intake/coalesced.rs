@@ -7,7 +7,10 @@
 //! commit: the job is durable and the worker's sweeper publishes it), so a `202` still means the
 //! job is durable. A request that arrives alone is written at once, by itself.
 //!
-//! If the statement fails, each job is tried again by itself, so one job the database refuses
+//! If the statement's connection breaks, it is tried once more: it may have committed before
+//! its answer was lost, and the retry recognises the jobs it wrote (`jobs::insert_many`), so the
+//! requests are answered `202`, not told of an error for jobs that exist and will run. If the
+//! statement fails otherwise, each job is tried again by itself, so one job the database refuses
 //! fails only its own request.
 
 use sqlx::PgPool;
@@ -73,11 +76,18 @@ async fn write(
     written
 }
 
-/// The batch in one statement; if that fails, each job by itself (only the refused fail).
+/// The batch in one statement, tried once more when the connection broke under it (it may have
+/// committed all the same: the retry finds the jobs it wrote and answers with them); if that
+/// fails, each job by itself (only the refused fail).
 async fn insert(pool: &PgPool, batch: &[NewJob]) -> Vec<Result<Job, sqlx::Error>> {
-    let together = jobs::insert_many(pool, batch)
-        .await
-        .map(|written| written.into_iter().map(Ok).collect());
+    let mut together = jobs::insert_many(pool, batch).await;
+    if let Err(error) = &together
+        && tollgate_core::db::is_unreachable(error)
+    {
+        tracing::warn!(%error, "the insert's connection broke; trying it once more");
+        together = jobs::insert_many(pool, batch).await;
+    }
+    let together = together.map(|written| written.into_iter().map(Ok).collect());
     if let Some(written) = coalesce::answered(together, batch.len()) {
         return written;
     }

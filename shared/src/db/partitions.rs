@@ -134,12 +134,12 @@ async fn prepare(
         let suffix = format!("p{}", day.format("%Y%m%d"));
         for (table, fill) in [("jobs", " with (fillfactor = 90)"), ("job_attempts", "")] {
             let name = format!("{table}_{suffix}");
-            let ddl = format!(
-                "create table {name} partition of {table} for values from ('{}') to ('{}'){fill}",
-                floor(next),
-                floor(end)
-            );
-            create(conn, &ddl, name, maintained).await?;
+            let span = Span {
+                table,
+                from: floor(next),
+                to: floor(end),
+            };
+            create(conn, &span, &name, fill, maintained).await?;
         }
         next = end;
     }
@@ -150,34 +150,58 @@ async fn prepare(
         let month = next.date_naive().with_day(1).unwrap_or(next.date_naive());
         let end = midnight(month) + Months::new(1);
         let name = format!("usage_records_p{}", month.format("%Y%m"));
-        let ddl = format!(
-            "create table {name} partition of usage_records for values from ('{}') to ('{}')",
-            floor(next),
-            floor(end)
-        );
-        create(conn, &ddl, name, maintained).await?;
+        let span = Span {
+            table: "usage_records",
+            from: floor(next),
+            to: floor(end),
+        };
+        create(conn, &span, &name, "", maintained).await?;
         next = end;
     }
     Ok(())
 }
 
-/// Runs one `create table … partition of`. A span whose ids already sit in the default partition
-/// (no process prepared it in time) cannot become a partition: it is skipped, its rows stay in the
-/// default, and the days after it are still prepared. Any other failure (a lock not had in time)
-/// stops the upkeep until the next round, so no day is ever skipped for a passing reason.
+/// The ids one partition of `table` holds: `from` up to, not including, `to`.
+struct Span {
+    table: &'static str,
+    from: Uuid,
+    to: Uuid,
+}
+
+/// Prepares one partition: the table is created on its own (no lock on the parent), then
+/// attached, which takes only a `SHARE UPDATE EXCLUSIVE` lock on the parent — it does not wait
+/// for, nor hold up, the reads and writes of the traffic, as `create table … partition of` (an
+/// `ACCESS EXCLUSIVE` lock) did. A table left unattached by an earlier round (a lock not had in
+/// time) is attached now. A span whose ids already sit in the default partition (no process
+/// prepared it in time) cannot become a partition: its table is dropped, its rows stay in the
+/// default, and the days after it are still prepared. Any other failure stops the upkeep until
+/// the next round, so no day is ever skipped for a passing reason.
 async fn create(
     conn: &mut PgConnection,
-    ddl: &str,
-    name: String,
+    span: &Span,
+    name: &str,
+    fill: &str,
     maintained: &mut Maintained,
 ) -> Result<(), sqlx::Error> {
-    match sqlx::query(ddl).execute(&mut *conn).await {
+    let Span { table, from, to } = span;
+    let create = format!(
+        "create table if not exists {name} (like {table} including defaults including constraints \
+         including storage){fill}"
+    );
+    sqlx::query(&create).execute(&mut *conn).await?;
+    let attach = format!(
+        "alter table {table} attach partition {name} for values from ('{from}') to ('{to}')"
+    );
+    match sqlx::query(&attach).execute(&mut *conn).await {
         Ok(_) => {
-            maintained.created.push(name);
+            maintained.created.push(name.to_owned());
             Ok(())
         }
         Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("23514") => {
             tracing::warn!(partition = name, %error, "its ids are in the default partition already; left there");
+            sqlx::query(&format!("drop table if exists {name}"))
+                .execute(&mut *conn)
+                .await?;
             Ok(())
         }
         Err(error) => Err(error),

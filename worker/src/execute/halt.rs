@@ -42,9 +42,11 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, sqlx::Error>>,
 {
+    // At most a second between tries (500 ms, and up to as much again of jitter): once the
+    // database is back, a held job goes on within about a second, not after a long backoff.
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
+        .with_max_delay(Duration::from_millis(500))
         .with_jitter()
         .without_max_times();
     let result = operation

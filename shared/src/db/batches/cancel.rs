@@ -39,11 +39,18 @@ pub async fn cancel(
     .await?
     .rows_affected();
     if marked == 1 {
+        // Its items are locked in id order first, as by every statement that changes several jobs,
+        // so that a worker's claim of a group of them cannot deadlock with it.
         sqlx::query!(
-            "with done as (
+            "with locked as (
+                select id from jobs
+                 where batch_id = $1 and status in ('pending', 'queued', 'retrying')
+                 order by id for update),
+             done as (
                 update jobs set status = 'cancelled', finished_at = now(), revision = revision + 1,
                        error_code = $2, error_message = 'the batch was cancelled'
-                 where batch_id = $1 and status in ('pending', 'queued', 'retrying')
+                  from locked
+                 where jobs.id = locked.id and status in ('pending', 'queued', 'retrying')
                  returning tenant_id, reserved_month, reserved_tokens, reserved_cost),
              freed as (
                 select tenant_id, reserved_month, sum(reserved_tokens) as tokens,

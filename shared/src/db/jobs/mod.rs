@@ -193,31 +193,47 @@ pub async fn insert(conn: impl PgExecutor<'_>, job: &NewJob) -> Result<Job, sqlx
 
 /// Inserts jobs as `queued` (not yet published) in one statement, so in one commit outside a
 /// transaction, and returns them as their clients will see them, in the order given.
+///
+/// An insert tried again after its commit's answer was lost (the connection broke as it committed)
+/// finds its own effect: a job already stored under its id — ids are new UUIDv7s, so only this
+/// very insert can have written it — is returned as stored, not refused as a duplicate, so the
+/// request that wrote it is answered `202` and not an error for a job that will run anyway.
 pub async fn insert_many(
     conn: impl PgExecutor<'_>,
     jobs: &[NewJob],
 ) -> Result<Vec<Job>, sqlx::Error> {
     let columns = NewJobColumns::new(jobs)?;
+    // The second branch reads the rows from before the insert: only jobs an earlier try wrote.
     let rows = sqlx::query_as!(
         JobRow,
-        r#"insert into jobs (id, tenant_id, token_id, kind, status, model, request, metadata,
-                           origin, client_ip, reserved_tokens, reserved_cost, reserved_month,
-                           webhook_url, stream, stream_to, traceparent)
-         select id, tenant_id, token_id, kind, 'queued', model, request, metadata, origin,
-                client_ip, reserved_tokens, reserved_cost, reserved_month, webhook_url,
-                stream_to is not null, stream_to, traceparent
-           from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[],
-                       $7::jsonb[], $8::text[], $9::inet[], $10::bigint[], $11::numeric[],
-                       $12::date[], $13::text[], $14::text[], $15::text[])
-                as j(id, tenant_id, token_id, kind, model, request, metadata, origin, client_ip,
-                     reserved_tokens, reserved_cost, reserved_month, webhook_url, stream_to,
-                     traceparent)
-         returning id as "id: JobId", tenant_id as "tenant_id: TenantId", kind, status, model, provider,
-                upstream_model, result, error_code, error_message, prompt_tokens,
-                completion_tokens, total_tokens, attempts, metadata, created_at, started_at,
-                finished_at, cost, usage_estimated, unpriced, revision, webhook_url,
-                batch_id as "batch_id: BatchId", custom_id, stream, route_reason, data_policy,
-                dead_lettered_at"#,
+        r#"with new as (
+            insert into jobs (id, tenant_id, token_id, kind, status, model, request, metadata,
+                              origin, client_ip, reserved_tokens, reserved_cost, reserved_month,
+                              webhook_url, stream, stream_to, traceparent)
+            select id, tenant_id, token_id, kind, 'queued', model, request, metadata, origin,
+                   client_ip, reserved_tokens, reserved_cost, reserved_month, webhook_url,
+                   stream_to is not null, stream_to, traceparent
+              from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
+                          $6::jsonb[], $7::jsonb[], $8::text[], $9::inet[], $10::bigint[],
+                          $11::numeric[], $12::date[], $13::text[], $14::text[], $15::text[])
+                   as j(id, tenant_id, token_id, kind, model, request, metadata, origin,
+                        client_ip, reserved_tokens, reserved_cost, reserved_month, webhook_url,
+                        stream_to, traceparent)
+            on conflict (id) do nothing
+            returning *
+         ), written as (
+            select * from new
+             union all
+            select * from jobs where id = any($1::uuid[])
+         )
+         select id as "id!: JobId", tenant_id as "tenant_id!: TenantId", kind as "kind!",
+                status as "status!", model as "model!", provider, upstream_model, result,
+                error_code, error_message, prompt_tokens, completion_tokens, total_tokens,
+                attempts as "attempts!", metadata, created_at as "created_at!", started_at,
+                finished_at, cost, usage_estimated, unpriced, revision as "revision!",
+                webhook_url, batch_id as "batch_id: BatchId", custom_id, stream as "stream!",
+                route_reason, data_policy, dead_lettered_at
+           from written"#,
         &columns.id as &[JobId],
         &columns.tenant_id as &[TenantId],
         &columns.token_id as &[Option<TokenId>],
@@ -243,6 +259,7 @@ pub async fn insert_many(
         .map(|job| {
             by_id
                 .remove(&job.id)
+                .filter(|row| row.tenant_id == job.tenant_id)
                 .ok_or(sqlx::Error::RowNotFound)
                 .and_then(Job::try_from)
         })
@@ -385,11 +402,18 @@ pub async fn list(
 /// Records that the broker confirmed these jobs' messages, so the sweeper leaves them alone.
 /// Called in batches: one statement for many confirmed publishes. A job a worker already claimed
 /// is skipped: the sweeper only looks at `queued` and `retrying` jobs, and not rewriting the row
-/// saves Postgres a tuple version per job when the queue is short.
+/// saves Postgres a tuple version per job when the queue is short. So is a job whose row another
+/// statement holds (a worker claiming it, most likely): it is never waited for, so this statement
+/// cannot deadlock with a claim of several jobs; were such a job left queued, the sweeper's resend
+/// is a duplicate message, which its claim ignores.
 pub async fn mark_published(pool: &PgPool, ids: &[JobId]) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "update jobs set published_at = now()
-          where id = any($1) and status in ('queued', 'retrying') and published_at is null",
+          where id in (select id from jobs
+                        where id = any($1) and status in ('queued', 'retrying')
+                          and published_at is null
+                          for update skip locked)
+            and id = any($1)",
         ids as &[JobId],
     )
     .execute(pool)

@@ -54,10 +54,11 @@ pub async fn finish(pool: &PgPool, run: &Finish) -> Result<Option<Recorded>, sql
 /// reclaimed it after a redelivery, or finished it): nothing of that run is written, and its caller
 /// drops its result. The others are written as if alone.
 ///
-/// A run whose end this claim already wrote (the statement committed, but its answer was lost
-/// with the connection, and this is the retry) is answered as if it had just been written — its
-/// revision and its webhook delivery — and nothing is written again: its caller publishes the
-/// event and the delivery the lost answer would have led to. (The rows the statement's reads see
+/// A run whose end (or park) this claim already wrote (the statement committed, but its answer was
+/// lost with the connection, and this is the retry) is answered as if it had just been written —
+/// its revision and its webhook delivery — and nothing is written again: its caller publishes the
+/// event, the delivery or the delayed message the lost answer would have led to. A parked job keeps
+/// the claim of the run that parked it for this (a job's next claim replaces it). (The rows the statement's reads see
 /// are those from before its own updates, so a run it ends now is never answered twice.)
 ///
 /// Long on purpose: it is one statement, written out whole so that a reader sees every parameter
@@ -77,8 +78,10 @@ pub async fn finish_many<R: Borrow<Finish>>(
     // claims just before its own, oldest first. The rollups are summed per row before they are
     // written (an upsert may change a row once) and written in key order, so two statements never
     // wait on each other's rows in a circle. `id = any($1)` repeats the join for the planner: it
-    // prunes the partitions (days) none of the runs' jobs is in. Its rows: each run recorded, with
-    // the job's new revision and its delivery.
+    // prunes the partitions (days) none of the runs' jobs is in. The jobs are locked in id order
+    // first (`locked`), as by every statement that changes several jobs, so that no two wait on
+    // each other's rows in a circle. Its rows: each run recorded, with the job's new revision and
+    // its delivery.
     let rows = sqlx::query!(
         r#"with run as (
             select *
@@ -91,6 +94,8 @@ pub async fn finish_many<R: Borrow<Finish>>(
                                         completion_tokens, attempts, cost, estimated, price_id,
                                         latency_ms, routed_model, route_reason, data_policy,
                                         retry_in, run)
+         ), locked as (
+            select id from jobs where id = any($1::uuid[]) order by id for update
          ), ended as (
             update jobs
                set status = r.status, provider = r.provider, upstream_model = r.upstream_model,
@@ -104,7 +109,7 @@ pub async fn finish_many<R: Borrow<Finish>>(
                    route_reason = r.route_reason, data_policy = r.data_policy,
                    revision = jobs.revision + 1,
                    abandoned_recorded = jobs.claims - jobs.retries - 1
-              from run r
+              from run r join locked on locked.id = r.id
              where jobs.id = r.id and jobs.claim_id = r.claim_id and jobs.status = 'running'
                and r.retry_in is null and jobs.id = any($1::uuid[])
          returning jobs.id, r.run, jobs.claims, jobs.tenant_id, jobs.token_id, jobs.model,
@@ -119,10 +124,10 @@ pub async fn finish_many<R: Borrow<Finish>>(
                    attempts = jobs.attempts + r.attempts, error_code = r.error_code,
                    error_message = r.error_message,
                    retry_at = now() + make_interval(secs => r.retry_in),
-                   claim_id = null, lease_expires_at = null, published_at = null,
+                   lease_expires_at = null, published_at = null,
                    revision = jobs.revision + 1,
                    abandoned_recorded = jobs.claims - jobs.retries - 1
-              from run r
+              from run r join locked on locked.id = r.id
              where jobs.id = r.id and jobs.claim_id = r.claim_id and jobs.status = 'running'
                and r.retry_in is not null and jobs.id = any($1::uuid[])
          returning jobs.id, r.run, jobs.claims, jobs.revision
@@ -226,11 +231,15 @@ pub async fn finish_many<R: Borrow<Finish>>(
          select done.run as "run!", done.revision as "revision!", hook.id as "delivery?"
            from done left join hook on hook.job_id = done.id
           union all
-         select r.run, j.revision, (select d.id from webhook_deliveries d
-                                     where d.job_id = j.id order by d.created_at limit 1)
+         select r.run, j.revision,
+                case when r.retry_in is null
+                     then (select d.id from webhook_deliveries d
+                            where d.job_id = j.id order by d.created_at limit 1) end
            from run r join jobs j on j.id = r.id and j.claim_id = r.claim_id
-          where r.retry_in is null and j.status in ('succeeded', 'failed', 'cancelled')
-            and j.id = any($1::uuid[])"#,
+          where j.id = any($1::uuid[])
+            and case when r.retry_in is null
+                     then j.status in ('succeeded', 'failed', 'cancelled')
+                     else j.status = 'retrying' end"#,
         &jobs.id as &[JobId],                          // $1
         &jobs.claim_id,                                // $2
         &jobs.status as &[&str],                       // $3

@@ -182,10 +182,15 @@ pub async fn claim_many(
     // The data policy is read at each claim, not kept from intake: a tenant made `local_only`
     // keeps its queued jobs off the cloud too. `distinct on` keeps one request per job (an update
     // joined to two rows for one job would apply only one of them, arbitrarily); `id = any($1)`
-    // lets the planner prune the days none of them is in.
+    // lets the planner prune the days none of them is in. The rows are locked in id order first
+    // (`locked`), as every statement that changes several jobs does, so that two of them never
+    // wait on each other's rows in a circle (a deadlock, and a fallback to one by one).
     let rows = sqlx::query_as!(
         ClaimRow,
-        r#"update jobs
+        r#"with locked as (
+            select id from jobs where id = any($1::uuid[]) order by id for update
+         )
+         update jobs
             set status = 'running', claim_id = c.claim_id,
                 claims = claims + (jobs.claim_id is distinct from c.claim_id)::int,
                 revision = revision + (jobs.claim_id is distinct from c.claim_id)::int,
@@ -195,6 +200,7 @@ pub async fn claim_many(
                    from unnest($1::uuid[], $2::uuid[], $3::bool[])
                         with ordinality as r(id, claim_id, redelivered, n)
                   order by id, n) c
+          join locked on locked.id = c.id
           where jobs.id = c.id and jobs.id = any($1::uuid[])
             and (status = 'queued'
                  or (status = 'retrying' and retry_at <= now() + make_interval(secs => $5))
