@@ -501,11 +501,18 @@ async fn a_local_only_tenant_never_reaches_the_cloud_by_fallback_overflow_or_bat
     assert_eq!(failed["status"], "failed", "{failed}");
     assert_eq!(failed["data_policy"], "local_only");
 
-    // A model only the cloud has: refused, saying why.
-    let cloud_only = stack.generate("gpt-4o-mini", "cloud model").await;
-    assert_eq!(cloud_only["error"]["code"], "no_provider_available");
-    let message = cloud_only["error"]["message"].as_str().expect("message");
-    assert!(message.contains("local_only"), "{message}");
+    // A model only the cloud has: refused at intake, saying why.
+    let cloud_only = stack
+        .post(
+            "/v1/generate",
+            &json!({ "model": "gpt-4o-mini", "prompt": "cloud model" }),
+        )
+        .await;
+    assert_eq!(cloud_only.status(), 422);
+    let problem: Value = cloud_only.json().await.expect("problem");
+    assert_eq!(problem["code"], "model_not_served");
+    let detail = problem["detail"].as_str().expect("detail");
+    assert!(detail.contains("local_only"), "{detail}");
 
     // Overflow: hybrid with one slot and a short wait; every job waits for the slot instead.
     stack

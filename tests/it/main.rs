@@ -3,7 +3,7 @@
 //!
 //! Its modules: `harness` (the test stack, the proxies that cut connections, the one raw-broker
 //! helper); intake and its rules — `intake`, `bad_input`, `hardening`, `access`, `limits`,
-//! `idempotency`, `tenants`, `secrets`; running jobs — `providers`, `resolution`, `fleet`,
+//! `idempotency`, `tenants`, `secrets`, `unserved` (requests no provider can serve); running jobs — `providers`, `resolution`, `fleet`,
 //! `models`, `delivery`, `coalescing`, `outages`, `lost_commit` (statements whose commit answer
 //! the connection lost); what comes back — `events`, `streaming`, `webhooks`, `billing`,
 //! `retention`; bulk work — `batches`, `cli`, `openai_batches`; the drop-in surfaces through the
@@ -48,4 +48,5 @@ mod sim;
 mod streaming;
 mod tenants;
 mod traces;
+mod unserved;
 mod webhooks;

@@ -89,7 +89,12 @@ fn chat_line(custom_id: &str) -> String {
     )
 }
 
-async fn upload(stack: &Stack, token: &str, purpose: &str, content: String) -> reqwest::Response {
+pub(crate) async fn upload(
+    stack: &Stack,
+    token: &str,
+    purpose: &str,
+    content: String,
+) -> reqwest::Response {
     upload_named(stack, token, purpose, content, "input.jsonl").await
 }
 

@@ -113,20 +113,32 @@ async fn generate_chat_and_embedding_run_on_openai() {
     stack.stop().await;
 }
 
+/// With the fleet switched off and no fallback, no provider can serve anything: a request is
+/// refused at intake (`route_disabled`), not accepted to fail a moment later.
 #[tokio::test]
-async fn with_the_local_provider_disabled_and_no_fallback_a_job_fails_with_no_provider_available() {
+async fn with_the_local_provider_disabled_and_no_fallback_a_request_is_refused_as_not_served() {
     let stack = Stack::with(Options {
         upstream: Upstream::Nothing,
         ..Options::default()
     })
     .await;
 
-    let job = stack.generate("llama3", "hi").await;
+    let refused = stack
+        .post(
+            "/v1/generate",
+            &json!({ "model": "llama3", "prompt": "hi" }),
+        )
+        .await;
 
-    assert_eq!(job["status"], "failed");
-    assert_eq!(job["error"]["code"], "no_provider_available");
-    assert!(job["usage"].is_null());
-    assert_eq!(job["attempts"], 0, "no provider was called");
+    assert_eq!(refused.status(), 422);
+    let problem: Value = refused.json().await.expect("problem");
+    assert_eq!(problem["code"], "model_not_served");
+    let detail = problem["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("\"llama3\"") && detail.contains("(route_disabled)"),
+        "{detail}"
+    );
+    assert_eq!(stack.rows("jobs").await, 0, "nothing was written");
     assert_eq!(stack.ollama.calls("/api/generate"), 0);
     assert_eq!(stack.openai.calls("/v1/responses"), 0);
     stack.stop().await;

@@ -47,6 +47,10 @@ pub enum ErrorCode {
     JobExpired,
     /// No provider serves the model.
     ModelNotFound,
+    /// No provider can serve the model for this caller as the settings stand: the detail names
+    /// the model and the reason (`data_policy`, `no_route` or `route_disabled`). A retry cannot
+    /// help until an operator changes the routes or the caller's data policy.
+    ModelNotServed,
     /// The route does not take this method.
     MethodNotAllowed,
     /// A tenant with that name exists.
@@ -172,7 +176,7 @@ mod tests {
         let names: std::collections::HashSet<&str> =
             ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
         assert_eq!(names.len(), ErrorCode::ALL.len());
-        assert_eq!(ErrorCode::ALL.len(), 45);
+        assert_eq!(ErrorCode::ALL.len(), 46);
         assert!(
             names
                 .iter()

@@ -137,11 +137,13 @@ pub async fn call(
     stream: bool,
 ) -> Result<Call, ApiError> {
     // As OpenAI and Ollama answer a model they do not have.
-    served_model(state, request.model().as_str()).map_err(|error| {
-        ApiError::not_found(error.detail().to_owned())
-            .with_code(ErrorCode::ModelNotFound)
-            .with_field("model")
-    })?;
+    served_model(state, caller, request.model().as_str())
+        .await
+        .map_err(|error| {
+            ApiError::not_found(error.detail().to_owned())
+                .with_code(ErrorCode::ModelNotFound)
+                .with_field("model")
+        })?;
     let new_job = NewJob {
         id: JobId::new(),
         tenant_id: caller.tenant_id,
@@ -318,19 +320,37 @@ pub fn check_metadata(metadata: Option<Value>) -> Result<Option<Value>, ApiError
     }
 }
 
-/// The model, if a provider serves it (else 422 on `model`).
-pub fn served_model(state: &AppState, model: &str) -> Result<ModelName, ApiError> {
+/// The model, if a provider can serve it for `caller` as the settings stand
+/// ([`Runtime::serves`](tollgate_core::domain::Runtime::serves), the routing decision itself);
+/// else 422 `model_not_served` on `model`, naming it and the reason, before anything is written.
+/// A refusal is checked once more after a look at the stored settings' version: a route an admin
+/// just added may not have reached this instance yet.
+pub async fn served_model(
+    state: &AppState,
+    caller: &Principal,
+    model: &str,
+) -> Result<ModelName, ApiError> {
     let model = ModelName::parse(model)?;
-    if !state.runtime.current().routes.serves(model.as_str()) {
-        return Err(ApiError::invalid_field(
-            "model",
-            format!(
-                "no provider serves {:?}: ask an admin to add a route for it",
-                model.as_str()
-            ),
-        ));
+    let serves = || {
+        state
+            .runtime
+            .current()
+            .serves(model.as_str(), caller.data_policy)
+    };
+    if serves().is_ok() {
+        return Ok(model);
     }
-    Ok(model)
+    if let Err(error) = state.runtime.refresh().await {
+        tracing::warn!(%error, "cannot check the settings; judging the model by the ones held");
+    }
+    match serves() {
+        Ok(()) => Ok(model),
+        Err(unserved) => Err(ApiError::unprocessable(
+            ErrorCode::ModelNotServed,
+            unserved.explain(model.as_str()),
+        )
+        .with_field("model")),
+    }
 }
 
 /// A submission's `webhook_url`: well-formed, reaching only public addresses (unless this server

@@ -95,11 +95,10 @@ struct Submitted {
     params(JsonlQuery, ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer instead of a second batch")),
     responses(
         (status = 202, description = "Accepted: the batch", body = Batch, headers(("Location" = String, description = "The batch's URL"))),
-        (status = 404, description = "`model_not_found`: no provider serves the model"),
         (status = 409, description = "`idempotency_key_in_use`"),
         (status = 413, description = "`body_too_large`: over `TOLLGATE_BATCH_BODY_LIMIT_BYTES`"),
         (status = 415, description = "`unsupported_media_type`: neither JSON nor JSONL"),
-        (status = 422, description = "A field or an item is refused (`invalid_field` naming it, `items[i].field` with its line in JSONL), or `idempotency_key_reused`"),
+        (status = 422, description = "A field or an item is refused (`invalid_field` naming it, `items[i].field` with its line in JSONL), `model_not_served` (no provider can serve the model for this caller; the detail names it and the reason: `data_policy`, `no_route` or `route_disabled`), or `idempotency_key_reused`"),
     ))]
 async fn create(
     State(state): State<AppState>,
@@ -115,7 +114,7 @@ async fn create(
     })?;
     drop(bytes);
     let metadata = intake::check_metadata(submitted.metadata)?;
-    let model = intake::served_model(&state, &submitted.model)?;
+    let model = intake::served_model(&state, &caller, &submitted.model).await?;
     let template = submitted
         .template
         .as_deref()

@@ -33,6 +33,7 @@ use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::QueryParams;
 use crate::http::path::{Path, missing_job};
 use crate::http::prefer;
+use crate::http::sse::JobEventName;
 use crate::intake::idempotency::IdempotentJson;
 use crate::intake::idempotency::Key;
 use crate::intake::{self, Accepted, Intake};
@@ -146,10 +147,9 @@ struct JobPage {
     responses(
         (status = 202, description = "Accepted: the queued job", body = Job, headers(("Location" = String, description = "The job's URL"))),
         (status = 200, description = "The finished job (`Prefer: wait`), or its text as it is generated (`stream`)",
-            content((Job = "application/json"), (String = "text/event-stream"))),
-        (status = 404, description = "`model_not_found`: no provider serves the model"),
+            content((Job = "application/json"), (crate::http::sse::JobStreamEvent = "text/event-stream"))),
         (status = 409, description = "`idempotency_key_in_use`"),
-        (status = 422, description = "A field is refused (`invalid_field`, naming it), or `idempotency_key_reused`"),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it), `model_not_served` (no provider can serve the model for this caller; the detail names it and the reason: `data_policy`, `no_route` or `route_disabled`), or `idempotency_key_reused`"),
     ))]
 async fn generate(
     State(state): State<AppState>,
@@ -175,10 +175,9 @@ async fn generate(
     responses(
         (status = 202, description = "Accepted: the queued job", body = Job, headers(("Location" = String, description = "The job's URL"))),
         (status = 200, description = "The finished job (`Prefer: wait`), or its text as it is generated (`stream`)",
-            content((Job = "application/json"), (String = "text/event-stream"))),
-        (status = 404, description = "`model_not_found`: no provider serves the model"),
+            content((Job = "application/json"), (crate::http::sse::JobStreamEvent = "text/event-stream"))),
         (status = 409, description = "`idempotency_key_in_use`"),
-        (status = 422, description = "A field is refused (`invalid_field`, naming it), or `idempotency_key_reused`"),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it), `model_not_served` (no provider can serve the model for this caller; the detail names it and the reason: `data_policy`, `no_route` or `route_disabled`), or `idempotency_key_reused`"),
     ))]
 async fn chat(
     State(state): State<AppState>,
@@ -204,9 +203,8 @@ async fn chat(
     responses(
         (status = 202, description = "Accepted: the queued job", body = Job, headers(("Location" = String, description = "The job's URL"))),
         (status = 200, description = "The finished job (`Prefer: wait`)", body = Job),
-        (status = 404, description = "`model_not_found`: no provider serves the model"),
         (status = 409, description = "`idempotency_key_in_use`"),
-        (status = 422, description = "A field is refused (`invalid_field`, naming it), or `idempotency_key_reused`"),
+        (status = 422, description = "A field is refused (`invalid_field`, naming it), `model_not_served` (no provider can serve the model for this caller; the detail names it and the reason: `data_policy`, `no_route` or `route_disabled`), or `idempotency_key_reused`"),
     ))]
 async fn embedding(
     State(state): State<AppState>,
@@ -239,7 +237,7 @@ async fn submit(
     key: Option<Key>,
 ) -> Result<Response, ApiError> {
     let metadata = intake::check_metadata(extra.metadata)?;
-    intake::served_model(state, request.model().as_str())?;
+    intake::served_model(state, &caller, request.model().as_str()).await?;
     let webhook_url = match extra.webhook_url {
         Some(url) => Some(intake::webhook_url(state, caller.tenant_id, &url).await?),
         None => None,
@@ -346,7 +344,7 @@ impl Dialect for NativeEvents {
 
     fn failed(&mut self, error: &ApiError) -> Vec<Event> {
         Event::default()
-            .event("error")
+            .event(JobEventName::Error.as_str())
             .json_data(error.problem())
             .ok()
             .into_iter()
@@ -355,7 +353,10 @@ impl Dialect for NativeEvents {
 }
 
 fn job_event(job: &Job) -> Option<Event> {
-    Event::default().event("job").json_data(job).ok()
+    Event::default()
+        .event(JobEventName::Job.as_str())
+        .json_data(job)
+        .ok()
 }
 
 const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");

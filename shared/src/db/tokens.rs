@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::quotas::Limits;
 
-use crate::domain::{AccessRules, RateLimit, Role, TenantId, TokenId};
+use crate::domain::{AccessRules, DataPolicy, RateLimit, Role, TenantId, TokenId};
 
 /// Who a valid token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +23,8 @@ pub struct Principal {
     /// The token's own rate limit, and its tenant's (shared by all the tenant's tokens).
     pub token_rate: Option<RateLimit>,
     pub tenant_rate: Option<RateLimit>,
+    /// Whether its jobs may leave the local fleet: the token's policy, else its tenant's.
+    pub data_policy: DataPolicy,
 }
 
 pub async fn create(
@@ -198,7 +200,8 @@ pub async fn authenticate(
                    coalesce(t.allowed_ips, n.allowed_ips)::text[] as allowed_ips,
                    t.rate_limit_per_minute, t.rate_limit_burst,
                    n.rate_limit_per_minute as tenant_per_minute,
-                   n.rate_limit_burst as tenant_burst
+                   n.rate_limit_burst as tenant_burst,
+                   coalesce(t.data_policy, n.data_policy) as data_policy
               from api_tokens t join tenants n on n.id = t.tenant_id
              where t.token_hash = $1 and t.revoked_at is null and n.disabled_at is null
          ), used as (
@@ -209,7 +212,8 @@ pub async fn authenticate(
          )
          select id as "id!: TokenId", tenant_id as "tenant_id!: TenantId", role as "role!",
                 monthly_cost_budget, monthly_token_quota, allowed_domains, allowed_ips,
-                rate_limit_per_minute, rate_limit_burst, tenant_per_minute, tenant_burst
+                rate_limit_per_minute, rate_limit_burst, tenant_per_minute, tenant_burst,
+                data_policy as "data_policy!"
            from found"#,
         hash.as_slice(),
     )
@@ -238,6 +242,7 @@ pub async fn authenticate(
                 rate_limit_burst: row.tenant_burst,
             }
             .limit(),
+            data_policy: DataPolicy::parse("data_policy", &row.data_policy).ok()?,
         })
     }))
 }

@@ -33,7 +33,9 @@ pub use request::{
     GenerateRequest, GenerationOptions, JobRequest, MAX_EMBEDDING_INPUTS, MAX_MESSAGES,
     MAX_STOP_TEXTS, MAX_TEXT_CHARS, ModelName, ValidationError,
 };
-pub use routing::{Candidate, DataPolicy, LocalWait, Route, RouteInput, RouteReason, WhenBusy};
+pub use routing::{
+    Candidate, DataPolicy, LocalWait, Route, RouteInput, RouteReason, Unserved, WhenBusy,
+};
 pub use settings::{
     CircuitPolicy, ModelRoutes, ProviderName, Retention, RetryPolicy, Runtime, SealedKey, Settings,
     SettingsChange, Strategy, check_base_url,

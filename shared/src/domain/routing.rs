@@ -126,6 +126,43 @@ pub struct Route {
     pub shared: bool,
     /// The data policy took a cloud step out.
     pub withheld: bool,
+    /// Why there are no candidates, when there are none.
+    pub unserved: Option<Unserved>,
+}
+
+/// Why no provider can serve a model for a caller as the settings stand: not a passing state (a
+/// busy fleet, an open circuit), so a retry cannot help until an operator changes something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Unserved {
+    /// Only cloud providers serve the model, and the caller's data stays on the local fleet.
+    DataPolicy,
+    /// No provider has a route for the model.
+    NoRoute,
+    /// The providers with a route for it are switched off, not configured, or not used by the
+    /// routing strategy.
+    RouteDisabled,
+}
+
+impl Unserved {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// Says why `model` is not served, for a person.
+    pub fn explain(self, model: &str) -> String {
+        let why = match self {
+            Self::DataPolicy => {
+                "only cloud providers serve it, and this caller's data policy is local_only"
+            }
+            Self::NoRoute => "no provider has a route for it",
+            Self::RouteDisabled => {
+                "the providers with a route for it are disabled or not configured"
+            }
+        };
+        format!("model {model:?} is not served ({}): {why}", self.as_str())
+    }
 }
 
 impl Route {
@@ -227,10 +264,53 @@ impl Runtime {
         }
         // When the step the share picked cannot serve, what is left is a plain fallback.
         let shared = shared && candidates.first().map(|c| c.provider) == first_choice;
+        let unserved = candidates
+            .is_empty()
+            .then(|| self.unserved_because(model, job.policy));
         Route {
             candidates,
             shared,
             withheld,
+            unserved,
+        }
+    }
+
+    /// Why a route came out empty: no route at all; else, for a `local_only` caller, the data
+    /// policy when only the cloud serves the model (whatever the strategy); else the routes it has
+    /// are switched off (a local one included).
+    fn unserved_because(&self, model: &str, policy: DataPolicy) -> Unserved {
+        let local_route = self.routes.upstream(model, ProviderName::Ollama).is_some();
+        if !self.routes.serves(model) {
+            Unserved::NoRoute
+        } else if policy == DataPolicy::LocalOnly && !local_route {
+            Unserved::DataPolicy
+        } else {
+            Unserved::RouteDisabled
+        }
+    }
+
+    /// Whether the settings let `provider` be called at all: OpenAI with a key stored, the fleet
+    /// with a host enabled. (A worker also needs the key to open; it decides that for itself.)
+    pub fn is_configured(&self, provider: ProviderName) -> bool {
+        match provider {
+            ProviderName::Ollama => self.hosts.iter().any(|host| host.enabled),
+            ProviderName::OpenAi => self.settings.openai_api_key.is_some(),
+        }
+    }
+
+    /// Whether a request for `model` from a caller under `policy` can be served as the settings
+    /// stand: [`Runtime::route`] asked at intake, so a request it gives no step is refused before
+    /// anything is written.
+    pub fn serves(&self, model: &str, policy: DataPolicy) -> Result<(), Unserved> {
+        let job = RouteInput {
+            policy,
+            bulk: false,
+            batch_overflow: false,
+            share_draw: 0,
+        };
+        match self.route(model, job, |p| self.is_configured(p)).unserved {
+            Some(unserved) => Err(unserved),
+            None => Ok(()),
         }
     }
 }
@@ -395,6 +475,76 @@ mod tests {
         assert_eq!(
             names(&shared.route("llama3", policy, |_| true)),
             [("ollama", "llama3")]
+        );
+    }
+
+    #[test]
+    fn an_empty_route_says_why_no_provider_can_serve_the_model() {
+        let local_only = RouteInput {
+            policy: DataPolicy::LocalOnly,
+            ..ANY
+        };
+        let rt = runtime(Strategy::Hybrid, None);
+        let unserved = |rt: &Runtime, model, job| rt.route(model, job, |_| true).unserved;
+        assert_eq!(unserved(&rt, "llama3", ANY), None);
+        assert_eq!(unserved(&rt, "mistral", ANY), Some(Unserved::NoRoute));
+        assert_eq!(
+            unserved(&rt, "mistral", local_only),
+            Some(Unserved::NoRoute)
+        );
+        assert_eq!(unserved(&rt, "gpt-4o", ANY), None);
+        assert_eq!(
+            unserved(&rt, "gpt-4o", local_only),
+            Some(Unserved::DataPolicy)
+        );
+        // Whatever the strategy, a cloud-only model is the data policy's refusal.
+        let fleet_only = runtime(local(), None);
+        assert_eq!(
+            unserved(&fleet_only, "gpt-4o", local_only),
+            Some(Unserved::DataPolicy)
+        );
+        assert_eq!(
+            unserved(&fleet_only, "gpt-4o", ANY),
+            Some(Unserved::RouteDisabled)
+        );
+        // A local route switched off is the route's, not the policy's.
+        let mut local_off = runtime(Strategy::Hybrid, None);
+        local_off.settings.ai_local_enabled = false;
+        assert_eq!(
+            unserved(&local_off, "llama3", local_only),
+            Some(Unserved::RouteDisabled)
+        );
+        assert_eq!(unserved(&local_off, "llama3", ANY), None);
+        let unconfigured = rt.route("llama3", ANY, |_| false).unserved;
+        assert_eq!(unconfigured, Some(Unserved::RouteDisabled));
+    }
+
+    #[test]
+    fn serves_asks_the_route_with_what_the_settings_configure() {
+        let mut rt = runtime(Strategy::Hybrid, None);
+        // No host and no key: nothing is configured.
+        assert_eq!(
+            rt.serves("llama3", DataPolicy::Any),
+            Err(Unserved::RouteDisabled)
+        );
+        rt.settings.openai_api_key = Some(crate::domain::settings::SealedKey {
+            sealed: vec![1],
+            last4: "abcd".into(),
+        });
+        assert_eq!(rt.serves("llama3", DataPolicy::Any), Ok(()));
+        assert_eq!(
+            rt.serves("llama3", DataPolicy::LocalOnly),
+            Err(Unserved::RouteDisabled)
+        );
+        assert!(
+            Unserved::DataPolicy
+                .explain("gpt-4o")
+                .contains("\"gpt-4o\"")
+        );
+        assert!(
+            Unserved::DataPolicy
+                .explain("gpt-4o")
+                .contains("(data_policy)")
         );
     }
 

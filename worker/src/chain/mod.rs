@@ -155,6 +155,9 @@ fn no_provider(plan: &Plan, call: &Call<'_>) -> RunEnd {
     if plan.route.withheld {
         message.push_str(&withheld(call.policy));
     }
+    if let Some(unserved) = plan.route.unserved {
+        message.push_str(&format!(" (reason: {})", unserved.as_str()));
+    }
     RunEnd::NoProvider { message }
 }
 

@@ -24,6 +24,7 @@ use crate::access::auth::Admin;
 use crate::fleet::{self};
 use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
+use crate::http::sse::PullEventName;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -60,7 +61,7 @@ struct HostQuery {
     params(("Accept" = Option<String>, Header, description = "`text/event-stream` for the progress as it happens")),
     request_body = PullBody,
     responses(
-        (status = 200, description = "The outcome, or the progress stream", content((Pulled = "application/json"), (String = "text/event-stream"))),
+        (status = 200, description = "The outcome, or the progress stream", content((Pulled = "application/json"), (crate::http::sse::PullStreamEvent = "text/event-stream"))),
         (status = 422, description = "A field is refused (`invalid_field`, naming it)"),
         (status = 502, description = "The upstream failed (`upstream_error`)"),
     ))]
@@ -122,24 +123,24 @@ fn progress_events(
         let mut progress = progress?;
         let event = match progress.next().await {
             Some(Ok(line)) if line["status"] == "success" => {
-                return Some((Ok(json_event("done", &line)), None));
+                return Some((Ok(json_event(PullEventName::Done, &line)), None));
             }
-            Some(Ok(line)) => json_event("progress", &line),
+            Some(Ok(line)) => json_event(PullEventName::Progress, &line),
             Some(Err(error)) => {
                 let body = json!({ "error": error.message });
-                return Some((Ok(json_event("error", &body)), None));
+                return Some((Ok(json_event(PullEventName::Error, &body)), None));
             }
             None => {
                 let body = json!({ "error": "Ollama ended the pull without success" });
-                return Some((Ok(json_event("error", &body)), None));
+                return Some((Ok(json_event(PullEventName::Error, &body)), None));
             }
         };
         Some((Ok(event), Some(progress)))
     })
 }
 
-fn json_event(name: &str, data: &Value) -> Event {
-    Event::default().event(name).data(data.to_string())
+fn json_event(name: PullEventName, data: &Value) -> Event {
+    Event::default().event(name.as_str()).data(data.to_string())
 }
 
 /// A pull's outcome.

@@ -122,13 +122,15 @@ async fn create(
     let lines = batch_input::stored_lines(&text).map_err(|e| bad_file(e.to_string()))?;
     let (model, items) =
         batch_input::items(endpoint, &lines).map_err(|e| bad_file(e.to_string()))?;
-    let model = intake::served_model(&state, &model).map_err(|error| {
-        bad_file(format!(
-            "line {}: body.model: {}",
-            lines[0].0,
-            error.detail().trim_start_matches("model: ")
-        ))
-    })?;
+    let model = intake::served_model(&state, &caller, &model)
+        .await
+        .map_err(|error| {
+            bad_file(format!(
+                "line {}: body.model: {}",
+                lines[0].0,
+                error.detail().trim_start_matches("model: ")
+            ))
+        })?;
     let spec = BatchSpec {
         kind: endpoint.kind(),
         model,
