@@ -16,8 +16,9 @@ use tokio_util::sync::CancellationToken;
 use crate::harness::{Stack, database_url, idle, resolve, test_api_settings, test_worker_settings};
 
 /// A TCP proxy to Postgres that, once armed with a piece of a statement's text, loses the answer to
-/// the first statement that carries it: the statement reaches the server, the server's answer up to
-/// its `ReadyForQuery` (sent after the commit) is swallowed, and both sides are closed.
+/// the first statement that carries it (prepared, or a simple query such as `COMMIT`): the
+/// statement reaches the server, the server's answer up to its `ReadyForQuery` (sent after the
+/// commit) is swallowed, and both sides are closed.
 struct AnswerLosingProxy {
     addr: SocketAddr,
     armed: Arc<Mutex<Option<&'static str>>>,
@@ -134,7 +135,16 @@ async fn relay(
                         parsed_armed = false;
                         *losing.lock().expect("proxy lock") = Some(points + 1);
                     }
-                    b'S' | b'Q' => points += 1,
+                    b'Q' => {
+                        // A simple query (a transaction's `COMMIT`) is its own sync point.
+                        let mut needle = armed.lock().expect("proxy lock");
+                        if needle.is_some_and(|needle| contains(body, needle.as_bytes())) {
+                            *needle = None;
+                            *losing.lock().expect("proxy lock") = Some(points + 1);
+                        }
+                        points += 1;
+                    }
+                    b'S' => points += 1,
                     _ => {}
                 }
                 at += 1 + length;
@@ -384,5 +394,42 @@ async fn an_intake_whose_commit_answer_was_lost_accepts_the_job_once() {
         .await
         .expect("jobs");
     assert_eq!(stored, vec![(job["id"].as_str().expect("id").to_owned(),)]);
+    stack.stop().await;
+}
+
+/// A batch is admitted in a transaction; Postgres commits it, but the answer to the `COMMIT` is
+/// lost. The api finds the batch stored and answers `202` with it: the client is not sent to
+/// submit a second batch of the same items.
+#[tokio::test]
+async fn a_batch_whose_commit_answer_was_lost_is_accepted_once() {
+    let stack = Stack::with(idle()).await;
+    let proxy = AnswerLosingProxy::start().await;
+    let pool = stack.pool_at(proxy.addr).await;
+    let api = stack.start_api_on(pool, test_api_settings()).await;
+    proxy.lose_answer_to("COMMIT");
+
+    let items: Vec<serde_json::Value> = (0..3)
+        .map(|n| json!({ "custom_id": format!("item-{n}"), "prompt": format!("item {n}") }))
+        .collect();
+    let response = crate::harness::client()
+        .post(format!("{api}/v1/batches"))
+        .bearer_auth(&stack.token)
+        .json(&json!({ "kind": "generate", "model": "llama3", "items": items }))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(response.status(), 202);
+    let batch: serde_json::Value = response.json().await.expect("batch JSON");
+
+    assert_eq!(proxy.lost(), 1, "the commit's answer was lost once");
+    let stored: Vec<(String,)> = sqlx::query_as("select id::text from batches")
+        .fetch_all(&stack.pool)
+        .await
+        .expect("batches");
+    assert_eq!(
+        stored,
+        vec![(batch["id"].as_str().expect("id").to_owned(),)]
+    );
+    assert_eq!(stack.rows("jobs").await, 3, "its items, once");
     stack.stop().await;
 }

@@ -27,7 +27,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use tollgate_core::db::batches::{Batch, NewBatch};
 use tollgate_core::db::jobs::NewJob;
 use tollgate_core::db::quotas::Limits;
@@ -210,6 +210,14 @@ trait Admissible {
         tx: &'a mut PgConnection,
         limits: &'a Limits,
     ) -> impl Future<Output = Result<Self::Admitted, ApiError>> + Send + 'a;
+
+    /// Whether `admitted` is stored: asked when the connection broke as its transaction
+    /// committed, which it may have done all the same.
+    fn stored<'a>(
+        admitted: &'a Self::Admitted,
+        tenant_id: TenantId,
+        pool: &'a PgPool,
+    ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send + 'a;
 }
 
 impl Admissible for NewJob {
@@ -227,6 +235,10 @@ impl Admissible for NewJob {
     ) -> impl Future<Output = Result<Job, ApiError>> + Send + 'a {
         admission::admit_in(tx, limits, self)
     }
+
+    async fn stored(job: &Job, tenant_id: TenantId, pool: &PgPool) -> Result<bool, sqlx::Error> {
+        tollgate_core::db::jobs::exists(pool, tenant_id, job.id).await
+    }
 }
 
 impl Admissible for NewBatch {
@@ -242,6 +254,16 @@ impl Admissible for NewBatch {
         limits: &'a Limits,
     ) -> impl Future<Output = Result<Batch, ApiError>> + Send + 'a {
         admission::admit_batch(tx, limits, self)
+    }
+
+    async fn stored(
+        batch: &Batch,
+        tenant_id: TenantId,
+        pool: &PgPool,
+    ) -> Result<bool, sqlx::Error> {
+        Ok(tollgate_core::db::batches::get(pool, tenant_id, batch.id)
+            .await?
+            .is_some())
     }
 }
 
@@ -283,13 +305,23 @@ async fn admit<W: Admissible>(
         Ok::<_, ApiError>((work, answer))
     }
     .await;
-    match admitted {
-        Ok((work, answer)) => {
-            tx.commit().await?;
-            Ok(Intake::Admitted { work, answer })
+    let (work, answer) = match admitted {
+        Ok(admitted) => admitted,
+        Err(error) => return Err(idempotency::abandon(tx, error).await),
+    };
+    // A commit whose answer was lost with the connection may have committed: if the work is
+    // there, it was admitted, and the client is told so rather than sent to submit it again.
+    if let Err(error) = tx.commit().await {
+        let committed = tollgate_core::db::is_unreachable(&error)
+            && W::stored(&work, caller.tenant_id, &state.pool)
+                .await
+                .unwrap_or(false);
+        if !committed {
+            return Err(error.into());
         }
-        Err(error) => Err(idempotency::abandon(tx, error).await),
+        tracing::warn!(%error, "the commit's answer was lost, but it committed");
     }
+    Ok(Intake::Admitted { work, answer })
 }
 
 /// A submission's `metadata`: a JSON object of at most 16 KiB, without NUL characters (a body's
