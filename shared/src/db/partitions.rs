@@ -14,9 +14,12 @@
 //! Dropping a partition is instant and leaves nothing to vacuum, whatever it held; no `delete`
 //! ever scans these tables. The daily rollups (`usage_daily`, `provider_spend_daily`) are kept.
 //! Statements here are DDL built from bounds this module computes (never from input): they
-//! cannot be compile-checked. Creating or dropping a partition briefly locks its parent, and
-//! statements queue behind a waiting lock: a half-second lock timeout means a long query on the
-//! table costs the upkeep a retry at the next sweep, never the intake a stall.
+//! cannot be compile-checked. A day's tables are created on their own and then attached, which
+//! locks the parent only against other DDL (`SHARE UPDATE EXCLUSIVE`), but its default partition
+//! wholly and the tables `jobs` refers to against writes; dropping a partition locks its parent.
+//! Statements queue behind a waiting lock: a half-second lock timeout means a long query costs
+//! the upkeep a retry at the next sweep, never the intake a stall — until less than
+//! two days is prepared, when upkeep waits up to 5 s for its locks and warns if it fails.
 
 use chrono::{DateTime, Datelike, Days, Months, NaiveDate, TimeZone, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -26,6 +29,13 @@ use crate::domain::Retention;
 
 /// Days of partitions kept ready ahead of today.
 pub const DAYS_AHEAD: u64 = 7;
+
+/// How little prepared time ahead makes preparing urgent: below it, upkeep waits longer for its
+/// locks, and a failure is a warning. Above it (most of the week prepared), a lock not had in time
+/// is routine under steady traffic — attaching a day waits for every statement on the table's
+/// default partition, and for writers of the tables `jobs` refers to — and the next sweep simply
+/// tries again.
+const URGENT: chrono::Duration = chrono::Duration::days(2);
 
 /// One process maintains the partitions at a time (a session advisory lock on this key).
 const LOCK_KEY: i64 = 0x7011_6a7e_0019;
@@ -88,7 +98,12 @@ pub async fn maintain(
         return Ok(None);
     }
     let done = async {
-        sqlx::query("set lock_timeout = '500ms'")
+        // While more than `URGENT` is prepared, a lock not had within half a second costs only
+        // a retry at the next sweep; closer to the edge, a few seconds' wait is worth it.
+        let prepared_until = newest_end(&mut conn, "jobs").await?;
+        let urgent = prepared_until.is_none_or(|end| end - now < URGENT);
+        let timeout = if urgent { "5s" } else { "500ms" };
+        sqlx::query(&format!("set lock_timeout = '{timeout}'"))
             .execute(&mut *conn)
             .await?;
         let mut maintained = Maintained::default();
@@ -97,7 +112,11 @@ pub async fn maintain(
         if let Some(days) = days_ahead
             && let Err(error) = prepare(&mut conn, now, days, &mut maintained).await
         {
-            tracing::warn!(%error, "cannot prepare the partitions ahead");
+            if urgent {
+                tracing::warn!(%error, ?prepared_until, "cannot prepare the partitions ahead");
+            } else {
+                tracing::debug!(%error, ?prepared_until, "partitions ahead not prepared this time; the next sweep tries again");
+            }
             maintained.unprepared = Some(error.to_string());
         }
         expire(&mut conn, now, retention, &mut maintained).await?;
