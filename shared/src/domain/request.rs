@@ -169,6 +169,8 @@ pub enum ChatRole {
 #[serde(deny_unknown_fields)]
 pub struct ChatMessage {
     pub role: ChatRole,
+    /// Not blank.
+    #[schema(pattern = "\\S")]
     pub content: String,
 }
 

@@ -18,10 +18,15 @@ use tollgate_core::domain::{
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OllamaOptions {
+    #[schema(minimum = 0.0, maximum = 2.0)]
     pub temperature: Option<f64>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub top_p: Option<f64>,
     pub seed: Option<i64>,
+    #[schema(minimum = 1, maximum = 131_072)]
     pub num_predict: Option<u32>,
+    /// At most 4, each 1 to 200 bytes.
+    #[schema(max_items = 4)]
     pub stop: Option<Vec<String>>,
 }
 
@@ -29,13 +34,19 @@ pub struct OllamaOptions {
 #[schema(as = OllamaChatRequest)]
 #[serde(deny_unknown_fields)]
 pub struct ChatBody {
+    #[schema(example = "llama3")]
     pub model: String,
+    #[schema(min_items = 1, max_items = 256)]
     pub messages: Vec<ChatMessage>,
     /// Tool calling is not honoured; the official client always sends a list, empty without tools.
+    #[schema(max_items = 0)]
     pub tools: Option<Vec<Value>>,
+    #[schema(schema_with = switched_off)]
     pub think: Option<Value>,
+    #[schema(schema_with = switched_off)]
     pub logprobs: Option<bool>,
     pub stream: Option<bool>,
+    #[schema(schema_with = json_format)]
     pub format: Option<Value>,
     pub options: Option<OllamaOptions>,
     #[serde(rename = "keep_alive")]
@@ -46,12 +57,16 @@ pub struct ChatBody {
 #[schema(as = OllamaGenerateRequest)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateBody {
+    #[schema(example = "llama3")]
     pub model: String,
     pub prompt: String,
     pub system: Option<String>,
+    #[schema(schema_with = switched_off)]
     pub think: Option<Value>,
+    #[schema(schema_with = switched_off)]
     pub logprobs: Option<bool>,
     pub stream: Option<bool>,
+    #[schema(schema_with = json_format)]
     pub format: Option<Value>,
     pub options: Option<OllamaOptions>,
     #[serde(rename = "keep_alive")]
@@ -84,6 +99,25 @@ pub struct EmbeddingsBody {
     pub options: Option<Value>,
     #[serde(rename = "keep_alive")]
     pub _keep_alive: Option<Value>,
+}
+
+/// `think` and `logprobs` as they are taken: left out, `null` or `false` (see [`not_asked`]).
+fn switched_off() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Boolean)
+        .enum_values(Some([Value::Bool(false), Value::Null]))
+        .description(Some("Only switched off: not reported by this gateway"))
+        .build()
+}
+
+/// `format` as it is taken: `"json"`, or nothing (see [`options`]).
+fn json_format() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .enum_values(Some([Value::from("json"), Value::from(""), Value::Null]))
+        .description(Some(
+            "`\"json\"` for a JSON answer; JSON schemas are not honoured",
+        ))
+        .build()
 }
 
 /// A call in Ollama's dialect: the request, and whether its answer streams.
