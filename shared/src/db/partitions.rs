@@ -208,11 +208,8 @@ async fn create(
          including storage){fill}"
     );
     sqlx::query(&create).execute(&mut *conn).await?;
-    let attach = format!(
-        "alter table {table} attach partition {name} for values from ('{from}') to ('{to}')"
-    );
-    match sqlx::query(&attach).execute(&mut *conn).await {
-        Ok(_) => {
+    match attach(conn, table, name, from, to).await {
+        Ok(()) => {
             maintained.created.push(name.to_owned());
             Ok(())
         }
@@ -225,6 +222,41 @@ async fn create(
         }
         Err(error) => Err(error),
     }
+}
+
+/// Attaches `name` to `table` in a transaction that first locks the tables `table` refers to, as
+/// attaching would (to add its foreign keys to the partition), but before `table` itself:
+/// statements lock a referred table (a batch's row) before the jobs they change, so taking them
+/// in the same order keeps upkeep from deadlocking with them (it did, with the statement that ends
+/// batches).
+async fn attach(
+    conn: &mut PgConnection,
+    table: &str,
+    name: &str,
+    from: &Uuid,
+    to: &Uuid,
+) -> Result<(), sqlx::Error> {
+    let referred: Vec<String> = sqlx::query_scalar(
+        "select distinct confrelid::regclass::text from pg_constraint
+          where conrelid = $1::regclass and contype = 'f' order by 1",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    if !referred.is_empty() {
+        let lock = format!(
+            "lock table {} in share row exclusive mode",
+            referred.join(", ")
+        );
+        sqlx::query(&lock).execute(&mut *tx).await?;
+    }
+    sqlx::query(&format!(
+        "alter table {table} attach partition {name} for values from ('{from}') to ('{to}')"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
 }
 
 /// Drops the days of jobs and the months of usage that ended before their horizons.
