@@ -107,6 +107,35 @@ impl Schemas {
         )
     }
 
+    /// The schema of one event of `method path`'s 200 event stream.
+    fn event(&self, method: &Method, path: &str) -> Validator {
+        let operation = &self.document["paths"][path][method.as_str().to_lowercase()];
+        let schema = &operation["responses"]["200"]["content"]["text/event-stream"]["schema"];
+        assert!(schema.is_object(), "{method} {path} documents its events");
+        let root = json!({
+            "$ref": "#/schema",
+            "schema": schema,
+            "components": self.document["components"],
+        });
+        jsonschema::options().build(&root).expect("a valid schema")
+    }
+
+    /// Asserts that every event of `stream`, answered by `method path`, is as the document says;
+    /// returns the events as an SSE parser reads them.
+    fn check_events(&self, method: &Method, path: &str, stream: &str) -> Vec<Value> {
+        let validator = self.event(method, path);
+        let events = sse_events(stream);
+        assert!(!events.is_empty(), "{method} {path} sent events: {stream}");
+        for event in &events {
+            let errors: Vec<String> = validator
+                .iter_errors(event)
+                .map(|error| format!("{} at {}", error, error.instance_path()))
+                .collect();
+            assert!(errors.is_empty(), "{method} {path}: {errors:#?}\n{event:#}");
+        }
+        events
+    }
+
     /// Asserts that `body`, answered `status` by `method path`, is as the document says.
     fn check(&self, method: &Method, path: &str, status: u16, body: &Value) {
         let validator = self
@@ -121,6 +150,128 @@ impl Schemas {
             "{method} {path} {status}: {errors:#?}\n{body:#}"
         );
     }
+}
+
+/// An event stream's events as an SSE client reads them (the HTML standard's parsing, as
+/// conformance checkers apply it): `event` (`message` when unnamed), `id` (kept from one event to
+/// the next until reset), `data` (its lines joined); comments, and events without data, skipped.
+fn sse_events(stream: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut id: Option<String> = None;
+    let (mut name, mut data): (Option<String>, Vec<&str>) = (None, Vec::new());
+    for line in stream.lines().chain(std::iter::once("")) {
+        if line.is_empty() {
+            if !data.is_empty() {
+                let mut event = json!({
+                    "event": name.take().unwrap_or_else(|| "message".to_owned()),
+                    "data": data.join("\n"),
+                });
+                if let Some(id) = &id {
+                    event["id"] = json!(id);
+                }
+                events.push(event);
+            }
+            name = None;
+            data.clear();
+            continue;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => name = Some(value.to_owned()),
+            "data" => data.push(value),
+            "id" => id = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+    events
+}
+
+/// Reads `method path`'s answer to `body` as an event stream.
+async fn stream(stack: &Stack, method: Method, path: &str, body: &Value) -> String {
+    let response = stack.send(&stack.token, method, path, body).await;
+    assert_eq!(response.status(), 200, "{path}");
+    let kind = response.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(kind.starts_with("text/event-stream"), "{path}: {kind}");
+    response.text().await.expect("the stream")
+}
+
+/// Every event stream the api serves sends the events its document describes: a job's and a
+/// batch's events, a native streaming job, and OpenAI's Chat Completions and Responses streams.
+#[tokio::test]
+async fn the_event_streams_send_the_events_the_document_describes() {
+    let stack = Stack::start().await;
+    let schemas = Schemas {
+        document: document(&stack).await,
+    };
+    let (get, post) = (Method::GET, Method::POST);
+
+    let body = json!({ "model": "llama3", "prompt": "stream a kettle", "stream": true });
+    let native = stream(&stack, post.clone(), "/v1/generate", &body).await;
+    let events = schemas.check_events(&post, "/v1/generate", &native);
+    let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(names.first(), Some(&"job"), "{names:?}");
+    assert!(names.contains(&"delta"), "{names:?}");
+    let ended: Value = serde_json::from_str(
+        events.last().expect("events")["data"]
+            .as_str()
+            .expect("data"),
+    )
+    .expect("a job");
+    assert_eq!(ended["status"], "succeeded");
+    let job_id = ended["id"].as_str().expect("id").to_owned();
+    let chat = json!({ "model": "llama3", "messages": [{ "role": "user", "content": "hi" }],
+                       "stream": true });
+    let native_chat = stream(&stack, post.clone(), "/v1/chat", &chat).await;
+    schemas.check_events(&post, "/v1/chat", &native_chat);
+
+    let path = "/v1/jobs/{id}/events";
+    let job_events = stream(
+        &stack,
+        get.clone(),
+        &format!("/v1/jobs/{job_id}/events"),
+        &Value::Null,
+    )
+    .await;
+    let events = schemas.check_events(&get, path, &job_events);
+    let last = events.last().expect("events");
+    assert!(
+        last["event"] == "job" && last["id"].is_string(),
+        "{events:?}"
+    );
+
+    let body = json!({ "kind": "generate", "model": "llama3",
+                       "items": [{ "custom_id": "a", "prompt": "x" }] });
+    let (_, batch) = call(&stack, &stack.token, post.clone(), "/v1/batches", &body).await;
+    let batch_id = batch["id"].as_str().expect("batch id").to_owned();
+    let batch_events = stream(
+        &stack,
+        get.clone(),
+        &format!("/v1/batches/{batch_id}/events"),
+        &Value::Null,
+    )
+    .await;
+    let events = schemas.check_events(&get, "/v1/batches/{id}/events", &batch_events);
+    assert!(events.iter().all(|e| e["event"] == "batch"), "{events:?}");
+
+    let body = json!({ "model": "llama3", "messages": [{ "role": "user", "content": "hi" }],
+                       "stream": true });
+    let path = "/openai/v1/chat/completions";
+    let chunks = stream(&stack, post.clone(), path, &body).await;
+    let events = schemas.check_events(&post, path, &chunks);
+    assert_eq!(events.last().expect("events")["data"], "[DONE]");
+    let body = json!({ "model": "llama3", "input": "hi", "stream": true });
+    let path = "/openai/v1/responses";
+    let responses = stream(&stack, post.clone(), path, &body).await;
+    let events = schemas.check_events(&post, path, &responses);
+    assert_eq!(
+        events.last().expect("events")["event"],
+        "response.completed"
+    );
+    stack.stop().await;
 }
 
 /// Sends `method url` with `token`; the status and the body as JSON (`Null` when not JSON).
