@@ -127,13 +127,11 @@ def main():
     shell(args.restart, as_postgres)
     back_at = time.time()
     time.sleep(max(0.0, back_at + 2.0 - time.time()))
-    stuck = int(
-        sql(
-            args.database_url,
-            f"select count(*) from jobs where status = 'running' "
-            f"and started_at < to_timestamp({crash_at})",
-        )
-    )
+    stuck_ids = sql(
+        args.database_url,
+        f"select id from jobs where status = 'running' and started_at < to_timestamp({crash_at})",
+    ).split()
+    stuck = len(stuck_ids)
     time.sleep(max(0.0, back_at + LOAD_AFTER_RESTART - time.time()))
     load.finish()
 
@@ -178,6 +176,19 @@ def main():
         f"{back_at - crash_at:.1f} s; all settled {settled:.1f} s after it was back; "
         f"{attempts} attempt rows ({abandoned} abandoned-run estimates), {calls} provider calls"
     )
+    if stuck_ids:
+        ids = ", ".join(f"'{id}'" for id in stuck_ids)
+        print("still running 2 s after Postgres was back (times in s from its return):")
+        print(
+            sql(
+                args.database_url,
+                f"select j.id, j.batch_id is not null as bulk, j.claims, j.retries, j.status, "
+                f"round(extract(epoch from j.finished_at)::numeric - {back_at}, 2) as ended, "
+                f"(select string_agg(round(extract(epoch from a.started_at)::numeric - {back_at}, 2)"
+                f"::text || ' ' || a.outcome, ', ' order by a.id) from job_attempts a "
+                f"where a.job_id = j.id) as calls from jobs j where j.id in ({ids})",
+            )
+        )
     print(f"lost={lost} billed_twice={billed_twice} uncalled={uncalled} stuck={stuck}")
     if lost or billed_twice or uncalled or stuck:
         sys.exit(1)
