@@ -168,13 +168,23 @@ def main():
     abandoned = int(
         sql(args.database_url, "select count(*) from job_attempts where outcome = 'abandoned'")
     )
+    # Jobs written whose request was answered with an error (the commit's answer lost and the
+    # retry refused too): they run, but their client was told to submit them again.
+    unacknowledged = sum(1 for id in ended if id not in set(load.accepted))
+    called_twice = sql(
+        args.database_url,
+        "select count(*) from (select job_id from job_attempts group by job_id "
+        "having count(*) > 1) d",
+    )
     lost = lost_single + lost_items
     billed_twice = int(twice) + max(0, int(overcounted))
     print(
         f"accepted {len(load.accepted)} single jobs ({load.refused} refused, {load.failed} "
         f"unanswered) and a {BATCH_ITEMS}-item batch; Postgres down "
         f"{back_at - crash_at:.1f} s; all settled {settled:.1f} s after it was back; "
-        f"{attempts} attempt rows ({abandoned} abandoned-run estimates), {calls} provider calls"
+        f"{attempts} attempt rows ({abandoned} abandoned-run estimates), {calls} provider calls; "
+        f"{unacknowledged} jobs written but answered with an error, {called_twice} jobs called "
+        f"more than once"
     )
     if stuck_ids:
         ids = ", ".join(f"'{id}'" for id in stuck_ids)

@@ -258,7 +258,12 @@ async fn a_park_and_a_finish_end_together_in_one_statement() {
     assert_eq!(retries, 1);
     assert_eq!(error_code, "provider_unavailable");
     assert!(waits, "due again after its delay");
-    assert_eq!(claim, None, "its claim let go, for the next run to take");
+    assert_eq!(
+        claim,
+        Some(requests[1].claim_id),
+        "it keeps the claim that parked it (for that statement's retry to recognise); the next \
+         run's claim replaces it"
+    );
     assert_eq!(attempts, 2);
     let parked_calls: Vec<(i32, String)> =
         sqlx::query_as("select claim, outcome from job_attempts where job_id = $1 order by id")

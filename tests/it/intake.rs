@@ -109,7 +109,7 @@ async fn every_bad_body_is_refused_with_problem_json_and_nothing_is_written() {
     let problem = assert_problem(
         stack.post("/v1/generate", &unserved).await,
         422,
-        "invalid_field",
+        "model_not_served",
     )
     .await;
     assert_eq!(problem["field"], "model");
@@ -117,7 +117,7 @@ async fn every_bad_body_is_refused_with_problem_json_and_nothing_is_written() {
         problem["detail"]
             .as_str()
             .expect("detail")
-            .contains("no provider serves"),
+            .contains("(no_route)"),
         "{problem}"
     );
     let bad_metadata = json!({ "model": "llama3", "prompt": "hi", "metadata": [1] });

@@ -7,15 +7,19 @@
 //! commit: the job is durable and the worker's sweeper publishes it), so a `202` still means the
 //! job is durable. A request that arrives alone is written at once, by itself.
 //!
-//! If the statement's connection breaks, it is tried once more: it may have committed before
-//! its answer was lost, and the retry recognises the jobs it wrote (`jobs::insert_many`), so the
-//! requests are answered `202`, not told of an error for jobs that exist and will run. If the
+//! If the statement's connection breaks, it is tried again until the database answers (for up
+//! to [`IN_DOUBT_FOR`]): it may have committed before its answer was lost, and the retry
+//! recognises the jobs it wrote (`jobs::insert_many`), so the requests are answered `202`, not
+//! told of an error for jobs that exist and will run. If the
 //! statement fails otherwise, each job is tried again by itself, so one job the database refuses
 //! fails only its own request.
 
 use sqlx::PgPool;
 use tollgate_core::coalesce::{self, Coalescer, Limits, Stopped};
-use tollgate_core::db::jobs::{self, NewJob};
+use tollgate_core::db::{
+    self,
+    jobs::{self, NewJob},
+};
 use tollgate_core::domain::Job;
 use tollgate_core::process::Tasks;
 use tollgate_core::queue::{Broker, Work};
@@ -26,6 +30,9 @@ use super::published::Recorder;
 const BATCH: usize = 256;
 /// Inserts (and publishes) in flight at once: while they run, the next submissions gather.
 const FLUSHES: usize = 4;
+/// How long an insert whose connection broke is tried again before its requests are answered
+/// `503`, not knowing whether their jobs were written: long enough for a database to restart.
+pub const IN_DOUBT_FOR: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Submits jobs to be written with whatever else arrives meanwhile.
 #[derive(Clone)]
@@ -76,16 +83,17 @@ async fn write(
     written
 }
 
-/// The batch in one statement, tried once more when the connection broke under it (it may have
-/// committed all the same: the retry finds the jobs it wrote and answers with them); if that
-/// fails, each job by itself (only the refused fail).
+/// The batch in one statement, tried again when the connection broke under it — it may have
+/// committed all the same, and the retry finds the jobs it wrote and answers with them — until
+/// the database answers or [`IN_DOUBT_FOR`] has passed; if it fails otherwise, each job by itself
+/// (only the refused fail).
 async fn insert(pool: &PgPool, batch: &[NewJob]) -> Vec<Result<Job, sqlx::Error>> {
     let mut together = jobs::insert_many(pool, batch).await;
     if let Err(error) = &together
         && tollgate_core::db::is_unreachable(error)
     {
-        tracing::warn!(%error, "the insert's connection broke; trying it once more");
-        together = jobs::insert_many(pool, batch).await;
+        tracing::warn!(%error, "the insert's connection broke; trying it again");
+        together = db::when_reachable(IN_DOUBT_FOR, || jobs::insert_many(pool, batch)).await;
     }
     let together = together.map(|written| written.into_iter().map(Ok).collect());
     if let Some(written) = coalesce::answered(together, batch.len()) {

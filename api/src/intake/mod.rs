@@ -309,13 +309,16 @@ async fn admit<W: Admissible>(
         Ok(admitted) => admitted,
         Err(error) => return Err(idempotency::abandon(tx, error).await),
     };
-    // A commit whose answer was lost with the connection may have committed: if the work is
-    // there, it was admitted, and the client is told so rather than sent to submit it again.
+    // A commit whose answer was lost with the connection may have committed: once the database
+    // answers again (within `IN_DOUBT_FOR`), if the work is there, it was admitted, and the
+    // client is told so rather than sent to submit it again.
     if let Err(error) = tx.commit().await {
         let committed = tollgate_core::db::is_unreachable(&error)
-            && W::stored(&work, caller.tenant_id, &state.pool)
-                .await
-                .unwrap_or(false);
+            && tollgate_core::db::when_reachable(coalesced::IN_DOUBT_FOR, || {
+                W::stored(&work, caller.tenant_id, &state.pool)
+            })
+            .await
+            .unwrap_or(false);
         if !committed {
             return Err(error.into());
         }

@@ -53,6 +53,24 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .await
 }
 
+/// Runs `operation` again while the database cannot be reached, for up to `within` (100 to
+/// 500 ms between tries). For a statement whose commit may have happened before its connection
+/// broke, only the database's answer can say whether it did: its caller waits for that answer
+/// rather than answer its own client in doubt.
+pub async fn when_reachable<T, F, Fut>(within: Duration, operation: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    use backon::Retryable as _;
+    let backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_millis(500))
+        .with_total_delay(Some(within))
+        .without_max_times();
+    operation.retry(backoff).when(is_unreachable).await
+}
+
 /// Applies pending migrations; safe to call from several processes at once (sqlx takes a lock).
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
