@@ -22,7 +22,7 @@ use crate::access::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::QueryParams;
 use crate::http::path::{Path, not_found};
-use crate::http::sse::BatchEventName;
+use crate::http::sse::{BatchEventName, BatchStreamEvent};
 
 /// How often an open stream reads its batch.
 const READ_EVERY: Duration = Duration::from_secs(1);
@@ -36,7 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     description = "`event: batch` with the batch (counts by status, usage) at once, then whenever its status or counts change; the stream ends after the batch has ended. Each event's id is how many items have ended (`Last-Event-ID` resumes).",
     params(("id" = BatchId, Path), ForTenant, ("Last-Event-ID" = Option<i64>, Header, description = "How many items had ended at the last event seen")),
     responses(
-        (status = 200, description = "The event stream", content_type = "text/event-stream", body = crate::http::sse::BatchStreamEvent),
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = BatchStreamEvent),
         (status = 404, description = "No such batch"),
         (status = 422, description = "`tenant_id` is not a tenant id"),
     ))]

@@ -23,7 +23,7 @@ use crate::AppState;
 use crate::access::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::path::{Path, missing_job};
-use crate::http::sse::JobEventName;
+use crate::http::sse::{JobEventName, JobStreamEvent};
 use crate::watching::follow::{Following, Heard};
 use crate::watching::watch::{Signal, Watch};
 
@@ -42,7 +42,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     description = "The job's status changes as server-sent events (`event: job`, each id the job's revision; `Last-Event-ID` resumes), and for a streaming job its text as `event: delta` (`{\"text\"}`) while it runs. The stream ends after the job has ended.",
     params(("id" = JobId, Path), ("Last-Event-ID" = Option<i32>, Header, description = "The last revision seen: only newer is sent")),
     responses(
-        (status = 200, description = "The event stream", content_type = "text/event-stream", body = crate::http::sse::JobStreamEvent),
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = JobStreamEvent),
         (status = 404, description = "No such job"),
         (status = 410, description = "`job_expired`: the id is older than the jobs kept (`job_retention_days`)"),
     ))]

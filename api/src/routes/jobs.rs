@@ -33,7 +33,7 @@ use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::QueryParams;
 use crate::http::path::{Path, missing_job};
 use crate::http::prefer;
-use crate::http::sse::JobEventName;
+use crate::http::sse::{JobEventName, JobStreamEvent};
 use crate::intake::idempotency::IdempotentJson;
 use crate::intake::idempotency::Key;
 use crate::intake::{self, Accepted, Intake};
@@ -147,7 +147,7 @@ struct JobPage {
     responses(
         (status = 202, description = "Accepted: the queued job", body = Job, headers(("Location" = String, description = "The job's URL"))),
         (status = 200, description = "The finished job (`Prefer: wait`), or its text as it is generated (`stream`)",
-            content((Job = "application/json"), (crate::http::sse::JobStreamEvent = "text/event-stream"))),
+            content((Job = "application/json"), (JobStreamEvent = "text/event-stream"))),
         (status = 409, description = "`idempotency_key_in_use`"),
         (status = 422, description = "A field is refused (`invalid_field`, naming it), `model_not_served` (no provider can serve the model for this caller; the detail names it and the reason: `data_policy`, `no_route` or `route_disabled`), or `idempotency_key_reused`"),
     ))]
@@ -175,7 +175,7 @@ async fn generate(
     responses(
         (status = 202, description = "Accepted: the queued job", body = Job, headers(("Location" = String, description = "The job's URL"))),
         (status = 200, description = "The finished job (`Prefer: wait`), or its text as it is generated (`stream`)",
-            content((Job = "application/json"), (crate::http::sse::JobStreamEvent = "text/event-stream"))),
+            content((Job = "application/json"), (JobStreamEvent = "text/event-stream"))),
         (status = 409, description = "`idempotency_key_in_use`"),
         (status = 422, description = "A field is refused (`invalid_field`, naming it), `model_not_served` (no provider can serve the model for this caller; the detail names it and the reason: `data_policy`, `no_route` or `route_disabled`), or `idempotency_key_reused`"),
     ))]

@@ -24,7 +24,7 @@ use crate::access::auth::Admin;
 use crate::fleet::{self};
 use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
-use crate::http::sse::PullEventName;
+use crate::http::sse::{PullEventName, PullStreamEvent};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -61,7 +61,7 @@ struct HostQuery {
     params(("Accept" = Option<String>, Header, description = "`text/event-stream` for the progress as it happens")),
     request_body = PullBody,
     responses(
-        (status = 200, description = "The outcome, or the progress stream", content((Pulled = "application/json"), (crate::http::sse::PullStreamEvent = "text/event-stream"))),
+        (status = 200, description = "The outcome, or the progress stream", content((Pulled = "application/json"), (PullStreamEvent = "text/event-stream"))),
         (status = 422, description = "A field is refused (`invalid_field`, naming it)"),
         (status = 502, description = "The upstream failed (`upstream_error`)"),
     ))]

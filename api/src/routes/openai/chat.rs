@@ -25,6 +25,7 @@ use crate::calls::feed::{Dialect, Feed, Started};
 use crate::http::client::ClientInfo;
 use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
+use crate::http::sse::{ChatCompletionStreamEvent, ResponseStreamEvent};
 use crate::intake;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -40,7 +41,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     description = "A conversation run as a job; `stream: true` answers OpenAI's SSE chunks ending `data: [DONE]`.",
     request_body = ChatCompletionBody,
     responses(
-        (status = 200, description = "The answer, a `chat.completion` in OpenAI's shape, or with `stream: true` its `chat.completion.chunk`s ending `data: [DONE]`", content((Object = "application/json"), (crate::http::sse::ChatCompletionStreamEvent = "text/event-stream")), headers(("x-request-id" = String, description = "The job's id: `/v1/jobs/{id}` has it"))),
+        (status = 200, description = "The answer, a `chat.completion` in OpenAI's shape, or with `stream: true` its `chat.completion.chunk`s ending `data: [DONE]`", content((Object = "application/json"), (ChatCompletionStreamEvent = "text/event-stream")), headers(("x-request-id" = String, description = "The job's id: `/v1/jobs/{id}` has it"))),
         (status = 400, description = "invalid request (OpenAI's error shape), naming the parameter"),
         (status = 404, description = "`model_not_found`"),
         (status = 504, description = "`job_still_running`: the job outlived TOLLGATE_SYNC_TIMEOUT_SECS; it goes on"),
@@ -71,7 +72,7 @@ async fn chat_completions(
     description = "A conversation run as a job; `stream: true` answers the Responses API's events.",
     request_body = ResponsesBody,
     responses(
-        (status = 200, description = "The answer, a `response` in OpenAI's shape, or with `stream: true` the Responses API's events", content((Object = "application/json"), (crate::http::sse::ResponseStreamEvent = "text/event-stream")), headers(("x-request-id" = String, description = "The job's id: `/v1/jobs/{id}` has it"))),
+        (status = 200, description = "The answer, a `response` in OpenAI's shape, or with `stream: true` the Responses API's events", content((Object = "application/json"), (ResponseStreamEvent = "text/event-stream")), headers(("x-request-id" = String, description = "The job's id: `/v1/jobs/{id}` has it"))),
         (status = 400, description = "invalid request (OpenAI's error shape), naming the parameter"),
         (status = 404, description = "`model_not_found`"),
         (status = 504, description = "`job_still_running`: the job outlived TOLLGATE_SYNC_TIMEOUT_SECS; it goes on"),

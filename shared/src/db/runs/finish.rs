@@ -57,9 +57,10 @@ pub async fn finish(pool: &PgPool, run: &Finish) -> Result<Option<Recorded>, sql
 /// A run whose end (or park) this claim already wrote (the statement committed, but its answer was
 /// lost with the connection, and this is the retry) is answered as if it had just been written —
 /// its revision and its webhook delivery — and nothing is written again: its caller publishes the
-/// event, the delivery or the delayed message the lost answer would have led to. A parked job keeps
-/// the claim of the run that parked it for this (a job's next claim replaces it). (The rows the statement's reads see
-/// are those from before its own updates, so a run it ends now is never answered twice.)
+/// event, the delivery or the delayed message the lost answer would have led to. A parked job
+/// keeps the claim of the run that parked it for this (a job's next claim replaces it). (The rows
+/// the statement's reads see are those from before its own updates, so a run it ends now is never
+/// answered twice.)
 ///
 /// Long on purpose: it is one statement, written out whole so that a reader sees every parameter
 /// beside its use and the compiler checks all of it against the schema.
