@@ -259,6 +259,45 @@ async fn a_claim_whose_commit_answer_was_lost_is_recognised_by_its_retry() {
     stack.stop().await;
 }
 
+/// Jobs queued before the worker starts are delivered to it together and claimed by one
+/// statement (`claim_many`); Postgres commits it, but its answer is lost. The statement tried
+/// again finds every job running under its own claim: each job runs once, its claim counted once,
+/// no run taken for abandoned.
+#[tokio::test]
+async fn a_group_claim_whose_commit_answer_was_lost_is_recognised_by_its_retry() {
+    let stack = Stack::with(idle()).await;
+    let ids = stack.submit_many(24, "claimed together").await;
+    let proxy = AnswerLosingProxy::start().await;
+    let pool = stack.pool_at(proxy.addr).await;
+    let settings = tollgate_worker::WorkerSettings {
+        lease: Duration::from_secs(3),
+        ..test_worker_settings()
+    };
+    // The statement that claims several jobs, and only it, carries this text.
+    proxy.lose_answer_to("from (select distinct on (id) id, claim_id, redelivered");
+    let _worker = stack.start_worker_on(pool, settings).await;
+
+    for id in &ids {
+        let finished = stack.wait_until_finished(id).await;
+        assert_eq!(finished["status"], "succeeded", "{finished}");
+        assert_eq!(finished["attempts"], 1, "{finished}");
+    }
+    assert_eq!(proxy.lost(), 1, "a group claim's answer was lost once");
+    let (claims, abandoned): (i64, i64) =
+        sqlx::query_as("select sum(claims)::bigint, sum(abandoned_recorded)::bigint from jobs")
+            .fetch_one(&stack.pool)
+            .await
+            .expect("the jobs");
+    assert_eq!(claims, 24, "each job claimed once");
+    assert_eq!(abandoned, 0);
+    assert_eq!(
+        stack.rows("job_attempts").await,
+        24,
+        "no abandoned-run estimate"
+    );
+    stack.stop().await;
+}
+
 /// The worker runs a job and ends it; Postgres commits the closing statement, but its answer is
 /// lost with the connection. The retry finds the end this claim already wrote and answers as if it
 /// had just written it, so the worker counts the job finished and publishes its event, instead of
@@ -375,7 +414,8 @@ async fn an_intake_whose_commit_answer_was_lost_accepts_the_job_once() {
     let proxy = AnswerLosingProxy::start().await;
     let pool = stack.pool_at(proxy.addr).await;
     let api = stack.start_api_on(pool, test_api_settings()).await;
-    proxy.lose_answer_to("on conflict (id) do nothing");
+    // The first try's insert (its retry is a statement of its own).
+    proxy.lose_answer_to("$5::text[], $6::jsonb[],");
 
     let response = crate::harness::client()
         .post(format!("{api}/v1/generate"))

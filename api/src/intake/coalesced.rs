@@ -9,7 +9,7 @@
 //!
 //! If the statement's connection breaks, it is tried again until the database answers (for up
 //! to [`IN_DOUBT_FOR`]): it may have committed before its answer was lost, and the retry
-//! recognises the jobs it wrote (`jobs::insert_many`), so the requests are answered `202`, not
+//! recognises the jobs it wrote (`jobs::insert_many_again`), so the requests are answered `202`, not
 //! told of an error for jobs that exist and will run. If the
 //! statement fails otherwise, each job is tried again by itself, so one job the database refuses
 //! fails only its own request.
@@ -93,7 +93,7 @@ async fn insert(pool: &PgPool, batch: &[NewJob]) -> Vec<Result<Job, sqlx::Error>
         && tollgate_core::db::is_unreachable(error)
     {
         tracing::warn!(%error, "the insert's connection broke; trying it again");
-        together = db::when_reachable(IN_DOUBT_FOR, || jobs::insert_many(pool, batch)).await;
+        together = db::when_reachable(IN_DOUBT_FOR, || jobs::insert_many_again(pool, batch)).await;
     }
     let together = together.map(|written| written.into_iter().map(Ok).collect());
     if let Some(written) = coalesce::answered(together, batch.len()) {
@@ -101,7 +101,9 @@ async fn insert(pool: &PgPool, batch: &[NewJob]) -> Vec<Result<Job, sqlx::Error>
     }
     let mut written = Vec::with_capacity(batch.len());
     for job in batch {
-        written.push(jobs::insert(pool, job).await);
+        // Tried again: the statement for a retry, which finds a job an earlier try wrote.
+        let alone = jobs::insert_many_again(pool, std::slice::from_ref(job)).await;
+        written.push(alone.and_then(|mut one| one.pop().ok_or(sqlx::Error::RowNotFound)));
     }
     written
 }

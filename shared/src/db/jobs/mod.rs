@@ -193,12 +193,69 @@ pub async fn insert(conn: impl PgExecutor<'_>, job: &NewJob) -> Result<Job, sqlx
 
 /// Inserts jobs as `queued` (not yet published) in one statement, so in one commit outside a
 /// transaction, and returns them as their clients will see them, in the order given.
-///
-/// An insert tried again after its commit's answer was lost (the connection broke as it committed)
-/// finds its own effect: a job already stored under its id — ids are new UUIDv7s, so only this
-/// very insert can have written it — is returned as stored, not refused as a duplicate, so the
-/// request that wrote it is answered `202` and not an error for a job that will run anyway.
 pub async fn insert_many(
+    conn: impl PgExecutor<'_>,
+    jobs: &[NewJob],
+) -> Result<Vec<Job>, sqlx::Error> {
+    let columns = NewJobColumns::new(jobs)?;
+    let rows = sqlx::query_as!(
+        JobRow,
+        r#"insert into jobs (id, tenant_id, token_id, kind, status, model, request, metadata,
+                           origin, client_ip, reserved_tokens, reserved_cost, reserved_month,
+                           webhook_url, stream, stream_to, traceparent)
+         select id, tenant_id, token_id, kind, 'queued', model, request, metadata, origin,
+                client_ip, reserved_tokens, reserved_cost, reserved_month, webhook_url,
+                stream_to is not null, stream_to, traceparent
+           from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[],
+                       $7::jsonb[], $8::text[], $9::inet[], $10::bigint[], $11::numeric[],
+                       $12::date[], $13::text[], $14::text[], $15::text[])
+                as j(id, tenant_id, token_id, kind, model, request, metadata, origin, client_ip,
+                     reserved_tokens, reserved_cost, reserved_month, webhook_url, stream_to,
+                     traceparent)
+         returning id as "id: JobId", tenant_id as "tenant_id: TenantId", kind, status, model, provider,
+                upstream_model, result, error_code, error_message, prompt_tokens,
+                completion_tokens, total_tokens, attempts, metadata, created_at, started_at,
+                finished_at, cost, usage_estimated, unpriced, revision, webhook_url,
+                batch_id as "batch_id: BatchId", custom_id, stream, route_reason, data_policy,
+                dead_lettered_at"#,
+        &columns.id as &[JobId],
+        &columns.tenant_id as &[TenantId],
+        &columns.token_id as &[Option<TokenId>],
+        &columns.kind as &[&str],
+        &columns.model as &[&str],
+        &columns.request,
+        &columns.metadata as &[Option<Value>],
+        &columns.origin as &[Option<&str>],
+        &columns.client_ip as &[Option<IpNetwork>],
+        &columns.reserved_tokens as &[Option<i64>],
+        &columns.reserved_cost as &[Option<Decimal>],
+        &columns.reserved_month as &[Option<NaiveDate>],
+        &columns.webhook_url as &[Option<&str>],
+        &columns.stream_to as &[Option<&str>],
+        &columns.traceparent as &[Option<String>],
+    )
+    .fetch_all(conn)
+    .await?;
+    // `returning` need not follow the input's order: put each job back in its place.
+    let mut by_id: std::collections::HashMap<JobId, JobRow> =
+        rows.into_iter().map(|row| (row.id, row)).collect();
+    jobs.iter()
+        .map(|job| {
+            by_id
+                .remove(&job.id)
+                .ok_or(sqlx::Error::RowNotFound)
+                .and_then(Job::try_from)
+        })
+        .collect()
+}
+
+/// [`insert_many`] tried again after its commit's answer was lost (the connection broke as it
+/// committed): it finds its own effect — a job already stored under its id (ids are new UUIDv7s,
+/// so only the earlier try can have written it; its tenant is checked too) is returned as stored,
+/// not refused as a duplicate — so the request that wrote it is answered `202`, not an error for a
+/// job that will run anyway. A statement of its own, not the first try's: reading `jobs` back
+/// costs its planning a look at every partition, which the first try has no need of.
+pub async fn insert_many_again(
     conn: impl PgExecutor<'_>,
     jobs: &[NewJob],
 ) -> Result<Vec<Job>, sqlx::Error> {
