@@ -236,17 +236,7 @@ pub async fn insert_many(
     )
     .fetch_all(conn)
     .await?;
-    // `returning` need not follow the input's order: put each job back in its place.
-    let mut by_id: std::collections::HashMap<JobId, JobRow> =
-        rows.into_iter().map(|row| (row.id, row)).collect();
-    jobs.iter()
-        .map(|job| {
-            by_id
-                .remove(&job.id)
-                .ok_or(sqlx::Error::RowNotFound)
-                .and_then(Job::try_from)
-        })
-        .collect()
+    in_order(jobs, rows)
 }
 
 /// [`insert_many`] tried again after its commit's answer was lost (the connection broke as it
@@ -309,7 +299,12 @@ pub async fn insert_many_again(
     )
     .fetch_all(conn)
     .await?;
-    // `returning` need not follow the input's order: put each job back in its place.
+    in_order(jobs, rows)
+}
+
+/// The jobs written, in the order of `jobs` (`returning` need not follow it), each its own
+/// tenant's.
+fn in_order(jobs: &[NewJob], rows: Vec<JobRow>) -> Result<Vec<Job>, sqlx::Error> {
     let mut by_id: std::collections::HashMap<JobId, JobRow> =
         rows.into_iter().map(|row| (row.id, row)).collect();
     jobs.iter()
