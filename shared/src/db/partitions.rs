@@ -110,7 +110,7 @@ pub async fn maintain(
         // Days not prepared now (a lock not had in time) are said, and the next upkeep tries
         // again; expiry goes on regardless.
         if let Some(days) = days_ahead
-            && let Err(error) = prepare(&mut conn, now, days, &mut maintained).await
+            && let Err(error) = prepare(&mut conn, now, days, prepared_until, &mut maintained).await
         {
             if urgent {
                 tracing::warn!(%error, ?prepared_until, "cannot prepare the partitions ahead");
@@ -135,18 +135,17 @@ pub async fn maintain(
     Ok(Some(maintained))
 }
 
-/// The days from the newest prepared one to `days_ahead` past `now`, and the months they fall
-/// in.
+/// The days from the newest prepared one (`prepared_until`, as `maintain` read it) to
+/// `days_ahead` past `now`, and the months they fall in.
 async fn prepare(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
     days_ahead: u64,
+    prepared_until: Option<DateTime<Utc>>,
     maintained: &mut Maintained,
 ) -> Result<(), sqlx::Error> {
     let until = midnight(now.date_naive()) + Days::new(days_ahead + 1);
-    let mut next = newest_end(conn, "jobs")
-        .await?
-        .unwrap_or_else(|| midnight(now.date_naive()));
+    let mut next = prepared_until.unwrap_or_else(|| midnight(now.date_naive()));
     while next < until {
         let day = next.date_naive();
         let end = midnight(day) + Days::new(1);
