@@ -370,3 +370,120 @@ async fn a_burst_of_submissions_is_written_in_fewer_transactions_each_with_its_o
     );
     stack.stop().await;
 }
+
+/// Whether some connection is waiting for a row lock (a claim waiting for the row a test holds).
+async fn a_statement_waits_for_a_lock(pool: &sqlx::PgPool) -> bool {
+    sqlx::query_scalar(
+        "select exists (select 1 from pg_stat_activity
+                         where datname = current_database() and wait_event_type = 'Lock')",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("pg_stat_activity")
+}
+
+/// A group claim never waits for a row another statement holds (so it cannot be half of a
+/// deadlock): it answers the held job as not claimed, and the claim for one job, which holds no
+/// other row while it waits, takes it once the holder lets go.
+#[tokio::test]
+async fn a_group_claim_skips_a_held_job_which_the_claim_for_one_waits_for() {
+    let stack = Stack::with(idle()).await;
+    let pool = &stack.pool;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(stack.insert_unpublished_job(&format!("held {n}")).await);
+    }
+    let mut holder = pool.begin().await.expect("begin");
+    sqlx::query("select 1 from jobs where id = $1 for update")
+        .bind(ids[1])
+        .execute(&mut *holder)
+        .await
+        .expect("hold the row");
+
+    let requests: Vec<ClaimRequest> = ids.iter().map(|&id| request(id, false)).collect();
+    let claimed = tokio::time::timeout(
+        Duration::from_secs(5),
+        runs::claim_many(pool, &requests, LEASE),
+    )
+    .await
+    .expect("the group claim does not wait for the held row")
+    .expect("claim statement");
+    let claimed: Vec<bool> = claimed
+        .into_iter()
+        .map(|c| c.expect("readable job").is_some())
+        .collect();
+    assert_eq!(claimed, [true, false, true], "the held job is skipped");
+
+    let alone = tokio::spawn({
+        let pool = pool.clone();
+        let request = requests[1];
+        async move { runs::claim(&pool, request, LEASE).await }
+    });
+    crate::harness::eventually("the claim for one waits for the row", || {
+        a_statement_waits_for_a_lock(pool)
+    })
+    .await;
+    assert!(!alone.is_finished());
+    holder.commit().await.expect("let go");
+    let job = alone
+        .await
+        .expect("claim task")
+        .expect("claim")
+        .expect("claimed once the row is let go");
+    assert_eq!((job.id, job.claims), (ids[1], 1));
+    stack.stop().await;
+}
+
+/// End to end: jobs delivered together while one of their rows is held all run — the others at
+/// once, the held one as soon as it is let go — each claimed and billed once.
+#[tokio::test]
+async fn a_job_held_while_its_group_is_claimed_runs_once_it_is_let_go() {
+    let mut stack = Stack::start().await.without_workers().await;
+    let ids = stack.submit_many(20, "group").await;
+    let held = Uuid::parse_str(&ids[7]).expect("uuid");
+    // Intake records the broker's confirms after it answers: held from then on, the row is held
+    // from the worker's claims alone.
+    crate::harness::eventually("intake records every publish", || async {
+        let unpublished: i64 =
+            sqlx::query_scalar("select count(*) from jobs where published_at is null")
+                .fetch_one(&stack.pool)
+                .await
+                .expect("count");
+        unpublished == 0
+    })
+    .await;
+    let mut holder = stack.pool.begin().await.expect("begin");
+    sqlx::query("select 1 from jobs where id = $1 for update")
+        .bind(held)
+        .execute(&mut *holder)
+        .await
+        .expect("hold the row");
+    stack
+        .add_worker(crate::harness::test_worker_settings())
+        .await;
+    for (n, id) in ids.iter().enumerate() {
+        if n != 7 {
+            let job = stack.wait_until_finished(id).await;
+            assert_eq!(job["status"], "succeeded", "{job}");
+        }
+    }
+    crate::harness::eventually("the held job's claim waits for its row", || {
+        a_statement_waits_for_a_lock(&stack.pool)
+    })
+    .await;
+    holder.commit().await.expect("let go");
+    let job = stack.wait_until_finished(&ids[7]).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let (claims, billed): (i64, i64) = sqlx::query_as(
+        "select (select sum(claims)::bigint from jobs), (select count(*) from usage_records)",
+    )
+    .fetch_one(&stack.pool)
+    .await
+    .expect("counts");
+    assert_eq!(
+        (claims, billed),
+        (20, 20),
+        "each job claimed and billed once"
+    );
+    stack.stop().await;
+}

@@ -6,14 +6,17 @@
 //! the claim that holds a job writes its end, so a run whose job another worker reclaimed (or
 //! finished) writes nothing while the others in its statement are written as if alone. If a
 //! coalesced statement fails, each run is tried again by itself, so a job the database refuses
-//! fails only its own run.
+//! fails only its own run. A group claim never waits for a row another statement holds; the job it
+//! skipped is claimed by itself in its handler's task.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
 use tollgate_core::coalesce::{self, Coalescer, Limits};
 use tollgate_core::db::runs::{self, ClaimRequest, ClaimedJob, Finish, Recorded};
+use tollgate_core::domain::JobId;
 use tollgate_core::process::Tasks;
 
 /// Most claims, and most ends, in one statement.
@@ -26,8 +29,18 @@ type Ended = Result<Option<Recorded>, sqlx::Error>;
 
 /// Where handlers claim their jobs and record their ends.
 pub(crate) struct Runs {
-    claims: Coalescer<ClaimRequest, Claimed>,
+    claims: Coalescer<ClaimRequest, GroupClaim>,
     ends: Coalescer<Arc<Finish>, Ended>,
+    pool: PgPool,
+    lease: Duration,
+}
+
+/// A group claim's answer for one request.
+enum GroupClaim {
+    Answered(Box<Claimed>),
+    /// None of the group claimed its job, which the group claim may have skipped because another
+    /// statement held its row: asked again by itself.
+    AskAlone,
 }
 
 impl Runs {
@@ -44,12 +57,21 @@ impl Runs {
                 claim(claiming.clone(), requests, lease)
             }),
             ends: Coalescer::start(tasks, "ends", limits, move |runs| end(ending.clone(), runs)),
+            pool: pool.clone(),
+            lease,
         }
     }
 
-    /// Claims the job of one delivered message, with the others delivered meanwhile.
+    /// Claims the job of one delivered message, with the others delivered meanwhile. The group
+    /// claim never waits for a row another statement holds (so it cannot deadlock): a job none of
+    /// the group claimed is asked for again here, by the statement for one, which waits for the
+    /// row while holding no other — and while the group's other runs go ahead.
     pub(crate) async fn claim(&self, request: ClaimRequest) -> Claimed {
-        self.claims.submit(request).await.unwrap_or_else(stopped)
+        match self.claims.submit(request).await {
+            Ok(GroupClaim::Answered(claimed)) => *claimed,
+            Ok(GroupClaim::AskAlone) => runs::claim(&self.pool, request, self.lease).await,
+            Err(error) => stopped(error),
+        }
     }
 
     /// Records a run that ends its job, with the others ending meanwhile.
@@ -65,20 +87,43 @@ fn stopped<T>(error: tollgate_core::coalesce::Stopped) -> Result<T, sqlx::Error>
     Err(sqlx::Error::PoolClosed)
 }
 
-async fn claim(pool: PgPool, requests: Vec<ClaimRequest>, lease: Duration) -> Vec<Claimed> {
+async fn claim(pool: PgPool, requests: Vec<ClaimRequest>, lease: Duration) -> Vec<GroupClaim> {
     // A message alone is claimed by the statement for one (planned quicker than the arrays').
     if let [request] = requests[..] {
-        return vec![runs::claim(&pool, request, lease).await];
+        return vec![answered(runs::claim(&pool, request, lease).await)];
     }
     let together = runs::claim_many(&pool, &requests, lease).await;
     if let Some(answers) = coalesce::answered(together, requests.len()) {
-        return answers;
+        return to_ask_alone(&requests, answers);
     }
     let mut answers = Vec::with_capacity(requests.len());
     for request in requests {
-        answers.push(runs::claim(&pool, request, lease).await);
+        answers.push(answered(runs::claim(&pool, request, lease).await));
     }
     answers
+}
+
+fn answered(claimed: Claimed) -> GroupClaim {
+    GroupClaim::Answered(Box::new(claimed))
+}
+
+/// The group's answers, with each request whose job none of the group claimed to be asked again
+/// by itself (a duplicate message gets the same answer there). A job another request of the group
+/// claimed is not asked for again, so a redelivered duplicate cannot take it from the run that just
+/// claimed it.
+fn to_ask_alone(requests: &[ClaimRequest], answers: Vec<Claimed>) -> Vec<GroupClaim> {
+    let claimed: HashSet<JobId> = answers
+        .iter()
+        .filter_map(|answer| answer.as_ref().ok()?.as_ref().map(|job| job.id))
+        .collect();
+    requests
+        .iter()
+        .zip(answers)
+        .map(|(request, answer)| match answer {
+            Ok(None) if !claimed.contains(&request.id) => GroupClaim::AskAlone,
+            answer => answered(answer),
+        })
+        .collect()
 }
 
 async fn end(pool: PgPool, ended: Vec<Arc<Finish>>) -> Vec<Ended> {

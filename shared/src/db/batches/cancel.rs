@@ -39,8 +39,8 @@ pub async fn cancel(
     .await?
     .rows_affected();
     if marked == 1 {
-        // Its items are locked in id order first, as by every statement that changes several jobs,
-        // so that a worker's claim of a group of them cannot deadlock with it.
+        // Its items are locked in id order first, as the closing statement locks its jobs, so
+        // that the two cannot deadlock (a worker's claim of a group of them skips what it holds).
         sqlx::query!(
             "with locked as (
                 select id from jobs

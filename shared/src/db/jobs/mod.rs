@@ -454,18 +454,14 @@ pub async fn list(
 /// Records that the broker confirmed these jobs' messages, so the sweeper leaves them alone.
 /// Called in batches: one statement for many confirmed publishes. A job a worker already claimed
 /// is skipped: the sweeper only looks at `queued` and `retrying` jobs, and not rewriting the row
-/// saves Postgres a tuple version per job when the queue is short. So is a job whose row another
-/// statement holds (a worker claiming it, most likely): it is never waited for, so this statement
-/// cannot deadlock with a claim of several jobs; were such a job left queued, the sweeper's resend
-/// is a duplicate message, which its claim ignores.
+/// saves Postgres a tuple version per job when the queue is short. It may wait for a row a
+/// worker's claim holds (then finds it claimed, and leaves it), but cannot deadlock with the claim:
+/// a claim of several jobs never waits for a row ([`super::runs::claim_many`]). A locking read to
+/// skip held rows here instead cost intake about 15 % of its throughput (`bench/RESULTS.md`).
 pub async fn mark_published(pool: &PgPool, ids: &[JobId]) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "update jobs set published_at = now()
-          where id in (select id from jobs
-                        where id = any($1) and status in ('queued', 'retrying')
-                          and published_at is null
-                          for update skip locked)
-            and id = any($1)",
+          where id = any($1) and status in ('queued', 'retrying') and published_at is null",
         ids as &[JobId],
     )
     .execute(pool)

@@ -80,9 +80,9 @@ pub async fn finish_many<R: Borrow<Finish>>(
     // written (an upsert may change a row once) and written in key order, so two statements never
     // wait on each other's rows in a circle. `id = any($1)` repeats the join for the planner: it
     // prunes the partitions (days) none of the runs' jobs is in. The jobs are locked in id order
-    // first (`locked`), as by every statement that changes several jobs, so that no two wait on
-    // each other's rows in a circle. Its rows: each run recorded, with the job's new revision and
-    // its delivery.
+    // first (`locked`), as a batch's cancel locks its items, so that the two never wait on each
+    // other's rows in a circle (a group claim never waits). Its rows: each run recorded, with the
+    // job's new revision and its delivery.
     let rows = sqlx::query!(
         r#"with run as (
             select *

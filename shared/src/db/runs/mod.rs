@@ -170,7 +170,9 @@ pub async fn claim(
 /// Claims the jobs of messages delivered together in one statement, each as [`claim`] would; the
 /// answers follow the requests' order. Two requests for one job (a duplicate message delivered
 /// beside the original) are both claimable at once: the job is claimed once, by the first. A job
-/// claimed whose stored request this version cannot read is an error of its own.
+/// claimed whose stored request this version cannot read is an error of its own. A job whose row
+/// another statement holds is not waited for: it is answered as not claimed, and its caller asks
+/// [`claim`] again for a job none of the requests claimed.
 pub async fn claim_many(
     pool: &PgPool,
     requests: &[ClaimRequest],
@@ -182,13 +184,14 @@ pub async fn claim_many(
     // The data policy is read at each claim, not kept from intake: a tenant made `local_only`
     // keeps its queued jobs off the cloud too. `distinct on` keeps one request per job (an update
     // joined to two rows for one job would apply only one of them, arbitrarily); `id = any($1)`
-    // lets the planner prune the days none of them is in. The rows are locked in id order first
-    // (`locked`), as every statement that changes several jobs does, so that two of them never
-    // wait on each other's rows in a circle (a deadlock, and a fallback to one by one).
+    // lets the planner prune the days none of them is in. The rows are locked first (`locked`),
+    // skipping any another statement holds: a group claim never waits, so it cannot be one of two
+    // statements waiting on each other's rows in a circle (a deadlock). Its caller claims a job it
+    // skipped by itself ([`claim`], which holds nothing else while it waits).
     let rows = sqlx::query_as!(
         ClaimRow,
         r#"with locked as (
-            select id from jobs where id = any($1::uuid[]) order by id for update
+            select id from jobs where id = any($1::uuid[]) for update skip locked
          )
          update jobs
             set status = 'running', claim_id = c.claim_id,
