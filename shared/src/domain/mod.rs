@@ -2,6 +2,7 @@
 
 mod access;
 mod batch;
+pub mod conversation;
 mod fleet;
 mod ids;
 mod job;
@@ -20,6 +21,7 @@ pub use access::{
     AccessChange, AccessRules, Denied, DomainPattern, client_ip, parse_domains, parse_networks,
 };
 pub use batch::{BatchItem, BatchSpec, MAX_BATCH_ITEMS, Template, ValidItem};
+pub use conversation::Conversation;
 pub use fleet::{Host, HostChange, HostSpec, MAX_HOST_SLOTS, bulk_slots, host_name};
 pub use ids::{BatchId, FileId, JobId, TenantId, TokenId};
 pub use job::{Job, JobError, JobKind, JobStatus, Role, Usage};

@@ -1,0 +1,305 @@
+//! One conversation, whatever dialect it came in: messages made of parts (text, tool calls, tool
+//! results), the tools offered, the tool choice and the answer's format. Every surface translates
+//! its request into it and every provider client out of it, so no surface and provider pair has
+//! code of its own, and it is what a chat job's `jobs.request` holds.
+//!
+//! - `tools` — a tool offered, the tool choice, and a call's arguments kept as their exact text;
+//! - `output` — the answer's format (text, any JSON object, a JSON schema) and the check of an
+//!   answer against it;
+//! - `check` — the rules a whole conversation keeps (each tool result answers an earlier call, a
+//!   named tool choice names a tool offered), checked at intake.
+//!
+//! A message is stored as the previous release stored one, `{"role", "content": "<text>"}`, when
+//! it is a single text: rows written before tools existed read as they are, and a worker of the
+//! previous release still runs a plain conversation written by this one during a rolling upgrade.
+
+mod check;
+mod output;
+mod tools;
+
+use serde::{Deserialize, Serialize};
+
+pub use check::MAX_TOOLS;
+pub use output::{AnswerSchema, JsonSchemaFormat, OutputFormat, Violation};
+pub use tools::{Arguments, Tool, ToolChoice, tool_name};
+
+/// A conversation as a provider is asked to continue it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub messages: Vec<Message>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<Tool>,
+    #[serde(default, skip_serializing_if = "is_auto")]
+    pub tool_choice: ToolChoice,
+    /// Whether the model may call several tools in one turn.
+    #[serde(default = "allowed", skip_serializing_if = "is_allowed")]
+    pub parallel_tool_calls: bool,
+    #[serde(default, skip_serializing_if = "is_text")]
+    pub output: OutputFormat,
+}
+
+impl Default for Conversation {
+    fn default() -> Self {
+        Self {
+            messages: Vec::new(),
+            tools: Vec::new(),
+            tool_choice: ToolChoice::Auto,
+            parallel_tool_calls: true,
+            output: OutputFormat::Text,
+        }
+    }
+}
+
+fn is_auto(choice: &ToolChoice) -> bool {
+    *choice == ToolChoice::Auto
+}
+
+fn allowed() -> bool {
+    true
+}
+
+fn is_allowed(parallel: &bool) -> bool {
+    *parallel
+}
+
+fn is_text(output: &OutputFormat) -> bool {
+    *output == OutputFormat::Text
+}
+
+/// Who speaks a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    /// A tool's result, answering the assistant's call.
+    Tool,
+}
+
+/// One message: its speaker and what it says, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredMessage", into = "StoredMessage")]
+pub struct Message {
+    pub role: Role,
+    pub parts: Vec<Part>,
+}
+
+/// A piece of a message. The next kinds (an image, a model's reasoning with its signature) join
+/// this list; a stored part of a kind this release does not know is refused when read, never
+/// dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Part {
+    Text { text: String },
+    ToolCall(ToolCall),
+    ToolResult(ToolResult),
+}
+
+/// The assistant asking for a tool to be run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCall {
+    /// The call's id, which its result names (made once by Tollgate when a provider gives none).
+    pub id: String,
+    pub name: String,
+    pub arguments: Arguments,
+}
+
+/// A tool's answer to a call, naming the call by its id, by the tool's name, or both (Ollama's
+/// own Python package sends only the name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub content: String,
+}
+
+impl Message {
+    /// A message of one text.
+    pub fn text(role: Role, text: impl Into<String>) -> Self {
+        Self {
+            role,
+            parts: vec![Part::Text { text: text.into() }],
+        }
+    }
+
+    /// Its text parts, joined: what a provider without parts is sent, and what token estimates
+    /// count.
+    pub fn joined_text(&self) -> String {
+        self.parts
+            .iter()
+            .filter_map(|part| match part {
+                Part::Text { text } => Some(text.as_str()),
+                Part::ToolResult(result) => Some(result.content.as_str()),
+                Part::ToolCall(_) => None,
+            })
+            .collect::<Vec<_>>()
+            .join("")
+    }
+
+    /// The tool calls it makes.
+    pub fn tool_calls(&self) -> impl Iterator<Item = &ToolCall> {
+        self.parts.iter().filter_map(|part| match part {
+            Part::ToolCall(call) => Some(call),
+            _ => None,
+        })
+    }
+}
+
+/// A message as `jobs.request` holds it: a single text as the plain string the previous release
+/// wrote, anything else as its list of parts.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredMessage {
+    role: Role,
+    content: StoredContent,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum StoredContent {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+impl From<StoredMessage> for Message {
+    fn from(stored: StoredMessage) -> Self {
+        let parts = match stored.content {
+            StoredContent::Text(text) => vec![Part::Text { text }],
+            StoredContent::Parts(parts) => parts,
+        };
+        Self {
+            role: stored.role,
+            parts,
+        }
+    }
+}
+
+impl From<Message> for StoredMessage {
+    fn from(message: Message) -> Self {
+        let content = match <[Part; 1]>::try_from(message.parts) {
+            Ok([Part::Text { text }]) => StoredContent::Text(text),
+            Ok([part]) => StoredContent::Parts(vec![part]),
+            Err(parts) => StoredContent::Parts(parts),
+        };
+        Self {
+            role: message.role,
+            content,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn call(id: &str, name: &str, arguments: &str) -> Part {
+        Part::ToolCall(ToolCall {
+            id: id.into(),
+            name: name.into(),
+            arguments: Arguments::parse(arguments).expect("JSON arguments"),
+        })
+    }
+
+    #[test]
+    fn a_message_the_previous_release_stored_reads_as_one_text() {
+        let stored = json!({ "role": "user", "content": "Hi" });
+        let message: Message = serde_json::from_value(stored.clone()).expect("readable");
+        assert_eq!(message, Message::text(Role::User, "Hi"));
+        assert_eq!(
+            serde_json::to_value(&message).expect("writable"),
+            stored,
+            "a single text is stored as the previous release stored it"
+        );
+    }
+
+    #[test]
+    fn tool_calls_and_results_round_trip_with_their_exact_arguments() {
+        let message = Message {
+            role: Role::Assistant,
+            parts: vec![
+                Part::Text {
+                    text: "Checking.".into(),
+                },
+                call(
+                    "call_1",
+                    "get_weather",
+                    r#"{"city": "Paris",  "units":"c"}"#,
+                ),
+            ],
+        };
+        let stored = serde_json::to_value(&message).expect("writable");
+        assert_eq!(
+            stored["content"][1]["arguments"], r#"{"city": "Paris",  "units":"c"}"#,
+            "the arguments' text, spacing and key order as written"
+        );
+        assert_eq!(
+            serde_json::from_value::<Message>(stored).expect("readable"),
+            message
+        );
+        let result = Message {
+            role: Role::Tool,
+            parts: vec![Part::ToolResult(ToolResult {
+                call_id: None,
+                name: Some("get_weather".into()),
+                content: "18°C".into(),
+            })],
+        };
+        let stored = serde_json::to_value(&result).expect("writable");
+        assert_eq!(
+            stored,
+            json!({ "role": "tool", "content": [
+                { "type": "tool_result", "name": "get_weather", "content": "18°C" }] })
+        );
+        assert_eq!(
+            serde_json::from_value::<Message>(stored).expect("readable"),
+            result
+        );
+    }
+
+    #[test]
+    fn a_plain_conversation_is_stored_as_its_messages_alone() {
+        let stored = json!({ "messages": [{ "role": "user", "content": "Hi" }] });
+        let conversation: Conversation = serde_json::from_value(stored.clone()).expect("readable");
+        assert_eq!(
+            conversation,
+            Conversation {
+                messages: vec![Message::text(Role::User, "Hi")],
+                ..Conversation::default()
+            }
+        );
+        assert!(conversation.parallel_tool_calls);
+        assert_eq!(
+            serde_json::to_value(&conversation).expect("writable"),
+            stored
+        );
+    }
+
+    #[test]
+    fn a_stored_part_of_an_unknown_kind_is_refused_not_dropped() {
+        let stored = json!({ "role": "user", "content": [
+            { "type": "text", "text": "What is this?" },
+            { "type": "hologram", "data": "…" }] });
+        assert!(serde_json::from_value::<Message>(stored).is_err());
+    }
+
+    #[test]
+    fn joined_text_leaves_tool_calls_out() {
+        let message = Message {
+            role: Role::Assistant,
+            parts: vec![
+                Part::Text { text: "a".into() },
+                call("c", "t", "{}"),
+                Part::Text { text: "b".into() },
+            ],
+        };
+        assert_eq!(message.joined_text(), "ab");
+        assert_eq!(message.tool_calls().count(), 1);
+    }
+}
