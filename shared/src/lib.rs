@@ -3,7 +3,9 @@
 //!
 //! - [`domain`]: the vocabulary, parsed once at the edge — `ids` (typed ids), `job` (`Job`,
 //!   `JobStatus`, `JobKind`, `Role`), `job_error` (`JobErrorCode`, every code a job can fail
-//!   with, and its `FailureClass`), `request` (validated requests), `batch` (a batch's items,
+//!   with, and its `FailureClass`), `request` (validated requests), `conversation` (one model of
+//!   a chat whatever its dialect: messages of parts, tools, tool choice, the answer's format and
+//!   its check), `batch` (a batch's items,
 //!   templates), `openai_batch` (the Batch API endpoints a batch stores), `settings` (`Settings`,
 //!   `Strategy`, `ModelRoutes`, `Runtime`), `prices` (the prices in force), `fleet` (hosts and
 //!   their slots), `routing` (`Runtime::route`, `DataPolicy`, `RouteReason`), `access` (allowed
@@ -23,8 +25,9 @@
 //!   messages and their trace), `message` (the versioned messages), `subscription` (durable
 //!   queues read with acks: `Subscription`, `Delivery`), `hints` (per-connection hint queues);
 //! - [`provider`]: the upstream clients — `http` (the shared client, classifying failures),
-//!   `ollama`, `openai`, `ollama_models` (list, pull, delete), `error` (`ProviderError`, its
-//!   code a `JobErrorCode`);
+//!   `ollama`, `openai`, `ollama_messages` and `openai_messages` (a conversation in each one's
+//!   form), `ollama_models` (list, pull, delete), `error` (`ProviderError`, its code a
+//!   `JobErrorCode`);
 //! - [`runtime`]: the operator's settings and model routes, held in memory and kept fresh;
 //! - [`secret`]: sealing provider keys for storage;
 //! - [`token`]: API token generation and hashing;

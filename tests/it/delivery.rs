@@ -168,6 +168,34 @@ async fn a_job_whose_publish_never_happened_is_recovered_by_the_sweeper() {
     stack.stop().await;
 }
 
+/// A chat the previous release wrote (its messages plain texts, its JSON answer asked for in
+/// `options.format`), waiting in the queue across the upgrade, is read into the conversation model,
+/// claimed and run.
+#[tokio::test]
+async fn a_chat_row_the_previous_release_wrote_runs_after_the_upgrade() {
+    let stack = Stack::start().await;
+    let job = stack.insert_unpublished_job("placeholder").await;
+    let written_before = json!({
+        "kind": "chat", "model": "llama3",
+        "messages": [{ "role": "system", "content": "Answer in JSON." },
+                     { "role": "user", "content": "A mug, described." }],
+        "options": { "format": "json", "temperature": 0.2 }
+    });
+    sqlx::query("update jobs set kind = 'chat', request = $2 where id = $1")
+        .bind(job)
+        .bind(&written_before)
+        .execute(&stack.pool)
+        .await
+        .expect("an old row");
+
+    let done = stack.wait_until_finished(&job.to_string()).await;
+
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"]["message"]["role"], "assistant", "{done}");
+    assert_eq!(stack.ollama.calls("/api/chat"), 1);
+    stack.stop().await;
+}
+
 #[tokio::test]
 async fn the_api_and_the_worker_survive_a_broker_outage() {
     let proxy = Proxy::start().await;

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::JobKind;
+use super::conversation::Conversation;
 use super::request::{
     ChatMessage, ChatRequest, ChatRole, EmbeddingInput, EmbeddingRequest, GenerateRequest,
     GenerationOptions, JobRequest, ModelName, ValidationError,
@@ -25,6 +26,10 @@ pub struct BatchItem {
     pub custom_id: String,
     pub prompt: Option<String>,
     pub messages: Option<Vec<ChatMessage>>,
+    /// A chat already translated from another dialect (an OpenAI Batch API line), in place of
+    /// `messages`.
+    #[serde(skip)]
+    pub conversation: Option<Conversation>,
     pub input: Option<EmbeddingInput>,
     /// Replaces the batch's options for this item.
     pub options: Option<GenerationOptions>,
@@ -195,7 +200,10 @@ impl BatchSpec {
         };
         for (field, given) in [
             ("prompt", item.prompt.is_some()),
-            ("messages", item.messages.is_some()),
+            (
+                "messages",
+                item.messages.is_some() || item.conversation.is_some(),
+            ),
             ("input", item.input.is_some()),
         ] {
             if given && field != own {
@@ -217,16 +225,19 @@ impl BatchSpec {
                 let prompt = filled.or(item.prompt).ok_or_else(missing)?;
                 JobRequest::Generate(GenerateRequest::parse(model, prompt, options)?)
             }
-            JobKind::Chat => {
-                let messages = match filled {
-                    Some(content) => vec![ChatMessage {
+            JobKind::Chat => JobRequest::Chat(match (filled, item.conversation) {
+                (None, Some(conversation)) => ChatRequest::new(model, conversation, options)?,
+                (Some(content), _) => {
+                    let message = ChatMessage {
                         role: ChatRole::User,
                         content,
-                    }],
-                    None => item.messages.ok_or_else(missing)?,
-                };
-                JobRequest::Chat(ChatRequest::parse(model, messages, options)?)
-            }
+                    };
+                    ChatRequest::parse(model, vec![message], options)?
+                }
+                (None, None) => {
+                    ChatRequest::parse(model, item.messages.ok_or_else(missing)?, options)?
+                }
+            }),
             JobKind::Embedding => {
                 if options.is_some() {
                     return Err(ValidationError::new(
@@ -257,6 +268,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::domain::conversation::{Message, Role};
 
     fn spec(kind: JobKind, template: Option<&str>) -> BatchSpec {
         BatchSpec {
@@ -309,9 +321,10 @@ mod tests {
         let JobRequest::Chat(request) = &valid[0].request else {
             panic!("a chat request");
         };
-        assert_eq!(request.messages.len(), 1);
-        assert_eq!(request.messages[0].role, ChatRole::User);
-        assert_eq!(request.messages[0].content, "Draft a post on tea");
+        assert_eq!(
+            request.conversation.messages,
+            [Message::text(Role::User, "Draft a post on tea")]
+        );
     }
 
     #[test]
@@ -386,6 +399,7 @@ mod tests {
         assert_eq!(error.field, "items");
         let many: Vec<BatchItem> = (0..=MAX_BATCH_ITEMS)
             .map(|i| BatchItem {
+                conversation: None,
                 custom_id: i.to_string(),
                 prompt: Some("x".into()),
                 messages: None,

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::JobKind;
+use super::conversation::{Conversation, Message, OutputFormat, Role};
 
 /// Longest prompt (or message, or embedding input) accepted, in characters.
 pub const MAX_TEXT_CHARS: usize = 200_000;
@@ -174,13 +175,52 @@ pub struct ChatMessage {
     pub content: String,
 }
 
-/// `POST /v1/chat`: a conversation, answered by the assistant's next message.
+/// `POST /v1/chat`: a conversation, answered by the assistant's next message. Its answer's form
+/// is the conversation's `output` (a chat's `options.format` is lifted into it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredChat")]
 pub struct ChatRequest {
     pub model: ModelName,
-    pub messages: Vec<ChatMessage>,
+    #[serde(flatten)]
+    pub conversation: Conversation,
     #[serde(default)]
     pub options: GenerationOptions,
+}
+
+/// A chat as `jobs.request` holds it — including a row the previous release wrote, whose answer's
+/// form was `options.format`.
+#[derive(Deserialize)]
+struct StoredChat {
+    model: ModelName,
+    #[serde(flatten)]
+    conversation: Conversation,
+    #[serde(default)]
+    options: GenerationOptions,
+}
+
+impl From<StoredChat> for ChatRequest {
+    fn from(stored: StoredChat) -> Self {
+        let StoredChat {
+            model,
+            mut conversation,
+            mut options,
+        } = stored;
+        lift_format(&mut conversation, &mut options);
+        Self {
+            model,
+            conversation,
+            options,
+        }
+    }
+}
+
+/// Moves `options.format` (one JSON object) into the conversation's output, where a chat keeps it.
+fn lift_format(conversation: &mut Conversation, options: &mut GenerationOptions) {
+    if options.format.take() == Some(AnswerFormat::Json)
+        && conversation.output == OutputFormat::Text
+    {
+        conversation.output = OutputFormat::JsonObject;
+    }
 }
 
 /// One text or several, as OpenAI and Ollama both accept.
@@ -236,9 +276,10 @@ impl JobRequest {
                 format!("{system}\n{}", r.prompt)
             }
             Self::Chat(r) => r
+                .conversation
                 .messages
                 .iter()
-                .map(|m| m.content.as_str())
+                .map(Message::joined_text)
                 .collect::<Vec<_>>()
                 .join("\n"),
             Self::Embedding(r) => r.input.texts().join("\n"),
@@ -282,39 +323,57 @@ impl GenerateRequest {
 }
 
 impl ChatRequest {
+    /// A chat from messages of text (the native and Ollama surfaces' form).
     pub fn parse(
         model: &str,
         messages: Vec<ChatMessage>,
         options: Option<GenerationOptions>,
     ) -> Result<Self, ValidationError> {
-        let model = ModelName::parse(model)?;
-        if messages.is_empty() {
-            return Err(ValidationError::new(
-                "messages",
-                "must hold at least one message",
-            ));
-        }
-        if messages.len() > MAX_MESSAGES {
-            return Err(ValidationError::new(
-                "messages",
-                format!("must hold at most {MAX_MESSAGES} messages"),
-            ));
-        }
         for (i, message) in messages.iter().enumerate() {
             check_text(&format!("messages[{i}].content"), &message.content)?;
         }
-        let options = options.unwrap_or_default().validate()?;
+        let messages = messages
+            .into_iter()
+            .map(|m| Message::text(m.role.into(), m.content))
+            .collect();
+        let conversation = Conversation {
+            messages,
+            ..Conversation::default()
+        };
+        Self::new(model, conversation, options)
+    }
+
+    /// A chat from a conversation a surface translated, checked whole.
+    pub fn new(
+        model: &str,
+        mut conversation: Conversation,
+        options: Option<GenerationOptions>,
+    ) -> Result<Self, ValidationError> {
+        let model = ModelName::parse(model)?;
+        let mut options = options.unwrap_or_default().validate()?;
         if options.system.is_some() {
             return Err(ValidationError::new(
                 "options.system",
                 "chat takes its system prompt as a message with role `system`",
             ));
         }
+        lift_format(&mut conversation, &mut options);
+        conversation.check()?;
         Ok(Self {
             model,
-            messages,
+            conversation,
             options,
         })
+    }
+}
+
+impl From<ChatRole> for Role {
+    fn from(role: ChatRole) -> Self {
+        match role {
+            ChatRole::System => Self::System,
+            ChatRole::User => Self::User,
+            ChatRole::Assistant => Self::Assistant,
+        }
     }
 }
 
@@ -418,6 +477,32 @@ mod tests {
         let err =
             EmbeddingRequest::parse("nomic-embed-text", EmbeddingInput::Many(vec![])).unwrap_err();
         assert_eq!(err.field, "input");
+    }
+
+    #[test]
+    fn a_chat_the_previous_release_stored_reads_into_the_conversation_model() {
+        let stored = serde_json::json!({
+            "kind": "chat", "model": "llama3",
+            "messages": [{ "role": "user", "content": "A mug, described." }],
+            "options": { "format": "json", "temperature": 0.2 }
+        });
+        let JobRequest::Chat(chat) = serde_json::from_value(stored).expect("readable") else {
+            panic!("a chat");
+        };
+        assert_eq!(
+            chat.conversation.messages,
+            [Message::text(Role::User, "A mug, described.")]
+        );
+        assert_eq!(chat.conversation.output, OutputFormat::JsonObject);
+        assert_eq!(chat.options.format, None, "lifted into the output");
+        assert_eq!(chat.options.temperature, Some(0.2));
+        let again = serde_json::to_value(JobRequest::Chat(chat.clone())).expect("writable");
+        assert_eq!(again["messages"][0]["content"], "A mug, described.");
+        assert_eq!(again["output"]["type"], "json_object");
+        assert_eq!(
+            serde_json::from_value::<JobRequest>(again).expect("readable"),
+            JobRequest::Chat(chat)
+        );
     }
 
     #[test]

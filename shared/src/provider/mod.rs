@@ -1,4 +1,5 @@
-//! Provider clients: a local Ollama and the OpenAI API, behind one enum.
+//! Provider clients: a local Ollama and the OpenAI API, behind one enum; `ollama_messages` and
+//! `openai_messages` write a conversation in each one's form.
 //!
 //! Each client speaks its own wire format and returns the provider-reported token counts. Failures
 //! are classified where they happen ([`ProviderError`]), so the worker can decide what to do
@@ -7,8 +8,10 @@
 mod error;
 mod http;
 mod ollama;
+mod ollama_messages;
 mod ollama_models;
 mod openai;
+mod openai_messages;
 
 use serde_json::Value;
 

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::ProviderError;
-use super::{Completion, OnDelta, http};
+use super::{Completion, OnDelta, http, ollama_messages};
 use crate::domain::JobErrorCode;
 use crate::domain::{
     AnswerFormat, ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest,
@@ -211,13 +211,16 @@ fn generate_body(r: &GenerateRequest, model: &str) -> Value {
 
 /// `/api/chat`'s body, without `stream`'s choice.
 fn chat_body(r: &ChatRequest, model: &str) -> Value {
-    let body = json!({
+    let mut body = json!({
         "model": model,
-        "messages": r.messages,
+        "messages": ollama_messages::messages(&r.conversation),
         "stream": false,
         "options": options(&r.options),
     });
-    with_format(body, &r.options)
+    if let Some(format) = ollama_messages::format(&r.conversation.output) {
+        body["format"] = format;
+    }
+    body
 }
 
 fn with_format(mut body: Value, o: &GenerationOptions) -> Value {

@@ -15,11 +15,10 @@ use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 
 use super::error::ProviderError;
-use super::{Completion, OnDelta, http};
+use super::{Completion, OnDelta, http, openai_messages};
 use crate::domain::JobErrorCode;
 use crate::domain::{
-    AnswerFormat, ChatMessage, ChatRequest, ChatRole, EmbeddingRequest, GenerateRequest,
-    GenerationOptions, JobRequest,
+    AnswerFormat, ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest,
 };
 
 #[derive(Clone)]
@@ -125,9 +124,11 @@ impl OpenAiClient {
         model: &str,
     ) -> Result<Completion, ProviderError> {
         match request {
-            JobRequest::Generate(GenerateRequest { options, .. })
-            | JobRequest::Chat(ChatRequest { options, .. })
-                if options.stop.is_some() =>
+            JobRequest::Generate(GenerateRequest { options, .. }) if options.stop.is_some() => {
+                self.complete(request, model).await
+            }
+            JobRequest::Chat(r)
+                if r.options.stop.is_some() || openai_messages::has_tool_parts(&r.conversation) =>
             {
                 self.complete(request, model).await
             }
@@ -233,7 +234,11 @@ impl OpenAiClient {
     }
 
     async fn chat(&self, r: &ChatRequest, model: &str) -> Result<Completion, ProviderError> {
-        let body = responses_body(model, json!(r.messages), &r.options);
+        let input = openai_messages::messages(&r.conversation);
+        let mut body = responses_body(model, json!(input), &r.options);
+        if let Some(format) = openai_messages::text_format(&r.conversation.output) {
+            body["text"] = json!({ "format": format });
+        }
         let (text, completion) = self.respond(&body).await?;
         let message = json!({ "role": "assistant", "content": text });
         Ok(Completion {
@@ -318,23 +323,24 @@ fn error_message(value: &Value) -> Option<&str> {
 
 /// A generate or chat job as a Chat Completions body (not streamed).
 fn chat_completions_body(request: &JobRequest, model: &str) -> Value {
-    let (messages, o) = match request {
+    let default = GenerationOptions::default();
+    let (messages, o, format) = match request {
         JobRequest::Generate(r) => {
             let mut messages = Vec::new();
             if let Some(system) = &r.options.system {
-                messages.push(ChatMessage {
-                    role: ChatRole::System,
-                    content: system.clone(),
-                });
+                messages.push(json!({ "role": "system", "content": system }));
             }
-            messages.push(ChatMessage {
-                role: ChatRole::User,
-                content: r.prompt.clone(),
-            });
-            (messages, &r.options)
+            messages.push(json!({ "role": "user", "content": r.prompt }));
+            let format = (r.options.format == Some(AnswerFormat::Json))
+                .then(|| json!({ "type": "json_object" }));
+            (messages, &r.options, format)
         }
-        JobRequest::Chat(r) => (r.messages.clone(), &r.options),
-        JobRequest::Embedding(_) => (Vec::new(), &GenerationOptions::default()),
+        JobRequest::Chat(r) => (
+            openai_messages::messages(&r.conversation),
+            &r.options,
+            openai_messages::response_format(&r.conversation.output),
+        ),
+        JobRequest::Embedding(_) => (Vec::new(), &default, None),
     };
     let mut body = json!({ "model": model, "messages": messages });
     if let Some(t) = o.temperature {
@@ -352,8 +358,8 @@ fn chat_completions_body(request: &JobRequest, model: &str) -> Value {
     if let Some(stop) = &o.stop {
         body["stop"] = json!(stop);
     }
-    if o.format == Some(AnswerFormat::Json) {
-        body["response_format"] = json!({ "type": "json_object" });
+    if let Some(format) = format {
+        body["response_format"] = format;
     }
     body
 }

@@ -251,6 +251,7 @@ fn options(
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+    use tollgate_core::domain::conversation::OutputFormat;
 
     use super::*;
 
@@ -265,7 +266,7 @@ mod tests {
         let call = body.parse().expect("valid");
         assert!(call.stream);
         assert_eq!(call.request.options.max_tokens, Some(7));
-        assert_eq!(call.request.options.format, Some(AnswerFormat::Json));
+        assert_eq!(call.request.conversation.output, OutputFormat::JsonObject);
         let body: GenerateBody = serde_json::from_value(
             json!({ "model": "llama3", "prompt": "Hi", "system": "Terse.", "stream": false }),
         )

@@ -173,6 +173,7 @@ fn body_item(
         custom_id,
         prompt: None,
         messages: None,
+        conversation: None,
         input: None,
         options: None,
         fields: None,
@@ -186,7 +187,7 @@ fn body_item(
         Endpoint::ChatCompletions | Endpoint::Responses => {
             let request = chat_line(endpoint, body)?;
             item.options = Some(request.options).filter(|o| *o != GenerationOptions::default());
-            item.messages = Some(request.messages);
+            item.conversation = Some(request.conversation);
             request.model
         }
     };
@@ -261,7 +262,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use tollgate_core::domain::{ChatRole, EmbeddingInput};
+    use tollgate_core::domain::EmbeddingInput;
+    use tollgate_core::domain::conversation::{Message, Role};
 
     fn file(lines: &[Value]) -> String {
         lines
@@ -298,9 +300,9 @@ mod tests {
         assert_eq!(stored_lines(&text).expect("stored"), lines);
         let (model, items) = items(Endpoint::ChatCompletions, &lines).expect("items");
         assert_eq!(model, "m");
-        let messages = items[0].messages.as_ref().expect("messages");
-        assert_eq!(messages[0].role, ChatRole::System);
-        assert_eq!(messages[1].content, "Hi");
+        let messages = &items[0].conversation.as_ref().expect("a chat").messages;
+        assert_eq!(messages[0].role, Role::System);
+        assert_eq!(messages[1], Message::text(Role::User, "Hi"));
         assert_eq!(
             items[0].options.as_ref().and_then(|o| o.max_tokens),
             Some(20)
@@ -318,10 +320,14 @@ mod tests {
                     "max_output_tokens": 9 }),
         )]);
         let (_, items) = items(Endpoint::Responses, &lines(&text).expect("lines")).expect("items");
-        let messages = items[0].messages.as_ref().expect("messages");
-        assert_eq!(messages.len(), 2);
-        assert_eq!(messages[0].role, ChatRole::System);
-        assert_eq!(messages[1].content, "Tea?");
+        let messages = &items[0].conversation.as_ref().expect("a chat").messages;
+        assert_eq!(
+            messages[..],
+            [
+                Message::text(Role::System, "Terse."),
+                Message::text(Role::User, "Tea?")
+            ]
+        );
         assert_eq!(
             items[0].options.as_ref().and_then(|o| o.max_tokens),
             Some(9)

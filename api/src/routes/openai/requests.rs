@@ -306,6 +306,7 @@ impl OpenAiMessage {
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
+    use tollgate_core::domain::conversation::{OutputFormat, Role};
 
     use super::*;
 
@@ -328,8 +329,9 @@ mod tests {
         let options = &parsed.request.options;
         assert_eq!(options.max_tokens, Some(9));
         assert_eq!(options.stop.as_deref(), Some(&["END".to_owned()][..]));
-        assert_eq!(options.format, Some(AnswerFormat::Json));
-        assert_eq!(parsed.request.messages[0].role, ChatRole::System);
+        let conversation = &parsed.request.conversation;
+        assert_eq!(conversation.output, OutputFormat::JsonObject);
+        assert_eq!(conversation.messages[0].role, Role::System);
         assert!(parsed.stream && parsed.include_usage);
     }
 

@@ -1,0 +1,116 @@
+//! A conversation in Ollama's `/api/chat` form: each message's text as `content`, an assistant's
+//! tool calls with their arguments as an object and their call id, a tool's result with the call
+//! id and the tool's name (filled in from the call when the result named only the id), and the
+//! answer's format as `"json"` or the schema itself.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use crate::domain::conversation::{Conversation, OutputFormat, Part, Role};
+
+/// The conversation's messages as `/api/chat` takes them.
+pub(super) fn messages(conversation: &Conversation) -> Vec<Value> {
+    // Each call's tool, by call id: a result that names only its call still names its tool.
+    let mut tools: HashMap<&str, &str> = HashMap::new();
+    let mut written = Vec::with_capacity(conversation.messages.len());
+    for message in &conversation.messages {
+        let mut out = json!({ "role": role(message.role), "content": message.joined_text() });
+        let calls: Vec<Value> = message
+            .tool_calls()
+            .map(|call| {
+                tools.insert(&call.id, &call.name);
+                // An object, as Ollama takes arguments (a string there breaks its parser); its
+                // keys come out sorted, which changes nothing the tool reads.
+                json!({ "id": call.id,
+                        "function": { "name": call.name, "arguments": call.arguments.to_object() } })
+            })
+            .collect();
+        if !calls.is_empty() {
+            out["tool_calls"] = json!(calls);
+        }
+        for part in &message.parts {
+            if let Part::ToolResult(result) = part {
+                if let Some(id) = &result.call_id {
+                    out["tool_call_id"] = json!(id);
+                }
+                let name = result.name.as_deref().or_else(|| {
+                    let id = result.call_id.as_deref()?;
+                    tools.get(id).copied()
+                });
+                if let Some(name) = name {
+                    out["tool_name"] = json!(name);
+                }
+            }
+        }
+        written.push(out);
+    }
+    written
+}
+
+/// The answer's format as `/api/chat`'s and `/api/generate`'s `format`, if it has one.
+pub(super) fn format(output: &OutputFormat) -> Option<Value> {
+    match output {
+        OutputFormat::Text => None,
+        OutputFormat::JsonObject => Some(json!("json")),
+        OutputFormat::JsonSchema(format) => Some(format.schema.clone()),
+    }
+}
+
+fn role(role: Role) -> &'static str {
+    match role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::conversation::{Arguments, Message, ToolCall, ToolResult};
+
+    #[test]
+    fn tool_calls_go_as_objects_and_results_name_their_call_and_tool() {
+        let conversation = Conversation {
+            messages: vec![
+                Message::text(Role::User, "Weather in Paris?"),
+                Message {
+                    role: Role::Assistant,
+                    parts: vec![Part::ToolCall(ToolCall {
+                        id: "call_1".into(),
+                        name: "get_weather".into(),
+                        arguments: Arguments::parse(r#"{"city":"Paris"}"#).expect("JSON"),
+                    })],
+                },
+                Message {
+                    role: Role::Tool,
+                    parts: vec![Part::ToolResult(ToolResult {
+                        call_id: Some("call_1".into()),
+                        name: None,
+                        content: "18°C".into(),
+                    })],
+                },
+            ],
+            ..Conversation::default()
+        };
+        assert_eq!(
+            messages(&conversation),
+            [
+                json!({ "role": "user", "content": "Weather in Paris?" }),
+                json!({ "role": "assistant", "content": "", "tool_calls": [
+                    { "id": "call_1",
+                      "function": { "name": "get_weather", "arguments": { "city": "Paris" } } }] }),
+                json!({ "role": "tool", "content": "18°C",
+                        "tool_call_id": "call_1", "tool_name": "get_weather" }),
+            ]
+        );
+    }
+
+    #[test]
+    fn formats_are_json_or_the_schema() {
+        assert_eq!(format(&OutputFormat::Text), None);
+        assert_eq!(format(&OutputFormat::JsonObject), Some(json!("json")));
+    }
+}

@@ -1,0 +1,160 @@
+//! A conversation in OpenAI's Chat Completions form: each message's text as `content`, an
+//! assistant's tool calls with their arguments as the exact JSON text, a tool's result joined to
+//! its call by `tool_call_id` (found from the tool's name when the result named only that), and
+//! the answer's format as `response_format` (Chat Completions) or `text.format` (Responses).
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use crate::domain::conversation::{Conversation, OutputFormat, Part, Role};
+
+/// The conversation's messages as Chat Completions takes them.
+pub(super) fn messages(conversation: &Conversation) -> Vec<Value> {
+    // The latest call of each tool: a result that names only its tool answers that call.
+    let mut latest: HashMap<&str, &str> = HashMap::new();
+    let mut written = Vec::with_capacity(conversation.messages.len());
+    for message in &conversation.messages {
+        let text = message.joined_text();
+        let calls: Vec<Value> = message
+            .tool_calls()
+            .map(|call| {
+                latest.insert(&call.name, &call.id);
+                json!({ "id": call.id, "type": "function",
+                        "function": { "name": call.name, "arguments": call.arguments.as_str() } })
+            })
+            .collect();
+        let mut out = json!({ "role": role(message.role), "content": text });
+        if !calls.is_empty() {
+            if text.is_empty() {
+                out["content"] = Value::Null;
+            }
+            out["tool_calls"] = json!(calls);
+        }
+        for part in &message.parts {
+            if let Part::ToolResult(result) = part {
+                let id = result.call_id.as_deref().or_else(|| {
+                    let name = result.name.as_deref()?;
+                    latest.get(name).copied()
+                });
+                out["tool_call_id"] = json!(id);
+            }
+        }
+        written.push(out);
+    }
+    written
+}
+
+/// Whether the conversation needs Chat Completions (the Responses API's input has no messages of
+/// tool calls or results in this form).
+pub(super) fn has_tool_parts(conversation: &Conversation) -> bool {
+    conversation
+        .messages
+        .iter()
+        .flat_map(|message| &message.parts)
+        .any(|part| !matches!(part, Part::Text { .. }))
+}
+
+/// The answer's format as Chat Completions' `response_format`, if it has one.
+pub(super) fn response_format(output: &OutputFormat) -> Option<Value> {
+    match output {
+        OutputFormat::Text => None,
+        OutputFormat::JsonObject => Some(json!({ "type": "json_object" })),
+        OutputFormat::JsonSchema(format) => {
+            let mut schema = json!({ "name": format.name, "schema": format.schema,
+                                     "strict": format.strict });
+            if let Some(description) = &format.description {
+                schema["description"] = json!(description);
+            }
+            Some(json!({ "type": "json_schema", "json_schema": schema }))
+        }
+    }
+}
+
+/// The answer's format as the Responses API's `text.format` (flat, where Chat Completions nests
+/// the schema), if it has one.
+pub(super) fn text_format(output: &OutputFormat) -> Option<Value> {
+    let mut format = response_format(output)?;
+    if let Some(Value::Object(schema)) = format.get_mut("json_schema").map(Value::take) {
+        let mut flat = serde_json::Map::from_iter([("type".to_owned(), json!("json_schema"))]);
+        flat.extend(schema);
+        format = Value::Object(flat);
+    }
+    Some(format)
+}
+
+fn role(role: Role) -> &'static str {
+    match role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::conversation::{Arguments, JsonSchemaFormat, Message, ToolCall, ToolResult};
+
+    #[test]
+    fn tool_calls_keep_their_text_and_a_result_named_by_its_tool_finds_its_call() {
+        let arguments = r#"{"city": "Paris", "units": "c"}"#;
+        let conversation = Conversation {
+            messages: vec![
+                Message::text(Role::User, "Weather in Paris?"),
+                Message {
+                    role: Role::Assistant,
+                    parts: vec![Part::ToolCall(ToolCall {
+                        id: "call_1".into(),
+                        name: "get_weather".into(),
+                        arguments: Arguments::parse(arguments).expect("JSON"),
+                    })],
+                },
+                Message {
+                    role: Role::Tool,
+                    parts: vec![Part::ToolResult(ToolResult {
+                        call_id: None,
+                        name: Some("get_weather".into()),
+                        content: "18°C".into(),
+                    })],
+                },
+            ],
+            ..Conversation::default()
+        };
+        assert!(has_tool_parts(&conversation));
+        assert_eq!(
+            messages(&conversation)[1..],
+            [
+                json!({ "role": "assistant", "content": null, "tool_calls": [
+                    { "id": "call_1", "type": "function",
+                      "function": { "name": "get_weather", "arguments": arguments } }] }),
+                json!({ "role": "tool", "content": "18°C", "tool_call_id": "call_1" }),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_schema_nests_in_chat_completions_and_is_flat_in_responses() {
+        let output = OutputFormat::JsonSchema(JsonSchemaFormat {
+            name: "product".into(),
+            description: None,
+            schema: json!({ "type": "object" }),
+            strict: true,
+        });
+        assert_eq!(
+            response_format(&output),
+            Some(json!({ "type": "json_schema", "json_schema": {
+                "name": "product", "schema": { "type": "object" }, "strict": true } }))
+        );
+        assert_eq!(
+            text_format(&output),
+            Some(json!({ "type": "json_schema", "name": "product",
+                         "schema": { "type": "object" }, "strict": true }))
+        );
+        assert_eq!(
+            text_format(&OutputFormat::JsonObject),
+            Some(json!({ "type": "json_object" }))
+        );
+    }
+}
