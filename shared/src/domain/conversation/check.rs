@@ -47,9 +47,10 @@ fn check_message(
     calls: &mut Calls,
 ) -> Result<(), ValidationError> {
     let refuse = |j: usize, what: &str| {
+        let role = format!("{:?}", message.role).to_lowercase();
         ValidationError::new(
             format!("{at}.parts[{j}]"),
-            format!("a {:?} message cannot hold {what}", message.role),
+            format!("a message from the {role} cannot hold {what}"),
         )
     };
     for (j, part) in message.parts.iter().enumerate() {
