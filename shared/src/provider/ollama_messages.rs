@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use crate::domain::conversation::{Conversation, OutputFormat, Part, Role};
+use crate::domain::conversation::{Conversation, OutputFormat, Part};
 
 /// The conversation's messages as `/api/chat` takes them.
 pub(super) fn messages(conversation: &Conversation) -> Vec<Value> {
@@ -15,7 +15,7 @@ pub(super) fn messages(conversation: &Conversation) -> Vec<Value> {
     let mut tools: HashMap<&str, &str> = HashMap::new();
     let mut written = Vec::with_capacity(conversation.messages.len());
     for message in &conversation.messages {
-        let mut out = json!({ "role": role(message.role), "content": message.joined_text() });
+        let mut out = json!({ "role": message.role.as_str(), "content": message.joined_text() });
         let calls: Vec<Value> = message
             .tool_calls()
             .map(|call| {
@@ -57,19 +57,10 @@ pub(super) fn format(output: &OutputFormat) -> Option<Value> {
     }
 }
 
-fn role(role: Role) -> &'static str {
-    match role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-        Role::Tool => "tool",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::conversation::{Arguments, Message, ToolCall, ToolResult};
+    use crate::domain::conversation::{Arguments, Message, Role, ToolCall, ToolResult};
 
     #[test]
     fn tool_calls_go_as_objects_and_results_name_their_call_and_tool() {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use crate::domain::conversation::{Conversation, OutputFormat, Part, Role};
+use crate::domain::conversation::{Conversation, OutputFormat, Part};
 
 /// The conversation's messages as Chat Completions takes them.
 pub(super) fn messages(conversation: &Conversation) -> Vec<Value> {
@@ -24,7 +24,7 @@ pub(super) fn messages(conversation: &Conversation) -> Vec<Value> {
                         "function": { "name": call.name, "arguments": call.arguments.as_str() } })
             })
             .collect();
-        let mut out = json!({ "role": role(message.role), "content": text });
+        let mut out = json!({ "role": message.role.as_str(), "content": text });
         if !calls.is_empty() {
             if text.is_empty() {
                 out["content"] = Value::Null;
@@ -83,19 +83,12 @@ pub(super) fn text_format(output: &OutputFormat) -> Option<Value> {
     Some(format)
 }
 
-fn role(role: Role) -> &'static str {
-    match role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-        Role::Tool => "tool",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::conversation::{Arguments, JsonSchemaFormat, Message, ToolCall, ToolResult};
+    use crate::domain::conversation::{
+        Arguments, JsonSchemaFormat, Message, Role, ToolCall, ToolResult,
+    };
 
     #[test]
     fn tool_calls_keep_their_text_and_a_result_named_by_its_tool_finds_its_call() {

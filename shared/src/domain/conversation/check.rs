@@ -47,7 +47,7 @@ fn check_message(
     calls: &mut Calls,
 ) -> Result<(), ValidationError> {
     let refuse = |j: usize, what: &str| {
-        let role = format!("{:?}", message.role).to_lowercase();
+        let role = message.role.as_str();
         ValidationError::new(
             format!("{at}.parts[{j}]"),
             format!("a message from the {role} cannot hold {what}"),

@@ -77,6 +77,18 @@ pub enum Role {
     Tool,
 }
 
+impl Role {
+    /// Its name in every dialect that has it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::User => "user",
+            Self::Assistant => "assistant",
+            Self::Tool => "tool",
+        }
+    }
+}
+
 /// One message: its speaker and what it says, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "StoredMessage", into = "StoredMessage")]
