@@ -32,12 +32,22 @@ pub const WAIT_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0, 1800.0,
 ];
 
+/// Buckets in seconds for work done in memory per answer (a schema check): 1 µs to 100 ms.
+pub const CHECK_BUCKETS: [f64; 10] = [
+    0.000_001, 0.000_005, 0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.1,
+];
+
 /// A family of histograms over `LATENCY_BUCKETS`.
 pub type Latencies<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// A family of histograms of latencies, labelled by `L`.
 pub fn latencies<L: Clone + std::hash::Hash + Eq>() -> Latencies<L> {
     Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS))
+}
+
+/// A family of histograms of in-memory checks, labelled by `L`.
+pub fn checks<L: Clone + std::hash::Hash + Eq>() -> Latencies<L> {
+    Family::new_with_constructor(|| Histogram::new(CHECK_BUCKETS))
 }
 
 /// A family of histograms of waits, labelled by `L`.

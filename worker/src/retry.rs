@@ -54,6 +54,7 @@ mod tests {
             min_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(1),
             max_job_attempts: 5,
+            structured_output_attempts: 3,
         }
     }
 

@@ -119,6 +119,9 @@ pub enum ErrorCode {
     JobFailed,
     /// The job behind a call failed at its provider.
     ProviderError,
+    /// The model's answers did not match the JSON schema (or JSON object) asked for; the detail
+    /// names the first violation. Another try may succeed.
+    InvalidStructuredOutput,
 }
 
 impl ErrorCode {
@@ -148,6 +151,7 @@ impl ErrorCode {
             Job::ProviderUnavailable => (StatusCode::BAD_GATEWAY, Self::ProviderUnavailable),
             Job::ProviderUnauthorized => (StatusCode::BAD_GATEWAY, Self::ProviderUnauthorized),
             Job::InternalError => (StatusCode::INTERNAL_SERVER_ERROR, Self::JobFailed),
+            Job::InvalidStructuredOutput => (StatusCode::BAD_GATEWAY, Self::InvalidStructuredOutput),
             Job::ProviderUnreachable
             | Job::ProviderBusy
             | Job::ProviderCircuitOpen

@@ -27,6 +27,7 @@ struct SettingsRow {
     retry_min_delay_ms: i32,
     retry_max_delay_ms: i32,
     max_job_attempts: i32,
+    structured_output_attempts: i32,
     circuit_failure_threshold: i32,
     circuit_cooldown_ms: i32,
     openai_max_concurrency: i32,
@@ -71,6 +72,7 @@ impl TryFrom<SettingsRow> for Settings {
                 min_delay: ms(row.retry_min_delay_ms),
                 max_delay: ms(row.retry_max_delay_ms),
                 max_job_attempts: n(row.max_job_attempts),
+                structured_output_attempts: n(row.structured_output_attempts),
             },
             retention: Retention {
                 job_days: n(row.job_retention_days),
@@ -92,6 +94,7 @@ pub async fn get(pool: &PgPool) -> Result<Settings, sqlx::Error> {
         "select version, ai_provider, ai_fallback_provider, ai_local_enabled, openai_api_key_sealed,
                 openai_api_key_last4, ai_overflow_wait_ms, ai_local_share, openai_base_url,
                 provider_attempts, retry_min_delay_ms, retry_max_delay_ms, max_job_attempts,
+                structured_output_attempts,
                 circuit_failure_threshold, circuit_cooldown_ms, openai_max_concurrency,
                 job_retention_days, usage_retention_days, updated_at
            from settings"
@@ -132,6 +135,7 @@ pub async fn update(
         "select version, ai_provider, ai_fallback_provider, ai_local_enabled, openai_api_key_sealed,
                 openai_api_key_last4, ai_overflow_wait_ms, ai_local_share, openai_base_url,
                 provider_attempts, retry_min_delay_ms, retry_max_delay_ms, max_job_attempts,
+                structured_output_attempts,
                 circuit_failure_threshold, circuit_cooldown_ms, openai_max_concurrency,
                 job_retention_days, usage_retention_days, updated_at
            from settings for update"
@@ -154,10 +158,11 @@ pub async fn update(
                 retry_min_delay_ms = $9, retry_max_delay_ms = $10, max_job_attempts = $11,
                 circuit_failure_threshold = $12, circuit_cooldown_ms = $13,
                 ai_local_share = $14, openai_max_concurrency = $15, job_retention_days = $16,
-                usage_retention_days = $17, updated_at = now()
+                usage_retention_days = $17, structured_output_attempts = $18, updated_at = now()
          returning version, ai_provider, ai_fallback_provider, ai_local_enabled, openai_api_key_sealed,
                 openai_api_key_last4, ai_overflow_wait_ms, ai_local_share, openai_base_url,
                 provider_attempts, retry_min_delay_ms, retry_max_delay_ms, max_job_attempts,
+                structured_output_attempts,
                 circuit_failure_threshold, circuit_cooldown_ms, openai_max_concurrency,
                 job_retention_days, usage_retention_days, updated_at",
         next.ai_provider.setting_name(),
@@ -178,6 +183,7 @@ pub async fn update(
         n(next.openai_max_concurrency),
         n(next.retention.job_days),
         n(next.retention.usage_days),
+        n(next.retry.structured_output_attempts),
     )
     .fetch_one(&mut *tx)
     .await?;

@@ -79,6 +79,9 @@ pub enum JobErrorCode {
     ProviderError,
     /// The upstream's answer was not what its protocol says it is.
     InvalidProviderResponse,
+    /// The answer did not match the JSON schema asked for (or was not one JSON object) on any
+    /// of the calls made for it; the message names the first violation.
+    InvalidStructuredOutput,
     /// No provider could take the job: none configured or enabled for it, or the fleet lacks the
     /// model and the data policy keeps the job off the cloud.
     NoProviderAvailable,
@@ -123,6 +126,7 @@ impl JobErrorCode {
             Self::ProviderUnauthorized
             | Self::ProviderError
             | Self::InvalidProviderResponse
+            | Self::InvalidStructuredOutput
             | Self::NoProviderAvailable
             | Self::InternalError
             | Self::Unknown(_) => FailureClass::Provider,

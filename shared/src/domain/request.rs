@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::JobKind;
-use super::conversation::{Conversation, Message, OutputFormat, Role};
+use super::conversation::{AnswerSchema, Conversation, Message, OutputFormat, Role};
 
 /// Longest prompt (or message, or embedding input) accepted, in characters.
 pub const MAX_TEXT_CHARS: usize = 200_000;
@@ -147,13 +147,47 @@ impl GenerationOptions {
     }
 }
 
-/// `POST /v1/generate`: one prompt, one completion.
+/// `POST /v1/generate`: one prompt, one completion, in the form `output` asks for (a generate's
+/// `options.format` is lifted into it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredGenerate")]
 pub struct GenerateRequest {
     pub model: ModelName,
     pub prompt: String,
     #[serde(default)]
     pub options: GenerationOptions,
+    #[serde(default, skip_serializing_if = "OutputFormat::is_text")]
+    pub output: OutputFormat,
+}
+
+/// A generate as `jobs.request` holds it — including a row the previous release wrote, whose
+/// answer's form was `options.format`.
+#[derive(Deserialize)]
+struct StoredGenerate {
+    model: ModelName,
+    prompt: String,
+    #[serde(default)]
+    options: GenerationOptions,
+    #[serde(default)]
+    output: OutputFormat,
+}
+
+impl From<StoredGenerate> for GenerateRequest {
+    fn from(stored: StoredGenerate) -> Self {
+        let StoredGenerate {
+            model,
+            prompt,
+            mut options,
+            mut output,
+        } = stored;
+        lift_format(&mut output, &mut options);
+        Self {
+            model,
+            prompt,
+            options,
+            output,
+        }
+    }
 }
 
 /// Who speaks a chat message.
@@ -205,7 +239,7 @@ impl From<StoredChat> for ChatRequest {
             mut conversation,
             mut options,
         } = stored;
-        lift_format(&mut conversation, &mut options);
+        lift_format(&mut conversation.output, &mut options);
         Self {
             model,
             conversation,
@@ -214,12 +248,10 @@ impl From<StoredChat> for ChatRequest {
     }
 }
 
-/// Moves `options.format` (one JSON object) into the conversation's output, where a chat keeps it.
-fn lift_format(conversation: &mut Conversation, options: &mut GenerationOptions) {
-    if options.format.take() == Some(AnswerFormat::Json)
-        && conversation.output == OutputFormat::Text
-    {
-        conversation.output = OutputFormat::JsonObject;
+/// Moves `options.format` (one JSON object) into the request's output, where it is kept.
+fn lift_format(output: &mut OutputFormat, options: &mut GenerationOptions) {
+    if options.format.take() == Some(AnswerFormat::Json) && *output == OutputFormat::Text {
+        *output = OutputFormat::JsonObject;
     }
 }
 
@@ -296,6 +328,17 @@ impl JobRequest {
         }
     }
 
+    /// The form its answer must take, made ready to check answers against (once per run); `None`
+    /// when any answer will do. A schema that does not compile is refused with why (intake
+    /// refuses them, so only a row written by hand can hold one).
+    pub fn answer_schema(&self) -> Result<Option<AnswerSchema>, String> {
+        match self {
+            Self::Generate(r) => r.output.compile(),
+            Self::Chat(r) => r.conversation.output.compile(),
+            Self::Embedding(_) => Ok(None),
+        }
+    }
+
     pub fn model(&self) -> &ModelName {
         match self {
             Self::Generate(r) => &r.model,
@@ -313,12 +356,25 @@ impl GenerateRequest {
     ) -> Result<Self, ValidationError> {
         let model = ModelName::parse(model)?;
         check_text("prompt", &prompt)?;
-        let options = options.unwrap_or_default().validate()?;
+        let mut options = options.unwrap_or_default().validate()?;
+        let mut output = OutputFormat::Text;
+        lift_format(&mut output, &mut options);
         Ok(Self {
             model,
             prompt,
             options,
+            output,
         })
+    }
+
+    /// The request with its answer in the form `output` asks for (`field` names where it was
+    /// given); a schema that does not compile is refused.
+    pub fn with_output(mut self, output: OutputFormat, field: &str) -> Result<Self, ValidationError> {
+        output
+            .compile()
+            .map_err(|message| ValidationError::new(format!("{field}.schema"), message))?;
+        self.output = output;
+        Ok(self)
     }
 }
 
@@ -357,7 +413,7 @@ impl ChatRequest {
                 "chat takes its system prompt as a message with role `system`",
             ));
         }
-        lift_format(&mut conversation, &mut options);
+        lift_format(&mut conversation.output, &mut options);
         conversation.check()?;
         Ok(Self {
             model,

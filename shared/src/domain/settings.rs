@@ -89,6 +89,9 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// Runs of a job before it fails with its last error.
     pub max_job_attempts: u32,
+    /// Calls to one provider in one run for a structured answer: the first and the calls made
+    /// again while its answers do not match their format.
+    pub structured_output_attempts: u32,
 }
 
 /// When a provider's circuit opens and how long it stays open.
@@ -225,6 +228,7 @@ pub struct SettingsChange {
     pub retry_min_delay_ms: Option<u32>,
     pub retry_max_delay_ms: Option<u32>,
     pub max_job_attempts: Option<u32>,
+    pub structured_output_attempts: Option<u32>,
     pub circuit_failure_threshold: Option<u32>,
     pub circuit_cooldown_ms: Option<u32>,
     pub openai_max_concurrency: Option<u32>,
@@ -316,6 +320,14 @@ impl Settings {
         if let Some(n) = within("max_job_attempts", change.max_job_attempts, 1..=50)? {
             next.retry.max_job_attempts = n;
         }
+        let structured = within(
+            "structured_output_attempts",
+            change.structured_output_attempts,
+            1..=10,
+        )?;
+        if let Some(n) = structured {
+            next.retry.structured_output_attempts = n;
+        }
         let threshold = within(
             "circuit_failure_threshold",
             change.circuit_failure_threshold,
@@ -377,6 +389,7 @@ pub(super) mod tests {
                     min_delay: Duration::from_millis(200),
                     max_delay: Duration::from_secs(5),
                     max_job_attempts: 5,
+                    structured_output_attempts: 3,
                 },
                 retention: Retention {
                     job_days: 30,

@@ -22,12 +22,14 @@ pub use ollama::OllamaClient;
 pub use ollama_models::{DeleteError, InstalledModel, OllamaModels, model_key};
 pub use openai::OpenAiClient;
 
+use crate::domain::conversation::Reply;
 use crate::domain::{JobErrorCode, JobRequest, ProviderName};
 
 /// What a successful provider call produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
-    /// The job's `result` JSON: `{text}`, `{message}` or `{embeddings}` by kind.
+    /// The job's `result` JSON: `{text, finish_reason}`, `{message, finish_reason}` (see
+    /// [`Reply`]) or `{embeddings}` by kind.
     pub result: Value,
     /// The model the provider says answered.
     pub upstream_model: String,
@@ -53,17 +55,19 @@ impl Completion {
             .prompt_tokens
             .unwrap_or_else(|| crate::billing::estimate_tokens(&request.input_text()));
         let completion = self.completion_tokens.unwrap_or_else(|| {
-            let text = self.result["text"]
-                .as_str()
-                .or_else(|| self.result["message"]["content"].as_str())
-                .unwrap_or_default();
-            crate::billing::estimate_tokens(text)
+            let written = self.reply().map(|reply| reply.written()).unwrap_or_default();
+            crate::billing::estimate_tokens(&written)
         });
         TokenCounts {
             prompt,
             completion,
             estimated: self.prompt_tokens.is_none() || self.completion_tokens.is_none(),
         }
+    }
+
+    /// A generate or chat job's reply; `None` for embeddings.
+    pub fn reply(&self) -> Option<Reply> {
+        Reply::from_any_result(&self.result)
     }
 }
 
@@ -86,14 +90,17 @@ fn check_embedding_count(
 /// Where a streaming call's text goes, a piece at a time, as the provider writes it.
 pub type OnDelta<'a> = &'a mut (dyn FnMut(&str) + Send);
 
-/// A generate or chat job's `result` for its whole text: `{text}` or `{message}`.
-pub fn text_result(request: &JobRequest, text: String) -> Value {
+/// A generate or chat job's `result` for its reply.
+pub fn reply_result(request: &JobRequest, reply: &Reply) -> Value {
     match request {
-        JobRequest::Chat(_) => {
-            serde_json::json!({ "message": { "role": "assistant", "content": text } })
-        }
-        JobRequest::Generate(_) | JobRequest::Embedding(_) => serde_json::json!({ "text": text }),
+        JobRequest::Chat(_) => reply.to_result(),
+        JobRequest::Generate(_) | JobRequest::Embedding(_) => reply.generated_result(),
     }
+}
+
+/// A generate or chat job's `result` for text alone, whose end is not known (a stream cut short).
+pub fn text_result(request: &JobRequest, text: String) -> Value {
+    reply_result(request, &Reply::text(text, None))
 }
 
 /// A configured provider.

@@ -1,6 +1,6 @@
 //! A client for Ollama's native API (`/api/generate`, `/api/chat`, `/api/embed`): one JSON answer,
-//! or for a streaming job the NDJSON stream, a line per piece of text and a last `done` line with
-//! the counts.
+//! or for a streaming job the NDJSON stream, a line per piece of text (or per whole tool call) and
+//! a last `done` line with the counts and why it stopped.
 
 use std::time::Duration;
 
@@ -9,11 +9,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::ProviderError;
+use super::ollama_messages::AnsweredCall;
 use super::{Completion, OnDelta, http, ollama_messages};
 use crate::domain::JobErrorCode;
-use crate::domain::{
-    AnswerFormat, ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest,
-};
+use crate::domain::conversation::{Reply, ToolCall};
+use crate::domain::{ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest};
 
 #[derive(Clone)]
 pub struct OllamaClient {
@@ -23,41 +23,29 @@ pub struct OllamaClient {
     streaming: reqwest::Client,
 }
 
+/// A whole answer, or one line of a streamed one: a piece of text (generate's `response`, chat's
+/// `message`) or a whole tool call, the last one `done` with the counts and why it stopped, or an
+/// error.
 #[derive(Deserialize)]
-struct GenerateAnswer {
-    model: String,
-    response: String,
-    prompt_eval_count: Option<i32>,
-    eval_count: Option<i32>,
-}
-
-#[derive(Deserialize)]
-struct ChatAnswer {
-    model: String,
-    message: Value,
-    prompt_eval_count: Option<i32>,
-    eval_count: Option<i32>,
-}
-
-/// One line of a streamed answer: a piece of text (generate's `response`, chat's `message`), the
-/// last one `done` with the counts, or an error.
-#[derive(Deserialize)]
-struct StreamLine {
+struct AnswerLine {
     #[serde(default)]
     model: String,
     response: Option<String>,
-    message: Option<StreamMessage>,
+    message: Option<AnswerMessage>,
     #[serde(default)]
     done: bool,
+    done_reason: Option<String>,
     prompt_eval_count: Option<i32>,
     eval_count: Option<i32>,
     error: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct StreamMessage {
+struct AnswerMessage {
     #[serde(default)]
     content: String,
+    #[serde(default)]
+    tool_calls: Vec<AnsweredCall>,
 }
 
 #[derive(Deserialize)]
@@ -109,9 +97,9 @@ impl OllamaClient {
         .await?;
         let status_code = response.status().as_u16();
         let mut lines = std::pin::pin!(http::ndjson_lines(response.bytes_stream()));
-        let mut text = String::new();
+        let (mut text, mut calls) = (String::new(), Vec::new());
         while let Some(line) = lines.next().await {
-            let line: StreamLine =
+            let line: AnswerLine =
                 serde_json::from_value(line?).map_err(|e| http::unreadable(&e))?;
             if let Some(error) = line.error {
                 return Err(ProviderError::new(
@@ -119,14 +107,21 @@ impl OllamaClient {
                     format!("Ollama failed mid-answer: {error}"),
                 ));
             }
-            let piece = line.response.or(line.message.map(|m| m.content));
+            let piece = match line.message {
+                Some(message) => {
+                    calls.extend(answered_calls(message.tool_calls)?);
+                    Some(message.content)
+                }
+                None => line.response,
+            };
             if let Some(piece) = piece.filter(|p| !p.is_empty()) {
                 on_delta(&piece);
                 text.push_str(&piece);
             }
             if line.done {
+                let reply = Reply::answered(text, calls, None, line.done_reason.as_deref());
                 return Ok(Completion {
-                    result: super::text_result(request, text),
+                    result: super::reply_result(request, &reply),
                     upstream_model: line.model,
                     prompt_tokens: line.prompt_eval_count,
                     completion_tokens: line.eval_count,
@@ -143,9 +138,11 @@ impl OllamaClient {
         model: &str,
     ) -> Result<Completion, ProviderError> {
         let body = generate_body(r, model);
-        let (answer, status): (GenerateAnswer, _) = self.post("/api/generate", &body).await?;
+        let (answer, status): (AnswerLine, _) = self.post("/api/generate", &body).await?;
+        let text = answer.response.unwrap_or_default();
+        let reply = Reply::answered(text, Vec::new(), None, answer.done_reason.as_deref());
         Ok(Completion {
-            result: json!({ "text": answer.response }),
+            result: reply.generated_result(),
             upstream_model: answer.model,
             prompt_tokens: answer.prompt_eval_count,
             completion_tokens: answer.eval_count,
@@ -155,9 +152,15 @@ impl OllamaClient {
 
     async fn chat(&self, r: &ChatRequest, model: &str) -> Result<Completion, ProviderError> {
         let body = chat_body(r, model);
-        let (answer, status): (ChatAnswer, _) = self.post("/api/chat", &body).await?;
+        let (answer, status): (AnswerLine, _) = self.post("/api/chat", &body).await?;
+        let (text, calls) = answer
+            .message
+            .map(|m| (m.content, m.tool_calls))
+            .unwrap_or_default();
+        let calls = answered_calls(calls)?;
+        let reply = Reply::answered(text, calls, None, answer.done_reason.as_deref());
         Ok(Completion {
-            result: json!({ "message": answer.message }),
+            result: reply.to_result(),
             upstream_model: answer.model,
             prompt_tokens: answer.prompt_eval_count,
             completion_tokens: answer.eval_count,
@@ -206,7 +209,10 @@ fn generate_body(r: &GenerateRequest, model: &str) -> Value {
     if let Some(system) = &r.options.system {
         body["system"] = json!(system);
     }
-    with_format(body, &r.options)
+    if let Some(format) = ollama_messages::format(&r.output) {
+        body["format"] = format;
+    }
+    body
 }
 
 /// `/api/chat`'s body, without `stream`'s choice.
@@ -217,17 +223,17 @@ fn chat_body(r: &ChatRequest, model: &str) -> Value {
         "stream": false,
         "options": options(&r.options),
     });
+    if let Some(tools) = ollama_messages::tools(&r.conversation) {
+        body["tools"] = tools;
+    }
     if let Some(format) = ollama_messages::format(&r.conversation.output) {
         body["format"] = format;
     }
     body
 }
 
-fn with_format(mut body: Value, o: &GenerationOptions) -> Value {
-    if o.format == Some(AnswerFormat::Json) {
-        body["format"] = json!("json");
-    }
-    body
+fn answered_calls(calls: Vec<AnsweredCall>) -> Result<Vec<ToolCall>, ProviderError> {
+    calls.into_iter().map(AnsweredCall::into_call).collect()
 }
 
 /// Ollama's names for the shared options (`max_tokens` is `num_predict`).

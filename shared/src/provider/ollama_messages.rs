@@ -1,13 +1,20 @@
 //! A conversation in Ollama's `/api/chat` form: each message's text as `content`, an assistant's
 //! tool calls with their arguments as an object and their call id, a tool's result with the call
-//! id and the tool's name (filled in from the call when the result named only the id), and the
-//! answer's format as `"json"` or the schema itself.
+//! id and the tool's name (filled in from the call when the result named only the id), the tools
+//! offered, and the answer's format as `"json"` or the schema itself; and the tool calls of
+//! Ollama's answer read back, with their arguments' exact text and a call id made for each call
+//! an Ollama before 0.12.10 sent without one.
 
 use std::collections::HashMap;
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::domain::conversation::{Conversation, OutputFormat, Part};
+use crate::domain::conversation::{
+    Arguments, Conversation, OutputFormat, Part, ToolCall, ToolChoice, answered_call,
+};
+use crate::provider::ProviderError;
 
 /// The conversation's messages as `/api/chat` takes them.
 pub(super) fn messages(conversation: &Conversation) -> Vec<Value> {
@@ -46,6 +53,50 @@ pub(super) fn messages(conversation: &Conversation) -> Vec<Value> {
         written.push(out);
     }
     written
+}
+
+/// The tools offered, as `/api/chat` takes them; none when the choice is `none` (Ollama has no
+/// tool choice: leaving the tools out is how `none` is kept).
+pub(super) fn tools(conversation: &Conversation) -> Option<Value> {
+    if conversation.tools.is_empty() || conversation.tool_choice == ToolChoice::None {
+        return None;
+    }
+    let tools: Vec<Value> = conversation
+        .tools
+        .iter()
+        .map(|tool| {
+            let mut function = json!({ "name": tool.name, "parameters": tool.parameters });
+            if let Some(description) = &tool.description {
+                function["description"] = json!(description);
+            }
+            json!({ "type": "function", "function": function })
+        })
+        .collect();
+    Some(json!(tools))
+}
+
+/// A tool call in Ollama's answer (whole, in one stream line when streamed).
+#[derive(Deserialize)]
+pub(super) struct AnsweredCall {
+    id: Option<String>,
+    function: AnsweredFunction,
+}
+
+#[derive(Deserialize)]
+struct AnsweredFunction {
+    name: String,
+    /// Read as its exact text, so the call keeps the key order Ollama wrote.
+    arguments: Box<RawValue>,
+}
+
+impl AnsweredCall {
+    /// The call as the conversation keeps it.
+    pub(super) fn into_call(self) -> Result<ToolCall, ProviderError> {
+        let arguments = Arguments::parse(self.function.arguments.get()).map_err(|e| {
+            super::http::unreadable(&format!("tool call arguments of {}: {e}", self.function.name))
+        })?;
+        Ok(answered_call(self.id, self.function.name, arguments))
+    }
 }
 
 /// The answer's format as `/api/chat`'s and `/api/generate`'s `format`, if it has one.

@@ -1,6 +1,6 @@
 //! A client for the OpenAI API: the Responses API for generate and chat, `/embeddings` for vectors.
-//! A streaming job, or one with `stop` texts (which the Responses API does not take), goes to Chat
-//! Completions instead, streamed as SSE with the usage in its last chunk.
+//! A streaming job, one with `stop` texts (which the Responses API does not take), or a chat with
+//! tools goes to Chat Completions instead, streamed as SSE with the usage in its last chunk.
 //!
 //! `base_url` follows the official SDKs' convention and includes `/v1`
 //! (`https://api.openai.com/v1`), so OpenAI-compatible servers configure the same way.
@@ -15,11 +15,11 @@ use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 
 use super::error::ProviderError;
+use super::openai_messages::{CallFragment, CallsGathered};
 use super::{Completion, OnDelta, http, openai_messages};
 use crate::domain::JobErrorCode;
-use crate::domain::{
-    AnswerFormat, ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest,
-};
+use crate::domain::conversation::{OutputFormat, Reply};
+use crate::domain::{ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest};
 
 #[derive(Clone)]
 pub struct OpenAiClient {
@@ -36,6 +36,12 @@ struct ResponsesAnswer {
     #[serde(default)]
     output: Vec<OutputItem>,
     usage: Option<ResponsesUsage>,
+    incomplete_details: Option<IncompleteDetails>,
+}
+
+#[derive(Deserialize)]
+struct IncompleteDetails {
+    reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -52,6 +58,8 @@ struct OutputContent {
     kind: String,
     #[serde(default)]
     text: String,
+    #[serde(default)]
+    refusal: String,
 }
 
 #[derive(Deserialize)]
@@ -73,14 +81,18 @@ struct ChatCompletion {
 #[derive(Deserialize)]
 struct Choice {
     /// A streamed chunk's piece.
-    delta: Option<ChoiceText>,
+    delta: Option<ChoiceMessage>,
     /// A whole answer's message.
-    message: Option<ChoiceText>,
+    message: Option<ChoiceMessage>,
+    finish_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct ChoiceText {
+struct ChoiceMessage {
     content: Option<String>,
+    refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<CallFragment>,
 }
 
 #[derive(Deserialize)]
@@ -128,7 +140,7 @@ impl OpenAiClient {
                 self.complete(request, model).await
             }
             JobRequest::Chat(r)
-                if r.options.stop.is_some() || openai_messages::has_tool_parts(&r.conversation) =>
+                if r.options.stop.is_some() || openai_messages::has_tools(&r.conversation) =>
             {
                 self.complete(request, model).await
             }
@@ -160,14 +172,17 @@ impl OpenAiClient {
         let status_code = response.status().as_u16();
         let mut events = response.bytes_stream().eventsource();
         let (mut text, mut upstream_model, mut usage) = (String::new(), String::new(), None);
+        let (mut calls, mut refusal, mut finish) = (CallsGathered::default(), None, None);
         while let Some(event) = events.next().await {
             let event = event.map_err(|e| match e {
                 eventsource_stream::EventStreamError::Transport(e) => http::transport_error(e),
                 other => http::unreadable(&other),
             })?;
             if event.data == "[DONE]" {
+                let calls = calls.into_calls()?;
+                let reply = Reply::answered(text, calls, refusal, finish.as_deref());
                 return Ok(Completion {
-                    result: super::text_result(request, text),
+                    result: super::reply_result(request, &reply),
                     upstream_model,
                     prompt_tokens: usage.as_ref().map(|u: &ChatUsage| u.prompt_tokens),
                     completion_tokens: usage.map(|u| u.completion_tokens),
@@ -186,8 +201,18 @@ impl OpenAiClient {
                 upstream_model = chunk.model;
             }
             usage = chunk.usage.or(usage);
-            let piece = chunk.choices.into_iter().find_map(|c| c.delta?.content);
-            if let Some(piece) = piece.filter(|p| !p.is_empty()) {
+            let Some(choice) = chunk.choices.into_iter().next() else {
+                continue;
+            };
+            finish = choice.finish_reason.or(finish);
+            let Some(delta) = choice.delta else {
+                continue;
+            };
+            calls.add(delta.tool_calls);
+            if let Some(piece) = delta.refusal {
+                refusal.get_or_insert_with(String::new).push_str(&piece);
+            }
+            if let Some(piece) = delta.content.filter(|p| !p.is_empty()) {
                 on_delta(&piece);
                 text.push_str(&piece);
             }
@@ -195,7 +220,7 @@ impl OpenAiClient {
         Err(http::broken_stream())
     }
 
-    /// A whole Chat Completion: what a job with `stop` texts runs.
+    /// A whole Chat Completion: what a job with `stop` texts or tools runs.
     async fn complete(
         &self,
         request: &JobRequest,
@@ -203,13 +228,19 @@ impl OpenAiClient {
     ) -> Result<Completion, ProviderError> {
         let body = chat_completions_body(request, model);
         let (answer, status): (ChatCompletion, _) = self.post("/chat/completions", &body).await?;
-        let text = answer
-            .choices
-            .into_iter()
-            .find_map(|c| c.message?.content)
-            .unwrap_or_default();
+        let choice = answer.choices.into_iter().next();
+        let finish = choice.as_ref().and_then(|c| c.finish_reason.clone());
+        let (text, refusal, mut calls) = (String::new(), None, CallsGathered::default());
+        let (text, refusal) = match choice.and_then(|c| c.message) {
+            Some(message) => {
+                calls.add(message.tool_calls);
+                (message.content.unwrap_or_default(), message.refusal)
+            }
+            None => (text, refusal),
+        };
+        let reply = Reply::answered(text, calls.into_calls()?, refusal, finish.as_deref());
         Ok(Completion {
-            result: super::text_result(request, text),
+            result: super::reply_result(request, &reply),
             upstream_model: answer.model,
             prompt_tokens: answer.usage.as_ref().map(|u| u.prompt_tokens),
             completion_tokens: answer.usage.map(|u| u.completion_tokens),
@@ -222,42 +253,47 @@ impl OpenAiClient {
         r: &GenerateRequest,
         model: &str,
     ) -> Result<Completion, ProviderError> {
-        let mut body = responses_body(model, json!(r.prompt), &r.options);
+        let mut body = responses_body(model, json!(r.prompt), &r.options, &r.output);
         if let Some(system) = &r.options.system {
             body["instructions"] = json!(system);
         }
-        let (text, completion) = self.respond(&body).await?;
+        let (reply, completion) = self.respond(&body).await?;
         Ok(Completion {
-            result: json!({ "text": text }),
+            result: reply.generated_result(),
             ..completion
         })
     }
 
     async fn chat(&self, r: &ChatRequest, model: &str) -> Result<Completion, ProviderError> {
         let input = openai_messages::messages(&r.conversation);
-        let mut body = responses_body(model, json!(input), &r.options);
-        if let Some(format) = openai_messages::text_format(&r.conversation.output) {
-            body["text"] = json!({ "format": format });
-        }
-        let (text, completion) = self.respond(&body).await?;
-        let message = json!({ "role": "assistant", "content": text });
+        let body = responses_body(model, json!(input), &r.options, &r.conversation.output);
+        let (reply, completion) = self.respond(&body).await?;
         Ok(Completion {
-            result: json!({ "message": message }),
+            result: reply.to_result(),
             ..completion
         })
     }
 
-    /// Calls `/responses` and joins the assistant's output text.
-    async fn respond(&self, body: &Value) -> Result<(String, Completion), ProviderError> {
+    /// Calls `/responses` and reads the assistant's reply: its output text joined, a refusal,
+    /// and a cut short answer's reason.
+    async fn respond(&self, body: &Value) -> Result<(Reply, Completion), ProviderError> {
         let (answer, status): (ResponsesAnswer, _) = self.post("/responses", body).await?;
-        let text: String = answer
-            .output
-            .iter()
-            .filter(|item| item.kind == "message")
-            .flat_map(|item| &item.content)
+        let contents = || {
+            answer
+                .output
+                .iter()
+                .filter(|item| item.kind == "message")
+                .flat_map(|item| &item.content)
+        };
+        let text: String = contents()
             .filter(|content| content.kind == "output_text")
             .map(|content| content.text.as_str())
             .collect();
+        let refusal: Option<String> = contents()
+            .find(|content| content.kind == "refusal")
+            .map(|content| content.refusal.clone());
+        let reason = answer.incomplete_details.as_ref().and_then(|d| d.reason.as_deref());
+        let reply = Reply::answered(text, Vec::new(), refusal, reason);
         let completion = Completion {
             result: Value::Null,
             upstream_model: answer.model,
@@ -265,7 +301,7 @@ impl OpenAiClient {
             completion_tokens: answer.usage.as_ref().map(|u| u.output_tokens),
             status_code: status,
         };
-        Ok((text, completion))
+        Ok((reply, completion))
     }
 
     async fn embed(&self, r: &EmbeddingRequest, model: &str) -> Result<Completion, ProviderError> {
@@ -331,9 +367,7 @@ fn chat_completions_body(request: &JobRequest, model: &str) -> Value {
                 messages.push(json!({ "role": "system", "content": system }));
             }
             messages.push(json!({ "role": "user", "content": r.prompt }));
-            let format = (r.options.format == Some(AnswerFormat::Json))
-                .then(|| json!({ "type": "json_object" }));
-            (messages, &r.options, format)
+            (messages, &r.options, openai_messages::response_format(&r.output))
         }
         JobRequest::Chat(r) => (
             openai_messages::messages(&r.conversation),
@@ -343,6 +377,9 @@ fn chat_completions_body(request: &JobRequest, model: &str) -> Value {
         JobRequest::Embedding(_) => (Vec::new(), &default, None),
     };
     let mut body = json!({ "model": model, "messages": messages });
+    if let JobRequest::Chat(r) = request {
+        openai_messages::add_tools(&mut body, &r.conversation);
+    }
     if let Some(t) = o.temperature {
         body["temperature"] = json!(t);
     }
@@ -364,7 +401,7 @@ fn chat_completions_body(request: &JobRequest, model: &str) -> Value {
     body
 }
 
-fn responses_body(model: &str, input: Value, o: &GenerationOptions) -> Value {
+fn responses_body(model: &str, input: Value, o: &GenerationOptions, output: &OutputFormat) -> Value {
     let mut body = json!({ "model": model, "input": input });
     if let Some(t) = o.temperature {
         body["temperature"] = json!(t);
@@ -375,8 +412,8 @@ fn responses_body(model: &str, input: Value, o: &GenerationOptions) -> Value {
     if let Some(m) = o.max_tokens {
         body["max_output_tokens"] = json!(m);
     }
-    if o.format == Some(AnswerFormat::Json) {
-        body["text"] = json!({ "format": { "type": "json_object" } });
+    if let Some(format) = openai_messages::text_format(output) {
+        body["text"] = json!({ "format": format });
     }
     body
 }

@@ -1,13 +1,20 @@
 //! A conversation in OpenAI's Chat Completions form: each message's text as `content`, an
 //! assistant's tool calls with their arguments as the exact JSON text, a tool's result joined to
-//! its call by `tool_call_id` (found from the tool's name when the result named only that), and
-//! the answer's format as `response_format` (Chat Completions) or `text.format` (Responses).
+//! its call by `tool_call_id` (found from the tool's name when the result named only that), the
+//! tools offered with the tool choice, and the answer's format as `response_format` (Chat
+//! Completions) or `text.format` (Responses); and the tool calls of an answer read back, whole or
+//! gathered from a stream's fragments.
 
 use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use crate::domain::conversation::{Conversation, OutputFormat, Part};
+use serde::Deserialize;
+
+use crate::domain::conversation::{
+    Arguments, Conversation, OutputFormat, Part, ToolCall, ToolChoice, answered_call,
+};
+use crate::provider::ProviderError;
 
 /// The conversation's messages as Chat Completions takes them.
 pub(super) fn messages(conversation: &Conversation) -> Vec<Value> {
@@ -45,14 +52,107 @@ pub(super) fn messages(conversation: &Conversation) -> Vec<Value> {
     written
 }
 
-/// Whether the conversation needs Chat Completions (the Responses API's input has no messages of
-/// tool calls or results in this form).
-pub(super) fn has_tool_parts(conversation: &Conversation) -> bool {
-    conversation
-        .messages
+/// Whether the conversation needs Chat Completions: it offers tools, or holds tool calls or
+/// results (which the Responses API's input takes in another form).
+pub(super) fn has_tools(conversation: &Conversation) -> bool {
+    !conversation.tools.is_empty()
+        || conversation
+            .messages
+            .iter()
+            .flat_map(|message| &message.parts)
+            .any(|part| !matches!(part, Part::Text { .. }))
+}
+
+/// Adds the tools offered, the tool choice and whether calls may come in parallel to a Chat
+/// Completions body.
+pub(super) fn add_tools(body: &mut Value, conversation: &Conversation) {
+    if conversation.tools.is_empty() {
+        return;
+    }
+    let tools: Vec<Value> = conversation
+        .tools
         .iter()
-        .flat_map(|message| &message.parts)
-        .any(|part| !matches!(part, Part::Text { .. }))
+        .map(|tool| {
+            let mut function = json!({ "name": tool.name, "parameters": tool.parameters });
+            if let Some(description) = &tool.description {
+                function["description"] = json!(description);
+            }
+            if tool.strict {
+                function["strict"] = json!(true);
+            }
+            json!({ "type": "function", "function": function })
+        })
+        .collect();
+    body["tools"] = json!(tools);
+    body["tool_choice"] = match &conversation.tool_choice {
+        ToolChoice::Auto => json!("auto"),
+        ToolChoice::None => json!("none"),
+        ToolChoice::Required => json!("required"),
+        ToolChoice::Tool(name) => json!({ "type": "function", "function": { "name": name } }),
+    };
+    if !conversation.parallel_tool_calls {
+        body["parallel_tool_calls"] = json!(false);
+    }
+}
+
+/// A tool call of a Chat Completion, whole, or a fragment of one in a streamed chunk (the first
+/// with its id and name, then pieces of its arguments, all under its `index`).
+#[derive(Deserialize)]
+pub(super) struct CallFragment {
+    #[serde(default)]
+    index: usize,
+    id: Option<String>,
+    function: Option<FunctionFragment>,
+}
+
+#[derive(Deserialize)]
+struct FunctionFragment {
+    name: Option<String>,
+    arguments: Option<String>,
+}
+
+/// The tool calls of an answer, gathered by index from whole calls or a stream's fragments.
+#[derive(Default)]
+pub(super) struct CallsGathered {
+    calls: Vec<(Option<String>, String, String)>,
+}
+
+impl CallsGathered {
+    pub(super) fn add(&mut self, fragments: Vec<CallFragment>) {
+        for fragment in fragments {
+            while self.calls.len() <= fragment.index {
+                self.calls.push((None, String::new(), String::new()));
+            }
+            let (id, name, arguments) = &mut self.calls[fragment.index];
+            if let Some(given) = fragment.id.filter(|i| !i.is_empty()) {
+                *id = Some(given);
+            }
+            if let Some(function) = fragment.function {
+                if let Some(given) = function.name {
+                    name.push_str(&given);
+                }
+                if let Some(piece) = function.arguments {
+                    arguments.push_str(&piece);
+                }
+            }
+        }
+    }
+
+    /// The calls, each checked to be named with arguments that are one JSON object.
+    pub(super) fn into_calls(self) -> Result<Vec<ToolCall>, ProviderError> {
+        self.calls
+            .into_iter()
+            .map(|(id, name, arguments)| {
+                let arguments = Arguments::parse(&arguments).map_err(|e| {
+                    super::http::unreadable(&format!("tool call arguments of {name}: {e}"))
+                })?;
+                if name.is_empty() {
+                    return Err(super::http::unreadable(&"a tool call without a name"));
+                }
+                Ok(answered_call(id, name, arguments))
+            })
+            .collect()
+    }
 }
 
 /// The answer's format as Chat Completions' `response_format`, if it has one.
@@ -115,7 +215,7 @@ mod tests {
             ],
             ..Conversation::default()
         };
-        assert!(has_tool_parts(&conversation));
+        assert!(has_tools(&conversation));
         assert_eq!(
             messages(&conversation)[1..],
             [

@@ -1,12 +1,13 @@
-//! One call of a step that is ready: made (streamed when the job streams), timed, recorded as an
-//! attempt, and aborted by a cancel.
+//! One call of a step that is ready: made (streamed when the job streams), its answer checked
+//! against the format the request asks for, timed, recorded as an attempt, and aborted by a
+//! cancel.
 
 use std::time::Instant;
 
 use chrono::Utc;
 use tollgate_core::db::job_attempts::{AttemptOutcome, AttemptRecord};
 use tollgate_core::domain::{FailureClass, JobErrorCode};
-use tollgate_core::provider::{Completion, ProviderError};
+use tollgate_core::provider::{Completion, ProviderError, TokenCounts};
 use tollgate_core::telemetry;
 use tracing::Instrument as _;
 
@@ -56,6 +57,12 @@ pub(super) async fn call_once(
     };
     let latency = clock.elapsed();
     drop(in_flight);
+    // An answer that does not match its format fails the call; its tokens were spent all the same.
+    let (answer, spent) = match answer.map(|completion| checked(call, completion)) {
+        Ok(Ok(completion)) => (Ok(completion), None),
+        Ok(Err((failure, tokens))) => (Err(failure), Some(tokens)),
+        Err(failure) => (Err(failure), None),
+    };
     if let Some(after) = first_piece {
         call.metrics.first_token(step.name.as_str(), model, after);
     }
@@ -83,7 +90,7 @@ pub(super) async fn call_once(
                 "provider call failed"
             );
             // A call cut short after streaming text is billed for that text (estimated).
-            let tokens = call.streamed().map(|(_, tokens)| tokens);
+            let tokens = spent.or_else(|| call.streamed().map(|(_, tokens)| tokens));
             AttemptRecord {
                 provider: step.name,
                 host: host.clone(),
@@ -106,4 +113,31 @@ pub(super) async fn call_once(
     call.metrics.call(&record);
     attempts.push(record);
     answer
+}
+
+/// The answer, or — when the request asks for a JSON schema or object and the answer is a whole
+/// text that does not match — the failure naming its first violation, with the tokens it cost.
+/// An answer cut short, refused or calling tools is passed on as it is: there is nothing to check.
+fn checked(
+    call: &Call<'_>,
+    completion: Completion,
+) -> Result<Completion, (ProviderError, TokenCounts)> {
+    let Some(schema) = call.answer_schema else {
+        return Ok(completion);
+    };
+    let Some(reply) = completion.reply().filter(|reply| reply.is_checkable()) else {
+        return Ok(completion);
+    };
+    let started = Instant::now();
+    let verdict = schema.check(&reply.text);
+    call.metrics.answer_checked(started.elapsed(), verdict.is_ok());
+    match verdict {
+        Ok(()) => Ok(completion),
+        Err(violation) => {
+            let mut failure =
+                ProviderError::new(JobErrorCode::InvalidStructuredOutput, violation.to_string());
+            failure.status_code = Some(completion.status_code);
+            Err((failure, completion.token_counts(call.request)))
+        }
+    }
 }

@@ -9,6 +9,10 @@
 //! ([`Relay`]); once any text has gone, a failure ends the run (no retry, no fallback: the client
 //! would see text twice). A cancel ends the run wherever it is, aborting the call in flight.
 //!
+//! A structured answer that does not match its format is asked for again on the same provider (at
+//! once, up to `structured_output_attempts` calls), then the chain goes on as after any failure of
+//! the provider's own: the next provider may do better; the job fails naming the first violation.
+//!
 //! Every call becomes an [`AttemptRecord`]; the caller writes them with the run's end.
 
 mod call;
@@ -173,6 +177,7 @@ async fn on_provider(
 ) -> Result<Completion, ProviderError> {
     let settings = &plan.runtime.settings;
     let mut backoff = retry::call_backoff(&settings.retry);
+    let mut unmatched = 0;
     loop {
         let ready = ready(providers, plan, step, call).await?;
         let failure = match call_once(&ready, step, call, attempts).await {
@@ -182,6 +187,17 @@ async fn on_provider(
             }
             Err(failure) => failure,
         };
+        if failure.code == JobErrorCode::InvalidStructuredOutput {
+            // The provider answered: it is healthy, its answer was not what was asked for.
+            ready.record(providers, true, plan);
+            unmatched += 1;
+            if unmatched >= settings.retry.structured_output_attempts || call.has_streamed() {
+                return Err(failure);
+            }
+            tracing::debug!(provider = step.name.as_str(), "answer unmatched; asking again");
+            call.metrics.retried(step.name.as_str());
+            continue;
+        }
         // A client error means the provider answered, so it is healthy.
         ready.record(providers, failure.class() == FailureClass::Client, plan);
         if let Some(host) = &ready.host

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tollgate_core::domain::conversation::AnswerSchema;
 use tollgate_core::domain::{DataPolicy, JobError, JobRequest, TraceParent};
 use tollgate_core::provider::{ProviderError, TokenCounts};
 
@@ -18,6 +19,8 @@ pub(super) const PERMIT_WAIT: Duration = Duration::from_secs(30);
 /// What one run asks of the chain.
 pub struct Call<'a> {
     pub request: &'a JobRequest,
+    /// The form each answer is checked against, when the request asks for one.
+    pub answer_schema: Option<&'a AnswerSchema>,
     /// The data policy the job runs under (named in its error when it keeps the job local).
     pub policy: DataPolicy,
     pub lane: Lane,

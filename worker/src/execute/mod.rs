@@ -175,9 +175,17 @@ async fn call_chain(
     attempts: &mut Vec<AttemptRecord>,
 ) -> Outcome {
     let job = run.job;
+    let answer_schema = match job.request.answer_schema() {
+        Ok(schema) => schema,
+        Err(why) => {
+            let message = format!("the answer's format: {why}");
+            return Outcome::failed_without_call(JobErrorCode::InvalidRequest, message);
+        }
+    };
     let registered = context.cancels.register(job.id);
     let call = Call {
         request: &job.request,
+        answer_schema: answer_schema.as_ref(),
         policy: job.data_policy,
         lane: lane_of(job),
         relay: run.relay,

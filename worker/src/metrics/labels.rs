@@ -66,3 +66,9 @@ pub(super) struct OutcomeLabels {
 pub(super) struct QueueLabels {
     pub(super) queue: String,
 }
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct VerdictLabels {
+    /// `valid` or `invalid`.
+    pub(super) verdict: &'static str,
+}

@@ -23,7 +23,7 @@ use tollgate_core::queue::Topology;
 
 use labels::{
     CallLabels, FallbackLabels, FinishedLabels, HostLabels, KindLabels, ModelLabels, OutcomeLabels,
-    ProviderLabels, QueueLabels, TokenLabels,
+    ProviderLabels, QueueLabels, TokenLabels, VerdictLabels,
 };
 
 /// Every metric of one worker process.
@@ -34,6 +34,7 @@ pub struct WorkerMetrics {
     overhead: Latencies<KindLabels>,
     calls: Latencies<CallLabels>,
     first_token: Latencies<ModelLabels>,
+    answer_checks: Latencies<VerdictLabels>,
     tokens: Family<TokenLabels, Counter>,
     cost: Family<ModelLabels, Counter<f64, AtomicU64>>,
     retries: Family<ProviderLabels, Counter>,
@@ -82,6 +83,12 @@ impl Default for WorkerMetrics {
             "provider_time_to_first_token_seconds",
             "From a streaming call's start to its first piece of text",
             first_token.clone(),
+        );
+        let answer_checks = tollgate_core::metrics::checks();
+        registry.register(
+            "answer_check_seconds",
+            "Structured answers checked against their JSON schema (or as one JSON object), by verdict",
+            answer_checks.clone(),
         );
         let tokens = Family::default();
         registry.register(
@@ -156,6 +163,7 @@ impl Default for WorkerMetrics {
             overhead,
             calls,
             first_token,
+            answer_checks,
             tokens,
             cost,
             retries,
@@ -260,6 +268,14 @@ impl WorkerMetrics {
                 model: model.to_owned(),
             })
             .observe(after.as_secs_f64());
+    }
+
+    /// A structured answer checked against its format in `took`.
+    pub fn answer_checked(&self, took: Duration, valid: bool) {
+        let verdict = if valid { "valid" } else { "invalid" };
+        self.answer_checks
+            .get_or_create(&VerdictLabels { verdict })
+            .observe(took.as_secs_f64());
     }
 
     /// A call going out to `provider` (on `host`), counted in flight until the guard drops.

@@ -62,6 +62,10 @@ struct SettingsPatch {
     /// Runs of a job (through the delay queues) before it fails with its last error
     #[schema(minimum = 1, maximum = 50)]
     max_job_attempts: Option<u32>,
+    /// Calls to one provider in one run for a structured answer (a JSON schema or object):
+    /// the first, and those made again while its answers do not match
+    #[schema(minimum = 1, maximum = 10)]
+    structured_output_attempts: Option<u32>,
     /// Transient failures in a row that open a provider's circuit
     #[schema(minimum = 1, maximum = 1000)]
     circuit_failure_threshold: Option<u32>,
@@ -121,6 +125,10 @@ struct SettingsView {
     /// Runs of a job (through the delay queues) before it fails with its last error
     #[schema(minimum = 1, maximum = 50)]
     max_job_attempts: u32,
+    /// Calls to one provider in one run for a structured answer (a JSON schema or object):
+    /// the first, and those made again while its answers do not match
+    #[schema(minimum = 1, maximum = 10)]
+    structured_output_attempts: u32,
     /// Transient failures in a row that open a provider's circuit
     #[schema(minimum = 1, maximum = 1000)]
     circuit_failure_threshold: u32,
@@ -160,6 +168,7 @@ impl From<Settings> for SettingsView {
             retry_min_delay_ms: s.retry.min_delay.as_millis(),
             retry_max_delay_ms: s.retry.max_delay.as_millis(),
             max_job_attempts: s.retry.max_job_attempts,
+            structured_output_attempts: s.retry.structured_output_attempts,
             circuit_failure_threshold: s.circuit.failure_threshold,
             circuit_cooldown_ms: s.circuit.cooldown.as_millis(),
             openai_max_concurrency: s.openai_max_concurrency,
@@ -263,6 +272,7 @@ fn parse(state: &AppState, patch: SettingsPatch) -> Result<SettingsChange, ApiEr
         retry_min_delay_ms: patch.retry_min_delay_ms,
         retry_max_delay_ms: patch.retry_max_delay_ms,
         max_job_attempts: patch.max_job_attempts,
+        structured_output_attempts: patch.structured_output_attempts,
         circuit_failure_threshold: patch.circuit_failure_threshold,
         circuit_cooldown_ms: patch.circuit_cooldown_ms,
         openai_max_concurrency: patch.openai_max_concurrency,

@@ -7,7 +7,9 @@
 //! - `output` — the answer's format (text, any JSON object, a JSON schema) and the check of an
 //!   answer against it;
 //! - `check` — the rules a whole conversation keeps (each tool result answers an earlier call, a
-//!   named tool choice names a tool offered), checked at intake.
+//!   named tool choice names a tool offered), checked at intake;
+//! - `reply` — the assistant's answer (text, tool calls, refusal, why it stopped) as a chat job's
+//!   result holds it.
 //!
 //! A message is stored as the previous release stored one, `{"role", "content": "<text>"}`, when
 //! it is a single text: rows written before tools existed read as they are, and a worker of the
@@ -15,12 +17,14 @@
 
 mod check;
 mod output;
+mod reply;
 mod tools;
 
 use serde::{Deserialize, Serialize};
 
 pub use check::MAX_TOOLS;
 pub use output::{AnswerSchema, JsonSchemaFormat, OutputFormat, Violation};
+pub use reply::{Finish, Reply, answered_call, new_call_id};
 pub use tools::{Arguments, Tool, ToolChoice, tool_name};
 
 /// A conversation as a provider is asked to continue it.
@@ -34,7 +38,7 @@ pub struct Conversation {
     /// Whether the model may call several tools in one turn.
     #[serde(default = "allowed", skip_serializing_if = "is_allowed")]
     pub parallel_tool_calls: bool,
-    #[serde(default, skip_serializing_if = "is_text")]
+    #[serde(default, skip_serializing_if = "OutputFormat::is_text")]
     pub output: OutputFormat,
 }
 
@@ -60,10 +64,6 @@ fn allowed() -> bool {
 
 fn is_allowed(parallel: &bool) -> bool {
     *parallel
-}
-
-fn is_text(output: &OutputFormat) -> bool {
-    *output == OutputFormat::Text
 }
 
 /// Who speaks a message.

@@ -49,6 +49,11 @@ pub enum AnswerSchema {
 }
 
 impl OutputFormat {
+    /// Whether any answer will do.
+    pub fn is_text(&self) -> bool {
+        matches!(self, Self::Text)
+    }
+
     /// Whether answers must be JSON.
     pub fn is_json(&self) -> bool {
         !matches!(self, Self::Text)
