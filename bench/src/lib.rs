@@ -1,4 +1,7 @@
-//! What the load generators share: percentiles and medians of what they measured.
+//! What the load generators share: percentiles and medians of what they measured, and the shapes
+//! of request `tollgate-bench` submits (`shapes`).
+
+pub mod shapes;
 
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
-//! `tollgate-bench`: a closed-loop load generator for `POST /v1/generate`.
+//! `tollgate-bench`: a closed-loop load generator for `POST /v1/generate` (or `/v1/chat`, with
+//! tools and a JSON schema: `--shape`).
 //!
 //! N clients submit jobs back to back for a fixed time; it reports intake throughput and latency
 //! percentiles. With `--database-url` it then waits until every accepted job is terminal and
@@ -9,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use serde_json::json;
+
 use tollgate_bench::percentile;
+use tollgate_bench::shapes::Shape;
 
 #[derive(Debug, Parser)]
 #[command(name = "tollgate-bench")]
@@ -29,6 +31,9 @@ struct Cli {
     duration_secs: u64,
     #[arg(long, default_value = "llama3")]
     model: String,
+    /// What each job asks for.
+    #[arg(long, value_enum, default_value_t = Shape::Generate)]
+    shape: Shape,
     /// When given, wait for every accepted job to finish and report end-to-end throughput.
     #[arg(long)]
     database_url: Option<String>,
@@ -186,10 +191,10 @@ async fn run_client(
             interval.tick().await;
         }
         n += 1;
-        let body = json!({ "model": cli.model, "prompt": format!("Describe product {client}-{n} in one sentence") });
+        let (path, body) = cli.shape.request(&cli.model, client, n);
         let sent = Instant::now();
         let mut request = http
-            .post(format!("{}/v1/generate", cli.url))
+            .post(format!("{}{path}", cli.url))
             .bearer_auth(&cli.token)
             .json(&body);
         if let Some(origin) = &cli.origin {

@@ -32,6 +32,8 @@ pub struct Knobs {
     pub fail_after_tokens: Option<u32>,
     /// Every answer is this many words long (before `max_tokens` cuts it), instead of 8 to 39.
     pub reply_words: Option<u32>,
+    /// The next this many answers asked to be JSON do not match their schema (or are prose).
+    pub invalid_structured: u32,
 }
 
 /// What to do with one request.

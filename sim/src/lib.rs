@@ -6,9 +6,11 @@
 //! calls in flight and their peak, which is how a test or a benchmark sees that a gateway kept to
 //! a host's slots (`GET /_sim/stats`, `DELETE /_sim/stats` resets the peak).
 //!
-//! Its modules: `ollama` and `openai` (the two wire protocols), `faults` (the knobs' latency and
-//! failures), `text` (deterministic answers and token counts).
+//! Its modules: `ollama` and `openai` (the two wire protocols), `answers` (tool calls and JSON,
+//! valid or deliberately not), `faults` (the knobs' latency and failures), `text` (deterministic
+//! answers and token counts).
 
+mod answers;
 mod faults;
 mod ollama;
 mod openai;

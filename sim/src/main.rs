@@ -62,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
         token_delay_ms: cli.token_delay_ms,
         fail_after_tokens: None,
         reply_words: cli.reply_words,
+        invalid_structured: 0,
     };
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "provider-sim listening");

@@ -8,9 +8,10 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 
+use crate::answers::{Answer, Asked, Format};
 use crate::faults;
 use crate::{Sim, Streamed, lock, text};
 
@@ -98,6 +99,7 @@ struct GenerateBody {
     stream: Option<bool>,
     #[serde(default)]
     options: Value,
+    format: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -107,12 +109,66 @@ struct ChatBody {
     stream: Option<bool>,
     #[serde(default)]
     options: Value,
+    #[serde(default)]
+    tools: Vec<Value>,
+    format: Option<Value>,
 }
 
 #[derive(Deserialize)]
 struct Message {
     role: String,
+    #[serde(default)]
     content: String,
+    /// Ollama parses arguments as an object: a string here is Ollama's 400.
+    #[serde(default, rename = "tool_calls")]
+    _tool_calls: Vec<HistoryCall>,
+}
+
+#[derive(Deserialize)]
+struct HistoryCall {
+    #[serde(rename = "function")]
+    _function: HistoryFunction,
+}
+
+#[derive(Deserialize)]
+struct HistoryFunction {
+    #[serde(rename = "name")]
+    _name: String,
+    #[serde(rename = "arguments")]
+    _arguments: Map<String, Value>,
+}
+
+impl ChatBody {
+    fn asked(&self) -> Asked {
+        let last = self.messages.last();
+        Asked {
+            tools: self
+                .tools
+                .iter()
+                .filter_map(|tool| {
+                    let function = &tool["function"];
+                    Some((
+                        function["name"].as_str()?.to_owned(),
+                        function["parameters"].clone(),
+                    ))
+                })
+                .collect(),
+            choice: None,
+            parallel: true,
+            last_role: last.map(|m| m.role.clone()).unwrap_or_default(),
+            last_text: last.map(|m| m.content.clone()).unwrap_or_default(),
+            format: format(self.format.as_ref()),
+        }
+    }
+}
+
+/// Ollama's `format`: `"json"` or a schema.
+fn format(given: Option<&Value>) -> Format {
+    match given {
+        Some(Value::String(f)) if f == "json" => Format::JsonObject,
+        Some(schema @ Value::Object(_)) => Format::Schema(schema.clone()),
+        _ => Format::Text,
+    }
 }
 
 async fn tags(State(sim): State<Sim>) -> Json<Value> {
@@ -153,12 +209,18 @@ async fn generate(State(sim): State<Sim>, request: Request) -> Response {
         return response;
     }
     let input = format!("{}{}", body.system.unwrap_or_default(), body.prompt);
+    let asked = Asked {
+        format: format(body.format.as_ref()),
+        ..Asked::default()
+    };
+    let answered = Answer::to(&sim, &asked, &input);
     answer(
         &sim,
         &body.model,
         &input,
         &body.options,
         body.stream,
+        answered,
         |chunk| json!({ "response": chunk }),
     )
 }
@@ -176,12 +238,14 @@ async fn chat(State(sim): State<Sim>, request: Request) -> Response {
         .iter()
         .map(|m| format!("{}: {}\n", m.role, m.content))
         .collect();
+    let answered = Answer::to(&sim, &body.asked(), &input);
     answer(
         &sim,
         &body.model,
         &input,
         &body.options,
         body.stream,
+        answered,
         |chunk| json!({ "message": { "role": "assistant", "content": chunk } }),
     )
 }
@@ -192,23 +256,51 @@ fn max_tokens(options: &Value) -> Option<u32> {
         .and_then(|n| u32::try_from(n).ok())
 }
 
-/// One JSON answer, or (Ollama's default) NDJSON: a chunk a word, then a final `done` line with
-/// the counts. `content` shapes a piece of text as generate or chat does.
+/// One JSON answer, or (Ollama's default) NDJSON: a chunk a word (or a few characters of JSON),
+/// or a chunk holding the whole tool calls, then a final `done` line with the counts. `content`
+/// shapes a piece of text as generate or chat does. Tool calls carry no id, as before Ollama
+/// 0.12.10.
 fn answer(
     sim: &Sim,
     model: &str,
     input: &str,
     options: &Value,
     stream: Option<bool>,
+    answered: Option<Answer>,
     content: impl Fn(&str) -> Value,
 ) -> Response {
-    let words = text::reply(input, max_tokens(options), sim.knobs().reply_words);
+    let limit = max_tokens(options);
+    let (pieces, whole, calls, eval_count) = match answered {
+        None => {
+            let words = text::reply(input, limit, sim.knobs().reply_words);
+            (text::pieces(&words), words.join(" "), None, words.len())
+        }
+        Some(Answer::Text(text)) => {
+            let tokens = text::count_tokens(&text) as usize;
+            (crate::answers::pieces_of(&text), text, None, tokens)
+        }
+        Some(Answer::Calls(calls)) => {
+            let calls: Vec<Value> = calls
+                .into_iter()
+                .enumerate()
+                .map(|(index, call)| {
+                    json!({ "function": { "index": index, "name": call.name,
+                                          "arguments": call.arguments } })
+                })
+                .collect();
+            let tokens = text::count_tokens(&json!(calls).to_string()) as usize;
+            let message = json!({ "message": { "role": "assistant", "content": "",
+                                               "tool_calls": calls } });
+            (Vec::new(), String::new(), Some(message), tokens)
+        }
+    };
     let prompt_tokens = text::count_tokens(input);
     let stream = stream.unwrap_or(true);
     let created_at = Utc::now().to_rfc3339();
-    let eval_count = words.len();
+    let calls_made = calls.is_some();
     let mut last = json!({
-        "model": model, "created_at": created_at, "done": true, "done_reason": "stop",
+        "model": model, "created_at": created_at, "done": true,
+        "done_reason": if calls_made { "stop" } else { text::stop_reason(eval_count, limit) },
         "total_duration": 1_000_000, "load_duration": 100_000,
         "prompt_eval_count": prompt_tokens, "prompt_eval_duration": 200_000,
         "eval_count": eval_count, "eval_duration": 700_000,
@@ -220,17 +312,19 @@ fn answer(
         }
     }
     if !stream {
-        merge(&mut last, content(&words.join(" ")));
+        merge(&mut last, calls.unwrap_or_else(|| content(&whole)));
         return Json(last).into_response();
     }
-    let pieces: Vec<String> = text::pieces(&words)
+    let line = |extra: Value| {
+        let mut chunk = json!({ "model": model, "created_at": created_at, "done": false });
+        merge(&mut chunk, extra);
+        format!("{chunk}\n")
+    };
+    let mut pieces: Vec<String> = pieces
         .into_iter()
-        .map(|piece| {
-            let mut chunk = json!({ "model": model, "created_at": created_at, "done": false });
-            merge(&mut chunk, content(&piece));
-            format!("{chunk}\n")
-        })
+        .map(|piece| line(content(&piece)))
         .collect();
+    pieces.extend(calls.map(line));
     merge(&mut last, content(""));
     sim.stream(Streamed {
         content_type: NDJSON,

@@ -10,6 +10,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::answers::{self, Answer, Asked, Format};
 use crate::faults;
 use crate::{OPENAI_MODELS, Sim, Streamed, lock, text};
 
@@ -124,6 +125,8 @@ struct ResponsesBody {
     instructions: Option<String>,
     #[serde(default)]
     max_output_tokens: Option<u32>,
+    #[serde(default)]
+    text: Value,
 }
 
 /// Flattens a Responses `input` (a string, or messages with string or part-list content).
@@ -160,21 +163,34 @@ async fn responses(State(sim): State<Sim>, request: Request) -> Response {
         body.instructions.unwrap_or_default(),
         input_text(&body.input)
     );
-    let words = text::reply(&input, body.max_output_tokens, sim.knobs().reply_words);
-    let (input_tokens, output_tokens) = (text::count_tokens(&input), words.len());
+    let asked = Asked {
+        format: format(&body.text["format"], &body.text["format"]),
+        ..Asked::default()
+    };
+    let written = match Answer::to(&sim, &asked, &input) {
+        Some(Answer::Text(text)) => text,
+        _ => text::reply(&input, body.max_output_tokens, sim.knobs().reply_words).join(" "),
+    };
+    let (input_tokens, output_tokens) = (text::count_tokens(&input), text::count_tokens(&written));
     let id = format!("resp_{}", &hex_id(&input));
+    let cut = text::stop_reason(written.split(' ').count(), body.max_output_tokens) == "length";
+    let (status, incomplete) = if cut {
+        ("incomplete", json!({ "reason": "max_output_tokens" }))
+    } else {
+        ("completed", Value::Null)
+    };
     Json(json!({
-        "id": id, "object": "response", "created_at": Utc::now().timestamp(), "status": "completed",
-        "model": body.model,
+        "id": id, "object": "response", "created_at": Utc::now().timestamp(), "status": status,
+        "incomplete_details": incomplete, "model": body.model,
         "output": [{
             "type": "message", "id": format!("msg_{}", &hex_id(&id)), "status": "completed",
             "role": "assistant",
-            "content": [{ "type": "output_text", "text": words.join(" "), "annotations": [] }],
+            "content": [{ "type": "output_text", "text": written, "annotations": [] }],
         }],
         "usage": {
             "input_tokens": input_tokens, "input_tokens_details": { "cached_tokens": 0 },
             "output_tokens": output_tokens, "output_tokens_details": { "reasoning_tokens": 0 },
-            "total_tokens": input_tokens + output_tokens as i32,
+            "total_tokens": input_tokens + output_tokens,
         },
     }))
     .into_response()
@@ -192,6 +208,73 @@ struct ChatCompletionsBody {
     max_completion_tokens: Option<u32>,
     #[serde(default)]
     stream_options: Option<Value>,
+    #[serde(default)]
+    tools: Vec<Value>,
+    #[serde(default)]
+    tool_choice: Value,
+    parallel_tool_calls: Option<bool>,
+    #[serde(default)]
+    response_format: Value,
+}
+
+impl ChatCompletionsBody {
+    fn asked(&self) -> Asked {
+        let last = self.messages.as_array().and_then(|m| m.last());
+        let choice = match &self.tool_choice {
+            Value::String(mode) if mode == "none" => Some(String::new()),
+            Value::Object(named) => named
+                .get("function")
+                .and_then(|f| f["name"].as_str())
+                .map(str::to_owned),
+            _ => None,
+        };
+        Asked {
+            tools: self
+                .tools
+                .iter()
+                .filter_map(|tool| {
+                    let function = &tool["function"];
+                    Some((
+                        function["name"].as_str()?.to_owned(),
+                        function["parameters"].clone(),
+                    ))
+                })
+                .collect(),
+            choice,
+            parallel: self.parallel_tool_calls != Some(false),
+            last_role: last
+                .and_then(|m| m["role"].as_str())
+                .unwrap_or_default()
+                .to_owned(),
+            last_text: last.map(|m| input_text(&json!([m]))).unwrap_or_default(),
+            format: format(&self.response_format, &self.response_format["json_schema"]),
+        }
+    }
+}
+
+/// `response_format` (the schema nested in `json_schema`) or `text.format` (flat).
+fn format(given: &Value, schema_holder: &Value) -> Format {
+    match given["type"].as_str() {
+        Some("json_object") => Format::JsonObject,
+        Some("json_schema") => Format::Schema(schema_holder["schema"].clone()),
+        _ => Format::Text,
+    }
+}
+
+/// Checks a history's tool calls as OpenAI does: arguments are a JSON string.
+fn string_arguments(messages: &Value) -> Result<(), String> {
+    for message in messages.as_array().into_iter().flatten() {
+        for call in message["tool_calls"].as_array().into_iter().flatten() {
+            if !call["function"]["arguments"].is_string() {
+                return Err(
+                    "Invalid type for 'messages.tool_calls.function.arguments': \
+                            expected a string"
+                        .to_owned(),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response {
@@ -202,10 +285,43 @@ async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response 
     if let Err(response) = admit(&sim, &headers, "/v1/chat/completions", Some(&body.model)).await {
         return response;
     }
+    if let Err(message) = string_arguments(&body.messages) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            None,
+            message,
+        );
+    }
     let input = input_text(&body.messages);
     let max_tokens = body.max_completion_tokens.or(body.max_tokens);
-    let words = text::reply(&input, max_tokens, sim.knobs().reply_words);
-    let (prompt_tokens, completion_tokens) = (text::count_tokens(&input), words.len() as i32);
+    let (pieces, written, calls, ended) = match Answer::to(&sim, &body.asked(), &input) {
+        None => {
+            let words = text::reply(&input, max_tokens, sim.knobs().reply_words);
+            let ended = text::stop_reason(words.len(), max_tokens);
+            (text::pieces(&words), words.join(" "), Vec::new(), ended)
+        }
+        Some(Answer::Text(text)) => (answers::pieces_of(&text), text, Vec::new(), "stop"),
+        Some(Answer::Calls(calls)) => (Vec::new(), String::new(), calls, "tool_calls"),
+    };
+    let calls: Vec<(String, String, String)> = calls
+        .into_iter()
+        .enumerate()
+        .map(|(i, call)| {
+            (
+                answers::call_id(&input, i),
+                call.name,
+                call.arguments.to_string(),
+            )
+        })
+        .collect();
+    let finish = ended;
+    let spent: String = calls
+        .iter()
+        .map(|(_, _, arguments)| arguments.as_str())
+        .collect();
+    let completion_tokens = text::count_tokens(&format!("{written}{spent}"));
+    let prompt_tokens = text::count_tokens(&input);
     let id = format!("chatcmpl-{}", hex_id(&input));
     let created = Utc::now().timestamp();
     let usage = json!({
@@ -213,10 +329,20 @@ async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response 
         "total_tokens": prompt_tokens + completion_tokens,
     });
     if !body.stream {
+        let mut message = json!({ "role": "assistant", "content": written, "refusal": null });
+        if !calls.is_empty() {
+            message["content"] = Value::Null;
+            message["tool_calls"] = calls
+                .iter()
+                .map(|(id, name, arguments)| {
+                    json!({ "id": id, "type": "function",
+                            "function": { "name": name, "arguments": arguments } })
+                })
+                .collect();
+        }
         return Json(json!({
             "id": id, "object": "chat.completion", "created": created, "model": body.model,
-            "choices": [{ "index": 0, "finish_reason": "stop",
-                          "message": { "role": "assistant", "content": words.join(" ") } }],
+            "choices": [{ "index": 0, "finish_reason": finish, "message": message }],
             "usage": usage,
         }))
         .into_response();
@@ -226,11 +352,27 @@ async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response 
                 "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }] })
     };
     let event = |e: Value| format!("data: {e}\n\n");
-    let pieces = text::pieces(&words)
+    let mut pieces: Vec<String> = pieces
         .into_iter()
         .map(|piece| event(chunk(json!({ "content": piece }), Value::Null)))
         .collect();
-    let mut closing = vec![event(chunk(json!({}), json!("stop")))];
+    // A call opens with its id and name, then its arguments come in fragments.
+    for (index, (call_id, name, arguments)) in calls.iter().enumerate() {
+        let opening = json!({ "index": index, "id": call_id, "type": "function",
+                              "function": { "name": name, "arguments": "" } });
+        pieces.push(event(chunk(
+            json!({ "tool_calls": [opening] }),
+            Value::Null,
+        )));
+        for fragment in answers::pieces_of(arguments) {
+            let fragment = json!({ "index": index, "function": { "arguments": fragment } });
+            pieces.push(event(chunk(
+                json!({ "tool_calls": [fragment] }),
+                Value::Null,
+            )));
+        }
+    }
+    let mut closing = vec![event(chunk(json!({}), json!(finish)))];
     if body
         .stream_options
         .is_some_and(|o| o["include_usage"] == json!(true))
@@ -299,7 +441,7 @@ async fn embeddings(State(sim): State<Sim>, request: Request) -> Response {
     .into_response()
 }
 
-fn hex_id(input: &str) -> String {
+pub(crate) fn hex_id(input: &str) -> String {
     use sha2::{Digest as _, Sha256};
     Sha256::digest(input.as_bytes())
         .iter()

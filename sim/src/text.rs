@@ -24,6 +24,14 @@ pub fn reply(input: &str, max_tokens: Option<u32>, words: Option<u32>) -> Vec<&'
         .collect()
 }
 
+/// Why a reply of `words` ended: `length` when it reached `max_tokens`, else `stop`.
+pub fn stop_reason(words: usize, max_tokens: Option<u32>) -> &'static str {
+    match max_tokens {
+        Some(max) if words >= max as usize => "length",
+        _ => "stop",
+    }
+}
+
 /// A reply's words as the pieces a stream sends: the first bare, each next one with its space.
 pub fn pieces(words: &[&str]) -> Vec<String> {
     words

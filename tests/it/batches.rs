@@ -15,7 +15,7 @@ use crate::events::read_stream;
 use crate::harness::{Options, Stack, WAIT, client, idle, test_worker_settings};
 use crate::webhooks::{Receiver, set_endpoint, signatures_by};
 
-async fn post_batch(stack: &Stack, token: &str, body: &Value) -> reqwest::Response {
+pub(crate) async fn post_batch(stack: &Stack, token: &str, body: &Value) -> reqwest::Response {
     client()
         .post(stack.url("/v1/batches"))
         .bearer_auth(token)
@@ -25,7 +25,7 @@ async fn post_batch(stack: &Stack, token: &str, body: &Value) -> reqwest::Respon
         .expect("POST /v1/batches")
 }
 
-async fn accepted(response: reqwest::Response) -> Value {
+pub(crate) async fn accepted(response: reqwest::Response) -> Value {
     let status = response.status();
     let body: Value = response.json().await.expect("JSON");
     assert_eq!(status, 202, "{body}");
@@ -59,7 +59,7 @@ async fn batch(stack: &Stack, token: &str, id: &str) -> Value {
 }
 
 /// Polls the batch until `done` says so; panics after the harness's wait.
-async fn wait_for_batch(
+pub(crate) async fn wait_for_batch(
     stack: &Stack,
     token: &str,
     id: &str,
@@ -79,11 +79,11 @@ async fn wait_for_batch(
         .unwrap_or_else(|_| panic!("batch {id} did not get there"))
 }
 
-fn ended(batch: &Value) -> bool {
+pub(crate) fn ended(batch: &Value) -> bool {
     batch["finished_at"].is_string()
 }
 
-async fn results(stack: &Stack, token: &str, id: &str) -> Vec<Value> {
+pub(crate) async fn results(stack: &Stack, token: &str, id: &str) -> Vec<Value> {
     let response = client()
         .get(stack.url(&format!("/v1/batches/{id}/results")))
         .bearer_auth(token)

@@ -22,7 +22,7 @@ async fn the_openai_python_package_calls_models_through_the_queue() {
     let summary = run_sdk_script(&stack, "openai/calls.py", Duration::from_secs(120)).await;
     assert_eq!(
         summary["refusals"],
-        json!({ "bad_key": 401, "unknown_model": "model_not_found", "tools": "tools" })
+        json!({ "bad_key": 401, "unknown_model": "model_not_found", "tool_choice": "tool_choice" })
     );
     // Each call is a job, billed, at its x-request-id.
     for id in summary["jobs"].as_array().expect("job ids") {

@@ -7,7 +7,8 @@
 //! `models`, `delivery`, `coalescing`, `outages`, `lost_commit` (statements whose commit answer
 //! the connection lost); what comes back — `events`, `streaming`, `webhooks`, `billing`,
 //! `retention`; bulk work — `batches`, `cli`, `openai_batches`; the drop-in surfaces through the
-//! official Python packages — `calls`; observing — `metrics`, `traces`, `dashboard`; the document —
+//! official Python packages — `calls`, and tool calls and structured answers through every surface
+//! and provider — `tools`; observing — `metrics`, `traces`, `dashboard`; the document —
 //! `openapi`; and `sim` (provider-sim's own wire formats).
 #![expect(
     clippy::expect_used,
@@ -47,6 +48,7 @@ mod secrets;
 mod sim;
 mod streaming;
 mod tenants;
+mod tools;
 mod traces;
 mod unserved;
 mod webhooks;

@@ -31,9 +31,20 @@ pub(crate) fn python() -> PathBuf {
 /// Runs `tests/{script}` with the stack's OpenAI base URL and client token, and returns the JSON
 /// line it prints last; a script that fails (or outlives `limit`) fails the test with its output.
 pub(crate) async fn run_sdk_script(stack: &Stack, script: &str, limit: Duration) -> Value {
+    run_sdk_script_with(stack, script, limit, &[]).await
+}
+
+/// [`run_sdk_script`] with `env` set for the script besides.
+pub(crate) async fn run_sdk_script_with(
+    stack: &Stack,
+    script: &str,
+    limit: Duration,
+    env: &[(&str, &str)],
+) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(script);
     let run = tokio::process::Command::new(python())
         .arg(path)
+        .envs(env.iter().copied())
         .env("TOLLGATE_OPENAI_BASE_URL", stack.url("/openai/v1"))
         .env("TOLLGATE_OLLAMA_HOST", stack.url("/ollama"))
         .env("TOLLGATE_TOKEN", &stack.token)

@@ -14,13 +14,13 @@ use tollgate_core::domain::JobId;
 use crate::harness::{Stack, eventually, idle, test_api_settings, test_worker_settings};
 
 /// Each SSE event in `body` with its name (`message` when unnamed; `[DONE]` left out).
-fn sse_events(body: &str) -> Vec<(String, Value)> {
+pub(crate) fn sse_events(body: &str) -> Vec<(String, Value)> {
     let (events, _) = crate::events::parse_events(body);
     events.into_iter().map(|e| (e.event, e.data)).collect()
 }
 
 /// Reads `response`'s body until it ends, within 30 s.
-async fn body_of(response: reqwest::Response) -> String {
+pub(crate) async fn body_of(response: reqwest::Response) -> String {
     tokio::time::timeout(Duration::from_secs(30), response.text())
         .await
         .expect("the stream ends")

@@ -59,7 +59,7 @@ try:
 except ollama.ResponseError as error:
     refusals["unknown_model"] = error.status_code
 try:
-    client.chat(model="llama3", messages=MESSAGES, stream=False, format={"type": "object"})
+    client.chat(model="llama3", messages=MESSAGES, stream=False, format={"type": 12})
 except ollama.ResponseError as error:
     refusals["schema"] = error.status_code
 

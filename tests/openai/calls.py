@@ -4,7 +4,7 @@ Run by the end-to-end test `calls::the_openai_python_package_calls_models_throug
 which passes Tollgate's address and a token in TOLLGATE_OPENAI_BASE_URL and TOLLGATE_TOKEN. Chat
 Completions with and without streaming (content, finish reason, the usage chunk), Embeddings as
 float and base64 (the same vectors), Responses streamed and not, Models, a bad key, an unknown
-model and a parameter Tollgate cannot honour. Every answer is checked against the package's own
+model and a tool choice naming no tool offered. Every answer is checked against the package's own
 models; it prints one JSON line with the job ids it saw; any failed check raises.
 """
 
@@ -81,8 +81,9 @@ except openai.NotFoundError as error:
     refusals["unknown_model"] = error.code
 try:
     client.chat.completions.create(model="llama3", messages=MESSAGES,
-                                   tools=[{"type": "function", "function": {"name": "f"}}])
+                                   tools=[{"type": "function", "function": {"name": "f"}}],
+                                   tool_choice={"type": "function", "function": {"name": "g"}})
 except openai.BadRequestError as error:
-    refusals["tools"] = error.param
+    refusals["tool_choice"] = error.param
 
 print(json.dumps({"jobs": jobs, "refusals": refusals, "text": text}))

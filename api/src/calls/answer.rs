@@ -4,6 +4,8 @@
 use crate::http::error::{ApiError, ErrorCode};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
+use serde_json::Value;
+use tollgate_core::domain::conversation::{Finish, Reply};
 use tollgate_core::domain::{Job, JobId};
 
 /// The header naming the job behind a call's answer.
@@ -42,14 +44,30 @@ pub fn failure(job: &Job) -> ApiError {
     ApiError::job_failed(status, code, detail)
 }
 
-/// Why a succeeded answer stopped, in the words OpenAI and Ollama both use: `length` when it used
-/// all the tokens `max_tokens` allowed, else `stop`.
-pub fn stop_reason(job: &Job, max_tokens: Option<u32>) -> &'static str {
+/// Why a succeeded answer stopped, as its provider said; for a result written before the reason
+/// was kept, `length` when it used all the tokens `max_tokens` allowed, else `stop`.
+pub fn finish(job: &Job, max_tokens: Option<u32>) -> Finish {
     let (_, completion) = tokens(job);
-    match max_tokens {
-        Some(max) if completion >= i64::from(max) => "length",
-        _ => "stop",
-    }
+    finish_of(job.result.as_ref(), completion, max_tokens)
+}
+
+/// [`finish`] of a `result` that took `completion` tokens.
+pub fn finish_of(result: Option<&Value>, completion: i64, max_tokens: Option<u32>) -> Finish {
+    let said = result
+        .and_then(Reply::from_any_result)
+        .and_then(|r| r.finish);
+    said.unwrap_or(match max_tokens {
+        Some(max) if completion >= i64::from(max) => Finish::Length,
+        _ => Finish::Stop,
+    })
+}
+
+/// A succeeded generate or chat job's reply (empty text for anything else).
+pub fn reply(job: &Job) -> Reply {
+    job.result
+        .as_ref()
+        .and_then(Reply::from_any_result)
+        .unwrap_or_else(|| Reply::text("", None))
 }
 
 /// The end of an ended job's text that a client who was `sent` its start has not had; `None` when

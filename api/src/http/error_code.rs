@@ -151,7 +151,9 @@ impl ErrorCode {
             Job::ProviderUnavailable => (StatusCode::BAD_GATEWAY, Self::ProviderUnavailable),
             Job::ProviderUnauthorized => (StatusCode::BAD_GATEWAY, Self::ProviderUnauthorized),
             Job::InternalError => (StatusCode::INTERNAL_SERVER_ERROR, Self::JobFailed),
-            Job::InvalidStructuredOutput => (StatusCode::BAD_GATEWAY, Self::InvalidStructuredOutput),
+            Job::InvalidStructuredOutput => {
+                (StatusCode::BAD_GATEWAY, Self::InvalidStructuredOutput)
+            }
             Job::ProviderUnreachable
             | Job::ProviderBusy
             | Job::ProviderCircuitOpen
@@ -180,7 +182,7 @@ mod tests {
         let names: std::collections::HashSet<&str> =
             ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
         assert_eq!(names.len(), ErrorCode::ALL.len());
-        assert_eq!(ErrorCode::ALL.len(), 46);
+        assert_eq!(ErrorCode::ALL.len(), 47);
         assert!(
             names
                 .iter()

@@ -16,6 +16,7 @@ use futures::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tollgate_core::db::batches::{self, Batch, ItemResult, NewBatch};
+use tollgate_core::domain::conversation::{OutputFormat, Tool, ToolChoice};
 use tollgate_core::domain::{BatchId, BatchItem, BatchSpec, GenerationOptions, JobKind, Template};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -51,6 +52,14 @@ struct BatchBody {
     model: String,
     options: Option<GenerationOptions>,
     template: Option<String>,
+    /// Chat batches: the tools every item offers.
+    tools: Option<Vec<Tool>>,
+    /// Chat batches: `auto` (the default), `none`, `required`, or `{"tool": "<name>"}`.
+    tool_choice: Option<ToolChoice>,
+    /// The form every item's answer takes unless the item gives its own `output` (a JSON
+    /// schema: each answer is checked, so a batch of products comes back as validated objects or
+    /// per-item `invalid_structured_output` errors).
+    output: Option<OutputFormat>,
     items: Vec<BatchItem>,
     metadata: Option<Value>,
     webhook_url: Option<String>,
@@ -81,6 +90,9 @@ struct Submitted {
     model: String,
     options: Option<GenerationOptions>,
     template: Option<String>,
+    tools: Vec<Tool>,
+    tool_choice: ToolChoice,
+    output: OutputFormat,
     items: Vec<BatchItem>,
     /// Per item, its line in a JSONL body.
     lines: Option<Vec<usize>>,
@@ -134,11 +146,20 @@ async fn create(
             .transpose()
             .map_err(ApiError::from)?,
     };
+    if submitted.kind != JobKind::Chat && !submitted.tools.is_empty() {
+        return Err(ApiError::invalid_field(
+            "tools",
+            "only chat batches offer tools",
+        ));
+    }
     let spec = BatchSpec {
         kind: submitted.kind,
         model,
         options,
         template,
+        tools: submitted.tools,
+        tool_choice: submitted.tool_choice,
+        output: submitted.output,
     };
     let lines = submitted.lines;
     let items = spec
@@ -213,6 +234,9 @@ async fn read_submission(
             model: query.model,
             options: None,
             template: query.template,
+            tools: Vec::new(),
+            tool_choice: ToolChoice::Auto,
+            output: OutputFormat::Text,
             items,
             lines: Some(lines),
             metadata,
@@ -230,6 +254,9 @@ async fn read_submission(
         model: body.model,
         options: body.options,
         template: body.template,
+        tools: body.tools.unwrap_or_default(),
+        tool_choice: body.tool_choice.unwrap_or_default(),
+        output: body.output.unwrap_or_default(),
         items: body.items,
         lines: None,
         metadata: body.metadata,

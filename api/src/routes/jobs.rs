@@ -15,9 +15,10 @@ use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tollgate_core::db::jobs::{self, CancelOutcome, NewJob};
+use tollgate_core::domain::conversation::{Conversation, Message, OutputFormat, Tool, ToolChoice};
 use tollgate_core::domain::{
-    BatchId, ChatMessage, ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest,
-    GenerationOptions, Job, JobId, JobRequest, JobStatus,
+    BatchId, ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest, GenerationOptions,
+    Job, JobId, JobRequest, JobStatus,
 };
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -79,19 +80,35 @@ struct GenerateBody {
     model: String,
     prompt: String,
     options: Option<GenerationOptions>,
+    /// The form the answer must take: `{"type": "json_object"}` or `{"type": "json_schema",
+    /// "name", "schema", "strict"}` (checked: an answer that does not match is asked for again,
+    /// then the job fails with `invalid_structured_output`).
+    output: Option<OutputFormat>,
     /// Answer with the job's text as it is generated (SSE) rather than 202.
     stream: Option<bool>,
     metadata: Option<Value>,
     webhook_url: Option<String>,
 }
 
-/// `POST /v1/chat`: a conversation, answered by the assistant's next message.
+/// `POST /v1/chat`: a conversation, answered by the assistant's next message — its text, or its
+/// tool calls (`result.message.tool_calls`, `result.finish_reason: "tool_calls"`).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = ChatRequest)]
 struct ChatBody {
     model: String,
-    messages: Vec<ChatMessage>,
+    /// Each `{"role", "content"}`: a text, or parts — `text`, an assistant's `tool_call` (`id`,
+    /// `name`, `arguments` as a JSON object's text), a `tool` message's `tool_result` (`call_id`
+    /// and/or `name`, `content`).
+    messages: Vec<Message>,
+    /// Tools the model may call.
+    tools: Option<Vec<Tool>>,
+    /// `auto` (the default), `none`, `required`, or `{"tool": "<name>"}`.
+    tool_choice: Option<ToolChoice>,
+    /// Whether the model may call several tools in one turn (default true).
+    parallel_tool_calls: Option<bool>,
+    /// The form the answer must take, as in `POST /v1/generate`.
+    output: Option<OutputFormat>,
     options: Option<GenerationOptions>,
     stream: Option<bool>,
     metadata: Option<Value>,
@@ -158,7 +175,8 @@ async fn generate(
     headers: HeaderMap,
     IdempotentJson { body, key }: IdempotentJson<GenerateBody>,
 ) -> Result<Response, ApiError> {
-    let request = GenerateRequest::parse(&body.model, body.prompt, body.options)?;
+    let request = GenerateRequest::parse(&body.model, body.prompt, body.options)?
+        .with_output(body.output.unwrap_or_default(), "output")?;
     let request = JobRequest::Generate(request);
     let extra = Submission {
         metadata: body.metadata,
@@ -186,7 +204,14 @@ async fn chat(
     headers: HeaderMap,
     IdempotentJson { body, key }: IdempotentJson<ChatBody>,
 ) -> Result<Response, ApiError> {
-    let request = ChatRequest::parse(&body.model, body.messages, body.options)?;
+    let conversation = Conversation {
+        messages: body.messages,
+        tools: body.tools.unwrap_or_default(),
+        tool_choice: body.tool_choice.unwrap_or_default(),
+        parallel_tool_calls: body.parallel_tool_calls.unwrap_or(true),
+        output: body.output.unwrap_or_default(),
+    };
+    let request = ChatRequest::new(&body.model, conversation, body.options)?;
     let request = JobRequest::Chat(request);
     let extra = Submission {
         metadata: body.metadata,

@@ -7,10 +7,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::JobKind;
-use super::conversation::Conversation;
+use super::conversation::{
+    CompiledSchemas, Conversation, Message, OutputFormat, Role, Tool, ToolChoice,
+};
 use super::request::{
-    ChatMessage, ChatRequest, ChatRole, EmbeddingInput, EmbeddingRequest, GenerateRequest,
-    GenerationOptions, JobRequest, ModelName, ValidationError,
+    ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest,
+    ModelName, ValidationError,
 };
 
 /// Most items in one batch.
@@ -25,7 +27,8 @@ const MAX_CUSTOM_ID_CHARS: usize = 200;
 pub struct BatchItem {
     pub custom_id: String,
     pub prompt: Option<String>,
-    pub messages: Option<Vec<ChatMessage>>,
+    /// A chat item's conversation, each message as `POST /v1/chat` takes it.
+    pub messages: Option<Vec<Message>>,
     /// A chat already translated from another dialect (an OpenAI Batch API line), in place of
     /// `messages`.
     #[serde(skip)]
@@ -33,6 +36,8 @@ pub struct BatchItem {
     pub input: Option<EmbeddingInput>,
     /// Replaces the batch's options for this item.
     pub options: Option<GenerationOptions>,
+    /// Replaces the batch's answer format for this item.
+    pub output: Option<OutputFormat>,
     pub fields: Option<Map<String, Value>>,
 }
 
@@ -42,6 +47,11 @@ pub struct BatchSpec {
     pub model: ModelName,
     pub options: Option<GenerationOptions>,
     pub template: Option<Template>,
+    /// The tools every chat item offers, and the choice among them.
+    pub tools: Vec<Tool>,
+    pub tool_choice: ToolChoice,
+    /// The form every item's answer takes, unless the item says otherwise.
+    pub output: OutputFormat,
 }
 
 /// An item once validated: its `custom_id` and the request a worker will send.
@@ -152,6 +162,8 @@ impl BatchSpec {
         }
         let mut seen: HashMap<String, usize> = HashMap::with_capacity(items.len());
         let mut valid = Vec::with_capacity(items.len());
+        // Items share their schemas: each is compiled once for the whole batch.
+        let mut compiled = CompiledSchemas::default();
         for (i, item) in items.into_iter().enumerate() {
             let located = |error: ValidationError| {
                 let message = match line(i) {
@@ -167,16 +179,21 @@ impl BatchSpec {
                     format!("repeats the custom_id of items[{first}]"),
                 )));
             }
-            let request = self.request(item).map_err(located)?;
+            let request = self.request(item, &mut compiled).map_err(located)?;
             valid.push(ValidItem { custom_id, request });
         }
         Ok(valid)
     }
 
     /// One item's request, its field errors relative to the item.
-    fn request(&self, item: BatchItem) -> Result<JobRequest, ValidationError> {
+    fn request(
+        &self,
+        item: BatchItem,
+        compiled: &mut CompiledSchemas,
+    ) -> Result<JobRequest, ValidationError> {
         let model = self.model.as_str();
         let options = item.options.or_else(|| self.options.clone());
+        let output = item.output.unwrap_or_else(|| self.output.clone());
         let filled = match (&self.template, &item.fields) {
             (Some(template), Some(fields)) => Some(template.fill(fields)?),
             (Some(_), None) => {
@@ -223,21 +240,24 @@ impl BatchSpec {
         Ok(match self.kind {
             JobKind::Generate => {
                 let prompt = filled.or(item.prompt).ok_or_else(missing)?;
-                JobRequest::Generate(GenerateRequest::parse(model, prompt, options)?)
+                let request = GenerateRequest::parse(model, prompt, options)?;
+                JobRequest::Generate(request.with_output_sharing(output, "output", compiled)?)
             }
-            JobKind::Chat => JobRequest::Chat(match (filled, item.conversation) {
-                (None, Some(conversation)) => ChatRequest::new(model, conversation, options)?,
-                (Some(content), _) => {
-                    let message = ChatMessage {
-                        role: ChatRole::User,
-                        content,
-                    };
-                    ChatRequest::parse(model, vec![message], options)?
-                }
-                (None, None) => {
-                    ChatRequest::parse(model, item.messages.ok_or_else(missing)?, options)?
-                }
-            }),
+            JobKind::Chat => {
+                let conversation = match (filled, item.conversation) {
+                    (None, Some(conversation)) => conversation,
+                    (Some(content), _) => {
+                        self.offered(vec![Message::text(Role::User, content)], output)
+                    }
+                    (None, None) => self.offered(item.messages.ok_or_else(missing)?, output),
+                };
+                JobRequest::Chat(ChatRequest::new_sharing(
+                    model,
+                    conversation,
+                    options,
+                    compiled,
+                )?)
+            }
             JobKind::Embedding => {
                 if options.is_some() {
                     return Err(ValidationError::new(
@@ -249,6 +269,19 @@ impl BatchSpec {
                 JobRequest::Embedding(EmbeddingRequest::parse(model, input.ok_or_else(missing)?)?)
             }
         })
+    }
+}
+
+impl BatchSpec {
+    /// A chat item's messages with what the batch offers.
+    fn offered(&self, messages: Vec<Message>, output: OutputFormat) -> Conversation {
+        Conversation {
+            messages,
+            tools: self.tools.clone(),
+            tool_choice: self.tool_choice.clone(),
+            output,
+            ..Conversation::default()
+        }
     }
 }
 
@@ -276,6 +309,9 @@ mod tests {
             model: ModelName::parse("llama3").expect("model"),
             options: None,
             template: template.map(|t| Template::parse(t).expect("template")),
+            tools: Vec::new(),
+            tool_choice: ToolChoice::Auto,
+            output: OutputFormat::Text,
         }
     }
 
@@ -405,6 +441,7 @@ mod tests {
                 messages: None,
                 input: None,
                 options: None,
+                output: None,
                 fields: None,
             })
             .collect();

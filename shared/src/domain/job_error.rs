@@ -239,7 +239,7 @@ mod tests {
             assert_eq!(wire, code.as_str());
             assert!(!code.description().is_empty(), "{code} is documented");
         }
-        assert_eq!(JobErrorCode::known().count(), 19);
+        assert_eq!(JobErrorCode::known().count(), 20);
     }
 
     #[test]

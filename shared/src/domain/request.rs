@@ -6,7 +6,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::JobKind;
-use super::conversation::{AnswerSchema, Conversation, Message, OutputFormat, Role};
+use super::conversation::{
+    AnswerSchema, CompiledSchemas, Conversation, Message, OutputFormat, Role,
+};
 
 /// Longest prompt (or message, or embedding input) accepted, in characters.
 pub const MAX_TEXT_CHARS: usize = 200_000;
@@ -369,10 +371,22 @@ impl GenerateRequest {
 
     /// The request with its answer in the form `output` asks for (`field` names where it was
     /// given); a schema that does not compile is refused.
-    pub fn with_output(mut self, output: OutputFormat, field: &str) -> Result<Self, ValidationError> {
-        output
-            .compile()
-            .map_err(|message| ValidationError::new(format!("{field}.schema"), message))?;
+    pub fn with_output(self, output: OutputFormat, field: &str) -> Result<Self, ValidationError> {
+        self.with_output_sharing(output, field, &mut CompiledSchemas::default())
+    }
+
+    /// [`Self::with_output`], compiling the schema only if `compiled` has not.
+    pub fn with_output_sharing(
+        mut self,
+        output: OutputFormat,
+        field: &str,
+        compiled: &mut CompiledSchemas,
+    ) -> Result<Self, ValidationError> {
+        if let OutputFormat::JsonSchema(format) = &output {
+            compiled
+                .compile(&format.schema)
+                .map_err(|message| ValidationError::new(format!("{field}.schema"), message))?;
+        }
         self.output = output;
         Ok(self)
     }
@@ -402,8 +416,23 @@ impl ChatRequest {
     /// A chat from a conversation a surface translated, checked whole.
     pub fn new(
         model: &str,
+        conversation: Conversation,
+        options: Option<GenerationOptions>,
+    ) -> Result<Self, ValidationError> {
+        Self::new_sharing(
+            model,
+            conversation,
+            options,
+            &mut CompiledSchemas::default(),
+        )
+    }
+
+    /// [`Self::new`], compiling only the schemas `compiled` has not (a batch's items share them).
+    pub fn new_sharing(
+        model: &str,
         mut conversation: Conversation,
         options: Option<GenerationOptions>,
+        compiled: &mut CompiledSchemas,
     ) -> Result<Self, ValidationError> {
         let model = ModelName::parse(model)?;
         let mut options = options.unwrap_or_default().validate()?;
@@ -414,7 +443,7 @@ impl ChatRequest {
             ));
         }
         lift_format(&mut conversation.output, &mut options);
-        conversation.check()?;
+        conversation.check_sharing(compiled)?;
         Ok(Self {
             model,
             conversation,
@@ -533,6 +562,30 @@ mod tests {
         let err =
             EmbeddingRequest::parse("nomic-embed-text", EmbeddingInput::Many(vec![])).unwrap_err();
         assert_eq!(err.field, "input");
+    }
+
+    #[test]
+    fn a_generate_the_previous_release_stored_keeps_its_json_answer() {
+        let stored = serde_json::json!({
+            "kind": "generate", "model": "llama3", "prompt": "A mug, as JSON.",
+            "options": { "format": "json" }
+        });
+        let JobRequest::Generate(generate) = serde_json::from_value(stored).expect("readable")
+        else {
+            panic!("a generate");
+        };
+        assert_eq!(generate.output, OutputFormat::JsonObject);
+        assert_eq!(generate.options.format, None, "lifted into the output");
+        let plain = serde_json::json!({ "kind": "generate", "model": "llama3", "prompt": "Hi" });
+        let again = serde_json::to_value(
+            serde_json::from_value::<JobRequest>(plain.clone()).expect("readable"),
+        )
+        .expect("writable");
+        assert_eq!(again["prompt"], plain["prompt"]);
+        assert!(
+            again.get("output").is_none(),
+            "a plain generate is stored as before"
+        );
     }
 
     #[test]

@@ -55,7 +55,10 @@ impl Completion {
             .prompt_tokens
             .unwrap_or_else(|| crate::billing::estimate_tokens(&request.input_text()));
         let completion = self.completion_tokens.unwrap_or_else(|| {
-            let written = self.reply().map(|reply| reply.written()).unwrap_or_default();
+            let written = self
+                .reply()
+                .map(|reply| reply.written())
+                .unwrap_or_default();
             crate::billing::estimate_tokens(&written)
         });
         TokenCounts {

@@ -13,7 +13,9 @@ use super::ollama_messages::AnsweredCall;
 use super::{Completion, OnDelta, http, ollama_messages};
 use crate::domain::JobErrorCode;
 use crate::domain::conversation::{Reply, ToolCall};
-use crate::domain::{ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest};
+use crate::domain::{
+    ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest,
+};
 
 #[derive(Clone)]
 pub struct OllamaClient {

@@ -55,15 +55,21 @@ pub(super) fn messages(conversation: &Conversation) -> Vec<Value> {
     written
 }
 
-/// The tools offered, as `/api/chat` takes them; none when the choice is `none` (Ollama has no
-/// tool choice: leaving the tools out is how `none` is kept).
+/// The tools offered, as `/api/chat` takes them. Ollama has no tool choice, so it is kept by
+/// what is offered: no tools for `none`, only the named one for a named choice (`required` cannot
+/// be kept: the model may still answer in text).
 pub(super) fn tools(conversation: &Conversation) -> Option<Value> {
     if conversation.tools.is_empty() || conversation.tool_choice == ToolChoice::None {
         return None;
     }
+    let named = match &conversation.tool_choice {
+        ToolChoice::Tool(name) => Some(name.as_str()),
+        _ => None,
+    };
     let tools: Vec<Value> = conversation
         .tools
         .iter()
+        .filter(|tool| named.is_none_or(|name| name == tool.name))
         .map(|tool| {
             let mut function = json!({ "name": tool.name, "parameters": tool.parameters });
             if let Some(description) = &tool.description {
@@ -93,7 +99,10 @@ impl AnsweredCall {
     /// The call as the conversation keeps it.
     pub(super) fn into_call(self) -> Result<ToolCall, ProviderError> {
         let arguments = Arguments::parse(self.function.arguments.get()).map_err(|e| {
-            super::http::unreadable(&format!("tool call arguments of {}: {e}", self.function.name))
+            super::http::unreadable(&format!(
+                "tool call arguments of {}: {e}",
+                self.function.name
+            ))
         })?;
         Ok(answered_call(self.id, self.function.name, arguments))
     }

@@ -19,7 +19,9 @@ use super::openai_messages::{CallFragment, CallsGathered};
 use super::{Completion, OnDelta, http, openai_messages};
 use crate::domain::JobErrorCode;
 use crate::domain::conversation::{OutputFormat, Reply};
-use crate::domain::{ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest};
+use crate::domain::{
+    ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest,
+};
 
 #[derive(Clone)]
 pub struct OpenAiClient {
@@ -292,7 +294,10 @@ impl OpenAiClient {
         let refusal: Option<String> = contents()
             .find(|content| content.kind == "refusal")
             .map(|content| content.refusal.clone());
-        let reason = answer.incomplete_details.as_ref().and_then(|d| d.reason.as_deref());
+        let reason = answer
+            .incomplete_details
+            .as_ref()
+            .and_then(|d| d.reason.as_deref());
         let reply = Reply::answered(text, Vec::new(), refusal, reason);
         let completion = Completion {
             result: Value::Null,
@@ -367,7 +372,11 @@ fn chat_completions_body(request: &JobRequest, model: &str) -> Value {
                 messages.push(json!({ "role": "system", "content": system }));
             }
             messages.push(json!({ "role": "user", "content": r.prompt }));
-            (messages, &r.options, openai_messages::response_format(&r.output))
+            (
+                messages,
+                &r.options,
+                openai_messages::response_format(&r.output),
+            )
         }
         JobRequest::Chat(r) => (
             openai_messages::messages(&r.conversation),
@@ -401,7 +410,12 @@ fn chat_completions_body(request: &JobRequest, model: &str) -> Value {
     body
 }
 
-fn responses_body(model: &str, input: Value, o: &GenerationOptions, output: &OutputFormat) -> Value {
+fn responses_body(
+    model: &str,
+    input: Value,
+    o: &GenerationOptions,
+    output: &OutputFormat,
+) -> Value {
     let mut body = json!({ "model": model, "input": input });
     if let Some(t) = o.temperature {
         body["temperature"] = json!(t);

@@ -99,8 +99,9 @@ pub(super) fn add_tools(body: &mut Value, conversation: &Conversation) {
 /// with its id and name, then pieces of its arguments, all under its `index`).
 #[derive(Deserialize)]
 pub(super) struct CallFragment {
-    #[serde(default)]
-    index: usize,
+    /// Its place among the answer's calls: in every stream fragment; a whole answer's calls may
+    /// leave it out, their order saying it.
+    index: Option<usize>,
     id: Option<String>,
     function: Option<FunctionFragment>,
 }
@@ -119,11 +120,12 @@ pub(super) struct CallsGathered {
 
 impl CallsGathered {
     pub(super) fn add(&mut self, fragments: Vec<CallFragment>) {
-        for fragment in fragments {
-            while self.calls.len() <= fragment.index {
+        for (position, fragment) in fragments.into_iter().enumerate() {
+            let index = fragment.index.unwrap_or(position);
+            while self.calls.len() <= index {
                 self.calls.push((None, String::new(), String::new()));
             }
-            let (id, name, arguments) = &mut self.calls[fragment.index];
+            let (id, name, arguments) = &mut self.calls[index];
             if let Some(given) = fragment.id.filter(|i| !i.is_empty()) {
                 *id = Some(given);
             }

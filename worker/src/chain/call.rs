@@ -130,7 +130,8 @@ fn checked(
     };
     let started = Instant::now();
     let verdict = schema.check(&reply.text);
-    call.metrics.answer_checked(started.elapsed(), verdict.is_ok());
+    call.metrics
+        .answer_checked(started.elapsed(), verdict.is_ok());
     match verdict {
         Ok(()) => Ok(completion),
         Err(violation) => {

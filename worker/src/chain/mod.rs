@@ -194,7 +194,10 @@ async fn on_provider(
             if unmatched >= settings.retry.structured_output_attempts || call.has_streamed() {
                 return Err(failure);
             }
-            tracing::debug!(provider = step.name.as_str(), "answer unmatched; asking again");
+            tracing::debug!(
+                provider = step.name.as_str(),
+                "answer unmatched; asking again"
+            );
             call.metrics.retried(step.name.as_str());
             continue;
         }

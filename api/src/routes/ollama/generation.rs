@@ -2,6 +2,7 @@
 //! /api/embed` and the older `/api/embeddings`: each a job, answered in Ollama's shapes with the
 //! counts Ollama reports (`prompt_eval_count`, `eval_count`) and `x-request-id` naming the job.
 
+use super::conversation;
 use super::requests::{ChatBody, EmbedBody, EmbeddingsBody, GenerateBody};
 use axum::Json;
 use axum::body::Body;
@@ -12,6 +13,7 @@ use chrono::Utc;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 use tollgate_core::db::tokens::Principal;
+use tollgate_core::domain::conversation::{Finish, Reply};
 use tollgate_core::domain::{Job, JobKind, JobRequest, JobStatus};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -94,8 +96,8 @@ async fn answer(
     let response = match Started::of(state, caller.tenant_id, call) {
         Started::Waiting(waiting) => {
             let job = waiting.answer(state).await?;
-            let text = crate::calls::answer::job_text(&job);
-            Json(last_line(kind, &job, &text, max_tokens)).into_response()
+            let reply = crate::calls::answer::reply(&job);
+            Json(last_line(kind, &job, &reply, max_tokens)).into_response()
         }
         Started::Streaming(feed) => {
             let lines = Lines {
@@ -117,10 +119,10 @@ async fn answer(
 }
 
 /// A piece of text as chat (`message`) or generate (`response`) writes it.
-fn content(kind: JobKind, text: &str) -> Value {
+fn content(kind: JobKind, reply: &Reply) -> Value {
     match kind {
-        JobKind::Chat => json!({ "message": { "role": "assistant", "content": text } }),
-        JobKind::Generate | JobKind::Embedding => json!({ "response": text }),
+        JobKind::Chat => json!({ "message": conversation::reply_message(reply) }),
+        JobKind::Generate | JobKind::Embedding => json!({ "response": reply.text }),
     }
 }
 
@@ -132,22 +134,26 @@ fn with(mut line: Value, extra: Value) -> Value {
 }
 
 /// The last line of an answer (the whole answer when it does not stream): `done` with Ollama's
-/// counts and durations (nanoseconds; only the total is known).
-fn last_line(kind: JobKind, job: &Job, text: &str, max_tokens: Option<u32>) -> Value {
+/// counts and durations (nanoseconds; only the total is known), and its reason (`length` or
+/// `stop`: Ollama ends a turn of tool calls with `stop` too).
+fn last_line(kind: JobKind, job: &Job, reply: &Reply, max_tokens: Option<u32>) -> Value {
     let (prompt, completion) = crate::calls::answer::tokens(job);
     let total_ns = job
         .finished_at
         .zip(job.started_at.or(Some(job.created_at)))
         .and_then(|(end, start)| (end - start).num_nanoseconds())
         .unwrap_or_default();
-    let done_reason = crate::calls::answer::stop_reason(job, max_tokens);
+    let done_reason = match crate::calls::answer::finish(job, max_tokens) {
+        Finish::Length => "length",
+        Finish::Stop | Finish::ToolCalls | Finish::ContentFilter => "stop",
+    };
     let line = json!({
         "model": job.model, "created_at": Utc::now().to_rfc3339(), "done": true,
         "done_reason": done_reason, "total_duration": total_ns, "load_duration": 0,
         "prompt_eval_count": prompt, "prompt_eval_duration": 0, "eval_count": completion,
         "eval_duration": 0,
     });
-    with(line, content(kind, text))
+    with(line, content(kind, reply))
 }
 
 /// An NDJSON stream: a line per piece, then the counts, or an error line.
@@ -155,6 +161,15 @@ struct Lines {
     kind: JobKind,
     model: String,
     max_tokens: Option<u32>,
+}
+
+impl Lines {
+    /// A line that is not the last, holding `content`.
+    fn line(&self, content: Value) -> Value {
+        let line = json!({ "model": self.model, "created_at": Utc::now().to_rfc3339(),
+                           "done": false });
+        with(line, content)
+    }
 }
 
 impl Dialect for Lines {
@@ -166,16 +181,28 @@ impl Dialect for Lines {
     }
 
     fn text(&mut self, text: &str) -> Vec<Value> {
-        let line = json!({ "model": self.model, "created_at": Utc::now().to_rfc3339(),
-                           "done": false });
-        vec![with(line, content(self.kind, text))]
+        vec![self.line(content(self.kind, &Reply::text(text, None)))]
     }
 
+    /// Each tool call on a line of its own, whole (as Ollama streams them), then the last line.
     fn ended(&mut self, job: &Job) -> Vec<Value> {
         if job.status != JobStatus::Succeeded {
             return self.failed(&crate::calls::answer::failure(job));
         }
-        vec![last_line(self.kind, job, "", self.max_tokens)]
+        let reply = crate::calls::answer::reply(job);
+        let mut lines: Vec<Value> = reply
+            .tool_calls
+            .iter()
+            .enumerate()
+            .map(|(index, call)| {
+                let calls = json!([conversation::tool_call(index, call)]);
+                self.line(json!({ "message": { "role": "assistant", "content": "",
+                                               "tool_calls": calls } }))
+            })
+            .collect();
+        let rest = Reply::text("", reply.finish);
+        lines.push(last_line(self.kind, job, &rest, self.max_tokens));
+        lines
     }
 
     fn failed(&mut self, error: &ApiError) -> Vec<Value> {

@@ -8,6 +8,7 @@
 //! Errors are Ollama's `{"error": "…"}`: every problem+json answer is rewritten by
 //! [`error_body`].
 
+mod conversation;
 mod generation;
 mod models;
 mod requests;

@@ -1,18 +1,22 @@
 //! Ollama's request dialect: `/api/chat`, `/api/generate`, `/api/embed` and the older
 //! `/api/embeddings` bodies as far as Tollgate runs them, turned into its own validated requests.
 //!
-//! Ollama streams by default (`stream` left out means `true`). What Tollgate cannot honour
-//! (tools, images, raw prompts, templates, a JSON schema as `format`, unknown options) is refused
-//! by name; `keep_alive` (how long Ollama keeps a model loaded) is the gateway's business and is
-//! accepted and left to the providers' own settings.
+//! Ollama streams by default (`stream` left out means `true`). Messages, tools and `format` (`"json"`
+//! or a JSON schema) are read into the conversation model by [`super::conversation`]. What
+//! Tollgate cannot honour (images, raw prompts, templates, unknown options) is refused by name;
+//! `keep_alive` (how long Ollama keeps a model loaded) is the gateway's business and is accepted
+//! and left to the providers' own settings.
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use tollgate_core::domain::conversation::Conversation;
 use tollgate_core::domain::{
-    AnswerFormat, ChatMessage, ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest,
-    GenerationOptions, MAX_STOP_TEXTS, ValidationError,
+    ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest, GenerationOptions,
+    MAX_STOP_TEXTS, ValidationError,
 };
+
+use super::conversation::{self, OllamaMessage, OllamaTool};
 
 /// `options`, as far as they mean something to every provider.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -37,10 +41,10 @@ pub struct ChatBody {
     #[schema(example = "llama3")]
     pub model: String,
     #[schema(min_items = 1, max_items = 256)]
-    pub messages: Vec<ChatMessage>,
-    /// Tool calling is not honoured; the official client always sends a list, empty without tools.
-    #[schema(max_items = 0)]
-    pub tools: Option<Vec<Value>>,
+    pub messages: Vec<OllamaMessage>,
+    /// The tools the model may call (the official client sends a list, empty without tools).
+    #[schema(max_items = 128)]
+    pub tools: Option<Vec<OllamaTool>>,
     #[schema(schema_with = switched_off)]
     pub think: Option<Value>,
     #[schema(schema_with = switched_off)]
@@ -110,12 +114,12 @@ fn switched_off() -> utoipa::openapi::schema::Object {
         .build()
 }
 
-/// `format` as it is taken: `"json"`, or nothing (see [`options`]).
+/// `format` as it is taken: `"json"`, a JSON schema, or nothing.
 fn json_format() -> utoipa::openapi::schema::Object {
     utoipa::openapi::schema::ObjectBuilder::new()
-        .enum_values(Some([Value::from("json"), Value::from(""), Value::Null]))
         .description(Some(
-            "`\"json\"` for a JSON answer; JSON schemas are not honoured",
+            "`\"json\"` for one JSON object, or a JSON schema the answer must match (checked: an \
+             answer that does not match is asked for again, then the call fails)",
         ))
         .build()
 }
@@ -128,15 +132,16 @@ pub struct Call<T> {
 
 impl ChatBody {
     pub fn parse(self) -> Result<Call<ChatRequest>, ValidationError> {
-        if self.tools.as_ref().is_some_and(|tools| !tools.is_empty()) {
-            return Err(ValidationError::new(
-                "tools",
-                "tool calling is not supported",
-            ));
-        }
         not_asked(self.think.as_ref(), self.logprobs)?;
-        let options = options(self.options, self.format.as_ref())?;
-        let request = ChatRequest::parse(&self.model, self.messages, Some(options))?;
+        let options = options(self.options)?;
+        let conversation = Conversation {
+            messages: conversation::messages(self.messages)?,
+            tools: conversation::tools(self.tools.unwrap_or_default())?,
+            output: conversation::output(self.format)?,
+            ..Conversation::default()
+        };
+        let request =
+            ChatRequest::new(&self.model, conversation, Some(options)).map_err(format_field)?;
         Ok(Call {
             request,
             stream: self.stream != Some(false),
@@ -147,9 +152,12 @@ impl ChatBody {
 impl GenerateBody {
     pub fn parse(self) -> Result<Call<GenerateRequest>, ValidationError> {
         not_asked(self.think.as_ref(), self.logprobs)?;
-        let mut options = options(self.options, self.format.as_ref())?;
+        let mut options = options(self.options)?;
         options.system = self.system;
-        let request = GenerateRequest::parse(&self.model, self.prompt, Some(options))?;
+        let output = conversation::output(self.format)?;
+        let request = GenerateRequest::parse(&self.model, self.prompt, Some(options))?
+            .with_output(output, "format")
+            .map_err(format_field)?;
         Ok(Call {
             request,
             stream: self.stream != Some(false),
@@ -206,23 +214,19 @@ fn no_options(options: Option<&Value>) -> Result<(), ValidationError> {
     }
 }
 
-/// Ollama's options and `format` as Tollgate's.
-fn options(
-    given: Option<OllamaOptions>,
-    format: Option<&Value>,
-) -> Result<GenerationOptions, ValidationError> {
-    let given = given.unwrap_or_default();
-    let format = match format {
-        None | Some(Value::Null) => None,
-        Some(Value::String(f)) if f.is_empty() => None,
-        Some(Value::String(f)) if f == "json" => Some(AnswerFormat::Json),
-        Some(_) => {
-            return Err(ValidationError::new(
-                "format",
-                "must be \"json\" (JSON schemas are not honoured)",
-            ));
+/// A schema's refusal named as Ollama's `format` (the schema itself).
+fn format_field(error: ValidationError) -> ValidationError {
+    match error.field.as_str() {
+        "output.schema" | "output.name" | "format.schema" => {
+            ValidationError::new("format", error.message)
         }
-    };
+        _ => error,
+    }
+}
+
+/// Ollama's options as Tollgate's.
+fn options(given: Option<OllamaOptions>) -> Result<GenerationOptions, ValidationError> {
+    let given = given.unwrap_or_default();
     if given
         .stop
         .as_ref()
@@ -239,7 +243,7 @@ fn options(
         max_tokens: given.num_predict,
         seed: given.seed,
         stop: given.stop,
-        format,
+        format: None,
         system: None,
     };
     options.validate().map_err(|e| match e.field.as_str() {
@@ -286,15 +290,17 @@ mod tests {
                 .extend(extra.as_object().expect("object").clone());
             serde_json::from_value::<ChatBody>(body)
         };
-        let format = chat(json!({ "format": { "type": "object" } })).expect("a body");
+        let format = chat(json!({ "format": { "type": 12 } })).expect("a body");
         assert_eq!(format.parse().err().expect("refused").field, "format");
         let predict = chat(json!({ "options": { "num_predict": 0 } })).expect("a body");
         assert_eq!(
             predict.parse().err().expect("refused").field,
             "options.num_predict"
         );
-        let tools = chat(json!({ "tools": [{ "type": "function" }] })).expect("a body");
-        assert_eq!(tools.parse().err().expect("refused").field, "tools");
+        let tools = chat(json!({ "tools": [{ "type": "retrieval",
+                                               "function": { "name": "f" } }] }))
+        .expect("a body");
+        assert_eq!(tools.parse().err().expect("refused").field, "tools[0].type");
         assert!(
             chat(json!({ "tools": [] }))
                 .expect("a body")

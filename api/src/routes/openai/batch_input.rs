@@ -176,6 +176,7 @@ fn body_item(
         conversation: None,
         input: None,
         options: None,
+        output: None,
         fields: None,
     };
     let model = match endpoint {
@@ -353,12 +354,16 @@ mod tests {
         let chat = |body: Value| file(&[line("a", "/v1/chat/completions", body)]);
         let cases = [
             (
-                chat(json!({ "model": "m", "messages": [], "tools": [] })),
-                "body.tools",
+                chat(
+                    json!({ "model": "m", "messages": [{ "role": "user", "content": "x" }],
+                             "tools": [{ "type": "function", "function": { "name": "f" } }],
+                             "tool_choice": "sometimes" }),
+                ),
+                "body.tool_choice",
             ),
             (
                 chat(json!({ "model": "m", "messages": [{ "role": "tool", "content": "x" }] })),
-                "body.messages[0].role",
+                "body.messages[0].tool_call_id",
             ),
             (
                 chat(

@@ -136,6 +136,9 @@ async fn create(
         model,
         options: None,
         template: None,
+        tools: Vec::new(),
+        tool_choice: Default::default(),
+        output: Default::default(),
     };
     let items = spec
         .items(items, |i| lines.get(i).map(|&(number, _)| number))

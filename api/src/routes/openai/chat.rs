@@ -2,6 +2,11 @@
 //! ends — or streamed, OpenAI's SSE chunks (ending `data: [DONE]`) or the Responses API's events,
 //! as the worker relays the text. Every answer carries `x-request-id`, the job's id.
 //!
+//! A streamed reply's tool calls arrive whole with its end (as Ollama gives them) and are written
+//! in each dialect's stream shape — a call's opening chunk (`index`, `id`, `type`, `name`) then its
+//! arguments; `output_item.added`, the arguments' delta and done, `output_item.done` — never as
+//! text.
+//!
 //! A streamed answer has committed to `200` before the job runs, so a failure after that is an
 //! error event in the stream (which the official SDKs raise), never a clean end with text missing.
 
@@ -14,11 +19,12 @@ use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt as _};
 use serde_json::{Value, json};
 use tollgate_core::db::tokens::Principal;
+use tollgate_core::domain::conversation::{Reply, ToolCall};
 use tollgate_core::domain::openai_batch::Endpoint;
 use tollgate_core::domain::{ChatRequest, Job, JobRequest, JobStatus};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::objects;
+use super::{objects, replies};
 use crate::AppState;
 use crate::access::auth::Caller;
 use crate::calls::feed::{Dialect, Feed, Started};
@@ -194,10 +200,22 @@ impl Dialect for ChunkWriter {
         if job.status != JobStatus::Succeeded {
             return self.failed(&crate::calls::answer::failure(job));
         }
-        let mut events = vec![self.chunk(
-            json!({}),
-            json!(crate::calls::answer::stop_reason(job, self.max_tokens)),
-        )];
+        let reply = crate::calls::answer::reply(job);
+        let mut events = Vec::new();
+        if let Some(refusal) = &reply.refusal {
+            events.push(self.chunk(json!({ "refusal": refusal }), Value::Null));
+        }
+        for (index, call) in reply.tool_calls.iter().enumerate() {
+            let mut opening = replies::chat_tool_call(call);
+            opening["index"] = json!(index);
+            opening["function"]["arguments"] = json!("");
+            events.push(self.chunk(json!({ "tool_calls": [opening] }), Value::Null));
+            let arguments = json!({ "index": index,
+                                    "function": { "arguments": call.arguments.as_str() } });
+            events.push(self.chunk(json!({ "tool_calls": [arguments] }), Value::Null));
+        }
+        let finish = crate::calls::answer::finish(job, self.max_tokens);
+        events.push(self.chunk(json!({}), json!(finish.as_str())));
         if self.include_usage {
             let (prompt, completion) = crate::calls::answer::tokens(job);
             events.push(data(&json!({
@@ -216,15 +234,19 @@ impl Dialect for ChunkWriter {
     }
 }
 
-/// The Responses API's stream: `response.created`, `response.in_progress`, the output item and
-/// its text part opened, `response.output_text.delta` per piece, then everything closed and
-/// `response.completed` (or `response.failed` / an `error` event).
+/// The Responses API's stream: `response.created`, `response.in_progress`, then — with the first
+/// piece of text — the message item and its text part opened and `response.output_text.delta` per
+/// piece; at the end the message closed, a function call item per tool call (added, its
+/// arguments, done), and `response.completed` (`response.incomplete` when cut short), or an
+/// `error` event.
 struct ResponseEvents {
     hex: String,
     created: i64,
     model: String,
     sequence: u64,
     text: String,
+    /// Whether the message item is open.
+    opened: bool,
 }
 
 impl ResponseEvents {
@@ -235,6 +257,7 @@ impl ResponseEvents {
             model: feed.model().to_owned(),
             sequence: 0,
             text: String::new(),
+            opened: false,
         }
     }
 
@@ -249,33 +272,18 @@ impl ResponseEvents {
         json!({
             "id": format!("resp_{}", self.hex), "object": "response", "created_at": self.created,
             "status": status, "model": self.model, "output": output, "error": null,
-            "incomplete_details": null, "parallel_tool_calls": false, "tool_choice": "none",
+            "incomplete_details": null, "parallel_tool_calls": true, "tool_choice": "auto",
             "tools": [], "usage": usage,
         })
     }
 
-    fn message(&self, status: &str, text: Option<&str>) -> Value {
-        let content = match text {
-            Some(text) => json!([{ "type": "output_text", "text": text, "annotations": [] }]),
-            None => json!([]),
-        };
-        json!({ "type": "message", "id": format!("msg_{}", self.hex), "status": status,
-                "role": "assistant", "content": content })
-    }
-}
-
-impl Dialect for ResponseEvents {
-    type Item = Event;
-    const STREAM: &'static str = "openai_responses";
-
-    fn opening(&mut self) -> Vec<Event> {
-        let created = self.response("in_progress", json!([]), Value::Null);
-        let item = self.message("in_progress", None);
+    /// The message item and its text part, opened.
+    fn open_message(&mut self) -> Vec<Event> {
+        self.opened = true;
+        let item = replies::message_item(&self.hex, "in_progress", None);
         let part = json!({ "type": "output_text", "text": "", "annotations": [] });
         let item_id = format!("msg_{}", self.hex);
         vec![
-            self.event("response.created", json!({ "response": created })),
-            self.event("response.in_progress", json!({ "response": created })),
             self.event(
                 "response.output_item.added",
                 json!({ "output_index": 0, "item": item }),
@@ -287,31 +295,12 @@ impl Dialect for ResponseEvents {
         ]
     }
 
-    fn text(&mut self, text: &str) -> Vec<Event> {
-        self.text.push_str(text);
-        let item_id = format!("msg_{}", self.hex);
-        vec![self.event(
-            "response.output_text.delta",
-            json!({ "item_id": item_id, "output_index": 0, "content_index": 0, "delta": text,
-                    "logprobs": [] }),
-        )]
-    }
-
-    fn ended(&mut self, job: &Job) -> Vec<Event> {
-        if job.status != JobStatus::Succeeded {
-            return self.failed(&crate::calls::answer::failure(job));
-        }
+    /// The message item and its text part, closed with the whole text.
+    fn close_message(&mut self) -> Vec<Event> {
         let text = self.text.clone();
         let item_id = format!("msg_{}", self.hex);
         let part = json!({ "type": "output_text", "text": text, "annotations": [] });
-        let item = self.message("completed", Some(&text));
-        let (input, output) = crate::calls::answer::tokens(job);
-        let usage = json!({
-            "input_tokens": input, "input_tokens_details": { "cached_tokens": 0 },
-            "output_tokens": output, "output_tokens_details": { "reasoning_tokens": 0 },
-            "total_tokens": input + output,
-        });
-        let completed = self.response("completed", json!([item]), usage);
+        let item = replies::message_item(&self.hex, "completed", Some(&text));
         vec![
             self.event(
                 "response.output_text.done",
@@ -326,16 +315,122 @@ impl Dialect for ResponseEvents {
                 "response.output_item.done",
                 json!({ "output_index": 0, "item": item }),
             ),
-            self.event("response.completed", json!({ "response": completed })),
         ]
+    }
+
+    /// A function call item's events, at `output_index`.
+    fn function_call(&mut self, index: usize, call: &ToolCall, output_index: usize) -> Vec<Event> {
+        let added = replies::function_call_item(&self.hex, index, call, "", "in_progress");
+        let done = replies::function_call_item(
+            &self.hex,
+            index,
+            call,
+            call.arguments.as_str(),
+            "completed",
+        );
+        let item_id = replies::function_call_id(&self.hex, index);
+        let arguments = call.arguments.as_str();
+        vec![
+            self.event(
+                "response.output_item.added",
+                json!({ "output_index": output_index, "item": added }),
+            ),
+            self.event(
+                "response.function_call_arguments.delta",
+                json!({ "item_id": item_id, "output_index": output_index, "delta": arguments }),
+            ),
+            self.event(
+                "response.function_call_arguments.done",
+                json!({ "item_id": item_id, "output_index": output_index, "name": call.name,
+                        "arguments": arguments }),
+            ),
+            self.event(
+                "response.output_item.done",
+                json!({ "output_index": output_index, "item": done }),
+            ),
+        ]
+    }
+}
+
+impl Dialect for ResponseEvents {
+    type Item = Event;
+    const STREAM: &'static str = "openai_responses";
+
+    fn opening(&mut self) -> Vec<Event> {
+        let created = self.response("in_progress", json!([]), Value::Null);
+        vec![
+            self.event("response.created", json!({ "response": created })),
+            self.event("response.in_progress", json!({ "response": created })),
+        ]
+    }
+
+    fn text(&mut self, text: &str) -> Vec<Event> {
+        let mut events = if self.opened {
+            Vec::new()
+        } else {
+            self.open_message()
+        };
+        self.text.push_str(text);
+        let item_id = format!("msg_{}", self.hex);
+        events.push(self.event(
+            "response.output_text.delta",
+            json!({ "item_id": item_id, "output_index": 0, "content_index": 0, "delta": text,
+                    "logprobs": [] }),
+        ));
+        events
+    }
+
+    fn ended(&mut self, job: &Job) -> Vec<Event> {
+        if job.status != JobStatus::Succeeded {
+            return self.failed(&crate::calls::answer::failure(job));
+        }
+        let reply = crate::calls::answer::reply(job);
+        let mut events = Vec::new();
+        if !self.opened && reply.tool_calls.is_empty() {
+            events.extend(self.open_message());
+        }
+        let messages = usize::from(self.opened);
+        if self.opened {
+            events.extend(self.close_message());
+        }
+        for (index, call) in reply.tool_calls.iter().enumerate() {
+            events.extend(self.function_call(index, call, messages + index));
+        }
+        let (input, output) = crate::calls::answer::tokens(job);
+        let usage = json!({
+            "input_tokens": input, "input_tokens_details": { "cached_tokens": 0 },
+            "output_tokens": output, "output_tokens_details": { "reasoning_tokens": 0 },
+            "total_tokens": input + output,
+        });
+        let finish = crate::calls::answer::finish(job, None);
+        let (status, incomplete) = replies::response_status(finish);
+        let whole = Reply {
+            text: self.text.clone(),
+            ..reply
+        };
+        let items = replies::response_output(&self.hex, &whole);
+        let mut ended = self.response(status, json!(items), usage);
+        ended["incomplete_details"] = incomplete;
+        let kind = if status == "incomplete" {
+            "response.incomplete"
+        } else {
+            "response.completed"
+        };
+        events.push(self.event(kind, json!({ "response": ended })));
+        events
     }
 
     fn failed(&mut self, error: &ApiError) -> Vec<Event> {
         let body = super::openai_error(error);
-        vec![self.event(
+        let error = self.event(
             "error",
             json!({ "code": body["error"]["code"], "message": body["error"]["message"],
                     "param": null }),
-        )]
+        );
+        let failed = self.response("failed", json!([]), Value::Null);
+        vec![
+            error,
+            self.event("response.failed", json!({ "response": failed })),
+        ]
     }
 }

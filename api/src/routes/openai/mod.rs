@@ -11,10 +11,12 @@
 mod batch_input;
 mod batches;
 mod chat;
+mod conversation;
 mod embeddings;
 mod files;
 mod models;
 mod objects;
+mod replies;
 mod requests;
 
 use std::fmt;

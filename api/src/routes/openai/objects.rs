@@ -7,11 +7,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tollgate_core::db::batches::{Batch, ItemResult};
 use tollgate_core::db::files::StoredFile;
+use tollgate_core::domain::conversation::{Finish, Reply};
 use tollgate_core::domain::openai_batch::Endpoint;
 use tollgate_core::domain::{Job, JobId};
 use utoipa::ToSchema;
 
-use super::{OpenAiBatchId, OpenAiFileId};
+use super::{OpenAiBatchId, OpenAiFileId, replies};
 
 /// How long OpenAI gives a batch: the only `completion_window` there is.
 pub const COMPLETION_WINDOW: &str = "24h";
@@ -301,7 +302,7 @@ fn response_body(endpoint: Endpoint, model: &str, item: &ItemResult) -> Value {
         model,
         created: item.finished_at.map(unix).unwrap_or_default(),
         tokens,
-        finish_reason: "stop",
+        finish: crate::calls::answer::finish_of(item.result.as_ref(), tokens.1, None),
         result: item.result.as_ref().unwrap_or(&Value::Null),
     };
     answer(endpoint, &answered)
@@ -315,7 +316,7 @@ pub fn job_answer(endpoint: Endpoint, job: &Job, max_tokens: Option<u32>) -> Val
         model: &job.model,
         created: job.finished_at.unwrap_or(job.created_at).timestamp(),
         tokens: (prompt, completion),
-        finish_reason: crate::calls::answer::stop_reason(job, max_tokens),
+        finish: crate::calls::answer::finish(job, max_tokens),
         result: job.result.as_ref().unwrap_or(&Value::Null),
     };
     answer(endpoint, &answered)
@@ -328,8 +329,8 @@ pub struct Answered<'a> {
     pub created: i64,
     /// Prompt and completion tokens.
     pub tokens: (i64, i64),
-    /// Chat Completions' `finish_reason`: `stop`, or `length` when `max_tokens` cut it.
-    pub finish_reason: &'static str,
+    /// Why the answer stopped.
+    pub finish: Finish,
     pub result: &'a Value,
 }
 
@@ -339,7 +340,8 @@ pub fn answer(endpoint: Endpoint, answered: &Answered<'_>) -> Value {
     let hex = answered.job_id.0.simple();
     let (created, model, result) = (answered.created, answered.model, answered.result);
     let (input, output) = answered.tokens;
-    let text = result["message"]["content"].as_str().unwrap_or_default();
+    let reply = Reply::from_result(result).unwrap_or_else(|| Reply::text("", None));
+    let hex = hex.to_string();
     match endpoint {
         Endpoint::ChatCompletions => json!({
             "id": format!("chatcmpl-{hex}"),
@@ -348,9 +350,9 @@ pub fn answer(endpoint: Endpoint, answered: &Answered<'_>) -> Value {
             "model": model,
             "choices": [{
                 "index": 0,
-                "message": { "role": "assistant", "content": text, "refusal": null },
+                "message": replies::chat_message(&reply),
                 "logprobs": null,
-                "finish_reason": answered.finish_reason,
+                "finish_reason": answered.finish.as_str(),
             }],
             "usage": {
                 "prompt_tokens": input,
@@ -362,20 +364,14 @@ pub fn answer(endpoint: Endpoint, answered: &Answered<'_>) -> Value {
             "id": format!("resp_{hex}"),
             "object": "response",
             "created_at": created,
-            "status": "completed",
+            "status": replies::response_status(answered.finish).0,
             "model": model,
-            "output": [{
-                "type": "message",
-                "id": format!("msg_{hex}"),
-                "status": "completed",
-                "role": "assistant",
-                "content": [{ "type": "output_text", "text": text, "annotations": [] }],
-            }],
-            "parallel_tool_calls": false,
-            "tool_choice": "none",
+            "output": replies::response_output(&hex, &reply),
+            "parallel_tool_calls": true,
+            "tool_choice": "auto",
             "tools": [],
             "error": null,
-            "incomplete_details": null,
+            "incomplete_details": replies::response_status(answered.finish).1,
             "usage": {
                 "input_tokens": input,
                 "input_tokens_details": { "cached_tokens": 0, "cache_write_tokens": 0 },

@@ -2,15 +2,21 @@
 //! runs them, turned into its own validated requests. Shared by the live surface
 //! (`/openai/v1/chat/completions`, …) and the Batch API's input lines.
 //!
-//! Whatever Tollgate cannot honour (tools, images, audio, several choices, log probabilities) is
-//! refused by name rather than silently dropped: an unknown parameter fails deserialization with
-//! its path, and the few known ones that only some values of are honoured are checked here.
+//! Messages, tools, the tool choice and the answer's format are read into the conversation model
+//! by [`super::conversation`]. Whatever Tollgate cannot honour (images, audio, several choices,
+//! log probabilities) is refused by name rather than silently dropped: an unknown parameter fails
+//! deserialization with its path, and the few known ones that only some values of are honoured
+//! are checked here.
 
 use serde::Deserialize;
 
+use tollgate_core::domain::conversation::{Conversation, Message, Role};
 use tollgate_core::domain::{
-    AnswerFormat, ChatMessage, ChatRequest, ChatRole, EmbeddingInput, EmbeddingRequest,
-    GenerationOptions, ValidationError,
+    ChatRequest, EmbeddingInput, EmbeddingRequest, GenerationOptions, ValidationError,
+};
+
+use super::conversation::{
+    self, ChatTool, FunctionTool, OpenAiMessage, ResponseFormat, ResponsesItem, ToolChoiceBody,
 };
 
 /// A Chat Completions request.
@@ -27,6 +33,10 @@ pub struct ChatCompletionBody {
     pub seed: Option<i64>,
     pub stop: Option<Stop>,
     pub response_format: Option<ResponseFormat>,
+    pub tools: Option<Vec<ChatTool>>,
+    pub tool_choice: Option<ToolChoiceBody>,
+    /// Whether the model may call several tools in one turn (default true).
+    pub parallel_tool_calls: Option<bool>,
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
     /// Only one choice is generated; `n: 1` is accepted.
@@ -56,15 +66,6 @@ pub enum Stop {
     Many(Vec<String>),
 }
 
-/// `response_format`: `text`, or `json_object` (one JSON object). JSON schemas are not honoured.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[schema(as = OpenAiResponseFormat)]
-#[serde(deny_unknown_fields)]
-pub struct ResponseFormat {
-    #[serde(rename = "type")]
-    pub kind: String,
-}
-
 /// A Responses request.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = OpenAiResponseRequest)]
@@ -76,9 +77,27 @@ pub struct ResponsesBody {
     pub max_output_tokens: Option<u32>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
+    pub tools: Option<Vec<FunctionTool>>,
+    pub tool_choice: Option<ToolChoiceBody>,
+    pub parallel_tool_calls: Option<bool>,
+    pub text: Option<TextOptions>,
     pub stream: Option<bool>,
+    /// Responses are not kept for later reading; `store: false` says the same.
+    #[serde(rename = "store")]
+    pub _store: Option<bool>,
     #[serde(rename = "user")]
     pub _user: Option<String>,
+}
+
+/// The Responses API's `text`: the answer's `format`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = OpenAiResponseText)]
+#[serde(deny_unknown_fields)]
+pub struct TextOptions {
+    format: Option<ResponseFormat>,
+    /// `verbosity` is a preference only some models read; it is accepted and not acted on.
+    #[serde(rename = "verbosity")]
+    _verbosity: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -86,7 +105,7 @@ pub struct ResponsesBody {
 #[serde(untagged)]
 pub enum ResponsesInput {
     Text(String),
-    Messages(Vec<OpenAiMessage>),
+    Items(Vec<ResponsesItem>),
 }
 
 /// An Embeddings request.
@@ -111,36 +130,6 @@ pub enum EncodingFormat {
     #[default]
     Float,
     Base64,
-}
-
-/// A message as OpenAI's APIs take it: text content, or text parts.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OpenAiMessage {
-    role: String,
-    content: Content,
-    /// Responses input items may say `"type": "message"`.
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    /// A participant's name: Tollgate's providers take none, and it changes nothing asked.
-    #[serde(rename = "name")]
-    _name: Option<String>,
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[schema(as = OpenAiContent)]
-#[serde(untagged)]
-enum Content {
-    Text(String),
-    Parts(Vec<ContentPart>),
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[schema(as = OpenAiContentPart)]
-struct ContentPart {
-    #[serde(rename = "type")]
-    kind: String,
-    text: Option<String>,
 }
 
 /// A Chat Completion as Tollgate runs it.
@@ -169,22 +158,20 @@ impl ChatCompletionBody {
                 "is only allowed with \"stream\": true",
             ));
         }
-        let messages = self
-            .messages
-            .into_iter()
-            .enumerate()
-            .map(|(i, m)| m.into_message(&format!("messages[{i}]")))
-            .collect::<Result<Vec<_>, _>>()?;
-        let format = match self.response_format.map(|f| f.kind) {
-            None => None,
-            Some(kind) if kind == "text" => None,
-            Some(kind) if kind == "json_object" => Some(AnswerFormat::Json),
-            Some(_) => {
-                return Err(ValidationError::new(
-                    "response_format.type",
-                    "must be \"text\" or \"json_object\" (JSON schemas are not honoured)",
-                ));
-            }
+        let conversation = Conversation {
+            messages: conversation::chat_messages(self.messages)?,
+            tools: conversation::chat_tools(self.tools.unwrap_or_default())?,
+            tool_choice: self
+                .tool_choice
+                .map(ToolChoiceBody::into_choice)
+                .transpose()?
+                .unwrap_or_default(),
+            parallel_tool_calls: self.parallel_tool_calls.unwrap_or(true),
+            output: self
+                .response_format
+                .map(|f| f.into_output("response_format"))
+                .transpose()?
+                .unwrap_or_default(),
         };
         let options = GenerationOptions {
             temperature: self.temperature,
@@ -195,11 +182,11 @@ impl ChatCompletionBody {
                 Stop::One(text) => vec![text],
                 Stop::Many(texts) => texts,
             }),
-            format,
+            format: None,
             system: None,
         };
-        let request = ChatRequest::parse(&self.model, messages, Some(options))
-            .map_err(|error| error.unnest("options."))?;
+        let request = ChatRequest::new(&self.model, conversation, Some(options))
+            .map_err(|error| chat_field(error.unnest("options.")))?;
         Ok(ChatCompletion {
             request,
             stream,
@@ -218,35 +205,41 @@ impl ResponsesBody {
     pub fn parse(self) -> Result<Response, ValidationError> {
         let mut messages = Vec::new();
         if let Some(instructions) = self.instructions {
-            messages.push(ChatMessage {
-                role: ChatRole::System,
-                content: instructions,
-            });
+            messages.push(Message::text(Role::System, instructions));
         }
         match self.input {
-            ResponsesInput::Text(content) => messages.push(ChatMessage {
-                role: ChatRole::User,
-                content,
-            }),
-            ResponsesInput::Messages(given) => {
-                for (i, m) in given.into_iter().enumerate() {
-                    messages.push(m.into_message(&format!("input[{i}]"))?);
-                }
-            }
+            ResponsesInput::Text(content) => messages.push(Message::text(Role::User, content)),
+            ResponsesInput::Items(items) => conversation::response_items(items, &mut messages)?,
         }
+        let output = match self.text.and_then(|text| text.format) {
+            Some(format) => format.into_output("text.format")?,
+            None => Default::default(),
+        };
+        let conversation = Conversation {
+            messages,
+            tools: conversation::response_tools(self.tools.unwrap_or_default())?,
+            tool_choice: self
+                .tool_choice
+                .map(ToolChoiceBody::into_choice)
+                .transpose()?
+                .unwrap_or_default(),
+            parallel_tool_calls: self.parallel_tool_calls.unwrap_or(true),
+            output,
+        };
         let options = GenerationOptions {
             temperature: self.temperature,
             top_p: self.top_p,
             max_tokens: self.max_output_tokens,
             ..GenerationOptions::default()
         };
-        let request =
-            ChatRequest::parse(&self.model, messages, Some(options)).map_err(|e| {
-                match e.field.as_str() {
-                    "options.max_tokens" => ValidationError::new("max_output_tokens", e.message),
-                    _ => e.unnest("options."),
-                }
-            })?;
+        let request = ChatRequest::new(&self.model, conversation, Some(options)).map_err(|e| {
+            match e.field.as_str() {
+                "options.max_tokens" => ValidationError::new("max_output_tokens", e.message),
+                "output.name" => ValidationError::new("text.format.name", e.message),
+                "output.schema" => ValidationError::new("text.format.schema", e.message),
+                _ => e.unnest("options."),
+            }
+        })?;
         Ok(Response {
             request,
             stream: self.stream == Some(true),
@@ -262,44 +255,14 @@ impl EmbeddingsBody {
     }
 }
 
-impl OpenAiMessage {
-    fn into_message(self, at: &str) -> Result<ChatMessage, ValidationError> {
-        if self.kind.as_deref().is_some_and(|k| k != "message") {
-            return Err(ValidationError::new(
-                format!("{at}.type"),
-                "only message items are supported",
-            ));
+/// A conversation's field as Chat Completions names it.
+fn chat_field(error: ValidationError) -> ValidationError {
+    match error.field.as_str() {
+        "output.name" => ValidationError::new("response_format.json_schema.name", error.message),
+        "output.schema" => {
+            ValidationError::new("response_format.json_schema.schema", error.message)
         }
-        let role = match self.role.as_str() {
-            "system" | "developer" => ChatRole::System,
-            "user" => ChatRole::User,
-            "assistant" => ChatRole::Assistant,
-            other => {
-                return Err(ValidationError::new(
-                    format!("{at}.role"),
-                    format!("{other:?} is not supported: use system, developer, user or assistant"),
-                ));
-            }
-        };
-        let content = match self.content {
-            Content::Text(text) => text,
-            Content::Parts(parts) => {
-                let mut text = String::new();
-                for (i, part) in parts.into_iter().enumerate() {
-                    match (part.kind.as_str(), part.text) {
-                        ("text" | "input_text" | "output_text", Some(t)) => text.push_str(&t),
-                        _ => {
-                            return Err(ValidationError::new(
-                                format!("{at}.content[{i}]"),
-                                "only text parts are supported",
-                            ));
-                        }
-                    }
-                }
-                text
-            }
-        };
-        Ok(ChatMessage { role, content })
+        _ => error,
     }
 }
 
@@ -354,16 +317,22 @@ mod tests {
             ),
             (json!({ "temperature": 5 }), "temperature"),
             (
-                json!({ "response_format": { "type": "json_schema" } }),
+                json!({ "response_format": { "type": "xml" } }),
                 "response_format.type",
+            ),
+            (
+                json!({ "response_format": { "type": "json_schema" } }),
+                "response_format.name",
+            ),
+            (
+                json!({ "tools": [{ "type": "web_search", "function": { "name": "f" } }] }),
+                "tools[0].type",
             ),
             (json!({ "stop": ["a", "b", "c", "d", "e"] }), "stop"),
         ] {
             let error = chat(base(extra)).err().expect("refused");
             assert_eq!(error.field, field, "{error}");
         }
-        let tools = serde_json::from_value::<ChatCompletionBody>(base(json!({ "tools": [] })));
-        assert!(tools.err().expect("refused").to_string().contains("tools"));
     }
 
     #[test]

@@ -12,9 +12,31 @@ use crate::domain::{MAX_MESSAGES, MAX_TEXT_CHARS, ValidationError};
 /// Most tools offered in one request (OpenAI's limit).
 pub const MAX_TOOLS: usize = 128;
 
+/// The schemas a run of checks has compiled already (a batch's items share theirs), by their
+/// text: each is compiled once.
+#[derive(Default)]
+pub struct CompiledSchemas(HashSet<String>);
+
+impl CompiledSchemas {
+    /// Compiles `schema` unless it compiled before.
+    pub fn compile(&mut self, schema: &serde_json::Value) -> Result<(), String> {
+        let text = schema.to_string();
+        if !self.0.contains(&text) {
+            compile_schema(schema)?;
+            self.0.insert(text);
+        }
+        Ok(())
+    }
+}
+
 impl Conversation {
     /// Checks the conversation's rules, naming the first field that breaks one.
     pub fn check(&self) -> Result<(), ValidationError> {
+        self.check_sharing(&mut CompiledSchemas::default())
+    }
+
+    /// [`Self::check`], compiling only the schemas `compiled` has not.
+    pub fn check_sharing(&self, compiled: &mut CompiledSchemas) -> Result<(), ValidationError> {
         if self.messages.is_empty() || self.messages.len() > MAX_MESSAGES {
             return Err(ValidationError::new(
                 "messages",
@@ -25,10 +47,12 @@ impl Conversation {
         for (i, message) in self.messages.iter().enumerate() {
             check_message(message, &format!("messages[{i}]"), &mut calls)?;
         }
-        check_tools(self)?;
+        check_tools(self, compiled)?;
         if let OutputFormat::JsonSchema(format) = &self.output {
             tool_name(&format.name).map_err(|e| ValidationError::new("output.name", e))?;
-            compile_schema(&format.schema).map_err(|e| ValidationError::new("output.schema", e))?;
+            compiled
+                .compile(&format.schema)
+                .map_err(|e| ValidationError::new("output.schema", e))?;
         }
         Ok(())
     }
@@ -46,10 +70,15 @@ fn check_message(
     at: &str,
     calls: &mut Calls,
 ) -> Result<(), ValidationError> {
+    // A part as the dialects name it: a message's single text is its `content`.
+    let field = |j: usize| match message.parts.len() {
+        1 => format!("{at}.content"),
+        _ => format!("{at}.content[{j}]"),
+    };
     let refuse = |j: usize, what: &str| {
         let role = message.role.as_str();
         ValidationError::new(
-            format!("{at}.parts[{j}]"),
+            field(j),
             format!("a message from the {role} cannot hold {what}"),
         )
     };
@@ -61,7 +90,7 @@ fn check_message(
                 }
                 if text.chars().count() > MAX_TEXT_CHARS {
                     return Err(ValidationError::new(
-                        format!("{at}.parts[{j}]"),
+                        field(j),
                         format!("must be at most {MAX_TEXT_CHARS} characters"),
                     ));
                 }
@@ -71,10 +100,10 @@ fn check_message(
                     return Err(refuse(j, "a tool call"));
                 }
                 tool_name(&call.name)
-                    .map_err(|e| ValidationError::new(format!("{at}.parts[{j}].name"), e))?;
+                    .map_err(|e| ValidationError::new(format!("{}.name", field(j)), e))?;
                 if call.id.is_empty() || !calls.ids.insert(call.id.clone()) {
                     return Err(ValidationError::new(
-                        format!("{at}.parts[{j}].id"),
+                        format!("{}.id", field(j)),
                         format!("{:?} must be a call id not used before", call.id),
                     ));
                 }
@@ -90,8 +119,12 @@ fn check_message(
                     (None, None) => false,
                 };
                 if !answers {
+                    let named_by = match result.call_id {
+                        Some(_) => "tool_call_id",
+                        None => "tool_name",
+                    };
                     return Err(ValidationError::new(
-                        format!("{at}.parts[{j}]"),
+                        format!("{at}.{named_by}"),
                         "answers no earlier tool call (by its call id, or else its tool's name)",
                     ));
                 }
@@ -120,7 +153,10 @@ fn check_message(
     Ok(())
 }
 
-fn check_tools(conversation: &Conversation) -> Result<(), ValidationError> {
+fn check_tools(
+    conversation: &Conversation,
+    compiled: &mut CompiledSchemas,
+) -> Result<(), ValidationError> {
     let tools = &conversation.tools;
     if tools.len() > MAX_TOOLS {
         return Err(ValidationError::new(
@@ -137,7 +173,8 @@ fn check_tools(conversation: &Conversation) -> Result<(), ValidationError> {
                 format!("{:?} is offered twice", tool.name),
             ));
         }
-        compile_schema(&tool.parameters)
+        compiled
+            .compile(&tool.parameters)
             .map_err(|e| ValidationError::new(format!("tools[{k}].parameters"), e))?;
     }
     match &conversation.tool_choice {
@@ -229,11 +266,11 @@ mod tests {
         for (messages, field) in [
             (
                 vec![question.clone(), result(Some("call_9"), None)],
-                "messages[1].parts[0]",
+                "messages[1].tool_call_id",
             ),
             (
                 vec![question.clone(), result(None, Some("get_weather"))],
-                "messages[1].parts[0]",
+                "messages[1].tool_name",
             ),
             (
                 vec![
@@ -241,15 +278,15 @@ mod tests {
                     call("call_1"),
                     result(Some("call_2"), None),
                 ],
-                "messages[2].parts[0]",
+                "messages[2].tool_call_id",
             ),
             (
                 vec![question.clone(), call("call_1"), result(None, None)],
-                "messages[2].parts[0]",
+                "messages[2].tool_name",
             ),
             (
                 vec![question.clone(), call("call_1"), call("call_1")],
-                "messages[2].parts[0].id",
+                "messages[2].content.id",
             ),
         ] {
             assert_eq!(refused(conversation(messages)), field);
@@ -266,8 +303,8 @@ mod tests {
         let tool_talking = Message::text(Role::Tool, "18°C");
         let blank = Message::text(Role::Assistant, "  ");
         for (messages, field) in [
-            (vec![user_calling], "messages[0].parts[0]"),
-            (vec![question.clone(), tool_talking], "messages[1].parts[0]"),
+            (vec![user_calling], "messages[0].content"),
+            (vec![question.clone(), tool_talking], "messages[1].content"),
             (vec![question.clone(), blank], "messages[1]"),
             (vec![], "messages"),
         ] {

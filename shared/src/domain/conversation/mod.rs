@@ -22,7 +22,7 @@ mod tools;
 
 use serde::{Deserialize, Serialize};
 
-pub use check::MAX_TOOLS;
+pub use check::{CompiledSchemas, MAX_TOOLS};
 pub use output::{AnswerSchema, JsonSchemaFormat, OutputFormat, Violation};
 pub use reply::{Finish, Reply, answered_call, new_call_id};
 pub use tools::{Arguments, Tool, ToolChoice, tool_name};
@@ -67,7 +67,8 @@ fn is_allowed(parallel: &bool) -> bool {
 }
 
 /// Who speaks a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ConversationRole)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     System,
@@ -100,7 +101,8 @@ pub struct Message {
 /// A piece of a message. The next kinds (an image, a model's reasoning with its signature) join
 /// this list; a stored part of a kind this release does not know is refused when read, never
 /// dropped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ConversationPart)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Part {
     Text { text: String },
@@ -109,18 +111,20 @@ pub enum Part {
 }
 
 /// The assistant asking for a tool to be run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolCall {
     /// The call's id, which its result names (made once by Tollgate when a provider gives none).
     pub id: String,
     pub name: String,
+    /// The arguments: one JSON object, as its text.
+    #[schema(value_type = String, example = "{\"city\": \"Paris\"}")]
     pub arguments: Arguments,
 }
 
 /// A tool's answer to a call, naming the call by its id, by the tool's name, or both (Ollama's
 /// own Python package sends only the name).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -163,19 +167,44 @@ impl Message {
 }
 
 /// A message as `jobs.request` holds it: a single text as the plain string the previous release
-/// wrote, anything else as its list of parts.
-#[derive(Serialize, Deserialize)]
+/// wrote, anything else as its list of parts. Also the native API's form of a message.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ConversationMessage)]
 #[serde(deny_unknown_fields)]
 struct StoredMessage {
     role: Role,
     content: StoredContent,
 }
 
-#[derive(Serialize, Deserialize)]
+/// A message's text, or its parts in order.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ConversationContent)]
 #[serde(untagged)]
 enum StoredContent {
     Text(String),
     Parts(Vec<Part>),
+}
+
+/// A message is written as its stored form.
+impl utoipa::PartialSchema for Message {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <StoredMessage as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl utoipa::ToSchema for Message {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("ConversationMessage")
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <StoredMessage as utoipa::ToSchema>::schemas(schemas);
+    }
 }
 
 impl From<StoredMessage> for Message {

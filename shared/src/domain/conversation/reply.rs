@@ -212,7 +212,10 @@ mod tests {
         assert_eq!(reply.finish, Some(Finish::ToolCalls));
         assert!(!reply.is_checkable());
         let result = reply.to_result();
-        assert_eq!(result["message"]["tool_calls"][0]["arguments"], r#"{"city":"Paris"}"#);
+        assert_eq!(
+            result["message"]["tool_calls"][0]["arguments"],
+            r#"{"city":"Paris"}"#
+        );
         assert_eq!(Reply::from_result(&result), Some(reply));
         let cut = Reply::answered(String::new(), vec![call], None, Some("length"));
         assert_eq!(cut.finish, Some(Finish::Length), "a cut stays a cut");

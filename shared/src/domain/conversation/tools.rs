@@ -12,13 +12,15 @@ use serde_json::Value;
 const MAX_TOOL_NAME: usize = 128;
 
 /// A tool the model may call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ConversationTool)]
 #[serde(deny_unknown_fields)]
 pub struct Tool {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// A JSON Schema for the arguments (an object's).
+    #[schema(value_type = Object)]
     pub parameters: Value,
     /// The provider is asked to keep to the schema exactly (OpenAI's `strict`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -26,7 +28,8 @@ pub struct Tool {
 }
 
 /// Whether the model calls a tool: as it likes, never, at least one, or the one named.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ConversationToolChoice)]
 #[serde(rename_all = "snake_case")]
 pub enum ToolChoice {
     #[default]

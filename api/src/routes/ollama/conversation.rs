@@ -1,0 +1,253 @@
+//! A conversation in Ollama's dialect, read into Tollgate's conversation model and its reply
+//! written back: messages with an assistant's `tool_calls` (arguments as an object, the call id
+//! when there is one — a call without one is given one here, once), `role: "tool"` results naming
+//! their call by `tool_call_id` and/or the tool by `tool_name` (the official `ollama` package sends
+//! only the name), the tools offered, and `format` as `"json"` or a JSON schema.
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tollgate_core::domain::ValidationError;
+use tollgate_core::domain::conversation::{
+    Arguments, JsonSchemaFormat, Message, OutputFormat, Part, Reply, Role, Tool, ToolCall,
+    ToolResult, new_call_id,
+};
+
+/// The name a schema given as Ollama's `format` goes by (Ollama's has none; OpenAI needs one).
+const FORMAT_NAME: &str = "response";
+
+/// A message as `/api/chat` takes it.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = OllamaMessage)]
+#[serde(deny_unknown_fields)]
+pub struct OllamaMessage {
+    /// `system`, `user`, `assistant` or `tool`.
+    role: String,
+    #[serde(default)]
+    content: String,
+    /// An assistant's tool calls.
+    tool_calls: Option<Vec<OllamaToolCall>>,
+    /// The tool whose result a `tool` message is.
+    tool_name: Option<String>,
+    /// The call a `tool` message answers.
+    tool_call_id: Option<String>,
+    /// Images are not honoured yet; the official client sends `null` or none.
+    #[schema(max_items = 0)]
+    images: Option<Vec<Value>>,
+    /// An answer's thinking echoed back into the history: kept out of the request.
+    #[serde(rename = "thinking")]
+    _thinking: Option<String>,
+}
+
+/// A tool call in Ollama's shape: arguments as an object.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = OllamaToolCall)]
+#[serde(deny_unknown_fields)]
+pub struct OllamaToolCall {
+    id: Option<String>,
+    function: OllamaFunctionCall,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = OllamaFunctionCall)]
+#[serde(deny_unknown_fields)]
+pub struct OllamaFunctionCall {
+    #[serde(rename = "index")]
+    _index: Option<u32>,
+    name: String,
+    arguments: Map<String, Value>,
+}
+
+/// A tool offered: `{"type": "function", "function": {name, description, parameters}}`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = OllamaTool)]
+#[serde(deny_unknown_fields)]
+pub struct OllamaTool {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    function: OllamaFunction,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = OllamaFunction)]
+#[serde(deny_unknown_fields)]
+pub struct OllamaFunction {
+    name: String,
+    description: Option<String>,
+    parameters: Option<Value>,
+}
+
+/// The messages as the conversation's.
+pub fn messages(given: Vec<OllamaMessage>) -> Result<Vec<Message>, ValidationError> {
+    given
+        .into_iter()
+        .enumerate()
+        .map(|(i, message)| message.into_message(&format!("messages[{i}]")))
+        .collect()
+}
+
+/// The tools offered.
+pub fn tools(given: Vec<OllamaTool>) -> Result<Vec<Tool>, ValidationError> {
+    given
+        .into_iter()
+        .enumerate()
+        .map(|(i, tool)| {
+            if tool.kind.as_deref().is_some_and(|k| k != "function") {
+                return Err(ValidationError::new(
+                    format!("tools[{i}].type"),
+                    "only function tools are supported",
+                ));
+            }
+            let function = tool.function;
+            Ok(Tool {
+                name: function.name,
+                description: function.description,
+                parameters: function
+                    .parameters
+                    .unwrap_or_else(|| json!({ "type": "object", "properties": {} })),
+                strict: false,
+            })
+        })
+        .collect()
+}
+
+/// `format`: nothing, `"json"` (one JSON object) or a JSON schema.
+pub fn output(format: Option<Value>) -> Result<OutputFormat, ValidationError> {
+    match format {
+        None | Some(Value::Null) => Ok(OutputFormat::Text),
+        Some(Value::String(f)) if f.is_empty() => Ok(OutputFormat::Text),
+        Some(Value::String(f)) if f == "json" => Ok(OutputFormat::JsonObject),
+        Some(schema @ Value::Object(_)) => Ok(OutputFormat::JsonSchema(JsonSchemaFormat {
+            name: FORMAT_NAME.to_owned(),
+            description: None,
+            schema,
+            strict: false,
+        })),
+        Some(_) => Err(ValidationError::new(
+            "format",
+            "must be \"json\" or a JSON schema object",
+        )),
+    }
+}
+
+/// The reply's message in Ollama's shape: its tool calls with their arguments as an object.
+pub fn reply_message(reply: &Reply) -> Value {
+    let mut message = json!({ "role": "assistant", "content": reply.text });
+    if !reply.tool_calls.is_empty() {
+        let calls: Vec<Value> = reply
+            .tool_calls
+            .iter()
+            .enumerate()
+            .map(|(index, call)| tool_call(index, call))
+            .collect();
+        message["tool_calls"] = json!(calls);
+    }
+    message
+}
+
+/// A call in Ollama's shape, `index` counting the reply's calls.
+pub fn tool_call(index: usize, call: &ToolCall) -> Value {
+    json!({ "id": call.id, "function": { "index": index, "name": call.name,
+                                          "arguments": call.arguments.to_object() } })
+}
+
+impl OllamaMessage {
+    fn into_message(self, at: &str) -> Result<Message, ValidationError> {
+        if self
+            .images
+            .as_ref()
+            .is_some_and(|images| !images.is_empty())
+        {
+            return Err(ValidationError::new(
+                format!("{at}.images"),
+                "images are not supported",
+            ));
+        }
+        let role = match self.role.as_str() {
+            "system" | "developer" => Role::System,
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            "tool" => Role::Tool,
+            other => {
+                return Err(ValidationError::new(
+                    format!("{at}.role"),
+                    format!("{other:?} is not supported: use system, user, assistant or tool"),
+                ));
+            }
+        };
+        if role == Role::Tool {
+            if self.tool_call_id.is_none() && self.tool_name.is_none() {
+                return Err(ValidationError::new(
+                    format!("{at}.tool_name"),
+                    "a tool message names its tool (tool_name) or its call (tool_call_id)",
+                ));
+            }
+            return Ok(Message {
+                role,
+                parts: vec![Part::ToolResult(ToolResult {
+                    call_id: self.tool_call_id,
+                    name: self.tool_name,
+                    content: self.content,
+                })],
+            });
+        }
+        let mut parts = Vec::new();
+        if !self.content.is_empty() || self.tool_calls.is_none() {
+            parts.push(Part::Text { text: self.content });
+        }
+        for call in self.tool_calls.into_iter().flatten() {
+            parts.push(Part::ToolCall(ToolCall {
+                // Made once here for a call its client kept without one.
+                id: call
+                    .id
+                    .filter(|id| !id.is_empty())
+                    .unwrap_or_else(new_call_id),
+                name: call.function.name,
+                arguments: Arguments::from_object(&call.function.arguments),
+            }));
+        }
+        Ok(Message { role, parts })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(messages_json: Value) -> Result<Vec<Message>, ValidationError> {
+        messages(serde_json::from_value(messages_json).expect("messages"))
+    }
+
+    #[test]
+    fn a_history_of_calls_and_results_reads_with_ids_made_once() {
+        let read = read(json!([
+            { "role": "user", "content": "Weather?" },
+            { "role": "assistant", "content": "", "tool_calls": [
+                { "function": { "name": "get_weather", "arguments": { "z": 1, "city": "Paris" } } }] },
+            { "role": "tool", "tool_name": "get_weather", "content": "18°C" },
+        ]))
+        .expect("valid");
+        let call = read[1].tool_calls().next().expect("a call");
+        assert!(call.id.starts_with("call_"));
+        assert_eq!(
+            call.arguments.as_str(),
+            r#"{"z":1,"city":"Paris"}"#,
+            "the object's keys in the order written"
+        );
+        assert!(matches!(&read[2].parts[0],
+            Part::ToolResult(r) if r.name.as_deref() == Some("get_weather") && r.call_id.is_none()));
+    }
+
+    #[test]
+    fn format_is_json_or_a_schema_and_nothing_else() {
+        assert_eq!(output(Some(json!("json"))), Ok(OutputFormat::JsonObject));
+        assert!(matches!(
+            output(Some(json!({ "type": "object" }))),
+            Ok(OutputFormat::JsonSchema(f)) if f.name == FORMAT_NAME
+        ));
+        assert_eq!(
+            output(Some(json!("yaml"))).expect_err("refused").field,
+            "format"
+        );
+        assert!(read(json!([{ "role": "tool", "content": "x" }])).is_err());
+    }
+}
