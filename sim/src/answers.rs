@@ -22,6 +22,21 @@ pub struct Asked {
     pub format: Format,
 }
 
+/// The tools a request offers, as both vendors write them (`{"type": "function", "function":
+/// {name, parameters}}`): each one's name and parameters schema.
+pub fn offered(tools: &[Value]) -> Vec<(String, Value)> {
+    tools
+        .iter()
+        .filter_map(|tool| {
+            let function = &tool["function"];
+            Some((
+                function["name"].as_str()?.to_owned(),
+                function["parameters"].clone(),
+            ))
+        })
+        .collect()
+}
+
 /// The answer's form.
 #[derive(Default)]
 pub enum Format {

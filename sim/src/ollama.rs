@@ -142,17 +142,7 @@ impl ChatBody {
     fn asked(&self) -> Asked {
         let last = self.messages.last();
         Asked {
-            tools: self
-                .tools
-                .iter()
-                .filter_map(|tool| {
-                    let function = &tool["function"];
-                    Some((
-                        function["name"].as_str()?.to_owned(),
-                        function["parameters"].clone(),
-                    ))
-                })
-                .collect(),
+            tools: crate::answers::offered(&self.tools),
             choice: None,
             parallel: true,
             last_role: last.map(|m| m.role.clone()).unwrap_or_default(),

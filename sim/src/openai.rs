@@ -229,17 +229,7 @@ impl ChatCompletionsBody {
             _ => None,
         };
         Asked {
-            tools: self
-                .tools
-                .iter()
-                .filter_map(|tool| {
-                    let function = &tool["function"];
-                    Some((
-                        function["name"].as_str()?.to_owned(),
-                        function["parameters"].clone(),
-                    ))
-                })
-                .collect(),
+            tools: crate::answers::offered(&self.tools),
             choice,
             parallel: self.parallel_tool_calls != Some(false),
             last_role: last

@@ -632,3 +632,103 @@ async fn a_batch_of_structured_items_comes_back_validated_with_the_bad_one_faile
     assert_eq!(billed, 19);
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fallback_carries_the_whole_conversation_tools_and_history_included() {
+    let stack = stack().await;
+    let alias = stack
+        .admin(
+            reqwest::Method::PUT,
+            "/v1/admin/aliases/assistant",
+            &json!({ "routes": { "ollama": "llama3", "openai": "gpt-4.1-mini" } }),
+        )
+        .await;
+    assert_eq!(alias.status(), 200);
+    // The first turn runs on Ollama, which gives no call id: Tollgate makes one.
+    let surface = Surface::Chat;
+    let mut history = surface.ask("What is the weather in Paris?");
+    let body = surface.body("assistant", &history, false);
+    let (calls, _) = surface.turn(&stack, &body, false).await;
+    assert_eq!(stack.openai.calls("/v1/chat/completions"), 0);
+    assert!(calls[0].id.starts_with("call_"), "{calls:?}");
+    // Ollama fails from now on: the second turn falls back to OpenAI, which is sent the tools
+    // and the history in its own form (arguments as a string, the result joined by the made id).
+    stack.ollama.set_knobs(provider_sim::Knobs {
+        error_rate: 1.0,
+        ..provider_sim::Knobs::default()
+    });
+    surface.replay(&mut history, &calls);
+    let body = surface.body("assistant", &history, false);
+    let answer = stack.post(surface.path(), &body).await;
+    let id = answer.headers()["x-request-id"]
+        .to_str()
+        .expect("an id")
+        .to_owned();
+    let (again, text) = chat_answer(&answer.json().await.expect("JSON"));
+    assert!(again.is_empty() && text.contains("18°C"), "{text}");
+    let job: Value = stack
+        .get(&format!("/v1/jobs/{id}"))
+        .await
+        .json()
+        .await
+        .expect("job");
+    assert_eq!(job["provider"], "openai", "{job}");
+    assert_eq!(job["route_reason"], "fallback", "{job}");
+    assert_eq!(stack.openai.calls("/v1/chat/completions"), 1);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn bad_tools_and_schemas_are_refused_in_each_dialect_and_nothing_is_written() {
+    let stack = Stack::start().await;
+    let ask = json!([{ "role": "user", "content": "Weather?" }]);
+    let native = [
+        (
+            json!({ "model": "llama3", "messages": ask, "tool_choice": { "tool": "launch" },
+                    "tools": [{ "name": "get_weather", "parameters": weather() }] }),
+            "tool_choice",
+        ),
+        (
+            json!({ "model": "llama3", "messages": ask,
+                    "output": { "type": "json_schema", "name": "p", "schema": { "type": 7 } } }),
+            "output.schema",
+        ),
+        (
+            json!({ "model": "llama3", "messages": ask,
+                    "tools": [{ "name": "get_weather", "parameters": weather() },
+                              { "name": "get_weather", "parameters": clock() }] }),
+            "tools[1].name",
+        ),
+        (
+            json!({ "model": "llama3", "messages": [
+                { "role": "user", "content": "Weather?" },
+                { "role": "tool", "content": [{ "type": "tool_result", "call_id": "c9",
+                                                "content": "18°C" }] }] }),
+            "messages[1].tool_call_id",
+        ),
+    ];
+    for (body, field) in native {
+        let refused = stack.post("/v1/chat", &body).await;
+        assert_eq!(refused.status(), 422, "{body}");
+        let problem: Value = refused.json().await.expect("a problem");
+        assert_eq!(problem["field"], field, "{problem}");
+    }
+    let generate = json!({ "model": "llama3", "prompt": "A mug",
+        "output": { "type": "json_schema", "name": "p", "schema": { "$ref": "https://example.com/s" } } });
+    let refused = stack.post("/v1/generate", &generate).await;
+    assert_eq!(refused.status(), 422);
+    let ollama = [
+        json!({ "model": "llama3", "messages": ask, "format": { "type": 7 }, "stream": false }),
+        json!({ "model": "llama3", "stream": false, "messages": [
+            { "role": "user", "content": "Weather?" },
+            { "role": "tool", "tool_name": "get_weather", "content": "18°C" }] }),
+    ];
+    for body in ollama {
+        let refused = stack.post("/ollama/api/chat", &body).await;
+        assert_eq!(refused.status(), 400, "{body}");
+        let error: Value = refused.json().await.expect("Ollama's error");
+        assert!(error["error"].is_string(), "{error}");
+    }
+    assert_eq!(stack.rows("jobs").await, 0, "nothing was written");
+    stack.stop().await;
+}

@@ -12,6 +12,7 @@ const NUMBERS = [
   ['retry_min_delay_ms', 'Retry delay, least (ms)'],
   ['retry_max_delay_ms', 'Retry delay, most (ms)'],
   ['max_job_attempts', 'Runs per job', 'before a job fails for good'],
+  ['structured_output_attempts', 'Calls per structured answer', 'on one provider, while its answers do not match their JSON schema'],
   ['circuit_failure_threshold', 'Circuit opens after', 'transient failures in a row'],
   ['circuit_cooldown_ms', 'Circuit cool-down (ms)'],
   ['openai_max_concurrency', 'OpenAI calls at once', 'per worker'],

@@ -7,9 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::JobKind;
-use super::conversation::{
-    CompiledSchemas, Conversation, Message, OutputFormat, Role, Tool, ToolChoice,
-};
+use super::conversation::{Conversation, Message, OutputFormat, Role, Tool, ToolChoice};
 use super::request::{
     ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest,
     ModelName, ValidationError,
@@ -162,8 +160,6 @@ impl BatchSpec {
         }
         let mut seen: HashMap<String, usize> = HashMap::with_capacity(items.len());
         let mut valid = Vec::with_capacity(items.len());
-        // Items share their schemas: each is compiled once for the whole batch.
-        let mut compiled = CompiledSchemas::default();
         for (i, item) in items.into_iter().enumerate() {
             let located = |error: ValidationError| {
                 let message = match line(i) {
@@ -179,18 +175,14 @@ impl BatchSpec {
                     format!("repeats the custom_id of items[{first}]"),
                 )));
             }
-            let request = self.request(item, &mut compiled).map_err(located)?;
+            let request = self.request(item).map_err(located)?;
             valid.push(ValidItem { custom_id, request });
         }
         Ok(valid)
     }
 
     /// One item's request, its field errors relative to the item.
-    fn request(
-        &self,
-        item: BatchItem,
-        compiled: &mut CompiledSchemas,
-    ) -> Result<JobRequest, ValidationError> {
+    fn request(&self, item: BatchItem) -> Result<JobRequest, ValidationError> {
         let model = self.model.as_str();
         let options = item.options.or_else(|| self.options.clone());
         let output = item.output.unwrap_or_else(|| self.output.clone());
@@ -241,7 +233,7 @@ impl BatchSpec {
             JobKind::Generate => {
                 let prompt = filled.or(item.prompt).ok_or_else(missing)?;
                 let request = GenerateRequest::parse(model, prompt, options)?;
-                JobRequest::Generate(request.with_output_sharing(output, "output", compiled)?)
+                JobRequest::Generate(request.with_output(output, "output")?)
             }
             JobKind::Chat => {
                 let conversation = match (filled, item.conversation) {
@@ -251,12 +243,7 @@ impl BatchSpec {
                     }
                     (None, None) => self.offered(item.messages.ok_or_else(missing)?, output),
                 };
-                JobRequest::Chat(ChatRequest::new_sharing(
-                    model,
-                    conversation,
-                    options,
-                    compiled,
-                )?)
+                JobRequest::Chat(ChatRequest::new(model, conversation, options)?)
             }
             JobKind::Embedding => {
                 if options.is_some() {

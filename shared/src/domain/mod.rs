@@ -31,9 +31,9 @@ pub use name::Name;
 pub use prices::{Price, PriceList};
 pub use rate::{Decision, RateLimit};
 pub use request::{
-    AnswerFormat, ChatMessage, ChatRequest, ChatRole, EmbeddingInput, EmbeddingRequest,
-    GenerateRequest, GenerationOptions, JobRequest, MAX_EMBEDDING_INPUTS, MAX_MESSAGES,
-    MAX_STOP_TEXTS, MAX_TEXT_CHARS, ModelName, ValidationError,
+    AnswerFormat, ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest,
+    GenerationOptions, JobRequest, MAX_EMBEDDING_INPUTS, MAX_MESSAGES, MAX_STOP_TEXTS,
+    MAX_TEXT_CHARS, ModelName, ValidationError,
 };
 pub use routing::{
     Candidate, DataPolicy, LocalWait, Route, RouteInput, RouteReason, Unserved, WhenBusy,

@@ -6,9 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::JobKind;
-use super::conversation::{
-    AnswerSchema, CompiledSchemas, Conversation, Message, OutputFormat, Role,
-};
+use super::conversation::{AnswerSchema, Conversation, Message, OutputFormat};
 
 /// Longest prompt (or message, or embedding input) accepted, in characters.
 pub const MAX_TEXT_CHARS: usize = 200_000;
@@ -192,25 +190,6 @@ impl From<StoredGenerate> for GenerateRequest {
     }
 }
 
-/// Who speaks a chat message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ChatRole {
-    System,
-    User,
-    Assistant,
-}
-
-/// One message of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ChatMessage {
-    pub role: ChatRole,
-    /// Not blank.
-    #[schema(pattern = "\\S")]
-    pub content: String,
-}
-
 /// `POST /v1/chat`: a conversation, answered by the assistant's next message. Its answer's form
 /// is the conversation's `output` (a chat's `options.format` is lifted into it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -371,68 +350,25 @@ impl GenerateRequest {
 
     /// The request with its answer in the form `output` asks for (`field` names where it was
     /// given); a schema that does not compile is refused.
-    pub fn with_output(self, output: OutputFormat, field: &str) -> Result<Self, ValidationError> {
-        self.with_output_sharing(output, field, &mut CompiledSchemas::default())
-    }
-
-    /// [`Self::with_output`], compiling the schema only if `compiled` has not.
-    pub fn with_output_sharing(
+    pub fn with_output(
         mut self,
         output: OutputFormat,
         field: &str,
-        compiled: &mut CompiledSchemas,
     ) -> Result<Self, ValidationError> {
-        if let OutputFormat::JsonSchema(format) = &output {
-            compiled
-                .compile(&format.schema)
-                .map_err(|message| ValidationError::new(format!("{field}.schema"), message))?;
-        }
+        output
+            .compile()
+            .map_err(|message| ValidationError::new(format!("{field}.schema"), message))?;
         self.output = output;
         Ok(self)
     }
 }
 
 impl ChatRequest {
-    /// A chat from messages of text (the native and Ollama surfaces' form).
-    pub fn parse(
-        model: &str,
-        messages: Vec<ChatMessage>,
-        options: Option<GenerationOptions>,
-    ) -> Result<Self, ValidationError> {
-        for (i, message) in messages.iter().enumerate() {
-            check_text(&format!("messages[{i}].content"), &message.content)?;
-        }
-        let messages = messages
-            .into_iter()
-            .map(|m| Message::text(m.role.into(), m.content))
-            .collect();
-        let conversation = Conversation {
-            messages,
-            ..Conversation::default()
-        };
-        Self::new(model, conversation, options)
-    }
-
     /// A chat from a conversation a surface translated, checked whole.
     pub fn new(
         model: &str,
-        conversation: Conversation,
-        options: Option<GenerationOptions>,
-    ) -> Result<Self, ValidationError> {
-        Self::new_sharing(
-            model,
-            conversation,
-            options,
-            &mut CompiledSchemas::default(),
-        )
-    }
-
-    /// [`Self::new`], compiling only the schemas `compiled` has not (a batch's items share them).
-    pub fn new_sharing(
-        model: &str,
         mut conversation: Conversation,
         options: Option<GenerationOptions>,
-        compiled: &mut CompiledSchemas,
     ) -> Result<Self, ValidationError> {
         let model = ModelName::parse(model)?;
         let mut options = options.unwrap_or_default().validate()?;
@@ -443,22 +379,12 @@ impl ChatRequest {
             ));
         }
         lift_format(&mut conversation.output, &mut options);
-        conversation.check_sharing(compiled)?;
+        conversation.check()?;
         Ok(Self {
             model,
             conversation,
             options,
         })
-    }
-}
-
-impl From<ChatRole> for Role {
-    fn from(role: ChatRole) -> Self {
-        match role {
-            ChatRole::System => Self::System,
-            ChatRole::User => Self::User,
-            ChatRole::Assistant => Self::Assistant,
-        }
     }
 }
 
@@ -516,6 +442,7 @@ fn check_text(field: &str, text: &str) -> Result<(), ValidationError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::conversation::Role;
     use super::*;
 
     #[test]
@@ -543,18 +470,15 @@ mod tests {
 
     #[test]
     fn an_empty_chat_message_names_its_index() {
-        let messages = vec![
-            ChatMessage {
-                role: ChatRole::User,
-                content: "hi".into(),
-            },
-            ChatMessage {
-                role: ChatRole::Assistant,
-                content: "".into(),
-            },
-        ];
-        let err = ChatRequest::parse("llama3", messages, None).unwrap_err();
-        assert_eq!(err.field, "messages[1].content");
+        let conversation = Conversation {
+            messages: vec![
+                Message::text(Role::User, "hi"),
+                Message::text(Role::Assistant, " "),
+            ],
+            ..Conversation::default()
+        };
+        let err = ChatRequest::new("llama3", conversation, None).unwrap_err();
+        assert_eq!(err.field, "messages[1]");
     }
 
     #[test]

@@ -162,18 +162,15 @@ impl OllamaMessage {
                 "images are not supported",
             ));
         }
-        let role = match self.role.as_str() {
-            "system" | "developer" => Role::System,
-            "user" => Role::User,
-            "assistant" => Role::Assistant,
-            "tool" => Role::Tool,
-            other => {
-                return Err(ValidationError::new(
-                    format!("{at}.role"),
-                    format!("{other:?} is not supported: use system, user, assistant or tool"),
-                ));
-            }
-        };
+        let role = Role::from_name(&self.role).ok_or_else(|| {
+            ValidationError::new(
+                format!("{at}.role"),
+                format!(
+                    "{:?} is not supported: use system, user, assistant or tool",
+                    self.role
+                ),
+            )
+        })?;
         if role == Role::Tool {
             if self.tool_call_id.is_none() && self.tool_name.is_none() {
                 return Err(ValidationError::new(

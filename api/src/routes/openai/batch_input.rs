@@ -264,7 +264,7 @@ mod tests {
 
     use super::*;
     use tollgate_core::domain::EmbeddingInput;
-    use tollgate_core::domain::conversation::{Message, Role};
+    use tollgate_core::domain::conversation::{Message, OutputFormat, Role};
 
     fn file(lines: &[Value]) -> String {
         lines
@@ -292,7 +292,10 @@ mod tests {
             line(
                 "b",
                 "/v1/chat/completions",
-                json!({ "model": "m", "messages": [{ "role": "user", "content": "Yo" }] }),
+                json!({ "model": "m", "messages": [{ "role": "user", "content": "Yo" }],
+                        "tools": [{ "type": "function", "function": { "name": "lookup" } }],
+                        "response_format": { "type": "json_schema", "json_schema": {
+                            "name": "product", "schema": { "type": "object" }, "strict": true } } }),
             ),
         ]);
         let text = format!("\n{text}\n");
@@ -310,6 +313,12 @@ mod tests {
         );
         assert!(items[1].options.is_none());
         assert_eq!(items[1].custom_id, "b");
+        let conversation = items[1].conversation.as_ref().expect("a chat");
+        assert_eq!(conversation.tools[0].name, "lookup");
+        assert!(
+            matches!(&conversation.output, OutputFormat::JsonSchema(f) if f.name == "product"),
+            "a line's schema is kept, to be enforced"
+        );
     }
 
     #[test]

@@ -287,7 +287,12 @@ impl FunctionTool {
 }
 
 impl ToolChoiceBody {
-    pub fn into_choice(self) -> Result<ToolChoice, ValidationError> {
+    /// The choice given, or `auto`.
+    pub fn read(given: Option<Self>) -> Result<ToolChoice, ValidationError> {
+        given.map_or(Ok(ToolChoice::Auto), Self::into_choice)
+    }
+
+    fn into_choice(self) -> Result<ToolChoice, ValidationError> {
         let refused = || {
             ValidationError::new(
                 "tool_choice",
@@ -360,20 +365,15 @@ impl OpenAiMessage {
                 "must be a message, function_call or function_call_output item",
             ));
         }
-        let role = match self.role.as_str() {
-            "system" | "developer" => Role::System,
-            "user" => Role::User,
-            "assistant" => Role::Assistant,
-            "tool" => Role::Tool,
-            other => {
-                return Err(ValidationError::new(
-                    format!("{at}.role"),
-                    format!(
-                        "{other:?} is not supported: use system, developer, user, assistant or tool"
-                    ),
-                ));
-            }
-        };
+        let role = Role::from_name(&self.role).ok_or_else(|| {
+            ValidationError::new(
+                format!("{at}.role"),
+                format!(
+                    "{:?} is not supported: use system, developer, user, assistant or tool",
+                    self.role
+                ),
+            )
+        })?;
         let text = match self.content {
             Some(content) => content.into_text(&format!("{at}.content"))?,
             None => String::new(),

@@ -161,11 +161,7 @@ impl ChatCompletionBody {
         let conversation = Conversation {
             messages: conversation::chat_messages(self.messages)?,
             tools: conversation::chat_tools(self.tools.unwrap_or_default())?,
-            tool_choice: self
-                .tool_choice
-                .map(ToolChoiceBody::into_choice)
-                .transpose()?
-                .unwrap_or_default(),
+            tool_choice: ToolChoiceBody::read(self.tool_choice)?,
             parallel_tool_calls: self.parallel_tool_calls.unwrap_or(true),
             output: self
                 .response_format
@@ -218,11 +214,7 @@ impl ResponsesBody {
         let conversation = Conversation {
             messages,
             tools: conversation::response_tools(self.tools.unwrap_or_default())?,
-            tool_choice: self
-                .tool_choice
-                .map(ToolChoiceBody::into_choice)
-                .transpose()?
-                .unwrap_or_default(),
+            tool_choice: ToolChoiceBody::read(self.tool_choice)?,
             parallel_tool_calls: self.parallel_tool_calls.unwrap_or(true),
             output,
         };

@@ -12,31 +12,9 @@ use crate::domain::{MAX_MESSAGES, MAX_TEXT_CHARS, ValidationError};
 /// Most tools offered in one request (OpenAI's limit).
 pub const MAX_TOOLS: usize = 128;
 
-/// The schemas a run of checks has compiled already (a batch's items share theirs), by their
-/// text: each is compiled once.
-#[derive(Default)]
-pub struct CompiledSchemas(HashSet<String>);
-
-impl CompiledSchemas {
-    /// Compiles `schema` unless it compiled before.
-    pub fn compile(&mut self, schema: &serde_json::Value) -> Result<(), String> {
-        let text = schema.to_string();
-        if !self.0.contains(&text) {
-            compile_schema(schema)?;
-            self.0.insert(text);
-        }
-        Ok(())
-    }
-}
-
 impl Conversation {
     /// Checks the conversation's rules, naming the first field that breaks one.
     pub fn check(&self) -> Result<(), ValidationError> {
-        self.check_sharing(&mut CompiledSchemas::default())
-    }
-
-    /// [`Self::check`], compiling only the schemas `compiled` has not.
-    pub fn check_sharing(&self, compiled: &mut CompiledSchemas) -> Result<(), ValidationError> {
         if self.messages.is_empty() || self.messages.len() > MAX_MESSAGES {
             return Err(ValidationError::new(
                 "messages",
@@ -47,12 +25,10 @@ impl Conversation {
         for (i, message) in self.messages.iter().enumerate() {
             check_message(message, &format!("messages[{i}]"), &mut calls)?;
         }
-        check_tools(self, compiled)?;
+        check_tools(self)?;
         if let OutputFormat::JsonSchema(format) = &self.output {
             tool_name(&format.name).map_err(|e| ValidationError::new("output.name", e))?;
-            compiled
-                .compile(&format.schema)
-                .map_err(|e| ValidationError::new("output.schema", e))?;
+            compile_schema(&format.schema).map_err(|e| ValidationError::new("output.schema", e))?;
         }
         Ok(())
     }
@@ -153,10 +129,7 @@ fn check_message(
     Ok(())
 }
 
-fn check_tools(
-    conversation: &Conversation,
-    compiled: &mut CompiledSchemas,
-) -> Result<(), ValidationError> {
+fn check_tools(conversation: &Conversation) -> Result<(), ValidationError> {
     let tools = &conversation.tools;
     if tools.len() > MAX_TOOLS {
         return Err(ValidationError::new(
@@ -173,8 +146,7 @@ fn check_tools(
                 format!("{:?} is offered twice", tool.name),
             ));
         }
-        compiled
-            .compile(&tool.parameters)
+        compile_schema(&tool.parameters)
             .map_err(|e| ValidationError::new(format!("tools[{k}].parameters"), e))?;
     }
     match &conversation.tool_choice {

@@ -22,7 +22,7 @@ mod tools;
 
 use serde::{Deserialize, Serialize};
 
-pub use check::{CompiledSchemas, MAX_TOOLS};
+pub use check::MAX_TOOLS;
 pub use output::{AnswerSchema, JsonSchemaFormat, OutputFormat, Violation};
 pub use reply::{Finish, Reply, answered_call, new_call_id};
 pub use tools::{Arguments, Tool, ToolChoice, tool_name};
@@ -79,6 +79,18 @@ pub enum Role {
 }
 
 impl Role {
+    /// The speaker a dialect names (`developer` is OpenAI's newer `system`); `None` for a name
+    /// no dialect Tollgate speaks has.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "system" | "developer" => Some(Self::System),
+            "user" => Some(Self::User),
+            "assistant" => Some(Self::Assistant),
+            "tool" => Some(Self::Tool),
+            _ => None,
+        }
+    }
+
     /// Its name in every dialect that has it.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -3,7 +3,12 @@
 //! per job and each answer is checked, naming the first violation.
 //!
 //! Schemas are compiled offline: a `$ref` to anything outside the schema is refused, never fetched
-//! (a client's schema must not make Tollgate read a URL or a file).
+//! (a client's schema must not make Tollgate read a URL or a file). Apps send the same schemas
+//! with every request (and a batch with every item), so a process keeps the schemas it compiled
+//! lately, by their text, and compiles each once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -46,7 +51,7 @@ pub struct Violation {
 /// A format made ready to check answers against: compiled once per job.
 pub enum AnswerSchema {
     JsonObject,
-    JsonSchema(Box<jsonschema::Validator>),
+    JsonSchema(Arc<jsonschema::Validator>),
 }
 
 impl OutputFormat {
@@ -67,20 +72,48 @@ impl OutputFormat {
             Self::Text => Ok(None),
             Self::JsonObject => Ok(Some(AnswerSchema::JsonObject)),
             Self::JsonSchema(format) => compile_schema(&format.schema)
-                .map(|validator| Some(AnswerSchema::JsonSchema(Box::new(validator)))),
+                .map(|validator| Some(AnswerSchema::JsonSchema(validator))),
         }
     }
 }
 
-/// Compiles a JSON Schema (a tool's parameters or an answer's format), offline.
-pub(super) fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, String> {
+/// How many compiled schemas a process keeps (emptied when full: a cache, never a store).
+const KEPT_SCHEMAS: usize = 1024;
+
+/// The schemas this process compiled lately, by their text.
+static COMPILED: LazyLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> =
+    LazyLock::new(Mutex::default);
+
+/// Compiles a JSON Schema (a tool's parameters or an answer's format), offline — or finds it
+/// compiled already.
+pub(super) fn compile_schema(schema: &Value) -> Result<Arc<jsonschema::Validator>, String> {
     if !schema.is_object() {
         return Err("must be a JSON Schema object".to_owned());
     }
-    jsonschema::options()
+    let text = schema.to_string();
+    let kept =
+        |compiled: &mut HashMap<String, Arc<jsonschema::Validator>>| compiled.get(&text).cloned();
+    if let Some(validator) = kept(&mut lock(&COMPILED)) {
+        return Ok(validator);
+    }
+    let validator = jsonschema::options()
         .offline()
         .build(schema)
-        .map_err(|error| format!("is not a valid JSON Schema: {error}"))
+        .map_err(|error| format!("is not a valid JSON Schema: {error}"))?;
+    let validator = Arc::new(validator);
+    let mut compiled = lock(&COMPILED);
+    if compiled.len() >= KEPT_SCHEMAS {
+        compiled.clear();
+    }
+    compiled.insert(text, validator.clone());
+    Ok(validator)
+}
+
+/// The cache, even when a thread panicked holding it (what it holds stays whole).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl AnswerSchema {
