@@ -493,6 +493,17 @@ fn product() -> Value {
             "required": ["title", "keywords"], "additionalProperties": false })
 }
 
+/// Both sims spoil their next `answers` structured answers, streaming `delay_ms` apart.
+fn spoil(stack: &Stack, answers: u32, delay_ms: u64) {
+    for sim in [&stack.ollama, &stack.openai] {
+        sim.set_knobs(provider_sim::Knobs {
+            invalid_structured: answers,
+            token_delay_ms: delay_ms,
+            ..provider_sim::Knobs::default()
+        });
+    }
+}
+
 async fn attempts(stack: &Stack, job: &Value) -> Vec<(String, Option<String>, Option<i32>)> {
     let id = uuid::Uuid::parse_str(job["id"].as_str().expect("id")).expect("a uuid");
     sqlx::query_as(
@@ -515,10 +526,7 @@ async fn a_structured_answer_that_does_not_match_is_asked_for_again_then_fails_b
             &stack.openai
         };
         // One bad answer: the second call answers, both recorded and priced.
-        sim.set_knobs(provider_sim::Knobs {
-            invalid_structured: 1,
-            ..provider_sim::Knobs::default()
-        });
+        spoil(&stack, 1, 0);
         let response = structured_job(&stack, model, false).await;
         assert_eq!(response.status(), 200, "{model}");
         let job: Value = response.json().await.expect("job");
@@ -538,11 +546,9 @@ async fn a_structured_answer_that_does_not_match_is_asked_for_again_then_fails_b
             "the bad answer's tokens are recorded: {tried:?}"
         );
 
-        // Never a match: three calls (the default bound), then the job fails naming the violation.
-        sim.set_knobs(provider_sim::Knobs {
-            invalid_structured: 100,
-            ..provider_sim::Knobs::default()
-        });
+        // Never a match: three calls (the default bound) on each provider of the chain (llama3's
+        // falls back to OpenAI), then the job fails naming the violation.
+        spoil(&stack, 100, 0);
         let response = structured_job(&stack, model, false).await;
         let job: Value = response.json().await.expect("job");
         let tried = attempts(&stack, &job).await;
@@ -574,18 +580,14 @@ async fn a_structured_answer_that_does_not_match_is_asked_for_again_then_fails_b
         );
 
         // Streamed: checked when it ends; no retry once text went out, the stream ends in error.
-        sim.set_knobs(provider_sim::Knobs {
-            invalid_structured: 1,
-            token_delay_ms: 15,
-            ..provider_sim::Knobs::default()
-        });
+        spoil(&stack, 1, 15);
         let response = structured_job(&stack, model, true).await;
         let events = sse_events(&body_of(response).await);
         let (last, data) = events.last().expect("events");
         assert_eq!(last, "job", "{events:?}");
         assert_eq!(data["status"], "failed", "{data}");
         assert_eq!(data["error"]["code"], "invalid_structured_output", "{data}");
-        sim.set_knobs(provider_sim::Knobs::default());
+        spoil(&stack, 0, 0);
     }
     stack.stop().await;
 }
