@@ -520,11 +520,6 @@ async fn attempts(stack: &Stack, job: &Value) -> Vec<(String, Option<String>, Op
 async fn a_structured_answer_that_does_not_match_is_asked_for_again_then_fails_by_name() {
     let stack = stack().await;
     for model in MODELS {
-        let sim = if model == "llama3" {
-            &stack.ollama
-        } else {
-            &stack.openai
-        };
         // One bad answer: the second call answers, both recorded and priced.
         spoil(&stack, 1, 0);
         let response = structured_job(&stack, model, false).await;
