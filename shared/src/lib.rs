@@ -5,7 +5,7 @@
 //!   `JobStatus`, `JobKind`, `Role`), `job_error` (`JobErrorCode`, every code a job can fail
 //!   with, and its `FailureClass`), `request` (validated requests), `conversation` (one model of
 //!   a chat whatever its dialect: messages of parts, tools, tool choice, the answer's format and
-//!   its check), `batch` (a batch's items,
+//!   its check, the reply with its tool calls), `batch` (a batch's items,
 //!   templates), `openai_batch` (the Batch API endpoints a batch stores), `settings` (`Settings`,
 //!   `Strategy`, `ModelRoutes`, `Runtime`), `prices` (the prices in force), `fleet` (hosts and
 //!   their slots), `routing` (`Runtime::route`, `DataPolicy`, `RouteReason`), `access` (allowed

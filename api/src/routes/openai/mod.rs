@@ -18,6 +18,7 @@ mod models;
 mod objects;
 mod replies;
 mod requests;
+mod streams;
 
 use std::fmt;
 use std::str::FromStr;
