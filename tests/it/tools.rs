@@ -590,7 +590,7 @@ async fn a_structured_answer_that_does_not_match_is_asked_for_again_then_fails_b
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_of_structured_items_comes_back_validated_with_the_bad_one_failed_alone() {
     let stack = stack().await;
-    let items: Vec<Value> = (0..20)
+    let items: Vec<Value> = (0..100)
         .map(|i| {
             // One item's answers never match ("[invalid]" spoils every answer to it).
             let name = if i == 7 {
@@ -607,7 +607,7 @@ async fn a_batch_of_structured_items_comes_back_validated_with_the_bad_one_faile
     let batch = accepted(post_batch(&stack, &stack.token, &body).await).await;
     let id = batch["id"].as_str().expect("id");
     let done = wait_for_batch(&stack, &stack.token, id, ended).await;
-    assert_eq!(done["counts"]["succeeded"], 19, "{done}");
+    assert_eq!(done["counts"]["succeeded"], 99, "{done}");
     assert_eq!(done["counts"]["failed"], 1, "{done}");
     for line in results(&stack, &stack.token, id).await {
         if line["custom_id"] == "sku-7" {
@@ -626,7 +626,7 @@ async fn a_batch_of_structured_items_comes_back_validated_with_the_bad_one_faile
     .fetch_one(&stack.pool)
     .await
     .expect("count");
-    assert_eq!(billed, 19);
+    assert_eq!(billed, 99);
     stack.stop().await;
 }
 
