@@ -232,13 +232,13 @@ impl OpenAiClient {
         let (answer, status): (ChatCompletion, _) = self.post("/chat/completions", &body).await?;
         let choice = answer.choices.into_iter().next();
         let finish = choice.as_ref().and_then(|c| c.finish_reason.clone());
-        let (text, refusal, mut calls) = (String::new(), None, CallsGathered::default());
+        let mut calls = CallsGathered::default();
         let (text, refusal) = match choice.and_then(|c| c.message) {
             Some(message) => {
                 calls.add(message.tool_calls);
                 (message.content.unwrap_or_default(), message.refusal)
             }
-            None => (text, refusal),
+            None => (String::new(), None),
         };
         let reply = Reply::answered(text, calls.into_calls()?, refusal, finish.as_deref());
         Ok(Completion {
