@@ -205,7 +205,7 @@ fn mismatch(schema: &Value) -> Value {
 
 /// An id for the `index`th call of an answer to `input` (OpenAI's `call_…`).
 pub fn call_id(input: &str, index: usize) -> String {
-    let hash = crate::openai::hex_id(&format!("{input}{index}"));
+    let hash = text::hex_id(&format!("{input}{index}"));
     format!("call_{hash}")
 }
 

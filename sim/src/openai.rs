@@ -172,7 +172,7 @@ async fn responses(State(sim): State<Sim>, request: Request) -> Response {
         _ => text::reply(&input, body.max_output_tokens, sim.knobs().reply_words).join(" "),
     };
     let (input_tokens, output_tokens) = (text::count_tokens(&input), text::count_tokens(&written));
-    let id = format!("resp_{}", &hex_id(&input));
+    let id = format!("resp_{}", &text::hex_id(&input));
     let cut = text::stop_reason(written.split(' ').count(), body.max_output_tokens) == "length";
     let (status, incomplete) = if cut {
         ("incomplete", json!({ "reason": "max_output_tokens" }))
@@ -183,7 +183,7 @@ async fn responses(State(sim): State<Sim>, request: Request) -> Response {
         "id": id, "object": "response", "created_at": Utc::now().timestamp(), "status": status,
         "incomplete_details": incomplete, "model": body.model,
         "output": [{
-            "type": "message", "id": format!("msg_{}", &hex_id(&id)), "status": "completed",
+            "type": "message", "id": format!("msg_{}", &text::hex_id(&id)), "status": "completed",
             "role": "assistant",
             "content": [{ "type": "output_text", "text": written, "annotations": [] }],
         }],
@@ -312,7 +312,7 @@ async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response 
         .collect();
     let completion_tokens = text::count_tokens(&format!("{written}{spent}"));
     let prompt_tokens = text::count_tokens(&input);
-    let id = format!("chatcmpl-{}", hex_id(&input));
+    let id = format!("chatcmpl-{}", text::hex_id(&input));
     let created = Utc::now().timestamp();
     let usage = json!({
         "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
@@ -429,13 +429,4 @@ async fn embeddings(State(sim): State<Sim>, request: Request) -> Response {
         "usage": { "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens },
     }))
     .into_response()
-}
-
-pub(crate) fn hex_id(input: &str) -> String {
-    use sha2::{Digest as _, Sha256};
-    Sha256::digest(input.as_bytes())
-        .iter()
-        .take(12)
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

@@ -70,6 +70,15 @@ pub fn embedding(input: &str, dimensions: Option<usize>) -> Vec<f32> {
     raw.into_iter().map(|x| x / norm).collect()
 }
 
+/// 24 hex digits derived from `input`: ids that are the same for the same input.
+pub fn hex_id(input: &str) -> String {
+    Sha256::digest(input.as_bytes())
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
