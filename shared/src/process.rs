@@ -64,6 +64,9 @@ pub async fn connect_database(url: &str, max_connections: u32) -> anyhow::Result
 #[derive(Default)]
 pub struct Tasks(Vec<(&'static str, JoinHandle<()>)>);
 
+/// How long a task may take to end once its join waits for it before it is named in the log.
+pub const SLOW_TO_STOP: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Tasks that panicked, by name.
 #[derive(Debug, thiserror::Error)]
 #[error("tasks panicked: {}", .0.join(", "))]
@@ -80,11 +83,24 @@ impl Tasks {
     }
 
     /// Waits for every task in the order they were spawned (each ends on its own once shutdown
-    /// is asked), logging each one that panicked.
+    /// is asked), logging each one that panicked — and, by name, each one still running
+    /// [`SLOW_TO_STOP`] into its wait, so a shutdown that hangs says where.
     pub async fn join(self) -> Result<(), Panicked> {
+        self.join_naming_after(SLOW_TO_STOP).await
+    }
+
+    /// [`Self::join`], naming a task still running `slow` into its wait.
+    async fn join_naming_after(self, slow: std::time::Duration) -> Result<(), Panicked> {
         let mut panicked = Vec::new();
-        for (name, task) in self.0 {
-            if let Err(error) = task.await {
+        for (name, mut task) in self.0 {
+            let joined = match tokio::time::timeout(slow, &mut task).await {
+                Ok(joined) => joined,
+                Err(_) => {
+                    tracing::warn!(task = name, waited = ?slow, "task still running after shutdown was asked");
+                    task.await
+                }
+            };
+            if let Err(error) = joined {
                 tracing::error!(%error, task = name, "task panicked");
                 panicked.push(name);
             }
@@ -94,5 +110,36 @@ impl Tasks {
         } else {
             Err(Panicked(panicked))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_slow_to_stop_is_still_waited_for_and_a_panic_is_named() {
+        let slow_to_stop = std::time::Duration::from_millis(20);
+        let ended = Arc::new(AtomicBool::new(false));
+        let mut tasks = Tasks::default();
+        let slow = ended.clone();
+        tasks.spawn("slow", async move {
+            tokio::time::sleep(slow_to_stop * 3).await;
+            slow.store(true, Ordering::SeqCst);
+        });
+        assert!(tasks.join_naming_after(slow_to_stop).await.is_ok());
+        assert!(
+            ended.load(Ordering::SeqCst),
+            "the join outlasted the warning"
+        );
+
+        let mut tasks = Tasks::default();
+        tasks.spawn("fine", async {});
+        tasks.spawn("broken", async { panic!("on purpose") });
+        let panicked = tasks.join().await.expect_err("one panicked");
+        assert_eq!(panicked.0, ["broken"]);
     }
 }
