@@ -73,7 +73,7 @@ pub fn reply(job: &Job) -> Reply {
 /// The end of an ended job's text that a client who was `sent` its start has not had; `None` when
 /// it had it all, or what it had is not the text's start.
 pub fn unsent_text(job: &Job, sent: &str) -> Option<String> {
-    let text = job_text(job);
+    let text = reply(job).text;
     let rest = text.strip_prefix(sent)?;
     (!rest.is_empty()).then(|| rest.to_owned())
 }
@@ -83,16 +83,4 @@ pub fn tokens(job: &Job) -> (i64, i64) {
     job.usage.as_ref().map_or((0, 0), |u| {
         (i64::from(u.prompt_tokens), i64::from(u.completion_tokens))
     })
-}
-
-/// A generate or chat job's text, whole or as far as it got.
-pub fn job_text(job: &Job) -> String {
-    let Some(result) = &job.result else {
-        return String::new();
-    };
-    result["text"]
-        .as_str()
-        .or_else(|| result["message"]["content"].as_str())
-        .unwrap_or_default()
-        .to_owned()
 }

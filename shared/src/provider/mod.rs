@@ -93,6 +93,16 @@ fn check_embedding_count(
 /// Where a streaming call's text goes, a piece at a time, as the provider writes it.
 pub type OnDelta<'a> = &'a mut (dyn FnMut(&str) + Send);
 
+/// A tool offered, as Ollama and Chat Completions both take it (`{"type": "function",
+/// "function": {name, description, parameters}}`).
+fn function_tool(tool: &crate::domain::conversation::Tool) -> Value {
+    let mut function = serde_json::json!({ "name": tool.name, "parameters": tool.parameters });
+    if let Some(description) = &tool.description {
+        function["description"] = serde_json::json!(description);
+    }
+    serde_json::json!({ "type": "function", "function": function })
+}
+
 /// A generate or chat job's `result` for its reply.
 pub fn reply_result(request: &JobRequest, reply: &Reply) -> Value {
     match request {

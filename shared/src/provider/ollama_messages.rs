@@ -70,13 +70,7 @@ pub(super) fn tools(conversation: &Conversation) -> Option<Value> {
         .tools
         .iter()
         .filter(|tool| named.is_none_or(|name| name == tool.name))
-        .map(|tool| {
-            let mut function = json!({ "name": tool.name, "parameters": tool.parameters });
-            if let Some(description) = &tool.description {
-                function["description"] = json!(description);
-            }
-            json!({ "type": "function", "function": function })
-        })
+        .map(super::function_tool)
         .collect();
     Some(json!(tools))
 }

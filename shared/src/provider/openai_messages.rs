@@ -73,14 +73,11 @@ pub(super) fn add_tools(body: &mut Value, conversation: &Conversation) {
         .tools
         .iter()
         .map(|tool| {
-            let mut function = json!({ "name": tool.name, "parameters": tool.parameters });
-            if let Some(description) = &tool.description {
-                function["description"] = json!(description);
-            }
+            let mut written = super::function_tool(tool);
             if tool.strict {
-                function["strict"] = json!(true);
+                written["function"]["strict"] = json!(true);
             }
-            json!({ "type": "function", "function": function })
+            written
         })
         .collect();
     body["tools"] = json!(tools);

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use tollgate_core::domain::ValidationError;
 use tollgate_core::domain::conversation::{
     Arguments, JsonSchemaFormat, Message, OutputFormat, Part, Reply, Role, Tool, ToolCall,
-    ToolResult, new_call_id,
+    ToolResult, answered_call,
 };
 
 /// The name a schema given as Ollama's `format` goes by (Ollama's has none; OpenAI needs one).
@@ -192,15 +192,13 @@ impl OllamaMessage {
             parts.push(Part::Text { text: self.content });
         }
         for call in self.tool_calls.into_iter().flatten() {
-            parts.push(Part::ToolCall(ToolCall {
-                // Made once here for a call its client kept without one.
-                id: call
-                    .id
-                    .filter(|id| !id.is_empty())
-                    .unwrap_or_else(new_call_id),
-                name: call.function.name,
-                arguments: Arguments::from_object(&call.function.arguments),
-            }));
+            // An id is made once here for a call its client kept without one.
+            let arguments = Arguments::from_object(&call.function.arguments);
+            parts.push(Part::ToolCall(answered_call(
+                call.id,
+                call.function.name,
+                arguments,
+            )));
         }
         Ok(Message { role, parts })
     }

@@ -241,28 +241,30 @@ pub fn response_items(
 
 /// Chat Completions' tools.
 pub fn chat_tools(tools: Vec<ChatTool>) -> Result<Vec<Tool>, ValidationError> {
-    tools
-        .into_iter()
-        .enumerate()
-        .map(|(i, tool)| {
-            if tool.kind != "function" {
-                return Err(ValidationError::new(
-                    format!("tools[{i}].type"),
-                    "only function tools are supported",
-                ));
-            }
-            Ok(tool.function.into_tool())
-        })
-        .collect()
+    function_tools(
+        tools
+            .into_iter()
+            .map(|t| (t.kind == "function", t.function)),
+    )
 }
 
 /// Responses' flat function tools.
 pub fn response_tools(tools: Vec<FunctionTool>) -> Result<Vec<Tool>, ValidationError> {
+    function_tools(
+        tools
+            .into_iter()
+            .map(|t| (t.kind.as_deref() == Some("function"), t)),
+    )
+}
+
+/// Tools given with whether each says it is a function, the only kind taken.
+fn function_tools(
+    tools: impl Iterator<Item = (bool, FunctionTool)>,
+) -> Result<Vec<Tool>, ValidationError> {
     tools
-        .into_iter()
         .enumerate()
-        .map(|(i, tool)| {
-            if tool.kind.as_deref() != Some("function") {
+        .map(|(i, (function, tool))| {
+            if !function {
                 return Err(ValidationError::new(
                     format!("tools[{i}].type"),
                     "only function tools are supported",

@@ -342,6 +342,7 @@ pub fn answer(endpoint: Endpoint, answered: &Answered<'_>) -> Value {
     let (input, output) = answered.tokens;
     let reply = Reply::from_result(result).unwrap_or_else(|| Reply::text("", None));
     let hex = hex.to_string();
+    let (status, incomplete) = replies::response_status(answered.finish);
     match endpoint {
         Endpoint::ChatCompletions => json!({
             "id": format!("chatcmpl-{hex}"),
@@ -364,14 +365,14 @@ pub fn answer(endpoint: Endpoint, answered: &Answered<'_>) -> Value {
             "id": format!("resp_{hex}"),
             "object": "response",
             "created_at": created,
-            "status": replies::response_status(answered.finish).0,
+            "status": status,
             "model": model,
             "output": replies::response_output(&hex, &reply),
             "parallel_tool_calls": true,
             "tool_choice": "auto",
             "tools": [],
             "error": null,
-            "incomplete_details": replies::response_status(answered.finish).1,
+            "incomplete_details": incomplete,
             "usage": {
                 "input_tokens": input,
                 "input_tokens_details": { "cached_tokens": 0, "cache_write_tokens": 0 },

@@ -60,11 +60,6 @@ impl OutputFormat {
         matches!(self, Self::Text)
     }
 
-    /// Whether answers must be JSON.
-    pub fn is_json(&self) -> bool {
-        !matches!(self, Self::Text)
-    }
-
     /// The format made ready to check answers (`None` for text, which any answer is); a schema
     /// that does not compile is refused with why.
     pub fn compile(&self) -> Result<Option<AnswerSchema>, String> {

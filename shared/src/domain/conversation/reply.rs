@@ -125,10 +125,7 @@ impl Reply {
     /// A generate or chat job's `result` read back; `None` when it is neither.
     pub fn from_any_result(result: &Value) -> Option<Self> {
         if let Some(text) = result.get("text").and_then(Value::as_str) {
-            let finish = result
-                .get("finish_reason")
-                .and_then(|f| serde_json::from_value(f.clone()).ok());
-            return Some(Self::text(text, finish));
+            return Some(Self::text(text, finish_of(result)));
         }
         Self::from_result(result)
     }
@@ -155,11 +152,16 @@ impl Reply {
             text: message["content"].as_str().unwrap_or_default().to_owned(),
             tool_calls,
             refusal: message["refusal"].as_str().map(str::to_owned),
-            finish: result
-                .get("finish_reason")
-                .and_then(|f| serde_json::from_value(f.clone()).ok()),
+            finish: finish_of(result),
         })
     }
+}
+
+/// A result's `finish_reason`; `None` in a result written before it was kept.
+fn finish_of(result: &Value) -> Option<Finish> {
+    result
+        .get("finish_reason")
+        .and_then(|f| serde_json::from_value(f.clone()).ok())
 }
 
 /// A call id for a tool call whose provider gave none: made once, when the answer arrives, and
