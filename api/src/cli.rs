@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use sqlx::types::ipnetwork::IpNetwork;
 use tokio_util::sync::CancellationToken;
-use tollgate_core::config::{InfraConfig, ProviderConfig, WebhookConfig};
+use tollgate_core::config::{ImageConfig, InfraConfig, ProviderConfig, WebhookConfig};
 use tollgate_core::db::{tenants, tokens};
 use tollgate_core::domain::{Name, Role};
 use tollgate_core::queue::{Broker, Topology};
@@ -33,6 +33,14 @@ pub struct Cli {
 
     #[command(flatten)]
     pub webhooks: WebhookConfig,
+
+    #[command(flatten)]
+    pub images: ImageConfig,
+
+    /// Largest body of a call that carries images inline, in bytes (also the most bytes of
+    /// images, inline or fetched, one request may show).
+    #[arg(long, env = "TOLLGATE_IMAGE_BODY_LIMIT_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub image_body_limit: usize,
 
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "TOLLGATE_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
@@ -158,6 +166,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = ApiSettings {
                 body_limit: cli.body_limit,
                 batch_body_limit: cli.batch_body_limit,
+                image_body_limit: cli.image_body_limit,
+                images: cli.images.limits(),
                 secret_key,
                 settings_refresh: std::time::Duration::from_millis(
                     cli.providers.settings_refresh_ms.max(10),

@@ -16,7 +16,8 @@
 //! - `cancelling`: a job's and a batch's cancel for every surface;
 //! - `intake`: the one admission sequence — `mod` (`admit`, `call`), `admission` (quota),
 //!   `idempotency` (`Idempotency-Key`, `IdempotentJson`), `coalesced` (jobs submitted together
-//!   written together), `published` (publish marks);
+//!   written together), `published` (publish marks), `images` (a request's images decoded, or
+//!   fetched through the SSRF guard);
 //! - `calls`: a drop-in call over intake and watching — `feed` (waiting for or feeding its job),
 //!   `answer` (what a finished call answers);
 //! - `fleet`: models on the fleet's hosts;
@@ -50,6 +51,7 @@ use sqlx::PgPool;
 use sqlx::types::ipnetwork::IpNetwork;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tollgate_core::image_fetch::{ImageFetcher, ImageLimits};
 use tollgate_core::process::Tasks;
 use tollgate_core::queue::Broker;
 use tollgate_core::runtime::RuntimeWatch;
@@ -64,6 +66,11 @@ pub struct ApiSettings {
     pub body_limit: usize,
     /// Largest batch body accepted, in bytes.
     pub batch_body_limit: usize,
+    /// Largest body of a call that carries images inline (and most bytes of images one request
+    /// may show).
+    pub image_body_limit: usize,
+    /// How big, how slow and where from an image may be.
+    pub images: ImageLimits,
     /// Seals the OpenAI key an admin stores; without it no key can be stored.
     pub secret_key: Option<SecretKey>,
     /// How often the runtime settings are checked for changes made elsewhere.
@@ -89,6 +96,12 @@ impl Default for ApiSettings {
         Self {
             body_limit: 1024 * 1024,
             batch_body_limit: 200 * 1024 * 1024,
+            image_body_limit: 32 * 1024 * 1024,
+            images: ImageLimits {
+                max_bytes: tollgate_core::domain::conversation::DEFAULT_MAX_IMAGE_BYTES,
+                timeout: Duration::from_secs(10),
+                reach: tollgate_core::webhook::Reach::Public,
+            },
             secret_key: None,
             settings_refresh: Duration::from_secs(1),
             webhook_allow_private: false,
@@ -128,6 +141,9 @@ pub(crate) struct Shared {
     inserter: intake::coalesced::Inserter,
     body_limit: usize,
     batch_body_limit: usize,
+    image_body_limit: usize,
+    /// Reads images given by URL (a single job's, at intake).
+    image_fetcher: ImageFetcher,
     /// The settings and model routes (intake refuses models no provider serves).
     runtime: RuntimeWatch,
     secret_key: Option<SecretKey>,
@@ -228,6 +244,8 @@ pub async fn serve(
         inserter,
         body_limit: settings.body_limit,
         batch_body_limit: settings.batch_body_limit,
+        image_body_limit: settings.image_body_limit,
+        image_fetcher: ImageFetcher::new(settings.images.clone()),
         runtime,
         secret_key: settings.secret_key.clone(),
         metrics,

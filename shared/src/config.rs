@@ -100,6 +100,48 @@ pub struct WebhookConfig {
     pub webhook_allow_private: bool,
 }
 
+/// What images given by URL may reach, how big and how slow they may be; read by the api (which
+/// fetches a single job's images at intake) and the worker (a batch item's, before its first
+/// call).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImageConfig {
+    /// Largest image taken, in bytes, whether sent inline or fetched.
+    #[arg(long, env = "TOLLGATE_IMAGE_MAX_BYTES", default_value_t = crate::domain::conversation::DEFAULT_MAX_IMAGE_BYTES)]
+    pub image_max_bytes: usize,
+    /// Longest an image URL may take to answer with its whole image, in seconds.
+    #[arg(long, env = "TOLLGATE_IMAGE_FETCH_TIMEOUT_SECS", default_value_t = 10)]
+    pub image_fetch_timeout_secs: u64,
+    /// Let image URLs reach loopback, private, link-local and other internal addresses. Off in
+    /// production, for the same reason as webhooks'.
+    #[arg(
+        long,
+        env = "TOLLGATE_IMAGE_ALLOW_PRIVATE",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub image_allow_private: bool,
+    /// Comma-separated internal networks (CIDR) image URLs may reach besides public addresses,
+    /// e.g. the company's image store (`10.20.0.0/16`); ignored when all are allowed.
+    #[arg(long, env = "TOLLGATE_IMAGE_ALLOWED_NETWORKS", value_delimiter = ',')]
+    pub image_allowed_networks: Vec<sqlx::types::ipnetwork::IpNetwork>,
+}
+
+impl ImageConfig {
+    pub fn limits(&self) -> crate::image_fetch::ImageLimits {
+        let reach = match (self.image_allow_private, &self.image_allowed_networks) {
+            (true, _) => crate::webhook::Reach::Everything,
+            (false, networks) if networks.is_empty() => crate::webhook::Reach::Public,
+            (false, networks) => crate::webhook::Reach::PublicAnd(networks.clone().into()),
+        };
+        crate::image_fetch::ImageLimits {
+            max_bytes: self.image_max_bytes,
+            timeout: std::time::Duration::from_secs(self.image_fetch_timeout_secs.max(1)),
+            reach,
+        }
+    }
+}
+
 impl ProviderConfig {
     /// The sealing key, if one is configured; a malformed one is an error, never ignored.
     pub fn secret_key(&self) -> anyhow::Result<Option<SecretKey>> {

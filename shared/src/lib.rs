@@ -4,8 +4,8 @@
 //! - [`domain`]: the vocabulary, parsed once at the edge — `ids` (typed ids), `job` (`Job`,
 //!   `JobStatus`, `JobKind`, `Role`), `job_error` (`JobErrorCode`, every code a job can fail
 //!   with, and its `FailureClass`), `request` (validated requests), `conversation` (one model of
-//!   a chat whatever its dialect: messages of parts, tools, tool choice, the answer's format and
-//!   its check, the reply with its tool calls), `batch` (a batch's items,
+//!   a chat whatever its dialect: messages of parts — text, images, tool calls and results —,
+//!   tools, tool choice, the answer's format and its check, the reply with its tool calls), `batch` (a batch's items,
 //!   templates), `openai_batch` (the Batch API endpoints a batch stores), `settings` (`Settings`,
 //!   `Strategy`, `ModelRoutes`, `Runtime`), `prices` (the prices in force), `fleet` (hosts and
 //!   their slots), `routing` (`Runtime::route`, `DataPolicy`, `RouteReason`), `access` (allowed
@@ -17,7 +17,7 @@
 //!   `sweep`, `dead_letters`), `runs/` (`claim`; `outcome`, how a run ended; `finish`, the one
 //!   statement that ends runs, a job's end or its park), `job_attempts`, `batches/` (`cancel`,
 //!   `results`), `dispatch` (what the dispatcher releases), `files`, `settings`, `model_routes`,
-//!   `prices`, `quotas`, `usage`, `tenants`, `tokens`, `access`, `audit`, `idempotency`,
+//!   `prices`, `quotas`, `usage`, `tenants`, `tokens`, `access`, `audit`, `idempotency`, `images`,
 //!   `instances`, `hosts`, `host_slots`, `webhooks/` (`endpoints`, `deliveries`, `attempts`),
 //!   `backlog`, `activity`, `workers`, `partitions` (the time partitions, prepared and dropped);
 //! - [`queue`]: RabbitMQ, the only module that names lapin — `topology` (every exchange and
@@ -32,6 +32,7 @@
 //! - [`secret`]: sealing provider keys for storage;
 //! - [`token`]: API token generation and hashing;
 //! - [`webhook`]: `signature` (Standard Webhooks), `target` (the SSRF guard), `schedule` (retries);
+//! - [`image_fetch`]: fetching an image a client gave by URL, through the same guard;
 //! - [`metrics`]: what the api's and the worker's `/metrics` share (exposition, token, buckets);
 //! - [`telemetry`]: logs, and spans over OTLP when configured, with the job's W3C trace;
 //! - [`process`]: shutdown, start-up and the background tasks of the binaries (`Tasks`);
@@ -43,6 +44,7 @@ pub mod coalesce;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod image_fetch;
 pub mod metrics;
 pub mod process;
 pub mod provider;

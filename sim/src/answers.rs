@@ -20,6 +20,8 @@ pub struct Asked {
     pub last_role: String,
     pub last_text: String,
     pub format: Format,
+    /// What the sim says of the images it was shown, if any.
+    pub seen: Option<String>,
 }
 
 /// The tools a request offers, as both vendors write them (`{"type": "function", "function":
@@ -77,7 +79,7 @@ impl Answer {
         }
         let invalid = input.contains("[invalid]") || take_invalid(sim);
         match &asked.format {
-            Format::Text => None,
+            Format::Text => asked.seen.clone().map(Self::Text),
             Format::JsonObject if invalid => Some(Self::Text(PROSE.to_owned())),
             Format::JsonObject => {
                 let words = text::reply(input, None, Some(6)).join(" ");

@@ -7,11 +7,13 @@
 //! a host's slots (`GET /_sim/stats`, `DELETE /_sim/stats` resets the peak).
 //!
 //! Its modules: `ollama` and `openai` (the two wire protocols), `answers` (tool calls and JSON,
-//! valid or deliberately not), `faults` (the knobs' latency and failures), `text` (deterministic
-//! answers and token counts).
+//! valid or deliberately not), `images` (images as each vendor takes them, and what the sim says
+//! it sees), `faults` (the knobs' latency and failures), `text` (deterministic answers and token
+//! counts).
 
 mod answers;
 mod faults;
+mod images;
 mod ollama;
 mod openai;
 mod text;

@@ -84,7 +84,7 @@ async fn admit(sim: &Sim, path: &str, model: &str) -> Result<(), Response> {
 
 /// Reads a JSON body, answering Ollama-style 400s for bad ones.
 async fn body<T: serde::de::DeserializeOwned>(request: Request) -> Result<T, Response> {
-    let bytes = axum::body::to_bytes(request.into_body(), 16 * 1024 * 1024)
+    let bytes = axum::body::to_bytes(request.into_body(), 64 * 1024 * 1024)
         .await
         .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
     serde_json::from_slice(&bytes).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))
@@ -100,6 +100,8 @@ struct GenerateBody {
     #[serde(default)]
     options: Value,
     format: Option<Value>,
+    #[serde(default)]
+    images: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -122,6 +124,9 @@ struct Message {
     /// Ollama parses arguments as an object: a string here is Ollama's 400.
     #[serde(default, rename = "tool_calls")]
     _tool_calls: Vec<HistoryCall>,
+    /// Bare base64 each, as Ollama takes them.
+    #[serde(default)]
+    images: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -139,9 +144,10 @@ struct HistoryFunction {
 }
 
 impl ChatBody {
-    fn asked(&self) -> Asked {
+    fn asked(&self, seen: Option<String>) -> Asked {
         let last = self.messages.last();
         Asked {
+            seen,
             tools: crate::answers::offered(&self.tools),
             choice: None,
             parallel: true,
@@ -198,9 +204,14 @@ async fn generate(State(sim): State<Sim>, request: Request) -> Response {
     if let Err(response) = admit(&sim, "/api/generate", &body.model).await {
         return response;
     }
+    let shown = match crate::images::bare(&body.images) {
+        Ok(shown) => shown,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
     let input = format!("{}{}", body.system.unwrap_or_default(), body.prompt);
     let asked = Asked {
         format: format(body.format.as_ref()),
+        seen: crate::images::seen(&shown),
         ..Asked::default()
     };
     let answered = Answer::to(&sim, &asked, &input);
@@ -223,12 +234,21 @@ async fn chat(State(sim): State<Sim>, request: Request) -> Response {
     if let Err(response) = admit(&sim, "/api/chat", &body.model).await {
         return response;
     }
+    let given: Vec<String> = body
+        .messages
+        .iter()
+        .flat_map(|m| m.images.iter().cloned())
+        .collect();
+    let shown = match crate::images::bare(&given) {
+        Ok(shown) => shown,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
     let input: String = body
         .messages
         .iter()
         .map(|m| format!("{}: {}\n", m.role, m.content))
         .collect();
-    let answered = Answer::to(&sim, &body.asked(), &input);
+    let answered = Answer::to(&sim, &body.asked(crate::images::seen(&shown)), &input);
     answer(
         &sim,
         &body.model,

@@ -85,7 +85,7 @@ async fn body<T: serde::de::DeserializeOwned>(
     request: Request,
 ) -> Result<(HeaderMap, T), Response> {
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, 16 * 1024 * 1024)
+    let bytes = axum::body::to_bytes(body, 64 * 1024 * 1024)
         .await
         .map_err(|e| {
             error(
@@ -218,7 +218,7 @@ struct ChatCompletionsBody {
 }
 
 impl ChatCompletionsBody {
-    fn asked(&self) -> Asked {
+    fn asked(&self, seen: Option<String>) -> Asked {
         let last = self.messages.as_array().and_then(|m| m.last());
         let choice = match &self.tool_choice {
             Value::String(mode) if mode == "none" => Some(String::new()),
@@ -238,6 +238,7 @@ impl ChatCompletionsBody {
                 .to_owned(),
             last_text: last.map(|m| input_text(&json!([m]))).unwrap_or_default(),
             format: format(&self.response_format, &self.response_format["json_schema"]),
+            seen,
         }
     }
 }
@@ -283,9 +284,21 @@ async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response 
             message,
         );
     }
+    let shown = match crate::images::in_parts(&body.messages) {
+        Ok(shown) => shown,
+        Err(message) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                None,
+                message,
+            );
+        }
+    };
     let input = input_text(&body.messages);
     let max_tokens = body.max_completion_tokens.or(body.max_tokens);
-    let (pieces, written, calls, ended) = match Answer::to(&sim, &body.asked(), &input) {
+    let asked = body.asked(crate::images::seen(&shown));
+    let (pieces, written, calls, ended) = match Answer::to(&sim, &asked, &input) {
         None => {
             let words = text::reply(&input, max_tokens, sim.knobs().reply_words);
             let ended = text::stop_reason(words.len(), max_tokens);

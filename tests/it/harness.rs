@@ -139,12 +139,21 @@ pub fn idle() -> Options {
     }
 }
 
-/// Webhooks may reach the tests' receivers on 127.0.0.1 unless a test says otherwise.
+/// Webhooks and image URLs may reach the tests' servers on 127.0.0.1 unless a test says
+/// otherwise.
 pub fn test_api_settings() -> ApiSettings {
     ApiSettings {
         settings_refresh: Duration::from_millis(100),
         webhook_allow_private: true,
+        images: test_image_limits(),
         ..ApiSettings::default()
+    }
+}
+
+pub fn test_image_limits() -> tollgate_core::image_fetch::ImageLimits {
+    tollgate_core::image_fetch::ImageLimits {
+        reach: tollgate_core::webhook::Reach::Everything,
+        ..ApiSettings::default().images
     }
 }
 
@@ -164,6 +173,7 @@ pub fn test_worker_settings() -> WorkerSettings {
             allow_private: true,
             ..WebhookSettings::default()
         },
+        images: test_image_limits(),
         ..WorkerSettings::default()
     }
 }

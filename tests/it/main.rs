@@ -33,6 +33,7 @@ mod fleet;
 mod hardening;
 mod harness;
 mod idempotency;
+mod images;
 mod intake;
 mod limits;
 mod lost_commit;

@@ -25,7 +25,11 @@ fn midnight_before(days: u64) -> DateTime<Utc> {
 /// Makes the day that starts at `day` a partition of its own, as the sweeper does ahead of time.
 async fn make_day(stack: &Stack, day: DateTime<Utc>) -> String {
     let suffix = format!("p{}", day.format("%Y%m%d"));
-    for (table, name) in [("jobs", "jobs"), ("job_attempts", "job_attempts")] {
+    for (table, name) in [
+        ("jobs", "jobs"),
+        ("job_attempts", "job_attempts"),
+        ("images", "images"),
+    ] {
         let ddl = format!(
             "create table {name}_{suffix} partition of {table} for values from ('{}') to ('{}')",
             floor(day),
@@ -109,6 +113,16 @@ async fn expiry_drops_whole_days_and_keeps_usage_rollups_and_jobs_in_flight() {
             .expect("recorded");
         finished.push(id);
     }
+    // An image one of them showed, stored under its day.
+    sqlx::query(
+        "insert into images (day, tenant_id, sha256, media_type, data)
+         select $1, tenant_id, '\\x00', 'image/png', '\\x89504e47' from jobs where id = $2",
+    )
+    .bind(floor(old_day))
+    .bind(finished[0].0)
+    .execute(pool)
+    .await
+    .expect("an image of the old day");
     // Two days ago: a job still waiting for a worker.
     let waiting_day = midnight_before(2);
     let waiting = make_day(&stack, waiting_day).await;
@@ -139,8 +153,16 @@ async fn expiry_drops_whole_days_and_keeps_usage_rollups_and_jobs_in_flight() {
     let done = maintain(pool, Utc::now(), retention, None).await;
 
     let old_attempts = old.replace("jobs_", "job_attempts_");
+    let old_images = old.replace("jobs_", "images_");
     assert!(done.dropped.contains(&old), "{done:?}");
     assert!(done.dropped.contains(&old_attempts), "{done:?}");
+    assert!(done.dropped.contains(&old_images), "{done:?}");
+    assert!(!exists(&stack, &old_images).await);
+    assert_eq!(
+        stack.rows("images").await,
+        0,
+        "the day's images went with it"
+    );
     assert_eq!(
         done.held,
         vec![waiting.clone()],

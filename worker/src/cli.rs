@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use tollgate_core::config::{InfraConfig, ProviderConfig, WebhookConfig};
+use tollgate_core::config::{ImageConfig, InfraConfig, ProviderConfig, WebhookConfig};
 use tollgate_core::process::Tasks;
 use tollgate_core::queue::{Broker, Topology};
 
@@ -63,6 +63,9 @@ pub struct Cli {
     #[command(flatten)]
     pub webhooks: WebhookConfig,
 
+    #[command(flatten)]
+    pub images: ImageConfig,
+
     /// Longest a webhook receiver may take to answer, in seconds.
     #[arg(long, env = "TOLLGATE_WEBHOOK_TIMEOUT_SECS", default_value_t = 15)]
     pub webhook_timeout_secs: u64,
@@ -116,6 +119,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             allow_private: cli.webhooks.webhook_allow_private,
             ..WebhookSettings::default()
         },
+        images: cli.images.limits(),
         metrics_token: cli.infra.metrics_token.clone(),
         ..WorkerSettings::default()
     };

@@ -16,7 +16,8 @@
 //! - `consumer`: the job queues' subscriptions, one task per delivery;
 //! - `execute`: one delivery start to finish — `mod` (claim, run, record, tell, ack), `verdict`
 //!   (what a run's end means: finish or park, and its prices), `tell` (events, webhooks, the
-//!   delayed message), `halt` (writing until the database takes it);
+//!   delayed message), `halt` (writing until the database takes it), `images` (a job's images
+//!   fetched once and loaded for its calls);
 //! - `runs`: claims and run ends coalesced into one statement each;
 //! - `providers`: the plan for a job from the runtime settings; `chain` (`mod` down the plan's
 //!   steps, `terms`, `ready` waiting for a permit or a host's slot, `call` one provider call);
@@ -60,6 +61,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tollgate_core::image_fetch::{ImageFetcher, ImageLimits};
 use tollgate_core::metrics::ScrapeGuard;
 use tollgate_core::process::Tasks;
 use tollgate_core::queue::Broker;
@@ -114,6 +116,8 @@ pub struct WorkerSettings {
     pub secret_key: Option<SecretKey>,
     /// How webhooks are delivered.
     pub webhooks: WebhookSettings,
+    /// How big, how slow and where from a batch item's image URLs may be.
+    pub images: ImageLimits,
     /// The bearer token the probe's `/metrics` asks for, if any.
     pub metrics_token: Option<secrecy::SecretString>,
     /// How often the backlog (queue depths, oldest waiting work) is sampled for the metrics, and
@@ -141,6 +145,11 @@ impl Default for WorkerSettings {
             retry_overdue: Duration::from_secs(60),
             secret_key: None,
             webhooks: WebhookSettings::default(),
+            images: ImageLimits {
+                max_bytes: tollgate_core::domain::conversation::DEFAULT_MAX_IMAGE_BYTES,
+                timeout: Duration::from_secs(10),
+                reach: tollgate_core::webhook::Reach::Public,
+            },
             metrics_token: None,
             backlog_every: Duration::from_secs(5),
         }
@@ -155,6 +164,8 @@ struct Context {
     broker: Broker,
     providers: Providers,
     webhook_client: reqwest::Client,
+    /// Fetches a batch item's images before its first call.
+    image_fetcher: ImageFetcher,
     priority: priority::Priority,
     /// The runs a cancel can reach.
     cancels: cancels::Cancels,
@@ -222,6 +233,7 @@ pub async fn run(
         providers,
         metrics,
         webhook_client: webhooks::client(&settings.webhooks),
+        image_fetcher: ImageFetcher::new(settings.images.clone()),
         priority: priority::Priority::new(settings.bulk_yield_turns),
         cancels: cancels::Cancels::default(),
         settings,

@@ -54,7 +54,8 @@ pub async fn call_to_end(
     client: &ClientInfo,
     request: JobRequest,
 ) -> Result<Job, ApiError> {
-    let call = crate::intake::call(state, caller, client, request, false).await?;
+    let asked = crate::intake::Asked::plain(request);
+    let call = crate::intake::call(state, caller, client, asked, false).await?;
     let waiting = Waiting {
         tenant_id: caller.tenant_id,
         id: call.job.id,

@@ -119,6 +119,13 @@ pub enum ErrorCode {
     JobFailed,
     /// The job behind a call failed at its provider.
     ProviderError,
+    /// An image the request shows cannot be used (not a PNG, JPEG, WebP or GIF, over the size
+    /// limit, its URL refused or answering with an error); `field` names it. The same request
+    /// will fail again.
+    InvalidImage,
+    /// An image's URL did not answer with it in time (or its server failed); `field` names it.
+    /// The same request may succeed later.
+    ImageUnreachable,
     /// The model's answers did not match the JSON schema (or JSON object) asked for; the detail
     /// names the first violation. Another try may succeed.
     InvalidStructuredOutput,
@@ -154,6 +161,8 @@ impl ErrorCode {
             Job::InvalidStructuredOutput => {
                 (StatusCode::BAD_GATEWAY, Self::InvalidStructuredOutput)
             }
+            Job::InvalidImage => (StatusCode::BAD_REQUEST, Self::InvalidImage),
+            Job::ImageUnreachable => (StatusCode::BAD_GATEWAY, Self::ImageUnreachable),
             Job::ProviderUnreachable
             | Job::ProviderBusy
             | Job::ProviderCircuitOpen
@@ -182,7 +191,7 @@ mod tests {
         let names: std::collections::HashSet<&str> =
             ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
         assert_eq!(names.len(), ErrorCode::ALL.len());
-        assert_eq!(ErrorCode::ALL.len(), 47);
+        assert_eq!(ErrorCode::ALL.len(), 49);
         assert!(
             names
                 .iter()

@@ -41,6 +41,45 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
+/// A JSON body that may carry images inline, with its size: its route takes bodies up to the
+/// image body limit, and intake holds one past the ordinary limit to the images it carries
+/// ([`crate::intake::images::read`]).
+pub struct JsonWithImages<T> {
+    pub body: T,
+    pub size: usize,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonWithImages<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+            return Err(ApiError::unsupported_media_type());
+        }
+        let bytes = body_bytes(req, state, state.image_body_limit).await?;
+        refuse_large_without_images(&bytes, state)?;
+        let body = parse(&bytes)?;
+        Ok(Self {
+            body,
+            size: bytes.len(),
+        })
+    }
+}
+
+/// A body past the ordinary limit is refused at once, as any other route would, unless it may
+/// carry images inline (a `data:` URL, or Ollama's `images`): then intake judges it by the
+/// images it holds ([`crate::intake::images::read`]).
+pub fn refuse_large_without_images(bytes: &[u8], state: &AppState) -> Result<(), ApiError> {
+    let may_carry_images = || {
+        memchr::memmem::find(bytes, b"data:").is_some()
+            || memchr::memmem::find(bytes, b"\"images\"").is_some()
+    };
+    if bytes.len() > state.body_limit && !may_carry_images() {
+        return Err(ApiError::too_large(state.body_limit));
+    }
+    Ok(())
+}
+
 /// The whole body: 413 over `limit` (the route's), 408 if it stalls, 400 if the client broke off.
 pub async fn body_bytes(req: Request, state: &AppState, limit: usize) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|rejection| {

@@ -45,6 +45,9 @@ pub async fn admit_in(
         };
         job.reservation = Some(reservation);
     }
+    let mut images = std::collections::HashSet::new();
+    tollgate_core::db::images::store_shown(tx, job.tenant_id, job.id, &job.request, &mut images)
+        .await?;
     Ok(jobs::insert(&mut *tx, &job).await?)
 }
 

@@ -18,7 +18,7 @@ use tollgate_core::domain::TenantId;
 
 use crate::AppState;
 use crate::http::error::{ApiError, ErrorCode};
-use crate::http::extract::{body_bytes, is_json, parse};
+use crate::http::extract::{body_bytes, is_json, parse, refuse_large_without_images};
 
 pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -26,12 +26,16 @@ const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 const MAX_KEY_CHARS: usize = 255;
 
 /// A JSON body, with the request's `Idempotency-Key` (and its fingerprint) when it sent one.
-pub struct IdempotentJson<T> {
+///
+/// With `IMAGES`, the route takes images inline: bodies up to the image body limit, the intake
+/// holding one past the ordinary limit to the images it carries (by its `size`).
+pub struct IdempotentJson<T, const IMAGES: bool = false> {
     pub body: T,
     pub key: Option<Key>,
+    pub size: usize,
 }
 
-impl<T: DeserializeOwned> FromRequest<AppState> for IdempotentJson<T> {
+impl<T: DeserializeOwned, const IMAGES: bool> FromRequest<AppState> for IdempotentJson<T, IMAGES> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
@@ -40,10 +44,21 @@ impl<T: DeserializeOwned> FromRequest<AppState> for IdempotentJson<T> {
         }
         let (method, uri) = (req.method().clone(), req.uri().clone());
         let key_header = req.headers().get(HEADER).cloned();
-        let bytes = body_bytes(req, state, state.body_limit).await?;
+        let limit = match IMAGES {
+            true => state.image_body_limit,
+            false => state.body_limit,
+        };
+        let bytes = body_bytes(req, state, limit).await?;
+        if IMAGES {
+            refuse_large_without_images(&bytes, state)?;
+        }
         let key = Key::from_header(key_header.as_ref(), || fingerprint(&method, &uri, &bytes))?;
         let body = parse(&bytes)?;
-        Ok(Self { body, key })
+        Ok(Self {
+            body,
+            key,
+            size: bytes.len(),
+        })
     }
 }
 

@@ -5,7 +5,7 @@
 //! request or a batch. From there the steps are the same for every surface:
 //!
 //! 1. what every submission may carry is validated the same way: [`check_metadata`],
-//!    [`served_model`], [`webhook_url`];
+//!    [`served_model`], [`webhook_url`], and its images read ([`images`]: decoded, or fetched);
 //! 2. a job is refused while the broker is down (nothing is written; batch items wait in Postgres,
 //!    so a batch is not);
 //! 3. one transaction reserves the tenant's quota, records the `Idempotency-Key` with the first
@@ -19,6 +19,7 @@
 pub mod admission;
 pub mod coalesced;
 pub mod idempotency;
+pub mod images;
 pub mod published;
 
 use std::future::Future;
@@ -44,6 +45,7 @@ use crate::http::error::{ApiError, ErrorCode};
 use crate::watching::follow::Following;
 use crate::watching::watch::Watch;
 use idempotency::{Begun, Key};
+use images::ImagePlaces;
 
 /// Largest `metadata` object accepted, in bytes of JSON.
 const MAX_METADATA_BYTES: usize = 16 * 1024;
@@ -93,7 +95,7 @@ pub async fn job(
             5,
         ));
     }
-    if key.is_none() && caller.limits.is_unlimited() {
+    if key.is_none() && !job.needs_transaction(&caller.limits) {
         // Written and published together with whatever else this instance admits meanwhile.
         let job = state
             .inserter
@@ -127,15 +129,40 @@ pub struct Call {
     pub following: Option<Following>,
 }
 
-/// Admits a drop-in surface's call as a job. These surfaces answer when the job ends (or stream
-/// it), so the job is watched, and its text followed, before it is published.
+/// What a drop-in surface's call asks: the request, where its images were given (in the
+/// surface's terms), and the size of the body it came in.
+pub struct Asked {
+    pub request: JobRequest,
+    pub places: ImagePlaces,
+    pub body: usize,
+}
+
+impl Asked {
+    /// A request that shows no images.
+    pub fn plain(request: JobRequest) -> Self {
+        Self {
+            request,
+            places: ImagePlaces::default(),
+            body: 0,
+        }
+    }
+}
+
+/// Admits a drop-in surface's call as a job, its images read first. These surfaces answer when
+/// the job ends (or stream it), so the job is watched, and its text followed, before it is
+/// published.
 pub async fn call(
     state: &AppState,
     caller: &Principal,
     client: &ClientInfo,
-    request: JobRequest,
+    asked: Asked,
     stream: bool,
 ) -> Result<Call, ApiError> {
+    let Asked {
+        mut request,
+        places,
+        body,
+    } = asked;
     // As OpenAI and Ollama answer a model they do not have.
     served_model(state, caller, request.model().as_str())
         .await
@@ -144,6 +171,7 @@ pub async fn call(
                 .with_code(ErrorCode::ModelNotFound)
                 .with_field("model")
         })?;
+    images::read(state, &mut request, &places, images::Fetch::AtIntake, body).await?;
     let new_job = NewJob {
         id: JobId::new(),
         tenant_id: caller.tenant_id,
@@ -203,7 +231,7 @@ trait Admissible {
     type Admitted;
 
     /// Whether admitting it takes more than one statement for a tenant with `limits`.
-    fn needs_transaction(limits: &Limits) -> bool;
+    fn needs_transaction(&self, limits: &Limits) -> bool;
 
     fn insert<'a>(
         self,
@@ -223,9 +251,10 @@ trait Admissible {
 impl Admissible for NewJob {
     type Admitted = Job;
 
-    /// A tenant without limits pays for nothing but the insert.
-    fn needs_transaction(limits: &Limits) -> bool {
-        !limits.is_unlimited()
+    /// A tenant without limits pays for nothing but the insert, unless the job shows images (they
+    /// are written with it).
+    fn needs_transaction(&self, limits: &Limits) -> bool {
+        !limits.is_unlimited() || !self.request.images().is_empty()
     }
 
     fn insert<'a>(
@@ -244,7 +273,7 @@ impl Admissible for NewJob {
 impl Admissible for NewBatch {
     type Admitted = Batch;
 
-    fn needs_transaction(_: &Limits) -> bool {
+    fn needs_transaction(&self, _: &Limits) -> bool {
         true
     }
 
@@ -267,8 +296,8 @@ impl Admissible for NewBatch {
     }
 }
 
-/// Step 3: one transaction for the reservation, the key's record and the insert (a single job
-/// without a key or limits is one statement, no transaction). A refusal rolls back at once (a
+/// Step 3: one transaction for the reservation, the key's record and the insert with its images
+/// (a single job without a key, limits or images is one statement, no transaction). A refusal rolls back at once (a
 /// dropped transaction would hold the key's lock and the tenant's month row until its connection
 /// was next used).
 async fn admit<W: Admissible>(
@@ -278,7 +307,7 @@ async fn admit<W: Admissible>(
     work: W,
     answer: impl FnOnce(&W::Admitted) -> Result<Accepted, ApiError>,
 ) -> Result<Intake<W::Admitted>, ApiError> {
-    if key.is_none() && !W::needs_transaction(&caller.limits) {
+    if key.is_none() && !work.needs_transaction(&caller.limits) {
         let mut connection = state.pool.acquire().await?;
         let work = work.insert(&mut connection, &caller.limits).await?;
         let answer = answer(&work)?;

@@ -162,11 +162,12 @@ async fn create(
         output: submitted.output,
     };
     let lines = submitted.lines;
-    let items = spec
+    let mut items = spec
         .items(submitted.items, |i| {
             lines.as_ref().and_then(|l| l.get(i).copied())
         })
         .map_err(ApiError::from)?;
+    intake::images::read_batch(&state, &mut items)?;
     let webhook_url = match submitted.webhook_url {
         Some(url) => Some(intake::webhook_url(&state, caller.tenant_id, &url).await?),
         None => None,

@@ -15,7 +15,9 @@ use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tollgate_core::db::jobs::{self, CancelOutcome, NewJob};
-use tollgate_core::domain::conversation::{Conversation, Message, OutputFormat, Tool, ToolChoice};
+use tollgate_core::domain::conversation::{
+    Conversation, Image, Message, OutputFormat, Tool, ToolChoice,
+};
 use tollgate_core::domain::{
     BatchId, ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest, GenerationOptions,
     Job, JobId, JobRequest, JobStatus,
@@ -37,6 +39,7 @@ use crate::http::prefer;
 use crate::http::sse::{JobEventName, JobStreamEvent};
 use crate::intake::idempotency::IdempotentJson;
 use crate::intake::idempotency::Key;
+use crate::intake::images::{self, Fetch, ImagePlaces};
 use crate::intake::{self, Accepted, Intake};
 use crate::watching::watch;
 
@@ -45,6 +48,8 @@ struct Submission {
     metadata: Option<Value>,
     webhook_url: Option<String>,
     stream: bool,
+    /// The size of the body it came in.
+    size: usize,
 }
 
 /// How a submitted job is answered (and a retry with its `Idempotency-Key`): 202 with the job.
@@ -61,10 +66,10 @@ fn location_of(id: JobId) -> String {
     format!("/v1/jobs/{id}")
 }
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router(image_body_limit: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(generate))
-        .routes(routes!(chat))
+        .routes(super::images_inline(routes!(generate), image_body_limit))
+        .routes(super::images_inline(routes!(chat), image_body_limit))
         .routes(routes!(embedding))
         .routes(routes!(list))
         .routes(routes!(show))
@@ -84,6 +89,9 @@ struct GenerateBody {
     /// "name", "schema", "strict"}` (checked: an answer that does not match is asked for again,
     /// then the job fails with `invalid_structured_output`).
     output: Option<OutputFormat>,
+    /// Images shown with the prompt, each `{"url"}`: a `data:` URL (base64) or an `http(s)` URL
+    /// fetched at intake (PNG, JPEG, WebP or GIF).
+    images: Option<Vec<Image>>,
     /// Answer with the job's text as it is generated (SSE) rather than 202.
     stream: Option<bool>,
     metadata: Option<Value>,
@@ -97,7 +105,8 @@ struct GenerateBody {
 #[schema(as = ChatRequest)]
 struct ChatBody {
     model: String,
-    /// Each `{"role", "content"}`: a text, or parts — `text`, an assistant's `tool_call` (`id`,
+    /// Each `{"role", "content"}`: a text, or parts — `text`, a user's `image` (`url`: a `data:`
+    /// URL or an `http(s)` URL fetched at intake; `detail`), an assistant's `tool_call` (`id`,
     /// `name`, `arguments` as a JSON object's text), a `tool` message's `tool_result` (`call_id`
     /// and/or `name`, `content`).
     messages: Vec<Message>,
@@ -173,15 +182,17 @@ async fn generate(
     Caller(caller): Caller,
     client: ClientInfo,
     headers: HeaderMap,
-    IdempotentJson { body, key }: IdempotentJson<GenerateBody>,
+    IdempotentJson { body, key, size }: IdempotentJson<GenerateBody, true>,
 ) -> Result<Response, ApiError> {
     let request = GenerateRequest::parse(&body.model, body.prompt, body.options)?
-        .with_output(body.output.unwrap_or_default(), "output")?;
+        .with_output(body.output.unwrap_or_default(), "output")?
+        .with_images(body.images.unwrap_or_default())?;
     let request = JobRequest::Generate(request);
     let extra = Submission {
         metadata: body.metadata,
         webhook_url: body.webhook_url,
         stream: body.stream == Some(true),
+        size,
     };
     submit(&state, caller, client, &headers, request, extra, key).await
 }
@@ -202,7 +213,7 @@ async fn chat(
     Caller(caller): Caller,
     client: ClientInfo,
     headers: HeaderMap,
-    IdempotentJson { body, key }: IdempotentJson<ChatBody>,
+    IdempotentJson { body, key, size }: IdempotentJson<ChatBody, true>,
 ) -> Result<Response, ApiError> {
     let conversation = Conversation {
         messages: body.messages,
@@ -217,6 +228,7 @@ async fn chat(
         metadata: body.metadata,
         webhook_url: body.webhook_url,
         stream: body.stream == Some(true),
+        size,
     };
     submit(&state, caller, client, &headers, request, extra, key).await
 }
@@ -236,7 +248,7 @@ async fn embedding(
     Caller(caller): Caller,
     client: ClientInfo,
     headers: HeaderMap,
-    IdempotentJson { body, key }: IdempotentJson<EmbeddingBody>,
+    IdempotentJson { body, key, size }: IdempotentJson<EmbeddingBody>,
 ) -> Result<Response, ApiError> {
     let request = EmbeddingRequest::parse(&body.model, body.input)?;
     let request = JobRequest::Embedding(request);
@@ -244,6 +256,7 @@ async fn embedding(
         metadata: body.metadata,
         webhook_url: body.webhook_url,
         stream: false,
+        size,
     };
     submit(&state, caller, client, &headers, request, extra, key).await
 }
@@ -257,7 +270,7 @@ async fn submit(
     caller: tollgate_core::db::tokens::Principal,
     client: ClientInfo,
     headers: &HeaderMap,
-    request: JobRequest,
+    mut request: JobRequest,
     extra: Submission,
     key: Option<Key>,
 ) -> Result<Response, ApiError> {
@@ -267,6 +280,8 @@ async fn submit(
         Some(url) => Some(intake::webhook_url(state, caller.tenant_id, &url).await?),
         None => None,
     };
+    let places = ImagePlaces::native(&request);
+    images::read(state, &mut request, &places, Fetch::AtIntake, extra.size).await?;
     let new_job = NewJob {
         id: JobId::new(),
         tenant_id: caller.tenant_id,

@@ -28,7 +28,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 
 use crate::http::{database, error::ApiError};
 use crate::{ApiSettings, AppState};
@@ -77,7 +77,7 @@ fn routes(settings: &ApiSettings, database: &database::DatabaseHealth) -> OpenAp
     // Every route but health's needs Postgres: while it is known to be down, 503 at once instead
     // of waiting on the pool (the OpenAI surface says so in its own shape).
     let needs_database = OpenApiRouter::new()
-        .merge(jobs::router())
+        .merge(jobs::router(settings.image_body_limit))
         .merge(job_history::router())
         .merge(events::router())
         .merge(batches::router(settings.batch_body_limit))
@@ -93,11 +93,20 @@ fn routes(settings: &ApiSettings, database: &database::DatabaseHealth) -> OpenAp
         .merge(health::router())
         .merge(dashboard::router())
         .merge(needs_database)
+        .nest("/openai/v1", openai::router(settings, database.clone()))
         .nest(
-            "/openai/v1",
-            openai::router(settings.batch_body_limit, database.clone()),
+            "/ollama",
+            ollama::router(settings.image_body_limit, database.clone()),
         )
-        .nest("/ollama", ollama::router(database.clone()))
+}
+
+/// A route whose body may carry images inline: it takes bodies up to `limit` (the image body
+/// limit) where the others take the ordinary limit.
+pub(crate) fn images_inline(
+    (schemas, paths, route): UtoipaMethodRouter<AppState>,
+    limit: usize,
+) -> UtoipaMethodRouter<AppState> {
+    (schemas, paths, route.layer(DefaultBodyLimit::max(limit)))
 }
 
 /// A drop-in surface's routes: answered 503 at once while Postgres is known to be down, with the

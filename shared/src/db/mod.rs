@@ -17,6 +17,7 @@ pub mod files;
 pub mod host_slots;
 pub mod hosts;
 pub mod idempotency;
+pub mod images;
 pub mod instances;
 pub mod job_attempts;
 pub mod jobs;

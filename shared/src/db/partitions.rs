@@ -2,11 +2,12 @@
 //! `migrations/0016_retention.sql`).
 //!
 //! `jobs` and `job_attempts` are partitioned by the UUIDv7 time of the job's id, a UTC day each,
-//! with the same bounds and names (`jobs_p20261201`, `job_attempts_p20261201`); `usage_records`
+//! with the same bounds and names (`jobs_p20261201`, `job_attempts_p20261201`), and `images` by
+//! the day of the jobs showing them (`images_p20261201`); `usage_records`
 //! by the same time, a UTC month each (`usage_records_p202612`). A bound is the lowest UUIDv7 of
 //! a midnight ([`floor`]). [`maintain`] keeps a week of days prepared ahead, and drops:
 //!
-//! - a day of jobs, with its attempts, once the day ended more than `job_retention_days` ago and
+//! - a day of jobs, with its attempts and images, once the day ended more than `job_retention_days` ago and
 //!   none of its jobs is still in flight (a job queued, running or waiting for a retry keeps its
 //!   whole day until it ends);
 //! - a month of usage records once it ended more than `usage_retention_days` ago.
@@ -150,7 +151,12 @@ async fn prepare(
         let day = next.date_naive();
         let end = midnight(day) + Days::new(1);
         let suffix = format!("p{}", day.format("%Y%m%d"));
-        for (table, fill) in [("jobs", " with (fillfactor = 90)"), ("job_attempts", "")] {
+        let days = [
+            ("jobs", " with (fillfactor = 90)"),
+            ("job_attempts", ""),
+            ("images", ""),
+        ];
+        for (table, fill) in days {
             let name = format!("{table}_{suffix}");
             let span = Span {
                 table,
@@ -274,10 +280,12 @@ async fn expire(
             maintained.held.push(day.name);
             continue;
         }
-        let attempts = format!("job_attempts{}", day.name.trim_start_matches("jobs"));
-        let ddl = format!("drop table if exists {attempts}, {}", day.name);
+        let suffix = day.name.trim_start_matches("jobs");
+        let attempts = format!("job_attempts{suffix}");
+        let images = format!("images{suffix}");
+        let ddl = format!("drop table if exists {attempts}, {images}, {}", day.name);
         sqlx::query(&ddl).execute(&mut *conn).await?;
-        maintained.dropped.extend([attempts, day.name]);
+        maintained.dropped.extend([attempts, images, day.name]);
     }
     let horizon = retention.usage_horizon(now);
     for month in partitions(conn, "usage_records").await? {

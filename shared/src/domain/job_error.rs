@@ -82,6 +82,12 @@ pub enum JobErrorCode {
     /// The answer did not match the JSON schema asked for (or was not one JSON object) on any
     /// of the calls made for it; the message names the first violation.
     InvalidStructuredOutput,
+    /// An image the request shows cannot be used: not a PNG, JPEG, WebP or GIF, over the size
+    /// limit, or its URL refused (an internal address, a redirect to one, a client error).
+    InvalidImage,
+    /// An image's URL did not answer with it (a timeout, a failed connection, the server's own
+    /// failure): the same request may succeed later.
+    ImageUnreachable,
     /// No provider could take the job: none configured or enabled for it, or the fleet lacks the
     /// model and the data policy keeps the job off the cloud.
     NoProviderAvailable,
@@ -110,9 +116,11 @@ impl JobErrorCode {
     /// Whether trying again can help, and where.
     pub fn class(&self) -> FailureClass {
         match self {
-            Self::Cancelled | Self::ModelNotFound | Self::InvalidRequest | Self::InputTooLong => {
-                FailureClass::Client
-            }
+            Self::Cancelled
+            | Self::ModelNotFound
+            | Self::InvalidRequest
+            | Self::InputTooLong
+            | Self::InvalidImage => FailureClass::Client,
             Self::ProviderRateLimited
             | Self::ProviderUnavailable
             | Self::ProviderTimeout
@@ -122,7 +130,8 @@ impl JobErrorCode {
             | Self::FleetUnavailable
             | Self::HostRemoved
             | Self::StreamInterrupted
-            | Self::AbandonedRun => FailureClass::Transient,
+            | Self::AbandonedRun
+            | Self::ImageUnreachable => FailureClass::Transient,
             Self::ProviderUnauthorized
             | Self::ProviderError
             | Self::InvalidProviderResponse
@@ -239,7 +248,7 @@ mod tests {
             assert_eq!(wire, code.as_str());
             assert!(!code.description().is_empty(), "{code} is documented");
         }
-        assert_eq!(JobErrorCode::known().count(), 20);
+        assert_eq!(JobErrorCode::known().count(), 22);
     }
 
     #[test]

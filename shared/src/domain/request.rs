@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::JobKind;
-use super::conversation::{AnswerSchema, Conversation, Message, OutputFormat};
+use super::conversation::{AnswerSchema, Conversation, Image, MAX_IMAGES, Message, OutputFormat};
 
 /// Longest prompt (or message, or embedding input) accepted, in characters.
 pub const MAX_TEXT_CHARS: usize = 200_000;
@@ -158,6 +158,9 @@ pub struct GenerateRequest {
     pub options: GenerationOptions,
     #[serde(default, skip_serializing_if = "OutputFormat::is_text")]
     pub output: OutputFormat,
+    /// Images shown with the prompt (Ollama's `/api/generate` takes them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<Image>,
 }
 
 /// A generate as `jobs.request` holds it — including a row the previous release wrote, whose
@@ -170,6 +173,8 @@ struct StoredGenerate {
     options: GenerationOptions,
     #[serde(default)]
     output: OutputFormat,
+    #[serde(default)]
+    images: Vec<Image>,
 }
 
 impl From<StoredGenerate> for GenerateRequest {
@@ -179,6 +184,7 @@ impl From<StoredGenerate> for GenerateRequest {
             prompt,
             mut options,
             mut output,
+            images,
         } = stored;
         lift_format(&mut output, &mut options);
         Self {
@@ -186,6 +192,7 @@ impl From<StoredGenerate> for GenerateRequest {
             prompt,
             options,
             output,
+            images,
         }
     }
 }
@@ -320,6 +327,24 @@ impl JobRequest {
         }
     }
 
+    /// Every image it shows, in order.
+    pub fn images(&self) -> Vec<&Image> {
+        match self {
+            Self::Generate(r) => r.images.iter().collect(),
+            Self::Chat(r) => r.conversation.images().collect(),
+            Self::Embedding(_) => Vec::new(),
+        }
+    }
+
+    /// The same, to be read or fetched, or their bytes loaded.
+    pub fn images_mut(&mut self) -> Vec<&mut Image> {
+        match self {
+            Self::Generate(r) => r.images.iter_mut().collect(),
+            Self::Chat(r) => r.conversation.images_mut().collect(),
+            Self::Embedding(_) => Vec::new(),
+        }
+    }
+
     pub fn model(&self) -> &ModelName {
         match self {
             Self::Generate(r) => &r.model,
@@ -345,7 +370,20 @@ impl GenerateRequest {
             prompt,
             options,
             output,
+            images: Vec::new(),
         })
+    }
+
+    /// The request with `images` shown with its prompt (at most [`MAX_IMAGES`]).
+    pub fn with_images(mut self, images: Vec<Image>) -> Result<Self, ValidationError> {
+        if images.len() > MAX_IMAGES {
+            return Err(ValidationError::new(
+                "images",
+                format!("holds at most {MAX_IMAGES} images"),
+            ));
+        }
+        self.images = images;
+        Ok(self)
     }
 
     /// The request with its answer in the form `output` asks for (`field` names where it was

@@ -103,6 +103,22 @@ fn function_tool(tool: &crate::domain::conversation::Tool) -> Value {
     serde_json::json!({ "type": "function", "function": function })
 }
 
+/// An image's type and its bytes in base64, as both providers take them. Its bytes are loaded
+/// by the worker before any call; one without them is never sent empty.
+fn image_base64(
+    image: &crate::domain::conversation::Image,
+) -> Result<(&'static str, String), ProviderError> {
+    image
+        .kept()
+        .and_then(|kept| Some((kept.media_type.as_str(), kept.base64()?)))
+        .ok_or_else(|| {
+            ProviderError::new(
+                JobErrorCode::InternalError,
+                "an image's bytes were not loaded before the call",
+            )
+        })
+}
+
 /// A generate or chat job's `result` for its reply.
 pub fn reply_result(request: &JobRequest, reply: &Reply) -> Value {
     match request {

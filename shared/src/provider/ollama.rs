@@ -88,8 +88,8 @@ impl OllamaClient {
         on_delta: OnDelta<'_>,
     ) -> Result<Completion, ProviderError> {
         let (path, mut body) = match request {
-            JobRequest::Generate(r) => ("/api/generate", generate_body(r, model)),
-            JobRequest::Chat(r) => ("/api/chat", chat_body(r, model)),
+            JobRequest::Generate(r) => ("/api/generate", generate_body(r, model)?),
+            JobRequest::Chat(r) => ("/api/chat", chat_body(r, model)?),
             JobRequest::Embedding(r) => return self.embed(r, model).await,
         };
         body["stream"] = json!(true);
@@ -139,7 +139,7 @@ impl OllamaClient {
         r: &GenerateRequest,
         model: &str,
     ) -> Result<Completion, ProviderError> {
-        let body = generate_body(r, model);
+        let body = generate_body(r, model)?;
         let (answer, status): (AnswerLine, _) = self.post("/api/generate", &body).await?;
         let text = answer.response.unwrap_or_default();
         let reply = Reply::answered(text, Vec::new(), None, answer.done_reason.as_deref());
@@ -153,7 +153,7 @@ impl OllamaClient {
     }
 
     async fn chat(&self, r: &ChatRequest, model: &str) -> Result<Completion, ProviderError> {
-        let body = chat_body(r, model);
+        let body = chat_body(r, model)?;
         let (answer, status): (AnswerLine, _) = self.post("/api/chat", &body).await?;
         let (text, calls) = answer
             .message
@@ -201,7 +201,7 @@ impl OllamaClient {
 }
 
 /// `/api/generate`'s body, without `stream`'s choice.
-fn generate_body(r: &GenerateRequest, model: &str) -> Value {
+fn generate_body(r: &GenerateRequest, model: &str) -> Result<Value, ProviderError> {
     let mut body = json!({
         "model": model,
         "prompt": r.prompt,
@@ -214,14 +214,17 @@ fn generate_body(r: &GenerateRequest, model: &str) -> Value {
     if let Some(format) = ollama_messages::format(&r.output) {
         body["format"] = format;
     }
-    body
+    if !r.images.is_empty() {
+        body["images"] = json!(ollama_messages::images(r.images.iter())?);
+    }
+    Ok(body)
 }
 
 /// `/api/chat`'s body, without `stream`'s choice.
-fn chat_body(r: &ChatRequest, model: &str) -> Value {
+fn chat_body(r: &ChatRequest, model: &str) -> Result<Value, ProviderError> {
     let mut body = json!({
         "model": model,
-        "messages": ollama_messages::messages(&r.conversation),
+        "messages": ollama_messages::messages(&r.conversation)?,
         "stream": false,
         "options": options(&r.options),
     });
@@ -231,7 +234,7 @@ fn chat_body(r: &ChatRequest, model: &str) -> Value {
     if let Some(format) = ollama_messages::format(&r.conversation.output) {
         body["format"] = format;
     }
-    body
+    Ok(body)
 }
 
 fn answered_calls(calls: Vec<AnsweredCall>) -> Result<Vec<ToolCall>, ProviderError> {

@@ -1,4 +1,5 @@
-//! A conversation in Ollama's `/api/chat` form: each message's text as `content`, an assistant's
+//! A conversation in Ollama's `/api/chat` form: each message's text as `content` and its images
+//! as `images` (bare base64, no `data:` prefix), an assistant's
 //! tool calls with their arguments as an object and their call id, a tool's result with the call
 //! id and the tool's name (filled in from the call when the result named only the id), the tools
 //! offered, and the answer's format as `"json"` or the schema itself; and the tool calls of
@@ -12,12 +13,12 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::domain::conversation::{
-    Arguments, Conversation, OutputFormat, Part, ToolCall, ToolChoice, answered_call,
+    Arguments, Conversation, Image, OutputFormat, Part, ToolCall, ToolChoice, answered_call,
 };
 use crate::provider::ProviderError;
 
 /// The conversation's messages as `/api/chat` takes them.
-pub(super) fn messages(conversation: &Conversation) -> Vec<Value> {
+pub(super) fn messages(conversation: &Conversation) -> Result<Vec<Value>, ProviderError> {
     // Each call's tool, by call id: a result that names only its call still names its tool.
     let mut tools: HashMap<&str, &str> = HashMap::new();
     let mut written = Vec::with_capacity(conversation.messages.len());
@@ -36,6 +37,10 @@ pub(super) fn messages(conversation: &Conversation) -> Vec<Value> {
         if !calls.is_empty() {
             out["tool_calls"] = json!(calls);
         }
+        let images = images(message.images())?;
+        if !images.is_empty() {
+            out["images"] = json!(images);
+        }
         for part in &message.parts {
             if let Part::ToolResult(result) = part {
                 if let Some(id) = &result.call_id {
@@ -52,7 +57,16 @@ pub(super) fn messages(conversation: &Conversation) -> Vec<Value> {
         }
         written.push(out);
     }
-    written
+    Ok(written)
+}
+
+/// Images as `/api/chat` and `/api/generate` take them: bare base64 each.
+pub(super) fn images<'a>(
+    images: impl Iterator<Item = &'a Image>,
+) -> Result<Vec<String>, ProviderError> {
+    images
+        .map(|image| super::image_base64(image).map(|(_, base64)| base64))
+        .collect()
 }
 
 /// The tools offered, as `/api/chat` takes them. Ollama has no tool choice, so it is kept by
@@ -141,7 +155,7 @@ mod tests {
             ..Conversation::default()
         };
         assert_eq!(
-            messages(&conversation),
+            messages(&conversation).expect("no images to load"),
             [
                 json!({ "role": "user", "content": "Weather in Paris?" }),
                 json!({ "role": "assistant", "content": "", "tool_calls": [

@@ -18,7 +18,7 @@ use super::error::ProviderError;
 use super::openai_messages::{CallFragment, CallsGathered};
 use super::{Completion, OnDelta, http, openai_messages};
 use crate::domain::JobErrorCode;
-use crate::domain::conversation::{OutputFormat, Reply};
+use crate::domain::conversation::{OutputFormat, Part, Reply};
 use crate::domain::{
     ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest,
 };
@@ -138,7 +138,9 @@ impl OpenAiClient {
         model: &str,
     ) -> Result<Completion, ProviderError> {
         match request {
-            JobRequest::Generate(GenerateRequest { options, .. }) if options.stop.is_some() => {
+            JobRequest::Generate(GenerateRequest {
+                options, images, ..
+            }) if options.stop.is_some() || !images.is_empty() => {
                 self.complete(request, model).await
             }
             JobRequest::Chat(r)
@@ -163,7 +165,7 @@ impl OpenAiClient {
     ) -> Result<Completion, ProviderError> {
         let mut body = match request {
             JobRequest::Embedding(r) => return self.embed(r, model).await,
-            _ => chat_completions_body(request, model),
+            _ => chat_completions_body(request, model)?,
         };
         body["stream"] = json!(true);
         body["stream_options"] = json!({ "include_usage": true });
@@ -228,7 +230,7 @@ impl OpenAiClient {
         request: &JobRequest,
         model: &str,
     ) -> Result<Completion, ProviderError> {
-        let body = chat_completions_body(request, model);
+        let body = chat_completions_body(request, model)?;
         let (answer, status): (ChatCompletion, _) = self.post("/chat/completions", &body).await?;
         let choice = answer.choices.into_iter().next();
         let finish = choice.as_ref().and_then(|c| c.finish_reason.clone());
@@ -267,7 +269,7 @@ impl OpenAiClient {
     }
 
     async fn chat(&self, r: &ChatRequest, model: &str) -> Result<Completion, ProviderError> {
-        let input = openai_messages::messages(&r.conversation);
+        let input = openai_messages::messages(&r.conversation)?;
         let body = responses_body(model, json!(input), &r.options, &r.conversation.output);
         let (reply, completion) = self.respond(&body).await?;
         Ok(Completion {
@@ -363,7 +365,7 @@ fn error_message(value: &Value) -> Option<&str> {
 }
 
 /// A generate or chat job as a Chat Completions body (not streamed).
-fn chat_completions_body(request: &JobRequest, model: &str) -> Value {
+fn chat_completions_body(request: &JobRequest, model: &str) -> Result<Value, ProviderError> {
     let default = GenerationOptions::default();
     let (messages, o, format) = match request {
         JobRequest::Generate(r) => {
@@ -371,7 +373,15 @@ fn chat_completions_body(request: &JobRequest, model: &str) -> Value {
             if let Some(system) = &r.options.system {
                 messages.push(json!({ "role": "system", "content": system }));
             }
-            messages.push(json!({ "role": "user", "content": r.prompt }));
+            let mut prompt = json!({ "role": "user", "content": r.prompt });
+            if !r.images.is_empty() {
+                let mut parts = vec![Part::Text {
+                    text: r.prompt.clone(),
+                }];
+                parts.extend(r.images.iter().cloned().map(Part::Image));
+                prompt["content"] = openai_messages::content_parts(&parts)?;
+            }
+            messages.push(prompt);
             (
                 messages,
                 &r.options,
@@ -379,7 +389,7 @@ fn chat_completions_body(request: &JobRequest, model: &str) -> Value {
             )
         }
         JobRequest::Chat(r) => (
-            openai_messages::messages(&r.conversation),
+            openai_messages::messages(&r.conversation)?,
             &r.options,
             openai_messages::response_format(&r.conversation.output),
         ),
@@ -407,7 +417,7 @@ fn chat_completions_body(request: &JobRequest, model: &str) -> Value {
     if let Some(format) = format {
         body["response_format"] = format;
     }
-    body
+    Ok(body)
 }
 
 fn responses_body(

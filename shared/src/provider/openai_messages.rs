@@ -1,4 +1,5 @@
-//! A conversation in OpenAI's Chat Completions form: each message's text as `content`, an
+//! A conversation in OpenAI's Chat Completions form: each message's text as `content` (its text
+//! and image parts in order, an image as a `data:` URL, when it shows any), an
 //! assistant's tool calls with their arguments as the exact JSON text, a tool's result joined to
 //! its call by `tool_call_id` (found from the tool's name when the result named only that), the
 //! tools offered with the tool choice, and the answer's format as `response_format` (Chat
@@ -12,12 +13,12 @@ use serde_json::{Value, json};
 use serde::Deserialize;
 
 use crate::domain::conversation::{
-    Arguments, Conversation, OutputFormat, Part, ToolCall, ToolChoice, answered_call,
+    Arguments, Conversation, ImageDetail, OutputFormat, Part, ToolCall, ToolChoice, answered_call,
 };
 use crate::provider::ProviderError;
 
 /// The conversation's messages as Chat Completions takes them.
-pub(super) fn messages(conversation: &Conversation) -> Vec<Value> {
+pub(super) fn messages(conversation: &Conversation) -> Result<Vec<Value>, ProviderError> {
     // The latest call of each tool: a result that names only its tool answers that call.
     let mut latest: HashMap<&str, &str> = HashMap::new();
     let mut written = Vec::with_capacity(conversation.messages.len());
@@ -32,6 +33,9 @@ pub(super) fn messages(conversation: &Conversation) -> Vec<Value> {
             })
             .collect();
         let mut out = json!({ "role": message.role.as_str(), "content": text });
+        if message.images().next().is_some() {
+            out["content"] = content_parts(&message.parts)?;
+        }
         if !calls.is_empty() {
             if text.is_empty() {
                 out["content"] = Value::Null;
@@ -49,11 +53,36 @@ pub(super) fn messages(conversation: &Conversation) -> Vec<Value> {
         }
         written.push(out);
     }
-    written
+    Ok(written)
 }
 
-/// Whether the conversation needs Chat Completions: it offers tools, or holds tool calls or
-/// results (which the Responses API's input takes in another form).
+/// A message's text and images as Chat Completions content parts, in order.
+pub(super) fn content_parts(parts: &[Part]) -> Result<Value, ProviderError> {
+    let mut written = Vec::with_capacity(parts.len());
+    for part in parts {
+        match part {
+            Part::Text { text } => written.push(json!({ "type": "text", "text": text })),
+            Part::Image(image) => {
+                let (media_type, base64) = super::image_base64(image)?;
+                let mut url = json!({ "url": format!("data:{media_type};base64,{base64}") });
+                if let Some(detail) = image.detail {
+                    // Chat Completions knows no `original`: the closest is the finest look.
+                    let detail = match detail {
+                        ImageDetail::Original => ImageDetail::High,
+                        other => other,
+                    };
+                    url["detail"] = json!(detail.as_str());
+                }
+                written.push(json!({ "type": "image_url", "image_url": url }));
+            }
+            Part::ToolCall(_) | Part::ToolResult(_) => {}
+        }
+    }
+    Ok(Value::Array(written))
+}
+
+/// Whether the conversation needs Chat Completions: it offers tools, or holds tool calls, results
+/// or images (which the Responses API's input takes in other forms).
 pub(super) fn has_tools(conversation: &Conversation) -> bool {
     !conversation.tools.is_empty()
         || conversation
@@ -216,7 +245,7 @@ mod tests {
         };
         assert!(has_tools(&conversation));
         assert_eq!(
-            messages(&conversation)[1..],
+            messages(&conversation).expect("no images to load")[1..],
             [
                 json!({ "role": "assistant", "content": null, "tool_calls": [
                     { "id": "call_1", "type": "function",

@@ -9,7 +9,8 @@ mod target;
 pub use schedule::RetrySchedule;
 pub use signature::{SignatureError, SigningSecret, signature_header};
 pub use target::{
-    GuardedResolver, MAX_URL_LEN, TargetError, TargetRefused, check_target, forbidden, parse_url,
+    GuardedResolver, MAX_URL_LEN, Reach, TargetError, TargetRefused, check_target,
+    check_target_within, forbidden, parse_url,
 };
 
 /// The `webhook-id` of a delivery: stable across its retries, the receiver's dedupe key.

@@ -8,7 +8,9 @@
 
 use std::error::Error as StdError;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
+use sqlx::types::ipnetwork::IpNetwork;
 use url::{Host, Url};
 
 /// Longest webhook URL accepted.
@@ -48,6 +50,39 @@ impl TargetError {
     }
 }
 
+/// Which addresses a guarded request may reach: public ones, and besides them every address
+/// (tests, on-premise receivers) or only the internal networks listed (an image store on the
+/// company network).
+#[derive(Debug, Clone, Default)]
+pub enum Reach {
+    #[default]
+    Public,
+    Everything,
+    PublicAnd(Arc<[IpNetwork]>),
+}
+
+impl From<bool> for Reach {
+    /// Public addresses, or with `allow_private` every address.
+    fn from(allow_private: bool) -> Self {
+        match allow_private {
+            true => Self::Everything,
+            false => Self::Public,
+        }
+    }
+}
+
+impl Reach {
+    /// Why `address` may not be reached, or `None` when it may.
+    fn refuses(&self, address: IpAddr) -> Option<&'static str> {
+        let reason = forbidden(address)?;
+        match self {
+            Self::Everything => None,
+            Self::PublicAnd(networks) if networks.iter().any(|n| n.contains(address)) => None,
+            Self::Public | Self::PublicAnd(_) => Some(reason),
+        }
+    }
+}
+
 /// Parses a webhook URL: absolute `http` or `https` with a host, without credentials.
 pub fn parse_url(raw: &str) -> Result<Url, TargetError> {
     let bad = |why: &str| Err(TargetError::BadUrl(why.to_owned()));
@@ -72,31 +107,32 @@ pub fn parse_url(raw: &str) -> Result<Url, TargetError> {
 /// Resolves `url`'s host and checks every address it has (one bad address refuses the URL: the
 /// connection could go to any of them). Private targets pass when `allow_private` is set.
 pub async fn check_target(url: &Url, allow_private: bool) -> Result<(), TargetError> {
+    check_target_within(url, &Reach::from(allow_private)).await
+}
+
+/// [`check_target`] for what `reach` allows.
+pub async fn check_target_within(url: &Url, reach: &Reach) -> Result<(), TargetError> {
     let port = url.port_or_known_default().unwrap_or(443);
     match url.host() {
-        Some(Host::Ipv4(ip)) => check_address(&ip.to_string(), IpAddr::V4(ip), allow_private),
-        Some(Host::Ipv6(ip)) => check_address(&ip.to_string(), IpAddr::V6(ip), allow_private),
-        Some(Host::Domain(name)) => resolve(name, port, allow_private).await.map(drop),
+        Some(Host::Ipv4(ip)) => check_address(&ip.to_string(), IpAddr::V4(ip), reach),
+        Some(Host::Ipv6(ip)) => check_address(&ip.to_string(), IpAddr::V6(ip), reach),
+        Some(Host::Domain(name)) => resolve(name, port, reach).await.map(drop),
         None => Err(TargetError::BadUrl("has no host".into())),
     }
 }
 
-fn check_address(host: &str, address: IpAddr, allow_private: bool) -> Result<(), TargetError> {
-    match forbidden(address) {
-        Some(reason) if !allow_private => Err(TargetError::Refused(TargetRefused {
+fn check_address(host: &str, address: IpAddr, reach: &Reach) -> Result<(), TargetError> {
+    match reach.refuses(address) {
+        Some(reason) => Err(TargetError::Refused(TargetRefused {
             host: host.to_owned(),
             address,
             reason,
         })),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
-async fn resolve(
-    name: &str,
-    port: u16,
-    allow_private: bool,
-) -> Result<Vec<SocketAddr>, TargetError> {
+async fn resolve(name: &str, port: u16, reach: &Reach) -> Result<Vec<SocketAddr>, TargetError> {
     let addresses: Vec<SocketAddr> = tokio::net::lookup_host((name, port))
         .await
         .map_err(|_| TargetError::Unresolvable(name.to_owned()))?
@@ -105,23 +141,24 @@ async fn resolve(
         return Err(TargetError::Unresolvable(name.to_owned()));
     }
     for address in &addresses {
-        check_address(name, address.ip(), allow_private)?;
+        check_address(name, address.ip(), reach)?;
     }
     Ok(addresses)
 }
 
-/// The HTTP client's resolver for webhook deliveries: it hands the client only checked addresses.
-#[derive(Debug, Clone, Copy)]
+/// The HTTP client's resolver for guarded requests (webhook deliveries, image fetches): it hands
+/// the client only checked addresses.
+#[derive(Debug, Clone, Default)]
 pub struct GuardedResolver {
-    pub allow_private: bool,
+    pub reach: Reach,
 }
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow_private = self.allow_private;
+        let reach = self.reach.clone();
         Box::pin(async move {
             // The client sets the URL's port on what a resolver returns.
-            let addresses = resolve(name.as_str(), 0, allow_private)
+            let addresses = resolve(name.as_str(), 0, &reach)
                 .await
                 .map_err(|error| Box::new(error) as Box<dyn StdError + Send + Sync>)?;
             Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)

@@ -6,6 +6,7 @@
 //! run the job at most once more and record it exactly once.
 
 mod halt;
+mod images;
 mod tell;
 mod verdict;
 
@@ -16,7 +17,7 @@ use tokio::sync::SemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::db::job_attempts::AttemptRecord;
 use tollgate_core::db::runs::{self, ClaimRequest, ClaimedJob, Finish, Outcome, Recorded};
-use tollgate_core::domain::{JobErrorCode, JobId, JobStatus, RouteInput, TraceParent};
+use tollgate_core::domain::{JobErrorCode, JobId, JobRequest, JobStatus, RouteInput, TraceParent};
 use tollgate_core::queue::{Delivery, JobEvent, JobMessage};
 use tollgate_core::telemetry;
 use tracing::Instrument as _;
@@ -137,16 +138,24 @@ async fn work(
     let mut attempts = Vec::new();
     let mut outcome = match ended_before_running(context, job) {
         Some(outcome) => outcome,
-        None => {
-            let call = RunCall {
-                job,
-                claim_id,
-                trace,
-                plan: &plan,
-                relay: relay.as_ref(),
-            };
-            call_chain(context, call, &mut attempts).await
-        }
+        None => match images::ready(context, job, claim_id).await? {
+            images::Ready::Failed(outcome) => outcome,
+            ready => {
+                let request = match &ready {
+                    images::Ready::Loaded(request) => request,
+                    _ => &job.request,
+                };
+                let call = RunCall {
+                    job,
+                    request,
+                    claim_id,
+                    trace,
+                    plan: &plan,
+                    relay: relay.as_ref(),
+                };
+                call_chain(context, call, &mut attempts).await
+            }
+        },
     };
     let Some(recorded) = record(context, job, claim_id, &plan, &mut outcome, &mut attempts).await?
     else {
@@ -161,6 +170,8 @@ async fn work(
 /// What one run down the chain needs besides the worker's context.
 struct RunCall<'a> {
     job: &'a ClaimedJob,
+    /// The job's request with its images' bytes loaded.
+    request: &'a JobRequest,
     claim_id: Uuid,
     trace: TraceParent,
     plan: &'a Plan,
@@ -175,7 +186,7 @@ async fn call_chain(
     attempts: &mut Vec<AttemptRecord>,
 ) -> Outcome {
     let job = run.job;
-    let answer_schema = match job.request.answer_schema() {
+    let answer_schema = match run.request.answer_schema() {
         Ok(schema) => schema,
         Err(why) => {
             let message = format!("the answer's format: {why}");
@@ -184,7 +195,7 @@ async fn call_chain(
     };
     let registered = context.cancels.register(job.id);
     let call = Call {
-        request: &job.request,
+        request: run.request,
         answer_schema: answer_schema.as_ref(),
         policy: job.data_policy,
         lane: lane_of(job),

@@ -49,7 +49,7 @@ pub fn client(settings: &WebhookSettings) -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .dns_resolver(Arc::new(GuardedResolver {
-            allow_private: settings.allow_private,
+            reach: settings.allow_private.into(),
         }))
         .user_agent(concat!("Tollgate-Webhooks/", env!("CARGO_PKG_VERSION")))
         .build()

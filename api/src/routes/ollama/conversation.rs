@@ -2,15 +2,18 @@
 //! written back: messages with an assistant's `tool_calls` (arguments as an object, the call id
 //! when there is one — a call without one is given one here, once), `role: "tool"` results naming
 //! their call by `tool_call_id` and/or the tool by `tool_name` (the official `ollama` package sends
-//! only the name), the tools offered, and `format` as `"json"` or a JSON schema.
+//! only the name), a user's `images` (bare base64, each place noted for intake), the tools
+//! offered, and `format` as `"json"` or a JSON schema.
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tollgate_core::domain::ValidationError;
 use tollgate_core::domain::conversation::{
-    Arguments, JsonSchemaFormat, Message, OutputFormat, Part, Reply, Role, Tool, ToolCall,
+    Arguments, Image, JsonSchemaFormat, Message, OutputFormat, Part, Reply, Role, Tool, ToolCall,
     ToolResult, answered_call,
 };
+
+use crate::intake::images::{self, ImagePlaces};
 
 /// The name a schema given as Ollama's `format` goes by (Ollama's has none; OpenAI needs one).
 const FORMAT_NAME: &str = "response";
@@ -30,9 +33,9 @@ pub struct OllamaMessage {
     tool_name: Option<String>,
     /// The call a `tool` message answers.
     tool_call_id: Option<String>,
-    /// Images are not honoured yet; the official client sends `null` or none.
-    #[schema(max_items = 0)]
-    images: Option<Vec<Value>>,
+    /// A user's images, each bare base64 (PNG, JPEG, WebP or GIF).
+    #[schema(max_items = 16)]
+    images: Option<Vec<String>>,
     /// An answer's thinking echoed back into the history: kept out of the request.
     #[serde(rename = "thinking")]
     _thinking: Option<String>,
@@ -77,11 +80,26 @@ pub struct OllamaFunction {
 }
 
 /// The messages as the conversation's.
-pub fn messages(given: Vec<OllamaMessage>) -> Result<Vec<Message>, ValidationError> {
+pub fn messages(
+    given: Vec<OllamaMessage>,
+    places: &mut ImagePlaces,
+) -> Result<Vec<Message>, ValidationError> {
     given
         .into_iter()
         .enumerate()
-        .map(|(i, message)| message.into_message(&format!("messages[{i}]")))
+        .map(|(i, message)| message.into_message(&format!("messages[{i}]"), places))
+        .collect()
+}
+
+/// Images given as Ollama takes them (bare base64), each place noted under `at`.
+pub fn images(given: Vec<String>, at: &str, places: &mut ImagePlaces) -> Vec<Image> {
+    given
+        .into_iter()
+        .enumerate()
+        .map(|(k, base64)| {
+            places.note(format!("{at}[{k}]"));
+            images::bare(base64)
+        })
         .collect()
 }
 
@@ -151,17 +169,8 @@ pub fn tool_call(index: usize, call: &ToolCall) -> Value {
 }
 
 impl OllamaMessage {
-    fn into_message(self, at: &str) -> Result<Message, ValidationError> {
-        if self
-            .images
-            .as_ref()
-            .is_some_and(|images| !images.is_empty())
-        {
-            return Err(ValidationError::new(
-                format!("{at}.images"),
-                "images are not supported",
-            ));
-        }
+    fn into_message(self, at: &str, places: &mut ImagePlaces) -> Result<Message, ValidationError> {
+        let given = self.images.unwrap_or_default();
         let role = Role::from_name(&self.role).ok_or_else(|| {
             ValidationError::new(
                 format!("{at}.role"),
@@ -171,6 +180,12 @@ impl OllamaMessage {
                 ),
             )
         })?;
+        if !given.is_empty() && role != Role::User {
+            return Err(ValidationError::new(
+                format!("{at}.images"),
+                "images are shown in user messages",
+            ));
+        }
         if role == Role::Tool {
             if self.tool_call_id.is_none() && self.tool_name.is_none() {
                 return Err(ValidationError::new(
@@ -188,9 +203,11 @@ impl OllamaMessage {
             });
         }
         let mut parts = Vec::new();
-        if !self.content.is_empty() || self.tool_calls.is_none() {
+        if !self.content.is_empty() || (self.tool_calls.is_none() && given.is_empty()) {
             parts.push(Part::Text { text: self.content });
         }
+        let shown = images(given, &format!("{at}.images"), places);
+        parts.extend(shown.into_iter().map(Part::Image));
         for call in self.tool_calls.into_iter().flatten() {
             // An id is made once here for a call its client kept without one.
             let arguments = Arguments::from_object(&call.function.arguments);
@@ -209,7 +226,10 @@ mod tests {
     use super::*;
 
     fn read(messages_json: Value) -> Result<Vec<Message>, ValidationError> {
-        messages(serde_json::from_value(messages_json).expect("messages"))
+        messages(
+            serde_json::from_value(messages_json).expect("messages"),
+            &mut ImagePlaces::default(),
+        )
     }
 
     #[test]

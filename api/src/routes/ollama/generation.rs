@@ -22,13 +22,14 @@ use crate::access::auth::Caller;
 use crate::calls::feed::{self, Dialect, Started};
 use crate::http::client::ClientInfo;
 use crate::http::error::ApiError;
-use crate::http::extract::JsonBody;
-use crate::intake;
+use crate::http::extract::{JsonBody, JsonWithImages};
+use crate::intake::{self, Asked};
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router(image_body_limit: usize) -> OpenApiRouter<AppState> {
+    let images_inline = crate::routes::images_inline;
     OpenApiRouter::new()
-        .routes(routes!(chat))
-        .routes(routes!(generate))
+        .routes(images_inline(routes!(chat), image_body_limit))
+        .routes(images_inline(routes!(generate), image_body_limit))
         .routes(routes!(embed))
         .routes(routes!(embeddings))
 }
@@ -49,12 +50,16 @@ async fn chat(
     State(state): State<AppState>,
     Caller(caller): Caller,
     client: ClientInfo,
-    JsonBody(body): JsonBody<ChatBody>,
+    JsonWithImages { body, size }: JsonWithImages<ChatBody>,
 ) -> Result<Response, ApiError> {
     let call = body.parse()?;
     let max_tokens = call.request.options.max_tokens;
-    let request = JobRequest::Chat(call.request);
-    answer(&state, &caller, &client, request, call.stream, max_tokens).await
+    let asked = Asked {
+        request: JobRequest::Chat(call.request),
+        places: call.places,
+        body: size,
+    };
+    answer(&state, &caller, &client, asked, call.stream, max_tokens).await
 }
 
 /// Generate (Ollama)
@@ -73,12 +78,16 @@ async fn generate(
     State(state): State<AppState>,
     Caller(caller): Caller,
     client: ClientInfo,
-    JsonBody(body): JsonBody<GenerateBody>,
+    JsonWithImages { body, size }: JsonWithImages<GenerateBody>,
 ) -> Result<Response, ApiError> {
     let call = body.parse()?;
     let max_tokens = call.request.options.max_tokens;
-    let request = JobRequest::Generate(call.request);
-    answer(&state, &caller, &client, request, call.stream, max_tokens).await
+    let asked = Asked {
+        request: JobRequest::Generate(call.request),
+        places: call.places,
+        body: size,
+    };
+    answer(&state, &caller, &client, asked, call.stream, max_tokens).await
 }
 
 /// Runs a chat or generate call as a job: one object when it ends, or its NDJSON stream.
@@ -86,12 +95,12 @@ async fn answer(
     state: &AppState,
     caller: &Principal,
     client: &ClientInfo,
-    request: JobRequest,
+    asked: Asked,
     stream: bool,
     max_tokens: Option<u32>,
 ) -> Result<Response, ApiError> {
-    let kind = request.kind();
-    let call = intake::call(state, caller, client, request, stream).await?;
+    let kind = asked.request.kind();
+    let call = intake::call(state, caller, client, asked, stream).await?;
     let id = call.job.id;
     let response = match Started::of(state, caller.tenant_id, call) {
         Started::Waiting(waiting) => {

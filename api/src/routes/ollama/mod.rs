@@ -22,9 +22,9 @@ use crate::AppState;
 use crate::http::database::DatabaseHealth;
 use crate::http::error::{ApiError, Problem};
 
-pub fn router(database: DatabaseHealth) -> OpenApiRouter<AppState> {
+pub fn router(image_body_limit: usize, database: DatabaseHealth) -> OpenApiRouter<AppState> {
     let routes = OpenApiRouter::new()
-        .merge(generation::router())
+        .merge(generation::router(image_body_limit))
         .merge(models::router());
     super::surface(routes, database, |_, problem| error_body(problem))
 }

@@ -2,8 +2,9 @@
 //! `/api/embeddings` bodies as far as Tollgate runs them, turned into its own validated requests.
 //!
 //! Ollama streams by default (`stream` left out means `true`). Messages, tools and `format` (`"json"`
-//! or a JSON schema) are read into the conversation model by [`super::conversation`]. What
-//! Tollgate cannot honour (images, raw prompts, templates, unknown options) is refused by name;
+//! or a JSON schema) and images (bare base64) are read into the conversation model by
+//! [`super::conversation`]. What Tollgate cannot honour (raw prompts, templates, unknown options)
+//! is refused by name;
 //! `keep_alive` (how long Ollama keeps a model loaded) is the gateway's business and is accepted
 //! and left to the providers' own settings.
 
@@ -17,6 +18,7 @@ use tollgate_core::domain::{
 };
 
 use super::conversation::{self, OllamaMessage, OllamaTool};
+use crate::intake::images::ImagePlaces;
 
 /// `options`, as far as they mean something to every provider.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -65,6 +67,9 @@ pub struct GenerateBody {
     pub model: String,
     pub prompt: String,
     pub system: Option<String>,
+    /// Images shown with the prompt, each bare base64 (PNG, JPEG, WebP or GIF).
+    #[schema(max_items = 16)]
+    pub images: Option<Vec<String>>,
     #[schema(schema_with = switched_off)]
     pub think: Option<Value>,
     #[schema(schema_with = switched_off)]
@@ -124,9 +129,11 @@ fn json_format() -> utoipa::openapi::schema::Object {
         .build()
 }
 
-/// A call in Ollama's dialect: the request, and whether its answer streams.
+/// A call in Ollama's dialect: the request, where its images were given, and whether its
+/// answer streams.
 pub struct Call<T> {
     pub request: T,
+    pub places: ImagePlaces,
     pub stream: bool,
 }
 
@@ -134,8 +141,9 @@ impl ChatBody {
     pub fn parse(self) -> Result<Call<ChatRequest>, ValidationError> {
         not_asked(self.think.as_ref(), self.logprobs)?;
         let options = options(self.options)?;
+        let mut places = ImagePlaces::default();
         let conversation = Conversation {
-            messages: conversation::messages(self.messages)?,
+            messages: conversation::messages(self.messages, &mut places)?,
             tools: conversation::tools(self.tools.unwrap_or_default())?,
             output: conversation::output(self.format)?,
             ..Conversation::default()
@@ -144,6 +152,7 @@ impl ChatBody {
             ChatRequest::new(&self.model, conversation, Some(options)).map_err(format_field)?;
         Ok(Call {
             request,
+            places,
             stream: self.stream != Some(false),
         })
     }
@@ -155,11 +164,15 @@ impl GenerateBody {
         let mut options = options(self.options)?;
         options.system = self.system;
         let output = conversation::output(self.format)?;
+        let mut places = ImagePlaces::default();
+        let images = conversation::images(self.images.unwrap_or_default(), "images", &mut places);
         let request = GenerateRequest::parse(&self.model, self.prompt, Some(options))?
             .with_output(output, "format")
-            .map_err(format_field)?;
+            .map_err(format_field)?
+            .with_images(images)?;
         Ok(Call {
             request,
+            places,
             stream: self.stream != Some(false),
         })
     }

@@ -377,9 +377,9 @@ mod tests {
             (
                 chat(
                     json!({ "model": "m", "messages": [{ "role": "user", "content": [
-                    { "type": "image_url", "image_url": { "url": "x" } }] }] }),
+                    { "type": "input_audio", "input_audio": { "data": "x" } }] }] }),
                 ),
-                "body.messages[0].content[0]",
+                "body.messages[0].content[0].type",
             ),
             (
                 chat(json!({ "model": "m", "stream": true,

@@ -91,7 +91,7 @@ async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
     client: ClientInfo,
-    IdempotentJson { body, key }: IdempotentJson<CreateBatch>,
+    IdempotentJson { body, key, .. }: IdempotentJson<CreateBatch>,
 ) -> Result<Response, ApiError> {
     let endpoint = Endpoint::parse(&body.endpoint).ok_or_else(|| {
         ApiError::invalid_field(
@@ -140,9 +140,10 @@ async fn create(
         tool_choice: Default::default(),
         output: Default::default(),
     };
-    let items = spec
+    let mut items = spec
         .items(items, |i| lines.get(i).map(|&(number, _)| number))
         .map_err(|error| bad_file(in_line_terms(error)))?;
+    intake::images::read_batch(&state, &mut items)?;
     let batch = NewBatch {
         id: BatchId::new(),
         tenant_id: caller.tenant_id,

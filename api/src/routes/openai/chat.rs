@@ -26,14 +26,15 @@ use crate::access::auth::Caller;
 use crate::calls::feed::{Dialect, Feed, Started};
 use crate::http::client::ClientInfo;
 use crate::http::error::ApiError;
-use crate::http::extract::JsonBody;
+use crate::http::extract::JsonWithImages;
 use crate::http::sse::{ChatCompletionStreamEvent, ResponseStreamEvent};
-use crate::intake;
+use crate::intake::{self, Asked, images::ImagePlaces};
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router(image_body_limit: usize) -> OpenApiRouter<AppState> {
+    let images_inline = crate::routes::images_inline;
     OpenApiRouter::new()
-        .routes(routes!(chat_completions))
-        .routes(routes!(responses))
+        .routes(images_inline(routes!(chat_completions), image_body_limit))
+        .routes(images_inline(routes!(responses), image_body_limit))
 }
 
 /// Chat completion
@@ -52,12 +53,14 @@ async fn chat_completions(
     State(state): State<AppState>,
     Caller(caller): Caller,
     client: ClientInfo,
-    JsonBody(body): JsonBody<ChatCompletionBody>,
+    JsonWithImages { body, size }: JsonWithImages<ChatCompletionBody>,
 ) -> Result<Response, ApiError> {
     let chat = body.parse()?;
     let include_usage = chat.include_usage;
     let call = Conversation {
         request: chat.request,
+        places: chat.places,
+        body: size,
         stream: chat.stream,
         endpoint: Endpoint::ChatCompletions,
     };
@@ -83,11 +86,13 @@ async fn responses(
     State(state): State<AppState>,
     Caller(caller): Caller,
     client: ClientInfo,
-    JsonBody(body): JsonBody<ResponsesBody>,
+    JsonWithImages { body, size }: JsonWithImages<ResponsesBody>,
 ) -> Result<Response, ApiError> {
     let response = body.parse()?;
     let call = Conversation {
         request: response.request,
+        places: response.places,
+        body: size,
         stream: response.stream,
         endpoint: Endpoint::Responses,
     };
@@ -100,6 +105,9 @@ async fn responses(
 /// A conversation asked for in one of OpenAI's dialects.
 struct Conversation {
     request: ChatRequest,
+    places: ImagePlaces,
+    /// The size of the body it came in.
+    body: usize,
     stream: bool,
     /// Whose answer shape it takes.
     endpoint: Endpoint,
@@ -115,8 +123,12 @@ async fn converse<D: Dialect<Item = Event>>(
     streamed: impl FnOnce(&Feed, Option<u32>) -> D,
 ) -> Result<Response, ApiError> {
     let max_tokens = conversation.request.options.max_tokens;
-    let request = JobRequest::Chat(conversation.request);
-    let call = intake::call(state, caller, client, request, conversation.stream).await?;
+    let asked = Asked {
+        request: JobRequest::Chat(conversation.request),
+        places: conversation.places,
+        body: conversation.body,
+    };
+    let call = intake::call(state, caller, client, asked, conversation.stream).await?;
     let id = call.job.id;
     let response = match Started::of(state, caller.tenant_id, call) {
         Started::Waiting(waiting) => {

@@ -1,7 +1,8 @@
 //! A conversation in OpenAI's two request dialects, read into Tollgate's conversation model:
 //! Chat Completions messages (an assistant's `tool_calls` with arguments as a JSON string, `role:
 //! "tool"` results joined by `tool_call_id`), Responses input items (`function_call` and
-//! `function_call_output` joined by `call_id`), the tools offered (nested under `function` in Chat
+//! `function_call_output` joined by `call_id`), text and image parts (`image_url`, `input_image`)
+//! in order, each image's place noted for intake to name it, the tools offered (nested under `function` in Chat
 //! Completions, flat in Responses), the tool choice, and the answer's format (`response_format`,
 //! `text.format`). Each refusal names the field as the client wrote it.
 
@@ -9,9 +10,11 @@ use serde::Deserialize;
 use serde_json::Value;
 use tollgate_core::domain::ValidationError;
 use tollgate_core::domain::conversation::{
-    Arguments, JsonSchemaFormat, Message, OutputFormat, Part, Role, Tool, ToolCall, ToolChoice,
-    ToolResult,
+    Arguments, Image, ImageDetail, ImageSource, JsonSchemaFormat, Message, OutputFormat, Part,
+    Role, Tool, ToolCall, ToolChoice, ToolResult,
 };
+
+use crate::intake::images::ImagePlaces;
 
 /// A Chat Completions message (or a Responses message item): text content or text parts, an
 /// assistant's tool calls, a tool's result.
@@ -62,6 +65,25 @@ pub struct ContentPart {
     #[serde(rename = "type")]
     kind: String,
     text: Option<String>,
+    /// An image: Chat Completions' `{"url", "detail"}`, or the Responses API's URL itself (a
+    /// `data:` URL, or an `http(s)` URL Tollgate fetches).
+    image_url: Option<ImageUrl>,
+    /// The Responses API's `detail`, beside its `image_url`.
+    detail: Option<ImageDetail>,
+    /// The Responses API's image by an uploaded file's id: not taken.
+    file_id: Option<String>,
+}
+
+/// Where an image part's image is.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = OpenAiImageUrl)]
+#[serde(untagged)]
+pub enum ImageUrl {
+    Url(String),
+    Object {
+        url: String,
+        detail: Option<ImageDetail>,
+    },
 }
 
 /// An assistant's tool call in Chat Completions' history.
@@ -202,11 +224,14 @@ pub struct SchemaFormat {
 }
 
 /// Chat Completions' messages as the conversation's.
-pub fn chat_messages(messages: Vec<OpenAiMessage>) -> Result<Vec<Message>, ValidationError> {
+pub fn chat_messages(
+    messages: Vec<OpenAiMessage>,
+    places: &mut ImagePlaces,
+) -> Result<Vec<Message>, ValidationError> {
     messages
         .into_iter()
         .enumerate()
-        .map(|(i, m)| m.into_message(&format!("messages[{i}]")))
+        .map(|(i, m)| m.into_message(&format!("messages[{i}]"), places))
         .collect()
 }
 
@@ -215,11 +240,12 @@ pub fn chat_messages(messages: Vec<OpenAiMessage>) -> Result<Vec<Message>, Valid
 pub fn response_items(
     items: Vec<ResponsesItem>,
     messages: &mut Vec<Message>,
+    places: &mut ImagePlaces,
 ) -> Result<(), ValidationError> {
     for (i, item) in items.into_iter().enumerate() {
         let at = format!("input[{i}]");
         match item {
-            ResponsesItem::Message(message) => messages.push(message.into_message(&at)?),
+            ResponsesItem::Message(message) => messages.push(message.into_message(&at, places)?),
             ResponsesItem::FunctionCall(call) => {
                 let call = tool_call(call.call_id, call.name, &call.arguments, &at)?;
                 match messages.last_mut() {
@@ -360,7 +386,7 @@ impl ResponseFormat {
 }
 
 impl OpenAiMessage {
-    fn into_message(self, at: &str) -> Result<Message, ValidationError> {
+    fn into_message(self, at: &str, places: &mut ImagePlaces) -> Result<Message, ValidationError> {
         if self.kind.as_deref().is_some_and(|k| k != "message") {
             return Err(ValidationError::new(
                 format!("{at}.type"),
@@ -376,11 +402,12 @@ impl OpenAiMessage {
                 ),
             )
         })?;
-        let text = match self.content {
-            Some(content) => content.into_text(&format!("{at}.content"))?,
-            None => String::new(),
-        };
+        let content_at = format!("{at}.content");
         if role == Role::Tool {
+            let text = match self.content {
+                Some(content) => content.into_text(&content_at)?,
+                None => String::new(),
+            };
             let id = self.tool_call_id.ok_or_else(|| {
                 ValidationError::new(
                     format!("{at}.tool_call_id"),
@@ -395,9 +422,17 @@ impl OpenAiMessage {
                 "belongs on a message with role `tool`",
             ));
         }
-        let mut parts = Vec::new();
-        if !text.is_empty() || self.tool_calls.is_none() {
-            parts.push(Part::Text { text });
+        let mut parts = match self.content {
+            Some(content) => content.into_parts(&content_at, places)?,
+            None => Vec::new(),
+        };
+        match &self.tool_calls {
+            // An assistant that only calls tools says no text.
+            Some(_) => parts.retain(|part| !matches!(part, Part::Text { text } if text.is_empty())),
+            None if parts.is_empty() => parts.push(Part::Text {
+                text: String::new(),
+            }),
+            None => {}
         }
         for (j, call) in self.tool_calls.into_iter().flatten().enumerate() {
             let at = format!("{at}.tool_calls[{j}]");
@@ -415,7 +450,7 @@ impl OpenAiMessage {
 }
 
 impl Content {
-    /// The text, its parts joined; a part of another kind is refused by name.
+    /// The text, its parts joined: a tool's result, which takes text only.
     fn into_text(self, at: &str) -> Result<String, ValidationError> {
         match self {
             Self::Text(text) => Ok(text),
@@ -427,13 +462,69 @@ impl Content {
                         _ => {
                             return Err(ValidationError::new(
                                 format!("{at}[{i}]"),
-                                "only text parts are supported",
+                                "only text parts are supported here",
                             ));
                         }
                     }
                 }
                 Ok(text)
             }
+        }
+    }
+
+    /// Its text and image parts, in order (a text given as a string is one part).
+    fn into_parts(self, at: &str, places: &mut ImagePlaces) -> Result<Vec<Part>, ValidationError> {
+        let parts = match self {
+            Self::Text(text) => return Ok(vec![Part::Text { text }]),
+            Self::Parts(parts) => parts,
+        };
+        let mut read = Vec::with_capacity(parts.len());
+        for (i, part) in parts.into_iter().enumerate() {
+            let at = format!("{at}[{i}]");
+            read.push(part.into_part(&at)?);
+            if matches!(read.last(), Some(Part::Image(_))) {
+                places.note(at);
+            }
+        }
+        Ok(read)
+    }
+}
+
+impl ContentPart {
+    fn into_part(self, at: &str) -> Result<Part, ValidationError> {
+        match self.kind.as_str() {
+            "text" | "input_text" | "output_text" => {
+                let text = self.text.ok_or_else(|| {
+                    ValidationError::new(format!("{at}.text"), "is required on a text part")
+                })?;
+                Ok(Part::Text { text })
+            }
+            "image_url" | "input_image" => {
+                if self.file_id.is_some() {
+                    return Err(ValidationError::new(
+                        format!("{at}.file_id"),
+                        "images by file id are not supported: give the image_url",
+                    ));
+                }
+                let (url, detail) = match self.image_url {
+                    Some(ImageUrl::Url(url)) => (url, self.detail),
+                    Some(ImageUrl::Object { url, detail }) => (url, detail.or(self.detail)),
+                    None => {
+                        return Err(ValidationError::new(
+                            format!("{at}.image_url"),
+                            "is required on an image part",
+                        ));
+                    }
+                };
+                Ok(Part::Image(Image {
+                    source: ImageSource::Url(url),
+                    detail,
+                }))
+            }
+            _ => Err(ValidationError::new(
+                format!("{at}.type"),
+                "only text and image parts are supported",
+            )),
         }
     }
 }

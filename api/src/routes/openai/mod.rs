@@ -37,13 +37,13 @@ use crate::http::database::DatabaseHealth;
 use crate::http::error::{ApiError, ErrorCode, Problem};
 use crate::http::path::PathId;
 
-pub fn router(upload_limit: usize, database: DatabaseHealth) -> OpenApiRouter<AppState> {
+pub fn router(settings: &crate::ApiSettings, database: DatabaseHealth) -> OpenApiRouter<AppState> {
     let (files, document) = files::router().split_for_parts();
-    let files = files.layer(DefaultBodyLimit::max(upload_limit));
+    let files = files.layer(DefaultBodyLimit::max(settings.batch_body_limit));
     let routes = OpenApiRouter::with_openapi(document)
         .merge(files.into())
         .merge(batches::router())
-        .merge(chat::router())
+        .merge(chat::router(settings.image_body_limit))
         .merge(embeddings::router())
         .merge(models::router());
     super::surface(routes, database, error_body)

@@ -3,8 +3,8 @@
 //! (`/openai/v1/chat/completions`, …) and the Batch API's input lines.
 //!
 //! Messages, tools, the tool choice and the answer's format are read into the conversation model
-//! by [`super::conversation`]. Whatever Tollgate cannot honour (images, audio, several choices,
-//! log probabilities) is refused by name rather than silently dropped: an unknown parameter fails
+//! by [`super::conversation`], each image's place noted. Whatever Tollgate cannot honour (audio,
+//! several choices, log probabilities) is refused by name rather than silently dropped: an unknown parameter fails
 //! deserialization with its path, and the few known ones that only some values of are honoured
 //! are checked here.
 
@@ -14,6 +14,8 @@ use tollgate_core::domain::conversation::{Conversation, Message, Role};
 use tollgate_core::domain::{
     ChatRequest, EmbeddingInput, EmbeddingRequest, GenerationOptions, ValidationError,
 };
+
+use crate::intake::images::ImagePlaces;
 
 use super::conversation::{
     self, ChatTool, FunctionTool, OpenAiMessage, ResponseFormat, ResponsesItem, ToolChoiceBody,
@@ -135,6 +137,8 @@ pub enum EncodingFormat {
 /// A Chat Completion as Tollgate runs it.
 pub struct ChatCompletion {
     pub request: ChatRequest,
+    /// Where its images were given.
+    pub places: ImagePlaces,
     pub stream: bool,
     /// A streamed answer ends with a usage chunk.
     pub include_usage: bool,
@@ -158,8 +162,9 @@ impl ChatCompletionBody {
                 "is only allowed with \"stream\": true",
             ));
         }
+        let mut places = ImagePlaces::default();
         let conversation = Conversation {
-            messages: conversation::chat_messages(self.messages)?,
+            messages: conversation::chat_messages(self.messages, &mut places)?,
             tools: conversation::chat_tools(self.tools.unwrap_or_default())?,
             tool_choice: ToolChoiceBody::read(self.tool_choice)?,
             parallel_tool_calls: self.parallel_tool_calls.unwrap_or(true),
@@ -185,6 +190,7 @@ impl ChatCompletionBody {
             .map_err(|error| chat_field(error.unnest("options.")))?;
         Ok(ChatCompletion {
             request,
+            places,
             stream,
             include_usage: self.stream_options.is_some_and(|o| o.include_usage),
         })
@@ -194,18 +200,22 @@ impl ChatCompletionBody {
 /// A Responses request as Tollgate runs it: a conversation (the instructions its system message).
 pub struct Response {
     pub request: ChatRequest,
+    pub places: ImagePlaces,
     pub stream: bool,
 }
 
 impl ResponsesBody {
     pub fn parse(self) -> Result<Response, ValidationError> {
         let mut messages = Vec::new();
+        let mut places = ImagePlaces::default();
         if let Some(instructions) = self.instructions {
             messages.push(Message::text(Role::System, instructions));
         }
         match self.input {
             ResponsesInput::Text(content) => messages.push(Message::text(Role::User, content)),
-            ResponsesInput::Items(items) => conversation::response_items(items, &mut messages)?,
+            ResponsesInput::Items(items) => {
+                conversation::response_items(items, &mut messages, &mut places)?
+            }
         }
         let output = match self.text.and_then(|text| text.format) {
             Some(format) => format.into_output("text.format")?,
@@ -234,6 +244,7 @@ impl ResponsesBody {
         })?;
         Ok(Response {
             request,
+            places,
             stream: self.stream == Some(true),
         })
     }

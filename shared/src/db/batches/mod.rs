@@ -154,7 +154,8 @@ impl From<BatchRow> for Batch {
     }
 }
 
-/// Inserts the batch and every item as `pending`, inside the caller's transaction.
+/// Inserts the batch and every item as `pending` (with the images its items show), inside the
+/// caller's transaction.
 pub async fn insert(conn: &mut PgConnection, batch: &NewBatch) -> Result<(), sqlx::Error> {
     let item_count = i32::try_from(batch.items.len()).unwrap_or(i32::MAX);
     sqlx::query!(
@@ -178,9 +179,14 @@ pub async fn insert(conn: &mut PgConnection, batch: &NewBatch) -> Result<(), sql
         Some((month, per_item)) => (Some(*month), Some(per_item)),
         None => (None, None),
     };
+    let mut images = std::collections::HashSet::new();
     for (chunk_index, chunk) in batch.items.chunks(INSERT_CHUNK).enumerate() {
         let offset = chunk_index * INSERT_CHUNK;
         let ids: Vec<JobId> = chunk.iter().map(|_| JobId::new()).collect();
+        for (id, item) in ids.iter().zip(chunk) {
+            let tenant_id = batch.tenant_id;
+            super::images::store_shown(conn, tenant_id, *id, &item.request, &mut images).await?;
+        }
         let custom_ids: Vec<&str> = chunk.iter().map(|i| i.custom_id.as_str()).collect();
         let requests = chunk
             .iter()

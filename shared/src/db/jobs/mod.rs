@@ -410,6 +410,27 @@ pub async fn exists(pool: &PgPool, tenant_id: TenantId, id: JobId) -> Result<boo
     .await
 }
 
+/// Rewrites a running job's request once its worker fetched its images (naming them now by
+/// their hash), while the claim `claim_id` holds; `false` when it no longer does.
+pub async fn keep_fetched(
+    conn: impl PgExecutor<'_>,
+    id: JobId,
+    claim_id: uuid::Uuid,
+    request: &JobRequest,
+) -> Result<bool, sqlx::Error> {
+    let request = serde_json::to_value(request).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let updated = sqlx::query!(
+        "update jobs set request = $3
+          where id = $1 and claim_id = $2 and status = 'running'",
+        id as JobId,
+        claim_id,
+        request,
+    )
+    .execute(conn)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
 /// A tenant's jobs, newest first, strictly older than `before` when given (the cursor).
 pub async fn list(
     pool: &PgPool,

@@ -11,6 +11,8 @@ use crate::domain::{MAX_MESSAGES, MAX_TEXT_CHARS, ValidationError};
 
 /// Most tools offered in one request (OpenAI's limit).
 pub const MAX_TOOLS: usize = 128;
+/// Most images in one request.
+pub const MAX_IMAGES: usize = 16;
 
 impl Conversation {
     /// Checks the conversation's rules, naming the first field that breaks one.
@@ -24,6 +26,12 @@ impl Conversation {
         let mut calls = Calls::default();
         for (i, message) in self.messages.iter().enumerate() {
             check_message(message, &format!("messages[{i}]"), &mut calls)?;
+        }
+        if self.images().count() > MAX_IMAGES {
+            return Err(ValidationError::new(
+                "messages",
+                format!("hold at most {MAX_IMAGES} images"),
+            ));
         }
         check_tools(self)?;
         if let OutputFormat::JsonSchema(format) = &self.output {
@@ -69,6 +77,11 @@ fn check_message(
                         field(j),
                         format!("must be at most {MAX_TEXT_CHARS} characters"),
                     ));
+                }
+            }
+            Part::Image(_) => {
+                if message.role != Role::User {
+                    return Err(refuse(j, "an image (images are shown in user messages)"));
                 }
             }
             Part::ToolCall(call) => {
@@ -117,7 +130,8 @@ fn check_message(
         Role::Assistant => {
             message.tool_calls().next().is_some() || !message.joined_text().trim().is_empty()
         }
-        Role::System | Role::User => !message.joined_text().trim().is_empty(),
+        Role::User => message.images().next().is_some() || !message.joined_text().trim().is_empty(),
+        Role::System => !message.joined_text().trim().is_empty(),
     };
     if !says_something {
         let what = match message.role {

@@ -3,6 +3,8 @@
 //! its request into it and every provider client out of it, so no surface and provider pair has
 //! code of its own, and it is what a chat job's `jobs.request` holds.
 //!
+//! - `image` — an image part: bytes Tollgate keeps (by hash, outside the job's row), or a URL a
+//!   batch item's worker fetches;
 //! - `tools` — a tool offered, the tool choice, and a call's arguments kept as their exact text;
 //! - `output` — the answer's format (text, any JSON object, a JSON schema) and the check of an
 //!   answer against it;
@@ -16,13 +18,17 @@
 //! previous release still runs a plain conversation written by this one during a rolling upgrade.
 
 mod check;
+mod image;
 mod output;
 mod reply;
 mod tools;
 
 use serde::{Deserialize, Serialize};
 
-pub use check::MAX_TOOLS;
+pub use check::{MAX_IMAGES, MAX_TOOLS};
+pub use image::{
+    DEFAULT_MAX_IMAGE_BYTES, Image, ImageDetail, ImageRefused, ImageSource, KeptImage, MediaType,
+};
 pub use output::{AnswerSchema, JsonSchemaFormat, OutputFormat, Violation};
 pub use reply::{Finish, Reply, answered_call, new_call_id};
 pub use tools::{Arguments, Tool, ToolChoice, tool_name};
@@ -51,6 +57,23 @@ impl Default for Conversation {
             parallel_tool_calls: true,
             output: OutputFormat::Text,
         }
+    }
+}
+
+impl Conversation {
+    /// Every image of every message, in order.
+    pub fn images(&self) -> impl Iterator<Item = &Image> {
+        self.messages.iter().flat_map(Message::images)
+    }
+
+    /// The same, to be read or fetched, or their bytes loaded.
+    pub fn images_mut(&mut self) -> impl Iterator<Item = &mut Image> {
+        self.messages.iter_mut().flat_map(|message| {
+            message.parts.iter_mut().filter_map(|part| match part {
+                Part::Image(image) => Some(image),
+                _ => None,
+            })
+        })
     }
 }
 
@@ -110,14 +133,14 @@ pub struct Message {
     pub parts: Vec<Part>,
 }
 
-/// A piece of a message. The next kinds (an image, a model's reasoning with its signature) join
-/// this list; a stored part of a kind this release does not know is refused when read, never
-/// dropped.
+/// A piece of a message. The next kinds (a model's reasoning with its signature) join this list;
+/// a stored part of a kind this release does not know is refused when read, never dropped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[schema(as = ConversationPart)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Part {
     Text { text: String },
+    Image(Image),
     ToolCall(ToolCall),
     ToolResult(ToolResult),
 }
@@ -163,10 +186,18 @@ impl Message {
             .filter_map(|part| match part {
                 Part::Text { text } => Some(text.as_str()),
                 Part::ToolResult(result) => Some(result.content.as_str()),
-                Part::ToolCall(_) => None,
+                Part::Image(_) | Part::ToolCall(_) => None,
             })
             .collect::<Vec<_>>()
             .join("")
+    }
+
+    /// The images it shows.
+    pub fn images(&self) -> impl Iterator<Item = &Image> {
+        self.parts.iter().filter_map(|part| match part {
+            Part::Image(image) => Some(image),
+            _ => None,
+        })
     }
 
     /// The tool calls it makes.
