@@ -18,7 +18,7 @@
 //!   statement that ends runs, a job's end or its park), `job_attempts`, `batches/` (`cancel`,
 //!   `results`), `dispatch` (what the dispatcher releases), `files`, `settings`, `model_routes`,
 //!   `prices`, `quotas`, `usage`, `tenants`, `tokens`, `access`, `audit`, `idempotency`, `images`,
-//!   `instances`, `hosts`, `host_slots`, `webhooks/` (`endpoints`, `deliveries`, `attempts`),
+//!   `instances`, `hosts`, `host_models`, `host_slots`, `webhooks/` (`endpoints`, `deliveries`, `attempts`),
 //!   `backlog`, `activity`, `workers`, `partitions` (the time partitions, prepared and dropped);
 //! - [`queue`]: RabbitMQ, the only module that names lapin — `topology` (every exchange and
 //!   queue), `broker` (the supervised connection, publishing with confirms), `outgoing` (work

@@ -79,10 +79,12 @@ async fn read(pool: &PgPool) -> Result<Runtime, sqlx::Error> {
     let routes = db::model_routes::all(pool).await?;
     let prices = db::prices::all(pool).await?;
     let hosts = db::hosts::all(pool).await?;
+    let fleet_models = db::host_models::fleet(pool).await?;
     Ok(Runtime {
         settings,
         routes,
         prices,
         hosts,
+        fleet_models,
     })
 }

@@ -35,7 +35,12 @@ use tokio_util::sync::CancellationToken;
 pub use faults::Knobs;
 
 /// Models the sim's Ollama side has installed at start.
-pub const OLLAMA_MODELS: [&str; 3] = ["llama3:latest", "mistral:latest", "nomic-embed-text:latest"];
+pub const OLLAMA_MODELS: [&str; 4] = [
+    "llama3:latest",
+    "mistral:latest",
+    "nomic-embed-text:latest",
+    "llava:latest",
+];
 /// Models the sim's OpenAI side serves.
 pub const OPENAI_MODELS: [&str; 3] = ["gpt-4.1-mini", "gpt-4o-mini", "text-embedding-3-small"];
 
@@ -78,6 +83,13 @@ impl Sim {
 
     pub fn set_knobs(&self, knobs: Knobs) {
         *lock(&self.inner.knobs) = knobs;
+    }
+
+    /// Installs an Ollama model able to do what `capabilities` says (`None`: it says nothing, as
+    /// a host too old to report them).
+    pub fn install(&self, name: &str, capabilities: Option<&[&str]>) {
+        let model = ollama::InstalledModel::with(name, capabilities);
+        lock(&self.inner.ollama_models).insert(name.to_owned(), model);
     }
 
     /// Removes an installed Ollama model (as `DELETE /api/delete` does).

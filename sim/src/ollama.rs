@@ -22,6 +22,7 @@ pub fn router() -> Router<Sim> {
             get(|| async { Json(json!({ "version": "0.12.0-sim" })) }),
         )
         .route("/api/tags", get(tags))
+        .route("/api/show", post(show))
         .route("/api/ps", get(running))
         .route("/api/generate", post(generate))
         .route("/api/chat", post(chat))
@@ -35,15 +36,44 @@ pub struct InstalledModel {
     name: String,
     digest: String,
     modified_at: String,
+    /// What `/api/show` says it can do; `None`: it says nothing, as Ollama before 0.6.4.
+    capabilities: Option<Vec<String>>,
 }
 
 impl InstalledModel {
+    /// A model able to do what its name says, as Ollama reports it: an embedding model embeds;
+    /// others complete and call tools, and see (llava, gemma3, `-vision`, `-vl`) or think (qwen3,
+    /// deepseek-r1, gpt-oss) when their family does.
     pub fn new(name: &str) -> Self {
+        let has = |words: &[&str]| words.iter().any(|w| name.contains(w));
+        let mut capabilities = vec!["completion", "tools"];
+        if has(&["embed"]) {
+            capabilities = vec!["embedding"];
+        }
+        if has(&["llava", "vision", "-vl", "gemma3"]) {
+            capabilities.push("vision");
+        }
+        if has(&["qwen3", "deepseek-r1", "gpt-oss", "think"]) {
+            capabilities.push("thinking");
+        }
+        Self::with(name, Some(&capabilities))
+    }
+
+    /// A model able to do what `capabilities` says (`None`: a host too old to say).
+    pub fn with(name: &str, capabilities: Option<&[&str]>) -> Self {
         Self {
             name: name.to_owned(),
             digest: hex(&Sha256::digest(name.as_bytes())),
             modified_at: Utc::now().to_rfc3339(),
+            capabilities: capabilities.map(|c| c.iter().map(|&c| c.to_owned()).collect()),
         }
+    }
+
+    /// Whether it says it cannot do `capability` (a model that says nothing is tried).
+    fn lacks(&self, capability: &str) -> bool {
+        self.capabilities
+            .as_ref()
+            .is_some_and(|c| !c.iter().any(|had| had == capability))
     }
 }
 
@@ -183,6 +213,43 @@ async fn tags(State(sim): State<Sim>) -> Json<Value> {
 }
 
 /// Every installed model counts as loaded, for five minutes more.
+/// `/api/show`: the model's details and, unless it says nothing, its capabilities.
+async fn show(State(sim): State<Sim>, request: Request) -> Response {
+    let body: ModelBody = match body(request).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let name = full_name(&body.model);
+    let Some(model) = lock(&sim.inner.ollama_models).get(&name).cloned() else {
+        let message = format!("model '{}' not found", body.model);
+        return error(StatusCode::NOT_FOUND, message);
+    };
+    let mut shown = json!({
+        "modelfile": "", "parameters": "", "template": "{{ .Prompt }}",
+        "details": { "format": "gguf", "family": "llama", "parameter_size": "8B",
+                     "quantization_level": "Q4_0" },
+        "model_info": { "general.architecture": "llama", "llama.context_length": 8192 },
+        "modified_at": model.modified_at,
+    });
+    if let Some(capabilities) = &model.capabilities {
+        shown["capabilities"] = json!(capabilities);
+    }
+    Json(shown).into_response()
+}
+
+/// Ollama's 400 for a request a model cannot serve (images to a model without vision, tools to
+/// one without tools), if this is one.
+fn unable(sim: &Sim, model: &str, images: bool, tools: bool) -> Option<Response> {
+    let installed = lock(&sim.inner.ollama_models)
+        .get(&full_name(model))
+        .cloned()?;
+    let (_, capability) = [(images, "vision"), (tools, "tools")]
+        .into_iter()
+        .find(|&(asked, capability)| asked && installed.lacks(capability))?;
+    let message = format!("\"{model}\" does not support {capability}");
+    Some(error(StatusCode::BAD_REQUEST, message))
+}
+
 async fn running(State(sim): State<Sim>) -> Json<Value> {
     let expires_at = (Utc::now() + chrono::Duration::minutes(5)).to_rfc3339();
     let models: Vec<Value> = lock(&sim.inner.ollama_models)
@@ -208,6 +275,9 @@ async fn generate(State(sim): State<Sim>, request: Request) -> Response {
         Ok(shown) => shown,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
+    if let Some(refused) = unable(&sim, &body.model, !shown.is_empty(), false) {
+        return refused;
+    }
     let input = format!("{}{}", body.system.unwrap_or_default(), body.prompt);
     let asked = Asked {
         format: format(body.format.as_ref()),
@@ -243,6 +313,10 @@ async fn chat(State(sim): State<Sim>, request: Request) -> Response {
         Ok(shown) => shown,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
+    let tools = !body.tools.is_empty();
+    if let Some(refused) = unable(&sim, &body.model, !shown.is_empty(), tools) {
+        return refused;
+    }
     let input: String = body
         .messages
         .iter()

@@ -26,19 +26,19 @@ use tollgate_core::webhook::Reach;
 
 use crate::harness::{Options, Stack, client, test_api_settings, test_image_limits};
 
-/// One model on each provider: llama3 on the Ollama sim, gpt-4.1-mini on the OpenAI sim (reached
-/// through the fallback).
-const MODELS: [&str; 2] = ["llama3", "gpt-4.1-mini"];
+/// One model on each provider: llava (a vision model) on the Ollama sim, gpt-4.1-mini on the
+/// OpenAI sim (reached through the fallback).
+const MODELS: [&str; 2] = ["llava", "gpt-4.1-mini"];
 
 /// The smallest PNG: one transparent pixel.
-const PIXEL: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+pub(crate) const PIXEL: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
 
-fn pixel() -> Vec<u8> {
+pub(crate) fn pixel() -> Vec<u8> {
     STANDARD.decode(PIXEL).expect("base64")
 }
 
 /// What a sim says when shown `bytes` as a PNG.
-fn seen(bytes: &[u8]) -> String {
+pub(crate) fn seen(bytes: &[u8]) -> String {
     let digest: String = Sha256::digest(bytes)[..4]
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -141,7 +141,17 @@ async fn stack() -> Stack {
     stack
         .patch_settings(&json!({ "ai_fallback_provider": "openai" }))
         .await;
+    vision_route(&stack).await;
     stack
+}
+
+/// Routes `llava` to the Ollama sim's vision model, and to OpenAI.
+pub(crate) async fn vision_route(stack: &Stack) {
+    let routes = json!({ "routes": { "ollama": "llava", "openai": "gpt-4.1-mini" } });
+    let response = stack
+        .admin(reqwest::Method::PUT, "/v1/admin/aliases/llava", &routes)
+        .await;
+    assert_eq!(response.status(), 200);
 }
 
 async fn run_script(stack: &Stack, script: &str, server: &ImageServer) -> Value {
@@ -223,13 +233,13 @@ async fn the_ollama_python_package_shows_images() {
 }
 
 /// A native chat showing the image at `url`, as `POST /v1/chat` takes it.
-fn showing(url: &str) -> Value {
-    json!({ "model": "llama3", "messages": [{ "role": "user", "content": [
+pub(crate) fn showing(url: &str) -> Value {
+    json!({ "model": "llava", "messages": [{ "role": "user", "content": [
         { "type": "text", "text": "What is this?" },
         { "type": "image", "url": url, "detail": "high" }] }] })
 }
 
-async fn submit(stack: &Stack, body: &Value) -> (u16, Value) {
+pub(crate) async fn submit(stack: &Stack, body: &Value) -> (u16, Value) {
     let response = client()
         .post(stack.url("/v1/chat"))
         .bearer_auth(&stack.token)
@@ -256,6 +266,7 @@ async fn image_urls_are_fetched_within_their_limits() {
         ..Options::default()
     })
     .await;
+    vision_route(&stack).await;
     let server = ImageServer::start().await;
     // Three redirects are followed, each target checked.
     let (status, job) = submit(&stack, &showing(&server.url("/hop/2"))).await;
@@ -310,6 +321,7 @@ async fn image_urls_reaching_internal_addresses_are_refused_after_redirects_too(
         ..Options::default()
     })
     .await;
+    vision_route(&stack).await;
     let server = ImageServer::start().await;
     let (status, job) = submit(&stack, &showing(&server.url("/pixel.png"))).await;
     assert_eq!(status, 200, "the allowed network is reached: {job}");
@@ -337,6 +349,7 @@ async fn image_urls_reaching_internal_addresses_are_refused_after_redirects_too(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_passes_the_ordinary_limit_only_for_its_inline_images() {
     let stack = Stack::start().await;
+    vision_route(&stack).await;
     // 1.5 MB of image in a body the ordinary 1 MB limit would refuse.
     let image = png_of(1_500_000);
     let url = format!("data:image/png;base64,{}", STANDARD.encode(&image));
@@ -378,7 +391,7 @@ async fn a_batch_fetches_its_items_images_in_the_worker_once() {
         .collect();
     items.push(item("inline", &format!("data:image/png;base64,{PIXEL}")));
     items.push(item("bad", &server.url("/page.html")));
-    let body = json!({ "kind": "chat", "model": "llama3", "items": items });
+    let body = json!({ "kind": "chat", "model": "llava", "items": items });
     let batch = accepted(post_batch(&stack, &stack.token, &body).await).await;
     assert_eq!(server.fetched(), 0, "accepted without fetching");
     let id = batch["id"].as_str().expect("id");

@@ -24,6 +24,7 @@ mod bad_input;
 mod batches;
 mod billing;
 mod calls;
+mod capabilities;
 mod cli;
 mod coalescing;
 mod dashboard;

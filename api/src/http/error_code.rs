@@ -51,6 +51,10 @@ pub enum ErrorCode {
     /// the model and the reason (`data_policy`, `no_route` or `route_disabled`). A retry cannot
     /// help until an operator changes the routes or the caller's data policy.
     ModelNotServed,
+    /// No provider's model for the requested model can do what the request needs (see its
+    /// images, call its tools): `field` names what needs it. A retry cannot help until the model
+    /// is pulled on a host that can, or an operator routes it to one.
+    ModelLacksCapability,
     /// The route does not take this method.
     MethodNotAllowed,
     /// A tenant with that name exists.
@@ -191,7 +195,7 @@ mod tests {
         let names: std::collections::HashSet<&str> =
             ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
         assert_eq!(names.len(), ErrorCode::ALL.len());
-        assert_eq!(ErrorCode::ALL.len(), 49);
+        assert_eq!(ErrorCode::ALL.len(), 50);
         assert!(
             names
                 .iter()

@@ -51,17 +51,15 @@ impl ImagePlaces {
         Self(places)
     }
 
-    /// The same places within `at` (a batch's item).
-    fn within(self, at: &str) -> Self {
-        Self(
-            self.0
-                .into_iter()
-                .map(|place| format!("{at}.{place}"))
-                .collect(),
-        )
+    /// The places of batch item `i`'s request (in the native API's form).
+    pub fn of_item(i: usize, request: &JobRequest) -> Self {
+        let places = Self::native(request).0;
+        let within = |place| format!("items[{i}].{place}");
+        Self(places.into_iter().map(within).collect())
     }
 
-    fn of(&self, k: usize) -> String {
+    /// Where image `k` was given.
+    pub fn of(&self, k: usize) -> String {
         self.0
             .get(k)
             .cloned()
@@ -130,7 +128,7 @@ pub async fn read(
 /// form and left for the item's worker to fetch. A refusal names the item.
 pub fn read_batch(state: &AppState, items: &mut [ValidItem]) -> Result<(), ApiError> {
     for (i, item) in items.iter_mut().enumerate() {
-        let places = ImagePlaces::native(&item.request).within(&format!("items[{i}]"));
+        let places = ImagePlaces::of_item(i, &item.request);
         read_given(state, &mut item.request, &places)?;
     }
     Ok(())

@@ -35,7 +35,8 @@ use tollgate_core::db::quotas::Limits;
 use tollgate_core::db::tokens::Principal;
 use tollgate_core::db::webhooks;
 use tollgate_core::domain::{
-    Job, JobId, JobKind, JobRequest, ModelName, NUL_REFUSED, TenantId, nul_in_value,
+    Capabilities, Capability, Job, JobId, JobKind, JobRequest, ModelName, NUL_REFUSED, TenantId,
+    Unserved, nul_in_value,
 };
 use tollgate_core::webhook::{check_target, parse_url};
 
@@ -171,6 +172,7 @@ pub async fn call(
                 .with_code(ErrorCode::ModelNotFound)
                 .with_field("model")
         })?;
+    capable(state, caller, &request, &places)?;
     images::read(state, &mut request, &places, images::Fetch::AtIntake, body).await?;
     let new_job = NewJob {
         id: JobId::new(),
@@ -399,7 +401,7 @@ pub async fn served_model(
         state
             .runtime
             .current()
-            .serves(model.as_str(), caller.data_policy)
+            .serves(model.as_str(), caller.data_policy, Capabilities::NONE)
     };
     if serves().is_ok() {
         return Ok(model);
@@ -415,6 +417,45 @@ pub async fn served_model(
         )
         .with_field("model")),
     }
+}
+
+/// Whether a step of the request's route can do what it needs (see images, call tools), as the
+/// routing decision judges it ([`Runtime::serves`](tollgate_core::domain::Runtime::serves)
+/// with the request's needs); else 422 `model_lacks_capability` naming the field that needs it
+/// (the first image, as `places` names it; `tools`), before anything is written.
+pub fn capable(
+    state: &AppState,
+    caller: &Principal,
+    request: &JobRequest,
+    places: &ImagePlaces,
+) -> Result<(), ApiError> {
+    let runtime = state.runtime.current();
+    let model = request.model().as_str();
+    match runtime.serves(model, caller.data_policy, request.needs()) {
+        Err(unserved @ Unserved::Lacks(capability)) => {
+            let field = match capability {
+                Capability::Vision => places.of(0),
+                Capability::Tools => "tools".to_owned(),
+                _ => "model".to_owned(),
+            };
+            Err(ApiError::invalid_field(field, unserved.explain(model))
+                .with_code(ErrorCode::ModelLacksCapability))
+        }
+        // Served or not served at all: `served_model` said which.
+        _ => Ok(()),
+    }
+}
+
+/// [`capable`] for every item of a batch; a refusal names the item.
+pub fn capable_items(
+    state: &AppState,
+    caller: &Principal,
+    items: &[tollgate_core::domain::ValidItem],
+) -> Result<(), ApiError> {
+    items.iter().enumerate().try_for_each(|(i, item)| {
+        let places = ImagePlaces::of_item(i, &item.request);
+        capable(state, caller, &item.request, &places)
+    })
 }
 
 /// A submission's `webhook_url`: well-formed, reaching only public addresses (unless this server

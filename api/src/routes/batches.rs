@@ -167,6 +167,7 @@ async fn create(
             lines.as_ref().and_then(|l| l.get(i).copied())
         })
         .map_err(ApiError::from)?;
+    intake::capable_items(&state, &caller, &items)?;
     intake::images::read_batch(&state, &mut items)?;
     let webhook_url = match submitted.webhook_url {
         Some(url) => Some(intake::webhook_url(&state, caller.tenant_id, &url).await?),

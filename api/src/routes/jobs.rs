@@ -281,6 +281,7 @@ async fn submit(
         None => None,
     };
     let places = ImagePlaces::native(&request);
+    intake::capable(state, &caller, &request, &places)?;
     images::read(state, &mut request, &places, Fetch::AtIntake, extra.size).await?;
     let new_job = NewJob {
         id: JobId::new(),

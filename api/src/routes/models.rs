@@ -44,6 +44,11 @@ struct Route {
     /// For Ollama: the hosts that have it.
     #[serde(skip_serializing_if = "Option::is_none")]
     hosts: Option<Vec<String>>,
+    /// For Ollama: what the hosts that have it say it can do (`completion`, `tools`, `vision`,
+    /// `thinking`, `embedding`), all of them when a host does not say; left out until a host
+    /// is known to have it. A request needing what a step's model cannot do skips that step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capabilities: Option<Vec<&'static str>>,
     /// The price in force, per 1,000 tokens; `null` when the model is unpriced.
     price: Option<PriceView>,
 }
@@ -83,6 +88,10 @@ async fn list(State(state): State<AppState>, Caller(_): Caller) -> Result<Json<M
                         upstream_model: upstream.to_owned(),
                         installed: on.as_ref().map(|on| !on.is_empty()),
                         hosts: on,
+                        capabilities: (provider == ProviderName::Ollama)
+                            .then(|| runtime.fleet_models.of(upstream))
+                            .flatten()
+                            .map(|capabilities| capabilities.names()),
                         price: runtime
                             .prices
                             .at(provider, upstream, now)

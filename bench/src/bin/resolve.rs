@@ -50,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
         bulk: false,
         batch_overflow: false,
         share_draw: 0,
+        needs: tollgate_core::domain::Capabilities::NONE,
     };
     let steps = providers.plan(&cli.model, job).await.steps.len();
     anyhow::ensure!(steps > 0, "{} resolves to no provider", cli.model);

@@ -14,6 +14,7 @@ pub mod backlog;
 pub mod batches;
 pub mod dispatch;
 pub mod files;
+pub mod host_models;
 pub mod host_slots;
 pub mod hosts;
 pub mod idempotency;

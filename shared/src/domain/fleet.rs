@@ -1,10 +1,13 @@
 //! The local fleet's Ollama hosts as operators describe them: each host, its slots (and how many
-//! batch items may hold), its name rule, and a change to one.
+//! batch items may hold), its name rule, and a change to one; and what the enabled hosts' models
+//! can do, as their listings said.
+
+use std::collections::HashMap;
 
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::ValidationError;
+use super::{Capabilities, ValidationError};
 
 /// One Ollama host of the fleet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -17,6 +20,36 @@ pub struct Host {
     /// How many of them batch items may hold (see [`bulk_slots`]).
     pub bulk_slots: u32,
     pub enabled: bool,
+}
+
+/// A model's name as Ollama resolves it: a name without a tag is its `latest`, so `llama3` and
+/// `llama3:latest` are one model.
+pub fn model_key(name: &str) -> String {
+    if name.contains(':') {
+        name.to_owned()
+    } else {
+        format!("{name}:latest")
+    }
+}
+
+/// What the fleet can do with each model its enabled hosts have (by [`model_key`]): what any of
+/// them can (a job goes to a host that can), a host that did not say counting as able to do
+/// everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetModels(HashMap<String, Capabilities>);
+
+impl FleetModels {
+    /// A host has `model`, able to do `capabilities` (`None`: it did not say).
+    pub fn add(&mut self, model: &str, capabilities: Option<Capabilities>) {
+        let had = self.0.entry(model_key(model)).or_default();
+        *had = had.union(capabilities.unwrap_or(Capabilities::ALL));
+    }
+
+    /// What the fleet can do with `model`; `None` when no host is known to have it (its listing
+    /// may be yet to come: the worker decides then).
+    pub fn of(&self, model: &str) -> Option<Capabilities> {
+        self.0.get(&model_key(model)).copied()
+    }
 }
 
 /// How many of `slots` batch items may hold at once: all but a quarter (rounded up), so single

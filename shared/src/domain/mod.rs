@@ -2,6 +2,7 @@
 
 mod access;
 mod batch;
+mod capability;
 pub mod conversation;
 mod fleet;
 mod ids;
@@ -21,8 +22,11 @@ pub use access::{
     AccessChange, AccessRules, Denied, DomainPattern, client_ip, parse_domains, parse_networks,
 };
 pub use batch::{BatchItem, BatchSpec, MAX_BATCH_ITEMS, Template, ValidItem};
+pub use capability::{Capabilities, Capability};
 pub use conversation::Conversation;
-pub use fleet::{Host, HostChange, HostSpec, MAX_HOST_SLOTS, bulk_slots, host_name};
+pub use fleet::{
+    FleetModels, Host, HostChange, HostSpec, MAX_HOST_SLOTS, bulk_slots, host_name, model_key,
+};
 pub use ids::{BatchId, FileId, JobId, TenantId, TokenId};
 pub use job::{Job, JobError, JobKind, JobStatus, Role, Usage};
 pub use job_error::{FailureClass, JobErrorCode};

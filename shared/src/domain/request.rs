@@ -5,8 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::JobKind;
-use super::conversation::{AnswerSchema, Conversation, Image, MAX_IMAGES, Message, OutputFormat};
+use super::conversation::{
+    AnswerSchema, Conversation, Image, MAX_IMAGES, Message, OutputFormat, ToolChoice,
+};
+use super::{Capabilities, Capability, JobKind};
 
 /// Longest prompt (or message, or embedding input) accepted, in characters.
 pub const MAX_TEXT_CHARS: usize = 200_000;
@@ -325,6 +327,26 @@ impl JobRequest {
             Self::Chat(r) => r.conversation.output.compile(),
             Self::Embedding(_) => Ok(None),
         }
+    }
+
+    /// What a model must be able to do to answer it: complete, see the images it shows, call
+    /// the tools it offers (unless it says not to). Embeddings need nothing named: Ollama embeds
+    /// with generative models too, which do not list `embedding`.
+    pub fn needs(&self) -> Capabilities {
+        let mut needs = match self {
+            Self::Embedding(_) => vec![],
+            Self::Generate(_) | Self::Chat(_) => vec![Capability::Completion],
+        };
+        if !self.images().is_empty() {
+            needs.push(Capability::Vision);
+        }
+        if let Self::Chat(chat) = self
+            && !chat.conversation.tools.is_empty()
+            && chat.conversation.tool_choice != ToolChoice::None
+        {
+            needs.push(Capability::Tools);
+        }
+        Capabilities::of(needs)
     }
 
     /// Every image it shows, in order.

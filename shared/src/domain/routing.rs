@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::ValidationError;
 use super::settings::{ProviderName, Runtime, Strategy};
+use super::{Capabilities, Capability, ValidationError};
 
 /// Why a job's answer came from where it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -84,6 +84,9 @@ pub struct RouteInput {
     pub batch_overflow: bool,
     /// The job's draw for `ai_local_share`, 0–99 (the same on every run of the job).
     pub share_draw: u8,
+    /// What the model must be able to do ([`JobRequest::needs`](super::JobRequest::needs)): a
+    /// step whose model cannot is skipped.
+    pub needs: Capabilities,
 }
 
 /// How long the fleet step waits for a free slot.
@@ -143,6 +146,10 @@ pub enum Unserved {
     /// The providers with a route for it are switched off, not configured, or not used by the
     /// routing strategy.
     RouteDisabled,
+    /// No provider's model for it can do what the request needs (see images, call tools).
+    #[serde(rename = "lacks_capability")]
+    #[strum(serialize = "lacks_capability")]
+    Lacks(Capability),
 }
 
 impl Unserved {
@@ -159,6 +166,13 @@ impl Unserved {
             Self::NoRoute => "no provider has a route for it",
             Self::RouteDisabled => {
                 "the providers with a route for it are disabled or not configured"
+            }
+            Self::Lacks(capability) => {
+                return format!(
+                    "model {model:?} cannot serve this request: no provider's model for it has \
+                     the {} capability",
+                    capability.as_str()
+                );
             }
         };
         format!("model {model:?} is not served ({}): {why}", self.as_str())
@@ -235,6 +249,7 @@ impl Runtime {
         };
         let first_choice = order.first().map(|(provider, ..)| *provider);
         let mut withheld = false;
+        let mut lacking = None;
         let mut candidates = Vec::new();
         for (provider, local_wait, when_busy) in order {
             if provider == ProviderName::Ollama && !settings.ai_local_enabled {
@@ -248,6 +263,13 @@ impl Runtime {
             };
             if provider != ProviderName::Ollama && job.policy == DataPolicy::LocalOnly {
                 withheld = true;
+                continue;
+            }
+            if let Some(lacks) = self
+                .capabilities(provider, upstream_model)
+                .lacking(job.needs)
+            {
+                lacking.get_or_insert(lacks);
                 continue;
             }
             let local_wait = match job.policy {
@@ -264,9 +286,10 @@ impl Runtime {
         }
         // When the step the share picked cannot serve, what is left is a plain fallback.
         let shared = shared && candidates.first().map(|c| c.provider) == first_choice;
-        let unserved = candidates
-            .is_empty()
-            .then(|| self.unserved_because(model, job.policy));
+        let unserved = candidates.is_empty().then(|| match lacking {
+            Some(lacks) => Unserved::Lacks(lacks),
+            None => self.unserved_because(model, job.policy),
+        });
         Route {
             candidates,
             shared,
@@ -289,6 +312,19 @@ impl Runtime {
         }
     }
 
+    /// What `provider`'s `upstream_model` can do: for the fleet, what its hosts' listings said
+    /// (everything while no host is known to have the model: the worker finds out); for the
+    /// cloud, everything.
+    fn capabilities(&self, provider: ProviderName, upstream_model: &str) -> Capabilities {
+        match provider {
+            ProviderName::Ollama => self
+                .fleet_models
+                .of(upstream_model)
+                .unwrap_or(Capabilities::ALL),
+            ProviderName::OpenAi => Capabilities::ALL,
+        }
+    }
+
     /// Whether the settings let `provider` be called at all: OpenAI with a key stored, the fleet
     /// with a host enabled. (A worker also needs the key to open; it decides that for itself.)
     pub fn is_configured(&self, provider: ProviderName) -> bool {
@@ -301,12 +337,18 @@ impl Runtime {
     /// Whether a request for `model` from a caller under `policy` can be served as the settings
     /// stand: [`Runtime::route`] asked at intake, so a request it gives no step is refused before
     /// anything is written.
-    pub fn serves(&self, model: &str, policy: DataPolicy) -> Result<(), Unserved> {
+    pub fn serves(
+        &self,
+        model: &str,
+        policy: DataPolicy,
+        needs: Capabilities,
+    ) -> Result<(), Unserved> {
         let job = RouteInput {
             policy,
             bulk: false,
             batch_overflow: false,
             share_draw: 0,
+            needs,
         };
         match self.route(model, job, |p| self.is_configured(p)).unserved {
             Some(unserved) => Err(unserved),
@@ -325,6 +367,7 @@ mod tests {
         bulk: false,
         batch_overflow: false,
         share_draw: 0,
+        needs: Capabilities::NONE,
     };
 
     fn names(route: &Route) -> Vec<(&'static str, &str)> {
@@ -389,6 +432,52 @@ mod tests {
                 .is_empty()
         );
         assert!(rt.route("unknown", ANY, |_| true).candidates.is_empty());
+    }
+
+    #[test]
+    fn a_step_whose_model_lacks_what_the_request_needs_is_skipped() {
+        let mut rt = runtime(
+            Strategy::Provider(ProviderName::Ollama),
+            Some(ProviderName::OpenAi),
+        );
+        rt.fleet_models
+            .add("llama3", Some(Capabilities::from_names(&["completion"])));
+        let seeing = RouteInput {
+            needs: Capabilities::of([Capability::Completion, Capability::Vision]),
+            ..ANY
+        };
+        assert_eq!(
+            names(&rt.route("llama3", seeing, |_| true)),
+            [("openai", "gpt-4.1-mini")]
+        );
+        assert_eq!(
+            names(&rt.route("llama3", ANY, |_| true)),
+            [("ollama", "llama3"), ("openai", "gpt-4.1-mini")]
+        );
+        let local = RouteInput {
+            policy: DataPolicy::LocalOnly,
+            ..seeing
+        };
+        assert_eq!(
+            rt.route("llama3", local, |_| true).unserved,
+            Some(Unserved::Lacks(Capability::Vision))
+        );
+        // A second host with the model that can see: the fleet can.
+        rt.fleet_models.add(
+            "llama3:latest",
+            Some(Capabilities::from_names(&["completion", "vision"])),
+        );
+        assert_eq!(
+            names(&rt.route("llama3", local, |_| true)),
+            [("ollama", "llama3")]
+        );
+        // A host that does not say what its models can do counts as able to do everything.
+        let mut old = runtime(Strategy::Provider(ProviderName::Ollama), None);
+        old.fleet_models.add("llama3", None);
+        assert_eq!(
+            names(&old.route("llama3", seeing, |_| true)),
+            [("ollama", "llama3")]
+        );
     }
 
     #[test]
@@ -524,16 +613,19 @@ mod tests {
         let mut rt = runtime(Strategy::Hybrid, None);
         // No host and no key: nothing is configured.
         assert_eq!(
-            rt.serves("llama3", DataPolicy::Any),
+            rt.serves("llama3", DataPolicy::Any, Capabilities::NONE),
             Err(Unserved::RouteDisabled)
         );
         rt.settings.openai_api_key = Some(crate::domain::settings::SealedKey {
             sealed: vec![1],
             last4: "abcd".into(),
         });
-        assert_eq!(rt.serves("llama3", DataPolicy::Any), Ok(()));
         assert_eq!(
-            rt.serves("llama3", DataPolicy::LocalOnly),
+            rt.serves("llama3", DataPolicy::Any, Capabilities::NONE),
+            Ok(())
+        );
+        assert_eq!(
+            rt.serves("llama3", DataPolicy::LocalOnly, Capabilities::NONE),
             Err(Unserved::RouteDisabled)
         );
         assert!(

@@ -209,6 +209,8 @@ pub struct Runtime {
     pub prices: super::PriceList,
     /// The fleet's Ollama hosts, enabled or not, by name.
     pub hosts: Vec<Host>,
+    /// What the enabled hosts' models can do, as their last listings said.
+    pub fleet_models: crate::domain::FleetModels,
 }
 
 /// A partial change to the settings (`PATCH /v1/admin/settings`): `None` leaves a value alone.
@@ -375,6 +377,7 @@ pub(super) mod tests {
         routes.insert("llama3".into(), ProviderName::OpenAi, "gpt-4.1-mini".into());
         routes.insert("gpt-4o".into(), ProviderName::OpenAi, "gpt-4o".into());
         Runtime {
+            fleet_models: crate::domain::FleetModels::default(),
             settings: Settings {
                 version: 1,
                 ai_provider: active,

@@ -1,5 +1,6 @@
-//! Managing Ollama's local models: what is installed (`GET /api/tags`), pulling one with its
-//! progress (`POST /api/pull`, NDJSON), and deleting one (`DELETE /api/delete`).
+//! Managing Ollama's local models: what is installed (`GET /api/tags`), what one can do (`POST
+//! /api/show`'s `capabilities`), pulling one with its progress (`POST /api/pull`, NDJSON), and
+//! deleting one (`DELETE /api/delete`).
 
 use std::time::Duration;
 
@@ -27,17 +28,13 @@ pub struct InstalledModel {
     /// Format, family, parameter size, quantization.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<Value>,
+    /// What it can do, when the listing says (Ollama 0.30 and later); else [`OllamaModels::show`]
+    /// asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<String>>,
 }
 
-/// A model's name as Ollama resolves it: a name without a tag is its `latest`, so `llama3` and
-/// `llama3:latest` are one model.
-pub fn model_key(name: &str) -> String {
-    if name.contains(':') {
-        name.to_owned()
-    } else {
-        format!("{name}:latest")
-    }
-}
+pub use crate::domain::model_key;
 
 /// Why a delete failed.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +77,25 @@ impl OllamaModels {
     }
 
     /// The models Ollama has loaded now (`/api/ps`), as it lists them.
+    /// What `model` can do (`/api/show`'s `capabilities`); `None` from a host too old to say.
+    pub async fn capabilities(&self, model: &str) -> Result<Option<Vec<String>>, ProviderError> {
+        #[derive(Deserialize)]
+        struct Shown {
+            capabilities: Option<Vec<String>>,
+        }
+        let response = self
+            .http
+            .post(format!("{}/api/show", self.base_url))
+            .timeout(QUICK)
+            .json(&json!({ "model": model }))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let response = checked(response).await?;
+        let shown: Shown = response.json().await.map_err(unreachable)?;
+        Ok(shown.capabilities)
+    }
+
     pub async fn running(&self) -> Result<Value, ProviderError> {
         let response = self
             .http

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tollgate_core::db::runs::cancelled_error;
-use tollgate_core::domain::{DataPolicy, JobErrorCode, LocalWait};
+use tollgate_core::domain::{Capability, DataPolicy, JobErrorCode, LocalWait};
 use tollgate_core::provider::{Provider, ProviderError};
 
 use super::terms::{Call, Lane, PERMIT_WAIT, withheld};
@@ -93,10 +93,13 @@ pub(super) async fn ready(
         Target::Fleet => {
             let fleet = providers.fleet();
             let model = &step.upstream_model;
-            let serving = fleet.serving(model, &settings.circuit).await;
+            let needs = call.request.needs();
+            let serving = fleet.serving(model, needs, &settings.circuit).await;
             if serving.ready.is_empty() {
                 return Err(if serving.resting > 0 {
                     circuit_open("every Ollama host with this model")
+                } else if let Some(lacking) = serving.lacking {
+                    incapable_on_fleet(model, lacking, call.policy)
                 } else {
                     not_on_fleet(model, call.policy)
                 });
@@ -106,7 +109,7 @@ pub(super) async fn ready(
                 Lane::Bulk => SlotLane::Bulk,
             };
             let slot = match fleet
-                .take(model, &serving.ready, lane, wait, call.cancel)
+                .take(model, needs, &serving.ready, lane, wait, call.cancel)
                 .await
             {
                 Ok(slot) => slot,
@@ -153,6 +156,18 @@ pub(super) fn circuit_open(what: &str) -> ProviderError {
 /// No enabled host has the model installed: nothing local can serve it (a pull would fix it).
 pub(super) fn not_on_fleet(model: &str, policy: DataPolicy) -> ProviderError {
     let mut message = format!("no enabled Ollama host has the model {model:?} installed");
+    if policy == DataPolicy::LocalOnly {
+        message.push_str(&withheld(policy));
+    }
+    ProviderError::new(JobErrorCode::NoProviderAvailable, message)
+}
+
+/// Every enabled host that has `model` says it cannot do what the call needs.
+fn incapable_on_fleet(model: &str, lacking: Capability, policy: DataPolicy) -> ProviderError {
+    let mut message = format!(
+        "no enabled Ollama host's {model:?} has the {} capability",
+        lacking.as_str()
+    );
     if policy == DataPolicy::LocalOnly {
         message.push_str(&withheld(policy));
     }

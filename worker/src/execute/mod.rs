@@ -127,6 +127,7 @@ async fn work(
         bulk: job.bulk,
         batch_overflow: job.batch_overflow,
         share_draw: share_draw(job.id),
+        needs: job.request.needs(),
     };
     let plan = context
         .providers

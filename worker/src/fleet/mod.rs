@@ -3,17 +3,22 @@
 //!
 //! Each host's models come from its `/api/tags`, listed every probe period (a failed listing counts
 //! against its circuit like a failed call) and again at once when a job asks for a model no host
-//! is known to have (it may just have been pulled).
+//! is known to have (it may just have been pulled). What each model can do comes with the listing
+//! (Ollama 0.30 and later) or from `/api/show`, asked once per model and digest; a host that does
+//! not say counts as able to do everything. A listing that differs from the one last recorded is
+//! written to `host_models`, where intake and the other workers read it.
 
 mod slots;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tollgate_core::domain::{CircuitPolicy, Host, ProviderName, Runtime};
-use tollgate_core::provider::{OllamaClient, OllamaModels, Provider, model_key};
+use tollgate_core::db::host_models::{self, Listed};
+use tollgate_core::domain::{Capabilities, Capability, CircuitPolicy, Host, ProviderName, Runtime};
+use tollgate_core::provider::{InstalledModel, OllamaClient, OllamaModels, Provider, model_key};
 use uuid::Uuid;
 
 use slots::Usable;
@@ -38,13 +43,21 @@ pub struct HostState {
     health: Arc<Health>,
 }
 
+/// The installed models (by [`model_key`]) and what each can do.
+type Installed = HashMap<String, Capabilities>;
+
+/// What `/api/show` said each model (by name and digest) can do.
+type Shown = HashMap<(String, Option<String>), Option<Vec<String>>>;
+
 /// What a worker has learned about a host; kept while its address stays the same.
 #[derive(Default)]
 struct Health {
     circuit: Mutex<Circuit>,
-    /// The installed models (by [`model_key`]) and when they were listed; `None` before the first
-    /// listing.
-    models: RwLock<Option<(Instant, HashSet<String>)>>,
+    /// The installed models and when they were listed; `None` before the first listing.
+    models: RwLock<Option<(Instant, Installed)>>,
+    shown: Mutex<Shown>,
+    /// The listing last recorded in `host_models`.
+    recorded: Mutex<Option<Vec<Listed>>>,
 }
 
 impl HostState {
@@ -61,14 +74,24 @@ impl HostState {
     }
 
     /// The host's last listing: when, and the models in it.
-    fn listing(&self) -> std::sync::RwLockReadGuard<'_, Option<(Instant, HashSet<String>)>> {
+    fn listing(&self) -> std::sync::RwLockReadGuard<'_, Option<(Instant, Installed)>> {
         tollgate_core::sync::read(&self.health.models)
     }
 
+    /// What the host's `model` can do; `None` when the host does not have it.
+    fn capabilities(&self, model: &str) -> Option<Capabilities> {
+        let listing = self.listing();
+        listing.as_ref()?.1.get(&model_key(model)).copied()
+    }
+
     fn has(&self, model: &str) -> bool {
-        self.listing()
-            .as_ref()
-            .is_some_and(|(_, installed)| installed.contains(&model_key(model)))
+        self.capabilities(model).is_some()
+    }
+
+    /// Whether the host has `model` and it can do what `needs` says.
+    fn can(&self, model: &str, needs: Capabilities) -> bool {
+        self.capabilities(model)
+            .is_some_and(|has| has.lacking(needs).is_none())
     }
 
     fn listed_within(&self, age: Duration) -> bool {
@@ -81,32 +104,101 @@ impl HostState {
         self.listing().is_some()
     }
 
-    /// Lists the host's models; `false` when it did not answer.
-    async fn list(&self) -> bool {
-        match tokio::time::timeout(LISTING_TIMEOUT, self.models_api.installed()).await {
-            Ok(Ok(installed)) => {
-                let installed = installed.iter().map(|m| model_key(&m.name)).collect();
-                *tollgate_core::sync::write(&self.health.models) =
-                    Some((Instant::now(), installed));
-                true
+    /// Lists the host's models and what each can do, and records the listing when it changed;
+    /// `false` when the host did not answer.
+    async fn list(&self, pool: &PgPool) -> bool {
+        let installed =
+            match tokio::time::timeout(LISTING_TIMEOUT, self.models_api.installed()).await {
+                Ok(Ok(installed)) => installed,
+                _ => return false,
+            };
+        let mut listed = Vec::with_capacity(installed.len());
+        for model in installed {
+            listed.push(self.read(model).await);
+        }
+        let models = listed
+            .iter()
+            .map(|m| {
+                let capabilities = m.capabilities.as_deref().map(Capabilities::from_names);
+                (
+                    model_key(&m.model),
+                    capabilities.unwrap_or(Capabilities::ALL),
+                )
+            })
+            .collect();
+        *tollgate_core::sync::write(&self.health.models) = Some((Instant::now(), models));
+        self.record(pool, listed).await;
+        true
+    }
+
+    /// One model of a listing, with what it can do: as the listing says, else as `/api/show`
+    /// said for its digest (asked now if it never was; a host that does not answer is asked
+    /// again at the next listing).
+    async fn read(&self, model: InstalledModel) -> Listed {
+        let name = model_key(&model.name);
+        if model.capabilities.is_some() {
+            return Listed {
+                model: name,
+                digest: model.digest,
+                capabilities: model.capabilities,
+            };
+        }
+        let key = (name.clone(), model.digest.clone());
+        let known = tollgate_core::sync::lock(&self.health.shown)
+            .get(&key)
+            .cloned();
+        let capabilities = match known {
+            Some(capabilities) => capabilities,
+            None => {
+                let asked = self.models_api.capabilities(&model.name);
+                match tokio::time::timeout(LISTING_TIMEOUT, asked).await {
+                    Ok(Ok(capabilities)) => {
+                        let mut shown = tollgate_core::sync::lock(&self.health.shown);
+                        shown.insert(key, capabilities.clone());
+                        capabilities
+                    }
+                    _ => None,
+                }
             }
-            _ => false,
+        };
+        Listed {
+            model: name,
+            digest: model.digest,
+            capabilities,
+        }
+    }
+
+    /// Writes the listing to `host_models` unless it is the one this worker recorded last.
+    async fn record(&self, pool: &PgPool, listed: Vec<Listed>) {
+        if tollgate_core::sync::lock(&self.health.recorded).as_ref() == Some(&listed) {
+            return;
+        }
+        match host_models::record(pool, self.host.id, &listed).await {
+            Ok(_) => *tollgate_core::sync::lock(&self.health.recorded) = Some(listed),
+            Err(error) => {
+                tracing::warn!(host = self.host.name, %error, "cannot record the host's models");
+            }
         }
     }
 }
 
 /// Which hosts can take a call for a model now.
 pub struct Serving {
-    /// Enabled, with the model installed and a circuit that lets a call out.
+    /// Enabled, with the model installed, able to do what the call needs, and a circuit that lets
+    /// a call out.
     pub ready: Vec<Arc<HostState>>,
-    /// Enabled with the model, but resting after failures.
+    /// Enabled with the model able to, but resting after failures.
     pub resting: usize,
+    /// What the model lacks on every enabled host that has it, when none can.
+    pub lacking: Option<Capability>,
 }
 
 /// The fleet of this worker.
 #[derive(Clone)]
 pub struct Fleet {
     hosts: Arc<RwLock<Arc<Vec<Arc<HostState>>>>>,
+    /// Where listings are recorded.
+    pool: PgPool,
     slots: slots::Slots,
     timeout: Duration,
     http: reqwest::Client,
@@ -126,17 +218,18 @@ impl Fleet {
     ) -> (Self, FleetTasks) {
         let hosts: Arc<RwLock<Arc<Vec<Arc<HostState>>>>> = Arc::default();
         let known = hosts.clone();
-        let candidates: slots::Candidates = Arc::new(move |model: &str| {
+        let candidates: slots::Candidates = Arc::new(move |model: &str, needs| {
             let hosts = tollgate_core::sync::read(&known).clone();
             hosts
                 .iter()
-                .filter(|h| h.host.enabled && h.has(model) && !h.circuit().is_open())
+                .filter(|h| h.host.enabled && h.can(model, needs) && !h.circuit().is_open())
                 .map(|h| h.usable())
                 .collect()
         });
-        let (slots, line) = slots::Slots::new(pool, slot_lease, candidates);
+        let (slots, line) = slots::Slots::new(pool.clone(), slot_lease, candidates);
         let fleet = Self {
             hosts,
+            pool,
             slots,
             timeout,
             http: reqwest::Client::new(),
@@ -180,12 +273,12 @@ impl Fleet {
             .collect::<Vec<Arc<HostState>>>();
         // A new host's models are listed at once, so calls waiting for a slot can use it.
         for host in next.iter().filter(|h| h.host.enabled && !h.listed()) {
-            let host = host.clone();
+            let (host, pool) = (host.clone(), self.pool.clone());
             #[expect(
                 clippy::disallowed_methods,
                 reason = "a listing left to finish on its own: the next probe lists the host again"
             )]
-            tokio::spawn(async move { host.list().await });
+            tokio::spawn(async move { host.list(&pool).await });
         }
         *tollgate_core::sync::write(&self.hosts) = Arc::new(next);
     }
@@ -208,10 +301,15 @@ impl Fleet {
         self.current().iter().find(|h| h.host.id == id).cloned()
     }
 
-    /// The hosts that can serve `model` now. A host never listed (just added) is listed first;
-    /// when no host is known to have the model, the hosts not listed lately are listed again: the
-    /// model may just have been pulled.
-    pub async fn serving(&self, model: &str, policy: &CircuitPolicy) -> Serving {
+    /// The hosts that can serve `model` for a call that `needs` something now. A host never
+    /// listed (just added) is listed first; when no host is known to have the model, the hosts not
+    /// listed lately are listed again: the model may just have been pulled.
+    pub async fn serving(
+        &self,
+        model: &str,
+        needs: Capabilities,
+        policy: &CircuitPolicy,
+    ) -> Serving {
         let enabled: Vec<_> = self
             .current()
             .iter()
@@ -219,17 +317,24 @@ impl Fleet {
             .cloned()
             .collect();
         let unlisted = enabled.iter().filter(|h| !h.listed());
-        futures::future::join_all(unlisted.map(|h| h.list())).await;
+        futures::future::join_all(unlisted.map(|h| h.list(&self.pool))).await;
         if !enabled.iter().any(|h| h.has(model)) {
             let stale = enabled.iter().filter(|h| !h.listed_within(RELIST_AFTER));
-            futures::future::join_all(stale.map(|h| h.list())).await;
+            futures::future::join_all(stale.map(|h| h.list(&self.pool))).await;
         }
         let now = Instant::now();
+        let had = enabled.iter().filter_map(|h| h.capabilities(model));
+        let able = had.fold(Capabilities::NONE, Capabilities::union);
         let mut serving = Serving {
             ready: Vec::new(),
             resting: 0,
+            lacking: enabled
+                .iter()
+                .any(|h| h.has(model))
+                .then(|| able.lacking(needs))
+                .flatten(),
         };
-        for host in enabled.into_iter().filter(|h| h.has(model)) {
+        for host in enabled.into_iter().filter(|h| h.can(model, needs)) {
             if host.circuit().allows(now, policy) {
                 serving.ready.push(host);
             } else {
@@ -263,13 +368,16 @@ impl Fleet {
     pub async fn take(
         &self,
         model: &str,
+        needs: Capabilities,
         hosts: &[Arc<HostState>],
         lane: SlotLane,
         wait: Duration,
         cancel: &CancellationToken,
     ) -> Result<SlotGuard, NoSlot> {
         let usable: Vec<Usable> = hosts.iter().map(|h| h.usable()).collect();
-        self.slots.take(model, &usable, lane, wait, cancel).await
+        self.slots
+            .take(model, needs, &usable, lane, wait, cancel)
+            .await
     }
 
     /// Lists every enabled host's models (a host that does not answer counts a failure against
@@ -280,7 +388,7 @@ impl Fleet {
             .iter()
             .filter(|h| h.host.enabled)
             .map(|host| async move {
-                if !host.list().await {
+                if !host.list(&self.pool).await {
                     tracing::debug!(host = host.host.name, "host probe failed");
                     self.record(host, false, policy);
                 }

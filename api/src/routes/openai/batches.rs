@@ -143,6 +143,7 @@ async fn create(
     let mut items = spec
         .items(items, |i| lines.get(i).map(|&(number, _)| number))
         .map_err(|error| bad_file(in_line_terms(error)))?;
+    intake::capable_items(&state, &caller, &items)?;
     intake::images::read_batch(&state, &mut items)?;
     let batch = NewBatch {
         id: BatchId::new(),

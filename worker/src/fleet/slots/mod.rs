@@ -29,6 +29,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::db::host_slots::{self, HeldSlot, SlotLane};
+use tollgate_core::domain::Capabilities;
 use uuid::Uuid;
 
 /// How often the line is tried without a notification (and the other workers told it waits).
@@ -71,8 +72,9 @@ impl Usable {
     }
 }
 
-/// The hosts that may serve a model now (enabled, with the model, not resting after failures).
-pub type Candidates = Arc<dyn Fn(&str) -> Vec<Usable> + Send + Sync>;
+/// The hosts that may serve a model for a call that needs something now (enabled, with the model
+/// able to do it, not resting after failures).
+pub type Candidates = Arc<dyn Fn(&str, Capabilities) -> Vec<Usable> + Send + Sync>;
 
 /// The slots of this worker: taking, waiting in line, keeping, renewing and freeing them.
 #[derive(Clone)]
@@ -105,6 +107,8 @@ struct Inner {
 /// A call waiting in line.
 struct Waiter {
     model: String,
+    /// What the call needs the model to do.
+    needs: Capabilities,
     lane: SlotLane,
     reply: oneshot::Sender<SlotGuard>,
 }
@@ -212,10 +216,11 @@ impl Slots {
     }
 
     /// A slot for `model` on one of `usable` (the least loaded), waiting at most `wait` for one
-    /// to come free (on any host that has the model by then).
+    /// to come free (on any host that has the model able to do what `needs` says by then).
     pub async fn take(
         &self,
         model: &str,
+        needs: Capabilities,
         usable: &[Usable],
         lane: SlotLane,
         wait: Duration,
@@ -236,7 +241,13 @@ impl Slots {
         let (reply, answer) = oneshot::channel();
         self.inner.waiting.fetch_add(1, Ordering::AcqRel);
         let model = model.to_owned();
-        let _ = self.inner.line.send(Waiter { model, lane, reply });
+        let waiter = Waiter {
+            model,
+            needs,
+            lane,
+            reply,
+        };
+        let _ = self.inner.line.send(waiter);
         tokio::select! {
             guard = answer => guard.map_err(|_| NoSlot::Busy),
             () = tokio::time::sleep(wait) => Err(NoSlot::Busy),

@@ -1,0 +1,108 @@
+//! What a model can do, as Ollama names it (`/api/show`'s `capabilities`): `completion`, `tools`,
+//! `vision`, `thinking`, `embedding`. A request needs some (an image needs `vision`, tools offered
+//! need `tools`); a route's step whose model lacks one is skipped, and a request no step can serve
+//! is refused at intake naming the field.
+//!
+//! What is not known counts as had: a host too old to report its models' capabilities, a cloud
+//! route an operator said nothing about.
+
+use serde::{Deserialize, Serialize};
+
+/// One thing a model can do.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    strum::EnumIter,
+    strum::IntoStaticStr,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Capability {
+    Completion,
+    Tools,
+    Vision,
+    Thinking,
+    Embedding,
+}
+
+impl Capability {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+
+    /// Its name in Ollama's list; `None` for one Tollgate does not act on (`insert`, `audio`…).
+    pub fn parse(name: &str) -> Option<Self> {
+        <Self as strum::IntoEnumIterator>::iter().find(|c| c.as_str() == name)
+    }
+}
+
+/// A set of capabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Capabilities(u8);
+
+impl Capabilities {
+    /// Every capability: what a model whose capabilities are not known counts as having.
+    pub const ALL: Self = Self(0b1_1111);
+    pub const NONE: Self = Self(0);
+
+    pub fn of(capabilities: impl IntoIterator<Item = Capability>) -> Self {
+        Self(capabilities.into_iter().fold(0, |bits, c| bits | c.bit()))
+    }
+
+    /// A list of Ollama's names, the ones Tollgate does not act on left out.
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Self {
+        Self::of(names.iter().filter_map(|n| Capability::parse(n.as_ref())))
+    }
+
+    pub fn has(self, capability: Capability) -> bool {
+        self.0 & capability.bit() != 0
+    }
+
+    /// Every capability either set has.
+    pub fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    /// The first of `needed` this set lacks.
+    pub fn lacking(self, needed: Self) -> Option<Capability> {
+        <Capability as strum::IntoEnumIterator>::iter().find(|&c| needed.has(c) && !self.has(c))
+    }
+
+    /// Their names, in a fixed order.
+    pub fn names(self) -> Vec<&'static str> {
+        <Capability as strum::IntoEnumIterator>::iter()
+            .filter(|&c| self.has(c))
+            .map(Capability::as_str)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ollama_names_read_into_a_set_and_the_unknown_are_left_out() {
+        let read = Capabilities::from_names(&["completion", "vision", "insert", "audio"]);
+        assert!(read.has(Capability::Vision) && read.has(Capability::Completion));
+        assert!(!read.has(Capability::Tools));
+        assert_eq!(read.names(), ["completion", "vision"]);
+        assert_eq!(
+            read.lacking(Capabilities::of([Capability::Vision, Capability::Tools])),
+            Some(Capability::Tools)
+        );
+        assert_eq!(Capabilities::ALL.lacking(read), None);
+        assert_eq!(Capabilities::ALL.names().len(), 5);
+    }
+}
