@@ -12,11 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use futures::future::join_all;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use url::Url;
 
-use crate::domain::conversation::{KeptImage, MediaType};
+use crate::domain::JobRequest;
+use crate::domain::conversation::{ImageSource, KeptImage, MediaType};
 use crate::webhook::{GuardedResolver, Reach, TargetError, check_target_within};
 
 /// Most redirects followed for one image.
@@ -79,6 +81,29 @@ impl ImageFetcher {
 
     pub fn limits(&self) -> &ImageLimits {
         &self.limits
+    }
+
+    /// Fetches every image `request` names by URL, all at once, keeping each with its bytes; a
+    /// failure says which image (its position among the request's images) and why.
+    pub async fn fetch_all(&self, request: &mut JobRequest) -> Result<(), (usize, FetchFailed)> {
+        let urls: Vec<(usize, String)> = request
+            .images()
+            .iter()
+            .enumerate()
+            .filter_map(|(k, image)| match &image.source {
+                ImageSource::Url(url) => Some((k, url.clone())),
+                ImageSource::Kept(_) => None,
+            })
+            .collect();
+        let fetched = join_all(urls.iter().map(|(_, url)| self.fetch(url))).await;
+        let mut images = request.images_mut();
+        for ((k, _), result) in urls.into_iter().zip(fetched) {
+            let kept = result.map_err(|failed| (k, failed))?;
+            if let Some(image) = images.get_mut(k) {
+                image.source = ImageSource::Kept(kept);
+            }
+        }
+        Ok(())
     }
 
     /// The image at `url`, read and named by its hash.

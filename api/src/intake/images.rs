@@ -7,7 +7,6 @@
 //!
 //! A body may be larger than the ordinary limit only for the images it carries inline.
 
-use futures::future::join_all;
 use tollgate_core::domain::conversation::{Image, ImageSource, Part};
 use tollgate_core::domain::{JobRequest, ValidItem};
 use tollgate_core::image_fetch::FetchFailed;
@@ -67,45 +66,23 @@ impl ImagePlaces {
     }
 }
 
-/// When a request's `http(s)` image URLs are fetched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fetch {
-    /// Now: a single job.
-    AtIntake,
-    /// By the worker, before the job's first call: a batch item.
-    ByWorker,
-}
-
-/// Reads `request`'s images (see the module's docs); `body` is the size of the body it came in,
-/// which only images sent inline may take past the ordinary limit.
+/// Reads `request`'s images (see the module's docs), fetching those given by URL; `body` is the
+/// size of the body it came in, which only images sent inline may take past the ordinary limit.
 pub async fn read(
     state: &AppState,
     request: &mut JobRequest,
     places: &ImagePlaces,
-    fetch: Fetch,
     body: usize,
 ) -> Result<(), ApiError> {
-    let given = read_given(state, request, places)?;
-    if body > state.body_limit && !given.inline {
+    let inline = read_given(state, request, places)?;
+    if body > state.body_limit && !inline {
         return Err(ApiError::too_large(state.body_limit));
     }
-    if fetch == Fetch::ByWorker || given.to_fetch.is_empty() {
-        return Ok(());
-    }
-    let fetched = join_all(
-        given
-            .to_fetch
-            .iter()
-            .map(|(_, url)| state.image_fetcher.fetch(url)),
-    )
-    .await;
-    let mut images = request.images_mut();
-    for ((k, _), result) in given.to_fetch.into_iter().zip(fetched) {
-        let kept = result.map_err(|failed| unfetched(places.of(k), failed))?;
-        if let Some(image) = images.get_mut(k) {
-            image.source = ImageSource::Kept(kept);
-        }
-    }
+    state
+        .image_fetcher
+        .fetch_all(request)
+        .await
+        .map_err(|(k, failed)| unfetched(places.of(k), failed))?;
     let total: usize = request
         .images()
         .iter()
@@ -134,37 +111,24 @@ pub fn read_batch(state: &AppState, items: &mut [ValidItem]) -> Result<(), ApiEr
     Ok(())
 }
 
-/// What reading the images a request gave found.
-struct Given {
-    /// Some were sent inline.
-    inline: bool,
-    /// The URLs to fetch, by the image's position.
-    to_fetch: Vec<(usize, String)>,
-}
-
-/// Decodes the images given inline and checks the form of the URLs to fetch.
+/// Decodes the images given inline and checks the form of the URLs to fetch; whether any was
+/// given inline.
 fn read_given(
     state: &AppState,
     request: &mut JobRequest,
     places: &ImagePlaces,
-) -> Result<Given, ApiError> {
+) -> Result<bool, ApiError> {
     let max_bytes = state.image_fetcher.limits().max_bytes;
-    let mut given = Given {
-        inline: false,
-        to_fetch: Vec::new(),
-    };
+    let mut inline = false;
     for (k, image) in request.images_mut().into_iter().enumerate() {
         let ImageSource::Url(url) = &image.source else {
             return Err(refused(places.of(k), "an image is given by its `url`"));
         };
-        given.inline |= url.starts_with("data:");
+        inline |= url.starts_with("data:");
         *image = Image::from_url(url, image.detail, max_bytes)
             .map_err(|why| refused(places.of(k), why.0))?;
-        if let ImageSource::Url(url) = &image.source {
-            given.to_fetch.push((k, url.clone()));
-        }
     }
-    Ok(given)
+    Ok(inline)
 }
 
 /// Bare base64 (Ollama's `images`) as an image, read as a `data:` URL would be.

@@ -173,7 +173,7 @@ pub async fn call(
                 .with_field("model")
         })?;
     capable(state, caller, &request, &places)?;
-    images::read(state, &mut request, &places, images::Fetch::AtIntake, body).await?;
+    images::read(state, &mut request, &places, body).await?;
     let new_job = NewJob {
         id: JobId::new(),
         tenant_id: caller.tenant_id,

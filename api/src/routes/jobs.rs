@@ -39,7 +39,7 @@ use crate::http::prefer;
 use crate::http::sse::{JobEventName, JobStreamEvent};
 use crate::intake::idempotency::IdempotentJson;
 use crate::intake::idempotency::Key;
-use crate::intake::images::{self, Fetch, ImagePlaces};
+use crate::intake::images::{self, ImagePlaces};
 use crate::intake::{self, Accepted, Intake};
 use crate::watching::watch;
 
@@ -282,7 +282,7 @@ async fn submit(
     };
     let places = ImagePlaces::native(&request);
     intake::capable(state, &caller, &request, &places)?;
-    images::read(state, &mut request, &places, Fetch::AtIntake, extra.size).await?;
+    images::read(state, &mut request, &places, extra.size).await?;
     let new_job = NewJob {
         id: JobId::new(),
         tenant_id: caller.tenant_id,

@@ -108,9 +108,21 @@ fn function_tool(tool: &crate::domain::conversation::Tool) -> Value {
 fn image_base64(
     image: &crate::domain::conversation::Image,
 ) -> Result<(&'static str, String), ProviderError> {
+    image_text(image, "")
+}
+
+/// `prefix` followed by the image's bytes in base64, written once into one string (an image's
+/// text is megabytes: a `data:` URL is not made by copying it again), with the image's type.
+fn image_text(
+    image: &crate::domain::conversation::Image,
+    prefix: &str,
+) -> Result<(&'static str, String), ProviderError> {
     image
         .kept()
-        .and_then(|kept| Some((kept.media_type.as_str(), kept.base64()?)))
+        .and_then(|kept| {
+            let text = kept.base64_after(prefix)?;
+            Some((kept.media_type.as_str(), text))
+        })
         .ok_or_else(|| {
             ProviderError::new(
                 JobErrorCode::InternalError,

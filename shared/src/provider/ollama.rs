@@ -215,7 +215,7 @@ fn generate_body(r: &GenerateRequest, model: &str) -> Result<Value, ProviderErro
         body["format"] = format;
     }
     if !r.images.is_empty() {
-        body["images"] = json!(ollama_messages::images(r.images.iter())?);
+        body["images"] = Value::Array(ollama_messages::images(r.images.iter())?);
     }
     Ok(body)
 }

@@ -39,7 +39,7 @@ pub(super) fn messages(conversation: &Conversation) -> Result<Vec<Value>, Provid
         }
         let images = images(message.images())?;
         if !images.is_empty() {
-            out["images"] = json!(images);
+            out["images"] = Value::Array(images);
         }
         for part in &message.parts {
             if let Part::ToolResult(result) = part {
@@ -60,12 +60,13 @@ pub(super) fn messages(conversation: &Conversation) -> Result<Vec<Value>, Provid
     Ok(written)
 }
 
-/// Images as `/api/chat` and `/api/generate` take them: bare base64 each.
+/// Images as `/api/chat` and `/api/generate` take them: bare base64 each (moved into the body,
+/// never copied: an image's text is megabytes).
 pub(super) fn images<'a>(
     images: impl Iterator<Item = &'a Image>,
-) -> Result<Vec<String>, ProviderError> {
+) -> Result<Vec<Value>, ProviderError> {
     images
-        .map(|image| super::image_base64(image).map(|(_, base64)| base64))
+        .map(|image| super::image_base64(image).map(|(_, base64)| Value::String(base64)))
         .collect()
 }
 

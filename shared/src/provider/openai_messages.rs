@@ -8,12 +8,13 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use serde::Deserialize;
 
 use crate::domain::conversation::{
-    Arguments, Conversation, ImageDetail, OutputFormat, Part, ToolCall, ToolChoice, answered_call,
+    Arguments, Conversation, Image, ImageDetail, OutputFormat, Part, ToolCall, ToolChoice,
+    answered_call,
 };
 use crate::provider::ProviderError;
 
@@ -62,23 +63,32 @@ pub(super) fn content_parts(parts: &[Part]) -> Result<Value, ProviderError> {
     for part in parts {
         match part {
             Part::Text { text } => written.push(json!({ "type": "text", "text": text })),
-            Part::Image(image) => {
-                let (media_type, base64) = super::image_base64(image)?;
-                let mut url = json!({ "url": format!("data:{media_type};base64,{base64}") });
-                if let Some(detail) = image.detail {
-                    // Chat Completions knows no `original`: the closest is the finest look.
-                    let detail = match detail {
-                        ImageDetail::Original => ImageDetail::High,
-                        other => other,
-                    };
-                    url["detail"] = json!(detail.as_str());
-                }
-                written.push(json!({ "type": "image_url", "image_url": url }));
-            }
+            Part::Image(image) => written.push(image_part(image)?),
             Part::ToolCall(_) | Part::ToolResult(_) => {}
         }
     }
     Ok(Value::Array(written))
+}
+
+/// An image as a content part: its bytes as a `data:` URL, moved into the part rather than
+/// copied (it is the image's megabytes), and its `detail`.
+fn image_part(image: &Image) -> Result<Value, ProviderError> {
+    let media_type = image.kept().map_or("", |kept| kept.media_type.as_str());
+    let (_, url) = super::image_text(image, &format!("data:{media_type};base64,"))?;
+    let mut image_url = Map::new();
+    image_url.insert("url".into(), Value::String(url));
+    if let Some(detail) = image.detail {
+        // Chat Completions knows no `original`: the closest is the finest look.
+        let detail = match detail {
+            ImageDetail::Original => ImageDetail::High,
+            other => other,
+        };
+        image_url.insert("detail".into(), json!(detail.as_str()));
+    }
+    let mut part = Map::new();
+    part.insert("type".into(), json!("image_url"));
+    part.insert("image_url".into(), Value::Object(image_url));
+    Ok(Value::Object(part))
 }
 
 /// Whether the conversation needs Chat Completions: it offers tools, or holds tool calls, results

@@ -6,7 +6,6 @@
 //! An image URL that gives no image fails only its own item: `invalid_image` when the URL is at
 //! fault, `image_unreachable` when its server did not answer.
 
-use futures::future::join_all;
 use tollgate_core::db::runs::{ClaimedJob, Outcome};
 use tollgate_core::db::{images, jobs};
 use tollgate_core::domain::conversation::{ImageSource, KeptImage};
@@ -84,30 +83,17 @@ pub(super) async fn ready(
 
 /// Fetches the images `request` names by URL, all at once; the first that fails ends the job.
 async fn fetch(context: &Context, request: &mut JobRequest) -> Result<(), Outcome> {
-    let urls: Vec<(usize, String)> = request
-        .images()
-        .iter()
-        .enumerate()
-        .filter_map(|(k, image)| match &image.source {
-            ImageSource::Url(url) => Some((k, url.clone())),
-            ImageSource::Kept(_) => None,
-        })
-        .collect();
-    let fetched = join_all(urls.iter().map(|(_, url)| context.image_fetcher.fetch(url))).await;
-    let mut images = request.images_mut();
-    for ((k, _), result) in urls.into_iter().zip(fetched) {
-        let kept = result.map_err(|failed| {
+    context
+        .image_fetcher
+        .fetch_all(request)
+        .await
+        .map_err(|(k, failed)| {
             let code = match failed.retryable {
                 true => JobErrorCode::ImageUnreachable,
                 false => JobErrorCode::InvalidImage,
             };
             Outcome::failed_without_call(code, format!("image {k}: {}", failed.message))
-        })?;
-        if let Some(image) = images.get_mut(k) {
-            image.source = ImageSource::Kept(kept);
-        }
-    }
-    Ok(())
+        })
 }
 
 /// Stores the fetched images and rewrites the job's request to name them, in one transaction.

@@ -173,7 +173,17 @@ impl KeptImage {
 
     /// The bytes in standard base64, as providers take them; `None` until they are loaded.
     pub fn base64(&self) -> Option<String> {
-        self.data.as_ref().map(|data| STANDARD.encode(data))
+        self.base64_after("")
+    }
+
+    /// `prefix` and then the bytes in standard base64, in one string sized for both (a `data:`
+    /// URL); `None` until the bytes are loaded.
+    pub fn base64_after(&self, prefix: &str) -> Option<String> {
+        let data = self.data.as_ref()?;
+        let mut text = String::with_capacity(prefix.len() + data.len().div_ceil(3) * 4);
+        text.push_str(prefix);
+        STANDARD.encode_string(data, &mut text);
+        Some(text)
     }
 
     /// The hash as bytes, as `images` keys them.
