@@ -312,6 +312,18 @@ impl Runtime {
         }
     }
 
+    /// What `model` can do through any provider that routes it (what a client is told it can
+    /// ask of it).
+    pub fn model_capabilities(&self, model: &str) -> Capabilities {
+        ProviderName::ALL
+            .into_iter()
+            .filter_map(|provider| {
+                let upstream = self.routes.upstream(model, provider)?;
+                Some(self.capabilities(provider, upstream))
+            })
+            .fold(Capabilities::NONE, Capabilities::union)
+    }
+
     /// What `provider`'s `upstream_model` can do: for the fleet, what its hosts' listings said
     /// (everything while no host is known to have the model: the worker finds out); for the
     /// cloud, everything.

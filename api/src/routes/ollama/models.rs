@@ -93,7 +93,8 @@ fn listed(name: &str, local: Option<&InstalledModel>) -> Value {
 
 /// Show a model (Ollama)
 ///
-/// A routed model's details (Ollama's, when it serves it).
+/// A routed model's details (Ollama's, when it serves it), and what it can do through any of its
+/// routes (`capabilities`, as Ollama names them: clients look there for `vision` and `tools`).
 #[utoipa::path(post,
     path = "/api/show",
     tag = "Ollama",
@@ -121,10 +122,12 @@ async fn show(
         .iter()
         .find_map(|(_, upstream)| fleet::installed(&listings, upstream));
     let listing = listed(name, local);
+    let capabilities = runtime.model_capabilities(name).names();
     Ok(Json(json!({
         "modelfile": "", "parameters": "", "template": "",
         "details": listing["details"], "model_info": {},
         "modified_at": listing["modified_at"],
+        "capabilities": capabilities,
     })))
 }
 
