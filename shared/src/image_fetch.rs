@@ -65,6 +65,13 @@ pub struct ImageFetcher {
 }
 
 impl ImageFetcher {
+    /// A client that follows no redirect itself (each is checked here first), uses no proxy from
+    /// the environment (it would connect on the guard's behalf to anything), and connects only to
+    /// addresses the guard checked.
+    #[expect(
+        clippy::expect_used,
+        reason = "the settings are plain values; only a TLS backend that cannot start fails, at start-up"
+    )]
     pub fn new(limits: ImageLimits) -> Self {
         let resolver = GuardedResolver {
             reach: limits.reach.clone(),
@@ -72,10 +79,11 @@ impl ImageFetcher {
         let http = reqwest::Client::builder()
             .dns_resolver(Arc::new(resolver))
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .connect_timeout(limits.timeout)
-            .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("Tollgate-Images/", env!("CARGO_PKG_VERSION")))
             .build()
-            .unwrap_or_default();
+            .expect("the image client's settings are valid");
         Self { http, limits }
     }
 
@@ -141,6 +149,11 @@ impl ImageFetcher {
                 url = url.join(location).map_err(|_| {
                     FetchFailed::final_(format!("{url} redirects to an unreadable location"))
                 })?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(FetchFailed::final_(format!(
+                        "redirects to {url}, which is not an http(s) URL"
+                    )));
+                }
                 continue;
             }
             return self.read(&url, response).await;

@@ -22,6 +22,7 @@ use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::batches::{accepted, ended, post_batch, results, wait_for_batch};
+use tollgate_core::image_fetch::ImageLimits;
 use tollgate_core::webhook::Reach;
 
 use crate::harness::{Options, Stack, client, test_api_settings, test_image_limits};
@@ -145,6 +146,20 @@ async fn stack() -> Stack {
     stack
 }
 
+/// A stack whose api fetches image URLs within `limits`, with the vision route.
+async fn stack_fetching(limits: ImageLimits) -> Stack {
+    let stack = Stack::with(Options {
+        api_settings: tollgate_api::ApiSettings {
+            images: limits,
+            ..test_api_settings()
+        },
+        ..Options::default()
+    })
+    .await;
+    vision_route(&stack).await;
+    stack
+}
+
 /// Routes `llava` to the Ollama sim's vision model, and to OpenAI.
 pub(crate) async fn vision_route(stack: &Stack) {
     let routes = json!({ "routes": { "ollama": "llava", "openai": "gpt-4.1-mini" } });
@@ -254,19 +269,12 @@ pub(crate) async fn submit(stack: &Stack, body: &Value) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn image_urls_are_fetched_within_their_limits() {
-    let stack = Stack::with(Options {
-        api_settings: tollgate_api::ApiSettings {
-            images: tollgate_core::image_fetch::ImageLimits {
-                max_bytes: 2048,
-                timeout: Duration::from_secs(1),
-                ..test_image_limits()
-            },
-            ..test_api_settings()
-        },
-        ..Options::default()
+    let stack = stack_fetching(ImageLimits {
+        max_bytes: 2048,
+        timeout: Duration::from_secs(1),
+        ..test_image_limits()
     })
     .await;
-    vision_route(&stack).await;
     let server = ImageServer::start().await;
     // Three redirects are followed, each target checked.
     let (status, job) = submit(&stack, &showing(&server.url("/hop/2"))).await;
@@ -310,18 +318,11 @@ async fn image_urls_are_fetched_within_their_limits() {
 async fn image_urls_reaching_internal_addresses_are_refused_after_redirects_too() {
     // Public addresses, and of the internal ones only the image server's own (127.0.0.1).
     let allowed = "127.0.0.1/32".parse().expect("a network");
-    let stack = Stack::with(Options {
-        api_settings: tollgate_api::ApiSettings {
-            images: tollgate_core::image_fetch::ImageLimits {
-                reach: Reach::PublicAnd(vec![allowed].into()),
-                ..test_image_limits()
-            },
-            ..test_api_settings()
-        },
-        ..Options::default()
+    let stack = stack_fetching(ImageLimits {
+        reach: Reach::PublicAnd(vec![allowed].into()),
+        ..test_image_limits()
     })
     .await;
-    vision_route(&stack).await;
     let server = ImageServer::start().await;
     let (status, job) = submit(&stack, &showing(&server.url("/pixel.png"))).await;
     assert_eq!(status, 200, "the allowed network is reached: {job}");

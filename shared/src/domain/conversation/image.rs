@@ -266,27 +266,8 @@ struct ImageFields {
     detail: Option<ImageDetail>,
 }
 
-/// An image is written as its fields.
-impl utoipa::PartialSchema for Image {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        <ImageFields as utoipa::PartialSchema>::schema()
-    }
-}
-
-impl utoipa::ToSchema for Image {
-    fn name() -> std::borrow::Cow<'static, str> {
-        std::borrow::Cow::Borrowed("ConversationImage")
-    }
-
-    fn schemas(
-        schemas: &mut Vec<(
-            String,
-            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
-        )>,
-    ) {
-        <ImageFields as utoipa::ToSchema>::schemas(schemas);
-    }
-}
+// An image is written as its fields.
+super::schema_as_written!(Image, ImageFields, "ConversationImage");
 
 impl TryFrom<ImageFields> for Image {
     type Error = String;

@@ -228,27 +228,35 @@ enum StoredContent {
     Parts(Vec<Part>),
 }
 
-/// A message is written as its stored form.
-impl utoipa::PartialSchema for Message {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        <StoredMessage as utoipa::PartialSchema>::schema()
-    }
-}
+/// `$type`'s OpenAPI schema is `$form`'s, the form it is written in, under `$name`.
+macro_rules! schema_as_written {
+    ($type:ty, $form:ty, $name:literal) => {
+        impl utoipa::PartialSchema for $type {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                <$form as utoipa::PartialSchema>::schema()
+            }
+        }
 
-impl utoipa::ToSchema for Message {
-    fn name() -> std::borrow::Cow<'static, str> {
-        std::borrow::Cow::Borrowed("ConversationMessage")
-    }
+        impl utoipa::ToSchema for $type {
+            fn name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed($name)
+            }
 
-    fn schemas(
-        schemas: &mut Vec<(
-            String,
-            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
-        )>,
-    ) {
-        <StoredMessage as utoipa::ToSchema>::schemas(schemas);
-    }
+            fn schemas(
+                schemas: &mut Vec<(
+                    String,
+                    utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+                )>,
+            ) {
+                <$form as utoipa::ToSchema>::schemas(schemas);
+            }
+        }
+    };
 }
+pub(crate) use schema_as_written;
+
+// A message is written as its stored form.
+schema_as_written!(Message, StoredMessage, "ConversationMessage");
 
 impl From<StoredMessage> for Message {
     fn from(stored: StoredMessage) -> Self {
