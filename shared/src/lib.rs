@@ -17,8 +17,9 @@
 //!   `sweep`, `dead_letters`), `runs/` (`claim`; `outcome`, how a run ended; `finish`, the one
 //!   statement that ends runs, a job's end or its park), `job_attempts`, `batches/` (`cancel`,
 //!   `results`), `dispatch` (what the dispatcher releases), `files`, `settings`, `model_routes`,
-//!   `prices`, `quotas`, `usage`, `tenants`, `tokens`, `access`, `audit`, `idempotency`, `images`,
-//!   `instances`, `hosts`, `host_models`, `host_slots`, `webhooks/` (`endpoints`, `deliveries`, `attempts`),
+//!   `prices`, `quotas`, `usage`, `tenants`, `tokens`, `access`, `audit`, `idempotency`,
+//!   `images`, `instances`, `hosts`, `host_models`, `host_slots`, `webhooks/` (`endpoints`,
+//!   `deliveries`, `attempts`),
 //!   `backlog`, `activity`, `workers`, `partitions` (the time partitions, prepared and dropped);
 //! - [`queue`]: RabbitMQ, the only module that names lapin — `topology` (every exchange and
 //!   queue), `broker` (the supervised connection, publishing with confirms), `outgoing` (work

@@ -75,6 +75,23 @@ async fn a_request_no_step_can_serve_is_refused_at_intake_naming_the_field() {
     assert_eq!(status, 400, "{error}");
     assert_eq!(error["error"]["param"], "messages[0].content[1]", "{error}");
     assert_eq!(error["error"]["code"], "model_lacks_capability", "{error}");
+    // A batch item that shows an image to it is refused naming the item's image.
+    let items = json!([
+        { "custom_id": "text", "messages": [{ "role": "user", "content": "Hi" }] },
+        { "custom_id": "image", "messages": llama3["messages"] },
+    ]);
+    let batch = json!({ "kind": "chat", "model": "llama3", "items": items });
+    let response = crate::batches::post_batch(&stack, &stack.token, &batch).await;
+    assert_eq!(response.status(), 422);
+    let problem: Value = response.json().await.expect("problem");
+    assert_eq!(
+        (problem["code"].as_str(), problem["field"].as_str()),
+        (
+            Some("model_lacks_capability"),
+            Some("items[1].messages[0].content[1]")
+        ),
+        "{problem}"
+    );
     // Tools to a model that cannot call them name the tools.
     stack.ollama.install("plain:latest", Some(&["completion"]));
     let alias = json!({ "routes": { "ollama": "plain" } });

@@ -299,9 +299,9 @@ impl Admissible for NewBatch {
 }
 
 /// Step 3: one transaction for the reservation, the key's record and the insert with its images
-/// (a single job without a key, limits or images is one statement, no transaction). A refusal rolls back at once (a
-/// dropped transaction would hold the key's lock and the tenant's month row until its connection
-/// was next used).
+/// (a single job without a key, limits or images is one statement, no transaction). A refusal
+/// rolls back at once (a dropped transaction would hold the key's lock and the tenant's month row
+/// until its connection was next used).
 async fn admit<W: Admissible>(
     state: &AppState,
     caller: &Principal,
@@ -429,33 +429,62 @@ pub fn capable(
     request: &JobRequest,
     places: &ImagePlaces,
 ) -> Result<(), ApiError> {
-    let runtime = state.runtime.current();
     let model = request.model().as_str();
-    match runtime.serves(model, caller.data_policy, request.needs()) {
-        Err(unserved @ Unserved::Lacks(capability)) => {
-            let field = match capability {
-                Capability::Vision => places.of(0),
-                Capability::Tools => "tools".to_owned(),
-                _ => "model".to_owned(),
-            };
-            Err(ApiError::invalid_field(field, unserved.explain(model))
-                .with_code(ErrorCode::ModelLacksCapability))
-        }
-        // Served or not served at all: `served_model` said which.
-        _ => Ok(()),
+    match lacking(state, caller, model, request.needs()) {
+        Some(capability) => Err(lacks(model, capability, places)),
+        None => Ok(()),
     }
 }
 
-/// [`capable`] for every item of a batch; a refusal names the item.
+/// [`capable`] for every item of a batch (judged once for each different set of needs, as the
+/// items share their model); a refusal names the item.
 pub fn capable_items(
     state: &AppState,
     caller: &Principal,
     items: &[tollgate_core::domain::ValidItem],
 ) -> Result<(), ApiError> {
-    items.iter().enumerate().try_for_each(|(i, item)| {
-        let places = ImagePlaces::of_item(i, &item.request);
-        capable(state, caller, &item.request, &places)
-    })
+    let mut judged = std::collections::HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let model = item.request.model().as_str();
+        let needs = item.request.needs();
+        let lacked = *judged
+            .entry((model, needs))
+            .or_insert_with(|| lacking(state, caller, model, needs));
+        if let Some(capability) = lacked {
+            let places = ImagePlaces::of_item(i, &item.request);
+            return Err(lacks(model, capability, &places));
+        }
+    }
+    Ok(())
+}
+
+/// What no step of `model`'s route can do of `needs`, if anything.
+fn lacking(
+    state: &AppState,
+    caller: &Principal,
+    model: &str,
+    needs: Capabilities,
+) -> Option<Capability> {
+    match state
+        .runtime
+        .current()
+        .serves(model, caller.data_policy, needs)
+    {
+        Err(Unserved::Lacks(capability)) => Some(capability),
+        // Served, or not served at all: `served_model` said which.
+        _ => None,
+    }
+}
+
+/// The refusal of a request for `model` that needs `capability`, naming what needs it.
+fn lacks(model: &str, capability: Capability, places: &ImagePlaces) -> ApiError {
+    let field = match capability {
+        Capability::Vision => places.of(0),
+        Capability::Tools => "tools".to_owned(),
+        _ => "model".to_owned(),
+    };
+    let detail = Unserved::Lacks(capability).explain(model);
+    ApiError::invalid_field(field, detail).with_code(ErrorCode::ModelLacksCapability)
 }
 
 /// A submission's `webhook_url`: well-formed, reaching only public addresses (unless this server
