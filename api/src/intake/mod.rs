@@ -164,15 +164,19 @@ pub async fn call(
         places,
         body,
     } = asked;
-    // As OpenAI and Ollama answer a model they do not have.
-    served_model(state, caller, request.model().as_str())
-        .await
-        .map_err(|error| {
-            ApiError::not_found(error.detail().to_owned())
+    let model = request.model();
+    match judge(state, caller, model, request.needs()).await {
+        Ok(()) => {}
+        Err(Unserved::Lacks(capability)) => {
+            return Err(lacks(model.as_str(), capability, &places));
+        }
+        // As OpenAI and Ollama answer a model they do not have.
+        Err(unserved) => {
+            return Err(ApiError::not_found(unserved.explain(model.as_str()))
                 .with_code(ErrorCode::ModelNotFound)
-                .with_field("model")
-        })?;
-    capable(state, caller, &request, &places)?;
+                .with_field("model"));
+        }
+    }
     images::read(state, &mut request, &places, body).await?;
     let new_job = NewJob {
         id: JobId::new(),
@@ -389,55 +393,69 @@ pub fn check_metadata(metadata: Option<Value>) -> Result<Option<Value>, ApiError
 /// The model, if a provider can serve it for `caller` as the settings stand
 /// ([`Runtime::serves`](tollgate_core::domain::Runtime::serves), the routing decision itself);
 /// else 422 `model_not_served` on `model`, naming it and the reason, before anything is written.
-/// A refusal is checked once more after a look at the stored settings' version: a route an admin
-/// just added may not have reached this instance yet.
 pub async fn served_model(
     state: &AppState,
     caller: &Principal,
     model: &str,
 ) -> Result<ModelName, ApiError> {
     let model = ModelName::parse(model)?;
-    let serves = || {
-        state
-            .runtime
-            .current()
-            .serves(model.as_str(), caller.data_policy, Capabilities::NONE)
-    };
-    if serves().is_ok() {
-        return Ok(model);
-    }
-    if let Err(error) = state.runtime.refresh().await {
-        tracing::warn!(%error, "cannot check the settings; judging the model by the ones held");
-    }
-    match serves() {
-        Ok(()) => Ok(model),
-        Err(unserved) => Err(ApiError::unprocessable(
-            ErrorCode::ModelNotServed,
-            unserved.explain(model.as_str()),
-        )
-        .with_field("model")),
-    }
+    judge(state, caller, &model, Capabilities::NONE)
+        .await
+        .map_err(|unserved| not_served(&model, unserved))?;
+    Ok(model)
 }
 
-/// Whether a step of the request's route can do what it needs (see images, call tools), as the
-/// routing decision judges it ([`Runtime::serves`](tollgate_core::domain::Runtime::serves)
-/// with the request's needs); else 422 `model_lacks_capability` naming the field that needs it
-/// (the first image, as `places` names it; `tools`), before anything is written.
-pub fn capable(
+/// [`served_model`] for a whole request, in one routing decision: its model served for
+/// `caller`, and by a step able to do what the request needs (see images, call tools); else 422
+/// `model_not_served` on `model`, or `model_lacks_capability` naming the field that needs what
+/// no step can do (the first image, as `places` names it; `tools`), before anything is written.
+pub async fn served_request(
     state: &AppState,
     caller: &Principal,
     request: &JobRequest,
     places: &ImagePlaces,
 ) -> Result<(), ApiError> {
-    let model = request.model().as_str();
-    match lacking(state, caller, model, request.needs()) {
-        Some(capability) => Err(lacks(model, capability, places)),
-        None => Ok(()),
+    let model = request.model();
+    match judge(state, caller, model, request.needs()).await {
+        Ok(()) => Ok(()),
+        Err(Unserved::Lacks(capability)) => Err(lacks(model.as_str(), capability, places)),
+        Err(unserved) => Err(not_served(model, unserved)),
     }
 }
 
-/// [`capable`] for every item of a batch (judged once for each different set of needs, as the
-/// items share their model); a refusal names the item.
+/// Whether `model` is served for `caller` by a step able to do what `needs` says. A refusal is
+/// judged once more after a look at the stored settings' version: a route an admin just added,
+/// or a model a worker just listed, may not have reached this instance yet.
+async fn judge(
+    state: &AppState,
+    caller: &Principal,
+    model: &ModelName,
+    needs: Capabilities,
+) -> Result<(), Unserved> {
+    let serves = || {
+        state
+            .runtime
+            .current()
+            .serves(model.as_str(), caller.data_policy, needs)
+    };
+    if serves().is_ok() {
+        return Ok(());
+    }
+    if let Err(error) = state.runtime.refresh().await {
+        tracing::warn!(%error, "cannot check the settings; judging the model by the ones held");
+    }
+    serves()
+}
+
+/// 422 `model_not_served` on `model`, naming it and the reason.
+fn not_served(model: &ModelName, unserved: Unserved) -> ApiError {
+    ApiError::unprocessable(ErrorCode::ModelNotServed, unserved.explain(model.as_str()))
+        .with_field("model")
+}
+
+/// Whether every item of a batch (whose model [`served_model`] judged) can be served by a step
+/// able to do what it needs, judged once for each different set of needs (the items share their
+/// model); else 422 `model_lacks_capability` naming the item's field.
 pub fn capable_items(
     state: &AppState,
     caller: &Principal,
@@ -471,7 +489,7 @@ fn lacking(
         .serves(model, caller.data_policy, needs)
     {
         Err(Unserved::Lacks(capability)) => Some(capability),
-        // Served, or not served at all: `served_model` said which.
+        // Served, or not served at all: `served_model` judged the model.
         _ => None,
     }
 }

@@ -275,13 +275,12 @@ async fn submit(
     key: Option<Key>,
 ) -> Result<Response, ApiError> {
     let metadata = intake::check_metadata(extra.metadata)?;
-    intake::served_model(state, &caller, request.model().as_str()).await?;
+    let places = ImagePlaces::native(&request);
+    intake::served_request(state, &caller, &request, &places).await?;
     let webhook_url = match extra.webhook_url {
         Some(url) => Some(intake::webhook_url(state, caller.tenant_id, &url).await?),
         None => None,
     };
-    let places = ImagePlaces::native(&request);
-    intake::capable(state, &caller, &request, &places)?;
     images::read(state, &mut request, &places, extra.size).await?;
     let new_job = NewJob {
         id: JobId::new(),

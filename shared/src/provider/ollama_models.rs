@@ -64,48 +64,39 @@ impl OllamaModels {
         struct Tags {
             models: Vec<InstalledModel>,
         }
-        let response = self
-            .http
-            .get(format!("{}/api/tags", self.base_url))
-            .timeout(QUICK)
-            .send()
-            .await
-            .map_err(unreachable)?;
-        let response = checked(response).await?;
-        let tags: Tags = response.json().await.map_err(unreachable)?;
+        let tags: Tags = self.quick(self.http.get(self.url("/api/tags"))).await?;
         Ok(tags.models)
     }
 
-    /// The models Ollama has loaded now (`/api/ps`), as it lists them.
     /// What `model` can do (`/api/show`'s `capabilities`); `None` from a host too old to say.
     pub async fn capabilities(&self, model: &str) -> Result<Option<Vec<String>>, ProviderError> {
         #[derive(Deserialize)]
         struct Shown {
             capabilities: Option<Vec<String>>,
         }
-        let response = self
-            .http
-            .post(format!("{}/api/show", self.base_url))
-            .timeout(QUICK)
-            .json(&json!({ "model": model }))
-            .send()
-            .await
-            .map_err(unreachable)?;
-        let response = checked(response).await?;
-        let shown: Shown = response.json().await.map_err(unreachable)?;
+        let show = self.http.post(self.url("/api/show"));
+        let shown: Shown = self.quick(show.json(&json!({ "model": model }))).await?;
         Ok(shown.capabilities)
     }
 
+    /// The models Ollama has loaded now (`/api/ps`), as it lists them.
     pub async fn running(&self) -> Result<Value, ProviderError> {
-        let response = self
-            .http
-            .get(format!("{}/api/ps", self.base_url))
-            .timeout(QUICK)
-            .send()
-            .await
-            .map_err(unreachable)?;
+        self.quick(self.http.get(self.url("/api/ps"))).await
+    }
+
+    /// A quick request's JSON answer: sent with the quick timeout, an error status read as
+    /// Ollama's error.
+    async fn quick<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ProviderError> {
+        let response = request.timeout(QUICK).send().await.map_err(unreachable)?;
         let response = checked(response).await?;
         response.json().await.map_err(unreachable)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
     }
 
     /// Starts pulling `model`; the stream yields Ollama's progress lines (`{status, digest?,
