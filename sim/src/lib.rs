@@ -8,14 +8,15 @@
 //!
 //! Its modules: `ollama` and `openai` (the two wire protocols), `answers` (tool calls and JSON,
 //! valid or deliberately not), `images` (images as each vendor takes them, and what the sim says
-//! it sees), `faults` (the knobs' latency and failures), `text` (deterministic answers and token
-//! counts).
+//! it sees), `reasoning` (thinking and reasoning effort as each vendor takes them), `faults` (the
+//! knobs' latency and failures), `text` (deterministic answers and token counts).
 
 mod answers;
 mod faults;
 mod images;
 mod ollama;
 mod openai;
+mod reasoning;
 mod text;
 
 use std::collections::{BTreeMap, HashMap};
@@ -42,7 +43,13 @@ pub const OLLAMA_MODELS: [&str; 4] = [
     "llava:latest",
 ];
 /// Models the sim's OpenAI side serves.
-pub const OPENAI_MODELS: [&str; 3] = ["gpt-4.1-mini", "gpt-4o-mini", "text-embedding-3-small"];
+pub const OPENAI_MODELS: [&str; 5] = [
+    "gpt-4.1-mini",
+    "gpt-4o-mini",
+    "text-embedding-3-small",
+    "o4-mini",
+    "deepseek-reasoner",
+];
 
 /// A handle on a running (or about to run) sim: knobs to turn and calls to count.
 #[derive(Clone, Default)]

@@ -132,6 +132,7 @@ struct GenerateBody {
     format: Option<Value>,
     #[serde(default)]
     images: Vec<String>,
+    think: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -144,6 +145,7 @@ struct ChatBody {
     #[serde(default)]
     tools: Vec<Value>,
     format: Option<Value>,
+    think: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -237,17 +239,65 @@ async fn show(State(sim): State<Sim>, request: Request) -> Response {
     Json(shown).into_response()
 }
 
+/// What a request asks of a model beyond completion.
+#[derive(Clone, Copy)]
+struct Needs<'a> {
+    images: bool,
+    tools: bool,
+    think: Option<&'a Value>,
+}
+
 /// Ollama's 400 for a request a model cannot serve (images to a model without vision, tools to
-/// one without tools), if this is one.
-fn unable(sim: &Sim, model: &str, images: bool, tools: bool) -> Option<Response> {
+/// one without tools, `think` to one that cannot), if this is one.
+fn unable(sim: &Sim, model: &str, needs: Needs<'_>) -> Option<Response> {
     let installed = lock(&sim.inner.ollama_models)
         .get(&full_name(model))
         .cloned()?;
-    let (_, capability) = [(images, "vision"), (tools, "tools")]
-        .into_iter()
-        .find(|&(asked, capability)| asked && installed.lacks(capability))?;
+    let thinks = crate::reasoning::ollama_asked(needs.think);
+    let (_, capability) = [
+        (needs.images, "vision"),
+        (needs.tools, "tools"),
+        (thinks, "thinking"),
+    ]
+    .into_iter()
+    .find(|&(asked, capability)| asked && installed.lacks(capability))?;
     let message = format!("\"{model}\" does not support {capability}");
     Some(error(StatusCode::BAD_REQUEST, message))
+}
+
+/// What a model thinks before answering `input`: nothing when it cannot think or was told not
+/// to; otherwise it thinks, at the level asked or by default.
+fn thinking(sim: &Sim, model: &str, think: Option<&Value>, input: &str) -> Option<String> {
+    let installed = lock(&sim.inner.ollama_models)
+        .get(&full_name(model))
+        .cloned()?;
+    if installed.lacks("thinking") || installed.capabilities.is_none() {
+        return None;
+    }
+    let level = crate::reasoning::ollama_level(think)?;
+    Some(crate::reasoning::thought(input, &level))
+}
+
+/// How generate or chat writes a piece of text, and a piece of thinking.
+struct Shape {
+    text: fn(&str) -> Value,
+    thinking: fn(&str) -> Value,
+}
+
+const GENERATE: Shape = Shape {
+    text: |chunk| json!({ "response": chunk }),
+    thinking: |chunk| json!({ "response": "", "thinking": chunk }),
+};
+
+const CHAT: Shape = Shape {
+    text: |chunk| json!({ "message": { "role": "assistant", "content": chunk } }),
+    thinking: |chunk| json!({ "message": { "role": "assistant", "content": "", "thinking": chunk } }),
+};
+
+/// What the model answers, and what it thought first.
+struct Reply {
+    answered: Option<Answer>,
+    thinking: Option<String>,
 }
 
 async fn running(State(sim): State<Sim>) -> Json<Value> {
@@ -275,7 +325,12 @@ async fn generate(State(sim): State<Sim>, request: Request) -> Response {
         Ok(shown) => shown,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    if let Some(refused) = unable(&sim, &body.model, !shown.is_empty(), false) {
+    let needs = Needs {
+        images: !shown.is_empty(),
+        tools: false,
+        think: body.think.as_ref(),
+    };
+    if let Some(refused) = unable(&sim, &body.model, needs) {
         return refused;
     }
     let input = format!("{}{}", body.system.unwrap_or_default(), body.prompt);
@@ -284,15 +339,18 @@ async fn generate(State(sim): State<Sim>, request: Request) -> Response {
         seen: crate::images::seen(&shown),
         ..Asked::default()
     };
-    let answered = Answer::to(&sim, &asked, &input);
+    let reply = Reply {
+        answered: Answer::to(&sim, &asked, &input),
+        thinking: thinking(&sim, &body.model, body.think.as_ref(), &input),
+    };
     answer(
         &sim,
         &body.model,
         &input,
         &body.options,
         body.stream,
-        answered,
-        |chunk| json!({ "response": chunk }),
+        reply,
+        &GENERATE,
     )
 }
 
@@ -313,8 +371,12 @@ async fn chat(State(sim): State<Sim>, request: Request) -> Response {
         Ok(shown) => shown,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let tools = !body.tools.is_empty();
-    if let Some(refused) = unable(&sim, &body.model, !shown.is_empty(), tools) {
+    let needs = Needs {
+        images: !shown.is_empty(),
+        tools: !body.tools.is_empty(),
+        think: body.think.as_ref(),
+    };
+    if let Some(refused) = unable(&sim, &body.model, needs) {
         return refused;
     }
     let input: String = body
@@ -322,15 +384,18 @@ async fn chat(State(sim): State<Sim>, request: Request) -> Response {
         .iter()
         .map(|m| format!("{}: {}\n", m.role, m.content))
         .collect();
-    let answered = Answer::to(&sim, &body.asked(crate::images::seen(&shown)), &input);
+    let reply = Reply {
+        answered: Answer::to(&sim, &body.asked(crate::images::seen(&shown)), &input),
+        thinking: thinking(&sim, &body.model, body.think.as_ref(), &input),
+    };
     answer(
         &sim,
         &body.model,
         &input,
         &body.options,
         body.stream,
-        answered,
-        |chunk| json!({ "message": { "role": "assistant", "content": chunk } }),
+        reply,
+        &CHAT,
     )
 }
 
@@ -340,21 +405,22 @@ fn max_tokens(options: &Value) -> Option<u32> {
         .and_then(|n| u32::try_from(n).ok())
 }
 
-/// One JSON answer, or (Ollama's default) NDJSON: a chunk a word (or a few characters of JSON),
-/// or a chunk holding the whole tool calls, then a final `done` line with the counts. `content`
-/// shapes a piece of text as generate or chat does. Tool calls carry no id, as before Ollama
-/// 0.12.10.
+/// One JSON answer, or (Ollama's default) NDJSON: a chunk a word of thinking, then a chunk a
+/// word (or a few characters of JSON), or a chunk holding the whole tool calls, then a final
+/// `done` line with the counts (thinking among them). `shape` writes a piece as generate or chat
+/// does. Tool calls carry no id, as before Ollama 0.12.10.
 fn answer(
     sim: &Sim,
     model: &str,
     input: &str,
     options: &Value,
     stream: Option<bool>,
-    answered: Option<Answer>,
-    content: impl Fn(&str) -> Value,
+    reply: Reply,
+    shape: &Shape,
 ) -> Response {
+    let content = shape.text;
     let limit = max_tokens(options);
-    let (pieces, whole, calls, eval_count) = match answered {
+    let (pieces, whole, calls, eval_count) = match reply.answered {
         None => {
             let words = text::reply(input, limit, sim.knobs().reply_words);
             (text::pieces(&words), words.join(" "), None, words.len())
@@ -378,6 +444,8 @@ fn answer(
             (Vec::new(), String::new(), Some(message), tokens)
         }
     };
+    let thought_tokens = reply.thinking.as_deref().map_or(0, text::count_tokens);
+    let eval_count = eval_count + thought_tokens as usize;
     let prompt_tokens = text::count_tokens(input);
     let stream = stream.unwrap_or(true);
     let created_at = Utc::now().to_rfc3339();
@@ -397,6 +465,13 @@ fn answer(
     }
     if !stream {
         merge(&mut last, calls.unwrap_or_else(|| content(&whole)));
+        if let Some(thought) = &reply.thinking {
+            let thought = (shape.thinking)(thought);
+            match last.get_mut("message") {
+                Some(message) => message["thinking"] = thought["message"]["thinking"].clone(),
+                None => last["thinking"] = thought["thinking"].clone(),
+            }
+        }
         return Json(last).into_response();
     }
     let line = |extra: Value| {
@@ -404,9 +479,12 @@ fn answer(
         merge(&mut chunk, extra);
         format!("{chunk}\n")
     };
-    let mut pieces: Vec<String> = pieces
+    let thought = reply.thinking.as_deref().map(crate::answers::pieces_of);
+    let mut pieces: Vec<String> = thought
         .into_iter()
-        .map(|piece| line(content(&piece)))
+        .flatten()
+        .map(|piece| line((shape.thinking)(&piece)))
+        .chain(pieces.into_iter().map(|piece| line(content(&piece))))
         .collect();
     pieces.extend(calls.map(line));
     merge(&mut last, content(""));

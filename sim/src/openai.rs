@@ -34,6 +34,31 @@ fn error(
     (status, Json(body)).into_response()
 }
 
+/// OpenAI's 400 for a reasoning parameter sent to a model that does not reason.
+fn unsupported(param: &str) -> Response {
+    let body = json!({ "error": {
+        "message": format!("Unsupported parameter: '{param}' is not supported with this model."),
+        "type": "invalid_request_error", "param": param, "code": "unsupported_parameter",
+    }});
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+/// What a reasoning model thinks before answering `input` at the effort asked (`None`: nothing,
+/// it does not reason or was told not to); a model that does not reason refuses an effort given
+/// (`Err`, for [`unsupported`]).
+fn reasoned(model: &str, effort: Option<&str>, input: &str) -> Result<Option<String>, ()> {
+    if !crate::reasoning::openai_reasons(model) {
+        return match effort {
+            Some(_) => Err(()),
+            None => Ok(None),
+        };
+    }
+    Ok(
+        crate::reasoning::openai_level(effort)
+            .map(|level| crate::reasoning::thought(input, &level)),
+    )
+}
+
 /// Checks the key, counts the call, applies the knobs, and checks the model exists.
 async fn admit(
     sim: &Sim,
@@ -127,6 +152,8 @@ struct ResponsesBody {
     max_output_tokens: Option<u32>,
     #[serde(default)]
     text: Value,
+    #[serde(default)]
+    reasoning: Value,
 }
 
 /// Flattens a Responses `input` (a string, or messages with string or part-list content).
@@ -163,6 +190,11 @@ async fn responses(State(sim): State<Sim>, request: Request) -> Response {
         body.instructions.unwrap_or_default(),
         input_text(&body.input)
     );
+    let effort = body.reasoning["effort"].as_str();
+    let Ok(thought) = reasoned(&body.model, effort, &input) else {
+        return unsupported("reasoning.effort");
+    };
+    let reasoning_tokens = thought.as_deref().map_or(0, text::count_tokens);
     let asked = Asked {
         format: format(&body.text["format"], &body.text["format"]),
         ..Asked::default()
@@ -171,7 +203,8 @@ async fn responses(State(sim): State<Sim>, request: Request) -> Response {
         Some(Answer::Text(text)) => text,
         _ => text::reply(&input, body.max_output_tokens, sim.knobs().reply_words).join(" "),
     };
-    let (input_tokens, output_tokens) = (text::count_tokens(&input), text::count_tokens(&written));
+    let input_tokens = text::count_tokens(&input);
+    let output_tokens = text::count_tokens(&written) + reasoning_tokens;
     let id = format!("resp_{}", &text::hex_id(&input));
     let cut = text::stop_reason(written.split(' ').count(), body.max_output_tokens) == "length";
     let (status, incomplete) = if cut {
@@ -179,17 +212,26 @@ async fn responses(State(sim): State<Sim>, request: Request) -> Response {
     } else {
         ("completed", Value::Null)
     };
+    let mut output = Vec::new();
+    if thought.is_some() {
+        // OpenAI gives no summary unless asked for one: the item says only that it reasoned.
+        output.push(
+            json!({ "type": "reasoning", "id": format!("rs_{}", &text::hex_id(&id)),
+                            "summary": [] }),
+        );
+    }
+    output.push(json!({
+        "type": "message", "id": format!("msg_{}", &text::hex_id(&id)), "status": "completed",
+        "role": "assistant",
+        "content": [{ "type": "output_text", "text": written, "annotations": [] }],
+    }));
     Json(json!({
         "id": id, "object": "response", "created_at": Utc::now().timestamp(), "status": status,
-        "incomplete_details": incomplete, "model": body.model,
-        "output": [{
-            "type": "message", "id": format!("msg_{}", &text::hex_id(&id)), "status": "completed",
-            "role": "assistant",
-            "content": [{ "type": "output_text", "text": written, "annotations": [] }],
-        }],
+        "incomplete_details": incomplete, "model": body.model, "output": output,
         "usage": {
             "input_tokens": input_tokens, "input_tokens_details": { "cached_tokens": 0 },
-            "output_tokens": output_tokens, "output_tokens_details": { "reasoning_tokens": 0 },
+            "output_tokens": output_tokens,
+            "output_tokens_details": { "reasoning_tokens": reasoning_tokens },
             "total_tokens": input_tokens + output_tokens,
         },
     }))
@@ -215,6 +257,7 @@ struct ChatCompletionsBody {
     parallel_tool_calls: Option<bool>,
     #[serde(default)]
     response_format: Value,
+    reasoning_effort: Option<String>,
 }
 
 impl ChatCompletionsBody {
@@ -296,6 +339,14 @@ async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response 
         }
     };
     let input = input_text(&body.messages);
+    let effort = body.reasoning_effort.as_deref();
+    let Ok(thought) = reasoned(&body.model, effort, &input) else {
+        return unsupported("reasoning_effort");
+    };
+    let reasoning_tokens = thought.as_deref().map_or(0, text::count_tokens);
+    // Only an OpenAI-compatible reasoner writes its reasoning out; OpenAI's own only counts it.
+    let written_thought =
+        thought.filter(|_| crate::reasoning::openai_writes_reasoning(&body.model));
     let max_tokens = body.max_completion_tokens.or(body.max_tokens);
     let asked = body.asked(crate::images::seen(&shown));
     let (pieces, written, calls, ended) = match Answer::to(&sim, &asked, &input) {
@@ -323,16 +374,21 @@ async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response 
         .iter()
         .map(|(_, _, arguments)| arguments.as_str())
         .collect();
-    let completion_tokens = text::count_tokens(&format!("{written}{spent}"));
+    let completion_tokens = text::count_tokens(&format!("{written}{spent}")) + reasoning_tokens;
     let prompt_tokens = text::count_tokens(&input);
     let id = format!("chatcmpl-{}", text::hex_id(&input));
     let created = Utc::now().timestamp();
     let usage = json!({
         "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": { "cached_tokens": 0 },
+        "completion_tokens_details": { "reasoning_tokens": reasoning_tokens },
     });
     if !body.stream {
         let mut message = json!({ "role": "assistant", "content": written, "refusal": null });
+        if let Some(thought) = &written_thought {
+            message["reasoning_content"] = json!(thought);
+        }
         if !calls.is_empty() {
             message["content"] = Value::Null;
             message["tool_calls"] = calls
@@ -355,9 +411,16 @@ async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response 
                 "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }] })
     };
     let event = |e: Value| format!("data: {e}\n\n");
-    let mut pieces: Vec<String> = pieces
+    let thought_pieces = written_thought.as_deref().map(answers::pieces_of);
+    let mut pieces: Vec<String> = thought_pieces
         .into_iter()
-        .map(|piece| event(chunk(json!({ "content": piece }), Value::Null)))
+        .flatten()
+        .map(|piece| event(chunk(json!({ "reasoning_content": piece }), Value::Null)))
+        .chain(
+            pieces
+                .into_iter()
+                .map(|piece| event(chunk(json!({ "content": piece }), Value::Null))),
+        )
         .collect();
     // A call opens with its id and name, then its arguments come in fragments.
     for (index, (call_id, name, arguments)) in calls.iter().enumerate() {

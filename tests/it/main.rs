@@ -44,6 +44,7 @@ mod openai_batches;
 mod openapi;
 mod outages;
 mod providers;
+mod reasoning;
 mod resolution;
 mod retention;
 mod secrets;

@@ -1,6 +1,7 @@
-//! A streaming job's text on its way to the client: each piece the provider writes goes to the
-//! text exchange under `<instance>.<job id>`, where only the api instance holding the client (and
-//! any instance following the job's events) has bound a queue.
+//! A streaming job's text (and the model's reasoning before it) on its way to the client: each
+//! piece the provider writes goes to the text exchange under `<instance>.<job id>`, where only the
+//! api instance holding the client (and any instance following the job's events) has bound a
+//! queue.
 //!
 //! The first piece goes at once (time to first token is what a chat user feels); pieces that
 //! arrive within [`COALESCE`] of a message travel together in the next, so a fast model costs the
@@ -14,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tollgate_core::domain::{JobId, JobStatus};
+use tollgate_core::provider::Delta;
 use tollgate_core::queue::{Broker, StreamMessage, StreamPart};
 use tollgate_core::sync::lock;
 
@@ -22,9 +24,10 @@ const COALESCE: Duration = Duration::from_millis(10);
 
 pub struct Relay {
     route: Route,
-    /// The text so far (what a stop bills), and where pieces go to be published.
+    /// The text and reasoning so far (what a stop bills), and where pieces go to be published.
     text: Mutex<String>,
-    pieces: Mutex<Option<mpsc::UnboundedSender<String>>>,
+    thinking: Mutex<String>,
+    pieces: Mutex<Option<mpsc::UnboundedSender<StreamPart>>>,
     publisher: Mutex<Option<JoinHandle<u32>>>,
 }
 
@@ -44,28 +47,43 @@ impl Relay {
         Self {
             route,
             text: Mutex::new(String::new()),
+            thinking: Mutex::new(String::new()),
             pieces: Mutex::new(Some(sender)),
             publisher: Mutex::new(Some(publisher)),
         }
     }
 
-    /// Forwards the next piece of text.
-    pub fn piece(&self, piece: &str) {
-        lock(&self.text).push_str(piece);
+    /// Forwards the next piece of text or reasoning.
+    pub fn piece(&self, piece: Delta<'_>) {
+        let part = match piece {
+            Delta::Text(text) => {
+                lock(&self.text).push_str(text);
+                StreamPart::Text(text.to_owned())
+            }
+            Delta::Thinking(thought) => {
+                lock(&self.thinking).push_str(thought);
+                StreamPart::Thinking(thought.to_owned())
+            }
+        };
         if let Some(pieces) = lock(&self.pieces).as_ref() {
-            let _ = pieces.send(piece.to_owned());
+            let _ = pieces.send(part);
         }
     }
 
-    /// Whether any text has gone towards the client: from then on nothing may be retried, since the
-    /// client could see text twice.
+    /// Whether any text or reasoning has gone towards the client: from then on nothing may be
+    /// retried, since the client could see it twice.
     pub fn started(&self) -> bool {
-        !lock(&self.text).is_empty()
+        !lock(&self.text).is_empty() || !lock(&self.thinking).is_empty()
     }
 
     /// The text forwarded so far.
     pub fn text(&self) -> String {
         lock(&self.text).clone()
+    }
+
+    /// The reasoning forwarded so far.
+    pub fn thinking(&self) -> String {
+        lock(&self.thinking).clone()
     }
 
     /// Sends the end of the stream behind every piece: call once the job's end is committed.
@@ -98,25 +116,25 @@ impl Route {
 }
 
 /// Publishes pieces until the relay closes; returns how many messages it sent (the end's `seq`).
-async fn publish(route: Route, mut pieces: mpsc::UnboundedReceiver<String>) -> u32 {
+async fn publish(route: Route, mut pieces: mpsc::UnboundedReceiver<StreamPart>) -> u32 {
     let mut seq = 0;
     while let Some(first) = pieces.recv().await {
-        route.send(seq, StreamPart::Text(first)).await;
+        route.send(seq, first).await;
         seq += 1;
         let window = Instant::now() + COALESCE;
-        let mut held = String::new();
+        let mut held: Vec<StreamPart> = Vec::new();
         let mut open = true;
         while open {
             tokio::select! {
                 piece = pieces.recv() => match piece {
-                    Some(piece) => held.push_str(&piece),
+                    Some(piece) => hold(&mut held, piece),
                     None => open = false,
                 },
                 () = tokio::time::sleep_until(window) => break,
             }
         }
-        if !held.is_empty() {
-            route.send(seq, StreamPart::Text(held)).await;
+        for part in held {
+            route.send(seq, part).await;
             seq += 1;
         }
         if !open {
@@ -124,4 +142,14 @@ async fn publish(route: Route, mut pieces: mpsc::UnboundedReceiver<String>) -> u
         }
     }
     seq
+}
+
+/// Adds a piece to those held, joined to the last when it is of the same kind (reasoning comes
+/// before the text, so a window holds at most two messages).
+fn hold(held: &mut Vec<StreamPart>, piece: StreamPart) {
+    match (held.last_mut(), piece) {
+        (Some(StreamPart::Text(last)), StreamPart::Text(more))
+        | (Some(StreamPart::Thinking(last)), StreamPart::Thinking(more)) => last.push_str(&more),
+        (_, piece) => held.push(piece),
+    }
 }

@@ -78,6 +78,13 @@ pub fn unsent_text(job: &Job, sent: &str) -> Option<String> {
     (!rest.is_empty()).then(|| rest.to_owned())
 }
 
+/// The same of its reasoning.
+pub fn unsent_thinking(job: &Job, sent: &str) -> Option<String> {
+    let thinking = reply(job).thinking?.text;
+    let rest = thinking.strip_prefix(sent)?;
+    (!rest.is_empty()).then(|| rest.to_owned())
+}
+
 /// A job's prompt and completion tokens (0 when it has no usage).
 pub fn tokens(job: &Job) -> (i64, i64) {
     job.usage.as_ref().map_or((0, 0), |u| {

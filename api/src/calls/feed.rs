@@ -3,9 +3,10 @@
 //! the client goes away first ([`CancelOnDrop`]), so nobody pays for text nobody reads, and both
 //! give up after the sync timeout with the job left to run to its end.
 //!
-//! The finished job is the truth: when it ends, whatever of its text did not arrive as pieces
-//! (lost while the broker reconnected, or still in flight behind the job's event) is sent as one
-//! last piece, so the client always ends with the whole text, never with a truncated one.
+//! The finished job is the truth: when it ends, whatever of its text (and, before any text, of its
+//! reasoning) did not arrive as pieces (lost while the broker reconnected, or still in flight
+//! behind the job's event) is sent as one last piece, so the client always ends with the whole
+//! text, never with a truncated one.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -18,7 +19,9 @@ use tollgate_core::domain::{Job, JobId, JobRequest, JobStatus, TenantId};
 use tollgate_core::queue::StreamPart;
 
 use crate::AppState;
-use crate::calls::answer::{REQUEST_ID, SHOULD_RETRY, failure, request_id, unsent_text};
+use crate::calls::answer::{
+    REQUEST_ID, SHOULD_RETRY, failure, request_id, unsent_text, unsent_thinking,
+};
 use crate::http::client::ClientInfo;
 use crate::http::error::ApiError;
 use crate::intake::Call;
@@ -165,6 +168,8 @@ async fn wait_for_end(
 enum Fed {
     /// The next piece of the text.
     Text(String),
+    /// The next piece of the model's reasoning (which comes before the text).
+    Thinking(String),
     /// The job ended (its whole text already fed).
     Ended(Box<Job>),
     /// The sync timeout passed, or the api is shutting down: the stream ends, the job goes on.
@@ -181,8 +186,9 @@ pub struct Feed {
     following: Following,
     watch: Watch,
     guard: CancelOnDrop,
-    /// The text fed so far.
+    /// The text and reasoning fed so far.
     fed: String,
+    fed_thinking: String,
     next_seq: u32,
     /// A piece went missing: the rest comes from the finished job.
     lossy: bool,
@@ -190,8 +196,8 @@ pub struct Feed {
     following_open: bool,
     closing: bool,
     deadline: Instant,
-    /// The job's end, once its last text is fed.
-    pending_end: Option<Job>,
+    /// What the job's end feeds: its text not yet fed, then the end itself.
+    pending: VecDeque<Fed>,
     done: bool,
 }
 
@@ -215,12 +221,13 @@ impl Feed {
             watch,
             guard: CancelOnDrop::new(state, tenant_id, id),
             fed: String::new(),
+            fed_thinking: String::new(),
             next_seq: 0,
             lossy: false,
             following_open: true,
             closing: false,
             deadline: Instant::now() + state.sync_timeout,
-            pending_end: None,
+            pending: VecDeque::new(),
             done: false,
         }
     }
@@ -239,9 +246,9 @@ impl Feed {
         if self.done {
             return None;
         }
-        if let Some(job) = self.pending_end.take() {
-            self.done = true;
-            return Some(Ok(Fed::Ended(Box::new(job))));
+        if let Some(fed) = self.pending.pop_front() {
+            self.done = self.pending.is_empty();
+            return Some(Ok(fed));
         }
         loop {
             let step = tokio::select! {
@@ -251,16 +258,21 @@ impl Feed {
             };
             let read_job = match step {
                 Step::Heard(Some(Heard::Piece(message))) => match message.part {
+                    StreamPart::End(_) => true,
+                    _ if self.lossy || message.seq != self.next_seq => {
+                        self.lossy = true;
+                        continue;
+                    }
                     StreamPart::Text(text) => {
-                        if self.lossy || message.seq != self.next_seq {
-                            self.lossy = true;
-                            continue;
-                        }
                         self.next_seq += 1;
                         self.fed.push_str(&text);
                         return Some(Ok(Fed::Text(text)));
                     }
-                    StreamPart::End(_) => true,
+                    StreamPart::Thinking(thought) => {
+                        self.next_seq += 1;
+                        self.fed_thinking.push_str(&thought);
+                        return Some(Ok(Fed::Thinking(thought)));
+                    }
                 },
                 Step::Heard(Some(Heard::Gap)) => {
                     self.lossy = true;
@@ -299,20 +311,23 @@ impl Feed {
         }
     }
 
-    /// The job ended: the part of its text not yet fed first, if any, then its end.
+    /// The job ended: the part of its reasoning (before any text) and of its text not yet fed
+    /// first, if any, then its end.
     fn end(&mut self, job: Job) -> Fed {
         self.guard.disarm();
-        match unsent_text(&job, &self.fed) {
-            Some(rest) => {
-                self.fed.push_str(&rest);
-                self.pending_end = Some(job);
-                Fed::Text(rest)
-            }
-            None => {
-                self.done = true;
-                Fed::Ended(Box::new(job))
-            }
+        if self.fed.is_empty()
+            && let Some(rest) = unsent_thinking(&job, &self.fed_thinking)
+        {
+            self.pending.push_back(Fed::Thinking(rest));
         }
+        if let Some(rest) = unsent_text(&job, &self.fed) {
+            self.fed.push_str(&rest);
+            self.pending.push_back(Fed::Text(rest));
+        }
+        self.pending.push_back(Fed::Ended(Box::new(job)));
+        let first = self.pending.pop_front().unwrap_or(Fed::StillRunning);
+        self.done = self.pending.is_empty();
+        first
     }
 }
 
@@ -324,6 +339,8 @@ pub trait Dialect: Send + 'static {
     /// What opens the stream, before any text.
     fn opening(&mut self) -> Vec<Self::Item>;
     fn text(&mut self, text: &str) -> Vec<Self::Item>;
+    /// A piece of the model's reasoning, where the dialect puts it.
+    fn thinking(&mut self, text: &str) -> Vec<Self::Item>;
     /// What closes the stream once the job ended, however it ended.
     fn ended(&mut self, job: &Job) -> Vec<Self::Item>;
     /// What closes the stream when its job cannot be followed further (it goes on).
@@ -347,6 +364,7 @@ impl Feed {
                     }
                     let more = match feed.next().await? {
                         Ok(Fed::Text(text)) => dialect.text(&text),
+                        Ok(Fed::Thinking(text)) => dialect.thinking(&text),
                         Ok(Fed::Ended(job)) => dialect.ended(&job),
                         Ok(Fed::StillRunning) => {
                             dialect.failed(&ApiError::still_running(feed.job_id()))

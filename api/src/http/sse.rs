@@ -27,6 +27,14 @@ pub fn delta_event(text: &str) -> Option<Event> {
         .ok()
 }
 
+/// A piece of a streaming job's reasoning, as native streams send it.
+pub fn thinking_event(text: &str) -> Option<Event> {
+    Event::default()
+        .event(JobEventName::Thinking.as_str())
+        .json_data(serde_json::json!({ "text": text }))
+        .ok()
+}
+
 /// What a job's stream sends: `GET /v1/jobs/{id}/events`, and `POST /v1/generate` or `/v1/chat`
 /// with `"stream": true`.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema, strum::IntoStaticStr)]
@@ -37,6 +45,9 @@ pub enum JobEventName {
     Job,
     /// `data` is `{"text": "…"}`, the next piece of a streaming job's text (no id of its own).
     Delta,
+    /// `data` is `{"text": "…"}`, the next piece of the model's reasoning, which comes before
+    /// its text (no id of its own).
+    Thinking,
     /// `data` is a `Problem`: the stream ended without the job (a streaming call's wait ran out).
     Error,
 }
@@ -47,7 +58,7 @@ pub struct JobStreamEvent {
     pub event: JobEventName,
     /// The job's revision as of the last `job` event: `Last-Event-ID` resumes after it.
     pub id: Option<String>,
-    /// JSON: a `Job` (`job`), `{"text": "…"}` (`delta`) or a `Problem` (`error`).
+    /// JSON: a `Job` (`job`), `{"text": "…"}` (`delta`, `thinking`) or a `Problem` (`error`).
     #[schema(content_media_type = "application/json")]
     pub data: String,
 }

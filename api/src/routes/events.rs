@@ -116,19 +116,18 @@ struct TextSeen {
 }
 
 impl TextSeen {
-    /// The piece to send, if it follows what was sent.
-    fn accept(&mut self, seq: u32, text: String) -> Option<String> {
+    /// Whether the piece numbered `seq` (text or reasoning) follows what was sent.
+    fn accept(&mut self, seq: u32) -> bool {
         let expected = *self.next_seq.get_or_insert_with(|| {
             self.from_start = seq == 0;
             seq
         });
         if self.lossy || seq != expected {
             self.lossy = true;
-            return None;
+            return false;
         }
         self.next_seq = Some(seq + 1);
-        self.sent.push_str(&text);
-        Some(text)
+        true
     }
 
     /// The part of an ended job's text not yet sent as deltas, when what was sent is its start.
@@ -148,6 +147,8 @@ enum Wake {
     Reread,
     /// A piece of its text.
     Delta(String),
+    /// A piece of its reasoning.
+    Thinking(String),
     /// The api is shutting down.
     Closing,
 }
@@ -166,6 +167,7 @@ impl Follow {
                     match self.changed().await {
                         Wake::Closing => return None,
                         Wake::Delta(text) => return crate::http::sse::delta_event(&text),
+                        Wake::Thinking(text) => return crate::http::sse::thinking_event(&text),
                         Wake::Reread => {}
                     }
                     match jobs::get_with_revision(&self.state.pool, self.tenant_id, self.id).await {
@@ -211,11 +213,13 @@ impl Follow {
                 heard = next_heard(&mut self.following) => {
                     match heard {
                         Some(Heard::Piece(message)) => match message.part {
-                            StreamPart::Text(text) => match self.text.accept(message.seq, text) {
-                                Some(text) => return Wake::Delta(text),
-                                None => continue,
-                            },
                             StreamPart::End(_) => return Wake::Reread,
+                            _ if !self.text.accept(message.seq) => continue,
+                            StreamPart::Text(text) => {
+                                self.text.sent.push_str(&text);
+                                return Wake::Delta(text);
+                            }
+                            StreamPart::Thinking(text) => return Wake::Thinking(text),
                         },
                         Some(Heard::Gap) => self.text.lossy = true,
                         None => self.following = None,

@@ -378,6 +378,10 @@ impl Dialect for NativeEvents {
         crate::http::sse::delta_event(text).into_iter().collect()
     }
 
+    fn thinking(&mut self, text: &str) -> Vec<Event> {
+        crate::http::sse::thinking_event(text).into_iter().collect()
+    }
+
     fn ended(&mut self, job: &Job) -> Vec<Event> {
         job_event(job).into_iter().collect()
     }

@@ -13,6 +13,7 @@ mod name;
 pub mod openai_batch;
 mod prices;
 mod rate;
+pub mod reasoning;
 mod request;
 mod routing;
 mod settings;
@@ -34,6 +35,7 @@ pub use json::{NUL_REFUSED, line_syntax_error, nul_in_json, nul_in_value};
 pub use name::Name;
 pub use prices::{Price, PriceList};
 pub use rate::{Decision, RateLimit};
+pub use reasoning::{Effort, Reasoning};
 pub use request::{
     AnswerFormat, ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest,
     GenerationOptions, JobRequest, MAX_EMBEDDING_INPUTS, MAX_MESSAGES, MAX_STOP_TEXTS,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::conversation::{
     AnswerSchema, Conversation, Image, MAX_IMAGES, Message, OutputFormat, ToolChoice,
 };
-use super::{Capabilities, Capability, JobKind};
+use super::{Capabilities, Capability, JobKind, Reasoning};
 
 /// Longest prompt (or message, or embedding input) accepted, in characters.
 pub const MAX_TEXT_CHARS: usize = 200_000;
@@ -90,6 +90,11 @@ pub struct GenerationOptions {
     /// {"type": "json_object"}`, Ollama's `format: "json"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<AnswerFormat>,
+    /// How much the model reasons first: `false`, `true` (its own amount) or a level
+    /// (`minimal`, `low`, `medium`, `high`, `max`). A preference: a model that cannot reason is
+    /// called without it. Left out, a model that reasons by default is told not to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<Reasoning>,
 }
 
 /// A form the answer must take.
@@ -305,6 +310,15 @@ impl JobRequest {
                 .collect::<Vec<_>>()
                 .join("\n"),
             Self::Embedding(r) => r.input.texts().join("\n"),
+        }
+    }
+
+    /// The reasoning it asks for; `None` when it asks nothing (embeddings never do).
+    pub fn reasoning(&self) -> Option<Reasoning> {
+        match self {
+            Self::Generate(r) => r.options.reasoning,
+            Self::Chat(r) => r.options.reasoning,
+            Self::Embedding(_) => None,
         }
     }
 

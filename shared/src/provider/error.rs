@@ -14,6 +14,8 @@ pub struct ProviderError {
     pub status_code: Option<u16>,
     /// What a 429 or 503 asked us to wait.
     pub retry_after: Option<Duration>,
+    /// The request field the provider's error names (OpenAI's `error.param`), when it names one.
+    pub param: Option<String>,
 }
 
 impl ProviderError {
@@ -23,6 +25,7 @@ impl ProviderError {
             message: message.into(),
             status_code: None,
             retry_after: None,
+            param: None,
         }
     }
 
@@ -44,6 +47,7 @@ impl ProviderError {
             ),
             status_code: Some(status),
             retry_after,
+            param: None,
         }
     }
 

@@ -104,15 +104,14 @@ pub async fn send(
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
     let body = response.text().await.unwrap_or_default();
-    let message = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| error_message(&v).map(str::to_owned))
+    let value = serde_json::from_str::<serde_json::Value>(&body).ok();
+    let message = value
+        .as_ref()
+        .and_then(|v| error_message(v).map(str::to_owned))
         .unwrap_or(body);
-    Err(ProviderError::from_status(
-        status.as_u16(),
-        &message,
-        retry_after,
-    ))
+    let mut failure = ProviderError::from_status(status.as_u16(), &message, retry_after);
+    failure.param = value.and_then(|v| v["error"]["param"].as_str().map(str::to_owned));
+    Err(failure)
 }
 
 /// The lines of an NDJSON body as JSON values, however the bytes are chunked.

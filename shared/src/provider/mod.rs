@@ -23,7 +23,7 @@ pub use ollama_models::{DeleteError, InstalledModel, OllamaModels, model_key};
 pub use openai::OpenAiClient;
 
 use crate::domain::conversation::Reply;
-use crate::domain::{JobErrorCode, JobRequest, ProviderName};
+use crate::domain::{JobErrorCode, JobRequest, ProviderName, Reasoning};
 
 /// What a successful provider call produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,8 +90,24 @@ fn check_embedding_count(
     ))
 }
 
-/// Where a streaming call's text goes, a piece at a time, as the provider writes it.
-pub type OnDelta<'a> = &'a mut (dyn FnMut(&str) + Send);
+/// A piece of a streamed answer, as the provider writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delta<'a> {
+    Text(&'a str),
+    /// The model's reasoning, which comes before its text.
+    Thinking(&'a str),
+}
+
+/// Where a streaming call's pieces go, one at a time, as the provider writes them.
+pub type OnDelta<'a> = &'a mut (dyn FnMut(Delta<'_>) + Send);
+
+/// Marks a job's `result` as answered without the reasoning its request asked for: the step's
+/// model cannot reason, so it was called without it.
+pub fn mark_reasoning_dropped(result: &mut Value) {
+    if let Value::Object(result) = result {
+        result.insert("reasoning_dropped".into(), Value::Bool(true));
+    }
+}
 
 /// A tool offered, as Ollama and Chat Completions both take it (`{"type": "function",
 /// "function": {name, description, parameters}}`).
@@ -159,15 +175,17 @@ impl Provider {
         }
     }
 
-    /// Runs `request` on the upstream model `model`.
+    /// Runs `request` on the upstream model `model`, sending `reasoning` in place of what the
+    /// request asks (see [`crate::domain::reasoning::for_call`]).
     pub async fn run(
         &self,
         request: &JobRequest,
         model: &str,
+        reasoning: Option<Reasoning>,
     ) -> Result<Completion, ProviderError> {
         match self {
-            Self::Ollama(client) => client.run(request, model).await,
-            Self::OpenAi(client) => client.run(request, model).await,
+            Self::Ollama(client) => client.run(request, model, reasoning).await,
+            Self::OpenAi(client) => client.run(request, model, reasoning).await,
         }
     }
 
@@ -176,11 +194,12 @@ impl Provider {
         &self,
         request: &JobRequest,
         model: &str,
+        reasoning: Option<Reasoning>,
         on_delta: OnDelta<'_>,
     ) -> Result<Completion, ProviderError> {
         match self {
-            Self::Ollama(client) => client.stream(request, model, on_delta).await,
-            Self::OpenAi(client) => client.stream(request, model, on_delta).await,
+            Self::Ollama(client) => client.stream(request, model, reasoning, on_delta).await,
+            Self::OpenAi(client) => client.stream(request, model, reasoning, on_delta).await,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! A client for Ollama's native API (`/api/generate`, `/api/chat`, `/api/embed`): one JSON answer,
-//! or for a streaming job the NDJSON stream, a line per piece of text (or per whole tool call) and
-//! a last `done` line with the counts and why it stopped.
+//! or for a streaming job the NDJSON stream, a line per piece of text or reasoning (or per whole
+//! tool call) and a last `done` line with the counts and why it stopped. The call's reasoning is
+//! `think`, Ollama's thinking read back from `thinking`.
 
 use std::time::Duration;
 
@@ -10,11 +11,11 @@ use serde_json::{Value, json};
 
 use super::error::ProviderError;
 use super::ollama_messages::AnsweredCall;
-use super::{Completion, OnDelta, http, ollama_messages};
+use super::{Completion, Delta, OnDelta, http, ollama_messages};
 use crate::domain::JobErrorCode;
 use crate::domain::conversation::{Reply, ToolCall};
 use crate::domain::{
-    ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest,
+    ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest, Reasoning,
 };
 
 #[derive(Clone)]
@@ -33,6 +34,8 @@ struct AnswerLine {
     #[serde(default)]
     model: String,
     response: Option<String>,
+    /// A generate's reasoning.
+    thinking: Option<String>,
     message: Option<AnswerMessage>,
     #[serde(default)]
     done: bool,
@@ -46,6 +49,8 @@ struct AnswerLine {
 struct AnswerMessage {
     #[serde(default)]
     content: String,
+    #[serde(default)]
+    thinking: String,
     #[serde(default)]
     tool_calls: Vec<AnsweredCall>,
 }
@@ -71,12 +76,36 @@ impl OllamaClient {
         &self,
         request: &JobRequest,
         model: &str,
+        reasoning: Option<Reasoning>,
     ) -> Result<Completion, ProviderError> {
-        match request {
-            JobRequest::Generate(r) => self.generate(r, model).await,
-            JobRequest::Chat(r) => self.chat(r, model).await,
-            JobRequest::Embedding(r) => self.embed(r, model).await,
-        }
+        let (path, body) = match request {
+            JobRequest::Generate(r) => ("/api/generate", generate_body(r, model, reasoning)?),
+            JobRequest::Chat(r) => ("/api/chat", chat_body(r, model, reasoning)?),
+            JobRequest::Embedding(r) => return self.embed(r, model).await,
+        };
+        let (answer, status_code): (AnswerLine, _) = self.post(path, &body).await?;
+        let (text, thinking, calls) = match answer.message {
+            Some(m) => (m.content, m.thinking, m.tool_calls),
+            None => (
+                answer.response.unwrap_or_default(),
+                answer.thinking.unwrap_or_default(),
+                Vec::new(),
+            ),
+        };
+        let reply = Reply::answered(
+            text,
+            answered_calls(calls)?,
+            None,
+            answer.done_reason.as_deref(),
+        )
+        .with_thinking(thinking, None);
+        Ok(Completion {
+            result: super::reply_result(request, &reply),
+            upstream_model: answer.model,
+            prompt_tokens: answer.prompt_eval_count,
+            completion_tokens: answer.eval_count,
+            status_code,
+        })
     }
 
     /// Runs `request` on `model` with the answer streamed: each piece of text goes to `on_delta`
@@ -85,11 +114,12 @@ impl OllamaClient {
         &self,
         request: &JobRequest,
         model: &str,
+        reasoning: Option<Reasoning>,
         on_delta: OnDelta<'_>,
     ) -> Result<Completion, ProviderError> {
         let (path, mut body) = match request {
-            JobRequest::Generate(r) => ("/api/generate", generate_body(r, model)?),
-            JobRequest::Chat(r) => ("/api/chat", chat_body(r, model)?),
+            JobRequest::Generate(r) => ("/api/generate", generate_body(r, model, reasoning)?),
+            JobRequest::Chat(r) => ("/api/chat", chat_body(r, model, reasoning)?),
             JobRequest::Embedding(r) => return self.embed(r, model).await,
         };
         body["stream"] = json!(true);
@@ -99,7 +129,7 @@ impl OllamaClient {
         .await?;
         let status_code = response.status().as_u16();
         let mut lines = std::pin::pin!(http::ndjson_lines(response.bytes_stream()));
-        let (mut text, mut calls) = (String::new(), Vec::new());
+        let (mut text, mut thinking, mut calls) = (String::new(), String::new(), Vec::new());
         while let Some(line) = lines.next().await {
             let line: AnswerLine =
                 serde_json::from_value(line?).map_err(|e| http::unreadable(&e))?;
@@ -109,19 +139,24 @@ impl OllamaClient {
                     format!("Ollama failed mid-answer: {error}"),
                 ));
             }
-            let piece = match line.message {
+            let (piece, thought) = match line.message {
                 Some(message) => {
                     calls.extend(answered_calls(message.tool_calls)?);
-                    Some(message.content)
+                    (Some(message.content), Some(message.thinking))
                 }
-                None => line.response,
+                None => (line.response, line.thinking),
             };
+            if let Some(thought) = thought.filter(|t| !t.is_empty()) {
+                on_delta(Delta::Thinking(&thought));
+                thinking.push_str(&thought);
+            }
             if let Some(piece) = piece.filter(|p| !p.is_empty()) {
-                on_delta(&piece);
+                on_delta(Delta::Text(&piece));
                 text.push_str(&piece);
             }
             if line.done {
-                let reply = Reply::answered(text, calls, None, line.done_reason.as_deref());
+                let reply = Reply::answered(text, calls, None, line.done_reason.as_deref())
+                    .with_thinking(thinking, None);
                 return Ok(Completion {
                     result: super::reply_result(request, &reply),
                     upstream_model: line.model,
@@ -132,42 +167,6 @@ impl OllamaClient {
             }
         }
         Err(http::broken_stream())
-    }
-
-    async fn generate(
-        &self,
-        r: &GenerateRequest,
-        model: &str,
-    ) -> Result<Completion, ProviderError> {
-        let body = generate_body(r, model)?;
-        let (answer, status): (AnswerLine, _) = self.post("/api/generate", &body).await?;
-        let text = answer.response.unwrap_or_default();
-        let reply = Reply::answered(text, Vec::new(), None, answer.done_reason.as_deref());
-        Ok(Completion {
-            result: reply.generated_result(),
-            upstream_model: answer.model,
-            prompt_tokens: answer.prompt_eval_count,
-            completion_tokens: answer.eval_count,
-            status_code: status,
-        })
-    }
-
-    async fn chat(&self, r: &ChatRequest, model: &str) -> Result<Completion, ProviderError> {
-        let body = chat_body(r, model)?;
-        let (answer, status): (AnswerLine, _) = self.post("/api/chat", &body).await?;
-        let (text, calls) = answer
-            .message
-            .map(|m| (m.content, m.tool_calls))
-            .unwrap_or_default();
-        let calls = answered_calls(calls)?;
-        let reply = Reply::answered(text, calls, None, answer.done_reason.as_deref());
-        Ok(Completion {
-            result: reply.to_result(),
-            upstream_model: answer.model,
-            prompt_tokens: answer.prompt_eval_count,
-            completion_tokens: answer.eval_count,
-            status_code: status,
-        })
     }
 
     async fn embed(&self, r: &EmbeddingRequest, model: &str) -> Result<Completion, ProviderError> {
@@ -201,13 +200,20 @@ impl OllamaClient {
 }
 
 /// `/api/generate`'s body, without `stream`'s choice.
-fn generate_body(r: &GenerateRequest, model: &str) -> Result<Value, ProviderError> {
+fn generate_body(
+    r: &GenerateRequest,
+    model: &str,
+    reasoning: Option<Reasoning>,
+) -> Result<Value, ProviderError> {
     let mut body = json!({
         "model": model,
         "prompt": r.prompt,
         "stream": false,
         "options": options(&r.options),
     });
+    if let Some(reasoning) = reasoning {
+        body["think"] = reasoning.to_ollama();
+    }
     if let Some(system) = &r.options.system {
         body["system"] = json!(system);
     }
@@ -221,13 +227,20 @@ fn generate_body(r: &GenerateRequest, model: &str) -> Result<Value, ProviderErro
 }
 
 /// `/api/chat`'s body, without `stream`'s choice.
-fn chat_body(r: &ChatRequest, model: &str) -> Result<Value, ProviderError> {
+fn chat_body(
+    r: &ChatRequest,
+    model: &str,
+    reasoning: Option<Reasoning>,
+) -> Result<Value, ProviderError> {
     let mut body = json!({
         "model": model,
         "messages": ollama_messages::messages(&r.conversation)?,
         "stream": false,
         "options": options(&r.options),
     });
+    if let Some(reasoning) = reasoning {
+        body["think"] = reasoning.to_ollama();
+    }
     if let Some(tools) = ollama_messages::tools(&r.conversation) {
         body["tools"] = tools;
     }

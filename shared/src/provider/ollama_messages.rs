@@ -1,5 +1,5 @@
 //! A conversation in Ollama's `/api/chat` form: each message's text as `content` and its images
-//! as `images` (bare base64, no `data:` prefix), an assistant's
+//! as `images` (bare base64, no `data:` prefix), an assistant's reasoning as `thinking`, its
 //! tool calls with their arguments as an object and their call id, a tool's result with the call
 //! id and the tool's name (filled in from the call when the result named only the id), the tools
 //! offered, and the answer's format as `"json"` or the schema itself; and the tool calls of
@@ -36,6 +36,9 @@ pub(super) fn messages(conversation: &Conversation) -> Result<Vec<Value>, Provid
             .collect();
         if !calls.is_empty() {
             out["tool_calls"] = json!(calls);
+        }
+        if let Some(thinking) = message.thinking() {
+            out["thinking"] = json!(thinking);
         }
         let images = images(message.images())?;
         if !images.is_empty() {

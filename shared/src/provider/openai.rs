@@ -1,6 +1,12 @@
 //! A client for the OpenAI API: the Responses API for generate and chat, `/embeddings` for vectors.
-//! A streaming job, one with `stop` texts (which the Responses API does not take), or a chat with
-//! tools goes to Chat Completions instead, streamed as SSE with the usage in its last chunk.
+//! A streaming job, one with `stop` texts (which the Responses API does not take), a chat with
+//! tools, or a call asking for reasoning goes to Chat Completions instead, streamed as SSE with
+//! the usage in its last chunk.
+//!
+//! The call's reasoning is `reasoning_effort` (`reasoning.effort` on the Responses API); a model
+//! that refuses it (an error naming that parameter) is asked again without it, and the job says
+//! its reasoning was dropped. Reasoning comes back as the Responses API's reasoning items (their
+//! summary and encrypted content) or, from OpenAI-compatible servers, as `reasoning_content`.
 //!
 //! `base_url` follows the official SDKs' convention and includes `/v1`
 //! (`https://api.openai.com/v1`), so OpenAI-compatible servers configure the same way.
@@ -16,11 +22,11 @@ use futures::StreamExt as _;
 
 use super::error::ProviderError;
 use super::openai_messages::{CallFragment, CallsGathered};
-use super::{Completion, OnDelta, http, openai_messages};
+use super::{Completion, Delta, OnDelta, http, openai_messages};
 use crate::domain::JobErrorCode;
 use crate::domain::conversation::{OutputFormat, Part, Reply};
 use crate::domain::{
-    ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest,
+    ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest, Reasoning,
 };
 
 #[derive(Clone)]
@@ -52,6 +58,10 @@ struct OutputItem {
     kind: String,
     #[serde(default)]
     content: Vec<OutputContent>,
+    /// A reasoning item's summary, and its reasoning encrypted (kept as its signature).
+    #[serde(default)]
+    summary: Vec<OutputContent>,
+    encrypted_content: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -93,6 +103,10 @@ struct Choice {
 struct ChoiceMessage {
     content: Option<String>,
     refusal: Option<String>,
+    /// The reasoning OpenAI-compatible servers give: `reasoning_content` (vLLM, DeepSeek) or
+    /// `reasoning` (Ollama's and OpenRouter's OpenAI layers).
+    reasoning_content: Option<String>,
+    reasoning: Option<String>,
     #[serde(default)]
     tool_calls: Vec<CallFragment>,
 }
@@ -131,41 +145,83 @@ impl OpenAiClient {
         }
     }
 
-    /// Runs `request` on `model`, the upstream name the job's model routes to.
+    /// Runs `request` on `model`, the upstream name the job's model routes to, asking for
+    /// `reasoning` (and without it, should the model refuse it).
     pub async fn run(
         &self,
         request: &JobRequest,
         model: &str,
+        reasoning: Option<Reasoning>,
     ) -> Result<Completion, ProviderError> {
+        match self.run_once(request, model, reasoning).await {
+            Err(failure) if refuses_reasoning(&failure, reasoning) => {
+                let mut completion = self.run_once(request, model, None).await?;
+                super::mark_reasoning_dropped(&mut completion.result);
+                Ok(completion)
+            }
+            answer => answer,
+        }
+    }
+
+    async fn run_once(
+        &self,
+        request: &JobRequest,
+        model: &str,
+        reasoning: Option<Reasoning>,
+    ) -> Result<Completion, ProviderError> {
+        // Reasoning goes to Chat Completions too: OpenAI-compatible servers write reasoning out
+        // only there (`reasoning_content`), and OpenAI's Responses API gives none unasked.
+        let reasons = reasoning.is_some();
         match request {
             JobRequest::Generate(GenerateRequest {
                 options, images, ..
-            }) if options.stop.is_some() || !images.is_empty() => {
-                self.complete(request, model).await
+            }) if options.stop.is_some() || !images.is_empty() || reasons => {
+                self.complete(request, model, reasoning).await
             }
             JobRequest::Chat(r)
-                if r.options.stop.is_some() || openai_messages::has_tools(&r.conversation) =>
+                if r.options.stop.is_some()
+                    || openai_messages::has_tools(&r.conversation)
+                    || reasons =>
             {
-                self.complete(request, model).await
+                self.complete(request, model, reasoning).await
             }
-            JobRequest::Generate(r) => self.generate(r, model).await,
-            JobRequest::Chat(r) => self.chat(r, model).await,
+            JobRequest::Generate(r) => self.generate(r, model, reasoning).await,
+            JobRequest::Chat(r) => self.chat(r, model, reasoning).await,
             JobRequest::Embedding(r) => self.embed(r, model).await,
         }
     }
 
     /// Runs `request` on `model` through Chat Completions with the answer streamed: each piece of
-    /// text goes to `on_delta` as it arrives. Embeddings do not stream; they run as [`Self::run`]
-    /// does.
+    /// text or reasoning goes to `on_delta` as it arrives. Embeddings do not stream; they run as
+    /// [`Self::run`] does.
     pub async fn stream(
         &self,
         request: &JobRequest,
         model: &str,
+        reasoning: Option<Reasoning>,
+        on_delta: OnDelta<'_>,
+    ) -> Result<Completion, ProviderError> {
+        // A refusal comes before any piece, so the call can be made again without reasoning.
+        match self.stream_once(request, model, reasoning, on_delta).await {
+            Err(failure) if refuses_reasoning(&failure, reasoning) => {
+                let mut completion = self.stream_once(request, model, None, on_delta).await?;
+                super::mark_reasoning_dropped(&mut completion.result);
+                Ok(completion)
+            }
+            answer => answer,
+        }
+    }
+
+    async fn stream_once(
+        &self,
+        request: &JobRequest,
+        model: &str,
+        reasoning: Option<Reasoning>,
         on_delta: OnDelta<'_>,
     ) -> Result<Completion, ProviderError> {
         let mut body = match request {
             JobRequest::Embedding(r) => return self.embed(r, model).await,
-            _ => chat_completions_body(request, model)?,
+            _ => chat_completions_body(request, model, reasoning)?,
         };
         body["stream"] = json!(true);
         body["stream_options"] = json!({ "include_usage": true });
@@ -177,6 +233,7 @@ impl OpenAiClient {
         let mut events = response.bytes_stream().eventsource();
         let (mut text, mut upstream_model, mut usage) = (String::new(), String::new(), None);
         let (mut calls, mut refusal, mut finish) = (CallsGathered::default(), None, None);
+        let mut thinking = String::new();
         while let Some(event) = events.next().await {
             let event = event.map_err(|e| match e {
                 eventsource_stream::EventStreamError::Transport(e) => http::transport_error(e),
@@ -184,7 +241,8 @@ impl OpenAiClient {
             })?;
             if event.data == "[DONE]" {
                 let calls = calls.into_calls()?;
-                let reply = Reply::answered(text, calls, refusal, finish.as_deref());
+                let reply = Reply::answered(text, calls, refusal, finish.as_deref())
+                    .with_thinking(thinking, None);
                 return Ok(Completion {
                     result: super::reply_result(request, &reply),
                     upstream_model,
@@ -216,8 +274,12 @@ impl OpenAiClient {
             if let Some(piece) = delta.refusal {
                 refusal.get_or_insert_with(String::new).push_str(&piece);
             }
+            if let Some(thought) = delta.reasoning_content.or(delta.reasoning) {
+                on_delta(Delta::Thinking(&thought));
+                thinking.push_str(&thought);
+            }
             if let Some(piece) = delta.content.filter(|p| !p.is_empty()) {
-                on_delta(&piece);
+                on_delta(Delta::Text(&piece));
                 text.push_str(&piece);
             }
         }
@@ -229,20 +291,27 @@ impl OpenAiClient {
         &self,
         request: &JobRequest,
         model: &str,
+        reasoning: Option<Reasoning>,
     ) -> Result<Completion, ProviderError> {
-        let body = chat_completions_body(request, model)?;
+        let body = chat_completions_body(request, model, reasoning)?;
         let (answer, status): (ChatCompletion, _) = self.post("/chat/completions", &body).await?;
         let choice = answer.choices.into_iter().next();
         let finish = choice.as_ref().and_then(|c| c.finish_reason.clone());
         let mut calls = CallsGathered::default();
-        let (text, refusal) = match choice.and_then(|c| c.message) {
+        let (text, refusal, thinking) = match choice.and_then(|c| c.message) {
             Some(message) => {
                 calls.add(message.tool_calls);
-                (message.content.unwrap_or_default(), message.refusal)
+                let thinking = message.reasoning_content.or(message.reasoning);
+                (
+                    message.content.unwrap_or_default(),
+                    message.refusal,
+                    thinking,
+                )
             }
-            None => (String::new(), None),
+            None => (String::new(), None, None),
         };
-        let reply = Reply::answered(text, calls.into_calls()?, refusal, finish.as_deref());
+        let reply = Reply::answered(text, calls.into_calls()?, refusal, finish.as_deref())
+            .with_thinking(thinking.unwrap_or_default(), None);
         Ok(Completion {
             result: super::reply_result(request, &reply),
             upstream_model: answer.model,
@@ -256,8 +325,10 @@ impl OpenAiClient {
         &self,
         r: &GenerateRequest,
         model: &str,
+        reasoning: Option<Reasoning>,
     ) -> Result<Completion, ProviderError> {
         let mut body = responses_body(model, json!(r.prompt), &r.options, &r.output);
+        add_reasoning(&mut body, reasoning);
         if let Some(system) = &r.options.system {
             body["instructions"] = json!(system);
         }
@@ -268,9 +339,15 @@ impl OpenAiClient {
         })
     }
 
-    async fn chat(&self, r: &ChatRequest, model: &str) -> Result<Completion, ProviderError> {
+    async fn chat(
+        &self,
+        r: &ChatRequest,
+        model: &str,
+        reasoning: Option<Reasoning>,
+    ) -> Result<Completion, ProviderError> {
         let input = openai_messages::messages(&r.conversation)?;
-        let body = responses_body(model, json!(input), &r.options, &r.conversation.output);
+        let mut body = responses_body(model, json!(input), &r.options, &r.conversation.output);
+        add_reasoning(&mut body, reasoning);
         let (reply, completion) = self.respond(&body).await?;
         Ok(Completion {
             result: reply.to_result(),
@@ -279,7 +356,8 @@ impl OpenAiClient {
     }
 
     /// Calls `/responses` and reads the assistant's reply: its output text joined, a refusal,
-    /// and a cut short answer's reason.
+    /// its reasoning (the summaries joined, the last encrypted content as its signature) and a
+    /// cut short answer's reason.
     async fn respond(&self, body: &Value) -> Result<(Reply, Completion), ProviderError> {
         let (answer, status): (ResponsesAnswer, _) = self.post("/responses", body).await?;
         let contents = || {
@@ -300,7 +378,16 @@ impl OpenAiClient {
             .incomplete_details
             .as_ref()
             .and_then(|d| d.reason.as_deref());
-        let reply = Reply::answered(text, Vec::new(), refusal, reason);
+        let reasoned = || answer.output.iter().filter(|item| item.kind == "reasoning");
+        let thinking: String = reasoned()
+            .flat_map(|item| &item.summary)
+            .map(|summary| summary.text.as_str())
+            .collect();
+        let signature = reasoned()
+            .filter_map(|item| item.encrypted_content.clone())
+            .next_back();
+        let reply =
+            Reply::answered(text, Vec::new(), refusal, reason).with_thinking(thinking, signature);
         let completion = Completion {
             result: Value::Null,
             upstream_model: answer.model,
@@ -364,8 +451,29 @@ fn error_message(value: &Value) -> Option<&str> {
     value["error"]["message"].as_str()
 }
 
+/// Whether `failure` is the model refusing the reasoning the call asked for.
+fn refuses_reasoning(failure: &ProviderError, reasoning: Option<Reasoning>) -> bool {
+    reasoning.is_some()
+        && failure.status_code == Some(400)
+        && matches!(
+            failure.param.as_deref(),
+            Some("reasoning_effort" | "reasoning.effort" | "reasoning")
+        )
+}
+
+/// The Responses API's `reasoning`, when the call asks for a level (or none).
+fn add_reasoning(body: &mut Value, reasoning: Option<Reasoning>) {
+    if let Some(effort) = reasoning.and_then(Reasoning::to_openai) {
+        body["reasoning"] = json!({ "effort": effort });
+    }
+}
+
 /// A generate or chat job as a Chat Completions body (not streamed).
-fn chat_completions_body(request: &JobRequest, model: &str) -> Result<Value, ProviderError> {
+fn chat_completions_body(
+    request: &JobRequest,
+    model: &str,
+    reasoning: Option<Reasoning>,
+) -> Result<Value, ProviderError> {
     let default = GenerationOptions::default();
     let (messages, o, format) = match request {
         JobRequest::Generate(r) => {
@@ -416,6 +524,9 @@ fn chat_completions_body(request: &JobRequest, model: &str) -> Result<Value, Pro
     }
     if let Some(format) = format {
         body["response_format"] = format;
+    }
+    if let Some(effort) = reasoning.and_then(Reasoning::to_openai) {
+        body["reasoning_effort"] = json!(effort);
     }
     Ok(body)
 }

@@ -64,7 +64,7 @@ pub(super) fn content_parts(parts: &[Part]) -> Result<Value, ProviderError> {
         match part {
             Part::Text { text } => written.push(json!({ "type": "text", "text": text })),
             Part::Image(image) => written.push(image_part(image)?),
-            Part::ToolCall(_) | Part::ToolResult(_) => {}
+            Part::ToolCall(_) | Part::ToolResult(_) | Part::Thinking(_) => {}
         }
     }
     Ok(Value::Array(written))
@@ -99,7 +99,7 @@ pub(super) fn has_tools(conversation: &Conversation) -> bool {
             .messages
             .iter()
             .flat_map(|message| &message.parts)
-            .any(|part| !matches!(part, Part::Text { .. }))
+            .any(|part| !matches!(part, Part::Text { .. } | Part::Thinking(_)))
 }
 
 /// Adds the tools offered, the tool choice and whether calls may come in parallel to a Chat

@@ -107,6 +107,9 @@ pub struct StreamMessage {
 pub enum StreamPart {
     /// The next piece of the text.
     Text(String),
+    /// The next piece of the model's reasoning (an api of the release before drops the message
+    /// as undecodable; its client sees the text alone).
+    Thinking(String),
     /// The run ended with the job in `status` (committed before this is sent).
     End(JobStatus),
 }

@@ -6,8 +6,11 @@ use std::time::Instant;
 
 use chrono::Utc;
 use tollgate_core::db::job_attempts::{AttemptOutcome, AttemptRecord};
+use tollgate_core::domain::reasoning;
 use tollgate_core::domain::{FailureClass, JobErrorCode};
-use tollgate_core::provider::{Completion, ProviderError, TokenCounts};
+use tollgate_core::provider::{
+    Completion, Delta, ProviderError, TokenCounts, mark_reasoning_dropped,
+};
 use tollgate_core::telemetry;
 use tracing::Instrument as _;
 
@@ -40,21 +43,28 @@ pub(super) async fn call_once(
     );
     let passed_on = telemetry::passed_on(&span, &call.trace);
     let mut first_piece = None;
+    let (reasoning, dropped) = reasoning::for_call(request.reasoning(), ready.thinks(model));
     let answer = tokio::select! {
         answer = tollgate_core::provider::traced(passed_on, async {
             match call.relay {
                 Some(relay) => {
-                    let mut piece = |text: &str| {
+                    let mut piece = |piece: Delta<'_>| {
                         first_piece.get_or_insert_with(|| clock.elapsed());
-                        relay.piece(text)
+                        relay.piece(piece)
                     };
-                    provider.stream(request, model, &mut piece).await
+                    provider.stream(request, model, reasoning, &mut piece).await
                 }
-                None => provider.run(request, model).await,
+                None => provider.run(request, model, reasoning).await,
             }
         }).instrument(span) => answer,
         () = call.cancel.cancelled() => Err(cancelled()),
     };
+    let answer = answer.map(|mut completion| {
+        if dropped {
+            mark_reasoning_dropped(&mut completion.result);
+        }
+        completion
+    });
     let latency = clock.elapsed();
     drop(in_flight);
     // An answer that does not match its format fails the call; its tokens were spent all the same.

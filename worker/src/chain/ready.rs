@@ -32,6 +32,13 @@ pub(super) enum Held {
 }
 
 impl Ready {
+    /// Whether the call's `model` can reason: known for a host that reports its models'
+    /// capabilities, not for the cloud.
+    pub(super) fn thinks(&self, model: &str) -> Option<bool> {
+        let capabilities = self.host.as_ref()?.capabilities(model)?;
+        Some(capabilities.has(Capability::Thinking))
+    }
+
     /// Feeds the call's verdict into the circuit of its provider or host.
     pub(super) fn record(&self, providers: &Providers, healthy: bool, plan: &Plan) {
         let settings = &plan.runtime.settings;

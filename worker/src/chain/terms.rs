@@ -39,15 +39,16 @@ impl Call<'_> {
         self.relay.is_some_and(Relay::started)
     }
 
-    /// The text streamed so far with its estimated tokens, if any.
+    /// The text streamed so far with its estimated tokens (its reasoning's among them), if any.
     pub(super) fn streamed(&self) -> Option<(String, TokenCounts)> {
-        let text = self.relay?.text();
-        if text.is_empty() {
+        let relay = self.relay?;
+        let (text, thinking) = (relay.text(), relay.thinking());
+        if text.is_empty() && thinking.is_empty() {
             return None;
         }
         let tokens = TokenCounts {
             prompt: tollgate_core::billing::estimate_tokens(&self.request.input_text()),
-            completion: tollgate_core::billing::estimate_tokens(&text),
+            completion: tollgate_core::billing::estimate_tokens(&(thinking + &text)),
             estimated: true,
         };
         Some((text, tokens))

@@ -79,7 +79,7 @@ impl HostState {
     }
 
     /// What the host's `model` can do; `None` when the host does not have it.
-    fn capabilities(&self, model: &str) -> Option<Capabilities> {
+    pub fn capabilities(&self, model: &str) -> Option<Capabilities> {
         let listing = self.listing();
         listing.as_ref()?.1.get(&model_key(model)).copied()
     }

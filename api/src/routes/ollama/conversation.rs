@@ -2,15 +2,15 @@
 //! written back: messages with an assistant's `tool_calls` (arguments as an object, the call id
 //! when there is one — a call without one is given one here, once), `role: "tool"` results naming
 //! their call by `tool_call_id` and/or the tool by `tool_name` (the official `ollama` package sends
-//! only the name), a user's `images` (bare base64, each place noted for intake), the tools
-//! offered, and `format` as `"json"` or a JSON schema.
+//! only the name), a user's `images` (bare base64, each place noted for intake), an assistant's
+//! `thinking`, the tools offered, and `format` as `"json"` or a JSON schema.
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tollgate_core::domain::ValidationError;
 use tollgate_core::domain::conversation::{
-    Arguments, Image, JsonSchemaFormat, Message, OutputFormat, Part, Reply, Role, Tool, ToolCall,
-    ToolResult, answered_call,
+    Arguments, Image, JsonSchemaFormat, Message, OutputFormat, Part, Reply, Role, Thinking, Tool,
+    ToolCall, ToolResult, answered_call,
 };
 
 use crate::intake::images::{self, ImagePlaces};
@@ -36,9 +36,8 @@ pub struct OllamaMessage {
     /// A user's images, each bare base64 (PNG, JPEG, WebP or GIF).
     #[schema(max_items = 16)]
     images: Option<Vec<String>>,
-    /// An answer's thinking echoed back into the history: kept out of the request.
-    #[serde(rename = "thinking")]
-    _thinking: Option<String>,
+    /// An assistant's reasoning sent back with its answer.
+    thinking: Option<String>,
 }
 
 /// A tool call in Ollama's shape: arguments as an object.
@@ -150,6 +149,9 @@ pub fn output(format: Option<Value>) -> Result<OutputFormat, ValidationError> {
 /// The reply's message in Ollama's shape: its tool calls with their arguments as an object.
 pub fn reply_message(reply: &Reply) -> Value {
     let mut message = json!({ "role": "assistant", "content": reply.text });
+    if let Some(thinking) = &reply.thinking {
+        message["thinking"] = json!(thinking.text);
+    }
     if !reply.tool_calls.is_empty() {
         let calls: Vec<Value> = reply
             .tool_calls
@@ -203,7 +205,19 @@ impl OllamaMessage {
             });
         }
         let mut parts = Vec::new();
-        if !self.content.is_empty() || (self.tool_calls.is_none() && given.is_empty()) {
+        // Only an assistant's reasoning is the model's to read again; a client that echoes a
+        // `thinking` on another message has it left out.
+        let thinking = self
+            .thinking
+            .filter(|t| role == Role::Assistant && !t.is_empty());
+        let thought = thinking.is_some();
+        if let Some(text) = thinking {
+            parts.push(Part::Thinking(Thinking {
+                text,
+                signature: None,
+            }));
+        }
+        if !self.content.is_empty() || (self.tool_calls.is_none() && given.is_empty() && !thought) {
             parts.push(Part::Text { text: self.content });
         }
         let shown = images(given, &format!("{at}.images"), places);

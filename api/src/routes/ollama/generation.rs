@@ -127,11 +127,17 @@ async fn answer(
     Ok(crate::calls::answer::with_request_id(response, id))
 }
 
-/// A piece of text as chat (`message`) or generate (`response`) writes it.
+/// A piece of text as chat (`message`) or generate (`response`, `thinking`) writes it.
 fn content(kind: JobKind, reply: &Reply) -> Value {
     match kind {
         JobKind::Chat => json!({ "message": conversation::reply_message(reply) }),
-        JobKind::Generate | JobKind::Embedding => json!({ "response": reply.text }),
+        JobKind::Generate | JobKind::Embedding => {
+            let mut content = json!({ "response": reply.text });
+            if let Some(thinking) = &reply.thinking {
+                content["thinking"] = json!(thinking.text);
+            }
+            content
+        }
     }
 }
 
@@ -191,6 +197,11 @@ impl Dialect for Lines {
 
     fn text(&mut self, text: &str) -> Vec<Value> {
         vec![self.line(content(self.kind, &Reply::text(text, None)))]
+    }
+
+    fn thinking(&mut self, text: &str) -> Vec<Value> {
+        let thought = Reply::text("", None).with_thinking(text.to_owned(), None);
+        vec![self.line(content(self.kind, &thought))]
     }
 
     /// Each tool call on a line of its own, whole (as Ollama streams them), then the last line.

@@ -3,18 +3,18 @@
 //!
 //! Ollama streams by default (`stream` left out means `true`). Messages, tools and `format` (`"json"`
 //! or a JSON schema) and images (bare base64) are read into the conversation model by
-//! [`super::conversation`]. What Tollgate cannot honour (raw prompts, templates, unknown options)
+//! [`super::conversation`]; `think` (a boolean or a level) is the request's reasoning. What Tollgate cannot honour (raw prompts, templates, unknown options)
 //! is refused by name;
 //! `keep_alive` (how long Ollama keeps a model loaded) is the gateway's business and is accepted
 //! and left to the providers' own settings.
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use tollgate_core::domain::conversation::Conversation;
 use tollgate_core::domain::{
     ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest, GenerationOptions,
-    MAX_STOP_TEXTS, ValidationError,
+    MAX_STOP_TEXTS, Reasoning, ValidationError,
 };
 
 use super::conversation::{self, OllamaMessage, OllamaTool};
@@ -47,7 +47,7 @@ pub struct ChatBody {
     /// The tools the model may call (the official client sends a list, empty without tools).
     #[schema(max_items = 128)]
     pub tools: Option<Vec<OllamaTool>>,
-    #[schema(schema_with = switched_off)]
+    #[schema(schema_with = think)]
     pub think: Option<Value>,
     #[schema(schema_with = switched_off)]
     pub logprobs: Option<bool>,
@@ -70,7 +70,7 @@ pub struct GenerateBody {
     /// Images shown with the prompt, each bare base64 (PNG, JPEG, WebP or GIF).
     #[schema(max_items = 16)]
     pub images: Option<Vec<String>>,
-    #[schema(schema_with = switched_off)]
+    #[schema(schema_with = think)]
     pub think: Option<Value>,
     #[schema(schema_with = switched_off)]
     pub logprobs: Option<bool>,
@@ -110,7 +110,24 @@ pub struct EmbeddingsBody {
     pub _keep_alive: Option<Value>,
 }
 
-/// `think` and `logprobs` as they are taken: left out, `null` or `false` (see [`not_asked`]).
+/// `think` as it is taken: a boolean or a level.
+fn think() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .enum_values(Some([
+            json!(true),
+            json!(false),
+            json!("low"),
+            json!("medium"),
+            json!("high"),
+            json!("max"),
+        ]))
+        .description(Some(
+            "Whether (or how much) the model reasons first; its reasoning comes back as              `thinking`. A preference: a model that cannot reason answers without it. Left out,              a thinking model is told not to think.",
+        ))
+        .build()
+}
+
+/// `logprobs` as it is taken: left out, `null` or `false` (see [`not_asked`]).
 fn switched_off() -> utoipa::openapi::schema::Object {
     utoipa::openapi::schema::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::Boolean)
@@ -139,8 +156,9 @@ pub struct Call<T> {
 
 impl ChatBody {
     pub fn parse(self) -> Result<Call<ChatRequest>, ValidationError> {
-        not_asked(self.think.as_ref(), self.logprobs)?;
-        let options = options(self.options)?;
+        not_asked(self.logprobs)?;
+        let mut options = options(self.options)?;
+        options.reasoning = Reasoning::from_ollama(&self.think.unwrap_or_default())?;
         let mut places = ImagePlaces::default();
         let conversation = Conversation {
             messages: conversation::messages(self.messages, &mut places)?,
@@ -160,9 +178,10 @@ impl ChatBody {
 
 impl GenerateBody {
     pub fn parse(self) -> Result<Call<GenerateRequest>, ValidationError> {
-        not_asked(self.think.as_ref(), self.logprobs)?;
+        not_asked(self.logprobs)?;
         let mut options = options(self.options)?;
         options.system = self.system;
+        options.reasoning = Reasoning::from_ollama(&self.think.unwrap_or_default())?;
         let output = conversation::output(self.format)?;
         let mut places = ImagePlaces::default();
         let images = conversation::images(self.images.unwrap_or_default(), "images", &mut places);
@@ -198,14 +217,8 @@ impl EmbeddingsBody {
     }
 }
 
-/// Thinking and log probabilities are not reported: they may be sent only switched off.
-fn not_asked(think: Option<&Value>, logprobs: Option<bool>) -> Result<(), ValidationError> {
-    if think.is_some_and(|t| !matches!(t, Value::Null | Value::Bool(false))) {
-        return Err(ValidationError::new(
-            "think",
-            "thinking output is not supported",
-        ));
-    }
+/// Log probabilities are not reported: they may be sent only switched off.
+fn not_asked(logprobs: Option<bool>) -> Result<(), ValidationError> {
     if logprobs == Some(true) {
         return Err(ValidationError::new(
             "logprobs",
@@ -258,6 +271,7 @@ fn options(given: Option<OllamaOptions>) -> Result<GenerationOptions, Validation
         stop: given.stop,
         format: None,
         system: None,
+        reasoning: None,
     };
     options.validate().map_err(|e| match e.field.as_str() {
         "options.max_tokens" => ValidationError::new("options.num_predict", e.message),

@@ -1,7 +1,8 @@
 //! A conversation in OpenAI's two request dialects, read into Tollgate's conversation model:
 //! Chat Completions messages (an assistant's `tool_calls` with arguments as a JSON string, `role:
-//! "tool"` results joined by `tool_call_id`), Responses input items (`function_call` and
-//! `function_call_output` joined by `call_id`), text and image parts (`image_url`, `input_image`)
+//! "tool"` results joined by `tool_call_id`, an assistant's `reasoning_content`), Responses input
+//! items (`function_call` and `function_call_output` joined by `call_id`, `reasoning` items kept
+//! with their encrypted content), text and image parts (`image_url`, `input_image`)
 //! in order, each image's place noted for intake to name it, the tools offered (nested under `function` in Chat
 //! Completions, flat in Responses), the tool choice, and the answer's format (`response_format`,
 //! `text.format`). Each refusal names the field as the client wrote it.
@@ -11,7 +12,7 @@ use serde_json::Value;
 use tollgate_core::domain::ValidationError;
 use tollgate_core::domain::conversation::{
     Arguments, Image, ImageDetail, ImageSource, JsonSchemaFormat, Message, OutputFormat, Part,
-    Role, Tool, ToolCall, ToolChoice, ToolResult,
+    Role, Thinking, Tool, ToolCall, ToolChoice, ToolResult,
 };
 
 use crate::intake::images::ImagePlaces;
@@ -35,6 +36,10 @@ pub struct OpenAiMessage {
     tool_calls: Option<Vec<OpenAiToolCall>>,
     /// The call a `tool` message answers.
     tool_call_id: Option<String>,
+    /// An assistant's reasoning sent back, as OpenAI-compatible servers write it
+    /// (`reasoning_content`, or `reasoning` in Ollama's and OpenRouter's layers).
+    reasoning_content: Option<String>,
+    reasoning: Option<String>,
     /// What an answer echoed back into the history carries besides: kept out of the request.
     #[serde(rename = "refusal")]
     _refusal: Option<Value>,
@@ -111,7 +116,39 @@ pub struct OpenAiFunctionCall {
 pub enum ResponsesItem {
     FunctionCall(FunctionCallItem),
     FunctionCallOutput(FunctionCallOutputItem),
+    Reasoning(ReasoningItem),
     Message(Box<OpenAiMessage>),
+}
+
+/// `{"type": "reasoning", "id", "summary": [{"type": "summary_text", "text"}],
+/// "encrypted_content"?}`: a reasoning item sent back, kept with its encrypted content verbatim.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReasoningItem {
+    #[serde(rename = "type")]
+    _kind: ReasoningKind,
+    #[serde(default)]
+    summary: Vec<SummaryText>,
+    encrypted_content: Option<String>,
+    #[serde(rename = "id")]
+    _id: Option<String>,
+    #[serde(rename = "status")]
+    _status: Option<String>,
+    /// The reasoning's own text, which some servers give besides the summary.
+    #[serde(rename = "content")]
+    _content: Option<Value>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum ReasoningKind {
+    Reasoning,
+}
+
+/// A piece of a reasoning item's summary.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct SummaryText {
+    text: String,
 }
 
 /// `{"type": "function_call", "call_id", "name", "arguments"}`.
@@ -245,7 +282,27 @@ pub fn response_items(
     for (i, item) in items.into_iter().enumerate() {
         let at = format!("input[{i}]");
         match item {
-            ResponsesItem::Message(message) => messages.push(message.into_message(&at, places)?),
+            ResponsesItem::Message(message) => {
+                let message = message.into_message(&at, places)?;
+                match messages.last_mut() {
+                    // A reasoning item and the message after it are one turn.
+                    Some(turn) if thought_only(turn) && message.role == Role::Assistant => {
+                        turn.parts.extend(message.parts);
+                    }
+                    _ => messages.push(message),
+                }
+            }
+            ResponsesItem::Reasoning(reasoning) => {
+                let text = reasoning.summary.into_iter().map(|s| s.text).collect();
+                let thinking = Part::Thinking(Thinking {
+                    text,
+                    signature: reasoning.encrypted_content,
+                });
+                messages.push(Message {
+                    role: Role::Assistant,
+                    parts: vec![thinking],
+                });
+            }
             ResponsesItem::FunctionCall(call) => {
                 let call = tool_call(call.call_id, call.name, &call.arguments, &at)?;
                 match messages.last_mut() {
@@ -263,6 +320,15 @@ pub fn response_items(
         }
     }
     Ok(())
+}
+
+/// Whether a message holds only reasoning (a reasoning item, waiting for its turn's message).
+fn thought_only(message: &Message) -> bool {
+    message.role == Role::Assistant
+        && message
+            .parts
+            .iter()
+            .all(|part| matches!(part, Part::Thinking(_)))
 }
 
 /// Chat Completions' tools.
@@ -390,7 +456,7 @@ impl OpenAiMessage {
         if self.kind.as_deref().is_some_and(|k| k != "message") {
             return Err(ValidationError::new(
                 format!("{at}.type"),
-                "must be a message, function_call or function_call_output item",
+                "must be a message, reasoning, function_call or function_call_output item",
             ));
         }
         let role = Role::from_name(&self.role).ok_or_else(|| {
@@ -422,14 +488,27 @@ impl OpenAiMessage {
                 "belongs on a message with role `tool`",
             ));
         }
-        let mut parts = match self.content {
-            Some(content) => content.into_parts(&content_at, places)?,
-            None => Vec::new(),
-        };
+        let mut parts = Vec::new();
+        if let Some(text) = self.reasoning_content.or(self.reasoning) {
+            if role != Role::Assistant {
+                return Err(ValidationError::new(
+                    format!("{at}.reasoning_content"),
+                    "only an assistant's reasoning is sent back",
+                ));
+            }
+            parts.push(Part::Thinking(Thinking {
+                text,
+                signature: None,
+            }));
+        }
+        let thought = !parts.is_empty();
+        if let Some(content) = self.content {
+            parts.extend(content.into_parts(&content_at, places)?);
+        }
         match &self.tool_calls {
             // An assistant that only calls tools says no text.
             Some(_) => parts.retain(|part| !matches!(part, Part::Text { text } if text.is_empty())),
-            None if parts.is_empty() => parts.push(Part::Text {
+            None if parts.len() == usize::from(thought) => parts.push(Part::Text {
                 text: String::new(),
             }),
             None => {}

@@ -1,11 +1,12 @@
 //! The assistant's reply in OpenAI's two answer dialects: a Chat Completions `message` (tool calls
-//! with their arguments as a JSON string, `content: null` when it only calls tools) and `finish_reason`,
-//! and the Responses API's output items (a `message` item, then a `function_call` item per call,
-//! joined to its output by `call_id`) and status. Shared by whole answers, streams and batch
-//! output lines.
+//! with their arguments as a JSON string, `content: null` when it only calls tools, the model's
+//! reasoning as `reasoning_content`, as OpenAI-compatible servers write it) and `finish_reason`,
+//! and the Responses API's output items (a `reasoning` item when the model reasoned, a `message`
+//! item, then a `function_call` item per call, joined to its output by `call_id`) and status.
+//! Shared by whole answers, streams and batch output lines.
 
 use serde_json::{Value, json};
-use tollgate_core::domain::conversation::{Finish, Reply, ToolCall};
+use tollgate_core::domain::conversation::{Finish, Reply, Thinking, ToolCall};
 
 /// Chat Completions' `message` for the reply.
 pub fn chat_message(reply: &Reply) -> Value {
@@ -16,6 +17,9 @@ pub fn chat_message(reply: &Reply) -> Value {
             json!(reply.text)
         };
     let mut message = json!({ "role": "assistant", "content": content, "refusal": reply.refusal });
+    if let Some(thinking) = &reply.thinking {
+        message["reasoning_content"] = json!(thinking.text);
+    }
     if !reply.tool_calls.is_empty() {
         let calls: Vec<Value> = reply.tool_calls.iter().map(chat_tool_call).collect();
         message["tool_calls"] = json!(calls);
@@ -39,6 +43,25 @@ pub fn message_item(hex: &str, status: &str, text: Option<&str>) -> Value {
             "role": "assistant", "content": content })
 }
 
+/// The Responses API's reasoning item: the reasoning as its summary (none while it is still being
+/// written) and the provider's signature as its encrypted content.
+pub fn reasoning_item(hex: &str, thinking: Option<&Thinking>) -> Value {
+    let summary = match thinking {
+        Some(thinking) => json!([{ "type": "summary_text", "text": thinking.text }]),
+        None => json!([]),
+    };
+    let mut item = json!({ "type": "reasoning", "id": reasoning_id(hex), "summary": summary });
+    if let Some(signature) = thinking.and_then(|t| t.signature.as_ref()) {
+        item["encrypted_content"] = json!(signature);
+    }
+    item
+}
+
+/// The id of the reply's reasoning item.
+pub fn reasoning_id(hex: &str) -> String {
+    format!("rs_{hex}")
+}
+
 /// The Responses API's item for the reply's `index`th call (`arguments` as far as written).
 pub fn function_call_item(
     hex: &str,
@@ -56,10 +79,13 @@ pub fn function_call_id(hex: &str, index: usize) -> String {
     format!("fc_{hex}_{index}")
 }
 
-/// The Responses API's output for the reply: its message (when it says something, or says
-/// nothing at all), then its calls.
+/// The Responses API's output for the reply: its reasoning, its message (when it says
+/// something, or says nothing at all), then its calls.
 pub fn response_output(hex: &str, reply: &Reply) -> Vec<Value> {
     let mut output = Vec::new();
+    if let Some(thinking) = &reply.thinking {
+        output.push(reasoning_item(hex, Some(thinking)));
+    }
     if !reply.text.is_empty() || reply.tool_calls.is_empty() {
         let mut message = message_item(hex, "completed", Some(&reply.text));
         if let Some(refusal) = &reply.refusal {

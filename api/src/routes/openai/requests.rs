@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use tollgate_core::domain::conversation::{Conversation, Message, Role};
 use tollgate_core::domain::{
-    ChatRequest, EmbeddingInput, EmbeddingRequest, GenerationOptions, ValidationError,
+    ChatRequest, EmbeddingInput, EmbeddingRequest, GenerationOptions, Reasoning, ValidationError,
 };
 
 use crate::intake::images::ImagePlaces;
@@ -41,6 +41,10 @@ pub struct ChatCompletionBody {
     pub parallel_tool_calls: Option<bool>,
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
+    /// How much a reasoning model reasons first (`none`, `minimal`, `low`, `medium`, `high`,
+    /// `xhigh`); its reasoning, when the upstream gives it, comes back as `reasoning_content`.
+    /// A preference: a model that cannot reason answers without it.
+    pub reasoning_effort: Option<String>,
     /// Only one choice is generated; `n: 1` is accepted.
     pub n: Option<u32>,
     /// Log probabilities are not reported; `logprobs: false` is accepted.
@@ -83,6 +87,11 @@ pub struct ResponsesBody {
     pub tool_choice: Option<ToolChoiceBody>,
     pub parallel_tool_calls: Option<bool>,
     pub text: Option<TextOptions>,
+    pub reasoning: Option<ReasoningOptions>,
+    /// Extra output to include (`reasoning.encrypted_content`): accepted; a reasoning item
+    /// carries its encrypted content whenever the upstream gives it.
+    #[serde(rename = "include")]
+    pub _include: Option<Vec<String>>,
     pub stream: Option<bool>,
     /// Responses are not kept for later reading; `store: false` says the same.
     #[serde(rename = "store")]
@@ -100,6 +109,19 @@ pub struct TextOptions {
     /// `verbosity` is a preference only some models read; it is accepted and not acted on.
     #[serde(rename = "verbosity")]
     _verbosity: Option<String>,
+}
+
+/// The Responses API's `reasoning`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = OpenAiReasoning)]
+#[serde(deny_unknown_fields)]
+pub struct ReasoningOptions {
+    /// `none`, `minimal`, `low`, `medium`, `high` or `xhigh`. A preference: a model that cannot
+    /// reason answers without it.
+    effort: Option<String>,
+    /// Whether the upstream summarises its reasoning: accepted; a summary it gives is returned.
+    #[serde(rename = "summary")]
+    _summary: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -185,6 +207,10 @@ impl ChatCompletionBody {
             }),
             format: None,
             system: None,
+            reasoning: self
+                .reasoning_effort
+                .map(|effort| Reasoning::from_openai(&effort, "reasoning_effort"))
+                .transpose()?,
         };
         let request = ChatRequest::new(&self.model, conversation, Some(options))
             .map_err(|error| chat_field(error.unnest("options.")))?;
@@ -228,10 +254,14 @@ impl ResponsesBody {
             parallel_tool_calls: self.parallel_tool_calls.unwrap_or(true),
             output,
         };
+        let effort = self.reasoning.and_then(|r| r.effort);
         let options = GenerationOptions {
             temperature: self.temperature,
             top_p: self.top_p,
             max_tokens: self.max_output_tokens,
+            reasoning: effort
+                .map(|effort| Reasoning::from_openai(&effort, "reasoning.effort"))
+                .transpose()?,
             ..GenerationOptions::default()
         };
         let request = ChatRequest::new(&self.model, conversation, Some(options)).map_err(|e| {

@@ -7,7 +7,7 @@
 
 use axum::response::sse::Event;
 use serde_json::{Value, json};
-use tollgate_core::domain::conversation::{Reply, ToolCall};
+use tollgate_core::domain::conversation::{Reply, Thinking, ToolCall};
 use tollgate_core::domain::{Job, JobStatus};
 
 use super::replies;
@@ -65,6 +65,10 @@ impl Dialect for ChunkWriter {
         vec![self.chunk(json!({ "content": text }), Value::Null)]
     }
 
+    fn thinking(&mut self, text: &str) -> Vec<Event> {
+        vec![self.chunk(json!({ "reasoning_content": text }), Value::Null)]
+    }
+
     fn ended(&mut self, job: &Job) -> Vec<Event> {
         if job.status != JobStatus::Succeeded {
             return self.failed(&crate::calls::answer::failure(job));
@@ -104,8 +108,10 @@ impl Dialect for ChunkWriter {
 }
 
 /// The Responses API's stream: `response.created`, `response.in_progress`, then — with the first
-/// piece of text — the message item and its text part opened and `response.output_text.delta` per
-/// piece; at the end the message closed, a function call item per tool call (added, its
+/// piece of reasoning — the reasoning item and its summary part opened and
+/// `response.reasoning_summary_text.delta` per piece (closed when the text begins); with the
+/// first piece of text the message item and its text part opened and `response.output_text.delta`
+/// per piece; at the end the message closed, a function call item per tool call (added, its
 /// arguments, done), and `response.completed` (`response.incomplete` when cut short), or an
 /// `error` event.
 pub(super) struct ResponseEvents {
@@ -114,8 +120,19 @@ pub(super) struct ResponseEvents {
     model: String,
     sequence: u64,
     text: String,
+    /// The reasoning so far, and whether its item is open.
+    thinking: String,
+    reasoning: Opened,
     /// Whether the message item is open.
     opened: bool,
+}
+
+/// Where the reasoning item is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Opened {
+    Not,
+    Open,
+    Closed,
 }
 
 impl ResponseEvents {
@@ -126,8 +143,64 @@ impl ResponseEvents {
             model: feed.model().to_owned(),
             sequence: 0,
             text: String::new(),
+            thinking: String::new(),
+            reasoning: Opened::Not,
             opened: false,
         }
+    }
+
+    /// The message's place among the output items: after the reasoning item, if there is one.
+    fn message_index(&self) -> usize {
+        usize::from(self.reasoning != Opened::Not)
+    }
+
+    /// The reasoning item and its summary part, opened.
+    fn open_reasoning(&mut self) -> Vec<Event> {
+        self.reasoning = Opened::Open;
+        let item = replies::reasoning_item(&self.hex, None);
+        let item_id = replies::reasoning_id(&self.hex);
+        let part = json!({ "type": "summary_text", "text": "" });
+        vec![
+            self.event(
+                "response.output_item.added",
+                json!({ "output_index": 0, "item": item }),
+            ),
+            self.event(
+                "response.reasoning_summary_part.added",
+                json!({ "item_id": item_id, "output_index": 0, "summary_index": 0, "part": part }),
+            ),
+        ]
+    }
+
+    /// The reasoning item closed with the whole reasoning (and its signature, known at the end).
+    fn close_reasoning(&mut self, signature: Option<String>) -> Vec<Event> {
+        if self.reasoning != Opened::Open {
+            return Vec::new();
+        }
+        self.reasoning = Opened::Closed;
+        let text = self.thinking.clone();
+        let item_id = replies::reasoning_id(&self.hex);
+        let part = json!({ "type": "summary_text", "text": text });
+        let thinking = Thinking {
+            text: text.clone(),
+            signature,
+        };
+        let item = replies::reasoning_item(&self.hex, Some(&thinking));
+        vec![
+            self.event(
+                "response.reasoning_summary_text.done",
+                json!({ "item_id": item_id, "output_index": 0, "summary_index": 0,
+                        "text": text }),
+            ),
+            self.event(
+                "response.reasoning_summary_part.done",
+                json!({ "item_id": item_id, "output_index": 0, "summary_index": 0, "part": part }),
+            ),
+            self.event(
+                "response.output_item.done",
+                json!({ "output_index": 0, "item": item }),
+            ),
+        ]
     }
 
     fn event(&mut self, kind: &str, mut body: Value) -> Event {
@@ -146,22 +219,24 @@ impl ResponseEvents {
         })
     }
 
-    /// The message item and its text part, opened.
+    /// The message item and its text part, opened (the reasoning item closed before it).
     fn open_message(&mut self) -> Vec<Event> {
+        let mut events = self.close_reasoning(None);
         self.opened = true;
         let item = replies::message_item(&self.hex, "in_progress", None);
         let part = json!({ "type": "output_text", "text": "", "annotations": [] });
         let item_id = format!("msg_{}", self.hex);
-        vec![
-            self.event(
-                "response.output_item.added",
-                json!({ "output_index": 0, "item": item }),
-            ),
-            self.event(
-                "response.content_part.added",
-                json!({ "item_id": item_id, "output_index": 0, "content_index": 0, "part": part }),
-            ),
-        ]
+        let index = self.message_index();
+        events.push(self.event(
+            "response.output_item.added",
+            json!({ "output_index": index, "item": item }),
+        ));
+        events.push(self.event(
+            "response.content_part.added",
+            json!({ "item_id": item_id, "output_index": index, "content_index": 0,
+                    "part": part }),
+        ));
+        events
     }
 
     /// The message item and its text part, closed with the whole text.
@@ -170,19 +245,21 @@ impl ResponseEvents {
         let item_id = format!("msg_{}", self.hex);
         let part = json!({ "type": "output_text", "text": text, "annotations": [] });
         let item = replies::message_item(&self.hex, "completed", Some(&text));
+        let index = self.message_index();
         vec![
             self.event(
                 "response.output_text.done",
-                json!({ "item_id": item_id, "output_index": 0, "content_index": 0, "text": text,
-                        "logprobs": [] }),
+                json!({ "item_id": item_id, "output_index": index, "content_index": 0,
+                        "text": text, "logprobs": [] }),
             ),
             self.event(
                 "response.content_part.done",
-                json!({ "item_id": item_id, "output_index": 0, "content_index": 0, "part": part }),
+                json!({ "item_id": item_id, "output_index": index, "content_index": 0,
+                        "part": part }),
             ),
             self.event(
                 "response.output_item.done",
-                json!({ "output_index": 0, "item": item }),
+                json!({ "output_index": index, "item": item }),
             ),
         ]
     }
@@ -241,10 +318,28 @@ impl Dialect for ResponseEvents {
         };
         self.text.push_str(text);
         let item_id = format!("msg_{}", self.hex);
+        let index = self.message_index();
         events.push(self.event(
             "response.output_text.delta",
-            json!({ "item_id": item_id, "output_index": 0, "content_index": 0, "delta": text,
-                    "logprobs": [] }),
+            json!({ "item_id": item_id, "output_index": index, "content_index": 0,
+                    "delta": text, "logprobs": [] }),
+        ));
+        events
+    }
+
+    fn thinking(&mut self, text: &str) -> Vec<Event> {
+        if self.reasoning == Opened::Closed {
+            return Vec::new();
+        }
+        let mut events = match self.reasoning {
+            Opened::Not => self.open_reasoning(),
+            _ => Vec::new(),
+        };
+        self.thinking.push_str(text);
+        let item_id = replies::reasoning_id(&self.hex);
+        events.push(self.event(
+            "response.reasoning_summary_text.delta",
+            json!({ "item_id": item_id, "output_index": 0, "summary_index": 0, "delta": text }),
         ));
         events
     }
@@ -254,16 +349,17 @@ impl Dialect for ResponseEvents {
             return self.failed(&crate::calls::answer::failure(job));
         }
         let reply = crate::calls::answer::reply(job);
-        let mut events = Vec::new();
+        let signature = reply.thinking.as_ref().and_then(|t| t.signature.clone());
+        let mut events = self.close_reasoning(signature);
         if !self.opened && reply.tool_calls.is_empty() {
             events.extend(self.open_message());
         }
-        let messages = usize::from(self.opened);
+        let before = self.message_index() + usize::from(self.opened);
         if self.opened {
             events.extend(self.close_message());
         }
         for (index, call) in reply.tool_calls.iter().enumerate() {
-            events.extend(self.function_call(index, call, messages + index));
+            events.extend(self.function_call(index, call, before + index));
         }
         let (input, output) = crate::calls::answer::tokens(job);
         let usage = json!({
@@ -273,8 +369,13 @@ impl Dialect for ResponseEvents {
         });
         let finish = crate::calls::answer::finish(job, None);
         let (status, incomplete) = replies::response_status(finish);
+        let streamed = (self.reasoning != Opened::Not).then(|| Thinking {
+            text: self.thinking.clone(),
+            signature: reply.thinking.as_ref().and_then(|t| t.signature.clone()),
+        });
         let whole = Reply {
             text: self.text.clone(),
+            thinking: streamed,
             ..reply
         };
         let items = replies::response_output(&self.hex, &whole);

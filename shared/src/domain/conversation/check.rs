@@ -79,6 +79,17 @@ fn check_message(
                     ));
                 }
             }
+            Part::Thinking(thinking) => {
+                if message.role != Role::Assistant {
+                    return Err(refuse(j, "reasoning (only the assistant's is sent back)"));
+                }
+                if thinking.text.chars().count() > MAX_TEXT_CHARS {
+                    return Err(ValidationError::new(
+                        field(j),
+                        format!("must be at most {MAX_TEXT_CHARS} characters"),
+                    ));
+                }
+            }
             Part::Image(_) => {
                 if message.role != Role::User {
                     return Err(refuse(j, "an image (images are shown in user messages)"));

@@ -10,8 +10,8 @@
 //!   answer against it;
 //! - `check` — the rules a whole conversation keeps (each tool result answers an earlier call, a
 //!   named tool choice names a tool offered), checked at intake;
-//! - `reply` — the assistant's answer (text, tool calls, refusal, why it stopped) as a chat job's
-//!   result holds it.
+//! - `reply` — the assistant's answer (text, tool calls, refusal, reasoning, why it stopped) as a
+//!   chat job's result holds it.
 //!
 //! A message is stored as the previous release stored one, `{"role", "content": "<text>"}`, when
 //! it is a single text: rows written before tools existed read as they are, and a worker of the
@@ -133,16 +133,31 @@ pub struct Message {
     pub parts: Vec<Part>,
 }
 
-/// A piece of a message. The next kinds (a model's reasoning with its signature) join this list;
-/// a stored part of a kind this release does not know is refused when read, never dropped.
+/// A piece of a message. A stored part of a kind this release does not know is refused when
+/// read, never dropped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[schema(as = ConversationPart)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Part {
-    Text { text: String },
+    Text {
+        text: String,
+    },
     Image(Image),
     ToolCall(ToolCall),
     ToolResult(ToolResult),
+    /// The assistant's reasoning before it answered (in an assistant message only).
+    Thinking(Thinking),
+}
+
+/// A model's reasoning, kept verbatim so a tool loop can send it back unchanged: its text (or
+/// the summary the provider gave of it) and the provider's signature or encrypted form of it,
+/// when it gave one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Thinking {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// The assistant asking for a tool to be run.
@@ -186,7 +201,7 @@ impl Message {
             .filter_map(|part| match part {
                 Part::Text { text } => Some(text.as_str()),
                 Part::ToolResult(result) => Some(result.content.as_str()),
-                Part::Image(_) | Part::ToolCall(_) => None,
+                Part::Image(_) | Part::ToolCall(_) | Part::Thinking(_) => None,
             })
             .collect::<Vec<_>>()
             .join("")
@@ -198,6 +213,16 @@ impl Message {
             Part::Image(image) => Some(image),
             _ => None,
         })
+    }
+
+    /// The reasoning it holds (an assistant's, sent back), its texts joined.
+    pub fn thinking(&self) -> Option<String> {
+        let mut texts = self.parts.iter().filter_map(|part| match part {
+            Part::Thinking(thinking) => Some(thinking.text.as_str()),
+            _ => None,
+        });
+        let first = texts.next()?;
+        Some(texts.fold(first.to_owned(), |joined, text| joined + text))
     }
 
     /// The tool calls it makes.

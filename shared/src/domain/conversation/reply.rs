@@ -1,15 +1,16 @@
 //! The assistant's reply to a conversation, as a chat job's `result` holds it: its text, the tool
 //! calls it makes (each with the id it keeps through the history), a refusal when the provider
-//! reports one, and why it stopped.
+//! reports one, its reasoning when the model gave it, and why it stopped.
 //!
-//! Stored as `{"message": {"role": "assistant", "content", "tool_calls"?, "refusal"?},
-//! "finish_reason"?}`: a text reply reads as the previous release wrote it, and a result written
-//! before `finish_reason` existed reads with the stop reason left to the counts.
+//! Stored as `{"message": {"role": "assistant", "content", "tool_calls"?, "refusal"?,
+//! "thinking"?}, "finish_reason"?}` (a generate's as `{"text", "thinking"?, "finish_reason"?}`):
+//! a text reply reads as the previous release wrote it, and a result written before
+//! `finish_reason` existed reads with the stop reason left to the counts.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Arguments, ToolCall};
+use super::{Arguments, Thinking, ToolCall};
 
 /// Why the reply ended, in Chat Completions' words (each dialect writes its own from these).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +55,8 @@ pub struct Reply {
     pub tool_calls: Vec<ToolCall>,
     /// The provider declined to answer, saying why (OpenAI's `refusal`).
     pub refusal: Option<String>,
+    /// The model's reasoning, when it gave it.
+    pub thinking: Option<Thinking>,
     /// `None` in a result written before the reason was kept.
     pub finish: Option<Finish>,
 }
@@ -65,8 +68,17 @@ impl Reply {
             text: text.into(),
             tool_calls: Vec::new(),
             refusal: None,
+            thinking: None,
             finish,
         }
+    }
+
+    /// The reply with the model's reasoning: `text` (none when empty) and its signature.
+    pub fn with_thinking(mut self, text: String, signature: Option<String>) -> Self {
+        if !text.is_empty() || signature.is_some() {
+            self.thinking = Some(Thinking { text, signature });
+        }
+        self
     }
 
     /// The reply a provider gave, its finish made `tool_calls` when it calls tools and stopped
@@ -85,6 +97,7 @@ impl Reply {
             text,
             tool_calls,
             refusal,
+            thinking: None,
             finish: Some(finish),
         }
     }
@@ -106,6 +119,9 @@ impl Reply {
         if let Some(refusal) = &self.refusal {
             message["refusal"] = json!(refusal);
         }
+        if let Some(thinking) = &self.thinking {
+            message["thinking"] = json!(thinking);
+        }
         let mut result = json!({ "message": message });
         if let Some(finish) = self.finish {
             result["finish_reason"] = json!(finish);
@@ -116,6 +132,9 @@ impl Reply {
     /// A generate job's `result`: its text and why it stopped.
     pub fn generated_result(&self) -> Value {
         let mut result = json!({ "text": self.text });
+        if let Some(thinking) = &self.thinking {
+            result["thinking"] = json!(thinking);
+        }
         if let Some(finish) = self.finish {
             result["finish_reason"] = json!(finish);
         }
@@ -125,15 +144,20 @@ impl Reply {
     /// A generate or chat job's `result` read back; `None` when it is neither.
     pub fn from_any_result(result: &Value) -> Option<Self> {
         if let Some(text) = result.get("text").and_then(Value::as_str) {
-            return Some(Self::text(text, finish_of(result)));
+            let mut reply = Self::text(text, finish_of(result));
+            reply.thinking = thinking_of(result);
+            return Some(reply);
         }
         Self::from_result(result)
     }
 
     /// What the reply's tokens are estimated from when the provider counted none: its text and
-    /// its calls' names and arguments.
+    /// its calls' names and arguments, and its reasoning.
     pub fn written(&self) -> String {
         let mut written = self.text.clone();
+        if let Some(thinking) = &self.thinking {
+            written.push_str(&thinking.text);
+        }
         for call in &self.tool_calls {
             written.push_str(&call.name);
             written.push_str(call.arguments.as_str());
@@ -152,9 +176,17 @@ impl Reply {
             text: message["content"].as_str().unwrap_or_default().to_owned(),
             tool_calls,
             refusal: message["refusal"].as_str().map(str::to_owned),
+            thinking: thinking_of(message),
             finish: finish_of(result),
         })
     }
+}
+
+/// A result's (or its message's) `thinking`.
+fn thinking_of(holder: &Value) -> Option<Thinking> {
+    holder
+        .get("thinking")
+        .and_then(|t| serde_json::from_value(t.clone()).ok())
 }
 
 /// A result's `finish_reason`; `None` in a result written before it was kept.
@@ -221,6 +253,28 @@ mod tests {
         assert_eq!(Reply::from_result(&result), Some(reply));
         let cut = Reply::answered(String::new(), vec![call], None, Some("length"));
         assert_eq!(cut.finish, Some(Finish::Length), "a cut stays a cut");
+    }
+
+    #[test]
+    fn reasoning_is_kept_with_its_signature_in_chat_and_generate_results() {
+        let reply = Reply::answered("4".into(), vec![], None, Some("stop"))
+            .with_thinking("2 + 2 is 4.".into(), Some("sig-1".into()));
+        let result = reply.to_result();
+        assert_eq!(
+            result["message"]["thinking"],
+            json!({ "text": "2 + 2 is 4.", "signature": "sig-1" })
+        );
+        assert_eq!(Reply::from_result(&result), Some(reply.clone()));
+        let generated = reply.generated_result();
+        assert_eq!(generated["thinking"]["text"], "2 + 2 is 4.");
+        assert_eq!(Reply::from_any_result(&generated), Some(reply.clone()));
+        assert_eq!(
+            reply.written(),
+            "42 + 2 is 4.",
+            "reasoning counts as written"
+        );
+        let none = Reply::text("4", None).with_thinking(String::new(), None);
+        assert_eq!(none.thinking, None, "no reasoning, no part");
     }
 
     #[test]
