@@ -14,10 +14,34 @@ pub const COST_SCALE: u32 = 10;
 
 /// What `prompt_tokens` in and `completion_tokens` out cost at `price`.
 pub fn cost(prompt_tokens: i64, completion_tokens: i64, price: &Price) -> Decimal {
-    let raw = (Decimal::from(prompt_tokens) * price.input_per_1k
+    cost_with_cache(prompt_tokens, 0, completion_tokens, price)
+}
+
+/// The same with `cached_tokens` of the prompt read from the provider's cache, priced at the
+/// price's cached rate when it has one.
+pub fn cost_with_cache(
+    prompt_tokens: i64,
+    cached_tokens: i64,
+    completion_tokens: i64,
+    price: &Price,
+) -> Decimal {
+    let cached = cached_tokens.clamp(0, prompt_tokens);
+    let cached_rate = price.cached_input_per_1k.unwrap_or(price.input_per_1k);
+    let raw = (Decimal::from(prompt_tokens - cached) * price.input_per_1k
+        + Decimal::from(cached) * cached_rate
         + Decimal::from(completion_tokens) * price.output_per_1k)
         / Decimal::ONE_THOUSAND;
     raw.round_dp_with_strategy(COST_SCALE, RoundingStrategy::MidpointAwayFromZero)
+}
+
+/// What a call with `tokens` costs at `price`.
+pub fn cost_of(tokens: &crate::provider::TokenCounts, price: &Price) -> Decimal {
+    cost_with_cache(
+        i64::from(tokens.prompt),
+        i64::from(tokens.details.cached),
+        i64::from(tokens.completion),
+        price,
+    )
 }
 
 /// A cost as clients read it: a decimal string without trailing zeros (`"0.000104"`).
@@ -48,7 +72,20 @@ mod tests {
             id: 1,
             input_per_1k: Decimal::from_str(input).expect("decimal"),
             output_per_1k: Decimal::from_str(output).expect("decimal"),
+            cached_input_per_1k: None,
         }
+    }
+
+    #[test]
+    fn cached_prompt_tokens_cost_the_cached_rate_when_the_price_has_one() {
+        let mut p = price("0.0004", "0.0016");
+        // Without a cached rate, a cached token costs what any prompt token does.
+        assert_eq!(cost_with_cache(1000, 600, 0, &p), cost(1000, 0, &p));
+        p.cached_input_per_1k = Some(Decimal::from_str("0.0001").expect("decimal"));
+        // 400 at 0.0004 and 600 at 0.0001 per 1K: 0.00016 + 0.00006
+        assert_eq!(display(cost_with_cache(1000, 600, 0, &p)), "0.00022");
+        // More cached than the prompt holds is the prompt.
+        assert_eq!(display(cost_with_cache(10, 50, 0, &p)), "0.000001");
     }
 
     #[test]

@@ -69,7 +69,13 @@ struct Inner {
     /// The `traceparent` header of the latest model calls, in arrival order (`None` for a call
     /// without), at most [`KEPT_TRACES`].
     traceparents: Mutex<std::collections::VecDeque<Option<String>>>,
+    /// The prompts OpenAI's side has answered (their hashes, at most [`KEPT_PROMPTS`]): one seen
+    /// again is read from the "cache", as OpenAI's prompt caching reads a repeated prompt.
+    prompts_seen: Mutex<std::collections::HashSet<String>>,
 }
+
+/// Most prompts the sim remembers for its cache; it forgets them all past this.
+const KEPT_PROMPTS: usize = 10_000;
 
 impl Sim {
     pub fn new(knobs: Knobs, openai_key: Option<String>) -> Self {
@@ -82,6 +88,16 @@ impl Sim {
         }
         drop(models);
         sim
+    }
+
+    /// Whether `input` was answered before (its prompt is then read from the cache); remembers
+    /// it.
+    fn cached(&self, input: &str) -> bool {
+        let mut seen = lock(&self.inner.prompts_seen);
+        if seen.len() >= KEPT_PROMPTS {
+            seen.clear();
+        }
+        !seen.insert(text::hex_id(input))
     }
 
     pub fn knobs(&self) -> Knobs {

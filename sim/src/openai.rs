@@ -1,5 +1,6 @@
 //! The OpenAI API as the sim speaks it: Responses, Chat Completions (with SSE streaming),
-//! Embeddings and the model list, with OpenAI's error objects and bearer-key check.
+//! Embeddings and the model list, with OpenAI's error objects and bearer-key check. A prompt seen
+//! before is reported read from the cache (`cached_tokens`), as OpenAI's prompt caching does.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -204,6 +205,7 @@ async fn responses(State(sim): State<Sim>, request: Request) -> Response {
         _ => text::reply(&input, body.max_output_tokens, sim.knobs().reply_words).join(" "),
     };
     let input_tokens = text::count_tokens(&input);
+    let cached_tokens = if sim.cached(&input) { input_tokens } else { 0 };
     let output_tokens = text::count_tokens(&written) + reasoning_tokens;
     let id = format!("resp_{}", &text::hex_id(&input));
     let cut = text::stop_reason(written.split(' ').count(), body.max_output_tokens) == "length";
@@ -229,7 +231,8 @@ async fn responses(State(sim): State<Sim>, request: Request) -> Response {
         "id": id, "object": "response", "created_at": Utc::now().timestamp(), "status": status,
         "incomplete_details": incomplete, "model": body.model, "output": output,
         "usage": {
-            "input_tokens": input_tokens, "input_tokens_details": { "cached_tokens": 0 },
+            "input_tokens": input_tokens,
+            "input_tokens_details": { "cached_tokens": cached_tokens },
             "output_tokens": output_tokens,
             "output_tokens_details": { "reasoning_tokens": reasoning_tokens },
             "total_tokens": input_tokens + output_tokens,
@@ -376,12 +379,13 @@ async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response 
         .collect();
     let completion_tokens = text::count_tokens(&format!("{written}{spent}")) + reasoning_tokens;
     let prompt_tokens = text::count_tokens(&input);
+    let cached_tokens = if sim.cached(&input) { prompt_tokens } else { 0 };
     let id = format!("chatcmpl-{}", text::hex_id(&input));
     let created = Utc::now().timestamp();
     let usage = json!({
         "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": { "cached_tokens": 0 },
+        "prompt_tokens_details": { "cached_tokens": cached_tokens },
         "completion_tokens_details": { "reasoning_tokens": reasoning_tokens },
     });
     if !body.stream {

@@ -541,3 +541,95 @@ async fn a_cost_budget_refuses_work_once_spent_and_a_finished_job_settles_its_re
     );
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cached_prompt_tokens_cost_the_cached_rate_and_reasoning_tokens_are_counted() {
+    let stack = Stack::start().await;
+    stack
+        .patch_settings(&json!({ "ai_fallback_provider": "openai" }))
+        .await;
+    let routes = json!({ "routes": { "openai": "o4-mini" } });
+    let aliased = stack
+        .admin(Method::PUT, "/v1/admin/aliases/o4-mini", &routes)
+        .await;
+    assert_eq!(aliased.status(), 200);
+    let price = json!({ "provider": "openai", "model": "gpt-4.1-mini", "input_per_1k": "0.0004",
+                        "output_per_1k": "0.0016", "cached_input_per_1k": "0.0001" });
+    let created = admin_json(&stack, Method::POST, "/v1/admin/prices", &price).await;
+    assert_eq!(created["cached_input_per_1k"], "0.0001000000");
+    // A prompt asked again is read from OpenAI's cache (the sim's, as OpenAI's prompt caching):
+    // its cached tokens cost the cached rate, once the price is in force everywhere.
+    let at_cached_price = |job: &Value| {
+        let usage = &job["usage"];
+        let tokens = |field: &str| usage[field].as_i64().expect("tokens");
+        let cached = tokens("cached_tokens");
+        cached > 0
+            && cached == tokens("prompt_tokens")
+            && decimal(&usage["cost"])
+                == at(cached, "0.0001") + at(tokens("completion_tokens"), "0.0016")
+    };
+    let repeated = tokio::time::timeout(WAIT, async {
+        for n in 0.. {
+            let ask = json!({ "model": "gpt-4.1-mini",
+                              "messages": [{ "role": "user", "content": format!("Hello #{n}") }] });
+            let (_, first) = crate::images::submit(&stack, &ask).await;
+            assert_eq!(first["usage"]["cached_tokens"], 0, "{first}");
+            let (_, again) = crate::images::submit(&stack, &ask).await;
+            if at_cached_price(&again) {
+                return again;
+            }
+        }
+        unreachable!("the loop returns")
+    })
+    .await
+    .expect("a repeated prompt is billed at the cached rate");
+    // Reasoning tokens are counted within the completion, as the provider reported them.
+    let ask = json!({ "model": "o4-mini", "messages": [{ "role": "user", "content": "Why?" }],
+                      "options": { "reasoning": "high" } });
+    let (_, reasoned) = crate::images::submit(&stack, &ask).await;
+    let usage = &reasoned["usage"];
+    let reasoning = usage["reasoning_tokens"]
+        .as_i64()
+        .expect("reasoning tokens");
+    assert!(
+        reasoning > 0 && reasoning < usage["completion_tokens"].as_i64().expect("completion"),
+        "{reasoned}"
+    );
+    // Both are kept on the usage record and the rollups the usage endpoints read.
+    let month: Value = stack.get("/v1/usage").await.json().await.expect("usage");
+    assert_eq!(month["reasoning_tokens"], reasoning, "{month}");
+    assert!(
+        month["cached_tokens"].as_i64() >= repeated["usage"]["cached_tokens"].as_i64(),
+        "{month}"
+    );
+    let recorded: (i32, i32) = sqlx::query_as(
+        "select reasoning_tokens, cached_tokens from usage_records where job_id = $1::uuid",
+    )
+    .bind(reasoned["id"].as_str().expect("id"))
+    .fetch_one(&stack.pool)
+    .await
+    .expect("usage record");
+    assert_eq!(i64::from(recorded.0), reasoning);
+    let spend = admin_json(&stack, Method::GET, "/v1/admin/spend", &Value::Null).await;
+    let o4 = spend["providers"]
+        .as_array()
+        .expect("providers")
+        .iter()
+        .find(|p| p["upstream_model"] == "o4-mini")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(o4["reasoning_tokens"], reasoning, "{spend}");
+    let models: Value = stack.get("/v1/models").await.json().await.expect("models");
+    let priced = models["data"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .find(|m| m["model"] == "gpt-4.1-mini")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        priced["providers"][0]["price"]["cached_input_per_1k"], "0.0001",
+        "{priced}"
+    );
+    stack.stop().await;
+}

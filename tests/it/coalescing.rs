@@ -8,7 +8,7 @@ use serde_json::json;
 use tollgate_core::db::job_attempts::{AttemptOutcome, AttemptRecord};
 use tollgate_core::db::runs::{self, ClaimRequest, Finish, Outcome};
 use tollgate_core::domain::{DataPolicy, JobError, JobErrorCode, JobId, ProviderName, RouteReason};
-use tollgate_core::provider::TokenCounts;
+use tollgate_core::provider::{TokenCounts, TokenDetails};
 use uuid::Uuid;
 
 use crate::harness::{Stack, client, idle};
@@ -21,6 +21,7 @@ pub fn succeeded(id: JobId, claim_id: Uuid, prompt: i32) -> Finish {
     let tokens = TokenCounts {
         prompt,
         completion: 1,
+        details: TokenDetails::default(),
         estimated: false,
     };
     let call = AttemptRecord {
@@ -34,6 +35,7 @@ pub fn succeeded(id: JobId, claim_id: Uuid, prompt: i32) -> Finish {
         error: None,
         prompt_tokens: Some(prompt),
         completion_tokens: Some(1),
+        details: TokenDetails::default(),
         cost: None,
     };
     Finish {
@@ -217,6 +219,7 @@ async fn a_park_and_a_finish_end_together_in_one_statement() {
         )),
         prompt_tokens: None,
         completion_tokens: None,
+        details: TokenDetails::default(),
         cost: None,
     };
     let park = Finish {

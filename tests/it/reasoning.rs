@@ -1,7 +1,8 @@
 //! Reasoning through every surface: `reasoning_effort` (Chat Completions), `reasoning`
 //! (Responses) and Ollama's `think` asked of a thinking model on Ollama, of OpenAI's reasoning
 //! model, of an OpenAI model that cannot reason and of an OpenAI-compatible reasoner; the
-//! reasoning comes back where each dialect puts it, whole and streamed, with its tokens counted;
+//! reasoning comes back where each dialect puts it, whole and streamed, with its tokens counted
+//! (`completion_tokens_details.reasoning_tokens`);
 //! a model that cannot reason answers without it (the job says so, never a 400); and a thinking
 //! model is told `think: false` when nothing was asked.
 
@@ -96,6 +97,8 @@ async fn the_openai_python_package_asks_for_reasoning() {
         Value::Null,
         "think: false was sent: {qwen3}"
     );
+    // Ollama counts no reasoning tokens apart: they are estimated from the thinking's text.
+    assert!(qwen3["reasoning_tokens"].as_i64() > Some(0), "{qwen3}");
     assert!(!dropped(&stack, text(&qwen3, "minimal_job")).await);
     // OpenAI's reasoning model counts its reasoning and shows none (its reasoning item, with
     // neither summary nor encrypted content, says nothing).
@@ -105,10 +108,14 @@ async fn the_openai_python_package_asks_for_reasoning() {
         (Value::Null, "")
     );
     assert_eq!(o4["output"], json!(["message"]), "{o4}");
+    for counted in ["reasoning_tokens", "responses_reasoning_tokens"] {
+        assert!(o4[counted].as_i64() > Some(0), "{counted}: {o4}");
+    }
     // An OpenAI model that cannot reason answers without it, and its job says so.
     let plain = seen("gpt-4.1-mini");
     assert_eq!(plain["whole"], Value::Null, "{plain}");
     assert_eq!(plain["output"], json!(["message"]), "{plain}");
+    assert_eq!(plain["reasoning_tokens"], 0, "{plain}");
     assert!(
         dropped(&stack, text(&plain, "minimal_job")).await,
         "{plain}"

@@ -13,6 +13,7 @@ use tollgate_core::billing::estimate_tokens;
 use tollgate_core::db::job_attempts::{AttemptOutcome, AttemptRecord};
 use tollgate_core::db::runs::{ClaimedJob, Outcome};
 use tollgate_core::domain::{JobError, JobErrorCode, ProviderName};
+use tollgate_core::provider::TokenDetails;
 
 use crate::providers::Plan;
 
@@ -58,6 +59,7 @@ pub fn estimates(
         )),
         prompt_tokens: Some(estimate_tokens(&job.request.input_text())),
         completion_tokens: Some(completion),
+        details: TokenDetails::default(),
         cost: None,
     };
     vec![estimate; runs]

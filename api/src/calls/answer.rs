@@ -85,6 +85,27 @@ pub fn unsent_thinking(job: &Job, sent: &str) -> Option<String> {
     (!rest.is_empty()).then(|| rest.to_owned())
 }
 
+/// A job's tokens as the answers show them: prompt and completion, and the parts of them spent
+/// reasoning and read from the provider's cache (0 when it has no usage).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tokens {
+    pub prompt: i64,
+    pub completion: i64,
+    pub reasoning: i64,
+    pub cached: i64,
+}
+
+impl Tokens {
+    pub fn of(job: &Job) -> Self {
+        job.usage.as_ref().map_or_else(Self::default, |u| Self {
+            prompt: i64::from(u.prompt_tokens),
+            completion: i64::from(u.completion_tokens),
+            reasoning: i64::from(u.reasoning_tokens),
+            cached: i64::from(u.cached_tokens),
+        })
+    }
+}
+
 /// A job's prompt and completion tokens (0 when it has no usage).
 pub fn tokens(job: &Job) -> (i64, i64) {
     job.usage.as_ref().map_or((0, 0), |u| {

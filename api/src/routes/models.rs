@@ -57,6 +57,9 @@ struct Route {
 struct PriceView {
     input_per_1k: String,
     output_per_1k: String,
+    /// What a prompt token read from the provider's cache costs, when it is billed apart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cached_input_per_1k: Option<String>,
 }
 
 /// The models you may use
@@ -98,6 +101,7 @@ async fn list(State(state): State<AppState>, Caller(_): Caller) -> Result<Json<M
                             .map(|p| PriceView {
                                 input_per_1k: billing::display(p.input_per_1k),
                                 output_per_1k: billing::display(p.output_per_1k),
+                                cached_input_per_1k: p.cached_input_per_1k.map(billing::display),
                             }),
                     }
                 })

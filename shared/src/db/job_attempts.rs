@@ -11,6 +11,7 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 
 use crate::domain::{JobError, JobErrorCode, JobId, ProviderName};
+use crate::provider::TokenDetails;
 
 /// One provider call, about to be recorded.
 #[derive(Debug, Clone)]
@@ -26,6 +27,8 @@ pub struct AttemptRecord {
     pub error: Option<JobError>,
     pub prompt_tokens: Option<i32>,
     pub completion_tokens: Option<i32>,
+    /// The parts of those counts spent reasoning and read from the provider's cache.
+    pub details: TokenDetails,
     /// What the call cost at the price in force when the run ended; `None` when unpriced.
     pub cost: Option<Decimal>,
 }
@@ -69,6 +72,8 @@ pub(super) struct AttemptColumns {
     pub(super) error_message: Vec<Option<String>>,
     pub(super) prompt_tokens: Vec<Option<i32>>,
     pub(super) completion_tokens: Vec<Option<i32>>,
+    pub(super) reasoning_tokens: Vec<Option<i32>>,
+    pub(super) cached_tokens: Vec<Option<i32>>,
     pub(super) cost: Vec<Option<Decimal>>,
     pub(super) host: Vec<Option<String>>,
 }
@@ -102,6 +107,11 @@ impl AttemptColumns {
                 .push(a.error.as_ref().map(|e| e.message.clone()));
             c.prompt_tokens.push(a.prompt_tokens);
             c.completion_tokens.push(a.completion_tokens);
+            // Parts of a count the call reported; none for a call that reported no counts.
+            let counted = a.prompt_tokens.is_some() || a.completion_tokens.is_some();
+            c.reasoning_tokens
+                .push(counted.then_some(a.details.reasoning));
+            c.cached_tokens.push(counted.then_some(a.details.cached));
             c.cost.push(a.cost);
             c.host.push(a.host.clone());
         }

@@ -12,7 +12,9 @@ use crate::domain::ProviderName;
 /// Every price, for the in-memory list each process prices jobs with.
 pub async fn all(pool: &PgPool) -> Result<PriceList, sqlx::Error> {
     let rows = sqlx::query!(
-        "select id, provider, model, input_per_1k, output_per_1k, effective_from from prices",
+        "select id, provider, model, input_per_1k, output_per_1k, cached_input_per_1k,
+                effective_from
+           from prices",
     )
     .fetch_all(pool)
     .await?;
@@ -25,6 +27,7 @@ pub async fn all(pool: &PgPool) -> Result<PriceList, sqlx::Error> {
             id: row.id,
             input_per_1k: row.input_per_1k,
             output_per_1k: row.output_per_1k,
+            cached_input_per_1k: row.cached_input_per_1k,
         };
         list.insert(provider, row.model, row.effective_from, price);
     }
@@ -40,6 +43,10 @@ pub struct PriceRow {
     pub input_per_1k: Decimal,
     #[serde(with = "rust_decimal::serde::str")]
     pub output_per_1k: Decimal,
+    /// What a prompt token read from the provider's cache costs; `null`: the input rate.
+    #[serde(with = "rust_decimal::serde::str_option")]
+    #[schema(value_type = Option<String>)]
+    pub cached_input_per_1k: Option<Decimal>,
     pub effective_from: DateTime<Utc>,
     /// Whether this is the price in force now.
     pub current: bool,
@@ -49,7 +56,8 @@ pub struct PriceRow {
 pub async fn list(pool: &PgPool) -> Result<Vec<PriceRow>, sqlx::Error> {
     sqlx::query_as!(
         PriceRow,
-        r#"select provider, model, input_per_1k, output_per_1k, effective_from,
+        r#"select provider, model, input_per_1k, output_per_1k, cached_input_per_1k,
+                effective_from,
                 -- false, not null, for a model whose only prices are still to come
                 coalesce(id = (select c.id from prices c
                                 where c.provider = p.provider and c.model = p.model
@@ -70,27 +78,37 @@ pub const SAME_INSTANT: &str = "prices_provider_model_effective_from_key";
 /// that instant.
 pub const DEFAULT_LEAD_SECS: f64 = 2.0;
 
+/// A price's rates, per 1,000 tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct Rates {
+    pub input_per_1k: Decimal,
+    pub output_per_1k: Decimal,
+    /// `None`: a cached prompt token costs the input rate.
+    pub cached_input_per_1k: Option<Decimal>,
+}
+
 /// Adds a price taking effect at `effective_from` (or [`DEFAULT_LEAD_SECS`] from now), and bumps the
 /// settings version so every process reloads its price list.
 pub async fn insert(
     pool: &PgPool,
     provider: ProviderName,
     model: &str,
-    input_per_1k: Decimal,
-    output_per_1k: Decimal,
+    rates: Rates,
     effective_from: Option<DateTime<Utc>>,
 ) -> Result<PriceRow, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query_as!(
         PriceRow,
-        r#"insert into prices (provider, model, input_per_1k, output_per_1k, effective_from)
-         values ($1, $2, $3, $4, coalesce($5, now() + make_interval(secs => $6)))
-         returning provider, model, input_per_1k, output_per_1k, effective_from,
-                   effective_from <= now() as "current!""#,
+        r#"insert into prices (provider, model, input_per_1k, output_per_1k, cached_input_per_1k,
+                               effective_from)
+         values ($1, $2, $3, $4, $5, coalesce($6, now() + make_interval(secs => $7)))
+         returning provider, model, input_per_1k, output_per_1k, cached_input_per_1k,
+                   effective_from, effective_from <= now() as "current!""#,
         provider.as_str(),
         model,
-        input_per_1k,
-        output_per_1k,
+        rates.input_per_1k,
+        rates.output_per_1k,
+        rates.cached_input_per_1k,
         effective_from,
         DEFAULT_LEAD_SECS,
     )

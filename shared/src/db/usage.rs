@@ -46,6 +46,10 @@ pub struct Totals {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub total_tokens: i64,
+    /// Of the completion tokens, those spent reasoning.
+    pub reasoning_tokens: i64,
+    /// Of the prompt tokens, those read from the provider's cache.
+    pub cached_tokens: i64,
     #[serde(with = "rust_decimal::serde::str")]
     pub cost: Decimal,
     /// Requests billed without a price (not counted in `cost`).
@@ -82,6 +86,8 @@ const SUMS: &str = "coalesce(sum(requests), 0)::bigint as requests,
     coalesce(sum(prompt_tokens), 0)::bigint as prompt_tokens,
     coalesce(sum(completion_tokens), 0)::bigint as completion_tokens,
     coalesce(sum(prompt_tokens + completion_tokens), 0)::bigint as total_tokens,
+    coalesce(sum(reasoning_tokens), 0)::bigint as reasoning_tokens,
+    coalesce(sum(cached_tokens), 0)::bigint as cached_tokens,
     coalesce(sum(cost), 0) as cost,
     coalesce(sum(unpriced_requests), 0)::bigint as unpriced_requests";
 
@@ -99,6 +105,8 @@ pub async fn by_model(
         total.prompt_tokens += m.totals.prompt_tokens;
         total.completion_tokens += m.totals.completion_tokens;
         total.total_tokens += m.totals.total_tokens;
+        total.reasoning_tokens += m.totals.reasoning_tokens;
+        total.cached_tokens += m.totals.cached_tokens;
         total.cost += m.totals.cost;
         total.unpriced_requests += m.totals.unpriced_requests;
     }
@@ -148,6 +156,8 @@ pub async fn by_day(
                 coalesce(s.prompt_tokens, 0) as prompt_tokens,
                 coalesce(s.completion_tokens, 0) as completion_tokens,
                 coalesce(s.total_tokens, 0) as total_tokens,
+                coalesce(s.reasoning_tokens, 0) as reasoning_tokens,
+                coalesce(s.cached_tokens, 0) as cached_tokens,
                 coalesce(s.cost, 0) as cost,
                 coalesce(s.unpriced_requests, 0) as unpriced_requests
            from generate_series(",
@@ -203,6 +213,8 @@ pub struct ProviderSpend {
     pub calls: i64,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub cached_tokens: i64,
     #[serde(with = "rust_decimal::serde::str")]
     pub cost: Decimal,
     pub unpriced_calls: i64,
@@ -231,6 +243,8 @@ pub async fn spend(
         r#"select provider, upstream_model, sum(calls)::bigint as "calls!",
                 sum(prompt_tokens)::bigint as "prompt_tokens!",
                 sum(completion_tokens)::bigint as "completion_tokens!",
+                sum(reasoning_tokens)::bigint as "reasoning_tokens!",
+                sum(cached_tokens)::bigint as "cached_tokens!",
                 sum(cost) as "cost!", sum(unpriced_calls)::bigint as "unpriced_calls!",
                 sum(estimated_calls)::bigint as "estimated_calls!"
            from provider_spend_daily where day between $1 and $2
@@ -245,11 +259,14 @@ pub async fn spend(
         r#"select s.tenant_id as "tenant_id!: TenantId", t.name as tenant,
                 s.requests as "requests!", s.prompt_tokens as "prompt_tokens!",
                 s.completion_tokens as "completion_tokens!", s.total_tokens as "total_tokens!",
+                s.reasoning_tokens as "reasoning_tokens!", s.cached_tokens as "cached_tokens!",
                 s.cost as "cost!", s.unpriced_requests as "unpriced_requests!"
            from (select tenant_id, sum(requests)::bigint as requests,
                         sum(prompt_tokens)::bigint as prompt_tokens,
                         sum(completion_tokens)::bigint as completion_tokens,
                         sum(prompt_tokens + completion_tokens)::bigint as total_tokens,
+                        sum(reasoning_tokens)::bigint as reasoning_tokens,
+                        sum(cached_tokens)::bigint as cached_tokens,
                         sum(cost) as cost, sum(unpriced_requests)::bigint as unpriced_requests
                    from usage_daily
                   where day between $1 and $2 group by tenant_id) s
@@ -270,6 +287,8 @@ pub async fn spend(
                 prompt_tokens: row.prompt_tokens,
                 completion_tokens: row.completion_tokens,
                 total_tokens: row.total_tokens,
+                reasoning_tokens: row.reasoning_tokens,
+                cached_tokens: row.cached_tokens,
                 cost: row.cost,
                 unpriced_requests: row.unpriced_requests,
             },

@@ -129,6 +129,13 @@ pub struct Usage {
     pub prompt_tokens: i32,
     pub completion_tokens: i32,
     pub total_tokens: i32,
+    /// Of the completion tokens, those the model spent reasoning (as the provider reported
+    /// them; estimated from the reasoning's text where it shows it and counts none).
+    #[serde(default)]
+    pub reasoning_tokens: i32,
+    /// Of the prompt tokens, those read from the provider's cache.
+    #[serde(default)]
+    pub cached_tokens: i32,
     pub cost: Option<String>,
     pub estimated: bool,
     pub unpriced: bool,

@@ -36,6 +36,8 @@ pub struct Completion {
     /// The provider-reported counts; `None` when it reported none.
     pub prompt_tokens: Option<i32>,
     pub completion_tokens: Option<i32>,
+    /// The parts of them it reported (0 for a part it did not).
+    pub details: TokenDetails,
     pub status_code: u16,
 }
 
@@ -44,8 +46,28 @@ pub struct Completion {
 pub struct TokenCounts {
     pub prompt: i32,
     pub completion: i32,
+    pub details: TokenDetails,
     /// Whether any count was estimated.
     pub estimated: bool,
+}
+
+/// The parts of a call's counts a provider reports besides: completion tokens spent reasoning,
+/// prompt tokens read from its cache. Each is within its count, never added to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenDetails {
+    pub reasoning: i32,
+    pub cached: i32,
+}
+
+impl TokenDetails {
+    /// OpenAI's `completion_tokens_details.reasoning_tokens` (`output_tokens_details` on the
+    /// Responses API) and `prompt_tokens_details.cached_tokens` (`input_tokens_details`).
+    pub fn of_openai(reasoning: Option<i32>, cached: Option<i32>) -> Self {
+        Self {
+            reasoning: reasoning.unwrap_or(0),
+            cached: cached.unwrap_or(0),
+        }
+    }
 }
 
 impl Completion {
@@ -61,9 +83,25 @@ impl Completion {
                 .unwrap_or_default();
             crate::billing::estimate_tokens(&written)
         });
+        // A provider that shows its reasoning and counts none of it (Ollama) spent about what
+        // the reasoning's text holds.
+        let reasoning = match self.details.reasoning {
+            0 => self
+                .reply()
+                .and_then(|reply| reply.thinking)
+                .map_or(0, |thinking| {
+                    crate::billing::estimate_tokens(&thinking.text)
+                }),
+            counted => counted,
+        };
+        let details = TokenDetails {
+            reasoning: reasoning.clamp(0, completion),
+            cached: self.details.cached.clamp(0, prompt),
+        };
         TokenCounts {
             prompt,
             completion,
+            details,
             estimated: self.prompt_tokens.is_none() || self.completion_tokens.is_none(),
         }
     }

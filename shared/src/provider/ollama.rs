@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::error::ProviderError;
 use super::ollama_messages::AnsweredCall;
-use super::{Completion, Delta, OnDelta, http, ollama_messages};
+use super::{Completion, Delta, OnDelta, TokenDetails, http, ollama_messages};
 use crate::domain::JobErrorCode;
 use crate::domain::conversation::{Reply, ToolCall};
 use crate::domain::{
@@ -104,6 +104,7 @@ impl OllamaClient {
             upstream_model: answer.model,
             prompt_tokens: answer.prompt_eval_count,
             completion_tokens: answer.eval_count,
+            details: TokenDetails::default(),
             status_code,
         })
     }
@@ -162,6 +163,7 @@ impl OllamaClient {
                     upstream_model: line.model,
                     prompt_tokens: line.prompt_eval_count,
                     completion_tokens: line.eval_count,
+                    details: TokenDetails::default(),
                     status_code,
                 });
             }
@@ -181,6 +183,7 @@ impl OllamaClient {
             upstream_model: answer.model,
             prompt_tokens: answer.prompt_eval_count,
             completion_tokens: Some(0),
+            details: TokenDetails::default(),
             status_code: status,
         })
     }

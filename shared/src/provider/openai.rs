@@ -22,7 +22,7 @@ use futures::StreamExt as _;
 
 use super::error::ProviderError;
 use super::openai_messages::{CallFragment, CallsGathered};
-use super::{Completion, Delta, OnDelta, http, openai_messages};
+use super::{Completion, Delta, OnDelta, TokenDetails, http, openai_messages};
 use crate::domain::JobErrorCode;
 use crate::domain::conversation::{OutputFormat, Part, Reply};
 use crate::domain::{
@@ -78,6 +78,20 @@ struct OutputContent {
 struct ResponsesUsage {
     input_tokens: i32,
     output_tokens: i32,
+    input_tokens_details: Option<CachedDetails>,
+    output_tokens_details: Option<ReasoningDetails>,
+}
+
+/// `prompt_tokens_details` (`input_tokens_details` on the Responses API).
+#[derive(Deserialize)]
+struct CachedDetails {
+    cached_tokens: Option<i32>,
+}
+
+/// `completion_tokens_details` (`output_tokens_details` on the Responses API).
+#[derive(Deserialize)]
+struct ReasoningDetails {
+    reasoning_tokens: Option<i32>,
 }
 
 /// A Chat Completion, whole or one chunk of its stream.
@@ -115,6 +129,34 @@ struct ChoiceMessage {
 struct ChatUsage {
     prompt_tokens: i32,
     completion_tokens: i32,
+    prompt_tokens_details: Option<CachedDetails>,
+    completion_tokens_details: Option<ReasoningDetails>,
+}
+
+impl ChatUsage {
+    fn details(&self) -> TokenDetails {
+        TokenDetails::of_openai(
+            self.completion_tokens_details
+                .as_ref()
+                .and_then(|d| d.reasoning_tokens),
+            self.prompt_tokens_details
+                .as_ref()
+                .and_then(|d| d.cached_tokens),
+        )
+    }
+}
+
+impl ResponsesUsage {
+    fn details(&self) -> TokenDetails {
+        TokenDetails::of_openai(
+            self.output_tokens_details
+                .as_ref()
+                .and_then(|d| d.reasoning_tokens),
+            self.input_tokens_details
+                .as_ref()
+                .and_then(|d| d.cached_tokens),
+        )
+    }
 }
 
 #[derive(Deserialize)]
@@ -247,7 +289,8 @@ impl OpenAiClient {
                     result: super::reply_result(request, &reply),
                     upstream_model,
                     prompt_tokens: usage.as_ref().map(|u: &ChatUsage| u.prompt_tokens),
-                    completion_tokens: usage.map(|u| u.completion_tokens),
+                    completion_tokens: usage.as_ref().map(|u| u.completion_tokens),
+                    details: usage.as_ref().map(ChatUsage::details).unwrap_or_default(),
                     status_code,
                 });
             }
@@ -316,7 +359,12 @@ impl OpenAiClient {
             result: super::reply_result(request, &reply),
             upstream_model: answer.model,
             prompt_tokens: answer.usage.as_ref().map(|u| u.prompt_tokens),
-            completion_tokens: answer.usage.map(|u| u.completion_tokens),
+            completion_tokens: answer.usage.as_ref().map(|u| u.completion_tokens),
+            details: answer
+                .usage
+                .as_ref()
+                .map(ChatUsage::details)
+                .unwrap_or_default(),
             status_code: status,
         })
     }
@@ -393,6 +441,11 @@ impl OpenAiClient {
             upstream_model: answer.model,
             prompt_tokens: answer.usage.as_ref().map(|u| u.input_tokens),
             completion_tokens: answer.usage.as_ref().map(|u| u.output_tokens),
+            details: answer
+                .usage
+                .as_ref()
+                .map(ResponsesUsage::details)
+                .unwrap_or_default(),
             status_code: status,
         };
         Ok((reply, completion))
@@ -413,6 +466,7 @@ impl OpenAiClient {
             upstream_model: answer.model,
             prompt_tokens: answer.usage.map(|u| u.prompt_tokens),
             completion_tokens: Some(0),
+            details: TokenDetails::default(),
             status_code: status,
         })
     }

@@ -90,6 +90,7 @@ pub(super) async fn call_once(
                 error: None,
                 prompt_tokens: Some(tokens.prompt),
                 completion_tokens: Some(tokens.completion),
+                details: tokens.details,
                 cost: None,
             }
         }
@@ -116,6 +117,7 @@ pub(super) async fn call_once(
                 error: Some(job_error(failure)),
                 prompt_tokens: tokens.map(|t| t.prompt),
                 completion_tokens: tokens.map(|t| t.completion),
+                details: tokens.map(|t| t.details).unwrap_or_default(),
                 cost: None,
             }
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::domain::conversation::AnswerSchema;
 use tollgate_core::domain::{DataPolicy, JobError, JobRequest, TraceParent};
-use tollgate_core::provider::{ProviderError, TokenCounts};
+use tollgate_core::provider::{ProviderError, TokenCounts, TokenDetails};
 
 use crate::metrics::WorkerMetrics;
 use crate::relay::Relay;
@@ -46,9 +46,14 @@ impl Call<'_> {
         if text.is_empty() && thinking.is_empty() {
             return None;
         }
+        let estimate = tollgate_core::billing::estimate_tokens;
         let tokens = TokenCounts {
-            prompt: tollgate_core::billing::estimate_tokens(&self.request.input_text()),
-            completion: tollgate_core::billing::estimate_tokens(&(thinking + &text)),
+            prompt: estimate(&self.request.input_text()),
+            completion: estimate(&(thinking.clone() + &text)),
+            details: TokenDetails {
+                reasoning: estimate(&thinking),
+                cached: 0,
+            },
             estimated: true,
         };
         Some((text, tokens))

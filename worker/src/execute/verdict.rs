@@ -24,8 +24,9 @@ pub(super) fn price_run(runtime: &Runtime, outcome: &mut Outcome, attempts: &mut
             .at(attempt.provider, &attempt.upstream_model, now)
         {
             let tokens = |t: Option<i32>| i64::from(t.unwrap_or(0));
-            attempt.cost = Some(billing::cost(
+            attempt.cost = Some(billing::cost_with_cache(
                 tokens(attempt.prompt_tokens),
+                i64::from(attempt.details.cached),
                 tokens(attempt.completion_tokens),
                 &price,
             ));

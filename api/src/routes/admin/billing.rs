@@ -49,6 +49,11 @@ struct NewPrice {
     #[serde(with = "rust_decimal::serde::str")]
     #[schema(value_type = String, example = "0.0006")]
     output_per_1k: Decimal,
+    /// Decimal string: what a prompt token read from the provider's cache costs (OpenAI bills
+    /// cached input apart); the input rate if absent.
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    #[schema(value_type = Option<String>, example = "0.000075")]
+    cached_input_per_1k: Option<Decimal>,
     /// When it takes effect; now if absent. Jobs finishing from then on are billed at it.
     effective_from: Option<DateTime<Utc>>,
 }
@@ -89,10 +94,12 @@ async fn add_price(
     let provider = ProviderName::parse(&price.provider)
         .ok_or_else(|| ApiError::invalid_field("provider", "must be `ollama` or `openai`"))?;
     let model = ModelName::parse(&price.model)?;
-    for (field, value) in [
-        ("input_per_1k", price.input_per_1k),
-        ("output_per_1k", price.output_per_1k),
-    ] {
+    let rates = [
+        ("input_per_1k", Some(price.input_per_1k)),
+        ("output_per_1k", Some(price.output_per_1k)),
+        ("cached_input_per_1k", price.cached_input_per_1k),
+    ];
+    for (field, value) in rates.into_iter().filter_map(|(f, v)| Some((f, v?))) {
         if value.is_sign_negative()
             || value.scale() > 10
             || value >= Decimal::from(10_000_000_000u64)
@@ -107,8 +114,11 @@ async fn add_price(
         &state.pool,
         provider,
         model.as_str(),
-        price.input_per_1k,
-        price.output_per_1k,
+        prices::Rates {
+            input_per_1k: price.input_per_1k,
+            output_per_1k: price.output_per_1k,
+            cached_input_per_1k: price.cached_input_per_1k,
+        },
         price.effective_from,
     )
     .await

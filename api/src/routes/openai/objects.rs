@@ -13,6 +13,7 @@ use tollgate_core::domain::{Job, JobId};
 use utoipa::ToSchema;
 
 use super::{OpenAiBatchId, OpenAiFileId, replies};
+use crate::calls::answer::Tokens;
 
 /// How long OpenAI gives a batch: the only `completion_window` there is.
 pub const COMPLETION_WINDOW: &str = "24h";
@@ -84,14 +85,14 @@ pub struct OpenAiBatchUsage {
     total_tokens: i64,
 }
 
-/// Always zeros: the gateway caches nothing.
+/// Of the input tokens, those the providers read from their caches (nothing is written to one).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InputTokensDetails {
     cached_tokens: i64,
     cache_write_tokens: i64,
 }
 
-/// Always zero.
+/// Of the output tokens, those spent reasoning.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OutputTokensDetails {
     reasoning_tokens: i64,
@@ -132,12 +133,12 @@ pub fn batch(batch: &Batch) -> OpenAiBatch {
         usage: OpenAiBatchUsage {
             input_tokens: batch.usage.prompt_tokens,
             input_tokens_details: InputTokensDetails {
-                cached_tokens: 0,
+                cached_tokens: batch.usage.cached_tokens,
                 cache_write_tokens: 0,
             },
             output_tokens: batch.usage.completion_tokens,
             output_tokens_details: OutputTokensDetails {
-                reasoning_tokens: 0,
+                reasoning_tokens: batch.usage.reasoning_tokens,
             },
             total_tokens: batch.usage.total_tokens,
         },
@@ -296,13 +297,18 @@ fn response_body(endpoint: Endpoint, model: &str, item: &ItemResult) -> Value {
     let tokens = item
         .usage
         .as_ref()
-        .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+        .map_or_else(Tokens::default, |u| Tokens {
+            prompt: u.prompt_tokens,
+            completion: u.completion_tokens,
+            reasoning: u.reasoning_tokens,
+            cached: u.cached_tokens,
+        });
     let answered = Answered {
         job_id: item.job_id,
         model,
         created: item.finished_at.map(unix).unwrap_or_default(),
         tokens,
-        finish: crate::calls::answer::finish_of(item.result.as_ref(), tokens.1, None),
+        finish: crate::calls::answer::finish_of(item.result.as_ref(), tokens.completion, None),
         result: item.result.as_ref().unwrap_or(&Value::Null),
     };
     answer(endpoint, &answered)
@@ -310,16 +316,37 @@ fn response_body(endpoint: Endpoint, model: &str, item: &ItemResult) -> Value {
 
 /// A succeeded job's answer in `endpoint`'s shape (`max_tokens`: what the request allowed).
 pub fn job_answer(endpoint: Endpoint, job: &Job, max_tokens: Option<u32>) -> Value {
-    let (prompt, completion) = crate::calls::answer::tokens(job);
     let answered = Answered {
         job_id: job.id,
         model: &job.model,
         created: job.finished_at.unwrap_or(job.created_at).timestamp(),
-        tokens: (prompt, completion),
+        tokens: Tokens::of(job),
         finish: crate::calls::answer::finish(job, max_tokens),
         result: job.result.as_ref().unwrap_or(&Value::Null),
     };
     answer(endpoint, &answered)
+}
+
+/// Chat Completions' `usage`, with the reasoning and cached parts of its counts.
+pub fn chat_usage(tokens: Tokens) -> Value {
+    json!({
+        "prompt_tokens": tokens.prompt,
+        "completion_tokens": tokens.completion,
+        "total_tokens": tokens.prompt + tokens.completion,
+        "prompt_tokens_details": { "cached_tokens": tokens.cached },
+        "completion_tokens_details": { "reasoning_tokens": tokens.reasoning },
+    })
+}
+
+/// The Responses API's `usage`, likewise.
+pub fn response_usage(tokens: Tokens) -> Value {
+    json!({
+        "input_tokens": tokens.prompt,
+        "input_tokens_details": { "cached_tokens": tokens.cached, "cache_write_tokens": 0 },
+        "output_tokens": tokens.completion,
+        "output_tokens_details": { "reasoning_tokens": tokens.reasoning },
+        "total_tokens": tokens.prompt + tokens.completion,
+    })
 }
 
 /// A job's answer, for writing in an endpoint's shape.
@@ -327,8 +354,7 @@ pub struct Answered<'a> {
     pub job_id: JobId,
     pub model: &'a str,
     pub created: i64,
-    /// Prompt and completion tokens.
-    pub tokens: (i64, i64),
+    pub tokens: Tokens,
     /// Why the answer stopped.
     pub finish: Finish,
     pub result: &'a Value,
@@ -339,7 +365,7 @@ pub struct Answered<'a> {
 pub fn answer(endpoint: Endpoint, answered: &Answered<'_>) -> Value {
     let hex = answered.job_id.0.simple();
     let (created, model, result) = (answered.created, answered.model, answered.result);
-    let (input, output) = answered.tokens;
+    let tokens = answered.tokens;
     let reply = Reply::from_result(result).unwrap_or_else(|| Reply::text("", None));
     let hex = hex.to_string();
     let (status, incomplete) = replies::response_status(answered.finish);
@@ -355,11 +381,7 @@ pub fn answer(endpoint: Endpoint, answered: &Answered<'_>) -> Value {
                 "logprobs": null,
                 "finish_reason": answered.finish.as_str(),
             }],
-            "usage": {
-                "prompt_tokens": input,
-                "completion_tokens": output,
-                "total_tokens": input + output,
-            },
+            "usage": chat_usage(tokens),
         }),
         Endpoint::Responses => json!({
             "id": format!("resp_{hex}"),
@@ -373,13 +395,7 @@ pub fn answer(endpoint: Endpoint, answered: &Answered<'_>) -> Value {
             "tools": [],
             "error": null,
             "incomplete_details": incomplete,
-            "usage": {
-                "input_tokens": input,
-                "input_tokens_details": { "cached_tokens": 0, "cache_write_tokens": 0 },
-                "output_tokens": output,
-                "output_tokens_details": { "reasoning_tokens": 0 },
-                "total_tokens": input + output,
-            },
+            "usage": response_usage(tokens),
         }),
         Endpoint::Embeddings => {
             let vectors = result["embeddings"].as_array().cloned().unwrap_or_default();
@@ -394,7 +410,7 @@ pub fn answer(endpoint: Endpoint, answered: &Answered<'_>) -> Value {
                 "object": "list",
                 "data": data,
                 "model": model,
-                "usage": { "prompt_tokens": input, "total_tokens": input },
+                "usage": { "prompt_tokens": tokens.prompt, "total_tokens": tokens.prompt },
             })
         }
     }
@@ -418,6 +434,8 @@ mod tests {
                 prompt_tokens: 7,
                 completion_tokens: 3,
                 total_tokens: 10,
+                reasoning_tokens: 2,
+                cached_tokens: 0,
                 cost: "0".into(),
             }),
             finished_at: Some(Utc::now()),

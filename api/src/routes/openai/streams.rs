@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use tollgate_core::domain::conversation::{Reply, Thinking, ToolCall};
 use tollgate_core::domain::{Job, JobStatus};
 
-use super::replies;
+use super::{objects, replies};
+use crate::calls::answer::Tokens;
 use crate::calls::feed::{Dialect, Feed};
 use crate::http::error::ApiError;
 
@@ -90,12 +91,11 @@ impl Dialect for ChunkWriter {
         let finish = crate::calls::answer::finish(job, self.max_tokens);
         events.push(self.chunk(json!({}), json!(finish.as_str())));
         if self.include_usage {
-            let (prompt, completion) = crate::calls::answer::tokens(job);
+            let usage = objects::chat_usage(Tokens::of(job));
             events.push(data(&json!({
                 "id": self.id, "object": "chat.completion.chunk", "created": self.created,
                 "model": self.model, "system_fingerprint": null, "choices": [],
-                "usage": { "prompt_tokens": prompt, "completion_tokens": completion,
-                           "total_tokens": prompt + completion },
+                "usage": usage,
             })));
         }
         events.push(Event::default().data("[DONE]"));
@@ -361,12 +361,7 @@ impl Dialect for ResponseEvents {
         for (index, call) in reply.tool_calls.iter().enumerate() {
             events.extend(self.function_call(index, call, before + index));
         }
-        let (input, output) = crate::calls::answer::tokens(job);
-        let usage = json!({
-            "input_tokens": input, "input_tokens_details": { "cached_tokens": 0 },
-            "output_tokens": output, "output_tokens_details": { "reasoning_tokens": 0 },
-            "total_tokens": input + output,
-        });
+        let usage = objects::response_usage(Tokens::of(job));
         let finish = crate::calls::answer::finish(job, None);
         let (status, incomplete) = replies::response_status(finish);
         let streamed = (self.reasoning != Opened::Not).then(|| Thinking {

@@ -90,6 +90,10 @@ pub struct BatchUsage {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub total_tokens: i64,
+    /// Of the completion tokens, those spent reasoning.
+    pub reasoning_tokens: i64,
+    /// Of the prompt tokens, those read from the provider's cache.
+    pub cached_tokens: i64,
     pub cost: String,
 }
 
@@ -116,6 +120,8 @@ struct BatchRow {
     cancelled: i64,
     prompt_tokens: i64,
     completion_tokens: i64,
+    reasoning_tokens: i64,
+    cached_tokens: i64,
     cost: Decimal,
     results_expire_at: DateTime<Utc>,
 }
@@ -140,6 +146,8 @@ impl From<BatchRow> for Batch {
                 prompt_tokens: row.prompt_tokens,
                 completion_tokens: row.completion_tokens,
                 total_tokens: row.prompt_tokens + row.completion_tokens,
+                reasoning_tokens: row.reasoning_tokens,
+                cached_tokens: row.cached_tokens,
                 cost: billing::display(row.cost),
             },
             metadata: row.metadata,
@@ -242,6 +250,7 @@ pub async fn get(
                 pending as "pending!", queued as "queued!", running as "running!",
                 succeeded as "succeeded!", failed as "failed!", cancelled as "cancelled!",
                 prompt_tokens as "prompt_tokens!", completion_tokens as "completion_tokens!",
+                reasoning_tokens as "reasoning_tokens!", cached_tokens as "cached_tokens!",
                 cost as "cost!", results_expire_at as "results_expire_at!"
            from batch_progress
           where id = $1 and tenant_id = $2"#,
@@ -277,6 +286,7 @@ pub async fn list(
                 pending as "pending!", queued as "queued!", running as "running!",
                 succeeded as "succeeded!", failed as "failed!", cancelled as "cancelled!",
                 prompt_tokens as "prompt_tokens!", completion_tokens as "completion_tokens!",
+                reasoning_tokens as "reasoning_tokens!", cached_tokens as "cached_tokens!",
                 cost as "cost!", results_expire_at as "results_expire_at!"
            from batch_progress
           where tenant_id = $1 and ($2::uuid is null or id < $2)

@@ -35,6 +35,8 @@ struct ItemRow {
     error_message: Option<String>,
     prompt_tokens: Option<i32>,
     completion_tokens: Option<i32>,
+    reasoning_tokens: Option<i32>,
+    cached_tokens: Option<i32>,
     cost: Option<Decimal>,
     finished_at: Option<DateTime<Utc>>,
 }
@@ -46,6 +48,8 @@ impl From<ItemRow> for ItemResult {
                 prompt_tokens: i64::from(prompt),
                 completion_tokens: i64::from(completion),
                 total_tokens: i64::from(prompt) + i64::from(completion),
+                reasoning_tokens: i64::from(row.reasoning_tokens.unwrap_or(0)),
+                cached_tokens: i64::from(row.cached_tokens.unwrap_or(0)),
                 cost: billing::display(row.cost.unwrap_or_default()),
             }),
             _ => None,
@@ -80,7 +84,8 @@ pub fn results(
             let rows = sqlx::query_as!(
                 ItemRow,
                 r#"select id as "id: JobId", custom_id, status, result, error_code, error_message,
-                        prompt_tokens, completion_tokens, cost, finished_at
+                        prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens, cost,
+                        finished_at
                    from jobs
                   where batch_id = $1 and ($2::uuid is null or id > $2)
                   order by id limit $3"#,

@@ -60,6 +60,7 @@ pub async fn cancel(
          select id as "id!: JobId", tenant_id as "tenant_id!: TenantId", kind as "kind!",
                 status as "status!", model as "model!", provider, upstream_model, result,
                 error_code, error_message, prompt_tokens, completion_tokens, total_tokens,
+                reasoning_tokens, cached_tokens,
                 attempts as "attempts!", metadata, created_at as "created_at!", started_at,
                 finished_at, cost, usage_estimated, unpriced, revision as "revision!",
                 webhook_url, batch_id as "batch_id: BatchId", custom_id, stream as "stream!",
@@ -95,7 +96,8 @@ async fn request_cancel(
           where id = $1 and tenant_id = $2 and status = 'running'
           returning id as "id: JobId", tenant_id as "tenant_id: TenantId", kind, status, model, provider,
                 upstream_model, result, error_code, error_message, prompt_tokens,
-                completion_tokens, total_tokens, attempts, metadata, created_at, started_at,
+                completion_tokens, total_tokens,
+                reasoning_tokens, cached_tokens, attempts, metadata, created_at, started_at,
                 finished_at, cost, usage_estimated, unpriced, revision, webhook_url,
                 batch_id as "batch_id: BatchId", custom_id, stream, route_reason, data_policy,
                 dead_lettered_at"#,

@@ -89,12 +89,12 @@ pub async fn finish_many<R: Borrow<Finish>>(
               from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
                           $7::text[], $8::text[], $9::int[], $10::int[], $11::int[],
                           $12::numeric[], $13::bool[], $14::bigint[], $15::int[], $16::text[],
-                          $17::text[], $18::text[], $19::float8[])
+                          $17::text[], $18::text[], $19::float8[], $33::int[], $34::int[])
                    with ordinality as r(id, claim_id, status, provider, upstream_model, result,
                                         error_code, error_message, prompt_tokens,
                                         completion_tokens, attempts, cost, estimated, price_id,
                                         latency_ms, routed_model, route_reason, data_policy,
-                                        retry_in, run)
+                                        retry_in, reasoning_tokens, cached_tokens, run)
          ), locked as (
             select id from jobs where id = any($1::uuid[]) order by id for update
          ), ended as (
@@ -103,6 +103,7 @@ pub async fn finish_many<R: Borrow<Finish>>(
                    result = r.result, error_code = r.error_code, error_message = r.error_message,
                    prompt_tokens = r.prompt_tokens, completion_tokens = r.completion_tokens,
                    total_tokens = r.prompt_tokens + r.completion_tokens,
+                   reasoning_tokens = r.reasoning_tokens, cached_tokens = r.cached_tokens,
                    attempts = jobs.attempts + r.attempts, cost = r.cost,
                    usage_estimated = r.estimated,
                    unpriced = (r.prompt_tokens is not null and r.price_id is null),
@@ -117,8 +118,8 @@ pub async fn finish_many<R: Borrow<Finish>>(
                    jobs.origin, jobs.client_ip, jobs.finished_at, jobs.reserved_tokens,
                    jobs.reserved_cost, jobs.reserved_month, jobs.status, jobs.webhook_url,
                    jobs.revision, jobs.batch_id, r.provider, r.routed_model, r.prompt_tokens,
-                   r.completion_tokens, r.estimated, r.price_id, r.cost, r.latency_ms,
-                   r.route_reason
+                   r.completion_tokens, r.reasoning_tokens, r.cached_tokens, r.estimated,
+                   r.price_id, r.cost, r.latency_ms, r.route_reason
          ), parked as (
             update jobs
                set status = 'retrying', retries = jobs.retries + 1,
@@ -143,30 +144,34 @@ pub async fn finish_many<R: Borrow<Finish>>(
                    row_number() over (partition by a.run order by a.n) as k
               from unnest($20::int[], $21::text[], $22::text[], $23::timestamptz[], $24::int[],
                           $25::int[], $26::text[], $27::text[], $28::text[], $29::int[],
-                          $30::int[], $31::numeric[], $32::text[])
+                          $30::int[], $31::numeric[], $32::text[], $35::int[], $36::int[])
                    with ordinality as a(run, provider, upstream_model, started_at, latency_ms,
                                         status_code, outcome, error_code, error_message,
-                                        prompt_tokens, completion_tokens, cost, host, n)
+                                        prompt_tokens, completion_tokens, cost, host,
+                                        reasoning_tokens, cached_tokens, n)
          ), attempt as (
             insert into job_attempts (job_id, claim, provider, upstream_model, started_at,
                                       finished_at, latency_ms, status_code, outcome, error_code,
-                                      error_message, prompt_tokens, completion_tokens, cost, host)
+                                      error_message, prompt_tokens, completion_tokens, cost, host,
+                                      reasoning_tokens, cached_tokens)
             select done.id,
                    done.claims - case when a.outcome = 'abandoned' then a.abandoned_runs - a.k + 1
                                       else 0 end,
                    a.provider, a.upstream_model, a.started_at,
                    a.started_at + make_interval(secs => a.latency_ms / 1000.0), a.latency_ms,
                    a.status_code, a.outcome, a.error_code, a.error_message, a.prompt_tokens,
-                   a.completion_tokens, a.cost, a.host
+                   a.completion_tokens, a.cost, a.host, a.reasoning_tokens, a.cached_tokens
               from done join run_attempts a on a.run = done.run
              order by done.run, a.k
          ), spend as (
             insert into provider_spend_daily as s (day, provider, upstream_model, shard, calls,
-                                                   prompt_tokens, completion_tokens, cost,
+                                                   prompt_tokens, completion_tokens,
+                                                   reasoning_tokens, cached_tokens, cost,
                                                    unpriced_calls, estimated_calls)
             select (now() at time zone 'utc')::date, a.provider, a.upstream_model,
                    floor(random() * 32)::smallint, count(*),
                    coalesce(sum(a.prompt_tokens), 0), coalesce(sum(a.completion_tokens), 0),
+                   coalesce(sum(a.reasoning_tokens), 0), coalesce(sum(a.cached_tokens), 0),
                    coalesce(sum(a.cost), 0),
                    count(*) filter (where a.cost is null
                                       and coalesce(a.prompt_tokens, 0)
@@ -179,28 +184,33 @@ pub async fn finish_many<R: Borrow<Finish>>(
                set calls = s.calls + excluded.calls,
                    prompt_tokens = s.prompt_tokens + excluded.prompt_tokens,
                    completion_tokens = s.completion_tokens + excluded.completion_tokens,
+                   reasoning_tokens = s.reasoning_tokens + excluded.reasoning_tokens,
+                   cached_tokens = s.cached_tokens + excluded.cached_tokens,
                    cost = s.cost + excluded.cost,
                    unpriced_calls = s.unpriced_calls + excluded.unpriced_calls,
                    estimated_calls = s.estimated_calls + excluded.estimated_calls
          ), bill as (
             insert into usage_records (job_id, tenant_id, token_id, model, provider,
                                        upstream_model, prompt_tokens, completion_tokens,
-                                       estimated, price_id, cost, latency_ms, origin,
-                                       client_ip, finished_at, route_reason)
+                                       reasoning_tokens, cached_tokens, estimated, price_id,
+                                       cost, latency_ms, origin, client_ip, finished_at,
+                                       route_reason)
             select id, tenant_id, token_id, model, provider, routed_model, prompt_tokens,
-                   completion_tokens, estimated, price_id, cost, latency_ms, origin, client_ip,
-                   finished_at, route_reason
-              from ended where prompt_tokens is not null
-         returning tenant_id, model, prompt_tokens, completion_tokens, cost, finished_at,
+                   completion_tokens, coalesce(reasoning_tokens, 0), coalesce(cached_tokens, 0),
+                   estimated, price_id, cost, latency_ms, origin, client_ip, finished_at,
                    route_reason
+              from ended where prompt_tokens is not null
+         returning tenant_id, model, prompt_tokens, completion_tokens, reasoning_tokens,
+                   cached_tokens, cost, finished_at, route_reason
          ), daily as (
             insert into usage_daily as d (tenant_id, day, model, route_reason, shard, requests,
-                                          prompt_tokens, completion_tokens, cost,
-                                          unpriced_requests)
+                                          prompt_tokens, completion_tokens, reasoning_tokens,
+                                          cached_tokens, cost, unpriced_requests)
             select tenant_id, (finished_at at time zone 'utc')::date as day, model,
                    coalesce(route_reason, 'unrecorded') as reason,
                    floor(random() * 32)::smallint, count(*), sum(prompt_tokens),
-                   sum(completion_tokens), coalesce(sum(cost), 0),
+                   sum(completion_tokens), sum(reasoning_tokens), sum(cached_tokens),
+                   coalesce(sum(cost), 0),
                    count(*) filter (where cost is null)
               from bill
              group by tenant_id, day, model, reason
@@ -209,6 +219,8 @@ pub async fn finish_many<R: Borrow<Finish>>(
                set requests = d.requests + excluded.requests,
                    prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
                    completion_tokens = d.completion_tokens + excluded.completion_tokens,
+                   reasoning_tokens = d.reasoning_tokens + excluded.reasoning_tokens,
+                   cached_tokens = d.cached_tokens + excluded.cached_tokens,
                    cost = d.cost + excluded.cost,
                    unpriced_requests = d.unpriced_requests + excluded.unpriced_requests
          ), release as (
@@ -273,6 +285,10 @@ pub async fn finish_many<R: Borrow<Finish>>(
         &attempts.completion_tokens as &[Option<i32>], // $30
         &attempts.cost as &[Option<Decimal>],          // $31
         &attempts.host as &[Option<String>],           // $32
+        &jobs.reasoning_tokens as &[Option<i32>],      // $33
+        &jobs.cached_tokens as &[Option<i32>],         // $34
+        &attempts.reasoning_tokens as &[Option<i32>],  // $35
+        &attempts.cached_tokens as &[Option<i32>],     // $36
     )
     .fetch_all(pool)
     .await?;
@@ -304,6 +320,8 @@ struct EndColumns<'a> {
     error_message: Vec<Option<&'a str>>,
     prompt_tokens: Vec<Option<i32>>,
     completion_tokens: Vec<Option<i32>>,
+    reasoning_tokens: Vec<Option<i32>>,
+    cached_tokens: Vec<Option<i32>>,
     attempts: Vec<i32>,
     cost: Vec<Option<Decimal>>,
     estimated: Vec<Option<bool>>,
@@ -332,6 +350,9 @@ impl<'a> EndColumns<'a> {
             c.error_message.push(end.error.map(|e| e.message.as_str()));
             c.prompt_tokens.push(bill.map(|b| b.tokens.prompt));
             c.completion_tokens.push(bill.map(|b| b.tokens.completion));
+            c.reasoning_tokens
+                .push(bill.map(|b| b.tokens.details.reasoning));
+            c.cached_tokens.push(bill.map(|b| b.tokens.details.cached));
             c.attempts
                 .push(i32::try_from(run.attempts.len()).unwrap_or(i32::MAX));
             c.cost.push(bill.and_then(|b| b.cost));
@@ -365,9 +386,7 @@ impl<'a> End<'a> {
             |routed_model, tokens: &TokenCounts, price: &Option<Price>, latency: &Duration| Bill {
                 tokens: *tokens,
                 price_id: price.map(|p| p.id),
-                cost: price.map(|p| {
-                    billing::cost(i64::from(tokens.prompt), i64::from(tokens.completion), &p)
-                }),
+                cost: price.map(|p| billing::cost_of(tokens, &p)),
                 latency_ms: i32::try_from(latency.as_millis()).unwrap_or(i32::MAX),
                 routed_model,
             };
