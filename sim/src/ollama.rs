@@ -133,6 +133,8 @@ struct GenerateBody {
     #[serde(default)]
     images: Vec<String>,
     think: Option<Value>,
+    logprobs: Option<bool>,
+    top_logprobs: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -146,6 +148,8 @@ struct ChatBody {
     tools: Vec<Value>,
     format: Option<Value>,
     think: Option<Value>,
+    logprobs: Option<bool>,
+    top_logprobs: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -294,10 +298,17 @@ const CHAT: Shape = Shape {
     thinking: |chunk| json!({ "message": { "role": "assistant", "content": "", "thinking": chunk } }),
 };
 
-/// What the model answers, and what it thought first.
+/// What the model answers, what it thought first, and how many alternatives each token's log
+/// probabilities come with (`None`: not asked for).
 struct Reply {
     answered: Option<Answer>,
     thinking: Option<String>,
+    logprobs: Option<usize>,
+}
+
+/// The log probabilities a request asks for: `logprobs: true`, with `top_logprobs` alternatives.
+fn asked_logprobs(logprobs: Option<bool>, top: Option<usize>) -> Option<usize> {
+    (logprobs == Some(true)).then(|| top.unwrap_or(0))
 }
 
 async fn running(State(sim): State<Sim>) -> Json<Value> {
@@ -342,6 +353,7 @@ async fn generate(State(sim): State<Sim>, request: Request) -> Response {
     let reply = Reply {
         answered: Answer::to(&sim, &asked, &input),
         thinking: thinking(&sim, &body.model, body.think.as_ref(), &input),
+        logprobs: asked_logprobs(body.logprobs, body.top_logprobs),
     };
     answer(
         &sim,
@@ -387,6 +399,7 @@ async fn chat(State(sim): State<Sim>, request: Request) -> Response {
     let reply = Reply {
         answered: Answer::to(&sim, &body.asked(crate::images::seen(&shown)), &input),
         thinking: thinking(&sim, &body.model, body.think.as_ref(), &input),
+        logprobs: asked_logprobs(body.logprobs, body.top_logprobs),
     };
     answer(
         &sim,
@@ -420,9 +433,14 @@ fn answer(
 ) -> Response {
     let content = shape.text;
     let limit = max_tokens(options);
+    // A seed given picks among the answers, as sampling with it would.
+    let seeded = match options.get("seed") {
+        Some(seed) => format!("{input}\u{0}{seed}"),
+        None => input.to_owned(),
+    };
     let (pieces, whole, calls, eval_count) = match reply.answered {
         None => {
-            let words = text::reply(input, limit, sim.knobs().reply_words);
+            let words = text::reply(&seeded, limit, sim.knobs().reply_words);
             (text::pieces(&words), words.join(" "), None, words.len())
         }
         Some(Answer::Text(text)) => {
@@ -463,7 +481,11 @@ fn answer(
             last.remove("prompt_eval_count");
         }
     }
+    let logprobs = reply.logprobs.map(|top| text::logprobs(&pieces, top));
     if !stream {
+        if let Some(logprobs) = &logprobs {
+            last["logprobs"] = json!(logprobs);
+        }
         merge(&mut last, calls.unwrap_or_else(|| content(&whole)));
         if let Some(thought) = &reply.thinking {
             let thought = (shape.thinking)(thought);
@@ -484,7 +506,14 @@ fn answer(
         .into_iter()
         .flatten()
         .map(|piece| line((shape.thinking)(&piece)))
-        .chain(pieces.into_iter().map(|piece| line(content(&piece))))
+        .chain(pieces.iter().enumerate().map(|(i, piece)| {
+            let mut chunk = content(piece);
+            // Each line carries its own tokens' log probabilities.
+            if let Some(logprobs) = &logprobs {
+                chunk["logprobs"] = json!([logprobs[i]]);
+            }
+            line(chunk)
+        }))
         .collect();
     pieces.extend(calls.map(line));
     merge(&mut last, content(""));

@@ -1,6 +1,7 @@
 //! The OpenAI API as the sim speaks it: Responses, Chat Completions (with SSE streaming),
 //! Embeddings and the model list, with OpenAI's error objects and bearer-key check. A prompt seen
 //! before is reported read from the cache (`cached_tokens`), as OpenAI's prompt caching does.
+//! Chat Completions gives `n` choices and log probabilities when asked.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -261,6 +262,9 @@ struct ChatCompletionsBody {
     #[serde(default)]
     response_format: Value,
     reasoning_effort: Option<String>,
+    n: Option<usize>,
+    logprobs: Option<bool>,
+    top_logprobs: Option<usize>,
 }
 
 impl ChatCompletionsBody {
@@ -352,7 +356,9 @@ async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response 
         thought.filter(|_| crate::reasoning::openai_writes_reasoning(&body.model));
     let max_tokens = body.max_completion_tokens.or(body.max_tokens);
     let asked = body.asked(crate::images::seen(&shown));
-    let (pieces, written, calls, ended) = match Answer::to(&sim, &asked, &input) {
+    let answered = Answer::to(&sim, &asked, &input);
+    let plain = answered.is_none();
+    let (pieces, written, calls, ended) = match answered {
         None => {
             let words = text::reply(&input, max_tokens, sim.knobs().reply_words);
             let ended = text::stop_reason(words.len(), max_tokens);
@@ -360,6 +366,24 @@ async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response 
         }
         Some(Answer::Text(text)) => (answers::pieces_of(&text), text, Vec::new(), "stop"),
         Some(Answer::Calls(calls)) => (Vec::new(), String::new(), calls, "tool_calls"),
+    };
+    // The further choices asked for (`n`): a plain answer samples another each time.
+    let others: Vec<(Vec<String>, String, &str)> = (1..body.n.unwrap_or(1))
+        .map(|i| match plain {
+            true => {
+                let words = text::reply(&format!("{input}#{i}"), max_tokens, None);
+                let ended = text::stop_reason(words.len(), max_tokens);
+                (text::pieces(&words), words.join(" "), ended)
+            }
+            false => (pieces.clone(), written.clone(), ended),
+        })
+        .collect();
+    let top = (body.logprobs == Some(true)).then(|| body.top_logprobs.unwrap_or(0));
+    let logprobs_of = |pieces: &[String]| {
+        top.map_or(
+            Value::Null,
+            |top| json!({ "content": text::logprobs(pieces, top), "refusal": null }),
+        )
     };
     let calls: Vec<(String, String, String)> = calls
         .into_iter()
@@ -377,7 +401,9 @@ async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response 
         .iter()
         .map(|(_, _, arguments)| arguments.as_str())
         .collect();
-    let completion_tokens = text::count_tokens(&format!("{written}{spent}")) + reasoning_tokens;
+    let others_written: String = others.iter().map(|(_, text, _)| text.as_str()).collect();
+    let completion_tokens =
+        text::count_tokens(&format!("{written}{spent}{others_written}")) + reasoning_tokens;
     let prompt_tokens = text::count_tokens(&input);
     let cached_tokens = if sim.cached(&input) { prompt_tokens } else { 0 };
     let id = format!("chatcmpl-{}", text::hex_id(&input));
@@ -403,10 +429,21 @@ async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response 
                 })
                 .collect();
         }
+        let mut choices = vec![
+            json!({ "index": 0, "finish_reason": finish, "message": message,
+                                       "logprobs": logprobs_of(&pieces) }),
+        ];
+        for (i, (pieces, text, ended)) in others.iter().enumerate() {
+            let mut message = message.clone();
+            message["content"] = json!(text);
+            choices.push(
+                json!({ "index": i + 1, "finish_reason": ended, "message": message,
+                                 "logprobs": logprobs_of(pieces) }),
+            );
+        }
         return Json(json!({
             "id": id, "object": "chat.completion", "created": created, "model": body.model,
-            "choices": [{ "index": 0, "finish_reason": finish, "message": message }],
-            "usage": usage,
+            "choices": choices, "usage": usage,
         }))
         .into_response();
     }
@@ -420,11 +457,12 @@ async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response 
         .into_iter()
         .flatten()
         .map(|piece| event(chunk(json!({ "reasoning_content": piece }), Value::Null)))
-        .chain(
-            pieces
-                .into_iter()
-                .map(|piece| event(chunk(json!({ "content": piece }), Value::Null))),
-        )
+        .chain(pieces.iter().map(|piece| {
+            let mut piece_chunk = chunk(json!({ "content": piece }), Value::Null);
+            // Each chunk carries its own tokens' log probabilities.
+            piece_chunk["choices"][0]["logprobs"] = logprobs_of(std::slice::from_ref(piece));
+            event(piece_chunk)
+        }))
         .collect();
     // A call opens with its id and name, then its arguments come in fragments.
     for (index, (call_id, name, arguments)) in calls.iter().enumerate() {

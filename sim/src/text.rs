@@ -79,6 +79,32 @@ pub fn hex_id(input: &str) -> String {
         .collect()
 }
 
+/// Log probabilities for the pieces of an answer, as OpenAI (`logprobs.content`) and Ollama
+/// (`logprobs`) both write them: each piece a token with its log probability and bytes, and
+/// `top` alternatives, the piece itself the likeliest.
+pub fn logprobs(pieces: &[String], top: usize) -> Vec<serde_json::Value> {
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(i, piece)| {
+            let logprob = -0.05 - 0.25 * (i % 7) as f64;
+            let alternatives: Vec<serde_json::Value> = (0..top)
+                .map(|k| {
+                    let token = if k == 0 {
+                        piece.clone()
+                    } else {
+                        format!("alt{k}")
+                    };
+                    serde_json::json!({ "token": token, "logprob": logprob - k as f64,
+                                        "bytes": token.as_bytes() })
+                })
+                .collect();
+            serde_json::json!({ "token": piece, "logprob": logprob, "bytes": piece.as_bytes(),
+                                "top_logprobs": alternatives })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

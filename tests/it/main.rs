@@ -25,6 +25,7 @@ mod batches;
 mod billing;
 mod calls;
 mod capabilities;
+mod choices;
 mod cli;
 mod coalescing;
 mod dashboard;

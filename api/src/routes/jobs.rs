@@ -20,7 +20,7 @@ use tollgate_core::domain::conversation::{
 };
 use tollgate_core::domain::{
     BatchId, ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest, GenerationOptions,
-    Job, JobId, JobRequest, JobStatus,
+    Job, JobId, JobRequest, JobStatus, SEVERAL_NOT_STREAMED, ValidationError,
 };
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -275,6 +275,9 @@ async fn submit(
     key: Option<Key>,
 ) -> Result<Response, ApiError> {
     let metadata = intake::check_metadata(extra.metadata)?;
+    if extra.stream && request.choices() > 1 {
+        return Err(ValidationError::new("options.n", SEVERAL_NOT_STREAMED).into());
+    }
     let places = ImagePlaces::native(&request);
     intake::served_request(state, &caller, &request, &places).await?;
     let webhook_url = match extra.webhook_url {

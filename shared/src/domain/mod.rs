@@ -38,8 +38,9 @@ pub use rate::{Decision, RateLimit};
 pub use reasoning::{Effort, Reasoning};
 pub use request::{
     AnswerFormat, ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest,
-    GenerationOptions, JobRequest, MAX_EMBEDDING_INPUTS, MAX_MESSAGES, MAX_STOP_TEXTS,
-    MAX_TEXT_CHARS, ModelName, ValidationError,
+    GenerationOptions, JobRequest, MAX_CHOICES, MAX_EMBEDDING_INPUTS, MAX_MESSAGES, MAX_STOP_TEXTS,
+    MAX_TEXT_CHARS, MAX_TOP_LOGPROBS, ModelName, SEVERAL_NOT_STREAMED, ValidationError,
+    asked_logprobs,
 };
 pub use routing::{
     Candidate, DataPolicy, LocalWait, Route, RouteInput, RouteReason, Unserved, WhenBusy,

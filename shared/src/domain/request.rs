@@ -95,6 +95,16 @@ pub struct GenerationOptions {
     /// called without it. Left out, a model that reasons by default is told not to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<Reasoning>,
+    /// How many answers to give, each its own choice (1 to 8). A provider that gives one per call
+    /// (Ollama) is called as many times, and billed as called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 8)]
+    pub n: Option<u8>,
+    /// The answer's tokens with their log probabilities and this many likeliest alternatives at
+    /// each (0 to 20), where the provider gives them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 20)]
+    pub logprobs: Option<u8>,
 }
 
 /// A form the answer must take.
@@ -106,6 +116,13 @@ pub enum AnswerFormat {
 
 /// Most stop texts in one request (OpenAI's limit).
 pub const MAX_STOP_TEXTS: usize = 4;
+/// Most answers one request asks for (`n`).
+pub const MAX_CHOICES: u8 = 8;
+/// Why a streamed request may not ask for several answers (a stream carries one).
+pub const SEVERAL_NOT_STREAMED: &str =
+    "several answers are given whole: ask for them without streaming";
+/// Most alternatives a token's log probabilities come with (OpenAI's and Ollama's limit).
+pub const MAX_TOP_LOGPROBS: u8 = 20;
 
 impl GenerationOptions {
     pub fn validate(self) -> Result<Self, ValidationError> {
@@ -136,6 +153,18 @@ impl GenerationOptions {
         if let Some(system) = &self.system {
             check_text("options.system", system)?;
         }
+        if self.n.is_some_and(|n| !(1..=MAX_CHOICES).contains(&n)) {
+            return Err(ValidationError::new(
+                "options.n",
+                format!("must be between 1 and {MAX_CHOICES}"),
+            ));
+        }
+        if self.logprobs.is_some_and(|k| k > MAX_TOP_LOGPROBS) {
+            return Err(ValidationError::new(
+                "options.logprobs",
+                format!("must be between 0 and {MAX_TOP_LOGPROBS}"),
+            ));
+        }
         if let Some(stop) = &self.stop {
             if stop.len() > MAX_STOP_TEXTS {
                 return Err(ValidationError::new(
@@ -151,6 +180,33 @@ impl GenerationOptions {
             }
         }
         Ok(self)
+    }
+}
+
+/// `logprobs` and `top_logprobs`, as OpenAI and Ollama both take them, as the request's log
+/// probabilities: `top_logprobs`
+/// alternatives (none when left out) for each token, when `logprobs` is true.
+pub fn asked_logprobs(
+    asked: Option<bool>,
+    top: Option<u32>,
+) -> Result<Option<u8>, ValidationError> {
+    let top = match top {
+        None => 0,
+        Some(top) if top <= u32::from(MAX_TOP_LOGPROBS) => top as u8,
+        Some(_) => {
+            return Err(ValidationError::new(
+                "top_logprobs",
+                format!("must be between 0 and {MAX_TOP_LOGPROBS}"),
+            ));
+        }
+    };
+    match asked {
+        Some(true) => Ok(Some(top)),
+        _ if top > 0 => Err(ValidationError::new(
+            "top_logprobs",
+            "needs \"logprobs\": true",
+        )),
+        _ => Ok(None),
     }
 }
 
@@ -322,14 +378,24 @@ impl JobRequest {
         }
     }
 
-    /// The most completion tokens the request can cause: its `max_tokens`, else `default`;
-    /// embeddings produce none.
-    pub fn max_completion_tokens(&self, default: u32) -> u32 {
+    /// How many answers it asks for (at least one).
+    pub fn choices(&self) -> u8 {
         match self {
+            Self::Generate(r) => r.options.n.unwrap_or(1),
+            Self::Chat(r) => r.options.n.unwrap_or(1),
+            Self::Embedding(_) => 1,
+        }
+    }
+
+    /// The most completion tokens the request can cause: its `max_tokens` (else `default`) for
+    /// each answer it asks for; embeddings produce none.
+    pub fn max_completion_tokens(&self, default: u32) -> u32 {
+        let each = match self {
             Self::Generate(r) => r.options.max_tokens.unwrap_or(default),
             Self::Chat(r) => r.options.max_tokens.unwrap_or(default),
             Self::Embedding(_) => 0,
-        }
+        };
+        each.saturating_mul(u32::from(self.choices()))
     }
 
     /// The form its answer must take, made ready to check answers against (once per run); `None`

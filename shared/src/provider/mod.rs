@@ -22,7 +22,7 @@ pub use ollama::OllamaClient;
 pub use ollama_models::{DeleteError, InstalledModel, OllamaModels, model_key};
 pub use openai::OpenAiClient;
 
-use crate::domain::conversation::Reply;
+use crate::domain::conversation::{Reply, choices_result};
 use crate::domain::{JobErrorCode, JobRequest, ProviderName, Reasoning};
 
 /// What a successful provider call produced.
@@ -76,22 +76,22 @@ impl Completion {
         let prompt = self
             .prompt_tokens
             .unwrap_or_else(|| crate::billing::estimate_tokens(&request.input_text()));
+        let replies = self.replies();
         let completion = self.completion_tokens.unwrap_or_else(|| {
-            let written = self
-                .reply()
-                .map(|reply| reply.written())
-                .unwrap_or_default();
+            let written: String = replies.iter().map(Reply::written).collect();
             crate::billing::estimate_tokens(&written)
         });
         // A provider that shows its reasoning and counts none of it (Ollama) spent about what
         // the reasoning's text holds.
         let reasoning = match self.details.reasoning {
-            0 => self
-                .reply()
-                .and_then(|reply| reply.thinking)
-                .map_or(0, |thinking| {
-                    crate::billing::estimate_tokens(&thinking.text)
-                }),
+            0 => {
+                let thought: String = replies
+                    .iter()
+                    .filter_map(|reply| reply.thinking.as_ref())
+                    .map(|thinking| thinking.text.as_str())
+                    .collect();
+                crate::billing::estimate_tokens(&thought)
+            }
             counted => counted,
         };
         let details = TokenDetails {
@@ -106,9 +106,15 @@ impl Completion {
         }
     }
 
-    /// A generate or chat job's reply; `None` for embeddings.
+    /// A generate or chat job's reply (its first, when it asked for several); `None` for
+    /// embeddings.
     pub fn reply(&self) -> Option<Reply> {
         Reply::from_any_result(&self.result)
+    }
+
+    /// Every reply it holds, in order (none for embeddings).
+    pub fn replies(&self) -> Vec<Reply> {
+        crate::domain::conversation::replies_of(&self.result)
     }
 }
 
@@ -187,9 +193,16 @@ fn image_text(
 
 /// A generate or chat job's `result` for its reply.
 pub fn reply_result(request: &JobRequest, reply: &Reply) -> Value {
+    replies_result(request, std::slice::from_ref(reply))
+}
+
+/// The same for its replies (several when it asked for more than one answer).
+pub fn replies_result(request: &JobRequest, replies: &[Reply]) -> Value {
     match request {
-        JobRequest::Chat(_) => reply.to_result(),
-        JobRequest::Generate(_) | JobRequest::Embedding(_) => reply.generated_result(),
+        JobRequest::Chat(_) => choices_result(replies, Reply::to_result),
+        JobRequest::Generate(_) | JobRequest::Embedding(_) => {
+            choices_result(replies, Reply::generated_result)
+        }
     }
 }
 

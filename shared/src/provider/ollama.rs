@@ -1,7 +1,8 @@
 //! A client for Ollama's native API (`/api/generate`, `/api/chat`, `/api/embed`): one JSON answer,
 //! or for a streaming job the NDJSON stream, a line per piece of text or reasoning (or per whole
 //! tool call) and a last `done` line with the counts and why it stopped. The call's reasoning is
-//! `think`, Ollama's thinking read back from `thinking`.
+//! `think`, Ollama's thinking read back from `thinking`; log probabilities are asked for with
+//! `logprobs` and read back from each line's. A request for several answers is as many calls.
 
 use std::time::Duration;
 
@@ -42,7 +43,51 @@ struct AnswerLine {
     done_reason: Option<String>,
     prompt_eval_count: Option<i32>,
     eval_count: Option<i32>,
+    /// The tokens' log probabilities, when asked for (a line's own, when streamed).
+    logprobs: Option<Vec<Value>>,
     error: Option<String>,
+}
+
+impl AnswerLine {
+    /// A whole answer's reply.
+    fn into_reply(self) -> Result<Reply, ProviderError> {
+        let (text, thinking, calls) = match self.message {
+            Some(m) => (m.content, m.thinking, m.tool_calls),
+            None => (
+                self.response.unwrap_or_default(),
+                self.thinking.unwrap_or_default(),
+                Vec::new(),
+            ),
+        };
+        let calls = answered_calls(calls)?;
+        let mut reply = Reply::answered(text, calls, None, self.done_reason.as_deref())
+            .with_thinking(thinking, None);
+        reply.logprobs = self.logprobs.map(Value::Array);
+        Ok(reply)
+    }
+}
+
+/// Counts of several calls added up; `None` while none was reported.
+fn add(sum: Option<i32>, count: Option<i32>) -> Option<i32> {
+    match (sum, count) {
+        (Some(sum), Some(count)) => Some(sum.saturating_add(count)),
+        (sum, count) => sum.or(count),
+    }
+}
+
+/// The seed of each call of a request asking for `choices` answers: one call with the request's
+/// own seed (`None`: the body's as it is); for several, consecutive seeds from the request's, or
+/// from a random one, so that the answers differ and each is reproducible.
+fn choice_seeds(body: &Value, choices: u8) -> Vec<Option<i64>> {
+    if choices <= 1 {
+        return vec![None];
+    }
+    let first = body["options"]["seed"]
+        .as_i64()
+        .unwrap_or_else(|| i64::from(rand::random::<u32>()));
+    (0..i64::from(choices))
+        .map(|i| Some(first.wrapping_add(i)))
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -71,39 +116,38 @@ impl OllamaClient {
         }
     }
 
-    /// Runs `request` on `model`, the upstream name the job's model routes to.
+    /// Runs `request` on `model`, the upstream name the job's model routes to: once for each
+    /// answer it asks for (Ollama gives one a call), each with a seed of its own so the answers
+    /// differ, billed as called.
     pub async fn run(
         &self,
         request: &JobRequest,
         model: &str,
         reasoning: Option<Reasoning>,
     ) -> Result<Completion, ProviderError> {
-        let (path, body) = match request {
+        let (path, mut body) = match request {
             JobRequest::Generate(r) => ("/api/generate", generate_body(r, model, reasoning)?),
             JobRequest::Chat(r) => ("/api/chat", chat_body(r, model, reasoning)?),
             JobRequest::Embedding(r) => return self.embed(r, model).await,
         };
-        let (answer, status_code): (AnswerLine, _) = self.post(path, &body).await?;
-        let (text, thinking, calls) = match answer.message {
-            Some(m) => (m.content, m.thinking, m.tool_calls),
-            None => (
-                answer.response.unwrap_or_default(),
-                answer.thinking.unwrap_or_default(),
-                Vec::new(),
-            ),
-        };
-        let reply = Reply::answered(
-            text,
-            answered_calls(calls)?,
-            None,
-            answer.done_reason.as_deref(),
-        )
-        .with_thinking(thinking, None);
+        let mut replies = Vec::new();
+        let (mut prompt, mut eval) = (None, None);
+        let (mut upstream_model, mut status_code) = (String::new(), 200);
+        for seed in choice_seeds(&body, request.choices()) {
+            if let Some(seed) = seed {
+                body["options"]["seed"] = json!(seed);
+            }
+            let (answer, status): (AnswerLine, _) = self.post(path, &body).await?;
+            prompt = add(prompt, answer.prompt_eval_count);
+            eval = add(eval, answer.eval_count);
+            (upstream_model, status_code) = (answer.model.clone(), status);
+            replies.push(answer.into_reply()?);
+        }
         Ok(Completion {
-            result: super::reply_result(request, &reply),
-            upstream_model: answer.model,
-            prompt_tokens: answer.prompt_eval_count,
-            completion_tokens: answer.eval_count,
+            result: super::replies_result(request, &replies),
+            upstream_model,
+            prompt_tokens: prompt,
+            completion_tokens: eval,
             details: TokenDetails::default(),
             status_code,
         })
@@ -131,6 +175,7 @@ impl OllamaClient {
         let status_code = response.status().as_u16();
         let mut lines = std::pin::pin!(http::ndjson_lines(response.bytes_stream()));
         let (mut text, mut thinking, mut calls) = (String::new(), String::new(), Vec::new());
+        let mut logprobs: Option<Vec<Value>> = None;
         while let Some(line) = lines.next().await {
             let line: AnswerLine =
                 serde_json::from_value(line?).map_err(|e| http::unreadable(&e))?;
@@ -139,6 +184,9 @@ impl OllamaClient {
                     JobErrorCode::ProviderError,
                     format!("Ollama failed mid-answer: {error}"),
                 ));
+            }
+            if let Some(more) = line.logprobs {
+                logprobs.get_or_insert_with(Vec::new).extend(more);
             }
             let (piece, thought) = match line.message {
                 Some(message) => {
@@ -156,8 +204,9 @@ impl OllamaClient {
                 text.push_str(&piece);
             }
             if line.done {
-                let reply = Reply::answered(text, calls, None, line.done_reason.as_deref())
+                let mut reply = Reply::answered(text, calls, None, line.done_reason.as_deref())
                     .with_thinking(thinking, None);
+                reply.logprobs = logprobs.map(Value::Array);
                 return Ok(Completion {
                     result: super::reply_result(request, &reply),
                     upstream_model: line.model,
@@ -217,6 +266,7 @@ fn generate_body(
     if let Some(reasoning) = reasoning {
         body["think"] = reasoning.to_ollama();
     }
+    add_logprobs(&mut body, &r.options);
     if let Some(system) = &r.options.system {
         body["system"] = json!(system);
     }
@@ -244,6 +294,7 @@ fn chat_body(
     if let Some(reasoning) = reasoning {
         body["think"] = reasoning.to_ollama();
     }
+    add_logprobs(&mut body, &r.options);
     if let Some(tools) = ollama_messages::tools(&r.conversation) {
         body["tools"] = tools;
     }
@@ -276,4 +327,12 @@ fn options(o: &GenerationOptions) -> Value {
         options.insert("stop".into(), json!(stop));
     }
     Value::Object(options)
+}
+
+/// Asks for the tokens' log probabilities, with `top` alternatives each, when the request does.
+fn add_logprobs(body: &mut Value, o: &GenerationOptions) {
+    if let Some(top) = o.logprobs {
+        body["logprobs"] = json!(true);
+        body["top_logprobs"] = json!(top);
+    }
 }

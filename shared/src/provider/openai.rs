@@ -3,6 +3,9 @@
 //! tools, or a call asking for reasoning goes to Chat Completions instead, streamed as SSE with
 //! the usage in its last chunk.
 //!
+//! Several answers (`n`) and log probabilities (`logprobs`, `top_logprobs`) go to Chat
+//! Completions, which gives each choice's.
+//!
 //! The call's reasoning is `reasoning_effort` (`reasoning.effort` on the Responses API); a model
 //! that refuses it (an error naming that parameter) is asked again without it, and the job says
 //! its reasoning was dropped. Reasoning comes back as the Responses API's reasoning items (their
@@ -106,11 +109,44 @@ struct ChatCompletion {
 
 #[derive(Deserialize)]
 struct Choice {
+    #[serde(default)]
+    index: u32,
     /// A streamed chunk's piece.
     delta: Option<ChoiceMessage>,
     /// A whole answer's message.
     message: Option<ChoiceMessage>,
     finish_reason: Option<String>,
+    logprobs: Option<ChoiceLogprobs>,
+}
+
+/// A choice's log probabilities: its tokens' (a chunk's own, when streamed).
+#[derive(Deserialize)]
+struct ChoiceLogprobs {
+    content: Option<Vec<Value>>,
+}
+
+impl Choice {
+    /// A whole answer's choice as its reply.
+    fn into_reply(self) -> Result<Reply, ProviderError> {
+        let mut calls = CallsGathered::default();
+        let (text, refusal, thinking) = match self.message {
+            Some(message) => {
+                calls.add(message.tool_calls);
+                let thinking = message.reasoning_content.or(message.reasoning);
+                (
+                    message.content.unwrap_or_default(),
+                    message.refusal,
+                    thinking,
+                )
+            }
+            None => (String::new(), None, None),
+        };
+        let reason = self.finish_reason.as_deref();
+        let mut reply = Reply::answered(text, calls.into_calls()?, refusal, reason)
+            .with_thinking(thinking.unwrap_or_default(), None);
+        reply.logprobs = self.logprobs.and_then(|l| l.content).map(Value::Array);
+        Ok(reply)
+    }
 }
 
 #[derive(Deserialize)]
@@ -212,8 +248,15 @@ impl OpenAiClient {
         reasoning: Option<Reasoning>,
     ) -> Result<Completion, ProviderError> {
         // Reasoning goes to Chat Completions too: OpenAI-compatible servers write reasoning out
-        // only there (`reasoning_content`), and OpenAI's Responses API gives none unasked.
-        let reasons = reasoning.is_some();
+        // only there (`reasoning_content`), and OpenAI's Responses API gives none unasked; as do
+        // several answers and log probabilities, which only it gives.
+        let options = match request {
+            JobRequest::Generate(r) => &r.options,
+            JobRequest::Chat(r) => &r.options,
+            JobRequest::Embedding(r) => return self.embed(r, model).await,
+        };
+        let reasons =
+            reasoning.is_some() || options.n.is_some_and(|n| n > 1) || options.logprobs.is_some();
         match request {
             JobRequest::Generate(GenerateRequest {
                 options, images, ..
@@ -276,6 +319,7 @@ impl OpenAiClient {
         let (mut text, mut upstream_model, mut usage) = (String::new(), String::new(), None);
         let (mut calls, mut refusal, mut finish) = (CallsGathered::default(), None, None);
         let mut thinking = String::new();
+        let mut logprobs: Option<Vec<Value>> = None;
         while let Some(event) = events.next().await {
             let event = event.map_err(|e| match e {
                 eventsource_stream::EventStreamError::Transport(e) => http::transport_error(e),
@@ -283,8 +327,9 @@ impl OpenAiClient {
             })?;
             if event.data == "[DONE]" {
                 let calls = calls.into_calls()?;
-                let reply = Reply::answered(text, calls, refusal, finish.as_deref())
+                let mut reply = Reply::answered(text, calls, refusal, finish.as_deref())
                     .with_thinking(thinking, None);
+                reply.logprobs = logprobs.map(Value::Array);
                 return Ok(Completion {
                     result: super::reply_result(request, &reply),
                     upstream_model,
@@ -310,6 +355,9 @@ impl OpenAiClient {
                 continue;
             };
             finish = choice.finish_reason.or(finish);
+            if let Some(more) = choice.logprobs.and_then(|l| l.content) {
+                logprobs.get_or_insert_with(Vec::new).extend(more);
+            }
             let Some(delta) = choice.delta else {
                 continue;
             };
@@ -337,26 +385,15 @@ impl OpenAiClient {
         reasoning: Option<Reasoning>,
     ) -> Result<Completion, ProviderError> {
         let body = chat_completions_body(request, model, reasoning)?;
-        let (answer, status): (ChatCompletion, _) = self.post("/chat/completions", &body).await?;
-        let choice = answer.choices.into_iter().next();
-        let finish = choice.as_ref().and_then(|c| c.finish_reason.clone());
-        let mut calls = CallsGathered::default();
-        let (text, refusal, thinking) = match choice.and_then(|c| c.message) {
-            Some(message) => {
-                calls.add(message.tool_calls);
-                let thinking = message.reasoning_content.or(message.reasoning);
-                (
-                    message.content.unwrap_or_default(),
-                    message.refusal,
-                    thinking,
-                )
-            }
-            None => (String::new(), None, None),
-        };
-        let reply = Reply::answered(text, calls.into_calls()?, refusal, finish.as_deref())
-            .with_thinking(thinking.unwrap_or_default(), None);
+        let (mut answer, status): (ChatCompletion, _) =
+            self.post("/chat/completions", &body).await?;
+        answer.choices.sort_by_key(|choice| choice.index);
+        let replies = std::mem::take(&mut answer.choices)
+            .into_iter()
+            .map(Choice::into_reply)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Completion {
-            result: super::reply_result(request, &reply),
+            result: super::replies_result(request, &replies),
             upstream_model: answer.model,
             prompt_tokens: answer.usage.as_ref().map(|u| u.prompt_tokens),
             completion_tokens: answer.usage.as_ref().map(|u| u.completion_tokens),
@@ -581,6 +618,13 @@ fn chat_completions_body(
     }
     if let Some(effort) = reasoning.and_then(Reasoning::to_openai) {
         body["reasoning_effort"] = json!(effort);
+    }
+    if let Some(n) = o.n.filter(|&n| n > 1) {
+        body["n"] = json!(n);
+    }
+    if let Some(top) = o.logprobs {
+        body["logprobs"] = json!(true);
+        body["top_logprobs"] = json!(top);
     }
     Ok(body)
 }

@@ -127,7 +127,7 @@ pub(super) async fn call_once(
     answer
 }
 
-/// The answer, or — when the request asks for a JSON schema or object and the answer is a whole
+/// The answer, or — when the request asks for a JSON schema or object and an answer is a whole
 /// text that does not match — the failure naming its first violation, with the tokens it cost.
 /// An answer cut short, refused or calling tools is passed on as it is: there is nothing to check.
 fn checked(
@@ -137,13 +137,17 @@ fn checked(
     let Some(schema) = call.answer_schema else {
         return Ok(completion);
     };
-    let Some(reply) = completion.reply().filter(|reply| reply.is_checkable()) else {
-        return Ok(completion);
-    };
-    let started = Instant::now();
-    let verdict = schema.check(&reply.text);
-    call.metrics
-        .answer_checked(started.elapsed(), verdict.is_ok());
+    // Every answer (a request may ask for several) must match.
+    let mut verdict = Ok(());
+    for reply in completion.replies().iter().filter(|r| r.is_checkable()) {
+        let started = Instant::now();
+        verdict = schema.check(&reply.text);
+        call.metrics
+            .answer_checked(started.elapsed(), verdict.is_ok());
+        if verdict.is_err() {
+            break;
+        }
+    }
     match verdict {
         Ok(()) => Ok(completion),
         Err(violation) => {

@@ -168,7 +168,11 @@ fn last_line(kind: JobKind, job: &Job, reply: &Reply, max_tokens: Option<u32>) -
         "prompt_eval_count": prompt, "prompt_eval_duration": 0, "eval_count": completion,
         "eval_duration": 0,
     });
-    with(line, content(kind, reply))
+    let mut line = with(line, content(kind, reply));
+    if let Some(logprobs) = &reply.logprobs {
+        line["logprobs"] = logprobs.clone();
+    }
+    line
 }
 
 /// An NDJSON stream: a line per piece, then the counts, or an error line.
@@ -220,7 +224,9 @@ impl Dialect for Lines {
                                                "tool_calls": calls } }))
             })
             .collect();
-        let rest = Reply::text("", reply.finish);
+        // The tokens' log probabilities come whole, with the last line.
+        let mut rest = Reply::text("", reply.finish);
+        rest.logprobs = reply.logprobs;
         lines.push(last_line(self.kind, job, &rest, self.max_tokens));
         lines
     }

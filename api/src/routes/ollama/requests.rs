@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tollgate_core::domain::conversation::Conversation;
 use tollgate_core::domain::{
     ChatRequest, EmbeddingInput, EmbeddingRequest, GenerateRequest, GenerationOptions,
-    MAX_STOP_TEXTS, Reasoning, ValidationError,
+    MAX_STOP_TEXTS, Reasoning, ValidationError, asked_logprobs,
 };
 
 use super::conversation::{self, OllamaMessage, OllamaTool};
@@ -49,8 +49,12 @@ pub struct ChatBody {
     pub tools: Option<Vec<OllamaTool>>,
     #[schema(schema_with = think)]
     pub think: Option<Value>,
-    #[schema(schema_with = switched_off)]
+    /// The answer's tokens with their log probabilities (`logprobs`), where the upstream gives
+    /// them.
     pub logprobs: Option<bool>,
+    /// How many likeliest alternatives each token comes with (0 to 20; needs `logprobs`).
+    #[schema(minimum = 0, maximum = 20)]
+    pub top_logprobs: Option<u32>,
     pub stream: Option<bool>,
     #[schema(schema_with = json_format)]
     pub format: Option<Value>,
@@ -72,8 +76,12 @@ pub struct GenerateBody {
     pub images: Option<Vec<String>>,
     #[schema(schema_with = think)]
     pub think: Option<Value>,
-    #[schema(schema_with = switched_off)]
+    /// The answer's tokens with their log probabilities (`logprobs`), where the upstream gives
+    /// them.
     pub logprobs: Option<bool>,
+    /// How many likeliest alternatives each token comes with (0 to 20; needs `logprobs`).
+    #[schema(minimum = 0, maximum = 20)]
+    pub top_logprobs: Option<u32>,
     pub stream: Option<bool>,
     #[schema(schema_with = json_format)]
     pub format: Option<Value>,
@@ -127,15 +135,6 @@ fn think() -> utoipa::openapi::schema::Object {
         .build()
 }
 
-/// `logprobs` as it is taken: left out, `null` or `false` (see [`not_asked`]).
-fn switched_off() -> utoipa::openapi::schema::Object {
-    utoipa::openapi::schema::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::Boolean)
-        .enum_values(Some([Value::Bool(false), Value::Null]))
-        .description(Some("Only switched off: not reported by this gateway"))
-        .build()
-}
-
 /// `format` as it is taken: `"json"`, a JSON schema, or nothing.
 fn json_format() -> utoipa::openapi::schema::Object {
     utoipa::openapi::schema::ObjectBuilder::new()
@@ -156,9 +155,9 @@ pub struct Call<T> {
 
 impl ChatBody {
     pub fn parse(self) -> Result<Call<ChatRequest>, ValidationError> {
-        not_asked(self.logprobs)?;
         let mut options = options(self.options)?;
         options.reasoning = Reasoning::from_ollama(&self.think.unwrap_or_default())?;
+        options.logprobs = asked_logprobs(self.logprobs, self.top_logprobs)?;
         let mut places = ImagePlaces::default();
         let conversation = Conversation {
             messages: conversation::messages(self.messages, &mut places)?,
@@ -178,10 +177,10 @@ impl ChatBody {
 
 impl GenerateBody {
     pub fn parse(self) -> Result<Call<GenerateRequest>, ValidationError> {
-        not_asked(self.logprobs)?;
         let mut options = options(self.options)?;
         options.system = self.system;
         options.reasoning = Reasoning::from_ollama(&self.think.unwrap_or_default())?;
+        options.logprobs = asked_logprobs(self.logprobs, self.top_logprobs)?;
         let output = conversation::output(self.format)?;
         let mut places = ImagePlaces::default();
         let images = conversation::images(self.images.unwrap_or_default(), "images", &mut places);
@@ -215,17 +214,6 @@ impl EmbeddingsBody {
             _ => e,
         })
     }
-}
-
-/// Log probabilities are not reported: they may be sent only switched off.
-fn not_asked(logprobs: Option<bool>) -> Result<(), ValidationError> {
-    if logprobs == Some(true) {
-        return Err(ValidationError::new(
-            "logprobs",
-            "log probabilities are not reported",
-        ));
-    }
-    Ok(())
 }
 
 /// Embeddings take no sampling options; an empty object is what some clients send.
@@ -272,6 +260,8 @@ fn options(given: Option<OllamaOptions>) -> Result<GenerationOptions, Validation
         format: None,
         system: None,
         reasoning: None,
+        n: None,
+        logprobs: None,
     };
     options.validate().map_err(|e| match e.field.as_str() {
         "options.max_tokens" => ValidationError::new("options.num_predict", e.message),

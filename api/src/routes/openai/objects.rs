@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tollgate_core::db::batches::{Batch, ItemResult};
 use tollgate_core::db::files::StoredFile;
-use tollgate_core::domain::conversation::{Finish, Reply};
+use tollgate_core::domain::conversation::{Finish, Reply, replies_of};
 use tollgate_core::domain::openai_batch::Endpoint;
 use tollgate_core::domain::{Job, JobId};
 use utoipa::ToSchema;
@@ -327,6 +327,32 @@ pub fn job_answer(endpoint: Endpoint, job: &Job, max_tokens: Option<u32>) -> Val
     answer(endpoint, &answered)
 }
 
+/// Chat Completions' `choices`: each reply the result holds (several when the request asked for
+/// `n`), with its log probabilities; `finish` is the first's, which a result written before
+/// replies kept theirs needs.
+fn chat_choices(result: &Value, finish: Finish) -> Vec<Value> {
+    let mut replies = replies_of(result);
+    if replies.is_empty() {
+        replies.push(Reply::text("", None));
+    }
+    replies
+        .iter()
+        .enumerate()
+        .map(|(index, reply)| {
+            let finish = match index {
+                0 => finish,
+                _ => reply.finish.unwrap_or(Finish::Stop),
+            };
+            json!({
+                "index": index,
+                "message": replies::chat_message(reply),
+                "logprobs": replies::chat_logprobs(reply),
+                "finish_reason": finish.as_str(),
+            })
+        })
+        .collect()
+}
+
 /// Chat Completions' `usage`, with the reasoning and cached parts of its counts.
 pub fn chat_usage(tokens: Tokens) -> Value {
     json!({
@@ -375,12 +401,7 @@ pub fn answer(endpoint: Endpoint, answered: &Answered<'_>) -> Value {
             "object": "chat.completion",
             "created": created,
             "model": model,
-            "choices": [{
-                "index": 0,
-                "message": replies::chat_message(&reply),
-                "logprobs": null,
-                "finish_reason": answered.finish.as_str(),
-            }],
+            "choices": chat_choices(result, answered.finish),
             "usage": chat_usage(tokens),
         }),
         Endpoint::Responses => json!({

@@ -27,6 +27,15 @@ pub fn chat_message(reply: &Reply) -> Value {
     message
 }
 
+/// A choice's `logprobs` as Chat Completions writes them: `{"content": [...], "refusal": null}`,
+/// or `null` when none were asked for or given.
+pub fn chat_logprobs(reply: &Reply) -> Value {
+    match &reply.logprobs {
+        Some(content) => json!({ "content": content, "refusal": null }),
+        None => Value::Null,
+    }
+}
+
 /// A call as Chat Completions writes it.
 pub fn chat_tool_call(call: &ToolCall) -> Value {
     json!({ "id": call.id, "type": "function",

@@ -4,7 +4,7 @@
 //!
 //! Messages, tools, the tool choice and the answer's format are read into the conversation model
 //! by [`super::conversation`], each image's place noted. Whatever Tollgate cannot honour (audio,
-//! several choices, log probabilities) is refused by name rather than silently dropped: an unknown parameter fails
+//! several choices streamed) is refused by name rather than silently dropped: an unknown parameter fails
 //! deserialization with its path, and the few known ones that only some values of are honoured
 //! are checked here.
 
@@ -12,7 +12,8 @@ use serde::Deserialize;
 
 use tollgate_core::domain::conversation::{Conversation, Message, Role};
 use tollgate_core::domain::{
-    ChatRequest, EmbeddingInput, EmbeddingRequest, GenerationOptions, Reasoning, ValidationError,
+    ChatRequest, EmbeddingInput, EmbeddingRequest, GenerationOptions, MAX_CHOICES, Reasoning,
+    SEVERAL_NOT_STREAMED, ValidationError, asked_logprobs,
 };
 
 use crate::intake::images::ImagePlaces;
@@ -45,10 +46,16 @@ pub struct ChatCompletionBody {
     /// `xhigh`); its reasoning, when the upstream gives it, comes back as `reasoning_content`.
     /// A preference: a model that cannot reason answers without it.
     pub reasoning_effort: Option<String>,
-    /// Only one choice is generated; `n: 1` is accepted.
+    /// How many choices to give (1 to 8; not streamed). A provider that gives one a call
+    /// (Ollama) is called as many times, and billed as called.
+    #[schema(minimum = 1, maximum = 8)]
     pub n: Option<u32>,
-    /// Log probabilities are not reported; `logprobs: false` is accepted.
+    /// Each choice's tokens with their log probabilities (`choices[].logprobs.content`), where
+    /// the upstream gives them.
     pub logprobs: Option<bool>,
+    /// How many likeliest alternatives each token comes with (0 to 20; needs `logprobs: true`).
+    #[schema(minimum = 0, maximum = 20)]
+    pub top_logprobs: Option<u32>,
     /// An end-user id for the provider's abuse monitoring; Tollgate has its own attribution.
     #[serde(rename = "user")]
     pub _user: Option<String>,
@@ -168,16 +175,21 @@ pub struct ChatCompletion {
 
 impl ChatCompletionBody {
     pub fn parse(self) -> Result<ChatCompletion, ValidationError> {
-        if self.n.is_some_and(|n| n != 1) {
-            return Err(ValidationError::new("n", "only one choice is generated"));
-        }
-        if self.logprobs == Some(true) {
-            return Err(ValidationError::new(
-                "logprobs",
-                "log probabilities are not reported",
-            ));
-        }
         let stream = self.stream == Some(true);
+        let n = match self.n {
+            None => None,
+            Some(n @ 1..=8) => Some(n as u8),
+            Some(_) => {
+                return Err(ValidationError::new(
+                    "n",
+                    format!("must be between 1 and {MAX_CHOICES}"),
+                ));
+            }
+        };
+        if stream && n.is_some_and(|n| n > 1) {
+            return Err(ValidationError::new("n", SEVERAL_NOT_STREAMED));
+        }
+        let logprobs = asked_logprobs(self.logprobs, self.top_logprobs)?;
         if self.stream_options.is_some() && !stream {
             return Err(ValidationError::new(
                 "stream_options",
@@ -211,6 +223,8 @@ impl ChatCompletionBody {
                 .reasoning_effort
                 .map(|effort| Reasoning::from_openai(&effort, "reasoning_effort"))
                 .transpose()?,
+            n,
+            logprobs,
         };
         let request = ChatRequest::new(&self.model, conversation, Some(options))
             .map_err(|error| chat_field(error.unnest("options.")))?;
@@ -342,8 +356,13 @@ mod tests {
             body
         };
         for (extra, field) in [
-            (json!({ "n": 2 }), "n"),
-            (json!({ "logprobs": true }), "logprobs"),
+            (json!({ "n": 9 }), "n"),
+            (json!({ "n": 2, "stream": true }), "n"),
+            (json!({ "top_logprobs": 3 }), "top_logprobs"),
+            (
+                json!({ "logprobs": true, "top_logprobs": 21 }),
+                "top_logprobs",
+            ),
             (
                 json!({ "stream_options": { "include_usage": true } }),
                 "stream_options",

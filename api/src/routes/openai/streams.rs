@@ -41,6 +41,10 @@ impl ChunkWriter {
     }
 
     fn chunk(&self, delta: Value, finish_reason: Value) -> Event {
+        data(&self.chunk_value(delta, finish_reason))
+    }
+
+    fn chunk_value(&self, delta: Value, finish_reason: Value) -> Value {
         let mut chunk = json!({
             "id": self.id, "object": "chat.completion.chunk", "created": self.created,
             "model": self.model, "system_fingerprint": null,
@@ -50,7 +54,7 @@ impl ChunkWriter {
         if self.include_usage {
             chunk["usage"] = Value::Null;
         }
-        data(&chunk)
+        chunk
     }
 }
 
@@ -89,7 +93,11 @@ impl Dialect for ChunkWriter {
             events.push(self.chunk(json!({ "tool_calls": [arguments] }), Value::Null));
         }
         let finish = crate::calls::answer::finish(job, self.max_tokens);
-        events.push(self.chunk(json!({}), json!(finish.as_str())));
+        let mut last = self.chunk_value(json!({}), json!(finish.as_str()));
+        // The tokens' log probabilities come whole, with the end: a client adding up each
+        // chunk's gets them all.
+        last["choices"][0]["logprobs"] = replies::chat_logprobs(&reply);
+        events.push(data(&last));
         if self.include_usage {
             let usage = objects::chat_usage(Tokens::of(job));
             events.push(data(&json!({

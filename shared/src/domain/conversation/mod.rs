@@ -30,7 +30,7 @@ pub use image::{
     DEFAULT_MAX_IMAGE_BYTES, Image, ImageDetail, ImageRefused, ImageSource, KeptImage, MediaType,
 };
 pub use output::{AnswerSchema, JsonSchemaFormat, OutputFormat, Violation};
-pub use reply::{Finish, Reply, answered_call, new_call_id};
+pub use reply::{Finish, Reply, answered_call, choices_result, new_call_id, replies_of};
 pub use tools::{Arguments, Tool, ToolChoice, tool_name};
 
 /// A conversation as a provider is asked to continue it.

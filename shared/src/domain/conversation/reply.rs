@@ -3,9 +3,11 @@
 //! reports one, its reasoning when the model gave it, and why it stopped.
 //!
 //! Stored as `{"message": {"role": "assistant", "content", "tool_calls"?, "refusal"?,
-//! "thinking"?}, "finish_reason"?}` (a generate's as `{"text", "thinking"?, "finish_reason"?}`):
-//! a text reply reads as the previous release wrote it, and a result written before
-//! `finish_reason` existed reads with the stop reason left to the counts.
+//! "thinking"?}, "logprobs"?, "finish_reason"?}` (a generate's as `{"text", "thinking"?,
+//! "logprobs"?, "finish_reason"?}`): a text reply reads as the previous release wrote it, and a
+//! result written before `finish_reason` existed reads with the stop reason left to the counts.
+//! Several replies (`n` > 1) are stored as the first's result with every reply's under
+//! `choices`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -57,6 +59,10 @@ pub struct Reply {
     pub refusal: Option<String>,
     /// The model's reasoning, when it gave it.
     pub thinking: Option<Thinking>,
+    /// The answer's tokens with their log probabilities, when asked for and given: a list of
+    /// `{token, logprob, bytes, top_logprobs}` (OpenAI's `logprobs.content`, Ollama's
+    /// `logprobs`: the same shape).
+    pub logprobs: Option<Value>,
     /// `None` in a result written before the reason was kept.
     pub finish: Option<Finish>,
 }
@@ -69,6 +75,7 @@ impl Reply {
             tool_calls: Vec::new(),
             refusal: None,
             thinking: None,
+            logprobs: None,
             finish,
         }
     }
@@ -98,6 +105,7 @@ impl Reply {
             tool_calls,
             refusal,
             thinking: None,
+            logprobs: None,
             finish: Some(finish),
         }
     }
@@ -123,10 +131,18 @@ impl Reply {
             message["thinking"] = json!(thinking);
         }
         let mut result = json!({ "message": message });
+        self.add_end(&mut result);
+        result
+    }
+
+    /// Its log probabilities and why it stopped, beside its text in a result.
+    fn add_end(&self, result: &mut Value) {
+        if let Some(logprobs) = &self.logprobs {
+            result["logprobs"] = logprobs.clone();
+        }
         if let Some(finish) = self.finish {
             result["finish_reason"] = json!(finish);
         }
-        result
     }
 
     /// A generate job's `result`: its text and why it stopped.
@@ -135,9 +151,7 @@ impl Reply {
         if let Some(thinking) = &self.thinking {
             result["thinking"] = json!(thinking);
         }
-        if let Some(finish) = self.finish {
-            result["finish_reason"] = json!(finish);
-        }
+        self.add_end(&mut result);
         result
     }
 
@@ -146,6 +160,7 @@ impl Reply {
         if let Some(text) = result.get("text").and_then(Value::as_str) {
             let mut reply = Self::text(text, finish_of(result));
             reply.thinking = thinking_of(result);
+            reply.logprobs = result.get("logprobs").cloned();
             return Some(reply);
         }
         Self::from_result(result)
@@ -177,8 +192,29 @@ impl Reply {
             tool_calls,
             refusal: message["refusal"].as_str().map(str::to_owned),
             thinking: thinking_of(message),
+            logprobs: result.get("logprobs").cloned(),
             finish: finish_of(result),
         })
+    }
+}
+
+/// The `result` of several replies (a request for more than one answer): the first's, as a
+/// reader of one answer reads it, with every reply's under `choices`, in order. `result` makes
+/// each reply's (a chat's or a generate's).
+pub fn choices_result(replies: &[Reply], result: impl Fn(&Reply) -> Value) -> Value {
+    let mut choices: Vec<Value> = replies.iter().map(result).collect();
+    let mut first = choices.first().cloned().unwrap_or(Value::Null);
+    if choices.len() > 1 {
+        first["choices"] = Value::Array(std::mem::take(&mut choices));
+    }
+    first
+}
+
+/// Every reply a generate or chat `result` holds, in order: its `choices`, or itself.
+pub fn replies_of(result: &Value) -> Vec<Reply> {
+    match result.get("choices").and_then(Value::as_array) {
+        Some(choices) => choices.iter().filter_map(Reply::from_any_result).collect(),
+        None => Reply::from_any_result(result).into_iter().collect(),
     }
 }
 
@@ -275,6 +311,27 @@ mod tests {
         );
         let none = Reply::text("4", None).with_thinking(String::new(), None);
         assert_eq!(none.thinking, None, "no reasoning, no part");
+    }
+
+    #[test]
+    fn several_replies_read_as_the_first_and_each_in_order() {
+        let replies = [
+            Reply::text("a", Some(Finish::Stop)),
+            Reply::text("b", Some(Finish::Length)),
+        ];
+        let result = choices_result(&replies, Reply::to_result);
+        assert_eq!(
+            result["message"]["content"], "a",
+            "a reader of one reads the first"
+        );
+        assert_eq!(replies_of(&result), replies);
+        let one = choices_result(&replies[..1], Reply::generated_result);
+        assert_eq!(
+            one,
+            json!({ "text": "a", "finish_reason": "stop" }),
+            "one is stored as one"
+        );
+        assert_eq!(replies_of(&one), replies[..1]);
     }
 
     #[test]
