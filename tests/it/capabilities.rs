@@ -198,3 +198,84 @@ async fn a_host_too_old_to_say_counts_as_able_to_do_everything() {
     assert!(text.contains(&seen(&pixel())), "{job}");
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cloud_route_declares_what_its_model_can_do() {
+    let stack = Stack::start().await;
+    stack
+        .patch_settings(&json!({ "ai_fallback_provider": "openai" }))
+        .await;
+    let put = |body: Value| {
+        let stack = &stack;
+        async move {
+            let response = stack
+                .admin(reqwest::Method::PUT, "/v1/admin/aliases/plain-cloud", &body)
+                .await;
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    // What cannot be declared is refused by name.
+    let (status, problem) = put(json!({ "routes": { "openai": "gpt-4.1-mini" },
+                                        "capabilities": { "openai": ["psychic"] } }))
+    .await;
+    assert_eq!(
+        (status, problem["field"].clone()),
+        (422, json!("capabilities.openai[0]"))
+    );
+    let (status, problem) = put(json!({ "routes": { "openai": "gpt-4.1-mini" },
+                                        "capabilities": { "ollama": ["completion"] } }))
+    .await;
+    assert_eq!(
+        (status, problem["field"].clone()),
+        (422, json!("capabilities.ollama"))
+    );
+    let (status, alias) = put(json!({ "routes": { "openai": "gpt-4.1-mini" },
+                                      "capabilities": { "openai": ["completion"] } }))
+    .await;
+    assert_eq!(status, 200, "{alias}");
+    assert_eq!(alias["capabilities"], json!({ "openai": ["completion"] }));
+    eventually("the declaration is routed by", || async {
+        let models: Value = stack
+            .get("/v1/models")
+            .await
+            .json()
+            .await
+            .unwrap_or_default();
+        models["data"].as_array().into_iter().flatten().any(|m| {
+            m["model"] == "plain-cloud"
+                && m["providers"][0]["capabilities"] == json!(["completion"])
+        })
+    })
+    .await;
+    // A request needing more than it declares is refused at intake, naming the field.
+    let mut image = showing(&format!("data:image/png;base64,{PIXEL}"));
+    image["model"] = json!("plain-cloud");
+    let (status, problem) = submit(&stack, &image).await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(
+        (problem["code"].as_str(), problem["field"].as_str()),
+        (
+            Some("model_lacks_capability"),
+            Some("messages[0].content[1]")
+        )
+    );
+    let tools = json!({ "model": "plain-cloud",
+                        "messages": [{ "role": "user", "content": "Weather?" }],
+                        "tools": [{ "name": "get_weather", "parameters": { "type": "object" } }] });
+    let (status, problem) = submit(&stack, &tools).await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("tools")));
+    // Reasoning asked of it is dropped before the call: no refused round trip to OpenAI.
+    let reasoned = json!({ "model": "plain-cloud",
+                           "messages": [{ "role": "user", "content": "Why?" }],
+                           "options": { "reasoning": "high" } });
+    let (status, job) = submit(&stack, &reasoned).await;
+    assert_eq!(
+        (status, job["status"].as_str()),
+        (200, Some("succeeded")),
+        "{job}"
+    );
+    assert_eq!(job["result"]["reasoning_dropped"], true, "{job}");
+    assert_eq!(stack.openai.calls("/v1/chat/completions"), 0);
+    stack.stop().await;
+}

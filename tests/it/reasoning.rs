@@ -190,3 +190,156 @@ async fn the_ollama_python_package_thinks() {
     );
     stack.stop().await;
 }
+
+/// A surface's dialect, as the reasoning table drives it.
+#[derive(Clone, Copy, Debug)]
+enum Surface {
+    Chat,
+    Responses,
+    Ollama,
+    Native,
+}
+
+impl Surface {
+    /// A request asking for `high` reasoning in the surface's words.
+    fn request(self, model: &str, stream: bool) -> (&'static str, Value) {
+        let ask = json!([{ "role": "user", "content": "Why is the sea salty?" }]);
+        match self {
+            Self::Chat => (
+                "/openai/v1/chat/completions",
+                json!({ "model": model, "messages": ask, "reasoning_effort": "high",
+                        "stream": stream }),
+            ),
+            Self::Responses => (
+                "/openai/v1/responses",
+                json!({ "model": model, "input": ask, "reasoning": { "effort": "high" },
+                        "stream": stream }),
+            ),
+            Self::Ollama => (
+                "/ollama/api/chat",
+                json!({ "model": model, "messages": ask, "think": "high", "stream": stream }),
+            ),
+            Self::Native => (
+                "/v1/chat",
+                json!({ "model": model, "messages": ask, "options": { "reasoning": "high" },
+                        "stream": stream }),
+            ),
+        }
+    }
+
+    /// The reasoning and the text an answer holds, where the dialect puts them.
+    fn read(self, body: &str, stream: bool) -> (String, String) {
+        let whole = || serde_json::from_str::<Value>(body).expect("JSON");
+        let events = || crate::streaming::sse_events(body);
+        let owned = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        match (self, stream) {
+            (Self::Chat, false) => {
+                let message = &whole()["choices"][0]["message"];
+                (
+                    owned(&message["reasoning_content"]),
+                    owned(&message["content"]),
+                )
+            }
+            (Self::Chat, true) => events().iter().fold(Default::default(), |(r, t), (_, c)| {
+                let delta = &c["choices"][0]["delta"];
+                (
+                    r + delta["reasoning_content"].as_str().unwrap_or_default(),
+                    t + delta["content"].as_str().unwrap_or_default(),
+                )
+            }),
+            (Self::Responses, false) => response_output(&whole()["output"]),
+            (Self::Responses, true) => {
+                let streamed =
+                    events()
+                        .iter()
+                        .fold(String::new(), |r, (name, e)| match name.as_str() {
+                            "response.reasoning_summary_text.delta" => {
+                                r + e["delta"].as_str().unwrap_or_default()
+                            }
+                            _ => r,
+                        });
+                let completed = events()
+                    .into_iter()
+                    .find(|(name, _)| name == "response.completed")
+                    .expect("completed");
+                let (summary, text) = response_output(&completed.1["response"]["output"]);
+                assert_eq!(streamed, summary, "the deltas add up to the item");
+                (summary, text)
+            }
+            (Self::Ollama, false) => {
+                let message = &whole()["message"];
+                (owned(&message["thinking"]), owned(&message["content"]))
+            }
+            (Self::Ollama, true) => body.lines().fold(Default::default(), |(r, t), line| {
+                let line: Value = serde_json::from_str(line).expect("an NDJSON line");
+                (
+                    r + line["message"]["thinking"].as_str().unwrap_or_default(),
+                    t + line["message"]["content"].as_str().unwrap_or_default(),
+                )
+            }),
+            (Self::Native, false) => {
+                let message = &whole()["result"]["message"];
+                (
+                    owned(&message["thinking"]["text"]),
+                    owned(&message["content"]),
+                )
+            }
+            (Self::Native, true) => {
+                events()
+                    .iter()
+                    .fold(Default::default(), |(r, t), (name, e)| {
+                        match name.as_str() {
+                            "thinking" => (r + e["text"].as_str().unwrap_or_default(), t),
+                            "delta" => (r, t + e["text"].as_str().unwrap_or_default()),
+                            _ => (r, t),
+                        }
+                    })
+            }
+        }
+    }
+}
+
+/// A Responses output's reasoning summary (its item first) and message text.
+fn response_output(output: &Value) -> (String, String) {
+    let items = output.as_array().cloned().unwrap_or_default();
+    let kinds: Vec<&str> = items.iter().filter_map(|i| i["type"].as_str()).collect();
+    assert_eq!(kinds, ["reasoning", "message"], "{output}");
+    let summary = items[0]["summary"][0]["text"].as_str().unwrap_or_default();
+    let text = items[1]["content"][0]["text"].as_str().unwrap_or_default();
+    (summary.to_owned(), text.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reasoning_translates_between_every_surface_and_provider_streamed_or_not() {
+    let stack = stack().await;
+    let surfaces = [
+        Surface::Chat,
+        Surface::Responses,
+        Surface::Ollama,
+        Surface::Native,
+    ];
+    // A thinking model on Ollama, and an OpenAI-compatible reasoner.
+    for model in ["qwen3", "deepseek-reasoner"] {
+        for surface in surfaces {
+            for stream in [false, true] {
+                let case = format!("{surface:?} {model} stream={stream}");
+                let (path, body) = surface.request(model, stream);
+                let mut request = crate::harness::client()
+                    .post(stack.url(path))
+                    .bearer_auth(&stack.token)
+                    .json(&body);
+                if matches!(surface, Surface::Native) && !stream {
+                    request = request.header("prefer", "wait=20");
+                }
+                let response = request.send().await.expect("a call");
+                let status = response.status();
+                let text = crate::streaming::body_of(response).await;
+                assert_eq!(status, 200, "{case}: {text}");
+                let (reasoning, answer) = surface.read(&text, stream);
+                assert!(reasoning.contains("at high effort"), "{case}: {text}");
+                assert!(!answer.is_empty(), "{case}: {text}");
+            }
+        }
+    }
+    stack.stop().await;
+}

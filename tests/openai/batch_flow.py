@@ -146,7 +146,7 @@ def main():
             "/v1/chat/completions",
             [
                 {"model": MODEL, "messages": [{"role": "user", "content": "fine"}]},
-                {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 2},
+                {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 9},
             ],
         )
     )

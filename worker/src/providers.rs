@@ -13,7 +13,8 @@ use secrecy::SecretString;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::domain::{
-    LocalWait, ProviderName, Route, RouteInput, Runtime, Settings, WhenBusy, bulk_slots,
+    Capabilities, LocalWait, ProviderName, Route, RouteInput, Runtime, Settings, WhenBusy,
+    bulk_slots,
 };
 use tollgate_core::provider::{OpenAiClient, Provider};
 use tollgate_core::runtime::RuntimeWatch;
@@ -65,6 +66,8 @@ pub struct Step {
     pub local_wait: LocalWait,
     /// What the step does when the one before it was only busy.
     pub when_busy: WhenBusy,
+    /// What the route declares its model can do, if it does.
+    pub declared: Option<Capabilities>,
 }
 
 /// What to try for one job, in order, why, and the settings it was made from.
@@ -167,6 +170,7 @@ impl Providers {
                     target,
                     local_wait: candidate.local_wait,
                     when_busy: candidate.when_busy,
+                    declared: candidate.declared,
                 })
             })
             .collect();

@@ -6,7 +6,7 @@ use axum::extract::State;
 use chrono::Utc;
 use serde::Serialize;
 use tollgate_core::billing;
-use tollgate_core::domain::ProviderName;
+use tollgate_core::domain::{Capabilities, ProviderName};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -44,9 +44,10 @@ struct Route {
     /// For Ollama: the hosts that have it.
     #[serde(skip_serializing_if = "Option::is_none")]
     hosts: Option<Vec<String>>,
-    /// For Ollama: what the hosts that have it say it can do (`completion`, `tools`, `vision`,
-    /// `thinking`, `embedding`), all of them when a host does not say; left out until a host
-    /// is known to have it. A request needing what a step's model cannot do skips that step.
+    /// What the model can do (`completion`, `tools`, `vision`, `thinking`, `embedding`): for
+    /// Ollama what the hosts that have it say (all of them when a host does not say), bounded by
+    /// what the route declares; for the cloud what the route declares. Left out when nothing is
+    /// known. A request needing what a step's model cannot do skips that step.
     #[serde(skip_serializing_if = "Option::is_none")]
     capabilities: Option<Vec<&'static str>>,
     /// The price in force, per 1,000 tokens; `null` when the model is unpriced.
@@ -91,10 +92,13 @@ async fn list(State(state): State<AppState>, Caller(_): Caller) -> Result<Json<M
                         upstream_model: upstream.to_owned(),
                         installed: on.as_ref().map(|on| !on.is_empty()),
                         hosts: on,
-                        capabilities: (provider == ProviderName::Ollama)
-                            .then(|| runtime.fleet_models.of(upstream))
-                            .flatten()
-                            .map(|capabilities| capabilities.names()),
+                        capabilities: Capabilities::known(
+                            (provider == ProviderName::Ollama)
+                                .then(|| runtime.fleet_models.of(upstream))
+                                .flatten(),
+                            runtime.routes.declared(model, provider),
+                        )
+                        .map(Capabilities::names),
                         price: runtime
                             .prices
                             .at(provider, upstream, now)

@@ -5,7 +5,7 @@
 
 use sqlx::PgPool;
 
-use crate::domain::{ModelRoutes, ProviderName};
+use crate::domain::{Capabilities, ModelRoutes, ProviderName};
 
 /// One model name and what each provider runs for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +13,8 @@ pub struct Alias {
     pub model: String,
     /// Indexed by [`ProviderName::index`].
     pub upstream: [Option<String>; 2],
+    /// What each route's upstream model can do, where declared; indexed likewise.
+    pub capabilities: [Option<Capabilities>; 2],
 }
 
 /// One route as stored.
@@ -20,12 +22,13 @@ struct Route {
     model: String,
     provider: String,
     upstream_model: String,
+    capabilities: Option<Vec<String>>,
 }
 
 async fn rows(pool: &PgPool, model: Option<&str>) -> Result<Vec<Route>, sqlx::Error> {
     sqlx::query_as!(
         Route,
-        "select model, provider, upstream_model from model_routes
+        "select model, provider, upstream_model, capabilities from model_routes
           where $1::text is null or model = $1
           order by model, provider",
         model,
@@ -40,6 +43,7 @@ fn group(rows: Vec<Route>) -> Vec<Alias> {
         model,
         provider,
         upstream_model,
+        capabilities,
     } in rows
     {
         let Some(provider) = ProviderName::parse(&provider) else {
@@ -49,10 +53,13 @@ fn group(rows: Vec<Route>) -> Vec<Alias> {
             aliases.push(Alias {
                 model,
                 upstream: [None, None],
+                capabilities: [None, None],
             });
         }
         if let Some(alias) = aliases.last_mut() {
             alias.upstream[provider.index()] = Some(upstream_model);
+            alias.capabilities[provider.index()] =
+                capabilities.as_deref().map(Capabilities::from_names);
         }
     }
     aliases
@@ -75,6 +82,9 @@ pub async fn all(pool: &PgPool) -> Result<ModelRoutes, sqlx::Error> {
             if let Some(upstream) = &alias.upstream[provider.index()] {
                 routes.insert(alias.model.clone(), provider, upstream.clone());
             }
+            if let Some(can) = alias.capabilities[provider.index()] {
+                routes.declare(alias.model.clone(), provider, can);
+            }
         }
     }
     Ok(routes)
@@ -88,11 +98,15 @@ pub async fn put(pool: &PgPool, alias: &Alias) -> Result<(), sqlx::Error> {
         .await?;
     for provider in ProviderName::ALL {
         if let Some(upstream) = &alias.upstream[provider.index()] {
+            let declared: Option<Vec<String>> = alias.capabilities[provider.index()]
+                .map(|can| can.names().into_iter().map(str::to_owned).collect());
             sqlx::query!(
-                "insert into model_routes (model, provider, upstream_model) values ($1, $2, $3)",
+                "insert into model_routes (model, provider, upstream_model, capabilities)
+                 values ($1, $2, $3, $4)",
                 alias.model,
                 provider.as_str(),
                 upstream,
+                declared.as_deref(),
             )
             .execute(&mut *tx)
             .await?;

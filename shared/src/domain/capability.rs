@@ -4,7 +4,8 @@
 //! is refused at intake naming the field.
 //!
 //! What is not known counts as had: a host too old to report its models' capabilities, a cloud
-//! route an operator said nothing about.
+//! route an operator said nothing about. A route may declare what its model can do, which bounds
+//! what its hosts say.
 
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +75,31 @@ impl Capabilities {
         Self(self.0 | other.0)
     }
 
+    /// The capabilities both sets have.
+    pub fn intersection(self, other: Self) -> Self {
+        Self(self.0 & other.0)
+    }
+
+    /// What is known a model can do from what its host listed and its route declares (each
+    /// bounding the other); `None` when neither says.
+    pub fn known(listed: Option<Self>, declared: Option<Self>) -> Option<Self> {
+        match (listed, declared) {
+            (Some(listed), Some(declared)) => Some(listed.intersection(declared)),
+            (listed, declared) => listed.or(declared),
+        }
+    }
+
+    /// Names as an operator declares them: each must be one Tollgate knows; `Err` names the
+    /// first that is not, by its place.
+    pub fn parse_names<S: AsRef<str>>(names: &[S]) -> Result<Self, usize> {
+        let mut set = Self::NONE;
+        for (i, name) in names.iter().enumerate() {
+            let capability = Capability::parse(name.as_ref()).ok_or(i)?;
+            set = set.union(Self::of([capability]));
+        }
+        Ok(set)
+    }
+
     /// The first of `needed` this set lacks.
     pub fn lacking(self, needed: Self) -> Option<Capability> {
         <Capability as strum::IntoEnumIterator>::iter().find(|&c| needed.has(c) && !self.has(c))
@@ -104,5 +130,18 @@ mod tests {
         );
         assert_eq!(Capabilities::ALL.lacking(read), None);
         assert_eq!(Capabilities::ALL.names().len(), 5);
+        assert_eq!(
+            Capabilities::parse_names(&["completion", "vision"]),
+            Ok(Capabilities::of([
+                Capability::Completion,
+                Capability::Vision
+            ]))
+        );
+        assert_eq!(Capabilities::parse_names(&["tools", "audio"]), Err(1));
+        assert_eq!(
+            Capabilities::ALL.intersection(read),
+            read,
+            "a declaration bounds what a listing says"
+        );
     }
 }

@@ -119,6 +119,8 @@ pub struct Candidate {
     pub local_wait: LocalWait,
     /// For every step but the first.
     pub when_busy: WhenBusy,
+    /// What the route declares its model can do, if it does.
+    pub declared: Option<Capabilities>,
 }
 
 /// A job's route: the steps to try in order.
@@ -266,7 +268,7 @@ impl Runtime {
                 continue;
             }
             if let Some(lacks) = self
-                .capabilities(provider, upstream_model)
+                .capabilities(model, provider, upstream_model)
                 .lacking(job.needs)
             {
                 lacking.get_or_insert(lacks);
@@ -282,6 +284,7 @@ impl Runtime {
                 upstream_model: upstream_model.to_owned(),
                 local_wait,
                 when_busy,
+                declared: self.routes.declared(model, provider),
             });
         }
         // When the step the share picked cannot serve, what is left is a plain fallback.
@@ -319,22 +322,29 @@ impl Runtime {
             .into_iter()
             .filter_map(|provider| {
                 let upstream = self.routes.upstream(model, provider)?;
-                Some(self.capabilities(provider, upstream))
+                Some(self.capabilities(model, provider, upstream))
             })
             .fold(Capabilities::NONE, Capabilities::union)
     }
 
-    /// What `provider`'s `upstream_model` can do: for the fleet, what its hosts' listings said
-    /// (everything while no host is known to have the model: the worker finds out); for the
-    /// cloud, everything.
-    fn capabilities(&self, provider: ProviderName, upstream_model: &str) -> Capabilities {
-        match provider {
+    /// What `provider`'s route of `model` (to `upstream_model`) can do: for the fleet, what its
+    /// hosts' listings said (everything while no host is known to have the model: the worker
+    /// finds out); for the cloud, everything — each bounded by what the route declares.
+    pub fn capabilities(
+        &self,
+        model: &str,
+        provider: ProviderName,
+        upstream_model: &str,
+    ) -> Capabilities {
+        let known = match provider {
             ProviderName::Ollama => self
                 .fleet_models
                 .of(upstream_model)
                 .unwrap_or(Capabilities::ALL),
             ProviderName::OpenAi => Capabilities::ALL,
-        }
+        };
+        let declared = self.routes.declared(model, provider);
+        known.intersection(declared.unwrap_or(Capabilities::ALL))
     }
 
     /// Whether the settings let `provider` be called at all: OpenAI with a key stored, the fleet

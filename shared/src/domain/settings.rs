@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::ValidationError;
 use super::fleet::Host;
+use super::{Capabilities, ValidationError};
 
 /// The setting `ai_provider`: one provider (its fallback taking over when it fails), or `hybrid`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,11 +165,23 @@ pub struct Settings {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ModelRoutes {
     routes: HashMap<String, [Option<String>; 2]>,
+    /// What each route's upstream model can do, where an operator declared it.
+    declared: HashMap<(String, ProviderName), Capabilities>,
 }
 
 impl ModelRoutes {
     pub fn insert(&mut self, model: String, provider: ProviderName, upstream_model: String) {
         self.routes.entry(model).or_default()[provider.index()] = Some(upstream_model);
+    }
+
+    /// Declares what `provider`'s route of `model` can do.
+    pub fn declare(&mut self, model: String, provider: ProviderName, can: Capabilities) {
+        self.declared.insert((model, provider), can);
+    }
+
+    /// What `provider`'s route of `model` can do, if an operator declared it.
+    pub fn declared(&self, model: &str, provider: ProviderName) -> Option<Capabilities> {
+        self.declared.get(&(model.to_owned(), provider)).copied()
     }
 
     /// What `provider` runs for `model`, if it serves it.

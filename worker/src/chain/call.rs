@@ -43,7 +43,7 @@ pub(super) async fn call_once(
     );
     let passed_on = telemetry::passed_on(&span, &call.trace);
     let mut first_piece = None;
-    let (reasoning, dropped) = reasoning::for_call(request.reasoning(), ready.thinks(model));
+    let (reasoning, dropped) = reasoning::for_call(request.reasoning(), ready.thinks(step));
     let answer = tokio::select! {
         answer = tollgate_core::provider::traced(passed_on, async {
             match call.relay {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tollgate_core::db::runs::cancelled_error;
-use tollgate_core::domain::{Capability, DataPolicy, JobErrorCode, LocalWait};
+use tollgate_core::domain::{Capabilities, Capability, DataPolicy, JobErrorCode, LocalWait};
 use tollgate_core::provider::{Provider, ProviderError};
 
 use super::terms::{Call, Lane, PERMIT_WAIT, withheld};
@@ -32,11 +32,14 @@ pub(super) enum Held {
 }
 
 impl Ready {
-    /// Whether the call's `model` can reason: known for a host that reports its models'
-    /// capabilities, not for the cloud.
-    pub(super) fn thinks(&self, model: &str) -> Option<bool> {
-        let capabilities = self.host.as_ref()?.capabilities(model)?;
-        Some(capabilities.has(Capability::Thinking))
+    /// Whether `step`'s model can reason: as its host reports (for the fleet) and its route
+    /// declares; `None` when neither says (a cloud model an operator said nothing about).
+    pub(super) fn thinks(&self, step: &Step) -> Option<bool> {
+        let listed = self
+            .host
+            .as_ref()
+            .and_then(|host| host.capabilities(&step.upstream_model));
+        Capabilities::known(listed, step.declared).map(|can| can.has(Capability::Thinking))
     }
 
     /// Feeds the call's verdict into the circuit of its provider or host.

@@ -1,14 +1,15 @@
 //! `/v1/admin/aliases`: which upstream model each provider runs for a model name (admin only).
 //!
 //! `PUT /v1/admin/aliases/llama3 {"routes": {"ollama": "llama3", "openai": "gpt-4.1-mini"}}` lets
-//! a job for `llama3` fall back from a local Ollama to OpenAI with a model OpenAI has.
+//! a job for `llama3` fall back from a local Ollama to OpenAI with a model OpenAI has; a route may
+//! declare what its model can do (`"capabilities": {"openai": ["completion", "tools"]}`).
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tollgate_core::db::model_routes::{self, Alias};
-use tollgate_core::domain::{ModelName, ProviderName};
+use tollgate_core::domain::{Capabilities, ModelName, ProviderName};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -33,11 +34,29 @@ struct Routes {
     openai: Option<String>,
 }
 
+/// What each route's upstream model can do (`completion`, `tools`, `vision`, `thinking`,
+/// `embedding`), where declared.
+#[derive(Serialize, Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = AliasCapabilities)]
+struct Declared {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ollama: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    openai: Option<Vec<String>>,
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AliasBody {
     /// The upstream model each provider runs; a provider without one is skipped
     routes: Routes,
+    /// What a route's model can do, when it is less than everything: a cloud model counts as
+    /// able to do everything unless declared, an Ollama model as its hosts say (bounded by
+    /// this). A step whose model lacks what a request needs is skipped; reasoning asked of one
+    /// without `thinking` is dropped before the call.
+    #[serde(default)]
+    capabilities: Declared,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -45,6 +64,34 @@ struct AliasBody {
 struct AliasView {
     model: String,
     routes: Routes,
+    #[serde(skip_serializing_if = "Declared::is_empty")]
+    capabilities: Declared,
+}
+
+impl Declared {
+    fn is_empty(&self) -> bool {
+        self.ollama.is_none() && self.openai.is_none()
+    }
+
+    /// The declarations, validated, by provider index.
+    fn parse(self) -> Result<[Option<Capabilities>; 2], ApiError> {
+        let parse = |provider: ProviderName, names: Option<Vec<String>>| {
+            names
+                .map(|names| {
+                    Capabilities::parse_names(&names).map_err(|i| {
+                        ApiError::invalid_field(
+                            format!("capabilities.{}[{i}]", provider.as_str()),
+                            "must be one of completion, tools, vision, thinking, embedding",
+                        )
+                    })
+                })
+                .transpose()
+        };
+        Ok([
+            parse(ProviderName::Ollama, self.ollama)?,
+            parse(ProviderName::OpenAi, self.openai)?,
+        ])
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -55,9 +102,16 @@ struct AliasList {
 impl From<Alias> for AliasView {
     fn from(alias: Alias) -> Self {
         let [ollama, openai] = alias.upstream;
+        let [declared_ollama, declared_openai] = alias
+            .capabilities
+            .map(|can| can.map(|can| can.names().into_iter().map(str::to_owned).collect()));
         Self {
             model: alias.model,
             routes: Routes { ollama, openai },
+            capabilities: Declared {
+                ollama: declared_ollama,
+                openai: declared_openai,
+            },
         }
     }
 }
@@ -131,7 +185,17 @@ async fn put(
             upstream(ProviderName::Ollama, body.routes.ollama)?,
             upstream(ProviderName::OpenAi, body.routes.openai)?,
         ],
+        capabilities: body.capabilities.parse()?,
     };
+    if let Some(provider) = ProviderName::ALL
+        .into_iter()
+        .find(|p| alias.capabilities[p.index()].is_some() && alias.upstream[p.index()].is_none())
+    {
+        return Err(ApiError::invalid_field(
+            format!("capabilities.{}", provider.as_str()),
+            "declares what a route does not exist for",
+        ));
+    }
     if alias.upstream.iter().all(Option::is_none) {
         return Err(ApiError::invalid_field(
             "routes",
