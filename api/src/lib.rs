@@ -23,7 +23,7 @@
 //! - `fleet`: models on the fleet's hosts;
 //! - `routes`: the routes, each with its `#[utoipa::path]` — `jobs`, `job_history`, `events`,
 //!   `batches`, `batch_events`, `usage`, `models`, `health`, `openapi` (the document's frame),
-//!   `dashboard`, `tenancy`, `paging`; `openai/` (`chat`, `streams`: its two stream dialects,
+//!   `dashboard`, `tenancy`, `paging`; `openai/` (`chat`, `streams` and `response_events`: its two stream dialects,
 //!   `embeddings`, `models`, `files`, `batches`, `batch_input`, `objects`, `requests`: OpenAI's
 //!   request bodies, `conversation`: its messages, tools and formats read into the conversation
 //!   model, `replies`: a reply in its answer shapes) and `ollama/` (`generation`, `models`,

@@ -34,16 +34,6 @@ pub fn cost_with_cache(
     raw.round_dp_with_strategy(COST_SCALE, RoundingStrategy::MidpointAwayFromZero)
 }
 
-/// What a call with `tokens` costs at `price`.
-pub fn cost_of(tokens: &crate::provider::TokenCounts, price: &Price) -> Decimal {
-    cost_with_cache(
-        i64::from(tokens.prompt),
-        i64::from(tokens.details.cached),
-        i64::from(tokens.completion),
-        price,
-    )
-}
-
 /// A cost as clients read it: a decimal string without trailing zeros (`"0.000104"`).
 pub fn display(cost: Decimal) -> String {
     cost.normalize().to_string()

@@ -5,7 +5,9 @@
 //!   `JobStatus`, `JobKind`, `Role`), `job_error` (`JobErrorCode`, every code a job can fail
 //!   with, and its `FailureClass`), `request` (validated requests), `conversation` (one model of
 //!   a chat whatever its dialect: messages of parts — text, images, tool calls and results —,
-//!   tools, tool choice, the answer's format and its check, the reply with its tool calls), `batch` (a batch's items,
+//!   tools, tool choice, the answer's format and its check, the reply with its tool calls and
+//!   reasoning), `reasoning` (how much a model reasons, mapped between dialects), `capability`
+//!   (what a model can do), `batch` (a batch's items,
 //!   templates), `openai_batch` (the Batch API endpoints a batch stores), `settings` (`Settings`,
 //!   `Strategy`, `ModelRoutes`, `Runtime`), `prices` (the prices in force), `fleet` (hosts and
 //!   their slots), `routing` (`Runtime::route`, `DataPolicy`, `RouteReason`), `access` (allowed
@@ -27,8 +29,8 @@
 //!   queues read with acks: `Subscription`, `Delivery`), `hints` (per-connection hint queues);
 //! - [`provider`]: the upstream clients — `http` (the shared client, classifying failures),
 //!   `ollama`, `openai`, `ollama_messages` and `openai_messages` (a conversation in each one's
-//!   form), `ollama_models` (list, pull, delete), `error` (`ProviderError`, its code a
-//!   `JobErrorCode`);
+//!   form), `openai_answers` (OpenAI's answers read), `ollama_models` (list, pull, delete),
+//!   `error` (`ProviderError`, its code a `JobErrorCode`);
 //! - [`runtime`]: the operator's settings and model routes, held in memory and kept fresh;
 //! - [`secret`]: sealing provider keys for storage;
 //! - [`token`]: API token generation and hashing;

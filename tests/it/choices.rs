@@ -3,27 +3,21 @@
 //! `logprobs` / `top_logprobs` passed through where the upstream gives them, whole and streamed,
 //! on the OpenAI and Ollama surfaces; what cannot be honoured refused by name.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
-use crate::harness::Stack;
+use tollgate_core::domain::SettingsChange;
+
+use crate::harness::{Stack, with_openai_fallback};
 
 /// One model routed to Ollama, one to OpenAI.
 const MODELS: [&str; 2] = ["llama3", "gpt-4.1-mini"];
 
 async fn stack() -> Stack {
-    let stack = Stack::start().await;
-    stack
-        .patch_settings(&json!({ "ai_fallback_provider": "openai" }))
-        .await;
-    stack
+    Stack::with(with_openai_fallback(SettingsChange::default())).await
 }
 
 async fn run_script(stack: &Stack, script: &str) -> Value {
-    let env = [("TOLLGATE_MODELS", MODELS.join(","))];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    crate::openai_batches::run_sdk_script_with(stack, script, Duration::from_secs(180), &env).await
+    crate::openai_batches::run_sdk_script_for(stack, script, &MODELS).await
 }
 
 fn text<'a>(seen: &'a Value, field: &str) -> &'a str {

@@ -67,6 +67,13 @@ pub(crate) async fn run_sdk_script_with(
     serde_json::from_str(last).unwrap_or_else(|_| panic!("{script}'s summary: {stdout}"))
 }
 
+/// [`run_sdk_script_with`] trying `models` (`TOLLGATE_MODELS`), within three minutes.
+pub(crate) async fn run_sdk_script_for(stack: &Stack, script: &str, models: &[&str]) -> Value {
+    let models = models.join(",");
+    let env = [("TOLLGATE_MODELS", models.as_str())];
+    run_sdk_script_with(stack, script, Duration::from_secs(180), &env).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_openai_python_package_runs_batches() {
     let stack = Stack::start().await;

@@ -6,11 +6,11 @@
 //! a model that cannot reason answers without it (the job says so, never a 400); and a thinking
 //! model is told `think: false` when nothing was asked.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
-use crate::harness::{Stack, eventually};
+use tollgate_core::domain::SettingsChange;
+
+use crate::harness::{Stack, eventually, with_openai_fallback};
 use crate::images::submit;
 
 /// A thinking model on Ollama, OpenAI's reasoning model, an OpenAI model that cannot reason, an
@@ -21,10 +21,7 @@ const OLLAMA_MODELS: [&str; 2] = ["qwen3", "llama3"];
 
 /// A stack whose Ollama host has a thinking `qwen3`, listed, and which falls back to OpenAI.
 async fn stack() -> Stack {
-    let stack = Stack::start().await;
-    stack
-        .patch_settings(&json!({ "ai_fallback_provider": "openai" }))
-        .await;
+    let stack = Stack::with(with_openai_fallback(SettingsChange::default())).await;
     stack
         .ollama
         .install("qwen3:latest", Some(&["completion", "tools", "thinking"]));
@@ -52,12 +49,6 @@ async fn stack() -> Stack {
     stack
 }
 
-async fn run_script(stack: &Stack, script: &str, models: &[&str]) -> Value {
-    let env = [("TOLLGATE_MODELS", models.join(","))];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    crate::openai_batches::run_sdk_script_with(stack, script, Duration::from_secs(180), &env).await
-}
-
 fn text<'a>(seen: &'a Value, field: &str) -> &'a str {
     seen[field].as_str().unwrap_or_default()
 }
@@ -76,7 +67,9 @@ async fn dropped(stack: &Stack, id: &str) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_openai_python_package_asks_for_reasoning() {
     let stack = stack().await;
-    let summary = run_script(&stack, "openai/reasoning.py", &OPENAI_MODELS).await;
+    let summary =
+        crate::openai_batches::run_sdk_script_for(&stack, "openai/reasoning.py", &OPENAI_MODELS)
+            .await;
     let seen = |model: &str| summary["seen"][model].clone();
     // A thinking model on Ollama: each level arrives as Ollama's `think` and its reasoning comes
     // back as `reasoning_content` and a Responses reasoning item; asked nothing, it is told not
@@ -147,7 +140,9 @@ async fn the_openai_python_package_asks_for_reasoning() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_ollama_python_package_thinks() {
     let stack = stack().await;
-    let summary = run_script(&stack, "ollama/reasoning.py", &OLLAMA_MODELS).await;
+    let summary =
+        crate::openai_batches::run_sdk_script_for(&stack, "ollama/reasoning.py", &OLLAMA_MODELS)
+            .await;
     let qwen3 = summary["seen"]["qwen3"].clone();
     assert!(
         text(&qwen3, "whole").contains("at default effort"),

@@ -5,8 +5,6 @@
 //! as history — the sims refuse arguments of the wrong type in a history, as Ollama and OpenAI
 //! do), structured answers checked and asked for again, and a batch of structured items.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
 use crate::batches::{accepted, ended, post_batch, results, wait_for_batch};
@@ -76,11 +74,7 @@ async fn langchain_binds_tools_and_structured_output() {
 }
 
 async fn run_sdk_script_with_models(stack: &Stack, script: &str) -> Value {
-    run_sdk_script_env(stack, script, &[("TOLLGATE_MODELS", &MODELS.join(","))]).await
-}
-
-async fn run_sdk_script_env(stack: &Stack, script: &str, env: &[(&str, &str)]) -> Value {
-    crate::openai_batches::run_sdk_script_with(stack, script, Duration::from_secs(180), env).await
+    crate::openai_batches::run_sdk_script_for(stack, script, &MODELS).await
 }
 
 /// A surface's dialect, as the table drives it.

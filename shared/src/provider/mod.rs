@@ -1,5 +1,6 @@
 //! Provider clients: a local Ollama and the OpenAI API, behind one enum; `ollama_messages` and
-//! `openai_messages` write a conversation in each one's form.
+//! `openai_messages` write a conversation in each one's form, `openai_answers` reads OpenAI's
+//! answers.
 //!
 //! Each client speaks its own wire format and returns the provider-reported token counts. Failures
 //! are classified where they happen ([`ProviderError`]), so the worker can decide what to do
@@ -11,6 +12,7 @@ mod ollama;
 mod ollama_messages;
 mod ollama_models;
 mod openai;
+mod openai_answers;
 mod openai_messages;
 
 use serde_json::Value;

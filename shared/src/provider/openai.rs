@@ -17,14 +17,14 @@
 use std::time::Duration;
 
 use secrecy::{ExposeSecret as _, SecretString};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 
 use super::error::ProviderError;
-use super::openai_messages::{CallFragment, CallsGathered};
+use super::openai_answers::{ChatCompletion, ChatUsage, Choice, EmbeddingsAnswer, ResponsesAnswer};
+use super::openai_messages::CallsGathered;
 use super::{Completion, Delta, OnDelta, TokenDetails, http, openai_messages};
 use crate::domain::JobErrorCode;
 use crate::domain::conversation::{OutputFormat, Part, Reply};
@@ -39,178 +39,6 @@ pub struct OpenAiClient {
     http: reqwest::Client,
     /// For streamed answers (see [`http::streaming_client`]).
     streaming: reqwest::Client,
-}
-
-#[derive(Deserialize)]
-struct ResponsesAnswer {
-    model: String,
-    #[serde(default)]
-    output: Vec<OutputItem>,
-    usage: Option<ResponsesUsage>,
-    incomplete_details: Option<IncompleteDetails>,
-}
-
-#[derive(Deserialize)]
-struct IncompleteDetails {
-    reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct OutputItem {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    content: Vec<OutputContent>,
-    /// A reasoning item's summary, and its reasoning encrypted (kept as its signature).
-    #[serde(default)]
-    summary: Vec<OutputContent>,
-    encrypted_content: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct OutputContent {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    text: String,
-    #[serde(default)]
-    refusal: String,
-}
-
-#[derive(Deserialize)]
-struct ResponsesUsage {
-    input_tokens: i32,
-    output_tokens: i32,
-    input_tokens_details: Option<CachedDetails>,
-    output_tokens_details: Option<ReasoningDetails>,
-}
-
-/// `prompt_tokens_details` (`input_tokens_details` on the Responses API).
-#[derive(Deserialize)]
-struct CachedDetails {
-    cached_tokens: Option<i32>,
-}
-
-/// `completion_tokens_details` (`output_tokens_details` on the Responses API).
-#[derive(Deserialize)]
-struct ReasoningDetails {
-    reasoning_tokens: Option<i32>,
-}
-
-/// A Chat Completion, whole or one chunk of its stream.
-#[derive(Deserialize)]
-struct ChatCompletion {
-    #[serde(default)]
-    model: String,
-    #[serde(default)]
-    choices: Vec<Choice>,
-    usage: Option<ChatUsage>,
-}
-
-#[derive(Deserialize)]
-struct Choice {
-    #[serde(default)]
-    index: u32,
-    /// A streamed chunk's piece.
-    delta: Option<ChoiceMessage>,
-    /// A whole answer's message.
-    message: Option<ChoiceMessage>,
-    finish_reason: Option<String>,
-    logprobs: Option<ChoiceLogprobs>,
-}
-
-/// A choice's log probabilities: its tokens' (a chunk's own, when streamed).
-#[derive(Deserialize)]
-struct ChoiceLogprobs {
-    content: Option<Vec<Value>>,
-}
-
-impl Choice {
-    /// A whole answer's choice as its reply.
-    fn into_reply(self) -> Result<Reply, ProviderError> {
-        let mut calls = CallsGathered::default();
-        let (text, refusal, thinking) = match self.message {
-            Some(message) => {
-                calls.add(message.tool_calls);
-                let thinking = message.reasoning_content.or(message.reasoning);
-                (
-                    message.content.unwrap_or_default(),
-                    message.refusal,
-                    thinking,
-                )
-            }
-            None => (String::new(), None, None),
-        };
-        let reason = self.finish_reason.as_deref();
-        let mut reply = Reply::answered(text, calls.into_calls()?, refusal, reason)
-            .with_thinking(thinking.unwrap_or_default(), None);
-        reply.logprobs = self.logprobs.and_then(|l| l.content).map(Value::Array);
-        Ok(reply)
-    }
-}
-
-#[derive(Deserialize)]
-struct ChoiceMessage {
-    content: Option<String>,
-    refusal: Option<String>,
-    /// The reasoning OpenAI-compatible servers give: `reasoning_content` (vLLM, DeepSeek) or
-    /// `reasoning` (Ollama's and OpenRouter's OpenAI layers).
-    reasoning_content: Option<String>,
-    reasoning: Option<String>,
-    #[serde(default)]
-    tool_calls: Vec<CallFragment>,
-}
-
-#[derive(Deserialize)]
-struct ChatUsage {
-    prompt_tokens: i32,
-    completion_tokens: i32,
-    prompt_tokens_details: Option<CachedDetails>,
-    completion_tokens_details: Option<ReasoningDetails>,
-}
-
-impl ChatUsage {
-    fn details(&self) -> TokenDetails {
-        TokenDetails::of_openai(
-            self.completion_tokens_details
-                .as_ref()
-                .and_then(|d| d.reasoning_tokens),
-            self.prompt_tokens_details
-                .as_ref()
-                .and_then(|d| d.cached_tokens),
-        )
-    }
-}
-
-impl ResponsesUsage {
-    fn details(&self) -> TokenDetails {
-        TokenDetails::of_openai(
-            self.output_tokens_details
-                .as_ref()
-                .and_then(|d| d.reasoning_tokens),
-            self.input_tokens_details
-                .as_ref()
-                .and_then(|d| d.cached_tokens),
-        )
-    }
-}
-
-#[derive(Deserialize)]
-struct EmbeddingsAnswer {
-    model: String,
-    data: Vec<EmbeddingItem>,
-    usage: Option<EmbeddingsUsage>,
-}
-
-#[derive(Deserialize)]
-struct EmbeddingItem {
-    index: usize,
-    embedding: Vec<f32>,
-}
-
-#[derive(Deserialize)]
-struct EmbeddingsUsage {
-    prompt_tokens: i32,
 }
 
 impl OpenAiClient {
@@ -440,52 +268,10 @@ impl OpenAiClient {
         })
     }
 
-    /// Calls `/responses` and reads the assistant's reply: its output text joined, a refusal,
-    /// its reasoning (the summaries joined, the last encrypted content as its signature) and a
-    /// cut short answer's reason.
+    /// Calls `/responses` and reads its answer (see [`ResponsesAnswer::read`]).
     async fn respond(&self, body: &Value) -> Result<(Reply, Completion), ProviderError> {
         let (answer, status): (ResponsesAnswer, _) = self.post("/responses", body).await?;
-        let contents = || {
-            answer
-                .output
-                .iter()
-                .filter(|item| item.kind == "message")
-                .flat_map(|item| &item.content)
-        };
-        let text: String = contents()
-            .filter(|content| content.kind == "output_text")
-            .map(|content| content.text.as_str())
-            .collect();
-        let refusal: Option<String> = contents()
-            .find(|content| content.kind == "refusal")
-            .map(|content| content.refusal.clone());
-        let reason = answer
-            .incomplete_details
-            .as_ref()
-            .and_then(|d| d.reason.as_deref());
-        let reasoned = || answer.output.iter().filter(|item| item.kind == "reasoning");
-        let thinking: String = reasoned()
-            .flat_map(|item| &item.summary)
-            .map(|summary| summary.text.as_str())
-            .collect();
-        let signature = reasoned()
-            .filter_map(|item| item.encrypted_content.clone())
-            .next_back();
-        let reply =
-            Reply::answered(text, Vec::new(), refusal, reason).with_thinking(thinking, signature);
-        let completion = Completion {
-            result: Value::Null,
-            upstream_model: answer.model,
-            prompt_tokens: answer.usage.as_ref().map(|u| u.input_tokens),
-            completion_tokens: answer.usage.as_ref().map(|u| u.output_tokens),
-            details: answer
-                .usage
-                .as_ref()
-                .map(ResponsesUsage::details)
-                .unwrap_or_default(),
-            status_code: status,
-        };
-        Ok((reply, completion))
+        Ok(answer.read(status))
     }
 
     async fn embed(&self, r: &EmbeddingRequest, model: &str) -> Result<Completion, ProviderError> {

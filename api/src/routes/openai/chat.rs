@@ -20,7 +20,8 @@ use tollgate_core::domain::{ChatRequest, JobRequest};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::objects;
-use super::streams::{ChunkWriter, ResponseEvents};
+use super::response_events::ResponseEvents;
+use super::streams::ChunkWriter;
 use crate::AppState;
 use crate::access::auth::Caller;
 use crate::calls::feed::{Dialect, Feed, Started};

@@ -18,6 +18,7 @@ mod models;
 mod objects;
 mod replies;
 mod requests;
+mod response_events;
 mod streams;
 
 use std::fmt;

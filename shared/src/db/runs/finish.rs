@@ -386,7 +386,15 @@ impl<'a> End<'a> {
             |routed_model, tokens: &TokenCounts, price: &Option<Price>, latency: &Duration| Bill {
                 tokens: *tokens,
                 price_id: price.map(|p| p.id),
-                cost: price.map(|p| billing::cost_of(tokens, &p)),
+                cost: price.map(|p| {
+                    let count = |tokens: i32| i64::from(tokens);
+                    billing::cost_with_cache(
+                        count(tokens.prompt),
+                        count(tokens.details.cached),
+                        count(tokens.completion),
+                        &p,
+                    )
+                }),
                 latency_ms: i32::try_from(latency.as_millis()).unwrap_or(i32::MAX),
                 routed_model,
             };

@@ -49,6 +49,17 @@ struct Calls {
     names: HashSet<String>,
 }
 
+/// Refuses a text longer than a message's may be, naming its `field`.
+fn within_limit(text: &str, field: impl FnOnce() -> String) -> Result<(), ValidationError> {
+    if text.chars().count() > MAX_TEXT_CHARS {
+        return Err(ValidationError::new(
+            field(),
+            format!("must be at most {MAX_TEXT_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_message(
     message: &super::Message,
     at: &str,
@@ -72,23 +83,13 @@ fn check_message(
                 if message.role == Role::Tool {
                     return Err(refuse(j, "text outside its result"));
                 }
-                if text.chars().count() > MAX_TEXT_CHARS {
-                    return Err(ValidationError::new(
-                        field(j),
-                        format!("must be at most {MAX_TEXT_CHARS} characters"),
-                    ));
-                }
+                within_limit(text, || field(j))?;
             }
             Part::Thinking(thinking) => {
                 if message.role != Role::Assistant {
                     return Err(refuse(j, "reasoning (only the assistant's is sent back)"));
                 }
-                if thinking.text.chars().count() > MAX_TEXT_CHARS {
-                    return Err(ValidationError::new(
-                        field(j),
-                        format!("must be at most {MAX_TEXT_CHARS} characters"),
-                    ));
-                }
+                within_limit(&thinking.text, || field(j))?;
             }
             Part::Image(_) => {
                 if message.role != Role::User {
