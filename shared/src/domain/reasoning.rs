@@ -130,16 +130,23 @@ impl Reasoning {
     }
 }
 
-/// What a call to one step sends, given what the request asks (`asked`) and whether the step's
-/// model can think (`thinks`: known only for a host that reports its models' capabilities;
-/// `None` counts as able), and whether the request's reasoning was dropped for it.
-pub fn for_call(asked: Option<Reasoning>, thinks: Option<bool>) -> (Option<Reasoning>, bool) {
+/// What a call to one step sends, given what the request asks (`asked`), whether the step's
+/// model can think (`thinks`: known for a host that reports its models' capabilities or a route
+/// that declares them; `None` counts as able) and whether the step is on Ollama (`ollama`), and
+/// whether the request's reasoning was dropped for it.
+pub fn for_call(
+    asked: Option<Reasoning>,
+    thinks: Option<bool>,
+    ollama: bool,
+) -> (Option<Reasoning>, bool) {
     let able = thinks != Some(false);
     match asked {
         Some(reasoning) if reasoning.is_on() && !able => (None, true),
         Some(reasoning) => (Some(reasoning), false),
-        // Thinking tokens are not billed unasked: a model known to think is told not to.
-        None if thinks == Some(true) => (Some(Reasoning::OFF), false),
+        // Thinking tokens are not billed unasked: a model on Ollama known to think (which it
+        // does by default) is told not to. A cloud model is sent nothing: not every one takes
+        // `none`, and those that reason bill it whatever they are sent.
+        None if ollama && thinks == Some(true) => (Some(Reasoning::OFF), false),
         None => (None, false),
     }
 }
@@ -202,23 +209,28 @@ mod tests {
     #[test]
     fn a_call_drops_reasoning_a_model_cannot_do_and_switches_off_what_was_not_asked() {
         let high = Some(Reasoning::Level(Effort::High));
-        assert_eq!(for_call(high, Some(true)), (high, false));
+        assert_eq!(for_call(high, Some(true), true), (high, false));
+        let unknown = for_call(high, None, false);
+        assert_eq!(unknown, (high, false), "unknown counts as able");
+        assert_eq!(for_call(high, Some(false), false), (None, true), "dropped");
+        let off = Some(Reasoning::OFF);
         assert_eq!(
-            for_call(high, None),
-            (high, false),
-            "unknown counts as able"
-        );
-        assert_eq!(for_call(high, Some(false)), (None, true), "dropped");
-        assert_eq!(
-            for_call(Some(Reasoning::OFF), Some(false)),
-            (Some(Reasoning::OFF), false),
+            for_call(off, Some(false), true),
+            (off, false),
             "off is never dropped"
         );
+        let unasked = for_call(None, Some(true), true);
         assert_eq!(
-            for_call(None, Some(true)),
-            (Some(Reasoning::OFF), false),
-            "a model known to think is told not to"
+            unasked,
+            (off, false),
+            "a model on Ollama known to think is told not to"
         );
-        assert_eq!(for_call(None, None), (None, false));
+        let cloud = for_call(None, Some(true), false);
+        assert_eq!(
+            cloud,
+            (None, false),
+            "a cloud model is sent nothing unasked"
+        );
+        assert_eq!(for_call(None, None, true), (None, false));
     }
 }

@@ -62,7 +62,9 @@ impl OpenAiClient {
         match self.run_once(request, model, reasoning).await {
             Err(failure) if refuses_reasoning(&failure, reasoning) => {
                 let mut completion = self.run_once(request, model, None).await?;
-                super::mark_reasoning_dropped(&mut completion.result);
+                if reasoning.is_some_and(Reasoning::is_on) {
+                    super::mark_reasoning_dropped(&mut completion.result);
+                }
                 Ok(completion)
             }
             answer => answer,
@@ -118,7 +120,9 @@ impl OpenAiClient {
         match self.stream_once(request, model, reasoning, on_delta).await {
             Err(failure) if refuses_reasoning(&failure, reasoning) => {
                 let mut completion = self.stream_once(request, model, None, on_delta).await?;
-                super::mark_reasoning_dropped(&mut completion.result);
+                if reasoning.is_some_and(Reasoning::is_on) {
+                    super::mark_reasoning_dropped(&mut completion.result);
+                }
                 Ok(completion)
             }
             answer => answer,
@@ -328,7 +332,8 @@ fn error_message(value: &Value) -> Option<&str> {
     value["error"]["message"].as_str()
 }
 
-/// Whether `failure` is the model refusing the reasoning the call asked for.
+/// Whether `failure` is the model refusing the reasoning the call asked for (on, or off: not
+/// every model takes `none`). Only reasoning asked on is then said to be dropped.
 fn refuses_reasoning(failure: &ProviderError, reasoning: Option<Reasoning>) -> bool {
     reasoning.is_some()
         && failure.status_code == Some(400)

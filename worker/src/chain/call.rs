@@ -7,7 +7,7 @@ use std::time::Instant;
 use chrono::Utc;
 use tollgate_core::db::job_attempts::{AttemptOutcome, AttemptRecord};
 use tollgate_core::domain::reasoning;
-use tollgate_core::domain::{FailureClass, JobErrorCode};
+use tollgate_core::domain::{FailureClass, JobErrorCode, ProviderName};
 use tollgate_core::provider::{
     Completion, Delta, ProviderError, TokenCounts, mark_reasoning_dropped,
 };
@@ -43,7 +43,9 @@ pub(super) async fn call_once(
     );
     let passed_on = telemetry::passed_on(&span, &call.trace);
     let mut first_piece = None;
-    let (reasoning, dropped) = reasoning::for_call(request.reasoning(), ready.thinks(step));
+    let on_ollama = step.name == ProviderName::Ollama;
+    let (reasoning, dropped) =
+        reasoning::for_call(request.reasoning(), ready.thinks(step), on_ollama);
     let answer = tokio::select! {
         answer = tollgate_core::provider::traced(passed_on, async {
             match call.relay {
