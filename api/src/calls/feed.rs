@@ -186,7 +186,7 @@ pub struct Feed {
     following: Following,
     watch: Watch,
     guard: CancelOnDrop,
-    /// The text and reasoning fed so far.
+    /// The text fed so far, and the reasoning.
     fed: String,
     fed_thinking: String,
     next_seq: u32,
@@ -196,7 +196,7 @@ pub struct Feed {
     following_open: bool,
     closing: bool,
     deadline: Instant,
-    /// What the job's end feeds: its text not yet fed, then the end itself.
+    /// What the job's end feeds: its reasoning and text not yet fed, then the end itself.
     pending: VecDeque<Fed>,
     done: bool,
 }
