@@ -159,7 +159,13 @@ async fn a_model_no_host_has_goes_to_the_fallback_and_without_one_fails_naming_i
         .patch_settings(&json!({ "ai_fallback_provider": "openai" }))
         .await;
 
-    // The fleet's listing says no host has it: no host is asked, the fallback answers.
+    // The fleet's listing says no host has it: no host is asked, the fallback answers (once
+    // the worker has the fallback: a settings change reaches it within a moment, not at once).
+    eventually("the worker takes up the fallback", || async {
+        let job = stack.generate("ghost", "first").await;
+        job["status"] == "succeeded"
+    })
+    .await;
     let job = stack.generate("ghost", "hi").await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["provider"], "openai");
