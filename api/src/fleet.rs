@@ -1,14 +1,16 @@
-//! The fleet's models as the api reaches them: what each enabled Ollama host has installed and
-//! running (asked of every host at once), and pulling or deleting a model on one host or on all of
-//! them. The routes (`/v1/models`, the Ollama surface) only shape the answers.
+//! The fleet's models as the api reaches them: what each enabled host has installed (an
+//! OpenAI-compatible server: serves) and, on Ollama hosts, running (asked of every host at once);
+//! and pulling or deleting a model on one Ollama host or on all of them. The routes (`/v1/models`,
+//! the Ollama surface) only shape the answers.
 
 use futures::{Stream, StreamExt as _};
 use serde::Serialize;
 use serde_json::{Value, json};
-use tollgate_core::domain::Host;
+use tollgate_core::domain::{Host, HostKind};
 use tollgate_core::provider::{
-    DeleteError, InstalledModel, OllamaModels, ProviderError, model_key,
+    DeleteError, HostListing, InstalledModel, OllamaModels, ProviderError, model_key,
 };
+use tollgate_core::secret::Purpose;
 
 use crate::AppState;
 use crate::http::error::ApiError;
@@ -17,6 +19,7 @@ use crate::http::error::ApiError;
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct HostModels {
     pub name: String,
+    pub kind: HostKind,
     pub enabled: bool,
     /// Whether it answered (`installed` is empty when not).
     pub reachable: bool,
@@ -39,17 +42,28 @@ fn client(state: &AppState, host: &Host) -> OllamaModels {
     OllamaModels::new(&host.base_url, state.upstream.clone())
 }
 
+/// A listing client for `host`, of its kind, with its key opened (a key this server cannot open
+/// is not sent: the host then answers as it does to anyone without one).
+pub fn listing(state: &AppState, host: &Host) -> HostListing {
+    let api_key = host.api_key.as_ref().and_then(|sealed| {
+        let key = state.secret_key.as_ref()?;
+        key.open_as(Purpose::HostKey, &sealed.sealed).ok()
+    });
+    HostListing::new(host.kind, &host.base_url, api_key, state.upstream.clone())
+}
+
 /// Every host's listing, by name; disabled hosts are listed as not reachable without being asked.
 pub async fn listings(state: &AppState) -> Vec<HostModels> {
     let runtime = state.runtime.current();
     let asked = runtime.hosts.iter().map(|host| async move {
         let installed = if host.enabled {
-            client(state, host).installed().await.ok()
+            listing(state, host).installed().await.ok()
         } else {
             None
         };
         HostModels {
             name: host.name.clone(),
+            kind: host.kind,
             enabled: host.enabled,
             reachable: installed.is_some(),
             installed: installed.unwrap_or_default(),
@@ -63,13 +77,13 @@ pub fn installed<'a>(listings: &'a [HostModels], model: &str) -> Option<&'a Inst
     listings.iter().find_map(|l| l.find(model))
 }
 
-/// What the enabled hosts have loaded now, in one Ollama `/api/ps` shape.
+/// What the enabled Ollama hosts have loaded now, in one Ollama `/api/ps` shape.
 pub async fn running(state: &AppState) -> Value {
     let runtime = state.runtime.current();
     let asked = runtime
         .hosts
         .iter()
-        .filter(|h| h.enabled)
+        .filter(|h| h.enabled && h.kind == HostKind::Ollama)
         .map(|host| async move { client(state, host).running().await.ok() });
     let models: Vec<Value> = futures::future::join_all(asked)
         .await
@@ -83,22 +97,37 @@ pub async fn running(state: &AppState) -> Value {
     json!({ "models": models })
 }
 
-/// The hosts an operator's pull or delete is for: the one named, or every enabled host.
+/// The hosts an operator's pull or delete is for: the one named, or every enabled Ollama host.
+/// Models are pulled and deleted on Ollama hosts only: an OpenAI-compatible server loads what it
+/// was started with.
 pub fn targets(state: &AppState, host: Option<&str>) -> Result<Vec<Host>, ApiError> {
     let runtime = state.runtime.current();
     match host {
-        Some(name) => runtime
-            .hosts
-            .iter()
-            .find(|h| h.name == name)
-            .cloned()
-            .map(|h| vec![h])
-            .ok_or_else(|| ApiError::invalid_field("host", format!("no host is named {name:?}"))),
+        Some(name) => {
+            let host = runtime
+                .hosts
+                .iter()
+                .find(|h| h.name == name)
+                .cloned()
+                .ok_or_else(|| {
+                    ApiError::invalid_field("host", format!("no host is named {name:?}"))
+                })?;
+            if host.kind != HostKind::Ollama {
+                return Err(ApiError::invalid_field(
+                    "host",
+                    format!(
+                        "{name:?} is an OpenAI-compatible server: models are pulled and deleted \
+                         on Ollama hosts only (the server serves what it was started with)"
+                    ),
+                ));
+            }
+            Ok(vec![host])
+        }
         None => {
             let enabled: Vec<Host> = runtime
                 .hosts
                 .iter()
-                .filter(|h| h.enabled)
+                .filter(|h| h.enabled && h.kind == HostKind::Ollama)
                 .cloned()
                 .collect();
             if enabled.is_empty() {

@@ -1,6 +1,6 @@
-//! Sealing secrets that must rest in Postgres (the OpenAI key, webhook signing secrets):
-//! XChaCha20-Poly1305 under a key that only the environment holds (`TOLLGATE_SECRET_KEY`, 32 bytes
-//! in base64).
+//! Sealing secrets that must rest in Postgres (the OpenAI key, fleet hosts' keys, webhook signing
+//! secrets): XChaCha20-Poly1305 under a key that only the environment holds
+//! (`TOLLGATE_SECRET_KEY`, 32 bytes in base64).
 //!
 //! A database dump without the environment reveals no provider key; a sealed value that was
 //! tampered with, or sealed under another key, fails to open instead of yielding garbage.
@@ -21,6 +21,8 @@ const NONCE_LEN: usize = 24;
 pub enum Purpose {
     OpenAiKey,
     WebhookSecret,
+    /// An OpenAI-compatible fleet host's key.
+    HostKey,
 }
 
 impl Purpose {
@@ -28,6 +30,7 @@ impl Purpose {
         match self {
             Self::OpenAiKey => b"tollgate:openai_api_key:v1",
             Self::WebhookSecret => b"tollgate:webhook_secret:v1",
+            Self::HostKey => b"tollgate:host_api_key:v1",
         }
     }
 }

@@ -1,4 +1,8 @@
-//! provider-sim: a stand-in for Ollama and the OpenAI API, both wire protocols on one port.
+//! provider-sim: a stand-in for Ollama and the OpenAI API, both wire protocols on one port — or,
+//! started as an OpenAI-compatible server ([`Sim::compatible_server`]), a stand-in for vLLM: Chat
+//! Completions, Embeddings and the model list only, under the model names such servers use, and
+//! no Ollama API or Responses API (404, as FastAPI answers). Such a server can be made "old": it
+//! then refuses `stream_options` and `max_completion_tokens` with a 400 naming them.
 //!
 //! Output is derived deterministically from the input (same prompt, same answer), token counts are
 //! plausible, and knobs inject latency, 500s, 429s with `Retry-After`, and hangs. Tests hold a
@@ -51,6 +55,13 @@ pub const OPENAI_MODELS: [&str; 5] = [
     "deepseek-reasoner",
 ];
 
+/// Models the sim serves as an OpenAI-compatible server.
+pub const COMPATIBLE_MODELS: [&str; 3] = [
+    "Qwen/Qwen3-32B",
+    "meta-llama/Llama-3.1-8B-Instruct",
+    "BAAI/bge-m3",
+];
+
 /// A handle on a running (or about to run) sim: knobs to turn and calls to count.
 #[derive(Clone, Default)]
 pub struct Sim {
@@ -72,6 +83,10 @@ struct Inner {
     /// The prompts OpenAI's side has answered (their hashes, at most [`KEPT_PROMPTS`]): one seen
     /// again is read from the "cache", as OpenAI's prompt caching reads a repeated prompt.
     prompts_seen: Mutex<std::collections::HashSet<String>>,
+    /// Serves as an OpenAI-compatible server (see the crate's docs).
+    compatible: std::sync::atomic::AtomicBool,
+    /// As an OpenAI-compatible server, refuses what older ones do not know.
+    old_server: std::sync::atomic::AtomicBool,
 }
 
 /// Most prompts the sim remembers for its cache; it forgets them all past this.
@@ -88,6 +103,37 @@ impl Sim {
         }
         drop(models);
         sim
+    }
+
+    /// A sim serving as an OpenAI-compatible server (vLLM) and nothing else.
+    pub fn compatible_server(knobs: Knobs, key: Option<String>) -> Self {
+        let sim = Self::new(knobs, key);
+        sim.inner.compatible.store(true, Ordering::Release);
+        sim
+    }
+
+    /// Makes an OpenAI-compatible server one too old for `stream_options` and
+    /// `max_completion_tokens` (or new again).
+    pub fn set_old_server(&self, old: bool) {
+        self.inner.old_server.store(old, Ordering::Release);
+    }
+
+    fn is_compatible(&self) -> bool {
+        self.inner.compatible.load(Ordering::Acquire)
+    }
+
+    /// Whether the server refuses what older OpenAI-compatible servers do not know.
+    fn is_old(&self) -> bool {
+        self.is_compatible() && self.inner.old_server.load(Ordering::Acquire)
+    }
+
+    /// The models its OpenAI API serves.
+    fn openai_models(&self) -> &'static [&'static str] {
+        if self.is_compatible() {
+            &COMPATIBLE_MODELS
+        } else {
+            &OPENAI_MODELS
+        }
     }
 
     /// Whether `input` was answered before (its prompt is then read from the cache); remembers
@@ -319,7 +365,25 @@ pub fn router(sim: Sim) -> Router {
             sim.clone(),
             track_in_flight,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            sim.clone(),
+            only_its_kind,
+        ))
         .with_state(sim)
+}
+
+/// An OpenAI-compatible server has neither Ollama's API nor the Responses API.
+async fn only_its_kind(State(sim): State<Sim>, request: Request, next: Next) -> Response {
+    use axum::response::IntoResponse as _;
+    let path = request.uri().path();
+    if sim.is_compatible() && (path.starts_with("/api/") || path == "/v1/responses") {
+        let missing = (
+            axum::http::StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "detail": "Not Found" })),
+        );
+        return missing.into_response();
+    }
+    next.run(request).await
 }
 
 /// Serves the sim on `listener` until `shutdown`.

@@ -43,6 +43,9 @@ struct Cli {
     /// Bearer key the OpenAI routes require; any key is accepted when unset.
     #[arg(long, env = "SIM_OPENAI_API_KEY", hide_env_values = true)]
     openai_key: Option<String>,
+    /// Serve as an OpenAI-compatible server (vLLM): its OpenAI API only, under its model names.
+    #[arg(long, env = "SIM_COMPATIBLE")]
+    compatible: bool,
 }
 
 #[tokio::main]
@@ -64,6 +67,12 @@ async fn main() -> anyhow::Result<()> {
         reply_words: cli.reply_words,
         invalid_structured: 0,
     };
+    let key = cli.openai_key.filter(|key| !key.is_empty());
+    let sim = if cli.compatible {
+        Sim::compatible_server(knobs, key)
+    } else {
+        Sim::new(knobs, key)
+    };
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "provider-sim listening");
     let shutdown = CancellationToken::new();
@@ -76,11 +85,6 @@ async fn main() -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
         stop.cancel();
     });
-    provider_sim::serve(
-        listener,
-        Sim::new(knobs, cli.openai_key.filter(|key| !key.is_empty())),
-        shutdown,
-    )
-    .await?;
+    provider_sim::serve(listener, sim, shutdown).await?;
     Ok(())
 }

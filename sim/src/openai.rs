@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::answers::{self, Answer, Asked, Format};
 use crate::faults;
-use crate::{OPENAI_MODELS, Sim, Streamed, lock, text};
+use crate::{Sim, Streamed, lock, text};
 
 pub fn router() -> Router<Sim> {
     Router::new()
@@ -34,6 +34,15 @@ fn error(
         "message": message.into(), "type": kind, "param": null, "code": code,
     }});
     (status, Json(body)).into_response()
+}
+
+/// An older OpenAI-compatible server's 400 for a field it does not know.
+fn unknown_field(param: &str) -> Response {
+    let body = json!({ "error": {
+        "message": format!("{param}: Extra inputs are not permitted"),
+        "type": "BadRequestError", "param": param, "code": 400,
+    }});
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
 }
 
 /// OpenAI's 400 for a reasoning parameter sent to a model that does not reason.
@@ -97,7 +106,7 @@ async fn admit(
     if let Some(response) = faults::meet(&sim.knobs()).await.answer(render) {
         return Err(response);
     }
-    if !OPENAI_MODELS.contains(&model) {
+    if !sim.openai_models().contains(&model) {
         return Err(error(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
@@ -137,7 +146,8 @@ async fn models(State(sim): State<Sim>, headers: HeaderMap) -> Response {
     if let Err(response) = admit(&sim, &headers, "/v1/models", None).await {
         return response;
     }
-    let data: Vec<Value> = OPENAI_MODELS
+    let data: Vec<Value> = sim
+        .openai_models()
         .iter()
         .map(|id| json!({ "id": id, "object": "model", "created": 1_700_000_000, "owned_by": "provider-sim" }))
         .collect();
@@ -325,6 +335,18 @@ async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response 
     };
     if let Err(response) = admit(&sim, &headers, "/v1/chat/completions", Some(&body.model)).await {
         return response;
+    }
+    if sim.is_old() {
+        let unknown = [
+            ("stream_options", body.stream_options.is_some()),
+            (
+                "max_completion_tokens",
+                body.max_completion_tokens.is_some(),
+            ),
+        ];
+        if let Some((param, _)) = unknown.into_iter().find(|(_, given)| *given) {
+            return unknown_field(param);
+        }
     }
     if let Err(message) = string_arguments(&body.messages) {
         return error(

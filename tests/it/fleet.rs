@@ -98,7 +98,7 @@ async fn two_hosts_where(
         ..options
     })
     .await;
-    sqlx::query("update ollama_hosts set name = 'gpu-1' where name = 'default'")
+    sqlx::query("update hosts set name = 'gpu-1' where name = 'default'")
         .execute(&stack.pool)
         .await
         .expect("rename");

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tollgate_api::ApiSettings;
 use tollgate_core::db::jobs::NewJob;
 use tollgate_core::domain::{
-    GenerateRequest, JobId, JobRequest, JobStatus, ProviderName, Role, SealedKey, SettingsChange,
-    Strategy,
+    GenerateRequest, HostKind, JobId, JobRequest, JobStatus, ProviderName, Role, SealedKey,
+    SettingsChange, Strategy,
 };
 use tollgate_core::queue::{Broker, Topology};
 use tollgate_core::secret::{SecretKey, last4};
@@ -193,16 +193,21 @@ fn test_settings() -> SettingsChange {
     }
 }
 
-/// Adds the fleet host `name` at `url` with `slots`, or changes it to that, straight in the
-/// database (the admin API's own tests go through the API), and makes every process reload it.
+/// Adds the fleet's Ollama host `name` at `url` with `slots`, or changes it to that, straight in
+/// the database (the admin API's own tests go through the API), and makes every process reload it.
 pub async fn put_host(pool: &PgPool, name: &str, url: &str, slots: u32) {
+    put_host_of(pool, HostKind::Ollama, name, url, slots).await;
+}
+
+/// [`put_host`] for a host of `kind` (an OpenAI-compatible server's `url` ends in `/v1`).
+pub async fn put_host_of(pool: &PgPool, kind: HostKind, name: &str, url: &str, slots: u32) {
     let slots = i32::try_from(slots).expect("slots fit");
     let bulk =
         i32::try_from(tollgate_core::domain::bulk_slots(slots.unsigned_abs())).expect("fits");
     sqlx::query(
         "with host as (
-            insert into ollama_hosts (id, name, base_url, slots, bulk_slots)
-            values (gen_random_uuid(), $1, $2, $3, $4)
+            insert into hosts (id, name, kind, base_url, slots, bulk_slots)
+            values (gen_random_uuid(), $1, $5, $2, $3, $4)
             on conflict (name) do update
                set base_url = excluded.base_url, slots = excluded.slots,
                    bulk_slots = excluded.bulk_slots, enabled = true
@@ -218,6 +223,7 @@ pub async fn put_host(pool: &PgPool, name: &str, url: &str, slots: u32) {
     .bind(url)
     .bind(slots)
     .bind(bulk)
+    .bind(kind.as_str())
     .execute(pool)
     .await
     .expect("put a host");
@@ -232,7 +238,10 @@ pub async fn change_settings(pool: &PgPool, change: SettingsChange) {
 }
 
 async fn start_sim() -> (Sim, String, CancellationToken) {
-    let sim = Sim::new(Knobs::default(), Some(OPENAI_KEY.into()));
+    serve_sim(Sim::new(Knobs::default(), Some(OPENAI_KEY.into()))).await
+}
+
+async fn serve_sim(sim: Sim) -> (Sim, String, CancellationToken) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sim");
     let url = format!("http://{}", listener.local_addr().expect("sim addr"));
     let stop = CancellationToken::new();
@@ -410,7 +419,20 @@ impl Stack {
 
     /// One more provider-sim (e.g. a second Ollama host), stopped with the stack; its URL.
     pub async fn extra_sim(&self) -> (Sim, String) {
-        let (sim, url, stop) = start_sim().await;
+        let served = start_sim().await;
+        self.stopped_with_the_stack(served)
+    }
+
+    /// A provider-sim serving as an OpenAI-compatible server (vLLM) that takes `key` (any key
+    /// when `None`), stopped with the stack; its base URL, `/v1` included.
+    pub async fn compatible_sim(&self, key: Option<&str>) -> (Sim, String) {
+        let sim = Sim::compatible_server(Knobs::default(), key.map(str::to_owned));
+        let (sim, url) = self.stopped_with_the_stack(serve_sim(sim).await);
+        (sim, format!("{url}/v1"))
+    }
+
+    fn stopped_with_the_stack(&self, served: (Sim, String, CancellationToken)) -> (Sim, String) {
+        let (sim, url, stop) = served;
         let stack_stop = self.stop.clone();
         tokio::spawn(async move {
             stack_stop.cancelled().await;

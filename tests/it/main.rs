@@ -3,8 +3,9 @@
 //!
 //! Its modules: `harness` (the test stack, the proxies that cut connections, the one raw-broker
 //! helper); intake and its rules — `intake`, `bad_input`, `hardening`, `access`, `limits`,
-//! `idempotency`, `tenants`, `secrets`, `unserved` (requests no provider can serve); running jobs — `providers`, `resolution`, `fleet`,
-//! `models`, `delivery`, `coalescing`, `outages`, `lost_commit` (statements whose commit answer
+//! `idempotency`, `tenants`, `secrets`, `unserved` (requests no provider can serve); running jobs
+//! — `providers`, `resolution`, `fleet`, `compatible_hosts` (OpenAI-compatible servers in the
+//! fleet), `models`, `delivery`, `coalescing`, `outages`, `lost_commit` (statements whose commit answer
 //! the connection lost); what comes back — `events`, `streaming`, `webhooks`, `billing`,
 //! `retention`; bulk work — `batches`, `cli`, `openai_batches`; the drop-in surfaces through the
 //! official Python packages — `calls`, and tool calls and structured answers through every surface
@@ -28,6 +29,7 @@ mod capabilities;
 mod choices;
 mod cli;
 mod coalescing;
+mod compatible_hosts;
 mod dashboard;
 mod delivery;
 mod events;

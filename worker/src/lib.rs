@@ -272,6 +272,7 @@ fn start_providers(
         &runtime.current(),
         settings.slot_lease,
         settings.provider_timeout,
+        settings.secret_key.clone(),
     );
     tasks.spawn(
         "host slots",

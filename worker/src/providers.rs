@@ -13,8 +13,8 @@ use secrecy::SecretString;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::domain::{
-    Capabilities, LocalWait, ProviderName, Route, RouteInput, Runtime, Settings, WhenBusy,
-    bulk_slots,
+    Capabilities, FleetRoute, LocalWait, ProviderName, Route, RouteInput, Runtime, Settings,
+    WhenBusy, bulk_slots,
 };
 use tollgate_core::provider::{OpenAiClient, Provider};
 use tollgate_core::runtime::RuntimeWatch;
@@ -53,13 +53,16 @@ struct Configured {
 /// Where a step's call goes.
 pub enum Target {
     Cloud(Arc<Cloud>),
-    /// A host of the fleet, picked when a slot is taken.
-    Fleet,
+    /// A host of the fleet, picked when a slot is taken, running what the route names for its
+    /// kind.
+    Fleet(FleetRoute),
 }
 
 /// One step of a job's plan: call this provider for this upstream model.
 pub struct Step {
     pub name: ProviderName,
+    /// The model called, for the cloud; for the fleet, the model its route is known by (each
+    /// host runs its kind's, see [`Target::Fleet`]).
     pub upstream_model: String,
     pub target: Target,
     /// For the fleet: how long to wait for a slot.
@@ -161,7 +164,9 @@ impl Providers {
             .iter()
             .filter_map(|candidate| {
                 let target = match candidate.provider {
-                    ProviderName::Ollama => Target::Fleet,
+                    ProviderName::Ollama => {
+                        Target::Fleet(configured.runtime.routes.fleet(model)?.clone())
+                    }
                     ProviderName::OpenAi => Target::Cloud(configured.openai.clone()?),
                 };
                 Some(Step {

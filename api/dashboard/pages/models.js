@@ -13,7 +13,7 @@ function pullForm(page, hosts) {
   const form = h('form', { class: 'pull', 'aria-label': 'Pull a model' },
     h('h2', {}, 'Pull a model'),
     field('Model', input('model', { required: true, placeholder: 'llama3.1:8b' })),
-    field('Host', select('host', [['', 'every enabled host'], ...hosts.map((host) => [host.name, host.name])], '')),
+    field('Host', select('host', [['', 'every enabled Ollama host'], ...hosts.map((host) => [host.name, host.name])], '')),
     h('button', { type: 'submit' }, 'Pull'), bar, status);
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
@@ -51,7 +51,7 @@ async function models(page) {
     h('h1', {}, 'Models'),
     section('Served', table([
       { title: 'model', value: (m) => m.model },
-      { title: 'routes', value: (m) => m.providers.map((p) => `${p.provider}: ${p.upstream_model}${p.hosts ? ` (on ${p.hosts.join(', ') || 'no host'})` : ''}`).join('; ') },
+      { title: 'routes', value: (m) => m.providers.map((p) => `${p.provider}${p.host_kind ? ` (${p.host_kind})` : ''}: ${p.upstream_model}${p.hosts ? ` (on ${p.hosts.join(', ') || 'no host'})` : ''}`).join('; ') },
       { title: 'price per 1k in / out', value: (m) => m.providers.map((p) => (p.price ? `${p.provider} ${money(p.price.input_per_1k)} / ${money(p.price.output_per_1k)}` : `${p.provider} unpriced`)).join('; ') },
     ], data, { label: 'Served models' })),
     section('Installed on the fleet', table([
@@ -59,17 +59,18 @@ async function models(page) {
       { title: 'model', value: (i) => i.model.name },
       { title: 'size', value: (i) => gb(i.model.size) },
       { title: 'modified', value: (i) => time(i.model.modified_at) },
-      { title: '', value: (i) => action('Delete', async () => {
+      { title: '', value: (i) => (i.host.kind === 'ollama' ? action('Delete', async () => {
         await del(`/v1/models/${i.model.name}`, { host: i.host.name });
         page.go(window.location.hash);
-      }) },
+      }) : '') },
     ], installed, { label: 'Installed models', empty: 'No host reported its models.' }),
     table([
       { title: 'host', value: (host) => host.name },
+      { title: 'kind', value: (host) => host.kind },
       { title: 'enabled', value: (host) => (host.enabled ? 'yes' : 'no') },
       { title: 'reachable', value: (host) => (host.reachable ? 'yes' : 'no') },
-    ], hosts, { label: 'Hosts', empty: 'No Ollama host in the fleet.' })),
-    pullForm(page, hosts));
+    ], hosts, { label: 'Hosts', empty: 'No host in the fleet.' })),
+    pullForm(page, hosts.filter((host) => host.kind === 'ollama')));
 }
 
 function priceForm(page) {

@@ -6,7 +6,7 @@ use axum::extract::State;
 use chrono::Utc;
 use serde::Serialize;
 use tollgate_core::billing;
-use tollgate_core::domain::{Capabilities, ProviderName};
+use tollgate_core::domain::{Capabilities, HostKind, ProviderName};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -23,7 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 struct Models {
     /// Every model name clients may submit, with what each provider runs and its price.
     data: Vec<ServedModel>,
-    /// Each Ollama host of the fleet and what it has installed, routed or not.
+    /// Each host of the fleet and what it has installed (or serves), routed or not.
     hosts: Vec<HostModels>,
 }
 
@@ -37,11 +37,14 @@ struct ServedModel {
 #[schema(as = ModelRoute)]
 struct Route {
     provider: ProviderName,
+    /// For the fleet: the kind of host the upstream model is for (a route may name one per kind).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_kind: Option<HostKind>,
     upstream_model: String,
-    /// For Ollama: whether a host has the upstream model installed.
+    /// For the fleet: whether a host of that kind has the upstream model.
     #[serde(skip_serializing_if = "Option::is_none")]
     installed: Option<bool>,
-    /// For Ollama: the hosts that have it.
+    /// For the fleet: the hosts of that kind that have it.
     #[serde(skip_serializing_if = "Option::is_none")]
     hosts: Option<Vec<String>>,
     /// What the model can do (`completion`, `tools`, `vision`, `thinking`, `embedding`): for
@@ -65,7 +68,7 @@ struct PriceView {
 
 /// The models you may use
 #[utoipa::path(get, path = "/v1/models", tag = "Jobs",
-    description = "Every model name clients may submit, with the providers that run it and their prices, and each Ollama host of the fleet with what it has installed.",
+    description = "Every model name clients may submit, with the providers that run it and their prices, and each host of the fleet with what it has installed.",
     responses((status = 200, description = "The models", body = Models)))]
 async fn list(State(state): State<AppState>, Caller(_): Caller) -> Result<Json<Models>, ApiError> {
     let runtime = state.runtime.current();
@@ -75,41 +78,56 @@ async fn list(State(state): State<AppState>, Caller(_): Caller) -> Result<Json<M
         .routes
         .all()
         .into_iter()
-        .map(|(model, routes)| ServedModel {
-            model: model.to_owned(),
-            providers: routes
-                .into_iter()
-                .map(|(provider, upstream)| {
-                    let on: Option<Vec<String>> = (provider == ProviderName::Ollama).then(|| {
-                        hosts
-                            .iter()
-                            .filter(|h| h.has(upstream))
-                            .map(|h| h.name.clone())
-                            .collect()
-                    });
-                    Route {
-                        provider,
-                        upstream_model: upstream.to_owned(),
-                        installed: on.as_ref().map(|on| !on.is_empty()),
-                        hosts: on,
-                        capabilities: Capabilities::known(
-                            (provider == ProviderName::Ollama)
-                                .then(|| runtime.fleet_models.of(upstream))
-                                .flatten(),
-                            runtime.routes.declared(model, provider),
-                        )
-                        .map(Capabilities::names),
-                        price: runtime
-                            .prices
-                            .at(provider, upstream, now)
-                            .map(|p| PriceView {
-                                input_per_1k: billing::display(p.input_per_1k),
-                                output_per_1k: billing::display(p.output_per_1k),
-                                cached_input_per_1k: p.cached_input_per_1k.map(billing::display),
-                            }),
-                    }
-                })
-                .collect(),
+        .map(|(model, routes)| {
+            let steps = routes.into_iter().flat_map(|(provider, upstream)| {
+                let kinds: Vec<(Option<HostKind>, &str)> = match provider {
+                    ProviderName::Ollama => runtime
+                        .routes
+                        .fleet(model)
+                        .map(|route| route.kinds().map(|(k, m)| (Some(k), m)).collect())
+                        .unwrap_or_default(),
+                    ProviderName::OpenAi => vec![(None, upstream)],
+                };
+                kinds
+                    .into_iter()
+                    .map(move |(kind, upstream)| (provider, kind, upstream))
+            });
+            ServedModel {
+                model: model.to_owned(),
+                providers: steps
+                    .map(|(provider, kind, upstream)| {
+                        let on: Option<Vec<String>> = kind.map(|kind| {
+                            hosts
+                                .iter()
+                                .filter(|h| h.kind == kind && h.has(upstream))
+                                .map(|h| h.name.clone())
+                                .collect()
+                        });
+                        Route {
+                            provider,
+                            host_kind: kind,
+                            upstream_model: upstream.to_owned(),
+                            installed: on.as_ref().map(|on| !on.is_empty()),
+                            hosts: on,
+                            capabilities: Capabilities::known(
+                                kind.and_then(|kind| runtime.fleet_models.of(kind, upstream)),
+                                runtime.routes.declared(model, provider),
+                            )
+                            .map(Capabilities::names),
+                            price: runtime
+                                .prices
+                                .at(provider, upstream, now)
+                                .map(|p| PriceView {
+                                    input_per_1k: billing::display(p.input_per_1k),
+                                    output_per_1k: billing::display(p.output_per_1k),
+                                    cached_input_per_1k: p
+                                        .cached_input_per_1k
+                                        .map(billing::display),
+                                }),
+                        }
+                    })
+                    .collect(),
+            }
         })
         .collect();
     Ok(Json(Models { data, hosts }))

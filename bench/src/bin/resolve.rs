@@ -43,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
         &runtime.current(),
         Duration::from_secs(15),
         Duration::from_secs(5),
+        None,
     );
     let providers = Providers::new(runtime, fleet, None, Duration::from_secs(5));
     let job = RouteInput {

@@ -6,12 +6,12 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::domain::{Capabilities, FleetModels};
+use crate::domain::{Capabilities, FleetModels, HostKind};
 
 /// One model of a host's listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
-    /// Ollama's full name (`llama3:latest`).
+    /// Ollama's full name (`llama3:latest`); an OpenAI-compatible server's id.
     pub model: String,
     pub digest: Option<String>,
     /// Its capabilities as Ollama names them; `None` when the host did not say.
@@ -59,16 +59,19 @@ pub async fn record(pool: &PgPool, host_id: Uuid, listed: &[Listed]) -> Result<b
 /// What the enabled hosts' models can do.
 pub async fn fleet(pool: &PgPool) -> Result<FleetModels, sqlx::Error> {
     let rows = sqlx::query!(
-        "select m.model, m.capabilities
-           from host_models m join ollama_hosts h on h.id = m.host_id
+        "select h.kind, m.model, m.capabilities
+           from host_models m join hosts h on h.id = m.host_id
           where h.enabled",
     )
     .fetch_all(pool)
     .await?;
     let mut fleet = FleetModels::default();
     for row in rows {
+        let Some(kind) = HostKind::parse(&row.kind) else {
+            continue; // the check constraint admits no other kind
+        };
         let capabilities = row.capabilities.as_deref().map(Capabilities::from_names);
-        fleet.add(&row.model, capabilities);
+        fleet.add(kind, &row.model, capabilities);
     }
     Ok(fleet)
 }

@@ -57,7 +57,7 @@ pub async fn take(
             select h.id, h.slots, h.bulk_slots,
                    (select count(*) from host_slots b
                      where b.host_id = h.id and b.held_until >= now()) as held
-              from ollama_hosts h
+              from hosts h
              where h.id = any($1) and h.enabled
          ), free as (
             select s.host_id, s.slot

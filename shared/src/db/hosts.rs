@@ -1,4 +1,5 @@
-//! The `ollama_hosts` table: the fleet as operators change it. Every change is one transaction
+//! The `hosts` table: the fleet (Ollama hosts and OpenAI-compatible servers) as operators change
+//! it. Every change is one transaction
 //! that also writes its audit entry, keeps the host's slot rows in step with its `slots`, and bumps
 //! the settings version, so every api and worker reloads the fleet within a refresh period.
 
@@ -6,31 +7,41 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::audit::{self, Action};
-use crate::domain::{Host, HostSpec, bulk_slots};
+use crate::domain::{Host, HostKind, HostSpec, SealedKey, bulk_slots};
 
 /// Violated when a host name is taken.
-pub const NAME_TAKEN: &str = "ollama_hosts_name_key";
+pub const NAME_TAKEN: &str = "hosts_name_key";
 
 struct HostRow {
     id: Uuid,
     name: String,
+    kind: String,
     base_url: String,
     slots: i32,
     bulk_slots: i32,
     enabled: bool,
+    api_key_sealed: Option<Vec<u8>>,
+    api_key_last4: Option<String>,
 }
 
 impl From<HostRow> for Host {
     fn from(row: HostRow) -> Self {
-        // The check constraints keep both counts between 1 and 10,000.
+        // The check constraints keep both counts between 1 and 10,000, the kind one of the two,
+        // and the key's halves together.
         let n = |v: i32| u32::try_from(v).unwrap_or(1);
+        let api_key = match (row.api_key_sealed, row.api_key_last4) {
+            (Some(sealed), Some(last4)) => Some(SealedKey { sealed, last4 }),
+            _ => None,
+        };
         Self {
             id: row.id,
             name: row.name,
+            kind: HostKind::parse(&row.kind).unwrap_or(HostKind::Ollama),
             base_url: row.base_url,
             slots: n(row.slots),
             bulk_slots: n(row.bulk_slots),
             enabled: row.enabled,
+            api_key,
         }
     }
 }
@@ -39,7 +50,8 @@ impl From<HostRow> for Host {
 pub async fn all(pool: &PgPool) -> Result<Vec<Host>, sqlx::Error> {
     let rows = sqlx::query_as!(
         HostRow,
-        "select id, name, base_url, slots, bulk_slots, enabled from ollama_hosts order by name"
+        "select id, name, kind, base_url, slots, bulk_slots, enabled, api_key_sealed, api_key_last4
+           from hosts order by name"
     )
     .fetch_all(pool)
     .await?;
@@ -55,15 +67,20 @@ pub async fn create(
     let mut tx = pool.begin().await?;
     let row = sqlx::query_as!(
         HostRow,
-        "insert into ollama_hosts (id, name, base_url, slots, bulk_slots, enabled)
-         values ($1, $2, $3, $4, $5, $6)
-         returning id, name, base_url, slots, bulk_slots, enabled",
+        "insert into hosts (id, name, kind, base_url, slots, bulk_slots, enabled,
+                            api_key_sealed, api_key_last4)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         returning id, name, kind, base_url, slots, bulk_slots, enabled, api_key_sealed,
+                   api_key_last4",
         Uuid::now_v7(),
         spec.name,
+        spec.kind.as_str(),
         spec.base_url,
         count(spec.slots),
         count(bulk_slots(spec.slots)),
         spec.enabled,
+        spec.api_key.as_ref().map(|k| k.sealed.as_slice()),
+        spec.api_key.as_ref().map(|k| k.last4.as_str()),
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -72,7 +89,8 @@ pub async fn create(
     Ok(host)
 }
 
-/// Replaces `name`'s address, slots and state with `spec`'s; `None` if there is no such host.
+/// Replaces `name`'s address, slots, state and key with `spec`'s (its kind stays); `None` if there
+/// is no such host.
 pub async fn update(
     pool: &PgPool,
     spec: &HostSpec,
@@ -81,15 +99,19 @@ pub async fn update(
     let mut tx = pool.begin().await?;
     let row = sqlx::query_as!(
         HostRow,
-        "update ollama_hosts
-            set base_url = $2, slots = $3, bulk_slots = $4, enabled = $5, updated_at = now()
+        "update hosts
+            set base_url = $2, slots = $3, bulk_slots = $4, enabled = $5, api_key_sealed = $6,
+                api_key_last4 = $7, updated_at = now()
           where name = $1
-         returning id, name, base_url, slots, bulk_slots, enabled",
+         returning id, name, kind, base_url, slots, bulk_slots, enabled, api_key_sealed,
+                   api_key_last4",
         spec.name,
         spec.base_url,
         count(spec.slots),
         count(bulk_slots(spec.slots)),
         spec.enabled,
+        spec.api_key.as_ref().map(|k| k.sealed.as_slice()),
+        spec.api_key.as_ref().map(|k| k.last4.as_str()),
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -105,7 +127,7 @@ pub async fn update(
 /// none.
 pub async fn delete(pool: &PgPool, name: &str, action: &Action<'_>) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let removed = sqlx::query!("delete from ollama_hosts where name = $1", name)
+    let removed = sqlx::query!("delete from hosts where name = $1", name)
         .execute(&mut *tx)
         .await?
         .rows_affected();

@@ -1,19 +1,23 @@
-//! The `model_routes` table: which upstream model each provider runs for a model name (aliases).
+//! The `model_routes` table: which upstream model each provider runs for a model name (aliases),
+//! and on the fleet, for each kind of host.
 //!
 //! Every change bumps `settings.version` in the same transaction, so running processes pick it up
 //! with the settings.
 
 use sqlx::PgPool;
 
-use crate::domain::{Capabilities, ModelRoutes, ProviderName};
+use crate::domain::{Capabilities, FleetRoute, HostKind, ModelRoutes, ProviderName};
 
 /// One model name and what each provider runs for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alias {
     pub model: String,
-    /// Indexed by [`ProviderName::index`].
-    pub upstream: [Option<String>; 2],
-    /// What each route's upstream model can do, where declared; indexed likewise.
+    /// What the fleet runs on each kind of host.
+    pub fleet: FleetRoute,
+    /// What OpenAI runs.
+    pub openai: Option<String>,
+    /// What each route's upstream model can do, where declared; indexed by
+    /// [`ProviderName::index`] (the fleet's declaration covers both kinds of host).
     pub capabilities: [Option<Capabilities>; 2],
 }
 
@@ -21,6 +25,7 @@ pub struct Alias {
 struct Route {
     model: String,
     provider: String,
+    host_kind: Option<String>,
     upstream_model: String,
     capabilities: Option<Vec<String>>,
 }
@@ -28,9 +33,9 @@ struct Route {
 async fn rows(pool: &PgPool, model: Option<&str>) -> Result<Vec<Route>, sqlx::Error> {
     sqlx::query_as!(
         Route,
-        "select model, provider, upstream_model, capabilities from model_routes
+        "select model, provider, host_kind, upstream_model, capabilities from model_routes
           where $1::text is null or model = $1
-          order by model, provider",
+          order by model, provider, host_kind",
         model,
     )
     .fetch_all(pool)
@@ -39,27 +44,33 @@ async fn rows(pool: &PgPool, model: Option<&str>) -> Result<Vec<Route>, sqlx::Er
 
 fn group(rows: Vec<Route>) -> Vec<Alias> {
     let mut aliases: Vec<Alias> = Vec::new();
-    for Route {
-        model,
-        provider,
-        upstream_model,
-        capabilities,
-    } in rows
-    {
-        let Some(provider) = ProviderName::parse(&provider) else {
+    for route in rows {
+        let Some(provider) = ProviderName::parse(&route.provider) else {
             continue; // the check constraint admits no other name
         };
-        if aliases.last().is_none_or(|a| a.model != model) {
+        if aliases.last().is_none_or(|a| a.model != route.model) {
             aliases.push(Alias {
-                model,
-                upstream: [None, None],
+                model: route.model,
+                fleet: FleetRoute::default(),
+                openai: None,
                 capabilities: [None, None],
             });
         }
-        if let Some(alias) = aliases.last_mut() {
-            alias.upstream[provider.index()] = Some(upstream_model);
-            alias.capabilities[provider.index()] =
-                capabilities.as_deref().map(Capabilities::from_names);
+        let Some(alias) = aliases.last_mut() else {
+            continue;
+        };
+        match provider {
+            ProviderName::Ollama => {
+                // The check constraint gives every fleet route a kind of host.
+                let kind = route.host_kind.as_deref().and_then(HostKind::parse);
+                alias
+                    .fleet
+                    .set(kind.unwrap_or(HostKind::Ollama), route.upstream_model);
+            }
+            ProviderName::OpenAi => alias.openai = Some(route.upstream_model),
+        }
+        if let Some(names) = route.capabilities {
+            alias.capabilities[provider.index()] = Some(Capabilities::from_names(&names));
         }
     }
     aliases
@@ -78,10 +89,13 @@ pub async fn get(pool: &PgPool, model: &str) -> Result<Option<Alias>, sqlx::Erro
 pub async fn all(pool: &PgPool) -> Result<ModelRoutes, sqlx::Error> {
     let mut routes = ModelRoutes::default();
     for alias in list(pool).await? {
+        for (kind, upstream) in alias.fleet.kinds() {
+            routes.insert_fleet(alias.model.clone(), kind, upstream.to_owned());
+        }
+        if let Some(upstream) = alias.openai {
+            routes.insert(alias.model.clone(), ProviderName::OpenAi, upstream);
+        }
         for provider in ProviderName::ALL {
-            if let Some(upstream) = &alias.upstream[provider.index()] {
-                routes.insert(alias.model.clone(), provider, upstream.clone());
-            }
             if let Some(can) = alias.capabilities[provider.index()] {
                 routes.declare(alias.model.clone(), provider, can);
             }
@@ -96,21 +110,28 @@ pub async fn put(pool: &PgPool, alias: &Alias) -> Result<(), sqlx::Error> {
     sqlx::query!("delete from model_routes where model = $1", alias.model)
         .execute(&mut *tx)
         .await?;
-    for provider in ProviderName::ALL {
-        if let Some(upstream) = &alias.upstream[provider.index()] {
-            let declared: Option<Vec<String>> = alias.capabilities[provider.index()]
-                .map(|can| can.names().into_iter().map(str::to_owned).collect());
-            sqlx::query!(
-                "insert into model_routes (model, provider, upstream_model, capabilities)
-                 values ($1, $2, $3, $4)",
-                alias.model,
-                provider.as_str(),
-                upstream,
-                declared.as_deref(),
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
+    let fleet = alias
+        .fleet
+        .kinds()
+        .map(|(kind, upstream)| (ProviderName::Ollama, Some(kind), upstream));
+    let cloud = alias
+        .openai
+        .as_deref()
+        .map(|upstream| (ProviderName::OpenAi, None, upstream));
+    for (provider, kind, upstream) in fleet.chain(cloud) {
+        let declared: Option<Vec<String>> = alias.capabilities[provider.index()]
+            .map(|can| can.names().into_iter().map(str::to_owned).collect());
+        sqlx::query!(
+            "insert into model_routes (model, provider, host_kind, upstream_model, capabilities)
+             values ($1, $2, $3, $4, $5)",
+            alias.model,
+            provider.as_str(),
+            kind.map(HostKind::as_str),
+            upstream,
+            declared.as_deref(),
+        )
+        .execute(&mut *tx)
+        .await?;
     }
     super::settings::bump_version(&mut tx).await?;
     tx.commit().await

@@ -219,7 +219,7 @@ pub async fn seed(pool: &PgPool, seed: &Seed) -> Result<bool, sqlx::Error> {
              where seeded_at is null
          returning 1
          ), host as (
-            update ollama_hosts set base_url = $1, updated_at = now()
+            update hosts set base_url = $1, updated_at = now()
              where name = 'default' and exists (select from seeded)
          )
          select count(*) as "seeded!" from seeded"#,

@@ -26,7 +26,8 @@ pub use batch::{BatchItem, BatchSpec, MAX_BATCH_ITEMS, Template, ValidItem};
 pub use capability::{Capabilities, Capability};
 pub use conversation::Conversation;
 pub use fleet::{
-    FleetModels, Host, HostChange, HostSpec, MAX_HOST_SLOTS, bulk_slots, host_name, model_key,
+    FleetModels, FleetRoute, Host, HostChange, HostKind, HostSpec, MAX_HOST_SLOTS, bulk_slots,
+    host_name, model_key,
 };
 pub use ids::{BatchId, FileId, JobId, TenantId, TokenId};
 pub use job::{Job, JobError, JobKind, JobStatus, Role, Usage};

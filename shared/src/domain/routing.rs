@@ -267,10 +267,7 @@ impl Runtime {
                 withheld = true;
                 continue;
             }
-            if let Some(lacks) = self
-                .capabilities(model, provider, upstream_model)
-                .lacking(job.needs)
-            {
+            if let Some(lacks) = self.capabilities(model, provider).lacking(job.needs) {
                 lacking.get_or_insert(lacks);
                 continue;
             }
@@ -320,31 +317,28 @@ impl Runtime {
     pub fn model_capabilities(&self, model: &str) -> Capabilities {
         ProviderName::ALL
             .into_iter()
-            .filter_map(|provider| {
-                let upstream = self.routes.upstream(model, provider)?;
-                Some(self.capabilities(model, provider, upstream))
-            })
+            .filter(|&provider| self.routes.upstream(model, provider).is_some())
+            .map(|provider| self.capabilities(model, provider))
             .fold(Capabilities::NONE, Capabilities::union)
     }
 
-    /// What `provider`'s route of `model` (to `upstream_model`) can do: for the fleet, what its
-    /// hosts' listings said (everything while no host is known to have the model: the worker
-    /// finds out); for the cloud, everything — each bounded by what the route declares.
-    pub fn capabilities(
-        &self,
-        model: &str,
-        provider: ProviderName,
-        upstream_model: &str,
-    ) -> Capabilities {
+    /// What `provider`'s route of `model` can do: for the fleet, what its hosts' listings said
+    /// (everything while no host is known to have the model: the worker finds out); for the
+    /// cloud, everything — each bounded by what the route declares.
+    pub fn capabilities(&self, model: &str, provider: ProviderName) -> Capabilities {
         let known = match provider {
-            ProviderName::Ollama => self
-                .fleet_models
-                .of(upstream_model)
-                .unwrap_or(Capabilities::ALL),
-            ProviderName::OpenAi => Capabilities::ALL,
+            ProviderName::Ollama => self.fleet_capabilities(model),
+            ProviderName::OpenAi => None,
         };
+        let known = known.unwrap_or(Capabilities::ALL);
         let declared = self.routes.declared(model, provider);
         known.intersection(declared.unwrap_or(Capabilities::ALL))
+    }
+
+    /// What the fleet's hosts say they can do with what it runs for `model` on each kind of
+    /// host; `None` when no host is known to have any of it.
+    pub fn fleet_capabilities(&self, model: &str) -> Option<Capabilities> {
+        self.fleet_models.of_route(self.routes.fleet(model)?)
     }
 
     /// Whether the settings let `provider` be called at all: OpenAI with a key stored, the fleet
@@ -382,6 +376,7 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::HostKind;
     use crate::domain::settings::tests::runtime;
 
     const ANY: RouteInput = RouteInput {
@@ -462,8 +457,11 @@ mod tests {
             Strategy::Provider(ProviderName::Ollama),
             Some(ProviderName::OpenAi),
         );
-        rt.fleet_models
-            .add("llama3", Some(Capabilities::from_names(&["completion"])));
+        rt.fleet_models.add(
+            HostKind::Ollama,
+            "llama3",
+            Some(Capabilities::from_names(&["completion"])),
+        );
         let seeing = RouteInput {
             needs: Capabilities::of([Capability::Completion, Capability::Vision]),
             ..ANY
@@ -486,6 +484,7 @@ mod tests {
         );
         // A second host with the model that can see: the fleet can.
         rt.fleet_models.add(
+            HostKind::Ollama,
             "llama3:latest",
             Some(Capabilities::from_names(&["completion", "vision"])),
         );
@@ -495,7 +494,7 @@ mod tests {
         );
         // A host that does not say what its models can do counts as able to do everything.
         let mut old = runtime(Strategy::Provider(ProviderName::Ollama), None);
-        old.fleet_models.add("llama3", None);
+        old.fleet_models.add(HostKind::Ollama, "llama3", None);
         assert_eq!(
             names(&old.route("llama3", seeing, |_| true)),
             [("ollama", "llama3")]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::fleet::Host;
+use super::fleet::{FleetRoute, Host, HostKind};
 use super::{Capabilities, ValidationError};
 
 /// The setting `ai_provider`: one provider (its fallback taking over when it fails), or `hybrid`.
@@ -161,17 +161,39 @@ pub struct Settings {
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// Which upstream model each provider runs for a model name clients use.
+/// Which upstream model each provider runs for a model name clients use (for the fleet, on each
+/// kind of host).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ModelRoutes {
+    /// For the fleet, the model its route is known by ([`FleetRoute::first`]).
     routes: HashMap<String, [Option<String>; 2]>,
+    fleet: HashMap<String, FleetRoute>,
     /// What each route's upstream model can do, where an operator declared it.
     declared: HashMap<(String, ProviderName), Capabilities>,
 }
 
 impl ModelRoutes {
+    /// Routes `model` to `upstream_model` on `provider` (on the fleet, on its Ollama hosts).
     pub fn insert(&mut self, model: String, provider: ProviderName, upstream_model: String) {
-        self.routes.entry(model).or_default()[provider.index()] = Some(upstream_model);
+        match provider {
+            ProviderName::Ollama => self.insert_fleet(model, HostKind::Ollama, upstream_model),
+            ProviderName::OpenAi => {
+                self.routes.entry(model).or_default()[provider.index()] = Some(upstream_model);
+            }
+        }
+    }
+
+    /// Routes `model` to `upstream_model` on the fleet's hosts of `kind`.
+    pub fn insert_fleet(&mut self, model: String, kind: HostKind, upstream_model: String) {
+        let route = self.fleet.entry(model.clone()).or_default();
+        route.set(kind, upstream_model);
+        let known_by = route.first().map(str::to_owned);
+        self.routes.entry(model).or_default()[ProviderName::Ollama.index()] = known_by;
+    }
+
+    /// What the fleet runs for `model` on each kind of host, if it serves it.
+    pub fn fleet(&self, model: &str) -> Option<&FleetRoute> {
+        self.fleet.get(model)
     }
 
     /// Declares what `provider`'s route of `model` can do.

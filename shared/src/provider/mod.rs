@@ -1,6 +1,7 @@
-//! Provider clients: a local Ollama and the OpenAI API, behind one enum; `ollama_messages` and
-//! `openai_messages` write a conversation in each one's form, `openai_answers` reads OpenAI's
-//! answers.
+//! Provider clients: a local Ollama and the OpenAI API (OpenAI's own, or an OpenAI-compatible
+//! server's), behind one enum; `ollama_messages` and `openai_messages` write a conversation in each
+//! one's form, `openai_answers` reads OpenAI's answers; `ollama_models` manages Ollama's models and
+//! `listing` lists what a fleet host serves, whatever its kind.
 //!
 //! Each client speaks its own wire format and returns the provider-reported token counts. Failures
 //! are classified where they happen ([`ProviderError`]), so the worker can decide what to do
@@ -8,6 +9,7 @@
 
 mod error;
 mod http;
+mod listing;
 mod ollama;
 mod ollama_messages;
 mod ollama_models;
@@ -20,12 +22,13 @@ use serde_json::Value;
 pub use error::{ProviderError, parse_retry_after};
 pub use http::traced;
 
+pub use listing::{CompatibleModels, HostListing};
 pub use ollama::OllamaClient;
 pub use ollama_models::{DeleteError, InstalledModel, OllamaModels, model_key};
-pub use openai::OpenAiClient;
+pub use openai::{Dialect, OpenAiClient};
 
 use crate::domain::conversation::{Reply, choices_result};
-use crate::domain::{JobErrorCode, JobRequest, ProviderName, Reasoning};
+use crate::domain::{JobErrorCode, JobRequest, Reasoning};
 
 /// What a successful provider call produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -221,13 +224,6 @@ pub enum Provider {
 }
 
 impl Provider {
-    pub fn name(&self) -> ProviderName {
-        match self {
-            Self::Ollama(_) => ProviderName::Ollama,
-            Self::OpenAi(_) => ProviderName::OpenAi,
-        }
-    }
-
     /// Runs `request` on the upstream model `model`, sending `reasoning` in place of what the
     /// request asks (see [`crate::domain::reasoning::for_call`]).
     pub async fn run(

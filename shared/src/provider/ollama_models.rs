@@ -1,5 +1,5 @@
-//! Managing Ollama's local models: what is installed (`GET /api/tags`), what one can do (`POST
-//! /api/show`'s `capabilities`), pulling one with its progress (`POST /api/pull`, NDJSON), and
+//! Managing Ollama's local models: its version (`GET /api/version`), what is installed (`GET
+//! /api/tags`), what one can do (`POST /api/show`'s `capabilities`), pulling one with its progress (`POST /api/pull`, NDJSON), and
 //! deleting one (`DELETE /api/delete`).
 
 use std::time::Duration;
@@ -77,6 +77,16 @@ impl OllamaModels {
         let show = self.http.post(self.url("/api/show"));
         let shown: Shown = self.quick(show.json(&json!({ "model": model }))).await?;
         Ok(shown.capabilities)
+    }
+
+    /// Ollama's version (`/api/version`): what tells a host answers as Ollama.
+    pub async fn version(&self) -> Result<String, ProviderError> {
+        #[derive(Deserialize)]
+        struct Version {
+            version: String,
+        }
+        let answer: Version = self.quick(self.http.get(self.url("/api/version"))).await?;
+        Ok(answer.version)
     }
 
     /// The models Ollama has loaded now (`/api/ps`), as it lists them.

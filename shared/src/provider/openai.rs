@@ -13,7 +13,15 @@
 //!
 //! `base_url` follows the official SDKs' convention and includes `/v1`
 //! (`https://api.openai.com/v1`), so OpenAI-compatible servers configure the same way.
+//!
+//! An OpenAI-compatible server (vLLM, llama.cpp's server, SGLang, TGI, LM Studio) is not OpenAI:
+//! its client ([`Dialect::Compatible`]) writes only the subset they share — Chat Completions for
+//! everything (no Responses API), `max_tokens` rather than `max_completion_tokens`, a key only if
+//! it has one — and learns from its first refusal that a server takes no `stream_options` (older
+//! servers), streaming without usage from then on (the tokens are then estimated).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret as _, SecretString};
@@ -32,22 +40,59 @@ use crate::domain::{
     ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest, Reasoning,
 };
 
+/// Which OpenAI API a client writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI's own: the Responses API where it serves best, `max_completion_tokens`.
+    OpenAi,
+    /// The subset OpenAI-compatible servers share (see the module's docs).
+    Compatible,
+}
+
 #[derive(Clone)]
 pub struct OpenAiClient {
     base_url: String,
-    api_key: SecretString,
+    api_key: Option<SecretString>,
+    dialect: Dialect,
+    /// Whether the server takes `stream_options` (until it refuses them once).
+    stream_usage: Arc<AtomicBool>,
     http: reqwest::Client,
     /// For streamed answers (see [`http::streaming_client`]).
     streaming: reqwest::Client,
 }
 
 impl OpenAiClient {
+    /// A client for OpenAI itself.
     pub fn new(base_url: &str, api_key: SecretString, timeout: Duration) -> Self {
+        Self::of(Dialect::OpenAi, base_url, Some(api_key), timeout)
+    }
+
+    /// A client for an OpenAI-compatible server, with its key if it has one.
+    pub fn compatible(base_url: &str, api_key: Option<SecretString>, timeout: Duration) -> Self {
+        Self::of(Dialect::Compatible, base_url, api_key, timeout)
+    }
+
+    fn of(
+        dialect: Dialect,
+        base_url: &str,
+        api_key: Option<SecretString>,
+        timeout: Duration,
+    ) -> Self {
         Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
             api_key,
+            dialect,
+            stream_usage: Arc::new(AtomicBool::new(true)),
             http: http::client(timeout),
             streaming: http::streaming_client(timeout),
+        }
+    }
+
+    /// Who answers, in messages.
+    fn label(&self) -> &'static str {
+        match self.dialect {
+            Dialect::OpenAi => "OpenAI",
+            Dialect::Compatible => "the OpenAI-compatible server",
         }
     }
 
@@ -87,6 +132,9 @@ impl OpenAiClient {
         };
         let reasons =
             reasoning.is_some() || options.n.is_some_and(|n| n > 1) || options.logprobs.is_some();
+        if self.dialect == Dialect::Compatible {
+            return self.complete(request, model, reasoning).await;
+        }
         match request {
             JobRequest::Generate(GenerateRequest {
                 options, images, ..
@@ -116,8 +164,20 @@ impl OpenAiClient {
         reasoning: Option<Reasoning>,
         on_delta: OnDelta<'_>,
     ) -> Result<Completion, ProviderError> {
-        // A refusal comes before any piece, so the call can be made again without reasoning.
-        match self.stream_once(request, model, reasoning, on_delta).await {
+        // A refusal comes before any piece, so the call can be made again without what was
+        // refused.
+        let answer = match self.stream_once(request, model, reasoning, on_delta).await {
+            Err(failure) if self.refuses_stream_options(&failure) => {
+                tracing::info!(
+                    base_url = self.base_url,
+                    "the server takes no stream_options: streaming without usage from now on"
+                );
+                self.stream_usage.store(false, Ordering::Relaxed);
+                self.stream_once(request, model, reasoning, on_delta).await
+            }
+            answer => answer,
+        };
+        match answer {
             Err(failure) if refuses_reasoning(&failure, reasoning) => {
                 let mut completion = self.stream_once(request, model, None, on_delta).await?;
                 if reasoning.is_some_and(Reasoning::is_on) {
@@ -138,10 +198,12 @@ impl OpenAiClient {
     ) -> Result<Completion, ProviderError> {
         let mut body = match request {
             JobRequest::Embedding(r) => return self.embed(r, model).await,
-            _ => chat_completions_body(request, model, reasoning)?,
+            _ => chat_completions_body(request, model, reasoning, self.dialect)?,
         };
         body["stream"] = json!(true);
-        body["stream_options"] = json!({ "include_usage": true });
+        if self.stream_usage.load(Ordering::Relaxed) {
+            body["stream_options"] = json!({ "include_usage": true });
+        }
         let call = self.authorized(&self.streaming, "/chat/completions", &body);
         let response = http::send(call, error_message)
             .await
@@ -174,7 +236,7 @@ impl OpenAiClient {
             let value: Value =
                 serde_json::from_str(&event.data).map_err(|e| http::unreadable(&e))?;
             if let Some(message) = error_message(&value) {
-                let message = format!("OpenAI failed mid-answer: {message}");
+                let message = format!("{} failed mid-answer: {message}", self.label());
                 return Err(self.redacted(ProviderError::new(JobErrorCode::ProviderError, message)));
             }
             let chunk: ChatCompletion =
@@ -216,7 +278,7 @@ impl OpenAiClient {
         model: &str,
         reasoning: Option<Reasoning>,
     ) -> Result<Completion, ProviderError> {
-        let body = chat_completions_body(request, model, reasoning)?;
+        let body = chat_completions_body(request, model, reasoning, self.dialect)?;
         let (mut answer, status): (ChatCompletion, _) =
             self.post("/chat/completions", &body).await?;
         answer.choices.sort_by_key(|choice| choice.index);
@@ -284,7 +346,7 @@ impl OpenAiClient {
             body["dimensions"] = json!(dimensions);
         }
         let (mut answer, status): (EmbeddingsAnswer, _) = self.post("/embeddings", &body).await?;
-        super::check_embedding_count("OpenAI", r.input.texts().len(), answer.data.len())?;
+        super::check_embedding_count(self.label(), r.input.texts().len(), answer.data.len())?;
         answer.data.sort_by_key(|item| item.index);
         let embeddings: Vec<Vec<f32>> =
             answer.data.into_iter().map(|item| item.embedding).collect();
@@ -314,17 +376,29 @@ impl OpenAiClient {
         path: &str,
         body: &Value,
     ) -> reqwest::RequestBuilder {
-        http.post(format!("{}{path}", self.base_url))
-            .bearer_auth(self.api_key.expose_secret())
-            .json(body)
+        let call = http.post(format!("{}{path}", self.base_url)).json(body);
+        match &self.api_key {
+            Some(key) => call.bearer_auth(key.expose_secret()),
+            None => call,
+        }
     }
 
     /// Some compatible servers echo the key in their errors; it must not reach a job.
     fn redacted(&self, mut failure: ProviderError) -> ProviderError {
-        failure.message = failure
-            .message
-            .replace(self.api_key.expose_secret(), "[redacted]");
+        if let Some(key) = &self.api_key {
+            failure.message = failure.message.replace(key.expose_secret(), "[redacted]");
+        }
         failure
+    }
+
+    /// Whether `failure` is an OpenAI-compatible server refusing `stream_options`, which older
+    /// ones do not know, while this client still sends them.
+    fn refuses_stream_options(&self, failure: &ProviderError) -> bool {
+        self.dialect == Dialect::Compatible
+            && self.stream_usage.load(Ordering::Relaxed)
+            && failure.status_code == Some(400)
+            && (failure.param.as_deref() == Some("stream_options")
+                || failure.message.contains("stream_options"))
     }
 }
 
@@ -355,6 +429,7 @@ fn chat_completions_body(
     request: &JobRequest,
     model: &str,
     reasoning: Option<Reasoning>,
+    dialect: Dialect,
 ) -> Result<Value, ProviderError> {
     let default = GenerationOptions::default();
     let (messages, o, format) = match request {
@@ -396,7 +471,12 @@ fn chat_completions_body(
         body["top_p"] = json!(p);
     }
     if let Some(m) = o.max_tokens {
-        body["max_completion_tokens"] = json!(m);
+        // OpenAI's reasoning models take only the new name; compatible servers know the old one.
+        let field = match dialect {
+            Dialect::OpenAi => "max_completion_tokens",
+            Dialect::Compatible => "max_tokens",
+        };
+        body[field] = json!(m);
     }
     if let Some(seed) = o.seed {
         body["seed"] = json!(seed);

@@ -7,7 +7,7 @@ use std::time::Instant;
 use chrono::Utc;
 use tollgate_core::db::job_attempts::{AttemptOutcome, AttemptRecord};
 use tollgate_core::domain::reasoning;
-use tollgate_core::domain::{FailureClass, JobErrorCode, ProviderName};
+use tollgate_core::domain::{FailureClass, HostKind, JobErrorCode};
 use tollgate_core::provider::{
     Completion, Delta, ProviderError, TokenCounts, mark_reasoning_dropped,
 };
@@ -32,7 +32,7 @@ pub(super) async fn call_once(
     let started_at = Utc::now();
     let clock = Instant::now();
     let provider = &ready.provider;
-    let model = &step.upstream_model;
+    let model = &ready.model;
     let host = ready.host.as_ref().map(|h| h.host.name.clone());
     let in_flight = call.metrics.in_flight(step.name.as_str(), host.as_deref());
     let span = tracing::info_span!(
@@ -43,7 +43,7 @@ pub(super) async fn call_once(
     );
     let passed_on = telemetry::passed_on(&span, &call.trace);
     let mut first_piece = None;
-    let on_ollama = step.name == ProviderName::Ollama;
+    let on_ollama = (ready.host.as_ref()).is_some_and(|h| h.host.kind == HostKind::Ollama);
     let (reasoning, dropped) =
         reasoning::for_call(request.reasoning(), ready.thinks(step), on_ollama);
     let answer = tokio::select! {
@@ -84,7 +84,7 @@ pub(super) async fn call_once(
             AttemptRecord {
                 provider: step.name,
                 host: host.clone(),
-                upstream_model: step.upstream_model.clone(),
+                upstream_model: ready.model.clone(),
                 started_at,
                 latency,
                 status_code: Some(completion.status_code),
@@ -107,7 +107,7 @@ pub(super) async fn call_once(
             AttemptRecord {
                 provider: step.name,
                 host: host.clone(),
-                upstream_model: step.upstream_model.clone(),
+                upstream_model: ready.model.clone(),
                 started_at,
                 latency,
                 status_code: failure.status_code,

@@ -98,7 +98,7 @@ pub async fn run(
                 return RunEnd::Succeeded {
                     provider: step.name,
                     reason,
-                    routed_model: step.upstream_model.clone(),
+                    routed_model: called_model(step, attempts),
                     latency: attempts.last().map_or(Duration::ZERO, |a| a.latency),
                     completion,
                 };
@@ -106,7 +106,7 @@ pub async fn run(
             Err(failure) => failure,
         };
         previous_busy = failure.code == JobErrorCode::ProviderBusy;
-        let provider = Some((step.name, step.upstream_model.clone()));
+        let provider = Some((step.name, called_model(step, attempts)));
         let error = job_error(&failure);
         let status = if failure.code == JobErrorCode::Cancelled {
             Some(JobStatus::Cancelled)
@@ -166,8 +166,8 @@ fn no_provider(plan: &Plan, call: &Call<'_>) -> RunEnd {
 }
 
 /// Calls one provider, retrying transient failures with backoff (honouring `Retry-After`) while
-/// its circuit (a host's, for the fleet) allows; returns the last failure when it gives up on this
-/// provider.
+/// its circuit (a host's, for the fleet) allows — on the fleet, on another host than those that
+/// just failed when another can serve; returns the last failure when it gives up on this provider.
 async fn on_provider(
     providers: &Providers,
     plan: &Plan,
@@ -178,8 +178,9 @@ async fn on_provider(
     let settings = &plan.runtime.settings;
     let mut backoff = retry::call_backoff(&settings.retry);
     let mut unmatched = 0;
+    let mut failed_hosts = Vec::new();
     loop {
-        let ready = ready(providers, plan, step, call).await?;
+        let ready = ready(providers, plan, step, call, &failed_hosts).await?;
         let failure = match call_once(&ready, step, call, attempts).await {
             Ok(completion) => {
                 ready.record(providers, true, plan);
@@ -208,9 +209,10 @@ async fn on_provider(
             && !call.has_streamed()
         {
             // The host lost the model since it was listed: another host may have it.
-            providers.fleet().forget(host, &step.upstream_model);
+            providers.fleet().forget(host, &ready.model);
             continue;
         }
+        failed_hosts.extend(ready.host.as_ref().map(|host| host.host.id));
         drop(ready);
         if !failure.is_transient() || call.has_streamed() {
             return Err(failure);
@@ -233,4 +235,16 @@ async fn on_provider(
             () = call.cancel.cancelled() => return Err(cancelled()),
         }
     }
+}
+
+/// The upstream model `step` last called (on the fleet, its host's kind's), or the one it is known
+/// by when it made no call.
+fn called_model(step: &Step, attempts: &[AttemptRecord]) -> String {
+    attempts
+        .last()
+        .filter(|attempt| attempt.provider == step.name)
+        .map_or_else(
+            || step.upstream_model.clone(),
+            |attempt| attempt.upstream_model.clone(),
+        )
 }

@@ -12,10 +12,12 @@ use super::terms::{Call, Lane, PERMIT_WAIT, withheld};
 use crate::fleet::{HostState, NoSlot, SlotGuard, SlotLane};
 use crate::providers::{Plan, Providers, Step, Target};
 
-/// A call about to go out: the client to call, the host it is on (for the fleet), and the slot
-/// or permits it holds until it is dropped.
+/// A call about to go out: the client to call, the model to ask it for, the host it is on (for
+/// the fleet), and the slot or permits it holds until it is dropped.
 pub(super) struct Ready {
     pub(super) provider: Provider,
+    /// The upstream model: the step's, or on the fleet what its route names for the host's kind.
+    pub(super) model: String,
     pub(super) host: Option<Arc<HostState>>,
     pub(super) _held: Held,
 }
@@ -38,7 +40,7 @@ impl Ready {
         let listed = self
             .host
             .as_ref()
-            .and_then(|host| host.capabilities(&step.upstream_model));
+            .and_then(|host| host.capabilities(&self.model));
         Capabilities::known(listed, step.declared).map(|can| can.has(Capability::Thinking))
     }
 
@@ -54,7 +56,8 @@ impl Ready {
 
 /// Waits for the step's call to be allowed out: OpenAI's circuit and one of this worker's permits
 /// (a bulk call first takes one of the permits bulk calls may use, so the rest stay free for
-/// single jobs), or a slot on a healthy host that has the model. A cancel ends the wait.
+/// single jobs), or a slot on a healthy host that has the model (one not in `failed_hosts`, when
+/// another can serve). A cancel ends the wait.
 /// Long on purpose: the two kinds of wait (OpenAI's permit, a host's slot) side by side, a cancel
 /// beside each.
 pub(super) async fn ready(
@@ -62,6 +65,7 @@ pub(super) async fn ready(
     plan: &Plan,
     step: &Step,
     call: &Call<'_>,
+    failed_hosts: &[uuid::Uuid],
 ) -> Result<Ready, ProviderError> {
     let settings = &plan.runtime.settings;
     let wait = match step.local_wait {
@@ -93,6 +97,7 @@ pub(super) async fn ready(
             };
             Ok(Ready {
                 provider: cloud.provider.clone(),
+                model: step.upstream_model.clone(),
                 host: None,
                 _held: Held::Permits {
                     _bulk: bulk,
@@ -100,14 +105,14 @@ pub(super) async fn ready(
                 },
             })
         }
-        Target::Fleet => {
+        Target::Fleet(route) => {
             let fleet = providers.fleet();
             let model = &step.upstream_model;
             let needs = call.request.needs();
-            let serving = fleet.serving(model, needs, &settings.circuit).await;
+            let serving = fleet.serving(route, needs, &settings.circuit).await;
             if serving.ready.is_empty() {
                 return Err(if serving.resting > 0 {
-                    circuit_open("every Ollama host with this model")
+                    circuit_open("every fleet host with this model")
                 } else if let Some(lacking) = serving.lacking {
                     incapable_on_fleet(model, lacking, call.policy)
                 } else {
@@ -118,15 +123,18 @@ pub(super) async fn ready(
                 Lane::Interactive => SlotLane::Any,
                 Lane::Bulk => SlotLane::Bulk,
             };
+            let (fresh, failed): (Vec<_>, Vec<_>) =
+                (serving.ready.into_iter()).partition(|host| !failed_hosts.contains(&host.host.id));
+            let hosts = if fresh.is_empty() { failed } else { fresh };
             let slot = match fleet
-                .take(model, needs, &serving.ready, lane, wait, call.cancel)
+                .take(route, needs, &hosts, lane, wait, call.cancel)
                 .await
             {
                 Ok(slot) => slot,
                 Err(NoSlot::Cancelled) => return Err(cancelled()),
                 Err(NoSlot::Busy) => {
                     return Err(busy(format!(
-                        "every slot of the Ollama hosts with {model:?} stayed busy for {} ms",
+                        "every slot of the fleet hosts with {model:?} stayed busy for {} ms",
                         wait.as_millis()
                     )));
                 }
@@ -143,8 +151,15 @@ pub(super) async fn ready(
                     "the host was removed from the fleet as its call was about to go out",
                 ));
             };
+            let Some(model) = host.runs(route).map(str::to_owned) else {
+                return Err(ProviderError::new(
+                    JobErrorCode::HostRemoved,
+                    "the host changed kind as its call was about to go out",
+                ));
+            };
             Ok(Ready {
                 provider: host.client.clone(),
+                model,
                 host: Some(host),
                 _held: Held::Slot { _slot: slot },
             })
@@ -165,7 +180,7 @@ pub(super) fn circuit_open(what: &str) -> ProviderError {
 
 /// No enabled host has the model installed: nothing local can serve it (a pull would fix it).
 pub(super) fn not_on_fleet(model: &str, policy: DataPolicy) -> ProviderError {
-    let mut message = format!("no enabled Ollama host has the model {model:?} installed");
+    let mut message = format!("no enabled fleet host has the model {model:?} installed");
     if policy == DataPolicy::LocalOnly {
         message.push_str(&withheld(policy));
     }
@@ -175,7 +190,7 @@ pub(super) fn not_on_fleet(model: &str, policy: DataPolicy) -> ProviderError {
 /// Every enabled host that has `model` says it cannot do what the call needs.
 fn incapable_on_fleet(model: &str, lacking: Capability, policy: DataPolicy) -> ProviderError {
     let mut message = format!(
-        "no enabled Ollama host's {model:?} has the {} capability",
+        "no enabled fleet host's {model:?} has the {} capability",
         lacking.as_str()
     );
     if policy == DataPolicy::LocalOnly {

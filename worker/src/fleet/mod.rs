@@ -1,7 +1,10 @@
-//! The fleet of Ollama hosts as a worker sees it: a client, a circuit and the installed models per
-//! host, rebuilt when the settings change, and the host slots every worker shares ([`slots`]).
+//! The fleet as a worker sees it: a client (Ollama's, or an OpenAI-compatible server's), a circuit
+//! and the installed models per host, rebuilt when the settings change, and the host slots every
+//! worker shares ([`slots`]). A call for a model goes to a host whose kind its route names a model
+//! for, and that has that model.
 //!
-//! Each host's models come from its `/api/tags`, listed every probe period (a failed listing counts
+//! Each host's models come from its `/api/tags` (an OpenAI-compatible server's `/models`), listed
+//! every probe period (a failed listing counts
 //! against its circuit like a failed call) and again at once when a job asks for a model no host
 //! is known to have (it may just have been pulled). What each model can do comes with the listing
 //! (Ollama 0.30 and later) or from `/api/show`, asked once per model and digest; a host that does
@@ -17,8 +20,13 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::db::host_models::{self, Listed};
-use tollgate_core::domain::{Capabilities, Capability, CircuitPolicy, Host, ProviderName, Runtime};
-use tollgate_core::provider::{InstalledModel, OllamaClient, OllamaModels, Provider, model_key};
+use tollgate_core::domain::{
+    Capabilities, Capability, CircuitPolicy, FleetRoute, Host, HostKind, ProviderName, Runtime,
+};
+use tollgate_core::provider::{
+    HostListing, InstalledModel, OllamaClient, OpenAiClient, Provider, model_key,
+};
+use tollgate_core::secret::{Purpose, SecretKey};
 use uuid::Uuid;
 
 use slots::Usable;
@@ -37,9 +45,9 @@ const RELIST_AFTER: Duration = Duration::from_secs(2);
 /// One host, as configured now.
 pub struct HostState {
     pub host: Host,
-    /// An Ollama client for the host.
+    /// A client for the host, of its kind.
     pub client: Provider,
-    models_api: OllamaModels,
+    models_api: HostListing,
     health: Arc<Health>,
 }
 
@@ -84,13 +92,24 @@ impl HostState {
         listing.as_ref()?.1.get(&model_key(model)).copied()
     }
 
-    fn has(&self, model: &str) -> bool {
-        self.capabilities(model).is_some()
+    /// What the host runs for `route`: its kind's model, if the route names one.
+    pub fn runs<'a>(&self, route: &'a FleetRoute) -> Option<&'a str> {
+        route.on(self.host.kind)
     }
 
-    /// Whether the host has `model` and it can do what `needs` says.
-    fn can(&self, model: &str, needs: Capabilities) -> bool {
-        self.capabilities(model)
+    /// What the host's model for `route` can do; `None` when the route names none for its kind
+    /// or the host does not have it.
+    fn capabilities_for(&self, route: &FleetRoute) -> Option<Capabilities> {
+        self.capabilities(self.runs(route)?)
+    }
+
+    fn has(&self, route: &FleetRoute) -> bool {
+        self.capabilities_for(route).is_some()
+    }
+
+    /// Whether the host has its model for `route` and it can do what `needs` says.
+    fn can(&self, route: &FleetRoute, needs: Capabilities) -> bool {
+        self.capabilities_for(route)
             .is_some_and(|has| has.lacking(needs).is_none())
     }
 
@@ -182,7 +201,7 @@ impl HostState {
     }
 }
 
-/// Which hosts can take a call for a model now.
+/// Which hosts can take a call for a route now.
 pub struct Serving {
     /// Enabled, with the model installed, able to do what the call needs, and a circuit that lets
     /// a call out.
@@ -202,6 +221,8 @@ pub struct Fleet {
     slots: slots::Slots,
     timeout: Duration,
     http: reqwest::Client,
+    /// Opens OpenAI-compatible hosts' keys.
+    secret_key: Option<SecretKey>,
 }
 
 /// The fleet's background work: see [`Fleet::run`].
@@ -215,14 +236,15 @@ impl Fleet {
         runtime: &Runtime,
         slot_lease: Duration,
         timeout: Duration,
+        secret_key: Option<SecretKey>,
     ) -> (Self, FleetTasks) {
         let hosts: Arc<RwLock<Arc<Vec<Arc<HostState>>>>> = Arc::default();
         let known = hosts.clone();
-        let candidates: slots::Candidates = Arc::new(move |model: &str, needs| {
+        let candidates: slots::Candidates = Arc::new(move |route: &FleetRoute, needs| {
             let hosts = tollgate_core::sync::read(&known).clone();
             hosts
                 .iter()
-                .filter(|h| h.host.enabled && h.can(model, needs) && !h.circuit().is_open())
+                .filter(|h| h.host.enabled && h.can(route, needs) && !h.circuit().is_open())
                 .map(|h| h.usable())
                 .collect()
         });
@@ -233,6 +255,7 @@ impl Fleet {
             slots,
             timeout,
             http: reqwest::Client::new(),
+            secret_key,
         };
         fleet.rebuild(runtime);
         (fleet, FleetTasks { line })
@@ -247,8 +270,9 @@ impl Fleet {
         self.current().iter().any(|h| h.host.enabled)
     }
 
-    /// Takes the hosts of `runtime`, keeping what was learned about each host whose address did
-    /// not change, and lists the new ones' models.
+    /// Takes the hosts of `runtime`, keeping what was learned about each host whose address and key
+    /// did not change (its client too: what it learnt of the server, its connections), and lists
+    /// the new ones' models. A host whose key this worker cannot open is left out (and said so).
     pub fn rebuild(&self, runtime: &Runtime) {
         let previous: HashMap<Uuid, Arc<HostState>> = self
             .current()
@@ -258,17 +282,24 @@ impl Fleet {
         let next = runtime
             .hosts
             .iter()
-            .map(|host| {
-                let health = previous
-                    .get(&host.id)
-                    .filter(|old| old.host.base_url == host.base_url)
-                    .map_or_else(Arc::default, |old| old.health.clone());
-                Arc::new(HostState {
+            .filter_map(|host| {
+                let kept = previous.get(&host.id).filter(|old| {
+                    old.host.base_url == host.base_url && old.host.api_key == host.api_key
+                });
+                let health = kept.map_or_else(Arc::default, |old| old.health.clone());
+                let api_key = self.host_key(host)?;
+                let client = match kept {
+                    Some(old) => old.client.clone(),
+                    None => self.client(host, api_key.clone()),
+                };
+                let models_api =
+                    HostListing::new(host.kind, &host.base_url, api_key, self.http.clone());
+                Some(Arc::new(HostState {
                     host: host.clone(),
-                    client: Provider::Ollama(OllamaClient::new(&host.base_url, self.timeout)),
-                    models_api: OllamaModels::new(&host.base_url, self.http.clone()),
+                    client,
+                    models_api,
                     health,
-                })
+                }))
             })
             .collect::<Vec<Arc<HostState>>>();
         // A new host's models are listed at once, so calls waiting for a slot can use it.
@@ -281,6 +312,40 @@ impl Fleet {
             tokio::spawn(async move { host.list(&pool).await });
         }
         *tollgate_core::sync::write(&self.hosts) = Arc::new(next);
+    }
+
+    /// `host`'s key, opened: `Some(None)` when it has none, `None` when it cannot be opened.
+    fn host_key(&self, host: &Host) -> Option<Option<secrecy::SecretString>> {
+        let Some(sealed) = &host.api_key else {
+            return Some(None);
+        };
+        let opened = self
+            .secret_key
+            .as_ref()
+            .map(|key| key.open_as(Purpose::HostKey, &sealed.sealed));
+        match opened {
+            Some(Ok(key)) => Some(Some(key)),
+            _ => {
+                tracing::error!(
+                    host = host.name,
+                    "the host's key cannot be opened with this worker's TOLLGATE_SECRET_KEY: \
+                     the host is left out"
+                );
+                None
+            }
+        }
+    }
+
+    /// A client for `host`'s calls, of its kind.
+    fn client(&self, host: &Host, api_key: Option<secrecy::SecretString>) -> Provider {
+        match host.kind {
+            HostKind::Ollama => Provider::Ollama(OllamaClient::new(&host.base_url, self.timeout)),
+            HostKind::OpenaiCompatible => Provider::OpenAi(OpenAiClient::compatible(
+                &host.base_url,
+                api_key,
+                self.timeout,
+            )),
+        }
     }
 
     /// Each host's circuit and slots.
@@ -301,12 +366,12 @@ impl Fleet {
         self.current().iter().find(|h| h.host.id == id).cloned()
     }
 
-    /// The hosts that can serve `model` for a call that `needs` something now. A host never
-    /// listed (just added) is listed first; when no host is known to have the model, the hosts not
-    /// listed lately are listed again: the model may just have been pulled.
+    /// The hosts that can serve `route` for a call that `needs` something now. A host never
+    /// listed (just added) is listed first; when no host is known to have the route's model, the
+    /// hosts not listed lately are listed again: the model may just have been pulled.
     pub async fn serving(
         &self,
-        model: &str,
+        route: &FleetRoute,
         needs: Capabilities,
         policy: &CircuitPolicy,
     ) -> Serving {
@@ -318,23 +383,25 @@ impl Fleet {
             .collect();
         let unlisted = enabled.iter().filter(|h| !h.listed());
         futures::future::join_all(unlisted.map(|h| h.list(&self.pool))).await;
-        if !enabled.iter().any(|h| h.has(model)) {
-            let stale = enabled.iter().filter(|h| !h.listed_within(RELIST_AFTER));
+        if !enabled.iter().any(|h| h.has(route)) {
+            let stale = enabled
+                .iter()
+                .filter(|h| h.runs(route).is_some() && !h.listed_within(RELIST_AFTER));
             futures::future::join_all(stale.map(|h| h.list(&self.pool))).await;
         }
         let now = Instant::now();
-        let had = enabled.iter().filter_map(|h| h.capabilities(model));
+        let had = enabled.iter().filter_map(|h| h.capabilities_for(route));
         let able = had.fold(Capabilities::NONE, Capabilities::union);
         let mut serving = Serving {
             ready: Vec::new(),
             resting: 0,
             lacking: enabled
                 .iter()
-                .any(|h| h.has(model))
+                .any(|h| h.has(route))
                 .then(|| able.lacking(needs))
                 .flatten(),
         };
-        for host in enabled.into_iter().filter(|h| h.can(model, needs)) {
+        for host in enabled.into_iter().filter(|h| h.can(route, needs)) {
             if host.circuit().allows(now, policy) {
                 serving.ready.push(host);
             } else {
@@ -363,11 +430,11 @@ impl Fleet {
         }
     }
 
-    /// A slot for `model` on the least loaded of `hosts`, waiting at most `wait` (while it waits,
-    /// on any host that can serve the model by then).
+    /// A slot for `route` on the least loaded of `hosts`, waiting at most `wait` (while it waits,
+    /// on any host that can serve it by then).
     pub async fn take(
         &self,
-        model: &str,
+        route: &FleetRoute,
         needs: Capabilities,
         hosts: &[Arc<HostState>],
         lane: SlotLane,
@@ -376,7 +443,7 @@ impl Fleet {
     ) -> Result<SlotGuard, NoSlot> {
         let usable: Vec<Usable> = hosts.iter().map(|h| h.usable()).collect();
         self.slots
-            .take(model, needs, &usable, lane, wait, cancel)
+            .take(route, needs, &usable, lane, wait, cancel)
             .await
     }
 

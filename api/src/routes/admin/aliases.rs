@@ -1,15 +1,17 @@
 //! `/v1/admin/aliases`: which upstream model each provider runs for a model name (admin only).
 //!
 //! `PUT /v1/admin/aliases/llama3 {"routes": {"ollama": "llama3", "openai": "gpt-4.1-mini"}}` lets
-//! a job for `llama3` fall back from a local Ollama to OpenAI with a model OpenAI has; a route may
-//! declare what its model can do (`"capabilities": {"openai": ["completion", "tools"]}`).
+//! a job for `llama3` fall back from a local Ollama to OpenAI with a model OpenAI has. The fleet's
+//! route may name a model per kind of host (`"local": {"ollama": "qwen3:32b", "openai_compatible":
+//! "Qwen/Qwen3-32B"}`; `ollama` is short for `local.ollama`). A route may declare what its model
+//! can do (`"capabilities": {"openai": ["completion", "tools"]}`).
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tollgate_core::db::model_routes::{self, Alias};
-use tollgate_core::domain::{Capabilities, ModelName, ProviderName};
+use tollgate_core::domain::{Capabilities, FleetRoute, ModelName, ProviderName};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -24,10 +26,27 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(show, put, remove))
 }
 
+/// What the fleet runs on each kind of host.
+#[derive(Serialize, Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = AliasFleetRoutes)]
+struct Local {
+    /// On Ollama hosts (`qwen3:32b`)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ollama: Option<String>,
+    /// On OpenAI-compatible hosts (`Qwen/Qwen3-32B`)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    openai_compatible: Option<String>,
+}
+
 #[derive(Serialize, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = AliasRoutes)]
 struct Routes {
+    /// The fleet, per kind of host
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    local: Option<Local>,
+    /// Short for `local.ollama` (shown too, as it was before hosts had kinds)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ollama: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,7 +59,8 @@ struct Routes {
 #[serde(deny_unknown_fields)]
 #[schema(as = AliasCapabilities)]
 struct Declared {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The fleet's route, on every kind of host (`local` is the same)
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "local")]
     ollama: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     openai: Option<Vec<String>>,
@@ -49,10 +69,11 @@ struct Declared {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AliasBody {
-    /// The upstream model each provider runs; a provider without one is skipped
+    /// The upstream model each provider runs (the fleet's per kind of host); a provider without
+    /// one is skipped, and so is a host whose kind has none
     routes: Routes,
     /// What a route's model can do, when it is less than everything: a cloud model counts as
-    /// able to do everything unless declared, an Ollama model as its hosts say (bounded by
+    /// able to do everything unless declared, a fleet model as its hosts say (bounded by
     /// this). A step whose model lacks what a request needs is skipped; reasoning asked of one
     /// without `thinking` is dropped before the call.
     #[serde(default)]
@@ -94,6 +115,32 @@ impl Declared {
     }
 }
 
+impl Routes {
+    /// The fleet's route and OpenAI's, each upstream model checked as a model name.
+    fn parse(self) -> Result<(FleetRoute, Option<String>), ApiError> {
+        let upstream = |field: &str, name: Option<String>| {
+            name.map(|n| {
+                ModelName::parse(&n)
+                    .map(|m| m.as_str().to_owned())
+                    .map_err(|e| ApiError::invalid_field(format!("routes.{field}"), e.message))
+            })
+            .transpose()
+        };
+        let local = self.local.unwrap_or_default();
+        if self.ollama.is_some() && local.ollama.is_some() {
+            return Err(ApiError::invalid_field(
+                "routes.ollama",
+                "is short for `routes.local.ollama`: give one of them",
+            ));
+        }
+        let fleet = FleetRoute {
+            ollama: upstream("ollama", self.ollama)?.or(upstream("local.ollama", local.ollama)?),
+            openai_compatible: upstream("local.openai_compatible", local.openai_compatible)?,
+        };
+        Ok((fleet, upstream("openai", self.openai)?))
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 struct AliasList {
     data: Vec<AliasView>,
@@ -101,13 +148,21 @@ struct AliasList {
 
 impl From<Alias> for AliasView {
     fn from(alias: Alias) -> Self {
-        let [ollama, openai] = alias.upstream;
         let [declared_ollama, declared_openai] = alias
             .capabilities
             .map(|can| can.map(|can| can.names().into_iter().map(str::to_owned).collect()));
+        let fleet = alias.fleet;
+        let local = (fleet != FleetRoute::default()).then(|| Local {
+            ollama: fleet.ollama.clone(),
+            openai_compatible: fleet.openai_compatible,
+        });
         Self {
             model: alias.model,
-            routes: Routes { ollama, openai },
+            routes: Routes {
+                local,
+                ollama: fleet.ollama,
+                openai: alias.openai,
+            },
             capabilities: Declared {
                 ollama: declared_ollama,
                 openai: declared_openai,
@@ -169,37 +224,27 @@ async fn put(
     JsonBody(body): JsonBody<AliasBody>,
 ) -> Result<Json<AliasView>, ApiError> {
     let model = ModelName::parse(&model)?;
-    let upstream = |provider: ProviderName, name: Option<String>| {
-        name.map(|n| {
-            ModelName::parse(&n)
-                .map(|m| m.as_str().to_owned())
-                .map_err(|e| {
-                    ApiError::invalid_field(format!("routes.{}", provider.as_str()), e.message)
-                })
-        })
-        .transpose()
-    };
+    let (fleet, openai) = body.routes.parse()?;
     let alias = Alias {
         model: model.as_str().to_owned(),
-        upstream: [
-            upstream(ProviderName::Ollama, body.routes.ollama)?,
-            upstream(ProviderName::OpenAi, body.routes.openai)?,
-        ],
+        fleet,
+        openai,
         capabilities: body.capabilities.parse()?,
     };
+    let routed = [alias.fleet != FleetRoute::default(), alias.openai.is_some()];
     if let Some(provider) = ProviderName::ALL
         .into_iter()
-        .find(|p| alias.capabilities[p.index()].is_some() && alias.upstream[p.index()].is_none())
+        .find(|p| alias.capabilities[p.index()].is_some() && !routed[p.index()])
     {
         return Err(ApiError::invalid_field(
             format!("capabilities.{}", provider.as_str()),
             "declares what a route does not exist for",
         ));
     }
-    if alias.upstream.iter().all(Option::is_none) {
+    if routed.iter().all(|routed| !routed) {
         return Err(ApiError::invalid_field(
             "routes",
-            "must name an upstream model for at least one provider (`ollama`, `openai`)",
+            "must name an upstream model for at least one provider (`local`, `ollama`, `openai`)",
         ));
     }
     model_routes::put(&state.pool, &alias).await?;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tollgate_core::db::audit::Action;
 use tollgate_core::domain::{ProviderName, SealedKey, Settings, SettingsChange, Strategy};
-use tollgate_core::secret::last4;
+use tollgate_core::secret::{Purpose, last4};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -85,9 +85,18 @@ struct SettingsPatch {
 
 /// Write-only: whether a key is stored, and its last four characters.
 #[derive(Serialize, ToSchema)]
-struct KeyView {
+pub(super) struct KeyView {
     set: bool,
     last4: Option<String>,
+}
+
+impl KeyView {
+    pub(super) fn of(key: Option<&SealedKey>) -> Self {
+        Self {
+            set: key.is_some(),
+            last4: key.map(|k| k.last4.clone()),
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -258,7 +267,10 @@ fn parse(state: &AppState, patch: SettingsPatch) -> Result<SettingsChange, ApiEr
         .transpose()?;
     let openai_api_key = patch
         .ai_openai_api_key
-        .map(|key| key.map(|key| seal(state, &key)).transpose())
+        .map(|key| {
+            key.map(|key| seal(state, "ai_openai_api_key", Purpose::OpenAiKey, &key))
+                .transpose()
+        })
         .transpose()?;
     Ok(SettingsChange {
         ai_provider,
@@ -281,24 +293,29 @@ fn parse(state: &AppState, patch: SettingsPatch) -> Result<SettingsChange, ApiEr
     })
 }
 
-/// Seals a new key; the key itself goes no further than this function.
-fn seal(state: &AppState, key: &str) -> Result<SealedKey, ApiError> {
-    const FIELD: &str = "ai_openai_api_key";
+/// Seals a new provider key given as `field`, for `purpose`; the key itself goes no further than
+/// this function.
+pub(super) fn seal(
+    state: &AppState,
+    field: &str,
+    purpose: Purpose,
+    key: &str,
+) -> Result<SealedKey, ApiError> {
     let key = key.trim();
     if key.is_empty() || key.chars().count() > MAX_KEY_CHARS || key.contains(char::is_whitespace) {
         return Err(ApiError::invalid_field(
-            FIELD,
+            field,
             format!("must be 1 to {MAX_KEY_CHARS} characters without spaces"),
         ));
     }
     let secret_key = state.secret_key.as_ref().ok_or_else(|| {
         ApiError::invalid_field(
-            FIELD,
+            field,
             "cannot be stored: this server has no TOLLGATE_SECRET_KEY to seal it with",
         )
     })?;
     Ok(SealedKey {
-        sealed: secret_key.seal(key),
+        sealed: secret_key.seal_as(purpose, key),
         last4: last4(key),
     })
 }

@@ -84,7 +84,7 @@ impl Slots {
     fn say_wanted(&self, line: &VecDeque<Waiter>) {
         let mut hosts: Vec<Uuid> = line
             .iter()
-            .flat_map(|w| (self.inner.candidates)(&w.model, w.needs))
+            .flat_map(|w| (self.inner.candidates)(&w.route, w.needs))
             .map(|u| u.host_id)
             .collect();
         hosts.sort_unstable();
@@ -103,22 +103,22 @@ impl Slots {
     }
 
     /// Tries the line in order, each waiter first with a kept slot, then from the database: a
-    /// waiter is skipped once one like it (same model and lane) found nothing in this pass, and
+    /// waiter is skipped once one like it (same route, needs and lane) found nothing in this pass, and
     /// waiters that gave up leave.
     async fn serve_line(&self, line: &mut VecDeque<Waiter>) {
-        let mut found_nothing: Vec<(String, Capabilities, SlotLane)> = Vec::new();
+        let mut found_nothing: Vec<(FleetRoute, Capabilities, SlotLane)> = Vec::new();
         let mut kept = VecDeque::with_capacity(line.len());
         while let Some(waiter) = line.pop_front() {
             if waiter.reply.is_closed() {
                 self.inner.waiting.fetch_sub(1, Ordering::AcqRel);
                 continue;
             }
-            let kind = (waiter.model.clone(), waiter.needs, waiter.lane);
+            let kind = (waiter.route.clone(), waiter.needs, waiter.lane);
             if found_nothing.contains(&kind) {
                 kept.push_back(waiter);
                 continue;
             }
-            let usable = (self.inner.candidates)(&waiter.model, waiter.needs);
+            let usable = (self.inner.candidates)(&waiter.route, waiter.needs);
             let taken = match self.reuse(&usable, waiter.lane) {
                 Some(guard) => Ok(Some(guard)),
                 None => self.try_take(&usable, waiter.lane).await,

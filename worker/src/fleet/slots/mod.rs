@@ -29,7 +29,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::db::host_slots::{self, HeldSlot, SlotLane};
-use tollgate_core::domain::Capabilities;
+use tollgate_core::domain::{Capabilities, FleetRoute};
 use uuid::Uuid;
 
 /// How often the line is tried without a notification (and the other workers told it waits).
@@ -74,7 +74,7 @@ impl Usable {
 
 /// The hosts that may serve a model for a call that needs something now (enabled, with the model
 /// able to do it, not resting after failures).
-pub type Candidates = Arc<dyn Fn(&str, Capabilities) -> Vec<Usable> + Send + Sync>;
+pub type Candidates = Arc<dyn Fn(&FleetRoute, Capabilities) -> Vec<Usable> + Send + Sync>;
 
 /// The slots of this worker: taking, waiting in line, keeping, renewing and freeing them.
 #[derive(Clone)]
@@ -106,7 +106,8 @@ struct Inner {
 
 /// A call waiting in line.
 struct Waiter {
-    model: String,
+    /// What the call runs on each kind of host.
+    route: FleetRoute,
     /// What the call needs the model to do.
     needs: Capabilities,
     lane: SlotLane,
@@ -215,11 +216,11 @@ impl Slots {
         Some(self.guard(slot))
     }
 
-    /// A slot for `model` on one of `usable` (the least loaded), waiting at most `wait` for one
-    /// to come free (on any host that has the model able to do what `needs` says by then).
+    /// A slot for `route` on one of `usable` (the least loaded), waiting at most `wait` for one
+    /// to come free (on any host that has its model able to do what `needs` says by then).
     pub async fn take(
         &self,
-        model: &str,
+        route: &FleetRoute,
         needs: Capabilities,
         usable: &[Usable],
         lane: SlotLane,
@@ -240,9 +241,8 @@ impl Slots {
         }
         let (reply, answer) = oneshot::channel();
         self.inner.waiting.fetch_add(1, Ordering::AcqRel);
-        let model = model.to_owned();
         let waiter = Waiter {
-            model,
+            route: route.clone(),
             needs,
             lane,
             reply,
