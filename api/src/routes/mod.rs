@@ -343,6 +343,11 @@ mod tests {
                 } else if let Some(name) = line.strip_prefix("#[schema(as = ") {
                     renamed = Some(name.trim_end_matches(")]").to_owned());
                 } else if derived && !line.starts_with("#[") && !line.starts_with("///") {
+                    // `pub(super) struct X`: the visibility's parentheses are not the item's.
+                    let line = match line.strip_prefix("pub(") {
+                        Some(rest) => rest.split_once(") ").map_or(rest, |(_, item)| item),
+                        None => line,
+                    };
                     let item = line.split(['{', '(', '<', ';']).next().unwrap_or_default();
                     let own = item.split_whitespace().last().unwrap_or_default();
                     let name = renamed.take().unwrap_or_else(|| own.to_owned());
