@@ -2,7 +2,9 @@
 //! started as an OpenAI-compatible server ([`Sim::compatible_server`]), a stand-in for vLLM: Chat
 //! Completions, Embeddings and the model list only, under the model names such servers use, and
 //! no Ollama API or Responses API (404, as FastAPI answers). Such a server can be made "old": it
-//! then refuses `stream_options` and `max_completion_tokens` with a 400 naming them.
+//! then refuses `stream_options` and `max_completion_tokens` with a 400 naming them. It can be
+//! started without tool calling, as vLLM is without `--enable-auto-tool-choice`: a request that
+//! offers tools gets vLLM's 400 (counted under `tools_refused`).
 //!
 //! Output is derived deterministically from the input (same prompt, same answer), token counts are
 //! plausible, and knobs inject latency, 500s, 429s with `Retry-After`, and hangs. Tests hold a
@@ -87,6 +89,8 @@ struct Inner {
     compatible: std::sync::atomic::AtomicBool,
     /// As an OpenAI-compatible server, refuses what older ones do not know.
     old_server: std::sync::atomic::AtomicBool,
+    /// As an OpenAI-compatible server, refuses requests that offer tools.
+    no_tool_calling: std::sync::atomic::AtomicBool,
 }
 
 /// Most prompts the sim remembers for its cache; it forgets them all past this.
@@ -116,6 +120,16 @@ impl Sim {
     /// `max_completion_tokens` (or new again).
     pub fn set_old_server(&self, old: bool) {
         self.inner.old_server.store(old, Ordering::Release);
+    }
+
+    /// Makes an OpenAI-compatible server one started without tool calling (or with it again).
+    pub fn set_tool_calling(&self, on: bool) {
+        self.inner.no_tool_calling.store(!on, Ordering::Release);
+    }
+
+    /// Whether the server refuses requests that offer tools.
+    fn refuses_tools(&self) -> bool {
+        self.is_compatible() && self.inner.no_tool_calling.load(Ordering::Acquire)
     }
 
     fn is_compatible(&self) -> bool {

@@ -348,6 +348,16 @@ async fn chat_completions(State(sim): State<Sim>, request: Request) -> Response 
             return unknown_field(param);
         }
     }
+    if sim.refuses_tools() && !body.tools.is_empty() {
+        sim.count("tools_refused");
+        // vLLM's error, written at the top level.
+        let refusal = json!({
+            "object": "error", "type": "BadRequestError", "param": null, "code": 400,
+            "message": "\"auto\" tool choice requires --enable-auto-tool-choice and \
+                        --tool-call-parser to be set",
+        });
+        return (StatusCode::BAD_REQUEST, Json(refusal)).into_response();
+    }
     if let Err(message) = string_arguments(&body.messages) {
         return error(
             StatusCode::BAD_REQUEST,

@@ -2,7 +2,7 @@
 //! Ollama hosts: probed as their kind when added, slots held across workers for both kinds, a
 //! route naming a model per kind of host, a retry going to the other kind when one fails (tools in
 //! the history), hybrid overflow and `local_only` as for any local host, an old server's refusal of
-//! `stream_options` learnt, and the official `openai` and `ollama` packages unchanged whatever the
+//! `stream_options` and a server's refusal of tools learnt, and the official `openai` and `ollama` packages unchanged whatever the
 //! upstream. provider-sim plays the server in its OpenAI-compatible mode (no Ollama API, no
 //! Responses API).
 
@@ -11,7 +11,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tollgate_core::domain::{HostKind, SettingsChange, Strategy};
 
-use crate::harness::{Options, Stack, eventually, put_host_of, test_worker_settings};
+use crate::harness::{
+    Options, Stack, eventually, put_host_of, test_worker_settings, with_openai_fallback,
+};
 use crate::openai_batches::run_sdk_script_for;
 
 /// What the fleet's OpenAI-compatible servers call the model the stack's Ollama host has as
@@ -470,5 +472,51 @@ async fn the_openai_and_ollama_packages_reach_a_model_served_by_a_vllm_host() {
         .await
         .expect("count");
     assert_eq!(failed, 0);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_without_tool_calling_is_passed_over_for_tool_calls_and_still_serves_the_rest() {
+    let stack = Stack::with(with_openai_fallback(SettingsChange::default())).await;
+    let (vllm, url) = stack.compatible_sim(None).await;
+    vllm.set_tool_calling(false);
+    put_host_of(&stack.pool, HostKind::OpenaiCompatible, "vllm-1", &url, 4).await;
+    route(
+        &stack,
+        "qwen-vllm",
+        json!({ "openai_compatible": VLLM_MODEL }),
+        Some("gpt-4.1-mini"),
+    )
+    .await;
+    let tools = json!([{ "name": "get_weather", "parameters": { "type": "object",
+        "properties": { "city": { "type": "string" } }, "required": ["city"] } }]);
+    for n in 0..3 {
+        let body = json!({
+            "model": "qwen-vllm", "tools": tools,
+            "messages": [{ "role": "user", "content": format!("Weather in Paris? ({n})") }],
+        });
+        let job = stack.submit("/v1/chat", &body).await;
+        let job = stack
+            .wait_until_finished(job["id"].as_str().expect("id"))
+            .await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["provider"], "openai", "{job}");
+        assert_eq!(job["route_reason"], "fallback", "{job}");
+        if n == 0 {
+            // The server's refusal is on record, then OpenAI's answer.
+            let attempts = attempts_of(&stack, &job).await;
+            assert_eq!(attempts[0].0.as_deref(), Some("vllm-1"), "{attempts:?}");
+            assert_eq!(attempts[0].2, "permanent_error");
+            assert_eq!(attempts.last().expect("last").2, "succeeded");
+        }
+    }
+    // Learnt from its first refusal: the server was not asked for tools again.
+    assert_eq!(vllm.calls("tools_refused"), 1);
+    // What needs no tools still goes to the server.
+    let plain = stack.generate("qwen-vllm", "no tools here").await;
+    assert_eq!(plain["status"], "succeeded", "{plain}");
+    assert_eq!(plain["provider"], "ollama", "{plain}");
+    let attempts = attempts_of(&stack, &plain).await;
+    assert_eq!(attempts[0].0.as_deref(), Some("vllm-1"));
     stack.stop().await;
 }

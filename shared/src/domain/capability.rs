@@ -80,6 +80,11 @@ impl Capabilities {
         Self(self.0 & other.0)
     }
 
+    /// These capabilities but those of `other`.
+    pub fn without(self, other: Self) -> Self {
+        Self(self.0 & !other.0)
+    }
+
     /// What is known a model can do from what its host listed and its route declares (each
     /// bounding the other); `None` when neither says.
     pub fn known(listed: Option<Self>, declared: Option<Self>) -> Option<Self> {

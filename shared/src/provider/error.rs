@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::domain::{FailureClass, JobErrorCode};
+use crate::domain::{Capability, FailureClass, JobErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -16,6 +16,9 @@ pub struct ProviderError {
     pub retry_after: Option<Duration>,
     /// The request field the provider's error names (OpenAI's `error.param`), when it names one.
     pub param: Option<String>,
+    /// What the model, as served there, said it cannot do (an OpenAI-compatible server started
+    /// without tool calling): another host, or the next provider, may.
+    pub lacks: Option<Capability>,
 }
 
 impl ProviderError {
@@ -26,6 +29,7 @@ impl ProviderError {
             status_code: None,
             retry_after: None,
             param: None,
+            lacks: None,
         }
     }
 
@@ -48,6 +52,7 @@ impl ProviderError {
             status_code: Some(status),
             retry_after,
             param: None,
+            lacks: None,
         }
     }
 

@@ -110,7 +110,11 @@ pub async fn send(
         .and_then(|v| error_message(v).map(str::to_owned))
         .unwrap_or(body);
     let mut failure = ProviderError::from_status(status.as_u16(), &message, retry_after);
-    failure.param = value.and_then(|v| v["error"]["param"].as_str().map(str::to_owned));
+    // OpenAI nests its error; vLLM and other compatible servers write it at the top level.
+    failure.param = value.and_then(|v| {
+        let param = v["error"]["param"].as_str().or_else(|| v["param"].as_str());
+        param.map(str::to_owned)
+    });
     Err(failure)
 }
 

@@ -18,7 +18,9 @@
 //! its client ([`Dialect::Compatible`]) writes only the subset they share — Chat Completions for
 //! everything (no Responses API), `max_tokens` rather than `max_completion_tokens`, a key only if
 //! it has one — and learns from its first refusal that a server takes no `stream_options` (older
-//! servers), streaming without usage from then on (the tokens are then estimated).
+//! servers), streaming without usage from then on (the tokens are then estimated). A server
+//! started without tool calling refuses a request that offers tools: its error is marked as the
+//! model lacking `tools` there ([`ProviderError::lacks`]), so the worker takes the job elsewhere.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,8 +36,8 @@ use super::error::ProviderError;
 use super::openai_answers::{ChatCompletion, ChatUsage, Choice, EmbeddingsAnswer, ResponsesAnswer};
 use super::openai_messages::CallsGathered;
 use super::{Completion, Delta, OnDelta, TokenDetails, http, openai_messages};
-use crate::domain::JobErrorCode;
 use crate::domain::conversation::{OutputFormat, Part, Reply};
+use crate::domain::{Capability, JobErrorCode};
 use crate::domain::{
     ChatRequest, EmbeddingRequest, GenerateRequest, GenerationOptions, JobRequest, Reasoning,
 };
@@ -104,6 +106,17 @@ impl OpenAiClient {
         model: &str,
         reasoning: Option<Reasoning>,
     ) -> Result<Completion, ProviderError> {
+        self.run_as_asked(request, model, reasoning)
+            .await
+            .map_err(|failure| self.understood(failure, request))
+    }
+
+    async fn run_as_asked(
+        &self,
+        request: &JobRequest,
+        model: &str,
+        reasoning: Option<Reasoning>,
+    ) -> Result<Completion, ProviderError> {
         match self.run_once(request, model, reasoning).await {
             Err(failure) if refuses_reasoning(&failure, reasoning) => {
                 let mut completion = self.run_once(request, model, None).await?;
@@ -158,6 +171,18 @@ impl OpenAiClient {
     /// text or reasoning goes to `on_delta` as it arrives. Embeddings do not stream; they run as
     /// [`Self::run`] does.
     pub async fn stream(
+        &self,
+        request: &JobRequest,
+        model: &str,
+        reasoning: Option<Reasoning>,
+        on_delta: OnDelta<'_>,
+    ) -> Result<Completion, ProviderError> {
+        self.stream_as_asked(request, model, reasoning, on_delta)
+            .await
+            .map_err(|failure| self.understood(failure, request))
+    }
+
+    async fn stream_as_asked(
         &self,
         request: &JobRequest,
         model: &str,
@@ -391,6 +416,14 @@ impl OpenAiClient {
         failure
     }
 
+    /// A compatible server's refusal read for what it says the model lacks there.
+    fn understood(&self, failure: ProviderError, request: &JobRequest) -> ProviderError {
+        match self.dialect {
+            Dialect::OpenAi => failure,
+            Dialect::Compatible => lacking_tools(failure, request),
+        }
+    }
+
     /// Whether `failure` is an OpenAI-compatible server refusing `stream_options`, which older
     /// ones do not know, while this client still sends them.
     fn refuses_stream_options(&self, failure: &ProviderError) -> bool {
@@ -402,8 +435,40 @@ impl OpenAiClient {
     }
 }
 
+/// OpenAI's `error.message`, or a compatible server's top-level `message` (vLLM's) or `detail`
+/// (FastAPI's).
 fn error_message(value: &Value) -> Option<&str> {
-    value["error"]["message"].as_str()
+    value["error"]["message"]
+        .as_str()
+        .or_else(|| value["message"].as_str())
+        .or_else(|| value["detail"].as_str())
+}
+
+/// What OpenAI-compatible servers say when they were started without tool calling (vLLM without
+/// `--enable-auto-tool-choice`, llama.cpp's server without `--jinja`, and the like).
+const NO_TOOL_CALLING: [&str; 5] = [
+    "enable-auto-tool-choice",
+    "tool-call-parser",
+    "--jinja",
+    "does not support tools",
+    "tools are not supported",
+];
+
+/// Marks a compatible server's refusal of the tools a request offers as the model lacking them
+/// there, so the job is taken elsewhere rather than failed.
+fn lacking_tools(mut failure: ProviderError, request: &JobRequest) -> ProviderError {
+    let offers_tools = match request {
+        JobRequest::Chat(r) => openai_messages::has_tools(&r.conversation),
+        _ => false,
+    };
+    let message = failure.message.to_lowercase();
+    if offers_tools
+        && failure.status_code == Some(400)
+        && NO_TOOL_CALLING.iter().any(|said| message.contains(said))
+    {
+        failure.lacks = Some(Capability::Tools);
+    }
+    failure
 }
 
 /// Whether `failure` is the model refusing the reasoning the call asked for (on, or off: not

@@ -212,6 +212,15 @@ async fn on_provider(
             providers.fleet().forget(host, &ready.model);
             continue;
         }
+        if let Some(host) = &ready.host
+            && let Some(lacking) = failure.lacks
+            && !call.has_streamed()
+        {
+            // The host's server cannot do it (started without tool calling): another host may,
+            // or else the next provider.
+            providers.fleet().refused(host, &ready.model, lacking);
+            continue;
+        }
         failed_hosts.extend(ready.host.as_ref().map(|host| host.host.id));
         drop(ready);
         if !failure.is_transient() || call.has_streamed() {

@@ -42,6 +42,10 @@ const LISTING_TIMEOUT: Duration = Duration::from_secs(2);
 /// How stale a host's listing must be before a job's unknown model lists it again.
 const RELIST_AFTER: Duration = Duration::from_secs(2);
 
+/// How long a host's refusal of what its model cannot do is believed: after it, one call finds
+/// out whether the server was started again with it.
+const REFUSAL_KEPT: Duration = Duration::from_secs(300);
+
 /// One host, as configured now.
 pub struct HostState {
     pub host: Host,
@@ -66,6 +70,9 @@ struct Health {
     shown: Mutex<Shown>,
     /// The listing last recorded in `host_models`.
     recorded: Mutex<Option<Vec<Listed>>>,
+    /// What the host's models (by [`model_key`]) refused to do, and when: an OpenAI-compatible
+    /// server does not list it, it says so when asked.
+    refused: Mutex<HashMap<String, (Capabilities, Instant)>>,
 }
 
 impl HostState {
@@ -86,10 +93,16 @@ impl HostState {
         tollgate_core::sync::read(&self.health.models)
     }
 
-    /// What the host's `model` can do; `None` when the host does not have it.
+    /// What the host's `model` can do (less what it refused lately); `None` when the host does
+    /// not have it.
     pub fn capabilities(&self, model: &str) -> Option<Capabilities> {
-        let listing = self.listing();
-        listing.as_ref()?.1.get(&model_key(model)).copied()
+        let key = model_key(model);
+        let listed = self.listing().as_ref()?.1.get(&key).copied()?;
+        let refused = tollgate_core::sync::lock(&self.health.refused);
+        Some(match refused.get(&key) {
+            Some((cannot, at)) if at.elapsed() < REFUSAL_KEPT => listed.without(*cannot),
+            _ => listed,
+        })
     }
 
     /// What the host runs for `route`: its kind's model, if the route names one.
@@ -418,6 +431,22 @@ impl Fleet {
         if let Some((_, installed)) = models.as_mut() {
             installed.remove(&model_key(model));
         }
+    }
+
+    /// The host refused a call that needs `lacking` of `model`: it is not asked for it again
+    /// for a while.
+    pub fn refused(&self, host: &HostState, model: &str, lacking: Capability) {
+        tracing::info!(
+            host = host.host.name,
+            model,
+            capability = lacking.as_str(),
+            "the host's model cannot do what the call needs; another host or provider takes it"
+        );
+        let mut refused = tollgate_core::sync::lock(&host.health.refused);
+        let entry = refused
+            .entry(model_key(model))
+            .or_insert((Capabilities::NONE, Instant::now()));
+        *entry = (entry.0.union(Capabilities::of([lacking])), Instant::now());
     }
 
     /// Feeds a call's verdict into the host's circuit.
