@@ -124,6 +124,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_set_without_another_keeps_the_rest() {
+        let refused = Capabilities::of([Capability::Tools]);
+        let left = Capabilities::ALL.without(refused);
+        assert!(!left.has(Capability::Tools));
+        assert!(left.has(Capability::Completion) && left.has(Capability::Vision));
+        assert_eq!(Capabilities::NONE.without(refused), Capabilities::NONE);
+    }
+
+    #[test]
     fn ollama_names_read_into_a_set_and_the_unknown_are_left_out() {
         let read = Capabilities::from_names(&["completion", "vision", "insert", "audio"]);
         assert!(read.has(Capability::Vision) && read.has(Capability::Completion));

@@ -267,6 +267,72 @@ mod tests {
     }
 
     #[test]
+    fn a_route_is_served_by_the_kinds_of_host_it_names_a_model_for() {
+        let route = FleetRoute {
+            ollama: None,
+            openai_compatible: Some("Qwen/Qwen3-32B".into()),
+        };
+        assert_eq!(route.first(), Some("Qwen/Qwen3-32B"));
+        assert_eq!(route.on(HostKind::Ollama), None);
+        let mut models = FleetModels::default();
+        assert_eq!(models.of_route(&route), None);
+        // An Ollama host with a model of that name does not serve the server's route.
+        let completion = Capabilities::of([crate::domain::Capability::Completion]);
+        models.add(HostKind::Ollama, "Qwen/Qwen3-32B", Some(completion));
+        assert_eq!(models.of_route(&route), None);
+        // A server never says what its models can do: everything, as far as routing knows.
+        models.add(HostKind::OpenaiCompatible, "Qwen/Qwen3-32B", None);
+        assert_eq!(models.of_route(&route), Some(Capabilities::ALL));
+        let both = FleetRoute {
+            ollama: Some("qwen3:32b".into()),
+            ..route
+        };
+        assert_eq!(both.first(), Some("qwen3:32b"));
+        assert_eq!(both.kinds().count(), 2);
+    }
+
+    #[test]
+    fn a_key_is_for_an_openai_compatible_host_only() {
+        let key = SealedKey {
+            sealed: vec![1],
+            last4: "abcd".into(),
+        };
+        let ollama = HostSpec::parse(
+            "a",
+            HostKind::Ollama,
+            "http://x",
+            1,
+            true,
+            Some(key.clone()),
+        );
+        assert_eq!(ollama.expect_err("a key").field, "api_key");
+        let server = HostSpec::parse(
+            "b",
+            HostKind::OpenaiCompatible,
+            "http://x/v1",
+            1,
+            true,
+            None,
+        )
+        .expect("valid");
+        let keyed = server
+            .changed(HostChange {
+                api_key: Some(Some(key)),
+                ..HostChange::default()
+            })
+            .expect("a key");
+        assert_eq!(keyed.kind, HostKind::OpenaiCompatible, "the kind stays");
+        assert!(keyed.api_key.is_some());
+        let removed = keyed
+            .changed(HostChange {
+                api_key: Some(None),
+                ..HostChange::default()
+            })
+            .expect("no key");
+        assert!(removed.api_key.is_none());
+    }
+
+    #[test]
     fn host_names_and_slots_are_checked() {
         assert!(
             HostSpec::parse(

@@ -1,7 +1,8 @@
 //! Provider clients: a local Ollama and the OpenAI API (OpenAI's own, or an OpenAI-compatible
 //! server's), behind one enum; `ollama_messages` and `openai_messages` write a conversation in each
-//! one's form, `openai_answers` reads OpenAI's answers; `ollama_models` manages Ollama's models and
-//! `listing` lists what a fleet host serves, whatever its kind.
+//! one's form, `openai_requests` writes OpenAI's request bodies and `openai_answers` reads its
+//! answers; `ollama_models` manages Ollama's models and `listing` lists what a fleet host serves,
+//! whatever its kind.
 //!
 //! Each client speaks its own wire format and returns the provider-reported token counts. Failures
 //! are classified where they happen ([`ProviderError`]), so the worker can decide what to do
@@ -16,6 +17,7 @@ mod ollama_models;
 mod openai;
 mod openai_answers;
 mod openai_messages;
+mod openai_requests;
 
 use serde_json::Value;
 
@@ -25,7 +27,7 @@ pub use http::traced;
 pub use listing::{CompatibleModels, HostListing};
 pub use ollama::OllamaClient;
 pub use ollama_models::{DeleteError, InstalledModel, OllamaModels, model_key};
-pub use openai::{Dialect, OpenAiClient};
+pub use openai::OpenAiClient;
 
 use crate::domain::conversation::{Reply, choices_result};
 use crate::domain::{JobErrorCode, JobRequest, Reasoning};

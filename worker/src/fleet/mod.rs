@@ -1,218 +1,41 @@
 //! The fleet as a worker sees it: a client (Ollama's, or an OpenAI-compatible server's), a circuit
-//! and the installed models per host, rebuilt when the settings change, and the host slots every
-//! worker shares ([`slots`]). A call for a model goes to a host whose kind its route names a model
-//! for, and that has that model.
+//! and the installed models per host ([`host`]), rebuilt when the settings change, and the host
+//! slots every worker shares ([`slots`]). A call for a model goes to a host whose kind its route
+//! names a model for, and that has that model.
 //!
 //! Each host's models come from its `/api/tags` (an OpenAI-compatible server's `/models`), listed
-//! every probe period (a failed listing counts
-//! against its circuit like a failed call) and again at once when a job asks for a model no host
-//! is known to have (it may just have been pulled). What each model can do comes with the listing
+//! every probe period (a failed listing counts against its circuit like a failed call) and again
+//! at once when a job asks for a model no host is known to have (it may just have been pulled). What each model can do comes with the listing
 //! (Ollama 0.30 and later) or from `/api/show`, asked once per model and digest; a host that does
 //! not say counts as able to do everything. A listing that differs from the one last recorded is
 //! written to `host_models`, where intake and the other workers read it.
 
+mod host;
 mod slots;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tollgate_core::db::host_models::{self, Listed};
 use tollgate_core::domain::{
     Capabilities, Capability, CircuitPolicy, FleetRoute, Host, HostKind, ProviderName, Runtime,
 };
-use tollgate_core::provider::{
-    HostListing, InstalledModel, OllamaClient, OpenAiClient, Provider, model_key,
-};
+use tollgate_core::provider::{HostListing, OllamaClient, OpenAiClient, Provider, model_key};
 use tollgate_core::secret::{Purpose, SecretKey};
 use uuid::Uuid;
 
+pub use host::HostState;
 use slots::Usable;
 pub use slots::{NoSlot, SlotGuard};
 pub use tollgate_core::db::host_slots::SlotLane;
 
-use crate::circuit::{Circuit, Turned};
+use crate::circuit::Turned;
 use crate::metrics::ProviderHealth;
-
-/// Longest a listing of a host's models may take.
-const LISTING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How stale a host's listing must be before a job's unknown model lists it again.
 const RELIST_AFTER: Duration = Duration::from_secs(2);
-
-/// How long a host's refusal of what its model cannot do is believed: after it, one call finds
-/// out whether the server was started again with it.
-const REFUSAL_KEPT: Duration = Duration::from_secs(300);
-
-/// One host, as configured now.
-pub struct HostState {
-    pub host: Host,
-    /// A client for the host, of its kind.
-    pub client: Provider,
-    models_api: HostListing,
-    health: Arc<Health>,
-}
-
-/// The installed models (by [`model_key`]) and what each can do.
-type Installed = HashMap<String, Capabilities>;
-
-/// What `/api/show` said each model (by name and digest) can do.
-type Shown = HashMap<(String, Option<String>), Option<Vec<String>>>;
-
-/// What a worker has learned about a host; kept while its address stays the same.
-#[derive(Default)]
-struct Health {
-    circuit: Mutex<Circuit>,
-    /// The installed models and when they were listed; `None` before the first listing.
-    models: RwLock<Option<(Instant, Installed)>>,
-    shown: Mutex<Shown>,
-    /// The listing last recorded in `host_models`.
-    recorded: Mutex<Option<Vec<Listed>>>,
-    /// What the host's models (by [`model_key`]) refused to do, and when: an OpenAI-compatible
-    /// server does not list it, it says so when asked.
-    refused: Mutex<HashMap<String, (Capabilities, Instant)>>,
-}
-
-impl HostState {
-    fn usable(&self) -> Usable {
-        Usable {
-            host_id: self.host.id,
-            slots: self.host.slots,
-            bulk_slots: self.host.bulk_slots,
-        }
-    }
-
-    fn circuit(&self) -> std::sync::MutexGuard<'_, Circuit> {
-        tollgate_core::sync::lock(&self.health.circuit)
-    }
-
-    /// The host's last listing: when, and the models in it.
-    fn listing(&self) -> std::sync::RwLockReadGuard<'_, Option<(Instant, Installed)>> {
-        tollgate_core::sync::read(&self.health.models)
-    }
-
-    /// What the host's `model` can do (less what it refused lately); `None` when the host does
-    /// not have it.
-    pub fn capabilities(&self, model: &str) -> Option<Capabilities> {
-        let key = model_key(model);
-        let listed = self.listing().as_ref()?.1.get(&key).copied()?;
-        let refused = tollgate_core::sync::lock(&self.health.refused);
-        Some(match refused.get(&key) {
-            Some((cannot, at)) if at.elapsed() < REFUSAL_KEPT => listed.without(*cannot),
-            _ => listed,
-        })
-    }
-
-    /// What the host runs for `route`: its kind's model, if the route names one.
-    pub fn runs<'a>(&self, route: &'a FleetRoute) -> Option<&'a str> {
-        route.on(self.host.kind)
-    }
-
-    /// What the host's model for `route` can do; `None` when the route names none for its kind
-    /// or the host does not have it.
-    fn capabilities_for(&self, route: &FleetRoute) -> Option<Capabilities> {
-        self.capabilities(self.runs(route)?)
-    }
-
-    fn has(&self, route: &FleetRoute) -> bool {
-        self.capabilities_for(route).is_some()
-    }
-
-    /// Whether the host has its model for `route` and it can do what `needs` says.
-    fn can(&self, route: &FleetRoute, needs: Capabilities) -> bool {
-        self.capabilities_for(route)
-            .is_some_and(|has| has.lacking(needs).is_none())
-    }
-
-    fn listed_within(&self, age: Duration) -> bool {
-        self.listing()
-            .as_ref()
-            .is_some_and(|(at, _)| at.elapsed() < age)
-    }
-
-    fn listed(&self) -> bool {
-        self.listing().is_some()
-    }
-
-    /// Lists the host's models and what each can do, and records the listing when it changed;
-    /// `false` when the host did not answer.
-    async fn list(&self, pool: &PgPool) -> bool {
-        let installed =
-            match tokio::time::timeout(LISTING_TIMEOUT, self.models_api.installed()).await {
-                Ok(Ok(installed)) => installed,
-                _ => return false,
-            };
-        let mut listed = Vec::with_capacity(installed.len());
-        for model in installed {
-            listed.push(self.read(model).await);
-        }
-        let models = listed
-            .iter()
-            .map(|m| {
-                let capabilities = m.capabilities.as_deref().map(Capabilities::from_names);
-                (
-                    model_key(&m.model),
-                    capabilities.unwrap_or(Capabilities::ALL),
-                )
-            })
-            .collect();
-        *tollgate_core::sync::write(&self.health.models) = Some((Instant::now(), models));
-        self.record(pool, listed).await;
-        true
-    }
-
-    /// One model of a listing, with what it can do: as the listing says, else as `/api/show`
-    /// said for its digest (asked now if it never was; a host that does not answer is asked
-    /// again at the next listing).
-    async fn read(&self, model: InstalledModel) -> Listed {
-        let name = model_key(&model.name);
-        if model.capabilities.is_some() {
-            return Listed {
-                model: name,
-                digest: model.digest,
-                capabilities: model.capabilities,
-            };
-        }
-        let key = (name.clone(), model.digest.clone());
-        let known = tollgate_core::sync::lock(&self.health.shown)
-            .get(&key)
-            .cloned();
-        let capabilities = match known {
-            Some(capabilities) => capabilities,
-            None => {
-                let asked = self.models_api.capabilities(&model.name);
-                match tokio::time::timeout(LISTING_TIMEOUT, asked).await {
-                    Ok(Ok(capabilities)) => {
-                        let mut shown = tollgate_core::sync::lock(&self.health.shown);
-                        shown.insert(key, capabilities.clone());
-                        capabilities
-                    }
-                    _ => None,
-                }
-            }
-        };
-        Listed {
-            model: name,
-            digest: model.digest,
-            capabilities,
-        }
-    }
-
-    /// Writes the listing to `host_models` unless it is the one this worker recorded last.
-    async fn record(&self, pool: &PgPool, listed: Vec<Listed>) {
-        if tollgate_core::sync::lock(&self.health.recorded).as_ref() == Some(&listed) {
-            return;
-        }
-        match host_models::record(pool, self.host.id, &listed).await {
-            Ok(_) => *tollgate_core::sync::lock(&self.health.recorded) = Some(listed),
-            Err(error) => {
-                tracing::warn!(host = self.host.name, %error, "cannot record the host's models");
-            }
-        }
-    }
-}
 
 /// Which hosts can take a call for a route now.
 pub struct Serving {
