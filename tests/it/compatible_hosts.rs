@@ -11,6 +11,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tollgate_core::domain::{HostKind, SettingsChange, Strategy};
 
+use crate::fleet::run_jobs;
 use crate::harness::{
     Options, Stack, eventually, put_host_of, test_worker_settings, with_openai_fallback,
 };
@@ -33,19 +34,19 @@ async fn route(stack: &Stack, model: &str, local: Value, openai: Option<&str>) {
     assert_eq!(put.status(), 200, "{:?}", put.text().await);
 }
 
-/// Submits `count` generate jobs for `model` at once and waits for all of them.
-async fn run_jobs(stack: &Stack, model: &str, count: usize) -> Vec<Value> {
-    let submitted = futures::future::join_all((0..count).map(|n| async move {
-        let body = json!({ "model": model, "prompt": format!("job {n}") });
-        stack.submit("/v1/generate", &body).await
-    }))
+/// An OpenAI-compatible sim added to `stack`'s fleet as `name` with `slots`, and `qwen-vllm`
+/// routed to it (as [`VLLM_MODEL`]) and, if given, to OpenAI's `openai`.
+async fn one_server(stack: &Stack, name: &str, slots: u32, openai: Option<&str>) -> Sim {
+    let (vllm, url) = stack.compatible_sim(None).await;
+    put_host_of(&stack.pool, HostKind::OpenaiCompatible, name, &url, slots).await;
+    route(
+        stack,
+        "qwen-vllm",
+        json!({ "openai_compatible": VLLM_MODEL }),
+        openai,
+    )
     .await;
-    let mut jobs = Vec::new();
-    for job in submitted {
-        let id = job["id"].as_str().expect("id");
-        jobs.push(stack.wait_until_finished(id).await);
-    }
-    jobs
+    vllm
 }
 
 /// Each attempt of `job`: (host, upstream model, outcome).
@@ -397,16 +398,8 @@ async fn a_vllm_host_overflows_to_the_cloud_under_hybrid_but_never_for_a_local_o
 #[tokio::test]
 async fn an_old_server_is_streamed_to_without_stream_options_once_it_refused_them() {
     let stack = Stack::start().await;
-    let (vllm, url) = stack.compatible_sim(None).await;
+    let vllm = one_server(&stack, "old-1", 4, None).await;
     vllm.set_old_server(true);
-    put_host_of(&stack.pool, HostKind::OpenaiCompatible, "old-1", &url, 4).await;
-    route(
-        &stack,
-        "qwen-vllm",
-        json!({ "openai_compatible": VLLM_MODEL }),
-        None,
-    )
-    .await;
     let stream = |prompt: &'static str| {
         let stack = &stack;
         async move {
@@ -422,7 +415,7 @@ async fn an_old_server_is_streamed_to_without_stream_options_once_it_refused_the
     let first = stream("first").await;
     assert!(first.contains("[DONE]"), "{first}");
     assert!(first.contains("\"content\""), "{first}");
-    // Refused once (stream_options), asked again without; a whole answer takes `max_tokens`.
+    // Refused once (stream_options), asked again without.
     assert_eq!(vllm.calls("/v1/chat/completions"), 2);
     let second = stream("second").await;
     assert!(second.contains("[DONE]"), "{second}");
@@ -445,15 +438,7 @@ async fn an_old_server_is_streamed_to_without_stream_options_once_it_refused_the
 #[tokio::test(flavor = "multi_thread")]
 async fn the_openai_and_ollama_packages_reach_a_model_served_by_a_vllm_host() {
     let stack = Stack::start().await;
-    let (vllm, url) = stack.compatible_sim(None).await;
-    put_host_of(&stack.pool, HostKind::OpenaiCompatible, "vllm-1", &url, 8).await;
-    route(
-        &stack,
-        "qwen-vllm",
-        json!({ "openai_compatible": VLLM_MODEL }),
-        None,
-    )
-    .await;
+    let vllm = one_server(&stack, "vllm-1", 8, None).await;
     vllm.set_knobs(Knobs {
         token_delay_ms: 15,
         ..Knobs::default()
@@ -478,16 +463,8 @@ async fn the_openai_and_ollama_packages_reach_a_model_served_by_a_vllm_host() {
 #[tokio::test]
 async fn a_server_without_tool_calling_is_passed_over_for_tool_calls_and_still_serves_the_rest() {
     let stack = Stack::with(with_openai_fallback(SettingsChange::default())).await;
-    let (vllm, url) = stack.compatible_sim(None).await;
+    let vllm = one_server(&stack, "vllm-1", 4, Some("gpt-4.1-mini")).await;
     vllm.set_tool_calling(false);
-    put_host_of(&stack.pool, HostKind::OpenaiCompatible, "vllm-1", &url, 4).await;
-    route(
-        &stack,
-        "qwen-vllm",
-        json!({ "openai_compatible": VLLM_MODEL }),
-        Some("gpt-4.1-mini"),
-    )
-    .await;
     let tools = json!([{ "name": "get_weather", "parameters": { "type": "object",
         "properties": { "city": { "type": "string" } }, "required": ["city"] } }]);
     for n in 0..3 {

@@ -13,7 +13,7 @@ use tollgate_core::domain::{ProviderName, SettingsChange, Strategy};
 use crate::harness::{Options, Stack, WAIT, eventually, put_host, test_worker_settings};
 
 /// Submits `count` generate jobs at once and waits for all of them.
-async fn run_jobs(stack: &Stack, model: &str, count: usize) -> Vec<Value> {
+pub(crate) async fn run_jobs(stack: &Stack, model: &str, count: usize) -> Vec<Value> {
     let submitted = futures::future::join_all((0..count).map(|n| async move {
         let body = json!({ "model": model, "prompt": format!("job {n}") });
         stack.submit("/v1/generate", &body).await
