@@ -218,6 +218,10 @@ async fn a_host_is_probed_as_its_kind_when_added_and_keeps_its_key_to_itself() {
     .await;
     assert_eq!(status, 422);
     assert_eq!(problem["field"], "api_key");
+    // A wrong key: refused, and the key it was given (which the server echoes) is not repeated.
+    let (status, problem) = add(server("vllm-1", Some("vk-wrong-0000"))).await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(!problem.to_string().contains("vk-wrong"), "{problem}");
     // With its key: added, the key shown only by its last four characters.
     let (status, host) = add(server("vllm-1", Some("vk-secret-4242"))).await;
     assert_eq!(status, 201, "{host}");

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::error::ProviderError;
 use super::ollama_models::{InstalledModel, OllamaModels};
-use crate::domain::HostKind;
+use crate::domain::{HostKind, JobErrorCode};
 
 /// Longest a listing may take.
 const QUICK: Duration = Duration::from_secs(10);
@@ -100,7 +100,11 @@ impl CompatibleModels {
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status().as_u16();
         if !response.status().is_success() {
-            let message = format!("the server answered GET /models with {status}");
+            let mut message = response.text().await.unwrap_or_default();
+            // Some servers echo the key they were given; it must not reach an answer.
+            if let Some(key) = &self.api_key {
+                message = message.replace(key.expose_secret(), "[redacted]");
+            }
             return Err(ProviderError::from_status(status, &message, None));
         }
         let models: Models = response.json().await.map_err(|_| {
@@ -126,9 +130,8 @@ impl CompatibleModels {
 }
 
 fn unreachable(error: reqwest::Error) -> ProviderError {
-    ProviderError::from_status(
-        503,
-        &format!("the server is unreachable: {}", error.without_url()),
-        None,
+    ProviderError::new(
+        JobErrorCode::ProviderUnreachable,
+        format!("the server is unreachable: {}", error.without_url()),
     )
 }
