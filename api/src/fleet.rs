@@ -6,7 +6,7 @@
 use futures::{Stream, StreamExt as _};
 use serde::Serialize;
 use serde_json::{Value, json};
-use tollgate_core::domain::{Host, HostKind};
+use tollgate_core::domain::{Host, HostKind, SealedKey};
 use tollgate_core::provider::{
     DeleteError, HostListing, InstalledModel, OllamaModels, ProviderError, model_key,
 };
@@ -42,14 +42,19 @@ fn client(state: &AppState, host: &Host) -> OllamaModels {
     OllamaModels::new(&host.base_url, state.upstream.clone())
 }
 
-/// A listing client for `host`, of its kind, with its key opened (a key this server cannot open
-/// is not sent: the host then answers as it does to anyone without one).
-pub fn listing(state: &AppState, host: &Host) -> HostListing {
-    let api_key = host.api_key.as_ref().and_then(|sealed| {
+/// A listing client for a host of `kind` at `base_url`, with its key opened (a key this server
+/// cannot open is not sent: the host then answers as it does to anyone without one).
+pub fn listing(
+    state: &AppState,
+    kind: HostKind,
+    base_url: &str,
+    sealed_key: Option<&SealedKey>,
+) -> HostListing {
+    let api_key = sealed_key.and_then(|sealed| {
         let key = state.secret_key.as_ref()?;
         key.open_as(Purpose::HostKey, &sealed.sealed).ok()
     });
-    HostListing::new(host.kind, &host.base_url, api_key, state.upstream.clone())
+    HostListing::new(kind, base_url, api_key, state.upstream.clone())
 }
 
 /// Every host's listing, by name; disabled hosts are listed as not reachable without being asked.
@@ -57,7 +62,8 @@ pub async fn listings(state: &AppState) -> Vec<HostModels> {
     let runtime = state.runtime.current();
     let asked = runtime.hosts.iter().map(|host| async move {
         let installed = if host.enabled {
-            listing(state, host).installed().await.ok()
+            let listing = listing(state, host.kind, &host.base_url, host.api_key.as_ref());
+            listing.installed().await.ok()
         } else {
             None
         };

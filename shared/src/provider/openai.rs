@@ -108,16 +108,9 @@ impl OpenAiClient {
         model: &str,
         reasoning: Option<Reasoning>,
     ) -> Result<Completion, ProviderError> {
-        match self.run_once(request, model, reasoning).await {
-            Err(failure) if refuses_reasoning(&failure, reasoning) => {
-                let mut completion = self.run_once(request, model, None).await?;
-                if reasoning.is_some_and(Reasoning::is_on) {
-                    super::mark_reasoning_dropped(&mut completion.result);
-                }
-                Ok(completion)
-            }
-            answer => answer,
-        }
+        let answer = self.run_once(request, model, reasoning).await;
+        let again = self.run_once(request, model, None);
+        unless_reasoning_refused(answer, reasoning, again).await
     }
 
     async fn run_once(
@@ -193,16 +186,8 @@ impl OpenAiClient {
             }
             answer => answer,
         };
-        match answer {
-            Err(failure) if refuses_reasoning(&failure, reasoning) => {
-                let mut completion = self.stream_once(request, model, None, on_delta).await?;
-                if reasoning.is_some_and(Reasoning::is_on) {
-                    super::mark_reasoning_dropped(&mut completion.result);
-                }
-                Ok(completion)
-            }
-            answer => answer,
-        }
+        let again = self.stream_once(request, model, None, on_delta);
+        unless_reasoning_refused(answer, reasoning, again).await
     }
 
     async fn stream_once(
@@ -460,6 +445,26 @@ fn lacking_tools(mut failure: ProviderError, request: &JobRequest) -> ProviderEr
         failure.lacks = Some(Capability::Tools);
     }
     failure
+}
+
+/// `answer`, or — when it is the model refusing the reasoning asked — `again` (the same call
+/// without it; a future does nothing until awaited), the job then saying that reasoning asked on
+/// was dropped.
+async fn unless_reasoning_refused(
+    answer: Result<Completion, ProviderError>,
+    reasoning: Option<Reasoning>,
+    again: impl Future<Output = Result<Completion, ProviderError>>,
+) -> Result<Completion, ProviderError> {
+    match answer {
+        Err(failure) if refuses_reasoning(&failure, reasoning) => {
+            let mut completion = again.await?;
+            if reasoning.is_some_and(Reasoning::is_on) {
+                super::mark_reasoning_dropped(&mut completion.result);
+            }
+            Ok(completion)
+        }
+        answer => answer,
+    }
 }
 
 /// Whether `failure` is the model refusing the reasoning the call asked for (on, or off: not

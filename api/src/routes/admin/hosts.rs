@@ -301,21 +301,11 @@ fn seal(state: &AppState, key: &str) -> Result<SealedKey, ApiError> {
 /// Asks the host described by `spec` whether it answers as its kind; a 422 naming `base_url`
 /// when it does not.
 async fn probe(state: &AppState, spec: &HostSpec) -> Result<(), ApiError> {
-    let host = Host {
-        id: uuid::Uuid::nil(),
-        name: spec.name.clone(),
-        kind: spec.kind,
-        base_url: spec.base_url.clone(),
-        slots: spec.slots,
-        bulk_slots: spec.slots,
-        enabled: spec.enabled,
-        api_key: spec.api_key.clone(),
-    };
     let asked = match spec.kind {
         HostKind::Ollama => "GET /api/version",
         HostKind::OpenaiCompatible => "GET {base_url}/models",
     };
-    crate::fleet::listing(state, &host)
+    crate::fleet::listing(state, spec.kind, &spec.base_url, spec.api_key.as_ref())
         .probe()
         .await
         .map_err(|failure| {
