@@ -129,27 +129,27 @@ mod tests {
             ..price("9", "9")
         };
         list.insert(
-            ProviderName::Ollama,
+            ProviderName::LOCAL,
             "llama3".into(),
             now - chrono::Duration::days(30),
             old,
         );
         list.insert(
-            ProviderName::Ollama,
+            ProviderName::LOCAL,
             "llama3".into(),
             now + chrono::Duration::hours(1),
             future,
         );
         list.insert(
-            ProviderName::Ollama,
+            ProviderName::LOCAL,
             "llama3".into(),
             now - chrono::Duration::seconds(5),
             new,
         );
-        assert_eq!(list.at(ProviderName::Ollama, "llama3", now), Some(new));
+        assert_eq!(list.at(ProviderName::LOCAL, "llama3", now), Some(new));
         assert_eq!(
             list.at(
-                ProviderName::Ollama,
+                ProviderName::LOCAL,
                 "llama3",
                 now - chrono::Duration::days(1)
             ),
@@ -157,14 +157,14 @@ mod tests {
         );
         assert_eq!(
             list.at(
-                ProviderName::Ollama,
+                ProviderName::LOCAL,
                 "llama3",
                 now - chrono::Duration::days(31)
             ),
             None
         );
         assert_eq!(
-            list.at(ProviderName::OpenAi, "llama3", now),
+            list.at(ProviderName::OPENAI, "llama3", now),
             None,
             "per provider"
         );

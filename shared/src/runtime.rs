@@ -42,7 +42,7 @@ impl RuntimeWatch {
 
     /// Reloads if the stored version differs from the one held.
     pub async fn refresh(&self) -> Result<(), sqlx::Error> {
-        let stored = db::settings::version(&self.pool).await?;
+        let stored = db::version::current(&self.pool).await?;
         if stored != self.current.borrow().settings.version {
             self.reload().await?;
         }
@@ -80,8 +80,10 @@ async fn read(pool: &PgPool) -> Result<Runtime, sqlx::Error> {
     let prices = db::prices::all(pool).await?;
     let hosts = db::hosts::all(pool).await?;
     let fleet_models = db::host_models::fleet(pool).await?;
+    let clouds = db::providers::clouds(pool).await?;
     Ok(Runtime {
         settings,
+        clouds,
         routes,
         prices,
         hosts,

@@ -386,9 +386,21 @@ pub fn router(sim: Sim) -> Router {
         .with_state(sim)
 }
 
-/// An OpenAI-compatible server has neither Ollama's API nor the Responses API.
+/// An OpenAI-compatible server has neither Ollama's API nor the Responses API. Every request's
+/// `api-version` (Azure OpenAI's) is counted as `?api-version=<v>` and its key given as Azure's
+/// `api-key` header as `api-key`, for tests to see how they were called.
 async fn only_its_kind(State(sim): State<Sim>, request: Request, next: Next) -> Response {
     use axum::response::IntoResponse as _;
+    let query = request.uri().query().unwrap_or_default();
+    if let Some(version) = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("api-version="))
+    {
+        sim.count(&format!("?api-version={version}"));
+    }
+    if request.headers().contains_key("api-key") {
+        sim.count("api-key");
+    }
     let path = request.uri().path();
     if sim.is_compatible() && (path.starts_with("/api/") || path == "/v1/responses") {
         let missing = (

@@ -79,10 +79,13 @@ async fn admit(
 ) -> Result<(), Response> {
     let expected = lock(&sim.inner.openai_key).clone();
     if let Some(expected) = expected {
-        let presented = headers
+        let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
+        // Azure OpenAI's header, taken as well.
+        let azure = headers.get("api-key").and_then(|v| v.to_str().ok());
+        let presented = bearer.or(azure);
         if presented != Some(expected.as_str()) {
             // Echoes the key it was given, as careless OpenAI-compatible servers do: the gateway
             // must not pass it on.

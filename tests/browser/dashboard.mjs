@@ -90,6 +90,9 @@ try {
     const entry = audit.body.data.find((e) => e.action === 'settings.update');
     assert.ok(entry, 'the change is audited');
     assert.deepEqual(entry.details.ai_provider, { from: 'local', to: 'hybrid' });
+    const registry = page.getByRole('table', { name: 'Providers' });
+    assert.equal(await registry.getByRole('row').count(), 3, 'a header, the fleet and openai');
+    assert.equal(await page.getByLabel('Hybrid cloud').inputValue(), 'openai');
   });
 
   let made = null;
@@ -139,7 +142,7 @@ try {
   await run('the job list and one job with its provider calls', async () => {
     await page.locator('#nav a[data-page="jobs"]').click();
     await page.getByRole('table', { name: 'Jobs' }).locator('a').first().click();
-    await page.getByRole('table', { name: 'Attempts' }).getByRole('cell', { name: 'ollama' }).first().waitFor();
+    await page.getByRole('table', { name: 'Attempts' }).getByRole('cell', { name: 'local' }).first().waitFor();
     assert.doesNotMatch(await page.locator('main').innerText(), /null|undefined/, 'nothing left out is written');
   });
 

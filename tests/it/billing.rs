@@ -176,7 +176,7 @@ async fn a_job_is_billed_once_at_the_price_in_force_and_a_new_price_applies_to_l
         .as_array()
         .expect("prices")
         .iter()
-        .filter(|p| p["provider"] == "ollama" && p["model"] == "llama3")
+        .filter(|p| p["provider"] == "local" && p["model"] == "llama3")
         .collect();
     assert_eq!(llama.len(), 2, "both prices are kept");
     assert_eq!(llama[0]["input_per_1k"], "0.0100000000");
@@ -251,7 +251,7 @@ async fn the_operator_sees_spend_per_provider_with_failed_calls_beside_charges_p
     let providers = spend["providers"].as_array().expect("providers");
     let ollama = providers
         .iter()
-        .find(|p| p["provider"] == "ollama")
+        .find(|p| p["provider"] == "local")
         .expect("the failed calls are spend too");
     assert_eq!(ollama["calls"], 2);
     assert_eq!(decimal(&ollama["cost"]), Decimal::ZERO);

@@ -37,7 +37,7 @@ async fn the_openai_python_package_calls_models_through_the_queue() {
             job["usage"]["completion_tokens"].as_i64() > Some(0),
             "{job}"
         );
-        assert_eq!(job["provider"], "ollama", "{job}");
+        assert_eq!(job["provider"], "local", "{job}");
     }
     stack.stop().await;
 }

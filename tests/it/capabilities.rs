@@ -20,7 +20,7 @@ async fn fleet_capabilities(stack: &Stack, model: &str) -> Option<Vec<String>> {
     let ollama = served["providers"]
         .as_array()?
         .iter()
-        .find(|p| p["provider"] == "ollama")?
+        .find(|p| p["provider"] == "local")?
         .clone();
     serde_json::from_value(ollama["capabilities"].clone()).ok()
 }

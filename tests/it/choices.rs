@@ -61,7 +61,7 @@ async fn the_openai_python_package_gets_choices_and_log_probabilities() {
     );
     // The native job holds both answers: the first as a reader of one reads it, and both.
     let kept: Value = sqlx::query_scalar(
-        "select result from jobs where request->'options'->>'n' = '2' and provider = 'ollama'",
+        "select result from jobs where request->'options'->>'n' = '2' and provider = 'local'",
     )
     .fetch_one(&stack.pool)
     .await

@@ -25,7 +25,7 @@ pub fn succeeded(id: JobId, claim_id: Uuid, prompt: i32) -> Finish {
         estimated: false,
     };
     let call = AttemptRecord {
-        provider: ProviderName::Ollama,
+        provider: ProviderName::LOCAL,
         host: Some("default".into()),
         upstream_model: "llama3".into(),
         started_at: Utc::now(),
@@ -42,7 +42,7 @@ pub fn succeeded(id: JobId, claim_id: Uuid, prompt: i32) -> Finish {
         id,
         claim_id,
         outcome: Outcome::Succeeded {
-            provider: ProviderName::Ollama,
+            provider: ProviderName::LOCAL,
             reason: RouteReason::Active,
             upstream_model: "llama3".into(),
             routed_model: "llama3".into(),
@@ -206,7 +206,7 @@ async fn a_park_and_a_finish_end_together_in_one_statement() {
             .expect("claimed");
     }
     let call = AttemptRecord {
-        provider: ProviderName::Ollama,
+        provider: ProviderName::LOCAL,
         host: Some("default".into()),
         upstream_model: "llama3".into(),
         started_at: Utc::now(),

@@ -353,7 +353,7 @@ async fn a_vllm_host_overflows_to_the_cloud_under_hybrid_but_never_for_a_local_o
         .collect();
     assert!(jobs.iter().all(|j| j["status"] == "succeeded"), "{jobs:?}");
     assert_eq!(
-        providers.iter().filter(|p| **p == "ollama").count(),
+        providers.iter().filter(|p| **p == "local").count(),
         1,
         "{providers:?}"
     );
@@ -386,7 +386,7 @@ async fn a_vllm_host_overflows_to_the_cloud_under_hybrid_but_never_for_a_local_o
     let jobs = run_jobs(&stack, "qwen-vllm", 3).await;
     for job in &jobs {
         assert_eq!(job["status"], "succeeded", "{job}");
-        assert_eq!(job["provider"], "ollama", "{job}");
+        assert_eq!(job["provider"], "local", "{job}");
         let attempts = attempts_of(&stack, job).await;
         assert!(attempts.iter().all(|a| a.0.as_deref() == Some("vllm-1")));
     }
@@ -496,7 +496,7 @@ async fn a_server_without_tool_calling_is_passed_over_for_tool_calls_and_still_s
     // What needs no tools still goes to the server.
     let plain = stack.generate("qwen-vllm", "no tools here").await;
     assert_eq!(plain["status"], "succeeded", "{plain}");
-    assert_eq!(plain["provider"], "ollama", "{plain}");
+    assert_eq!(plain["provider"], "local", "{plain}");
     let attempts = attempts_of(&stack, &plain).await;
     assert_eq!(attempts[0].0.as_deref(), Some("vllm-1"));
     stack.stop().await;

@@ -82,7 +82,7 @@ async fn the_overview_sums_every_process_activity_and_the_workers_provider_healt
     let providers = overview["providers"].as_array().expect("providers");
     let host = providers
         .iter()
-        .find(|p| p["provider"] == "ollama" && p["host"] == "default")
+        .find(|p| p["provider"] == "local" && p["host"] == "default")
         .unwrap_or_else(|| panic!("the fleet's host: {providers:?}"));
     assert_eq!(host["circuit"], "closed");
     assert_eq!(host["workers"], 1);
@@ -135,7 +135,7 @@ async fn admins_read_any_tenants_jobs_and_batches_and_clients_only_their_own() {
     .await;
     let attempts = attempts["data"].as_array().expect("attempts");
     assert_eq!(attempts.len(), 1, "{attempts:?}");
-    assert_eq!(attempts[0]["provider"], "ollama");
+    assert_eq!(attempts[0]["provider"], "local");
     assert_eq!(attempts[0]["outcome"], "succeeded");
     // Without the tenant an admin reads its own tenant's, where the job is not.
     let (status, _) = get_as(&stack, admin, &format!("/v1/jobs/{id}")).await;

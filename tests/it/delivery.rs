@@ -127,7 +127,7 @@ async fn a_worker_that_dies_mid_call_leaves_the_job_finished_once_and_its_call_i
     assert_eq!(attempts.len(), 2, "{attempts:?}");
     assert_eq!(attempts[0].outcome, "abandoned");
     assert_eq!(attempts[0].claim, 1, "the dead worker's claim");
-    assert_eq!(attempts[0].provider, "ollama");
+    assert_eq!(attempts[0].provider, "local");
     assert!(attempts[0].prompt_tokens.is_some_and(|t| t > 0));
     assert_eq!(
         attempts[0].completion_tokens, attempts[1].completion_tokens,
@@ -147,7 +147,7 @@ async fn a_worker_that_dies_mid_call_leaves_the_job_finished_once_and_its_call_i
         .await
         .expect("spend");
     let ollama = &spend["providers"][0];
-    assert_eq!(ollama["provider"], "ollama", "{spend}");
+    assert_eq!(ollama["provider"], "local", "{spend}");
     assert_eq!(ollama["calls"], 2, "{spend}");
     assert_eq!(ollama["estimated_calls"], 1, "{spend}");
     assert_eq!(spend["tenants"][0]["requests"], 1, "{spend}");

@@ -299,13 +299,13 @@ async fn hybrid_overflows_to_the_cloud_only_when_every_local_slot_is_busy() {
     stack.ollama.set_knobs(slow(1_500));
 
     let alone = stack.generate("llama3", "alone").await;
-    assert_eq!(alone["provider"], "ollama", "{alone}");
+    assert_eq!(alone["provider"], "local", "{alone}");
     assert_eq!(alone["route_reason"], "active");
 
     let jobs = run_jobs(&stack, "llama3", 6).await;
 
     assert_eq!(count(&jobs, "status", "succeeded"), 6, "{jobs:?}");
-    assert_eq!(count(&jobs, "provider", "ollama"), 2, "{jobs:?}");
+    assert_eq!(count(&jobs, "provider", "local"), 2, "{jobs:?}");
     assert_eq!(count(&jobs, "route_reason", "active"), 2);
     assert_eq!(count(&jobs, "provider", "openai"), 4);
     assert_eq!(count(&jobs, "route_reason", "overflow"), 4);
@@ -337,7 +337,7 @@ async fn a_fixed_local_share_splits_the_jobs_within_tolerance() {
 
     assert_eq!(count(&jobs, "status", "succeeded"), 300);
     assert_eq!(count(&jobs, "route_reason", "share"), 300);
-    let local = count(&jobs, "provider", "ollama");
+    let local = count(&jobs, "provider", "local");
     // 30 % of 300 is 90; three standard deviations are about 24.
     assert!((66..=114).contains(&local), "{local} of 300 ran locally");
     stack.stop().await;
@@ -521,7 +521,7 @@ async fn a_local_only_tenant_never_reaches_the_cloud_by_fallback_overflow_or_bat
     stack.ollama.set_knobs(slow(100));
     let jobs = run_jobs(&stack, "llama3", 5).await;
     assert_eq!(count(&jobs, "status", "succeeded"), 5, "{jobs:?}");
-    assert_eq!(count(&jobs, "provider", "ollama"), 5);
+    assert_eq!(count(&jobs, "provider", "local"), 5);
 
     // A batch, although the tenant lets batches overflow.
     let items: Vec<Value> = (0..4)
@@ -559,8 +559,8 @@ async fn a_local_only_tenant_never_reaches_the_cloud_by_fallback_overflow_or_bat
 async fn a_tokens_data_policy_overrides_its_tenants() {
     let stack = Stack::with(Options {
         settings: SettingsChange {
-            ai_provider: Some(Strategy::Provider(ProviderName::OpenAi)),
-            ai_fallback_provider: Some(Some(ProviderName::Ollama)),
+            ai_provider: Some(Strategy::Provider(ProviderName::OPENAI)),
+            ai_fallback_provider: Some(Some(ProviderName::LOCAL)),
             ..SettingsChange::default()
         },
         ..Options::default()
@@ -587,7 +587,7 @@ async fn a_tokens_data_policy_overrides_its_tenants() {
         .await
         .expect("submit");
     let job: Value = response.json().await.expect("job");
-    assert_eq!(job["provider"], "ollama", "{job}");
+    assert_eq!(job["provider"], "local", "{job}");
     assert_eq!(job["data_policy"], "local_only");
     // Its route has the fleet alone, so the fleet is its first choice.
     assert_eq!(job["route_reason"], "active");
@@ -685,7 +685,7 @@ async fn models_show_which_host_has_what_and_pull_and_delete_take_a_host() {
             .as_array()
             .expect("providers")
             .iter()
-            .find(|p| p["provider"] == "ollama")
+            .find(|p| p["provider"] == "local")
             .expect("an ollama route");
         serde_json::from_value(ollama["hosts"].clone()).expect("hosts")
     };

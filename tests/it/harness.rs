@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tollgate_api::ApiSettings;
 use tollgate_core::db::jobs::NewJob;
 use tollgate_core::domain::{
-    GenerateRequest, HostKind, JobId, JobRequest, JobStatus, ProviderName, Role, SealedKey,
-    SettingsChange, Strategy,
+    CloudChange, GenerateRequest, HostKind, JobId, JobRequest, JobStatus, ProviderName, Role,
+    SealedKey, SettingsChange, Strategy,
 };
 use tollgate_core::queue::{Broker, Topology};
 use tollgate_core::secret::{SecretKey, last4};
@@ -124,7 +124,7 @@ impl Default for Options {
 pub fn with_openai_fallback(settings: SettingsChange) -> Options {
     Options {
         settings: SettingsChange {
-            ai_fallback_provider: Some(Some(ProviderName::OpenAi)),
+            ai_fallback_provider: Some(Some(ProviderName::OPENAI)),
             ..settings
         },
         ..Options::default()
@@ -188,7 +188,6 @@ fn test_settings() -> SettingsChange {
         max_job_attempts: Some(3),
         circuit_failure_threshold: Some(1000),
         circuit_cooldown_ms: Some(1000),
-        openai_max_concurrency: Some(64),
         ..SettingsChange::default()
     }
 }
@@ -282,16 +281,20 @@ impl Stack {
             .expect("a generated key parses");
         let upstream_settings = SettingsChange {
             ai_provider: Some(Strategy::Provider(match options.upstream {
-                Upstream::OpenAi => ProviderName::OpenAi,
-                Upstream::Ollama | Upstream::Nothing => ProviderName::Ollama,
+                Upstream::OpenAi => ProviderName::OPENAI,
+                Upstream::Ollama | Upstream::Nothing => ProviderName::LOCAL,
             })),
             ai_fallback_provider: Some(None),
             ai_local_enabled: Some(options.upstream != Upstream::Nothing),
-            openai_api_key: Some(Some(SealedKey {
-                sealed: secret_key.seal(OPENAI_KEY),
-                last4: last4(OPENAI_KEY),
-            })),
-            openai_base_url: Some(format!("{openai_url}/v1")),
+            openai: CloudChange {
+                api_key: Some(Some(SealedKey {
+                    sealed: secret_key.seal(OPENAI_KEY),
+                    last4: last4(OPENAI_KEY),
+                })),
+                base_url: Some(format!("{openai_url}/v1")),
+                max_concurrency: Some(64),
+                ..CloudChange::default()
+            },
             ..test_settings()
         };
         change_settings(&pool, upstream_settings).await;

@@ -48,6 +48,7 @@ mod openapi;
 mod outages;
 mod providers;
 mod reasoning;
+mod registry;
 mod resolution;
 mod retention;
 mod secrets;

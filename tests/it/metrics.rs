@@ -141,11 +141,11 @@ async fn counters_and_histograms_move_as_jobs_run() {
     let finished = [
         ("kind", "generate"),
         ("status", "succeeded"),
-        ("provider", "ollama"),
+        ("provider", "local"),
         ("model", "llama3"),
     ];
     assert_eq!(value(&worker, "tollgate_jobs_finished", &finished), 3.0);
-    let call = [("provider", "ollama"), ("outcome", "succeeded")];
+    let call = [("provider", "local"), ("outcome", "succeeded")];
     assert_eq!(
         observations(&worker, "tollgate_provider_call_duration_seconds", &call),
         3
@@ -159,12 +159,12 @@ async fn counters_and_histograms_move_as_jobs_run() {
         observations(&worker, "tollgate_job_gateway_overhead_seconds", &single),
         3
     );
-    let input = [("provider", "ollama"), ("direction", "input")];
-    let output = [("provider", "ollama"), ("direction", "output")];
+    let input = [("provider", "local"), ("direction", "input")];
+    let output = [("provider", "local"), ("direction", "output")];
     assert!(value(&worker, "tollgate_tokens", &input) > 0.0);
     assert!(value(&worker, "tollgate_tokens", &output) > 0.0);
     assert!(value(&worker, "tollgate_cost_usd", &[("model", "llama3")]) > 0.0);
-    let host = [("provider", "ollama"), ("host", "default")];
+    let host = [("provider", "local"), ("host", "default")];
     assert_eq!(value(&worker, "tollgate_circuit_open", &host), 0.0);
     assert_eq!(value(&worker, "tollgate_provider_slots", &host), 64.0);
     assert_eq!(
@@ -196,17 +196,17 @@ async fn retries_fallbacks_streams_and_webhooks_are_counted_and_the_dashboard_ch
         value(
             &worker,
             "tollgate_provider_retries",
-            &[("provider", "ollama")]
+            &[("provider", "local")]
         ),
         1.0,
         "two attempts on the failing provider, one retry: {job}"
     );
-    let fallback = [("from", "ollama"), ("to", "openai"), ("reason", "fallback")];
+    let fallback = [("from", "local"), ("to", "openai"), ("reason", "fallback")];
     assert_eq!(
         value(&worker, "tollgate_provider_fallbacks", &fallback),
         1.0
     );
-    let failed = [("provider", "ollama"), ("outcome", "transient_error")];
+    let failed = [("provider", "local"), ("outcome", "transient_error")];
     assert_eq!(
         observations(&worker, "tollgate_provider_call_duration_seconds", &failed),
         2
@@ -225,7 +225,7 @@ async fn retries_fallbacks_streams_and_webhooks_are_counted_and_the_dashboard_ch
     let (events, _) = crate::events::read_stream(streamed, WAIT).await;
     assert!(events.iter().any(|e| e.event == "delta"), "{events:?}");
     let worker = scrape(stack.worker_probe(), None).await;
-    let first_token = [("provider", "ollama"), ("model", "llama3")];
+    let first_token = [("provider", "local"), ("model", "llama3")];
     assert_eq!(
         observations(
             &worker,
@@ -408,7 +408,7 @@ async fn the_metrics_token_guards_both_listeners_and_the_worker_answers_its_prob
     let refused = [("route", "/metrics"), ("status", "401")];
     assert_eq!(value(&api, "tollgate_http_requests", &refused), 3.0);
     let worker = scrape(stack.worker_probe(), Some(token)).await;
-    let host = [("provider", "ollama"), ("host", "default")];
+    let host = [("provider", "local"), ("host", "default")];
     assert_eq!(value(&worker, "tollgate_provider_slots", &host), 64.0);
     // Ready once the sampler has seen Postgres answer (at start, then every `backlog_every`).
     for path in ["/healthz", "/readyz"] {

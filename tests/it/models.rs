@@ -64,7 +64,7 @@ async fn clients_see_the_served_models_with_prices_and_what_ollama_has() {
         .expect("llama3 is served")
         .clone();
     let providers = llama3["providers"].as_array().expect("providers");
-    assert_eq!(providers[0]["provider"], "ollama");
+    assert_eq!(providers[0]["provider"], "local");
     assert_eq!(providers[0]["upstream_model"], "llama3");
     assert_eq!(providers[0]["installed"], true);
     assert_eq!(providers[0]["hosts"], json!(["default"]));

@@ -409,6 +409,7 @@ async fn what_the_routes_answer_is_what_the_document_describes() {
             .replace("/files/{id}", &format!("/files/{file_id}"))
             .replace("/tenants/{id}", &format!("/tenants/{tenant_id}"))
             .replace("/hosts/{name}", &format!("/hosts/{host}"))
+            .replace("/providers/{name}", "/providers/openai")
             .replace("/aliases/{model}", "/aliases/house")
             .replace("/models/{id}", "/models/llama3");
         assert!(!url.contains('{'), "{path}: the test knows its parameters");
@@ -450,7 +451,7 @@ async fn a_stored_error_code_this_release_does_not_know_still_reads() {
     sqlx::query(
         "insert into job_attempts (job_id, claim, provider, upstream_model, started_at,
                                    latency_ms, outcome, error_code, error_message)
-         values ($1, 1, 'ollama', 'llama3', now(), 5, 'permanent_error', 'some_future_code',
+         values ($1, 1, 'local', 'llama3', now(), 5, 'permanent_error', 'some_future_code',
                  'a newer release failed it')",
     )
     .bind(id)

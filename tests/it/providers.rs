@@ -79,7 +79,7 @@ async fn generate_chat_and_embedding_run_on_ollama() {
     let jobs = run_all_kinds(&stack, ["llama3", "mistral", "nomic-embed-text"]).await;
 
     for job in &jobs {
-        assert_succeeded_on(job, "ollama");
+        assert_succeeded_on(job, "local");
     }
     assert_results(&jobs);
     assert_eq!(jobs[0]["upstream_model"], "llama3");

@@ -45,8 +45,8 @@ async fn a_failing_primary_is_retried_then_the_fallback_answers_with_its_own_mod
     assert_eq!(
         providers_called(&attempts),
         [
-            ("ollama", "transient_error"),
-            ("ollama", "transient_error"),
+            ("local", "transient_error"),
+            ("local", "transient_error"),
             ("openai", "succeeded"),
         ]
     );
@@ -122,7 +122,7 @@ async fn a_429_with_retry_after_is_waited_out_before_the_next_call() {
     let attempts = attempts_of(&stack, &job).await;
     assert_eq!(
         providers_called(&attempts),
-        [("ollama", "transient_error"), ("ollama", "succeeded")]
+        [("local", "transient_error"), ("local", "succeeded")]
     );
     assert_eq!(attempts[0].status_code, Some(429));
     let waited = attempts[1].started_at - attempts[0].finished_at.expect("finished");
@@ -153,7 +153,7 @@ async fn a_400_from_the_provider_fails_the_job_at_once_without_retry_or_fallback
             .contains("400"),
         "{job}"
     );
-    assert_eq!(job["provider"], "ollama");
+    assert_eq!(job["provider"], "local");
     assert_eq!(job["attempts"], 1);
     assert_eq!(stack.ollama.calls("/api/generate"), 1);
     assert_eq!(stack.openai.calls("/v1/responses"), 0);
@@ -192,7 +192,7 @@ async fn the_circuit_opens_after_repeated_failures_and_closes_after_the_cool_dow
         n.set(n.get() + 1);
         let prompt = format!("again {}", n.get());
         let stack = &stack;
-        async move { stack.generate("llama3", &prompt).await["provider"] == "ollama" }
+        async move { stack.generate("llama3", &prompt).await["provider"] == "local" }
     })
     .await;
     assert_eq!(
@@ -201,7 +201,7 @@ async fn the_circuit_opens_after_repeated_failures_and_closes_after_the_cool_dow
         "one trial call closed the circuit"
     );
     let job = stack.generate("llama3", "closed").await;
-    assert_eq!(job["provider"], "ollama");
+    assert_eq!(job["provider"], "local");
     stack.stop().await;
 }
 
@@ -209,7 +209,7 @@ async fn the_circuit_opens_after_repeated_failures_and_closes_after_the_cool_dow
 async fn a_settings_change_switches_the_provider_of_the_next_job_on_a_running_worker() {
     let stack = Stack::start().await;
     let job = stack.generate("llama3", "before").await;
-    assert_eq!(job["provider"], "ollama");
+    assert_eq!(job["provider"], "local");
 
     let settings = stack
         .patch_settings(&json!({ "ai_provider": "openai" }))
@@ -379,7 +379,7 @@ async fn a_job_retried_after_a_transient_failure_keeps_its_id_and_ends_once() {
     let attempts = attempts_of(&stack, &job).await;
     assert_eq!(
         providers_called(&attempts),
-        [("ollama", "transient_error"), ("ollama", "succeeded")]
+        [("local", "transient_error"), ("local", "succeeded")]
     );
     assert_eq!(attempts[1].claim, 2, "the second run is the delayed one");
     stack.stop().await;

@@ -111,10 +111,11 @@ async fn the_openai_key_never_appears_in_a_response_or_a_log_line() {
         let body = stack.admin(Method::GET, path, &Value::Null).await;
         seen.push_str(&body.text().await.expect("body"));
     }
-    let sealed: Vec<u8> = sqlx::query_scalar("select openai_api_key_sealed from settings")
-        .fetch_one(&stack.pool)
-        .await
-        .expect("sealed key");
+    let sealed: Vec<u8> =
+        sqlx::query_scalar("select api_key_sealed from providers where name = 'openai'")
+            .fetch_one(&stack.pool)
+            .await
+            .expect("sealed key");
     stack.stop().await;
 
     let logs = logs.text();

@@ -1,11 +1,12 @@
 //! The providers a worker can call, built from the runtime settings and rebuilt when they change:
-//! OpenAI's client with its concurrency limit and circuit, the fleet of Ollama hosts
+//! each cloud account's client with its concurrency limit and circuit, the fleet's hosts
 //! ([`crate::fleet`]), and the plan for a job.
 //!
 //! Resolving a job reads only memory (an `Arc` of the current providers); the settings reach it
 //! through [`RuntimeWatch`], never through a query per job. Health comes from real calls and a
 //! cached listing of each host's models, never from a probe per job.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -13,8 +14,8 @@ use secrecy::SecretString;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::domain::{
-    Capabilities, FleetRoute, LocalWait, ProviderName, Route, RouteInput, Runtime, Settings,
-    WhenBusy, bulk_slots,
+    Capabilities, CircuitPolicy, CloudAccount, CloudKind, FleetRoute, LocalWait, ProviderName,
+    Route, RouteInput, Runtime, Settings, WhenBusy, bulk_slots,
 };
 use tollgate_core::provider::{OpenAiClient, Provider};
 use tollgate_core::runtime::RuntimeWatch;
@@ -24,30 +25,76 @@ use crate::circuit::{Circuit, Turned};
 use crate::fleet::Fleet;
 use crate::metrics::ProviderHealth;
 
-/// OpenAI as currently configured.
+/// A cloud account as currently configured.
 pub struct Cloud {
+    pub name: ProviderName,
     pub provider: Provider,
-    /// In-flight calls to OpenAI from this worker, independent of the prefetch.
+    /// In-flight calls to the account from this worker, independent of the prefetch.
     pub limit: Arc<Semaphore>,
     /// The share of `limit` batch items may hold: a quarter of the slots (at least one, when there
     /// are two or more) stays free for single jobs, however many batch items wait.
     pub bulk_limit: Arc<Semaphore>,
-    /// What the client was built from; a change gives the provider a fresh circuit.
-    endpoint: Endpoint,
-    max_concurrency: u32,
+    /// Kept while the account's endpoint stays the same (a new address or key is a new provider
+    /// as far as health goes).
+    circuit: Arc<Mutex<Circuit>>,
+    /// What the client was built from.
+    account: CloudAccount,
 }
 
-/// Where a provider is and which key it is called with (as sealed: a new key seals differently).
-#[derive(Clone, PartialEq, Eq)]
-struct Endpoint {
-    base_url: String,
-    sealed_key: Vec<u8>,
+impl Cloud {
+    /// The account's circuit policy: the settings' with its overrides.
+    pub fn circuit_policy(&self, settings: &Settings) -> CircuitPolicy {
+        self.account.circuit(&settings.circuit)
+    }
+
+    fn circuit(&self) -> std::sync::MutexGuard<'_, Circuit> {
+        tollgate_core::sync::lock(&self.circuit)
+    }
+
+    /// Whether the account's circuit lets a call out now.
+    pub fn allows(&self, settings: &Settings) -> bool {
+        self.circuit()
+            .allows(Instant::now(), &self.circuit_policy(settings))
+    }
+
+    /// Feeds a call's verdict into the account's circuit.
+    pub fn record(&self, healthy: bool, settings: &Settings) {
+        let turned = self
+            .circuit()
+            .record(healthy, Instant::now(), &self.circuit_policy(settings));
+        let provider = self.name.as_str();
+        match turned {
+            Turned::Opened => tracing::warn!(provider, "circuit opened"),
+            Turned::Closed => tracing::info!(provider, "circuit closed"),
+            Turned::Unchanged => {}
+        }
+    }
 }
 
-/// The cloud as of one settings version.
+/// Whether two versions of an account call the same place the same way (its client and circuit
+/// carry over), and with the same limit (its permits carry over).
+fn same_endpoint(a: &CloudAccount, b: &CloudAccount) -> bool {
+    (
+        a.kind,
+        &a.base_url,
+        &a.api_version,
+        a.key_header,
+        &a.api_key,
+        a.timeout,
+    ) == (
+        b.kind,
+        &b.base_url,
+        &b.api_version,
+        b.key_header,
+        &b.api_key,
+        b.timeout,
+    )
+}
+
+/// The clouds as of one settings version.
 struct Configured {
     runtime: Arc<Runtime>,
-    openai: Option<Arc<Cloud>>,
+    clouds: HashMap<ProviderName, Arc<Cloud>>,
 }
 
 /// Where a step's call goes.
@@ -90,7 +137,6 @@ struct Inner {
     secret_key: Option<SecretKey>,
     timeout: Duration,
     configured: RwLock<Arc<Configured>>,
-    openai_circuit: Mutex<Circuit>,
     fleet: Fleet,
 }
 
@@ -109,7 +155,6 @@ impl Providers {
                 secret_key,
                 timeout,
                 configured: RwLock::new(Arc::new(configured)),
-                openai_circuit: Mutex::default(),
                 fleet,
             }),
         }
@@ -155,19 +200,19 @@ impl Providers {
     fn plan_now(&self, model: &str, job: RouteInput) -> Plan {
         let configured = self.current();
         let fleet = self.fleet().is_configured();
-        let route = configured.runtime.route(model, job, |p| match p {
-            ProviderName::Ollama => fleet,
-            ProviderName::OpenAi => configured.openai.is_some(),
-        });
+        let route = configured
+            .runtime
+            .route(model, job, |p| match p.is_local() {
+                true => fleet,
+                false => configured.clouds.contains_key(&p),
+            });
         let steps = route
             .candidates
             .iter()
             .filter_map(|candidate| {
-                let target = match candidate.provider {
-                    ProviderName::Ollama => {
-                        Target::Fleet(configured.runtime.routes.fleet(model)?.clone())
-                    }
-                    ProviderName::OpenAi => Target::Cloud(configured.openai.clone()?),
+                let target = match candidate.provider.is_local() {
+                    true => Target::Fleet(configured.runtime.routes.fleet(model)?.clone()),
+                    false => Target::Cloud(configured.clouds.get(&candidate.provider)?.clone()),
                 };
                 Some(Step {
                     name: candidate.provider,
@@ -186,38 +231,19 @@ impl Providers {
         }
     }
 
-    fn openai_circuit(&self) -> std::sync::MutexGuard<'_, Circuit> {
-        tollgate_core::sync::lock(&self.inner.openai_circuit)
-    }
-
-    /// Each provider's circuit and slots as this worker holds them: OpenAI when configured, then
-    /// every host of the fleet.
+    /// Each provider's circuit and slots as this worker holds them: every cloud account
+    /// configured (by name), then every host of the fleet.
     pub fn health(&self) -> Vec<ProviderHealth> {
-        let openai = self.current().openai.as_ref().map(|cloud| ProviderHealth {
-            provider: ProviderName::OpenAi.as_str(),
+        let configured = self.current();
+        let mut clouds: Vec<_> = configured.clouds.values().collect();
+        clouds.sort_by_key(|cloud| cloud.name);
+        let clouds = clouds.into_iter().map(|cloud| ProviderHealth {
+            provider: cloud.name.as_str(),
             host: None,
-            circuit_open: self.openai_circuit().is_open(),
-            slots: cloud.max_concurrency,
+            circuit_open: cloud.circuit().is_open(),
+            slots: cloud.account.max_concurrency,
         });
-        openai.into_iter().chain(self.fleet().health()).collect()
-    }
-
-    /// Whether OpenAI's circuit lets a call out now.
-    pub fn cloud_allows(&self, settings: &Settings) -> bool {
-        self.openai_circuit()
-            .allows(Instant::now(), &settings.circuit)
-    }
-
-    /// Feeds a call's verdict into OpenAI's circuit.
-    pub fn record_cloud(&self, healthy: bool, settings: &Settings) {
-        let turned = self
-            .openai_circuit()
-            .record(healthy, Instant::now(), &settings.circuit);
-        match turned {
-            Turned::Opened => tracing::warn!(provider = "openai", "circuit opened"),
-            Turned::Closed => tracing::info!(provider = "openai", "circuit closed"),
-            Turned::Unchanged => {}
-        }
+        clouds.chain(self.fleet().health()).collect()
     }
 
     /// Rebuilds whenever the settings change, and lists the fleet's models every `probe_every`,
@@ -253,75 +279,90 @@ impl Providers {
             self.inner.secret_key.as_ref(),
             self.inner.timeout,
         );
-        let endpoint = |c: &Configured| c.openai.as_ref().map(|s| s.endpoint.clone());
-        if endpoint(&previous) != endpoint(&next) {
-            // A new address or key is a new provider as far as health goes.
-            *self.openai_circuit() = Circuit::default();
-        }
         self.fleet().rebuild(runtime);
         *tollgate_core::sync::write(&self.inner.configured) = Arc::new(next);
         tracing::info!(version = runtime.settings.version, "providers rebuilt");
     }
 }
 
-/// Builds OpenAI's client when it is configured, keeping `previous`'s client and limit where
-/// nothing about them changed (in-flight calls hold permits of the limit they started under).
+/// Builds each configured cloud account's client, keeping `previous`'s client, circuit and limit
+/// where nothing about them changed (in-flight calls hold permits of the limit they started
+/// under).
 fn configure(
     runtime: &Arc<Runtime>,
     previous: Option<&Configured>,
     secret_key: Option<&SecretKey>,
     timeout: Duration,
 ) -> Configured {
-    let settings = &runtime.settings;
-    let openai = openai_client(settings, secret_key, timeout).map(|(client, endpoint)| {
-        let max_concurrency = settings.openai_max_concurrency;
-        if let Some(old) = previous.and_then(|p| p.openai.clone())
-            && old.endpoint == endpoint
-            && old.max_concurrency == max_concurrency
-        {
-            return old;
-        }
-        Arc::new(Cloud {
-            provider: client,
-            limit: Arc::new(Semaphore::new(max_concurrency as usize)),
-            bulk_limit: Arc::new(Semaphore::new(bulk_slots(max_concurrency) as usize)),
-            endpoint,
-            max_concurrency,
+    let clouds = runtime
+        .clouds
+        .values()
+        .filter(|account| account.is_configured())
+        .filter_map(|account| {
+            let old = previous.and_then(|p| p.clouds.get(&account.name));
+            let cloud = match old {
+                Some(old) if old.account == *account => old.clone(),
+                Some(old) if same_endpoint(&old.account, account) => Arc::new(Cloud {
+                    provider: old.provider.clone(),
+                    circuit: old.circuit.clone(),
+                    ..limited(account, old.provider.clone())
+                }),
+                _ => Arc::new(limited(account, client(account, secret_key, timeout)?)),
+            };
+            Some((account.name, cloud))
         })
-    });
+        .collect();
     Configured {
         runtime: runtime.clone(),
-        openai,
+        clouds,
     }
 }
 
-/// OpenAI's client, or `None` when it is not configured (no usable key).
-fn openai_client(
-    settings: &Settings,
+/// The account's cloud with a fresh circuit and limits.
+fn limited(account: &CloudAccount, provider: Provider) -> Cloud {
+    let slots = account.max_concurrency;
+    Cloud {
+        name: account.name,
+        provider,
+        limit: Arc::new(Semaphore::new(slots as usize)),
+        bulk_limit: Arc::new(Semaphore::new(bulk_slots(slots) as usize)),
+        circuit: Arc::default(),
+        account: account.clone(),
+    }
+}
+
+/// The account's client, or `None` when its key cannot be opened.
+fn client(
+    account: &CloudAccount,
     secret_key: Option<&SecretKey>,
     timeout: Duration,
-) -> Option<(Provider, Endpoint)> {
-    let base_url = &settings.openai_base_url;
-    let sealed = settings.openai_api_key.as_ref()?;
-    let Some(secret_key) = secret_key else {
-        tracing::warn!(
-            "an OpenAI key is stored but TOLLGATE_SECRET_KEY is not set: OpenAI is unavailable"
-        );
-        return None;
-    };
-    let key: SecretString = match secret_key.open(&sealed.sealed) {
-        Ok(key) => key,
-        Err(error) => {
-            tracing::warn!(%error, "OpenAI is unavailable");
+) -> Option<Provider> {
+    let provider = account.name.as_str();
+    let key: Option<SecretString> = match (&account.api_key, secret_key) {
+        (None, _) => None,
+        (Some(_), None) => {
+            tracing::warn!(
+                provider,
+                "a key is stored but TOLLGATE_SECRET_KEY is not set: the provider is unavailable"
+            );
             return None;
         }
+        (Some(sealed), Some(secret_key)) => match secret_key.open(&sealed.sealed) {
+            Ok(key) => Some(key),
+            Err(error) => {
+                tracing::warn!(provider, %error, "the provider is unavailable");
+                return None;
+            }
+        },
     };
-    let endpoint = Endpoint {
-        base_url: base_url.clone(),
-        sealed_key: sealed.sealed.clone(),
+    let timeout = account.timeout.unwrap_or(timeout);
+    let client = match (account.kind, key) {
+        (CloudKind::OpenAi, Some(key)) => OpenAiClient::new(&account.base_url, key, timeout),
+        (CloudKind::OpenAi, None) => return None,
+        (CloudKind::OpenAiCompatible, key) => {
+            OpenAiClient::compatible(&account.base_url, key, timeout)
+        }
     };
-    Some((
-        Provider::OpenAi(OpenAiClient::new(base_url, key, timeout)),
-        endpoint,
-    ))
+    let client = client.addressed(account.key_header, account.api_version.clone());
+    Some(Provider::OpenAi(client))
 }

@@ -61,6 +61,11 @@ pub enum ErrorCode {
     TenantExists,
     /// A host with that name exists.
     HostExists,
+    /// A provider with that name exists.
+    ProviderExists,
+    /// The provider is named by model routes or settings (the detail lists them): change those
+    /// first.
+    ProviderInUse,
     /// A price for that provider and model takes effect at that instant already.
     PriceExists,
     /// An admin cannot disable its own tenant.
@@ -195,7 +200,7 @@ mod tests {
         let names: std::collections::HashSet<&str> =
             ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
         assert_eq!(names.len(), ErrorCode::ALL.len());
-        assert_eq!(ErrorCode::ALL.len(), 50);
+        assert_eq!(ErrorCode::ALL.len(), 52);
         assert!(
             names
                 .iter()

@@ -80,13 +80,13 @@ async fn list(State(state): State<AppState>, Caller(_): Caller) -> Result<Json<M
         .into_iter()
         .map(|(model, routes)| {
             let steps = routes.into_iter().flat_map(|(provider, upstream)| {
-                let kinds: Vec<(Option<HostKind>, &str)> = match provider {
-                    ProviderName::Ollama => runtime
+                let kinds: Vec<(Option<HostKind>, &str)> = match provider.is_local() {
+                    true => runtime
                         .routes
                         .fleet(model)
                         .map(|route| route.kinds().map(|(k, m)| (Some(k), m)).collect())
                         .unwrap_or_default(),
-                    ProviderName::OpenAi => vec![(None, upstream)],
+                    false => vec![(None, upstream)],
                 };
                 kinds
                     .into_iter()

@@ -50,7 +50,7 @@ pub async fn record(pool: &PgPool, host_id: Uuid, listed: &[Listed]) -> Result<b
         .rows_affected();
     }
     if changed > 0 {
-        super::settings::bump_version(&mut tx).await?;
+        super::version::bump(&mut tx).await?;
     }
     tx.commit().await?;
     Ok(changed > 0)

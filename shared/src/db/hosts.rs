@@ -135,7 +135,7 @@ pub async fn delete(pool: &PgPool, name: &str, action: &Action<'_>) -> Result<bo
         return Ok(false);
     }
     audit::record(&mut *tx, action).await?;
-    super::settings::bump_version(&mut tx).await?;
+    super::version::bump(&mut tx).await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -157,7 +157,7 @@ async fn written(
     .execute(&mut *tx)
     .await?;
     audit::record(&mut *tx, action).await?;
-    super::settings::bump_version(&mut tx).await?;
+    super::version::bump(&mut tx).await?;
     tx.commit().await
 }
 

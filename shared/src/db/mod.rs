@@ -25,12 +25,14 @@ pub mod jobs;
 pub mod model_routes;
 pub mod partitions;
 pub mod prices;
+pub mod providers;
 pub mod quotas;
 pub mod runs;
 pub mod settings;
 pub mod tenants;
 pub mod tokens;
 pub mod usage;
+pub mod version;
 pub mod webhooks;
 pub mod workers;
 

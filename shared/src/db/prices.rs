@@ -20,9 +20,7 @@ pub async fn all(pool: &PgPool) -> Result<PriceList, sqlx::Error> {
     .await?;
     let mut list = PriceList::default();
     for row in rows {
-        let Some(provider) = ProviderName::parse(&row.provider) else {
-            continue; // the check constraint admits no other name
-        };
+        let provider = ProviderName::stored(&row.provider);
         let price = Price {
             id: row.id,
             input_per_1k: row.input_per_1k,
@@ -114,7 +112,7 @@ pub async fn insert(
     )
     .fetch_one(&mut *tx)
     .await?;
-    super::settings::bump_version(&mut tx).await?;
+    super::version::bump(&mut tx).await?;
     tx.commit().await?;
     Ok(row)
 }

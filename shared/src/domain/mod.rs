@@ -12,12 +12,14 @@ mod json;
 mod name;
 pub mod openai_batch;
 mod prices;
+mod providers;
 mod rate;
 pub mod reasoning;
 mod request;
 mod routing;
 mod settings;
 mod trace;
+mod upstream;
 
 pub use access::{
     AccessChange, AccessRules, Denied, DomainPattern, client_ip, parse_domains, parse_networks,
@@ -35,6 +37,9 @@ pub use job_error::{FailureClass, JobErrorCode};
 pub use json::{NUL_REFUSED, line_syntax_error, nul_in_json, nul_in_value};
 pub use name::Name;
 pub use prices::{Price, PriceList};
+pub use providers::{
+    CloudAccount, CloudChange, CloudKind, KeyHeader, OPENAI_BASE_URL, ProviderName,
+};
 pub use rate::{Decision, RateLimit};
 pub use reasoning::{Effort, Reasoning};
 pub use request::{
@@ -47,7 +52,7 @@ pub use routing::{
     Candidate, DataPolicy, LocalWait, Route, RouteInput, RouteReason, Unserved, WhenBusy,
 };
 pub use settings::{
-    CircuitPolicy, ModelRoutes, ProviderName, Retention, RetryPolicy, Runtime, SealedKey, Settings,
-    SettingsChange, Strategy, check_base_url,
+    ModelRoutes, Retention, RetryPolicy, Runtime, Settings, SettingsChange, Strategy,
 };
 pub use trace::TraceParent;
+pub use upstream::{CircuitPolicy, SealedKey, check_base_url};

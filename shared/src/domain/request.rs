@@ -33,6 +33,13 @@ impl ValidationError {
         }
     }
 
+    /// The error with `prefix` put before its field: for values another body holds under a
+    /// longer name.
+    pub fn prefixed(mut self, prefix: &str) -> Self {
+        self.field.insert_str(0, prefix);
+        self
+    }
+
     /// The error with `prefix` taken off its field: for a dialect whose options sit at the top
     /// level of its body rather than under `options`.
     pub fn unnest(mut self, prefix: &str) -> Self {

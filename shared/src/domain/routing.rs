@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::settings::{ProviderName, Runtime, Strategy};
+use super::providers::ProviderName;
+use super::settings::{Runtime, Strategy};
 use super::{Capabilities, Capability, ValidationError};
 
 /// Why a job's answer came from where it did.
@@ -196,11 +197,12 @@ impl Route {
 }
 
 impl Runtime {
-    /// The seed's algorithm grown for a fleet: the active provider, then the fallback — or under
-    /// `hybrid` the fleet then OpenAI (the fallback setting is not used: both are in play) — each
-    /// only if it is enabled, configured (`configured` says whether a client could be built:
-    /// OpenAI needs a key, the fleet an enabled host) and has a route for `model`; then the data
-    /// policy takes out the cloud. Circuit state and free slots are left to the caller, which
+    /// The seed's algorithm grown for a fleet and named providers: the model's own chain if it
+    /// has one; else the active provider, then the fallback — or under `hybrid` the fleet then
+    /// the cloud account `ai_hybrid_cloud` (the fallback setting is not used: both are in play) —
+    /// each only if it is enabled, configured (`configured` says whether a client could be
+    /// built: an OpenAI account needs a key, the fleet an enabled host) and has a route for
+    /// `model`; then the data policy takes out the cloud. Circuit state and free slots are left to the caller, which
     /// checks them right before each call. No candidates is the controlled error
     /// `no_provider_available`.
     ///
@@ -214,8 +216,14 @@ impl Runtime {
         let settings = &self.settings;
         let patient = |provider| (provider, LocalWait::Patient, WhenBusy::Fallback);
         let mut shared = false;
-        let order: Vec<(ProviderName, LocalWait, WhenBusy)> = match settings.ai_provider {
-            Strategy::Provider(active) => {
+        let cloud = settings.ai_hybrid_cloud;
+        let strategy = match self.routes.chain(model) {
+            Some(chain) => Err(chain),
+            None => Ok(settings.ai_provider),
+        };
+        let order: Vec<(ProviderName, LocalWait, WhenBusy)> = match strategy {
+            Err(chain) => chain.iter().map(|&p| patient(p)).collect(),
+            Ok(Strategy::Provider(active)) => {
                 let mut order = vec![patient(active)];
                 if let Some(fallback) = settings.ai_fallback_provider
                     && fallback != active
@@ -224,28 +232,28 @@ impl Runtime {
                 }
                 order
             }
-            Strategy::Hybrid if job.bulk && !job.batch_overflow => vec![
-                patient(ProviderName::Ollama),
-                (ProviderName::OpenAi, LocalWait::Patient, WhenBusy::Skip),
+            Ok(Strategy::Hybrid) if job.bulk && !job.batch_overflow => vec![
+                patient(ProviderName::LOCAL),
+                (cloud, LocalWait::Patient, WhenBusy::Skip),
             ],
-            Strategy::Hybrid => match settings.ai_local_share {
+            Ok(Strategy::Hybrid) => match settings.ai_local_share {
                 Some(share) => {
                     shared = true;
                     let local_first = job.share_draw < share;
                     let (first, second) = if local_first {
-                        (ProviderName::Ollama, ProviderName::OpenAi)
+                        (ProviderName::LOCAL, cloud)
                     } else {
-                        (ProviderName::OpenAi, ProviderName::Ollama)
+                        (cloud, ProviderName::LOCAL)
                     };
                     vec![patient(first), patient(second)]
                 }
                 None => vec![
                     (
-                        ProviderName::Ollama,
+                        ProviderName::LOCAL,
                         LocalWait::Overflow(settings.ai_overflow_wait),
                         WhenBusy::Fallback,
                     ),
-                    (ProviderName::OpenAi, LocalWait::Patient, WhenBusy::Overflow),
+                    (cloud, LocalWait::Patient, WhenBusy::Overflow),
                 ],
             },
         };
@@ -254,7 +262,7 @@ impl Runtime {
         let mut lacking = None;
         let mut candidates = Vec::new();
         for (provider, local_wait, when_busy) in order {
-            if provider == ProviderName::Ollama && !settings.ai_local_enabled {
+            if provider.is_local() && !settings.ai_local_enabled {
                 continue;
             }
             if !configured(provider) {
@@ -263,7 +271,7 @@ impl Runtime {
             let Some(upstream_model) = self.routes.upstream(model, provider) else {
                 continue;
             };
-            if provider != ProviderName::Ollama && job.policy == DataPolicy::LocalOnly {
+            if !provider.is_local() && job.policy == DataPolicy::LocalOnly {
                 withheld = true;
                 continue;
             }
@@ -302,7 +310,7 @@ impl Runtime {
     /// policy when only the cloud serves the model (whatever the strategy); else the routes it has
     /// are switched off (a local one included).
     fn unserved_because(&self, model: &str, policy: DataPolicy) -> Unserved {
-        let local_route = self.routes.upstream(model, ProviderName::Ollama).is_some();
+        let local_route = self.routes.upstream(model, ProviderName::LOCAL).is_some();
         if !self.routes.serves(model) {
             Unserved::NoRoute
         } else if policy == DataPolicy::LocalOnly && !local_route {
@@ -315,10 +323,10 @@ impl Runtime {
     /// What `model` can do through any provider that routes it (what a client is told it can
     /// ask of it).
     pub fn model_capabilities(&self, model: &str) -> Capabilities {
-        ProviderName::ALL
-            .into_iter()
-            .filter(|&provider| self.routes.upstream(model, provider).is_some())
-            .map(|provider| self.capabilities(model, provider))
+        self.routes
+            .routed(model)
+            .iter()
+            .map(|&(provider, _)| self.capabilities(model, provider))
             .fold(Capabilities::NONE, Capabilities::union)
     }
 
@@ -326,9 +334,9 @@ impl Runtime {
     /// (everything while no host is known to have the model: the worker finds out); for the
     /// cloud, everything — each bounded by what the route declares.
     pub fn capabilities(&self, model: &str, provider: ProviderName) -> Capabilities {
-        let known = match provider {
-            ProviderName::Ollama => self.fleet_capabilities(model),
-            ProviderName::OpenAi => None,
+        let known = match provider.is_local() {
+            true => self.fleet_capabilities(model),
+            false => None,
         };
         let known = known.unwrap_or(Capabilities::ALL);
         let declared = self.routes.declared(model, provider);
@@ -341,13 +349,16 @@ impl Runtime {
         self.fleet_models.of_route(self.routes.fleet(model)?)
     }
 
-    /// Whether the settings let `provider` be called at all: OpenAI with a key stored, the fleet
-    /// with a host enabled. (A worker also needs the key to open; it decides that for itself.)
+    /// Whether the settings let `provider` be called at all: the fleet with a host enabled, a
+    /// cloud account enabled and (OpenAI's) with a key stored. (A worker also needs the key to
+    /// open; it decides that for itself.)
     pub fn is_configured(&self, provider: ProviderName) -> bool {
-        match provider {
-            ProviderName::Ollama => self.hosts.iter().any(|host| host.enabled),
-            ProviderName::OpenAi => self.settings.openai_api_key.is_some(),
+        if provider.is_local() {
+            return self.hosts.iter().any(|host| host.enabled);
         }
+        self.clouds
+            .get(&provider)
+            .is_some_and(|cloud| cloud.is_configured())
     }
 
     /// Whether a request for `model` from a caller under `policy` can be served as the settings
@@ -396,20 +407,20 @@ mod tests {
     }
 
     fn local() -> Strategy {
-        Strategy::Provider(ProviderName::Ollama)
+        Strategy::Provider(ProviderName::LOCAL)
     }
 
     fn openai() -> Strategy {
-        Strategy::Provider(ProviderName::OpenAi)
+        Strategy::Provider(ProviderName::OPENAI)
     }
 
     #[test]
     fn the_active_provider_comes_first_and_the_fallback_gets_its_own_model() {
-        let rt = runtime(local(), Some(ProviderName::OpenAi));
+        let rt = runtime(local(), Some(ProviderName::OPENAI));
         let route = rt.route("llama3", ANY, |_| true);
         assert_eq!(
             names(&route),
-            [("ollama", "llama3"), ("openai", "gpt-4.1-mini")]
+            [("local", "llama3"), ("openai", "gpt-4.1-mini")]
         );
         assert_eq!(route.reason(0, false), RouteReason::Active);
         assert_eq!(route.reason(1, true), RouteReason::Fallback);
@@ -423,20 +434,20 @@ mod tests {
             names(&none.route("llama3", ANY, |_| true)),
             [("openai", "gpt-4.1-mini")]
         );
-        let same = runtime(openai(), Some(ProviderName::OpenAi));
+        let same = runtime(openai(), Some(ProviderName::OPENAI));
         assert_eq!(same.route("llama3", ANY, |_| true).candidates.len(), 1);
     }
 
     #[test]
     fn disabled_unconfigured_and_unrouted_providers_are_skipped() {
-        let mut rt = runtime(local(), Some(ProviderName::OpenAi));
+        let mut rt = runtime(local(), Some(ProviderName::OPENAI));
         assert_eq!(
             names(&rt.route("gpt-4o", ANY, |_| true)),
             [("openai", "gpt-4o")]
         );
         assert_eq!(
-            names(&rt.route("llama3", ANY, |p| p != ProviderName::OpenAi)),
-            [("ollama", "llama3")]
+            names(&rt.route("llama3", ANY, |p| p != ProviderName::OPENAI)),
+            [("local", "llama3")]
         );
         rt.settings.ai_local_enabled = false;
         assert_eq!(
@@ -444,7 +455,7 @@ mod tests {
             [("openai", "gpt-4.1-mini")]
         );
         assert!(
-            rt.route("llama3", ANY, |p| p == ProviderName::Ollama)
+            rt.route("llama3", ANY, |p| p == ProviderName::LOCAL)
                 .candidates
                 .is_empty()
         );
@@ -454,8 +465,8 @@ mod tests {
     #[test]
     fn a_step_whose_model_lacks_what_the_request_needs_is_skipped() {
         let mut rt = runtime(
-            Strategy::Provider(ProviderName::Ollama),
-            Some(ProviderName::OpenAi),
+            Strategy::Provider(ProviderName::LOCAL),
+            Some(ProviderName::OPENAI),
         );
         rt.fleet_models.add(
             HostKind::Ollama,
@@ -472,7 +483,7 @@ mod tests {
         );
         assert_eq!(
             names(&rt.route("llama3", ANY, |_| true)),
-            [("ollama", "llama3"), ("openai", "gpt-4.1-mini")]
+            [("local", "llama3"), ("openai", "gpt-4.1-mini")]
         );
         let local = RouteInput {
             policy: DataPolicy::LocalOnly,
@@ -490,14 +501,14 @@ mod tests {
         );
         assert_eq!(
             names(&rt.route("llama3", local, |_| true)),
-            [("ollama", "llama3")]
+            [("local", "llama3")]
         );
         // A host that does not say what its models can do counts as able to do everything.
-        let mut old = runtime(Strategy::Provider(ProviderName::Ollama), None);
+        let mut old = runtime(Strategy::Provider(ProviderName::LOCAL), None);
         old.fleet_models.add(HostKind::Ollama, "llama3", None);
         assert_eq!(
             names(&old.route("llama3", seeing, |_| true)),
-            [("ollama", "llama3")]
+            [("local", "llama3")]
         );
     }
 
@@ -507,7 +518,7 @@ mod tests {
         let route = rt.route("llama3", ANY, |_| true);
         assert_eq!(
             names(&route),
-            [("ollama", "llama3"), ("openai", "gpt-4.1-mini")]
+            [("local", "llama3"), ("openai", "gpt-4.1-mini")]
         );
         assert_eq!(
             route.candidates[0].local_wait,
@@ -534,7 +545,7 @@ mod tests {
             },
             |_| true,
         );
-        assert_eq!(local_first.candidates[0].provider, ProviderName::Ollama);
+        assert_eq!(local_first.candidates[0].provider, ProviderName::LOCAL);
         assert_eq!(local_first.candidates[0].local_wait, LocalWait::Patient);
         assert_eq!(local_first.reason(0, false), RouteReason::Share);
         let cloud_first = rt.route(
@@ -545,7 +556,7 @@ mod tests {
             },
             |_| true,
         );
-        assert_eq!(cloud_first.candidates[0].provider, ProviderName::OpenAi);
+        assert_eq!(cloud_first.candidates[0].provider, ProviderName::OPENAI);
         assert_eq!(cloud_first.reason(0, false), RouteReason::Share);
         assert_eq!(cloud_first.reason(1, false), RouteReason::Fallback);
         rt.settings.ai_local_enabled = false;
@@ -568,12 +579,12 @@ mod tests {
             ..ANY
         };
         for rt in [
-            runtime(local(), Some(ProviderName::OpenAi)),
-            runtime(openai(), Some(ProviderName::Ollama)),
+            runtime(local(), Some(ProviderName::OPENAI)),
+            runtime(openai(), Some(ProviderName::LOCAL)),
             runtime(Strategy::Hybrid, None),
         ] {
             let route = rt.route("llama3", policy, |_| true);
-            assert_eq!(names(&route), [("ollama", "llama3")]);
+            assert_eq!(names(&route), [("local", "llama3")]);
             assert!(route.withheld);
             assert_eq!(route.candidates[0].local_wait, LocalWait::Patient);
             let cloud_only = rt.route("gpt-4o", policy, |_| true);
@@ -584,7 +595,7 @@ mod tests {
         shared.settings.ai_local_share = Some(0);
         assert_eq!(
             names(&shared.route("llama3", policy, |_| true)),
-            [("ollama", "llama3")]
+            [("local", "llama3")]
         );
     }
 
@@ -632,15 +643,21 @@ mod tests {
     #[test]
     fn serves_asks_the_route_with_what_the_settings_configure() {
         let mut rt = runtime(Strategy::Hybrid, None);
-        // No host and no key: nothing is configured.
+        let openai = rt.clouds.remove(&ProviderName::OPENAI).expect("OpenAI");
+        // No host and no cloud account: nothing is configured.
         assert_eq!(
             rt.serves("llama3", DataPolicy::Any, Capabilities::NONE),
             Err(Unserved::RouteDisabled)
         );
-        rt.settings.openai_api_key = Some(crate::domain::settings::SealedKey {
-            sealed: vec![1],
-            last4: "abcd".into(),
-        });
+        let mut disabled = openai.clone();
+        disabled.enabled = false;
+        rt.clouds.insert(ProviderName::OPENAI, disabled);
+        assert_eq!(
+            rt.serves("llama3", DataPolicy::Any, Capabilities::NONE),
+            Err(Unserved::RouteDisabled),
+            "a disabled account serves nothing"
+        );
+        rt.clouds.insert(ProviderName::OPENAI, openai);
         assert_eq!(
             rt.serves("llama3", DataPolicy::Any, Capabilities::NONE),
             Ok(())
@@ -677,5 +694,55 @@ mod tests {
             |_| true,
         );
         assert_eq!(allowed.candidates[1].when_busy, WhenBusy::Overflow);
+    }
+
+    #[test]
+    fn a_models_own_chain_overrides_the_settings_and_names_any_provider() {
+        let mut rt = runtime(local(), Some(ProviderName::OPENAI));
+        let groq = ProviderName::stored("groq");
+        rt.routes
+            .insert("llama3".into(), groq, "llama-3.3-70b".into());
+        rt.routes
+            .set_chain("llama3".into(), vec![groq, ProviderName::LOCAL]);
+        let route = rt.route("llama3", ANY, |_| true);
+        assert_eq!(
+            names(&route),
+            [("groq", "llama-3.3-70b"), ("local", "llama3")]
+        );
+        assert_eq!(route.reason(1, false), RouteReason::Fallback);
+        let local_only = RouteInput {
+            policy: DataPolicy::LocalOnly,
+            ..ANY
+        };
+        let kept = rt.route("llama3", local_only, |_| true);
+        assert_eq!(names(&kept), [("local", "llama3")]);
+        assert!(kept.withheld, "a cloud account of any kind is withheld");
+        // Without a chain, the settings decide: OpenAI is not in this model's chain.
+        assert_eq!(
+            names(&rt.route("gpt-4o", ANY, |_| true)),
+            [("openai", "gpt-4o")]
+        );
+    }
+
+    #[test]
+    fn hybrid_overflows_to_the_cloud_account_the_settings_name() {
+        let mut rt = runtime(Strategy::Hybrid, None);
+        let groq = ProviderName::stored("groq");
+        rt.routes
+            .insert("llama3".into(), groq, "llama-3.3-70b".into());
+        rt.settings.ai_hybrid_cloud = groq;
+        let route = rt.route("llama3", ANY, |_| true);
+        assert_eq!(
+            names(&route),
+            [("local", "llama3"), ("groq", "llama-3.3-70b")]
+        );
+        assert_eq!(route.candidates[1].when_busy, WhenBusy::Overflow);
+        assert_eq!(route.reason(1, true), RouteReason::Overflow);
+        // An account the registry does not have (or has disabled) is not configured.
+        assert!(!rt.is_configured(groq));
+        assert_eq!(
+            names(&rt.route("llama3", ANY, |p| rt.is_configured(p) || p.is_local())),
+            [("local", "llama3")]
+        );
     }
 }

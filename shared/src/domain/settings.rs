@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::fleet::{FleetRoute, Host, HostKind};
+use super::providers::{CloudAccount, CloudChange, ProviderName};
+use super::upstream::CircuitPolicy;
 use super::{Capabilities, ValidationError};
 
 /// The setting `ai_provider`: one provider (its fallback taking over when it fails), or `hybrid`.
@@ -14,68 +14,31 @@ use super::{Capabilities, ValidationError};
 pub enum Strategy {
     Provider(ProviderName),
     /// The local fleet first; a job that would wait too long for a local slot overflows to
-    /// OpenAI, or a fixed share goes to each (`ai_local_share`).
+    /// the cloud account `ai_hybrid_cloud`, or a fixed share goes to each (`ai_local_share`).
     Hybrid,
 }
 
 impl Strategy {
     pub fn setting_name(self) -> &'static str {
         match self {
-            Self::Provider(p) => p.setting_name(),
+            Self::Provider(p) => p.as_str(),
             Self::Hybrid => "hybrid",
         }
     }
 
-    pub fn from_setting(s: &str) -> Option<Self> {
+    /// The one provider it names, if it is not `hybrid`.
+    pub fn provider(self) -> Option<ProviderName> {
+        match self {
+            Self::Provider(p) => Some(p),
+            Self::Hybrid => None,
+        }
+    }
+
+    /// `hybrid` or a provider's name (whether the registry has it is the caller's check).
+    pub fn parse(field: &str, s: &str) -> Result<Self, ValidationError> {
         match s {
-            "hybrid" => Some(Self::Hybrid),
-            other => ProviderName::from_setting(other).map(Self::Provider),
-        }
-    }
-}
-
-/// A provider the gateway can call. Jobs and routes name them `ollama` and `openai`; the settings
-/// keep the seed's words, `local` and `openai`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderName {
-    Ollama,
-    #[serde(rename = "openai")]
-    OpenAi,
-}
-
-impl ProviderName {
-    pub const ALL: [Self; 2] = [Self::Ollama, Self::OpenAi];
-
-    /// The name on jobs, attempts and routes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ollama => "ollama",
-            Self::OpenAi => "openai",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.as_str() == s)
-    }
-
-    /// The name in `ai_provider` and `ai_fallback_provider`.
-    pub fn setting_name(self) -> &'static str {
-        match self {
-            Self::Ollama => "local",
-            Self::OpenAi => "openai",
-        }
-    }
-
-    pub fn from_setting(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.setting_name() == s)
-    }
-
-    /// A dense index, for per-provider arrays.
-    pub fn index(self) -> usize {
-        match self {
-            Self::Ollama => 0,
-            Self::OpenAi => 1,
+            "hybrid" => Ok(Self::Hybrid),
+            other => ProviderName::parse(field, other).map(Self::Provider),
         }
     }
 }
@@ -92,15 +55,6 @@ pub struct RetryPolicy {
     /// Calls to one provider in one run for a structured answer: the first and the calls made
     /// again while its answers do not match their format.
     pub structured_output_attempts: u32,
-}
-
-/// When a provider's circuit opens and how long it stays open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CircuitPolicy {
-    /// Transient failures in a row that open the circuit.
-    pub failure_threshold: u32,
-    /// How long an open circuit refuses calls before letting a trial call through.
-    pub cooldown: Duration,
 }
 
 /// How long data is kept: jobs (prompts, results, attempts) and usage records, in days. Daily
@@ -126,19 +80,6 @@ impl Retention {
     }
 }
 
-/// The OpenAI key as stored: sealed, with its last four characters in clear.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SealedKey {
-    pub sealed: Vec<u8>,
-    pub last4: String,
-}
-
-impl std::fmt::Debug for SealedKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SealedKey(…{})", self.last4)
-    }
-}
-
 /// The settings row, typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -151,35 +92,42 @@ pub struct Settings {
     pub ai_overflow_wait: Duration,
     /// Under `hybrid`: the percentage of jobs sent to the fleet first, instead of overflow.
     pub ai_local_share: Option<u8>,
-    pub openai_api_key: Option<SealedKey>,
-    pub openai_base_url: String,
+    /// Under `hybrid`: the cloud account that takes what the fleet does not.
+    pub ai_hybrid_cloud: ProviderName,
     pub retry: RetryPolicy,
     pub retention: Retention,
     pub circuit: CircuitPolicy,
-    /// OpenAI calls in flight per worker (a host's slots are the fleet's limit).
-    pub openai_max_concurrency: u32,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Which upstream model each provider runs for a model name clients use (for the fleet, on each
-/// kind of host).
+/// kind of host), and a model's own chain of providers where it has one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ModelRoutes {
-    /// For the fleet, the model its route is known by ([`FleetRoute::first`]).
-    routes: HashMap<String, [Option<String>; 2]>,
+    /// Per model, each provider's upstream model; for the fleet, the model its route is known
+    /// by ([`FleetRoute::first`]).
+    routes: HashMap<String, Vec<(ProviderName, String)>>,
     fleet: HashMap<String, FleetRoute>,
     /// What each route's upstream model can do, where an operator declared it.
     declared: HashMap<(String, ProviderName), Capabilities>,
+    chains: HashMap<String, Vec<ProviderName>>,
 }
 
 impl ModelRoutes {
     /// Routes `model` to `upstream_model` on `provider` (on the fleet, on its Ollama hosts).
     pub fn insert(&mut self, model: String, provider: ProviderName, upstream_model: String) {
-        match provider {
-            ProviderName::Ollama => self.insert_fleet(model, HostKind::Ollama, upstream_model),
-            ProviderName::OpenAi => {
-                self.routes.entry(model).or_default()[provider.index()] = Some(upstream_model);
-            }
+        if provider.is_local() {
+            return self.insert_fleet(model, HostKind::Ollama, upstream_model);
+        }
+        self.set(model, provider, Some(upstream_model));
+    }
+
+    fn set(&mut self, model: String, provider: ProviderName, upstream_model: Option<String>) {
+        let routes = self.routes.entry(model).or_default();
+        routes.retain(|(p, _)| *p != provider);
+        if let Some(upstream_model) = upstream_model {
+            routes.push((provider, upstream_model));
+            routes.sort_by_key(|(p, _)| *p);
         }
     }
 
@@ -188,7 +136,7 @@ impl ModelRoutes {
         let route = self.fleet.entry(model.clone()).or_default();
         route.set(kind, upstream_model);
         let known_by = route.first().map(str::to_owned);
-        self.routes.entry(model).or_default()[ProviderName::Ollama.index()] = known_by;
+        self.set(model, ProviderName::LOCAL, known_by);
     }
 
     /// What the fleet runs for `model` on each kind of host, if it serves it.
@@ -203,12 +151,34 @@ impl ModelRoutes {
 
     /// What `provider`'s route of `model` can do, if an operator declared it.
     pub fn declared(&self, model: &str, provider: ProviderName) -> Option<Capabilities> {
+        if self.declared.is_empty() {
+            return None;
+        }
         self.declared.get(&(model.to_owned(), provider)).copied()
+    }
+
+    /// Gives `model` its own chain of providers, tried in order whatever the settings say.
+    pub fn set_chain(&mut self, model: String, chain: Vec<ProviderName>) {
+        self.chains.insert(model, chain);
+    }
+
+    /// `model`'s own chain of providers, if it has one.
+    pub fn chain(&self, model: &str) -> Option<&[ProviderName]> {
+        self.chains.get(model).map(Vec::as_slice)
     }
 
     /// What `provider` runs for `model`, if it serves it.
     pub fn upstream(&self, model: &str, provider: ProviderName) -> Option<&str> {
-        self.routes.get(model)?[provider.index()].as_deref()
+        let routes = self.routes.get(model)?;
+        routes
+            .iter()
+            .find(|(p, _)| *p == provider)
+            .map(|(_, upstream)| upstream.as_str())
+    }
+
+    /// Every provider that routes `model`, with what it runs.
+    pub fn routed(&self, model: &str) -> &[(ProviderName, String)] {
+        self.routes.get(model).map_or(&[], Vec::as_slice)
     }
 
     /// Whether any provider serves `model`.
@@ -216,16 +186,13 @@ impl ModelRoutes {
         self.routes.contains_key(model)
     }
 
-    /// Every model name, sorted, with what each provider runs for it.
+    /// Every model name, sorted, with what each provider runs for it (by provider name).
     pub fn all(&self) -> Vec<(&str, Vec<(ProviderName, &str)>)> {
         let mut all: Vec<_> = self
             .routes
             .iter()
-            .map(|(model, upstream)| {
-                let providers = ProviderName::ALL
-                    .into_iter()
-                    .filter_map(|p| Some((p, upstream[p.index()].as_deref()?)))
-                    .collect();
+            .map(|(model, routes)| {
+                let providers = routes.iter().map(|(p, u)| (*p, u.as_str())).collect();
                 (model.as_str(), providers)
             })
             .collect();
@@ -241,7 +208,9 @@ pub struct Runtime {
     pub settings: Settings,
     pub routes: ModelRoutes,
     pub prices: super::PriceList,
-    /// The fleet's Ollama hosts, enabled or not, by name.
+    /// The cloud accounts, enabled or not, by name (the fleet, `local`, is the hosts).
+    pub clouds: std::collections::BTreeMap<ProviderName, CloudAccount>,
+    /// The fleet's hosts, enabled or not, by name.
     pub hosts: Vec<Host>,
     /// What the enabled hosts' models can do, as their last listings said.
     pub fleet_models: crate::domain::FleetModels,
@@ -257,9 +226,10 @@ pub struct SettingsChange {
     pub ai_overflow_wait_ms: Option<u32>,
     /// `Some(None)` goes back to overflow.
     pub ai_local_share: Option<Option<u32>>,
-    /// `Some(None)` removes the key.
-    pub openai_api_key: Option<Option<SealedKey>>,
-    pub openai_base_url: Option<String>,
+    pub ai_hybrid_cloud: Option<ProviderName>,
+    /// The settings that were the OpenAI account's before providers were named (`openai_api_key`,
+    /// `openai_base_url`, `openai_max_concurrency`): a change to the provider `openai`.
+    pub openai: CloudChange,
     pub provider_attempts: Option<u32>,
     pub retry_min_delay_ms: Option<u32>,
     pub retry_max_delay_ms: Option<u32>,
@@ -267,7 +237,6 @@ pub struct SettingsChange {
     pub structured_output_attempts: Option<u32>,
     pub circuit_failure_threshold: Option<u32>,
     pub circuit_cooldown_ms: Option<u32>,
-    pub openai_max_concurrency: Option<u32>,
     pub job_retention_days: Option<u32>,
     pub usage_retention_days: Option<u32>,
 }
@@ -287,25 +256,6 @@ fn within(
     }
 }
 
-/// A provider base URL: absolute http(s), without query or fragment.
-pub fn check_base_url(field: &str, value: &str) -> Result<String, ValidationError> {
-    let url = url::Url::parse(value)
-        .map_err(|_| ValidationError::new(field, "must be an absolute http(s) URL"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(ValidationError::new(
-            field,
-            "must be an absolute http(s) URL",
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(ValidationError::new(
-            field,
-            "must not carry a query or fragment",
-        ));
-    }
-    Ok(value.trim_end_matches('/').to_owned())
-}
-
 impl Settings {
     /// Applies `change`, refusing (and naming) the first value out of bounds; on error `self` is
     /// left as it was.
@@ -321,8 +271,14 @@ impl Settings {
         if let Some(e) = change.ai_local_enabled {
             next.ai_local_enabled = e;
         }
-        if let Some(k) = change.openai_api_key {
-            next.openai_api_key = k;
+        if let Some(cloud) = change.ai_hybrid_cloud {
+            if cloud.is_local() {
+                return Err(ValidationError::new(
+                    "ai_hybrid_cloud",
+                    "must name a cloud provider: the fleet is hybrid's local side",
+                ));
+            }
+            next.ai_hybrid_cloud = cloud;
         }
         if let Some(n) = within(
             "ai_overflow_wait_ms",
@@ -334,9 +290,6 @@ impl Settings {
         if let Some(share) = change.ai_local_share {
             let share = within("ai_local_share", share, 0..=100)?;
             next.ai_local_share = share.map(|n| u8::try_from(n).unwrap_or(100));
-        }
-        if let Some(u) = change.openai_base_url {
-            next.openai_base_url = check_base_url("openai_base_url", &u)?;
         }
         if let Some(n) = within("provider_attempts", change.provider_attempts, 1..=10)? {
             next.retry.provider_attempts = n;
@@ -379,13 +332,6 @@ impl Settings {
         )? {
             next.circuit.cooldown = ms(n);
         }
-        if let Some(n) = within(
-            "openai_max_concurrency",
-            change.openai_max_concurrency,
-            1..=10_000,
-        )? {
-            next.openai_max_concurrency = n;
-        }
         if let Some(n) = within("job_retention_days", change.job_retention_days, 1..=3650)? {
             next.retention.job_days = n;
         }
@@ -404,13 +350,28 @@ impl Settings {
 pub(super) mod tests {
     use super::*;
 
-    /// A runtime serving `llama3` on both providers and `gpt-4o` on OpenAI only.
+    /// A runtime serving `llama3` on both providers and `gpt-4o` on OpenAI only, OpenAI with a
+    /// key.
     pub(in crate::domain) fn runtime(active: Strategy, fallback: Option<ProviderName>) -> Runtime {
         let mut routes = ModelRoutes::default();
-        routes.insert("llama3".into(), ProviderName::Ollama, "llama3".into());
-        routes.insert("llama3".into(), ProviderName::OpenAi, "gpt-4.1-mini".into());
-        routes.insert("gpt-4o".into(), ProviderName::OpenAi, "gpt-4o".into());
+        routes.insert("llama3".into(), ProviderName::LOCAL, "llama3".into());
+        routes.insert("llama3".into(), ProviderName::OPENAI, "gpt-4.1-mini".into());
+        routes.insert("gpt-4o".into(), ProviderName::OPENAI, "gpt-4o".into());
+        let key = super::super::SealedKey {
+            sealed: vec![1],
+            last4: "abcd".into(),
+        };
+        let openai = CloudAccount::create(
+            ProviderName::OPENAI,
+            super::super::providers::CloudKind::OpenAi,
+            CloudChange {
+                api_key: Some(Some(key)),
+                ..CloudChange::default()
+            },
+        )
+        .expect("an account");
         Runtime {
+            clouds: [(ProviderName::OPENAI, openai)].into(),
             fleet_models: crate::domain::FleetModels::default(),
             settings: Settings {
                 version: 1,
@@ -419,8 +380,7 @@ pub(super) mod tests {
                 ai_local_enabled: true,
                 ai_overflow_wait: Duration::from_millis(250),
                 ai_local_share: None,
-                openai_api_key: None,
-                openai_base_url: "http://openai".into(),
+                ai_hybrid_cloud: ProviderName::OPENAI,
                 retry: RetryPolicy {
                     provider_attempts: 3,
                     min_delay: Duration::from_millis(200),
@@ -436,7 +396,6 @@ pub(super) mod tests {
                     failure_threshold: 5,
                     cooldown: Duration::from_secs(30),
                 },
-                openai_max_concurrency: 64,
                 updated_at: chrono::Utc::now(),
             },
             routes,
@@ -446,24 +405,28 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn provider_names_round_trip_in_both_vocabularies() {
-        for p in ProviderName::ALL {
-            assert_eq!(ProviderName::parse(p.as_str()), Some(p));
-            assert_eq!(ProviderName::from_setting(p.setting_name()), Some(p));
-        }
-        assert_eq!(ProviderName::from_setting("ollama"), None);
-        assert_eq!(Strategy::from_setting("hybrid"), Some(Strategy::Hybrid));
+    fn a_strategy_is_hybrid_or_a_provider() {
+        assert_eq!(Strategy::parse("x", "hybrid"), Ok(Strategy::Hybrid));
         assert_eq!(
-            Strategy::from_setting("local"),
-            Some(Strategy::Provider(ProviderName::Ollama))
+            Strategy::parse("x", "local"),
+            Ok(Strategy::Provider(ProviderName::LOCAL))
         );
+        assert_eq!(
+            Strategy::parse("ai_provider", "Local")
+                .expect_err("bad")
+                .field,
+            "ai_provider"
+        );
+        for strategy in [Strategy::Hybrid, Strategy::Provider(ProviderName::OPENAI)] {
+            assert_eq!(Strategy::parse("x", strategy.setting_name()), Ok(strategy));
+        }
     }
 
     #[test]
     fn a_change_out_of_bounds_names_its_field_and_changes_nothing() {
-        let settings = runtime(Strategy::Provider(ProviderName::Ollama), None).settings;
+        let settings = runtime(Strategy::Provider(ProviderName::LOCAL), None).settings;
         let bad = SettingsChange {
-            ai_provider: Some(Strategy::Provider(ProviderName::OpenAi)),
+            ai_provider: Some(Strategy::Provider(ProviderName::OPENAI)),
             max_job_attempts: Some(0),
             ..SettingsChange::default()
         };
@@ -479,13 +442,13 @@ pub(super) mod tests {
             settings.apply(inverted).expect_err("refused").field,
             "retry_min_delay_ms"
         );
-        let url = SettingsChange {
-            openai_base_url: Some("ftp://x".into()),
+        let hybrid = SettingsChange {
+            ai_hybrid_cloud: Some(ProviderName::LOCAL),
             ..SettingsChange::default()
         };
         assert_eq!(
-            settings.apply(url).expect_err("refused").field,
-            "openai_base_url"
+            settings.apply(hybrid).expect_err("refused").field,
+            "ai_hybrid_cloud"
         );
         let share = SettingsChange {
             ai_local_share: Some(Some(101)),
@@ -500,14 +463,14 @@ pub(super) mod tests {
     #[test]
     fn a_valid_change_applies_only_what_it_names() {
         let settings = runtime(
-            Strategy::Provider(ProviderName::Ollama),
-            Some(ProviderName::OpenAi),
+            Strategy::Provider(ProviderName::LOCAL),
+            Some(ProviderName::OPENAI),
         )
         .settings;
         let change = SettingsChange {
             ai_provider: Some(Strategy::Hybrid),
             ai_fallback_provider: Some(None),
-            openai_base_url: Some("http://proxy:8080/v1/".into()),
+            ai_hybrid_cloud: Some(ProviderName::stored("groq")),
             circuit_cooldown_ms: Some(1_000),
             ai_local_share: Some(Some(70)),
             ..SettingsChange::default()
@@ -515,7 +478,7 @@ pub(super) mod tests {
         let next = settings.apply(change).expect("valid");
         assert_eq!(next.ai_provider, Strategy::Hybrid);
         assert_eq!(next.ai_fallback_provider, None);
-        assert_eq!(next.openai_base_url, "http://proxy:8080/v1");
+        assert_eq!(next.ai_hybrid_cloud.as_str(), "groq");
         assert_eq!(next.circuit.cooldown, Duration::from_secs(1));
         assert_eq!(next.ai_local_share, Some(70));
         assert_eq!(next.ai_overflow_wait, settings.ai_overflow_wait);

@@ -39,13 +39,18 @@ use super::openai_requests::{Dialect, add_reasoning, chat_completions_body, resp
 use super::{Completion, Delta, OnDelta, TokenDetails, http, openai_messages};
 use crate::domain::conversation::Reply;
 use crate::domain::{
-    Capability, ChatRequest, EmbeddingRequest, GenerateRequest, JobErrorCode, JobRequest, Reasoning,
+    Capability, ChatRequest, EmbeddingRequest, GenerateRequest, JobErrorCode, JobRequest,
+    KeyHeader, Reasoning,
 };
 
 #[derive(Clone)]
 pub struct OpenAiClient {
     base_url: String,
     api_key: Option<SecretString>,
+    /// How the key is sent (Azure OpenAI takes it as `api-key`).
+    key_header: KeyHeader,
+    /// Sent as `?api-version=` on every call (Azure OpenAI).
+    api_version: Option<String>,
     dialect: Dialect,
     /// Whether the server takes `stream_options` (until it refuses them once).
     stream_usage: Arc<AtomicBool>,
@@ -74,11 +79,21 @@ impl OpenAiClient {
         Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
             api_key,
+            key_header: KeyHeader::Authorization,
+            api_version: None,
             dialect,
             stream_usage: Arc::new(AtomicBool::new(true)),
             http: http::client(timeout),
             streaming: http::streaming_client(timeout),
         }
+    }
+
+    /// The client for an Azure OpenAI deployment (or any server that wants them): its key sent
+    /// as `key_header`, `api_version` on every call.
+    pub fn addressed(mut self, key_header: KeyHeader, api_version: Option<String>) -> Self {
+        self.key_header = key_header;
+        self.api_version = api_version;
+        self
     }
 
     /// Who answers, in messages.
@@ -377,10 +392,14 @@ impl OpenAiClient {
         path: &str,
         body: &Value,
     ) -> reqwest::RequestBuilder {
-        let call = http.post(format!("{}{path}", self.base_url)).json(body);
-        match &self.api_key {
-            Some(key) => call.bearer_auth(key.expose_secret()),
-            None => call,
+        let mut call = http.post(format!("{}{path}", self.base_url)).json(body);
+        if let Some(version) = &self.api_version {
+            call = call.query(&[("api-version", version)]);
+        }
+        match (&self.api_key, self.key_header) {
+            (Some(key), KeyHeader::Authorization) => call.bearer_auth(key.expose_secret()),
+            (Some(key), KeyHeader::ApiKey) => call.header("api-key", key.expose_secret()),
+            (None, _) => call,
         }
     }
 

@@ -149,7 +149,7 @@ fn no_provider(plan: &Plan, call: &Call<'_>) -> RunEnd {
     let settings = &plan.runtime.settings;
     let fallback = settings
         .ai_fallback_provider
-        .map_or("none", |p| p.setting_name());
+        .map_or("none", ProviderName::as_str);
     let mut message = format!(
         "no provider is available for model {:?} (active: {}, fallback: {fallback}): \
          check that it is enabled, configured and has a route for the model",

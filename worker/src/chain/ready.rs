@@ -10,7 +10,7 @@ use tollgate_core::provider::{Provider, ProviderError};
 
 use super::terms::{Call, Lane, PERMIT_WAIT, withheld};
 use crate::fleet::{HostState, NoSlot, SlotGuard, SlotLane};
-use crate::providers::{Plan, Providers, Step, Target};
+use crate::providers::{Cloud, Plan, Providers, Step, Target};
 
 /// A call about to go out: the client to call, the model to ask it for, the host it is on (for
 /// the fleet), and the slot or permits it holds until it is dropped.
@@ -19,6 +19,8 @@ pub(super) struct Ready {
     /// The upstream model: the step's, or on the fleet what its route names for the host's kind.
     pub(super) model: String,
     pub(super) host: Option<Arc<HostState>>,
+    /// The cloud account it is on (for the cloud).
+    pub(super) cloud: Option<Arc<Cloud>>,
     pub(super) _held: Held,
 }
 
@@ -47,19 +49,21 @@ impl Ready {
     /// Feeds the call's verdict into the circuit of its provider or host.
     pub(super) fn record(&self, providers: &Providers, healthy: bool, plan: &Plan) {
         let settings = &plan.runtime.settings;
-        match &self.host {
-            Some(host) => providers.fleet().record(host, healthy, &settings.circuit),
-            None => providers.record_cloud(healthy, settings),
+        if let Some(host) = &self.host {
+            providers.fleet().record(host, healthy, &settings.circuit);
+        }
+        if let Some(cloud) = &self.cloud {
+            cloud.record(healthy, settings);
         }
     }
 }
 
-/// Waits for the step's call to be allowed out: OpenAI's circuit and one of this worker's permits
-/// (a bulk call first takes one of the permits bulk calls may use, so the rest stay free for
-/// single jobs), or a slot on a healthy host that has the model (one not in `failed_hosts`, when
-/// another can serve). A cancel ends the wait.
-/// Long on purpose: the two kinds of wait (OpenAI's permit, a host's slot) side by side, a cancel
-/// beside each.
+/// Waits for the step's call to be allowed out: its cloud account's circuit and one of this
+/// worker's permits for it (a bulk call first takes one of the permits bulk calls may use, so the
+/// rest stay free for single jobs), or a slot on a healthy host that has the model (one not in
+/// `failed_hosts`, when another can serve). A cancel ends the wait.
+/// Long on purpose: the two kinds of wait (an account's permit, a host's slot) side by side, a
+/// cancel beside each.
 pub(super) async fn ready(
     providers: &Providers,
     plan: &Plan,
@@ -74,7 +78,7 @@ pub(super) async fn ready(
     };
     match &step.target {
         Target::Cloud(cloud) => {
-            if !providers.cloud_allows(settings) {
+            if !cloud.allows(settings) {
                 return Err(circuit_open(step.name.as_str()));
             }
             let permits = async {
@@ -99,6 +103,7 @@ pub(super) async fn ready(
                 provider: cloud.provider.clone(),
                 model: step.upstream_model.clone(),
                 host: None,
+                cloud: Some(cloud.clone()),
                 _held: Held::Permits {
                     _bulk: bulk,
                     _any: any,
@@ -161,6 +166,7 @@ pub(super) async fn ready(
                 provider: host.client.clone(),
                 model,
                 host: Some(host),
+                cloud: None,
                 _held: Held::Slot { _slot: slot },
             })
         }

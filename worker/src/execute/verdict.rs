@@ -144,7 +144,7 @@ mod tests {
 
     fn transient(retry_after: Option<Duration>) -> RunEnd {
         RunEnd::Transient {
-            provider: Some((ProviderName::Ollama, "llama3".into())),
+            provider: Some((ProviderName::LOCAL, "llama3".into())),
             error: JobError::new(JobErrorCode::ProviderUnavailable, "upstream answered 503"),
             retry_after,
         }
@@ -167,7 +167,7 @@ mod tests {
             Outcome::Failed {
                 provider, error, ..
             } => {
-                assert_eq!(provider, Some(ProviderName::Ollama));
+                assert_eq!(provider, Some(ProviderName::LOCAL));
                 assert_eq!(error.code, JobErrorCode::ProviderUnavailable);
             }
             _ => panic!("the third of three runs fails the job"),
@@ -185,7 +185,7 @@ mod tests {
     #[test]
     fn a_run_that_found_only_busy_providers_waits_however_many_runs_it_had() {
         let busy = || RunEnd::Transient {
-            provider: Some((ProviderName::Ollama, "llama3".into())),
+            provider: Some((ProviderName::LOCAL, "llama3".into())),
             error: JobError::new(JobErrorCode::ProviderBusy, "every slot stayed busy"),
             retry_after: None,
         };

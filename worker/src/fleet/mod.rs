@@ -189,7 +189,7 @@ impl Fleet {
         self.current()
             .iter()
             .map(|state| ProviderHealth {
-                provider: ProviderName::Ollama.as_str(),
+                provider: ProviderName::LOCAL.as_str(),
                 host: Some(state.host.name.clone()),
                 circuit_open: state.circuit().is_open(),
                 slots: state.host.slots,

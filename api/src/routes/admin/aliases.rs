@@ -1,17 +1,22 @@
 //! `/v1/admin/aliases`: which upstream model each provider runs for a model name (admin only).
 //!
 //! `PUT /v1/admin/aliases/llama3 {"routes": {"ollama": "llama3", "openai": "gpt-4.1-mini"}}` lets
-//! a job for `llama3` fall back from a local Ollama to OpenAI with a model OpenAI has. The fleet's
-//! route may name a model per kind of host (`"local": {"ollama": "qwen3:32b", "openai_compatible":
-//! "Qwen/Qwen3-32B"}`; `ollama` is short for `local.ollama`). A route may declare what its model
-//! can do (`"capabilities": {"openai": ["completion", "tools"]}`).
+//! a job for `llama3` fall back from a local Ollama to OpenAI with a model OpenAI has. Routes are
+//! keyed by provider name (`openai`, `groq`, any cloud account of `/v1/admin/providers`). The
+//! fleet's route may name a model per kind of host (`"local": {"ollama": "qwen3:32b",
+//! "openai_compatible": "Qwen/Qwen3-32B"}`; `ollama` is short for `local.ollama`). A route may
+//! declare what its model can do (`"capabilities": {"openai": ["completion", "tools"]}`), and the
+//! alias may carry its own ordered chain of providers (`"chain": ["groq", "local"]`), tried in
+//! that order whatever `ai_provider` says.
+
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tollgate_core::db::model_routes::{self, Alias};
-use tollgate_core::domain::{Capabilities, FleetRoute, ModelName, ProviderName};
+use tollgate_core::domain::{Capabilities, FleetRoute, ModelName, ProviderName, Runtime};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -25,6 +30,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list))
         .routes(routes!(show, put, remove))
 }
+
+/// Longest chain of providers a model may have.
+const MAX_CHAIN: usize = 8;
 
 /// What the fleet runs on each kind of host.
 #[derive(Serialize, Deserialize, Default, ToSchema)]
@@ -40,7 +48,6 @@ struct Local {
 }
 
 #[derive(Serialize, Deserialize, Default, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[schema(as = AliasRoutes)]
 struct Routes {
     /// The fleet, per kind of host
@@ -49,22 +56,17 @@ struct Routes {
     /// Short for `local.ollama` (shown too, as it was before hosts had kinds)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ollama: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    openai: Option<String>,
+    /// Each cloud provider's upstream model, by the provider's name (`"openai": "gpt-4.1-mini"`)
+    #[serde(flatten)]
+    clouds: BTreeMap<String, String>,
 }
 
 /// What each route's upstream model can do (`completion`, `tools`, `vision`, `thinking`,
-/// `embedding`), where declared.
+/// `embedding`), where declared, by provider name; the fleet's (`local`, or `ollama` as before)
+/// covers every kind of host.
 #[derive(Serialize, Deserialize, Default, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[schema(as = AliasCapabilities)]
-struct Declared {
-    /// The fleet's route, on every kind of host (`local` is the same)
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "local")]
-    ollama: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    openai: Option<Vec<String>>,
-}
+struct Declared(BTreeMap<String, Vec<String>>);
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +80,11 @@ struct AliasBody {
     /// without `thinking` is dropped before the call.
     #[serde(default)]
     capabilities: Declared,
+    /// The providers to try, in order, for this model (each must have a route here), instead of
+    /// `ai_provider` and `ai_fallback_provider` (or `hybrid`); each step is a fallback of the one
+    /// before. Absent: the settings decide.
+    #[serde(default)]
+    chain: Option<Vec<String>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -87,37 +94,70 @@ struct AliasView {
     routes: Routes,
     #[serde(skip_serializing_if = "Declared::is_empty")]
     capabilities: Declared,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chain: Option<Vec<ProviderName>>,
+}
+
+/// A provider named in a body: `local` (or `ollama`, its name before providers were named) or a
+/// cloud account the registry has.
+fn provider(runtime: &Runtime, field: &str, raw: &str) -> Result<ProviderName, ApiError> {
+    let provider = match raw {
+        "ollama" => ProviderName::LOCAL,
+        other => ProviderName::parse(field, other)?,
+    };
+    if provider.is_local() || runtime.clouds.contains_key(&provider) {
+        return Ok(provider);
+    }
+    Err(ApiError::invalid_field(
+        field,
+        format!("there is no provider named {raw:?} (see /v1/admin/providers)"),
+    ))
 }
 
 impl Declared {
     fn is_empty(&self) -> bool {
-        self.ollama.is_none() && self.openai.is_none()
+        self.0.is_empty()
     }
 
-    /// The declarations, validated, by provider index.
-    fn parse(self) -> Result<[Option<Capabilities>; 2], ApiError> {
-        let parse = |provider: ProviderName, names: Option<Vec<String>>| {
-            names
-                .map(|names| {
-                    Capabilities::parse_names(&names).map_err(|i| {
-                        ApiError::invalid_field(
-                            format!("capabilities.{}[{i}]", provider.as_str()),
-                            "must be one of completion, tools, vision, thinking, embedding",
-                        )
-                    })
-                })
-                .transpose()
-        };
-        Ok([
-            parse(ProviderName::Ollama, self.ollama)?,
-            parse(ProviderName::OpenAi, self.openai)?,
-        ])
+    /// The declarations, validated, by provider: each for a provider `alias` routes.
+    fn parse(
+        self,
+        runtime: &Runtime,
+        alias: &Alias,
+    ) -> Result<BTreeMap<ProviderName, Capabilities>, ApiError> {
+        let mut declared = BTreeMap::new();
+        for (name, names) in self.0 {
+            let field = format!("capabilities.{name}");
+            let provider = provider(runtime, &field, &name)?;
+            if !alias.routes(provider) {
+                return Err(ApiError::invalid_field(
+                    field,
+                    "declares what a route does not exist for",
+                ));
+            }
+            let can = Capabilities::parse_names(&names).map_err(|i| {
+                ApiError::invalid_field(
+                    format!("{field}[{i}]"),
+                    "must be one of completion, tools, vision, thinking, embedding",
+                )
+            })?;
+            if declared.insert(provider, can).is_some() {
+                return Err(ApiError::invalid_field(
+                    field,
+                    "declares the fleet twice (`ollama` is short for `local`)",
+                ));
+            }
+        }
+        Ok(declared)
     }
 }
 
 impl Routes {
-    /// The fleet's route and OpenAI's, each upstream model checked as a model name.
-    fn parse(self) -> Result<(FleetRoute, Option<String>), ApiError> {
+    /// The fleet's route and each cloud account's, each upstream model checked as a model name.
+    fn parse(
+        self,
+        runtime: &Runtime,
+    ) -> Result<(FleetRoute, BTreeMap<ProviderName, String>), ApiError> {
         let upstream = |field: &str, name: Option<String>| {
             name.map(|n| {
                 ModelName::parse(&n)
@@ -137,8 +177,46 @@ impl Routes {
             ollama: upstream("ollama", self.ollama)?.or(upstream("local.ollama", local.ollama)?),
             openai_compatible: upstream("local.openai_compatible", local.openai_compatible)?,
         };
-        Ok((fleet, upstream("openai", self.openai)?))
+        let mut clouds = BTreeMap::new();
+        for (name, model) in self.clouds {
+            let provider = provider(runtime, &format!("routes.{name}"), &name)?;
+            clouds.insert(provider, upstream(&name, Some(model))?.unwrap_or_default());
+        }
+        Ok((fleet, clouds))
     }
+}
+
+/// The chain, each step a provider with a route on the alias, none twice.
+fn parse_chain(
+    runtime: &Runtime,
+    alias: &Alias,
+    chain: Option<Vec<String>>,
+) -> Result<Option<Vec<ProviderName>>, ApiError> {
+    let Some(chain) = chain else {
+        return Ok(None);
+    };
+    if chain.is_empty() || chain.len() > MAX_CHAIN {
+        return Err(ApiError::invalid_field(
+            "chain",
+            format!("must name 1 to {MAX_CHAIN} providers"),
+        ));
+    }
+    let mut steps: Vec<ProviderName> = Vec::with_capacity(chain.len());
+    for (i, name) in chain.iter().enumerate() {
+        let field = format!("chain[{i}]");
+        let step = provider(runtime, &field, name)?;
+        if !alias.routes(step) {
+            return Err(ApiError::invalid_field(
+                field,
+                "has no route on this alias: give it one in `routes`",
+            ));
+        }
+        if steps.contains(&step) {
+            return Err(ApiError::invalid_field(field, "is in the chain already"));
+        }
+        steps.push(step);
+    }
+    Ok(Some(steps))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -148,25 +226,33 @@ struct AliasList {
 
 impl From<Alias> for AliasView {
     fn from(alias: Alias) -> Self {
-        let [declared_ollama, declared_openai] = alias
+        let declared = alias
             .capabilities
-            .map(|can| can.map(|can| can.names().into_iter().map(str::to_owned).collect()));
+            .into_iter()
+            .map(|(provider, can)| {
+                let names = can.names().into_iter().map(str::to_owned).collect();
+                (provider.as_str().to_owned(), names)
+            })
+            .collect();
         let fleet = alias.fleet;
         let local = (fleet != FleetRoute::default()).then(|| Local {
             ollama: fleet.ollama.clone(),
             openai_compatible: fleet.openai_compatible,
         });
+        let clouds = alias
+            .clouds
+            .into_iter()
+            .map(|(provider, upstream)| (provider.as_str().to_owned(), upstream))
+            .collect();
         Self {
             model: alias.model,
             routes: Routes {
                 local,
                 ollama: fleet.ollama,
-                openai: alias.openai,
+                clouds,
             },
-            capabilities: Declared {
-                ollama: declared_ollama,
-                openai: declared_openai,
-            },
+            capabilities: Declared(declared),
+            chain: alias.chain,
         }
     }
 }
@@ -224,30 +310,33 @@ async fn put(
     JsonBody(body): JsonBody<AliasBody>,
 ) -> Result<Json<AliasView>, ApiError> {
     let model = ModelName::parse(&model)?;
-    let (fleet, openai) = body.routes.parse()?;
-    let alias = Alias {
+    let runtime = state.runtime.current();
+    let (fleet, clouds) = body.routes.parse(&runtime)?;
+    let mut alias = Alias {
         model: model.as_str().to_owned(),
         fleet,
-        openai,
-        capabilities: body.capabilities.parse()?,
+        clouds,
+        capabilities: BTreeMap::new(),
+        chain: None,
     };
-    let routed = [alias.fleet != FleetRoute::default(), alias.openai.is_some()];
-    if let Some(provider) = ProviderName::ALL
-        .into_iter()
-        .find(|p| alias.capabilities[p.index()].is_some() && !routed[p.index()])
-    {
-        return Err(ApiError::invalid_field(
-            format!("capabilities.{}", provider.as_str()),
-            "declares what a route does not exist for",
-        ));
-    }
-    if routed.iter().all(|routed| !routed) {
+    alias.capabilities = body.capabilities.parse(&runtime, &alias)?;
+    if alias.fleet == FleetRoute::default() && alias.clouds.is_empty() {
         return Err(ApiError::invalid_field(
             "routes",
-            "must name an upstream model for at least one provider (`local`, `ollama`, `openai`)",
+            "must name an upstream model for at least one provider (`local`, `ollama`, or a \
+             cloud provider's name such as `openai`)",
         ));
     }
-    model_routes::put(&state.pool, &alias).await?;
+    alias.chain = parse_chain(&runtime, &alias, body.chain)?;
+    if let Err(gone) = model_routes::put(&state.pool, &alias).await? {
+        return Err(ApiError::invalid_field(
+            format!("routes.{gone}"),
+            format!(
+                "there is no provider named {:?} (see /v1/admin/providers)",
+                gone.as_str()
+            ),
+        ));
+    }
     reload(&state).await;
     Ok(Json(alias.into()))
 }

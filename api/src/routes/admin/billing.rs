@@ -91,8 +91,7 @@ async fn add_price(
     Admin(admin): Admin,
     JsonBody(price): JsonBody<NewPrice>,
 ) -> Result<(StatusCode, Json<PriceRow>), ApiError> {
-    let provider = ProviderName::parse(&price.provider)
-        .ok_or_else(|| ApiError::invalid_field("provider", "must be `ollama` or `openai`"))?;
+    let provider = known_provider(&state, &price.provider)?;
     let model = ModelName::parse(&price.model)?;
     let rates = [
         ("input_per_1k", Some(price.input_per_1k)),
@@ -278,4 +277,20 @@ async fn set_quota(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found("no such tenant"))
+}
+
+/// The provider a price is for: `local` (the fleet; `ollama` is its name from before providers
+/// were named) or a cloud account the registry has.
+fn known_provider(state: &AppState, raw: &str) -> Result<ProviderName, ApiError> {
+    let provider = match raw {
+        "ollama" => ProviderName::LOCAL,
+        other => ProviderName::parse("provider", other)?,
+    };
+    if provider.is_local() || state.runtime.current().clouds.contains_key(&provider) {
+        return Ok(provider);
+    }
+    Err(ApiError::invalid_field(
+        "provider",
+        format!("there is no provider named {raw:?} (see /v1/admin/providers)"),
+    ))
 }

@@ -1,5 +1,5 @@
 //! The operators' routes (every one answers 403 to a client token): runtime settings, model
-//! aliases, the fleet's hosts and its models, prices, quotas and spend, tenants, tokens and the
+//! aliases, the registry of providers, the fleet's hosts and its models, prices, quotas and spend, tenants, tokens and the
 //! audit log, webhook endpoints and deliveries, dead letters, and the dashboard's overview.
 
 mod aliases;
@@ -9,6 +9,7 @@ mod dead_letters;
 mod hosts;
 pub mod models;
 mod overview;
+mod providers;
 mod rules;
 mod settings;
 mod tenants;
@@ -24,6 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(settings::router())
         .merge(aliases::router())
         .merge(hosts::router())
+        .merge(providers::router())
         .merge(models::router())
         .merge(billing::router())
         .merge(tenants::router())

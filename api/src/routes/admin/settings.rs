@@ -1,8 +1,10 @@
 //! `GET/PATCH /v1/admin/settings`: the operator's runtime settings (admin only).
 //!
-//! The OpenAI key is write-only: it is sealed before it is stored, and reads show only whether one
-//! is set and its last four characters. Every change is audited (`settings.update`) with each
-//! field's value before and after, in the change's transaction.
+//! `ai_provider`, `ai_fallback_provider` and `ai_hybrid_cloud` name providers of the registry
+//! (`/v1/admin/providers`). The `openai_*` fields are the provider `openai`'s, kept here as they
+//! were before providers were named. Its key is write-only: it is sealed before it is stored, and
+//! reads show only whether one is set and its last four characters. Every change is audited
+//! (`settings.update`) with each field's value before and after, in the change's transaction.
 
 use axum::Json;
 use axum::extract::State;
@@ -10,7 +12,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tollgate_core::db::audit::Action;
-use tollgate_core::domain::{ProviderName, SealedKey, Settings, SettingsChange, Strategy};
+use tollgate_core::db::settings::Snapshot;
+use tollgate_core::domain::{CloudChange, ProviderName, SealedKey, SettingsChange, Strategy};
 use tollgate_core::secret::{Purpose, last4};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -30,14 +33,16 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SettingsPatch {
-    /// One of `openai`, `local`, `hybrid`. hybrid: the local fleet first; a job that would wait
-    /// longer than ai_overflow_wait_ms for a host slot goes to OpenAI (or a fixed ai_local_share).
-    /// ai_fallback_provider is not used under hybrid.
+    /// `local` (the fleet), a cloud provider's name (`openai`), or `hybrid`: the local fleet
+    /// first; a job that would wait longer than ai_overflow_wait_ms for a host slot goes to
+    /// ai_hybrid_cloud (or a fixed ai_local_share). ai_fallback_provider is not used under hybrid.
     ai_provider: Option<String>,
-    /// One of `openai`, `local`, `none`.
+    /// A provider's name, or `none`.
     ai_fallback_provider: Option<String>,
     ai_local_enabled: Option<bool>,
-    /// A string stores a key; `null` removes it; absent leaves it.
+    /// hybrid: the cloud provider that takes what the fleet does not (default `openai`)
+    ai_hybrid_cloud: Option<String>,
+    /// The provider `openai`'s key. A string stores a key; `null` removes it; absent leaves it.
     #[serde(default, deserialize_with = "crate::http::extract::present")]
     ai_openai_api_key: Option<Option<String>>,
     /// hybrid: how long a job may wait for a local slot before it overflows to OpenAI (default
@@ -48,7 +53,7 @@ struct SettingsPatch {
     #[schema(minimum = 0, maximum = 100)]
     #[serde(default, deserialize_with = "crate::http::extract::present")]
     ai_local_share: Option<Option<u32>>,
-    /// Including /v1
+    /// The provider `openai`'s address, including /v1
     openai_base_url: Option<String>,
     /// Calls to one provider in one run: the first and its quick retries
     #[schema(minimum = 1, maximum = 10)]
@@ -72,7 +77,7 @@ struct SettingsPatch {
     /// How long an open circuit refuses calls before one trial call
     #[schema(minimum = 100, maximum = 3600000)]
     circuit_cooldown_ms: Option<u32>,
-    /// OpenAI calls in flight per worker (a host's slots hold across workers)
+    /// The provider `openai`'s calls in flight per worker (a host's slots hold across workers)
     #[schema(minimum = 1, maximum = 10000)]
     openai_max_concurrency: Option<u32>,
     /// Days a job (its prompt, result and attempts) is kept; older days are dropped whole
@@ -104,14 +109,17 @@ impl KeyView {
 struct SettingsView {
     /// Grows with every change of the settings or the aliases
     version: i64,
-    /// One of `openai`, `local`, `hybrid`. hybrid: the local fleet first; a job that would wait
-    /// longer than ai_overflow_wait_ms for a host slot goes to OpenAI (or a fixed ai_local_share).
-    /// ai_fallback_provider is not used under hybrid.
+    /// `local` (the fleet), a cloud provider's name, or `hybrid`: the local fleet first; a job
+    /// that would wait longer than ai_overflow_wait_ms for a host slot goes to ai_hybrid_cloud
+    /// (or a fixed ai_local_share). ai_fallback_provider is not used under hybrid.
     ai_provider: &'static str,
-    /// One of `openai`, `local`, `none`.
+    /// A provider's name, or `none`.
     ai_fallback_provider: &'static str,
     ai_local_enabled: bool,
-    /// Write-only: whether a key is stored and its last four characters
+    /// hybrid: the cloud provider that takes what the fleet does not
+    ai_hybrid_cloud: &'static str,
+    /// The provider `openai`'s key, write-only: whether one is stored and its last four
+    /// characters
     ai_openai_api_key: KeyView,
     /// hybrid: how long a job may wait for a local slot before it overflows to OpenAI (default
     /// 1000)
@@ -121,7 +129,8 @@ struct SettingsView {
     /// of overflow; null: overflow
     #[schema(minimum = 0, maximum = 100)]
     ai_local_share: Option<u8>,
-    openai_base_url: String,
+    /// The provider `openai`'s address (null once it is removed)
+    openai_base_url: Option<String>,
     /// Calls to one provider in one run: the first and its quick retries
     #[schema(minimum = 1, maximum = 10)]
     provider_attempts: u32,
@@ -144,9 +153,9 @@ struct SettingsView {
     /// How long an open circuit refuses calls before one trial call
     #[schema(minimum = 100, maximum = 3600000)]
     circuit_cooldown_ms: u128,
-    /// OpenAI calls in flight per worker (a host's slots hold across workers)
+    /// The provider `openai`'s calls in flight per worker (a host's slots hold across workers)
     #[schema(minimum = 1, maximum = 10000)]
-    openai_max_concurrency: u32,
+    openai_max_concurrency: Option<u32>,
     /// Days a job (its prompt, result and attempts) is kept (default 30); older days are dropped
     /// whole, and their job ids answer 410 `job_expired`
     #[schema(minimum = 1, maximum = 3650)]
@@ -157,22 +166,22 @@ struct SettingsView {
     updated_at: DateTime<Utc>,
 }
 
-impl From<Settings> for SettingsView {
-    fn from(s: Settings) -> Self {
+impl From<Snapshot> for SettingsView {
+    fn from(snapshot: Snapshot) -> Self {
+        let Snapshot {
+            settings: s,
+            openai,
+        } = snapshot;
         Self {
             version: s.version,
             ai_provider: s.ai_provider.setting_name(),
-            ai_fallback_provider: s
-                .ai_fallback_provider
-                .map_or("none", ProviderName::setting_name),
+            ai_fallback_provider: s.ai_fallback_provider.map_or("none", ProviderName::as_str),
             ai_local_enabled: s.ai_local_enabled,
-            ai_openai_api_key: KeyView {
-                set: s.openai_api_key.is_some(),
-                last4: s.openai_api_key.map(|k| k.last4),
-            },
+            ai_hybrid_cloud: s.ai_hybrid_cloud.as_str(),
+            ai_openai_api_key: KeyView::of(openai.as_ref().and_then(|a| a.api_key.as_ref())),
             ai_overflow_wait_ms: s.ai_overflow_wait.as_millis(),
             ai_local_share: s.ai_local_share,
-            openai_base_url: s.openai_base_url,
+            openai_base_url: openai.as_ref().map(|a| a.base_url.clone()),
             provider_attempts: s.retry.provider_attempts,
             retry_min_delay_ms: s.retry.min_delay.as_millis(),
             retry_max_delay_ms: s.retry.max_delay.as_millis(),
@@ -180,7 +189,7 @@ impl From<Settings> for SettingsView {
             structured_output_attempts: s.retry.structured_output_attempts,
             circuit_failure_threshold: s.circuit.failure_threshold,
             circuit_cooldown_ms: s.circuit.cooldown.as_millis(),
-            openai_max_concurrency: s.openai_max_concurrency,
+            openai_max_concurrency: openai.as_ref().map(|a| a.max_concurrency),
             job_retention_days: s.retention.job_days,
             usage_retention_days: s.retention.usage_days,
             updated_at: s.updated_at,
@@ -200,7 +209,9 @@ async fn show(
     Admin(_): Admin,
 ) -> Result<Json<SettingsView>, ApiError> {
     Ok(Json(
-        tollgate_core::db::settings::get(&state.pool).await?.into(),
+        tollgate_core::db::settings::snapshot(&state.pool)
+            .await?
+            .into(),
     ))
 }
 
@@ -220,7 +231,7 @@ async fn change(
     JsonBody(patch): JsonBody<SettingsPatch>,
 ) -> Result<Json<SettingsView>, ApiError> {
     let change = parse(&state, patch)?;
-    let audit = |before: &Settings, after: &Settings| {
+    let audit = |before: &Snapshot, after: &Snapshot| {
         Some(Action {
             actor_token_id: admin.token_id,
             actor_tenant_id: admin.tenant_id,
@@ -234,7 +245,7 @@ async fn change(
         .map_err(|invalid| ApiError::invalid_field(invalid.field, invalid.message))?;
     tracing::info!(
         token_id = %admin.token_id,
-        version = settings.version,
+        version = settings.settings.version,
         "runtime settings changed"
     );
     // This instance sees its own change at once; the others within a refresh period.
@@ -247,23 +258,18 @@ async fn change(
 fn parse(state: &AppState, patch: SettingsPatch) -> Result<SettingsChange, ApiError> {
     let ai_provider = patch
         .ai_provider
-        .map(|p| {
-            Strategy::from_setting(&p).ok_or_else(|| {
-                ApiError::invalid_field("ai_provider", "must be `openai`, `local` or `hybrid`")
-            })
-        })
+        .map(|p| Strategy::parse("ai_provider", &p))
         .transpose()?;
     let ai_fallback_provider = patch
         .ai_fallback_provider
         .map(|p| match p.as_str() {
             "none" => Ok(None),
-            other => ProviderName::from_setting(other).map(Some).ok_or_else(|| {
-                ApiError::invalid_field(
-                    "ai_fallback_provider",
-                    "must be `openai`, `local` or `none`",
-                )
-            }),
+            other => ProviderName::parse("ai_fallback_provider", other).map(Some),
         })
+        .transpose()?;
+    let ai_hybrid_cloud = patch
+        .ai_hybrid_cloud
+        .map(|p| ProviderName::parse("ai_hybrid_cloud", &p))
         .transpose()?;
     let openai_api_key = patch
         .ai_openai_api_key
@@ -278,8 +284,13 @@ fn parse(state: &AppState, patch: SettingsPatch) -> Result<SettingsChange, ApiEr
         ai_local_enabled: patch.ai_local_enabled,
         ai_overflow_wait_ms: patch.ai_overflow_wait_ms,
         ai_local_share: patch.ai_local_share,
-        openai_api_key,
-        openai_base_url: patch.openai_base_url,
+        ai_hybrid_cloud,
+        openai: CloudChange {
+            api_key: openai_api_key,
+            base_url: patch.openai_base_url,
+            max_concurrency: patch.openai_max_concurrency,
+            ..CloudChange::default()
+        },
         provider_attempts: patch.provider_attempts,
         retry_min_delay_ms: patch.retry_min_delay_ms,
         retry_max_delay_ms: patch.retry_max_delay_ms,
@@ -287,7 +298,6 @@ fn parse(state: &AppState, patch: SettingsPatch) -> Result<SettingsChange, ApiEr
         structured_output_attempts: patch.structured_output_attempts,
         circuit_failure_threshold: patch.circuit_failure_threshold,
         circuit_cooldown_ms: patch.circuit_cooldown_ms,
-        openai_max_concurrency: patch.openai_max_concurrency,
         job_retention_days: patch.job_retention_days,
         usage_retention_days: patch.usage_retention_days,
     })
@@ -322,19 +332,19 @@ pub(super) fn seal(
 
 /// What a change did, field by field as `GET` shows them: `{"field": {"from", "to"}}`. The
 /// OpenAI key appears as the view shows it (whether one is set, its last four characters).
-fn changes(old: &Settings, new: &Settings) -> Value {
-    let view = |settings: &Settings| {
-        serde_json::to_value(SettingsView::from(settings.clone())).unwrap_or_default()
+fn changes(old: &Snapshot, new: &Snapshot) -> Value {
+    let view = |snapshot: &Snapshot| {
+        serde_json::to_value(SettingsView::from(snapshot.clone())).unwrap_or_default()
     };
     let (Value::Object(before), Value::Object(after)) = (view(old), view(new)) else {
         return Value::Null;
     };
     // A new key with the same last four characters reads the same: it is told by its seal.
-    let key_replaced = |field: &str| {
-        field == "ai_openai_api_key"
-            && old.openai_api_key.as_ref().map(|k| &k.sealed)
-                != new.openai_api_key.as_ref().map(|k| &k.sealed)
+    let sealed = |s: &Snapshot| {
+        let key = s.openai.as_ref().and_then(|a| a.api_key.as_ref());
+        key.map(|k| k.sealed.clone())
     };
+    let key_replaced = |field: &str| field == "ai_openai_api_key" && sealed(old) != sealed(new);
     let changed = after
         .into_iter()
         .filter(|(field, _)| !matches!(field.as_str(), "version" | "updated_at"))
