@@ -71,8 +71,8 @@ impl Cloud {
     }
 }
 
-/// Whether two versions of an account call the same place the same way (its client and circuit
-/// carry over), and with the same limit (its permits carry over).
+/// Whether two versions of an account call the same place the same way: its client and circuit
+/// carry over (its limits too, when nothing else changed either).
 fn same_endpoint(a: &CloudAccount, b: &CloudAccount) -> bool {
     (
         a.kind,
@@ -200,19 +200,17 @@ impl Providers {
     fn plan_now(&self, model: &str, job: RouteInput) -> Plan {
         let configured = self.current();
         let fleet = self.fleet().is_configured();
-        let route = configured
-            .runtime
-            .route(model, job, |p| match p.is_local() {
-                true => fleet,
-                false => configured.clouds.contains_key(&p),
-            });
+        let configured_now =
+            |p: ProviderName| p.is_local() && fleet || configured.clouds.contains_key(&p);
+        let route = configured.runtime.route(model, job, configured_now);
         let steps = route
             .candidates
             .iter()
             .filter_map(|candidate| {
-                let target = match candidate.provider.is_local() {
-                    true => Target::Fleet(configured.runtime.routes.fleet(model)?.clone()),
-                    false => Target::Cloud(configured.clouds.get(&candidate.provider)?.clone()),
+                let target = if candidate.provider.is_local() {
+                    Target::Fleet(configured.runtime.routes.fleet(model)?.clone())
+                } else {
+                    Target::Cloud(configured.clouds.get(&candidate.provider)?.clone())
                 };
                 Some(Step {
                     name: candidate.provider,

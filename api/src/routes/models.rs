@@ -80,13 +80,12 @@ async fn list(State(state): State<AppState>, Caller(_): Caller) -> Result<Json<M
         .into_iter()
         .map(|(model, routes)| {
             let steps = routes.into_iter().flat_map(|(provider, upstream)| {
-                let kinds: Vec<(Option<HostKind>, &str)> = match provider.is_local() {
-                    true => runtime
-                        .routes
-                        .fleet(model)
-                        .map(|route| route.kinds().map(|(k, m)| (Some(k), m)).collect())
-                        .unwrap_or_default(),
-                    false => vec![(None, upstream)],
+                let kinds: Vec<(Option<HostKind>, &str)> = if provider.is_local() {
+                    let route = runtime.routes.fleet(model);
+                    let kinds = route.map(|route| route.kinds().map(|(k, m)| (Some(k), m)));
+                    kinds.map(Iterator::collect).unwrap_or_default()
+                } else {
+                    vec![(None, upstream)]
                 };
                 kinds
                     .into_iter()

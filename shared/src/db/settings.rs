@@ -8,8 +8,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 
 use super::audit::Action;
 use crate::domain::{
-    CircuitPolicy, CloudAccount, ProviderName, Retention, RetryPolicy, SealedKey, Settings,
-    SettingsChange, Strategy, ValidationError,
+    CircuitPolicy, CloudAccount, CloudChange, ProviderName, Retention, RetryPolicy, SealedKey,
+    Settings, SettingsChange, Strategy, ValidationError,
 };
 
 /// The row as stored; every statement reading it names these columns, checked against the table.
@@ -141,21 +141,9 @@ pub async fn update(
     if let Err(unknown) = known_providers(&mut tx, &next).await? {
         return Ok(Err(unknown));
     }
-    let accounts = if openai.is_empty() {
-        let account = super::providers::locked(&mut tx, ProviderName::OPENAI).await?;
-        (account.clone(), account)
-    } else {
-        match super::providers::change_in(&mut tx, ProviderName::OPENAI, openai).await? {
-            Some(Ok((before, after))) => (Some(before), Some(after)),
-            Some(Err(invalid)) => return Ok(Err(invalid.prefixed("openai_"))),
-            None => {
-                return Ok(Err(ValidationError::new(
-                    "openai_base_url",
-                    "there is no provider `openai` any more: change cloud accounts at \
-                     /v1/admin/providers",
-                )));
-            }
-        }
+    let accounts = match change_openai(&mut tx, openai).await? {
+        Ok(accounts) => accounts,
+        Err(invalid) => return Ok(Err(invalid)),
     };
     let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
     let n = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
@@ -204,6 +192,35 @@ pub async fn update(
     }
     tx.commit().await?;
     Ok(Ok(after))
+}
+
+/// The OpenAI account before and after `change`, written in `tx` (whatever its name as settings
+/// fields, the error names one); both `None` once an operator removed it and nothing is asked of
+/// it.
+async fn change_openai(
+    tx: &mut Transaction<'_, Postgres>,
+    change: CloudChange,
+) -> Result<Result<(Option<CloudAccount>, Option<CloudAccount>), ValidationError>, sqlx::Error> {
+    if change.is_empty() {
+        let account = super::providers::locked(tx, ProviderName::OPENAI).await?;
+        return Ok(Ok((account.clone(), account)));
+    }
+    let field = match (change.api_key.is_some(), change.base_url.is_some()) {
+        (true, _) => "ai_openai_api_key",
+        (false, true) => "openai_base_url",
+        (false, false) => "openai_max_concurrency",
+    };
+    Ok(
+        match super::providers::change_in(tx, ProviderName::OPENAI, change).await? {
+            Some(Ok((before, after))) => Ok((Some(before), Some(after))),
+            Some(Err(invalid)) => Err(invalid.prefixed("openai_")),
+            None => Err(ValidationError::new(
+                field,
+                "there is no provider `openai` any more: change cloud accounts at \
+                 /v1/admin/providers",
+            )),
+        },
+    )
 }
 
 /// Refuses settings that name a provider the registry does not have (held until `tx` ends).

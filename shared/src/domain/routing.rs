@@ -196,6 +196,15 @@ impl Route {
     }
 }
 
+/// A step before it is checked: the provider, how long it waits for a local slot, and what it
+/// does when the step before it was only busy.
+type Step = (ProviderName, LocalWait, WhenBusy);
+
+/// A step that waits as long as a call may, and takes the job as a fallback.
+fn patient(provider: ProviderName) -> Step {
+    (provider, LocalWait::Patient, WhenBusy::Fallback)
+}
+
 impl Runtime {
     /// The seed's algorithm grown for a fleet and named providers: the model's own chain if it
     /// has one; else the active provider, then the fallback — or under `hybrid` the fleet then
@@ -214,48 +223,9 @@ impl Runtime {
         configured: impl Fn(ProviderName) -> bool,
     ) -> Route {
         let settings = &self.settings;
-        let patient = |provider| (provider, LocalWait::Patient, WhenBusy::Fallback);
-        let mut shared = false;
-        let cloud = settings.ai_hybrid_cloud;
-        let strategy = match self.routes.chain(model) {
-            Some(chain) => Err(chain),
-            None => Ok(settings.ai_provider),
-        };
-        let order: Vec<(ProviderName, LocalWait, WhenBusy)> = match strategy {
-            Err(chain) => chain.iter().map(|&p| patient(p)).collect(),
-            Ok(Strategy::Provider(active)) => {
-                let mut order = vec![patient(active)];
-                if let Some(fallback) = settings.ai_fallback_provider
-                    && fallback != active
-                {
-                    order.push(patient(fallback));
-                }
-                order
-            }
-            Ok(Strategy::Hybrid) if job.bulk && !job.batch_overflow => vec![
-                patient(ProviderName::LOCAL),
-                (cloud, LocalWait::Patient, WhenBusy::Skip),
-            ],
-            Ok(Strategy::Hybrid) => match settings.ai_local_share {
-                Some(share) => {
-                    shared = true;
-                    let local_first = job.share_draw < share;
-                    let (first, second) = if local_first {
-                        (ProviderName::LOCAL, cloud)
-                    } else {
-                        (cloud, ProviderName::LOCAL)
-                    };
-                    vec![patient(first), patient(second)]
-                }
-                None => vec![
-                    (
-                        ProviderName::LOCAL,
-                        LocalWait::Overflow(settings.ai_overflow_wait),
-                        WhenBusy::Fallback,
-                    ),
-                    (cloud, LocalWait::Patient, WhenBusy::Overflow),
-                ],
-            },
+        let (order, shared) = match self.routes.chain(model) {
+            Some(chain) => (chain.iter().map(|&p| patient(p)).collect(), false),
+            None => self.order(job),
         };
         let first_choice = order.first().map(|(provider, ..)| *provider);
         let mut withheld = false;
@@ -306,6 +276,49 @@ impl Runtime {
         }
     }
 
+    /// The steps the settings give a job, in order, and whether `ai_local_share` picked the
+    /// first: the active provider then the fallback, or hybrid's fleet and cloud account.
+    fn order(&self, job: RouteInput) -> (Vec<Step>, bool) {
+        let settings = &self.settings;
+        let cloud = settings.ai_hybrid_cloud;
+        match settings.ai_provider {
+            Strategy::Provider(active) => {
+                let mut order = vec![patient(active)];
+                if let Some(fallback) = settings.ai_fallback_provider
+                    && fallback != active
+                {
+                    order.push(patient(fallback));
+                }
+                (order, false)
+            }
+            Strategy::Hybrid if job.bulk && !job.batch_overflow => (
+                vec![
+                    patient(ProviderName::LOCAL),
+                    (cloud, LocalWait::Patient, WhenBusy::Skip),
+                ],
+                false,
+            ),
+            Strategy::Hybrid => match settings.ai_local_share {
+                Some(share) => {
+                    let (first, second) = if job.share_draw < share {
+                        (ProviderName::LOCAL, cloud)
+                    } else {
+                        (cloud, ProviderName::LOCAL)
+                    };
+                    (vec![patient(first), patient(second)], true)
+                }
+                None => {
+                    let wait = LocalWait::Overflow(settings.ai_overflow_wait);
+                    let order = vec![
+                        (ProviderName::LOCAL, wait, WhenBusy::Fallback),
+                        (cloud, LocalWait::Patient, WhenBusy::Overflow),
+                    ];
+                    (order, false)
+                }
+            },
+        }
+    }
+
     /// Why a route came out empty: no route at all; else, for a `local_only` caller, the data
     /// policy when only the cloud serves the model (whatever the strategy); else the routes it has
     /// are switched off (a local one included).
@@ -334,9 +347,10 @@ impl Runtime {
     /// (everything while no host is known to have the model: the worker finds out); for the
     /// cloud, everything — each bounded by what the route declares.
     pub fn capabilities(&self, model: &str, provider: ProviderName) -> Capabilities {
-        let known = match provider.is_local() {
-            true => self.fleet_capabilities(model),
-            false => None,
+        let known = if provider.is_local() {
+            self.fleet_capabilities(model)
+        } else {
+            None
         };
         let known = known.unwrap_or(Capabilities::ALL);
         let declared = self.routes.declared(model, provider);

@@ -20,6 +20,7 @@ use tollgate_core::domain::{Capabilities, FleetRoute, ModelName, ProviderName, R
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::providers::named;
 use crate::AppState;
 use crate::access::auth::Admin;
 use crate::http::error::ApiError;
@@ -98,22 +99,6 @@ struct AliasView {
     chain: Option<Vec<ProviderName>>,
 }
 
-/// A provider named in a body: `local` (or `ollama`, its name before providers were named) or a
-/// cloud account the registry has.
-fn provider(runtime: &Runtime, field: &str, raw: &str) -> Result<ProviderName, ApiError> {
-    let provider = match raw {
-        "ollama" => ProviderName::LOCAL,
-        other => ProviderName::parse(field, other)?,
-    };
-    if provider.is_local() || runtime.clouds.contains_key(&provider) {
-        return Ok(provider);
-    }
-    Err(ApiError::invalid_field(
-        field,
-        format!("there is no provider named {raw:?} (see /v1/admin/providers)"),
-    ))
-}
-
 impl Declared {
     fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -128,7 +113,7 @@ impl Declared {
         let mut declared = BTreeMap::new();
         for (name, names) in self.0 {
             let field = format!("capabilities.{name}");
-            let provider = provider(runtime, &field, &name)?;
+            let provider = named(runtime, &field, &name)?;
             if !alias.routes(provider) {
                 return Err(ApiError::invalid_field(
                     field,
@@ -179,7 +164,7 @@ impl Routes {
         };
         let mut clouds = BTreeMap::new();
         for (name, model) in self.clouds {
-            let provider = provider(runtime, &format!("routes.{name}"), &name)?;
+            let provider = named(runtime, &format!("routes.{name}"), &name)?;
             clouds.insert(provider, upstream(&name, Some(model))?.unwrap_or_default());
         }
         Ok((fleet, clouds))
@@ -204,7 +189,7 @@ fn parse_chain(
     let mut steps: Vec<ProviderName> = Vec::with_capacity(chain.len());
     for (i, name) in chain.iter().enumerate() {
         let field = format!("chain[{i}]");
-        let step = provider(runtime, &field, name)?;
+        let step = named(runtime, &field, name)?;
         if !alias.routes(step) {
             return Err(ApiError::invalid_field(
                 field,

@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 use tollgate_core::db::prices::{self, PriceRow};
 use tollgate_core::db::quotas::{self, Limits, MonthStatus};
 use tollgate_core::db::usage::{self, ProviderSpend, TenantCharge, Unpriced};
-use tollgate_core::domain::{ModelName, ProviderName, TenantId};
+use tollgate_core::domain::{ModelName, TenantId};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::providers::named;
 use crate::AppState;
 use crate::access::auth::Admin;
 use crate::http::error::{ApiError, ErrorCode};
@@ -91,7 +92,7 @@ async fn add_price(
     Admin(admin): Admin,
     JsonBody(price): JsonBody<NewPrice>,
 ) -> Result<(StatusCode, Json<PriceRow>), ApiError> {
-    let provider = known_provider(&state, &price.provider)?;
+    let provider = named(&state.runtime.current(), "provider", &price.provider)?;
     let model = ModelName::parse(&price.model)?;
     let rates = [
         ("input_per_1k", Some(price.input_per_1k)),
@@ -277,20 +278,4 @@ async fn set_quota(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found("no such tenant"))
-}
-
-/// The provider a price is for: `local` (the fleet; `ollama` is its name from before providers
-/// were named) or a cloud account the registry has.
-fn known_provider(state: &AppState, raw: &str) -> Result<ProviderName, ApiError> {
-    let provider = match raw {
-        "ollama" => ProviderName::LOCAL,
-        other => ProviderName::parse("provider", other)?,
-    };
-    if provider.is_local() || state.runtime.current().clouds.contains_key(&provider) {
-        return Ok(provider);
-    }
-    Err(ApiError::invalid_field(
-        "provider",
-        format!("there is no provider named {raw:?} (see /v1/admin/providers)"),
-    ))
 }

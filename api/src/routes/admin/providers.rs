@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 use tollgate_core::db::audit::Action;
 use tollgate_core::db::providers::{self, NAME_TAKEN, Removed};
 use tollgate_core::db::tokens::Principal;
-use tollgate_core::domain::{CloudAccount, CloudChange, CloudKind, KeyHeader, ProviderName};
+use tollgate_core::domain::{
+    CloudAccount, CloudChange, CloudKind, KeyHeader, ProviderName, Runtime,
+};
 use tollgate_core::secret::Purpose;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -343,6 +345,22 @@ fn in_use(name: ProviderName, models: &[String], settings: &[&str]) -> String {
         name.as_str(),
         users.join(" and ")
     )
+}
+
+/// A provider an operator names as `field` of a body (a route's, a chain's, a price's): `local`
+/// (or `ollama`, its name before providers were named) or a cloud account the registry has.
+pub(super) fn named(runtime: &Runtime, field: &str, raw: &str) -> Result<ProviderName, ApiError> {
+    let provider = match raw {
+        "ollama" => ProviderName::LOCAL,
+        other => ProviderName::parse(field, other)?,
+    };
+    if provider.is_local() || runtime.clouds.contains_key(&provider) {
+        return Ok(provider);
+    }
+    Err(ApiError::invalid_field(
+        field,
+        format!("there is no provider named {raw:?} (see /v1/admin/providers)"),
+    ))
 }
 
 fn fleet_is_not_an_account() -> ApiError {
