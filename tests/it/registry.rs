@@ -19,6 +19,7 @@ use crate::fleet::run_jobs;
 use crate::harness::{
     OPENAI_KEY, Options, Stack, database_url, eventually, put_host_of, test_worker_settings,
 };
+use crate::images::{PIXEL, pixel, seen};
 
 fn decimal(value: &Value) -> Decimal {
     value
@@ -234,6 +235,72 @@ async fn a_models_own_chain_runs_in_its_order_and_falls_back_along_it() {
     assert_eq!(second["route_reason"], "fallback");
     // OpenAI has a route, but the chain does not name it.
     assert_eq!(stack.openai.calls("/v1/responses"), 0);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_conversation_with_an_image_falls_back_between_a_cloud_account_and_the_fleet_whole() {
+    let stack = Stack::start().await;
+    let (groq, groq_url) = stack.compatible_sim(None).await;
+    admin_ok(
+        &stack,
+        Method::POST,
+        "/v1/admin/providers",
+        &json!({ "name": "groq", "kind": "openai_compatible", "base_url": groq_url }),
+    )
+    .await;
+    let failing = provider_sim::Knobs {
+        error_rate: 1.0,
+        ..Default::default()
+    };
+    let conversation = json!([
+        { "role": "user", "content": [
+            { "type": "text", "text": "Where was this taken?" },
+            { "type": "image", "url": format!("data:image/png;base64,{PIXEL}") }] },
+        { "role": "assistant", "content": "In a small room." },
+        { "role": "user", "content": "And what does it show?" },
+    ]);
+    // A new alias for each chain: a worker learns of one at its first job (an alias changed in
+    // place reaches it within a settings refresh).
+    let ask = |model: &'static str, chain: Value| {
+        let stack = &stack;
+        let conversation = conversation.clone();
+        async move {
+            let routes = json!({ "groq": "Qwen/Qwen3-32B", "ollama": "llava" });
+            let alias = json!({ "routes": routes, "chain": chain });
+            let path = format!("/v1/admin/aliases/{model}");
+            admin_ok(stack, Method::PUT, &path, &alias).await;
+            let body = json!({ "model": model, "messages": conversation });
+            let job = stack.submit("/v1/chat", &body).await;
+            stack
+                .wait_until_finished(job["id"].as_str().expect("id"))
+                .await
+        }
+    };
+
+    // The cloud account fails: the fleet gets the whole conversation, the image's bytes included.
+    groq.set_knobs(failing.clone());
+    let to_fleet = ask("eyes", json!(["groq", "local"])).await;
+    assert_eq!(to_fleet["status"], "succeeded", "{to_fleet}");
+    assert_eq!(to_fleet["provider"], "local");
+    assert_eq!(to_fleet["route_reason"], "fallback");
+    let said = to_fleet["result"]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(said.contains(&seen(&pixel())), "{to_fleet}");
+    assert!(groq.calls("/v1/chat/completions") >= 1);
+
+    // And the other way round.
+    groq.set_knobs(provider_sim::Knobs::default());
+    stack.ollama.set_knobs(failing);
+    let to_cloud = ask("eyes-back", json!(["local", "groq"])).await;
+    assert_eq!(to_cloud["status"], "succeeded", "{to_cloud}");
+    assert_eq!(to_cloud["provider"], "groq");
+    assert_eq!(to_cloud["route_reason"], "fallback");
+    let said = to_cloud["result"]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(said.contains(&seen(&pixel())), "{to_cloud}");
     stack.stop().await;
 }
 

@@ -51,6 +51,19 @@ const ANY: RouteInput = RouteInput {
     needs: tollgate_core::domain::Capabilities::NONE,
 };
 
+/// A worker's providers over `runtime` as it stands (without their background tasks: resolution
+/// reads only memory).
+fn worker_providers(pool: &sqlx::PgPool, runtime: &RuntimeWatch) -> Providers {
+    let (fleet, _tasks) = Fleet::new(
+        pool.clone(),
+        &runtime.current(),
+        Duration::from_secs(15),
+        Duration::from_secs(5),
+        None,
+    );
+    Providers::new(runtime.clone(), fleet, None, Duration::from_secs(5))
+}
+
 /// The median time `providers` takes to plan a job for `model`.
 async fn time_plans(providers: &Providers, model: &str, cli: &Cli) -> anyhow::Result<Duration> {
     let steps = providers.plan(model, ANY).await.steps.len();
@@ -112,14 +125,7 @@ async fn main() -> anyhow::Result<()> {
         .context("connect to the database")?;
     tollgate_core::db::migrate(&pool).await?;
     let runtime = RuntimeWatch::load(pool.clone()).await?;
-    let (fleet, _tasks) = Fleet::new(
-        pool.clone(),
-        &runtime.current(),
-        Duration::from_secs(15),
-        Duration::from_secs(5),
-        None,
-    );
-    let providers = Providers::new(runtime.clone(), fleet, None, Duration::from_secs(5));
+    let providers = worker_providers(&pool, &runtime);
     let steps = providers.plan(&cli.model, ANY).await.steps.len();
     let resolve = time_plans(&providers, &cli.model, &cli).await?;
     let mut round_trip = Vec::new();
@@ -140,14 +146,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some((accounts, routes)) = cli.registry {
         fill_registry(&pool, accounts, routes).await?;
         runtime.refresh().await?;
-        let (fleet, _tasks) = Fleet::new(
-            pool.clone(),
-            &runtime.current(),
-            Duration::from_secs(15),
-            Duration::from_secs(5),
-            None,
-        );
-        let large = Providers::new(runtime.clone(), fleet, None, Duration::from_secs(5));
+        let large = worker_providers(&pool, &runtime);
         let clouds = runtime.current().clouds.len();
         let same = time_plans(&large, &cli.model, &cli).await?;
         let chained = time_plans(&large, "model-7", &cli).await?;

@@ -322,7 +322,7 @@ async fn put(
             ),
         ));
     }
-    reload(&state).await;
+    super::reload(&state, "routes").await;
     Ok(Json(alias.into()))
 }
 
@@ -343,13 +343,6 @@ async fn remove(
     if !model_routes::delete(&state.pool, &model).await? {
         return Err(ApiError::not_found("no such alias"));
     }
-    reload(&state).await;
+    super::reload(&state, "routes").await;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// This instance sees its own change at once; the others within a refresh period.
-async fn reload(state: &AppState) {
-    if let Err(error) = state.runtime.reload().await {
-        tracing::warn!(%error, "cannot reload the routes just changed");
-    }
 }

@@ -177,7 +177,7 @@ async fn create(
             sqlx::Error::Database(e) if e.constraint() == Some(NAME_TAKEN) => taken(),
             other => other.into(),
         })?;
-    reload(&state).await;
+    super::reload(&state, "fleet").await;
     Ok((
         StatusCode::CREATED,
         Json(HostView {
@@ -226,7 +226,7 @@ async fn change(
     let host = hosts::update(&state.pool, &spec, &action)
         .await?
         .ok_or_else(|| ApiError::not_found("no such host"))?;
-    reload(&state).await;
+    super::reload(&state, "fleet").await;
     viewed(&state, host).await
 }
 
@@ -255,11 +255,11 @@ async fn remove(
     Admin(admin): Admin,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let action = action(&admin, "host.delete", &name, json!({}));
+    let action = super::audited_action(&admin, "host.delete", &name, Value::Null);
     if !hosts::delete(&state.pool, &name, &action).await? {
         return Err(ApiError::not_found("no such host"));
     }
-    reload(&state).await;
+    super::reload(&state, "fleet").await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -280,17 +280,7 @@ fn audited<'a>(admin: &Principal, what: &'a str, spec: &HostSpec) -> Action<'a> 
         "enabled": spec.enabled,
         "api_key": spec.api_key.as_ref().map(|k| json!({ "last4": k.last4 })),
     });
-    action(admin, what, &spec.name, details)
-}
-
-fn action<'a>(admin: &Principal, what: &'a str, name: &str, details: Value) -> Action<'a> {
-    Action {
-        actor_token_id: admin.token_id,
-        actor_tenant_id: admin.tenant_id,
-        action: what,
-        target: Some(name.to_owned()),
-        details: Some(details),
-    }
+    super::audited_action(admin, what, &spec.name, details)
 }
 
 /// Seals an OpenAI-compatible host's key.
@@ -318,11 +308,4 @@ async fn probe(state: &AppState, spec: &HostSpec) -> Result<(), ApiError> {
                 ),
             )
         })
-}
-
-/// This instance sees its own change at once; the others within a refresh period.
-async fn reload(state: &AppState) {
-    if let Err(error) = state.runtime.reload().await {
-        tracing::warn!(%error, "cannot reload the fleet just changed");
-    }
 }

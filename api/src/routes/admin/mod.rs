@@ -16,6 +16,9 @@ mod tenants;
 mod tokens;
 mod webhooks;
 
+use serde_json::Value;
+use tollgate_core::db::audit::Action;
+use tollgate_core::db::tokens::Principal;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
@@ -34,4 +37,28 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(webhooks::router())
         .merge(dead_letters::router())
         .merge(overview::router())
+}
+
+/// What `admin` did to `target`, for the audit log.
+fn audited_action<'a>(
+    admin: &Principal,
+    what: &'a str,
+    target: &str,
+    details: Value,
+) -> Action<'a> {
+    Action {
+        actor_token_id: admin.token_id,
+        actor_tenant_id: admin.tenant_id,
+        action: what,
+        target: Some(target.to_owned()),
+        details: (!details.is_null()).then_some(details),
+    }
+}
+
+/// Reloads the runtime after `what` changed: this instance sees its own change at once, the others
+/// within a refresh period.
+async fn reload(state: &AppState, what: &str) {
+    if let Err(error) = state.runtime.reload().await {
+        tracing::warn!(%error, "cannot reload the {what} just changed");
+    }
 }

@@ -255,7 +255,7 @@ async fn create(
             ),
             other => other.into(),
         })?;
-    reload(&state).await;
+    super::reload(&state, "providers").await;
     Ok((StatusCode::CREATED, Json(account.into())))
 }
 
@@ -293,7 +293,7 @@ async fn change(
     let account = providers::update(&state.pool, account.name, change, audit)
         .await?
         .ok_or_else(not_found)??;
-    reload(&state).await;
+    super::reload(&state, "providers").await;
     Ok(Json(account.into()))
 }
 
@@ -316,7 +316,12 @@ async fn remove(
         return Err(fleet_is_not_an_account());
     }
     let account = find(&state, &name).await?;
-    let action = action(&admin, "provider.delete", account.name, Value::Null);
+    let action = super::audited_action(
+        &admin,
+        "provider.delete",
+        account.name.as_str(),
+        Value::Null,
+    );
     match providers::delete(&state.pool, account.name, &action).await? {
         Removed::Removed => {}
         Removed::NotFound => return Err(not_found()),
@@ -327,7 +332,7 @@ async fn remove(
             ));
         }
     }
-    reload(&state).await;
+    super::reload(&state, "providers").await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -396,22 +401,5 @@ fn audited<'a>(admin: &Principal, what: &'a str, account: &CloudAccount) -> Acti
         "circuit_cooldown_ms": account.circuit_cooldown.map(|t| t.as_millis()),
         "enabled": account.enabled,
     });
-    action(admin, what, account.name, details)
-}
-
-fn action<'a>(admin: &Principal, what: &'a str, name: ProviderName, details: Value) -> Action<'a> {
-    Action {
-        actor_token_id: admin.token_id,
-        actor_tenant_id: admin.tenant_id,
-        action: what,
-        target: Some(name.as_str().to_owned()),
-        details: (!details.is_null()).then_some(details),
-    }
-}
-
-/// This instance sees its own change at once; the others within a refresh period.
-async fn reload(state: &AppState) {
-    if let Err(error) = state.runtime.reload().await {
-        tracing::warn!(%error, "cannot reload the providers just changed");
-    }
+    super::audited_action(admin, what, account.name.as_str(), details)
 }
