@@ -71,7 +71,7 @@ pub struct ApiSettings {
     pub image_body_limit: usize,
     /// How big, how slow and where from an image may be.
     pub images: ImageLimits,
-    /// Seals the OpenAI key an admin stores; without it no key can be stored.
+    /// Seals the keys an admin stores (cloud accounts', hosts'); without it no key can be stored.
     pub secret_key: Option<SecretKey>,
     /// How often the runtime settings are checked for changes made elsewhere.
     pub settings_refresh: Duration,

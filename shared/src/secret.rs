@@ -1,5 +1,5 @@
-//! Sealing secrets that must rest in Postgres (the OpenAI key, fleet hosts' keys, webhook signing
-//! secrets): XChaCha20-Poly1305 under a key that only the environment holds
+//! Sealing secrets that must rest in Postgres (cloud accounts' keys, fleet hosts' keys, webhook
+//! signing secrets): XChaCha20-Poly1305 under a key that only the environment holds
 //! (`TOLLGATE_SECRET_KEY`, 32 bytes in base64).
 //!
 //! A database dump without the environment reveals no provider key; a sealed value that was
@@ -19,6 +19,8 @@ const NONCE_LEN: usize = 24;
 /// open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
+    /// A cloud account's key (every one sealed as the OpenAI key was before accounts were named,
+    /// so the account `openai` kept its seal through the migration).
     OpenAiKey,
     WebhookSecret,
     /// An OpenAI-compatible fleet host's key.
