@@ -305,6 +305,44 @@ async fn a_conversation_with_an_image_falls_back_between_a_cloud_account_and_the
 }
 
 #[tokio::test]
+async fn an_account_without_tool_calling_is_passed_over_for_tool_calls_and_serves_the_rest() {
+    let stack = Stack::start().await;
+    let (groq, groq_url) = stack.compatible_sim(None).await;
+    groq.set_tool_calling(false);
+    admin_ok(
+        &stack,
+        Method::POST,
+        "/v1/admin/providers",
+        &json!({ "name": "groq", "kind": "openai_compatible", "base_url": groq_url }),
+    )
+    .await;
+    let routes = json!({ "groq": "Qwen/Qwen3-32B", "openai": "gpt-4.1-mini" });
+    let alias = json!({ "routes": routes, "chain": ["groq", "openai"] });
+    admin_ok(&stack, Method::PUT, "/v1/admin/aliases/agent", &alias).await;
+    let tools = json!([{ "name": "get_weather", "parameters": { "type": "object",
+        "properties": { "city": { "type": "string" } }, "required": ["city"] } }]);
+    for n in 0..3 {
+        let body = json!({
+            "model": "agent", "tools": tools,
+            "messages": [{ "role": "user", "content": format!("Weather in Paris? ({n})") }],
+        });
+        let job = stack.submit("/v1/chat", &body).await;
+        let job = stack
+            .wait_until_finished(job["id"].as_str().expect("id"))
+            .await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["provider"], "openai", "{job}");
+        assert_eq!(job["route_reason"], "fallback", "{job}");
+    }
+    // Learnt from its first refusal: the account was not asked for tools again.
+    assert_eq!(groq.calls("tools_refused"), 1);
+    let plain = stack.generate("agent", "no tools here").await;
+    assert_eq!(plain["status"], "succeeded", "{plain}");
+    assert_eq!(plain["provider"], "groq", "{plain}");
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn the_registry_refuses_what_it_cannot_keep_and_says_who_uses_a_provider() {
     let stack = Stack::start().await;
     let post = |body: Value| {

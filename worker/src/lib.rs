@@ -19,10 +19,11 @@
 //!   delayed message), `halt` (writing until the database takes it), `images` (a job's images
 //!   fetched once and loaded for its calls);
 //! - `runs`: claims and run ends coalesced into one statement each;
-//! - `providers`: the plan for a job from the runtime settings; `chain` (`mod` down the plan's
-//!   steps, `terms`, `ready` waiting for a permit or a host's slot, `call` one provider call);
-//!   `retry`, `circuit`; `fleet` (each host's client, circuit and models; `slots/` taking slots
-//!   across workers);
+//! - `providers`: each cloud account's client, limits and circuit, and the plan for a job from the
+//!   runtime settings; `chain` (`mod` down the plan's steps, `terms`, `ready` waiting for a permit
+//!   or a host's slot, `call` one provider call); `retry`, `circuit`, `refusals` (what a host's or
+//!   an account's models refused lately); `fleet` (each host's client, circuit and models;
+//!   `slots/` taking slots across workers);
 //! - `relay`: a streaming job's text to the api; `cancels`: cancels for running jobs;
 //! - `abandoned`: estimated attempts of runs whose worker died;
 //! - `sweeper` (unpublished jobs and deliveries, expired leases, partition upkeep),
@@ -48,6 +49,7 @@ mod metrics;
 mod priority;
 mod probe;
 mod providers;
+mod refusals;
 mod relay;
 mod retry;
 mod runs;

@@ -14,8 +14,8 @@ use secrecy::SecretString;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tollgate_core::domain::{
-    Capabilities, CircuitPolicy, CloudAccount, CloudKind, FleetRoute, LocalWait, ProviderName,
-    Route, RouteInput, Runtime, Settings, WhenBusy, bulk_slots,
+    Capabilities, Capability, CircuitPolicy, CloudAccount, CloudKind, FleetRoute, LocalWait,
+    ProviderName, Route, RouteInput, Runtime, Settings, WhenBusy, bulk_slots,
 };
 use tollgate_core::provider::{OpenAiClient, Provider};
 use tollgate_core::runtime::RuntimeWatch;
@@ -24,6 +24,7 @@ use tollgate_core::secret::SecretKey;
 use crate::circuit::{Circuit, Turned};
 use crate::fleet::Fleet;
 use crate::metrics::ProviderHealth;
+use crate::refusals::Refusals;
 
 /// A cloud account as currently configured.
 pub struct Cloud {
@@ -35,8 +36,9 @@ pub struct Cloud {
     /// are two or more) stays free for single jobs, however many batch items wait.
     pub bulk_limit: Arc<Semaphore>,
     /// Kept while the account's endpoint stays the same (a new address or key is a new provider
-    /// as far as health goes).
+    /// as far as health goes), with what its models refused lately.
     circuit: Arc<Mutex<Circuit>>,
+    refused: Arc<Refusals>,
     /// What the client was built from.
     account: CloudAccount,
 }
@@ -55,6 +57,25 @@ impl Cloud {
     pub fn allows(&self, settings: &Settings) -> bool {
         self.circuit()
             .allows(Instant::now(), &self.circuit_policy(settings))
+    }
+
+    /// `model` refused a call that needed `lacking` (a compatible server started without tool
+    /// calling): calls that need it go to the next provider for a while.
+    pub fn refused(&self, model: &str, lacking: Capability) {
+        tracing::info!(
+            provider = self.name.as_str(),
+            model,
+            capability = lacking.as_str(),
+            "the account's model cannot do what the call needs; the next provider takes it"
+        );
+        self.refused.record(model, lacking);
+    }
+
+    /// What of `needs` the account's `model` refused lately, if any.
+    pub fn refuses(&self, model: &str, needs: Capabilities) -> Option<Capability> {
+        Capabilities::ALL
+            .without(self.refused.of(model))
+            .lacking(needs)
     }
 
     /// Feeds a call's verdict into the account's circuit.
@@ -303,6 +324,7 @@ fn configure(
                 Some(old) if same_endpoint(&old.account, account) => Arc::new(Cloud {
                     provider: old.provider.clone(),
                     circuit: old.circuit.clone(),
+                    refused: old.refused.clone(),
                     ..limited(account, old.provider.clone())
                 }),
                 _ => Arc::new(limited(account, client(account, secret_key, timeout)?)),
@@ -325,6 +347,7 @@ fn limited(account: &CloudAccount, provider: Provider) -> Cloud {
         limit: Arc::new(Semaphore::new(slots as usize)),
         bulk_limit: Arc::new(Semaphore::new(bulk_slots(slots) as usize)),
         circuit: Arc::default(),
+        refused: Arc::default(),
         account: account.clone(),
     }
 }

@@ -126,7 +126,13 @@ pub async fn run(
                 partial,
             };
         }
-        match failure.class() {
+        // A refusal of what the model cannot do there is the provider's, not the request's: the
+        // next step may serve it.
+        let class = match failure.lacks {
+            Some(_) => FailureClass::Provider,
+            None => failure.class(),
+        };
+        match class {
             FailureClass::Client => return RunEnd::Failed { provider, error },
             FailureClass::Transient => {
                 end = Some(RunEnd::Transient {
@@ -220,6 +226,12 @@ async fn on_provider(
             // or else the next provider.
             providers.fleet().refused(host, &ready.model, lacking);
             continue;
+        }
+        if let Some(cloud) = &ready.cloud
+            && let Some(lacking) = failure.lacks
+        {
+            // The account's server cannot do it: the next provider may.
+            cloud.refused(&ready.model, lacking);
         }
         failed_hosts.extend(ready.host.as_ref().map(|host| host.host.id));
         drop(ready);

@@ -81,6 +81,9 @@ pub(super) async fn ready(
             if !cloud.allows(settings) {
                 return Err(circuit_open(step.name.as_str()));
             }
+            if let Some(lacking) = cloud.refuses(&step.upstream_model, call.request.needs()) {
+                return Err(refused_lately(step, lacking));
+            }
             let permits = async {
                 let bulk = match call.lane {
                     Lane::Bulk => Some(cloud.bulk_limit.clone().acquire_owned().await?),
@@ -203,6 +206,19 @@ fn incapable_on_fleet(model: &str, lacking: Capability, policy: DataPolicy) -> P
         message.push_str(&withheld(policy));
     }
     ProviderError::new(JobErrorCode::NoProviderAvailable, message)
+}
+
+/// A cloud account whose model refused what the call needs a moment ago: not asked again yet.
+fn refused_lately(step: &Step, lacking: Capability) -> ProviderError {
+    let message = format!(
+        "{}'s {:?} refused the {} capability lately",
+        step.name.as_str(),
+        step.upstream_model,
+        lacking.as_str()
+    );
+    let mut failure = ProviderError::new(JobErrorCode::NoProviderAvailable, message);
+    failure.lacks = Some(lacking);
+    failure
 }
 
 pub(super) fn cancelled() -> ProviderError {

@@ -12,13 +12,10 @@ use tollgate_core::provider::{HostListing, InstalledModel, Provider, model_key};
 
 use super::slots::Usable;
 use crate::circuit::Circuit;
+use crate::refusals::Refusals;
 
 /// Longest a listing of a host's models may take.
 const LISTING_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How long a host's refusal of what its model cannot do is believed: after it, one call finds
-/// out whether the server was started again with it.
-const REFUSAL_KEPT: Duration = Duration::from_secs(300);
 
 /// One host, as configured now.
 pub struct HostState {
@@ -44,9 +41,8 @@ pub(super) struct Health {
     shown: Mutex<Shown>,
     /// The listing last recorded in `host_models`.
     recorded: Mutex<Option<Vec<Listed>>>,
-    /// What the host's models (by [`model_key`]) refused to do, and when: an OpenAI-compatible
-    /// server does not list it, it says so when asked.
-    pub(super) refused: Mutex<HashMap<String, (Capabilities, Instant)>>,
+    /// What the host's models refused to do lately.
+    pub(super) refused: Refusals,
 }
 
 impl HostState {
@@ -72,11 +68,7 @@ impl HostState {
     pub fn capabilities(&self, model: &str) -> Option<Capabilities> {
         let key = model_key(model);
         let listed = self.listing().as_ref()?.1.get(&key).copied()?;
-        let refused = tollgate_core::sync::lock(&self.health.refused);
-        Some(match refused.get(&key) {
-            Some((cannot, at)) if at.elapsed() < REFUSAL_KEPT => listed.without(*cannot),
-            _ => listed,
-        })
+        Some(listed.without(self.health.refused.of(model)))
     }
 
     /// What the host runs for `route`: its kind's model, if the route names one.

@@ -265,11 +265,7 @@ impl Fleet {
             capability = lacking.as_str(),
             "the host's model cannot do what the call needs; another host or provider takes it"
         );
-        let mut refused = tollgate_core::sync::lock(&host.health.refused);
-        let entry = refused
-            .entry(model_key(model))
-            .or_insert((Capabilities::NONE, Instant::now()));
-        *entry = (entry.0.union(Capabilities::of([lacking])), Instant::now());
+        host.health.refused.record(model, lacking);
     }
 
     /// Feeds a call's verdict into the host's circuit.
