@@ -1,7 +1,8 @@
-//! provider-sim: a stand-in for Ollama and the OpenAI API, both wire protocols on one port — or,
+//! provider-sim: a stand-in for Ollama, the OpenAI API and Anthropic's Messages API, the three wire
+//! protocols on one port — or,
 //! started as an OpenAI-compatible server ([`Sim::compatible_server`]), a stand-in for vLLM: Chat
 //! Completions, Embeddings and the model list only, under the model names such servers use, and
-//! no Ollama API or Responses API (404, as FastAPI answers). Such a server can be made "old": it
+//! no Ollama API, Responses API or Messages API (404, as FastAPI answers). Such a server can be made "old": it
 //! then refuses `stream_options` and `max_completion_tokens` with a 400 naming them. It can be
 //! started without tool calling, as vLLM is without `--enable-auto-tool-choice`: a request that
 //! offers tools gets vLLM's 400 (counted under `tools_refused`).
@@ -12,12 +13,13 @@
 //! calls in flight and their peak, which is how a test or a benchmark sees that a gateway kept to
 //! a host's slots (`GET /_sim/stats`, `DELETE /_sim/stats` resets the peak).
 //!
-//! Its modules: `ollama` and `openai` (the two wire protocols), `answers` (tool calls and JSON,
+//! Its modules: `ollama`, `openai` and `anthropic` (the three wire protocols), `answers` (tool calls and JSON,
 //! valid or deliberately not), `images` (images as each vendor takes them, and what the sim says
 //! it sees), `reasoning` (thinking and reasoning effort as each vendor takes them), `faults` (the
 //! knobs' latency and failures), `text` (deterministic answers and token counts).
 
 mod answers;
+mod anthropic;
 mod faults;
 mod images;
 mod ollama;
@@ -39,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use anthropic::ANTHROPIC_MODELS;
 pub use faults::Knobs;
 
 /// Models the sim's Ollama side has installed at start.
@@ -373,6 +376,7 @@ pub fn router(sim: Sim) -> Router {
     Router::new()
         .merge(ollama::router())
         .merge(openai::router())
+        .merge(anthropic::router())
         .route("/_sim/knobs", get(get_knobs).put(put_knobs))
         .route("/_sim/stats", get(stats).delete(reset_stats))
         .layer(axum::middleware::from_fn_with_state(
@@ -402,7 +406,9 @@ async fn only_its_kind(State(sim): State<Sim>, request: Request, next: Next) -> 
         sim.count("api-key");
     }
     let path = request.uri().path();
-    if sim.is_compatible() && (path.starts_with("/api/") || path == "/v1/responses") {
+    let foreign =
+        path.starts_with("/api/") || path == "/v1/responses" || path.starts_with("/v1/messages");
+    if sim.is_compatible() && foreign {
         let missing = (
             axum::http::StatusCode::NOT_FOUND,
             Json(serde_json::json!({ "detail": "Not Found" })),

@@ -1,4 +1,4 @@
-//! `provider-sim`: serve the stand-in Ollama + OpenAI API until Ctrl-C.
+//! `provider-sim`: serve the stand-in Ollama, OpenAI and Anthropic Messages APIs until Ctrl-C.
 
 use std::net::SocketAddr;
 
@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 #[command(
     name = "provider-sim",
     version,
-    about = "A stand-in Ollama and OpenAI server"
+    about = "A stand-in Ollama, OpenAI and Anthropic server"
 )]
 struct Cli {
     /// Address to listen on (Ollama's own port by default, so Tollgate's defaults find it).

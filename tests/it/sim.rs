@@ -162,3 +162,208 @@ async fn models_can_be_pulled_with_progress_and_deleted() {
     assert_eq!(missing.status(), 404);
     stop.cancel();
 }
+
+/// POSTs `body` to the sim's Messages API at `path` with `key` as `x-api-key`.
+async fn anthropic(url: &str, path: &str, key: &str, body: &Value) -> reqwest::Response {
+    client()
+        .post(format!("{url}{path}"))
+        .header("x-api-key", key)
+        .header("anthropic-version", "2023-06-01")
+        .json(body)
+        .send()
+        .await
+        .expect("send")
+}
+
+/// Reads an SSE body into its events' data, in order.
+async fn sse_events(response: reqwest::Response) -> Vec<Value> {
+    let body = response.text().await.expect("body");
+    body.split("\n\n")
+        .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|data| serde_json::from_str(data).expect("each event's data is JSON"))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_messages_api_answers_text_tool_use_and_thinking_whole_or_streamed() {
+    let (url, stop) = start(Sim::new(Knobs::default(), Some("sk-ant-sim".into()))).await;
+    let plain = json!({ "model": "claude-sonnet-4-6", "max_tokens": 256,
+                        "system": [{ "type": "text", "text": "Be brief." }],
+                        "messages": [{ "role": "user", "content": "Name a colour." }] });
+    let refused = anthropic(&url, "/v1/messages", "sk-wrong", &plain).await;
+    assert_eq!(refused.status(), 401);
+    let problem: Value = refused.json().await.expect("JSON");
+    assert_eq!(problem["type"], "error");
+    assert_eq!(problem["error"]["type"], "authentication_error");
+    let unknown = json!({ "model": "claude-2", "max_tokens": 16, "messages": plain["messages"] });
+    let missing = anthropic(&url, "/v1/messages", "sk-ant-sim", &unknown).await;
+    assert_eq!(missing.status(), 404);
+
+    let whole: Value = anthropic(&url, "/v1/messages", "sk-ant-sim", &plain)
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(whole["type"], "message");
+    assert_eq!(whole["stop_reason"], "end_turn");
+    assert_eq!(whole["content"][0]["type"], "text");
+    assert!(whole["usage"]["input_tokens"].as_i64() > Some(0));
+    let mut streaming = plain.clone();
+    streaming["stream"] = json!(true);
+    let events = sse_events(anthropic(&url, "/v1/messages", "sk-ant-sim", &streaming).await).await;
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"message_start"));
+    assert_eq!(kinds.last(), Some(&"message_stop"));
+    assert!(kinds.contains(&"ping") && kinds.contains(&"content_block_stop"));
+    let text: String = events
+        .iter()
+        .filter_map(|e| e["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(text, whole["content"][0]["text"].as_str().expect("text"));
+
+    // Tools: a tool_use block whose streamed input_json_delta fragments make its input.
+    let tools = json!([{ "name": "get_weather", "input_schema": { "type": "object",
+        "properties": { "location": { "type": "string" } }, "required": ["location"] } }]);
+    let calling = json!({ "model": "claude-sonnet-4-6", "max_tokens": 4096, "tools": tools,
+                          "thinking": { "type": "enabled", "budget_tokens": 2048 },
+                          "messages": [{ "role": "user", "content": "Weather in Paris?" }] });
+    let whole: Value = anthropic(&url, "/v1/messages", "sk-ant-sim", &calling)
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(whole["stop_reason"], "tool_use");
+    assert_eq!(whole["content"][0]["type"], "thinking");
+    assert!(
+        whole["content"][0]["signature"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    let call = &whole["content"][1];
+    assert_eq!(call["type"], "tool_use");
+    assert!(
+        call["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("toolu_"))
+    );
+    assert!(call["input"]["location"].is_string());
+    let mut streaming = calling.clone();
+    streaming["stream"] = json!(true);
+    let events = sse_events(anthropic(&url, "/v1/messages", "sk-ant-sim", &streaming).await).await;
+    let partial: String = events
+        .iter()
+        .filter_map(|e| e["delta"]["partial_json"].as_str())
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&partial).expect("JSON"),
+        call["input"]
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["delta"]["type"] == "signature_delta")
+    );
+    let delta = events
+        .iter()
+        .find(|e| e["type"] == "message_delta")
+        .expect("message_delta");
+    assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+
+    // The tool's result answered; a thinking budget out of bounds refused.
+    let answered = json!({ "model": "claude-sonnet-4-6", "max_tokens": 256, "tools": tools,
+        "messages": [
+            { "role": "user", "content": "Weather in Paris?" },
+            { "role": "assistant", "content": [call] },
+            { "role": "user", "content": [{ "type": "tool_result", "tool_use_id": call["id"],
+                                            "content": "18°C, clear" }] }] });
+    let whole: Value = anthropic(&url, "/v1/messages", "sk-ant-sim", &answered)
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(whole["stop_reason"], "end_turn");
+    assert!(
+        whole["content"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("18°C"))
+    );
+    let mut too_big = calling.clone();
+    too_big["thinking"]["budget_tokens"] = json!(8192);
+    let refused = anthropic(&url, "/v1/messages", "sk-ant-sim", &too_big).await;
+    assert_eq!(refused.status(), 400);
+    let problem: Value = refused.json().await.expect("JSON");
+    assert_eq!(problem["error"]["type"], "invalid_request_error");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn the_messages_api_sees_images_caches_marked_prompts_and_counts_tokens() {
+    let sim = Sim::new(Knobs::default(), Some("sk-ant-sim".into()));
+    let (url, stop) = start(sim.clone()).await;
+    let image = crate::images::PIXEL;
+    let body = json!({ "model": "claude-haiku-4-5", "max_tokens": 256,
+        "system": [{ "type": "text", "text": "You describe images.",
+                     "cache_control": { "type": "ephemeral" } }],
+        "context_management": { "edits": [] },
+        "messages": [{ "role": "user", "content": [
+            { "type": "text", "text": "What is this?" },
+            { "type": "image", "source": { "type": "base64", "media_type": "image/png",
+                                           "data": image } }] }] });
+    let first: Value = anthropic(&url, "/v1/messages", "sk-ant-sim", &body)
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let said = first["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(
+        said.contains(&crate::images::seen(&crate::images::pixel())),
+        "{first}"
+    );
+    assert!(first["usage"]["cache_creation_input_tokens"].as_i64() > Some(0));
+    let again: Value = anthropic(&url, "/v1/messages", "sk-ant-sim", &body)
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        again["usage"]["cache_read_input_tokens"],
+        first["usage"]["cache_creation_input_tokens"]
+    );
+    assert_eq!(sim.calls("cache_control"), 2);
+    assert_eq!(sim.calls("context_management"), 2);
+    let counted: Value = anthropic(&url, "/v1/messages/count_tokens", "sk-ant-sim", &body)
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let total = [
+        "input_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+    ]
+    .iter()
+    .map(|k| first["usage"][k].as_i64().unwrap_or(0))
+    .sum::<i64>();
+    assert_eq!(counted["input_tokens"].as_i64(), Some(total));
+    // A stream the knobs break ends with Anthropic's error event.
+    sim.set_knobs(Knobs {
+        fail_after_tokens: Some(2),
+        ..Knobs::default()
+    });
+    let mut streaming = body.clone();
+    streaming["stream"] = json!(true);
+    let events = sse_events(anthropic(&url, "/v1/messages", "sk-ant-sim", &streaming).await).await;
+    let last = events.last().expect("an event");
+    assert_eq!(last["type"], "error");
+    assert_eq!(last["error"]["type"], "overloaded_error");
+    assert!(!events.iter().any(|e| e["type"] == "message_stop"));
+    sim.set_knobs(Knobs::default());
+    // A server in OpenAI-compatible mode has no Messages API.
+    let (vllm, vllm_stop) = start(Sim::compatible_server(Knobs::default(), None)).await;
+    assert_eq!(
+        anthropic(&vllm, "/v1/messages", "x", &body).await.status(),
+        404
+    );
+    vllm_stop.cancel();
+    stop.cancel();
+}
