@@ -49,6 +49,14 @@ async fn refused(stack: &Stack, method: Method, path: &str, body: &Value) -> (u1
     (status, response.json().await.expect("problem JSON"))
 }
 
+/// An OpenAI-compatible sim added to `stack` as the cloud account `groq`.
+async fn groq(stack: &Stack) -> provider_sim::Sim {
+    let (sim, url) = stack.compatible_sim(None).await;
+    let account = json!({ "name": "groq", "kind": "openai_compatible", "base_url": url });
+    admin_ok(stack, Method::POST, "/v1/admin/providers", &account).await;
+    sim
+}
+
 async fn add_price(stack: &Stack, provider: &str, model: &str, input: &str, output: &str) {
     let since = Utc::now() - Duration::hours(1);
     let price = json!({ "provider": provider, "model": model, "input_per_1k": input,
@@ -207,14 +215,7 @@ async fn a_vllm_host_overflows_to_an_azure_style_account_but_never_for_a_local_o
 #[tokio::test]
 async fn a_models_own_chain_runs_in_its_order_and_falls_back_along_it() {
     let stack = Stack::start().await;
-    let (groq, groq_url) = stack.compatible_sim(None).await;
-    admin_ok(
-        &stack,
-        Method::POST,
-        "/v1/admin/providers",
-        &json!({ "name": "groq", "kind": "openai_compatible", "base_url": groq_url }),
-    )
-    .await;
+    let groq = groq(&stack).await;
     let body = json!({ "routes": { "groq": "meta-llama/Llama-3.1-8B-Instruct",
                                    "ollama": "llama3", "openai": "gpt-4.1-mini" },
                        "chain": ["groq", "local"] });
@@ -241,14 +242,7 @@ async fn a_models_own_chain_runs_in_its_order_and_falls_back_along_it() {
 #[tokio::test]
 async fn a_conversation_with_an_image_falls_back_between_a_cloud_account_and_the_fleet_whole() {
     let stack = Stack::start().await;
-    let (groq, groq_url) = stack.compatible_sim(None).await;
-    admin_ok(
-        &stack,
-        Method::POST,
-        "/v1/admin/providers",
-        &json!({ "name": "groq", "kind": "openai_compatible", "base_url": groq_url }),
-    )
-    .await;
+    let groq = groq(&stack).await;
     let failing = provider_sim::Knobs {
         error_rate: 1.0,
         ..Default::default()
@@ -307,15 +301,8 @@ async fn a_conversation_with_an_image_falls_back_between_a_cloud_account_and_the
 #[tokio::test]
 async fn an_account_without_tool_calling_is_passed_over_for_tool_calls_and_serves_the_rest() {
     let stack = Stack::start().await;
-    let (groq, groq_url) = stack.compatible_sim(None).await;
+    let groq = groq(&stack).await;
     groq.set_tool_calling(false);
-    admin_ok(
-        &stack,
-        Method::POST,
-        "/v1/admin/providers",
-        &json!({ "name": "groq", "kind": "openai_compatible", "base_url": groq_url }),
-    )
-    .await;
     let routes = json!({ "groq": "Qwen/Qwen3-32B", "openai": "gpt-4.1-mini" });
     let alias = json!({ "routes": routes, "chain": ["groq", "openai"] });
     admin_ok(&stack, Method::PUT, "/v1/admin/aliases/agent", &alias).await;
