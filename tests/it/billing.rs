@@ -12,12 +12,12 @@ use tollgate_core::domain::{JobId, Role};
 
 use crate::harness::{Stack, WAIT, client, idle};
 
-fn decimal(value: &Value) -> Decimal {
+pub(crate) fn decimal(value: &Value) -> Decimal {
     Decimal::from_str(value.as_str().expect("a decimal string")).expect("decimal")
 }
 
 /// `tokens` at a per-1K price.
-fn at(tokens: i64, per_1k: &str) -> Decimal {
+pub(crate) fn at(tokens: i64, per_1k: &str) -> Decimal {
     Decimal::from(tokens) * Decimal::from_str(per_1k).expect("price") / Decimal::from(1000)
 }
 
@@ -29,7 +29,7 @@ async fn count(stack: &Stack, sql: &str, id: JobId) -> i64 {
         .expect("count")
 }
 
-async fn admin_json(stack: &Stack, method: Method, path: &str, body: &Value) -> Value {
+pub(crate) async fn admin_json(stack: &Stack, method: Method, path: &str, body: &Value) -> Value {
     let response = stack.admin(method, path, body).await;
     assert!(
         response.status().is_success(),

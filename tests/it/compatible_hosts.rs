@@ -60,6 +60,21 @@ async fn attempts_of(stack: &Stack, job: &Value) -> Vec<(Option<String>, String,
         .collect()
 }
 
+/// A chat job for `model` that offers a weather tool (the `n`th, each prompt its own), once it
+/// is finished.
+pub(crate) async fn weather_chat(stack: &Stack, model: &str, n: usize) -> Value {
+    let tools = json!([{ "name": "get_weather", "parameters": { "type": "object",
+        "properties": { "city": { "type": "string" } }, "required": ["city"] } }]);
+    let body = json!({
+        "model": model, "tools": tools,
+        "messages": [{ "role": "user", "content": format!("Weather in Paris? ({n})") }],
+    });
+    let job = stack.submit("/v1/chat", &body).await;
+    stack
+        .wait_until_finished(job["id"].as_str().expect("id"))
+        .await
+}
+
 fn slow(latency_ms: u64) -> Knobs {
     Knobs {
         latency_ms,
@@ -469,17 +484,8 @@ async fn a_server_without_tool_calling_is_passed_over_for_tool_calls_and_still_s
     let stack = Stack::with(with_openai_fallback(SettingsChange::default())).await;
     let vllm = one_server(&stack, "vllm-1", 4, Some("gpt-4.1-mini")).await;
     vllm.set_tool_calling(false);
-    let tools = json!([{ "name": "get_weather", "parameters": { "type": "object",
-        "properties": { "city": { "type": "string" } }, "required": ["city"] } }]);
     for n in 0..3 {
-        let body = json!({
-            "model": "qwen-vllm", "tools": tools,
-            "messages": [{ "role": "user", "content": format!("Weather in Paris? ({n})") }],
-        });
-        let job = stack.submit("/v1/chat", &body).await;
-        let job = stack
-            .wait_until_finished(job["id"].as_str().expect("id"))
-            .await;
+        let job = weather_chat(&stack, "qwen-vllm", n).await;
         assert_eq!(job["status"], "succeeded", "{job}");
         assert_eq!(job["provider"], "openai", "{job}");
         assert_eq!(job["route_reason"], "fallback", "{job}");

@@ -254,20 +254,7 @@ impl Stack {
     }
 
     pub async fn with(options: Options) -> Self {
-        let db_name = format!("tollgate_test_{}", uuid::Uuid::now_v7().simple());
-        let admin = PgPool::connect(&database_url())
-            .await
-            .expect("Postgres is reachable at DATABASE_URL");
-        sqlx::query(&format!("create database {db_name}"))
-            .execute(&admin)
-            .await
-            .expect("create database");
-        admin.close().await;
-        let mut url = url::Url::parse(&database_url()).expect("DATABASE_URL is a URL");
-        url.set_path(&db_name);
-        let pool = tollgate_core::db::connect(url.as_str(), 8)
-            .await
-            .expect("connect to the test database");
+        let (pool, db_name) = empty_database().await;
         tollgate_core::db::migrate(&pool).await.expect("migrate");
 
         let (ollama, ollama_url, stop) = start_sim().await;
@@ -812,7 +799,27 @@ impl RawBroker {
 }
 
 /// Drops a stack's database, ending the connections still open to it.
-async fn drop_database(name: &str) {
+/// A new, empty database of its own on DATABASE_URL's server, and its name (for
+/// [`drop_database`]).
+pub async fn empty_database() -> (PgPool, String) {
+    let name = format!("tollgate_test_{}", uuid::Uuid::now_v7().simple());
+    let admin = PgPool::connect(&database_url())
+        .await
+        .expect("Postgres is reachable at DATABASE_URL");
+    sqlx::query(&format!("create database {name}"))
+        .execute(&admin)
+        .await
+        .expect("create database");
+    admin.close().await;
+    let mut url = url::Url::parse(&database_url()).expect("DATABASE_URL is a URL");
+    url.set_path(&name);
+    let pool = tollgate_core::db::connect(url.as_str(), 8)
+        .await
+        .expect("connect to the test database");
+    (pool, name)
+}
+
+pub async fn drop_database(name: &str) {
     if let Ok(admin) = PgPool::connect(&database_url()).await {
         let _ = sqlx::query(&format!("drop database if exists {name} with (force)"))
             .execute(&admin)

@@ -8,39 +8,20 @@ use std::borrow::Cow;
 
 use chrono::{Duration, Utc};
 use reqwest::Method;
-use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tollgate_core::domain::{
     Capabilities, DataPolicy, HostKind, ProviderName, RouteInput, SettingsChange, Strategy,
 };
 
+use crate::billing::{admin_json, at, decimal};
+use crate::compatible_hosts::weather_chat;
 use crate::fleet::run_jobs;
 use crate::harness::{
-    OPENAI_KEY, Options, Stack, database_url, eventually, put_host_of, test_worker_settings,
+    OPENAI_KEY, Options, Stack, drop_database, empty_database, eventually, put_host_of,
+    test_worker_settings,
 };
 use crate::images::{PIXEL, pixel, seen};
-
-fn decimal(value: &Value) -> Decimal {
-    value
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("a decimal string: {value}"))
-}
-
-/// `tokens` at a per-1K price.
-fn at(tokens: &Value, per_1k: &str) -> Decimal {
-    let tokens = Decimal::from(tokens.as_i64().expect("tokens"));
-    tokens * per_1k.parse::<Decimal>().expect("price") / Decimal::from(1000)
-}
-
-async fn admin_ok(stack: &Stack, method: Method, path: &str, body: &Value) -> Value {
-    let response = stack.admin(method, path, body).await;
-    let status = response.status();
-    let text = response.text().await.expect("body");
-    assert!(status.is_success(), "{path}: {status} {text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
-}
 
 /// The status and body of an admin call expected to be refused.
 async fn refused(stack: &Stack, method: Method, path: &str, body: &Value) -> (u16, Value) {
@@ -53,7 +34,7 @@ async fn refused(stack: &Stack, method: Method, path: &str, body: &Value) -> (u1
 async fn groq(stack: &Stack) -> provider_sim::Sim {
     let (sim, url) = stack.compatible_sim(None).await;
     let account = json!({ "name": "groq", "kind": "openai_compatible", "base_url": url });
-    admin_ok(stack, Method::POST, "/v1/admin/providers", &account).await;
+    admin_json(stack, Method::POST, "/v1/admin/providers", &account).await;
     sim
 }
 
@@ -61,14 +42,14 @@ async fn add_price(stack: &Stack, provider: &str, model: &str, input: &str, outp
     let since = Utc::now() - Duration::hours(1);
     let price = json!({ "provider": provider, "model": model, "input_per_1k": input,
                         "output_per_1k": output, "effective_from": since });
-    admin_ok(stack, Method::POST, "/v1/admin/prices", &price).await;
+    admin_json(stack, Method::POST, "/v1/admin/prices", &price).await;
 }
 
 #[tokio::test]
 async fn two_openai_accounts_with_different_prices_for_one_model_bill_apart() {
     let stack = Stack::start().await;
     let (eu, eu_url) = stack.extra_sim().await;
-    let created = admin_ok(
+    let created = admin_json(
         &stack,
         Method::POST,
         "/v1/admin/providers",
@@ -82,7 +63,7 @@ async fn two_openai_accounts_with_different_prices_for_one_model_bill_apart() {
     add_price(&stack, "openai-eu", "gpt-4.1-mini", "0.005", "0.011").await;
     for (alias, provider) in [("mini-us", "openai"), ("mini-eu", "openai-eu")] {
         let body = json!({ "routes": { provider: "gpt-4.1-mini" }, "chain": [provider] });
-        admin_ok(
+        admin_json(
             &stack,
             Method::PUT,
             &format!("/v1/admin/aliases/{alias}"),
@@ -102,7 +83,8 @@ async fn two_openai_accounts_with_different_prices_for_one_model_bill_apart() {
         "an openai account speaks Responses"
     );
     let cost = |job: &Value, input: &str, output: &str| {
-        at(&job["usage"]["prompt_tokens"], input) + at(&job["usage"]["completion_tokens"], output)
+        let tokens = |kind: &str| job["usage"][kind].as_i64().expect("tokens");
+        at(tokens("prompt_tokens"), input) + at(tokens("completion_tokens"), output)
     };
     assert_eq!(decimal(&us["usage"]["cost"]), cost(&us, "0.001", "0.002"));
     assert_eq!(
@@ -110,7 +92,7 @@ async fn two_openai_accounts_with_different_prices_for_one_model_bill_apart() {
         cost(&eu_job, "0.005", "0.011")
     );
 
-    let spend = admin_ok(&stack, Method::GET, "/v1/admin/spend", &Value::Null).await;
+    let spend = admin_json(&stack, Method::GET, "/v1/admin/spend", &Value::Null).await;
     let spent = |provider: &str| {
         let rows = spend["providers"].as_array().expect("providers");
         let row = rows.iter().find(|p| p["provider"] == provider);
@@ -139,7 +121,7 @@ async fn a_vllm_host_overflows_to_an_azure_style_account_but_never_for_a_local_o
     )
     .await;
     let (azure, azure_url) = stack.compatible_sim(Some("azure-key-7788")).await;
-    admin_ok(
+    admin_json(
         &stack,
         Method::POST,
         "/v1/admin/providers",
@@ -150,7 +132,7 @@ async fn a_vllm_host_overflows_to_an_azure_style_account_but_never_for_a_local_o
     .await;
     let routes = json!({ "local": { "openai_compatible": "Qwen/Qwen3-32B" },
                          "azure-eu": "Qwen/Qwen3-32B" });
-    admin_ok(
+    admin_json(
         &stack,
         Method::PUT,
         "/v1/admin/aliases/qwen",
@@ -186,7 +168,7 @@ async fn a_vllm_host_overflows_to_an_azure_style_account_but_never_for_a_local_o
 
     let id = stack.tenant_id("acme").await;
     let path = format!("/v1/admin/tenants/{id}");
-    admin_ok(
+    admin_json(
         &stack,
         Method::PATCH,
         &path,
@@ -219,7 +201,7 @@ async fn a_models_own_chain_runs_in_its_order_and_falls_back_along_it() {
     let body = json!({ "routes": { "groq": "meta-llama/Llama-3.1-8B-Instruct",
                                    "ollama": "llama3", "openai": "gpt-4.1-mini" },
                        "chain": ["groq", "local"] });
-    let alias = admin_ok(&stack, Method::PUT, "/v1/admin/aliases/fast", &body).await;
+    let alias = admin_json(&stack, Method::PUT, "/v1/admin/aliases/fast", &body).await;
     assert_eq!(alias["chain"], json!(["groq", "local"]));
     assert_eq!(alias["routes"]["groq"], "meta-llama/Llama-3.1-8B-Instruct");
 
@@ -263,7 +245,7 @@ async fn a_conversation_with_an_image_falls_back_between_a_cloud_account_and_the
             let routes = json!({ "groq": "Qwen/Qwen3-32B", "ollama": "llava" });
             let alias = json!({ "routes": routes, "chain": chain });
             let path = format!("/v1/admin/aliases/{model}");
-            admin_ok(stack, Method::PUT, &path, &alias).await;
+            admin_json(stack, Method::PUT, &path, &alias).await;
             let body = json!({ "model": model, "messages": conversation });
             let job = stack.submit("/v1/chat", &body).await;
             stack
@@ -305,18 +287,9 @@ async fn an_account_without_tool_calling_is_passed_over_for_tool_calls_and_serve
     groq.set_tool_calling(false);
     let routes = json!({ "groq": "Qwen/Qwen3-32B", "openai": "gpt-4.1-mini" });
     let alias = json!({ "routes": routes, "chain": ["groq", "openai"] });
-    admin_ok(&stack, Method::PUT, "/v1/admin/aliases/agent", &alias).await;
-    let tools = json!([{ "name": "get_weather", "parameters": { "type": "object",
-        "properties": { "city": { "type": "string" } }, "required": ["city"] } }]);
+    admin_json(&stack, Method::PUT, "/v1/admin/aliases/agent", &alias).await;
     for n in 0..3 {
-        let body = json!({
-            "model": "agent", "tools": tools,
-            "messages": [{ "role": "user", "content": format!("Weather in Paris? ({n})") }],
-        });
-        let job = stack.submit("/v1/chat", &body).await;
-        let job = stack
-            .wait_until_finished(job["id"].as_str().expect("id"))
-            .await;
+        let job = weather_chat(&stack, "agent", n).await;
         assert_eq!(job["status"], "succeeded", "{job}");
         assert_eq!(job["provider"], "openai", "{job}");
         assert_eq!(job["route_reason"], "fallback", "{job}");
@@ -361,7 +334,7 @@ async fn the_registry_refuses_what_it_cannot_keep_and_says_who_uses_a_provider()
 
     let groq = json!({ "name": "groq", "kind": "openai_compatible",
                        "base_url": "https://api.groq.com/openai/v1", "api_key": "gsk-secret-9876" });
-    admin_ok(&stack, Method::POST, "/v1/admin/providers", &groq).await;
+    admin_json(&stack, Method::POST, "/v1/admin/providers", &groq).await;
     let (status, problem) = refused(
         &stack,
         Method::PUT,
@@ -382,7 +355,7 @@ async fn the_registry_refuses_what_it_cannot_keep_and_says_who_uses_a_provider()
     .await;
     assert_eq!((status, problem["field"].as_str()), (422, Some("chain[1]")));
     let body = json!({ "routes": { "groq": "llama-3.3-70b", "ollama": "llama3" } });
-    admin_ok(&stack, Method::PUT, "/v1/admin/aliases/fast", &body).await;
+    admin_json(&stack, Method::PUT, "/v1/admin/aliases/fast", &body).await;
     add_price(&stack, "groq", "llama-3.3-70b", "0.0005", "0.0008").await;
     stack
         .patch_settings(&json!({ "ai_hybrid_cloud": "groq" }))
@@ -425,7 +398,7 @@ async fn the_registry_refuses_what_it_cannot_keep_and_says_who_uses_a_provider()
     assert_eq!(status, 422);
 
     let body = json!({ "routes": { "ollama": "llama3" } });
-    admin_ok(&stack, Method::PUT, "/v1/admin/aliases/fast", &body).await;
+    admin_json(&stack, Method::PUT, "/v1/admin/aliases/fast", &body).await;
     stack
         .patch_settings(&json!({ "ai_hybrid_cloud": "openai" }))
         .await;
@@ -439,7 +412,7 @@ async fn the_registry_refuses_what_it_cannot_keep_and_says_who_uses_a_provider()
         .expect("count");
     assert_eq!(prices, 0, "its prices go with it");
 
-    let listed = admin_ok(&stack, Method::GET, "/v1/admin/providers", &Value::Null).await;
+    let listed = admin_json(&stack, Method::GET, "/v1/admin/providers", &Value::Null).await;
     let names: Vec<&str> = listed["data"]
         .as_array()
         .expect("data")
@@ -447,7 +420,7 @@ async fn the_registry_refuses_what_it_cannot_keep_and_says_who_uses_a_provider()
         .filter_map(|p| p["name"].as_str())
         .collect();
     assert_eq!(names, ["local", "openai"]);
-    let audit = admin_ok(&stack, Method::GET, "/v1/admin/audit", &Value::Null).await;
+    let audit = admin_json(&stack, Method::GET, "/v1/admin/audit", &Value::Null).await;
     let text = audit.to_string();
     assert!(
         text.contains("provider.create") && text.contains("provider.delete"),
@@ -460,18 +433,9 @@ async fn the_registry_refuses_what_it_cannot_keep_and_says_who_uses_a_provider()
     stack.stop().await;
 }
 
-/// A database migrated up to the last migration before the registry.
-async fn database_before_the_registry() -> PgPool {
-    let name = format!("tollgate_test_{}", uuid::Uuid::now_v7().simple());
-    let admin = PgPool::connect(&database_url()).await.expect("Postgres");
-    sqlx::query(&format!("create database {name}"))
-        .execute(&admin)
-        .await
-        .expect("create database");
-    admin.close().await;
-    let mut url = url::Url::parse(&database_url()).expect("a URL");
-    url.set_path(&name);
-    let pool = PgPool::connect(url.as_str()).await.expect("connect");
+/// A database of its own migrated up to the last migration before the registry, and its name.
+async fn database_before_the_registry() -> (PgPool, String) {
+    let (pool, name) = empty_database().await;
     let all = &tollgate_core::db::MIGRATOR;
     let before = sqlx::migrate::Migrator {
         migrations: Cow::Owned(
@@ -487,12 +451,12 @@ async fn database_before_the_registry() -> PgPool {
         .run(&pool)
         .await
         .expect("migrations before the registry");
-    pool
+    (pool, name)
 }
 
 #[tokio::test]
 async fn todays_settings_become_the_registry_with_the_same_answers() {
-    let pool = database_before_the_registry().await;
+    let (pool, name) = database_before_the_registry().await;
     // An operator's deployment as it stood: OpenAI active with its key, the fleet its fallback,
     // a route on each, prices on each, and a job the fleet ran.
     let statements = [
@@ -583,4 +547,5 @@ async fn todays_settings_become_the_registry_with_the_same_answers() {
         .expect("valid");
     assert_eq!(after.settings.ai_hybrid_cloud, ProviderName::OPENAI);
     pool.close().await;
+    drop_database(&name).await;
 }
