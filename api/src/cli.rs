@@ -38,7 +38,8 @@ pub struct Cli {
     pub images: ImageConfig,
 
     /// Largest body of a call that carries images inline, in bytes (also the most bytes of
-    /// images, inline or fetched, one request may show).
+    /// images, inline or fetched, one request may show, and the largest body of the Anthropic
+    /// surface's messages, text or images).
     #[arg(long, env = "TOLLGATE_IMAGE_BODY_LIMIT_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub image_body_limit: usize,
 

@@ -28,7 +28,9 @@
 //!   request bodies, `conversation`: its messages, tools and formats read into the conversation
 //!   model, `replies`: a reply in its answer shapes) and `ollama/` (`generation`, `models`,
 //!   `requests`: Ollama's request bodies, `conversation`: its messages, tools and `format` and
-//!   its reply); `admin/` (`settings`,
+//!   its reply); `anthropic/` (`messages`: its routes, `requests`: a Messages body read into the
+//!   conversation model with Anthropic's extras kept, `replies`: a job as a `message`, `events`:
+//!   its stream's events); `admin/` (`settings`,
 //!   `aliases`, `hosts`, `models`, `billing`, `tenants`, `tokens`, `rules`, `audit`, `webhooks`,
 //!   `dead_letters`, `overview`);
 //! - `cli`: the operator commands (`migrate`, `tenant`, `token`).

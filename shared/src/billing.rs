@@ -14,21 +14,33 @@ pub const COST_SCALE: u32 = 10;
 
 /// What `prompt_tokens` in and `completion_tokens` out cost at `price`.
 pub fn cost(prompt_tokens: i64, completion_tokens: i64, price: &Price) -> Decimal {
-    cost_with_cache(prompt_tokens, 0, completion_tokens, price)
+    cost_with_cache(prompt_tokens, Cache::default(), completion_tokens, price)
 }
 
-/// The same with `cached_tokens` of the prompt read from the provider's cache, priced at the
-/// price's cached rate when it has one.
+/// The parts of a prompt's tokens its provider's cache had a hand in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cache {
+    /// Read from the cache.
+    pub read: i64,
+    /// Written to it (Anthropic's cache creation).
+    pub written: i64,
+}
+
+/// The same with the prompt's tokens read from the provider's cache and written to it, each
+/// priced at the price's rate for it when it has one (else the input rate).
 pub fn cost_with_cache(
     prompt_tokens: i64,
-    cached_tokens: i64,
+    cache: Cache,
     completion_tokens: i64,
     price: &Price,
 ) -> Decimal {
-    let cached = cached_tokens.clamp(0, prompt_tokens);
-    let cached_rate = price.cached_input_per_1k.unwrap_or(price.input_per_1k);
-    let raw = (Decimal::from(prompt_tokens - cached) * price.input_per_1k
-        + Decimal::from(cached) * cached_rate
+    let read = cache.read.clamp(0, prompt_tokens);
+    let written = cache.written.clamp(0, prompt_tokens - read);
+    let read_rate = price.cached_input_per_1k.unwrap_or(price.input_per_1k);
+    let write_rate = price.cache_write_input_per_1k.unwrap_or(price.input_per_1k);
+    let raw = (Decimal::from(prompt_tokens - read - written) * price.input_per_1k
+        + Decimal::from(read) * read_rate
+        + Decimal::from(written) * write_rate
         + Decimal::from(completion_tokens) * price.output_per_1k)
         / Decimal::ONE_THOUSAND;
     raw.round_dp_with_strategy(COST_SCALE, RoundingStrategy::MidpointAwayFromZero)
@@ -63,19 +75,45 @@ mod tests {
             input_per_1k: Decimal::from_str(input).expect("decimal"),
             output_per_1k: Decimal::from_str(output).expect("decimal"),
             cached_input_per_1k: None,
+            cache_write_input_per_1k: None,
         }
+    }
+
+    fn read(read: i64) -> Cache {
+        Cache { read, written: 0 }
     }
 
     #[test]
     fn cached_prompt_tokens_cost_the_cached_rate_when_the_price_has_one() {
         let mut p = price("0.0004", "0.0016");
         // Without a cached rate, a cached token costs what any prompt token does.
-        assert_eq!(cost_with_cache(1000, 600, 0, &p), cost(1000, 0, &p));
+        assert_eq!(cost_with_cache(1000, read(600), 0, &p), cost(1000, 0, &p));
         p.cached_input_per_1k = Some(Decimal::from_str("0.0001").expect("decimal"));
         // 400 at 0.0004 and 600 at 0.0001 per 1K: 0.00016 + 0.00006
-        assert_eq!(display(cost_with_cache(1000, 600, 0, &p)), "0.00022");
+        assert_eq!(display(cost_with_cache(1000, read(600), 0, &p)), "0.00022");
         // More cached than the prompt holds is the prompt.
-        assert_eq!(display(cost_with_cache(10, 50, 0, &p)), "0.000001");
+        assert_eq!(display(cost_with_cache(10, read(50), 0, &p)), "0.000001");
+    }
+
+    #[test]
+    fn prompt_tokens_written_to_the_cache_cost_the_cache_write_rate() {
+        // Anthropic's: $3 per million in, $3.75 written to the cache, $0.30 read from it.
+        let mut p = price("0.003", "0.015");
+        let cache = Cache {
+            read: 2000,
+            written: 1000,
+        };
+        assert_eq!(cost_with_cache(4000, cache, 0, &p), cost(4000, 0, &p));
+        p.cached_input_per_1k = Some(Decimal::from_str("0.0003").expect("decimal"));
+        p.cache_write_input_per_1k = Some(Decimal::from_str("0.00375").expect("decimal"));
+        // 1000 at 0.003, 2000 at 0.0003 and 1000 at 0.00375 per 1K.
+        assert_eq!(display(cost_with_cache(4000, cache, 0, &p)), "0.00735");
+        // What was written is within what the cache did not give.
+        let all = Cache {
+            read: 3000,
+            written: 5000,
+        };
+        assert_eq!(display(cost_with_cache(4000, all, 0, &p)), "0.00465");
     }
 
     #[test]

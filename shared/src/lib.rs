@@ -6,7 +6,9 @@
 //!   with, and its `FailureClass`), `request` (validated requests), `conversation` (one model of
 //!   a chat whatever its dialect: messages of parts — text, images, tool calls and results —,
 //!   tools, tool choice, the answer's format and its check, the reply with its tool calls and
-//!   reasoning), `reasoning` (how much a model reasons, mapped between dialects), `capability`
+//!   reasoning), `reasoning` (how much a model reasons, mapped between dialects), `anthropic`
+//!   (what an Anthropic request carries beyond the conversation, and the gateway's reasoning
+//!   signatures), `capability`
 //!   (what a model can do), `batch` (a batch's items,
 //!   templates), `openai_batch` (the Batch API endpoints a batch stores), `settings` (`Settings`,
 //!   `Strategy`, `ModelRoutes`, `Runtime`), `prices` (the prices in force), `fleet` (hosts and
@@ -28,9 +30,11 @@
 //!   messages and their trace), `message` (the versioned messages), `subscription` (durable
 //!   queues read with acks: `Subscription`, `Delivery`), `hints` (per-connection hint queues);
 //! - [`provider`]: the upstream clients — `http` (the shared client, classifying failures),
-//!   `ollama`, `openai`, `ollama_messages` and `openai_messages` (a conversation in each one's
-//!   form), `openai_answers` (OpenAI's answers read), `ollama_models` (list, pull, delete),
-//!   `error` (`ProviderError`, its code a `JobErrorCode`);
+//!   `ollama`, `openai`, `anthropic`, `ollama_messages` and `openai_messages` (a conversation in
+//!   each one's form), `openai_answers` (OpenAI's answers read), `anthropic_messages` (Anthropic's
+//!   bodies written and answers read), `anthropic_wire` (Anthropic's wire types, which the
+//!   `/anthropic` surface speaks too), `ollama_models` (list, pull, delete), `error`
+//!   (`ProviderError`, its code a `JobErrorCode`);
 //! - [`runtime`]: the operator's settings and model routes, held in memory and kept fresh;
 //! - [`secret`]: sealing provider keys for storage;
 //! - [`token`]: API token generation and hashing;

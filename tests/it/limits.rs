@@ -9,7 +9,7 @@ use tollgate_core::domain::Role;
 use crate::harness::{Stack, client, eventually, test_api_settings};
 
 /// A new tenant (with `tenant_rules`) and `tokens` client tokens with `token_rules`.
-async fn tenant_with(
+pub(crate) async fn tenant_with(
     stack: &Stack,
     name: &str,
     tenant_rules: Value,

@@ -8,7 +8,7 @@
 //! fleet), `models`, `delivery`, `coalescing`, `outages`, `lost_commit` (statements whose commit answer
 //! the connection lost); what comes back — `events`, `streaming`, `webhooks`, `billing`,
 //! `retention`; bulk work — `batches`, `cli`, `openai_batches`; the drop-in surfaces through the
-//! official Python packages — `calls`, and tool calls and structured answers through every surface
+//! official Python packages — `calls`, Anthropic's dialect (and Claude Code) — `anthropic`, and tool calls and structured answers through every surface
 //! and provider — `tools`; observing — `metrics`, `traces`, `dashboard`; the document —
 //! `openapi`; and `sim` (provider-sim's own wire formats).
 #![expect(
@@ -21,6 +21,7 @@
 )]
 
 mod access;
+mod anthropic;
 mod bad_input;
 mod batches;
 mod billing;

@@ -47,6 +47,7 @@ pub(crate) async fn run_sdk_script_with(
         .envs(env.iter().copied())
         .env("TOLLGATE_OPENAI_BASE_URL", stack.url("/openai/v1"))
         .env("TOLLGATE_OLLAMA_HOST", stack.url("/ollama"))
+        .env("TOLLGATE_ANTHROPIC_BASE_URL", stack.url("/anthropic"))
         .env("TOLLGATE_TOKEN", &stack.token)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

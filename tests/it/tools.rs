@@ -1,9 +1,10 @@
-//! Tool calls and structured answers through every surface and both providers: the official
+//! Tool calls and structured answers through every surface and provider: the official
 //! `openai` and `ollama` Python packages and `langchain-openai` (`tests/openai/tools.py`,
-//! `tests/ollama/tools.py`, `tests/openai/langchain_tools.py`), a
-//! translation table (surface × provider × streamed or not × one or parallel calls, each replayed
-//! as history — the sims refuse arguments of the wrong type in a history, as Ollama and OpenAI
-//! do), structured answers checked and asked for again, and a batch of structured items.
+//! `tests/ollama/tools.py`, `tests/openai/langchain_tools.py`), a translation table (Chat
+//! Completions, Responses, Ollama, native and Anthropic surfaces × the fleet, OpenAI and an
+//! Anthropic account × streamed or not × one or parallel calls, each replayed as history — the
+//! sims refuse arguments of the wrong type in a history, as the vendors do), structured answers
+//! checked and asked for again, and a batch of structured items.
 
 use serde_json::{Value, json};
 
@@ -84,6 +85,7 @@ enum Surface {
     Responses,
     Ollama,
     Native,
+    Anthropic,
 }
 
 /// A tool call as a surface answered it: id, name and the arguments' object.
@@ -112,6 +114,7 @@ impl Surface {
             Self::Responses => "/openai/v1/responses",
             Self::Ollama => "/ollama/api/chat",
             Self::Native => "/v1/chat",
+            Self::Anthropic => "/anthropic/v1/messages",
         }
     }
 
@@ -125,6 +128,7 @@ impl Surface {
                 Self::Responses => json!({ "type": "function", "name": name,
                                            "parameters": parameters, "strict": false }),
                 Self::Native => json!({ "name": name, "parameters": parameters }),
+                Self::Anthropic => json!({ "name": name, "input_schema": parameters }),
             })
             .collect();
         json!(tools)
@@ -177,6 +181,21 @@ impl Surface {
                                          "content": "18°C" }));
                 }
             }
+            Self::Anthropic => {
+                let written: Vec<Value> = calls
+                    .iter()
+                    .map(|c| {
+                        json!({ "type": "tool_use", "id": c.id, "name": c.name,
+                                "input": c.arguments })
+                    })
+                    .collect();
+                history.push(json!({ "role": "assistant", "content": written }));
+                let results: Vec<Value> = calls
+                    .iter()
+                    .map(|c| json!({ "type": "tool_result", "tool_use_id": c.id, "content": "18°C" }))
+                    .collect();
+                history.push(json!({ "role": "user", "content": results }));
+            }
             Self::Native => {
                 let written: Vec<Value> = calls
                     .iter()
@@ -198,6 +217,10 @@ impl Surface {
         let mut body = json!({ "model": model, "tools": self.tools(), "stream": stream });
         match self {
             Self::Responses => body["input"] = json!(history),
+            Self::Anthropic => {
+                body["messages"] = json!(history);
+                body["max_tokens"] = json!(1024);
+            }
             _ => body["messages"] = json!(history),
         }
         body
@@ -233,8 +256,87 @@ impl Surface {
                     .expect("the ended job");
                 native_job(&job)
             }
+            (Self::Anthropic, false) => {
+                anthropic_message(&serde_json::from_str(&text).expect("JSON"))
+            }
+            (Self::Anthropic, true) => anthropic_stream(&text),
         }
     }
+}
+
+fn anthropic_message(body: &Value) -> (Vec<Called>, String) {
+    let mut calls = Vec::new();
+    let mut text = String::new();
+    for block in body["content"].as_array().expect("content") {
+        match block["type"].as_str() {
+            Some("tool_use") => calls.push(Called {
+                id: block["id"].as_str().expect("id").to_owned(),
+                name: block["name"].as_str().expect("name").to_owned(),
+                arguments: block["input"].clone(),
+            }),
+            Some("text") => text.push_str(block["text"].as_str().unwrap_or_default()),
+            other => panic!("a block of type {other:?}"),
+        }
+    }
+    let stop = if calls.is_empty() {
+        "end_turn"
+    } else {
+        "tool_use"
+    };
+    assert_eq!(body["stop_reason"], stop, "{body}");
+    (calls, text)
+}
+
+/// Anthropic's events gathered as its SDK does: blocks in order from index 0, never
+/// overlapping, each started and stopped, a call's input the concatenation of its
+/// `input_json_delta`s.
+fn anthropic_stream(body: &str) -> (Vec<Called>, String) {
+    let mut blocks: Vec<Value> = Vec::new();
+    let mut open: Option<usize> = None;
+    let mut stop = Value::Null;
+    let mut partial = String::new();
+    for (kind, data) in sse_events(body) {
+        match kind.as_str() {
+            "content_block_start" => {
+                assert_eq!(open, None, "blocks do not overlap: {body}");
+                let index = usize::try_from(data["index"].as_u64().expect("index")).expect("small");
+                assert_eq!(index, blocks.len(), "{body}");
+                blocks.push(data["content_block"].clone());
+                open = Some(index);
+                partial.clear();
+            }
+            "content_block_delta" => {
+                let index = usize::try_from(data["index"].as_u64().expect("index")).expect("small");
+                assert_eq!(open, Some(index), "{body}");
+                let delta = &data["delta"];
+                match delta["type"].as_str() {
+                    Some("text_delta") => {
+                        let more = delta["text"].as_str().unwrap_or_default();
+                        let text = format!(
+                            "{}{more}",
+                            blocks[index]["text"].as_str().unwrap_or_default()
+                        );
+                        blocks[index]["text"] = json!(text);
+                    }
+                    Some("input_json_delta") => {
+                        partial.push_str(delta["partial_json"].as_str().unwrap_or_default());
+                    }
+                    other => panic!("a delta of type {other:?}"),
+                }
+            }
+            "content_block_stop" => {
+                let index = open.take().expect("a block open");
+                if blocks[index]["type"] == "tool_use" {
+                    blocks[index]["input"] = object(&partial);
+                }
+            }
+            "message_delta" => stop = data["delta"]["stop_reason"].clone(),
+            _ => {}
+        }
+    }
+    assert_eq!(open, None, "every block is stopped: {body}");
+    let message = json!({ "content": blocks, "stop_reason": stop });
+    anthropic_message(&message)
 }
 
 fn object(arguments: &str) -> Value {
@@ -418,14 +520,17 @@ fn native_job(job: &Value) -> (Vec<Called>, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn tool_calls_translate_between_every_surface_and_provider_streamed_or_not() {
     let stack = stack().await;
+    crate::anthropic::anthropic_account(&stack).await;
     let surfaces = [
         Surface::Chat,
         Surface::Responses,
         Surface::Ollama,
         Surface::Native,
+        Surface::Anthropic,
     ];
+    let models = [MODELS[0], MODELS[1], crate::anthropic::CLAUDE];
     for surface in surfaces {
-        for model in MODELS {
+        for model in models {
             for stream in [false, true] {
                 for parallel in [false, true] {
                     let case = format!("{surface:?} {model} stream={stream} parallel={parallel}");

@@ -17,7 +17,7 @@ use tollgate_core::domain::{
     Capabilities, Capability, CircuitPolicy, CloudAccount, CloudKind, FleetRoute, LocalWait,
     ProviderName, Route, RouteInput, Runtime, Settings, WhenBusy, bulk_slots,
 };
-use tollgate_core::provider::{OpenAiClient, Provider};
+use tollgate_core::provider::{AnthropicClient, OpenAiClient, Provider};
 use tollgate_core::runtime::RuntimeWatch;
 use tollgate_core::secret::SecretKey;
 
@@ -378,8 +378,12 @@ fn client(
     };
     let timeout = account.timeout.unwrap_or(timeout);
     let client = match (account.kind, key) {
+        (CloudKind::OpenAi | CloudKind::Anthropic, None) => return None,
+        (CloudKind::Anthropic, Some(key)) => {
+            let client = AnthropicClient::new(&account.base_url, key, timeout);
+            return Some(Provider::Anthropic(client));
+        }
         (CloudKind::OpenAi, Some(key)) => OpenAiClient::new(&account.base_url, key, timeout),
-        (CloudKind::OpenAi, None) => return None,
         (CloudKind::OpenAiCompatible, key) => {
             OpenAiClient::compatible(&account.base_url, key, timeout)
         }

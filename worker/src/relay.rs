@@ -64,6 +64,7 @@ impl Relay {
                 lock(&self.thinking).push_str(thought);
                 StreamPart::Thinking(thought.to_owned())
             }
+            Delta::Signature(signature) => StreamPart::Signature(signature.to_owned()),
         };
         if let Some(pieces) = lock(&self.pieces).as_ref() {
             let _ = pieces.send(part);

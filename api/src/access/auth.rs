@@ -68,6 +68,43 @@ impl TokenCache {
 /// The authenticated caller of a request.
 pub struct Caller(pub Principal);
 
+/// Anthropic's clients send their key as `x-api-key` (and Claude Code sends both, alike).
+static API_KEY: header::HeaderName = header::HeaderName::from_static("x-api-key");
+
+/// The token a request carries: `Authorization: Bearer <token>`, or else `x-api-key: <token>`.
+fn secret(headers: &header::HeaderMap) -> Result<&str, ApiError> {
+    let missing = || {
+        ApiError::unauthorized(
+            ErrorCode::MissingToken,
+            "send `Authorization: Bearer <token>` (or `x-api-key: <token>`)",
+        )
+    };
+    let Some(authorization) = headers.get(header::AUTHORIZATION) else {
+        let key = headers.get(&API_KEY).ok_or_else(missing)?;
+        return key
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(missing);
+    };
+    authorization
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                ErrorCode::MissingToken,
+                "the Authorization header must be `Bearer <token>`",
+            )
+        })
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -75,27 +112,7 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized(
-                ErrorCode::MissingToken,
-                "send `Authorization: Bearer <token>`",
-            )
-        })?;
-        let secret = header
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthorized(
-                    ErrorCode::MissingToken,
-                    "the Authorization header must be `Bearer <token>`",
-                )
-            })?;
+        let secret = secret(&parts.headers)?;
         let client = ClientInfo::of(parts, &state.trusted_proxies);
         let hash = tollgate_core::token::hash(secret);
         let principal = match state.tokens.get(&hash) {

@@ -41,7 +41,8 @@ pub fn failure(job: &Job) -> ApiError {
         (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::JobFailed),
         |e| ErrorCode::of_job(&e.code),
     );
-    ApiError::job_failed(status, code, detail)
+    let upstream = job.error.as_ref().and_then(|e| e.upstream.clone());
+    ApiError::job_failed(status, code, detail).with_upstream(upstream)
 }
 
 /// Why a succeeded answer stopped, as its provider said; for a result written before the reason
@@ -93,6 +94,8 @@ pub struct Tokens {
     pub completion: i64,
     pub reasoning: i64,
     pub cached: i64,
+    /// Written to the provider's cache (Anthropic's).
+    pub cache_written: i64,
 }
 
 impl Tokens {
@@ -102,6 +105,7 @@ impl Tokens {
             completion: i64::from(u.completion_tokens),
             reasoning: i64::from(u.reasoning_tokens),
             cached: i64::from(u.cached_tokens),
+            cache_written: i64::from(u.cache_write_tokens),
         })
     }
 }

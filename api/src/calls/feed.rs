@@ -170,6 +170,8 @@ enum Fed {
     Text(String),
     /// The next piece of the model's reasoning (which comes before the text).
     Thinking(String),
+    /// The provider's signature of the reasoning, after it.
+    Signature(String),
     /// The job ended (its whole text already fed).
     Ended(Box<Job>),
     /// The sync timeout passed, or the api is shutting down: the stream ends, the job goes on.
@@ -273,6 +275,10 @@ impl Feed {
                         self.fed_thinking.push_str(&thought);
                         return Some(Ok(Fed::Thinking(thought)));
                     }
+                    StreamPart::Signature(signature) => {
+                        self.next_seq += 1;
+                        return Some(Ok(Fed::Signature(signature)));
+                    }
                 },
                 Step::Heard(Some(Heard::Gap)) => {
                     self.lossy = true;
@@ -341,6 +347,11 @@ pub trait Dialect: Send + 'static {
     fn text(&mut self, text: &str) -> Vec<Self::Item>;
     /// A piece of the model's reasoning, where the dialect puts it.
     fn thinking(&mut self, text: &str) -> Vec<Self::Item>;
+    /// The provider's signature of the reasoning so far, which closes it (only Anthropic's
+    /// dialect carries one).
+    fn signature(&mut self, _signature: &str) -> Vec<Self::Item> {
+        Vec::new()
+    }
     /// What closes the stream once the job ended, however it ended.
     fn ended(&mut self, job: &Job) -> Vec<Self::Item>;
     /// What closes the stream when its job cannot be followed further (it goes on).
@@ -365,6 +376,7 @@ impl Feed {
                     let more = match feed.next().await? {
                         Ok(Fed::Text(text)) => dialect.text(&text),
                         Ok(Fed::Thinking(text)) => dialect.thinking(&text),
+                        Ok(Fed::Signature(signature)) => dialect.signature(&signature),
                         Ok(Fed::Ended(job)) => dialect.ended(&job),
                         Ok(Fed::StillRunning) => {
                             dialect.failed(&ApiError::still_running(feed.job_id()))

@@ -26,6 +26,11 @@ pub struct Problem {
     /// The request field at fault (a 422's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// A failed job's provider's own error body, as it answered (a surface of the provider's
+    /// dialect answers with it unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub upstream: Option<Box<serde_json::Value>>,
 }
 
 #[derive(Debug)]
@@ -38,6 +43,8 @@ pub struct ApiError {
     /// Further headers of the answer (a 429's `RateLimit-*`).
     headers: Vec<(HeaderName, HeaderValue)>,
     internal: Option<anyhow::Error>,
+    /// A failed job's provider's own error body.
+    upstream: Option<Box<serde_json::Value>>,
     /// The database could not be reached: the answer carries [`DatabaseUnreachable`].
     database_unreachable: bool,
 }
@@ -92,6 +99,7 @@ impl ApiError {
             retry_after_secs: None,
             headers: Vec::new(),
             internal: None,
+            upstream: None,
             database_unreachable: false,
         }
     }
@@ -242,6 +250,12 @@ impl ApiError {
         Self::new(status, code, detail)
     }
 
+    /// The error with the failed job's provider's own error body.
+    pub fn with_upstream(mut self, body: Option<Box<serde_json::Value>>) -> Self {
+        self.upstream = body;
+        self
+    }
+
     /// 504: a sync call's job outlived the sync timeout. It goes on, at its URL.
     pub fn still_running(id: impl std::fmt::Display) -> Self {
         Self::new(
@@ -313,6 +327,7 @@ impl ApiError {
             detail: self.detail.clone(),
             code: self.code,
             field: self.field.clone(),
+            upstream: self.upstream.clone(),
         }
     }
 }

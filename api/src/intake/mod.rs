@@ -131,11 +131,13 @@ pub struct Call {
 }
 
 /// What a drop-in surface's call asks: the request, where its images were given (in the
-/// surface's terms), and the size of the body it came in.
+/// surface's terms), the size of the body it came in (0 for a surface that takes long bodies
+/// whole, the Anthropic surface's), and the job's metadata.
 pub struct Asked {
     pub request: JobRequest,
     pub places: ImagePlaces,
     pub body: usize,
+    pub metadata: Option<Value>,
 }
 
 impl Asked {
@@ -145,6 +147,7 @@ impl Asked {
             request,
             places: ImagePlaces::default(),
             body: 0,
+            metadata: None,
         }
     }
 }
@@ -163,6 +166,7 @@ pub async fn call(
         mut request,
         places,
         body,
+        metadata,
     } = asked;
     let model = request.model();
     match judge(state, caller, model, request.needs()).await {
@@ -183,7 +187,7 @@ pub async fn call(
         tenant_id: caller.tenant_id,
         token_id: Some(caller.token_id),
         request,
-        metadata: None,
+        metadata: check_metadata(metadata)?,
         origin: client.origin.clone(),
         client_ip: client.ip,
         reservation: None,
@@ -421,6 +425,22 @@ pub async fn served_request(
         Err(Unserved::Lacks(capability)) => Err(lacks(model.as_str(), capability, places)),
         Err(unserved) => Err(not_served(model, unserved)),
     }
+}
+
+/// Whether `model` is served for `caller` at all, for what answers without a job
+/// (Anthropic's `count_tokens`): a 404 `model_not_found` if not, as OpenAI and Anthropic answer.
+pub async fn served(
+    state: &AppState,
+    caller: &Principal,
+    model: &ModelName,
+) -> Result<(), ApiError> {
+    judge(state, caller, model, Capabilities::NONE)
+        .await
+        .map_err(|unserved| {
+            ApiError::not_found(unserved.explain(model.as_str()))
+                .with_code(ErrorCode::ModelNotFound)
+                .with_field("model")
+        })
 }
 
 /// Whether `model` is served for `caller` by a step able to do what `needs` says. A refusal is

@@ -220,6 +220,8 @@ impl Follow {
                                 return Wake::Delta(text);
                             }
                             StreamPart::Thinking(text) => return Wake::Thinking(text),
+                            // The job's result carries the reasoning's signature.
+                            StreamPart::Signature(_) => continue,
                         },
                         Some(Heard::Gap) => self.text.lossy = true,
                         None => self.following = None,

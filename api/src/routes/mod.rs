@@ -4,6 +4,7 @@
 //! ([`openapi`]); `api/clippy.toml` refuses a route added any other way.
 
 mod admin;
+mod anthropic;
 mod batch_events;
 mod batches;
 mod dashboard;
@@ -98,6 +99,10 @@ fn routes(settings: &ApiSettings, database: &database::DatabaseHealth) -> OpenAp
             "/ollama",
             ollama::router(settings.image_body_limit, database.clone()),
         )
+        .nest(
+            "/anthropic",
+            anthropic::router(settings.image_body_limit, database.clone()),
+        )
 }
 
 /// A route whose body may carry images inline: it takes bodies up to `limit` (the image body
@@ -152,6 +157,9 @@ fn cors() -> CorsLayer {
             header::ACCEPT,
             HeaderName::from_static("prefer"),
             HeaderName::from_static("last-event-id"),
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static("anthropic-version"),
+            HeaderName::from_static("anthropic-beta"),
         ])
         .expose_headers([
             header::LOCATION,

@@ -64,6 +64,9 @@ struct PriceView {
     /// What a prompt token read from the provider's cache costs, when it is billed apart.
     #[serde(skip_serializing_if = "Option::is_none")]
     cached_input_per_1k: Option<String>,
+    /// What a prompt token written to the provider's cache costs, when it is billed apart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_write_input_per_1k: Option<String>,
 }
 
 /// The models you may use
@@ -121,6 +124,9 @@ async fn list(State(state): State<AppState>, Caller(_): Caller) -> Result<Json<M
                                     output_per_1k: billing::display(p.output_per_1k),
                                     cached_input_per_1k: p
                                         .cached_input_per_1k
+                                        .map(billing::display),
+                                    cache_write_input_per_1k: p
+                                        .cache_write_input_per_1k
                                         .map(billing::display),
                                 }),
                         }

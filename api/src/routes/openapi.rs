@@ -14,6 +14,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, Secur
 use utoipa::openapi::{Components, Content, InfoBuilder, OpenApi, Ref, RefOr, Response, Tag};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
+use super::anthropic::AnthropicError;
 use super::ollama::OllamaError;
 use super::openai::OpenAiError;
 use crate::http::error::Problem;
@@ -43,7 +44,8 @@ pub struct Submitting {
 }
 
 /// The routes anyone may call: no bearer token.
-pub const PUBLIC: [&str; 7] = [
+pub const PUBLIC: [&str; 8] = [
+    "/anthropic",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -54,7 +56,7 @@ pub const PUBLIC: [&str; 7] = [
 ];
 
 /// The tags, in the order a reader meets them.
-const TAGS: [(&str, &str); 8] = [
+const TAGS: [(&str, &str); 9] = [
     (
         "Jobs",
         "Submit generation, chat and embedding jobs; read, follow and cancel them",
@@ -76,6 +78,10 @@ const TAGS: [(&str, &str); 8] = [
         "Ollama",
         "Ollama's API under /ollama: change only the host (and send a bearer token)",
     ),
+    (
+        "Anthropic",
+        "Anthropic's Messages API under /anthropic: change only the base URL and the key (Claude Code too)",
+    ),
     ("Dashboard", "The operator's pages in the browser"),
     ("Service", "Liveness, readiness, metrics and this document"),
 ];
@@ -86,6 +92,7 @@ enum Surface {
     Native,
     OpenAi,
     Ollama,
+    Anthropic,
 }
 
 impl Surface {
@@ -94,6 +101,8 @@ impl Surface {
             Self::OpenAi
         } else if path.starts_with("/ollama/") {
             Self::Ollama
+        } else if path.starts_with("/anthropic") {
+            Self::Anthropic
         } else {
             Self::Native
         }
@@ -105,6 +114,7 @@ impl Surface {
             Self::Native => ("application/problem+json", Problem::name()),
             Self::OpenAi => ("application/json", OpenAiError::name()),
             Self::Ollama => ("application/json", OllamaError::name()),
+            Self::Anthropic => ("application/json", AnthropicError::name()),
         };
         let schema = RefOr::Ref(Ref::from_schema_name(schema));
         (media, Content::new(Some(schema)))
@@ -141,12 +151,14 @@ pub fn complete(mut api: OpenApi) -> OpenApi {
         (Problem::name(), Problem::schema()),
         (OpenAiError::name(), OpenAiError::schema()),
         (OllamaError::name(), OllamaError::schema()),
+        (AnthropicError::name(), AnthropicError::schema()),
     ] {
         components.schemas.insert(name.into_owned(), schema);
     }
     let mut schemas = Vec::new();
     Problem::schemas(&mut schemas);
     OpenAiError::schemas(&mut schemas);
+    AnthropicError::schemas(&mut schemas);
     components.schemas.extend(schemas);
     api.paths.paths = std::mem::take(&mut api.paths.paths)
         .into_iter()
@@ -283,6 +295,7 @@ mod tests {
         assert_eq!(Surface::of("/v1/jobs"), Surface::Native);
         assert_eq!(Surface::of("/openai/v1/models"), Surface::OpenAi);
         assert_eq!(Surface::of("/ollama/api/chat"), Surface::Ollama);
+        assert_eq!(Surface::of("/anthropic/v1/messages"), Surface::Anthropic);
         let (media, _) = Surface::Native.error_content();
         assert_eq!(media, "application/problem+json");
     }

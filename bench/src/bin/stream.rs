@@ -1,10 +1,12 @@
 //! `tollgate-bench-stream`: what the queue adds to a streamed chat, against provider-sim direct.
 //!
-//! Both sides are the same Chat Completions call with `stream: true` — through the gateway
+//! The sides are the same streamed chat — through the gateway's OpenAI surface
 //! (`/openai/v1/chat/completions`: api → RabbitMQ → worker → the sim's Ollama stream → relay →
-//! api) and straight to the sim's own `/v1/chat/completions`, which streams the same words at the
-//! same per-token delay. At each concurrency the two sides take turns, round after round, and for
-//! each stream the time to first token (first piece of content) and the total time are taken.
+//! api), through its Anthropic surface (`/anthropic/v1/messages`, the same path written as
+//! Anthropic's events), and straight to the sim's own `/v1/chat/completions`, which streams the
+//! same words at the same per-token delay. At each concurrency the sides take turns, round after
+//! round, and for each stream the time to first token (first piece of text) and the total time
+//! are taken.
 //! Then one client makes non-streaming calls one at a time through both, for the added latency.
 //! With `--hold N`, it finally opens N streams at once through the gateway and keeps them open
 //! (the caller samples the api's memory meanwhile).
@@ -24,6 +26,9 @@ struct Cli {
     /// The gateway's OpenAI base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080/openai/v1")]
     gateway: String,
+    /// The gateway's Anthropic base URL (its SDKs' form: `/v1` is added).
+    #[arg(long, default_value = "http://127.0.0.1:8080/anthropic")]
+    anthropic: String,
     /// provider-sim's OpenAI base URL.
     #[arg(long, default_value = "http://127.0.0.1:11434/v1")]
     direct: String,
@@ -52,8 +57,23 @@ struct Cli {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
+    /// The gateway's OpenAI surface.
     Gateway,
+    /// The gateway's Anthropic surface.
+    Anthropic,
     Direct,
+}
+
+impl Side {
+    const ALL: [Self; 3] = [Self::Gateway, Self::Anthropic, Self::Direct];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Gateway => "openai",
+            Self::Anthropic => "anthropic",
+            Self::Direct => "direct",
+        }
+    }
 }
 
 /// One stream's timings.
@@ -70,19 +90,17 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(2048)
         .timeout(Duration::from_secs(600))
         .build()?;
-    println!("== streams: time to first token and total (ms), gateway vs direct");
+    println!("== streams: time to first token and total (ms), each surface vs direct");
     println!(
-        "{:>6} {:>8} | {:>9} {:>9} | {:>9} {:>9} | {:>10} {:>10}",
+        "{:>6} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>10} {:>10}",
         "conc", "side", "ttft p50", "ttft p99", "total p50", "total p99", "+ttft p50", "+ttft p99"
     );
     for &concurrency in &cli.concurrency {
-        let mut timed = [Vec::new(), Vec::new()];
+        let mut timed = [Vec::new(), Vec::new(), Vec::new()];
         for round in 0..cli.rounds {
-            // Alternate which side goes first, so neither always runs on a warmer machine.
-            let order = match round % 2 {
-                0 => [Side::Gateway, Side::Direct],
-                _ => [Side::Direct, Side::Gateway],
-            };
+            // Rotate which side goes first, so none always runs on a warmer machine.
+            let mut order = Side::ALL;
+            order.rotate_left(round % Side::ALL.len());
             for side in order {
                 let streams = concurrency.max(10);
                 let batch = run_streams(&client, &cli, side, concurrency, streams).await?;
@@ -99,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 #[expect(clippy::print_stdout, reason = "the report is the program's output")]
-fn report(concurrency: usize, timed: &mut [Vec<Timed>; 2]) {
+fn report(concurrency: usize, timed: &mut [Vec<Timed>; 3]) {
     let stats = |timed: &[Timed]| {
         let mut first: Vec<Duration> = timed.iter().map(|t| t.first_token).collect();
         let mut total: Vec<Duration> = timed.iter().map(|t| t.total).collect();
@@ -112,30 +130,34 @@ fn report(concurrency: usize, timed: &mut [Vec<Timed>; 2]) {
             percentile(&total, 0.99),
         ]
     };
-    let gateway = stats(&timed[Side::Gateway as usize]);
     let direct = stats(&timed[Side::Direct as usize]);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    for (label, s) in [("gateway", gateway), ("direct", direct)] {
-        let added = match label {
-            "gateway" => format!(
+    for side in Side::ALL {
+        let s = stats(&timed[side as usize]);
+        let added = match side {
+            Side::Direct => String::new(),
+            _ => format!(
                 "{:>10.2} {:>10.2}",
-                ms(gateway[0]) - ms(direct[0]),
-                ms(gateway[1]) - ms(direct[1])
+                ms(s[0]) - ms(direct[0]),
+                ms(s[1]) - ms(direct[1])
             ),
-            _ => String::new(),
         };
         println!(
-            "{concurrency:>6} {label:>8} | {:>9.2} {:>9.2} | {:>9.1} {:>9.1} | {added}",
+            "{concurrency:>6} {:>9} | {:>9.2} {:>9.2} | {:>9.1} {:>9.1} | {added}",
+            side.label(),
             ms(s[0]),
             ms(s[1]),
             ms(s[2]),
             ms(s[3]),
         );
     }
-    println!(
-        "{concurrency:>6}    total | gateway / direct p50: {:.4}",
-        ms(gateway[2]) / ms(direct[2])
-    );
+    for side in [Side::Gateway, Side::Anthropic] {
+        println!(
+            "{concurrency:>6}    total | {} / direct p50: {:.4}",
+            side.label(),
+            ms(stats(&timed[side as usize])[2]) / ms(direct[2])
+        );
+    }
 }
 
 /// Runs `count` streams on `side`, at most `concurrency` at once.
@@ -154,17 +176,25 @@ async fn run_streams(
     results.into_iter().collect()
 }
 
-/// A Chat Completions call on `side`, for its model.
+/// A Chat Completions call on `side` (a Messages API call on the Anthropic surface), for its
+/// model.
 fn chat(cli: &Cli, client: &Client, side: Side, mut body: Value) -> reqwest::RequestBuilder {
-    let (base, model) = match side {
-        Side::Gateway => (&cli.gateway, &cli.model),
-        Side::Direct => (&cli.direct, &cli.direct_model),
+    let (url, model) = match side {
+        Side::Gateway => (format!("{}/chat/completions", cli.gateway), &cli.model),
+        Side::Anthropic => {
+            body["max_tokens"] = json!(1024);
+            let url = format!("{}/v1/messages", cli.anthropic);
+            let call = client.post(url).header("x-api-key", &cli.token);
+            body["model"] = json!(cli.model);
+            return call.json(&body);
+        }
+        Side::Direct => (
+            format!("{}/chat/completions", cli.direct),
+            &cli.direct_model,
+        ),
     };
     body["model"] = json!(model);
-    client
-        .post(format!("{base}/chat/completions"))
-        .bearer_auth(&cli.token)
-        .json(&body)
+    client.post(url).bearer_auth(&cli.token).json(&body)
 }
 
 async fn one_stream(client: &Client, cli: &Cli, side: Side, i: usize) -> anyhow::Result<Timed> {
@@ -201,14 +231,18 @@ async fn one_stream(client: &Client, cli: &Cli, side: Side, i: usize) -> anyhow:
     })
 }
 
-/// Whether an SSE line is a chunk with a piece of text (the role chunk's content is empty).
+/// Whether an SSE line is a chunk with a piece of text (the role chunk's content is empty): a
+/// Chat Completions chunk's content, or an Anthropic `text_delta`.
 fn has_text(line: &str) -> bool {
     line.strip_prefix("data: ")
         .and_then(|data| serde_json::from_str::<Value>(data.trim()).ok())
         .and_then(|chunk| {
-            chunk["choices"][0]["delta"]["content"]
+            let openai = &chunk["choices"][0]["delta"]["content"];
+            let anthropic = &chunk["delta"]["text"];
+            openai
                 .as_str()
-                .map(|content| !content.is_empty())
+                .or_else(|| anthropic.as_str())
+                .map(|text| !text.is_empty())
         })
         .unwrap_or(false)
 }
@@ -216,7 +250,7 @@ fn has_text(line: &str) -> bool {
 /// Non-streaming calls one at a time through both sides, alternating.
 #[expect(clippy::print_stdout, reason = "the report is the program's output")]
 async fn overhead(client: &Client, cli: &Cli) -> anyhow::Result<()> {
-    let mut latencies = [Vec::new(), Vec::new()];
+    let mut latencies = [Vec::new(), Vec::new(), Vec::new()];
     for i in 0..cli.calls * 2 {
         let side = if i % 2 == 0 {
             Side::Gateway
@@ -238,7 +272,10 @@ async fn overhead(client: &Client, cli: &Cli) -> anyhow::Result<()> {
         l.sort();
     }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let (gateway, direct) = (&latencies[0], &latencies[1]);
+    let (gateway, direct) = (
+        &latencies[Side::Gateway as usize],
+        &latencies[Side::Direct as usize],
+    );
     println!(
         "== non-streaming chat/completions, one client, {} calls a side",
         cli.calls

@@ -74,6 +74,8 @@ pub(super) struct AttemptColumns {
     pub(super) completion_tokens: Vec<Option<i32>>,
     pub(super) reasoning_tokens: Vec<Option<i32>>,
     pub(super) cached_tokens: Vec<Option<i32>>,
+    pub(super) cache_write_tokens: Vec<Option<i32>>,
+    pub(super) error_body: Vec<Option<serde_json::Value>>,
     pub(super) cost: Vec<Option<Decimal>>,
     pub(super) host: Vec<Option<String>>,
 }
@@ -112,6 +114,13 @@ impl AttemptColumns {
             c.reasoning_tokens
                 .push(counted.then_some(a.details.reasoning));
             c.cached_tokens.push(counted.then_some(a.details.cached));
+            c.cache_write_tokens
+                .push(counted.then_some(a.details.cache_written));
+            c.error_body.push(
+                a.error
+                    .as_ref()
+                    .and_then(|e| e.upstream.as_deref().cloned()),
+            );
             c.cost.push(a.cost);
             c.host.push(a.host.clone());
         }

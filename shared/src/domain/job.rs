@@ -110,6 +110,10 @@ impl Role {
 pub struct JobError {
     pub code: JobErrorCode,
     pub message: String,
+    /// Anthropic's own error body, as it answered the last call: a client of its dialect is
+    /// answered with it unchanged (kept in the job's row, not shown in its views).
+    #[serde(skip)]
+    pub upstream: Option<Box<serde_json::Value>>,
 }
 
 impl JobError {
@@ -117,6 +121,7 @@ impl JobError {
         Self {
             code,
             message: message.into(),
+            upstream: None,
         }
     }
 }
@@ -136,6 +141,9 @@ pub struct Usage {
     /// Of the prompt tokens, those read from the provider's cache.
     #[serde(default)]
     pub cached_tokens: i32,
+    /// Of the prompt tokens, those written to the provider's cache (Anthropic's).
+    #[serde(default)]
+    pub cache_write_tokens: i32,
     pub cost: Option<String>,
     pub estimated: bool,
     pub unpriced: bool,

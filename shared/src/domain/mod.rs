@@ -1,6 +1,7 @@
 //! Domain types: the vocabulary of jobs, tenants, requests and settings, parsed once at the edge.
 
 mod access;
+pub mod anthropic;
 mod batch;
 mod capability;
 pub mod conversation;

@@ -16,6 +16,8 @@ pub struct Price {
     pub output_per_1k: Decimal,
     /// What a prompt token read from the provider's cache costs; `None`: the input rate.
     pub cached_input_per_1k: Option<Decimal>,
+    /// What a prompt token written to the provider's cache costs; `None`: the input rate.
+    pub cache_write_input_per_1k: Option<Decimal>,
 }
 
 /// Every price with the time it takes effect, held in memory by each process (with the runtime

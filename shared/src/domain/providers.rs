@@ -124,6 +124,8 @@ pub enum CloudKind {
     /// A server speaking OpenAI's Chat Completions, written for the common subset (see
     /// [`crate::provider::OpenAiClient::compatible`]).
     OpenAiCompatible,
+    /// Anthropic's Messages API (see [`crate::provider::AnthropicClient`]).
+    Anthropic,
 }
 
 impl CloudKind {
@@ -131,6 +133,7 @@ impl CloudKind {
         match self {
             Self::OpenAi => "openai",
             Self::OpenAiCompatible => "openai_compatible",
+            Self::Anthropic => "anthropic",
         }
     }
 
@@ -139,17 +142,14 @@ impl CloudKind {
         match raw {
             "openai" => Ok(Self::OpenAi),
             "openai_compatible" => Ok(Self::OpenAiCompatible),
-            "anthropic" => Err(ValidationError::new(
-                field,
-                "\"anthropic\" is reserved for Anthropic's API, which is not an upstream yet",
-            )),
+            "anthropic" => Ok(Self::Anthropic),
             "fleet" | "ollama" => Err(ValidationError::new(
                 field,
                 "the fleet is the provider `local`: add its hosts at /v1/admin/hosts",
             )),
             _ => Err(ValidationError::new(
                 field,
-                "must be \"openai\" or \"openai_compatible\"",
+                "must be \"openai\", \"openai_compatible\" or \"anthropic\"",
             )),
         }
     }
@@ -242,6 +242,8 @@ impl CloudChange {
 
 /// OpenAI's own address, where an `openai` account goes unless told otherwise.
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+/// Anthropic's, likewise for an `anthropic` account (its SDKs' form: no `/v1`).
+pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 
 fn bounded(
     field: &str,
@@ -260,7 +262,8 @@ fn bounded(
 
 impl CloudAccount {
     /// A new account named `name` of `kind`, as `change` describes it: an `openai_compatible`
-    /// account needs its `base_url`, an `openai` one goes to OpenAI unless given another.
+    /// account needs its `base_url`, an `openai` or `anthropic` one goes to OpenAI or Anthropic
+    /// unless given another.
     pub fn create(
         name: ProviderName,
         kind: CloudKind,
@@ -281,7 +284,11 @@ impl CloudAccount {
         let blank = Self {
             name,
             kind,
-            base_url: OPENAI_BASE_URL.to_owned(),
+            base_url: match kind {
+                CloudKind::Anthropic => ANTHROPIC_BASE_URL,
+                CloudKind::OpenAi | CloudKind::OpenAiCompatible => OPENAI_BASE_URL,
+            }
+            .to_owned(),
             api_version: None,
             key_header: KeyHeader::Authorization,
             api_key: None,
@@ -339,17 +346,23 @@ impl CloudAccount {
         if let Some(e) = change.enabled {
             next.enabled = e;
         }
-        if next.kind == CloudKind::OpenAi && next.api_version.is_some() {
+        if next.kind != CloudKind::OpenAiCompatible && next.api_version.is_some() {
             return Err(ValidationError::new(
                 "api_version",
                 "is for Azure OpenAI: give the provider kind openai_compatible",
             ));
         }
+        if next.kind == CloudKind::Anthropic && next.key_header != KeyHeader::Authorization {
+            return Err(ValidationError::new(
+                "key_header",
+                "Anthropic takes its key as x-api-key, always",
+            ));
+        }
         Ok(next)
     }
 
-    /// Whether a call may go to it: enabled, and with a key if it is OpenAI (a compatible
-    /// server may take none).
+    /// Whether a call may go to it: enabled, and with a key if it is OpenAI or Anthropic (a
+    /// compatible server may take none).
     pub fn is_configured(&self) -> bool {
         self.enabled && (self.api_key.is_some() || self.kind == CloudKind::OpenAiCompatible)
     }
@@ -395,11 +408,9 @@ mod tests {
             CloudKind::parse("kind", "openai_compatible"),
             Ok(CloudKind::OpenAiCompatible)
         );
-        let reserved = CloudKind::parse("kind", "anthropic").expect_err("reserved");
-        assert!(
-            reserved.message.contains("reserved"),
-            "{}",
-            reserved.message
+        assert_eq!(
+            CloudKind::parse("kind", "anthropic"),
+            Ok(CloudKind::Anthropic)
         );
         let fleet = CloudKind::parse("kind", "fleet").expect_err("the fleet");
         assert!(

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::anthropic::AnthropicExtras;
 use super::conversation::{
     AnswerSchema, Conversation, Image, MAX_IMAGES, Message, OutputFormat, ToolChoice,
 };
@@ -12,8 +13,8 @@ use super::{Capabilities, Capability, JobKind, Reasoning};
 
 /// Longest prompt (or message, or embedding input) accepted, in characters.
 pub const MAX_TEXT_CHARS: usize = 200_000;
-/// Most chat messages in one request.
-pub const MAX_MESSAGES: usize = 256;
+/// Most chat messages in one request (a coding agent's long session holds thousands).
+pub const MAX_MESSAGES: usize = 4096;
 /// Most embedding inputs in one request.
 pub const MAX_EMBEDDING_INPUTS: usize = 512;
 
@@ -277,6 +278,9 @@ pub struct ChatRequest {
     pub conversation: Conversation,
     #[serde(default)]
     pub options: GenerationOptions,
+    /// What an Anthropic client sent beyond the conversation, for an Anthropic upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anthropic: Option<Box<AnthropicExtras>>,
 }
 
 /// A chat as `jobs.request` holds it — including a row the previous release wrote, whose answer's
@@ -288,6 +292,8 @@ struct StoredChat {
     conversation: Conversation,
     #[serde(default)]
     options: GenerationOptions,
+    #[serde(default)]
+    anthropic: Option<Box<AnthropicExtras>>,
 }
 
 impl From<StoredChat> for ChatRequest {
@@ -296,12 +302,14 @@ impl From<StoredChat> for ChatRequest {
             model,
             mut conversation,
             mut options,
+            anthropic,
         } = stored;
         lift_format(&mut conversation.output, &mut options);
         Self {
             model,
             conversation,
             options,
+            anthropic,
         }
     }
 }
@@ -531,6 +539,7 @@ impl ChatRequest {
             model,
             conversation,
             options,
+            anthropic: None,
         })
     }
 }

@@ -15,10 +15,13 @@ pub struct ProviderError {
     /// What a 429 or 503 asked us to wait.
     pub retry_after: Option<Duration>,
     /// The request field the provider's error names (OpenAI's `error.param`), when it names one.
-    pub param: Option<String>,
+    pub param: Option<Box<str>>,
     /// What the model, as served there, said it cannot do (an OpenAI-compatible server started
     /// without tool calling): another host, or the next provider, may.
     pub lacks: Option<Capability>,
+    /// The provider's own error body, as it answered it: a client of the provider's dialect
+    /// (Anthropic's, whose clients read its wording) is answered with it unchanged.
+    pub body: Option<Box<serde_json::Value>>,
 }
 
 impl ProviderError {
@@ -30,6 +33,7 @@ impl ProviderError {
             retry_after: None,
             param: None,
             lacks: None,
+            body: None,
         }
     }
 
@@ -53,7 +57,14 @@ impl ProviderError {
             retry_after,
             param: None,
             lacks: None,
+            body: None,
         }
+    }
+
+    /// The failure without the provider's own body.
+    pub fn without_body(mut self) -> Self {
+        self.body = None;
+        self
     }
 
     /// Whether trying again can help, and where (the code's class).

@@ -111,10 +111,11 @@ pub async fn send(
         .unwrap_or(body);
     let mut failure = ProviderError::from_status(status.as_u16(), &message, retry_after);
     // OpenAI nests its error; vLLM and other compatible servers write it at the top level.
-    failure.param = value.and_then(|v| {
+    failure.param = value.as_ref().and_then(|v| {
         let param = v["error"]["param"].as_str().or_else(|| v["param"].as_str());
-        param.map(str::to_owned)
+        param.map(Box::from)
     });
+    failure.body = value.map(Box::new);
     Err(failure)
 }
 

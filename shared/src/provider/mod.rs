@@ -1,13 +1,18 @@
-//! Provider clients: a local Ollama and the OpenAI API (OpenAI's own, or an OpenAI-compatible
-//! server's), behind one enum; `ollama_messages` and `openai_messages` write a conversation in each
-//! one's form, `openai_requests` writes OpenAI's request bodies and `openai_answers` reads its
-//! answers; `ollama_models` manages Ollama's models and `listing` lists what a fleet host serves,
-//! whatever its kind.
+//! Provider clients: a local Ollama, the OpenAI API (OpenAI's own, or an OpenAI-compatible
+//! server's) and Anthropic's Messages API, behind one enum; `ollama_messages` and
+//! `openai_messages` write a conversation in each one's form, `openai_requests` writes OpenAI's
+//! request bodies and `openai_answers` reads its answers, `anthropic_messages` writes Anthropic's
+//! bodies and reads its answers, `anthropic_wire` holds Anthropic's wire types (which the
+//! `/anthropic` surface speaks too); `ollama_models` manages Ollama's models and `listing` lists
+//! what a fleet host serves, whatever its kind.
 //!
 //! Each client speaks its own wire format and returns the provider-reported token counts. Failures
 //! are classified where they happen ([`ProviderError`]), so the worker can decide what to do
 //! without knowing HTTP.
 
+mod anthropic;
+mod anthropic_messages;
+pub mod anthropic_wire;
 mod error;
 mod http;
 mod listing;
@@ -24,6 +29,8 @@ use serde_json::Value;
 pub use error::{ProviderError, parse_retry_after};
 pub use http::traced;
 
+pub use anthropic::AnthropicClient;
+pub use anthropic_messages::DEFAULT_MAX_TOKENS;
 pub use listing::{CompatibleModels, HostListing};
 pub use ollama::OllamaClient;
 pub use ollama_models::{DeleteError, InstalledModel, OllamaModels, model_key};
@@ -59,11 +66,13 @@ pub struct TokenCounts {
 }
 
 /// The parts of a call's counts a provider reports besides: completion tokens spent reasoning,
-/// prompt tokens read from its cache. Each is within its count, never added to it.
+/// prompt tokens read from its cache, prompt tokens written to it (Anthropic's
+/// `cache_creation_input_tokens`). Each is within its count, never added to it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TokenDetails {
     pub reasoning: i32,
     pub cached: i32,
+    pub cache_written: i32,
 }
 
 impl TokenDetails {
@@ -73,6 +82,7 @@ impl TokenDetails {
         Self {
             reasoning: reasoning.unwrap_or(0),
             cached: cached.unwrap_or(0),
+            cache_written: 0,
         }
     }
 }
@@ -101,9 +111,11 @@ impl Completion {
             }
             counted => counted,
         };
+        let cached = self.details.cached.clamp(0, prompt);
         let details = TokenDetails {
             reasoning: reasoning.clamp(0, completion),
-            cached: self.details.cached.clamp(0, prompt),
+            cached,
+            cache_written: self.details.cache_written.clamp(0, prompt - cached),
         };
         TokenCounts {
             prompt,
@@ -147,6 +159,8 @@ pub enum Delta<'a> {
     Text(&'a str),
     /// The model's reasoning, which comes before its text.
     Thinking(&'a str),
+    /// The provider's signature of the reasoning so far (Anthropic's), after it.
+    Signature(&'a str),
 }
 
 /// Where a streaming call's pieces go, one at a time, as the provider writes them.
@@ -218,11 +232,13 @@ pub fn text_result(request: &JobRequest, text: String) -> Value {
     reply_result(request, &Reply::text(text, None))
 }
 
-/// A configured provider.
+/// A configured provider. Only Anthropic's failures keep the provider's own error body (its
+/// clients read its wording); the others' may echo a key, and no client of theirs needs it.
 #[derive(Clone)]
 pub enum Provider {
     Ollama(OllamaClient),
     OpenAi(OpenAiClient),
+    Anthropic(AnthropicClient),
 }
 
 impl Provider {
@@ -237,7 +253,9 @@ impl Provider {
         match self {
             Self::Ollama(client) => client.run(request, model, reasoning).await,
             Self::OpenAi(client) => client.run(request, model, reasoning).await,
+            Self::Anthropic(client) => return client.run(request, model, reasoning).await,
         }
+        .map_err(ProviderError::without_body)
     }
 
     /// Runs `request` on `model` with its text streamed to `on_delta` as it is generated.
@@ -251,6 +269,10 @@ impl Provider {
         match self {
             Self::Ollama(client) => client.stream(request, model, reasoning, on_delta).await,
             Self::OpenAi(client) => client.stream(request, model, reasoning, on_delta).await,
+            Self::Anthropic(client) => {
+                return client.stream(request, model, reasoning, on_delta).await;
+            }
         }
+        .map_err(ProviderError::without_body)
     }
 }

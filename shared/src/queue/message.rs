@@ -110,6 +110,10 @@ pub enum StreamPart {
     /// The next piece of the model's reasoning (an api of the release before drops the message
     /// as undecodable; its client sees the text alone).
     Thinking(String),
+    /// The provider's signature of the reasoning before it (Anthropic's), which a client sends
+    /// back with it (an api of the release before drops the message; its client gets the
+    /// signature from the finished job).
+    Signature(String),
     /// The run ended with the job in `status` (committed before this is sent).
     End(JobStatus),
 }

@@ -52,7 +52,7 @@ impl Call<'_> {
             completion: estimate(&(thinking.clone() + &text)),
             details: TokenDetails {
                 reasoning: estimate(&thinking),
-                cached: 0,
+                ..TokenDetails::default()
             },
             estimated: true,
         };
@@ -77,6 +77,10 @@ pub(super) fn withheld(policy: DataPolicy) -> String {
     )
 }
 
+/// A provider's failure as the job's (or its attempt's) error, with the provider's own body.
 pub(super) fn job_error(error: &ProviderError) -> JobError {
-    JobError::new(error.code.clone(), error.message.clone())
+    JobError {
+        upstream: error.body.clone(),
+        ..JobError::new(error.code.clone(), error.message.clone())
+    }
 }

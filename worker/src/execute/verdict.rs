@@ -24,9 +24,13 @@ pub(super) fn price_run(runtime: &Runtime, outcome: &mut Outcome, attempts: &mut
             .at(attempt.provider, &attempt.upstream_model, now)
         {
             let tokens = |t: Option<i32>| i64::from(t.unwrap_or(0));
+            let cache = billing::Cache {
+                read: i64::from(attempt.details.cached),
+                written: i64::from(attempt.details.cache_written),
+            };
             attempt.cost = Some(billing::cost_with_cache(
                 tokens(attempt.prompt_tokens),
-                i64::from(attempt.details.cached),
+                cache,
                 tokens(attempt.completion_tokens),
                 &price,
             ));

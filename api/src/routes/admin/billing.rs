@@ -55,6 +55,11 @@ struct NewPrice {
     #[serde(default, with = "rust_decimal::serde::str_option")]
     #[schema(value_type = Option<String>, example = "0.000075")]
     cached_input_per_1k: Option<Decimal>,
+    /// Decimal string: what a prompt token written to the provider's cache costs (Anthropic
+    /// bills cache writes apart); the input rate if absent.
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    #[schema(value_type = Option<String>, example = "0.00375")]
+    cache_write_input_per_1k: Option<Decimal>,
     /// When it takes effect; now if absent. Jobs finishing from then on are billed at it.
     effective_from: Option<DateTime<Utc>>,
 }
@@ -98,6 +103,7 @@ async fn add_price(
         ("input_per_1k", Some(price.input_per_1k)),
         ("output_per_1k", Some(price.output_per_1k)),
         ("cached_input_per_1k", price.cached_input_per_1k),
+        ("cache_write_input_per_1k", price.cache_write_input_per_1k),
     ];
     for (field, value) in rates.into_iter().filter_map(|(f, v)| Some((f, v?))) {
         if value.is_sign_negative()
@@ -118,6 +124,7 @@ async fn add_price(
             input_per_1k: price.input_per_1k,
             output_per_1k: price.output_per_1k,
             cached_input_per_1k: price.cached_input_per_1k,
+            cache_write_input_per_1k: price.cache_write_input_per_1k,
         },
         price.effective_from,
     )

@@ -212,10 +212,7 @@ impl OllamaMessage {
             .filter(|t| role == Role::Assistant && !t.is_empty());
         let thought = thinking.is_some();
         if let Some(text) = thinking {
-            parts.push(Part::Thinking(Thinking {
-                text,
-                signature: None,
-            }));
+            parts.push(Part::Thinking(Thinking::new(text, None)));
         }
         if !self.content.is_empty() || (self.tool_calls.is_none() && given.is_empty() && !thought) {
             parts.push(Part::Text { text: self.content });

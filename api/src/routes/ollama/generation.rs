@@ -58,6 +58,7 @@ async fn chat(
         request: JobRequest::Chat(call.request),
         places: call.places,
         body: size,
+        metadata: None,
     };
     answer(&state, &caller, &client, asked, call.stream, max_tokens).await
 }
@@ -86,6 +87,7 @@ async fn generate(
         request: JobRequest::Generate(call.request),
         places: call.places,
         body: size,
+        metadata: None,
     };
     answer(&state, &caller, &client, asked, call.stream, max_tokens).await
 }

@@ -128,6 +128,7 @@ async fn converse<D: Dialect<Item = Event>>(
         request: JobRequest::Chat(conversation.request),
         places: conversation.places,
         body: conversation.body,
+        metadata: None,
     };
     let call = intake::call(state, caller, client, asked, conversation.stream).await?;
     let id = call.job.id;

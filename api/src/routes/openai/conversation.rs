@@ -294,10 +294,7 @@ pub fn response_items(
             }
             ResponsesItem::Reasoning(reasoning) => {
                 let text = reasoning.summary.into_iter().map(|s| s.text).collect();
-                let thinking = Part::Thinking(Thinking {
-                    text,
-                    signature: reasoning.encrypted_content,
-                });
+                let thinking = Part::Thinking(Thinking::new(text, reasoning.encrypted_content));
                 messages.push(Message {
                     role: Role::Assistant,
                     parts: vec![thinking],
@@ -496,10 +493,7 @@ impl OpenAiMessage {
                     "only an assistant's reasoning is sent back",
                 ));
             }
-            parts.push(Part::Thinking(Thinking {
-                text,
-                signature: None,
-            }));
+            parts.push(Part::Thinking(Thinking::new(text, None)));
         }
         let thought = !parts.is_empty();
         if let Some(content) = self.content {

@@ -302,6 +302,7 @@ fn response_body(endpoint: Endpoint, model: &str, item: &ItemResult) -> Value {
             completion: u.completion_tokens,
             reasoning: u.reasoning_tokens,
             cached: u.cached_tokens,
+            cache_written: 0,
         });
     let answered = Answered {
         job_id: item.job_id,

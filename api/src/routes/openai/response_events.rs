@@ -87,10 +87,7 @@ impl ResponseEvents {
         let text = self.thinking.clone();
         let item_id = replies::reasoning_id(&self.hex);
         let part = json!({ "type": "summary_text", "text": text });
-        let thinking = Thinking {
-            text: text.clone(),
-            signature,
-        };
+        let thinking = Thinking::new(text.clone(), signature);
         let item = replies::reasoning_item(&self.hex, Some(&thinking));
         vec![
             self.event(
@@ -270,9 +267,9 @@ impl Dialect for ResponseEvents {
         let usage = objects::response_usage(Tokens::of(job));
         let finish = crate::calls::answer::finish(job, None);
         let (status, incomplete) = replies::response_status(finish);
-        let streamed = (self.reasoning != Opened::Not).then(|| Thinking {
-            text: self.thinking.clone(),
-            signature: reply.thinking.as_ref().and_then(|t| t.signature.clone()),
+        let streamed = (self.reasoning != Opened::Not).then(|| {
+            let signature = reply.thinking.as_ref().and_then(|t| t.signature.clone());
+            Thinking::new(self.thinking.clone(), signature)
         });
         let whole = Reply {
             text: self.text.clone(),

@@ -59,10 +59,9 @@ impl From<ItemRow> for ItemResult {
             job_id: row.id,
             status: row.status,
             result: row.result,
-            error: row.error_code.map(|code| JobError {
-                code: code.into(),
-                message: row.error_message.unwrap_or_default(),
-            }),
+            error: row
+                .error_code
+                .map(|code| JobError::new(code.into(), row.error_message.unwrap_or_default())),
             usage,
             finished_at: row.finished_at,
         }

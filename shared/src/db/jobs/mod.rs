@@ -50,6 +50,8 @@ struct JobRow {
     total_tokens: Option<i32>,
     reasoning_tokens: Option<i32>,
     cached_tokens: Option<i32>,
+    cache_write_tokens: Option<i32>,
+    error_body: Option<Value>,
     attempts: i32,
     metadata: Option<Value>,
     created_at: DateTime<Utc>,
@@ -89,6 +91,8 @@ macro_rules! job_row {
             total_tokens: row.total_tokens,
             reasoning_tokens: row.reasoning_tokens,
             cached_tokens: row.cached_tokens,
+            cache_write_tokens: row.cache_write_tokens,
+            error_body: row.error_body,
             attempts: row.attempts,
             metadata: row.metadata,
             created_at: row.created_at,
@@ -131,6 +135,7 @@ impl TryFrom<JobRow> for Job {
         let error = row.error_code.map(|code| JobError {
             code: code.into(),
             message: row.error_message.unwrap_or_default(),
+            upstream: row.error_body.map(Box::new),
         });
         let usage = match (row.prompt_tokens, row.completion_tokens, row.total_tokens) {
             (Some(prompt_tokens), Some(completion_tokens), Some(total_tokens)) => Some(Usage {
@@ -139,6 +144,7 @@ impl TryFrom<JobRow> for Job {
                 total_tokens,
                 reasoning_tokens: row.reasoning_tokens.unwrap_or(0),
                 cached_tokens: row.cached_tokens.unwrap_or(0),
+                cache_write_tokens: row.cache_write_tokens.unwrap_or(0),
                 cost: row.cost.map(billing::display),
                 estimated: row.usage_estimated.unwrap_or(false),
                 unpriced: row.unpriced.unwrap_or(false),
@@ -221,7 +227,7 @@ pub async fn insert_many(
          returning id as "id: JobId", tenant_id as "tenant_id: TenantId", kind, status, model, provider,
                 upstream_model, result, error_code, error_message, prompt_tokens,
                 completion_tokens, total_tokens,
-                reasoning_tokens, cached_tokens, attempts, metadata, created_at, started_at,
+                reasoning_tokens, cached_tokens, cache_write_tokens, error_body, attempts, metadata, created_at, started_at,
                 finished_at, cost, usage_estimated, unpriced, revision, webhook_url,
                 batch_id as "batch_id: BatchId", custom_id, stream, route_reason, data_policy,
                 dead_lettered_at"#,
@@ -283,7 +289,7 @@ pub async fn insert_many_again(
          select id as "id!: JobId", tenant_id as "tenant_id!: TenantId", kind as "kind!",
                 status as "status!", model as "model!", provider, upstream_model, result,
                 error_code, error_message, prompt_tokens, completion_tokens, total_tokens,
-                reasoning_tokens, cached_tokens,
+                reasoning_tokens, cached_tokens, cache_write_tokens, error_body,
                 attempts as "attempts!", metadata, created_at as "created_at!", started_at,
                 finished_at, cost, usage_estimated, unpriced, revision as "revision!",
                 webhook_url, batch_id as "batch_id: BatchId", custom_id, stream as "stream!",
@@ -394,7 +400,7 @@ pub async fn get_with_revision(
         r#"select id as "id: JobId", tenant_id as "tenant_id: TenantId", kind, status, model, provider,
                 upstream_model, result, error_code, error_message, prompt_tokens,
                 completion_tokens, total_tokens,
-                reasoning_tokens, cached_tokens, attempts, metadata, created_at, started_at,
+                reasoning_tokens, cached_tokens, cache_write_tokens, error_body, attempts, metadata, created_at, started_at,
                 finished_at, cost, usage_estimated, unpriced, revision, webhook_url,
                 batch_id as "batch_id: BatchId", custom_id, stream, route_reason, data_policy,
                 dead_lettered_at
@@ -455,7 +461,7 @@ pub async fn list(
     let mut query: QueryBuilder<'_, Postgres> = QueryBuilder::new(
         "select id, tenant_id, kind, status, model, provider, upstream_model, result, error_code,
                 error_message, prompt_tokens, completion_tokens, total_tokens,
-                reasoning_tokens, cached_tokens, attempts, metadata,
+                reasoning_tokens, cached_tokens, cache_write_tokens, error_body, attempts, metadata,
                 created_at, started_at, finished_at, cost, usage_estimated, unpriced, revision,
                 webhook_url, batch_id, custom_id, stream, route_reason, data_policy,
                 dead_lettered_at

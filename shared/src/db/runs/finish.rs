@@ -89,12 +89,14 @@ pub async fn finish_many<R: Borrow<Finish>>(
               from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
                           $7::text[], $8::text[], $9::int[], $10::int[], $11::int[],
                           $12::numeric[], $13::bool[], $14::bigint[], $15::int[], $16::text[],
-                          $17::text[], $18::text[], $19::float8[], $33::int[], $34::int[])
+                          $17::text[], $18::text[], $19::float8[], $33::int[], $34::int[],
+                          $37::int[], $38::jsonb[])
                    with ordinality as r(id, claim_id, status, provider, upstream_model, result,
                                         error_code, error_message, prompt_tokens,
                                         completion_tokens, attempts, cost, estimated, price_id,
                                         latency_ms, routed_model, route_reason, data_policy,
-                                        retry_in, reasoning_tokens, cached_tokens, run)
+                                        retry_in, reasoning_tokens, cached_tokens,
+                                        cache_write_tokens, error_body, run)
          ), locked as (
             select id from jobs where id = any($1::uuid[]) order by id for update
          ), ended as (
@@ -104,6 +106,7 @@ pub async fn finish_many<R: Borrow<Finish>>(
                    prompt_tokens = r.prompt_tokens, completion_tokens = r.completion_tokens,
                    total_tokens = r.prompt_tokens + r.completion_tokens,
                    reasoning_tokens = r.reasoning_tokens, cached_tokens = r.cached_tokens,
+                   cache_write_tokens = r.cache_write_tokens, error_body = r.error_body,
                    attempts = jobs.attempts + r.attempts, cost = r.cost,
                    usage_estimated = r.estimated,
                    unpriced = (r.prompt_tokens is not null and r.price_id is null),
@@ -118,13 +121,14 @@ pub async fn finish_many<R: Borrow<Finish>>(
                    jobs.origin, jobs.client_ip, jobs.finished_at, jobs.reserved_tokens,
                    jobs.reserved_cost, jobs.reserved_month, jobs.status, jobs.webhook_url,
                    jobs.revision, jobs.batch_id, r.provider, r.routed_model, r.prompt_tokens,
-                   r.completion_tokens, r.reasoning_tokens, r.cached_tokens, r.estimated,
-                   r.price_id, r.cost, r.latency_ms, r.route_reason
+                   r.completion_tokens, r.reasoning_tokens, r.cached_tokens,
+                   r.cache_write_tokens, r.estimated, r.price_id, r.cost, r.latency_ms,
+                   r.route_reason
          ), parked as (
             update jobs
                set status = 'retrying', retries = jobs.retries + 1,
                    attempts = jobs.attempts + r.attempts, error_code = r.error_code,
-                   error_message = r.error_message,
+                   error_message = r.error_message, error_body = r.error_body,
                    retry_at = now() + make_interval(secs => r.retry_in),
                    lease_expires_at = null, published_at = null,
                    revision = jobs.revision + 1,
@@ -144,23 +148,27 @@ pub async fn finish_many<R: Borrow<Finish>>(
                    row_number() over (partition by a.run order by a.n) as k
               from unnest($20::int[], $21::text[], $22::text[], $23::timestamptz[], $24::int[],
                           $25::int[], $26::text[], $27::text[], $28::text[], $29::int[],
-                          $30::int[], $31::numeric[], $32::text[], $35::int[], $36::int[])
+                          $30::int[], $31::numeric[], $32::text[], $35::int[], $36::int[],
+                          $39::int[], $40::jsonb[])
                    with ordinality as a(run, provider, upstream_model, started_at, latency_ms,
                                         status_code, outcome, error_code, error_message,
                                         prompt_tokens, completion_tokens, cost, host,
-                                        reasoning_tokens, cached_tokens, n)
+                                        reasoning_tokens, cached_tokens, cache_write_tokens,
+                                        error_body, n)
          ), attempt as (
             insert into job_attempts (job_id, claim, provider, upstream_model, started_at,
                                       finished_at, latency_ms, status_code, outcome, error_code,
                                       error_message, prompt_tokens, completion_tokens, cost, host,
-                                      reasoning_tokens, cached_tokens)
+                                      reasoning_tokens, cached_tokens, cache_write_tokens,
+                                      error_body)
             select done.id,
                    done.claims - case when a.outcome = 'abandoned' then a.abandoned_runs - a.k + 1
                                       else 0 end,
                    a.provider, a.upstream_model, a.started_at,
                    a.started_at + make_interval(secs => a.latency_ms / 1000.0), a.latency_ms,
                    a.status_code, a.outcome, a.error_code, a.error_message, a.prompt_tokens,
-                   a.completion_tokens, a.cost, a.host, a.reasoning_tokens, a.cached_tokens
+                   a.completion_tokens, a.cost, a.host, a.reasoning_tokens, a.cached_tokens,
+                   a.cache_write_tokens, a.error_body
               from done join run_attempts a on a.run = done.run
              order by done.run, a.k
          ), spend as (
@@ -192,13 +200,13 @@ pub async fn finish_many<R: Borrow<Finish>>(
          ), bill as (
             insert into usage_records (job_id, tenant_id, token_id, model, provider,
                                        upstream_model, prompt_tokens, completion_tokens,
-                                       reasoning_tokens, cached_tokens, estimated, price_id,
-                                       cost, latency_ms, origin, client_ip, finished_at,
-                                       route_reason)
+                                       reasoning_tokens, cached_tokens, cache_write_tokens,
+                                       estimated, price_id, cost, latency_ms, origin, client_ip,
+                                       finished_at, route_reason)
             select id, tenant_id, token_id, model, provider, routed_model, prompt_tokens,
                    completion_tokens, coalesce(reasoning_tokens, 0), coalesce(cached_tokens, 0),
-                   estimated, price_id, cost, latency_ms, origin, client_ip, finished_at,
-                   route_reason
+                   coalesce(cache_write_tokens, 0), estimated, price_id, cost, latency_ms,
+                   origin, client_ip, finished_at, route_reason
               from ended where prompt_tokens is not null
          returning tenant_id, model, prompt_tokens, completion_tokens, reasoning_tokens,
                    cached_tokens, cost, finished_at, route_reason
@@ -253,42 +261,46 @@ pub async fn finish_many<R: Borrow<Finish>>(
             and case when r.retry_in is null
                      then j.status in ('succeeded', 'failed', 'cancelled')
                      else j.status = 'retrying' end"#,
-        &jobs.id as &[JobId],                          // $1
-        &jobs.claim_id,                                // $2
-        &jobs.status as &[&str],                       // $3
-        &jobs.provider as &[Option<&str>],             // $4
-        &jobs.upstream_model as &[Option<&str>],       // $5
-        &jobs.result as &[Option<&Value>],             // $6
-        &jobs.error_code as &[Option<&str>],           // $7
-        &jobs.error_message as &[Option<&str>],        // $8
-        &jobs.prompt_tokens as &[Option<i32>],         // $9
-        &jobs.completion_tokens as &[Option<i32>],     // $10
-        &jobs.attempts,                                // $11
-        &jobs.cost as &[Option<Decimal>],              // $12
-        &jobs.estimated as &[Option<bool>],            // $13
-        &jobs.price_id as &[Option<i64>],              // $14
-        &jobs.latency_ms as &[Option<i32>],            // $15
-        &jobs.routed_model as &[Option<&str>],         // $16
-        &jobs.route_reason as &[Option<&str>],         // $17
-        &jobs.policy as &[&str],                       // $18
-        &jobs.retry_in as &[Option<f64>],              // $19
-        &run_of,                                       // $20
-        &attempts.provider as &[&str],                 // $21
-        &attempts.upstream_model,                      // $22
-        &attempts.started_at,                          // $23
-        &attempts.latency_ms,                          // $24
-        &attempts.status_code as &[Option<i32>],       // $25
-        &attempts.outcome as &[&str],                  // $26
-        &attempts.error_code as &[Option<String>],     // $27
-        &attempts.error_message as &[Option<String>],  // $28
-        &attempts.prompt_tokens as &[Option<i32>],     // $29
-        &attempts.completion_tokens as &[Option<i32>], // $30
-        &attempts.cost as &[Option<Decimal>],          // $31
-        &attempts.host as &[Option<String>],           // $32
-        &jobs.reasoning_tokens as &[Option<i32>],      // $33
-        &jobs.cached_tokens as &[Option<i32>],         // $34
-        &attempts.reasoning_tokens as &[Option<i32>],  // $35
-        &attempts.cached_tokens as &[Option<i32>],     // $36
+        &jobs.id as &[JobId],                           // $1
+        &jobs.claim_id,                                 // $2
+        &jobs.status as &[&str],                        // $3
+        &jobs.provider as &[Option<&str>],              // $4
+        &jobs.upstream_model as &[Option<&str>],        // $5
+        &jobs.result as &[Option<&Value>],              // $6
+        &jobs.error_code as &[Option<&str>],            // $7
+        &jobs.error_message as &[Option<&str>],         // $8
+        &jobs.prompt_tokens as &[Option<i32>],          // $9
+        &jobs.completion_tokens as &[Option<i32>],      // $10
+        &jobs.attempts,                                 // $11
+        &jobs.cost as &[Option<Decimal>],               // $12
+        &jobs.estimated as &[Option<bool>],             // $13
+        &jobs.price_id as &[Option<i64>],               // $14
+        &jobs.latency_ms as &[Option<i32>],             // $15
+        &jobs.routed_model as &[Option<&str>],          // $16
+        &jobs.route_reason as &[Option<&str>],          // $17
+        &jobs.policy as &[&str],                        // $18
+        &jobs.retry_in as &[Option<f64>],               // $19
+        &run_of,                                        // $20
+        &attempts.provider as &[&str],                  // $21
+        &attempts.upstream_model,                       // $22
+        &attempts.started_at,                           // $23
+        &attempts.latency_ms,                           // $24
+        &attempts.status_code as &[Option<i32>],        // $25
+        &attempts.outcome as &[&str],                   // $26
+        &attempts.error_code as &[Option<String>],      // $27
+        &attempts.error_message as &[Option<String>],   // $28
+        &attempts.prompt_tokens as &[Option<i32>],      // $29
+        &attempts.completion_tokens as &[Option<i32>],  // $30
+        &attempts.cost as &[Option<Decimal>],           // $31
+        &attempts.host as &[Option<String>],            // $32
+        &jobs.reasoning_tokens as &[Option<i32>],       // $33
+        &jobs.cached_tokens as &[Option<i32>],          // $34
+        &attempts.reasoning_tokens as &[Option<i32>],   // $35
+        &attempts.cached_tokens as &[Option<i32>],      // $36
+        &jobs.cache_write_tokens as &[Option<i32>],     // $37
+        &jobs.error_body as &[Option<&Value>],          // $38
+        &attempts.cache_write_tokens as &[Option<i32>], // $39
+        &attempts.error_body as &[Option<Value>],       // $40
     )
     .fetch_all(pool)
     .await?;
@@ -322,6 +334,9 @@ struct EndColumns<'a> {
     completion_tokens: Vec<Option<i32>>,
     reasoning_tokens: Vec<Option<i32>>,
     cached_tokens: Vec<Option<i32>>,
+    cache_write_tokens: Vec<Option<i32>>,
+    /// The provider's own error body, for a failure.
+    error_body: Vec<Option<&'a Value>>,
     attempts: Vec<i32>,
     cost: Vec<Option<Decimal>>,
     estimated: Vec<Option<bool>>,
@@ -353,6 +368,10 @@ impl<'a> EndColumns<'a> {
             c.reasoning_tokens
                 .push(bill.map(|b| b.tokens.details.reasoning));
             c.cached_tokens.push(bill.map(|b| b.tokens.details.cached));
+            c.cache_write_tokens
+                .push(bill.map(|b| b.tokens.details.cache_written));
+            c.error_body
+                .push(end.error.and_then(|e| e.upstream.as_deref()));
             c.attempts
                 .push(i32::try_from(run.attempts.len()).unwrap_or(i32::MAX));
             c.cost.push(bill.and_then(|b| b.cost));
@@ -382,22 +401,23 @@ struct End<'a> {
 
 impl<'a> End<'a> {
     fn of(outcome: &'a Outcome) -> Self {
-        let bill_of =
-            |routed_model, tokens: &TokenCounts, price: &Option<Price>, latency: &Duration| Bill {
-                tokens: *tokens,
-                price_id: price.map(|p| p.id),
-                cost: price.map(|p| {
-                    let count = |tokens: i32| i64::from(tokens);
-                    billing::cost_with_cache(
-                        count(tokens.prompt),
-                        count(tokens.details.cached),
-                        count(tokens.completion),
-                        &p,
-                    )
-                }),
-                latency_ms: i32::try_from(latency.as_millis()).unwrap_or(i32::MAX),
-                routed_model,
-            };
+        let bill_of = |routed_model,
+                       tokens: &TokenCounts,
+                       price: &Option<Price>,
+                       latency: &Duration| Bill {
+            tokens: *tokens,
+            price_id: price.map(|p| p.id),
+            cost: price.map(|p| {
+                let count = |tokens: i32| i64::from(tokens);
+                let cache = billing::Cache {
+                    read: count(tokens.details.cached),
+                    written: count(tokens.details.cache_written),
+                };
+                billing::cost_with_cache(count(tokens.prompt), cache, count(tokens.completion), &p)
+            }),
+            latency_ms: i32::try_from(latency.as_millis()).unwrap_or(i32::MAX),
+            routed_model,
+        };
         match outcome {
             Outcome::Succeeded {
                 provider,

@@ -151,13 +151,36 @@ pub enum Part {
 
 /// A model's reasoning, kept verbatim so a tool loop can send it back unchanged: its text (or
 /// the summary the provider gave of it) and the provider's signature or encrypted form of it,
-/// when it gave one.
+/// when it gave one. Reasoning the provider redacted (Anthropic's `redacted_thinking`) has no
+/// text: its encrypted data is its signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Thinking {
     pub text: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redacted: bool,
+}
+
+impl Thinking {
+    /// Reasoning as the model wrote it (or its summary), with the provider's signature.
+    pub fn new(text: String, signature: Option<String>) -> Self {
+        Self {
+            text,
+            signature,
+            redacted: false,
+        }
+    }
+
+    /// Reasoning the provider redacted: only its encrypted data.
+    pub fn redacted(data: String) -> Self {
+        Self {
+            text: String::new(),
+            signature: Some(data),
+            redacted: true,
+        }
+    }
 }
 
 /// The assistant asking for a tool to be run.

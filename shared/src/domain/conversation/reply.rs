@@ -83,7 +83,7 @@ impl Reply {
     /// The reply with the model's reasoning: `text` (none when empty) and its signature.
     pub fn with_thinking(mut self, text: String, signature: Option<String>) -> Self {
         if !text.is_empty() || signature.is_some() {
-            self.thinking = Some(Thinking { text, signature });
+            self.thinking = Some(Thinking::new(text, signature));
         }
         self
     }

@@ -1,0 +1,276 @@
+//! A client for Anthropic's Messages API: generate and chat as `POST /v1/messages`, whole or
+//! streamed (its events parsed into the same pieces the relay carries: text, reasoning and the
+//! reasoning's signature), and `POST /v1/messages/count_tokens`.
+//!
+//! `base_url` follows Anthropic's SDKs and has no `/v1` (`https://api.anthropic.com`). The key goes
+//! as `x-api-key`, with `anthropic-version: 2023-06-01` and the `anthropic-beta` header a client
+//! of Anthropic's dialect sent. Failures are classified as for any provider (429 with its
+//! `retry-after`, 529 and 5xx transient; a 400 the request's; 401 and 403 the provider's), and
+//! Anthropic's own error body is kept with them, so that a client of the same dialect is answered
+//! with it unchanged.
+
+use std::time::Duration;
+
+use eventsource_stream::Eventsource as _;
+use futures::StreamExt as _;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde_json::Value;
+
+use super::anthropic_messages::{body, counts, reply};
+use super::anthropic_wire::{Answer, Block, BlockDelta, StreamEvent, Usage};
+use super::error::ProviderError;
+use super::{Completion, Delta, OnDelta, http};
+use crate::domain::{JobErrorCode, JobRequest, Reasoning};
+
+/// The API version every call names.
+const VERSION: &str = "2023-06-01";
+
+#[derive(Clone)]
+pub struct AnthropicClient {
+    base_url: String,
+    api_key: SecretString,
+    http: reqwest::Client,
+    /// For streamed answers (see [`http::streaming_client`]).
+    streaming: reqwest::Client,
+}
+
+impl AnthropicClient {
+    pub fn new(base_url: &str, api_key: SecretString, timeout: Duration) -> Self {
+        Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            api_key,
+            http: http::client(timeout),
+            streaming: http::streaming_client(timeout),
+        }
+    }
+
+    /// Runs `request` on `model`, the upstream name the job's model routes to.
+    pub async fn run(
+        &self,
+        request: &JobRequest,
+        model: &str,
+        reasoning: Option<Reasoning>,
+    ) -> Result<Completion, ProviderError> {
+        let (body, beta) = body(request, model, reasoning)?;
+        let call = self.call(&self.http, "/v1/messages", &body, beta.as_deref());
+        let (answer, status_code): (Answer, u16) = http::send_json(call, error_message)
+            .await
+            .map_err(|failure| self.redacted(failure))?;
+        let (prompt_tokens, completion_tokens, details) = counts(&answer.usage);
+        Ok(Completion {
+            result: super::reply_result(request, &reply(&answer)),
+            upstream_model: answer.model,
+            prompt_tokens,
+            completion_tokens,
+            details,
+            status_code,
+        })
+    }
+
+    /// Runs `request` on `model` with the answer streamed: each piece of text, reasoning or the
+    /// reasoning's signature goes to `on_delta` as it arrives.
+    pub async fn stream(
+        &self,
+        request: &JobRequest,
+        model: &str,
+        reasoning: Option<Reasoning>,
+        on_delta: OnDelta<'_>,
+    ) -> Result<Completion, ProviderError> {
+        let (mut body, beta) = body(request, model, reasoning)?;
+        body["stream"] = Value::Bool(true);
+        let call = self.call(&self.streaming, "/v1/messages", &body, beta.as_deref());
+        let response = http::send(call, error_message)
+            .await
+            .map_err(|failure| self.redacted(failure))?;
+        let status_code = response.status().as_u16();
+        let mut events = response.bytes_stream().eventsource();
+        let mut answer = Gathered::default();
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|e| match e {
+                eventsource_stream::EventStreamError::Transport(e) => http::transport_error(e),
+                other => http::unreadable(&other),
+            })?;
+            let event: StreamEvent =
+                serde_json::from_str(&event.data).map_err(|e| http::unreadable(&e))?;
+            if let Some(done) = answer.take(event, on_delta)? {
+                let (prompt_tokens, completion_tokens, details) = counts(&done.usage);
+                return Ok(Completion {
+                    result: super::reply_result(request, &reply(&done)),
+                    upstream_model: done.model,
+                    prompt_tokens,
+                    completion_tokens,
+                    details,
+                    status_code,
+                });
+            }
+        }
+        Err(http::broken_stream())
+    }
+
+    /// The prompt's tokens as Anthropic counts them (`count_tokens`: not billed).
+    pub async fn count_tokens(
+        &self,
+        request: &JobRequest,
+        model: &str,
+    ) -> Result<i64, ProviderError> {
+        let (mut body, beta) = body(request, model, None)?;
+        if let Some(body) = body.as_object_mut() {
+            body.remove("max_tokens");
+        }
+        #[derive(serde::Deserialize)]
+        struct Counted {
+            input_tokens: i64,
+        }
+        let call = self.call(
+            &self.http,
+            "/v1/messages/count_tokens",
+            &body,
+            beta.as_deref(),
+        );
+        let (counted, _): (Counted, u16) = http::send_json(call, error_message)
+            .await
+            .map_err(|failure| self.redacted(failure))?;
+        Ok(counted.input_tokens)
+    }
+
+    fn call(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        body: &Value,
+        beta: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let mut call = http
+            .post(format!("{}{path}", self.base_url))
+            .header("x-api-key", self.api_key.expose_secret())
+            .header("anthropic-version", VERSION)
+            .json(body);
+        if let Some(beta) = beta {
+            call = call.header("anthropic-beta", beta);
+        }
+        call
+    }
+}
+
+impl AnthropicClient {
+    /// The failure with the key taken out of its message and body, should they echo it.
+    fn redacted(&self, mut failure: ProviderError) -> ProviderError {
+        let key = self.api_key.expose_secret();
+        failure.message = failure.message.replace(key, "[redacted]");
+        if let Some(body) = &failure.body
+            && body.to_string().contains(key)
+        {
+            let text = body.to_string().replace(key, "[redacted]");
+            failure.body = serde_json::from_str(&text).ok().map(Box::new);
+        }
+        failure
+    }
+}
+
+/// Anthropic's `error.message`.
+fn error_message(value: &Value) -> Option<&str> {
+    value["error"]["message"].as_str()
+}
+
+/// A streamed answer gathered from its events.
+#[derive(Default)]
+struct Gathered {
+    answer: Option<Answer>,
+    /// A tool call's input, as its `input_json_delta`s come.
+    input: String,
+    usage: Usage,
+}
+
+impl Gathered {
+    /// Takes one event: its pieces to `on_delta`; the whole answer once `message_stop` comes.
+    fn take(
+        &mut self,
+        event: StreamEvent,
+        on_delta: OnDelta<'_>,
+    ) -> Result<Option<Answer>, ProviderError> {
+        match event {
+            StreamEvent::MessageStart { message } => {
+                self.usage = message.usage;
+                self.answer = Some(message);
+            }
+            StreamEvent::ContentBlockStart { content_block, .. } => {
+                self.input.clear();
+                self.started()?.content.push(content_block);
+            }
+            StreamEvent::ContentBlockDelta { delta, .. } => self.delta(delta, on_delta)?,
+            StreamEvent::ContentBlockStop { .. } => self.stopped()?,
+            StreamEvent::MessageDelta { delta, usage } => {
+                self.usage = self.usage.updated(usage);
+                let answer = self.started()?;
+                answer.stop_reason = delta.stop_reason;
+                answer.stop_sequence = delta.stop_sequence;
+            }
+            StreamEvent::MessageStop => {
+                let mut answer = self.answer.take().ok_or_else(unordered)?;
+                answer.usage = self.usage;
+                return Ok(Some(answer));
+            }
+            StreamEvent::Error { error } => {
+                let message = format!("Anthropic failed mid-answer: {}", error.message);
+                let code = match error.kind.as_str() {
+                    "overloaded_error" | "api_error" | "rate_limit_error" | "timeout_error" => {
+                        JobErrorCode::ProviderUnavailable
+                    }
+                    _ => JobErrorCode::ProviderError,
+                };
+                return Err(ProviderError::new(code, message));
+            }
+            StreamEvent::Other => {}
+        }
+        Ok(None)
+    }
+
+    fn started(&mut self) -> Result<&mut Answer, ProviderError> {
+        self.answer.as_mut().ok_or_else(unordered)
+    }
+
+    /// The block being written.
+    fn block(&mut self) -> Result<&mut Block, ProviderError> {
+        self.started()?.content.last_mut().ok_or_else(unordered)
+    }
+
+    fn delta(&mut self, delta: BlockDelta, on_delta: OnDelta<'_>) -> Result<(), ProviderError> {
+        match (self.block()?, delta) {
+            (Block::Text { text, .. }, BlockDelta::TextDelta { text: piece }) => {
+                on_delta(Delta::Text(&piece));
+                text.push_str(&piece);
+            }
+            (Block::Thinking { thinking, .. }, BlockDelta::ThinkingDelta { thinking: piece }) => {
+                on_delta(Delta::Thinking(&piece));
+                thinking.push_str(&piece);
+            }
+            (
+                Block::Thinking { signature, .. },
+                BlockDelta::SignatureDelta { signature: piece },
+            ) => {
+                signature.push_str(&piece);
+                on_delta(Delta::Signature(signature));
+            }
+            (Block::ToolUse { .. }, BlockDelta::InputJsonDelta { partial_json }) => {
+                self.input.push_str(&partial_json);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A block ended: a tool call's input is whole.
+    fn stopped(&mut self) -> Result<(), ProviderError> {
+        let input = std::mem::take(&mut self.input);
+        if let Block::ToolUse { input: whole, .. } = self.block()?
+            && !input.trim().is_empty()
+        {
+            *whole = serde_json::from_str(&input).map_err(|e| http::unreadable(&e))?;
+        }
+        Ok(())
+    }
+}
+
+fn unordered() -> ProviderError {
+    http::unreadable(&"Anthropic's events came out of order")
+}
