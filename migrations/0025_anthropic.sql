@@ -26,3 +26,10 @@ comment on column usage_records.cache_write_tokens is 'Of prompt_tokens, those w
 -- each attempt, and on a failed job (its last attempt's).
 alter table job_attempts add column error_body jsonb;
 alter table jobs add column error_body jsonb;
+
+-- The most an answer may run to on a route when the client gave no `max_tokens` (Anthropic
+-- requires one: 4,096 when the route sets none). Null: the provider's own default.
+alter table model_routes
+    add column default_max_tokens integer check (default_max_tokens between 1 and 1000000);
+
+comment on column model_routes.default_max_tokens is 'max_tokens sent when the client gave none (null: the provider''s default)';

@@ -475,3 +475,58 @@ async fn a_failing_anthropic_falls_back_to_the_fleet_with_the_tool_history() {
     );
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_routes_own_max_tokens_stands_in_when_the_client_gives_none() {
+    let stack = Stack::start().await;
+    let anthropic = anthropic_account(&stack).await;
+    anthropic.set_knobs(Knobs {
+        reply_words: Some(200),
+        ..Knobs::default()
+    });
+    let chat =
+        json!({ "model": CLAUDE, "messages": [{ "role": "user", "content": "A long story." }] });
+    let finish = |answer: Value| answer["choices"][0]["finish_reason"].clone();
+    // Anthropic requires a max_tokens: 4,096 when neither the client nor the route gives one.
+    let whole: Value = stack
+        .post("/openai/v1/chat/completions", &chat)
+        .await
+        .json()
+        .await
+        .expect("an answer");
+    assert_eq!(finish(whole), "stop");
+    let alias = json!({ "routes": { "anthropic": CLAUDE }, "chain": ["anthropic"],
+                        "max_tokens": { "anthropic": 16 } });
+    route(&stack, CLAUDE, alias).await;
+    let shown: Value = stack
+        .admin(
+            Method::GET,
+            &format!("/v1/admin/aliases/{CLAUDE}"),
+            &Value::Null,
+        )
+        .await
+        .json()
+        .await
+        .expect("the alias");
+    assert_eq!(shown["max_tokens"], json!({ "anthropic": 16 }));
+    eventually("the route's max_tokens cuts the answer", || async {
+        let cut: Value = stack
+            .post("/openai/v1/chat/completions", &chat)
+            .await
+            .json()
+            .await
+            .expect("an answer");
+        finish(cut) == "length"
+    })
+    .await;
+    let unrouted = json!({ "routes": { "anthropic": CLAUDE }, "max_tokens": { "openai": 16 } });
+    let response = stack
+        .admin(
+            Method::PUT,
+            &format!("/v1/admin/aliases/{CLAUDE}"),
+            &unrouted,
+        )
+        .await;
+    assert_eq!(response.status(), 422);
+    stack.stop().await;
+}

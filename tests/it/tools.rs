@@ -13,16 +13,17 @@ use crate::harness::{Stack, client};
 use crate::streaming::{body_of, sse_events};
 
 /// One model on each provider: llama3 on the Ollama sim, gpt-4.1-mini on the OpenAI sim (reached
-/// through the fallback).
-const MODELS: [&str; 2] = ["llama3", "gpt-4.1-mini"];
+/// through the fallback), claude-sonnet-4-6 on an Anthropic account.
+const MODELS: [&str; 3] = ["llama3", "gpt-4.1-mini", crate::anthropic::CLAUDE];
 
 async fn stack() -> Stack {
     let stack = Stack::start().await;
     stack
         .patch_settings(&json!({ "ai_fallback_provider": "openai" }))
         .await;
+    let anthropic = crate::anthropic::anthropic_account(&stack).await;
     // Pieces apart in time, so streamed answers reach the client in more than one piece.
-    for sim in [&stack.ollama, &stack.openai] {
+    for sim in [&stack.ollama, &stack.openai, &anthropic] {
         sim.set_knobs(provider_sim::Knobs {
             token_delay_ms: 15,
             ..provider_sim::Knobs::default()
@@ -520,7 +521,6 @@ fn native_job(job: &Value) -> (Vec<Called>, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn tool_calls_translate_between_every_surface_and_provider_streamed_or_not() {
     let stack = stack().await;
-    crate::anthropic::anthropic_account(&stack).await;
     let surfaces = [
         Surface::Chat,
         Surface::Responses,
@@ -528,9 +528,8 @@ async fn tool_calls_translate_between_every_surface_and_provider_streamed_or_not
         Surface::Native,
         Surface::Anthropic,
     ];
-    let models = [MODELS[0], MODELS[1], crate::anthropic::CLAUDE];
     for surface in surfaces {
-        for model in models {
+        for model in MODELS {
             for stream in [false, true] {
                 for parallel in [false, true] {
                     let case = format!("{surface:?} {model} stream={stream} parallel={parallel}");
@@ -618,7 +617,8 @@ async fn attempts(stack: &Stack, job: &Value) -> Vec<(String, Option<String>, Op
 #[tokio::test(flavor = "multi_thread")]
 async fn a_structured_answer_that_does_not_match_is_asked_for_again_then_fails_by_name() {
     let stack = stack().await;
-    for model in MODELS {
+    // The two sims `spoil` reaches (the Anthropic account's answers are checked the same way).
+    for model in [MODELS[0], MODELS[1]] {
         // One bad answer: the second call answers, both recorded and priced.
         spoil(&stack, 1, 0);
         let response = structured_job(&stack, model, false).await;

@@ -1,11 +1,11 @@
 """The official `ollama` package calls tools and asks for structured answers through Tollgate.
 
-Run by the end-to-end test `tools::the_ollama_python_package_calls_tools_and_parses_answers`,
-which passes Tollgate's Ollama host and a token in TOLLGATE_OLLAMA_HOST and TOLLGATE_TOKEN, and the
-models to try in TOLLGATE_MODELS (one routed to Ollama, one to OpenAI). For each model: a tool
-given as a Python function, whole and streamed, the result sent back with only `tool_name` (as the
-package does), and `format` from a pydantic model on chat and generate, streamed and not. It
-prints one JSON line with what it saw; any failed check raises.
+Run by the end-to-end test `tools::the_ollama_python_package_calls_tools_and_parses_answers`, which
+passes Tollgate's Ollama host and a token in TOLLGATE_OLLAMA_HOST and TOLLGATE_TOKEN, and the models
+to try in TOLLGATE_MODELS (one routed to Ollama, one to OpenAI, one to an Anthropic account). For
+each model: a tool given as a Python function, whole and streamed, the result sent back with only
+`tool_name` (as the package does), and `format` from a pydantic model on chat and generate, streamed
+and not. It prints one JSON line with what it saw; any failed check raises.
 """
 
 import json

@@ -1,12 +1,12 @@
-"""`langchain-openai` (what many apps are built on) binds tools and asks for structured output
-through Tollgate's OpenAI surface.
+"""`langchain-openai` (what many apps are built on) binds tools and asks for structured output through
+Tollgate's OpenAI surface.
 
 Run by the end-to-end test `tools::langchain_binds_tools_and_structured_output`, which passes
-Tollgate's address and a token in TOLLGATE_OPENAI_BASE_URL and TOLLGATE_TOKEN, and the models to
-try in TOLLGATE_MODELS (one routed to Ollama, one to OpenAI). For each model: `bind_tools` invoked
-and streamed (the chunks added up as LangChain does), the tool's result sent back as a
-`ToolMessage`, and `with_structured_output` by JSON schema and by function calling. It prints one
-JSON line with what it saw; any failed check raises.
+Tollgate's address and a token in TOLLGATE_OPENAI_BASE_URL and TOLLGATE_TOKEN, and the models to try
+in TOLLGATE_MODELS (one routed to Ollama, one to OpenAI, one to an Anthropic account). For each
+model: `bind_tools` invoked and streamed (the chunks added up as LangChain does), the tool's result
+sent back as a `ToolMessage`, and `with_structured_output` by JSON schema and by function calling.
+It prints one JSON line with what it saw; any failed check raises.
 """
 
 import functools

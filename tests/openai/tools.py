@@ -1,13 +1,13 @@
 """The official `openai` package calls tools and asks for structured answers through Tollgate.
 
-Run by the end-to-end test `tools::the_openai_python_package_calls_tools_and_parses_answers`,
-which passes Tollgate's address and a token in TOLLGATE_OPENAI_BASE_URL and TOLLGATE_TOKEN, and
-the models to try in TOLLGATE_MODELS (one routed to Ollama, one to OpenAI). For each model: a
-tool call, whole and streamed (accumulated by the package's own stream helper), parallel calls, a
-tool result round trip, `chat.completions.parse()` with a pydantic model, `json_object`, and the
-Responses API's function calls (whole, streamed, round trip) and `responses.parse()`; then the
-refusals, each naming its parameter. It prints one JSON line with what it saw; any failed check
-raises.
+Run by the end-to-end test `tools::the_openai_python_package_calls_tools_and_parses_answers`, which
+passes Tollgate's address and a token in TOLLGATE_OPENAI_BASE_URL and TOLLGATE_TOKEN, and the models
+to try in TOLLGATE_MODELS (one routed to Ollama, one to OpenAI, one to an Anthropic account). For
+each model: a tool call, whole and streamed (accumulated by the package's own stream helper),
+parallel calls, a tool result round trip, `chat.completions.parse()` with a pydantic model,
+`json_object`, and the Responses API's function calls (whole, streamed, round trip) and
+`responses.parse()`; then the refusals, each naming its parameter. It prints one JSON line with what
+it saw; any failed check raises.
 """
 
 import json

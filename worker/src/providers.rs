@@ -139,6 +139,8 @@ pub struct Step {
     pub when_busy: WhenBusy,
     /// What the route declares its model can do, if it does.
     pub declared: Option<Capabilities>,
+    /// The `max_tokens` the route sends when the client gave none, if it sets one.
+    pub default_max_tokens: Option<u32>,
 }
 
 /// What to try for one job, in order, why, and the settings it was made from.
@@ -224,6 +226,7 @@ impl Providers {
         let configured_now =
             |p: ProviderName| p.is_local() && fleet || configured.clouds.contains_key(&p);
         let route = configured.runtime.route(model, job, configured_now);
+        let routes = &configured.runtime.routes;
         let steps = route
             .candidates
             .iter()
@@ -240,6 +243,7 @@ impl Providers {
                     local_wait: candidate.local_wait,
                     when_busy: candidate.when_busy,
                     declared: candidate.declared,
+                    default_max_tokens: routes.default_max_tokens(model, candidate.provider),
                 })
             })
             .collect();

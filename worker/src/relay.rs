@@ -145,12 +145,13 @@ async fn publish(route: Route, mut pieces: mpsc::UnboundedReceiver<StreamPart>) 
     seq
 }
 
-/// Adds a piece to those held, joined to the last when it is of the same kind (reasoning comes
-/// before the text, so a window holds at most two messages).
+/// Adds a piece to those held, joined to the last when it is of the same kind (reasoning, its
+/// signature, then the text: a window holds at most three messages).
 fn hold(held: &mut Vec<StreamPart>, piece: StreamPart) {
     match (held.last_mut(), piece) {
         (Some(StreamPart::Text(last)), StreamPart::Text(more))
-        | (Some(StreamPart::Thinking(last)), StreamPart::Thinking(more)) => last.push_str(&more),
+        | (Some(StreamPart::Thinking(last)), StreamPart::Thinking(more))
+        | (Some(StreamPart::Signature(last)), StreamPart::Signature(more)) => last.push_str(&more),
         (_, piece) => held.push(piece),
     }
 }

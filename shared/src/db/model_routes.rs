@@ -21,6 +21,8 @@ pub struct Alias {
     /// What each route's upstream model can do, where declared (the fleet's, under `local`,
     /// covers both kinds of host).
     pub capabilities: BTreeMap<ProviderName, Capabilities>,
+    /// The `max_tokens` each route sends when the client gave none, where set.
+    pub max_tokens: BTreeMap<ProviderName, u32>,
     /// The providers to try in order, overriding the settings, if the model has its own.
     pub chain: Option<Vec<ProviderName>>,
 }
@@ -32,6 +34,7 @@ impl Alias {
             fleet: FleetRoute::default(),
             clouds: BTreeMap::new(),
             capabilities: BTreeMap::new(),
+            max_tokens: BTreeMap::new(),
             chain: None,
         }
     }
@@ -53,12 +56,14 @@ struct Route {
     host_kind: Option<String>,
     upstream_model: String,
     capabilities: Option<Vec<String>>,
+    default_max_tokens: Option<i32>,
 }
 
 async fn rows(pool: &PgPool, model: Option<&str>) -> Result<Vec<Route>, sqlx::Error> {
     sqlx::query_as!(
         Route,
-        "select model, provider, host_kind, upstream_model, capabilities from model_routes
+        "select model, provider, host_kind, upstream_model, capabilities, default_max_tokens
+           from model_routes
           where $1::text is null or model = $1
           order by model, provider, host_kind",
         model,
@@ -110,6 +115,9 @@ fn group(rows: Vec<Route>, mut chains: BTreeMap<String, Vec<ProviderName>>) -> V
                 .capabilities
                 .insert(provider, Capabilities::from_names(&names));
         }
+        if let Some(max) = route.default_max_tokens.and_then(|m| u32::try_from(m).ok()) {
+            alias.max_tokens.insert(provider, max);
+        }
     }
     for alias in &mut aliases {
         alias.chain = chains.remove(&alias.model);
@@ -139,6 +147,9 @@ pub async fn all(pool: &PgPool) -> Result<ModelRoutes, sqlx::Error> {
         }
         for (provider, can) in alias.capabilities {
             routes.declare(alias.model.clone(), provider, can);
+        }
+        for (provider, max) in alias.max_tokens {
+            routes.set_default_max_tokens(alias.model.clone(), provider, max);
         }
         if let Some(chain) = alias.chain {
             routes.set_chain(alias.model, chain);
@@ -177,14 +188,20 @@ pub async fn put(pool: &PgPool, alias: &Alias) -> Result<Result<(), ProviderName
             .capabilities
             .get(&provider)
             .map(|can| can.names().into_iter().map(str::to_owned).collect());
+        let max_tokens = alias
+            .max_tokens
+            .get(&provider)
+            .and_then(|max| i32::try_from(*max).ok());
         sqlx::query!(
-            "insert into model_routes (model, provider, host_kind, upstream_model, capabilities)
-             values ($1, $2, $3, $4, $5)",
+            "insert into model_routes (model, provider, host_kind, upstream_model, capabilities,
+                                       default_max_tokens)
+             values ($1, $2, $3, $4, $5, $6)",
             alias.model,
             provider.as_str(),
             kind.map(HostKind::as_str),
             upstream,
             declared.as_deref(),
+            max_tokens,
         )
         .execute(&mut *tx)
         .await?;

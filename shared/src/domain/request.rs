@@ -402,6 +402,22 @@ impl JobRequest {
         }
     }
 
+    /// The request with `max_tokens` set to a route's `default`, when it gives none (`None`
+    /// when it gives one, or is an embedding).
+    pub fn with_default_max_tokens(&self, default: u32) -> Option<Self> {
+        let mut defaulted = self.clone();
+        let options = match &mut defaulted {
+            Self::Generate(r) => &mut r.options,
+            Self::Chat(r) => &mut r.options,
+            Self::Embedding(_) => return None,
+        };
+        if options.max_tokens.is_some() {
+            return None;
+        }
+        options.max_tokens = Some(default);
+        Some(defaulted)
+    }
+
     /// The most completion tokens the request can cause: its `max_tokens` (else `default`) for
     /// each answer it asks for; embeddings produce none.
     pub fn max_completion_tokens(&self, default: u32) -> u32 {

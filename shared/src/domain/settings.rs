@@ -110,6 +110,8 @@ pub struct ModelRoutes {
     fleet: HashMap<String, FleetRoute>,
     /// What each route's upstream model can do, where an operator declared it.
     declared: HashMap<(String, ProviderName), Capabilities>,
+    /// The `max_tokens` each route sends when the client gave none, where an operator set one.
+    max_tokens: HashMap<(String, ProviderName), u32>,
     chains: HashMap<String, Vec<ProviderName>>,
 }
 
@@ -147,6 +149,19 @@ impl ModelRoutes {
     /// Declares what `provider`'s route of `model` can do.
     pub fn declare(&mut self, model: String, provider: ProviderName, can: Capabilities) {
         self.declared.insert((model, provider), can);
+    }
+
+    /// Gives `provider`'s route of `model` the `max_tokens` it sends when the client gave none.
+    pub fn set_default_max_tokens(&mut self, model: String, provider: ProviderName, max: u32) {
+        self.max_tokens.insert((model, provider), max);
+    }
+
+    /// The `max_tokens` `provider`'s route of `model` sends when the client gave none, if set.
+    pub fn default_max_tokens(&self, model: &str, provider: ProviderName) -> Option<u32> {
+        if self.max_tokens.is_empty() {
+            return None;
+        }
+        self.max_tokens.get(&(model.to_owned(), provider)).copied()
     }
 
     /// What `provider`'s route of `model` can do, if an operator declared it.

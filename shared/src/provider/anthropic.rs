@@ -248,8 +248,8 @@ impl Gathered {
                 Block::Thinking { signature, .. },
                 BlockDelta::SignatureDelta { signature: piece },
             ) => {
+                on_delta(Delta::Signature(&piece));
                 signature.push_str(&piece);
-                on_delta(Delta::Signature(signature));
             }
             (Block::ToolUse { .. }, BlockDelta::InputJsonDelta { partial_json }) => {
                 self.input.push_str(&partial_json);

@@ -159,7 +159,7 @@ pub enum Delta<'a> {
     Text(&'a str),
     /// The model's reasoning, which comes before its text.
     Thinking(&'a str),
-    /// The provider's signature of the reasoning so far (Anthropic's), after it.
+    /// A piece of the provider's signature of the reasoning (Anthropic's), after it.
     Signature(&'a str),
 }
 

@@ -28,7 +28,11 @@ pub(super) async fn call_once(
     call: &Call<'_>,
     attempts: &mut Vec<AttemptRecord>,
 ) -> Result<Completion, ProviderError> {
-    let request = call.request;
+    // A route's own `max_tokens` stands in for the client's when it gave none.
+    let defaulted = step
+        .default_max_tokens
+        .and_then(|max| call.request.with_default_max_tokens(max));
+    let request = defaulted.as_ref().unwrap_or(call.request);
     let started_at = Utc::now();
     let clock = Instant::now();
     let provider = &ready.provider;

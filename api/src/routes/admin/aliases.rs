@@ -5,7 +5,8 @@
 //! keyed by provider name (`openai`, `groq`, any cloud account of `/v1/admin/providers`). The
 //! fleet's route may name a model per kind of host (`"local": {"ollama": "qwen3:32b",
 //! "openai_compatible": "Qwen/Qwen3-32B"}`; `ollama` is short for `local.ollama`). A route may
-//! declare what its model can do (`"capabilities": {"openai": ["completion", "tools"]}`), and the
+//! declare what its model can do (`"capabilities": {"openai": ["completion", "tools"]}`) and the
+//! `max_tokens` it sends when a client gives none (`"max_tokens": {"anthropic": 8192}`), and the
 //! alias may carry its own ordered chain of providers (`"chain": ["groq", "local"]`), tried in
 //! that order whatever `ai_provider` says.
 
@@ -81,6 +82,10 @@ struct AliasBody {
     /// without `thinking` is dropped before the call.
     #[serde(default)]
     capabilities: Declared,
+    /// The `max_tokens` a route sends when the client gives none (1 to 1,000,000), by provider
+    /// name. Anthropic requires one: its routes send 4,096 unless set here.
+    #[serde(default)]
+    max_tokens: BTreeMap<String, u32>,
     /// The providers to try, in order, for this model (each must have a route here), instead of
     /// `ai_provider` and `ai_fallback_provider` (or `hybrid`); each step is a fallback of the one
     /// before. Absent: the settings decide.
@@ -95,6 +100,8 @@ struct AliasView {
     routes: Routes,
     #[serde(skip_serializing_if = "Declared::is_empty")]
     capabilities: Declared,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    max_tokens: BTreeMap<String, u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     chain: Option<Vec<ProviderName>>,
 }
@@ -204,6 +211,34 @@ fn parse_chain(
     Ok(Some(steps))
 }
 
+/// Each route's `max_tokens` when the client gives none: for a provider the alias routes, 1 to
+/// 1,000,000.
+fn parse_max_tokens(
+    runtime: &Runtime,
+    alias: &Alias,
+    given: BTreeMap<String, u32>,
+) -> Result<BTreeMap<ProviderName, u32>, ApiError> {
+    let mut set = BTreeMap::new();
+    for (name, max) in given {
+        let field = format!("max_tokens.{name}");
+        let provider = named(runtime, &field, &name)?;
+        if !alias.routes(provider) {
+            return Err(ApiError::invalid_field(
+                field,
+                "sets what a route does not exist for",
+            ));
+        }
+        if !(1..=1_000_000).contains(&max) {
+            return Err(ApiError::invalid_field(
+                field,
+                "must be between 1 and 1000000",
+            ));
+        }
+        set.insert(provider, max);
+    }
+    Ok(set)
+}
+
 #[derive(Serialize, ToSchema)]
 struct AliasList {
     data: Vec<AliasView>,
@@ -237,6 +272,11 @@ impl From<Alias> for AliasView {
                 clouds,
             },
             capabilities: Declared(declared),
+            max_tokens: alias
+                .max_tokens
+                .into_iter()
+                .map(|(provider, max)| (provider.as_str().to_owned(), max))
+                .collect(),
             chain: alias.chain,
         }
     }
@@ -302,9 +342,11 @@ async fn put(
         fleet,
         clouds,
         capabilities: BTreeMap::new(),
+        max_tokens: BTreeMap::new(),
         chain: None,
     };
     alias.capabilities = body.capabilities.parse(&runtime, &alias)?;
+    alias.max_tokens = parse_max_tokens(&runtime, &alias, body.max_tokens)?;
     if alias.fleet == FleetRoute::default() && alias.clouds.is_empty() {
         return Err(ApiError::invalid_field(
             "routes",

@@ -92,11 +92,9 @@ impl MessagesBody {
         let mut extras = std::mem::take(&mut reader.extras);
         extras.server_tools = server_tools;
         extras.beta = beta;
-        let mut rest = self.rest;
-        let reasoning = reasoning(&rest)?;
-        let output = output(&rest)?;
-        rest.remove("stream");
-        extras.fields = rest;
+        let reasoning = reasoning(&self.rest)?;
+        let output = output(&self.rest)?;
+        extras.fields = self.rest;
         let mut conversation = Conversation {
             messages: reader.messages,
             tools,
