@@ -11,7 +11,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use provider_sim::Knobs;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -263,27 +262,9 @@ async fn a_client_that_goes_away_mid_stream_cancels_its_job_with_the_text_billed
         .parse()
         .expect("a job id");
     let mut stream = response.bytes_stream();
-    let mut seen = String::new();
-    while seen.matches("text_delta").count() < 3 {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
-            .await
-            .expect("text arrives")
-            .expect("more body")
-            .expect("a chunk");
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    crate::streaming::read_pieces(&mut stream, 4).await;
     drop(stream);
-    let pool = &stack.pool;
-    eventually("the job is cancelled with its text billed", || async move {
-        let row: (String, Option<i32>) =
-            sqlx::query_as("select status, completion_tokens from jobs where id = $1")
-                .bind(id)
-                .fetch_one(pool)
-                .await
-                .expect("the job");
-        row.0 == "cancelled" && row.1 > Some(0)
-    })
-    .await;
+    crate::streaming::cancelled_with_its_text_billed(stack.pool.clone(), id).await;
     stack.stop().await;
 }
 

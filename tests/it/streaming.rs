@@ -27,8 +27,8 @@ pub(crate) async fn body_of(response: reqwest::Response) -> String {
         .expect("a body")
 }
 
-/// Reads `body` until `pieces` pieces of text have come.
-async fn read_pieces(
+/// Reads `body` until `pieces` pieces of text have come (of any dialect: each names `content`).
+pub(crate) async fn read_pieces(
     body: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
     pieces: usize,
 ) -> String {
@@ -112,20 +112,23 @@ async fn a_client_that_goes_away_cancels_its_job_and_the_upstream_stream() {
         ollama.aborted_calls() == 1
     })
     .await;
-    let pool = &stack.pool;
+    cancelled_with_its_text_billed(stack.pool.clone(), id.0).await;
+    stack.stop().await;
+}
+
+/// Waits for job `id` to be cancelled with the text it streamed billed.
+pub(crate) async fn cancelled_with_its_text_billed(pool: sqlx::PgPool, id: uuid::Uuid) {
+    let pool = &pool;
     eventually("the job is cancelled with its text billed", || async move {
-        {
-            let row: (String, Option<i32>) =
-                sqlx::query_as("select status, completion_tokens from jobs where id = $1")
-                    .bind(id)
-                    .fetch_one(pool)
-                    .await
-                    .expect("the job");
-            row.0 == "cancelled" && row.1 > Some(0)
-        }
+        let row: (String, Option<i32>) =
+            sqlx::query_as("select status, completion_tokens from jobs where id = $1")
+                .bind(id)
+                .fetch_one(pool)
+                .await
+                .expect("the job");
+        row.0 == "cancelled" && row.1 > Some(0)
     })
     .await;
-    stack.stop().await;
 }
 
 /// Submits a native streaming generate on `api`; the response, its stream unread.

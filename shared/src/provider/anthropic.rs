@@ -56,15 +56,7 @@ impl AnthropicClient {
         let (answer, status_code): (Answer, u16) = http::send_json(call, error_message)
             .await
             .map_err(|failure| self.redacted(failure))?;
-        let (prompt_tokens, completion_tokens, details) = counts(&answer.usage);
-        Ok(Completion {
-            result: super::reply_result(request, &reply(&answer)),
-            upstream_model: answer.model,
-            prompt_tokens,
-            completion_tokens,
-            details,
-            status_code,
-        })
+        Ok(completion(request, answer, status_code))
     }
 
     /// Runs `request` on `model` with the answer streamed: each piece of text, reasoning or the
@@ -93,15 +85,7 @@ impl AnthropicClient {
             let event: StreamEvent =
                 serde_json::from_str(&event.data).map_err(|e| http::unreadable(&e))?;
             if let Some(done) = answer.take(event, on_delta)? {
-                let (prompt_tokens, completion_tokens, details) = counts(&done.usage);
-                return Ok(Completion {
-                    result: super::reply_result(request, &reply(&done)),
-                    upstream_model: done.model,
-                    prompt_tokens,
-                    completion_tokens,
-                    details,
-                    status_code,
-                });
+                return Ok(completion(request, done, status_code));
             }
         }
         Err(http::broken_stream())
@@ -164,6 +148,19 @@ impl AnthropicClient {
             failure.body = serde_json::from_str(&text).ok().map(Box::new);
         }
         failure
+    }
+}
+
+/// What a call produced: its answer's reply and counts.
+fn completion(request: &JobRequest, answer: Answer, status_code: u16) -> Completion {
+    let (prompt_tokens, completion_tokens, details) = counts(&answer.usage);
+    Completion {
+        result: super::reply_result(request, &reply(&answer)),
+        upstream_model: answer.model,
+        prompt_tokens,
+        completion_tokens,
+        details,
+        status_code,
     }
 }
 
