@@ -418,13 +418,15 @@ impl Reader {
                     ));
                 }
             };
-            let strict = tool.get("strict").and_then(Value::as_bool).unwrap_or(false);
+            // Everything else (`strict`, `cache_control`, `defer_loading`, …) is Anthropic's
+            // alone: kept for it, and not asked of another upstream (OpenAI's strict mode
+            // refuses schemas Anthropic's takes).
             self.extras.keep_tool(tools.len(), tool);
             tools.push(Tool {
                 name,
                 description,
                 parameters,
-                strict,
+                strict: false,
             });
         }
         Ok((tools, server_tools))
@@ -506,4 +508,128 @@ fn output(rest: &Map<String, Value>) -> Result<OutputFormat, ValidationError> {
         schema,
         strict: true,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tollgate_core::domain::conversation::Part;
+
+    use super::*;
+
+    fn read(body: Value) -> Result<Read, ValidationError> {
+        let body: MessagesBody = serde_json::from_value(body).expect("a body");
+        body.read(Some("context-management-2025-06-27".into()), false)
+    }
+
+    #[test]
+    fn a_claude_code_body_reads_into_the_conversation_with_its_extras_kept() {
+        let read = read(json!({
+            "model": "claude-sonnet-4-6", "max_tokens": 32000, "stream": true,
+            "system": [{ "type": "text", "text": "You are Claude Code." },
+                       { "type": "text", "text": "Be terse.", "cache_control": { "type": "ephemeral" } }],
+            "messages": [
+                { "role": "user", "content": "Why does the test fail?" },
+                { "role": "assistant", "content": [
+                    { "type": "thinking", "thinking": "Look first.", "signature": "sig" },
+                    { "type": "tool_use", "id": "toolu_1", "name": "Grep", "input": { "pattern": "x" } }] },
+                { "role": "user", "content": [
+                    { "type": "tool_result", "tool_use_id": "toolu_1", "is_error": true,
+                      "content": [{ "type": "text", "text": "no match" }] },
+                    { "type": "text", "text": "Go on.", "cache_control": { "type": "ephemeral" } }] }],
+            "tools": [{ "name": "Grep", "input_schema": { "type": "object" }, "strict": true,
+                        "defer_loading": true },
+                      { "type": "web_search_20250305", "name": "web_search" }],
+            "thinking": { "type": "adaptive" }, "output_config": { "effort": "high" },
+            "context_management": { "edits": [] },
+        }))
+        .expect("read");
+        assert!(read.stream);
+        let chat = &read.request;
+        let roles: Vec<Role> = chat.conversation.messages.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [
+                Role::System,
+                Role::User,
+                Role::Assistant,
+                Role::Tool,
+                Role::User
+            ],
+            "a tool's result and the user's words that follow are two messages"
+        );
+        assert_eq!(chat.options.reasoning, Some(Reasoning::Level(Effort::High)));
+        let tool = &chat.conversation.tools[0];
+        assert!(!tool.strict, "`strict` is Anthropic's alone");
+        let extras = chat.anthropic.as_deref().expect("extras");
+        assert_eq!(
+            extras.beta.as_deref(),
+            Some("context-management-2025-06-27")
+        );
+        assert_eq!(
+            extras.block(0, 1).map(|e| e["cache_control"].clone()),
+            Some(json!({ "type": "ephemeral" }))
+        );
+        assert_eq!(
+            extras.block(3, 0).map(|e| e["is_error"].clone()),
+            Some(json!(true))
+        );
+        assert_eq!(
+            extras.block(4, 0).map(|e| e["cache_control"].clone()),
+            Some(json!({ "type": "ephemeral" }))
+        );
+        assert_eq!(
+            extras.tool(0).map(|e| e["strict"].clone()),
+            Some(json!(true))
+        );
+        assert_eq!(extras.server_tools.len(), 1);
+        for field in ["thinking", "output_config", "context_management"] {
+            assert!(extras.fields.contains_key(field), "{field} kept as sent");
+        }
+        assert!(!extras.fields.contains_key("stream") && !extras.fields.contains_key("model"));
+        let Part::Thinking(thinking) = &chat.conversation.messages[2].parts[0] else {
+            panic!("reasoning first");
+        };
+        assert_eq!(thinking.signature.as_deref(), Some("sig"));
+    }
+
+    #[test]
+    fn a_refusal_names_the_field_as_the_client_wrote_it() {
+        let refused = |body: Value| match read(body) {
+            Ok(_) => panic!("taken"),
+            Err(error) => error.field,
+        };
+        let message = |content: Value| {
+            json!({ "model": "m", "max_tokens": 10,
+            "messages": [{ "role": "user", "content": "Hi" },
+                         { "role": "assistant", "content": "Hello" }, content] })
+        };
+        assert_eq!(
+            refused(message(json!({ "role": "user", "content": [
+                { "type": "tool_result", "tool_use_id": "toolu_none", "content": "?" }] }))),
+            "messages[2]",
+            "a result answering no call is named by the message it was in"
+        );
+        assert_eq!(
+            refused(json!({ "model": "m", "messages": [{ "role": "user", "content": "Hi" }] })),
+            "max_tokens"
+        );
+        assert_eq!(
+            refused(json!({ "model": "m", "max_tokens": 10, "temperature": 7,
+                            "messages": [{ "role": "user", "content": "Hi" }] })),
+            "temperature"
+        );
+        assert_eq!(
+            refused(message(json!({ "role": "user", "content": [
+                { "type": "tool_use", "id": "t", "name": "x", "input": {} }] }))),
+            "messages[2].content[0]"
+        );
+        assert_eq!(
+            refused(
+                json!({ "model": "m", "max_tokens": 10, "tool_choice": { "type": "every" },
+                            "messages": [{ "role": "user", "content": "Hi" }] })
+            ),
+            "tool_choice.type"
+        );
+    }
 }
