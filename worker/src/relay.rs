@@ -65,6 +65,7 @@ impl Relay {
                 StreamPart::Thinking(thought.to_owned())
             }
             Delta::Signature(signature) => StreamPart::Signature(signature.to_owned()),
+            Delta::Redacted(data) => StreamPart::Redacted(data.to_owned()),
         };
         if let Some(pieces) = lock(&self.pieces).as_ref() {
             let _ = pieces.send(part);

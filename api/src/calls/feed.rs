@@ -172,6 +172,8 @@ enum Fed {
     Thinking(String),
     /// The provider's signature of the reasoning, after it.
     Signature(String),
+    /// Reasoning the provider redacted.
+    Redacted(String),
     /// The job ended (its whole text already fed).
     Ended(Box<Job>),
     /// The sync timeout passed, or the api is shutting down: the stream ends, the job goes on.
@@ -279,6 +281,10 @@ impl Feed {
                         self.next_seq += 1;
                         return Some(Ok(Fed::Signature(signature)));
                     }
+                    StreamPart::Redacted(data) => {
+                        self.next_seq += 1;
+                        return Some(Ok(Fed::Redacted(data)));
+                    }
                 },
                 Step::Heard(Some(Heard::Gap)) => {
                     self.lossy = true;
@@ -352,6 +358,10 @@ pub trait Dialect: Send + 'static {
     fn signature(&mut self, _signature: &str) -> Vec<Self::Item> {
         Vec::new()
     }
+    /// Reasoning the provider redacted, whole (only Anthropic's dialect shows it).
+    fn redacted(&mut self, _data: &str) -> Vec<Self::Item> {
+        Vec::new()
+    }
     /// What closes the stream once the job ended, however it ended.
     fn ended(&mut self, job: &Job) -> Vec<Self::Item>;
     /// What closes the stream when its job cannot be followed further (it goes on).
@@ -377,6 +387,7 @@ impl Feed {
                         Ok(Fed::Text(text)) => dialect.text(&text),
                         Ok(Fed::Thinking(text)) => dialect.thinking(&text),
                         Ok(Fed::Signature(signature)) => dialect.signature(&signature),
+                        Ok(Fed::Redacted(data)) => dialect.redacted(&data),
                         Ok(Fed::Ended(job)) => dialect.ended(&job),
                         Ok(Fed::StillRunning) => {
                             dialect.failed(&ApiError::still_running(feed.job_id()))

@@ -25,6 +25,12 @@ use crate::domain::{JobErrorCode, JobRequest, Reasoning};
 /// The API version every call names.
 const VERSION: &str = "2023-06-01";
 
+/// Where a result keeps an answer's blocks as Anthropic wrote them, when it reasoned: its
+/// reasoning may come in several blocks, redacted, or between its text and its tool calls, each
+/// with the signature a client must send back with it, which the reply's one reasoning part
+/// cannot hold. The Anthropic surface answers with them.
+pub const ANTHROPIC_CONTENT: &str = "anthropic_content";
+
 #[derive(Clone)]
 pub struct AnthropicClient {
     base_url: String,
@@ -151,11 +157,25 @@ impl AnthropicClient {
     }
 }
 
-/// What a call produced: its answer's reply and counts.
+/// What a call produced: its answer's reply and counts. An answer that reasoned keeps its blocks
+/// as Anthropic wrote them besides (see [`ANTHROPIC_CONTENT`]).
 fn completion(request: &JobRequest, answer: Answer, status_code: u16) -> Completion {
     let (prompt_tokens, completion_tokens, details) = counts(&answer.usage);
+    let mut result = super::reply_result(request, &reply(&answer));
+    let reasoned = answer.content.iter().any(|block| {
+        matches!(
+            block,
+            Block::Thinking { .. } | Block::RedactedThinking { .. }
+        )
+    });
+    if reasoned
+        && let (Value::Object(result), Ok(blocks)) =
+            (&mut result, serde_json::to_value(&answer.content))
+    {
+        result.insert(ANTHROPIC_CONTENT.to_owned(), blocks);
+    }
     Completion {
-        result: super::reply_result(request, &reply(&answer)),
+        result,
         upstream_model: answer.model,
         prompt_tokens,
         completion_tokens,
@@ -192,6 +212,9 @@ impl Gathered {
             }
             StreamEvent::ContentBlockStart { content_block, .. } => {
                 self.input.clear();
+                if let Block::RedactedThinking { data, .. } = &content_block {
+                    on_delta(Delta::Redacted(data));
+                }
                 self.started()?.content.push(content_block);
             }
             StreamEvent::ContentBlockDelta { delta, .. } => self.delta(delta, on_delta)?,
@@ -215,7 +238,10 @@ impl Gathered {
                     }
                     _ => JobErrorCode::ProviderError,
                 };
-                return Err(ProviderError::new(code, message));
+                let body = serde_json::json!({ "type": "error", "error": error });
+                let mut failure = ProviderError::new(code, message);
+                failure.body = Some(Box::new(body));
+                return Err(failure);
             }
             StreamEvent::Other => {}
         }
@@ -270,4 +296,129 @@ impl Gathered {
 
 fn unordered() -> ProviderError {
     http::unreadable(&"Anthropic's events came out of order")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn an_answer_that_reasoned_keeps_its_blocks_as_anthropic_wrote_them() {
+        let request: JobRequest = serde_json::from_value(json!({
+            "kind": "chat", "model": "claude", "messages": [{ "role": "user", "content": "Hi" }] }))
+        .expect("a request");
+        let blocks = json!([
+            { "type": "thinking", "thinking": "First.", "signature": "sig-1" },
+            { "type": "text", "text": "Checking." },
+            { "type": "redacted_thinking", "data": "opaque" },
+            { "type": "thinking", "thinking": "Then.", "signature": "sig-2" },
+            { "type": "tool_use", "id": "toolu_1", "name": "x", "input": {},
+              "caller": { "type": "direct" } }]);
+        let answer: Answer = serde_json::from_value(json!({
+            "id": "msg_1", "model": "claude", "content": blocks, "stop_reason": "tool_use",
+            "usage": { "input_tokens": 3, "output_tokens": 9 } }))
+        .expect("an answer");
+        let done = completion(&request, answer, 200);
+        assert_eq!(
+            done.result[ANTHROPIC_CONTENT], blocks,
+            "every block, in order, verbatim"
+        );
+        assert_eq!(done.result["message"]["content"], "Checking.");
+        let plain: Answer = serde_json::from_value(json!({
+            "id": "msg_2", "model": "claude", "content": [{ "type": "text", "text": "Hi" }],
+            "stop_reason": "end_turn", "usage": { "input_tokens": 3, "output_tokens": 1 } }))
+        .expect("an answer");
+        let done = completion(&request, plain, 200);
+        assert!(
+            done.result.get(ANTHROPIC_CONTENT).is_none(),
+            "a reply holds it all"
+        );
+    }
+    #[test]
+    fn a_stream_is_gathered_into_its_answer_with_each_piece_passed_on() {
+        let events = [
+            json!({ "type": "message_start", "message": { "id": "msg_1", "type": "message",
+                    "role": "assistant", "model": "claude", "content": [], "stop_reason": null,
+                    "usage": { "input_tokens": 10, "cache_read_input_tokens": 90,
+                               "output_tokens": 1 } } }),
+            json!({ "type": "content_block_start", "index": 0,
+                    "content_block": { "type": "thinking", "thinking": "", "signature": "" } }),
+            json!({ "type": "ping" }),
+            json!({ "type": "content_block_delta", "index": 0,
+                    "delta": { "type": "thinking_delta", "thinking": "Hm." } }),
+            json!({ "type": "content_block_delta", "index": 0,
+                    "delta": { "type": "signature_delta", "signature": "sig" } }),
+            json!({ "type": "content_block_stop", "index": 0 }),
+            json!({ "type": "content_block_start", "index": 1,
+                    "content_block": { "type": "redacted_thinking", "data": "opaque" } }),
+            json!({ "type": "content_block_stop", "index": 1 }),
+            json!({ "type": "content_block_start", "index": 2,
+                    "content_block": { "type": "text", "text": "" } }),
+            json!({ "type": "content_block_delta", "index": 2,
+                    "delta": { "type": "text_delta", "text": "Checking." } }),
+            json!({ "type": "content_block_stop", "index": 2 }),
+            json!({ "type": "content_block_start", "index": 3, "content_block": {
+                    "type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {} } }),
+            json!({ "type": "content_block_delta", "index": 3,
+                    "delta": { "type": "input_json_delta", "partial_json": "{\"city\": " } }),
+            json!({ "type": "content_block_delta", "index": 3,
+                    "delta": { "type": "input_json_delta", "partial_json": "\"Paris\"}" } }),
+            json!({ "type": "content_block_stop", "index": 3 }),
+            json!({ "type": "message_delta", "delta": { "stop_reason": "tool_use" },
+                    "usage": { "output_tokens": 42 } }),
+            json!({ "type": "message_stop" }),
+        ];
+        let mut gathered = Gathered::default();
+        let mut pieces = Vec::new();
+        let mut on_delta = |delta: Delta<'_>| pieces.push(format!("{delta:?}"));
+        let mut done = None;
+        for event in events {
+            let event: StreamEvent = serde_json::from_value(event).expect("an event");
+            done = gathered.take(event, &mut on_delta).expect("in order");
+        }
+        assert_eq!(
+            pieces,
+            [
+                "Thinking(\"Hm.\")",
+                "Signature(\"sig\")",
+                "Redacted(\"opaque\")",
+                "Text(\"Checking.\")"
+            ]
+        );
+        let answer = done.expect("whole at message_stop");
+        assert_eq!(answer.stop_reason.as_deref(), Some("tool_use"));
+        let Block::ToolUse { input, .. } = &answer.content[3] else {
+            panic!("a tool call: {answer:?}");
+        };
+        assert_eq!(
+            input,
+            &json!({ "city": "Paris" }),
+            "its input's pieces, joined"
+        );
+        let usage = answer.usage;
+        assert_eq!(
+            (
+                usage.input_tokens,
+                usage.cache_read_input_tokens,
+                usage.output_tokens
+            ),
+            (Some(10), Some(90), Some(42)),
+            "message_delta's usage is the latest"
+        );
+        let error: StreamEvent = serde_json::from_value(json!({ "type": "error",
+            "error": { "type": "overloaded_error", "message": "Overloaded" } }))
+        .expect("an event");
+        let failed = Gathered::default()
+            .take(error, &mut |_: Delta<'_>| {})
+            .expect_err("an error mid-answer");
+        assert!(failed.is_transient(), "{failed}");
+        assert_eq!(
+            failed.body.as_deref(),
+            Some(&json!({ "type": "error",
+                          "error": { "type": "overloaded_error", "message": "Overloaded" } })),
+            "Anthropic's own words, for its clients"
+        );
+    }
 }

@@ -29,7 +29,7 @@ use serde_json::Value;
 pub use error::{ProviderError, parse_retry_after};
 pub use http::traced;
 
-pub use anthropic::AnthropicClient;
+pub use anthropic::{ANTHROPIC_CONTENT, AnthropicClient};
 pub use anthropic_messages::DEFAULT_MAX_TOKENS;
 pub use listing::{CompatibleModels, HostListing};
 pub use ollama::OllamaClient;
@@ -161,6 +161,8 @@ pub enum Delta<'a> {
     Thinking(&'a str),
     /// A piece of the provider's signature of the reasoning (Anthropic's), after it.
     Signature(&'a str),
+    /// Reasoning the provider redacted: its encrypted data, whole (Anthropic's).
+    Redacted(&'a str),
 }
 
 /// Where a streaming call's pieces go, one at a time, as the provider writes them.

@@ -114,6 +114,8 @@ pub enum StreamPart {
     /// back with it (an api of the release before drops the message; its client gets the
     /// signature from the finished job).
     Signature(String),
+    /// Reasoning the provider redacted, its encrypted data whole (Anthropic's).
+    Redacted(String),
     /// The run ended with the job in `status` (committed before this is sent).
     End(JobStatus),
 }

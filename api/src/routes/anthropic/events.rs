@@ -24,6 +24,7 @@ enum Open {
     Thinking,
     Text,
     ToolUse,
+    Redacted,
 }
 
 pub struct MessageEvents {
@@ -74,7 +75,7 @@ impl MessageEvents {
                 events
                     .push(self.delta(json!({ "type": "signature_delta", "signature": signature })));
             }
-            Open::Thinking | Open::Text | Open::ToolUse => {}
+            Open::Thinking | Open::Text | Open::ToolUse | Open::Redacted => {}
         }
         events.push(event(
             "content_block_stop",
@@ -143,6 +144,13 @@ impl Dialect for MessageEvents {
         }
         self.signed = true;
         vec![self.delta(json!({ "type": "signature_delta", "signature": signature }))]
+    }
+
+    fn redacted(&mut self, data: &str) -> Vec<Event> {
+        let block = json!({ "type": "redacted_thinking", "data": data });
+        let mut events = self.open(Open::Redacted, block);
+        events.extend(self.close());
+        events
     }
 
     fn ended(&mut self, job: &Job) -> Vec<Event> {

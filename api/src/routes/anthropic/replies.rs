@@ -6,7 +6,8 @@
 use serde_json::{Value, json};
 use tollgate_core::domain::Job;
 use tollgate_core::domain::anthropic::gateway_signature;
-use tollgate_core::domain::conversation::{Thinking, ToolCall};
+use tollgate_core::domain::conversation::{Reply, Thinking, ToolCall};
+use tollgate_core::provider::ANTHROPIC_CONTENT;
 use tollgate_core::provider::anthropic_wire::stop_reason;
 
 use crate::calls::answer::Tokens;
@@ -16,10 +17,24 @@ pub fn message_id(job: tollgate_core::domain::JobId) -> String {
     format!("msg_{}", job.0.simple())
 }
 
-/// The job's answer as a `message`.
+/// The job's answer as a `message`: as Anthropic wrote it when it came from Anthropic and
+/// reasoned (its blocks kept in the result), else made from its reply.
 pub fn message(job: &Job, max_tokens: Option<u32>) -> Value {
-    let reply = crate::calls::answer::reply(job);
     let finish = crate::calls::answer::finish(job, max_tokens);
+    let kept = job.result.as_ref().and_then(|r| r.get(ANTHROPIC_CONTENT));
+    let content = match kept {
+        Some(blocks) => blocks.clone(),
+        None => Value::Array(content(&crate::calls::answer::reply(job))),
+    };
+    json!({
+        "id": message_id(job.id), "type": "message", "role": "assistant", "model": job.model,
+        "content": content, "stop_reason": stop_reason(finish), "stop_sequence": null,
+        "usage": usage(Tokens::of(job)),
+    })
+}
+
+/// A reply's blocks: its reasoning, its text, its tool calls.
+fn content(reply: &Reply) -> Vec<Value> {
     let mut content = Vec::new();
     if let Some(thinking) = &reply.thinking {
         content.push(thinking_block(thinking));
@@ -28,11 +43,7 @@ pub fn message(job: &Job, max_tokens: Option<u32>) -> Value {
         content.push(json!({ "type": "text", "text": reply.text }));
     }
     content.extend(reply.tool_calls.iter().map(tool_use_block));
-    json!({
-        "id": message_id(job.id), "type": "message", "role": "assistant", "model": job.model,
-        "content": content, "stop_reason": stop_reason(finish), "stop_sequence": null,
-        "usage": usage(Tokens::of(job)),
-    })
+    content
 }
 
 /// A reasoning part as a `thinking` block (`redacted_thinking` with its data, when redacted).
