@@ -65,7 +65,7 @@ impl Relay {
                 StreamPart::Thinking(thought.to_owned())
             }
             Delta::Signature(signature) => StreamPart::Signature(signature.to_owned()),
-            Delta::Redacted(data) => StreamPart::Redacted(data.to_owned()),
+            Delta::Block(block) => StreamPart::Block(block.clone()),
         };
         if let Some(pieces) = lock(&self.pieces).as_ref() {
             let _ = pieces.send(part);

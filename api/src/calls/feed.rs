@@ -172,8 +172,8 @@ enum Fed {
     Thinking(String),
     /// The provider's signature of the reasoning, after it.
     Signature(String),
-    /// Reasoning the provider redacted.
-    Redacted(String),
+    /// A block the provider wrote, whole (Anthropic's).
+    Block(serde_json::Value),
     /// The job ended (its whole text already fed).
     Ended(Box<Job>),
     /// The sync timeout passed, or the api is shutting down: the stream ends, the job goes on.
@@ -281,9 +281,9 @@ impl Feed {
                         self.next_seq += 1;
                         return Some(Ok(Fed::Signature(signature)));
                     }
-                    StreamPart::Redacted(data) => {
+                    StreamPart::Block(block) => {
                         self.next_seq += 1;
-                        return Some(Ok(Fed::Redacted(data)));
+                        return Some(Ok(Fed::Block(block)));
                     }
                 },
                 Step::Heard(Some(Heard::Gap)) => {
@@ -358,8 +358,8 @@ pub trait Dialect: Send + 'static {
     fn signature(&mut self, _signature: &str) -> Vec<Self::Item> {
         Vec::new()
     }
-    /// Reasoning the provider redacted, whole (only Anthropic's dialect shows it).
-    fn redacted(&mut self, _data: &str) -> Vec<Self::Item> {
+    /// A block the provider wrote, whole (only Anthropic's dialect shows it).
+    fn block(&mut self, _block: &serde_json::Value) -> Vec<Self::Item> {
         Vec::new()
     }
     /// What closes the stream once the job ended, however it ended.
@@ -387,7 +387,7 @@ impl Feed {
                         Ok(Fed::Text(text)) => dialect.text(&text),
                         Ok(Fed::Thinking(text)) => dialect.thinking(&text),
                         Ok(Fed::Signature(signature)) => dialect.signature(&signature),
-                        Ok(Fed::Redacted(data)) => dialect.redacted(&data),
+                        Ok(Fed::Block(block)) => dialect.block(&block),
                         Ok(Fed::Ended(job)) => dialect.ended(&job),
                         Ok(Fed::StillRunning) => {
                             dialect.failed(&ApiError::still_running(feed.job_id()))

@@ -221,7 +221,7 @@ impl Follow {
                             }
                             StreamPart::Thinking(text) => return Wake::Thinking(text),
                             // The job's result carries the reasoning's signature.
-                            StreamPart::Signature(_) | StreamPart::Redacted(_) => continue,
+                            StreamPart::Signature(_) | StreamPart::Block(_) => continue,
                         },
                         Some(Heard::Gap) => self.text.lossy = true,
                         None => self.following = None,

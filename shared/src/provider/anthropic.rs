@@ -25,10 +25,11 @@ use crate::domain::{JobErrorCode, JobRequest, Reasoning};
 /// The API version every call names.
 const VERSION: &str = "2023-06-01";
 
-/// Where a result keeps an answer's blocks as Anthropic wrote them, when it reasoned: its
-/// reasoning may come in several blocks, redacted, or between its text and its tool calls, each
-/// with the signature a client must send back with it, which the reply's one reasoning part
-/// cannot hold. The Anthropic surface answers with them.
+/// Where a result keeps an answer's blocks as Anthropic wrote them, when it reasoned or holds
+/// blocks of other types: its reasoning may come in several blocks, redacted, or between its
+/// text and its tool calls, each with the signature a client must send back with it, and a
+/// server tool's call and result have no place in a reply. The Anthropic surface answers with
+/// them.
 pub const ANTHROPIC_CONTENT: &str = "anthropic_content";
 
 #[derive(Clone)]
@@ -157,15 +158,16 @@ impl AnthropicClient {
     }
 }
 
-/// What a call produced: its answer's reply and counts. An answer that reasoned keeps its blocks
-/// as Anthropic wrote them besides (see [`ANTHROPIC_CONTENT`]).
+/// What a call produced: its answer's reply and counts. An answer that reasoned (or holds
+/// blocks of other types) keeps its blocks as Anthropic wrote them besides (see
+/// [`ANTHROPIC_CONTENT`]).
 fn completion(request: &JobRequest, answer: Answer, status_code: u16) -> Completion {
     let (prompt_tokens, completion_tokens, details) = counts(&answer.usage);
     let mut result = super::reply_result(request, &reply(&answer));
     let reasoned = answer.content.iter().any(|block| {
         matches!(
             block,
-            Block::Thinking { .. } | Block::RedactedThinking { .. }
+            Block::Thinking { .. } | Block::RedactedThinking { .. } | Block::Other(_)
         )
     });
     if reasoned
@@ -212,13 +214,15 @@ impl Gathered {
             }
             StreamEvent::ContentBlockStart { content_block, .. } => {
                 self.input.clear();
-                if let Block::RedactedThinking { data, .. } = &content_block {
-                    on_delta(Delta::Redacted(data));
+                if let Block::RedactedThinking { .. } = &content_block
+                    && let Ok(whole) = serde_json::to_value(&content_block)
+                {
+                    on_delta(Delta::Block(&whole));
                 }
                 self.started()?.content.push(content_block);
             }
             StreamEvent::ContentBlockDelta { delta, .. } => self.delta(delta, on_delta)?,
-            StreamEvent::ContentBlockStop { .. } => self.stopped()?,
+            StreamEvent::ContentBlockStop { .. } => self.stopped(on_delta)?,
             StreamEvent::MessageDelta { delta, usage } => {
                 self.usage = self.usage.updated(usage);
                 let answer = self.started()?;
@@ -274,7 +278,10 @@ impl Gathered {
                 on_delta(Delta::Signature(&piece));
                 signature.push_str(&piece);
             }
-            (Block::ToolUse { .. }, BlockDelta::InputJsonDelta { partial_json }) => {
+            (
+                Block::ToolUse { .. } | Block::Other(_),
+                BlockDelta::InputJsonDelta { partial_json },
+            ) => {
                 self.input.push_str(&partial_json);
             }
             _ => {}
@@ -282,13 +289,27 @@ impl Gathered {
         Ok(())
     }
 
-    /// A block ended: a tool call's input is whole.
-    fn stopped(&mut self) -> Result<(), ProviderError> {
+    /// A block ended: a tool call's input is whole; a block of another type (a server tool's
+    /// call or result) is passed on whole.
+    fn stopped(&mut self, on_delta: OnDelta<'_>) -> Result<(), ProviderError> {
         let input = std::mem::take(&mut self.input);
-        if let Block::ToolUse { input: whole, .. } = self.block()?
-            && !input.trim().is_empty()
-        {
-            *whole = serde_json::from_str(&input).map_err(|e| http::unreadable(&e))?;
+        let input = match input.trim() {
+            "" => None,
+            text => Some(serde_json::from_str::<Value>(text).map_err(|e| http::unreadable(&e))?),
+        };
+        match self.block()? {
+            Block::ToolUse { input: whole, .. } => {
+                if let Some(input) = input {
+                    *whole = input;
+                }
+            }
+            Block::Other(other) => {
+                if let Some(input) = input {
+                    other.0.insert("input".into(), input);
+                }
+                on_delta(Delta::Block(&Value::Object(other.0.clone())));
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -360,12 +381,18 @@ mod tests {
                     "delta": { "type": "text_delta", "text": "Checking." } }),
             json!({ "type": "content_block_stop", "index": 2 }),
             json!({ "type": "content_block_start", "index": 3, "content_block": {
-                    "type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {} } }),
+                    "type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search",
+                    "input": {} } }),
             json!({ "type": "content_block_delta", "index": 3,
-                    "delta": { "type": "input_json_delta", "partial_json": "{\"city\": " } }),
-            json!({ "type": "content_block_delta", "index": 3,
-                    "delta": { "type": "input_json_delta", "partial_json": "\"Paris\"}" } }),
+                    "delta": { "type": "input_json_delta", "partial_json": "{\"query\": \"x\"}" } }),
             json!({ "type": "content_block_stop", "index": 3 }),
+            json!({ "type": "content_block_start", "index": 4, "content_block": {
+                    "type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {} } }),
+            json!({ "type": "content_block_delta", "index": 4,
+                    "delta": { "type": "input_json_delta", "partial_json": "{\"city\": " } }),
+            json!({ "type": "content_block_delta", "index": 4,
+                    "delta": { "type": "input_json_delta", "partial_json": "\"Paris\"}" } }),
+            json!({ "type": "content_block_stop", "index": 4 }),
             json!({ "type": "message_delta", "delta": { "stop_reason": "tool_use" },
                     "usage": { "output_tokens": 42 } }),
             json!({ "type": "message_stop" }),
@@ -378,18 +405,21 @@ mod tests {
             let event: StreamEvent = serde_json::from_value(event).expect("an event");
             done = gathered.take(event, &mut on_delta).expect("in order");
         }
+        let whole = |block: Value| format!("{:?}", Delta::Block(&block));
         assert_eq!(
             pieces,
             [
-                "Thinking(\"Hm.\")",
-                "Signature(\"sig\")",
-                "Redacted(\"opaque\")",
-                "Text(\"Checking.\")"
+                "Thinking(\"Hm.\")".to_owned(),
+                "Signature(\"sig\")".to_owned(),
+                whole(json!({ "type": "redacted_thinking", "data": "opaque" })),
+                "Text(\"Checking.\")".to_owned(),
+                whole(json!({ "type": "server_tool_use", "id": "srvtoolu_1",
+                              "name": "web_search", "input": { "query": "x" } })),
             ]
         );
         let answer = done.expect("whole at message_stop");
         assert_eq!(answer.stop_reason.as_deref(), Some("tool_use"));
-        let Block::ToolUse { input, .. } = &answer.content[3] else {
+        let Block::ToolUse { input, .. } = &answer.content[4] else {
             panic!("a tool call: {answer:?}");
         };
         assert_eq!(

@@ -156,6 +156,7 @@ fn write_part<'a>(
             });
             json!({ "type": "tool_result", "tool_use_id": id, "content": result.content })
         }
+        Part::Anthropic(kept) => kept.block.clone(),
         Part::Thinking(thinking) => match &thinking.signature {
             Some(data) if thinking.redacted => json!({ "type": "redacted_thinking", "data": data }),
             Some(signature) if !is_gateway_signature(signature) => {
@@ -302,7 +303,7 @@ pub(super) fn reply(answer: &Answer) -> Reply {
                 signature = Some(signed.clone()).filter(|s| !s.is_empty());
             }
             Block::RedactedThinking { data, .. } => redacted = Some(data.clone()),
-            Block::Image { .. } | Block::ToolResult { .. } => {}
+            Block::Image { .. } | Block::ToolResult { .. } | Block::Other(_) => {}
         }
     }
     let mut reply = Reply::answered(text, calls, None, None);
@@ -429,7 +430,9 @@ mod tests {
             "model": "claude", "options": { "max_tokens": 32000, "reasoning": true },
             "messages": [
                 { "role": "system", "content": [{ "type": "text", "text": "You are Claude Code." }] },
-                { "role": "user", "content": "Fix the test." },
+                { "role": "user", "content": [
+                    { "type": "anthropic", "block": { "type": "document", "title": "spec" } },
+                    { "type": "text", "text": "Fix the test." }] },
                 { "role": "assistant", "content": [
                     { "type": "thinking", "text": "", "signature": "opaque", "redacted": true },
                     { "type": "text", "text": "Done." }] },
@@ -448,6 +451,11 @@ mod tests {
         let (body, beta) = body(&request, "claude-opus-4-6", on).expect("a body");
         assert_eq!(beta.as_deref(), Some("context-management-2025-06-27"));
         assert_eq!(body["system"][0]["cache_control"]["type"], "ephemeral");
+        assert_eq!(
+            body["messages"][0]["content"][0],
+            json!({ "type": "document", "title": "spec" }),
+            "a block kept whole goes back as it came"
+        );
         assert_eq!(
             body["messages"][2]["content"][0]["cache_control"]["ttl"],
             "1h"

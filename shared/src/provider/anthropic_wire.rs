@@ -50,6 +50,49 @@ pub enum Block {
         #[serde(flatten)]
         extra: Map<String, Value>,
     },
+    /// A block of another type (a document, a server tool's call or result, a search result),
+    /// whole: only Anthropic reads it.
+    #[serde(untagged)]
+    Other(OtherBlock),
+}
+
+/// A block of a type the gateway does not read, whole. A block of a type it reads that does not
+/// read (a field missing or mistyped) is refused, never taken for another type.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct OtherBlock(pub Map<String, Value>);
+
+/// The types of block the gateway reads.
+const READ: [&str; 6] = [
+    "text",
+    "image",
+    "tool_use",
+    "tool_result",
+    "thinking",
+    "redacted_thinking",
+];
+
+impl<'de> Deserialize<'de> for OtherBlock {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let block = Map::<String, Value>::deserialize(deserializer)?;
+        match block.get("type").and_then(Value::as_str) {
+            Some(kind) if READ.contains(&kind) => Err(serde::de::Error::custom(format!(
+                "a `{kind}` block without its fields (as Anthropic's Messages API gives them)"
+            ))),
+            Some(_) => Ok(Self(block)),
+            None => Err(serde::de::Error::custom("a block needs its `type`")),
+        }
+    }
+}
+
+impl OtherBlock {
+    /// Its `type`.
+    pub fn kind(&self) -> &str {
+        self.0
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
 }
 
 /// Where an image block's image is.
@@ -273,6 +316,20 @@ mod tests {
         assert_eq!(text, "Hi");
         assert_eq!(extra["cache_control"]["ttl"], "1h");
         assert_eq!(serde_json::to_value(&block).expect("writable"), sent);
+    }
+
+    #[test]
+    fn a_block_of_another_type_is_kept_whole_and_a_known_one_must_be_whole() {
+        let document = json!({ "type": "document", "title": "spec.pdf",
+            "source": { "type": "base64", "media_type": "application/pdf", "data": "JVBERi0=" } });
+        let block: Block = serde_json::from_value(document.clone()).expect("a block");
+        assert!(matches!(block, Block::Other(_)), "{block:?}");
+        assert_eq!(serde_json::to_value(&block).expect("writable"), document);
+        let broken = json!({ "type": "text", "txt": "typo" });
+        assert!(
+            serde_json::from_value::<Block>(broken).is_err(),
+            "not taken as another type"
+        );
     }
 
     #[test]

@@ -161,8 +161,9 @@ pub enum Delta<'a> {
     Thinking(&'a str),
     /// A piece of the provider's signature of the reasoning (Anthropic's), after it.
     Signature(&'a str),
-    /// Reasoning the provider redacted: its encrypted data, whole (Anthropic's).
-    Redacted(&'a str),
+    /// A block the provider wrote that is passed on whole (Anthropic's redacted reasoning, a
+    /// server tool's call or result), in its own form.
+    Block(&'a Value),
 }
 
 /// Where a streaming call's pieces go, one at a time, as the provider writes them.

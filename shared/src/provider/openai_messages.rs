@@ -64,7 +64,7 @@ pub(super) fn content_parts(parts: &[Part]) -> Result<Value, ProviderError> {
         match part {
             Part::Text { text } => written.push(json!({ "type": "text", "text": text })),
             Part::Image(image) => written.push(image_part(image)?),
-            Part::ToolCall(_) | Part::ToolResult(_) | Part::Thinking(_) => {}
+            Part::ToolCall(_) | Part::ToolResult(_) | Part::Thinking(_) | Part::Anthropic(_) => {}
         }
     }
     Ok(Value::Array(written))

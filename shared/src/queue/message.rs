@@ -114,8 +114,9 @@ pub enum StreamPart {
     /// back with it (an api of the release before drops the message; its client gets the
     /// signature from the finished job).
     Signature(String),
-    /// Reasoning the provider redacted, its encrypted data whole (Anthropic's).
-    Redacted(String),
+    /// A block the provider wrote, whole, in its own form (Anthropic's redacted reasoning, a
+    /// server tool's call or result).
+    Block(serde_json::Value),
     /// The run ended with the job in `status` (committed before this is sent).
     End(JobStatus),
 }

@@ -24,7 +24,8 @@ enum Open {
     Thinking,
     Text,
     ToolUse,
-    Redacted,
+    /// A block passed on whole (Anthropic's redacted reasoning, a server tool's call or result).
+    Whole,
 }
 
 pub struct MessageEvents {
@@ -75,7 +76,7 @@ impl MessageEvents {
                 events
                     .push(self.delta(json!({ "type": "signature_delta", "signature": signature })));
             }
-            Open::Thinking | Open::Text | Open::ToolUse | Open::Redacted => {}
+            Open::Thinking | Open::Text | Open::ToolUse | Open::Whole => {}
         }
         events.push(event(
             "content_block_stop",
@@ -146,9 +147,8 @@ impl Dialect for MessageEvents {
         vec![self.delta(json!({ "type": "signature_delta", "signature": signature }))]
     }
 
-    fn redacted(&mut self, data: &str) -> Vec<Event> {
-        let block = json!({ "type": "redacted_thinking", "data": data });
-        let mut events = self.open(Open::Redacted, block);
+    fn block(&mut self, block: &Value) -> Vec<Event> {
+        let mut events = self.open(Open::Whole, block.clone());
         events.extend(self.close());
         events
     }

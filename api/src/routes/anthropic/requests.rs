@@ -17,8 +17,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tollgate_core::domain::anthropic::AnthropicExtras;
 use tollgate_core::domain::conversation::{
-    Arguments, Conversation, Image, ImageSource, JsonSchemaFormat, Message, OutputFormat, Part,
-    Role, Thinking, Tool, ToolCall, ToolChoice, ToolResult,
+    AnthropicBlock, Arguments, Conversation, Image, ImageSource, JsonSchemaFormat, Message,
+    OutputFormat, Part, Role, Thinking, Tool, ToolCall, ToolChoice, ToolResult,
 };
 use tollgate_core::domain::{ChatRequest, Effort, GenerationOptions, Reasoning, ValidationError};
 use tollgate_core::provider::anthropic_wire::{self as wire, Block, Content};
@@ -263,6 +263,10 @@ impl Reader {
                 (Role::Assistant, Block::RedactedThinking { data, extra }) => {
                     self.push(role, Part::Thinking(Thinking::redacted(data)), extra);
                 }
+                (_, Block::Other(other)) => {
+                    let block = Value::Object(other.0);
+                    self.push(role, Part::Anthropic(AnthropicBlock { block }), Map::new());
+                }
                 (role, block) => {
                     let role = role.as_str();
                     return Err(ValidationError::new(
@@ -351,8 +355,9 @@ impl Reader {
 }
 
 /// A block's `type`, for a refusal.
-fn kind(block: &Block) -> &'static str {
+fn kind(block: &Block) -> &str {
     match block {
+        Block::Other(other) => other.kind(),
         Block::Text { .. } => "text",
         Block::Image { .. } => "image",
         Block::ToolUse { .. } => "tool_use",
@@ -529,7 +534,10 @@ mod tests {
             "system": [{ "type": "text", "text": "You are Claude Code." },
                        { "type": "text", "text": "Be terse.", "cache_control": { "type": "ephemeral" } }],
             "messages": [
-                { "role": "user", "content": "Why does the test fail?" },
+                { "role": "user", "content": [
+                    { "type": "document", "source": { "type": "text", "media_type": "text/plain",
+                                                      "data": "spec" } },
+                    { "type": "text", "text": "Why does the test fail?" }] },
                 { "role": "assistant", "content": [
                     { "type": "thinking", "thinking": "Look first.", "signature": "sig" },
                     { "type": "tool_use", "id": "toolu_1", "name": "Grep", "input": { "pattern": "x" } }] },
@@ -590,6 +598,10 @@ mod tests {
         let Part::Thinking(thinking) = &chat.conversation.messages[2].parts[0] else {
             panic!("reasoning first");
         };
+        let Part::Anthropic(document) = &chat.conversation.messages[1].parts[0] else {
+            panic!("the document kept whole");
+        };
+        assert_eq!(document.block["type"], "document");
         assert_eq!(thinking.signature.as_deref(), Some("sig"));
     }
 

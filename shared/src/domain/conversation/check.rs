@@ -85,6 +85,11 @@ fn check_message(
                 }
                 within_limit(text, || field(j))?;
             }
+            Part::Anthropic(_) => {
+                if !matches!(message.role, Role::User | Role::Assistant) {
+                    return Err(refuse(j, "an Anthropic block"));
+                }
+            }
             Part::Thinking(thinking) => {
                 if message.role != Role::Assistant {
                     return Err(refuse(j, "reasoning (only the assistant's is sent back)"));
@@ -137,12 +142,22 @@ fn check_message(
         .iter()
         .filter(|part| matches!(part, Part::ToolResult(_)))
         .count();
+    let kept_whole = message
+        .parts
+        .iter()
+        .any(|part| matches!(part, Part::Anthropic(_)));
     let says_something = match message.role {
         Role::Tool => results == 1 && message.parts.len() == 1,
         Role::Assistant => {
-            message.tool_calls().next().is_some() || !message.joined_text().trim().is_empty()
+            kept_whole
+                || message.tool_calls().next().is_some()
+                || !message.joined_text().trim().is_empty()
         }
-        Role::User => message.images().next().is_some() || !message.joined_text().trim().is_empty(),
+        Role::User => {
+            kept_whole
+                || message.images().next().is_some()
+                || !message.joined_text().trim().is_empty()
+        }
         Role::System => !message.joined_text().trim().is_empty(),
     };
     if !says_something {

@@ -147,6 +147,18 @@ pub enum Part {
     ToolResult(ToolResult),
     /// The assistant's reasoning before it answered (in an assistant message only).
     Thinking(Thinking),
+    /// A block of Anthropic's that the model has no form for (a document, a server tool's call
+    /// or its result, a search result), as the client sent it: sent to an Anthropic upstream as
+    /// it came, left out for any other.
+    Anthropic(AnthropicBlock),
+}
+
+/// An Anthropic block kept whole (see [`Part::Anthropic`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnthropicBlock {
+    #[schema(value_type = Object)]
+    pub block: serde_json::Value,
 }
 
 /// A model's reasoning, kept verbatim so a tool loop can send it back unchanged: its text (or
@@ -224,7 +236,7 @@ impl Message {
             .filter_map(|part| match part {
                 Part::Text { text } => Some(text.as_str()),
                 Part::ToolResult(result) => Some(result.content.as_str()),
-                Part::Image(_) | Part::ToolCall(_) | Part::Thinking(_) => None,
+                Part::Image(_) | Part::ToolCall(_) | Part::Thinking(_) | Part::Anthropic(_) => None,
             })
             .collect::<Vec<_>>()
             .join("")
