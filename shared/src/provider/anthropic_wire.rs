@@ -299,6 +299,24 @@ pub fn error_type(status: u16) -> &'static str {
     }
 }
 
+/// The HTTP status Anthropic answers with an error of type `kind` (the inverse of
+/// [`error_type`]); `None` for a type it does not name.
+pub fn error_status(kind: &str) -> Option<u16> {
+    Some(match kind {
+        "invalid_request_error" => 400,
+        "authentication_error" => 401,
+        "billing_error" => 402,
+        "permission_error" => 403,
+        "not_found_error" => 404,
+        "request_too_large" => 413,
+        "rate_limit_error" => 429,
+        "api_error" => 500,
+        "timeout_error" => 504,
+        "overloaded_error" => 529,
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -384,5 +402,9 @@ mod tests {
         assert_eq!(finish_of("pause_turn"), Finish::Stop);
         assert_eq!(error_type(529), "overloaded_error");
         assert_eq!(error_type(422), "invalid_request_error");
+        for status in [400, 401, 402, 403, 404, 413, 429, 500, 504, 529] {
+            assert_eq!(error_status(error_type(status)), Some(status));
+        }
+        assert_eq!(error_status("novel_error"), None);
     }
 }

@@ -24,7 +24,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde::Serialize;
 use serde_json::{Value, json};
-use tollgate_core::provider::anthropic_wire::error_type;
+use tollgate_core::provider::anthropic_wire::{error_status, error_type};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -99,20 +99,7 @@ fn error_body(status: StatusCode, problem: &Problem) -> Value {
 
 /// The status Anthropic answers with an error of type `kind`.
 fn status_of(kind: &str) -> Option<StatusCode> {
-    let status = match kind {
-        "invalid_request_error" => 400,
-        "authentication_error" => 401,
-        "billing_error" => 402,
-        "permission_error" => 403,
-        "not_found_error" => 404,
-        "request_too_large" => 413,
-        "rate_limit_error" => 429,
-        "api_error" => 500,
-        "timeout_error" => 504,
-        "overloaded_error" => 529,
-        _ => return None,
-    };
-    StatusCode::from_u16(status).ok()
+    error_status(kind).and_then(|status| StatusCode::from_u16(status).ok())
 }
 
 /// The status Anthropic answers where Tollgate answers `status`: it is overloaded (529) where
