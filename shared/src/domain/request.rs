@@ -405,16 +405,20 @@ impl JobRequest {
     /// The request with `max_tokens` set to a route's `default`, when it gives none (`None`
     /// when it gives one, or is an embedding).
     pub fn with_default_max_tokens(&self, default: u32) -> Option<Self> {
-        let mut defaulted = self.clone();
-        let options = match &mut defaulted {
-            Self::Generate(r) => &mut r.options,
-            Self::Chat(r) => &mut r.options,
+        let given = match self {
+            Self::Generate(r) => r.options.max_tokens,
+            Self::Chat(r) => r.options.max_tokens,
             Self::Embedding(_) => return None,
         };
-        if options.max_tokens.is_some() {
+        if given.is_some() {
             return None;
         }
-        options.max_tokens = Some(default);
+        let mut defaulted = self.clone();
+        match &mut defaulted {
+            Self::Generate(r) => r.options.max_tokens = Some(default),
+            Self::Chat(r) => r.options.max_tokens = Some(default),
+            Self::Embedding(_) => {}
+        }
         Some(defaulted)
     }
 
@@ -616,6 +620,23 @@ fn check_text(field: &str, text: &str) -> Result<(), ValidationError> {
 mod tests {
     use super::super::conversation::Role;
     use super::*;
+
+    #[test]
+    fn a_routes_max_tokens_stands_in_only_for_a_request_without_one() {
+        let chat = |options: serde_json::Value| -> JobRequest {
+            serde_json::from_value(serde_json::json!({ "kind": "chat", "model": "m",
+                "messages": [{ "role": "user", "content": "Hi" }], "options": options }))
+            .expect("a chat")
+        };
+        let defaulted = chat(serde_json::json!({})).with_default_max_tokens(64);
+        assert_eq!(defaulted.map(|r| r.max_completion_tokens(0)), Some(64));
+        let given = chat(serde_json::json!({ "max_tokens": 10 }));
+        assert_eq!(
+            given.with_default_max_tokens(64),
+            None,
+            "the client's stands"
+        );
+    }
 
     #[test]
     fn a_model_name_with_a_space_is_refused() {
