@@ -186,25 +186,7 @@ pub(crate) fn claude_code_request(model: &str) -> (Value, Vec<(&'static str, &'s
 #[tokio::test(flavor = "multi_thread")]
 async fn a_claude_code_request_replays_on_the_fleet_and_its_session_is_kept() {
     let stack = Stack::start().await;
-    let (body, headers) = claude_code_request("llama3");
-    let response = client()
-        .post(stack.url("/anthropic/v1/messages?beta=true"))
-        .header("x-api-key", &stack.token)
-        .bearer_auth(&stack.token)
-        .header("anthropic-version", "2023-06-01")
-        .headers(
-            headers
-                .iter()
-                .map(|(name, value)| {
-                    let name = reqwest::header::HeaderName::from_static(name);
-                    (name, value.parse().expect("a header value"))
-                })
-                .collect(),
-        )
-        .json(&body)
-        .send()
-        .await
-        .expect("POST");
+    let response = replay(&stack, "llama3").await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["content-type"],
@@ -268,12 +250,14 @@ async fn a_client_that_goes_away_mid_stream_cancels_its_job_with_the_text_billed
     stack.stop().await;
 }
 
-/// Posts the recorded Claude Code request for `model` as Claude Code does; the response.
+/// Posts the recorded Claude Code request for `model` as Claude Code does (its key both as
+/// `x-api-key` and as a bearer token, as its `apiKeyHelper` sends it); the response.
 async fn replay(stack: &Stack, model: &str) -> reqwest::Response {
     let (body, headers) = claude_code_request(model);
     let mut request = client()
         .post(stack.url("/anthropic/v1/messages?beta=true"))
         .header("x-api-key", &stack.token)
+        .bearer_auth(&stack.token)
         .header("anthropic-version", "2023-06-01");
     for (name, value) in headers {
         request = request.header(name, value);

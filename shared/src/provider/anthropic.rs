@@ -141,20 +141,10 @@ impl AnthropicClient {
         }
         call
     }
-}
 
-impl AnthropicClient {
     /// The failure with the key taken out of its message and body, should they echo it.
-    fn redacted(&self, mut failure: ProviderError) -> ProviderError {
-        let key = self.api_key.expose_secret();
-        failure.message = failure.message.replace(key, "[redacted]");
-        if let Some(body) = &failure.body
-            && body.to_string().contains(key)
-        {
-            let text = body.to_string().replace(key, "[redacted]");
-            failure.body = serde_json::from_str(&text).ok().map(Box::new);
-        }
-        failure
+    fn redacted(&self, failure: ProviderError) -> ProviderError {
+        failure.redacted(self.api_key.expose_secret())
     }
 }
 

@@ -12,6 +12,7 @@
 //! tool's own, its server tools, and its top-level fields as sent (its `thinking` too, while the
 //! step asks for reasoning) — so Anthropic to Anthropic loses nothing.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
@@ -38,9 +39,10 @@ pub(super) fn body(
     reasoning: Option<Reasoning>,
 ) -> Result<(Value, Option<String>), ProviderError> {
     let empty = AnthropicExtras::default();
+    // A chat is written from its own conversation; a generate's prompt is made one.
     let (conversation, options, extras) = match request {
         JobRequest::Chat(chat) => (
-            chat.conversation.clone(),
+            Cow::Borrowed(&chat.conversation),
             &chat.options,
             chat.anthropic.as_deref().unwrap_or(&empty),
         ),
@@ -62,7 +64,7 @@ pub(super) fn body(
                 output: generate.output.clone(),
                 ..Conversation::default()
             };
-            (conversation, &generate.options, &empty)
+            (Cow::Owned(conversation), &generate.options, &empty)
         }
         JobRequest::Embedding(_) => {
             return Err(ProviderError::new(

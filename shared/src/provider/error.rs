@@ -61,6 +61,22 @@ impl ProviderError {
         }
     }
 
+    /// The failure with `secret` (the account's key) taken out of its message and body, should
+    /// the provider echo it there.
+    pub fn redacted(mut self, secret: &str) -> Self {
+        const REDACTED: &str = "[redacted]";
+        self.message = self.message.replace(secret, REDACTED);
+        if let Some(body) = &self.body
+            && let text = body.to_string()
+            && text.contains(secret)
+        {
+            self.body = serde_json::from_str(&text.replace(secret, REDACTED))
+                .ok()
+                .map(Box::new);
+        }
+        self
+    }
+
     /// The failure without the provider's own body.
     pub fn without_body(mut self) -> Self {
         self.body = None;

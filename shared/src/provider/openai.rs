@@ -404,11 +404,11 @@ impl OpenAiClient {
     }
 
     /// Some compatible servers echo the key in their errors; it must not reach a job.
-    fn redacted(&self, mut failure: ProviderError) -> ProviderError {
-        if let Some(key) = &self.api_key {
-            failure.message = failure.message.replace(key.expose_secret(), "[redacted]");
+    fn redacted(&self, failure: ProviderError) -> ProviderError {
+        match &self.api_key {
+            Some(key) => failure.redacted(key.expose_secret()),
+            None => failure,
         }
-        failure
     }
 
     /// A compatible server's refusal read for what it says the model lacks there.
