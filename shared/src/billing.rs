@@ -46,6 +46,14 @@ pub fn cost_with_cache(
     raw.round_dp_with_strategy(COST_SCALE, RoundingStrategy::MidpointAwayFromZero)
 }
 
+/// What a cache hit replaying an answer of `prompt_tokens` and `completion_tokens` costs at
+/// `price`: its cache rate, the same for every token.
+pub fn hit_cost(prompt_tokens: i64, completion_tokens: i64, price: &Price) -> Decimal {
+    let raw = Decimal::from(prompt_tokens + completion_tokens) * price.cache_hit_per_1k
+        / Decimal::ONE_THOUSAND;
+    raw.round_dp_with_strategy(COST_SCALE, RoundingStrategy::MidpointAwayFromZero)
+}
+
 /// A cost as clients read it: a decimal string without trailing zeros (`"0.000104"`).
 pub fn display(cost: Decimal) -> String {
     cost.normalize().to_string()
@@ -76,11 +84,21 @@ mod tests {
             output_per_1k: Decimal::from_str(output).expect("decimal"),
             cached_input_per_1k: None,
             cache_write_input_per_1k: None,
+            cache_hit_per_1k: Decimal::ZERO,
         }
     }
 
     fn read(read: i64) -> Cache {
         Cache { read, written: 0 }
+    }
+
+    #[test]
+    fn a_hit_costs_the_cache_rate_for_every_token() {
+        let mut p = price("0.0004", "0.0016");
+        assert_eq!(hit_cost(1000, 500, &p), Decimal::ZERO);
+        p.cache_hit_per_1k = Decimal::from_str("0.0002").expect("decimal");
+        // 1,500 tokens at 0.0002 per 1K
+        assert_eq!(display(hit_cost(1000, 500, &p)), "0.0003");
     }
 
     #[test]

@@ -137,6 +137,12 @@ try {
     assert.ok(Number(await bar.getAttribute('data-value')) >= 4, 'today has the batch\'s requests');
     assert.match(await bar.locator('title').textContent(), new RegExp(`^${today}`));
     await page.getByRole('table', { name: 'Usage by model' }).getByRole('cell', { name: 'llama3' }).waitFor();
+    // The test answered one request from acme's response cache before the browser started.
+    const byModel = page.getByRole('table', { name: 'Usage by model' });
+    await byModel.getByRole('columnheader', { name: 'cache hits' }).waitFor();
+    await byModel.getByRole('columnheader', { name: 'saved by the cache' }).waitFor();
+    const llama = byModel.getByRole('row').filter({ has: page.getByRole('cell', { name: 'llama3', exact: true }) });
+    assert.ok(Number(await llama.getByRole('cell').nth(5).textContent()) >= 1, 'the hit is counted');
   });
 
   await run('the job list and one job with its provider calls', async () => {

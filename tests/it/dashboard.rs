@@ -325,6 +325,11 @@ async fn in_headless_chromium_an_operator_and_a_client_use_the_dashboard() {
         "run scripts/browser first (installs Chromium and playwright-core)"
     );
     let stack = Stack::start().await;
+    // A request answered from acme's response cache, for the usage page to count.
+    crate::cache::cache_on(&stack, "acme", &stack.token, json!({ "enabled": true })).await;
+    for _ in 0..2 {
+        crate::cache::ask(&stack, &stack.token, &crate::cache::question("a lamp"), &[]).await;
+    }
     let screenshots = root.join("../target/dashboard-screenshots");
     let run = tokio::process::Command::new("node")
         .arg(browser.join("dashboard.mjs"))

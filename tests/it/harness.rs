@@ -543,6 +543,7 @@ impl Stack {
             webhook_url: None,
             stream_to: None,
             traceparent: None,
+            cache: Default::default(),
         };
         tollgate_core::db::jobs::insert(&self.pool, &job)
             .await

@@ -7,7 +7,7 @@
 //! — `providers`, `resolution`, `fleet`, `compatible_hosts` (OpenAI-compatible servers in the
 //! fleet), `models`, `delivery`, `coalescing`, `outages`, `lost_commit` (statements whose commit answer
 //! the connection lost); what comes back — `events`, `streaming`, `webhooks`, `billing`,
-//! `retention`; bulk work — `batches`, `cli`, `openai_batches`; the drop-in surfaces through the
+//! `retention`, the response cache — `cache`; bulk work — `batches`, `cli`, `openai_batches`; the drop-in surfaces through the
 //! official Python packages — `calls`, Anthropic's dialect (and Claude Code) — `anthropic`, and tool calls and structured answers through every surface
 //! and provider — `tools`; observing — `metrics`, `traces`, `dashboard`; the document —
 //! `openapi`; and `sim` (provider-sim's own wire formats).
@@ -25,6 +25,7 @@ mod anthropic;
 mod bad_input;
 mod batches;
 mod billing;
+mod cache;
 mod calls;
 mod capabilities;
 mod choices;

@@ -5,7 +5,8 @@
 //! commit and publish, the broker was down, or step (1) just released them — and `retrying` jobs
 //! that are due but whose delayed message was never confirmed or is long overdue; (3) sends webhook
 //! deliveries that are overdue (their message was never published, or lost); (4) forgets
-//! idempotency keys older than a day. Every `expire_every` (and at its first round) it also
+//! idempotency keys older than a day; (5) settles jobs waiting on an identical job that is gone
+//! (answered from its stored answer, or one promoted to run). Every `expire_every` (and at its first round) it also
 //! keeps the time partitions a week ahead and drops those that expired
 //! ([`tollgate_core::db::partitions`]). Several workers may sweep at once; a job or delivery
 //! published twice is harmless, the second claim finds it taken. Batch items go back to the bulk
@@ -121,6 +122,7 @@ async fn sweep(context: &Context) -> anyhow::Result<()> {
             "republished jobs whose message was never confirmed or is overdue"
         );
     }
+    crate::execute::settle_stranded(context, settings.sweep_after).await?;
     let deliveries = webhooks::overdue(&context.pool, settings.sweep_after, BATCH).await?;
     if !deliveries.is_empty() {
         context.broker.publish_webhooks(&deliveries).await?;

@@ -1,5 +1,5 @@
 // Usage and spend, from the daily rollups: per day over the last 30 days, per model this month,
-// and (admins) per tenant this month. A client sees its own tenant; an admin every tenant or one.
+// and (admins) per tenant this month, with the response cache's hits and what they saved. A client sees its own tenant; an admin every tenant or one.
 
 import { get } from '../api.js';
 import { barChart, h, money, number, section, select, table } from '../ui.js';
@@ -59,6 +59,8 @@ export async function render(page) {
         { title: 'tokens in', value: (m) => number(m.prompt_tokens) },
         { title: 'tokens out', value: (m) => number(m.completion_tokens) },
         { title: 'cost', value: (m) => money(m.cost) },
+        { title: 'cache hits', value: (m) => number(m.cache_hits) },
+        { title: 'saved by the cache', value: (m) => money(m.saved_cost) },
       ], models, { label: 'Usage by model', empty: 'No usage this month.' })),
     spend ? section(`By tenant, ${spend.from} to ${spend.to}`,
       spend.tenants.length ? barChart(topTenants(spend.tenants), { title: 'Charges per tenant this month (the 20 highest)', series: ['charged (USD)'], format: money }) : null,
@@ -67,6 +69,8 @@ export async function render(page) {
         { title: 'requests', value: (t) => number(t.requests) },
         { title: 'tokens', value: (t) => number(t.total_tokens) },
         { title: 'charged', value: (t) => money(t.cost) },
+        { title: 'cache hits', value: (t) => number(t.cache_hits) },
+        { title: 'saved by the cache', value: (t) => money(t.saved_cost) },
       ], spend.tenants, { label: 'Charges by tenant', empty: 'No tenant used anything this month.' }),
       h('h3', {}, 'Paid to providers'),
       table([

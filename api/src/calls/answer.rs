@@ -5,6 +5,7 @@ use crate::http::error::{ApiError, ErrorCode};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
+use tollgate_core::domain::cache::CacheState;
 use tollgate_core::domain::conversation::{Finish, Reply};
 use tollgate_core::domain::{Job, JobId};
 
@@ -26,6 +27,19 @@ pub fn with_request_id(mut response: Response, id: JobId) -> Response {
     response
         .headers_mut()
         .insert(REQUEST_ID.clone(), request_id(id));
+    response
+}
+
+/// The header saying what the response cache did for a call: `hit`, `miss` or `bypass`.
+pub static CACHE: HeaderName = HeaderName::from_static("x-tollgate-cache");
+
+/// `response` saying what the response cache did, when its caller has one.
+pub fn with_cache(mut response: Response, cache: Option<CacheState>) -> Response {
+    if let Some(cache) = cache {
+        response
+            .headers_mut()
+            .insert(CACHE.clone(), HeaderValue::from_static(cache.as_str()));
+    }
     response
 }
 

@@ -15,6 +15,7 @@ use axum::http::HeaderValue;
 use tokio::time::Instant;
 use tollgate_core::db::jobs::{self};
 use tollgate_core::db::tokens::Principal;
+use tollgate_core::domain::cache::CacheState;
 use tollgate_core::domain::{Job, JobId, JobRequest, JobStatus, TenantId};
 use tollgate_core::queue::StreamPart;
 
@@ -44,6 +45,7 @@ impl Started {
                 tenant_id,
                 id: call.job.id,
                 watch: call.watch,
+                ended: call.job.status.is_terminal().then(|| Box::new(call.job)),
             }),
         }
     }
@@ -63,15 +65,17 @@ pub async fn call_to_end(
         tenant_id: caller.tenant_id,
         id: call.job.id,
         watch: call.watch,
+        ended: call.job.status.is_terminal().then(|| Box::new(call.job)),
     };
     waiting.answer(state).await
 }
 
-/// A sync call's job, watched.
+/// A sync call's job, watched; or ended already (answered from the cache at intake).
 pub struct Waiting {
     tenant_id: TenantId,
     id: JobId,
     watch: Watch,
+    ended: Option<Box<Job>>,
 }
 
 impl Waiting {
@@ -79,10 +83,15 @@ impl Waiting {
     /// timeout (it goes on). The job is cancelled if the caller goes away first.
     pub async fn answer(self, state: &AppState) -> Result<Job, ApiError> {
         let id = self.id;
-        let waited = wait_for_end(state, self.tenant_id, id, self.watch, state.sync_timeout);
         let request_id = request_id(id);
         let error = |e: ApiError| e.with_header(REQUEST_ID.clone(), request_id.clone());
-        match waited.await.map_err(|e| error(e.into()))? {
+        let waited = match self.ended {
+            Some(job) => Waited::Ended(job),
+            None => wait_for_end(state, self.tenant_id, id, self.watch, state.sync_timeout)
+                .await
+                .map_err(|e| error(e.into()))?,
+        };
+        match waited {
             Waited::Ended(job) if job.status == JobStatus::Succeeded => Ok(*job),
             Waited::Ended(job) => Err(error(failure(&job))),
             Waited::StillRunning => Err(error(ApiError::still_running(id))
@@ -216,7 +225,7 @@ impl Feed {
         watch: Watch,
     ) -> Self {
         let id = job.id;
-        Self {
+        let mut feed = Self {
             state: state.clone(),
             model: job.model.clone(),
             tenant_id,
@@ -233,7 +242,14 @@ impl Feed {
             deadline: Instant::now() + state.sync_timeout,
             pending: VecDeque::new(),
             done: false,
+        };
+        if job.status.is_terminal() {
+            // Answered from the cache at intake: all there is to feed is its end.
+            let first = feed.end(job.clone());
+            feed.pending.push_front(first);
+            feed.done = false;
         }
+        feed
     }
 
     pub fn job_id(&self) -> JobId {
@@ -324,23 +340,40 @@ impl Feed {
     }
 
     /// The job ended: the part of its reasoning (before any text) and of its text not yet fed
-    /// first, if any, then its end.
+    /// first, if any, then its end. A job answered from the cache had nothing streamed: its
+    /// answer is fed as a stream of pieces, as it was generated, not as one.
     fn end(&mut self, job: Job) -> Fed {
         self.guard.disarm();
+        let hit = job.cache == Some(CacheState::Hit);
+        let cut = |rest: String| if hit { pieces(&rest) } else { vec![rest] };
         if self.fed.is_empty()
             && let Some(rest) = unsent_thinking(&job, &self.fed_thinking)
         {
-            self.pending.push_back(Fed::Thinking(rest));
+            self.pending
+                .extend(cut(rest).into_iter().map(Fed::Thinking));
         }
         if let Some(rest) = unsent_text(&job, &self.fed) {
             self.fed.push_str(&rest);
-            self.pending.push_back(Fed::Text(rest));
+            self.pending.extend(cut(rest).into_iter().map(Fed::Text));
         }
         self.pending.push_back(Fed::Ended(Box::new(job)));
         let first = self.pending.pop_front().unwrap_or(Fed::StillRunning);
         self.done = self.pending.is_empty();
         first
     }
+}
+
+/// How many words a piece of a replayed answer holds.
+const WORDS_PER_PIECE: usize = 4;
+
+/// A stored answer's text cut into pieces of a few words (each with the spaces after them), as
+/// a provider streams it.
+fn pieces(text: &str) -> Vec<String> {
+    let words: Vec<&str> = text.split_inclusive(char::is_whitespace).collect();
+    words
+        .chunks(WORDS_PER_PIECE)
+        .map(|chunk| chunk.concat())
+        .collect()
 }
 
 /// Writes a streamed answer in one surface's dialect (SSE events, NDJSON lines).
@@ -406,4 +439,19 @@ enum Step {
     Heard(Option<Heard>),
     Signal(Signal),
     Timeout,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replayed_answer_comes_in_pieces_that_add_up_to_it() {
+        let text = "The quick brown fox jumps over the lazy dog.\nAgain.";
+        let cut = pieces(text);
+        assert_eq!(cut.len(), 3);
+        assert_eq!(cut[0], "The quick brown fox ");
+        assert_eq!(cut.concat(), text);
+        assert!(pieces("").is_empty());
+    }
 }

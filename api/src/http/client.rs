@@ -13,6 +13,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 
 use sqlx::types::ipnetwork::IpNetwork;
+use tollgate_core::domain::cache::CacheAsk;
 use tollgate_core::domain::{TraceParent, client_ip};
 
 use crate::AppState;
@@ -25,6 +26,8 @@ pub struct ClientInfo {
     pub ip: Option<IpAddr>,
     /// The request's place in its trace (see [`crate::http::trace`]), stored with what it submits.
     pub trace: Option<TraceParent>,
+    /// What its `Cache-Control` asks of the response cache (`no-cache`, `no-store`, `max-age`).
+    pub cache: CacheAsk,
 }
 
 impl ClientInfo {
@@ -47,7 +50,13 @@ impl ClientInfo {
                 )
             });
         let trace = parts.extensions.get::<TraceParent>().copied();
-        Self { origin, ip, trace }
+        let cache = header("cache-control").map_or_else(CacheAsk::default, CacheAsk::of_header);
+        Self {
+            origin,
+            ip,
+            trace,
+            cache,
+        }
     }
 }
 

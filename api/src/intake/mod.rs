@@ -17,6 +17,7 @@
 //! same key is answered the same way.
 
 pub mod admission;
+pub mod cached;
 pub mod coalesced;
 pub mod idempotency;
 pub mod images;
@@ -34,6 +35,7 @@ use tollgate_core::db::jobs::NewJob;
 use tollgate_core::db::quotas::Limits;
 use tollgate_core::db::tokens::Principal;
 use tollgate_core::db::webhooks;
+use tollgate_core::domain::cache::{CacheAsk, JobCache};
 use tollgate_core::domain::{
     Capabilities, Capability, Job, JobId, JobKind, JobRequest, ModelName, NUL_REFUSED, TenantId,
     Unserved, nul_in_value,
@@ -82,14 +84,22 @@ impl<T> Intake<T> {
 }
 
 /// Admits one job and publishes it (if the publish fails after the commit the job is still
-/// accepted: it is durable, and the worker's sweeper publishes it).
+/// accepted: it is durable, and the worker's sweeper publishes it). A job the response cache
+/// answers (`ask` is what the request asked of it) is admitted ended, without queueing.
 pub async fn job(
     state: &AppState,
     caller: &Principal,
     key: Option<&Key>,
-    job: NewJob,
+    mut job: NewJob,
+    ask: CacheAsk,
     answer: impl FnOnce(&Job) -> Result<Accepted, ApiError>,
 ) -> Result<Intake<Job>, ApiError> {
+    job.cache = cached::decide(state, caller, &job.request, ask);
+    if job.cache.reads()
+        && let Some(found) = cached::lookup(state, caller.tenant_id, &job.cache).await?
+    {
+        return cached::admit(state, caller, key, job, found, answer).await;
+    }
     if !state.broker.is_connected() {
         return Err(ApiError::unavailable(
             "the message broker is unavailable",
@@ -194,6 +204,7 @@ pub async fn call(
         webhook_url: None,
         stream_to: stream.then(|| state.followers.key().to_owned()),
         traceparent: client.trace,
+        cache: JobCache::default(),
     };
     let watch = state.watchers.watch(new_job.id);
     let following = match stream {
@@ -207,7 +218,7 @@ pub async fn call(
             body: Value::Null,
         })
     };
-    match job(state, caller, None, new_job, accepted).await? {
+    match job(state, caller, None, new_job, client.cache, accepted).await? {
         Intake::Admitted { work, .. } => Ok(Call {
             job: work,
             watch,
@@ -219,14 +230,24 @@ pub async fn call(
     }
 }
 
-/// Admits one batch with its items; the dispatcher releases them.
+/// Admits one batch with its items; the dispatcher releases them. Under a response cache, each
+/// item carries its key: it is answered when claimed if an answer is stored by then.
 pub async fn batch(
     state: &AppState,
     caller: &Principal,
     key: Option<&Key>,
-    batch: NewBatch,
+    mut batch: NewBatch,
     answer: impl FnOnce(&Batch) -> Result<Accepted, ApiError>,
 ) -> Result<Intake<Batch>, ApiError> {
+    if caller.cache.is_some_and(|c| c.enabled) {
+        // Each item looks for a stored answer when it is claimed (or waits for an identical
+        // item in flight): accepted as fast as a batch without a cache.
+        batch.cache = batch
+            .items
+            .iter()
+            .map(|item| cached::decide(state, caller, &item.request, CacheAsk::default()))
+            .collect();
+    }
     let intake = admit(state, caller, key, batch, answer).await?;
     if let Intake::Admitted { work: batch, .. } = &intake {
         let kind = JobKind::parse(&batch.kind).map_or("unknown", JobKind::as_str);

@@ -187,6 +187,7 @@ async fn create(
         items,
         reservations: None,
         openai: None,
+        cache: Vec::new(),
     };
     let accepted = |batch: &Batch| {
         Ok(Accepted {

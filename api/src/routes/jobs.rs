@@ -15,6 +15,7 @@ use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tollgate_core::db::jobs::{self, CancelOutcome, NewJob};
+use tollgate_core::domain::cache::{CacheAsk, JobCache};
 use tollgate_core::domain::conversation::{
     Conversation, Image, Message, OutputFormat, Tool, ToolChoice,
 };
@@ -30,6 +31,7 @@ use super::paging;
 use super::tenancy::{self, ForTenant};
 use crate::AppState;
 use crate::access::auth::Caller;
+use crate::calls::answer::with_cache;
 use crate::calls::feed::{Dialect, Feed};
 use crate::http::client::ClientInfo;
 use crate::http::error::{ApiError, ErrorCode};
@@ -47,6 +49,8 @@ use crate::watching::watch;
 struct Submission {
     metadata: Option<Value>,
     webhook_url: Option<String>,
+    /// What it asks of the response cache (its `Cache-Control` where it asks nothing).
+    cache: Option<CacheAsk>,
     stream: bool,
     /// The size of the body it came in.
     size: usize,
@@ -96,6 +100,9 @@ struct GenerateBody {
     stream: Option<bool>,
     metadata: Option<Value>,
     webhook_url: Option<String>,
+    /// The response cache, for this request: `{"mode": "no-cache" | "no-store", "ttl_secs"}`
+    /// (as `Cache-Control` says; this field wins). Used only when the caller's tenant has a cache.
+    cache: Option<CacheAsk>,
 }
 
 /// `POST /v1/chat`: a conversation, answered by the assistant's next message — its text, or its
@@ -122,6 +129,9 @@ struct ChatBody {
     stream: Option<bool>,
     metadata: Option<Value>,
     webhook_url: Option<String>,
+    /// The response cache, for this request: `{"mode": "no-cache" | "no-store", "ttl_secs"}`
+    /// (as `Cache-Control` says; this field wins). Used only when the caller's tenant has a cache.
+    cache: Option<CacheAsk>,
 }
 
 /// `POST /v1/embedding`: one text or several, answered by their vectors.
@@ -133,6 +143,9 @@ struct EmbeddingBody {
     input: EmbeddingInput,
     metadata: Option<Value>,
     webhook_url: Option<String>,
+    /// The response cache, for this request: `{"mode": "no-cache" | "no-store", "ttl_secs"}`
+    /// (as `Cache-Control` says; this field wins). Used only when the caller's tenant has a cache.
+    cache: Option<CacheAsk>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -191,6 +204,7 @@ async fn generate(
     let extra = Submission {
         metadata: body.metadata,
         webhook_url: body.webhook_url,
+        cache: body.cache,
         stream: body.stream == Some(true),
         size,
     };
@@ -227,6 +241,7 @@ async fn chat(
     let extra = Submission {
         metadata: body.metadata,
         webhook_url: body.webhook_url,
+        cache: body.cache,
         stream: body.stream == Some(true),
         size,
     };
@@ -255,6 +270,7 @@ async fn embedding(
     let extra = Submission {
         metadata: body.metadata,
         webhook_url: body.webhook_url,
+        cache: body.cache,
         stream: false,
         size,
     };
@@ -297,24 +313,35 @@ async fn submit(
         webhook_url,
         stream_to: extra.stream.then(|| state.followers.key().to_owned()),
         traceparent: client.trace,
+        cache: JobCache::default(),
     };
+    let ask = extra.cache.unwrap_or_default().or(client.cache);
     if new_job.stream_to.is_some() {
-        return streamed(state, caller, key, new_job).await;
+        return streamed(state, caller, key, new_job, ask).await;
     }
     // Watched before it exists, so its end cannot be missed.
     let wait = prefer::wait(headers);
     let watch = wait.map(|_| state.watchers.watch(new_job.id));
-    let (job, answer) = match intake::job(state, &caller, key.as_ref(), new_job, accepted).await? {
+    let intake = intake::job(state, &caller, key.as_ref(), new_job, ask, accepted).await?;
+    let (job, answer) = match intake {
         Intake::Replayed(first) => return Ok(first),
         Intake::Admitted { work, answer } => (work, answer),
     };
     let (Some(wait), Some(watch)) = (wait, watch) else {
-        return answer.into_response();
+        return Ok(with_cache(answer.into_response()?, job.cache));
     };
     let location = HeaderValue::from_str(&answer.location).map_err(ApiError::internal)?;
     let applied =
         HeaderValue::from_str(&format!("wait={}", wait.as_secs())).map_err(ApiError::internal)?;
     let headers = [(header::LOCATION, location), (PREFERENCE_APPLIED, applied)];
+    if job.status.is_terminal() {
+        // Answered from the cache: ended before anyone could wait.
+        let cache = job.cache;
+        return Ok(with_cache(
+            (StatusCode::OK, headers, Json(job)).into_response(),
+            cache,
+        ));
+    }
     // The job is accepted whatever happens while waiting: a failed read still answers 202.
     match watch::finished_within(&state.pool, caller.tenant_id, job.id, watch, wait).await {
         Ok(Some(finished)) => Ok((StatusCode::OK, headers, Json(finished)).into_response()),
@@ -335,14 +362,16 @@ async fn streamed(
     caller: tollgate_core::db::tokens::Principal,
     key: Option<Key>,
     new_job: NewJob,
+    ask: CacheAsk,
 ) -> Result<Response, ApiError> {
     let watch = state.watchers.watch(new_job.id);
     let following = state.followers.follow(new_job.id).await?;
-    let job = match intake::job(state, &caller, key.as_ref(), new_job, accepted).await? {
+    let job = match intake::job(state, &caller, key.as_ref(), new_job, ask, accepted).await? {
         Intake::Replayed(first) => return Ok(first),
         Intake::Admitted { work, .. } => work,
     };
     let location = HeaderValue::from_str(&location_of(job.id)).map_err(ApiError::internal)?;
+    let cache = job.cache;
     let feed = Box::new(Feed::following(
         state,
         caller.tenant_id,
@@ -356,7 +385,10 @@ async fn streamed(
         })
         .map(Ok::<_, Infallible>);
     let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(state.sse_heartbeat));
-    Ok(([(header::LOCATION, location)], sse).into_response())
+    Ok(with_cache(
+        ([(header::LOCATION, location)], sse).into_response(),
+        cache,
+    ))
 }
 
 /// The native stream's events.

@@ -26,6 +26,10 @@ pub async fn change(
     let per_minute = limit.map(|l| i32::try_from(l.per_minute).unwrap_or(i32::MAX));
     let burst = limit.map(|l| i32::try_from(l.burst).unwrap_or(i32::MAX));
     let policy = change.data_policy.flatten().map(|p| p.as_str());
+    let cache = change
+        .cache
+        .flatten()
+        .map(|c| serde_json::to_value(c).unwrap_or_default());
     // The same change to either table, written twice so that each is checked against its table;
     // only tenants have `batch_overflow` (a token's change never carries one).
     let done = match holder {
@@ -37,7 +41,8 @@ pub async fn change(
                         rate_limit_per_minute = case when $6 then $7 else rate_limit_per_minute end,
                         rate_limit_burst = case when $6 then $8 else rate_limit_burst end,
                         data_policy = case when $9 then $10 else data_policy end,
-                        batch_overflow = case when $11 then $12 else batch_overflow end
+                        batch_overflow = case when $11 then $12 else batch_overflow end,
+                        cache = case when $13 then $14 else cache end
                   where id = $1",
                 id,
                 change.allowed_domains.is_some(),
@@ -51,6 +56,8 @@ pub async fn change(
                 policy,
                 change.batch_overflow.is_some(),
                 change.batch_overflow.unwrap_or(false),
+                change.cache.is_some(),
+                cache,
             )
             .execute(conn)
             .await?
@@ -62,7 +69,8 @@ pub async fn change(
                         allowed_ips = case when $4 then $5::text[]::inet[] else allowed_ips end,
                         rate_limit_per_minute = case when $6 then $7 else rate_limit_per_minute end,
                         rate_limit_burst = case when $6 then $8 else rate_limit_burst end,
-                        data_policy = case when $9 then $10 else data_policy end
+                        data_policy = case when $9 then $10 else data_policy end,
+                        cache = case when $11 then $12 else cache end
                   where id = $1",
                 id,
                 change.allowed_domains.is_some(),
@@ -74,6 +82,8 @@ pub async fn change(
                 burst,
                 change.data_policy.is_some(),
                 policy,
+                change.cache.is_some(),
+                cache,
             )
             .execute(conn)
             .await?

@@ -12,6 +12,7 @@ pub mod activity;
 pub mod audit;
 pub mod backlog;
 pub mod batches;
+pub mod cache;
 pub mod dispatch;
 pub mod files;
 pub mod host_models;

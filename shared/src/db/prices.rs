@@ -13,7 +13,7 @@ use crate::domain::ProviderName;
 pub async fn all(pool: &PgPool) -> Result<PriceList, sqlx::Error> {
     let rows = sqlx::query!(
         "select id, provider, model, input_per_1k, output_per_1k, cached_input_per_1k,
-                cache_write_input_per_1k, effective_from
+                cache_write_input_per_1k, cache_hit_per_1k, effective_from
            from prices",
     )
     .fetch_all(pool)
@@ -27,6 +27,7 @@ pub async fn all(pool: &PgPool) -> Result<PriceList, sqlx::Error> {
             output_per_1k: row.output_per_1k,
             cached_input_per_1k: row.cached_input_per_1k,
             cache_write_input_per_1k: row.cache_write_input_per_1k,
+            cache_hit_per_1k: row.cache_hit_per_1k,
         };
         list.insert(provider, row.model, row.effective_from, price);
     }
@@ -50,6 +51,10 @@ pub struct PriceRow {
     #[serde(with = "rust_decimal::serde::str_option")]
     #[schema(value_type = Option<String>)]
     pub cache_write_input_per_1k: Option<Decimal>,
+    /// What a response-cache hit costs per 1,000 tokens of the answer it replays.
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String)]
+    pub cache_hit_per_1k: Decimal,
     pub effective_from: DateTime<Utc>,
     /// Whether this is the price in force now.
     pub current: bool,
@@ -60,7 +65,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<PriceRow>, sqlx::Error> {
     sqlx::query_as!(
         PriceRow,
         r#"select provider, model, input_per_1k, output_per_1k, cached_input_per_1k,
-                cache_write_input_per_1k, effective_from,
+                cache_write_input_per_1k, cache_hit_per_1k, effective_from,
                 -- false, not null, for a model whose only prices are still to come
                 coalesce(id = (select c.id from prices c
                                 where c.provider = p.provider and c.model = p.model
@@ -90,6 +95,7 @@ pub struct Rates {
     pub cached_input_per_1k: Option<Decimal>,
     /// `None`: a prompt token written to the cache costs the input rate.
     pub cache_write_input_per_1k: Option<Decimal>,
+    pub cache_hit_per_1k: Decimal,
 }
 
 /// Adds a price taking effect at `effective_from` (or [`DEFAULT_LEAD_SECS`] from now), and bumps the
@@ -105,10 +111,10 @@ pub async fn insert(
     let row = sqlx::query_as!(
         PriceRow,
         r#"insert into prices (provider, model, input_per_1k, output_per_1k, cached_input_per_1k,
-                               cache_write_input_per_1k, effective_from)
-         values ($1, $2, $3, $4, $5, $8, coalesce($6, now() + make_interval(secs => $7)))
+                               cache_write_input_per_1k, cache_hit_per_1k, effective_from)
+         values ($1, $2, $3, $4, $5, $8, $9, coalesce($6, now() + make_interval(secs => $7)))
          returning provider, model, input_per_1k, output_per_1k, cached_input_per_1k,
-                   cache_write_input_per_1k, effective_from,
+                   cache_write_input_per_1k, cache_hit_per_1k, effective_from,
                    effective_from <= now() as "current!""#,
         provider.as_str(),
         model,
@@ -118,6 +124,7 @@ pub async fn insert(
         effective_from,
         DEFAULT_LEAD_SECS,
         rates.cache_write_input_per_1k,
+        rates.cache_hit_per_1k,
     )
     .fetch_one(&mut *tx)
     .await?;

@@ -5,7 +5,10 @@ use serde::Serialize;
 use sqlx::{PgExecutor, PgPool};
 
 use super::tokens::StoredRate;
+use serde_json::Value;
+
 use crate::domain::TenantId;
+use crate::domain::cache::CachePolicy;
 
 /// Violated when a tenant name is taken.
 pub const NAME_TAKEN: &str = "tenants_name_key";
@@ -28,6 +31,8 @@ pub struct Tenant {
     pub data_policy: String,
     /// Whether its batch items may overflow to the cloud under hybrid routing.
     pub batch_overflow: bool,
+    /// Its response cache (its tokens may override); `null`: off.
+    pub cache: Option<CachePolicy>,
 }
 
 /// A tenant as stored: the columns every statement returning one names.
@@ -42,6 +47,7 @@ struct TenantRow {
     rate_limit_burst: Option<i32>,
     data_policy: String,
     batch_overflow: bool,
+    cache: Option<Value>,
 }
 
 impl From<TenantRow> for Tenant {
@@ -59,6 +65,7 @@ impl From<TenantRow> for Tenant {
             },
             data_policy: row.data_policy,
             batch_overflow: row.batch_overflow,
+            cache: row.cache.and_then(|c| serde_json::from_value(c).ok()),
         }
     }
 }
@@ -89,7 +96,7 @@ pub async fn get(conn: impl PgExecutor<'_>, id: TenantId) -> Result<Option<Tenan
         TenantRow,
         r#"select id as "id: TenantId", name, created_at, disabled_at, allowed_domains,
                 allowed_ips::text[] as allowed_ips, rate_limit_per_minute, rate_limit_burst,
-                data_policy, batch_overflow
+                data_policy, batch_overflow, cache
            from tenants where id = $1"#,
         id as TenantId,
     )
@@ -108,7 +115,7 @@ pub async fn list(
         TenantRow,
         r#"select id as "id: TenantId", name, created_at, disabled_at, allowed_domains,
                 allowed_ips::text[] as allowed_ips, rate_limit_per_minute, rate_limit_burst,
-                data_policy, batch_overflow
+                data_policy, batch_overflow, cache
            from tenants
           where ($1::uuid is null or id < $1)
           order by id desc
@@ -135,7 +142,7 @@ pub async fn set_disabled(
           where id = $1
       returning id as "id: TenantId", name, created_at, disabled_at, allowed_domains,
                 allowed_ips::text[] as allowed_ips, rate_limit_per_minute, rate_limit_burst,
-                data_policy, batch_overflow"#,
+                data_policy, batch_overflow, cache"#,
         id as TenantId,
         disabled,
     )

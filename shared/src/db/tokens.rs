@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use super::quotas::Limits;
 
+use crate::domain::cache::CachePolicy;
 use crate::domain::{AccessRules, DataPolicy, RateLimit, Role, TenantId, TokenId};
+use serde_json::Value;
 
 /// Who a valid token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +27,8 @@ pub struct Principal {
     pub tenant_rate: Option<RateLimit>,
     /// Whether its jobs may leave the local fleet: the token's policy, else its tenant's.
     pub data_policy: DataPolicy,
+    /// Its response cache: the token's, else its tenant's (`None`: off).
+    pub cache: Option<CachePolicy>,
 }
 
 pub async fn create(
@@ -71,6 +75,8 @@ pub struct TokenInfo {
     pub rate_limit: StoredRate,
     /// The token's own data policy; `null` uses its tenant's.
     pub data_policy: Option<String>,
+    /// The token's own response cache; `null` uses its tenant's.
+    pub cache: Option<CachePolicy>,
 }
 
 /// A token as stored: the columns every statement returning one names.
@@ -88,6 +94,7 @@ struct TokenRow {
     rate_limit_per_minute: Option<i32>,
     rate_limit_burst: Option<i32>,
     data_policy: Option<String>,
+    cache: Option<Value>,
 }
 
 impl From<TokenRow> for TokenInfo {
@@ -108,6 +115,7 @@ impl From<TokenRow> for TokenInfo {
                 rate_limit_burst: row.rate_limit_burst,
             },
             data_policy: row.data_policy,
+            cache: row.cache.and_then(|c| serde_json::from_value(c).ok()),
         }
     }
 }
@@ -140,7 +148,7 @@ pub async fn get(conn: impl PgExecutor<'_>, id: TokenId) -> Result<Option<TokenI
         r#"select id as "id: TokenId", tenant_id as "tenant_id: TenantId", name, role, prefix,
                 created_at, last_used_at, revoked_at, allowed_domains,
                 allowed_ips::text[] as allowed_ips, rate_limit_per_minute, rate_limit_burst,
-                data_policy
+                data_policy, cache
            from api_tokens where id = $1"#,
         id as TokenId,
     )
@@ -156,7 +164,7 @@ pub async fn list(pool: &PgPool, tenant_id: TenantId) -> Result<Vec<TokenInfo>, 
         r#"select id as "id: TokenId", tenant_id as "tenant_id: TenantId", name, role, prefix,
                 created_at, last_used_at, revoked_at, allowed_domains,
                 allowed_ips::text[] as allowed_ips, rate_limit_per_minute, rate_limit_burst,
-                data_policy
+                data_policy, cache
            from api_tokens where tenant_id = $1 order by id desc"#,
         tenant_id as TenantId,
     )
@@ -177,7 +185,7 @@ pub async fn revoke(
       returning id as "id: TokenId", tenant_id as "tenant_id: TenantId", name, role, prefix,
                 created_at, last_used_at, revoked_at, allowed_domains,
                 allowed_ips::text[] as allowed_ips, rate_limit_per_minute, rate_limit_burst,
-                data_policy"#,
+                data_policy, cache"#,
         id as TokenId,
     )
     .fetch_optional(conn)
@@ -201,7 +209,8 @@ pub async fn authenticate(
                    t.rate_limit_per_minute, t.rate_limit_burst,
                    n.rate_limit_per_minute as tenant_per_minute,
                    n.rate_limit_burst as tenant_burst,
-                   coalesce(t.data_policy, n.data_policy) as data_policy
+                   coalesce(t.data_policy, n.data_policy) as data_policy,
+                   coalesce(t.cache, n.cache) as cache
               from api_tokens t join tenants n on n.id = t.tenant_id
              where t.token_hash = $1 and t.revoked_at is null and n.disabled_at is null
          ), used as (
@@ -213,7 +222,7 @@ pub async fn authenticate(
          select id as "id!: TokenId", tenant_id as "tenant_id!: TenantId", role as "role!",
                 monthly_cost_budget, monthly_token_quota, allowed_domains, allowed_ips,
                 rate_limit_per_minute, rate_limit_burst, tenant_per_minute, tenant_burst,
-                data_policy as "data_policy!"
+                data_policy as "data_policy!", cache
            from found"#,
         hash.as_slice(),
     )
@@ -243,6 +252,7 @@ pub async fn authenticate(
             }
             .limit(),
             data_policy: DataPolicy::parse("data_policy", &row.data_policy).ok()?,
+            cache: row.cache.and_then(|c| serde_json::from_value(c).ok()),
         })
     }))
 }

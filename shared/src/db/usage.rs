@@ -54,6 +54,11 @@ pub struct Totals {
     pub cost: Decimal,
     /// Requests billed without a price (not counted in `cost`).
     pub unpriced_requests: i64,
+    /// Of the requests, those answered from the response cache (billed at the cache rate).
+    pub cache_hits: i64,
+    /// What the answers the cache replayed cost when they were called: what the hits saved.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub saved_cost: Decimal,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -89,7 +94,9 @@ const SUMS: &str = "coalesce(sum(requests), 0)::bigint as requests,
     coalesce(sum(reasoning_tokens), 0)::bigint as reasoning_tokens,
     coalesce(sum(cached_tokens), 0)::bigint as cached_tokens,
     coalesce(sum(cost), 0) as cost,
-    coalesce(sum(unpriced_requests), 0)::bigint as unpriced_requests";
+    coalesce(sum(unpriced_requests), 0)::bigint as unpriced_requests,
+    coalesce(sum(cache_hits), 0)::bigint as cache_hits,
+    coalesce(sum(saved_cost), 0) as saved_cost";
 
 /// Usage per model over `[from, to]` (UTC days), and the whole.
 pub async fn by_model(
@@ -109,6 +116,8 @@ pub async fn by_model(
         total.cached_tokens += m.totals.cached_tokens;
         total.cost += m.totals.cost;
         total.unpriced_requests += m.totals.unpriced_requests;
+        total.cache_hits += m.totals.cache_hits;
+        total.saved_cost += m.totals.saved_cost;
     }
     Ok((total, models))
 }
@@ -159,7 +168,9 @@ pub async fn by_day(
                 coalesce(s.reasoning_tokens, 0) as reasoning_tokens,
                 coalesce(s.cached_tokens, 0) as cached_tokens,
                 coalesce(s.cost, 0) as cost,
-                coalesce(s.unpriced_requests, 0) as unpriced_requests
+                coalesce(s.unpriced_requests, 0) as unpriced_requests,
+                coalesce(s.cache_hits, 0) as cache_hits,
+                coalesce(s.saved_cost, 0) as saved_cost
            from generate_series(",
     );
     query
@@ -260,14 +271,16 @@ pub async fn spend(
                 s.requests as "requests!", s.prompt_tokens as "prompt_tokens!",
                 s.completion_tokens as "completion_tokens!", s.total_tokens as "total_tokens!",
                 s.reasoning_tokens as "reasoning_tokens!", s.cached_tokens as "cached_tokens!",
-                s.cost as "cost!", s.unpriced_requests as "unpriced_requests!"
+                s.cost as "cost!", s.unpriced_requests as "unpriced_requests!",
+                s.cache_hits as "cache_hits!", s.saved_cost as "saved_cost!"
            from (select tenant_id, sum(requests)::bigint as requests,
                         sum(prompt_tokens)::bigint as prompt_tokens,
                         sum(completion_tokens)::bigint as completion_tokens,
                         sum(prompt_tokens + completion_tokens)::bigint as total_tokens,
                         sum(reasoning_tokens)::bigint as reasoning_tokens,
                         sum(cached_tokens)::bigint as cached_tokens,
-                        sum(cost) as cost, sum(unpriced_requests)::bigint as unpriced_requests
+                        sum(cost) as cost, sum(unpriced_requests)::bigint as unpriced_requests,
+                        sum(cache_hits)::bigint as cache_hits, sum(saved_cost) as saved_cost
                    from usage_daily
                   where day between $1 and $2 group by tenant_id) s
            join tenants t on t.id = s.tenant_id
@@ -291,6 +304,8 @@ pub async fn spend(
                 cached_tokens: row.cached_tokens,
                 cost: row.cost,
                 unpriced_requests: row.unpriced_requests,
+                cache_hits: row.cache_hits,
+                saved_cost: row.saved_cost,
             },
         })
         .collect();

@@ -112,6 +112,8 @@ pub struct AccessChange {
     pub data_policy: Option<Option<super::DataPolicy>>,
     /// A tenant's alone: whether its batch items may overflow to the cloud under hybrid routing.
     pub batch_overflow: Option<bool>,
+    /// Its response cache; a token's `Some(None)` inherits its tenant's, a tenant's turns it off.
+    pub cache: Option<Option<super::cache::CachePolicy>>,
 }
 
 impl AccessChange {

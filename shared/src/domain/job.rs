@@ -182,6 +182,10 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// What the response cache did: `hit` (answered from a stored answer, or an identical job's
+    /// run meanwhile), `miss` or `bypass`; absent when its caller has no cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<super::cache::CacheState>,
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 mod access;
 pub mod anthropic;
 mod batch;
+pub mod cache;
 mod capability;
 pub mod conversation;
 mod fleet;

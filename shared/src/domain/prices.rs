@@ -18,6 +18,8 @@ pub struct Price {
     pub cached_input_per_1k: Option<Decimal>,
     /// What a prompt token written to the provider's cache costs; `None`: the input rate.
     pub cache_write_input_per_1k: Option<Decimal>,
+    /// What a response-cache hit costs per 1,000 tokens of the answer it replays (default 0).
+    pub cache_hit_per_1k: Decimal,
 }
 
 /// Every price with the time it takes effect, held in memory by each process (with the runtime

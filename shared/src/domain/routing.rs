@@ -396,6 +396,41 @@ impl Runtime {
             None => Ok(()),
         }
     }
+
+    /// What decides where `model`'s jobs go and what runs them, as one text: its own chain or
+    /// the settings' providers, and each provider's upstream model (each kind of host's on the
+    /// fleet) with the `max_tokens` it sends. A response cache keys on it, so that a changed
+    /// route never serves an answer of the old one; which provider served a job (under hybrid,
+    /// a matter of load) is not in it.
+    pub fn route_definition(&self, model: &str) -> String {
+        use std::fmt::Write as _;
+        let settings = &self.settings;
+        let mut definition = match self.routes.chain(model) {
+            Some(chain) => {
+                let names: Vec<&str> = chain.iter().map(|p| p.as_str()).collect();
+                format!("chain={}", names.join(","))
+            }
+            None => format!(
+                "provider={};fallback={};hybrid_cloud={};local={}",
+                settings.ai_provider.setting_name(),
+                settings.ai_fallback_provider.map_or("none", |p| p.as_str()),
+                settings.ai_hybrid_cloud.as_str(),
+                settings.ai_local_enabled,
+            ),
+        };
+        for (provider, upstream) in self.routes.routed(model) {
+            let _ = write!(definition, ";{provider}={upstream}");
+            if let Some(max) = self.routes.default_max_tokens(model, *provider) {
+                let _ = write!(definition, ",max_tokens={max}");
+            }
+        }
+        if let Some(fleet) = self.routes.fleet(model) {
+            for (kind, upstream) in fleet.kinds() {
+                let _ = write!(definition, ";{}={upstream}", kind.as_str());
+            }
+        }
+        definition
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! redelivered, and the conditional claim and finish in `tollgate_core::db::runs` make the redelivery
 //! run the job at most once more and record it exactly once.
 
+mod cached;
 mod halt;
 mod images;
 mod tell;
@@ -27,6 +28,7 @@ use crate::chain::{self, Call, Lane};
 use crate::relay::Relay;
 use crate::{Context, Plan, abandoned};
 
+pub(crate) use cached::settle_stranded;
 use halt::{Halt, persistently};
 pub(crate) use tell::announce;
 use tell::{count, tell};
@@ -122,6 +124,7 @@ async fn work(
     claim_id: Uuid,
     trace: TraceParent,
 ) -> Result<(), Halt> {
+    let mut leading = false;
     let route = RouteInput {
         policy: job.data_policy,
         bulk: job.bulk,
@@ -137,7 +140,18 @@ async fn work(
         .stream
         .then(|| Relay::start(context.broker.clone(), job.id, job.stream_to.clone()));
     let mut attempts = Vec::new();
-    let mut outcome = match ended_before_running(context, job) {
+    let before = match ended_before_running(context, job) {
+        Some(outcome) => Some(outcome),
+        None => match cached::turn(context, job, claim_id).await? {
+            cached::Turn::Run { leads } => {
+                leading = leads;
+                None
+            }
+            cached::Turn::Answered(hit) => Some(*hit),
+            cached::Turn::Done => return Ok(()),
+        },
+    };
+    let mut outcome = match before {
         Some(outcome) => outcome,
         None => match images::ready(context, job, claim_id).await? {
             images::Ready::Failed(outcome) => outcome,
@@ -164,7 +178,11 @@ async fn work(
         return Ok(());
     };
     count(context, job, &outcome, &attempts);
+    let parked = matches!(outcome, Outcome::Parked { .. });
     tell(context, job, recorded, outcome, relay.as_ref()).await;
+    if leading && !parked {
+        cached::settle(context, job).await;
+    }
     Ok(())
 }
 

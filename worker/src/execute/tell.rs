@@ -70,6 +70,10 @@ pub(super) fn count(
     let provider = match outcome {
         Outcome::Parked { .. } => return,
         Outcome::Succeeded { provider, .. } => Some(*provider),
+        Outcome::Hit(hit) => {
+            metrics.cache_hit();
+            Some(hit.answer.provider)
+        }
         Outcome::Failed { provider, .. } | Outcome::Stopped { provider, .. } => *provider,
     };
     // A job that waited for a delayed retry spent that wait by design: only a first run's end
@@ -100,7 +104,7 @@ pub(crate) async fn announce(context: &Context, id: JobId, recorded: Recorded, s
 }
 
 /// Hands the webhook delivery a terminal statement wrote, if any, to the deliverer.
-async fn deliver(context: &Context, delivery: Option<Uuid>) {
+pub(super) async fn deliver(context: &Context, delivery: Option<Uuid>) {
     if let Some(delivery) = delivery
         && let Err(error) = context.broker.publish_webhooks(&[delivery]).await
     {

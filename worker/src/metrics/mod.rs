@@ -46,6 +46,7 @@ pub struct WorkerMetrics {
     queue_messages: Family<QueueLabels, Gauge>,
     queue_oldest: Family<QueueLabels, Gauge<f64, AtomicU64>>,
     batch_items_pending: Gauge,
+    cache_answers: Counter,
     /// Jobs finished since the last report to the dashboard's activity (see [`crate::health`]).
     pub tally: Tally,
 }
@@ -156,6 +157,12 @@ impl Default for WorkerMetrics {
             "Batch items waiting in Postgres for the dispatcher",
             batch_items_pending.clone(),
         );
+        let cache_answers = Counter::default();
+        registry.register(
+            "cache_answers",
+            "Jobs a worker answered from the response cache without a provider call (stored answers, and identical jobs' answers)",
+            cache_answers.clone(),
+        );
         Self {
             registry,
             finished,
@@ -175,6 +182,7 @@ impl Default for WorkerMetrics {
             queue_messages,
             queue_oldest,
             batch_items_pending,
+            cache_answers,
             tally: Tally::default(),
         }
     }
@@ -311,6 +319,11 @@ impl WorkerMetrics {
         self.fallbacks
             .get_or_create(&FallbackLabels { from, to, reason })
             .inc();
+    }
+
+    /// A job answered from the response cache.
+    pub fn cache_hit(&self) {
+        self.cache_answers.inc();
     }
 
     /// A webhook attempt's outcome.

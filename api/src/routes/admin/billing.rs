@@ -60,6 +60,11 @@ struct NewPrice {
     #[serde(default, with = "rust_decimal::serde::str_option")]
     #[schema(value_type = Option<String>, example = "0.00375")]
     cache_write_input_per_1k: Option<Decimal>,
+    /// Decimal string: what a response-cache hit costs per 1,000 tokens of the answer it
+    /// replays; 0 if absent.
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    #[schema(value_type = Option<String>, example = "0.0001")]
+    cache_hit_per_1k: Option<Decimal>,
     /// When it takes effect; now if absent. Jobs finishing from then on are billed at it.
     effective_from: Option<DateTime<Utc>>,
 }
@@ -104,6 +109,7 @@ async fn add_price(
         ("output_per_1k", Some(price.output_per_1k)),
         ("cached_input_per_1k", price.cached_input_per_1k),
         ("cache_write_input_per_1k", price.cache_write_input_per_1k),
+        ("cache_hit_per_1k", price.cache_hit_per_1k),
     ];
     for (field, value) in rates.into_iter().filter_map(|(f, v)| Some((f, v?))) {
         if value.is_sign_negative()
@@ -125,6 +131,7 @@ async fn add_price(
             output_per_1k: price.output_per_1k,
             cached_input_per_1k: price.cached_input_per_1k,
             cache_write_input_per_1k: price.cache_write_input_per_1k,
+            cache_hit_per_1k: price.cache_hit_per_1k.unwrap_or_default(),
         },
         price.effective_from,
     )

@@ -1,10 +1,11 @@
 //! The operators' routes (every one answers 403 to a client token): runtime settings, model
 //! aliases, the registry of providers, the fleet's hosts and its models, prices, quotas and spend, tenants, tokens and the
-//! audit log, webhook endpoints and deliveries, dead letters, and the dashboard's overview.
+//! audit log, the response cache's purge, webhook endpoints and deliveries, dead letters, and the dashboard's overview.
 
 mod aliases;
 mod audit;
 mod billing;
+mod cache;
 mod dead_letters;
 mod hosts;
 pub mod models;
@@ -31,6 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(providers::router())
         .merge(models::router())
         .merge(billing::router())
+        .merge(cache::router())
         .merge(tenants::router())
         .merge(tokens::router())
         .merge(audit::router())

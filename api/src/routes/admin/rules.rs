@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 use tollgate_core::db::access::Holder;
+use tollgate_core::domain::cache::CachePolicy;
 use tollgate_core::domain::{AccessChange, DataPolicy, RateLimit};
 use utoipa::ToSchema;
 
@@ -24,6 +25,10 @@ pub(super) struct AccessPatch {
     pub(super) data_policy: Option<Option<String>>,
     /// A tenant's alone: whether its batch items may overflow to the cloud under hybrid routing.
     pub(super) batch_overflow: Option<bool>,
+    /// The response cache: `{"enabled", "ttl_secs", "sampled"}`. A token's overrides its
+    /// tenant's, and its `null` goes back to it; a tenant's `null` turns it off.
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
+    pub(super) cache: Option<Option<CachePolicy>>,
 }
 
 impl AccessPatch {
@@ -46,9 +51,14 @@ impl AccessPatch {
                 "is a tenant's setting, not a token's",
             ));
         }
+        let cache = self
+            .cache
+            .map(|c| c.map(|c| c.check("cache")).transpose())
+            .transpose()?;
         Ok(AccessChange {
             data_policy,
             batch_overflow: self.batch_overflow,
+            cache,
             ..AccessChange::parse(self.allowed_domains, self.allowed_ips, self.rate_limit)?
         })
     }

@@ -134,6 +134,7 @@ async fn update_tenant(
     let details = json!({
         "allowed_domains": tenant.allowed_domains, "allowed_ips": tenant.allowed_ips,
         "data_policy": tenant.data_policy, "batch_overflow": tenant.batch_overflow,
+        "cache": tenant.cache,
     });
     audit::record(
         &mut *tx,

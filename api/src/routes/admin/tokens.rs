@@ -14,6 +14,7 @@ use tollgate_core::db::access::{self, Holder};
 use tollgate_core::db::audit;
 use tollgate_core::db::tenants;
 use tollgate_core::db::tokens::{self, TokenInfo};
+use tollgate_core::domain::cache::CachePolicy;
 use tollgate_core::domain::{Name, RateLimit, Role, TenantId, TokenId};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -51,6 +52,8 @@ struct NewToken {
     rate_limit: Option<RateLimit>,
     /// `any` or `local_only`; absent: the tenant's.
     data_policy: Option<String>,
+    /// The token's own response cache; absent: the tenant's.
+    cache: Option<CachePolicy>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -86,6 +89,7 @@ async fn create_token(
         rate_limit: body.rate_limit.map(Some),
         data_policy: body.data_policy.map(Some),
         batch_overflow: None,
+        cache: body.cache.map(Some),
     }
     .parse(Holder::Token)?;
     let mut tx = state.pool.begin().await?;
@@ -109,7 +113,7 @@ async fn create_token(
     let details = json!({
         "tenant_id": tenant_id, "name": name.as_str(), "role": body.role,
         "allowed_domains": info.allowed_domains, "allowed_ips": info.allowed_ips,
-        "data_policy": info.data_policy,
+        "data_policy": info.data_policy, "cache": info.cache,
     });
     audit::record(
         &mut *tx,
@@ -180,7 +184,7 @@ async fn update_token(
         .ok_or_else(not_found::<TokenId>)?;
     let details = json!({
         "allowed_domains": info.allowed_domains, "allowed_ips": info.allowed_ips,
-        "data_policy": info.data_policy,
+        "data_policy": info.data_policy, "cache": info.cache,
     });
     audit::record(
         &mut *tx,

@@ -110,9 +110,11 @@ async fn messages(
     };
     let call = intake::call(&state, &caller, &client, asked, read.stream).await?;
     let id = call.job.id;
+    let mut cache = call.job.cache;
     let response = match Started::of(&state, caller.tenant_id, call) {
         Started::Waiting(waiting) => {
             let job = waiting.answer(&state).await?;
+            cache = job.cache;
             Json(replies::message(&job, max_tokens)).into_response()
         }
         Started::Streaming(feed) => {
@@ -123,7 +125,8 @@ async fn messages(
                 .into_response()
         }
     };
-    Ok(crate::calls::answer::with_request_id(response, id))
+    let response = crate::calls::answer::with_request_id(response, id);
+    Ok(crate::calls::answer::with_cache(response, cache))
 }
 
 /// `{"input_tokens"}`.

@@ -104,9 +104,11 @@ async fn answer(
     let kind = asked.request.kind();
     let call = intake::call(state, caller, client, asked, stream).await?;
     let id = call.job.id;
+    let mut cache = call.job.cache;
     let response = match Started::of(state, caller.tenant_id, call) {
         Started::Waiting(waiting) => {
             let job = waiting.answer(state).await?;
+            cache = job.cache;
             let reply = crate::calls::answer::reply(&job);
             Json(last_line(kind, &job, &reply, max_tokens)).into_response()
         }
@@ -126,7 +128,8 @@ async fn answer(
                 .into_response()
         }
     };
-    Ok(crate::calls::answer::with_request_id(response, id))
+    let response = crate::calls::answer::with_request_id(response, id);
+    Ok(crate::calls::answer::with_cache(response, cache))
 }
 
 /// A piece of text as chat (`message`) or generate (`response`, `thinking`) writes it.
@@ -263,10 +266,8 @@ async fn embed(
         "model": job.model, "embeddings": vectors(&job), "total_duration": 0,
         "load_duration": 0, "prompt_eval_count": prompt,
     });
-    Ok(crate::calls::answer::with_request_id(
-        Json(body).into_response(),
-        job.id,
-    ))
+    let response = crate::calls::answer::with_request_id(Json(body).into_response(), job.id);
+    Ok(crate::calls::answer::with_cache(response, job.cache))
 }
 
 /// Embeddings (Ollama, older)
@@ -291,7 +292,8 @@ async fn embeddings(
     let job = feed::call_to_end(&state, &caller, &client, request).await?;
     let first = vectors(&job).into_iter().next().unwrap_or_default();
     let body = Json(json!({ "embedding": first })).into_response();
-    Ok(crate::calls::answer::with_request_id(body, job.id))
+    let response = crate::calls::answer::with_request_id(body, job.id);
+    Ok(crate::calls::answer::with_cache(response, job.cache))
 }
 
 fn vectors(job: &Job) -> Vec<Value> {

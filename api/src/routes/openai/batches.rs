@@ -162,6 +162,7 @@ async fn create(
             endpoint,
             input_file_id: file_id,
         }),
+        cache: Vec::new(),
     };
     let accepted = |batch: &Batch| {
         Ok(Accepted {

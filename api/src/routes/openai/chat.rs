@@ -132,9 +132,11 @@ async fn converse<D: Dialect<Item = Event>>(
     };
     let call = intake::call(state, caller, client, asked, conversation.stream).await?;
     let id = call.job.id;
+    let mut cache = call.job.cache;
     let response = match Started::of(state, caller.tenant_id, call) {
         Started::Waiting(waiting) => {
             let job = waiting.answer(state).await?;
+            cache = job.cache;
             let body = objects::job_answer(conversation.endpoint, &job, max_tokens);
             axum::Json(body).into_response()
         }
@@ -143,7 +145,8 @@ async fn converse<D: Dialect<Item = Event>>(
             sse(feed, dialect).into_response()
         }
     };
-    Ok(crate::calls::answer::with_request_id(response, id))
+    let response = crate::calls::answer::with_request_id(response, id);
+    Ok(crate::calls::answer::with_cache(response, cache))
 }
 
 /// The feed as SSE in `dialect`.

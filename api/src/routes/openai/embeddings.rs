@@ -53,10 +53,8 @@ async fn embeddings(
             item["embedding"] = json!(base64_vector(&item["embedding"]));
         }
     }
-    Ok(crate::calls::answer::with_request_id(
-        Json(body).into_response(),
-        job.id,
-    ))
+    let response = crate::calls::answer::with_request_id(Json(body).into_response(), job.id);
+    Ok(crate::calls::answer::with_cache(response, job.cache))
 }
 
 /// A vector as base64 of its little-endian `f32`s.

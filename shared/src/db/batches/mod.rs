@@ -14,6 +14,7 @@ use sqlx::types::ipnetwork::IpNetwork;
 use sqlx::{PgConnection, PgExecutor, PgPool};
 
 use crate::billing;
+use crate::domain::cache::{CacheState, JobCache};
 use crate::domain::openai_batch::Endpoint;
 use crate::domain::{BatchId, FileId, JobId, JobKind, TenantId, TokenId, TraceParent, ValidItem};
 
@@ -39,6 +40,8 @@ pub struct NewBatch {
     pub reservations: Option<(NaiveDate, Vec<(i64, Decimal)>)>,
     /// Set when the batch comes through the OpenAI-compatible API.
     pub openai: Option<OpenAiOrigin>,
+    /// Per item, what the response cache does for it (empty: nothing, for every item).
+    pub cache: Vec<JobCache>,
 }
 
 /// What an OpenAI-style batch keeps of its making: the endpoint its lines call and its input file.
@@ -207,14 +210,30 @@ pub async fn insert(conn: &mut PgConnection, batch: &NewBatch) -> Result<(), sql
                 None => (None, None),
             })
             .unzip();
+        let cache: Vec<JobCache> = (0..chunk.len())
+            .map(|i| batch.cache.get(offset + i).copied().unwrap_or_default())
+            .collect();
+        let cache_state: Vec<Option<&str>> = cache
+            .iter()
+            .map(|c| c.state.map(CacheState::as_str))
+            .collect();
+        let cache_key: Vec<Option<Vec<u8>>> =
+            cache.iter().map(|c| c.key.map(|k| k.0.to_vec())).collect();
+        let cache_ttl: Vec<Option<i32>> = cache
+            .iter()
+            .map(|c| c.ttl_secs.and_then(|t| i32::try_from(t).ok()))
+            .collect();
         sqlx::query!(
             "insert into jobs (id, tenant_id, token_id, kind, status, model, request, origin,
                                client_ip, reserved_tokens, reserved_cost, reserved_month,
-                               batch_id, custom_id, traceparent)
+                               batch_id, custom_id, traceparent, cache, cache_key, cache_ttl_secs)
              select item.id, $2, $3, $4, 'pending', $5, item.request, $6, $7, item.tokens,
-                    item.cost, $8, $9, item.custom_id, $14
-               from unnest($1::uuid[], $10::jsonb[], $11::bigint[], $12::numeric[], $13::text[])
-                    as item (id, request, tokens, cost, custom_id)",
+                    item.cost, $8, $9, item.custom_id, $14, item.cache, item.cache_key,
+                    item.cache_ttl_secs
+               from unnest($1::uuid[], $10::jsonb[], $11::bigint[], $12::numeric[], $13::text[],
+                           $15::text[], $16::bytea[], $17::int[])
+                    as item (id, request, tokens, cost, custom_id, cache, cache_key,
+                             cache_ttl_secs)",
             &ids as &[JobId],
             batch.tenant_id as TenantId,
             batch.token_id as Option<TokenId>,
@@ -229,6 +248,9 @@ pub async fn insert(conn: &mut PgConnection, batch: &NewBatch) -> Result<(), sql
             &costs as &[Option<Decimal>],
             &custom_ids as &[&str],
             batch.traceparent.map(|t| t.to_string()),
+            &cache_state as &[Option<&str>],
+            &cache_key as &[Option<Vec<u8>>],
+            &cache_ttl as &[Option<i32>],
         )
         .execute(&mut *conn)
         .await?;

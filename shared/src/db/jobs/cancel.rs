@@ -64,7 +64,7 @@ pub async fn cancel(
                 attempts as "attempts!", metadata, created_at as "created_at!", started_at,
                 finished_at, cost, usage_estimated, unpriced, revision as "revision!",
                 webhook_url, batch_id as "batch_id: BatchId", custom_id, stream as "stream!",
-                route_reason, data_policy, dead_lettered_at
+                route_reason, data_policy, dead_lettered_at, cache
 , (select id from hook) as delivery
            from done"#,
         id as JobId,
@@ -100,7 +100,7 @@ async fn request_cancel(
                 reasoning_tokens, cached_tokens, cache_write_tokens, error_body, attempts, metadata, created_at, started_at,
                 finished_at, cost, usage_estimated, unpriced, revision, webhook_url,
                 batch_id as "batch_id: BatchId", custom_id, stream, route_reason, data_policy,
-                dead_lettered_at"#,
+                dead_lettered_at, cache"#,
         id as JobId,
         tenant_id as TenantId,
     )

@@ -71,7 +71,7 @@ pub async fn dead_lettered(
                 reasoning_tokens, cached_tokens, cache_write_tokens, error_body, attempts, metadata, created_at, started_at,
                 finished_at, cost, usage_estimated, unpriced, revision, webhook_url,
                 batch_id as "batch_id: BatchId", custom_id, stream, route_reason, data_policy,
-                dead_lettered_at
+                dead_lettered_at, cache
            from jobs
           where dead_lettered_at is not null and ($1::timestamptz is null or dead_lettered_at < $1)
           order by dead_lettered_at desc
@@ -145,7 +145,7 @@ pub async fn requeue_dead_lettered(pool: &PgPool, id: JobId) -> Result<Requeued,
                 reasoning_tokens, cached_tokens, cache_write_tokens, error_body, attempts, metadata, created_at, started_at,
                 finished_at, cost, usage_estimated, unpriced, revision, webhook_url,
                 batch_id as "batch_id: BatchId", custom_id, stream, route_reason, data_policy,
-                dead_lettered_at"#,
+                dead_lettered_at, cache"#,
         id as JobId,
     )
     .fetch_one(&mut *tx)

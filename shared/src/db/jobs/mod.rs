@@ -18,6 +18,7 @@ use sqlx::{Postgres, QueryBuilder};
 
 use super::quotas::Reservation;
 use crate::billing;
+use crate::domain::cache::{CacheState, JobCache};
 
 use crate::domain::{
     BatchId, Job, JobError, JobId, JobKind, JobRequest, JobStatus, TenantId, TokenId, TraceParent,
@@ -68,6 +69,7 @@ struct JobRow {
     route_reason: Option<String>,
     data_policy: Option<String>,
     dead_lettered_at: Option<DateTime<Utc>>,
+    cache: Option<String>,
 }
 
 /// A [`JobRow`] from a `query!` record that names its columns and more (a statement that returns a
@@ -109,6 +111,7 @@ macro_rules! job_row {
             route_reason: row.route_reason,
             data_policy: row.data_policy,
             dead_lettered_at: row.dead_lettered_at,
+            cache: row.cache,
         }
     }};
 }
@@ -172,6 +175,7 @@ impl TryFrom<JobRow> for Job {
             created_at: row.created_at,
             started_at: row.started_at,
             finished_at: row.finished_at,
+            cache: row.cache.as_deref().and_then(CacheState::parse),
         })
     }
 }
@@ -195,6 +199,8 @@ pub struct NewJob {
     pub stream_to: Option<String>,
     /// The trace it belongs to (the accepting span's `traceparent`).
     pub traceparent: Option<TraceParent>,
+    /// What the response cache does for it (nothing, by default).
+    pub cache: JobCache,
 }
 
 /// Inserts a job as `queued` (not yet published) and returns it as the client will see it.
@@ -214,23 +220,25 @@ pub async fn insert_many(
         JobRow,
         r#"insert into jobs (id, tenant_id, token_id, kind, status, model, request, metadata,
                            origin, client_ip, reserved_tokens, reserved_cost, reserved_month,
-                           webhook_url, stream, stream_to, traceparent)
+                           webhook_url, stream, stream_to, traceparent, cache, cache_key,
+                           cache_ttl_secs)
          select id, tenant_id, token_id, kind, 'queued', model, request, metadata, origin,
                 client_ip, reserved_tokens, reserved_cost, reserved_month, webhook_url,
-                stream_to is not null, stream_to, traceparent
+                stream_to is not null, stream_to, traceparent, cache, cache_key, cache_ttl_secs
            from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[],
                        $7::jsonb[], $8::text[], $9::inet[], $10::bigint[], $11::numeric[],
-                       $12::date[], $13::text[], $14::text[], $15::text[])
+                       $12::date[], $13::text[], $14::text[], $15::text[], $16::text[],
+                       $17::bytea[], $18::int[])
                 as j(id, tenant_id, token_id, kind, model, request, metadata, origin, client_ip,
                      reserved_tokens, reserved_cost, reserved_month, webhook_url, stream_to,
-                     traceparent)
+                     traceparent, cache, cache_key, cache_ttl_secs)
          returning id as "id: JobId", tenant_id as "tenant_id: TenantId", kind, status, model, provider,
                 upstream_model, result, error_code, error_message, prompt_tokens,
                 completion_tokens, total_tokens,
                 reasoning_tokens, cached_tokens, cache_write_tokens, error_body, attempts, metadata, created_at, started_at,
                 finished_at, cost, usage_estimated, unpriced, revision, webhook_url,
                 batch_id as "batch_id: BatchId", custom_id, stream, route_reason, data_policy,
-                dead_lettered_at"#,
+                dead_lettered_at, cache"#,
         &columns.id as &[JobId],
         &columns.tenant_id as &[TenantId],
         &columns.token_id as &[Option<TokenId>],
@@ -246,6 +254,9 @@ pub async fn insert_many(
         &columns.webhook_url as &[Option<&str>],
         &columns.stream_to as &[Option<&str>],
         &columns.traceparent as &[Option<String>],
+        &columns.cache as &[Option<&str>],
+        &columns.cache_key as &[Option<Vec<u8>>],
+        &columns.cache_ttl_secs as &[Option<i32>],
     )
     .fetch_all(conn)
     .await?;
@@ -269,16 +280,19 @@ pub async fn insert_many_again(
         r#"with new as (
             insert into jobs (id, tenant_id, token_id, kind, status, model, request, metadata,
                               origin, client_ip, reserved_tokens, reserved_cost, reserved_month,
-                              webhook_url, stream, stream_to, traceparent)
+                              webhook_url, stream, stream_to, traceparent, cache, cache_key,
+                              cache_ttl_secs)
             select id, tenant_id, token_id, kind, 'queued', model, request, metadata, origin,
                    client_ip, reserved_tokens, reserved_cost, reserved_month, webhook_url,
-                   stream_to is not null, stream_to, traceparent
+                   stream_to is not null, stream_to, traceparent, cache, cache_key,
+                   cache_ttl_secs
               from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
                           $6::jsonb[], $7::jsonb[], $8::text[], $9::inet[], $10::bigint[],
-                          $11::numeric[], $12::date[], $13::text[], $14::text[], $15::text[])
+                          $11::numeric[], $12::date[], $13::text[], $14::text[], $15::text[],
+                          $16::text[], $17::bytea[], $18::int[])
                    as j(id, tenant_id, token_id, kind, model, request, metadata, origin,
                         client_ip, reserved_tokens, reserved_cost, reserved_month, webhook_url,
-                        stream_to, traceparent)
+                        stream_to, traceparent, cache, cache_key, cache_ttl_secs)
             on conflict (id) do nothing
             returning *
          ), written as (
@@ -293,7 +307,7 @@ pub async fn insert_many_again(
                 attempts as "attempts!", metadata, created_at as "created_at!", started_at,
                 finished_at, cost, usage_estimated, unpriced, revision as "revision!",
                 webhook_url, batch_id as "batch_id: BatchId", custom_id, stream as "stream!",
-                route_reason, data_policy, dead_lettered_at
+                route_reason, data_policy, dead_lettered_at, cache
            from written"#,
         &columns.id as &[JobId],
         &columns.tenant_id as &[TenantId],
@@ -310,6 +324,9 @@ pub async fn insert_many_again(
         &columns.webhook_url as &[Option<&str>],
         &columns.stream_to as &[Option<&str>],
         &columns.traceparent as &[Option<String>],
+        &columns.cache as &[Option<&str>],
+        &columns.cache_key as &[Option<Vec<u8>>],
+        &columns.cache_ttl_secs as &[Option<i32>],
     )
     .fetch_all(conn)
     .await?;
@@ -350,6 +367,9 @@ struct NewJobColumns<'a> {
     webhook_url: Vec<Option<&'a str>>,
     stream_to: Vec<Option<&'a str>>,
     traceparent: Vec<Option<String>>,
+    cache: Vec<Option<&'static str>>,
+    cache_key: Vec<Option<Vec<u8>>>,
+    cache_ttl_secs: Vec<Option<i32>>,
 }
 
 impl<'a> NewJobColumns<'a> {
@@ -374,6 +394,10 @@ impl<'a> NewJobColumns<'a> {
             c.webhook_url.push(job.webhook_url.as_deref());
             c.stream_to.push(job.stream_to.as_deref());
             c.traceparent.push(job.traceparent.map(|t| t.to_string()));
+            c.cache.push(job.cache.state.map(CacheState::as_str));
+            c.cache_key.push(job.cache.key.map(|k| k.0.to_vec()));
+            c.cache_ttl_secs
+                .push(job.cache.ttl_secs.and_then(|t| i32::try_from(t).ok()));
         }
         Ok(c)
     }
@@ -391,7 +415,7 @@ pub async fn get(
 
 /// A tenant's job and its revision (bumped at each status change: the id of its SSE events).
 pub async fn get_with_revision(
-    pool: &PgPool,
+    pool: impl PgExecutor<'_>,
     tenant_id: TenantId,
     id: JobId,
 ) -> Result<Option<(Job, i32)>, sqlx::Error> {
@@ -403,7 +427,7 @@ pub async fn get_with_revision(
                 reasoning_tokens, cached_tokens, cache_write_tokens, error_body, attempts, metadata, created_at, started_at,
                 finished_at, cost, usage_estimated, unpriced, revision, webhook_url,
                 batch_id as "batch_id: BatchId", custom_id, stream, route_reason, data_policy,
-                dead_lettered_at
+                dead_lettered_at, cache
            from jobs where id = $1 and tenant_id = $2"#,
         id as JobId,
         tenant_id as TenantId,
@@ -464,7 +488,7 @@ pub async fn list(
                 reasoning_tokens, cached_tokens, cache_write_tokens, error_body, attempts, metadata,
                 created_at, started_at, finished_at, cost, usage_estimated, unpriced, revision,
                 webhook_url, batch_id, custom_id, stream, route_reason, data_policy,
-                dead_lettered_at
+                dead_lettered_at, cache
            from jobs where tenant_id = ",
     );
     query.push_bind(tenant_id);

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::outcome::{Outcome, Recorded};
 use crate::billing::{self, Price};
 use crate::db::job_attempts::{AttemptColumns, AttemptRecord};
+use crate::domain::cache::MAX_CACHED_ANSWER_BYTES;
 use crate::domain::{DataPolicy, JobError, JobId, ProviderName, RouteReason};
 use crate::provider::TokenCounts;
 
@@ -37,7 +38,10 @@ pub struct Finish {
 }
 
 /// Records one claimed job's run: [`finish_many`] with one run.
-pub async fn finish(pool: &PgPool, run: &Finish) -> Result<Option<Recorded>, sqlx::Error> {
+pub async fn finish(
+    pool: impl PgExecutor<'_>,
+    run: &Finish,
+) -> Result<Option<Recorded>, sqlx::Error> {
     let mut recorded = finish_many(pool, std::slice::from_ref(run)).await?;
     Ok(recorded.pop().flatten())
 }
@@ -65,7 +69,7 @@ pub async fn finish(pool: &PgPool, run: &Finish) -> Result<Option<Recorded>, sql
 /// Long on purpose: it is one statement, written out whole so that a reader sees every parameter
 /// beside its use and the compiler checks all of it against the schema.
 pub async fn finish_many<R: Borrow<Finish>>(
-    pool: &PgPool,
+    pool: impl PgExecutor<'_>,
     runs: &[R],
 ) -> Result<Vec<Option<Recorded>>, sqlx::Error> {
     let runs: Vec<&Finish> = runs.iter().map(Borrow::borrow).collect();
@@ -90,13 +94,14 @@ pub async fn finish_many<R: Borrow<Finish>>(
                           $7::text[], $8::text[], $9::int[], $10::int[], $11::int[],
                           $12::numeric[], $13::bool[], $14::bigint[], $15::int[], $16::text[],
                           $17::text[], $18::text[], $19::float8[], $33::int[], $34::int[],
-                          $37::int[], $38::jsonb[])
+                          $37::int[], $38::jsonb[], $41::bool[], $42::uuid[], $43::numeric[])
                    with ordinality as r(id, claim_id, status, provider, upstream_model, result,
                                         error_code, error_message, prompt_tokens,
                                         completion_tokens, attempts, cost, estimated, price_id,
                                         latency_ms, routed_model, route_reason, data_policy,
                                         retry_in, reasoning_tokens, cached_tokens,
-                                        cache_write_tokens, error_body, run)
+                                        cache_write_tokens, error_body, cache_hit,
+                                        cache_source, cache_saved, run)
          ), locked as (
             select id from jobs where id = any($1::uuid[]) order by id for update
          ), ended as (
@@ -113,7 +118,15 @@ pub async fn finish_many<R: Borrow<Finish>>(
                    finished_at = now(), lease_expires_at = null, retry_at = null,
                    route_reason = r.route_reason, data_policy = r.data_policy,
                    revision = jobs.revision + 1,
-                   abandoned_recorded = jobs.claims - jobs.retries - 1
+                   abandoned_recorded = jobs.claims - jobs.retries - 1,
+                   cache = case when r.cache_hit then 'hit' else jobs.cache end,
+                   cache_source = r.cache_source, cache_saved = r.cache_saved,
+                   cache_expires_at =
+                       case when r.status = 'succeeded' and not r.cache_hit
+                                 and jobs.cache_key is not null
+                                 and jobs.cache_ttl_secs is not null
+                                 and octet_length(r.result::text) <= $44
+                            then now() + make_interval(secs => jobs.cache_ttl_secs) end
               from run r join locked on locked.id = r.id
              where jobs.id = r.id and jobs.claim_id = r.claim_id and jobs.status = 'running'
                and r.retry_in is null and jobs.id = any($1::uuid[])
@@ -123,7 +136,11 @@ pub async fn finish_many<R: Borrow<Finish>>(
                    jobs.revision, jobs.batch_id, r.provider, r.routed_model, r.prompt_tokens,
                    r.completion_tokens, r.reasoning_tokens, r.cached_tokens,
                    r.cache_write_tokens, r.estimated, r.price_id, r.cost, r.latency_ms,
-                   r.route_reason
+                   r.route_reason, r.cache_hit, r.cache_saved, jobs.cache_key
+         ), flown as (
+            delete from cache_flights f using ended
+             where f.tenant_id = ended.tenant_id and f.key = ended.cache_key
+               and f.job_id = ended.id
          ), parked as (
             update jobs
                set status = 'retrying', retries = jobs.retries + 1,
@@ -202,24 +219,26 @@ pub async fn finish_many<R: Borrow<Finish>>(
                                        upstream_model, prompt_tokens, completion_tokens,
                                        reasoning_tokens, cached_tokens, cache_write_tokens,
                                        estimated, price_id, cost, latency_ms, origin, client_ip,
-                                       finished_at, route_reason)
+                                       finished_at, route_reason, cache_hit, saved_cost)
             select id, tenant_id, token_id, model, provider, routed_model, prompt_tokens,
                    completion_tokens, coalesce(reasoning_tokens, 0), coalesce(cached_tokens, 0),
                    coalesce(cache_write_tokens, 0), estimated, price_id, cost, latency_ms,
-                   origin, client_ip, finished_at, route_reason
+                   origin, client_ip, finished_at, route_reason, cache_hit, cache_saved
               from ended where prompt_tokens is not null
          returning tenant_id, model, prompt_tokens, completion_tokens, reasoning_tokens,
-                   cached_tokens, cost, finished_at, route_reason
+                   cached_tokens, cost, finished_at, route_reason, cache_hit, saved_cost
          ), daily as (
             insert into usage_daily as d (tenant_id, day, model, route_reason, shard, requests,
                                           prompt_tokens, completion_tokens, reasoning_tokens,
-                                          cached_tokens, cost, unpriced_requests)
+                                          cached_tokens, cost, unpriced_requests, cache_hits,
+                                          saved_cost)
             select tenant_id, (finished_at at time zone 'utc')::date as day, model,
                    coalesce(route_reason, 'unrecorded') as reason,
                    floor(random() * 32)::smallint, count(*), sum(prompt_tokens),
                    sum(completion_tokens), sum(reasoning_tokens), sum(cached_tokens),
                    coalesce(sum(cost), 0),
-                   count(*) filter (where cost is null)
+                   count(*) filter (where cost is null),
+                   count(*) filter (where cache_hit), coalesce(sum(saved_cost), 0)
               from bill
              group by tenant_id, day, model, reason
              order by tenant_id, day, model, reason
@@ -230,7 +249,9 @@ pub async fn finish_many<R: Borrow<Finish>>(
                    reasoning_tokens = d.reasoning_tokens + excluded.reasoning_tokens,
                    cached_tokens = d.cached_tokens + excluded.cached_tokens,
                    cost = d.cost + excluded.cost,
-                   unpriced_requests = d.unpriced_requests + excluded.unpriced_requests
+                   unpriced_requests = d.unpriced_requests + excluded.unpriced_requests,
+                   cache_hits = d.cache_hits + excluded.cache_hits,
+                   saved_cost = d.saved_cost + excluded.saved_cost
          ), release as (
             update quota_months q
                set reserved_tokens = q.reserved_tokens - held.tokens,
@@ -301,6 +322,10 @@ pub async fn finish_many<R: Borrow<Finish>>(
         &jobs.error_body as &[Option<&Value>],          // $38
         &attempts.cache_write_tokens as &[Option<i32>], // $39
         &attempts.error_body as &[Option<Value>],       // $40
+        &jobs.cache_hit,                                // $41
+        &jobs.cache_source as &[Option<JobId>],         // $42
+        &jobs.cache_saved as &[Option<Decimal>],        // $43
+        MAX_CACHED_ANSWER_BYTES,                        // $44
     )
     .fetch_all(pool)
     .await?;
@@ -347,6 +372,10 @@ struct EndColumns<'a> {
     policy: Vec<&'static str>,
     /// Seconds until a parked job's next run; `None` for a job that ended.
     retry_in: Vec<Option<f64>>,
+    /// A hit's: answered from the cache, by which job's answer, and what that answer cost.
+    cache_hit: Vec<bool>,
+    cache_source: Vec<Option<JobId>>,
+    cache_saved: Vec<Option<Decimal>>,
 }
 
 impl<'a> EndColumns<'a> {
@@ -384,6 +413,13 @@ impl<'a> EndColumns<'a> {
             c.policy.push(run.policy.as_str());
             c.retry_in
                 .push(end.retry_in.map(|delay| delay.as_secs_f64()));
+            let hit = match &run.outcome {
+                Outcome::Hit(hit) => Some(&hit.answer),
+                _ => None,
+            };
+            c.cache_hit.push(hit.is_some());
+            c.cache_source.push(hit.map(|a| a.source));
+            c.cache_saved.push(hit.and_then(|a| a.cost));
         }
         c
     }
@@ -464,6 +500,27 @@ impl<'a> End<'a> {
                     .map(|p| bill_of(p.routed_model.as_str(), &p.tokens, &p.price, &p.latency)),
                 retry_in: None,
             },
+            Outcome::Hit(hit) => {
+                let answer = &hit.answer;
+                let tokens = &answer.tokens;
+                let count = |tokens: i32| i64::from(tokens);
+                Self {
+                    provider: Some(answer.provider),
+                    upstream_model: answer.upstream_model.as_deref(),
+                    result: Some(&answer.result),
+                    error: None,
+                    bill: Some(Bill {
+                        tokens: *tokens,
+                        price_id: hit.price.map(|p| p.id),
+                        cost: hit.price.map(|p| {
+                            billing::hit_cost(count(tokens.prompt), count(tokens.completion), &p)
+                        }),
+                        latency_ms: 0,
+                        routed_model: answer.routed_model.as_str(),
+                    }),
+                    retry_in: None,
+                }
+            }
             Outcome::Parked { error, delay } => Self {
                 provider: None,
                 upstream_model: None,

@@ -11,13 +11,14 @@ mod outcome;
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
+use crate::domain::cache::{CacheKey, CacheState, JobCache};
 use crate::domain::{DataPolicy, JobId, JobRequest, TenantId, TraceParent};
 
 pub use finish::{Finish, finish, finish_many};
-pub use outcome::{Outcome, Partial, Recorded, cancelled_error};
+pub use outcome::{Hit, Outcome, Partial, Recorded, cancelled_error};
 
 /// A job a worker now holds.
 pub struct ClaimedJob {
@@ -46,6 +47,8 @@ pub struct ClaimedJob {
     pub batch_overflow: bool,
     /// The trace it was accepted in, if it was.
     pub traceparent: Option<TraceParent>,
+    /// What the response cache does for it.
+    pub cache: JobCache,
 }
 
 impl ClaimedJob {
@@ -79,6 +82,9 @@ struct ClaimRow {
     data_policy: String,
     batch_overflow: bool,
     traceparent: Option<String>,
+    cache: Option<String>,
+    cache_key: Option<Vec<u8>>,
+    cache_ttl_secs: Option<i32>,
 }
 
 impl ClaimRow {
@@ -101,6 +107,14 @@ impl ClaimRow {
                 .map_err(|e| sqlx::Error::Decode(e.message.into()))?,
             batch_overflow: self.batch_overflow,
             traceparent: self.traceparent.as_deref().and_then(TraceParent::parse),
+            cache: JobCache {
+                state: self.cache.as_deref().and_then(CacheState::parse),
+                key: self
+                    .cache_key
+                    .and_then(|k| <[u8; 32]>::try_from(k).ok())
+                    .map(CacheKey),
+                ttl_secs: self.cache_ttl_secs.and_then(|t| u32::try_from(t).ok()),
+            },
         })
     }
 }
@@ -128,7 +142,7 @@ pub struct ClaimRequest {
 /// finds its own effect: the job `running` under this very claim is returned as it is — its lease
 /// renewed, but neither `claims` nor `revision` counted again, so no run is taken for abandoned.
 pub async fn claim(
-    pool: &PgPool,
+    pool: impl PgExecutor<'_>,
     request: ClaimRequest,
     lease: Duration,
 ) -> Result<Option<ClaimedJob>, sqlx::Error> {
@@ -155,7 +169,7 @@ pub async fn claim(
                        from tenants n left join api_tokens k on k.id = jobs.token_id
                       where n.id = jobs.tenant_id) as "data_policy!",
                     (select batch_overflow from tenants where id = jobs.tenant_id)
-                        as "batch_overflow!", traceparent"#,
+                        as "batch_overflow!", traceparent, cache, cache_key, cache_ttl_secs"#,
         request.id as JobId,
         request.claim_id,
         request.redelivered,
@@ -218,7 +232,7 @@ pub async fn claim_many(
                        from tenants n left join api_tokens k on k.id = jobs.token_id
                       where n.id = jobs.tenant_id) as "data_policy!",
                     (select batch_overflow from tenants where id = jobs.tenant_id)
-                        as "batch_overflow!", traceparent"#,
+                        as "batch_overflow!", traceparent, cache, cache_key, cache_ttl_secs"#,
         &ids as &[JobId],
         &claim_ids,
         &redelivered,

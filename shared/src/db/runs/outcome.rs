@@ -6,6 +6,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::billing::Price;
+use crate::db::cache::CachedAnswer;
 use crate::domain::{JobError, JobErrorCode, JobStatus, ProviderName, RouteReason};
 use crate::provider::TokenCounts;
 
@@ -45,9 +46,19 @@ pub enum Outcome {
         error: JobError,
         partial: Option<Partial>,
     },
+    /// Answered from a stored answer (or an identical job's, run meanwhile) without a call:
+    /// billed at its price's cache rate, with what the answer cost when it was called.
+    Hit(Box<Hit>),
     /// Not the job's end: every provider failed transiently and runs are left, so the job waits
     /// `delay` as `retrying`, showing `error` meanwhile; its message then goes to a delay queue.
     Parked { error: JobError, delay: Duration },
+}
+
+/// A job answered from the cache: the answer, and the price whose cache rate it is billed at.
+#[derive(Clone)]
+pub struct Hit {
+    pub answer: CachedAnswer,
+    pub price: Option<Price>,
 }
 
 /// The text a run generated before it stopped, and what it is billed.
@@ -64,7 +75,7 @@ impl Outcome {
     /// The job's status once this outcome is recorded.
     pub fn status(&self) -> JobStatus {
         match self {
-            Self::Succeeded { .. } => JobStatus::Succeeded,
+            Self::Succeeded { .. } | Self::Hit(_) => JobStatus::Succeeded,
             Self::Failed { .. } => JobStatus::Failed,
             Self::Stopped { status, .. } => *status,
             Self::Parked { .. } => JobStatus::Retrying,
@@ -75,7 +86,7 @@ impl Outcome {
     pub fn reason(&self) -> Option<RouteReason> {
         match self {
             Self::Succeeded { reason, .. } => Some(*reason),
-            Self::Failed { .. } | Self::Parked { .. } => None,
+            Self::Failed { .. } | Self::Parked { .. } | Self::Hit(_) => None,
             Self::Stopped { reason, .. } => *reason,
         }
     }
