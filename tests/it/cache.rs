@@ -235,6 +235,22 @@ async fn tenants_never_share_answers_and_requests_may_opt_out() {
         "no-cache wrote its answer"
     );
     assert_eq!(text(&stored), text(&fresh));
+    // A token's own setting overrides its tenant's.
+    let tenant = stack.tenant_id("acme").await;
+    let body = json!({ "name": "uncached", "role": "client", "cache": { "enabled": false } });
+    let made = stack
+        .admin(
+            Method::POST,
+            &format!("/v1/admin/tenants/{tenant}/tokens"),
+            &body,
+        )
+        .await;
+    assert_eq!(made.status(), 201);
+    let made: Value = made.json().await.expect("token");
+    assert_eq!(made["cache"]["enabled"], false, "{made}");
+    let uncached = made["token"].as_str().expect("token");
+    let own = ask(&stack, uncached, &question("rug"), &[]).await;
+    assert_eq!(own.cache, None, "the token's cache is off");
     // The native API's body field says the same.
     let body = json!({ "model": "llama3", "prompt": "vase", "options": { "temperature": 0 },
                        "cache": { "mode": "no-store" } });
