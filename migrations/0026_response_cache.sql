@@ -59,6 +59,19 @@ create table cache_flights (
     primary key (tenant_id, key)
 );
 
+-- The job whose stored answer serves `p_key` of `p_tenant` now, the newest not older than the job
+-- `p_since` (which also keeps the days before it out of the search), if any.
+create function tollgate_cache_answer(p_tenant uuid, p_key bytea, p_since uuid)
+returns uuid
+language sql stable as $$
+    select j.id
+      from jobs j
+     where j.tenant_id = p_tenant and j.cache_key = p_key and j.cache_expires_at > now()
+       and j.id >= p_since
+     order by j.id desc
+     limit 1
+$$;
+
 -- What a claimed job with a cache key does (`p_since`: the oldest job id whose answer may serve
 -- it): `hit` with the job whose stored answer serves it; `lead` when it is the one to call the
 -- provider (it took the key's flight, or the flight's job ended without giving it up); `wait`
@@ -76,12 +89,7 @@ declare
     leader uuid;
 begin
     loop
-        select j.id into answered
-          from jobs j
-         where j.tenant_id = p_tenant and j.cache_key = p_key and j.cache_expires_at > now()
-           and j.id >= p_since
-         order by j.id desc
-         limit 1;
+        answered := tollgate_cache_answer(p_tenant, p_key, p_since);
         if answered is not null then
             return query select 'hit'::text, answered;
             return;
@@ -91,12 +99,7 @@ begin
         if found then
             -- The insert may have waited for a leader's end that deleted its flight: its answer,
             -- committed with that end, is seen now.
-            select j.id into answered
-              from jobs j
-             where j.tenant_id = p_tenant and j.cache_key = p_key and j.cache_expires_at > now()
-               and j.id >= p_since
-             order by j.id desc
-             limit 1;
+            answered := tollgate_cache_answer(p_tenant, p_key, p_since);
             if answered is not null then
                 delete from cache_flights
                  where tenant_id = p_tenant and key = p_key and job_id = p_job;

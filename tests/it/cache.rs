@@ -86,6 +86,14 @@ pub(crate) async fn cache_on(stack: &Stack, tenant: &str, token: &str, policy: V
     .await;
 }
 
+/// The single number `sql` counts in the stack's database.
+async fn count(stack: &Stack, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&stack.pool)
+        .await
+        .expect("a count")
+}
+
 fn on() -> Value {
     json!({ "enabled": true, "ttl_secs": 3600 })
 }
@@ -165,13 +173,12 @@ async fn identical_requests_are_answered_once_and_billed_at_the_cache_rate() {
     assert_eq!(hit_cost, expected);
     let saved: rust_decimal::Decimal = rows[1].2.as_deref().expect("saved").parse().expect("n");
     assert_eq!(saved, called_cost);
-    let spent: i64 = sqlx::query_scalar(
+    let spent = count(
+        &stack,
         "select coalesce(sum(calls), 0)::bigint from provider_spend_daily
           where upstream_model = 'llama3'",
     )
-    .fetch_one(&stack.pool)
-    .await
-    .expect("spend");
+    .await;
     assert_eq!(
         spent, 2,
         "the provider was paid for the two calls made, not for the hits"
@@ -385,12 +392,11 @@ async fn failures_cancelled_streams_and_invalid_answers_are_never_stored() {
             .as_deref(),
         Some("miss")
     );
-    let stored: i64 = sqlx::query_scalar(
+    let stored = count(
+        &stack,
         "select count(*) from jobs where cache_expires_at is not null and status <> 'succeeded'",
     )
-    .fetch_one(&stack.pool)
-    .await
-    .expect("count");
+    .await;
     assert_eq!(stored, 0);
     stack.stop().await;
 }
@@ -423,13 +429,12 @@ async fn a_batch_of_identical_items_makes_one_call_across_two_workers() {
     let id = batch["id"].as_str().expect("id");
     let done = wait_for_batch(&stack, &stack.token, id, ended).await;
     assert_eq!(done["counts"]["succeeded"], 200, "{done}");
-    let called: i64 = sqlx::query_scalar(
+    let called = count(
+        &stack,
         "select count(*) from jobs
           where batch_id is not null and request->>'prompt' = 'the same' and cache = 'miss'",
     )
-    .fetch_one(&stack.pool)
-    .await
-    .expect("count");
+    .await;
     assert_eq!(called, 1, "one of the identical items called the provider");
     assert_eq!(stack.ollama.calls("/api/generate"), calls + 101);
     let lines = results(&stack, &stack.token, id).await;
@@ -447,12 +452,11 @@ async fn a_batch_of_identical_items_makes_one_call_across_two_workers() {
         same.iter().all(|l| l["result"]["text"] == first["text"]),
         "{first}"
     );
-    let hits: i64 = sqlx::query_scalar(
+    let hits = count(
+        &stack,
         "select count(*) from jobs where batch_id is not null and cache = 'hit'",
     )
-    .fetch_one(&stack.pool)
-    .await
-    .expect("count");
+    .await;
     assert_eq!(hits, 99);
     stack.stop().await;
 }
@@ -475,10 +479,7 @@ async fn a_failed_leader_hands_the_key_to_one_waiter() {
         ids.push(job["id"].as_str().expect("id").to_owned());
     }
     eventually("two jobs wait for the first", || async {
-        let waiting: i64 = sqlx::query_scalar("select count(*) from jobs where cache_waiting")
-            .fetch_one(&stack.pool)
-            .await
-            .expect("count");
+        let waiting = count(&stack, "select count(*) from jobs where cache_waiting").await;
         waiting == 2
     })
     .await;

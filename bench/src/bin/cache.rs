@@ -199,8 +199,8 @@ async fn latency(client: &Client, cli: &Cli, concurrency: usize) -> anyhow::Resu
         println!(
             "{:>6}: p50 {:>7.2} ms  p99 {:>7.2} ms  {:>6.0} calls/s (median round)",
             side.label(),
-            ms(percentile(&sorted, 50.0)),
-            ms(percentile(&sorted, 99.0)),
+            ms(percentile(&sorted, 0.5)),
+            ms(percentile(&sorted, 0.99)),
             median(rates[s].clone()),
         );
     }
