@@ -61,15 +61,18 @@ create table cache_flights (
 
 -- The job whose stored answer serves `p_key` of `p_tenant` now, the newest not older than the job
 -- `p_since` (which also keeps the days before it out of the search), if any.
+-- (PL/pgSQL, so that each session plans it once: a SQL function's query is planned at every call.)
 create function tollgate_cache_answer(p_tenant uuid, p_key bytea, p_since uuid)
 returns uuid
-language sql stable as $$
-    select j.id
-      from jobs j
-     where j.tenant_id = p_tenant and j.cache_key = p_key and j.cache_expires_at > now()
-       and j.id >= p_since
-     order by j.id desc
-     limit 1
+language plpgsql stable as $$
+begin
+    return (select j.id
+              from jobs j
+             where j.tenant_id = p_tenant and j.cache_key = p_key
+               and j.cache_expires_at > now() and j.id >= p_since
+             order by j.id desc
+             limit 1);
+end
 $$;
 
 -- What a claimed job with a cache key does (`p_since`: the oldest job id whose answer may serve

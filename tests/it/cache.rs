@@ -507,6 +507,47 @@ async fn a_failed_leader_hands_the_key_to_one_waiter() {
 }
 
 #[tokio::test]
+async fn the_sweeper_settles_jobs_whose_leader_ended_without_them() {
+    let stack = Stack::start().await;
+    cache_on(&stack, "acme", &stack.token, on()).await;
+    stack.ollama.set_knobs(Knobs {
+        latency_ms: 1500,
+        ..Knobs::default()
+    });
+    let body = json!({ "model": "llama3", "prompt": "bench", "options": { "temperature": 0 } });
+    let leader = stack.submit("/v1/generate", &body).await;
+    let leader = leader["id"].as_str().expect("id").to_owned();
+    stack
+        .wait_for_job(&leader, |job| job["status"] == "running")
+        .await;
+    let waiter = stack.submit("/v1/generate", &body).await;
+    let waiter = waiter["id"].as_str().expect("id").to_owned();
+    eventually("the second job waits", || async {
+        count(&stack, "select count(*) from jobs where cache_waiting").await == 1
+    })
+    .await;
+    // The leader ends without its worker (as the dead-letter consumer fails a job): its flight
+    // is left behind, and nobody settles the waiter but the sweeper.
+    sqlx::query(
+        "update jobs set status = 'failed', error_code = 'internal_error',
+                error_message = 'dead-lettered', finished_at = now()
+          where id = $1::uuid",
+    )
+    .bind(&leader)
+    .execute(&stack.pool)
+    .await
+    .expect("fail the leader");
+    stack.ollama.set_knobs(Knobs::default());
+    let settled = stack.wait_until_finished(&waiter).await;
+    assert_eq!(settled["status"], "succeeded", "{settled}");
+    assert_eq!(
+        settled["cache"], "miss",
+        "promoted, it called the provider: {settled}"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn a_purge_and_a_route_change_end_stored_answers() {
     let stack = Stack::start().await;
     cache_on(&stack, "acme", &stack.token, on()).await;

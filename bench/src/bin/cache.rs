@@ -1,10 +1,11 @@
 //! `tollgate-bench-cache`: what the response cache costs and saves.
 //!
 //! 1. The cost of a key: [`CacheKey::of`] for a 20-message chat with tools, in process.
-//! 2. Latency through `/openai/v1/chat/completions` at each concurrency, three sides taking
+//! 2. Latency through `/openai/v1/chat/completions` at each concurrency, four sides taking
 //!    turns round after round: a **hit** (the same deterministic question, answered from the
-//!    cache at intake), a **miss** (a new question each call: looked up, queued, called, stored)
-//!    and the same call **direct** to provider-sim; p50 and p99 of each.
+//!    cache at intake), a **miss** (a new question each call: looked up, queued, called, stored),
+//!    the same new questions from a tenant **without a cache**, and the same call **direct** to
+//!    provider-sim; p50 and p99 of each.
 //! 3. A batch with a share of repeated items: its wall time, and the hits (provider calls saved)
 //!    as the usage endpoint counts them.
 
@@ -30,6 +31,9 @@ struct Cli {
     /// A client token of a tenant whose cache is on.
     #[arg(long)]
     token: String,
+    /// A client token of a tenant without a cache (the miss's baseline).
+    #[arg(long)]
+    uncached_token: String,
     /// Concurrent clients, one level after the other.
     #[arg(long, value_delimiter = ',', default_value = "1,64")]
     concurrency: Vec<usize>,
@@ -51,16 +55,19 @@ struct Cli {
 enum Side {
     Hit,
     Miss,
+    /// The same calls as a miss's, from a tenant without a cache.
+    Uncached,
     Direct,
 }
 
 impl Side {
-    const ALL: [Self; 3] = [Self::Hit, Self::Miss, Self::Direct];
+    const ALL: [Self; 4] = [Self::Hit, Self::Miss, Self::Uncached, Self::Direct];
 
     fn label(self) -> &'static str {
         match self {
             Self::Hit => "hit",
             Self::Miss => "miss",
+            Self::Uncached => "no cache",
             Self::Direct => "direct",
         }
     }
@@ -81,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Times [`CacheKey::of`] for a 20-message chat offering 5 tools.
+#[expect(clippy::print_stdout, reason = "the report is the program's output")]
 fn key_cost() -> anyhow::Result<()> {
     let messages: Vec<Value> = (0..20)
         .map(|i| {
@@ -130,7 +138,7 @@ async fn call(
 ) -> anyhow::Result<(Duration, String)> {
     let content = match side {
         Side::Hit => "Describe a teapot for a catalogue.".to_owned(),
-        Side::Miss | Side::Direct => format!(
+        Side::Miss | Side::Uncached | Side::Direct => format!(
             "Describe teapot {n} for a catalogue, {}.",
             uuid::Uuid::now_v7()
         ),
@@ -144,10 +152,14 @@ async fn call(
     };
     let body = json!({ "model": model, "temperature": 0,
                        "messages": [{ "role": "user", "content": content }] });
+    let token = match side {
+        Side::Uncached => &cli.uncached_token,
+        _ => &cli.token,
+    };
     let started = Instant::now();
     let response = client
         .post(&url)
-        .bearer_auth(&cli.token)
+        .bearer_auth(token)
         .json(&body)
         .send()
         .await
@@ -167,7 +179,8 @@ async fn call(
     Ok((started.elapsed(), cache))
 }
 
-/// The three sides at `concurrency` clients, taking turns round after round.
+/// The four sides at `concurrency` clients, taking turns round after round.
+#[expect(clippy::print_stdout, reason = "the report is the program's output")]
 async fn latency(client: &Client, cli: &Cli, concurrency: usize) -> anyhow::Result<()> {
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); Side::ALL.len()];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); Side::ALL.len()];
@@ -197,7 +210,7 @@ async fn latency(client: &Client, cli: &Cli, concurrency: usize) -> anyhow::Resu
         let mut sorted = times[s].clone();
         sorted.sort();
         println!(
-            "{:>6}: p50 {:>7.2} ms  p99 {:>7.2} ms  {:>6.0} calls/s (median round)",
+            "{:>8}: p50 {:>7.2} ms  p99 {:>7.2} ms  {:>6.0} calls/s (median round)",
             side.label(),
             ms(percentile(&sorted, 0.5)),
             ms(percentile(&sorted, 0.99)),
@@ -212,6 +225,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// A batch whose items repeat `repeated` percent of the time: its time, hits and calls saved.
+#[expect(clippy::print_stdout, reason = "the report is the program's output")]
 async fn batch(client: &Client, cli: &Cli) -> anyhow::Result<()> {
     let distinct = cli.items - cli.items * cli.repeated / 100;
     let run = uuid::Uuid::now_v7();

@@ -80,20 +80,23 @@ fn hit(context: &Context, answer: CachedAnswer) -> Outcome {
     Outcome::Hit(Box::new(Hit { answer, price }))
 }
 
-/// After a leader's end is recorded: the jobs that waited for it answered from its answer, or,
-/// when it has none, one of them promoted to run. A failure here leaves them to the sweeper.
-pub(super) async fn settle(context: &Context, job: &ClaimedJob) {
+/// After a leader's end is recorded: the jobs that waited for it answered from its answer (when
+/// it succeeded), or one of them promoted to run. Most leaders have nobody waiting: the claim of
+/// the waiters, finding none, is then all it costs. A failure here leaves them to the sweeper.
+pub(super) async fn settle(context: &Context, job: &ClaimedJob, succeeded: bool) {
     let Some(key) = job.cache.key else {
         return;
     };
-    let answered = match cache::answer(&context.pool, job.id).await {
-        Ok(answer) => answer,
-        Err(error) => {
-            tracing::warn!(%error, "cannot read the answer for the jobs waiting on it");
-            return;
+    let settled = match succeeded {
+        true => {
+            answer_waiters(context, job.tenant_id, key, || {
+                cache::answer(&context.pool, job.id)
+            })
+            .await
         }
+        false => promote(context, job.tenant_id, key).await,
     };
-    if let Err(error) = answer_or_promote(context, job.tenant_id, key, answered).await {
+    if let Err(error) = settled {
         tracing::warn!(%error, "cannot settle the jobs waiting on this one; the sweeper will");
     }
 }
@@ -104,27 +107,37 @@ pub(crate) async fn settle_stranded(context: &Context, grace: Duration) -> anyho
     let stranded = cache::stranded(&context.pool, grace).await?;
     let max_age = Duration::from_secs(u64::from(MAX_CACHE_TTL_SECS));
     for (tenant, key) in stranded {
-        let answer = cache::lookup(&context.pool, tenant, key, max_age).await?;
-        answer_or_promote(context, tenant, key, answer).await?;
+        match cache::lookup(&context.pool, tenant, key, max_age).await? {
+            Some(answer) => {
+                answer_waiters(context, tenant, key, || async { Ok(Some(answer)) }).await?
+            }
+            None => promote(context, tenant, key).await?,
+        }
     }
     Ok(())
 }
 
-/// Answers the jobs waiting on `key` with `answer`, or promotes one to run when there is none.
-async fn answer_or_promote(
+/// Answers the jobs waiting on `key` with the answer `answer` reads, read only when some wait.
+async fn answer_waiters<F, Fut>(
     context: &Context,
     tenant: TenantId,
     key: CacheKey,
-    answer: Option<CachedAnswer>,
-) -> Result<(), sqlx::Error> {
-    let Some(answer) = answer else {
-        return promote(context, tenant, key).await;
-    };
+    answer: F,
+) -> Result<(), sqlx::Error>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Option<CachedAnswer>, sqlx::Error>>,
+{
     let lease = context.settings.lease;
     let waiters = cache::claim_waiters(&context.pool, tenant, key, lease).await?;
     if waiters.is_empty() {
         return Ok(());
     }
+    // The answer of a job that succeeded is there (a purge ends its serving, not the job); if
+    // it were not, the claimed waiters would go back to the queue when their lease runs out.
+    let Some(answer) = answer().await? else {
+        return Ok(());
+    };
     let runs: Vec<Finish> = waiters
         .iter()
         .map(|waiter| Finish {

@@ -179,9 +179,10 @@ async fn work(
     };
     count(context, job, &outcome, &attempts);
     let parked = matches!(outcome, Outcome::Parked { .. });
+    let succeeded = matches!(outcome, Outcome::Succeeded { .. });
     tell(context, job, recorded, outcome, relay.as_ref()).await;
     if leading && !parked {
-        cached::settle(context, job).await;
+        cached::settle(context, job, succeeded).await;
     }
     Ok(())
 }
