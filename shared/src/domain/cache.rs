@@ -96,19 +96,27 @@ pub enum CacheMode {
 
 impl CacheAsk {
     /// What a `Cache-Control` header asks: `no-store` wins over `no-cache`; `max-age=N` is the
-    /// time to live. Other directives are ignored.
+    /// time to live, and `max-age=0` (no answer is young enough) asks what `no-cache` does.
+    /// Other directives are ignored.
     pub fn of_header(value: &str) -> Self {
         let mut ask = Self::default();
+        let mut fresh_only = false;
         for directive in value.split(',').map(|d| d.trim().to_ascii_lowercase()) {
             match directive.as_str() {
                 "no-store" => ask.mode = Some(CacheMode::NoStore),
-                "no-cache" if ask.mode.is_none() => ask.mode = Some(CacheMode::NoCache),
+                "no-cache" => fresh_only = true,
                 _ => {
-                    if let Some(age) = directive.strip_prefix("max-age=") {
-                        ask.ttl_secs = age.trim_matches('"').parse().ok().filter(|&s| s > 0);
+                    let age = directive.strip_prefix("max-age=");
+                    match age.and_then(|a| a.trim_matches('"').parse::<u32>().ok()) {
+                        Some(0) => fresh_only = true,
+                        Some(secs) => ask.ttl_secs = Some(secs),
+                        None => {}
                     }
                 }
             }
+        }
+        if fresh_only && ask.mode.is_none() {
+            ask.mode = Some(CacheMode::NoCache);
         }
         ask
     }
@@ -475,6 +483,14 @@ mod tests {
             (no_store.state, no_store.key),
             (Some(CacheState::Bypass), None)
         );
+        let still_no_store = CacheAsk::of_header("no-cache, no-store");
+        assert_eq!(still_no_store.mode, Some(CacheMode::NoStore));
+        let stale = decide(Some(on), CacheAsk::of_header("max-age=0"), chat(0.0));
+        assert!(
+            stale.key.is_some() && !stale.reads(),
+            "max-age=0 reads nothing"
+        );
+        assert_eq!(CacheAsk::of_header("public, x=1"), CacheAsk::default());
     }
 
     #[test]
