@@ -17,7 +17,8 @@
 //! - `intake`: the one admission sequence — `mod` (`admit`, `call`), `admission` (quota),
 //!   `idempotency` (`Idempotency-Key`, `IdempotentJson`), `coalesced` (jobs submitted together
 //!   written together), `published` (publish marks), `images` (a request's images decoded, or
-//!   fetched through the SSRF guard);
+//!   fetched through the SSRF guard), `cached` (the response cache: a request's key, and a hit
+//!   admitted ended);
 //! - `calls`: a drop-in call over intake and watching — `feed` (waiting for or feeding its job),
 //!   `answer` (what a finished call answers);
 //! - `fleet`: models on the fleet's hosts;
@@ -31,7 +32,7 @@
 //!   its reply); `anthropic/` (`messages`: its routes, `requests`: a Messages body read into the
 //!   conversation model with Anthropic's extras kept, `replies`: a job as a `message`, `events`:
 //!   its stream's events); `admin/` (`settings`,
-//!   `aliases`, `hosts`, `models`, `billing`, `tenants`, `tokens`, `rules`, `audit`, `webhooks`,
+//!   `aliases`, `hosts`, `models`, `billing`, `cache` (purges), `tenants`, `tokens`, `rules`, `audit`, `webhooks`,
 //!   `dead_letters`, `overview`);
 //! - `cli`: the operator commands (`migrate`, `tenant`, `token`).
 

@@ -8,7 +8,8 @@
 //!   tools, tool choice, the answer's format and its check, the reply with its tool calls and
 //!   reasoning), `reasoning` (how much a model reasons, mapped between dialects), `anthropic`
 //!   (what an Anthropic request carries beyond the conversation, and the gateway's reasoning
-//!   signatures), `capability`
+//!   signatures), `cache` (the response cache's policy, a request's ask and its key),
+//!   `capability`
 //!   (what a model can do), `batch` (a batch's items,
 //!   templates), `openai_batch` (the Batch API endpoints a batch stores), `settings` (`Settings`,
 //!   `Strategy`, `ModelRoutes`, `Runtime`), `prices` (the prices in force), `fleet` (hosts and
@@ -21,7 +22,8 @@
 //!   `sweep`, `dead_letters`), `runs/` (`claim`; `outcome`, how a run ended; `finish`, the one
 //!   statement that ends runs, a job's end or its park), `job_attempts`, `batches/` (`cancel`,
 //!   `results`), `dispatch` (what the dispatcher releases), `files`, `settings`, `model_routes`,
-//!   `prices`, `quotas`, `usage`, `tenants`, `tokens`, `access`, `audit`, `idempotency`,
+//!   `prices`, `quotas`, `usage`, `tenants`, `tokens`, `access`, `audit`, `idempotency`, `cache`
+//!   (stored answers, a key's flight and the jobs waiting on it),
 //!   `images`, `instances`, `hosts`, `host_models`, `host_slots`, `webhooks/` (`endpoints`,
 //!   `deliveries`, `attempts`),
 //!   `backlog`, `activity`, `workers`, `partitions` (the time partitions, prepared and dropped);

@@ -17,7 +17,9 @@
 //! - `execute`: one delivery start to finish — `mod` (claim, run, record, tell, ack), `verdict`
 //!   (what a run's end means: finish or park, and its prices), `tell` (events, webhooks, the
 //!   delayed message), `halt` (writing until the database takes it), `images` (a job's images
-//!   fetched once and loaded for its calls);
+//!   fetched once and loaded for its calls), `cached` (the response cache at the claim: a stored
+//!   answer, the key's flight, or waiting; a leader's waiters answered or one promoted);
+//! - `sweeper` also settles the jobs waiting on a leader that is gone;
 //! - `runs`: claims and run ends coalesced into one statement each;
 //! - `providers`: each cloud account's client, limits and circuit, and the plan for a job from the
 //!   runtime settings; `chain` (`mod` down the plan's steps, `terms`, `ready` waiting for a permit

@@ -52,7 +52,12 @@ pub async fn finish(
 /// redelivered completion can never bill twice) and the tenant's daily rollup, its quota
 /// reservation released (what was used now counts through the rollup), and its webhook delivery
 /// where `tollgate_webhook_target` (migration 0017) says, with
-/// why the job went where it went and the data policy its run honoured.
+/// why the job went where it went and the data policy its run honoured. For the response cache
+/// (migration 0026): a success of a job with a key and a time to live becomes a stored answer
+/// (`cache_expires_at`, when its result is at most [`MAX_CACHED_ANSWER_BYTES`]), an ended job
+/// gives up its key's flight, and a hit ([`Outcome::Hit`]) is written as `cache = 'hit'` with
+/// its source and what the answer cost when it was called (on its usage record and the rollup
+/// too), with no attempt and no provider spend.
 ///
 /// Answers in the runs' order; `None` for a run whose claim was no longer the job's (another worker
 /// reclaimed it after a redelivery, or finished it): nothing of that run is written, and its caller
