@@ -61,6 +61,11 @@ fn text(answer: &Answer) -> &str {
         .expect("text")
 }
 
+/// What the cache said of the stack's client asking `text` (see [`question`]).
+async fn said(stack: &Stack, text: &str) -> Option<String> {
+    ask(stack, &stack.token, &question(text), &[]).await.cache
+}
+
 /// Turns `tenant`'s cache on with `policy`, and waits until the api sees it (each instance keeps
 /// a caller's rules for a second): a `no-store` embedding's answer says `bypass`.
 pub(crate) async fn cache_on(stack: &Stack, tenant: &str, token: &str, policy: Value) {
@@ -325,13 +330,7 @@ async fn failures_cancelled_streams_and_invalid_answers_are_never_stored() {
         .expect("POST");
     assert!(failed.status().is_client_error(), "{}", failed.status());
     stack.ollama.set_knobs(Knobs::default());
-    assert_eq!(
-        ask(&stack, &stack.token, &question("chair"), &[])
-            .await
-            .cache
-            .as_deref(),
-        Some("miss")
-    );
+    assert_eq!(said(&stack, "chair").await.as_deref(), Some("miss"));
 
     // A structured answer that does not match its schema (every try).
     stack.ollama.set_knobs(Knobs {
@@ -385,13 +384,7 @@ async fn failures_cancelled_streams_and_invalid_answers_are_never_stored() {
     let cancelled = stack.wait_until_finished(&id).await;
     assert_eq!(cancelled["status"], "cancelled");
     stack.ollama.set_knobs(Knobs::default());
-    assert_eq!(
-        ask(&stack, &stack.token, &question("shelf"), &[])
-            .await
-            .cache
-            .as_deref(),
-        Some("miss")
-    );
+    assert_eq!(said(&stack, "shelf").await.as_deref(), Some("miss"));
     let stored = count(
         &stack,
         "select count(*) from jobs where cache_expires_at is not null and status <> 'succeeded'",
@@ -553,13 +546,7 @@ async fn a_purge_and_a_route_change_end_stored_answers() {
     cache_on(&stack, "acme", &stack.token, on()).await;
     let first = ask(&stack, &stack.token, &question("clock"), &[]).await;
     assert_eq!(first.cache.as_deref(), Some("miss"));
-    assert_eq!(
-        ask(&stack, &stack.token, &question("clock"), &[])
-            .await
-            .cache
-            .as_deref(),
-        Some("hit")
-    );
+    assert_eq!(said(&stack, "clock").await.as_deref(), Some("hit"));
     let tenant = stack.tenant_id("acme").await;
     for purge in [json!({ "tenant_id": tenant, "model": "llama3" }), json!({})] {
         let response = stack
@@ -588,23 +575,13 @@ async fn a_purge_and_a_route_change_end_stored_answers() {
     assert_eq!(response.json::<Value>().await.expect("purged")["purged"], 1);
     let stored = ask(&stack, &stack.token, &question("clock"), &[]).await;
     assert_eq!(stored.cache.as_deref(), Some("miss"));
-    assert_eq!(
-        ask(&stack, &stack.token, &question("clock"), &[])
-            .await
-            .cache
-            .as_deref(),
-        Some("hit")
-    );
+    assert_eq!(said(&stack, "clock").await.as_deref(), Some("hit"));
     // A route change: the route is in the key, so the old route's answer is not served.
     stack
         .patch_settings(&json!({ "ai_fallback_provider": "openai" }))
         .await;
     eventually("the api serves the new route", || async {
-        ask(&stack, &stack.token, &question("clock"), &[])
-            .await
-            .cache
-            .as_deref()
-            == Some("miss")
+        said(&stack, "clock").await.as_deref() == Some("miss")
     })
     .await;
     stack.stop().await;
