@@ -1,5 +1,5 @@
-//! What the load generators share: percentiles and medians of what they measured, and the shapes
-//! of request `tollgate-bench` submits (`shapes`).
+//! What the load generators share: percentiles and medians of what they measured, waiting for a
+//! batch to end, and the shapes of request `tollgate-bench` submits (`shapes`).
 
 pub mod shapes;
 
@@ -13,6 +13,29 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
         .get(rank.clamp(1, sorted.len().max(1)) - 1)
         .copied()
         .unwrap_or_default()
+}
+
+/// Polls batch `id` at `base` every `every` until it has ended; the ended batch.
+pub async fn ended_batch(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+    every: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    loop {
+        tokio::time::sleep(every).await;
+        let batch: serde_json::Value = http
+            .get(format!("{base}/v1/batches/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if batch["finished_at"].is_string() {
+            return Ok(batch);
+        }
+    }
 }
 
 /// The median of per-round figures (the upper one of an even count); zero when there are none.

@@ -41,12 +41,7 @@ impl Started {
             Some(following) => Self::Streaming(Box::new(Feed::following(
                 state, tenant_id, &call.job, following, call.watch,
             ))),
-            None => Self::Waiting(Waiting {
-                tenant_id,
-                id: call.job.id,
-                watch: call.watch,
-                ended: call.job.status.is_terminal().then(|| Box::new(call.job)),
-            }),
+            None => Self::Waiting(Waiting::of(tenant_id, call)),
         }
     }
 }
@@ -61,13 +56,7 @@ pub async fn call_to_end(
 ) -> Result<Job, ApiError> {
     let asked = crate::intake::Asked::plain(request);
     let call = crate::intake::call(state, caller, client, asked, false).await?;
-    let waiting = Waiting {
-        tenant_id: caller.tenant_id,
-        id: call.job.id,
-        watch: call.watch,
-        ended: call.job.status.is_terminal().then(|| Box::new(call.job)),
-    };
-    waiting.answer(state).await
+    Waiting::of(caller.tenant_id, call).answer(state).await
 }
 
 /// A sync call's job, watched; or ended already (answered from the cache at intake).
@@ -79,6 +68,16 @@ pub struct Waiting {
 }
 
 impl Waiting {
+    /// The wait of `call`, whose job may have ended at intake already.
+    fn of(tenant_id: TenantId, call: Call) -> Self {
+        Self {
+            tenant_id,
+            id: call.job.id,
+            watch: call.watch,
+            ended: call.job.status.is_terminal().then(|| Box::new(call.job)),
+        }
+    }
+
     /// The job once it succeeded; its failure as an error, as is a job that outlives the sync
     /// timeout (it goes on). The job is cancelled if the caller goes away first.
     pub async fn answer(self, state: &AppState) -> Result<Job, ApiError> {
@@ -245,9 +244,7 @@ impl Feed {
         };
         if job.status.is_terminal() {
             // Answered from the cache at intake: all there is to feed is its end.
-            let first = feed.end(job.clone());
-            feed.pending.push_front(first);
-            feed.done = false;
+            feed.end(job.clone());
         }
         feed
     }
@@ -266,8 +263,7 @@ impl Feed {
         if self.done {
             return None;
         }
-        if let Some(fed) = self.pending.pop_front() {
-            self.done = self.pending.is_empty();
+        if let Some(fed) = self.pop_pending() {
             return Some(Ok(fed));
         }
         loop {
@@ -333,16 +329,26 @@ impl Feed {
                     self.guard.disarm();
                     return Some(Err(error));
                 }
-                Ok(Some(job)) if job.status.is_terminal() => return Some(Ok(self.end(job))),
+                Ok(Some(job)) if job.status.is_terminal() => {
+                    self.end(job);
+                    return self.pop_pending().map(Ok);
+                }
                 Ok(_) => {}
             }
         }
     }
 
-    /// The job ended: the part of its reasoning (before any text) and of its text not yet fed
-    /// first, if any, then its end. A job answered from the cache had nothing streamed: its
+    /// The next of what the job's end queued, if any; the feed is done once it has none left.
+    fn pop_pending(&mut self) -> Option<Fed> {
+        let fed = self.pending.pop_front()?;
+        self.done = self.pending.is_empty();
+        Some(fed)
+    }
+
+    /// The job ended: queues the part of its reasoning (before any text) and of its text not yet
+    /// fed, if any, then its end. A job answered from the cache had nothing streamed: its
     /// answer is fed as a stream of pieces, as it was generated, not as one.
-    fn end(&mut self, job: Job) -> Fed {
+    fn end(&mut self, job: Job) {
         self.guard.disarm();
         let hit = job.cache == Some(CacheState::Hit);
         let cut = |rest: String| if hit { pieces(&rest) } else { vec![rest] };
@@ -357,9 +363,6 @@ impl Feed {
             self.pending.extend(cut(rest).into_iter().map(Fed::Text));
         }
         self.pending.push_back(Fed::Ended(Box::new(job)));
-        let first = self.pending.pop_front().unwrap_or(Fed::StillRunning);
-        self.done = self.pending.is_empty();
-        first
     }
 }
 

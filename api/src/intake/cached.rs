@@ -33,19 +33,38 @@ pub fn decide(
     request: &JobRequest,
     ask: CacheAsk,
 ) -> JobCache {
+    decide_all(state, caller, std::slice::from_ref(request), ask)
+        .pop()
+        .unwrap_or_default()
+}
+
+/// [`decide`] for requests of one model (a batch's items), its route's definition made once;
+/// empty when `caller` has no cache.
+pub fn decide_all<'a>(
+    state: &AppState,
+    caller: &Principal,
+    requests: impl IntoIterator<Item = &'a JobRequest>,
+    ask: CacheAsk,
+) -> Vec<JobCache> {
     if caller.cache.is_none_or(|c| !c.enabled) {
-        return JobCache::default();
+        return Vec::new();
     }
+    let mut requests = requests.into_iter().peekable();
+    let Some(first) = requests.peek() else {
+        return Vec::new();
+    };
     let route = state
         .runtime
         .current()
-        .route_definition(request.model().as_str());
+        .route_definition(first.model().as_str());
     let scope = KeyScope {
         tenant: caller.tenant_id,
         policy: caller.data_policy,
         route: &route,
     };
-    JobCache::decide(caller.cache, ask, request, scope)
+    requests
+        .map(|request| JobCache::decide(caller.cache, ask, request, scope))
+        .collect()
 }
 
 /// The stored answer for a job that reads the cache, if there is one.

@@ -239,15 +239,10 @@ pub async fn batch(
     mut batch: NewBatch,
     answer: impl FnOnce(&Batch) -> Result<Accepted, ApiError>,
 ) -> Result<Intake<Batch>, ApiError> {
-    if caller.cache.is_some_and(|c| c.enabled) {
-        // Each item looks for a stored answer when it is claimed (or waits for an identical
-        // item in flight): accepted as fast as a batch without a cache.
-        batch.cache = batch
-            .items
-            .iter()
-            .map(|item| cached::decide(state, caller, &item.request, CacheAsk::default()))
-            .collect();
-    }
+    // Each item looks for a stored answer when it is claimed (or waits for an identical item in
+    // flight): accepted as fast as a batch without a cache.
+    let requests = batch.items.iter().map(|item| &item.request);
+    batch.cache = cached::decide_all(state, caller, requests, CacheAsk::default());
     let intake = admit(state, caller, key, batch, answer).await?;
     if let Intake::Admitted { work: batch, .. } = &intake {
         let kind = JobKind::parse(&batch.kind).map_or("unknown", JobKind::as_str);

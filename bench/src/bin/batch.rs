@@ -20,7 +20,7 @@ use anyhow::{Context as _, ensure};
 use clap::Parser;
 use reqwest::Client;
 use serde_json::{Value, json};
-use tollgate_bench::{median, percentile};
+use tollgate_bench::{ended_batch, median, percentile};
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "tollgate-bench-batch")]
@@ -133,19 +133,8 @@ async fn autovacuum_done(url: &str) -> anyhow::Result<Duration> {
 async fn run_batch(http: &Client, cli: &Cli) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let (_, id) = submit(http, cli, cli.items).await?;
-    let batch = loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let batch: Value = http
-            .get(format!("{}/v1/batches/{id}", cli.url))
-            .bearer_auth(&cli.token)
-            .send()
-            .await?
-            .json()
-            .await?;
-        if batch["finished_at"].is_string() {
-            break batch;
-        }
-    };
+    let every = Duration::from_millis(500);
+    let batch = ended_batch(http, &cli.url, &cli.token, &id, every).await?;
     let took = started.elapsed();
     ensure!(
         batch["counts"]["succeeded"] == cli.items,

@@ -15,7 +15,7 @@ use anyhow::{Context as _, ensure};
 use clap::Parser;
 use reqwest::Client;
 use serde_json::{Value, json};
-use tollgate_bench::{median, percentile};
+use tollgate_bench::{ended_batch, median, percentile};
 use tollgate_core::domain::cache::{CacheKey, KeyScope};
 use tollgate_core::domain::{DataPolicy, JobRequest, TenantId};
 
@@ -253,20 +253,9 @@ async fn batch(client: &Client, cli: &Cli) -> anyhow::Result<()> {
     let accepted = started.elapsed();
     let batch: Value = response.json().await?;
     let id = batch["id"].as_str().context("batch id")?.to_owned();
-    loop {
-        let batch: Value = client
-            .get(format!("{}/v1/batches/{id}", cli.gateway))
-            .bearer_auth(&cli.token)
-            .send()
-            .await?
-            .json()
-            .await?;
-        if batch["finished_at"].is_string() {
-            ensure!(batch["counts"]["succeeded"] == cli.items, "batch: {batch}");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let every = Duration::from_millis(100);
+    let batch = ended_batch(client, &cli.gateway, &cli.token, &id, every).await?;
+    ensure!(batch["counts"]["succeeded"] == cli.items, "batch: {batch}");
     let took = started.elapsed();
     let hits = month_hits(client, cli).await? - hits_before;
     println!(

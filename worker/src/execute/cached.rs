@@ -138,12 +138,14 @@ where
     let Some(answer) = answer().await? else {
         return Ok(());
     };
+    // One answer, priced once, for all of them.
+    let outcome = hit(context, answer);
     let runs: Vec<Finish> = waiters
         .iter()
         .map(|waiter| Finish {
             id: waiter.id,
             claim_id: waiter.claim_id,
-            outcome: hit(context, answer.clone()),
+            outcome: outcome.clone(),
             attempts: Vec::new(),
             policy: waiter.data_policy,
         })
