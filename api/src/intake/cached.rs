@@ -165,7 +165,6 @@ async fn answered(
 ) -> Result<Answered, ApiError> {
     let HitJob { job, hit, policy } = hit;
     let tenant_id = job.tenant_id;
-    cache::generic_plans(&mut *tx).await?;
     let id = admission::admit_in(tx, limits, job).await?.id;
     let claim_id = Uuid::now_v7();
     let claim = ClaimRequest {

@@ -114,16 +114,6 @@ pub async fn lookup(
     Ok(row.and_then(AnswerRow::into_answer))
 }
 
-/// Has the rest of the transaction on `conn` run its statements on generic plans: a hit's
-/// statements are the statements every run ends with, whose custom plans (each planned for the
-/// day partitions its arguments touch) would cost more to make than to run.
-pub async fn generic_plans(conn: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query!("set local plan_cache_mode = force_generic_plan")
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// The stored answer of job `source` (named by [`lead`]).
 pub async fn answer(pool: &PgPool, source: JobId) -> Result<Option<CachedAnswer>, sqlx::Error> {
     let row = sqlx::query_as!(
