@@ -438,3 +438,39 @@ async fn a_message_that_keeps_failing_is_dead_lettered_and_an_admin_can_requeue_
     );
     stack.stop().await;
 }
+
+/// Marking confirmed publishes never waits for a row another statement holds (a claim, a run's
+/// end): waiting made it one side of a deadlock with the closing statement, resolved only after
+/// Postgres's one-second `deadlock_timeout` (issue 38). The held job is left unmarked (it is being
+/// claimed or ended); the others are marked.
+#[tokio::test]
+async fn marking_publishes_skips_a_held_job_rather_than_waiting_for_it() {
+    let stack = Stack::with(idle()).await;
+    let held = stack.insert_unpublished_job("held by a run's end").await;
+    let free = stack.insert_unpublished_job("nobody holds it").await;
+    let mut holder = stack.pool.begin().await.expect("begin");
+    sqlx::query("select id from jobs where id = $1 for update")
+        .bind(held)
+        .fetch_one(&mut *holder)
+        .await
+        .expect("hold the row");
+
+    let marked = tokio::time::timeout(
+        Duration::from_secs(5),
+        tollgate_core::db::jobs::mark_published(&stack.pool, &[held, free]),
+    )
+    .await
+    .expect("marked without waiting for the held row");
+    marked.expect("the statement");
+    holder.rollback().await.expect("let go");
+
+    let published: Vec<(JobId, bool)> = sqlx::query_as(
+        "select id, published_at is not null from jobs where id = any($1) order by id",
+    )
+    .bind(vec![held, free])
+    .fetch_all(&stack.pool)
+    .await
+    .expect("the jobs");
+    assert_eq!(published, vec![(held, false), (free, true)]);
+    stack.stop().await;
+}

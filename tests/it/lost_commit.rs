@@ -2,18 +2,22 @@
 //! before the worker heard so, and the worker tries the statement again. A proxy in front of
 //! Postgres forwards the statement, waits for the server's answer (sent once it committed), and
 //! closes the client's side without forwarding it. The retry must find its own effect and return
-//! it without counting it again.
+//! it without counting it again. And a claim lost whole, as a crash of the database can lose one
+//! (claims commit without waiting for the disk): the run's end takes the job again.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use provider_sim::Knobs;
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{Stack, database_url, idle, resolve, test_api_settings, test_worker_settings};
+use crate::harness::{
+    Stack, database_url, eventually, idle, resolve, test_api_settings, test_worker_settings,
+};
 
 /// A TCP proxy to Postgres that, once armed with a piece of a statement's text, loses the answer to
 /// the first statement that carries it (prepared, or a simple query such as `COMMIT`): the
@@ -471,5 +475,59 @@ async fn a_batch_whose_commit_answer_was_lost_is_accepted_once() {
         vec![(batch["id"].as_str().expect("id").to_owned(),)]
     );
     assert_eq!(stack.rows("jobs").await, 3, "its items, once");
+    stack.stop().await;
+}
+
+/// A claim lost in a crash of the database: claims commit without waiting for the disk, so a
+/// crash between a run's claim and its end can leave the job as it was before the claim
+/// (`queued`) while the run calls the provider, its message held. The run's end finds no claim of
+/// its own, claims the job again and records its end: the job is not lost, its one call is
+/// recorded and billed once, and nothing is left queued.
+#[tokio::test]
+async fn a_claim_lost_in_a_crash_is_taken_again_and_its_run_recorded() {
+    let stack = Stack::start().await;
+    stack.ollama.set_knobs(Knobs {
+        latency_ms: 1_000,
+        ..Knobs::default()
+    });
+    let body = json!({ "model": "llama3", "prompt": "a claim the database forgot" });
+    let job = stack.submit("/v1/generate", &body).await;
+    let id = job["id"].as_str().expect("id").to_owned();
+    let running = || async {
+        let status: String = sqlx::query_scalar("select status from jobs where id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&stack.pool)
+            .await
+            .expect("the job");
+        status == "running"
+    };
+    eventually("the job is claimed", running).await;
+
+    // What the crash leaves: the row as the claim found it.
+    let forgotten = sqlx::query(
+        "update jobs set status = 'queued', claim_id = null, claims = claims - 1,
+                revision = revision - 1, lease_expires_at = null, started_at = null
+          where id = $1::uuid and status = 'running'",
+    )
+    .bind(&id)
+    .execute(&stack.pool)
+    .await
+    .expect("forget the claim");
+    assert_eq!(forgotten.rows_affected(), 1, "claimed while its call ran");
+    let finished = stack.wait_until_finished(&id).await;
+
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    assert_eq!(finished["attempts"], 1, "{finished}");
+    assert_eq!(stack.ollama.calls("/api/generate"), 1, "one provider call");
+    let (claims, records): (i32, i64) = sqlx::query_as(
+        "select claims, (select count(*) from usage_records where job_id = jobs.id)
+           from jobs where id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_one(&stack.pool)
+    .await
+    .expect("the job");
+    assert_eq!(claims, 1, "claimed once, as far as the database knows");
+    assert_eq!(records, 1, "the call billed once");
     stack.stop().await;
 }

@@ -8,6 +8,12 @@
 //! coalesced statement fails, each run is tried again by itself, so a job the database refuses
 //! fails only its own run. A group claim never waits for a row another statement holds; the job it
 //! skipped is claimed by itself in its handler's task.
+//!
+//! A claim commits without waiting for the disk ([`db::quick_commits`]): nothing is trusted to it
+//! but the run itself, and the run's end, committed durably, makes it durable too. A crash of the
+//! database between the two may lose the claim (the job is back as it was, `queued` say, its
+//! message still held by this run); the end then finds no claim of its own, and the run claims the
+//! job again under the same claim and records its end, so neither the job nor its call is lost.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,6 +21,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use tollgate_core::coalesce::{self, Coalescer, Limits};
+use tollgate_core::db;
 use tollgate_core::db::runs::{self, ClaimRequest, ClaimedJob, Finish, Recorded};
 use tollgate_core::domain::JobId;
 use tollgate_core::process::Tasks;
@@ -23,6 +30,8 @@ use tollgate_core::process::Tasks;
 const BATCH: usize = 128;
 /// Statements of each kind in flight at once: while they run, the next ones gather.
 const FLUSHES: usize = 4;
+/// Connections of the claims' pool: one per claim in flight, and the claims made alone.
+const CLAIM_CONNECTIONS: u32 = 8;
 
 type Claimed = Result<Option<ClaimedJob>, sqlx::Error>;
 type Ended = Result<Option<Recorded>, sqlx::Error>;
@@ -32,6 +41,8 @@ pub(crate) struct Runs {
     claims: Coalescer<ClaimRequest, GroupClaim>,
     ends: Coalescer<Arc<Finish>, Ended>,
     pool: PgPool,
+    /// Where claims are committed: without waiting for the disk.
+    claiming: PgPool,
     lease: Duration,
 }
 
@@ -50,14 +61,16 @@ impl Runs {
             batch: BATCH,
             flushes: FLUSHES,
         };
-        let claiming = pool.clone();
+        let claiming = db::quick_commits(pool, CLAIM_CONNECTIONS);
+        let gathered = claiming.clone();
         let ending = pool.clone();
         Self {
             claims: Coalescer::start(tasks, "claims", limits, move |requests| {
-                claim(claiming.clone(), requests, lease)
+                claim(gathered.clone(), requests, lease)
             }),
             ends: Coalescer::start(tasks, "ends", limits, move |runs| end(ending.clone(), runs)),
             pool: pool.clone(),
+            claiming,
             lease,
         }
     }
@@ -69,14 +82,46 @@ impl Runs {
     pub(crate) async fn claim(&self, request: ClaimRequest) -> Claimed {
         match self.claims.submit(request).await {
             Ok(GroupClaim::Answered(claimed)) => *claimed,
-            Ok(GroupClaim::AskAlone) => runs::claim(&self.pool, request, self.lease).await,
+            Ok(GroupClaim::AskAlone) => runs::claim(&self.claiming, request, self.lease).await,
             Err(error) => stopped(error),
         }
     }
 
-    /// Records a run that ends its job, with the others ending meanwhile.
+    /// Records a run that ends its job, with the others ending meanwhile. A run whose claim is
+    /// not the job's claims it again ([`Runs::reclaim`]) and is recorded under the claim taken
+    /// then; if it cannot (the job ended, or another run holds it), it is `None` and its result
+    /// dropped.
     pub(crate) async fn finish(&self, run: Arc<Finish>) -> Ended {
-        self.ends.submit(run).await.unwrap_or_else(stopped)
+        let ended = self
+            .ends
+            .submit(run.clone())
+            .await
+            .unwrap_or_else(stopped)?;
+        if ended.is_some() || !self.reclaim(run.id, run.claim_id).await? {
+            return Ok(ended);
+        }
+        runs::finish(&self.pool, &run).await
+    }
+
+    /// Claims job `id` again under `claim_id`, a claim the run found gone: whether it could. It
+    /// can when the claim was lost in a crash of the database (see the module's docs), the job
+    /// back as it was and claimable; never from a run that holds it now (the request is not a
+    /// redelivery), nor a job that ended.
+    pub(crate) async fn reclaim(
+        &self,
+        id: JobId,
+        claim_id: uuid::Uuid,
+    ) -> Result<bool, sqlx::Error> {
+        let again = ClaimRequest {
+            id,
+            claim_id,
+            redelivered: false,
+        };
+        let claimed = runs::claim(&self.pool, again, self.lease).await?.is_some();
+        if claimed {
+            tracing::warn!(job_id = %id, "the run's claim was lost; claimed again");
+        }
+        Ok(claimed)
     }
 }
 

@@ -74,7 +74,12 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let targets = targets(&cli)?;
     let watched = watched(&cli.processes)?;
-    let client = Client::builder().pool_max_idle_per_host(1024).build()?;
+    // Idle connections are dropped before a server closes them (Tollgate's api closes a
+    // connection idle past its header timeout), so a call never races a closing connection.
+    let client = Client::builder()
+        .pool_max_idle_per_host(1024)
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build()?;
     for target in &targets {
         call(&client, target, 0)
             .await

@@ -42,6 +42,8 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
+
+use crate::domain::JobId;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 /// The schema, embedded from `migrations/` at build time.
@@ -56,9 +58,10 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 /// job's path touch day partitions, and Postgres, comparing a generic plan over every partition
 /// with one made for the partitions a call's arguments name, would otherwise plan them again at
 /// every call — measured, 0.7 ms for a claim and 2.3–3 ms for the closing statement, more than
-/// running them (issue 38). A generic plan still prunes the partitions, when it starts. The few
-/// reads whose best plan depends on an argument (one tenant or all) are assembled per case
-/// instead (see `usage`).
+/// running them (issue 38). A generic plan still prunes the partitions when it starts, by scalar
+/// parameters (a statement on many jobs names their bounds too: [`id_bounds`]). The few reads
+/// whose best plan depends on an argument (one tenant or all) are assembled per case instead
+/// (see `usage`).
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let options = PgConnectOptions::from_str(url)?.options([GENERIC_PLANS]);
     PgPoolOptions::new()
@@ -70,6 +73,32 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
 
 /// The setting every pooled connection starts with: plans made once per statement.
 pub const GENERIC_PLANS: (&str, &str) = ("plan_cache_mode", "force_generic_plan");
+
+/// The lowest and highest of `ids` (the nil id twice when there are none), for statements on many
+/// jobs to say `id between $lo and $hi` beside `id = any($ids)`: a generic plan prunes day
+/// partitions by a range of parameters when it starts, but not by an array parameter (measured:
+/// every day's partition was scanned for the array's ids). Job ids are UUIDv7s, so the jobs of
+/// one burst sit in one or two days.
+pub fn id_bounds(ids: &[JobId]) -> (JobId, JobId) {
+    let nil = JobId(uuid::Uuid::nil());
+    let low = ids.iter().min().copied().unwrap_or(nil);
+    let high = ids.iter().max().copied().unwrap_or(nil);
+    (low, high)
+}
+
+/// A pool on `pool`'s database, of at most `max_connections`, whose commits do not wait for their
+/// WAL to reach the disk (`synchronous_commit = off`): for writes whose loss in a crash the
+/// system recovers from, and only those (a run's claim: see the worker's `runs`). Postgres writes
+/// its WAL in order, so a later durable commit (the run's end) makes such a commit durable too; a
+/// crash loses at most the last fraction of a second of them. Connects when first used.
+pub fn quick_commits(pool: &PgPool, max_connections: u32) -> PgPool {
+    let options =
+        PgConnectOptions::clone(&pool.connect_options()).options([("synchronous_commit", "off")]);
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options)
+}
 
 /// Runs `operation` again while the database cannot be reached, for up to `within` (100 to
 /// 500 ms between tries). For a statement whose commit may have happened before its connection

@@ -45,11 +45,23 @@ pub(super) async fn turn(
         return Ok(Turn::Run { leads: false });
     }
     let max_age = Duration::from_secs(u64::from(ttl));
-    let lead = persistently(context, "cache lead", || {
-        cache::lead(&context.pool, job.tenant_id, key, job.id, claim_id, max_age)
-    })
-    .await?;
-    Ok(match lead {
+    let lead = || {
+        persistently(context, "cache lead", || {
+            cache::lead(&context.pool, job.tenant_id, key, job.id, claim_id, max_age)
+        })
+    };
+    let mut lead_now = lead().await?;
+    // A claim lost in a crash of the database (claims commit without waiting for the disk) is
+    // taken again, once, rather than the job left queued with its message acked.
+    if lead_now == Lead::Lost
+        && persistently(context, "reclaim", || {
+            context.runs.reclaim(job.id, claim_id)
+        })
+        .await?
+    {
+        lead_now = lead().await?;
+    }
+    Ok(match lead_now {
         Lead::Leads => Turn::Run { leads: true },
         Lead::Waits => {
             tracing::debug!("an identical job is running; waiting for its answer");

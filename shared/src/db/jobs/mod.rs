@@ -515,15 +515,30 @@ pub async fn list(
 /// Records that the broker confirmed these jobs' messages, so the sweeper leaves them alone.
 /// Called in batches: one statement for many confirmed publishes. A job a worker already claimed
 /// is skipped: the sweeper only looks at `queued` and `retrying` jobs, and not rewriting the row
-/// saves Postgres a tuple version per job when the queue is short. It may wait for a row a
-/// worker's claim holds (then finds it claimed, and leaves it), but cannot deadlock with the claim:
-/// a claim of several jobs never waits for a row ([`super::runs::claim_many`]). A locking read to
-/// skip held rows here instead cost intake about 15 % of its throughput (`bench/RESULTS.md`).
+/// saves Postgres a tuple version per job when the queue is short.
+///
+/// It never waits for a row: one another statement holds (a claim, a run's end) is being claimed
+/// or ended, and needs no mark. Waiting was a deadlock with the closing statement (issue 38): an
+/// update that finds a row changed since its snapshot locks the row's newest version before it
+/// rechecks it, and keeps that lock when the row no longer qualifies — here a job just claimed —
+/// so this statement held a running job while waiting for another that a run's end held, and the
+/// run's end, locking its jobs in order, came to the first: one of the two was killed after
+/// Postgres's `deadlock_timeout` (1 s), the tail of the interactive path's latency under load.
 pub async fn mark_published(pool: &PgPool, ids: &[JobId]) -> Result<(), sqlx::Error> {
+    let (low, high) = crate::db::id_bounds(ids);
     sqlx::query!(
-        "update jobs set published_at = now()
-          where id = any($1) and status in ('queued', 'retrying') and published_at is null",
+        "with free as (
+            select id from jobs
+             where id = any($1) and id between $2 and $3
+               and status in ('queued', 'retrying') and published_at is null
+               for update skip locked
+         )
+         update jobs set published_at = now()
+           from free
+          where jobs.id = free.id and jobs.id = any($1) and jobs.id between $2 and $3",
         ids as &[JobId],
+        low as JobId,
+        high as JobId,
     )
     .execute(pool)
     .await?;

@@ -80,6 +80,7 @@ pub async fn finish_many<R: Borrow<Finish>>(
     let runs: Vec<&Finish> = runs.iter().map(Borrow::borrow).collect();
     let jobs = EndColumns::new(&runs);
     let (attempts, run_of) = AttemptColumns::of_runs(runs.iter().map(|r| r.attempts.as_slice()));
+    let (low, high) = crate::db::id_bounds(&jobs.id);
     // Each run `r` (numbered by its place, `r.run`) whose claim still holds its job: the job's end
     // (`ended`) or its park (`parked`, a run with `retry_in`), either way `done`; the run's
     // attempts and the day's provider spend; for an ended job the usage record when billed
@@ -87,8 +88,8 @@ pub async fn finish_many<R: Borrow<Finish>>(
     // deliveries written. The estimates for abandoned runs, first among a run's attempts, take the
     // claims just before its own, oldest first. The rollups are summed per row before they are
     // written (an upsert may change a row once) and written in key order, so two statements never
-    // wait on each other's rows in a circle. `id = any($1)` repeats the join for the planner: it
-    // prunes the partitions (days) none of the runs' jobs is in. The jobs are locked in id order
+    // wait on each other's rows in a circle. `id = any($1)` and `id between` the ids' bounds
+    // repeat the join for the plan: they prune the partitions (days) none of the runs' jobs is in. The jobs are locked in id order
     // first (`locked`), as a batch's cancel locks its items, so that the two never wait on each
     // other's rows in a circle (a group claim never waits). Its rows: each run recorded, with the
     // job's new revision and its delivery.
@@ -108,7 +109,8 @@ pub async fn finish_many<R: Borrow<Finish>>(
                                         cache_write_tokens, error_body, cache_hit,
                                         cache_source, cache_saved, run)
          ), locked as (
-            select id from jobs where id = any($1::uuid[]) order by id for update
+            select id from jobs where id = any($1::uuid[]) and id between $45 and $46
+             order by id for update
          ), ended as (
             update jobs
                set status = r.status, provider = r.provider, upstream_model = r.upstream_model,
@@ -135,6 +137,7 @@ pub async fn finish_many<R: Borrow<Finish>>(
               from run r join locked on locked.id = r.id
              where jobs.id = r.id and jobs.claim_id = r.claim_id and jobs.status = 'running'
                and r.retry_in is null and jobs.id = any($1::uuid[])
+               and jobs.id between $45 and $46
          returning jobs.id, r.run, jobs.claims, jobs.tenant_id, jobs.token_id, jobs.model,
                    jobs.origin, jobs.client_ip, jobs.finished_at, jobs.reserved_tokens,
                    jobs.reserved_cost, jobs.reserved_month, jobs.status, jobs.webhook_url,
@@ -158,6 +161,7 @@ pub async fn finish_many<R: Borrow<Finish>>(
               from run r join locked on locked.id = r.id
              where jobs.id = r.id and jobs.claim_id = r.claim_id and jobs.status = 'running'
                and r.retry_in is not null and jobs.id = any($1::uuid[])
+               and jobs.id between $45 and $46
          returning jobs.id, r.run, jobs.claims, jobs.revision
          ), done as (
             select id, run, claims, revision from ended
@@ -283,7 +287,7 @@ pub async fn finish_many<R: Borrow<Finish>>(
                      then (select d.id from webhook_deliveries d
                             where d.job_id = j.id order by d.created_at limit 1) end
            from run r join jobs j on j.id = r.id and j.claim_id = r.claim_id
-          where j.id = any($1::uuid[])
+          where j.id = any($1::uuid[]) and j.id between $45 and $46
             and case when r.retry_in is null
                      then j.status in ('succeeded', 'failed', 'cancelled')
                      else j.status = 'retrying' end"#,
@@ -331,6 +335,8 @@ pub async fn finish_many<R: Borrow<Finish>>(
         &jobs.cache_source as &[Option<JobId>],         // $42
         &jobs.cache_saved as &[Option<Decimal>],        // $43
         MAX_CACHED_ANSWER_BYTES,                        // $44
+        low as JobId,                                   // $45
+        high as JobId,                                  // $46
     )
     .fetch_all(pool)
     .await?;

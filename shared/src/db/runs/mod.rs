@@ -195,17 +195,19 @@ pub async fn claim_many(
     let ids: Vec<JobId> = requests.iter().map(|r| r.id).collect();
     let claim_ids: Vec<Uuid> = requests.iter().map(|r| r.claim_id).collect();
     let redelivered: Vec<bool> = requests.iter().map(|r| r.redelivered).collect();
+    let (low, high) = crate::db::id_bounds(&ids);
     // The data policy is read at each claim, not kept from intake: a tenant made `local_only`
     // keeps its queued jobs off the cloud too. `distinct on` keeps one request per job (an update
     // joined to two rows for one job would apply only one of them, arbitrarily); `id = any($1)`
-    // lets the planner prune the days none of them is in. The rows are locked first (`locked`),
+    // and `id between` their bounds let the plan prune the days none of them is in. The rows are locked first (`locked`),
     // skipping any another statement holds: a group claim never waits, so it cannot be one of two
     // statements waiting on each other's rows in a circle (a deadlock). Its caller claims a job it
     // skipped by itself ([`claim`], which holds nothing else while it waits).
     let rows = sqlx::query_as!(
         ClaimRow,
         r#"with locked as (
-            select id from jobs where id = any($1::uuid[]) for update skip locked
+            select id from jobs where id = any($1::uuid[]) and id between $6 and $7
+               for update skip locked
          )
          update jobs
             set status = 'running', claim_id = c.claim_id,
@@ -218,7 +220,7 @@ pub async fn claim_many(
                         with ordinality as r(id, claim_id, redelivered, n)
                   order by id, n) c
           join locked on locked.id = c.id
-          where jobs.id = c.id and jobs.id = any($1::uuid[])
+          where jobs.id = c.id and jobs.id = any($1::uuid[]) and jobs.id between $6 and $7
             and (status = 'queued'
                  or (status = 'retrying' and retry_at <= now() + make_interval(secs => $5))
                  or (status = 'running'
@@ -238,6 +240,8 @@ pub async fn claim_many(
         &redelivered,
         lease.as_secs_f64(),
         EARLY_ARRIVAL_SECS,
+        low as JobId,
+        high as JobId,
     )
     .fetch_all(pool)
     .await?;
