@@ -25,6 +25,7 @@ use tollgate_core::db;
 use tollgate_core::db::runs::{self, ClaimRequest, ClaimedJob, Finish, Recorded};
 use tollgate_core::domain::JobId;
 use tollgate_core::process::Tasks;
+use uuid::Uuid;
 
 /// Most claims, and most ends, in one statement.
 const BATCH: usize = 128;
@@ -107,11 +108,7 @@ impl Runs {
     /// can when the claim was lost in a crash of the database (see the module's docs), the job
     /// back as it was and claimable; never from a run that holds it now (the request is not a
     /// redelivery), nor a job that ended.
-    pub(crate) async fn reclaim(
-        &self,
-        id: JobId,
-        claim_id: uuid::Uuid,
-    ) -> Result<bool, sqlx::Error> {
+    pub(crate) async fn reclaim(&self, id: JobId, claim_id: Uuid) -> Result<bool, sqlx::Error> {
         let again = ClaimRequest {
             id,
             claim_id,

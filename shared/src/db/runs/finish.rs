@@ -89,10 +89,10 @@ pub async fn finish_many<R: Borrow<Finish>>(
     // claims just before its own, oldest first. The rollups are summed per row before they are
     // written (an upsert may change a row once) and written in key order, so two statements never
     // wait on each other's rows in a circle. `id = any($1)` and `id between` the ids' bounds
-    // repeat the join for the plan: they prune the partitions (days) none of the runs' jobs is in. The jobs are locked in id order
-    // first (`locked`), as a batch's cancel locks its items, so that the two never wait on each
-    // other's rows in a circle (a group claim never waits). Its rows: each run recorded, with the
-    // job's new revision and its delivery.
+    // repeat the join for the plan: they prune the partitions (days) none of the runs' jobs is
+    // in. The jobs are locked in id order first (`locked`), as a batch's cancel locks its items,
+    // so that the two never wait on each other's rows in a circle (a group claim never waits).
+    // Its rows: each run recorded, with the job's new revision and its delivery.
     let rows = sqlx::query!(
         r#"with run as (
             select *

@@ -199,10 +199,11 @@ pub async fn claim_many(
     // The data policy is read at each claim, not kept from intake: a tenant made `local_only`
     // keeps its queued jobs off the cloud too. `distinct on` keeps one request per job (an update
     // joined to two rows for one job would apply only one of them, arbitrarily); `id = any($1)`
-    // and `id between` their bounds let the plan prune the days none of them is in. The rows are locked first (`locked`),
-    // skipping any another statement holds: a group claim never waits, so it cannot be one of two
-    // statements waiting on each other's rows in a circle (a deadlock). Its caller claims a job it
-    // skipped by itself ([`claim`], which holds nothing else while it waits).
+    // and `id between` their bounds let the plan prune the days none of them is in. The rows are
+    // locked first (`locked`), skipping any another statement holds: a group claim never waits,
+    // so it cannot be one of two statements waiting on each other's rows in a circle (a
+    // deadlock). Its caller claims a job it skipped by itself ([`claim`], which holds nothing
+    // else while it waits).
     let rows = sqlx::query_as!(
         ClaimRow,
         r#"with locked as (
