@@ -47,6 +47,10 @@ struct Cli {
     /// Rounds per level; each round runs `concurrency` streams per side (at least 10).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Rounds per level run first and not counted: the pools' connections opened, each
+    /// connection's statements planned, as a gateway that has been serving has them.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
     /// Non-streaming calls per side for the overhead at one client.
     #[arg(long, default_value_t = 300)]
     calls: usize,
@@ -97,14 +101,16 @@ async fn main() -> anyhow::Result<()> {
     );
     for &concurrency in &cli.concurrency {
         let mut timed = [Vec::new(), Vec::new(), Vec::new()];
-        for round in 0..cli.rounds {
+        for round in 0..cli.warmup + cli.rounds {
             // Rotate which side goes first, so none always runs on a warmer machine.
             let mut order = Side::ALL;
             order.rotate_left(round % Side::ALL.len());
             for side in order {
                 let streams = concurrency.max(10);
                 let batch = run_streams(&client, &cli, side, concurrency, streams).await?;
-                timed[side as usize].extend(batch);
+                if round >= cli.warmup {
+                    timed[side as usize].extend(batch);
+                }
             }
         }
         report(concurrency, &mut timed);
