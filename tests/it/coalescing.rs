@@ -396,12 +396,7 @@ async fn a_group_claim_skips_a_held_job_which_the_claim_for_one_waits_for() {
     for n in 0..3 {
         ids.push(stack.insert_unpublished_job(&format!("held {n}")).await);
     }
-    let mut holder = pool.begin().await.expect("begin");
-    sqlx::query("select 1 from jobs where id = $1 for update")
-        .bind(ids[1])
-        .execute(&mut *holder)
-        .await
-        .expect("hold the row");
+    let holder = stack.hold_job(ids[1]).await;
 
     let requests: Vec<ClaimRequest> = ids.iter().map(|&id| request(id, false)).collect();
     let claimed = tokio::time::timeout(
@@ -443,7 +438,7 @@ async fn a_group_claim_skips_a_held_job_which_the_claim_for_one_waits_for() {
 async fn a_job_held_while_its_group_is_claimed_runs_once_it_is_let_go() {
     let mut stack = Stack::start().await.without_workers().await;
     let ids = stack.submit_many(20, "group").await;
-    let held = Uuid::parse_str(&ids[7]).expect("uuid");
+    let held = JobId(Uuid::parse_str(&ids[7]).expect("uuid"));
     // Intake records the broker's confirms after it answers: held from then on, the row is held
     // from the worker's claims alone.
     crate::harness::eventually("intake records every publish", || async {
@@ -455,12 +450,7 @@ async fn a_job_held_while_its_group_is_claimed_runs_once_it_is_let_go() {
         unpublished == 0
     })
     .await;
-    let mut holder = stack.pool.begin().await.expect("begin");
-    sqlx::query("select 1 from jobs where id = $1 for update")
-        .bind(held)
-        .execute(&mut *holder)
-        .await
-        .expect("hold the row");
+    let holder = stack.hold_job(held).await;
     stack
         .add_worker(crate::harness::test_worker_settings())
         .await;

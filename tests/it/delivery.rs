@@ -448,12 +448,7 @@ async fn marking_publishes_skips_a_held_job_rather_than_waiting_for_it() {
     let stack = Stack::with(idle()).await;
     let held = stack.insert_unpublished_job("held by a run's end").await;
     let free = stack.insert_unpublished_job("nobody holds it").await;
-    let mut holder = stack.pool.begin().await.expect("begin");
-    sqlx::query("select id from jobs where id = $1 for update")
-        .bind(held)
-        .fetch_one(&mut *holder)
-        .await
-        .expect("hold the row");
+    let holder = stack.hold_job(held).await;
 
     let marked = tokio::time::timeout(
         Duration::from_secs(5),

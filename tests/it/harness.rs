@@ -523,6 +523,18 @@ impl Stack {
         self.insert_job_as(JobId::new(), prompt).await
     }
 
+    /// Locks job `id`'s row in a transaction of its own, as another statement (a claim, a run's
+    /// end) holds it, until the transaction is rolled back or dropped.
+    pub async fn hold_job(&self, id: JobId) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let mut holder = self.pool.begin().await.expect("begin");
+        sqlx::query("select 1 from jobs where id = $1 for update")
+            .bind(id)
+            .execute(&mut *holder)
+            .await
+            .expect("hold the row");
+        holder
+    }
+
     /// [`Self::insert_unpublished_job`] under a given id (a UUIDv7 of another day, say).
     pub async fn insert_job_as(&self, id: JobId, prompt: &str) -> JobId {
         let hash = tollgate_core::token::hash(&self.token);
